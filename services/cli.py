@@ -1,0 +1,200 @@
+"""The ``latfarm`` command line. Each command imports its role's code lazily, so the agent-only install (no
+torch, no web stack) can run ``latfarm agent``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="latfarm: on-device latency measurement and prediction for hardware-aware NAS.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+export_app = typer.Typer(help="Export models (ONNX / TFLite) or a device's measurements.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate the predictor.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+app.add_typer(eval_app, name="eval")
+
+DataDir = typer.Option(None, "--data-dir", help="Folder for the SQLite file, artifacts, keys [latfarm-data].")
+DbUrl = typer.Option(None, "--db", help="SQLAlchemy URL; default: SQLite file in the data folder.")
+ServerUrl = typer.Option("http://127.0.0.1:8000", "--server", envvar="LATFARM_SERVER", help="REST base URL.")
+ApiKey = typer.Option(None, "--key", envvar="LATFARM_API_KEY", help="API key (Bearer).")
+
+
+@app.command()
+def serve(
+    db: str = DbUrl,
+    redis: str = typer.Option(None, "--redis", help="Redis URL (optional): wakes agents, caches predictions."),
+    http_port: int = typer.Option(None, "--http-port", help="REST port [8000]."),
+    grpc_port: int = typer.Option(None, "--grpc-port", help="gRPC port for agents [50051]."),
+    data_dir: Path = DataDir,
+) -> None:
+    """Run the central server: REST for NAS clients and admins, gRPC for device agents."""
+    from services.server import serve as run_server
+    from services.settings import Settings
+
+    run_server(
+        Settings.from_env(db_url=db, redis_url=redis, http_port=http_port, grpc_port=grpc_port, data_dir=data_dir)
+    )
+
+
+@app.command()
+def agent(
+    server: str = typer.Option(..., "--server", help="gRPC address of the server, HOST:PORT."),
+    enroll: str = typer.Option(None, "--enroll", help="Enrollment token (first run only)."),
+    state_dir: Path = typer.Option(Path("latfarm-agent"), "--state-dir", help="Credential, cache, logs."),
+    name: str = typer.Option(None, "--name", help="A name for this agent [hostname]."),
+    threads: int = typer.Option(1, "--threads", help="Inference threads per model."),
+    affinity: str = typer.Option(None, "--affinity", help="CPUs to pin to, e.g. '0' or '2-3'."),
+    cache_mb: int = typer.Option(512, "--cache-mb", help="Artifact cache size bound."),
+    cooldown_s: float = typer.Option(0.0, "--cooldown", help="Seconds to rest between batches (phones)."),
+    once: bool = typer.Option(False, "--once", help="Exit when the queue is empty."),
+) -> None:
+    """Run a device agent: register, lease jobs, measure, report."""
+    from agents.main import run_agent
+
+    run_agent(
+        server=server,
+        enroll=enroll,
+        state_dir=state_dir,
+        name=name,
+        threads=threads,
+        affinity=affinity,
+        cache_mb=cache_mb,
+        cooldown_s=cooldown_s,
+        once=once,
+    )
+
+
+@app.command()
+def up(
+    device: str = typer.Option("local", "--device", help="Device name for this machine."),
+    samples: int = typer.Option(10, "--samples", help="K archs to measure for adapting the predictor."),
+    http_port: int = typer.Option(None, "--http-port"),
+    grpc_port: int = typer.Option(None, "--grpc-port"),
+    data_dir: Path = DataDir,
+    datasets: Path = typer.Option(None, "--datasets", help="HELP-layout folder to import, if any."),
+) -> None:
+    """Everything on this machine: server, a local agent, predictor adapted to this machine."""
+    from services.settings import Settings
+    from services.up import run_up
+
+    settings = Settings.from_env(http_port=http_port, grpc_port=grpc_port, data_dir=data_dir, datasets_dir=datasets)
+    run_up(settings, device=device, samples=samples)
+
+
+@app.command("import")
+def import_(
+    path: Path = typer.Argument(..., help="Dataset folder or file."),
+    fmt: str = typer.Option("help", "--format", help="help | latbench | hwnasbench"),
+    device: str = typer.Option(None, "--device", help="Device name (LatBench: one file per device)."),
+    db: str = DbUrl,
+    data_dir: Path = DataDir,
+) -> None:
+    """Import a latency dataset into the store (idempotent)."""
+    from services.datasets import import_dataset
+    from services.settings import Settings
+
+    import_dataset(Settings.from_env(db_url=db, data_dir=data_dir), path, fmt=fmt, device=device)
+
+
+@export_app.command("model")
+def export_model(
+    archs: list[str] = typer.Argument(..., help="Arch strings or NB201 indices."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx | tflite"),
+    out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
+    resolution: int = typer.Option(32, "--resolution"),
+    classes: int = typer.Option(10, "--classes"),
+) -> None:
+    """Export NB201 networks to ONNX or TFLite."""
+    from services.artifacts import export_cli
+
+    export_cli(archs, fmt=fmt, out=out, resolution=resolution, classes=classes)
+
+
+@export_app.command("data")
+def export_data(
+    device: str = typer.Argument(..., help="Device name."),
+    fmt: str = typer.Option("csv", "--format", help="csv | latbench"),
+    out: Path = typer.Option(..., "--out", help="Output file."),
+    db: str = DbUrl,
+    data_dir: Path = DataDir,
+) -> None:
+    """Export a device's measurements as CSV or a LatBench pickle."""
+    from services.datasets import export_dataset
+    from services.settings import Settings
+
+    export_dataset(Settings.from_env(db_url=db, data_dir=data_dir), device, fmt=fmt, out=out)
+
+
+@app.command()
+def predict(
+    device: str = typer.Argument(...),
+    archs: list[str] = typer.Argument(..., help="Arch strings."),
+    server: str = ServerUrl,
+    key: str = ApiKey,
+) -> None:
+    """Ask the server for latencies (measured, else predicted) of archs on a device."""
+    from services.client import Client
+
+    for item in Client(server, key).predict(device, archs):
+        typer.echo(f"{item['latency_ms']:.4f} ms  {item['source']:<9}  {item['arch']}")
+
+
+@app.command()
+def adapt(
+    device: str = typer.Argument(...),
+    samples: int = typer.Option(10, "--samples", help="K archs to measure."),
+    server: str = ServerUrl,
+    key: str = ApiKey,
+    wait: bool = typer.Option(True, "--wait/--no-wait"),
+) -> None:
+    """Adapt the predictor to a device from K measurements by its agents."""
+    from services.client import Client
+
+    Client(server, key).adapt(device, samples=samples, wait=wait, progress=True)
+
+
+@app.command()
+def pretrain(
+    data: Path = typer.Option(..., "--data", help="HELP-layout folder."),
+    devices: str = typer.Option(None, "--devices", help="Comma-separated devices [all in the folder]."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint file to write."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Pretrain the latency predictor on many devices (reproduces the shipped checkpoint)."""
+    from predictor.pretrain import pretrain_cli
+
+    pretrain_cli(data, devices=devices.split(",") if devices else None, out=out, seed=seed)
+
+
+@eval_app.command("transfer")
+def eval_transfer(
+    data: Path = typer.Option(..., "--data", help="HELP-layout folder."),
+    train: str = typer.Option(..., "--train", help="Comma-separated pretraining devices."),
+    test: str = typer.Option(..., "--test", help="Comma-separated unseen devices."),
+    samples: str = typer.Option("5,10,20", "--samples"),
+    trials: int = typer.Option(5, "--trials"),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: Path = typer.Option(None, "--json"),
+    dump: Path = typer.Option(None, "--dump", help="Write <device>_k<K>_t<trial>.npz per run."),
+) -> None:
+    """Pretrain on --train devices, adapt to each --test device from K samples, score on the rest."""
+    from predictor.evaluate import eval_transfer_cli
+
+    eval_transfer_cli(
+        data,
+        train=train.split(","),
+        test=test.split(","),
+        samples=[int(k) for k in samples.split(",")],
+        trials=trials,
+        seed=seed,
+        json_out=json_out,
+        dump=dump,
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,247 @@
+"""SQLAlchemy models: LatBench-style measurements plus the fleet and queue around them.
+
+Units: milliseconds for latencies, UTC for times. Names follow the REST resources.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
+
+
+class JobState(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class Source(str, enum.Enum):
+    measured = "measured"  # reported by an agent
+    imported = "imported"  # loaded from a dataset (HELP, LatBench, HW-NAS-Bench)
+
+
+class AdaptState(str, enum.Enum):
+    measuring = "measuring"  # waiting for the K sample measurements
+    training = "training"
+    active = "active"
+    failed = "failed"
+    superseded = "superseded"
+
+
+class Device(Base):
+    """A device type a NAS client targets, e.g. ``pixel7-cpu-fp32``."""
+
+    __tablename__ = "devices"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    hardware: Mapped[str] = mapped_column(Text, default="")
+    runtime: Mapped[str] = mapped_column(String(64), default="onnxruntime")
+    precision: Mapped[str] = mapped_column(String(16), default="fp32")
+    batch_size: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    agents: Mapped[list[Agent]] = relationship(back_populates="device", cascade="all, delete-orphan")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Enrollment(Base):
+    """A token a device owner gives to an agent so it can register for this device."""
+
+    __tablename__ = "enrollments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Agent(Base):
+    """A registered physical instance of a device."""
+
+    __tablename__ = "agents"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    owner: Mapped[str | None] = mapped_column(String(64))
+    credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    descriptor: Mapped[dict] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="idle")
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_heartbeat: Mapped[datetime | None] = mapped_column(index=True)
+
+    device: Mapped[Device] = relationship(back_populates="agents")
+
+    def __str__(self) -> str:
+        return self.name or self.id
+
+
+class Arch(Base):
+    """A cell of a search space, by canonical arch string."""
+
+    __tablename__ = "archs"
+    __table_args__ = (UniqueConstraint("space", "arch"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    space: Mapped[str] = mapped_column(String(32), default="nb201")
+    arch: Mapped[str] = mapped_column(String(256))
+    nb201_index: Mapped[int | None] = mapped_column(Integer, index=True)
+
+    def __str__(self) -> str:
+        return self.arch
+
+
+class Artifact(Base):
+    """An exported model file, content-addressed by sha256 (bytes live in the artifact store on disk)."""
+
+    __tablename__ = "artifacts"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    arch_id: Mapped[int] = mapped_column(ForeignKey("archs.id"), index=True)
+    format: Mapped[str] = mapped_column(String(16))
+    settings: Mapped[dict] = mapped_column(default=dict)  # resolution, channels, classes, opset ...
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    arch: Mapped[Arch] = relationship()
+
+
+class ApiKey(Base):
+    """A REST API key; only its sha256 is stored. Scopes: ``client``, ``owner``, ``admin``."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JobBatch(Base):
+    """One ``POST /v1/jobs`` request: a set of archs to measure on one device."""
+
+    __tablename__ = "job_batches"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    space: Mapped[str] = mapped_column(String(32), default="nb201")
+    format: Mapped[str] = mapped_column(String(16), default="onnx")
+    requested_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """Measure one arch on one device; leased by one agent at a time."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_lease", "device_id", "state", "lease_expires_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("job_batches.id", ondelete="CASCADE"), index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    arch_id: Mapped[int] = mapped_column(ForeignKey("archs.id"))
+    format: Mapped[str] = mapped_column(String(16), default="onnx")
+    artifact_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"))
+    state: Mapped[JobState] = mapped_column(Enum(JobState, native_enum=False, length=16), default=JobState.queued)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    lease_expires_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    arch: Mapped[Arch] = relationship()
+    device: Mapped[Device] = relationship()
+
+
+class Measurement(Base):
+    """One latency figure of one arch on one device, measured by an agent or imported from a dataset."""
+
+    __tablename__ = "measurements"
+    __table_args__ = (
+        Index("ix_measurements_device_arch", "device_id", "arch_id"),
+        # idempotent imports: one row per (device, arch, dataset); measured rows have dataset NULL
+        UniqueConstraint("device_id", "arch_id", "dataset", name="uq_measurements_dataset"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    arch_id: Mapped[int] = mapped_column(ForeignKey("archs.id"), index=True)
+    source: Mapped[Source] = mapped_column(Enum(Source, native_enum=False, length=16), default=Source.measured)
+    dataset: Mapped[str | None] = mapped_column(String(64))  # e.g. "help-nb201" for imported rows
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), unique=True)
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    runtime: Mapped[str | None] = mapped_column(String(32))
+    runtime_version: Mapped[str | None] = mapped_column(String(32))
+    provider: Mapped[str | None] = mapped_column(String(64))
+    threads: Mapped[int | None] = mapped_column(Integer)
+    protocol: Mapped[dict] = mapped_column(default=dict)  # warm-up, runs per round, rounds, affinity ...
+    median_ms: Mapped[float] = mapped_column(Float)
+    mean_ms: Mapped[float | None] = mapped_column(Float)
+    std_ms: Mapped[float | None] = mapped_column(Float)
+    min_ms: Mapped[float | None] = mapped_column(Float)
+    p90_ms: Mapped[float | None] = mapped_column(Float)
+    runs: Mapped[int | None] = mapped_column(Integer)
+    round_medians_ms: Mapped[list] = mapped_column(default=list)
+    session_create_ms: Mapped[float | None] = mapped_column(Float)
+    first_inference_ms: Mapped[float | None] = mapped_column(Float)
+    unstable: Mapped[bool] = mapped_column(Boolean, default=False)
+    provenance: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    arch: Mapped[Arch] = relationship()
+    device: Mapped[Device] = relationship()
+
+
+class Adaptation(Base):
+    """Few-shot transfer of the predictor to one device: samples chosen, measured, fine-tuned, activated."""
+
+    __tablename__ = "adaptations"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    state: Mapped[AdaptState] = mapped_column(
+        Enum(AdaptState, native_enum=False, length=16), default=AdaptState.measuring
+    )
+    samples: Mapped[int] = mapped_column(Integer)
+    strategy: Mapped[str] = mapped_column(String(32), default="")
+    sample_archs: Mapped[list] = mapped_column(default=list)  # NB201 indices chosen
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("job_batches.id", ondelete="SET NULL"))
+    checkpoint: Mapped[str | None] = mapped_column(String(64))  # base checkpoint version it adapted
+    params: Mapped[dict] = mapped_column(default=dict)  # adapted per-device parameters (small)
+    metrics: Mapped[dict] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    activated_at: Mapped[datetime | None]
