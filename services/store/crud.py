@@ -1,0 +1,45 @@
+"""Small shared queries. Resource-specific ones live beside their users (queue, datasets, API routes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from predictor import nb201
+from services.store.models import Arch, Device
+
+
+def ensure_archs(session: Session, archs: Iterable[str], space: str = nb201.SPACE) -> dict[str, int]:
+    """Arch ids for arch strings, creating missing rows; keys are the canonical strings.
+
+    Raises ``nb201.ArchError`` (naming the bad string) before writing anything.
+    """
+    if space != nb201.SPACE:
+        raise nb201.ArchError(f"unknown search space {space!r}; supported: {nb201.SPACE!r}")
+    ops_by_arch = {}
+    for arch in archs:
+        ops = nb201.parse(arch)
+        ops_by_arch[nb201.to_string(ops)] = ops
+    ids: dict[str, int] = {}
+    wanted = list(ops_by_arch)
+    for start in range(0, len(wanted), 1000):  # bounded IN lists
+        chunk = wanted[start : start + 1000]
+        rows = session.execute(select(Arch.arch, Arch.id).where(Arch.space == space, Arch.arch.in_(chunk)))
+        ids.update(dict(rows.tuples()))
+    missing = [a for a in wanted if a not in ids]
+    if missing:
+        session.execute(
+            insert(Arch),
+            [{"space": space, "arch": a, "nb201_index": nb201.official_index(ops_by_arch[a])} for a in missing],
+        )
+        for start in range(0, len(missing), 1000):
+            chunk = missing[start : start + 1000]
+            rows = session.execute(select(Arch.arch, Arch.id).where(Arch.space == space, Arch.arch.in_(chunk)))
+            ids.update(dict(rows.tuples()))
+    return ids
+
+
+def device_by_name(session: Session, name: str) -> Device | None:
+    return session.scalars(select(Device).where(Device.name == name)).one_or_none()
