@@ -27,7 +27,7 @@ def ensure_archs(session: Session, archs: Iterable[str], space: str = nb201.SPAC
     for start in range(0, len(wanted), 1000):  # bounded IN lists
         chunk = wanted[start : start + 1000]
         rows = session.execute(select(Arch.arch, Arch.id).where(Arch.space == space, Arch.arch.in_(chunk)))
-        ids.update(dict(rows.tuples()))
+        ids.update({arch: id_ for arch, id_ in rows})
     missing = [a for a in wanted if a not in ids]
     if missing:
         session.execute(
@@ -37,7 +37,7 @@ def ensure_archs(session: Session, archs: Iterable[str], space: str = nb201.SPAC
         for start in range(0, len(missing), 1000):
             chunk = missing[start : start + 1000]
             rows = session.execute(select(Arch.arch, Arch.id).where(Arch.space == space, Arch.arch.in_(chunk)))
-            ids.update(dict(rows.tuples()))
+            ids.update({arch: id_ for arch, id_ in rows})
     return ids
 
 
