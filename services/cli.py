@@ -41,6 +41,19 @@ def serve(
 
 
 @app.command()
+def migrate(db: str = DbUrl, data_dir: Path = DataDir) -> None:
+    """Create or upgrade the database schema (idempotent); run once before starting server replicas."""
+    from services.settings import Settings
+    from services.store.migrate import upgrade
+
+    settings = Settings.from_env(db_url=db, data_dir=data_dir)
+    if settings.db_url is None:  # the default SQLite file lives in the data folder
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    typer.echo("schema up to date")
+
+
+@app.command()
 def agent(
     server: str = typer.Option(..., "--server", help="gRPC address of the server, HOST:PORT."),
     enroll: str = typer.Option(None, "--enroll", help="Enrollment token (first run only)."),
@@ -51,6 +64,12 @@ def agent(
     cache_mb: int = typer.Option(512, "--cache-mb", help="Artifact cache size bound."),
     cooldown_s: float = typer.Option(0.0, "--cooldown", help="Seconds to rest between batches (phones)."),
     once: bool = typer.Option(False, "--once", help="Exit when the queue is empty."),
+    warmup: int = typer.Option(0, "--warmup", envvar="LATFARM_AGENT_WARMUP", help="Warm-up runs/round (default 5)."),
+    runs: int = typer.Option(0, "--runs", envvar="LATFARM_AGENT_RUNS", help="Timed runs per round (default 20)."),
+    rounds: int = typer.Option(0, "--rounds", envvar="LATFARM_AGENT_ROUNDS", help="Interleaved rounds (default 5)."),
+    timeout: float = typer.Option(0.0, "--timeout", envvar="LATFARM_AGENT_TIMEOUT", help="Model time limit, s (120)."),
+    provider: str = typer.Option(None, "--provider", help="onnxruntime execution provider (default CPU)."),
+    max_jobs: int = typer.Option(0, "--max-jobs", help="Jobs per lease (default: the server's)."),
 ) -> None:
     """Run a device agent: register, lease jobs, measure, report."""
     from agents.main import run_agent
@@ -65,6 +84,12 @@ def agent(
         cache_mb=cache_mb,
         cooldown_s=cooldown_s,
         once=once,
+        warmup=warmup,
+        runs=runs,
+        rounds=rounds,
+        timeout_s=timeout,
+        provider=provider,
+        max_jobs=max_jobs,
     )
 
 
@@ -140,6 +165,9 @@ def predict(
     from services.client import Client
 
     for item in Client(server, key).predict(device, archs):
+        if item["latency_ms"] is None:
+            typer.echo(f"no estimate  {item['arch']}: {item['message']}")
+            continue
         typer.echo(f"{item['latency_ms']:.4f} ms  {item['source']:<9}  {item['arch']}")
 
 

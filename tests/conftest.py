@@ -17,6 +17,7 @@ HELP_DIR = ROOT.parent / "shared" / "datasets" / "help-nb201"
 PG_URL = os.environ.get("LATFARM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LATFARM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ON_CI = bool(os.environ.get("CI"))
+pytest_plugins = ["tests.api_support"]  # REST API fixtures: api, keys
 
 
 def _absent(what: str, err: Exception) -> None:

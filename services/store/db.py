@@ -22,6 +22,11 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+            dbapi_conn.isolation_level = None  # pysqlite must not defer BEGIN past the first SELECT (lost updates)
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # one writer at a time, reads inside the transaction
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

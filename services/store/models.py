@@ -167,7 +167,11 @@ class Job(Base):
     """Measure one arch on one device; leased by one agent at a time."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_lease", "device_id", "state", "lease_expires_at"),)
+    __table_args__ = (
+        Index("ix_jobs_lease", "device_id", "state", "lease_expires_at"),
+        Index("ix_jobs_queue", "device_id", "state", "created_at"),  # lease: oldest queued job of a device
+        Index("ix_jobs_expiry", "state", "lease_expires_at"),  # requeue of lapsed leases across devices
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     batch_id: Mapped[str] = mapped_column(ForeignKey("job_batches.id", ondelete="CASCADE"), index=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))

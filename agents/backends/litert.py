@@ -1,0 +1,55 @@
+"""LiteRT backend (``ai_edge_litert.interpreter``) with its default XNNPACK CPU delegate.
+
+Raises ImportError at import when LiteRT is not installed, so the agent simply does not offer "tflite"."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from agents.backends import make_input
+
+
+class LiteRTModel:
+    provider = "xnnpack"
+
+    def __init__(self, path: Path, threads: int, input_shape: list[int]):
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        first = self.interpreter.get_input_details()[0]
+        shape = list(input_shape) or [int(d) for d in first["shape"]]
+        if list(first["shape"]) != shape:
+            self.interpreter.resize_tensor_input(first["index"], shape)
+        self.interpreter.allocate_tensors()
+        self.interpreter.set_tensor(first["index"], make_input(shape, first["dtype"]))
+        self.batch = shape[0] if shape else None
+        outputs = self.interpreter.get_output_details()
+        self.output_indices = [o["index"] for o in outputs]
+        self.declared = [[int(d) if d > 0 else None for d in o["shape_signature"]] for o in outputs]
+
+    def run(self) -> list[np.ndarray]:
+        self.interpreter.invoke()
+        return [self.interpreter.get_tensor(i) for i in self.output_indices]
+
+    def cancel(self) -> bool:
+        """The Python interpreter API has no cancellation."""
+        return False
+
+    def close(self) -> None:
+        del self.interpreter
+
+
+class LiteRTBackend:
+    format = "tflite"
+    runtime = "litert"
+    device = "CPU"
+    providers = ["xnnpack"]
+
+    def __init__(self):
+        self.version = version("ai-edge-litert")
+        self.build = f"ai-edge-litert {self.version}"
+
+    def load(self, path: Path, threads: int, input_shape: list[int]) -> LiteRTModel:
+        return LiteRTModel(path, threads, input_shape)

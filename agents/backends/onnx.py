@@ -1,0 +1,61 @@
+"""onnxruntime backend: CPU by default, or any installed execution provider (CUDA, TensorRT, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from agents.backends import make_input
+
+DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def _static(shape: list) -> list[int | None]:
+    return [d if isinstance(d, int) else None for d in shape]
+
+
+class OnnxModel:
+    def __init__(self, path: Path, threads: int, input_shape: list[int], providers: list[str]):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.provider = self.session.get_providers()[0]
+        first = self.session.get_inputs()[0]
+        shape = list(input_shape) or [d if isinstance(d, int) else 1 for d in first.shape]
+        self.feed = {first.name: make_input(shape, DTYPES.get(first.type, np.float32))}
+        self.batch = shape[0] if shape else None
+        self.declared = [_static(o.shape) for o in self.session.get_outputs()]
+        self.run_options = ort.RunOptions()
+
+    def run(self) -> list[np.ndarray]:
+        return self.session.run(None, self.feed, self.run_options)
+
+    def cancel(self) -> bool:
+        """onnxruntime checks the terminate flag between nodes: the running inference raises soon after."""
+        self.run_options.terminate = True
+        return True
+
+    def close(self) -> None:
+        del self.session
+
+
+class OnnxBackend:
+    format = "onnx"
+    runtime = "onnxruntime"
+
+    def __init__(self, provider: str | None = None):
+        self.version = ort.__version__
+        self.build = ort.capi._pybind_state.get_build_info()
+        self.device = ort.get_device()
+        self.providers = ort.get_available_providers()
+        if provider and provider not in self.providers:
+            raise ValueError(f"execution provider {provider!r} is not available here: {self.providers}")
+        self.session_providers = [provider, "CPUExecutionProvider"] if provider else ["CPUExecutionProvider"]
+
+    def load(self, path: Path, threads: int, input_shape: list[int]) -> OnnxModel:
+        return OnnxModel(path, threads, input_shape, self.session_providers)

@@ -1,0 +1,133 @@
+"""The agent's gRPC connection: channel, credential metadata, and retries with backoff while the server is away."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import grpc
+
+from proto.latfarm.v1 import agent_pb2, agent_pb2_grpc
+
+T = TypeVar("T")
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+CALL_TIMEOUT_S = 30.0
+
+
+class Stopped(Exception):
+    """The agent was asked to stop while waiting for the server."""
+
+
+class Unauthenticated(Exception):
+    """The server does not know this agent's credential (or enrollment token)."""
+
+
+class Backoff:
+    """Exponential backoff with jitter: 0.5 s, 1 s, 2 s ... up to ``cap_s``."""
+
+    def __init__(self, base_s: float = 0.5, cap_s: float = 30.0):
+        self.base_s, self.cap_s, self.failures = base_s, cap_s, 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap_s, self.base_s * 2**self.failures)
+        self.failures += 1
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Connection:
+    def __init__(self, address: str, stop: threading.Event, credential: str | None = None, log=print):
+        self.address = address
+        self.stop = stop
+        self.credential = credential
+        self.log = log
+        self.channel = grpc.insecure_channel(
+            address, options=[("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 << 20)]
+        )
+        self.stub = agent_pb2_grpc.AgentServiceStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.credential}")] if self.credential else []
+
+    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+        """Call until it succeeds, waiting with backoff while the server is unreachable; on shutdown, stop retrying
+        (raise Stopped) but still make the first try, so finished results get reported."""
+        backoff = Backoff()
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as err:
+                code = err.code()
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    raise Unauthenticated(f"{what}: {err.details()}") from err
+                if code not in RETRYABLE:
+                    raise
+                delay = backoff.next_delay()
+                self.log(f"{what}: server unavailable ({code.name}); retrying in {delay:.1f} s")
+                if self.stop.wait(delay):
+                    raise Stopped(what) from err
+
+    def register(self, token: str, descriptor: agent_pb2.DeviceDescriptor, name: str) -> agent_pb2.RegisterResponse:
+        request = agent_pb2.RegisterRequest(enrollment_token=token, descriptor=descriptor, name=name)
+        return self._retrying("register", lambda: self.stub.Register(request, timeout=CALL_TIMEOUT_S))
+
+    def heartbeat(self, job_ids: list[str], state: str) -> agent_pb2.HeartbeatResponse:
+        """One heartbeat, no retry (the next one comes soon)."""
+        request = agent_pb2.HeartbeatRequest(job_ids=job_ids, state=state)
+        return self.stub.Heartbeat(request, metadata=self._metadata(), timeout=CALL_TIMEOUT_S)
+
+    def lease(self, max_jobs: int, wait_s: float, formats: list[str]) -> agent_pb2.LeaseResponse:
+        """Long-poll for jobs; a shutdown cancels the wait at once."""
+        request = agent_pb2.LeaseRequest(max_jobs=max_jobs, wait_seconds=wait_s, formats=formats)
+
+        def call() -> agent_pb2.LeaseResponse:
+            future = self.stub.LeaseJobs.future(request, metadata=self._metadata(), timeout=wait_s + CALL_TIMEOUT_S)
+            while not future.done():
+                if self.stop.wait(0.2):
+                    future.cancel()
+                    raise Stopped("lease")
+            return future.result()
+
+        return self._retrying("lease", call)
+
+    def fetch(self, sha256: str) -> Iterator[bytes]:
+        """The artifact's bytes, chunk by chunk; a broken stream resumes from the last offset."""
+        offset = 0
+        backoff = Backoff()
+        while True:
+            request = agent_pb2.FetchArtifactRequest(sha256=sha256, offset=offset)
+            try:
+                for chunk in self.stub.FetchArtifact(request, metadata=self._metadata(), timeout=300):
+                    if chunk.offset != offset:
+                        raise ValueError(f"artifact {sha256}: chunk at offset {chunk.offset}, expected {offset}")
+                    yield chunk.data
+                    offset += len(chunk.data)
+                return
+            except grpc.RpcError as err:
+                if err.code() not in RETRYABLE:
+                    raise
+                self.log(f"fetch {sha256[:12]}: {err.code().name} at offset {offset}; resuming")
+                if self.stop.wait(backoff.next_delay()):
+                    raise Stopped("fetch") from err
+
+    def report(self, request: agent_pb2.ReportRequest) -> agent_pb2.ReportResponse:
+        """Report results; retried until the server takes them (a repeated report is acknowledged once)."""
+        return self._retrying(
+            "report", lambda: self.stub.ReportResults(request, metadata=self._metadata(), timeout=CALL_TIMEOUT_S)
+        )
+
+    def report_once(self, request: agent_pb2.ReportRequest, timeout_s: float = 5.0) -> agent_pb2.ReportResponse:
+        """Report with one try and a short deadline (from the watchdog, before the agent exits)."""
+        return self.stub.ReportResults(request, metadata=self._metadata(), timeout=timeout_s)
+
+    def release(self, job_ids: list[str], timeout_s: float = 5.0) -> int:
+        """Hand jobs back (at shutdown: one try, short deadline)."""
+        request = agent_pb2.ReleaseRequest(job_ids=job_ids)
+        return self.stub.ReleaseJobs(request, metadata=self._metadata(), timeout=timeout_s).released

@@ -1,0 +1,276 @@
+"""The agent loop over a connection: heartbeat in the background; lease, fetch, measure, report in the foreground."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import grpc
+
+from agents.backends import Backend
+from agents.cache import ArtifactCache, ArtifactError
+from agents.connection import Connection, Stopped, Unauthenticated
+from agents.descriptor import ClockState, governor
+from agents.protocol import FETCH, BatchMeasurer, Interrupted, MeasureConfig, ModelResult, ModelTask
+from proto.latfarm.v1 import agent_pb2
+
+ERROR_CLASSES = {
+    "load": agent_pb2.ERROR_CLASS_LOAD,
+    "run": agent_pb2.ERROR_CLASS_RUN,
+    "timeout": agent_pb2.ERROR_CLASS_TIMEOUT,
+    "wrong_output": agent_pb2.ERROR_CLASS_WRONG_OUTPUT,
+    "unstable": agent_pb2.ERROR_CLASS_UNSTABLE,
+    "fetch": agent_pb2.ERROR_CLASS_FETCH,
+}
+LEASE_WAIT_S = 5.0
+HANG_EXIT_CODE = 3
+
+
+class HeldJobs:
+    """Job ids the agent holds (their leases are extended by heartbeats), and those the server says it lost."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._held: set[str] = set()
+        self._lost: set[str] = set()
+
+    def add(self, ids: list[str]) -> None:
+        with self._lock:
+            self._held.update(ids)
+            self._lost.difference_update(ids)  # a lost job can be leased to us again (next attempt)
+
+    def drop(self, ids: list[str]) -> None:
+        with self._lock:
+            self._held.difference_update(ids)
+
+    def lose(self, ids: list[str]) -> None:
+        with self._lock:
+            self._held.difference_update(ids)
+            self._lost.update(ids)
+
+    def is_lost(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._lost
+
+    def snapshot(self) -> list[str]:
+        with self._lock:
+            return sorted(self._held)
+
+
+class Heartbeat:
+    """Background heartbeats at the server's interval; extends held leases, learns of lost ones."""
+
+    def __init__(self, conn: Connection, held: HeldJobs, interval_s: float, log: Callable[[str], None]):
+        self.conn, self.held, self.interval_s, self.log = conn, held, max(0.2, interval_s), log
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="latfarm-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:  # the first beat goes at once: it tells the interval, and renews leases after a restart
+            self._beat()
+            if self._stop.wait(self.interval_s):
+                return
+
+    def _beat(self) -> None:
+        held = self.held.snapshot()
+        try:
+            response = self.conn.heartbeat(held, "measuring" if held else "idle")
+        except grpc.RpcError as err:
+            self.log(f"heartbeat failed: {err.code().name}")
+            return
+        if response.lost_job_ids:
+            self.log(f"server says {len(response.lost_job_ids)} job(s) lost: dropping them")
+            self.held.lose(list(response.lost_job_ids))
+        if response.heartbeat_interval_s > 0:
+            self.interval_s = response.heartbeat_interval_s
+
+
+class AgentLoop:
+    def __init__(
+        self,
+        conn: Connection,
+        backends: dict[str, Backend],
+        cache: ArtifactCache,
+        config: MeasureConfig,
+        stop: threading.Event,
+        heartbeat_interval_s: float,
+        affinity: list[int] | None = None,
+        cooldown_s: float = 0.0,
+        once: bool = False,
+        max_jobs: int = 0,
+        log: Callable[[str], None] = print,
+    ):
+        self.conn, self.backends, self.cache, self.config, self.stop = conn, backends, cache, config, stop
+        self.affinity = affinity or []
+        self.cooldown_s, self.once, self.max_jobs, self.log = cooldown_s, once, max_jobs, log
+        self.held = HeldJobs()
+        self.heartbeat = Heartbeat(conn, self.held, heartbeat_interval_s, log)
+        self.processed = 0
+
+    def run(self) -> None:
+        """Lease and measure until stopped (or, with ``once``, until the queue is empty)."""
+        self.heartbeat.start()
+        try:
+            while not self.stop.is_set():
+                try:
+                    response = self.conn.lease(self.max_jobs, 1.0 if self.once else LEASE_WAIT_S, sorted(self.backends))
+                except Stopped:
+                    break
+                if not response.jobs:
+                    if self.once:
+                        break
+                    continue
+                self.held.add([job.job_id for job in response.jobs])
+                self.log(f"leased {len(response.jobs)} job(s)")
+                try:
+                    self.process(list(response.jobs))
+                except (Interrupted, Stopped):
+                    break
+                except grpc.RpcError as err:  # the server failed on a call: hand the batch back and go on
+                    self.log(f"server error {err.code().name}: {err.details()}; handing the batch back")
+                    self.stop.wait(1.0)
+                finally:
+                    self.release_held()
+                if self.cooldown_s:
+                    self.stop.wait(self.cooldown_s)
+        finally:
+            self.heartbeat.stop()
+
+    def release_held(self) -> None:
+        """Hand back whatever is still held (shutdown mid-batch); best effort."""
+        held = self.held.snapshot()
+        if not held:
+            return
+        try:
+            released = self.conn.release(held)
+            self.log(f"handed back {released} job(s)")
+        except (grpc.RpcError, Unauthenticated) as err:
+            self.log(f"could not hand back {len(held)} job(s) ({err}); their leases will lapse")
+        self.held.drop(held)
+
+    def process(self, jobs: list[agent_pb2.Job]) -> None:
+        """Measure leased jobs, grouped by format and settings, and report each group."""
+        groups: dict[tuple, list[agent_pb2.Job]] = {}
+        for job in jobs:
+            groups.setdefault((job.format, job.settings.SerializeToString(deterministic=True)), []).append(job)
+        for group in groups.values():
+            request = self.measure_group(group) if group[0].format in self.backends else self.unsupported(group)
+            acks = self.conn.report(request).acks
+            rejected = [a for a in acks if not a.accepted]
+            for ack in rejected:
+                self.log(f"job {ack.job_id} not accepted: {ack.message}")
+            self.held.drop([job.job_id for job in group])
+            self.processed += len(group)
+
+    def config_for(self, settings: agent_pb2.MeasureSettings) -> MeasureConfig:
+        return self.config.override(
+            warmup_runs=settings.warmup_runs,
+            runs_per_round=settings.runs_per_round,
+            rounds=settings.rounds,
+            threads=settings.threads,
+            timeout_s=settings.timeout_s,
+        )
+
+    def measure_group(self, jobs: list[agent_pb2.Job]) -> agent_pb2.ReportRequest:
+        backend = self.backends[jobs[0].format]
+        config = self.config_for(jobs[0].settings)
+        protect = {job.artifact_sha256 for job in jobs}
+        tasks, failed = [], []
+        for job in jobs:
+            try:
+                tasks.append(ModelTask(job.job_id, self.artifact(job.artifact_sha256, protect), list(job.input_shape)))
+            except (ArtifactError, grpc.RpcError, ValueError) as err:
+                message = err.details() if isinstance(err, grpc.RpcError) else str(err)
+                failed.append(ModelResult(job.job_id, error_class=FETCH, error_message=f"fetch failed: {message}"))
+        before = ClockState.now(self.affinity)
+        self.log(f"measuring {len(tasks)} model(s) with {backend.runtime}")
+        measurer = BatchMeasurer(backend, config, self.stop, on_hang=lambda job_id: self._hung(job_id, config))
+        results = measurer.measure(tasks) + failed
+        after = ClockState.now(self.affinity)
+        by_id = {job.job_id: job for job in jobs}
+        provenance = agent_pb2.Provenance(
+            runtime_build=backend.build,
+            governor=governor(),
+            freq_mhz_before=before.freq_mhz,
+            freq_mhz_after=after.freq_mhz,
+            temp_c_before=before.temp_c,
+            temp_c_after=after.temp_c,
+            extra={"runtime": backend.runtime, "runtime_version": backend.version, "device": backend.device},
+        )
+        kept = [r for r in results if not self.held.is_lost(r.key)]
+        return agent_pb2.ReportRequest(
+            results=[self.to_proto(r, by_id[r.key], backend, config) for r in kept], provenance=provenance
+        )
+
+    def unsupported(self, jobs: list[agent_pb2.Job]) -> agent_pb2.ReportRequest:
+        message = f"no runtime for format {jobs[0].format!r} on this agent (has: {', '.join(sorted(self.backends))})"
+        results = [
+            agent_pb2.Result(job_id=j.job_id, ok=False, error_class=agent_pb2.ERROR_CLASS_LOAD, error_message=message)
+            for j in jobs
+        ]
+        return agent_pb2.ReportRequest(results=results)
+
+    def artifact(self, sha256: str, protect: set[str]) -> Path:
+        return self.cache.get(sha256) or self.cache.put(sha256, self.conn.fetch(sha256), protect=protect)
+
+    def to_proto(
+        self, result: ModelResult, job: agent_pb2.Job, backend: Backend, config: MeasureConfig
+    ) -> agent_pb2.Result:
+        stats = agent_pb2.Stats(**asdict(result.stats)) if result.stats else None
+        error_class = ERROR_CLASSES.get(result.error_class or "", agent_pb2.ERROR_CLASS_UNSPECIFIED)
+        message = result.error_message
+        if result.unstable:
+            error_class = agent_pb2.ERROR_CLASS_UNSTABLE
+            message = f"round medians spread {result.stats.round_spread:.1%} > {config.spread_threshold:.0%}"
+        return agent_pb2.Result(
+            job_id=job.job_id,
+            ok=result.ok,
+            stats=stats,
+            session_create_ms=result.session_create_ms,
+            first_inference_ms=result.first_inference_ms,
+            error_class=error_class,
+            error_message=message,
+            unstable=result.unstable,
+            artifact_sha256=job.artifact_sha256,
+            runtime=backend.runtime,
+            runtime_version=backend.version,
+            provider=result.provider,
+            threads=config.threads,
+            affinity=self.affinity,
+            settings=agent_pb2.MeasureSettings(
+                warmup_runs=config.warmup_runs,
+                runs_per_round=config.runs_per_round,
+                rounds=config.rounds,
+                threads=config.threads,
+                timeout_s=config.timeout_s,
+            ),
+        )
+
+    def _hung(self, job_id: str, config: MeasureConfig) -> None:
+        """A model hangs past its limit in a runtime that cannot cancel: report its job as a timeout, hand the
+        other jobs back, and exit the process (a supervisor restarts the agent)."""
+        self.log(f"job {job_id}: the model hangs beyond {config.timeout_s:g} s and cannot be cancelled: exiting")
+        result = agent_pb2.Result(
+            job_id=job_id,
+            ok=False,
+            error_class=agent_pb2.ERROR_CLASS_TIMEOUT,
+            error_message=f"hung beyond the per-model limit of {config.timeout_s:g} s (not cancellable)",
+        )
+        try:
+            self.conn.report_once(agent_pb2.ReportRequest(results=[result]))
+            self.held.drop([job_id])
+            self.release_held()
+        except grpc.RpcError as err:
+            self.log(f"could not report the hang ({err.code().name})")
+        finally:
+            os._exit(HANG_EXIT_CODE)

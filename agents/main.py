@@ -1,0 +1,113 @@
+"""``latfarm agent``: register once (credential kept in the state folder), then lease, measure and report until
+SIGINT/SIGTERM, which hands the current lease back and exits cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from agents.backends import available_backends
+from agents.cache import ArtifactCache
+from agents.connection import Connection, Stopped, Unauthenticated
+from agents.descriptor import describe
+from agents.loop import AgentLoop
+from agents.protocol import MeasureConfig
+from agents.state import AgentState, load_state, save_state
+
+DEFAULT_HEARTBEAT_S = 10
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} [latfarm-agent] {message}", file=sys.stderr, flush=True)
+
+
+def parse_cpus(spec: str | None) -> list[int]:
+    """'0', '0,2', '2-3' -> CPU numbers; empty for None."""
+    cpus: set[int] = set()
+    for part in filter(None, (spec or "").replace(" ", "").split(",")):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"bad CPU list {spec!r}: use e.g. '0', '0,2' or '2-3'")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return sorted(cpus)
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """The first SIGINT/SIGTERM asks for a clean stop; a second one ends the process at once."""
+
+    def handle(signum: int, _frame) -> None:
+        log(f"{signal.Signals(signum).name}: finishing up (send again to exit at once)")
+        stop.set()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+def register(conn: Connection, state_dir: Path, server: str, enroll: str, name: str | None) -> tuple[AgentState, int]:
+    response = conn.register(enroll, describe(), name or socket.gethostname())
+    state = AgentState(server, response.agent_id, response.credential, response.device)
+    save_state(state_dir, state)
+    log(f"registered as agent {state.agent_id} of device {state.device!r}")
+    return state, response.heartbeat_interval_s or DEFAULT_HEARTBEAT_S
+
+
+def run_agent(
+    server: str,
+    enroll: str | None,
+    state_dir: Path,
+    name: str | None = None,
+    threads: int = 1,
+    affinity: str | None = None,
+    cache_mb: int = 512,
+    cooldown_s: float = 0.0,
+    once: bool = False,
+    warmup: int = 0,
+    runs: int = 0,
+    rounds: int = 0,
+    timeout_s: float = 0.0,
+    provider: str | None = None,
+    max_jobs: int = 0,
+) -> None:
+    """Run the agent until stopped (or, with ``once``, until the queue is empty). Zero measurement settings keep
+    the protocol defaults; a job's own non-zero settings override both."""
+    state_dir = Path(state_dir)
+    try:
+        cpus = parse_cpus(affinity)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        backends = available_backends(provider)
+        state = load_state(state_dir)
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"latfarm agent: {err}") from err
+    if state is None and not enroll:
+        raise SystemExit(f"latfarm agent: not registered yet (no state in {state_dir}): pass --enroll TOKEN")
+    config = MeasureConfig(threads=threads).override(
+        warmup_runs=warmup, runs_per_round=runs, rounds=rounds, timeout_s=timeout_s
+    )
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    conn = Connection(server, stop, state.credential if state else None, log)
+    try:
+        heartbeat_s = DEFAULT_HEARTBEAT_S
+        if state is None:
+            state, heartbeat_s = register(conn, state_dir, server, enroll, name)
+            conn.credential = state.credential
+        else:
+            log(f"resuming as agent {state.agent_id} of device {state.device!r}")
+        cache = ArtifactCache(state_dir / "cache", cache_mb << 20)
+        loop = AgentLoop(conn, backends, cache, config, stop, heartbeat_s, cpus, cooldown_s, once, max_jobs, log)
+        loop.run()
+        log(f"stopped after processing {loop.processed} job(s)")
+    except Stopped:
+        log("stopped")
+    except Unauthenticated as err:
+        raise SystemExit(f"latfarm agent: the server rejected this agent ({err}); re-enroll with a new token") from err
+    finally:
+        conn.close()

@@ -1,0 +1,312 @@
+"""The measurement protocol: a busy warm-up, then interleaved rounds over a batch of models (warm-up runs and
+timed runs per model per round), the median of round medians as the headline, a repeatability check with
+re-measurement, and failures classified (load, run, timeout, wrong output, unstable) rather than dropped.
+
+Timeouts: each model has a wall-clock budget (load + first inference + all its rounds). A watchdog thread
+watches the model being run; past the budget it asks the runtime to cancel (onnxruntime: ``RunOptions.terminate``,
+honoured between nodes, so the running inference raises). A runtime that cannot cancel (LiteRT), or a call that
+does not return within a grace period after cancelling, is a hang: the watchdog calls ``on_hang`` (the agent
+reports the timeout, hands its other jobs back and exits, for its supervisor to restart it)."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from agents.backends import Backend, LoadedModel, check_outputs
+
+LOAD, RUN, TIMEOUT, WRONG_OUTPUT, UNSTABLE, FETCH = "load", "run", "timeout", "wrong_output", "unstable", "fetch"
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    warmup_runs: int = 5  # per model per round
+    runs_per_round: int = 20  # timed, per model per round
+    rounds: int = 5
+    threads: int = 1
+    timeout_s: float = 120.0  # per model, all rounds included
+    busy_warmup_s: float = 1.5  # whole-process warm-up before the first round
+    spread_threshold: float = 0.05  # (max - min) / median of round medians above this = not repeatable
+    retries: int = 2  # re-measurements of a model that fails the repeatability check
+
+    def override(self, **values: float) -> MeasureConfig:
+        """A copy with the non-zero values replacing the defaults (how a job's settings apply)."""
+        return replace(self, **{k: v for k, v in values.items() if v})
+
+
+@dataclass(frozen=True)
+class Stats:
+    median_ms: float  # median of the round medians
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    p90_ms: float
+    runs: int
+    round_medians_ms: list[float]
+    round_spread: float
+
+
+def summarize(rounds_ms: list[list[float]]) -> Stats:
+    """Statistics of one model's timed runs, grouped by round."""
+    medians = [statistics.median(r) for r in rounds_ms]
+    runs = np.array([t for r in rounds_ms for t in r])
+    headline = statistics.median(medians)
+    return Stats(
+        median_ms=headline,
+        mean_ms=float(runs.mean()),
+        std_ms=float(runs.std()),
+        min_ms=float(runs.min()),
+        p90_ms=float(np.percentile(runs, 90)),
+        runs=int(runs.size),
+        round_medians_ms=medians,
+        round_spread=(max(medians) - min(medians)) / headline if headline > 0 else 0.0,
+    )
+
+
+@dataclass
+class ModelTask:
+    key: str  # the job id
+    path: Path
+    input_shape: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ModelResult:
+    key: str
+    ok: bool = False
+    stats: Stats | None = None
+    session_create_ms: float = 0.0
+    first_inference_ms: float = 0.0
+    error_class: str | None = None
+    error_message: str = ""
+    unstable: bool = False
+    provider: str = ""
+
+
+class Interrupted(Exception):
+    """Measurement stopped because the agent is shutting down."""
+
+
+class Watchdog:
+    """Cancels the model being run when its time is up; calls ``on_hang`` when it still does not return."""
+
+    def __init__(self, on_hang: Callable[[str], None] | None = None, grace_s: float = 5.0):
+        self.on_hang = on_hang
+        self.grace_s = grace_s
+        self._cond = threading.Condition()
+        self._model: LoadedModel | None = None
+        self._key = ""
+        self._deadline = 0.0
+        self._fired = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._watch, name="latfarm-watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self, model: LoadedModel, seconds: float, key: str = "") -> None:
+        """Watch ``model`` (the job ``key``) for ``seconds`` from now."""
+        with self._cond:
+            self._model, self._key = model, key
+            self._deadline, self._fired = time.monotonic() + seconds, False
+            self._cond.notify()
+
+    def disarm(self) -> bool:
+        """Stop watching; True when the time ran out meanwhile."""
+        with self._cond:
+            self._model = None
+            return self._fired
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._model is None:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                if now < self._deadline:
+                    self._cond.wait(self._deadline - now)
+                    continue
+                if not self._fired:
+                    self._fired = True
+                    self._model.cancel()  # a runtime that cannot cancel is declared hung after the grace period
+                    continue
+                hang_at = self._deadline + self.grace_s
+                if now < hang_at:
+                    self._cond.wait(hang_at - now)
+                    continue
+                self._model = None
+                if self.on_hang:
+                    self.on_hang(self._key)
+
+
+class _Entry:
+    """One model under measurement: its result so far and the time it has used of its budget."""
+
+    def __init__(self, task: ModelTask):
+        self.task = task
+        self.result = ModelResult(task.key)
+        self.model: LoadedModel | None = None
+        self.spent_s = 0.0
+        self.rounds_ms: list[list[float]] = []
+
+    def fail(self, error_class: str, message: str) -> None:
+        self.result.ok, self.result.stats = False, None
+        self.result.error_class, self.result.error_message = error_class, message[:2000]
+        if self.model is not None:
+            self.model.close()
+            self.model = None
+
+
+class BatchMeasurer:
+    """Measures a batch of models on one backend, one model at a time, under the protocol."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: MeasureConfig,
+        stop: threading.Event | None = None,
+        on_hang: Callable[[str], None] | None = None,
+    ):
+        self.backend = backend
+        self.config = config
+        self.stop = stop or threading.Event()
+        self.watchdog = Watchdog(on_hang, grace_s=max(5.0, 0.5 * config.timeout_s))
+
+    def measure(self, tasks: list[ModelTask]) -> list[ModelResult]:
+        entries = [_Entry(t) for t in tasks]
+        try:
+            for entry in entries:
+                self._load(entry)
+            self._busy_warmup([e for e in entries if e.model is not None])
+            self._measure_rounds([e for e in entries if e.model is not None])
+            for attempt in range(self.config.retries + 1):
+                unsteady = [e for e in entries if e.model is not None and self._unsteady(e)]
+                if not unsteady:
+                    break
+                if attempt == self.config.retries:
+                    for entry in unsteady:
+                        entry.result.unstable = True
+                    break
+                self._remeasure(unsteady)
+        finally:
+            self.watchdog.close()
+            for entry in entries:
+                if entry.model is not None:
+                    entry.model.close()
+        return [e.result for e in entries]
+
+    def _guarded(self, entry: _Entry, action: Callable[[], object]) -> object:
+        """Run an action on the model under the watchdog, charging its time to the model's budget."""
+        remaining = self.config.timeout_s - entry.spent_s
+        if remaining <= 0:
+            raise TimeoutError(f"over the per-model limit of {self.config.timeout_s:g} s")
+        start = time.perf_counter()
+        self.watchdog.arm(entry.model, remaining, entry.task.key)
+        try:
+            value = action()
+        except Exception as err:
+            if self.watchdog.disarm():
+                raise TimeoutError(f"over the per-model limit of {self.config.timeout_s:g} s ({err})") from err
+            raise
+        finally:
+            entry.spent_s += time.perf_counter() - start
+        if self.watchdog.disarm():
+            raise TimeoutError(f"over the per-model limit of {self.config.timeout_s:g} s")
+        return value
+
+    def _load(self, entry: _Entry) -> None:
+        start = time.perf_counter()
+        try:
+            entry.model = self.backend.load(entry.task.path, self.config.threads, entry.task.input_shape)
+        except Exception as err:  # noqa: BLE001 - any runtime error is a load failure
+            entry.fail(LOAD, f"{type(err).__name__}: {err}")
+            return
+        entry.spent_s = time.perf_counter() - start
+        entry.result.session_create_ms = entry.spent_s * 1000
+        entry.result.provider = entry.model.provider
+        self._first_inference(entry)
+
+    def _first_inference(self, entry: _Entry) -> None:
+        start = time.perf_counter()
+        try:
+            outputs = self._guarded(entry, entry.model.run)
+        except TimeoutError as err:
+            entry.fail(TIMEOUT, str(err))
+            return
+        except Exception as err:  # noqa: BLE001 - any runtime error is a run failure
+            entry.fail(RUN, f"{type(err).__name__}: {err}")
+            return
+        entry.result.first_inference_ms = (time.perf_counter() - start) * 1000
+        problem = check_outputs(outputs, getattr(entry.model, "declared", []), getattr(entry.model, "batch", None))
+        if problem:
+            entry.fail(WRONG_OUTPUT, problem)
+
+    def _busy_warmup(self, entries: list[_Entry]) -> None:
+        """Keep the process busy for a while (clocks up, caches and allocators warm) before any timing."""
+        end = time.perf_counter() + self.config.busy_warmup_s
+        while time.perf_counter() < end and entries:
+            for entry in entries:
+                try:
+                    self._guarded(entry, entry.model.run)
+                except TimeoutError as err:
+                    entry.fail(TIMEOUT, str(err))
+                except Exception as err:  # noqa: BLE001
+                    entry.fail(RUN, f"{type(err).__name__}: {err}")
+            entries = [e for e in entries if e.model is not None]
+
+    def _measure_rounds(self, entries: list[_Entry]) -> None:
+        for index in range(self.config.rounds):
+            shift = index % len(entries) if entries else 0
+            for entry in entries[shift:] + entries[:shift]:  # rotate the order: no model always goes first
+                if self.stop.is_set():
+                    raise Interrupted("the agent is shutting down")
+                if entry.model is not None:
+                    self._round(entry)
+        for entry in entries:
+            if entry.model is not None:
+                entry.result.ok = True
+                entry.result.stats = summarize(entry.rounds_ms)
+
+    def _round(self, entry: _Entry) -> None:
+        model = entry.model
+
+        def timed_runs() -> list[float]:
+            for _ in range(self.config.warmup_runs):
+                model.run()
+            times = []
+            for _ in range(self.config.runs_per_round):
+                start = time.perf_counter()
+                model.run()
+                times.append((time.perf_counter() - start) * 1000)
+            return times
+
+        try:
+            entry.rounds_ms.append(self._guarded(entry, timed_runs))
+        except TimeoutError as err:
+            entry.fail(TIMEOUT, str(err))
+        except Exception as err:  # noqa: BLE001
+            entry.fail(RUN, f"{type(err).__name__}: {err}")
+
+    def _unsteady(self, entry: _Entry) -> bool:
+        return entry.result.stats is not None and entry.result.stats.round_spread > self.config.spread_threshold
+
+    def _remeasure(self, entries: list[_Entry]) -> None:
+        """Measure the unsteady models again; keep the steadier of the two attempts."""
+        previous = {id(e): e.result.stats for e in entries}
+        for entry in entries:
+            entry.rounds_ms = []
+        self._measure_rounds(entries)
+        for entry in entries:
+            old = previous[id(entry)]
+            if entry.result.ok and old is not None and old.round_spread < entry.result.stats.round_spread:
+                entry.result.stats = old

@@ -1,0 +1,42 @@
+"""The agent's local state file: its id and credential, so a restart does not register a new agent."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class AgentState:
+    server: str
+    agent_id: str
+    credential: str
+    device: str
+
+
+def load_state(state_dir: Path) -> AgentState | None:
+    """The saved state, or None when the agent has not registered yet."""
+    path = Path(state_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return AgentState(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"agent state file {path} is corrupt ({err}); delete it and enroll again") from err
+
+
+def save_state(state_dir: Path, state: AgentState) -> Path:
+    """Write the state atomically, readable by the owner only (it holds a secret)."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(asdict(state), handle)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,148 @@
+"""Repeatability and overhead of the agent's measurement protocol on NB201 ONNX models.
+
+Measures the same archs in two separate sessions (fresh processes, batches of a lease's size, the agent's default
+protocol), and prints the mean and worst relative difference of the medians and Kendall's tau between the
+sessions; then the agent protocol's wall time per model against a bare onnxruntime loop doing the same rounds.
+
+    .venv/bin/python bench/agent_repeatability.py [--archs 50] [--batch 16] [--seed 0] [--cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def export_archs(count: int, seed: int, cache: Path) -> list[tuple[str, Path]]:
+    from predictor import nb201
+    from services.artifacts import ArtifactStore
+
+    store = ArtifactStore(cache)
+    indices = random.Random(seed).sample(range(15625), count)
+    archs = [nb201.to_string(nb201.from_official_index(i)) for i in indices]
+    return [(arch, store.export_file(arch, "onnx")[1]) for arch in archs]
+
+
+def run_session(paths: list[Path], batch: int, mode: str) -> dict:
+    """One session in a fresh process: ``agent`` (agents.protocol) or ``bare`` (a plain loop, same protocol)."""
+    args = [sys.executable, __file__, "--session", mode, "--batch", str(batch), *map(str, paths)]
+    return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+
+
+def agent_session(paths: list[Path], batch: int) -> dict:
+    from agents.backends.onnx import OnnxBackend
+    from agents.protocol import BatchMeasurer, MeasureConfig, ModelTask
+
+    config, backend, medians, unstable = MeasureConfig(), OnnxBackend(), [], 0
+    start = time.perf_counter()
+    for first in range(0, len(paths), batch):
+        tasks = [ModelTask(str(i), p, [1, 3, 32, 32]) for i, p in enumerate(paths[first : first + batch], first)]
+        for result in BatchMeasurer(backend, config).measure(tasks):
+            assert result.ok, result.error_message
+            medians.append(result.stats.median_ms)
+            unstable += result.unstable
+    return {"medians": medians, "wall_s": time.perf_counter() - start, "unstable": unstable}
+
+
+def bare_session(paths: list[Path], batch: int) -> dict:
+    """The same busy warm-up, interleaved rounds and median of round medians, with nothing around the runs."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from agents.protocol import MeasureConfig
+
+    config, medians = MeasureConfig(), []
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    start = time.perf_counter()
+    for first in range(0, len(paths), batch):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        sessions = [ort.InferenceSession(str(p), options) for p in paths[first : first + batch]]
+        feeds = [{s.get_inputs()[0].name: x} for s in sessions]
+        end = time.perf_counter() + config.busy_warmup_s
+        while time.perf_counter() < end:
+            for s, feed in zip(sessions, feeds, strict=True):
+                s.run(None, feed)
+        rounds = [[] for _ in sessions]
+        for r in range(config.rounds):
+            order = list(range(len(sessions)))
+            order = order[r % len(order) :] + order[: r % len(order)]
+            for i in order:
+                for _ in range(config.warmup_runs):
+                    sessions[i].run(None, feeds[i])
+                times = []
+                for _ in range(config.runs_per_round):
+                    t = time.perf_counter()
+                    sessions[i].run(None, feeds[i])
+                    times.append((time.perf_counter() - t) * 1000)
+                rounds[i].append(statistics.median(times))
+        medians += [statistics.median(m) for m in rounds]
+    return {"medians": medians, "wall_s": time.perf_counter() - start, "unstable": 0}
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))]
+    score = sum((a[i] - a[j]) * (b[i] - b[j]) > 0 for i, j in pairs) - sum(
+        (a[i] - a[j]) * (b[i] - b[j]) < 0 for i, j in pairs
+    )
+    return score / len(pairs)
+
+
+def compare(name: str, one: dict, two: dict) -> None:
+    diffs = [abs(x - y) / ((x + y) / 2) for x, y in zip(one["medians"], two["medians"], strict=True)]
+    print(
+        f"{name:<28} mean |diff| {statistics.mean(diffs):6.2%}   worst {max(diffs):6.2%}   "
+        f"Kendall tau {kendall_tau(one['medians'], two['medians']):.3f}   "
+        f"unstable {one['unstable']}+{two['unstable']}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=16, help="models per lease (the server's default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=Path("latfarm-data/bench-artifacts"))
+    parser.add_argument("--session", choices=["agent", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("paths", nargs="*", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.session:
+        session = agent_session if args.session == "agent" else bare_session
+        print(json.dumps(session(args.paths, args.batch)))
+        return
+
+    from agents.protocol import MeasureConfig
+
+    config = MeasureConfig()
+    models = export_archs(args.archs, args.seed, args.cache)
+    paths = [path for _, path in models]
+    print(
+        f"{len(paths)} NB201 archs (ONNX, 1x3x32x32), batches of {args.batch}; protocol: {config.busy_warmup_s:g} s "
+        f"busy warm-up, {config.rounds} rounds x ({config.warmup_runs} warm-up + {config.runs_per_round} timed) runs, "
+        f"{config.threads} thread, median of round medians"
+    )
+    first, second = run_session(paths, args.batch, "agent"), run_session(paths, args.batch, "agent")
+    compare("agent session 1 vs 2", first, second)
+    bare = run_session(paths, args.batch, "bare")
+    compare("agent session 1 vs bare loop", first, bare)
+    medians = sorted(first["medians"])
+    print(f"medians: {medians[0]:.3f} .. {medians[-1]:.3f} ms (median {statistics.median(medians):.3f} ms)")
+    agent_wall = (first["wall_s"] + second["wall_s"]) / 2 / len(paths)
+    bare_wall = bare["wall_s"] / len(paths)
+    print(
+        f"wall time per model: agent protocol {agent_wall * 1000:.0f} ms, bare onnxruntime loop {bare_wall * 1000:.0f} "
+        f"ms (overhead {agent_wall / bare_wall - 1:+.1%}; both include session creation)"
+    )
+
+
+if __name__ == "__main__":
+    main()

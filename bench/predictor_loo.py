@@ -1,0 +1,128 @@
+"""Leave-one-device-out (and leave-one-family-out) transfer table of the latency predictor, plus serving time.
+
+For each device: pretrain on the others (cached by data hash), pick K archs with the default strategy, adapt,
+score every other arch. The family variant also drops the held-out device's batch-size siblings from pretraining.
+
+    .venv/bin/python bench/predictor_loo.py --data ../shared/datasets/help-nb201 --trials 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from predictor.evaluate import METRICS, cached_pretrain, transfer_scores
+from predictor.help_data import load_help
+from predictor.pretrain import DEFAULT_EPOCHS
+from predictor.service import DeviceModel, Predictor
+
+GPU_FAMILIES = ("1080ti", "2080ti", "titanxp", "titanx", "titan_rtx")
+
+
+def family(device: str) -> str:
+    """Batch-size variants of one GPU share a family (titanxp_1/_32/_256); other devices are their own."""
+    stem = device.rsplit("_", 1)[0]
+    return stem if stem in GPU_FAMILIES else device
+
+
+def held_out_table(lat: dict, samples, trials, seed, epochs, cache, strategy, by_family: bool) -> dict:
+    """Per K: per-device and mean scores with each device (or its family) held out of pretraining."""
+    per_k: dict = {str(k): {} for k in samples}
+    for name in lat:
+        keep = {d: v for d, v in lat.items() if (family(d) != family(name) if by_family else d != name)}
+        predictor = cached_pretrain(keep, seed=seed, epochs=epochs, cache_dir=cache)
+        res = transfer_scores(predictor, {name: lat[name]}, samples, trials, seed=seed, strategy=strategy)
+        for k in per_k:
+            per_k[k][name] = res[k]["per_device"][name]
+        print(f"  {'family' if by_family else 'device'} held out: {name} done", flush=True)
+    return {
+        k: {**{f"mean_{m}": float(np.mean([v[m] for v in devs.values()])) for m in METRICS}, "per_device": devs}
+        for k, devs in per_k.items()
+    }
+
+
+def print_table(title: str, table: dict) -> None:
+    ks = list(table)
+    print(f"\n{title}")
+    print(f"{'device':16s}" + "".join(f" | K={k:<3s} rho   tau   ±10%" for k in ks))
+    for name in next(iter(table.values()))["per_device"]:
+        row = "".join(
+            f" |   {table[k]['per_device'][name]['spearman']:.3f} {table[k]['per_device'][name]['kendall']:.3f}"
+            f" {table[k]['per_device'][name]['acc10']:.3f}"
+            for k in ks
+        )
+        print(f"{name:16s}{row}")
+    print(f"{'MEAN':16s}" + "".join(
+        f" |   {table[k]['mean_spearman']:.3f} {table[k]['mean_kendall']:.3f} {table[k]['mean_acc10']:.3f}" for k in ks
+    ))  # fmt: skip
+
+
+def serving_times(checkpoint: Path | None, lat: np.ndarray) -> dict:
+    """Seconds to load the checkpoint, then to rebuild a device model from its state and predict all archs."""
+    start = time.perf_counter()
+    predictor = Predictor.load(checkpoint)
+    load_s = time.perf_counter() - start
+    idx = predictor.select_samples(20, seed=0)
+    state = predictor.adapt(idx, lat[idx]).to_state()
+    start = time.perf_counter()
+    model = DeviceModel.from_state(predictor, state)
+    model.predict()
+    cold_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(10):
+        model.predict()
+    warm_s = (time.perf_counter() - start) / 10
+    start = time.perf_counter()
+    predictor.adapt(idx, lat[idx])
+    adapt_s = time.perf_counter() - start
+    return {"load_s": load_s, "cold_predict_s": cold_s, "warm_predict_s": warm_s, "adapt_s": adapt_s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/datasets/help-nb201")
+    ap.add_argument("--samples", default="5,10,20")
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="GCN epochs (0 = additive features only)")
+    ap.add_argument("--strategy", default="default", choices=["default", "random"])
+    ap.add_argument("--cache", type=Path, default=None, help="pretrained-model cache [~/.cache/latfarm/predictor]")
+    ap.add_argument("--skip-family", action="store_true")
+    ap.add_argument("--json", type=Path, default=None, help="write all numbers here")
+    ap.add_argument("--write-metrics", type=Path, default=None, help="store the tables in this checkpoint")
+    args = ap.parse_args()
+    lat = load_help(args.data)
+    samples = [int(k) for k in args.samples.split(",")]
+    common = dict(samples=samples, trials=args.trials, seed=args.seed, epochs=args.epochs, cache=args.cache)
+    started = time.perf_counter()
+    result = {"settings": {**vars(args), "data": str(args.data), "cache": str(args.cache)}}
+    result["leave_one_device_out"] = held_out_table(lat, **common, strategy=args.strategy, by_family=False)
+    print_table(
+        f"leave-one-device-out ({args.trials} trials, strategy {args.strategy})", result["leave_one_device_out"]
+    )
+    if not args.skip_family:
+        result["leave_one_family_out"] = held_out_table(lat, **common, strategy=args.strategy, by_family=True)
+        print_table("leave-one-family-out (batch-size siblings also held out)", result["leave_one_family_out"])
+    result["serving"] = serving_times(args.write_metrics, lat["pixel3"])
+    print("\nserving 15,625 archs: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in result["serving"].items()))
+    print(f"bench wall time {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.write_metrics:
+        predictor = Predictor.load(args.write_metrics)
+        metrics = predictor.metrics
+        for key in ("leave_one_device_out", "leave_one_family_out"):
+            if key in result:
+                metrics[key] = {
+                    k: {m: v for m, v in block.items() if m != "per_device"} for k, block in result[key].items()
+                }
+                metrics[key]["trials"] = args.trials
+        predictor.save(args.write_metrics, metrics=metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Public predictor API: load a checkpoint, choose archs to measure, adapt to a device, predict and rank.
+
+The device-independent part (additive op features + GCN embeddings of all 15,625 archs) is computed once at
+load; a device model is a Gaussian posterior over a ~40-dim head, so predicting every arch is one small matmul.
+The binary relation (which arch is faster) is derived from the predictive distribution: P(lat_a < lat_b) under
+the posterior, both predictions' noise included. Loading and serving need numpy/scipy only, not torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import ndtr
+
+from predictor.features import all_features
+from predictor.nb201 import NUM_ARCHS
+from predictor.prior import Posterior, Prior, posterior
+from predictor.selection import select_by_variance
+
+CHECKPOINT_FORMAT = "latfarm-predictor/1"
+DEVICE_STATE_FORMAT = "latfarm-device-model/1"
+SHIPPED_CHECKPOINT = "predictor-v1.npz"
+
+
+class Predictor:
+    """A pretrained latency predictor: cross-device prior + arch features; adapts to a device in milliseconds."""
+
+    def __init__(self, prior: Prior, embeddings: np.ndarray, meta: dict[str, Any], gcn_state: dict[str, np.ndarray]):
+        self.prior = prior
+        self.embeddings = np.asarray(embeddings, dtype=np.float32).astype(np.float64)  # as stored
+        self.meta = meta
+        self.gcn_state = gcn_state
+        self.phi = np.hstack([all_features(), self.embeddings])  # [15625, F]
+        if self.phi.shape[1] != len(prior.mean):
+            raise ValueError(f"checkpoint mismatch: {self.phi.shape[1]} features but a prior of {len(prior.mean)}")
+
+    @property
+    def version(self) -> str:
+        return str(self.meta["version"])
+
+    @property
+    def metrics(self) -> dict:
+        return dict(self.meta.get("metrics", {}))
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices it was pretrained on."""
+        return list(self.meta.get("devices", []))
+
+    # --- checkpoints -------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: Path | None = None) -> Predictor:
+        """Load a checkpoint file; None = the pretrained checkpoint shipped in the package."""
+        if path is None:
+            with resources.files("predictor.data").joinpath(SHIPPED_CHECKPOINT).open("rb") as fh:
+                return cls._from_npz(np.load(fh, allow_pickle=False))
+        with np.load(Path(path), allow_pickle=False) as npz:
+            return cls._from_npz(npz)
+
+    @classmethod
+    def _from_npz(cls, npz) -> Predictor:
+        meta = json.loads(str(npz["__meta__"]))
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a latfarm predictor checkpoint (format {meta.get('format')!r})")
+        prior = Prior(*(npz[k] for k in ("prior_mean", "prior_cov", "prior_spread", "noise_grid", "noise_log_prior")))
+        gcn = {k.removeprefix("gcn/"): npz[k] for k in npz.files if k.startswith("gcn/")}
+        return cls(prior, npz["embeddings"], meta, gcn)
+
+    def save(self, path: Path, metrics: dict | None = None) -> Path:
+        """Write the checkpoint (.npz with JSON metadata inside) and a readable ``.json`` sidecar of the metadata."""
+        if metrics is not None:
+            self.meta["metrics"] = metrics
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"gcn/{k}": v for k, v in self.gcn_state.items()}
+        with path.open("wb") as fh:
+            np.savez_compressed(
+                fh,
+                __meta__=np.array(json.dumps(self.meta)),
+                prior_mean=self.prior.mean,
+                prior_cov=self.prior.cov,
+                prior_spread=self.prior.spread,
+                noise_grid=self.prior.noise_grid,
+                noise_log_prior=self.prior.noise_log_prior,
+                embeddings=self.embeddings.astype(np.float32),
+                **arrays,
+            )
+        path.with_suffix(".json").write_text(json.dumps(self.meta, indent=2) + "\n")
+        return path
+
+    # --- few-shot transfer ---------------------------------------------------------------------------------
+    def select_samples(self, k: int, *, seed: int = 0, exclude: Sequence[int] = ()) -> list[int]:
+        """K NB201 indices to measure on a new device: greedy max prior variance over a seeded random pool."""
+        prior = self.prior
+        return select_by_variance(self.phi, prior.planning_cov(), prior.typical_noise, k, seed=seed, exclude=exclude)
+
+    def adapt(self, indices: Sequence[int], latencies_ms: Sequence[float]) -> DeviceModel:
+        """A device model from measured (index, ms) pairs; no samples = the unadapted prior at a typical scale."""
+        idx = _check_indices(indices)
+        lat = np.asarray(latencies_ms, dtype=np.float64).reshape(-1)
+        if len(lat) != len(idx):
+            raise ValueError(f"{len(idx)} indices but {len(lat)} latencies")
+        if not np.all(np.isfinite(lat)) or np.any(lat <= 0):
+            raise ValueError("latencies must be positive, finite milliseconds")
+        post = posterior(self.prior, self.phi[idx], lat, float(self.meta["default_scale_ms"]))
+        return DeviceModel(self, post, idx, lat)
+
+
+class DeviceModel:
+    """One device's posterior: predictions with spread, pairwise faster-probabilities, rankings."""
+
+    def __init__(self, predictor: Predictor, post: Posterior, indices: np.ndarray, latencies_ms: np.ndarray):
+        self.predictor = predictor
+        self.posterior = post
+        self.indices = indices
+        self.latencies_ms = latencies_ms
+
+    def _rows(self, indices) -> np.ndarray:
+        return self.predictor.phi if indices is None else self.predictor.phi[_check_indices(indices)]
+
+    def predict(self, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(mean ms, std ms) of the given NB201 indices; None = all 15,625 by official index."""
+        phi = self._rows(indices)
+        post = self.posterior
+        var = ((phi @ post.cov) * phi).sum(1) + post.noise
+        return post.scale_ms * (phi @ post.mean), post.scale_ms * np.sqrt(np.maximum(var, 0.0))
+
+    def prob_faster(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """P(latency of a < latency of b), elementwise over paired index arrays (posterior + measurement noise)."""
+        a_idx, b_idx = _check_indices(a), _check_indices(b)
+        if a_idx.shape != b_idx.shape:
+            raise ValueError(f"a and b must pair up: {a_idx.shape} vs {b_idx.shape}")
+        diff = self.predictor.phi[b_idx] - self.predictor.phi[a_idx]
+        post = self.posterior
+        var = ((diff @ post.cov) * diff).sum(1) + 2 * post.noise
+        return ndtr((diff @ post.mean) / np.sqrt(np.maximum(var, 1e-18)))
+
+    def rank(self, indices: Sequence[int]) -> list[int]:
+        """The given NB201 indices, fastest first (consistent with ``prob_faster`` > 0.5)."""
+        idx = _check_indices(indices)
+        mean, _ = self.predict(idx)
+        return [int(i) for i in idx[np.argsort(mean, kind="stable")]]
+
+    def select_next(self, k: int, *, seed: int = 0) -> list[int]:
+        """K more archs to measure: the most uncertain under this posterior (iterative data selection)."""
+        post = self.posterior
+        return select_by_variance(self.predictor.phi, post.cov, post.noise, k, seed=seed, exclude=self.indices)
+
+    def to_state(self) -> dict:
+        """JSON-serialisable state (tens of kB)."""
+        post = self.posterior
+        return {
+            "format": DEVICE_STATE_FORMAT,
+            "predictor_version": self.predictor.version,
+            "indices": [int(i) for i in self.indices],
+            "latencies_ms": [float(x) for x in self.latencies_ms],
+            "mean": post.mean.tolist(),
+            "cov": post.cov.tolist(),
+            "scale_ms": post.scale_ms,
+            "noise": post.noise,
+        }
+
+    @classmethod
+    def from_state(cls, predictor: Predictor, state: dict) -> DeviceModel:
+        """Rebuild from ``to_state``; a state from another predictor version is re-adapted from its samples."""
+        if state.get("format") != DEVICE_STATE_FORMAT:
+            raise ValueError(f"not a device model state (format {state.get('format')!r})")
+        if state.get("predictor_version") != predictor.version:
+            return predictor.adapt(state["indices"], state["latencies_ms"])
+        post = Posterior(
+            mean=np.asarray(state["mean"], dtype=np.float64),
+            cov=np.asarray(state["cov"], dtype=np.float64),
+            scale_ms=float(state["scale_ms"]),
+            noise=float(state["noise"]),
+        )
+        idx = np.asarray(state["indices"], dtype=np.int64)
+        return cls(predictor, post, idx, np.asarray(state["latencies_ms"], dtype=np.float64))
+
+
+def pretrain(latencies: dict[str, np.ndarray], *, seed: int = 0, progress: bool = False) -> Predictor:
+    """Pretrain on devices' latencies (arrays of 15,625 ms by official index, NaN = not measured). Needs torch."""
+    from predictor.pretrain import pretrain as _pretrain
+
+    return _pretrain(latencies, seed=seed, progress=progress)
+
+
+def _check_indices(indices) -> np.ndarray:
+    idx = np.asarray(indices).reshape(-1)
+    if idx.size and not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"NB201 indices must be integers, got {idx.dtype}")
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= NUM_ARCHS):
+        raise ValueError(f"NB201 indices must lie in 0..{NUM_ARCHS - 1}")
+    return idx

@@ -1,0 +1,208 @@
+"""The adapt loop: choose K archs for a device, have its agents measure them, fit the predictor, activate it.
+
+An ``Adaptation`` row carries the state (measuring → training → active | failed), so any server replica can
+advance it: ``advance_all`` runs in every server's background worker and claims rows one at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timezone
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from predictor import nb201
+from services import queue
+from services.store.db import transaction
+from services.store.models import (
+    Adaptation,
+    AdaptState,
+    Arch,
+    Device,
+    Job,
+    JobState,
+    Measurement,
+    Source,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+MAX_SAMPLES = 200
+
+
+class AdaptError(ValueError):
+    """A request the adapt loop cannot take; the message is safe to show a client."""
+
+
+def latest(session: Session, device: Device) -> Adaptation | None:
+    """The device's most recent adaptation that is not superseded."""
+    return session.scalars(
+        select(Adaptation)
+        .where(Adaptation.device_id == device.id, Adaptation.state != AdaptState.superseded)
+        .order_by(Adaptation.created_at.desc())
+        .limit(1)
+    ).first()
+
+
+def active(session: Session, device: Device) -> Adaptation | None:
+    return session.scalars(
+        select(Adaptation)
+        .where(Adaptation.device_id == device.id, Adaptation.state == AdaptState.active)
+        .order_by(Adaptation.activated_at.desc())
+        .limit(1)
+    ).first()
+
+
+def start(
+    session: Session,
+    device: Device,
+    predictor,
+    *,
+    samples: int,
+    seed: int = 0,
+    fmt: str = "onnx",
+    requested_by: str | None = None,
+) -> Adaptation:
+    """Choose ``samples`` archs with the predictor's default strategy and queue their measurement."""
+    if not 3 <= samples <= MAX_SAMPLES:
+        raise AdaptError(f"samples must be between 3 and {MAX_SAMPLES}, got {samples}")
+    running = latest(session, device)
+    if running is not None and running.state in (AdaptState.measuring, AdaptState.training):
+        raise AdaptError(f"device {device.name!r} already has adaptation {running.id} in state {running.state.value}")
+    indices = [int(i) for i in predictor.select_samples(samples, seed=seed)]
+    archs = [nb201.to_string(nb201.from_official_index(i)) for i in indices]
+    batch = queue.submit_batch(session, device, archs, space=nb201.SPACE, fmt=fmt, requested_by=requested_by)
+    adaptation = Adaptation(
+        device_id=device.id,
+        samples=samples,
+        strategy="default",
+        sample_archs=indices,
+        batch_id=batch.id,
+        checkpoint=predictor.version,
+    )
+    session.add(adaptation)
+    session.flush()
+    return adaptation
+
+
+def describe(session: Session, adaptation: Adaptation | None) -> dict:
+    """The ``predictor`` block of a device: state, progress, metrics."""
+    if adaptation is None:
+        return {"state": "none"}
+    out = {
+        "id": adaptation.id,
+        "state": adaptation.state.value,
+        "samples": adaptation.samples,
+        "checkpoint": adaptation.checkpoint,
+        "created_at": adaptation.created_at.isoformat(),
+        "activated_at": adaptation.activated_at.isoformat() if adaptation.activated_at else None,
+        "metrics": adaptation.metrics,
+        "error": adaptation.error,
+    }
+    if adaptation.batch_id:
+        out["progress"] = queue.batch_progress(session, adaptation.batch_id)
+    return out
+
+
+def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list[int], list[float]]:
+    """Median agent-measured latency of each sampled arch on the device, by NB201 index."""
+    rows = session.execute(
+        select(Arch.nb201_index, Measurement.median_ms)
+        .join(Arch, Arch.id == Measurement.arch_id)
+        .where(
+            Measurement.device_id == adaptation.device_id,
+            Arch.nb201_index.in_(adaptation.sample_archs),
+            Measurement.source == Source.measured,
+        )
+    ).all()
+    by_index: dict[int, list[float]] = {}
+    for index, median_ms in rows:
+        by_index.setdefault(int(index), []).append(float(median_ms))
+    indices = sorted(by_index)
+    return indices, [float(np.median(by_index[i])) for i in indices]
+
+
+def _claim(session: Session, adaptation_id: str, from_state: AdaptState, to_state: AdaptState) -> bool:
+    """Move one adaptation between states unless another replica did first."""
+    result = session.execute(
+        update(Adaptation).where(Adaptation.id == adaptation_id, Adaptation.state == from_state).values(state=to_state)
+    )
+    return result.rowcount == 1
+
+
+def advance(sessions: sessionmaker[Session], adaptation_id: str, predictor) -> AdaptState:
+    """One step of one adaptation: when its measurements are in, fit and activate it."""
+    with transaction(sessions) as session:
+        adaptation = session.get(Adaptation, adaptation_id)
+        if adaptation is None or adaptation.state != AdaptState.measuring:
+            return adaptation.state if adaptation else AdaptState.failed
+        pending = session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.batch_id == adaptation.batch_id, Job.state.in_([JobState.queued, JobState.running]))
+        )
+        if pending:
+            return AdaptState.measuring
+        if not _claim(session, adaptation_id, AdaptState.measuring, AdaptState.training):
+            return AdaptState.training
+    with transaction(sessions) as session:
+        adaptation = session.get(Adaptation, adaptation_id)
+        indices, values = _sample_latencies(session, adaptation)
+        if len(indices) < 3:
+            adaptation.state = AdaptState.failed
+            adaptation.error = f"only {len(indices)} of {adaptation.samples} sample archs were measured; need 3"
+            return adaptation.state
+        try:
+            model = predictor.adapt(indices, values)
+        except Exception as err:  # noqa: BLE001 - any fitting error fails this adaptation, not the server
+            log.exception("adaptation %s failed", adaptation_id)
+            adaptation.state, adaptation.error = AdaptState.failed, f"fit failed: {err}"
+            return adaptation.state
+        fitted, _ = model.predict(np.asarray(indices))
+        adaptation.params = model.to_state()
+        adaptation.metrics = {
+            "measured": len(indices),
+            "fit_mean_abs_rel_error": float(np.mean(np.abs(fitted - values) / np.asarray(values))),
+        }
+        session.execute(
+            update(Adaptation)
+            .where(Adaptation.device_id == adaptation.device_id, Adaptation.state == AdaptState.active)
+            .values(state=AdaptState.superseded)
+        )
+        adaptation.state = AdaptState.active
+        adaptation.activated_at = utcnow().astimezone(timezone.utc)
+        return adaptation.state
+
+
+def advance_all(sessions: sessionmaker[Session], predictor) -> int:
+    """Advance every adaptation waiting on measurements; returns how many became active."""
+    with sessions() as session:
+        ids = session.scalars(select(Adaptation.id).where(Adaptation.state == AdaptState.measuring)).all()
+    return sum(advance(sessions, i, predictor) == AdaptState.active for i in ids)
+
+
+class AdaptWorker:
+    """A daemon thread that advances adaptations every ``interval_s`` seconds."""
+
+    def __init__(self, sessions: sessionmaker[Session], predictor_loader: Callable[[], object], interval_s=1.0):
+        self._sessions, self._loader, self._interval = sessions, predictor_loader, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="adapt-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                advance_all(self._sessions, self._loader())
+            except Exception:  # noqa: BLE001 - keep the worker alive; the next tick retries
+                log.exception("adapt worker tick failed")

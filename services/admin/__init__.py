@@ -1,0 +1,143 @@
+"""The admin web UI at ``/admin``: sqladmin tables, a dashboard with plots, per-device pages; admin key required."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from sqladmin import Admin
+from sqladmin.authentication import login_required
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from services.admin import dashboard
+from services.admin.auth import AdminKeyAuth
+from services.admin.views import model_views
+from services.settings import Settings
+from services.store.models import Device
+
+HERE = Path(__file__).resolve().parent
+BASE_URL = "/admin"
+
+
+class LatfarmAdmin(Admin):
+    """sqladmin with the dashboard as its index, a page per device and JSON data for the plots."""
+
+    def __init__(self, app: FastAPI, sessions: sessionmaker[Session], settings: Settings) -> None:
+        # sqladmin reconfigures the sessionmaker it gets (autoflush off): give it its own.
+        super().__init__(
+            app,
+            session_maker=sessionmaker(**sessions.kw),
+            base_url=BASE_URL,
+            title="latfarm admin",
+            templates_dir=str(HERE / "templates"),
+            authentication_backend=AdminKeyAuth(sessions, settings.admin_key, cookie_path=BASE_URL),
+        )
+        self.host_app = app
+        self.sessions = sessions
+        self.heartbeat_interval_s = settings.heartbeat_interval_s
+        api: dict[str, Callable[[Request], Any]] = {
+            "fleet": self._fleet,
+            "distribution": self._distribution,
+            "histogram": self._histogram,
+            "scatter": self._scatter,
+            "arch": self._arch,
+        }
+        self.admin.router.routes[:0] = [
+            Mount("/assets", app=StaticFiles(directory=HERE / "static"), name="assets"),
+            Route("/device-overview/{device_id:int}", self.device_overview, name="device_overview"),
+            *(Route(f"/api/{name}", self._json_endpoint(compute), name=f"api_{name}") for name, compute in api.items()),
+        ]
+        for view in model_views(settings.heartbeat_interval_s):
+            self.add_view(view)
+
+    @property
+    def predictions(self) -> Any:
+        """The app's PredictionService, when it has one."""
+        return getattr(self.host_app.state, "predictions", None)
+
+    def _query(self, compute: Callable[[Session], Any]) -> Any:
+        with self.sessions() as session:
+            return compute(session)
+
+    @staticmethod
+    def _device(session: Session, request: Request) -> Device:
+        raw = request.query_params.get("device", "")
+        device = session.get(Device, int(raw)) if raw.isdigit() else None
+        if device is None:
+            raise HTTPException(404, f"unknown device id {raw!r}")
+        return device
+
+    def _fleet(self, request: Request) -> Any:
+        return self._query(lambda s: dashboard.fleet(s, self.heartbeat_interval_s))
+
+    def _distribution(self, request: Request) -> Any:
+        return self._query(dashboard.distributions)
+
+    def _histogram(self, request: Request) -> Any:
+        return self._query(lambda s: dashboard.histogram(s, self._device(s, request)))
+
+    def _scatter(self, request: Request) -> Any:
+        return self._query(lambda s: dashboard.measured_vs_predicted(s, self.predictions, self._device(s, request)))
+
+    def _arch(self, request: Request) -> Any:
+        return self._query(lambda s: dashboard.arch_across_devices(s, request.query_params.get("arch")))
+
+    def _json_endpoint(self, compute: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        admin = self
+
+        @login_required
+        async def endpoint(_view: Any, request: Request) -> Response:
+            try:
+                return JSONResponse(await run_in_threadpool(compute, request))
+            except HTTPException as err:
+                return JSONResponse({"error": err.detail}, status_code=err.status_code)
+
+        async def route(request: Request) -> Response:
+            return await endpoint(admin, request)
+
+        return route
+
+    @login_required
+    async def index(self, request: Request) -> Response:
+        def compute(session: Session) -> dict[str, Any]:
+            return {
+                "fleet": dashboard.fleet(session, self.heartbeat_interval_s),
+                "devices": dashboard.device_table(session),
+            }
+
+        context = await run_in_threadpool(self._query, compute)
+        return await self.templates.TemplateResponse(request, "dashboard.html", {**context, "title": "Dashboard"})
+
+    @login_required
+    async def device_overview(self, request: Request) -> Response:
+        device_id = request.path_params["device_id"]
+
+        def compute(session: Session) -> dict[str, Any] | None:
+            device = session.get(Device, device_id)
+            if device is None:
+                return None
+            counts = next((d for d in dashboard.device_table(session) if d["id"] == device_id), {})
+            return {
+                "device": device,
+                "counts": counts,
+                "predictor": dashboard.predictor_status(session, self.predictions, device),
+            }
+
+        context = await run_in_threadpool(self._query, compute)
+        if context is None:
+            raise HTTPException(404, f"unknown device id {device_id}")
+        title = f"Device {context['device'].name}"
+        return await self.templates.TemplateResponse(request, "device.html", {**context, "title": title})
+
+
+def mount_admin(app: FastAPI, sessions: sessionmaker[Session], settings: Settings) -> None:
+    """Serve the admin UI at ``/admin`` on ``app``; login with an admin API key."""
+    LatfarmAdmin(app, sessions, settings)

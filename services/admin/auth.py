@@ -1,0 +1,78 @@
+"""Admin login: an API key with the ``admin`` scope (or ``LATFARM_ADMIN_KEY``), kept as its hash in a signed cookie."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqladmin.authentication import AuthenticationBackend
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from services.security import hash_secret
+from services.store.models import ApiKey
+
+SESSION_COOKIE = "latfarm_admin"
+SESSION_MAX_AGE_S = 12 * 3600
+
+
+def session_secret(admin_key: str | None) -> str:
+    """Cookie-signing secret: derived from the configured admin key (stable across processes), else random."""
+    if admin_key:
+        return hmac.new(admin_key.encode(), b"latfarm-admin-session", hashlib.sha256).hexdigest()
+    return secrets.token_urlsafe(32)
+
+
+class AdminKeyAuth(AuthenticationBackend):
+    """sqladmin authentication by admin API key: a login form, or ``Authorization: Bearer <key>`` for scripts."""
+
+    def __init__(self, sessions: sessionmaker[Session], admin_key: str | None, cookie_path: str = "/admin") -> None:
+        super().__init__(
+            secret_key=session_secret(admin_key),
+            session_cookie=SESSION_COOKIE,
+            max_age=SESSION_MAX_AGE_S,
+            path=cookie_path,
+            same_site="lax",
+        )
+        self.sessions = sessions
+        self.admin_key_hash = hash_secret(admin_key) if admin_key else None
+
+    def key_name(self, key_hash: str) -> str | None:
+        """Name of the admin key with this hash, or None when unknown, revoked or not an admin key."""
+        if self.admin_key_hash and hmac.compare_digest(key_hash, self.admin_key_hash):
+            return "LATFARM_ADMIN_KEY"
+        with self.sessions() as session:
+            row = session.scalars(select(ApiKey).where(ApiKey.key_hash == key_hash)).one_or_none()
+        if row is None or row.revoked or "admin" not in (row.scopes or ()):
+            return None
+        return row.name
+
+    async def login(self, request: Request) -> bool:
+        form = await request.form()
+        key = str(form.get("key") or "").strip()
+        if not key:
+            return False
+        key_hash = hash_secret(key)
+        name = await run_in_threadpool(self.key_name, key_hash)
+        if name is None:
+            return False
+        request.session.update({"key_hash": key_hash, "user_id": name})
+        return True
+
+    async def logout(self, request: Request) -> bool:
+        request.session.clear()
+        return False  # back to the login page
+
+    async def authenticate(self, request: Request) -> bool:
+        """Checked on every request, so a revoked key ends its sessions at once."""
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and bearer.strip():
+            key_hash = hash_secret(bearer.strip())
+        else:
+            key_hash = request.session.get("key_hash")
+        if not key_hash:
+            return False
+        return await run_in_threadpool(self.key_name, key_hash) is not None

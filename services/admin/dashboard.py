@@ -1,0 +1,289 @@
+"""Dashboard figures: fleet state, queue, throughput and the data behind the plots (aggregated or sampled in SQL)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from predictor import nb201
+from services.admin.views import ago, as_utc
+from services.store.models import Adaptation, Agent, Arch, Device, Job, JobState, Measurement
+
+MAX_DISTRIBUTION_ROWS = 2_000  # per device, for the per-device percentiles
+MAX_HISTOGRAM_ROWS = 50_000
+MAX_SCATTER_POINTS = 1_500
+NO_PREDICTOR = "no predictor for this device yet"
+
+
+def _sample_step(count: int, limit: int) -> int:
+    return max(1, -(-count // limit))
+
+
+def fleet(session: Session, heartbeat_interval_s: float, now: datetime | None = None) -> dict[str, Any]:
+    """Agents with their last heartbeat, queue depth per state and recent throughput."""
+    now = now or datetime.now(timezone.utc)
+    cutoff = now - timedelta(seconds=2 * heartbeat_interval_s)
+    rows = session.execute(
+        select(Agent, Device.name)
+        .join(Device, Agent.device_id == Device.id)
+        .order_by(Agent.last_heartbeat.is_(None), Agent.last_heartbeat.desc())
+        .limit(50)
+    ).all()
+    agents = []
+    for agent, device_name in rows:
+        beat = as_utc(agent.last_heartbeat)
+        agents.append(
+            {
+                "id": agent.id,
+                "name": agent.name or agent.id,
+                "device": device_name,
+                "state": agent.state,
+                "online": beat is not None and beat >= cutoff,
+                "last_heartbeat": beat.isoformat() if beat else None,
+                "last_heartbeat_ago": ago(beat, now),
+            }
+        )
+    total_agents = session.scalar(select(func.count()).select_from(Agent)) or 0
+    online = session.scalar(select(func.count()).select_from(Agent).where(Agent.last_heartbeat >= cutoff)) or 0
+    queue = {state.value: 0 for state in JobState}
+    for state, count in session.execute(select(Job.state, func.count()).group_by(Job.state)):
+        queue[JobState(state).value] = count
+
+    def done_since(hours: int) -> int:
+        since = now - timedelta(hours=hours)
+        return session.scalar(
+            select(func.count()).select_from(Job).where(Job.state == JobState.done, Job.finished_at >= since)
+        )
+
+    failed_24h = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.state == JobState.failed, Job.finished_at >= now - timedelta(hours=24))
+    )
+
+    return {
+        "agents": agents,
+        "agents_total": total_agents,
+        "agents_online": online,
+        "agents_offline": total_agents - online,
+        "online_window_s": 2 * heartbeat_interval_s,
+        "queue": queue,
+        "throughput": {
+            "jobs_done_1h": done_since(1),
+            "jobs_done_24h": done_since(24),
+            "jobs_failed_24h": failed_24h,
+        },
+    }
+
+
+def device_table(session: Session) -> list[dict[str, Any]]:
+    """Every device with its measurement counts (from agents / imported from a dataset) and latest adaptation.
+
+    Imported rows are the ones with a dataset, so one covering-index scan counts both kinds.
+    """
+    counts = {
+        device_id: (total, imported)
+        for device_id, total, imported in session.execute(
+            select(Measurement.device_id, func.count(), func.count(Measurement.dataset)).group_by(Measurement.device_id)
+        )
+    }
+    latest = (
+        select(Adaptation.device_id, func.max(Adaptation.created_at).label("created_at"))
+        .group_by(Adaptation.device_id)
+        .subquery()
+    )
+    adapt_state = dict(
+        session.execute(
+            select(Adaptation.device_id, Adaptation.state).join(
+                latest,
+                (Adaptation.device_id == latest.c.device_id) & (Adaptation.created_at == latest.c.created_at),
+            )
+        ).all()
+    )
+    devices = []
+    for device in session.scalars(select(Device).order_by(Device.name)):
+        total, imported = counts.get(device.id, (0, 0))
+        state = adapt_state.get(device.id)
+        devices.append(
+            {
+                "id": device.id,
+                "name": device.name,
+                "runtime": device.runtime,
+                "measured": total - imported,
+                "imported": imported,
+                "total": total,
+                "adaptation": state.value if state is not None else None,
+            }
+        )
+    return devices
+
+
+def _device_count(session: Session, device_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(Measurement).where(Measurement.device_id == device_id))
+
+
+def _device_latencies(session: Session, device_id: int, count: int, limit: int) -> np.ndarray:
+    """Median latencies of one device with ``count`` rows, an evenly spread sample of at most about ``limit``."""
+    query = select(Measurement.median_ms).where(Measurement.device_id == device_id)
+    step = _sample_step(count, limit)
+    if step > 1:
+        query = query.where(Measurement.arch_id % step == 0)  # (device_id, arch_id) index: few row lookups
+    return np.asarray(session.scalars(query).all(), dtype=float)
+
+
+def distributions(session: Session) -> list[dict[str, Any]]:
+    """Latency percentiles of every device with measurements (sampled), for a box-style overview."""
+    out = []
+    for device_id, name, count in session.execute(
+        select(Device.id, Device.name, func.count(Measurement.id))
+        .join(Measurement, Measurement.device_id == Device.id)
+        .group_by(Device.id, Device.name)
+        .order_by(Device.name)
+    ):
+        values = _device_latencies(session, device_id, count, MAX_DISTRIBUTION_ROWS)
+        values = values[values > 0]
+        if values.size == 0:
+            continue
+        p5, p25, p50, p75, p95 = np.percentile(values, [5, 25, 50, 75, 95])
+        out.append(
+            {
+                "device_id": device_id,
+                "device": name,
+                "count": count,
+                "p5": p5,
+                "p25": p25,
+                "median": p50,
+                "p75": p75,
+                "p95": p95,
+            }
+        )
+    return out
+
+
+def histogram(session: Session, device: Device, bins: int = 40) -> dict[str, Any]:
+    """Log-binned latency histogram of one device; non-positive values (disconnected cells) are counted apart."""
+    values = _device_latencies(session, device.id, _device_count(session, device.id), MAX_HISTOGRAM_ROWS)
+    positive = values[values > 0]
+    result: dict[str, Any] = {
+        "device": device.name,
+        "count": int(values.size),
+        "non_positive": int(values.size - positive.size),
+    }
+    if positive.size == 0:
+        return {**result, "edges": [], "counts": []}
+    low, high = float(positive.min()), float(positive.max())
+    edges = np.geomspace(low, high, bins + 1) if high > low else np.array([low * 0.99, high * 1.01])
+    counts, edges = np.histogram(positive, bins=edges)
+    return {
+        **result,
+        "edges": edges.tolist(),
+        "counts": counts.tolist(),
+        "median": float(np.median(positive)),
+    }
+
+
+def _measured_by_index(session: Session, device_id: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = session.execute(
+        select(Arch.nb201_index, func.avg(Measurement.median_ms))
+        .join(Arch, Measurement.arch_id == Arch.id)
+        .where(Measurement.device_id == device_id, Arch.nb201_index.is_not(None))
+        .group_by(Arch.nb201_index)
+        .order_by(Arch.nb201_index)
+    ).all()
+    indices = np.asarray([r[0] for r in rows], dtype=np.int64)
+    return indices, np.asarray([r[1] for r in rows], dtype=float)
+
+
+def measured_vs_predicted(session: Session, predictions: Any, device: Device) -> dict[str, Any]:
+    """Measured vs predicted latency of a device's measured archs, with Spearman's rho over all of them."""
+    model = predictions.for_device(session, device) if predictions is not None else None
+    if model is None:
+        return {"device": device.name, "available": False, "reason": NO_PREDICTOR}
+    indices, measured = _measured_by_index(session, device.id)
+    if indices.size == 0:
+        return {"device": device.name, "available": False, "reason": "no measurements of NB201 archs on this device"}
+    try:
+        predicted, _std = predictions.predict(session, device, indices)  # cached table of all archs
+    except Exception as err:  # the dashboard reports a broken predictor rather than failing the page
+        return {"device": device.name, "available": False, "reason": f"predictor failed: {err}"}
+    from scipy.stats import spearmanr
+
+    predicted = np.asarray(predicted, dtype=float)
+    rho = float(spearmanr(measured, predicted).statistic) if indices.size > 1 else None
+    shown = np.unique(np.linspace(0, indices.size - 1, min(indices.size, MAX_SCATTER_POINTS)).astype(int))
+    return {
+        "device": device.name,
+        "available": True,
+        "count": int(indices.size),
+        "spearman_rho": None if rho is None or np.isnan(rho) else rho,
+        "points": [
+            {"index": int(indices[i]), "measured": float(measured[i]), "predicted": float(predicted[i])} for i in shown
+        ],
+    }
+
+
+def resolve_arch(session: Session, query: str | None) -> Arch | None:
+    """An arch by NB201 index or arch string; without a query, the arch of the latest measurement."""
+    query = (query or "").strip()
+    if not query:
+        arch_id = session.scalar(select(Measurement.arch_id).order_by(Measurement.id.desc()).limit(1))
+        return session.get(Arch, arch_id) if arch_id is not None else None
+    if query.isdigit():
+        return session.scalars(select(Arch).where(Arch.nb201_index == int(query)).limit(1)).first()
+    canonical = nb201.to_string(nb201.parse(query))  # raises ArchError naming what is wrong
+    return session.scalars(select(Arch).where(Arch.arch == canonical).limit(1)).first()
+
+
+def arch_across_devices(session: Session, query: str | None) -> dict[str, Any]:
+    """Mean measured latency of one arch on every device that has it, fastest first."""
+    try:
+        arch = resolve_arch(session, query)
+    except nb201.ArchError as err:
+        return {"error": str(err), "devices": []}
+    if arch is None:
+        return {"error": f"no measurements of arch {query!r}" if query else "no measurements yet", "devices": []}
+    rows = session.execute(
+        select(Device.id, Device.name, func.avg(Measurement.median_ms), func.count())
+        .join(Measurement, Measurement.device_id == Device.id)
+        .where(Measurement.arch_id == arch.id)
+        .group_by(Device.id, Device.name)
+        .order_by(func.avg(Measurement.median_ms))
+    ).all()
+    return {
+        "arch": arch.arch,
+        "nb201_index": arch.nb201_index,
+        "devices": [{"device_id": i, "device": n, "mean_ms": float(m), "count": c} for i, n, m, c in rows],
+    }
+
+
+def predictor_status(session: Session, predictions: Any, device: Device) -> dict[str, Any]:
+    """Whether the device can be predicted, and its adaptations, newest first."""
+    adaptations = session.scalars(
+        select(Adaptation).where(Adaptation.device_id == device.id).order_by(Adaptation.created_at.desc()).limit(10)
+    ).all()
+    try:
+        available = predictions is not None and predictions.for_device(session, device) is not None
+        problem = None
+    except Exception as err:  # shown on the page instead of a 500
+        available, problem = False, str(err)
+    return {
+        "available": available,
+        "message": problem or (None if available else NO_PREDICTOR),
+        "adaptations": [
+            {
+                "id": a.id,
+                "state": a.state.value,
+                "samples": a.samples,
+                "strategy": a.strategy,
+                "metrics": a.metrics,
+                "error": a.error,
+                "created": ago(as_utc(a.created_at)),
+                "activated": ago(as_utc(a.activated_at)) if a.activated_at else None,
+            }
+            for a in adaptations
+        ],
+    }

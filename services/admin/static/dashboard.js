@@ -1,0 +1,167 @@
+/* latfarm admin dashboard: draws the plots from /admin/api/... (Chart.js, bundled locally). */
+(function () {
+  "use strict";
+  const root = document.getElementById("latfarm-charts");
+  if (!root || typeof Chart === "undefined") return;
+  const api = root.dataset.api;
+  const charts = {};
+  const BLUE = "rgba(32, 107, 196, 0.85)";
+  const LIGHT = "rgba(32, 107, 196, 0.25)";
+  Chart.defaults.animation = false;
+  Chart.defaults.maintainAspectRatio = false;
+
+  const $ = (id) => document.getElementById(id);
+  const fmt = (v) => (v >= 100 ? v.toFixed(0) : v.toPrecision(3));
+
+  async function getJSON(path) {
+    const response = await fetch(api + path, { credentials: "same-origin" });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error || response.statusText);
+    return body;
+  }
+
+  /* Show a chart, or a message in its place. */
+  function show(name, config, text) {
+    const canvas = $("chart-" + name);
+    const message = $(name + "-message");
+    if (charts[name]) charts[name].destroy();
+    delete charts[name];
+    canvas.parentElement.hidden = !config;
+    message.hidden = !text;
+    message.textContent = text || "";
+    if (config) {
+      charts[name] = new Chart(canvas, config);
+      canvas.dataset.rendered = "1";
+    }
+  }
+
+  const logAxis = (title) => ({ type: "logarithmic", title: { display: true, text: title } });
+
+  async function drawDistribution(onPick) {
+    const rows = await getJSON("/distribution");
+    if (!rows.length) return show("distribution", null, "No measurements yet.");
+    $("distribution-box").style.height = Math.max(200, rows.length * 26 + 60) + "px";
+    const bar = (label, lo, hi, color, width) => ({
+      label, data: rows.map((r) => [r[lo], r[hi]]), backgroundColor: color, grouped: false, barPercentage: width,
+    });
+    show("distribution", {
+      type: "bar",
+      data: {
+        labels: rows.map((r) => r.device),
+        datasets: [
+          bar("5–95 %", "p5", "p95", LIGHT, 0.35),
+          bar("25–75 %", "p25", "p75", BLUE, 0.8),
+          { label: "median", data: rows.map((r) => [r.median / 1.02, r.median * 1.02]), backgroundColor: "#1a1a1a",
+            grouped: false, barPercentage: 0.8 },
+        ],
+      },
+      options: {
+        indexAxis: "y",
+        scales: { x: logAxis("latency (ms)") },
+        plugins: { tooltip: { callbacks: { afterBody: (items) => {
+          const r = rows[items[0].dataIndex];
+          return `median ${fmt(r.median)} ms · ${r.count} measurements`;
+        } } } },
+        onClick: (_event, elements) => elements.length && onPick(rows[elements[0].index].device_id),
+      },
+    });
+  }
+
+  async function drawHistogram(device) {
+    const h = await getJSON("/histogram?device=" + device);
+    $("histogram-title").textContent = `Latency histogram: ${h.device} (${h.count} measurements)`;
+    if (!h.counts.length) return show("histogram", null, "No positive latencies on this device.");
+    const labels = h.counts.map((_c, i) => fmt(Math.sqrt(h.edges[i] * h.edges[i + 1])));
+    const note = h.non_positive ? ` (${h.non_positive} non-positive values left out)` : "";
+    show("histogram", {
+      type: "bar",
+      data: { labels, datasets: [{ label: "archs" + note, data: h.counts, backgroundColor: BLUE, barPercentage: 1,
+        categoryPercentage: 1 }] },
+      options: { scales: { x: { title: { display: true, text: "median latency (ms), log bins" } },
+        y: { title: { display: true, text: "count" } } } },
+    }, null);
+  }
+
+  async function drawScatter(device) {
+    const s = await getJSON("/scatter?device=" + device);
+    if (!s.available) {
+      $("scatter-title").textContent = `Measured vs predicted: ${s.device}`;
+      return show("scatter", null, s.reason);
+    }
+    const rho = s.spearman_rho === null ? "n/a" : s.spearman_rho.toFixed(3);
+    $("scatter-title").textContent = `Measured vs predicted: ${s.device}, Spearman ρ = ${rho} over ${s.count} archs`;
+    const points = s.points.filter((p) => p.measured > 0 && p.predicted > 0);
+    const values = points.flatMap((p) => [p.measured, p.predicted]);
+    const lo = Math.min(...values), hi = Math.max(...values);
+    show("scatter", {
+      type: "scatter",
+      data: { datasets: [
+        { label: `archs (${points.length} shown)`, data: points.map((p) => ({ x: p.measured, y: p.predicted })),
+          backgroundColor: BLUE, pointRadius: 2 },
+        { type: "line", label: "y = x", data: [{ x: lo, y: lo }, { x: hi, y: hi }], borderColor: "#d63939",
+          borderWidth: 1, pointRadius: 0 },
+      ] },
+      options: { scales: { x: logAxis("measured (ms)"), y: logAxis("predicted (ms)") } },
+    });
+  }
+
+  async function drawArch(query) {
+    const a = await getJSON("/arch?arch=" + encodeURIComponent(query || ""));
+    if (a.error) {
+      $("arch-title").textContent = "";
+      return show("arch", null, a.error);
+    }
+    $("arch-title").textContent = `NB201 #${a.nb201_index ?? "?"}  ${a.arch}`;
+    $("arch-box").style.height = Math.max(200, a.devices.length * 24 + 60) + "px";
+    show("arch", {
+      type: "bar",
+      data: { labels: a.devices.map((d) => d.device),
+        datasets: [{ label: "mean of median latency (ms)", data: a.devices.map((d) => d.mean_ms), backgroundColor: BLUE }] },
+      options: { indexAxis: "y", scales: { x: logAxis("latency (ms)") } },
+    });
+  }
+
+  function report(name) {
+    return (err) => show(name, null, "Could not load: " + err.message);
+  }
+
+  const select = $("device-select");
+  function drawDevice(device) {
+    if (!device) {
+      show("histogram", null, "No measurements yet.");
+      show("scatter", null, "No measurements yet.");
+      return;
+    }
+    drawHistogram(device).catch(report("histogram"));
+    drawScatter(device).catch(report("scatter"));
+    const link = $("device-link");
+    if (link) link.href = api.replace(/api$/, "") + "device-overview/" + device;
+  }
+
+  /* The fleet cards follow the agents and the queue without a reload. */
+  async function refreshFleet() {
+    const f = await getJSON("/fleet");
+    const q = f.queue, t = f.throughput;
+    $("agents-online").textContent = `${f.agents_online} online`;
+    $("agents-offline").textContent = `${f.agents_offline} offline · heartbeat within ${Math.round(f.online_window_s)} s`;
+    $("queue-depth").textContent = `${q.queued} queued`;
+    $("queue-states").textContent = `${q.running} running · ${q.done} done · ${q.failed} failed`;
+    $("throughput").textContent = `${t.jobs_done_1h} jobs / h`;
+    $("throughput-24h").textContent = `${t.jobs_done_24h} done and ${t.jobs_failed_24h} failed in 24 h`;
+  }
+
+  if (select) {
+    setInterval(() => refreshFleet().catch(() => {}), 15000); // on failure the cards keep their values; next tick retries
+    select.addEventListener("change", () => drawDevice(select.value));
+    const pick = (id) => { select.value = String(id); drawDevice(select.value); };
+    drawDistribution(pick).catch(report("distribution"));
+    drawDevice(select.value);
+    $("arch-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      drawArch($("arch-input").value).catch(report("arch"));
+    });
+    drawArch("").catch(report("arch"));
+  } else {
+    drawDevice(root.dataset.device);
+  }
+})();

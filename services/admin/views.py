@@ -1,0 +1,301 @@
+"""Table views (sqladmin ModelViews): search, filters, sorting, pagination; read-only but for deleting agents/jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from markupsafe import Markup, escape
+from sqladmin import ModelView
+from sqladmin.filters import (
+    AllUniqueStringValuesFilter,
+    BooleanFilter,
+    ForeignKeyFilter,
+    OperationColumnFilter,
+    StaticValuesFilter,
+)
+from sqlalchemy import Select, Subquery, func, or_, select
+from starlette.requests import Request
+
+from predictor import nb201
+from services.store.models import (
+    Adaptation,
+    AdaptState,
+    Agent,
+    Arch,
+    Artifact,
+    Device,
+    Job,
+    JobState,
+    Measurement,
+    Source,
+)
+
+PAGE_SIZES = [25, 50, 100, 200]
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=timezone.utc)
+
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    """``12 s ago`` style age of a UTC time, or ``never``."""
+    if moment is None:
+        return "never"
+    seconds = int(((now or datetime.now(timezone.utc)) - as_utc(moment)).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def _enum_values(enum_cls) -> list[tuple[str, str]]:
+    return [(member.value, member.value) for member in enum_cls]
+
+
+def _device_links(device: Device, _attr: str, request: Request) -> Markup:
+    overview = request.url_for("admin:device_overview", device_id=device.id)
+    measurements = request.url_for("admin:list", identity="measurement").include_query_params(device_id=device.id)
+    return Markup(
+        f'{escape(device.name)} <span class="text-muted">·</span> '
+        f'<a href="{overview}">overview &amp; predictor</a> '
+        f'<span class="text-muted">·</span> <a href="{measurements}">measurements</a>'
+    )
+
+
+class ArchFilter:
+    """Filter rows with an ``arch_id`` by NB201 index or (part of) an arch string, typed into a box."""
+
+    has_operator = False
+    template = "filters/text_filter.html"
+    title = "Arch (NB201 index or string)"
+    parameter_name = "arch"
+    placeholder = "e.g. 1462 or nor_conv_3x3~0"
+
+    async def lookups(self, request: Request, model: Any, run_query: Any) -> list[tuple[str, str]]:
+        return []
+
+    async def get_filtered_query(self, query: Select, value: Any, model: Any) -> Select:
+        value = (value or "").strip()
+        if not value or value == "__all":
+            return query
+        if value.isdigit():
+            archs = select(Arch.id).where(Arch.nb201_index == int(value))
+        else:
+            try:
+                canonical = nb201.to_string(nb201.parse(value))
+            except nb201.ArchError:
+                canonical = None
+            clauses = [Arch.arch.contains(value)] + ([Arch.arch == canonical] if canonical else [])
+            archs = select(Arch.id).where(or_(*clauses))
+        return query.where(model.arch_id.in_(archs))
+
+
+class OnlineFilter:
+    """Agents whose last heartbeat is within ``max_age_s`` (online) or not (offline)."""
+
+    has_operator = False
+    template = "sqladmin/filters/lookup_filter.html"
+    title = "Online"
+    parameter_name = "online"
+
+    def __init__(self, max_age_s: float) -> None:
+        self.max_age_s = max_age_s
+
+    async def lookups(self, request: Request, model: Any, run_query: Any) -> list[tuple[str, str]]:
+        return [("__all", "All"), ("yes", "Online"), ("no", "Offline")]
+
+    async def get_filtered_query(self, query: Select, value: Any, model: Any) -> Select:
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=self.max_age_s)
+        if value == "yes":
+            return query.where(Agent.last_heartbeat >= cutoff)
+        if value == "no":
+            return query.where(or_(Agent.last_heartbeat.is_(None), Agent.last_heartbeat < cutoff))
+        return query
+
+
+class ReadOnlyView(ModelView):
+    can_create = False
+    can_edit = False
+    can_delete = False
+    can_export = True
+    export_max_rows = 100_000  # bulk data goes through `latfarm export` instead
+    page_size = 25
+    page_size_options = PAGE_SIZES
+
+    async def count(self, request: Request, stmt: Select | None = None) -> int:
+        """sqladmin counts over the sorted list query: drop the sort, a full sort of a big table for nothing."""
+        froms = stmt.get_final_froms() if stmt is not None else []
+        if len(froms) == 1 and isinstance(froms[0], Subquery) and isinstance(froms[0].element, Select):
+            stmt = select(func.count()).select_from(froms[0].element.order_by(None).subquery())
+        return await super().count(request, stmt)
+
+
+class DeviceAdmin(ReadOnlyView, model=Device):
+    icon = "fa-solid fa-microchip"
+    column_list = [Device.id, Device.name, Device.runtime, Device.precision, Device.batch_size, Device.created_at]
+    column_searchable_list = [Device.name, Device.hardware, Device.description]
+    column_sortable_list = [Device.id, Device.name, Device.runtime, Device.created_at]
+    column_default_sort = "name"
+    column_filters = [AllUniqueStringValuesFilter(Device.runtime), AllUniqueStringValuesFilter(Device.precision)]
+    column_formatters = {Device.name: _device_links}
+    column_formatters_detail = {Device.name: _device_links}
+
+
+class ArchAdmin(ReadOnlyView, model=Arch):
+    icon = "fa-solid fa-diagram-project"
+    name = "Architecture"
+    column_list = [Arch.id, Arch.space, Arch.nb201_index, Arch.arch]
+    column_searchable_list = [Arch.arch]
+    column_sortable_list = [Arch.id, Arch.nb201_index, Arch.arch]
+    column_filters = [AllUniqueStringValuesFilter(Arch.space), OperationColumnFilter(Arch.nb201_index)]
+
+
+class ArtifactAdmin(ReadOnlyView, model=Artifact):
+    icon = "fa-solid fa-file-zipper"
+    column_list = [Artifact.sha256, Artifact.arch, Artifact.format, Artifact.size_bytes, Artifact.created_at]
+    column_searchable_list = [Artifact.sha256, Artifact.format]
+    column_sortable_list = [Artifact.created_at, Artifact.size_bytes, Artifact.format]
+    column_default_sort = (Artifact.created_at, True)
+    column_filters = [AllUniqueStringValuesFilter(Artifact.format), ArchFilter()]
+
+
+class JobAdmin(ReadOnlyView, model=Job):
+    icon = "fa-solid fa-list-check"
+    can_delete = True
+    column_list = [
+        Job.id,
+        Job.device,
+        Job.arch,
+        Job.format,
+        Job.state,
+        Job.attempts,
+        Job.lease_owner,
+        Job.requested_by,
+        Job.created_at,
+        Job.finished_at,
+    ]
+    column_searchable_list = [Job.id, Job.batch_id, Job.requested_by, Job.error]
+    column_sortable_list = [Job.created_at, Job.finished_at, Job.state, Job.attempts]
+    column_default_sort = (Job.created_at, True)
+    column_filters = [
+        ForeignKeyFilter(Job.device_id, Device.name, Device, title="Device"),
+        StaticValuesFilter(Job.state, _enum_values(JobState), title="State"),
+        AllUniqueStringValuesFilter(Job.format),
+        ArchFilter(),
+    ]
+
+
+class MeasurementAdmin(ReadOnlyView, model=Measurement):
+    """Imported data is not edited by hand: measurements are read-only."""
+
+    icon = "fa-solid fa-stopwatch"
+    column_list = [
+        Measurement.id,
+        Measurement.device,
+        Measurement.arch,
+        Measurement.source,
+        Measurement.dataset,
+        Measurement.median_ms,
+        Measurement.mean_ms,
+        Measurement.std_ms,
+        Measurement.runtime,
+        Measurement.unstable,
+        Measurement.agent_id,
+        Measurement.created_at,
+    ]
+    column_searchable_list = [Measurement.dataset, Measurement.runtime, Measurement.agent_id, Measurement.job_id]
+    column_sortable_list = [
+        Measurement.id,
+        Measurement.median_ms,
+        Measurement.mean_ms,
+        Measurement.std_ms,
+        Measurement.created_at,
+    ]
+    column_default_sort = (Measurement.id, True)
+    column_filters = [
+        ForeignKeyFilter(Measurement.device_id, Device.name, Device, title="Device"),
+        StaticValuesFilter(Measurement.source, _enum_values(Source), title="Source"),
+        AllUniqueStringValuesFilter(Measurement.dataset),
+        BooleanFilter(Measurement.unstable),
+        ArchFilter(),
+    ]
+    column_formatters = {
+        Measurement.median_ms: lambda m, _a: f"{m.median_ms:.4g}",
+        Measurement.mean_ms: lambda m, _a: "" if m.mean_ms is None else f"{m.mean_ms:.4g}",
+        Measurement.std_ms: lambda m, _a: "" if m.std_ms is None else f"{m.std_ms:.3g}",
+    }
+
+
+class AdaptationAdmin(ReadOnlyView, model=Adaptation):
+    icon = "fa-solid fa-wand-magic-sparkles"
+    column_list = [
+        Adaptation.id,
+        Adaptation.device_id,
+        Adaptation.state,
+        Adaptation.samples,
+        Adaptation.strategy,
+        Adaptation.checkpoint,
+        Adaptation.created_at,
+        Adaptation.activated_at,
+    ]
+    column_details_exclude_list = [Adaptation.params]
+    column_searchable_list = [Adaptation.id, Adaptation.strategy, Adaptation.error]
+    column_sortable_list = [Adaptation.created_at, Adaptation.activated_at, Adaptation.state, Adaptation.samples]
+    column_default_sort = (Adaptation.created_at, True)
+    column_filters = [
+        ForeignKeyFilter(Adaptation.device_id, Device.name, Device, title="Device"),
+        StaticValuesFilter(Adaptation.state, _enum_values(AdaptState), title="State"),
+    ]
+
+
+def agent_view(heartbeat_interval_s: float) -> type[ModelView]:
+    """The agents table; online = a heartbeat within two heartbeat intervals."""
+    max_age_s = 2 * heartbeat_interval_s
+
+    def _heartbeat(agent: Agent, _attr: str) -> Markup:
+        beat = as_utc(agent.last_heartbeat)
+        online = beat is not None and (datetime.now(timezone.utc) - beat).total_seconds() <= max_age_s
+        badge = "bg-green-lt" if online else "bg-secondary-lt"
+        return Markup(f'<span class="badge {badge}">{"online" if online else "offline"}</span> {escape(ago(beat))}')
+
+    class AgentAdmin(ReadOnlyView, model=Agent):
+        icon = "fa-solid fa-robot"
+        can_delete = True
+        column_list = [
+            Agent.id,
+            Agent.name,
+            Agent.device,
+            Agent.owner,
+            Agent.state,
+            Agent.last_heartbeat,
+            Agent.registered_at,
+        ]
+        column_details_exclude_list = [Agent.credential_hash]
+        column_searchable_list = [Agent.id, Agent.name, Agent.owner]
+        column_sortable_list = [Agent.name, Agent.state, Agent.last_heartbeat, Agent.registered_at]
+        column_default_sort = (Agent.last_heartbeat, True)
+        column_filters = [
+            ForeignKeyFilter(Agent.device_id, Device.name, Device, title="Device"),
+            AllUniqueStringValuesFilter(Agent.state),
+            OnlineFilter(max_age_s),
+        ]
+        column_formatters = {Agent.last_heartbeat: _heartbeat}
+        column_formatters_detail = {Agent.last_heartbeat: _heartbeat}
+
+    return AgentAdmin
+
+
+def model_views(heartbeat_interval_s: float) -> list[type[ModelView]]:
+    return [
+        DeviceAdmin,
+        agent_view(heartbeat_interval_s),
+        ArchAdmin,
+        JobAdmin,
+        MeasurementAdmin,
+        ArtifactAdmin,
+        AdaptationAdmin,
+    ]

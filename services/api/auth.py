@@ -1,0 +1,105 @@
+"""API keys: ``Authorization: Bearer <key>``, scopes, and the bootstrap admin key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.security import hash_secret, new_secret
+from services.store.db import transaction
+from services.store.models import ApiKey
+
+# What each scope may do. ``admin`` may do everything.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "client": frozenset({"read", "predict", "jobs"}),
+    "owner": frozenset({"read", "devices"}),
+    "admin": frozenset({"read", "predict", "jobs", "devices", "keys", "admin"}),
+}
+BOOTSTRAP_NAME = "bootstrap-admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who made a request: the key's name and scopes."""
+
+    key_id: int
+    name: str
+    scopes: frozenset[str]
+
+    def can(self, permission: str) -> bool:
+        return any(permission in PERMISSIONS.get(scope, ()) for scope in self.scopes)
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def authenticate(request: Request) -> Principal:
+    """The principal of a request's bearer key (401 when missing, unknown or revoked)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    with request.app.state.sessions() as session:
+        row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_secret(key.strip()))).one_or_none()
+    if row is None or row.revoked:
+        raise _unauthorized("invalid or revoked API key")
+    return Principal(row.id, row.name, frozenset(row.scopes or ()))
+
+
+def require(permission: str) -> Callable[[Request], Principal]:
+    """A dependency that authenticates and checks one permission (403 naming it when missing)."""
+
+    def dependency(request: Request) -> Principal:
+        principal = authenticate(request)
+        if not principal.can(permission):
+            allowed = sorted(s for s, perms in PERMISSIONS.items() if permission in perms)
+            raise HTTPException(403, f"this key lacks permission {permission!r}; it needs scope {' or '.join(allowed)}")
+        return principal
+
+    dependency.__name__ = f"require_{permission}"
+    return dependency
+
+
+def create_key(session: Session, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
+    """A new key row (hash only) and the secret itself, shown to its owner once."""
+    prefix = "lf_admin" if "admin" in scopes else f"lf_{scopes[0]}"
+    secret = new_secret(prefix)
+    row = ApiKey(name=name, key_hash=hash_secret(secret), scopes=sorted(set(scopes)))
+    session.add(row)
+    session.flush()
+    return row, secret
+
+
+def ensure_admin_key(sessions: sessionmaker[Session], admin_key: str | None) -> str | None:
+    """Make sure an admin can log in; returns a newly generated key (to print once), else None.
+
+    With ``admin_key`` (``LATFARM_ADMIN_KEY``) that key is registered if it is not yet. Without it, a key is
+    generated only when no admin key exists.
+    """
+    try:
+        return _ensure_admin_key(sessions, admin_key)
+    except IntegrityError:  # replicas starting together registered the same key: it is there now
+        return _ensure_admin_key(sessions, admin_key)
+
+
+def _ensure_admin_key(sessions: sessionmaker[Session], admin_key: str | None) -> str | None:
+    with transaction(sessions) as session:
+        if admin_key:
+            digest = hash_secret(admin_key)
+            row = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).one_or_none()
+            if row is None:
+                session.add(ApiKey(name=BOOTSTRAP_NAME, key_hash=digest, scopes=["admin"]))
+            elif row.revoked or "admin" not in row.scopes:
+                row.revoked, row.scopes = False, sorted({*row.scopes, "admin"})
+            return None
+        keys = session.scalars(select(ApiKey).where(ApiKey.revoked.is_(False))).all()
+        if any("admin" in (k.scopes or ()) for k in keys):
+            return None
+        _, secret = create_key(session, BOOTSTRAP_NAME, ["admin"])
+        return secret

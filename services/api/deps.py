@@ -1,0 +1,68 @@
+"""Shared dependencies and helpers of the routes: DB sessions, device lookup, arch parsing, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+
+from fastapi import HTTPException, Request
+from sqlalchemy.orm import Session
+
+from predictor import nb201
+from services.store.crud import device_by_name
+from services.store.models import Device
+
+from .schemas import MAX_ARCHS
+
+
+def db(request: Request) -> Iterator[Session]:
+    """A session per request; routes that write call ``session.commit()`` themselves before answering."""
+    with request.app.state.sessions() as session:
+        yield session
+
+
+def get_device(session: Session, name: str) -> Device:
+    device = device_by_name(session, name)
+    if device is None:
+        raise HTTPException(404, f"unknown device {name!r}")
+    return device
+
+
+@lru_cache(maxsize=1)
+def arch_strings() -> tuple[str, ...]:
+    """Canonical arch string of every official NB201 index."""
+    return tuple(nb201.to_string(ops) for ops in nb201.official_ops_table())
+
+
+@lru_cache(maxsize=1)
+def _index_by_string() -> dict[str, int]:
+    return {arch: index for index, arch in enumerate(arch_strings())}
+
+
+def warm_arch_tables() -> None:
+    """Build the string <-> index tables now (server start) rather than in the first large request."""
+    _index_by_string()
+
+
+def arch_index(arch: str | int, field: str) -> int:
+    """The official NB201 index of an arch string or index; 422 naming ``field`` when invalid."""
+    if isinstance(arch, int):
+        if 0 <= arch < nb201.NUM_ARCHS:
+            return arch
+        raise HTTPException(422, f"{field}: NB201 index {arch} is outside 0..{nb201.NUM_ARCHS - 1}")
+    index = _index_by_string().get(arch)
+    if index is not None:
+        return index
+    try:
+        return nb201.official_index(nb201.parse(arch))
+    except nb201.ArchError as err:
+        raise HTTPException(422, f"{field}: {err}") from err
+
+
+def arch_indices(archs: Sequence[str | int], space: str, field: str = "archs") -> list[int]:
+    """Validate a request's arch list (space, size, every entry) before anything is stored."""
+    if space != nb201.SPACE:
+        raise HTTPException(422, f"space: unknown search space {space!r}; supported: {nb201.SPACE!r}")
+    if len(archs) > MAX_ARCHS:
+        raise HTTPException(413, f"{field}: {len(archs)} archs in one request; the limit is {MAX_ARCHS}")
+    return [arch_index(arch, f"{field}[{i}]") for i, arch in enumerate(archs)]

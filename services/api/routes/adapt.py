@@ -1,0 +1,101 @@
+"""Few-shot transfer to a device (``/v1/devices/{name}/adapt``) and ranking of archs (``/v1/rank``)."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
+from sqlalchemy.orm import Session
+
+from predictor import nb201
+from services import adapt, queue
+from services.predictions import NoEstimate
+
+from ..auth import Principal, require
+from ..deps import arch_indices, arch_strings, db, get_device
+from ..schemas import PredictRequest, Strict
+
+router = APIRouter(prefix="/v1", tags=["predict"])
+
+
+class AdaptRequest(Strict):
+    samples: int = Field(10, ge=3, le=adapt.MAX_SAMPLES, description="K archs to measure on the device.")
+    seed: int = Field(0, description="Seed of the sample selection (trials differ by seed).")
+    format: str = Field("onnx", pattern="^(onnx|tflite)$")
+
+
+@router.post("/devices/{name}/adapt", status_code=202)
+def start_adaptation(
+    name: str,
+    body: AdaptRequest,
+    request: Request,
+    session: Session = Depends(db),
+    principal: Principal = Depends(require("jobs")),
+) -> dict:
+    """Choose K archs, queue their measurement on the device's agents; the predictor adapts when they are in."""
+    device = get_device(session, name)
+    try:
+        predictor = request.app.state.predictions.predictor_loader()
+        adaptation = adapt.start(
+            session,
+            device,
+            predictor,
+            samples=body.samples,
+            seed=body.seed,
+            fmt=body.format,
+            requested_by=principal.name,
+        )
+    except (adapt.AdaptError, queue.QueueError) as err:
+        raise HTTPException(409 if "already has" in str(err) else 422, str(err)) from err
+    session.commit()
+    request.app.state.notifier.notify(device.id)
+    return adapt.describe(session, adaptation)
+
+
+@router.get("/devices/{name}/adapt")
+def adaptation_status(name: str, session: Session = Depends(db), _: Principal = Depends(require("read"))) -> dict:
+    """The device's latest adaptation: state (none, measuring, training, active, failed), progress, metrics."""
+    device = get_device(session, name)
+    return adapt.describe(session, adapt.latest(session, device))
+
+
+@router.post("/rank")
+def rank(
+    body: PredictRequest, request: Request, session: Session = Depends(db), _: Principal = Depends(require("predict"))
+) -> JSONResponse:
+    """Archs ordered fastest first on a device: measured latencies where known, else predicted ones; ties and
+    predicted-vs-predicted pairs are ordered by the pairwise (binary-relation) model."""
+    device = get_device(session, body.device)
+    indices = list(dict.fromkeys(arch_indices(body.archs, body.space)))
+    service = request.app.state.predictions
+    measured = service.measured(session, device, indices)
+    try:
+        mean, std = service.predict(session, device, indices)
+    except NoEstimate as err:
+        if len(measured) < len(indices):
+            raise HTTPException(409, str(err)) from err
+        mean, std = np.full(len(indices), np.nan), np.full(len(indices), np.nan)
+    latency = np.array([measured[i].median_ms if i in measured else m for i, m in zip(indices, mean, strict=True)])
+    model = service.for_device(session, device)
+    order = list(np.argsort(latency, kind="stable"))
+    if model is not None:  # let the pairwise model order the predicted archs among themselves
+        predicted = [k for k in order if indices[k] not in measured]
+        ranked = model.rank([indices[k] for k in predicted])
+        slot = {index: pos for pos, index in enumerate(ranked)}
+        predicted_sorted = sorted(predicted, key=lambda k: slot[indices[k]])
+        it = iter(predicted_sorted)
+        order = [k if indices[k] in measured else next(it) for k in order]
+    strings = arch_strings()
+    items = [
+        {
+            "rank": r + 1,
+            "arch": strings[indices[k]],
+            "nb201_index": indices[k],
+            "latency_ms": float(latency[k]),
+            "std_ms": None if indices[k] in measured else float(std[k]),
+            "source": "measured" if indices[k] in measured else "predicted",
+        }
+        for r, k in enumerate(order)
+    ]
+    return JSONResponse({"device": device.name, "space": nb201.SPACE, "items": items})

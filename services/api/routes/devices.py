@@ -1,0 +1,138 @@
+"""Devices, their enrollment tokens and agents, and exports of their measurements."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services import adapt, datasets, queue
+from services.security import hash_secret, new_secret
+from services.store.models import Agent, Device, Enrollment, Measurement, utcnow
+
+from ..auth import Principal, require
+from ..deps import db, get_device
+from ..schemas import AgentOut, DeviceCreate, DeviceDetail, DeviceOut, EnrollmentCreate, EnrollmentOut
+
+router = APIRouter(prefix="/v1/devices", tags=["devices"])
+
+
+def online_cutoff(request: Request) -> datetime:
+    """Agents whose last heartbeat is newer than this are online (two heartbeat intervals)."""
+    return utcnow() - timedelta(seconds=2 * request.app.state.settings.heartbeat_interval_s)
+
+
+@router.post("", status_code=201, response_model=DeviceOut)
+def create_device(
+    body: DeviceCreate, session: Session = Depends(db), _: Principal = Depends(require("devices"))
+) -> Device:
+    if session.scalar(select(Device.id).where(Device.name == body.name)) is not None:
+        raise HTTPException(409, f"name: device {body.name!r} already exists")
+    device = Device(**body.model_dump())
+    session.add(device)
+    try:
+        session.commit()
+    except IntegrityError as err:  # created concurrently
+        raise HTTPException(409, f"name: device {body.name!r} already exists") from err
+    return device
+
+
+@router.get("", response_model=list[DeviceOut])
+def list_devices(session: Session = Depends(db), _: Principal = Depends(require("read"))) -> list[Device]:
+    return list(session.scalars(select(Device).order_by(Device.name)))
+
+
+@router.get("/{name}", response_model=DeviceDetail)
+def device_detail(
+    name: str, request: Request, session: Session = Depends(db), _: Principal = Depends(require("read"))
+) -> DeviceDetail:
+    device = get_device(session, name)
+    by_source = session.execute(
+        select(Measurement.source, func.count()).where(Measurement.device_id == device.id).group_by(Measurement.source)
+    )
+    counts = {source.value: int(n) for source, n in by_source}
+    counts["total"] = sum(counts.values())
+    archs = session.scalar(
+        select(func.count(func.distinct(Measurement.arch_id))).where(Measurement.device_id == device.id)
+    )
+    agents = session.scalar(select(func.count()).select_from(Agent).where(Agent.device_id == device.id))
+    online = session.scalar(
+        select(func.count())
+        .select_from(Agent)
+        .where(Agent.device_id == device.id, Agent.last_heartbeat >= online_cutoff(request))
+    )
+    return DeviceDetail(
+        **DeviceOut.model_validate(device, from_attributes=True).model_dump(),
+        measurements=counts,
+        archs_measured=int(archs or 0),
+        agents=int(agents or 0),
+        agents_online=int(online or 0),
+        predictor=adapt.describe(session, adapt.latest(session, device)),
+    )
+
+
+@router.post("/{name}/enrollments", status_code=201, response_model=EnrollmentOut)
+def create_enrollment(
+    name: str,
+    body: EnrollmentCreate | None = None,
+    session: Session = Depends(db),
+    principal: Principal = Depends(require("devices")),
+) -> EnrollmentOut:
+    device = get_device(session, name)
+    token = new_secret("lf_enroll")
+    expires_at = utcnow() + timedelta(seconds=body.expires_in_s) if body and body.expires_in_s else None
+    session.add(
+        Enrollment(device_id=device.id, token_hash=hash_secret(token), created_by=principal.name, expires_at=expires_at)
+    )
+    session.commit()
+    return EnrollmentOut(token=token, device=device.name, expires_at=expires_at)
+
+
+@router.get("/{name}/agents", response_model=list[AgentOut])
+def list_agents(
+    name: str, request: Request, session: Session = Depends(db), _: Principal = Depends(require("read"))
+) -> list[AgentOut]:
+    device = get_device(session, name)
+    interval = request.app.state.settings.heartbeat_interval_s
+    agents = session.scalars(select(Agent).where(Agent.device_id == device.id).order_by(Agent.registered_at))
+    return [
+        AgentOut(
+            id=agent.id,
+            name=agent.name,
+            state=agent.state,
+            online=queue.is_online(agent, interval),
+            last_heartbeat=agent.last_heartbeat,
+            registered_at=agent.registered_at,
+            descriptor=agent.descriptor or {},
+        )
+        for agent in agents
+    ]
+
+
+@router.get(
+    "/{name}/export",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}, "application/octet-stream": {}}}},
+)
+def export_device(
+    name: str,
+    format: str = Query("csv", pattern="^(csv|latbench)$", description="csv | latbench (pickle)"),
+    session: Session = Depends(db),
+    _: Principal = Depends(require("read")),
+) -> Response:
+    device = get_device(session, name)
+    rows = datasets.device_rows(session, device.name)
+    if format == "csv":
+        return Response(
+            datasets.to_csv(rows),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{device.name}.csv"'},
+        )
+    return Response(
+        datasets.to_latbench_pickle(rows),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{device.name}.pickle"'},
+    )

@@ -1,0 +1,61 @@
+"""Measurement requests: a batch of archs for one device, and its progress."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services import queue
+from services.store.models import Arch, Job, Measurement
+
+from ..auth import Principal, require
+from ..deps import arch_indices, arch_strings, db, get_device
+from ..schemas import JobCreate, JobCreated, JobItem, JobProgress
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=201, response_model=JobCreated)
+def create_jobs(
+    body: JobCreate, request: Request, session: Session = Depends(db), principal: Principal = Depends(require("jobs"))
+) -> JobCreated:
+    device = get_device(session, body.device)
+    strings = arch_strings()
+    archs = [strings[i] for i in arch_indices(body.archs, body.space)]
+    try:
+        batch = queue.submit_batch(
+            session, device, archs, space=body.space, fmt=body.format, requested_by=principal.name
+        )
+    except queue.QueueError as err:
+        session.rollback()
+        raise HTTPException(422, str(err)) from err
+    session.commit()
+    request.app.state.notifier.notify(device.id)
+    return JobCreated(id=batch.id, device=device.name, jobs=len(set(archs)))
+
+
+@router.get("/{batch_id}", response_model=JobProgress, response_model_exclude_none=True)
+def job_progress(
+    batch_id: str,
+    items: bool = Query(False, description="Also list each job with its result."),
+    session: Session = Depends(db),
+    _: Principal = Depends(require("read")),
+) -> JobProgress:
+    progress = queue.batch_progress(session, batch_id)
+    if progress is None:
+        raise HTTPException(404, f"unknown job batch {batch_id!r}")
+    result = JobProgress(**{"id": batch_id, **progress})
+    if items:
+        rows = session.execute(
+            select(Arch.arch, Job.state, Job.attempts, Measurement.median_ms, Job.error)
+            .join(Arch, Arch.id == Job.arch_id)
+            .outerjoin(Measurement, Measurement.job_id == Job.id)
+            .where(Job.batch_id == batch_id)
+            .order_by(Job.created_at, Job.id)
+        )
+        result.items = [
+            JobItem(arch=arch, state=state.value, attempts=attempts, median_ms=median, error=error)
+            for arch, state, attempts, median, error in rows
+        ]
+    return result

@@ -1,0 +1,36 @@
+"""API keys (admin only): create, list, revoke. A key's secret is shown once, at creation."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.store.models import ApiKey
+
+from ..auth import Principal, create_key, require
+from ..deps import db
+from ..schemas import KeyCreate, KeyCreated, KeyOut
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+
+@router.post("", status_code=201, response_model=KeyCreated)
+def new_key(body: KeyCreate, session: Session = Depends(db), _: Principal = Depends(require("keys"))) -> KeyCreated:
+    row, secret = create_key(session, body.name, list(body.scopes))
+    session.commit()
+    return KeyCreated(id=row.id, name=row.name, scopes=row.scopes, key=secret)
+
+
+@router.get("", response_model=list[KeyOut])
+def list_keys(session: Session = Depends(db), _: Principal = Depends(require("keys"))) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+@router.delete("/{key_id}", status_code=204)
+def revoke_key(key_id: int, session: Session = Depends(db), _: Principal = Depends(require("keys"))) -> None:
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise HTTPException(404, f"unknown key id {key_id}")
+    row.revoked = True
+    session.commit()

@@ -1,0 +1,88 @@
+"""Measurements by device / arch / source, paged by an opaque cursor."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.store.models import Arch, Device, Measurement, Source
+
+from ..auth import Principal, require
+from ..deps import arch_index, db, get_device
+from ..schemas import MeasurementOut, MeasurementPage
+
+router = APIRouter(prefix="/v1/measurements", tags=["measurements"])
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"m:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = text.partition(":")
+        if prefix != "m":
+            raise ValueError(text)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as err:
+        raise HTTPException(422, "cursor: not a cursor from a previous page's 'next'") from err
+
+
+@router.get("", response_model=MeasurementPage)
+def list_measurements(
+    device: str | None = Query(None, description="Device name."),
+    arch: str | None = Query(None, description="Arch string or NB201 index."),
+    source: Source | None = Query(None),
+    limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = Query(None, description="The 'next' value of the previous page."),
+    session: Session = Depends(db),
+    _: Principal = Depends(require("read")),
+) -> MeasurementPage:
+    query = (
+        select(Measurement, Device.name, Arch.arch, Arch.nb201_index)
+        .join(Device, Device.id == Measurement.device_id)
+        .join(Arch, Arch.id == Measurement.arch_id)
+        .order_by(Measurement.id)
+        .limit(limit + 1)
+    )
+    if device is not None:
+        query = query.where(Measurement.device_id == get_device(session, device).id)
+    if arch is not None:
+        index = arch_index(int(arch) if arch.strip().isdigit() else arch, "arch")
+        query = query.where(Arch.nb201_index == index)
+    if source is not None:
+        query = query.where(Measurement.source == source)
+    if cursor:
+        query = query.where(Measurement.id > decode_cursor(cursor))
+    rows = session.execute(query).all()
+    items = [
+        MeasurementOut(
+            id=m.id,
+            device=device_name,
+            arch=arch_string,
+            nb201_index=nb201_index,
+            source=m.source.value,
+            dataset=m.dataset,
+            median_ms=m.median_ms,
+            mean_ms=m.mean_ms,
+            std_ms=m.std_ms,
+            min_ms=m.min_ms,
+            p90_ms=m.p90_ms,
+            runs=m.runs,
+            unstable=m.unstable,
+            runtime=m.runtime,
+            runtime_version=m.runtime_version,
+            provider=m.provider,
+            threads=m.threads,
+            agent_id=m.agent_id,
+            job_id=m.job_id,
+            created_at=m.created_at,
+        )
+        for m, device_name, arch_string, nb201_index in rows[:limit]
+    ]
+    return MeasurementPage(items=items, next=encode_cursor(items[-1].id) if len(rows) > limit else None)

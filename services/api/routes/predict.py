@@ -1,0 +1,54 @@
+"""Latency of archs on a device: measured when a measurement exists, else the predictor's estimate."""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from services.predictions import NoEstimate
+
+from ..auth import Principal, require
+from ..deps import arch_indices, arch_strings, db, get_device
+from ..schemas import PredictRequest, PredictResponse
+
+router = APIRouter(prefix="/v1", tags=["predict"])
+
+
+def _number(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+@router.post("/predict", response_model=PredictResponse)
+def predict(
+    body: PredictRequest, request: Request, session: Session = Depends(db), _: Principal = Depends(require("predict"))
+) -> JSONResponse:
+    """For each arch, in request order: its measured latency (latest stable agent measurement, else imported),
+    else the device's predictor estimate; ``latency_ms`` is null with a ``message`` when there is neither."""
+    device = get_device(session, body.device)
+    indices = arch_indices(body.archs, body.space)
+    measured = request.app.state.predictions.measured(session, device, indices)
+    missing = [i for i in indices if i not in measured]
+    estimates, reason = None, None
+    if missing:
+        try:
+            estimates = request.app.state.predictions.predict(session, device, missing)
+        except NoEstimate as err:
+            reason = str(err)
+    predicted = {i: (m, s) for i, m, s in zip(missing, *estimates, strict=True)} if estimates else {}
+    strings = arch_strings()
+    items = []
+    for index in indices:
+        item = {"arch": strings[index], "nb201_index": index}
+        if (hit := measured.get(index)) is not None:
+            item |= {"latency_ms": hit.median_ms, "std_ms": _number(hit.std_ms), "source": "measured"}
+            item["origin"] = hit.origin
+        elif index in predicted:
+            mean, std = predicted[index]
+            item |= {"latency_ms": _number(mean), "std_ms": _number(std), "source": "predicted"}
+        else:
+            item |= {"latency_ms": None, "std_ms": None, "source": None, "message": reason}
+        items.append(item)
+    return JSONResponse({"device": device.name, "items": items})

@@ -1,0 +1,168 @@
+"""Request and response bodies of the REST API (pydantic)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from predictor import nb201
+
+NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
+MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more
+Scope = Literal["client", "owner", "admin"]
+Arch = str | int  # an arch string, or an official NB201 index
+# Stored times are UTC; SQLite hands them back naive.
+UtcDatetime = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.replace(tzinfo=timezone.utc))]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceCreate(Strict):
+    name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN, examples=["pixel7-cpu-fp32"])
+    description: str = ""
+    hardware: str = ""
+    runtime: str = Field("onnxruntime", max_length=64)
+    precision: str = Field("fp32", max_length=16)
+    batch_size: int = Field(1, ge=1, le=4096)
+
+
+class DeviceOut(BaseModel):
+    name: str
+    description: str
+    hardware: str
+    runtime: str
+    precision: str
+    batch_size: int
+    created_at: UtcDatetime
+
+
+class DeviceDetail(DeviceOut):
+    measurements: dict[str, int]  # per source, plus "total"
+    archs_measured: int
+    agents: int
+    agents_online: int
+    predictor: dict = Field(description="'state': measuring | training | active | failed | none, and details")
+
+
+class EnrollmentCreate(Strict):
+    expires_in_s: int | None = Field(None, gt=0, description="Lifetime of the token; none = no expiry.")
+
+
+class EnrollmentOut(BaseModel):
+    token: str
+    device: str
+    expires_at: UtcDatetime | None
+
+
+class AgentOut(BaseModel):
+    id: str
+    name: str
+    state: str
+    online: bool
+    last_heartbeat: UtcDatetime | None
+    registered_at: UtcDatetime
+    descriptor: dict
+
+
+class JobCreate(Strict):
+    device: str = Field(min_length=1)
+    space: str = nb201.SPACE
+    format: Literal["onnx", "tflite"] = "onnx"
+    archs: list[Arch] = Field(min_length=1, description=f"Arch strings or NB201 indices, at most {MAX_ARCHS}.")
+
+
+class JobCreated(BaseModel):
+    id: str
+    device: str
+    jobs: int
+
+
+class JobItem(BaseModel):
+    arch: str
+    state: str
+    attempts: int
+    median_ms: float | None = None
+    error: str | None = None
+
+
+class JobProgress(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    queued: int
+    running: int
+    done: int
+    failed: int
+    items: list[JobItem] | None = None
+
+
+class MeasurementOut(BaseModel):
+    id: int
+    device: str
+    arch: str
+    nb201_index: int | None
+    source: str
+    dataset: str | None
+    median_ms: float
+    mean_ms: float | None
+    std_ms: float | None
+    min_ms: float | None
+    p90_ms: float | None
+    runs: int | None
+    unstable: bool
+    runtime: str | None
+    runtime_version: str | None
+    provider: str | None
+    threads: int | None
+    agent_id: str | None
+    job_id: str | None
+    created_at: UtcDatetime
+
+
+class MeasurementPage(BaseModel):
+    items: list[MeasurementOut]
+    next: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class PredictRequest(Strict):
+    device: str = Field(min_length=1)
+    space: str = nb201.SPACE
+    archs: list[Arch] = Field(min_length=1, description=f"Arch strings or NB201 indices, at most {MAX_ARCHS}.")
+
+
+class PredictItem(BaseModel):
+    arch: str
+    nb201_index: int
+    latency_ms: float | None
+    std_ms: float | None
+    source: Literal["measured", "predicted"] | None
+    origin: str | None = Field(None, description="measured rows: 'agent' or the dataset they were imported from")
+    message: str | None = None
+
+
+class PredictResponse(BaseModel):
+    device: str
+    items: list[PredictItem]
+
+
+class KeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    scopes: list[Scope] = Field(min_length=1)
+
+
+class KeyCreated(BaseModel):
+    id: int
+    name: str
+    scopes: list[str]
+    key: str
+
+
+class KeyOut(BaseModel):
+    id: int
+    name: str
+    scopes: list[str]
+    created_at: UtcDatetime
+    revoked: bool

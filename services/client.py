@@ -1,0 +1,201 @@
+"""Python client of the REST API, for NAS code and scripts::
+
+    from services.client import Client
+    client = Client("http://127.0.0.1:8000", api_key)
+    items = client.predict("pixel7", ["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|"])
+
+Connect errors and 5xx answers of idempotent requests are retried with exponential backoff; any other failure
+raises ``LatfarmError`` with the HTTP status and the server's message.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+
+import httpx
+
+RETRY_STATUSES = frozenset({502, 503, 504})
+DONE_STATES = ("active", "failed")
+
+
+class LatfarmError(Exception):
+    """A request the server refused or could not answer: ``status`` (0 = no answer) and its ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+
+
+class Client:
+    def __init__(
+        self, base_url: str, api_key: str | None = None, *, timeout: float = 60.0, retries: int = 3, backoff_s=0.5
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.retries, self.backoff_s = retries, backoff_s
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=timeout,
+            transport=httpx.HTTPTransport(retries=1),  # an immediate second try on connect errors; then backoff
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    # --- transport -------------------------------------------------------------------------------------------
+    def _request(self, method: str, path: str, *, idempotent: bool | None = None, **kwargs) -> httpx.Response:
+        idempotent = method in ("GET", "PUT", "DELETE") if idempotent is None else idempotent
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as err:
+                # the request may have reached the server unless it never connected
+                if attempt >= self.retries or not (idempotent or isinstance(err, httpx.ConnectError)):
+                    raise LatfarmError(0, f"{method} {path}: {type(err).__name__}: {err}") from err
+            else:
+                retry = response.status_code in RETRY_STATUSES or (idempotent and response.status_code >= 500)
+                if not retry or attempt >= self.retries:
+                    break
+            time.sleep(self.backoff_s * 2**attempt)
+            attempt += 1
+        if response.is_error:
+            raise LatfarmError(response.status_code, _message(response))
+        return response
+
+    def _json(self, method: str, path: str, **kwargs):
+        return self._request(method, path, **kwargs).json()
+
+    # --- devices ---------------------------------------------------------------------------------------------
+    def devices(self) -> list[dict]:
+        return self._json("GET", "/v1/devices")
+
+    def device(self, name: str) -> dict:
+        """A device with its measurement counts, agents online and predictor state."""
+        return self._json("GET", f"/v1/devices/{name}")
+
+    def create_device(self, name: str, **fields) -> dict:
+        return self._json("POST", "/v1/devices", json={"name": name, **fields})
+
+    def enroll(self, device: str, expires_in_s: int | None = None) -> str:
+        """A new enrollment token for an agent of ``device``."""
+        body = {"expires_in_s": expires_in_s} if expires_in_s else None
+        return self._json("POST", f"/v1/devices/{device}/enrollments", json=body)["token"]
+
+    def agents(self, device: str) -> list[dict]:
+        return self._json("GET", f"/v1/devices/{device}/agents")
+
+    def export(self, device: str, fmt: str = "csv") -> bytes:
+        """A device's measurements as CSV text or a LatBench pickle (``fmt="latbench"``)."""
+        return self._request("GET", f"/v1/devices/{device}/export", params={"format": fmt}).content
+
+    def create_key(self, name: str, scopes: Sequence[str]) -> str:
+        return self._json("POST", "/v1/keys", json={"name": name, "scopes": list(scopes)})["key"]
+
+    # --- latency ---------------------------------------------------------------------------------------------
+    def predict(self, device: str, archs: Sequence[str | int], space: str = "nb201") -> list[dict]:
+        """Per arch: ``latency_ms`` (measured, else predicted; None when neither), ``std_ms``, ``source``."""
+        body = {"device": device, "space": space, "archs": list(archs)}
+        return self._json("POST", "/v1/predict", json=body, idempotent=True)["items"]
+
+    def measurements(
+        self, device: str | None = None, arch: str | None = None, source: str | None = None, page_size: int = 500
+    ) -> Iterator[dict]:
+        """Every matching measurement, following the cursor across pages."""
+        params = {k: v for k, v in {"device": device, "arch": arch, "source": source}.items() if v is not None}
+        params["limit"] = page_size
+        while True:
+            page = self._json("GET", "/v1/measurements", params=params)
+            yield from page["items"]
+            if not page.get("next"):
+                return
+            params["cursor"] = page["next"]
+
+    # --- measurement jobs ------------------------------------------------------------------------------------
+    def submit(self, device: str, archs: Sequence[str | int], fmt: str = "onnx", space: str = "nb201") -> str:
+        """Queue measurements; returns the batch id."""
+        body = {"device": device, "space": space, "format": fmt, "archs": list(archs)}
+        return self._json("POST", "/v1/jobs", json=body)["id"]
+
+    def job(self, batch_id: str, items: bool = False) -> dict:
+        """Progress of a batch: counts ``queued``, ``running``, ``done``, ``failed`` (and each job with ``items``)."""
+        return self._json("GET", f"/v1/jobs/{batch_id}", params={"items": "true"} if items else None)
+
+    def measure(
+        self,
+        device: str,
+        archs: Sequence[str | int],
+        fmt: str = "onnx",
+        wait: bool = True,
+        timeout: float = 600.0,
+        poll_s: float = 1.0,
+    ) -> dict:
+        """Queue measurements and, with ``wait``, block until every job is done or failed.
+
+        Returns the batch (``id`` and counts); when waited for, ``items`` lists each arch with ``state`` and
+        ``median_ms``. Raises ``TimeoutError`` when jobs are still pending after ``timeout`` seconds.
+        """
+        batch_id = self.submit(device, archs, fmt=fmt)
+        if not wait:
+            return self.job(batch_id)
+        deadline = time.monotonic() + timeout
+        while True:
+            progress = self.job(batch_id)
+            if progress["queued"] + progress["running"] == 0:
+                return self.job(batch_id, items=True)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"batch {batch_id}: {progress['queued'] + progress['running']} jobs still pending")
+            time.sleep(poll_s)
+
+    # --- predictor adaptation --------------------------------------------------------------------------------
+    def adapt(
+        self,
+        device: str,
+        samples: int = 10,
+        wait: bool = True,
+        progress: bool = False,
+        timeout: float = 1800.0,
+        poll_s: float = 2.0,
+    ) -> dict:
+        """Adapt the predictor to ``device`` from ``samples`` measurements by its agents; returns the predictor
+        state (``state`` active or failed when waited for). ``progress`` prints updates to stderr."""
+        state = self._json("POST", f"/v1/devices/{device}/adapt", json={"samples": samples})
+        deadline = time.monotonic() + timeout
+        last = None
+        while wait:
+            state = self.device(device)["predictor"]
+            if progress:
+                counts = state.get("progress") or {}
+                line = f"{device}: {state['state']}" + (
+                    f" ({counts.get('done', 0)}/{counts.get('total', samples)} measured)" if counts else ""
+                )
+                if line != last:
+                    print(line, file=sys.stderr, flush=True)
+                    last = line
+            if state["state"] in DONE_STATES:
+                if state["state"] == "failed":
+                    raise LatfarmError(0, f"adaptation of {device} failed: {state.get('error')}")
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"adaptation of {device} still {state['state']} after {timeout:.0f} s")
+            time.sleep(poll_s)
+        return state
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("detail") or body)
+    return str(body)

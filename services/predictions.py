@@ -1,0 +1,207 @@
+"""Latency estimates for every NB201 arch on a device, cached: the bridge between the store and the predictor.
+
+A device's model is its active adaptation, else (with enough measured archs) a model adapted on the fly from its
+measurements. Its predictions for all 15,625 archs are computed once per model and kept in the cache (Redis when
+configured), so later requests only index into them. A device's measured latencies are kept in memory too, keyed
+by (row count, last row id), so a request for thousands of archs does not re-read them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from predictor import nb201
+from services.store.models import Adaptation, AdaptState, Arch, Device, Measurement, Source
+
+log = logging.getLogger(__name__)
+MIN_ARCHS_ON_THE_FLY = 5  # measured archs a device needs before it gets an on-the-fly model
+MAX_ARCHS_ON_THE_FLY = 50  # keeps a cold fit well under a second (the posterior fit grows fast with n)
+CACHE_TTL_S = 24 * 3600
+SMALL_QUERY = 500  # up to this many archs are looked up directly rather than via the device's cached table
+MEMORY_DEVICES = 64  # devices whose measured tables and models are kept in memory
+
+
+class NoEstimate(Exception):
+    """No estimate is possible for a device; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The latency a device's measurements give one arch."""
+
+    median_ms: float
+    std_ms: float | None
+    origin: str  # "agent", or the dataset it was imported from
+
+
+def measured_latencies(session: Session, device_id: int, indices: Sequence[int] | None = None) -> dict[int, Measured]:
+    """Per NB201 index: the latest stable agent measurement, else the latest imported one (unstable rows never)."""
+    query = (
+        select(Arch.nb201_index, Measurement.source, Measurement.dataset, Measurement.median_ms, Measurement.std_ms)
+        .join(Arch, Arch.id == Measurement.arch_id)
+        .where(
+            Measurement.device_id == device_id,
+            Arch.nb201_index.is_not(None),
+            or_(Measurement.source == Source.imported, Measurement.unstable.is_(False)),
+        )
+        .order_by(Measurement.id)
+    )
+    if indices is not None:
+        query = query.where(Arch.nb201_index.in_(set(indices)))
+    agent: dict[int, Measured] = {}
+    imported: dict[int, Measured] = {}
+    for index, source, dataset, median_ms, std_ms in session.execute(query):
+        if source == Source.measured:
+            agent[index] = Measured(median_ms, std_ms, "agent")
+        else:
+            imported[index] = Measured(median_ms, std_ms, dataset or "imported")
+    return imported | agent
+
+
+@lru_cache(maxsize=1)
+def load_default_predictor():
+    """The shipped pretrained predictor, loaded once per process."""
+    from predictor.service import Predictor
+
+    return Predictor.load()
+
+
+class PredictionService:
+    """Measured latencies, device models and their cached predictions for all 15,625 NB201 archs."""
+
+    def __init__(self, sessions: sessionmaker[Session], cache, predictor_loader: Callable[[], object]) -> None:
+        self.sessions = sessions
+        self.cache = cache
+        self.predictor_loader = predictor_loader
+        self._measured: OrderedDict[int, tuple[tuple, dict[int, Measured]]] = OrderedDict()
+        self._models: OrderedDict[int, tuple[str, object]] = OrderedDict()  # device id -> (model key, model)
+        self._lock = threading.Lock()  # guards the two memory tables
+        self._fit_lock = threading.Lock()  # one fit at a time, even under concurrent cold requests
+
+    def warm(self) -> None:
+        """Load the predictor now (server start) so the first request does not pay for it."""
+        try:
+            self.predictor_loader()
+        except Exception:  # noqa: BLE001 - predictions then fail with a message; the server still runs
+            log.exception("could not load the latency predictor")
+
+    # --- measurements ----------------------------------------------------------------------------------------
+    def measured(self, session: Session, device: Device, indices: Sequence[int] | None = None) -> dict[int, Measured]:
+        """``measured_latencies`` of a device (all archs, or at least ``indices``), from memory when unchanged."""
+        if indices is not None and len(indices) <= SMALL_QUERY:
+            return measured_latencies(session, device.id, indices)
+        return self._measured_table(session, device)[1]
+
+    def _measured_table(self, session: Session, device: Device) -> tuple[tuple, dict[int, Measured]]:
+        stamp = tuple(
+            session.execute(
+                select(func.count(Measurement.id), func.max(Measurement.id)).where(Measurement.device_id == device.id)
+            ).one()
+        )
+        with self._lock:
+            hit = self._measured.get(device.id)
+        if hit is not None and hit[0] == stamp:
+            return hit
+        table = measured_latencies(session, device.id)
+        with self._lock:
+            _remember(self._measured, device.id, (stamp, table))
+        return stamp, table
+
+    # --- device models ---------------------------------------------------------------------------------------
+    def _model_key(self, session: Session, device: Device) -> tuple[str, Adaptation | None]:
+        """A cache key naming the device's current model (and that model's adaptation, if any).
+
+        Raises NoEstimate when the device has neither an active adaptation nor enough measured archs.
+        """
+        active = session.scalars(
+            select(Adaptation)
+            .where(Adaptation.device_id == device.id, Adaptation.state == AdaptState.active)
+            .order_by(Adaptation.activated_at.desc())
+            .limit(1)
+        ).first()
+        if active is not None:
+            return f"{self._key_prefix(device)}:adapt-{active.id}", active
+        (count, last_id), table = self._measured_table(session, device)
+        archs = len(table)
+        if archs < MIN_ARCHS_ON_THE_FLY:  # checked before loading the predictor
+            raise NoEstimate(
+                f"no estimate for device {device.name!r} yet: it has {archs} measured arch(s); an estimate needs "
+                f"{MIN_ARCHS_ON_THE_FLY}, or an adapted predictor (POST /v1/devices/{device.name}/adapt)"
+            )
+        return f"{self._key_prefix(device)}:fly-{count}-{last_id}", None
+
+    def _key_prefix(self, device: Device) -> str:
+        """Device id and creation time (unique even across databases sharing one Redis), checkpoint version."""
+        created = int(device.created_at.timestamp() * 1e6)
+        return f"pred:{device.id}-{created}:{getattr(self._predictor(), 'version', '0')}"
+
+    def _predictor(self):
+        try:
+            return self.predictor_loader()
+        except Exception as err:  # noqa: BLE001
+            log.exception("could not load the latency predictor")
+            raise NoEstimate(f"the latency predictor is unavailable: {err}") from err
+
+    def _build(self, session: Session, device: Device, active: Adaptation | None):
+        from predictor.service import DeviceModel
+
+        predictor = self._predictor()
+        if active is not None:
+            return DeviceModel.from_state(predictor, active.params)
+        measured = self.measured(session, device)
+        indices = np.array(sorted(measured), dtype=np.int64)
+        if len(indices) > MAX_ARCHS_ON_THE_FLY:
+            indices = np.sort(np.random.default_rng(device.id).choice(indices, MAX_ARCHS_ON_THE_FLY, replace=False))
+        try:
+            return predictor.adapt(indices, [measured[int(i)].median_ms for i in indices])
+        except Exception as err:  # noqa: BLE001
+            log.exception("on-the-fly adaptation for %s failed", device.name)
+            raise NoEstimate(f"could not fit the predictor to device {device.name!r}: {err}") from err
+
+    def _model(self, session: Session, device: Device, key: str, active: Adaptation | None):
+        with self._fit_lock:
+            hit = self._models.get(device.id)
+            if hit is not None and hit[0] == key:
+                return hit[1]
+            model = self._build(session, device, active)
+            with self._lock:
+                _remember(self._models, device.id, (key, model))
+            return model
+
+    def for_device(self, session: Session, device: Device):
+        """The device's ``DeviceModel``, or None when it has neither an adaptation nor enough measurements."""
+        try:
+            return self._model(session, device, *self._model_key(session, device))
+        except NoEstimate:
+            return None
+
+    def predict(self, session: Session, device: Device, indices) -> tuple[np.ndarray, np.ndarray]:
+        """(mean_ms, std_ms) for NB201 ``indices``; raises NoEstimate (with a message) when none is possible."""
+        key, active = self._model_key(session, device)
+        blob = self.cache.get(key)
+        if blob is None:
+            mean, std = self._model(session, device, key, active).predict(None)
+            table = np.stack([np.asarray(mean, np.float32), np.asarray(std, np.float32)])
+            if table.shape != (2, nb201.NUM_ARCHS):
+                raise NoEstimate(f"the predictor returned {table.shape[1]} estimates, expected {nb201.NUM_ARCHS}")
+            self.cache.set(key, table.tobytes(), CACHE_TTL_S)
+        else:
+            table = np.frombuffer(blob, dtype=np.float32).reshape(2, nb201.NUM_ARCHS)
+        indices = np.asarray(indices, dtype=np.int64)
+        return table[0, indices].astype(np.float64), table[1, indices].astype(np.float64)
+
+
+def _remember(store: OrderedDict, key, value) -> None:
+    store[key] = value
+    store.move_to_end(key)
+    while len(store) > MEMORY_DEVICES:
+        store.popitem(last=False)

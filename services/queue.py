@@ -1,0 +1,408 @@
+"""The job queue: rows in the database, leased by agents, so nothing is lost when a server restarts.
+
+A lease lasts ``lease_seconds`` past the agent's last heartbeat. Each lease counts as one attempt (``Job.attempts``);
+a lease that lapses or a failure report spends it, a release hands it back. After ``max_attempts`` spent attempts
+the job fails with the reason. PostgreSQL leases with ``FOR UPDATE SKIP LOCKED``, so replicas never lease a job
+twice; on SQLite every transaction takes the one writer lock (``BEGIN IMMEDIATE``, see ``store.db``), and lease
+writes are guarded by the job's state as well.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from predictor import nb201
+from services.store.crud import ensure_archs
+from services.store.models import Agent, Arch, Artifact, Device, Job, JobBatch, JobState, Measurement, Source
+
+FORMATS = ("onnx", "tflite")
+MAX_BATCH = nb201.NUM_ARCHS
+MAX_ERRORS_SHOWN = 20
+_EXPIRED = re.compile(r"^lease expired (\d+) times?")
+
+
+class QueueError(ValueError):
+    """A request the queue refuses; the message is safe to show a client."""
+
+
+class ArtifactSource(Protocol):
+    def ensure(self, session: Session, arch: Arch, fmt: str) -> Artifact: ...
+
+
+@dataclass
+class ReportedResult:
+    """One agent result, as the servicer decodes it (times in ms)."""
+
+    job_id: str
+    ok: bool
+    median_ms: float = 0.0
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    min_ms: float | None = None
+    p90_ms: float | None = None
+    runs: int | None = None
+    round_medians_ms: list[float] = field(default_factory=list)
+    session_create_ms: float | None = None
+    first_inference_ms: float | None = None
+    error_class: str = ""
+    error_message: str = ""
+    unstable: bool = False
+    artifact_sha256: str | None = None
+    runtime: str | None = None
+    runtime_version: str | None = None
+    provider: str | None = None
+    threads: int | None = None
+    affinity: list[int] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    round_spread: float | None = None
+
+
+@dataclass
+class Ack:
+    job_id: str
+    accepted: bool
+    duplicate: bool = False
+    message: str = ""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=timezone.utc)
+
+
+def is_online(agent: Agent, heartbeat_interval_s: float, now: datetime | None = None) -> bool:
+    """An agent is online when it heart-beat within two intervals."""
+    last = as_utc(agent.last_heartbeat)
+    return last is not None and (now or utcnow()) - last <= timedelta(seconds=2 * heartbeat_interval_s)
+
+
+def submit_batch(
+    session: Session,
+    device: Device,
+    archs: Sequence[str],
+    *,
+    space: str = nb201.SPACE,
+    fmt: str = "onnx",
+    requested_by: str | None = None,
+) -> JobBatch:
+    """Queue one job per distinct arch for ``device``; nothing is written when any arch is invalid."""
+    if fmt not in FORMATS:
+        raise QueueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if isinstance(archs, str) or not archs:
+        raise QueueError("archs must be a non-empty list of arch strings")
+    if len(archs) > MAX_BATCH:
+        raise QueueError(f"at most {MAX_BATCH} archs per batch, got {len(archs)}")
+    try:
+        arch_ids = ensure_archs(session, archs, space)
+    except nb201.ArchError as err:
+        raise QueueError(str(err)) from err
+    batch = JobBatch(device_id=device.id, space=space, format=fmt, requested_by=requested_by)
+    session.add(batch)
+    session.flush()
+    now = utcnow()
+    session.add_all(
+        Job(
+            batch_id=batch.id,
+            device_id=device.id,
+            arch_id=arch_id,
+            format=fmt,
+            state=JobState.queued,
+            attempts=0,
+            requested_by=requested_by,
+            created_at=now,
+        )
+        for arch_id in arch_ids.values()
+    )
+    session.flush()
+    return batch
+
+
+def batch_progress(session: Session, batch_id: str) -> dict | None:
+    """Counts by state and the first failures of one batch; None when there is no such batch."""
+    batch = session.get(JobBatch, batch_id)
+    if batch is None:
+        return None
+    query = select(Job.state, func.count()).where(Job.batch_id == batch_id).group_by(Job.state)
+    counts = {state: n for state, n in session.execute(query)}
+    errors = session.execute(
+        select(Arch.arch, Job.error)
+        .join(Arch, Arch.id == Job.arch_id)
+        .where(Job.batch_id == batch_id, Job.state == JobState.failed)
+        .order_by(Job.finished_at, Job.id)
+        .limit(MAX_ERRORS_SHOWN)
+    )
+    device_name = session.scalar(select(Device.name).where(Device.id == batch.device_id))
+    by_state = {state.value: counts.get(state, 0) for state in JobState}
+    return {
+        "id": batch.id,
+        "device": device_name,
+        "space": batch.space,
+        "format": batch.format,
+        "total": sum(by_state.values()),
+        **by_state,
+        "created_at": as_utc(batch.created_at),
+        "errors": [{"arch": arch, "error": error} for arch, error in errors],
+    }
+
+
+def lease(
+    session: Session,
+    agent: Agent,
+    *,
+    max_jobs: int,
+    formats: Sequence[str],
+    lease_seconds: float,
+    artifacts: ArtifactSource,
+    max_attempts: int = 3,
+    now: datetime | None = None,
+) -> list[Job]:
+    """Lease up to ``max_jobs`` queued jobs of the agent's device, oldest first, with their artifacts ready.
+
+    A job whose artifact cannot be exported fails at once with the reason.
+    """
+    now = now or utcnow()
+    agent.last_heartbeat = now
+    requeue_expired(session, max_attempts=max_attempts, now=now, device_id=agent.device_id)
+    formats = [f for f in formats if f in FORMATS]
+    if max_jobs <= 0 or not formats:
+        return []
+    candidates = session.scalars(
+        select(Job.id)
+        .where(Job.device_id == agent.device_id, Job.state == JobState.queued, Job.format.in_(formats))
+        .order_by(Job.created_at, Job.id)
+        .limit(max_jobs)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not candidates:
+        return []
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(candidates), Job.state == JobState.queued)
+        .values(
+            state=JobState.running,
+            lease_owner=agent.id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=Job.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    jobs = session.scalars(
+        select(Job)
+        .where(Job.id.in_(candidates), Job.lease_owner == agent.id, Job.state == JobState.running)
+        .order_by(Job.created_at, Job.id)
+        .execution_options(populate_existing=True)
+    ).all()
+    leased = []
+    for job in jobs:
+        if job.artifact_sha256 is None:
+            try:
+                with session.begin_nested():  # a failed export leaves the lease transaction usable
+                    job.artifact_sha256 = artifacts.ensure(session, job.arch, job.format).sha256
+            except Exception as err:  # noqa: BLE001 - an export failure fails this job, not the lease
+                _finish_failed(job, f"artifact export failed: {type(err).__name__}: {err}", now)
+                continue
+        leased.append(job)
+    expires = utcnow() + timedelta(seconds=lease_seconds)  # exports above may take longer than a lease
+    for job in leased:
+        job.lease_expires_at = expires
+    return leased
+
+
+def pending_artifacts(session: Session, device_id: int, formats: Sequence[str], limit: int) -> list[tuple[Arch, str]]:
+    """(arch, format) of the next queued jobs of a device whose model is not exported yet.
+
+    Exporting these first, outside the lease transaction, keeps that transaction (and SQLite's one writer) short.
+    """
+    rows = session.execute(
+        select(Arch, Job.format)
+        .join(Arch, Arch.id == Job.arch_id)
+        .where(
+            Job.device_id == device_id,
+            Job.state == JobState.queued,
+            Job.format.in_(list(formats)),
+            Job.artifact_sha256.is_(None),
+        )
+        .order_by(Job.created_at, Job.id)
+        .limit(limit)
+    )
+    return list(dict.fromkeys((arch, fmt) for arch, fmt in rows))
+
+
+def heartbeat(
+    session: Session, agent: Agent, job_ids: Sequence[str], lease_seconds: float, now: datetime | None = None
+) -> list[str]:
+    """Mark the agent alive and extend the leases it still holds; returns the named jobs it no longer holds."""
+    now = now or utcnow()
+    agent.last_heartbeat = now
+    if not job_ids:
+        return []
+    held = set(
+        session.scalars(
+            update(Job)
+            .where(Job.id.in_(list(job_ids)), Job.lease_owner == agent.id, Job.state == JobState.running)
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    return [job_id for job_id in dict.fromkeys(job_ids) if job_id not in held]
+
+
+def report(
+    session: Session, agent: Agent, results: Sequence[ReportedResult], provenance: dict, max_attempts: int
+) -> list[Ack]:
+    """Store results of jobs this agent holds; a repeated ok report is acknowledged as a duplicate, stored once.
+
+    Raises ``QueueError`` for a malformed result before anything is written.
+    """
+    for result in results:
+        _check(result)
+    now = utcnow()
+    acks = []
+    for result in results:
+        job = session.scalars(select(Job).where(Job.id == result.job_id).with_for_update()).one_or_none()
+        if job is None:
+            acks.append(Ack(result.job_id, False, message="unknown job"))
+            continue
+        if job.state == JobState.done:
+            stored_by = session.scalar(select(Measurement.agent_id).where(Measurement.job_id == job.id))
+            if result.ok and stored_by == agent.id:
+                acks.append(Ack(job.id, True, duplicate=True, message="already stored"))
+            else:
+                acks.append(Ack(job.id, False, message="job already done"))
+            continue
+        if job.state != JobState.running or job.lease_owner != agent.id:
+            acks.append(Ack(job.id, False, message="job is not leased by this agent (lease expired or re-leased)"))
+            continue
+        if result.ok:
+            session.add(_measurement(job, agent, result, provenance))
+            job.state = JobState.done
+            job.error = None
+            job.lease_expires_at = None
+            job.finished_at = now
+            acks.append(Ack(job.id, True, message="unstable: stored flagged" if result.unstable else ""))
+        else:
+            reason = f"{result.error_class or 'error'}: {result.error_message or 'no message'}"[:2000]
+            if job.attempts >= max_attempts:
+                _finish_failed(job, f"failed after {job.attempts} attempts; last: {reason}", now)
+            else:
+                _back_to_queue(job, reason)
+            acks.append(Ack(job.id, True, message=f"job {job.state.value}"))
+    session.flush()
+    return acks
+
+
+def release(session: Session, agent: Agent, job_ids: Sequence[str]) -> int:
+    """Hand the agent's running jobs back to the queue; the attempt is not counted."""
+    if not job_ids:
+        return 0
+    result = session.execute(
+        update(Job)
+        .where(Job.id.in_(list(job_ids)), Job.lease_owner == agent.id, Job.state == JobState.running)
+        .values(state=JobState.queued, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def requeue_expired(
+    session: Session, *, max_attempts: int, now: datetime | None = None, device_id: int | None = None
+) -> int:
+    """Return jobs whose lease lapsed to the queue (or fail them after ``max_attempts``); returns how many."""
+    now = now or utcnow()
+    query = select(Job).where(Job.state == JobState.running, Job.lease_expires_at < now)
+    if device_id is not None:
+        query = query.where(Job.device_id == device_id)
+    expired = session.scalars(query.with_for_update(skip_locked=True)).all()
+    for job in expired:
+        match = _EXPIRED.match(job.error or "")
+        times = (int(match.group(1)) if match else 0) + 1
+        reason = f"lease expired {times} time{'s' if times > 1 else ''}"
+        if job.attempts >= max_attempts:
+            earlier = f" (earlier: {job.error})" if job.error and not match else ""
+            _finish_failed(job, f"{reason}{earlier}", now)
+        else:
+            _back_to_queue(job, reason)
+    session.flush()
+    return len(expired)
+
+
+def queue_depth(session: Session) -> dict[str, int]:
+    """Number of jobs in each state (all states present)."""
+    counts = {state: n for state, n in session.execute(select(Job.state, func.count()).group_by(Job.state))}
+    return {state.value: counts.get(state, 0) for state in JobState}
+
+
+def _back_to_queue(job: Job, reason: str) -> None:
+    job.state = JobState.queued
+    job.lease_owner = None
+    job.lease_expires_at = None
+    job.error = reason
+
+
+def _finish_failed(job: Job, reason: str, now: datetime) -> None:
+    job.state = JobState.failed
+    job.lease_expires_at = None
+    job.error = reason[:2000]
+    job.finished_at = now
+
+
+def _check(result: ReportedResult) -> None:
+    if not result.job_id:
+        raise QueueError("result without job_id")
+    if not result.ok:
+        return
+    figures = {"median_ms": result.median_ms, "mean_ms": result.mean_ms, "min_ms": result.min_ms}
+    figures.update({"p90_ms": result.p90_ms, "std_ms": result.std_ms})
+    for name, value in figures.items():
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise QueueError(f"job {result.job_id}: {name} must be a finite number >= 0, got {value}")
+    if not result.median_ms > 0:
+        raise QueueError(f"job {result.job_id}: an ok result needs median_ms > 0, got {result.median_ms}")
+    if any(not (math.isfinite(v) and v > 0) for v in result.round_medians_ms):
+        raise QueueError(f"job {result.job_id}: round_medians_ms must be finite numbers > 0")
+
+
+def _measurement(job: Job, agent: Agent, result: ReportedResult, provenance: dict) -> Measurement:
+    protocol = dict(result.settings)
+    protocol["affinity"] = list(result.affinity)
+    if result.round_spread is not None:
+        protocol["round_spread"] = result.round_spread
+    return Measurement(
+        device_id=job.device_id,
+        arch_id=job.arch_id,
+        source=Source.measured,
+        agent_id=agent.id,
+        job_id=job.id,
+        artifact_sha256=result.artifact_sha256 or job.artifact_sha256,
+        runtime=result.runtime,
+        runtime_version=result.runtime_version,
+        provider=result.provider,
+        threads=result.threads,
+        protocol=protocol,
+        median_ms=result.median_ms,
+        mean_ms=result.mean_ms,
+        std_ms=result.std_ms,
+        min_ms=result.min_ms,
+        p90_ms=result.p90_ms,
+        runs=result.runs,
+        round_medians_ms=list(result.round_medians_ms),
+        session_create_ms=result.session_create_ms,
+        first_inference_ms=result.first_inference_ms,
+        unstable=result.unstable,
+        provenance=dict(provenance),
+    )

@@ -1,0 +1,91 @@
+"""Build the gRPC server (agent service + health checking) and the sweeper that requeues lapsed leases."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from proto.latfarm.v1 import agent_pb2, agent_pb2_grpc
+from services import queue
+from services.notify import LocalNotifier
+from services.rpc.servicer import AgentServicer, Artifacts
+from services.settings import Settings
+from services.store.db import transaction
+from services.store.models import Job, JobState
+
+log = logging.getLogger(__name__)
+
+WORKERS = 256  # long-polls hold a thread each while they wait (but no database connection)
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+OPTIONS = [
+    ("grpc.max_receive_message_length", 16 << 20),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),  # agents send keepalive pings
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+def build_grpc_server(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    artifacts: Artifacts,
+    notifier: LocalNotifier,
+    *,
+    port: int | None = None,
+) -> tuple[grpc.Server, int]:
+    """The agent service and ``grpc.health.v1`` on ``port`` (default ``settings.grpc_port``; 0 picks a free one).
+
+    Returns the server, not yet started, and the bound port. Call ``server.start()``, and ``server.stop(grace)``.
+    """
+    server = grpc.server(ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="grpc"), options=OPTIONS)
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(settings, sessions, artifacts, notifier), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    bound = server.add_insecure_port(f"[::]:{settings.grpc_port if port is None else port}")
+    if not bound:
+        raise OSError(f"cannot bind the gRPC port {port if port is not None else settings.grpc_port}")
+    return server, bound
+
+
+def sweep_expired(sessions: sessionmaker[Session], notifier: LocalNotifier, max_attempts: int) -> int:
+    """Requeue (or fail) every lapsed lease and wake the agents of the devices concerned; returns how many."""
+    now = queue.utcnow()
+    with sessions() as session:
+        devices = session.scalars(
+            select(Job.device_id).where(Job.state == JobState.running, Job.lease_expires_at < now).distinct()
+        ).all()
+    swept = 0
+    for device_id in devices:
+        with transaction(sessions) as session:
+            swept += queue.requeue_expired(session, max_attempts=max_attempts, now=now, device_id=device_id)
+        notifier.notify(device_id)
+    return swept
+
+
+def start_sweeper(
+    settings: Settings, sessions: sessionmaker[Session], notifier: LocalNotifier, stop: threading.Event
+) -> threading.Thread:
+    """A daemon thread sweeping lapsed leases every ``lease_seconds / 2`` until ``stop`` is set.
+
+    Leasing also requeues lapsed jobs of the leasing agent's device; the sweeper covers devices whose agents all
+    went away, so their batches still finish (failed, with the reason). Safe to run on every replica.
+    """
+
+    def run() -> None:
+        while not stop.wait(max(settings.lease_seconds / 2, 1)):
+            try:
+                if swept := sweep_expired(sessions, notifier, settings.max_attempts):
+                    log.info("requeued or failed %d lapsed job leases", swept)
+            except Exception:  # noqa: BLE001 - keep sweeping after a database hiccup
+                log.exception("lease sweep failed")
+
+    thread = threading.Thread(target=run, name="latfarm-lease-sweeper", daemon=True)
+    thread.start()
+    return thread

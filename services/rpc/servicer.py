@@ -1,0 +1,324 @@
+"""``latfarm.v1.AgentService``: each call authenticates the agent by its credential and runs in its own transaction.
+
+Nothing is kept in the process between calls (replicas share only the database and Redis).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import grpc
+from google.protobuf import json_format
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from proto.latfarm.v1 import agent_pb2, agent_pb2_grpc
+from services import queue
+from services.notify import LocalNotifier
+from services.security import hash_secret, new_secret
+from services.settings import Settings
+from services.store.db import transaction
+from services.store.models import Agent, Arch, Artifact, Device, Enrollment, Job
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+MAX_WAIT_S = 60.0  # longest long-poll a request may ask for
+PREPARE_BUDGET_S = 10.0  # export at most about this long before leasing what is ready
+LOCAL_POLL_S = 5.0  # without Redis, re-check the queue this often (other replicas' submissions are not announced)
+MAX_IDS = 10_000  # job ids per heartbeat / release
+MAX_RESULTS = 1_000  # results per report
+AGENT_STATES = ("idle", "measuring")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Artifacts(queue.ArtifactSource, Protocol):
+    """What the servicer needs of ``services.artifacts.ArtifactStore``."""
+
+    def export_file(self, arch: str, fmt: str) -> tuple[str, Path]: ...
+
+    def open(self, session: Session, sha256: str) -> BinaryIO | None: ...
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(
+        self, settings: Settings, sessions: sessionmaker[Session], artifacts: Artifacts, notifier: LocalNotifier
+    ):
+        self.settings = settings
+        self.sessions = sessions
+        self.artifacts = artifacts
+        self.notifier = notifier
+
+    def Register(self, request: agent_pb2.RegisterRequest, context: grpc.ServicerContext) -> agent_pb2.RegisterResponse:
+        token = request.enrollment_token.strip()
+        if not token:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "enrollment_token is required")
+        if not request.HasField("descriptor"):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "descriptor is required")
+        _check_formats(context, request.descriptor.formats, "descriptor.formats")
+        if len(request.name) > 128:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name is longer than 128 characters")
+        credential = new_secret("lf_agent")
+        with transaction(self.sessions) as session:
+            enrollment = session.scalars(
+                select(Enrollment).where(Enrollment.token_hash == hash_secret(token))
+            ).one_or_none()
+            if enrollment is None:
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown enrollment token")
+            if enrollment.revoked:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, "enrollment token was revoked")
+            expires = queue.as_utc(enrollment.expires_at)
+            now = queue.utcnow()
+            if expires is not None and expires <= now:
+                context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED, f"enrollment token expired at {expires:%Y-%m-%d %H:%M} UTC"
+                )
+            descriptor = json_format.MessageToDict(request.descriptor, preserving_proto_field_name=True)
+            agent = Agent(
+                device_id=enrollment.device_id,
+                name=request.name or request.descriptor.hostname,
+                owner=enrollment.created_by,
+                credential_hash=hash_secret(credential),
+                descriptor=descriptor,
+                state="idle",
+                registered_at=now,
+                last_heartbeat=now,
+            )
+            session.add(agent)
+            session.execute(update(Enrollment).where(Enrollment.id == enrollment.id).values(uses=Enrollment.uses + 1))
+            device_name = session.scalar(select(Device.name).where(Device.id == enrollment.device_id))
+            session.flush()
+            agent_id = agent.id
+        log.info("agent %s registered for device %s", agent_id, device_name)
+        return agent_pb2.RegisterResponse(
+            agent_id=agent_id,
+            credential=credential,
+            device=device_name,
+            heartbeat_interval_s=self.settings.heartbeat_interval_s,
+            lease_seconds=self.settings.lease_seconds,
+        )
+
+    def Heartbeat(self, request: agent_pb2.HeartbeatRequest, context) -> agent_pb2.HeartbeatResponse:
+        if request.state and request.state not in AGENT_STATES:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"state must be one of {', '.join(AGENT_STATES)}")
+        _check_ids(context, request.job_ids)
+        with transaction(self.sessions) as session:
+            agent = self._agent(session, context)
+            lost = queue.heartbeat(session, agent, list(request.job_ids), self.settings.lease_seconds)
+            if request.state:
+                agent.state = request.state
+            if request.HasField("descriptor"):
+                agent.descriptor = json_format.MessageToDict(request.descriptor, preserving_proto_field_name=True)
+        return agent_pb2.HeartbeatResponse(heartbeat_interval_s=self.settings.heartbeat_interval_s, lost_job_ids=lost)
+
+    def LeaseJobs(self, request: agent_pb2.LeaseRequest, context) -> agent_pb2.LeaseResponse:
+        if request.max_jobs < 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_jobs must be >= 0")
+        if not 0 <= request.wait_seconds < float("inf"):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "wait_seconds must be a finite number >= 0")
+        _check_formats(context, request.formats, "formats", allow_empty=True)
+        limit = self.settings.max_jobs_per_lease
+        max_jobs = min(request.max_jobs or limit, limit)
+        wait_s = min(request.wait_seconds, MAX_WAIT_S)
+        if (remaining := context.time_remaining()) is not None:
+            wait_s = min(wait_s, max(remaining - 1.0, 0.0))  # answer before the caller's deadline
+        deadline = time.monotonic() + wait_s
+        with transaction(self.sessions) as session:
+            agent = self._agent(session, context)
+            agent_id, device_id = agent.id, agent.device_id
+            formats = list(request.formats) or list(agent.descriptor.get("formats", [])) or list(queue.FORMATS)
+        while True:
+            seen = self.notifier.version(device_id)
+            ready = self._prepare_artifacts(device_id, formats, max_jobs, context)
+            if not context.is_active():
+                context.abort(grpc.StatusCode.CANCELLED, "the caller went away")
+            with transaction(self.sessions) as session:
+                agent = session.get(Agent, agent_id)
+                if agent is None:
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "agent was removed; register again")
+                jobs = queue.lease(
+                    session,
+                    agent,
+                    max_jobs=ready,
+                    formats=formats,
+                    lease_seconds=self.settings.lease_seconds,
+                    artifacts=self.artifacts,
+                    max_attempts=self.settings.max_attempts,
+                )
+                messages = [_job_message(session, job) for job in jobs]
+            if messages and not context.is_active():  # nobody will receive them: hand them back at once
+                with transaction(self.sessions) as session:
+                    queue.release(session, session.get(Agent, agent_id), [m.job_id for m in messages])
+                self.notifier.notify(device_id)
+                context.abort(grpc.StatusCode.CANCELLED, "the caller went away")
+            left = deadline - time.monotonic()
+            if messages or left <= 0:
+                return agent_pb2.LeaseResponse(jobs=messages, lease_seconds=self.settings.lease_seconds)
+            self.notifier.wait(device_id, left if self.notifier.shared else min(left, LOCAL_POLL_S), after=seen)
+
+    def _prepare_artifacts(self, device_id: int, formats: list[str], max_jobs: int, context) -> int:
+        """Export the models the next lease needs before it starts, so the lease transaction stays short.
+
+        Exports run outside any transaction; recording each file is a short transaction. Returns how many jobs to
+        lease: all ``max_jobs``, or fewer when exporting ran past ``PREPARE_BUDGET_S`` (the agent gets work sooner).
+        """
+        with self.sessions() as session:
+            pending = [(a.id, a.arch, fmt) for a, fmt in queue.pending_artifacts(session, device_id, formats, max_jobs)]
+        started = time.monotonic()
+        for done, (arch_id, arch, fmt) in enumerate(pending):
+            if done and (time.monotonic() - started > PREPARE_BUDGET_S or not context.is_active()):
+                return done
+            try:
+                self.artifacts.export_file(arch, fmt)
+                with transaction(self.sessions) as session:
+                    self.artifacts.ensure(session, session.get(Arch, arch_id), fmt)
+            except Exception as err:  # noqa: BLE001 - the lease tries again and fails the job with the reason
+                log.warning("export of %s (%s) failed: %s", arch, fmt, err)
+        return max_jobs
+
+    def FetchArtifact(self, request: agent_pb2.FetchArtifactRequest, context) -> Iterator[agent_pb2.ArtifactChunk]:
+        sha256 = request.sha256.lower()
+        if not SHA256.match(sha256):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sha256 must be 64 hex digits")
+        if request.offset < 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "offset must be >= 0")
+        with transaction(self.sessions) as session:
+            self._agent(session, context)
+            stream = self.artifacts.open(session, sha256)
+        if stream is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no artifact {sha256}")
+        with stream:
+            total = stream.seek(0, 2)
+            if request.offset > total:
+                context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} is past the end ({total} bytes)")
+            offset = stream.seek(request.offset)
+            while data := stream.read(CHUNK_BYTES):
+                yield agent_pb2.ArtifactChunk(data=data, offset=offset, total_size=total)
+                offset += len(data)
+
+    def ReportResults(self, request: agent_pb2.ReportRequest, context) -> agent_pb2.ReportResponse:
+        if len(request.results) > MAX_RESULTS:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_RESULTS} results per report")
+        results = [_reported(result) for result in request.results]
+        provenance = json_format.MessageToDict(request.provenance, preserving_proto_field_name=True)
+        with transaction(self.sessions) as session:
+            agent = self._agent(session, context)
+            device_id = agent.device_id
+            try:
+                acks = queue.report(session, agent, results, provenance, self.settings.max_attempts)
+            except queue.QueueError as err:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        if any(not r.ok for r in results):
+            self.notifier.notify(device_id)  # failed jobs may be back in the queue
+        return agent_pb2.ReportResponse(
+            acks=[
+                agent_pb2.ResultAck(job_id=a.job_id, accepted=a.accepted, duplicate=a.duplicate, message=a.message)
+                for a in acks
+            ]
+        )
+
+    def ReleaseJobs(self, request: agent_pb2.ReleaseRequest, context) -> agent_pb2.ReleaseResponse:
+        _check_ids(context, request.job_ids)
+        with transaction(self.sessions) as session:
+            agent = self._agent(session, context)
+            device_id = agent.device_id
+            released = queue.release(session, agent, list(request.job_ids))
+        if released:
+            self.notifier.notify(device_id)
+        return agent_pb2.ReleaseResponse(released=released)
+
+    def _agent(self, session: Session, context: grpc.ServicerContext) -> Agent:
+        """The calling agent, from ``authorization: Bearer <credential>``; aborts UNAUTHENTICATED otherwise."""
+        header = dict(context.invocation_metadata()).get("authorization", "")
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "missing credential: send 'authorization: Bearer <credential>'"
+            )
+        agent = session.scalars(
+            select(Agent).where(Agent.credential_hash == hash_secret(credential.strip()))
+        ).one_or_none()
+        if agent is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown agent credential; register again")
+        return agent
+
+
+def _check_formats(context, formats, field: str, allow_empty: bool = False) -> None:
+    unknown = [f for f in formats if f not in queue.FORMATS]
+    if unknown:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: unknown format(s) {unknown}; known: {queue.FORMATS}")
+    if not formats and not allow_empty:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} is empty: name the formats the agent can run")
+
+
+def _check_ids(context, job_ids) -> None:
+    if len(job_ids) > MAX_IDS:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_IDS} job ids per call")
+
+
+def _job_message(session: Session, job: Job) -> agent_pb2.Job:
+    artifact = session.get(Artifact, job.artifact_sha256)
+    return agent_pb2.Job(
+        job_id=job.id,
+        space=job.arch.space,
+        arch=job.arch.arch,
+        format=job.format,
+        artifact_sha256=artifact.sha256,
+        artifact_size=artifact.size_bytes,
+        attempt=job.attempts,
+        input_shape=_input_shape(artifact.settings or {}),
+    )
+
+
+def _input_shape(settings: dict) -> list[int]:
+    if "input_shape" in settings:
+        return [int(n) for n in settings["input_shape"]]
+    if "resolution" in settings:
+        side = int(settings["resolution"])
+        return [int(settings.get("batch_size", 1)), 3, side, side]  # RGB; "channels" is the network width
+    return []
+
+
+def _reported(result: agent_pb2.Result) -> queue.ReportedResult:
+    stats = result.stats
+    settings = json_format.MessageToDict(result.settings, preserving_proto_field_name=True)
+    error_class = _error_class(result.error_class)
+    return queue.ReportedResult(
+        job_id=result.job_id,
+        ok=result.ok,
+        median_ms=stats.median_ms,
+        mean_ms=stats.mean_ms,
+        std_ms=stats.std_ms,
+        min_ms=stats.min_ms,
+        p90_ms=stats.p90_ms,
+        runs=stats.runs,
+        round_medians_ms=list(stats.round_medians_ms),
+        round_spread=stats.round_spread,
+        session_create_ms=result.session_create_ms,
+        first_inference_ms=result.first_inference_ms,
+        error_class=error_class,
+        error_message=result.error_message,
+        unstable=result.unstable,
+        artifact_sha256=result.artifact_sha256 or None,
+        runtime=result.runtime or None,
+        runtime_version=result.runtime_version or None,
+        provider=result.provider or None,
+        threads=result.threads or None,
+        affinity=list(result.affinity),
+        settings=settings,
+    )
+
+
+def _error_class(value: int) -> str:
+    """``ERROR_CLASS_RUN`` -> ``"run"`` (the agent's names); unspecified -> ``""``."""
+    if value == agent_pb2.ERROR_CLASS_UNSPECIFIED:
+        return ""
+    try:
+        return agent_pb2.ErrorClass.Name(value).removeprefix("ERROR_CLASS_").lower()
+    except ValueError:
+        return f"error_class_{value}"

@@ -1,0 +1,87 @@
+"""``latfarm serve``: the REST app (uvicorn) and the agents' gRPC server in one process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from contextlib import nullcontext
+
+import uvicorn
+
+from services.adapt import AdaptWorker
+from services.api.app import create_app
+from services.api.deps import warm_arch_tables
+from services.artifacts import ArtifactStore
+from services.rpc.server import build_grpc_server, start_sweeper
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+GRPC_GRACE_S = 3.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ``serve`` owns SIGINT/SIGTERM and stops gRPC too."""
+
+    def capture_signals(self):
+        return nullcontext()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)  # clients may connect as soon as the URL is printed; uvicorn accepts once started
+    return sock
+
+
+def _shown(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def serve(settings: Settings) -> None:
+    """Run REST on ``settings.http_port`` and gRPC on ``settings.grpc_port`` (0 = any free port) until SIGINT or
+    SIGTERM, then stop both. Prints the URLs, and the bootstrap admin key when it was generated now."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    http_sock = _listen(settings.http_host, settings.http_port)
+    grpc_server, grpc_port = build_grpc_server(
+        settings, app.state.sessions, ArtifactStore(settings.artifacts_dir), app.state.notifier, port=settings.grpc_port
+    )
+    server = _Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5))
+
+    def stop(signum, _frame) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        server.force_exit = server.should_exit  # a second signal skips the graceful wait
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    grpc_server.start()
+    stop_sweeper = threading.Event()
+    start_sweeper(settings, app.state.sessions, app.state.notifier, stop_sweeper)
+    adapt_worker = AdaptWorker(app.state.sessions, app.state.predictions.predictor_loader)
+    adapt_worker.start()
+    host = _shown(settings.http_host)
+    http_port = http_sock.getsockname()[1]
+    print(f"latfarm REST  http://{host}:{http_port}  (API docs: http://{host}:{http_port}/docs)", flush=True)
+    print(f"latfarm gRPC  {host}:{grpc_port}  (agents: latfarm agent --server {host}:{grpc_port})", flush=True)
+    if app.state.new_admin_key:
+        print(f"bootstrap admin key (shown once, store it): {app.state.new_admin_key}", flush=True)
+
+    def warm() -> None:
+        warm_arch_tables()
+        app.state.predictions.warm()
+
+    threading.Thread(target=warm, name="warmup", daemon=True).start()
+    try:
+        server.run(sockets=[http_sock])
+    finally:
+        stop_sweeper.set()
+        adapt_worker.stop()
+        grpc_server.stop(GRPC_GRACE_S).wait(GRPC_GRACE_S + 2)
+        http_sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print("latfarm stopped", flush=True)

@@ -1,0 +1,36 @@
+"""Alembic environment: runs on the connection ``services.store.migrate`` hands over (or ``sqlalchemy.url``)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from services.store.db import make_engine
+from services.store.models import Base
+
+config = context.config
+
+
+def run_on(connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying them
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=Base.metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+elif (conn := config.attributes.get("connection")) is not None:
+    run_on(conn)
+else:
+    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    try:
+        with engine.connect() as conn:
+            run_on(conn)
+    finally:
+        engine.dispose()

@@ -1,0 +1,205 @@
+"""``latfarm up``: the whole service on this machine, on the embedded default (SQLite, no Redis).
+
+It runs ``latfarm serve`` and ``latfarm agent`` as child processes (logs in ``<data-dir>/logs``), registers this
+machine as a device, adapts the predictor to it from K measurements (reused on the next run), prints where
+everything is and serves until Ctrl-C. A second run re-uses the data folder: nothing is measured again.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from services.client import Client, LatfarmError
+from services.security import new_secret
+from services.settings import Settings
+
+console = Console()
+START_TIMEOUT_S = 180.0
+
+
+def admin_key(settings: Settings) -> str:
+    """The admin key: ``LATFARM_ADMIN_KEY``, else one kept in ``<data-dir>/admin.key`` (created once, mode 600)."""
+    if settings.admin_key:
+        return settings.admin_key
+    path = settings.data_dir / "admin.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(new_secret("lf_admin"))
+    return path.read_text().strip()
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+class Children:
+    """Child processes started by ``up``, stopped in reverse order."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches ``up`` only; it stops children in order
+        )
+        self.procs.append((name, proc))
+        return proc
+
+    def check(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; end of its log:\n{tail}")
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def _wait_healthy(client: Client, children: Children) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        children.check()
+        try:
+            client._json("GET", "/healthz")
+            return
+        except (LatfarmError, OSError):
+            time.sleep(0.3)
+    raise RuntimeError(f"the server did not answer /healthz within {START_TIMEOUT_S:.0f} s")
+
+
+def _ensure_device(client: Client, device: str) -> None:
+    try:
+        client.device(device)
+    except LatfarmError as err:
+        if err.status != 404:
+            raise
+        uname = platform.uname()
+        client.create_device(
+            device,
+            description=f"this machine ({uname.node}), registered by latfarm up",
+            hardware=f"{platform.processor() or uname.machine}, {os.cpu_count()} cores, {uname.system}",
+            runtime="onnxruntime",
+        )
+
+
+def _adapt(client: Client, device: str, samples: int, children: Children) -> dict:
+    """Adapt the predictor to ``device`` unless it already has an active one; a progress bar while measuring."""
+    state = client.device(device)["predictor"]
+    if state["state"] == "active":
+        console.print(f"predictor for [bold]{device}[/] already adapted ({state.get('samples')} samples): reused")
+        return state
+    if state["state"] not in ("measuring", "training"):
+        state = client.adapt(device, samples=samples, wait=False)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+    )
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=False) as bar:
+        task = bar.add_task(f"measuring {samples} archs on {device}", total=state.get("samples", samples))
+        while state["state"] in ("measuring", "training"):
+            children.check()
+            counts = state.get("progress") or {}
+            bar.update(task, completed=counts.get("done", 0) + counts.get("failed", 0), total=counts.get("total"))
+            if state["state"] == "training":
+                bar.update(task, description=f"adapting the predictor to {device}")
+            time.sleep(0.5)
+            state = client.device(device)["predictor"]
+        bar.update(task, completed=bar.tasks[0].total, description=f"predictor for {device}: {state['state']}")
+    if state["state"] != "active":
+        raise RuntimeError(f"adaptation of {device} ended {state['state']}: {state.get('error')}")
+    return state
+
+
+def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> None:
+    """Start everything, adapt to this machine, print the URLs, serve until Ctrl-C."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logs = settings.data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    key = admin_key(settings)
+    for port in (settings.http_port, settings.grpc_port):
+        if not _free(port):
+            raise SystemExit(f"latfarm up: port {port} is in use; pick another with --http-port / --grpc-port")
+    env = {**os.environ, "LATFARM_ADMIN_KEY": key, "LATFARM_DATA_DIR": str(settings.data_dir)}
+    if settings.db_url:
+        env["LATFARM_DB_URL"] = settings.db_url
+    base = f"http://127.0.0.1:{settings.http_port}"
+    children = Children(logs)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with console.status(f"starting the server (SQLite in {settings.data_dir})"):
+            children.start(
+                "server",
+                ["serve", "--http-port", str(settings.http_port), "--grpc-port", str(settings.grpc_port)],
+                env,
+            )
+            client = Client(base, key)
+            _wait_healthy(client, children)
+        console.print(f"server up: {base} (log: {logs / 'server.log'})")
+        if settings.datasets_dir:
+            from services.datasets import import_dataset
+
+            import_dataset(settings, settings.datasets_dir, fmt="help")
+        _ensure_device(client, device)
+        agent_dir = settings.data_dir / f"agent-{device}"
+        agent_args = ["agent", "--server", f"127.0.0.1:{settings.grpc_port}", "--state-dir", str(agent_dir)]
+        if not (agent_dir / "state.json").exists():
+            agent_args += ["--enroll", client.enroll(device)]
+        children.start("agent", agent_args, env)
+        console.print(f"agent for device [bold]{device}[/] started (log: {logs / 'agent.log'})")
+        state = _adapt(client, device, samples, children)
+        _summary(base, key, device, state)
+        while not stop.wait(1.0):
+            children.check()
+    except RuntimeError as err:
+        console.print(f"[red]latfarm up: {err}[/]")
+        raise SystemExit(1) from err
+    finally:
+        console.print("stopping ...")
+        children.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    console.print("latfarm stopped")
+
+
+def _summary(base: str, key: str, device: str, state: dict) -> None:
+    fit_error = (state.get("metrics") or {}).get("fit_mean_abs_rel_error", 0.0)
+    console.print(
+        f"\n[bold green]latfarm is up.[/] Predictions for all 15,625 NB201 archs on [bold]{device}[/] are served.\n"
+        f"  API docs   {base}/docs\n"
+        f"  admin UI   {base}/admin\n"
+        f"  admin key  {key}\n"
+        f"  predictor  {state.get('samples')} measured archs, fit error {fit_error:.1%}\n"
+        f"  try        curl -s -H 'Authorization: Bearer {key}' -H 'content-type: application/json' "
+        f"""-d '{{"device": "{device}", "archs": [0, 1, 2]}}' {base}/v1/predict\n"""
+        "Ctrl-C stops everything."
+    )

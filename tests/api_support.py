@@ -1,0 +1,80 @@
+"""Fixtures and helpers shared by the REST API tests (a plugin of ``tests/conftest.py``: fixtures ``api``, ``keys``).
+
+The app is imported inside the fixture, so collecting unrelated tests never depends on the web stack."""
+
+from __future__ import annotations
+
+import pytest
+
+from predictor import nb201
+from services.settings import Settings
+from services.store.crud import device_by_name, ensure_archs
+from services.store.db import transaction
+from services.store.models import Measurement, Source
+
+ADMIN_KEY = "lf_admin_test-bootstrap-key"
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+ADMIN = bearer(ADMIN_KEY)
+
+
+def arch(index: int) -> str:
+    return nb201.to_string(nb201.from_official_index(index))
+
+
+def make_settings(tmp_path, db_url: str, **overrides) -> Settings:
+    return Settings(data_dir=tmp_path / "data", db_url=db_url, admin_key=ADMIN_KEY, **overrides)
+
+
+@pytest.fixture
+def api(tmp_path, db_url):
+    """A TestClient on a fresh app and database (SQLite and PostgreSQL)."""
+    from fastapi.testclient import TestClient
+
+    from services.api import create_app
+
+    with TestClient(create_app(make_settings(tmp_path, db_url))) as client:
+        yield client
+
+
+@pytest.fixture
+def keys(api) -> dict[str, dict[str, str]]:
+    """Authorization headers per scope."""
+    out = {"admin": ADMIN}
+    for scope in ("client", "owner"):
+        response = api.post("/v1/keys", json={"name": f"{scope}-key", "scopes": [scope]}, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        out[scope] = bearer(response.json()["key"])
+    return out
+
+
+def add_device(api, name: str = "dev1", **fields) -> dict:
+    response = api.post("/v1/devices", json={"name": name, **fields}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def add_measurements(
+    api, device: str, latencies: dict[int, float], *, source=Source.measured, unstable=False, dataset=None, std=None
+) -> None:
+    """Store one measurement per NB201 index of ``latencies`` (ms) for ``device``."""
+    sessions = api.app.state.sessions
+    with transaction(sessions) as session:
+        device_id = device_by_name(session, device).id
+        ids = ensure_archs(session, [arch(i) for i in latencies])
+        session.add_all(
+            Measurement(
+                device_id=device_id,
+                arch_id=ids[arch(i)],
+                source=source,
+                dataset=dataset,
+                median_ms=ms,
+                std_ms=std,
+                unstable=unstable,
+            )
+            for i, ms in latencies.items()
+        )

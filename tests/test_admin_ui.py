@@ -1,0 +1,356 @@
+"""Admin web UI at /admin: key login, read-only tables with filters, dashboard data, and a real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+from sqlalchemy import func, insert, select
+from starlette.testclient import TestClient
+
+from predictor import nb201
+from services.admin import dashboard
+from services.api.app import create_app
+from services.security import hash_secret
+from services.settings import Settings
+from services.store.crud import ensure_archs
+from services.store.db import transaction
+from services.store.models import Agent, ApiKey, Device, Job, JobBatch, JobState, Measurement, Source
+
+ADMIN_KEY = "lf_admin_test-key"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+N_ARCHS = 120
+DEVICES = {"phone-a": 1.0, "gpu-b": 0.25}  # latency scale per device
+FEW = 2  # measurements of device "new-c": too few for any predictor
+
+
+def latency(scale: float, index: int) -> float:
+    return scale * (1.0 + (index * 7919 % 1000) / 100.0)
+
+
+def seed(sessions) -> dict:
+    """Two devices with N_ARCHS measurements each, agents on/offline, jobs in every state, extra API keys."""
+    now = datetime.now(timezone.utc)
+    archs = [nb201.to_string(ops) for ops in nb201.official_ops_table()[:N_ARCHS]]
+    with transaction(sessions) as s:
+        arch_ids = ensure_archs(s, archs)
+        devices = {}
+        for name, scale in DEVICES.items():
+            device = Device(name=name, hardware=f"{name} board")
+            s.add(device)
+            s.flush()
+            devices[name] = device.id
+            s.execute(
+                insert(Measurement),
+                [
+                    {
+                        "device_id": device.id,
+                        "arch_id": arch_ids[arch],
+                        "source": Source.imported,
+                        "dataset": "synthetic",
+                        "median_ms": latency(scale, i),
+                    }
+                    for i, arch in enumerate(archs)
+                ],
+            )
+        newcomer = Device(name="new-c")
+        s.add(newcomer)
+        s.flush()
+        devices["new-c"] = newcomer.id
+        s.add_all(
+            Measurement(device_id=newcomer.id, arch_id=arch_ids[archs[i]], source=Source.measured, median_ms=3.0 + i)
+            for i in range(FEW)
+        )
+        online = Agent(device_id=devices["phone-a"], name="pixel-online", credential_hash="a" * 64, last_heartbeat=now)
+        offline = Agent(
+            device_id=devices["phone-a"],
+            name="pixel-offline",
+            credential_hash="b" * 64,
+            last_heartbeat=now - timedelta(hours=1),
+        )
+        s.add_all([online, offline])
+        batch = JobBatch(device_id=devices["gpu-b"])
+        s.add(batch)
+        s.flush()
+        states = [JobState.queued] * 2 + [JobState.running] + [JobState.done] * 3 + [JobState.failed]
+        jobs = [
+            Job(
+                batch_id=batch.id,
+                device_id=devices["gpu-b"],
+                arch_id=arch_ids[archs[i]],
+                state=state,
+                finished_at=now - timedelta(minutes=5) if state in (JobState.done, JobState.failed) else None,
+            )
+            for i, state in enumerate(states)
+        ]
+        s.add_all(jobs)
+        s.add_all(
+            [
+                ApiKey(name="client", key_hash=hash_secret("client-key"), scopes=["client"]),
+                ApiKey(name="old-admin", key_hash=hash_secret("revoked-key"), scopes=["admin"], revoked=True),
+                ApiKey(name="second-admin", key_hash=hash_secret("second-admin-key"), scopes=["admin"]),
+            ]
+        )
+        s.flush()
+        return {
+            "devices": devices,
+            "archs": archs,
+            "agents": {"online": online.id, "offline": offline.id},
+            "jobs": [j.id for j in jobs],
+        }
+
+
+def test_dashboard_figures(sessions):
+    ids = seed(sessions)
+    with sessions() as s:
+        fleet = dashboard.fleet(s, heartbeat_interval_s=10)
+        assert (fleet["agents_online"], fleet["agents_offline"]) == (1, 1)
+        assert [a["name"] for a in fleet["agents"]] == ["pixel-online", "pixel-offline"]
+        assert fleet["queue"] == {"queued": 2, "running": 1, "done": 3, "failed": 1}
+        assert fleet["throughput"] == {"jobs_done_1h": 3, "jobs_done_24h": 3, "jobs_failed_24h": 1}
+
+        table = {d["name"]: d for d in dashboard.device_table(s)}
+        assert table["phone-a"]["imported"] == N_ARCHS and table["phone-a"]["measured"] == 0
+        assert table["new-c"]["imported"] == 0 and table["new-c"]["measured"] == FEW
+
+        expected = {name: np.array([latency(scale, i) for i in range(N_ARCHS)]) for name, scale in DEVICES.items()}
+        expected["new-c"] = 3.0 + np.arange(FEW)
+        for row in dashboard.distributions(s):
+            values = expected[row["device"]]
+            assert row["median"] == pytest.approx(np.median(values))
+            assert row["p5"] == pytest.approx(np.percentile(values, 5))
+
+        device = s.get(Device, ids["devices"]["gpu-b"])
+        hist = dashboard.histogram(s, device, bins=10)
+        assert sum(hist["counts"]) == N_ARCHS and len(hist["edges"]) == 11
+        assert hist["edges"][0] == pytest.approx(expected["gpu-b"].min())
+        assert hist["edges"][-1] == pytest.approx(expected["gpu-b"].max())
+
+        across = dashboard.arch_across_devices(s, "7")  # by NB201 index
+        assert across["nb201_index"] == 7
+        assert {d["device"]: d["mean_ms"] for d in across["devices"]} == pytest.approx(
+            {name: latency(scale, 7) for name, scale in DEVICES.items()}
+        )
+        assert [d["device"] for d in across["devices"]] == ["gpu-b", "phone-a"]  # fastest first
+        assert [(d["device"], d["mean_ms"], d["count"]) for d in dashboard.arch_across_devices(s, "0")["devices"]] == [
+            ("gpu-b", latency(DEVICES["gpu-b"], 0), 1),
+            ("phone-a", latency(DEVICES["phone-a"], 0), 1),
+            ("new-c", 3.0, 1),
+        ]
+        assert dashboard.arch_across_devices(s, ids["archs"][7])["nb201_index"] == 7  # by arch string
+        assert "expected" in dashboard.arch_across_devices(s, "not-an-arch")["error"]
+
+        scatter = dashboard.measured_vs_predicted(s, None, device)
+        assert scatter == {"device": "gpu-b", "available": False, "reason": dashboard.NO_PREDICTOR}
+
+
+@pytest.fixture
+def app_and_ids(tmp_path):
+    settings = Settings(data_dir=tmp_path, admin_key=ADMIN_KEY, heartbeat_interval_s=10)
+    app = create_app(settings)
+    return app, seed(app.state.sessions)
+
+
+def _login(client: TestClient, key: str):
+    return client.post("/admin/login", data={"key": key}, follow_redirects=False)
+
+
+def test_login_required_and_key_checks(app_and_ids):
+    app, _ = app_and_ids
+    with TestClient(app) as client:
+        for path in ("/admin/", "/admin/measurement/list", "/admin/api/fleet", "/admin/device-overview/1"):
+            response = client.get(path, follow_redirects=False)
+            assert response.status_code == 302 and response.headers["location"].endswith("/admin/login"), path
+        for bad in ("wrong", "client-key", "revoked-key", ""):
+            assert _login(client, bad).status_code == 400, bad
+        assert client.get("/admin/api/fleet", follow_redirects=False).status_code == 302
+
+        assert client.get("/admin/api/fleet", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).status_code == 200
+        assert _login(client, "second-admin-key").status_code == 302  # an ApiKey row with the admin scope
+        page = client.get("/admin/")
+        assert page.status_code == 200 and "pixel-online" in page.text and "Dashboard" in page.text
+        assert "second-admin-key" not in client.cookies.get("latfarm_admin", "")
+
+        with transaction(app.state.sessions) as s:  # revoking the key ends its session at once
+            s.scalars(select(ApiKey).where(ApiKey.name == "second-admin")).one().revoked = True
+        assert client.get("/admin/", follow_redirects=False).status_code == 302
+
+        assert _login(client, ADMIN_KEY).status_code == 302  # LATFARM_ADMIN_KEY itself
+        assert client.get("/admin/").status_code == 200
+        client.get("/admin/logout")
+        assert client.get("/admin/", follow_redirects=False).status_code == 302
+
+
+def test_tables_filters_read_only_and_deletes(app_and_ids):
+    app, ids = app_and_ids
+    phone = ids["devices"]["phone-a"]
+    with TestClient(app) as client:
+        assert _login(client, ADMIN_KEY).status_code == 302
+        for identity in ("device", "agent", "arch", "job", "measurement", "artifact", "adaptation"):
+            assert client.get(f"/admin/{identity}/list").status_code == 200, identity
+
+        page = client.get(f"/admin/measurement/list?device_id={phone}&pageSize=200")
+        assert f"of {N_ARCHS} items" in page.text and "gpu-b" not in page.text.split("Filters")[0]
+        page = client.get("/admin/measurement/list?arch=7")  # arch filter by NB201 index: one row per device
+        assert "of 2 items" in page.text
+        page = client.get("/admin/job/list?state=queued")
+        assert "of 2 items" in page.text
+        page = client.get("/admin/agent/list?online=yes")
+        assert "pixel-online" in page.text and "pixel-offline" not in page.text
+        page = client.get("/admin/measurement/list?sortBy=median_ms&sort=desc&search=synthetic")
+        assert page.status_code == 200
+
+        devices = client.get("/admin/device/list").text
+        assert f"/admin/device-overview/{phone}" in devices and f"/admin/measurement/list?device_id={phone}" in devices
+        overview = client.get(f"/admin/device-overview/{phone}")
+        assert overview.status_code == 200 and dashboard.NO_PREDICTOR not in overview.text
+        newcomer = client.get(f"/admin/device-overview/{ids['devices']['new-c']}")
+        assert newcomer.status_code == 200 and dashboard.NO_PREDICTOR in newcomer.text
+        assert client.get("/admin/device-overview/999999").status_code == 404
+
+        with app.state.sessions() as s:
+            measurement_id = s.scalar(select(Measurement.id).limit(1))
+        assert client.get(f"/admin/measurement/edit/{measurement_id}").status_code == 403
+        assert client.get("/admin/measurement/create").status_code == 403
+        assert client.delete(f"/admin/measurement/delete?pks={measurement_id}").status_code == 403
+
+        job_id, agent_id = ids["jobs"][0], ids["agents"]["offline"]
+        assert client.delete(f"/admin/job/delete?pks={job_id}").status_code == 200
+        assert client.delete(f"/admin/agent/delete?pks={agent_id}").status_code == 200
+    with app.state.sessions() as s:
+        assert s.get(Job, job_id) is None and s.get(Agent, agent_id) is None
+        assert s.scalar(select(func.count()).select_from(Measurement)) == N_ARCHS * len(DEVICES) + FEW
+
+
+def test_api_endpoints_answer_json(app_and_ids):
+    app, ids = app_and_ids
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    gpu = ids["devices"]["gpu-b"]
+    with TestClient(app) as client:
+        assert client.get(f"/admin/api/histogram?device={gpu}", headers=auth).json()["count"] == N_ARCHS
+        assert client.get("/admin/api/histogram?device=999999", headers=auth).status_code == 404
+        assert len(client.get("/admin/api/distribution", headers=auth).json()) == len(DEVICES) + 1
+        assert client.get("/admin/api/arch?arch=3", headers=auth).json()["nb201_index"] == 3
+
+        scatter = client.get(f"/admin/api/scatter?device={gpu}", headers=auth).json()  # the shipped predictor
+        assert scatter["available"] and scatter["count"] == N_ARCHS == len(scatter["points"])
+        points = scatter["points"]
+        assert [p["measured"] for p in points] == pytest.approx([latency(DEVICES["gpu-b"], p["index"]) for p in points])
+        rho = spearmanr([p["measured"] for p in points], [p["predicted"] for p in points]).statistic
+        assert scatter["spearman_rho"] == pytest.approx(rho)
+        newcomer = client.get(f"/admin/api/scatter?device={ids['devices']['new-c']}", headers=auth).json()
+        assert newcomer == {"device": "new-c", "available": False, "reason": dashboard.NO_PREDICTOR}
+
+
+# --- a real browser against a real server ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser():
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is required on CI (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium) so the browser test cannot run")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def live_server(app_and_ids):
+    """create_app on a real uvicorn server in a thread, on a free port."""
+    import uvicorn
+
+    app, ids = app_and_ids
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", ids
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+CANVAS_PAINTED = """(id) => {
+    const canvas = document.getElementById(id);
+    const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let painted = 0;
+    for (let i = 3; i < pixels.length; i += 4) if (pixels[i] !== 0) painted++;
+    return painted;
+}"""
+
+
+@pytest.mark.browser
+def test_browser_login_dashboard_and_filter(browser, live_server):
+    base, ids = live_server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+
+    page.goto(f"{base}/admin/")
+    assert page.url == f"{base}/admin/login"  # no key, no admin
+    page.fill("input[name=key]", "wrong-key")
+    page.click("button[type=submit]")
+    assert page.locator(".invalid-feedback").is_visible()
+    page.fill("input[name=key]", ADMIN_KEY)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/admin/")
+
+    for chart in ("chart-distribution", "chart-histogram", "chart-arch"):
+        page.wait_for_selector(f"#{chart}[data-rendered]", state="attached", timeout=15_000)
+        assert page.evaluate(CANVAS_PAINTED, chart) > 1000, f"{chart} is blank"
+    page.select_option("#device-select", label="gpu-b")
+    page.wait_for_function("document.getElementById('scatter-title').textContent.includes('gpu-b, Spearman')")
+    page.wait_for_selector("#chart-scatter[data-rendered]", state="attached")
+    assert page.evaluate(CANVAS_PAINTED, "chart-scatter") > 1000
+    page.select_option("#device-select", label="new-c")
+    page.wait_for_function("document.getElementById('scatter-message').textContent.includes('no predictor')")
+    assert page.locator("#chart-scatter").is_hidden()
+    assert "1 online" in page.inner_text("#agents-online")
+    assert "2 queued" in page.inner_text("#queue-depth")
+
+    page.goto(f"{base}/admin/measurement/list")  # filter by device with the sidebar's device filter
+    page.locator("#filter-sidebar a", has_text="phone-a").click()
+    page.wait_for_url(f"**device_id={ids['devices']['phone-a']}**")
+    assert f"of {N_ARCHS} items" in page.inner_text("body")
+    device_cells = page.locator("table tbody tr td:nth-child(4)").all_inner_texts()
+    assert device_cells and set(device_cells) == {"phone-a"}
+
+    page.goto(f"{base}/admin/device/list")  # device -> overview with predictor status and its plots
+    page.locator("a", has_text="overview & predictor").first.click()
+    page.wait_for_selector("#predictor-status")
+    page.wait_for_selector("#chart-histogram[data-rendered]", state="attached")
+    assert page.evaluate(CANVAS_PAINTED, "chart-histogram") > 1000
+    page.click("#device-measurements")
+    assert "items" in page.inner_text("body")
+
+    page.click("text=Logout")
+    page.goto(f"{base}/admin/")
+    assert page.url == f"{base}/admin/login"
+    assert not errors, errors

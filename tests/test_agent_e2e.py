@@ -1,0 +1,220 @@
+"""End to end: a real ``latfarm serve`` (SQLite in a temp folder) and real ``latfarm agent`` processes.
+
+Two agents measure a 30-arch batch; one agent killed (SIGKILL) mid-batch loses nothing (its leases lapse); a
+server restart mid-batch loses nothing; SIGTERM hands the lease back. Every arch ends measured exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+LATFARM = str(Path(sys.executable).with_name("latfarm"))
+ADMIN_KEY = "e2e-admin-key"
+QUICK = ["--rounds", "2", "--runs", "5", "--warmup", "1", "--max-jobs", "4"]
+SLOW = ["--rounds", "50", "--runs", "50", "--warmup", "5", "--max-jobs", "4"]
+BATCH = list(range(100, 130))  # 30 NB201 indices; their artifacts are exported once and shared by the tests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data_dir: Path):
+        self.data_dir, self.http_port, self.grpc_port = data_dir, free_port(), free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "LATFARM_ADMIN_KEY": ADMIN_KEY,
+            "LATFARM_LEASE_SECONDS": "4",
+            "LATFARM_HEARTBEAT_INTERVAL_S": "1",
+        }
+        args = [LATFARM, "serve", "--data-dir", str(self.data_dir), "--http-port", str(self.http_port)]
+        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen([*args, "--grpc-port", str(self.grpc_port)], env=env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.data_dir / "server.log").read_text()[-3000:]
+            try:
+                self.request("GET", "/healthz")
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError("the server did not come up")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method)
+        req.add_header("Authorization", f"Bearer {ADMIN_KEY}")
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def enroll(self, device: str) -> str:
+        return self.request("POST", f"/v1/devices/{device}/enrollments", {})["token"]
+
+    def submit(self, device: str, archs: list[int]) -> str:
+        self.request("POST", "/v1/devices", {"name": device})
+        return self.request("POST", "/v1/jobs", {"device": device, "archs": archs})["id"]
+
+    def progress(self, batch: str) -> dict:
+        return self.request("GET", f"/v1/jobs/{batch}")
+
+    def wait_done(self, batch: str, total: int, timeout_s: float = 240) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                progress = self.progress(batch)
+            except OSError:
+                progress = {}
+            if progress.get("done", 0) + progress.get("failed", 0) == total:
+                return progress
+            time.sleep(0.5)
+        raise TimeoutError(f"batch {batch} not finished: {progress}")
+
+    def measurements(self, device: str) -> list[tuple[str, int, str]]:
+        """(arch, how many measurements, agent ids) per measured arch of the device, read from the SQLite file."""
+        with sqlite3.connect(self.data_dir / "latfarm.db") as db:
+            return db.execute(
+                "select a.arch, count(*), group_concat(m.agent_id) from measurements m "
+                "join archs a on a.id = m.arch_id join devices d on d.id = m.device_id "
+                "where d.name = ? group by a.arch",
+                (device,),
+            ).fetchall()
+
+
+class Agent:
+    def __init__(self, server: Server, workdir: Path, name: str, token: str, options: list[str]):
+        self.log_path = workdir / f"{name}.log"
+        args = [LATFARM, "agent", "--server", server.grpc, "--enroll", token, "--state-dir", str(workdir / name)]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([*args, "--name", name, *options], stdout=log, stderr=log, cwd=ROOT)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_log(self, text: str, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log():
+            assert self.proc.poll() is None, self.log()
+            assert time.monotonic() < deadline, f"no {text!r} in the agent log:\n{self.log()}"
+            time.sleep(0.2)
+
+    def terminate(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from predictor import nb201
+    from services.artifacts import ArtifactStore
+
+    server = Server(tmp_path_factory.mktemp("latfarm-server"))
+    store = ArtifactStore(server.data_dir / "artifacts")  # exported up front, as the server would on first lease
+    for index in BATCH:
+        store.export_file(nb201.to_string(nb201.from_official_index(index)), "onnx")
+    server.start()
+    yield server
+    server.stop()
+
+
+def assert_each_measured_once(server: Server, device: str, total: int) -> set[str]:
+    rows = server.measurements(device)
+    assert len(rows) == total, rows
+    assert all(count == 1 for _, count, _ in rows), [r for r in rows if r[1] != 1]
+    return {agent for _, _, agent in rows}
+
+
+def test_two_agents_measure_a_batch(server, tmp_path):
+    batch = server.submit("e2e-two", BATCH)
+    agents = [Agent(server, tmp_path, f"a{i}", server.enroll("e2e-two"), QUICK) for i in range(2)]
+    try:
+        progress = server.wait_done(batch, len(BATCH))
+        assert progress["done"] == len(BATCH) and progress["failed"] == 0, progress
+        assert len(assert_each_measured_once(server, "e2e-two", len(BATCH))) == 2  # both agents took part
+    finally:
+        codes = [agent.terminate() for agent in agents]
+    assert codes == [0, 0], [a.log() for a in agents]
+    assert (tmp_path / "a0" / "state.json").exists()
+
+
+def test_restarted_agent_keeps_its_identity(server, tmp_path):
+    token = server.enroll("e2e-two")
+    first = Agent(server, tmp_path, "same", token, [*QUICK, "--once"])
+    assert first.proc.wait(timeout=60) == 0, first.log()
+    state = json.loads((tmp_path / "same" / "state.json").read_text())
+    again = Agent(server, tmp_path, "same", "no-such-token", [*QUICK, "--once"])  # the state file wins
+    assert again.proc.wait(timeout=60) == 0, again.log()
+    assert f"resuming as agent {state['agent_id']}" in again.log()
+
+
+def test_killed_agent_loses_nothing(server, tmp_path):
+    batch = server.submit("e2e-kill", BATCH)
+    victim = Agent(server, tmp_path, "victim", server.enroll("e2e-kill"), SLOW)
+    victim.wait_log("measuring")
+    survivor = Agent(server, tmp_path, "survivor", server.enroll("e2e-kill"), QUICK)
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait(timeout=10)
+    try:
+        progress = server.wait_done(batch, len(BATCH))
+        assert progress["done"] == len(BATCH), progress
+        assert_each_measured_once(server, "e2e-kill", len(BATCH))
+    finally:
+        assert survivor.terminate() == 0, survivor.log()
+
+
+def test_server_restart_loses_nothing(server, tmp_path):
+    batch = server.submit("e2e-restart", BATCH)
+    agent = Agent(server, tmp_path, "steady", server.enroll("e2e-restart"), QUICK)
+    try:
+        deadline = time.monotonic() + 120
+        while server.progress(batch)["done"] < 4:
+            assert time.monotonic() < deadline and agent.proc.poll() is None, agent.log()
+            time.sleep(0.2)
+        server.stop()
+        time.sleep(2)
+        server.start()
+        progress = server.wait_done(batch, len(BATCH))
+        assert progress["done"] == len(BATCH), progress
+        assert_each_measured_once(server, "e2e-restart", len(BATCH))
+    finally:
+        assert agent.terminate() == 0, agent.log()
+
+
+def test_sigterm_hands_the_lease_back(server, tmp_path):
+    batch = server.submit("e2e-term", BATCH[:5])
+    agent = Agent(server, tmp_path, "leaver", server.enroll("e2e-term"), SLOW)
+    agent.wait_log("measuring")
+    assert server.progress(batch)["running"] > 0
+    assert agent.terminate() == 0, agent.log()
+    assert "handed back" in agent.log()
+    progress = server.progress(batch)  # at once, not after the lease lapses
+    assert progress["running"] == 0 and progress["queued"] == 5, progress

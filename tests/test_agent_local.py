@@ -1,0 +1,124 @@
+"""Agent pieces that need no server: artifact cache, state file, device descriptor, backends, import hygiene."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.backends import available_backends
+from agents.cache import ArtifactCache, ArtifactError
+from agents.descriptor import ClockState, describe
+from agents.main import parse_cpus
+from agents.protocol import BatchMeasurer, MeasureConfig, ModelTask
+from agents.state import AgentState, load_state, save_state
+from tests.agent_models import tiny_tflite
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _blob(size: int, seed: int) -> tuple[str, bytes]:
+    data = bytes([seed % 256]) * size
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def test_cache_verifies_sha256(tmp_path):
+    cache = ArtifactCache(tmp_path, max_bytes=10_000)
+    digest, data = _blob(100, 1)
+    path = cache.put(digest, [data[:50], data[50:]])
+    assert path.read_bytes() == data and cache.get(digest) == path
+    other, _ = _blob(100, 2)
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+        cache.put(other, [data])
+    assert cache.get(other) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [digest]  # no partial file left behind
+
+
+def test_cache_evicts_least_recently_used_within_its_bound(tmp_path):
+    cache = ArtifactCache(tmp_path, max_bytes=3_000)
+    digests = []
+    for seed in range(3):
+        digest, data = _blob(1_000, seed)
+        cache.put(digest, [data])
+        digests.append(digest)
+    cache.get(digests[0])  # used again: now the newest
+    fourth, data = _blob(1_000, 3)
+    cache.put(fourth, [data])
+    assert cache.size() <= 3_000
+    assert cache.get(digests[1]) is None
+    assert all(cache.get(d) for d in (digests[0], digests[2], fourth))
+    fifth, data = _blob(2_000, 4)
+    cache.put(fifth, [data], protect={digests[0]})
+    assert cache.get(digests[0]) is not None and cache.get(fifth) is not None and cache.size() <= 3_000
+    huge, data = _blob(4_000, 5)
+    with pytest.raises(ArtifactError, match="more than the cache bound"):
+        cache.put(huge, [data])
+
+
+def test_state_file_round_trip_and_permissions(tmp_path):
+    assert load_state(tmp_path / "agent") is None
+    state = AgentState("127.0.0.1:1", "agent-1", "secret", "pixel")
+    path = save_state(tmp_path / "agent", state)
+    assert load_state(tmp_path / "agent") == state
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_state(tmp_path / "agent")
+
+
+def test_descriptor_fields():
+    import onnxruntime
+
+    descriptor = describe()
+    assert descriptor.cpu_model and descriptor.cpu_cores == os.cpu_count()
+    assert descriptor.memory_bytes > 0 and descriptor.os and descriptor.os_release and descriptor.machine
+    assert descriptor.python == ".".join(map(str, sys.version_info[:3]))
+    assert descriptor.runtimes["onnxruntime"] == onnxruntime.__version__
+    assert "CPUExecutionProvider" in descriptor.onnx_providers
+    assert "onnx" in descriptor.formats
+    clock = ClockState.now()
+    assert clock.freq_mhz >= 0 and clock.temp_c >= 0
+
+
+def test_cpu_lists():
+    assert parse_cpus("0") == [0] and parse_cpus("2-3,0") == [0, 2, 3] and parse_cpus(None) == []
+    with pytest.raises(ValueError, match="bad CPU list"):
+        parse_cpus("a-b")
+
+
+def test_unknown_execution_provider_is_refused():
+    with pytest.raises(ValueError, match="not available"):
+        available_backends("NoSuchExecutionProvider")
+
+
+def test_litert_backend_measures_a_tflite_model(tmp_path):
+    pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT (ai-edge-litert) is not installed")
+    backend = available_backends()["tflite"]
+    assert backend.runtime == "litert" and backend.providers == ["xnnpack"]
+    config = MeasureConfig(warmup_runs=1, runs_per_round=5, rounds=2, busy_warmup_s=0.05, spread_threshold=10)
+    [result] = BatchMeasurer(backend, config).measure([ModelTask("t", tiny_tflite(tmp_path / "add.tflite"))])
+    assert result.ok and result.provider == "xnnpack" and result.stats.runs == 10
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"TFL3 but not really")
+    [failed] = BatchMeasurer(backend, config).measure([ModelTask("b", broken)])
+    assert not failed.ok and failed.error_class == "load"
+
+
+def test_agent_imports_no_server_stack():
+    modules = [
+        f"agents.{p.relative_to(ROOT / 'agents').with_suffix('').as_posix().replace('/', '.')}"
+        for p in sorted((ROOT / "agents").rglob("*.py"))
+        if p.name != "__init__.py"
+    ]
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "bad = [m for m in ('torch', 'sqlalchemy', 'fastapi', 'services', 'onnx') if m in sys.modules]\n"
+        + "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -1,0 +1,102 @@
+"""Devices, enrollments, agents and exports over REST, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+from datetime import timedelta
+
+import pytest
+
+from predictor import nb201
+from services.security import hash_secret
+from services.store.crud import device_by_name
+from services.store.db import transaction
+from services.store.models import Agent, Enrollment, Source, utcnow
+from tests.api_support import ADMIN, add_device, add_measurements
+
+
+def test_create_list_get_device(api, keys):
+    created = add_device(api, "pixel7-cpu_fp32.v1", hardware="Tensor G2", batch_size=1)
+    assert created["name"] == "pixel7-cpu_fp32.v1" and created["hardware"] == "Tensor G2"
+    assert [d["name"] for d in api.get("/v1/devices", headers=keys["client"]).json()] == ["pixel7-cpu_fp32.v1"]
+    detail = api.get("/v1/devices/pixel7-cpu_fp32.v1", headers=keys["client"]).json()
+    assert detail["measurements"] == {"total": 0}
+    assert detail["agents"] == 0 and detail["agents_online"] == 0
+    assert detail["predictor"] == {"state": "none"}
+
+
+def test_device_errors(api, keys):
+    add_device(api, "dev1")
+    duplicate = api.post("/v1/devices", json={"name": "dev1"}, headers=ADMIN)
+    assert duplicate.status_code == 409 and "dev1" in duplicate.json()["message"]
+    bad = api.post("/v1/devices", json={"name": "bad name/x"}, headers=ADMIN)
+    assert bad.status_code == 422 and bad.json()["message"].startswith("name:")
+    bad_batch = api.post("/v1/devices", json={"name": "ok", "batch_size": 0}, headers=ADMIN)
+    assert bad_batch.status_code == 422 and "batch_size" in bad_batch.json()["message"]
+    assert api.get("/v1/devices/nope", headers=ADMIN).status_code == 404
+    assert api.post("/v1/devices", json={"name": "x"}).status_code == 401
+    forbidden = api.post("/v1/devices", json={"name": "x"}, headers=keys["client"])
+    assert forbidden.status_code == 403 and "devices" in forbidden.json()["message"]
+    assert api.post("/v1/devices", json={"name": "x"}, headers=keys["owner"]).status_code == 201
+    assert [d["name"] for d in api.get("/v1/devices", headers=ADMIN).json()] == ["dev1", "x"]
+
+
+def test_enrollment_token_is_stored_hashed(api, keys):
+    add_device(api, "dev1")
+    response = api.post("/v1/devices/dev1/enrollments", json={"expires_in_s": 600}, headers=keys["owner"])
+    assert response.status_code == 201
+    token = response.json()["token"]
+    with api.app.state.sessions() as session:
+        row = session.query(Enrollment).one()
+        assert row.token_hash == hash_secret(token) and row.created_by == "owner-key"
+        assert row.expires_at is not None
+    assert api.post("/v1/devices/dev1/enrollments", headers=keys["client"]).status_code == 403
+    assert api.post("/v1/devices/nope/enrollments", headers=keys["owner"]).status_code == 404
+    assert api.post("/v1/devices/dev1/enrollments", headers=ADMIN).status_code == 201  # no body: no expiry
+
+
+def test_agents_online_status(api, keys):
+    add_device(api, "dev1")
+    interval = api.app.state.settings.heartbeat_interval_s
+    with transaction(api.app.state.sessions) as session:
+        dev = device_by_name(session, "dev1")
+        now = utcnow()
+        session.add(Agent(device_id=dev.id, name="fresh", credential_hash="a" * 64, last_heartbeat=now))
+        old = now - timedelta(seconds=3 * interval)
+        session.add(Agent(device_id=dev.id, name="stale", credential_hash="b" * 64, last_heartbeat=old))
+        session.add(Agent(device_id=dev.id, name="never", credential_hash="c" * 64))
+    agents = {a["name"]: a for a in api.get("/v1/devices/dev1/agents", headers=keys["client"]).json()}
+    assert {n: a["online"] for n, a in agents.items()} == {"fresh": True, "stale": False, "never": False}
+    detail = api.get("/v1/devices/dev1", headers=keys["client"]).json()
+    assert detail["agents"] == 3 and detail["agents_online"] == 1
+    assert api.get("/v1/devices/nope/agents", headers=ADMIN).status_code == 404
+
+
+def test_device_counts_and_exports(api, keys):
+    add_device(api, "dev1")
+    add_measurements(api, "dev1", {0: 1.5, 1: 2.5}, source=Source.imported, dataset="help-nb201")
+    add_measurements(api, "dev1", {1: 2.0, 7: 3.0})
+    detail = api.get("/v1/devices/dev1", headers=keys["client"]).json()
+    assert detail["measurements"] == {"imported": 2, "measured": 2, "total": 4}
+    assert detail["archs_measured"] == 3
+
+    response = api.get("/v1/devices/dev1/export?format=csv", headers=keys["client"])
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert sorted((r["nb201_index"], r["source"], float(r["median_ms"])) for r in rows) == [
+        ("0", "imported", 1.5),
+        ("1", "imported", 2.5),
+        ("1", "measured", 2.0),
+        ("7", "measured", 3.0),
+    ]
+    response = api.get("/v1/devices/dev1/export", params={"format": "latbench"}, headers=keys["client"])
+    assert response.status_code == 200
+    latbench = pickle.loads(response.content)  # {6-op tuple: seconds}, the median of an arch's rows
+    assert latbench[nb201.from_official_index(1)] == pytest.approx(0.00225)
+    assert len(latbench) == 3
+
+    bad = api.get("/v1/devices/dev1/export?format=xml", headers=keys["client"])
+    assert bad.status_code == 422 and "format" in bad.json()["message"]
+    assert api.get("/v1/devices/nope/export", headers=keys["client"]).status_code == 404

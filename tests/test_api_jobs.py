@@ -1,0 +1,59 @@
+"""Measurement requests over REST: batches, progress, validation with nothing stored on bad input."""
+
+from __future__ import annotations
+
+from services.store.models import Job, JobBatch
+from tests.api_support import ADMIN, add_device, arch
+
+
+def _stored(api) -> tuple[int, int]:
+    with api.app.state.sessions() as session:
+        return session.query(JobBatch).count(), session.query(Job).count()
+
+
+def test_submit_and_progress(api, keys):
+    add_device(api, "dev1")
+    body = {"device": "dev1", "space": "nb201", "format": "onnx", "archs": [arch(3), arch(5), 3, arch(9)]}
+    response = api.post("/v1/jobs", json=body, headers=keys["client"])
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["jobs"] == 3 and created["device"] == "dev1"
+    progress = api.get(f"/v1/jobs/{created['id']}", headers=keys["client"]).json()
+    assert (progress["queued"], progress["running"], progress["done"], progress["failed"]) == (3, 0, 0, 0)
+    with_items = api.get(f"/v1/jobs/{created['id']}", params={"items": True}, headers=keys["client"]).json()
+    assert sorted(i["arch"] for i in with_items["items"]) == sorted({arch(3), arch(5), arch(9)})
+    assert all(i["state"] == "queued" and i.get("median_ms") is None for i in with_items["items"])
+    assert api.get("/v1/jobs/nope", headers=keys["client"]).status_code == 404
+
+
+def test_bad_requests_store_nothing(api, keys):
+    add_device(api, "dev1")
+    good = arch(1)
+    cases = [
+        ({"device": "dev1", "archs": [good, "|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|"]}, 422, "archs[1]"),
+        ({"device": "dev1", "archs": [good, 15625]}, 422, "archs[1]"),
+        ({"device": "dev1", "archs": []}, 422, "archs"),
+        ({"device": "dev1", "archs": [good], "format": "tensorrt"}, 422, "format"),
+        ({"device": "dev1", "archs": [good], "space": "darts"}, 422, "space"),
+        ({"device": "dev1", "archs": [good], "colour": "red"}, 422, "colour"),
+        ({"archs": [good]}, 422, "device"),
+        ({"device": "nope", "archs": [good]}, 404, "nope"),
+        ({"device": "dev1", "archs": [good] * 15626}, 413, "15625"),
+    ]
+    for body, status, named in cases:
+        response = api.post("/v1/jobs", json=body, headers=keys["client"])
+        assert response.status_code == status, (body.keys(), response.text)
+        assert named in response.json()["message"], response.json()
+    assert _stored(api) == (0, 0)
+    assert api.post("/v1/jobs", json={"device": "dev1", "archs": [good]}).status_code == 401
+    assert api.post("/v1/jobs", json={"device": "dev1", "archs": [good]}, headers=keys["owner"]).status_code == 403
+    assert _stored(api) == (0, 0)
+
+
+def test_invalid_json_and_oversized_body(api, keys):
+    response = api.post("/v1/jobs", content=b"{not json", headers={**ADMIN, "content-type": "application/json"})
+    assert response.status_code == 422 and "JSON" in response.json()["message"]
+    huge = b'{"device": "dev1", "archs": ["' + b"x" * (5 * 1024 * 1024) + b'"]}'
+    response = api.post("/v1/jobs", content=huge, headers={**ADMIN, "content-type": "application/json"})
+    assert response.status_code == 413 and "MB" in response.json()["message"]
+    assert _stored(api) == (0, 0)

@@ -1,0 +1,69 @@
+"""API keys and scopes, the bootstrap admin key, health, metrics and the OpenAPI docs."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from services.api import create_app
+from services.settings import Settings
+from services.store.models import ApiKey
+from tests.api_support import ADMIN, add_device, add_measurements, arch, bearer
+
+
+def test_create_use_and_revoke_keys(api, keys):
+    response = api.post("/v1/keys", json={"name": "nas", "scopes": ["client"]}, headers=ADMIN)
+    assert response.status_code == 201
+    created = response.json()
+    assert created["scopes"] == ["client"] and created["key"].startswith("lf_client_")
+    with api.app.state.sessions() as session:  # only the hash is stored
+        assert all(created["key"] not in (k.key_hash, k.name) for k in session.query(ApiKey))
+    assert api.get("/v1/devices", headers=bearer(created["key"])).status_code == 200
+    listed = api.get("/v1/keys", headers=ADMIN).json()
+    assert {k["name"] for k in listed} >= {"nas", "client-key", "owner-key", "bootstrap-admin"}
+    assert all("key" not in k for k in listed)
+    assert api.delete(f"/v1/keys/{created['id']}", headers=ADMIN).status_code == 204
+    revoked = api.get("/v1/devices", headers=bearer(created["key"]))
+    assert revoked.status_code == 401 and "revoked" in revoked.json()["message"]
+    assert api.delete("/v1/keys/999999", headers=ADMIN).status_code == 404
+
+
+def test_key_errors(api, keys):
+    for headers in (keys["client"], keys["owner"]):
+        assert api.post("/v1/keys", json={"name": "x", "scopes": ["admin"]}, headers=headers).status_code == 403
+    bad = api.post("/v1/keys", json={"name": "x", "scopes": ["root"]}, headers=ADMIN)
+    assert bad.status_code == 422 and "scopes[0]" in bad.json()["message"]
+    assert api.post("/v1/keys", json={"scopes": ["client"]}, headers=ADMIN).json()["message"].startswith("name")
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}):
+        response = api.get("/v1/devices", headers=headers)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+
+
+def test_bootstrap_admin_key(tmp_path, db_url, monkeypatch):
+    monkeypatch.delenv("LATFARM_ADMIN_KEY", raising=False)
+    settings = Settings(data_dir=tmp_path, db_url=db_url)
+    app = create_app(settings)
+    generated = app.state.new_admin_key
+    assert generated and generated.startswith("lf_admin_")
+    assert create_app(settings).state.new_admin_key is None  # printed once only
+    with TestClient(app) as client:
+        assert client.post("/v1/keys", json={"name": "k", "scopes": ["owner"]}, headers=bearer(generated)).is_success
+    monkeypatch.setenv("LATFARM_ADMIN_KEY", "lf_admin_from-env")
+    env_app = create_app(Settings.from_env(data_dir=tmp_path, db_url=db_url))
+    assert env_app.state.new_admin_key is None
+    with TestClient(env_app) as client:
+        assert client.get("/v1/keys", headers=bearer("lf_admin_from-env")).status_code == 200
+
+
+def test_healthz_docs_and_metrics(api, keys):
+    assert api.get("/healthz").json() == {"status": "ok", "database": "ok"}
+    assert api.get("/docs").status_code == 200
+    assert "/v1/predict" in api.get("/openapi.json").json()["paths"]
+    add_device(api, "dev1")
+    add_measurements(api, "dev1", {1: 1.0, 2: 2.0})
+    api.post("/v1/jobs", json={"device": "dev1", "archs": [arch(5), arch(6), arch(7)]}, headers=keys["client"])
+    text = api.get("/metrics").text
+    assert 'latfarm_queue_depth{state="queued"} 3.0' in text
+    assert 'latfarm_measurements_stored{source="measured"} 2.0' in text
+    assert 'latfarm_agents_online{device="dev1"} 0.0' in text
+    assert 'latfarm_http_requests_total{method="POST",route="/v1/jobs",status="201"} 1.0' in text
+    assert "latfarm_http_request_duration_seconds_bucket" in text

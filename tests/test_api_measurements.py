@@ -1,0 +1,56 @@
+"""Measurement queries with filters and cursor pagination."""
+
+from __future__ import annotations
+
+from services.store.models import Source
+from tests.api_support import add_device, add_measurements, arch
+
+
+def test_filters_and_cursor_pagination(api, keys):
+    add_device(api, "dev1")
+    add_device(api, "dev2")
+    add_measurements(api, "dev1", {i: 1.0 + i for i in range(7)})
+    add_measurements(api, "dev1", {3: 9.0}, source=Source.imported, dataset="help-nb201")
+    add_measurements(api, "dev2", {3: 5.0})
+
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"device": "dev1", "limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = api.get("/v1/measurements", params=params, headers=keys["client"]).json()
+        seen += page["items"]
+        pages += 1
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert pages == 3 and len(seen) == 8 and len({m["id"] for m in seen}) == 8
+    assert all(m["device"] == "dev1" for m in seen)
+    assert sorted(m["median_ms"] for m in seen if m["source"] == "measured") == [1.0 + i for i in range(7)]
+
+    by_arch = api.get("/v1/measurements", params={"arch": arch(3)}, headers=keys["client"]).json()["items"]
+    assert sorted((m["device"], m["source"], m["median_ms"]) for m in by_arch) == [
+        ("dev1", "imported", 9.0),
+        ("dev1", "measured", 4.0),
+        ("dev2", "measured", 5.0),
+    ]
+    by_index = api.get("/v1/measurements", params={"arch": "3", "device": "dev2"}, headers=keys["client"])
+    assert [m["median_ms"] for m in by_index.json()["items"]] == [5.0]
+    imported = api.get("/v1/measurements", params={"source": "imported"}, headers=keys["client"]).json()
+    assert [(m["nb201_index"], m["dataset"]) for m in imported["items"]] == [(3, "help-nb201")]
+    assert imported["next"] is None
+
+
+def test_bad_queries(api, keys):
+    add_device(api, "dev1")
+    cases = [
+        ({"device": "nope"}, 404, "nope"),
+        ({"arch": "|conv~0|"}, 422, "arch"),
+        ({"source": "guessed"}, 422, "source"),
+        ({"limit": 0}, 422, "limit"),
+        ({"limit": 5000}, 422, "limit"),
+        ({"cursor": "garbage!"}, 422, "cursor"),
+    ]
+    for params, status, named in cases:
+        response = api.get("/v1/measurements", params=params, headers=keys["client"])
+        assert response.status_code == status, (params, response.text)
+        assert named in response.json()["message"]
+    assert api.get("/v1/measurements").status_code == 401

@@ -1,0 +1,129 @@
+"""``POST /v1/predict``: measured latencies first, predictor estimates otherwise, cached in memory or Redis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from predictor import nb201
+from predictor.service import Predictor
+from services.api import create_app
+from services.store.crud import device_by_name
+from services.store.db import transaction
+from services.store.models import Adaptation, AdaptState, Source, utcnow
+from tests.api_support import ADMIN, add_device, add_measurements, arch, make_settings
+
+
+def test_measured_first_else_clear_message(api, keys):
+    add_device(api, "dev1")
+    add_measurements(api, "dev1", {10: 5.0, 11: 4.0}, source=Source.imported, dataset="help-nb201")
+    add_measurements(api, "dev1", {10: 2.0}, std=0.1)
+    add_measurements(api, "dev1", {10: 9.0, 12: 7.0}, unstable=True)  # flagged: never preferred
+    body = {"device": "dev1", "space": "nb201", "archs": [arch(10), 11, arch(12), arch(13)]}
+    response = api.post("/v1/predict", json=body, headers=keys["client"])
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    assert [i["arch"] for i in items] == [arch(10), arch(11), arch(12), arch(13)]
+    assert items[0] | {"origin": None} == {
+        "arch": arch(10),
+        "nb201_index": 10,
+        "latency_ms": 2.0,
+        "std_ms": 0.1,
+        "source": "measured",
+        "origin": None,
+    }
+    assert items[0]["origin"] == "agent"
+    assert (items[1]["latency_ms"], items[1]["source"], items[1]["origin"]) == (4.0, "measured", "help-nb201")
+    for item in items[2:]:  # 2 usable archs: too few for an on-the-fly model, and no adaptation
+        assert item["latency_ms"] is None and item["source"] is None
+        assert "needs 5" in item["message"] and "adapt" in item["message"]
+
+
+def test_bad_predict_requests(api, keys):
+    add_device(api, "dev1")
+    cases = [
+        ({"device": "dev1", "archs": ["|nor_conv_3x3~0|"]}, 422, "archs[0]"),
+        ({"device": "dev1", "archs": [-1]}, 422, "archs[0]"),
+        ({"device": "dev1", "archs": [arch(1)], "space": "darts"}, 422, "space"),
+        ({"device": "dev1"}, 422, "archs"),
+        ({"device": "nope", "archs": [arch(1)]}, 404, "nope"),
+        ({"device": "dev1", "archs": list(range(nb201.NUM_ARCHS)) + [0]}, 413, "15625"),
+    ]
+    for body, status, named in cases:
+        response = api.post("/v1/predict", json=body, headers=keys["client"])
+        assert response.status_code == status, response.text
+        assert named in response.json()["message"]
+    assert api.post("/v1/predict", json={"device": "dev1", "archs": [1]}).status_code == 401
+    assert api.post("/v1/predict", json={"device": "dev1", "archs": [1]}, headers=keys["owner"]).status_code == 403
+
+
+def _help_latencies(help_dir, device: str, count: int, seed: int = 0) -> dict[int, float]:
+    values = torch.load(help_dir / "latency" / f"{device}.pt")
+    chosen = np.random.default_rng(seed).choice(nb201.NUM_ARCHS, count, replace=False)
+    return {int(i): float(values[int(i)]) for i in chosen}
+
+
+def _predict_all(client: TestClient) -> list[dict]:
+    response = client.post("/v1/predict", json={"device": "dev1", "archs": list(range(nb201.NUM_ARCHS))}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def test_predicts_every_arch_from_measurements(api, help_dir):
+    add_device(api, "dev1")
+    measured = _help_latencies(help_dir, "titanx_256", 20)
+    add_measurements(api, "dev1", measured, source=Source.imported, dataset="help-nb201")
+    items = _predict_all(api)
+    assert len(items) == nb201.NUM_ARCHS
+    assert {i["nb201_index"] for i in items if i["source"] == "measured"} == set(measured)
+    predicted = [i for i in items if i["source"] == "predicted"]
+    assert len(predicted) == nb201.NUM_ARCHS - len(measured)
+    assert all(i["latency_ms"] > 0 and i["std_ms"] >= 0 for i in predicted)
+    # the estimates rank archs like the device does (a real, not a constant, prediction)
+    truth = torch.load(help_dir / "latency" / "titanx_256.pt")
+    mean = np.array([i["latency_ms"] for i in predicted])
+    true = np.array([truth[i["nb201_index"]] for i in predicted])
+    assert np.corrcoef(np.argsort(np.argsort(mean)), np.argsort(np.argsort(true)))[0, 1] > 0.8
+    with api.app.state.sessions() as session:
+        model = api.app.state.predictions.for_device(session, device_by_name(session, "dev1"))
+    assert np.allclose(model.predict(np.array([i["nb201_index"] for i in predicted]))[0], mean, rtol=1e-5)
+
+
+def test_active_adaptation_is_used(api, keys):
+    add_device(api, "dev1")
+    predictor = Predictor.load()
+    model = predictor.adapt([1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0])
+    with transaction(api.app.state.sessions) as session:
+        device = device_by_name(session, "dev1")
+        session.add(
+            Adaptation(
+                device_id=device.id,
+                state=AdaptState.active,
+                samples=4,
+                sample_archs=[1, 2, 3, 4],
+                checkpoint=predictor.version,
+                params=model.to_state(),
+                activated_at=utcnow(),
+            )
+        )
+    assert api.get("/v1/devices/dev1", headers=keys["client"]).json()["predictor"]["state"] == "active"
+    items = api.post("/v1/predict", json={"device": "dev1", "archs": [10, 20]}, headers=keys["client"]).json()["items"]
+    mean, std = model.predict(np.array([10, 20]))
+    assert [i["source"] for i in items] == ["predicted", "predicted"]
+    assert np.allclose([i["latency_ms"] for i in items], mean, rtol=1e-5)
+    assert np.allclose([i["std_ms"] for i in items], std, rtol=1e-5)
+
+
+@pytest.mark.redis
+def test_redis_cache_shared_by_replicas(tmp_path, sqlite_url, redis_url, help_dir):
+    settings = make_settings(tmp_path, sqlite_url, redis_url=redis_url)
+    with TestClient(create_app(settings)) as first:
+        add_device(first, "dev1")
+        add_measurements(first, "dev1", _help_latencies(help_dir, "pixel3", 12), source=Source.imported)
+        expected = _predict_all(first)
+    assert sum(i["source"] == "predicted" for i in expected) == nb201.NUM_ARCHS - 12
+    with TestClient(create_app(settings)) as second:  # a second replica: the estimates come from Redis
+        assert _predict_all(second) == expected
+        assert second.app.state.predictions._models == {}  # nothing fitted in this replica

@@ -1,0 +1,123 @@
+"""The Python client against a real uvicorn server (in a thread), and its retries."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import uvicorn
+
+from services.api import create_app
+from services.client import Client, LatfarmError
+from services.store.models import Source
+from tests.api_support import ADMIN_KEY, add_measurements, arch, make_settings
+
+
+@pytest.fixture
+def server(tmp_path, sqlite_url):
+    """(base URL, app) of a live server on a free port."""
+    app = create_app(make_settings(tmp_path, sqlite_url))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uv.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
+    uv.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+class _App:
+    """What add_measurements needs: ``.app.state.sessions``."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+
+def test_client_round_trip(server):
+    url, app = server
+    with Client(url, ADMIN_KEY) as client:
+        assert client.create_device("dev1", hardware="x86")["name"] == "dev1"
+        with pytest.raises(LatfarmError) as err:
+            client.create_device("dev1")
+        assert err.value.status == 409 and "dev1" in err.value.message
+        assert [d["name"] for d in client.devices()] == ["dev1"]
+        assert client.enroll("dev1").startswith("lf_enroll_")
+        assert client.agents("dev1") == []
+
+        add_measurements(_App(app), "dev1", {i: 1.0 + i for i in range(5)}, source=Source.imported)
+        assert client.device("dev1")["measurements"]["imported"] == 5
+        items = client.predict("dev1", [arch(2), 4])
+        assert [(i["latency_ms"], i["source"]) for i in items] == [(3.0, "measured"), (5.0, "measured")]
+        assert [m["median_ms"] for m in client.measurements("dev1", page_size=2)] == [1.0, 2.0, 3.0, 4.0, 5.0]
+        assert client.export("dev1").decode().count("\n") >= 5
+
+        batch = client.measure("dev1", [arch(100), arch(101)], wait=False)
+        assert (batch["queued"], batch["done"]) == (2, 0)
+        assert client.job(batch["id"])["queued"] == 2
+        with pytest.raises(TimeoutError):  # no agent serves dev1
+            client.measure("dev1", [arch(102)], timeout=0.5, poll_s=0.1)
+
+        client_key = client.create_key("nas", ["client"])
+    with Client(url, client_key) as nas:
+        with pytest.raises(LatfarmError) as err:
+            nas.create_device("dev2")
+        assert err.value.status == 403
+        with pytest.raises(LatfarmError) as err:
+            nas.predict("nope", [arch(1)])
+        assert err.value.status == 404 and "nope" in str(err.value)
+    with pytest.raises(LatfarmError) as err:
+        Client(url).devices()
+    assert err.value.status == 401
+
+
+def test_connect_errors_are_retried_then_raised():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens here
+    start = time.monotonic()
+    with pytest.raises(LatfarmError) as err:
+        Client(f"http://127.0.0.1:{port}", "k", retries=2, backoff_s=0.1).devices()
+    assert err.value.status == 0 and "Connect" in err.value.message
+    assert time.monotonic() - start >= 0.3  # backoff 0.1 + 0.2 s
+
+
+def test_5xx_retried_for_idempotent_requests():
+    calls = []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            calls.append(self.path)
+            status, body = (503, {"message": "busy"}) if len(calls) < 3 else (200, [{"name": "dev1"}])
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        assert Client(url, "k", retries=3, backoff_s=0.01).devices() == [{"name": "dev1"}]
+        assert len(calls) == 3
+        calls.clear()
+        with pytest.raises(LatfarmError) as err:
+            Client(url, "k", retries=1, backoff_s=0.01).devices()
+        assert (err.value.status, err.value.message, len(calls)) == (503, "busy", 2)
+    finally:
+        httpd.shutdown()

@@ -1,0 +1,184 @@
+"""Dataset import (HELP, LatBench, HW-NAS-Bench) and export (CSV, LatBench pickle) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+import shutil
+import statistics
+
+import pytest
+import torch
+from sqlalchemy import func, select
+
+from predictor import nb201
+from services import datasets
+from services.settings import Settings
+from services.store.models import Arch, Device, Measurement, Source
+
+PG_HELP_DEVICES = ("pixel3", "titanx_32", "gold_6240")
+
+
+def count(session, **where) -> int:
+    query = select(func.count()).select_from(Measurement).join(Device)
+    for key, value in where.items():
+        query = query.where(getattr(Device, key) == value if key == "name" else getattr(Measurement, key) == value)
+    return session.scalar(query)
+
+
+def help_subset(help_dir, tmp_path, devices):
+    """A HELP-layout folder holding only ``devices`` (to keep PostgreSQL runs short)."""
+    (tmp_path / "latency").mkdir(parents=True)
+    shutil.copy(help_dir / "str_arch2idx.pt", tmp_path)
+    for name in devices:
+        shutil.copy(help_dir / "latency" / f"{name}.pt", tmp_path / "latency")
+    return tmp_path
+
+
+def test_import_help(sessions, db_url, help_dir, tmp_path):
+    on_sqlite = db_url.startswith("sqlite")
+    folder = help_dir if on_sqlite else help_subset(help_dir, tmp_path, PG_HELP_DEVICES)
+    devices = sorted(p.stem for p in (folder / "latency").glob("*.pt"))
+    with sessions() as session, session.begin():
+        added = datasets.import_help(session, folder, progress=False)
+    assert added == len(devices) * nb201.NUM_ARCHS
+    if on_sqlite:
+        assert len(devices) == 21
+    with sessions() as session:
+        assert count(session, dataset=datasets.HELP, source=Source.imported) == added
+        assert session.scalar(select(func.count()).select_from(Arch)) == nb201.NUM_ARCHS
+        titanx = session.scalars(select(Device).where(Device.name == "titanx_32")).one()
+        assert titanx.batch_size == 32 and "Titan X" in titanx.hardware
+        gold = session.scalars(select(Device).where(Device.name == "gold_6240")).one()
+        assert gold.batch_size == 1 and "Xeon Gold 6240" in gold.hardware
+        for name in ("pixel3", "titanx_32"):
+            expected = torch.load(folder / "latency" / f"{name}.pt")
+            for index in (0, 1, 4321, nb201.NUM_ARCHS - 1):
+                got = session.scalar(
+                    select(Measurement.median_ms)
+                    .join(Device)
+                    .join(Arch, Measurement.arch_id == Arch.id)
+                    .where(Device.name == name, Arch.nb201_index == index)
+                )
+                assert got == pytest.approx(expected[index])
+    with sessions() as session, session.begin():
+        assert datasets.import_help(session, folder, progress=False) == 0  # idempotent
+    with sessions() as session:
+        assert count(session) == added
+
+
+def test_import_help_rejects_a_non_help_folder(sessions, tmp_path):
+    with sessions() as session, pytest.raises(datasets.DatasetError, match="not a HELP folder"):
+        datasets.import_help(session, tmp_path, progress=False)
+
+
+def latbench_pickle(path, n=50, seed=0):
+    import random
+
+    rng = random.Random(seed)
+    data = {}
+    while len(data) < n:
+        data[tuple(rng.randrange(5) for _ in range(6))] = rng.uniform(0.001, 0.05)
+    path.write_bytes(pickle.dumps(data))
+    return data
+
+
+def test_latbench_round_trip(sessions, tmp_path):
+    data = latbench_pickle(tmp_path / "desktop-cpu.pickle")
+    with sessions() as session, session.begin():
+        assert datasets.import_latbench(session, tmp_path / "desktop-cpu.pickle") == len(data)
+        assert datasets.import_latbench(session, tmp_path / "desktop-cpu.pickle") == 0
+    with sessions() as session:
+        rows = datasets.device_rows(session, "desktop-cpu")
+    assert len(rows) == len(data)
+    assert {tuple(r["ops"]): r["median_ms"] for r in rows} == pytest.approx({k: v * 1000 for k, v in data.items()})
+    assert all(r["source"] == "imported" and r["dataset"] == datasets.LATBENCH for r in rows)
+    assert [r["nb201_index"] for r in rows] == sorted(nb201.official_index(k) for k in data)
+    back = pickle.loads(datasets.to_latbench_pickle(rows))
+    assert back == pytest.approx(data)
+
+
+def test_latbench_named_device_and_bad_input(sessions, tmp_path):
+    path = tmp_path / "x.pickle"
+    path.write_bytes(pickle.dumps({(1, 2, 3, 4, 0, 1): [0.002, 0.004, 0.003]}))
+    with sessions() as session, session.begin():
+        assert datasets.import_latbench(session, path, device="my-phone") == 1
+        (row,) = datasets.device_rows(session, "my-phone")
+        assert row["median_ms"] == pytest.approx(3.0)
+    path.write_bytes(pickle.dumps({(1, 2, 3): 0.1}))
+    with sessions() as session, pytest.raises(datasets.DatasetError, match="6 entries"):
+        datasets.import_latbench(session, path)
+    path.write_bytes(pickle.dumps({(1, 2, 3, 4, 0, 1): -1.0}))
+    with sessions() as session, pytest.raises(datasets.DatasetError, match=">= 0"):
+        datasets.import_latbench(session, path)
+
+
+def test_hwnasbench_import(sessions, tmp_path):
+    edgegpu = [0.5 + i * 1e-3 for i in range(300)]  # a list: position = NB201 index
+    raspi4 = {i: 10.0 + i % 7 for i in range(0, 15625, 500)}
+    data = {
+        "nasbench201": {
+            "cifar10": {"edgegpu_latency": edgegpu, "raspi4_latency": raspi4, "edgegpu_energy": [1.0] * 300},
+            "ImageNet16-120": {"edgegpu_latency": [2.0] * 10},
+        }
+    }
+    path = tmp_path / "HW-NAS-Bench-v1_0.pickle"
+    path.write_bytes(pickle.dumps(data))
+    with sessions() as session, session.begin():
+        added = datasets.import_hwnasbench(session, path)
+    assert added == len(edgegpu) + len(raspi4) + 10
+    with sessions() as session, session.begin():
+        assert datasets.import_hwnasbench(session, path) == 0
+    with sessions() as session:
+        names = set(session.scalars(select(Device.name)))
+        assert names == {"edgegpu", "raspi4", "edgegpu-ImageNet16-120"}
+        assert count(session, name="edgegpu", dataset=datasets.HWNASBENCH) == len(edgegpu)
+        rows = {r["nb201_index"]: r["median_ms"] for r in datasets.device_rows(session, "raspi4")}
+        assert rows == pytest.approx(raspi4)
+        rows = {r["nb201_index"]: r["median_ms"] for r in datasets.device_rows(session, "edgegpu")}
+        assert rows == pytest.approx(dict(enumerate(edgegpu)))
+    path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"fpga_latency": {99999: 1.0}}}}))
+    with sessions() as session, pytest.raises(datasets.DatasetError, match="index 99999 outside"):
+        datasets.import_hwnasbench(session, path)
+
+
+def test_csv_export_and_unknown_device(sessions, tmp_path):
+    data = latbench_pickle(tmp_path / "dev.pickle", n=5, seed=1)
+    with sessions() as session, session.begin():
+        datasets.import_latbench(session, tmp_path / "dev.pickle")
+        rows = datasets.device_rows(session, "dev")
+        with pytest.raises(datasets.DatasetError, match="unknown device 'nope'.*dev"):
+            datasets.device_rows(session, "nope")
+    parsed = list(csv.DictReader(io.StringIO(datasets.to_csv(rows))))
+    assert [tuple(int(c) for c in r["ops"]) for r in parsed] == [tuple(r["ops"]) for r in rows]
+    assert {r["arch"] for r in parsed} == {nb201.to_string(k) for k in data}
+    assert [float(r["median_ms"]) for r in parsed] == pytest.approx([r["median_ms"] for r in rows])
+    assert {r["source"] for r in parsed} == {"imported"}
+
+
+def test_latbench_export_takes_the_median_per_arch():
+    ops = (3, 3, 3, 3, 3, 3)
+    rows = [{"ops": ops, "median_ms": ms} for ms in (1.0, 5.0, 2.0)] + [{"ops": (1,) * 6, "median_ms": 4.0}]
+    back = pickle.loads(datasets.to_latbench_pickle(rows))
+    assert back == pytest.approx({ops: statistics.median([1.0, 5.0, 2.0]) / 1000, (1,) * 6: 0.004})
+
+
+def test_import_and_export_commands(help_dir, tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    folder = help_subset(help_dir, tmp_path / "help", ["samsung_s7"])
+    summary = datasets.import_dataset(settings, folder, fmt="help")
+    assert summary["rows_added"] == nb201.NUM_ARCHS
+    assert datasets.import_dataset(settings, folder, fmt="help")["rows_added"] == 0
+    out = tmp_path / "out" / "s7.pickle"
+    datasets.export_dataset(settings, "samsung_s7", fmt="latbench", out=out)
+    exported = pickle.loads(out.read_bytes())
+    expected = torch.load(folder / "latency" / "samsung_s7.pt")
+    assert len(exported) == nb201.NUM_ARCHS
+    assert exported[nb201.from_official_index(42)] * 1000 == pytest.approx(expected[42])
+    with pytest.raises(SystemExit, match="unknown dataset format"):
+        datasets.import_dataset(settings, folder, fmt="nope")
+    with pytest.raises(SystemExit, match="not a HELP folder"):
+        datasets.import_dataset(settings, tmp_path, fmt="help")
+    with pytest.raises(SystemExit, match="unknown device"):
+        datasets.export_dataset(settings, "nope", fmt="csv", out=tmp_path / "x.csv")

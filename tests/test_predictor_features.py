@@ -1,0 +1,65 @@
+"""Additive features and the GCN: encoding and a training step."""
+
+import numpy as np
+import torch
+
+from predictor import nb201
+from predictor.features import FEATURE_NAMES, all_features, arch_features
+from predictor.gcn import LatencyGCN, all_graphs
+
+
+def _col(name: str) -> int:
+    return FEATURE_NAMES.index(name)
+
+
+def test_feature_counts_follow_live_edges():
+    all_conv = nb201.parse(
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    )
+    dead_pool = nb201.parse("|avg_pool_3x3~0|+|none~0|none~1|+|nor_conv_1x1~0|none~1|none~2|")
+    cut = nb201.parse("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    f = arch_features(np.array([all_conv, dead_pool, cut]))
+    assert f[:, _col("intercept")].tolist() == [1, 1, 1]
+    assert f[0, _col("live_nor_conv_3x3")] == 6 and f[0, _col("dead_nor_conv_3x3")] == 0
+    assert f[1, _col("live_nor_conv_1x1")] == 1 and f[1, _col("dead_avg_pool_3x3")] == 1
+    assert f[1, _col("live_avg_pool_3x3")] == 0 and f[1, _col("edge3_nor_conv_1x1")] == 1
+    assert f[2, _col("disconnected")] == 1 and f[2, _col("dead_nor_conv_3x3")] == 1
+
+
+def test_all_features_by_official_index():
+    feats = all_features()
+    assert feats.shape == (nb201.NUM_ARCHS, len(FEATURE_NAMES))
+    assert int(feats[:, _col("disconnected")].sum()) == 341
+    table = nb201.official_ops_table()
+    nonzero = (table > 0).sum(1)
+    counted = feats[:, 2:10].sum(1)  # live + dead op counts
+    np.testing.assert_array_equal(counted, nonzero)
+    np.testing.assert_array_equal(feats[123], arch_features(table[123:124])[0])
+
+
+def test_graph_tensors_match_nb201_encoding():
+    adj, feat = all_graphs()
+    assert adj.shape == (nb201.NUM_ARCHS, 9, 9) and feat.shape == (nb201.NUM_ARCHS, 9, len(nb201.NODE_TYPES))
+    a, f = nb201.graph(nb201.from_official_index(777))
+    np.testing.assert_array_equal(adj[777], a)
+    np.testing.assert_array_equal(feat[777], f)
+
+
+def test_gcn_training_steps_reduce_loss():
+    torch.manual_seed(0)
+    adj, feat = all_graphs()
+    adj, feat = torch.from_numpy(adj[:512]), torch.from_numpy(feat[:512])
+    ops = nb201.official_ops_table()[:512]
+    interaction = ((ops[:, 0] == 3) & (ops[:, 5] == 3)).astype(np.float32)  # what op counts cannot express
+    target = torch.from_numpy(np.stack([interaction, 2 * interaction + (ops[:, 3] == 1)], 1)).float()
+    model = LatencyGCN(num_devices=2)
+    torch.nn.init.normal_(model.device_heads, std=0.1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = ((model(adj, feat) - target) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]

@@ -1,0 +1,141 @@
+"""Predictor API: checkpoints, adaptation, sample selection, uncertainty, pairwise ranking, device state."""
+
+import json
+
+import numpy as np
+import pytest
+
+from predictor.help_data import load_help
+from predictor.metrics import score
+from predictor.nb201 import NUM_ARCHS
+from predictor.selection import select_random
+from predictor.service import DeviceModel, Predictor, pretrain
+
+TRAIN = ["1080ti_1", "silver_4114", "samsung_a50"]
+HELD_OUT = "titanx_256"
+
+
+@pytest.fixture(scope="module")
+def latencies(help_dir):
+    return load_help(help_dir, [*TRAIN, HELD_OUT])
+
+
+@pytest.fixture(scope="module")
+def small(latencies):
+    from predictor.pretrain import pretrain as pretrain_epochs
+
+    return pretrain_epochs({d: latencies[d] for d in TRAIN}, seed=0, epochs=1)
+
+
+def test_checkpoint_round_trip(small, latencies, tmp_path):
+    path = small.save(tmp_path / "ck.npz", metrics={"loo": {"20": {"mean_spearman": 0.5}}})
+    assert path.with_suffix(".json").exists()
+    loaded = Predictor.load(path)
+    assert loaded.version == small.version and loaded.metrics == {"loo": {"20": {"mean_spearman": 0.5}}}
+    assert loaded.devices == sorted(TRAIN)
+    idx = small.select_samples(10, seed=3)
+    assert loaded.select_samples(10, seed=3) == idx
+    lat = latencies[HELD_OUT]
+    for a, b in zip(small.adapt(idx, lat[idx]).predict(), loaded.adapt(idx, lat[idx]).predict(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_adaptation_beats_unadapted_model(small, latencies):
+    lat = latencies[HELD_OUT]
+    idx = small.select_samples(10, seed=0)
+    rest = np.setdiff1d(np.arange(NUM_ARCHS), idx)
+    before = score(small.adapt([], []).predict()[0][rest], lat[rest])
+    after = score(small.adapt(idx, lat[idx]).predict()[0][rest], lat[rest])
+    assert after["acc10"] > before["acc10"] + 0.2
+    assert after["spearman"] > before["spearman"] and after["spearman"] > 0.95
+
+
+def test_selection_distinct_valid_seeded_and_not_random(small):
+    picks = small.select_samples(20, seed=1, exclude=[0, 1, 2])
+    assert len(set(picks)) == 20 and all(0 <= i < NUM_ARCHS for i in picks)
+    assert not {0, 1, 2} & set(picks)
+    assert picks == small.select_samples(20, seed=1, exclude=[0, 1, 2])
+    assert picks != small.select_samples(20, seed=2, exclude=[0, 1, 2])
+    assert len(set(picks) & set(select_random(NUM_ARCHS, 20, seed=1))) < 5
+    # uncertainty sampling: the picks leave less predictive variance over all archs than random picks do
+    cov, noise, phi = small.prior.planning_cov(), small.prior.typical_noise, small.phi
+    left = []
+    for chosen in (picks, select_random(NUM_ARCHS, 20, seed=1)):
+        post = cov - cov @ phi[chosen].T @ np.linalg.solve(
+            phi[chosen] @ cov @ phi[chosen].T + noise * np.eye(20), phi[chosen] @ cov
+        )
+        left.append(((phi @ post) * phi).sum(1).mean())
+    assert left[0] < left[1]
+    with pytest.raises(ValueError, match="cannot select"):
+        small.select_samples(NUM_ARCHS + 1)
+
+
+def test_predict_uncertainty_and_pairwise_ranking(small, latencies):
+    lat = latencies[HELD_OUT]
+    idx = small.select_samples(20, seed=0)
+    model = small.adapt(idx, lat[idx])
+    mean, std = model.predict()
+    assert mean.shape == std.shape == (NUM_ARCHS,) and np.all(std > 0)
+    nxt = model.select_next(15, seed=0)
+    assert len(set(nxt)) == 15 and not set(nxt) & set(idx)
+    assert np.mean(std[nxt]) > np.mean(std)  # the next samples are where the model is least sure
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, NUM_ARCHS, 200), rng.integers(0, NUM_ARCHS, 200)
+    p = model.prob_faster(a, b)
+    assert np.all((p >= 0) & (p <= 1))
+    np.testing.assert_allclose(p + model.prob_faster(b, a), 1.0, atol=1e-9)
+    np.testing.assert_array_equal(p > 0.5, mean[a] < mean[b])
+    agree = np.mean((p > 0.5) == (lat[a] < lat[b]))
+    assert agree > 0.9
+    cands = [int(i) for i in rng.choice(NUM_ARCHS, 30, replace=False)]
+    ranked = model.rank(cands)
+    assert sorted(ranked) == sorted(cands)
+    assert np.all(np.diff(mean[ranked]) >= 0)
+
+
+def test_device_state_round_trip(small, latencies):
+    lat = latencies[HELD_OUT]
+    idx = small.select_samples(10, seed=0)
+    model = small.adapt(idx, lat[idx])
+    state = json.loads(json.dumps(model.to_state()))
+    assert len(json.dumps(state)) < 1_000_000
+    again = DeviceModel.from_state(small, state)
+    np.testing.assert_allclose(again.predict()[0], model.predict()[0])
+    stale = dict(state, predictor_version="older", mean=[0.0] * len(state["mean"]))
+    np.testing.assert_allclose(DeviceModel.from_state(small, stale).predict()[0], model.predict()[0])
+
+
+def test_bad_input_is_rejected(small):
+    with pytest.raises(ValueError, match="indices but"):
+        small.adapt([1, 2], [3.0])
+    with pytest.raises(ValueError, match="positive"):
+        small.adapt([1, 2], [3.0, -1.0])
+    with pytest.raises(ValueError, match="0..15624"):
+        small.adapt([NUM_ARCHS], [1.0])
+    with pytest.raises(ValueError, match="at least 2 devices"):
+        pretrain({"one": np.ones(NUM_ARCHS)})
+
+
+def test_pretrain_accepts_partial_measurements(latencies):
+    from predictor.pretrain import pretrain as pretrain_epochs
+
+    rng = np.random.default_rng(0)
+    partial = {}
+    for d in TRAIN:
+        lat = latencies[d].copy()
+        lat[rng.random(NUM_ARCHS) < 0.5] = np.nan
+        partial[d] = lat
+    predictor = pretrain_epochs(partial, epochs=0)
+    lat = latencies[HELD_OUT]
+    idx = predictor.select_samples(20, seed=0)
+    rest = np.setdiff1d(np.arange(NUM_ARCHS), idx)
+    assert score(predictor.adapt(idx, lat[idx]).predict()[0][rest], lat[rest])["spearman"] > 0.95
+
+
+def test_shipped_checkpoint_predicts_every_arch():
+    predictor = Predictor.load()
+    assert predictor.version and len(predictor.devices) == 21
+    idx = predictor.select_samples(5, seed=0)
+    mean, std = predictor.adapt(idx, np.linspace(5, 9, 5)).predict()
+    assert mean.shape == std.shape == (NUM_ARCHS,)
+    assert np.all(np.isfinite(mean)) and np.all(std > 0)

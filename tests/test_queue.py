@@ -1,0 +1,420 @@
+"""The DB job queue on SQLite and PostgreSQL: submit, lease, heartbeat, expiry, attempts, reports, release."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from predictor import nb201
+from services import queue
+from services.queue import QueueError, ReportedResult
+from services.security import hash_secret, new_secret
+from services.store.db import transaction
+from services.store.models import Agent, Arch, Artifact, Device, Job, JobState, Measurement
+
+ARCHS = [nb201.to_string(ops) for ops in list(nb201.enumerate_archs())[:12]]
+INPUT_SHAPE = [1, 3, 32, 32]
+
+
+class TinyArtifactStore:
+    """A real, small artifact store for tests: an ONNX ``y = x + c`` graph per arch, content-addressed on disk."""
+
+    def __init__(self, root: Path, extra_floats: int = 0, fail_archs: frozenset[str] = frozenset()) -> None:
+        self.root = root
+        self.extra_floats = extra_floats  # padding initializer, to make big artifacts
+        self.fail_archs = fail_archs
+        root.mkdir(parents=True, exist_ok=True)
+
+    def export_file(self, arch: str, fmt: str) -> tuple[str, Path]:
+        if arch in self.fail_archs:
+            raise RuntimeError(f"cannot export {arch}")
+        data = self._model(nb201.official_index(nb201.parse(arch)), fmt)
+        sha = hashlib.sha256(data).hexdigest()
+        (self.root / sha).write_bytes(data)
+        return sha, self.root / sha
+
+    def ensure(self, session, arch: Arch, fmt: str) -> Artifact:
+        sha, path = self.export_file(arch.arch, fmt)
+        data = path.read_bytes()
+        artifact = session.get(Artifact, sha)
+        if artifact is not None:
+            return artifact
+        artifact = Artifact(
+            sha256=sha, arch_id=arch.id, format=fmt, settings={"input_shape": INPUT_SHAPE}, size_bytes=len(data)
+        )
+        try:
+            with session.begin_nested():  # another replica may record it at the same time
+                session.add(artifact)
+        except IntegrityError:
+            return session.get(Artifact, sha, populate_existing=True)
+        return artifact
+
+    def open(self, session, sha256: str):
+        path = self.root / sha256
+        if session.get(Artifact, sha256) is None or not path.exists():
+            return None
+        return path.open("rb")
+
+    def _model(self, seed: int, fmt: str) -> bytes:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, INPUT_SHAPE)
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, INPUT_SHAPE)
+        c = numpy_helper.from_array(np.full(INPUT_SHAPE, float(seed), dtype=np.float32), "c")
+        inits = [c]
+        if self.extra_floats:
+            pad = np.random.default_rng(seed).standard_normal(self.extra_floats).astype(np.float32)
+            inits.append(numpy_helper.from_array(pad, "pad"))
+        graph = helper.make_graph([helper.make_node("Add", ["x", "c"], ["y"])], f"tiny-{fmt}", [x], [y], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.checker.check_model(model)
+        return model.SerializeToString()
+
+
+def make_device(sessions, name: str = "dev-a") -> int:
+    with transaction(sessions) as s:
+        device = Device(name=name)
+        s.add(device)
+        s.flush()
+        return device.id
+
+
+def make_agent(sessions, device_id: int) -> str:
+    with transaction(sessions) as s:
+        agent = Agent(device_id=device_id, credential_hash=hash_secret(new_secret("lf_agent")))
+        s.add(agent)
+        s.flush()
+        return agent.id
+
+
+def submit(sessions, device_id: int, archs=ARCHS, fmt: str = "onnx") -> str:
+    with transaction(sessions) as s:
+        return queue.submit_batch(s, s.get(Device, device_id), archs, fmt=fmt, requested_by="tester").id
+
+
+def lease(sessions, agent_id, store, *, max_jobs=4, formats=("onnx",), lease_seconds=30, now=None, max_attempts=3):
+    with transaction(sessions) as s:
+        jobs = queue.lease(
+            s,
+            s.get(Agent, agent_id),
+            max_jobs=max_jobs,
+            formats=formats,
+            lease_seconds=lease_seconds,
+            artifacts=store,
+            max_attempts=max_attempts,
+            now=now,
+        )
+        return [(j.id, j.arch.arch, j.artifact_sha256, j.attempts) for j in jobs]
+
+
+def ok_result(job_id: str, median: float = 1.5, **kw) -> ReportedResult:
+    base = dict(
+        mean_ms=1.6,
+        std_ms=0.1,
+        min_ms=1.4,
+        p90_ms=1.7,
+        runs=30,
+        round_medians_ms=[1.5, 1.49, 1.52],
+        runtime="onnxruntime",
+    )
+    return ReportedResult(job_id=job_id, ok=True, median_ms=median, **{**base, **kw})
+
+
+def fail_result(job_id: str) -> ReportedResult:
+    return ReportedResult(job_id=job_id, ok=False, error_class="run", error_message="inference raised")
+
+
+def report(sessions, agent_id, results, max_attempts=3):
+    with transaction(sessions) as s:
+        return queue.report(s, s.get(Agent, agent_id), results, {"governor": "performance"}, max_attempts)
+
+
+def job(sessions, job_id) -> Job:
+    with sessions() as s:
+        return s.get(Job, job_id)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return TinyArtifactStore(tmp_path / "artifacts")
+
+
+def test_submit_validates_and_dedupes(sessions):
+    dev = make_device(sessions)
+    with pytest.raises(QueueError, match="nor_conv_9x9"):
+        submit(sessions, dev, [ARCHS[0], "|nor_conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|"])
+    with pytest.raises(QueueError, match="format"):
+        submit(sessions, dev, ARCHS, fmt="tensorrt")
+    with pytest.raises(QueueError, match="non-empty"):
+        submit(sessions, dev, [])
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 0
+    batch_id = submit(sessions, dev, [ARCHS[0], ARCHS[1], " " + ARCHS[0]])
+    with sessions() as s:
+        progress = queue.batch_progress(s, batch_id)
+        assert queue.batch_progress(s, "nope") is None
+    assert progress["device"] == "dev-a" and progress["format"] == "onnx"
+    assert (progress["total"], progress["queued"], progress["running"], progress["done"]) == (2, 2, 0, 0)
+    assert progress["errors"] == []
+
+
+def test_lease_takes_oldest_of_own_device_and_format(sessions, store):
+    dev, other = make_device(sessions), make_device(sessions, "dev-b")
+    agent = make_agent(sessions, dev)
+    submit(sessions, other, ARCHS[:3])
+    submit(sessions, dev, ARCHS[:2], fmt="tflite")
+    submit(sessions, dev, ARCHS[:6])
+    with sessions() as s:
+        pending = queue.pending_artifacts(s, dev, ["onnx"], 10)
+        assert sorted(arch.arch for arch, _ in pending) == sorted(ARCHS[:6])
+        assert len(queue.pending_artifacts(s, dev, ["onnx", "tflite"], 4)) == 4
+    first = lease(sessions, agent, store, max_jobs=4)
+    assert len(first) == 4 and all(sha and attempts == 1 for _, _, sha, attempts in first)
+    assert {arch for _, arch, _, _ in first} <= set(ARCHS[:6])
+    assert (store.root / first[0][2]).exists()
+    second = lease(sessions, agent, store, max_jobs=4)
+    assert len(second) == 2 and not {j for j, *_ in first} & {j for j, *_ in second}
+    assert lease(sessions, agent, store, max_jobs=4) == []
+    with sessions() as s:
+        assert queue.pending_artifacts(s, dev, ["onnx"], 10) == []
+    assert len(lease(sessions, agent, store, max_jobs=4, formats=("tflite", "bogus"))) == 2
+    with sessions() as s:
+        depth = queue.queue_depth(s)
+        assert s.get(Agent, agent).last_heartbeat is not None
+    assert depth == {"queued": 3, "running": 8, "done": 0, "failed": 0}
+
+
+def test_heartbeat_extends_and_expiry_requeues(sessions, store):
+    dev = make_device(sessions)
+    a, b = make_agent(sessions, dev), make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS[:2])
+    t0 = queue.utcnow()
+    (j1, *_), (j2, *_) = lease(sessions, a, store, max_jobs=2, lease_seconds=10, now=t0)
+    with transaction(sessions) as s:
+        lost = queue.heartbeat(s, s.get(Agent, a), [j1, "unknown-job"], 10, now=t0 + timedelta(seconds=8))
+    assert lost == ["unknown-job"]
+    with transaction(sessions) as s:  # j2 lapsed at t0+10, j1 was extended to t0+18
+        assert queue.requeue_expired(s, max_attempts=3, now=t0 + timedelta(seconds=12)) == 1
+    requeued = job(sessions, j2)
+    assert requeued.state == JobState.queued and requeued.lease_owner is None
+    assert requeued.error == "lease expired 1 time" and requeued.attempts == 1
+    got = lease(sessions, b, store, max_jobs=5, now=t0 + timedelta(seconds=13))
+    assert [(j, n) for j, _, _, n in got] == [(j2, 2)]
+    with transaction(sessions) as s:
+        assert queue.heartbeat(s, s.get(Agent, a), [j1, j2], 10, now=t0 + timedelta(seconds=14)) == [j2]
+    acks = report(sessions, a, [ok_result(j2)])
+    assert not acks[0].accepted and "not leased by this agent" in acks[0].message
+    assert report(sessions, b, [ok_result(j2)])[0].accepted
+
+
+def test_expired_leases_fail_after_max_attempts(sessions, store):
+    dev = make_device(sessions)
+    agent = make_agent(sessions, dev)
+    batch = submit(sessions, dev, ARCHS[:1])
+    now = queue.utcnow()
+    for attempt in range(1, 4):
+        leased = lease(sessions, agent, store, lease_seconds=5, now=now)
+        assert [n for *_, n in leased] == [attempt]
+        now += timedelta(seconds=6)
+    assert lease(sessions, agent, store, now=now) == []  # the third lapse is requeued first, then failed
+    with sessions() as s:
+        progress = queue.batch_progress(s, batch)
+    assert progress["failed"] == 1
+    assert progress["errors"] == [{"arch": ARCHS[0], "error": "lease expired 3 times"}]
+
+
+def test_failure_reports_retry_then_fail_with_reason(sessions, store):
+    dev = make_device(sessions)
+    agent = make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS[:1])
+    for attempt in (1, 2):
+        ((job_id, _, _, attempts),) = lease(sessions, agent, store)
+        assert attempts == attempt
+        ack = report(sessions, agent, [fail_result(job_id)])[0]
+        assert ack.accepted and ack.message == "job queued"
+        assert job(sessions, job_id).error == "run: inference raised"
+    ((job_id, _, _, attempts),) = lease(sessions, agent, store)
+    assert attempts == 3
+    assert report(sessions, agent, [fail_result(job_id)])[0].message == "job failed"
+    failed = job(sessions, job_id)
+    assert failed.state == JobState.failed and failed.finished_at is not None
+    assert failed.error == "failed after 3 attempts; last: run: inference raised"
+
+
+def test_ok_report_stored_once_and_only_from_lease_holder(sessions, store):
+    dev = make_device(sessions)
+    agent, intruder = make_agent(sessions, dev), make_agent(sessions, dev)
+    batch = submit(sessions, dev, ARCHS[:2])
+    (j1, _, sha1, _), (j2, *_) = lease(sessions, agent, store, max_jobs=2)
+    assert not report(sessions, intruder, [ok_result(j1)])[0].accepted
+    acks = report(sessions, agent, [ok_result(j1, affinity=[0], settings={"rounds": 3}), ok_result(j2, unstable=True)])
+    assert [(a.accepted, a.duplicate) for a in acks] == [(True, False), (True, False)]
+    assert "unstable" in acks[1].message
+    again = report(sessions, agent, [ok_result(j1), ReportedResult(job_id="missing", ok=True, median_ms=1.0)])
+    assert (again[0].accepted, again[0].duplicate) == (True, True)
+    assert (again[1].accepted, again[1].message) == (False, "unknown job")
+    assert not report(sessions, intruder, [ok_result(j1)])[0].accepted
+    with sessions() as s:
+        rows = s.scalars(select(Measurement).order_by(Measurement.job_id)).all()
+        progress = queue.batch_progress(s, batch)
+    by_job = {m.job_id: m for m in rows}
+    assert len(rows) == 2 and set(by_job) == {j1, j2}
+    first = by_job[j1]
+    assert (first.median_ms, first.agent_id, first.artifact_sha256, first.unstable) == (1.5, agent, sha1, False)
+    assert first.protocol == {"rounds": 3, "affinity": [0]} and first.provenance == {"governor": "performance"}
+    assert first.round_medians_ms == [1.5, 1.49, 1.52]
+    assert by_job[j2].unstable is True
+    assert progress["done"] == 2 and job(sessions, j1).state == JobState.done
+
+
+def test_malformed_result_rejected_before_writing(sessions, store):
+    dev = make_device(sessions)
+    agent = make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS[:1])
+    ((job_id, *_),) = lease(sessions, agent, store)
+    with pytest.raises(QueueError, match="median_ms"):
+        report(sessions, agent, [ok_result(job_id, median=0.0)])
+    with pytest.raises(QueueError, match="p90_ms"):
+        report(sessions, agent, [ok_result(job_id, p90_ms=float("nan"))])
+    assert job(sessions, job_id).state == JobState.running
+
+
+def test_release_returns_jobs_without_counting_the_attempt(sessions, store):
+    dev = make_device(sessions)
+    agent, other = make_agent(sessions, dev), make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS[:3])
+    mine = [j for j, *_ in lease(sessions, agent, store, max_jobs=2)]
+    theirs = [j for j, *_ in lease(sessions, other, store, max_jobs=2)]
+    with transaction(sessions) as s:
+        assert queue.release(s, s.get(Agent, agent), mine + theirs) == 2
+    assert all(job(sessions, j).state == JobState.queued and job(sessions, j).attempts == 0 for j in mine)
+    assert job(sessions, theirs[0]).state == JobState.running
+    assert sorted(n for *_, n in lease(sessions, other, store, max_jobs=5)) == [1, 1]
+
+
+def test_export_failure_fails_the_job_with_reason(sessions, tmp_path):
+    store = TinyArtifactStore(tmp_path / "a", fail_archs=frozenset({ARCHS[0]}))
+    dev = make_device(sessions)
+    agent = make_agent(sessions, dev)
+    batch = submit(sessions, dev, ARCHS[:2])
+    assert [arch for _, arch, _, _ in lease(sessions, agent, store)] == [ARCHS[1]]
+    with sessions() as s:
+        errors = queue.batch_progress(s, batch)["errors"]
+    assert errors == [{"arch": ARCHS[0], "error": f"artifact export failed: RuntimeError: cannot export {ARCHS[0]}"}]
+
+
+def test_concurrent_leasing_never_double_leases(sessions, store):
+    dev = make_device(sessions)
+    agents = [make_agent(sessions, dev) for _ in range(4)]
+    archs = [nb201.to_string(ops) for ops in list(nb201.enumerate_archs())[:120]]
+    submit(sessions, dev, archs)
+    leased: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker(agent_id: str) -> None:
+        try:
+            while got := lease(sessions, agent_id, store, max_jobs=3):
+                with lock:
+                    leased.extend(j for j, *_ in got)
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(a,)) for a in agents]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert len(leased) == 120 and max(Counter(leased).values()) == 1
+    with sessions() as s:
+        owners = Counter(s.scalars(select(Job.lease_owner)))
+        assert queue.queue_depth(s)["running"] == 120
+    assert sum(owners.values()) == 120 and set(owners) <= set(agents)
+
+
+def _lease_until_empty(url: str, agent_id: str, root: str, out, start) -> None:
+    """Run in a separate process, as a second server replica would."""
+    from services.store.db import make_engine, make_sessionmaker
+
+    engine = make_engine(url)
+    try:
+        sessions = make_sessionmaker(engine)
+        store = TinyArtifactStore(Path(root))
+        start.wait(60)
+        while got := lease(sessions, agent_id, store, max_jobs=2):
+            out.put([j for j, *_ in got])
+    finally:
+        engine.dispose()
+        out.put(None)
+
+
+def test_two_processes_never_double_lease_on_postgres(pg_url, tmp_path):
+    import multiprocessing
+
+    from services.store.db import make_engine, make_sessionmaker
+    from services.store.models import Base
+
+    engine = make_engine(pg_url)
+    try:
+        Base.metadata.create_all(engine)
+        sessions = make_sessionmaker(engine)
+        dev = make_device(sessions)
+        agents = [make_agent(sessions, dev) for _ in range(2)]
+        submit(sessions, dev, [nb201.to_string(ops) for ops in list(nb201.enumerate_archs())[:60]])
+        context = multiprocessing.get_context("spawn")
+        out, start = context.Queue(), context.Barrier(2)
+        root = str(tmp_path / "art")
+        procs = [context.Process(target=_lease_until_empty, args=(pg_url, a, root, out, start)) for a in agents]
+        for proc in procs:
+            proc.start()
+        leased, finished = [], 0
+        while finished < len(procs):
+            item = out.get(timeout=120)
+            finished += item is None
+            leased.extend(item or [])
+        for proc in procs:
+            proc.join(30)
+        assert [p.exitcode for p in procs] == [0, 0]
+        assert len(leased) == 60 and len(set(leased)) == 60
+        with sessions() as s:
+            owners = Counter(s.scalars(select(Job.lease_owner)))
+        assert set(owners) == set(agents)  # both replicas took part
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_repeats_of_a_report_store_it_once(sessions, store):
+    """An agent retrying a report while the first call still runs (or naming a job twice) gets one row."""
+    dev = make_device(sessions)
+    agent = make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS[:4])
+    leased = [j for j, *_ in lease(sessions, agent, store)]
+    start = threading.Barrier(4)
+    acks, errors = [], []
+
+    def send() -> None:
+        try:
+            start.wait(10)
+            acks.extend(report(sessions, agent, [ok_result(j) for j in leased] + [ok_result(leased[0])]))
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert all(a.accepted for a in acks) and len(acks) == 4 * 5
+    assert sum(not a.duplicate for a in acks) == 4  # each job stored by exactly one call
+    with sessions() as s:
+        assert sorted(s.scalars(select(Measurement.job_id))) == sorted(leased)

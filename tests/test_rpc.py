@@ -1,0 +1,362 @@
+"""The gRPC agent service against a real server on a free port, a real database and a real artifact file."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from types import SimpleNamespace
+
+import grpc
+import onnx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import select
+
+from predictor import nb201
+from proto.latfarm.v1 import agent_pb2, agent_pb2_grpc
+from services import queue
+from services.artifacts import ArtifactStore
+from services.notify import make_notifier
+from services.rpc.server import SERVICE_NAME, build_grpc_server, sweep_expired
+from services.security import hash_secret, new_secret
+from services.settings import Settings
+from services.store.db import make_engine, make_sessionmaker, transaction
+from services.store.models import Agent, Base, Device, Enrollment, Job, JobState, Measurement
+from tests.test_queue import ARCHS, INPUT_SHAPE, TinyArtifactStore
+
+BIG_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+DESCRIPTOR = agent_pb2.DeviceDescriptor(
+    hostname="pi-1", cpu_model="Cortex-A76", cpu_cores=4, os="Linux", machine="aarch64", formats=["onnx"]
+)
+
+
+def enroll(sessions, name: str = "rpi5-cpu") -> tuple[int, str]:
+    """A device and an enrollment token for it."""
+    token = new_secret("lf_enroll")
+    with transaction(sessions) as s:
+        device = Device(name=name)
+        s.add(device)
+        s.flush()
+        s.add(Enrollment(device_id=device.id, token_hash=hash_secret(token), created_by="owner-1"))
+        return device.id, token
+
+
+def start_farm(sessions, store, notifier, enrolled: tuple[int, str] | None = None):
+    """A started server on a free port, its client stub, and an enrolled device."""
+    settings = Settings(lease_seconds=30, heartbeat_interval_s=5, max_attempts=2)
+    device_id, token = enrolled or enroll(sessions)
+    server, port = build_grpc_server(settings, sessions, store, notifier, port=0)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    return SimpleNamespace(
+        server=server,
+        channel=channel,
+        stub=agent_pb2_grpc.AgentServiceStub(channel),
+        store=store,
+        token=token,
+        device_id=device_id,
+        sessions=sessions,
+        notifier=notifier,
+    )
+
+
+def stop_farm(farm) -> None:
+    farm.channel.close()
+    farm.server.stop(None)
+    farm.notifier.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """The real artifact store (torch export), shared by the tests so each model is exported once."""
+    return ArtifactStore(tmp_path_factory.mktemp("artifacts"))
+
+
+@pytest.fixture
+def farm(sessions, artifacts):
+    farm = start_farm(sessions, artifacts, make_notifier(None))
+    yield farm
+    stop_farm(farm)
+
+
+def register(farm, name="pi-agent") -> tuple[str, list[tuple[str, str]]]:
+    reply = farm.stub.Register(
+        agent_pb2.RegisterRequest(enrollment_token=farm.token, descriptor=DESCRIPTOR, name=name), timeout=10
+    )
+    return reply.agent_id, [("authorization", f"Bearer {reply.credential}")]
+
+
+def submit(farm, archs=ARCHS[:3]) -> str:
+    with transaction(farm.sessions) as s:
+        batch_id = queue.submit_batch(s, s.get(Device, farm.device_id), archs).id
+    farm.notifier.notify(farm.device_id)
+    return batch_id
+
+
+def code_of(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        result = call()
+        if hasattr(result, "__iter__") and not hasattr(result, "ListFields"):
+            list(result)
+    return info.value.code(), info.value.details()
+
+
+def test_register_checks_token_and_descriptor(farm):
+    def reg(token=farm.token, descriptor=DESCRIPTOR):
+        request = agent_pb2.RegisterRequest(enrollment_token=token, name="x")
+        if descriptor is not None:
+            request.descriptor.CopyFrom(descriptor)
+        return lambda: farm.stub.Register(request, timeout=10)
+
+    assert code_of(reg(token="")) == (grpc.StatusCode.INVALID_ARGUMENT, "enrollment_token is required")
+    assert code_of(reg(token="lf_enroll_wrong"))[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert code_of(reg(descriptor=None)) == (grpc.StatusCode.INVALID_ARGUMENT, "descriptor is required")
+    no_formats = agent_pb2.DeviceDescriptor(hostname="h")
+    assert "descriptor.formats is empty" in code_of(reg(descriptor=no_formats))[1]
+    bad_format = agent_pb2.DeviceDescriptor(hostname="h", formats=["tensorrt"])
+    assert code_of(reg(descriptor=bad_format))[0] == grpc.StatusCode.INVALID_ARGUMENT
+
+    agent_id, _ = register(farm)
+    reply = farm.stub.Register(agent_pb2.RegisterRequest(enrollment_token=farm.token, descriptor=DESCRIPTOR))
+    assert reply.device == "rpi5-cpu" and reply.heartbeat_interval_s == 5 and reply.lease_seconds == 30
+    assert reply.credential.startswith("lf_agent_") and reply.agent_id != agent_id
+    with farm.sessions() as s:
+        agent = s.get(Agent, agent_id)
+        enrollment = s.scalars(select(Enrollment)).one()
+        assert (agent.device_id, agent.name, agent.owner, agent.state) == (
+            farm.device_id,
+            "pi-agent",
+            "owner-1",
+            "idle",
+        )
+        assert agent.descriptor["cpu_model"] == "Cortex-A76" and agent.descriptor["formats"] == ["onnx"]
+        assert s.get(Agent, reply.agent_id).name == "pi-1"  # defaults to the hostname
+        assert enrollment.uses == 2
+        assert queue.is_online(agent, 5)
+
+    with transaction(farm.sessions) as s:
+        s.scalars(select(Enrollment)).one().expires_at = queue.utcnow() - timedelta(minutes=1)
+    code, details = code_of(reg())
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "expired" in details
+    with transaction(farm.sessions) as s:
+        enrollment = s.scalars(select(Enrollment)).one()
+        enrollment.expires_at, enrollment.revoked = None, True
+    assert code_of(reg()) == (grpc.StatusCode.PERMISSION_DENIED, "enrollment token was revoked")
+
+
+def test_every_call_needs_the_credential(farm):
+    register(farm)
+    calls = {
+        "Heartbeat": lambda md: farm.stub.Heartbeat(agent_pb2.HeartbeatRequest(), metadata=md, timeout=10),
+        "LeaseJobs": lambda md: farm.stub.LeaseJobs(agent_pb2.LeaseRequest(), metadata=md, timeout=10),
+        "FetchArtifact": lambda md: farm.stub.FetchArtifact(
+            agent_pb2.FetchArtifactRequest(sha256="0" * 64), metadata=md, timeout=10
+        ),
+        "ReportResults": lambda md: farm.stub.ReportResults(agent_pb2.ReportRequest(), metadata=md, timeout=10),
+        "ReleaseJobs": lambda md: farm.stub.ReleaseJobs(agent_pb2.ReleaseRequest(), metadata=md, timeout=10),
+    }
+    for name, call in calls.items():
+        for metadata in ([], [("authorization", "Bearer lf_agent_forged")], [("authorization", "Basic abc")]):
+            code, details = code_of(lambda call=call, metadata=metadata: call(metadata))
+            assert code == grpc.StatusCode.UNAUTHENTICATED, (name, metadata, details)
+
+
+def test_lease_fetch_heartbeat_report_release(farm):
+    agent_id, md = register(farm)
+    batch_id = submit(farm)
+    leased = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=3), metadata=md, timeout=30)
+    assert leased.lease_seconds == 30 and len(leased.jobs) == 3
+    first, second, third = leased.jobs
+    assert {j.arch for j in leased.jobs} == set(ARCHS[:3])
+    assert (first.space, first.format, first.attempt, list(first.input_shape)) == ("nb201", "onnx", 1, INPUT_SHAPE)
+
+    data = b"".join(
+        c.data
+        for c in farm.stub.FetchArtifact(agent_pb2.FetchArtifactRequest(sha256=first.artifact_sha256), metadata=md)
+    )
+    assert len(data) == first.artifact_size and hashlib.sha256(data).hexdigest() == first.artifact_sha256
+    model = onnx.load_model_from_string(data)
+    assert {p.key: p.value for p in model.metadata_props}["latfarm.arch"] == first.arch
+
+    beat = farm.stub.Heartbeat(
+        agent_pb2.HeartbeatRequest(job_ids=[first.job_id, "gone"], state="measuring"), metadata=md, timeout=10
+    )
+    assert list(beat.lost_job_ids) == ["gone"] and beat.heartbeat_interval_s == 5
+
+    stats = agent_pb2.Stats(median_ms=2.5, mean_ms=2.6, std_ms=0.1, min_ms=2.4, p90_ms=2.7, runs=100)
+    stats.round_medians_ms.extend([2.5, 2.49, 2.52])
+    ok = agent_pb2.Result(
+        job_id=first.job_id,
+        ok=True,
+        stats=stats,
+        artifact_sha256=first.artifact_sha256,
+        runtime="onnxruntime",
+        runtime_version="1.32.0",
+        provider="CPUExecutionProvider",
+        threads=1,
+        affinity=[2],
+        settings=agent_pb2.MeasureSettings(rounds=5, runs_per_round=20),
+    )
+    failed = agent_pb2.Result(
+        job_id=second.job_id, ok=False, error_class=agent_pb2.ERROR_CLASS_LOAD, error_message="bad model"
+    )
+    request = agent_pb2.ReportRequest(results=[ok, failed], provenance=agent_pb2.Provenance(governor="performance"))
+    acks = farm.stub.ReportResults(request, metadata=md, timeout=10).acks
+    assert [(a.job_id, a.accepted, a.duplicate) for a in acks] == [
+        (first.job_id, True, False),
+        (second.job_id, True, False),
+    ]
+    again = farm.stub.ReportResults(agent_pb2.ReportRequest(results=[ok]), metadata=md, timeout=10).acks
+    assert (again[0].accepted, again[0].duplicate) == (True, True)
+
+    released = farm.stub.ReleaseJobs(agent_pb2.ReleaseRequest(job_ids=[third.job_id]), metadata=md, timeout=10)
+    assert released.released == 1
+    with farm.sessions() as s:
+        measurement = s.scalars(select(Measurement)).one()
+        progress = queue.batch_progress(s, batch_id)
+        second_job = s.get(Job, second.job_id)
+        assert s.get(Agent, agent_id).state == "measuring"
+    assert (measurement.median_ms, measurement.runtime_version, measurement.provider) == (
+        2.5,
+        "1.32.0",
+        "CPUExecutionProvider",
+    )
+    assert measurement.protocol == {"rounds": 5, "runs_per_round": 20, "affinity": [2], "round_spread": 0.0}
+    assert measurement.provenance == {"governor": "performance"} and measurement.round_medians_ms == [2.5, 2.49, 2.52]
+    assert (second_job.state, second_job.error) == (JobState.queued, "load: bad model")
+    assert (progress["done"], progress["queued"], progress["running"]) == (1, 2, 0)
+
+
+def test_bad_messages_get_invalid_argument(farm):
+    _, md = register(farm)
+    bad = {
+        "negative max_jobs": lambda: farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=-1), metadata=md, timeout=10),
+        "unknown format": lambda: farm.stub.LeaseJobs(agent_pb2.LeaseRequest(formats=["x"]), metadata=md, timeout=10),
+        "bad sha": lambda: farm.stub.FetchArtifact(agent_pb2.FetchArtifactRequest(sha256="abc"), metadata=md),
+        "bad state": lambda: farm.stub.Heartbeat(agent_pb2.HeartbeatRequest(state="asleep"), metadata=md, timeout=10),
+        "zero median": lambda: farm.stub.ReportResults(
+            agent_pb2.ReportRequest(results=[agent_pb2.Result(job_id="j", ok=True)]), metadata=md, timeout=10
+        ),
+    }
+    for what, call in bad.items():
+        code, details = code_of(call)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details, what
+    missing = agent_pb2.FetchArtifactRequest(sha256="ab" * 32)
+    assert code_of(lambda: farm.stub.FetchArtifact(missing, metadata=md))[0] == grpc.StatusCode.NOT_FOUND
+
+
+def test_big_artifact_streams_in_chunks_and_resumes(farm):
+    _, md = register(farm)
+    submit(farm, [BIG_ARCH])
+    (job,) = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=1), metadata=md, timeout=30).jobs
+    assert job.artifact_size > 3 * 2**20
+    chunks = list(farm.stub.FetchArtifact(agent_pb2.FetchArtifactRequest(sha256=job.artifact_sha256), metadata=md))
+    assert len(chunks) >= 4 and all(c.total_size == job.artifact_size for c in chunks)
+    assert [c.offset for c in chunks] == [sum(len(c.data) for c in chunks[:i]) for i in range(len(chunks))]
+    data = b"".join(c.data for c in chunks)
+    assert hashlib.sha256(data).hexdigest() == job.artifact_sha256
+    resume_at = len(data) - 12345
+    tail = farm.stub.FetchArtifact(
+        agent_pb2.FetchArtifactRequest(sha256=job.artifact_sha256, offset=resume_at), metadata=md
+    )
+    assert b"".join(c.data for c in tail) == data[resume_at:]
+    past_end = agent_pb2.FetchArtifactRequest(sha256=job.artifact_sha256, offset=len(data) + 1)
+    assert code_of(lambda: farm.stub.FetchArtifact(past_end, metadata=md))[0] == grpc.StatusCode.OUT_OF_RANGE
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["local", "redis"])
+def test_long_poll_wakes_when_a_batch_arrives(sessions, artifacts, request, shared):
+    """With Redis the batch is announced through a second notifier, as by another server replica."""
+    redis_url = request.getfixturevalue("redis_url") if shared else None
+    farm = start_farm(sessions, artifacts, make_notifier(redis_url))
+    announcer = make_notifier(redis_url) if shared else farm.notifier
+    try:
+        _, md = register(farm)
+        start = time.monotonic()
+        empty = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=0.5), metadata=md, timeout=10)
+        assert list(empty.jobs) == [] and time.monotonic() - start >= 0.45
+        with ThreadPoolExecutor(1) as pool:
+            start = time.monotonic()
+            waiting = pool.submit(farm.stub.LeaseJobs, agent_pb2.LeaseRequest(wait_seconds=20), metadata=md, timeout=30)
+            time.sleep(0.5)
+            assert not waiting.done()
+            with transaction(sessions) as s:
+                queue.submit_batch(s, s.get(Device, farm.device_id), ARCHS[:2])
+            announcer.notify(farm.device_id)
+            reply = waiting.result(timeout=15)
+        assert len(reply.jobs) == 2 and time.monotonic() - start < 4.5
+    finally:
+        stop_farm(farm)
+        announcer.close()
+
+
+def test_health_reports_serving(farm):
+    health = health_pb2_grpc.HealthStub(farm.channel)
+    for service in ("", SERVICE_NAME):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_sweeper_requeues_lapsed_leases_and_wakes_agents(farm):
+    agent_id, md = register(farm)
+    submit(farm, ARCHS[:2])
+    leased = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=2), metadata=md, timeout=30).jobs
+    with transaction(farm.sessions) as s:
+        for job in s.scalars(select(Job)):
+            job.lease_expires_at = queue.utcnow() - timedelta(seconds=1)
+    seen = farm.notifier.version(farm.device_id)
+    assert sweep_expired(farm.sessions, farm.notifier, max_attempts=2) == 2
+    assert farm.notifier.version(farm.device_id) > seen
+    with farm.sessions() as s:
+        assert queue.queue_depth(s)["queued"] == 2
+    lost = farm.stub.Heartbeat(agent_pb2.HeartbeatRequest(job_ids=[j.job_id for j in leased]), metadata=md)
+    assert sorted(lost.lost_job_ids) == sorted(j.job_id for j in leased)
+
+
+def test_two_replicas_serve_the_same_agents_without_double_leasing(pg_url, redis_url, tmp_path):
+    """Two servers, each with its own engine, on one PostgreSQL database and one Redis."""
+    engines = [make_engine(pg_url) for _ in range(2)]
+    replicas = []
+    try:
+        Base.metadata.create_all(engines[0])
+        enrolled = enroll(make_sessionmaker(engines[0]))
+        for i, engine in enumerate(engines):
+            sessions = make_sessionmaker(engine)
+            store = TinyArtifactStore(tmp_path / f"r{i}")  # 40 models: the tiny store keeps this fast
+            replicas.append(start_farm(sessions, store, make_notifier(redis_url), enrolled))
+        a, b = replicas
+        _, md = register(a)
+        assert b.stub.Heartbeat(agent_pb2.HeartbeatRequest(state="idle"), metadata=md, timeout=10).heartbeat_interval_s
+        archs = [nb201.to_string(ops) for ops in list(nb201.enumerate_archs())[:40]]
+        with transaction(b.sessions) as s:
+            queue.submit_batch(s, s.get(Device, b.device_id), archs)
+
+        def drain(stub) -> list[str]:
+            got = []
+            while jobs := stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=3), metadata=md, timeout=30).jobs:
+                got.extend(j.job_id for j in jobs)
+            return got
+
+        with ThreadPoolExecutor(4) as pool:
+            leased = [job_id for got in pool.map(drain, [a.stub, b.stub, a.stub, b.stub]) for job_id in got]
+        assert len(leased) == 40 and len(set(leased)) == 40
+    finally:
+        for farm in replicas:
+            stop_farm(farm)
+        for engine in engines:
+            engine.dispose()
+
+
+def test_a_cancelled_long_poll_leases_nothing(farm):
+    _, md = register(farm)
+    waiting = farm.stub.LeaseJobs.future(agent_pb2.LeaseRequest(wait_seconds=20), metadata=md, timeout=30)
+    time.sleep(0.3)
+    waiting.cancel()
+    batch_id = submit(farm, ARCHS[:2])  # wakes the abandoned long-poll
+    time.sleep(1.0)
+    with farm.sessions() as s:
+        progress = queue.batch_progress(s, batch_id)
+        attempts = set(s.scalars(select(Job.attempts)))
+    assert (progress["queued"], progress["running"], attempts) == (2, 0, {0})
