@@ -155,6 +155,7 @@ class ArtifactStore:
         self.root = Path(root)
         self.settings = settings
         self._known: dict[str, str] = {}  # index key -> sha256, this process
+        self._lock = threading.Lock()  # concurrent requests for one model: the second finds the first's file
 
     def path(self, sha256: str, fmt: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.{fmt}"
@@ -167,7 +168,10 @@ class ArtifactStore:
         """Export (unless indexed and on disk) and store; returns (sha256, path, size)."""
         if fmt not in FORMATS:
             raise ValueError(f"unknown model format {fmt!r}; expected one of {FORMATS}")
-        arch = nb201.canonical(arch)
+        with self._lock:  # exports run one at a time anyway (_export_lock)
+            return self._produce_locked(nb201.canonical(arch), fmt, settings)
+
+    def _produce_locked(self, arch: str, fmt: str, settings: ExportSettings | None) -> tuple[str, Path, int]:
         settings = settings or self.settings
         key = self._key(arch, fmt) if settings == self.settings else None
         index = self.root / "index" / f"{key}.sha256" if key else None

@@ -174,7 +174,8 @@ def lease(
 
     A job whose artifact cannot be exported fails at once with the reason.
     """
-    now = now or utcnow()
+    started = utcnow()
+    now = now or started
     agent.last_heartbeat = now
     requeue_expired(session, max_attempts=max_attempts, now=now, device_id=agent.device_id)
     formats = [f for f in formats if f in FORMATS]
@@ -216,7 +217,7 @@ def lease(
                 _finish_failed(job, f"artifact export failed: {type(err).__name__}: {err}", now)
                 continue
         leased.append(job)
-    expires = utcnow() + timedelta(seconds=lease_seconds)  # exports above may take longer than a lease
+    expires = now + timedelta(seconds=lease_seconds) + (utcnow() - started)  # exports above may outlast a lease
     for job in leased:
         job.lease_expires_at = expires
     return leased

@@ -167,7 +167,8 @@ def test_two_agents_measure_a_batch(server, tmp_path):
 
 
 def test_restarted_agent_keeps_its_identity(server, tmp_path):
-    token = server.enroll("e2e-two")
+    server.request("POST", "/v1/devices", {"name": "e2e-same"})
+    token = server.enroll("e2e-same")
     first = Agent(server, tmp_path, "same", token, [*QUICK, "--once"])
     assert first.proc.wait(timeout=60) == 0, first.log()
     state = json.loads((tmp_path / "same" / "state.json").read_text())

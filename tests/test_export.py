@@ -148,3 +148,15 @@ def test_export_cli_accepts_indices_and_strings(tmp_path, capsys):
     assert lines[0][2] == arch
     with pytest.raises(SystemExit, match="outside"):
         export_cli(["99999"], fmt="onnx", out=tmp_path, resolution=32, classes=10)
+
+
+def test_concurrent_requests_share_one_export(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = ArtifactStore(tmp_path)
+    arch = random_archs(1, seed=17)[0]
+    with ThreadPoolExecutor(4) as pool:
+        results = set(pool.map(lambda _: store.export_file(arch, "onnx"), range(4)))
+    assert len(results) == 1
+    assert len(list(tmp_path.glob("*/*.onnx"))) == 1
+    assert not list(tmp_path.glob("*/.tmp-*"))

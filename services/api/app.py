@@ -20,7 +20,7 @@ from services.store.db import make_engine, make_sessionmaker
 from services.store.migrate import upgrade
 
 from .auth import ensure_admin_key
-from .routes import devices, health, jobs, keys, measurements, predict
+from .routes import adapt, devices, health, jobs, keys, measurements, predict
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 15,625 arch strings take about 1.3 MB
 
@@ -130,7 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for module in (health, devices, jobs, measurements, predict, keys):
+    for module in (health, devices, jobs, measurements, predict, adapt, keys):
         app.include_router(module.router)
     mount_admin(app, sessions, settings)
     app.add_middleware(BodyLimit)

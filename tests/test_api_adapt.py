@@ -1,0 +1,95 @@
+"""The adapt loop over REST: choose K archs → jobs → agent results → fit → active predictor; and ``/v1/rank``."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from predictor.help_data import load_help
+from services import adapt, queue
+from services.artifacts import ArtifactStore
+from services.security import hash_secret
+from services.store.crud import device_by_name
+from services.store.db import transaction
+from services.store.models import Agent
+from tests.api_support import ADMIN, add_device, arch
+
+SAMPLES = 6
+
+
+def _agent_measures(api, tmp_path, device: str, truth: np.ndarray) -> int:
+    """A registered agent leases the device's jobs through the real queue and reports the true latencies."""
+    sessions = api.app.state.sessions
+    store = ArtifactStore(tmp_path / "artifacts")
+    with transaction(sessions) as session:
+        agent = Agent(device_id=device_by_name(session, device).id, credential_hash=hash_secret("secret"))
+        session.add(agent)
+        session.flush()
+        jobs = queue.lease(session, agent, max_jobs=50, formats=["onnx"], lease_seconds=60, artifacts=store)
+        results = [
+            queue.ReportedResult(job_id=job.id, ok=True, median_ms=float(truth[job.arch.nb201_index]), runs=10)
+            for job in jobs
+        ]
+        acks = queue.report(session, agent, results, provenance={}, max_attempts=3)
+    assert all(a.accepted for a in acks)
+    return len(jobs)
+
+
+def test_adapt_measures_fits_and_activates(api, keys, tmp_path, help_dir):
+    truth = load_help(help_dir, ["gold_6240"])["gold_6240"]
+    add_device(api, "cpu1")
+    response = api.post("/v1/devices/cpu1/adapt", json={"samples": SAMPLES}, headers=keys["client"])
+    assert response.status_code == 202, response.text
+    started = response.json()
+    assert started["state"] == "measuring" and started["progress"]["total"] == SAMPLES
+
+    again = api.post("/v1/devices/cpu1/adapt", json={"samples": SAMPLES}, headers=keys["client"])
+    assert again.status_code == 409 and "already has" in again.json()["message"]
+
+    assert _agent_measures(api, tmp_path, "cpu1", truth) == SAMPLES
+    loader = api.app.state.predictions.predictor_loader
+    assert adapt.advance_all(api.app.state.sessions, loader()) == 1
+
+    state = api.get("/v1/devices/cpu1", headers=ADMIN).json()["predictor"]
+    assert state["state"] == "active" and state["id"] == started["id"]
+    assert state["metrics"]["measured"] == SAMPLES
+    assert api.get("/v1/devices/cpu1/adapt", headers=ADMIN).json()["id"] == started["id"]
+
+    rng = np.random.default_rng(0)
+    others = rng.choice(np.arange(15625), 300, replace=False)
+    items = api.post("/v1/predict", json={"device": "cpu1", "archs": others.tolist()}, headers=ADMIN).json()["items"]
+    measured = {i["nb201_index"] for i in items if i["source"] == "measured"}
+    predicted = [i for i in items if i["source"] == "predicted"]
+    assert len(predicted) == len(others) - len(measured)
+    rho = spearmanr([i["latency_ms"] for i in predicted], truth[[i["nb201_index"] for i in predicted]])[0]
+    assert rho > 0.8, rho  # an unseen-for-this-device fit from 6 samples still ranks well
+
+    ranked = api.post("/v1/rank", json={"device": "cpu1", "archs": others[:50].tolist()}, headers=ADMIN)
+    assert ranked.status_code == 200, ranked.text
+    order = [i["nb201_index"] for i in ranked.json()["items"]]
+    assert sorted(order) == sorted(others[:50].tolist())
+    assert [i["rank"] for i in ranked.json()["items"]] == list(range(1, 51))
+    assert spearmanr(np.arange(50), truth[order])[0] > 0.8
+
+
+def test_adapt_rejects_bad_requests(api, keys):
+    add_device(api, "dev1")
+    for body, status, named in [
+        ({"samples": 2}, 422, "samples"),
+        ({"samples": 10, "format": "pt"}, 422, "format"),
+        ({"samples": "many"}, 422, "samples"),
+    ]:
+        response = api.post("/v1/devices/dev1/adapt", json=body, headers=keys["client"])
+        assert response.status_code == status, response.text
+        assert named in response.json()["message"]
+    assert api.post("/v1/devices/nope/adapt", json={}, headers=keys["client"]).status_code == 404
+    assert api.post("/v1/devices/dev1/adapt", json={}, headers=keys["owner"]).status_code == 403
+    assert api.get("/v1/devices/dev1/adapt", headers=ADMIN).json() == {"state": "none"}
+    with api.app.state.sessions() as session:
+        assert queue.queue_depth(session).get("queued", 0) == 0
+
+
+def test_rank_without_estimate_is_a_clear_conflict(api, keys):
+    add_device(api, "dev1")
+    response = api.post("/v1/rank", json={"device": "dev1", "archs": [arch(1), arch(2)]}, headers=keys["client"])
+    assert response.status_code == 409 and "adapt" in response.json()["message"]
