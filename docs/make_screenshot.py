@@ -95,6 +95,7 @@ def main() -> None:
                         arg=args.device,
                         timeout=180_000,
                     )
+                page.wait_for_load_state("networkidle")
                 for chart in ("distribution", "histogram", "arch"):
                     page.wait_for_selector(f"#chart-{chart}[data-rendered]", state="attached")
                 height = page.evaluate("document.documentElement.scrollHeight")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from predictor import nb201
@@ -41,30 +41,38 @@ class Measured:
     median_ms: float
     std_ms: float | None
     origin: str  # "agent", or the dataset it was imported from
+    unstable: bool = False  # an agent measurement whose repeatability check failed
 
 
 def measured_latencies(session: Session, device_id: int, indices: Sequence[int] | None = None) -> dict[int, Measured]:
-    """Per NB201 index: the latest stable agent measurement, else the latest imported one (unstable rows never)."""
+    """Per NB201 index: the latest stable agent measurement, else the latest imported one, else the latest
+    unstable agent measurement (flagged: still better evidence than a prediction)."""
     query = (
-        select(Arch.nb201_index, Measurement.source, Measurement.dataset, Measurement.median_ms, Measurement.std_ms)
-        .join(Arch, Arch.id == Measurement.arch_id)
-        .where(
-            Measurement.device_id == device_id,
-            Arch.nb201_index.is_not(None),
-            or_(Measurement.source == Source.imported, Measurement.unstable.is_(False)),
+        select(
+            Arch.nb201_index,
+            Measurement.source,
+            Measurement.dataset,
+            Measurement.median_ms,
+            Measurement.std_ms,
+            Measurement.unstable,
         )
+        .join(Arch, Arch.id == Measurement.arch_id)
+        .where(Measurement.device_id == device_id, Arch.nb201_index.is_not(None))
         .order_by(Measurement.id)
     )
     if indices is not None:
         query = query.where(Arch.nb201_index.in_(set(indices)))
     agent: dict[int, Measured] = {}
     imported: dict[int, Measured] = {}
-    for index, source, dataset, median_ms, std_ms in session.execute(query):
-        if source == Source.measured:
-            agent[index] = Measured(median_ms, std_ms, "agent")
-        else:
+    unstable: dict[int, Measured] = {}
+    for index, source, dataset, median_ms, std_ms, flagged in session.execute(query):
+        if source == Source.imported:
             imported[index] = Measured(median_ms, std_ms, dataset or "imported")
-    return imported | agent
+        elif flagged:
+            unstable[index] = Measured(median_ms, std_ms, "agent", unstable=True)
+        else:
+            agent[index] = Measured(median_ms, std_ms, "agent")
+    return unstable | imported | agent
 
 
 @lru_cache(maxsize=1)

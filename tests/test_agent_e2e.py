@@ -49,6 +49,7 @@ class Server:
             "LATFARM_ADMIN_KEY": ADMIN_KEY,
             "LATFARM_LEASE_SECONDS": "4",
             "LATFARM_HEARTBEAT_INTERVAL_S": "1",
+            "LATFARM_MAX_ATTEMPTS": "10",  # a loaded test machine may let a 4 s lease lapse more than twice
         }
         args = [LATFARM, "serve", "--data-dir", str(self.data_dir), "--http-port", str(self.http_port)]
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the child owns it

@@ -20,7 +20,7 @@ def test_measured_first_else_clear_message(api, keys):
     add_device(api, "dev1")
     add_measurements(api, "dev1", {10: 5.0, 11: 4.0}, source=Source.imported, dataset="help-nb201")
     add_measurements(api, "dev1", {10: 2.0}, std=0.1)
-    add_measurements(api, "dev1", {10: 9.0, 12: 7.0}, unstable=True)  # flagged: never preferred
+    add_measurements(api, "dev1", {10: 9.0, 12: 7.0}, unstable=True)  # flagged: used only when nothing else is
     body = {"device": "dev1", "space": "nb201", "archs": [arch(10), 11, arch(12), arch(13)]}
     response = api.post("/v1/predict", json=body, headers=keys["client"])
     assert response.status_code == 200, response.text
@@ -36,9 +36,11 @@ def test_measured_first_else_clear_message(api, keys):
     }
     assert items[0]["origin"] == "agent"
     assert (items[1]["latency_ms"], items[1]["source"], items[1]["origin"]) == (4.0, "measured", "help-nb201")
-    for item in items[2:]:  # 2 usable archs: too few for an on-the-fly model, and no adaptation
-        assert item["latency_ms"] is None and item["source"] is None
-        assert "needs 5" in item["message"] and "adapt" in item["message"]
+    assert (items[2]["latency_ms"], items[2]["source"], items[2]["unstable"]) == (7.0, "measured", True)
+    assert "unstable" not in items[0] and "unstable" not in items[1]
+    # 3 measured archs: too few for an on-the-fly model, and no adaptation
+    assert items[3]["latency_ms"] is None and items[3]["source"] is None
+    assert "needs 5" in items[3]["message"] and "adapt" in items[3]["message"]
 
 
 def test_bad_predict_requests(api, keys):

@@ -107,11 +107,10 @@ def replicas(pg_url, redis_url, tmp_path, admin_key):
     (as ``kubectl apply`` of the Job and the Deployment at once would): every one of them upgrades the schema."""
     migrate = subprocess.Popen([str(BIN / "latfarm"), "migrate", "--db", pg_url], cwd=ROOT, stdout=subprocess.PIPE)
     started = [_start(name, pg_url, redis_url, tmp_path / name, admin_key) for name in ("a", "b")]
-    assert migrate.wait(timeout=STARTUP_S) == 0 and migrate.stdout.read().strip() == b"schema up to date"
-    readers = [threading.Thread(target=_follow, args=(r,), daemon=True) for r in started]
-    for reader in readers:
-        reader.start()
+    for replica in started:
+        threading.Thread(target=_follow, args=(replica,), daemon=True).start()
     try:
+        assert migrate.wait(timeout=STARTUP_S) == 0 and migrate.stdout.read().strip() == b"schema up to date"
         for replica in started:
             _wait_ready(replica)
         yield started

@@ -71,7 +71,7 @@ def test_up_adapts_to_this_machine_and_serves_predictions(tmp_path):
         )
         items = client.predict("local", others + measured)
         assert [i["source"] for i in items[:100]] == ["predicted"] * 100
-        assert all(i["latency_ms"] > 0 and i["std_ms"] >= 0 for i in items[:100])
+        assert all(i["latency_ms"] > 0 and i["std_ms"] >= 0 for i in items[:100]), items[:100]
         assert {i["source"] for i in items[100:]} == {"measured"}
     finally:
         out = _stop(proc)

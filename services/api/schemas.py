@@ -140,6 +140,7 @@ class PredictItem(BaseModel):
     std_ms: float | None
     source: Literal["measured", "predicted"] | None
     origin: str | None = Field(None, description="measured rows: 'agent' or the dataset they were imported from")
+    unstable: bool | None = Field(None, description="true when the only measurement failed its repeatability check")
     message: str | None = None
 
 

@@ -5,6 +5,7 @@
   if (!root || typeof Chart === "undefined") return;
   const api = root.dataset.api;
   const charts = {};
+  const latest = {}; // chart name -> number of its newest request: older answers arriving late are dropped
   const BLUE = "rgba(32, 107, 196, 0.85)";
   const LIGHT = "rgba(32, 107, 196, 0.25)";
   Chart.defaults.animation = false;
@@ -18,6 +19,13 @@
     const body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
     return body;
+  }
+
+  /* Data for one chart; resolves to null when a newer request for the same chart was made meanwhile. */
+  async function chartData(name, path) {
+    const ticket = (latest[name] = (latest[name] || 0) + 1);
+    const body = await getJSON(path);
+    return ticket === latest[name] ? body : null;
   }
 
   /* Show a chart, or a message in its place. */
@@ -68,7 +76,8 @@
   }
 
   async function drawHistogram(device) {
-    const h = await getJSON("/histogram?device=" + device);
+    const h = await chartData("histogram", "/histogram?device=" + device);
+    if (!h) return;
     $("histogram-title").textContent = `Latency histogram: ${h.device} (${h.count} measurements)`;
     if (!h.counts.length) return show("histogram", null, "No positive latencies on this device.");
     const labels = h.counts.map((_c, i) => fmt(Math.sqrt(h.edges[i] * h.edges[i + 1])));
@@ -83,7 +92,8 @@
   }
 
   async function drawScatter(device) {
-    const s = await getJSON("/scatter?device=" + device);
+    const s = await chartData("scatter", "/scatter?device=" + device);
+    if (!s) return;
     if (!s.available) {
       $("scatter-title").textContent = `Measured vs predicted: ${s.device}`;
       return show("scatter", null, s.reason);
@@ -106,7 +116,8 @@
   }
 
   async function drawArch(query) {
-    const a = await getJSON("/arch?arch=" + encodeURIComponent(query || ""));
+    const a = await chartData("arch", "/arch?arch=" + encodeURIComponent(query || ""));
+    if (!a) return;
     if (a.error) {
       $("arch-title").textContent = "";
       return show("arch", null, a.error);

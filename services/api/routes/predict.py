@@ -45,6 +45,8 @@ def predict(
         if (hit := measured.get(index)) is not None:
             item |= {"latency_ms": hit.median_ms, "std_ms": _number(hit.std_ms), "source": "measured"}
             item["origin"] = hit.origin
+            if hit.unstable:
+                item["unstable"] = True
         elif index in predicted:
             mean, std = predicted[index]
             item |= {"latency_ms": _number(mean), "std_ms": _number(std), "source": "predicted"}
