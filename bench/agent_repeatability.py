@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -38,11 +39,12 @@ def run_session(paths: list[Path], batch: int, mode: str) -> dict:
     return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
 
 
-def agent_session(paths: list[Path], batch: int) -> dict:
+def agent_session(paths: list[Path], batch: int, retries: int | None = None) -> dict:
     from agents.backends.onnx import OnnxBackend
     from agents.protocol import BatchMeasurer, MeasureConfig, ModelTask
 
-    config, backend, medians, unstable = MeasureConfig(), OnnxBackend(), [], 0
+    config = MeasureConfig() if retries is None else MeasureConfig(retries=retries)
+    backend, medians, unstable = OnnxBackend(), [], 0
     start = time.perf_counter()
     for first in range(0, len(paths), batch):
         tasks = [ModelTask(str(i), p, [1, 3, 32, 32]) for i, p in enumerate(paths[first : first + batch], first)]
@@ -112,12 +114,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="models per lease (the server's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path("latfarm-data/bench-artifacts"))
-    parser.add_argument("--session", choices=["agent", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--session", choices=["agent", "agent-no-retry", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.session:
-        session = agent_session if args.session == "agent" else bare_session
-        print(json.dumps(session(args.paths, args.batch)))
+        sessions = {
+            "agent": agent_session,
+            "agent-no-retry": lambda paths, batch: agent_session(paths, batch, retries=0),
+            "bare": bare_session,
+        }
+        print(json.dumps(sessions[args.session](args.paths, args.batch)))
         return
 
     from agents.protocol import MeasureConfig
@@ -130,18 +136,23 @@ def main() -> None:
         f"busy warm-up, {config.rounds} rounds x ({config.warmup_runs} warm-up + {config.runs_per_round} timed) runs, "
         f"{config.threads} thread, median of round medians"
     )
+    print("load average before: {:.2f} {:.2f} {:.2f} (compare timings on a quiet machine)".format(*os.getloadavg()))
     first, second = run_session(paths, args.batch, "agent"), run_session(paths, args.batch, "agent")
     compare("agent session 1 vs 2", first, second)
+    single = run_session(paths, args.batch, "agent-no-retry")
+    compare("agent session 1 vs no-retry", first, single)
     bare = run_session(paths, args.batch, "bare")
-    compare("agent session 1 vs bare loop", first, bare)
+    compare("agent no-retry vs bare loop", single, bare)
     medians = sorted(first["medians"])
     print(f"medians: {medians[0]:.3f} .. {medians[-1]:.3f} ms (median {statistics.median(medians):.3f} ms)")
     agent_wall = (first["wall_s"] + second["wall_s"]) / 2 / len(paths)
-    bare_wall = bare["wall_s"] / len(paths)
+    single_wall, bare_wall = single["wall_s"] / len(paths), bare["wall_s"] / len(paths)
     print(
-        f"wall time per model: agent protocol {agent_wall * 1000:.0f} ms, bare onnxruntime loop {bare_wall * 1000:.0f} "
-        f"ms (overhead {agent_wall / bare_wall - 1:+.1%}; both include session creation)"
+        f"wall time per model (session creation included): bare onnxruntime loop {bare_wall * 1000:.0f} ms; "
+        f"agent protocol without re-measurement {single_wall * 1000:.0f} ms ({single_wall / bare_wall - 1:+.1%}); "
+        f"with re-measurement of unstable models {agent_wall * 1000:.0f} ms ({agent_wall / bare_wall - 1:+.1%})"
     )
+    print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

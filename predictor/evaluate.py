@@ -12,7 +12,7 @@ import numpy as np
 
 from predictor.help_data import data_hash, load_help
 from predictor.metrics import score
-from predictor.pretrain import DEFAULT_EPOCHS, pretrain
+from predictor.pretrain import DEFAULT_EPOCHS, MODEL_REVISION, pretrain
 from predictor.selection import select_random
 from predictor.service import Predictor
 
@@ -29,7 +29,7 @@ def cached_pretrain(
     progress: bool = False,
 ) -> Predictor:
     """Pretrain, or load the checkpoint cached for exactly these data, seed and epochs."""
-    path = Path(cache_dir or DEFAULT_CACHE) / f"{data_hash(latencies)}-s{seed}-e{epochs}.npz"
+    path = Path(cache_dir or DEFAULT_CACHE) / f"r{MODEL_REVISION}-{data_hash(latencies)}-s{seed}-e{epochs}.npz"
     if path.exists():
         return Predictor.load(path)
     predictor = pretrain(latencies, seed=seed, progress=progress, epochs=epochs)

@@ -16,6 +16,8 @@ from predictor.prior import fit_prior, ridge_head
 from predictor.service import CHECKPOINT_FORMAT, Predictor
 
 DEFAULT_EPOCHS = 12
+MODEL_REVISION = 1
+"""Bumped when pretraining changes what a checkpoint holds: part of versions and cache keys."""
 MIN_MEASURED = 50
 
 
@@ -40,26 +42,31 @@ def pretrain(
 ) -> Predictor:
     """Pretrain on every given device (ms by official NB201 index, NaN = not measured; devices with fewer than 50
     measured archs are skipped). ``epochs=0`` skips the GCN (additive features only)."""
-    import torch
-
-    from predictor.gcn import embed_all, train_gcn
-
-    torch.set_num_threads(1)  # small batched matmuls: extra threads only contend
     lat = _check(latencies)
     x = all_features()
-    resid = np.stack([(y / np.nanmean(y)) - x @ ridge_head(x, y / np.nanmean(y)) for y in lat.values()], 1)
+    normalised = [y / np.nanmean(y) for y in lat.values()]
+    resid = np.stack([y - x @ ridge_head(x, y) for y in normalised], 1)  # what op counts miss, per device
     gcn_state: dict[str, np.ndarray] = {}
     emb = np.zeros((NUM_ARCHS, 0))
     if epochs > 0:
-        model = _train_with_progress(train_gcn, resid, epochs, seed, progress)
-        raw = embed_all(model)
+        import torch
+
+        from predictor.gcn import embed_all, train_gcn
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small batched matmuls: extra threads only contend
+        try:
+            model = _train_with_progress(train_gcn, resid, epochs, seed, progress)
+            raw = embed_all(model)
+        finally:
+            torch.set_num_threads(threads)
         emb = (raw - raw.mean(0)) / np.maximum(raw.std(0), 1e-9)
         gcn_state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     prior, _ = fit_prior(np.hstack([x, emb]), lat)
     digest = data_hash(lat)
     meta = {
         "format": CHECKPOINT_FORMAT,
-        "version": f"gcn-blr-1.{epochs}-{digest[:8]}-s{seed}",
+        "version": f"gcn-blr-{MODEL_REVISION}.{epochs}-{digest[:8]}-s{seed}",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "devices": list(lat),
         "data_hash": digest,

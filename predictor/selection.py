@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-POOL_SIZE = 2000
+POOL_SIZE = 8000
 
 
 def select_by_variance(

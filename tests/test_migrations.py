@@ -34,5 +34,5 @@ def test_lease_indexes_exist(db_url):
         indexes = {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("jobs")}
     finally:
         engine.dispose()
-    assert indexes["ix_jobs_queue"] == ["device_id", "state", "created_at"]
+    assert indexes["ix_jobs_queue"] == ["device_id", "state", "created_at", "id"]
     assert indexes["ix_jobs_expiry"] == ["state", "lease_expires_at"]

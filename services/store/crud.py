@@ -24,21 +24,26 @@ def ensure_archs(session: Session, archs: Iterable[str], space: str = nb201.SPAC
         ops_by_arch[nb201.to_string(ops)] = ops
     ids: dict[str, int] = {}
     wanted = list(ops_by_arch)
-    for start in range(0, len(wanted), 1000):  # bounded IN lists
-        chunk = wanted[start : start + 1000]
-        rows = session.execute(select(Arch.arch, Arch.id).where(Arch.space == space, Arch.arch.in_(chunk)))
-        ids.update({arch: id_ for arch, id_ in rows})
+    ids.update(_existing_ids(session, space, wanted))
     missing = [a for a in wanted if a not in ids]
     if missing:
         session.execute(
             insert(Arch),
             [{"space": space, "arch": a, "nb201_index": nb201.official_index(ops_by_arch[a])} for a in missing],
         )
-        for start in range(0, len(missing), 1000):
-            chunk = missing[start : start + 1000]
-            rows = session.execute(select(Arch.arch, Arch.id).where(Arch.space == space, Arch.arch.in_(chunk)))
-            ids.update({arch: id_ for arch, id_ in rows})
+        ids.update(_existing_ids(session, space, missing))
     return ids
+
+
+def _existing_ids(session: Session, space: str, names: list[str]) -> dict[str, int]:
+    """Ids of the named arch rows that exist. Many names: read the whole space (15,625 short rows, milliseconds)
+    rather than long IN lists, which PostgreSQL can plan badly (seconds on a fresh table)."""
+    if len(names) > 500:
+        wanted = set(names)
+        rows = session.execute(select(Arch.arch, Arch.id).where(Arch.space == space))
+        return {arch: id_ for arch, id_ in rows if arch in wanted}
+    rows = session.execute(select(Arch.arch, Arch.id).where(Arch.space == space, Arch.arch.in_(names)))
+    return {arch: id_ for arch, id_ in rows}
 
 
 def device_by_name(session: Session, name: str) -> Device | None:

@@ -169,7 +169,7 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_lease", "device_id", "state", "lease_expires_at"),
-        Index("ix_jobs_queue", "device_id", "state", "created_at"),  # lease: oldest queued job of a device
+        Index("ix_jobs_queue", "device_id", "state", "created_at", "id"),  # lease: oldest queued jobs of a device
         Index("ix_jobs_expiry", "state", "lease_expires_at"),  # requeue of lapsed leases across devices
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

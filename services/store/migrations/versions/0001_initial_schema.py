@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 03:37:37.087601
+Create Date: 2026-11-25 04:18:21.762091
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def upgrade() -> None:
     op.create_index(op.f("ix_jobs_batch_id"), "jobs", ["batch_id"], unique=False)
     op.create_index("ix_jobs_expiry", "jobs", ["state", "lease_expires_at"], unique=False)
     op.create_index("ix_jobs_lease", "jobs", ["device_id", "state", "lease_expires_at"], unique=False)
-    op.create_index("ix_jobs_queue", "jobs", ["device_id", "state", "created_at"], unique=False)
+    op.create_index("ix_jobs_queue", "jobs", ["device_id", "state", "created_at", "id"], unique=False)
     op.create_table(
         "measurements",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
