@@ -76,7 +76,7 @@ class LatencyGCN(nn.Module):
 def train_gcn(
     residuals: np.ndarray,
     *,
-    epochs: int = 40,
+    epochs: int = 12,
     seed: int = 0,
     batch_size: int = 1024,
     lr: float = 3e-3,

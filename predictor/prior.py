@@ -18,7 +18,7 @@ SCALE_VARIANCE = 0.05
 JITTER = 1e-4
 """Isotropic prior variance floor."""
 NOISE_GRID_SIZE = 12
-SPREAD_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
+SPREAD_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 """Candidate weights of the per-feature prior variance (mean squared source head): room for devices outside the
 span of the source devices; the samples choose it by marginal likelihood."""
 PLANNING_SPREAD = 0.03
