@@ -201,5 +201,6 @@ def _summary(base: str, key: str, device: str, state: dict) -> None:
         f"  predictor  {state.get('samples')} measured archs, fit error {fit_error:.1%}\n"
         f"  try        curl -s -H 'Authorization: Bearer {key}' -H 'content-type: application/json' "
         f"""-d '{{"device": "{device}", "archs": [0, 1, 2]}}' {base}/v1/predict\n"""
-        "Ctrl-C stops everything."
+        "Ctrl-C stops everything.",
+        soft_wrap=True,
     )
