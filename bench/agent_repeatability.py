@@ -100,11 +100,17 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
 
 
 def compare(name: str, one: dict, two: dict) -> None:
-    diffs = [abs(x - y) / ((x + y) / 2) for x, y in zip(one["medians"], two["medians"], strict=True)]
+    """Relative differences of the medians; also after dividing out a session-wide speed factor (a VM's clock
+    drifting between sessions moves every model alike)."""
+    pairs = list(zip(one["medians"], two["medians"], strict=True))
+    factor = statistics.geometric_mean([y / x for x, y in pairs])
+    diffs = [abs(x - y) / ((x + y) / 2) for x, y in pairs]
+    scaled = [abs(x * factor - y) / ((x * factor + y) / 2) for x, y in pairs]
     print(
         f"{name:<28} mean |diff| {statistics.mean(diffs):6.2%}   worst {max(diffs):6.2%}   "
         f"Kendall tau {kendall_tau(one['medians'], two['medians']):.3f}   "
-        f"unstable {one['unstable']}+{two['unstable']}"
+        f"unstable {one['unstable']}+{two['unstable']}   "
+        f"[session factor {factor:.3f}: mean {statistics.mean(scaled):.2%}, worst {max(scaled):.2%}]"
     )
 
 

@@ -9,9 +9,12 @@ prior on the noise fitted to the source devices' residual levels).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
+
+from predictor.features import FEATURE_NAMES
 
 SCALE_VARIANCE = 0.05
 """Prior variance of the relative error of the sample-mean scale estimate (added along the prior mean)."""
@@ -22,6 +25,18 @@ SPREAD_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 """Candidate weights of the per-feature prior variance (mean squared source head): room for devices outside the
 span of the source devices; the samples choose it by marginal likelihood."""
 PLANNING_SPREAD = 0.03
+BROAD_GRID = (0.0, 0.01, 0.1, 1.0)
+"""Candidate variances of the broad components, in units of one normalised mean latency per arch."""
+BROAD_LOG_PRIOR = -1.0
+"""Log prior of each broad component switched on (the cross-device prior is preferred when the samples agree)."""
+MIN_WEIGHT = 1e-3
+AVERAGE = True
+"""Hyperparameter settings below this posterior weight are left out of the average."""
+FEATURE_GROUPS = (
+    [i for i, n in enumerate(FEATURE_NAMES) if not n.startswith("edge")],
+    [i for i, n in enumerate(FEATURE_NAMES) if n.startswith("edge")],
+)
+"""Op-count features (intercept, disconnected flag, live and dead counts) and per-edge op one-hots."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +97,26 @@ class Posterior:
     noise: float
 
 
-def posterior(prior: Prior, phi_s: np.ndarray, y_ms: np.ndarray, default_scale_ms: float) -> Posterior:
-    """Condition the prior on samples (features [K, F], latencies ms [K]); K = 0 gives the prior itself."""
+def _broad_directions(phi_s: np.ndarray) -> list[np.ndarray]:
+    """Per feature group (op counts, per-edge ops), a diagonal variance of one unit of normalised latency per arch."""
+    out = []
+    for group in FEATURE_GROUPS:
+        mask = np.zeros(phi_s.shape[1])
+        mask[group] = 1.0
+        out.append(mask / max(float(np.mean((phi_s[:, group] ** 2).sum(1))), 1e-9))
+    return out
+
+
+def posterior(
+    prior: Prior, phi_s: np.ndarray, y_ms: np.ndarray, default_scale_ms: float, *, robust: bool = True
+) -> Posterior:
+    """Condition the prior on samples (features [K, F], latencies ms [K]); K = 0 gives the prior itself.
+
+    Hyperparameters (prior spread, broad op-cost and per-edge components, noise) are weighed by marginal likelihood
+    and the posteriors averaged (moment-matched): the broad components let the samples override the cross-device
+    prior on devices unlike the sources. ``robust=False`` = the original method (prior spread and noise only,
+    best single setting), kept for comparison benches.
+    """
     if len(y_ms) == 0:
         return Posterior(prior.mean, prior.planning_cov(), default_scale_ms, prior.typical_noise)
     scale = float(np.mean(y_ms) / np.mean(phi_s @ prior.mean))
@@ -91,19 +124,38 @@ def posterior(prior: Prior, phi_s: np.ndarray, y_ms: np.ndarray, default_scale_m
         raise ValueError("latencies must be positive milliseconds")
     y = y_ms / scale
     resid = y - phi_s @ prior.mean
-    best = None
-    for weight in SPREAD_GRID:
-        cov = prior.cov + weight * np.diag(prior.spread)
-        c_phi = phi_s @ cov  # [K, F]
-        base = c_phi @ phi_s.T
-        for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
-            k = base + noise * np.eye(len(y))
-            chol = np.linalg.cholesky(k)
-            alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, resid))
-            loglik = -0.5 * resid @ alpha - np.log(np.diag(chol)).sum() + log_prior
-            if best is None or loglik > best[0]:
-                best = (loglik, noise, cov, c_phi, k, alpha)
-    _, noise, cov, c_phi, k, alpha = best
-    mean = prior.mean + c_phi.T @ alpha
-    post_cov = cov - c_phi.T @ np.linalg.solve(k, c_phi)
+    broad = _broad_directions(phi_s) if robust else []
+    grids = [BROAD_GRID for _ in broad]
+    settings, logliks = [], []
+    for spread_w in SPREAD_GRID:
+        for weights in itertools.product(*grids):
+            diag = spread_w * prior.spread + sum((w * d for w, d in zip(weights, broad, strict=True)), 0.0)
+            cov = prior.cov + np.diag(diag)
+            base = phi_s @ cov @ phi_s.T
+            lam, vec = np.linalg.eigh((base + base.T) / 2)
+            z2 = (vec.T @ resid) ** 2
+            hyper = BROAD_LOG_PRIOR * sum(w > 0 for w in weights)
+            for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
+                ev = np.maximum(lam, 0.0) + noise
+                logliks.append(-0.5 * (z2 / ev).sum() - 0.5 * np.log(ev).sum() + log_prior + hyper)
+                settings.append((cov, noise))
+    logliks = np.asarray(logliks)
+    if robust and AVERAGE:
+        weights = np.exp(logliks - logliks.max())
+        weights /= weights.sum()
+        keep = np.flatnonzero(weights > MIN_WEIGHT)
+    else:
+        keep = np.array([int(np.argmax(logliks))])
+        weights = np.ones(len(logliks))
+    parts = []
+    for j in keep:
+        cov, noise = settings[j]
+        c_phi = phi_s @ cov
+        k = c_phi @ phi_s.T + noise * np.eye(len(y))
+        gain = np.linalg.solve(k, c_phi).T  # [F, K]
+        parts.append((weights[j], prior.mean + gain @ resid, cov - gain @ c_phi, noise))
+    total = sum(p[0] for p in parts)
+    mean = sum(w * m for w, m, _, _ in parts) / total
+    post_cov = sum(w * (c + np.outer(m - mean, m - mean)) for w, m, c, _ in parts) / total
+    noise = sum(w * n for w, _, _, n in parts) / total
     return Posterior(mean, (post_cov + post_cov.T) / 2, scale, float(noise))
