@@ -20,8 +20,8 @@ import numpy as np
 from predictor.evaluate import cached_pretrain, trial_seed
 from predictor.help_data import load_help
 from predictor.metrics import score
-from predictor.prior import posterior
 from predictor.pretrain import DEFAULT_EPOCHS
+from predictor.prior import posterior
 from predictor.service import Predictor
 from predictor.synthetic import stress_set
 
@@ -56,9 +56,7 @@ def print_table(title: str, rows: dict, ks) -> None:
     print(f"{'device':20s} {'method':8s}" + "".join(f" | K={k:<3} rho   tau   ±10%  cov2" for k in ks))
     for name, res in rows.items():
         for method in METHODS:
-            cells = "".join(
-                " |     " + " ".join(f"{res[method][str(k)][c]:.3f}" for c in COLUMNS) for k in ks
-            )
+            cells = "".join(" |     " + " ".join(f"{res[method][str(k)][c]:.3f}" for c in COLUMNS) for k in ks)
             print(f"{name:20s} {method:8s}{cells}")
 
 
@@ -95,7 +93,7 @@ def main() -> None:
         for name, lat in stress_set(args.seed, args.copies).items()
     }
     print_table("synthetic devices (pretrained on all real devices)", synth, ks)
-    kinds = group_means(synth, lambda n: n.rsplit("_", 2)[0] + ("_q" if n.endswith("_q") else ""))
+    kinds = group_means(synth, lambda n: "_".join(part for part in n.split("_") if not part.isdigit()))
     print_table("synthetic, mean per kind (_q = 5% noise, whole ms)", kinds, ks)
     print_table("synthetic, MEAN", group_means(synth, lambda n: "MEAN"), ks)
     result = {"synthetic": synth, "synthetic_kinds": kinds}

@@ -3,8 +3,8 @@
 A device's latency, divided by its mean latency, is ``phi(arch) . w`` with ``phi`` = additive op features plus GCN
 arch embeddings and ``w`` the device's head (its embedding). Source devices give heads ``w_d``; their mean and
 covariance form a Gaussian prior. A new device's K samples (ms) set a scale (``s0``) and refine ``w`` in closed
-form; the noise variance and the prior's spread are chosen on grids by marginal likelihood (times a log-normal
-prior on the noise fitted to the source devices' residual levels).
+form; the noise variance, the prior's spread and the width of a broad op-cost component are weighed on grids by
+marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from predictor.features import FEATURE_NAMES
+from predictor.features import FEATURE_NAMES, NUM_OP_TYPES
 
 SCALE_VARIANCE = 0.05
 """Prior variance of the relative error of the sample-mean scale estimate (added along the prior mean)."""
@@ -25,18 +25,17 @@ SPREAD_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 """Candidate weights of the per-feature prior variance (mean squared source head): room for devices outside the
 span of the source devices; the samples choose it by marginal likelihood."""
 PLANNING_SPREAD = 0.03
-BROAD_GRID = (0.0, 0.01, 0.1, 1.0)
-"""Candidate variances of the broad components, in units of one normalised mean latency per arch."""
+BROAD_GRID = (0.0, 0.1, 1.0)
+"""Candidate variances of the broad op-cost component, in (normalised mean latency)^2 per arch: lets a device's
+samples override the cross-device prior on the op costs (devices unlike any source, weak priors)."""
 BROAD_LOG_PRIOR = -1.0
-"""Log prior of each broad component switched on (the cross-device prior is preferred when the samples agree)."""
+"""Log prior of the broad component being on (the cross-device prior is preferred when the samples agree)."""
+BROAD_FEATURES = [i for i, n in enumerate(FEATURE_NAMES) if not n.startswith("edge")]
+"""Op-count features (intercept, disconnected flag, live and dead counts): few, so K=5-20 samples can pin them."""
 MIN_WEIGHT = 1e-3
-AVERAGE = True
-"""Hyperparameter settings below this posterior weight are left out of the average."""
-FEATURE_GROUPS = (
-    [i for i, n in enumerate(FEATURE_NAMES) if not n.startswith("edge")],
-    [i for i, n in enumerate(FEATURE_NAMES) if n.startswith("edge")],
-)
-"""Op-count features (intercept, disconnected flag, live and dead counts) and per-edge op one-hots."""
+"""Hyperparameter settings below this share of the best one's posterior weight are left out of the average."""
+MIN_RELATIVE = 0.2
+"""Floor of a sample's latency relative to the samples' mean when scaling its noise (near-zero cells)."""
 
 
 @dataclass(frozen=True)
@@ -97,14 +96,15 @@ class Posterior:
     noise: float
 
 
-def _broad_directions(phi_s: np.ndarray) -> list[np.ndarray]:
-    """Per feature group (op counts, per-edge ops), a diagonal variance of one unit of normalised latency per arch."""
-    out = []
-    for group in FEATURE_GROUPS:
-        mask = np.zeros(phi_s.shape[1])
-        mask[group] = 1.0
-        out.append(mask / max(float(np.mean((phi_s[:, group] ** 2).sum(1))), 1e-9))
-    return out
+def _broad_variance(phi_s: np.ndarray) -> np.ndarray:
+    """Covariance of the broad component: one free cost per op type (live and dead alike) and per op-count feature,
+    scaled so that it adds one unit of variance to the samples' mean prediction."""
+    tied = np.zeros((phi_s.shape[1], NUM_OP_TYPES))
+    for op in range(NUM_OP_TYPES):
+        tied[[2 + op, 2 + NUM_OP_TYPES + op], op] = 1.0
+    free = np.eye(phi_s.shape[1])[:, BROAD_FEATURES]
+    basis = np.hstack([tied, free])
+    return basis @ basis.T / max(float(np.mean(((phi_s @ basis) ** 2).sum(1))), 1e-9)
 
 
 def posterior(
@@ -112,10 +112,11 @@ def posterior(
 ) -> Posterior:
     """Condition the prior on samples (features [K, F], latencies ms [K]); K = 0 gives the prior itself.
 
-    Hyperparameters (prior spread, broad op-cost and per-edge components, noise) are weighed by marginal likelihood
-    and the posteriors averaged (moment-matched): the broad components let the samples override the cross-device
-    prior on devices unlike the sources. ``robust=False`` = the original method (prior spread and noise only,
-    best single setting), kept for comparison benches.
+    Robust (default): noise relative to each sample's latency (errors in %, as quantised and run-to-run noise
+    are), a broad component over the op-count features whose width, like the prior spread and the noise, is
+    weighed by marginal likelihood, and the posteriors of all plausible settings averaged (moment-matched), so
+    the samples override the cross-device prior on devices unlike the sources and the spread stays calibrated.
+    ``robust=False`` = the original method (best single setting of spread and noise), kept for benches.
     """
     if len(y_ms) == 0:
         return Posterior(prior.mean, prior.planning_cov(), default_scale_ms, prior.typical_noise)
@@ -124,38 +125,42 @@ def posterior(
         raise ValueError("latencies must be positive milliseconds")
     y = y_ms / scale
     resid = y - phi_s @ prior.mean
-    broad = _broad_directions(phi_s) if robust else []
-    grids = [BROAD_GRID for _ in broad]
+    rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2 if robust else np.ones(len(y))
+    mean, cov, noise = _average(prior, phi_s, resid, rel_var, robust)
+    return Posterior(mean, cov, scale, noise)
+
+
+def _average(
+    prior: Prior, phi_s: np.ndarray, resid: np.ndarray, rel_var: np.ndarray, robust: bool
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Posterior mean, covariance and noise: all hyperparameter settings weighed by marginal likelihood (robust)
+    or the best one; ``rel_var`` = per-sample multipliers of the noise variance."""
+    broad = _broad_variance(phi_s)
+    root = np.sqrt(rel_var)
     settings, logliks = [], []
-    for spread_w in SPREAD_GRID:
-        for weights in itertools.product(*grids):
-            diag = spread_w * prior.spread + sum((w * d for w, d in zip(weights, broad, strict=True)), 0.0)
-            cov = prior.cov + np.diag(diag)
-            base = phi_s @ cov @ phi_s.T
-            lam, vec = np.linalg.eigh((base + base.T) / 2)
-            z2 = (vec.T @ resid) ** 2
-            hyper = BROAD_LOG_PRIOR * sum(w > 0 for w in weights)
-            for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
-                ev = np.maximum(lam, 0.0) + noise
-                logliks.append(-0.5 * (z2 / ev).sum() - 0.5 * np.log(ev).sum() + log_prior + hyper)
-                settings.append((cov, noise))
+    for spread_w, broad_w in itertools.product(SPREAD_GRID, BROAD_GRID if robust else (0.0,)):
+        cov = prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad
+        lam, vec = np.linalg.eigh(phi_s @ cov @ phi_s.T / np.outer(root, root))
+        z2 = (vec.T @ (resid / root)) ** 2
+        extra = 2 * np.log(root).sum() - 2 * BROAD_LOG_PRIOR * (broad_w > 0)
+        for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
+            ev = np.maximum(lam, 0.0) + noise
+            logliks.append(log_prior - 0.5 * ((z2 / ev).sum() + np.log(ev).sum() + extra))
+            settings.append((cov, noise))
     logliks = np.asarray(logliks)
-    if robust and AVERAGE:
+    if robust:
         weights = np.exp(logliks - logliks.max())
-        weights /= weights.sum()
-        keep = np.flatnonzero(weights > MIN_WEIGHT)
+        keep = np.flatnonzero(weights > MIN_WEIGHT * weights.sum())
     else:
-        keep = np.array([int(np.argmax(logliks))])
         weights = np.ones(len(logliks))
+        keep = [int(np.argmax(logliks))]
     parts = []
     for j in keep:
         cov, noise = settings[j]
         c_phi = phi_s @ cov
-        k = c_phi @ phi_s.T + noise * np.eye(len(y))
-        gain = np.linalg.solve(k, c_phi).T  # [F, K]
+        gain = np.linalg.solve(c_phi @ phi_s.T + noise * np.diag(rel_var), c_phi).T  # [F, K]
         parts.append((weights[j], prior.mean + gain @ resid, cov - gain @ c_phi, noise))
     total = sum(p[0] for p in parts)
     mean = sum(w * m for w, m, _, _ in parts) / total
-    post_cov = sum(w * (c + np.outer(m - mean, m - mean)) for w, m, c, _ in parts) / total
-    noise = sum(w * n for w, _, _, n in parts) / total
-    return Posterior(mean, (post_cov + post_cov.T) / 2, scale, float(noise))
+    cov = sum(w * (c + np.outer(m - mean, m - mean)) for w, m, c, _ in parts) / total
+    return mean, (cov + cov.T) / 2, float(sum(w * n for w, _, _, n in parts) / total)
