@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timezone
 
 import numpy as np
 from sqlalchemy import func, select, update
@@ -174,7 +173,7 @@ def advance(sessions: sessionmaker[Session], adaptation_id: str, predictor) -> A
             .values(state=AdaptState.superseded)
         )
         adaptation.state = AdaptState.active
-        adaptation.activated_at = utcnow().astimezone(timezone.utc)
+        adaptation.activated_at = utcnow()
         return adaptation.state
 
 

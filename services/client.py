@@ -76,6 +76,10 @@ class Client:
         return self._request(method, path, **kwargs).json()
 
     # --- devices ---------------------------------------------------------------------------------------------
+    def health(self) -> dict:
+        """The server's ``/healthz`` answer (raises ``LatfarmError`` when it is not healthy)."""
+        return self._json("GET", "/healthz")
+
     def devices(self) -> list[dict]:
         return self._json("GET", "/v1/devices")
 

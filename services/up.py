@@ -87,7 +87,7 @@ def _wait_healthy(client: Client, children: Children) -> None:
     while time.monotonic() < deadline:
         children.check()
         try:
-            client._json("GET", "/healthz")
+            client.health()
             return
         except (LatfarmError, OSError):
             time.sleep(0.3)
