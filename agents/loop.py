@@ -14,7 +14,7 @@ from agents.backends import Backend
 from agents.cache import ArtifactCache, ArtifactError
 from agents.connection import Connection, Stopped, Unauthenticated
 from agents.descriptor import ClockState, governor
-from agents.protocol import FETCH, BatchMeasurer, Interrupted, MeasureConfig, ModelResult, ModelTask
+from agents.protocol import FETCH, STATISTICS, BatchMeasurer, Interrupted, MeasureConfig, ModelResult, ModelTask
 from proto.latfarm.v1 import agent_pb2
 
 ERROR_CLASSES = {
@@ -173,12 +173,18 @@ class AgentLoop:
             self.processed += len(group)
 
     def config_for(self, settings: agent_pb2.MeasureSettings) -> MeasureConfig:
+        """The agent's protocol with the job's own settings applied (each result reports what was used)."""
+        statistic = settings.statistic
+        if statistic and statistic not in STATISTICS:
+            self.log(f"ignoring the job's unknown statistic {statistic!r}: using {self.config.statistic!r}")
+            statistic = ""
         return self.config.override(
             warmup_runs=settings.warmup_runs,
             runs_per_round=settings.runs_per_round,
             rounds=settings.rounds,
             threads=settings.threads,
             timeout_s=settings.timeout_s,
+            statistic=statistic,
         )
 
     def measure_group(self, jobs: list[agent_pb2.Job]) -> agent_pb2.ReportRequest:
@@ -253,6 +259,7 @@ class AgentLoop:
                 rounds=config.rounds,
                 threads=config.threads,
                 timeout_s=config.timeout_s,
+                statistic=config.statistic,
             ),
         )
 

@@ -71,6 +71,7 @@ def run_agent(
     warmup: int = 0,
     runs: int = 0,
     rounds: int = 0,
+    statistic: str = "min",
     timeout_s: float = 0.0,
     provider: str | None = None,
     max_jobs: int = 0,
@@ -88,9 +89,12 @@ def run_agent(
         raise SystemExit(f"latfarm agent: {err}") from err
     if state is None and not enroll:
         raise SystemExit(f"latfarm agent: not registered yet (no state in {state_dir}): pass --enroll TOKEN")
-    config = MeasureConfig(threads=threads).override(
-        warmup_runs=warmup, runs_per_round=runs, rounds=rounds, timeout_s=timeout_s
-    )
+    try:
+        config = MeasureConfig(threads=threads, statistic=statistic).override(
+            warmup_runs=warmup, runs_per_round=runs, rounds=rounds, timeout_s=timeout_s
+        )
+    except ValueError as err:
+        raise SystemExit(f"latfarm agent: {err}") from err
     stop = threading.Event()
     install_signal_handlers(stop)
     conn = Connection(server, stop, state.credential if state else None, log)

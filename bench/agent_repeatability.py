@@ -1,8 +1,9 @@
 """Repeatability and overhead of the agent's measurement protocol on NB201 ONNX models.
 
 Measures the same archs in two separate sessions (fresh processes, batches of a lease's size, the agent's default
-protocol), and prints the mean and worst relative difference of the medians and Kendall's tau between the
-sessions; then the agent protocol's wall time per model against a bare onnxruntime loop doing the same rounds.
+protocol), and prints the mean and worst relative difference of the headline latencies and Kendall's tau between
+the sessions, for both headline statistics ("min", the default, and "median" of round medians, computed from the
+same runs); then the agent protocol's wall time per model against a bare onnxruntime loop doing the same rounds.
 
     .venv/bin/python bench/agent_repeatability.py [--archs 50] [--batch 16] [--seed 0] [--cache DIR]
 """
@@ -44,25 +45,27 @@ def agent_session(paths: list[Path], batch: int, retries: int | None = None) -> 
     from agents.protocol import BatchMeasurer, MeasureConfig, ModelTask
 
     config = MeasureConfig() if retries is None else MeasureConfig(retries=retries)
-    backend, medians, unstable = OnnxBackend(), [], 0
+    backend, latencies, medians, unstable = OnnxBackend(), [], [], 0
     start = time.perf_counter()
     for first in range(0, len(paths), batch):
         tasks = [ModelTask(str(i), p, [1, 3, 32, 32]) for i, p in enumerate(paths[first : first + batch], first)]
         for result in BatchMeasurer(backend, config).measure(tasks):
             assert result.ok, result.error_message
+            latencies.append(result.stats.latency_ms)
             medians.append(result.stats.median_ms)
             unstable += result.unstable
-    return {"medians": medians, "wall_s": time.perf_counter() - start, "unstable": unstable}
+    wall_s = time.perf_counter() - start
+    return {"min": latencies, "median": medians, "wall_s": wall_s, "unstable": unstable}
 
 
 def bare_session(paths: list[Path], batch: int) -> dict:
-    """The same busy warm-up, interleaved rounds and median of round medians, with nothing around the runs."""
+    """The same busy warm-up, interleaved rounds and statistics, with nothing around the runs."""
     import numpy as np
     import onnxruntime as ort
 
     from agents.protocol import MeasureConfig
 
-    config, medians = MeasureConfig(), []
+    config, latencies, medians = MeasureConfig(), [], []
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     start = time.perf_counter()
     for first in range(0, len(paths), batch):
@@ -86,9 +89,10 @@ def bare_session(paths: list[Path], batch: int) -> dict:
                     t = time.perf_counter()
                     sessions[i].run(None, feeds[i])
                     times.append((time.perf_counter() - t) * 1000)
-                rounds[i].append(statistics.median(times))
-        medians += [statistics.median(m) for m in rounds]
-    return {"medians": medians, "wall_s": time.perf_counter() - start, "unstable": 0}
+                rounds[i].append(times)
+        latencies += [min(min(r) for r in model) for model in rounds]
+        medians += [statistics.median(statistics.median(r) for r in model) for model in rounds]
+    return {"min": latencies, "median": medians, "wall_s": time.perf_counter() - start, "unstable": 0}
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
@@ -99,16 +103,16 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
     return score / len(pairs)
 
 
-def compare(name: str, one: dict, two: dict) -> None:
-    """Relative differences of the medians; also after dividing out a session-wide speed factor (a VM's clock
+def compare(name: str, one: dict, two: dict, statistic: str = "min") -> None:
+    """Relative differences of one statistic; also after dividing out a session-wide speed factor (a VM's clock
     drifting between sessions moves every model alike)."""
-    pairs = list(zip(one["medians"], two["medians"], strict=True))
+    pairs = list(zip(one[statistic], two[statistic], strict=True))
     factor = statistics.geometric_mean([y / x for x, y in pairs])
     diffs = [abs(x - y) / ((x + y) / 2) for x, y in pairs]
     scaled = [abs(x * factor - y) / ((x * factor + y) / 2) for x, y in pairs]
     print(
-        f"{name:<28} mean |diff| {statistics.mean(diffs):6.2%}   worst {max(diffs):6.2%}   "
-        f"Kendall tau {kendall_tau(one['medians'], two['medians']):.3f}   "
+        f"{name:<36} mean |diff| {statistics.mean(diffs):6.2%}   worst {max(diffs):6.2%}   "
+        f"Kendall tau {kendall_tau(one[statistic], two[statistic]):.3f}   "
         f"unstable {one['unstable']}+{two['unstable']}   "
         f"[session factor {factor:.3f}: mean {statistics.mean(scaled):.2%}, worst {max(scaled):.2%}]"
     )
@@ -140,17 +144,20 @@ def main() -> None:
     print(
         f"{len(paths)} NB201 archs (ONNX, 1x3x32x32), batches of {args.batch}; protocol: {config.busy_warmup_s:g} s "
         f"busy warm-up, {config.rounds} rounds x ({config.warmup_runs} warm-up + {config.runs_per_round} timed) runs, "
-        f"{config.threads} thread, median of round medians"
+        f"{config.threads} thread, headline {config.statistic!r}, {config.retries} re-measurement(s) after "
+        f"{config.retry_pause_s:g} s of models whose round medians spread > {config.spread_threshold:.0%}"
     )
     print("load average before: {:.2f} {:.2f} {:.2f} (compare timings on a quiet machine)".format(*os.getloadavg()))
     first, second = run_session(paths, args.batch, "agent"), run_session(paths, args.batch, "agent")
-    compare("agent session 1 vs 2", first, second)
+    compare("agent session 1 vs 2, min", first, second)
+    compare("agent session 1 vs 2, median", first, second, "median")
     single = run_session(paths, args.batch, "agent-no-retry")
-    compare("agent session 1 vs no-retry", first, single)
+    compare("agent session 1 vs no-retry, min", first, single)
+    compare("agent session 1 vs no-retry, median", first, single, "median")
     bare = run_session(paths, args.batch, "bare")
-    compare("agent no-retry vs bare loop", single, bare)
-    medians = sorted(first["medians"])
-    print(f"medians: {medians[0]:.3f} .. {medians[-1]:.3f} ms (median {statistics.median(medians):.3f} ms)")
+    compare("agent no-retry vs bare loop, min", single, bare)
+    medians = sorted(first["min"])
+    print(f"latencies (min): {medians[0]:.3f} .. {medians[-1]:.3f} ms (median {statistics.median(medians):.3f} ms)")
     agent_wall = (first["wall_s"] + second["wall_s"]) / 2 / len(paths)
     single_wall, bare_wall = single["wall_s"] / len(paths), bare["wall_s"] / len(paths)
     print(

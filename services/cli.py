@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from agents.protocol import MeasureConfig
+
 app = typer.Typer(
     help="latfarm: on-device latency measurement and prediction for hardware-aware NAS.",
     no_args_is_help=True,
@@ -53,6 +55,9 @@ def migrate(db: str = DbUrl, data_dir: Path = DataDir) -> None:
     typer.echo("schema up to date")
 
 
+PROTOCOL = MeasureConfig()  # the agent's measurement defaults, for the help texts
+
+
 @app.command()
 def agent(
     server: str = typer.Option(..., "--server", help="gRPC address of the server, HOST:PORT."),
@@ -64,10 +69,24 @@ def agent(
     cache_mb: int = typer.Option(512, "--cache-mb", help="Artifact cache size bound."),
     cooldown_s: float = typer.Option(0.0, "--cooldown", help="Seconds to rest between batches (phones)."),
     once: bool = typer.Option(False, "--once", help="Exit when the queue is empty."),
-    warmup: int = typer.Option(0, "--warmup", envvar="LATFARM_AGENT_WARMUP", help="Warm-up runs/round (default 5)."),
-    runs: int = typer.Option(0, "--runs", envvar="LATFARM_AGENT_RUNS", help="Timed runs per round (default 20)."),
-    rounds: int = typer.Option(0, "--rounds", envvar="LATFARM_AGENT_ROUNDS", help="Interleaved rounds (default 5)."),
-    timeout: float = typer.Option(0.0, "--timeout", envvar="LATFARM_AGENT_TIMEOUT", help="Model time limit, s (120)."),
+    warmup: int = typer.Option(
+        0, "--warmup", envvar="LATFARM_AGENT_WARMUP", help=f"Warm-up runs/round (default {PROTOCOL.warmup_runs})."
+    ),
+    runs: int = typer.Option(
+        0, "--runs", envvar="LATFARM_AGENT_RUNS", help=f"Timed runs per round (default {PROTOCOL.runs_per_round})."
+    ),
+    rounds: int = typer.Option(
+        0, "--rounds", envvar="LATFARM_AGENT_ROUNDS", help=f"Interleaved rounds (default {PROTOCOL.rounds})."
+    ),
+    statistic: str = typer.Option(
+        PROTOCOL.statistic,
+        "--statistic",
+        envvar="LATFARM_AGENT_STATISTIC",
+        help="Headline figure: 'min' (fastest run; repeatable on shared machines) or 'median' (of round medians).",
+    ),
+    timeout: float = typer.Option(
+        0.0, "--timeout", envvar="LATFARM_AGENT_TIMEOUT", help=f"Model time limit, s ({PROTOCOL.timeout_s:g})."
+    ),
     provider: str = typer.Option(None, "--provider", help="onnxruntime execution provider (default CPU)."),
     max_jobs: int = typer.Option(0, "--max-jobs", help="Jobs per lease (default: the server's)."),
 ) -> None:
@@ -87,6 +106,7 @@ def agent(
         warmup=warmup,
         runs=runs,
         rounds=rounds,
+        statistic=statistic,
         timeout_s=timeout,
         provider=provider,
         max_jobs=max_jobs,

@@ -27,7 +27,11 @@ QUICK = MeasureConfig(warmup_runs=2, runs_per_round=10, rounds=3, busy_warmup_s=
 
 
 def test_summarize_takes_the_median_of_round_medians():
-    stats = summarize([[1.0, 2.0, 9.0], [2.0, 3.0, 4.0], [1.0, 1.5, 2.0]])
+    rounds = [[1.0, 2.0, 9.0], [2.0, 3.0, 4.0], [1.0, 1.5, 2.0]]
+    stats = summarize(rounds)
+    assert (stats.statistic, stats.latency_ms) == ("min", 1.0)  # the default headline: the fastest run
+    median = summarize(rounds, "median")
+    assert (median.statistic, median.latency_ms) == ("median", 2.0)
     assert stats.round_medians_ms == [2.0, 3.0, 1.5]
     assert stats.median_ms == 2.0
     assert stats.runs == 9
@@ -50,6 +54,7 @@ def test_batch_statistics_on_real_sessions(tmp_path):
         assert stats.runs == QUICK.rounds * QUICK.runs_per_round
         assert len(stats.round_medians_ms) == QUICK.rounds
         assert stats.median_ms == statistics.median(stats.round_medians_ms)
+        assert stats.statistic == "min" and stats.latency_ms == stats.min_ms
         assert 0 < stats.min_ms <= stats.median_ms <= stats.p90_ms
         assert stats.std_ms >= 0
     assert results["large"].stats.median_ms > 5 * results["small"].stats.median_ms
@@ -112,8 +117,12 @@ def test_watchdog_reports_a_hang_it_cannot_cancel():
 
 def test_unsteady_results_are_remeasured_then_flagged(tmp_path):
     model = matmul_chain(tmp_path / "m.onnx", depth=8)
-    strict = MeasureConfig(warmup_runs=1, runs_per_round=5, rounds=3, busy_warmup_s=0.05, spread_threshold=0.0)
+    strict = MeasureConfig(
+        warmup_runs=1, runs_per_round=5, rounds=3, busy_warmup_s=0.05, spread_threshold=0.0, retry_pause_s=0.3
+    )
+    start = time.perf_counter()
     [result] = BatchMeasurer(OnnxBackend(), strict).measure([ModelTask("m", model)])
+    assert time.perf_counter() - start >= strict.retries * strict.retry_pause_s  # re-measured after a pause
     assert result.ok and result.unstable  # any real spread exceeds a zero threshold, even after the retries
     assert result.stats.round_spread > 0
     [relaxed] = BatchMeasurer(OnnxBackend(), QUICK).measure([ModelTask("m", model)])
@@ -128,6 +137,10 @@ def test_a_stop_request_interrupts_the_batch(tmp_path):
 
 
 def test_job_settings_override_only_non_zero_values():
-    config = MeasureConfig().override(runs_per_round=7, rounds=0, timeout_s=0.0)
+    config = MeasureConfig().override(runs_per_round=7, rounds=0, timeout_s=0.0, statistic="")
     assert config.runs_per_round == 7
     assert config.rounds == MeasureConfig().rounds and config.timeout_s == MeasureConfig().timeout_s
+    assert config.statistic == "min"
+    assert MeasureConfig().override(statistic="median").statistic == "median"
+    with pytest.raises(ValueError, match="unknown statistic 'mean'"):
+        MeasureConfig().override(statistic="mean")

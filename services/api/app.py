@@ -16,7 +16,7 @@ from services.metrics import Metrics, MetricsMiddleware
 from services.notify import make_cache, make_notifier
 from services.predictions import PredictionService, load_default_predictor
 from services.settings import Settings
-from services.store.db import make_engine, make_sessionmaker
+from services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from services.store.migrate import upgrade
 
 from .auth import ensure_admin_key
@@ -98,12 +98,12 @@ class BodyLimit:
 
 def create_app(settings: Settings) -> FastAPI:
     """The REST app on ``settings``' database (schema upgraded). Shared objects live on ``app.state``:
-    ``settings``, ``sessions``, ``notifier``, ``cache``, ``predictions``, ``metrics``, and ``new_admin_key`` (the
-    bootstrap admin key when it was generated just now, to print once; else None)."""
+    ``settings``, ``sessions``, ``read_sessions``, ``notifier``, ``cache``, ``predictions``, ``metrics``, and
+    ``new_admin_key`` (the bootstrap admin key when it was generated just now, to print once; else None)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
+    sessions, read_sessions = make_sessionmaker(engine), make_read_sessionmaker(engine)
     notifier = make_notifier(settings.redis_url)
     cache = make_cache(settings.redis_url)
 
@@ -122,10 +122,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.sessions = sessions
+    app.state.read_sessions = read_sessions
     app.state.notifier = notifier
     app.state.cache = cache
     app.state.predictions = PredictionService(sessions, cache, load_default_predictor)
-    app.state.metrics = Metrics(sessions, settings.heartbeat_interval_s)
+    app.state.metrics = Metrics(read_sessions, settings.heartbeat_interval_s)
     app.state.new_admin_key = ensure_admin_key(sessions, settings.admin_key)
 
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -45,7 +45,7 @@ def authenticate(request: Request) -> Principal:
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    with request.app.state.sessions() as session:
+    with request.app.state.read_sessions() as session:
         row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_secret(key.strip()))).one_or_none()
     if row is None or row.revoked:
         raise _unauthorized("invalid or revoked API key")

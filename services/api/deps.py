@@ -16,8 +16,10 @@ from .schemas import MAX_ARCHS
 
 
 def db(request: Request) -> Iterator[Session]:
-    """A session per request; routes that write call ``session.commit()`` themselves before answering."""
-    with request.app.state.sessions() as session:
+    """A session per request: read-only for GET and HEAD (never waits for a writer on SQLite); routes that write
+    call ``session.commit()`` themselves before answering."""
+    read_only = request.method in ("GET", "HEAD")
+    with (request.app.state.read_sessions if read_only else request.app.state.sessions)() as session:
         yield session
 
 

@@ -1,4 +1,8 @@
-"""Engine and session setup for SQLite (embedded default) and PostgreSQL (production)."""
+"""Engine and session setup for SQLite (embedded default) and PostgreSQL (production).
+
+SQLite allows one writer at a time. Write sessions start with ``BEGIN IMMEDIATE`` (they take the write lock up
+front, so two read-modify-write transactions cannot lose an update); read-only sessions (``make_read_sessionmaker``)
+start a plain deferred transaction, so reads never wait for a long write such as an import."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+READ_ONLY = "latfarm_read_only"  # execution option marking a read-only engine
 
 
 def make_engine(url: str) -> Engine:
@@ -26,7 +32,8 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # one writer at a time, reads inside the transaction
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -34,6 +41,11 @@ def make_engine(url: str) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reading only: on SQLite they neither take nor wait for the write lock."""
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 @contextmanager

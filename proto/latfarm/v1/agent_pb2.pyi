@@ -113,18 +113,20 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, heartbeat_interval_s: _Optional[int] = ..., lost_job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MeasureSettings(_message.Message):
-    __slots__ = ("warmup_runs", "runs_per_round", "rounds", "threads", "timeout_s")
+    __slots__ = ("warmup_runs", "runs_per_round", "rounds", "threads", "timeout_s", "statistic")
     WARMUP_RUNS_FIELD_NUMBER: _ClassVar[int]
     RUNS_PER_ROUND_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
     warmup_runs: int
     runs_per_round: int
     rounds: int
     threads: int
     timeout_s: float
-    def __init__(self, warmup_runs: _Optional[int] = ..., runs_per_round: _Optional[int] = ..., rounds: _Optional[int] = ..., threads: _Optional[int] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    statistic: str
+    def __init__(self, warmup_runs: _Optional[int] = ..., runs_per_round: _Optional[int] = ..., rounds: _Optional[int] = ..., threads: _Optional[int] = ..., timeout_s: _Optional[float] = ..., statistic: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "space", "arch", "format", "artifact_sha256", "artifact_size", "attempt", "settings", "input_shape")
@@ -185,7 +187,7 @@ class ArtifactChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "runs", "round_medians_ms", "round_spread")
+    __slots__ = ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "runs", "round_medians_ms", "round_spread", "latency_ms", "statistic")
     MEDIAN_MS_FIELD_NUMBER: _ClassVar[int]
     MEAN_MS_FIELD_NUMBER: _ClassVar[int]
     STD_MS_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +196,8 @@ class Stats(_message.Message):
     RUNS_FIELD_NUMBER: _ClassVar[int]
     ROUND_MEDIANS_MS_FIELD_NUMBER: _ClassVar[int]
     ROUND_SPREAD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
     median_ms: float
     mean_ms: float
     std_ms: float
@@ -202,7 +206,9 @@ class Stats(_message.Message):
     runs: int
     round_medians_ms: _containers.RepeatedScalarFieldContainer[float]
     round_spread: float
-    def __init__(self, median_ms: _Optional[float] = ..., mean_ms: _Optional[float] = ..., std_ms: _Optional[float] = ..., min_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., runs: _Optional[int] = ..., round_medians_ms: _Optional[_Iterable[float]] = ..., round_spread: _Optional[float] = ...) -> None: ...
+    latency_ms: float
+    statistic: str
+    def __init__(self, median_ms: _Optional[float] = ..., mean_ms: _Optional[float] = ..., std_ms: _Optional[float] = ..., min_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., runs: _Optional[int] = ..., round_medians_ms: _Optional[_Iterable[float]] = ..., round_spread: _Optional[float] = ..., latency_ms: _Optional[float] = ..., statistic: _Optional[str] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("job_id", "ok", "stats", "session_create_ms", "first_inference_ms", "error_class", "error_message", "unstable", "artifact_sha256", "runtime", "runtime_version", "provider", "threads", "affinity", "settings")

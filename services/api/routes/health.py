@@ -15,7 +15,7 @@ router = APIRouter(tags=["health"])
 def healthz(request: Request) -> JSONResponse:
     """200 when the database answers, 503 otherwise."""
     try:
-        with request.app.state.sessions() as session:
+        with request.app.state.read_sessions() as session:
             session.execute(text("select 1"))
     except Exception as err:  # noqa: BLE001
         return JSONResponse({"status": "error", "database": f"unreachable: {type(err).__name__}"}, status_code=503)
