@@ -40,14 +40,27 @@ class Backoff:
 
 
 class Connection:
-    def __init__(self, address: str, stop: threading.Event, credential: str | None = None, log=print):
+    def __init__(
+        self,
+        address: str,
+        stop: threading.Event,
+        credential: str | None = None,
+        log=print,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+    ):
+        """Plaintext, or TLS when ``tls`` or ``root_certificates`` (PEM; default: the system's roots) are given."""
         self.address = address
         self.stop = stop
         self.credential = credential
         self.log = log
-        self.channel = grpc.insecure_channel(
-            address, options=[("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 << 20)]
-        )
+        options = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 << 20)]
+        if tls or root_certificates:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self.channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(address, options=options)
         self.stub = agent_pb2_grpc.AgentServiceStub(self.channel)
 
     def close(self) -> None:
@@ -70,7 +83,7 @@ class Connection:
                 if code not in RETRYABLE:
                     raise
                 delay = backoff.next_delay()
-                self.log(f"{what}: server unavailable ({code.name}); retrying in {delay:.1f} s")
+                self.log(f"{what}: server unavailable ({code.name}: {err.details()}); retrying in {delay:.1f} s")
                 if self.stop.wait(delay):
                     raise Stopped(what) from err
 

@@ -37,6 +37,16 @@ def parse_cpus(spec: str | None) -> list[int]:
     return sorted(cpus)
 
 
+def read_ca_cert(path: Path | None) -> bytes | None:
+    """The PEM bytes of ``--ca-cert`` (None without one)."""
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise ValueError(f"cannot read --ca-cert {path}: {err.strerror or err}") from err
+
+
 def install_signal_handlers(stop: threading.Event) -> None:
     """The first SIGINT/SIGTERM asks for a clean stop; a second one ends the process at once."""
 
@@ -75,11 +85,15 @@ def run_agent(
     timeout_s: float = 0.0,
     provider: str | None = None,
     max_jobs: int = 0,
+    tls: bool = False,
+    ca_cert: Path | None = None,
 ) -> None:
     """Run the agent until stopped (or, with ``once``, until the queue is empty). Zero measurement settings keep
-    the protocol defaults; a job's own non-zero settings override both."""
+    the protocol defaults; a job's own non-zero settings override both. ``tls`` connects over TLS trusting the
+    system's root certificates; ``ca_cert`` (implies ``tls``) trusts that PEM CA or self-signed certificate."""
     state_dir = Path(state_dir)
     try:
+        root_certificates = read_ca_cert(ca_cert)
         cpus = parse_cpus(affinity)
         if cpus:
             os.sched_setaffinity(0, cpus)
@@ -97,7 +111,8 @@ def run_agent(
         raise SystemExit(f"latfarm agent: {err}") from err
     stop = threading.Event()
     install_signal_handlers(stop)
-    conn = Connection(server, stop, state.credential if state else None, log)
+    credential = state.credential if state else None
+    conn = Connection(server, stop, credential, log, tls=tls, root_certificates=root_certificates)
     try:
         heartbeat_s = DEFAULT_HEARTBEAT_S
         if state is None:

@@ -108,9 +108,9 @@ def describe(session: Session, adaptation: Adaptation | None) -> dict:
 
 
 def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list[int], list[float]]:
-    """Median agent-measured latency of each sampled arch on the device, by NB201 index."""
+    """Median of the agent-measured latencies (``latency_ms``) of each sampled arch on the device, by NB201 index."""
     rows = session.execute(
-        select(Arch.nb201_index, Measurement.median_ms)
+        select(Arch.nb201_index, Measurement.latency_ms)
         .join(Arch, Arch.id == Measurement.arch_id)
         .where(
             Measurement.device_id == adaptation.device_id,
@@ -119,8 +119,8 @@ def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list[in
         )
     ).all()
     by_index: dict[int, list[float]] = {}
-    for index, median_ms in rows:
-        by_index.setdefault(int(index), []).append(float(median_ms))
+    for index, latency_ms in rows:
+        by_index.setdefault(int(index), []).append(float(latency_ms))
     indices = sorted(by_index)
     return indices, [float(np.median(by_index[i])) for i in indices]
 

@@ -31,6 +31,8 @@ def serve(
     redis: str = typer.Option(None, "--redis", help="Redis URL (optional): wakes agents, caches predictions."),
     http_port: int = typer.Option(None, "--http-port", help="REST port [8000]."),
     grpc_port: int = typer.Option(None, "--grpc-port", help="gRPC port for agents [50051]."),
+    grpc_tls_cert: Path = typer.Option(None, "--grpc-tls-cert", help="PEM certificate: TLS on the gRPC port."),
+    grpc_tls_key: Path = typer.Option(None, "--grpc-tls-key", help="PEM private key of --grpc-tls-cert."),
     data_dir: Path = DataDir,
 ) -> None:
     """Run the central server: REST for NAS clients and admins, gRPC for device agents."""
@@ -38,7 +40,15 @@ def serve(
     from services.settings import Settings
 
     run_server(
-        Settings.from_env(db_url=db, redis_url=redis, http_port=http_port, grpc_port=grpc_port, data_dir=data_dir)
+        Settings.from_env(
+            db_url=db,
+            redis_url=redis,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            grpc_tls_cert=grpc_tls_cert,
+            grpc_tls_key=grpc_tls_key,
+            data_dir=data_dir,
+        )
     )
 
 
@@ -61,6 +71,15 @@ PROTOCOL = MeasureConfig()  # the agent's measurement defaults, for the help tex
 @app.command()
 def agent(
     server: str = typer.Option(..., "--server", help="gRPC address of the server, HOST:PORT."),
+    tls: bool = typer.Option(
+        False, "--tls", envvar="LATFARM_AGENT_TLS", help="Connect over TLS, trusting the system's root certificates."
+    ),
+    ca_cert: Path = typer.Option(
+        None,
+        "--ca-cert",
+        envvar="LATFARM_AGENT_CA_CERT",
+        help="Trust this CA or self-signed certificate (PEM) instead of the system's; implies --tls.",
+    ),
     enroll: str = typer.Option(None, "--enroll", help="Enrollment token (first run only)."),
     state_dir: Path = typer.Option(Path("latfarm-agent"), "--state-dir", help="Credential, cache, logs."),
     name: str = typer.Option(None, "--name", help="A name for this agent [hostname]."),
@@ -110,6 +129,8 @@ def agent(
         timeout_s=timeout,
         provider=provider,
         max_jobs=max_jobs,
+        tls=tls,
+        ca_cert=ca_cert,
     )
 
 

@@ -146,7 +146,7 @@ class Client:
         """Queue measurements and, with ``wait``, block until every job is done or failed.
 
         Returns the batch (``id`` and counts); when waited for, ``items`` lists each arch with ``state`` and
-        ``median_ms``. Raises ``TimeoutError`` when jobs are still pending after ``timeout`` seconds.
+        ``latency_ms``. Raises ``TimeoutError`` when jobs are still pending after ``timeout`` seconds.
         """
         batch_id = self.submit(device, archs, fmt=fmt)
         if not wait:

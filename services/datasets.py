@@ -1,8 +1,9 @@
 """Latency datasets in and out of the store: HELP, LatBench and HW-NAS-Bench imports; CSV and LatBench exports.
 
 Imported rows are ``source=imported`` with ``dataset`` set (``help-nb201``, ``latbench``, ``hw-nas-bench``), in
-milliseconds. Imports are idempotent: rows already present for (device, arch, dataset) are skipped, and the
-``uq_measurements_dataset`` constraint backs that up. Missing devices are created, described from their names.
+milliseconds; the dataset's figure is both ``latency_ms`` and ``median_ms``. Imports are idempotent: rows already
+present for (device, arch, dataset) are skipped, and the ``uq_measurements_dataset`` constraint backs that up.
+Missing devices are created, described from their names.
 
 Device names: HELP and LatBench use the file name (``latency/titanx_32.pt`` -> ``titanx_32``, batch size 32 from
 the ``_<n>`` suffix of a known GPU/phone family). HW-NAS-Bench metric ``<device>_latency`` becomes device
@@ -87,7 +88,8 @@ def ensure_device(session: Session, name: str, dataset: str) -> Device:
 def _add_rows(session: Session, device: Device, dataset: str, latencies_ms: Mapping[int, float]) -> int:
     """Insert ``{arch_id: ms}`` rows not yet stored for (device, dataset); returns how many were added.
 
-    Core executemany with the per-import columns fixed in the statement: only (arch_id, median_ms) vary per row.
+    Core executemany with the per-import columns fixed in the statement: only arch_id and the figure (latency_ms,
+    median_ms) vary per row.
     """
     present = set(
         session.scalars(
@@ -115,18 +117,19 @@ def _add_rows(session: Session, device: Device, dataset: str, latencies_ms: Mapp
         }
     )
     for start in range(0, len(rows), 10000):
-        session.execute(statement, [{"arch_id": a, "median_ms": ms} for a, ms in rows[start : start + 10000]])
+        chunk = rows[start : start + 10000]
+        session.execute(statement, [{"arch_id": a, "latency_ms": ms, "median_ms": ms} for a, ms in chunk])
     return len(rows)
 
 
 def _copy_rows(session: Session, fixed: dict, rows: list[tuple[int, float]]) -> None:
     """PostgreSQL: COPY is several times faster than multi-row INSERTs for hundreds of thousands of rows."""
-    columns = [*fixed, "arch_id", "median_ms"]
+    columns = [*fixed, "arch_id", "latency_ms", "median_ms"]
     cursor = session.connection().connection.driver_connection.cursor()
     with cursor.copy(f"COPY {Measurement.__tablename__} ({', '.join(columns)}) FROM STDIN") as copy:
         constant = tuple(fixed.values())
-        for row in rows:
-            copy.write_row(constant + row)
+        for arch_id, ms in rows:
+            copy.write_row((*constant, arch_id, ms, ms))
 
 
 def _checked_ms(values: Sequence, where: str, scale: float = 1.0) -> list[float]:
@@ -292,10 +295,13 @@ def import_dataset(settings: Settings, path: Path, fmt: str = "help", device: st
 
 
 # --- export ------------------------------------------------------------------------------------------------
+# latency_ms is the headline figure; statistic says how an agent computed it (empty for imported rows)
 ROW_FIELDS = (
     "arch",
     "nb201_index",
     "ops",
+    "latency_ms",
+    "statistic",
     "median_ms",
     "mean_ms",
     "std_ms",
@@ -323,9 +329,10 @@ def device_rows(session: Session, device_name: str) -> list[dict]:
         known = session.scalars(select(Device.name).order_by(Device.name).limit(21)).all()
         listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
         raise DatasetError(f"unknown device {device_name!r}; known devices: {listed or 'none'}")
-    columns = [getattr(Measurement, name) for name in ROW_FIELDS if name not in ("arch", "nb201_index", "ops")]
+    derived = ("arch", "nb201_index", "ops", "statistic")
+    columns = [getattr(Measurement, name) for name in ROW_FIELDS if name not in derived]
     query = (
-        select(Arch.arch, Arch.nb201_index, *columns)
+        select(Arch.arch, Arch.nb201_index, Measurement.protocol, *columns)
         .join(Arch, Measurement.arch_id == Arch.id)
         .where(Measurement.device_id == device.id)
         .order_by(Arch.nb201_index, Measurement.id)
@@ -335,6 +342,7 @@ def device_rows(session: Session, device_name: str) -> list[dict]:
         row = dict(row)
         row.update(
             ops=nb201.parse(row["arch"]),
+            statistic=(row["protocol"] or {}).get("statistic", ""),
             source=Source(row["source"]).value,
             created_at=row["created_at"].isoformat() if row["created_at"] else None,
         )
@@ -353,10 +361,10 @@ def to_csv(rows: Iterable[dict]) -> str:
 
 
 def to_latbench_pickle(rows: Iterable[dict]) -> bytes:
-    """LatBench layout ``{6-op tuple: seconds}``: per arch, the median of its rows' medians."""
+    """LatBench layout ``{6-op tuple: seconds}``: per arch, the median of its rows' latencies (``latency_ms``)."""
     by_ops: dict[tuple[int, ...], list[float]] = {}
     for row in rows:
-        by_ops.setdefault(tuple(row["ops"]), []).append(row["median_ms"])
+        by_ops.setdefault(tuple(row["ops"]), []).append(row["latency_ms"])
     return pickle.dumps({ops: statistics.median(ms) / 1000.0 for ops, ms in by_ops.items()}, protocol=4)
 
 

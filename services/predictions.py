@@ -38,7 +38,7 @@ class NoEstimate(Exception):
 class Measured:
     """The latency a device's measurements give one arch."""
 
-    median_ms: float
+    latency_ms: float
     std_ms: float | None
     origin: str  # "agent", or the dataset it was imported from
     unstable: bool = False  # an agent measurement whose repeatability check failed
@@ -52,7 +52,7 @@ def measured_latencies(session: Session, device_id: int, indices: Sequence[int] 
             Arch.nb201_index,
             Measurement.source,
             Measurement.dataset,
-            Measurement.median_ms,
+            Measurement.latency_ms,
             Measurement.std_ms,
             Measurement.unstable,
         )
@@ -65,13 +65,13 @@ def measured_latencies(session: Session, device_id: int, indices: Sequence[int] 
     agent: dict[int, Measured] = {}
     imported: dict[int, Measured] = {}
     unstable: dict[int, Measured] = {}
-    for index, source, dataset, median_ms, std_ms, flagged in session.execute(query):
+    for index, source, dataset, latency_ms, std_ms, flagged in session.execute(query):
         if source == Source.imported:
-            imported[index] = Measured(median_ms, std_ms, dataset or "imported")
+            imported[index] = Measured(latency_ms, std_ms, dataset or "imported")
         elif flagged:
-            unstable[index] = Measured(median_ms, std_ms, "agent", unstable=True)
+            unstable[index] = Measured(latency_ms, std_ms, "agent", unstable=True)
         else:
-            agent[index] = Measured(median_ms, std_ms, "agent")
+            agent[index] = Measured(latency_ms, std_ms, "agent")
     return unstable | imported | agent
 
 
@@ -170,7 +170,7 @@ class PredictionService:
         if len(indices) > MAX_ARCHS_ON_THE_FLY:
             indices = np.sort(np.random.default_rng(device.id).choice(indices, MAX_ARCHS_ON_THE_FLY, replace=False))
         try:
-            return predictor.adapt(indices, [measured[int(i)].median_ms for i in indices])
+            return predictor.adapt(indices, [measured[int(i)].latency_ms for i in indices])
         except Exception as err:  # noqa: BLE001
             log.exception("on-the-fly adaptation for %s failed", device.name)
             raise NoEstimate(f"could not fit the predictor to device {device.name!r}: {err}") from err

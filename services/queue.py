@@ -35,6 +35,7 @@ from services.store.models import (
 )
 
 FORMATS = ("onnx", "tflite")
+STATISTICS = ("min", "median")  # how an agent computes the headline latency (``Stats.statistic``)
 MAX_BATCH = nb201.NUM_ARCHS
 MAX_ERRORS_SHOWN = 20
 _EXPIRED = re.compile(r"^lease expired (\d+) times?")
@@ -55,6 +56,8 @@ class ReportedResult:
     job_id: str
     ok: bool
     median_ms: float = 0.0
+    latency_ms: float = 0.0  # the headline figure; 0 from agents before it existed: median_ms stands in
+    statistic: str = ""  # how latency_ms was computed, one of STATISTICS; "" with latency_ms 0
     mean_ms: float | None = None
     std_ms: float | None = None
     min_ms: float | None = None
@@ -379,8 +382,8 @@ def _check(result: ReportedResult) -> None:
         raise QueueError("result without job_id")
     if not result.ok:
         return
-    figures = {"median_ms": result.median_ms, "mean_ms": result.mean_ms, "min_ms": result.min_ms}
-    figures.update({"p90_ms": result.p90_ms, "std_ms": result.std_ms})
+    figures = {"latency_ms": result.latency_ms, "median_ms": result.median_ms, "mean_ms": result.mean_ms}
+    figures.update({"min_ms": result.min_ms, "p90_ms": result.p90_ms, "std_ms": result.std_ms})
     for name, value in figures.items():
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise QueueError(f"job {result.job_id}: {name} must be a finite number >= 0, got {value}")
@@ -388,6 +391,15 @@ def _check(result: ReportedResult) -> None:
         raise QueueError(f"job {result.job_id}: an ok result needs median_ms > 0, got {result.median_ms}")
     if any(not (math.isfinite(v) and v > 0) for v in result.round_medians_ms):
         raise QueueError(f"job {result.job_id}: round_medians_ms must be finite numbers > 0")
+    if result.latency_ms > 0 and result.statistic not in STATISTICS:
+        raise QueueError(f"job {result.job_id}: latency_ms needs a statistic in {STATISTICS}, got {result.statistic!r}")
+
+
+def _headline(result: ReportedResult) -> tuple[float, str]:
+    """(latency_ms, statistic) to store; results of agents older than ``Stats.latency_ms`` give their median."""
+    if result.latency_ms > 0:
+        return result.latency_ms, result.statistic
+    return result.median_ms, "median"
 
 
 def _measurement(job: Job, agent: Agent, result: ReportedResult, provenance: dict) -> Measurement:
@@ -395,6 +407,7 @@ def _measurement(job: Job, agent: Agent, result: ReportedResult, provenance: dic
     protocol["affinity"] = list(result.affinity)
     if result.round_spread is not None:
         protocol["round_spread"] = result.round_spread
+    latency_ms, protocol["statistic"] = _headline(result)  # the statistic computed, over the one asked in settings
     return Measurement(
         device_id=job.device_id,
         arch_id=job.arch_id,
@@ -407,6 +420,7 @@ def _measurement(job: Job, agent: Agent, result: ReportedResult, provenance: dic
         provider=result.provider,
         threads=result.threads,
         protocol=protocol,
+        latency_ms=latency_ms,
         median_ms=result.median_ms,
         mean_ms=result.mean_ms,
         std_ms=result.std_ms,

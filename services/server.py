@@ -14,7 +14,7 @@ from services.adapt import AdaptWorker
 from services.api.app import create_app
 from services.api.deps import warm_arch_tables
 from services.artifacts import ArtifactStore
-from services.rpc.server import build_grpc_server, start_sweeper
+from services.rpc.server import build_grpc_server, server_credentials, start_sweeper
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ def serve(settings: Settings) -> None:
     """Run REST on ``settings.http_port`` and gRPC on ``settings.grpc_port`` (0 = any free port) until SIGINT or
     SIGTERM, then stop both. Prints the URLs, and the bootstrap admin key when it was generated now."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        tls = server_credentials(settings) is not None  # a bad TLS setting fails before the database is touched
+    except ValueError as err:
+        raise SystemExit(f"latfarm serve: {err}") from err
     app = create_app(settings)
     http_sock = _listen(settings.http_host, settings.http_port)
     grpc_server, grpc_port = build_grpc_server(
@@ -66,7 +70,12 @@ def serve(settings: Settings) -> None:
     host = _shown(settings.http_host)
     http_port = http_sock.getsockname()[1]
     print(f"latfarm REST  http://{host}:{http_port}  (API docs: http://{host}:{http_port}/docs)", flush=True)
-    print(f"latfarm gRPC  {host}:{grpc_port}  (agents: latfarm agent --server {host}:{grpc_port})", flush=True)
+    agent_tls = " --tls (or --ca-cert CERT.pem when self-signed)" if tls else ""
+    print(
+        f"latfarm gRPC  {host}:{grpc_port}{'  TLS' if tls else ''}  "
+        f"(agents: latfarm agent --server {host}:{grpc_port}{agent_tls})",
+        flush=True,
+    )
     if app.state.new_admin_key:
         print(f"bootstrap admin key (shown once, store it): {app.state.new_admin_key}", flush=True)
 

@@ -149,6 +149,9 @@ def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> N
         if not _free(port):
             raise SystemExit(f"latfarm up: port {port} is in use; pick another with --http-port / --grpc-port")
     env = {**os.environ, "LATFARM_ADMIN_KEY": key, "LATFARM_DATA_DIR": str(settings.data_dir)}
+    tls = [name for name in ("LATFARM_GRPC_TLS_CERT", "LATFARM_GRPC_TLS_KEY") if env.pop(name, None)]
+    if tls:  # the agent below talks to its own server on 127.0.0.1
+        console.print(f"note: {' and '.join(tls)} ignored: `latfarm up` serves plain gRPC; TLS is for `latfarm serve`")
     if settings.db_url:
         env["LATFARM_DB_URL"] = settings.db_url
     base = f"http://127.0.0.1:{settings.http_port}"

@@ -161,6 +161,10 @@ def test_two_agents_measure_a_batch(server, tmp_path):
         progress = server.wait_done(batch, len(BATCH))
         assert progress["done"] == len(BATCH) and progress["failed"] == 0, progress
         assert len(assert_each_measured_once(server, "e2e-two", len(BATCH))) == 2  # both agents took part
+        rows = server.request("GET", "/v1/measurements?device=e2e-two&limit=100")["items"]
+        assert len(rows) == len(BATCH)
+        for row in rows:  # the agent's default headline: the fastest timed run
+            assert row["statistic"] == "min" and row["latency_ms"] == row["min_ms"] <= row["median_ms"], row
     finally:
         codes = [agent.terminate() for agent in agents]
     assert codes == [0, 0], [a.log() for a in agents]

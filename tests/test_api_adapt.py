@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy.stats import spearmanr
 
 from predictor.help_data import load_help
@@ -18,7 +19,8 @@ SAMPLES = 6
 
 
 def _agent_measures(api, tmp_path, device: str, truth: np.ndarray) -> int:
-    """A registered agent leases the device's jobs through the real queue and reports the true latencies."""
+    """A registered agent leases the device's jobs through the real queue and reports the true latencies (as the
+    fastest run: ``latency_ms``, with the median of round medians 1 ms above)."""
     sessions = api.app.state.sessions
     store = ArtifactStore(tmp_path / "artifacts")
     with transaction(sessions) as session:
@@ -26,9 +28,10 @@ def _agent_measures(api, tmp_path, device: str, truth: np.ndarray) -> int:
         session.add(agent)
         session.flush()
         jobs = queue.lease(session, agent, max_jobs=50, formats=["onnx"], lease_seconds=60, artifacts=store)
+        latencies = [float(truth[job.arch.nb201_index]) for job in jobs]
         results = [
-            queue.ReportedResult(job_id=job.id, ok=True, median_ms=float(truth[job.arch.nb201_index]), runs=10)
-            for job in jobs
+            queue.ReportedResult(job_id=job.id, ok=True, latency_ms=ms, statistic="min", median_ms=ms + 1.0, runs=10)
+            for job, ms in zip(jobs, latencies, strict=True)
         ]
         acks = queue.report(session, agent, results, provenance={}, max_attempts=3)
     assert all(a.accepted for a in acks)
@@ -54,6 +57,10 @@ def test_adapt_measures_fits_and_activates(api, keys, tmp_path, help_dir):
     assert state["state"] == "active" and state["id"] == started["id"]
     assert state["metrics"]["measured"] == SAMPLES
     assert api.get("/v1/devices/cpu1/adapt", headers=ADMIN).json()["id"] == started["id"]
+    rows = api.get("/v1/measurements", params={"device": "cpu1"}, headers=ADMIN).json()["items"]
+    samples = [m["nb201_index"] for m in rows]
+    items = api.post("/v1/predict", json={"device": "cpu1", "archs": samples}, headers=ADMIN).json()["items"]
+    assert [(i["source"], i["latency_ms"]) for i in items] == [("measured", pytest.approx(truth[i])) for i in samples]
 
     rng = np.random.default_rng(0)
     others = rng.choice(np.arange(15625), 300, replace=False)

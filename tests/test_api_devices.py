@@ -85,15 +85,17 @@ def test_device_counts_and_exports(api, keys):
     response = api.get("/v1/devices/dev1/export?format=csv", headers=keys["client"])
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
-    assert sorted((r["nb201_index"], r["source"], float(r["median_ms"])) for r in rows) == [
-        ("0", "imported", 1.5),
-        ("1", "imported", 2.5),
-        ("1", "measured", 2.0),
-        ("7", "measured", 3.0),
+    figures = sorted((r["nb201_index"], r["source"], float(r["latency_ms"]), float(r["median_ms"])) for r in rows)
+    assert figures == [
+        ("0", "imported", 1.5, 1.5),
+        ("1", "imported", 2.5, 2.5),
+        ("1", "measured", 2.0, 2.5),
+        ("7", "measured", 3.0, 3.5),
     ]
+    assert sorted(r["statistic"] for r in rows) == ["", "", "min", "min"]
     response = api.get("/v1/devices/dev1/export", params={"format": "latbench"}, headers=keys["client"])
     assert response.status_code == 200
-    latbench = pickle.loads(response.content)  # {6-op tuple: seconds}, the median of an arch's rows
+    latbench = pickle.loads(response.content)  # {6-op tuple: seconds}, the median of an arch's latency_ms
     assert latbench[nb201.from_official_index(1)] == pytest.approx(0.00225)
     assert len(latbench) == 3
 

@@ -22,7 +22,7 @@ def test_submit_and_progress(api, keys):
     assert (progress["queued"], progress["running"], progress["done"], progress["failed"]) == (3, 0, 0, 0)
     with_items = api.get(f"/v1/jobs/{created['id']}", params={"items": True}, headers=keys["client"]).json()
     assert sorted(i["arch"] for i in with_items["items"]) == sorted({arch(3), arch(5), arch(9)})
-    assert all(i["state"] == "queued" and i.get("median_ms") is None for i in with_items["items"])
+    assert all(i["state"] == "queued" and i.get("latency_ms") is None for i in with_items["items"])
     assert api.get("/v1/jobs/nope", headers=keys["client"]).status_code == 404
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.store.models import Source
-from tests.api_support import add_device, add_measurements, arch
+from tests.api_support import MEDIAN_OFFSET_MS, add_device, add_measurements, arch
 
 
 def test_filters_and_cursor_pagination(api, keys):
@@ -24,16 +24,19 @@ def test_filters_and_cursor_pagination(api, keys):
             break
     assert pages == 3 and len(seen) == 8 and len({m["id"] for m in seen}) == 8
     assert all(m["device"] == "dev1" for m in seen)
-    assert sorted(m["median_ms"] for m in seen if m["source"] == "measured") == [1.0 + i for i in range(7)]
+    measured = sorted((m for m in seen if m["source"] == "measured"), key=lambda m: m["latency_ms"])
+    assert [m["latency_ms"] for m in measured] == [1.0 + i for i in range(7)]
+    assert [m["median_ms"] for m in measured] == [1.0 + i + MEDIAN_OFFSET_MS for i in range(7)]
+    assert {m["statistic"] for m in measured} == {"min"}
 
     by_arch = api.get("/v1/measurements", params={"arch": arch(3)}, headers=keys["client"]).json()["items"]
-    assert sorted((m["device"], m["source"], m["median_ms"]) for m in by_arch) == [
-        ("dev1", "imported", 9.0),
-        ("dev1", "measured", 4.0),
-        ("dev2", "measured", 5.0),
+    assert sorted((m["device"], m["source"], m["latency_ms"], m["median_ms"], m["statistic"]) for m in by_arch) == [
+        ("dev1", "imported", 9.0, 9.0, None),
+        ("dev1", "measured", 4.0, 4.5, "min"),
+        ("dev2", "measured", 5.0, 5.5, "min"),
     ]
     by_index = api.get("/v1/measurements", params={"arch": "3", "device": "dev2"}, headers=keys["client"])
-    assert [m["median_ms"] for m in by_index.json()["items"]] == [5.0]
+    assert [m["latency_ms"] for m in by_index.json()["items"]] == [5.0]
     imported = api.get("/v1/measurements", params={"source": "imported"}, headers=keys["client"]).json()
     assert [(m["nb201_index"], m["dataset"]) for m in imported["items"]] == [(3, "help-nb201")]
     assert imported["next"] is None

@@ -58,7 +58,7 @@ def test_client_round_trip(server):
         assert client.device("dev1")["measurements"]["imported"] == 5
         items = client.predict("dev1", [arch(2), 4])
         assert [(i["latency_ms"], i["source"]) for i in items] == [(3.0, "measured"), (5.0, "measured")]
-        assert [m["median_ms"] for m in client.measurements("dev1", page_size=2)] == [1.0, 2.0, 3.0, 4.0, 5.0]
+        assert [m["latency_ms"] for m in client.measurements("dev1", page_size=2)] == [1.0, 2.0, 3.0, 4.0, 5.0]
         assert client.export("dev1").decode().count("\n") >= 5
 
         batch = client.measure("dev1", [arch(100), arch(101)], wait=False)

@@ -55,13 +55,13 @@ def test_import_help(sessions, db_url, help_dir, tmp_path):
         for name in ("pixel3", "titanx_32"):
             expected = torch.load(folder / "latency" / f"{name}.pt")
             for index in (0, 1, 4321, nb201.NUM_ARCHS - 1):
-                got = session.scalar(
-                    select(Measurement.median_ms)
+                got = session.execute(
+                    select(Measurement.latency_ms, Measurement.median_ms)
                     .join(Device)
                     .join(Arch, Measurement.arch_id == Arch.id)
                     .where(Device.name == name, Arch.nb201_index == index)
-                )
-                assert got == pytest.approx(expected[index])
+                ).one()
+                assert tuple(got) == pytest.approx((expected[index], expected[index]))
     with sessions() as session, session.begin():
         assert datasets.import_help(session, folder, progress=False) == 0  # idempotent
     with sessions() as session:
@@ -92,7 +92,8 @@ def test_latbench_round_trip(sessions, tmp_path):
     with sessions() as session:
         rows = datasets.device_rows(session, "desktop-cpu")
     assert len(rows) == len(data)
-    assert {tuple(r["ops"]): r["median_ms"] for r in rows} == pytest.approx({k: v * 1000 for k, v in data.items()})
+    assert {tuple(r["ops"]): r["latency_ms"] for r in rows} == pytest.approx({k: v * 1000 for k, v in data.items()})
+    assert all(r["median_ms"] == r["latency_ms"] and r["statistic"] == "" for r in rows)
     assert all(r["source"] == "imported" and r["dataset"] == datasets.LATBENCH for r in rows)
     assert [r["nb201_index"] for r in rows] == sorted(nb201.official_index(k) for k in data)
     back = pickle.loads(datasets.to_latbench_pickle(rows))
@@ -105,7 +106,7 @@ def test_latbench_named_device_and_bad_input(sessions, tmp_path):
     with sessions() as session, session.begin():
         assert datasets.import_latbench(session, path, device="my-phone") == 1
         (row,) = datasets.device_rows(session, "my-phone")
-        assert row["median_ms"] == pytest.approx(3.0)
+        assert (row["latency_ms"], row["median_ms"]) == pytest.approx((3.0, 3.0))
     path.write_bytes(pickle.dumps({(1, 2, 3): 0.1}))
     with sessions() as session, pytest.raises(datasets.DatasetError, match="6 entries"):
         datasets.import_latbench(session, path)
@@ -134,10 +135,11 @@ def test_hwnasbench_import(sessions, tmp_path):
         names = set(session.scalars(select(Device.name)))
         assert names == {"edgegpu", "raspi4", "edgegpu-ImageNet16-120"}
         assert count(session, name="edgegpu", dataset=datasets.HWNASBENCH) == len(edgegpu)
-        rows = {r["nb201_index"]: r["median_ms"] for r in datasets.device_rows(session, "raspi4")}
+        rows = {r["nb201_index"]: r["latency_ms"] for r in datasets.device_rows(session, "raspi4")}
         assert rows == pytest.approx(raspi4)
-        rows = {r["nb201_index"]: r["median_ms"] for r in datasets.device_rows(session, "edgegpu")}
-        assert rows == pytest.approx(dict(enumerate(edgegpu)))
+        rows = datasets.device_rows(session, "edgegpu")
+        assert {r["nb201_index"]: r["latency_ms"] for r in rows} == pytest.approx(dict(enumerate(edgegpu)))
+        assert all(r["median_ms"] == r["latency_ms"] for r in rows)
     path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"fpga_latency": {99999: 1.0}}}}))
     with sessions() as session, pytest.raises(datasets.DatasetError, match="index 99999 outside"):
         datasets.import_hwnasbench(session, path)
@@ -153,13 +155,16 @@ def test_csv_export_and_unknown_device(sessions, tmp_path):
     parsed = list(csv.DictReader(io.StringIO(datasets.to_csv(rows))))
     assert [tuple(int(c) for c in r["ops"]) for r in parsed] == [tuple(r["ops"]) for r in rows]
     assert {r["arch"] for r in parsed} == {nb201.to_string(k) for k in data}
+    assert list(parsed[0])[3:6] == ["latency_ms", "statistic", "median_ms"]
+    assert [float(r["latency_ms"]) for r in parsed] == pytest.approx([r["latency_ms"] for r in rows])
     assert [float(r["median_ms"]) for r in parsed] == pytest.approx([r["median_ms"] for r in rows])
     assert {r["source"] for r in parsed} == {"imported"}
 
 
-def test_latbench_export_takes_the_median_per_arch():
+def test_latbench_export_takes_the_median_latency_per_arch():
     ops = (3, 3, 3, 3, 3, 3)
-    rows = [{"ops": ops, "median_ms": ms} for ms in (1.0, 5.0, 2.0)] + [{"ops": (1,) * 6, "median_ms": 4.0}]
+    rows = [{"ops": ops, "latency_ms": ms, "median_ms": 9.0} for ms in (1.0, 5.0, 2.0)]
+    rows.append({"ops": (1,) * 6, "latency_ms": 4.0, "median_ms": 9.0})
     back = pickle.loads(datasets.to_latbench_pickle(rows))
     assert back == pytest.approx({ops: statistics.median([1.0, 5.0, 2.0]) / 1000, (1,) * 6: 0.004})
 

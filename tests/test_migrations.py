@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from services.store.db import make_engine
 from services.store.migrate import upgrade
@@ -36,3 +38,35 @@ def test_lease_indexes_exist(db_url):
         engine.dispose()
     assert indexes["ix_jobs_queue"] == ["device_id", "state", "created_at", "id"]
     assert indexes["ix_jobs_expiry"] == ["state", "lease_expires_at"]
+
+
+def test_latency_ms_is_filled_from_median_ms(db_url):
+    """0002 gives rows stored before it their median as the headline latency."""
+    upgrade(db_url, "0001")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            now = datetime.now(timezone.utc)
+            conn.execute(
+                text(
+                    "insert into devices (id, name, description, hardware, runtime, precision, batch_size, created_at)"
+                    " values (1, 'dev', '', '', 'onnxruntime', 'fp32', 1, :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(text("insert into archs (id, space, arch) values (1, 'nb201', 'a'), (2, 'nb201', 'b')"))
+            conn.execute(
+                text(
+                    "insert into measurements (device_id, arch_id, source, protocol, median_ms, round_medians_ms,"
+                    " unstable, provenance, created_at) values"
+                    " (1, 1, 'measured', '{}', 2.5, '[]', false, '{}', :now),"
+                    " (1, 2, 'imported', '{}', 4.0, '[]', false, '{}', :now)"
+                ),
+                {"now": now},
+            )
+        upgrade(db_url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("select arch_id, latency_ms, median_ms from measurements order by arch_id"))
+            assert [tuple(r) for r in rows] == [(1, 2.5, 2.5), (2, 4.0, 4.0)]
+    finally:
+        engine.dispose()

@@ -255,7 +255,9 @@ def test_ok_report_stored_once_and_only_from_lease_holder(sessions, store):
     batch = submit(sessions, dev, ARCHS[:2])
     (j1, _, sha1, _), (j2, *_) = lease(sessions, agent, store, max_jobs=2)
     assert not report(sessions, intruder, [ok_result(j1)])[0].accepted
-    acks = report(sessions, agent, [ok_result(j1, affinity=[0], settings={"rounds": 3}), ok_result(j2, unstable=True)])
+    new_style = ok_result(j1, latency_ms=1.4, statistic="min", affinity=[0], settings={"rounds": 3, "statistic": "min"})
+    old_style = ok_result(j2, unstable=True)  # an agent from before Stats.latency_ms: latency_ms 0, no statistic
+    acks = report(sessions, agent, [new_style, old_style])
     assert [(a.accepted, a.duplicate) for a in acks] == [(True, False), (True, False)]
     assert "unstable" in acks[1].message
     again = report(sessions, agent, [ok_result(j1), ReportedResult(job_id="missing", ok=True, median_ms=1.0)])
@@ -268,10 +270,12 @@ def test_ok_report_stored_once_and_only_from_lease_holder(sessions, store):
     by_job = {m.job_id: m for m in rows}
     assert len(rows) == 2 and set(by_job) == {j1, j2}
     first = by_job[j1]
-    assert (first.median_ms, first.agent_id, first.artifact_sha256, first.unstable) == (1.5, agent, sha1, False)
-    assert first.protocol == {"rounds": 3, "affinity": [0]} and first.provenance == {"governor": "performance"}
+    assert (first.latency_ms, first.median_ms, first.agent_id, first.artifact_sha256) == (1.4, 1.5, agent, sha1)
+    assert first.protocol == {"rounds": 3, "statistic": "min", "affinity": [0]} and not first.unstable
+    assert first.provenance == {"governor": "performance"}
     assert first.round_medians_ms == [1.5, 1.49, 1.52]
     assert by_job[j2].unstable is True
+    assert (by_job[j2].latency_ms, by_job[j2].median_ms, by_job[j2].protocol["statistic"]) == (1.5, 1.5, "median")
     assert progress["done"] == 2 and job(sessions, j1).state == JobState.done
 
 
@@ -284,6 +288,11 @@ def test_malformed_result_rejected_before_writing(sessions, store):
         report(sessions, agent, [ok_result(job_id, median=0.0)])
     with pytest.raises(QueueError, match="p90_ms"):
         report(sessions, agent, [ok_result(job_id, p90_ms=float("nan"))])
+    with pytest.raises(QueueError, match="latency_ms"):
+        report(sessions, agent, [ok_result(job_id, latency_ms=float("inf"), statistic="min")])
+    for statistic in ("", "mean"):  # a headline figure must say how it was computed
+        with pytest.raises(QueueError, match="statistic"):
+            report(sessions, agent, [ok_result(job_id, latency_ms=1.4, statistic=statistic)])
     assert job(sessions, job_id).state == JobState.running
 
 

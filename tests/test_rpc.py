@@ -187,6 +187,7 @@ def test_lease_fetch_heartbeat_report_release(farm):
 
     stats = agent_pb2.Stats(median_ms=2.5, mean_ms=2.6, std_ms=0.1, min_ms=2.4, p90_ms=2.7, runs=100)
     stats.round_medians_ms.extend([2.5, 2.49, 2.52])
+    stats.latency_ms, stats.statistic = 2.4, "min"  # the headline figure: the fastest timed run
     ok = agent_pb2.Result(
         job_id=first.job_id,
         ok=True,
@@ -197,7 +198,7 @@ def test_lease_fetch_heartbeat_report_release(farm):
         provider="CPUExecutionProvider",
         threads=1,
         affinity=[2],
-        settings=agent_pb2.MeasureSettings(rounds=5, runs_per_round=20),
+        settings=agent_pb2.MeasureSettings(rounds=5, runs_per_round=20, statistic="min"),
     )
     failed = agent_pb2.Result(
         job_id=second.job_id, ok=False, error_class=agent_pb2.ERROR_CLASS_LOAD, error_message="bad model"
@@ -218,15 +219,32 @@ def test_lease_fetch_heartbeat_report_release(farm):
         progress = queue.batch_progress(s, batch_id)
         second_job = s.get(Job, second.job_id)
         assert s.get(Agent, agent_id).state == "measuring"
-    assert (measurement.median_ms, measurement.runtime_version, measurement.provider) == (
-        2.5,
-        "1.32.0",
-        "CPUExecutionProvider",
-    )
-    assert measurement.protocol == {"rounds": 5, "runs_per_round": 20, "affinity": [2], "round_spread": 0.0}
+    assert (measurement.latency_ms, measurement.median_ms, measurement.min_ms) == (2.4, 2.5, 2.4)
+    assert (measurement.runtime_version, measurement.provider) == ("1.32.0", "CPUExecutionProvider")
+    assert measurement.protocol == {
+        "rounds": 5,
+        "runs_per_round": 20,
+        "statistic": "min",
+        "affinity": [2],
+        "round_spread": 0.0,
+    }
     assert measurement.provenance == {"governor": "performance"} and measurement.round_medians_ms == [2.5, 2.49, 2.52]
     assert (second_job.state, second_job.error) == (JobState.queued, "load: bad model")
     assert (progress["done"], progress["queued"], progress["running"]) == (1, 2, 0)
+
+
+def test_result_of_an_agent_without_latency_ms_stores_its_median(farm):
+    """Agents from before ``Stats.latency_ms`` send 0 and no statistic: the median of round medians stands in."""
+    _, md = register(farm)
+    submit(farm, ARCHS[:1])
+    (job,) = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=1), metadata=md, timeout=30).jobs
+    stats = agent_pb2.Stats(median_ms=2.5, min_ms=2.4, runs=100, round_medians_ms=[2.5, 2.49, 2.52])
+    old = agent_pb2.Result(job_id=job.job_id, ok=True, stats=stats, settings=agent_pb2.MeasureSettings(rounds=5))
+    (ack,) = farm.stub.ReportResults(agent_pb2.ReportRequest(results=[old]), metadata=md, timeout=10).acks
+    assert ack.accepted
+    with farm.sessions() as s:
+        measurement = s.scalars(select(Measurement)).one()
+    assert (measurement.latency_ms, measurement.median_ms, measurement.protocol["statistic"]) == (2.5, 2.5, "median")
 
 
 def test_bad_messages_get_invalid_argument(farm):
@@ -238,6 +256,13 @@ def test_bad_messages_get_invalid_argument(farm):
         "bad state": lambda: farm.stub.Heartbeat(agent_pb2.HeartbeatRequest(state="asleep"), metadata=md, timeout=10),
         "zero median": lambda: farm.stub.ReportResults(
             agent_pb2.ReportRequest(results=[agent_pb2.Result(job_id="j", ok=True)]), metadata=md, timeout=10
+        ),
+        "latency without statistic": lambda: farm.stub.ReportResults(
+            agent_pb2.ReportRequest(
+                results=[agent_pb2.Result(job_id="j", ok=True, stats=agent_pb2.Stats(median_ms=2.0, latency_ms=1.9))]
+            ),
+            metadata=md,
+            timeout=10,
         ),
     }
     for what, call in bad.items():

@@ -41,8 +41,8 @@ def _wait_active(client: Client, proc: subprocess.Popen, timeout: float) -> dict
     raise AssertionError(f"predictor not active after {timeout} s: {state}")
 
 
-def _up(tmp_path, http_port: int, grpc_port: int, key: str) -> subprocess.Popen:
-    env = {**os.environ, "LATFARM_ADMIN_KEY": key, "LATFARM_HEARTBEAT_INTERVAL_S": "2"}
+def _up(tmp_path, http_port: int, grpc_port: int, key: str, **extra_env: str) -> subprocess.Popen:
+    env = {**os.environ, "LATFARM_ADMIN_KEY": key, "LATFARM_HEARTBEAT_INTERVAL_S": "2", **extra_env}
     cmd = [sys.executable, "-m", "services.cli", "up", "--samples", str(SAMPLES), "--data-dir", str(tmp_path)]
     cmd += ["--http-port", str(http_port), "--grpc-port", str(grpc_port)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -77,11 +77,14 @@ def test_up_adapts_to_this_machine_and_serves_predictions(tmp_path):
         out = _stop(proc)
     assert "latfarm is up" in out and f"http://127.0.0.1:{http_port}/docs" in out
 
-    # a second run re-uses the adaptation: nothing is measured again
-    proc = _up(tmp_path, http_port, grpc_port, key)
+    # a second run re-uses the adaptation: nothing is measured again; TLS settings meant for `latfarm serve`
+    # (here naming no files at all) do not reach up's own server, whose local agent speaks plain gRPC
+    missing = str(tmp_path / "missing.pem")
+    proc = _up(tmp_path, http_port, grpc_port, key, LATFARM_GRPC_TLS_CERT=missing, LATFARM_GRPC_TLS_KEY=missing)
     try:
         again = _wait_active(client, proc, timeout=120)
         assert again["id"] == state["id"]
     finally:
         out = _stop(proc)
     assert "reused" in out
+    assert "LATFARM_GRPC_TLS_CERT and LATFARM_GRPC_TLS_KEY ignored" in out

@@ -127,8 +127,8 @@ def _device_count(session: Session, device_id: int) -> int:
 
 
 def _device_latencies(session: Session, device_id: int, count: int, limit: int) -> np.ndarray:
-    """Median latencies of one device with ``count`` rows, an evenly spread sample of at most about ``limit``."""
-    query = select(Measurement.median_ms).where(Measurement.device_id == device_id)
+    """Latencies of one device with ``count`` rows, an evenly spread sample of at most about ``limit``."""
+    query = select(Measurement.latency_ms).where(Measurement.device_id == device_id)
     step = _sample_step(count, limit)
     if step > 1:
         query = query.where(Measurement.arch_id % step == 0)  # (device_id, arch_id) index: few row lookups
@@ -188,7 +188,7 @@ def histogram(session: Session, device: Device, bins: int = 40) -> dict[str, Any
 
 def _measured_by_index(session: Session, device_id: int) -> tuple[np.ndarray, np.ndarray]:
     rows = session.execute(
-        select(Arch.nb201_index, func.avg(Measurement.median_ms))
+        select(Arch.nb201_index, func.avg(Measurement.latency_ms))
         .join(Arch, Measurement.arch_id == Arch.id)
         .where(Measurement.device_id == device_id, Arch.nb201_index.is_not(None))
         .group_by(Arch.nb201_index)
@@ -247,11 +247,11 @@ def arch_across_devices(session: Session, query: str | None) -> dict[str, Any]:
     if arch is None:
         return {"error": f"no measurements of arch {query!r}" if query else "no measurements yet", "devices": []}
     rows = session.execute(
-        select(Device.id, Device.name, func.avg(Measurement.median_ms), func.count())
+        select(Device.id, Device.name, func.avg(Measurement.latency_ms), func.count())
         .join(Measurement, Measurement.device_id == Device.id)
         .where(Measurement.arch_id == arch.id)
         .group_by(Device.id, Device.name)
-        .order_by(func.avg(Measurement.median_ms))
+        .order_by(func.avg(Measurement.latency_ms))
     ).all()
     return {
         "arch": arch.arch,

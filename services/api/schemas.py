@@ -85,7 +85,7 @@ class JobItem(BaseModel):
     arch: str
     state: str
     attempts: int
-    median_ms: float | None = None
+    latency_ms: float | None = None
     error: str | None = None
 
 
@@ -106,7 +106,11 @@ class MeasurementOut(BaseModel):
     nb201_index: int | None
     source: str
     dataset: str | None
-    median_ms: float
+    latency_ms: float = Field(description="The headline figure: what predictions, rankings and exports use.")
+    statistic: str | None = Field(
+        None, description="How an agent computed latency_ms: 'min' (fastest timed run) or 'median'; null if imported."
+    )
+    median_ms: float = Field(description="Median of the round medians (imported rows: the dataset's figure).")
     mean_ms: float | None
     std_ms: float | None
     min_ms: float | None

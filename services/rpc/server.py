@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,6 +32,35 @@ OPTIONS = [
 ]
 
 
+def _setting(name: str) -> str:
+    return f"{name} (LATFARM_{name.upper()}, --{name.replace('_', '-')})"
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the ``grpc_tls_cert`` and ``grpc_tls_key`` PEM files; None (plaintext) when both are
+    unset. Raises ValueError, naming the setting, when only one is set, a file is unreadable, or they are no pair."""
+    paths = {"grpc_tls_cert": settings.grpc_tls_cert, "grpc_tls_key": settings.grpc_tls_key}
+    if not any(paths.values()):
+        return None
+    pem = {}
+    for name, path in paths.items():
+        if path is None:
+            given = next(other for other in paths if other != name)
+            raise ValueError(f"{_setting(given)} is set but {_setting(name)} is not: TLS needs both")
+        try:
+            pem[name] = Path(path).read_bytes()
+        except OSError as err:
+            raise ValueError(f"{_setting(name)}: cannot read {path}: {err.strerror or err}") from err
+    try:  # gRPC itself would only fail to bind the port
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(*paths.values(), password=lambda: b"")
+    except ssl.SSLError as err:
+        raise ValueError(
+            f"{_setting('grpc_tls_cert')} and {_setting('grpc_tls_key')} are not a PEM certificate and its "
+            f"(unencrypted) private key: {err}"
+        ) from err
+    return grpc.ssl_server_credentials([(pem["grpc_tls_key"], pem["grpc_tls_cert"])])
+
+
 def build_grpc_server(
     settings: Settings,
     sessions: sessionmaker[Session],
@@ -38,19 +69,24 @@ def build_grpc_server(
     *,
     port: int | None = None,
 ) -> tuple[grpc.Server, int]:
-    """The agent service and ``grpc.health.v1`` on ``port`` (default ``settings.grpc_port``; 0 picks a free one).
+    """The agent service and ``grpc.health.v1`` on ``port`` (default ``settings.grpc_port``; 0 picks a free one),
+    over TLS when ``settings.grpc_tls_cert`` and ``grpc_tls_key`` are set, else plaintext.
 
     Returns the server, not yet started, and the bound port. Call ``server.start()``, and ``server.stop(grace)``.
+    Raises ValueError on a bad TLS setting (see ``server_credentials``).
     """
+    port = settings.grpc_port if port is None else port
+    credentials = server_credentials(settings)
     server = grpc.server(ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="grpc"), options=OPTIONS)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(settings, sessions, artifacts, notifier), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    bound = server.add_insecure_port(f"[::]:{settings.grpc_port if port is None else port}")
+    address = f"[::]:{port}"
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if not bound:
-        raise OSError(f"cannot bind the gRPC port {port if port is not None else settings.grpc_port}")
+        raise OSError(f"cannot bind the gRPC port {port}")
     return server, bound
 
 

@@ -291,6 +291,8 @@ def _reported(result: agent_pb2.Result) -> queue.ReportedResult:
     return queue.ReportedResult(
         job_id=result.job_id,
         ok=result.ok,
+        latency_ms=stats.latency_ms,
+        statistic=stats.statistic,
         median_ms=stats.median_ms,
         mean_ms=stats.mean_ms,
         std_ms=stats.std_ms,

@@ -213,7 +213,9 @@ class Measurement(Base):
     provider: Mapped[str | None] = mapped_column(String(64))
     threads: Mapped[int | None] = mapped_column(Integer)
     protocol: Mapped[dict] = mapped_column(default=dict)  # warm-up, runs per round, rounds, affinity ...
-    median_ms: Mapped[float] = mapped_column(Float)
+    # the headline figure: what predictions, rankings and exports use; `protocol['statistic']` says how it was computed
+    latency_ms: Mapped[float] = mapped_column(Float)
+    median_ms: Mapped[float] = mapped_column(Float)  # median of the round medians
     mean_ms: Mapped[float | None] = mapped_column(Float)
     std_ms: Mapped[float | None] = mapped_column(Float)
     min_ms: Mapped[float | None] = mapped_column(Float)

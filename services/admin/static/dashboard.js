@@ -86,7 +86,7 @@
       type: "bar",
       data: { labels, datasets: [{ label: "archs" + note, data: h.counts, backgroundColor: BLUE, barPercentage: 1,
         categoryPercentage: 1 }] },
-      options: { scales: { x: { title: { display: true, text: "median latency (ms), log bins" } },
+      options: { scales: { x: { title: { display: true, text: "latency (ms), log bins" } },
         y: { title: { display: true, text: "count" } } } },
     }, null);
   }
@@ -127,7 +127,7 @@
     show("arch", {
       type: "bar",
       data: { labels: a.devices.map((d) => d.device),
-        datasets: [{ label: "mean of median latency (ms)", data: a.devices.map((d) => d.mean_ms), backgroundColor: BLUE }] },
+        datasets: [{ label: "mean latency (ms)", data: a.devices.map((d) => d.mean_ms), backgroundColor: BLUE }] },
       options: { indexAxis: "y", scales: { x: logAxis("latency (ms)") } },
     });
   }

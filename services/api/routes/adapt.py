@@ -76,7 +76,7 @@ def rank(
         if len(measured) < len(indices):
             raise HTTPException(409, str(err)) from err
         mean, std = np.full(len(indices), np.nan), np.full(len(indices), np.nan)
-    latency = np.array([measured[i].median_ms if i in measured else m for i, m in zip(indices, mean, strict=True)])
+    latency = np.array([measured[i].latency_ms if i in measured else m for i, m in zip(indices, mean, strict=True)])
     model = service.for_device(session, device)
     order = list(np.argsort(latency, kind="stable"))
     if model is not None:  # let the pairwise model order the predicted archs among themselves

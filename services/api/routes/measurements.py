@@ -68,6 +68,8 @@ def list_measurements(
             nb201_index=nb201_index,
             source=m.source.value,
             dataset=m.dataset,
+            latency_ms=m.latency_ms,
+            statistic=(m.protocol or {}).get("statistic"),
             median_ms=m.median_ms,
             mean_ms=m.mean_ms,
             std_ms=m.std_ms,

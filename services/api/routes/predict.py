@@ -43,7 +43,7 @@ def predict(
     for index in indices:
         item = {"arch": strings[index], "nb201_index": index}
         if (hit := measured.get(index)) is not None:
-            item |= {"latency_ms": hit.median_ms, "std_ms": _number(hit.std_ms), "source": "measured"}
+            item |= {"latency_ms": hit.latency_ms, "std_ms": _number(hit.std_ms), "source": "measured"}
             item["origin"] = hit.origin
             if hit.unstable:
                 item["unstable"] = True
