@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from predictor import nb201
@@ -238,24 +238,45 @@ def lease(
     return leased
 
 
+def _unexported() -> ColumnElement[bool]:
+    """A job's model is not exported yet: the job has no artifact and its (arch, format) no ``Artifact`` row."""
+    recorded = select(Artifact.sha256).where(Artifact.arch_id == Job.arch_id, Artifact.format == Job.format)
+    return and_(Job.artifact_sha256.is_(None), ~recorded.exists())
+
+
 def pending_artifacts(session: Session, device_id: int, formats: Sequence[str], limit: int) -> list[tuple[Arch, str]]:
-    """(arch, format) of the next queued jobs of a device whose model is not exported yet.
+    """(arch, format) of the next ``limit`` queued jobs of a device (the next lease) whose model is not exported yet.
 
     Exporting these first, outside the lease transaction, keeps that transaction (and SQLite's one writer) short.
     """
-    rows = session.execute(
-        select(Arch, Job.format)
-        .join(Arch, Arch.id == Job.arch_id)
-        .where(
-            Job.device_id == device_id,
-            Job.state == JobState.queued,
-            Job.format.in_(list(formats)),
-            Job.artifact_sha256.is_(None),
-        )
+    upcoming = (
+        select(Job.id)
+        .where(Job.device_id == device_id, Job.state == JobState.queued, Job.format.in_(list(formats)))
         .order_by(Job.created_at, Job.id)
         .limit(limit)
     )
+    rows = session.execute(
+        select(Arch, Job.format)
+        .join(Arch, Arch.id == Job.arch_id)
+        .where(Job.id.in_(upcoming.scalar_subquery()), _unexported())
+        .order_by(Job.created_at, Job.id)
+    )
     return list(dict.fromkeys((arch, fmt) for arch, fmt in rows))
+
+
+def unexported_jobs(
+    session: Session, limit: int, after: tuple[datetime, str] | None = None
+) -> list[tuple[Arch, str, datetime, str]]:
+    """(arch, format, created_at, job id) of queued jobs of all devices whose model is not exported yet, oldest
+    first, after the job key ``after`` (``(created_at, id)``: pages through the queue)."""
+    query = (
+        select(Arch, Job.format, Job.created_at, Job.id)
+        .join(Arch, Arch.id == Job.arch_id)
+        .where(Job.state == JobState.queued, _unexported())
+    )
+    if after is not None:
+        query = query.where(tuple_(Job.created_at, Job.id) > tuple_(*after))
+    return [tuple(row) for row in session.execute(query.order_by(Job.created_at, Job.id).limit(limit))]
 
 
 def heartbeat(

@@ -14,6 +14,7 @@ from services.adapt import AdaptWorker
 from services.api.app import create_app
 from services.api.deps import warm_arch_tables
 from services.artifacts import ArtifactStore
+from services.exporter import ExportWorker
 from services.rpc.server import build_grpc_server, server_credentials, start_sweeper
 from services.settings import Settings
 
@@ -51,8 +52,9 @@ def serve(settings: Settings) -> None:
         raise SystemExit(f"latfarm serve: {err}") from err
     app = create_app(settings)
     http_sock = _listen(settings.http_host, settings.http_port)
+    artifacts = ArtifactStore(settings.artifacts_dir)
     grpc_server, grpc_port = build_grpc_server(
-        settings, app.state.sessions, ArtifactStore(settings.artifacts_dir), app.state.notifier, port=settings.grpc_port
+        settings, app.state.sessions, artifacts, app.state.notifier, port=settings.grpc_port
     )
     server = _Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5))
 
@@ -67,6 +69,8 @@ def serve(settings: Settings) -> None:
     start_sweeper(settings, app.state.sessions, app.state.notifier, stop_sweeper)
     adapt_worker = AdaptWorker(app.state.sessions, app.state.predictions.predictor_loader)
     adapt_worker.start()
+    export_worker = ExportWorker(app.state.sessions, app.state.read_sessions, artifacts, settings.export_poll_s)
+    export_worker.start()
     host = _shown(settings.http_host)
     http_port = http_sock.getsockname()[1]
     print(f"latfarm REST  http://{host}:{http_port}  (API docs: http://{host}:{http_port}/docs)", flush=True)
@@ -89,6 +93,7 @@ def serve(settings: Settings) -> None:
     finally:
         stop_sweeper.set()
         adapt_worker.stop()
+        export_worker.stop()
         grpc_server.stop(GRPC_GRACE_S).wait(GRPC_GRACE_S + 2)
         http_sock.close()
         for sig, handler in previous.items():

@@ -27,6 +27,7 @@ class Settings:
     heartbeat_interval_s: int = 10
     max_attempts: int = 3  # a job fails for good after this many failed attempts
     max_jobs_per_lease: int = 16
+    export_poll_s: float = 2.0  # the export worker looks for queued jobs without a model this often when idle
     datasets_dir: Path | None = None  # HELP-layout folder imported by `latfarm up` when present
     artifact_settings: dict = field(default_factory=dict)
 
@@ -54,6 +55,7 @@ class Settings:
             lease_seconds=int(_env("LEASE_SECONDS", "60")),
             heartbeat_interval_s=int(_env("HEARTBEAT_INTERVAL_S", "10")),
             max_attempts=int(_env("MAX_ATTEMPTS", "3")),
+            export_poll_s=float(_env("EXPORT_POLL_S", "2")),
             datasets_dir=Path(d) if (d := _env("DATASETS_DIR")) else None,
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -9,7 +9,6 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import grpc
@@ -19,11 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from proto.latfarm.v1 import agent_pb2, agent_pb2_grpc
 from services import queue
+from services.exporter import Exporter, export_one
 from services.notify import LocalNotifier
 from services.security import hash_secret, new_secret
 from services.settings import Settings
-from services.store.db import transaction
-from services.store.models import Agent, Arch, Artifact, Device, Enrollment, Job
+from services.store.db import make_read_sessionmaker, transaction
+from services.store.models import Agent, Artifact, Device, Enrollment, Job
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,8 @@ AGENT_STATES = ("idle", "measuring")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class Artifacts(queue.ArtifactSource, Protocol):
+class Artifacts(Exporter, Protocol):
     """What the servicer needs of ``services.artifacts.ArtifactStore``."""
-
-    def export_file(self, arch: str, fmt: str) -> tuple[str, Path]: ...
 
     def open(self, session: Session, sha256: str) -> BinaryIO | None: ...
 
@@ -51,6 +49,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ):
         self.settings = settings
         self.sessions = sessions
+        self.read_sessions = make_read_sessionmaker(sessions.kw["bind"])
         self.artifacts = artifacts
         self.notifier = notifier
 
@@ -162,23 +161,19 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             self.notifier.wait(device_id, left if self.notifier.shared else min(left, LOCAL_POLL_S), after=seen)
 
     def _prepare_artifacts(self, device_id: int, formats: list[str], max_jobs: int, context) -> int:
-        """Export the models the next lease needs before it starts, so the lease transaction stays short.
+        """Export the models the next lease needs and the export worker has not made yet, before the lease starts,
+        so the lease transaction stays short.
 
-        Exports run outside any transaction; recording each file is a short transaction. Returns how many jobs to
-        lease: all ``max_jobs``, or fewer when exporting ran past ``PREPARE_BUDGET_S`` (the agent gets work sooner).
+        Returns how many jobs to lease: all ``max_jobs``, or fewer when exporting ran past ``PREPARE_BUDGET_S`` (the
+        agent gets work sooner).
         """
-        with self.sessions() as session:
+        with self.read_sessions() as session:
             pending = [(a.id, a.arch, fmt) for a, fmt in queue.pending_artifacts(session, device_id, formats, max_jobs)]
         started = time.monotonic()
         for done, (arch_id, arch, fmt) in enumerate(pending):
             if done and (time.monotonic() - started > PREPARE_BUDGET_S or not context.is_active()):
                 return done
-            try:
-                self.artifacts.export_file(arch, fmt)
-                with transaction(self.sessions) as session:
-                    self.artifacts.ensure(session, session.get(Arch, arch_id), fmt)
-            except Exception as err:  # noqa: BLE001 - the lease tries again and fails the job with the reason
-                log.warning("export of %s (%s) failed: %s", arch, fmt, err)
+            export_one(self.sessions, self.artifacts, arch_id, arch, fmt)
         return max_jobs
 
     def FetchArtifact(self, request: agent_pb2.FetchArtifactRequest, context) -> Iterator[agent_pb2.ArtifactChunk]:

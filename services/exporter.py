@@ -1,0 +1,123 @@
+"""The export worker: exports the models of queued jobs in the background, so agents rarely wait for them.
+
+Every server replica may run one: exports are deterministic and content-addressed, and recording an artifact that
+another replica recorded meanwhile returns that row. ``LeaseJobs`` still exports what the worker has not reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services import queue
+from services.store.db import transaction
+from services.store.models import Arch, JobBatch
+
+log = logging.getLogger(__name__)
+
+CHUNK = 32  # queued jobs read per query
+RETRY_FAILED_S = 60.0  # a failed export is tried again by the worker after this long
+FULL_SWEEP_S = 60.0  # an idle worker sweeps the queue at least this often, new batches or not
+BATCH_SLACK_S = 60.0  # a batch this much older than the last sweep may have been committed after it started
+
+
+class Exporter(queue.ArtifactSource, Protocol):
+    """What exporting needs of ``services.artifacts.ArtifactStore``."""
+
+    def export_file(self, arch: str, fmt: str) -> tuple[str, Path]: ...
+
+
+def export_one(sessions: sessionmaker[Session], artifacts: Exporter, arch_id: int, arch: str, fmt: str) -> bool:
+    """Export one model outside any transaction, then record it in a short one. A failure is logged, not raised:
+    the lease tries again and fails the job with the reason. Returns whether the model is exported and recorded."""
+    try:
+        artifacts.export_file(arch, fmt)
+        with transaction(sessions) as session:
+            artifacts.ensure(session, session.get(Arch, arch_id), fmt)
+    except Exception as err:  # noqa: BLE001
+        log.warning("export of %s (%s) failed: %s", arch, fmt, err)
+        return False
+    return True
+
+
+class ExportWorker:
+    """A daemon thread exporting, oldest job first, the models of queued jobs (all devices) that have none yet.
+
+    A sweep pages through the whole queue. After a sweep that exported nothing the worker polls every ``poll_s``
+    seconds (the notifier's wake-ups are per device: it cannot wait for "any device got jobs") with a cheap query,
+    and sweeps again when a batch was submitted since, or ``FULL_SWEEP_S`` after the last sweep.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        read_sessions: sessionmaker[Session],
+        artifacts: Exporter,
+        poll_s: float = 2.0,
+        chunk: int = CHUNK,
+    ) -> None:
+        self._sessions, self._read_sessions, self._artifacts = sessions, read_sessions, artifacts
+        self._poll_s, self._chunk = poll_s, chunk
+        self._retry_at: dict[tuple[int, str], float] = {}  # (arch id, format) that failed -> when to try again
+        self._swept_at: tuple[datetime, float] | None = None  # when the last sweep started: UTC, monotonic
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="export-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the export in progress (if any)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def run_once(self) -> int:
+        """One sweep over the queue, a chunk of jobs at a time; returns how many models it exported."""
+        now = time.monotonic()
+        self._swept_at = (queue.utcnow(), now)
+        self._retry_at = {key: at for key, at in self._retry_at.items() if at > now}
+        after, exported = None, 0
+        while not self._stop.is_set():
+            with self._read_sessions() as session:
+                rows = queue.unexported_jobs(session, self._chunk, after=after)
+                todo = dict.fromkeys((arch.id, arch.arch, fmt) for arch, fmt, *_ in rows)
+            if not rows:
+                break
+            after = rows[-1][2:]
+            for arch_id, arch, fmt in todo:
+                if self._stop.is_set():
+                    break
+                if (arch_id, fmt) in self._retry_at:
+                    continue
+                if export_one(self._sessions, self._artifacts, arch_id, arch, fmt):
+                    exported += 1
+                else:
+                    self._retry_at[arch_id, fmt] = time.monotonic() + RETRY_FAILED_S
+        return exported
+
+    def _due(self) -> bool:
+        """Whether a sweep may find work: none yet, a batch submitted since the last, or ``FULL_SWEEP_S`` passed."""
+        if self._swept_at is None or time.monotonic() - self._swept_at[1] >= FULL_SWEEP_S:
+            return True
+        with self._read_sessions() as session:
+            newest = queue.as_utc(session.scalar(select(func.max(JobBatch.created_at))))
+        return newest is not None and newest > self._swept_at[0] - timedelta(seconds=BATCH_SLACK_S)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                exported = self.run_once() if self._due() else 0
+            except Exception:  # noqa: BLE001 - keep the worker alive; the next sweep retries
+                log.exception("export worker sweep failed")
+                exported = 0
+            if exported:
+                log.info("exported %d models of queued jobs", exported)
+            else:
+                self._stop.wait(self._poll_s)

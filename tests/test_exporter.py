@@ -1,0 +1,166 @@
+"""The export worker on SQLite and PostgreSQL: it exports and records the models of queued jobs, once each, keeps
+going past a failing export, stops promptly, and leaves ``LeaseJobs`` nothing to export."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+
+import pytest
+from sqlalchemy import select, update
+
+from proto.latfarm.v1 import agent_pb2
+from services.artifacts import ArtifactStore
+from services.exporter import ExportWorker
+from services.notify import make_notifier
+from services.store.db import make_read_sessionmaker, transaction
+from services.store.models import Arch, Artifact, Job, JobState
+from tests.test_queue import ARCHS, TinyArtifactStore, make_device, submit
+from tests.test_rpc import register, start_farm, stop_farm
+from tests.test_rpc import submit as submit_rpc
+
+
+class CountingStore(TinyArtifactStore):
+    """Counts ``export_file`` calls per (arch, format)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+    def export_file(self, arch: str, fmt: str):
+        self.calls[arch, fmt] += 1
+        return super().export_file(arch, fmt)
+
+
+class CountingArtifactStore(ArtifactStore):
+    """The real (torch) store, counting ``export_file`` calls."""
+
+    calls = 0
+
+    def export_file(self, arch: str, fmt: str):
+        self.calls += 1
+        return super().export_file(arch, fmt)
+
+
+def worker(sessions, store, **kwargs) -> ExportWorker:
+    return ExportWorker(sessions, make_read_sessionmaker(sessions.kw["bind"]), store, **kwargs)
+
+
+def recorded(sessions) -> Counter[tuple[str, str]]:
+    with sessions() as s:
+        rows = s.execute(select(Arch.arch, Artifact.format).join(Arch, Arch.id == Artifact.arch_id)).all()
+    return Counter((arch, fmt) for arch, fmt in rows)
+
+
+def test_worker_exports_queued_jobs_once(sessions, tmp_path):
+    dev_a, dev_b = make_device(sessions), make_device(sessions, "dev-b")
+    submit(sessions, dev_a, ARCHS[:3])
+    submit(sessions, dev_b, ARCHS[2:5])  # ARCHS[2] is queued on both devices
+    submit(sessions, dev_a, ARCHS[:1], fmt="tflite")
+    submit(sessions, dev_b, ARCHS[5:6])
+    with transaction(sessions) as s:  # not queued any more: nothing to export
+        s.execute(
+            update(Job)
+            .where(Job.arch_id == s.scalar(select(Arch.id).where(Arch.arch == ARCHS[5])))
+            .values(state=JobState.failed)
+        )
+    store = CountingStore(tmp_path / "artifacts")
+    export_worker = worker(sessions, store, chunk=2)  # several chunks per sweep
+
+    assert export_worker.run_once() == 6
+    wanted = {(arch, "onnx") for arch in ARCHS[:5]} | {(ARCHS[0], "tflite")}
+    assert recorded(sessions) == Counter(wanted)
+    assert set(store.calls) == wanted
+    store.calls.clear()
+    assert export_worker.run_once() == 0
+    assert not store.calls
+
+
+def test_failing_export_is_logged_and_skipped(sessions, tmp_path, caplog):
+    dev = make_device(sessions)
+    submit(sessions, dev, ARCHS[:4])
+    store = CountingStore(tmp_path / "artifacts", fail_archs=frozenset({ARCHS[0]}))  # the oldest job fails
+    export_worker = worker(sessions, store, chunk=1)
+
+    with caplog.at_level(logging.WARNING, logger="services.exporter"):
+        assert export_worker.run_once() == 3
+    assert recorded(sessions) == Counter((arch, "onnx") for arch in ARCHS[1:4])
+    assert [r.getMessage() for r in caplog.records] == [f"export of {ARCHS[0]} (onnx) failed: cannot export {ARCHS[0]}"]
+    store.calls.clear()
+    assert export_worker.run_once() == 0  # the failed one waits before it is tried again
+    assert not store.calls
+
+
+def test_replicas_export_the_same_models_concurrently(sessions, tmp_path, caplog):
+    dev = make_device(sessions)
+    submit(sessions, dev, ARCHS[:8])
+    workers = [worker(sessions, TinyArtifactStore(tmp_path / f"replica-{i}"), chunk=3) for i in range(3)]
+    barrier = threading.Barrier(len(workers))
+    exported: list[int] = []
+
+    def sweep(export_worker: ExportWorker) -> None:
+        barrier.wait()
+        exported.append(export_worker.run_once())
+
+    threads = [threading.Thread(target=sweep, args=(w,)) for w in workers]
+    with caplog.at_level(logging.WARNING, logger="services.exporter"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not caplog.records
+    assert sum(exported) >= 8
+    assert recorded(sessions) == Counter((arch, "onnx") for arch in ARCHS[:8])
+
+
+def test_thread_exports_new_jobs_and_stops_promptly(sessions, tmp_path):
+    dev = make_device(sessions)
+    export_worker = worker(sessions, TinyArtifactStore(tmp_path / "artifacts"), poll_s=0.05)
+    assert export_worker.run_once() == 0
+    assert not export_worker._due()  # idle: no batch since the last sweep
+    export_worker.start()
+    try:
+        time.sleep(0.2)
+        submit(sessions, dev, ARCHS[:3])
+        assert export_worker._due()
+        deadline = time.monotonic() + 20
+        while len(recorded(sessions)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert recorded(sessions) == Counter((arch, "onnx") for arch in ARCHS[:3])
+    finally:
+        started = time.monotonic()
+        export_worker.stop()
+    assert time.monotonic() - started < 1.0
+    assert not export_worker._thread.is_alive()
+
+    slow = worker(sessions, TinyArtifactStore(tmp_path / "other"), poll_s=60)
+    slow.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    slow.stop()  # waiting out its long poll interval would take a minute
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory):
+    """The real artifact store, shared so that each model is exported by torch once."""
+    return CountingArtifactStore(tmp_path_factory.mktemp("artifacts"))
+
+
+def test_lease_after_the_worker_exports_nothing(sessions, real_store):
+    farm = start_farm(sessions, real_store, make_notifier(None))
+    try:
+        _, md = register(farm)
+        submit_rpc(farm, ARCHS[:3])
+        assert worker(sessions, real_store).run_once() == 3
+        calls = real_store.calls
+        leased = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=3), metadata=md, timeout=30).jobs
+        assert sorted(job.arch for job in leased) == sorted(ARCHS[:3])
+        assert real_store.calls == calls
+        with sessions() as s:
+            artifacts = {a.sha256: a.arch.arch for a in s.scalars(select(Artifact))}
+        assert {artifacts[job.artifact_sha256] for job in leased} == set(ARCHS[:3])
+    finally:
+        stop_farm(farm)
