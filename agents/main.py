@@ -82,6 +82,7 @@ def run_agent(
     runs: int = 0,
     rounds: int = 0,
     statistic: str = "min",
+    retries: int | None = None,
     timeout_s: float = 0.0,
     provider: str | None = None,
     max_jobs: int = 0,
@@ -104,7 +105,8 @@ def run_agent(
     if state is None and not enroll:
         raise SystemExit(f"latfarm agent: not registered yet (no state in {state_dir}): pass --enroll TOKEN")
     try:
-        config = MeasureConfig(threads=threads, statistic=statistic).override(
+        fixed = {"retries": retries} if retries is not None else {}  # 0 is a real choice here: no re-measurement
+        config = MeasureConfig(threads=threads, statistic=statistic, **fixed).override(
             warmup_runs=warmup, runs_per_round=runs, rounds=rounds, timeout_s=timeout_s
         )
     except ValueError as err:

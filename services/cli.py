@@ -103,6 +103,13 @@ def agent(
         envvar="LATFARM_AGENT_STATISTIC",
         help="Headline figure: 'min' (fastest run; repeatable on shared machines) or 'median' (of round medians).",
     ),
+    retries: int = typer.Option(
+        PROTOCOL.retries,
+        "--retries",
+        min=0,
+        envvar="LATFARM_AGENT_RETRIES",
+        help="Re-measurements of a model whose round medians spread > 5% (0: flag at once; saves time on noisy hosts).",
+    ),
     timeout: float = typer.Option(
         0.0, "--timeout", envvar="LATFARM_AGENT_TIMEOUT", help=f"Model time limit, s ({PROTOCOL.timeout_s:g})."
     ),
@@ -126,6 +133,7 @@ def agent(
         runs=runs,
         rounds=rounds,
         statistic=statistic,
+        retries=retries,
         timeout_s=timeout,
         provider=provider,
         max_jobs=max_jobs,

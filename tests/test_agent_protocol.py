@@ -127,6 +127,13 @@ def test_unsteady_results_are_remeasured_then_flagged(tmp_path):
     assert result.stats.round_spread > 0
     [relaxed] = BatchMeasurer(OnnxBackend(), QUICK).measure([ModelTask("m", model)])
     assert relaxed.ok and not relaxed.unstable
+    at_once = MeasureConfig(
+        warmup_runs=1, runs_per_round=5, rounds=3, busy_warmup_s=0.05, spread_threshold=0.0, retries=0, retry_pause_s=5
+    )
+    start = time.perf_counter()
+    [flagged] = BatchMeasurer(OnnxBackend(), at_once).measure([ModelTask("m", model)])
+    assert flagged.unstable and flagged.stats.runs == 15  # flagged without the pause or a second attempt
+    assert time.perf_counter() - start < at_once.retry_pause_s
 
 
 def test_a_stop_request_interrupts_the_batch(tmp_path):
