@@ -125,9 +125,18 @@ class Client:
             params["cursor"] = page["next"]
 
     # --- measurement jobs ------------------------------------------------------------------------------------
-    def submit(self, device: str, archs: Sequence[str | int], fmt: str = "onnx", space: str = "nb201") -> str:
-        """Queue measurements; returns the batch id."""
+    def submit(
+        self,
+        device: str,
+        archs: Sequence[str | int],
+        fmt: str = "onnx",
+        space: str = "nb201",
+        protocol: dict | None = None,
+    ) -> str:
+        """Queue measurements; returns the batch id. ``protocol`` overrides the agents' options (e.g. ``rounds``)."""
         body = {"device": device, "space": space, "format": fmt, "archs": list(archs)}
+        if protocol is not None:
+            body["protocol"] = protocol
         return self._json("POST", "/v1/jobs", json=body)["id"]
 
     def job(self, batch_id: str, items: bool = False) -> dict:
@@ -142,13 +151,17 @@ class Client:
         wait: bool = True,
         timeout: float = 600.0,
         poll_s: float = 1.0,
+        protocol: dict | None = None,
     ) -> dict:
         """Queue measurements and, with ``wait``, block until every job is done or failed.
+
+        ``protocol`` sets how agents measure these jobs (``warmup_runs``, ``runs_per_round``, ``rounds``,
+        ``threads``, ``timeout_s``, ``statistic``); omitted fields keep each agent's options.
 
         Returns the batch (``id`` and counts); when waited for, ``items`` lists each arch with ``state`` and
         ``latency_ms``. Raises ``TimeoutError`` when jobs are still pending after ``timeout`` seconds.
         """
-        batch_id = self.submit(device, archs, fmt=fmt)
+        batch_id = self.submit(device, archs, fmt=fmt, protocol=protocol)
         if not wait:
             return self.job(batch_id)
         deadline = time.monotonic() + timeout

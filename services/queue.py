@@ -112,8 +112,12 @@ def submit_batch(
     space: str = nb201.SPACE,
     fmt: str = "onnx",
     requested_by: str | None = None,
+    protocol: dict | None = None,
 ) -> JobBatch:
-    """Queue one job per distinct arch for ``device``; nothing is written when any arch is invalid."""
+    """Queue one job per distinct arch for ``device``; nothing is written when any arch is invalid.
+
+    ``protocol`` (``MeasureSettings`` fields) overrides the agents' measurement options for these jobs.
+    """
     if fmt not in FORMATS:
         raise QueueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if isinstance(archs, str) or not archs:
@@ -124,7 +128,7 @@ def submit_batch(
         arch_ids = ensure_archs(session, archs, space)
     except nb201.ArchError as err:
         raise QueueError(str(err)) from err
-    batch = JobBatch(device_id=device.id, space=space, format=fmt, requested_by=requested_by)
+    batch = JobBatch(device_id=device.id, space=space, format=fmt, requested_by=requested_by, protocol=protocol or {})
     session.add(batch)
     session.flush()
     now = utcnow()
@@ -167,6 +171,7 @@ def batch_progress(session: Session, batch_id: str) -> dict | None:
         "device": device_name,
         "space": batch.space,
         "format": batch.format,
+        "protocol": batch.protocol or {},
         "total": sum(by_state.values()),
         **by_state,
         "created_at": as_utc(batch.created_at),

@@ -80,9 +80,10 @@ class Server:
     def enroll(self, device: str) -> str:
         return self.request("POST", f"/v1/devices/{device}/enrollments", {})["token"]
 
-    def submit(self, device: str, archs: list[int]) -> str:
+    def submit(self, device: str, archs: list[int], protocol: dict | None = None) -> str:
         self.request("POST", "/v1/devices", {"name": device})
-        return self.request("POST", "/v1/jobs", {"device": device, "archs": archs})["id"]
+        body = {"device": device, "archs": archs, **({"protocol": protocol} if protocol else {})}
+        return self.request("POST", "/v1/jobs", body)["id"]
 
     def progress(self, batch: str) -> dict:
         return self.request("GET", f"/v1/jobs/{batch}")
@@ -169,6 +170,24 @@ def test_two_agents_measure_a_batch(server, tmp_path):
         codes = [agent.terminate() for agent in agents]
     assert codes == [0, 0], [a.log() for a in agents]
     assert (tmp_path / "a0" / "state.json").exists()
+
+
+def test_a_request_protocol_overrides_the_agent_options(server, tmp_path):
+    batch = server.submit("e2e-protocol", BATCH[:2], protocol={"statistic": "median", "rounds": 3})
+    agent = Agent(server, tmp_path, "p0", server.enroll("e2e-protocol"), QUICK)  # QUICK: 2 rounds, statistic min
+    try:
+        progress = server.wait_done(batch, 2)
+        assert progress["done"] == 2 and progress["protocol"] == {"statistic": "median", "rounds": 3}, progress
+    finally:
+        assert agent.terminate() == 0, agent.log()
+    with sqlite3.connect(server.data_dir / "latfarm.db") as db:
+        rows = db.execute(
+            "select m.protocol, m.round_medians_ms from measurements m join devices d on d.id = m.device_id "
+            "where d.name = 'e2e-protocol'"
+        ).fetchall()
+    assert len(rows) == 2
+    for protocol, medians in rows:
+        assert json.loads(protocol)["statistic"] == "median" and len(json.loads(medians)) == 3, (protocol, medians)
 
 
 def test_restarted_agent_keeps_its_identity(server, tmp_path):

@@ -26,6 +26,31 @@ def test_submit_and_progress(api, keys):
     assert api.get("/v1/jobs/nope", headers=keys["client"]).status_code == 404
 
 
+def test_protocol_is_stored_and_shown(api, keys):
+    add_device(api, "dev1")
+    protocol = {
+        "warmup_runs": 2,
+        "runs_per_round": 20,
+        "rounds": 3,
+        "threads": 4,
+        "timeout_s": 1.5,
+        "statistic": "median",
+    }
+    plain = api.post("/v1/jobs", json={"device": "dev1", "archs": [1]}, headers=keys["client"]).json()
+    partial = api.post(
+        "/v1/jobs", json={"device": "dev1", "archs": [2], "protocol": {"rounds": 3}}, headers=keys["client"]
+    ).json()
+    full = api.post("/v1/jobs", json={"device": "dev1", "archs": [3], "protocol": protocol}, headers=keys["client"])
+    assert full.status_code == 201, full.text
+    shown = {
+        b["id"]: api.get(f"/v1/jobs/{b['id']}", headers=keys["client"]).json()["protocol"] for b in (plain, partial)
+    }
+    assert shown == {plain["id"]: {}, partial["id"]: {"rounds": 3}}
+    assert api.get(f"/v1/jobs/{full.json()['id']}", headers=keys["client"]).json()["protocol"] == protocol
+    with api.app.state.sessions() as session:
+        assert session.get(JobBatch, full.json()["id"]).protocol == protocol
+
+
 def test_bad_requests_store_nothing(api, keys):
     add_device(api, "dev1")
     good = arch(1)
@@ -37,6 +62,15 @@ def test_bad_requests_store_nothing(api, keys):
         ({"device": "dev1", "archs": [good], "space": "darts"}, 422, "space"),
         ({"device": "dev1", "archs": [good], "colour": "red"}, 422, "colour"),
         ({"archs": [good]}, 422, "device"),
+        ({"device": "dev1", "archs": [good], "protocol": {"rounds": 0}}, 422, "protocol.rounds"),
+        ({"device": "dev1", "archs": [good], "protocol": {"runs_per_round": 10001}}, 422, "protocol.runs_per_round"),
+        ({"device": "dev1", "archs": [good], "protocol": {"warmup_runs": -1}}, 422, "protocol.warmup_runs"),
+        ({"device": "dev1", "archs": [good], "protocol": {"threads": 257}}, 422, "protocol.threads"),
+        ({"device": "dev1", "archs": [good], "protocol": {"timeout_s": 0}}, 422, "protocol.timeout_s"),
+        ({"device": "dev1", "archs": [good], "protocol": {"statistic": "mean"}}, 422, "protocol.statistic"),
+        ({"device": "dev1", "archs": [good], "protocol": {"rounds": "3x"}}, 422, "protocol.rounds"),
+        ({"device": "dev1", "archs": [good], "protocol": {"affinity": [1]}}, 422, "protocol.affinity"),
+        ({"device": "dev1", "archs": [good], "protocol": []}, 422, "protocol"),
         ({"device": "nope", "archs": [good]}, 404, "nope"),
         ({"device": "dev1", "archs": [good] * 15626}, 413, "15625"),
     ]

@@ -61,8 +61,8 @@ def test_client_round_trip(server):
         assert [m["latency_ms"] for m in client.measurements("dev1", page_size=2)] == [1.0, 2.0, 3.0, 4.0, 5.0]
         assert client.export("dev1").decode().count("\n") >= 5
 
-        batch = client.measure("dev1", [arch(100), arch(101)], wait=False)
-        assert (batch["queued"], batch["done"]) == (2, 0)
+        batch = client.measure("dev1", [arch(100), arch(101)], wait=False, protocol={"rounds": 3})
+        assert (batch["queued"], batch["done"], batch["protocol"]) == (2, 0, {"rounds": 3})
         assert client.job(batch["id"])["queued"] == 2
         with pytest.raises(TimeoutError):  # no agent serves dev1
             client.measure("dev1", [arch(102)], timeout=0.5, poll_s=0.1)

@@ -88,9 +88,9 @@ def register(farm, name="pi-agent") -> tuple[str, list[tuple[str, str]]]:
     return reply.agent_id, [("authorization", f"Bearer {reply.credential}")]
 
 
-def submit(farm, archs=ARCHS[:3]) -> str:
+def submit(farm, archs=ARCHS[:3], protocol: dict | None = None) -> str:
     with transaction(farm.sessions) as s:
-        batch_id = queue.submit_batch(s, s.get(Device, farm.device_id), archs).id
+        batch_id = queue.submit_batch(s, s.get(Device, farm.device_id), archs, protocol=protocol).id
     farm.notifier.notify(farm.device_id)
     return batch_id
 
@@ -245,6 +245,28 @@ def test_result_of_an_agent_without_latency_ms_stores_its_median(farm):
     with farm.sessions() as s:
         measurement = s.scalars(select(Measurement)).one()
     assert (measurement.latency_ms, measurement.median_ms, measurement.protocol["statistic"]) == (2.5, 2.5, "median")
+
+
+def test_leased_jobs_carry_their_batch_protocol(farm):
+    _, md = register(farm)
+    protocol = {
+        "warmup_runs": 2,
+        "runs_per_round": 20,
+        "rounds": 3,
+        "threads": 2,
+        "timeout_s": 1.5,
+        "statistic": "median",
+    }
+    submit(farm, ARCHS[:2], protocol=protocol)
+    submit(farm, ARCHS[2:3], protocol={"rounds": 7})
+    submit(farm, ARCHS[3:4])
+    jobs = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=4), metadata=md, timeout=30).jobs
+    assert {j.arch: j.settings for j in jobs} == {
+        ARCHS[0]: agent_pb2.MeasureSettings(**protocol),
+        ARCHS[1]: agent_pb2.MeasureSettings(**protocol),
+        ARCHS[2]: agent_pb2.MeasureSettings(rounds=7),
+        ARCHS[3]: agent_pb2.MeasureSettings(),  # no protocol: every field 0 / "", the agent's own options
+    }
 
 
 def test_bad_messages_get_invalid_argument(farm):

@@ -68,11 +68,27 @@ class AgentOut(BaseModel):
     descriptor: dict
 
 
+class MeasureProtocol(Strict):
+    """How agents measure a request's jobs; an omitted field keeps the agent's own option."""
+
+    warmup_runs: int | None = Field(
+        None, ge=1, le=1000, description="Untimed runs per model per round (agents read 0 as their own default)."
+    )
+    runs_per_round: int | None = Field(None, ge=1, le=10000, description="Timed runs per model per round.")
+    rounds: int | None = Field(None, ge=1, le=1000, description="Interleaved rounds over the models leased together.")
+    threads: int | None = Field(None, ge=1, le=256)
+    timeout_s: float | None = Field(None, gt=0, le=3600, description="Wall-clock limit per model.")
+    statistic: Literal["min", "median"] | None = Field(None, description="The headline latency: fastest run or median.")
+
+
 class JobCreate(Strict):
     device: str = Field(min_length=1)
     space: str = nb201.SPACE
     format: Literal["onnx", "tflite"] = "onnx"
     archs: list[Arch] = Field(min_length=1, description=f"Arch strings or NB201 indices, at most {MAX_ARCHS}.")
+    protocol: MeasureProtocol | None = Field(
+        None, description="Overrides the agents' measurement options for these jobs."
+    )
 
 
 class JobCreated(BaseModel):
@@ -96,6 +112,7 @@ class JobProgress(BaseModel):
     running: int
     done: int
     failed: int
+    protocol: dict = Field(default_factory=dict, description="The request's protocol; {} = the agents' options.")
     items: list[JobItem] | None = None
 
 

@@ -257,6 +257,7 @@ def _check_ids(context, job_ids) -> None:
 
 
 def _job_message(session: Session, job: Job) -> agent_pb2.Job:
+    """The leased job as an agent sees it; ``job.batch`` loads once per distinct batch (the identity map)."""
     artifact = session.get(Artifact, job.artifact_sha256)
     return agent_pb2.Job(
         job_id=job.id,
@@ -267,6 +268,7 @@ def _job_message(session: Session, job: Job) -> agent_pb2.Job:
         artifact_size=artifact.size_bytes,
         attempt=job.attempts,
         input_shape=_input_shape(artifact.settings or {}),
+        settings=agent_pb2.MeasureSettings(**job.batch.protocol),
     )
 
 

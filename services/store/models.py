@@ -160,6 +160,7 @@ class JobBatch(Base):
     space: Mapped[str] = mapped_column(String(32), default="nb201")
     format: Mapped[str] = mapped_column(String(16), default="onnx")
     requested_by: Mapped[str | None] = mapped_column(String(128))
+    protocol: Mapped[dict] = mapped_column(default=dict)  # agent settings for its jobs (``MeasureSettings`` fields)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -188,6 +189,7 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
 
     arch: Mapped[Arch] = relationship()
+    batch: Mapped[JobBatch] = relationship()
     device: Mapped[Device] = relationship()
 
 

@@ -25,7 +25,13 @@ def create_jobs(
     archs = [strings[i] for i in arch_indices(body.archs, body.space)]
     try:
         batch = queue.submit_batch(
-            session, device, archs, space=body.space, fmt=body.format, requested_by=principal.name
+            session,
+            device,
+            archs,
+            space=body.space,
+            fmt=body.format,
+            requested_by=principal.name,
+            protocol=body.protocol.model_dump(exclude_none=True) if body.protocol else None,
         )
     except queue.QueueError as err:
         session.rollback()
