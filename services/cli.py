@@ -221,6 +221,73 @@ def predict(
 
 
 @app.command()
+def measure(
+    device: str = typer.Argument(...),
+    archs: list[str] = typer.Argument(None, help="Arch strings or NB201 indices."),
+    sample: int = typer.Option(0, "--random", min=0, help="Also measure N random NB201 archs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of --random."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
+    rounds: int = typer.Option(None, "--rounds", min=1, help="Protocol for these jobs (default: each agent's)."),
+    runs: int = typer.Option(None, "--runs", min=1, help="Timed runs per round."),
+    warmup: int = typer.Option(None, "--warmup", min=1, help="Warm-up runs per round."),
+    statistic: str = typer.Option(None, "--statistic", help="Headline figure: min or median."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
+    timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most."),
+    out: Path = typer.Option(None, "--out", help="Write the results as CSV here."),
+    server: str = ServerUrl,
+    key: str = ApiKey,
+) -> None:
+    """Measure archs on a device's agents: queue the jobs, wait with a progress bar, print or save the results."""
+    import random
+
+    from predictor import nb201
+    from services.client import Client, LatfarmError
+
+    chosen: list[str | int] = [int(a) if a.isdigit() else a for a in archs or []]
+    chosen += random.Random(seed).sample(range(nb201.NUM_ARCHS), sample)
+    if not chosen:
+        raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
+    settings = {"rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "statistic": statistic}
+    protocol = {name: value for name, value in settings.items() if value is not None} or None
+    try:
+        with Client(server, key) as client:
+            result = _measure_with_progress(client, device, chosen, fmt, wait, timeout, protocol)
+    except (LatfarmError, TimeoutError) as err:
+        raise SystemExit(f"latfarm measure: {err}") from err
+    if not wait:
+        typer.echo(f"queued batch {result['id']} ({len(chosen)} jobs); progress: GET /v1/jobs/{result['id']}")
+        return
+    items = result.get("items", [])
+    if out:
+        import csv
+
+        with out.open("w", newline="") as file:
+            writer = csv.DictWriter(file, ["arch", "state", "latency_ms", "attempts", "error"], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(items)
+        typer.echo(f"{result['done']} measured, {result['failed']} failed: {out}")
+        return
+    for item in items:
+        figure = f"{item['latency_ms']:.4f} ms" if item.get("latency_ms") is not None else item["state"]
+        typer.echo(f"{figure:<12} {item['arch']}" + (f"  ({item['error']})" if item.get("error") else ""))
+
+
+def _measure_with_progress(client, device, archs, fmt, wait, timeout, protocol) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not wait:
+        return client.measure(device, archs, fmt=fmt, wait=False, protocol=protocol)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(f"measuring on {device}", total=len(archs))
+
+        def show(progress: dict) -> None:
+            bar.update(task, completed=progress["done"] + progress["failed"])
+
+        return client.measure(device, archs, fmt=fmt, timeout=timeout, protocol=protocol, on_progress=show)
+
+
+@app.command()
 def adapt(
     device: str = typer.Argument(...),
     samples: int = typer.Option(10, "--samples", help="K archs to measure."),

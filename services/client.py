@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import httpx
 
@@ -152,8 +152,10 @@ class Client:
         timeout: float = 600.0,
         poll_s: float = 1.0,
         protocol: dict | None = None,
+        on_progress: Callable[[dict], None] | None = None,
     ) -> dict:
-        """Queue measurements and, with ``wait``, block until every job is done or failed.
+        """Queue measurements and, with ``wait``, block until every job is done or failed (``on_progress`` gets
+        each poll's counts).
 
         ``protocol`` sets how agents measure these jobs (``warmup_runs``, ``runs_per_round``, ``rounds``,
         ``threads``, ``timeout_s``, ``statistic``); omitted fields keep each agent's options.
@@ -167,6 +169,8 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             progress = self.job(batch_id)
+            if on_progress:
+                on_progress(progress)
             if progress["queued"] + progress["running"] == 0:
                 return self.job(batch_id, items=True)
             if time.monotonic() > deadline:

@@ -5,6 +5,7 @@ server restart mid-batch loses nothing; SIGTERM hands the lease back. Every arch
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -80,10 +81,9 @@ class Server:
     def enroll(self, device: str) -> str:
         return self.request("POST", f"/v1/devices/{device}/enrollments", {})["token"]
 
-    def submit(self, device: str, archs: list[int], protocol: dict | None = None) -> str:
+    def submit(self, device: str, archs: list[int]) -> str:
         self.request("POST", "/v1/devices", {"name": device})
-        body = {"device": device, "archs": archs, **({"protocol": protocol} if protocol else {})}
-        return self.request("POST", "/v1/jobs", body)["id"]
+        return self.request("POST", "/v1/jobs", {"device": device, "archs": archs})["id"]
 
     def progress(self, batch: str) -> dict:
         return self.request("GET", f"/v1/jobs/{batch}")
@@ -173,21 +173,32 @@ def test_two_agents_measure_a_batch(server, tmp_path):
 
 
 def test_a_request_protocol_overrides_the_agent_options(server, tmp_path):
-    batch = server.submit("e2e-protocol", BATCH[:2], protocol={"statistic": "median", "rounds": 3})
-    agent = Agent(server, tmp_path, "p0", server.enroll("e2e-protocol"), QUICK)  # QUICK: 2 rounds, statistic min
+    """``latfarm measure`` with a protocol of its own: the agent (2 rounds, statistic min) measures as asked."""
+    server.request("POST", "/v1/devices", {"name": "e2e-protocol"})
+    agent = Agent(server, tmp_path, "p0", server.enroll("e2e-protocol"), QUICK)
+    out = tmp_path / "results.csv"
+    archs = [str(i) for i in BATCH[:2]]
+    cmd = [sys.executable, "-m", "services.cli", "measure", "e2e-protocol", *archs, "--rounds", "3"]
+    cmd += ["--statistic", "median", "--out", str(out), "--timeout", "120"]
+    cmd += ["--server", f"http://127.0.0.1:{server.http_port}", "--key", ADMIN_KEY]
     try:
-        progress = server.wait_done(batch, 2)
-        assert progress["done"] == 2 and progress["protocol"] == {"statistic": "median", "rounds": 3}, progress
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert f"2 measured, 0 failed: {out}" in done.stdout
     finally:
         assert agent.terminate() == 0, agent.log()
+    rows = list(csv.DictReader(out.open()))
+    assert [r["state"] for r in rows] == ["done", "done"] and all(float(r["latency_ms"]) > 0 for r in rows), rows
     with sqlite3.connect(server.data_dir / "latfarm.db") as db:
-        rows = db.execute(
-            "select m.protocol, m.round_medians_ms from measurements m join devices d on d.id = m.device_id "
-            "where d.name = 'e2e-protocol'"
+        stored = db.execute(
+            "select m.protocol, m.round_medians_ms, m.latency_ms, m.median_ms from measurements m "
+            "join devices d on d.id = m.device_id where d.name = 'e2e-protocol'"
         ).fetchall()
-    assert len(rows) == 2
-    for protocol, medians in rows:
+    assert len(stored) == 2
+    for protocol, medians, latency_ms, median_ms in stored:
         assert json.loads(protocol)["statistic"] == "median" and len(json.loads(medians)) == 3, (protocol, medians)
+        assert latency_ms == median_ms
+    assert sorted(float(r["latency_ms"]) for r in rows) == sorted(latency for _, _, latency, _ in stored)
 
 
 def test_restarted_agent_keeps_its_identity(server, tmp_path):
