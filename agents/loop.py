@@ -14,7 +14,16 @@ from agents.backends import Backend
 from agents.cache import ArtifactCache, ArtifactError
 from agents.connection import Connection, Stopped, Unauthenticated
 from agents.descriptor import ClockState, governor
-from agents.protocol import FETCH, STATISTICS, BatchMeasurer, Interrupted, MeasureConfig, ModelResult, ModelTask
+from agents.protocol import (
+    FETCH,
+    STATISTICS,
+    BatchMeasurer,
+    Interrupted,
+    MeasureConfig,
+    ModelResult,
+    ModelTask,
+    unsteady_share,
+)
 from proto.latfarm.v1 import agent_pb2
 
 ERROR_CLASSES = {
@@ -27,6 +36,7 @@ ERROR_CLASSES = {
 }
 LEASE_WAIT_S = 5.0
 HANG_EXIT_CODE = 3
+NOISY_SHARE, NOISY_MIN_MODELS = 0.5, 4  # warn when at least half of a batch of 4+ models is unsteady
 
 
 class HeldJobs:
@@ -203,6 +213,13 @@ class AgentLoop:
         measurer = BatchMeasurer(backend, config, self.stop, on_hang=lambda job_id: self._hung(job_id, config))
         results = measurer.measure(tasks) + failed
         after = ClockState.now(self.affinity)
+        unsteady = unsteady_share(results)
+        if unsteady >= NOISY_SHARE and len(tasks) >= NOISY_MIN_MODELS:
+            self.log(
+                f"{unsteady:.0%} of the batch failed the repeatability check (round medians spread > "
+                f"{config.spread_threshold:.0%}): this machine is busy or throttling; those results are flagged "
+                "unstable (a quieter machine, --affinity or --cooldown may help)"
+            )
         by_id = {job.job_id: job for job in jobs}
         provenance = agent_pb2.Provenance(
             runtime_build=backend.build,
@@ -211,7 +228,12 @@ class AgentLoop:
             freq_mhz_after=after.freq_mhz,
             temp_c_before=before.temp_c,
             temp_c_after=after.temp_c,
-            extra={"runtime": backend.runtime, "runtime_version": backend.version, "device": backend.device},
+            extra={
+                "runtime": backend.runtime,
+                "runtime_version": backend.version,
+                "device": backend.device,
+                "unsteady_share": f"{unsteady:.2f}",  # of the batch: how busy the machine was
+            },
         )
         kept = [r for r in results if not self.held.is_lost(r.key)]
         return agent_pb2.ReportRequest(

@@ -106,6 +106,13 @@ class ModelResult:
     provider: str = ""
 
 
+def unsteady_share(results: list[ModelResult]) -> float:
+    """Share of a batch's measured models that failed the repeatability check: near 1, the machine was busy (or
+    throttling) throughout, rather than one model being unsteady."""
+    measured = [r for r in results if r.ok]
+    return sum(r.unstable for r in measured) / len(measured) if measured else 0.0
+
+
 class Interrupted(Exception):
     """Measurement stopped because the agent is shutting down."""
 

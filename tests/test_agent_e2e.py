@@ -191,14 +191,15 @@ def test_a_request_protocol_overrides_the_agent_options(server, tmp_path):
     assert [r["state"] for r in rows] == ["done", "done"] and all(float(r["latency_ms"]) > 0 for r in rows), rows
     with sqlite3.connect(server.data_dir / "latfarm.db") as db:
         stored = db.execute(
-            "select m.protocol, m.round_medians_ms, m.latency_ms, m.median_ms from measurements m "
+            "select m.protocol, m.round_medians_ms, m.latency_ms, m.median_ms, m.provenance from measurements m "
             "join devices d on d.id = m.device_id where d.name = 'e2e-protocol'"
         ).fetchall()
     assert len(stored) == 2
-    for protocol, medians, latency_ms, median_ms in stored:
+    for protocol, medians, latency_ms, median_ms, provenance in stored:
         assert json.loads(protocol)["statistic"] == "median" and len(json.loads(medians)) == 3, (protocol, medians)
         assert latency_ms == median_ms
-    assert sorted(float(r["latency_ms"]) for r in rows) == sorted(latency for _, _, latency, _ in stored)
+        assert 0 <= float(json.loads(provenance)["extra"]["unsteady_share"]) <= 1, provenance
+    assert sorted(float(r["latency_ms"]) for r in rows) == sorted(row[2] for row in stored)
 
 
 def test_restarted_agent_keeps_its_identity(server, tmp_path):

@@ -17,9 +17,11 @@ from agents.protocol import (
     BatchMeasurer,
     Interrupted,
     MeasureConfig,
+    ModelResult,
     ModelTask,
     Watchdog,
     summarize,
+    unsteady_share,
 )
 from tests.agent_models import fails_at_run, matmul_chain, nan_output, wrong_batch
 
@@ -134,6 +136,9 @@ def test_unsteady_results_are_remeasured_then_flagged(tmp_path):
     [flagged] = BatchMeasurer(OnnxBackend(), at_once).measure([ModelTask("m", model)])
     assert flagged.unstable and flagged.stats.runs == 15  # flagged without the pause or a second attempt
     assert time.perf_counter() - start < at_once.retry_pause_s
+    failed = ModelResult("broken", error_class=LOAD)  # failures do not count either way
+    assert unsteady_share([result, flagged, failed]) == 1.0
+    assert unsteady_share([result, relaxed, failed]) == 0.5 and unsteady_share([failed]) == 0.0
 
 
 def test_a_stop_request_interrupts_the_batch(tmp_path):
