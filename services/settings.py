@@ -20,6 +20,7 @@ class Settings:
     http_host: str = "0.0.0.0"
     http_port: int = 8000
     grpc_port: int = 50051
+    grpc_workers: int = 256  # gRPC threads; agents' long-polls may hold all but a reserve (see services/rpc)
     grpc_tls_cert: Path | None = None  # PEM certificate (chain) for the agents' gRPC port; with grpc_tls_key: TLS
     grpc_tls_key: Path | None = None  # its PEM private key; both unset: plaintext
     admin_key: str | None = None  # bootstrap admin API key; generated and printed once when unset
@@ -49,6 +50,7 @@ class Settings:
             http_host=_env("HTTP_HOST", "0.0.0.0"),
             http_port=int(_env("HTTP_PORT", "8000")),
             grpc_port=int(_env("GRPC_PORT", "50051")),
+            grpc_workers=int(_env("GRPC_WORKERS", "256")),
             grpc_tls_cert=Path(c) if (c := _env("GRPC_TLS_CERT")) else None,
             grpc_tls_key=Path(k) if (k := _env("GRPC_TLS_KEY")) else None,
             admin_key=_env("ADMIN_KEY"),

@@ -14,12 +14,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import select
 
+from agents.connection import RETRYABLE
 from predictor import nb201
 from proto.latfarm.v1 import agent_pb2, agent_pb2_grpc
 from services import queue
 from services.artifacts import ArtifactStore
 from services.notify import make_notifier
 from services.rpc.server import SERVICE_NAME, build_grpc_server, sweep_expired
+from services.rpc.servicer import max_waiting
 from services.security import hash_secret, new_secret
 from services.settings import Settings
 from services.store.db import make_engine, make_sessionmaker, transaction
@@ -43,9 +45,9 @@ def enroll(sessions, name: str = "rpi5-cpu") -> tuple[int, str]:
         return device.id, token
 
 
-def start_farm(sessions, store, notifier, enrolled: tuple[int, str] | None = None):
+def start_farm(sessions, store, notifier, enrolled: tuple[int, str] | None = None, **settings):
     """A started server on a free port, its client stub, and an enrolled device."""
-    settings = Settings(lease_seconds=30, heartbeat_interval_s=5, max_attempts=2)
+    settings = Settings(lease_seconds=30, heartbeat_interval_s=5, max_attempts=2, **settings)
     device_id, token = enrolled or enroll(sessions)
     server, port = build_grpc_server(settings, sessions, store, notifier, port=0)
     server.start()
@@ -407,3 +409,35 @@ def test_a_cancelled_long_poll_leases_nothing(farm):
         progress = queue.batch_progress(s, batch_id)
         attempts = set(s.scalars(select(Job.attempts)))
     assert (progress["queued"], progress["running"], attempts) == (2, 0, {0})
+
+
+def test_waiting_agents_cannot_take_every_thread(sessions, artifacts):
+    """Long-polls beyond the limit are refused (agents retry with backoff): reports and heartbeats keep a reserve."""
+    farm = start_farm(sessions, artifacts, make_notifier(None), grpc_workers=6)
+    try:
+        assert max_waiting(6) == 2
+        _, md = register(farm)
+        waiting = [
+            farm.stub.LeaseJobs.future(agent_pb2.LeaseRequest(wait_seconds=20), metadata=md, timeout=30)
+            for _ in range(2)
+        ]
+        time.sleep(0.5)
+        code, message = code_of(
+            lambda: farm.stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=5), metadata=md, timeout=10)
+        )
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry shortly" in message
+        assert code in RETRYABLE  # the agent backs off and asks again
+        farm.stub.Heartbeat(agent_pb2.HeartbeatRequest(), metadata=md, timeout=5)  # the reserve answers
+        assert not farm.stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=0), metadata=md, timeout=5).jobs
+        submit(farm, ARCHS[:1])  # wakes the waiting long-polls: one of them takes the job and frees its slot
+        deadline = time.monotonic() + 30
+        while not any(f.done() for f in waiting):
+            assert time.monotonic() < deadline, "no long-poll took the job"
+            time.sleep(0.05)
+        assert [len(f.result().jobs) for f in waiting if f.done()] == [1]
+        again = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=1), metadata=md, timeout=10)
+        assert not again.jobs  # accepted again, and nothing left to lease
+        for future in waiting:
+            future.cancel()
+    finally:
+        stop_farm(farm)

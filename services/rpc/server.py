@@ -23,7 +23,6 @@ from services.store.models import Job, JobState
 
 log = logging.getLogger(__name__)
 
-WORKERS = 256  # long-polls hold a thread each while they wait (but no database connection)
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 OPTIONS = [
     ("grpc.max_receive_message_length", 16 << 20),
@@ -77,7 +76,8 @@ def build_grpc_server(
     """
     port = settings.grpc_port if port is None else port
     credentials = server_credentials(settings)
-    server = grpc.server(ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="grpc"), options=OPTIONS)
+    workers = ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="grpc")
+    server = grpc.server(workers, options=OPTIONS)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(settings, sessions, artifacts, notifier), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol
@@ -29,6 +30,14 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
 MAX_WAIT_S = 60.0  # longest long-poll a request may ask for
+
+
+def max_waiting(workers: int) -> int:
+    """Long-polls that may wait at once: each holds a gRPC thread, so a reserve stays free for reports and
+    heartbeats (an agent over the limit is told RESOURCE_EXHAUSTED and retries with backoff)."""
+    return max(1, workers - max(4, workers // 8))
+
+
 PREPARE_BUDGET_S = 10.0  # export at most about this long before leasing what is ready
 LOCAL_POLL_S = 5.0  # without Redis, re-check the queue this often (other replicas' submissions are not announced)
 MAX_IDS = 10_000  # job ids per heartbeat / release
@@ -50,6 +59,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.settings = settings
         self.sessions = sessions
         self.read_sessions = make_read_sessionmaker(sessions.kw["bind"])
+        self.waiting = threading.BoundedSemaphore(max_waiting(settings.grpc_workers))
         self.artifacts = artifacts
         self.notifier = notifier
 
@@ -126,6 +136,21 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         wait_s = min(request.wait_seconds, MAX_WAIT_S)
         if (remaining := context.time_remaining()) is not None:
             wait_s = min(wait_s, max(remaining - 1.0, 0.0))  # answer before the caller's deadline
+        if wait_s <= 0:
+            return self._lease(request, context, max_jobs, 0.0)
+        if not self.waiting.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{max_waiting(self.settings.grpc_workers)} agents are waiting for work already, this server's "
+                "limit (LATFARM_GRPC_WORKERS); retry shortly",
+            )
+        try:
+            return self._lease(request, context, max_jobs, wait_s)
+        finally:
+            self.waiting.release()
+
+    def _lease(self, request: agent_pb2.LeaseRequest, context, max_jobs: int, wait_s: float) -> agent_pb2.LeaseResponse:
+        """Lease up to ``max_jobs``, waiting up to ``wait_s`` for work to arrive."""
         deadline = time.monotonic() + wait_s
         with transaction(self.sessions) as session:
             agent = self._agent(session, context)
