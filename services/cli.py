@@ -224,6 +224,7 @@ def predict(
 def measure(
     device: str = typer.Argument(...),
     archs: list[str] = typer.Argument(None, help="Arch strings or NB201 indices."),
+    from_file: Path = typer.Option(None, "--from", help="Also the archs in this file (one per line, # comments)."),
     sample: int = typer.Option(0, "--random", min=0, help="Also measure N random NB201 archs."),
     seed: int = typer.Option(0, "--seed", help="Seed of --random."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
@@ -243,7 +244,8 @@ def measure(
     from predictor import nb201
     from services.client import Client, LatfarmError
 
-    chosen: list[str | int] = [int(a) if a.isdigit() else a for a in archs or []]
+    given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
+    chosen: list[str | int] = [int(a) if a.isdigit() else a for a in given]
     chosen += random.Random(seed).sample(range(nb201.NUM_ARCHS), sample)
     if not chosen:
         raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
@@ -270,6 +272,15 @@ def measure(
     for item in items:
         figure = f"{item['latency_ms']:.4f} ms" if item.get("latency_ms") is not None else item["state"]
         typer.echo(f"{figure:<12} {item['arch']}" + (f"  ({item['error']})" if item.get("error") else ""))
+
+
+def read_archs(path: Path) -> list[str]:
+    """Arch strings or NB201 indices, one per line; blank lines and ``#`` comments are skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise typer.BadParameter(f"cannot read {path}: {err.strerror or err}", param_hint="--from") from err
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
 def _measure_with_progress(client, device, archs, fmt, wait, timeout, protocol) -> dict:

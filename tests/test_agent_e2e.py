@@ -177,8 +177,10 @@ def test_a_request_protocol_overrides_the_agent_options(server, tmp_path):
     server.request("POST", "/v1/devices", {"name": "e2e-protocol"})
     agent = Agent(server, tmp_path, "p0", server.enroll("e2e-protocol"), QUICK)
     out = tmp_path / "results.csv"
-    archs = [str(i) for i in BATCH[:2]]
-    cmd = [sys.executable, "-m", "services.cli", "measure", "e2e-protocol", *archs, "--rounds", "3"]
+    listed = tmp_path / "archs.txt"
+    listed.write_text(f"# one arch from a file, one on the command line\n{BATCH[1]}\n")
+    cmd = [sys.executable, "-m", "services.cli", "measure", "e2e-protocol", str(BATCH[0]), "--from", str(listed)]
+    cmd += ["--rounds", "3"]
     cmd += ["--statistic", "median", "--out", str(out), "--timeout", "120"]
     cmd += ["--server", f"http://127.0.0.1:{server.http_port}", "--key", ADMIN_KEY]
     try:
