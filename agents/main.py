@@ -82,7 +82,7 @@ def run_agent(
     runs: int = 0,
     rounds: int = 0,
     statistic: str = "min",
-    retries: int | None = None,
+    retries: int = MeasureConfig.retries,
     timeout_s: float = 0.0,
     provider: str | None = None,
     max_jobs: int = 0,
@@ -105,8 +105,7 @@ def run_agent(
     if state is None and not enroll:
         raise SystemExit(f"latfarm agent: not registered yet (no state in {state_dir}): pass --enroll TOKEN")
     try:
-        fixed = {"retries": retries} if retries is not None else {}  # 0 is a real choice here: no re-measurement
-        config = MeasureConfig(threads=threads, statistic=statistic, **fixed).override(
+        config = MeasureConfig(threads=threads, statistic=statistic, retries=retries).override(
             warmup_runs=warmup, runs_per_round=runs, rounds=rounds, timeout_s=timeout_s
         )
     except ValueError as err:

@@ -71,14 +71,14 @@ def summarize(rounds_ms: list[list[float]], statistic: str = "min") -> Stats:
     """Statistics of one model's timed runs, grouped by round."""
     medians = [statistics.median(r) for r in rounds_ms]
     runs = np.array([t for r in rounds_ms for t in r])
-    median = statistics.median(medians)
+    median, fastest = statistics.median(medians), float(runs.min())
     return Stats(
-        latency_ms=float(runs.min()) if statistic == "min" else median,
+        latency_ms=fastest if statistic == "min" else median,
         statistic=statistic,
         median_ms=median,
         mean_ms=float(runs.mean()),
         std_ms=float(runs.std()),
-        min_ms=float(runs.min()),
+        min_ms=fastest,
         p90_ms=float(np.percentile(runs, 90)),
         runs=int(runs.size),
         round_medians_ms=medians,

@@ -30,20 +30,18 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
 MAX_WAIT_S = 60.0  # longest long-poll a request may ask for
-
-
-def max_waiting(workers: int) -> int:
-    """Long-polls that may wait at once: each holds a gRPC thread, so a reserve stays free for reports and
-    heartbeats (an agent over the limit is told RESOURCE_EXHAUSTED and retries with backoff)."""
-    return max(1, workers - max(4, workers // 8))
-
-
 PREPARE_BUDGET_S = 10.0  # export at most about this long before leasing what is ready
 LOCAL_POLL_S = 5.0  # without Redis, re-check the queue this often (other replicas' submissions are not announced)
 MAX_IDS = 10_000  # job ids per heartbeat / release
 MAX_RESULTS = 1_000  # results per report
 AGENT_STATES = ("idle", "measuring")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def max_waiting(workers: int) -> int:
+    """Long-polls that may wait at once: each holds a gRPC thread, so a reserve stays free for reports and
+    heartbeats (an agent over the limit is told RESOURCE_EXHAUSTED and retries with backoff)."""
+    return max(1, workers - max(4, workers // 8))
 
 
 class Artifacts(Exporter, Protocol):
