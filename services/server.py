@@ -47,14 +47,14 @@ def serve(settings: Settings) -> None:
     SIGTERM, then stop both. Prints the URLs, and the bootstrap admin key when it was generated now."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        tls = server_credentials(settings) is not None  # a bad TLS setting fails before the database is touched
+        credentials = server_credentials(settings)  # a bad TLS setting fails before the database is touched
     except ValueError as err:
         raise SystemExit(f"latfarm serve: {err}") from err
     app = create_app(settings)
     http_sock = _listen(settings.http_host, settings.http_port)
     artifacts = ArtifactStore(settings.artifacts_dir)
     grpc_server, grpc_port = build_grpc_server(
-        settings, app.state.sessions, artifacts, app.state.notifier, port=settings.grpc_port
+        settings, app.state.sessions, artifacts, app.state.notifier, credentials=credentials, port=settings.grpc_port
     )
     server = _Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5))
 
@@ -74,6 +74,7 @@ def serve(settings: Settings) -> None:
     host = _shown(settings.http_host)
     http_port = http_sock.getsockname()[1]
     print(f"latfarm REST  http://{host}:{http_port}  (API docs: http://{host}:{http_port}/docs)", flush=True)
+    tls = credentials is not None
     agent_tls = " --tls (or --ca-cert CERT.pem when self-signed)" if tls else ""
     print(
         f"latfarm gRPC  {host}:{grpc_port}{'  TLS' if tls else ''}  "

@@ -14,7 +14,7 @@ from agents.connection import Connection, Stopped
 from agents.main import run_agent
 from services.artifacts import ArtifactStore
 from services.notify import make_notifier
-from services.rpc.server import build_grpc_server
+from services.rpc.server import build_grpc_server, server_credentials
 from services.settings import Settings
 from services.store.db import make_engine, make_sessionmaker
 from services.store.models import Base
@@ -45,8 +45,9 @@ def farm(sqlite_url, tmp_path, certs):
     Base.metadata.create_all(engine)
     sessions = make_sessionmaker(engine)
     notifier = make_notifier(None)
-    settings = Settings(grpc_tls_cert=certs.cert, grpc_tls_key=certs.key)
-    server, port = build_grpc_server(settings, sessions, ArtifactStore(tmp_path / "artifacts"), notifier, port=0)
+    credentials = server_credentials(Settings(grpc_tls_cert=certs.cert, grpc_tls_key=certs.key))
+    store = ArtifactStore(tmp_path / "artifacts")
+    server, port = build_grpc_server(Settings(), sessions, store, notifier, credentials=credentials, port=0)
     server.start()
     yield SimpleNamespace(address=f"127.0.0.1:{port}", token=enroll(sessions)[1])
     server.stop(None)
@@ -83,10 +84,9 @@ def test_plaintext_or_untrusted_connections_fail(farm, tls, reason):
     assert len(logged) == 1 and "server unavailable (UNAVAILABLE: " in logged[0] and reason in logged[0], logged
 
 
-def test_server_refuses_to_start_on_a_bad_tls_setting(sqlite_url, tmp_path, certs):
+def test_server_refuses_to_start_on_a_bad_tls_setting(tmp_path, certs):
     other_key = certs.folder / "other-key.pem"
     openssl("genrsa", "-out", other_key, "2048")
-    engine, notifier = make_engine(sqlite_url), make_notifier(None)
     cases = [
         ({"grpc_tls_cert": certs.cert}, "grpc_tls_cert .* is set but grpc_tls_key .* is not"),
         ({"grpc_tls_key": certs.key}, "grpc_tls_key .* is set but grpc_tls_cert .* is not"),
@@ -95,9 +95,7 @@ def test_server_refuses_to_start_on_a_bad_tls_setting(sqlite_url, tmp_path, cert
     ]
     for tls, message in cases:
         with pytest.raises(ValueError, match=message):
-            build_grpc_server(Settings(**tls), make_sessionmaker(engine), ArtifactStore(tmp_path), notifier, port=0)
-    notifier.close()
-    engine.dispose()
+            server_credentials(Settings(**tls))
 
 
 def test_agent_exits_on_an_unreadable_ca_certificate(tmp_path):

@@ -66,16 +66,15 @@ def build_grpc_server(
     artifacts: Artifacts,
     notifier: LocalNotifier,
     *,
+    credentials: grpc.ServerCredentials | None = None,
     port: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """The agent service and ``grpc.health.v1`` on ``port`` (default ``settings.grpc_port``; 0 picks a free one),
-    over TLS when ``settings.grpc_tls_cert`` and ``grpc_tls_key`` are set, else plaintext.
+    over TLS with ``credentials`` (see ``server_credentials``), else plaintext.
 
     Returns the server, not yet started, and the bound port. Call ``server.start()``, and ``server.stop(grace)``.
-    Raises ValueError on a bad TLS setting (see ``server_credentials``).
     """
     port = settings.grpc_port if port is None else port
-    credentials = server_credentials(settings)
     workers = ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="grpc")
     server = grpc.server(workers, options=OPTIONS)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(settings, sessions, artifacts, notifier), server)
