@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from predictor import nb201
 from services import queue
+from services.predictions import agent_latency, device_statistic
 from services.store.db import transaction
 from services.store.models import (
     Adaptation,
@@ -108,9 +109,11 @@ def describe(session: Session, adaptation: Adaptation | None) -> dict:
 
 
 def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list[int], list[float]]:
-    """Median of the agent-measured latencies (``latency_ms``) of each sampled arch on the device, by NB201 index."""
+    """Median of the agent-measured latencies of each sampled arch on the device (in the device's statistic), by
+    NB201 index."""
+    statistic = device_statistic(session, adaptation.device_id)
     rows = session.execute(
-        select(Arch.nb201_index, Measurement.latency_ms)
+        select(Arch.nb201_index, agent_latency(statistic))
         .join(Arch, Arch.id == Measurement.arch_id)
         .where(
             Measurement.device_id == adaptation.device_id,

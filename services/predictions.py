@@ -42,17 +42,41 @@ class Measured:
     std_ms: float | None
     origin: str  # "agent", or the dataset it was imported from
     unstable: bool = False  # an agent measurement whose repeatability check failed
+    statistic: str | None = None  # agent measurements: "min" or "median"
+
+
+def device_statistic(session: Session, device_id: int) -> str:
+    """The statistic a device's agent measurements are read in: that of its latest one ("median" for agents that
+    predate headline statistics), so one device's figures never mix the fastest run with a median."""
+    protocol = session.scalars(
+        select(Measurement.protocol)
+        .where(Measurement.device_id == device_id, Measurement.source == Source.measured)
+        .order_by(Measurement.id.desc())
+        .limit(1)
+    ).first()
+    return (protocol or {}).get("statistic") or "median"
+
+
+def agent_latency(statistic: str):
+    """The SQL column giving agent measurements in ``statistic``: their fastest run or their median of round
+    medians (both stored with every row, whichever headline the agent reported)."""
+    if statistic == "min":
+        return func.coalesce(Measurement.min_ms, Measurement.latency_ms)
+    return Measurement.median_ms
 
 
 def measured_latencies(session: Session, device_id: int, indices: Sequence[int] | None = None) -> dict[int, Measured]:
     """Per NB201 index: the latest stable agent measurement, else the latest imported one, else the latest
-    unstable agent measurement (flagged: still better evidence than a prediction)."""
+    unstable agent measurement (flagged: still better evidence than a prediction). Agent measurements are read in
+    the ``device_statistic``."""
+    statistic = device_statistic(session, device_id)
     query = (
         select(
             Arch.nb201_index,
             Measurement.source,
             Measurement.dataset,
             Measurement.latency_ms,
+            agent_latency(statistic),
             Measurement.std_ms,
             Measurement.unstable,
         )
@@ -65,13 +89,11 @@ def measured_latencies(session: Session, device_id: int, indices: Sequence[int] 
     agent: dict[int, Measured] = {}
     imported: dict[int, Measured] = {}
     unstable: dict[int, Measured] = {}
-    for index, source, dataset, latency_ms, std_ms, flagged in session.execute(query):
+    for index, source, dataset, latency_ms, agent_ms, std_ms, flagged in session.execute(query):
         if source == Source.imported:
             imported[index] = Measured(latency_ms, std_ms, dataset or "imported")
-        elif flagged:
-            unstable[index] = Measured(latency_ms, std_ms, "agent", unstable=True)
         else:
-            agent[index] = Measured(latency_ms, std_ms, "agent")
+            (unstable if flagged else agent)[index] = Measured(agent_ms, std_ms, "agent", flagged, statistic)
     return unstable | imported | agent
 
 

@@ -13,7 +13,7 @@ from services.api import create_app
 from services.store.crud import device_by_name
 from services.store.db import transaction
 from services.store.models import Adaptation, AdaptState, Source, utcnow
-from tests.api_support import ADMIN, add_device, add_measurements, arch, make_settings
+from tests.api_support import ADMIN, MEDIAN_OFFSET_MS, add_device, add_measurements, arch, make_settings
 
 
 def test_measured_first_else_clear_message(api, keys):
@@ -33,6 +33,7 @@ def test_measured_first_else_clear_message(api, keys):
         "std_ms": 0.1,
         "source": "measured",
         "origin": None,
+        "statistic": "min",
     }
     assert items[0]["origin"] == "agent"
     assert (items[1]["latency_ms"], items[1]["source"], items[1]["origin"]) == (4.0, "measured", "help-nb201")
@@ -41,6 +42,26 @@ def test_measured_first_else_clear_message(api, keys):
     # 3 measured archs: too few for an on-the-fly model, and no adaptation
     assert items[3]["latency_ms"] is None and items[3]["source"] is None
     assert "needs 5" in items[3]["message"] and "adapt" in items[3]["message"]
+
+
+def test_a_devices_agent_measurements_share_one_statistic(api, keys):
+    """Measured with min, then with median: every agent figure of the device is then its median of round medians
+    (the latest batch decides), so predictions never compare one arch's fastest run with another's median."""
+    add_device(api, "dev1")
+    add_measurements(api, "dev1", {10: 2.0, 11: 3.0})
+    add_measurements(api, "dev1", {12: 4.0}, source=Source.imported, dataset="help-nb201")
+    body = {"device": "dev1", "archs": [10, 11, 12]}
+    items = api.post("/v1/predict", json=body, headers=keys["client"]).json()["items"]
+    assert [(i["latency_ms"], i.get("statistic")) for i in items] == [(2.0, "min"), (3.0, "min"), (4.0, None)]
+    add_measurements(api, "dev1", {13: 5.0}, statistic="median")
+    items = api.post("/v1/predict", json=body | {"archs": [10, 11, 12, 13]}, headers=keys["client"]).json()["items"]
+    offset = MEDIAN_OFFSET_MS
+    assert [(i["latency_ms"], i.get("statistic")) for i in items] == [
+        (2.0 + offset, "median"),
+        (3.0 + offset, "median"),
+        (4.0, None),  # imported figures stay the dataset's
+        (5.0 + offset, "median"),
+    ]
 
 
 def test_bad_predict_requests(api, keys):

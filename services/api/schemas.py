@@ -162,6 +162,9 @@ class PredictItem(BaseModel):
     source: Literal["measured", "predicted"] | None
     origin: str | None = Field(None, description="measured rows: 'agent' or the dataset they were imported from")
     unstable: bool | None = Field(None, description="true when the only measurement failed its repeatability check")
+    statistic: str | None = Field(
+        None, description="agent-measured rows: 'min' or 'median', the same for all of a device (its latest batch's)"
+    )
     message: str | None = None
 
 

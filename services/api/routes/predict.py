@@ -26,7 +26,8 @@ def predict(
     body: PredictRequest, request: Request, session: Session = Depends(db), _: Principal = Depends(require("predict"))
 ) -> JSONResponse:
     """For each arch, in request order: its measured latency (latest stable agent measurement, else imported),
-    else the device's predictor estimate; ``latency_ms`` is null with a ``message`` when there is neither."""
+    else the device's predictor estimate; ``latency_ms`` is null with a ``message`` when there is neither.
+    A device's agent measurements are all given in one ``statistic``: that of its latest measurement."""
     device = get_device(session, body.device)
     indices = arch_indices(body.archs, body.space)
     measured = request.app.state.predictions.measured(session, device, indices)
@@ -45,6 +46,8 @@ def predict(
         if (hit := measured.get(index)) is not None:
             item |= {"latency_ms": hit.latency_ms, "std_ms": _number(hit.std_ms), "source": "measured"}
             item["origin"] = hit.origin
+            if hit.statistic:
+                item["statistic"] = hit.statistic
             if hit.unstable:
                 item["unstable"] = True
         elif index in predicted:
