@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import grpc
@@ -105,6 +105,27 @@ class Heartbeat:
             self.interval_s = response.heartbeat_interval_s
 
 
+def job_config(config: MeasureConfig, settings: agent_pb2.MeasureSettings, log: Callable[[str], None]) -> MeasureConfig:
+    """The agent's protocol with a job's own settings applied (each result reports what was used); settings the
+    agent cannot use are logged and ignored."""
+    statistic = settings.statistic
+    if statistic and statistic not in STATISTICS:
+        log(f"ignoring the job's unknown statistic {statistic!r}: using {config.statistic!r}")
+        statistic = ""
+    try:
+        applied = config.override(
+            runs_per_round=settings.runs_per_round,
+            rounds=settings.rounds,
+            threads=settings.threads,
+            timeout_s=settings.timeout_s,
+            statistic=statistic,
+        )
+        return replace(applied, warmup_runs=settings.warmup_runs) if settings.HasField("warmup_runs") else applied
+    except ValueError as err:
+        log(f"ignoring the job's measurement settings ({err}): using the agent's own")
+        return config
+
+
 class AgentLoop:
     def __init__(
         self,
@@ -182,24 +203,9 @@ class AgentLoop:
             self.held.drop([job.job_id for job in group])
             self.processed += len(group)
 
-    def config_for(self, settings: agent_pb2.MeasureSettings) -> MeasureConfig:
-        """The agent's protocol with the job's own settings applied (each result reports what was used)."""
-        statistic = settings.statistic
-        if statistic and statistic not in STATISTICS:
-            self.log(f"ignoring the job's unknown statistic {statistic!r}: using {self.config.statistic!r}")
-            statistic = ""
-        return self.config.override(
-            warmup_runs=settings.warmup_runs,
-            runs_per_round=settings.runs_per_round,
-            rounds=settings.rounds,
-            threads=settings.threads,
-            timeout_s=settings.timeout_s,
-            statistic=statistic,
-        )
-
     def measure_group(self, jobs: list[agent_pb2.Job]) -> agent_pb2.ReportRequest:
         backend = self.backends[jobs[0].format]
-        config = self.config_for(jobs[0].settings)
+        config = job_config(self.config, jobs[0].settings, self.log)
         protect = {job.artifact_sha256 for job in jobs}
         tasks, failed = [], []
         for job in jobs:

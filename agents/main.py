@@ -78,7 +78,7 @@ def run_agent(
     cache_mb: int = 512,
     cooldown_s: float = 0.0,
     once: bool = False,
-    warmup: int = 0,
+    warmup: int = MeasureConfig.warmup_runs,
     runs: int = 0,
     rounds: int = 0,
     statistic: str = "min",
@@ -89,8 +89,8 @@ def run_agent(
     tls: bool = False,
     ca_cert: Path | None = None,
 ) -> None:
-    """Run the agent until stopped (or, with ``once``, until the queue is empty). Zero measurement settings keep
-    the protocol defaults; a job's own non-zero settings override both. ``tls`` connects over TLS trusting the
+    """Run the agent until stopped (or, with ``once``, until the queue is empty). Zero ``runs``, ``rounds`` and
+    ``timeout_s`` keep the protocol defaults; a job's own settings override them. ``tls`` connects over TLS trusting the
     system's root certificates; ``ca_cert`` (implies ``tls``) trusts that PEM CA or self-signed certificate."""
     state_dir = Path(state_dir)
     try:
@@ -105,8 +105,8 @@ def run_agent(
     if state is None and not enroll:
         raise SystemExit(f"latfarm agent: not registered yet (no state in {state_dir}): pass --enroll TOKEN")
     try:
-        config = MeasureConfig(threads=threads, statistic=statistic, retries=retries).override(
-            warmup_runs=warmup, runs_per_round=runs, rounds=rounds, timeout_s=timeout_s
+        config = MeasureConfig(threads=threads, statistic=statistic, retries=retries, warmup_runs=warmup).override(
+            runs_per_round=runs, rounds=rounds, timeout_s=timeout_s
         )
     except ValueError as err:
         raise SystemExit(f"latfarm agent: {err}") from err

@@ -45,6 +45,11 @@ class MeasureConfig:
     retry_pause_s: float = 2.0  # idle before re-measuring: lets a burst of interference pass
 
     def __post_init__(self) -> None:
+        for name, least in (("warmup_runs", 0), ("runs_per_round", 1), ("rounds", 1), ("threads", 1)):
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be {least} or more, not {getattr(self, name)}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be above 0, not {self.timeout_s:g}")
         if self.statistic not in STATISTICS:
             raise ValueError(f"unknown statistic {self.statistic!r}: use one of {', '.join(STATISTICS)}")
 

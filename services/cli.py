@@ -89,7 +89,7 @@ def agent(
     cooldown_s: float = typer.Option(0.0, "--cooldown", help="Seconds to rest between batches (phones)."),
     once: bool = typer.Option(False, "--once", help="Exit when the queue is empty."),
     warmup: int = typer.Option(
-        0, "--warmup", envvar="LATFARM_AGENT_WARMUP", help=f"Warm-up runs/round (default {PROTOCOL.warmup_runs})."
+        PROTOCOL.warmup_runs, "--warmup", min=0, envvar="LATFARM_AGENT_WARMUP", help="Untimed runs per model per round."
     ),
     runs: int = typer.Option(
         0, "--runs", envvar="LATFARM_AGENT_RUNS", help=f"Timed runs per round (default {PROTOCOL.runs_per_round})."
@@ -230,7 +230,7 @@ def measure(
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
     rounds: int = typer.Option(None, "--rounds", min=1, help="Protocol for these jobs (default: each agent's)."),
     runs: int = typer.Option(None, "--runs", min=1, help="Timed runs per round."),
-    warmup: int = typer.Option(None, "--warmup", min=1, help="Warm-up runs per round."),
+    warmup: int = typer.Option(None, "--warmup", min=0, help="Untimed runs per model per round."),
     statistic: str = typer.Option(None, "--statistic", help="Headline figure: min or median."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
     timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most."),

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from agents.backends.onnx import OnnxBackend
+from agents.loop import job_config
 from agents.protocol import (
     LOAD,
     RUN,
@@ -23,6 +24,7 @@ from agents.protocol import (
     summarize,
     unsteady_share,
 )
+from proto.latfarm.v1 import agent_pb2
 from tests.agent_models import fails_at_run, matmul_chain, nan_output, wrong_batch
 
 QUICK = MeasureConfig(warmup_runs=2, runs_per_round=10, rounds=3, busy_warmup_s=0.1, spread_threshold=10.0)
@@ -156,3 +158,18 @@ def test_job_settings_override_only_non_zero_values():
     assert MeasureConfig().override(statistic="median").statistic == "median"
     with pytest.raises(ValueError, match="unknown statistic 'mean'"):
         MeasureConfig().override(statistic="mean")
+    with pytest.raises(ValueError, match="warmup_runs must be 0 or more, not -1"):
+        MeasureConfig(warmup_runs=-1)
+
+
+def test_a_jobs_settings_apply_and_bad_ones_are_ignored_with_a_log():
+    agent = MeasureConfig(warmup_runs=3, rounds=4)
+    logged: list[str] = []
+    unset = job_config(agent, agent_pb2.MeasureSettings(rounds=6), logged.append)
+    assert (unset.warmup_runs, unset.rounds) == (3, 6)  # warmup_runs unset: the agent's own
+    none = job_config(agent, agent_pb2.MeasureSettings(warmup_runs=0), logged.append)
+    assert (none.warmup_runs, none.rounds) == (0, 4)  # set to 0: no warm-up runs at all
+    assert not logged
+    assert job_config(agent, agent_pb2.MeasureSettings(warmup_runs=-2, rounds=6), logged.append) == agent
+    assert job_config(agent, agent_pb2.MeasureSettings(statistic="mean"), logged.append) == agent
+    assert "warmup_runs must be 0 or more" in logged[0] and "unknown statistic 'mean'" in logged[1], logged

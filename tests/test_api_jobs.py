@@ -46,6 +46,10 @@ def test_protocol_is_stored_and_shown(api, keys):
         b["id"]: api.get(f"/v1/jobs/{b['id']}", headers=keys["client"]).json()["protocol"] for b in (plain, partial)
     }
     assert shown == {plain["id"]: {}, partial["id"]: {"rounds": 3}}
+    body = {"device": "dev1", "archs": [4], "protocol": {"warmup_runs": 0}}
+    none = api.post("/v1/jobs", json=body, headers=keys["client"])
+    assert none.status_code == 201, none.text  # 0 warm-up runs is a setting of its own, not "the agent's default"
+    assert api.get(f"/v1/jobs/{none.json()['id']}", headers=keys["client"]).json()["protocol"] == {"warmup_runs": 0}
     assert api.get(f"/v1/jobs/{full.json()['id']}", headers=keys["client"]).json()["protocol"] == protocol
     with api.app.state.sessions() as session:
         assert session.get(JobBatch, full.json()["id"]).protocol == protocol

@@ -262,13 +262,17 @@ def test_leased_jobs_carry_their_batch_protocol(farm):
     submit(farm, ARCHS[:2], protocol=protocol)
     submit(farm, ARCHS[2:3], protocol={"rounds": 7})
     submit(farm, ARCHS[3:4])
-    jobs = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=4), metadata=md, timeout=30).jobs
+    submit(farm, ARCHS[4:5], protocol={"warmup_runs": 0})
+    jobs = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=5), metadata=md, timeout=30).jobs
     assert {j.arch: j.settings for j in jobs} == {
         ARCHS[0]: agent_pb2.MeasureSettings(**protocol),
         ARCHS[1]: agent_pb2.MeasureSettings(**protocol),
         ARCHS[2]: agent_pb2.MeasureSettings(rounds=7),
         ARCHS[3]: agent_pb2.MeasureSettings(),  # no protocol: every field 0 / "", the agent's own options
+        ARCHS[4]: agent_pb2.MeasureSettings(warmup_runs=0),
     }
+    settings = {j.arch: j.settings for j in jobs}
+    assert settings[ARCHS[4]].HasField("warmup_runs") and not settings[ARCHS[3]].HasField("warmup_runs")
 
 
 def test_bad_messages_get_invalid_argument(farm):

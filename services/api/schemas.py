@@ -71,9 +71,7 @@ class AgentOut(BaseModel):
 class MeasureProtocol(Strict):
     """How agents measure a request's jobs; an omitted field keeps the agent's own option."""
 
-    warmup_runs: int | None = Field(
-        None, ge=1, le=1000, description="Untimed runs per model per round (agents read 0 as their own default)."
-    )
+    warmup_runs: int | None = Field(None, ge=0, le=1000, description="Untimed runs per model per round.")
     runs_per_round: int | None = Field(None, ge=1, le=10000, description="Timed runs per model per round.")
     rounds: int | None = Field(None, ge=1, le=1000, description="Interleaved rounds over the models leased together.")
     threads: int | None = Field(None, ge=1, le=256)
