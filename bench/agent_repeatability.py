@@ -3,7 +3,8 @@
 Measures the same archs in two separate sessions (fresh processes, batches of a lease's size, the agent's default
 protocol), and prints the mean and worst relative difference of the headline latencies and Kendall's tau between
 the sessions, for both headline statistics ("min", the default, and "median" of round medians, computed from the
-same runs); then the agent protocol's wall time per model against a bare onnxruntime loop doing the same rounds.
+same runs); then the agent protocol's wall time per model against a bare onnxruntime loop doing the same rounds,
+and how quiet the machine was before and after (``bench/machine_noise.py``'s measure).
 
     .venv/bin/python bench/agent_repeatability.py [--archs 50] [--batch 16] [--seed 0] [--cache DIR]
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+QUIET_CHECK_S = 15.0  # machine noise timeline before and after the sessions
 
 
 def export_archs(count: int, seed: int, cache: Path) -> list[tuple[str, Path]]:
@@ -95,6 +97,14 @@ def bare_session(paths: list[Path], batch: int) -> dict:
     return {"min": latencies, "median": medians, "wall_s": time.perf_counter() - start, "unstable": 0}
 
 
+def quietness(cache: Path) -> float:
+    """How quiet the machine is now: ``bench/machine_noise.py``'s share of windows within 5% of the best."""
+    from bench.machine_noise import DEFAULT_INDEX, model_path, share_within, window_stats
+
+    medians, _ = window_stats(model_path(DEFAULT_INDEX, cache), QUIET_CHECK_S)
+    return share_within(medians, 0.05)
+
+
 def kendall_tau(a: list[float], b: list[float]) -> float:
     pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))]
     score = sum((a[i] - a[j]) * (b[i] - b[j]) > 0 for i, j in pairs) - sum(
@@ -148,6 +158,7 @@ def main() -> None:
         f"{config.retry_pause_s:g} s of models whose round medians spread > {config.spread_threshold:.0%}"
     )
     print("load average before: {:.2f} {:.2f} {:.2f} (compare timings on a quiet machine)".format(*os.getloadavg()))
+    quiet_before = quietness(args.cache)
     first, second = run_session(paths, args.batch, "agent"), run_session(paths, args.batch, "agent")
     compare("agent session 1 vs 2, min", first, second)
     compare("agent session 1 vs 2, median", first, second, "median")
@@ -166,6 +177,10 @@ def main() -> None:
         f"with re-measurement of unstable models {agent_wall * 1000:.0f} ms ({agent_wall / bare_wall - 1:+.1%})"
     )
     print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    print(
+        f"machine quietness (bench/machine_noise.py, {QUIET_CHECK_S:g} s): 0.5 s windows whose median run is within "
+        f"5% of the best window: {quiet_before:.0%} before, {quietness(args.cache):.0%} after (a quiet machine: 80%+)"
+    )
 
 
 if __name__ == "__main__":

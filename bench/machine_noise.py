@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 WINDOW_S = 0.5
+DEFAULT_INDEX = 4242  # a small model (0.5 ms here): many runs per window
 
 
 def timeline(path: Path, seconds: float) -> dict[int, list[float]]:
@@ -33,27 +34,42 @@ def timeline(path: Path, seconds: float) -> dict[int, list[float]]:
     return windows
 
 
+def window_stats(path: Path, seconds: float) -> tuple[list[float], list[float]]:
+    """Per 0.5 s window (of at least 3 runs): the median and the fastest run, ms."""
+    windows = [runs for _, runs in sorted(timeline(path, seconds).items()) if len(runs) >= 3]
+    return [statistics.median(w) for w in windows], [min(w) for w in windows]
+
+
+def share_within(values: list[float], tolerance: float) -> float:
+    """The share of values within ``tolerance`` (0.05 = 5%) of the smallest."""
+    best = min(values)
+    return sum(v <= best * (1 + tolerance) for v in values) / len(values)
+
+
+def model_path(index: int, cache: Path) -> Path:
+    from predictor import nb201
+    from services.artifacts import ArtifactStore
+
+    return ArtifactStore(cache).export_file(nb201.to_string(nb201.from_official_index(index)), "onnx")[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--index", type=int, default=4242, help="official NB201 index of the model to run")
+    parser.add_argument("--index", type=int, default=DEFAULT_INDEX, help="official NB201 index of the model to run")
     parser.add_argument("--cache", type=Path, default=Path("latfarm-data/bench-artifacts"))
     args = parser.parse_args()
 
     from predictor import nb201
-    from services.artifacts import ArtifactStore
 
-    arch = nb201.to_string(nb201.from_official_index(args.index))
-    _, path = ArtifactStore(args.cache).export_file(arch, "onnx")
-    windows = [runs for _, runs in sorted(timeline(path, args.seconds).items()) if len(runs) >= 3]
-    medians = [statistics.median(w) for w in windows]
-    fastest = [min(w) for w in windows]
+    medians, fastest = window_stats(model_path(args.index, args.cache), args.seconds)
     best_median, best_fastest = min(medians), min(fastest)
+    arch = nb201.to_string(nb201.from_official_index(args.index))
     print(f"NB201 #{args.index} {arch}: best window median {best_median:.3f} ms, fastest run {best_fastest:.3f} ms")
     print("window medians, % of the best:", " ".join(f"{100 * m / best_median:.0f}" for m in medians))
     print("window fastest, % of the best:", " ".join(f"{100 * m / best_fastest:.0f}" for m in fastest))
-    for name, values, best in (("medians", medians, best_median), ("fastest runs", fastest, best_fastest)):
-        shares = [sum(v <= best * (1 + tol) for v in values) / len(values) for tol in (0.02, 0.05, 0.10)]
+    for name, values in (("medians", medians), ("fastest runs", fastest)):
+        shares = [share_within(values, tol) for tol in (0.02, 0.05, 0.10)]
         print(
             f"windows whose {name} are within 2% / 5% / 10% of the best: "
             + " / ".join(f"{share:.0%}" for share in shares)
