@@ -114,20 +114,34 @@ def run_agent(
     install_signal_handlers(stop)
     credential = state.credential if state else None
     conn = Connection(server, stop, credential, log, tls=tls, root_certificates=root_certificates)
-    try:
-        heartbeat_s = DEFAULT_HEARTBEAT_S
-        if state is None:
-            state, heartbeat_s = register(conn, state_dir, server, enroll, name)
-            conn.credential = state.credential
-        else:
-            log(f"resuming as agent {state.agent_id} of device {state.device!r}")
-        cache = ArtifactCache(state_dir / "cache", cache_mb << 20)
+    cache = ArtifactCache(state_dir / "cache", cache_mb << 20)
+
+    def serve(heartbeat_s: float) -> None:
         loop = AgentLoop(conn, backends, cache, config, stop, heartbeat_s, cpus, cooldown_s, once, max_jobs, log)
         loop.run()
         log(f"stopped after processing {loop.processed} job(s)")
+
+    def register_anew() -> None:
+        new, heartbeat_s = register(conn, state_dir, server, enroll, name)
+        conn.credential = new.credential
+        serve(heartbeat_s)
+
+    try:
+        if state is None:
+            register_anew()
+        else:
+            log(f"resuming as agent {state.agent_id} of device {state.device!r}")
+            try:
+                serve(DEFAULT_HEARTBEAT_S)
+            except Unauthenticated as err:
+                if not enroll:
+                    raise
+                log(f"the server no longer knows this agent ({err}); registering again with --enroll")
+                register_anew()
     except Stopped:
         log("stopped")
     except Unauthenticated as err:
-        raise SystemExit(f"latfarm agent: the server rejected this agent ({err}); re-enroll with a new token") from err
+        hint = "check the --enroll token" if enroll else "run again with --enroll TOKEN to register anew"
+        raise SystemExit(f"latfarm agent: the server rejected this agent ({err}); {hint}") from err
     finally:
         conn.close()

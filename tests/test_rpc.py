@@ -12,9 +12,11 @@ import grpc
 import onnx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from agents.connection import RETRYABLE
+from agents.main import run_agent
+from agents.state import load_state
 from predictor import nb201
 from proto.latfarm.v1 import agent_pb2, agent_pb2_grpc
 from services import queue
@@ -54,6 +56,7 @@ def start_farm(sessions, store, notifier, enrolled: tuple[int, str] | None = Non
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     return SimpleNamespace(
         server=server,
+        address=f"127.0.0.1:{port}",
         channel=channel,
         stub=agent_pb2_grpc.AgentServiceStub(channel),
         store=store,
@@ -103,6 +106,26 @@ def code_of(call) -> tuple[grpc.StatusCode, str]:
         if hasattr(result, "__iter__") and not hasattr(result, "ListFields"):
             list(result)
     return info.value.code(), info.value.details()
+
+
+def test_an_agent_the_server_forgot_registers_again_with_its_token(farm, tmp_path, capsys):
+    """A deleted agent (or a server with a new database) rejects the saved credential: ``--enroll`` registers anew,
+    without it the agent exits saying so."""
+    state_dir = tmp_path / "agent"
+    run_agent(farm.address, farm.token, state_dir, once=True)
+    first = load_state(state_dir)
+    with transaction(farm.sessions) as s:
+        s.execute(delete(Agent).where(Agent.id == first.agent_id))
+    with pytest.raises(SystemExit, match="unknown agent credential.*run again with --enroll TOKEN to register anew"):
+        run_agent(farm.address, None, state_dir, once=True)
+    run_agent(farm.address, farm.token, state_dir, once=True)
+    second = load_state(state_dir)
+    assert second.agent_id != first.agent_id and second.device == first.device
+    assert "no longer knows this agent" in capsys.readouterr().err
+    with farm.sessions() as s:
+        assert s.get(Agent, second.agent_id) is not None
+    run_agent(farm.address, farm.token, state_dir, once=True)  # known again: resumes, registers nothing new
+    assert load_state(state_dir) == second
 
 
 def test_register_checks_token_and_descriptor(farm):
