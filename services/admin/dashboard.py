@@ -186,24 +186,15 @@ def histogram(session: Session, device: Device, bins: int = 40) -> dict[str, Any
     }
 
 
-def _measured_by_index(session: Session, device_id: int) -> tuple[np.ndarray, np.ndarray]:
-    rows = session.execute(
-        select(Arch.nb201_index, func.avg(Measurement.latency_ms))
-        .join(Arch, Measurement.arch_id == Arch.id)
-        .where(Measurement.device_id == device_id, Arch.nb201_index.is_not(None))
-        .group_by(Arch.nb201_index)
-        .order_by(Arch.nb201_index)
-    ).all()
-    indices = np.asarray([r[0] for r in rows], dtype=np.int64)
-    return indices, np.asarray([r[1] for r in rows], dtype=float)
-
-
 def measured_vs_predicted(session: Session, predictions: Any, device: Device) -> dict[str, Any]:
-    """Measured vs predicted latency of a device's measured archs, with Spearman's rho over all of them."""
+    """Measured vs predicted latency of a device's measured archs, with Spearman's rho over all of them; "measured"
+    is what ``/v1/predict`` serves for an arch (``services.predictions.measured_latencies``)."""
     model = predictions.for_device(session, device) if predictions is not None else None
     if model is None:
         return {"device": device.name, "available": False, "reason": NO_PREDICTOR}
-    indices, measured = _measured_by_index(session, device.id)
+    table = predictions.measured(session, device)
+    indices = np.array(sorted(table), dtype=np.int64)
+    measured = np.array([table[i].latency_ms for i in indices.tolist()], dtype=float)
     if indices.size == 0:
         return {"device": device.name, "available": False, "reason": "no measurements of NB201 archs on this device"}
     try:
