@@ -26,6 +26,7 @@ from services.settings import Settings
 
 console = Console()
 START_TIMEOUT_S = 180.0
+ENROLL_TOKEN_S = 600  # the local agent's enrollment token: used at once, if at all
 
 
 def admin_key(settings: Settings) -> str:
@@ -174,9 +175,11 @@ def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> N
             import_dataset(settings, settings.datasets_dir, fmt="help")
         _ensure_device(client, device)
         agent_dir = settings.data_dir / f"agent-{device}"
+        # a short-lived token every time: the agent registers with it only when it has no state, or the server no
+        # longer knows its credential (a new database)
+        token = client.enroll(device, expires_in_s=ENROLL_TOKEN_S)
         agent_args = ["agent", "--server", f"127.0.0.1:{settings.grpc_port}", "--state-dir", str(agent_dir)]
-        if not (agent_dir / "state.json").exists():
-            agent_args += ["--enroll", client.enroll(device)]
+        agent_args += ["--enroll", token]
         children.start("agent", agent_args, env)
         console.print(f"agent for device [bold]{device}[/] started (log: {logs / 'agent.log'})")
         state = _adapt(client, device, samples, children)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -80,10 +81,16 @@ def test_up_adapts_to_this_machine_and_serves_predictions(tmp_path):
     # a second run re-uses the adaptation: nothing is measured again; TLS settings meant for `latfarm serve`
     # (here naming no files at all) do not reach up's own server, whose local agent speaks plain gRPC
     missing = str(tmp_path / "missing.pem")
+    restarted = datetime.now(timezone.utc)
     proc = _up(tmp_path, http_port, grpc_port, key, LATFARM_GRPC_TLS_CERT=missing, LATFARM_GRPC_TLS_KEY=missing)
     try:
         again = _wait_active(client, proc, timeout=120)
         assert again["id"] == state["id"]
+        deadline = time.monotonic() + 60  # the local agent is handed a token, but resumes with its credential
+        while not any(datetime.fromisoformat(a["last_heartbeat"]) > restarted for a in client.agents("local")):
+            assert time.monotonic() < deadline, client.agents("local")
+            time.sleep(0.5)
+        assert len(client.agents("local")) == 1
     finally:
         out = _stop(proc)
     assert "reused" in out
