@@ -179,8 +179,7 @@ def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> N
         # longer knows its credential (a new database)
         token = client.enroll(device, expires_in_s=ENROLL_TOKEN_S)
         agent_args = ["agent", "--server", f"127.0.0.1:{settings.grpc_port}", "--state-dir", str(agent_dir)]
-        agent_args += ["--enroll", token]
-        children.start("agent", agent_args, env)
+        children.start("agent", [*agent_args, "--enroll", token], env)
         console.print(f"agent for device [bold]{device}[/] started (log: {logs / 'agent.log'})")
         state = _adapt(client, device, samples, children)
         _summary(base, key, device, state)
