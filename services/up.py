@@ -20,13 +20,23 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from agents.state import load_state
 from services.client import Client, LatfarmError
 from services.security import new_secret
 from services.settings import Settings
 
 console = Console()
 START_TIMEOUT_S = 180.0
-ENROLL_TOKEN_S = 600  # the local agent's enrollment token: used at once, if at all
+ENROLL_TOKEN_S = 600  # the local agent's enrollment token: used at once
+
+
+def _agent_known(client: Client, device: str, agent_dir: Path) -> bool:
+    """Whether the agent saved in ``agent_dir`` is registered with this server."""
+    try:
+        state = load_state(agent_dir)
+    except ValueError:  # a corrupt state file: the agent says so when it starts
+        return True
+    return state is not None and state.agent_id in {agent["id"] for agent in client.agents(device)}
 
 
 def admin_key(settings: Settings) -> str:
@@ -175,11 +185,10 @@ def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> N
             import_dataset(settings, settings.datasets_dir, fmt="help")
         _ensure_device(client, device)
         agent_dir = settings.data_dir / f"agent-{device}"
-        # a short-lived token every time: the agent registers with it only when it has no state, or the server no
-        # longer knows its credential (a new database)
-        token = client.enroll(device, expires_in_s=ENROLL_TOKEN_S)
         agent_args = ["agent", "--server", f"127.0.0.1:{settings.grpc_port}", "--state-dir", str(agent_dir)]
-        children.start("agent", [*agent_args, "--enroll", token], env)
+        if not _agent_known(client, device, agent_dir):  # first run, or a new database
+            agent_args += ["--enroll", client.enroll(device, expires_in_s=ENROLL_TOKEN_S)]
+        children.start("agent", agent_args, env)
         console.print(f"agent for device [bold]{device}[/] started (log: {logs / 'agent.log'})")
         state = _adapt(client, device, samples, children)
         _summary(base, key, device, state)

@@ -1,8 +1,13 @@
-"""Fixtures and helpers shared by the REST API tests (a plugin of ``tests/conftest.py``: fixtures ``api``, ``keys``).
+"""Fixtures and helpers shared by the REST API tests (a plugin of ``tests/conftest.py``: fixtures ``api``, ``keys``,
+``live_api``).
 
 The app is imported inside the fixture, so collecting unrelated tests never depends on the web stack."""
 
 from __future__ import annotations
+
+import socket
+import threading
+import time
 
 import pytest
 
@@ -97,3 +102,26 @@ def add_measurements(
             )
             for i, ms in latencies.items()
         )
+
+
+@pytest.fixture
+def live_api(tmp_path, sqlite_url):
+    """(base URL, app) of a live server (uvicorn in a thread, SQLite) on a free port."""
+    import uvicorn
+
+    from services.api import create_app
+
+    app = create_app(make_settings(tmp_path, sqlite_url))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uv.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
+    uv.should_exit = True
+    thread.join(10)
+    sock.close()

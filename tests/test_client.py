@@ -9,31 +9,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import uvicorn
 
-from services.api import create_app
 from services.client import Client, LatfarmError
 from services.store.models import Source
-from tests.api_support import ADMIN_KEY, add_measurements, arch, make_settings
-
-
-@pytest.fixture
-def server(tmp_path, sqlite_url):
-    """(base URL, app) of a live server on a free port."""
-    app = create_app(make_settings(tmp_path, sqlite_url))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
-    uv.should_exit = True
-    thread.join(10)
-    sock.close()
+from tests.api_support import ADMIN_KEY, add_measurements, arch
 
 
 class _App:
@@ -43,8 +22,8 @@ class _App:
         self.app = app
 
 
-def test_client_round_trip(server):
-    url, app = server
+def test_client_round_trip(live_api):
+    url, app = live_api
     with Client(url, ADMIN_KEY) as client:
         assert client.create_device("dev1", hardware="x86")["name"] == "dev1"
         with pytest.raises(LatfarmError) as err:

@@ -13,8 +13,15 @@ from datetime import datetime, timezone
 
 import pytest
 
+from agents.state import AgentState, save_state
 from predictor import nb201
 from services.client import Client, LatfarmError
+from services.security import hash_secret
+from services.store.crud import device_by_name
+from services.store.db import transaction
+from services.store.models import Agent
+from services.up import _agent_known
+from tests.api_support import ADMIN_KEY
 
 pytestmark = pytest.mark.slow
 SAMPLES = 5
@@ -95,3 +102,20 @@ def test_up_adapts_to_this_machine_and_serves_predictions(tmp_path):
         out = _stop(proc)
     assert "reused" in out
     assert "LATFARM_GRPC_TLS_CERT and LATFARM_GRPC_TLS_KEY ignored" in out
+
+
+def test_up_enrolls_its_agent_only_when_the_server_does_not_know_it(live_api, tmp_path):
+    """``up`` hands the local agent a token on the first run and after a database reset, not on every start."""
+    url, app = live_api
+    agent_dir = tmp_path / "agent-local"
+    with Client(url, ADMIN_KEY) as client:
+        client.create_device("local")
+        assert not _agent_known(client, "local", agent_dir)  # no state yet
+        save_state(agent_dir, AgentState(url, "a1b2", "lf_agent_secret", "local"))
+        assert not _agent_known(client, "local", agent_dir)  # saved, but this server never registered it
+        with transaction(app.state.sessions) as session:
+            device = device_by_name(session, "local")
+            session.add(Agent(id="a1b2", device_id=device.id, credential_hash=hash_secret("lf_agent_secret")))
+        assert _agent_known(client, "local", agent_dir)
+        (agent_dir / "state.json").write_text("{not json")
+        assert _agent_known(client, "local", agent_dir)  # corrupt: no token; the agent reports the state file
