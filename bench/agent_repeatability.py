@@ -6,10 +6,7 @@ the sessions, for both headline statistics ("min", the default, and "median" of 
 same runs); then the agent protocol's wall time per model against a bare onnxruntime loop doing the same rounds,
 and how quiet the machine was before and after (``bench/machine_noise.py``'s measure).
 
-    .venv/bin/python bench/agent_repeatability.py [--archs 50] [--batch 16] [--seed 0] [--cache DIR] [--quiet 0.8]
-
-On a shared (virtualised) machine the result depends on the other tenants of the moment: ``--quiet 0.8`` waits
-before each of the two sessions until 80% of ``bench/machine_noise.py``'s windows are within 5% of the best.
+    .venv/bin/python bench/agent_repeatability.py [--archs 50] [--batch 16] [--seed 0] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,17 +105,6 @@ def quietness(cache: Path) -> float:
     return share_within(medians, 0.05)
 
 
-def when_quiet(args: argparse.Namespace, session: Callable[[], dict]) -> dict:
-    """Run a session, first waiting (``--quiet``) until the machine is quiet enough or ``--quiet-timeout`` passed."""
-    if args.quiet > 0:
-        deadline = time.monotonic() + args.quiet_timeout
-        while (share := quietness(args.cache)) < args.quiet and time.monotonic() < deadline:
-            print(f"  machine quietness {share:.0%} < {args.quiet:.0%}: waiting", flush=True)
-            time.sleep(QUIET_CHECK_S)
-        print(f"  machine quietness {share:.0%} before this session", flush=True)
-    return session()
-
-
 def kendall_tau(a: list[float], b: list[float]) -> float:
     pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))]
     score = sum((a[i] - a[j]) * (b[i] - b[j]) > 0 for i, j in pairs) - sum(
@@ -149,14 +134,6 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="models per lease (the server's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path("latfarm-data/bench-artifacts"))
-    parser.add_argument(
-        "--quiet",
-        type=float,
-        default=0.0,
-        metavar="SHARE",
-        help="before each of the two agent sessions, wait until the machine quietness is at least SHARE (e.g. 0.8)",
-    )
-    parser.add_argument("--quiet-timeout", type=float, default=1800.0, help="seconds to wait for quiet at most")
     parser.add_argument("--session", choices=["agent", "agent-no-retry", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -182,8 +159,7 @@ def main() -> None:
     )
     print("load average before: {:.2f} {:.2f} {:.2f} (compare timings on a quiet machine)".format(*os.getloadavg()))
     quiet_before = quietness(args.cache)
-    first = when_quiet(args, lambda: run_session(paths, args.batch, "agent"))
-    second = when_quiet(args, lambda: run_session(paths, args.batch, "agent"))
+    first, second = run_session(paths, args.batch, "agent"), run_session(paths, args.batch, "agent")
     compare("agent session 1 vs 2, min", first, second)
     compare("agent session 1 vs 2, median", first, second, "median")
     single = run_session(paths, args.batch, "agent-no-retry")
