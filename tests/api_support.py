@@ -8,6 +8,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -104,24 +106,33 @@ def add_measurements(
         )
 
 
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """``app`` on a real uvicorn server in a thread, on a free port; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
 @pytest.fixture
 def live_api(tmp_path, sqlite_url):
     """(base URL, app) of a live server (uvicorn in a thread, SQLite) on a free port."""
-    import uvicorn
-
     from services.api import create_app
 
     app = create_app(make_settings(tmp_path, sqlite_url))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
-    uv.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(app) as url:
+        yield url, app

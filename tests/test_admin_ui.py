@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from services.settings import Settings
 from services.store.crud import ensure_archs
 from services.store.db import transaction
 from services.store.models import Agent, ApiKey, Device, Job, JobBatch, JobState, Measurement, Source
+from tests.api_support import serving
 
 ADMIN_KEY = "lf_admin_test-key"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -289,22 +287,9 @@ def browser():
 @pytest.fixture
 def live_server(app_and_ids):
     """create_app on a real uvicorn server in a thread, on a free port."""
-    import uvicorn
-
     app, ids = app_and_ids
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", ids
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(app) as url:
+        yield url, ids
 
 
 CANVAS_PAINTED = """(id) => {
