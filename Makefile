@@ -31,6 +31,8 @@ lint: $(STAMP)
 
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. proto/latfarm/v1/agent.proto
+	# the stubs live in the installed namespace latfarm.proto (pyproject's package-dir)
+	sed -i 's/\bproto\.latfarm\.v1\b/latfarm.proto.v1/g' proto/latfarm/v1/agent_pb2*.py*
 
 bench: $(STAMP)
 	for f in bench/*.py; do $(BIN)/python $$f; done

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import grpc
 
-from proto.latfarm.v1 import agent_pb2, agent_pb2_grpc
+from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 
 T = TypeVar("T")
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}

@@ -8,8 +8,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.backends import available_backends
-from proto.latfarm.v1 import agent_pb2
+from latfarm.agents.backends import available_backends
+from latfarm.proto.v1 import agent_pb2
 
 CPU_SYS = Path("/sys/devices/system/cpu")
 THERMAL_SYS = Path("/sys/class/thermal")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import grpc
 
-from agents.backends import Backend
-from agents.cache import ArtifactCache, ArtifactError
-from agents.connection import Connection, Stopped, Unauthenticated
-from agents.descriptor import ClockState, governor
-from agents.protocol import (
+from latfarm.agents.backends import Backend
+from latfarm.agents.cache import ArtifactCache, ArtifactError
+from latfarm.agents.connection import Connection, Stopped, Unauthenticated
+from latfarm.agents.descriptor import ClockState, governor
+from latfarm.agents.measurement import (
     FETCH,
     STATISTICS,
     BatchMeasurer,
@@ -24,7 +24,7 @@ from agents.protocol import (
     ModelTask,
     unsteady_share,
 )
-from proto.latfarm.v1 import agent_pb2
+from latfarm.proto.v1 import agent_pb2
 
 ERROR_CLASSES = {
     "load": agent_pb2.ERROR_CLASS_LOAD,

@@ -11,13 +11,13 @@ import threading
 import time
 from pathlib import Path
 
-from agents.backends import available_backends
-from agents.cache import ArtifactCache
-from agents.connection import Connection, Stopped, Unauthenticated
-from agents.descriptor import describe
-from agents.loop import AgentLoop
-from agents.protocol import MeasureConfig
-from agents.state import AgentState, load_state, save_state
+from latfarm.agents.backends import available_backends
+from latfarm.agents.cache import ArtifactCache
+from latfarm.agents.connection import Connection, Stopped, Unauthenticated
+from latfarm.agents.descriptor import describe
+from latfarm.agents.loop import AgentLoop
+from latfarm.agents.measurement import MeasureConfig
+from latfarm.agents.state import AgentState, load_state, save_state
 
 DEFAULT_HEARTBEAT_S = 10
 

@@ -27,8 +27,8 @@ QUIET_CHECK_S = 15.0  # machine noise timeline before and after the sessions
 
 
 def export_archs(count: int, seed: int, cache: Path) -> list[tuple[str, Path]]:
-    from predictor import nb201
-    from services.artifacts import ArtifactStore
+    from latfarm.predictor import nb201
+    from latfarm.services.domain.artifacts import ArtifactStore
 
     store = ArtifactStore(cache)
     indices = random.Random(seed).sample(range(15625), count)
@@ -43,8 +43,8 @@ def run_session(paths: list[Path], batch: int, mode: str) -> dict:
 
 
 def agent_session(paths: list[Path], batch: int, retries: int | None = None) -> dict:
-    from agents.backends.onnx import OnnxBackend
-    from agents.protocol import BatchMeasurer, MeasureConfig, ModelTask
+    from latfarm.agents.backends.onnx import OnnxBackend
+    from latfarm.agents.measurement import BatchMeasurer, MeasureConfig, ModelTask
 
     config = MeasureConfig() if retries is None else MeasureConfig(retries=retries)
     backend, latencies, medians, unstable = OnnxBackend(), [], [], 0
@@ -65,7 +65,7 @@ def bare_session(paths: list[Path], batch: int) -> dict:
     import numpy as np
     import onnxruntime as ort
 
-    from agents.protocol import MeasureConfig
+    from latfarm.agents.measurement import MeasureConfig
 
     config, latencies, medians = MeasureConfig(), [], []
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
@@ -146,7 +146,7 @@ def main() -> None:
         print(json.dumps(sessions[args.session](args.paths, args.batch)))
         return
 
-    from agents.protocol import MeasureConfig
+    from latfarm.agents.measurement import MeasureConfig
 
     config = MeasureConfig()
     models = export_archs(args.archs, args.seed, args.cache)

@@ -7,8 +7,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from predictor import nb201
-from services.artifacts import ArtifactStore, export_onnx
+from latfarm.predictor import nb201
+from latfarm.services.domain.artifacts import ArtifactStore, export_onnx
 
 
 def main(n: int = 20, seed: int = 0) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from services.datasets import import_help
-from services.store.db import make_engine, make_sessionmaker, transaction
-from services.store.migrate import upgrade
+from latfarm.services.datasets import import_help
+from latfarm.services.store.db import make_engine, make_sessionmaker, transaction
+from latfarm.services.store.migrate import upgrade
 
 HELP_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "help-nb201"
 PG_URL = os.environ.get("LATFARM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

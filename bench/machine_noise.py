@@ -22,7 +22,7 @@ DEFAULT_INDEX = 4242  # a small model (0.5 ms here): many runs per window
 
 def timeline(path: Path, seconds: float) -> dict[int, list[float]]:
     """Run times (ms) of back-to-back inferences, grouped by 0.5 s window."""
-    from agents.backends.onnx import OnnxBackend
+    from latfarm.agents.backends.onnx import OnnxBackend
 
     model = OnnxBackend().load(path, threads=1, input_shape=[1, 3, 32, 32])
     windows: dict[int, list[float]] = {}
@@ -47,8 +47,8 @@ def share_within(values: list[float], tolerance: float) -> float:
 
 
 def model_path(index: int, cache: Path) -> Path:
-    from predictor import nb201
-    from services.artifacts import ArtifactStore
+    from latfarm.predictor import nb201
+    from latfarm.services.domain.artifacts import ArtifactStore
 
     return ArtifactStore(cache).export_file(nb201.to_string(nb201.from_official_index(index)), "onnx")[1]
 
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("latfarm-data/bench-artifacts"))
     args = parser.parse_args()
 
-    from predictor import nb201
+    from latfarm.predictor import nb201
 
     medians, fastest = window_stats(model_path(args.index, args.cache), args.seconds)
     best_median, best_fastest = min(medians), min(fastest)

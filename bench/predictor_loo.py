@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.evaluate import METRICS, cached_pretrain, transfer_scores
-from predictor.features import all_features
-from predictor.help_data import load_help
-from predictor.pretrain import DEFAULT_EPOCHS
-from predictor.service import DeviceModel, Predictor
+from latfarm.predictor.evaluate import METRICS, cached_pretrain, transfer_scores
+from latfarm.predictor.features import all_features
+from latfarm.predictor.help_data import load_help
+from latfarm.predictor.model import DeviceModel, Predictor
+from latfarm.predictor.pretrain import DEFAULT_EPOCHS
 
 GPU_FAMILIES = ("1080ti", "2080ti", "titanxp", "titanx", "titan_rtx")
 

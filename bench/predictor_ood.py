@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.evaluate import cached_pretrain, trial_seed
-from predictor.help_data import load_help
-from predictor.metrics import score
-from predictor.pretrain import DEFAULT_EPOCHS
-from predictor.prior import posterior
-from predictor.service import Predictor
-from predictor.synthetic import stress_set
+from latfarm.predictor.evaluate import cached_pretrain, trial_seed
+from latfarm.predictor.help_data import load_help
+from latfarm.predictor.model import Predictor
+from latfarm.predictor.pretrain import DEFAULT_EPOCHS
+from latfarm.predictor.prior import posterior
+from latfarm.predictor.scores import score
+from latfarm.predictor.synthetic import stress_set
 
 METHODS = {"original": False, "robust": True}
 COLUMNS = ("spearman", "kendall", "acc10", "cover2")

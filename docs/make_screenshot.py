@@ -17,10 +17,10 @@ from pathlib import Path
 import uvicorn
 from playwright.sync_api import sync_playwright
 
-from services.api.app import create_app
-from services.datasets import import_help
-from services.settings import Settings
-from services.store.db import transaction
+from latfarm.services.api.app import create_app
+from latfarm.services.core.config import Settings
+from latfarm.services.datasets import import_help
+from latfarm.services.store.db import transaction
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICES = [

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.help_data import data_hash, load_help
-from predictor.metrics import score
-from predictor.pretrain import DEFAULT_EPOCHS, MODEL_REVISION, pretrain
-from predictor.selection import select_random
-from predictor.service import Predictor
+from latfarm.predictor.help_data import data_hash, load_help
+from latfarm.predictor.model import Predictor
+from latfarm.predictor.pretrain import DEFAULT_EPOCHS, MODEL_REVISION, pretrain
+from latfarm.predictor.scores import score
+from latfarm.predictor.selection import select_random
 
 DEFAULT_CACHE = Path.home() / ".cache" / "latfarm" / "predictor"
 METRICS = ("spearman", "kendall", "acc10")

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from predictor.nb201 import EDGES, OPS, live_edges, official_ops_table
+from latfarm.predictor.nb201 import EDGES, OPS, live_edges, official_ops_table
 
 NUM_OP_TYPES = len(OPS) - 1  # non-"none" ops
 

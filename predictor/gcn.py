@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from predictor.nb201 import NODE_TYPES, graph, official_ops_table
+from latfarm.predictor.nb201 import NODE_TYPES, graph, official_ops_table
 
 
 @lru_cache(maxsize=1)

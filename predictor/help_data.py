@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.nb201 import NUM_ARCHS
+from latfarm.predictor.nb201 import NUM_ARCHS
 
 
 def available_devices(data_dir: Path) -> list[str]:

@@ -158,7 +158,7 @@ def graph(ops: Sequence[int], global_node: bool = True) -> tuple[np.ndarray, np.
 @lru_cache(maxsize=1)
 def official_ops_table() -> np.ndarray:
     """[15625, 6] uint8: row i is the op vector of official NB201 index i (shipped with the package)."""
-    with resources.files("predictor.data").joinpath("nb201_index_ops.npy").open("rb") as fh:
+    with resources.files("latfarm.predictor.data").joinpath("nb201_index_ops.npy").open("rb") as fh:
         return np.load(fh)
 
 

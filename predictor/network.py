@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from predictor import nb201
+from latfarm.predictor import nb201
 
 
 class ReLUConvBN(nn.Sequential):

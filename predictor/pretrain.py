@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.features import FEATURE_NAMES, all_features
-from predictor.help_data import data_hash, load_help
-from predictor.metrics import score
-from predictor.nb201 import NUM_ARCHS
-from predictor.prior import fit_prior, ridge_head
-from predictor.service import CHECKPOINT_FORMAT, Predictor
+from latfarm.predictor.features import FEATURE_NAMES, all_features
+from latfarm.predictor.help_data import data_hash, load_help
+from latfarm.predictor.model import CHECKPOINT_FORMAT, Predictor
+from latfarm.predictor.nb201 import NUM_ARCHS
+from latfarm.predictor.prior import fit_prior, ridge_head
+from latfarm.predictor.scores import score
 
 DEFAULT_EPOCHS = 12
 MODEL_REVISION = 1
@@ -51,7 +51,7 @@ def pretrain(
     if epochs > 0:
         import torch
 
-        from predictor.gcn import embed_all, train_gcn
+        from latfarm.predictor.gcn import embed_all, train_gcn
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # small batched matmuls: extra threads only contend

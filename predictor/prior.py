@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from predictor.features import FEATURE_NAMES, NUM_OP_TYPES
+from latfarm.predictor.features import FEATURE_NAMES, NUM_OP_TYPES
 
 SCALE_VARIANCE = 0.05
 """Prior variance of the relative error of the sample-mean scale estimate (added along the prior mean)."""

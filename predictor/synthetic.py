@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from predictor.nb201 import EDGES, NUM_NODES, live_edges, official_ops_table
+from latfarm.predictor.nb201 import EDGES, NUM_NODES, live_edges, official_ops_table
 
 # Relative base cost of skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3 per device kind.
 KINDS: dict[str, tuple[float, float, float, float]] = {

@@ -1,6 +1,6 @@
 """Python client of the REST API, for NAS code and scripts::
 
-    from services.client import Client
+    from latfarm.services.client import Client
     client = Client("http://127.0.0.1:8000", api_key)
     items = client.predict("pixel7", ["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|"])
 

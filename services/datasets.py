@@ -26,10 +26,10 @@ import numpy as np
 from sqlalchemy import insert, literal_column, select
 from sqlalchemy.orm import Session
 
-from predictor import nb201
-from services.settings import Settings
-from services.store.crud import device_by_name, ensure_archs
-from services.store.models import Arch, Device, Measurement, Source, utcnow
+from latfarm.predictor import nb201
+from latfarm.services.core.config import Settings
+from latfarm.services.store.crud import device_by_name, ensure_archs
+from latfarm.services.store.models import Arch, Device, Measurement, Source, utcnow
 
 HELP = "help-nb201"
 LATBENCH = "latbench"
@@ -257,8 +257,8 @@ def _load_pickle(path: Path):
 
 def _open_store(settings: Settings):
     """Engine and sessions on the settings' database, migrated to the current schema first."""
-    from services.store.db import make_engine, make_sessionmaker
-    from services.store.migrate import upgrade
+    from latfarm.services.store.db import make_engine, make_sessionmaker
+    from latfarm.services.store.migrate import upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
@@ -271,7 +271,7 @@ def import_dataset(settings: Settings, path: Path, fmt: str = "help", device: st
 
     Bad input exits with the ``DatasetError`` message (no traceback); library callers use ``import_help`` etc.
     """
-    from services.store.db import transaction
+    from latfarm.services.store.db import transaction
 
     if fmt not in FORMATS:
         raise SystemExit(f"error: unknown dataset format {fmt!r}; expected one of {sorted(FORMATS)}")

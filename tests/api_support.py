@@ -13,11 +13,11 @@ from contextlib import contextmanager
 
 import pytest
 
-from predictor import nb201
-from services.settings import Settings
-from services.store.crud import device_by_name, ensure_archs
-from services.store.db import transaction
-from services.store.models import Measurement, Source
+from latfarm.predictor import nb201
+from latfarm.services.core.config import Settings
+from latfarm.services.store.crud import device_by_name, ensure_archs
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Measurement, Source
 
 ADMIN_KEY = "lf_admin_test-bootstrap-key"
 MEDIAN_OFFSET_MS = 0.5  # median_ms - latency_ms of measured rows stored by add_measurements
@@ -43,7 +43,7 @@ def api(tmp_path, db_url):
     """A TestClient on a fresh app and database (SQLite and PostgreSQL)."""
     from fastapi.testclient import TestClient
 
-    from services.api import create_app
+    from latfarm.services.api import create_app
 
     with TestClient(create_app(make_settings(tmp_path, db_url))) as client:
         yield client
@@ -131,7 +131,7 @@ def serving(app) -> Iterator[str]:
 @pytest.fixture
 def live_api(tmp_path, sqlite_url):
     """(base URL, app) of a live server (uvicorn in a thread, SQLite) on a free port."""
-    from services.api import create_app
+    from latfarm.services.api import create_app
 
     app = create_app(make_settings(tmp_path, sqlite_url))
     with serving(app) as url:

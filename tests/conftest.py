@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from services.store.db import make_engine, make_sessionmaker
-from services.store.models import Base
+from latfarm.services.store.db import make_engine, make_sessionmaker
+from latfarm.services.store.models import Base
 
 ROOT = Path(__file__).resolve().parents[1]
 HELP_DIR = ROOT.parent / "shared" / "datasets" / "help-nb201"

@@ -12,14 +12,14 @@ from scipy.stats import spearmanr
 from sqlalchemy import func, insert, select
 from starlette.testclient import TestClient
 
-from predictor import nb201
-from services.admin import dashboard
-from services.api.app import create_app
-from services.security import hash_secret
-from services.settings import Settings
-from services.store.crud import ensure_archs
-from services.store.db import transaction
-from services.store.models import Agent, ApiKey, Device, Job, JobBatch, JobState, Measurement, Source
+from latfarm.predictor import nb201
+from latfarm.services.admin import dashboard
+from latfarm.services.api.app import create_app
+from latfarm.services.core.config import Settings
+from latfarm.services.core.security import hash_secret
+from latfarm.services.store.crud import ensure_archs
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Agent, ApiKey, Device, Job, JobBatch, JobState, Measurement, Source
 from tests.api_support import serving
 
 ADMIN_KEY = "lf_admin_test-key"

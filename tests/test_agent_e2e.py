@@ -136,8 +136,8 @@ class Agent:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from predictor import nb201
-    from services.artifacts import ArtifactStore
+    from latfarm.predictor import nb201
+    from latfarm.services.domain.artifacts import ArtifactStore
 
     server = Server(tmp_path_factory.mktemp("latfarm-server"))
     store = ArtifactStore(server.data_dir / "artifacts")  # exported up front, as the server would on first lease
@@ -179,7 +179,16 @@ def test_a_request_protocol_overrides_the_agent_options(server, tmp_path):
     out = tmp_path / "results.csv"
     listed = tmp_path / "archs.txt"
     listed.write_text(f"# one arch from a file, one on the command line\n{BATCH[1]}\n")
-    cmd = [sys.executable, "-m", "services.cli", "measure", "e2e-protocol", str(BATCH[0]), "--from", str(listed)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "latfarm.services.cli",
+        "measure",
+        "e2e-protocol",
+        str(BATCH[0]),
+        "--from",
+        str(listed),
+    ]
     cmd += ["--rounds", "3"]
     cmd += ["--statistic", "median", "--out", str(out), "--timeout", "120"]
     cmd += ["--server", f"http://127.0.0.1:{server.http_port}", "--key", ADMIN_KEY]

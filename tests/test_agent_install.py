@@ -29,7 +29,7 @@ def agent_env(tmp_path_factory):
 
 def test_agent_install_has_no_server_stack(agent_env):
     probe = (
-        "import importlib.util, agents, agents.main, agents.loop, proto.latfarm.v1.agent_pb2_grpc; "
+        "import importlib.util, latfarm.agents.main, latfarm.agents.loop, latfarm.proto.v1.agent_pb2_grpc; "
         f"print([m for m in {HEAVY!r} if importlib.util.find_spec(m.split('.')[0]) is not None])"
     )
     out = subprocess.run([str(agent_env / "bin" / "python"), "-c", probe], capture_output=True, text=True)

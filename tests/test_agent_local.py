@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from agents.backends import available_backends
-from agents.cache import ArtifactCache, ArtifactError
-from agents.descriptor import ClockState, describe
-from agents.main import parse_cpus
-from agents.protocol import BatchMeasurer, MeasureConfig, ModelTask
-from agents.state import AgentState, load_state, save_state
+from latfarm.agents.backends import available_backends
+from latfarm.agents.cache import ArtifactCache, ArtifactError
+from latfarm.agents.descriptor import ClockState, describe
+from latfarm.agents.main import parse_cpus
+from latfarm.agents.measurement import BatchMeasurer, MeasureConfig, ModelTask
+from latfarm.agents.state import AgentState, load_state, save_state
 from tests.agent_models import tiny_tflite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,14 +111,14 @@ def test_litert_backend_measures_a_tflite_model(tmp_path):
 
 def test_agent_imports_no_server_stack():
     modules = [
-        f"agents.{p.relative_to(ROOT / 'agents').with_suffix('').as_posix().replace('/', '.')}"
+        f"latfarm.agents.{p.relative_to(ROOT / 'agents').with_suffix('').as_posix().replace('/', '.')}"
         for p in sorted((ROOT / "agents").rglob("*.py"))
         if p.name != "__init__.py"
     ]
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in modules)
-        + "bad = [m for m in ('torch', 'sqlalchemy', 'fastapi', 'services', 'onnx') if m in sys.modules]\n"
+        + "bad = [m for m in ('torch', 'sqlalchemy', 'fastapi', 'latfarm.services', 'onnx') if m in sys.modules]\n"
         + "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

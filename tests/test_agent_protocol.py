@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from agents.backends.onnx import OnnxBackend
-from agents.loop import job_config
-from agents.protocol import (
+from latfarm.agents.backends.onnx import OnnxBackend
+from latfarm.agents.loop import job_config
+from latfarm.agents.measurement import (
     LOAD,
     RUN,
     TIMEOUT,
@@ -24,7 +24,7 @@ from agents.protocol import (
     summarize,
     unsteady_share,
 )
-from proto.latfarm.v1 import agent_pb2
+from latfarm.proto.v1 import agent_pb2
 from tests.agent_models import fails_at_run, matmul_chain, nan_output, wrong_batch
 
 QUICK = MeasureConfig(warmup_runs=2, runs_per_round=10, rounds=3, busy_warmup_s=0.1, spread_threshold=10.0)

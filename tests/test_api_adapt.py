@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from predictor.help_data import load_help
-from services import adapt, queue
-from services.artifacts import ArtifactStore
-from services.security import hash_secret
-from services.store.crud import device_by_name
-from services.store.db import transaction
-from services.store.models import Agent
+from latfarm.predictor.help_data import load_help
+from latfarm.services.core.security import hash_secret
+from latfarm.services.domain import adaptation as adapt
+from latfarm.services.domain import queue
+from latfarm.services.domain.artifacts import ArtifactStore
+from latfarm.services.store.crud import device_by_name
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Agent
 from tests.api_support import ADMIN, add_device, arch
 
 SAMPLES = 6

@@ -9,11 +9,11 @@ from datetime import timedelta
 
 import pytest
 
-from predictor import nb201
-from services.security import hash_secret
-from services.store.crud import device_by_name
-from services.store.db import transaction
-from services.store.models import Agent, Enrollment, Source, utcnow
+from latfarm.predictor import nb201
+from latfarm.services.core.security import hash_secret
+from latfarm.services.store.crud import device_by_name
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Agent, Enrollment, Source, utcnow
 from tests.api_support import ADMIN, add_device, add_measurements
 
 

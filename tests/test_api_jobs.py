@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.store.models import Job, JobBatch
+from latfarm.services.store.models import Job, JobBatch
 from tests.api_support import ADMIN, add_device, arch
 
 

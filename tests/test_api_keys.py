@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from services.api import create_app
-from services.settings import Settings
-from services.store.models import ApiKey
+from latfarm.services.api import create_app
+from latfarm.services.core.config import Settings
+from latfarm.services.store.models import ApiKey
 from tests.api_support import ADMIN, add_device, add_measurements, arch, bearer
 
 

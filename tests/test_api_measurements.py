@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.store.models import Source
+from latfarm.services.store.models import Source
 from tests.api_support import MEDIAN_OFFSET_MS, add_device, add_measurements, arch
 
 

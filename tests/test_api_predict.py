@@ -7,12 +7,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from predictor import nb201
-from predictor.service import Predictor
-from services.api import create_app
-from services.store.crud import device_by_name
-from services.store.db import transaction
-from services.store.models import Adaptation, AdaptState, Source, utcnow
+from latfarm.predictor import nb201
+from latfarm.predictor.model import Predictor
+from latfarm.services.api import create_app
+from latfarm.services.store.crud import device_by_name
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Adaptation, AdaptState, Source, utcnow
 from tests.api_support import ADMIN, MEDIAN_OFFSET_MS, add_device, add_measurements, arch, make_settings
 
 

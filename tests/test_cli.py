@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from services.cli import app, read_archs
+from latfarm.services.cli import app, read_archs
 
 
 def test_read_archs_skips_blanks_and_comments(tmp_path):

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from services.client import Client, LatfarmError
-from services.store.models import Source
+from latfarm.services.client import Client, LatfarmError
+from latfarm.services.store.models import Source
 from tests.api_support import ADMIN_KEY, add_measurements, arch
 
 

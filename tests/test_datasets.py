@@ -12,10 +12,10 @@ import pytest
 import torch
 from sqlalchemy import func, select
 
-from predictor import nb201
-from services import datasets
-from services.settings import Settings
-from services.store.models import Arch, Device, Measurement, Source
+from latfarm.predictor import nb201
+from latfarm.services import datasets
+from latfarm.services.core.config import Settings
+from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 PG_HELP_DEVICES = ("pixel3", "titanx_32", "gold_6240")
 

@@ -21,9 +21,9 @@ import pytest
 import typer.main
 import yaml
 
-from agents.state import STATE_FILE
-from services.cli import app
-from services.settings import Settings
+from latfarm.agents.state import STATE_FILE
+from latfarm.services.cli import app
+from latfarm.services.core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -35,8 +35,8 @@ LATFARM_NAME = re.compile(r"\bLATFARM_[A-Z0-9_]+\b")
 
 def code_env_names() -> set[str]:
     """Every ``LATFARM_*`` name the code reads: settings (``_env("X")``) and the CLI's ``envvar=``."""
-    settings = (ROOT / "services" / "settings.py").read_text()
-    cli = (ROOT / "services" / "cli.py").read_text()
+    settings = (ROOT / "services" / "core" / "config.py").read_text()
+    cli = (ROOT / "services" / "cli" / "__init__.py").read_text()
     names = {f"LATFARM_{n}" for n in re.findall(r'_env\("([A-Z0-9_]+)"', settings)}
     return names | set(re.findall(r'envvar="(LATFARM_[A-Z0-9_]+)"', cli))
 
@@ -231,7 +231,7 @@ def test_images_get_every_data_file():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     patterns = setuptools["package-data"]["*"]
-    packages = {p.rstrip("*") for p in setuptools["packages"]["find"]["include"]}
+    packages = set(setuptools["package-dir"].values())
     shipped = [
         path.relative_to(ROOT)
         for package in packages
@@ -241,6 +241,19 @@ def test_images_get_every_data_file():
     assert shipped, "package data expected (proto, predictor weights, migrations, templates)"
     missing = [str(p) for p in shipped if not any(fnmatch.fnmatch(p.name, pattern) for pattern in patterns)]
     assert not missing, f"not installed by pip (add a pattern to package-data): {missing}"
+
+
+def test_every_package_folder_is_installed():
+    """pyproject lists the packages of the ``latfarm`` namespace by hand: each folder with an ``__init__.py``
+    under a mapped folder must be listed, or the (non-editable) installs of the images miss it."""
+    tomllib = pytest.importorskip("tomllib")
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        name + "." + ".".join(init.parent.relative_to(ROOT / folder).parts) if init.parent != ROOT / folder else name
+        for name, folder in setuptools["package-dir"].items()
+        for init in (ROOT / folder).rglob("__init__.py")
+    }
+    assert {f.rstrip(".") for f in folders} == set(setuptools["packages"])
 
 
 def test_dockerignore_keeps_local_state_out():
@@ -257,7 +270,7 @@ def test_agent_entrypoint_is_valid_shell_and_uses_the_agent_interface():
 
 
 def test_agent_entrypoint_calls_existing_routes():
-    from services.api.routes import devices
+    from latfarm.services.api.routes import devices
 
     routes = {(route.path, method) for route in devices.router.routes for method in route.methods}
     text = ENTRYPOINT.read_text()

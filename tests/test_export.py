@@ -12,9 +12,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from predictor import nb201
-from predictor.network import build
-from services.artifacts import (
+from latfarm.predictor import nb201
+from latfarm.predictor.network import build
+from latfarm.services.domain.artifacts import (
     ArtifactError,
     ArtifactStore,
     ExportSettings,
@@ -23,8 +23,8 @@ from services.artifacts import (
     export_onnx,
     export_tflite,
 )
-from services.store.crud import ensure_archs
-from services.store.models import Arch, Artifact
+from latfarm.services.store.crud import ensure_archs
+from latfarm.services.store.models import Arch, Artifact
 
 ALL_NONE_NODE_2 = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_1x1~2|"
 DISCONNECTED = "|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|none~0|none~1|none~2|"

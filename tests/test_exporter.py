@@ -11,12 +11,12 @@ from collections import Counter
 import pytest
 from sqlalchemy import select, update
 
-from proto.latfarm.v1 import agent_pb2
-from services.artifacts import ArtifactStore
-from services.exporter import ExportWorker
-from services.notify import make_notifier
-from services.store.db import make_read_sessionmaker, transaction
-from services.store.models import Arch, Artifact, Job, JobState
+from latfarm.proto.v1 import agent_pb2
+from latfarm.services.domain.artifacts import ArtifactStore
+from latfarm.services.infra.notify import make_notifier
+from latfarm.services.store.db import make_read_sessionmaker, transaction
+from latfarm.services.store.models import Arch, Artifact, Job, JobState
+from latfarm.services.workers.export_worker import ExportWorker
 from tests.test_queue import ARCHS, TinyArtifactStore, make_device, submit
 from tests.test_rpc import register, start_farm, stop_farm
 from tests.test_rpc import submit as submit_rpc
@@ -84,7 +84,7 @@ def test_failing_export_is_logged_and_skipped(sessions, tmp_path, caplog):
     store = CountingStore(tmp_path / "artifacts", fail_archs=frozenset({ARCHS[0]}))  # the oldest job fails
     export_worker = worker(sessions, store, chunk=1)
 
-    with caplog.at_level(logging.WARNING, logger="services.exporter"):
+    with caplog.at_level(logging.WARNING, logger="latfarm.services.workers.export_worker"):
         assert export_worker.run_once() == 3
     assert recorded(sessions) == Counter((arch, "onnx") for arch in ARCHS[1:4])
     assert [r.getMessage() for r in caplog.records] == [f"export of {ARCHS[0]} (onnx) failed: cannot export {ARCHS[0]}"]
@@ -105,7 +105,7 @@ def test_replicas_export_the_same_models_concurrently(sessions, tmp_path, caplog
         exported.append(export_worker.run_once())
 
     threads = [threading.Thread(target=sweep, args=(w,)) for w in workers]
-    with caplog.at_level(logging.WARNING, logger="services.exporter"):
+    with caplog.at_level(logging.WARNING, logger="latfarm.services.workers.export_worker"):
         for thread in threads:
             thread.start()
         for thread in threads:

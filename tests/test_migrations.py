@@ -8,9 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from services.store.db import make_engine
-from services.store.migrate import upgrade
-from services.store.models import Base
+from latfarm.services.store.db import make_engine
+from latfarm.services.store.migrate import upgrade
+from latfarm.services.store.models import Base
 
 
 def test_upgrade_head_matches_models_and_is_idempotent(db_url):

@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
-from predictor import nb201
-from predictor.network import Cell, NB201Network, build
+from latfarm.predictor import nb201
+from latfarm.predictor.network import Cell, NB201Network, build
 
 DISCONNECTED = "|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|none~0|none~1|none~2|"
 DEAD_END = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"

@@ -8,7 +8,14 @@ import uuid
 
 import pytest
 
-from services.notify import LocalNotifier, MemoryCache, RedisCache, RedisNotifier, make_cache, make_notifier
+from latfarm.services.infra.notify import (
+    LocalNotifier,
+    MemoryCache,
+    RedisCache,
+    RedisNotifier,
+    make_cache,
+    make_notifier,
+)
 
 
 def _wait_in_thread(notifier, device_id: int, timeout: float, after=None):

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
-from predictor.evaluate import eval_transfer_cli
-from predictor.nb201 import NUM_ARCHS
+from latfarm.predictor.evaluate import eval_transfer_cli
+from latfarm.predictor.nb201 import NUM_ARCHS
 
 
 def test_eval_transfer_json_and_dump(help_dir, tmp_path):

@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from predictor import nb201
-from predictor.features import FEATURE_NAMES, all_features, arch_features
-from predictor.gcn import LatencyGCN, all_graphs
+from latfarm.predictor import nb201
+from latfarm.predictor.features import FEATURE_NAMES, all_features, arch_features
+from latfarm.predictor.gcn import LatencyGCN, all_graphs
 
 
 def _col(name: str) -> int:

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from predictor.features import all_features
-from predictor.metrics import score
-from predictor.nb201 import NUM_ARCHS
-from predictor.prior import posterior
-from predictor.service import Predictor
-from predictor.synthetic import KINDS, stress_set, synthetic_device
+from latfarm.predictor.features import all_features
+from latfarm.predictor.model import Predictor
+from latfarm.predictor.nb201 import NUM_ARCHS
+from latfarm.predictor.prior import posterior
+from latfarm.predictor.scores import score
+from latfarm.predictor.synthetic import KINDS, stress_set, synthetic_device
 
 OPS_COLUMNS = {"skip": 2, "conv1x1": 3, "conv3x3": 4, "pool": 5}  # live op counts in all_features()
 

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from predictor.help_data import load_help
-from predictor.metrics import score
-from predictor.nb201 import NUM_ARCHS
-from predictor.selection import select_random
-from predictor.service import DeviceModel, Predictor, pretrain
+from latfarm.predictor.help_data import load_help
+from latfarm.predictor.model import DeviceModel, Predictor, pretrain
+from latfarm.predictor.nb201 import NUM_ARCHS
+from latfarm.predictor.scores import score
+from latfarm.predictor.selection import select_random
 
 TRAIN = ["1080ti_1", "silver_4114", "samsung_a50"]
 HELD_OUT = "titanx_256"
@@ -22,7 +22,7 @@ def latencies(help_dir):
 
 @pytest.fixture(scope="module")
 def small(latencies):
-    from predictor.pretrain import pretrain as pretrain_epochs
+    from latfarm.predictor.pretrain import pretrain as pretrain_epochs
 
     return pretrain_epochs({d: latencies[d] for d in TRAIN}, seed=0, epochs=1)
 
@@ -117,7 +117,7 @@ def test_bad_input_is_rejected(small):
 
 
 def test_pretrain_accepts_partial_measurements(latencies):
-    from predictor.pretrain import pretrain as pretrain_epochs
+    from latfarm.predictor.pretrain import pretrain as pretrain_epochs
 
     rng = np.random.default_rng(0)
     partial = {}

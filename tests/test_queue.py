@@ -15,12 +15,12 @@ from onnx import TensorProto, helper, numpy_helper
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from predictor import nb201
-from services import queue
-from services.queue import QueueError, ReportedResult
-from services.security import hash_secret, new_secret
-from services.store.db import transaction
-from services.store.models import Agent, Arch, Artifact, Device, Job, JobState, Measurement
+from latfarm.predictor import nb201
+from latfarm.services.core.security import hash_secret, new_secret
+from latfarm.services.domain import queue
+from latfarm.services.domain.queue import QueueError, ReportedResult
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Agent, Arch, Artifact, Device, Job, JobState, Measurement
 
 ARCHS = [nb201.to_string(ops) for ops in list(nb201.enumerate_archs())[:12]]
 INPUT_SHAPE = [1, 3, 32, 32]
@@ -352,7 +352,7 @@ def test_concurrent_leasing_never_double_leases(sessions, store):
 
 def _lease_until_empty(url: str, agent_id: str, root: str, out, start) -> None:
     """Run in a separate process, as a second server replica would."""
-    from services.store.db import make_engine, make_sessionmaker
+    from latfarm.services.store.db import make_engine, make_sessionmaker
 
     engine = make_engine(url)
     try:
@@ -369,8 +369,8 @@ def _lease_until_empty(url: str, agent_id: str, root: str, out, start) -> None:
 def test_two_processes_never_double_lease_on_postgres(pg_url, tmp_path):
     import multiprocessing
 
-    from services.store.db import make_engine, make_sessionmaker
-    from services.store.models import Base
+    from latfarm.services.store.db import make_engine, make_sessionmaker
+    from latfarm.services.store.models import Base
 
     engine = make_engine(pg_url)
     try:

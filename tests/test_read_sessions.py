@@ -6,9 +6,9 @@ import time
 
 from sqlalchemy import text
 
-from services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker, transaction
-from services.store.migrate import upgrade
-from services.store.models import Device
+from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker, transaction
+from latfarm.services.store.migrate import upgrade
+from latfarm.services.store.models import Device
 from tests.api_support import ADMIN, add_device
 
 

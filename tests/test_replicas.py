@@ -26,8 +26,8 @@ import grpc
 import httpx
 import pytest
 
-from proto.latfarm.v1 import agent_pb2, agent_pb2_grpc
-from services.rpc.servicer import LOCAL_POLL_S
+from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
+from latfarm.services.rpc.servicer import LOCAL_POLL_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 

@@ -14,20 +14,20 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import delete, select
 
-from agents.connection import RETRYABLE
-from agents.main import run_agent
-from agents.state import load_state
-from predictor import nb201
-from proto.latfarm.v1 import agent_pb2, agent_pb2_grpc
-from services import queue
-from services.artifacts import ArtifactStore
-from services.notify import make_notifier
-from services.rpc.server import SERVICE_NAME, build_grpc_server, sweep_expired
-from services.rpc.servicer import max_waiting
-from services.security import hash_secret, new_secret
-from services.settings import Settings
-from services.store.db import make_engine, make_sessionmaker, transaction
-from services.store.models import Agent, Base, Device, Enrollment, Job, JobState, Measurement
+from latfarm.agents.connection import RETRYABLE
+from latfarm.agents.main import run_agent
+from latfarm.agents.state import load_state
+from latfarm.predictor import nb201
+from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
+from latfarm.services.core.config import Settings
+from latfarm.services.core.security import hash_secret, new_secret
+from latfarm.services.domain import queue
+from latfarm.services.domain.artifacts import ArtifactStore
+from latfarm.services.infra.notify import make_notifier
+from latfarm.services.rpc.server import SERVICE_NAME, build_grpc_server, sweep_expired
+from latfarm.services.rpc.servicer import max_waiting
+from latfarm.services.store.db import make_engine, make_sessionmaker, transaction
+from latfarm.services.store.models import Agent, Base, Device, Enrollment, Job, JobState, Measurement
 from tests.test_queue import ARCHS, INPUT_SHAPE, TinyArtifactStore
 
 BIG_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"

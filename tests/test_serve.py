@@ -27,7 +27,7 @@ class Served:
     def __init__(self, args: list[str]) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LATFARM_")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", "--http-port", "0", "--grpc-port", "0", *args],
+            [sys.executable, "-m", "latfarm.services.cli", "serve", "--http-port", "0", "--grpc-port", "0", *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

@@ -10,14 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from agents.connection import Connection, Stopped
-from agents.main import run_agent
-from services.artifacts import ArtifactStore
-from services.notify import make_notifier
-from services.rpc.server import build_grpc_server, server_credentials
-from services.settings import Settings
-from services.store.db import make_engine, make_sessionmaker
-from services.store.models import Base
+from latfarm.agents.connection import Connection, Stopped
+from latfarm.agents.main import run_agent
+from latfarm.services.core.config import Settings
+from latfarm.services.domain.artifacts import ArtifactStore
+from latfarm.services.infra.notify import make_notifier
+from latfarm.services.rpc.server import build_grpc_server, server_credentials
+from latfarm.services.store.db import make_engine, make_sessionmaker
+from latfarm.services.store.models import Base
 from tests.test_agent_e2e import Agent, Server
 from tests.test_rpc import DESCRIPTOR, enroll
 
@@ -122,7 +122,7 @@ def test_latfarm_agent_registers_with_a_tls_latfarm_serve(certs, tmp_path, monke
 
 
 def test_serve_exits_with_a_clear_message_on_a_lone_certificate(certs, tmp_path):
-    from services.server import serve
+    from latfarm.services.cli.serve import serve
 
     with pytest.raises(SystemExit, match="latfarm serve: grpc_tls_cert .* is set but grpc_tls_key"):
         serve(Settings(data_dir=tmp_path, grpc_tls_cert=certs.cert))

@@ -13,14 +13,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from agents.state import AgentState, save_state
-from predictor import nb201
-from services.client import Client, LatfarmError
-from services.security import hash_secret
-from services.store.crud import device_by_name
-from services.store.db import transaction
-from services.store.models import Agent
-from services.up import _agent_known
+from latfarm.agents.state import AgentState, save_state
+from latfarm.predictor import nb201
+from latfarm.services.cli.up import _agent_known
+from latfarm.services.client import Client, LatfarmError
+from latfarm.services.core.security import hash_secret
+from latfarm.services.store.crud import device_by_name
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Agent
 from tests.api_support import ADMIN_KEY
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ def _wait_active(client: Client, proc: subprocess.Popen, timeout: float) -> dict
 
 def _up(tmp_path, http_port: int, grpc_port: int, key: str, **extra_env: str) -> subprocess.Popen:
     env = {**os.environ, "LATFARM_ADMIN_KEY": key, "LATFARM_HEARTBEAT_INTERVAL_S": "2", **extra_env}
-    cmd = [sys.executable, "-m", "services.cli", "up", "--samples", str(SAMPLES), "--data-dir", str(tmp_path)]
+    cmd = [sys.executable, "-m", "latfarm.services.cli", "up", "--samples", str(SAMPLES), "--data-dir", str(tmp_path)]
     cmd += ["--http-port", str(http_port), "--grpc-port", str(grpc_port)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 

@@ -61,11 +61,11 @@ def check_outputs(outputs: list[np.ndarray], declared: list[list[int | None]], b
 
 def available_backends(onnx_provider: str | None = None) -> dict[str, Backend]:
     """Backends usable here, by artifact format."""
-    from agents.backends.onnx import OnnxBackend
+    from latfarm.agents.backends.onnx import OnnxBackend
 
     backends: dict[str, Backend] = {"onnx": OnnxBackend(onnx_provider)}
     try:
-        from agents.backends.litert import LiteRTBackend
+        from latfarm.agents.backends.litert import LiteRTBackend
     except ImportError:
         return backends
     backends["tflite"] = LiteRTBackend()

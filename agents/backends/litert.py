@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from agents.backends import make_input
+from latfarm.agents.backends import make_input
 
 
 class LiteRTModel:

@@ -17,11 +17,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services.admin import dashboard
-from services.admin.auth import AdminKeyAuth
-from services.admin.views import model_views
-from services.settings import Settings
-from services.store.models import Device
+from latfarm.services.admin import dashboard
+from latfarm.services.admin.auth import AdminKeyAuth
+from latfarm.services.admin.views import model_views
+from latfarm.services.core.config import Settings
+from latfarm.services.store.models import Device
 
 HERE = Path(__file__).resolve().parent
 BASE_URL = "/admin"

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from services.security import hash_secret
-from services.store.models import ApiKey
+from latfarm.services.core.security import hash_secret
+from latfarm.services.store.models import ApiKey
 
 SESSION_COOKIE = "latfarm_admin"
 SESSION_MAX_AGE_S = 12 * 3600

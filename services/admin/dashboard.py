@@ -9,9 +9,9 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from predictor import nb201
-from services.admin.views import ago, as_utc
-from services.store.models import Adaptation, Agent, Arch, Device, Job, JobState, Measurement
+from latfarm.predictor import nb201
+from latfarm.services.admin.views import ago, as_utc
+from latfarm.services.store.models import Adaptation, Agent, Arch, Device, Job, JobState, Measurement
 
 MAX_DISTRIBUTION_ROWS = 2_000  # per device, for the per-device percentiles
 MAX_HISTOGRAM_ROWS = 50_000

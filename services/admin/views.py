@@ -17,8 +17,8 @@ from sqladmin.filters import (
 from sqlalchemy import Select, Subquery, func, or_, select
 from starlette.requests import Request
 
-from predictor import nb201
-from services.store.models import (
+from latfarm.predictor import nb201
+from latfarm.services.store.models import (
     Adaptation,
     AdaptState,
     Agent,

@@ -1,5 +1,5 @@
 """The REST API (FastAPI, ``/v1``): devices, jobs, measurements, predictions, keys, health and metrics."""
 
-from services.api.app import create_app
+from latfarm.services.api.app import create_app
 
 __all__ = ["create_app"]

@@ -11,13 +11,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.admin import mount_admin
-from services.metrics import Metrics, MetricsMiddleware
-from services.notify import make_cache, make_notifier
-from services.predictions import PredictionService, load_default_predictor
-from services.settings import Settings
-from services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker
-from services.store.migrate import upgrade
+from latfarm.services.admin import mount_admin
+from latfarm.services.core.config import Settings
+from latfarm.services.domain.predictions import PredictionService, load_default_predictor
+from latfarm.services.infra.notify import make_cache, make_notifier
+from latfarm.services.infra.prometheus import Metrics, MetricsMiddleware
+from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker
+from latfarm.services.store.migrate import upgrade
 
 from .auth import ensure_admin_key
 from .routes import adapt, devices, health, jobs, keys, measurements, predict

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.security import hash_secret, new_secret
-from services.store.db import transaction
-from services.store.models import ApiKey
+from latfarm.services.core.security import hash_secret, new_secret
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import ApiKey
 
 # What each scope may do. ``admin`` may do everything.
 PERMISSIONS: dict[str, frozenset[str]] = {

@@ -8,9 +8,9 @@ from functools import lru_cache
 from fastapi import HTTPException, Request
 from sqlalchemy.orm import Session
 
-from predictor import nb201
-from services.store.crud import device_by_name
-from services.store.models import Device
+from latfarm.predictor import nb201
+from latfarm.services.store.crud import device_by_name
+from latfarm.services.store.models import Device
 
 from .schemas import MAX_ARCHS
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from predictor import nb201
+from latfarm.predictor import nb201
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
 MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more

@@ -13,13 +13,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from proto.latfarm.v1 import agent_pb2, agent_pb2_grpc
-from services import queue
-from services.notify import LocalNotifier
-from services.rpc.servicer import AgentServicer, Artifacts
-from services.settings import Settings
-from services.store.db import transaction
-from services.store.models import Job, JobState
+from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
+from latfarm.services.core.config import Settings
+from latfarm.services.domain import queue
+from latfarm.services.infra.notify import LocalNotifier
+from latfarm.services.rpc.servicer import AgentServicer, Artifacts
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Job, JobState
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ from google.protobuf import json_format
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from proto.latfarm.v1 import agent_pb2, agent_pb2_grpc
-from services import queue
-from services.exporter import Exporter, export_one
-from services.notify import LocalNotifier
-from services.security import hash_secret, new_secret
-from services.settings import Settings
-from services.store.db import make_read_sessionmaker, transaction
-from services.store.models import Agent, Artifact, Device, Enrollment, Job
+from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
+from latfarm.services.core.config import Settings
+from latfarm.services.core.security import hash_secret, new_secret
+from latfarm.services.domain import queue
+from latfarm.services.infra.notify import LocalNotifier
+from latfarm.services.store.db import make_read_sessionmaker, transaction
+from latfarm.services.store.models import Agent, Artifact, Device, Enrollment, Job
+from latfarm.services.workers.export_worker import Exporter, export_one
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from predictor import nb201
-from services.store.models import Arch, Device
+from latfarm.predictor import nb201
+from latfarm.services.store.models import Arch, Device
 
 
 def ensure_archs(session: Session, archs: Iterable[str], space: str = nb201.SPACE) -> dict[str, int]:

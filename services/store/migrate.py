@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
-from services.store.db import make_engine
+from latfarm.services.store.db import make_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 

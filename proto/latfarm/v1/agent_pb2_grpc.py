@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from proto.latfarm.v1 import agent_pb2 as proto_dot_latfarm_dot_v1_dot_agent__pb2
+from latfarm.proto.v1 import agent_pb2 as proto_dot_latfarm_dot_v1_dot_agent__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

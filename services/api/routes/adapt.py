@@ -8,9 +8,10 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from predictor import nb201
-from services import adapt, queue
-from services.predictions import NoEstimate
+from latfarm.predictor import nb201
+from latfarm.services.domain import adaptation as adapt
+from latfarm.services.domain import queue
+from latfarm.services.domain.predictions import NoEstimate
 
 from ..auth import Principal, require
 from ..deps import arch_indices, arch_strings, db, get_device

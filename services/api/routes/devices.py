@@ -9,9 +9,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services import adapt, datasets, queue
-from services.security import hash_secret, new_secret
-from services.store.models import Agent, Device, Enrollment, Measurement, utcnow
+from latfarm.services import datasets
+from latfarm.services.core.security import hash_secret, new_secret
+from latfarm.services.domain import adaptation as adapt
+from latfarm.services.domain import queue
+from latfarm.services.store.models import Agent, Device, Enrollment, Measurement, utcnow
 
 from ..auth import Principal, require
 from ..deps import db, get_device

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from services.metrics import CONTENT_TYPE
+from latfarm.services.infra.prometheus import CONTENT_TYPE
 
 router = APIRouter(tags=["health"])
 

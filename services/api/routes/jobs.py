@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services import queue
-from services.store.models import Arch, Job, Measurement
+from latfarm.services.domain import queue
+from latfarm.services.store.models import Arch, Job, Measurement
 
 from ..auth import Principal, require
 from ..deps import arch_indices, arch_strings, db, get_device

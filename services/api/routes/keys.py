@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.store.models import ApiKey
+from latfarm.services.store.models import ApiKey
 
 from ..auth import Principal, create_key, require
 from ..deps import db

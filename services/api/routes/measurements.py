@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.store.models import Arch, Device, Measurement, Source
+from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 from ..auth import Principal, require
 from ..deps import arch_index, db, get_device

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from services.predictions import NoEstimate
+from latfarm.services.domain.predictions import NoEstimate
 
 from ..auth import Principal, require
 from ..deps import arch_indices, arch_strings, db, get_device

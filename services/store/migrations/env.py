@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from services.store.db import make_engine
-from services.store.models import Base
+from latfarm.services.store.db import make_engine
+from latfarm.services.store.models import Base
 
 config = context.config
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.backends import Backend, LoadedModel, check_outputs
+from latfarm.agents.backends import Backend, LoadedModel, check_outputs
 
 LOAD, RUN, TIMEOUT, WRONG_OUTPUT, UNSTABLE, FETCH = "load", "run", "timeout", "wrong_output", "unstable", "fetch"
 STATISTICS = ("min", "median")

@@ -14,11 +14,11 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from predictor import nb201
-from services import queue
-from services.predictions import agent_latency, device_statistic
-from services.store.db import transaction
-from services.store.models import (
+from latfarm.predictor import nb201
+from latfarm.services.domain import queue
+from latfarm.services.domain.predictions import agent_latency, device_statistic
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import (
     Adaptation,
     AdaptState,
     Arch,

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services import queue
-from services.store.models import Agent, Device, Measurement, utcnow
+from latfarm.services.domain import queue
+from latfarm.services.store.models import Agent, Device, Measurement, utcnow
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = CONTENT_TYPE_LATEST

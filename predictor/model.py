@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from predictor.features import all_features
-from predictor.nb201 import NUM_ARCHS
-from predictor.prior import Posterior, Prior, posterior
-from predictor.selection import select_by_variance
+from latfarm.predictor.features import all_features
+from latfarm.predictor.nb201 import NUM_ARCHS
+from latfarm.predictor.prior import Posterior, Prior, posterior
+from latfarm.predictor.selection import select_by_variance
 
 CHECKPOINT_FORMAT = "latfarm-predictor/1"
 DEVICE_STATE_FORMAT = "latfarm-device-model/1"
@@ -57,7 +57,7 @@ class Predictor:
     def load(cls, path: Path | None = None) -> Predictor:
         """Load a checkpoint file; None = the pretrained checkpoint shipped in the package."""
         if path is None:
-            with resources.files("predictor.data").joinpath(SHIPPED_CHECKPOINT).open("rb") as fh:
+            with resources.files("latfarm.predictor.data").joinpath(SHIPPED_CHECKPOINT).open("rb") as fh:
                 return cls._from_npz(np.load(fh, allow_pickle=False))
         with np.load(Path(path), allow_pickle=False) as npz:
             return cls._from_npz(npz)
@@ -184,7 +184,7 @@ class DeviceModel:
 
 def pretrain(latencies: dict[str, np.ndarray], *, seed: int = 0, progress: bool = False) -> Predictor:
     """Pretrain on devices' latencies (arrays of 15,625 ms by official index, NaN = not measured). Needs torch."""
-    from predictor.pretrain import pretrain as _pretrain
+    from latfarm.predictor.pretrain import pretrain as _pretrain
 
     return _pretrain(latencies, seed=seed, progress=progress)
 

@@ -19,8 +19,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from predictor import nb201
-from services.store.models import Adaptation, AdaptState, Arch, Device, Measurement, Source
+from latfarm.predictor import nb201
+from latfarm.services.store.models import Adaptation, AdaptState, Arch, Device, Measurement, Source
 
 log = logging.getLogger(__name__)
 MIN_ARCHS_ON_THE_FLY = 5  # measured archs a device needs before it gets an on-the-fly model
@@ -100,7 +100,7 @@ def measured_latencies(session: Session, device_id: int, indices: Sequence[int] 
 @lru_cache(maxsize=1)
 def load_default_predictor():
     """The shipped pretrained predictor, loaded once per process."""
-    from predictor.service import Predictor
+    from latfarm.predictor.model import Predictor
 
     return Predictor.load()
 
@@ -182,7 +182,7 @@ class PredictionService:
             raise NoEstimate(f"the latency predictor is unavailable: {err}") from err
 
     def _build(self, session: Session, device: Device, active: Adaptation | None):
-        from predictor.service import DeviceModel
+        from latfarm.predictor.model import DeviceModel
 
         predictor = self._predictor()
         if active is not None:

@@ -20,10 +20,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from agents.state import load_state
-from services.client import Client, LatfarmError
-from services.security import new_secret
-from services.settings import Settings
+from latfarm.agents.state import load_state
+from latfarm.services.client import Client, LatfarmError
+from latfarm.services.core.config import Settings
+from latfarm.services.core.security import new_secret
 
 console = Console()
 START_TIMEOUT_S = 180.0
@@ -67,7 +67,7 @@ class Children:
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", *args],
+            [sys.executable, "-m", "latfarm.services.cli", *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -180,7 +180,7 @@ def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> N
             _wait_healthy(client, children)
         console.print(f"server up: {base} (log: {logs / 'server.log'})")
         if settings.datasets_dir:
-            from services.datasets import import_dataset
+            from latfarm.services.datasets import import_dataset
 
             import_dataset(settings, settings.datasets_dir, fmt="help")
         _ensure_device(client, device)

@@ -10,13 +10,13 @@ from contextlib import nullcontext
 
 import uvicorn
 
-from services.adapt import AdaptWorker
-from services.api.app import create_app
-from services.api.deps import warm_arch_tables
-from services.artifacts import ArtifactStore
-from services.exporter import ExportWorker
-from services.rpc.server import build_grpc_server, server_credentials, start_sweeper
-from services.settings import Settings
+from latfarm.services.api.app import create_app
+from latfarm.services.api.deps import warm_arch_tables
+from latfarm.services.core.config import Settings
+from latfarm.services.domain.adaptation import AdaptWorker
+from latfarm.services.domain.artifacts import ArtifactStore
+from latfarm.services.rpc.server import build_grpc_server, server_credentials, start_sweeper
+from latfarm.services.workers.export_worker import ExportWorker
 
 log = logging.getLogger(__name__)
 GRPC_GRACE_S = 3.0

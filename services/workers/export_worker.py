@@ -16,9 +16,9 @@ from typing import Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services import queue
-from services.store.db import transaction
-from services.store.models import Arch, JobBatch
+from latfarm.services.domain import queue
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Arch, JobBatch
 
 log = logging.getLogger(__name__)
 

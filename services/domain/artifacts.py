@@ -25,8 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from predictor import nb201
-from services.store.models import Arch, Artifact
+from latfarm.predictor import nb201
+from latfarm.services.store.models import Arch, Artifact
 
 FORMATS = ("onnx", "tflite")
 TFLITE_HINT = "TFLite export needs the 'tflite' extra (litert-torch, ~1.2 GB): pip install 'latfarm[tflite]'"
@@ -63,7 +63,7 @@ class ExportSettings:
 def _network(ops_or_arch, settings: ExportSettings):
     import torch
 
-    from predictor.network import build
+    from latfarm.predictor.network import build
 
     with _export_lock:  # seeded weights come from the global RNG: concurrent builds would mix their draws
         net = build(ops_or_arch, channels=settings.channels, classes=settings.classes)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from agents.protocol import MeasureConfig
+from latfarm.agents.measurement import MeasureConfig
 
 app = typer.Typer(
     help="latfarm: on-device latency measurement and prediction for hardware-aware NAS.",
@@ -36,8 +36,8 @@ def serve(
     data_dir: Path = DataDir,
 ) -> None:
     """Run the central server: REST for NAS clients and admins, gRPC for device agents."""
-    from services.server import serve as run_server
-    from services.settings import Settings
+    from latfarm.services.cli.serve import serve as run_server
+    from latfarm.services.core.config import Settings
 
     run_server(
         Settings.from_env(
@@ -55,8 +55,8 @@ def serve(
 @app.command()
 def migrate(db: str = DbUrl, data_dir: Path = DataDir) -> None:
     """Create or upgrade the database schema (idempotent); run once before starting server replicas."""
-    from services.settings import Settings
-    from services.store.migrate import upgrade
+    from latfarm.services.core.config import Settings
+    from latfarm.services.store.migrate import upgrade
 
     settings = Settings.from_env(db_url=db, data_dir=data_dir)
     if settings.db_url is None:  # the default SQLite file lives in the data folder
@@ -117,7 +117,7 @@ def agent(
     max_jobs: int = typer.Option(0, "--max-jobs", help="Jobs per lease (default: the server's)."),
 ) -> None:
     """Run a device agent: register, lease jobs, measure, report."""
-    from agents.main import run_agent
+    from latfarm.agents.main import run_agent
 
     run_agent(
         server=server,
@@ -152,8 +152,8 @@ def up(
     datasets: Path = typer.Option(None, "--datasets", help="HELP-layout folder to import, if any."),
 ) -> None:
     """Everything on this machine: server, a local agent, predictor adapted to this machine."""
-    from services.settings import Settings
-    from services.up import run_up
+    from latfarm.services.cli.up import run_up
+    from latfarm.services.core.config import Settings
 
     settings = Settings.from_env(http_port=http_port, grpc_port=grpc_port, data_dir=data_dir, datasets_dir=datasets)
     run_up(settings, device=device, samples=samples)
@@ -168,8 +168,8 @@ def import_(
     data_dir: Path = DataDir,
 ) -> None:
     """Import a latency dataset into the store (idempotent)."""
-    from services.datasets import import_dataset
-    from services.settings import Settings
+    from latfarm.services.core.config import Settings
+    from latfarm.services.datasets import import_dataset
 
     import_dataset(Settings.from_env(db_url=db, data_dir=data_dir), path, fmt=fmt, device=device)
 
@@ -183,7 +183,7 @@ def export_model(
     classes: int = typer.Option(10, "--classes"),
 ) -> None:
     """Export NB201 networks to ONNX or TFLite."""
-    from services.artifacts import export_cli
+    from latfarm.services.domain.artifacts import export_cli
 
     export_cli(archs, fmt=fmt, out=out, resolution=resolution, classes=classes)
 
@@ -197,8 +197,8 @@ def export_data(
     data_dir: Path = DataDir,
 ) -> None:
     """Export a device's measurements as CSV or a LatBench pickle."""
-    from services.datasets import export_dataset
-    from services.settings import Settings
+    from latfarm.services.core.config import Settings
+    from latfarm.services.datasets import export_dataset
 
     export_dataset(Settings.from_env(db_url=db, data_dir=data_dir), device, fmt=fmt, out=out)
 
@@ -211,7 +211,7 @@ def predict(
     key: str = ApiKey,
 ) -> None:
     """Ask the server for latencies (measured, else predicted) of archs on a device."""
-    from services.client import Client
+    from latfarm.services.client import Client
 
     for item in Client(server, key).predict(device, archs):
         if item["latency_ms"] is None:
@@ -241,8 +241,8 @@ def measure(
     """Measure archs on a device's agents: queue the jobs, wait with a progress bar, print or save the results."""
     import random
 
-    from predictor import nb201
-    from services.client import Client, LatfarmError
+    from latfarm.predictor import nb201
+    from latfarm.services.client import Client, LatfarmError
 
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
     chosen: list[str | int] = [int(a) if a.isdigit() else a for a in given]
@@ -307,7 +307,7 @@ def adapt(
     wait: bool = typer.Option(True, "--wait/--no-wait"),
 ) -> None:
     """Adapt the predictor to a device from K measurements by its agents."""
-    from services.client import Client
+    from latfarm.services.client import Client
 
     Client(server, key).adapt(device, samples=samples, wait=wait, progress=True)
 
@@ -320,7 +320,7 @@ def pretrain(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Pretrain the latency predictor on many devices (reproduces the shipped checkpoint)."""
-    from predictor.pretrain import pretrain_cli
+    from latfarm.predictor.pretrain import pretrain_cli
 
     pretrain_cli(data, devices=devices.split(",") if devices else None, out=out, seed=seed)
 
@@ -337,7 +337,7 @@ def eval_transfer(
     dump: Path = typer.Option(None, "--dump", help="Write <device>_k<K>_t<trial>.npz per run."),
 ) -> None:
     """Pretrain on --train devices, adapt to each --test device from K samples, score on the rest."""
-    from predictor.evaluate import eval_transfer_cli
+    from latfarm.predictor.evaluate import eval_transfer_cli
 
     eval_transfer_cli(
         data,
@@ -349,7 +349,3 @@ def eval_transfer(
         json_out=json_out,
         dump=dump,
     )
-
-
-if __name__ == "__main__":
-    app()

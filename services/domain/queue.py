@@ -19,9 +19,9 @@ from typing import Protocol
 from sqlalchemy import ColumnElement, and_, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from predictor import nb201
-from services.store.crud import ensure_archs
-from services.store.models import (
+from latfarm.predictor import nb201
+from latfarm.services.store.crud import ensure_archs
+from latfarm.services.store.models import (
     Agent,
     Arch,
     Artifact,
