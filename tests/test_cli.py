@@ -6,7 +6,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from latfarm.services.cli import app, read_archs
+from latfarm.services.cli import app
+from latfarm.services.cli.remote import read_archs
 
 
 def test_read_archs_skips_blanks_and_comments(tmp_path):

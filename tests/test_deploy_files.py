@@ -23,7 +23,7 @@ import yaml
 
 from latfarm.agents.state import STATE_FILE
 from latfarm.services.cli import app
-from latfarm.services.core.config import Settings
+from latfarm.services.core.config import ClientSettings, Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -34,11 +34,10 @@ LATFARM_NAME = re.compile(r"\bLATFARM_[A-Z0-9_]+\b")
 
 
 def code_env_names() -> set[str]:
-    """Every ``LATFARM_*`` name the code reads: settings (``_env("X")``) and the CLI's ``envvar=``."""
-    settings = (ROOT / "services" / "core" / "config.py").read_text()
-    cli = (ROOT / "services" / "cli" / "__init__.py").read_text()
-    names = {f"LATFARM_{n}" for n in re.findall(r'_env\("([A-Z0-9_]+)"', settings)}
-    return names | set(re.findall(r'envvar="(LATFARM_[A-Z0-9_]+)"', cli))
+    """Every ``LATFARM_*`` name the code reads: the declared settings and the agent's own options (``envvar``)."""
+    declared = {env_name(name) for settings in (Settings, ClientSettings) for name in settings.model_fields}
+    agent = typer.main.get_command(app).commands["agent"]
+    return declared | {param.envvar for param in agent.params if getattr(param, "envvar", None)}
 
 
 def entrypoint_env_names() -> set[str]:

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from latfarm.agents.state import load_state
 from latfarm.services.client import Client, LatfarmError
-from latfarm.services.core.config import Settings
+from latfarm.services.core.config import Settings, env_name
 from latfarm.services.core.security import new_secret
 
 console = Console()
@@ -159,23 +159,19 @@ def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> N
     for port in (settings.http_port, settings.grpc_port):
         if not _free(port):
             raise SystemExit(f"latfarm up: port {port} is in use; pick another with --http-port / --grpc-port")
-    env = {**os.environ, "LATFARM_ADMIN_KEY": key, "LATFARM_DATA_DIR": str(settings.data_dir)}
-    tls = [name for name in ("LATFARM_GRPC_TLS_CERT", "LATFARM_GRPC_TLS_KEY") if env.pop(name, None)]
+    tls = [name for name in ("grpc_tls_cert", "grpc_tls_key") if getattr(settings, name)]
     if tls:  # the agent below talks to its own server on 127.0.0.1
-        console.print(f"note: {' and '.join(tls)} ignored: `latfarm up` serves plain gRPC; TLS is for `latfarm serve`")
-    if settings.db_url:
-        env["LATFARM_DB_URL"] = settings.db_url
+        names = " and ".join(env_name(name) for name in tls)
+        console.print(f"note: {names} ignored: `latfarm up` serves plain gRPC; TLS is for `latfarm serve`")
+    served = settings.model_copy(update={"admin_key": key, "grpc_tls_cert": None, "grpc_tls_key": None})
+    env = {**os.environ, **served.to_env()}  # the children read exactly these settings
     base = f"http://127.0.0.1:{settings.http_port}"
     children = Children(logs)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with console.status(f"starting the server (SQLite in {settings.data_dir})"):
-            children.start(
-                "server",
-                ["serve", "--http-port", str(settings.http_port), "--grpc-port", str(settings.grpc_port)],
-                env,
-            )
+            children.start("server", ["serve"], env)
             client = Client(base, key)
             _wait_healthy(client, children)
         console.print(f"server up: {base} (log: {logs / 'server.log'})")

@@ -1,63 +1,90 @@
-"""Server settings: the one place that reads the environment (``LATFARM_*``)."""
+"""Settings: each ``LATFARM_*`` variable declared once, with its default and meaning, and read only by these classes.
+
+A setting's environment variable is ``LATFARM_`` + its field name in capitals; an empty variable counts as unset.
+Constructing ``Settings()`` reads the environment; keyword values win over it. README.md's settings table is
+checked against these declarations by tests/test_config.py.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing_extensions import Self
+
+ENV_PREFIX = "LATFARM_"
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(f"LATFARM_{name}")
-    return value if value not in (None, "") else default
+def env_name(setting: str) -> str:
+    """The environment variable of a setting: ``http_port`` -> ``LATFARM_HTTP_PORT``."""
+    return f"{ENV_PREFIX}{setting.upper()}"
 
 
-@dataclass(frozen=True)
-class Settings:
-    data_dir: Path = Path("latfarm-data")
-    db_url: str | None = None  # default: SQLite file in data_dir
-    redis_url: str | None = None  # optional: wakes waiting agents, caches predictions
-    http_host: str = "0.0.0.0"
-    http_port: int = 8000
-    grpc_port: int = 50051
-    grpc_workers: int = 256  # gRPC threads; agents' long-polls may hold all but a reserve (see services/rpc)
-    grpc_tls_cert: Path | None = None  # PEM certificate (chain) for the agents' gRPC port; with grpc_tls_key: TLS
-    grpc_tls_key: Path | None = None  # its PEM private key; both unset: plaintext
-    admin_key: str | None = None  # bootstrap admin API key; generated and printed once when unset
-    lease_seconds: int = 60  # a lease lapses this long after the agent's last heartbeat
-    heartbeat_interval_s: int = 10
-    max_attempts: int = 3  # a job fails for good after this many failed attempts
-    max_jobs_per_lease: int = 16
-    export_poll_s: float = 2.0  # the export worker looks for queued jobs without a model this often when idle
-    datasets_dir: Path | None = None  # HELP-layout folder imported by `latfarm up` when present
-    artifact_settings: dict = field(default_factory=dict)
+class _FromEnvironment(BaseSettings):
+    """``LATFARM_*`` variables over the declared defaults; keyword values over both."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Self:
+        """The environment, with the overrides that are not None on top (a CLI flag not given is None)."""
+        return cls(**{name: value for name, value in overrides.items() if value is not None})
+
+    def to_env(self) -> dict[str, str]:
+        """Every setting as its variable, for a child process's environment: the child reads back exactly these
+        settings (an unset one as an empty variable, which counts as unset)."""
+        return {env_name(name): "" if value is None else str(value) for name, value in self.model_dump().items()}
+
+
+class Settings(_FromEnvironment):
+    """The server's settings (``latfarm serve``, ``migrate``, ``up``, ``import``, ``export data``)."""
+
+    data_dir: Path = Field(Path("latfarm-data"), description="folder for the SQLite file, artifacts, keys and logs")
+    db_url: str | None = Field(None, description="SQLAlchemy database URL; unset: a SQLite file in the data folder")
+    redis_url: str | None = Field(None, description="Redis URL (optional): wakes waiting agents, caches predictions")
+    http_host: str = Field("0.0.0.0", description="address the REST port listens on")
+    http_port: int = Field(8000, description="REST port (0: any free port)")
+    grpc_port: int = Field(50051, description="gRPC port for the agents (0: any free port)")
+    grpc_workers: int = Field(
+        256, description="gRPC threads per server; agents waiting for work may hold all but an eighth of them"
+    )
+    grpc_tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate (chain) for the gRPC port: TLS with LATFARM_GRPC_TLS_KEY; both unset: plaintext",
+    )
+    grpc_tls_key: Path | None = Field(None, description="the PEM private key of LATFARM_GRPC_TLS_CERT")
+    admin_key: str | None = Field(
+        None, description="bootstrap admin API key; unset: `serve` generates one and prints it once"
+    )
+    lease_seconds: int = Field(60, description="seconds after the agent's last heartbeat when its lease lapses")
+    heartbeat_interval_s: int = Field(
+        10,
+        description="seconds between an agent's heartbeats; it is online while its last one is at most twice this old",
+    )
+    max_attempts: int = Field(3, description="a job fails for good after this many failed attempts")
+    max_jobs_per_lease: int = Field(16, description="the most jobs one lease hands an agent")
+    export_poll_s: float = Field(
+        2.0, description="seconds between an idle server's looks for queued jobs whose model is not exported yet"
+    )
+    datasets_dir: Path | None = Field(None, description="HELP-layout folder that `latfarm up` imports when set")
 
     @property
     def database_url(self) -> str:
+        """``db_url``, else the SQLite file in the data folder."""
         return self.db_url or f"sqlite:///{(self.data_dir / 'latfarm.db').resolve()}"
 
     @property
     def artifacts_dir(self) -> Path:
+        """The content-addressed store of exported models."""
         return self.data_dir / "artifacts"
 
-    @classmethod
-    def from_env(cls, **overrides) -> Settings:
-        """Settings from ``LATFARM_*`` variables; non-None keyword overrides win (CLI flags)."""
-        base = cls(
-            data_dir=Path(_env("DATA_DIR", "latfarm-data")),
-            db_url=_env("DB_URL"),
-            redis_url=_env("REDIS_URL"),
-            http_host=_env("HTTP_HOST", "0.0.0.0"),
-            http_port=int(_env("HTTP_PORT", "8000")),
-            grpc_port=int(_env("GRPC_PORT", "50051")),
-            grpc_workers=int(_env("GRPC_WORKERS", "256")),
-            grpc_tls_cert=Path(c) if (c := _env("GRPC_TLS_CERT")) else None,
-            grpc_tls_key=Path(k) if (k := _env("GRPC_TLS_KEY")) else None,
-            admin_key=_env("ADMIN_KEY"),
-            lease_seconds=int(_env("LEASE_SECONDS", "60")),
-            heartbeat_interval_s=int(_env("HEARTBEAT_INTERVAL_S", "10")),
-            max_attempts=int(_env("MAX_ATTEMPTS", "3")),
-            export_poll_s=float(_env("EXPORT_POLL_S", "2")),
-            datasets_dir=Path(d) if (d := _env("DATASETS_DIR")) else None,
-        )
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+class ClientSettings(_FromEnvironment):
+    """The REST client commands' settings (``latfarm predict``, ``measure``, ``adapt``)."""
+
+    server: str = Field(
+        "http://127.0.0.1:8000", description="the server's REST base URL for `predict`, `measure`, `adapt` (`--server`)"
+    )
+    api_key: str | None = Field(None, description="their API key, sent as Bearer token (`--key`)")

@@ -1,0 +1,129 @@
+"""``latfarm predict``, ``measure`` and ``adapt``: the REST client commands, against a running server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from latfarm.services.client import Client
+
+# A flag not given is None: the client settings (core/config.py) fill it in, from LATFARM_SERVER / LATFARM_API_KEY
+# or their defaults; the help texts name both as typer would.
+ServerUrl = typer.Option(
+    None, "--server", help=r"REST base URL. \[env var: LATFARM_SERVER] \[default: http://127.0.0.1:8000]"
+)
+ApiKey = typer.Option(None, "--key", help=r"API key (Bearer). \[env var: LATFARM_API_KEY]")
+
+
+def predict(
+    device: str = typer.Argument(...),
+    archs: list[str] = typer.Argument(..., help="Arch strings."),
+    server: str = ServerUrl,
+    key: str = ApiKey,
+) -> None:
+    """Ask the server for latencies (measured, else predicted) of archs on a device."""
+    for item in _client(server, key).predict(device, archs):
+        if item["latency_ms"] is None:
+            typer.echo(f"no estimate  {item['arch']}: {item['message']}")
+            continue
+        typer.echo(f"{item['latency_ms']:.4f} ms  {item['source']:<9}  {item['arch']}")
+
+
+def measure(
+    device: str = typer.Argument(...),
+    archs: list[str] = typer.Argument(None, help="Arch strings or NB201 indices."),
+    from_file: Path = typer.Option(None, "--from", help="Also the archs in this file (one per line, # comments)."),
+    sample: int = typer.Option(0, "--random", min=0, help="Also measure N random NB201 archs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of --random."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
+    rounds: int = typer.Option(None, "--rounds", min=1, help="Protocol for these jobs (default: each agent's)."),
+    runs: int = typer.Option(None, "--runs", min=1, help="Timed runs per round."),
+    warmup: int = typer.Option(None, "--warmup", min=0, help="Untimed runs per model per round."),
+    statistic: str = typer.Option(None, "--statistic", help="Headline figure: min or median."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
+    timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most."),
+    out: Path = typer.Option(None, "--out", help="Write the results as CSV here."),
+    server: str = ServerUrl,
+    key: str = ApiKey,
+) -> None:
+    """Measure archs on a device's agents: queue the jobs, wait with a progress bar, print or save the results."""
+    import random
+
+    from latfarm.predictor import nb201
+    from latfarm.services.client import LatfarmError
+
+    given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
+    chosen: list[str | int] = [int(a) if a.isdigit() else a for a in given]
+    chosen += random.Random(seed).sample(range(nb201.NUM_ARCHS), sample)
+    if not chosen:
+        raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
+    settings = {"rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "statistic": statistic}
+    protocol = {name: value for name, value in settings.items() if value is not None} or None
+    try:
+        with _client(server, key) as client:
+            result = _measure_with_progress(client, device, chosen, fmt, wait, timeout, protocol)
+    except (LatfarmError, TimeoutError) as err:
+        raise SystemExit(f"latfarm measure: {err}") from err
+    if not wait:
+        typer.echo(f"queued batch {result['id']} ({len(chosen)} jobs); progress: GET /v1/jobs/{result['id']}")
+        return
+    items = result.get("items", [])
+    if out:
+        import csv
+
+        with out.open("w", newline="") as file:
+            writer = csv.DictWriter(file, ["arch", "state", "latency_ms", "attempts", "error"], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(items)
+        typer.echo(f"{result['done']} measured, {result['failed']} failed: {out}")
+        return
+    for item in items:
+        figure = f"{item['latency_ms']:.4f} ms" if item.get("latency_ms") is not None else item["state"]
+        typer.echo(f"{figure:<12} {item['arch']}" + (f"  ({item['error']})" if item.get("error") else ""))
+
+
+def _client(server: str | None, key: str | None) -> Client:
+    """A REST client for the flags given, else for the client settings."""
+    from latfarm.services.client import Client
+    from latfarm.services.core.config import ClientSettings
+
+    settings = ClientSettings.from_env(server=server, api_key=key)
+    return Client(settings.server, settings.api_key)
+
+
+def read_archs(path: Path) -> list[str]:
+    """Arch strings or NB201 indices, one per line; blank lines and ``#`` comments are skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise typer.BadParameter(f"cannot read {path}: {err.strerror or err}", param_hint="--from") from err
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+
+def _measure_with_progress(client, device, archs, fmt, wait, timeout, protocol) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not wait:
+        return client.measure(device, archs, fmt=fmt, wait=False, protocol=protocol)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(f"measuring on {device}", total=len(archs))
+
+        def show(progress: dict) -> None:
+            bar.update(task, completed=progress["done"] + progress["failed"])
+
+        return client.measure(device, archs, fmt=fmt, timeout=timeout, protocol=protocol, on_progress=show)
+
+
+def adapt(
+    device: str = typer.Argument(...),
+    samples: int = typer.Option(10, "--samples", help="K archs to measure."),
+    server: str = ServerUrl,
+    key: str = ApiKey,
+    wait: bool = typer.Option(True, "--wait/--no-wait"),
+) -> None:
+    """Adapt the predictor to a device from K measurements by its agents."""
+    _client(server, key).adapt(device, samples=samples, wait=wait, progress=True)

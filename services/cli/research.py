@@ -1,0 +1,44 @@
+"""``latfarm pretrain`` and ``eval transfer``: the predictor's research commands (need the server extra's torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def pretrain(
+    data: Path = typer.Option(..., "--data", help="HELP-layout folder."),
+    devices: str = typer.Option(None, "--devices", help="Comma-separated devices [all in the folder]."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint file to write."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Pretrain the latency predictor on many devices (reproduces the shipped checkpoint)."""
+    from latfarm.predictor.pretrain import pretrain_cli
+
+    pretrain_cli(data, devices=devices.split(",") if devices else None, out=out, seed=seed)
+
+
+def eval_transfer(
+    data: Path = typer.Option(..., "--data", help="HELP-layout folder."),
+    train: str = typer.Option(..., "--train", help="Comma-separated pretraining devices."),
+    test: str = typer.Option(..., "--test", help="Comma-separated unseen devices."),
+    samples: str = typer.Option("5,10,20", "--samples"),
+    trials: int = typer.Option(5, "--trials"),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: Path = typer.Option(None, "--json"),
+    dump: Path = typer.Option(None, "--dump", help="Write <device>_k<K>_t<trial>.npz per run."),
+) -> None:
+    """Pretrain on --train devices, adapt to each --test device from K samples, score on the rest."""
+    from latfarm.predictor.evaluate import eval_transfer_cli
+
+    eval_transfer_cli(
+        data,
+        train=train.split(","),
+        test=test.split(","),
+        samples=[int(k) for k in samples.split(",")],
+        trials=trials,
+        seed=seed,
+        json_out=json_out,
+        dump=dump,
+    )

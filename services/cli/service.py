@@ -1,0 +1,64 @@
+"""``latfarm serve``, ``migrate`` and ``up``: the commands that run the service. Flags override the ``LATFARM_*``
+settings; the processes themselves live in serve.py and up.py, imported when a command runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from latfarm.services.cli.options import DataDir, DbUrl
+
+
+def serve(
+    db: str = DbUrl,
+    redis: str = typer.Option(None, "--redis", help="Redis URL (optional): wakes agents, caches predictions."),
+    http_port: int = typer.Option(None, "--http-port", help="REST port [8000]."),
+    grpc_port: int = typer.Option(None, "--grpc-port", help="gRPC port for agents [50051]."),
+    grpc_tls_cert: Path = typer.Option(None, "--grpc-tls-cert", help="PEM certificate: TLS on the gRPC port."),
+    grpc_tls_key: Path = typer.Option(None, "--grpc-tls-key", help="PEM private key of --grpc-tls-cert."),
+    data_dir: Path = DataDir,
+) -> None:
+    """Run the central server: REST for NAS clients and admins, gRPC for device agents."""
+    from latfarm.services.cli.serve import serve as run_server
+    from latfarm.services.core.config import Settings
+
+    run_server(
+        Settings.from_env(
+            db_url=db,
+            redis_url=redis,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            grpc_tls_cert=grpc_tls_cert,
+            grpc_tls_key=grpc_tls_key,
+            data_dir=data_dir,
+        )
+    )
+
+
+def migrate(db: str = DbUrl, data_dir: Path = DataDir) -> None:
+    """Create or upgrade the database schema (idempotent); run once before starting server replicas."""
+    from latfarm.services.core.config import Settings
+    from latfarm.services.store.migrate import upgrade
+
+    settings = Settings.from_env(db_url=db, data_dir=data_dir)
+    if settings.db_url is None:  # the default SQLite file lives in the data folder
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    typer.echo("schema up to date")
+
+
+def up(
+    device: str = typer.Option("local", "--device", help="Device name for this machine."),
+    samples: int = typer.Option(10, "--samples", help="K archs to measure for adapting the predictor."),
+    http_port: int = typer.Option(None, "--http-port"),
+    grpc_port: int = typer.Option(None, "--grpc-port"),
+    data_dir: Path = DataDir,
+    datasets: Path = typer.Option(None, "--datasets", help="HELP-layout folder to import, if any."),
+) -> None:
+    """Everything on this machine: server, a local agent, predictor adapted to this machine."""
+    from latfarm.services.cli.up import run_up
+    from latfarm.services.core.config import Settings
+
+    settings = Settings.from_env(http_port=http_port, grpc_port=grpc_port, data_dir=data_dir, datasets_dir=datasets)
+    run_up(settings, device=device, samples=samples)

@@ -1,0 +1,116 @@
+"""Settings: one declaration per ``LATFARM_*`` variable, read from the environment, documented in README.md."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from latfarm.services.cli import app
+from latfarm.services.core.config import ClientSettings, Settings, env_name
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = re.compile(r"<!-- settings table.*?-->\n(.*?)<!-- end of the settings table -->", re.S)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in [n for n in os.environ if n.startswith("LATFARM_")]:
+        monkeypatch.delenv(name)
+
+
+def settings_table() -> str:
+    """The README's settings table, rendered from the declarations."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for settings in (Settings, ClientSettings):
+        for name, field in settings.model_fields.items():
+            default = "unset" if field.default is None else f"`{field.default}`"
+            rows.append(f"| `{env_name(name)}` | {default} | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def agent_env_options() -> dict[str, str]:
+    """The ``latfarm agent`` options that read a variable of their own: variable -> flag."""
+    agent = typer.main.get_command(app).commands["agent"]
+    return {param.envvar: param.opts[0] for param in agent.params if getattr(param, "envvar", None)}
+
+
+def test_readme_settings_table_matches_the_declarations():
+    match = TABLE.search((ROOT / "README.md").read_text())
+    assert match, "README.md has no settings table between its markers"
+    assert match.group(1) == settings_table(), f"README.md's settings table should read:\n{settings_table()}"
+
+
+def test_readme_names_the_agents_own_variables():
+    section = TABLE.search((ROOT / "README.md").read_text()).group(0)
+    readme = (ROOT / "README.md").read_text()
+    after = " ".join(readme[readme.index(section) + len(section) :].split("\n\n", 2)[1].split())
+    for variable, flag in agent_env_options().items():
+        assert f"`{variable}` (`{flag}`)" in after, (
+            f"README.md: the paragraph after the settings table lacks {variable}"
+        )
+
+
+def test_every_setting_is_declared_with_a_meaning():
+    for settings in (Settings, ClientSettings):
+        for name, field in settings.model_fields.items():
+            assert field.description and "|" not in field.description, name
+
+
+def test_environment_defaults_and_flags(monkeypatch):
+    assert Settings() == Settings.from_env()
+    assert (Settings().http_port, Settings().grpc_port, Settings().data_dir) == (8000, 50051, Path("latfarm-data"))
+    env = {"LATFARM_HTTP_PORT": "9001", "LATFARM_DB_URL": "", "LATFARM_GRPC_TLS_CERT": "cert.pem"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env(http_port=None, grpc_port=7, data_dir=Path("d"))
+    assert settings.http_port == 9001  # a flag not given (None) leaves the variable
+    assert settings.grpc_port == 7  # a flag given wins
+    assert settings.db_url is None  # an empty variable counts as unset
+    assert settings.grpc_tls_cert == Path("cert.pem") and settings.grpc_tls_key is None
+
+
+def test_derived_paths():
+    settings = Settings(data_dir=Path("somewhere"))
+    assert settings.database_url == f"sqlite:///{(Path('somewhere') / 'latfarm.db').resolve()}"
+    assert settings.artifacts_dir == Path("somewhere") / "artifacts"
+    assert Settings(db_url="postgresql://x/y").database_url == "postgresql://x/y"
+
+
+def test_to_env_hands_a_child_process_exactly_these_settings(monkeypatch):
+    monkeypatch.setenv("LATFARM_REDIS_URL", "redis://elsewhere")  # overridden below by an empty variable
+    settings = Settings(data_dir=Path("d"), http_port=0, admin_key="lf_admin_x", export_poll_s=0.5)
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == settings
+
+
+def test_client_settings(monkeypatch):
+    assert (ClientSettings().server, ClientSettings().api_key) == ("http://127.0.0.1:8000", None)
+    monkeypatch.setenv("LATFARM_SERVER", "http://h:1")
+    monkeypatch.setenv("LATFARM_API_KEY", "lf_x")
+    settings = ClientSettings.from_env(server=None, api_key="lf_flag")
+    assert (settings.server, settings.api_key) == ("http://h:1", "lf_flag")
+
+
+def test_cli_help_names_the_declared_defaults():
+    commands = typer.main.get_command(app).commands
+
+    def help_of(command: str, flag: str) -> str:
+        return next(param.help for param in commands[command].params if flag in param.opts)
+
+    defaults = Settings()
+    assert f"[{defaults.http_port}]" in help_of("serve", "--http-port")
+    assert f"[{defaults.grpc_port}]" in help_of("serve", "--grpc-port")
+    assert f"[{defaults.data_dir}]" in help_of("serve", "--data-dir")
+    server = ClientSettings.model_fields["server"].default
+    assert f"{env_name('server')}] \\[default: {server}]" in help_of("predict", "--server")
+    assert env_name("api_key") in help_of("predict", "--key")
+
+
+def test_settings_are_read_only():
+    with pytest.raises(ValueError):
+        Settings().http_port = 1  # type: ignore[misc]
