@@ -47,7 +47,7 @@ def max_waiting(workers: int) -> int:
 
 
 class Artifacts(Exporter, Protocol):
-    """What the servicer needs of ``services.artifacts.ArtifactStore``."""
+    """What the servicer needs of ``domain.artifacts.ArtifactStore``."""
 
     def open(self, session: Session, sha256: str) -> BinaryIO | None: ...
 
