@@ -20,6 +20,7 @@ from playwright.sync_api import sync_playwright
 from latfarm.services.api.app import create_app
 from latfarm.services.core.config import Settings
 from latfarm.services.datasets import import_help
+from latfarm.services.runtime import Runtime
 from latfarm.services.store.db import transaction
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         admin_key = secrets.token_urlsafe(16)
-        app = create_app(Settings(data_dir=Path(tmp) / "data", admin_key=admin_key))
+        runtime = Runtime(Settings(data_dir=Path(tmp) / "data", admin_key=admin_key))
+        runtime.bootstrap()
+        app = create_app(runtime)
         with transaction(app.state.sessions) as session:
             rows = import_help(session, help_subset(args.help_dir, DEVICES, Path(tmp) / "help"), progress=False)
         print(f"imported {rows:,} measurements of {len(DEVICES)} devices")
@@ -106,6 +109,7 @@ def main() -> None:
         finally:
             server.should_exit = True
             thread.join(10)
+            runtime.close()
     print(f"wrote {args.out}")
 
 

@@ -38,14 +38,23 @@ def make_settings(tmp_path, db_url: str, **overrides) -> Settings:
     return Settings(data_dir=tmp_path / "data", db_url=db_url, admin_key=ADMIN_KEY, **overrides)
 
 
+@contextmanager
+def app_on(settings: Settings):
+    """``create_app`` on a bootstrapped runtime (schema upgraded, admin key registered), closed afterwards."""
+    from latfarm.services.api import create_app
+    from latfarm.services.runtime import Runtime
+
+    with Runtime(settings) as runtime:
+        runtime.bootstrap()
+        yield create_app(runtime)
+
+
 @pytest.fixture
 def api(tmp_path, db_url):
     """A TestClient on a fresh app and database (SQLite and PostgreSQL)."""
     from fastapi.testclient import TestClient
 
-    from latfarm.services.api import create_app
-
-    with TestClient(create_app(make_settings(tmp_path, db_url))) as client:
+    with app_on(make_settings(tmp_path, db_url)) as app, TestClient(app) as client:
         yield client
 
 
@@ -131,8 +140,5 @@ def serving(app) -> Iterator[str]:
 @pytest.fixture
 def live_api(tmp_path, sqlite_url):
     """(base URL, app) of a live server (uvicorn in a thread, SQLite) on a free port."""
-    from latfarm.services.api import create_app
-
-    app = create_app(make_settings(tmp_path, sqlite_url))
-    with serving(app) as url:
+    with app_on(make_settings(tmp_path, sqlite_url)) as app, serving(app) as url:
         yield url, app

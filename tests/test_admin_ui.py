@@ -14,13 +14,12 @@ from starlette.testclient import TestClient
 
 from latfarm.predictor import nb201
 from latfarm.services.admin import dashboard
-from latfarm.services.api.app import create_app
 from latfarm.services.core.config import Settings
 from latfarm.services.core.security import hash_secret
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent, ApiKey, Device, Job, JobBatch, JobState, Measurement, Source
-from tests.api_support import serving
+from tests.api_support import app_on, serving
 
 ADMIN_KEY = "lf_admin_test-key"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -170,8 +169,8 @@ def test_dashboard_figures(sessions):
 @pytest.fixture
 def app_and_ids(tmp_path):
     settings = Settings(data_dir=tmp_path, admin_key=ADMIN_KEY, heartbeat_interval_s=10)
-    app = create_app(settings)
-    return app, seed(app.state.sessions)
+    with app_on(settings) as app:
+        yield app, seed(app.state.sessions)
 
 
 def _login(client: TestClient, key: str):
@@ -286,7 +285,7 @@ def browser():
 
 @pytest.fixture
 def live_server(app_and_ids):
-    """create_app on a real uvicorn server in a thread, on a free port."""
+    """The app on a real uvicorn server in a thread, on a free port."""
     app, ids = app_and_ids
     with serving(app) as url:
         yield url, ids

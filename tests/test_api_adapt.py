@@ -11,6 +11,7 @@ from latfarm.services.core.security import hash_secret
 from latfarm.services.domain import adaptation as adapt
 from latfarm.services.domain import queue
 from latfarm.services.domain.artifacts import ArtifactStore
+from latfarm.services.domain.results import ReportedResult
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent
@@ -31,7 +32,7 @@ def _agent_measures(api, tmp_path, device: str, truth: np.ndarray) -> int:
         jobs = queue.lease(session, agent, max_jobs=50, formats=["onnx"], lease_seconds=60, artifacts=store)
         latencies = [float(truth[job.arch.nb201_index]) for job in jobs]
         results = [
-            queue.ReportedResult(job_id=job.id, ok=True, latency_ms=ms, statistic="min", median_ms=ms + 1.0, runs=10)
+            ReportedResult(job_id=job.id, ok=True, latency_ms=ms, statistic="min", median_ms=ms + 1.0, runs=10)
             for job, ms in zip(jobs, latencies, strict=True)
         ]
         acks = queue.report(session, agent, results, provenance={}, max_attempts=3)

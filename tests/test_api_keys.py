@@ -6,6 +6,7 @@ from fastapi.testclient import TestClient
 
 from latfarm.services.api import create_app
 from latfarm.services.core.config import Settings
+from latfarm.services.runtime import Runtime
 from latfarm.services.store.models import ApiKey
 from tests.api_support import ADMIN, add_device, add_measurements, arch, bearer
 
@@ -41,17 +42,18 @@ def test_key_errors(api, keys):
 def test_bootstrap_admin_key(tmp_path, db_url, monkeypatch):
     monkeypatch.delenv("LATFARM_ADMIN_KEY", raising=False)
     settings = Settings(data_dir=tmp_path, db_url=db_url)
-    app = create_app(settings)
-    generated = app.state.new_admin_key
-    assert generated and generated.startswith("lf_admin_")
-    assert create_app(settings).state.new_admin_key is None  # printed once only
-    with TestClient(app) as client:
-        assert client.post("/v1/keys", json={"name": "k", "scopes": ["owner"]}, headers=bearer(generated)).is_success
+    with Runtime(settings) as runtime, Runtime(settings) as restarted:
+        generated = runtime.bootstrap()
+        assert generated and generated.startswith("lf_admin_")
+        assert restarted.bootstrap() is None  # printed once only
+        with TestClient(create_app(runtime)) as client:
+            created = client.post("/v1/keys", json={"name": "k", "scopes": ["owner"]}, headers=bearer(generated))
+            assert created.is_success
     monkeypatch.setenv("LATFARM_ADMIN_KEY", "lf_admin_from-env")
-    env_app = create_app(Settings.from_env(data_dir=tmp_path, db_url=db_url))
-    assert env_app.state.new_admin_key is None
-    with TestClient(env_app) as client:
-        assert client.get("/v1/keys", headers=bearer("lf_admin_from-env")).status_code == 200
+    with Runtime(Settings.from_env(data_dir=tmp_path, db_url=db_url)) as env_runtime:
+        assert env_runtime.bootstrap() is None
+        with TestClient(create_app(env_runtime)) as client:
+            assert client.get("/v1/keys", headers=bearer("lf_admin_from-env")).status_code == 200
 
 
 def test_healthz_docs_and_metrics(api, keys):

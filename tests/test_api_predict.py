@@ -9,11 +9,10 @@ from fastapi.testclient import TestClient
 
 from latfarm.predictor import nb201
 from latfarm.predictor.model import Predictor
-from latfarm.services.api import create_app
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Adaptation, AdaptState, Source, utcnow
-from tests.api_support import ADMIN, MEDIAN_OFFSET_MS, add_device, add_measurements, arch, make_settings
+from tests.api_support import ADMIN, MEDIAN_OFFSET_MS, add_device, add_measurements, app_on, arch, make_settings
 
 
 def test_measured_first_else_clear_message(api, keys):
@@ -142,11 +141,11 @@ def test_active_adaptation_is_used(api, keys):
 @pytest.mark.redis
 def test_redis_cache_shared_by_replicas(tmp_path, sqlite_url, redis_url, help_dir):
     settings = make_settings(tmp_path, sqlite_url, redis_url=redis_url)
-    with TestClient(create_app(settings)) as first:
+    with app_on(settings) as app, TestClient(app) as first:
         add_device(first, "dev1")
         add_measurements(first, "dev1", _help_latencies(help_dir, "pixel3", 12), source=Source.imported)
         expected = _predict_all(first)
     assert sum(i["source"] == "predicted" for i in expected) == nb201.NUM_ARCHS - 12
-    with TestClient(create_app(settings)) as second:  # a second replica: the estimates come from Redis
+    with app_on(settings) as app, TestClient(app) as second:  # a second replica: the estimates come from Redis
         assert _predict_all(second) == expected
         assert second.app.state.predictions._models == {}  # nothing fitted in this replica

@@ -119,12 +119,12 @@ def test_thread_exports_new_jobs_and_stops_promptly(sessions, tmp_path):
     dev = make_device(sessions)
     export_worker = worker(sessions, TinyArtifactStore(tmp_path / "artifacts"), poll_s=0.05)
     assert export_worker.run_once() == 0
-    assert not export_worker._due()  # idle: no batch since the last sweep
+    assert not export_worker.due()  # idle: no batch since the last sweep
     export_worker.start()
     try:
         time.sleep(0.2)
         submit(sessions, dev, ARCHS[:3])
-        assert export_worker._due()
+        assert export_worker.due()
         deadline = time.monotonic() + 20
         while len(recorded(sessions)) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -133,7 +133,7 @@ def test_thread_exports_new_jobs_and_stops_promptly(sessions, tmp_path):
         started = time.monotonic()
         export_worker.stop()
     assert time.monotonic() - started < 1.0
-    assert not export_worker._thread.is_alive()
+    assert not export_worker.running
 
     slow = worker(sessions, TinyArtifactStore(tmp_path / "other"), poll_s=60)
     slow.start()

@@ -16,9 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from latfarm.predictor import nb201
+from latfarm.services.core.clock import utcnow
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import queue
-from latfarm.services.domain.queue import QueueError, ReportedResult
+from latfarm.services.domain.queue import QueueError
+from latfarm.services.domain.results import ReportedResult, ResultError
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent, Arch, Artifact, Device, Job, JobState, Measurement
 
@@ -196,7 +198,7 @@ def test_heartbeat_extends_and_expiry_requeues(sessions, store):
     dev = make_device(sessions)
     a, b = make_agent(sessions, dev), make_agent(sessions, dev)
     submit(sessions, dev, ARCHS[:2])
-    t0 = queue.utcnow()
+    t0 = utcnow()
     (j1, *_), (j2, *_) = lease(sessions, a, store, max_jobs=2, lease_seconds=10, now=t0)
     with transaction(sessions) as s:
         lost = queue.heartbeat(s, s.get(Agent, a), [j1, "unknown-job"], 10, now=t0 + timedelta(seconds=8))
@@ -219,7 +221,7 @@ def test_expired_leases_fail_after_max_attempts(sessions, store):
     dev = make_device(sessions)
     agent = make_agent(sessions, dev)
     batch = submit(sessions, dev, ARCHS[:1])
-    now = queue.utcnow()
+    now = utcnow()
     for attempt in range(1, 4):
         leased = lease(sessions, agent, store, lease_seconds=5, now=now)
         assert [n for *_, n in leased] == [attempt]
@@ -284,14 +286,14 @@ def test_malformed_result_rejected_before_writing(sessions, store):
     agent = make_agent(sessions, dev)
     submit(sessions, dev, ARCHS[:1])
     ((job_id, *_),) = lease(sessions, agent, store)
-    with pytest.raises(QueueError, match="median_ms"):
+    with pytest.raises(ResultError, match="median_ms"):
         report(sessions, agent, [ok_result(job_id, median=0.0)])
-    with pytest.raises(QueueError, match="p90_ms"):
+    with pytest.raises(ResultError, match="p90_ms"):
         report(sessions, agent, [ok_result(job_id, p90_ms=float("nan"))])
-    with pytest.raises(QueueError, match="latency_ms"):
+    with pytest.raises(ResultError, match="latency_ms"):
         report(sessions, agent, [ok_result(job_id, latency_ms=float("inf"), statistic="min")])
     for statistic in ("", "mean"):  # a headline figure must say how it was computed
-        with pytest.raises(QueueError, match="statistic"):
+        with pytest.raises(ResultError, match="statistic"):
             report(sessions, agent, [ok_result(job_id, latency_ms=1.4, statistic=statistic)])
     assert job(sessions, job_id).state == JobState.running
 

@@ -19,15 +19,17 @@ from latfarm.agents.main import run_agent
 from latfarm.agents.state import load_state
 from latfarm.predictor import nb201
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
+from latfarm.services.core.clock import utcnow
 from latfarm.services.core.config import Settings
 from latfarm.services.core.security import hash_secret, new_secret
-from latfarm.services.domain import queue
+from latfarm.services.domain import liveness, queue
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.infra.notify import make_notifier
-from latfarm.services.rpc.server import SERVICE_NAME, build_grpc_server, sweep_expired
+from latfarm.services.rpc.server import SERVICE_NAME, build_grpc_server
 from latfarm.services.rpc.servicer import max_waiting
 from latfarm.services.store.db import make_engine, make_sessionmaker, transaction
 from latfarm.services.store.models import Agent, Base, Device, Enrollment, Job, JobState, Measurement
+from latfarm.services.workers.lease_sweeper import LeaseSweeper
 from tests.test_queue import ARCHS, INPUT_SHAPE, TinyArtifactStore
 
 BIG_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -159,10 +161,10 @@ def test_register_checks_token_and_descriptor(farm):
         assert agent.descriptor["cpu_model"] == "Cortex-A76" and agent.descriptor["formats"] == ["onnx"]
         assert s.get(Agent, reply.agent_id).name == "pi-1"  # defaults to the hostname
         assert enrollment.uses == 2
-        assert queue.is_online(agent, 5)
+        assert liveness.is_online(agent, 5)
 
     with transaction(farm.sessions) as s:
-        s.scalars(select(Enrollment)).one().expires_at = queue.utcnow() - timedelta(minutes=1)
+        s.scalars(select(Enrollment)).one().expires_at = utcnow() - timedelta(minutes=1)
     code, details = code_of(reg())
     assert code == grpc.StatusCode.PERMISSION_DENIED and "expired" in details
     with transaction(farm.sessions) as s:
@@ -381,9 +383,10 @@ def test_sweeper_requeues_lapsed_leases_and_wakes_agents(farm):
     leased = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=2), metadata=md, timeout=30).jobs
     with transaction(farm.sessions) as s:
         for job in s.scalars(select(Job)):
-            job.lease_expires_at = queue.utcnow() - timedelta(seconds=1)
+            job.lease_expires_at = utcnow() - timedelta(seconds=1)
     seen = farm.notifier.version(farm.device_id)
-    assert sweep_expired(farm.sessions, farm.notifier, max_attempts=2) == 2
+    sweeper = LeaseSweeper(farm.sessions, farm.notifier, lease_seconds=30, max_attempts=2)
+    assert sweeper.run_once() == 2
     assert farm.notifier.version(farm.device_id) > seen
     with farm.sessions() as s:
         assert queue.queue_depth(s)["queued"] == 2

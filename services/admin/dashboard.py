@@ -10,7 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
-from latfarm.services.admin.views import ago, as_utc
+from latfarm.services.admin.views import ago
+from latfarm.services.core.clock import as_utc
+from latfarm.services.domain.liveness import online_cutoff, online_window_s
+from latfarm.services.domain.queue import queue_depth
 from latfarm.services.store.models import Adaptation, Agent, Arch, Device, Job, JobState, Measurement
 
 MAX_DISTRIBUTION_ROWS = 2_000  # per device, for the per-device percentiles
@@ -26,7 +29,7 @@ def _sample_step(count: int, limit: int) -> int:
 def fleet(session: Session, heartbeat_interval_s: float, now: datetime | None = None) -> dict[str, Any]:
     """Agents with their last heartbeat, queue depth per state and recent throughput."""
     now = now or datetime.now(timezone.utc)
-    cutoff = now - timedelta(seconds=2 * heartbeat_interval_s)
+    cutoff = online_cutoff(heartbeat_interval_s, now)
     rows = session.execute(
         select(Agent, Device.name)
         .join(Device, Agent.device_id == Device.id)
@@ -49,9 +52,7 @@ def fleet(session: Session, heartbeat_interval_s: float, now: datetime | None = 
         )
     total_agents = session.scalar(select(func.count()).select_from(Agent)) or 0
     online = session.scalar(select(func.count()).select_from(Agent).where(Agent.last_heartbeat >= cutoff)) or 0
-    queue = {state.value: 0 for state in JobState}
-    for state, count in session.execute(select(Job.state, func.count()).group_by(Job.state)):
-        queue[JobState(state).value] = count
+    queue = queue_depth(session)
 
     def done_since(hours: int) -> int:
         since = now - timedelta(hours=hours)
@@ -70,7 +71,7 @@ def fleet(session: Session, heartbeat_interval_s: float, now: datetime | None = 
         "agents_total": total_agents,
         "agents_online": online,
         "agents_offline": total_agents - online,
-        "online_window_s": 2 * heartbeat_interval_s,
+        "online_window_s": online_window_s(heartbeat_interval_s),
         "queue": queue,
         "throughput": {
             "jobs_done_1h": done_since(1),

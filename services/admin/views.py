@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -18,6 +18,8 @@ from sqlalchemy import Select, Subquery, func, or_, select
 from starlette.requests import Request
 
 from latfarm.predictor import nb201
+from latfarm.services.core.clock import as_utc
+from latfarm.services.domain.liveness import is_online, online_cutoff
 from latfarm.services.store.models import (
     Adaptation,
     AdaptState,
@@ -32,13 +34,6 @@ from latfarm.services.store.models import (
 )
 
 PAGE_SIZES = [25, 50, 100, 200]
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=timezone.utc)
 
 
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
@@ -95,21 +90,21 @@ class ArchFilter:
 
 
 class OnlineFilter:
-    """Agents whose last heartbeat is within ``max_age_s`` (online) or not (offline)."""
+    """Agents online or offline (``domain.liveness``)."""
 
     has_operator = False
     template = "sqladmin/filters/lookup_filter.html"
     title = "Online"
     parameter_name = "online"
 
-    def __init__(self, max_age_s: float) -> None:
-        self.max_age_s = max_age_s
+    def __init__(self, heartbeat_interval_s: float) -> None:
+        self.heartbeat_interval_s = heartbeat_interval_s
 
     async def lookups(self, request: Request, model: Any, run_query: Any) -> list[tuple[str, str]]:
         return [("__all", "All"), ("yes", "Online"), ("no", "Offline")]
 
     async def get_filtered_query(self, query: Select, value: Any, model: Any) -> Select:
-        cutoff = datetime.now(timezone.utc) - timedelta(seconds=self.max_age_s)
+        cutoff = online_cutoff(self.heartbeat_interval_s)
         if value == "yes":
             return query.where(Agent.last_heartbeat >= cutoff)
         if value == "no":
@@ -256,12 +251,11 @@ class AdaptationAdmin(ReadOnlyView, model=Adaptation):
 
 
 def agent_view(heartbeat_interval_s: float) -> type[ModelView]:
-    """The agents table; online = a heartbeat within two heartbeat intervals."""
-    max_age_s = 2 * heartbeat_interval_s
+    """The agents table, with whether each is online (``domain.liveness``)."""
 
     def _heartbeat(agent: Agent, _attr: str) -> Markup:
         beat = as_utc(agent.last_heartbeat)
-        online = beat is not None and (datetime.now(timezone.utc) - beat).total_seconds() <= max_age_s
+        online = is_online(agent, heartbeat_interval_s)
         badge = "bg-green-lt" if online else "bg-secondary-lt"
         return Markup(f'<span class="badge {badge}">{"online" if online else "offline"}</span> {escape(ago(beat))}')
 
@@ -284,7 +278,7 @@ def agent_view(heartbeat_interval_s: float) -> type[ModelView]:
         column_filters = [
             ForeignKeyFilter(Agent.device_id, Device.name, Device, title="Device"),
             AllUniqueStringValuesFilter(Agent.state),
-            OnlineFilter(max_age_s),
+            OnlineFilter(heartbeat_interval_s),
         ]
         column_formatters = {Agent.last_heartbeat: _heartbeat}
         column_formatters_detail = {Agent.last_heartbeat: _heartbeat}

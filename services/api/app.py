@@ -1,9 +1,9 @@
-"""The FastAPI application: routers, auth, error shape, body limit, metrics, shared state on ``app.state``."""
+"""The FastAPI application: routers, auth, error shape, body limit, metrics, the runtime's objects on ``app.state``."""
 
 from __future__ import annotations
 
 import json
-from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,15 +12,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from latfarm.services.admin import mount_admin
-from latfarm.services.core.config import Settings
-from latfarm.services.domain.predictions import PredictionService, load_default_predictor
-from latfarm.services.infra.notify import make_cache, make_notifier
-from latfarm.services.infra.prometheus import Metrics, MetricsMiddleware
-from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker
-from latfarm.services.store.migrate import upgrade
+from latfarm.services.infra.prometheus import MetricsMiddleware
 
-from .auth import ensure_admin_key
 from .routes import adapt, devices, health, jobs, keys, measurements, predict
+
+if TYPE_CHECKING:
+    from latfarm.services.runtime import Runtime
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 15,625 arch strings take about 1.3 MB
 
@@ -96,44 +93,28 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The REST app on ``settings``' database (schema upgraded). Shared objects live on ``app.state``:
-    ``settings``, ``sessions``, ``read_sessions``, ``notifier``, ``cache``, ``predictions``, ``metrics``, and
-    ``new_admin_key`` (the bootstrap admin key when it was generated just now, to print once; else None)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
-    sessions, read_sessions = make_sessionmaker(engine), make_read_sessionmaker(engine)
-    notifier = make_notifier(settings.redis_url)
-    cache = make_cache(settings.redis_url)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI):
-        yield
-        notifier.close()
-        cache.close()
-        engine.dispose()
-
+def create_app(runtime: Runtime) -> FastAPI:
+    """The REST app on ``runtime`` (bootstrapped by its owner, who also closes it). The shared objects the routes
+    use live on ``app.state``: ``settings``, ``sessions``, ``read_sessions``, ``notifier``, ``cache``,
+    ``predictions``, ``metrics``."""
     app = FastAPI(
         title="latfarm",
         version="1",
         summary="On-device latency measurements and latency prediction for hardware-aware NAS.",
-        lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.sessions = sessions
-    app.state.read_sessions = read_sessions
-    app.state.notifier = notifier
-    app.state.cache = cache
-    app.state.predictions = PredictionService(sessions, cache, load_default_predictor)
-    app.state.metrics = Metrics(read_sessions, settings.heartbeat_interval_s)
-    app.state.new_admin_key = ensure_admin_key(sessions, settings.admin_key)
+    app.state.settings = runtime.settings
+    app.state.sessions = runtime.sessions
+    app.state.read_sessions = runtime.read_sessions
+    app.state.notifier = runtime.notifier
+    app.state.cache = runtime.cache
+    app.state.predictions = runtime.predictions
+    app.state.metrics = runtime.metrics
 
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for module in (health, devices, jobs, measurements, predict, adapt, keys):
         app.include_router(module.router)
-    mount_admin(app, sessions, settings)
+    mount_admin(app, runtime.sessions, runtime.settings)
     app.add_middleware(BodyLimit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -13,10 +13,8 @@ import uvicorn
 from latfarm.services.api.app import create_app
 from latfarm.services.api.deps import warm_arch_tables
 from latfarm.services.core.config import Settings
-from latfarm.services.domain.adaptation import AdaptWorker
-from latfarm.services.domain.artifacts import ArtifactStore
-from latfarm.services.rpc.server import build_grpc_server, server_credentials, start_sweeper
-from latfarm.services.workers.export_worker import ExportWorker
+from latfarm.services.rpc.server import build_grpc_server, server_credentials
+from latfarm.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
 GRPC_GRACE_S = 3.0
@@ -50,11 +48,17 @@ def serve(settings: Settings) -> None:
         credentials = server_credentials(settings)  # a bad TLS setting fails before the database is touched
     except ValueError as err:
         raise SystemExit(f"latfarm serve: {err}") from err
-    app = create_app(settings)
+    runtime = Runtime(settings)
+    new_admin_key = runtime.bootstrap()
+    app = create_app(runtime)
     http_sock = _listen(settings.http_host, settings.http_port)
-    artifacts = ArtifactStore(settings.artifacts_dir)
     grpc_server, grpc_port = build_grpc_server(
-        settings, app.state.sessions, artifacts, app.state.notifier, credentials=credentials, port=settings.grpc_port
+        settings,
+        runtime.sessions,
+        runtime.artifacts,
+        runtime.notifier,
+        credentials=credentials,
+        port=settings.grpc_port,
     )
     server = _Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5))
 
@@ -65,12 +69,7 @@ def serve(settings: Settings) -> None:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     grpc_server.start()
-    stop_sweeper = threading.Event()
-    start_sweeper(settings, app.state.sessions, app.state.notifier, stop_sweeper)
-    adapt_worker = AdaptWorker(app.state.sessions, app.state.predictions.predictor_loader)
-    adapt_worker.start()
-    export_worker = ExportWorker(app.state.sessions, app.state.read_sessions, artifacts, settings.export_poll_s)
-    export_worker.start()
+    runtime.start_workers()
     host = _shown(settings.http_host)
     http_port = http_sock.getsockname()[1]
     print(f"latfarm REST  http://{host}:{http_port}  (API docs: http://{host}:{http_port}/docs)", flush=True)
@@ -81,21 +80,19 @@ def serve(settings: Settings) -> None:
         f"(agents: latfarm agent --server {host}:{grpc_port}{agent_tls})",
         flush=True,
     )
-    if app.state.new_admin_key:
-        print(f"bootstrap admin key (shown once, store it): {app.state.new_admin_key}", flush=True)
+    if new_admin_key:
+        print(f"bootstrap admin key (shown once, store it): {new_admin_key}", flush=True)
 
     def warm() -> None:
         warm_arch_tables()
-        app.state.predictions.warm()
+        runtime.predictions.warm()
 
     threading.Thread(target=warm, name="warmup", daemon=True).start()
     try:
         server.run(sockets=[http_sock])
     finally:
-        stop_sweeper.set()
-        adapt_worker.stop()
-        export_worker.stop()
         grpc_server.stop(GRPC_GRACE_S).wait(GRPC_GRACE_S + 2)
+        runtime.close()
         http_sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,14 +1,13 @@
 """The adapt loop: choose K archs for a device, have its agents measure them, fit the predictor, activate it.
 
 An ``Adaptation`` row carries the state (measuring → training → active | failed), so any server replica can
-advance it: ``advance_all`` runs in every server's background worker and claims rows one at a time.
+advance it: ``advance_all`` runs in every server's adapt worker (``workers.adapt_worker``) and claims rows one
+at a time.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 
 import numpy as np
 from sqlalchemy import func, select, update
@@ -185,26 +184,3 @@ def advance_all(sessions: sessionmaker[Session], predictor) -> int:
     with sessions() as session:
         ids = session.scalars(select(Adaptation.id).where(Adaptation.state == AdaptState.measuring)).all()
     return sum(advance(sessions, i, predictor) == AdaptState.active for i in ids)
-
-
-class AdaptWorker:
-    """A daemon thread that advances adaptations every ``interval_s`` seconds."""
-
-    def __init__(self, sessions: sessionmaker[Session], predictor_loader: Callable[[], object], interval_s=1.0):
-        self._sessions, self._loader, self._interval = sessions, predictor_loader, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="adapt-worker", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                advance_all(self._sessions, self._loader())
-            except Exception:  # noqa: BLE001 - keep the worker alive; the next tick retries
-                log.exception("adapt worker tick failed")

@@ -9,17 +9,18 @@ writes are guarded by the job's state as well.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import ColumnElement, and_, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
+from latfarm.services.core.clock import as_utc, utcnow
+from latfarm.services.domain.results import ReportedResult, to_measurement, validate
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.models import (
     Agent,
@@ -30,12 +31,10 @@ from latfarm.services.store.models import (
     JobBatch,
     JobState,
     Measurement,
-    Source,
     new_id,
 )
 
 FORMATS = ("onnx", "tflite")
-STATISTICS = ("min", "median")  # how an agent computes the headline latency (``Stats.statistic``)
 MAX_BATCH = nb201.NUM_ARCHS
 MAX_ERRORS_SHOWN = 20
 _EXPIRED = re.compile(r"^lease expired (\d+) times?")
@@ -50,58 +49,11 @@ class ArtifactSource(Protocol):
 
 
 @dataclass
-class ReportedResult:
-    """One agent result, as the servicer decodes it (times in ms)."""
-
-    job_id: str
-    ok: bool
-    median_ms: float = 0.0
-    latency_ms: float = 0.0  # the headline figure; 0 from agents before it existed: median_ms stands in
-    statistic: str = ""  # how latency_ms was computed, one of STATISTICS; "" with latency_ms 0
-    mean_ms: float | None = None
-    std_ms: float | None = None
-    min_ms: float | None = None
-    p90_ms: float | None = None
-    runs: int | None = None
-    round_medians_ms: list[float] = field(default_factory=list)
-    session_create_ms: float | None = None
-    first_inference_ms: float | None = None
-    error_class: str = ""
-    error_message: str = ""
-    unstable: bool = False
-    artifact_sha256: str | None = None
-    runtime: str | None = None
-    runtime_version: str | None = None
-    provider: str | None = None
-    threads: int | None = None
-    affinity: list[int] = field(default_factory=list)
-    settings: dict = field(default_factory=dict)
-    round_spread: float | None = None
-
-
-@dataclass
 class Ack:
     job_id: str
     accepted: bool
     duplicate: bool = False
     message: str = ""
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=timezone.utc)
-
-
-def is_online(agent: Agent, heartbeat_interval_s: float, now: datetime | None = None) -> bool:
-    """An agent is online when it heart-beat within two intervals."""
-    last = as_utc(agent.last_heartbeat)
-    return last is not None and (now or utcnow()) - last <= timedelta(seconds=2 * heartbeat_interval_s)
 
 
 def submit_batch(
@@ -309,10 +261,10 @@ def report(
 ) -> list[Ack]:
     """Store results of jobs this agent holds; a repeated ok report is acknowledged as a duplicate, stored once.
 
-    Raises ``QueueError`` for a malformed result before anything is written.
+    Raises ``results.ResultError`` for a malformed result before anything is written.
     """
     for result in results:
-        _check(result)
+        validate(result)
     now = utcnow()
     acks = []
     for result in results:
@@ -331,7 +283,7 @@ def report(
             acks.append(Ack(job.id, False, message="job is not leased by this agent (lease expired or re-leased)"))
             continue
         if result.ok:
-            session.add(_measurement(job, agent, result, provenance))
+            session.add(to_measurement(job, agent, result, provenance))
             job.state = JobState.done
             job.error = None
             job.lease_expires_at = None
@@ -401,61 +353,3 @@ def _finish_failed(job: Job, reason: str, now: datetime) -> None:
     job.lease_expires_at = None
     job.error = reason[:2000]
     job.finished_at = now
-
-
-def _check(result: ReportedResult) -> None:
-    if not result.job_id:
-        raise QueueError("result without job_id")
-    if not result.ok:
-        return
-    figures = {"latency_ms": result.latency_ms, "median_ms": result.median_ms, "mean_ms": result.mean_ms}
-    figures.update({"min_ms": result.min_ms, "p90_ms": result.p90_ms, "std_ms": result.std_ms})
-    for name, value in figures.items():
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise QueueError(f"job {result.job_id}: {name} must be a finite number >= 0, got {value}")
-    if not result.median_ms > 0:
-        raise QueueError(f"job {result.job_id}: an ok result needs median_ms > 0, got {result.median_ms}")
-    if any(not (math.isfinite(v) and v > 0) for v in result.round_medians_ms):
-        raise QueueError(f"job {result.job_id}: round_medians_ms must be finite numbers > 0")
-    if result.latency_ms > 0 and result.statistic not in STATISTICS:
-        raise QueueError(f"job {result.job_id}: latency_ms needs a statistic in {STATISTICS}, got {result.statistic!r}")
-
-
-def _headline(result: ReportedResult) -> tuple[float, str]:
-    """(latency_ms, statistic) to store; results of agents older than ``Stats.latency_ms`` give their median."""
-    if result.latency_ms > 0:
-        return result.latency_ms, result.statistic
-    return result.median_ms, "median"
-
-
-def _measurement(job: Job, agent: Agent, result: ReportedResult, provenance: dict) -> Measurement:
-    protocol = dict(result.settings)
-    protocol["affinity"] = list(result.affinity)
-    if result.round_spread is not None:
-        protocol["round_spread"] = result.round_spread
-    latency_ms, protocol["statistic"] = _headline(result)  # the statistic computed, over the one asked in settings
-    return Measurement(
-        device_id=job.device_id,
-        arch_id=job.arch_id,
-        source=Source.measured,
-        agent_id=agent.id,
-        job_id=job.id,
-        artifact_sha256=result.artifact_sha256 or job.artifact_sha256,
-        runtime=result.runtime,
-        runtime_version=result.runtime_version,
-        provider=result.provider,
-        threads=result.threads,
-        protocol=protocol,
-        latency_ms=latency_ms,
-        median_ms=result.median_ms,
-        mean_ms=result.mean_ms,
-        std_ms=result.std_ms,
-        min_ms=result.min_ms,
-        p90_ms=result.p90_ms,
-        runs=result.runs,
-        round_medians_ms=list(result.round_medians_ms),
-        session_create_ms=result.session_create_ms,
-        first_inference_ms=result.first_inference_ms,
-        unstable=result.unstable,
-        provenance=dict(provenance),
-    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -13,7 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from latfarm.services.domain import queue
-from latfarm.services.store.models import Agent, Device, Measurement, utcnow
+from latfarm.services.domain.liveness import online_cutoff
+from latfarm.services.store.models import Agent, Device, Measurement
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -34,7 +34,7 @@ class StoreCollector:
             with self.sessions() as session:
                 for state, count in queue.queue_depth(session).items():
                     depth.add_metric([state], count)
-                cutoff = utcnow() - timedelta(seconds=2 * self.heartbeat_interval_s)
+                cutoff = online_cutoff(self.heartbeat_interval_s)
                 rows = session.execute(
                     select(Device.name, func.count(Agent.id))
                     .outerjoin(Agent, (Agent.device_id == Device.id) & (Agent.last_heartbeat >= cutoff))

@@ -1,27 +1,19 @@
-"""Build the gRPC server (agent service + health checking) and the sweeper that requeues lapsed leases."""
+"""Build the gRPC server: the agent service and health checking, plaintext or TLS."""
 
 from __future__ import annotations
 
-import logging
 import ssl
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 from latfarm.services.core.config import Settings
-from latfarm.services.domain import queue
 from latfarm.services.infra.notify import LocalNotifier
 from latfarm.services.rpc.servicer import AgentServicer, Artifacts
-from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Job, JobState
-
-log = logging.getLogger(__name__)
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 OPTIONS = [
@@ -87,40 +79,3 @@ def build_grpc_server(
     if not bound:
         raise OSError(f"cannot bind the gRPC port {port}")
     return server, bound
-
-
-def sweep_expired(sessions: sessionmaker[Session], notifier: LocalNotifier, max_attempts: int) -> int:
-    """Requeue (or fail) every lapsed lease and wake the agents of the devices concerned; returns how many."""
-    now = queue.utcnow()
-    with sessions() as session:
-        devices = session.scalars(
-            select(Job.device_id).where(Job.state == JobState.running, Job.lease_expires_at < now).distinct()
-        ).all()
-    swept = 0
-    for device_id in devices:
-        with transaction(sessions) as session:
-            swept += queue.requeue_expired(session, max_attempts=max_attempts, now=now, device_id=device_id)
-        notifier.notify(device_id)
-    return swept
-
-
-def start_sweeper(
-    settings: Settings, sessions: sessionmaker[Session], notifier: LocalNotifier, stop: threading.Event
-) -> threading.Thread:
-    """A daemon thread sweeping lapsed leases every ``lease_seconds / 2`` until ``stop`` is set.
-
-    Leasing also requeues lapsed jobs of the leasing agent's device; the sweeper covers devices whose agents all
-    went away, so their batches still finish (failed, with the reason). Safe to run on every replica.
-    """
-
-    def run() -> None:
-        while not stop.wait(max(settings.lease_seconds / 2, 1)):
-            try:
-                if swept := sweep_expired(sessions, notifier, settings.max_attempts):
-                    log.info("requeued or failed %d lapsed job leases", swept)
-            except Exception:  # noqa: BLE001 - keep sweeping after a database hiccup
-                log.exception("lease sweep failed")
-
-    thread = threading.Thread(target=run, name="latfarm-lease-sweeper", daemon=True)
-    thread.start()
-    return thread

@@ -18,9 +18,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
+from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.config import Settings
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import queue
+from latfarm.services.domain.results import ReportedResult, ResultError
 from latfarm.services.infra.notify import LocalNotifier
 from latfarm.services.store.db import make_read_sessionmaker, transaction
 from latfarm.services.store.models import Agent, Artifact, Device, Enrollment, Job
@@ -45,7 +47,7 @@ def max_waiting(workers: int) -> int:
 
 
 class Artifacts(Exporter, Protocol):
-    """What the servicer needs of ``services.artifacts.ArtifactStore``."""
+    """What the servicer needs of ``domain.artifacts.ArtifactStore``."""
 
     def open(self, session: Session, sha256: str) -> BinaryIO | None: ...
 
@@ -79,8 +81,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown enrollment token")
             if enrollment.revoked:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, "enrollment token was revoked")
-            expires = queue.as_utc(enrollment.expires_at)
-            now = queue.utcnow()
+            expires = as_utc(enrollment.expires_at)
+            now = utcnow()
             if expires is not None and expires <= now:
                 context.abort(
                     grpc.StatusCode.PERMISSION_DENIED, f"enrollment token expired at {expires:%Y-%m-%d %H:%M} UTC"
@@ -222,14 +224,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def ReportResults(self, request: agent_pb2.ReportRequest, context) -> agent_pb2.ReportResponse:
         if len(request.results) > MAX_RESULTS:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_RESULTS} results per report")
-        results = [_reported(result) for result in request.results]
+        results = [reported_result(result) for result in request.results]
         provenance = json_format.MessageToDict(request.provenance, preserving_proto_field_name=True)
         with transaction(self.sessions) as session:
             agent = self._agent(session, context)
             device_id = agent.device_id
             try:
                 acks = queue.report(session, agent, results, provenance, self.settings.max_attempts)
-            except queue.QueueError as err:
+            except ResultError as err:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         if any(not r.ok for r in results):
             self.notifier.notify(device_id)  # failed jobs may be back in the queue
@@ -304,11 +306,12 @@ def _input_shape(settings: dict) -> list[int]:
     return []
 
 
-def _reported(result: agent_pb2.Result) -> queue.ReportedResult:
+def reported_result(result: agent_pb2.Result) -> ReportedResult:
+    """The wire result as the queue takes it (the one proto -> ``ReportedResult`` mapping)."""
     stats = result.stats
     settings = json_format.MessageToDict(result.settings, preserving_proto_field_name=True)
     error_class = _error_class(result.error_class)
-    return queue.ReportedResult(
+    return ReportedResult(
         job_id=result.job_id,
         ok=result.ok,
         latency_ms=stats.latency_ms,

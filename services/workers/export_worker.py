@@ -7,7 +7,6 @@ another replica recorded meanwhile returns that row. ``LeaseJobs`` still exports
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,9 +15,11 @@ from typing import Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.domain import queue
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Arch, JobBatch
+from latfarm.services.workers.periodic import PeriodicWorker
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ BATCH_SLACK_S = 60.0  # a batch this much older than the last sweep may have bee
 
 
 class Exporter(queue.ArtifactSource, Protocol):
-    """What exporting needs of ``services.artifacts.ArtifactStore``."""
+    """What exporting needs of ``domain.artifacts.ArtifactStore``."""
 
     def export_file(self, arch: str, fmt: str) -> tuple[str, Path]: ...
 
@@ -47,8 +48,8 @@ def export_one(sessions: sessionmaker[Session], artifacts: Exporter, arch_id: in
     return True
 
 
-class ExportWorker:
-    """A daemon thread exporting, oldest job first, the models of queued jobs (all devices) that have none yet.
+class ExportWorker(PeriodicWorker):
+    """Exports, oldest job first, the models of queued jobs (all devices) that have none yet.
 
     A sweep pages through the whole queue. After a sweep that exported nothing the worker polls every ``poll_s``
     seconds (the notifier's wake-ups are per device: it cannot wait for "any device got jobs") with a cheap query,
@@ -63,28 +64,19 @@ class ExportWorker:
         poll_s: float = 2.0,
         chunk: int = CHUNK,
     ) -> None:
+        super().__init__("export-worker", poll_s, tick_at_start=True)
         self._sessions, self._read_sessions, self._artifacts = sessions, read_sessions, artifacts
-        self._poll_s, self._chunk = poll_s, chunk
+        self._chunk = chunk
         self._retry_at: dict[tuple[int, str], float] = {}  # (arch id, format) that failed -> when to try again
         self._swept_at: tuple[datetime, float] | None = None  # when the last sweep started: UTC, monotonic
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="export-worker", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the export in progress (if any)."""
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def run_once(self) -> int:
         """One sweep over the queue, a chunk of jobs at a time; returns how many models it exported."""
         now = time.monotonic()
-        self._swept_at = (queue.utcnow(), now)
+        self._swept_at = (utcnow(), now)
         self._retry_at = {key: at for key, at in self._retry_at.items() if at > now}
         after, exported = None, 0
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             with self._read_sessions() as session:
                 rows = queue.unexported_jobs(session, self._chunk, after=after)
                 todo = dict.fromkeys((arch.id, arch.arch, fmt) for arch, fmt, *_ in rows)
@@ -92,7 +84,7 @@ class ExportWorker:
                 break
             after = rows[-1][2:]
             for arch_id, arch, fmt in todo:
-                if self._stop.is_set():
+                if self.stopping.is_set():
                     break
                 if (arch_id, fmt) in self._retry_at:
                     continue
@@ -102,22 +94,17 @@ class ExportWorker:
                     self._retry_at[arch_id, fmt] = time.monotonic() + RETRY_FAILED_S
         return exported
 
-    def _due(self) -> bool:
+    def due(self) -> bool:
         """Whether a sweep may find work: none yet, a batch submitted since the last, or ``FULL_SWEEP_S`` passed."""
         if self._swept_at is None or time.monotonic() - self._swept_at[1] >= FULL_SWEEP_S:
             return True
         with self._read_sessions() as session:
-            newest = queue.as_utc(session.scalar(select(func.max(JobBatch.created_at))))
+            newest = as_utc(session.scalar(select(func.max(JobBatch.created_at))))
         return newest is not None and newest > self._swept_at[0] - timedelta(seconds=BATCH_SLACK_S)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                exported = self.run_once() if self._due() else 0
-            except Exception:  # noqa: BLE001 - keep the worker alive; the next sweep retries
-                log.exception("export worker sweep failed")
-                exported = 0
-            if exported:
-                log.info("exported %d models of queued jobs", exported)
-            else:
-                self._stop.wait(self._poll_s)
+    def tick(self) -> bool:
+        """Sweep when due; the next tick runs at once after a sweep that exported something."""
+        exported = self.run_once() if self.due() else 0
+        if exported:
+            log.info("exported %d models of queued jobs", exported)
+        return exported > 0

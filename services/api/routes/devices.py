@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from sqlalchemy import func, select
@@ -10,21 +10,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from latfarm.services import datasets
+from latfarm.services.core.clock import utcnow
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import adaptation as adapt
-from latfarm.services.domain import queue
-from latfarm.services.store.models import Agent, Device, Enrollment, Measurement, utcnow
+from latfarm.services.domain.liveness import is_online, online_cutoff
+from latfarm.services.store.models import Agent, Device, Enrollment, Measurement
 
 from ..auth import Principal, require
 from ..deps import db, get_device
 from ..schemas import AgentOut, DeviceCreate, DeviceDetail, DeviceOut, EnrollmentCreate, EnrollmentOut
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
-
-
-def online_cutoff(request: Request) -> datetime:
-    """Agents whose last heartbeat is newer than this are online (two heartbeat intervals)."""
-    return utcnow() - timedelta(seconds=2 * request.app.state.settings.heartbeat_interval_s)
 
 
 @router.post("", status_code=201, response_model=DeviceOut)
@@ -61,10 +57,9 @@ def device_detail(
         select(func.count(func.distinct(Measurement.arch_id))).where(Measurement.device_id == device.id)
     )
     agents = session.scalar(select(func.count()).select_from(Agent).where(Agent.device_id == device.id))
+    cutoff = online_cutoff(request.app.state.settings.heartbeat_interval_s)
     online = session.scalar(
-        select(func.count())
-        .select_from(Agent)
-        .where(Agent.device_id == device.id, Agent.last_heartbeat >= online_cutoff(request))
+        select(func.count()).select_from(Agent).where(Agent.device_id == device.id, Agent.last_heartbeat >= cutoff)
     )
     return DeviceDetail(
         **DeviceOut.model_validate(device, from_attributes=True).model_dump(),
@@ -105,7 +100,7 @@ def list_agents(
             id=agent.id,
             name=agent.name,
             state=agent.state,
-            online=queue.is_online(agent, interval),
+            online=is_online(agent, interval),
             last_heartbeat=agent.last_heartbeat,
             registered_at=agent.registered_at,
             descriptor=agent.descriptor or {},

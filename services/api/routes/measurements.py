@@ -60,31 +60,33 @@ def list_measurements(
     if cursor:
         query = query.where(Measurement.id > decode_cursor(cursor))
     rows = session.execute(query).all()
-    items = [
-        MeasurementOut(
-            id=m.id,
-            device=device_name,
-            arch=arch_string,
-            nb201_index=nb201_index,
-            source=m.source.value,
-            dataset=m.dataset,
-            latency_ms=m.latency_ms,
-            statistic=(m.protocol or {}).get("statistic"),
-            median_ms=m.median_ms,
-            mean_ms=m.mean_ms,
-            std_ms=m.std_ms,
-            min_ms=m.min_ms,
-            p90_ms=m.p90_ms,
-            runs=m.runs,
-            unstable=m.unstable,
-            runtime=m.runtime,
-            runtime_version=m.runtime_version,
-            provider=m.provider,
-            threads=m.threads,
-            agent_id=m.agent_id,
-            job_id=m.job_id,
-            created_at=m.created_at,
-        )
-        for m, device_name, arch_string, nb201_index in rows[:limit]
-    ]
+    items = [measurement_out(m, device_name, arch_string, index) for m, device_name, arch_string, index in rows[:limit]]
     return MeasurementPage(items=items, next=encode_cursor(items[-1].id) if len(rows) > limit else None)
+
+
+def measurement_out(m: Measurement, device: str, arch: str, nb201_index: int | None) -> MeasurementOut:
+    """A stored measurement as the REST API shows it (the one ``Measurement`` -> response mapping)."""
+    return MeasurementOut(
+        id=m.id,
+        device=device,
+        arch=arch,
+        nb201_index=nb201_index,
+        source=m.source.value,
+        dataset=m.dataset,
+        latency_ms=m.latency_ms,
+        statistic=(m.protocol or {}).get("statistic"),
+        median_ms=m.median_ms,
+        mean_ms=m.mean_ms,
+        std_ms=m.std_ms,
+        min_ms=m.min_ms,
+        p90_ms=m.p90_ms,
+        runs=m.runs,
+        unstable=m.unstable,
+        runtime=m.runtime,
+        runtime_version=m.runtime_version,
+        provider=m.provider,
+        threads=m.threads,
+        agent_id=m.agent_id,
+        job_id=m.job_id,
+        created_at=m.created_at,
+    )

@@ -1,0 +1,111 @@
+"""The measurement result an agent reports: its one schema, its validation, and its mapping to a stored row.
+
+Each boundary maps it with one function: the gRPC servicer decodes the wire message into a ``ReportedResult``
+(``rpc.servicer.reported_result``), ``to_measurement`` turns it into a ``Measurement`` row, and the REST route
+shows that row (``api.routes.measurements.measurement_out``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from latfarm.services.store.models import Agent, Job, Measurement, Source
+
+STATISTICS = ("min", "median")  # how an agent computes the headline latency (``Stats.statistic``)
+
+
+class ResultError(ValueError):
+    """A malformed result; the message is safe to show the agent."""
+
+
+@dataclass
+class ReportedResult:
+    """One agent result (times in ms)."""
+
+    job_id: str
+    ok: bool
+    median_ms: float = 0.0
+    latency_ms: float = 0.0  # the headline figure; 0 when the agent sent none: median_ms stands in
+    statistic: str = ""  # how latency_ms was computed, one of STATISTICS; "" with latency_ms 0
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    min_ms: float | None = None
+    p90_ms: float | None = None
+    runs: int | None = None
+    round_medians_ms: list[float] = field(default_factory=list)
+    session_create_ms: float | None = None
+    first_inference_ms: float | None = None
+    error_class: str = ""
+    error_message: str = ""
+    unstable: bool = False
+    artifact_sha256: str | None = None
+    runtime: str | None = None
+    runtime_version: str | None = None
+    provider: str | None = None
+    threads: int | None = None
+    affinity: list[int] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    round_spread: float | None = None
+
+
+def validate(result: ReportedResult) -> None:
+    """Raise ``ResultError`` unless ``result`` names its job and, when ok, carries sound figures."""
+    if not result.job_id:
+        raise ResultError("result without job_id")
+    if not result.ok:
+        return
+    figures = {"latency_ms": result.latency_ms, "median_ms": result.median_ms, "mean_ms": result.mean_ms}
+    figures.update({"min_ms": result.min_ms, "p90_ms": result.p90_ms, "std_ms": result.std_ms})
+    for name, value in figures.items():
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ResultError(f"job {result.job_id}: {name} must be a finite number >= 0, got {value}")
+    if not result.median_ms > 0:
+        raise ResultError(f"job {result.job_id}: an ok result needs median_ms > 0, got {result.median_ms}")
+    if any(not (math.isfinite(v) and v > 0) for v in result.round_medians_ms):
+        raise ResultError(f"job {result.job_id}: round_medians_ms must be finite numbers > 0")
+    if result.latency_ms > 0 and result.statistic not in STATISTICS:
+        raise ResultError(
+            f"job {result.job_id}: latency_ms needs a statistic in {STATISTICS}, got {result.statistic!r}"
+        )
+
+
+def headline(result: ReportedResult) -> tuple[float, str]:
+    """(latency_ms, statistic) to store: the agent's headline, or its median when it sent none."""
+    if result.latency_ms > 0:
+        return result.latency_ms, result.statistic
+    return result.median_ms, "median"
+
+
+def to_measurement(job: Job, agent: Agent, result: ReportedResult, provenance: dict) -> Measurement:
+    """The ``Measurement`` row of an ok result of ``job``, measured by ``agent``."""
+    protocol = dict(result.settings)
+    protocol["affinity"] = list(result.affinity)
+    if result.round_spread is not None:
+        protocol["round_spread"] = result.round_spread
+    latency_ms, protocol["statistic"] = headline(result)  # the statistic computed, over the one asked in settings
+    return Measurement(
+        device_id=job.device_id,
+        arch_id=job.arch_id,
+        source=Source.measured,
+        agent_id=agent.id,
+        job_id=job.id,
+        artifact_sha256=result.artifact_sha256 or job.artifact_sha256,
+        runtime=result.runtime,
+        runtime_version=result.runtime_version,
+        provider=result.provider,
+        threads=result.threads,
+        protocol=protocol,
+        latency_ms=latency_ms,
+        median_ms=result.median_ms,
+        mean_ms=result.mean_ms,
+        std_ms=result.std_ms,
+        min_ms=result.min_ms,
+        p90_ms=result.p90_ms,
+        runs=result.runs,
+        round_medians_ms=list(result.round_medians_ms),
+        session_create_ms=result.session_create_ms,
+        first_inference_ms=result.first_inference_ms,
+        unstable=result.unstable,
+        provenance=dict(provenance),
+    )

@@ -1,0 +1,76 @@
+"""The composition root: what a server process shares, built once from ``Settings``.
+
+``latfarm serve`` builds one ``Runtime``, bootstraps it (schema upgrade, admin key), hands it to the REST app
+(``api.app.create_app``) and to the agents' gRPC server (``rpc.server.build_grpc_server``), starts its background
+workers, and closes it on exit. Nothing else builds engines, sessions, notifiers, caches or workers.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from latfarm.services.api.auth import ensure_admin_key
+from latfarm.services.core.config import Settings
+from latfarm.services.domain.artifacts import ArtifactStore
+from latfarm.services.domain.predictions import PredictionService, load_default_predictor
+from latfarm.services.infra.notify import make_cache, make_notifier
+from latfarm.services.infra.prometheus import Metrics
+from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker
+from latfarm.services.store.migrate import upgrade
+from latfarm.services.workers.adapt_worker import AdaptWorker
+from latfarm.services.workers.export_worker import ExportWorker
+from latfarm.services.workers.lease_sweeper import LeaseSweeper
+from latfarm.services.workers.periodic import PeriodicWorker
+
+
+class Runtime:
+    """Engine, write and read sessions, notifier, cache, artifact store, prediction service, metrics and the
+    background workers of one server process. Use as a context manager, or call ``close``."""
+
+    def __init__(self, settings: Settings) -> None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.read_sessions = make_read_sessionmaker(self.engine)
+        self.notifier = make_notifier(settings.redis_url)
+        self.cache = make_cache(settings.redis_url)
+        self.artifacts = ArtifactStore(settings.artifacts_dir)
+        self.predictions = PredictionService(self.sessions, self.cache, load_default_predictor)
+        self.metrics = Metrics(self.read_sessions, settings.heartbeat_interval_s)
+        self.workers: list[PeriodicWorker] = [
+            LeaseSweeper(
+                self.sessions,
+                self.notifier,
+                lease_seconds=settings.lease_seconds,
+                max_attempts=settings.max_attempts,
+            ),
+            AdaptWorker(self.sessions, self.predictions.predictor_loader),
+            ExportWorker(self.sessions, self.read_sessions, self.artifacts, settings.export_poll_s),
+        ]
+
+    def bootstrap(self) -> str | None:
+        """Upgrade the database schema and make sure an admin can log in; returns the admin key generated now (to
+        show once), else None."""
+        upgrade(self.settings.database_url)
+        return ensure_admin_key(self.sessions, self.settings.admin_key)
+
+    def start_workers(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def close(self) -> None:
+        """Stop the workers, then release the notifier, the cache and the database connections."""
+        for worker in self.workers:
+            worker.stop()
+        self.notifier.close()
+        self.cache.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()

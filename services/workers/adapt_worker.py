@@ -1,0 +1,24 @@
+"""The adapt worker: advances adaptations waiting on measurements (``domain.adaptation.advance_all``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from latfarm.services.domain.adaptation import advance_all
+from latfarm.services.workers.periodic import PeriodicWorker
+
+
+class AdaptWorker(PeriodicWorker):
+    """Advances adaptations every ``interval_s`` seconds, with the predictor from ``predictor_loader``."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], predictor_loader: Callable[[], object], interval_s: float = 1.0
+    ) -> None:
+        super().__init__("adapt-worker", interval_s)
+        self.sessions, self.predictor_loader = sessions, predictor_loader
+
+    def run_once(self) -> int:
+        """One pass over the waiting adaptations; returns how many became active."""
+        return advance_all(self.sessions, self.predictor_loader())
