@@ -14,8 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from latfarm.services.admin import mount_admin
 from latfarm.services.core.config import Settings
 from latfarm.services.domain.predictions import PredictionService, load_default_predictor
-from latfarm.services.infra.notify import make_cache, make_notifier
+from latfarm.services.infra.cache import make_cache
 from latfarm.services.infra.prometheus import Metrics, MetricsMiddleware
+from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from latfarm.services.store.migrate import upgrade
 

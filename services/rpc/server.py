@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 from latfarm.services.core.config import Settings
 from latfarm.services.domain import queue
-from latfarm.services.infra.notify import LocalNotifier
+from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.rpc.servicer import AgentServicer, Artifacts
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Job, JobState
