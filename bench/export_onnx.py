@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from latfarm.predictor import nb201
-from latfarm.services.domain.artifacts import ArtifactStore, export_onnx
+from latfarm.services.domain.artifacts import ArtifactStore
+from latfarm.services.domain.network_export import export_onnx
 
 
 def main(n: int = 20, seed: int = 0) -> None:

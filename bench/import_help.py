@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from latfarm.services.datasets import import_help
+from latfarm.services.datasets.help import import_help
 from latfarm.services.store.db import make_engine, make_sessionmaker, transaction
 from latfarm.services.store.migrate import upgrade
 

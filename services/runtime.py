@@ -13,8 +13,9 @@ from latfarm.services.api.auth import ensure_admin_key
 from latfarm.services.core.config import Settings
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.domain.predictions import PredictionService, load_default_predictor
-from latfarm.services.infra.notify import make_cache, make_notifier
+from latfarm.services.infra.cache import make_cache
 from latfarm.services.infra.prometheus import Metrics
+from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from latfarm.services.store.migrate import upgrade
 from latfarm.services.workers.adapt_worker import AdaptWorker

@@ -187,3 +187,22 @@ def test_import_and_export_commands(help_dir, tmp_path):
         datasets.import_dataset(settings, tmp_path, fmt="help")
     with pytest.raises(SystemExit, match="unknown device"):
         datasets.export_dataset(settings, "nope", fmt="csv", out=tmp_path / "x.csv")
+
+
+def test_store_functions_raise_and_commands_exit(tmp_path, capsys):
+    settings = Settings(data_dir=tmp_path / "data")
+    data = latbench_pickle(tmp_path / "phone.pickle", n=20)
+    summary = datasets.import_into_store(settings, tmp_path / "phone.pickle", fmt="latbench", device="my-phone")
+    assert (summary["dataset"], summary["rows_added"]) == (datasets.LATBENCH, len(data))
+    again = datasets.import_dataset(settings, tmp_path / "phone.pickle", fmt="latbench", device="my-phone")
+    assert again["rows_added"] == 0
+    assert datasets.export_from_store(settings, "my-phone", fmt="csv", out=tmp_path / "out" / "p.csv") == len(data)
+    datasets.export_dataset(settings, "my-phone", fmt="latbench", out=tmp_path / "p.pickle")
+    assert pickle.loads((tmp_path / "p.pickle").read_bytes()) == pytest.approx(data)
+    assert f"wrote {len(data)} measurements of my-phone" in capsys.readouterr().out
+    with pytest.raises(datasets.DatasetError, match="unknown dataset format"):
+        datasets.import_into_store(settings, tmp_path, fmt="nope")
+    with pytest.raises(datasets.DatasetError, match="unknown export format"):
+        datasets.export_from_store(settings, "my-phone", fmt="xml", out=tmp_path / "x")
+    with pytest.raises(SystemExit, match="error: unknown export format"):
+        datasets.export_dataset(settings, "my-phone", fmt="xml", out=tmp_path / "x")

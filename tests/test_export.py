@@ -14,15 +14,9 @@ import torch
 
 from latfarm.predictor import nb201
 from latfarm.predictor.network import build
-from latfarm.services.domain.artifacts import (
-    ArtifactError,
-    ArtifactStore,
-    ExportSettings,
-    ExportUnavailable,
-    export_cli,
-    export_onnx,
-    export_tflite,
-)
+from latfarm.services.domain.artifacts import ArtifactNotReproducible, ArtifactStore
+from latfarm.services.domain.model_files import export_cli
+from latfarm.services.domain.network_export import ExportSettings, ExportUnavailable, export_onnx, export_tflite
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.models import Arch, Artifact
 
@@ -136,7 +130,7 @@ def test_open_refuses_a_mismatching_reexport(sessions, tmp_path):
     with sessions() as session, session.begin():
         arch = session.get(Arch, ensure_archs(session, [arch_str])[arch_str])
         session.add(Artifact(sha256="f" * 64, arch_id=arch.id, format="onnx", settings={}, size_bytes=1))
-    with sessions() as session, pytest.raises(ArtifactError, match="re-exporting"):
+    with sessions() as session, pytest.raises(ArtifactNotReproducible, match="re-exporting"):
         ArtifactStore(tmp_path).open(session, "f" * 64)
 
 

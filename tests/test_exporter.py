@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from latfarm.proto.v1 import agent_pb2
 from latfarm.services.domain.artifacts import ArtifactStore
-from latfarm.services.infra.notify import make_notifier
+from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.store.db import make_read_sessionmaker, transaction
 from latfarm.services.store.models import Arch, Artifact, Job, JobState
 from latfarm.services.workers.export_worker import ExportWorker

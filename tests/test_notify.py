@@ -8,14 +8,8 @@ import uuid
 
 import pytest
 
-from latfarm.services.infra.notify import (
-    LocalNotifier,
-    MemoryCache,
-    RedisCache,
-    RedisNotifier,
-    make_cache,
-    make_notifier,
-)
+from latfarm.services.infra.cache import MemoryCache, RedisCache, make_cache
+from latfarm.services.infra.wakeups import LocalNotifier, RedisNotifier, make_notifier
 
 
 def _wait_in_thread(notifier, device_id: int, timeout: float, after=None):

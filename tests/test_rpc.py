@@ -24,7 +24,7 @@ from latfarm.services.core.config import Settings
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import liveness, queue
 from latfarm.services.domain.artifacts import ArtifactStore
-from latfarm.services.infra.notify import make_notifier
+from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.rpc.server import SERVICE_NAME, build_grpc_server
 from latfarm.services.rpc.servicer import max_waiting
 from latfarm.services.store.db import make_engine, make_sessionmaker, transaction

@@ -14,7 +14,7 @@ from latfarm.agents.connection import Connection, Stopped
 from latfarm.agents.main import run_agent
 from latfarm.services.core.config import Settings
 from latfarm.services.domain.artifacts import ArtifactStore
-from latfarm.services.infra.notify import make_notifier
+from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.rpc.server import build_grpc_server, server_credentials
 from latfarm.services.store.db import make_engine, make_sessionmaker
 from latfarm.services.store.models import Base

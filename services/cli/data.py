@@ -31,7 +31,7 @@ def export_model(
     classes: int = typer.Option(10, "--classes"),
 ) -> None:
     """Export NB201 networks to ONNX or TFLite."""
-    from latfarm.services.domain.artifacts import export_cli
+    from latfarm.services.domain.model_files import export_cli
 
     export_cli(archs, fmt=fmt, out=out, resolution=resolution, classes=classes)
 

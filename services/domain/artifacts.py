@@ -1,23 +1,17 @@
-"""Model export (ONNX, TFLite) and the content-addressed artifact store.
+"""The content-addressed artifact store: exported model files on disk and the ``Artifact`` rows replicas share.
 
-An artifact's bytes depend only on (arch, format, settings, torch version): weights are seeded and the ONNX
-producer fields are fixed, so any server replica re-exports the same file. Files live at
-``root/<sha[:2]>/<sha>.<format>``; ``root/index/`` maps (arch, format, settings) to the sha256 so a second
-export of the same model does no work. The ``Artifact`` row is the shared record replicas agree on.
+Files live at ``root/<sha[:2]>/<sha>.<format>``; ``root/index/`` maps (arch, format, settings) to the sha256 so a
+second export of the same model does no work. A replica missing a recorded file re-exports it
+(``network_export`` makes identical bytes for identical inputs) and verifies the sha256 before serving it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
 import threading
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,114 +20,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
+from latfarm.services.domain.network_export import ExportSettings, check_format, export
 from latfarm.services.store.models import Arch, Artifact
 
-FORMATS = ("onnx", "tflite")
-TFLITE_HINT = "TFLite export needs the 'tflite' extra (litert-torch, ~1.2 GB): pip install 'latfarm[tflite]'"
-_export_lock = threading.Lock()  # the TorchScript exporter keeps global state: one export at a time
 
-
-class ExportUnavailable(RuntimeError):
-    """The exporter for a format is not installed; the message says how to install it."""
-
-
-class ArtifactError(RuntimeError):
-    """An artifact that cannot be produced or does not match its recorded sha256."""
-
-
-@dataclass(frozen=True)
-class ExportSettings:
-    resolution: int = 32
-    channels: int = 16
-    classes: int = 10
-    opset: int = 17
-    batch_size: int = 1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ExportSettings:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown export settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**data)
-
-
-def _network(ops_or_arch, settings: ExportSettings):
-    import torch
-
-    from latfarm.predictor.network import build
-
-    with _export_lock:  # seeded weights come from the global RNG: concurrent builds would mix their draws
-        net = build(ops_or_arch, channels=settings.channels, classes=settings.classes)
-        sample = torch.randn(settings.batch_size, 3, settings.resolution, settings.resolution)
-    return net, sample
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Trace on one thread: the traced forward is tiny, and extra threads only contend (2-3x slower when busy)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def export_onnx(ops_or_arch: str | tuple[int, ...], settings: ExportSettings = ExportSettings()) -> bytes:
-    """ONNX bytes (input ``input`` NCHW float32, output ``logits``), identical for identical inputs."""
-    import onnx
-    import torch
-
-    net, sample = _network(ops_or_arch, settings)
-    buf = io.BytesIO()
-    with _export_lock, _one_thread(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, not gone
-        torch.onnx.export(
-            net,
-            (sample,),
-            buf,
-            dynamo=False,
-            opset_version=settings.opset,
-            input_names=["input"],
-            output_names=["logits"],
-            do_constant_folding=True,
-        )
-    model = onnx.load_from_string(buf.getvalue())
-    model.producer_name, model.producer_version, model.doc_string = "latfarm", "", ""
-    for node in model.graph.node:
-        node.doc_string = ""
-    meta = {"latfarm.arch": nb201.to_string(net.ops), "latfarm.settings": json.dumps(settings.to_dict())}
-    del model.metadata_props[:]
-    for key, value in meta.items():
-        model.metadata_props.add(key=key, value=value)
-    return model.SerializeToString()
-
-
-def export_tflite(ops_or_arch: str | tuple[int, ...], settings: ExportSettings = ExportSettings()) -> bytes:
-    """TFLite flatbuffer via litert-torch; raises ``ExportUnavailable`` when the ``tflite`` extra is missing."""
-    try:
-        import litert_torch
-    except ImportError as err:
-        raise ExportUnavailable(TFLITE_HINT) from err
-    net, sample = _network(ops_or_arch, settings)
-    with _export_lock, _one_thread(), tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.tflite"
-        litert_torch.convert(net, (sample,)).export(str(path))
-        return path.read_bytes()
-
-
-EXPORTERS = {"onnx": export_onnx, "tflite": export_tflite}
-
-
-def export(ops_or_arch: str | tuple[int, ...], fmt: str, settings: ExportSettings = ExportSettings()) -> bytes:
-    if fmt not in EXPORTERS:
-        raise ValueError(f"unknown model format {fmt!r}; expected one of {FORMATS}")
-    return EXPORTERS[fmt](ops_or_arch, settings)
+class ArtifactNotReproducible(RuntimeError):
+    """Re-exporting a recorded artifact gave other bytes: this replica's exporter differs from the one that made it."""
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -166,9 +58,8 @@ class ArtifactStore:
 
     def _produce(self, arch: str, fmt: str, settings: ExportSettings | None = None) -> tuple[str, Path, int]:
         """Export (unless indexed and on disk) and store; returns (sha256, path, size)."""
-        if fmt not in FORMATS:
-            raise ValueError(f"unknown model format {fmt!r}; expected one of {FORMATS}")
-        with self._lock:  # exports run one at a time anyway (_export_lock)
+        check_format(fmt)
+        with self._lock:  # exports run one at a time anyway (network_export holds one lock)
             return self._produce_locked(nb201.canonical(arch), fmt, settings)
 
     def _produce_locked(self, arch: str, fmt: str, settings: ExportSettings | None) -> tuple[str, Path, int]:
@@ -231,53 +122,10 @@ class ArtifactStore:
         sha, path, _ = self._produce(row.arch.arch, row.format, settings)
         if sha != row.sha256:
             path.unlink(missing_ok=True)  # a different file: do not let it shadow anything
-            raise ArtifactError(
+            raise ArtifactNotReproducible(
                 f"re-exporting artifact {row.sha256[:12]} ({row.format}, {row.arch.arch}) gave {sha[:12]}: "
                 "the exporter (torch/onnx version) differs from the one that made it"
             )
 
 
-def parse_arch_arg(value: str) -> str:
-    """An arch string, or an official NB201 index given as digits, as a canonical arch string."""
-    value = value.strip()
-    if value.isdigit():
-        return nb201.to_string(nb201.from_official_index(int(value)))
-    return nb201.canonical(value)
-
-
-def export_cli(archs: list[str], fmt: str, out: Path, resolution: int = 32, classes: int = 10) -> None:
-    """``latfarm export model``: export each arch into ``out`` and print its sha256 and path."""
-    from rich.console import Console
-    from rich.progress import Progress
-
-    console = Console()
-    try:
-        canonical_archs = [parse_arch_arg(a) for a in archs]  # fail on bad input before exporting anything
-    except nb201.ArchError as err:
-        raise SystemExit(f"error: {err}") from err
-    if fmt not in FORMATS:
-        raise SystemExit(f"error: unknown model format {fmt!r}; expected one of {FORMATS}")
-    store = ArtifactStore(out, ExportSettings(resolution=resolution, classes=classes))
-    results = []
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"exporting {fmt}", total=len(canonical_archs))
-        for arch in canonical_archs:
-            try:
-                results.append((arch, *store.export_file(arch, fmt)))
-            except ExportUnavailable as err:
-                raise SystemExit(f"error: {err}") from err
-            progress.advance(task)
-    for arch, sha, path in results:
-        console.print(f"{sha}  {path}  {arch}", highlight=False, soft_wrap=True)
-
-
-__all__ = [
-    "ArtifactError",
-    "ArtifactStore",
-    "ExportSettings",
-    "ExportUnavailable",
-    "export",
-    "export_cli",
-    "export_onnx",
-    "export_tflite",
-]
+__all__ = ["ArtifactNotReproducible", "ArtifactStore"]

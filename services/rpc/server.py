@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 from latfarm.services.core.config import Settings
-from latfarm.services.infra.notify import LocalNotifier
+from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.rpc.servicer import AgentServicer, Artifacts
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name

@@ -23,7 +23,7 @@ from latfarm.services.core.config import Settings
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import queue
 from latfarm.services.domain.results import ReportedResult, ResultError
-from latfarm.services.infra.notify import LocalNotifier
+from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.store.db import make_read_sessionmaker, transaction
 from latfarm.services.store.models import Agent, Artifact, Device, Enrollment, Job
 from latfarm.services.workers.export_worker import Exporter, export_one

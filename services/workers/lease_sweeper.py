@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.services.core.clock import utcnow
 from latfarm.services.domain import queue
-from latfarm.services.infra.notify import LocalNotifier
+from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Job, JobState
 from latfarm.services.workers.periodic import PeriodicWorker

@@ -1,15 +1,12 @@
-"""Wake-ups and a small cache: Redis when configured (shared by replicas), in-process otherwise.
+"""Wake-ups for agents long-polling for jobs: Redis pub/sub when configured (shared by replicas), in-process otherwise.
 
-Neither holds state that matters: a missed wake-up only delays an agent until its long-poll ends, and a cache miss
-recomputes. Redis errors are logged and degrade to exactly that.
+A missed wake-up only delays an agent until its long-poll ends; Redis errors are logged and degrade to exactly that.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections import OrderedDict
 
 log = logging.getLogger(__name__)
 
@@ -101,87 +98,3 @@ class RedisNotifier(LocalNotifier):
 def make_notifier(redis_url: str | None) -> LocalNotifier:
     """Wakes agents waiting for jobs of a device: shared via Redis when configured, in-process otherwise."""
     return RedisNotifier(redis_url) if redis_url else LocalNotifier()
-
-
-class MemoryCache:
-    """An in-process LRU cache with per-entry expiry."""
-
-    def __init__(self, max_entries: int = 4096) -> None:
-        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-        self._max = max_entries
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> bytes | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return None
-            if item[0] < time.monotonic():
-                del self._items[key]
-                return None
-            self._items.move_to_end(key)
-            return item[1]
-
-    def set(self, key: str, value: bytes, ttl_s: int) -> None:
-        with self._lock:
-            self._items[key] = (time.monotonic() + ttl_s, bytes(value))
-            self._items.move_to_end(key)
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
-
-    def delete_prefix(self, prefix: str) -> None:
-        with self._lock:
-            for key in [k for k in self._items if k.startswith(prefix)]:
-                del self._items[key]
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class RedisCache:
-    """A cache in Redis under ``prefix``, shared by replicas; errors count as misses."""
-
-    def __init__(self, redis_url: str, prefix: str = "latfarm:") -> None:
-        import redis
-
-        self._client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
-        self._prefix = prefix
-
-    def get(self, key: str) -> bytes | None:
-        try:
-            return self._client.get(self._prefix + key)
-        except Exception as err:  # noqa: BLE001
-            log.warning("redis cache get failed: %s", err)
-            return None
-
-    def set(self, key: str, value: bytes, ttl_s: int) -> None:
-        try:
-            self._client.set(self._prefix + key, value, ex=max(int(ttl_s), 1))
-        except Exception as err:  # noqa: BLE001
-            log.warning("redis cache set failed: %s", err)
-
-    def delete_prefix(self, prefix: str) -> None:
-        try:
-            pattern = _glob_escape(self._prefix + prefix) + "*"
-            batch = []
-            for key in self._client.scan_iter(match=pattern, count=500):
-                batch.append(key)
-                if len(batch) >= 500:
-                    self._client.delete(*batch)
-                    batch.clear()
-            if batch:
-                self._client.delete(*batch)
-        except Exception as err:  # noqa: BLE001
-            log.warning("redis cache delete failed: %s", err)
-
-    def close(self) -> None:
-        self._client.close()
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
-
-
-def make_cache(redis_url: str | None, prefix: str = "latfarm:") -> MemoryCache | RedisCache:
-    """A byte cache: Redis when configured, an in-memory LRU otherwise."""
-    return RedisCache(redis_url, prefix) if redis_url else MemoryCache()

@@ -1,0 +1,39 @@
+"""Latency datasets in and out of the store: HELP, LatBench and HW-NAS-Bench imports; CSV and LatBench exports.
+
+One module per job: ``hardware`` (the device catalogue), ``rows`` (what importers share), ``help`` / ``latbench`` /
+``hwnasbench`` (one importer each), ``writers`` (a device's rows as CSV or a LatBench pickle), ``store`` (import
+or export against the database named by Settings) and ``commands`` (the CLI's printing wrappers). This package
+re-exports their public names.
+"""
+
+from latfarm.services.datasets.commands import export_dataset, import_dataset
+from latfarm.services.datasets.hardware import HARDWARE, describe_device
+from latfarm.services.datasets.help import HELP, import_help
+from latfarm.services.datasets.hwnasbench import HWNASBENCH, import_hwnasbench
+from latfarm.services.datasets.latbench import LATBENCH, import_latbench
+from latfarm.services.datasets.rows import DatasetError, ensure_device
+from latfarm.services.datasets.store import EXPORT_FORMATS, FORMATS, export_from_store, import_into_store
+from latfarm.services.datasets.writers import ROW_FIELDS, device_rows, to_csv, to_latbench_pickle
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "FORMATS",
+    "HARDWARE",
+    "HELP",
+    "HWNASBENCH",
+    "LATBENCH",
+    "ROW_FIELDS",
+    "DatasetError",
+    "describe_device",
+    "device_rows",
+    "ensure_device",
+    "export_dataset",
+    "export_from_store",
+    "import_dataset",
+    "import_help",
+    "import_hwnasbench",
+    "import_into_store",
+    "import_latbench",
+    "to_csv",
+    "to_latbench_pickle",
+]

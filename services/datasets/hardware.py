@@ -1,0 +1,42 @@
+"""The device catalogue: what hardware and runtime a dataset's device name stands for, and its batch size.
+
+HELP and LatBench name devices after their files (``titanx_32``: a known GPU/phone family, batch size 32 from the
+``_<n>`` suffix); HW-NAS-Bench devices are ``<device>`` or ``<device>-<dataset>`` (``edgegpu-cifar100``).
+"""
+
+from __future__ import annotations
+
+import re
+
+# name or family -> (hardware, runtime the dataset measured with)
+HARDWARE: dict[str, tuple[str, str]] = {
+    "1080ti": ("NVIDIA GeForce GTX 1080 Ti GPU", "pytorch"),
+    "2080ti": ("NVIDIA GeForce RTX 2080 Ti GPU", "pytorch"),
+    "titanx": ("NVIDIA GeForce GTX Titan X GPU", "pytorch"),
+    "titanxp": ("NVIDIA Titan Xp GPU", "pytorch"),
+    "titan_rtx": ("NVIDIA Titan RTX GPU", "pytorch"),
+    "silver_4114": ("Intel Xeon Silver 4114 CPU", "pytorch"),
+    "silver_4210r": ("Intel Xeon Silver 4210R CPU", "pytorch"),
+    "gold_6240": ("Intel Xeon Gold 6240 CPU", "pytorch"),
+    "pixel3": ("Google Pixel 3 phone CPU", "tflite"),
+    "pixel2": ("Google Pixel 2 phone CPU", "tflite"),
+    "essential_ph": ("Essential Phone PH-1 CPU", "tflite"),
+    "samsung_a50": ("Samsung Galaxy A50 phone CPU", "tflite"),
+    "samsung_s7": ("Samsung Galaxy S7 phone CPU", "tflite"),
+    "raspi4": ("Raspberry Pi 4 CPU", "pytorch"),
+    "edgegpu": ("NVIDIA Jetson TX2 edge GPU", "tensorrt"),
+    "edgetpu": ("Google Edge TPU", "tflite"),
+    "eyeriss": ("Eyeriss ASIC (simulated)", "simulator"),
+    "fpga": ("FPGA (Xilinx ZC706, simulated)", "simulator"),
+}
+_BATCH_SUFFIX = re.compile(r"^(?P<family>.+)_(?P<batch>\d+)$")
+
+
+def describe_device(name: str) -> dict:
+    """Device columns from a dataset's device name: hardware, runtime and batch size (``_<n>`` suffix)."""
+    base, batch = name, 1
+    if (match := _BATCH_SUFFIX.match(name)) and match["family"] in HARDWARE and name not in HARDWARE:
+        base, batch = match["family"], int(match["batch"])
+    family = base.split("-")[0]  # HW-NAS-Bench: <device>-<dataset>
+    hardware, runtime = HARDWARE.get(base) or HARDWARE.get(family) or (name, "unknown")
+    return {"hardware": hardware, "runtime": runtime, "batch_size": batch}

@@ -1,0 +1,57 @@
+"""HW-NAS-Bench importer: every NB201 ``<device>_latency`` table of its pickle, one device per (device, dataset).
+
+Metric ``<device>_latency`` becomes device ``<device>`` for CIFAR-10 and ``<device>-<dataset>`` for its other
+datasets (``edgegpu-cifar100``, ``edgegpu-ImageNet16-120``), since those networks differ in input size and classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from latfarm.predictor import nb201
+from latfarm.services.datasets.rows import (
+    DatasetError,
+    add_rows,
+    arch_ids_by_index,
+    checked_ms,
+    ensure_device,
+    load_pickle,
+)
+
+HWNASBENCH = "hw-nas-bench"
+HWNAS_CIFAR10 = "cifar10"
+
+
+def import_hwnasbench(session: Session, path: Path) -> int:
+    """Import HW-NAS-Bench's pickle: every ``d['nasbench201'][dataset][<device>_latency][index]`` (ms)."""
+    path = Path(path)
+    data = load_pickle(path)
+    try:
+        by_dataset = data["nasbench201"]
+    except (KeyError, TypeError) as err:
+        raise DatasetError(f"{path}: expected a dict with key 'nasbench201' (HW-NAS-Bench layout)") from err
+    tables: dict[str, tuple[tuple[int, ...], list[float]]] = {}  # device -> (indices, ms)
+    for dataset, metrics in by_dataset.items():
+        for metric, values in metrics.items():
+            if not metric.endswith("_latency"):
+                continue
+            name = metric.removesuffix("_latency")
+            name = name if dataset == HWNAS_CIFAR10 else f"{name}-{dataset}"
+            where = f"{path}: {dataset}/{metric}"
+            items = list(values.items() if isinstance(values, Mapping) else enumerate(values))
+            if not items:
+                continue
+            indices, ms = zip(*items, strict=True)
+            indices = tuple(int(i) for i in indices)
+            if bad := [i for i in indices if not 0 <= i < nb201.NUM_ARCHS]:
+                raise DatasetError(f"{where}: index {bad[0]} outside 0..{nb201.NUM_ARCHS - 1}")
+            tables[name] = (indices, checked_ms(ms, where))
+    arch_ids = arch_ids_by_index(session, {i for indices, _ in tables.values() for i in indices})
+    added = 0
+    for name, (indices, ms) in tables.items():
+        latencies = dict(zip((arch_ids[i] for i in indices), ms, strict=True))
+        added += add_rows(session, ensure_device(session, name, HWNASBENCH), HWNASBENCH, latencies)
+    return added

@@ -1,0 +1,119 @@
+"""What every importer shares: the error it raises, checked latencies, arch and device rows, and the bulk insert.
+
+Imported rows are ``source=imported`` with ``dataset`` set, in milliseconds; the dataset's figure is both
+``latency_ms`` and ``median_ms``. Imports are idempotent: rows already present for (device, arch, dataset) are
+skipped, and the ``uq_measurements_dataset`` constraint backs that up. Missing devices are created, described from
+their names (``hardware.describe_device``).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import insert, literal_column, select
+from sqlalchemy.orm import Session
+
+from latfarm.predictor import nb201
+from latfarm.services.core.clock import utcnow
+from latfarm.services.datasets.hardware import describe_device
+from latfarm.services.store.crud import device_by_name, ensure_archs
+from latfarm.services.store.models import Arch, Device, Measurement, Source
+
+
+class DatasetError(ValueError):
+    """Bad dataset input or an unknown device; the message names the file, entry or device."""
+
+
+def ensure_device(session: Session, name: str, dataset: str) -> Device:
+    """The device called ``name``, created (described from its name) if the store lacks it."""
+    device = device_by_name(session, name)
+    if device is None:
+        device = Device(name=name, description=f"imported from {dataset}", **describe_device(name))
+        session.add(device)
+        session.flush()
+    return device
+
+
+def add_rows(session: Session, device: Device, dataset: str, latencies_ms: Mapping[int, float]) -> int:
+    """Insert ``{arch_id: ms}`` rows not yet stored for (device, dataset); returns how many were added.
+
+    Core executemany with the per-import columns fixed in the statement: only arch_id and the figure (latency_ms,
+    median_ms) vary per row.
+    """
+    present = set(
+        session.scalars(
+            select(Measurement.arch_id).where(Measurement.device_id == device.id, Measurement.dataset == dataset)
+        )
+    )
+    rows = [(arch_id, ms) for arch_id, ms in latencies_ms.items() if arch_id not in present]
+    fixed = {
+        "device_id": device.id,
+        "source": Source.imported.value,
+        "dataset": dataset,
+        "unstable": False,
+        "protocol": "{}",
+        "round_medians_ms": "[]",
+        "provenance": "{}",
+        "created_at": utcnow(),
+    }
+    if session.get_bind().dialect.name == "postgresql":
+        _copy_rows(session, fixed, rows)
+        return len(rows)
+    statement = insert(Measurement.__table__).values(
+        {
+            k: literal_column(f"'{v}'") if k in ("protocol", "round_medians_ms", "provenance") else v
+            for k, v in fixed.items()
+        }
+    )
+    for start in range(0, len(rows), 10000):
+        chunk = rows[start : start + 10000]
+        session.execute(statement, [{"arch_id": a, "latency_ms": ms, "median_ms": ms} for a, ms in chunk])
+    return len(rows)
+
+
+def _copy_rows(session: Session, fixed: dict, rows: list[tuple[int, float]]) -> None:
+    """PostgreSQL: COPY is several times faster than multi-row INSERTs for hundreds of thousands of rows."""
+    columns = [*fixed, "arch_id", "latency_ms", "median_ms"]
+    cursor = session.connection().connection.driver_connection.cursor()
+    with cursor.copy(f"COPY {Measurement.__tablename__} ({', '.join(columns)}) FROM STDIN") as copy:
+        constant = tuple(fixed.values())
+        for arch_id, ms in rows:
+            copy.write_row((*constant, arch_id, ms, ms))
+
+
+def checked_ms(values: Sequence, where: str, scale: float = 1.0) -> list[float]:
+    """Latencies as floats in ms, refusing non-numbers, negatives and non-finite values."""
+    try:
+        array = np.asarray(values, dtype=np.float64) * scale
+    except (TypeError, ValueError) as err:
+        raise DatasetError(f"{where}: latencies must be numbers ({err})") from err
+    bad = np.flatnonzero(~(np.isfinite(array) & (array >= 0)))
+    if bad.size:
+        raise DatasetError(f"{where}: entry {bad[0]} is {array[bad[0]]!r}; latencies must be finite and >= 0")
+    return array.tolist()
+
+
+def arch_ids_by_index(session: Session, indices: Iterable[int]) -> dict[int, int]:
+    """Arch ids of cells by official NB201 index, creating missing arch rows."""
+    wanted = set(indices)
+    query = select(Arch.nb201_index, Arch.id).where(Arch.space == nb201.SPACE, Arch.nb201_index.is_not(None))
+    ids = {index: id_ for index, id_ in session.execute(query) if index in wanted}
+    missing = {nb201.to_string(nb201.from_official_index(i)): i for i in wanted - ids.keys()}
+    if missing:
+        ids.update({missing[a]: id_ for a, id_ in ensure_archs(session, missing).items()})
+    return ids
+
+
+def load_pickle(path: Path) -> Any:
+    """Unpickle a dataset file (trusted input: pickles run code, so import only files you trust)."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    try:
+        with path.open("rb") as fh:
+            return pickle.load(fh)
+    except (pickle.UnpicklingError, EOFError) as err:
+        raise DatasetError(f"{path}: not a pickle file ({err})") from err

@@ -1,0 +1,89 @@
+"""A device's measurements out of the store: one row per measurement, written as CSV or a LatBench pickle."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+import statistics
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from latfarm.predictor import nb201
+from latfarm.services.datasets.rows import DatasetError
+from latfarm.services.store.crud import device_by_name
+from latfarm.services.store.models import Arch, Device, Measurement, Source
+
+# latency_ms is the headline figure; statistic says how an agent computed it (empty for imported rows)
+ROW_FIELDS = (
+    "arch",
+    "nb201_index",
+    "ops",
+    "latency_ms",
+    "statistic",
+    "median_ms",
+    "mean_ms",
+    "std_ms",
+    "min_ms",
+    "p90_ms",
+    "runs",
+    "unstable",
+    "source",
+    "dataset",
+    "runtime",
+    "runtime_version",
+    "provider",
+    "threads",
+    "agent_id",
+    "job_id",
+    "artifact_sha256",
+    "created_at",
+)
+
+
+def device_rows(session: Session, device_name: str) -> list[dict]:
+    """Every measurement of a device (one row each, by NB201 index), with the arch and its op vector."""
+    device = device_by_name(session, device_name)
+    if device is None:
+        known = session.scalars(select(Device.name).order_by(Device.name).limit(21)).all()
+        listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        raise DatasetError(f"unknown device {device_name!r}; known devices: {listed or 'none'}")
+    derived = ("arch", "nb201_index", "ops", "statistic")
+    columns = [getattr(Measurement, name) for name in ROW_FIELDS if name not in derived]
+    query = (
+        select(Arch.arch, Arch.nb201_index, Measurement.protocol, *columns)
+        .join(Arch, Measurement.arch_id == Arch.id)
+        .where(Measurement.device_id == device.id)
+        .order_by(Arch.nb201_index, Measurement.id)
+    )
+    rows = []
+    for row in session.execute(query).mappings():
+        row = dict(row)
+        row.update(
+            ops=nb201.parse(row["arch"]),
+            statistic=(row["protocol"] or {}).get("statistic", ""),
+            source=Source(row["source"]).value,
+            created_at=row["created_at"].isoformat() if row["created_at"] else None,
+        )
+        rows.append({name: row[name] for name in ROW_FIELDS})
+    return rows
+
+
+def to_csv(rows: Iterable[dict]) -> str:
+    """CSV with a header of ``ROW_FIELDS``; ``ops`` is written as its 6 digits (LatBench op ids)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "ops": "".join(str(o) for o in row["ops"])})
+    return buf.getvalue()
+
+
+def to_latbench_pickle(rows: Iterable[dict]) -> bytes:
+    """LatBench layout ``{6-op tuple: seconds}``: per arch, the median of its rows' latencies (``latency_ms``)."""
+    by_ops: dict[tuple[int, ...], list[float]] = {}
+    for row in rows:
+        by_ops.setdefault(tuple(row["ops"]), []).append(row["latency_ms"])
+    return pickle.dumps({ops: statistics.median(ms) / 1000.0 for ops, ms in by_ops.items()}, protocol=4)

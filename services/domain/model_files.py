@@ -1,0 +1,42 @@
+"""``latfarm export model``: NB201 archs, given as strings or official indices, exported into a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from latfarm.predictor import nb201
+from latfarm.services.domain.artifacts import ArtifactStore
+from latfarm.services.domain.network_export import ExportSettings, ExportUnavailable, check_format
+
+
+def parse_arch_arg(value: str) -> str:
+    """An arch string, or an official NB201 index given as digits, as a canonical arch string."""
+    value = value.strip()
+    if value.isdigit():
+        return nb201.to_string(nb201.from_official_index(int(value)))
+    return nb201.canonical(value)
+
+
+def export_cli(archs: list[str], fmt: str, out: Path, resolution: int = 32, classes: int = 10) -> None:
+    """Export each arch into ``out`` and print its sha256 and path; bad input exits with the message."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console()
+    try:  # fail on bad input before exporting anything
+        canonical_archs = [parse_arch_arg(a) for a in archs]
+        check_format(fmt)
+    except ValueError as err:  # nb201.ArchError included
+        raise SystemExit(f"error: {err}") from err
+    store = ArtifactStore(out, ExportSettings(resolution=resolution, classes=classes))
+    results = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"exporting {fmt}", total=len(canonical_archs))
+        for arch in canonical_archs:
+            try:
+                results.append((arch, *store.export_file(arch, fmt)))
+            except ExportUnavailable as err:
+                raise SystemExit(f"error: {err}") from err
+            progress.advance(task)
+    for arch, sha, path in results:
+        console.print(f"{sha}  {path}  {arch}", highlight=False, soft_wrap=True)
