@@ -39,29 +39,35 @@ class HeldJobs:
     """Job ids the agent holds (their leases are extended by heartbeats), and those the server says it lost."""
 
     def __init__(self):
+        """Nothing held, nothing lost."""
         self._lock = threading.Lock()
         self._held: set[str] = set()
         self._lost: set[str] = set()
 
     def add(self, ids: list[str]) -> None:
+        """Hold newly leased jobs."""
         with self._lock:
             self._held.update(ids)
             self._lost.difference_update(ids)  # a lost job can be leased to us again (next attempt)
 
     def drop(self, ids: list[str]) -> None:
+        """Stop holding jobs (reported or handed back)."""
         with self._lock:
             self._held.difference_update(ids)
 
     def lose(self, ids: list[str]) -> None:
+        """Jobs the server took back: no longer held, and their results are not reported."""
         with self._lock:
             self._held.difference_update(ids)
             self._lost.update(ids)
 
     def is_lost(self, job_id: str) -> bool:
+        """Whether the server took this job back."""
         with self._lock:
             return job_id in self._lost
 
     def snapshot(self) -> list[str]:
+        """The held job ids, sorted."""
         with self._lock:
             return sorted(self._held)
 
@@ -70,14 +76,17 @@ class Heartbeat:
     """Background heartbeats at the server's interval; extends held leases, learns of lost ones."""
 
     def __init__(self, conn: Connection, held: HeldJobs, interval_s: float, log: Callable[[str], None]):
+        """Beat every ``interval_s`` seconds (at least 0.2 s) until the server tells another interval."""
         self.conn, self.held, self.interval_s, self.log = conn, held, max(0.2, interval_s), log
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="latfarm-heartbeat", daemon=True)
 
     def start(self) -> None:
+        """Start beating in a daemon thread."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop beating (waits up to 5 s for a beat in flight)."""
         self._stop.set()
         self._thread.join(timeout=5)
 
