@@ -13,12 +13,16 @@ class ArtifactError(Exception):
 
 
 class ArtifactCache:
+    """Artifacts by sha256 in one folder, at most ``max_bytes`` in all."""
+
     def __init__(self, root: Path, max_bytes: int):
+        """Use (and create) the folder ``root``."""
         self.root = Path(root)
         self.max_bytes = max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
+        """Where the artifact with this digest is (or would be) stored."""
         return self.root / sha256
 
     def get(self, sha256: str) -> Path | None:
@@ -52,6 +56,7 @@ class ArtifactCache:
         return path
 
     def size(self) -> int:
+        """Bytes stored."""
         return sum(f.stat().st_size for f in self._files())
 
     def _files(self) -> list[Path]:

@@ -28,18 +28,24 @@ class Backoff:
     """Exponential backoff with jitter: 0.5 s, 1 s, 2 s ... up to ``cap_s``."""
 
     def __init__(self, base_s: float = 0.5, cap_s: float = 30.0):
+        """Start at ``base_s``."""
         self.base_s, self.cap_s, self.failures = base_s, cap_s, 0
 
     def next_delay(self) -> float:
+        """The next wait in seconds (doubling, capped, ±20% jitter)."""
         delay = min(self.cap_s, self.base_s * 2**self.failures)
         self.failures += 1
         return delay * random.uniform(0.8, 1.2)
 
     def reset(self) -> None:
+        """Start from ``base_s`` again."""
         self.failures = 0
 
 
 class Connection:
+    """The agent's calls to the server, each retried as its role needs; ``credential`` goes with every call after
+    registration."""
+
     def __init__(
         self,
         address: str,
@@ -64,6 +70,7 @@ class Connection:
         self.stub = agent_pb2_grpc.AgentServiceStub(self.channel)
 
     def close(self) -> None:
+        """Close the channel."""
         self.channel.close()
 
     def _metadata(self) -> list[tuple[str, str]]:
@@ -88,6 +95,7 @@ class Connection:
                     raise Stopped(what) from err
 
     def register(self, token: str, descriptor: agent_pb2.DeviceDescriptor, name: str) -> agent_pb2.RegisterResponse:
+        """Register with an enrollment token; retried while the server is unreachable."""
         request = agent_pb2.RegisterRequest(enrollment_token=token, descriptor=descriptor, name=name)
         return self._retrying("register", lambda: self.stub.Register(request, timeout=CALL_TIMEOUT_S))
 

@@ -33,6 +33,7 @@ def _cpuinfo() -> dict[str, str]:
 
 
 def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
     info = _cpuinfo()
     for key in ("model name", "Hardware", "Processor", "cpu model"):
         if info.get(key):
@@ -48,6 +49,7 @@ def cpu_max_mhz() -> float:
 
 
 def memory_bytes() -> int:
+    """Physical memory in bytes; 0 when not readable."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
@@ -55,6 +57,7 @@ def memory_bytes() -> int:
 
 
 def governor() -> str:
+    """The cpufreq governor of CPU 0 ("performance", "schedutil", ...); empty when not readable."""
     return _read(CPU_SYS / "cpu0/cpufreq/scaling_governor") or ""
 
 
@@ -86,6 +89,7 @@ class ClockState:
 
     @classmethod
     def now(cls, cpus: list[int] | None = None) -> ClockState:
+        """The state now, of the given CPUs' clocks (default: all)."""
         return cls(freq_mhz=current_mhz(cpus), temp_c=temperature_c())
 
 

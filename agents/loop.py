@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -13,27 +13,23 @@ import grpc
 from latfarm.agents.backends import Backend
 from latfarm.agents.cache import ArtifactCache, ArtifactError
 from latfarm.agents.connection import Connection, Stopped, Unauthenticated
-from latfarm.agents.descriptor import ClockState, governor
+from latfarm.agents.descriptor import ClockState
 from latfarm.agents.measurement import (
     FETCH,
+    LOAD,
     STATISTICS,
+    TIMEOUT,
     BatchMeasurer,
     Interrupted,
-    MeasureConfig,
+    MeasureSettings,
     ModelResult,
     ModelTask,
     unsteady_share,
 )
+from latfarm.agents.options import AgentOptions
+from latfarm.agents.report import MeasuredWith, provenance_message, result_message
 from latfarm.proto.v1 import agent_pb2
 
-ERROR_CLASSES = {
-    "load": agent_pb2.ERROR_CLASS_LOAD,
-    "run": agent_pb2.ERROR_CLASS_RUN,
-    "timeout": agent_pb2.ERROR_CLASS_TIMEOUT,
-    "wrong_output": agent_pb2.ERROR_CLASS_WRONG_OUTPUT,
-    "unstable": agent_pb2.ERROR_CLASS_UNSTABLE,
-    "fetch": agent_pb2.ERROR_CLASS_FETCH,
-}
 LEASE_WAIT_S = 5.0
 HANG_EXIT_CODE = 3
 NOISY_SHARE, NOISY_MIN_MODELS = 0.5, 4  # warn when at least half of a batch of 4+ models is unsteady
@@ -43,29 +39,35 @@ class HeldJobs:
     """Job ids the agent holds (their leases are extended by heartbeats), and those the server says it lost."""
 
     def __init__(self):
+        """Nothing held, nothing lost."""
         self._lock = threading.Lock()
         self._held: set[str] = set()
         self._lost: set[str] = set()
 
     def add(self, ids: list[str]) -> None:
+        """Hold newly leased jobs."""
         with self._lock:
             self._held.update(ids)
             self._lost.difference_update(ids)  # a lost job can be leased to us again (next attempt)
 
     def drop(self, ids: list[str]) -> None:
+        """Stop holding jobs (reported or handed back)."""
         with self._lock:
             self._held.difference_update(ids)
 
     def lose(self, ids: list[str]) -> None:
+        """Jobs the server took back: no longer held, and their results are not reported."""
         with self._lock:
             self._held.difference_update(ids)
             self._lost.update(ids)
 
     def is_lost(self, job_id: str) -> bool:
+        """Whether the server took this job back."""
         with self._lock:
             return job_id in self._lost
 
     def snapshot(self) -> list[str]:
+        """The held job ids, sorted."""
         with self._lock:
             return sorted(self._held)
 
@@ -74,14 +76,17 @@ class Heartbeat:
     """Background heartbeats at the server's interval; extends held leases, learns of lost ones."""
 
     def __init__(self, conn: Connection, held: HeldJobs, interval_s: float, log: Callable[[str], None]):
+        """Beat every ``interval_s`` seconds (at least 0.2 s) until the server tells another interval."""
         self.conn, self.held, self.interval_s, self.log = conn, held, max(0.2, interval_s), log
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="latfarm-heartbeat", daemon=True)
 
     def start(self) -> None:
+        """Start beating in a daemon thread."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop beating (waits up to 5 s for a beat in flight)."""
         self._stop.set()
         self._thread.join(timeout=5)
 
@@ -105,60 +110,65 @@ class Heartbeat:
             self.interval_s = response.heartbeat_interval_s
 
 
-def job_config(config: MeasureConfig, settings: agent_pb2.MeasureSettings, log: Callable[[str], None]) -> MeasureConfig:
-    """The agent's protocol with a job's own settings applied (each result reports what was used); settings the
+def job_settings(
+    agent: MeasureSettings, requested: agent_pb2.MeasureSettings, log: Callable[[str], None]
+) -> MeasureSettings:
+    """The agent's measurement settings with a job's own applied (each result reports what was used); settings the
     agent cannot use are logged and ignored."""
-    statistic = settings.statistic
+    statistic = requested.statistic
     if statistic and statistic not in STATISTICS:
-        log(f"ignoring the job's unknown statistic {statistic!r}: using {config.statistic!r}")
+        log(f"ignoring the job's unknown statistic {statistic!r}: using {agent.statistic!r}")
         statistic = ""
     try:
-        applied = config.override(
-            runs_per_round=settings.runs_per_round,
-            rounds=settings.rounds,
-            threads=settings.threads,
-            timeout_s=settings.timeout_s,
+        applied = agent.override(
+            runs_per_round=requested.runs_per_round,
+            rounds=requested.rounds,
+            threads=requested.threads,
+            timeout_s=requested.timeout_s,
             statistic=statistic,
         )
-        return replace(applied, warmup_runs=settings.warmup_runs) if settings.HasField("warmup_runs") else applied
+        return replace(applied, warmup_runs=requested.warmup_runs) if requested.HasField("warmup_runs") else applied
     except ValueError as err:
         log(f"ignoring the job's measurement settings ({err}): using the agent's own")
-        return config
+        return agent
 
 
 class AgentLoop:
+    """Leases batches of jobs, measures them and reports, while a heartbeat keeps the leases alive."""
+
     def __init__(
         self,
         conn: Connection,
         backends: dict[str, Backend],
         cache: ArtifactCache,
-        config: MeasureConfig,
+        options: AgentOptions,
         stop: threading.Event,
         heartbeat_interval_s: float,
         affinity: list[int] | None = None,
-        cooldown_s: float = 0.0,
-        once: bool = False,
-        max_jobs: int = 0,
         log: Callable[[str], None] = print,
     ):
-        self.conn, self.backends, self.cache, self.config, self.stop = conn, backends, cache, config, stop
+        """``backends`` by format; ``affinity``: the CPUs the process is pinned to (empty: not pinned)."""
+        self.conn, self.backends, self.cache, self.options, self.stop = conn, backends, cache, options, stop
         self.affinity = affinity or []
-        self.cooldown_s, self.once, self.max_jobs, self.log = cooldown_s, once, max_jobs, log
+        self.log = log
         self.held = HeldJobs()
         self.heartbeat = Heartbeat(conn, self.held, heartbeat_interval_s, log)
         self.processed = 0
 
     def run(self) -> None:
         """Lease and measure until stopped (or, with ``once``, until the queue is empty)."""
+        once = self.options.once
         self.heartbeat.start()
         try:
             while not self.stop.is_set():
                 try:
-                    response = self.conn.lease(self.max_jobs, 1.0 if self.once else LEASE_WAIT_S, sorted(self.backends))
+                    response = self.conn.lease(
+                        self.options.max_jobs, 1.0 if once else LEASE_WAIT_S, sorted(self.backends)
+                    )
                 except Stopped:
                     break
                 if not response.jobs:
-                    if self.once:
+                    if once:
                         break
                     continue
                 self.held.add([job.job_id for job in response.jobs])
@@ -172,8 +182,8 @@ class AgentLoop:
                     self.stop.wait(1.0)
                 finally:
                     self.release_held()
-                if self.cooldown_s:
-                    self.stop.wait(self.cooldown_s)
+                if self.options.cooldown_s:
+                    self.stop.wait(self.options.cooldown_s)
         finally:
             self.heartbeat.stop()
 
@@ -204,8 +214,9 @@ class AgentLoop:
             self.processed += len(group)
 
     def measure_group(self, jobs: list[agent_pb2.Job]) -> agent_pb2.ReportRequest:
+        """Fetch and measure jobs of one format and one set of settings; the report of all of them."""
         backend = self.backends[jobs[0].format]
-        config = job_config(self.config, jobs[0].settings, self.log)
+        settings = job_settings(self.options.measure, jobs[0].settings, self.log)
         protect = {job.artifact_sha256 for job in jobs}
         tasks, failed = [], []
         for job in jobs:
@@ -216,91 +227,40 @@ class AgentLoop:
                 failed.append(ModelResult(job.job_id, error_class=FETCH, error_message=f"fetch failed: {message}"))
         before = ClockState.now(self.affinity)
         self.log(f"measuring {len(tasks)} model(s) with {backend.runtime}")
-        measurer = BatchMeasurer(backend, config, self.stop, on_hang=lambda job_id: self._hung(job_id, config))
+        measurer = BatchMeasurer(backend, settings, self.stop, on_hang=lambda job_id: self._hung(job_id, settings))
         results = measurer.measure(tasks) + failed
         after = ClockState.now(self.affinity)
         unsteady = unsteady_share(results)
         if unsteady >= NOISY_SHARE and len(tasks) >= NOISY_MIN_MODELS:
             self.log(
                 f"{unsteady:.0%} of the batch failed the repeatability check (round medians spread > "
-                f"{config.spread_threshold:.0%}): this machine is busy or throttling; those results are flagged "
+                f"{settings.spread_threshold:.0%}): this machine is busy or throttling; those results are flagged "
                 "unstable (a quieter machine, --affinity or --cooldown may help)"
             )
-        by_id = {job.job_id: job for job in jobs}
-        provenance = agent_pb2.Provenance(
-            runtime_build=backend.build,
-            governor=governor(),
-            freq_mhz_before=before.freq_mhz,
-            freq_mhz_after=after.freq_mhz,
-            temp_c_before=before.temp_c,
-            temp_c_after=after.temp_c,
-            extra={
-                "runtime": backend.runtime,
-                "runtime_version": backend.version,
-                "device": backend.device,
-                "unsteady_share": f"{unsteady:.2f}",  # of the batch: how busy the machine was
-            },
-        )
-        kept = [r for r in results if not self.held.is_lost(r.key)]
+        artifacts = {job.job_id: job.artifact_sha256 for job in jobs}
+        measured = MeasuredWith(backend, settings, self.affinity)
         return agent_pb2.ReportRequest(
-            results=[self.to_proto(r, by_id[r.key], backend, config) for r in kept], provenance=provenance
+            results=[result_message(r, artifacts[r.key], measured) for r in results if not self.held.is_lost(r.key)],
+            provenance=provenance_message(backend, before, after, unsteady),
         )
 
     def unsupported(self, jobs: list[agent_pb2.Job]) -> agent_pb2.ReportRequest:
+        """The report for jobs of a format no backend here runs: each a load failure."""
         message = f"no runtime for format {jobs[0].format!r} on this agent (has: {', '.join(sorted(self.backends))})"
-        results = [
-            agent_pb2.Result(job_id=j.job_id, ok=False, error_class=agent_pb2.ERROR_CLASS_LOAD, error_message=message)
-            for j in jobs
-        ]
-        return agent_pb2.ReportRequest(results=results)
+        return agent_pb2.ReportRequest(
+            results=[result_message(ModelResult(j.job_id, error_class=LOAD, error_message=message)) for j in jobs]
+        )
 
     def artifact(self, sha256: str, protect: set[str]) -> Path:
+        """The artifact's file, from the cache or fetched into it (``protect``: digests the batch still needs)."""
         return self.cache.get(sha256) or self.cache.put(sha256, self.conn.fetch(sha256), protect=protect)
 
-    def to_proto(
-        self, result: ModelResult, job: agent_pb2.Job, backend: Backend, config: MeasureConfig
-    ) -> agent_pb2.Result:
-        stats = agent_pb2.Stats(**asdict(result.stats)) if result.stats else None
-        error_class = ERROR_CLASSES.get(result.error_class or "", agent_pb2.ERROR_CLASS_UNSPECIFIED)
-        message = result.error_message
-        if result.unstable:
-            error_class = agent_pb2.ERROR_CLASS_UNSTABLE
-            message = f"round medians spread {result.stats.round_spread:.1%} > {config.spread_threshold:.0%}"
-        return agent_pb2.Result(
-            job_id=job.job_id,
-            ok=result.ok,
-            stats=stats,
-            session_create_ms=result.session_create_ms,
-            first_inference_ms=result.first_inference_ms,
-            error_class=error_class,
-            error_message=message,
-            unstable=result.unstable,
-            artifact_sha256=job.artifact_sha256,
-            runtime=backend.runtime,
-            runtime_version=backend.version,
-            provider=result.provider,
-            threads=config.threads,
-            affinity=self.affinity,
-            settings=agent_pb2.MeasureSettings(
-                warmup_runs=config.warmup_runs,
-                runs_per_round=config.runs_per_round,
-                rounds=config.rounds,
-                threads=config.threads,
-                timeout_s=config.timeout_s,
-                statistic=config.statistic,
-            ),
-        )
-
-    def _hung(self, job_id: str, config: MeasureConfig) -> None:
+    def _hung(self, job_id: str, settings: MeasureSettings) -> None:
         """A model hangs past its limit in a runtime that cannot cancel: report its job as a timeout, hand the
         other jobs back, and exit the process (a supervisor restarts the agent)."""
-        self.log(f"job {job_id}: the model hangs beyond {config.timeout_s:g} s and cannot be cancelled: exiting")
-        result = agent_pb2.Result(
-            job_id=job_id,
-            ok=False,
-            error_class=agent_pb2.ERROR_CLASS_TIMEOUT,
-            error_message=f"hung beyond the per-model limit of {config.timeout_s:g} s (not cancellable)",
-        )
+        self.log(f"job {job_id}: the model hangs beyond {settings.timeout_s:g} s and cannot be cancelled: exiting")
+        message = f"hung beyond the per-model limit of {settings.timeout_s:g} s (not cancellable)"
+        result = result_message(ModelResult(job_id, error_class=TIMEOUT, error_message=message))
         try:
             self.conn.report_once(agent_pb2.ReportRequest(results=[result]))
             self.held.drop([job_id])

@@ -16,13 +16,14 @@ from latfarm.agents.cache import ArtifactCache
 from latfarm.agents.connection import Connection, Stopped, Unauthenticated
 from latfarm.agents.descriptor import describe
 from latfarm.agents.loop import AgentLoop
-from latfarm.agents.measurement import MeasureConfig
+from latfarm.agents.options import AgentOptions
 from latfarm.agents.state import AgentState, load_state, save_state
 
 DEFAULT_HEARTBEAT_S = 10
 
 
 def log(message: str) -> None:
+    """One timestamped line on stderr."""
     print(f"{time.strftime('%H:%M:%S')} [latfarm-agent] {message}", file=sys.stderr, flush=True)
 
 
@@ -60,69 +61,42 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handle)
 
 
-def register(conn: Connection, state_dir: Path, server: str, enroll: str, name: str | None) -> tuple[AgentState, int]:
-    response = conn.register(enroll, describe(), name or socket.gethostname())
-    state = AgentState(server, response.agent_id, response.credential, response.device)
-    save_state(state_dir, state)
+def register(conn: Connection, options: AgentOptions) -> tuple[AgentState, int]:
+    """Register with the enrollment token and save the credential; the state and the server's heartbeat interval."""
+    response = conn.register(options.enroll, describe(), options.name or socket.gethostname())
+    state = AgentState(response.agent_id, response.credential, response.device)
+    save_state(options.state_dir, state)
     log(f"registered as agent {state.agent_id} of device {state.device!r}")
     return state, response.heartbeat_interval_s or DEFAULT_HEARTBEAT_S
 
 
-def run_agent(
-    server: str,
-    enroll: str | None,
-    state_dir: Path,
-    name: str | None = None,
-    threads: int = 1,
-    affinity: str | None = None,
-    cache_mb: int = 512,
-    cooldown_s: float = 0.0,
-    once: bool = False,
-    warmup: int = MeasureConfig.warmup_runs,
-    runs: int = 0,
-    rounds: int = 0,
-    statistic: str = "min",
-    retries: int = MeasureConfig.retries,
-    timeout_s: float = 0.0,
-    provider: str | None = None,
-    max_jobs: int = 0,
-    tls: bool = False,
-    ca_cert: Path | None = None,
-) -> None:
-    """Run the agent until stopped (or, with ``once``, until the queue is empty). Zero ``runs``, ``rounds`` and
-    ``timeout_s`` keep the protocol defaults; a job's own settings override them. ``tls`` connects over TLS trusting the
-    system's root certificates; ``ca_cert`` (implies ``tls``) trusts that PEM CA or self-signed certificate."""
-    state_dir = Path(state_dir)
+def run_agent(options: AgentOptions) -> None:
+    """Run the agent until stopped (or, with ``options.once``, until the queue is empty)."""
+    state_dir = Path(options.state_dir)
     try:
-        root_certificates = read_ca_cert(ca_cert)
-        cpus = parse_cpus(affinity)
+        root_certificates = read_ca_cert(options.ca_cert)
+        cpus = parse_cpus(options.affinity)
         if cpus:
             os.sched_setaffinity(0, cpus)
-        backends = available_backends(provider)
+        backends = available_backends(options.provider)
         state = load_state(state_dir)
     except (ValueError, OSError) as err:
         raise SystemExit(f"latfarm agent: {err}") from err
-    if state is None and not enroll:
+    if state is None and not options.enroll:
         raise SystemExit(f"latfarm agent: not registered yet (no state in {state_dir}): pass --enroll TOKEN")
-    try:
-        config = MeasureConfig(threads=threads, statistic=statistic, retries=retries, warmup_runs=warmup).override(
-            runs_per_round=runs, rounds=rounds, timeout_s=timeout_s
-        )
-    except ValueError as err:
-        raise SystemExit(f"latfarm agent: {err}") from err
     stop = threading.Event()
     install_signal_handlers(stop)
     credential = state.credential if state else None
-    conn = Connection(server, stop, credential, log, tls=tls, root_certificates=root_certificates)
-    cache = ArtifactCache(state_dir / "cache", cache_mb << 20)
+    conn = Connection(options.server, stop, credential, log, tls=options.tls, root_certificates=root_certificates)
+    cache = ArtifactCache(state_dir / "cache", options.cache_mb << 20)
 
     def serve(heartbeat_s: float) -> None:
-        loop = AgentLoop(conn, backends, cache, config, stop, heartbeat_s, cpus, cooldown_s, once, max_jobs, log)
+        loop = AgentLoop(conn, backends, cache, options, stop, heartbeat_s, cpus, log)
         loop.run()
         log(f"stopped after processing {loop.processed} job(s)")
 
     def register_anew() -> None:
-        new, heartbeat_s = register(conn, state_dir, server, enroll, name)
+        new, heartbeat_s = register(conn, options)
         conn.credential = new.credential
         serve(heartbeat_s)
 
@@ -134,14 +108,14 @@ def run_agent(
             try:
                 serve(DEFAULT_HEARTBEAT_S)
             except Unauthenticated as err:
-                if not enroll:
+                if not options.enroll:
                     raise
                 log(f"the server no longer knows this agent ({err}); registering again with --enroll")
                 register_anew()
     except Stopped:
         log("stopped")
     except Unauthenticated as err:
-        hint = "check the --enroll token" if enroll else "run again with --enroll TOKEN to register anew"
+        hint = "check the --enroll token" if options.enroll else "run again with --enroll TOKEN to register anew"
         raise SystemExit(f"latfarm agent: the server rejected this agent ({err}); {hint}") from err
     finally:
         conn.close()

@@ -1,11 +1,11 @@
-"""The measurement protocol: a busy warm-up, then interleaved rounds over a batch of models (warm-up runs and
+"""The measurement procedure: a busy warm-up, then interleaved rounds over a batch of models (warm-up runs and
 timed runs per model per round), a headline statistic, a repeatability check with re-measurement, and failures
 classified (load, run, timeout, wrong output, unstable) rather than dropped.
 
 The headline: on a shared machine interference only ever adds time, in bursts from milliseconds to seconds
 (another tenant's cache and memory traffic). The fastest timed run ("min") estimates the uncontended latency and
 is the most repeatable figure between sessions; the median of the round medians ("median") describes the typical
-run under the conditions of the moment. Both are always reported; ``MeasureConfig.statistic`` picks the headline.
+run under the conditions of the moment. Both are always reported; ``MeasureSettings.statistic`` picks the headline.
 ``bench/agent_repeatability.py`` compares the two.
 
 Timeouts: each model has a wall-clock budget (load + first inference + all its rounds). A watchdog thread
@@ -32,7 +32,10 @@ STATISTICS = ("min", "median")
 
 
 @dataclass(frozen=True)
-class MeasureConfig:
+class MeasureSettings:
+    """The measurement settings: how many runs and rounds, threads, the per-model time limit, the headline
+    statistic and the repeatability check. The agent side of the wire's ``MeasureSettings`` message."""
+
     warmup_runs: int = 2  # per model per round
     runs_per_round: int = 20  # timed, per model per round
     rounds: int = 10
@@ -45,6 +48,7 @@ class MeasureConfig:
     retry_pause_s: float = 2.0  # idle before re-measuring: lets a burst of interference pass
 
     def __post_init__(self) -> None:
+        """Refuse settings the procedure cannot run (``ValueError``)."""
         for name, least in (("warmup_runs", 0), ("runs_per_round", 1), ("rounds", 1), ("threads", 1)):
             if getattr(self, name) < least:
                 raise ValueError(f"{name} must be {least} or more, not {getattr(self, name)}")
@@ -53,13 +57,15 @@ class MeasureConfig:
         if self.statistic not in STATISTICS:
             raise ValueError(f"unknown statistic {self.statistic!r}: use one of {', '.join(STATISTICS)}")
 
-    def override(self, **values: float | str) -> MeasureConfig:
+    def override(self, **values: float | str) -> MeasureSettings:
         """A copy with the non-zero values replacing the defaults (how a job's settings apply)."""
         return replace(self, **{k: v for k, v in values.items() if v})
 
 
 @dataclass(frozen=True)
 class Stats:
+    """One model's timing figures in ms; ``round_spread`` is (max - min) / median of the round medians."""
+
     latency_ms: float  # the headline, by ``statistic``
     statistic: str
     median_ms: float  # median of the round medians
@@ -93,6 +99,8 @@ def summarize(rounds_ms: list[list[float]], statistic: str = "min") -> Stats:
 
 @dataclass
 class ModelTask:
+    """A model to measure: its job id, its file and its input shape (empty: the shape the model declares)."""
+
     key: str  # the job id
     path: Path
     input_shape: list[int] = field(default_factory=list)
@@ -100,7 +108,10 @@ class ModelTask:
 
 @dataclass
 class ModelResult:
-    key: str
+    """What measuring one model gave: ``stats`` when ``ok``, else an error class (``LOAD`` ... ``FETCH``) and message;
+    load and first-inference times in ms; the execution provider the runtime used."""
+
+    key: str  # the job id
     ok: bool = False
     stats: Stats | None = None
     session_create_ms: float = 0.0
@@ -126,6 +137,7 @@ class Watchdog:
     """Cancels the model being run when its time is up; calls ``on_hang`` when it still does not return."""
 
     def __init__(self, on_hang: Callable[[str], None] | None = None, grace_s: float = 5.0):
+        """Start the watching thread; a model still running ``grace_s`` after its cancel is a hang."""
         self.on_hang = on_hang
         self.grace_s = grace_s
         self._cond = threading.Condition()
@@ -151,6 +163,7 @@ class Watchdog:
             return self._fired
 
     def close(self) -> None:
+        """Stop the watching thread."""
         with self._cond:
             self._closed = True
             self._cond.notify()
@@ -197,32 +210,34 @@ class _Entry:
 
 
 class BatchMeasurer:
-    """Measures a batch of models on one backend, one model at a time, under the protocol."""
+    """Measures a batch of models on one backend, one model at a time, under the measurement settings."""
 
     def __init__(
         self,
         backend: Backend,
-        config: MeasureConfig,
+        settings: MeasureSettings,
         stop: threading.Event | None = None,
         on_hang: Callable[[str], None] | None = None,
     ):
+        """``stop`` interrupts the batch between rounds; ``on_hang(job_id)`` is called for a model that hangs."""
         self.backend = backend
-        self.config = config
+        self.settings = settings
         self.stop = stop or threading.Event()
-        self.watchdog = Watchdog(on_hang, grace_s=max(5.0, 0.5 * config.timeout_s))
+        self.watchdog = Watchdog(on_hang, grace_s=max(5.0, 0.5 * settings.timeout_s))
 
     def measure(self, tasks: list[ModelTask]) -> list[ModelResult]:
+        """One result per task, in the tasks' order; raises ``Interrupted`` when the agent is stopping."""
         entries = [_Entry(t) for t in tasks]
         try:
             for entry in entries:
                 self._load(entry)
             self._busy_warmup([e for e in entries if e.model is not None])
             self._measure_rounds([e for e in entries if e.model is not None])
-            for attempt in range(self.config.retries + 1):
+            for attempt in range(self.settings.retries + 1):
                 unsteady = [e for e in entries if e.model is not None and self._unsteady(e)]
                 if not unsteady:
                     break
-                if attempt == self.config.retries:
+                if attempt == self.settings.retries:
                     for entry in unsteady:
                         entry.result.unstable = True
                     break
@@ -236,27 +251,27 @@ class BatchMeasurer:
 
     def _guarded(self, entry: _Entry, action: Callable[[], object]) -> object:
         """Run an action on the model under the watchdog, charging its time to the model's budget."""
-        remaining = self.config.timeout_s - entry.spent_s
+        remaining = self.settings.timeout_s - entry.spent_s
         if remaining <= 0:
-            raise TimeoutError(f"over the per-model limit of {self.config.timeout_s:g} s")
+            raise TimeoutError(f"over the per-model limit of {self.settings.timeout_s:g} s")
         start = time.perf_counter()
         self.watchdog.arm(entry.model, remaining, entry.task.key)
         try:
             value = action()
         except Exception as err:
             if self.watchdog.disarm():
-                raise TimeoutError(f"over the per-model limit of {self.config.timeout_s:g} s ({err})") from err
+                raise TimeoutError(f"over the per-model limit of {self.settings.timeout_s:g} s ({err})") from err
             raise
         finally:
             entry.spent_s += time.perf_counter() - start
         if self.watchdog.disarm():
-            raise TimeoutError(f"over the per-model limit of {self.config.timeout_s:g} s")
+            raise TimeoutError(f"over the per-model limit of {self.settings.timeout_s:g} s")
         return value
 
     def _load(self, entry: _Entry) -> None:
         start = time.perf_counter()
         try:
-            entry.model = self.backend.load(entry.task.path, self.config.threads, entry.task.input_shape)
+            entry.model = self.backend.load(entry.task.path, self.settings.threads, entry.task.input_shape)
         except Exception as err:  # noqa: BLE001 - any runtime error is a load failure
             entry.fail(LOAD, f"{type(err).__name__}: {err}")
             return
@@ -282,7 +297,7 @@ class BatchMeasurer:
 
     def _busy_warmup(self, entries: list[_Entry]) -> None:
         """Keep the process busy for a while (clocks up, caches and allocators warm) before any timing."""
-        end = time.perf_counter() + self.config.busy_warmup_s
+        end = time.perf_counter() + self.settings.busy_warmup_s
         while time.perf_counter() < end and entries:
             for entry in entries:
                 try:
@@ -294,7 +309,7 @@ class BatchMeasurer:
             entries = [e for e in entries if e.model is not None]
 
     def _measure_rounds(self, entries: list[_Entry]) -> None:
-        for index in range(self.config.rounds):
+        for index in range(self.settings.rounds):
             shift = index % len(entries) if entries else 0
             for entry in entries[shift:] + entries[:shift]:  # rotate the order: no model always goes first
                 if self.stop.is_set():
@@ -304,16 +319,16 @@ class BatchMeasurer:
         for entry in entries:
             if entry.model is not None:
                 entry.result.ok = True
-                entry.result.stats = summarize(entry.rounds_ms, self.config.statistic)
+                entry.result.stats = summarize(entry.rounds_ms, self.settings.statistic)
 
     def _round(self, entry: _Entry) -> None:
         model = entry.model
 
         def timed_runs() -> list[float]:
-            for _ in range(self.config.warmup_runs):
+            for _ in range(self.settings.warmup_runs):
                 model.run()
             times = []
-            for _ in range(self.config.runs_per_round):
+            for _ in range(self.settings.runs_per_round):
                 start = time.perf_counter()
                 model.run()
                 times.append((time.perf_counter() - start) * 1000)
@@ -327,11 +342,11 @@ class BatchMeasurer:
             entry.fail(RUN, f"{type(err).__name__}: {err}")
 
     def _unsteady(self, entry: _Entry) -> bool:
-        return entry.result.stats is not None and entry.result.stats.round_spread > self.config.spread_threshold
+        return entry.result.stats is not None and entry.result.stats.round_spread > self.settings.spread_threshold
 
     def _remeasure(self, entries: list[_Entry]) -> None:
         """Measure the unsteady models again after a pause; keep the steadier of the two attempts."""
-        if self.stop.wait(self.config.retry_pause_s):
+        if self.stop.wait(self.settings.retry_pause_s):
             raise Interrupted("the agent is shutting down")
         previous = {id(e): e.result.stats for e in entries}
         for entry in entries:

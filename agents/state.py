@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 STATE_FILE = "state.json"
@@ -12,7 +12,8 @@ STATE_FILE = "state.json"
 
 @dataclass(frozen=True)
 class AgentState:
-    server: str
+    """Who the server knows this agent as: its id, its credential (a secret) and its device's name."""
+
     agent_id: str
     credential: str
     device: str
@@ -24,8 +25,9 @@ def load_state(state_dir: Path) -> AgentState | None:
     if not path.exists():
         return None
     try:
-        return AgentState(**json.loads(path.read_text()))
-    except (ValueError, TypeError) as err:
+        saved = json.loads(path.read_text())
+        return AgentState(**{f.name: saved[f.name] for f in fields(AgentState)})  # other keys are ignored
+    except (ValueError, TypeError, KeyError) as err:
         raise ValueError(f"agent state file {path} is corrupt ({err}); delete it and enroll again") from err
 
 

@@ -1,9 +1,9 @@
-"""Repeatability and overhead of the agent's measurement protocol on NB201 ONNX models.
+"""Repeatability and overhead of the agent's measurement procedure on NB201 ONNX models.
 
 Measures the same archs in two separate sessions (fresh processes, batches of a lease's size, the agent's default
-protocol), and prints the mean and worst relative difference of the headline latencies and Kendall's tau between
-the sessions, for both headline statistics ("min", the default, and "median" of round medians, computed from the
-same runs); then the agent protocol's wall time per model against a bare onnxruntime loop doing the same rounds,
+measurement settings), and prints the mean and worst relative difference of the headline latencies and Kendall's tau
+between the sessions, for both headline statistics ("min", the default, and "median" of round medians, computed from the
+same runs); then the agent procedure's wall time per model against a bare onnxruntime loop doing the same rounds,
 and how quiet the machine was before and after (``bench/machine_noise.py``'s measure).
 
     .venv/bin/python bench/agent_repeatability.py [--archs 50] [--batch 16] [--seed 0] [--cache DIR]
@@ -37,21 +37,21 @@ def export_archs(count: int, seed: int, cache: Path) -> list[tuple[str, Path]]:
 
 
 def run_session(paths: list[Path], batch: int, mode: str) -> dict:
-    """One session in a fresh process: ``agent`` (agents.protocol) or ``bare`` (a plain loop, same protocol)."""
+    """One session in a fresh process: ``agent`` (agents.measurement) or ``bare`` (a plain loop, same procedure)."""
     args = [sys.executable, __file__, "--session", mode, "--batch", str(batch), *map(str, paths)]
     return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
 
 
 def agent_session(paths: list[Path], batch: int, retries: int | None = None) -> dict:
     from latfarm.agents.backends.onnx import OnnxBackend
-    from latfarm.agents.measurement import BatchMeasurer, MeasureConfig, ModelTask
+    from latfarm.agents.measurement import BatchMeasurer, MeasureSettings, ModelTask
 
-    config = MeasureConfig() if retries is None else MeasureConfig(retries=retries)
+    settings = MeasureSettings() if retries is None else MeasureSettings(retries=retries)
     backend, latencies, medians, unstable = OnnxBackend(), [], [], 0
     start = time.perf_counter()
     for first in range(0, len(paths), batch):
         tasks = [ModelTask(str(i), p, [1, 3, 32, 32]) for i, p in enumerate(paths[first : first + batch], first)]
-        for result in BatchMeasurer(backend, config).measure(tasks):
+        for result in BatchMeasurer(backend, settings).measure(tasks):
             assert result.ok, result.error_message
             latencies.append(result.stats.latency_ms)
             medians.append(result.stats.median_ms)
@@ -65,9 +65,9 @@ def bare_session(paths: list[Path], batch: int) -> dict:
     import numpy as np
     import onnxruntime as ort
 
-    from latfarm.agents.measurement import MeasureConfig
+    from latfarm.agents.measurement import MeasureSettings
 
-    config, latencies, medians = MeasureConfig(), [], []
+    settings, latencies, medians = MeasureSettings(), [], []
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     start = time.perf_counter()
     for first in range(0, len(paths), batch):
@@ -75,19 +75,19 @@ def bare_session(paths: list[Path], batch: int) -> dict:
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
         sessions = [ort.InferenceSession(str(p), options) for p in paths[first : first + batch]]
         feeds = [{s.get_inputs()[0].name: x} for s in sessions]
-        end = time.perf_counter() + config.busy_warmup_s
+        end = time.perf_counter() + settings.busy_warmup_s
         while time.perf_counter() < end:
             for s, feed in zip(sessions, feeds, strict=True):
                 s.run(None, feed)
         rounds = [[] for _ in sessions]
-        for r in range(config.rounds):
+        for r in range(settings.rounds):
             order = list(range(len(sessions)))
             order = order[r % len(order) :] + order[: r % len(order)]
             for i in order:
-                for _ in range(config.warmup_runs):
+                for _ in range(settings.warmup_runs):
                     sessions[i].run(None, feeds[i])
                 times = []
-                for _ in range(config.runs_per_round):
+                for _ in range(settings.runs_per_round):
                     t = time.perf_counter()
                     sessions[i].run(None, feeds[i])
                     times.append((time.perf_counter() - t) * 1000)
@@ -146,16 +146,17 @@ def main() -> None:
         print(json.dumps(sessions[args.session](args.paths, args.batch)))
         return
 
-    from latfarm.agents.measurement import MeasureConfig
+    from latfarm.agents.measurement import MeasureSettings
 
-    config = MeasureConfig()
+    settings = MeasureSettings()
     models = export_archs(args.archs, args.seed, args.cache)
     paths = [path for _, path in models]
     print(
-        f"{len(paths)} NB201 archs (ONNX, 1x3x32x32), batches of {args.batch}; protocol: {config.busy_warmup_s:g} s "
-        f"busy warm-up, {config.rounds} rounds x ({config.warmup_runs} warm-up + {config.runs_per_round} timed) runs, "
-        f"{config.threads} thread, headline {config.statistic!r}, {config.retries} re-measurement(s) after "
-        f"{config.retry_pause_s:g} s of models whose round medians spread > {config.spread_threshold:.0%}"
+        f"{len(paths)} NB201 archs (ONNX, 1x3x32x32), batches of {args.batch}; measurement settings: "
+        f"{settings.busy_warmup_s:g} s busy warm-up, {settings.rounds} rounds x ({settings.warmup_runs} warm-up + "
+        f"{settings.runs_per_round} timed) runs, "
+        f"{settings.threads} thread, headline {settings.statistic!r}, {settings.retries} re-measurement(s) after "
+        f"{settings.retry_pause_s:g} s of models whose round medians spread > {settings.spread_threshold:.0%}"
     )
     print("load average before: {:.2f} {:.2f} {:.2f} (compare timings on a quiet machine)".format(*os.getloadavg()))
     quiet_before = quietness(args.cache)
@@ -173,7 +174,7 @@ def main() -> None:
     single_wall, bare_wall = single["wall_s"] / len(paths), bare["wall_s"] / len(paths)
     print(
         f"wall time per model (session creation included): bare onnxruntime loop {bare_wall * 1000:.0f} ms; "
-        f"agent protocol without re-measurement {single_wall * 1000:.0f} ms ({single_wall / bare_wall - 1:+.1%}); "
+        f"agent procedure without re-measurement {single_wall * 1000:.0f} ms ({single_wall / bare_wall - 1:+.1%}); "
         f"with re-measurement of unstable models {agent_wall * 1000:.0f} ms ({agent_wall / bare_wall - 1:+.1%})"
     )
     print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))

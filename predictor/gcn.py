@@ -38,6 +38,7 @@ class GraphConv(nn.Module):
     """One layer: h' = relu(W_self h + W_in P_in h + W_out P_out h), then layer norm."""
 
     def __init__(self, dim_in: int, dim_out: int) -> None:
+        """A layer from ``dim_in`` to ``dim_out`` node features."""
         super().__init__()
         self.self_lin = nn.Linear(dim_in, dim_out)
         self.in_lin = nn.Linear(dim_in, dim_out, bias=False)
@@ -45,6 +46,7 @@ class GraphConv(nn.Module):
         self.norm = nn.LayerNorm(dim_out)
 
     def forward(self, h: torch.Tensor, prop: torch.Tensor) -> torch.Tensor:
+        """Node features [n, 9, dim_in] and propagation matrices [n, 2, 9, 9] -> [n, 9, dim_out]."""
         msg_in = prop[:, 0] @ h
         msg_out = prop[:, 1] @ h
         return self.norm(torch.relu(self.self_lin(h) + self.in_lin(msg_in) + self.out_lin(msg_out)))
@@ -54,6 +56,7 @@ class LatencyGCN(nn.Module):
     """Arch encoder (GCN -> global-node embedding) plus one learned embedding (head) per training device."""
 
     def __init__(self, num_devices: int, hidden: int = 32, layers: int = 3, embed_dim: int = 8) -> None:
+        """``layers`` graph convolutions of width ``hidden``, embeddings of ``embed_dim``, one head per device."""
         super().__init__()
         dims = [len(NODE_TYPES)] + [hidden] * layers
         self.convs = nn.ModuleList(GraphConv(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))

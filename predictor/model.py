@@ -31,6 +31,8 @@ class Predictor:
     """A pretrained latency predictor: cross-device prior + arch features; adapts to a device in milliseconds."""
 
     def __init__(self, prior: Prior, embeddings: np.ndarray, meta: dict[str, Any], gcn_state: dict[str, np.ndarray]):
+        """From a prior over F features, GCN embeddings [15625, E] (F = op features + E), the checkpoint metadata
+        and the GCN weights; ``ValueError`` when they do not fit together."""
         self.prior = prior
         self.embeddings = np.asarray(embeddings, dtype=np.float32).astype(np.float64)  # as stored
         self.meta = meta
@@ -41,10 +43,12 @@ class Predictor:
 
     @property
     def version(self) -> str:
+        """The checkpoint's version (also part of device-model states and cache keys)."""
         return str(self.meta["version"])
 
     @property
     def metrics(self) -> dict:
+        """Scores stored with the checkpoint (e.g. fit on the training devices)."""
         return dict(self.meta.get("metrics", {}))
 
     @property
@@ -115,6 +119,7 @@ class DeviceModel:
     """One device's posterior: predictions with spread, pairwise faster-probabilities, rankings."""
 
     def __init__(self, predictor: Predictor, post: Posterior, indices: np.ndarray, latencies_ms: np.ndarray):
+        """The posterior of ``predictor``'s head given measured NB201 ``indices`` [K] and ``latencies_ms`` [K]."""
         self.predictor = predictor
         self.posterior = post
         self.indices = indices
@@ -146,11 +151,6 @@ class DeviceModel:
         mean, _ = self.predict(idx)
         return [int(i) for i in idx[np.argsort(mean, kind="stable")]]
 
-    def select_next(self, k: int, *, seed: int = 0) -> list[int]:
-        """K more archs to measure: the most uncertain under this posterior (iterative data selection)."""
-        post = self.posterior
-        return select_by_variance(self.predictor.phi, post.cov, post.noise, k, seed=seed, exclude=self.indices)
-
     def to_state(self) -> dict:
         """JSON-serialisable state (tens of kB)."""
         post = self.posterior
@@ -180,13 +180,6 @@ class DeviceModel:
         )
         idx = np.asarray(state["indices"], dtype=np.int64)
         return cls(predictor, post, idx, np.asarray(state["latencies_ms"], dtype=np.float64))
-
-
-def pretrain(latencies: dict[str, np.ndarray], *, seed: int = 0, progress: bool = False) -> Predictor:
-    """Pretrain on devices' latencies (arrays of 15,625 ms by official index, NaN = not measured). Needs torch."""
-    from latfarm.predictor.pretrain import pretrain as _pretrain
-
-    return _pretrain(latencies, seed=seed, progress=progress)
 
 
 def _check_indices(indices) -> np.ndarray:

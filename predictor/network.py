@@ -22,7 +22,10 @@ from latfarm.predictor import nb201
 
 
 class ReLUConvBN(nn.Sequential):
+    """ReLU, convolution (same padding), batch norm."""
+
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
+        """A ``kernel`` x ``kernel`` convolution from ``c_in`` to ``c_out`` channels."""
         super().__init__(
             nn.ReLU(inplace=False),
             nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
@@ -34,16 +37,19 @@ class ResNetBasicBlock(nn.Module):
     """NB201's reduction block: two ReLU-Conv-BN (the first with stride 2) plus an avgpool + 1x1 conv shortcut."""
 
     def __init__(self, c_in: int, c_out: int) -> None:
+        """Halve the resolution, ``c_in`` to ``c_out`` channels."""
         super().__init__()
         self.conv_a = ReLUConvBN(c_in, c_out, 3, 2)
         self.conv_b = ReLUConvBN(c_out, c_out, 3, 1)
         self.downsample = nn.Sequential(nn.AvgPool2d(kernel_size=2, stride=2), nn.Conv2d(c_in, c_out, 1, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [n, c_in, h, w] -> [n, c_out, h / 2, w / 2]."""
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
 def make_op(op: int, channels: int) -> nn.Module:
+    """The module of one NB201 op (index into ``nb201.OPS``, not ``none``) at ``channels`` channels."""
     name = nb201.OPS[op]
     if name == "skip_connect":
         return nn.Identity()
@@ -60,6 +66,7 @@ class Cell(nn.Module):
     """One NB201 cell (stride 1, same channels in and out); see the module docstring for ``none`` edges."""
 
     def __init__(self, ops: Sequence[int], channels: int) -> None:
+        """The cell of the 6-op vector ``ops`` at ``channels`` channels."""
         super().__init__()
         self.ops = nb201.validate_ops(ops)
         built = {edge: op for op, edge in zip(self.ops, nb201.EDGES, strict=True) if op}
@@ -72,6 +79,7 @@ class Cell(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature maps [n, c, h, w] -> the cell output, same shape."""
         nodes = [x]
         for dst in range(1, nb201.NUM_NODES):
             terms = [self.edges[f"{src}_{dst}"](nodes[src]) for src in range(dst) if f"{src}_{dst}" in self.edges]
@@ -92,6 +100,7 @@ class NB201Network(nn.Module):
     """NB201's ``TinyNetwork`` with one fixed cell."""
 
     def __init__(self, ops: Sequence[int], channels: int = 16, classes: int = 10, cells_per_stage: int = 5) -> None:
+        """The network of the 6-op vector ``ops``: ``channels`` in the first stage, ``classes`` outputs."""
         super().__init__()
         self.ops = nb201.validate_ops(ops)
         self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
@@ -108,6 +117,7 @@ class NB201Network(nn.Module):
         self.classifier = nn.Linear(c, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [n, 3, h, w] -> logits [n, classes]."""
         out = self.lastact(self.cells(self.stem(x)))
         return self.classifier(torch.flatten(self.global_pooling(out), 1))
 

@@ -116,7 +116,8 @@ def posterior(
     are), a broad component over the op-count features whose width, like the prior spread and the noise, is
     weighed by marginal likelihood, and the posteriors of all plausible settings averaged (moment-matched), so
     the samples override the cross-device prior on devices unlike the sources and the spread stays calibrated.
-    ``robust=False`` = the original method (best single setting of spread and noise), kept for benches.
+    ``robust=False``: the baseline that ``bench/predictor_ood.py`` compares against: uniform noise, no broad
+    component, and the single most likely setting of spread and noise.
     """
     if len(y_ms) == 0:
         return Posterior(prior.mean, prior.planning_cov(), default_scale_ms, prior.typical_noise)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import subprocess
@@ -15,8 +16,10 @@ from latfarm.agents.backends import available_backends
 from latfarm.agents.cache import ArtifactCache, ArtifactError
 from latfarm.agents.descriptor import ClockState, describe
 from latfarm.agents.main import parse_cpus
-from latfarm.agents.measurement import BatchMeasurer, MeasureConfig, ModelTask
-from latfarm.agents.state import AgentState, load_state, save_state
+from latfarm.agents.measurement import LOAD, BatchMeasurer, MeasureSettings, ModelResult, ModelTask, summarize
+from latfarm.agents.report import MeasuredWith, result_message
+from latfarm.agents.state import STATE_FILE, AgentState, load_state, save_state
+from latfarm.proto.v1 import agent_pb2
 from tests.agent_models import tiny_tflite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,13 +65,44 @@ def test_cache_evicts_least_recently_used_within_its_bound(tmp_path):
 
 def test_state_file_round_trip_and_permissions(tmp_path):
     assert load_state(tmp_path / "agent") is None
-    state = AgentState("127.0.0.1:1", "agent-1", "secret", "pixel")
+    state = AgentState("agent-1", "secret", "pixel")
     path = save_state(tmp_path / "agent", state)
     assert load_state(tmp_path / "agent") == state
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     path.write_text("{not json")
     with pytest.raises(ValueError, match="corrupt"):
         load_state(tmp_path / "agent")
+    path.write_text(json.dumps({"agent_id": "agent-1", "credential": "secret"}))
+    with pytest.raises(ValueError, match="corrupt"):
+        load_state(tmp_path / "agent")
+
+
+def test_state_file_keys_beyond_the_state_are_ignored(tmp_path):
+    saved = {"server": "127.0.0.1:1", "agent_id": "agent-1", "credential": "secret", "device": "pixel"}
+    (tmp_path / STATE_FILE).write_text(json.dumps(saved))
+    assert load_state(tmp_path) == AgentState("agent-1", "secret", "pixel")
+
+
+class _Backend:
+    format, runtime, version, build, device, providers = "onnx", "onnxruntime", "1.0", "b", "CPU", ["CPU"]
+
+
+def test_one_mapping_from_a_result_to_the_wire():
+    settings = MeasureSettings(rounds=2, spread_threshold=0.05)
+    measured = MeasuredWith(_Backend(), settings, [0, 2])
+    stats = summarize([[1.0, 2.0], [2.0, 3.0]])
+    ok = result_message(ModelResult("j1", ok=True, stats=stats, provider="CPU"), "sha", measured)
+    assert (ok.job_id, ok.ok, ok.stats.latency_ms, ok.stats.round_medians_ms) == ("j1", True, 1.0, [1.5, 2.5])
+    assert (ok.artifact_sha256, ok.runtime, ok.runtime_version, ok.provider) == ("sha", "onnxruntime", "1.0", "CPU")
+    assert (ok.threads, list(ok.affinity), ok.settings.rounds, ok.settings.statistic) == (1, [0, 2], 2, "min")
+    assert ok.error_class == agent_pb2.ERROR_CLASS_UNSPECIFIED and ok.error_message == ""
+    unstable = result_message(ModelResult("j2", ok=True, stats=stats, unstable=True), "sha", measured)
+    assert unstable.error_class == agent_pb2.ERROR_CLASS_UNSTABLE and unstable.unstable
+    assert unstable.error_message == "round medians spread 50.0% > 5%"
+    failed = result_message(ModelResult("j3", error_class=LOAD, error_message="no runtime"))
+    assert failed == agent_pb2.Result(
+        job_id="j3", ok=False, error_class=agent_pb2.ERROR_CLASS_LOAD, error_message="no runtime"
+    )
 
 
 def test_descriptor_fields():
@@ -100,12 +134,12 @@ def test_litert_backend_measures_a_tflite_model(tmp_path):
     pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT (ai-edge-litert) is not installed")
     backend = available_backends()["tflite"]
     assert backend.runtime == "litert" and backend.providers == ["xnnpack"]
-    config = MeasureConfig(warmup_runs=1, runs_per_round=5, rounds=2, busy_warmup_s=0.05, spread_threshold=10)
-    [result] = BatchMeasurer(backend, config).measure([ModelTask("t", tiny_tflite(tmp_path / "add.tflite"))])
+    settings = MeasureSettings(warmup_runs=1, runs_per_round=5, rounds=2, busy_warmup_s=0.05, spread_threshold=10)
+    [result] = BatchMeasurer(backend, settings).measure([ModelTask("t", tiny_tflite(tmp_path / "add.tflite"))])
     assert result.ok and result.provider == "xnnpack" and result.stats.runs == 10
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(b"TFL3 but not really")
-    [failed] = BatchMeasurer(backend, config).measure([ModelTask("b", broken)])
+    [failed] = BatchMeasurer(backend, settings).measure([ModelTask("b", broken)])
     assert not failed.ok and failed.error_class == "load"
 
 

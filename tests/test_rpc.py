@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 
 from latfarm.agents.connection import RETRYABLE
 from latfarm.agents.main import run_agent
+from latfarm.agents.options import AgentOptions
 from latfarm.agents.state import load_state
 from latfarm.predictor import nb201
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
@@ -114,19 +115,19 @@ def test_an_agent_the_server_forgot_registers_again_with_its_token(farm, tmp_pat
     """A deleted agent (or a server with a new database) rejects the saved credential: ``--enroll`` registers anew,
     without it the agent exits saying so."""
     state_dir = tmp_path / "agent"
-    run_agent(farm.address, farm.token, state_dir, once=True)
+    run_agent(AgentOptions(farm.address, farm.token, state_dir, once=True))
     first = load_state(state_dir)
     with transaction(farm.sessions) as s:
         s.execute(delete(Agent).where(Agent.id == first.agent_id))
     with pytest.raises(SystemExit, match="unknown agent credential.*run again with --enroll TOKEN to register anew"):
-        run_agent(farm.address, None, state_dir, once=True)
-    run_agent(farm.address, farm.token, state_dir, once=True)
+        run_agent(AgentOptions(farm.address, None, state_dir, once=True))
+    run_agent(AgentOptions(farm.address, farm.token, state_dir, once=True))
     second = load_state(state_dir)
     assert second.agent_id != first.agent_id and second.device == first.device
     assert "no longer knows this agent" in capsys.readouterr().err
     with farm.sessions() as s:
         assert s.get(Agent, second.agent_id) is not None
-    run_agent(farm.address, farm.token, state_dir, once=True)  # known again: resumes, registers nothing new
+    run_agent(AgentOptions(farm.address, farm.token, state_dir, once=True))  # known again: resumes, no new agent
     assert load_state(state_dir) == second
 
 

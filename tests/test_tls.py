@@ -12,6 +12,7 @@ import pytest
 
 from latfarm.agents.connection import Connection, Stopped
 from latfarm.agents.main import run_agent
+from latfarm.agents.options import AgentOptions
 from latfarm.services.core.config import Settings
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.infra.wakeups import make_notifier
@@ -101,7 +102,7 @@ def test_server_refuses_to_start_on_a_bad_tls_setting(tmp_path, certs):
 def test_agent_exits_on_an_unreadable_ca_certificate(tmp_path):
     missing = tmp_path / "ca.pem"
     with pytest.raises(SystemExit, match=f"latfarm agent: cannot read --ca-cert {missing}"):
-        run_agent("127.0.0.1:1", "lf_enroll_x", tmp_path / "agent", ca_cert=missing)
+        run_agent(AgentOptions("127.0.0.1:1", "lf_enroll_x", tmp_path / "agent", ca_cert=missing))
 
 
 @pytest.mark.slow

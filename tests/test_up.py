@@ -111,7 +111,7 @@ def test_up_enrolls_its_agent_only_when_the_server_does_not_know_it(live_api, tm
     with Client(url, ADMIN_KEY) as client:
         client.create_device("local")
         assert not _agent_known(client, "local", agent_dir)  # no state yet
-        save_state(agent_dir, AgentState(url, "a1b2", "lf_agent_secret", "local"))
+        save_state(agent_dir, AgentState("a1b2", "lf_agent_secret", "local"))
         assert not _agent_known(client, "local", agent_dir)  # saved, but this server never registered it
         with transaction(app.state.sessions) as session:
             device = device_by_name(session, "local")

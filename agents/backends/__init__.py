@@ -11,6 +11,9 @@ import numpy as np
 
 
 class LoadedModel(Protocol):
+    """A model ready to run on a fixed input; its ``declared`` output shapes and ``batch`` (when known) check the
+    outputs."""
+
     provider: str  # execution provider / delegate actually used
 
     def run(self) -> list[np.ndarray]:
@@ -24,6 +27,8 @@ class LoadedModel(Protocol):
 
 
 class Backend(Protocol):
+    """A runtime that loads artifacts of one format."""
+
     format: str  # artifact format it runs
     runtime: str  # "onnxruntime" | "litert"
     version: str

@@ -14,9 +14,12 @@ from latfarm.agents.backends import make_input
 
 
 class LiteRTModel:
+    """A TFLite model in a LiteRT interpreter, its input resized to the job's shape and filled once."""
+
     provider = "xnnpack"
 
     def __init__(self, path: Path, threads: int, input_shape: list[int]):
+        """Build the interpreter with ``threads`` threads; an empty ``input_shape`` keeps the model's own."""
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         first = self.interpreter.get_input_details()[0]
         shape = list(input_shape) or [int(d) for d in first["shape"]]
@@ -30,6 +33,7 @@ class LiteRTModel:
         self.declared = [[int(d) if d > 0 else None for d in o["shape_signature"]] for o in outputs]
 
     def run(self) -> list[np.ndarray]:
+        """One inference; the output tensors."""
         self.interpreter.invoke()
         return [self.interpreter.get_tensor(i) for i in self.output_indices]
 
@@ -38,18 +42,23 @@ class LiteRTModel:
         return False
 
     def close(self) -> None:
+        """Free the interpreter."""
         del self.interpreter
 
 
 class LiteRTBackend:
+    """Runs "tflite" artifacts with LiteRT on the CPU (XNNPACK)."""
+
     format = "tflite"
     runtime = "litert"
     device = "CPU"
     providers = ["xnnpack"]
 
     def __init__(self):
+        """Read the installed LiteRT version."""
         self.version = version("ai-edge-litert")
         self.build = f"ai-edge-litert {self.version}"
 
     def load(self, path: Path, threads: int, input_shape: list[int]) -> LiteRTModel:
+        """The model at ``path``, ready to run."""
         return LiteRTModel(path, threads, input_shape)

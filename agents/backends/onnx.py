@@ -17,7 +17,11 @@ def _static(shape: list) -> list[int | None]:
 
 
 class OnnxModel:
+    """An ONNX model in an onnxruntime session (sequential, ``threads`` intra-op threads) with a fixed input."""
+
     def __init__(self, path: Path, threads: int, input_shape: list[int], providers: list[str]):
+        """Build the session on the first available of ``providers``; an empty ``input_shape`` keeps the model's own
+        (symbolic dimensions as 1)."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -33,6 +37,7 @@ class OnnxModel:
         self.run_options = ort.RunOptions()
 
     def run(self) -> list[np.ndarray]:
+        """One inference; the outputs."""
         return self.session.run(None, self.feed, self.run_options)
 
     def cancel(self) -> bool:
@@ -41,14 +46,18 @@ class OnnxModel:
         return True
 
     def close(self) -> None:
+        """Free the session."""
         del self.session
 
 
 class OnnxBackend:
+    """Runs "onnx" artifacts with onnxruntime: the CPU provider, or ``provider`` first when given."""
+
     format = "onnx"
     runtime = "onnxruntime"
 
     def __init__(self, provider: str | None = None):
+        """Read the installed runtime; ``ValueError`` when ``provider`` is not available here."""
         self.version = ort.__version__
         self.build = ort.capi._pybind_state.get_build_info()
         self.device = ort.get_device()
@@ -58,4 +67,5 @@ class OnnxBackend:
         self.session_providers = [provider, "CPUExecutionProvider"] if provider else ["CPUExecutionProvider"]
 
     def load(self, path: Path, threads: int, input_shape: list[int]) -> OnnxModel:
+        """The model at ``path``, ready to run."""
         return OnnxModel(path, threads, input_shape, self.session_providers)

@@ -1,0 +1,1 @@
+"""The shipped pretrained checkpoint (package data)."""

@@ -1,4 +1,4 @@
-"""The measurement protocol on real onnxruntime sessions: statistics, failure classes, timeouts, repeatability."""
+"""The measurement procedure on real onnxruntime sessions: statistics, failure classes, timeouts, repeatability."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from latfarm.agents.backends.onnx import OnnxBackend
-from latfarm.agents.loop import job_config
+from latfarm.agents.loop import job_settings
 from latfarm.agents.measurement import (
     LOAD,
     RUN,
@@ -17,7 +17,7 @@ from latfarm.agents.measurement import (
     WRONG_OUTPUT,
     BatchMeasurer,
     Interrupted,
-    MeasureConfig,
+    MeasureSettings,
     ModelResult,
     ModelTask,
     Watchdog,
@@ -27,7 +27,7 @@ from latfarm.agents.measurement import (
 from latfarm.proto.v1 import agent_pb2
 from tests.agent_models import fails_at_run, matmul_chain, nan_output, wrong_batch
 
-QUICK = MeasureConfig(warmup_runs=2, runs_per_round=10, rounds=3, busy_warmup_s=0.1, spread_threshold=10.0)
+QUICK = MeasureSettings(warmup_runs=2, runs_per_round=10, rounds=3, busy_warmup_s=0.1, spread_threshold=10.0)
 
 
 def test_summarize_takes_the_median_of_round_medians():
@@ -90,17 +90,17 @@ def test_failures_are_classified_not_dropped(tmp_path):
 def test_a_slow_model_is_cancelled_at_its_time_limit(tmp_path):
     slow = matmul_chain(tmp_path / "slow.onnx", depth=100, rows=256, width=512)  # ~0.2 s+ per inference
     fast = matmul_chain(tmp_path / "fast.onnx")
-    config = MeasureConfig(warmup_runs=5, runs_per_round=50, rounds=5, timeout_s=0.5, busy_warmup_s=0.1)
+    settings = MeasureSettings(warmup_runs=5, runs_per_round=50, rounds=5, timeout_s=0.5, busy_warmup_s=0.1)
     start = time.perf_counter()
     results = {
         r.key: r
-        for r in BatchMeasurer(OnnxBackend(), config).measure([ModelTask("slow", slow), ModelTask("fast", fast)])
+        for r in BatchMeasurer(OnnxBackend(), settings).measure([ModelTask("slow", slow), ModelTask("fast", fast)])
     }
     elapsed = time.perf_counter() - start
     assert results["slow"].error_class == TIMEOUT and not results["slow"].ok
     assert "0.5 s" in results["slow"].error_message
     assert results["fast"].ok
-    assert elapsed < 20  # the full protocol on the slow model would take over a minute
+    assert elapsed < 20  # the full procedure on the slow model would take over a minute
 
 
 def test_watchdog_reports_a_hang_it_cannot_cancel():
@@ -121,7 +121,7 @@ def test_watchdog_reports_a_hang_it_cannot_cancel():
 
 def test_unsteady_results_are_remeasured_then_flagged(tmp_path):
     model = matmul_chain(tmp_path / "m.onnx", depth=8)
-    strict = MeasureConfig(
+    strict = MeasureSettings(
         warmup_runs=1, runs_per_round=5, rounds=3, busy_warmup_s=0.05, spread_threshold=0.0, retry_pause_s=0.3
     )
     start = time.perf_counter()
@@ -131,7 +131,7 @@ def test_unsteady_results_are_remeasured_then_flagged(tmp_path):
     assert result.stats.round_spread > 0
     [relaxed] = BatchMeasurer(OnnxBackend(), QUICK).measure([ModelTask("m", model)])
     assert relaxed.ok and not relaxed.unstable
-    at_once = MeasureConfig(
+    at_once = MeasureSettings(
         warmup_runs=1, runs_per_round=5, rounds=3, busy_warmup_s=0.05, spread_threshold=0.0, retries=0, retry_pause_s=5
     )
     start = time.perf_counter()
@@ -151,25 +151,25 @@ def test_a_stop_request_interrupts_the_batch(tmp_path):
 
 
 def test_job_settings_override_only_non_zero_values():
-    config = MeasureConfig().override(runs_per_round=7, rounds=0, timeout_s=0.0, statistic="")
-    assert config.runs_per_round == 7
-    assert config.rounds == MeasureConfig().rounds and config.timeout_s == MeasureConfig().timeout_s
-    assert config.statistic == "min"
-    assert MeasureConfig().override(statistic="median").statistic == "median"
+    settings = MeasureSettings().override(runs_per_round=7, rounds=0, timeout_s=0.0, statistic="")
+    assert settings.runs_per_round == 7
+    assert settings.rounds == MeasureSettings().rounds and settings.timeout_s == MeasureSettings().timeout_s
+    assert settings.statistic == "min"
+    assert MeasureSettings().override(statistic="median").statistic == "median"
     with pytest.raises(ValueError, match="unknown statistic 'mean'"):
-        MeasureConfig().override(statistic="mean")
+        MeasureSettings().override(statistic="mean")
     with pytest.raises(ValueError, match="warmup_runs must be 0 or more, not -1"):
-        MeasureConfig(warmup_runs=-1)
+        MeasureSettings(warmup_runs=-1)
 
 
 def test_a_jobs_settings_apply_and_bad_ones_are_ignored_with_a_log():
-    agent = MeasureConfig(warmup_runs=3, rounds=4)
+    agent = MeasureSettings(warmup_runs=3, rounds=4)
     logged: list[str] = []
-    unset = job_config(agent, agent_pb2.MeasureSettings(rounds=6), logged.append)
+    unset = job_settings(agent, agent_pb2.MeasureSettings(rounds=6), logged.append)
     assert (unset.warmup_runs, unset.rounds) == (3, 6)  # warmup_runs unset: the agent's own
-    none = job_config(agent, agent_pb2.MeasureSettings(warmup_runs=0), logged.append)
+    none = job_settings(agent, agent_pb2.MeasureSettings(warmup_runs=0), logged.append)
     assert (none.warmup_runs, none.rounds) == (0, 4)  # set to 0: no warm-up runs at all
     assert not logged
-    assert job_config(agent, agent_pb2.MeasureSettings(warmup_runs=-2, rounds=6), logged.append) == agent
-    assert job_config(agent, agent_pb2.MeasureSettings(statistic="mean"), logged.append) == agent
+    assert job_settings(agent, agent_pb2.MeasureSettings(warmup_runs=-2, rounds=6), logged.append) == agent
+    assert job_settings(agent, agent_pb2.MeasureSettings(statistic="mean"), logged.append) == agent
     assert "warmup_runs must be 0 or more" in logged[0] and "unknown statistic 'mean'" in logged[1], logged
