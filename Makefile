@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TORCH   := torch==2.13.0
 STAMP   := $(VENV)/.installed
 
-.PHONY: up test lint bench clean proto
+.PHONY: up test lint typecheck bench clean proto wheel
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,9 +25,16 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-lint: $(STAMP)
+lint: $(STAMP) typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy on the `latfarm` namespace as installed: build/typecheck/latfarm/* link to the repository's folders
+typecheck: $(STAMP)
+	@mkdir -p build/typecheck/latfarm
+	@for d in services agents predictor; do ln -sfn "$$PWD/$$d" build/typecheck/latfarm/$$d; done
+	@ln -sfn "$$PWD/proto/latfarm" build/typecheck/latfarm/proto
+	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p latfarm
 
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. proto/latfarm/v1/agent.proto
@@ -39,3 +46,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The agent-only install elsewhere: copy dist/latfarm-*.whl to the device, `pip install latfarm-*.whl`
+wheel: $(BIN)/python
+	$(BIN)/pip wheel -q --no-deps -w dist .
