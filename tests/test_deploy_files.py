@@ -243,16 +243,17 @@ def test_images_get_every_data_file():
 
 
 def test_every_package_folder_is_installed():
-    """pyproject lists the packages of the ``latfarm`` namespace by hand: each folder with an ``__init__.py``
-    under a mapped folder must be listed, or the (non-editable) installs of the images miss it."""
+    """pyproject lists the packages of the ``latfarm`` namespace by hand: every folder under a mapped folder (code
+    or data only, like the admin's templates) must be listed, or the (non-editable) installs of the images miss it."""
     tomllib = pytest.importorskip("tomllib")
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     folders = {
-        name + "." + ".".join(init.parent.relative_to(ROOT / folder).parts) if init.parent != ROOT / folder else name
+        ".".join([name, *path.relative_to(ROOT / folder).parts])
         for name, folder in setuptools["package-dir"].items()
-        for init in (ROOT / folder).rglob("__init__.py")
+        for path in [ROOT / folder, *(ROOT / folder).rglob("*")]
+        if path.is_dir() and path.name != "__pycache__"
     }
-    assert {f.rstrip(".") for f in folders} == set(setuptools["packages"])
+    assert folders == set(setuptools["packages"])
 
 
 def test_dockerignore_keeps_local_state_out():
