@@ -1,4 +1,8 @@
-"""Shared fixtures: real SQLite and PostgreSQL databases, real Redis, the shared HELP data."""
+"""Shared fixtures (real SQLite and PostgreSQL databases, real Redis, the shared HELP data) and the test kinds.
+
+``tests/unit`` runs in this process: no child processes, no server listening on a port, no browser (a real
+database or Redis connection is fine). ``tests/integration`` holds everything else: live REST and gRPC servers,
+``latfarm`` and agent processes, Chromium, a fresh install; its tests get the ``integration`` marker here."""
 
 from __future__ import annotations
 
@@ -17,7 +21,24 @@ HELP_DIR = ROOT.parent / "shared" / "datasets" / "help-nb201"
 PG_URL = os.environ.get("LATFARM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LATFARM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ON_CI = bool(os.environ.get("CI"))
+INTEGRATION = Path(__file__).resolve().parent / "integration"
 pytest_plugins = ["tests.api_support"]  # REST API fixtures: api, keys
+
+
+SERVICE_FIXTURES = {"postgres": {"pg_admin_engine", "pg_url"}, "redis": {"redis_url"}}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by what they need: ``integration`` for everything under ``tests/integration``; ``postgres`` and
+    ``redis`` for tests that request the service's fixture or run a parameter case with that id (``db_url``'s
+    ``postgres`` case, a ``redis`` case), so ``-m "not postgres"`` leaves out every test that needs the server."""
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.integration)
+        case_ids = set(item.callspec.id.split("-")) if hasattr(item, "callspec") else set()
+        for service, fixtures in SERVICE_FIXTURES.items():
+            if service in case_ids or fixtures & set(getattr(item, "fixturenames", ())):
+                item.add_marker(service)
 
 
 def _absent(what: str, err: Exception) -> None:

@@ -30,7 +30,7 @@ START_TIMEOUT_S = 180.0
 ENROLL_TOKEN_S = 600  # the local agent's enrollment token: used at once
 
 
-def _agent_known(client: Client, device: str, agent_dir: Path) -> bool:
+def agent_known(client: Client, device: str, agent_dir: Path) -> bool:
     """Whether the agent saved in ``agent_dir`` is registered with this server."""
     try:
         state = load_state(agent_dir)
@@ -182,7 +182,7 @@ def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> N
         _ensure_device(client, device)
         agent_dir = settings.data_dir / f"agent-{device}"
         agent_args = ["agent", "--server", f"127.0.0.1:{settings.grpc_port}", "--state-dir", str(agent_dir)]
-        if not _agent_known(client, device, agent_dir):  # first run, or a new database
+        if not agent_known(client, device, agent_dir):  # first run, or a new database
             agent_args += ["--enroll", client.enroll(device, expires_in_s=ENROLL_TOKEN_S)]
         children.start("agent", agent_args, env)
         console.print(f"agent for device [bold]{device}[/] started (log: {logs / 'agent.log'})")

@@ -2,7 +2,7 @@
 
 A setting's environment variable is ``LATFARM_`` + its field name in capitals; an empty variable counts as unset.
 Constructing ``Settings()`` reads the environment; keyword values win over it. README.md's settings table is
-checked against these declarations by tests/test_config.py.
+checked against these declarations by tests/unit/test_config.py.
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ import pytest
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 from latfarm.services.rpc.servicer import LOCAL_POLL_S
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 STARTUP_S = 120
 ARCHS = list(range(0, 15625, 1302))  # 13 NB201 cells spread over the space

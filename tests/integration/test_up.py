@@ -15,7 +15,7 @@ import pytest
 
 from latfarm.agents.state import AgentState, save_state
 from latfarm.predictor import nb201
-from latfarm.services.cli.up import _agent_known
+from latfarm.services.cli.up import agent_known
 from latfarm.services.client import Client, LatfarmError
 from latfarm.services.core.security import hash_secret
 from latfarm.services.store.crud import device_by_name
@@ -110,12 +110,12 @@ def test_up_enrolls_its_agent_only_when_the_server_does_not_know_it(live_api, tm
     agent_dir = tmp_path / "agent-local"
     with Client(url, ADMIN_KEY) as client:
         client.create_device("local")
-        assert not _agent_known(client, "local", agent_dir)  # no state yet
+        assert not agent_known(client, "local", agent_dir)  # no state yet
         save_state(agent_dir, AgentState("a1b2", "lf_agent_secret", "local"))
-        assert not _agent_known(client, "local", agent_dir)  # saved, but this server never registered it
+        assert not agent_known(client, "local", agent_dir)  # saved, but this server never registered it
         with transaction(app.state.sessions) as session:
             device = device_by_name(session, "local")
             session.add(Agent(id="a1b2", device_id=device.id, credential_hash=hash_secret("lf_agent_secret")))
-        assert _agent_known(client, "local", agent_dir)
+        assert agent_known(client, "local", agent_dir)
         (agent_dir / "state.json").write_text("{not json")
-        assert _agent_known(client, "local", agent_dir)  # corrupt: no token; the agent reports the state file
+        assert agent_known(client, "local", agent_dir)  # corrupt: no token; the agent reports the state file

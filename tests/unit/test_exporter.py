@@ -8,18 +8,12 @@ import threading
 import time
 from collections import Counter
 
-import pytest
 from sqlalchemy import select, update
 
-from latfarm.proto.v1 import agent_pb2
-from latfarm.services.domain.artifacts import ArtifactStore
-from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.store.db import make_read_sessionmaker, transaction
 from latfarm.services.store.models import Arch, Artifact, Job, JobState
 from latfarm.services.workers.export_worker import ExportWorker
-from tests.test_queue import ARCHS, TinyArtifactStore, make_device, submit
-from tests.test_rpc import register, start_farm, stop_farm
-from tests.test_rpc import submit as submit_rpc
+from tests.queue_support import ARCHS, TinyArtifactStore, make_device, submit
 
 
 class CountingStore(TinyArtifactStore):
@@ -31,16 +25,6 @@ class CountingStore(TinyArtifactStore):
 
     def export_file(self, arch: str, fmt: str):
         self.calls[arch, fmt] += 1
-        return super().export_file(arch, fmt)
-
-
-class CountingArtifactStore(ArtifactStore):
-    """The real (torch) store, counting ``export_file`` calls."""
-
-    calls = 0
-
-    def export_file(self, arch: str, fmt: str):
-        self.calls += 1
         return super().export_file(arch, fmt)
 
 
@@ -141,26 +125,3 @@ def test_thread_exports_new_jobs_and_stops_promptly(sessions, tmp_path):
     started = time.monotonic()
     slow.stop()  # waiting out its long poll interval would take a minute
     assert time.monotonic() - started < 1.0
-
-
-@pytest.fixture(scope="module")
-def real_store(tmp_path_factory):
-    """The real artifact store, shared so that each model is exported by torch once."""
-    return CountingArtifactStore(tmp_path_factory.mktemp("artifacts"))
-
-
-def test_lease_after_the_worker_exports_nothing(sessions, real_store):
-    farm = start_farm(sessions, real_store, make_notifier(None))
-    try:
-        _, md = register(farm)
-        submit_rpc(farm, ARCHS[:3])
-        assert worker(sessions, real_store).run_once() == 3
-        calls = real_store.calls
-        leased = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=3), metadata=md, timeout=30).jobs
-        assert sorted(job.arch for job in leased) == sorted(ARCHS[:3])
-        assert real_store.calls == calls
-        with sessions() as s:
-            artifacts = {a.sha256: a.arch.arch for a in s.scalars(select(Artifact))}
-        assert {artifacts[job.artifact_sha256] for job in leased} == set(ARCHS[:3])
-    finally:
-        stop_farm(farm)

@@ -12,7 +12,7 @@ import typer.main
 from latfarm.services.cli import app
 from latfarm.services.core.config import ClientSettings, Settings, env_name
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TABLE = re.compile(r"<!-- settings table.*?-->\n(.*?)<!-- end of the settings table -->", re.S)
 
 

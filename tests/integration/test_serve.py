@@ -36,17 +36,17 @@ class Served:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        self.rest = self._expect(r"latfarm REST\s+(http://\S+)")
-        self.grpc = self._expect(r"latfarm gRPC\s+(\S+)")
-        self.key = self._expect(r"bootstrap admin key \(shown once, store it\): (\S+)")
+        threading.Thread(target=self.follow_output, daemon=True).start()
+        self.rest = self.expect_line(r"latfarm REST\s+(http://\S+)")
+        self.grpc = self.expect_line(r"latfarm gRPC\s+(\S+)")
+        self.key = self.expect_line(r"bootstrap admin key \(shown once, store it\): (\S+)")
 
-    def _read(self) -> None:
+    def follow_output(self) -> None:
         for line in self.proc.stdout:
             self.output.append(line)
             self.lines.put(line)
 
-    def _expect(self, pattern: str) -> str:
+    def expect_line(self, pattern: str) -> str:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
@@ -93,8 +93,6 @@ def test_serve_sqlite_and_sigint(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.postgres
-@pytest.mark.redis
 def test_serve_postgres_redis_and_sigterm(tmp_path, pg_url, redis_url):
     served = Served(["--db", pg_url, "--redis", redis_url, "--data-dir", str(tmp_path / "data")])
     try:

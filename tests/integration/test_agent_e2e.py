@@ -21,7 +21,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LATFARM = str(Path(sys.executable).with_name("latfarm"))
 ADMIN_KEY = "e2e-admin-key"
 QUICK = ["--rounds", "2", "--runs", "5", "--warmup", "1", "--max-jobs", "4"]

@@ -31,7 +31,7 @@ from latfarm.services.rpc.servicer import max_waiting
 from latfarm.services.store.db import make_engine, make_sessionmaker, transaction
 from latfarm.services.store.models import Agent, Base, Device, Enrollment, Job, JobState, Measurement
 from latfarm.services.workers.lease_sweeper import LeaseSweeper
-from tests.test_queue import ARCHS, INPUT_SHAPE, TinyArtifactStore
+from tests.queue_support import ARCHS, INPUT_SHAPE, TinyArtifactStore
 
 BIG_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 DESCRIPTOR = agent_pb2.DeviceDescriptor(

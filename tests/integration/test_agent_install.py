@@ -8,7 +8,7 @@ import venv
 
 import pytest
 
-from tests.test_agent_e2e import QUICK, ROOT, Server, assert_each_measured_once
+from tests.integration.test_agent_e2e import QUICK, ROOT, Server, assert_each_measured_once
 
 pytestmark = pytest.mark.slow
 HEAVY = ("torch", "fastapi", "sqlalchemy", "uvicorn", "starlette", "alembic", "onnx.reference")

@@ -19,8 +19,8 @@ from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.rpc.server import build_grpc_server, server_credentials
 from latfarm.services.store.db import make_engine, make_sessionmaker
 from latfarm.services.store.models import Base
-from tests.test_agent_e2e import Agent, Server
-from tests.test_rpc import DESCRIPTOR, enroll
+from tests.integration.test_agent_e2e import Agent, Server
+from tests.integration.test_rpc import DESCRIPTOR, enroll
 
 
 def openssl(*args: str | Path) -> None:

@@ -1,0 +1,111 @@
+"""Queue helpers shared by the unit and integration tests: a tiny real artifact store, devices, agents, batches,
+leases."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from sqlalchemy.exc import IntegrityError
+
+from latfarm.predictor import nb201
+from latfarm.services.core.security import hash_secret, new_secret
+from latfarm.services.domain import queue
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Agent, Arch, Artifact, Device
+
+ARCHS = [nb201.to_string(ops) for ops in list(nb201.enumerate_archs())[:12]]
+INPUT_SHAPE = [1, 3, 32, 32]
+
+
+class TinyArtifactStore:
+    """A real, small artifact store for tests: an ONNX ``y = x + c`` graph per arch, content-addressed on disk."""
+
+    def __init__(self, root: Path, extra_floats: int = 0, fail_archs: frozenset[str] = frozenset()) -> None:
+        self.root = root
+        self.extra_floats = extra_floats  # padding initializer, to make big artifacts
+        self.fail_archs = fail_archs
+        root.mkdir(parents=True, exist_ok=True)
+
+    def export_file(self, arch: str, fmt: str) -> tuple[str, Path]:
+        if arch in self.fail_archs:
+            raise RuntimeError(f"cannot export {arch}")
+        data = self.model_bytes(nb201.official_index(nb201.parse(arch)), fmt)
+        sha = hashlib.sha256(data).hexdigest()
+        (self.root / sha).write_bytes(data)
+        return sha, self.root / sha
+
+    def ensure(self, session, arch: Arch, fmt: str) -> Artifact:
+        sha, path = self.export_file(arch.arch, fmt)
+        data = path.read_bytes()
+        artifact = session.get(Artifact, sha)
+        if artifact is not None:
+            return artifact
+        artifact = Artifact(
+            sha256=sha, arch_id=arch.id, format=fmt, settings={"input_shape": INPUT_SHAPE}, size_bytes=len(data)
+        )
+        try:
+            with session.begin_nested():  # another replica may record it at the same time
+                session.add(artifact)
+        except IntegrityError:
+            return session.get(Artifact, sha, populate_existing=True)
+        return artifact
+
+    def open(self, session, sha256: str):
+        path = self.root / sha256
+        if session.get(Artifact, sha256) is None or not path.exists():
+            return None
+        return path.open("rb")
+
+    def model_bytes(self, seed: int, fmt: str) -> bytes:
+        """The serialized ONNX ``y = x + seed`` model (``fmt`` only names the graph)."""
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, INPUT_SHAPE)
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, INPUT_SHAPE)
+        c = numpy_helper.from_array(np.full(INPUT_SHAPE, float(seed), dtype=np.float32), "c")
+        inits = [c]
+        if self.extra_floats:
+            pad = np.random.default_rng(seed).standard_normal(self.extra_floats).astype(np.float32)
+            inits.append(numpy_helper.from_array(pad, "pad"))
+        graph = helper.make_graph([helper.make_node("Add", ["x", "c"], ["y"])], f"tiny-{fmt}", [x], [y], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.checker.check_model(model)
+        return model.SerializeToString()
+
+
+def make_device(sessions, name: str = "dev-a") -> int:
+    with transaction(sessions) as s:
+        device = Device(name=name)
+        s.add(device)
+        s.flush()
+        return device.id
+
+
+def make_agent(sessions, device_id: int) -> str:
+    with transaction(sessions) as s:
+        agent = Agent(device_id=device_id, credential_hash=hash_secret(new_secret("lf_agent")))
+        s.add(agent)
+        s.flush()
+        return agent.id
+
+
+def submit(sessions, device_id: int, archs=ARCHS, fmt: str = "onnx") -> str:
+    with transaction(sessions) as s:
+        return queue.submit_batch(s, s.get(Device, device_id), archs, fmt=fmt, requested_by="tester").id
+
+
+def lease(sessions, agent_id, store, *, max_jobs=4, formats=("onnx",), lease_seconds=30, now=None, max_attempts=3):
+    with transaction(sessions) as s:
+        jobs = queue.lease(
+            s,
+            s.get(Agent, agent_id),
+            max_jobs=max_jobs,
+            formats=formats,
+            lease_seconds=lease_seconds,
+            artifacts=store,
+            max_attempts=max_attempts,
+            now=now,
+        )
+        return [(j.id, j.arch.arch, j.artifact_sha256, j.attempts) for j in jobs]
