@@ -37,10 +37,6 @@ class Backoff:
         self.failures += 1
         return delay * random.uniform(0.8, 1.2)
 
-    def reset(self) -> None:
-        """Start from ``base_s`` again."""
-        self.failures = 0
-
 
 class Connection:
     """The agent's calls to the server, each retried as its role needs; ``credential`` goes with every call after

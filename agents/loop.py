@@ -17,7 +17,6 @@ from latfarm.agents.descriptor import ClockState
 from latfarm.agents.measurement import (
     FETCH,
     LOAD,
-    STATISTICS,
     TIMEOUT,
     BatchMeasurer,
     Interrupted,
@@ -29,6 +28,7 @@ from latfarm.agents.measurement import (
 from latfarm.agents.options import AgentOptions
 from latfarm.agents.report import MeasuredWith, provenance_message, result_message
 from latfarm.proto.v1 import agent_pb2
+from latfarm.proto.v1.names import STATISTICS
 
 LEASE_WAIT_S = 5.0
 HANG_EXIT_CODE = 3

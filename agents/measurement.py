@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from latfarm.agents.backends import Backend, LoadedModel, check_outputs
+from latfarm.proto.v1.names import STATISTICS
 
 LOAD, RUN, TIMEOUT, WRONG_OUTPUT, UNSTABLE, FETCH = "load", "run", "timeout", "wrong_output", "unstable", "fetch"
-STATISTICS = ("min", "median")
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,7 @@ from latfarm.agents.backends import Backend
 from latfarm.agents.descriptor import ClockState, governor
 from latfarm.agents.measurement import MeasureSettings, ModelResult
 from latfarm.proto.v1 import agent_pb2
-
-ERROR_CLASSES = {
-    "load": agent_pb2.ERROR_CLASS_LOAD,
-    "run": agent_pb2.ERROR_CLASS_RUN,
-    "timeout": agent_pb2.ERROR_CLASS_TIMEOUT,
-    "wrong_output": agent_pb2.ERROR_CLASS_WRONG_OUTPUT,
-    "unstable": agent_pb2.ERROR_CLASS_UNSTABLE,
-    "fetch": agent_pb2.ERROR_CLASS_FETCH,
-}
+from latfarm.proto.v1.names import ERROR_CLASSES
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ def serve(settings: Settings) -> None:
     grpc_server, grpc_port = build_grpc_server(
         settings,
         runtime.sessions,
+        runtime.read_sessions,
         runtime.artifacts,
         runtime.notifier,
         credentials=credentials,

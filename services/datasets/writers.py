@@ -13,33 +13,17 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.services.datasets.rows import DatasetError
+from latfarm.services.domain.results import FIGURES, SETUP
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 # latency_ms is the headline figure; statistic says how an agent computed it (empty for imported rows)
 ROW_FIELDS = (
-    "arch",
-    "nb201_index",
-    "ops",
-    "latency_ms",
-    "statistic",
-    "median_ms",
-    "mean_ms",
-    "std_ms",
-    "min_ms",
-    "p90_ms",
-    "runs",
-    "unstable",
-    "source",
-    "dataset",
-    "runtime",
-    "runtime_version",
-    "provider",
-    "threads",
-    "agent_id",
-    "job_id",
-    "artifact_sha256",
-    "created_at",
+    *("arch", "nb201_index", "ops", "latency_ms", "statistic"),
+    *FIGURES,
+    *("source", "dataset"),
+    *SETUP,
+    *("agent_id", "job_id", "artifact_sha256", "created_at"),
 )
 
 

@@ -47,15 +47,6 @@ def latest(session: Session, device: Device) -> Adaptation | None:
     ).first()
 
 
-def active(session: Session, device: Device) -> Adaptation | None:
-    return session.scalars(
-        select(Adaptation)
-        .where(Adaptation.device_id == device.id, Adaptation.state == AdaptState.active)
-        .order_by(Adaptation.activated_at.desc())
-        .limit(1)
-    ).first()
-
-
 def start(
     session: Session,
     device: Device,

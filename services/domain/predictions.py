@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.predictor import nb201
-from latfarm.services.store.models import Adaptation, AdaptState, Arch, Device, Measurement, Source
+from latfarm.services.store.crud import active_adaptation
+from latfarm.services.store.models import Adaptation, Arch, Device, Measurement, Source
 
 log = logging.getLogger(__name__)
 MIN_ARCHS_ON_THE_FLY = 5  # measured archs a device needs before it gets an on-the-fly model
@@ -152,12 +153,7 @@ class PredictionService:
 
         Raises NoEstimate when the device has neither an active adaptation nor enough measured archs.
         """
-        active = session.scalars(
-            select(Adaptation)
-            .where(Adaptation.device_id == device.id, Adaptation.state == AdaptState.active)
-            .order_by(Adaptation.activated_at.desc())
-            .limit(1)
-        ).first()
+        active = active_adaptation(session, device)
         if active is not None:
             return f"{self._key_prefix(device)}:adapt-{active.id}", active
         (count, last_id), table = self._measured_table(session, device)

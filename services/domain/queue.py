@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.services.core.clock import as_utc, utcnow
+from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import ReportedResult, to_measurement, validate
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.models import (
@@ -34,7 +35,6 @@ from latfarm.services.store.models import (
     new_id,
 )
 
-FORMATS = ("onnx", "tflite")
 MAX_BATCH = nb201.NUM_ARCHS
 MAX_ERRORS_SHOWN = 20
 _EXPIRED = re.compile(r"^lease expired (\d+) times?")

@@ -1,18 +1,28 @@
 """The measurement result an agent reports: its one schema, its validation, and its mapping to a stored row.
 
 Each boundary maps it with one function: the gRPC servicer decodes the wire message into a ``ReportedResult``
-(``rpc.servicer.reported_result``), ``to_measurement`` turns it into a ``Measurement`` row, and the REST route
-shows that row (``api.routes.measurements.measurement_out``).
+(``rpc.servicer.reported_result``), ``to_measurement`` turns it into a ``Measurement`` row, the REST route shows
+that row (``api.routes.measurements.measurement_out``) and the dataset export writes it
+(``datasets.writers.device_rows``). The names they share are declared here once: ``FIGURES`` and ``SETUP``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from latfarm.proto.v1.names import STATISTICS
 from latfarm.services.store.models import Agent, Job, Measurement, Source
 
-STATISTICS = ("min", "median")  # how an agent computes the headline latency (``Stats.statistic``)
+# The figures a measurement stores as its agent reported them, in the order every view lists them after the
+# headline (latency_ms and its statistic).
+FIGURES = ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "runs", "unstable")
+# What a measurement was taken with, stored as reported.
+SETUP = ("runtime", "runtime_version", "provider", "threads")
+# The timings of the model's first use, stored as reported.
+FIRST_USE = ("session_create_ms", "first_inference_ms")
 
 
 class ResultError(ValueError):
@@ -77,6 +87,11 @@ def headline(result: ReportedResult) -> tuple[float, str]:
     return result.median_ms, "median"
 
 
+def attributes(source: object, names: Iterable[str]) -> dict[str, Any]:
+    """``source``'s attributes ``names``, by name."""
+    return {name: getattr(source, name) for name in names}
+
+
 def to_measurement(job: Job, agent: Agent, result: ReportedResult, provenance: dict) -> Measurement:
     """The ``Measurement`` row of an ok result of ``job``, measured by ``agent``."""
     protocol = dict(result.settings)
@@ -91,21 +106,9 @@ def to_measurement(job: Job, agent: Agent, result: ReportedResult, provenance: d
         agent_id=agent.id,
         job_id=job.id,
         artifact_sha256=result.artifact_sha256 or job.artifact_sha256,
-        runtime=result.runtime,
-        runtime_version=result.runtime_version,
-        provider=result.provider,
-        threads=result.threads,
         protocol=protocol,
         latency_ms=latency_ms,
-        median_ms=result.median_ms,
-        mean_ms=result.mean_ms,
-        std_ms=result.std_ms,
-        min_ms=result.min_ms,
-        p90_ms=result.p90_ms,
-        runs=result.runs,
         round_medians_ms=list(result.round_medians_ms),
-        session_create_ms=result.session_create_ms,
-        first_inference_ms=result.first_inference_ms,
-        unstable=result.unstable,
         provenance=dict(provenance),
+        **attributes(result, FIGURES + SETUP + FIRST_USE),
     )

@@ -39,11 +39,6 @@ class MemoryCache:
             while len(self._items) > self._max:
                 self._items.popitem(last=False)
 
-    def delete_prefix(self, prefix: str) -> None:
-        with self._lock:
-            for key in [k for k in self._items if k.startswith(prefix)]:
-                del self._items[key]
-
     def close(self) -> None:
         """Nothing to release."""
 
@@ -70,26 +65,8 @@ class RedisCache:
         except Exception as err:  # noqa: BLE001
             log.warning("redis cache set failed: %s", err)
 
-    def delete_prefix(self, prefix: str) -> None:
-        try:
-            pattern = _glob_escape(self._prefix + prefix) + "*"
-            batch = []
-            for key in self._client.scan_iter(match=pattern, count=500):
-                batch.append(key)
-                if len(batch) >= 500:
-                    self._client.delete(*batch)
-                    batch.clear()
-            if batch:
-                self._client.delete(*batch)
-        except Exception as err:  # noqa: BLE001
-            log.warning("redis cache delete failed: %s", err)
-
     def close(self) -> None:
         self._client.close()
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 def make_cache(redis_url: str | None, prefix: str = "latfarm:") -> MemoryCache | RedisCache:

@@ -11,7 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
-from latfarm.services.core.config import Settings
+from latfarm.services.core.config import Settings, env_name
 from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.rpc.servicer import AgentServicer, Artifacts
 
@@ -24,7 +24,8 @@ OPTIONS = [
 
 
 def _setting(name: str) -> str:
-    return f"{name} (LATFARM_{name.upper()}, --{name.replace('_', '-')})"
+    """A setting as an operator may give it: ``grpc_tls_key (LATFARM_GRPC_TLS_KEY, --grpc-tls-key)``."""
+    return f"{name} ({env_name(name)}, --{name.replace('_', '-')})"
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -55,6 +56,7 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 def build_grpc_server(
     settings: Settings,
     sessions: sessionmaker[Session],
+    read_sessions: sessionmaker[Session],
     artifacts: Artifacts,
     notifier: LocalNotifier,
     *,
@@ -62,14 +64,16 @@ def build_grpc_server(
     port: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """The agent service and ``grpc.health.v1`` on ``port`` (default ``settings.grpc_port``; 0 picks a free one),
-    over TLS with ``credentials`` (see ``server_credentials``), else plaintext.
+    over TLS with ``credentials`` (see ``server_credentials``), else plaintext. ``sessions`` write, ``read_sessions``
+    only read (``runtime.Runtime`` builds both).
 
     Returns the server, not yet started, and the bound port. Call ``server.start()``, and ``server.stop(grace)``.
     """
     port = settings.grpc_port if port is None else port
     workers = ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="grpc")
     server = grpc.server(workers, options=OPTIONS)
-    agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(settings, sessions, artifacts, notifier), server)
+    servicer = AgentServicer(settings, sessions, read_sessions, artifacts, notifier)
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):

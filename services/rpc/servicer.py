@@ -18,13 +18,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
+from latfarm.proto.v1.names import ERROR_CLASSES
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.config import Settings
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import queue
-from latfarm.services.domain.results import ReportedResult, ResultError
+from latfarm.services.domain.network_export import FORMATS
+from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, ResultError, attributes
 from latfarm.services.infra.wakeups import LocalNotifier
-from latfarm.services.store.db import make_read_sessionmaker, transaction
+from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent, Artifact, Device, Enrollment, Job
 from latfarm.services.workers.export_worker import Exporter, export_one
 
@@ -38,6 +40,7 @@ MAX_IDS = 10_000  # job ids per heartbeat / release
 MAX_RESULTS = 1_000  # results per report
 AGENT_STATES = ("idle", "measuring")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+ERROR_CLASS_NAMES = {value: name for name, value in ERROR_CLASSES.items()}
 
 
 def max_waiting(workers: int) -> int:
@@ -54,11 +57,16 @@ class Artifacts(Exporter, Protocol):
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
-        self, settings: Settings, sessions: sessionmaker[Session], artifacts: Artifacts, notifier: LocalNotifier
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        read_sessions: sessionmaker[Session],
+        artifacts: Artifacts,
+        notifier: LocalNotifier,
     ):
         self.settings = settings
         self.sessions = sessions
-        self.read_sessions = make_read_sessionmaker(sessions.kw["bind"])
+        self.read_sessions = read_sessions
         self.waiting = threading.BoundedSemaphore(max_waiting(settings.grpc_workers))
         self.artifacts = artifacts
         self.notifier = notifier
@@ -155,7 +163,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         with transaction(self.sessions) as session:
             agent = self._agent(session, context)
             agent_id, device_id = agent.id, agent.device_id
-            formats = list(request.formats) or list(agent.descriptor.get("formats", [])) or list(queue.FORMATS)
+            formats = list(request.formats) or list(agent.descriptor.get("formats", [])) or list(FORMATS)
         while True:
             seen = self.notifier.version(device_id)
             ready = self._prepare_artifacts(device_id, formats, max_jobs, context)
@@ -269,9 +277,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
 
 def _check_formats(context, formats, field: str, allow_empty: bool = False) -> None:
-    unknown = [f for f in formats if f not in queue.FORMATS]
+    unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: unknown format(s) {unknown}; known: {queue.FORMATS}")
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: unknown format(s) {unknown}; known: {FORMATS}")
     if not formats and not allow_empty:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} is empty: name the formats the agent can run")
 
@@ -307,43 +315,28 @@ def _input_shape(settings: dict) -> list[int]:
 
 
 def reported_result(result: agent_pb2.Result) -> ReportedResult:
-    """The wire result as the queue takes it (the one proto -> ``ReportedResult`` mapping)."""
-    stats = result.stats
-    settings = json_format.MessageToDict(result.settings, preserving_proto_field_name=True)
-    error_class = _error_class(result.error_class)
+    """The wire result as the queue takes it (the one proto -> ``ReportedResult`` mapping): every ``Stats`` field
+    by its name; what the agent measured with as sent, or None where it sent none ("" / 0)."""
+    stats = attributes(result.stats, agent_pb2.Stats.DESCRIPTOR.fields_by_name)
+    stats["round_medians_ms"] = list(result.stats.round_medians_ms)
+    setup = {name: value or None for name, value in attributes(result, ("artifact_sha256", *SETUP)).items()}
     return ReportedResult(
         job_id=result.job_id,
         ok=result.ok,
-        latency_ms=stats.latency_ms,
-        statistic=stats.statistic,
-        median_ms=stats.median_ms,
-        mean_ms=stats.mean_ms,
-        std_ms=stats.std_ms,
-        min_ms=stats.min_ms,
-        p90_ms=stats.p90_ms,
-        runs=stats.runs,
-        round_medians_ms=list(stats.round_medians_ms),
-        round_spread=stats.round_spread,
-        session_create_ms=result.session_create_ms,
-        first_inference_ms=result.first_inference_ms,
-        error_class=error_class,
+        error_class=_error_class(result.error_class),
         error_message=result.error_message,
         unstable=result.unstable,
-        artifact_sha256=result.artifact_sha256 or None,
-        runtime=result.runtime or None,
-        runtime_version=result.runtime_version or None,
-        provider=result.provider or None,
-        threads=result.threads or None,
         affinity=list(result.affinity),
-        settings=settings,
+        settings=json_format.MessageToDict(result.settings, preserving_proto_field_name=True),
+        **stats,
+        **attributes(result, FIRST_USE),
+        **setup,
     )
 
 
 def _error_class(value: int) -> str:
-    """``ERROR_CLASS_RUN`` -> ``"run"`` (the agent's names); unspecified -> ``""``."""
+    """``ERROR_CLASS_RUN`` -> ``"run"`` (the agent's names); unspecified -> ``""``; a number this server does not
+    know -> ``"error_class_<number>"``."""
     if value == agent_pb2.ERROR_CLASS_UNSPECIFIED:
         return ""
-    try:
-        return agent_pb2.ErrorClass.Name(value).removeprefix("ERROR_CLASS_").lower()
-    except ValueError:
-        return f"error_class_{value}"
+    return ERROR_CLASS_NAMES.get(value, f"error_class_{value}")

@@ -8,7 +8,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
-from latfarm.services.store.models import Arch, Device
+from latfarm.services.store.models import Adaptation, AdaptState, Arch, Device
 
 
 def ensure_archs(session: Session, archs: Iterable[str], space: str = nb201.SPACE) -> dict[str, int]:
@@ -48,3 +48,13 @@ def _existing_ids(session: Session, space: str, names: list[str]) -> dict[str, i
 
 def device_by_name(session: Session, name: str) -> Device | None:
     return session.scalars(select(Device).where(Device.name == name)).one_or_none()
+
+
+def active_adaptation(session: Session, device: Device) -> Adaptation | None:
+    """The device's adaptation in use: the active one activated last (None: the device has none)."""
+    return session.scalars(
+        select(Adaptation)
+        .where(Adaptation.device_id == device.id, Adaptation.state == AdaptState.active)
+        .order_by(Adaptation.activated_at.desc())
+        .limit(1)
+    ).first()

@@ -28,7 +28,7 @@ from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.rpc.server import SERVICE_NAME, build_grpc_server
 from latfarm.services.rpc.servicer import max_waiting
-from latfarm.services.store.db import make_engine, make_sessionmaker, transaction
+from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker, transaction
 from latfarm.services.store.models import Agent, Base, Device, Enrollment, Job, JobState, Measurement
 from latfarm.services.workers.lease_sweeper import LeaseSweeper
 from tests.queue_support import ARCHS, INPUT_SHAPE, TinyArtifactStore
@@ -54,7 +54,8 @@ def start_farm(sessions, store, notifier, enrolled: tuple[int, str] | None = Non
     """A started server on a free port, its client stub, and an enrolled device."""
     settings = Settings(lease_seconds=30, heartbeat_interval_s=5, max_attempts=2, **settings)
     device_id, token = enrolled or enroll(sessions)
-    server, port = build_grpc_server(settings, sessions, store, notifier, port=0)
+    read_sessions = make_read_sessionmaker(sessions.kw["bind"])
+    server, port = build_grpc_server(settings, sessions, read_sessions, store, notifier, port=0)
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     return SimpleNamespace(

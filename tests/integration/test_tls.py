@@ -17,7 +17,7 @@ from latfarm.services.core.config import Settings
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.rpc.server import build_grpc_server, server_credentials
-from latfarm.services.store.db import make_engine, make_sessionmaker
+from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from latfarm.services.store.models import Base
 from tests.integration.test_agent_e2e import Agent, Server
 from tests.integration.test_rpc import DESCRIPTOR, enroll
@@ -48,7 +48,10 @@ def farm(sqlite_url, tmp_path, certs):
     notifier = make_notifier(None)
     credentials = server_credentials(Settings(grpc_tls_cert=certs.cert, grpc_tls_key=certs.key))
     store = ArtifactStore(tmp_path / "artifacts")
-    server, port = build_grpc_server(Settings(), sessions, store, notifier, credentials=credentials, port=0)
+    read_sessions = make_read_sessionmaker(engine)
+    server, port = build_grpc_server(
+        Settings(), sessions, read_sessions, store, notifier, credentials=credentials, port=0
+    )
     server.start()
     yield SimpleNamespace(address=f"127.0.0.1:{port}", token=enroll(sessions)[1])
     server.stop(None)

@@ -7,6 +7,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Statistic(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATISTIC_UNSPECIFIED: _ClassVar[Statistic]
+    STATISTIC_MIN: _ClassVar[Statistic]
+    STATISTIC_MEDIAN: _ClassVar[Statistic]
+
 class ErrorClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ERROR_CLASS_UNSPECIFIED: _ClassVar[ErrorClass]
@@ -16,6 +22,9 @@ class ErrorClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CLASS_WRONG_OUTPUT: _ClassVar[ErrorClass]
     ERROR_CLASS_UNSTABLE: _ClassVar[ErrorClass]
     ERROR_CLASS_FETCH: _ClassVar[ErrorClass]
+STATISTIC_UNSPECIFIED: Statistic
+STATISTIC_MIN: Statistic
+STATISTIC_MEDIAN: Statistic
 ERROR_CLASS_UNSPECIFIED: ErrorClass
 ERROR_CLASS_LOAD: ErrorClass
 ERROR_CLASS_RUN: ErrorClass

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from latfarm.services.domain.results import FIGURES, SETUP, attributes
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 from ..auth import Principal, require
@@ -75,18 +76,8 @@ def measurement_out(m: Measurement, device: str, arch: str, nb201_index: int | N
         dataset=m.dataset,
         latency_ms=m.latency_ms,
         statistic=(m.protocol or {}).get("statistic"),
-        median_ms=m.median_ms,
-        mean_ms=m.mean_ms,
-        std_ms=m.std_ms,
-        min_ms=m.min_ms,
-        p90_ms=m.p90_ms,
-        runs=m.runs,
-        unstable=m.unstable,
-        runtime=m.runtime,
-        runtime_version=m.runtime_version,
-        provider=m.provider,
-        threads=m.threads,
         agent_id=m.agent_id,
         job_id=m.job_id,
         created_at=m.created_at,
+        **attributes(m, FIGURES + SETUP),
     )
