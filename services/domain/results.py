@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.store.models import Agent, Job, Measurement, Source
 
 STATISTICS = ("min", "median")  # how an agent computes the headline latency (``Stats.statistic``)
 
 
-class ResultError(ValueError):
+class ResultError(InvalidArgument):
     """A malformed result; the message is safe to show the agent."""
 
 
