@@ -9,19 +9,12 @@ from typing import TypeVar
 
 import grpc
 
+from latfarm.agents.errors import Stopped, Unauthenticated
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 
 T = TypeVar("T")
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 CALL_TIMEOUT_S = 30.0
-
-
-class Stopped(Exception):
-    """The agent was asked to stop while waiting for the server."""
-
-
-class Unauthenticated(Exception):
-    """The server does not know this agent's credential (or enrollment token)."""
 
 
 class Backoff:

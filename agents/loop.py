@@ -12,8 +12,9 @@ import grpc
 
 from latfarm.agents.backends import Backend
 from latfarm.agents.cache import ArtifactCache, ArtifactError
-from latfarm.agents.connection import Connection, Stopped, Unauthenticated
+from latfarm.agents.connection import Connection
 from latfarm.agents.descriptor import ClockState
+from latfarm.agents.errors import Stopped, Unauthenticated
 from latfarm.agents.measurement import (
     FETCH,
     LOAD,

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from latfarm.agents.backends import available_backends
 from latfarm.agents.cache import ArtifactCache
-from latfarm.agents.connection import Connection, Stopped, Unauthenticated
+from latfarm.agents.connection import Connection
 from latfarm.agents.descriptor import describe
+from latfarm.agents.errors import AgentError, Stopped, Unauthenticated
 from latfarm.agents.loop import AgentLoop
 from latfarm.agents.options import AgentOptions
 from latfarm.agents.state import AgentState, load_state, save_state
@@ -71,7 +72,8 @@ def register(conn: Connection, options: AgentOptions) -> tuple[AgentState, int]:
 
 
 def run_agent(options: AgentOptions) -> None:
-    """Run the agent until stopped (or, with ``options.once``, until the queue is empty)."""
+    """Run the agent until stopped (or, with ``options.once``, until the queue is empty); ``AgentError`` when it
+    cannot (bad option, unreadable certificate, not registered, rejected by the server)."""
     state_dir = Path(options.state_dir)
     try:
         root_certificates = read_ca_cert(options.ca_cert)
@@ -81,9 +83,9 @@ def run_agent(options: AgentOptions) -> None:
         backends = available_backends(options.provider)
         state = load_state(state_dir)
     except (ValueError, OSError) as err:
-        raise SystemExit(f"latfarm agent: {err}") from err
+        raise AgentError(str(err)) from err
     if state is None and not options.enroll:
-        raise SystemExit(f"latfarm agent: not registered yet (no state in {state_dir}): pass --enroll TOKEN")
+        raise AgentError(f"not registered yet (no state in {state_dir}): pass --enroll TOKEN")
     stop = threading.Event()
     install_signal_handlers(stop)
     credential = state.credential if state else None
@@ -116,6 +118,6 @@ def run_agent(options: AgentOptions) -> None:
         log("stopped")
     except Unauthenticated as err:
         hint = "check the --enroll token" if options.enroll else "run again with --enroll TOKEN to register anew"
-        raise SystemExit(f"latfarm agent: the server rejected this agent ({err}); {hint}") from err
+        raise AgentError(f"the server rejected this agent ({err}); {hint}") from err
     finally:
         conn.close()

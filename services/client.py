@@ -5,7 +5,7 @@
     items = client.predict("pixel7", ["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|"])
 
 Connect errors and 5xx answers of idempotent requests are retried with exponential backoff; any other failure
-raises ``LatfarmError`` with the HTTP status and the server's message.
+raises ``LatfarmError`` with the HTTP ``status`` (0: no answer), the server's ``message`` and its error ``code``.
 """
 
 from __future__ import annotations
@@ -16,17 +16,10 @@ from collections.abc import Callable, Iterator, Sequence
 
 import httpx
 
+from latfarm.services.core.errors import LatfarmError
+
 RETRY_STATUSES = frozenset({502, 503, 504})
 DONE_STATES = ("active", "failed")
-
-
-class LatfarmError(Exception):
-    """A request the server refused or could not answer: ``status`` (0 = no answer) and its ``message``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}" if status else message)
-        self.status = status
-        self.message = message
 
 
 class Client:
@@ -61,7 +54,8 @@ class Client:
             except httpx.TransportError as err:
                 # the request may have reached the server unless it never connected
                 if attempt >= self.retries or not (idempotent or isinstance(err, httpx.ConnectError)):
-                    raise LatfarmError(0, f"{method} {path}: {type(err).__name__}: {err}") from err
+                    message = f"{method} {path}: {type(err).__name__}: {err}"
+                    raise LatfarmError(message, status=0, code="unavailable") from err
             else:
                 retry = response.status_code in RETRY_STATUSES or (idempotent and response.status_code >= 500)
                 if not retry or attempt >= self.retries:
@@ -69,7 +63,7 @@ class Client:
             time.sleep(self.backoff_s * 2**attempt)
             attempt += 1
         if response.is_error:
-            raise LatfarmError(response.status_code, _message(response))
+            raise _error(response)
         return response
 
     def _json(self, method: str, path: str, **kwargs):
@@ -204,7 +198,7 @@ class Client:
                     last = line
             if state["state"] in DONE_STATES:
                 if state["state"] == "failed":
-                    raise LatfarmError(0, f"adaptation of {device} failed: {state.get('error')}")
+                    raise LatfarmError(f"adaptation of {device} failed: {state.get('error')}", status=0)
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"adaptation of {device} still {state['state']} after {timeout:.0f} s")
@@ -212,11 +206,16 @@ class Client:
         return state
 
 
-def _message(response: httpx.Response) -> str:
+def _error(response: httpx.Response) -> LatfarmError:
+    """The error an answer carries: the server's message, code and field when it sent the error shape."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:500] or response.reason_phrase
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("detail") or body)
-    return str(body)
+        return LatfarmError(response.text[:500] or response.reason_phrase, status=response.status_code)
+    if not isinstance(body, dict):
+        return LatfarmError(str(body), status=response.status_code)
+    message = str(body.get("message") or body.get("detail") or body)
+    return LatfarmError(message, status=response.status_code, code=body.get("code"), field=body.get("field"))
+
+
+__all__ = ["Client", "LatfarmError"]

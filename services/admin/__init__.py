@@ -20,7 +20,9 @@ from starlette.staticfiles import StaticFiles
 from latfarm.services.admin import dashboard
 from latfarm.services.admin.auth import AdminKeyAuth
 from latfarm.services.admin.views import model_views
+from latfarm.services.api.errors import http_status
 from latfarm.services.core.config import Settings
+from latfarm.services.core.errors import LatfarmError, NotFound
 from latfarm.services.store.models import Device
 
 HERE = Path(__file__).resolve().parent
@@ -72,7 +74,7 @@ class LatfarmAdmin(Admin):
         raw = request.query_params.get("device", "")
         device = session.get(Device, int(raw)) if raw.isdigit() else None
         if device is None:
-            raise HTTPException(404, f"unknown device id {raw!r}")
+            raise NotFound(f"unknown device id {raw!r}", field="device")
         return device
 
     def _fleet(self, request: Request) -> Any:
@@ -97,8 +99,8 @@ class LatfarmAdmin(Admin):
         async def endpoint(_view: Any, request: Request) -> Response:
             try:
                 return JSONResponse(await run_in_threadpool(compute, request))
-            except HTTPException as err:
-                return JSONResponse({"error": err.detail}, status_code=err.status_code)
+            except LatfarmError as err:
+                return JSONResponse({"error": err.message, "code": err.code}, status_code=http_status(err))
 
         async def route(request: Request) -> Response:
             return await endpoint(admin, request)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from latfarm.predictor import nb201
 from latfarm.services.admin.views import ago
 from latfarm.services.core.clock import as_utc
+from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.domain.liveness import online_cutoff, online_window_s
 from latfarm.services.domain.queue import queue_depth
 from latfarm.services.store.models import Adaptation, Agent, Arch, Device, Job, JobState, Measurement
@@ -231,13 +232,14 @@ def resolve_arch(session: Session, query: str | None) -> Arch | None:
 
 
 def arch_across_devices(session: Session, query: str | None) -> dict[str, Any]:
-    """Mean measured latency of one arch on every device that has it, fastest first."""
+    """Mean measured latency of one arch on every device that has it, fastest first; ``InvalidArgument`` for a
+    malformed arch, ``NotFound`` when it (or, without a query, anything) has no measurements."""
     try:
         arch = resolve_arch(session, query)
     except nb201.ArchError as err:
-        return {"error": str(err), "devices": []}
+        raise InvalidArgument(str(err), field="arch") from err
     if arch is None:
-        return {"error": f"no measurements of arch {query!r}" if query else "no measurements yet", "devices": []}
+        raise NotFound(f"no measurements of arch {query!r}" if query else "no measurements yet", field="arch")
     rows = session.execute(
         select(Device.id, Device.name, func.avg(Measurement.latency_ms), func.count())
         .join(Measurement, Measurement.device_id == Device.id)

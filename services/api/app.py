@@ -1,50 +1,22 @@
-"""The FastAPI application: routers, auth, error shape, body limit, metrics, the runtime's objects on ``app.state``."""
+"""The FastAPI application: routers, auth, error handlers, body limit, metrics, the runtime's objects on app.state."""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from latfarm.services.admin import mount_admin
 from latfarm.services.infra.prometheus import MetricsMiddleware
 
+from .errors import install_error_handlers
 from .routes import adapt, devices, health, jobs, keys, measurements, predict
 
 if TYPE_CHECKING:
     from latfarm.services.runtime import Runtime
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 15,625 arch strings take about 1.3 MB
-
-
-def error(status: int, message: str, **extra) -> JSONResponse:
-    """The one error shape: ``{"detail": message, "message": message, ...}``."""
-    return JSONResponse({"detail": message, "message": message, **extra}, status_code=status)
-
-
-def _field(loc: tuple) -> str:
-    parts = [p for p in loc if p not in ("body", "query", "path", "header")] or list(loc[-1:])
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
-    return out or "body"
-
-
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
-    message = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-    return error(422, message, errors=errors)
-
-
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    response = error(exc.status_code, str(exc.detail))
-    response.headers.update(exc.headers or {})
-    return response
 
 
 class BodyLimit:
@@ -97,6 +69,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     """The REST app on ``runtime`` (bootstrapped by its owner, who also closes it). The shared objects the routes
     use live on ``app.state``: ``settings``, ``sessions``, ``read_sessions``, ``notifier``, ``cache``,
     ``predictions``, ``metrics``."""
+    from latfarm.services.admin import mount_admin  # the admin imports api.errors: imported here, not at the top
+
     app = FastAPI(
         title="latfarm",
         version="1",
@@ -110,8 +84,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.predictions = runtime.predictions
     app.state.metrics = runtime.metrics
 
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    install_error_handlers(app)
     for module in (health, devices, jobs, measurements, predict, adapt, keys):
         app.include_router(module.router)
     mount_admin(app, runtime.sessions, runtime.settings)

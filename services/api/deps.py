@@ -1,4 +1,4 @@
-"""Shared dependencies and helpers of the routes: DB sessions, device lookup, arch parsing, errors."""
+"""Shared dependencies and helpers of the routes: DB sessions, device lookup, arch parsing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import HTTPException, Request
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
+from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.models import Device
 
@@ -24,9 +25,10 @@ def db(request: Request) -> Iterator[Session]:
 
 
 def get_device(session: Session, name: str) -> Device:
+    """The device called ``name``; ``NotFound`` otherwise."""
     device = device_by_name(session, name)
     if device is None:
-        raise HTTPException(404, f"unknown device {name!r}")
+        raise NotFound(f"unknown device {name!r}")
     return device
 
 
@@ -47,24 +49,24 @@ def warm_arch_tables() -> None:
 
 
 def arch_index(arch: str | int, field: str) -> int:
-    """The official NB201 index of an arch string or index; 422 naming ``field`` when invalid."""
+    """The official NB201 index of an arch string or index; ``InvalidArgument`` naming ``field`` when invalid."""
     if isinstance(arch, int):
         if 0 <= arch < nb201.NUM_ARCHS:
             return arch
-        raise HTTPException(422, f"{field}: NB201 index {arch} is outside 0..{nb201.NUM_ARCHS - 1}")
+        raise InvalidArgument(f"{field}: NB201 index {arch} is outside 0..{nb201.NUM_ARCHS - 1}", field=field)
     index = _index_by_string().get(arch)
     if index is not None:
         return index
     try:
         return nb201.official_index(nb201.parse(arch))
     except nb201.ArchError as err:
-        raise HTTPException(422, f"{field}: {err}") from err
+        raise InvalidArgument(f"{field}: {err}", field=field) from err
 
 
 def arch_indices(archs: Sequence[str | int], space: str, field: str = "archs") -> list[int]:
     """Validate a request's arch list (space, size, every entry) before anything is stored."""
     if space != nb201.SPACE:
-        raise HTTPException(422, f"space: unknown search space {space!r}; supported: {nb201.SPACE!r}")
+        raise InvalidArgument(f"space: unknown search space {space!r}; supported: {nb201.SPACE!r}", field="space")
     if len(archs) > MAX_ARCHS:
         raise HTTPException(413, f"{field}: {len(archs)} archs in one request; the limit is {MAX_ARCHS}")
     return [arch_index(arch, f"{field}[{i}]") for i, arch in enumerate(archs)]

@@ -171,6 +171,21 @@ class PredictResponse(BaseModel):
     items: list[PredictItem]
 
 
+class RankItem(BaseModel):
+    rank: int = Field(description="1 = fastest.")
+    arch: str
+    nb201_index: int
+    latency_ms: float = Field(description="Measured where known, else predicted.")
+    std_ms: float | None = Field(description="The prediction's spread; null for measured archs.")
+    source: Literal["measured", "predicted"]
+
+
+class RankResponse(BaseModel):
+    device: str
+    space: str
+    items: list[RankItem]
+
+
 class KeyCreate(Strict):
     name: str = Field(min_length=1, max_length=128)
     scopes: list[Scope] = Field(min_length=1)

@@ -74,28 +74,31 @@ def agent(
     max_jobs: int = typer.Option(AgentOptions.max_jobs, "--max-jobs", help="Jobs per lease (default: the server's)."),
 ) -> None:
     """Run a device agent: register, lease jobs, measure, report."""
+    from latfarm.agents.errors import AgentError
     from latfarm.agents.main import run_agent
+    from latfarm.services.cli.errors import exit_on_error
 
-    try:  # zero --runs, --rounds and --timeout keep the default measurement settings
-        measure = MeasureSettings(threads=threads, statistic=statistic, retries=retries, warmup_runs=warmup).override(
-            runs_per_round=runs, rounds=rounds, timeout_s=timeout
+    with exit_on_error("latfarm agent"):
+        try:  # zero --runs, --rounds and --timeout keep the default measurement settings
+            measure = MeasureSettings(
+                threads=threads, statistic=statistic, retries=retries, warmup_runs=warmup
+            ).override(runs_per_round=runs, rounds=rounds, timeout_s=timeout)
+        except ValueError as err:
+            raise AgentError(str(err)) from err
+        run_agent(
+            AgentOptions(
+                server=server,
+                enroll=enroll,
+                state_dir=state_dir,
+                name=name,
+                tls=tls,
+                ca_cert=ca_cert,
+                affinity=affinity,
+                cache_mb=cache_mb,
+                cooldown_s=cooldown_s,
+                once=once,
+                provider=provider,
+                max_jobs=max_jobs,
+                measure=measure,
+            )
         )
-    except ValueError as err:
-        raise SystemExit(f"latfarm agent: {err}") from err
-    run_agent(
-        AgentOptions(
-            server=server,
-            enroll=enroll,
-            state_dir=state_dir,
-            name=name,
-            tls=tls,
-            ca_cert=ca_cert,
-            affinity=affinity,
-            cache_mb=cache_mb,
-            cooldown_s=cooldown_s,
-            once=once,
-            provider=provider,
-            max_jobs=max_jobs,
-            measure=measure,
-        )
-    )

@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
+from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.cli.options import DataDir, DbUrl
+
+if TYPE_CHECKING:
+    from latfarm.services.core.config import Settings
+
+
+def import_dataset(settings: Settings, path: Path, fmt: str = "help", device: str | None = None) -> dict:
+    """Migrate the store, import one dataset in one transaction, print and return a summary; bad input exits."""
+    from latfarm.services.datasets import import_into_store
+
+    with exit_on_error():
+        summary = import_into_store(settings, path, fmt=fmt, device=device)
+    added, dataset, seconds = summary["rows_added"], summary["dataset"], summary["seconds"]
+    print(f"imported {added} new measurements from {path} ({dataset}) in {seconds:.1f} s")
+    return summary
+
+
+def export_dataset(settings: Settings, device: str, fmt: str, out: Path) -> None:
+    """Write a device's measurements as CSV or a LatBench pickle and say how many; bad input exits."""
+    from latfarm.services.datasets import export_from_store
+
+    with exit_on_error():
+        written = export_from_store(settings, device, fmt, out)
+    print(f"wrote {written} measurements of {device} to {out}")
 
 
 def import_(
@@ -18,7 +43,6 @@ def import_(
 ) -> None:
     """Import a latency dataset into the store (idempotent)."""
     from latfarm.services.core.config import Settings
-    from latfarm.services.datasets import import_dataset
 
     import_dataset(Settings.from_env(db_url=db, data_dir=data_dir), path, fmt=fmt, device=device)
 
@@ -33,7 +57,8 @@ def export_model(
     """Export NB201 networks to ONNX or TFLite."""
     from latfarm.services.domain.model_files import export_cli
 
-    export_cli(archs, fmt=fmt, out=out, resolution=resolution, classes=classes)
+    with exit_on_error():
+        export_cli(archs, fmt=fmt, out=out, resolution=resolution, classes=classes)
 
 
 def export_data(
@@ -45,6 +70,5 @@ def export_data(
 ) -> None:
     """Export a device's measurements as CSV or a LatBench pickle."""
     from latfarm.services.core.config import Settings
-    from latfarm.services.datasets import export_dataset
 
     export_dataset(Settings.from_env(db_url=db, data_dir=data_dir), device, fmt=fmt, out=out)

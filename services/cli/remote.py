@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from latfarm.services.cli.errors import exit_on_error
+
 if TYPE_CHECKING:
     from latfarm.services.client import Client
 
@@ -25,7 +27,9 @@ def predict(
     key: str = ApiKey,
 ) -> None:
     """Ask the server for latencies (measured, else predicted) of archs on a device."""
-    for item in _client(server, key).predict(device, archs):
+    with exit_on_error("latfarm predict"):
+        items = _client(server, key).predict(device, archs)
+    for item in items:
         if item["latency_ms"] is None:
             typer.echo(f"no estimate  {item['arch']}: {item['message']}")
             continue
@@ -126,4 +130,5 @@ def adapt(
     wait: bool = typer.Option(True, "--wait/--no-wait"),
 ) -> None:
     """Adapt the predictor to a device from K measurements by its agents."""
-    _client(server, key).adapt(device, samples=samples, wait=wait, progress=True)
+    with exit_on_error("latfarm adapt"):
+        _client(server, key).adapt(device, samples=samples, wait=wait, progress=True)

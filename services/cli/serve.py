@@ -12,6 +12,7 @@ import uvicorn
 
 from latfarm.services.api.app import create_app
 from latfarm.services.api.deps import warm_arch_tables
+from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.core.config import Settings
 from latfarm.services.rpc.server import build_grpc_server, server_credentials
 from latfarm.services.runtime import Runtime
@@ -44,10 +45,8 @@ def serve(settings: Settings) -> None:
     """Run REST on ``settings.http_port`` and gRPC on ``settings.grpc_port`` (0 = any free port) until SIGINT or
     SIGTERM, then stop both. Prints the URLs, and the bootstrap admin key when it was generated now."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+    with exit_on_error("latfarm serve"):
         credentials = server_credentials(settings)  # a bad TLS setting fails before the database is touched
-    except ValueError as err:
-        raise SystemExit(f"latfarm serve: {err}") from err
     runtime = Runtime(settings)
     new_admin_key = runtime.bootstrap()
     app = create_app(runtime)

@@ -176,7 +176,7 @@ def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> N
             _wait_healthy(client, children)
         console.print(f"server up: {base} (log: {logs / 'server.log'})")
         if settings.datasets_dir:
-            from latfarm.services.datasets import import_dataset
+            from latfarm.services.cli.data import import_dataset
 
             import_dataset(settings, settings.datasets_dir, fmt="help")
         _ensure_device(client, device)

@@ -2,11 +2,10 @@
 
 One module per job: ``hardware`` (the device catalogue), ``rows`` (what importers share), ``help`` / ``latbench`` /
 ``hwnasbench`` (one importer each), ``writers`` (a device's rows as CSV or a LatBench pickle), ``store`` (import
-or export against the database named by Settings) and ``commands`` (the CLI's printing wrappers). This package
-re-exports their public names.
+or export against the database named by Settings; the CLI's ``latfarm import`` / ``export data`` wrap it). This
+package re-exports their public names.
 """
 
-from latfarm.services.datasets.commands import export_dataset, import_dataset
 from latfarm.services.datasets.hardware import HARDWARE, describe_device
 from latfarm.services.datasets.help import HELP, import_help
 from latfarm.services.datasets.hwnasbench import HWNASBENCH, import_hwnasbench
@@ -27,9 +26,7 @@ __all__ = [
     "describe_device",
     "device_rows",
     "ensure_device",
-    "export_dataset",
     "export_from_store",
-    "import_dataset",
     "import_help",
     "import_hwnasbench",
     "import_into_store",

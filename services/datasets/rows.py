@@ -19,12 +19,13 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.services.core.clock import utcnow
+from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.datasets.hardware import describe_device
 from latfarm.services.store.crud import device_by_name, ensure_archs
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 
-class DatasetError(ValueError):
+class DatasetError(InvalidArgument):
     """Bad dataset input or an unknown device; the message names the file, entry or device."""
 
 

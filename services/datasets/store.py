@@ -1,6 +1,6 @@
 """Datasets to and from the store named by Settings: migrate it, pick the importer or writer by format, run it.
 
-Nothing here prints or exits; bad input raises ``DatasetError``. ``commands`` wraps these for the CLI.
+Nothing here prints or exits; bad input raises ``DatasetError``. ``services/cli/data.py`` wraps these for the CLI.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.predictor import nb201
+from latfarm.services.core.errors import Conflict, InvalidArgument
 from latfarm.services.domain import queue
 from latfarm.services.domain.predictions import agent_latency, device_statistic
 from latfarm.services.store.db import transaction
@@ -33,8 +34,12 @@ log = logging.getLogger(__name__)
 MAX_SAMPLES = 200
 
 
-class AdaptError(ValueError):
+class AdaptError(InvalidArgument):
     """A request the adapt loop cannot take; the message is safe to show a client."""
+
+
+class AdaptationRunning(Conflict):
+    """The device already has an adaptation measuring or training."""
 
 
 def latest(session: Session, device: Device) -> Adaptation | None:
@@ -62,7 +67,9 @@ def start(
         raise AdaptError(f"samples must be between 3 and {MAX_SAMPLES}, got {samples}")
     running = latest(session, device)
     if running is not None and running.state in (AdaptState.measuring, AdaptState.training):
-        raise AdaptError(f"device {device.name!r} already has adaptation {running.id} in state {running.state.value}")
+        raise AdaptationRunning(
+            f"device {device.name!r} already has adaptation {running.id} in state {running.state.value}"
+        )
     indices = [int(i) for i in predictor.select_samples(samples, seed=seed)]
     archs = [nb201.to_string(nb201.from_official_index(i)) for i in indices]
     batch = queue.submit_batch(session, device, archs, space=nb201.SPACE, fmt=fmt, requested_by=requested_by)

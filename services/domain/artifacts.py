@@ -20,11 +20,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
+from latfarm.services.core.errors import Internal
 from latfarm.services.domain.network_export import ExportSettings, check_format, export
 from latfarm.services.store.models import Arch, Artifact
 
 
-class ArtifactNotReproducible(RuntimeError):
+class ArtifactNotReproducible(Internal):
     """Re-exporting a recorded artifact gave other bytes: this replica's exporter differs from the one that made it."""
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from latfarm.predictor import nb201
+from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.artifacts import ArtifactStore
-from latfarm.services.domain.network_export import ExportSettings, ExportUnavailable, check_format
+from latfarm.services.domain.network_export import ExportSettings, check_format
 
 
 def parse_arch_arg(value: str) -> str:
@@ -18,25 +19,23 @@ def parse_arch_arg(value: str) -> str:
 
 
 def export_cli(archs: list[str], fmt: str, out: Path, resolution: int = 32, classes: int = 10) -> None:
-    """Export each arch into ``out`` and print its sha256 and path; bad input exits with the message."""
+    """Export each arch into ``out`` and print its sha256 and path. Bad input raises ``InvalidArgument`` before
+    anything is exported; a format whose exporter is not installed raises ``ExportUnavailable``."""
     from rich.console import Console
     from rich.progress import Progress
 
     console = Console()
-    try:  # fail on bad input before exporting anything
+    try:
         canonical_archs = [parse_arch_arg(a) for a in archs]
-        check_format(fmt)
-    except ValueError as err:  # nb201.ArchError included
-        raise SystemExit(f"error: {err}") from err
+    except nb201.ArchError as err:
+        raise InvalidArgument(str(err), field="archs") from err
+    check_format(fmt)
     store = ArtifactStore(out, ExportSettings(resolution=resolution, classes=classes))
     results = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"exporting {fmt}", total=len(canonical_archs))
         for arch in canonical_archs:
-            try:
-                results.append((arch, *store.export_file(arch, fmt)))
-            except ExportUnavailable as err:
-                raise SystemExit(f"error: {err}") from err
+            results.append((arch, *store.export_file(arch, fmt)))
             progress.advance(task)
     for arch, sha, path in results:
         console.print(f"{sha}  {path}  {arch}", highlight=False, soft_wrap=True)

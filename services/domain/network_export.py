@@ -17,12 +17,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from latfarm.predictor import nb201
+from latfarm.services.core.errors import InvalidArgument, Unsupported
 
 TFLITE_HINT = "TFLite export needs the 'tflite' extra (litert-torch, ~1.2 GB): pip install 'latfarm[tflite]'"
 _export_lock = threading.Lock()  # the TorchScript exporter keeps global state: one export at a time
 
 
-class ExportUnavailable(RuntimeError):
+class ExportUnavailable(Unsupported):
     """The exporter for a format is not installed; the message says how to install it."""
 
 
@@ -120,9 +121,9 @@ FORMATS = tuple(EXPORTERS)  # the model formats latfarm serves, in the order cli
 
 
 def check_format(fmt: str) -> None:
-    """Raise ``ValueError`` naming the known formats unless ``fmt`` is one of them."""
+    """Raise ``InvalidArgument`` naming the known formats unless ``fmt`` is one of them."""
     if fmt not in EXPORTERS:
-        raise ValueError(f"unknown model format {fmt!r}; expected one of {FORMATS}")
+        raise InvalidArgument(f"unknown model format {fmt!r}; expected one of {FORMATS}")
 
 
 def export(ops_or_arch: str | tuple[int, ...], fmt: str, settings: ExportSettings = ExportSettings()) -> bytes:

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.predictor import nb201
+from latfarm.services.core.errors import FailedPrecondition
 from latfarm.services.store.crud import active_adaptation
 from latfarm.services.store.models import Adaptation, Arch, Device, Measurement, Source
 
@@ -31,7 +32,7 @@ SMALL_QUERY = 500  # up to this many archs are looked up directly rather than vi
 MEMORY_DEVICES = 64  # devices whose measured tables and models are kept in memory
 
 
-class NoEstimate(Exception):
+class NoEstimate(FailedPrecondition):
     """No estimate is possible for a device; the message says why and what to do."""
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.services.core.clock import as_utc, utcnow
+from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import ReportedResult, to_measurement, validate
 from latfarm.services.store.crud import ensure_archs
@@ -40,7 +41,7 @@ MAX_ERRORS_SHOWN = 20
 _EXPIRED = re.compile(r"^lease expired (\d+) times?")
 
 
-class QueueError(ValueError):
+class QueueError(InvalidArgument):
     """A request the queue refuses; the message is safe to show a client."""
 
 

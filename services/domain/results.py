@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from latfarm.proto.v1.names import STATISTICS
+from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.store.models import Agent, Job, Measurement, Source
 
 # The figures a measurement stores as its agent reported them, in the order every view lists them after the
@@ -25,7 +26,7 @@ SETUP = ("runtime", "runtime_version", "provider", "threads")
 FIRST_USE = ("session_create_ms", "first_inference_ms")
 
 
-class ResultError(ValueError):
+class ResultError(InvalidArgument):
     """A malformed result; the message is safe to show the agent."""
 
 

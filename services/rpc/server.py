@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 from latfarm.services.core.config import Settings, env_name
+from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.rpc.servicer import AgentServicer, Artifacts
 
@@ -30,7 +31,8 @@ def _setting(name: str) -> str:
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """TLS credentials from the ``grpc_tls_cert`` and ``grpc_tls_key`` PEM files; None (plaintext) when both are
-    unset. Raises ValueError, naming the setting, when only one is set, a file is unreadable, or they are no pair."""
+    unset. Raises ``InvalidArgument``, naming the setting, when only one is set, a file is unreadable, or they are
+    no pair."""
     paths = {"grpc_tls_cert": settings.grpc_tls_cert, "grpc_tls_key": settings.grpc_tls_key}
     if not any(paths.values()):
         return None
@@ -38,15 +40,15 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     for name, path in paths.items():
         if path is None:
             given = next(other for other in paths if other != name)
-            raise ValueError(f"{_setting(given)} is set but {_setting(name)} is not: TLS needs both")
+            raise InvalidArgument(f"{_setting(given)} is set but {_setting(name)} is not: TLS needs both")
         try:
             pem[name] = Path(path).read_bytes()
         except OSError as err:
-            raise ValueError(f"{_setting(name)}: cannot read {path}: {err.strerror or err}") from err
+            raise InvalidArgument(f"{_setting(name)}: cannot read {path}: {err.strerror or err}") from err
     try:  # gRPC itself would only fail to bind the port
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(*paths.values(), password=lambda: b"")
     except ssl.SSLError as err:
-        raise ValueError(
+        raise InvalidArgument(
             f"{_setting('grpc_tls_cert')} and {_setting('grpc_tls_key')} are not a PEM certificate and its "
             f"(unencrypted) private key: {err}"
         ) from err

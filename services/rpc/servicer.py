@@ -21,11 +21,13 @@ from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 from latfarm.proto.v1.names import ERROR_CLASSES
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.config import Settings
+from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import queue
 from latfarm.services.domain.network_export import FORMATS
-from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, ResultError, attributes
+from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, attributes
 from latfarm.services.infra.wakeups import LocalNotifier
+from latfarm.services.rpc.errors import translate_errors
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent, Artifact, Device, Enrollment, Job
 from latfarm.services.workers.export_worker import Exporter, export_one
@@ -71,15 +73,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.artifacts = artifacts
         self.notifier = notifier
 
+    @translate_errors
     def Register(self, request: agent_pb2.RegisterRequest, context: grpc.ServicerContext) -> agent_pb2.RegisterResponse:
         token = request.enrollment_token.strip()
         if not token:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "enrollment_token is required")
+            raise InvalidArgument("enrollment_token is required", field="enrollment_token")
         if not request.HasField("descriptor"):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "descriptor is required")
-        _check_formats(context, request.descriptor.formats, "descriptor.formats")
+            raise InvalidArgument("descriptor is required", field="descriptor")
+        _check_formats(request.descriptor.formats, "descriptor.formats")
         if len(request.name) > 128:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name is longer than 128 characters")
+            raise InvalidArgument("name is longer than 128 characters", field="name")
         credential = new_secret("lf_agent")
         with transaction(self.sessions) as session:
             enrollment = session.scalars(
@@ -120,10 +123,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             lease_seconds=self.settings.lease_seconds,
         )
 
+    @translate_errors
     def Heartbeat(self, request: agent_pb2.HeartbeatRequest, context) -> agent_pb2.HeartbeatResponse:
         if request.state and request.state not in AGENT_STATES:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"state must be one of {', '.join(AGENT_STATES)}")
-        _check_ids(context, request.job_ids)
+            raise InvalidArgument(f"state must be one of {', '.join(AGENT_STATES)}", field="state")
+        _check_ids(request.job_ids)
         with transaction(self.sessions) as session:
             agent = self._agent(session, context)
             lost = queue.heartbeat(session, agent, list(request.job_ids), self.settings.lease_seconds)
@@ -133,12 +137,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 agent.descriptor = json_format.MessageToDict(request.descriptor, preserving_proto_field_name=True)
         return agent_pb2.HeartbeatResponse(heartbeat_interval_s=self.settings.heartbeat_interval_s, lost_job_ids=lost)
 
+    @translate_errors
     def LeaseJobs(self, request: agent_pb2.LeaseRequest, context) -> agent_pb2.LeaseResponse:
         if request.max_jobs < 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_jobs must be >= 0")
+            raise InvalidArgument("max_jobs must be >= 0", field="max_jobs")
         if not 0 <= request.wait_seconds < float("inf"):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "wait_seconds must be a finite number >= 0")
-        _check_formats(context, request.formats, "formats", allow_empty=True)
+            raise InvalidArgument("wait_seconds must be a finite number >= 0", field="wait_seconds")
+        _check_formats(request.formats, "formats", allow_empty=True)
         limit = self.settings.max_jobs_per_lease
         max_jobs = min(request.max_jobs or limit, limit)
         wait_s = min(request.wait_seconds, MAX_WAIT_S)
@@ -209,17 +214,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             export_one(self.sessions, self.artifacts, arch_id, arch, fmt)
         return max_jobs
 
+    @translate_errors
     def FetchArtifact(self, request: agent_pb2.FetchArtifactRequest, context) -> Iterator[agent_pb2.ArtifactChunk]:
         sha256 = request.sha256.lower()
         if not SHA256.match(sha256):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sha256 must be 64 hex digits")
+            raise InvalidArgument("sha256 must be 64 hex digits", field="sha256")
         if request.offset < 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "offset must be >= 0")
+            raise InvalidArgument("offset must be >= 0", field="offset")
         with transaction(self.sessions) as session:
             self._agent(session, context)
             stream = self.artifacts.open(session, sha256)
         if stream is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no artifact {sha256}")
+            raise NotFound(f"no artifact {sha256}")
         with stream:
             total = stream.seek(0, 2)
             if request.offset > total:
@@ -229,18 +235,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 yield agent_pb2.ArtifactChunk(data=data, offset=offset, total_size=total)
                 offset += len(data)
 
+    @translate_errors
     def ReportResults(self, request: agent_pb2.ReportRequest, context) -> agent_pb2.ReportResponse:
         if len(request.results) > MAX_RESULTS:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_RESULTS} results per report")
+            raise InvalidArgument(f"at most {MAX_RESULTS} results per report", field="results")
         results = [reported_result(result) for result in request.results]
         provenance = json_format.MessageToDict(request.provenance, preserving_proto_field_name=True)
         with transaction(self.sessions) as session:
             agent = self._agent(session, context)
             device_id = agent.device_id
-            try:
-                acks = queue.report(session, agent, results, provenance, self.settings.max_attempts)
-            except ResultError as err:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            acks = queue.report(session, agent, results, provenance, self.settings.max_attempts)
         if any(not r.ok for r in results):
             self.notifier.notify(device_id)  # failed jobs may be back in the queue
         return agent_pb2.ReportResponse(
@@ -250,8 +254,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             ]
         )
 
+    @translate_errors
     def ReleaseJobs(self, request: agent_pb2.ReleaseRequest, context) -> agent_pb2.ReleaseResponse:
-        _check_ids(context, request.job_ids)
+        _check_ids(request.job_ids)
         with transaction(self.sessions) as session:
             agent = self._agent(session, context)
             device_id = agent.device_id
@@ -276,17 +281,17 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return agent
 
 
-def _check_formats(context, formats, field: str, allow_empty: bool = False) -> None:
+def _check_formats(formats, field: str, allow_empty: bool = False) -> None:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: unknown format(s) {unknown}; known: {FORMATS}")
+        raise InvalidArgument(f"{field}: unknown format(s) {unknown}; known: {FORMATS}", field=field)
     if not formats and not allow_empty:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} is empty: name the formats the agent can run")
+        raise InvalidArgument(f"{field} is empty: name the formats the agent can run", field=field)
 
 
-def _check_ids(context, job_ids) -> None:
+def _check_ids(job_ids) -> None:
     if len(job_ids) > MAX_IDS:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_IDS} job ids per call")
+        raise InvalidArgument(f"at most {MAX_IDS} job ids per call", field="job_ids")
 
 
 def _job_message(session: Session, job: Job) -> agent_pb2.Job:

@@ -29,6 +29,7 @@ def test_client_round_trip(live_api):
         with pytest.raises(LatfarmError) as err:
             client.create_device("dev1")
         assert err.value.status == 409 and "dev1" in err.value.message
+        assert (err.value.code, err.value.field) == ("already_exists", "name")  # the server's error code
         assert [d["name"] for d in client.devices()] == ["dev1"]
         assert client.enroll("dev1").startswith("lf_enroll_")
         assert client.agents("dev1") == []

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import delete, select
 
 from latfarm.agents.connection import RETRYABLE
+from latfarm.agents.errors import AgentError
 from latfarm.agents.main import run_agent
 from latfarm.agents.options import AgentOptions
 from latfarm.agents.state import load_state
@@ -120,7 +121,7 @@ def test_an_agent_the_server_forgot_registers_again_with_its_token(farm, tmp_pat
     first = load_state(state_dir)
     with transaction(farm.sessions) as s:
         s.execute(delete(Agent).where(Agent.id == first.agent_id))
-    with pytest.raises(SystemExit, match="unknown agent credential.*run again with --enroll TOKEN to register anew"):
+    with pytest.raises(AgentError, match="unknown agent credential.*run again with --enroll TOKEN to register anew"):
         run_agent(AgentOptions(farm.address, None, state_dir, once=True))
     run_agent(AgentOptions(farm.address, farm.token, state_dir, once=True))
     second = load_state(state_dir)

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from latfarm.agents.connection import Connection, Stopped
+from latfarm.agents.connection import Connection
+from latfarm.agents.errors import AgentError, Stopped
 from latfarm.agents.main import run_agent
 from latfarm.agents.options import AgentOptions
 from latfarm.services.core.config import Settings
@@ -104,7 +105,7 @@ def test_server_refuses_to_start_on_a_bad_tls_setting(tmp_path, certs):
 
 def test_agent_exits_on_an_unreadable_ca_certificate(tmp_path):
     missing = tmp_path / "ca.pem"
-    with pytest.raises(SystemExit, match=f"latfarm agent: cannot read --ca-cert {missing}"):
+    with pytest.raises(AgentError, match=f"cannot read --ca-cert {missing}"):
         run_agent(AgentOptions("127.0.0.1:1", "lf_enroll_x", tmp_path / "agent", ca_cert=missing))
 
 

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from latfarm.predictor import nb201
 from latfarm.services.admin import dashboard
 from latfarm.services.core.config import Settings
+from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.core.security import hash_secret
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.db import transaction
@@ -147,7 +148,8 @@ def test_dashboard_figures(sessions):
             ("new-c", 3.0, 1),
         ]
         assert dashboard.arch_across_devices(s, ids["archs"][7])["nb201_index"] == 7  # by arch string
-        assert "expected" in dashboard.arch_across_devices(s, "not-an-arch")["error"]
+        with pytest.raises(InvalidArgument, match="expected"):
+            dashboard.arch_across_devices(s, "not-an-arch")
 
         scatter = dashboard.measured_vs_predicted(s, None, device)
         assert scatter == {"device": "gpu-b", "available": False, "reason": dashboard.NO_PREDICTOR}
@@ -242,6 +244,10 @@ def test_api_endpoints_answer_json(app_and_ids):
         assert client.get("/admin/api/histogram?device=999999", headers=auth).status_code == 404
         assert len(client.get("/admin/api/distribution", headers=auth).json()) == len(DEVICES) + 1
         assert client.get("/admin/api/arch?arch=3", headers=auth).json()["nb201_index"] == 3
+        bad = client.get("/admin/api/arch?arch=not-an-arch", headers=auth)  # errors are 4xx, never 200
+        assert bad.status_code == 422 and "expected" in bad.json()["error"] and bad.json()["code"] == "invalid_argument"
+        unknown = client.get(f"/admin/api/arch?arch={nb201.NUM_ARCHS - 1}", headers=auth)
+        assert unknown.status_code == 404 and "no measurements of arch" in unknown.json()["error"]
 
         scatter = client.get(f"/admin/api/scatter?device={gpu}", headers=auth).json()  # the shipped predictor
         assert scatter["available"] and scatter["count"] == N_ARCHS == len(scatter["points"])

@@ -59,7 +59,10 @@ def test_bootstrap_admin_key(tmp_path, db_url, monkeypatch):
 def test_healthz_docs_and_metrics(api, keys):
     assert api.get("/healthz").json() == {"status": "ok", "database": "ok"}
     assert api.get("/docs").status_code == 200
-    assert "/v1/predict" in api.get("/openapi.json").json()["paths"]
+    paths = api.get("/openapi.json").json()["paths"]
+    for path, model in (("/v1/predict", "PredictResponse"), ("/v1/rank", "RankResponse")):  # the raw-JSON routes
+        schema = paths[path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert schema["$ref"].endswith(f"/{model}"), (path, schema)
     add_device(api, "dev1")
     add_measurements(api, "dev1", {1: 1.0, 2: 2.0})
     api.post("/v1/jobs", json={"device": "dev1", "archs": [arch(5), arch(6), arch(7)]}, headers=keys["client"])

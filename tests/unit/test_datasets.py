@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from latfarm.predictor import nb201
 from latfarm.services import datasets
+from latfarm.services.cli.data import export_dataset, import_dataset
 from latfarm.services.core.config import Settings
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
@@ -172,21 +173,21 @@ def test_latbench_export_takes_the_median_latency_per_arch():
 def test_import_and_export_commands(help_dir, tmp_path):
     settings = Settings(data_dir=tmp_path / "data")
     folder = help_subset(help_dir, tmp_path / "help", ["samsung_s7"])
-    summary = datasets.import_dataset(settings, folder, fmt="help")
+    summary = import_dataset(settings, folder, fmt="help")
     assert summary["rows_added"] == nb201.NUM_ARCHS
-    assert datasets.import_dataset(settings, folder, fmt="help")["rows_added"] == 0
+    assert import_dataset(settings, folder, fmt="help")["rows_added"] == 0
     out = tmp_path / "out" / "s7.pickle"
-    datasets.export_dataset(settings, "samsung_s7", fmt="latbench", out=out)
+    export_dataset(settings, "samsung_s7", fmt="latbench", out=out)
     exported = pickle.loads(out.read_bytes())
     expected = torch.load(folder / "latency" / "samsung_s7.pt")
     assert len(exported) == nb201.NUM_ARCHS
     assert exported[nb201.from_official_index(42)] * 1000 == pytest.approx(expected[42])
     with pytest.raises(SystemExit, match="unknown dataset format"):
-        datasets.import_dataset(settings, folder, fmt="nope")
+        import_dataset(settings, folder, fmt="nope")
     with pytest.raises(SystemExit, match="not a HELP folder"):
-        datasets.import_dataset(settings, tmp_path, fmt="help")
+        import_dataset(settings, tmp_path, fmt="help")
     with pytest.raises(SystemExit, match="unknown device"):
-        datasets.export_dataset(settings, "nope", fmt="csv", out=tmp_path / "x.csv")
+        export_dataset(settings, "nope", fmt="csv", out=tmp_path / "x.csv")
 
 
 def test_store_functions_raise_and_commands_exit(tmp_path, capsys):
@@ -194,10 +195,10 @@ def test_store_functions_raise_and_commands_exit(tmp_path, capsys):
     data = latbench_pickle(tmp_path / "phone.pickle", n=20)
     summary = datasets.import_into_store(settings, tmp_path / "phone.pickle", fmt="latbench", device="my-phone")
     assert (summary["dataset"], summary["rows_added"]) == (datasets.LATBENCH, len(data))
-    again = datasets.import_dataset(settings, tmp_path / "phone.pickle", fmt="latbench", device="my-phone")
+    again = import_dataset(settings, tmp_path / "phone.pickle", fmt="latbench", device="my-phone")
     assert again["rows_added"] == 0
     assert datasets.export_from_store(settings, "my-phone", fmt="csv", out=tmp_path / "out" / "p.csv") == len(data)
-    datasets.export_dataset(settings, "my-phone", fmt="latbench", out=tmp_path / "p.pickle")
+    export_dataset(settings, "my-phone", fmt="latbench", out=tmp_path / "p.pickle")
     assert pickle.loads((tmp_path / "p.pickle").read_bytes()) == pytest.approx(data)
     assert f"wrote {len(data)} measurements of my-phone" in capsys.readouterr().out
     with pytest.raises(datasets.DatasetError, match="unknown dataset format"):
@@ -205,4 +206,4 @@ def test_store_functions_raise_and_commands_exit(tmp_path, capsys):
     with pytest.raises(datasets.DatasetError, match="unknown export format"):
         datasets.export_from_store(settings, "my-phone", fmt="xml", out=tmp_path / "x")
     with pytest.raises(SystemExit, match="error: unknown export format"):
-        datasets.export_dataset(settings, "my-phone", fmt="xml", out=tmp_path / "x")
+        export_dataset(settings, "my-phone", fmt="xml", out=tmp_path / "x")

@@ -14,6 +14,8 @@ import torch
 
 from latfarm.predictor import nb201
 from latfarm.predictor.network import build
+from latfarm.services.cli.data import export_model
+from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.artifacts import ArtifactNotReproducible, ArtifactStore
 from latfarm.services.domain.model_files import export_cli
 from latfarm.services.domain.network_export import ExportSettings, ExportUnavailable, export_onnx, export_tflite
@@ -140,8 +142,10 @@ def test_export_cli_accepts_indices_and_strings(tmp_path, capsys):
     lines = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
     assert len(lines) == 2 and lines[0][0] == lines[1][0]
     assert lines[0][2] == arch
-    with pytest.raises(SystemExit, match="outside"):
+    with pytest.raises(InvalidArgument, match="outside"):
         export_cli(["99999"], fmt="onnx", out=tmp_path, resolution=32, classes=10)
+    with pytest.raises(SystemExit, match="error: unknown model format 'xml'"):  # the command prints one line, exits
+        export_model(["0"], fmt="xml", out=tmp_path, resolution=32, classes=10)
 
 
 def test_concurrent_requests_share_one_export(tmp_path):

@@ -116,12 +116,14 @@
   }
 
   async function drawArch(query) {
-    const a = await chartData("arch", "/arch?arch=" + encodeURIComponent(query || ""));
-    if (!a) return;
-    if (a.error) {
+    let a;
+    try {
+      a = await chartData("arch", "/arch?arch=" + encodeURIComponent(query || ""));
+    } catch (err) { // 422 malformed arch, 404 no measurements of it: the message says which
       $("arch-title").textContent = "";
-      return show("arch", null, a.error);
+      return show("arch", null, err.message);
     }
+    if (!a) return;
     $("arch-title").textContent = `NB201 #${a.nb201_index ?? "?"}  ${a.arch}`;
     $("arch-box").style.height = Math.max(200, a.devices.length * 24 + 60) + "px";
     show("arch", {

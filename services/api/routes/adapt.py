@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.services.domain import adaptation as adapt
-from latfarm.services.domain import queue
 from latfarm.services.domain.predictions import NoEstimate
 
 from ..auth import Principal, require
 from ..deps import arch_indices, arch_strings, db, get_device
-from ..schemas import PredictRequest, Strict
+from ..schemas import PredictRequest, RankResponse, Strict
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -36,19 +35,16 @@ def start_adaptation(
 ) -> dict:
     """Choose K archs, queue their measurement on the device's agents; the predictor adapts when they are in."""
     device = get_device(session, name)
-    try:
-        predictor = request.app.state.predictions.predictor_loader()
-        adaptation = adapt.start(
-            session,
-            device,
-            predictor,
-            samples=body.samples,
-            seed=body.seed,
-            fmt=body.format,
-            requested_by=principal.name,
-        )
-    except (adapt.AdaptError, queue.QueueError) as err:
-        raise HTTPException(409 if "already has" in str(err) else 422, str(err)) from err
+    predictor = request.app.state.predictions.predictor_loader()
+    adaptation = adapt.start(
+        session,
+        device,
+        predictor,
+        samples=body.samples,
+        seed=body.seed,
+        fmt=body.format,
+        requested_by=principal.name,
+    )
     session.commit()
     request.app.state.notifier.notify(device.id)
     return adapt.describe(session, adaptation)
@@ -61,7 +57,7 @@ def adaptation_status(name: str, session: Session = Depends(db), _: Principal = 
     return adapt.describe(session, adapt.latest(session, device))
 
 
-@router.post("/rank")
+@router.post("/rank", response_class=JSONResponse, responses={200: {"model": RankResponse}})
 def rank(
     body: PredictRequest, request: Request, session: Session = Depends(db), _: Principal = Depends(require("predict"))
 ) -> JSONResponse:
@@ -73,9 +69,9 @@ def rank(
     measured = service.measured(session, device, indices)
     try:
         mean, std = service.predict(session, device, indices)
-    except NoEstimate as err:
+    except NoEstimate:
         if len(measured) < len(indices):
-            raise HTTPException(409, str(err)) from err
+            raise
         mean, std = np.full(len(indices), np.nan), np.full(len(indices), np.nan)
     latency = np.array([measured[i].latency_ms if i in measured else m for i, m in zip(indices, mean, strict=True)])
     model = service.for_device(session, device)

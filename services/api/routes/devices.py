@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from latfarm.services import datasets
 from latfarm.services.core.clock import utcnow
+from latfarm.services.core.errors import Conflict
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import adaptation as adapt
 from latfarm.services.domain.liveness import is_online, online_cutoff
@@ -28,13 +29,13 @@ def create_device(
     body: DeviceCreate, session: Session = Depends(db), _: Principal = Depends(require("devices"))
 ) -> Device:
     if session.scalar(select(Device.id).where(Device.name == body.name)) is not None:
-        raise HTTPException(409, f"name: device {body.name!r} already exists")
+        raise Conflict(f"name: device {body.name!r} already exists", field="name")
     device = Device(**body.model_dump())
     session.add(device)
     try:
         session.commit()
     except IntegrityError as err:  # created concurrently
-        raise HTTPException(409, f"name: device {body.name!r} already exists") from err
+        raise Conflict(f"name: device {body.name!r} already exists", field="name") from err
     return device
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from latfarm.services.core.errors import NotFound
 from latfarm.services.domain import queue
 from latfarm.services.store.models import Arch, Job, Measurement
 
@@ -23,19 +24,15 @@ def create_jobs(
     device = get_device(session, body.device)
     strings = arch_strings()
     archs = [strings[i] for i in arch_indices(body.archs, body.space)]
-    try:
-        batch = queue.submit_batch(
-            session,
-            device,
-            archs,
-            space=body.space,
-            fmt=body.format,
-            requested_by=principal.name,
-            protocol=body.protocol.model_dump(exclude_none=True) if body.protocol else None,
-        )
-    except queue.QueueError as err:
-        session.rollback()
-        raise HTTPException(422, str(err)) from err
+    batch = queue.submit_batch(
+        session,
+        device,
+        archs,
+        space=body.space,
+        fmt=body.format,
+        requested_by=principal.name,
+        protocol=body.protocol.model_dump(exclude_none=True) if body.protocol else None,
+    )
     session.commit()
     request.app.state.notifier.notify(device.id)
     return JobCreated(id=batch.id, device=device.name, jobs=len(set(archs)))
@@ -50,7 +47,7 @@ def job_progress(
 ) -> JobProgress:
     progress = queue.batch_progress(session, batch_id)
     if progress is None:
-        raise HTTPException(404, f"unknown job batch {batch_id!r}")
+        raise NotFound(f"unknown job batch {batch_id!r}")
     result = JobProgress(**{"id": batch_id, **progress})
     if items:
         rows = session.execute(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from latfarm.services.core.errors import NotFound
 from latfarm.services.store.models import ApiKey
 
 from ..auth import Principal, create_key, require
@@ -31,6 +32,6 @@ def list_keys(session: Session = Depends(db), _: Principal = Depends(require("ke
 def revoke_key(key_id: int, session: Session = Depends(db), _: Principal = Depends(require("keys"))) -> None:
     row = session.get(ApiKey, key_id)
     if row is None:
-        raise HTTPException(404, f"unknown key id {key_id}")
+        raise NotFound(f"unknown key id {key_id}")
     row.revoked = True
     session.commit()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.results import FIGURES, SETUP, attributes
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
@@ -31,7 +32,7 @@ def decode_cursor(cursor: str) -> int:
             raise ValueError(text)
         return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError) as err:
-        raise HTTPException(422, "cursor: not a cursor from a previous page's 'next'") from err
+        raise InvalidArgument("cursor: not a cursor from a previous page's 'next'", field="cursor") from err
 
 
 @router.get("", response_model=MeasurementPage)

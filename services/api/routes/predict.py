@@ -21,7 +21,7 @@ def _number(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-@router.post("/predict", response_model=PredictResponse)
+@router.post("/predict", response_class=JSONResponse, responses={200: {"model": PredictResponse}})
 def predict(
     body: PredictRequest, request: Request, session: Session = Depends(db), _: Principal = Depends(require("predict"))
 ) -> JSONResponse:

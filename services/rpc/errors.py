@@ -1,0 +1,59 @@
+"""The one mapping of errors onto gRPC statuses: servicer methods raise ``LatfarmError``, ``@translate_errors``
+aborts the call with the status its code names and its message as the details."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from latfarm.services.core.errors import ErrorCode, LatfarmError
+
+GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "already_exists": grpc.StatusCode.ALREADY_EXISTS,
+    "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
+    "unimplemented": grpc.StatusCode.UNIMPLEMENTED,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "internal": grpc.StatusCode.INTERNAL,
+}
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def grpc_status(err: LatfarmError) -> grpc.StatusCode:
+    """The gRPC status of ``err`` by its code (INTERNAL for a code outside the closed set)."""
+    return GRPC_STATUS.get(err.code, grpc.StatusCode.INTERNAL)  # type: ignore[call-overload]
+
+
+def abort(context: grpc.ServicerContext, err: LatfarmError) -> None:
+    """End the call with ``err``'s status and message (``context.abort`` raises)."""
+    context.abort(grpc_status(err), err.message)
+
+
+def translate_errors(method: Method) -> Method:
+    """Wrap a servicer method ``(self, request, context)``, unary or streaming, so a ``LatfarmError`` it raises
+    ends the call with its gRPC status."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                yield from method(self, request, context)
+            except LatfarmError as err:
+                abort(context, err)
+
+        return streaming  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except LatfarmError as err:
+            abort(context, err)
+
+    return unary  # type: ignore[return-value]
