@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from latfarm.services.infra.prometheus import MetricsMiddleware
 
 from .errors import install_error_handlers
-from .routes import adapt, devices, health, jobs, keys, measurements, predict
+from .routes import adapt, devices, health, jobs, keys, measurements, predict, rank
 
 if TYPE_CHECKING:
     from latfarm.services.runtime import Runtime
@@ -85,7 +85,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.metrics = runtime.metrics
 
     install_error_handlers(app)
-    for module in (health, devices, jobs, measurements, predict, adapt, keys):
+    for module in (health, devices, jobs, measurements, predict, rank, adapt, keys):
         app.include_router(module.router)
     mount_admin(app, runtime.sessions, runtime.settings)
     app.add_middleware(BodyLimit)

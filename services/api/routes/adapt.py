@@ -1,20 +1,16 @@
-"""Few-shot transfer to a device (``/v1/devices/{name}/adapt``) and ranking of archs (``/v1/rank``)."""
+"""Few-shot transfer of the predictor to a device: ``/v1/devices/{name}/adapt``."""
 
 from __future__ import annotations
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from latfarm.predictor import nb201
 from latfarm.services.domain import adaptation as adapt
-from latfarm.services.domain.predictions import NoEstimate
 
 from ..auth import Principal, require
-from ..deps import arch_indices, arch_strings, db, get_device
-from ..schemas import PredictRequest, RankResponse, Strict
+from ..deps import db, get_device
+from ..schemas import Strict
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -55,44 +51,3 @@ def adaptation_status(name: str, session: Session = Depends(db), _: Principal = 
     """The device's latest adaptation: state (none, measuring, training, active, failed), progress, metrics."""
     device = get_device(session, name)
     return adapt.describe(session, adapt.latest(session, device))
-
-
-@router.post("/rank", response_class=JSONResponse, responses={200: {"model": RankResponse}})
-def rank(
-    body: PredictRequest, request: Request, session: Session = Depends(db), _: Principal = Depends(require("predict"))
-) -> JSONResponse:
-    """Archs ordered fastest first on a device: measured latencies where known, else predicted ones; ties and
-    predicted-vs-predicted pairs are ordered by the pairwise (binary-relation) model."""
-    device = get_device(session, body.device)
-    indices = list(dict.fromkeys(arch_indices(body.archs, body.space)))
-    service = request.app.state.predictions
-    measured = service.measured(session, device, indices)
-    try:
-        mean, std = service.predict(session, device, indices)
-    except NoEstimate:
-        if len(measured) < len(indices):
-            raise
-        mean, std = np.full(len(indices), np.nan), np.full(len(indices), np.nan)
-    latency = np.array([measured[i].latency_ms if i in measured else m for i, m in zip(indices, mean, strict=True)])
-    model = service.for_device(session, device)
-    order = list(np.argsort(latency, kind="stable"))
-    if model is not None:  # let the pairwise model order the predicted archs among themselves
-        predicted = [k for k in order if indices[k] not in measured]
-        ranked = model.rank([indices[k] for k in predicted])
-        slot = {index: pos for pos, index in enumerate(ranked)}
-        predicted_sorted = sorted(predicted, key=lambda k: slot[indices[k]])
-        it = iter(predicted_sorted)
-        order = [k if indices[k] in measured else next(it) for k in order]
-    strings = arch_strings()
-    items = [
-        {
-            "rank": r + 1,
-            "arch": strings[indices[k]],
-            "nb201_index": indices[k],
-            "latency_ms": float(latency[k]),
-            "std_ms": None if indices[k] in measured else float(std[k]),
-            "source": "measured" if indices[k] in measured else "predicted",
-        }
-        for r, k in enumerate(order)
-    ]
-    return JSONResponse({"device": device.name, "space": nb201.SPACE, "items": items})
