@@ -23,9 +23,11 @@ class BodyLimit:
     """413 for request bodies over ``limit`` bytes, by Content-Length or while streaming."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        """Wrap ``app``; bodies over ``limit`` bytes are refused."""
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, or answer 413 when its body exceeds the limit."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

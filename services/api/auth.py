@@ -32,6 +32,7 @@ class Principal:
     scopes: frozenset[str]
 
     def can(self, permission: str) -> bool:
+        """Whether one of the principal's scopes grants ``permission``."""
         return any(permission in PERMISSIONS.get(scope, ()) for scope in self.scopes)
 
 

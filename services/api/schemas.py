@@ -18,10 +18,14 @@ UtcDatetime = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.
 
 
 class Strict(BaseModel):
+    """Base of request bodies: unknown fields are rejected (422)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
 class DeviceCreate(Strict):
+    """A new device: its name (``[A-Za-z0-9._-]``) and how it runs models."""
+
     name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN, examples=["pixel7-cpu-fp32"])
     description: str = ""
     hardware: str = ""
@@ -31,6 +35,8 @@ class DeviceCreate(Strict):
 
 
 class DeviceOut(BaseModel):
+    """A device as listed."""
+
     name: str
     description: str
     hardware: str
@@ -41,6 +47,8 @@ class DeviceOut(BaseModel):
 
 
 class DeviceDetail(DeviceOut):
+    """A device with its measurement counts, agents and predictor state."""
+
     measurements: dict[str, int]  # per source, plus "total"
     archs_measured: int
     agents: int
@@ -49,16 +57,22 @@ class DeviceDetail(DeviceOut):
 
 
 class EnrollmentCreate(Strict):
+    """Options of a new enrollment token."""
+
     expires_in_s: int | None = Field(None, gt=0, description="Lifetime of the token; none = no expiry.")
 
 
 class EnrollmentOut(BaseModel):
+    """An enrollment token an agent registers with (shown once)."""
+
     token: str
     device: str
     expires_at: UtcDatetime | None
 
 
 class AgentOut(BaseModel):
+    """An agent of a device: state, liveness (``online``) and what it reported about itself."""
+
     id: str
     name: str
     state: str
@@ -80,6 +94,8 @@ class MeasureProtocol(Strict):
 
 
 class JobCreate(Strict):
+    """A batch of measurement jobs: archs to measure on a device, in one format, with optional protocol overrides."""
+
     device: str = Field(min_length=1)
     space: str = nb201.SPACE
     format: Literal["onnx", "tflite"] = "onnx"
@@ -90,12 +106,16 @@ class JobCreate(Strict):
 
 
 class JobCreated(BaseModel):
+    """The id of a new batch and how many jobs it queued."""
+
     id: str
     device: str
     jobs: int
 
 
 class JobItem(BaseModel):
+    """One job of a batch: its state, attempts and, once done, its latency (ms) or error."""
+
     arch: str
     state: str
     attempts: int
@@ -104,6 +124,8 @@ class JobItem(BaseModel):
 
 
 class JobProgress(BaseModel):
+    """A batch's job counts per state, its protocol and, on request, its items."""
+
     model_config = ConfigDict(extra="allow")
     id: str
     queued: int
@@ -115,6 +137,8 @@ class JobProgress(BaseModel):
 
 
 class MeasurementOut(BaseModel):
+    """One stored measurement; latencies in milliseconds."""
+
     id: int
     device: str
     arch: str
@@ -142,17 +166,23 @@ class MeasurementOut(BaseModel):
 
 
 class MeasurementPage(BaseModel):
+    """One page of measurements in storage order, and the cursor of the next."""
+
     items: list[MeasurementOut]
     next: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page.")
 
 
 class PredictRequest(Strict):
+    """Archs to predict or rank on a device."""
+
     device: str = Field(min_length=1)
     space: str = nb201.SPACE
     archs: list[Arch] = Field(min_length=1, description=f"Arch strings or NB201 indices, at most {MAX_ARCHS}.")
 
 
 class PredictItem(BaseModel):
+    """One arch's latency (ms): measured where known, else predicted with its spread; ``message`` when neither."""
+
     arch: str
     nb201_index: int
     latency_ms: float | None
@@ -167,11 +197,15 @@ class PredictItem(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    """Latencies of the requested archs, in request order."""
+
     device: str
     items: list[PredictItem]
 
 
 class RankItem(BaseModel):
+    """One arch's place in a ranking and the latency (ms) it was ranked by."""
+
     rank: int = Field(description="1 = fastest.")
     arch: str
     nb201_index: int
@@ -181,17 +215,23 @@ class RankItem(BaseModel):
 
 
 class RankResponse(BaseModel):
+    """Archs of a space ordered fastest first on a device."""
+
     device: str
     space: str
     items: list[RankItem]
 
 
 class KeyCreate(Strict):
+    """A new API key: its name and scopes."""
+
     name: str = Field(min_length=1, max_length=128)
     scopes: list[Scope] = Field(min_length=1)
 
 
 class KeyCreated(BaseModel):
+    """A new API key, with its secret (shown once)."""
+
     id: int
     name: str
     scopes: list[str]
@@ -199,6 +239,8 @@ class KeyCreated(BaseModel):
 
 
 class KeyOut(BaseModel):
+    """An API key as listed (no secret)."""
+
     id: int
     name: str
     scopes: list[str]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -30,9 +30,15 @@ def grpc_status(err: LatfarmError) -> grpc.StatusCode:
     return GRPC_STATUS.get(err.code, grpc.StatusCode.INTERNAL)  # type: ignore[call-overload]
 
 
-def abort(context: grpc.ServicerContext, err: LatfarmError) -> None:
-    """End the call with ``err``'s status and message (``context.abort`` raises)."""
-    context.abort(grpc_status(err), err.message)
+def abort(context: grpc.ServicerContext, err: LatfarmError) -> NoReturn:
+    """End the call with ``err``'s status and message."""
+    end_call(context, grpc_status(err), err.message)
+
+
+def end_call(context: grpc.ServicerContext, status: grpc.StatusCode, message: str) -> NoReturn:
+    """End the call with ``status`` and ``message``: ``context.abort`` raises, so this never returns."""
+    context.abort(status, message)
+    raise AssertionError("grpc.ServicerContext.abort returned")  # abort always raises
 
 
 def translate_errors(method: Method) -> Method:

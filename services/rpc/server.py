@@ -36,17 +36,20 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     paths = {"grpc_tls_cert": settings.grpc_tls_cert, "grpc_tls_key": settings.grpc_tls_key}
     if not any(paths.values()):
         return None
-    pem = {}
+    files: dict[str, Path] = {}
+    pem: dict[str, bytes] = {}
     for name, path in paths.items():
         if path is None:
             given = next(other for other in paths if other != name)
             raise InvalidArgument(f"{_setting(given)} is set but {_setting(name)} is not: TLS needs both")
+        files[name] = Path(path)
         try:
-            pem[name] = Path(path).read_bytes()
+            pem[name] = files[name].read_bytes()
         except OSError as err:
             raise InvalidArgument(f"{_setting(name)}: cannot read {path}: {err.strerror or err}") from err
+    cert, key = files["grpc_tls_cert"], files["grpc_tls_key"]
     try:  # gRPC itself would only fail to bind the port
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(*paths.values(), password=lambda: b"")
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=lambda: b"")
     except ssl.SSLError as err:
         raise InvalidArgument(
             f"{_setting('grpc_tls_cert')} and {_setting('grpc_tls_key')} are not a PEM certificate and its "

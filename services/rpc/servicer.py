@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import grpc
 from google.protobuf import json_format
@@ -27,7 +27,7 @@ from latfarm.services.domain import queue
 from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, attributes
 from latfarm.services.infra.wakeups import LocalNotifier
-from latfarm.services.rpc.errors import translate_errors
+from latfarm.services.rpc.errors import end_call, translate_errors
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent, Artifact, Device, Enrollment, Job
 from latfarm.services.workers.export_worker import Exporter, export_one
@@ -54,10 +54,14 @@ def max_waiting(workers: int) -> int:
 class Artifacts(Exporter, Protocol):
     """What the servicer needs of ``domain.artifacts.ArtifactStore``."""
 
-    def open(self, session: Session, sha256: str) -> BinaryIO | None: ...
+    def open(self, session: Session, sha256: str) -> BinaryIO | None:
+        """A reader of artifact ``sha256``'s bytes, or None when there is no such artifact."""
+        ...
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    """The ``AgentService`` methods; agents authenticate with ``authorization: Bearer <credential>``."""
+
     def __init__(
         self,
         settings: Settings,
@@ -65,7 +69,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         read_sessions: sessionmaker[Session],
         artifacts: Artifacts,
         notifier: LocalNotifier,
-    ):
+    ) -> None:
+        """Serve with ``sessions`` for writes, ``read_sessions`` for reads; ``notifier`` wakes waiting long-polls."""
         self.settings = settings
         self.sessions = sessions
         self.read_sessions = read_sessions
@@ -75,6 +80,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @translate_errors
     def Register(self, request: agent_pb2.RegisterRequest, context: grpc.ServicerContext) -> agent_pb2.RegisterResponse:
+        """Trade an enrollment token for an agent id and credential (UNAUTHENTICATED for an unknown token,
+        PERMISSION_DENIED for a revoked or expired one)."""
         token = request.enrollment_token.strip()
         if not token:
             raise InvalidArgument("enrollment_token is required", field="enrollment_token")
@@ -89,14 +96,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 select(Enrollment).where(Enrollment.token_hash == hash_secret(token))
             ).one_or_none()
             if enrollment is None:
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown enrollment token")
+                end_call(context, grpc.StatusCode.UNAUTHENTICATED, "unknown enrollment token")
             if enrollment.revoked:
-                context.abort(grpc.StatusCode.PERMISSION_DENIED, "enrollment token was revoked")
+                end_call(context, grpc.StatusCode.PERMISSION_DENIED, "enrollment token was revoked")
             expires = as_utc(enrollment.expires_at)
             now = utcnow()
             if expires is not None and expires <= now:
-                context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED, f"enrollment token expired at {expires:%Y-%m-%d %H:%M} UTC"
+                end_call(
+                    context,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"enrollment token expired at {expires:%Y-%m-%d %H:%M} UTC",
                 )
             descriptor = json_format.MessageToDict(request.descriptor, preserving_proto_field_name=True)
             agent = Agent(
@@ -125,6 +134,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @translate_errors
     def Heartbeat(self, request: agent_pb2.HeartbeatRequest, context) -> agent_pb2.HeartbeatResponse:
+        """Record the agent alive, renew its jobs' leases; answers the ids of jobs it no longer holds."""
         if request.state and request.state not in AGENT_STATES:
             raise InvalidArgument(f"state must be one of {', '.join(AGENT_STATES)}", field="state")
         _check_ids(request.job_ids)
@@ -139,6 +149,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @translate_errors
     def LeaseJobs(self, request: agent_pb2.LeaseRequest, context) -> agent_pb2.LeaseResponse:
+        """Lease up to ``max_jobs`` jobs, long-polling up to ``wait_seconds`` (at most ``MAX_WAIT_S``) for work."""
         if request.max_jobs < 0:
             raise InvalidArgument("max_jobs must be >= 0", field="max_jobs")
         if not 0 <= request.wait_seconds < float("inf"):
@@ -152,7 +163,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if wait_s <= 0:
             return self._lease(request, context, max_jobs, 0.0)
         if not self.waiting.acquire(blocking=False):
-            context.abort(
+            end_call(
+                context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"{max_waiting(self.settings.grpc_workers)} agents are waiting for work already, this server's "
                 "limit (LATFARM_GRPC_WORKERS); retry shortly",
@@ -173,14 +185,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             seen = self.notifier.version(device_id)
             ready = self._prepare_artifacts(device_id, formats, max_jobs, context)
             if not context.is_active():
-                context.abort(grpc.StatusCode.CANCELLED, "the caller went away")
+                end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
             with transaction(self.sessions) as session:
-                agent = session.get(Agent, agent_id)
-                if agent is None:
-                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "agent was removed; register again")
+                leasing = session.get(Agent, agent_id)
+                if leasing is None:
+                    end_call(context, grpc.StatusCode.UNAUTHENTICATED, "agent was removed; register again")
                 jobs = queue.lease(
                     session,
-                    agent,
+                    leasing,
                     max_jobs=ready,
                     formats=formats,
                     lease_seconds=self.settings.lease_seconds,
@@ -190,9 +202,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 messages = [_job_message(session, job) for job in jobs]
             if messages and not context.is_active():  # nobody will receive them: hand them back at once
                 with transaction(self.sessions) as session:
-                    queue.release(session, session.get(Agent, agent_id), [m.job_id for m in messages])
+                    if (owner := session.get(Agent, agent_id)) is not None:  # a removed agent's jobs have no lease
+                        queue.release(session, owner, [m.job_id for m in messages])
                 self.notifier.notify(device_id)
-                context.abort(grpc.StatusCode.CANCELLED, "the caller went away")
+                end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
             left = deadline - time.monotonic()
             if messages or left <= 0:
                 return agent_pb2.LeaseResponse(jobs=messages, lease_seconds=self.settings.lease_seconds)
@@ -216,6 +229,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @translate_errors
     def FetchArtifact(self, request: agent_pb2.FetchArtifactRequest, context) -> Iterator[agent_pb2.ArtifactChunk]:
+        """Stream an artifact's bytes from ``offset`` in ``CHUNK_BYTES`` chunks; NOT_FOUND when unknown."""
         sha256 = request.sha256.lower()
         if not SHA256.match(sha256):
             raise InvalidArgument("sha256 must be 64 hex digits", field="sha256")
@@ -229,7 +243,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         with stream:
             total = stream.seek(0, 2)
             if request.offset > total:
-                context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} is past the end ({total} bytes)")
+                end_call(
+                    context, grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} is past the end ({total} bytes)"
+                )
             offset = stream.seek(request.offset)
             while data := stream.read(CHUNK_BYTES):
                 yield agent_pb2.ArtifactChunk(data=data, offset=offset, total_size=total)
@@ -237,6 +253,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @translate_errors
     def ReportResults(self, request: agent_pb2.ReportRequest, context) -> agent_pb2.ReportResponse:
+        """Store the agent's results; one ack per result says whether it was accepted or a duplicate."""
         if len(request.results) > MAX_RESULTS:
             raise InvalidArgument(f"at most {MAX_RESULTS} results per report", field="results")
         results = [reported_result(result) for result in request.results]
@@ -256,6 +273,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @translate_errors
     def ReleaseJobs(self, request: agent_pb2.ReleaseRequest, context) -> agent_pb2.ReleaseResponse:
+        """Hand the agent's running jobs back to the queue unmeasured; answers how many were released."""
         _check_ids(request.job_ids)
         with transaction(self.sessions) as session:
             agent = self._agent(session, context)
@@ -270,14 +288,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         header = dict(context.invocation_metadata()).get("authorization", "")
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
-            context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "missing credential: send 'authorization: Bearer <credential>'"
+            end_call(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing credential: send 'authorization: Bearer <credential>'",
             )
         agent = session.scalars(
             select(Agent).where(Agent.credential_hash == hash_secret(credential.strip()))
         ).one_or_none()
         if agent is None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown agent credential; register again")
+            end_call(context, grpc.StatusCode.UNAUTHENTICATED, "unknown agent credential; register again")
         return agent
 
 
@@ -297,6 +317,7 @@ def _check_ids(job_ids) -> None:
 def _job_message(session: Session, job: Job) -> agent_pb2.Job:
     """The leased job as an agent sees it; ``job.batch`` loads once per distinct batch (the identity map)."""
     artifact = session.get(Artifact, job.artifact_sha256)
+    assert artifact is not None, "queue.lease hands out only jobs with an exported artifact"
     return agent_pb2.Job(
         job_id=job.id,
         space=job.arch.space,
@@ -324,7 +345,9 @@ def reported_result(result: agent_pb2.Result) -> ReportedResult:
     by its name; what the agent measured with as sent, or None where it sent none ("" / 0)."""
     stats = attributes(result.stats, agent_pb2.Stats.DESCRIPTOR.fields_by_name)
     stats["round_medians_ms"] = list(result.stats.round_medians_ms)
-    setup = {name: value or None for name, value in attributes(result, ("artifact_sha256", *SETUP)).items()}
+    setup: dict[str, Any] = {
+        name: value or None for name, value in attributes(result, ("artifact_sha256", *SETUP)).items()
+    }
     return ReportedResult(
         job_id=result.job_id,
         ok=result.ok,

@@ -16,6 +16,8 @@ router = APIRouter(prefix="/v1", tags=["predict"])
 
 
 class AdaptRequest(Strict):
+    """How many archs to measure for an adaptation, chosen with which seed, in which model format."""
+
     samples: int = Field(10, ge=3, le=adapt.MAX_SAMPLES, description="K archs to measure on the device.")
     seed: int = Field(0, description="Seed of the sample selection (trials differ by seed).")
     format: str = Field("onnx", pattern="^(onnx|tflite)$")

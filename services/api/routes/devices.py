@@ -28,6 +28,7 @@ router = APIRouter(prefix="/v1/devices", tags=["devices"])
 def create_device(
     body: DeviceCreate, session: Session = Depends(db), _: Principal = Depends(require("devices"))
 ) -> Device:
+    """Register a device (409 when the name is taken)."""
     if session.scalar(select(Device.id).where(Device.name == body.name)) is not None:
         raise Conflict(f"name: device {body.name!r} already exists", field="name")
     device = Device(**body.model_dump())
@@ -41,6 +42,7 @@ def create_device(
 
 @router.get("", response_model=list[DeviceOut])
 def list_devices(session: Session = Depends(db), _: Principal = Depends(require("read"))) -> list[Device]:
+    """All devices, by name."""
     return list(session.scalars(select(Device).order_by(Device.name)))
 
 
@@ -48,6 +50,7 @@ def list_devices(session: Session = Depends(db), _: Principal = Depends(require(
 def device_detail(
     name: str, request: Request, session: Session = Depends(db), _: Principal = Depends(require("read"))
 ) -> DeviceDetail:
+    """A device with its measurement counts per source, agents (online: heartbeat within 2 intervals) and predictor."""
     device = get_device(session, name)
     by_source = session.execute(
         select(Measurement.source, func.count()).where(Measurement.device_id == device.id).group_by(Measurement.source)
@@ -79,6 +82,7 @@ def create_enrollment(
     session: Session = Depends(db),
     principal: Principal = Depends(require("devices")),
 ) -> EnrollmentOut:
+    """A one-use token an agent registers with for this device; ``expires_in_s`` bounds its lifetime."""
     device = get_device(session, name)
     token = new_secret("lf_enroll")
     expires_at = utcnow() + timedelta(seconds=body.expires_in_s) if body and body.expires_in_s else None
@@ -93,6 +97,7 @@ def create_enrollment(
 def list_agents(
     name: str, request: Request, session: Session = Depends(db), _: Principal = Depends(require("read"))
 ) -> list[AgentOut]:
+    """The device's agents, oldest registration first, with their liveness."""
     device = get_device(session, name)
     interval = request.app.state.settings.heartbeat_interval_s
     agents = session.scalars(select(Agent).where(Agent.device_id == device.id).order_by(Agent.registered_at))
@@ -121,6 +126,7 @@ def export_device(
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> Response:
+    """The device's measurements as CSV or a LatBench pickle, as an attachment."""
     device = get_device(session, name)
     rows = datasets.device_rows(session, device.name)
     if format == "csv":

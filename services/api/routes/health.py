@@ -24,4 +24,5 @@ def healthz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request) -> Response:
+    """The Prometheus exposition of the server's metrics."""
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)

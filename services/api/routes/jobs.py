@@ -21,6 +21,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 def create_jobs(
     body: JobCreate, request: Request, session: Session = Depends(db), principal: Principal = Depends(require("jobs"))
 ) -> JobCreated:
+    """Queue one job per distinct arch on the device and wake its agents."""
     device = get_device(session, body.device)
     strings = arch_strings()
     archs = [strings[i] for i in arch_indices(body.archs, body.space)]
@@ -45,6 +46,7 @@ def job_progress(
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> JobProgress:
+    """A batch's job counts per state (404 when unknown); with ``items``, each job and its result."""
     progress = queue.batch_progress(session, batch_id)
     if progress is None:
         raise NotFound(f"unknown job batch {batch_id!r}")

@@ -18,6 +18,7 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 @router.post("", status_code=201, response_model=KeyCreated)
 def new_key(body: KeyCreate, session: Session = Depends(db), _: Principal = Depends(require("keys"))) -> KeyCreated:
+    """Create an API key; the response holds its secret, shown only here."""
     row, secret = create_key(session, body.name, list(body.scopes))
     session.commit()
     return KeyCreated(id=row.id, name=row.name, scopes=row.scopes, key=secret)
@@ -25,11 +26,13 @@ def new_key(body: KeyCreate, session: Session = Depends(db), _: Principal = Depe
 
 @router.get("", response_model=list[KeyOut])
 def list_keys(session: Session = Depends(db), _: Principal = Depends(require("keys"))) -> list[ApiKey]:
+    """All API keys, without secrets."""
     return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
 
 
 @router.delete("/{key_id}", status_code=204)
 def revoke_key(key_id: int, session: Session = Depends(db), _: Principal = Depends(require("keys"))) -> None:
+    """Revoke a key (404 when unknown); requests with it get 401 from then on."""
     row = session.get(ApiKey, key_id)
     if row is None:
         raise NotFound(f"unknown key id {key_id}")

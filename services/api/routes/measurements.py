@@ -21,10 +21,12 @@ router = APIRouter(prefix="/v1/measurements", tags=["measurements"])
 
 
 def encode_cursor(last_id: int) -> str:
+    """The opaque cursor of the page after measurement ``last_id``."""
     return base64.urlsafe_b64encode(f"m:{last_id}".encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> int:
+    """The measurement id a cursor from ``encode_cursor`` stands for; ``InvalidArgument`` when it is not one."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = text.partition(":")
@@ -45,6 +47,7 @@ def list_measurements(
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> MeasurementPage:
+    """Measurements filtered by device, arch and source, ``limit`` per page; ``next`` pages on."""
     query = (
         select(Measurement, Device.name, Arch.arch, Arch.nb201_index)
         .join(Device, Device.id == Measurement.device_id)
