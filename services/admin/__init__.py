@@ -109,6 +109,8 @@ class LatfarmAdmin(Admin):
 
     @login_required
     async def index(self, request: Request) -> Response:
+        """The dashboard: fleet totals and a row per device."""
+
         def compute(session: Session) -> dict[str, Any]:
             return {
                 "fleet": dashboard.fleet(session, self.heartbeat_interval_s),
@@ -120,6 +122,7 @@ class LatfarmAdmin(Admin):
 
     @login_required
     async def device_overview(self, request: Request) -> Response:
+        """A device's page: its measurement counts and predictor status; 404 when the device id is unknown."""
         device_id = request.path_params["device_id"]
 
         def compute(session: Session) -> dict[str, Any] | None:

@@ -51,6 +51,7 @@ class AdminKeyAuth(AuthenticationBackend):
         return row.name
 
     async def login(self, request: Request) -> bool:
+        """Start a session from the login form's admin key; False (back to the form) when it is not one."""
         form = await request.form()
         key = str(form.get("key") or "").strip()
         if not key:
@@ -63,12 +64,14 @@ class AdminKeyAuth(AuthenticationBackend):
         return True
 
     async def logout(self, request: Request) -> bool:
+        """End the session; False sends the user back to the login page."""
         request.session.clear()
         return False  # back to the login page
 
     async def authenticate(self, request: Request) -> bool:
         """Checked on every request, so a revoked key ends its sessions at once."""
         scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        key_hash: str | None
         if scheme.lower() == "bearer" and bearer.strip():
             key_hash = hash_secret(bearer.strip())
         else:

@@ -57,9 +57,8 @@ def fleet(session: Session, heartbeat_interval_s: float, now: datetime | None = 
 
     def done_since(hours: int) -> int:
         since = now - timedelta(hours=hours)
-        return session.scalar(
-            select(func.count()).select_from(Job).where(Job.state == JobState.done, Job.finished_at >= since)
-        )
+        done = select(func.count()).select_from(Job).where(Job.state == JobState.done, Job.finished_at >= since)
+        return session.scalar(done) or 0
 
     failed_24h = session.scalar(
         select(func.count())
@@ -125,7 +124,7 @@ def device_table(session: Session) -> list[dict[str, Any]]:
 
 
 def _device_count(session: Session, device_id: int) -> int:
-    return session.scalar(select(func.count()).select_from(Measurement).where(Measurement.device_id == device_id))
+    return session.scalar(select(func.count()).select_from(Measurement).where(Measurement.device_id == device_id)) or 0
 
 
 def _device_latencies(session: Session, device_id: int, count: int, limit: int) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 from sqladmin import ModelView
+from sqladmin._types import _UNSET, UnsetAny
 from sqladmin.filters import (
     AllUniqueStringValuesFilter,
     BooleanFilter,
@@ -38,9 +39,10 @@ PAGE_SIZES = [25, 50, 100, 200]
 
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
     """``12 s ago`` style age of a UTC time, or ``never``."""
-    if moment is None:
+    utc = as_utc(moment)
+    if utc is None:
         return "never"
-    seconds = int(((now or datetime.now(timezone.utc)) - as_utc(moment)).total_seconds())
+    seconds = int(((now or datetime.now(timezone.utc)) - utc).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if abs(seconds) >= size:
             return f"{seconds // size} {unit} ago"
@@ -65,15 +67,18 @@ class ArchFilter:
     """Filter rows with an ``arch_id`` by NB201 index or (part of) an arch string, typed into a box."""
 
     has_operator = False
+    default_value: UnsetAny = _UNSET  # applied only when the user picks a value
     template = "filters/text_filter.html"
     title = "Arch (NB201 index or string)"
     parameter_name = "arch"
     placeholder = "e.g. 1462 or nor_conv_3x3~0"
 
     async def lookups(self, request: Request, model: Any, run_query: Any) -> list[tuple[str, str]]:
+        """No choices: the value is typed into a box."""
         return []
 
     async def get_filtered_query(self, query: Select, value: Any, model: Any) -> Select:
+        """Rows whose arch has NB201 index ``value``, or whose arch string contains or canonically equals ``value``."""
         value = (value or "").strip()
         if not value or value == "__all":
             return query
@@ -93,6 +98,7 @@ class OnlineFilter:
     """Agents online or offline (``domain.liveness``)."""
 
     has_operator = False
+    default_value: UnsetAny = _UNSET  # applied only when the user picks a value
     template = "sqladmin/filters/lookup_filter.html"
     title = "Online"
     parameter_name = "online"
@@ -101,9 +107,11 @@ class OnlineFilter:
         self.heartbeat_interval_s = heartbeat_interval_s
 
     async def lookups(self, request: Request, model: Any, run_query: Any) -> list[tuple[str, str]]:
+        """The choices: all, online, offline."""
         return [("__all", "All"), ("yes", "Online"), ("no", "Offline")]
 
     async def get_filtered_query(self, query: Select, value: Any, model: Any) -> Select:
+        """Agents online (``yes``) or offline (``no``); any other value keeps every row."""
         cutoff = online_cutoff(self.heartbeat_interval_s)
         if value == "yes":
             return query.where(Agent.last_heartbeat >= cutoff)
@@ -113,6 +121,8 @@ class OnlineFilter:
 
 
 class ReadOnlyView(ModelView):
+    """Base of the table views: read-only, exportable, paged."""
+
     can_create = False
     can_edit = False
     can_delete = False
@@ -130,6 +140,8 @@ class ReadOnlyView(ModelView):
 
 
 class DeviceAdmin(ReadOnlyView, model=Device):
+    """Devices, each with links to its overview page and its measurements."""
+
     icon = "fa-solid fa-microchip"
     column_list = [Device.id, Device.name, Device.runtime, Device.precision, Device.batch_size, Device.created_at]
     column_searchable_list = [Device.name, Device.hardware, Device.description]
@@ -141,6 +153,8 @@ class DeviceAdmin(ReadOnlyView, model=Device):
 
 
 class ArchAdmin(ReadOnlyView, model=Arch):
+    """The arch catalogue (NB201 cells by string and index)."""
+
     icon = "fa-solid fa-diagram-project"
     name = "Architecture"
     column_list = [Arch.id, Arch.space, Arch.nb201_index, Arch.arch]
@@ -150,6 +164,8 @@ class ArchAdmin(ReadOnlyView, model=Arch):
 
 
 class ArtifactAdmin(ReadOnlyView, model=Artifact):
+    """Exported model files, by arch and format."""
+
     icon = "fa-solid fa-file-zipper"
     column_list = [Artifact.sha256, Artifact.arch, Artifact.format, Artifact.size_bytes, Artifact.created_at]
     column_searchable_list = [Artifact.sha256, Artifact.format]
@@ -159,6 +175,8 @@ class ArtifactAdmin(ReadOnlyView, model=Artifact):
 
 
 class JobAdmin(ReadOnlyView, model=Job):
+    """The job queue; stuck or unwanted jobs may be deleted."""
+
     icon = "fa-solid fa-list-check"
     can_delete = True
     column_list = [
@@ -229,6 +247,8 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
 
 
 class AdaptationAdmin(ReadOnlyView, model=Adaptation):
+    """Predictor adaptations per device: state, samples and fit metrics."""
+
     icon = "fa-solid fa-wand-magic-sparkles"
     column_list = [
         Adaptation.id,
@@ -287,6 +307,7 @@ def agent_view(heartbeat_interval_s: float) -> type[ModelView]:
 
 
 def model_views(heartbeat_interval_s: float) -> list[type[ModelView]]:
+    """The table views in menu order; the agents' view judges liveness by ``heartbeat_interval_s``."""
     return [
         DeviceAdmin,
         agent_view(heartbeat_interval_s),

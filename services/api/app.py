@@ -23,7 +23,6 @@ class BodyLimit:
     """413 for request bodies over ``limit`` bytes, by Content-Length or while streaming."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        """Wrap ``app``; bodies over ``limit`` bytes are refused."""
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

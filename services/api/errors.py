@@ -71,7 +71,8 @@ async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Answer request validation failures, ``LatfarmError``, ``ArchError`` and ``HTTPException`` in the one shape."""
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(LatfarmError, _latfarm_error)
-    app.add_exception_handler(nb201.ArchError, _arch_error)
-    app.add_exception_handler(HTTPException, _http_error)
+    # registered through the decorator: add_exception_handler's typing takes only handlers of Exception itself
+    app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(LatfarmError)(_latfarm_error)
+    app.exception_handler(nb201.ArchError)(_arch_error)
+    app.exception_handler(HTTPException)(_http_error)

@@ -65,6 +65,7 @@ class Children:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        """Start ``latfarm <args>`` as child ``name``, its output appended to ``<logs>/<name>.log``."""
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
         proc = subprocess.Popen(
             [sys.executable, "-m", "latfarm.services.cli", *args],
@@ -77,12 +78,14 @@ class Children:
         return proc
 
     def check(self) -> None:
+        """Raise ``RuntimeError`` with the end of its log when a child has exited."""
         for name, proc in self.procs:
             if proc.poll() is not None:
                 tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"{name} exited with code {proc.returncode}; end of its log:\n{tail}")
 
     def stop(self) -> None:
+        """Stop the children, newest first: SIGTERM, then SIGKILL after 20 s."""
         for _, proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

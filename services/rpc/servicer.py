@@ -60,7 +60,10 @@ class Artifacts(Exporter, Protocol):
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    """The ``AgentService`` methods; agents authenticate with ``authorization: Bearer <credential>``."""
+    """The ``AgentService`` methods; agents authenticate with ``authorization: Bearer <credential>``.
+
+    ``sessions`` write, ``read_sessions`` only read; ``notifier`` wakes the long-polls waiting for a device's jobs.
+    """
 
     def __init__(
         self,
@@ -70,7 +73,6 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         artifacts: Artifacts,
         notifier: LocalNotifier,
     ) -> None:
-        """Serve with ``sessions`` for writes, ``read_sessions`` for reads; ``notifier`` wakes waiting long-polls."""
         self.settings = settings
         self.sessions = sessions
         self.read_sessions = read_sessions
