@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def governor() -> str:
 
 def current_mhz(cpus: list[int] | None = None) -> float:
     """Mean current frequency of the given CPUs (default: all), from cpufreq else /proc/cpuinfo; 0 if unknown."""
-    paths = CPU_SYS.glob("cpu[0-9]*/cpufreq/scaling_cur_freq")
+    paths: Iterable[Path] = CPU_SYS.glob("cpu[0-9]*/cpufreq/scaling_cur_freq")
     if cpus:
         paths = [CPU_SYS / f"cpu{cpu}/cpufreq/scaling_cur_freq" for cpu in cpus]
     values = [int(f) / 1000 for f in map(_read, paths) if f and f.isdigit()]

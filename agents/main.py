@@ -64,6 +64,8 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
 def register(conn: Connection, options: AgentOptions) -> tuple[AgentState, int]:
     """Register with the enrollment token and save the credential; the state and the server's heartbeat interval."""
+    if not options.enroll:
+        raise AgentError("registering needs an enrollment token: pass --enroll TOKEN")
     response = conn.register(options.enroll, describe(), options.name or socket.gethostname())
     state = AgentState(response.agent_id, response.credential, response.device)
     save_state(options.state_dir, state)

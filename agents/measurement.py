@@ -22,11 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from latfarm.agents.backends import Backend, LoadedModel, check_outputs
 from latfarm.proto.v1.names import STATISTICS
+
+T = TypeVar("T")
 
 LOAD, RUN, TIMEOUT, WRONG_OUTPUT, UNSTABLE, FETCH = "load", "run", "timeout", "wrong_output", "unstable", "fetch"
 
@@ -59,7 +62,8 @@ class MeasureSettings:
 
     def override(self, **values: float | str) -> MeasureSettings:
         """A copy with the non-zero values replacing the defaults (how a job's settings apply)."""
-        return replace(self, **{k: v for k, v in values.items() if v})
+        changes: dict[str, Any] = {k: v for k, v in values.items() if v}  # each value's type matches its field's
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,11 @@ class Watchdog:
                     self.on_hang(self._key)
 
 
+def _run_once(model: LoadedModel) -> list[np.ndarray]:
+    """One inference: the action for first runs and busy warm-up."""
+    return model.run()
+
+
 class _Entry:
     """One model under measurement: its result so far and the time it has used of its budget."""
 
@@ -249,15 +258,17 @@ class BatchMeasurer:
                     entry.model.close()
         return [e.result for e in entries]
 
-    def _guarded(self, entry: _Entry, action: Callable[[], object]) -> object:
-        """Run an action on the model under the watchdog, charging its time to the model's budget."""
+    def _guarded(self, entry: _Entry, action: Callable[[LoadedModel], T]) -> T:
+        """Run an action on the entry's loaded model under the watchdog, charging its time to the model's budget."""
+        model = entry.model
+        assert model is not None, "only a loaded model runs"
         remaining = self.settings.timeout_s - entry.spent_s
         if remaining <= 0:
             raise TimeoutError(f"over the per-model limit of {self.settings.timeout_s:g} s")
         start = time.perf_counter()
-        self.watchdog.arm(entry.model, remaining, entry.task.key)
+        self.watchdog.arm(model, remaining, entry.task.key)
         try:
-            value = action()
+            value = action(model)
         except Exception as err:
             if self.watchdog.disarm():
                 raise TimeoutError(f"over the per-model limit of {self.settings.timeout_s:g} s ({err})") from err
@@ -271,19 +282,20 @@ class BatchMeasurer:
     def _load(self, entry: _Entry) -> None:
         start = time.perf_counter()
         try:
-            entry.model = self.backend.load(entry.task.path, self.settings.threads, entry.task.input_shape)
+            model = self.backend.load(entry.task.path, self.settings.threads, entry.task.input_shape)
         except Exception as err:  # noqa: BLE001 - any runtime error is a load failure
             entry.fail(LOAD, f"{type(err).__name__}: {err}")
             return
+        entry.model = model
         entry.spent_s = time.perf_counter() - start
         entry.result.session_create_ms = entry.spent_s * 1000
-        entry.result.provider = entry.model.provider
+        entry.result.provider = model.provider
         self._first_inference(entry)
 
     def _first_inference(self, entry: _Entry) -> None:
         start = time.perf_counter()
         try:
-            outputs = self._guarded(entry, entry.model.run)
+            outputs = self._guarded(entry, _run_once)
         except TimeoutError as err:
             entry.fail(TIMEOUT, str(err))
             return
@@ -301,7 +313,7 @@ class BatchMeasurer:
         while time.perf_counter() < end and entries:
             for entry in entries:
                 try:
-                    self._guarded(entry, entry.model.run)
+                    self._guarded(entry, _run_once)
                 except TimeoutError as err:
                     entry.fail(TIMEOUT, str(err))
                 except Exception as err:  # noqa: BLE001
@@ -322,9 +334,7 @@ class BatchMeasurer:
                 entry.result.stats = summarize(entry.rounds_ms, self.settings.statistic)
 
     def _round(self, entry: _Entry) -> None:
-        model = entry.model
-
-        def timed_runs() -> list[float]:
+        def timed_runs(model: LoadedModel) -> list[float]:
             for _ in range(self.settings.warmup_runs):
                 model.run()
             times = []
@@ -354,5 +364,6 @@ class BatchMeasurer:
         self._measure_rounds(entries)
         for entry in entries:
             old = previous[id(entry)]
-            if entry.result.ok and old is not None and old.round_spread < entry.result.stats.round_spread:
+            new = entry.result.stats
+            if entry.result.ok and old is not None and new is not None and old.round_spread < new.round_spread:
                 entry.result.stats = old

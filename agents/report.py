@@ -6,6 +6,7 @@ Every result the agent reports (measured, failed to fetch, unsupported format, h
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from latfarm.agents.backends import Backend
 from latfarm.agents.descriptor import ClockState, governor
@@ -47,7 +48,7 @@ def result_message(
     if result.unstable and measured is not None and result.stats is not None:
         error_class = agent_pb2.ERROR_CLASS_UNSTABLE
         message = f"round medians spread {result.stats.round_spread:.1%} > {measured.settings.spread_threshold:.0%}"
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {  # the keyword arguments of agent_pb2.Result
         "job_id": result.key,
         "ok": result.ok,
         "stats": agent_pb2.Stats(**asdict(result.stats)) if result.stats else None,

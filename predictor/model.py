@@ -92,18 +92,18 @@ class Predictor:
                 noise_grid=self.prior.noise_grid,
                 noise_log_prior=self.prior.noise_log_prior,
                 embeddings=self.embeddings.astype(np.float32),
-                **arrays,
+                **arrays,  # type: ignore[arg-type]  # numpy's stub cannot tell these names from allow_pickle
             )
         path.with_suffix(".json").write_text(json.dumps(self.meta, indent=2) + "\n")
         return path
 
     # --- few-shot transfer ---------------------------------------------------------------------------------
-    def select_samples(self, k: int, *, seed: int = 0, exclude: Sequence[int] = ()) -> list[int]:
+    def select_samples(self, k: int, *, seed: int = 0, exclude: Sequence[int] | np.ndarray = ()) -> list[int]:
         """K NB201 indices to measure on a new device: greedy max prior variance over a seeded random pool."""
         prior = self.prior
         return select_by_variance(self.phi, prior.planning_cov(), prior.typical_noise, k, seed=seed, exclude=exclude)
 
-    def adapt(self, indices: Sequence[int], latencies_ms: Sequence[float]) -> DeviceModel:
+    def adapt(self, indices: Sequence[int] | np.ndarray, latencies_ms: Sequence[float] | np.ndarray) -> DeviceModel:
         """A device model from measured (index, ms) pairs; no samples = the unadapted prior at a typical scale."""
         idx = _check_indices(indices)
         lat = np.asarray(latencies_ms, dtype=np.float64).reshape(-1)

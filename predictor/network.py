@@ -137,6 +137,7 @@ def build(ops_or_arch: str | Sequence[int], channels: int = 16, classes: int = 1
             if isinstance(module, nn.BatchNorm2d):  # non-trivial BN so numerical checks see every op
                 nn.init.uniform_(module.weight, 0.5, 1.5)
                 nn.init.uniform_(module.bias, -0.1, 0.1)
+                assert module.running_mean is not None and module.running_var is not None  # BN tracks statistics
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
     return net.eval()

@@ -148,13 +148,13 @@ def _average(
             ev = np.maximum(lam, 0.0) + noise
             logliks.append(log_prior - 0.5 * ((z2 / ev).sum() + np.log(ev).sum() + extra))
             settings.append((cov, noise))
-    logliks = np.asarray(logliks)
+    loglik = np.asarray(logliks)
     if robust:
-        weights = np.exp(logliks - logliks.max())
+        weights = np.exp(loglik - loglik.max())
         keep = np.flatnonzero(weights > MIN_WEIGHT * weights.sum())
     else:
-        weights = np.ones(len(logliks))
-        keep = [int(np.argmax(logliks))]
+        weights = np.ones(len(loglik))
+        keep = np.array([np.argmax(loglik)])
     parts = []
     for j in keep:
         cov, noise = settings[j]

@@ -17,7 +17,7 @@ def select_by_variance(
     k: int,
     *,
     seed: int = 0,
-    exclude: Sequence[int] = (),
+    exclude: Sequence[int] | np.ndarray = (),
     pool_size: int = POOL_SIZE,
 ) -> list[int]:
     """K distinct row indices of ``phi``, each the most uncertain given the ones chosen before it.
@@ -48,7 +48,7 @@ def select_by_variance(
     return chosen
 
 
-def select_random(n: int, k: int, *, seed: int = 0, exclude: Sequence[int] = ()) -> list[int]:
+def select_random(n: int, k: int, *, seed: int = 0, exclude: Sequence[int] | np.ndarray = ()) -> list[int]:
     """K distinct random indices in 0..n-1, avoiding ``exclude`` (the baseline strategy)."""
     allowed = np.setdiff1d(np.arange(n), np.asarray(list(exclude), dtype=np.int64))
     if not 0 <= k <= len(allowed):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import httpx
 
@@ -23,9 +24,13 @@ DONE_STATES = ("active", "failed")
 
 
 class Client:
+    """A client of the REST API. Requests are retried with doubling backoff where a retry is safe; errors raise
+    ``LatfarmError`` with the server's code. Use as a context manager, or call ``close``."""
+
     def __init__(
         self, base_url: str, api_key: str | None = None, *, timeout: float = 60.0, retries: int = 3, backoff_s=0.5
     ) -> None:
+        """Talk to ``base_url`` with ``api_key``; ``retries`` more tries ``backoff_s`` (doubling) apart."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.retries, self.backoff_s = retries, backoff_s
         self._http = httpx.Client(
@@ -36,12 +41,15 @@ class Client:
         )
 
     def close(self) -> None:
+        """Close the HTTP connections."""
         self._http.close()
 
     def __enter__(self) -> Client:
+        """The client itself."""
         return self
 
     def __exit__(self, *_) -> None:
+        """``close`` the client."""
         self.close()
 
     # --- transport -------------------------------------------------------------------------------------------
@@ -75,6 +83,7 @@ class Client:
         return self._json("GET", "/healthz")
 
     def devices(self) -> list[dict]:
+        """Every device."""
         return self._json("GET", "/v1/devices")
 
     def device(self, name: str) -> dict:
@@ -82,6 +91,7 @@ class Client:
         return self._json("GET", f"/v1/devices/{name}")
 
     def create_device(self, name: str, **fields) -> dict:
+        """Create a device called ``name`` (``fields``: its other attributes); returns it."""
         return self._json("POST", "/v1/devices", json={"name": name, **fields})
 
     def enroll(self, device: str, expires_in_s: int | None = None) -> str:
@@ -90,6 +100,7 @@ class Client:
         return self._json("POST", f"/v1/devices/{device}/enrollments", json=body)["token"]
 
     def agents(self, device: str) -> list[dict]:
+        """The agents of ``device``."""
         return self._json("GET", f"/v1/devices/{device}/agents")
 
     def export(self, device: str, fmt: str = "csv") -> bytes:
@@ -97,6 +108,7 @@ class Client:
         return self._request("GET", f"/v1/devices/{device}/export", params={"format": fmt}).content
 
     def create_key(self, name: str, scopes: Sequence[str]) -> str:
+        """A new API key (shown once) called ``name`` with ``scopes``."""
         return self._json("POST", "/v1/keys", json={"name": name, "scopes": list(scopes)})["key"]
 
     # --- latency ---------------------------------------------------------------------------------------------
@@ -109,7 +121,9 @@ class Client:
         self, device: str | None = None, arch: str | None = None, source: str | None = None, page_size: int = 500
     ) -> Iterator[dict]:
         """Every matching measurement, following the cursor across pages."""
-        params = {k: v for k, v in {"device": device, "arch": arch, "source": source}.items() if v is not None}
+        params: dict[str, str | int] = {
+            k: v for k, v in {"device": device, "arch": arch, "source": source}.items() if v is not None
+        }
         params["limit"] = page_size
         while True:
             page = self._json("GET", "/v1/measurements", params=params)
@@ -128,7 +142,7 @@ class Client:
         protocol: dict | None = None,
     ) -> str:
         """Queue measurements; returns the batch id. ``protocol`` overrides the agents' options (e.g. ``rounds``)."""
-        body = {"device": device, "space": space, "format": fmt, "archs": list(archs)}
+        body: dict[str, Any] = {"device": device, "space": space, "format": fmt, "archs": list(archs)}
         if protocol is not None:
             body["protocol"] = protocol
         return self._json("POST", "/v1/jobs", json=body)["id"]

@@ -29,6 +29,7 @@ class Runtime:
     background workers of one server process. Use as a context manager, or call ``close``."""
 
     def __init__(self, settings: Settings) -> None:
+        """Build every part from ``settings`` (creating ``data_dir``); nothing runs until ``start_workers``."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         self.engine = make_engine(settings.database_url)
@@ -57,6 +58,7 @@ class Runtime:
         return ensure_admin_key(self.sessions, self.settings.admin_key)
 
     def start_workers(self) -> None:
+        """Start the background workers' threads."""
         for worker in self.workers:
             worker.start()
 
@@ -69,9 +71,11 @@ class Runtime:
         self.engine.dispose()
 
     def __enter__(self) -> Runtime:
+        """The runtime itself."""
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
+        """``close`` the runtime."""
         self.close()

@@ -12,4 +12,5 @@ def new_secret(prefix: str) -> str:
 
 
 def hash_secret(secret: str) -> str:
+    """The SHA-256 hex digest of a key or token: what the store keeps instead of the secret."""
     return hashlib.sha256(secret.encode()).hexdigest()

@@ -44,11 +44,11 @@ def import_hwnasbench(session: Session, path: Path) -> int:
             items = list(values.items() if isinstance(values, Mapping) else enumerate(values))
             if not items:
                 continue
-            indices, ms = zip(*items, strict=True)
-            indices = tuple(int(i) for i in indices)
+            raw_indices, raw_ms = zip(*items, strict=True)
+            indices = tuple(int(i) for i in raw_indices)
             if bad := [i for i in indices if not 0 <= i < nb201.NUM_ARCHS]:
                 raise DatasetError(f"{where}: index {bad[0]} outside 0..{nb201.NUM_ARCHS - 1}")
-            tables[name] = (indices, checked_ms(ms, where))
+            tables[name] = (indices, checked_ms(raw_ms, where))
     arch_ids = arch_ids_by_index(session, {i for indices, _ in tables.values() for i in indices})
     added = 0
     for name, (indices, ms) in tables.items():

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import insert, literal_column, select
+from sqlalchemy import Table, insert, literal_column, select
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
@@ -64,7 +64,7 @@ def add_rows(session: Session, device: Device, dataset: str, latencies_ms: Mappi
     if session.get_bind().dialect.name == "postgresql":
         _copy_rows(session, fixed, rows)
         return len(rows)
-    statement = insert(Measurement.__table__).values(
+    statement = insert(cast(Table, Measurement.__table__)).values(
         {
             k: literal_column(f"'{v}'") if k in ("protocol", "round_medians_ms", "provenance") else v
             for k, v in fixed.items()
@@ -79,7 +79,9 @@ def add_rows(session: Session, device: Device, dataset: str, latencies_ms: Mappi
 def _copy_rows(session: Session, fixed: dict, rows: list[tuple[int, float]]) -> None:
     """PostgreSQL: COPY is several times faster than multi-row INSERTs for hundreds of thousands of rows."""
     columns = [*fixed, "arch_id", "latency_ms", "median_ms"]
-    cursor = session.connection().connection.driver_connection.cursor()
+    driver_connection = session.connection().connection.driver_connection
+    assert driver_connection is not None, "a checked-out connection has its driver connection"
+    cursor = driver_connection.cursor()
     with cursor.copy(f"COPY {Measurement.__tablename__} ({', '.join(columns)}) FROM STDIN") as copy:
         constant = tuple(fixed.values())
         for arch_id, ms in rows:

@@ -43,8 +43,8 @@ def device_rows(session: Session, device_name: str) -> list[dict]:
         .order_by(Arch.nb201_index, Measurement.id)
     )
     rows = []
-    for row in session.execute(query).mappings():
-        row = dict(row)
+    for mapping in session.execute(query).mappings():
+        row = dict(mapping)
         row.update(
             ops=nb201.parse(row["arch"]),
             statistic=(row["protocol"] or {}).get("statistic", ""),

@@ -8,9 +8,10 @@ at a time.
 from __future__ import annotations
 
 import logging
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.predictor import nb201
@@ -130,7 +131,7 @@ def _claim(session: Session, adaptation_id: str, from_state: AdaptState, to_stat
     result = session.execute(
         update(Adaptation).where(Adaptation.id == adaptation_id, Adaptation.state == from_state).values(state=to_state)
     )
-    return result.rowcount == 1
+    return cast("CursorResult[Any]", result).rowcount == 1  # an UPDATE's result is a cursor result
 
 
 def advance(sessions: sessionmaker[Session], adaptation_id: str, predictor) -> AdaptState:
@@ -149,7 +150,7 @@ def advance(sessions: sessionmaker[Session], adaptation_id: str, predictor) -> A
         if not _claim(session, adaptation_id, AdaptState.measuring, AdaptState.training):
             return AdaptState.training
     with transaction(sessions) as session:
-        adaptation = session.get(Adaptation, adaptation_id)
+        adaptation = session.get_one(Adaptation, adaptation_id)  # this call just claimed it
         indices, values = _sample_latencies(session, adaptation)
         if len(indices) < 3:
             adaptation.state = AdaptState.failed

@@ -45,12 +45,14 @@ class ArtifactStore:
     """Exported models on disk, content-addressed, with their ``Artifact`` rows."""
 
     def __init__(self, root: Path, settings: ExportSettings = ExportSettings()) -> None:
+        """Store files under ``root``, exporting with ``settings``."""
         self.root = Path(root)
         self.settings = settings
         self._known: dict[str, str] = {}  # index key -> sha256, this process
         self._lock = threading.Lock()  # concurrent requests for one model: the second finds the first's file
 
     def path(self, sha256: str, fmt: str) -> Path:
+        """Where the artifact with this SHA-256 and format lives (it may not exist yet)."""
         return self.root / sha256[:2] / f"{sha256}.{fmt}"
 
     def _key(self, arch: str, fmt: str) -> str:
@@ -77,7 +79,7 @@ class ArtifactStore:
         path = self.path(sha, fmt)
         if not path.exists():
             _write_atomic(path, data)
-        if key:
+        if key and index is not None:
             _write_atomic(index, sha.encode())
             self._known[key] = sha
         return sha, path, len(data)
@@ -105,7 +107,7 @@ class ArtifactStore:
             with session.begin_nested():  # another replica may record the same sha at the same time
                 session.add(row)
         except IntegrityError:
-            return session.get(Artifact, sha, populate_existing=True)
+            return session.get_one(Artifact, sha, populate_existing=True)
         return row
 
     def open(self, session: Session, sha256: str) -> BinaryIO | None:

@@ -29,6 +29,8 @@ class ExportUnavailable(Unsupported):
 
 @dataclass(frozen=True)
 class ExportSettings:
+    """How an NB201 arch is exported: input resolution, width, classes, ONNX opset, batch size."""
+
     resolution: int = 32
     channels: int = 16
     classes: int = 10
@@ -36,10 +38,12 @@ class ExportSettings:
     batch_size: int = 1
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-ready dict (how an ``Artifact`` row records them)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> ExportSettings:
+        """Settings from ``to_dict``'s form; ``ValueError`` on unknown keys."""
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown export settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
@@ -82,7 +86,7 @@ def export_onnx(ops_or_arch: str | tuple[int, ...], settings: ExportSettings = E
         torch.onnx.export(
             net,
             (sample,),
-            buf,
+            buf,  # type: ignore[arg-type]  # the stub names paths only; the exporter also writes file objects
             dynamo=False,
             opset_version=settings.opset,
             input_names=["input"],

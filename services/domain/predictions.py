@@ -111,6 +111,8 @@ class PredictionService:
     """Measured latencies, device models and their cached predictions for all 15,625 NB201 archs."""
 
     def __init__(self, sessions: sessionmaker[Session], cache, predictor_loader: Callable[[], object]) -> None:
+        """Read through ``sessions``, cache predictions in ``cache``; ``predictor_loader`` gives the pretrained
+        predictor on first use."""
         self.sessions = sessions
         self.cache = cache
         self.predictor_loader = predictor_loader

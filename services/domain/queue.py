@@ -13,9 +13,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, and_, func, insert, select, tuple_, update
+from sqlalchemy import ColumnElement, CursorResult, and_, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
@@ -46,11 +46,16 @@ class QueueError(InvalidArgument):
 
 
 class ArtifactSource(Protocol):
-    def ensure(self, session: Session, arch: Arch, fmt: str) -> Artifact: ...
+    """What leasing needs of the artifact store: the artifact of an arch in a format, exported if needed."""
+
+    def ensure(self, session: Session, arch: Arch, fmt: str) -> Artifact:
+        """The recorded artifact of ``arch`` in ``fmt``, exported and recorded first if missing."""
 
 
 @dataclass
 class Ack:
+    """The answer to one reported result: accepted or not, whether it repeated a stored one, and why."""
+
     job_id: str
     accepted: bool
     duplicate: bool = False
@@ -234,7 +239,8 @@ def unexported_jobs(
     )
     if after is not None:
         query = query.where(tuple_(Job.created_at, Job.id) > tuple_(*after))
-    return [tuple(row) for row in session.execute(query.order_by(Job.created_at, Job.id).limit(limit))]
+    rows = session.execute(query.order_by(Job.created_at, Job.id).limit(limit))
+    return [(arch, fmt, created_at, job_id) for arch, fmt, created_at, job_id in rows]
 
 
 def heartbeat(
@@ -311,7 +317,7 @@ def release(session: Session, agent: Agent, job_ids: Sequence[str]) -> int:
         .values(state=JobState.queued, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount
+    return cast("CursorResult[Any]", result).rowcount  # an UPDATE's result is a cursor result
 
 
 def requeue_expired(

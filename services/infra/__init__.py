@@ -1,0 +1,1 @@
+"""Infrastructure adapters: agent wake-ups, the prediction cache and Prometheus metrics."""

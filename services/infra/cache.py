@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from typing import cast
 
 log = logging.getLogger(__name__)
 
@@ -17,11 +18,13 @@ class MemoryCache:
     """An in-process LRU cache with per-entry expiry."""
 
     def __init__(self, max_entries: int = 4096) -> None:
+        """Keep at most ``max_entries`` entries, evicting the least recently used."""
         self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._max = max_entries
         self._lock = threading.Lock()
 
     def get(self, key: str) -> bytes | None:
+        """The value under ``key``; None when absent or expired."""
         with self._lock:
             item = self._items.get(key)
             if item is None:
@@ -33,6 +36,7 @@ class MemoryCache:
             return item[1]
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        """Store ``value`` under ``key`` for ``ttl_s`` seconds."""
         with self._lock:
             self._items[key] = (time.monotonic() + ttl_s, bytes(value))
             self._items.move_to_end(key)
@@ -47,25 +51,29 @@ class RedisCache:
     """A cache in Redis under ``prefix``, shared by replicas; errors count as misses."""
 
     def __init__(self, redis_url: str, prefix: str = "latfarm:") -> None:
+        """Connect to ``redis_url`` (2 s timeouts); keys are stored under ``prefix``."""
         import redis
 
         self._client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
         self._prefix = prefix
 
     def get(self, key: str) -> bytes | None:
+        """The value under ``key``; None when absent, expired or Redis fails."""
         try:
-            return self._client.get(self._prefix + key)
+            return cast("bytes | None", self._client.get(self._prefix + key))  # responses are not decoded: bytes
         except Exception as err:  # noqa: BLE001
             log.warning("redis cache get failed: %s", err)
             return None
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        """Store ``value`` under ``key`` for ``ttl_s`` seconds (at least 1); a Redis failure is logged."""
         try:
             self._client.set(self._prefix + key, value, ex=max(int(ttl_s), 1))
         except Exception as err:  # noqa: BLE001
             log.warning("redis cache set failed: %s", err)
 
     def close(self) -> None:
+        """Close the Redis connection."""
         self._client.close()
 
 

@@ -23,10 +23,12 @@ class StoreCollector:
     """Queue depth, agents online and measurements stored, queried when Prometheus scrapes."""
 
     def __init__(self, sessions: sessionmaker[Session], heartbeat_interval_s: float) -> None:
+        """Query through ``sessions``; agents count as online within two ``heartbeat_interval_s``."""
         self.sessions = sessions
         self.heartbeat_interval_s = heartbeat_interval_s
 
     def collect(self):
+        """The three gauges, queried now; empty when the store query fails (logged)."""
         depth = GaugeMetricFamily("latfarm_queue_depth", "Jobs in the queue by state.", labels=["state"])
         online = GaugeMetricFamily("latfarm_agents_online", "Agents seen within 2 heartbeats.", labels=["device"])
         stored = GaugeMetricFamily("latfarm_measurements_stored", "Measurements in the store.", labels=["source"])
@@ -54,6 +56,7 @@ class Metrics:
     """One registry per app (tests build many apps in one process)."""
 
     def __init__(self, sessions: sessionmaker[Session], heartbeat_interval_s: float) -> None:
+        """A registry with the request counter and latency histogram, and a ``StoreCollector``."""
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "latfarm_http_requests", "HTTP requests.", ["method", "route", "status"], registry=self.registry
@@ -64,6 +67,7 @@ class Metrics:
         self.registry.register(StoreCollector(sessions, heartbeat_interval_s))
 
     def render(self) -> bytes:
+        """The registry in Prometheus' text exposition format."""
         return generate_latest(self.registry)
 
 
@@ -71,10 +75,12 @@ class MetricsMiddleware:
     """Counts requests by route template (not raw path, so label cardinality stays bounded)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        """Wrap the ASGI ``app``, counting into ``metrics``."""
         self.app = app
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; count it by method, route and status, and time it by route."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -23,14 +23,17 @@ class LocalNotifier:
     shared = False  # wakes waiters of this process only
 
     def __init__(self) -> None:
+        """No device notified yet: every version starts at 0."""
         self._cond = threading.Condition()
         self._versions: dict[int, int] = {}
 
     def version(self, device_id: int) -> int:
+        """How often ``device_id`` was notified so far (pass it to ``wait`` as ``after``)."""
         with self._cond:
             return self._versions.get(device_id, 0)
 
     def notify(self, device_id: int) -> None:
+        """Wake this process's waiters on ``device_id``."""
         self._bump(device_id)
 
     def _bump(self, device_id: int) -> None:
@@ -54,6 +57,7 @@ class RedisNotifier(LocalNotifier):
     shared = True
 
     def __init__(self, redis_url: str) -> None:
+        """Connect to ``redis_url`` and start the listener thread (waits up to 5 s for its subscription)."""
         import redis
 
         super().__init__()
@@ -65,6 +69,7 @@ class RedisNotifier(LocalNotifier):
         self._ready.wait(5)
 
     def notify(self, device_id: int) -> None:
+        """Wake the waiters on ``device_id`` in every process; a Redis failure is logged."""
         self._bump(device_id)  # local waiters need not wait for the round trip
         try:
             self._client.publish(f"{CHANNEL}{device_id}", b"1")
@@ -90,6 +95,7 @@ class RedisNotifier(LocalNotifier):
                 pubsub.close()
 
     def close(self) -> None:
+        """Stop the listener thread and close the Redis connection."""
         self._stop.set()
         self._thread.join(timeout=3)
         self._client.close()

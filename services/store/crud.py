@@ -47,6 +47,7 @@ def _existing_ids(session: Session, space: str, names: list[str]) -> dict[str, i
 
 
 def device_by_name(session: Session, name: str) -> Device | None:
+    """The device called ``name``; None when there is none."""
     return session.scalars(select(Device).where(Device.name == name)).one_or_none()
 
 

@@ -40,6 +40,7 @@ def make_engine(url: str) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for writes; objects stay readable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
 
 

@@ -29,14 +29,19 @@ from latfarm.services.core.clock import utcnow
 
 
 def new_id() -> str:
+    """A new random primary key: 32 hex digits."""
     return uuid.uuid4().hex
 
 
 class Base(DeclarativeBase):
+    """The declarative base: aware datetimes, dicts and lists stored as JSON."""
+
     type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
 
 
 class JobState(str, enum.Enum):
+    """A job's place in the queue."""
+
     queued = "queued"
     running = "running"
     done = "done"
@@ -44,11 +49,15 @@ class JobState(str, enum.Enum):
 
 
 class Source(str, enum.Enum):
+    """Where a measurement comes from."""
+
     measured = "measured"  # reported by an agent
     imported = "imported"  # loaded from a dataset (HELP, LatBench, HW-NAS-Bench)
 
 
 class AdaptState(str, enum.Enum):
+    """The stages of a device adaptation."""
+
     measuring = "measuring"  # waiting for the K sample measurements
     training = "training"
     active = "active"
@@ -72,6 +81,7 @@ class Device(Base):
     agents: Mapped[list[Agent]] = relationship(back_populates="device", cascade="all, delete-orphan")
 
     def __str__(self) -> str:
+        """The device's name."""
         return self.name
 
 
@@ -106,6 +116,7 @@ class Agent(Base):
     device: Mapped[Device] = relationship(back_populates="agents")
 
     def __str__(self) -> str:
+        """The agent's name, else its id."""
         return self.name or self.id
 
 
@@ -120,6 +131,7 @@ class Arch(Base):
     nb201_index: Mapped[int | None] = mapped_column(Integer, index=True)
 
     def __str__(self) -> str:
+        """The arch string."""
         return self.arch
 
 

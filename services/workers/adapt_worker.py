@@ -16,6 +16,7 @@ class AdaptWorker(PeriodicWorker):
     def __init__(
         self, sessions: sessionmaker[Session], predictor_loader: Callable[[], object], interval_s: float = 1.0
     ) -> None:
+        """Advance through ``sessions`` every ``interval_s`` seconds."""
         super().__init__("adapt-worker", interval_s)
         self.sessions, self.predictor_loader = sessions, predictor_loader
 

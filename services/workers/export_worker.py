@@ -32,7 +32,8 @@ BATCH_SLACK_S = 60.0  # a batch this much older than the last sweep may have bee
 class Exporter(queue.ArtifactSource, Protocol):
     """What exporting needs of ``domain.artifacts.ArtifactStore``."""
 
-    def export_file(self, arch: str, fmt: str) -> tuple[str, Path]: ...
+    def export_file(self, arch: str, fmt: str) -> tuple[str, Path]:
+        """Export ``arch`` in ``fmt`` to the store; returns (sha256, path)."""
 
 
 def export_one(sessions: sessionmaker[Session], artifacts: Exporter, arch_id: int, arch: str, fmt: str) -> bool:
@@ -41,7 +42,7 @@ def export_one(sessions: sessionmaker[Session], artifacts: Exporter, arch_id: in
     try:
         artifacts.export_file(arch, fmt)
         with transaction(sessions) as session:
-            artifacts.ensure(session, session.get(Arch, arch_id), fmt)
+            artifacts.ensure(session, session.get_one(Arch, arch_id), fmt)
     except Exception as err:  # noqa: BLE001
         log.warning("export of %s (%s) failed: %s", arch, fmt, err)
         return False
@@ -64,6 +65,8 @@ class ExportWorker(PeriodicWorker):
         poll_s: float = 2.0,
         chunk: int = CHUNK,
     ) -> None:
+        """Look for work every ``poll_s`` seconds through ``read_sessions``, ``chunk`` jobs per query; record
+        exports through ``sessions``."""
         super().__init__("export-worker", poll_s, tick_at_start=True)
         self._sessions, self._read_sessions, self._artifacts = sessions, read_sessions, artifacts
         self._chunk = chunk

@@ -27,6 +27,7 @@ class LeaseSweeper(PeriodicWorker):
     def __init__(
         self, sessions: sessionmaker[Session], notifier: LocalNotifier, *, lease_seconds: float, max_attempts: int
     ) -> None:
+        """Requeue or fail (after ``max_attempts``) lapsed leases, waking the devices' agents via ``notifier``."""
         super().__init__("latfarm-lease-sweeper", max(lease_seconds / 2, 1))
         self.sessions, self.notifier, self.max_attempts = sessions, notifier, max_attempts
 

@@ -18,6 +18,7 @@ class PeriodicWorker:
     (or at once with ``tick_at_start``), until ``stop``."""
 
     def __init__(self, name: str, interval_s: float, *, tick_at_start: bool = False) -> None:
+        """A worker not started yet; see the class for the arguments."""
         self.name = name
         self.interval_s = interval_s
         self.tick_at_start = tick_at_start
@@ -34,6 +35,7 @@ class PeriodicWorker:
         return False
 
     def start(self) -> None:
+        """Start the thread."""
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -44,6 +46,7 @@ class PeriodicWorker:
 
     @property
     def running(self) -> bool:
+        """Whether the thread is alive."""
         return self._thread.is_alive()
 
     def _loop(self) -> None:

@@ -28,7 +28,10 @@ if context.is_offline_mode():
 elif (conn := config.attributes.get("connection")) is not None:
     run_on(conn)
 else:
-    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise ValueError("migrations need sqlalchemy.url or a connection in the alembic config")
+    engine = make_engine(url)
     try:
         with engine.connect() as conn:
             run_on(conn)
