@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import typer
 
-from latfarm.services.cli import agent, data, remote, research, service
+from latfarm.services.cli import agent, data, remote, research, server_commands
 
 app = typer.Typer(
     help="latfarm: on-device latency measurement and prediction for hardware-aware NAS.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command()(service.serve)
-app.command()(service.migrate)
+app.command()(server_commands.serve)
+app.command()(server_commands.migrate)
 app.command()(agent.agent)
-app.command()(service.up)
+app.command()(server_commands.up)
 app.command("import")(data.import_)
 app.command()(remote.predict)
 app.command()(remote.measure)

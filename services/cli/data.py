@@ -55,7 +55,7 @@ def export_model(
     classes: int = typer.Option(10, "--classes"),
 ) -> None:
     """Export NB201 networks to ONNX or TFLite."""
-    from latfarm.services.domain.model_files import export_cli
+    from latfarm.services.cli.model_files import export_cli
 
     with exit_on_error():
         export_cli(archs, fmt=fmt, out=out, resolution=resolution, classes=classes)

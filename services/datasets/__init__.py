@@ -6,12 +6,12 @@ or export against the database named by Settings; the CLI's ``latfarm import`` /
 package re-exports their public names.
 """
 
+from latfarm.services.datasets.formats import EXPORT_FORMATS, FORMATS, export_from_store, import_into_store
 from latfarm.services.datasets.hardware import HARDWARE, describe_device
 from latfarm.services.datasets.help import HELP, import_help
 from latfarm.services.datasets.hwnasbench import HWNASBENCH, import_hwnasbench
 from latfarm.services.datasets.latbench import LATBENCH, import_latbench
 from latfarm.services.datasets.rows import DatasetError, ensure_device
-from latfarm.services.datasets.store import EXPORT_FORMATS, FORMATS, export_from_store, import_into_store
 from latfarm.services.datasets.writers import ROW_FIELDS, device_rows, to_csv, to_latbench_pickle
 
 __all__ = [

@@ -15,9 +15,9 @@ import torch
 from latfarm.predictor import nb201
 from latfarm.predictor.network import build
 from latfarm.services.cli.data import export_model
+from latfarm.services.cli.model_files import export_cli
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.artifacts import ArtifactNotReproducible, ArtifactStore
-from latfarm.services.domain.model_files import export_cli
 from latfarm.services.domain.network_export import ExportSettings, ExportUnavailable, export_onnx, export_tflite
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.models import Arch, Artifact
