@@ -171,6 +171,7 @@ class JobBatch(Base):
     format: Mapped[str] = mapped_column(String(16), default="onnx")
     requested_by: Mapped[str | None] = mapped_column(String(128))
     protocol: Mapped[dict] = mapped_column(default=dict)  # agent settings for its jobs (``MeasureSettings`` fields)
+    conditions: Mapped[dict] = mapped_column(default=dict)  # ``Conditions.to_dict()`` its jobs are measured under
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -238,6 +239,8 @@ class Measurement(Base):
     first_inference_ms: Mapped[float | None] = mapped_column(Float)
     unstable: Mapped[bool] = mapped_column(Boolean, default=False)
     provenance: Mapped[dict] = mapped_column(default=dict)
+    conditions: Mapped[dict] = mapped_column(default=dict)  # ``Conditions.to_dict()``: what was measured
+    conditions_key: Mapped[str] = mapped_column(String(96), default="", index=True)  # ``Conditions.key``
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     arch: Mapped[Arch] = relationship()
@@ -259,6 +262,7 @@ class Adaptation(Base):
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("job_batches.id", ondelete="SET NULL"))
     checkpoint: Mapped[str | None] = mapped_column(String(64))  # base checkpoint version it adapted
     params: Mapped[dict] = mapped_column(default=dict)  # adapted per-device parameters (small)
+    conditions_key: Mapped[str] = mapped_column(String(96), default="")  # the conditions it was fitted under
     metrics: Mapped[dict] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

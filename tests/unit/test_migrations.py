@@ -70,3 +70,53 @@ def test_latency_ms_is_filled_from_median_ms(db_url):
             assert [tuple(r) for r in rows] == [(1, 2.5, 2.5), (2, 4.0, 4.0)]
     finally:
         engine.dispose()
+
+
+def test_existing_rows_keep_their_true_conditions(db_url):
+    """0004: agent rows were measured on the pruned graph at batch 1 in fp32; imported rows on the reference graph
+    at their device's batch size; an adaptation keeps the conditions of the figures it was fitted on."""
+    upgrade(db_url, "0003")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            now = datetime.now(timezone.utc)
+            conn.execute(
+                text(
+                    "insert into devices (id, name, description, hardware, runtime, precision, batch_size, created_at)"
+                    " values (1, 'local', '', '', 'onnxruntime', 'fp32', 1, :now),"
+                    " (2, 'titanx_32', '', '', 'pytorch', 'fp32', 32, :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(text("insert into archs (id, space, arch) values (1, 'nb201', 'a')"))
+            conn.execute(
+                text(
+                    "insert into measurements (device_id, arch_id, source, dataset, protocol, latency_ms, median_ms,"
+                    " round_medians_ms, unstable, provenance, created_at) values"
+                    " (1, 1, 'measured', NULL, '{}', 2.5, 2.5, '[]', false, '{}', :now),"
+                    " (2, 1, 'imported', 'help-nb201', '{}', 9.8, 9.8, '[]', false, '{}', :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "insert into adaptations (id, device_id, state, samples, strategy, sample_archs, params, metrics,"
+                    " created_at) values ('a1', 1, 'active', 5, '', '[]', '{}', '{}', :now),"
+                    " ('a2', 2, 'active', 5, '', '[]', '{}', '{}', :now)"
+                ),
+                {"now": now},
+            )
+        upgrade(db_url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("select device_id, conditions_key from measurements order by device_id"))
+            assert [tuple(r) for r in rows] == [
+                (1, "nb201/32px/10cls/b1/fp32/pruned"),
+                (2, "nb201/32px/10cls/b32/fp32/reference"),
+            ]
+            adapted = conn.execute(text("select id, conditions_key from adaptations order by id"))
+            assert [tuple(r) for r in adapted] == [
+                ("a1", "nb201/32px/10cls/b1/fp32/pruned"),
+                ("a2", "nb201/32px/10cls/b32/fp32/reference"),
+            ]
+    finally:
+        engine.dispose()

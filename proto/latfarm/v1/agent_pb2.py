@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cproto/latfarm/v1/agent.proto\x12\nlatfarm.v1\"\xce\x03\n\x10\x44\x65viceDescriptor\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x11\n\tcpu_model\x18\x02 \x01(\t\x12\x11\n\tcpu_cores\x18\x03 \x01(\x05\x12\x13\n\x0b\x63pu_max_mhz\x18\x04 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x03\x12\n\n\x02os\x18\x06 \x01(\t\x12\x12\n\nos_release\x18\x07 \x01(\t\x12\x0f\n\x07machine\x18\x08 \x01(\t\x12\x0e\n\x06python\x18\t \x01(\t\x12<\n\x08runtimes\x18\n \x03(\x0b\x32*.latfarm.v1.DeviceDescriptor.RuntimesEntry\x12\x16\n\x0eonnx_providers\x18\x0b \x03(\t\x12\x18\n\x10litert_delegates\x18\x0c \x03(\t\x12\x0f\n\x07\x66ormats\x18\r \x03(\t\x12\x36\n\x05\x65xtra\x18\x0e \x03(\x0b\x32\'.latfarm.v1.DeviceDescriptor.ExtraEntry\x1a/\n\rRuntimesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\x0fRegisterRequest\x12\x18\n\x10\x65nrollment_token\x18\x01 \x01(\t\x12\x30\n\ndescriptor\x18\x02 \x01(\x0b\x32\x1c.latfarm.v1.DeviceDescriptor\x12\x0c\n\x04name\x18\x03 \x01(\t\"}\n\x10RegisterResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\x05\x12\x15\n\rlease_seconds\x18\x05 \x01(\x05\"d\n\x10HeartbeatRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x30\n\ndescriptor\x18\x03 \x01(\x0b\x32\x1c.latfarm.v1.DeviceDescriptor\"G\n\x11HeartbeatResponse\x12\x1c\n\x14heartbeat_interval_s\x18\x01 \x01(\x05\x12\x14\n\x0clost_job_ids\x18\x02 \x03(\t\"\x9a\x01\n\x0fMeasureSettings\x12\x18\n\x0bwarmup_runs\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\x0eruns_per_round\x18\x02 \x01(\x05\x12\x0e\n\x06rounds\x18\x03 \x01(\x05\x12\x0f\n\x07threads\x18\x04 \x01(\x05\x12\x11\n\ttimeout_s\x18\x05 \x01(\x01\x12\x11\n\tstatistic\x18\x06 \x01(\tB\x0e\n\x0c_warmup_runs\"\xc7\x01\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05space\x18\x02 \x01(\t\x12\x0c\n\x04\x61rch\x18\x03 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\x12\x17\n\x0f\x61rtifact_sha256\x18\x05 \x01(\t\x12\x15\n\rartifact_size\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12-\n\x08settings\x18\x08 \x01(\x0b\x32\x1b.latfarm.v1.MeasureSettings\x12\x13\n\x0binput_shape\x18\t \x03(\x05\"G\n\x0cLeaseRequest\x12\x10\n\x08max_jobs\x18\x01 \x01(\x05\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\x12\x0f\n\x07\x66ormats\x18\x03 \x03(\t\"E\n\rLeaseResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.latfarm.v1.Job\x12\x15\n\rlease_seconds\x18\x02 \x01(\x05\"6\n\x14\x46\x65tchArtifactRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"A\n\rArtifactChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"\xc0\x01\n\x05Stats\x12\x11\n\tmedian_ms\x18\x01 \x01(\x01\x12\x0f\n\x07mean_ms\x18\x02 \x01(\x01\x12\x0e\n\x06std_ms\x18\x03 \x01(\x01\x12\x0e\n\x06min_ms\x18\x04 \x01(\x01\x12\x0e\n\x06p90_ms\x18\x05 \x01(\x01\x12\x0c\n\x04runs\x18\x06 \x01(\x05\x12\x18\n\x10round_medians_ms\x18\x07 \x03(\x01\x12\x14\n\x0cround_spread\x18\x08 \x01(\x01\x12\x12\n\nlatency_ms\x18\t \x01(\x01\x12\x11\n\tstatistic\x18\n \x01(\t\"\xfa\x02\n\x06Result\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12 \n\x05stats\x18\x03 \x01(\x0b\x32\x11.latfarm.v1.Stats\x12\x19\n\x11session_create_ms\x18\x04 \x01(\x01\x12\x1a\n\x12\x66irst_inference_ms\x18\x05 \x01(\x01\x12+\n\x0b\x65rror_class\x18\x06 \x01(\x0e\x32\x16.latfarm.v1.ErrorClass\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12\x10\n\x08unstable\x18\x08 \x01(\x08\x12\x17\n\x0f\x61rtifact_sha256\x18\t \x01(\t\x12\x0f\n\x07runtime\x18\n \x01(\t\x12\x17\n\x0fruntime_version\x18\x0b \x01(\t\x12\x10\n\x08provider\x18\x0c \x01(\t\x12\x0f\n\x07threads\x18\r \x01(\x05\x12\x10\n\x08\x61\x66\x66inity\x18\x0e \x03(\x05\x12-\n\x08settings\x18\x0f \x01(\x0b\x32\x1b.latfarm.v1.MeasureSettings\"\xf3\x01\n\nProvenance\x12\x15\n\rruntime_build\x18\x01 \x01(\t\x12\x10\n\x08governor\x18\x02 \x01(\t\x12\x17\n\x0f\x66req_mhz_before\x18\x03 \x01(\x01\x12\x16\n\x0e\x66req_mhz_after\x18\x04 \x01(\x01\x12\x15\n\rtemp_c_before\x18\x05 \x01(\x01\x12\x14\n\x0ctemp_c_after\x18\x06 \x01(\x01\x12\x30\n\x05\x65xtra\x18\x07 \x03(\x0b\x32!.latfarm.v1.Provenance.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\rReportRequest\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.latfarm.v1.Result\x12*\n\nprovenance\x18\x02 \x01(\x0b\x32\x16.latfarm.v1.Provenance\"Q\n\tResultAck\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\"5\n\x0eReportResponse\x12#\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x15.latfarm.v1.ResultAck\"!\n\x0eReleaseRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x05*O\n\tStatistic\x12\x19\n\x15STATISTIC_UNSPECIFIED\x10\x00\x12\x11\n\rSTATISTIC_MIN\x10\x01\x12\x14\n\x10STATISTIC_MEDIAN\x10\x02*\xbc\x01\n\nErrorClass\x12\x1b\n\x17\x45RROR_CLASS_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45RROR_CLASS_LOAD\x10\x01\x12\x13\n\x0f\x45RROR_CLASS_RUN\x10\x02\x12\x17\n\x13\x45RROR_CLASS_TIMEOUT\x10\x03\x12\x1c\n\x18\x45RROR_CLASS_WRONG_OUTPUT\x10\x04\x12\x18\n\x14\x45RROR_CLASS_UNSTABLE\x10\x05\x12\x15\n\x11\x45RROR_CLASS_FETCH\x10\x06\x32\xc1\x03\n\x0c\x41gentService\x12\x45\n\x08Register\x12\x1b.latfarm.v1.RegisterRequest\x1a\x1c.latfarm.v1.RegisterResponse\x12H\n\tHeartbeat\x12\x1c.latfarm.v1.HeartbeatRequest\x1a\x1d.latfarm.v1.HeartbeatResponse\x12@\n\tLeaseJobs\x12\x18.latfarm.v1.LeaseRequest\x1a\x19.latfarm.v1.LeaseResponse\x12N\n\rFetchArtifact\x12 .latfarm.v1.FetchArtifactRequest\x1a\x19.latfarm.v1.ArtifactChunk0\x01\x12\x46\n\rReportResults\x12\x19.latfarm.v1.ReportRequest\x1a\x1a.latfarm.v1.ReportResponse\x12\x46\n\x0bReleaseJobs\x12\x1a.latfarm.v1.ReleaseRequest\x1a\x1b.latfarm.v1.ReleaseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cproto/latfarm/v1/agent.proto\x12\nlatfarm.v1\"\xce\x03\n\x10\x44\x65viceDescriptor\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x11\n\tcpu_model\x18\x02 \x01(\t\x12\x11\n\tcpu_cores\x18\x03 \x01(\x05\x12\x13\n\x0b\x63pu_max_mhz\x18\x04 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x03\x12\n\n\x02os\x18\x06 \x01(\t\x12\x12\n\nos_release\x18\x07 \x01(\t\x12\x0f\n\x07machine\x18\x08 \x01(\t\x12\x0e\n\x06python\x18\t \x01(\t\x12<\n\x08runtimes\x18\n \x03(\x0b\x32*.latfarm.v1.DeviceDescriptor.RuntimesEntry\x12\x16\n\x0eonnx_providers\x18\x0b \x03(\t\x12\x18\n\x10litert_delegates\x18\x0c \x03(\t\x12\x0f\n\x07\x66ormats\x18\r \x03(\t\x12\x36\n\x05\x65xtra\x18\x0e \x03(\x0b\x32\'.latfarm.v1.DeviceDescriptor.ExtraEntry\x1a/\n\rRuntimesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\x0fRegisterRequest\x12\x18\n\x10\x65nrollment_token\x18\x01 \x01(\t\x12\x30\n\ndescriptor\x18\x02 \x01(\x0b\x32\x1c.latfarm.v1.DeviceDescriptor\x12\x0c\n\x04name\x18\x03 \x01(\t\"}\n\x10RegisterResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\x05\x12\x15\n\rlease_seconds\x18\x05 \x01(\x05\"d\n\x10HeartbeatRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x30\n\ndescriptor\x18\x03 \x01(\x0b\x32\x1c.latfarm.v1.DeviceDescriptor\"G\n\x11HeartbeatResponse\x12\x1c\n\x14heartbeat_interval_s\x18\x01 \x01(\x05\x12\x14\n\x0clost_job_ids\x18\x02 \x03(\t\"\x9a\x01\n\x0fMeasureSettings\x12\x18\n\x0bwarmup_runs\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\x0eruns_per_round\x18\x02 \x01(\x05\x12\x0e\n\x06rounds\x18\x03 \x01(\x05\x12\x0f\n\x07threads\x18\x04 \x01(\x05\x12\x11\n\ttimeout_s\x18\x05 \x01(\x01\x12\x11\n\tstatistic\x18\x06 \x01(\tB\x0e\n\x0c_warmup_runs\"\xf3\x01\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05space\x18\x02 \x01(\t\x12\x0c\n\x04\x61rch\x18\x03 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\x12\x17\n\x0f\x61rtifact_sha256\x18\x05 \x01(\t\x12\x15\n\rartifact_size\x18\x06 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12-\n\x08settings\x18\x08 \x01(\x0b\x32\x1b.latfarm.v1.MeasureSettings\x12\x13\n\x0binput_shape\x18\t \x03(\x05\x12*\n\nconditions\x18\n \x01(\x0b\x32\x16.latfarm.v1.Conditions\"v\n\nConditions\x12\r\n\x05space\x18\x01 \x01(\t\x12\x12\n\nresolution\x18\x02 \x01(\x05\x12\x0f\n\x07\x63lasses\x18\x03 \x01(\x05\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x11\n\tprecision\x18\x05 \x01(\t\x12\r\n\x05graph\x18\x06 \x01(\t\"G\n\x0cLeaseRequest\x12\x10\n\x08max_jobs\x18\x01 \x01(\x05\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\x12\x0f\n\x07\x66ormats\x18\x03 \x03(\t\"E\n\rLeaseResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.latfarm.v1.Job\x12\x15\n\rlease_seconds\x18\x02 \x01(\x05\"6\n\x14\x46\x65tchArtifactRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"A\n\rArtifactChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"\xc0\x01\n\x05Stats\x12\x11\n\tmedian_ms\x18\x01 \x01(\x01\x12\x0f\n\x07mean_ms\x18\x02 \x01(\x01\x12\x0e\n\x06std_ms\x18\x03 \x01(\x01\x12\x0e\n\x06min_ms\x18\x04 \x01(\x01\x12\x0e\n\x06p90_ms\x18\x05 \x01(\x01\x12\x0c\n\x04runs\x18\x06 \x01(\x05\x12\x18\n\x10round_medians_ms\x18\x07 \x03(\x01\x12\x14\n\x0cround_spread\x18\x08 \x01(\x01\x12\x12\n\nlatency_ms\x18\t \x01(\x01\x12\x11\n\tstatistic\x18\n \x01(\t\"\xfa\x02\n\x06Result\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12 \n\x05stats\x18\x03 \x01(\x0b\x32\x11.latfarm.v1.Stats\x12\x19\n\x11session_create_ms\x18\x04 \x01(\x01\x12\x1a\n\x12\x66irst_inference_ms\x18\x05 \x01(\x01\x12+\n\x0b\x65rror_class\x18\x06 \x01(\x0e\x32\x16.latfarm.v1.ErrorClass\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12\x10\n\x08unstable\x18\x08 \x01(\x08\x12\x17\n\x0f\x61rtifact_sha256\x18\t \x01(\t\x12\x0f\n\x07runtime\x18\n \x01(\t\x12\x17\n\x0fruntime_version\x18\x0b \x01(\t\x12\x10\n\x08provider\x18\x0c \x01(\t\x12\x0f\n\x07threads\x18\r \x01(\x05\x12\x10\n\x08\x61\x66\x66inity\x18\x0e \x03(\x05\x12-\n\x08settings\x18\x0f \x01(\x0b\x32\x1b.latfarm.v1.MeasureSettings\"\xf3\x01\n\nProvenance\x12\x15\n\rruntime_build\x18\x01 \x01(\t\x12\x10\n\x08governor\x18\x02 \x01(\t\x12\x17\n\x0f\x66req_mhz_before\x18\x03 \x01(\x01\x12\x16\n\x0e\x66req_mhz_after\x18\x04 \x01(\x01\x12\x15\n\rtemp_c_before\x18\x05 \x01(\x01\x12\x14\n\x0ctemp_c_after\x18\x06 \x01(\x01\x12\x30\n\x05\x65xtra\x18\x07 \x03(\x0b\x32!.latfarm.v1.Provenance.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\rReportRequest\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.latfarm.v1.Result\x12*\n\nprovenance\x18\x02 \x01(\x0b\x32\x16.latfarm.v1.Provenance\"Q\n\tResultAck\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\"5\n\x0eReportResponse\x12#\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x15.latfarm.v1.ResultAck\"!\n\x0eReleaseRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x05*O\n\tStatistic\x12\x19\n\x15STATISTIC_UNSPECIFIED\x10\x00\x12\x11\n\rSTATISTIC_MIN\x10\x01\x12\x14\n\x10STATISTIC_MEDIAN\x10\x02*\xd9\x01\n\nErrorClass\x12\x1b\n\x17\x45RROR_CLASS_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45RROR_CLASS_LOAD\x10\x01\x12\x13\n\x0f\x45RROR_CLASS_RUN\x10\x02\x12\x17\n\x13\x45RROR_CLASS_TIMEOUT\x10\x03\x12\x1c\n\x18\x45RROR_CLASS_WRONG_OUTPUT\x10\x04\x12\x18\n\x14\x45RROR_CLASS_UNSTABLE\x10\x05\x12\x15\n\x11\x45RROR_CLASS_FETCH\x10\x06\x12\x1b\n\x17\x45RROR_CLASS_UNSUPPORTED\x10\x07\x32\xc1\x03\n\x0c\x41gentService\x12\x45\n\x08Register\x12\x1b.latfarm.v1.RegisterRequest\x1a\x1c.latfarm.v1.RegisterResponse\x12H\n\tHeartbeat\x12\x1c.latfarm.v1.HeartbeatRequest\x1a\x1d.latfarm.v1.HeartbeatResponse\x12@\n\tLeaseJobs\x12\x18.latfarm.v1.LeaseRequest\x1a\x19.latfarm.v1.LeaseResponse\x12N\n\rFetchArtifact\x12 .latfarm.v1.FetchArtifactRequest\x1a\x19.latfarm.v1.ArtifactChunk0\x01\x12\x46\n\rReportResults\x12\x19.latfarm.v1.ReportRequest\x1a\x1a.latfarm.v1.ReportResponse\x12\x46\n\x0bReleaseJobs\x12\x1a.latfarm.v1.ReleaseRequest\x1a\x1b.latfarm.v1.ReleaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEVICEDESCRIPTOR_EXTRAENTRY']._serialized_options = b'8\001'
   _globals['_PROVENANCE_EXTRAENTRY']._loaded_options = None
   _globals['_PROVENANCE_EXTRAENTRY']._serialized_options = b'8\001'
-  _globals['_STATISTIC']._serialized_start=2676
-  _globals['_STATISTIC']._serialized_end=2755
-  _globals['_ERRORCLASS']._serialized_start=2758
-  _globals['_ERRORCLASS']._serialized_end=2946
+  _globals['_STATISTIC']._serialized_start=2840
+  _globals['_STATISTIC']._serialized_end=2919
+  _globals['_ERRORCLASS']._serialized_start=2922
+  _globals['_ERRORCLASS']._serialized_end=3139
   _globals['_DEVICEDESCRIPTOR']._serialized_start=45
   _globals['_DEVICEDESCRIPTOR']._serialized_end=507
   _globals['_DEVICEDESCRIPTOR_RUNTIMESENTRY']._serialized_start=414
@@ -58,33 +58,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEASURESETTINGS']._serialized_start=921
   _globals['_MEASURESETTINGS']._serialized_end=1075
   _globals['_JOB']._serialized_start=1078
-  _globals['_JOB']._serialized_end=1277
-  _globals['_LEASEREQUEST']._serialized_start=1279
-  _globals['_LEASEREQUEST']._serialized_end=1350
-  _globals['_LEASERESPONSE']._serialized_start=1352
-  _globals['_LEASERESPONSE']._serialized_end=1421
-  _globals['_FETCHARTIFACTREQUEST']._serialized_start=1423
-  _globals['_FETCHARTIFACTREQUEST']._serialized_end=1477
-  _globals['_ARTIFACTCHUNK']._serialized_start=1479
-  _globals['_ARTIFACTCHUNK']._serialized_end=1544
-  _globals['_STATS']._serialized_start=1547
-  _globals['_STATS']._serialized_end=1739
-  _globals['_RESULT']._serialized_start=1742
-  _globals['_RESULT']._serialized_end=2120
-  _globals['_PROVENANCE']._serialized_start=2123
-  _globals['_PROVENANCE']._serialized_end=2366
+  _globals['_JOB']._serialized_end=1321
+  _globals['_CONDITIONS']._serialized_start=1323
+  _globals['_CONDITIONS']._serialized_end=1441
+  _globals['_LEASEREQUEST']._serialized_start=1443
+  _globals['_LEASEREQUEST']._serialized_end=1514
+  _globals['_LEASERESPONSE']._serialized_start=1516
+  _globals['_LEASERESPONSE']._serialized_end=1585
+  _globals['_FETCHARTIFACTREQUEST']._serialized_start=1587
+  _globals['_FETCHARTIFACTREQUEST']._serialized_end=1641
+  _globals['_ARTIFACTCHUNK']._serialized_start=1643
+  _globals['_ARTIFACTCHUNK']._serialized_end=1708
+  _globals['_STATS']._serialized_start=1711
+  _globals['_STATS']._serialized_end=1903
+  _globals['_RESULT']._serialized_start=1906
+  _globals['_RESULT']._serialized_end=2284
+  _globals['_PROVENANCE']._serialized_start=2287
+  _globals['_PROVENANCE']._serialized_end=2530
   _globals['_PROVENANCE_EXTRAENTRY']._serialized_start=463
   _globals['_PROVENANCE_EXTRAENTRY']._serialized_end=507
-  _globals['_REPORTREQUEST']._serialized_start=2368
-  _globals['_REPORTREQUEST']._serialized_end=2464
-  _globals['_RESULTACK']._serialized_start=2466
-  _globals['_RESULTACK']._serialized_end=2547
-  _globals['_REPORTRESPONSE']._serialized_start=2549
-  _globals['_REPORTRESPONSE']._serialized_end=2602
-  _globals['_RELEASEREQUEST']._serialized_start=2604
-  _globals['_RELEASEREQUEST']._serialized_end=2637
-  _globals['_RELEASERESPONSE']._serialized_start=2639
-  _globals['_RELEASERESPONSE']._serialized_end=2674
-  _globals['_AGENTSERVICE']._serialized_start=2949
-  _globals['_AGENTSERVICE']._serialized_end=3398
+  _globals['_REPORTREQUEST']._serialized_start=2532
+  _globals['_REPORTREQUEST']._serialized_end=2628
+  _globals['_RESULTACK']._serialized_start=2630
+  _globals['_RESULTACK']._serialized_end=2711
+  _globals['_REPORTRESPONSE']._serialized_start=2713
+  _globals['_REPORTRESPONSE']._serialized_end=2766
+  _globals['_RELEASEREQUEST']._serialized_start=2768
+  _globals['_RELEASEREQUEST']._serialized_end=2801
+  _globals['_RELEASERESPONSE']._serialized_start=2803
+  _globals['_RELEASERESPONSE']._serialized_end=2838
+  _globals['_AGENTSERVICE']._serialized_start=3142
+  _globals['_AGENTSERVICE']._serialized_end=3591
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,7 @@ class ErrorClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CLASS_WRONG_OUTPUT: _ClassVar[ErrorClass]
     ERROR_CLASS_UNSTABLE: _ClassVar[ErrorClass]
     ERROR_CLASS_FETCH: _ClassVar[ErrorClass]
+    ERROR_CLASS_UNSUPPORTED: _ClassVar[ErrorClass]
 STATISTIC_UNSPECIFIED: Statistic
 STATISTIC_MIN: Statistic
 STATISTIC_MEDIAN: Statistic
@@ -32,6 +33,7 @@ ERROR_CLASS_TIMEOUT: ErrorClass
 ERROR_CLASS_WRONG_OUTPUT: ErrorClass
 ERROR_CLASS_UNSTABLE: ErrorClass
 ERROR_CLASS_FETCH: ErrorClass
+ERROR_CLASS_UNSUPPORTED: ErrorClass
 
 class DeviceDescriptor(_message.Message):
     __slots__ = ("hostname", "cpu_model", "cpu_cores", "cpu_max_mhz", "memory_bytes", "os", "os_release", "machine", "python", "runtimes", "onnx_providers", "litert_delegates", "formats", "extra")
@@ -138,7 +140,7 @@ class MeasureSettings(_message.Message):
     def __init__(self, warmup_runs: _Optional[int] = ..., runs_per_round: _Optional[int] = ..., rounds: _Optional[int] = ..., threads: _Optional[int] = ..., timeout_s: _Optional[float] = ..., statistic: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "space", "arch", "format", "artifact_sha256", "artifact_size", "attempt", "settings", "input_shape")
+    __slots__ = ("job_id", "space", "arch", "format", "artifact_sha256", "artifact_size", "attempt", "settings", "input_shape", "conditions")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPACE_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +150,7 @@ class Job(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     space: str
     arch: str
@@ -157,7 +160,24 @@ class Job(_message.Message):
     attempt: int
     settings: MeasureSettings
     input_shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, job_id: _Optional[str] = ..., space: _Optional[str] = ..., arch: _Optional[str] = ..., format: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., artifact_size: _Optional[int] = ..., attempt: _Optional[int] = ..., settings: _Optional[_Union[MeasureSettings, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+    conditions: Conditions
+    def __init__(self, job_id: _Optional[str] = ..., space: _Optional[str] = ..., arch: _Optional[str] = ..., format: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., artifact_size: _Optional[int] = ..., attempt: _Optional[int] = ..., settings: _Optional[_Union[MeasureSettings, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., conditions: _Optional[_Union[Conditions, _Mapping]] = ...) -> None: ...
+
+class Conditions(_message.Message):
+    __slots__ = ("space", "resolution", "classes", "batch_size", "precision", "graph")
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_FIELD_NUMBER: _ClassVar[int]
+    space: str
+    resolution: int
+    classes: int
+    batch_size: int
+    precision: str
+    graph: str
+    def __init__(self, space: _Optional[str] = ..., resolution: _Optional[int] = ..., classes: _Optional[int] = ..., batch_size: _Optional[int] = ..., precision: _Optional[str] = ..., graph: _Optional[str] = ...) -> None: ...
 
 class LeaseRequest(_message.Message):
     __slots__ = ("max_jobs", "wait_seconds", "formats")
