@@ -60,7 +60,7 @@ class BodyLimit:
 
     async def _reject(self, send: Send) -> None:
         message = f"request body over {self.limit // (1024 * 1024)} MB"
-        body = json.dumps({"detail": message, "message": message}).encode()
+        body = json.dumps({"detail": message, "message": message, "code": "resource_exhausted"}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

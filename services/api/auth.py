@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from latfarm.services.core.errors import PermissionDenied, Unauthenticated
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import ApiKey
@@ -36,20 +37,16 @@ class Principal:
         return any(permission in PERMISSIONS.get(scope, ()) for scope in self.scopes)
 
 
-def _unauthorized(message: str) -> HTTPException:
-    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
-
-
 def authenticate(request: Request) -> Principal:
     """The principal of a request's bearer key (401 when missing, unknown or revoked)."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
     with request.app.state.read_sessions() as session:
         row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_secret(key.strip()))).one_or_none()
     if row is None or row.revoked:
-        raise _unauthorized("invalid or revoked API key")
+        raise Unauthenticated("invalid or revoked API key")
     return Principal(row.id, row.name, frozenset(row.scopes or ()))
 
 
@@ -60,7 +57,7 @@ def require(permission: str) -> Callable[[Request], Principal]:
         principal = authenticate(request)
         if not principal.can(permission):
             allowed = sorted(s for s, perms in PERMISSIONS.items() if permission in perms)
-            raise HTTPException(403, f"this key lacks permission {permission!r}; it needs scope {' or '.join(allowed)}")
+            raise PermissionDenied(f"this key lacks permission {permission!r}; it needs scope {' or '.join(allowed)}")
         return principal
 
     dependency.__name__ = f"require_{permission}"

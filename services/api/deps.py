@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
-from latfarm.services.core.errors import InvalidArgument, NotFound
+from latfarm.services.core.errors import InvalidArgument, NotFound, TooLarge
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.models import Device
 
@@ -68,5 +68,5 @@ def arch_indices(archs: Sequence[str | int], space: str, field: str = "archs") -
     if space != nb201.SPACE:
         raise InvalidArgument(f"space: unknown search space {space!r}; supported: {nb201.SPACE!r}", field="space")
     if len(archs) > MAX_ARCHS:
-        raise HTTPException(413, f"{field}: {len(archs)} archs in one request; the limit is {MAX_ARCHS}")
+        raise TooLarge(f"{field}: {len(archs)} archs in one request; the limit is {MAX_ARCHS}", field=field)
     return [arch_index(arch, f"{field}[{i}]") for i, arch in enumerate(archs)]

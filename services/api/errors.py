@@ -16,6 +16,9 @@ from latfarm.services.core.errors import ErrorCode, LatfarmError
 
 HTTP_STATUS: dict[ErrorCode, int] = {
     "invalid_argument": 422,
+    "unauthenticated": 401,
+    "permission_denied": 403,
+    "resource_exhausted": 413,
     "not_found": 404,
     "already_exists": 409,
     "failed_precondition": 409,
@@ -55,7 +58,10 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _latfarm_error(_: Request, exc: LatfarmError) -> JSONResponse:
-    return error(http_status(exc), exc.message, **error_body(exc))
+    response = error(http_status(exc), exc.message, **error_body(exc))
+    if exc.code == "unauthenticated":
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 async def _arch_error(_: Request, exc: nb201.ArchError) -> JSONResponse:

@@ -11,6 +11,9 @@ from typing import Literal, get_args
 
 ErrorCode = Literal[
     "invalid_argument",  # the request itself is wrong
+    "unauthenticated",  # no credential, or one the server does not know
+    "permission_denied",  # the credential may not do this
+    "resource_exhausted",  # the request is larger than a limit allows
     "not_found",  # it names something that does not exist
     "already_exists",  # it would create or start what exists or runs already
     "failed_precondition",  # the system is not in a state that allows it yet
@@ -45,6 +48,24 @@ class InvalidArgument(LatfarmError, ValueError):
     """The request is malformed or names an impossible value (a ``ValueError`` too)."""
 
     code = "invalid_argument"
+
+
+class Unauthenticated(LatfarmError):
+    """No credential was sent, or the server does not know it (unknown, expired or revoked)."""
+
+    code = "unauthenticated"
+
+
+class PermissionDenied(LatfarmError):
+    """The credential is known but may not do this; the message names the permission."""
+
+    code = "permission_denied"
+
+
+class TooLarge(LatfarmError):
+    """The request exceeds a size limit; the message states the limit."""
+
+    code = "resource_exhausted"
 
 
 class NotFound(LatfarmError):
@@ -92,6 +113,9 @@ __all__ = [
     "InvalidArgument",
     "LatfarmError",
     "NotFound",
+    "PermissionDenied",
+    "TooLarge",
+    "Unauthenticated",
     "Unavailable",
     "Unsupported",
 ]

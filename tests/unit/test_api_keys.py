@@ -72,3 +72,17 @@ def test_healthz_docs_and_metrics(api, keys):
     assert 'latfarm_agents_online{device="dev1"} 0.0' in text
     assert 'latfarm_http_requests_total{method="POST",route="/v1/jobs",status="201"} 1.0' in text
     assert "latfarm_http_request_duration_seconds_bucket" in text
+
+
+def test_auth_and_size_errors_carry_their_codes(api, keys):
+    """401, 403 and 413 answers come from the one error hierarchy: a ``code`` a client can branch on."""
+    unknown = api.get("/v1/devices", headers=bearer("lf_nope"))
+    assert unknown.status_code == 401 and unknown.json()["code"] == "unauthenticated"
+    assert unknown.headers["www-authenticate"] == "Bearer"
+    missing = api.get("/v1/devices")
+    assert missing.status_code == 401 and missing.json()["code"] == "unauthenticated"
+    denied = api.post("/v1/keys", json={"name": "x", "scopes": ["client"]}, headers=keys["client"])
+    assert denied.status_code == 403 and denied.json()["code"] == "permission_denied"
+    add_device(api, "dev1")
+    too_many = api.post("/v1/predict", json={"device": "dev1", "archs": [0] * 20_000}, headers=ADMIN)
+    assert too_many.status_code == 413 and too_many.json()["code"] == "resource_exhausted"
