@@ -12,6 +12,7 @@ import grpc
 
 from latfarm.agents.backends import Backend
 from latfarm.agents.cache import ArtifactCache, ArtifactError
+from latfarm.agents.conditions import JobConditions
 from latfarm.agents.connection import Connection
 from latfarm.agents.descriptor import ClockState
 from latfarm.agents.errors import Stopped, Unauthenticated
@@ -201,10 +202,12 @@ class AgentLoop:
         self.held.drop(held)
 
     def process(self, jobs: list[agent_pb2.Job]) -> None:
-        """Measure leased jobs, grouped by format and settings, and report each group."""
+        """Measure leased jobs, grouped by format, settings and conditions (one provenance each), and report each
+        group."""
         groups: dict[tuple, list[agent_pb2.Job]] = {}
         for job in jobs:
-            groups.setdefault((job.format, job.settings.SerializeToString(deterministic=True)), []).append(job)
+            settings = job.settings.SerializeToString(deterministic=True)
+            groups.setdefault((job.format, settings, JobConditions.of(job)), []).append(job)
         for group in groups.values():
             request = self.measure_group(group) if group[0].format in self.backends else self.unsupported(group)
             acks = self.conn.report(request).acks
@@ -215,14 +218,17 @@ class AgentLoop:
             self.processed += len(group)
 
     def measure_group(self, jobs: list[agent_pb2.Job]) -> agent_pb2.ReportRequest:
-        """Fetch and measure jobs of one format and one set of settings; the report of all of them."""
+        """Fetch and measure jobs of one format, one set of settings and one set of conditions; the report of all of
+        them (its provenance names the conditions)."""
         backend = self.backends[jobs[0].format]
+        conditions = JobConditions.of(jobs[0])
         settings = job_settings(self.options.measure, jobs[0].settings, self.log)
         protect = {job.artifact_sha256 for job in jobs}
         tasks, failed = [], []
         for job in jobs:
             try:
-                tasks.append(ModelTask(job.job_id, self.artifact(job.artifact_sha256, protect), list(job.input_shape)))
+                path = self.artifact(job.artifact_sha256, protect)
+                tasks.append(ModelTask(job.job_id, path, list(job.input_shape), conditions))
             except (ArtifactError, grpc.RpcError, ValueError) as err:
                 message = err.details() if isinstance(err, grpc.RpcError) else str(err)
                 failed.append(ModelResult(job.job_id, error_class=FETCH, error_message=f"fetch failed: {message}"))
@@ -242,7 +248,7 @@ class AgentLoop:
         measured = MeasuredWith(backend, settings, self.affinity)
         return agent_pb2.ReportRequest(
             results=[result_message(r, artifacts[r.key], measured) for r in results if not self.held.is_lost(r.key)],
-            provenance=provenance_message(backend, before, after, unsteady),
+            provenance=provenance_message(backend, before, after, unsteady, conditions),
         )
 
     def unsupported(self, jobs: list[agent_pb2.Job]) -> agent_pb2.ReportRequest:

@@ -1,6 +1,11 @@
 """The measurement procedure: a busy warm-up, then interleaved rounds over a batch of models (warm-up runs and
 timed runs per model per round), a headline statistic, a repeatability check with re-measurement, and failures
-classified (load, run, timeout, wrong output, unstable) rather than dropped.
+classified (load, run, timeout, wrong output, unstable, unsupported) rather than dropped.
+
+Conditions: a job's artifact is measured as it is, at its conditions' batch size, or fails; never substituted.
+A runtime without a kernel for an op of an fp16 or int8 job's model fails it ``unsupported`` (for an fp32 job that is
+a ``load`` failure: the model, not the conditions); a model whose input batch is not the conditions' batch size
+fails ``wrong_output`` (the artifact is not the network the job describes, on any runtime).
 
 The headline: on a shared machine interference only ever adds time, in bursts from milliseconds to seconds
 (another tenant's cache and memory traffic). The fastest timed run ("min") estimates the uncontended latency and
@@ -26,12 +31,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from latfarm.agents.backends import Backend, LoadedModel, check_outputs
+from latfarm.agents.backends import Backend, InputMismatch, LoadedModel, Unsupported, check_outputs
+from latfarm.agents.conditions import JobConditions
 from latfarm.proto.v1.names import STATISTICS
 
 T = TypeVar("T")
 
 LOAD, RUN, TIMEOUT, WRONG_OUTPUT, UNSTABLE, FETCH = "load", "run", "timeout", "wrong_output", "unstable", "fetch"
+UNSUPPORTED = "unsupported"
 
 
 @dataclass(frozen=True)
@@ -103,16 +110,24 @@ def summarize(rounds_ms: list[list[float]], statistic: str = "min") -> Stats:
 
 @dataclass
 class ModelTask:
-    """A model to measure: its job id, its file and its input shape (empty: the shape the model declares)."""
+    """A model to measure: its job id, its file, its input shape (empty: the shape the model declares) and the
+    job's conditions (None: the job has none, from an older server)."""
 
     key: str  # the job id
     path: Path
     input_shape: list[int] = field(default_factory=list)
+    conditions: JobConditions | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """The batch size the job's conditions ask for; 0 when it has none."""
+        return self.conditions.batch_size if self.conditions is not None else 0
 
 
 @dataclass
 class ModelResult:
-    """What measuring one model gave: ``stats`` when ``ok``, else an error class (``LOAD`` ... ``FETCH``) and message;
+    """What measuring one model gave: ``stats`` when ``ok``, else an error class (``LOAD`` ... ``UNSUPPORTED``) and
+    message;
     load and first-inference times in ms; the execution provider the runtime used."""
 
     key: str  # the job id
@@ -280,9 +295,20 @@ class BatchMeasurer:
         return value
 
     def _load(self, entry: _Entry) -> None:
+        task = entry.task
         start = time.perf_counter()
         try:
-            model = self.backend.load(entry.task.path, self.settings.threads, entry.task.input_shape)
+            model = self.backend.load(task.path, self.settings.threads, task.input_shape, task.batch_size)
+        except Unsupported as err:
+            if task.conditions is not None and task.conditions.reduced_precision:
+                message = f"{self.backend.runtime} here cannot run this {task.conditions.precision} model: {err}"
+                entry.fail(UNSUPPORTED, message)
+            else:
+                entry.fail(LOAD, f"{type(err).__name__}: {err}")
+            return
+        except InputMismatch as err:
+            entry.fail(WRONG_OUTPUT, str(err))
+            return
         except Exception as err:  # noqa: BLE001 - any runtime error is a load failure
             entry.fail(LOAD, f"{type(err).__name__}: {err}")
             return

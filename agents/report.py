@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from latfarm.agents.backends import Backend
+from latfarm.agents.conditions import JobConditions
 from latfarm.agents.descriptor import ClockState, governor
 from latfarm.agents.measurement import MeasureSettings, ModelResult
 from latfarm.proto.v1 import agent_pb2
@@ -72,10 +73,19 @@ def result_message(
 
 
 def provenance_message(
-    backend: Backend, before: ClockState, after: ClockState, unsteady: float
+    backend: Backend, before: ClockState, after: ClockState, unsteady: float, conditions: JobConditions | None = None
 ) -> agent_pb2.Provenance:
-    """A batch's provenance: runtime build, CPU governor, clock (MHz) and temperature (°C) before and after, and
-    the share of its models that failed the repeatability check (0..1: how busy the machine was)."""
+    """A batch's provenance: runtime build, CPU governor, clock (MHz) and temperature (°C) before and after, the
+    share of its models that failed the repeatability check (0..1: how busy the machine was), and the conditions
+    the agent was asked to measure (``extra["conditions"]``, their key; absent for jobs without conditions)."""
+    extra = {
+        "runtime": backend.runtime,
+        "runtime_version": backend.version,
+        "device": backend.device,
+        "unsteady_share": f"{unsteady:.2f}",
+    }
+    if conditions is not None:
+        extra["conditions"] = conditions.key
     return agent_pb2.Provenance(
         runtime_build=backend.build,
         governor=governor(),
@@ -83,10 +93,5 @@ def provenance_message(
         freq_mhz_after=after.freq_mhz,
         temp_c_before=before.temp_c,
         temp_c_after=after.temp_c,
-        extra={
-            "runtime": backend.runtime,
-            "runtime_version": backend.version,
-            "device": backend.device,
-            "unsteady_share": f"{unsteady:.2f}",
-        },
+        extra=extra,
     )

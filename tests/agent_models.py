@@ -17,8 +17,9 @@ def _save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def matmul_chain(path: Path, depth: int = 4, rows: int = 1, width: int = 64) -> Path:
-    """Input [rows, width] through ``depth`` MatMul+Relu layers; cost grows with depth and rows."""
+def matmul_chain(path: Path, depth: int = 4, rows: int | str = 1, width: int = 64) -> Path:
+    """Input [rows, width] through ``depth`` MatMul+Relu layers; cost grows with depth and rows (a name for
+    ``rows``: a symbolic batch dimension)."""
     scale = np.sqrt(2 / width)  # He init: activations keep their scale through the ReLU chain
     weight = np.random.default_rng(1).standard_normal((width, width)) * scale
     weight = numpy_helper.from_array(weight.astype(np.float32), "w")
@@ -103,6 +104,51 @@ def tiny_tflite(path: Path, width: int = 4) -> Path:
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     path.write_bytes(bytes(builder.Output()))
     return path
+
+
+def to_fp16(source: Path, path: Path) -> Path:
+    """``source`` converted to float16 by onnxruntime's own tool, float16 input and output included."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=False), str(path))
+    return path
+
+
+def to_int8(source: Path, path: Path, samples: int = 8) -> Path:
+    """``source`` (one float input of static shape) quantized to int8 QDQ by onnxruntime's static quantization,
+    calibrated (MinMax) on ``samples`` seeded standard-normal inputs: the distribution the agent feeds."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    model = onnx.load(str(source))
+    first = model.graph.input[0]
+    shape = [d.dim_value for d in first.type.tensor_type.shape.dim]
+    rng = np.random.default_rng(0)
+    feeds = iter([{first.name: rng.standard_normal(shape).astype(np.float32)} for _ in range(samples)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(feeds, None)
+
+    quantize_static(
+        str(source),
+        str(path),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QInt8,
+    )
+    return path
+
+
+def no_cpu_kernel(path: Path) -> Path:
+    """Acos on float64: valid ONNX, but onnxruntime's CPU provider has no kernel for it (NOT_IMPLEMENTED)."""
+    graph = helper.make_graph(
+        [helper.make_node("Acos", ["x"], ["y"])],
+        "nokernel",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 4])],
+    )
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
 def sha256_of(path: Path) -> str:

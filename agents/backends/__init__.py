@@ -36,8 +36,33 @@ class Backend(Protocol):
     device: str
     providers: list[str]  # available execution providers / delegates
 
-    def load(self, path: Path, threads: int, input_shape: list[int]) -> LoadedModel:
-        """Build a session on the artifact and prepare a fixed random input of ``input_shape``."""
+    def load(self, path: Path, threads: int, input_shape: list[int], batch_size: int = 0) -> LoadedModel:
+        """Build a session on the artifact and prepare a fixed random input (shape: ``fit_input``). Raises
+        ``Unsupported`` when the runtime has no kernel for an op of the model, ``InputMismatch`` when the model's
+        input batch is not ``batch_size``; any other runtime error when the model does not load."""
+
+
+class Unsupported(Exception):
+    """The runtime here has no implementation for an op (of the op's element type) in the model."""
+
+
+class InputMismatch(Exception):
+    """The model's declared input is not the one the job's conditions describe (its batch size)."""
+
+
+def fit_input(declared: list[int | None], requested: list[int], batch_size: int = 0) -> list[int]:
+    """The shape of the input a model is fed: the job's ``requested`` shape when given, else the model's
+    ``declared`` one (symbolic dimensions as 1) with ``batch_size`` as its first dimension when given (0: the job
+    has no conditions). Raises ``InputMismatch`` when the model declares a static batch other than ``batch_size``:
+    the artifact is not the network the job describes, and feeding another batch would be a silent substitute."""
+    if batch_size and declared and declared[0] is not None and declared[0] != batch_size:
+        raise InputMismatch(f"the model's input batch is {declared[0]}, the job's conditions say batch {batch_size}")
+    if requested:
+        return list(requested)
+    shape = [1 if d is None else d for d in declared]
+    if batch_size and shape:
+        shape[0] = batch_size
+    return shape
 
 
 def make_input(shape: list[int], dtype: type = np.float32) -> np.ndarray:

@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from latfarm.agents.backends import make_input
+from latfarm.agents.backends import Unsupported, fit_input, make_input
+
+# What LiteRT says when its op resolver has no kernel for an op (at construction or at allocate_tensors)
+NO_KERNEL = ("Didn't find op for builtin opcode", "Encountered unresolved custom op")
 
 
 class LiteRTModel:
@@ -18,14 +21,21 @@ class LiteRTModel:
 
     provider = "xnnpack"
 
-    def __init__(self, path: Path, threads: int, input_shape: list[int]):
-        """Build the interpreter with ``threads`` threads; an empty ``input_shape`` keeps the model's own."""
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        first = self.interpreter.get_input_details()[0]
-        shape = list(input_shape) or [int(d) for d in first["shape"]]
-        if list(first["shape"]) != shape:
-            self.interpreter.resize_tensor_input(first["index"], shape)
-        self.interpreter.allocate_tensors()
+    def __init__(self, path: Path, threads: int, input_shape: list[int], batch_size: int = 0):
+        """Build the interpreter with ``threads`` threads, its input resized to ``fit_input``'s shape; ``Unsupported``
+        when LiteRT has no kernel for an op of the model."""
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            first = self.interpreter.get_input_details()[0]
+            declared = [int(d) if d > 0 else None for d in first["shape_signature"]]
+            shape = fit_input(declared, input_shape, batch_size)
+            if list(first["shape"]) != shape:
+                self.interpreter.resize_tensor_input(first["index"], shape)
+            self.interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as err:
+            if any(sign in str(err) for sign in NO_KERNEL):
+                raise Unsupported(str(err)) from err
+            raise
         self.interpreter.set_tensor(first["index"], make_input(shape, first["dtype"]))
         self.batch = shape[0] if shape else None
         outputs = self.interpreter.get_output_details()
@@ -59,6 +69,6 @@ class LiteRTBackend:
         self.version = version("ai-edge-litert")
         self.build = f"ai-edge-litert {self.version}"
 
-    def load(self, path: Path, threads: int, input_shape: list[int]) -> LiteRTModel:
-        """The model at ``path``, ready to run."""
-        return LiteRTModel(path, threads, input_shape)
+    def load(self, path: Path, threads: int, input_shape: list[int], batch_size: int = 0) -> LiteRTModel:
+        """The model at ``path``, ready to run (errors: ``Backend.load``)."""
+        return LiteRTModel(path, threads, input_shape, batch_size)

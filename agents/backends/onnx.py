@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NoKernel
 
-from latfarm.agents.backends import make_input
+from latfarm.agents.backends import Unsupported, fit_input, make_input
 
 DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
@@ -19,18 +20,23 @@ def _static(shape: list) -> list[int | None]:
 class OnnxModel:
     """An ONNX model in an onnxruntime session (sequential, ``threads`` intra-op threads) with a fixed input."""
 
-    def __init__(self, path: Path, threads: int, input_shape: list[int], providers: list[str]):
-        """Build the session on the first available of ``providers``; an empty ``input_shape`` keeps the model's own
-        (symbolic dimensions as 1)."""
+    def __init__(self, path: Path, threads: int, input_shape: list[int], providers: list[str], batch_size: int = 0):
+        """Build the session on the first available of ``providers``; the input's shape by ``fit_input`` and its
+        element type as the model declares it (float16 for a float16-input model). ``Unsupported`` when no provider
+        has a kernel for an op (onnxruntime's NOT_IMPLEMENTED; note the CPU provider runs float16 ops it has no
+        float16 kernel for through inserted casts to float32, so only ops with no kernel at all get here)."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except NoKernel as err:
+            raise Unsupported(str(err)) from err
         self.provider = self.session.get_providers()[0]
         first = self.session.get_inputs()[0]
-        shape = list(input_shape) or [d if isinstance(d, int) else 1 for d in first.shape]
+        shape = fit_input(_static(first.shape), input_shape, batch_size)
         self.feed = {first.name: make_input(shape, DTYPES.get(first.type, np.float32))}
         self.batch = shape[0] if shape else None
         self.declared = [_static(o.shape) for o in self.session.get_outputs()]
@@ -66,6 +72,6 @@ class OnnxBackend:
             raise ValueError(f"execution provider {provider!r} is not available here: {self.providers}")
         self.session_providers = [provider, "CPUExecutionProvider"] if provider else ["CPUExecutionProvider"]
 
-    def load(self, path: Path, threads: int, input_shape: list[int]) -> OnnxModel:
-        """The model at ``path``, ready to run."""
-        return OnnxModel(path, threads, input_shape, self.session_providers)
+    def load(self, path: Path, threads: int, input_shape: list[int], batch_size: int = 0) -> OnnxModel:
+        """The model at ``path``, ready to run (errors: ``Backend.load``)."""
+        return OnnxModel(path, threads, input_shape, self.session_providers, batch_size)
