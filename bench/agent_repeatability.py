@@ -29,11 +29,12 @@ QUIET_CHECK_S = 15.0  # machine noise timeline before and after the sessions
 def export_archs(count: int, seed: int, cache: Path) -> list[tuple[str, Path]]:
     from latfarm.predictor import nb201
     from latfarm.services.domain.artifacts import ArtifactStore
+    from latfarm.services.domain.conditions import Conditions
 
     store = ArtifactStore(cache)
     indices = random.Random(seed).sample(range(15625), count)
     archs = [nb201.to_string(nb201.from_official_index(i)) for i in indices]
-    return [(arch, store.export_file(arch, "onnx")[1]) for arch in archs]
+    return [(arch, store.export_file(arch, "onnx", Conditions())[1]) for arch in archs]
 
 
 def run_session(paths: list[Path], batch: int, mode: str) -> dict:

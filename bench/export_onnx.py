@@ -9,6 +9,7 @@ from pathlib import Path
 
 from latfarm.predictor import nb201
 from latfarm.services.domain.artifacts import ArtifactStore
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import export_onnx
 
 
@@ -25,11 +26,11 @@ def main(n: int = 20, seed: int = 0) -> None:
         store = ArtifactStore(Path(tmp))
         start = time.perf_counter()
         for arch in archs:
-            store.export_file(arch, "onnx")
+            store.export_file(arch, "onnx", Conditions())
         cold = time.perf_counter() - start
         start = time.perf_counter()
         for arch in archs:
-            store.export_file(arch, "onnx")
+            store.export_file(arch, "onnx", Conditions())
         warm = time.perf_counter() - start
     print(f"ArtifactStore: {n} archs cold {cold:.2f} s, cached {warm * 1000:.1f} ms")
 

@@ -49,8 +49,10 @@ def share_within(values: list[float], tolerance: float) -> float:
 def model_path(index: int, cache: Path) -> Path:
     from latfarm.predictor import nb201
     from latfarm.services.domain.artifacts import ArtifactStore
+    from latfarm.services.domain.conditions import Conditions
 
-    return ArtifactStore(cache).export_file(nb201.to_string(nb201.from_official_index(index)), "onnx")[1]
+    arch = nb201.to_string(nb201.from_official_index(index))
+    return ArtifactStore(cache).export_file(arch, "onnx", Conditions())[1]
 
 
 def main() -> None:

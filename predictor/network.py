@@ -4,11 +4,16 @@ Macro skeleton as NB201's ``TinyNetwork``: stem (3x3 conv, BN), three stages of 
 C, 2C, 4C channels, a ``ResNetBasicblock`` (stride 2) between stages, head (BN, ReLU, global average pool, linear).
 Every cell uses the same 6-op cell. Node ``j`` of a cell sums the ops on its incoming edges.
 
-``none`` edges are not built: a node sums only its non-``none`` inputs. Two NB201 ``Zero`` ops (``x * 0``) remain
-where dropping them would change what gets exported: a node with no non-``none`` input is ``input * 0`` (so ops
-that read it, dead but non-``none``, still appear in the graph), and an intermediate node whose outgoing edges are
-all ``none`` adds ``node * 0`` to the cell output (so the ops that feed it survive the exporter's dead-code
-elimination). The outputs equal NB201's; whether dead ops are run is left to the runtime, as on real devices.
+Two graph variants (``GRAPHS``), the same function (same weights for the same arch and seed, same outputs):
+- ``reference``: NB201's own ``InferCell``. Every edge is its own op; a ``none`` edge is NB201's ``Zero`` op
+  (``x.mul(0.)``), a real multiply in the exported graph. LatBench, HELP and HW-NAS-Bench measured this network.
+  (The ONNX exporter still merges identical weight-free ops reading the same node, e.g. two ``none`` edges out
+  of the input; onnxruntime's own common-subexpression pass would merge them anyway.)
+- ``pruned``: what a deployment would run. ``none`` edges are not built: a node sums only its non-``none``
+  inputs. Two ``Zero`` ops remain where dropping them would change what gets exported: a node with no
+  non-``none`` input is ``input * 0`` (so ops that read it, dead but non-``none``, still appear in the graph), and
+  an intermediate node whose outgoing edges are all ``none`` adds ``node * 0`` to the cell output (so the ops that
+  feed it survive the exporter's dead-code elimination). Whether those dead ops run is left to the runtime.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import torch
 from torch import nn
 
 from latfarm.predictor import nb201
+
+GRAPHS = ("reference", "pruned")  # the graph variants, as in ``services.domain.conditions.GRAPHS``
 
 
 class ReLUConvBN(nn.Sequential):
@@ -49,7 +56,7 @@ class ResNetBasicBlock(nn.Module):
 
 
 def make_op(op: int, channels: int) -> nn.Module:
-    """The module of one NB201 op (index into ``nb201.OPS``, not ``none``) at ``channels`` channels."""
+    """The module of one NB201 op (index into ``nb201.OPS``) at ``channels`` channels; ``none`` is ``Zero``."""
     name = nb201.OPS[op]
     if name == "skip_connect":
         return nn.Identity()
@@ -59,23 +66,38 @@ def make_op(op: int, channels: int) -> nn.Module:
         return ReLUConvBN(channels, channels, 3, 1)
     if name == "avg_pool_3x3":
         return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
-    raise ValueError(f"op {name!r} is not built (none edges are skipped)")
+    if name == "none":
+        return Zero()
+    raise ValueError(f"unknown op {name!r}")
+
+
+class Zero(nn.Module):
+    """NB201's ``Zero`` op at stride 1: ``x.mul(0.)``, a zero tensor of the input's shape (kept in the graph)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature maps [n, c, h, w] -> zeros of the same shape."""
+        return x.mul(0.0)
 
 
 class Cell(nn.Module):
-    """One NB201 cell (stride 1, same channels in and out); see the module docstring for ``none`` edges."""
+    """One NB201 cell (stride 1, same channels in and out); see the module docstring for the graph variants."""
 
-    def __init__(self, ops: Sequence[int], channels: int) -> None:
-        """The cell of the 6-op vector ``ops`` at ``channels`` channels."""
+    def __init__(self, ops: Sequence[int], channels: int, graph: str = "reference") -> None:
+        """The cell of the 6-op vector ``ops`` at ``channels`` channels, ``graph`` one of ``GRAPHS``
+        (``ValueError`` otherwise)."""
         super().__init__()
+        if graph not in GRAPHS:
+            raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
         self.ops = nb201.validate_ops(ops)
-        built = {edge: op for op, edge in zip(self.ops, nb201.EDGES, strict=True) if op}
+        self.graph = graph
+        # reference: every edge, none as Zero; pruned: real ops only. Zero has no weights, so both draw the same ones
+        built = {edge: op for op, edge in zip(self.ops, nb201.EDGES, strict=True) if op or graph == "reference"}
         self.edges = nn.ModuleDict({f"{src}_{dst}": make_op(op, channels) for (src, dst), op in built.items()})
-        # intermediate nodes computed by real ops but read by none: anchor them to the output as x * 0
+        # pruned: intermediate nodes computed by real ops but read by none: anchor them to the output as x * 0
         self.anchors = tuple(
             j
             for j in range(1, nb201.NUM_NODES - 1)
-            if any(d == j for _, d in built) and not any(s == j for s, _ in built)
+            if graph == "pruned" and any(d == j for _, d in built) and not any(s == j for s, _ in built)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,10 +121,19 @@ def _sum(terms: list[torch.Tensor]) -> torch.Tensor:
 class NB201Network(nn.Module):
     """NB201's ``TinyNetwork`` with one fixed cell."""
 
-    def __init__(self, ops: Sequence[int], channels: int = 16, classes: int = 10, cells_per_stage: int = 5) -> None:
-        """The network of the 6-op vector ``ops``: ``channels`` in the first stage, ``classes`` outputs."""
+    def __init__(
+        self,
+        ops: Sequence[int],
+        channels: int = 16,
+        classes: int = 10,
+        cells_per_stage: int = 5,
+        graph: str = "reference",
+    ) -> None:
+        """The network of the 6-op vector ``ops``: ``channels`` in the first stage, ``classes`` outputs, cells of
+        the ``graph`` variant (one of ``GRAPHS``)."""
         super().__init__()
         self.ops = nb201.validate_ops(ops)
+        self.graph = graph
         self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
         layers: list[nn.Module] = []
         c = channels
@@ -110,7 +141,7 @@ class NB201Network(nn.Module):
             if stage:
                 layers.append(ResNetBasicBlock(c, c * 2))
                 c *= 2
-            layers.extend(Cell(self.ops, c) for _ in range(cells_per_stage))
+            layers.extend(Cell(self.ops, c, graph) for _ in range(cells_per_stage))
         self.cells = nn.Sequential(*layers)
         self.lastact = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -127,12 +158,22 @@ def as_ops(ops_or_arch: str | Sequence[int]) -> tuple[int, ...]:
     return nb201.parse(ops_or_arch) if isinstance(ops_or_arch, str) else nb201.validate_ops(ops_or_arch)
 
 
-def build(ops_or_arch: str | Sequence[int], channels: int = 16, classes: int = 10, seed: int = 0) -> NB201Network:
-    """The network in eval mode with seeded weights (BN statistics included), leaving the global RNG untouched."""
+def build(
+    ops_or_arch: str | Sequence[int],
+    channels: int = 16,
+    classes: int = 10,
+    seed: int = 0,
+    graph: str = "reference",
+) -> NB201Network:
+    """The network in eval mode with seeded weights (BN statistics included), leaving the global RNG untouched.
+
+    ``graph`` is ``reference`` (NB201's network, the default) or ``pruned``; both variants of one arch and seed
+    have the same weights and compute the same function.
+    """
     ops = as_ops(ops_or_arch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = NB201Network(ops, channels=channels, classes=classes)
+        net = NB201Network(ops, channels=channels, classes=classes, graph=graph)
         for module in net.modules():
             if isinstance(module, nn.BatchNorm2d):  # non-trivial BN so numerical checks see every op
                 nn.init.uniform_(module.weight, 0.5, 1.5)

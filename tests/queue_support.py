@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from latfarm.predictor import nb201
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import queue
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent, Arch, Artifact, Device
 
@@ -30,7 +31,7 @@ class TinyArtifactStore:
         self.fail_archs = fail_archs
         root.mkdir(parents=True, exist_ok=True)
 
-    def export_file(self, arch: str, fmt: str) -> tuple[str, Path]:
+    def export_file(self, arch: str, fmt: str, conditions: Conditions) -> tuple[str, Path]:
         if arch in self.fail_archs:
             raise RuntimeError(f"cannot export {arch}")
         data = self.model_bytes(nb201.official_index(nb201.parse(arch)), fmt)
@@ -38,8 +39,8 @@ class TinyArtifactStore:
         (self.root / sha).write_bytes(data)
         return sha, self.root / sha
 
-    def ensure(self, session, arch: Arch, fmt: str) -> Artifact:
-        sha, path = self.export_file(arch.arch, fmt)
+    def ensure(self, session, arch: Arch, fmt: str, conditions: Conditions) -> Artifact:
+        sha, path = self.export_file(arch.arch, fmt, conditions)
         data = path.read_bytes()
         artifact = session.get(Artifact, sha)
         if artifact is not None:

@@ -53,12 +53,19 @@ def export_model(
     out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
     resolution: int = typer.Option(32, "--resolution"),
     classes: int = typer.Option(10, "--classes"),
+    batch_size: int = typer.Option(1, "--batch-size", help="Images per inference (the input's first dimension)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8 (int8: ONNX only)."),
+    graph: str = typer.Option("reference", "--graph", help="reference (NB201's network) | pruned (none ops removed)."),
 ) -> None:
-    """Export NB201 networks to ONNX or TFLite."""
+    """Export NB201 networks to ONNX or TFLite under the given measurement conditions."""
     from latfarm.services.cli.model_files import export_cli
+    from latfarm.services.domain.conditions import Conditions
 
     with exit_on_error():
-        export_cli(archs, fmt=fmt, out=out, resolution=resolution, classes=classes)
+        conditions = Conditions(
+            resolution=resolution, classes=classes, batch_size=batch_size, precision=precision, graph=graph
+        )
+        export_cli(archs, fmt=fmt, out=out, conditions=conditions)
 
 
 def export_data(

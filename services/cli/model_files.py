@@ -7,7 +7,8 @@ from pathlib import Path
 from latfarm.predictor import nb201
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.artifacts import ArtifactStore
-from latfarm.services.domain.network_export import ExportSettings, check_format
+from latfarm.services.domain.conditions import Conditions
+from latfarm.services.domain.network_export import check_format
 
 
 def parse_arch_arg(value: str) -> str:
@@ -18,9 +19,10 @@ def parse_arch_arg(value: str) -> str:
     return nb201.canonical(value)
 
 
-def export_cli(archs: list[str], fmt: str, out: Path, resolution: int = 32, classes: int = 10) -> None:
-    """Export each arch into ``out`` and print its sha256 and path. Bad input raises ``InvalidArgument`` before
-    anything is exported; a format whose exporter is not installed raises ``ExportUnavailable``."""
+def export_cli(archs: list[str], fmt: str, out: Path, conditions: Conditions) -> None:
+    """Export each arch into ``out`` under ``conditions`` and print its sha256 and path. Bad input raises
+    ``InvalidArgument`` before anything is exported; a format whose exporter is not installed raises
+    ``ExportUnavailable``, a precision the format cannot carry ``Unsupported``."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -30,12 +32,12 @@ def export_cli(archs: list[str], fmt: str, out: Path, resolution: int = 32, clas
     except nb201.ArchError as err:
         raise InvalidArgument(str(err), field="archs") from err
     check_format(fmt)
-    store = ArtifactStore(out, ExportSettings(resolution=resolution, classes=classes))
+    store = ArtifactStore(out)
     results = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"exporting {fmt}", total=len(canonical_archs))
         for arch in canonical_archs:
-            results.append((arch, *store.export_file(arch, fmt)))
+            results.append((arch, *store.export_file(arch, fmt, conditions)))
             progress.advance(task)
     for arch, sha, path in results:
         console.print(f"{sha}  {path}  {arch}", highlight=False, soft_wrap=True)

@@ -1,8 +1,10 @@
 """The content-addressed artifact store: exported model files on disk and the ``Artifact`` rows replicas share.
 
-Files live at ``root/<sha[:2]>/<sha>.<format>``; ``root/index/`` maps (arch, format, settings) to the sha256 so a
-second export of the same model does no work. A replica missing a recorded file re-exports it
-(``network_export`` makes identical bytes for identical inputs) and verifies the sha256 before serving it.
+Files live at ``root/<sha[:2]>/<sha>.<format>``; ``root/index/`` maps (arch, format, export settings) to the sha256
+so a second export of the same model does no work. The export settings follow the measurement conditions
+(``ExportSettings.from_conditions``): different conditions, different files and rows. A replica missing a
+recorded file re-exports it (``network_export`` makes identical bytes for identical inputs) and verifies the sha256
+before serving it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.services.core.errors import Internal
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import ExportSettings, check_format, export
 from latfarm.services.store.models import Arch, Artifact
 
@@ -44,10 +47,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class ArtifactStore:
     """Exported models on disk, content-addressed, with their ``Artifact`` rows."""
 
-    def __init__(self, root: Path, settings: ExportSettings = ExportSettings()) -> None:
-        """Store files under ``root``, exporting with ``settings``."""
+    def __init__(self, root: Path) -> None:
+        """Store files under ``root``."""
         self.root = Path(root)
-        self.settings = settings
         self._known: dict[str, str] = {}  # index key -> sha256, this process
         self._lock = threading.Lock()  # concurrent requests for one model: the second finds the first's file
 
@@ -55,22 +57,21 @@ class ArtifactStore:
         """Where the artifact with this SHA-256 and format lives (it may not exist yet)."""
         return self.root / sha256[:2] / f"{sha256}.{fmt}"
 
-    def _key(self, arch: str, fmt: str) -> str:
-        text = json.dumps({"arch": arch, "format": fmt, "settings": self.settings.to_dict()}, sort_keys=True)
+    def _key(self, arch: str, fmt: str, settings: ExportSettings) -> str:
+        text = json.dumps({"arch": arch, "format": fmt, "settings": settings.to_dict()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def _produce(self, arch: str, fmt: str, settings: ExportSettings | None = None) -> tuple[str, Path, int]:
+    def _produce(self, arch: str, fmt: str, settings: ExportSettings) -> tuple[str, Path, int]:
         """Export (unless indexed and on disk) and store; returns (sha256, path, size)."""
         check_format(fmt)
         with self._lock:  # exports run one at a time anyway (network_export holds one lock)
             return self._produce_locked(nb201.canonical(arch), fmt, settings)
 
-    def _produce_locked(self, arch: str, fmt: str, settings: ExportSettings | None) -> tuple[str, Path, int]:
-        settings = settings or self.settings
-        key = self._key(arch, fmt) if settings == self.settings else None
-        index = self.root / "index" / f"{key}.sha256" if key else None
-        sha = self._known.get(key) if key else None
-        if sha is None and index is not None and index.exists():
+    def _produce_locked(self, arch: str, fmt: str, settings: ExportSettings) -> tuple[str, Path, int]:
+        key = self._key(arch, fmt, settings)
+        index = self.root / "index" / f"{key}.sha256"
+        sha = self._known.get(key)
+        if sha is None and index.exists():
             sha = index.read_text().strip()
         if sha is not None and (path := self.path(sha, fmt)).exists():
             return sha, path, path.stat().st_size
@@ -79,26 +80,28 @@ class ArtifactStore:
         path = self.path(sha, fmt)
         if not path.exists():
             _write_atomic(path, data)
-        if key and index is not None:
-            _write_atomic(index, sha.encode())
-            self._known[key] = sha
+        _write_atomic(index, sha.encode())
+        self._known[key] = sha
         return sha, path, len(data)
 
-    def export_file(self, arch: str, fmt: str) -> tuple[str, Path]:
-        """Export to the store without a database (CLI, benchmarks); returns (sha256, path)."""
-        sha, path, _ = self._produce(arch, fmt)
+    def export_file(self, arch: str, fmt: str, conditions: Conditions) -> tuple[str, Path]:
+        """Export the model of ``arch`` in ``fmt`` under ``conditions`` to the store without a database (CLI,
+        benchmarks, the export worker); returns (sha256, path)."""
+        sha, path, _ = self._produce(arch, fmt, ExportSettings.from_conditions(conditions))
         return sha, path
 
-    def ensure(self, session: Session, arch: Arch, fmt: str) -> Artifact:
-        """The artifact of ``arch`` in ``fmt`` with this store's settings: exported, on disk and recorded."""
-        wanted = self.settings.to_dict()
+    def ensure(self, session: Session, arch: Arch, fmt: str, conditions: Conditions) -> Artifact:
+        """The artifact of ``arch`` in ``fmt`` under ``conditions``: exported, on disk and recorded (its row's
+        ``settings`` are the export settings)."""
+        settings = ExportSettings.from_conditions(conditions)
+        wanted = settings.to_dict()
         rows = session.scalars(select(Artifact).where(Artifact.arch_id == arch.id, Artifact.format == fmt))
         for row in rows:
             if row.settings == wanted:
                 if not self.path(row.sha256, fmt).exists():
                     self._restore(row)
                 return row
-        sha, _, size = self._produce(arch.arch, fmt)
+        sha, _, size = self._produce(arch.arch, fmt, settings)
         existing = session.get(Artifact, sha)
         if existing is not None:
             return existing

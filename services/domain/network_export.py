@@ -1,7 +1,17 @@
 """NB201 networks as model files: ONNX and TFLite bytes, identical for identical inputs.
 
-A file's bytes depend only on (arch, format, settings, torch version): weights are seeded and the ONNX producer
-fields are fixed, so any server replica re-exports the same file.
+A file's bytes depend only on (arch, format, settings, torch/onnx/onnxruntime versions): weights are seeded, int8
+calibration data is seeded and the ONNX producer fields are fixed, so any server replica re-exports the same file.
+
+Settings follow the measurement conditions (``services.domain.conditions``): input ``[batch_size, 3, resolution,
+resolution]``, ``classes`` logits, the ``reference`` or ``pruned`` graph (``predictor.network``), and a precision:
+- ``fp32``: the network as traced.
+- ``fp16``: onnxruntime's float16 tool (``onnxruntime.transformers.float16``), weights and compute in float16, the
+  input and output kept float32 (``keep_io_types``) so agents feed and read the same tensors at every precision.
+- ``int8``: onnxruntime's static quantization, QDQ format, per-tensor, int8 weights and activations, MinMax
+  calibration on ``CALIBRATION_BATCHES`` batches of standard-normal inputs drawn with seed ``CALIBRATION_SEED``
+  (NB201's networks have random weights: no data set calibrates them better than a stated random one).
+TFLite exports fp32 only; fp16 and int8 TFLite raise ``Unsupported``.
 """
 
 from __future__ import annotations
@@ -15,10 +25,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from latfarm.predictor import nb201
 from latfarm.services.core.errors import InvalidArgument, Unsupported
+from latfarm.services.domain.conditions import GRAPHS, PRECISIONS, Conditions
 
+if TYPE_CHECKING:
+    import onnx
+
+CALIBRATION_BATCHES = 16  # int8 calibration: this many input batches ...
+CALIBRATION_SEED = 0  # ... of standard-normal values from numpy's default_rng(CALIBRATION_SEED)
+LEGACY_SETTINGS = {"precision": "fp32", "graph": "pruned"}  # what artifacts recorded before #13 were exported as
 TFLITE_HINT = "TFLite export needs the 'tflite' extra (litert-torch, ~1.2 GB): pip install 'latfarm[tflite]'"
 _export_lock = threading.Lock()  # the TorchScript exporter keeps global state: one export at a time
 
@@ -29,13 +47,36 @@ class ExportUnavailable(Unsupported):
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """How an NB201 arch is exported: input resolution, width, classes, ONNX opset, batch size."""
+    """How an NB201 arch is exported: input resolution (pixels), width (first-stage channels), classes, ONNX opset,
+    batch size, precision (``fp32`` | ``fp16`` | ``int8``) and graph (``reference`` | ``pruned``).
+
+    The defaults are the default conditions'; ``ValueError`` on an unknown precision or graph.
+    """
 
     resolution: int = 32
     channels: int = 16
     classes: int = 10
     opset: int = 17
     batch_size: int = 1
+    precision: str = "fp32"
+    graph: str = "reference"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.graph not in GRAPHS:
+            raise ValueError(f"graph must be one of {GRAPHS}, got {self.graph!r}")
+
+    @classmethod
+    def from_conditions(cls, conditions: Conditions) -> ExportSettings:
+        """The export of a network measured under ``conditions`` (default width and opset)."""
+        return cls(
+            resolution=conditions.resolution,
+            classes=conditions.classes,
+            batch_size=conditions.batch_size,
+            precision=conditions.precision,
+            graph=conditions.graph,
+        )
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict (how an ``Artifact`` row records them)."""
@@ -43,11 +84,12 @@ class ExportSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> ExportSettings:
-        """Settings from ``to_dict``'s form; ``ValueError`` on unknown keys."""
+        """Settings from ``to_dict``'s form; ``ValueError`` on unknown keys. A row recorded before precision and
+        graph were settings was exported in fp32 on the pruned graph (``LEGACY_SETTINGS``)."""
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown export settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**data)
+        return cls(**{**LEGACY_SETTINGS, **data})
 
 
 def _network(ops_or_arch, settings: ExportSettings):
@@ -56,7 +98,7 @@ def _network(ops_or_arch, settings: ExportSettings):
     from latfarm.predictor.network import build
 
     with _export_lock:  # seeded weights come from the global RNG: concurrent builds would mix their draws
-        net = build(ops_or_arch, channels=settings.channels, classes=settings.classes)
+        net = build(ops_or_arch, channels=settings.channels, classes=settings.classes, graph=settings.graph)
         sample = torch.randn(settings.batch_size, 3, settings.resolution, settings.resolution)
     return net, sample
 
@@ -75,7 +117,9 @@ def _one_thread() -> Iterator[None]:
 
 
 def export_onnx(ops_or_arch: str | tuple[int, ...], settings: ExportSettings = ExportSettings()) -> bytes:
-    """ONNX bytes (input ``input`` NCHW float32, output ``logits``), identical for identical inputs."""
+    """ONNX bytes, identical for identical inputs: input ``input`` float32 ``[batch_size, 3, resolution,
+    resolution]``, output ``logits`` float32 ``[batch_size, classes]``, at the settings' precision (module
+    docstring)."""
     import onnx
     import torch
 
@@ -94,6 +138,10 @@ def export_onnx(ops_or_arch: str | tuple[int, ...], settings: ExportSettings = E
             do_constant_folding=True,
         )
     model = onnx.load_from_string(buf.getvalue())
+    if settings.precision == "fp16":
+        model = _to_fp16(model)
+    elif settings.precision == "int8":
+        model = _to_int8(model, settings)
     model.producer_name, model.producer_version, model.doc_string = "latfarm", "", ""
     for node in model.graph.node:
         node.doc_string = ""
@@ -104,8 +152,54 @@ def export_onnx(ops_or_arch: str | tuple[int, ...], settings: ExportSettings = E
     return model.SerializeToString()
 
 
+def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Float16 weights and compute, float32 input and output (onnxruntime's float16 tool)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(model, keep_io_types=True)
+
+
+def _to_int8(model: onnx.ModelProto, settings: ExportSettings) -> onnx.ModelProto:
+    """Static int8 quantization, QDQ, per-tensor, calibrated as the module docstring states."""
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import CalibrationDataReader
+
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    shape = (settings.batch_size, 3, settings.resolution, settings.resolution)
+    batches = [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(CALIBRATION_BATCHES)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(batches)
+
+        def get_next(self) -> dict | None:
+            return next(self._batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, src)
+        quantize_static(
+            src,
+            dst,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=False,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        return onnx.load(dst)
+
+
 def export_tflite(ops_or_arch: str | tuple[int, ...], settings: ExportSettings = ExportSettings()) -> bytes:
-    """TFLite flatbuffer via litert-torch; raises ``ExportUnavailable`` when the ``tflite`` extra is missing."""
+    """TFLite flatbuffer via litert-torch, fp32 only: ``Unsupported`` for another precision, ``ExportUnavailable``
+    when the ``tflite`` extra is missing."""
+    if settings.precision != "fp32":
+        raise Unsupported(
+            f"TFLite export is fp32 only; {settings.precision} TFLite models are not made (use the ONNX format)"
+        )
     try:
         import litert_torch
     except ImportError as err:
@@ -137,6 +231,8 @@ def export(ops_or_arch: str | tuple[int, ...], fmt: str, settings: ExportSetting
 
 
 __all__ = [
+    "CALIBRATION_BATCHES",
+    "CALIBRATION_SEED",
     "EXPORTERS",
     "FORMATS",
     "TFLITE_HINT",

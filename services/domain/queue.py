@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from latfarm.predictor import nb201
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import ReportedResult, to_measurement, validate
 from latfarm.services.store.crud import ensure_archs
@@ -48,8 +49,9 @@ class QueueError(InvalidArgument):
 class ArtifactSource(Protocol):
     """What leasing needs of the artifact store: the artifact of an arch in a format, exported if needed."""
 
-    def ensure(self, session: Session, arch: Arch, fmt: str) -> Artifact:
-        """The recorded artifact of ``arch`` in ``fmt``, exported and recorded first if missing."""
+    def ensure(self, session: Session, arch: Arch, fmt: str, conditions: Conditions) -> Artifact:
+        """The recorded artifact of ``arch`` in ``fmt`` under ``conditions``, exported and recorded first if
+        missing."""
 
 
 @dataclass
@@ -190,7 +192,8 @@ def lease(
         if job.artifact_sha256 is None:
             try:
                 with session.begin_nested():  # a failed export leaves the lease transaction usable
-                    job.artifact_sha256 = artifacts.ensure(session, job.arch, job.format).sha256
+                    conditions = Conditions.from_dict(job.batch.conditions)
+                    job.artifact_sha256 = artifacts.ensure(session, job.arch, job.format, conditions).sha256
             except Exception as err:  # noqa: BLE001 - an export failure fails this job, not the lease
                 _finish_failed(job, f"artifact export failed: {type(err).__name__}: {err}", now)
                 continue
@@ -207,8 +210,11 @@ def _unexported() -> ColumnElement[bool]:
     return and_(Job.artifact_sha256.is_(None), ~recorded.exists())
 
 
-def pending_artifacts(session: Session, device_id: int, formats: Sequence[str], limit: int) -> list[tuple[Arch, str]]:
-    """(arch, format) of the next ``limit`` queued jobs of a device (the next lease) whose model is not exported yet.
+def pending_artifacts(
+    session: Session, device_id: int, formats: Sequence[str], limit: int
+) -> list[tuple[Arch, str, Conditions]]:
+    """(arch, format, batch conditions) of the next ``limit`` queued jobs of a device (the next lease) whose model
+    is not exported yet.
 
     Exporting these first, outside the lease transaction, keeps that transaction (and SQLite's one writer) short.
     """
@@ -219,28 +225,30 @@ def pending_artifacts(session: Session, device_id: int, formats: Sequence[str], 
         .limit(limit)
     )
     rows = session.execute(
-        select(Arch, Job.format)
+        select(Arch, Job.format, JobBatch.conditions)
         .join(Arch, Arch.id == Job.arch_id)
+        .join(JobBatch, JobBatch.id == Job.batch_id)
         .where(Job.id.in_(upcoming.scalar_subquery()), _unexported())
         .order_by(Job.created_at, Job.id)
     )
-    return list(dict.fromkeys((arch, fmt) for arch, fmt in rows))
+    return list(dict.fromkeys((arch, fmt, Conditions.from_dict(cond)) for arch, fmt, cond in rows))
 
 
 def unexported_jobs(
     session: Session, limit: int, after: tuple[datetime, str] | None = None
-) -> list[tuple[Arch, str, datetime, str]]:
-    """(arch, format, created_at, job id) of queued jobs of all devices whose model is not exported yet, oldest
-    first, after the job key ``after`` (``(created_at, id)``: pages through the queue)."""
+) -> list[tuple[Arch, str, Conditions, datetime, str]]:
+    """(arch, format, batch conditions, created_at, job id) of queued jobs of all devices whose model is not
+    exported yet, oldest first, after the job key ``after`` (``(created_at, id)``: pages through the queue)."""
     query = (
-        select(Arch, Job.format, Job.created_at, Job.id)
+        select(Arch, Job.format, JobBatch.conditions, Job.created_at, Job.id)
         .join(Arch, Arch.id == Job.arch_id)
+        .join(JobBatch, JobBatch.id == Job.batch_id)
         .where(Job.state == JobState.queued, _unexported())
     )
     if after is not None:
         query = query.where(tuple_(Job.created_at, Job.id) > tuple_(*after))
     rows = session.execute(query.order_by(Job.created_at, Job.id).limit(limit))
-    return [(arch, fmt, created_at, job_id) for arch, fmt, created_at, job_id in rows]
+    return [(arch, fmt, Conditions.from_dict(cond), created_at, job_id) for arch, fmt, cond, created_at, job_id in rows]
 
 
 def heartbeat(

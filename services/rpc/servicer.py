@@ -221,12 +221,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         agent gets work sooner).
         """
         with self.read_sessions() as session:
-            pending = [(a.id, a.arch, fmt) for a, fmt in queue.pending_artifacts(session, device_id, formats, max_jobs)]
+            pending = [
+                (a.id, a.arch, fmt, conditions)
+                for a, fmt, conditions in queue.pending_artifacts(session, device_id, formats, max_jobs)
+            ]
         started = time.monotonic()
-        for done, (arch_id, arch, fmt) in enumerate(pending):
+        for done, (arch_id, arch, fmt, conditions) in enumerate(pending):
             if done and (time.monotonic() - started > PREPARE_BUDGET_S or not context.is_active()):
                 return done
-            export_one(self.sessions, self.artifacts, arch_id, arch, fmt)
+            export_one(self.sessions, self.artifacts, arch_id, arch, fmt, conditions)
         return max_jobs
 
     @translate_errors

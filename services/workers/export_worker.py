@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.domain import queue
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Arch, JobBatch
 from latfarm.services.workers.periodic import PeriodicWorker
@@ -32,17 +33,19 @@ BATCH_SLACK_S = 60.0  # a batch this much older than the last sweep may have bee
 class Exporter(queue.ArtifactSource, Protocol):
     """What exporting needs of ``domain.artifacts.ArtifactStore``."""
 
-    def export_file(self, arch: str, fmt: str) -> tuple[str, Path]:
-        """Export ``arch`` in ``fmt`` to the store; returns (sha256, path)."""
+    def export_file(self, arch: str, fmt: str, conditions: Conditions) -> tuple[str, Path]:
+        """Export ``arch`` in ``fmt`` under ``conditions`` to the store; returns (sha256, path)."""
 
 
-def export_one(sessions: sessionmaker[Session], artifacts: Exporter, arch_id: int, arch: str, fmt: str) -> bool:
+def export_one(
+    sessions: sessionmaker[Session], artifacts: Exporter, arch_id: int, arch: str, fmt: str, conditions: Conditions
+) -> bool:
     """Export one model outside any transaction, then record it in a short one. A failure is logged, not raised:
     the lease tries again and fails the job with the reason. Returns whether the model is exported and recorded."""
     try:
-        artifacts.export_file(arch, fmt)
+        artifacts.export_file(arch, fmt, conditions)
         with transaction(sessions) as session:
-            artifacts.ensure(session, session.get_one(Arch, arch_id), fmt)
+            artifacts.ensure(session, session.get_one(Arch, arch_id), fmt, conditions)
     except Exception as err:  # noqa: BLE001
         log.warning("export of %s (%s) failed: %s", arch, fmt, err)
         return False
@@ -82,16 +85,16 @@ class ExportWorker(PeriodicWorker):
         while not self.stopping.is_set():
             with self._read_sessions() as session:
                 rows = queue.unexported_jobs(session, self._chunk, after=after)
-                todo = dict.fromkeys((arch.id, arch.arch, fmt) for arch, fmt, *_ in rows)
+                todo = dict.fromkeys((arch.id, arch.arch, fmt, conditions) for arch, fmt, conditions, *_ in rows)
             if not rows:
                 break
-            after = rows[-1][2:]
-            for arch_id, arch, fmt in todo:
+            after = rows[-1][3:]
+            for arch_id, arch, fmt, conditions in todo:
                 if self.stopping.is_set():
                     break
                 if (arch_id, fmt) in self._retry_at:
                     continue
-                if export_one(self._sessions, self._artifacts, arch_id, arch, fmt):
+                if export_one(self._sessions, self._artifacts, arch_id, arch, fmt, conditions):
                     exported += 1
                 else:
                     self._retry_at[arch_id, fmt] = time.monotonic() + RETRY_FAILED_S

@@ -138,11 +138,12 @@ class Agent:
 def server(tmp_path_factory):
     from latfarm.predictor import nb201
     from latfarm.services.domain.artifacts import ArtifactStore
+    from latfarm.services.domain.conditions import Conditions
 
     server = Server(tmp_path_factory.mktemp("latfarm-server"))
     store = ArtifactStore(server.data_dir / "artifacts")  # exported up front, as the server would on first lease
     for index in BATCH:
-        store.export_file(nb201.to_string(nb201.from_official_index(index)), "onnx")
+        store.export_file(nb201.to_string(nb201.from_official_index(index)), "onnx", Conditions())
     server.start()
     yield server
     server.stop()

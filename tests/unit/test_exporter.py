@@ -23,9 +23,9 @@ class CountingStore(TinyArtifactStore):
         super().__init__(*args, **kwargs)
         self.calls: Counter[tuple[str, str]] = Counter()
 
-    def export_file(self, arch: str, fmt: str):
+    def export_file(self, arch: str, fmt: str, conditions):
         self.calls[arch, fmt] += 1
-        return super().export_file(arch, fmt)
+        return super().export_file(arch, fmt, conditions)
 
 
 def worker(sessions, store, **kwargs) -> ExportWorker:

@@ -78,7 +78,7 @@ def test_lease_takes_oldest_of_own_device_and_format(sessions, store):
     submit(sessions, dev, ARCHS[:6])
     with sessions() as s:
         pending = queue.pending_artifacts(s, dev, ["onnx"], 10)
-        assert sorted(arch.arch for arch, _ in pending) == sorted(ARCHS[:6])
+        assert sorted(arch.arch for arch, *_ in pending) == sorted(ARCHS[:6])
         assert len(queue.pending_artifacts(s, dev, ["onnx", "tflite"], 4)) == 4
     first = lease(sessions, agent, store, max_jobs=4)
     assert len(first) == 4 and all(sha and attempts == 1 for _, _, sha, attempts in first)
