@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.services.core.errors import Internal
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import ExportSettings, check_format, export
 from latfarm.services.store.models import Arch, Artifact
 
@@ -55,8 +57,8 @@ class ArtifactStore:
         """Where the artifact with this SHA-256 and format lives (it may not exist yet)."""
         return self.root / sha256[:2] / f"{sha256}.{fmt}"
 
-    def _key(self, arch: str, fmt: str) -> str:
-        text = json.dumps({"arch": arch, "format": fmt, "settings": self.settings.to_dict()}, sort_keys=True)
+    def _key(self, arch: str, fmt: str, settings: ExportSettings) -> str:
+        text = json.dumps({"arch": arch, "format": fmt, "settings": settings.to_dict()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _produce(self, arch: str, fmt: str, settings: ExportSettings | None = None) -> tuple[str, Path, int]:
@@ -67,10 +69,10 @@ class ArtifactStore:
 
     def _produce_locked(self, arch: str, fmt: str, settings: ExportSettings | None) -> tuple[str, Path, int]:
         settings = settings or self.settings
-        key = self._key(arch, fmt) if settings == self.settings else None
-        index = self.root / "index" / f"{key}.sha256" if key else None
-        sha = self._known.get(key) if key else None
-        if sha is None and index is not None and index.exists():
+        key = self._key(arch, fmt, settings)
+        index = self.root / "index" / f"{key}.sha256"
+        sha = self._known.get(key)
+        if sha is None and index.exists():
             sha = index.read_text().strip()
         if sha is not None and (path := self.path(sha, fmt)).exists():
             return sha, path, path.stat().st_size
@@ -79,26 +81,38 @@ class ArtifactStore:
         path = self.path(sha, fmt)
         if not path.exists():
             _write_atomic(path, data)
-        if key and index is not None:
-            _write_atomic(index, sha.encode())
-            self._known[key] = sha
+        _write_atomic(index, sha.encode())
+        self._known[key] = sha
         return sha, path, len(data)
 
-    def export_file(self, arch: str, fmt: str) -> tuple[str, Path]:
+    def _for(self, conditions: Conditions | None) -> ExportSettings:
+        # Pass-through until ExportSettings.from_conditions lands (#13): the fields ExportSettings has already.
+        if conditions is None:
+            return self.settings
+        return replace(
+            self.settings,
+            batch_size=conditions.batch_size,
+            resolution=conditions.resolution,
+            classes=conditions.classes,
+        )
+
+    def export_file(self, arch: str, fmt: str, conditions: Conditions | None = None) -> tuple[str, Path]:
         """Export to the store without a database (CLI, benchmarks); returns (sha256, path)."""
-        sha, path, _ = self._produce(arch, fmt)
+        sha, path, _ = self._produce(arch, fmt, self._for(conditions))
         return sha, path
 
-    def ensure(self, session: Session, arch: Arch, fmt: str) -> Artifact:
-        """The artifact of ``arch`` in ``fmt`` with this store's settings: exported, on disk and recorded."""
-        wanted = self.settings.to_dict()
+    def ensure(self, session: Session, arch: Arch, fmt: str, conditions: Conditions | None = None) -> Artifact:
+        """The artifact of ``arch`` in ``fmt`` under ``conditions`` (None: this store's settings): exported, on disk
+        and recorded."""
+        settings = self._for(conditions)
+        wanted = settings.to_dict()
         rows = session.scalars(select(Artifact).where(Artifact.arch_id == arch.id, Artifact.format == fmt))
         for row in rows:
             if row.settings == wanted:
                 if not self.path(row.sha256, fmt).exists():
                     self._restore(row)
                 return row
-        sha, _, size = self._produce(arch.arch, fmt)
+        sha, _, size = self._produce(arch.arch, fmt, settings)
         existing = session.get(Artifact, sha)
         if existing is not None:
             return existing

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.domain import queue
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Arch, JobBatch
 from latfarm.services.workers.periodic import PeriodicWorker
@@ -32,19 +33,22 @@ BATCH_SLACK_S = 60.0  # a batch this much older than the last sweep may have bee
 class Exporter(queue.ArtifactSource, Protocol):
     """What exporting needs of ``domain.artifacts.ArtifactStore``."""
 
-    def export_file(self, arch: str, fmt: str) -> tuple[str, Path]:
-        """Export ``arch`` in ``fmt`` to the store; returns (sha256, path)."""
+    def export_file(self, arch: str, fmt: str, conditions: Conditions) -> tuple[str, Path]:
+        """Export ``arch`` in ``fmt`` under ``conditions`` to the store; returns (sha256, path)."""
 
 
-def export_one(sessions: sessionmaker[Session], artifacts: Exporter, arch_id: int, arch: str, fmt: str) -> bool:
-    """Export one model outside any transaction, then record it in a short one. A failure is logged, not raised:
-    the lease tries again and fails the job with the reason. Returns whether the model is exported and recorded."""
+def export_one(sessions: sessionmaker[Session], artifacts: Exporter, pending: queue.PendingExport) -> bool:
+    """Export one model outside any transaction, then record it and mark its waiting jobs in a short one. A failure
+    is logged, not raised: the lease tries again and fails the job with the reason. Returns whether the model is
+    exported and recorded."""
     try:
-        artifacts.export_file(arch, fmt)
+        artifacts.export_file(pending.arch, pending.fmt, pending.conditions)
         with transaction(sessions) as session:
-            artifacts.ensure(session, session.get_one(Arch, arch_id), fmt)
+            arch = session.get_one(Arch, pending.arch_id)
+            artifact = artifacts.ensure(session, arch, pending.fmt, pending.conditions)
+            queue.assign_artifact(session, pending, artifact.sha256)
     except Exception as err:  # noqa: BLE001
-        log.warning("export of %s (%s) failed: %s", arch, fmt, err)
+        log.warning("export of %s (%s, %s) failed: %s", pending.arch, pending.fmt, pending.conditions.key, err)
         return False
     return True
 
@@ -70,7 +74,7 @@ class ExportWorker(PeriodicWorker):
         super().__init__("export-worker", poll_s, tick_at_start=True)
         self._sessions, self._read_sessions, self._artifacts = sessions, read_sessions, artifacts
         self._chunk = chunk
-        self._retry_at: dict[tuple[int, str], float] = {}  # (arch id, format) that failed -> when to try again
+        self._retry_at: dict[tuple[int, str, str], float] = {}  # (arch id, format, conditions key) that failed -> when
         self._swept_at: tuple[datetime, float] | None = None  # when the last sweep started: UTC, monotonic
 
     def run_once(self) -> int:
@@ -81,20 +85,19 @@ class ExportWorker(PeriodicWorker):
         after, exported = None, 0
         while not self.stopping.is_set():
             with self._read_sessions() as session:
-                rows = queue.unexported_jobs(session, self._chunk, after=after)
-                todo = dict.fromkeys((arch.id, arch.arch, fmt) for arch, fmt, *_ in rows)
-            if not rows:
+                todo, after = queue.unexported_jobs(session, self._chunk, after=after)
+            if after is None:
                 break
-            after = rows[-1][2:]
-            for arch_id, arch, fmt in todo:
+            for pending in todo:
                 if self.stopping.is_set():
                     break
-                if (arch_id, fmt) in self._retry_at:
+                key = (pending.arch_id, pending.fmt, pending.conditions.key)
+                if key in self._retry_at:
                     continue
-                if export_one(self._sessions, self._artifacts, arch_id, arch, fmt):
+                if export_one(self._sessions, self._artifacts, pending):
                     exported += 1
                 else:
-                    self._retry_at[arch_id, fmt] = time.monotonic() + RETRY_FAILED_S
+                    self._retry_at[key] = time.monotonic() + RETRY_FAILED_S
         return exported
 
     def due(self) -> bool:

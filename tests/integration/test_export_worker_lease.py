@@ -21,9 +21,9 @@ class CountingArtifactStore(ArtifactStore):
 
     calls = 0
 
-    def export_file(self, arch: str, fmt: str):
+    def export_file(self, arch: str, fmt: str, conditions=None):
         self.calls += 1
-        return super().export_file(arch, fmt)
+        return super().export_file(arch, fmt, conditions)
 
 
 @pytest.fixture(scope="module")
