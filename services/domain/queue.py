@@ -275,8 +275,8 @@ def unexported_jobs(
 
 def assign_artifact(session: Session, model: PendingExport, sha256: str) -> int:
     """Record the exported artifact of ``model`` on every queued job still without one that waits for it (same
-    arch, format and conditions; any device): the export worker's mark, so a job is exported once. Returns how many
-    jobs it marked."""
+    arch, format and conditions; any device): the export worker's mark, so a job is exported once. Jobs a lease
+    holds locked are skipped (the lease records their artifact itself). Returns how many jobs it marked."""
     waiting = session.execute(
         select(Job.id, JobBatch.conditions)
         .join(JobBatch, JobBatch.id == Job.batch_id)
@@ -286,6 +286,8 @@ def assign_artifact(session: Session, model: PendingExport, sha256: str) -> int:
             Job.state == JobState.queued,
             Job.artifact_sha256.is_(None),
         )
+        .order_by(Job.id)
+        .with_for_update(skip_locked=True, of=Job)
     )
     ids = [job_id for job_id, conditions in waiting if Conditions.from_dict(conditions) == model.conditions]
     if ids:

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import grpc
 import onnx
 import pytest
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import delete, select
 
@@ -202,6 +203,7 @@ def test_lease_fetch_heartbeat_report_release(farm):
     first, second, third = leased.jobs
     assert {j.arch for j in leased.jobs} == set(ARCHS[:3])
     assert (first.space, first.format, first.attempt, list(first.input_shape)) == ("nb201", "onnx", 1, INPUT_SHAPE)
+    assert json_format.MessageToDict(first.conditions, preserving_proto_field_name=True) == DEFAULT.to_dict()
 
     data = b"".join(
         c.data
