@@ -1,7 +1,9 @@
 """The export worker: exports the models of queued jobs in the background, so agents rarely wait for them.
 
 Every server replica may run one: exports are deterministic and content-addressed, and recording an artifact that
-another replica recorded meanwhile returns that row. ``LeaseJobs`` still exports what the worker has not reached.
+another replica recorded meanwhile returns that row. A model is one arch in one format under one batch's
+conditions; once exported, its artifact is recorded on the queued jobs waiting for it (``queue.assign_artifact``),
+which marks them done for the worker. ``LeaseJobs`` still exports what the worker has not reached.
 """
 
 from __future__ import annotations
