@@ -140,11 +140,15 @@ class Client:
         fmt: str = "onnx",
         space: str = "nb201",
         protocol: dict | None = None,
+        conditions: dict | None = None,
     ) -> str:
-        """Queue measurements; returns the batch id. ``protocol`` overrides the agents' options (e.g. ``rounds``)."""
+        """Queue measurements; returns the batch id. ``protocol`` overrides the agents' options (e.g. ``rounds``),
+        ``conditions`` the device's measurement conditions (``batch_size``, ``precision``, ``graph``)."""
         body: dict[str, Any] = {"device": device, "space": space, "format": fmt, "archs": list(archs)}
         if protocol is not None:
             body["protocol"] = protocol
+        if conditions is not None:
+            body["conditions"] = conditions
         return self._json("POST", "/v1/jobs", json=body)["id"]
 
     def job(self, batch_id: str, items: bool = False) -> dict:
@@ -161,17 +165,21 @@ class Client:
         poll_s: float = 1.0,
         protocol: dict | None = None,
         on_progress: Callable[[dict], None] | None = None,
+        conditions: dict | None = None,
     ) -> dict:
         """Queue measurements and, with ``wait``, block until every job is done or failed (``on_progress`` gets
         each poll's counts).
 
         ``protocol`` sets how agents measure these jobs (``warmup_runs``, ``runs_per_round``, ``rounds``,
-        ``threads``, ``timeout_s``, ``statistic``); omitted fields keep each agent's options.
+        ``threads``, ``timeout_s``, ``statistic``); omitted fields keep each agent's options. ``conditions`` sets
+        what is measured (``batch_size``, ``precision``: fp32 | fp16 | int8, ``graph``: reference | pruned); omitted
+        fields keep the device's (its batch size and precision, the reference graph).
 
         Returns the batch (``id`` and counts); when waited for, ``items`` lists each arch with ``state`` and
-        ``latency_ms``. Raises ``TimeoutError`` when jobs are still pending after ``timeout`` seconds.
+        ``latency_ms``, and ``conditions`` says what they were measured under. Raises ``TimeoutError`` when jobs
+        are still pending after ``timeout`` seconds.
         """
-        batch_id = self.submit(device, archs, fmt=fmt, protocol=protocol)
+        batch_id = self.submit(device, archs, fmt=fmt, protocol=protocol, conditions=conditions)
         if not wait:
             return self.job(batch_id)
         deadline = time.monotonic() + timeout

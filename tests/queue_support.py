@@ -20,6 +20,7 @@ from latfarm.services.store.models import Agent, Arch, Artifact, Device
 
 ARCHS = [nb201.to_string(ops) for ops in list(nb201.enumerate_archs())[:12]]
 INPUT_SHAPE = [1, 3, 32, 32]
+DEFAULT = Conditions()  # a new device's conditions: batch 1, fp32, reference graph
 
 
 class TinyArtifactStore:
@@ -31,22 +32,26 @@ class TinyArtifactStore:
         self.fail_archs = fail_archs
         root.mkdir(parents=True, exist_ok=True)
 
-    def export_file(self, arch: str, fmt: str, conditions: Conditions) -> tuple[str, Path]:
+    def export_file(self, arch: str, fmt: str, conditions: Conditions = DEFAULT) -> tuple[str, Path]:
         if arch in self.fail_archs:
             raise RuntimeError(f"cannot export {arch}")
-        data = self.model_bytes(nb201.official_index(nb201.parse(arch)), fmt)
+        data = self.model_bytes(nb201.official_index(nb201.parse(arch)), fmt, list(conditions.input_shape))
         sha = hashlib.sha256(data).hexdigest()
         (self.root / sha).write_bytes(data)
         return sha, self.root / sha
 
-    def ensure(self, session, arch: Arch, fmt: str, conditions: Conditions) -> Artifact:
+    def ensure(self, session, arch: Arch, fmt: str, conditions: Conditions = DEFAULT) -> Artifact:
         sha, path = self.export_file(arch.arch, fmt, conditions)
         data = path.read_bytes()
         artifact = session.get(Artifact, sha)
         if artifact is not None:
             return artifact
         artifact = Artifact(
-            sha256=sha, arch_id=arch.id, format=fmt, settings={"input_shape": INPUT_SHAPE}, size_bytes=len(data)
+            sha256=sha,
+            arch_id=arch.id,
+            format=fmt,
+            settings={"input_shape": list(conditions.input_shape), **conditions.to_dict()},
+            size_bytes=len(data),
         )
         try:
             with session.begin_nested():  # another replica may record it at the same time
@@ -61,11 +66,11 @@ class TinyArtifactStore:
             return None
         return path.open("rb")
 
-    def model_bytes(self, seed: int, fmt: str) -> bytes:
-        """The serialized ONNX ``y = x + seed`` model (``fmt`` only names the graph)."""
-        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, INPUT_SHAPE)
-        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, INPUT_SHAPE)
-        c = numpy_helper.from_array(np.full(INPUT_SHAPE, float(seed), dtype=np.float32), "c")
+    def model_bytes(self, seed: int, fmt: str, shape: list[int] = INPUT_SHAPE) -> bytes:
+        """The serialized ONNX ``y = x + seed`` model on ``shape`` (NCHW; ``fmt`` only names the graph)."""
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
+        c = numpy_helper.from_array(np.full(shape, float(seed), dtype=np.float32), "c")
         inits = [c]
         if self.extra_floats:
             pad = np.random.default_rng(seed).standard_normal(self.extra_floats).astype(np.float32)
@@ -92,9 +97,10 @@ def make_agent(sessions, device_id: int) -> str:
         return agent.id
 
 
-def submit(sessions, device_id: int, archs=ARCHS, fmt: str = "onnx") -> str:
+def submit(sessions, device_id: int, archs=ARCHS, fmt: str = "onnx", conditions: Conditions = DEFAULT) -> str:
     with transaction(sessions) as s:
-        return queue.submit_batch(s, s.get(Device, device_id), archs, fmt=fmt, requested_by="tester").id
+        device = s.get(Device, device_id)
+        return queue.submit_batch(s, device, archs, fmt=fmt, requested_by="tester", conditions=conditions).id
 
 
 def lease(sessions, agent_id, store, *, max_jobs=4, formats=("onnx",), lease_seconds=30, now=None, max_attempts=3):

@@ -93,8 +93,21 @@ class MeasureProtocol(Strict):
     statistic: Literal["min", "median"] | None = Field(None, description="The headline latency: fastest run or median.")
 
 
+class ConditionsRequest(Strict):
+    """A job's overrides of its device's measurement conditions; each field left out keeps the device's value.
+
+    Values are checked by ``domain.conditions.Conditions`` (422 naming the field)."""
+
+    batch_size: int | None = Field(None, description="Images per inference; default: the device's batch size.")
+    precision: str | None = Field(None, description="fp32 | fp16 | int8; default: the device's precision.")
+    graph: str | None = Field(
+        None, description="reference (the benchmark's network, the default) | pruned (ops without effect removed)."
+    )
+
+
 class JobCreate(Strict):
-    """A batch of measurement jobs: archs to measure on a device, in one format, with optional protocol overrides."""
+    """A batch of measurement jobs: archs to measure on a device, in one format, with optional protocol and
+    conditions overrides."""
 
     device: str = Field(min_length=1)
     space: str = nb201.SPACE
@@ -102,6 +115,9 @@ class JobCreate(Strict):
     archs: list[Arch] = Field(min_length=1, description=f"Arch strings or NB201 indices, at most {MAX_ARCHS}.")
     protocol: MeasureProtocol | None = Field(
         None, description="Overrides the agents' measurement options for these jobs."
+    )
+    conditions: ConditionsRequest | None = Field(
+        None, description="Overrides the device's measurement conditions (batch size, precision, graph)."
     )
 
 
@@ -133,6 +149,11 @@ class JobProgress(BaseModel):
     done: int
     failed: int
     protocol: dict = Field(default_factory=dict, description="The request's protocol; {} = the agents' options.")
+    conditions: dict = Field(
+        default_factory=dict,
+        description="What its jobs are measured under (space, resolution, classes, batch_size, "
+        "precision, graph): the device's defaults with the request's overrides.",
+    )
     items: list[JobItem] | None = None
 
 

@@ -47,6 +47,9 @@ def measure(
     runs: int = typer.Option(None, "--runs", min=1, help="Timed runs per round."),
     warmup: int = typer.Option(None, "--warmup", min=0, help="Untimed runs per model per round."),
     statistic: str = typer.Option(None, "--statistic", help="Headline figure: min or median."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Images per inference (default: the device's)."),
+    precision: str = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the device's)."),
+    graph: str = typer.Option(None, "--graph", help="reference (default) or pruned: the exported network's variant."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
     timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most."),
     out: Path = typer.Option(None, "--out", help="Write the results as CSV here."),
@@ -66,9 +69,11 @@ def measure(
         raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
     settings = {"rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "statistic": statistic}
     protocol = {name: value for name, value in settings.items() if value is not None} or None
+    overrides = {"batch_size": batch_size, "precision": precision, "graph": graph}
+    conditions = {name: value for name, value in overrides.items() if value is not None} or None
     try:
         with _client(server, key) as client:
-            result = _measure_with_progress(client, device, chosen, fmt, wait, timeout, protocol)
+            result = _measure_with_progress(client, device, chosen, fmt, wait, timeout, protocol, conditions)
     except (LatfarmError, TimeoutError) as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if not wait:
@@ -107,11 +112,11 @@ def read_archs(path: Path) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
-def _measure_with_progress(client, device, archs, fmt, wait, timeout, protocol) -> dict:
+def _measure_with_progress(client, device, archs, fmt, wait, timeout, protocol, conditions) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if not wait:
-        return client.measure(device, archs, fmt=fmt, wait=False, protocol=protocol)
+        return client.measure(device, archs, fmt=fmt, wait=False, protocol=protocol, conditions=conditions)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task(f"measuring on {device}", total=len(archs))
@@ -119,7 +124,9 @@ def _measure_with_progress(client, device, archs, fmt, wait, timeout, protocol) 
         def show(progress: dict) -> None:
             bar.update(task, completed=progress["done"] + progress["failed"])
 
-        return client.measure(device, archs, fmt=fmt, timeout=timeout, protocol=protocol, on_progress=show)
+        return client.measure(
+            device, archs, fmt=fmt, timeout=timeout, protocol=protocol, conditions=conditions, on_progress=show
+        )
 
 
 def adapt(

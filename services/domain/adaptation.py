@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from latfarm.predictor import nb201
 from latfarm.services.core.errors import Conflict, InvalidArgument
 from latfarm.services.domain import queue
+from latfarm.services.domain.conditions import device_conditions
 from latfarm.services.domain.predictions import agent_latency, device_statistic
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import (
@@ -73,7 +74,10 @@ def start(
         )
     indices = [int(i) for i in predictor.select_samples(samples, seed=seed)]
     archs = [nb201.to_string(nb201.from_official_index(i)) for i in indices]
-    batch = queue.submit_batch(session, device, archs, space=nb201.SPACE, fmt=fmt, requested_by=requested_by)
+    conditions = device_conditions(device.batch_size, device.precision)
+    batch = queue.submit_batch(
+        session, device, archs, space=nb201.SPACE, fmt=fmt, requested_by=requested_by, conditions=conditions
+    )
     adaptation = Adaptation(
         device_id=device.id,
         samples=samples,

@@ -10,12 +10,12 @@ writes are guarded by the job's state as well.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, CursorResult, and_, func, insert, select, tuple_, update
+from sqlalchemy import CursorResult, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
@@ -47,7 +47,8 @@ class QueueError(InvalidArgument):
 
 
 class ArtifactSource(Protocol):
-    """What leasing needs of the artifact store: the artifact of an arch in a format, exported if needed."""
+    """What leasing needs of the artifact store: the artifact of an arch in a format under some conditions, exported
+    if needed."""
 
     def ensure(self, session: Session, arch: Arch, fmt: str, conditions: Conditions) -> Artifact:
         """The recorded artifact of ``arch`` in ``fmt`` under ``conditions``, exported and recorded first if
@@ -73,11 +74,15 @@ def submit_batch(
     fmt: str = "onnx",
     requested_by: str | None = None,
     protocol: dict | None = None,
+    conditions: Conditions,
 ) -> JobBatch:
-    """Queue one job per distinct arch for ``device``; nothing is written when any arch is invalid.
+    """Queue one job per distinct arch for ``device``, measured under ``conditions`` (the device's defaults with the
+    request's overrides: ``device_conditions(...).merged(...)``); nothing is written when any arch is invalid.
 
     ``protocol`` (``MeasureSettings`` fields) overrides the agents' measurement options for these jobs.
     """
+    if conditions.space != space:
+        raise QueueError(f"conditions are for space {conditions.space!r}, the archs for {space!r}", field="space")
     if fmt not in FORMATS:
         raise QueueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if isinstance(archs, str) or not archs:
@@ -88,7 +93,14 @@ def submit_batch(
         arch_ids = ensure_archs(session, archs, space)
     except nb201.ArchError as err:
         raise QueueError(str(err)) from err
-    batch = JobBatch(device_id=device.id, space=space, format=fmt, requested_by=requested_by, protocol=protocol or {})
+    batch = JobBatch(
+        device_id=device.id,
+        space=space,
+        format=fmt,
+        requested_by=requested_by,
+        protocol=protocol or {},
+        conditions=conditions.to_dict(),
+    )
     session.add(batch)
     session.flush()
     now = utcnow()
@@ -132,6 +144,7 @@ def batch_progress(session: Session, batch_id: str) -> dict | None:
         "space": batch.space,
         "format": batch.format,
         "protocol": batch.protocol or {},
+        "conditions": batch.conditions,
         "total": sum(by_state.values()),
         **by_state,
         "created_at": as_utc(batch.created_at),
@@ -204,17 +217,24 @@ def lease(
     return leased
 
 
-def _unexported() -> ColumnElement[bool]:
-    """A job's model is not exported yet: the job has no artifact and its (arch, format) no ``Artifact`` row."""
-    recorded = select(Artifact.sha256).where(Artifact.arch_id == Job.arch_id, Artifact.format == Job.format)
-    return and_(Job.artifact_sha256.is_(None), ~recorded.exists())
+@dataclass(frozen=True)
+class PendingExport:
+    """One model to export: an arch in a format under some conditions."""
+
+    arch_id: int
+    arch: str
+    fmt: str
+    conditions: Conditions
 
 
-def pending_artifacts(
-    session: Session, device_id: int, formats: Sequence[str], limit: int
-) -> list[tuple[Arch, str, Conditions]]:
-    """(arch, format, batch conditions) of the next ``limit`` queued jobs of a device (the next lease) whose model
-    is not exported yet.
+def _pending(rows: Iterable[tuple[Arch, str, dict]]) -> list[PendingExport]:
+    """Rows of (arch, format, batch conditions) as distinct models, in first-seen order."""
+    models = (PendingExport(arch.id, arch.arch, fmt, Conditions.from_dict(c)) for arch, fmt, c in rows)
+    return list(dict.fromkeys(models))
+
+
+def pending_artifacts(session: Session, device_id: int, formats: Sequence[str], limit: int) -> list[PendingExport]:
+    """The models of the next ``limit`` queued jobs of a device (the next lease) that are not exported yet.
 
     Exporting these first, outside the lease transaction, keeps that transaction (and SQLite's one writer) short.
     """
@@ -228,27 +248,56 @@ def pending_artifacts(
         select(Arch, Job.format, JobBatch.conditions)
         .join(Arch, Arch.id == Job.arch_id)
         .join(JobBatch, JobBatch.id == Job.batch_id)
-        .where(Job.id.in_(upcoming.scalar_subquery()), _unexported())
+        .where(Job.id.in_(upcoming.scalar_subquery()), Job.artifact_sha256.is_(None))
         .order_by(Job.created_at, Job.id)
     )
-    return list(dict.fromkeys((arch, fmt, Conditions.from_dict(cond)) for arch, fmt, cond in rows))
+    return _pending(rows)
 
 
 def unexported_jobs(
     session: Session, limit: int, after: tuple[datetime, str] | None = None
-) -> list[tuple[Arch, str, Conditions, datetime, str]]:
-    """(arch, format, batch conditions, created_at, job id) of queued jobs of all devices whose model is not
-    exported yet, oldest first, after the job key ``after`` (``(created_at, id)``: pages through the queue)."""
+) -> tuple[list[PendingExport], tuple[datetime, str] | None]:
+    """The models of the next ``limit`` queued jobs of all devices that are not exported yet, oldest job first,
+    after the job key ``after`` (``(created_at, id)``), and the key of the last job read (None when none: pages
+    through the queue)."""
     query = (
-        select(Arch, Job.format, JobBatch.conditions, Job.created_at, Job.id)
+        select(Arch, Job.format, JobBatch.conditions, Job.id, Job.created_at)
         .join(Arch, Arch.id == Job.arch_id)
         .join(JobBatch, JobBatch.id == Job.batch_id)
-        .where(Job.state == JobState.queued, _unexported())
+        .where(Job.state == JobState.queued, Job.artifact_sha256.is_(None))
     )
     if after is not None:
         query = query.where(tuple_(Job.created_at, Job.id) > tuple_(*after))
-    rows = session.execute(query.order_by(Job.created_at, Job.id).limit(limit))
-    return [(arch, fmt, Conditions.from_dict(cond), created_at, job_id) for arch, fmt, cond, created_at, job_id in rows]
+    rows = session.execute(query.order_by(Job.created_at, Job.id).limit(limit)).all()
+    last = (rows[-1][4], rows[-1][3]) if rows else None
+    return _pending(row[:3] for row in rows), last
+
+
+def assign_artifact(session: Session, model: PendingExport, sha256: str) -> int:
+    """Record the exported artifact of ``model`` on every queued job still without one that waits for it (same
+    arch, format and conditions; any device): the export worker's mark, so a job is exported once. Jobs a lease
+    holds locked are skipped (the lease records their artifact itself). Returns how many jobs it marked."""
+    waiting = session.execute(
+        select(Job.id, JobBatch.conditions)
+        .join(JobBatch, JobBatch.id == Job.batch_id)
+        .where(
+            Job.arch_id == model.arch_id,
+            Job.format == model.fmt,
+            Job.state == JobState.queued,
+            Job.artifact_sha256.is_(None),
+        )
+        .order_by(Job.id)
+        .with_for_update(skip_locked=True, of=Job)
+    )
+    ids = [job_id for job_id, conditions in waiting if Conditions.from_dict(conditions) == model.conditions]
+    if ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(ids), Job.state == JobState.queued, Job.artifact_sha256.is_(None))
+            .values(artifact_sha256=sha256)
+            .execution_options(synchronize_session=False)
+        )
+    return len(ids)
 
 
 def heartbeat(

@@ -15,6 +15,7 @@ from typing import Any
 
 from latfarm.proto.v1.names import STATISTICS
 from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.models import Agent, Job, Measurement, Source
 
 # The figures a measurement stores as its agent reported them, in the order every view lists them after the
@@ -94,7 +95,8 @@ def attributes(source: object, names: Iterable[str]) -> dict[str, Any]:
 
 
 def to_measurement(job: Job, agent: Agent, result: ReportedResult, provenance: dict) -> Measurement:
-    """The ``Measurement`` row of an ok result of ``job``, measured by ``agent``."""
+    """The ``Measurement`` row of an ok result of ``job``, measured by ``agent`` under its batch's conditions."""
+    conditions = Conditions.from_dict(job.batch.conditions)
     protocol = dict(result.settings)
     protocol["affinity"] = list(result.affinity)
     if result.round_spread is not None:
@@ -108,6 +110,8 @@ def to_measurement(job: Job, agent: Agent, result: ReportedResult, provenance: d
         job_id=job.id,
         artifact_sha256=result.artifact_sha256 or job.artifact_sha256,
         protocol=protocol,
+        conditions=conditions.to_dict(),
+        conditions_key=conditions.key,
         latency_ms=latency_ms,
         round_medians_ms=list(result.round_medians_ms),
         provenance=dict(provenance),

@@ -24,6 +24,7 @@ from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import queue
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, attributes
 from latfarm.services.infra.wakeups import LocalNotifier
@@ -221,15 +222,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         agent gets work sooner).
         """
         with self.read_sessions() as session:
-            pending = [
-                (a.id, a.arch, fmt, conditions)
-                for a, fmt, conditions in queue.pending_artifacts(session, device_id, formats, max_jobs)
-            ]
+            pending = queue.pending_artifacts(session, device_id, formats, max_jobs)
         started = time.monotonic()
-        for done, (arch_id, arch, fmt, conditions) in enumerate(pending):
+        for done, model in enumerate(pending):
             if done and (time.monotonic() - started > PREPARE_BUDGET_S or not context.is_active()):
                 return done
-            export_one(self.sessions, self.artifacts, arch_id, arch, fmt, conditions)
+            export_one(self.sessions, self.artifacts, model)
         return max_jobs
 
     @translate_errors
@@ -320,9 +318,11 @@ def _check_ids(job_ids) -> None:
 
 
 def _job_message(session: Session, job: Job) -> agent_pb2.Job:
-    """The leased job as an agent sees it; ``job.batch`` loads once per distinct batch (the identity map)."""
+    """The leased job as an agent sees it, with the conditions its artifact was exported under and their input
+    shape (NCHW); ``job.batch`` loads once per distinct batch (the identity map)."""
     artifact = session.get(Artifact, job.artifact_sha256)
     assert artifact is not None, "queue.lease hands out only jobs with an exported artifact"
+    conditions = Conditions.from_dict(job.batch.conditions)
     return agent_pb2.Job(
         job_id=job.id,
         space=job.arch.space,
@@ -331,18 +331,10 @@ def _job_message(session: Session, job: Job) -> agent_pb2.Job:
         artifact_sha256=artifact.sha256,
         artifact_size=artifact.size_bytes,
         attempt=job.attempts,
-        input_shape=_input_shape(artifact.settings or {}),
+        input_shape=list(conditions.input_shape),
         settings=agent_pb2.MeasureSettings(**job.batch.protocol),
+        conditions=agent_pb2.Conditions(**conditions.to_dict()),
     )
-
-
-def _input_shape(settings: dict) -> list[int]:
-    if "input_shape" in settings:
-        return [int(n) for n in settings["input_shape"]]
-    if "resolution" in settings:
-        side = int(settings["resolution"])
-        return [int(settings.get("batch_size", 1)), 3, side, side]  # RGB; "channels" is the network width
-    return []
 
 
 def reported_result(result: agent_pb2.Result) -> ReportedResult:

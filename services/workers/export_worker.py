@@ -1,7 +1,9 @@
 """The export worker: exports the models of queued jobs in the background, so agents rarely wait for them.
 
 Every server replica may run one: exports are deterministic and content-addressed, and recording an artifact that
-another replica recorded meanwhile returns that row. ``LeaseJobs`` still exports what the worker has not reached.
+another replica recorded meanwhile returns that row. A model is one arch in one format under one batch's
+conditions; once exported, its artifact is recorded on the queued jobs waiting for it (``queue.assign_artifact``),
+which marks them done for the worker. ``LeaseJobs`` still exports what the worker has not reached.
 """
 
 from __future__ import annotations
@@ -37,17 +39,18 @@ class Exporter(queue.ArtifactSource, Protocol):
         """Export ``arch`` in ``fmt`` under ``conditions`` to the store; returns (sha256, path)."""
 
 
-def export_one(
-    sessions: sessionmaker[Session], artifacts: Exporter, arch_id: int, arch: str, fmt: str, conditions: Conditions
-) -> bool:
-    """Export one model outside any transaction, then record it in a short one. A failure is logged, not raised:
-    the lease tries again and fails the job with the reason. Returns whether the model is exported and recorded."""
+def export_one(sessions: sessionmaker[Session], artifacts: Exporter, pending: queue.PendingExport) -> bool:
+    """Export one model outside any transaction, then record it and mark its waiting jobs in a short one. A failure
+    is logged, not raised: the lease tries again and fails the job with the reason. Returns whether the model is
+    exported and recorded."""
     try:
-        artifacts.export_file(arch, fmt, conditions)
+        artifacts.export_file(pending.arch, pending.fmt, pending.conditions)
         with transaction(sessions) as session:
-            artifacts.ensure(session, session.get_one(Arch, arch_id), fmt, conditions)
+            arch = session.get_one(Arch, pending.arch_id)
+            artifact = artifacts.ensure(session, arch, pending.fmt, pending.conditions)
+            queue.assign_artifact(session, pending, artifact.sha256)
     except Exception as err:  # noqa: BLE001
-        log.warning("export of %s (%s) failed: %s", arch, fmt, err)
+        log.warning("export of %s (%s, %s) failed: %s", pending.arch, pending.fmt, pending.conditions.key, err)
         return False
     return True
 
@@ -73,7 +76,7 @@ class ExportWorker(PeriodicWorker):
         super().__init__("export-worker", poll_s, tick_at_start=True)
         self._sessions, self._read_sessions, self._artifacts = sessions, read_sessions, artifacts
         self._chunk = chunk
-        self._retry_at: dict[tuple[int, str], float] = {}  # (arch id, format) that failed -> when to try again
+        self._retry_at: dict[tuple[int, str, str], float] = {}  # (arch id, format, conditions key) that failed -> when
         self._swept_at: tuple[datetime, float] | None = None  # when the last sweep started: UTC, monotonic
 
     def run_once(self) -> int:
@@ -84,20 +87,19 @@ class ExportWorker(PeriodicWorker):
         after, exported = None, 0
         while not self.stopping.is_set():
             with self._read_sessions() as session:
-                rows = queue.unexported_jobs(session, self._chunk, after=after)
-                todo = dict.fromkeys((arch.id, arch.arch, fmt, conditions) for arch, fmt, conditions, *_ in rows)
-            if not rows:
+                todo, after = queue.unexported_jobs(session, self._chunk, after=after)
+            if after is None:
                 break
-            after = rows[-1][3:]
-            for arch_id, arch, fmt, conditions in todo:
+            for pending in todo:
                 if self.stopping.is_set():
                     break
-                if (arch_id, fmt) in self._retry_at:
+                key = (pending.arch_id, pending.fmt, pending.conditions.key)
+                if key in self._retry_at:
                     continue
-                if export_one(self._sessions, self._artifacts, arch_id, arch, fmt, conditions):
+                if export_one(self._sessions, self._artifacts, pending):
                     exported += 1
                 else:
-                    self._retry_at[arch_id, fmt] = time.monotonic() + RETRY_FAILED_S
+                    self._retry_at[key] = time.monotonic() + RETRY_FAILED_S
         return exported
 
     def due(self) -> bool:

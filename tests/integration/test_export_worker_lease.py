@@ -21,7 +21,7 @@ class CountingArtifactStore(ArtifactStore):
 
     calls = 0
 
-    def export_file(self, arch: str, fmt: str, conditions):
+    def export_file(self, arch: str, fmt: str, conditions=None):
         self.calls += 1
         return super().export_file(arch, fmt, conditions)
 

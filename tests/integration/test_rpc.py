@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import grpc
 import onnx
 import pytest
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import delete, select
 
@@ -32,7 +33,7 @@ from latfarm.services.rpc.servicer import max_waiting
 from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker, transaction
 from latfarm.services.store.models import Agent, Base, Device, Enrollment, Job, JobState, Measurement
 from latfarm.services.workers.lease_sweeper import LeaseSweeper
-from tests.queue_support import ARCHS, INPUT_SHAPE, TinyArtifactStore
+from tests.queue_support import ARCHS, DEFAULT, INPUT_SHAPE, TinyArtifactStore
 
 BIG_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 DESCRIPTOR = agent_pb2.DeviceDescriptor(
@@ -100,7 +101,8 @@ def register(farm, name="pi-agent") -> tuple[str, list[tuple[str, str]]]:
 
 def submit(farm, archs=ARCHS[:3], protocol: dict | None = None) -> str:
     with transaction(farm.sessions) as s:
-        batch_id = queue.submit_batch(s, s.get(Device, farm.device_id), archs, protocol=protocol).id
+        device = s.get(Device, farm.device_id)
+        batch_id = queue.submit_batch(s, device, archs, protocol=protocol, conditions=DEFAULT).id
     farm.notifier.notify(farm.device_id)
     return batch_id
 
@@ -201,6 +203,7 @@ def test_lease_fetch_heartbeat_report_release(farm):
     first, second, third = leased.jobs
     assert {j.arch for j in leased.jobs} == set(ARCHS[:3])
     assert (first.space, first.format, first.attempt, list(first.input_shape)) == ("nb201", "onnx", 1, INPUT_SHAPE)
+    assert json_format.MessageToDict(first.conditions, preserving_proto_field_name=True) == DEFAULT.to_dict()
 
     data = b"".join(
         c.data
@@ -364,7 +367,7 @@ def test_long_poll_wakes_when_a_batch_arrives(sessions, artifacts, request, shar
             time.sleep(0.5)
             assert not waiting.done()
             with transaction(sessions) as s:
-                queue.submit_batch(s, s.get(Device, farm.device_id), ARCHS[:2])
+                queue.submit_batch(s, s.get(Device, farm.device_id), ARCHS[:2], conditions=DEFAULT)
             announcer.notify(farm.device_id)
             reply = waiting.result(timeout=15)
         assert len(reply.jobs) == 2 and time.monotonic() - start < 4.5
@@ -413,7 +416,7 @@ def test_two_replicas_serve_the_same_agents_without_double_leasing(pg_url, redis
         assert b.stub.Heartbeat(agent_pb2.HeartbeatRequest(state="idle"), metadata=md, timeout=10).heartbeat_interval_s
         archs = [nb201.to_string(ops) for ops in list(nb201.enumerate_archs())[:40]]
         with transaction(b.sessions) as s:
-            queue.submit_batch(s, s.get(Device, b.device_id), archs)
+            queue.submit_batch(s, s.get(Device, b.device_id), archs, conditions=DEFAULT)
 
         def drain(stub) -> list[str]:
             got = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.models import Job, JobBatch
 from tests.api_support import ADMIN, add_device, arch
 
@@ -55,6 +56,25 @@ def test_protocol_is_stored_and_shown(api, keys):
         assert session.get(JobBatch, full.json()["id"]).protocol == protocol
 
 
+def test_conditions_are_the_devices_with_the_requests_overrides(api, keys):
+    add_device(api, "gpu-b4", batch_size=4, precision="fp16")
+    plain = api.post("/v1/jobs", json={"device": "gpu-b4", "archs": [1]}, headers=keys["client"])
+    assert plain.status_code == 201, plain.text
+    body = {"device": "gpu-b4", "archs": [2], "conditions": {"batch_size": 8, "graph": "pruned"}}
+    override = api.post("/v1/jobs", json=body, headers=keys["client"])
+    assert override.status_code == 201, override.text
+    device_default = Conditions(batch_size=4, precision="fp16")
+    expected = {
+        plain.json()["id"]: device_default.to_dict(),
+        override.json()["id"]: Conditions(batch_size=8, precision="fp16", graph="pruned").to_dict(),
+    }
+    for batch_id, conditions in expected.items():
+        shown = api.get(f"/v1/jobs/{batch_id}", headers=keys["client"]).json()
+        assert shown["conditions"] == conditions
+        with api.app.state.sessions() as session:
+            assert session.get(JobBatch, batch_id).conditions == conditions
+
+
 def test_bad_requests_store_nothing(api, keys):
     add_device(api, "dev1")
     good = arch(1)
@@ -75,6 +95,13 @@ def test_bad_requests_store_nothing(api, keys):
         ({"device": "dev1", "archs": [good], "protocol": {"rounds": "3x"}}, 422, "protocol.rounds"),
         ({"device": "dev1", "archs": [good], "protocol": {"affinity": [1]}}, 422, "protocol.affinity"),
         ({"device": "dev1", "archs": [good], "protocol": []}, 422, "protocol"),
+        ({"device": "dev1", "archs": [good], "conditions": {"batch_size": 0}}, 422, "batch_size"),
+        ({"device": "dev1", "archs": [good], "conditions": {"batch_size": 1025}}, 422, "batch_size"),
+        ({"device": "dev1", "archs": [good], "conditions": {"batch_size": "four"}}, 422, "batch_size"),
+        ({"device": "dev1", "archs": [good], "conditions": {"precision": "bf16"}}, 422, "precision"),
+        ({"device": "dev1", "archs": [good], "conditions": {"graph": "fused"}}, 422, "graph"),
+        ({"device": "dev1", "archs": [good], "conditions": {"resolution": 64}}, 422, "resolution"),
+        ({"device": "dev1", "archs": [good], "conditions": []}, 422, "conditions"),
         ({"device": "nope", "archs": [good]}, 404, "nope"),
         ({"device": "dev1", "archs": [good] * 15626}, 413, "15625"),
     ]

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from latfarm.services.store.db import make_read_sessionmaker, transaction
 from latfarm.services.store.models import Arch, Artifact, Job, JobState
 from latfarm.services.workers.export_worker import ExportWorker
-from tests.queue_support import ARCHS, TinyArtifactStore, make_device, submit
+from tests.queue_support import ARCHS, DEFAULT, TinyArtifactStore, make_device, submit
 
 
 class CountingStore(TinyArtifactStore):
@@ -23,7 +23,7 @@ class CountingStore(TinyArtifactStore):
         super().__init__(*args, **kwargs)
         self.calls: Counter[tuple[str, str]] = Counter()
 
-    def export_file(self, arch: str, fmt: str, conditions):
+    def export_file(self, arch: str, fmt: str, conditions=None):
         self.calls[arch, fmt] += 1
         return super().export_file(arch, fmt, conditions)
 
@@ -71,7 +71,9 @@ def test_failing_export_is_logged_and_skipped(sessions, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="latfarm.services.workers.export_worker"):
         assert export_worker.run_once() == 3
     assert recorded(sessions) == Counter((arch, "onnx") for arch in ARCHS[1:4])
-    assert [r.getMessage() for r in caplog.records] == [f"export of {ARCHS[0]} (onnx) failed: cannot export {ARCHS[0]}"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"export of {ARCHS[0]} (onnx, {DEFAULT.key}) failed: cannot export {ARCHS[0]}"
+    ]
     store.calls.clear()
     assert export_worker.run_once() == 0  # the failed one waits before it is tried again
     assert not store.calls
@@ -125,3 +127,24 @@ def test_thread_exports_new_jobs_and_stops_promptly(sessions, tmp_path):
     started = time.monotonic()
     slow.stop()  # waiting out its long poll interval would take a minute
     assert time.monotonic() - started < 1.0
+
+
+def test_worker_exports_each_conditions_model_and_marks_its_jobs(sessions, tmp_path):
+    dev = make_device(sessions)
+    batch_4 = DEFAULT.merged({"batch_size": 4})
+    submit(sessions, dev, ARCHS[:2])
+    submit(sessions, dev, ARCHS[:2], conditions=batch_4)  # the same archs, another model each
+    store = CountingStore(tmp_path / "artifacts")
+
+    assert worker(sessions, store, chunk=3).run_once() == 4
+    with sessions() as s:
+        shapes = {
+            (arch, tuple(settings["input_shape"]))
+            for arch, settings in s.execute(
+                select(Arch.arch, Artifact.settings).join(Arch, Arch.id == Artifact.arch_id)
+            )
+        }
+        marked = s.scalars(select(Job.artifact_sha256)).all()
+    assert shapes == {(arch, shape) for arch in ARCHS[:2] for shape in (DEFAULT.input_shape, batch_4.input_shape)}
+    assert len(set(marked)) == 4 and None not in marked  # every job points at its own conditions' artifact
+    assert worker(sessions, store).run_once() == 0

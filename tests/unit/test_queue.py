@@ -15,8 +15,8 @@ from latfarm.services.domain import queue
 from latfarm.services.domain.queue import QueueError
 from latfarm.services.domain.results import ReportedResult, ResultError
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Agent, Job, JobState, Measurement
-from tests.queue_support import ARCHS, TinyArtifactStore, lease, make_agent, make_device, submit
+from latfarm.services.store.models import Agent, Artifact, Device, Job, JobState, Measurement
+from tests.queue_support import ARCHS, DEFAULT, TinyArtifactStore, lease, make_agent, make_device, submit
 
 
 def ok_result(job_id: str, median: float = 1.5, **kw) -> ReportedResult:
@@ -78,7 +78,7 @@ def test_lease_takes_oldest_of_own_device_and_format(sessions, store):
     submit(sessions, dev, ARCHS[:6])
     with sessions() as s:
         pending = queue.pending_artifacts(s, dev, ["onnx"], 10)
-        assert sorted(arch.arch for arch, *_ in pending) == sorted(ARCHS[:6])
+        assert sorted(model.arch for model in pending) == sorted(ARCHS[:6])
         assert len(queue.pending_artifacts(s, dev, ["onnx", "tflite"], 4)) == 4
     first = lease(sessions, agent, store, max_jobs=4)
     assert len(first) == 4 and all(sha and attempts == 1 for _, _, sha, attempts in first)
@@ -181,6 +181,24 @@ def test_ok_report_stored_once_and_only_from_lease_holder(sessions, store):
     assert by_job[j2].unstable is True
     assert (by_job[j2].latency_ms, by_job[j2].median_ms, by_job[j2].protocol["statistic"]) == (1.5, 1.5, "median")
     assert progress["done"] == 2 and job(sessions, j1).state == JobState.done
+    assert all(m.conditions == DEFAULT.to_dict() and m.conditions_key == DEFAULT.key for m in rows)
+
+
+def test_batch_conditions_reach_artifacts_and_rows(sessions, store):
+    dev = make_device(sessions)
+    agent = make_agent(sessions, dev)
+    batch_4 = DEFAULT.merged({"batch_size": 4, "precision": "int8"})
+    batch = submit(sessions, dev, ARCHS[:1], conditions=batch_4)
+    (job_id, _, sha, _), *_ = lease(sessions, agent, store)
+    assert report(sessions, agent, [ok_result(job_id)])[0].accepted
+    with sessions() as s:
+        row = s.scalars(select(Measurement)).one()
+        artifact = s.get(Artifact, sha)
+        assert queue.batch_progress(s, batch)["conditions"] == batch_4.to_dict()
+    assert artifact.settings["input_shape"] == [4, 3, 32, 32]
+    assert (row.conditions, row.conditions_key) == (batch_4.to_dict(), "nb201/32px/10cls/b4/int8/reference")
+    with pytest.raises(QueueError, match="space"), transaction(sessions) as s:
+        queue.submit_batch(s, s.get(Device, dev), ARCHS[:1], space="other", conditions=DEFAULT)
 
 
 def test_malformed_result_rejected_before_writing(sessions, store):

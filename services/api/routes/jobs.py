@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.services.core.errors import NotFound
 from latfarm.services.domain import queue
+from latfarm.services.domain.conditions import device_conditions
 from latfarm.services.store.models import Arch, Job, Measurement
 
 from ..auth import Principal, require
@@ -21,8 +22,11 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 def create_jobs(
     body: JobCreate, request: Request, session: Session = Depends(db), principal: Principal = Depends(require("jobs"))
 ) -> JobCreated:
-    """Queue one job per distinct arch on the device and wake its agents."""
+    """Queue one job per distinct arch on the device, under its conditions with the request's overrides, and wake
+    its agents; 422 naming the field for a bad condition."""
     device = get_device(session, body.device)
+    overrides = body.conditions.model_dump(exclude_none=True) if body.conditions else None
+    conditions = device_conditions(device.batch_size, device.precision).merged(overrides)
     strings = arch_strings()
     archs = [strings[i] for i in arch_indices(body.archs, body.space)]
     batch = queue.submit_batch(
@@ -33,6 +37,7 @@ def create_jobs(
         fmt=body.format,
         requested_by=principal.name,
         protocol=body.protocol.model_dump(exclude_none=True) if body.protocol else None,
+        conditions=conditions,
     )
     session.commit()
     request.app.state.notifier.notify(device.id)
