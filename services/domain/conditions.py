@@ -57,9 +57,7 @@ class Conditions:
     @property
     def key(self) -> str:
         """Canonical string, e.g. ``nb201/32px/10cls/b1/fp32/reference``: equal conditions, equal keys."""
-        return (
-            f"{self.space}/{self.resolution}px/{self.classes}cls/b{self.batch_size}/{self.precision}/{self.graph}"
-        )
+        return f"{self.space}/{self.resolution}px/{self.classes}cls/b{self.batch_size}/{self.precision}/{self.graph}"
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from latfarm.proto.v1.names import STATISTICS
 from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.models import Agent, Job, Measurement, Source
 
 # The figures a measurement stores as its agent reported them, in the order every view lists them after the
@@ -111,5 +112,7 @@ def to_measurement(job: Job, agent: Agent, result: ReportedResult, provenance: d
         latency_ms=latency_ms,
         round_medians_ms=list(result.round_medians_ms),
         provenance=dict(provenance),
+        conditions=dict(job.batch.conditions),
+        conditions_key=Conditions.from_dict(job.batch.conditions).key,
         **attributes(result, FIGURES + SETUP + FIRST_USE),
     )
