@@ -16,7 +16,8 @@ import pytest
 from latfarm.predictor import nb201
 from latfarm.services.core.config import Settings
 from latfarm.services.domain.conditions import Conditions
-from latfarm.services.store.crud import conditions_of, device_by_name, ensure_archs
+from latfarm.services.domain.predictions import conditions_of
+from latfarm.services.store.crud import device_by_name, ensure_archs
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Measurement, Source
 

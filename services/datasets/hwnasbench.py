@@ -21,7 +21,7 @@ from latfarm.services.datasets.rows import (
     ensure_device,
     load_pickle,
 )
-from latfarm.services.store.crud import conditions_of
+from latfarm.services.domain.predictions import conditions_of
 
 HWNASBENCH = "hw-nas-bench"
 HWNAS_CIFAR10 = "cifar10"

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.services.datasets.rows import DatasetError, add_rows, checked_ms, ensure_device, load_pickle
-from latfarm.services.store.crud import conditions_of, ensure_archs
+from latfarm.services.domain.predictions import conditions_of
+from latfarm.services.store.crud import ensure_archs
 
 LATBENCH = "latbench"
 

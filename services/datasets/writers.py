@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 from latfarm.predictor import nb201
 from latfarm.services.datasets.rows import DatasetError
 from latfarm.services.domain.conditions import Conditions
+from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP
-from latfarm.services.store.crud import conditions_of, device_by_name
+from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 # latency_ms is the headline figure; statistic says how an agent computed it (empty for imported rows)
@@ -37,7 +38,7 @@ ROW_FIELDS = (
 
 def device_rows(session: Session, device_name: str, own_conditions: bool = False) -> list[dict]:
     """Every measurement of a device (one row each, by NB201 index), with the arch, its op vector and the row's
-    conditions; ``own_conditions``: only those measured under the device's conditions (``crud.conditions_of``)."""
+    conditions; ``own_conditions``: only those measured under the device's own (``predictions.conditions_of``)."""
     device = device_by_name(session, device_name)
     if device is None:
         known = session.scalars(select(Device.name).order_by(Device.name).limit(21)).all()

@@ -21,8 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from latfarm.predictor import nb201
 from latfarm.services.core.errors import Conflict, InvalidArgument
 from latfarm.services.domain import queue
-from latfarm.services.domain.predictions import agent_latency, device_statistic
-from latfarm.services.store.crud import conditions_of
+from latfarm.services.domain.predictions import agent_latency, conditions_of, device_statistic
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import (
     Adaptation,

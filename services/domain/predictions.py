@@ -6,7 +6,7 @@ configured), so later requests only index into them. A device's measured latenci
 by (conditions key, row count, last row id), so a request for thousands of archs does not re-read them.
 
 Conditions are never mixed: a device's measured figures are only its rows measured under its own conditions
-(``crud.conditions_of``: its batch size and precision, the reference graph), and an adaptation is used only while
+(``conditions_of``: its batch size and precision, the reference graph), and an adaptation is used only while
 the device still has the conditions it was fitted under. Every cache key names those conditions.
 """
 
@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.predictor import nb201
 from latfarm.services.core.errors import FailedPrecondition
-from latfarm.services.store.crud import active_adaptation, conditions_of
+from latfarm.services.domain.conditions import Conditions, device_conditions
+from latfarm.services.store.crud import active_adaptation
 from latfarm.services.store.models import Adaptation, Arch, Device, Measurement, Source
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ class Measured:
     origin: str  # "agent", or the dataset it was imported from
     unstable: bool = False  # an agent measurement whose repeatability check failed
     statistic: str | None = None  # agent measurements: "min" or "median"
+
+
+def conditions_of(device: Device) -> Conditions:
+    """A device's conditions (``device_conditions`` of its batch size and precision): the only rows its
+    predictions, rankings, adaptations and LatBench export read are those with this ``conditions_key``."""
+    return device_conditions(device.batch_size, device.precision)
 
 
 def device_statistic(session: Session, device_id: int, conditions_key: str) -> str:
@@ -175,7 +182,7 @@ class PredictionService:
 
         Raises NoEstimate when the device has neither an active adaptation nor enough measured archs.
         """
-        active = active_adaptation(session, device)
+        active = active_adaptation(session, device, conditions_of(device).key)
         if active is not None:
             return f"{self._key_prefix(device)}:adapt-{active.id}", active
         (_key, count, last_id), table = self._measured_table(session, device)

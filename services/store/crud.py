@@ -8,7 +8,6 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
-from latfarm.services.domain.conditions import Conditions, device_conditions
 from latfarm.services.store.models import Adaptation, AdaptState, Arch, Device
 
 
@@ -52,21 +51,15 @@ def device_by_name(session: Session, name: str) -> Device | None:
     return session.scalars(select(Device).where(Device.name == name)).one_or_none()
 
 
-def conditions_of(device: Device) -> Conditions:
-    """A device's conditions (``device_conditions`` of its batch size and precision): the only rows its
-    predictions, rankings, adaptations and LatBench export read are those with this ``conditions_key``."""
-    return device_conditions(device.batch_size, device.precision)
-
-
-def active_adaptation(session: Session, device: Device) -> Adaptation | None:
-    """The device's adaptation in use: the active one activated last, fitted under the device's current conditions
-    (None: the device has none, or only ones fitted under conditions it no longer has)."""
+def active_adaptation(session: Session, device: Device, conditions_key: str) -> Adaptation | None:
+    """The device's adaptation in use: the active one activated last among those fitted under ``conditions_key``
+    (the device's current conditions; None: the device has none, or only ones fitted under other conditions)."""
     return session.scalars(
         select(Adaptation)
         .where(
             Adaptation.device_id == device.id,
             Adaptation.state == AdaptState.active,
-            Adaptation.conditions_key == conditions_of(device).key,
+            Adaptation.conditions_key == conditions_key,
         )
         .order_by(Adaptation.activated_at.desc())
         .limit(1)

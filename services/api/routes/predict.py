@@ -8,8 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from latfarm.services.domain.predictions import NoEstimate
-from latfarm.services.store.crud import conditions_of
+from latfarm.services.domain.predictions import NoEstimate, conditions_of
 
 from ..auth import Principal, require
 from ..deps import arch_indices, arch_strings, db, get_device
