@@ -15,6 +15,8 @@ import pytest
 
 from latfarm.predictor import nb201
 from latfarm.services.core.config import Settings
+from latfarm.services.domain.conditions import Conditions
+from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name, ensure_archs
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Measurement, Source
@@ -85,8 +87,10 @@ def add_measurements(
     dataset=None,
     std=None,
     statistic="min",
+    conditions: Conditions | None = None,
 ) -> None:
-    """Store one measurement per NB201 index of ``latencies`` (the fastest run, ms) for ``device``.
+    """Store one measurement per NB201 index of ``latencies`` (the fastest run, ms) for ``device``, measured under
+    ``conditions`` (default: the device's).
 
     Measured rows have a ``median_ms`` ``MEDIAN_OFFSET_MS`` above, as an agent's do, and ``statistic`` picks their
     headline ``latency_ms``: a consumer reading the wrong figure shows up in the tests. Imported rows carry one
@@ -96,7 +100,8 @@ def add_measurements(
     offset, protocol = (MEDIAN_OFFSET_MS, {"statistic": statistic}) if measured else (0.0, {})
     sessions = api.app.state.sessions
     with transaction(sessions) as session:
-        device_id = device_by_name(session, device).id
+        target = device_by_name(session, device)
+        device_id, conditions = target.id, conditions or conditions_of(target)
         ids = ensure_archs(session, [arch(i) for i in latencies])
         session.add_all(
             Measurement(
@@ -110,6 +115,8 @@ def add_measurements(
                 protocol=dict(protocol),
                 std_ms=std,
                 unstable=unstable,
+                conditions=conditions.to_dict(),
+                conditions_key=conditions.key,
             )
             for i, ms in latencies.items()
         )

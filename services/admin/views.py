@@ -202,10 +202,16 @@ class JobAdmin(ReadOnlyView, model=Job):
     ]
 
 
+def _optional_figure(name: str, spec: str):
+    """A list-column formatter: the measurement's ``name`` in format ``spec``, blank when not recorded."""
+    return lambda m, _a: "" if getattr(m, name) is None else format(getattr(m, name), spec)
+
+
 class MeasurementAdmin(ReadOnlyView, model=Measurement):
     """Imported data is not edited by hand: measurements are read-only.
 
-    The list shows the headline ``latency_ms``; the detail page shows every figure, ``median_ms`` included.
+    The list shows the headline ``latency_ms``, the conditions it was measured under (their key) and the cold-start
+    figures; the detail page shows every figure, ``median_ms`` included.
     """
 
     icon = "fa-solid fa-stopwatch"
@@ -218,12 +224,21 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
         Measurement.latency_ms,
         Measurement.mean_ms,
         Measurement.std_ms,
+        Measurement.conditions_key,
+        Measurement.session_create_ms,
+        Measurement.first_inference_ms,
         Measurement.runtime,
         Measurement.unstable,
         Measurement.agent_id,
         Measurement.created_at,
     ]
-    column_searchable_list = [Measurement.dataset, Measurement.runtime, Measurement.agent_id, Measurement.job_id]
+    column_searchable_list = [
+        Measurement.dataset,
+        Measurement.runtime,
+        Measurement.agent_id,
+        Measurement.job_id,
+        Measurement.conditions_key,
+    ]
     column_sortable_list = [
         Measurement.id,
         Measurement.latency_ms,
@@ -236,13 +251,16 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
         ForeignKeyFilter(Measurement.device_id, Device.name, Device, title="Device"),
         StaticValuesFilter(Measurement.source, _enum_values(Source), title="Source"),
         AllUniqueStringValuesFilter(Measurement.dataset),
+        AllUniqueStringValuesFilter(Measurement.conditions_key, title="Conditions"),
         BooleanFilter(Measurement.unstable),
         ArchFilter(),
     ]
     column_formatters = {
         Measurement.latency_ms: lambda m, _a: f"{m.latency_ms:.4g}",
-        Measurement.mean_ms: lambda m, _a: "" if m.mean_ms is None else f"{m.mean_ms:.4g}",
-        Measurement.std_ms: lambda m, _a: "" if m.std_ms is None else f"{m.std_ms:.3g}",
+        Measurement.mean_ms: _optional_figure("mean_ms", ".4g"),
+        Measurement.std_ms: _optional_figure("std_ms", ".3g"),
+        Measurement.session_create_ms: _optional_figure("session_create_ms", ".4g"),
+        Measurement.first_inference_ms: _optional_figure("first_inference_ms", ".4g"),
     }
 
 

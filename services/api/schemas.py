@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from latfarm.predictor import nb201
+from latfarm.services.domain.conditions import MAX_BATCH_SIZE, Conditions
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
 MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more
@@ -31,7 +32,7 @@ class DeviceCreate(Strict):
     hardware: str = ""
     runtime: str = Field("onnxruntime", max_length=64)
     precision: str = Field("fp32", max_length=16)
-    batch_size: int = Field(1, ge=1, le=4096)
+    batch_size: int = Field(1, ge=1, le=MAX_BATCH_SIZE)
 
 
 class DeviceOut(BaseModel):
@@ -157,6 +158,26 @@ class JobProgress(BaseModel):
     items: list[JobItem] | None = None
 
 
+class ConditionsOut(BaseModel):
+    """What a figure was measured (or is answered) under: ``Conditions`` (services/domain/conditions.py)."""
+
+    key: str = Field(description="Canonical string, e.g. nb201/32px/10cls/b1/fp32/reference.")
+    space: str
+    resolution: int = Field(description="Input height = width, pixels.")
+    classes: int
+    batch_size: int
+    precision: Literal["fp32", "fp16", "int8"]
+    graph: Literal["reference", "pruned"] = Field(
+        description="reference: the network as the benchmark defines it; pruned: ops that cannot affect the output "
+        "removed."
+    )
+
+    @classmethod
+    def of(cls, conditions: Conditions) -> ConditionsOut:
+        """The response form of ``conditions``: its fields and its key."""
+        return cls(key=conditions.key, **conditions.to_dict())
+
+
 class MeasurementOut(BaseModel):
     """One stored measurement; latencies in milliseconds."""
 
@@ -181,6 +202,9 @@ class MeasurementOut(BaseModel):
     runtime_version: str | None
     provider: str | None
     threads: int | None
+    session_create_ms: float | None = Field(description="Cold start: creating the runtime session (agent rows).")
+    first_inference_ms: float | None = Field(description="Cold start: the session's first inference (agent rows).")
+    conditions: ConditionsOut
     agent_id: str | None
     job_id: str | None
     created_at: UtcDatetime
@@ -218,9 +242,11 @@ class PredictItem(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    """Latencies of the requested archs, in request order."""
+    """Latencies of the requested archs, in request order, under the device's conditions (the only ones whose
+    measurements are used)."""
 
     device: str
+    conditions: ConditionsOut
     items: list[PredictItem]
 
 
@@ -236,10 +262,11 @@ class RankItem(BaseModel):
 
 
 class RankResponse(BaseModel):
-    """Archs of a space ordered fastest first on a device."""
+    """Archs of a space ordered fastest first on a device, under the device's conditions."""
 
     device: str
     space: str
+    conditions: ConditionsOut
     items: list[RankItem]
 
 

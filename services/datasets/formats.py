@@ -58,13 +58,14 @@ def import_into_store(settings: Settings, path: Path, fmt: str = "help", device:
 
 
 def export_from_store(settings: Settings, device: str, fmt: str, out: Path) -> int:
-    """Write a device's measurements to ``out`` as CSV or a LatBench pickle; returns how many were written."""
+    """Write a device's measurements to ``out`` as CSV (all, with their conditions) or a LatBench pickle (only those
+    under the device's own conditions); returns how many were written."""
     if fmt not in EXPORT_FORMATS:
         raise DatasetError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
     engine, factory = open_store(settings)
     try:
         with factory() as session:
-            rows = device_rows(session, device)
+            rows = device_rows(session, device, own_conditions=fmt == "latbench")
     finally:
         engine.dispose()
     out = Path(out)

@@ -1,4 +1,7 @@
-"""HELP importer: a HELP release folder (``latency/<device>.pt``, ``str_arch2idx.pt``), one device per file."""
+"""HELP importer: a HELP release folder (``latency/<device>.pt``, ``str_arch2idx.pt``), one device per file.
+
+HELP measured the reference NB201 network in fp32 at the batch size its device names carry (``titanx_32``: 32).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
+from latfarm.services.datasets.hardware import describe_device
 from latfarm.services.datasets.rows import DatasetError, add_rows, arch_ids_by_index, checked_ms, ensure_device
+from latfarm.services.domain.conditions import device_conditions
 
 HELP = "help-nb201"
 
@@ -46,6 +51,7 @@ def import_help(session: Session, path: Path, progress: bool = True) -> int:
                 raise DatasetError(f"{file}: expected {nb201.NUM_ARCHS} latencies, found {len(values)}")
             device = ensure_device(session, file.stem, HELP)
             latencies = dict(zip(arch_ids, checked_ms(values, str(file)), strict=True))
-            added += add_rows(session, device, HELP, latencies)
+            conditions = device_conditions(describe_device(file.stem)["batch_size"], "fp32")
+            added += add_rows(session, device, HELP, latencies, conditions)
             bar.update(task, advance=1, description=f"HELP {file.stem}")
     return added

@@ -2,6 +2,7 @@
 
 Metric ``<device>_latency`` becomes device ``<device>`` for CIFAR-10 and ``<device>-<dataset>`` for its other
 datasets (``edgegpu-cifar100``, ``edgegpu-ImageNet16-120``), since those networks differ in input size and classes.
+HW-NAS-Bench measured the reference NB201 network; its rows get the device's conditions (batch size, precision).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from latfarm.services.datasets.rows import (
     ensure_device,
     load_pickle,
 )
+from latfarm.services.domain.predictions import conditions_of
 
 HWNASBENCH = "hw-nas-bench"
 HWNAS_CIFAR10 = "cifar10"
@@ -53,5 +55,6 @@ def import_hwnasbench(session: Session, path: Path) -> int:
     added = 0
     for name, (indices, ms) in tables.items():
         latencies = dict(zip((arch_ids[i] for i in indices), ms, strict=True))
-        added += add_rows(session, ensure_device(session, name, HWNASBENCH), HWNASBENCH, latencies)
+        device = ensure_device(session, name, HWNASBENCH)
+        added += add_rows(session, device, HWNASBENCH, latencies, conditions_of(device))
     return added

@@ -1,4 +1,7 @@
-"""LatBench importer: one pickle ``{6-op tuple: seconds}`` per device, named after the file unless given."""
+"""LatBench importer: one pickle ``{6-op tuple: seconds}`` per device, named after the file unless given.
+
+LatBench measured the reference NB201 network; its rows get the device's conditions (batch size, precision).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.services.datasets.rows import DatasetError, add_rows, checked_ms, ensure_device, load_pickle
+from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import ensure_archs
 
 LATBENCH = "latbench"
@@ -31,4 +35,5 @@ def import_latbench(session: Session, path: Path, device: str | None = None) -> 
         latencies_by_arch[arch] = statistics.median(checked_ms(runs, f"{path}[{ops!r}]", scale=1000.0))
     ids = ensure_archs(session, latencies_by_arch)
     target = ensure_device(session, device or path.stem, LATBENCH)
-    return add_rows(session, target, LATBENCH, {ids[a]: ms for a, ms in latencies_by_arch.items()})
+    latencies = {ids[a]: ms for a, ms in latencies_by_arch.items()}
+    return add_rows(session, target, LATBENCH, latencies, conditions_of(target))

@@ -1,13 +1,15 @@
 """What every importer shares: the error it raises, checked latencies, arch and device rows, and the bulk insert.
 
 Imported rows are ``source=imported`` with ``dataset`` set, in milliseconds; the dataset's figure is both
-``latency_ms`` and ``median_ms``. Imports are idempotent: rows already present for (device, arch, dataset) are
-skipped, and the ``uq_measurements_dataset`` constraint backs that up. Missing devices are created, described from
-their names (``hardware.describe_device``).
+``latency_ms`` and ``median_ms``; every row records the conditions the dataset measured under (``conditions`` and
+``conditions_key``: the reference graph, the dataset device's batch size and precision). Imports are idempotent:
+rows already present for (device, arch, dataset) are skipped, and the ``uq_measurements_dataset`` constraint backs
+that up. Missing devices are created, described from their names (``hardware.describe_device``).
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ from latfarm.predictor import nb201
 from latfarm.services.core.clock import utcnow
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.datasets.hardware import describe_device
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.crud import device_by_name, ensure_archs
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
@@ -39,8 +42,11 @@ def ensure_device(session: Session, name: str, dataset: str) -> Device:
     return device
 
 
-def add_rows(session: Session, device: Device, dataset: str, latencies_ms: Mapping[int, float]) -> int:
-    """Insert ``{arch_id: ms}`` rows not yet stored for (device, dataset); returns how many were added.
+def add_rows(
+    session: Session, device: Device, dataset: str, latencies_ms: Mapping[int, float], conditions: Conditions
+) -> int:
+    """Insert ``{arch_id: ms}`` rows measured under ``conditions`` not yet stored for (device, dataset); returns how
+    many were added.
 
     Core executemany with the per-import columns fixed in the statement: only arch_id and the figure (latency_ms,
     median_ms) vary per row.
@@ -59,6 +65,8 @@ def add_rows(session: Session, device: Device, dataset: str, latencies_ms: Mappi
         "protocol": "{}",
         "round_medians_ms": "[]",
         "provenance": "{}",
+        "conditions": json.dumps(conditions.to_dict()),
+        "conditions_key": conditions.key,
         "created_at": utcnow(),
     }
     if session.get_bind().dialect.name == "postgresql":
@@ -66,7 +74,7 @@ def add_rows(session: Session, device: Device, dataset: str, latencies_ms: Mappi
         return len(rows)
     statement = insert(cast(Table, Measurement.__table__)).values(
         {
-            k: literal_column(f"'{v}'") if k in ("protocol", "round_medians_ms", "provenance") else v
+            k: literal_column(f"'{v}'") if k in ("protocol", "round_medians_ms", "provenance", "conditions") else v
             for k, v in fixed.items()
         }
     )

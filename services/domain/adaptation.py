@@ -3,6 +3,10 @@
 An ``Adaptation`` row carries the state (measuring → training → active | failed), so any server replica can
 advance it: ``advance_all`` runs in every server's adapt worker (``workers.adapt_worker``) and claims rows one
 at a time.
+
+An adaptation is fitted under the conditions its device had when it started (``Adaptation.conditions_key``): its
+jobs are measured under them, only rows measured under them are fitted, and predictions use it only while the
+device still has them (``crud.active_adaptation``); a device whose batch size or precision changed needs a new one.
 """
 
 from __future__ import annotations
@@ -17,8 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from latfarm.predictor import nb201
 from latfarm.services.core.errors import Conflict, InvalidArgument
 from latfarm.services.domain import queue
-from latfarm.services.domain.conditions import device_conditions
-from latfarm.services.domain.predictions import agent_latency, device_statistic
+from latfarm.services.domain.predictions import agent_latency, conditions_of, device_statistic
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import (
     Adaptation,
@@ -64,7 +67,8 @@ def start(
     fmt: str = "onnx",
     requested_by: str | None = None,
 ) -> Adaptation:
-    """Choose ``samples`` archs with the predictor's default strategy and queue their measurement."""
+    """Choose ``samples`` archs with the predictor's default strategy and queue their measurement under the
+    device's conditions (recorded on the batch and the adaptation)."""
     if not 3 <= samples <= MAX_SAMPLES:
         raise AdaptError(f"samples must be between 3 and {MAX_SAMPLES}, got {samples}")
     running = latest(session, device)
@@ -74,7 +78,7 @@ def start(
         )
     indices = [int(i) for i in predictor.select_samples(samples, seed=seed)]
     archs = [nb201.to_string(nb201.from_official_index(i)) for i in indices]
-    conditions = device_conditions(device.batch_size, device.precision)
+    conditions = conditions_of(device)
     batch = queue.submit_batch(
         session, device, archs, space=nb201.SPACE, fmt=fmt, requested_by=requested_by, conditions=conditions
     )
@@ -85,6 +89,7 @@ def start(
         sample_archs=indices,
         batch_id=batch.id,
         checkpoint=predictor.version,
+        conditions_key=conditions.key,
     )
     session.add(adaptation)
     session.flush()
@@ -92,12 +97,16 @@ def start(
 
 
 def describe(session: Session, adaptation: Adaptation | None) -> dict:
-    """The ``predictor`` block of a device: state, progress, metrics."""
+    """The ``predictor`` block of a device: state, progress, metrics, the conditions it was fitted under and
+    whether they are still the device's (``current``: false means predictions no longer use it; adapt again)."""
     if adaptation is None:
         return {"state": "none"}
+    device = session.get_one(Device, adaptation.device_id)
     out = {
         "id": adaptation.id,
         "state": adaptation.state.value,
+        "conditions_key": adaptation.conditions_key,
+        "current": adaptation.conditions_key == conditions_of(device).key,
         "samples": adaptation.samples,
         "checkpoint": adaptation.checkpoint,
         "created_at": adaptation.created_at.isoformat(),
@@ -111,15 +120,16 @@ def describe(session: Session, adaptation: Adaptation | None) -> dict:
 
 
 def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list[int], list[float]]:
-    """Median of the agent-measured latencies of each sampled arch on the device (in the device's statistic), by
-    NB201 index."""
-    statistic = device_statistic(session, adaptation.device_id)
+    """Median of the agent-measured latencies of each sampled arch on the device under the adaptation's conditions
+    (in the device's statistic), by NB201 index."""
+    statistic = device_statistic(session, adaptation.device_id, adaptation.conditions_key)
     rows = session.execute(
         select(Arch.nb201_index, agent_latency(statistic))
         .join(Arch, Arch.id == Measurement.arch_id)
         .where(
             Measurement.device_id == adaptation.device_id,
             Arch.nb201_index.in_(adaptation.sample_archs),
+            Measurement.conditions_key == adaptation.conditions_key,
             Measurement.source == Source.measured,
         )
     ).all()

@@ -3,7 +3,11 @@
 A device's model is its active adaptation, else (with enough measured archs) a model adapted on the fly from its
 measurements. Its predictions for all 15,625 archs are computed once per model and kept in the cache (Redis when
 configured), so later requests only index into them. A device's measured latencies are kept in memory too, keyed
-by (row count, last row id), so a request for thousands of archs does not re-read them.
+by (conditions key, row count, last row id), so a request for thousands of archs does not re-read them.
+
+Conditions are never mixed: a device's measured figures are only its rows measured under its own conditions
+(``conditions_of``: its batch size and precision, the reference graph), and an adaptation is used only while
+the device still has the conditions it was fitted under. Every cache key names those conditions.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.predictor import nb201
 from latfarm.services.core.errors import FailedPrecondition
+from latfarm.services.domain.conditions import Conditions, device_conditions
 from latfarm.services.store.crud import active_adaptation
 from latfarm.services.store.models import Adaptation, Arch, Device, Measurement, Source
 
@@ -47,12 +52,23 @@ class Measured:
     statistic: str | None = None  # agent measurements: "min" or "median"
 
 
-def device_statistic(session: Session, device_id: int) -> str:
-    """The statistic a device's agent measurements are read in: that of its latest one ("median" for agents that
-    predate headline statistics), so one device's figures never mix the fastest run with a median."""
+def conditions_of(device: Device) -> Conditions:
+    """A device's conditions (``device_conditions`` of its batch size and precision): the only rows its
+    predictions, rankings, adaptations and LatBench export read are those with this ``conditions_key``."""
+    return device_conditions(device.batch_size, device.precision)
+
+
+def device_statistic(session: Session, device_id: int, conditions_key: str) -> str:
+    """The statistic a device's agent measurements under ``conditions_key`` are read in: that of its latest one
+    ("median" for agents that predate headline statistics), so one device's figures never mix the fastest run with
+    a median."""
     protocol = session.scalars(
         select(Measurement.protocol)
-        .where(Measurement.device_id == device_id, Measurement.source == Source.measured)
+        .where(
+            Measurement.device_id == device_id,
+            Measurement.conditions_key == conditions_key,
+            Measurement.source == Source.measured,
+        )
         .order_by(Measurement.id.desc())
         .limit(1)
     ).first()
@@ -67,11 +83,13 @@ def agent_latency(statistic: str):
     return Measurement.median_ms
 
 
-def measured_latencies(session: Session, device_id: int, indices: Sequence[int] | None = None) -> dict[int, Measured]:
-    """Per NB201 index: the latest stable agent measurement, else the latest imported one, else the latest
-    unstable agent measurement (flagged: still better evidence than a prediction). Agent measurements are read in
-    the ``device_statistic``."""
-    statistic = device_statistic(session, device_id)
+def measured_latencies(
+    session: Session, device_id: int, conditions_key: str, indices: Sequence[int] | None = None
+) -> dict[int, Measured]:
+    """Per NB201 index, among the device's rows measured under ``conditions_key`` only: the latest stable agent
+    measurement, else the latest imported one, else the latest unstable agent measurement (flagged: still better
+    evidence than a prediction). Agent measurements are read in the ``device_statistic``."""
+    statistic = device_statistic(session, device_id, conditions_key)
     query = (
         select(
             Arch.nb201_index,
@@ -83,7 +101,11 @@ def measured_latencies(session: Session, device_id: int, indices: Sequence[int] 
             Measurement.unstable,
         )
         .join(Arch, Arch.id == Measurement.arch_id)
-        .where(Measurement.device_id == device_id, Arch.nb201_index.is_not(None))
+        .where(
+            Measurement.device_id == device_id,
+            Measurement.conditions_key == conditions_key,
+            Arch.nb201_index.is_not(None),
+        )
         .order_by(Measurement.id)
     )
     if indices is not None:
@@ -130,22 +152,26 @@ class PredictionService:
 
     # --- measurements ----------------------------------------------------------------------------------------
     def measured(self, session: Session, device: Device, indices: Sequence[int] | None = None) -> dict[int, Measured]:
-        """``measured_latencies`` of a device (all archs, or at least ``indices``), from memory when unchanged."""
+        """``measured_latencies`` of a device under its conditions (all archs, or at least ``indices``), from memory
+        when unchanged."""
         if indices is not None and len(indices) <= SMALL_QUERY:
-            return measured_latencies(session, device.id, indices)
+            return measured_latencies(session, device.id, conditions_of(device).key, indices)
         return self._measured_table(session, device)[1]
 
     def _measured_table(self, session: Session, device: Device) -> tuple[tuple, dict[int, Measured]]:
-        stamp = tuple(
-            session.execute(
-                select(func.count(Measurement.id), func.max(Measurement.id)).where(Measurement.device_id == device.id)
-            ).one()
-        )
+        """(stamp, table): ``stamp`` = (conditions key, row count, last row id) of the rows the table was read from."""
+        key = conditions_of(device).key
+        count, last_id = session.execute(
+            select(func.count(Measurement.id), func.max(Measurement.id)).where(
+                Measurement.device_id == device.id, Measurement.conditions_key == key
+            )
+        ).one()
+        stamp = (key, count, last_id)
         with self._lock:
             hit = self._measured.get(device.id)
         if hit is not None and hit[0] == stamp:
             return hit
-        table = measured_latencies(session, device.id)
+        table = measured_latencies(session, device.id, key)
         with self._lock:
             _remember(self._measured, device.id, (stamp, table))
         return stamp, table
@@ -156,22 +182,25 @@ class PredictionService:
 
         Raises NoEstimate when the device has neither an active adaptation nor enough measured archs.
         """
-        active = active_adaptation(session, device)
+        active = active_adaptation(session, device, conditions_of(device).key)
         if active is not None:
             return f"{self._key_prefix(device)}:adapt-{active.id}", active
-        (count, last_id), table = self._measured_table(session, device)
+        (_key, count, last_id), table = self._measured_table(session, device)
         archs = len(table)
         if archs < MIN_ARCHS_ON_THE_FLY:  # checked before loading the predictor
             raise NoEstimate(
-                f"no estimate for device {device.name!r} yet: it has {archs} measured arch(s); an estimate needs "
-                f"{MIN_ARCHS_ON_THE_FLY}, or an adapted predictor (POST /v1/devices/{device.name}/adapt)"
+                f"no estimate for device {device.name!r} yet: it has {archs} measured arch(s) under its "
+                f"conditions {conditions_of(device).key}; an estimate needs {MIN_ARCHS_ON_THE_FLY}, or an adapted "
+                f"predictor (POST /v1/devices/{device.name}/adapt)"
             )
         return f"{self._key_prefix(device)}:fly-{count}-{last_id}", None
 
     def _key_prefix(self, device: Device) -> str:
-        """Device id and creation time (unique even across databases sharing one Redis), checkpoint version."""
+        """Device id and creation time (unique even across databases sharing one Redis), its conditions, checkpoint
+        version."""
         created = int(device.created_at.timestamp() * 1e6)
-        return f"pred:{device.id}-{created}:{getattr(self._predictor(), 'version', '0')}"
+        version = getattr(self._predictor(), "version", "0")
+        return f"pred:{device.id}-{created}:{conditions_of(device).key}:{version}"
 
     def _predictor(self):
         try:

@@ -51,11 +51,16 @@ def device_by_name(session: Session, name: str) -> Device | None:
     return session.scalars(select(Device).where(Device.name == name)).one_or_none()
 
 
-def active_adaptation(session: Session, device: Device) -> Adaptation | None:
-    """The device's adaptation in use: the active one activated last (None: the device has none)."""
+def active_adaptation(session: Session, device: Device, conditions_key: str) -> Adaptation | None:
+    """The device's adaptation in use: the active one activated last among those fitted under ``conditions_key``
+    (the device's current conditions; None: the device has none, or only ones fitted under other conditions)."""
     return session.scalars(
         select(Adaptation)
-        .where(Adaptation.device_id == device.id, Adaptation.state == AdaptState.active)
+        .where(
+            Adaptation.device_id == device.id,
+            Adaptation.state == AdaptState.active,
+            Adaptation.conditions_key == conditions_key,
+        )
         .order_by(Adaptation.activated_at.desc())
         .limit(1)
     ).first()

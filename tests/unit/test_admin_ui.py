@@ -15,6 +15,7 @@ from latfarm.services.admin import dashboard
 from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.core.security import hash_secret
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent, ApiKey, Device, Job, JobBatch, JobState, Measurement, Source
@@ -23,6 +24,7 @@ from tests.api_support import app_on
 ADMIN_KEY = "lf_admin_test-key"
 N_ARCHS = 120
 DEVICES = {"phone-a": 1.0, "gpu-b": 0.25}  # latency scale per device
+B1 = Conditions()  # every seeded row's conditions: the devices' defaults
 FEW = 2  # measurements of device "new-c": too few for any predictor
 
 
@@ -52,6 +54,8 @@ def seed(sessions) -> dict:
                         "dataset": "synthetic",
                         "latency_ms": latency(scale, i),
                         "median_ms": 2 * latency(scale, i),  # apart from latency_ms: views must use latency_ms
+                        "conditions": B1.to_dict(),
+                        "conditions_key": B1.key,
                     }
                     for i, arch in enumerate(archs)
                 ],
@@ -68,6 +72,10 @@ def seed(sessions) -> dict:
                 latency_ms=3.0 + i,
                 median_ms=3.5 + i,
                 protocol={"statistic": "min"},
+                conditions=B1.to_dict(),
+                conditions_key=B1.key,
+                session_create_ms=40.0 + i,
+                first_inference_ms=9.5,
             )
             for i in range(FEW)
         )
@@ -202,6 +210,9 @@ def test_tables_filters_read_only_and_deletes(app_and_ids):
 
         page = client.get(f"/admin/measurement/list?device_id={phone}&pageSize=200")
         assert f"of {N_ARCHS} items" in page.text and "gpu-b" not in page.text.split("Filters")[0]
+        page = client.get(f"/admin/measurement/list?device_id={ids['devices']['new-c']}")  # conditions and cold start
+        assert B1.key in page.text and "40" in page.text and "9.5" in page.text
+        assert "session_create_ms" in page.text and "first_inference_ms" in page.text
         page = client.get("/admin/measurement/list?arch=7")  # arch filter by NB201 index: one row per device
         assert "of 2 items" in page.text
         page = client.get("/admin/job/list?state=queued")

@@ -11,6 +11,7 @@ from latfarm.services.core.security import hash_secret
 from latfarm.services.domain import adaptation as adapt
 from latfarm.services.domain import queue
 from latfarm.services.domain.artifacts import ArtifactStore
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.results import ReportedResult
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
@@ -18,6 +19,7 @@ from latfarm.services.store.models import Agent
 from tests.api_support import ADMIN, add_device, arch
 
 SAMPLES = 6
+B1 = Conditions().key  # a default device's conditions
 
 
 def _agent_measures(api, tmp_path, device: str, truth: np.ndarray) -> int:
@@ -57,10 +59,13 @@ def test_adapt_measures_fits_and_activates(api, keys, tmp_path, help_dir):
 
     state = api.get("/v1/devices/cpu1", headers=ADMIN).json()["predictor"]
     assert state["state"] == "active" and state["id"] == started["id"]
+    # fitted under the device's conditions, recorded when it started; its measurements carry them too
+    assert (started["conditions_key"], state["conditions_key"], state["current"]) == (B1, B1, True)
     assert state["metrics"]["measured"] == SAMPLES
     assert api.get("/v1/devices/cpu1/adapt", headers=ADMIN).json()["id"] == started["id"]
     rows = api.get("/v1/measurements", params={"device": "cpu1"}, headers=ADMIN).json()["items"]
     samples = [m["nb201_index"] for m in rows]
+    assert {m["conditions"]["key"] for m in rows} == {B1}
     items = api.post("/v1/predict", json={"device": "cpu1", "archs": samples}, headers=ADMIN).json()["items"]
     assert [(i["source"], i["latency_ms"]) for i in items] == [("measured", pytest.approx(truth[i])) for i in samples]
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from latfarm.services.store.models import Source
+from sqlalchemy import update
+
+from latfarm.services.domain.conditions import Conditions
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Measurement, Source
 from tests.api_support import MEDIAN_OFFSET_MS, add_device, add_measurements, arch
 
 
@@ -40,6 +44,25 @@ def test_filters_and_cursor_pagination(api, keys):
     imported = api.get("/v1/measurements", params={"source": "imported"}, headers=keys["client"]).json()
     assert [(m["nb201_index"], m["dataset"]) for m in imported["items"]] == [(3, "help-nb201")]
     assert imported["next"] is None
+
+
+def test_items_show_conditions_and_cold_start(api, keys):
+    """Every item says what it was measured under and, for agent rows, its cold-start figures; the conditions key
+    filters."""
+    add_device(api, "dev1")
+    add_measurements(api, "dev1", {1: 2.0})
+    add_measurements(api, "dev1", {1: 5.0}, conditions=Conditions(batch_size=4))
+    with transaction(api.app.state.sessions) as session:
+        session.execute(update(Measurement).values(session_create_ms=31.5, first_inference_ms=4.25))
+    items = api.get("/v1/measurements", params={"device": "dev1"}, headers=keys["client"]).json()["items"]
+    assert [i["conditions"] for i in items] == [
+        {"key": Conditions().key, **Conditions().to_dict()},
+        {"key": Conditions(batch_size=4).key, **Conditions(batch_size=4).to_dict()},
+    ]
+    assert {(i["session_create_ms"], i["first_inference_ms"]) for i in items} == {(31.5, 4.25)}
+    params = {"device": "dev1", "conditions_key": "nb201/32px/10cls/b4/fp32/reference"}
+    (only,) = api.get("/v1/measurements", params=params, headers=keys["client"]).json()["items"]
+    assert (only["latency_ms"], only["conditions"]["batch_size"]) == (5.0, 4)
 
 
 def test_bad_queries(api, keys):

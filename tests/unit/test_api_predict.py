@@ -8,10 +8,13 @@ from fastapi.testclient import TestClient
 
 from latfarm.predictor import nb201
 from latfarm.predictor.model import Predictor
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Adaptation, AdaptState, Source, utcnow
 from tests.api_support import ADMIN, MEDIAN_OFFSET_MS, add_device, add_measurements, app_on, arch, make_settings
+
+B1 = Conditions().key  # a default device's conditions: batch 1, fp32, reference graph
 
 
 def test_measured_first_else_clear_message(api, keys):
@@ -112,7 +115,9 @@ def test_predicts_every_arch_from_measurements(api, help_dir):
     assert np.allclose(model.predict(np.array([i["nb201_index"] for i in predicted]))[0], mean, rtol=1e-5)
 
 
-def test_active_adaptation_is_used(api, keys):
+def test_active_adaptation_is_used_only_under_its_conditions(api, keys):
+    """An adaptation fitted under the device's conditions serves its predictions; once the device's batch size
+    changes, it is no longer used (and the device says so) until a new one is fitted."""
     add_device(api, "dev1")
     predictor = Predictor.load()
     model = predictor.adapt([1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0])
@@ -126,15 +131,50 @@ def test_active_adaptation_is_used(api, keys):
                 sample_archs=[1, 2, 3, 4],
                 checkpoint=predictor.version,
                 params=model.to_state(),
+                conditions_key=B1,
                 activated_at=utcnow(),
             )
         )
-    assert api.get("/v1/devices/dev1", headers=keys["client"]).json()["predictor"]["state"] == "active"
-    items = api.post("/v1/predict", json={"device": "dev1", "archs": [10, 20]}, headers=keys["client"]).json()["items"]
+    block = api.get("/v1/devices/dev1", headers=keys["client"]).json()["predictor"]
+    assert (block["state"], block["conditions_key"], block["current"]) == ("active", B1, True)
+    body = {"device": "dev1", "archs": [10, 20]}
+    response = api.post("/v1/predict", json=body, headers=keys["client"]).json()
+    assert response["conditions"]["key"] == B1
+    items = response["items"]
     mean, std = model.predict(np.array([10, 20]))
     assert [i["source"] for i in items] == ["predicted", "predicted"]
     assert np.allclose([i["latency_ms"] for i in items], mean, rtol=1e-5)
     assert np.allclose([i["std_ms"] for i in items], std, rtol=1e-5)
+
+    with transaction(api.app.state.sessions) as session:
+        device_by_name(session, "dev1").batch_size = 8
+    assert api.get("/v1/devices/dev1", headers=keys["client"]).json()["predictor"]["current"] is False
+    response = api.post("/v1/predict", json=body, headers=keys["client"]).json()
+    assert response["conditions"]["batch_size"] == 8
+    assert [i["source"] for i in response["items"]] == [None, None]
+    assert "b8" in response["items"][0]["message"] and "adapt" in response["items"][0]["message"]
+
+
+def test_imported_batch32_figures_survive_a_batch1_measurement(api, keys):
+    """HELP's titanx_32 was measured at batch 32: an agent's batch-1 figure of the same arch is not a measurement
+    for the device's conditions, so /v1/predict keeps answering 9.78 ms, and says for which conditions."""
+    add_device(api, "titanx_32", batch_size=32)
+    add_measurements(api, "titanx_32", {42: 9.78}, source=Source.imported, dataset="help-nb201")
+    add_measurements(api, "titanx_32", {42: 4.24}, conditions=Conditions(batch_size=1, graph="pruned"))
+    response = api.post("/v1/predict", json={"device": "titanx_32", "archs": [42]}, headers=keys["client"])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["conditions"] == {"key": "nb201/32px/10cls/b32/fp32/reference", **Conditions(batch_size=32).to_dict()}
+    (item,) = body["items"]
+    assert (item["latency_ms"], item["source"], item["origin"]) == (9.78, "measured", "help-nb201")
+    ranked = api.post("/v1/rank", json={"device": "titanx_32", "archs": [42]}, headers=keys["client"]).json()
+    assert ranked["conditions"]["batch_size"] == 32 and ranked["items"][0]["latency_ms"] == 9.78
+    # the batch-1 row is still stored and listed, with its own conditions
+    rows = api.get("/v1/measurements", params={"device": "titanx_32"}, headers=keys["client"]).json()["items"]
+    assert sorted(r["conditions"]["key"] for r in rows) == [
+        "nb201/32px/10cls/b1/fp32/pruned",
+        "nb201/32px/10cls/b32/fp32/reference",
+    ]
 
 
 def test_redis_cache_shared_by_replicas(tmp_path, sqlite_url, redis_url, help_dir, monkeypatch):

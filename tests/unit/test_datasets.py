@@ -16,6 +16,7 @@ from latfarm.predictor import nb201
 from latfarm.services import datasets
 from latfarm.services.cli.data import export_dataset, import_dataset
 from latfarm.services.core.config import Settings
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 PG_HELP_DEVICES = ("pixel3", "titanx_32", "gold_6240")
@@ -53,6 +54,15 @@ def test_import_help(sessions, db_url, help_dir, tmp_path):
         assert titanx.batch_size == 32 and "Titan X" in titanx.hardware
         gold = session.scalars(select(Device).where(Device.name == "gold_6240")).one()
         assert gold.batch_size == 1 and "Xeon Gold 6240" in gold.hardware
+        # HELP's conditions: the batch size its device names carry, fp32, the reference graph
+        keys = dict(session.execute(select(Device.name, Measurement.conditions_key).join(Device).distinct()).all())
+        assert keys["titanx_32"] == "nb201/32px/10cls/b32/fp32/reference"
+        assert keys["gold_6240"] == keys["pixel3"] == "nb201/32px/10cls/b1/fp32/reference"
+        assert count(session, name="titanx_32", conditions_key=keys["titanx_32"]) == nb201.NUM_ARCHS
+        (conditions,) = session.scalars(
+            select(Measurement.conditions).join(Device).where(Device.name == "titanx_32").limit(1)
+        )
+        assert conditions == Conditions(batch_size=32).to_dict()
         for name in ("pixel3", "titanx_32"):
             expected = torch.load(folder / "latency" / f"{name}.pt")
             for index in (0, 1, 4321, nb201.NUM_ARCHS - 1):
@@ -96,6 +106,9 @@ def test_latbench_round_trip(sessions, tmp_path):
     assert {tuple(r["ops"]): r["latency_ms"] for r in rows} == pytest.approx({k: v * 1000 for k, v in data.items()})
     assert all(r["median_ms"] == r["latency_ms"] and r["statistic"] == "" for r in rows)
     assert all(r["source"] == "imported" and r["dataset"] == datasets.LATBENCH for r in rows)
+    assert {(r["batch_size"], r["precision"], r["graph"], r["resolution"], r["classes"]) for r in rows} == {
+        (1, "fp32", "reference", 32, 10)  # LatBench: the reference network, at the device's batch size and precision
+    }
     assert [r["nb201_index"] for r in rows] == sorted(nb201.official_index(k) for k in data)
     back = pickle.loads(datasets.to_latbench_pickle(rows))
     assert back == pytest.approx(data)
@@ -135,6 +148,8 @@ def test_hwnasbench_import(sessions, tmp_path):
     with sessions() as session:
         names = set(session.scalars(select(Device.name)))
         assert names == {"edgegpu", "raspi4", "edgegpu-ImageNet16-120"}
+        keys = set(session.scalars(select(Measurement.conditions_key).distinct()))
+        assert keys == {Conditions().key}  # the reference graph, the devices' batch size and precision
         assert count(session, name="edgegpu", dataset=datasets.HWNASBENCH) == len(edgegpu)
         rows = {r["nb201_index"]: r["latency_ms"] for r in datasets.device_rows(session, "raspi4")}
         assert rows == pytest.approx(raspi4)
@@ -157,9 +172,49 @@ def test_csv_export_and_unknown_device(sessions, tmp_path):
     assert [tuple(int(c) for c in r["ops"]) for r in parsed] == [tuple(r["ops"]) for r in rows]
     assert {r["arch"] for r in parsed} == {nb201.to_string(k) for k in data}
     assert list(parsed[0])[3:6] == ["latency_ms", "statistic", "median_ms"]
+    for column in ("batch_size", "precision", "graph", "resolution", "classes", "session_create_ms"):
+        assert column in parsed[0] and "first_inference_ms" in parsed[0]
+    assert {(r["batch_size"], r["precision"], r["graph"]) for r in parsed} == {("1", "fp32", "reference")}
     assert [float(r["latency_ms"]) for r in parsed] == pytest.approx([r["latency_ms"] for r in rows])
     assert [float(r["median_ms"]) for r in parsed] == pytest.approx([r["median_ms"] for r in rows])
     assert {r["source"] for r in parsed} == {"imported"}
+
+
+def test_exports_keep_every_rows_conditions_and_latbench_only_the_devices(sessions, tmp_path):
+    """A row measured under other conditions (an agent's batch-1 pruned figure) is in the CSV with its conditions
+    and cold-start figures, but not in the LatBench pickle, which has no room for conditions."""
+    data = latbench_pickle(tmp_path / "dev.pickle", n=3, seed=2)
+    with sessions() as session, session.begin():
+        datasets.import_latbench(session, tmp_path / "dev.pickle")
+        device = session.scalars(select(Device).where(Device.name == "dev")).one()
+        other = Conditions(batch_size=4, graph="pruned")
+        arch_id = session.scalars(select(Measurement.arch_id).where(Measurement.device_id == device.id).limit(1)).one()
+        session.add(
+            Measurement(
+                device_id=device.id,
+                arch_id=arch_id,
+                source=Source.measured,
+                latency_ms=123.0,
+                median_ms=124.0,
+                session_create_ms=55.0,
+                first_inference_ms=7.5,
+                conditions=other.to_dict(),
+                conditions_key=other.key,
+            )
+        )
+    with sessions() as session:
+        everything = datasets.device_rows(session, "dev")
+        own = datasets.device_rows(session, "dev", own_conditions=True)
+    parsed = list(csv.DictReader(io.StringIO(datasets.to_csv(everything))))
+    (agent,) = [r for r in parsed if r["source"] == "measured"]
+    assert (agent["batch_size"], agent["graph"], agent["session_create_ms"], agent["first_inference_ms"]) == (
+        "4",
+        "pruned",
+        "55.0",
+        "7.5",
+    )
+    assert len(own) == len(data) and all(r["latency_ms"] != 123.0 for r in own)
+    assert pickle.loads(datasets.to_latbench_pickle(own)) == pytest.approx(data)
 
 
 def test_latbench_export_takes_the_median_latency_per_arch():

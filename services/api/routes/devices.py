@@ -126,9 +126,10 @@ def export_device(
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> Response:
-    """The device's measurements as CSV or a LatBench pickle, as an attachment."""
+    """The device's measurements as an attachment: CSV (every row, with its conditions and cold-start figures) or a
+    LatBench pickle (its layout has no conditions: only the rows measured under the device's own)."""
     device = get_device(session, name)
-    rows = datasets.device_rows(session, device.name)
+    rows = datasets.device_rows(session, device.name, own_conditions=format == "latbench")
     if format == "csv":
         return Response(
             datasets.to_csv(rows),

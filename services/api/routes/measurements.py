@@ -1,4 +1,4 @@
-"""Measurements by device / arch / source, paged by an opaque cursor."""
+"""Measurements by device / arch / source / conditions, paged by an opaque cursor."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from latfarm.services.core.errors import InvalidArgument
-from latfarm.services.domain.results import FIGURES, SETUP, attributes
+from latfarm.services.domain.conditions import Conditions
+from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP, attributes
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 from ..auth import Principal, require
 from ..deps import arch_index, db, get_device
-from ..schemas import MeasurementOut, MeasurementPage
+from ..schemas import ConditionsOut, MeasurementOut, MeasurementPage
 
 router = APIRouter(prefix="/v1/measurements", tags=["measurements"])
 
@@ -42,12 +43,16 @@ def list_measurements(
     device: str | None = Query(None, description="Device name."),
     arch: str | None = Query(None, description="Arch string or NB201 index."),
     source: Source | None = Query(None),
+    conditions_key: str | None = Query(
+        None, description="Only rows measured under these conditions, e.g. nb201/32px/10cls/b1/fp32/reference."
+    ),
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = Query(None, description="The 'next' value of the previous page."),
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> MeasurementPage:
-    """Measurements filtered by device, arch and source, ``limit`` per page; ``next`` pages on."""
+    """Measurements filtered by device, arch, source and conditions key, ``limit`` per page; ``next`` pages on.
+    Each item carries its conditions and its cold-start figures (agent rows)."""
     query = (
         select(Measurement, Device.name, Arch.arch, Arch.nb201_index)
         .join(Device, Device.id == Measurement.device_id)
@@ -62,6 +67,8 @@ def list_measurements(
         query = query.where(Arch.nb201_index == index)
     if source is not None:
         query = query.where(Measurement.source == source)
+    if conditions_key is not None:
+        query = query.where(Measurement.conditions_key == conditions_key)
     if cursor:
         query = query.where(Measurement.id > decode_cursor(cursor))
     rows = session.execute(query).all()
@@ -83,5 +90,6 @@ def measurement_out(m: Measurement, device: str, arch: str, nb201_index: int | N
         agent_id=m.agent_id,
         job_id=m.job_id,
         created_at=m.created_at,
-        **attributes(m, FIGURES + SETUP),
+        conditions=ConditionsOut.of(Conditions.from_dict(m.conditions)),
+        **attributes(m, FIGURES + SETUP + FIRST_USE),
     )

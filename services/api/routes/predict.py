@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from latfarm.services.domain.predictions import NoEstimate
+from latfarm.services.domain.predictions import NoEstimate, conditions_of
 
 from ..auth import Principal, require
 from ..deps import arch_indices, arch_strings, db, get_device
-from ..schemas import PredictRequest, PredictResponse
+from ..schemas import ConditionsOut, PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -27,7 +27,8 @@ def predict(
 ) -> JSONResponse:
     """For each arch, in request order: its measured latency (latest stable agent measurement, else imported),
     else the device's predictor estimate; ``latency_ms`` is null with a ``message`` when there is neither.
-    A device's agent measurements are all given in one ``statistic``: that of its latest measurement."""
+    A device's agent measurements are all given in one ``statistic``: that of its latest measurement. Answers are
+    for the device's conditions (``conditions`` in the response): figures measured under others are not used."""
     device = get_device(session, body.device)
     indices = arch_indices(body.archs, body.space)
     measured = request.app.state.predictions.measured(session, device, indices)
@@ -56,4 +57,5 @@ def predict(
         else:
             item |= {"latency_ms": None, "std_ms": None, "source": None, "message": reason}
         items.append(item)
-    return JSONResponse({"device": device.name, "items": items})
+    conditions = ConditionsOut.of(conditions_of(device)).model_dump()
+    return JSONResponse({"device": device.name, "conditions": conditions, "items": items})

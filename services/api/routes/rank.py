@@ -8,11 +8,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
-from latfarm.services.domain.predictions import NoEstimate
+from latfarm.services.domain.predictions import NoEstimate, conditions_of
 
 from ..auth import Principal, require
 from ..deps import arch_indices, arch_strings, db, get_device
-from ..schemas import PredictRequest, RankResponse
+from ..schemas import ConditionsOut, PredictRequest, RankResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -22,7 +22,8 @@ def rank(
     body: PredictRequest, request: Request, session: Session = Depends(db), _: Principal = Depends(require("predict"))
 ) -> JSONResponse:
     """Archs ordered fastest first on a device: measured latencies where known, else predicted ones; ties and
-    predicted-vs-predicted pairs are ordered by the pairwise (binary-relation) model."""
+    predicted-vs-predicted pairs are ordered by the pairwise (binary-relation) model. Ranked under the device's
+    conditions (``conditions`` in the response)."""
     device = get_device(session, body.device)
     indices = list(dict.fromkeys(arch_indices(body.archs, body.space)))
     service = request.app.state.predictions
@@ -55,4 +56,5 @@ def rank(
         }
         for r, k in enumerate(order)
     ]
-    return JSONResponse({"device": device.name, "space": nb201.SPACE, "items": items})
+    conditions = ConditionsOut.of(conditions_of(device)).model_dump()
+    return JSONResponse({"device": device.name, "space": nb201.SPACE, "conditions": conditions, "items": items})
