@@ -126,9 +126,11 @@ def _ensure_device(client: Client, device: str) -> None:
 def _adapt(client: Client, device: str, samples: int, children: Children) -> dict:
     """Adapt the predictor to ``device`` unless it already has an active one; a progress bar while measuring."""
     state = client.device(device)["predictor"]
-    if state["state"] == "active":
+    if state["state"] == "active" and state.get("current", True):
         console.print(f"predictor for [bold]{device}[/] already adapted ({state.get('samples')} samples): reused")
         return state
+    if state["state"] == "active":  # fitted under other measurement conditions: predictions no longer use it
+        console.print(f"predictor for [bold]{device}[/] was adapted under {state['conditions_key']}: adapting again")
     if state["state"] not in ("measuring", "training"):
         state = client.adapt(device, samples=samples, wait=False)
     columns = (
