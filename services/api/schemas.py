@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from latfarm.predictor import nb201
-from latfarm.services.domain.conditions import MAX_BATCH_SIZE, Conditions
+from latfarm.services.domain.conditions import MAX_BATCH_SIZE, Conditions, device_conditions
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
 MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more
@@ -31,8 +31,16 @@ class DeviceCreate(Strict):
     description: str = ""
     hardware: str = ""
     runtime: str = Field("onnxruntime", max_length=64)
-    precision: str = Field("fp32", max_length=16)
+    precision: str = Field("fp32", max_length=16, description="fp32, fp16 or int8: its networks' precision")
     batch_size: int = Field(1, ge=1, le=MAX_BATCH_SIZE)
+    resolution: int = Field(32, description="input height = width of its networks, px (NB201 on CIFAR-10: 32)")
+    classes: int = Field(10, description="output classes of its networks (CIFAR-10: 10)")
+
+    @model_validator(mode="after")
+    def _sound_conditions(self) -> DeviceCreate:
+        """The device's default measurement conditions must be valid ones (``Conditions`` checks them)."""
+        device_conditions(self.batch_size, self.precision, self.resolution, self.classes)
+        return self
 
 
 class DeviceOut(BaseModel):
@@ -44,6 +52,8 @@ class DeviceOut(BaseModel):
     runtime: str
     precision: str
     batch_size: int
+    resolution: int
+    classes: int
     created_at: UtcDatetime
 
 

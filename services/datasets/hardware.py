@@ -30,13 +30,21 @@ HARDWARE: dict[str, tuple[str, str]] = {
     "fpga": ("FPGA (Xilinx ZC706, simulated)", "simulator"),
 }
 _BATCH_SUFFIX = re.compile(r"^(?P<family>.+)_(?P<batch>\d+)$")
+# HW-NAS-Bench's <device>-<dataset> names: the NB201 input variant each dataset's networks take
+INPUT_VARIANTS: dict[str, dict[str, int]] = {
+    "cifar10": {"resolution": 32, "classes": 10},
+    "cifar100": {"resolution": 32, "classes": 100},
+    "imagenet16-120": {"resolution": 16, "classes": 120},
+}
 
 
 def describe_device(name: str) -> dict:
-    """Device columns from a dataset's device name: hardware, runtime and batch size (``_<n>`` suffix)."""
+    """Device columns from a dataset's device name: hardware, runtime, batch size (``_<n>`` suffix) and input
+    variant (HW-NAS-Bench's ``-<dataset>`` suffix: resolution px, classes; else CIFAR-10's 32 px, 10 classes)."""
     base, batch = name, 1
     if (match := _BATCH_SUFFIX.match(name)) and match["family"] in HARDWARE and name not in HARDWARE:
         base, batch = match["family"], int(match["batch"])
     family = base.split("-")[0]  # HW-NAS-Bench: <device>-<dataset>
     hardware, runtime = HARDWARE.get(base) or HARDWARE.get(family) or (name, "unknown")
-    return {"hardware": hardware, "runtime": runtime, "batch_size": batch}
+    variant = INPUT_VARIANTS.get(base.partition("-")[2].lower(), INPUT_VARIANTS["cifar10"])
+    return {"hardware": hardware, "runtime": runtime, "batch_size": batch, **variant}

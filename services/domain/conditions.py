@@ -86,9 +86,10 @@ class Conditions:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def device_conditions(batch_size: int, precision: str) -> Conditions:
-    """A device's default conditions: its batch size and precision, the reference graph, NB201 on CIFAR-10."""
-    return Conditions(batch_size=batch_size, precision=precision)
+def device_conditions(batch_size: int, precision: str, resolution: int = 32, classes: int = 10) -> Conditions:
+    """A device's default conditions: its batch size, precision and input variant (default NB201 on CIFAR-10:
+    32 px, 10 classes) on the reference graph."""
+    return Conditions(batch_size=batch_size, precision=precision, resolution=resolution, classes=classes)
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

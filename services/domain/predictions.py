@@ -53,9 +53,9 @@ class Measured:
 
 
 def conditions_of(device: Device) -> Conditions:
-    """A device's conditions (``device_conditions`` of its batch size and precision): the only rows its
-    predictions, rankings, adaptations and LatBench export read are those with this ``conditions_key``."""
-    return device_conditions(device.batch_size, device.precision)
+    """A device's conditions (``device_conditions`` of its batch size, precision and input variant): the only rows
+    its predictions, rankings, adaptations and LatBench export read are those with this ``conditions_key``."""
+    return device_conditions(device.batch_size, device.precision, device.resolution, device.classes)
 
 
 def device_statistic(session: Session, device_id: int, conditions_key: str) -> str:

@@ -76,6 +76,8 @@ class Device(Base):
     runtime: Mapped[str] = mapped_column(String(64), default="onnxruntime")
     precision: Mapped[str] = mapped_column(String(16), default="fp32")
     batch_size: Mapped[int] = mapped_column(Integer, default=1)
+    resolution: Mapped[int] = mapped_column(Integer, default=32)  # input variant of its networks: height = width, px
+    classes: Mapped[int] = mapped_column(Integer, default=10)  # and their output logits
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     agents: Mapped[list[Agent]] = relationship(back_populates="device", cascade="all, delete-orphan")

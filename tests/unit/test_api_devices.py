@@ -102,3 +102,17 @@ def test_device_counts_and_exports(api, keys):
     bad = api.get("/v1/devices/dev1/export?format=xml", headers=keys["client"])
     assert bad.status_code == 422 and "format" in bad.json()["message"]
     assert api.get("/v1/devices/nope/export", headers=keys["client"]).status_code == 404
+
+
+def test_device_conditions_are_checked_and_shown(api, keys):
+    """A device's default conditions (batch size, precision, input variant) are valid ones, and it shows them."""
+    bad = api.post("/v1/devices", json={"name": "d-bad", "precision": "fp64"}, headers=ADMIN)
+    assert bad.status_code == 422 and "precision" in bad.json()["message"]
+    assert api.post("/v1/devices", json={"name": "d-bad", "resolution": 4}, headers=ADMIN).status_code == 422
+    created = api.post(
+        "/v1/devices", json={"name": "c100", "batch_size": 4, "precision": "int8", "classes": 100}, headers=ADMIN
+    )
+    assert created.status_code == 201, created.text
+    shown = api.get("/v1/devices/c100", headers=ADMIN).json()
+    assert (shown["batch_size"], shown["precision"], shown["resolution"], shown["classes"]) == (4, "int8", 32, 100)
+    assert api.get("/v1/devices/d-bad", headers=ADMIN).status_code == 404

@@ -148,8 +148,14 @@ def test_hwnasbench_import(sessions, tmp_path):
     with sessions() as session:
         names = set(session.scalars(select(Device.name)))
         assert names == {"edgegpu", "raspi4", "edgegpu-ImageNet16-120"}
-        keys = set(session.scalars(select(Measurement.conditions_key).distinct()))
-        assert keys == {Conditions().key}  # the reference graph, the devices' batch size and precision
+        keys = dict(session.execute(select(Device.name, Measurement.conditions_key).join(Measurement.device)).all())
+        # the reference graph, the devices' batch size and precision, each dataset's input variant
+        assert keys == {
+            "edgegpu": Conditions().key,
+            "raspi4": Conditions().key,
+            "edgegpu-ImageNet16-120": Conditions(resolution=16, classes=120).key,
+        }
+        assert {r["latency_ms"] for r in datasets.device_rows(session, "edgegpu-ImageNet16-120")} == {2.0}
         assert count(session, name="edgegpu", dataset=datasets.HWNASBENCH) == len(edgegpu)
         rows = {r["nb201_index"]: r["latency_ms"] for r in datasets.device_rows(session, "raspi4")}
         assert rows == pytest.approx(raspi4)

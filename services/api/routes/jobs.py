@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.services.core.errors import NotFound
 from latfarm.services.domain import queue
-from latfarm.services.domain.conditions import device_conditions
+from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.models import Arch, Job, Measurement
 
 from ..auth import Principal, require
@@ -26,7 +26,7 @@ def create_jobs(
     its agents; 422 naming the field for a bad condition."""
     device = get_device(session, body.device)
     overrides = body.conditions.model_dump(exclude_none=True) if body.conditions else None
-    conditions = device_conditions(device.batch_size, device.precision).merged(overrides)
+    conditions = conditions_of(device).merged(overrides)
     strings = arch_strings()
     archs = [strings[i] for i in arch_indices(body.archs, body.space)]
     batch = queue.submit_batch(

@@ -4,7 +4,8 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-30 12:00:00.000000
 
-Every measurement, job batch and adaptation records the conditions it was measured or fitted under. Existing rows
+Devices get an input variant (resolution, classes; NB201 on CIFAR-10 for existing ones). Every measurement, job
+batch and adaptation records the conditions it was measured or fitted under. Existing rows
 keep their true conditions: agent rows were measured on the pruned NB201 graph at batch 1 in fp32 (the only export
 there was); imported rows on the reference graph at their device's batch size and precision.
 """
@@ -35,6 +36,8 @@ def _conditions(batch_size: int, precision: str, graph: str) -> tuple[dict, str]
 
 
 def upgrade() -> None:
+    op.add_column("devices", sa.Column("resolution", sa.Integer(), nullable=False, server_default=sa.text("32")))
+    op.add_column("devices", sa.Column("classes", sa.Integer(), nullable=False, server_default=sa.text("10")))
     op.add_column("measurements", sa.Column("conditions", sa.JSON(), nullable=False, server_default=sa.text("'{}'")))
     op.add_column(
         "measurements", sa.Column("conditions_key", sa.String(96), nullable=False, server_default=sa.text("''"))
@@ -88,6 +91,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("devices") as batch_op:
+        batch_op.drop_column("classes")
+        batch_op.drop_column("resolution")
     with op.batch_alter_table("adaptations") as batch_op:
         batch_op.drop_column("conditions_key")
     with op.batch_alter_table("job_batches") as batch_op:
