@@ -6,13 +6,18 @@ Every error answer is ``{"detail": message, "message": message, "code"?: ..., "f
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from latfarm.predictor import nb201
-from latfarm.services.core.errors import ErrorCode, LatfarmError
+from latfarm.services.core.errors import ErrorCode, LatfarmError, Unavailable
+from latfarm.services.store.db import DATABASE_DOWN, UNAVAILABLE_MESSAGE
+
+log = logging.getLogger(__name__)
 
 HTTP_STATUS: dict[ErrorCode, int] = {
     "invalid_argument": 422,
@@ -75,6 +80,11 @@ async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
     return response
 
 
+async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", exc)
+    return error(503, UNAVAILABLE_MESSAGE, code=Unavailable.code)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer request validation failures, ``LatfarmError``, ``ArchError`` and ``HTTPException`` in the one shape."""
     # registered through the decorator: add_exception_handler's typing takes only handlers of Exception itself
@@ -82,3 +92,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(LatfarmError)(_latfarm_error)
     app.exception_handler(nb201.ArchError)(_arch_error)
     app.exception_handler(HTTPException)(_http_error)
+    for error_class in DATABASE_DOWN:
+        app.exception_handler(error_class)(_database_down)

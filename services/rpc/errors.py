@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from latfarm.services.core.errors import ErrorCode, LatfarmError
+from latfarm.services.core.errors import ErrorCode, LatfarmError, Unavailable
+from latfarm.services.store.db import DATABASE_DOWN, UNAVAILABLE_MESSAGE
+
+log = logging.getLogger(__name__)
 
 GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
@@ -44,9 +48,14 @@ def end_call(context: grpc.ServicerContext, status: grpc.StatusCode, message: st
     raise AssertionError("grpc.ServicerContext.abort returned")  # abort always raises
 
 
+def _database_down(err: Exception) -> Unavailable:
+    log.warning("database unavailable: %s", err)
+    return Unavailable(UNAVAILABLE_MESSAGE)
+
+
 def translate_errors(method: Method) -> Method:
     """Wrap a servicer method ``(self, request, context)``, unary or streaming, so a ``LatfarmError`` it raises
-    ends the call with its gRPC status."""
+    ends the call with its gRPC status, and a database that cannot serve it with UNAVAILABLE (agents retry that)."""
     if inspect.isgeneratorfunction(method):
 
         @functools.wraps(method)
@@ -55,6 +64,8 @@ def translate_errors(method: Method) -> Method:
                 yield from method(self, request, context)
             except LatfarmError as err:
                 abort(context, err)
+            except DATABASE_DOWN as err:
+                abort(context, _database_down(err))
 
         return streaming  # type: ignore[return-value]
 
@@ -64,5 +75,7 @@ def translate_errors(method: Method) -> Method:
             return method(self, request, context)
         except LatfarmError as err:
             abort(context, err)
+        except DATABASE_DOWN as err:
+            abort(context, _database_down(err))
 
     return unary  # type: ignore[return-value]

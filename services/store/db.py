@@ -10,9 +10,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY = "latfarm_read_only"  # execution option marking a read-only engine
+# The database could not serve a statement (connection lost, server restarting, SQLite locked past its busy
+# timeout): clients are told it is unavailable and to retry, never the driver's message or the database address.
+DATABASE_DOWN = (OperationalError, InterfaceError)
+UNAVAILABLE_MESSAGE = "the database is unavailable; retry later"
 
 
 def make_engine(url: str) -> Engine:

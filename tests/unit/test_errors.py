@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from latfarm.agents.errors import AgentError
 from latfarm.services.api.errors import HTTP_STATUS, http_status
@@ -89,3 +90,35 @@ def test_the_client_error_carries_status_and_code():
     err = LatfarmError("taken", status=409, code="already_exists", field="name")
     assert (str(err), err.message, err.code, err.field) == ("409: taken", "taken", "already_exists", "name")
     assert str(LatfarmError("down", status=0, code="unavailable")) == "down"
+
+
+def _lost_connection() -> OperationalError:
+    return OperationalError("SELECT 1", {}, Exception("connection to server at 10.1.2.3, port 5432 failed"))
+
+
+def test_a_database_that_cannot_serve_is_unavailable_without_internals():
+    """REST answers 503 JSON and gRPC UNAVAILABLE (which agents retry); neither shows the driver's message."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from latfarm.services.api.errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/down")
+    def down():
+        raise _lost_connection()
+
+    response = TestClient(app, raise_server_exceptions=False).get("/down")
+    assert response.status_code == 503
+    assert response.json()["code"] == "unavailable" and "10.1.2.3" not in response.text
+
+    class Servicer:
+        @translate_errors
+        def Report(self, request, context):
+            raise _lost_connection()
+
+    with pytest.raises(_Aborted) as info:
+        Servicer().Report(None, _Context())
+    assert info.value.args[0] == grpc.StatusCode.UNAVAILABLE and "10.1.2.3" not in info.value.args[1]
