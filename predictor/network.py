@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from latfarm.predictor import nb201
+from latfarm.predictor.seeding import seeded_eval
 
 GRAPHS = ("reference", "pruned")  # the graph variants, as in ``services.domain.conditions.GRAPHS``
 
@@ -171,14 +172,4 @@ def build(
     have the same weights and compute the same function.
     """
     ops = as_ops(ops_or_arch)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = NB201Network(ops, channels=channels, classes=classes, graph=graph)
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):  # non-trivial BN so numerical checks see every op
-                nn.init.uniform_(module.weight, 0.5, 1.5)
-                nn.init.uniform_(module.bias, -0.1, 0.1)
-                assert module.running_mean is not None and module.running_var is not None  # BN tracks statistics
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    return net.eval()
+    return seeded_eval(lambda: NB201Network(ops, channels=channels, classes=classes, graph=graph), seed)

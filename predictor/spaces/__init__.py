@@ -1,0 +1,23 @@
+"""Search spaces behind one interface (``base.SearchSpace``), by name: ``get_space("fbnet")``.
+
+Adding a space: one module with a ``SearchSpace`` subclass, and its instance in ``SPACES`` below.
+"""
+
+from __future__ import annotations
+
+from latfarm.predictor.spaces.base import ArchError, Encoding, InputVariant, SearchSpace, UnknownSpace
+from latfarm.predictor.spaces.fbnet import FBNetSpace
+from latfarm.predictor.spaces.nb201 import NB201Space
+
+SPACES: dict[str, SearchSpace] = {space.name: space for space in (NB201Space(), FBNetSpace())}
+"""The registered spaces by name (FBNet without a reference set: ``FBNetSpace(load_reference(dir))`` has one)."""
+
+
+def get_space(name: str) -> SearchSpace:
+    """The registered space called ``name``; ``UnknownSpace`` listing the registered ones."""
+    if name not in SPACES:
+        raise UnknownSpace(f"unknown search space {name!r}; known: {sorted(SPACES)}")
+    return SPACES[name]
+
+
+__all__ = ["SPACES", "ArchError", "Encoding", "InputVariant", "SearchSpace", "UnknownSpace", "get_space"]
