@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
+
 from latfarm.agents.backends import available_backends
 from latfarm.agents.cache import ArtifactCache
 from latfarm.agents.connection import Connection
@@ -63,10 +65,21 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
 
 def register(conn: Connection, options: AgentOptions) -> tuple[AgentState, int]:
-    """Register with the enrollment token and save the credential; the state and the server's heartbeat interval."""
+    """Register with the enrollment token and save the credential; the state and the server's heartbeat interval.
+
+    A token the server refuses as expired or revoked (``PERMISSION_DENIED``) raises ``AgentError`` saying so.
+    """
     if not options.enroll:
         raise AgentError("registering needs an enrollment token: pass --enroll TOKEN")
-    response = conn.register(options.enroll, describe(), options.name or socket.gethostname())
+    try:
+        response = conn.register(options.enroll, describe(), options.name or socket.gethostname())
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.PERMISSION_DENIED:
+            raise
+        raise AgentError(
+            f"the server refused the enrollment token ({err.details()}); ask the server's owner for a new one "
+            "(POST /v1/devices/<device>/enrollments) and pass it with --enroll"
+        ) from err
     state = AgentState(response.agent_id, response.credential, response.device)
     save_state(options.state_dir, state)
     log(f"registered as agent {state.agent_id} of device {state.device!r}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latfarm.predictor.help_data import data_hash, load_help
+from latfarm.predictor.help_data import available_devices, data_hash, load_help
 from latfarm.predictor.model import Predictor
 from latfarm.predictor.pretrain import DEFAULT_EPOCHS, MODEL_REVISION, pretrain
 from latfarm.predictor.scores import score
@@ -18,6 +18,23 @@ from latfarm.predictor.selection import select_random
 
 DEFAULT_CACHE = Path.home() / ".cache" / "latfarm" / "predictor"
 METRICS = ("spearman", "kendall", "acc10")
+MIN_SCORED = 3  # a (device, K) is scored on at least this many measured archs beyond its K samples, else skipped
+
+
+class TransferInputError(ValueError):
+    """``eval transfer`` was given input it cannot run on (devices, K values, trials, a HELP file); the message is
+    one line saying what."""
+
+
+def parse_samples(text: str) -> list[int]:
+    """``--samples`` (``"5,10,20"``) as K values; ``TransferInputError`` unless all are integers >= 1."""
+    try:
+        samples = [int(part) for part in text.split(",")]
+    except ValueError:
+        samples = []
+    if not samples or min(samples) < 1:
+        raise TransferInputError(f"--samples must be comma-separated integers >= 1 (like 5,10,20), got {text!r}")
+    return samples
 
 
 def cached_pretrain(
@@ -53,15 +70,23 @@ def transfer_scores(
     dump: Path | None = None,
     advance=None,
 ) -> dict:
-    """Per K: mean and per-device (trial-averaged) Spearman, Kendall, ±10% share on every unmeasured arch."""
+    """Per K: mean and per-device (trial-averaged) Spearman, Kendall, ±10% share on every arch not sampled.
+
+    A device with fewer than K + ``MIN_SCORED`` measured archs is left out of that K only, with the reason under
+    the K's ``skipped`` (``{device: reason}``); a K no device could be scored on has ``None`` means.
+    """
     if strategy not in ("default", "random"):
         raise ValueError(f"unknown selection strategy {strategy!r}; use 'default' or 'random'")
     if dump is not None:
         Path(dump).mkdir(parents=True, exist_ok=True)
     out: dict = {}
     for k in samples:
-        per_device = {}
+        per_device, skipped = {}, {}
         for name, lat in test.items():
+            measured = int(np.count_nonzero(~np.isnan(lat)))
+            if measured < k + MIN_SCORED:
+                skipped[name] = f"{measured} measured archs; K={k} needs at least {k + MIN_SCORED}"
+                continue
             runs = []
             unmeasured = np.flatnonzero(np.isnan(lat))
             for trial in range(trials):
@@ -82,9 +107,24 @@ def transfer_scores(
                     advance()
             per_device[name] = {m: float(np.mean([r[m] for r in runs])) for m in METRICS}
             per_device[name].update({f"{m}_std": float(np.std([r[m] for r in runs])) for m in METRICS})
-        out[str(k)] = {f"mean_{m}": float(np.mean([v[m] for v in per_device.values()])) for m in METRICS}
+        out[str(k)] = {
+            f"mean_{m}": float(np.mean([v[m] for v in per_device.values()])) if per_device else None for m in METRICS
+        }
         out[str(k)]["per_device"] = per_device
+        out[str(k)]["skipped"] = skipped
     return out
+
+
+def json_safe(value: object) -> object:
+    """``value`` with every non-finite float (a constant device's undefined correlation) as ``None``: JSON has no
+    NaN, so ``--json`` writes ``null``."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def eval_transfer(
@@ -101,15 +141,18 @@ def eval_transfer(
     strategy: str = "default",
     progress: bool = False,
 ) -> dict:
-    """Pretrain on ``train`` only (cached), then score K-sample transfer to each ``test`` device."""
+    """Pretrain on ``train`` only (cached), then score K-sample transfer to each ``test`` device.
+
+    Raises ``TransferInputError`` for unknown or overlapping devices, no K >= 1 or no trial.
+    """
     missing = [d for d in [*train, *test] if d not in latencies]
     if missing:
-        raise ValueError(f"unknown devices {missing}; available: {sorted(latencies)}")
+        raise TransferInputError(f"unknown devices {missing}; available: {sorted(latencies)}")
     overlap = sorted(set(train) & set(test))
     if overlap:
-        raise ValueError(f"devices in both --train and --test: {overlap}")
+        raise TransferInputError(f"devices in both --train and --test: {overlap}")
     if not samples or min(samples) < 1 or trials < 1:
-        raise ValueError("need at least one K >= 1 and at least one trial")
+        raise TransferInputError("need at least one K >= 1 (--samples) and at least one trial (--trials)")
     start = time.perf_counter()
     predictor = cached_pretrain(
         {d: latencies[d] for d in train}, seed=seed, epochs=epochs, cache_dir=cache_dir, progress=progress
@@ -152,25 +195,46 @@ def eval_transfer_cli(
     cache_dir: Path | None = None,
     epochs: int = DEFAULT_EPOCHS,
 ) -> dict:
-    """`latfarm eval transfer`: run ``eval_transfer`` on a HELP-layout folder, print a table, write JSON."""
+    """`latfarm eval transfer`: run ``eval_transfer`` on a HELP-layout folder, print a table, write JSON (NaN as
+    ``null``). Raises ``TransferInputError`` for bad input, including a device the folder lacks or a bad file."""
     from rich.console import Console
     from rich.table import Table
 
-    latencies = load_help(data, [*train, *test])
+    if trials < 1:
+        raise TransferInputError(f"--trials must be >= 1, got {trials}")
+    try:
+        known = available_devices(data)
+    except FileNotFoundError as err:
+        raise TransferInputError(str(err)) from err
+    if unknown := sorted({*train, *test} - set(known)):
+        raise TransferInputError(f"unknown devices {unknown} in {data}; available: {known}")
+    try:
+        latencies = load_help(data, [*train, *test])
+    except ValueError as err:  # a bad file: read_latency_file names it
+        raise TransferInputError(str(err)) from err
     result = eval_transfer(
         latencies, train, test, samples, trials, seed=seed, dump=dump, cache_dir=cache_dir, epochs=epochs,
         progress=True,
     )  # fmt: skip
+    console = Console()
     table = Table(title=f"transfer to unseen devices ({trials} trials, seed {seed})")
     for col in ("K", "device", "spearman", "kendall", "±10%"):
         table.add_column(col)
     for k, block in result["samples"].items():
         for name, s in block["per_device"].items():
-            table.add_row(k, name, f"{s['spearman']:.4f}", f"{s['kendall']:.4f}", f"{s['acc10']:.3f}")
-        table.add_row(k, "[b]mean", f"{block['mean_spearman']:.4f}", f"{block['mean_kendall']:.4f}",
-                      f"{block['mean_acc10']:.3f}", end_section=True)  # fmt: skip
-    Console().print(table)
+            table.add_row(k, name, _shown(s["spearman"], ".4f"), _shown(s["kendall"], ".4f"), _shown(s["acc10"], ".3f"))
+        table.add_row(k, "[b]mean", _shown(block["mean_spearman"], ".4f"), _shown(block["mean_kendall"], ".4f"),
+                      _shown(block["mean_acc10"], ".3f"), end_section=True)  # fmt: skip
+    console.print(table)
+    for k, block in result["samples"].items():
+        for name, reason in block["skipped"].items():
+            console.print(f"K={k}: {name} skipped ({reason})")
     if json_out is not None:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
+        Path(json_out).write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
     return result
+
+
+def _shown(value: float | None, spec: str) -> str:
+    """A score for the table; ``n/a`` where it is undefined (NaN) or nothing was scored (None)."""
+    return "n/a" if value is None or not np.isfinite(value) else format(value, spec)

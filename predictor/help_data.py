@@ -1,4 +1,5 @@
-"""Load the HELP NAS-Bench-201 latency release (``latency/<device>.pt`` lists of 15,625 ms by official index)."""
+"""Load HELP-layout folders (the HELP NAS-Bench-201 latency release: ``latency/<device>.pt`` lists of 15,625 ms by
+official index); services' HELP importer reads its files through ``read_latency_file`` too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.nb201 import NUM_ARCHS
 
 
@@ -19,20 +21,43 @@ def available_devices(data_dir: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.pt"))
 
 
-def load_help(data_dir: Path, devices: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Latencies (ms, float64 arrays of 15,625 by official NB201 index) of the chosen devices (default: all)."""
+def read_latency_file(path: Path) -> np.ndarray:
+    """One HELP ``latency/<device>.pt``: 15,625 ms by official NB201 index (float64; NaN = not measured).
+
+    The one loader and validation rule for every reader of HELP folders (``latfarm import --format help``,
+    ``pretrain``, ``eval transfer``): a list, tensor or numpy array saved with ``torch.save`` (trusted input: it is
+    unpickled), measured entries positive and finite (``predictor.latencies``). Raises ``ValueError`` naming the
+    file and the problem.
+    """
+    import pickle
+
     import torch
 
+    try:
+        raw = torch.load(path, weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as err:
+        raise ValueError(f"{path}: not a torch.save file ({type(err).__name__})") from err
+    try:
+        values = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: expected {NUM_ARCHS} latencies, found {type(raw).__name__}") from err
+    if values.shape != (NUM_ARCHS,):
+        raise ValueError(f"{path}: expected {NUM_ARCHS} latencies, found shape {values.shape}")
+    return checked_latencies(values, str(path), allow_nan=True)
+
+
+def load_help(data_dir: Path, devices: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Latencies of the chosen devices (default: all), each as ``read_latency_file`` reads it.
+
+    Raises ``FileNotFoundError`` for a device without a file, ``ValueError`` for a bad file.
+    """
     names = available_devices(data_dir) if devices is None else list(devices)
     out: dict[str, np.ndarray] = {}
     for name in names:
         path = Path(data_dir) / "latency" / f"{name}.pt"
         if not path.exists():
             raise FileNotFoundError(f"no latency file for device {name!r} at {path}")
-        values = np.asarray(torch.load(path, weights_only=False), dtype=np.float64).reshape(-1)
-        if values.shape != (NUM_ARCHS,):
-            raise ValueError(f"{path}: expected {NUM_ARCHS} latencies, found {values.shape[0]}")
-        out[name] = values
+        out[name] = read_latency_file(path)
     return out
 
 

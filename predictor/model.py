@@ -18,6 +18,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from latfarm.predictor.features import all_features
+from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.nb201 import NUM_ARCHS
 from latfarm.predictor.prior import Posterior, Prior, posterior
 from latfarm.predictor.selection import select_by_variance
@@ -106,11 +107,9 @@ class Predictor:
     def adapt(self, indices: Sequence[int] | np.ndarray, latencies_ms: Sequence[float] | np.ndarray) -> DeviceModel:
         """A device model from measured (index, ms) pairs; no samples = the unadapted prior at a typical scale."""
         idx = _check_indices(indices)
-        lat = np.asarray(latencies_ms, dtype=np.float64).reshape(-1)
+        lat = checked_latencies(np.asarray(latencies_ms, dtype=np.float64).reshape(-1), "adapt")
         if len(lat) != len(idx):
             raise ValueError(f"{len(idx)} indices but {len(lat)} latencies")
-        if not np.all(np.isfinite(lat)) or np.any(lat <= 0):
-            raise ValueError("latencies must be positive, finite milliseconds")
         post = posterior(self.prior, self.phi[idx], lat, float(self.meta["default_scale_ms"]))
         return DeviceModel(self, post, idx, lat)
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from latfarm.predictor.features import FEATURE_NAMES, all_features
 from latfarm.predictor.help_data import data_hash, load_help
+from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.model import CHECKPOINT_FORMAT, Predictor
 from latfarm.predictor.nb201 import NUM_ARCHS
 from latfarm.predictor.prior import fit_prior, ridge_head
@@ -24,12 +25,10 @@ MIN_MEASURED = 50
 def _check(latencies: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for name, lat in sorted(latencies.items()):
-        arr = np.asarray(lat, dtype=np.float64).reshape(-1)
+        arr = checked_latencies(np.asarray(lat, dtype=np.float64).reshape(-1), f"device {name!r}", allow_nan=True)
         if arr.shape != (NUM_ARCHS,):
             raise ValueError(f"device {name!r}: expected {NUM_ARCHS} latencies by NB201 index, got {arr.shape[0]}")
         ok = ~np.isnan(arr)
-        if np.any(arr[ok] <= 0) or not np.all(np.isfinite(arr[ok])):
-            raise ValueError(f"device {name!r}: latencies must be positive, finite ms (NaN = not measured)")
         if ok.sum() >= MIN_MEASURED:
             out[name] = arr
     if len(out) < 2:

@@ -32,9 +32,10 @@ class Client:
     ) -> None:
         """Talk to ``base_url`` with ``api_key``; ``retries`` more tries ``backoff_s`` (doubling) apart."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
         self.retries, self.backoff_s = retries, backoff_s
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
+            base_url=self.base_url,
             headers=headers,
             timeout=timeout,
             transport=httpx.HTTPTransport(retries=1),  # an immediate second try on connect errors; then backoff

@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from latfarm.predictor import nb201
 from latfarm.services.domain.conditions import MAX_BATCH_SIZE, Conditions, device_conditions
+from latfarm.services.domain.names import MAX_NAME_LENGTH, NAME_PATTERN
 
-NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
 MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more
 Scope = Literal["client", "owner", "admin"]
-Arch = str | int  # an arch string, or an official NB201 index
+Arch = StrictStr | StrictInt  # an arch string, or an official NB201 index (JSON true / 1.0 are neither)
 # Stored times are UTC; SQLite hands them back naive.
 UtcDatetime = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.replace(tzinfo=timezone.utc))]
 
@@ -27,7 +27,7 @@ class Strict(BaseModel):
 class DeviceCreate(Strict):
     """A new device: its name (``[A-Za-z0-9._-]``) and how it runs models."""
 
-    name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN, examples=["pixel7-cpu-fp32"])
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN, examples=["pixel7-cpu-fp32"])
     description: str = ""
     hardware: str = ""
     runtime: str = Field("onnxruntime", max_length=64)

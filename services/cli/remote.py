@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,7 +12,7 @@ import typer
 from latfarm.services.cli.errors import exit_on_error
 
 if TYPE_CHECKING:
-    from latfarm.services.client import Client
+    from latfarm.services.client import Client, LatfarmError
 
 # A flag not given is None: the client settings (core/config.py) fill it in, from LATFARM_SERVER / LATFARM_API_KEY
 # or their defaults; the help texts name both as typer would.
@@ -22,18 +24,53 @@ ApiKey = typer.Option(None, "--key", help=r"API key (Bearer). \[env var: LATFARM
 
 def predict(
     device: str = typer.Argument(...),
-    archs: list[str] = typer.Argument(..., help="Arch strings."),
+    archs: list[str] = typer.Argument(..., help="Arch strings or NB201 indices."),
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:
     """Ask the server for latencies (measured, else predicted) of archs on a device."""
-    with exit_on_error("latfarm predict"):
-        items = _client(server, key).predict(device, archs)
+    client = _client(server, key)
+    with _explained("latfarm predict", client, device):
+        items = client.predict(device, arch_values(archs))
     for item in items:
         if item["latency_ms"] is None:
             typer.echo(f"no estimate  {item['arch']}: {item['message']}")
             continue
         typer.echo(f"{item['latency_ms']:.4f} ms  {item['source']:<9}  {item['arch']}")
+
+
+def arch_values(given: list[str]) -> list[str | int]:
+    """Command-line archs as the API takes them: digits are NB201 indices, anything else an arch string."""
+    return [int(a) if a.isdigit() else a for a in given]
+
+
+@contextmanager
+def _explained(command: str, client: Client, device: str) -> Iterator[None]:
+    """Run the block; a client error exits with one line: the server's message and what to do about it (start
+    the server / check ``--server``, pass a key, pick a known device)."""
+    from latfarm.services.client import LatfarmError
+
+    try:
+        yield
+    except LatfarmError as err:
+        raise SystemExit(f"{command}: {err.message}{_what_to_do(err, client, device)}") from err
+
+
+def _what_to_do(err: LatfarmError, client: Client, device: str) -> str:
+    """The hint for a client error's code ('' when the message says it all)."""
+    from latfarm.services.client import LatfarmError
+
+    if err.code == "unavailable":
+        return f"; is the server running at {client.base_url}? (--server / LATFARM_SERVER)"
+    if err.code in ("unauthenticated", "permission_denied"):
+        return "; pass an API key that may do this with --key or LATFARM_API_KEY"
+    if err.code == "not_found" and device in err.message:
+        try:
+            known = sorted(d["name"] for d in client.devices())
+        except LatfarmError:
+            return ""
+        return f"; known devices: {', '.join(known) or 'none yet'}"
+    return ""
 
 
 def measure(

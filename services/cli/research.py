@@ -30,15 +30,18 @@ def eval_transfer(
     dump: Path = typer.Option(None, "--dump", help="Write <device>_k<K>_t<trial>.npz per run."),
 ) -> None:
     """Pretrain on --train devices, adapt to each --test device from K samples, score on the rest."""
-    from latfarm.predictor.evaluate import eval_transfer_cli
+    from latfarm.predictor.evaluate import TransferInputError, eval_transfer_cli, parse_samples
 
-    eval_transfer_cli(
-        data,
-        train=train.split(","),
-        test=test.split(","),
-        samples=[int(k) for k in samples.split(",")],
-        trials=trials,
-        seed=seed,
-        json_out=json_out,
-        dump=dump,
-    )
+    try:
+        eval_transfer_cli(
+            data,
+            train=train.split(","),
+            test=test.split(","),
+            samples=parse_samples(samples),
+            trials=trials,
+            seed=seed,
+            json_out=json_out,
+            dump=dump,
+        )
+    except TransferInputError as err:
+        raise SystemExit(f"error: {err}") from err

@@ -21,9 +21,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from latfarm.agents.state import load_state
+from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.client import Client, LatfarmError
 from latfarm.services.core.config import Settings, env_name
 from latfarm.services.core.security import new_secret
+from latfarm.services.domain.names import checked_device_name
 
 console = Console()
 START_TIMEOUT_S = 180.0
@@ -156,7 +158,10 @@ def _adapt(client: Client, device: str, samples: int, children: Children) -> dic
 
 
 def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> None:
-    """Start everything, adapt to this machine, print the URLs, serve until Ctrl-C."""
+    """Start everything, adapt to this machine, print the URLs, serve until Ctrl-C; a ``device`` against the
+    device-name rule exits before anything starts."""
+    with exit_on_error("latfarm up"):
+        checked_device_name(device)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)

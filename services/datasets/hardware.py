@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from latfarm.services.domain.conditions import PRECISIONS
+
 # name or family -> (hardware, runtime the dataset measured with)
 HARDWARE: dict[str, tuple[str, str]] = {
     "1080ti": ("NVIDIA GeForce GTX 1080 Ti GPU", "pytorch"),
@@ -38,13 +40,21 @@ INPUT_VARIANTS: dict[str, dict[str, int]] = {
 }
 
 
+def precision_of(name: str) -> str:
+    """The precision a dataset's device name states (``pixel7-int8``, ``jetson_fp16``: a ``-`` or ``_`` separated
+    ``int8`` / ``fp16`` / ``fp32`` part), else ``fp32``."""
+    stated = [part for part in re.split(r"[-_]", name.lower()) if part in PRECISIONS]
+    return stated[-1] if stated else "fp32"
+
+
 def describe_device(name: str) -> dict:
-    """Device columns from a dataset's device name: hardware, runtime, batch size (``_<n>`` suffix) and input
-    variant (HW-NAS-Bench's ``-<dataset>`` suffix: resolution px, classes; else CIFAR-10's 32 px, 10 classes)."""
+    """Device columns from a dataset's device name: hardware, runtime, batch size (``_<n>`` suffix), precision
+    (``precision_of``) and input variant (HW-NAS-Bench's ``-<dataset>`` suffix: resolution px, classes; else
+    CIFAR-10's 32 px, 10 classes)."""
     base, batch = name, 1
     if (match := _BATCH_SUFFIX.match(name)) and match["family"] in HARDWARE and name not in HARDWARE:
         base, batch = match["family"], int(match["batch"])
     family = base.split("-")[0]  # HW-NAS-Bench: <device>-<dataset>
     hardware, runtime = HARDWARE.get(base) or HARDWARE.get(family) or (name, "unknown")
     variant = INPUT_VARIANTS.get(base.partition("-")[2].lower(), INPUT_VARIANTS["cifar10"])
-    return {"hardware": hardware, "runtime": runtime, "batch_size": batch, **variant}
+    return {"hardware": hardware, "runtime": runtime, "batch_size": batch, "precision": precision_of(name), **variant}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
@@ -35,22 +36,16 @@ def import_hwnasbench(session: Session, path: Path) -> int:
         by_dataset = data["nasbench201"]
     except (KeyError, TypeError) as err:
         raise DatasetError(f"{path}: expected a dict with key 'nasbench201' (HW-NAS-Bench layout)") from err
+    if not isinstance(by_dataset, Mapping) or not all(isinstance(m, Mapping) for m in by_dataset.values()):
+        raise DatasetError(f"{path}: expected 'nasbench201' to map each dataset to a dict of metrics")
     tables: dict[str, tuple[tuple[int, ...], list[float]]] = {}  # device -> (indices, ms)
     for dataset, metrics in by_dataset.items():
         for metric, values in metrics.items():
-            if not metric.endswith("_latency"):
+            if not str(metric).endswith("_latency"):
                 continue
             name = metric.removesuffix("_latency")
             name = name if dataset == HWNAS_CIFAR10 else f"{name}-{dataset}"
-            where = f"{path}: {dataset}/{metric}"
-            items = list(values.items() if isinstance(values, Mapping) else enumerate(values))
-            if not items:
-                continue
-            raw_indices, raw_ms = zip(*items, strict=True)
-            indices = tuple(int(i) for i in raw_indices)
-            if bad := [i for i in indices if not 0 <= i < nb201.NUM_ARCHS]:
-                raise DatasetError(f"{where}: index {bad[0]} outside 0..{nb201.NUM_ARCHS - 1}")
-            tables[name] = (indices, checked_ms(raw_ms, where))
+            tables[name] = _latency_table(values, f"{path}: {dataset}/{metric}")
     arch_ids = arch_ids_by_index(session, {i for indices, _ in tables.values() for i in indices})
     added = 0
     for name, (indices, ms) in tables.items():
@@ -58,3 +53,26 @@ def import_hwnasbench(session: Session, path: Path) -> int:
         device = ensure_device(session, name, HWNASBENCH)
         added += add_rows(session, device, HWNASBENCH, latencies, conditions_of(device))
     return added
+
+
+def _latency_table(values: object, where: str) -> tuple[tuple[int, ...], list[float]]:
+    """(NB201 indices, ms) of one ``<device>_latency`` metric: a list (position = index) or ``{index: ms}``.
+
+    Raises ``DatasetError`` naming ``where`` for another type, a non-integer or out-of-range index, or a latency
+    against the rule (positive, finite).
+    """
+    if isinstance(values, Mapping):
+        items = list(values.items())
+    elif isinstance(values, list | tuple | np.ndarray):
+        items = list(enumerate(values))
+    else:
+        raise DatasetError(f"{where}: expected a list or {{index: ms}} dict, found {type(values).__name__}")
+    if not items:
+        return (), []
+    raw_indices, raw_ms = zip(*items, strict=True)
+    if bad := [i for i in raw_indices if not isinstance(i, int | np.integer) or isinstance(i, bool)]:
+        raise DatasetError(f"{where}: index {bad[0]!r} is not an integer")
+    indices = tuple(int(i) for i in raw_indices)
+    if bad := [i for i in indices if not 0 <= i < nb201.NUM_ARCHS]:
+        raise DatasetError(f"{where}: index {bad[0]} outside 0..{nb201.NUM_ARCHS - 1}")
+    return indices, checked_ms(raw_ms, where)

@@ -1,14 +1,17 @@
 """LatBench importer: one pickle ``{6-op tuple: seconds}`` per device, named after the file unless given.
 
-LatBench measured the reference NB201 network; its rows get the device's conditions (batch size, precision).
+A value is one figure (seconds) or the runs behind it, as raw LatBench keeps them: a list or numpy array of runs,
+possibly nested per round (``[[.0021, .0022], [.0023, .0021]]``). Runs are summarised by their **median** over all
+runs of all rounds (LatBench's own statistic) and the run count is kept in the row's ``runs``. LatBench measured the
+reference NB201 network; its rows get the device's conditions (batch size, precision).
 """
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
@@ -19,21 +22,46 @@ from latfarm.services.store.crud import ensure_archs
 LATBENCH = "latbench"
 
 
+def _is_op_id(value: object) -> bool:
+    """Op ids are integers (Python or numpy), never bools, floats or strings."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def summarised_runs(value: object, where: str) -> tuple[float, int]:
+    """(median ms, run count) of one LatBench value in seconds: a number, or a (nested) list / array of runs.
+
+    Raises ``DatasetError`` naming ``where`` for no runs, ragged or non-numeric runs, or a run against the latency
+    rule (positive, finite).
+    """
+    try:
+        runs = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise DatasetError(f"{where}: expected seconds or a list of runs in seconds, found {value!r:.60}") from err
+    if runs.size == 0:
+        raise DatasetError(f"{where}: no runs (an empty list)")
+    return float(np.median(np.asarray(checked_ms(runs, where, scale=1000.0)))), int(runs.size)
+
+
 def import_latbench(session: Session, path: Path, device: str | None = None) -> int:
-    """Import one LatBench pickle ``{6-op tuple: seconds (or a list of runs: their median)}`` for ``device``."""
+    """Import one LatBench pickle ``{6-op tuple: seconds or runs}`` for ``device`` (default: the file's stem).
+
+    All-or-nothing: any bad key or value raises ``DatasetError`` before a row is written.
+    """
     path = Path(path)
     data = load_pickle(path)
     if not isinstance(data, Mapping):
         raise DatasetError(f"{path}: expected a dict {{6-op tuple: seconds}}, found {type(data).__name__}")
-    latencies_by_arch: dict[str, float] = {}
-    for ops, seconds in data.items():
+    summaries: dict[str, tuple[float, int]] = {}
+    for ops, value in data.items():
+        if not isinstance(ops, tuple | list) or not all(_is_op_id(o) for o in ops):
+            raise DatasetError(f"{path}: key {ops!r}: expected a tuple of 6 integer op ids")
         try:
             arch = nb201.to_string(ops)
         except nb201.ArchError as err:
             raise DatasetError(f"{path}: key {ops!r}: {err}") from err
-        runs = seconds if isinstance(seconds, Sequence) and not isinstance(seconds, str) else [seconds]
-        latencies_by_arch[arch] = statistics.median(checked_ms(runs, f"{path}[{ops!r}]", scale=1000.0))
-    ids = ensure_archs(session, latencies_by_arch)
+        summaries[arch] = summarised_runs(value, f"{path}: key {ops!r}")
+    ids = ensure_archs(session, summaries)
     target = ensure_device(session, device or path.stem, LATBENCH)
-    latencies = {ids[a]: ms for a, ms in latencies_by_arch.items()}
-    return add_rows(session, target, LATBENCH, latencies, conditions_of(target))
+    latencies = {ids[a]: ms for a, (ms, _) in summaries.items()}
+    runs = {ids[a]: count for a, (_, count) in summaries.items()}
+    return add_rows(session, target, LATBENCH, latencies, conditions_of(target), runs=runs)

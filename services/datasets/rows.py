@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 from sqlalchemy import Table, insert, literal_column, select
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
+from latfarm.predictor.latencies import checked_latencies
 from latfarm.services.core.clock import utcnow
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.datasets.hardware import describe_device
 from latfarm.services.domain.conditions import Conditions
+from latfarm.services.domain.names import checked_device_name
 from latfarm.services.store.crud import device_by_name, ensure_archs
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
@@ -33,7 +34,12 @@ class DatasetError(InvalidArgument):
 
 
 def ensure_device(session: Session, name: str, dataset: str) -> Device:
-    """The device called ``name``, created (described from its name) if the store lacks it."""
+    """The device called ``name``, created (described from its name) if the store lacks it; a name against the
+    device-name rule (``domain.names``) raises ``DatasetError``."""
+    try:
+        checked_device_name(name)
+    except InvalidArgument as err:
+        raise DatasetError(f"{err.message} (importing {dataset})") from err
     device = device_by_name(session, name)
     if device is None:
         device = Device(name=name, description=f"imported from {dataset}", **describe_device(name))
@@ -43,20 +49,26 @@ def ensure_device(session: Session, name: str, dataset: str) -> Device:
 
 
 def add_rows(
-    session: Session, device: Device, dataset: str, latencies_ms: Mapping[int, float], conditions: Conditions
+    session: Session,
+    device: Device,
+    dataset: str,
+    latencies_ms: Mapping[int, float],
+    conditions: Conditions,
+    runs: Mapping[int, int] | None = None,
 ) -> int:
     """Insert ``{arch_id: ms}`` rows measured under ``conditions`` not yet stored for (device, dataset); returns how
-    many were added.
+    many were added. ``runs`` (``{arch_id: count}``) fills the rows' ``runs`` where the dataset keeps its runs.
 
-    Core executemany with the per-import columns fixed in the statement: only arch_id and the figure (latency_ms,
-    median_ms) vary per row.
+    Core executemany with the per-import columns fixed in the statement: only arch_id, the figure (latency_ms,
+    median_ms) and runs vary per row.
     """
     present = set(
         session.scalars(
             select(Measurement.arch_id).where(Measurement.device_id == device.id, Measurement.dataset == dataset)
         )
     )
-    rows = [(arch_id, ms) for arch_id, ms in latencies_ms.items() if arch_id not in present]
+    runs = runs or {}
+    rows = [(arch_id, ms, runs.get(arch_id)) for arch_id, ms in latencies_ms.items() if arch_id not in present]
     fixed = {
         "device_id": device.id,
         "source": Source.imported.value,
@@ -80,32 +92,32 @@ def add_rows(
     )
     for start in range(0, len(rows), 10000):
         chunk = rows[start : start + 10000]
-        session.execute(statement, [{"arch_id": a, "latency_ms": ms, "median_ms": ms} for a, ms in chunk])
+        session.execute(statement, [{"arch_id": a, "latency_ms": ms, "median_ms": ms, "runs": n} for a, ms, n in chunk])
     return len(rows)
 
 
-def _copy_rows(session: Session, fixed: dict, rows: list[tuple[int, float]]) -> None:
+def _copy_rows(session: Session, fixed: dict, rows: list[tuple[int, float, int | None]]) -> None:
     """PostgreSQL: COPY is several times faster than multi-row INSERTs for hundreds of thousands of rows."""
-    columns = [*fixed, "arch_id", "latency_ms", "median_ms"]
+    columns = [*fixed, "arch_id", "latency_ms", "median_ms", "runs"]
     driver_connection = session.connection().connection.driver_connection
     assert driver_connection is not None, "a checked-out connection has its driver connection"
     cursor = driver_connection.cursor()
     with cursor.copy(f"COPY {Measurement.__tablename__} ({', '.join(columns)}) FROM STDIN") as copy:
         constant = tuple(fixed.values())
-        for arch_id, ms in rows:
-            copy.write_row((*constant, arch_id, ms, ms))
+        for arch_id, ms, count in rows:
+            copy.write_row((*constant, arch_id, ms, ms, count))
 
 
-def checked_ms(values: Sequence, where: str, scale: float = 1.0) -> list[float]:
-    """Latencies as floats in ms, refusing non-numbers, negatives and non-finite values."""
+def checked_ms(values: object, where: str, scale: float = 1.0) -> list[float]:
+    """Latencies as floats in ms (``values`` times ``scale``), checked by the predictor's rule
+    (``predictor.latencies``: positive and finite; zero, negatives, NaN, inf and non-numbers refused).
+
+    Raises ``DatasetError`` naming ``where`` and the first bad entry.
+    """
     try:
-        array = np.asarray(values, dtype=np.float64) * scale
-    except (TypeError, ValueError) as err:
-        raise DatasetError(f"{where}: latencies must be numbers ({err})") from err
-    bad = np.flatnonzero(~(np.isfinite(array) & (array >= 0)))
-    if bad.size:
-        raise DatasetError(f"{where}: entry {bad[0]} is {array[bad[0]]!r}; latencies must be finite and >= 0")
-    return array.tolist()
+        return (checked_latencies(values, where) * scale).tolist()
+    except ValueError as err:
+        raise DatasetError(str(err)) from err
 
 
 def arch_ids_by_index(session: Session, indices: Iterable[int]) -> dict[int, int]:

@@ -178,6 +178,25 @@ def test_register_checks_token_and_descriptor(farm):
     assert code_of(reg()) == (grpc.StatusCode.PERMISSION_DENIED, "enrollment token was revoked")
 
 
+@pytest.mark.parametrize(
+    ("expired", "details"), [(True, "enrollment token expired at"), (False, "enrollment token was revoked")]
+)
+def test_an_agent_enrolling_with_an_expired_or_revoked_token_gets_one_line(farm, tmp_path, expired, details):
+    """#14 case 5: the agent's error (printed as one line by the CLI) names the refusal and what to do."""
+    with transaction(farm.sessions) as s:
+        enrollment = s.scalars(select(Enrollment)).one()
+        if expired:
+            enrollment.expires_at = utcnow() - timedelta(minutes=1)
+        else:
+            enrollment.revoked = True
+    with pytest.raises(AgentError) as info:
+        run_agent(AgentOptions(farm.address, farm.token, tmp_path / "agent", once=True))
+    message = str(info.value)
+    assert message.startswith(f"the server refused the enrollment token ({details}")
+    assert message.endswith("and pass it with --enroll") and "\n" not in message
+    assert load_state(tmp_path / "agent") is None
+
+
 def test_every_call_needs_the_credential(farm):
     register(farm)
     calls = {

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from latfarm.predictor.evaluate import eval_transfer_cli
 from latfarm.predictor.nb201 import NUM_ARCHS
@@ -27,3 +28,58 @@ def test_eval_transfer_json_and_dump(help_dir, tmp_path):
     assert list((tmp_path / "cache").glob("*.npz"))  # pretrained once, cached by data hash
     again = eval_transfer_cli(help_dir, train, test, json_out=None, dump=None, **args)
     assert again["samples"] == out["samples"]
+
+
+def _copy_help(help_dir, folder, devices, extra):
+    """A HELP-layout folder with ``devices`` copied from the shared data and ``extra`` (``{name: ms array}``)."""
+    import shutil
+
+    import torch
+
+    (folder / "latency").mkdir(parents=True)
+    for name in devices:
+        shutil.copy(help_dir / "latency" / f"{name}.pt", folder / "latency")
+    for name, values in extra.items():
+        torch.save(values, folder / "latency" / f"{name}.pt")  # numpy arrays, as torch.save keeps them
+    return folder
+
+
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")  # the constant device, on purpose
+def test_eval_transfer_keeps_other_ks_skips_thin_devices_and_writes_null(help_dir, tmp_path):
+    """A device with 8 measured archs is skipped for K=10 (not K=5); a constant device's undefined correlation is
+    ``null`` in the JSON, not NaN."""
+    train = ["1080ti_32", "silver_4210r", "essential_ph_1"]
+    sparse = np.full(NUM_ARCHS, np.nan)
+    sparse[:8] = np.linspace(1.0, 3.0, 8)
+    folder = _copy_help(help_dir, tmp_path / "help", train, {"sparse": sparse, "flat": np.full(NUM_ARCHS, 4.0)})
+    out = eval_transfer_cli(
+        folder, train, ["sparse", "flat"], samples=[5, 10], trials=1, seed=0, json_out=tmp_path / "r.json",
+        dump=None, cache_dir=tmp_path / "cache", epochs=1,
+    )  # fmt: skip
+    assert set(out["samples"]["5"]["per_device"]) == {"sparse", "flat"}
+    assert set(out["samples"]["10"]["per_device"]) == {"flat"}
+    assert out["samples"]["10"]["skipped"] == {"sparse": "8 measured archs; K=10 needs at least 13"}
+    text = (tmp_path / "r.json").read_text()
+    assert "NaN" not in text
+    assert json.loads(text)["samples"]["5"]["per_device"]["flat"]["spearman"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--samples", "5,abc"], "--samples must be comma-separated integers >= 1"),
+        (["--samples", "0"], "--samples must be comma-separated integers >= 1"),
+        (["--trials", "0"], "--trials must be >= 1, got 0"),
+        (["--test", "nope"], "unknown devices ['nope']"),
+    ],
+)
+def test_eval_transfer_bad_arguments_are_one_line(help_dir, tmp_path, args, problem):
+    from typer.testing import CliRunner
+
+    from latfarm.services.cli import app
+
+    base = {"--data": str(help_dir), "--train": "1080ti_32,silver_4210r", "--test": "titan_rtx_32"}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    result = CliRunner().invoke(app, ["eval", "transfer", *[x for pair in base.items() for x in pair]])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith(f"error: {problem}"), result.output

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import func, select
@@ -134,10 +136,18 @@ def export_device(
         return Response(
             datasets.to_csv(rows),
             media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{device.name}.csv"'},
+            headers={"Content-Disposition": _attachment(f"{device.name}.csv")},
         )
     return Response(
         datasets.to_latbench_pickle(rows),
         media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{device.name}.pickle"'},
+        headers={"Content-Disposition": _attachment(f"{device.name}.pickle")},
     )
+
+
+def _attachment(filename: str) -> str:
+    """A ``Content-Disposition`` header safe for any stored name (headers are latin-1; names from before the name
+    rule may hold anything): an ASCII ``filename`` with other characters as ``_`` plus RFC 5987's UTF-8
+    ``filename*``."""
+    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -1,0 +1,280 @@
+"""Every way in validates like the REST API (issue #14): importers' runs, latency and name rules, one HELP loader,
+and malformed files through ``latfarm import`` (one-line error, exit 1, nothing stored)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sqlalchemy import create_engine, func, select
+from typer.testing import CliRunner
+
+from latfarm.predictor import nb201
+from latfarm.predictor.help_data import load_help
+from latfarm.services import datasets
+from latfarm.services.cli import app
+from latfarm.services.core.config import Settings
+from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.datasets.hardware import describe_device
+from latfarm.services.domain.names import checked_device_name
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Device, Measurement
+from tests.api_support import add_measurements
+
+OPS = (1, 2, 3, 4, 0, 1)
+OTHER_OPS = (3, 3, 4, 1, 3, 1)
+
+
+@pytest.fixture(scope="module")
+def str_arch2idx(tmp_path_factory):
+    """HELP's ``str_arch2idx.pt``: the official NB201 arch strings by index."""
+    path = tmp_path_factory.mktemp("help") / "str_arch2idx.pt"
+    table = nb201.official_ops_table()
+    torch.save({nb201.to_string(table[i]): i for i in range(nb201.NUM_ARCHS)}, path)
+    return path
+
+
+def help_folder(root, str_arch2idx, files):
+    """A HELP-layout folder with ``files`` (``{device: object torch.save'd}``) under ``latency/``."""
+    (root / "latency").mkdir(parents=True)
+    (root / "str_arch2idx.pt").write_bytes(str_arch2idx.read_bytes())
+    for name, values in files.items():
+        if isinstance(values, bytes):
+            (root / "latency" / f"{name}.pt").write_bytes(values)
+        else:
+            torch.save(values, root / "latency" / f"{name}.pt")
+    return root
+
+
+def stored(settings: Settings) -> tuple[int, int]:
+    """(devices, measurements) in the settings' store."""
+    engine = create_engine(settings.database_url)
+    try:
+        with engine.connect() as connection:
+            devices = connection.scalar(select(func.count()).select_from(Device))
+            rows = connection.scalar(select(func.count()).select_from(Measurement))
+    finally:
+        engine.dispose()
+    return devices, rows
+
+
+def cli_import(tmp_path, path, fmt, *extra):
+    """``latfarm import`` in-process on a SQLite store under ``tmp_path``; returns (result, settings)."""
+    settings = Settings(data_dir=tmp_path / "data")
+    args = ["import", str(path), "--format", fmt, "--data-dir", str(settings.data_dir), *extra]
+    return CliRunner().invoke(app, args), settings
+
+
+def assert_refused(tmp_path, path, fmt, problem, *extra):
+    """The CLI refuses ``path``: exit 1, one error line naming ``problem``, no traceback, nothing stored."""
+    result, settings = cli_import(tmp_path, path, fmt, *extra)
+    assert result.exit_code == 1, result.output
+    *progress, error = result.output.strip().splitlines()  # HELP imports draw a progress bar first
+    assert error.startswith("error: ") and problem in error, result.output
+    assert not any(line.startswith("error") or "Traceback" in line for line in progress), result.output
+    assert stored(settings) == (0, 0)
+
+
+# --- case 1: LatBench values that are runs -------------------------------------------------------------------
+def test_latbench_runs_are_summarised_by_their_median_and_counted(sessions, tmp_path):
+    path = tmp_path / "phone.pickle"
+    runs = np.array([0.0031, 0.0030, 0.0035])
+    path.write_bytes(pickle.dumps({OTHER_OPS: [[0.0021, 0.0022], [0.0023, 0.0021]], OPS: runs, (0,) * 6: 0.004}))
+    with sessions() as session, session.begin():
+        assert datasets.import_latbench(session, path) == 3
+    with sessions() as session:
+        by_arch = {
+            nb201.to_string(nb201.from_official_index(r["nb201_index"])): r["latency_ms"]
+            for r in datasets.device_rows(session, "phone")
+        }
+        counts = sorted(session.execute(select(Measurement.latency_ms, Measurement.runs)).all())
+    assert by_arch == pytest.approx(
+        {nb201.to_string(OTHER_OPS): 2.15, nb201.to_string(OPS): 3.1, nb201.to_string((0,) * 6): 4.0}
+    )
+    assert [runs for _, runs in counts] == [4, 3, 1]  # 2.15, 3.1 and 4.0 ms
+
+
+@pytest.mark.parametrize("value", [[], np.array([]), [[], []]])
+def test_latbench_empty_runs_name_the_key(tmp_path, value):
+    path = tmp_path / "phone.pickle"
+    path.write_bytes(pickle.dumps({OPS: 0.002, OTHER_OPS: value}))
+    assert_refused(tmp_path, path, "latbench", f"key {OTHER_OPS!r}: no runs")
+
+
+# --- case 4: zero latencies: one rule for importers and the predictor -----------------------------------------
+def test_zero_latency_is_refused_by_importers_and_the_predictor_alike(tmp_path):
+    from latfarm.predictor.model import Predictor
+
+    path = tmp_path / "phone.pickle"
+    path.write_bytes(pickle.dumps({OPS: 0.002, (0,) * 6: 0.0}))
+    assert_refused(tmp_path, path, "latbench", "entry 0 is 0.0; latencies must be positive, finite ms")
+    with pytest.raises(ValueError, match="entry 1 is 0.0; latencies must be positive, finite ms"):
+        Predictor.load().adapt([3, 4], [1.0, 0.0])
+
+
+# --- case 2: one device-name rule; precision from the dataset name ---------------------------------------------
+@pytest.mark.parametrize("name", ["Pixel7 研究室", "lab/pixel7", "", "x" * 129, "ａ"])
+def test_device_name_rule_refuses(name):
+    with pytest.raises(InvalidArgument, match="ASCII letters, digits"):
+        checked_device_name(name)
+
+
+def test_device_name_rule_accepts():
+    assert checked_device_name("pixel7-cpu_fp32.v2") == "pixel7-cpu_fp32.v2"
+
+
+@pytest.mark.parametrize("name", ["Pixel7 研究室", "lab/pixel7"])
+def test_import_refuses_device_names_against_the_rule(tmp_path, name):
+    path = tmp_path / "phone.pickle"
+    path.write_bytes(pickle.dumps({OPS: 0.002}))
+    assert_refused(tmp_path, path, "latbench", f"device name {name!r} is not allowed", "--device", name)
+
+
+def test_derived_device_names_follow_the_rule(tmp_path, str_arch2idx):
+    path = tmp_path / "hw.pickle"
+    path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"edge gpu_latency": [1.0, 2.0]}}}))
+    assert_refused(tmp_path, path, "hwnasbench", "device name 'edge gpu' is not allowed")
+    folder = help_folder(tmp_path / "help", str_arch2idx, {"Pixel7 研究室": [1.0] * nb201.NUM_ARCHS})
+    assert_refused(tmp_path, folder, "help", "device name 'Pixel7 研究室' is not allowed")
+
+
+def test_up_refuses_a_bad_device_name_before_starting(tmp_path):
+    result = CliRunner().invoke(app, ["up", "--device", "lab/pixel7", "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 1 and "latfarm up: device name 'lab/pixel7' is not allowed" in result.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_rest_uses_the_same_rule(api, keys):
+    from tests.api_support import ADMIN
+
+    for name in ("lab pixel7", "研究室"):
+        assert api.post("/v1/devices", json={"name": name}, headers=ADMIN).status_code == 422
+
+
+def test_export_header_is_safe_for_any_stored_name(api, keys):
+    """A name stored before the rule (or by hand) still exports: ASCII ``filename`` plus RFC 5987 ``filename*``."""
+    with transaction(api.app.state.sessions) as session:
+        session.add(Device(name="Pixel7 研究室", runtime="tflite"))
+    add_measurements(api, "Pixel7 研究室", {0: 1.5})
+    response = api.get("/v1/devices/Pixel7 研究室/export", headers=keys["client"])
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == (
+        "attachment; filename=\"Pixel7____.csv\"; filename*=UTF-8''Pixel7%20%E7%A0%94%E7%A9%B6%E5%AE%A4.csv"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "precision"),
+    [("pixel7-int8", "int8"), ("jetson_fp16", "fp16"), ("titanx_32", "fp32"), ("edgegpu-cifar100", "fp32")],
+)
+def test_precision_is_taken_from_the_dataset_name(name, precision):
+    assert describe_device(name)["precision"] == precision
+
+
+def test_imported_int8_device_rows_carry_int8(sessions, tmp_path):
+    path = tmp_path / "pixel7-int8.pickle"
+    path.write_bytes(pickle.dumps({OPS: 0.002}))
+    with sessions() as session, session.begin():
+        datasets.import_latbench(session, path)
+    with sessions() as session:
+        (row,) = datasets.device_rows(session, "pixel7-int8")
+    assert row["precision"] == "int8"
+
+
+# --- case 3: one HELP loader for import and eval ----------------------------------------------------------------
+def test_help_nan_gaps_and_numpy_files_load_alike_in_import_and_eval(tmp_path, str_arch2idx):
+    gappy = np.linspace(1.0, 2.0, nb201.NUM_ARCHS)
+    gappy[[0, 5, 77]] = np.nan
+    folder = help_folder(tmp_path / "help", str_arch2idx, {"pixel3": gappy, "raspi4": np.full(nb201.NUM_ARCHS, 9.0)})
+    loaded = load_help(folder)
+    assert np.isnan(loaded["pixel3"]).sum() == 3 and np.all(loaded["raspi4"] == 9.0)
+    result, settings = cli_import(tmp_path, folder, "help")
+    assert result.exit_code == 0, result.output
+    assert stored(settings) == (2, 2 * nb201.NUM_ARCHS - 3)  # NaN: not measured, skipped
+
+
+# --- the fuzz-style test: malformed files through `latfarm import` ----------------------------------------------
+LATBENCH_CASES = {
+    "not a pickle": (b"\x00garbage", "not a pickle file"),
+    "a list": ([1, 2], "expected a dict"),
+    "string key": ({"123401": 0.002}, "expected a tuple of 6 integer op ids"),
+    "float key": ({(1.5, 2, 3, 4, 0, 1): 0.002}, "expected a tuple of 6 integer op ids"),
+    "short key": ({(1, 2, 3): 0.002}, "must have 6 entries"),
+    "op out of range": ({(1, 2, 3, 4, 0, 9): 0.002}, "op ids are 0..4"),
+    "string value": ({OPS: "fast"}, "expected seconds or a list of runs"),
+    "dict value": ({OPS: {"a": 1}}, "expected seconds or a list of runs"),
+    "ragged runs": ({OPS: [[0.001, 0.002], [0.003]]}, "expected seconds or a list of runs"),
+    "none": ({OPS: None}, "entry 0 is nan"),
+    "nan": ({OPS: math.nan}, "entry 0 is nan"),
+    "inf run": ({OPS: [0.001, math.inf]}, "entry 1 is inf"),
+    "negative": ({OPS: -0.001}, "entry 0 is -0.001"),
+    "zero": ({OPS: 0.0}, "entry 0 is 0.0"),
+}
+HWNAS_CASES = {
+    "a list": ([1], "expected a dict with key 'nasbench201'"),
+    "no nasbench201": ({"nb301": {}}, "expected a dict with key 'nasbench201'"),
+    "datasets as a list": ({"nasbench201": [1]}, "map each dataset to a dict of metrics"),
+    "metrics as a list": ({"nasbench201": {"cifar10": [1]}}, "map each dataset to a dict of metrics"),
+    "table as a string": ({"nasbench201": {"cifar10": {"fpga_latency": "1,2"}}}, "expected a list or"),
+    "string index": ({"nasbench201": {"cifar10": {"fpga_latency": {"7": 1.0}}}}, "index '7' is not an integer"),
+    "index out of range": ({"nasbench201": {"cifar10": {"fpga_latency": {99999: 1.0}}}}, "index 99999 outside"),
+    "nested rows": ({"nasbench201": {"cifar10": {"fpga_latency": [[1.0, 2.0]]}}}, "expected a flat list"),
+    "text latency": ({"nasbench201": {"cifar10": {"fpga_latency": ["x"]}}}, "latencies must be numbers"),
+    "zero": ({"nasbench201": {"cifar10": {"fpga_latency": [1.0, 0.0]}}}, "entry 1 is 0.0"),
+    "negative": ({"nasbench201": {"cifar10": {"fpga_latency": [-1.0]}}}, "entry 0 is -1.0"),
+    "nan": ({"nasbench201": {"cifar10": {"fpga_latency": [1.0, math.nan]}}}, "entry 1 is nan"),
+    "inf": ({"nasbench201": {"cifar10": {"fpga_latency": {3: math.inf}}}}, "entry 0 is inf"),
+}
+N = nb201.NUM_ARCHS
+HELP_CASES = {
+    "not a torch file": (b"\x00garbage", "not a torch.save file"),
+    "a string": ("fast", "found str"),
+    "too short": ([1.0] * 10, "found shape (10,)"),
+    "a matrix": (torch.ones(125, 125), "found shape (125, 125)"),
+    "zero": ([1.0] * (N - 1) + [0.0], f"entry {N - 1} is 0.0"),
+    "negative": (np.full(N, -1.0), "entry 0 is -1.0"),
+    "inf": ([1.0, math.inf] + [1.0] * (N - 2), "entry 1 is inf"),
+}
+
+
+def _pickled(tmp_path, content):
+    path = tmp_path / "input.pickle"
+    path.write_bytes(content if isinstance(content, bytes) else pickle.dumps(content))
+    return path
+
+
+@pytest.mark.parametrize("case", LATBENCH_CASES)
+def test_malformed_latbench_files_are_refused(tmp_path, case):
+    content, problem = LATBENCH_CASES[case]
+    if isinstance(content, dict):  # a good entry first: nothing of the file may be stored
+        content = {OTHER_OPS: 0.002, **content}
+    assert_refused(tmp_path, _pickled(tmp_path, content), "latbench", problem, "--device", "phone")
+
+
+@pytest.mark.parametrize("case", HWNAS_CASES)
+def test_malformed_hwnasbench_files_are_refused(tmp_path, case):
+    content, problem = HWNAS_CASES[case]
+    if isinstance(content, dict) and isinstance(content.get("nasbench201"), dict):
+        content["nasbench201"].setdefault("cifar10", {})
+        if isinstance(content["nasbench201"]["cifar10"], dict):  # a good table first: nothing may be stored
+            content["nasbench201"]["cifar10"] = {"edgegpu_latency": [1.0, 2.0], **content["nasbench201"]["cifar10"]}
+    assert_refused(tmp_path, _pickled(tmp_path, content), "hwnasbench", problem)
+
+
+@pytest.mark.parametrize("case", HELP_CASES)
+def test_malformed_help_files_are_refused(tmp_path, str_arch2idx, case):
+    content, problem = HELP_CASES[case]
+    good = np.full(nb201.NUM_ARCHS, 2.0)  # sorted first: nothing of the folder may be stored
+    folder = help_folder(tmp_path / "help", str_arch2idx, {"a-good": good, "z-bad": content})
+    assert_refused(tmp_path, folder, "help", problem)
+
+
+def test_malformed_help_index_file_is_refused(tmp_path, str_arch2idx):
+    folder = help_folder(tmp_path / "help", str_arch2idx, {"pixel3": np.full(nb201.NUM_ARCHS, 2.0)})
+    (folder / "str_arch2idx.pt").write_bytes(b"\x00garbage")
+    assert_refused(tmp_path, folder, "help", "str_arch2idx.pt: not a torch.save file")
+    torch.save(["not", "a", "dict"], folder / "str_arch2idx.pt")
+    assert_refused(tmp_path, folder, "help", "arch indices differ from the official NB201 ones")
