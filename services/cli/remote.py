@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from latfarm.services.cli.errors import exit_on_error
+from latfarm.services.cli.options import flag
 
 if TYPE_CHECKING:
     from latfarm.services.client import Client
@@ -20,8 +21,13 @@ ServerUrl = typer.Option(
 ApiKey = typer.Option(None, "--key", help=r"API key (Bearer). \[env var: LATFARM_API_KEY]")
 
 
+DeviceName = typer.Argument(..., help="Device name.")
+AGENTS = "each agent's"  # the measurement protocol a job leaves unset is the measuring agent's
+DEVICES = "the device's"  # the conditions a job leaves unset are its device's
+
+
 def predict(
-    device: str = typer.Argument(...),
+    device: str = DeviceName,
     archs: list[str] = typer.Argument(..., help="Arch strings."),
     server: str = ServerUrl,
     key: str = ApiKey,
@@ -37,20 +43,22 @@ def predict(
 
 
 def measure(
-    device: str = typer.Argument(...),
+    device: str = DeviceName,
     archs: list[str] = typer.Argument(None, help="Arch strings or NB201 indices."),
     from_file: Path = typer.Option(None, "--from", help="Also the archs in this file (one per line, # comments)."),
     sample: int = typer.Option(0, "--random", min=0, help="Also measure N random NB201 archs."),
     seed: int = typer.Option(0, "--seed", help="Seed of --random."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
-    rounds: int = typer.Option(None, "--rounds", min=1, help="Protocol for these jobs (default: each agent's)."),
-    runs: int = typer.Option(None, "--runs", min=1, help="Timed runs per round."),
-    warmup: int = typer.Option(None, "--warmup", min=0, help="Untimed runs per model per round."),
-    statistic: str = typer.Option(None, "--statistic", help="Headline figure: min or median."),
-    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Images per inference (default: the device's)."),
-    precision: str = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the device's)."),
-    graph: str = typer.Option(None, "--graph", help="reference (default) or pruned: the exported network's variant."),
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
+    rounds: int = typer.Option(None, "--rounds", min=1, show_default=AGENTS, help="Interleaved rounds per model."),
+    runs: int = typer.Option(None, "--runs", min=1, show_default=AGENTS, help="Timed runs per round."),
+    warmup: int = typer.Option(None, "--warmup", min=0, show_default=AGENTS, help="Untimed runs per model per round."),
+    statistic: str = typer.Option(None, "--statistic", show_default=AGENTS, help="Headline figure: min or median."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, show_default=DEVICES, help="Images per inference."),
+    precision: str = typer.Option(None, "--precision", show_default=DEVICES, help="fp32, fp16 or int8."),
+    graph: str = typer.Option(
+        None, "--graph", show_default="reference", help="reference or pruned: the exported network's variant."
+    ),
+    wait: bool = flag(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
     timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most."),
     out: Path = typer.Option(None, "--out", help="Write the results as CSV here."),
     server: str = ServerUrl,
@@ -130,11 +138,11 @@ def _measure_with_progress(client, device, archs, fmt, wait, timeout, protocol, 
 
 
 def adapt(
-    device: str = typer.Argument(...),
+    device: str = DeviceName,
     samples: int = typer.Option(10, "--samples", help="K archs to measure."),
     server: str = ServerUrl,
     key: str = ApiKey,
-    wait: bool = typer.Option(True, "--wait/--no-wait"),
+    wait: bool = flag(True, "--wait/--no-wait", help="Wait for the adaptation (a progress bar shows it)."),
 ) -> None:
     """Adapt the predictor to a device from K measurements by its agents."""
     with exit_on_error("latfarm adapt"):
