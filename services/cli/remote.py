@@ -68,6 +68,7 @@ def measure(
     import random
 
     from latfarm.predictor import nb201
+    from latfarm.services.cli import measure_results
     from latfarm.services.client import LatfarmError
 
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
@@ -75,6 +76,10 @@ def measure(
     chosen += random.Random(seed).sample(range(nb201.NUM_ARCHS), sample)
     if not chosen:
         raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
+    try:
+        order = measure_results.canonical_archs(chosen)
+    except nb201.ArchError as err:
+        raise typer.BadParameter(str(err), param_hint="ARCHS") from err
     settings = {"rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "statistic": statistic}
     protocol = {name: value for name, value in settings.items() if value is not None} or None
     overrides = {"batch_size": batch_size, "precision": precision, "graph": graph}
@@ -87,19 +92,13 @@ def measure(
     if not wait:
         typer.echo(f"queued batch {result['id']} ({len(chosen)} jobs); progress: GET /v1/jobs/{result['id']}")
         return
-    items = result.get("items", [])
+    items = measure_results.in_input_order(result.get("items", []), order)
     if out:
-        import csv
-
-        with out.open("w", newline="") as file:
-            writer = csv.DictWriter(file, ["arch", "state", "latency_ms", "attempts", "error"], extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(items)
+        measure_results.write_csv(out, items, result.get("conditions", {}))
         typer.echo(f"{result['done']} measured, {result['failed']} failed: {out}")
         return
     for item in items:
-        figure = f"{item['latency_ms']:.4f} ms" if item.get("latency_ms") is not None else item["state"]
-        typer.echo(f"{figure:<12} {item['arch']}" + (f"  ({item['error']})" if item.get("error") else ""))
+        typer.echo(measure_results.line(item))
 
 
 def _client(server: str | None, key: str | None) -> Client:
