@@ -26,12 +26,16 @@ def import_dataset(settings: Settings, path: Path, fmt: str = "help", device: st
 
 
 def export_dataset(settings: Settings, device: str, fmt: str, out: Path) -> None:
-    """Write a device's measurements as CSV or a LatBench pickle and say how many; bad input exits."""
+    """Write a device's measurements as CSV or a LatBench pickle and say how many from which database; bad input
+    or a database that does not exist exits (a read never creates one)."""
+    from latfarm.services.cli.database import existing_database
     from latfarm.services.datasets import export_from_store
 
     with exit_on_error():
+        database = existing_database(settings)
+    with exit_on_error(context=f"database {database}"):
         written = export_from_store(settings, device, fmt, out)
-    print(f"wrote {written} measurements of {device} to {out}")
+    print(f"wrote {written} measurements of {device} from {database} to {out}")
 
 
 def import_(
