@@ -253,6 +253,23 @@ def arch_across_devices(session: Session, query: str | None) -> dict[str, Any]:
     }
 
 
+# How the device page names an adaptation's metrics (services/domain/adaptation.py); a key ending in "rel_error" is a
+# relative error, shown as a percentage.
+METRIC_LABELS = {"measured": "archs measured", "fit_mean_abs_rel_error": "fit error (mean |relative|, its samples)"}
+
+
+def metric_texts(metrics: dict[str, Any]) -> list[str]:
+    """An adaptation's metrics as ``label: value`` lines, e.g. ``fit error (...): 10.4 %``."""
+    texts = []
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            shown = f"{value * 100:.1f} %" if key.endswith("rel_error") else f"{value:.3g}"
+        else:
+            shown = str(value)
+        texts.append(f"{METRIC_LABELS.get(key, key)}: {shown}")
+    return texts
+
+
 def predictor_status(session: Session, predictions: Any, device: Device) -> dict[str, Any]:
     """Whether the device can be predicted, and its adaptations, newest first."""
     adaptations = session.scalars(
@@ -272,7 +289,7 @@ def predictor_status(session: Session, predictions: Any, device: Device) -> dict
                 "state": a.state.value,
                 "samples": a.samples,
                 "strategy": a.strategy,
-                "metrics": a.metrics,
+                "metrics": metric_texts(a.metrics or {}),
                 "error": a.error,
                 "created": ago(as_utc(a.created_at)),
                 "activated": ago(as_utc(a.activated_at)) if a.activated_at else None,

@@ -63,6 +63,32 @@ def _device_links(device: Device, _attr: str, request: Request) -> Markup:
     )
 
 
+class ValuesFilter(AllUniqueStringValuesFilter):
+    """Filter by one of a column's distinct values. sqladmin's lookup lists NULL as a choice too, which its template
+    then marks active while no filter is set (an unset parameter equals None): NULL is left out."""
+
+    async def lookups(self, request: Request, model: Any, run_query: Any) -> list[tuple[str, str]]:
+        """ "All", then every distinct non-NULL value."""
+        return [
+            (value, label) for value, label in await super().lookups(request, model, run_query) if value is not None
+        ]
+
+
+def _unstable_mark(measurement: Measurement, _attr: str) -> Markup:
+    """A warning badge on unstable rows (their round medians spread over the agent's threshold); blank otherwise:
+    sqladmin's own boolean cell shows a green tick for True, which reads as "fine"."""
+    if not measurement.unstable:
+        return Markup("")
+    return Markup('<span class="badge bg-warning text-dark" title="round medians spread too far">⚠ unstable</span>')
+
+
+def _latency(measurement: Measurement, _attr: str) -> str:
+    """The headline latency (ms) and how it was computed (``protocol['statistic']``: min or median; imported rows
+    carry none)."""
+    statistic = (measurement.protocol or {}).get("statistic")
+    return f"{measurement.latency_ms:.4g}" + (f" ({statistic})" if statistic else "")
+
+
 class ArchFilter:
     """Filter rows with an ``arch_id`` by NB201 index or (part of) an arch string, typed into a box."""
 
@@ -147,7 +173,7 @@ class DeviceAdmin(ReadOnlyView, model=Device):
     column_searchable_list = [Device.name, Device.hardware, Device.description]
     column_sortable_list = [Device.id, Device.name, Device.runtime, Device.created_at]
     column_default_sort = "name"
-    column_filters = [AllUniqueStringValuesFilter(Device.runtime), AllUniqueStringValuesFilter(Device.precision)]
+    column_filters = [ValuesFilter(Device.runtime), ValuesFilter(Device.precision)]
     column_formatters = {Device.name: _device_links}
     column_formatters_detail = {Device.name: _device_links}
 
@@ -160,7 +186,7 @@ class ArchAdmin(ReadOnlyView, model=Arch):
     column_list = [Arch.id, Arch.space, Arch.nb201_index, Arch.arch]
     column_searchable_list = [Arch.arch]
     column_sortable_list = [Arch.id, Arch.nb201_index, Arch.arch]
-    column_filters = [AllUniqueStringValuesFilter(Arch.space), OperationColumnFilter(Arch.nb201_index)]
+    column_filters = [ValuesFilter(Arch.space), OperationColumnFilter(Arch.nb201_index)]
 
 
 class ArtifactAdmin(ReadOnlyView, model=Artifact):
@@ -171,33 +197,34 @@ class ArtifactAdmin(ReadOnlyView, model=Artifact):
     column_searchable_list = [Artifact.sha256, Artifact.format]
     column_sortable_list = [Artifact.created_at, Artifact.size_bytes, Artifact.format]
     column_default_sort = (Artifact.created_at, True)
-    column_filters = [AllUniqueStringValuesFilter(Artifact.format), ArchFilter()]
+    column_filters = [ValuesFilter(Artifact.format), ArchFilter()]
 
 
 class JobAdmin(ReadOnlyView, model=Job):
-    """The job queue; stuck or unwanted jobs may be deleted."""
+    """The job queue, newest first (then last finished first: a batch's jobs share their creation time); stuck or
+    unwanted jobs may be deleted. State comes first, the long ids last."""
 
     icon = "fa-solid fa-list-check"
     can_delete = True
     column_list = [
-        Job.id,
+        Job.state,
         Job.device,
         Job.arch,
-        Job.format,
-        Job.state,
         Job.attempts,
-        Job.lease_owner,
-        Job.requested_by,
         Job.created_at,
         Job.finished_at,
+        Job.format,
+        Job.requested_by,
+        Job.lease_owner,
+        Job.id,
     ]
     column_searchable_list = [Job.id, Job.batch_id, Job.requested_by, Job.error]
     column_sortable_list = [Job.created_at, Job.finished_at, Job.state, Job.attempts]
-    column_default_sort = (Job.created_at, True)
+    column_default_sort = [(Job.created_at, True), (Job.finished_at, True), (Job.id, False)]
     column_filters = [
         ForeignKeyFilter(Job.device_id, Device.name, Device, title="Device"),
         StaticValuesFilter(Job.state, _enum_values(JobState), title="State"),
-        AllUniqueStringValuesFilter(Job.format),
+        ValuesFilter(Job.format),
         ArchFilter(),
     ]
 
@@ -210,28 +237,27 @@ def _optional_figure(name: str, spec: str):
 class MeasurementAdmin(ReadOnlyView, model=Measurement):
     """Imported data is not edited by hand: measurements are read-only.
 
-    The list shows the headline ``latency_ms``, the conditions it was measured under (their key) and the cold-start
-    figures; the detail page shows every figure, ``median_ms`` included.
+    The list shows, first, the headline ``latency_ms`` with its statistic and a warning on unstable rows, then the
+    conditions it was measured under (their key) and the cold-start figures, narrow enough for 1400 px; the detail
+    page shows every figure, ``median_ms``, spread, runtime and agent included.
     """
 
     icon = "fa-solid fa-stopwatch"
     column_list = [
         Measurement.id,
         Measurement.device,
+        Measurement.latency_ms,
+        Measurement.unstable,
         Measurement.arch,
         Measurement.source,
         Measurement.dataset,
-        Measurement.latency_ms,
-        Measurement.mean_ms,
-        Measurement.std_ms,
         Measurement.conditions_key,
+        Measurement.std_ms,
         Measurement.session_create_ms,
         Measurement.first_inference_ms,
-        Measurement.runtime,
-        Measurement.unstable,
-        Measurement.agent_id,
         Measurement.created_at,
     ]
+    column_labels = {Measurement.latency_ms: "latency_ms (statistic)"}
     column_searchable_list = [
         Measurement.dataset,
         Measurement.runtime,
@@ -242,7 +268,6 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
     column_sortable_list = [
         Measurement.id,
         Measurement.latency_ms,
-        Measurement.mean_ms,
         Measurement.std_ms,
         Measurement.created_at,
     ]
@@ -250,27 +275,28 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
     column_filters = [
         ForeignKeyFilter(Measurement.device_id, Device.name, Device, title="Device"),
         StaticValuesFilter(Measurement.source, _enum_values(Source), title="Source"),
-        AllUniqueStringValuesFilter(Measurement.dataset),
-        AllUniqueStringValuesFilter(Measurement.conditions_key, title="Conditions"),
+        ValuesFilter(Measurement.dataset),
+        ValuesFilter(Measurement.conditions_key, title="Conditions"),
         BooleanFilter(Measurement.unstable),
         ArchFilter(),
     ]
     column_formatters = {
-        Measurement.latency_ms: lambda m, _a: f"{m.latency_ms:.4g}",
-        Measurement.mean_ms: _optional_figure("mean_ms", ".4g"),
+        Measurement.latency_ms: _latency,
+        Measurement.unstable: _unstable_mark,
         Measurement.std_ms: _optional_figure("std_ms", ".3g"),
         Measurement.session_create_ms: _optional_figure("session_create_ms", ".4g"),
         Measurement.first_inference_ms: _optional_figure("first_inference_ms", ".4g"),
     }
+    column_formatters_detail = {Measurement.unstable: _unstable_mark}
 
 
 class AdaptationAdmin(ReadOnlyView, model=Adaptation):
-    """Predictor adaptations per device: state, samples and fit metrics."""
+    """Predictor adaptations per device (by name): state, samples and fit metrics."""
 
     icon = "fa-solid fa-wand-magic-sparkles"
     column_list = [
         Adaptation.id,
-        Adaptation.device_id,
+        Adaptation.device,
         Adaptation.state,
         Adaptation.samples,
         Adaptation.strategy,
@@ -315,7 +341,7 @@ def agent_view(heartbeat_interval_s: float) -> type[ModelView]:
         column_default_sort = (Agent.last_heartbeat, True)
         column_filters = [
             ForeignKeyFilter(Agent.device_id, Device.name, Device, title="Device"),
-            AllUniqueStringValuesFilter(Agent.state),
+            ValuesFilter(Agent.state),
             OnlineFilter(heartbeat_interval_s),
         ]
         column_formatters = {Agent.last_heartbeat: _heartbeat}

@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from latfarm.services.infra.prometheus import MetricsMiddleware
 
+from .docs import install_docs
 from .errors import install_error_handlers
 from .routes import adapt, devices, health, jobs, keys, measurements, predict, rank
 
@@ -76,6 +77,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         title="latfarm",
         version="1",
         summary="On-device latency measurements and latency prediction for hardware-aware NAS.",
+        docs_url=None,  # install_docs serves /docs and /redoc from local assets
+        redoc_url=None,
     )
     app.state.settings = runtime.settings
     app.state.sessions = runtime.sessions
@@ -86,6 +89,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.metrics = runtime.metrics
 
     install_error_handlers(app)
+    install_docs(app)
     for module in (health, devices, jobs, measurements, predict, rank, adapt, keys):
         app.include_router(module.router)
     mount_admin(app, runtime.sessions, runtime.settings)

@@ -144,9 +144,12 @@ class JobItem(BaseModel):
     """One job of a batch: its state, attempts and, once done, its latency (ms) or error."""
 
     arch: str
+    nb201_index: int | None = None
     state: str
     attempts: int
     latency_ms: float | None = None
+    statistic: str | None = Field(None, description="How latency_ms was computed: 'min' or 'median' (once done).")
+    unstable: bool | None = Field(None, description="Round medians spread over the agent's threshold (once done).")
     error: str | None = None
 
 

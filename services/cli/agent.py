@@ -14,13 +14,14 @@ import typer
 
 from latfarm.agents.measurement import MeasureSettings
 from latfarm.agents.options import AgentOptions
+from latfarm.services.cli.options import flag
 
 MEASURE = MeasureSettings()  # the agent's measurement defaults, for the help texts
 
 
 def agent(
     server: str = typer.Option(..., "--server", help="gRPC address of the server, HOST:PORT."),
-    tls: bool = typer.Option(
+    tls: bool = flag(
         AgentOptions.tls,
         "--tls",
         envvar="LATFARM_AGENT_TLS",
@@ -34,22 +35,34 @@ def agent(
     ),
     enroll: str = typer.Option(AgentOptions.enroll, "--enroll", help="Enrollment token (first run only)."),
     state_dir: Path = typer.Option(AgentOptions.state_dir, "--state-dir", help="Credential, cache, logs."),
-    name: str = typer.Option(AgentOptions.name, "--name", help="A name for this agent [hostname]."),
+    name: str = typer.Option(AgentOptions.name, "--name", show_default="hostname", help="A name for this agent."),
     threads: int = typer.Option(MEASURE.threads, "--threads", help="Inference threads per model."),
-    affinity: str = typer.Option(AgentOptions.affinity, "--affinity", help="CPUs to pin to, e.g. '0' or '2-3'."),
+    affinity: str = typer.Option(
+        AgentOptions.affinity, "--affinity", show_default="not pinned", help="CPUs to pin to, e.g. '0' or '2-3'."
+    ),
     cache_mb: int = typer.Option(AgentOptions.cache_mb, "--cache-mb", help="Artifact cache size bound."),
     cooldown_s: float = typer.Option(
         AgentOptions.cooldown_s, "--cooldown", help="Seconds to rest between batches (phones)."
     ),
-    once: bool = typer.Option(AgentOptions.once, "--once", help="Exit when the queue is empty."),
+    once: bool = flag(AgentOptions.once, "--once", help="Exit when the queue is empty."),
     warmup: int = typer.Option(
         MEASURE.warmup_runs, "--warmup", min=0, envvar="LATFARM_AGENT_WARMUP", help="Untimed runs per model per round."
     ),
-    runs: int = typer.Option(
-        0, "--runs", envvar="LATFARM_AGENT_RUNS", help=f"Timed runs per round (default {MEASURE.runs_per_round})."
+    runs: int | None = typer.Option(
+        None,
+        "--runs",
+        min=1,
+        envvar="LATFARM_AGENT_RUNS",
+        show_default=str(MEASURE.runs_per_round),
+        help="Timed runs per round.",
     ),
-    rounds: int = typer.Option(
-        0, "--rounds", envvar="LATFARM_AGENT_ROUNDS", help=f"Interleaved rounds (default {MEASURE.rounds})."
+    rounds: int | None = typer.Option(
+        None,
+        "--rounds",
+        min=1,
+        envvar="LATFARM_AGENT_ROUNDS",
+        show_default=str(MEASURE.rounds),
+        help="Interleaved rounds.",
     ),
     statistic: str = typer.Option(
         MEASURE.statistic,
@@ -65,13 +78,20 @@ def agent(
         help=f"Re-measurements of a model whose round medians spread > {MEASURE.spread_threshold:.0%} (0: flag at once;"
         " saves time on noisy hosts).",
     ),
-    timeout: float = typer.Option(
-        0.0, "--timeout", envvar="LATFARM_AGENT_TIMEOUT", help=f"Model time limit, s ({MEASURE.timeout_s:g})."
+    timeout: float | None = typer.Option(
+        None,
+        "--timeout",
+        min=0.001,
+        envvar="LATFARM_AGENT_TIMEOUT",
+        show_default=f"{MEASURE.timeout_s:g}",
+        help="Time limit per model, s.",
     ),
     provider: str = typer.Option(
-        AgentOptions.provider, "--provider", help="onnxruntime execution provider (default CPU)."
+        AgentOptions.provider, "--provider", show_default="CPU", help="onnxruntime execution provider."
     ),
-    max_jobs: int = typer.Option(AgentOptions.max_jobs, "--max-jobs", help="Jobs per lease (default: the server's)."),
+    max_jobs: int | None = typer.Option(
+        None, "--max-jobs", min=1, show_default="the server's limit", help="Jobs per lease."
+    ),
 ) -> None:
     """Run a device agent: register, lease jobs, measure, report."""
     from latfarm.agents.errors import AgentError
@@ -79,10 +99,10 @@ def agent(
     from latfarm.services.cli.errors import exit_on_error
 
     with exit_on_error("latfarm agent"):
-        try:  # zero --runs, --rounds and --timeout keep the default measurement settings
+        try:  # --runs, --rounds and --timeout not given keep the default measurement settings
             measure = MeasureSettings(
                 threads=threads, statistic=statistic, retries=retries, warmup_runs=warmup
-            ).override(runs_per_round=runs, rounds=rounds, timeout_s=timeout)
+            ).override(runs_per_round=runs or 0, rounds=rounds or 0, timeout_s=timeout or 0.0)
         except ValueError as err:
             raise AgentError(str(err)) from err
         run_agent(
@@ -98,7 +118,7 @@ def agent(
                 cooldown_s=cooldown_s,
                 once=once,
                 provider=provider,
-                max_jobs=max_jobs,
+                max_jobs=max_jobs or AgentOptions.max_jobs,
                 measure=measure,
             )
         )

@@ -26,12 +26,16 @@ def import_dataset(settings: Settings, path: Path, fmt: str = "help", device: st
 
 
 def export_dataset(settings: Settings, device: str, fmt: str, out: Path) -> None:
-    """Write a device's measurements as CSV or a LatBench pickle and say how many; bad input exits."""
+    """Write a device's measurements as CSV or a LatBench pickle and say how many from which database; bad input
+    or a database that does not exist exits (a read never creates one)."""
+    from latfarm.services.cli.database import existing_database
     from latfarm.services.datasets import export_from_store
 
     with exit_on_error():
+        database = existing_database(settings)
+    with exit_on_error(context=f"database {database}"):
         written = export_from_store(settings, device, fmt, out)
-    print(f"wrote {written} measurements of {device} to {out}")
+    print(f"wrote {written} measurements of {device} from {database} to {out}")
 
 
 def import_(
@@ -51,8 +55,8 @@ def export_model(
     archs: list[str] = typer.Argument(..., help="Arch strings or NB201 indices."),
     fmt: str = typer.Option("onnx", "--format", help="onnx | tflite"),
     out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
-    resolution: int = typer.Option(32, "--resolution"),
-    classes: int = typer.Option(10, "--classes"),
+    resolution: int = typer.Option(32, "--resolution", help="Input height and width, px."),
+    classes: int = typer.Option(10, "--classes", help="Output classes of the network's head."),
     batch_size: int = typer.Option(1, "--batch-size", help="Images per inference (the input's first dimension)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8 (int8: ONNX only)."),
     graph: str = typer.Option("reference", "--graph", help="reference (NB201's network) | pruned (none ops removed)."),

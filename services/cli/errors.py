@@ -10,10 +10,10 @@ from latfarm.services.core.errors import LatfarmError
 
 
 @contextmanager
-def exit_on_error(prefix: str = "error") -> Iterator[None]:
-    """Run the block; a ``LatfarmError`` or ``AgentError`` raised in it prints ``<prefix>: <message>`` on stderr
-    and exits with status 1 (no traceback)."""
+def exit_on_error(prefix: str = "error", context: str = "") -> Iterator[None]:
+    """Run the block; a ``LatfarmError`` or ``AgentError`` raised in it prints ``<prefix>: <message>`` on stderr,
+    followed by `` (<context>)`` when given (e.g. the database read), and exits with status 1 (no traceback)."""
     try:
         yield
     except (LatfarmError, AgentError) as err:
-        raise SystemExit(f"{prefix}: {err}") from err
+        raise SystemExit(f"{prefix}: {err}" + (f" ({context})" if context else "")) from err

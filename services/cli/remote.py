@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from latfarm.services.cli.errors import exit_on_error
+from latfarm.services.cli.options import flag
 
 if TYPE_CHECKING:
     from latfarm.services.client import Client, LatfarmError
@@ -22,8 +23,13 @@ ServerUrl = typer.Option(
 ApiKey = typer.Option(None, "--key", help=r"API key (Bearer). \[env var: LATFARM_API_KEY]")
 
 
+DeviceName = typer.Argument(..., help="Device name.")
+AGENTS = "each agent's"  # the measurement protocol a job leaves unset is the measuring agent's
+DEVICES = "the device's"  # the conditions a job leaves unset are its device's
+
+
 def predict(
-    device: str = typer.Argument(...),
+    device: str = DeviceName,
     archs: list[str] = typer.Argument(..., help="Arch strings or NB201 indices."),
     server: str = ServerUrl,
     key: str = ApiKey,
@@ -74,20 +80,22 @@ def _what_to_do(err: LatfarmError, client: Client, device: str) -> str:
 
 
 def measure(
-    device: str = typer.Argument(...),
+    device: str = DeviceName,
     archs: list[str] = typer.Argument(None, help="Arch strings or NB201 indices."),
     from_file: Path = typer.Option(None, "--from", help="Also the archs in this file (one per line, # comments)."),
     sample: int = typer.Option(0, "--random", min=0, help="Also measure N random NB201 archs."),
     seed: int = typer.Option(0, "--seed", help="Seed of --random."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
-    rounds: int = typer.Option(None, "--rounds", min=1, help="Protocol for these jobs (default: each agent's)."),
-    runs: int = typer.Option(None, "--runs", min=1, help="Timed runs per round."),
-    warmup: int = typer.Option(None, "--warmup", min=0, help="Untimed runs per model per round."),
-    statistic: str = typer.Option(None, "--statistic", help="Headline figure: min or median."),
-    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Images per inference (default: the device's)."),
-    precision: str = typer.Option(None, "--precision", help="fp32, fp16 or int8 (default: the device's)."),
-    graph: str = typer.Option(None, "--graph", help="reference (default) or pruned: the exported network's variant."),
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
+    rounds: int = typer.Option(None, "--rounds", min=1, show_default=AGENTS, help="Interleaved rounds per model."),
+    runs: int = typer.Option(None, "--runs", min=1, show_default=AGENTS, help="Timed runs per round."),
+    warmup: int = typer.Option(None, "--warmup", min=0, show_default=AGENTS, help="Untimed runs per model per round."),
+    statistic: str = typer.Option(None, "--statistic", show_default=AGENTS, help="Headline figure: min or median."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, show_default=DEVICES, help="Images per inference."),
+    precision: str = typer.Option(None, "--precision", show_default=DEVICES, help="fp32, fp16 or int8."),
+    graph: str = typer.Option(
+        None, "--graph", show_default="reference", help="reference or pruned: the exported network's variant."
+    ),
+    wait: bool = flag(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
     timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most."),
     out: Path = typer.Option(None, "--out", help="Write the results as CSV here."),
     server: str = ServerUrl,
@@ -97,6 +105,7 @@ def measure(
     import random
 
     from latfarm.predictor import nb201
+    from latfarm.services.cli import measure_results
     from latfarm.services.client import LatfarmError
 
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
@@ -104,6 +113,10 @@ def measure(
     chosen += random.Random(seed).sample(range(nb201.NUM_ARCHS), sample)
     if not chosen:
         raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
+    try:
+        order = measure_results.canonical_archs(chosen)
+    except nb201.ArchError as err:
+        raise typer.BadParameter(str(err), param_hint="ARCHS") from err
     settings = {"rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "statistic": statistic}
     protocol = {name: value for name, value in settings.items() if value is not None} or None
     overrides = {"batch_size": batch_size, "precision": precision, "graph": graph}
@@ -116,19 +129,13 @@ def measure(
     if not wait:
         typer.echo(f"queued batch {result['id']} ({len(chosen)} jobs); progress: GET /v1/jobs/{result['id']}")
         return
-    items = result.get("items", [])
+    items = measure_results.in_input_order(result.get("items", []), order)
     if out:
-        import csv
-
-        with out.open("w", newline="") as file:
-            writer = csv.DictWriter(file, ["arch", "state", "latency_ms", "attempts", "error"], extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(items)
+        measure_results.write_csv(out, items, result.get("conditions", {}))
         typer.echo(f"{result['done']} measured, {result['failed']} failed: {out}")
         return
     for item in items:
-        figure = f"{item['latency_ms']:.4f} ms" if item.get("latency_ms") is not None else item["state"]
-        typer.echo(f"{figure:<12} {item['arch']}" + (f"  ({item['error']})" if item.get("error") else ""))
+        typer.echo(measure_results.line(item))
 
 
 def _client(server: str | None, key: str | None) -> Client:
@@ -167,11 +174,11 @@ def _measure_with_progress(client, device, archs, fmt, wait, timeout, protocol, 
 
 
 def adapt(
-    device: str = typer.Argument(...),
+    device: str = DeviceName,
     samples: int = typer.Option(10, "--samples", help="K archs to measure."),
     server: str = ServerUrl,
     key: str = ApiKey,
-    wait: bool = typer.Option(True, "--wait/--no-wait"),
+    wait: bool = flag(True, "--wait/--no-wait", help="Wait for the adaptation (a progress bar shows it)."),
 ) -> None:
     """Adapt the predictor to a device from K measurements by its agents."""
     with exit_on_error("latfarm adapt"):

@@ -9,9 +9,9 @@ import typer
 
 def pretrain(
     data: Path = typer.Option(..., "--data", help="HELP-layout folder."),
-    devices: str = typer.Option(None, "--devices", help="Comma-separated devices [all in the folder]."),
+    devices: str = typer.Option(None, "--devices", show_default="all in the folder", help="Comma-separated devices."),
     out: Path = typer.Option(..., "--out", help="Checkpoint file to write."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Random seed (initialisation, batches)."),
 ) -> None:
     """Pretrain the latency predictor on many devices (reproduces the shipped checkpoint)."""
     from latfarm.predictor.pretrain import pretrain_cli
@@ -23,10 +23,10 @@ def eval_transfer(
     data: Path = typer.Option(..., "--data", help="HELP-layout folder."),
     train: str = typer.Option(..., "--train", help="Comma-separated pretraining devices."),
     test: str = typer.Option(..., "--test", help="Comma-separated unseen devices."),
-    samples: str = typer.Option("5,10,20", "--samples"),
-    trials: int = typer.Option(5, "--trials"),
-    seed: int = typer.Option(0, "--seed"),
-    json_out: Path = typer.Option(None, "--json"),
+    samples: str = typer.Option("5,10,20", "--samples", help="Comma-separated K: measurements to adapt from."),
+    trials: int = typer.Option(5, "--trials", help="Random draws of the K archs per device and K."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (pretraining, sample draws)."),
+    json_out: Path = typer.Option(None, "--json", help="Write the scores as JSON here."),
     dump: Path = typer.Option(None, "--dump", help="Write <device>_k<K>_t<trial>.npz per run."),
 ) -> None:
     """Pretrain on --train devices, adapt to each --test device from K samples, score on the rest."""

@@ -9,12 +9,15 @@ import typer
 
 from latfarm.services.cli.options import DataDir, DbUrl
 
+HttpPort = typer.Option(None, "--http-port", show_default="8000", help="REST port (also the admin UI's).")
+GrpcPort = typer.Option(None, "--grpc-port", show_default="50051", help="gRPC port for agents.")
+
 
 def serve(
     db: str = DbUrl,
     redis: str = typer.Option(None, "--redis", help="Redis URL (optional): wakes agents, caches predictions."),
-    http_port: int = typer.Option(None, "--http-port", help="REST port [8000]."),
-    grpc_port: int = typer.Option(None, "--grpc-port", help="gRPC port for agents [50051]."),
+    http_port: int = HttpPort,
+    grpc_port: int = GrpcPort,
     grpc_tls_cert: Path = typer.Option(None, "--grpc-tls-cert", help="PEM certificate: TLS on the gRPC port."),
     grpc_tls_key: Path = typer.Option(None, "--grpc-tls-key", help="PEM private key of --grpc-tls-cert."),
     data_dir: Path = DataDir,
@@ -51,8 +54,8 @@ def migrate(db: str = DbUrl, data_dir: Path = DataDir) -> None:
 def up(
     device: str = typer.Option("local", "--device", help="Device name for this machine."),
     samples: int = typer.Option(10, "--samples", help="K archs to measure for adapting the predictor."),
-    http_port: int = typer.Option(None, "--http-port"),
-    grpc_port: int = typer.Option(None, "--grpc-port"),
+    http_port: int = HttpPort,
+    grpc_port: int = GrpcPort,
     data_dir: Path = DataDir,
     datasets: Path = typer.Option(None, "--datasets", help="HELP-layout folder to import, if any."),
 ) -> None:

@@ -268,4 +268,5 @@ class Adaptation(Base):
     metrics: Mapped[dict] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    device: Mapped[Device] = relationship()  # for showing its name (the admin UI); no column of its own
     activated_at: Mapped[datetime | None]

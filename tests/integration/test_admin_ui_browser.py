@@ -103,3 +103,50 @@ def test_browser_login_dashboard_and_filter(browser, live_server):
     page.goto(f"{base}/admin/")
     assert page.url == f"{base}/admin/login"
     assert not errors, errors
+
+
+def _visible_without_scrolling(page, selector: str) -> bool:
+    """The element lies inside the 1400 px viewport and its table needs no horizontal scrolling to reach it."""
+    return page.evaluate(
+        """(sel) => {
+            const el = document.querySelector(sel);
+            if (!el) return false;
+            const box = el.getBoundingClientRect();
+            return box.width > 0 && box.right <= window.innerWidth;
+        }""",
+        selector,
+    )
+
+
+@pytest.mark.browser
+def test_browser_tables_show_the_data_at_1400px(browser, live_server):
+    base, ids = live_server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{base}/admin/login")
+    page.fill("input[name=key]", ADMIN_KEY)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/admin/")
+
+    page.goto(f"{base}/admin/measurement/list?device_id={ids['devices']['new-c']}")
+    headers = page.locator("table thead th").all_inner_texts()
+    latency_column = next(i for i, h in enumerate(headers) if "latency_ms" in h) + 1
+    assert _visible_without_scrolling(page, f"table thead th:nth-child({latency_column})")
+    cells = page.locator(f"table tbody tr td:nth-child({latency_column})").all_inner_texts()
+    assert cells and all("(min)" in cell for cell in cells)  # latency_ms with its statistic
+    warning = page.locator("table tbody .badge.bg-warning", has_text="unstable")
+    assert warning.count() == 1 and warning.first.is_visible()
+    assert _visible_without_scrolling(page, "table tbody .badge.bg-warning")
+
+    page.goto(f"{base}/admin/job/list")
+    state_column = next(i for i, h in enumerate(page.locator("table thead th").all_inner_texts()) if "state" in h) + 1
+    assert _visible_without_scrolling(page, f"table tbody tr td:nth-child({state_column})")
+
+    page.goto(f"{base}/admin/")  # dashboard charts: integer counts, the legend says what is plotted
+    page.wait_for_selector("#chart-histogram[data-rendered]", state="attached", timeout=15_000)
+    page.wait_for_selector("#chart-arch[data-rendered]", state="attached", timeout=15_000)
+    assert page.evaluate("Chart.getChart('chart-histogram').options.scales.y.ticks.precision") == 0
+    legend = page.evaluate("Chart.getChart('chart-arch').data.datasets[0].label")
+    assert "latency_ms" in legend and "mean" in legend
+    axis_min = page.evaluate("Chart.getChart('chart-arch').scales.x.min")
+    smallest = page.evaluate("Math.min(...Chart.getChart('chart-arch').data.datasets[0].data)")
+    assert smallest / 10 < axis_min <= smallest  # the log axis starts just below the data, not at 0.1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -18,7 +19,18 @@ from latfarm.services.core.security import hash_secret
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Agent, ApiKey, Device, Job, JobBatch, JobState, Measurement, Source
+from latfarm.services.store.models import (
+    Adaptation,
+    AdaptState,
+    Agent,
+    ApiKey,
+    Device,
+    Job,
+    JobBatch,
+    JobState,
+    Measurement,
+    Source,
+)
 from tests.api_support import app_on
 
 ADMIN_KEY = "lf_admin_test-key"
@@ -76,8 +88,17 @@ def seed(sessions) -> dict:
                 conditions_key=B1.key,
                 session_create_ms=40.0 + i,
                 first_inference_ms=9.5,
+                unstable=i == 0,  # new-c's first row: round medians spread too far
             )
             for i in range(FEW)
+        )
+        s.add(
+            Adaptation(
+                device_id=devices["phone-a"],
+                state=AdaptState.active,
+                samples=8,
+                metrics={"measured": 8, "fit_mean_abs_rel_error": 0.104},
+            )
         )
         online = Agent(device_id=devices["phone-a"], name="pixel-online", credential_hash="a" * 64, last_heartbeat=now)
         offline = Agent(
@@ -268,3 +289,49 @@ def test_api_endpoints_answer_json(app_and_ids):
         assert scatter["spearman_rho"] == pytest.approx(rho)
         newcomer = client.get(f"/admin/api/scatter?device={ids['devices']['new-c']}", headers=auth).json()
         assert newcomer == {"device": "new-c", "available": False, "reason": dashboard.NO_PREDICTOR}
+
+
+def _headers(html: str) -> list[str]:
+    """The list table's column headers, in order."""
+    head = html.split("<thead", 1)[1].split("</thead>", 1)[0]
+    return [" ".join(re.sub(r"<[^>]+>", " ", cell).split()) for cell in re.findall(r"<th[^>]*>(.*?)</th>", head, re.S)]
+
+
+def test_tables_show_the_data_first(app_and_ids):
+    app, ids = app_and_ids
+    newcomer, phone = ids["devices"]["new-c"], ids["devices"]["phone-a"]
+    with transaction(app.state.sessions) as s:  # a job queued after the seeded ones: the newest
+        batch = JobBatch(device_id=phone)
+        s.add(batch)
+        s.flush()
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        s.add(Job(batch_id=batch.id, device_id=phone, arch_id=1, state=JobState.queued, created_at=later))
+    with TestClient(app) as client:
+        assert _login(client, ADMIN_KEY).status_code == 302
+
+        page = client.get(f"/admin/measurement/list?device_id={newcomer}").text
+        headers = [h for h in _headers(page) if h]
+        assert headers[:4] == ["id", "device", "latency_ms (statistic)", "unstable"], headers
+        rows = re.findall(r"<tr>(.*?)</tr>", page.split("<tbody", 1)[1], re.S)
+        assert "3 (min)" in rows[-1] or "3 (min)" in rows[0]
+        unstable_rows = [row for row in rows if "⚠ unstable" in row]
+        assert len(unstable_rows) == 1 and "fa-check" not in unstable_rows[0] and "text-success" not in unstable_rows[0]
+
+        assert "Clear filter" not in client.get("/admin/measurement/list").text  # no filter set: none shown active
+        filtered = client.get("/admin/measurement/list?dataset=synthetic").text
+        assert filtered.count("Clear filter") == 1
+
+        jobs = client.get("/admin/job/list").text
+        assert [h for h in _headers(jobs) if h][0] == "state"
+        first_row = re.findall(r"<tr>(.*?)</tr>", jobs.split("<tbody", 1)[1], re.S)[0]
+        assert "phone-a" in first_row and "queued" in first_row  # the newest job first
+
+        adaptations = client.get("/admin/adaptation/list").text
+        assert "phone-a" in adaptations
+
+        overview = client.get(f"/admin/device-overview/{phone}").text
+        assert "fit error (mean |relative|, its samples): 10.4 %" in overview and "0.104" not in overview
+    assert dashboard.metric_texts({"measured": 8, "fit_mean_abs_rel_error": 0.0512}) == [
+        "archs measured: 8",
+        "fit error (mean |relative|, its samples): 5.1 %",
+    ]

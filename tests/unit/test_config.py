@@ -99,13 +99,17 @@ def test_client_settings(monkeypatch):
 def test_cli_help_names_the_declared_defaults():
     commands = typer.main.get_command(app).commands
 
+    def param_of(command: str, flag: str):
+        return next(param for param in commands[command].params if flag in param.opts)
+
     def help_of(command: str, flag: str) -> str:
-        return next(param.help for param in commands[command].params if flag in param.opts)
+        return param_of(command, flag).help
 
     defaults = Settings()
-    assert f"[{defaults.http_port}]" in help_of("serve", "--http-port")
-    assert f"[{defaults.grpc_port}]" in help_of("serve", "--grpc-port")
-    assert f"[{defaults.data_dir}]" in help_of("serve", "--data-dir")
+    for command in ("serve", "up"):  # shown as [default: (X)]: the flag's own default is None, "the settings'"
+        assert param_of(command, "--http-port").show_default == str(defaults.http_port)
+        assert param_of(command, "--grpc-port").show_default == str(defaults.grpc_port)
+        assert param_of(command, "--data-dir").show_default == str(defaults.data_dir)
     server = ClientSettings.model_fields["server"].default
     assert f"{env_name('server')}] \\[default: {server}]" in help_of("predict", "--server")
     assert env_name("api_key") in help_of("predict", "--key")

@@ -43,7 +43,11 @@
     }
   }
 
-  const logAxis = (title) => ({ type: "logarithmic", title: { display: true, text: title } });
+  // A log axis from the power of ten below the smallest value (Chart.js would start bars near 0.1 ms).
+  const logAxis = (title, values) => ({
+    type: "logarithmic", title: { display: true, text: title },
+    min: values && values.length ? 10 ** Math.floor(Math.log10(Math.min(...values))) : undefined,
+  });
 
   async function drawDistribution(onPick) {
     const rows = await getJSON("/distribution");
@@ -65,7 +69,7 @@
       },
       options: {
         indexAxis: "y",
-        scales: { x: logAxis("latency (ms)") },
+        scales: { x: logAxis("latency (ms)", rows.map((r) => r.p5)) },
         plugins: { tooltip: { callbacks: { afterBody: (items) => {
           const r = rows[items[0].dataIndex];
           return `median ${fmt(r.median)} ms · ${r.count} measurements`;
@@ -87,7 +91,7 @@
       data: { labels, datasets: [{ label: "archs" + note, data: h.counts, backgroundColor: BLUE, barPercentage: 1,
         categoryPercentage: 1 }] },
       options: { scales: { x: { title: { display: true, text: "latency (ms), log bins" } },
-        y: { title: { display: true, text: "count" } } } },
+        y: { title: { display: true, text: "archs" }, beginAtZero: true, ticks: { precision: 0 } } } },
     }, null);
   }
 
@@ -129,8 +133,9 @@
     show("arch", {
       type: "bar",
       data: { labels: a.devices.map((d) => d.device),
-        datasets: [{ label: "mean latency (ms)", data: a.devices.map((d) => d.mean_ms), backgroundColor: BLUE }] },
-      options: { indexAxis: "y", scales: { x: logAxis("latency (ms)") } },
+        datasets: [{ label: "latency_ms, mean over the arch's measurements on each device",
+          data: a.devices.map((d) => d.mean_ms), backgroundColor: BLUE }] },
+      options: { indexAxis: "y", scales: { x: logAxis("latency_ms (ms)", a.devices.map((d) => d.mean_ms)) } },
     });
   }
 

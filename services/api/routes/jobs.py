@@ -58,14 +58,32 @@ def job_progress(
     result = JobProgress(**{"id": batch_id, **progress})
     if items:
         rows = session.execute(
-            select(Arch.arch, Job.state, Job.attempts, Measurement.latency_ms, Job.error)
+            select(
+                Arch.arch,
+                Arch.nb201_index,
+                Job.state,
+                Job.attempts,
+                Measurement.latency_ms,
+                Measurement.protocol,
+                Measurement.unstable,
+                Job.error,
+            )
             .join(Arch, Arch.id == Job.arch_id)
             .outerjoin(Measurement, Measurement.job_id == Job.id)
             .where(Job.batch_id == batch_id)
             .order_by(Job.created_at, Job.id)
         )
         result.items = [
-            JobItem(arch=arch, state=state.value, attempts=attempts, latency_ms=latency, error=error)
-            for arch, state, attempts, latency, error in rows
+            JobItem(
+                arch=arch,
+                nb201_index=index,
+                state=state.value,
+                attempts=attempts,
+                latency_ms=latency,
+                statistic=(protocol or {}).get("statistic"),
+                unstable=unstable,
+                error=error,
+            )
+            for arch, index, state, attempts, latency, protocol, unstable, error in rows
         ]
     return result
