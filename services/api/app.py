@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from latfarm.services.core import errors as core_errors
 from latfarm.services.infra.prometheus import MetricsMiddleware
 
 from .docs import install_docs
-from .errors import install_error_handlers
+from .errors import error, error_body, http_status, install_error_handlers
 from .routes import adapt, devices, health, jobs, keys, measurements, predict, rank
 
 if TYPE_CHECKING:
@@ -60,11 +60,10 @@ class BodyLimit:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        message = f"request body over {self.limit // (1024 * 1024)} MB"
-        body = json.dumps({"detail": message, "message": message, "code": "resource_exhausted"}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        err = core_errors.TooLarge(f"request body over {self.limit // (1024 * 1024)} MB")
+        response = error(http_status(err), err.message, **error_body(err))
+        await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
 
 
 def create_app(runtime: Runtime) -> FastAPI:

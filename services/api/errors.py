@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from latfarm.predictor import nb201
-from latfarm.services.core.errors import ErrorCode, LatfarmError, Unavailable
+from latfarm.services.core.errors import ErrorCode, InvalidArgument, LatfarmError, Unavailable
 from latfarm.services.store.db import DATABASE_DOWN, UNAVAILABLE_MESSAGE
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,9 @@ async def _latfarm_error(_: Request, exc: LatfarmError) -> JSONResponse:
     return response
 
 
-async def _arch_error(_: Request, exc: nb201.ArchError) -> JSONResponse:
+async def _arch_error(request: Request, exc: nb201.ArchError) -> JSONResponse:
     """The predictor cannot import services: its ``ArchError`` is mapped here, as an invalid argument."""
-    return error(HTTP_STATUS["invalid_argument"], str(exc), code="invalid_argument")
+    return await _latfarm_error(request, InvalidArgument(str(exc)))
 
 
 async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -80,9 +80,9 @@ async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
     return response
 
 
-async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", exc)
-    return error(503, UNAVAILABLE_MESSAGE, code=Unavailable.code)
+    return await _latfarm_error(request, Unavailable(UNAVAILABLE_MESSAGE))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -109,7 +109,7 @@ def measure(
     from latfarm.services.client import LatfarmError
 
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
-    chosen: list[str | int] = [int(a) if a.isdigit() else a for a in given]
+    chosen = arch_values(given)
     chosen += random.Random(seed).sample(range(nb201.NUM_ARCHS), sample)
     if not chosen:
         raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
