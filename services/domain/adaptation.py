@@ -163,6 +163,18 @@ def advance(sessions: sessionmaker[Session], adaptation_id: str, predictor) -> A
             return AdaptState.measuring
         if not _claim(session, adaptation_id, AdaptState.measuring, AdaptState.training):
             return AdaptState.training
+    try:
+        return _fit(sessions, adaptation_id, predictor)
+    except Exception as err:  # noqa: BLE001 - whatever fails after the claim fails this adaptation, never strands it
+        log.exception("adaptation %s failed", adaptation_id)
+        with transaction(sessions) as session:
+            failed = session.get_one(Adaptation, adaptation_id)
+            failed.state, failed.error = AdaptState.failed, f"fit failed: {err}"
+        return AdaptState.failed
+
+
+def _fit(sessions: sessionmaker[Session], adaptation_id: str, predictor) -> AdaptState:
+    """Fit and activate a claimed (``training``) adaptation; raises on any failure (``advance`` records it)."""
     with transaction(sessions) as session:
         adaptation = session.get_one(Adaptation, adaptation_id)  # this call just claimed it
         indices, values = _sample_latencies(session, adaptation)
@@ -170,12 +182,7 @@ def advance(sessions: sessionmaker[Session], adaptation_id: str, predictor) -> A
             adaptation.state = AdaptState.failed
             adaptation.error = f"only {len(indices)} of {adaptation.samples} sample archs were measured; need 3"
             return adaptation.state
-        try:
-            model = predictor.adapt(indices, values)
-        except Exception as err:  # noqa: BLE001 - any fitting error fails this adaptation, not the server
-            log.exception("adaptation %s failed", adaptation_id)
-            adaptation.state, adaptation.error = AdaptState.failed, f"fit failed: {err}"
-            return adaptation.state
+        model = predictor.adapt(indices, values)
         fitted, _ = model.predict(np.asarray(indices))
         adaptation.params = model.to_state()
         adaptation.metrics = {

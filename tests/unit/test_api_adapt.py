@@ -107,3 +107,32 @@ def test_rank_without_estimate_is_a_clear_conflict(api, keys):
     add_device(api, "dev1")
     response = api.post("/v1/rank", json={"device": "dev1", "archs": [arch(1), arch(2)]}, headers=keys["client"])
     assert response.status_code == 409 and "adapt" in response.json()["message"]
+
+
+class _BrokenAfterFit:
+    """A predictor whose fit succeeds but whose fitted model fails when asked for its predictions."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    def adapt(self, indices, values):
+        self.real.adapt(indices, values)  # the real fit runs and succeeds
+
+        class Broken:
+            def predict(self, _indices):
+                raise RuntimeError("model is broken")
+
+        return Broken()
+
+
+def test_a_failure_after_the_claim_fails_the_adaptation_instead_of_stranding_it(api, keys, tmp_path):
+    """Whatever fails once an adaptation left ``measuring`` ends it ``failed`` with the reason; the device can
+    then be adapted again (a stranded ``training`` row would refuse every new adaptation)."""
+    add_device(api, "cpu2")
+    assert api.post("/v1/devices/cpu2/adapt", json={"samples": SAMPLES}, headers=keys["client"]).status_code == 202
+    _agent_measures(api, tmp_path, "cpu2", np.linspace(1.0, 5.0, 15625))
+    loader = api.app.state.predictions.predictor_loader
+    assert adapt.advance_all(api.app.state.sessions, _BrokenAfterFit(loader())) == 0
+    state = api.get("/v1/devices/cpu2", headers=ADMIN).json()["predictor"]
+    assert state["state"] == "failed" and "model is broken" in state["error"]
+    assert api.post("/v1/devices/cpu2/adapt", json={"samples": SAMPLES}, headers=keys["client"]).status_code == 202
