@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from latfarm.proto.v1 import agent_pb2
 
-REDUCED_PRECISIONS = ("fp16", "int8")  # a runtime without kernels for these fails the job "unsupported"
+FULL_PRECISION = "fp32"  # any other precision is reduced: a runtime without kernels for it fails "unsupported"
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class JobConditions:
     @property
     def reduced_precision(self) -> bool:
         """Whether the precision is below fp32 (fp16, int8): a missing kernel is then about the conditions."""
-        return self.precision in REDUCED_PRECISIONS
+        return self.precision != FULL_PRECISION
 
     @property
     def key(self) -> str:

@@ -22,6 +22,9 @@ EDGES: tuple[tuple[int, int], ...] = tuple((src, dst) for dst in range(1, NUM_NO
 """The 6 edges as (source, destination), in string order: (0,1), (0,2), (1,2), (0,3), (1,3), (2,3)."""
 NUM_ARCHS = len(OPS) ** len(EDGES)  # 15,625
 SPACE = "nb201"
+# How an NB201 cell becomes a network: "reference" as the benchmark defines it, or "pruned" (ops without effect
+# removed); predictor/network.py builds both
+GRAPHS = ("reference", "pruned")
 
 
 class ArchError(ValueError):

@@ -4,7 +4,7 @@ Macro skeleton as NB201's ``TinyNetwork``: stem (3x3 conv, BN), three stages of 
 C, 2C, 4C channels, a ``ResNetBasicblock`` (stride 2) between stages, head (BN, ReLU, global average pool, linear).
 Every cell uses the same 6-op cell. Node ``j`` of a cell sums the ops on its incoming edges.
 
-Two graph variants (``GRAPHS``), the same function (same weights for the same arch and seed, same outputs):
+Two graph variants (``nb201.GRAPHS``), the same function (same weights for the same arch and seed, same outputs):
 - ``reference``: NB201's own ``InferCell``. Every edge is its own op; a ``none`` edge is NB201's ``Zero`` op
   (``x.mul(0.)``), a real multiply in the exported graph. LatBench, HELP and HW-NAS-Bench measured this network.
   (The ONNX exporter still merges identical weight-free ops reading the same node, e.g. two ``none`` edges out
@@ -25,8 +25,6 @@ from torch import nn
 
 from latfarm.predictor import nb201
 from latfarm.predictor.seeding import seeded_eval
-
-GRAPHS = ("reference", "pruned")  # the graph variants, as in ``services.domain.conditions.GRAPHS``
 
 
 class ReLUConvBN(nn.Sequential):
@@ -84,11 +82,11 @@ class Cell(nn.Module):
     """One NB201 cell (stride 1, same channels in and out); see the module docstring for the graph variants."""
 
     def __init__(self, ops: Sequence[int], channels: int, graph: str = "reference") -> None:
-        """The cell of the 6-op vector ``ops`` at ``channels`` channels, ``graph`` one of ``GRAPHS``
+        """The cell of the 6-op vector ``ops`` at ``channels`` channels, ``graph`` one of ``nb201.GRAPHS``
         (``ValueError`` otherwise)."""
         super().__init__()
-        if graph not in GRAPHS:
-            raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
+        if graph not in nb201.GRAPHS:
+            raise ValueError(f"graph must be one of {nb201.GRAPHS}, got {graph!r}")
         self.ops = nb201.validate_ops(ops)
         self.graph = graph
         # reference: every edge, none as Zero; pruned: real ops only. Zero has no weights, so both draw the same ones
@@ -131,7 +129,7 @@ class NB201Network(nn.Module):
         graph: str = "reference",
     ) -> None:
         """The network of the 6-op vector ``ops``: ``channels`` in the first stage, ``classes`` outputs, cells of
-        the ``graph`` variant (one of ``GRAPHS``)."""
+        the ``graph`` variant (one of ``nb201.GRAPHS``)."""
         super().__init__()
         self.ops = nb201.validate_ops(ops)
         self.graph = graph

@@ -21,10 +21,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from latfarm.predictor import nb201
 from latfarm.services.core.errors import InvalidArgument
 
 PRECISIONS = ("fp32", "fp16", "int8")
-GRAPHS = ("reference", "pruned")
+GRAPHS = nb201.GRAPHS
 SPACES = ("nb201",)
 MAX_BATCH_SIZE = 1024
 
