@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from latfarm.predictor.spaces import get_space
 from latfarm.services.domain.conditions import PRECISIONS
 
 # name or family -> (hardware, runtime the dataset measured with)
@@ -32,12 +33,6 @@ HARDWARE: dict[str, tuple[str, str]] = {
     "fpga": ("FPGA (Xilinx ZC706, simulated)", "simulator"),
 }
 _BATCH_SUFFIX = re.compile(r"^(?P<family>.+)_(?P<batch>\d+)$")
-# HW-NAS-Bench's <device>-<dataset> names: the NB201 input variant each dataset's networks take
-INPUT_VARIANTS: dict[str, dict[str, int]] = {
-    "cifar10": {"resolution": 32, "classes": 10},
-    "cifar100": {"resolution": 32, "classes": 100},
-    "imagenet16-120": {"resolution": 16, "classes": 120},
-}
 
 
 def precision_of(name: str) -> str:
@@ -56,5 +51,13 @@ def describe_device(name: str) -> dict:
         base, batch = match["family"], int(match["batch"])
     family = base.split("-")[0]  # HW-NAS-Bench: <device>-<dataset>
     hardware, runtime = HARDWARE.get(base) or HARDWARE.get(family) or (name, "unknown")
-    variant = INPUT_VARIANTS.get(base.partition("-")[2].lower(), INPUT_VARIANTS["cifar10"])
-    return {"hardware": hardware, "runtime": runtime, "batch_size": batch, "precision": precision_of(name), **variant}
+    nb201 = get_space("nb201")  # HW-NAS-Bench's <device>-<dataset>: the NB201 input variant of that dataset
+    variant = nb201.input_variants.get(base.partition("-")[2].lower(), nb201.variant())
+    return {
+        "hardware": hardware,
+        "runtime": runtime,
+        "batch_size": batch,
+        "precision": precision_of(name),
+        "resolution": variant.resolution,
+        "classes": variant.classes,
+    }
