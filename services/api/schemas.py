@@ -162,6 +162,7 @@ class JobProgress(BaseModel):
     running: int
     done: int
     failed: int
+    cancelled: int = 0
     protocol: dict = Field(default_factory=dict, description="The request's protocol; {} = the agents' options.")
     conditions: dict = Field(
         default_factory=dict,
@@ -169,6 +170,14 @@ class JobProgress(BaseModel):
         "precision, graph): the device's defaults with the request's overrides.",
     )
     items: list[JobItem] | None = None
+
+
+class JobCancelled(BaseModel):
+    """The answer to cancelling a batch: how many of its jobs were cancelled now, and its counts after."""
+
+    id: str
+    cancelled_now: int = Field(description="Queued or running jobs this request cancelled.")
+    progress: JobProgress
 
 
 class ConditionsOut(BaseModel):

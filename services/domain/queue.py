@@ -343,6 +343,9 @@ def report(
             else:
                 acks.append(Ack(job.id, False, message="job already done"))
             continue
+        if job.state == JobState.cancelled:
+            acks.append(Ack(job.id, False, message="job was cancelled"))
+            continue
         if job.state != JobState.running or job.lease_owner != agent.id:
             acks.append(Ack(job.id, False, message="job is not leased by this agent (lease expired or re-leased)"))
             continue
@@ -403,6 +406,32 @@ def queue_depth(session: Session) -> dict[str, int]:
     """Number of jobs in each state (all states present)."""
     counts = {state: n for state, n in session.execute(select(Job.state, func.count()).group_by(Job.state))}
     return {state.value: counts.get(state, 0) for state in JobState}
+
+
+def cancel_batch(session: Session, batch_id: str, now: datetime | None = None) -> int:
+    """Cancel a batch's queued and running jobs; returns how many. A cancelled job is never leased again; an agent
+    measuring one learns it at its next heartbeat (the job is lost to it) and its report is refused."""
+    result = session.execute(
+        update(Job)
+        .where(Job.batch_id == batch_id, Job.state.in_([JobState.queued, JobState.running]))
+        .values(state=JobState.cancelled, lease_owner=None, lease_expires_at=None, finished_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return cast("CursorResult[Any]", result).rowcount
+
+
+def waiting_for_agent(session: Session, online_since: datetime) -> int:
+    """Queued jobs of devices with no agent online (no heartbeat at or after ``online_since``)."""
+    online = select(Agent.device_id).where(Agent.last_heartbeat >= online_since)
+    query = select(func.count()).select_from(Job).where(Job.state == JobState.queued, Job.device_id.not_in(online))
+    return session.scalar(query) or 0
+
+
+def release_all(session: Session, agent: Agent) -> int:
+    """Hand every job the agent holds back to the queue, attempts not spent: an agent process that starts holds
+    none, so leases of its earlier process (same credential) end at once instead of lapsing."""
+    held = session.scalars(select(Job.id).where(Job.lease_owner == agent.id, Job.state == JobState.running)).all()
+    return release(session, agent, held)
 
 
 def _back_to_queue(job: Job, reason: str) -> None:

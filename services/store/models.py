@@ -46,6 +46,7 @@ class JobState(str, enum.Enum):
     running = "running"
     done = "done"
     failed = "failed"
+    cancelled = "cancelled"  # never leased again; ``queue.cancel_batch``
 
 
 class Source(str, enum.Enum):

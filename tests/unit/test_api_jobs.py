@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from latfarm.services.domain.conditions import Conditions
-from latfarm.services.store.models import Job, JobBatch
+from latfarm.services.store.models import Job, JobBatch, JobState
 from tests.api_support import ADMIN, add_device, arch
 
 
@@ -122,3 +122,24 @@ def test_invalid_json_and_oversized_body(api, keys):
     response = api.post("/v1/jobs", content=huge, headers={**ADMIN, "content-type": "application/json"})
     assert response.status_code == 413 and "MB" in response.json()["message"]
     assert _stored(api) == (0, 0)
+
+
+def test_cancel_stops_queued_and_leased_jobs_and_refuses_other_keys(api, keys):
+    add_device(api, "dev1")
+    created = api.post("/v1/jobs", json={"device": "dev1", "archs": [1, 2, 3]}, headers=keys["client"]).json()
+    other = api.post("/v1/keys", json={"name": "someone-else", "scopes": ["client"]}, headers=ADMIN).json()["key"]
+    refused = api.post(f"/v1/jobs/{created['id']}/cancel", headers={"Authorization": f"Bearer {other}"})
+    assert refused.status_code == 403 and "submitted" in refused.json()["message"]
+    assert api.post("/v1/jobs/nope/cancel", headers=keys["client"]).status_code == 404
+    with api.app.state.sessions() as session:  # one job leased, one done: cancel ends the first, keeps the second
+        running, done = session.query(Job).filter_by(batch_id=created["id"]).order_by(Job.id).limit(2).all()
+        running.state, done.state = JobState.running, JobState.done
+        session.commit()
+    response = api.post(f"/v1/jobs/{created['id']}/cancel", headers=keys["client"])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["cancelled_now"] == 2
+    assert (body["progress"]["queued"], body["progress"]["running"], body["progress"]["cancelled"]) == (0, 0, 2)
+    assert body["progress"]["done"] == 1
+    again = api.post(f"/v1/jobs/{created['id']}/cancel", headers=keys["owner"])
+    assert again.status_code == 200 and again.json()["cancelled_now"] == 0

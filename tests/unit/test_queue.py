@@ -298,3 +298,43 @@ def test_concurrent_repeats_of_a_report_store_it_once(sessions, store):
     assert sum(not a.duplicate for a in acks) == 4  # each job stored by exactly one call
     with sessions() as s:
         assert sorted(s.scalars(select(Measurement.job_id))) == sorted(leased)
+
+
+def test_cancelled_jobs_are_never_leased_and_their_reports_are_refused(sessions, store):
+    dev = make_device(sessions)
+    agent = make_agent(sessions, dev)
+    batch = submit(sessions, dev, ARCHS[:4])
+    leased = [j for j, *_ in lease(sessions, agent, store, max_jobs=1)]
+    with transaction(sessions) as s:
+        assert queue.cancel_batch(s, batch) == 4
+    assert lease(sessions, agent, store, max_jobs=10) == []
+    with transaction(sessions) as s:
+        assert queue.heartbeat(s, s.get(Agent, agent), leased, 30) == leased  # the agent drops the job
+    ack = report(sessions, agent, [ok_result(leased[0])])[0]
+    assert not ack.accepted and ack.message == "job was cancelled"
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Measurement)) == 0
+        assert queue.batch_progress(s, batch)["cancelled"] == 4
+
+
+def test_waiting_for_agent_counts_queued_jobs_of_devices_without_an_online_agent(sessions, store):
+    covered, uncovered = make_device(sessions, "covered"), make_device(sessions, "uncovered")
+    agent = make_agent(sessions, covered)
+    submit(sessions, covered, ARCHS[:3])
+    submit(sessions, uncovered, ARCHS[:2])
+    lease(sessions, agent, store, max_jobs=1)  # a lease is a heartbeat: the agent is online now
+    with sessions() as s:
+        assert queue.waiting_for_agent(s, utcnow() - timedelta(seconds=60)) == 2
+        assert queue.waiting_for_agent(s, utcnow() + timedelta(seconds=1)) == 4  # nobody online: all queued wait
+
+
+def test_release_all_hands_back_every_job_the_agent_holds(sessions, store):
+    dev = make_device(sessions)
+    agent, other = make_agent(sessions, dev), make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS[:5])
+    mine = [j for j, *_ in lease(sessions, agent, store, max_jobs=3)]
+    theirs = [j for j, *_ in lease(sessions, other, store, max_jobs=1)]
+    with transaction(sessions) as s:
+        assert queue.release_all(s, s.get(Agent, agent)) == 3
+    assert all(job(sessions, j).state == JobState.queued and job(sessions, j).attempts == 0 for j in mine)
+    assert job(sessions, theirs[0]).state == JobState.running

@@ -6,14 +6,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from latfarm.services.core.errors import NotFound
+from latfarm.services.core.errors import NotFound, PermissionDenied
 from latfarm.services.domain import queue
 from latfarm.services.domain.predictions import conditions_of
-from latfarm.services.store.models import Arch, Job, Measurement
+from latfarm.services.store.models import Arch, Job, JobBatch, Measurement
 
 from ..auth import Principal, require
 from ..deps import arch_indices, arch_strings, db, get_device
-from ..schemas import JobCreate, JobCreated, JobItem, JobProgress
+from ..schemas import JobCancelled, JobCreate, JobCreated, JobItem, JobProgress
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -87,3 +87,22 @@ def job_progress(
             for arch, index, state, attempts, latency, protocol, unstable, error in rows
         ]
     return result
+
+
+@router.post("/{batch_id}/cancel", response_model=JobCancelled)
+def cancel_jobs(
+    batch_id: str, session: Session = Depends(db), principal: Principal = Depends(require("read"))
+) -> JobCancelled:
+    """Cancel a batch's queued and running jobs (404 when unknown; 403 unless the key submitted it or has the owner
+    or admin scope). Cancelled jobs are never leased; an agent measuring one drops it at its next heartbeat and its
+    report is refused. Done and failed jobs keep their results; cancelling twice cancels nothing more."""
+    batch = session.get(JobBatch, batch_id)
+    if batch is None:
+        raise NotFound(f"unknown job batch {batch_id!r}")
+    submitter = principal.can("jobs") and batch.requested_by == principal.name
+    if not submitter and not principal.can("devices"):
+        raise PermissionDenied("only the key that submitted this batch, or an owner or admin key, may cancel it")
+    cancelled = queue.cancel_batch(session, batch_id)
+    session.commit()
+    progress = queue.batch_progress(session, batch_id)
+    return JobCancelled(id=batch_id, cancelled_now=cancelled, progress=JobProgress(**{"id": batch_id, **progress}))
