@@ -14,7 +14,7 @@ from latfarm.services.admin.views import ago
 from latfarm.services.core.clock import as_utc
 from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.domain.liveness import online_cutoff, online_window_s
-from latfarm.services.domain.queue import queue_depth
+from latfarm.services.domain.queue import queue_depth, waiting_for_agent
 from latfarm.services.store.models import Adaptation, Agent, Arch, Device, Job, JobState, Measurement
 
 MAX_DISTRIBUTION_ROWS = 2_000  # per device, for the per-device percentiles
@@ -28,7 +28,8 @@ def _sample_step(count: int, limit: int) -> int:
 
 
 def fleet(session: Session, heartbeat_interval_s: float, now: datetime | None = None) -> dict[str, Any]:
-    """Agents with their last heartbeat, queue depth per state and recent throughput."""
+    """Agents with their last heartbeat, queue depth per state (``waiting_for_agent``: the queued jobs of devices
+    with no agent online) and recent throughput."""
     now = now or datetime.now(timezone.utc)
     cutoff = online_cutoff(heartbeat_interval_s, now)
     rows = session.execute(
@@ -73,6 +74,7 @@ def fleet(session: Session, heartbeat_interval_s: float, now: datetime | None = 
         "agents_offline": total_agents - online,
         "online_window_s": online_window_s(heartbeat_interval_s),
         "queue": queue,
+        "waiting_for_agent": waiting_for_agent(session, cutoff),
         "throughput": {
             "jobs_done_1h": done_since(1),
             "jobs_done_24h": done_since(24),

@@ -145,7 +145,8 @@ def test_dashboard_figures(sessions):
         fleet = dashboard.fleet(s, heartbeat_interval_s=10)
         assert (fleet["agents_online"], fleet["agents_offline"]) == (1, 1)
         assert [a["name"] for a in fleet["agents"]] == ["pixel-online", "pixel-offline"]
-        assert fleet["queue"] == {"queued": 2, "running": 1, "done": 3, "failed": 1}
+        assert fleet["queue"] == {"queued": 2, "running": 1, "done": 3, "failed": 1, "cancelled": 0}
+        assert fleet["waiting_for_agent"] == 2  # queued on gpu-b, whose device has no agent at all
         assert fleet["throughput"] == {"jobs_done_1h": 3, "jobs_done_24h": 3, "jobs_failed_24h": 1}
 
         table = {d["name"]: d for d in dashboard.device_table(s)}
@@ -209,6 +210,7 @@ def test_login_required_and_key_checks(app_and_ids):
         assert _login(client, "second-admin-key").status_code == 302  # an ApiKey row with the admin scope
         page = client.get("/admin/")
         assert page.status_code == 200 and "pixel-online" in page.text and "Dashboard" in page.text
+        assert "0 queued" in page.text and "2 waiting for an agent" in page.text  # gpu-b has no agent online
         assert "second-admin-key" not in client.cookies.get("latfarm_admin", "")
 
         with transaction(app.state.sessions) as s:  # revoking the key ends its session at once

@@ -162,8 +162,9 @@
     const q = f.queue, t = f.throughput;
     $("agents-online").textContent = `${f.agents_online} online`;
     $("agents-offline").textContent = `${f.agents_offline} offline · heartbeat within ${Math.round(f.online_window_s)} s`;
-    $("queue-depth").textContent = `${q.queued} queued`;
-    $("queue-states").textContent = `${q.running} running · ${q.done} done · ${q.failed} failed`;
+    $("queue-depth").textContent = `${q.queued - f.waiting_for_agent} queued`;
+    $("queue-waiting").textContent = `${f.waiting_for_agent} waiting for an agent (none online for their device)`;
+    $("queue-states").textContent = `${q.running} running · ${q.done} done · ${q.failed} failed · ${q.cancelled} cancelled`;
     $("throughput").textContent = `${t.jobs_done_1h} jobs / h`;
     $("throughput-24h").textContent = `${t.jobs_done_24h} done and ${t.jobs_failed_24h} failed in 24 h`;
   }
