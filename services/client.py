@@ -153,7 +153,8 @@ class Client:
         return self._json("POST", "/v1/jobs", json=body)["id"]
 
     def job(self, batch_id: str, items: bool = False) -> dict:
-        """Progress of a batch: counts ``queued``, ``running``, ``done``, ``failed`` (and each job with ``items``)."""
+        """Progress of a batch: counts ``queued``, ``running``, ``done``, ``failed``, ``cancelled`` (and each job with
+        ``items``)."""
         return self._json("GET", f"/v1/jobs/{batch_id}", params={"items": "true"} if items else None)
 
     def measure(
@@ -183,6 +184,17 @@ class Client:
         batch_id = self.submit(device, archs, fmt=fmt, protocol=protocol, conditions=conditions)
         if not wait:
             return self.job(batch_id)
+        return self.wait(batch_id, timeout=timeout, poll_s=poll_s, on_progress=on_progress)
+
+    def wait(
+        self,
+        batch_id: str,
+        timeout: float = 600.0,
+        poll_s: float = 1.0,
+        on_progress: Callable[[dict], None] | None = None,
+    ) -> dict:
+        """Block until no job of the batch is queued or running; returns it with ``items``. Raises ``TimeoutError``
+        (the jobs stay queued: ``cancel`` them) when jobs are still pending after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             progress = self.job(batch_id)
@@ -191,8 +203,13 @@ class Client:
             if progress["queued"] + progress["running"] == 0:
                 return self.job(batch_id, items=True)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"batch {batch_id}: {progress['queued'] + progress['running']} jobs still pending")
+                pending = progress["queued"] + progress["running"]
+                raise TimeoutError(f"batch {batch_id}: {pending} jobs still pending (latfarm cancel {batch_id})")
             time.sleep(poll_s)
+
+    def cancel(self, batch_id: str) -> dict:
+        """Cancel the batch's queued and running jobs; returns ``cancelled_now`` and the batch's ``progress``."""
+        return self._json("POST", f"/v1/jobs/{batch_id}/cancel", idempotent=True)
 
     # --- predictor adaptation --------------------------------------------------------------------------------
     def adapt(

@@ -22,6 +22,7 @@ app.command()(server_commands.up)
 app.command("import")(data.import_)
 app.command()(remote.predict)
 app.command()(remote.measure)
+app.command()(remote.cancel)
 app.command()(remote.adapt)
 app.command()(research.pretrain)
 

@@ -70,7 +70,7 @@ def _what_to_do(err: LatfarmError, client: Client, device: str) -> str:
         return f"; is the server running at {client.base_url}? (--server / LATFARM_SERVER)"
     if err.code in ("unauthenticated", "permission_denied"):
         return "; pass an API key that may do this with --key or LATFARM_API_KEY"
-    if err.code == "not_found" and device in err.message:
+    if err.code == "not_found" and device and device in err.message:
         try:
             known = sorted(d["name"] for d in client.devices())
         except LatfarmError:
@@ -96,12 +96,20 @@ def measure(
         None, "--graph", show_default="reference", help="reference or pruned: the exported network's variant."
     ),
     wait: bool = flag(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
-    timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most."),
+    wait_for_agent: bool = flag(
+        False,
+        "--wait-for-agent",
+        help="Queue and wait even when no agent of the device is online (else: exit 1, nothing queued).",
+    ),
+    timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most (then the jobs stay queued)."),
     out: Path = typer.Option(None, "--out", help="Write the results as CSV here."),
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:
-    """Measure archs on a device's agents: queue the jobs, wait with a progress bar, print or save the results."""
+    """Measure archs on a device's agents: queue the jobs, wait with a progress bar, print or save the results.
+
+    With no agent of the device online it says so and exits 1 without queueing (unless ``--wait-for-agent`` or
+    ``--no-wait``); Ctrl-C while waiting cancels the batch's unfinished jobs."""
     import random
 
     from latfarm.predictor import nb201
@@ -123,6 +131,7 @@ def measure(
     conditions = {name: value for name, value in overrides.items() if value is not None} or None
     try:
         with _client(server, key) as client:
+            _check_agents(client, device, refuse=wait and not wait_for_agent)
             result = _measure_with_progress(client, device, chosen, fmt, wait, timeout, protocol, conditions)
     except (LatfarmError, TimeoutError) as err:
         raise SystemExit(f"latfarm measure: {err}") from err
@@ -156,21 +165,55 @@ def read_archs(path: Path) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
+def _check_agents(client: Client, device: str, refuse: bool) -> None:
+    """Say at once when no agent of ``device`` is online, and how to start one; with ``refuse``, exit 1."""
+    if client.device(device)["agents_online"]:
+        return
+    note = (
+        f"no agent of device {device!r} is online, so its jobs wait queued until one connects; start one on the "
+        f"device: latfarm agent --server HOST:50051 --enroll TOKEN (a token: POST /v1/devices/{device}/enrollments)"
+    )
+    if refuse:
+        raise SystemExit(f"latfarm measure: {note}. Nothing was queued; --wait-for-agent queues and waits anyway")
+    typer.echo(f"latfarm measure: {note}", err=True)
+
+
 def _measure_with_progress(client, device, archs, fmt, wait, timeout, protocol, conditions) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if not wait:
         return client.measure(device, archs, fmt=fmt, wait=False, protocol=protocol, conditions=conditions)
+    batch_id = client.submit(device, archs, fmt=fmt, protocol=protocol, conditions=conditions)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(f"measuring on {device}", total=len(archs))
+    try:
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task(f"measuring on {device}", total=len(archs))
 
-        def show(progress: dict) -> None:
-            bar.update(task, completed=progress["done"] + progress["failed"])
+            def show(progress: dict) -> None:
+                bar.update(task, completed=progress["done"] + progress["failed"])
 
-        return client.measure(
-            device, archs, fmt=fmt, timeout=timeout, protocol=protocol, conditions=conditions, on_progress=show
-        )
+            return client.wait(batch_id, timeout=timeout, on_progress=show)
+    except KeyboardInterrupt:
+        cancelled = client.cancel(batch_id)["cancelled_now"]
+        message = f"latfarm measure: interrupted; cancelled {cancelled} unfinished job(s) of batch {batch_id}"
+        typer.echo(message, err=True)
+        raise typer.Exit(130) from None
+
+
+def cancel(
+    batch: str = typer.Argument(..., help="Batch id (printed by measure --no-wait; POST /v1/jobs answers it)."),
+    server: str = ServerUrl,
+    key: str = ApiKey,
+) -> None:
+    """Cancel a measurement batch's queued and running jobs; done and failed ones keep their results."""
+    client = _client(server, key)
+    with _explained("latfarm cancel", client, ""):
+        answer = client.cancel(batch)
+    progress = answer["progress"]
+    typer.echo(
+        f"cancelled {answer['cancelled_now']} job(s) of batch {batch}; "
+        f"{progress['done']} done, {progress['failed']} failed, {progress['cancelled']} cancelled"
+    )
 
 
 def adapt(

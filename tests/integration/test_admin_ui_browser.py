@@ -82,7 +82,8 @@ def test_browser_login_dashboard_and_filter(browser, live_server):
     page.wait_for_function("document.getElementById('scatter-message').textContent.includes('no predictor')")
     assert page.locator("#chart-scatter").is_hidden()
     assert "1 online" in page.inner_text("#agents-online")
-    assert "2 queued" in page.inner_text("#queue-depth")
+    assert "0 queued" in page.inner_text("#queue-depth")  # the seeded queued jobs' device has no agent online
+    assert "2 waiting for an agent" in page.inner_text("#queue-waiting")
 
     page.goto(f"{base}/admin/measurement/list")  # filter by device with the sidebar's device filter
     page.locator("#filter-sidebar a", has_text="phone-a").click()

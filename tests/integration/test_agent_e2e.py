@@ -177,6 +177,7 @@ def test_a_request_protocol_overrides_the_agent_options(server, tmp_path):
     """``latfarm measure`` with a protocol of its own: the agent (2 rounds, statistic min) measures as asked."""
     server.request("POST", "/v1/devices", {"name": "e2e-protocol"})
     agent = Agent(server, tmp_path, "p0", server.enroll("e2e-protocol"), QUICK)
+    agent.wait_log("registered as agent")  # online: measure refuses a device with no agent online
     out = tmp_path / "results.csv"
     listed = tmp_path / "archs.txt"
     listed.write_text(f"# one arch from a file, one on the command line\n{BATCH[1]}\n")

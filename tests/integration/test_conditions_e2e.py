@@ -80,6 +80,7 @@ def test_int8_runs_and_fp16_runs_or_is_unsupported(server, tmp_path):
     """int8 through ``latfarm measure --precision int8``; fp16 through REST."""
     server.request("POST", "/v1/devices", {"name": "e2e-int8"})
     agent = Agent(server, tmp_path, "int8", server.enroll("e2e-int8"), MEASURE)
+    agent.wait_log("registered as agent")  # online: measure refuses a device with no agent online
     out = tmp_path / "int8.csv"
     cmd = [sys.executable, "-m", "latfarm.services.cli", "measure", "e2e-int8", ARCHS[0], "--precision", "int8"]
     cmd += ["--out", str(out), "--timeout", "180"]

@@ -4,6 +4,11 @@ and the batch's conditions, on the terminal and in the CSV."""
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 
 from typer.testing import CliRunner
 
@@ -56,6 +61,7 @@ def run_measure(monkeypatch, live_api, *args: str):
 
     monkeypatch.setattr(Client, "submit", submit_and_finish)
     command = ["measure", "gpu-b2", *GIVEN, "--batch-size", "2", "--server", url, "--key", ADMIN_KEY, *args]
+    command.append("--wait-for-agent")  # no agent here: the test finishes the jobs itself
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     return result
@@ -86,7 +92,56 @@ def test_measure_csv_rows_in_input_order_with_figures_and_conditions(monkeypatch
 
 
 def test_measure_prints_in_input_order_and_marks_unstable(monkeypatch, live_api):
-    lines = run_measure(monkeypatch, live_api).output.strip().splitlines()
+    lines = run_measure(monkeypatch, live_api).stdout.strip().splitlines()
     assert [line.split()[-1] for line in lines[:3]] == [arch(i) for i in ORDER[:3]]
     assert "failed" in lines[3] and "#3 " in lines[3]
     assert "UNSTABLE" in lines[1] and "UNSTABLE" not in lines[0] and "median" in lines[0]
+
+
+def test_measure_on_a_device_with_no_agent_online_says_so_and_queues_nothing(live_api):
+    url, server = live_api
+    add_device_live(server)
+    result = CliRunner().invoke(app, ["measure", "gpu-b2", "1", "2", "--server", url, "--key", ADMIN_KEY])
+    assert result.exit_code == 1
+    assert "no agent of device 'gpu-b2' is online" in result.output and "latfarm agent --server" in result.output
+    assert "Nothing was queued" in result.output and "--wait-for-agent" in result.output
+    with server.state.sessions() as session:
+        assert session.query(Job).count() == 0
+    queued = CliRunner().invoke(app, ["measure", "gpu-b2", "1", "--no-wait", "--server", url, "--key", ADMIN_KEY])
+    assert queued.exit_code == 0 and "queued batch" in queued.stdout and "is online" in queued.stderr
+
+
+def test_cancel_command_cancels_a_batchs_unfinished_jobs(live_api):
+    url, server = live_api
+    add_device_live(server)
+    with Client(url, ADMIN_KEY) as client:
+        batch_id = client.submit("gpu-b2", [1, 2, 3])
+    result = CliRunner().invoke(app, ["cancel", batch_id, "--server", url, "--key", ADMIN_KEY])
+    assert result.exit_code == 0, result.output
+    assert f"cancelled 3 job(s) of batch {batch_id}" in result.stdout
+    unknown = CliRunner().invoke(app, ["cancel", "nope", "--server", url, "--key", ADMIN_KEY])
+    assert unknown.exit_code == 1 and "unknown job batch 'nope'" in unknown.output
+    assert "known devices" not in unknown.output
+
+
+def test_ctrl_c_while_waiting_cancels_the_batch(live_api):
+    url, server = live_api
+    add_device_live(server)
+    command = [sys.executable, "-m", "latfarm.services.cli", "measure", "gpu-b2", "1", "2", "--wait-for-agent"]
+    proc = subprocess.Popen(
+        [*command, "--server", url, "--key", ADMIN_KEY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while True:  # until its jobs are queued: it is waiting
+        with server.state.sessions() as session:
+            if session.query(Job).count() == 2:
+                break
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted; cancelled 2 unfinished job(s)" in err
+    with server.state.sessions() as session:
+        assert {job.state for job in session.query(Job)} == {JobState.cancelled}
