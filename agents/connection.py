@@ -141,3 +141,11 @@ class Connection:
         """Hand jobs back (at shutdown: one try, short deadline)."""
         request = agent_pb2.ReleaseRequest(job_ids=job_ids)
         return self.stub.ReleaseJobs(request, metadata=self._metadata(), timeout=timeout_s).released
+
+    def release_all(self) -> int:
+        """Hand back every job this agent holds (at start: the leases of an earlier run); retried while the server
+        is unreachable."""
+        request = agent_pb2.ReleaseRequest(all_held=True)
+        return self._retrying(
+            "release", lambda: self.stub.ReleaseJobs(request, metadata=self._metadata(), timeout=CALL_TIMEOUT_S)
+        ).released

@@ -160,6 +160,12 @@ class AgentLoop:
     def run(self) -> None:
         """Lease and measure until stopped (or, with ``once``, until the queue is empty)."""
         once = self.options.once
+        try:
+            earlier = self.conn.release_all()  # this process holds nothing yet: any lease is an earlier run's
+        except Stopped:
+            return
+        if earlier:
+            self.log(f"handed back {earlier} job(s) leased by an earlier run of this agent")
         self.heartbeat.start()
         try:
             while not self.stop.is_set():

@@ -276,12 +276,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @translate_errors
     def ReleaseJobs(self, request: agent_pb2.ReleaseRequest, context) -> agent_pb2.ReleaseResponse:
-        """Hand the agent's running jobs back to the queue unmeasured; answers how many were released."""
+        """Hand the agent's running jobs (with ``all_held``: every one it holds) back to the queue unmeasured;
+        answers how many were released."""
         _check_ids(request.job_ids)
         with transaction(self.sessions) as session:
             agent = self._agent(session, context)
             device_id = agent.device_id
-            released = queue.release(session, agent, list(request.job_ids))
+            if request.all_held:
+                released = queue.release_all(session, agent)
+            else:
+                released = queue.release(session, agent, list(request.job_ids))
         if released:
             self.notifier.notify(device_id)
         return agent_pb2.ReleaseResponse(released=released)

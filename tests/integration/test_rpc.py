@@ -13,11 +13,12 @@ import onnx
 import pytest
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from latfarm.agents.connection import RETRYABLE
 from latfarm.agents.errors import AgentError
 from latfarm.agents.main import run_agent
+from latfarm.agents.measurement import MeasureSettings
 from latfarm.agents.options import AgentOptions
 from latfarm.agents.state import load_state
 from latfarm.predictor import nb201
@@ -133,6 +134,33 @@ def test_an_agent_the_server_forgot_registers_again_with_its_token(farm, tmp_pat
         assert s.get(Agent, second.agent_id) is not None
     run_agent(AgentOptions(farm.address, farm.token, state_dir, once=True))  # known again: resumes, no new agent
     assert load_state(state_dir) == second
+
+
+def test_a_restarted_agent_hands_back_its_earlier_runs_leases_at_once(farm, tmp_path, capsys):
+    """Leases of an earlier run of the agent (same credential) end when the agent starts again, attempts not spent;
+    a late report of that earlier run stores nothing twice."""
+    state_dir = tmp_path / "agent"
+    quick = MeasureSettings(warmup_runs=1, runs_per_round=3, rounds=2, busy_warmup_s=0.05, spread_threshold=10.0)
+    run_agent(AgentOptions(farm.address, farm.token, state_dir, once=True, measure=quick))  # registers
+    md = [("authorization", f"Bearer {load_state(state_dir).credential}")]
+    submit(farm, ARCHS[:2])
+    earlier = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=2), metadata=md, timeout=60).jobs  # then it died
+    assert len(earlier) == 2
+    started = time.monotonic()
+    run_agent(AgentOptions(farm.address, None, state_dir, once=True, measure=quick))
+    assert time.monotonic() - started < 30  # the lease is 30 s: nothing waited for it to lapse
+    assert "handed back 2 job(s) leased by an earlier run of this agent" in capsys.readouterr().err
+    with farm.sessions() as s:
+        jobs = [s.get(Job, j.job_id) for j in earlier]
+        assert [(j.state, j.attempts) for j in jobs] == [(JobState.done, 1), (JobState.done, 1)]
+    stats = agent_pb2.Stats(median_ms=2.5, mean_ms=2.6, std_ms=0.1, min_ms=2.4, p90_ms=2.7, runs=6)
+    stats.round_medians_ms.extend([2.5, 2.5])
+    stats.latency_ms, stats.statistic = 2.4, "min"
+    late = agent_pb2.Result(job_id=earlier[0].job_id, ok=True, stats=stats, runtime="onnxruntime")
+    (ack,) = farm.stub.ReportResults(agent_pb2.ReportRequest(results=[late]), metadata=md, timeout=10).acks
+    assert ack.duplicate
+    with farm.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Measurement)) == 2
 
 
 def test_register_checks_token_and_descriptor(farm):

@@ -325,10 +325,12 @@ class ReportResponse(_message.Message):
     def __init__(self, acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("job_ids",)
+    __slots__ = ("job_ids", "all_held")
     JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_HELD_FIELD_NUMBER: _ClassVar[int]
     job_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    all_held: bool
+    def __init__(self, job_ids: _Optional[_Iterable[str]] = ..., all_held: _Optional[bool] = ...) -> None: ...
 
 class ReleaseResponse(_message.Message):
     __slots__ = ("released",)

@@ -105,7 +105,7 @@ class AgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseJobs(self, request, context):
-        """Hand leased jobs back to the queue unmeasured (shutdown); they do not count as failed attempts.
+        """Hand leased jobs back to the queue unmeasured (shutdown, start); they do not count as failed attempts.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
