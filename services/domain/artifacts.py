@@ -4,7 +4,8 @@ Files live at ``root/<sha[:2]>/<sha>.<format>``; ``root/index/`` maps (arch, for
 so a second export of the same model does no work. The export settings follow the measurement conditions
 (``ExportSettings.from_conditions``): different conditions, different files and rows. A replica missing a
 recorded file re-exports it (``network_export`` makes identical bytes for identical inputs) and verifies the sha256
-before serving it.
+before serving it; so does a replica whose file has the wrong size, or is found corrupt when an agent reports that
+its bytes failed the sha256 check (``repair``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class ArtifactStore:
@@ -114,14 +123,29 @@ class ArtifactStore:
         return row
 
     def open(self, session: Session, sha256: str) -> BinaryIO | None:
-        """The artifact's bytes, re-exported and verified if this replica lacks the file; None if unknown."""
+        """The artifact's bytes, re-exported and verified if this replica lacks the file or it has the wrong size
+        (truncated); None if unknown."""
         row = session.get(Artifact, sha256)
         if row is None:
             return None
         path = self.path(sha256, row.format)
-        if not path.exists():
+        if not path.exists() or path.stat().st_size != row.size_bytes:
+            path.unlink(missing_ok=True)
             self._restore(row)
         return path.open("rb")
+
+    def repair(self, session: Session, sha256: str) -> bool:
+        """Check the stored file against its content address and re-export it when missing or corrupt; returns
+        whether it was repaired (False: sound, or no such artifact)."""
+        row = session.get(Artifact, sha256)
+        if row is None:
+            return False
+        path = self.path(sha256, row.format)
+        if path.exists() and _sha256_of(path) == sha256:
+            return False
+        path.unlink(missing_ok=True)  # the index still names this sha: the export below rewrites the file
+        self._restore(row)
+        return True
 
     def _restore(self, row: Artifact) -> None:
         settings = ExportSettings.from_dict(row.settings)

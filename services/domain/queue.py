@@ -408,6 +408,28 @@ def queue_depth(session: Session) -> dict[str, int]:
     return {state.value: counts.get(state, 0) for state in JobState}
 
 
+def requeue_repaired(session: Session, agent: Agent, job_ids: Sequence[str]) -> list[Ack]:
+    """Jobs this agent could not fetch because the server's artifact was corrupt (rebuilt since): back to the
+    queue with the attempt not spent, as the device is not at fault. Repeats are bounded: a job whose artifact is
+    sound when its fetch failure comes in spends the attempt (``report``). Acks the jobs the agent held."""
+    if not job_ids:
+        return []
+    held = session.scalars(
+        update(Job)
+        .where(Job.id.in_(list(job_ids)), Job.lease_owner == agent.id, Job.state == JobState.running)
+        .values(
+            state=JobState.queued,
+            lease_owner=None,
+            lease_expires_at=None,
+            attempts=Job.attempts - 1,
+            error="fetch: the server's artifact was corrupt and was rebuilt",
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return [Ack(job_id, True, message="artifact rebuilt on the server: job queued again") for job_id in held]
+
+
 def cancel_batch(session: Session, batch_id: str, now: datetime | None = None) -> int:
     """Cancel a batch's queued and running jobs; returns how many. A cancelled job is never leased again; an agent
     measuring one learns it at its next heartbeat (the job is lost to it) and its report is refused."""

@@ -44,6 +44,7 @@ MAX_RESULTS = 1_000  # results per report
 AGENT_STATES = ("idle", "measuring")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ERROR_CLASS_NAMES = {value: name for name, value in ERROR_CLASSES.items()}
+FETCH = ERROR_CLASS_NAMES[agent_pb2.ERROR_CLASS_FETCH]
 
 
 def max_waiting(workers: int) -> int:
@@ -57,6 +58,10 @@ class Artifacts(Exporter, Protocol):
 
     def open(self, session: Session, sha256: str) -> BinaryIO | None:
         """A reader of artifact ``sha256``'s bytes, or None when there is no such artifact."""
+        ...
+
+    def repair(self, session: Session, sha256: str) -> bool:
+        """Re-export artifact ``sha256`` if its stored file is missing or corrupt; whether it did."""
         ...
 
 
@@ -261,10 +266,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             raise InvalidArgument(f"at most {MAX_RESULTS} results per report", field="results")
         results = [reported_result(result) for result in request.results]
         provenance = json_format.MessageToDict(request.provenance, preserving_proto_field_name=True)
+        with self.read_sessions() as session:
+            self._agent(session, context)
+        repaired = self._repair_artifacts([r.job_id for r in results if r.error_class == FETCH])
         with transaction(self.sessions) as session:
             agent = self._agent(session, context)
             device_id = agent.device_id
-            acks = queue.report(session, agent, results, provenance, self.settings.max_attempts)
+            requeued = {ack.job_id: ack for ack in queue.requeue_repaired(session, agent, repaired)}
+            rest = [r for r in results if r.job_id not in requeued]
+            reported = iter(queue.report(session, agent, rest, provenance, self.settings.max_attempts))
+            acks = [requeued[r.job_id] if r.job_id in requeued else next(reported) for r in results]
         if any(not r.ok for r in results):
             self.notifier.notify(device_id)  # failed jobs may be back in the queue
         return agent_pb2.ReportResponse(
@@ -273,6 +284,24 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 for a in acks
             ]
         )
+
+    def _repair_artifacts(self, job_ids: list[str]) -> list[str]:
+        """Check the artifacts of jobs whose agent could not fetch them; returns the jobs whose artifact was corrupt
+        on this server and is rebuilt now."""
+        if not job_ids:
+            return []
+        with self.read_sessions() as session:
+            shas = dict(session.execute(select(Job.id, Job.artifact_sha256).where(Job.id.in_(job_ids))).all())
+        rebuilt = set()
+        for sha in {sha for sha in shas.values() if sha}:
+            try:
+                with self.read_sessions() as session:
+                    if self.artifacts.repair(session, sha):
+                        rebuilt.add(sha)
+                        log.warning("artifact %s was corrupt on this server and was rebuilt", sha[:12])
+            except Exception:  # noqa: BLE001 - an artifact that cannot be rebuilt leaves its jobs to spend attempts
+                log.exception("artifact %s could not be checked or rebuilt", sha[:12])
+        return [job_id for job_id, sha in shas.items() if sha in rebuilt]
 
     @translate_errors
     def ReleaseJobs(self, request: agent_pb2.ReleaseRequest, context) -> agent_pb2.ReleaseResponse:

@@ -31,8 +31,9 @@ from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.rpc.server import SERVICE_NAME, build_grpc_server
 from latfarm.services.rpc.servicer import max_waiting
+from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker, transaction
-from latfarm.services.store.models import Agent, Base, Device, Enrollment, Job, JobState, Measurement
+from latfarm.services.store.models import Agent, Arch, Base, Device, Enrollment, Job, JobState, Measurement
 from latfarm.services.workers.lease_sweeper import LeaseSweeper
 from tests.queue_support import ARCHS, DEFAULT, INPUT_SHAPE, TinyArtifactStore
 
@@ -161,6 +162,41 @@ def test_a_restarted_agent_hands_back_its_earlier_runs_leases_at_once(farm, tmp_
     assert ack.duplicate
     with farm.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Measurement)) == 2
+
+
+def test_a_corrupt_artifact_is_rebuilt_and_its_jobs_still_end_measured(farm, tmp_path, caplog):
+    """A truncated file is re-exported before it is served; one corrupted in place fails the agent's sha256 check,
+    and its report makes the server rebuild it and queue the job again, the attempt not spent."""
+    quick = MeasureSettings(warmup_runs=1, runs_per_round=3, rounds=2, busy_warmup_s=0.05, spread_threshold=10.0)
+    archs = ARCHS[3:5]
+    with transaction(farm.sessions) as s:
+        rows = [s.get_one(Arch, arch_id) for arch_id in ensure_archs(s, archs).values()]
+        shas = [farm.store.ensure(s, row, "onnx", DEFAULT).sha256 for row in rows]
+    truncated, flipped = (farm.store.path(sha, "onnx") for sha in shas)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    data = bytearray(flipped.read_bytes())
+    data[-8:] = bytes(8)  # same size, other bytes
+    flipped.write_bytes(bytes(data))
+    batch_id = submit(farm, archs)
+    run_agent(AgentOptions(farm.address, farm.token, tmp_path / "agent", once=True, measure=quick))
+    with farm.sessions() as s:
+        jobs = s.scalars(select(Job).where(Job.batch_id == batch_id)).all()
+        assert [(j.state, j.attempts) for j in jobs] == [(JobState.done, 1), (JobState.done, 1)], [
+            j.error for j in jobs
+        ]
+    for sha, path in zip(shas, (truncated, flipped), strict=True):
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
+    rebuilt = [r.getMessage() for r in caplog.records if "was corrupt on this server" in r.getMessage()]
+    assert rebuilt == [f"artifact {shas[1][:12]} was corrupt on this server and was rebuilt"]  # the agent's report
+
+    agent_id, md = register(farm, "liar")  # a fetch failure of a sound artifact spends the attempt
+    submit(farm, ARCHS[5:6])
+    (job,) = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=1), metadata=md, timeout=60).jobs
+    failed = agent_pb2.Result(job_id=job.job_id, ok=False, error_class=agent_pb2.ERROR_CLASS_FETCH, error_message="x")
+    (ack,) = farm.stub.ReportResults(agent_pb2.ReportRequest(results=[failed]), metadata=md, timeout=60).acks
+    assert ack.accepted and ack.message == "job queued"
+    with farm.sessions() as s:
+        assert (s.get(Job, job.job_id).attempts, s.get(Job, job.job_id).error) == (1, "fetch: x")
 
 
 def test_register_checks_token_and_descriptor(farm):
