@@ -105,4 +105,5 @@ def cancel_jobs(
     cancelled = queue.cancel_batch(session, batch_id)
     session.commit()
     progress = queue.batch_progress(session, batch_id)
+    assert progress is not None, "the batch was read above"
     return JobCancelled(id=batch_id, cancelled_now=cancelled, progress=JobProgress(**{"id": batch_id, **progress}))
