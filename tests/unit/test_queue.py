@@ -93,7 +93,7 @@ def test_lease_takes_oldest_of_own_device_and_format(sessions, store):
     with sessions() as s:
         depth = queue.queue_depth(s)
         assert s.get(Agent, agent).last_heartbeat is not None
-    assert depth == {"queued": 3, "running": 8, "done": 0, "failed": 0}
+    assert depth == {"queued": 3, "running": 8, "done": 0, "failed": 0, "cancelled": 0}
 
 
 def test_heartbeat_extends_and_expiry_requeues(sessions, store):
