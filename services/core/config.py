@@ -63,6 +63,9 @@ class Settings(_FromEnvironment):
         10,
         description="seconds between an agent's heartbeats; it is online while its last one is at most twice this old",
     )
+    enrollment_ttl_h: float = Field(
+        24.0, gt=0, description="hours an enrollment token lives when its request sets no `expires_in_s`"
+    )
     max_attempts: int = Field(3, description="a job fails for good after this many failed attempts")
     max_jobs_per_lease: int = Field(16, description="the most jobs one lease hands an agent")
     export_poll_s: float = Field(

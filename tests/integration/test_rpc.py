@@ -178,6 +178,18 @@ def test_register_checks_token_and_descriptor(farm):
     assert code_of(reg()) == (grpc.StatusCode.PERMISSION_DENIED, "enrollment token was revoked")
 
 
+def test_an_enrollment_token_registers_at_most_max_uses_agents(farm):
+    with transaction(farm.sessions) as s:
+        s.scalars(select(Enrollment)).one().max_uses = 2
+    register(farm, "a1")
+    register(farm, "a2")
+    code, details = code_of(lambda: register(farm, "a3"))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and details == "enrollment token is used up (2 registrations)"
+    with farm.sessions() as s:
+        assert s.scalars(select(Enrollment)).one().uses == 2
+        assert sorted(s.scalars(select(Agent.name))) == ["a1", "a2"]
+
+
 @pytest.mark.parametrize(
     ("expired", "details"), [(True, "enrollment token expired at"), (False, "enrollment token was revoked")]
 )
