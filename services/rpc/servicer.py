@@ -10,11 +10,11 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 import grpc
 from google.protobuf import json_format
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
@@ -121,7 +121,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 registered_at=now,
                 last_heartbeat=now,
             )
-            counted = session.execute(
+            claim = (
                 update(Enrollment)
                 .where(
                     Enrollment.id == enrollment.id,
@@ -129,6 +129,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 )
                 .values(uses=Enrollment.uses + 1)
             )
+            counted = cast(CursorResult, session.execute(claim))
             if counted.rowcount == 0:  # checked and counted in one statement: concurrent registrations cannot overrun
                 end_call(
                     context,

@@ -87,10 +87,10 @@ def create_enrollment(
 ) -> EnrollmentOut:
     """A token agents register with for this device (its owner or an admin only): it expires after ``expires_in_s``
     (default ``LATFARM_ENROLLMENT_TTL_H``) and registers at most ``max_uses`` agents when set."""
-    body = body or EnrollmentCreate()
+    expires_in_s, max_uses = (body.expires_in_s, body.max_uses) if body else (None, None)
     device = get_device(session, name)
     principal.check_device("devices", device)
-    lifetime = body.expires_in_s or request.app.state.settings.enrollment_ttl_h * 3600
+    lifetime = expires_in_s or request.app.state.settings.enrollment_ttl_h * 3600
     expires_at = utcnow() + timedelta(seconds=lifetime)
     token = new_secret("lf_enroll")
     session.add(
@@ -99,11 +99,11 @@ def create_enrollment(
             token_hash=hash_secret(token),
             created_by=principal.name,
             expires_at=expires_at,
-            max_uses=body.max_uses,
+            max_uses=max_uses,
         )
     )
     session.commit()
-    return EnrollmentOut(token=token, device=device.name, expires_at=expires_at, max_uses=body.max_uses)
+    return EnrollmentOut(token=token, device=device.name, expires_at=expires_at, max_uses=max_uses)
 
 
 @router.put("/{name}/owner", response_model=DeviceOut)
