@@ -76,7 +76,8 @@ class Settings(_FromEnvironment):
     )
     metrics_access: Literal["key", "local", "open"] = Field(
         "key",
-        description="who may read /metrics: `key` (any valid API key as Bearer token), `local` (this machine), `open`",
+        description="who may read /metrics: `key` (any valid API key as Bearer token), `local` (connections from"
+        " this machine, a local reverse proxy's included), `open`",
     )
     datasets_dir: Path | None = Field(None, description="HELP-layout folder that `latfarm up` imports when set")
 

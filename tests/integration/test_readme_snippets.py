@@ -7,8 +7,9 @@ dependencies come from the development environment (a ``.pth`` line; its editabl
 ``latfarm-data`` the running ``latfarm up``'s data folder, ``HOME`` a folder of its own. The snippets run there, each
 in a fresh ``bash -eo pipefail`` (``python`` ones with ``.venv/bin/python``) with no ``LATFARM_*`` variable and
 no virtual environment active, so what a snippet needs it says itself. Two departures from the text, both
-mechanical: the server listens on free ports, substituted for ``:8000`` and ``:50051``; agents measure with a short
-protocol (``LATFARM_AGENT_RUNS`` and friends: the README's own variables).
+mechanical: the server listens on free ports, substituted for ``:8000`` and ``:50051`` in the text and given to the
+client commands' default as ``LATFARM_SERVER``; agents measure with a short protocol (``LATFARM_AGENT_RUNS`` and
+friends). Both are the README's own variables.
 
 Markers, an HTML comment on the line before a fence: ``<!-- snippet: skip (reason) -->`` leaves a snippet out
 (listed in the test's output), ``<!-- snippet: device (reason) -->`` runs one that belongs on a second machine in
@@ -125,11 +126,15 @@ def _environment(tmp: Path) -> dict[str, str]:
     return {**env, "PATH": os.pathsep.join(path), "HOME": str(tmp / "home"), **QUICK_AGENT}
 
 
-def _wait_active(client: Client, proc: subprocess.Popen, timeout: float) -> None:
+def _logs(tmp: Path, pattern: str) -> str:
+    return "\n".join(path.read_text()[-4000:] for path in sorted(tmp.glob(pattern)))
+
+
+def _wait_active(client: Client, proc: subprocess.Popen, tmp: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     state: dict = {}
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"latfarm up exited: {proc.stdout.read() if proc.stdout else ''}"
+        assert proc.poll() is None, f"latfarm up exited: {_logs(tmp, 'up.log')}"
         try:
             state = client.device("local")["predictor"]
         except (LatfarmError, OSError):
@@ -157,11 +162,11 @@ def test_every_readme_snippet_runs_against_a_live_latfarm_up(tmp_path, capsys):
         [str(tmp_path / ".venv" / "bin" / "latfarm"), "up", "--http-port", str(http), "--grpc-port", str(grpc)],
         cwd=tmp_path,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=(tmp_path / "up.log").open("w"),
         stderr=subprocess.STDOUT,
-        text=True,
         start_new_session=True,
     )
+    env = {**env, "LATFARM_SERVER": f"http://127.0.0.1:{http}"}  # for the snippets, not for `latfarm up`
     background: list[subprocess.Popen] = []
     ran, skipped = [], []
     try:
@@ -170,21 +175,21 @@ def test_every_readme_snippet_runs_against_a_live_latfarm_up(tmp_path, capsys):
             assert time.monotonic() < deadline and up.poll() is None, "latfarm up wrote no admin key"
             time.sleep(0.5)
         client = Client(f"http://127.0.0.1:{http}", (tmp_path / "latfarm-data" / "admin.key").read_text().strip())
-        _wait_active(client, up, timeout=600)
+        _wait_active(client, up, tmp_path, timeout=600)
         for snippet in readme_snippets():
             if snippet.marker == "skip":
                 skipped.append(f"README.md:{snippet.line} ({snippet.reason})")
                 continue
             code = snippet.code.replace(":8000", f":{http}").replace(":50051", f":{grpc}")
             if snippet.marker == "device":
+                log = (tmp_path / f"device-{snippet.line}.log").open("w")
                 background.append(
                     subprocess.Popen(
                         ["bash", "-eo", "pipefail", "-c", code],
                         cwd=tmp_path,
                         env=env,
-                        stdout=subprocess.PIPE,
+                        stdout=log,
                         stderr=subprocess.STDOUT,
-                        text=True,
                         start_new_session=True,
                     )
                 )
@@ -193,10 +198,11 @@ def test_every_readme_snippet_runs_against_a_live_latfarm_up(tmp_path, capsys):
             result = _run(snippet, code, tmp_path, env)
             assert result.returncode == 0, (
                 f"README.md:{snippet.line} ({snippet.language}) failed with {result.returncode}:\n{code}\n"
-                f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
+                f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}\n"
+                f"--- devices\n{_logs(tmp_path, 'device-*.log')}"
             )
             for proc in background:
-                assert proc.poll() is None, f"a device snippet exited: {proc.stdout.read() if proc.stdout else ''}"
+                assert proc.poll() is None, f"a device snippet exited: {_logs(tmp_path, 'device-*.log')}"
             ran.append(snippet.line)
     finally:
         for proc in [*background, up]:
