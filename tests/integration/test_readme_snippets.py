@@ -13,7 +13,8 @@ friends). Both are the README's own variables.
 
 Markers, an HTML comment on the line before a fence: ``<!-- snippet: skip (reason) -->`` leaves a snippet out
 (listed in the test's output), ``<!-- snippet: device (reason) -->`` runs one that belongs on a second machine in
-the background against loopback, stopped at the end.
+the background against loopback, stopped at the end; the device's agent-only install is that environment, on its
+``PATH`` as ``pip install`` there would put it.
 """
 
 from __future__ import annotations
@@ -183,16 +184,19 @@ def test_every_readme_snippet_runs_against_a_live_latfarm_up(tmp_path, capsys):
             code = snippet.code.replace(":8000", f":{http}").replace(":50051", f":{grpc}")
             if snippet.marker == "device":
                 log = (tmp_path / f"device-{snippet.line}.log").open("w")
+                device_path = f"{tmp_path / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
                 background.append(
                     subprocess.Popen(
                         ["bash", "-eo", "pipefail", "-c", code],
                         cwd=tmp_path,
-                        env=env,
+                        env={**env, "PATH": device_path},
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
                     )
                 )
+                time.sleep(5)  # a snippet that fails at once (a typo, a refused token) fails here, not in a later wait
+                assert background[-1].poll() is None, f"README.md:{snippet.line} exited: {_logs(tmp_path, 'device-*')}"
                 ran.append(snippet.line)
                 continue
             result = _run(snippet, code, tmp_path, env)
