@@ -7,15 +7,22 @@ STAMP   := $(VENV)/.installed
 
 .PHONY: up test test-unit lint typecheck bench clean proto wheel
 
+# The install says what it is doing (step n of 4) and pip shows each download: a first install takes minutes.
+PIP     := $(BIN)/pip install --progress-bar on --disable-pip-version-check
+
 $(BIN)/python:
+	@echo "==> [1/4] virtual environment in $(VENV), with a current pip"
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	@$(PIP) -q --upgrade pip
 
 # torch first and pinned: any looser spec pulls several GB of CUDA packages.
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[server,litert,dev]'
-	touch $(STAMP)
+	@echo "==> [2/4] $(TORCH), pinned (the largest download)"
+	@$(PIP) $(TORCH)
+	@echo "==> [3/4] latfarm and its server, LiteRT and dev extras (editable; onnxruntime, FastAPI, SQLAlchemy ...)"
+	@$(PIP) -e '.[server,litert,dev]'
+	@echo "==> [4/4] installed: $(BIN)/latfarm"
+	@touch $(STAMP)
 
 up: $(STAMP)
 	$(BIN)/latfarm up $(ARGS)

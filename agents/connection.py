@@ -17,18 +17,22 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grp
 CALL_TIMEOUT_S = 30.0
 
 
-class Backoff:
-    """Exponential backoff with jitter: 0.5 s, 1 s, 2 s ... up to ``cap_s``."""
+BACKOFF_CAP_S = 5.0  # the longest wait between retries: an agent is back within seconds of its server
 
-    def __init__(self, base_s: float = 0.5, cap_s: float = 30.0):
+
+class Backoff:
+    """Exponential backoff with jitter: about 0.5 s, 1 s, 2 s ... up to ``cap_s``."""
+
+    def __init__(self, base_s: float = 0.5, cap_s: float = BACKOFF_CAP_S):
         """Start at ``base_s``."""
         self.base_s, self.cap_s, self.failures = base_s, cap_s, 0
 
     def next_delay(self) -> float:
-        """The next wait in seconds (doubling, capped, ±20% jitter)."""
-        delay = min(self.cap_s, self.base_s * 2**self.failures)
+        """The next wait in seconds: doubling up to ``cap_s``, each a random 50-100% of that (agents that lost the
+        same server spread their reconnects)."""
+        delay = min(self.cap_s, self.base_s * 2 ** min(self.failures, 32))
         self.failures += 1
-        return delay * random.uniform(0.8, 1.2)
+        return delay * random.uniform(0.5, 1.0)
 
 
 class Connection:

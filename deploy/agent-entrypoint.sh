@@ -60,7 +60,7 @@ except urllib.error.HTTPError as err:
 PY
 )"
     fi
-    set -- "$@" --enroll "$AGENT_ENROLL_TOKEN"
+    export LATFARM_AGENT_ENROLL="$AGENT_ENROLL_TOKEN"  # `--enroll`, kept out of the process list
 fi
 
 exec "$@"

@@ -95,10 +95,11 @@ class Client:
         """Create a device called ``name`` (``fields``: its other attributes); returns it."""
         return self._json("POST", "/v1/devices", json={"name": name, **fields})
 
-    def enroll(self, device: str, expires_in_s: int | None = None) -> str:
-        """A new enrollment token for an agent of ``device``."""
-        body = {"expires_in_s": expires_in_s} if expires_in_s else None
-        return self._json("POST", f"/v1/devices/{device}/enrollments", json=body)["token"]
+    def enroll(self, device: str, expires_in_s: int | None = None, max_uses: int | None = None) -> str:
+        """A new enrollment token for agents of ``device``: ``expires_in_s`` (else the server's default lifetime)
+        and at most ``max_uses`` registrations (else any number)."""
+        body = {key: value for key, value in {"expires_in_s": expires_in_s, "max_uses": max_uses}.items() if value}
+        return self._json("POST", f"/v1/devices/{device}/enrollments", json=body or None)["token"]
 
     def agents(self, device: str) -> list[dict]:
         """The agents of ``device``."""

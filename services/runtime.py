@@ -7,6 +7,7 @@ workers, and closes it on exit. Nothing else builds engines, sessions, notifiers
 
 from __future__ import annotations
 
+import logging
 from types import TracebackType
 
 from latfarm.services.api.auth import ensure_admin_key
@@ -14,6 +15,7 @@ from latfarm.services.core.config import Settings
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.domain.predictions import PredictionService, load_default_predictor
 from latfarm.services.infra.cache import make_cache
+from latfarm.services.infra.outage import Outage
 from latfarm.services.infra.prometheus import Metrics
 from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker
@@ -35,8 +37,9 @@ class Runtime:
         self.engine = make_engine(settings.database_url)
         self.sessions = make_sessionmaker(self.engine)
         self.read_sessions = make_read_sessionmaker(self.engine)
-        self.notifier = make_notifier(settings.redis_url)
-        self.cache = make_cache(settings.redis_url)
+        redis_outage = Outage("redis", logging.getLogger("latfarm.services.infra"))  # one warning per outage
+        self.notifier = make_notifier(settings.redis_url, redis_outage)
+        self.cache = make_cache(settings.redis_url, outage=redis_outage)
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         self.predictions = PredictionService(self.sessions, self.cache, load_default_predictor)
         self.metrics = Metrics(self.read_sessions, settings.heartbeat_interval_s)

@@ -13,14 +13,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from latfarm.services.core.errors import PermissionDenied, Unauthenticated
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import ApiKey
+from latfarm.services.store.models import ApiKey, Device
 
 # What each scope may do. ``admin`` may do everything.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "client": frozenset({"read", "predict", "jobs"}),
-    "owner": frozenset({"read", "devices"}),
+    "owner": frozenset({"read", "devices", "jobs"}),
     "admin": frozenset({"read", "predict", "jobs", "devices", "keys", "admin"}),
 }
+# Scopes whose permissions on a device hold only for the devices the key owns (``Device.owner_key_id``).
+OWN_DEVICES_ONLY = frozenset({"owner"})
 BOOTSTRAP_NAME = "bootstrap-admin"
 
 
@@ -35,6 +37,21 @@ class Principal:
     def can(self, permission: str) -> bool:
         """Whether one of the principal's scopes grants ``permission``."""
         return any(permission in PERMISSIONS.get(scope, ()) for scope in self.scopes)
+
+    def can_on(self, permission: str, device: Device) -> bool:
+        """Whether a scope grants ``permission`` on ``device``: an owner scope only on the key's own devices."""
+        return any(
+            permission in PERMISSIONS.get(scope, ())
+            and (scope not in OWN_DEVICES_ONLY or device.owner_key_id == self.key_id)
+            for scope in self.scopes
+        )
+
+    def check_device(self, permission: str, device: Device) -> None:
+        """``PermissionDenied`` naming the device unless the principal may use ``permission`` on it."""
+        if not self.can_on(permission, device):
+            raise PermissionDenied(
+                f"this key does not own device {device.name!r}: only its owner or an admin may do this"
+            )
 
 
 def authenticate(request: Request) -> Principal:

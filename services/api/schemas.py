@@ -12,6 +12,7 @@ from latfarm.services.domain.conditions import MAX_BATCH_SIZE, Conditions, devic
 from latfarm.services.domain.names import MAX_NAME_LENGTH, NAME_PATTERN
 
 MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more
+MAX_ENROLLMENT_S = 366 * 24 * 3600  # the longest an enrollment token may live: a year
 Scope = Literal["client", "owner", "admin"]
 Arch = StrictStr | StrictInt  # an arch string, or an official NB201 index (JSON true / 1.0 are neither)
 # Stored times are UTC; SQLite hands them back naive.
@@ -54,7 +55,14 @@ class DeviceOut(BaseModel):
     batch_size: int
     resolution: int
     classes: int
+    owner_key_id: int | None = Field(description="id of the API key that owns it; null: only admins act on it")
     created_at: UtcDatetime
+
+
+class DeviceOwner(Strict):
+    """A device's new owner (admins only)."""
+
+    key_id: int | None = Field(description="id of the owning API key; null: only admins act on the device")
 
 
 class DeviceDetail(DeviceOut):
@@ -70,7 +78,13 @@ class DeviceDetail(DeviceOut):
 class EnrollmentCreate(Strict):
     """Options of a new enrollment token."""
 
-    expires_in_s: int | None = Field(None, gt=0, description="Lifetime of the token; none = no expiry.")
+    expires_in_s: int | None = Field(
+        None,
+        gt=0,
+        le=MAX_ENROLLMENT_S,
+        description="Lifetime of the token, s; none: the server's LATFARM_ENROLLMENT_TTL_H.",
+    )
+    max_uses: int | None = Field(None, ge=1, le=100_000, description="Agents it may register; none: any number.")
 
 
 class EnrollmentOut(BaseModel):
@@ -79,6 +93,7 @@ class EnrollmentOut(BaseModel):
     token: str
     device: str
     expires_at: UtcDatetime | None
+    max_uses: int | None = None
 
 
 class AgentOut(BaseModel):

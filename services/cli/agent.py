@@ -33,7 +33,12 @@ def agent(
         envvar="LATFARM_AGENT_CA_CERT",
         help="Trust this CA or self-signed certificate (PEM) instead of the system's; implies --tls.",
     ),
-    enroll: str = typer.Option(AgentOptions.enroll, "--enroll", help="Enrollment token (first run only)."),
+    enroll: str = typer.Option(
+        AgentOptions.enroll,
+        "--enroll",
+        envvar="LATFARM_AGENT_ENROLL",
+        help="Enrollment token (first run only); the variable keeps it out of the process list.",
+    ),
     state_dir: Path = typer.Option(AgentOptions.state_dir, "--state-dir", help="Credential, cache, logs."),
     name: str = typer.Option(AgentOptions.name, "--name", show_default="hostname", help="A name for this agent."),
     threads: int = typer.Option(MEASURE.threads, "--threads", help="Inference threads per model."),

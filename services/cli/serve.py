@@ -75,9 +75,10 @@ def serve(settings: Settings) -> None:
     print(f"latfarm REST  http://{host}:{http_port}  (API docs: http://{host}:{http_port}/docs)", flush=True)
     tls = credentials is not None
     agent_tls = " --tls (or --ca-cert CERT.pem when self-signed)" if tls else ""
+    grpc_host = _shown(settings.grpc_listen_host)
     print(
-        f"latfarm gRPC  {host}:{grpc_port}{'  TLS' if tls else ''}  "
-        f"(agents: latfarm agent --server {host}:{grpc_port}{agent_tls})",
+        f"latfarm gRPC  {grpc_host}:{grpc_port}{'  TLS' if tls else ''}  "
+        f"(agents: latfarm agent --server {grpc_host}:{grpc_port}{agent_tls})",
         flush=True,
     )
     if new_admin_key:

@@ -30,6 +30,7 @@ from latfarm.services.domain.names import checked_device_name
 console = Console()
 START_TIMEOUT_S = 180.0
 ENROLL_TOKEN_S = 600  # the local agent's enrollment token: used at once
+ENROLL_ENV = "LATFARM_AGENT_ENROLL"  # ``latfarm agent --enroll``'s variable
 
 
 def agent_known(client: Client, device: str, agent_dir: Path) -> bool:
@@ -192,9 +193,10 @@ def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> N
         _ensure_device(client, device)
         agent_dir = settings.data_dir / f"agent-{device}"
         agent_args = ["agent", "--server", f"127.0.0.1:{settings.grpc_port}", "--state-dir", str(agent_dir)]
+        agent_env = dict(env)  # secrets go by environment, never on a command line (``ps`` shows those to all)
         if not agent_known(client, device, agent_dir):  # first run, or a new database
-            agent_args += ["--enroll", client.enroll(device, expires_in_s=ENROLL_TOKEN_S)]
-        children.start("agent", agent_args, env)
+            agent_env[ENROLL_ENV] = client.enroll(device, expires_in_s=ENROLL_TOKEN_S, max_uses=1)
+        children.start("agent", agent_args, agent_env)
         console.print(f"agent for device [bold]{device}[/] started (log: {logs / 'agent.log'})")
         state = _adapt(client, device, samples, children)
         _summary(base, key, device, state)

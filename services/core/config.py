@@ -8,7 +8,7 @@ checked against these declarations by tests/unit/test_config.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +46,9 @@ class Settings(_FromEnvironment):
     redis_url: str | None = Field(None, description="Redis URL (optional): wakes waiting agents, caches predictions")
     http_host: str = Field("0.0.0.0", description="address the REST port listens on")
     http_port: int = Field(8000, description="REST port (0: any free port)")
+    grpc_host: str | None = Field(
+        None, description="address the gRPC port listens on (0.0.0.0: every interface); unset: LATFARM_HTTP_HOST"
+    )
     grpc_port: int = Field(50051, description="gRPC port for the agents (0: any free port)")
     grpc_workers: int = Field(
         256, description="gRPC threads per server; agents waiting for work may hold all but an eighth of them"
@@ -63,10 +66,18 @@ class Settings(_FromEnvironment):
         10,
         description="seconds between an agent's heartbeats; it is online while its last one is at most twice this old",
     )
+    enrollment_ttl_h: float = Field(
+        24.0, gt=0, description="hours an enrollment token lives when its request sets no `expires_in_s`"
+    )
     max_attempts: int = Field(3, description="a job fails for good after this many failed attempts")
     max_jobs_per_lease: int = Field(16, description="the most jobs one lease hands an agent")
     export_poll_s: float = Field(
         2.0, description="seconds between an idle server's looks for queued jobs whose model is not exported yet"
+    )
+    metrics_access: Literal["key", "local", "open"] = Field(
+        "key",
+        description="who may read /metrics: `key` (any valid API key as Bearer token), `local` (connections from"
+        " this machine, a local reverse proxy's included), `open`",
     )
     datasets_dir: Path | None = Field(None, description="HELP-layout folder that `latfarm up` imports when set")
 
@@ -74,6 +85,11 @@ class Settings(_FromEnvironment):
     def database_url(self) -> str:
         """``db_url``, else the SQLite file in the data folder."""
         return self.db_url or f"sqlite:///{(self.data_dir / 'latfarm.db').resolve()}"
+
+    @property
+    def grpc_listen_host(self) -> str:
+        """The address the gRPC port listens on: ``grpc_host``, else ``http_host``."""
+        return self.grpc_host or self.http_host
 
     @property
     def artifacts_dir(self) -> Path:

@@ -11,6 +11,8 @@ import time
 from collections import OrderedDict
 from typing import cast
 
+from latfarm.services.infra.outage import Outage
+
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +45,10 @@ class MemoryCache:
             while len(self._items) > self._max:
                 self._items.popitem(last=False)
 
+    def health(self) -> str:
+        """``not configured``: there is no Redis behind this cache."""
+        return "not configured"
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -50,33 +56,52 @@ class MemoryCache:
 class RedisCache:
     """A cache in Redis under ``prefix``, shared by replicas; errors count as misses."""
 
-    def __init__(self, redis_url: str, prefix: str = "latfarm:") -> None:
-        """Connect to ``redis_url`` (2 s timeouts); keys are stored under ``prefix``."""
+    def __init__(self, redis_url: str, prefix: str = "latfarm:", outage: Outage | None = None) -> None:
+        """Connect to ``redis_url`` (2 s timeouts); keys are stored under ``prefix``; failures are logged once per
+        ``outage`` (shared with the notifier by the runtime)."""
         import redis
 
         self._client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self._probe = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)  # health
         self._prefix = prefix
+        self.outage = outage or Outage("redis", log)
 
     def get(self, key: str) -> bytes | None:
         """The value under ``key``; None when absent, expired or Redis fails."""
         try:
-            return cast("bytes | None", self._client.get(self._prefix + key))  # responses are not decoded: bytes
+            value = cast("bytes | None", self._client.get(self._prefix + key))  # responses are not decoded: bytes
         except Exception as err:  # noqa: BLE001
-            log.warning("redis cache get failed: %s", err)
+            self.outage.failed("cache get", err)
             return None
+        self.outage.succeeded()
+        return value
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
         """Store ``value`` under ``key`` for ``ttl_s`` seconds (at least 1); a Redis failure is logged."""
         try:
             self._client.set(self._prefix + key, value, ex=max(int(ttl_s), 1))
         except Exception as err:  # noqa: BLE001
-            log.warning("redis cache set failed: %s", err)
+            self.outage.failed("cache set", err)
+            return
+        self.outage.succeeded()
+
+    def health(self) -> str:
+        """``ok`` when Redis answers a ping within 0.5 s (health probes wait about 1 s), else ``unreachable: <error
+        class>``."""
+        try:
+            self._probe.ping()
+        except Exception as err:  # noqa: BLE001
+            return f"unreachable: {type(err).__name__}"
+        return "ok"
 
     def close(self) -> None:
-        """Close the Redis connection."""
+        """Close the Redis connections."""
         self._client.close()
+        self._probe.close()
 
 
-def make_cache(redis_url: str | None, prefix: str = "latfarm:") -> MemoryCache | RedisCache:
-    """A byte cache: Redis when configured, an in-memory LRU otherwise."""
-    return RedisCache(redis_url, prefix) if redis_url else MemoryCache()
+def make_cache(
+    redis_url: str | None, prefix: str = "latfarm:", outage: Outage | None = None
+) -> MemoryCache | RedisCache:
+    """A byte cache: Redis when configured (its failures logged once per ``outage``), an in-memory LRU otherwise."""
+    return RedisCache(redis_url, prefix, outage) if redis_url else MemoryCache()

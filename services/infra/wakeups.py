@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from latfarm.services.infra.outage import Outage
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "latfarm:jobs:"
@@ -56,11 +58,13 @@ class RedisNotifier(LocalNotifier):
 
     shared = True
 
-    def __init__(self, redis_url: str) -> None:
-        """Connect to ``redis_url`` and start the listener thread (waits up to 5 s for its subscription)."""
+    def __init__(self, redis_url: str, outage: Outage | None = None) -> None:
+        """Connect to ``redis_url`` and start the listener thread (waits up to 5 s for its subscription); failures
+        are logged once per ``outage`` (shared with the cache by the runtime)."""
         import redis
 
         super().__init__()
+        self.outage = outage or Outage("redis", log)
         self._client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -71,10 +75,12 @@ class RedisNotifier(LocalNotifier):
     def notify(self, device_id: int) -> None:
         """Wake the waiters on ``device_id`` in every process; a Redis failure is logged."""
         self._bump(device_id)  # local waiters need not wait for the round trip
-        try:
+        try:  # while Redis is down, other replicas' agents wake at their poll timeout
             self._client.publish(f"{CHANNEL}{device_id}", b"1")
         except Exception as err:  # noqa: BLE001
-            log.warning("redis publish failed (%s); other replicas' agents wake at their poll timeout", err)
+            self.outage.failed("wake-up publish", err)
+            return
+        self.outage.succeeded()
 
     def _listen(self) -> None:
         while not self._stop.is_set():
@@ -82,13 +88,14 @@ class RedisNotifier(LocalNotifier):
             try:
                 pubsub.psubscribe(f"{CHANNEL}*")
                 pubsub.get_message(timeout=1)  # the subscribe confirmation
+                self.outage.succeeded()
                 self._ready.set()
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.25)
                     if message and message["type"] == "pmessage":
                         self._bump(int(message["channel"].decode().removeprefix(CHANNEL)))
-            except Exception as err:  # noqa: BLE001
-                log.warning("redis listener error (%s); reconnecting", err)
+            except Exception as err:  # noqa: BLE001 - reconnects every second while Redis is down
+                self.outage.failed("wake-up listener", err)
                 self._ready.set()
                 self._stop.wait(1)
             finally:
@@ -101,6 +108,7 @@ class RedisNotifier(LocalNotifier):
         self._client.close()
 
 
-def make_notifier(redis_url: str | None) -> LocalNotifier:
-    """Wakes agents waiting for jobs of a device: shared via Redis when configured, in-process otherwise."""
-    return RedisNotifier(redis_url) if redis_url else LocalNotifier()
+def make_notifier(redis_url: str | None, outage: Outage | None = None) -> LocalNotifier:
+    """Wakes agents waiting for jobs of a device: shared via Redis when configured (its failures logged once per
+    ``outage``), in-process otherwise."""
+    return RedisNotifier(redis_url, outage) if redis_url else LocalNotifier()

@@ -58,6 +58,13 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(pem["grpc_tls_key"], pem["grpc_tls_cert"])])
 
 
+def _bind_host(host: str) -> str:
+    """``host`` as gRPC binds it: every interface (IPv4 and IPv6) for ``0.0.0.0`` or ``::``, IPv6 in brackets."""
+    if host in ("0.0.0.0", "::", ""):
+        return "[::]"
+    return f"[{host}]" if ":" in host else host
+
+
 def build_grpc_server(
     settings: Settings,
     sessions: sessionmaker[Session],
@@ -83,7 +90,7 @@ def build_grpc_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    address = f"[::]:{port}"
+    address = f"{_bind_host(settings.grpc_listen_host)}:{port}"
     bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if not bound:
         raise OSError(f"cannot bind the gRPC port {port}")

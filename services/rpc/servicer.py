@@ -10,11 +10,11 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 import grpc
 from google.protobuf import json_format
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
@@ -126,8 +126,22 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 registered_at=now,
                 last_heartbeat=now,
             )
+            claim = (
+                update(Enrollment)
+                .where(
+                    Enrollment.id == enrollment.id,
+                    or_(Enrollment.max_uses.is_(None), Enrollment.uses < Enrollment.max_uses),
+                )
+                .values(uses=Enrollment.uses + 1)
+            )
+            counted = cast(CursorResult, session.execute(claim))
+            if counted.rowcount == 0:  # checked and counted in one statement: concurrent registrations cannot overrun
+                end_call(
+                    context,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"enrollment token is used up ({enrollment.max_uses} registrations)",
+                )
             session.add(agent)
-            session.execute(update(Enrollment).where(Enrollment.id == enrollment.id).values(uses=Enrollment.uses + 1))
             device_name = session.scalar(select(Device.name).where(Device.id == enrollment.device_id))
             session.flush()
             agent_id = agent.id

@@ -79,6 +79,8 @@ class Device(Base):
     batch_size: Mapped[int] = mapped_column(Integer, default=1)
     resolution: Mapped[int] = mapped_column(Integer, default=32)  # input variant of its networks: height = width, px
     classes: Mapped[int] = mapped_column(Integer, default=10)  # and their output logits
+    # the API key that owns it (its creator, or set by an admin; keys are revoked, never deleted): NULL: admins only
+    owner_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     agents: Mapped[list[Agent]] = relationship(back_populates="device", cascade="all, delete-orphan")
@@ -100,6 +102,7 @@ class Enrollment(Base):
     expires_at: Mapped[datetime | None]
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     uses: Mapped[int] = mapped_column(Integer, default=0)
+    max_uses: Mapped[int | None] = mapped_column(Integer)  # registrations it allows; NULL: any number until expiry
 
 
 class Agent(Base):

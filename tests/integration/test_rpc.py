@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
@@ -242,6 +244,18 @@ def test_register_checks_token_and_descriptor(farm):
     assert code_of(reg()) == (grpc.StatusCode.PERMISSION_DENIED, "enrollment token was revoked")
 
 
+def test_an_enrollment_token_registers_at_most_max_uses_agents(farm):
+    with transaction(farm.sessions) as s:
+        s.scalars(select(Enrollment)).one().max_uses = 2
+    register(farm, "a1")
+    register(farm, "a2")
+    code, details = code_of(lambda: register(farm, "a3"))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and details == "enrollment token is used up (2 registrations)"
+    with farm.sessions() as s:
+        assert s.scalars(select(Enrollment)).one().uses == 2
+        assert sorted(s.scalars(select(Agent.name))) == ["a1", "a2"]
+
+
 @pytest.mark.parametrize(
     ("expired", "details"), [(True, "enrollment token expired at"), (False, "enrollment token was revoked")]
 )
@@ -464,6 +478,33 @@ def test_health_reports_serving(farm):
     for service in ("", SERVICE_NAME):
         reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The addresses of the sockets listening on ``port`` (IPv4-mapped IPv6 ones as IPv4), from /proc/net."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            hex_address, hex_port = local.split(":")
+            if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(hex_address)  # 32-bit words in host (little-endian) order
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            address = ipaddress.ip_address(words)
+            found.add(str(getattr(address, "ipv4_mapped", None) or address))
+    return found
+
+
+@pytest.mark.parametrize(("host", "addresses"), [("127.0.0.1", {"127.0.0.1"}), ("0.0.0.0", {"::"})])
+def test_the_grpc_port_binds_the_configured_host(sessions, artifacts, host, addresses):
+    farm = start_farm(sessions, artifacts, make_notifier(None), grpc_host=host)
+    try:
+        port = int(farm.address.rsplit(":", 1)[1])
+        assert _listening_addresses(port) == addresses  # "::": every interface, IPv4 and IPv6
+        test_health_reports_serving(farm)
+    finally:
+        stop_farm(farm)
 
 
 def test_sweeper_requeues_lapsed_leases_and_wakes_agents(farm):

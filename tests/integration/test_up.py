@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +78,10 @@ def test_up_adapts_to_this_machine_and_serves_predictions(tmp_path):
         others = random.Random(0).sample(
             [a for a in (nb201.to_string(o) for o in nb201.official_ops_table()) if a not in measured], 100
         )
+        children = (Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()).split()
+        argv = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0") for pid in children}
+        assert any("agent" in args for args in argv.values()), argv  # the agent runs, with no secret in its argv
+        assert not [arg for args in argv.values() for arg in args if key in arg or "lf_enroll" in arg], argv
         items = client.predict("local", others + measured)
         assert [i["source"] for i in items[:100]] == ["predicted"] * 100
         assert all(i["latency_ms"] > 0 and i["std_ms"] >= 0 for i in items[:100]), items[:100]

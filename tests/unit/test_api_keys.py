@@ -57,7 +57,7 @@ def test_bootstrap_admin_key(tmp_path, db_url, monkeypatch):
 
 
 def test_healthz_docs_and_metrics(api, keys):
-    assert api.get("/healthz").json() == {"status": "ok", "database": "ok"}
+    assert api.get("/healthz").json() == {"status": "ok", "database": "ok", "redis": "not configured"}
     assert api.get("/docs").status_code == 200
     paths = api.get("/openapi.json").json()["paths"]
     for path, model in (("/v1/predict", "PredictResponse"), ("/v1/rank", "RankResponse")):  # the raw-JSON routes
@@ -66,7 +66,7 @@ def test_healthz_docs_and_metrics(api, keys):
     add_device(api, "dev1")
     add_measurements(api, "dev1", {1: 1.0, 2: 2.0})
     api.post("/v1/jobs", json={"device": "dev1", "archs": [arch(5), arch(6), arch(7)]}, headers=keys["client"])
-    text = api.get("/metrics").text
+    text = api.get("/metrics", headers=keys["client"]).text
     assert 'latfarm_queue_depth{state="queued"} 3.0' in text
     assert 'latfarm_measurements_stored{source="measured"} 2.0' in text
     assert 'latfarm_agents_online{device="dev1"} 0.0' in text

@@ -120,3 +120,43 @@ def test_existing_rows_keep_their_true_conditions(db_url):
             ]
     finally:
         engine.dispose()
+
+
+def test_existing_devices_get_no_owner_and_keep_their_measurements(db_url):
+    """0007: devices from before owners are admin-only (owner NULL); adding the column copies no table, so nothing
+    that cascades from devices is lost."""
+    upgrade(db_url, "0004")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            now = datetime.now(timezone.utc)
+            conn.execute(
+                text(
+                    "insert into devices (id, name, description, hardware, runtime, precision, batch_size, created_at)"
+                    " values (1, 'old', '', '', 'onnxruntime', 'fp32', 1, :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(text("insert into archs (id, space, arch) values (1, 'nb201', 'a')"))
+            conn.execute(
+                text(
+                    "insert into measurements (device_id, arch_id, source, protocol, latency_ms, median_ms,"
+                    " round_medians_ms, unstable, provenance, created_at)"
+                    " values (1, 1, 'measured', '{}', 2.5, 2.5, '[]', false, '{}', :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "insert into enrollments (device_id, token_hash, created_at, revoked, uses)"
+                    " values (1, 'h', :now, false, 0)"
+                ),
+                {"now": now},
+            )
+        upgrade(db_url)
+        with engine.connect() as conn:
+            assert conn.execute(text("select owner_key_id from devices")).all() == [(None,)]
+            assert conn.execute(text("select max_uses from enrollments")).all() == [(None,)]
+            assert conn.execute(text("select count(*) from measurements")).scalar_one() == 1
+    finally:
+        engine.dispose()

@@ -33,6 +33,7 @@ def start_adaptation(
 ) -> dict:
     """Choose K archs, queue their measurement on the device's agents; the predictor adapts when they are in."""
     device = get_device(session, name)
+    principal.check_device("jobs", device)
     predictor = request.app.state.predictions.predictor_loader()
     adaptation = adapt.start(
         session,

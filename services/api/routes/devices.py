@@ -13,27 +13,27 @@ from sqlalchemy.orm import Session
 
 from latfarm.services import datasets
 from latfarm.services.core.clock import utcnow
-from latfarm.services.core.errors import Conflict
+from latfarm.services.core.errors import Conflict, InvalidArgument
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import adaptation as adapt
 from latfarm.services.domain.liveness import is_online, online_cutoff
-from latfarm.services.store.models import Agent, Device, Enrollment, Measurement
+from latfarm.services.store.models import Agent, ApiKey, Device, Enrollment, Measurement
 
 from ..auth import Principal, require
 from ..deps import db, get_device
-from ..schemas import AgentOut, DeviceCreate, DeviceDetail, DeviceOut, EnrollmentCreate, EnrollmentOut
+from ..schemas import AgentOut, DeviceCreate, DeviceDetail, DeviceOut, DeviceOwner, EnrollmentCreate, EnrollmentOut
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
 
 @router.post("", status_code=201, response_model=DeviceOut)
 def create_device(
-    body: DeviceCreate, session: Session = Depends(db), _: Principal = Depends(require("devices"))
+    body: DeviceCreate, session: Session = Depends(db), principal: Principal = Depends(require("devices"))
 ) -> Device:
-    """Register a device (409 when the name is taken)."""
+    """Register a device, owned by the key that creates it (409 when the name is taken)."""
     if session.scalar(select(Device.id).where(Device.name == body.name)) is not None:
         raise Conflict(f"name: device {body.name!r} already exists", field="name")
-    device = Device(**body.model_dump())
+    device = Device(**body.model_dump(), owner_key_id=principal.key_id)
     session.add(device)
     try:
         session.commit()
@@ -80,19 +80,43 @@ def device_detail(
 @router.post("/{name}/enrollments", status_code=201, response_model=EnrollmentOut)
 def create_enrollment(
     name: str,
+    request: Request,
     body: EnrollmentCreate | None = None,
     session: Session = Depends(db),
     principal: Principal = Depends(require("devices")),
 ) -> EnrollmentOut:
-    """A one-use token an agent registers with for this device; ``expires_in_s`` bounds its lifetime."""
+    """A token agents register with for this device (its owner or an admin only): it expires after ``expires_in_s``
+    (default ``LATFARM_ENROLLMENT_TTL_H``) and registers at most ``max_uses`` agents when set."""
+    expires_in_s, max_uses = (body.expires_in_s, body.max_uses) if body else (None, None)
     device = get_device(session, name)
+    principal.check_device("devices", device)
+    lifetime = expires_in_s or request.app.state.settings.enrollment_ttl_h * 3600
+    expires_at = utcnow() + timedelta(seconds=lifetime)
     token = new_secret("lf_enroll")
-    expires_at = utcnow() + timedelta(seconds=body.expires_in_s) if body and body.expires_in_s else None
     session.add(
-        Enrollment(device_id=device.id, token_hash=hash_secret(token), created_by=principal.name, expires_at=expires_at)
+        Enrollment(
+            device_id=device.id,
+            token_hash=hash_secret(token),
+            created_by=principal.name,
+            expires_at=expires_at,
+            max_uses=max_uses,
+        )
     )
     session.commit()
-    return EnrollmentOut(token=token, device=device.name, expires_at=expires_at)
+    return EnrollmentOut(token=token, device=device.name, expires_at=expires_at, max_uses=max_uses)
+
+
+@router.put("/{name}/owner", response_model=DeviceOut)
+def set_owner(
+    name: str, body: DeviceOwner, session: Session = Depends(db), _: Principal = Depends(require("admin"))
+) -> Device:
+    """Give the device to another API key, or to admins only (``key_id`` null); 422 for an unknown key."""
+    device = get_device(session, name)
+    if body.key_id is not None and session.get(ApiKey, body.key_id) is None:
+        raise InvalidArgument(f"key_id: no API key has id {body.key_id}", field="key_id")
+    device.owner_key_id = body.key_id
+    session.commit()
+    return device
 
 
 @router.get("/{name}/agents", response_model=list[AgentOut])

@@ -25,6 +25,7 @@ def create_jobs(
     """Queue one job per distinct arch on the device, under its conditions with the request's overrides, and wake
     its agents; 422 naming the field for a bad condition."""
     device = get_device(session, body.device)
+    principal.check_device("jobs", device)
     overrides = body.conditions.model_dump(exclude_none=True) if body.conditions else None
     conditions = conditions_of(device).merged(overrides)
     strings = arch_strings()
