@@ -141,5 +141,7 @@ def test_cancel_stops_queued_and_leased_jobs_and_refuses_other_keys(api, keys):
     assert body["cancelled_now"] == 2
     assert (body["progress"]["queued"], body["progress"]["running"], body["progress"]["cancelled"]) == (0, 0, 2)
     assert body["progress"]["done"] == 1
-    again = api.post(f"/v1/jobs/{created['id']}/cancel", headers=keys["owner"])
+    not_its_owner = api.post(f"/v1/jobs/{created['id']}/cancel", headers=keys["owner"])  # dev1 is the admin's
+    assert not_its_owner.status_code == 403 and "owner" in not_its_owner.json()["message"]
+    again = api.post(f"/v1/jobs/{created['id']}/cancel", headers=ADMIN)
     assert again.status_code == 200 and again.json()["cancelled_now"] == 0

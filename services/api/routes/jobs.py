@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from latfarm.services.core.errors import NotFound, PermissionDenied
 from latfarm.services.domain import queue
 from latfarm.services.domain.predictions import conditions_of
-from latfarm.services.store.models import Arch, Job, JobBatch, Measurement
+from latfarm.services.store.models import Arch, Device, Job, JobBatch, Measurement
 
 from ..auth import Principal, require
 from ..deps import arch_indices, arch_strings, db, get_device
@@ -94,15 +94,17 @@ def job_progress(
 def cancel_jobs(
     batch_id: str, session: Session = Depends(db), principal: Principal = Depends(require("read"))
 ) -> JobCancelled:
-    """Cancel a batch's queued and running jobs (404 when unknown; 403 unless the key submitted it or has the owner
-    or admin scope). Cancelled jobs are never leased; an agent measuring one drops it at its next heartbeat and its
+    """Cancel a batch's queued and running jobs (404 when unknown; 403 unless the key submitted it, owns its device or is
+    an admin). Cancelled jobs are never leased; an agent measuring one drops it at its next heartbeat and its
     report is refused. Done and failed jobs keep their results; cancelling twice cancels nothing more."""
     batch = session.get(JobBatch, batch_id)
     if batch is None:
         raise NotFound(f"unknown job batch {batch_id!r}")
     submitter = principal.can("jobs") and batch.requested_by == principal.name
-    if not submitter and not principal.can("devices"):
-        raise PermissionDenied("only the key that submitted this batch, or an owner or admin key, may cancel it")
+    if not submitter and not principal.can_on("devices", session.get(Device, batch.device_id)):
+        raise PermissionDenied(
+            "only the key that submitted this batch, or its device's owner or an admin, may cancel it"
+        )
     cancelled = queue.cancel_batch(session, batch_id)
     session.commit()
     progress = queue.batch_progress(session, batch_id)
