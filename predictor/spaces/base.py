@@ -54,6 +54,8 @@ class SearchSpace(ABC):
     choices: int
     input_variants: Mapping[str, InputVariant]
     default_variant: str
+    graphs: tuple[str, ...] = ("reference",)
+    """The graph variants its networks are exported as (``export_network``); the first is the default."""
 
     @abstractmethod
     def parse(self, arch: str | Sequence[int]) -> Encoding:
@@ -67,6 +69,19 @@ class SearchSpace(ABC):
     def build(self, arch: str | Sequence[int], variant: str | None = None, seed: int = 0) -> nn.Module:
         """The network of ``arch`` at input variant ``variant`` (default ``default_variant``; ``ArchError`` when
         unknown), in eval mode with weights seeded by ``seed`` (same arch, variant and seed: same weights)."""
+
+    def export_network(self, arch: str | Sequence[int], variant: InputVariant, graph: str) -> nn.Module:
+        """The network measured for ``arch`` at ``variant`` (one of ``input_variants``) as graph variant ``graph``
+        (one of ``graphs``): ``build`` at seed 0 unless the space overrides it."""
+        if graph not in self.graphs:
+            raise ArchError(f"{self.name}: unknown graph variant {graph!r}; known: {list(self.graphs)}")
+        return self.build(arch, variant.name)
+
+    def variant_at(self, resolution: int, classes: int) -> InputVariant | None:
+        """The input variant with this resolution and classes; ``None`` when the space has none."""
+        return next(
+            (v for v in self.input_variants.values() if (v.resolution, v.classes) == (resolution, classes)), None
+        )
 
     def reference_set(self) -> Sequence[Encoding] | None:
         """The archs a dataset of this space indexes, by position; ``None`` when the space has none."""

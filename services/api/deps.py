@@ -9,6 +9,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
+from latfarm.predictor.spaces import ArchError, SearchSpace, UnknownSpace, get_space
 from latfarm.services.core.errors import InvalidArgument, NotFound, TooLarge
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.models import Device
@@ -70,3 +71,41 @@ def arch_indices(archs: Sequence[str | int], space: str, field: str = "archs") -
     if len(archs) > MAX_ARCHS:
         raise TooLarge(f"{field}: {len(archs)} archs in one request; the limit is {MAX_ARCHS}", field=field)
     return [arch_index(arch, f"{field}[{i}]") for i, arch in enumerate(archs)]
+
+
+def request_space(name: str) -> SearchSpace:
+    """The registered space a request names; ``InvalidArgument`` naming ``space`` and the known ones otherwise."""
+    try:
+        return get_space(name)
+    except UnknownSpace as err:
+        raise InvalidArgument(f"space: {err}", field="space") from err
+
+
+def request_archs(archs: Sequence[str | int | Sequence[int]], space: str, field: str = "archs") -> list[str]:
+    """The canonical strings of a request's archs of ``space``, checked before anything is stored: each entry is an
+    arch string, an index list (one choice per position) or a position in the space's reference set (NB201: the
+    official index). ``InvalidArgument`` naming ``space`` or ``field[i]`` and what is wrong; ``TooLarge`` past
+    ``MAX_ARCHS``."""
+    searched = request_space(space)
+    if len(archs) > MAX_ARCHS:
+        raise TooLarge(f"{field}: {len(archs)} archs in one request; the limit is {MAX_ARCHS}", field=field)
+    return [_canonical(searched, arch, f"{field}[{i}]") for i, arch in enumerate(archs)]
+
+
+def _canonical(space: SearchSpace, arch: str | int | Sequence[int], field: str) -> str:
+    try:
+        if not isinstance(arch, int):
+            return space.canonical(arch)
+        reference = space.reference_set()
+        if reference is None:
+            raise InvalidArgument(
+                f"{field}: {space.name} has no reference set loaded: give an arch string or index list, not {arch}",
+                field=field,
+            )
+        if not 0 <= arch < len(reference):
+            raise InvalidArgument(
+                f"{field}: {space.name} reference position {arch} is outside 0..{len(reference) - 1}", field=field
+            )
+        return space.to_string(reference[arch])
+    except ArchError as err:
+        raise InvalidArgument(f"{field}: {err}", field=field) from err
