@@ -41,10 +41,9 @@ def test_bad_conditions_name_the_field(overrides, field):
 
 def test_spaces_and_graphs_are_the_registered_spaces():
     from latfarm.predictor.spaces import SPACES
-
     from latfarm.services.domain import conditions
 
-    assert conditions.SPACES == tuple(SPACES)
+    assert tuple(SPACES) == conditions.SPACES
     assert set(conditions.GRAPHS) == {g for space in SPACES.values() for g in space.graphs}
     assert Conditions(space="fbnet", classes=100).key == "fbnet/32px/100cls/b1/fp32/reference"
 
