@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -86,6 +87,11 @@ class SearchSpace(ABC):
     def reference_set(self) -> Sequence[Encoding] | None:
         """The archs a dataset of this space indexes, by position; ``None`` when the space has none."""
         return None
+
+    def read_reference(self, folder: Path) -> Sequence[Encoding]:
+        """The archs a HELP-layout dataset folder of this space indexes, by position (what its ``latency/<device>.pt``
+        lists follow); ``FileNotFoundError`` naming the files the layout needs when the folder lacks them."""
+        raise FileNotFoundError(f"{folder}: {self.name} has no dataset layout with its own arch list")
 
     def canonical(self, arch: str | Sequence[int]) -> str:
         """The canonical string of an arch given in either form."""

@@ -14,18 +14,25 @@ if TYPE_CHECKING:
     from latfarm.services.core.config import Settings
 
 
-def import_dataset(settings: Settings, path: Path, fmt: str = "help", device: str | None = None) -> dict:
+def import_dataset(
+    settings: Settings,
+    path: Path,
+    fmt: str = "help",
+    device: str | None = None,
+    space: str = "nb201",
+    devices: list[str] | None = None,
+) -> dict:
     """Migrate the store, import one dataset in one transaction, print and return a summary; bad input exits."""
     from latfarm.services.datasets import import_into_store
 
     with exit_on_error():
-        summary = import_into_store(settings, path, fmt=fmt, device=device)
+        summary = import_into_store(settings, path, fmt=fmt, device=device, space=space, devices=devices or ())
     added, dataset, seconds = summary["rows_added"], summary["dataset"], summary["seconds"]
     print(f"imported {added} new measurements from {path} ({dataset}) in {seconds:.1f} s")
     return summary
 
 
-def export_dataset(settings: Settings, device: str, fmt: str, out: Path) -> None:
+def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: str = "nb201") -> None:
     """Write a device's measurements as CSV or a LatBench pickle and say how many from which database; bad input
     or a database that does not exist exits (a read never creates one)."""
     from latfarm.services.cli.database import existing_database
@@ -34,21 +41,30 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path) -> None
     with exit_on_error():
         database = existing_database(settings)
     with exit_on_error(context=f"database {database}"):
-        written = export_from_store(settings, device, fmt, out)
+        written = export_from_store(settings, device, fmt, out, space=space)
     print(f"wrote {written} measurements of {device} from {database} to {out}")
 
 
 def import_(
     path: Path = typer.Argument(..., help="Dataset folder or file."),
     fmt: str = typer.Option("help", "--format", help="help | latbench | hwnasbench"),
-    device: str = typer.Option(None, "--device", help="Device name (LatBench: one file per device)."),
+    device: list[str] = typer.Option(
+        None, "--device", help="LatBench: the file's device name. HELP: import only this device (repeatable)."
+    ),
+    space: str = typer.Option("nb201", "--space", help="Search space of a HELP folder: nb201 | fbnet."),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:
     """Import a latency dataset into the store (idempotent)."""
     from latfarm.services.core.config import Settings
 
-    import_dataset(Settings.from_env(db_url=db, data_dir=data_dir), path, fmt=fmt, device=device)
+    settings = Settings.from_env(db_url=db, data_dir=data_dir)
+    if fmt == "latbench":
+        if len(device or []) > 1:
+            raise typer.BadParameter("a LatBench file has one device", param_hint="--device")
+        import_dataset(settings, path, fmt=fmt, device=(device or [None])[0], space=space)
+        return
+    import_dataset(settings, path, fmt=fmt, space=space, devices=device)
 
 
 def export_model(
@@ -76,10 +92,11 @@ def export_data(
     device: str = typer.Argument(..., help="Device name."),
     fmt: str = typer.Option("csv", "--format", help="csv | latbench"),
     out: Path = typer.Option(..., "--out", help="Output file."),
+    space: str = typer.Option("nb201", "--space", help="Search space of the exported archs: nb201 | fbnet."),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:
-    """Export a device's measurements as CSV or a LatBench pickle."""
+    """Export a device's measurements of one search space as CSV or a LatBench pickle."""
     from latfarm.services.core.config import Settings
 
-    export_dataset(Settings.from_env(db_url=db, data_dir=data_dir), device, fmt=fmt, out=out)
+    export_dataset(Settings.from_env(db_url=db, data_dir=data_dir), device, fmt=fmt, out=out, space=space)
