@@ -135,8 +135,8 @@ class Arch(Base):
     nb201_index = synonym("reference_index")  # NB201's official index: rows queried under NB201 conditions only
 
     def __str__(self) -> str:
-        """The arch string."""
-        return self.arch
+        """The arch string after its space, e.g. ``fbnet: k3_e1-...``."""
+        return f"{self.space}: {self.arch}"
 
 
 class Artifact(Base):
