@@ -226,10 +226,9 @@ def resolve_arch(session: Session, query: str | None, space: str = nb201.SPACE) 
     if not query:
         arch_id = session.scalar(select(Measurement.arch_id).order_by(Measurement.id.desc()).limit(1))
         return session.get(Arch, arch_id) if arch_id is not None else None
-    if query.isdigit():
-        wanted = Arch.reference_index == int(query)
-    else:
-        wanted = Arch.arch == get_space(space).canonical(query)  # raises ArchError naming what is wrong
+    wanted = (  # a string of another form raises ArchError naming what is wrong
+        Arch.reference_index == int(query) if query.isdigit() else Arch.arch == get_space(space).canonical(query)
+    )
     return session.scalars(select(Arch).where(Arch.space == space, wanted).limit(1)).first()
 
 

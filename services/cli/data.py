@@ -62,7 +62,7 @@ def import_(
     if fmt == "latbench":
         if len(device or []) > 1:
             raise typer.BadParameter("a LatBench file has one device", param_hint="--device")
-        import_dataset(settings, path, fmt=fmt, device=(device or [None])[0], space=space)
+        import_dataset(settings, path, fmt=fmt, device=device[0] if device else None, space=space)
         return
     import_dataset(settings, path, fmt=fmt, space=space, devices=device)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from latfarm.predictor.spaces import SPACES, get_space
@@ -43,7 +44,7 @@ def ensure_archs(
         session.execute(insert(Arch), [{"space": space, "arch": a, "reference_index": position(a)} for a in missing])
         ids.update(_existing_ids(session, space, missing))
     if positions:
-        table = Arch.__table__
+        table = cast(Table, Arch.__table__)
         statement = (
             update(table)
             .where(table.c.id == bindparam("arch_id"), table.c.reference_index.is_(None))
