@@ -68,23 +68,28 @@ def import_(
 
 
 def export_model(
-    archs: list[str] = typer.Argument(..., help="Arch strings or NB201 indices."),
+    archs: list[str] = typer.Argument(..., help="Arch strings or reference positions (NB201: official indices)."),
+    space: str = typer.Option("nb201", "--space", help="Search space of the archs: nb201 | fbnet."),
     fmt: str = typer.Option("onnx", "--format", help="onnx | tflite"),
     out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
-    resolution: int = typer.Option(32, "--resolution", help="Input height and width, px."),
-    classes: int = typer.Option(10, "--classes", help="Output classes of the network's head."),
+    resolution: int = typer.Option(
+        None, "--resolution", show_default="the space's default variant", help="Input height and width, px."
+    ),
+    classes: int = typer.Option(
+        None, "--classes", show_default="the space's default variant", help="Output classes of the network's head."
+    ),
     batch_size: int = typer.Option(1, "--batch-size", help="Images per inference (the input's first dimension)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8 (int8: ONNX only)."),
     graph: str = typer.Option("reference", "--graph", help="reference (NB201's network) | pruned (none ops removed)."),
 ) -> None:
-    """Export NB201 networks to ONNX or TFLite under the given measurement conditions."""
+    """Export networks of a search space to ONNX or TFLite under the given measurement conditions (resolution and
+    classes: one of the space's input variants)."""
     from latfarm.services.cli.model_files import export_cli
     from latfarm.services.domain.conditions import Conditions
 
     with exit_on_error():
-        conditions = Conditions(
-            resolution=resolution, classes=classes, batch_size=batch_size, precision=precision, graph=graph
-        )
+        fields = {"resolution": resolution, "classes": classes, "batch_size": batch_size}
+        conditions = Conditions().for_space(space).merged({**fields, "precision": precision, "graph": graph})
         export_cli(archs, fmt=fmt, out=out, conditions=conditions)
 
 
