@@ -73,10 +73,10 @@ def export_model(
     fmt: str = typer.Option("onnx", "--format", help="onnx | tflite"),
     out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
     resolution: int = typer.Option(
-        None, "--resolution", show_default="the space's default variant", help="Input height and width, px."
+        None, "--resolution", show_default="the space's variant", help="Input height and width, px."
     ),
     classes: int = typer.Option(
-        None, "--classes", show_default="the space's default variant", help="Output classes of the network's head."
+        None, "--classes", show_default="the space's variant", help="Output classes of the network's head."
     ),
     batch_size: int = typer.Option(1, "--batch-size", help="Images per inference (the input's first dimension)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8 (int8: ONNX only)."),
