@@ -141,3 +141,15 @@ def test_fbnet_export_as_csv_and_pickle_over_rest(api, fbnet_dir, tmp_path):
     assert wrong.status_code == 422 and "no nb201 measurements" in wrong.json()["message"]
     unknown = api.get("/v1/devices/pixel3/export", params={"space": "ofa"}, headers=ADMIN)
     assert unknown.status_code == 422 and "space" in unknown.json()["message"]
+
+
+def test_imported_fbnet_rows_are_found_by_position_and_string(api, fbnet_dir, tmp_path):
+    folder = fbnet_subset(tmp_path, ("pixel3",))
+    with api.app.state.sessions() as session, session.begin():
+        datasets.import_help(session, folder, progress=False, space="fbnet")
+    archs = torch.load(folder / "arch.pt")
+    for value in ("17", FBNET.to_string(archs[17])):
+        params = {"space": "fbnet", "arch": value}
+        (item,) = api.get("/v1/measurements", params=params, headers=ADMIN).json()["items"]
+        assert (item["arch"], item["index"], item["nb201_index"]) == (FBNET.to_string(archs[17]), 17, None)
+        assert item["conditions"]["key"] == "fbnet/32px/100cls/b1/fp32/reference"

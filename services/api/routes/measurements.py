@@ -43,7 +43,9 @@ def decode_cursor(cursor: str) -> int:
 def list_measurements(
     device: str | None = Query(None, description="Device name."),
     space: str | None = Query(None, description="Search space (nb201 | fbnet); the space of 'arch' (default nb201)."),
-    arch: str | None = Query(None, description="Arch string, or position in the space's reference set."),
+    arch: str | None = Query(
+        None, description="Arch string, or position in the space's reference set (FBNet: in the imported dataset)."
+    ),
     source: Source | None = Query(None),
     conditions_key: str | None = Query(
         None, description="Only rows measured under these conditions, e.g. nb201/32px/10cls/b1/fp32/reference."
@@ -67,8 +69,12 @@ def list_measurements(
     if space is not None:
         query = query.where(Arch.space == request_space(space).name)
     if arch is not None:
-        (canonical,) = request_archs([int(arch) if arch.strip().isdigit() else arch], space or nb201.SPACE, "arch")
-        query = query.where(Arch.space == (space or nb201.SPACE), Arch.arch == canonical)
+        searched = request_space(space or nb201.SPACE)
+        if arch.strip().isdigit() and searched.reference_set() is None:  # positions of the stored (imported) archs
+            query = query.where(Arch.space == searched.name, Arch.reference_index == int(arch))
+        else:
+            (canonical,) = request_archs([int(arch) if arch.strip().isdigit() else arch], searched.name, "arch")
+            query = query.where(Arch.space == searched.name, Arch.arch == canonical)
     if source is not None:
         query = query.where(Measurement.source == source)
     if conditions_key is not None:
