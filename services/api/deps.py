@@ -47,6 +47,7 @@ def _index_by_string() -> dict[str, int]:
 def warm_arch_tables() -> None:
     """Build the string <-> index tables now (server start) rather than in the first large request."""
     _index_by_string()
+    _reference_strings(nb201.SPACE)
 
 
 def arch_index(arch: str | int, field: str) -> int:
@@ -92,20 +93,31 @@ def request_archs(archs: Sequence[str | int | Sequence[int]], space: str, field:
     return [_canonical(searched, arch, f"{field}[{i}]") for i, arch in enumerate(archs)]
 
 
+@lru_cache(maxsize=8)
+def _reference_strings(space: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The canonical strings of a space's reference set by position, and as a set (a large request of reference
+    archs is checked by lookup rather than parsed)."""
+    searched = get_space(space)
+    strings = tuple(searched.to_string(arch) for arch in searched.reference_set() or ())
+    return strings, frozenset(strings)
+
+
 def _canonical(space: SearchSpace, arch: str | int | Sequence[int], field: str) -> str:
+    strings, known = _reference_strings(space.name)
     try:
+        if isinstance(arch, str) and arch in known:
+            return arch
         if not isinstance(arch, int):
             return space.canonical(arch)
-        reference = space.reference_set()
-        if reference is None:
+        if not strings:
             raise InvalidArgument(
                 f"{field}: {space.name} has no reference set loaded: give an arch string or index list, not {arch}",
                 field=field,
             )
-        if not 0 <= arch < len(reference):
+        if not 0 <= arch < len(strings):
             raise InvalidArgument(
-                f"{field}: {space.name} reference position {arch} is outside 0..{len(reference) - 1}", field=field
+                f"{field}: {space.name} reference position {arch} is outside 0..{len(strings) - 1}", field=field
             )
-        return space.to_string(reference[arch])
+        return strings[arch]
     except ArchError as err:
         raise InvalidArgument(f"{field}: {err}", field=field) from err
