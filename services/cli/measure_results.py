@@ -23,8 +23,10 @@ def canonical_archs(given: Sequence[str | int], space: str = "nb201") -> list[st
     def one(arch: str | int) -> str:
         if not isinstance(arch, int):
             return searched.canonical(arch)
-        if reference is None or not 0 <= arch < len(reference):
-            raise ArchError(f"{space}: no arch at reference position {arch}")
+        if reference is None:
+            raise ArchError(f"{space}: no reference set loaded: give an arch string, not position {arch}")
+        if not 0 <= arch < len(reference):
+            raise ArchError(f"{space}: reference position {arch} is outside 0..{len(reference) - 1}")
         return searched.to_string(reference[arch])
 
     return [one(a) for a in given]

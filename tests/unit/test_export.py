@@ -232,7 +232,14 @@ def test_export_cli_accepts_indices_and_strings(tmp_path, capsys):
     assert lines[0][2] == arch
     with pytest.raises(InvalidArgument, match="outside"):
         export_cli(["99999"], fmt="onnx", out=tmp_path, conditions=Conditions())
-    options = {"resolution": 32, "classes": 10, "batch_size": 1, "precision": "fp32", "graph": "reference"}
+    options = {
+        "space": "nb201",
+        "resolution": 32,
+        "classes": 10,
+        "batch_size": 1,
+        "precision": "fp32",
+        "graph": "reference",
+    }
     with pytest.raises(SystemExit, match="error: unknown model format 'xml'"):  # the command prints one line, exits
         export_model(["0"], fmt="xml", out=tmp_path, **options)
     with pytest.raises(SystemExit, match="error: batch_size must be"):
