@@ -90,3 +90,18 @@ def test_measure_prints_in_input_order_and_marks_unstable(monkeypatch, live_api)
     assert [line.split()[-1] for line in lines[:3]] == [arch(i) for i in ORDER[:3]]
     assert "failed" in lines[3] and "#3 " in lines[3]
     assert "UNSTABLE" in lines[1] and "UNSTABLE" not in lines[0] and "median" in lines[0]
+
+
+def test_bad_archs_of_a_space_are_refused_naming_the_problem_before_any_request():
+    nowhere = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never reached: the archs are checked first
+    cases = [
+        (["--space", "fbnet", "k3_e1-skip"], "2 blocks joined by '-', expected 22"),
+        (["--space", "fbnet", "-".join(["k3_e1"] * 21 + ["k7_e1"])], "unknown block 'k7_e1' at position 21"),
+        (["--space", "fbnet", "5"], "no reference set loaded"),
+        (["--space", "ofa", "5"], "unknown search space 'ofa'"),
+        (["99999"], "outside 0..15624"),
+    ]
+    for args, named in cases:
+        result = CliRunner().invoke(app, ["measure", "dev", *args, *nowhere])
+        assert result.exit_code == 2, result.output
+        assert named in " ".join(result.output.replace("│", " ").split()), result.output
