@@ -21,8 +21,9 @@ def available_devices(data_dir: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.pt"))
 
 
-def read_latency_file(path: Path) -> np.ndarray:
-    """One HELP ``latency/<device>.pt``: 15,625 ms by official NB201 index (float64; NaN = not measured).
+def read_latency_file(path: Path, count: int = NUM_ARCHS) -> np.ndarray:
+    """One HELP ``latency/<device>.pt``: ``count`` ms by position (NB201: 15,625 by official index; FBNet: the
+    release's 5,000 archs), float64; NaN = not measured.
 
     The one loader and validation rule for every reader of HELP folders (``latfarm import --format help``,
     ``pretrain``, ``eval transfer``): a list, tensor or numpy array saved with ``torch.save`` (trusted input: it is
@@ -40,9 +41,9 @@ def read_latency_file(path: Path) -> np.ndarray:
     try:
         values = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: expected {NUM_ARCHS} latencies, found {type(raw).__name__}") from err
-    if values.shape != (NUM_ARCHS,):
-        raise ValueError(f"{path}: expected {NUM_ARCHS} latencies, found shape {values.shape}")
+        raise ValueError(f"{path}: expected {count} latencies, found {type(raw).__name__}") from err
+    if values.shape != (count,):
+        raise ValueError(f"{path}: expected {count} latencies, found shape {values.shape}")
     return checked_latencies(values, str(path), allow_nan=True)
 
 

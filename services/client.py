@@ -138,7 +138,7 @@ class Client:
     def submit(
         self,
         device: str,
-        archs: Sequence[str | int],
+        archs: Sequence[str | int | Sequence[int]],
         fmt: str = "onnx",
         space: str = "nb201",
         protocol: dict | None = None,
@@ -161,7 +161,7 @@ class Client:
     def measure(
         self,
         device: str,
-        archs: Sequence[str | int],
+        archs: Sequence[str | int | Sequence[int]],
         fmt: str = "onnx",
         wait: bool = True,
         timeout: float = 600.0,
@@ -169,6 +169,7 @@ class Client:
         protocol: dict | None = None,
         on_progress: Callable[[dict], None] | None = None,
         conditions: dict | None = None,
+        space: str = "nb201",
     ) -> dict:
         """Queue measurements and, with ``wait``, block until every job is done or failed (``on_progress`` gets
         each poll's counts).
@@ -176,13 +177,14 @@ class Client:
         ``protocol`` sets how agents measure these jobs (``warmup_runs``, ``runs_per_round``, ``rounds``,
         ``threads``, ``timeout_s``, ``statistic``); omitted fields keep each agent's options. ``conditions`` sets
         what is measured (``batch_size``, ``precision``: fp32 | fp16 | int8, ``graph``: reference | pruned); omitted
-        fields keep the device's (its batch size and precision, the reference graph).
+        fields keep the device's (its batch size and precision, the reference graph). ``archs`` are of search space
+        ``space`` (strings, index lists or reference positions).
 
         Returns the batch (``id`` and counts); when waited for, ``items`` lists each arch with ``state`` and
         ``latency_ms``, and ``conditions`` says what they were measured under. Raises ``TimeoutError`` when jobs
         are still pending after ``timeout`` seconds.
         """
-        batch_id = self.submit(device, archs, fmt=fmt, protocol=protocol, conditions=conditions)
+        batch_id = self.submit(device, archs, fmt=fmt, space=space, protocol=protocol, conditions=conditions)
         if not wait:
             return self.job(batch_id)
         return self.wait(batch_id, timeout=timeout, poll_s=poll_s, on_progress=on_progress)

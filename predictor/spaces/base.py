@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,6 +55,8 @@ class SearchSpace(ABC):
     choices: int
     input_variants: Mapping[str, InputVariant]
     default_variant: str
+    graphs: tuple[str, ...] = ("reference",)
+    """The graph variants its networks are exported as (``export_network``); the first is the default."""
 
     @abstractmethod
     def parse(self, arch: str | Sequence[int]) -> Encoding:
@@ -68,9 +71,27 @@ class SearchSpace(ABC):
         """The network of ``arch`` at input variant ``variant`` (default ``default_variant``; ``ArchError`` when
         unknown), in eval mode with weights seeded by ``seed`` (same arch, variant and seed: same weights)."""
 
+    def export_network(self, arch: str | Sequence[int], variant: InputVariant, graph: str) -> nn.Module:
+        """The network measured for ``arch`` at ``variant`` (one of ``input_variants``) as graph variant ``graph``
+        (one of ``graphs``): ``build`` at seed 0 unless the space overrides it."""
+        if graph not in self.graphs:
+            raise ArchError(f"{self.name}: unknown graph variant {graph!r}; known: {list(self.graphs)}")
+        return self.build(arch, variant.name)
+
+    def variant_at(self, resolution: int, classes: int) -> InputVariant | None:
+        """The input variant with this resolution and classes; ``None`` when the space has none."""
+        return next(
+            (v for v in self.input_variants.values() if (v.resolution, v.classes) == (resolution, classes)), None
+        )
+
     def reference_set(self) -> Sequence[Encoding] | None:
         """The archs a dataset of this space indexes, by position; ``None`` when the space has none."""
         return None
+
+    def read_reference(self, folder: Path) -> Sequence[Encoding]:
+        """The archs a HELP-layout dataset folder of this space indexes, by position (what its ``latency/<device>.pt``
+        lists follow); ``FileNotFoundError`` naming the files the layout needs when the folder lacks them."""
+        raise FileNotFoundError(f"{folder}: {self.name} has no dataset layout with its own arch list")
 
     def canonical(self, arch: str | Sequence[int]) -> str:
         """The canonical string of an arch given in either form."""

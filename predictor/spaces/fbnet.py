@@ -124,6 +124,10 @@ class FBNetSpace(SearchSpace):
         """The dataset's archs by position, as given to the constructor."""
         return self._reference
 
+    def read_reference(self, folder: Path) -> Sequence[Encoding]:
+        """The archs of a HELP FBNet folder by position (``load_reference``)."""
+        return load_reference(folder)
+
     def build(self, arch: str | Sequence[int], variant: str | None = None, seed: int = 0) -> nn.Module:
         """The FBNet network (``fbnet_network.FBNetNetwork``) at the variant's macro structure and classes."""
         from latfarm.predictor.seeding import seeded_eval

@@ -34,6 +34,7 @@ class NB201Space(SearchSpace):
         )
     }
     default_variant = "cifar10"
+    graphs = nb201.GRAPHS
 
     def parse(self, arch: str | Sequence[int]) -> Encoding:
         """The 6-op vector of an NB201 arch string or op vector; ``ArchError`` naming the offending part."""
@@ -45,6 +46,12 @@ class NB201Space(SearchSpace):
     def to_string(self, encoding: Sequence[int]) -> str:
         """NB201's arch string of a 6-op vector."""
         return nb201.to_string(self.parse(encoding))
+
+    def export_network(self, arch: str | Sequence[int], variant: InputVariant, graph: str) -> nn.Module:
+        """NB201's ``TinyNetwork`` as ``graph`` (``reference`` | ``pruned``) with the variant's classes, seed 0."""
+        from latfarm.predictor.network import build
+
+        return build(self.parse(arch), classes=variant.classes, graph=graph)
 
     def reference_set(self) -> Sequence[Encoding]:
         """The 15,625 op vectors by official NAS-Bench-201 index."""

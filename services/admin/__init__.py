@@ -90,7 +90,8 @@ class LatfarmAdmin(Admin):
         return self._query(lambda s: dashboard.measured_vs_predicted(s, self.predictions, self._device(s, request)))
 
     def _arch(self, request: Request) -> Any:
-        return self._query(lambda s: dashboard.arch_across_devices(s, request.query_params.get("arch")))
+        params = request.query_params
+        return self._query(lambda s: dashboard.arch_across_devices(s, params.get("arch"), params.get("space")))
 
     def _json_endpoint(self, compute: Callable[[Request], Any]) -> Callable[[Request], Any]:
         admin = self

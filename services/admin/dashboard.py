@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
+from latfarm.predictor.spaces import SPACES, ArchError, UnknownSpace, get_space
 from latfarm.services.admin.views import ago
 from latfarm.services.core.clock import as_utc
 from latfarm.services.core.errors import InvalidArgument, NotFound
@@ -220,25 +221,28 @@ def measured_vs_predicted(session: Session, predictions: Any, device: Device) ->
     }
 
 
-def resolve_arch(session: Session, query: str | None) -> Arch | None:
-    """An arch by NB201 index or arch string; without a query, the arch of the latest measurement."""
+def resolve_arch(session: Session, query: str | None, space: str = nb201.SPACE) -> Arch | None:
+    """An arch of ``space`` by reference position (NB201: official index) or arch string; without a query, the
+    arch of the latest measurement."""
     query = (query or "").strip()
     if not query:
         arch_id = session.scalar(select(Measurement.arch_id).order_by(Measurement.id.desc()).limit(1))
         return session.get(Arch, arch_id) if arch_id is not None else None
-    if query.isdigit():
-        return session.scalars(select(Arch).where(Arch.nb201_index == int(query)).limit(1)).first()
-    canonical = nb201.to_string(nb201.parse(query))  # raises ArchError naming what is wrong
-    return session.scalars(select(Arch).where(Arch.arch == canonical).limit(1)).first()
+    wanted = (  # a string of another form raises ArchError naming what is wrong
+        Arch.reference_index == int(query) if query.isdigit() else Arch.arch == get_space(space).canonical(query)
+    )
+    return session.scalars(select(Arch).where(Arch.space == space, wanted).limit(1)).first()
 
 
-def arch_across_devices(session: Session, query: str | None) -> dict[str, Any]:
-    """Mean measured latency of one arch on every device that has it, fastest first; ``InvalidArgument`` for a
-    malformed arch, ``NotFound`` when it (or, without a query, anything) has no measurements."""
+def arch_across_devices(session: Session, query: str | None, space: str | None = None) -> dict[str, Any]:
+    """Mean measured latency of one arch on every device that has it, fastest first. The arch is of ``space``, or,
+    when none is named, of the first registered space that parses it (FBNet strings need no space);
+    ``InvalidArgument`` for a malformed arch or unknown space, ``NotFound`` when it (or, without a query, anything)
+    has no measurements."""
     try:
-        arch = resolve_arch(session, query)
-    except nb201.ArchError as err:
-        raise InvalidArgument(str(err), field="arch") from err
+        arch = resolve_arch(session, query, space or _space_of(query))
+    except (ArchError, UnknownSpace) as err:
+        raise InvalidArgument(str(err), field="space" if isinstance(err, UnknownSpace) else "arch") from err
     if arch is None:
         raise NotFound(f"no measurements of arch {query!r}" if query else "no measurements yet", field="arch")
     rows = session.execute(
@@ -250,9 +254,22 @@ def arch_across_devices(session: Session, query: str | None) -> dict[str, Any]:
     ).all()
     return {
         "arch": arch.arch,
-        "nb201_index": arch.nb201_index,
+        "space": arch.space,
+        "index": arch.reference_index,
+        "nb201_index": arch.reference_index if arch.space == nb201.SPACE else None,
         "devices": [{"device_id": i, "device": n, "mean_ms": float(m), "count": c} for i, n, m, c in rows],
     }
+
+
+def _space_of(query: str | None) -> str:
+    """The first registered space whose strings ``query`` parses as (default: the first space)."""
+    for space in SPACES.values():
+        try:
+            space.parse((query or "").strip())
+            return space.name
+        except ArchError:
+            continue
+    return next(iter(SPACES))
 
 
 # How the device page names an adaptation's metrics (services/domain/adaptation.py); a key ending in "rel_error" is a

@@ -15,10 +15,10 @@ from sqladmin.filters import (
     OperationColumnFilter,
     StaticValuesFilter,
 )
-from sqlalchemy import Select, Subquery, func, or_, select
+from sqlalchemy import Select, Subquery, and_, func, or_, select
 from starlette.requests import Request
 
-from latfarm.predictor import nb201
+from latfarm.predictor.spaces import SPACES, ArchError
 from latfarm.services.core.clock import as_utc
 from latfarm.services.domain.liveness import is_online, online_cutoff
 from latfarm.services.store.models import (
@@ -90,34 +90,57 @@ def _latency(measurement: Measurement, _attr: str) -> str:
 
 
 class ArchFilter:
-    """Filter rows with an ``arch_id`` by NB201 index or (part of) an arch string, typed into a box."""
+    """Filter rows with an ``arch_id`` by reference position (NB201: official index) or (part of) an arch string of
+    any registered space, typed into a box."""
 
     has_operator = False
     default_value: UnsetAny = _UNSET  # applied only when the user picks a value
     template = "filters/text_filter.html"
-    title = "Arch (NB201 index or string)"
+    title = "Arch (index or string, any space)"
     parameter_name = "arch"
-    placeholder = "e.g. 1462 or nor_conv_3x3~0"
+    placeholder = "e.g. 1462, nor_conv_3x3~0 or k3_e6-skip-..."
 
     async def lookups(self, request: Request, model: Any, run_query: Any) -> list[tuple[str, str]]:
         """No choices: the value is typed into a box."""
         return []
 
     async def get_filtered_query(self, query: Select, value: Any, model: Any) -> Select:
-        """Rows whose arch has NB201 index ``value``, or whose arch string contains or canonically equals ``value``."""
+        """Rows whose arch has reference position ``value``, or whose arch string contains or canonically equals
+        ``value`` in a space that parses it."""
         value = (value or "").strip()
         if not value or value == "__all":
             return query
         if value.isdigit():
-            archs = select(Arch.id).where(Arch.nb201_index == int(value))
+            archs = select(Arch.id).where(Arch.reference_index == int(value))
         else:
-            try:
-                canonical = nb201.to_string(nb201.parse(value))
-            except nb201.ArchError:
-                canonical = None
-            clauses = [Arch.arch.contains(value)] + ([Arch.arch == canonical] if canonical else [])
+            clauses = [Arch.arch.contains(value)]
+            for space in SPACES.values():
+                try:
+                    clauses.append(and_(Arch.space == space.name, Arch.arch == space.canonical(value)))
+                except ArchError:
+                    continue
             archs = select(Arch.id).where(or_(*clauses))
         return query.where(model.arch_id.in_(archs))
+
+
+class SpaceFilter:
+    """Filter rows with an ``arch_id`` by their arch's search space (the registered spaces)."""
+
+    has_operator = False
+    default_value: UnsetAny = _UNSET  # applied only when the user picks a value
+    template = "sqladmin/filters/lookup_filter.html"
+    title = "Space"
+    parameter_name = "space"
+
+    async def lookups(self, request: Request, model: Any, run_query: Any) -> list[tuple[str, str]]:
+        """All, then every registered space."""
+        return [("__all", "All"), *((name, name) for name in SPACES)]
+
+    async def get_filtered_query(self, query: Select, value: Any, model: Any) -> Select:
+        """Rows whose arch is of space ``value``; any other value keeps every row."""
+        if value not in SPACES:
+            return query
+        return query.where(model.arch_id.in_(select(Arch.id).where(Arch.space == value)))
 
 
 class OnlineFilter:
@@ -179,14 +202,15 @@ class DeviceAdmin(ReadOnlyView, model=Device):
 
 
 class ArchAdmin(ReadOnlyView, model=Arch):
-    """The arch catalogue (NB201 cells by string and index)."""
+    """The arch catalogue: archs of every space by string and reference position (NB201: official index)."""
 
     icon = "fa-solid fa-diagram-project"
     name = "Architecture"
-    column_list = [Arch.id, Arch.space, Arch.nb201_index, Arch.arch]
+    column_list = [Arch.id, Arch.space, Arch.reference_index, Arch.arch]
+    column_labels = {Arch.reference_index: "index"}
     column_searchable_list = [Arch.arch]
-    column_sortable_list = [Arch.id, Arch.nb201_index, Arch.arch]
-    column_filters = [ValuesFilter(Arch.space), OperationColumnFilter(Arch.nb201_index)]
+    column_sortable_list = [Arch.id, Arch.reference_index, Arch.arch]
+    column_filters = [ValuesFilter(Arch.space), OperationColumnFilter(Arch.reference_index)]
 
 
 class ArtifactAdmin(ReadOnlyView, model=Artifact):
@@ -197,7 +221,7 @@ class ArtifactAdmin(ReadOnlyView, model=Artifact):
     column_searchable_list = [Artifact.sha256, Artifact.format]
     column_sortable_list = [Artifact.created_at, Artifact.size_bytes, Artifact.format]
     column_default_sort = (Artifact.created_at, True)
-    column_filters = [ValuesFilter(Artifact.format), ArchFilter()]
+    column_filters = [ValuesFilter(Artifact.format), SpaceFilter(), ArchFilter()]
 
 
 class JobAdmin(ReadOnlyView, model=Job):
@@ -225,6 +249,7 @@ class JobAdmin(ReadOnlyView, model=Job):
         ForeignKeyFilter(Job.device_id, Device.name, Device, title="Device"),
         StaticValuesFilter(Job.state, _enum_values(JobState), title="State"),
         ValuesFilter(Job.format),
+        SpaceFilter(),
         ArchFilter(),
     ]
 
@@ -278,6 +303,7 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
         ValuesFilter(Measurement.dataset),
         ValuesFilter(Measurement.conditions_key, title="Conditions"),
         BooleanFilter(Measurement.unstable),
+        SpaceFilter(),
         ArchFilter(),
     ]
     column_formatters = {

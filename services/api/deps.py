@@ -9,6 +9,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
+from latfarm.predictor.spaces import ArchError, SearchSpace, UnknownSpace, get_space
 from latfarm.services.core.errors import InvalidArgument, NotFound, TooLarge
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.models import Device
@@ -46,6 +47,7 @@ def _index_by_string() -> dict[str, int]:
 def warm_arch_tables() -> None:
     """Build the string <-> index tables now (server start) rather than in the first large request."""
     _index_by_string()
+    _reference_strings(nb201.SPACE)
 
 
 def arch_index(arch: str | int, field: str) -> int:
@@ -70,3 +72,52 @@ def arch_indices(archs: Sequence[str | int], space: str, field: str = "archs") -
     if len(archs) > MAX_ARCHS:
         raise TooLarge(f"{field}: {len(archs)} archs in one request; the limit is {MAX_ARCHS}", field=field)
     return [arch_index(arch, f"{field}[{i}]") for i, arch in enumerate(archs)]
+
+
+def request_space(name: str) -> SearchSpace:
+    """The registered space a request names; ``InvalidArgument`` naming ``space`` and the known ones otherwise."""
+    try:
+        return get_space(name)
+    except UnknownSpace as err:
+        raise InvalidArgument(f"space: {err}", field="space") from err
+
+
+def request_archs(archs: Sequence[str | int | Sequence[int]], space: str, field: str = "archs") -> list[str]:
+    """The canonical strings of a request's archs of ``space``, checked before anything is stored: each entry is an
+    arch string, an index list (one choice per position) or a position in the space's reference set (NB201: the
+    official index). ``InvalidArgument`` naming ``space`` or ``field[i]`` and what is wrong; ``TooLarge`` past
+    ``MAX_ARCHS``."""
+    searched = request_space(space)
+    if len(archs) > MAX_ARCHS:
+        raise TooLarge(f"{field}: {len(archs)} archs in one request; the limit is {MAX_ARCHS}", field=field)
+    return [_canonical(searched, arch, f"{field}[{i}]") for i, arch in enumerate(archs)]
+
+
+@lru_cache(maxsize=8)
+def _reference_strings(space: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The canonical strings of a space's reference set by position, and as a set (a large request of reference
+    archs is checked by lookup rather than parsed)."""
+    searched = get_space(space)
+    strings = tuple(searched.to_string(arch) for arch in searched.reference_set() or ())
+    return strings, frozenset(strings)
+
+
+def _canonical(space: SearchSpace, arch: str | int | Sequence[int], field: str) -> str:
+    strings, known = _reference_strings(space.name)
+    try:
+        if isinstance(arch, str) and arch in known:
+            return arch
+        if not isinstance(arch, int):
+            return space.canonical(arch)
+        if not strings:
+            raise InvalidArgument(
+                f"{field}: {space.name} has no reference set loaded: give an arch string or index list, not {arch}",
+                field=field,
+            )
+        if not 0 <= arch < len(strings):
+            raise InvalidArgument(
+                f"{field}: {space.name} reference position {arch} is outside 0..{len(strings) - 1}", field=field
+            )
+        return strings[arch]
+    except ArchError as err:
+        raise InvalidArgument(f"{field}: {err}", field=field) from err

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from latfarm.predictor import nb201
+from latfarm.predictor import nb201, spaces
 from latfarm.services.core.errors import ErrorCode, InvalidArgument, LatfarmError, Unavailable
 from latfarm.services.store.db import DATABASE_DOWN, UNAVAILABLE_MESSAGE
 
@@ -69,8 +69,9 @@ async def _latfarm_error(_: Request, exc: LatfarmError) -> JSONResponse:
     return response
 
 
-async def _arch_error(request: Request, exc: nb201.ArchError) -> JSONResponse:
-    """The predictor cannot import services: its ``ArchError`` is mapped here, as an invalid argument."""
+async def _arch_error(request: Request, exc: ValueError) -> JSONResponse:
+    """The predictor cannot import services: its ``ArchError`` and ``UnknownSpace`` are mapped here, as invalid
+    arguments."""
     return await _latfarm_error(request, InvalidArgument(str(exc)))
 
 
@@ -90,7 +91,8 @@ def install_error_handlers(app: FastAPI) -> None:
     # registered through the decorator: add_exception_handler's typing takes only handlers of Exception itself
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(LatfarmError)(_latfarm_error)
-    app.exception_handler(nb201.ArchError)(_arch_error)
+    for arch_error in (nb201.ArchError, spaces.ArchError, spaces.UnknownSpace):
+        app.exception_handler(arch_error)(_arch_error)
     app.exception_handler(HTTPException)(_http_error)
     for error_class in DATABASE_DOWN:
         app.exception_handler(error_class)(_database_down)

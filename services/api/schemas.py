@@ -15,6 +15,7 @@ MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more
 MAX_ENROLLMENT_S = 366 * 24 * 3600  # the longest an enrollment token may live: a year
 Scope = Literal["client", "owner", "admin"]
 Arch = StrictStr | StrictInt  # an arch string, or an official NB201 index (JSON true / 1.0 are neither)
+SpaceArch = StrictStr | StrictInt | list[StrictInt]  # of any space: string, reference position or index list
 # Stored times are UTC; SQLite hands them back naive.
 UtcDatetime = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.replace(tzinfo=timezone.utc))]
 
@@ -124,6 +125,12 @@ class ConditionsRequest(Strict):
 
     Values are checked by ``domain.conditions.Conditions`` (422 naming the field)."""
 
+    resolution: int | None = Field(
+        None,
+        description="Input px; with classes, one of the space's input variants (default: the device's, when "
+        "the space has it, else the space's default variant).",
+    )
+    classes: int | None = Field(None, description="Output classes; see resolution.")
     batch_size: int | None = Field(None, description="Images per inference; default: the device's batch size.")
     precision: str | None = Field(None, description="fp32 | fp16 | int8; default: the device's precision.")
     graph: str | None = Field(
@@ -136,14 +143,19 @@ class JobCreate(Strict):
     conditions overrides."""
 
     device: str = Field(min_length=1)
-    space: str = nb201.SPACE
+    space: str = Field(nb201.SPACE, description="Search space of the archs: nb201 | fbnet (latfarm.predictor.spaces).")
     format: Literal["onnx", "tflite"] = "onnx"
-    archs: list[Arch] = Field(min_length=1, description=f"Arch strings or NB201 indices, at most {MAX_ARCHS}.")
+    archs: list[SpaceArch] = Field(
+        min_length=1,
+        description=f"Arch strings, index lists (one choice per position) or positions in the space's reference set "
+        f"(NB201: official indices), at most {MAX_ARCHS}.",
+    )
     protocol: MeasureProtocol | None = Field(
         None, description="Overrides the agents' measurement options for these jobs."
     )
     conditions: ConditionsRequest | None = Field(
-        None, description="Overrides the device's measurement conditions (batch size, precision, graph)."
+        None,
+        description="Overrides the device's measurement conditions (input variant, batch size, precision, graph).",
     )
 
 
@@ -159,7 +171,8 @@ class JobItem(BaseModel):
     """One job of a batch: its state, attempts and, once done, its latency (ms) or error."""
 
     arch: str
-    nb201_index: int | None = None
+    index: int | None = Field(None, description="Position in its space's reference set; null when none.")
+    nb201_index: int | None = Field(None, description="The official NB201 index (NB201 archs only).")
     state: str
     attempts: int
     latency_ms: float | None = None
@@ -204,9 +217,9 @@ class ConditionsOut(BaseModel):
     classes: int
     batch_size: int
     precision: Literal["fp32", "fp16", "int8"]
-    graph: Literal["reference", "pruned"] = Field(
-        description="reference: the network as the benchmark defines it; pruned: ops that cannot affect the output "
-        "removed."
+    graph: str = Field(
+        description="reference: the network as the benchmark defines it; pruned (NB201): ops that cannot affect the "
+        "output removed."
     )
 
     @classmethod
@@ -221,7 +234,8 @@ class MeasurementOut(BaseModel):
     id: int
     device: str
     arch: str
-    nb201_index: int | None
+    index: int | None = Field(description="Position in its space's reference set (conditions.space); null when none.")
+    nb201_index: int | None = Field(description="The official NB201 index (NB201 archs only).")
     source: str
     dataset: str | None
     latency_ms: float = Field(description="The headline figure: what predictions, rankings and exports use.")

@@ -14,18 +14,25 @@ if TYPE_CHECKING:
     from latfarm.services.core.config import Settings
 
 
-def import_dataset(settings: Settings, path: Path, fmt: str = "help", device: str | None = None) -> dict:
+def import_dataset(
+    settings: Settings,
+    path: Path,
+    fmt: str = "help",
+    device: str | None = None,
+    space: str = "nb201",
+    devices: list[str] | None = None,
+) -> dict:
     """Migrate the store, import one dataset in one transaction, print and return a summary; bad input exits."""
     from latfarm.services.datasets import import_into_store
 
     with exit_on_error():
-        summary = import_into_store(settings, path, fmt=fmt, device=device)
+        summary = import_into_store(settings, path, fmt=fmt, device=device, space=space, devices=devices or ())
     added, dataset, seconds = summary["rows_added"], summary["dataset"], summary["seconds"]
     print(f"imported {added} new measurements from {path} ({dataset}) in {seconds:.1f} s")
     return summary
 
 
-def export_dataset(settings: Settings, device: str, fmt: str, out: Path) -> None:
+def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: str = "nb201") -> None:
     """Write a device's measurements as CSV or a LatBench pickle and say how many from which database; bad input
     or a database that does not exist exits (a read never creates one)."""
     from latfarm.services.cli.database import existing_database
@@ -34,41 +41,55 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path) -> None
     with exit_on_error():
         database = existing_database(settings)
     with exit_on_error(context=f"database {database}"):
-        written = export_from_store(settings, device, fmt, out)
+        written = export_from_store(settings, device, fmt, out, space=space)
     print(f"wrote {written} measurements of {device} from {database} to {out}")
 
 
 def import_(
     path: Path = typer.Argument(..., help="Dataset folder or file."),
     fmt: str = typer.Option("help", "--format", help="help | latbench | hwnasbench"),
-    device: str = typer.Option(None, "--device", help="Device name (LatBench: one file per device)."),
+    device: list[str] = typer.Option(
+        None, "--device", help="LatBench: the file's device name. HELP: import only this device (repeatable)."
+    ),
+    space: str = typer.Option("nb201", "--space", help="Search space of a HELP folder: nb201 | fbnet."),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:
     """Import a latency dataset into the store (idempotent)."""
     from latfarm.services.core.config import Settings
 
-    import_dataset(Settings.from_env(db_url=db, data_dir=data_dir), path, fmt=fmt, device=device)
+    settings = Settings.from_env(db_url=db, data_dir=data_dir)
+    if fmt == "latbench":
+        if len(device or []) > 1:
+            raise typer.BadParameter("a LatBench file has one device", param_hint="--device")
+        import_dataset(settings, path, fmt=fmt, device=device[0] if device else None, space=space)
+        return
+    import_dataset(settings, path, fmt=fmt, space=space, devices=device)
 
 
 def export_model(
-    archs: list[str] = typer.Argument(..., help="Arch strings or NB201 indices."),
+    archs: list[str] = typer.Argument(..., help="Arch strings or reference positions (NB201: official indices)."),
+    space: str = typer.Option("nb201", "--space", help="Search space of the archs: nb201 | fbnet."),
     fmt: str = typer.Option("onnx", "--format", help="onnx | tflite"),
     out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
-    resolution: int = typer.Option(32, "--resolution", help="Input height and width, px."),
-    classes: int = typer.Option(10, "--classes", help="Output classes of the network's head."),
+    resolution: int = typer.Option(
+        None, "--resolution", show_default="the space's variant", help="Input height and width, px."
+    ),
+    classes: int = typer.Option(
+        None, "--classes", show_default="the space's variant", help="Output classes of the network's head."
+    ),
     batch_size: int = typer.Option(1, "--batch-size", help="Images per inference (the input's first dimension)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8 (int8: ONNX only)."),
     graph: str = typer.Option("reference", "--graph", help="reference (NB201's network) | pruned (none ops removed)."),
 ) -> None:
-    """Export NB201 networks to ONNX or TFLite under the given measurement conditions."""
+    """Export networks of a search space to ONNX or TFLite under the given measurement conditions (resolution and
+    classes: one of the space's input variants)."""
     from latfarm.services.cli.model_files import export_cli
     from latfarm.services.domain.conditions import Conditions
 
     with exit_on_error():
-        conditions = Conditions(
-            resolution=resolution, classes=classes, batch_size=batch_size, precision=precision, graph=graph
-        )
+        fields = {"resolution": resolution, "classes": classes, "batch_size": batch_size}
+        conditions = Conditions().for_space(space).merged({**fields, "precision": precision, "graph": graph})
         export_cli(archs, fmt=fmt, out=out, conditions=conditions)
 
 
@@ -76,10 +97,11 @@ def export_data(
     device: str = typer.Argument(..., help="Device name."),
     fmt: str = typer.Option("csv", "--format", help="csv | latbench"),
     out: Path = typer.Option(..., "--out", help="Output file."),
+    space: str = typer.Option("nb201", "--space", help="Search space of the exported archs: nb201 | fbnet."),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:
-    """Export a device's measurements as CSV or a LatBench pickle."""
+    """Export a device's measurements of one search space as CSV or a LatBench pickle."""
     from latfarm.services.core.config import Settings
 
-    export_dataset(Settings.from_env(db_url=db, data_dir=data_dir), device, fmt=fmt, out=out)
+    export_dataset(Settings.from_env(db_url=db, data_dir=data_dir), device, fmt=fmt, out=out, space=space)

@@ -6,18 +6,30 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from latfarm.predictor import nb201
+from latfarm.predictor.spaces import ArchError, get_space
 
-# The CSV's columns: each job's figures, then the conditions of its batch (the fields of domain.conditions.Conditions).
-ITEM_COLUMNS = ["arch", "nb201_index", "state", "latency_ms", "statistic", "unstable", "attempts", "error"]
+# The CSV's columns: each job's figures (INDEX: the arch's reference position, named after its space, e.g.
+# nb201_index), then the conditions of its batch (the fields of domain.conditions.Conditions).
+ITEM_COLUMNS = ["arch", "INDEX", "state", "latency_ms", "statistic", "unstable", "attempts", "error"]
 CONDITION_COLUMNS = ["batch_size", "precision", "graph", "resolution", "classes", "space"]
 
 
-def canonical_archs(given: Sequence[str | int]) -> list[str]:
-    """Arch strings (``nb201.to_string`` form) of arch strings or NB201 indices, in order.
+def canonical_archs(given: Sequence[str | int], space: str = "nb201") -> list[str]:
+    """Canonical strings of archs of ``space`` given as strings or reference-set positions (NB201: official
+    indices), in order. Raises ``ArchError`` / ``UnknownSpace`` naming a bad one."""
+    searched = get_space(space)
+    reference = searched.reference_set()
 
-    Raises ``nb201.ArchError`` naming a bad one."""
-    return [nb201.to_string(nb201.from_official_index(a)) if isinstance(a, int) else nb201.canonical(a) for a in given]
+    def one(arch: str | int) -> str:
+        if not isinstance(arch, int):
+            return searched.canonical(arch)
+        if reference is None:
+            raise ArchError(f"{space}: no reference set loaded: give an arch string, not position {arch}")
+        if not 0 <= arch < len(reference):
+            raise ArchError(f"{space}: reference position {arch} is outside 0..{len(reference) - 1}")
+        return searched.to_string(reference[arch])
+
+    return [one(a) for a in given]
 
 
 def in_input_order(items: list[dict], archs: Sequence[str]) -> list[dict]:
@@ -30,12 +42,14 @@ def in_input_order(items: list[dict], archs: Sequence[str]) -> list[dict]:
 
 
 def write_csv(path: Path, items: list[dict], conditions: dict) -> None:
-    """One row per item: ``ITEM_COLUMNS`` then the batch's ``conditions`` (``CONDITION_COLUMNS``); empty cells
-    for figures a job does not have (queued, failed)."""
+    """One row per item: ``ITEM_COLUMNS`` (the index column named ``<space>_index``) then the batch's
+    ``conditions`` (``CONDITION_COLUMNS``); empty cells for figures a job does not have (queued, failed)."""
+    index_column = f"{conditions.get('space', 'nb201')}_index"
+    columns = [index_column if c == "INDEX" else c for c in ITEM_COLUMNS] + CONDITION_COLUMNS
     with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, ITEM_COLUMNS + CONDITION_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(file, columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({**conditions, **item} for item in items)
+        writer.writerows({**conditions, **item, index_column: item.get("index")} for item in items)
 
 
 def line(item: dict) -> str:
@@ -45,6 +59,6 @@ def line(item: dict) -> str:
     else:
         figure = f"{item['latency_ms']:.4f} ms {item.get('statistic') or ''}".rstrip()
         figure += "  UNSTABLE" if item.get("unstable") else ""
-    index = f"#{item['nb201_index']}" if item.get("nb201_index") is not None else ""
+    index = f"#{item['index']}" if item.get("index") is not None else ""
     error = f"  ({item['error']})" if item.get("error") else ""
     return f"{figure:<24} {index:<7} {item['arch']}{error}"

@@ -81,9 +81,19 @@ def _what_to_do(err: LatfarmError, client: Client, device: str) -> str:
 
 def measure(
     device: str = DeviceName,
-    archs: list[str] = typer.Argument(None, help="Arch strings or NB201 indices."),
+    archs: list[str] = typer.Argument(
+        None, help="Arch strings, or positions in the space's reference set (NB201: official indices)."
+    ),
+    space: str = typer.Option("nb201", "--space", help="Search space of the archs: nb201 or fbnet."),
     from_file: Path = typer.Option(None, "--from", help="Also the archs in this file (one per line, # comments)."),
-    sample: int = typer.Option(0, "--random", min=0, help="Also measure N random NB201 archs."),
+    sample: int = typer.Option(
+        0,
+        "--random",
+        "--sample",
+        min=0,
+        help="Also measure N random archs of the space (distinct reference archs "
+        "where the space has a reference set, else uniform draws).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of --random."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
     rounds: int = typer.Option(None, "--rounds", min=1, show_default=AGENTS, help="Interleaved rounds per model."),
@@ -110,20 +120,19 @@ def measure(
 
     With no agent of the device online it says so and exits 1 without queueing (unless ``--wait-for-agent`` or
     ``--no-wait``); Ctrl-C while waiting cancels the batch's unfinished jobs."""
-    import random
-
-    from latfarm.predictor import nb201
+    from latfarm.predictor.spaces import ArchError, UnknownSpace
     from latfarm.services.cli import measure_results
     from latfarm.services.client import LatfarmError
 
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
-    chosen = arch_values(given)
-    chosen += random.Random(seed).sample(range(nb201.NUM_ARCHS), sample)
-    if not chosen:
-        raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
     try:
-        order = measure_results.canonical_archs(chosen)
-    except nb201.ArchError as err:
+        chosen = arch_values(given) + random_archs(space, sample, seed)
+        if not chosen:
+            raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
+        order = measure_results.canonical_archs(chosen, space)
+    except UnknownSpace as err:
+        raise typer.BadParameter(str(err), param_hint="--space") from err
+    except ArchError as err:
         raise typer.BadParameter(str(err), param_hint="ARCHS") from err
     settings = {"rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "statistic": statistic}
     protocol = {name: value for name, value in settings.items() if value is not None} or None
@@ -132,7 +141,7 @@ def measure(
     try:
         with _client(server, key) as client:
             _check_agents(client, device, refuse=wait and not wait_for_agent)
-            result = _measure_with_progress(client, device, chosen, fmt, wait, timeout, protocol, conditions)
+            result = _measure_with_progress(client, device, space, chosen, fmt, wait, timeout, protocol, conditions)
     except (LatfarmError, TimeoutError) as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if not wait:
@@ -178,12 +187,26 @@ def _check_agents(client: Client, device: str, refuse: bool) -> None:
     typer.echo(f"latfarm measure: {note}", err=True)
 
 
-def _measure_with_progress(client, device, archs, fmt, wait, timeout, protocol, conditions) -> dict:
+def random_archs(space: str, n: int, seed: int) -> list[str | int]:
+    """``n`` random archs of ``space``, seeded: distinct reference positions where the space has a reference set
+    (NB201: official indices), else ``space.sample`` drawn as strings. ``UnknownSpace`` for an unknown space."""
+    import random
+
+    from latfarm.predictor.spaces import get_space
+
+    searched = get_space(space)
+    reference = searched.reference_set()
+    if reference is not None:
+        return list(random.Random(seed).sample(range(len(reference)), n))
+    return [searched.to_string(encoding) for encoding in searched.sample(n, seed)]
+
+
+def _measure_with_progress(client, device, space, archs, fmt, wait, timeout, protocol, conditions) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if not wait:
-        return client.measure(device, archs, fmt=fmt, wait=False, protocol=protocol, conditions=conditions)
-    batch_id = client.submit(device, archs, fmt=fmt, protocol=protocol, conditions=conditions)
+        return client.measure(device, archs, fmt=fmt, wait=False, protocol=protocol, conditions=conditions, space=space)
+    batch_id = client.submit(device, archs, fmt=fmt, space=space, protocol=protocol, conditions=conditions)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, transient=True) as bar:

@@ -6,13 +6,15 @@ Nothing here prints or exits; bad input raises ``DatasetError``. ``services/cli/
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
+from latfarm.predictor.spaces import UnknownSpace, get_space
 from latfarm.services.core.config import Settings
-from latfarm.services.datasets.help import HELP, import_help
+from latfarm.services.datasets.help import HELP, dataset_of, import_help
 from latfarm.services.datasets.hwnasbench import HWNASBENCH, import_hwnasbench
 from latfarm.services.datasets.latbench import LATBENCH, import_latbench
 from latfarm.services.datasets.rows import DatasetError
@@ -33,45 +35,63 @@ def open_store(settings: Settings) -> tuple[Engine, sessionmaker]:
     return engine, make_sessionmaker(engine)
 
 
-def import_into_store(settings: Settings, path: Path, fmt: str = "help", device: str | None = None) -> dict:
+def import_into_store(
+    settings: Settings,
+    path: Path,
+    fmt: str = "help",
+    device: str | None = None,
+    space: str = "nb201",
+    devices: Sequence[str] = (),
+) -> dict:
     """Import one dataset in one transaction; returns ``{format, dataset, rows_added, seconds}``.
 
-    ``seconds`` times the import itself, not the migration before it. ``device`` names a LatBench file's device.
+    ``seconds`` times the import itself, not the migration before it. ``device`` names a LatBench file's device;
+    ``devices`` picks a HELP folder's devices (default all). ``space``: the search space of a HELP folder (LatBench
+    and HW-NAS-Bench are NB201 data: another space is refused).
     """
     from latfarm.services.store.db import transaction
 
     if fmt not in FORMATS:
         raise DatasetError(f"unknown dataset format {fmt!r}; expected one of {sorted(FORMATS)}")
+    if fmt != "help" and space != "nb201":
+        raise DatasetError(f"--space: {fmt} data is nb201 data, not {space}")
+    if fmt != "help" and devices:
+        raise DatasetError(f"--device: {fmt} takes one device name (LatBench) or none")
     engine, factory = open_store(settings)
     start = time.perf_counter()
     try:
         with transaction(factory) as session:
             if fmt == "help":
-                added = import_help(session, Path(path))
+                added = import_help(session, Path(path), space=space, devices=devices)
             elif fmt == "latbench":
                 added = import_latbench(session, Path(path), device)
             else:
                 added = import_hwnasbench(session, Path(path))
     finally:
         engine.dispose()
-    return {"format": fmt, "dataset": FORMATS[fmt], "rows_added": added, "seconds": time.perf_counter() - start}
+    dataset = dataset_of(space) if fmt == "help" else FORMATS[fmt]
+    return {"format": fmt, "dataset": dataset, "rows_added": added, "seconds": time.perf_counter() - start}
 
 
-def export_from_store(settings: Settings, device: str, fmt: str, out: Path) -> int:
-    """Write a device's measurements to ``out`` as CSV (all, with their conditions) or a LatBench pickle (only those
-    under the device's own conditions); returns how many were written."""
+def export_from_store(settings: Settings, device: str, fmt: str, out: Path, space: str = "nb201") -> int:
+    """Write a device's measurements of ``space`` to ``out`` as CSV (all, with their conditions) or a LatBench
+    pickle (only those under the device's own conditions); returns how many were written."""
     if fmt not in EXPORT_FORMATS:
         raise DatasetError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+    try:
+        get_space(space)
+    except UnknownSpace as err:
+        raise DatasetError(f"--space: {err}", field="space") from err
     engine, factory = open_store(settings)
     try:
         with factory() as session:
-            rows = device_rows(session, device, own_conditions=fmt == "latbench")
+            rows = device_rows(session, device, own_conditions=fmt == "latbench", space=space)
     finally:
         engine.dispose()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
-        out.write_text(to_csv(rows))
+        out.write_text(to_csv(rows, space))
     else:
         out.write_bytes(to_latbench_pickle(rows))
     return len(rows)

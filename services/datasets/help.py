@@ -1,11 +1,15 @@
-"""HELP importer: a HELP release folder (``latency/<device>.pt``, ``str_arch2idx.pt``), one device per file.
+"""HELP importer: a HELP release folder of one search space, one device per ``latency/<device>.pt`` file.
 
-HELP measured the reference NB201 network at the batch size its device names carry (``titanx_32``: 32), in fp32
-unless the name says otherwise (``hardware.precision_of``).
+NB201 folders hold ``str_arch2idx.pt`` (official indices); other spaces' folders hold their own arch list, read by
+the space (``SearchSpace.read_reference``: FBNet's ``arch.pt`` / ``metainfo.pt``), and each latency list follows it
+by position. HELP measured the reference network at the space's default input variant (NB201: CIFAR-10; FBNet:
+CIFAR-100), at the batch size its device names carry (``titanx_32``: 32), in fp32 unless the name says otherwise
+(``hardware.precision_of``). Rows are dataset ``help-<space>``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +17,11 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.predictor.help_data import read_latency_file
+from latfarm.predictor.spaces import SPACES, ArchError, SearchSpace, UnknownSpace, get_space
 from latfarm.services.datasets.hardware import describe_device
 from latfarm.services.datasets.rows import DatasetError, add_rows, arch_ids_by_index, ensure_device
 from latfarm.services.domain.conditions import device_conditions
+from latfarm.services.store.crud import ensure_archs
 
 HELP = "help-nb201"
 
@@ -29,18 +35,101 @@ def _progress(enabled: bool):
     )
 
 
-def import_help(session: Session, path: Path, progress: bool = True) -> int:
-    """Import a HELP release folder (``latency/<device>.pt``, ``str_arch2idx.pt``); returns rows added.
+def dataset_of(space: str) -> str:
+    """The dataset name of a space's HELP rows: ``help-nb201``, ``help-fbnet``."""
+    return f"help-{space}"
+
+
+def import_help(
+    session: Session,
+    path: Path,
+    progress: bool = True,
+    space: str = nb201.SPACE,
+    devices: Sequence[str] | None = None,
+) -> int:
+    """Import a HELP release folder of ``space`` (all its ``latency/<device>.pt``, or only ``devices``); returns
+    rows added.
 
     Files are read and checked by ``predictor.help_data.read_latency_file`` (the loader ``eval transfer`` uses);
-    NaN entries (not measured) are skipped. A bad file raises ``DatasetError`` and nothing is stored.
+    NaN entries (not measured) are skipped. A bad file, an unknown device or space, or another space's folder
+    raises ``DatasetError`` naming it, and nothing is stored.
     """
+    path = Path(path)
+    try:
+        searched = get_space(space)
+    except UnknownSpace as err:
+        raise DatasetError(f"--space: {err}") from err
+    files = _latency_files(path, devices)
+    arch_ids = _nb201_arch_ids(session, path) if space == nb201.SPACE else _reference_arch_ids(session, path, searched)
+    dataset = dataset_of(space)
+    added = 0
+    with _progress(progress) as bar:
+        task = bar.add_task(f"HELP {space} devices", total=len(files))
+        for file in files:
+            try:
+                values = read_latency_file(file, len(arch_ids))
+            except ValueError as err:
+                raise DatasetError(f"{err} ({space} data has {len(arch_ids)} archs)") from err
+            device = ensure_device(session, file.stem, dataset)
+            measured = np.flatnonzero(~np.isnan(values))  # NaN: not measured, no row
+            latencies = {arch_ids[i]: float(values[i]) for i in measured}
+            described = describe_device(file.stem)
+            conditions = device_conditions(described["batch_size"], described["precision"]).for_space(space)
+            added += add_rows(session, device, dataset, latencies, conditions)
+            bar.update(task, advance=1, description=f"HELP {space} {file.stem}")
+    return added
+
+
+def _latency_files(path: Path, devices: Sequence[str] | None) -> list[Path]:
+    files = sorted((path / "latency").glob("*.pt"))
+    if not files:
+        raise DatasetError(f"{path}: not a HELP folder (needs latency/<device>.pt)")
+    if not devices:
+        return files
+    by_name = {file.stem: file for file in files}
+    unknown = [name for name in devices if name not in by_name]
+    if unknown:
+        raise DatasetError(f"--device: no latency/{unknown[0]}.pt in {path}; devices: {', '.join(sorted(by_name))}")
+    return [by_name[name] for name in dict.fromkeys(devices)]
+
+
+def _other_space(path: Path, space: str) -> str:
+    """'; it holds <other> data: use --space <other>' when another registered space reads the folder, else ''."""
+    if space != nb201.SPACE and (path / "str_arch2idx.pt").exists():
+        return f"; it holds {nb201.SPACE} data (str_arch2idx.pt): use --space {nb201.SPACE}"
+    for other in SPACES.values():
+        if other.name in (space, nb201.SPACE):
+            continue
+        try:
+            other.read_reference(path)
+        except (FileNotFoundError, ArchError, ValueError):
+            continue
+        return f"; it holds {other.name} data: use --space {other.name}"
+    return ""
+
+
+def _reference_arch_ids(session: Session, path: Path, space: SearchSpace) -> list[int]:
+    """Arch ids of the folder's archs by position (rows created, their ``reference_index`` set)."""
+    try:
+        reference = space.read_reference(path)
+    except FileNotFoundError as err:
+        raise DatasetError(f"{err}{_other_space(path, space.name)}") from err
+    except (ArchError, ValueError) as err:
+        raise DatasetError(f"{path}: {err}") from err
+    strings = [space.to_string(arch) for arch in reference]
+    positions: dict[str, int] = {}
+    for position, arch in enumerate(strings):
+        positions.setdefault(arch, position)
+    ids = ensure_archs(session, strings, space.name, positions)
+    return [ids[arch] for arch in strings]
+
+
+def _nb201_arch_ids(session: Session, path: Path) -> list[int]:
+    """Arch ids by official NB201 index, once ``str_arch2idx.pt`` is checked against the official indices."""
     import torch
 
-    path = Path(path)
-    files = sorted((path / "latency").glob("*.pt"))
-    if not (path / "str_arch2idx.pt").exists() or not files:
-        raise DatasetError(f"{path}: not a HELP folder (needs str_arch2idx.pt and latency/<device>.pt)")
+    if not (path / "str_arch2idx.pt").exists():
+        raise DatasetError(f"{path}: not a HELP NB201 folder (needs str_arch2idx.pt){_other_space(path, nb201.SPACE)}")
     try:
         str_arch2idx = torch.load(path / "str_arch2idx.pt", weights_only=True)
     except Exception as err:  # torch raises many kinds for a file that is not its format
@@ -53,20 +142,4 @@ def import_help(session: Session, path: Path, progress: bool = True) -> int:
     ):
         raise DatasetError(f"{path / 'str_arch2idx.pt'}: arch indices differ from the official NB201 ones")
     ids = arch_ids_by_index(session, range(nb201.NUM_ARCHS))
-    arch_ids = [ids[i] for i in range(nb201.NUM_ARCHS)]
-    added = 0
-    with _progress(progress) as bar:
-        task = bar.add_task("HELP devices", total=len(files))
-        for file in files:
-            try:
-                values = read_latency_file(file)
-            except ValueError as err:
-                raise DatasetError(str(err)) from err
-            device = ensure_device(session, file.stem, HELP)
-            measured = np.flatnonzero(~np.isnan(values))  # NaN: not measured, no row
-            latencies = {arch_ids[i]: float(values[i]) for i in measured}
-            described = describe_device(file.stem)
-            conditions = device_conditions(described["batch_size"], described["precision"])
-            added += add_rows(session, device, HELP, latencies, conditions)
-            bar.update(task, advance=1, description=f"HELP {file.stem}")
-    return added
+    return [ids[i] for i in range(nb201.NUM_ARCHS)]

@@ -1,7 +1,8 @@
 """A device's measurements out of the store: one row per measurement, written as CSV or a LatBench pickle.
 
-CSV rows carry their conditions and cold-start figures; a LatBench pickle has no room for conditions, so it holds
-only the rows measured under the device's own conditions.
+An export is of one search space (the arch's ``<space>_index`` column is its reference position; ``ops`` its
+encoding). CSV rows carry their conditions and cold-start figures; a LatBench pickle has no room for conditions, so
+it holds only the rows measured under the device's own conditions for that space.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from latfarm.predictor import nb201
+from latfarm.predictor.spaces import get_space
 from latfarm.services.datasets.rows import DatasetError
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.predictions import conditions_of
@@ -25,54 +26,82 @@ from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 # latency_ms is the headline figure; statistic says how an agent computed it (empty for imported rows)
 CONDITION_FIELDS = ("batch_size", "precision", "graph", "resolution", "classes")  # from the row's conditions
-ROW_FIELDS = (
-    *("arch", "nb201_index", "ops", "latency_ms", "statistic"),
-    *FIGURES,
-    *CONDITION_FIELDS,
-    *("source", "dataset"),
-    *SETUP,
-    *FIRST_USE,
-    *("agent_id", "job_id", "artifact_sha256", "created_at"),
-)
 
 
-def device_rows(session: Session, device_name: str, own_conditions: bool = False) -> list[dict]:
-    """Every measurement of a device (one row each, by NB201 index), with the arch, its op vector and the row's
-    conditions; ``own_conditions``: only those measured under the device's own (``predictions.conditions_of``)."""
+def row_fields(space: str = "nb201") -> tuple[str, ...]:
+    """The columns of an export of ``space``'s rows (``<space>_index``: the reference position)."""
+    return (
+        *("arch", f"{space}_index", "ops", "latency_ms", "statistic"),
+        *FIGURES,
+        *CONDITION_FIELDS,
+        *("source", "dataset"),
+        *SETUP,
+        *FIRST_USE,
+        *("agent_id", "job_id", "artifact_sha256", "created_at"),
+    )
+
+
+ROW_FIELDS = row_fields()
+
+
+def device_rows(session: Session, device_name: str, own_conditions: bool = False, space: str = "nb201") -> list[dict]:
+    """Every measurement of a device's archs of ``space`` (one row each, by reference position), with the arch, its
+    encoding (``ops``) and the row's conditions; ``own_conditions``: only those measured under the device's own
+    for that space (``predictions.conditions_of(...).for_space(space)``). ``DatasetError`` naming ``space`` when the
+    device has measurements of other spaces only."""
     device = device_by_name(session, device_name)
     if device is None:
         known = session.scalars(select(Device.name).order_by(Device.name).limit(21)).all()
         listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
         raise DatasetError(f"unknown device {device_name!r}; known devices: {listed or 'none'}")
-    derived = ("arch", "nb201_index", "ops", "statistic", *CONDITION_FIELDS)
-    columns = [getattr(Measurement, name) for name in ROW_FIELDS if name not in derived]
+    searched, fields, index = get_space(space), row_fields(space), f"{space}_index"
+    derived = ("arch", index, "ops", "statistic", *CONDITION_FIELDS)
+    columns = [getattr(Measurement, name) for name in fields if name not in derived]
     query = (
-        select(Arch.arch, Arch.nb201_index, Measurement.protocol, Measurement.conditions, *columns)
+        select(Arch.arch, Arch.reference_index.label(index), Measurement.protocol, Measurement.conditions, *columns)
         .join(Arch, Measurement.arch_id == Arch.id)
-        .where(Measurement.device_id == device.id)
-        .order_by(Arch.nb201_index, Measurement.id)
+        .where(Measurement.device_id == device.id, Arch.space == space)
+        .order_by(Arch.reference_index, Measurement.id)
     )
     if own_conditions:
-        query = query.where(Measurement.conditions_key == conditions_of(device).key)
+        query = query.where(Measurement.conditions_key == conditions_of(device).for_space(space).key)
     rows = []
     for mapping in session.execute(query).mappings():
         row = dict(mapping)
         row.update(
-            ops=nb201.parse(row["arch"]),
+            ops=searched.parse(row["arch"]),
             statistic=(row["protocol"] or {}).get("statistic", ""),
             source=Source(row["source"]).value,
             created_at=row["created_at"].isoformat() if row["created_at"] else None,
         )
         conditions = Conditions.from_dict(row["conditions"]).to_dict()
         row.update({name: conditions[name] for name in CONDITION_FIELDS})
-        rows.append({name: row[name] for name in ROW_FIELDS})
+        rows.append({name: row[name] for name in fields})
+    if not rows:
+        _check_space_has_rows(session, device, space)
     return rows
 
 
-def to_csv(rows: Iterable[dict]) -> str:
-    """CSV with a header of ``ROW_FIELDS``; ``ops`` is written as its 6 digits (LatBench op ids)."""
+def _check_space_has_rows(session: Session, device: Device, space: str) -> None:
+    """``DatasetError`` naming ``space`` when the device's measurements are all of other spaces."""
+    others = session.scalars(
+        select(Arch.space)
+        .join(Measurement, Measurement.arch_id == Arch.id)
+        .where(Measurement.device_id == device.id, Arch.space != space)
+        .distinct()
+    ).all()
+    if others:
+        raise DatasetError(
+            f"space: device {device.name!r} has no {space} measurements; its measurements are of {sorted(others)}",
+            field="space",
+        )
+
+
+def to_csv(rows: Iterable[dict], space: str = "nb201") -> str:
+    """CSV with a header of ``row_fields(space)``; ``ops`` is written as one digit per position (NB201: its 6
+    LatBench op ids; FBNet: its 22 block indices)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=row_fields(space), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({**row, "ops": "".join(str(o) for o in row["ops"])})
@@ -80,7 +109,8 @@ def to_csv(rows: Iterable[dict]) -> str:
 
 
 def to_latbench_pickle(rows: Iterable[dict]) -> bytes:
-    """LatBench layout ``{6-op tuple: seconds}``: per arch, the median of its rows' latencies (``latency_ms``).
+    """LatBench layout ``{encoding tuple: seconds}`` (NB201: the 6-op tuple; FBNet: the 22 block indices): per arch,
+    the median of its rows' latencies (``latency_ms``).
 
     The layout has no room for conditions: pass rows of one set of conditions (``device_rows(...,
     own_conditions=True)``: the device's own)."""

@@ -1,6 +1,7 @@
 """The content-addressed artifact store: exported model files on disk and the ``Artifact`` rows replicas share.
 
-Files live at ``root/<sha[:2]>/<sha>.<format>``; ``root/index/`` maps (arch, format, export settings) to the sha256
+Files live at ``root/<sha[:2]>/<sha>.<format>``; ``root/index/`` maps (arch, format, export settings, which name the
+search space) to the sha256
 so a second export of the same model does no work. The export settings follow the measurement conditions
 (``ExportSettings.from_conditions``): different conditions, different files and rows. A replica missing a
 recorded file re-exports it (``network_export`` makes identical bytes for identical inputs) and verifies the sha256
@@ -22,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from latfarm.predictor import nb201
+from latfarm.predictor.spaces import get_space
 from latfarm.services.core.errors import Internal
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import ExportSettings, check_format, export
@@ -74,7 +75,7 @@ class ArtifactStore:
         """Export (unless indexed and on disk) and store; returns (sha256, path, size)."""
         check_format(fmt)
         with self._lock:  # exports run one at a time anyway (network_export holds one lock)
-            return self._produce_locked(nb201.canonical(arch), fmt, settings)
+            return self._produce_locked(get_space(settings.space).canonical(arch), fmt, settings)
 
     def _produce_locked(self, arch: str, fmt: str, settings: ExportSettings) -> tuple[str, Path, int]:
         key = self._key(arch, fmt, settings)

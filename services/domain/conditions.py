@@ -5,11 +5,10 @@ batch size, the numeric precision and the graph variant of the exported network.
 content address, recorded on every measurement, and figures measured under other conditions are never used as
 measurements for a device's conditions (predictions, ranking, adaptation).
 
-Graph variants (NB201):
-- ``reference``: the network as the benchmark defines it: ``none`` edges compute a zero tensor, every edge is its
-  own op. LatBench, HELP and HW-NAS-Bench measured this network; it is the default.
-- ``pruned``: ops that cannot affect the output removed (``none`` edges dropped, duplicate ops merged): what a
-  deployment would run.
+The search spaces, their input variants and graph variants are the registered spaces' own
+(``latfarm.predictor.spaces``): conditions accept a (resolution, classes) only when it is one of the space's input
+variants, and a graph only when the space declares it. Every space has ``reference``, the network as its benchmark
+defines it (the default); NB201 also has ``pruned`` (ops that cannot affect the output removed).
 
 The export format (ONNX, TFLite) is not a condition: a device is one hardware and runtime, and the format is how
 the network reaches that runtime; it is recorded with the artifact and the measurement's runtime.
@@ -21,12 +20,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from latfarm.predictor import nb201
+from latfarm.predictor.spaces import SPACES as REGISTERED
+from latfarm.predictor.spaces import SearchSpace
 from latfarm.services.core.errors import InvalidArgument
 
 PRECISIONS = ("fp32", "fp16", "int8")
-GRAPHS = nb201.GRAPHS
-SPACES = ("nb201",)
+SPACES = tuple(REGISTERED)
+GRAPHS = tuple(dict.fromkeys(graph for space in REGISTERED.values() for graph in space.graphs))
+DEFAULT_SPACE = SPACES[0]
 MAX_BATCH_SIZE = 1024
 
 
@@ -36,10 +37,11 @@ class Conditions:
 
     Fields: ``space`` (search space name), ``resolution`` (input height = width, pixels), ``classes`` (output
     logits), ``batch_size`` (images per inference), ``precision`` (``fp32`` | ``fp16`` | ``int8``), ``graph``
-    (``reference`` | ``pruned``). Construction checks every field and raises ``InvalidArgument`` naming it.
+    (one of the space's ``graphs``). Construction checks every field and raises ``InvalidArgument`` naming it;
+    (resolution, classes) must be one of the space's input variants.
     """
 
-    space: str = "nb201"
+    space: str = DEFAULT_SPACE
     resolution: int = 32
     classes: int = 10
     batch_size: int = 1
@@ -49,11 +51,25 @@ class Conditions:
     def __post_init__(self) -> None:
         _check_choice("space", self.space, SPACES)
         _check_choice("precision", self.precision, PRECISIONS)
-        _check_choice("graph", self.graph, GRAPHS)
+        _check_choice("graph", self.graph, self.search_space.graphs)
         for name, low, high in (("resolution", 8, 1024), ("classes", 1, 100_000), ("batch_size", 1, MAX_BATCH_SIZE)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise InvalidArgument(f"{name} must be an integer in [{low}, {high}], got {value!r}", field=name)
+        if self.search_space.variant_at(self.resolution, self.classes) is None:
+            variants = self.search_space.input_variants.values()
+            field = "classes" if any(v.resolution == self.resolution for v in variants) else "resolution"
+            known = ", ".join(f"{v.name} ({v.resolution}px, {v.classes} classes)" for v in variants)
+            raise InvalidArgument(
+                f"{field}: {self.resolution}px with {self.classes} classes is not an input variant of {self.space}; "
+                f"known: {known}",
+                field=field,
+            )
+
+    @property
+    def search_space(self) -> SearchSpace:
+        """The registered space these conditions are for."""
+        return REGISTERED[self.space]
 
     @property
     def key(self) -> str:
@@ -86,13 +102,27 @@ class Conditions:
             raise InvalidArgument(f"unknown condition(s) {unknown}; known: {sorted(known)}", field=unknown[0])
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
+    def for_space(self, space: str) -> Conditions:
+        """These conditions for archs of ``space``: same batch size and precision; the input variant and graph kept
+        where ``space`` has them, else its default variant and graph (a device's defaults for a job of any space).
+        ``InvalidArgument`` naming ``space`` when it is not registered."""
+        if space == self.space:
+            return self
+        _check_choice("space", space, SPACES)
+        target = REGISTERED[space]
+        variant = target.variant_at(self.resolution, self.classes) or target.variant()
+        graph = self.graph if self.graph in target.graphs else target.graphs[0]
+        return replace(self, space=space, resolution=variant.resolution, classes=variant.classes, graph=graph)
+
 
 def device_conditions(batch_size: int, precision: str, resolution: int = 32, classes: int = 10) -> Conditions:
     """A device's default conditions: its batch size, precision and input variant (default NB201 on CIFAR-10:
-    32 px, 10 classes) on the reference graph."""
-    return Conditions(batch_size=batch_size, precision=precision, resolution=resolution, classes=classes)
+    32 px, 10 classes) on the reference graph, for the first registered space with that variant
+    (``InvalidArgument`` naming ``resolution`` when none has it); ``for_space`` moves them to another space."""
+    space = next((s.name for s in REGISTERED.values() if s.variant_at(resolution, classes)), DEFAULT_SPACE)
+    return Conditions(space=space, batch_size=batch_size, precision=precision, resolution=resolution, classes=classes)
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+def _check_choice(name: str, value: object, choices: tuple[str, ...] | list[str]) -> None:
     if value not in choices:
         raise InvalidArgument(f"{name} must be one of {list(choices)}, got {value!r}", field=name)

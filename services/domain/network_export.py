@@ -1,16 +1,17 @@
-"""NB201 networks as model files: ONNX and TFLite bytes, identical for identical inputs.
+"""The networks of any registered search space as model files: ONNX and TFLite bytes, identical for identical inputs.
 
 A file's bytes depend only on (arch, format, settings, torch/onnx/onnxruntime versions): weights are seeded, int8
 calibration data is seeded and the ONNX producer fields are fixed, so any server replica re-exports the same file.
 
 Settings follow the measurement conditions (``services.domain.conditions``): input ``[batch_size, 3, resolution,
-resolution]``, ``classes`` logits, the ``reference`` or ``pruned`` graph (``predictor.network``), and a precision:
+resolution]``, ``classes`` logits, a graph variant of the space (``SearchSpace.export_network`` builds the network),
+and a precision:
 - ``fp32``: the network as traced.
 - ``fp16``: onnxruntime's float16 tool (``onnxruntime.transformers.float16``), weights and compute in float16, the
   input and output kept float32 (``keep_io_types``) so agents feed and read the same tensors at every precision.
 - ``int8``: onnxruntime's static quantization, QDQ format, per-tensor, int8 weights and activations, MinMax
   calibration on ``CALIBRATION_BATCHES`` batches of standard-normal inputs drawn with seed ``CALIBRATION_SEED``
-  (NB201's networks have random weights: no data set calibrates them better than a stated random one).
+  (the networks have random weights: no data set calibrates them better than a stated random one).
 TFLite exports fp32 only; fp16 and int8 TFLite raise ``Unsupported``.
 """
 
@@ -27,9 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from latfarm.predictor import nb201
+from latfarm.predictor.spaces import get_space
 from latfarm.services.core.errors import InvalidArgument, Unsupported
-from latfarm.services.domain.conditions import GRAPHS, PRECISIONS, Conditions
+from latfarm.services.domain.conditions import DEFAULT_SPACE, GRAPHS, PRECISIONS, SPACES, Conditions
 
 if TYPE_CHECKING:
     import onnx
@@ -47,10 +48,12 @@ class ExportUnavailable(Unsupported):
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """How an NB201 arch is exported: input resolution (pixels), width (first-stage channels), classes, ONNX opset,
-    batch size, precision (``fp32`` | ``fp16`` | ``int8``) and graph (``reference`` | ``pruned``).
+    """How an arch is exported: input resolution (pixels), width (NB201's first-stage channels, recorded: 16),
+    classes, ONNX opset, batch size, precision (``fp32`` | ``fp16`` | ``int8``), graph and search space.
 
-    The defaults are the default conditions'; ``ValueError`` on an unknown precision or graph.
+    The defaults are the default conditions'; ``ValueError`` on an unknown precision, graph or space. ``to_dict``
+    records ``space`` for every space but the default (NB201), whose artifacts were recorded before spaces were a
+    setting: NB201 files and their content addresses stay what they were.
     """
 
     resolution: int = 32
@@ -60,12 +63,15 @@ class ExportSettings:
     batch_size: int = 1
     precision: str = "fp32"
     graph: str = "reference"
+    space: str = DEFAULT_SPACE
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.graph not in GRAPHS:
             raise ValueError(f"graph must be one of {GRAPHS}, got {self.graph!r}")
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
 
     @classmethod
     def from_conditions(cls, conditions: Conditions) -> ExportSettings:
@@ -76,11 +82,15 @@ class ExportSettings:
             batch_size=conditions.batch_size,
             precision=conditions.precision,
             graph=conditions.graph,
+            space=conditions.space,
         )
 
     def to_dict(self) -> dict:
-        """The settings as a JSON-ready dict (how an ``Artifact`` row records them)."""
-        return asdict(self)
+        """The settings as a JSON-ready dict (how an ``Artifact`` row records them; ``space`` left out for NB201)."""
+        data = asdict(self)
+        if self.space == DEFAULT_SPACE:
+            del data["space"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> ExportSettings:
@@ -92,13 +102,20 @@ class ExportSettings:
         return cls(**{**LEGACY_SETTINGS, **data})
 
 
-def _network(ops_or_arch, settings: ExportSettings):
+def _network(arch: str | tuple[int, ...], settings: ExportSettings):
+    """The settings' space's network of ``arch`` and a sample input; ``InvalidArgument`` when the resolution and
+    classes are not one of the space's input variants."""
     import torch
 
-    from latfarm.predictor.network import build
-
+    space = get_space(settings.space)
+    variant = space.variant_at(settings.resolution, settings.classes)
+    if variant is None:
+        raise InvalidArgument(
+            f"{space.name} has no input variant of {settings.resolution}px and {settings.classes} classes",
+            field="resolution",
+        )
     with _export_lock:  # seeded weights come from the global RNG: concurrent builds would mix their draws
-        net = build(ops_or_arch, channels=settings.channels, classes=settings.classes, graph=settings.graph)
+        net = space.export_network(arch, variant, settings.graph)
         sample = torch.randn(settings.batch_size, 3, settings.resolution, settings.resolution)
     return net, sample
 
@@ -145,7 +162,8 @@ def export_onnx(ops_or_arch: str | tuple[int, ...], settings: ExportSettings = E
     model.producer_name, model.producer_version, model.doc_string = "latfarm", "", ""
     for node in model.graph.node:
         node.doc_string = ""
-    meta = {"latfarm.arch": nb201.to_string(net.ops), "latfarm.settings": json.dumps(settings.to_dict())}
+    arch = get_space(settings.space).canonical(ops_or_arch)
+    meta = {"latfarm.arch": arch, "latfarm.settings": json.dumps(settings.to_dict())}
     del model.metadata_props[:]
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)

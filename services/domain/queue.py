@@ -19,6 +19,7 @@ from sqlalchemy import CursorResult, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
+from latfarm.predictor.spaces import ArchError, UnknownSpace
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.conditions import Conditions
@@ -68,7 +69,7 @@ class Ack:
 def submit_batch(
     session: Session,
     device: Device,
-    archs: Sequence[str],
+    archs: Sequence[str | Sequence[int]],
     *,
     space: str = nb201.SPACE,
     fmt: str = "onnx",
@@ -91,8 +92,8 @@ def submit_batch(
         raise QueueError(f"at most {MAX_BATCH} archs per batch, got {len(archs)}")
     try:
         arch_ids = ensure_archs(session, archs, space)
-    except nb201.ArchError as err:
-        raise QueueError(str(err)) from err
+    except (ArchError, UnknownSpace) as err:
+        raise QueueError(str(err), field="archs") from err
     batch = JobBatch(
         device_id=device.id,
         space=space,

@@ -2,36 +2,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from latfarm.predictor import nb201
+from latfarm.predictor.spaces import SPACES, get_space
 from latfarm.services.store.models import Adaptation, AdaptState, Arch, Device
 
+DEFAULT_SPACE = next(iter(SPACES))
 
-def ensure_archs(session: Session, archs: Iterable[str], space: str = nb201.SPACE) -> dict[str, int]:
-    """Arch ids for arch strings, creating missing rows; keys are the canonical strings.
 
-    Raises ``nb201.ArchError`` (naming the bad string) before writing anything.
+def ensure_archs(
+    session: Session,
+    archs: Iterable[str | Sequence[int]],
+    space: str = DEFAULT_SPACE,
+    positions: Mapping[str, int] | None = None,
+) -> dict[str, int]:
+    """Arch ids for archs of ``space`` (strings or index lists), creating missing rows; keys are the canonical
+    strings. A row's ``reference_index`` is its position in ``positions`` (canonical string -> position: a dataset's
+    own reference set), else in the space's loaded reference set; rows without one get it from ``positions``.
+
+    Raises ``ArchError`` / ``UnknownSpace`` (naming the bad arch or space) before writing anything.
     """
-    if space != nb201.SPACE:
-        raise nb201.ArchError(f"unknown search space {space!r}; supported: {nb201.SPACE!r}")
-    ops_by_arch = {}
+    searched = get_space(space)
+    encodings = {}
     for arch in archs:
-        ops = nb201.parse(arch)
-        ops_by_arch[nb201.to_string(ops)] = ops
+        encoding = searched.parse(arch)
+        encodings[searched.to_string(encoding)] = encoding
+    positions = positions or {}
+
+    def position(arch: str) -> int | None:
+        return positions[arch] if arch in positions else searched.index_of(encodings[arch])
+
     ids: dict[str, int] = {}
-    wanted = list(ops_by_arch)
+    wanted = list(encodings)
     ids.update(_existing_ids(session, space, wanted))
     missing = [a for a in wanted if a not in ids]
     if missing:
-        session.execute(
-            insert(Arch),
-            [{"space": space, "arch": a, "nb201_index": nb201.official_index(ops_by_arch[a])} for a in missing],
-        )
+        session.execute(insert(Arch), [{"space": space, "arch": a, "reference_index": position(a)} for a in missing])
         ids.update(_existing_ids(session, space, missing))
+    if positions:
+        table = cast(Table, Arch.__table__)
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("arch_id"), table.c.reference_index.is_(None))
+            .values(reference_index=bindparam("position"))
+        )
+        known = [{"arch_id": ids[a], "position": positions[a]} for a in wanted if a in positions]
+        if known:
+            session.execute(statement, known)
     return ids
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, synonym
 
 from latfarm.services.core.clock import utcnow
 
@@ -127,18 +127,20 @@ class Agent(Base):
 
 
 class Arch(Base):
-    """A cell of a search space, by canonical arch string."""
+    """An arch of a search space, by canonical arch string; ``reference_index`` is its position in the space's
+    reference set (NB201: the official index), null when the space has none or the arch is not in it."""
 
     __tablename__ = "archs"
     __table_args__ = (UniqueConstraint("space", "arch"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     space: Mapped[str] = mapped_column(String(32), default="nb201")
     arch: Mapped[str] = mapped_column(String(256))
-    nb201_index: Mapped[int | None] = mapped_column(Integer, index=True)
+    reference_index: Mapped[int | None] = mapped_column(Integer, index=True)
+    nb201_index = synonym("reference_index")  # NB201's official index: rows queried under NB201 conditions only
 
     def __str__(self) -> str:
-        """The arch string."""
-        return self.arch
+        """The arch string after its space, e.g. ``fbnet: k3_e1-...``."""
+        return f"{self.space}: {self.arch}"
 
 
 class Artifact(Base):

@@ -337,3 +337,36 @@ def test_tables_show_the_data_first(app_and_ids):
         "archs measured: 8",
         "fit error (mean |relative|, its samples): 5.1 %",
     ]
+
+
+def test_fbnet_archs_are_found_by_string_and_filtered_by_space(sessions):
+    import asyncio
+
+    from latfarm.predictor.spaces import get_space
+    from latfarm.services.admin.views import ArchFilter, SpaceFilter
+    from latfarm.services.datasets.rows import add_rows, ensure_device
+
+    fbnet = get_space("fbnet")
+    archs = [fbnet.to_string(a) for a in fbnet.sample(2, seed=4)]
+    with sessions() as s, s.begin():
+        device = ensure_device(s, "phone-f", "test")
+        ids = ensure_archs(s, archs, "fbnet")
+        add_rows(s, device, "test", {ids[archs[0]]: 5.0}, Conditions(space="fbnet", classes=100))
+        nb_ids = ensure_archs(s, [nb201.to_string(nb201.from_official_index(3))])
+        add_rows(s, device, "test-nb", {next(iter(nb_ids.values())): 1.0}, B1)
+    with sessions() as s:
+        across = dashboard.arch_across_devices(s, archs[0].replace("-", " - "))  # FBNet strings need no space
+        assert (across["space"], across["index"], across["nb201_index"]) == ("fbnet", None, None)
+        assert [(d["device"], d["mean_ms"]) for d in across["devices"]] == [("phone-f", 5.0)]
+        with pytest.raises(InvalidArgument, match="unknown block 'k9_e9' at position 0"):
+            dashboard.arch_across_devices(s, "-".join(["k9_e9", *archs[0].split("-")[1:]]), "fbnet")
+        with pytest.raises(InvalidArgument, match="unknown search space"):
+            dashboard.arch_across_devices(s, archs[0], "ofa")
+
+        def rows(flt, value) -> list[float]:
+            query = asyncio.run(flt.get_filtered_query(select(Measurement), value, Measurement))
+            return sorted(m.latency_ms for m in s.scalars(query))
+
+        assert rows(SpaceFilter(), "fbnet") == [5.0] and rows(SpaceFilter(), "nb201") == [1.0]
+        assert rows(SpaceFilter(), "__all") == [1.0, 5.0]
+        assert rows(ArchFilter(), archs[0]) == [5.0] and rows(ArchFilter(), "3") == [1.0]

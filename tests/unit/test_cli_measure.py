@@ -145,3 +145,18 @@ def test_ctrl_c_while_waiting_cancels_the_batch(live_api):
     assert "interrupted; cancelled 2 unfinished job(s)" in err
     with server.state.sessions() as session:
         assert {job.state for job in session.query(Job)} == {JobState.cancelled}
+
+
+def test_bad_archs_of_a_space_are_refused_naming_the_problem_before_any_request():
+    nowhere = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never reached: the archs are checked first
+    cases = [
+        (["--space", "fbnet", "k3_e1-skip"], "2 blocks joined by '-', expected 22"),
+        (["--space", "fbnet", "-".join(["k3_e1"] * 21 + ["k7_e1"])], "unknown block 'k7_e1' at position 21"),
+        (["--space", "fbnet", "5"], "no reference set loaded"),
+        (["--space", "ofa", "5"], "unknown search space 'ofa'"),
+        (["99999"], "outside 0..15624"),
+    ]
+    for args, named in cases:
+        result = CliRunner().invoke(app, ["measure", "dev", *args, *nowhere])
+        assert result.exit_code == 2, result.output
+        assert named in " ".join(result.output.replace("│", " ").split()), result.output

@@ -37,3 +37,40 @@ def test_bad_conditions_name_the_field(overrides, field):
     with pytest.raises(InvalidArgument) as err:
         Conditions().merged(overrides)
     assert err.value.field == field
+
+
+def test_spaces_and_graphs_are_the_registered_spaces():
+    from latfarm.predictor.spaces import SPACES
+    from latfarm.services.domain import conditions
+
+    assert tuple(SPACES) == conditions.SPACES
+    assert set(conditions.GRAPHS) == {g for space in SPACES.values() for g in space.graphs}
+    assert Conditions(space="fbnet", classes=100).key == "fbnet/32px/100cls/b1/fp32/reference"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"resolution": 64}, "resolution"),
+        ({"classes": 10}, "classes"),
+        ({"resolution": 224, "classes": 100}, "classes"),
+        ({"classes": 100, "graph": "pruned"}, "graph"),
+    ],
+)
+def test_fbnet_conditions_must_be_one_of_its_variants_and_graphs(fields, field):
+    with pytest.raises(InvalidArgument) as err:
+        Conditions(space="fbnet", **fields)
+    assert err.value.field == field
+
+
+def test_a_devices_conditions_move_to_a_space_keeping_what_it_has():
+    device = device_conditions(batch_size=4, precision="fp16")  # NB201 CIFAR-10
+    fbnet = device.for_space("fbnet")
+    assert fbnet.key == "fbnet/32px/100cls/b4/fp16/reference"  # FBNet's default variant: CIFAR-100
+    assert device_conditions(1, "fp32", 32, 100).for_space("fbnet").classes == 100
+    imagenet = device_conditions(1, "fp32", 224, 1000)  # only FBNet has ImageNet at 224 px
+    assert (imagenet.space, imagenet.for_space("nb201").key) == ("fbnet", "nb201/32px/10cls/b1/fp32/reference")
+    assert Conditions(graph="pruned").for_space("fbnet").graph == "reference"
+    with pytest.raises(InvalidArgument) as err:
+        device.for_space("darts")
+    assert err.value.field == "space"

@@ -134,9 +134,9 @@ def test_tflite_refuses_reduced_precision(precision):
 
 
 def test_settings_from_conditions_and_legacy_rows():
-    conditions = Conditions(resolution=16, classes=100, batch_size=8, precision="fp16", graph="pruned")
+    conditions = Conditions(resolution=16, classes=120, batch_size=8, precision="fp16", graph="pruned")
     settings = ExportSettings.from_conditions(conditions)
-    assert (settings.resolution, settings.classes, settings.batch_size) == (16, 100, 8)
+    assert (settings.resolution, settings.classes, settings.batch_size) == (16, 120, 8)
     assert (settings.precision, settings.graph) == ("fp16", "pruned")
     assert ExportSettings.from_dict(settings.to_dict()) == settings
     legacy = {"resolution": 32, "channels": 16, "classes": 10, "opset": 17, "batch_size": 1}  # recorded before #13
@@ -148,7 +148,7 @@ def test_settings_from_conditions_and_legacy_rows():
 def test_export_is_byte_deterministic():
     arch = random_archs(1, seed=3)[0]
     assert hashlib.sha256(export_onnx(arch)).digest() == hashlib.sha256(export_onnx(nb201.parse(arch))).digest()
-    assert export_onnx(arch) != export_onnx(arch, ExportSettings(resolution=16))
+    assert export_onnx(arch) != export_onnx(arch, ExportSettings(resolution=16, classes=120))
 
 
 @pytest.mark.skipif(HAS_LITERT_TORCH, reason="litert-torch is installed")
@@ -182,7 +182,7 @@ def test_store_export_file_is_cached(tmp_path):
     assert again.export_file(arch, "onnx", Conditions()) == (sha, path)
     assert path.stat().st_mtime_ns == stamp
     others = [
-        Conditions(classes=120),
+        Conditions(classes=100),
         Conditions(batch_size=4),
         Conditions(graph="pruned"),
         Conditions(precision="fp16"),
@@ -232,7 +232,14 @@ def test_export_cli_accepts_indices_and_strings(tmp_path, capsys):
     assert lines[0][2] == arch
     with pytest.raises(InvalidArgument, match="outside"):
         export_cli(["99999"], fmt="onnx", out=tmp_path, conditions=Conditions())
-    options = {"resolution": 32, "classes": 10, "batch_size": 1, "precision": "fp32", "graph": "reference"}
+    options = {
+        "space": "nb201",
+        "resolution": 32,
+        "classes": 10,
+        "batch_size": 1,
+        "precision": "fp32",
+        "graph": "reference",
+    }
     with pytest.raises(SystemExit, match="error: unknown model format 'xml'"):  # the command prints one line, exits
         export_model(["0"], fmt="xml", out=tmp_path, **options)
     with pytest.raises(SystemExit, match="error: batch_size must be"):

@@ -128,7 +128,7 @@
       return show("arch", null, err.message);
     }
     if (!a) return;
-    $("arch-title").textContent = `NB201 #${a.nb201_index ?? "?"}  ${a.arch}`;
+    $("arch-title").textContent = `${a.space} #${a.index ?? "?"}  ${a.arch}`;
     $("arch-box").style.height = Math.max(200, a.devices.length * 24 + 60) + "px";
     show("arch", {
       type: "bar",

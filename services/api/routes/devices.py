@@ -20,7 +20,7 @@ from latfarm.services.domain.liveness import is_online, online_cutoff
 from latfarm.services.store.models import Agent, ApiKey, Device, Enrollment, Measurement
 
 from ..auth import Principal, require
-from ..deps import db, get_device
+from ..deps import db, get_device, request_space
 from ..schemas import AgentOut, DeviceCreate, DeviceDetail, DeviceOut, DeviceOwner, EnrollmentCreate, EnrollmentOut
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
@@ -149,16 +149,20 @@ def list_agents(
 def export_device(
     name: str,
     format: str = Query("csv", pattern="^(csv|latbench)$", description="csv | latbench (pickle)"),
+    space: str = Query("nb201", description="Search space of the exported archs: nb201 | fbnet."),
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> Response:
-    """The device's measurements as an attachment: CSV (every row, with its conditions and cold-start figures) or a
-    LatBench pickle (its layout has no conditions: only the rows measured under the device's own)."""
+    """The device's measurements of one space as an attachment: CSV (every row, with its conditions and cold-start
+    figures) or a LatBench pickle (its layout has no conditions: only the rows measured under the device's own);
+    422 naming ``space`` for an unknown space or one the device has no measurements of while it has others."""
     device = get_device(session, name)
-    rows = datasets.device_rows(session, device.name, own_conditions=format == "latbench")
+    rows = datasets.device_rows(
+        session, device.name, own_conditions=format == "latbench", space=request_space(space).name
+    )
     if format == "csv":
         return Response(
-            datasets.to_csv(rows),
+            datasets.to_csv(rows, space),
             media_type="text/csv",
             headers={"Content-Disposition": _attachment(f"{device.name}.csv")},
         )

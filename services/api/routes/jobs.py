@@ -6,13 +6,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from latfarm.predictor import nb201
 from latfarm.services.core.errors import NotFound, PermissionDenied
 from latfarm.services.domain import queue
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.models import Arch, Device, Job, JobBatch, Measurement
 
 from ..auth import Principal, require
-from ..deps import arch_indices, arch_strings, db, get_device
+from ..deps import db, get_device, request_archs
 from ..schemas import JobCancelled, JobCreate, JobCreated, JobItem, JobProgress
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -22,14 +23,14 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 def create_jobs(
     body: JobCreate, request: Request, session: Session = Depends(db), principal: Principal = Depends(require("jobs"))
 ) -> JobCreated:
-    """Queue one job per distinct arch on the device, under its conditions with the request's overrides, and wake
-    its agents; 422 naming the field for a bad condition."""
+    """Queue one job per distinct arch of the request's space on the device, under its conditions for that space
+    (``Conditions.for_space``) with the request's overrides, and wake its agents; 422 naming the field for a bad
+    arch, space or condition."""
     device = get_device(session, body.device)
     principal.check_device("jobs", device)
+    archs = request_archs(body.archs, body.space)
     overrides = body.conditions.model_dump(exclude_none=True) if body.conditions else None
-    conditions = conditions_of(device).merged(overrides)
-    strings = arch_strings()
-    archs = [strings[i] for i in arch_indices(body.archs, body.space)]
+    conditions = conditions_of(device).for_space(body.space).merged(overrides)
     batch = queue.submit_batch(
         session,
         device,
@@ -61,7 +62,8 @@ def job_progress(
         rows = session.execute(
             select(
                 Arch.arch,
-                Arch.nb201_index,
+                Arch.space,
+                Arch.reference_index,
                 Job.state,
                 Job.attempts,
                 Measurement.latency_ms,
@@ -77,7 +79,8 @@ def job_progress(
         result.items = [
             JobItem(
                 arch=arch,
-                nb201_index=index,
+                index=index,
+                nb201_index=index if space == nb201.SPACE else None,
                 state=state.value,
                 attempts=attempts,
                 latency_ms=latency,
@@ -85,7 +88,7 @@ def job_progress(
                 unstable=unstable,
                 error=error,
             )
-            for arch, index, state, attempts, latency, protocol, unstable, error in rows
+            for arch, space, index, state, attempts, latency, protocol, unstable, error in rows
         ]
     return result
 
@@ -94,8 +97,8 @@ def job_progress(
 def cancel_jobs(
     batch_id: str, session: Session = Depends(db), principal: Principal = Depends(require("read"))
 ) -> JobCancelled:
-    """Cancel a batch's queued and running jobs (404 when unknown; 403 unless the key submitted it, owns its device or is
-    an admin). Cancelled jobs are never leased; an agent measuring one drops it at its next heartbeat and its
+    """Cancel a batch's queued and running jobs (404 when unknown; 403 unless the key submitted it, owns its device
+    or is an admin). Cancelled jobs are never leased; an agent measuring one drops it at its next heartbeat and its
     report is refused. Done and failed jobs keep their results; cancelling twice cancels nothing more."""
     batch = session.get(JobBatch, batch_id)
     if batch is None:

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from latfarm.predictor import nb201
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP, attributes
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 from ..auth import Principal, require
-from ..deps import arch_index, db, get_device
+from ..deps import db, get_device, request_archs, request_space
 from ..schemas import ConditionsOut, MeasurementOut, MeasurementPage
 
 router = APIRouter(prefix="/v1/measurements", tags=["measurements"])
@@ -41,7 +42,10 @@ def decode_cursor(cursor: str) -> int:
 @router.get("", response_model=MeasurementPage)
 def list_measurements(
     device: str | None = Query(None, description="Device name."),
-    arch: str | None = Query(None, description="Arch string or NB201 index."),
+    space: str | None = Query(None, description="Search space (nb201 | fbnet); the space of 'arch' (default nb201)."),
+    arch: str | None = Query(
+        None, description="Arch string, or position in the space's reference set (FBNet: in the imported dataset)."
+    ),
     source: Source | None = Query(None),
     conditions_key: str | None = Query(
         None, description="Only rows measured under these conditions, e.g. nb201/32px/10cls/b1/fp32/reference."
@@ -51,10 +55,10 @@ def list_measurements(
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> MeasurementPage:
-    """Measurements filtered by device, arch, source and conditions key, ``limit`` per page; ``next`` pages on.
-    Each item carries its conditions and its cold-start figures (agent rows)."""
+    """Measurements filtered by device, space, arch, source and conditions key, ``limit`` per page; ``next`` pages
+    on. Each item carries its conditions and its cold-start figures (agent rows)."""
     query = (
-        select(Measurement, Device.name, Arch.arch, Arch.nb201_index)
+        select(Measurement, Device.name, Arch.arch, Arch.reference_index)
         .join(Device, Device.id == Measurement.device_id)
         .join(Arch, Arch.id == Measurement.arch_id)
         .order_by(Measurement.id)
@@ -62,9 +66,15 @@ def list_measurements(
     )
     if device is not None:
         query = query.where(Measurement.device_id == get_device(session, device).id)
+    if space is not None:
+        query = query.where(Arch.space == request_space(space).name)
     if arch is not None:
-        index = arch_index(int(arch) if arch.strip().isdigit() else arch, "arch")
-        query = query.where(Arch.nb201_index == index)
+        searched = request_space(space or nb201.SPACE)
+        if arch.strip().isdigit() and searched.reference_set() is None:  # positions of the stored (imported) archs
+            query = query.where(Arch.space == searched.name, Arch.reference_index == int(arch))
+        else:
+            (canonical,) = request_archs([int(arch) if arch.strip().isdigit() else arch], searched.name, "arch")
+            query = query.where(Arch.space == searched.name, Arch.arch == canonical)
     if source is not None:
         query = query.where(Measurement.source == source)
     if conditions_key is not None:
@@ -76,13 +86,16 @@ def list_measurements(
     return MeasurementPage(items=items, next=encode_cursor(items[-1].id) if len(rows) > limit else None)
 
 
-def measurement_out(m: Measurement, device: str, arch: str, nb201_index: int | None) -> MeasurementOut:
-    """A stored measurement as the REST API shows it (the one ``Measurement`` -> response mapping)."""
+def measurement_out(m: Measurement, device: str, arch: str, index: int | None) -> MeasurementOut:
+    """A stored measurement as the REST API shows it (the one ``Measurement`` -> response mapping); ``index`` is
+    the arch's reference position."""
+    conditions = Conditions.from_dict(m.conditions)
     return MeasurementOut(
         id=m.id,
         device=device,
         arch=arch,
-        nb201_index=nb201_index,
+        index=index,
+        nb201_index=index if conditions.space == nb201.SPACE else None,
         source=m.source.value,
         dataset=m.dataset,
         latency_ms=m.latency_ms,
@@ -90,6 +103,6 @@ def measurement_out(m: Measurement, device: str, arch: str, nb201_index: int | N
         agent_id=m.agent_id,
         job_id=m.job_id,
         created_at=m.created_at,
-        conditions=ConditionsOut.of(Conditions.from_dict(m.conditions)),
+        conditions=ConditionsOut.of(conditions),
         **attributes(m, FIGURES + SETUP + FIRST_USE),
     )
