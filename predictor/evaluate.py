@@ -219,13 +219,19 @@ def eval_transfer_cli(
     )  # fmt: skip
     console = Console()
     table = Table(title=f"transfer to unseen devices ({trials} trials, seed {seed})")
-    for col in ("K", "device", "spearman", "kendall", "±10%"):
+    for col in ("K", "device", "spearman", "kendall", "±10%", "within 1 std", "within 2 std"):
         table.add_column(col)
+    shown = (
+        ("spearman", ".4f"),
+        ("kendall", ".4f"),
+        ("acc10", ".3f"),
+        ("coverage_1sd", ".3f"),
+        ("coverage_2sd", ".3f"),
+    )
     for k, block in result["samples"].items():
         for name, s in block["per_device"].items():
-            table.add_row(k, name, _shown(s["spearman"], ".4f"), _shown(s["kendall"], ".4f"), _shown(s["acc10"], ".3f"))
-        table.add_row(k, "[b]mean", _shown(block["mean_spearman"], ".4f"), _shown(block["mean_kendall"], ".4f"),
-                      _shown(block["mean_acc10"], ".3f"), end_section=True)  # fmt: skip
+            table.add_row(k, name, *(_shown(s[m], spec) for m, spec in shown))
+        table.add_row(k, "[b]mean", *(_shown(block[f"mean_{m}"], spec) for m, spec in shown), end_section=True)
     console.print(table)
     for k, block in result["samples"].items():
         for name, reason in block["skipped"].items():
