@@ -1,9 +1,11 @@
 """Leave-one-device-out (and leave-one-family-out) transfer table of the latency predictor, plus serving time.
 
 For each device: pretrain on the others (cached by data hash), pick K archs with the default strategy, adapt,
-score every other arch. The family variant also drops the held-out device's batch-size siblings from pretraining.
+score every other arch (Spearman, ±10% share, share within 1 and 2 predicted std). The family variant drops the
+held-out device's whole family (``FAMILIES``: GPUs, server CPUs, phones, ...) from pretraining. ``--before`` prints
+an earlier run's ``--json`` (e.g. from the previous commit) above each row.
 
-    .venv/bin/python bench/predictor_loo.py --data ../shared/datasets/help-nb201 --trials 3
+    .venv/bin/python bench/predictor_loo.py --data ../shared/datasets/help-nb201 --trials 3 --json loo.json
 """
 
 from __future__ import annotations
@@ -21,13 +23,24 @@ from latfarm.predictor.help_data import load_help
 from latfarm.predictor.model import DeviceModel, Predictor
 from latfarm.predictor.pretrain import DEFAULT_EPOCHS
 
-GPU_FAMILIES = ("1080ti", "2080ti", "titanxp", "titanx", "titan_rtx")
+FAMILIES = {
+    "gpu": ("1080ti", "2080ti", "titan"),
+    "server_cpu": ("gold", "silver", "xeon"),
+    "phone": ("essential", "pixel", "samsung"),
+    "board": ("raspi", "jetson"),
+    "fpga": ("fpga",),
+    "asic": ("eyeriss", "asic", "edgetpu"),
+}
+"""Device families by name prefix (a device matching none is its own family)."""
+PRINTED = (("spearman", "rho"), ("acc10", "±10%"), ("coverage_1sd", "cov1"), ("coverage_2sd", "cov2"))
 
 
 def family(device: str) -> str:
-    """Batch-size variants of one GPU share a family (titanxp_1/_32/_256); other devices are their own."""
-    stem = device.rsplit("_", 1)[0]
-    return stem if stem in GPU_FAMILIES else device
+    """The device's family: desktop GPUs (every batch size), server CPUs, phones, boards, FPGAs, ASICs."""
+    for name, prefixes in FAMILIES.items():
+        if device.startswith(prefixes):
+            return name
+    return device
 
 
 def held_out_table(lat: dict, samples, trials, seed, epochs, cache, strategy, by_family: bool) -> dict:
@@ -46,20 +59,21 @@ def held_out_table(lat: dict, samples, trials, seed, epochs, cache, strategy, by
     }
 
 
-def print_table(title: str, table: dict) -> None:
+def print_table(title: str, table: dict, before: dict | None = None) -> None:
+    """Per device and K: Spearman, ±10% share, 1-sd and 2-sd coverage; with ``before``, its row above each."""
     ks = list(table)
+    head = " ".join(f"{label:>5s}" for _, label in PRINTED)
     print(f"\n{title}")
-    print(f"{'device':16s}" + "".join(f" | K={k:<3s} rho   tau   ±10%" for k in ks))
-    for name in next(iter(table.values()))["per_device"]:
-        row = "".join(
-            f" |   {table[k]['per_device'][name]['spearman']:.3f} {table[k]['per_device'][name]['kendall']:.3f}"
-            f" {table[k]['per_device'][name]['acc10']:.3f}"
-            for k in ks
-        )
-        print(f"{name:16s}{row}")
-    print(f"{'MEAN':16s}" + "".join(
-        f" |   {table[k]['mean_spearman']:.3f} {table[k]['mean_kendall']:.3f} {table[k]['mean_acc10']:.3f}" for k in ks
-    ))  # fmt: skip
+    print(f"{'device':16s} {'':6s}" + "".join(f" | K={k:<3s} {head}" for k in ks))
+    runs = {"before": before, "after": table} if before else {"": table}
+    for name in [*next(iter(table.values()))["per_device"], "MEAN"]:
+        for label, run in runs.items():
+            cells = []
+            for k in ks:
+                block = run[k] if name == "MEAN" else run[k]["per_device"].get(name)
+                keys = [f"mean_{m}" if name == "MEAN" else m for m, _ in PRINTED]
+                cells.append(" ".join(f"{block[m]:5.3f}" for m in keys) if block else " n/a " * len(keys))
+            print(f"{name:16s} {label:6s}" + "".join(f" | {'':5s} {c}" for c in cells))
 
 
 def serving_times(checkpoint: Path | None, lat: np.ndarray) -> dict:
@@ -96,6 +110,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None, help="pretrained-model cache [~/.cache/latfarm/predictor]")
     ap.add_argument("--skip-family", action="store_true")
     ap.add_argument("--json", type=Path, default=None, help="write all numbers here")
+    ap.add_argument("--before", type=Path, default=None, help="a --json of an earlier run: print its rows too")
     ap.add_argument("--write-metrics", type=Path, default=None, help="store the tables in this checkpoint")
     args = ap.parse_args()
     lat = load_help(args.data)
@@ -103,13 +118,20 @@ def main() -> None:
     common = dict(samples=samples, trials=args.trials, seed=args.seed, epochs=args.epochs, cache=args.cache)
     started = time.perf_counter()
     result = {"settings": {**vars(args), "data": str(args.data), "cache": str(args.cache)}}
+    before = json.loads(args.before.read_text()) if args.before else {}
     result["leave_one_device_out"] = held_out_table(lat, **common, strategy=args.strategy, by_family=False)
     print_table(
-        f"leave-one-device-out ({args.trials} trials, strategy {args.strategy})", result["leave_one_device_out"]
+        f"leave-one-device-out ({args.trials} trials, strategy {args.strategy})",
+        result["leave_one_device_out"],
+        before.get("leave_one_device_out"),
     )
     if not args.skip_family:
         result["leave_one_family_out"] = held_out_table(lat, **common, strategy=args.strategy, by_family=True)
-        print_table("leave-one-family-out (batch-size siblings also held out)", result["leave_one_family_out"])
+        print_table(
+            "leave-one-family-out (the held-out device's whole family left out of pretraining)",
+            result["leave_one_family_out"],
+            before.get("leave_one_family_out"),
+        )
     result["serving"] = serving_times(args.write_metrics, lat["pixel3"])
     print("\nserving 15,625 archs: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in result["serving"].items()))
     print(f"bench wall time {time.perf_counter() - started:.0f} s")

@@ -13,11 +13,11 @@ import numpy as np
 from latfarm.predictor.help_data import available_devices, data_hash, load_help
 from latfarm.predictor.model import Predictor
 from latfarm.predictor.pretrain import DEFAULT_EPOCHS, MODEL_REVISION, pretrain
-from latfarm.predictor.scores import score
+from latfarm.predictor.scores import coverage, score
 from latfarm.predictor.selection import select_random
 
 DEFAULT_CACHE = Path.home() / ".cache" / "latfarm" / "predictor"
-METRICS = ("spearman", "kendall", "acc10")
+METRICS = ("spearman", "kendall", "acc10", "coverage_1sd", "coverage_2sd")
 MIN_SCORED = 3  # a (device, K) is scored on at least this many measured archs beyond its K samples, else skipped
 
 
@@ -70,7 +70,8 @@ def transfer_scores(
     dump: Path | None = None,
     advance=None,
 ) -> dict:
-    """Per K: mean and per-device (trial-averaged) Spearman, Kendall, ±10% share on every arch not sampled.
+    """Per K: mean and per-device (trial-averaged) Spearman, Kendall, ±10% share and 1/2-sd coverage of the
+    predicted ``std_ms`` (``scores.coverage``) on every arch not sampled.
 
     A device with fewer than K + ``MIN_SCORED`` measured archs is left out of that K only, with the reason under
     the K's ``skipped`` (``{device: reason}``); a K no device could be scored on has ``None`` means.
@@ -98,7 +99,7 @@ def transfer_scores(
                 model = predictor.adapt(idx, lat[idx])
                 mean, std = model.predict()
                 rest = np.setdiff1d(np.flatnonzero(~np.isnan(lat)), idx)
-                runs.append(score(mean[rest], lat[rest]))
+                runs.append(score(mean[rest], lat[rest]) | coverage(mean[rest], std[rest], lat[rest]))
                 if dump is not None:
                     np.savez(
                         Path(dump) / f"{name}_k{k}_t{trial}.npz", samples=np.asarray(idx), pred_ms=mean, std_ms=std
@@ -218,13 +219,19 @@ def eval_transfer_cli(
     )  # fmt: skip
     console = Console()
     table = Table(title=f"transfer to unseen devices ({trials} trials, seed {seed})")
-    for col in ("K", "device", "spearman", "kendall", "±10%"):
+    for col in ("K", "device", "spearman", "kendall", "±10%", "within 1 std", "within 2 std"):
         table.add_column(col)
+    shown = (
+        ("spearman", ".4f"),
+        ("kendall", ".4f"),
+        ("acc10", ".3f"),
+        ("coverage_1sd", ".3f"),
+        ("coverage_2sd", ".3f"),
+    )
     for k, block in result["samples"].items():
         for name, s in block["per_device"].items():
-            table.add_row(k, name, _shown(s["spearman"], ".4f"), _shown(s["kendall"], ".4f"), _shown(s["acc10"], ".3f"))
-        table.add_row(k, "[b]mean", _shown(block["mean_spearman"], ".4f"), _shown(block["mean_kendall"], ".4f"),
-                      _shown(block["mean_acc10"], ".3f"), end_section=True)  # fmt: skip
+            table.add_row(k, name, *(_shown(s[m], spec) for m, spec in shown))
+        table.add_row(k, "[b]mean", *(_shown(block[f"mean_{m}"], spec) for m, spec in shown), end_section=True)
     console.print(table)
     for k, block in result["samples"].items():
         for name, reason in block["skipped"].items():

@@ -4,7 +4,8 @@ A device's latency, divided by its mean latency, is ``phi(arch) . w`` with ``phi
 arch embeddings and ``w`` the device's head (its embedding). Source devices give heads ``w_d``; their mean and
 covariance form a Gaussian prior. A new device's K samples (ms) set a scale (``s0``) and refine ``w`` in closed
 form; the noise variance, the prior's spread and the width of a broad op-cost component are weighed on grids by
-marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels).
+marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels). Samples
+in whole milliseconds add the rounding variance (1/12 ms^2) to the noise.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ MIN_WEIGHT = 1e-3
 """Hyperparameter settings below this share of the best one's posterior weight are left out of the average."""
 MIN_RELATIVE = 0.2
 """Floor of a sample's latency relative to the samples' mean when scaling its noise (near-zero cells)."""
+QUANTUM_MS = 1.0
+"""Resolution of latencies reported in whole milliseconds (phone runtimes): rounding adds ``QUANTUM_MS**2 / 12``
+of variance to every such measurement, a floor under the noise of that device that no fit removes."""
 
 
 @dataclass(frozen=True)
@@ -127,21 +131,31 @@ def posterior(
     y = y_ms / scale
     resid = y - phi_s @ prior.mean
     rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2 if robust else np.ones(len(y))
-    mean, cov, noise = _average(prior, phi_s, resid, rel_var, robust)
-    return Posterior(mean, cov, scale, noise)
+    floor = quantisation_variance(y_ms) / scale**2 if robust else 0.0
+    mean, cov, noise = _average(prior, phi_s, resid, rel_var, robust, floor)
+    return Posterior(mean, cov, scale, noise + floor)
+
+
+def quantisation_variance(y_ms: np.ndarray) -> float:
+    """Variance (ms^2) that rounding to whole milliseconds adds when every sample is a whole number of ms (K >= 2
+    continuous measurements are all whole by chance with probability ~0); else 0."""
+    steps = np.asarray(y_ms, dtype=np.float64) / QUANTUM_MS
+    whole = len(steps) >= 2 and bool(np.all(np.abs(steps - np.round(steps)) < 1e-9))
+    return QUANTUM_MS**2 / 12 if whole else 0.0
 
 
 def _average(
-    prior: Prior, phi_s: np.ndarray, resid: np.ndarray, rel_var: np.ndarray, robust: bool
+    prior: Prior, phi_s: np.ndarray, resid: np.ndarray, rel_var: np.ndarray, robust: bool, floor: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Posterior mean, covariance and noise: all hyperparameter settings weighed by marginal likelihood (robust)
-    or the best one; ``rel_var`` = per-sample multipliers of the noise variance."""
+    or the best one; ``rel_var`` = per-sample multipliers of the noise variance, ``floor`` = variance every sample
+    has besides (quantisation; not part of the returned noise)."""
     broad = _broad_variance(phi_s)
     root = np.sqrt(rel_var)
     settings, logliks = [], []
     for spread_w, broad_w in itertools.product(SPREAD_GRID, BROAD_GRID if robust else (0.0,)):
         cov = prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad
-        lam, vec = np.linalg.eigh(phi_s @ cov @ phi_s.T / np.outer(root, root))
+        lam, vec = np.linalg.eigh((phi_s @ cov @ phi_s.T + floor * np.eye(len(resid))) / np.outer(root, root))
         z2 = (vec.T @ (resid / root)) ** 2
         extra = 2 * np.log(root).sum() - 2 * BROAD_LOG_PRIOR * (broad_w > 0)
         for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
@@ -159,7 +173,7 @@ def _average(
     for j in keep:
         cov, noise = settings[j]
         c_phi = phi_s @ cov
-        gain = np.linalg.solve(c_phi @ phi_s.T + noise * np.diag(rel_var), c_phi).T  # [F, K]
+        gain = np.linalg.solve(c_phi @ phi_s.T + noise * np.diag(rel_var) + floor * np.eye(len(resid)), c_phi).T
         parts.append((weights[j], prior.mean + gain @ resid, cov - gain @ c_phi, noise))
     total = sum(p[0] for p in parts)
     mean = sum(w * m for w, m, _, _ in parts) / total

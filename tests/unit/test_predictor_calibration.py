@@ -1,0 +1,61 @@
+"""Calibration of the predicted spread: the coverage score, its place in ``eval transfer``, whole-ms noise floor."""
+
+import numpy as np
+import pytest
+
+from latfarm.predictor.evaluate import transfer_scores
+from latfarm.predictor.model import Predictor
+from latfarm.predictor.prior import QUANTUM_MS, quantisation_variance
+from latfarm.predictor.scores import coverage
+from latfarm.predictor.synthetic import synthetic_device
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Predictor.load()
+
+
+def test_coverage_counts_errors_within_one_and_two_std():
+    true = np.full(5, 10.0)
+    pred = true + np.array([0.0, -0.5, 1.0, 1.5, -2.5])
+    assert coverage(pred, np.ones(5), true) == {"coverage_1sd": 0.6, "coverage_2sd": 0.8}  # bounds included
+
+
+def test_coverage_of_a_right_gaussian_spread_is_68_and_95_percent():
+    rng = np.random.default_rng(0)
+    true = rng.uniform(5, 20, 200_000)
+    std = 0.05 * true
+    pred = true + std * rng.standard_normal(len(true))
+    right = coverage(pred, std, true)
+    assert abs(right["coverage_1sd"] - 0.683) < 0.005 and abs(right["coverage_2sd"] - 0.954) < 0.005
+    wide = coverage(pred, 2 * std, true)
+    assert abs(wide["coverage_1sd"] - 0.954) < 0.005 and wide["coverage_2sd"] > 0.999
+
+
+def test_transfer_scores_report_coverage_per_device_and_mean(shipped, tmp_path):
+    test = {f"dev{i}": synthetic_device(kind, seed=i) for i, kind in enumerate(("overhead", "memory_bound"))}
+    out = transfer_scores(shipped, test, [5], 2, seed=3, dump=tmp_path)
+    block = out["5"]
+    for name, lat in test.items():
+        runs = []
+        for trial in range(2):
+            run = np.load(tmp_path / f"{name}_k5_t{trial}.npz")
+            rest = np.setdiff1d(np.arange(len(lat)), run["samples"])
+            runs.append(coverage(run["pred_ms"][rest], run["std_ms"][rest], lat[rest]))
+        for m in ("coverage_1sd", "coverage_2sd"):
+            assert block["per_device"][name][m] == pytest.approx(np.mean([r[m] for r in runs]))
+        assert 0 < block["per_device"][name]["coverage_1sd"] <= block["per_device"][name]["coverage_2sd"] <= 1
+    for m in ("coverage_1sd", "coverage_2sd"):
+        assert block[f"mean_{m}"] == pytest.approx(np.mean([v[m] for v in block["per_device"].values()]))
+
+
+def test_whole_millisecond_samples_floor_the_predicted_spread(shipped):
+    assert quantisation_variance(np.array([3.0, 4.0, 17.0])) == pytest.approx(QUANTUM_MS**2 / 12)
+    assert quantisation_variance(np.array([3.0, 4.2, 17.0])) == 0.0
+    assert quantisation_variance(np.array([3.0])) == 0.0  # one whole number says nothing
+    lat = synthetic_device("overhead", seed=1, noise=0.0, quantum_ms=1.0, mean_ms=15.0)
+    idx = shipped.select_samples(10, seed=0)
+    _, std = shipped.adapt(idx, lat[idx]).predict()
+    assert std.min() >= np.sqrt(1 / 12) - 1e-9
+    _, std_fine = shipped.adapt(idx, lat[idx] + 0.01).predict()  # the same values, not whole ms
+    assert np.median(std) > np.median(std_fine)
