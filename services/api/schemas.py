@@ -191,6 +191,12 @@ class ConditionsOut(BaseModel):
         return cls(key=conditions.key, **conditions.to_dict())
 
 
+class MeasurementReview(BaseModel):
+    """Why an admin quarantines, releases or deletes a measurement (kept in the audit log)."""
+
+    reason: str = Field("", max_length=500)
+
+
 class MeasurementOut(BaseModel):
     """One stored measurement; latencies in milliseconds."""
 
@@ -211,6 +217,7 @@ class MeasurementOut(BaseModel):
     p90_ms: float | None
     runs: int | None
     unstable: bool
+    quarantined: bool = Field(description="Set by an admin: kept, but read by no estimate, ranking or export.")
     runtime: str | None
     runtime_version: str | None
     provider: str | None

@@ -21,7 +21,7 @@ from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP
 from latfarm.services.store.crud import device_by_name
-from latfarm.services.store.models import Arch, Device, Measurement, Source
+from latfarm.services.store.models import Arch, Device, Measurement, Source, usable
 
 # latency_ms is the headline figure; statistic says how an agent computed it (empty for imported rows)
 CONDITION_FIELDS = ("batch_size", "precision", "graph", "resolution", "classes")  # from the row's conditions
@@ -37,8 +37,9 @@ ROW_FIELDS = (
 
 
 def device_rows(session: Session, device_name: str, own_conditions: bool = False) -> list[dict]:
-    """Every measurement of a device (one row each, by NB201 index), with the arch, its op vector and the row's
-    conditions; ``own_conditions``: only those measured under the device's own (``predictions.conditions_of``)."""
+    """Every usable (not quarantined) measurement of a device (one row each, by NB201 index), with the arch, its op
+    vector and the row's conditions; ``own_conditions``: only those measured under the device's own
+    (``predictions.conditions_of``)."""
     device = device_by_name(session, device_name)
     if device is None:
         known = session.scalars(select(Device.name).order_by(Device.name).limit(21)).all()
@@ -49,7 +50,7 @@ def device_rows(session: Session, device_name: str, own_conditions: bool = False
     query = (
         select(Arch.arch, Arch.nb201_index, Measurement.protocol, Measurement.conditions, *columns)
         .join(Arch, Measurement.arch_id == Arch.id)
-        .where(Measurement.device_id == device.id)
+        .where(Measurement.device_id == device.id, usable())
         .order_by(Arch.nb201_index, Measurement.id)
     )
     if own_conditions:

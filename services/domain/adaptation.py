@@ -32,6 +32,7 @@ from latfarm.services.store.models import (
     JobState,
     Measurement,
     Source,
+    usable,
     utcnow,
 )
 
@@ -131,6 +132,7 @@ def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list[in
             Arch.nb201_index.in_(adaptation.sample_archs),
             Measurement.conditions_key == adaptation.conditions_key,
             Measurement.source == Source.measured,
+            usable(),
         )
     ).all()
     by_index: dict[int, list[float]] = {}

@@ -5,20 +5,22 @@ from __future__ import annotations
 import base64
 import binascii
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.domain import review
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP, attributes
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 from ..auth import Principal, require
 from ..deps import arch_index, db, get_device
-from ..schemas import ConditionsOut, MeasurementOut, MeasurementPage
+from ..schemas import ConditionsOut, MeasurementOut, MeasurementPage, MeasurementReview
 
 router = APIRouter(prefix="/v1/measurements", tags=["measurements"])
+MEASUREMENT_ID = Path(ge=1, le=2**63 - 1, description="The measurement's id.")
 
 
 def encode_cursor(last_id: int) -> str:
@@ -43,6 +45,7 @@ def list_measurements(
     device: str | None = Query(None, description="Device name."),
     arch: str | None = Query(None, description="Arch string or NB201 index."),
     source: Source | None = Query(None),
+    quarantined: bool | None = Query(None, description="Only quarantined (true) or usable (false) rows."),
     conditions_key: str | None = Query(
         None, description="Only rows measured under these conditions, e.g. nb201/32px/10cls/b1/fp32/reference."
     ),
@@ -67,6 +70,8 @@ def list_measurements(
         query = query.where(Arch.nb201_index == index)
     if source is not None:
         query = query.where(Measurement.source == source)
+    if quarantined is not None:
+        query = query.where(Measurement.quarantined.is_(quarantined))
     if conditions_key is not None:
         query = query.where(Measurement.conditions_key == conditions_key)
     if cursor:
@@ -74,6 +79,56 @@ def list_measurements(
     rows = session.execute(query).all()
     items = [measurement_out(m, device_name, arch_string, index) for m, device_name, arch_string, index in rows[:limit]]
     return MeasurementPage(items=items, next=encode_cursor(items[-1].id) if len(rows) > limit else None)
+
+
+@router.post("/{measurement_id}/quarantine", response_model=MeasurementOut)
+def quarantine(
+    body: MeasurementReview,
+    measurement_id: int = MEASUREMENT_ID,
+    session: Session = Depends(db),
+    principal: Principal = Depends(require("admin")),
+) -> MeasurementOut:
+    """Quarantine a measurement (admin): it is kept and listed, but no prediction, ranking, adaptation or export
+    reads it. Audited."""
+    review.set_quarantined(session, measurement_id, True, principal.name, body.reason)
+    session.commit()
+    return one_measurement(session, measurement_id)
+
+
+@router.post("/{measurement_id}/release", response_model=MeasurementOut)
+def release(
+    body: MeasurementReview,
+    measurement_id: int = MEASUREMENT_ID,
+    session: Session = Depends(db),
+    principal: Principal = Depends(require("admin")),
+) -> MeasurementOut:
+    """Release a quarantined measurement (admin): estimates read it again. Audited."""
+    review.set_quarantined(session, measurement_id, False, principal.name, body.reason)
+    session.commit()
+    return one_measurement(session, measurement_id)
+
+
+@router.delete("/{measurement_id}", status_code=204)
+def delete_measurement(
+    measurement_id: int = MEASUREMENT_ID,
+    reason: str = Query("", max_length=500, description="Why (kept in the audit log)."),
+    session: Session = Depends(db),
+    principal: Principal = Depends(require("admin")),
+) -> None:
+    """Delete a measurement for good (admin). Audited."""
+    review.delete(session, measurement_id, principal.name, reason)
+    session.commit()
+
+
+def one_measurement(session: Session, measurement_id: int) -> MeasurementOut:
+    """Measurement ``measurement_id`` as the REST API shows it."""
+    m, device_name, arch_string, index = session.execute(
+        select(Measurement, Device.name, Arch.arch, Arch.nb201_index)
+        .join(Device, Device.id == Measurement.device_id)
+        .join(Arch, Arch.id == Measurement.arch_id)
+        .where(Measurement.id == measurement_id)
+    ).one()
+    return measurement_out(m, device_name, arch_string, index)
 
 
 def measurement_out(m: Measurement, device: str, arch: str, nb201_index: int | None) -> MeasurementOut:
@@ -91,5 +146,6 @@ def measurement_out(m: Measurement, device: str, arch: str, nb201_index: int | N
         job_id=m.job_id,
         created_at=m.created_at,
         conditions=ConditionsOut.of(Conditions.from_dict(m.conditions)),
+        quarantined=m.quarantined,
         **attributes(m, FIGURES + SETUP + FIRST_USE),
     )
