@@ -24,6 +24,7 @@ from latfarm.services.store.models import (
     AdaptState,
     Agent,
     ApiKey,
+    AuditEntry,
     Device,
     Job,
     JobBatch,
@@ -334,4 +335,29 @@ def test_tables_show_the_data_first(app_and_ids):
     assert dashboard.metric_texts({"measured": 8, "fit_mean_abs_rel_error": 0.0512}) == [
         "archs measured: 8",
         "fit error (mean |relative|, its samples): 5.1 %",
+    ]
+
+
+def test_admins_quarantine_and_release_measurements_audited(app_and_ids):
+    """#18 item 1: the measurement list's actions quarantine and release rows, each audited under the key's name."""
+    app, _ids = app_and_ids
+    with app.state.sessions() as s:
+        first, second = s.scalars(select(Measurement.id).order_by(Measurement.id).limit(2))
+    with TestClient(app) as client:
+        assert (
+            client.get(f"/admin/measurement/action/quarantine?pks={first}", follow_redirects=False).status_code == 302
+        )
+        assert _login(client, ADMIN_KEY).status_code == 302
+        response = client.get(f"/admin/measurement/action/quarantine?pks={first},{second}", follow_redirects=False)
+        assert response.status_code == 302 and response.headers["location"].endswith("/admin/measurement/list")
+        assert "of 2 items" in client.get("/admin/measurement/list?quarantined=true").text
+        client.get(f"/admin/measurement/action/release?pks={second}")
+        assert client.get("/admin/audit-entry/list").status_code == 200
+    with app.state.sessions() as s:
+        assert [m for m in s.scalars(select(Measurement.id).where(Measurement.quarantined))] == [first]
+        audit = [(a.actor, a.action, a.target) for a in s.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+    assert audit == [
+        ("LATFARM_ADMIN_KEY", "quarantine", f"measurement {first}"),
+        ("LATFARM_ADMIN_KEY", "quarantine", f"measurement {second}"),
+        ("LATFARM_ADMIN_KEY", "release", f"measurement {second}"),
     ]
