@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+
 import grpc
 import pytest
 from sqlalchemy import func, select
 
+from latfarm.agents.backends import available_backends
+from latfarm.agents.cache import ArtifactCache
+from latfarm.agents.connection import Connection
+from latfarm.agents.loop import AgentLoop
+from latfarm.agents.options import AgentOptions
 from latfarm.proto.v1 import agent_pb2
 from latfarm.proto.v1.limits import MAX_MESSAGE_BYTES
 from latfarm.services.infra.wakeups import make_notifier
@@ -104,3 +111,24 @@ def test_oversized_agent_data_is_refused_naming_the_field(farm):
     assert stored(farm) == 0
     with farm.sessions() as s:
         assert {j.state for j in s.scalars(select(Job))} == {JobState.running}
+
+
+def test_a_cache_that_fails_mid_run_fails_the_jobs_with_an_error_class(farm, tmp_path):
+    """#18 item 6: an OSError storing an artifact is reported as a fetch failure, so attempts count (max 2 here) and
+    the jobs end failed instead of going back to the queue for ever."""
+    submit(farm, ARCHS[:2])
+    stop = threading.Event()
+    conn = Connection(farm.address, stop)
+    conn.credential = conn.register(farm.token, DESCRIPTOR, "pi").credential
+    cache = ArtifactCache(tmp_path / "agent" / "cache", 1 << 20)
+    cache.root.rmdir()
+    cache.root.write_text("the folder was replaced by a file")
+    options = AgentOptions(farm.address, state_dir=tmp_path / "agent", once=True)
+    try:
+        AgentLoop(conn, available_backends(None), cache, options, stop, 5.0).run()
+    finally:
+        conn.close()
+    with farm.sessions() as s:
+        jobs = s.scalars(select(Job)).all()
+    assert [(j.state, j.attempts) for j in jobs] == [(JobState.failed, 2)] * 2
+    assert all("fetch failed" in (j.error or "") for j in jobs), [j.error for j in jobs]
