@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from latfarm.predictor import nb201
 from latfarm.services.core.errors import FailedPrecondition
 from latfarm.services.domain.conditions import Conditions, device_conditions
+from latfarm.services.domain.outliers import robust_adapt
 from latfarm.services.store.crud import active_adaptation
 from latfarm.services.store.models import Adaptation, Arch, Device, Measurement, Source, usable
 
@@ -223,7 +224,7 @@ class PredictionService:
         if len(indices) > MAX_ARCHS_ON_THE_FLY:
             indices = np.sort(np.random.default_rng(device.id).choice(indices, MAX_ARCHS_ON_THE_FLY, replace=False))
         try:
-            return predictor.adapt(indices, [measured[int(i)].latency_ms for i in indices])
+            return robust_adapt(predictor, indices, [measured[int(i)].latency_ms for i in indices])[0]
         except Exception as err:  # noqa: BLE001
             log.exception("on-the-fly adaptation for %s failed", device.name)
             raise NoEstimate(f"could not fit the predictor to device {device.name!r}: {err}") from err

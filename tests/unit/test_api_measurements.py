@@ -97,7 +97,7 @@ def test_admins_quarantine_release_and_delete_measurements_audited(api, keys):
         assert response.status_code == 200, response.text
         return [(i["latency_ms"], i["source"]) for i in response.json()["items"]]
 
-    assert predicted()[0] == (1e308, "measured") and predicted()[1][0] is None  # the fit fails on the overflow
+    assert predicted()[0] == (1e308, "measured") and 0 < predicted()[1][0] < 100  # the fit leaves it out
     for scope in ("client", "owner"):
         refused = api.post(f"/v1/measurements/{bogus['id']}/quarantine", json={}, headers=keys[scope])
         assert refused.status_code == 403, refused.text
