@@ -28,6 +28,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 GRAPHS = nb201.GRAPHS
 SPACES = ("nb201",)
 MAX_BATCH_SIZE = 1024
+RANGES = {"resolution": (8, 1024), "classes": (1, 100_000), "batch_size": (1, MAX_BATCH_SIZE)}  # integers, inclusive
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Conditions:
         _check_choice("space", self.space, SPACES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("graph", self.graph, GRAPHS)
-        for name, low, high in (("resolution", 8, 1024), ("classes", 1, 100_000), ("batch_size", 1, MAX_BATCH_SIZE)):
+        for name, (low, high) in RANGES.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise InvalidArgument(f"{name} must be an integer in [{low}, {high}], got {value!r}", field=name)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain import review
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP, attributes
@@ -17,40 +13,36 @@ from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 from ..auth import Principal, require
 from ..deps import arch_index, db, get_device
-from ..schemas import ConditionsOut, MeasurementOut, MeasurementPage, MeasurementReview
+from ..schemas import ARCH_QUERY_PATTERN, ConditionsOut, MeasurementOut, MeasurementPage, MeasurementReview
 
 router = APIRouter(prefix="/v1/measurements", tags=["measurements"])
 MEASUREMENT_ID = Path(ge=1, le=2**63 - 1, description="The measurement's id.")
 
 
+CURSOR_PATTERN = r"^m[0-9]{1,18}$"  # every string of this form is a cursor (an id past the end gives an empty page)
+
+
 def encode_cursor(last_id: int) -> str:
     """The opaque cursor of the page after measurement ``last_id``."""
-    return base64.urlsafe_b64encode(f"m:{last_id}".encode()).decode().rstrip("=")
+    return f"m{last_id}"
 
 
 def decode_cursor(cursor: str) -> int:
-    """The measurement id a cursor from ``encode_cursor`` stands for; ``InvalidArgument`` when it is not one."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = text.partition(":")
-        if prefix != "m":
-            raise ValueError(text)
-        return int(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as err:
-        raise InvalidArgument("cursor: not a cursor from a previous page's 'next'", field="cursor") from err
+    """The measurement id a cursor from ``encode_cursor`` (``CURSOR_PATTERN``) stands for."""
+    return int(cursor[1:])
 
 
 @router.get("", response_model=MeasurementPage)
 def list_measurements(
     device: str | None = Query(None, description="Device name."),
-    arch: str | None = Query(None, description="Arch string or NB201 index."),
+    arch: str | None = Query(None, pattern=ARCH_QUERY_PATTERN, description="Arch string or NB201 index."),
     source: Source | None = Query(None),
     quarantined: bool | None = Query(None, description="Only quarantined (true) or usable (false) rows."),
     conditions_key: str | None = Query(
         None, description="Only rows measured under these conditions, e.g. nb201/32px/10cls/b1/fp32/reference."
     ),
     limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = Query(None, description="The 'next' value of the previous page."),
+    cursor: str | None = Query(None, pattern=CURSOR_PATTERN, description="The 'next' value of the previous page."),
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> MeasurementPage:
