@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from markupsafe import Markup, escape
 from sqladmin import ModelView, action
@@ -16,6 +16,7 @@ from sqladmin.filters import (
     StaticValuesFilter,
 )
 from sqlalchemy import Select, Subquery, func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
@@ -312,7 +313,7 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
         actor = request.session.get("user_id") or "admin-ui"
 
         def apply() -> None:
-            with transaction(self.session_maker) as session:
+            with transaction(cast("sessionmaker[Session]", self.session_maker)) as session:
                 for measurement_id in ids:
                     review.set_quarantined(session, measurement_id, quarantined, actor, "admin UI")
 

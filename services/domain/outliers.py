@@ -17,7 +17,7 @@ MAX_FACTOR = 10.0  # HELP: but pixel3's glitched rows, every arch lies within 7.
 MAX_SHARE = 0.25
 
 
-def inliers(predictor, indices: Sequence[int], latencies_ms: Sequence[float]) -> np.ndarray:
+def inliers(predictor, indices: Sequence[int] | np.ndarray, latencies_ms: Sequence[float] | np.ndarray) -> np.ndarray:
     """A boolean mask over the samples: True for those to fit, False for the outliers to leave out."""
     values = np.asarray(latencies_ms, dtype=np.float64)
     keep = np.ones(len(values), dtype=bool)
@@ -35,7 +35,7 @@ def inliers(predictor, indices: Sequence[int], latencies_ms: Sequence[float]) ->
     return keep
 
 
-def robust_adapt(predictor, indices: Sequence[int], latencies_ms: Sequence[float]):
+def robust_adapt(predictor, indices: Sequence[int] | np.ndarray, latencies_ms: Sequence[float] | np.ndarray):
     """``predictor.adapt`` on the ``inliers`` only; returns (model, indices left out)."""
     idx, values = np.asarray(indices, dtype=np.int64), np.asarray(latencies_ms, dtype=np.float64)
     keep = inliers(predictor, idx, values)
