@@ -16,10 +16,13 @@ class ArtifactCache:
     """Artifacts by sha256 in one folder, at most ``max_bytes`` in all."""
 
     def __init__(self, root: Path, max_bytes: int):
-        """Use (and create) the folder ``root``."""
+        """Use (and create) the folder ``root``; ``OSError`` when it cannot be created or written."""
         self.root = Path(root)
         self.max_bytes = max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
+        probe = self.root / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
 
     def path(self, sha256: str) -> Path:
         """Where the artifact with this digest is (or would be) stored."""

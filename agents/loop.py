@@ -235,7 +235,7 @@ class AgentLoop:
             try:
                 path = self.artifact(job.artifact_sha256, protect)
                 tasks.append(ModelTask(job.job_id, path, list(job.input_shape), conditions))
-            except (ArtifactError, grpc.RpcError, ValueError) as err:
+            except (ArtifactError, grpc.RpcError, ValueError, OSError) as err:  # the attempt counts: no hand-back
                 message = err.details() if isinstance(err, grpc.RpcError) else str(err)
                 failed.append(ModelResult(job.job_id, error_class=FETCH, error_message=f"fetch failed: {message}"))
         before = ClockState.now(self.affinity)

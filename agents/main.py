@@ -101,11 +101,17 @@ def run_agent(options: AgentOptions) -> None:
         raise AgentError(str(err)) from err
     if state is None and not options.enroll:
         raise AgentError(f"not registered yet (no state in {state_dir}): pass --enroll TOKEN")
+    try:
+        cache = ArtifactCache(state_dir / "cache", options.cache_mb << 20)
+    except OSError as err:
+        raise AgentError(
+            f"the artifact cache {state_dir / 'cache'} is not writable ({err.strerror or err}): fix its permissions "
+            "or pass another --state-dir"
+        ) from err
     stop = threading.Event()
     install_signal_handlers(stop)
     credential = state.credential if state else None
     conn = Connection(options.server, stop, credential, log, tls=options.tls, root_certificates=root_certificates)
-    cache = ArtifactCache(state_dir / "cache", options.cache_mb << 20)
 
     def serve(heartbeat_s: float) -> None:
         loop = AgentLoop(conn, backends, cache, options, stop, heartbeat_s, cpus, log)

@@ -13,6 +13,7 @@ from latfarm.agents.conditions import JobConditions
 from latfarm.agents.descriptor import ClockState, governor
 from latfarm.agents.measurement import MeasureSettings, ModelResult
 from latfarm.proto.v1 import agent_pb2
+from latfarm.proto.v1.limits import string_limit
 from latfarm.proto.v1.names import ERROR_CLASSES
 
 
@@ -56,7 +57,7 @@ def result_message(
         "session_create_ms": result.session_create_ms,
         "first_inference_ms": result.first_inference_ms,
         "error_class": error_class,
-        "error_message": message,
+        "error_message": message[: string_limit("error_message")],
         "unstable": result.unstable,
         "provider": result.provider,
     }

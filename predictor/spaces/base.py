@@ -48,7 +48,8 @@ class InputVariant:
 
 class SearchSpace(ABC):
     """One search space. Subclasses set ``name``, ``length`` (searchable positions), ``choices`` (options per
-    position), ``input_variants`` and ``default_variant``, and implement ``parse``, ``to_string`` and ``build``."""
+    position), ``input_variants``, ``default_variant`` and ``string_pattern``, and implement ``parse``,
+    ``to_string`` and ``build``."""
 
     name: str
     length: int
@@ -56,6 +57,8 @@ class SearchSpace(ABC):
     input_variants: Mapping[str, InputVariant]
     default_variant: str
     graphs: tuple[str, ...] = ("reference",)
+    string_pattern: str
+    """A regular expression matching exactly the canonical strings (the REST schema shows it)."""
     """The graph variants its networks are exported as (``export_network``); the first is the default."""
 
     @abstractmethod

@@ -87,6 +87,7 @@ class FBNetSpace(SearchSpace):
     choices = len(BLOCKS)
     input_variants = {name: variant for name, (variant, _) in VARIANTS.items()}
     default_variant = "cifar100"
+    string_pattern = f"^(?:{'|'.join(BLOCKS)})(?:{SEPARATOR}(?:{'|'.join(BLOCKS)})){{{NUM_LAYERS - 1}}}$"
 
     def __init__(self, reference: Sequence[Encoding] | None = None) -> None:
         """The space; ``reference`` (e.g. ``load_reference(folder)``) is checked arch by arch (``ArchError``)."""

@@ -35,6 +35,11 @@ class NB201Space(SearchSpace):
     }
     default_variant = "cifar10"
     graphs = nb201.GRAPHS
+    string_pattern = (
+        "^"
+        + r"\+".join(r"\|" + r"\|".join(f"(?:{'|'.join(nb201.OPS)})~{j}" for j in range(n)) + r"\|" for n in (1, 2, 3))
+        + "$"
+    )
 
     def parse(self, arch: str | Sequence[int]) -> Encoding:
         """The 6-op vector of an NB201 arch string or op vector; ``ArchError`` naming the offending part."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from markupsafe import Markup, escape
-from sqladmin import ModelView
+from sqladmin import ModelView, action
 from sqladmin._types import _UNSET, UnsetAny
 from sqladmin.filters import (
     AllUniqueStringValuesFilter,
@@ -16,17 +16,23 @@ from sqladmin.filters import (
     StaticValuesFilter,
 )
 from sqlalchemy import Select, Subquery, and_, func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import RedirectResponse
 
 from latfarm.predictor.spaces import SPACES, ArchError
 from latfarm.services.core.clock import as_utc
+from latfarm.services.domain import review
 from latfarm.services.domain.liveness import is_online, online_cutoff
+from latfarm.services.store.db import transaction
 from latfarm.services.store.models import (
     Adaptation,
     AdaptState,
     Agent,
     Arch,
     Artifact,
+    AuditEntry,
     Device,
     Job,
     JobState,
@@ -260,7 +266,8 @@ def _optional_figure(name: str, spec: str):
 
 
 class MeasurementAdmin(ReadOnlyView, model=Measurement):
-    """Imported data is not edited by hand: measurements are read-only.
+    """Imported data is not edited by hand: measurements are read-only, but an admin may quarantine (and release)
+    bogus rows, which estimates and exports then skip (``domain.review``, audited).
 
     The list shows, first, the headline ``latency_ms`` with its statistic and a warning on unstable rows, then the
     conditions it was measured under (their key) and the cold-start figures, narrow enough for 1400 px; the detail
@@ -273,6 +280,7 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
         Measurement.device,
         Measurement.latency_ms,
         Measurement.unstable,
+        Measurement.quarantined,
         Measurement.arch,
         Measurement.source,
         Measurement.dataset,
@@ -304,6 +312,7 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
         ValuesFilter(Measurement.conditions_key, title="Conditions"),
         BooleanFilter(Measurement.unstable),
         SpaceFilter(),
+        BooleanFilter(Measurement.quarantined),
         ArchFilter(),
     ]
     column_formatters = {
@@ -314,6 +323,40 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
         Measurement.first_inference_ms: _optional_figure("first_inference_ms", ".4g"),
     }
     column_formatters_detail = {Measurement.unstable: _unstable_mark}
+
+    @action("quarantine", "Quarantine", "Estimates and exports will skip the selected measurements.")
+    async def quarantine(self, request: Request) -> RedirectResponse:
+        """Quarantine the selected rows (``pks``), audited under the admin's key name."""
+        return await self._review(request, quarantined=True)
+
+    @action("release", "Release from quarantine", "Estimates and exports will read the selected measurements again.")
+    async def release(self, request: Request) -> RedirectResponse:
+        """Release the selected rows (``pks``) from quarantine, audited."""
+        return await self._review(request, quarantined=False)
+
+    async def _review(self, request: Request, quarantined: bool) -> RedirectResponse:
+        ids = [int(pk) for pk in request.query_params.get("pks", "").split(",") if pk.strip().isdigit()]
+        actor = request.session.get("user_id") or "admin-ui"
+
+        def apply() -> None:
+            with transaction(cast("sessionmaker[Session]", self.session_maker)) as session:
+                for measurement_id in ids:
+                    review.set_quarantined(session, measurement_id, quarantined, actor, "admin UI")
+
+        await run_in_threadpool(apply)
+        return RedirectResponse(request.url_for("admin:list", identity=self.identity), status_code=302)
+
+
+class AuditAdmin(ReadOnlyView, model=AuditEntry):
+    """Who quarantined, released or deleted which measurement, when, and what it held."""
+
+    name_plural = "Audit log"
+    icon = "fa-solid fa-clipboard-list"
+    column_list = [AuditEntry.at, AuditEntry.actor, AuditEntry.action, AuditEntry.target, AuditEntry.detail]
+    column_searchable_list = [AuditEntry.actor, AuditEntry.target]
+    column_sortable_list = [AuditEntry.at, AuditEntry.actor, AuditEntry.action]
+    column_default_sort = (AuditEntry.at, True)
+    column_filters = [ValuesFilter(AuditEntry.action), ValuesFilter(AuditEntry.actor)]
 
 
 class AdaptationAdmin(ReadOnlyView, model=Adaptation):
@@ -386,4 +429,5 @@ def model_views(heartbeat_interval_s: float) -> list[type[ModelView]]:
         MeasurementAdmin,
         ArtifactAdmin,
         AdaptationAdmin,
+        AuditAdmin,
     ]

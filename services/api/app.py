@@ -11,7 +11,7 @@ from latfarm.services.core import errors as core_errors
 from latfarm.services.infra.prometheus import MetricsMiddleware
 
 from .docs import install_docs
-from .errors import error, error_body, http_status, install_error_handlers
+from .errors import ERROR_RESPONSES, error, error_body, http_status, install_error_handlers
 from .routes import adapt, devices, health, jobs, keys, measurements, predict, rank
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     install_error_handlers(app)
     install_docs(app)
     for module in (health, devices, jobs, measurements, predict, rank, adapt, keys):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     mount_admin(app, runtime.sessions, runtime.settings)
     app.add_middleware(BodyLimit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

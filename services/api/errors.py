@@ -12,12 +12,31 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 
 from latfarm.predictor import nb201, spaces
 from latfarm.services.core.errors import ErrorCode, InvalidArgument, LatfarmError, Unavailable
 from latfarm.services.store.db import DATABASE_DOWN, UNAVAILABLE_MESSAGE
 
+from .schemas import ErrorOut
+
 log = logging.getLogger(__name__)
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")  # an OpenAPI path item's keys
+
+# The error answers every route documents (FastAPI's own 422 schema is replaced by the one shape).
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in (
+        (400, "The body is not valid JSON."),
+        (401, "No API key, or an unknown or revoked one."),
+        (403, "The key's scopes do not allow this."),
+        (404, "A named resource does not exist."),
+        (409, "The system's state does not allow this (yet)."),
+        (413, "The request body is too large."),
+        (422, "A field is invalid; the message names it."),
+        (503, "The database cannot serve; retry later."),
+    )
+}
 
 HTTP_STATUS: dict[ErrorCode, int] = {
     "invalid_argument": 422,
@@ -75,10 +94,20 @@ async def _arch_error(request: Request, exc: ValueError) -> JSONResponse:
     return await _latfarm_error(request, InvalidArgument(str(exc)))
 
 
-async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     response = error(exc.status_code, str(exc.detail))
     response.headers.update(exc.headers or {})
+    if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
+        response.headers["Allow"] = ", ".join(allowed_methods(request))
     return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the API documents for the request's path (its OpenAPI path item)."""
+    for template, item in request.app.openapi()["paths"].items():
+        if compile_path(template)[0].match(request.url.path):
+            return sorted(method.upper() for method in item if method in METHODS)
+    return []
 
 
 async def _database_down(request: Request, exc: Exception) -> JSONResponse:

@@ -5,17 +5,79 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+    model_validator,
+)
 
 from latfarm.predictor import nb201
-from latfarm.services.domain.conditions import MAX_BATCH_SIZE, Conditions, device_conditions
+from latfarm.predictor.spaces import SPACES as REGISTERED_SPACES
+from latfarm.predictor.spaces import get_space
+from latfarm.services.domain.conditions import (
+    GRAPHS,
+    MAX_BATCH_SIZE,
+    PRECISIONS,
+    RANGES,
+    SPACES,
+    Conditions,
+    device_conditions,
+)
 from latfarm.services.domain.names import MAX_NAME_LENGTH, NAME_PATTERN
 
 MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more
 MAX_ENROLLMENT_S = 366 * 24 * 3600  # the longest an enrollment token may live: a year
 Scope = Literal["client", "owner", "admin"]
-Arch = StrictStr | StrictInt  # an arch string, or an official NB201 index (JSON true / 1.0 are neither)
-SpaceArch = StrictStr | StrictInt | list[StrictInt]  # of any space: string, reference position or index list
+
+
+def _whole_number(value: object) -> object:
+    """JSON Schema's "integer": 3 and 3.0 (the int check then refuses 3.5); never true or "3"."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be an integer")
+    return value
+
+
+WHOLE = BeforeValidator(_whole_number)  # last in an integer request field: Annotated[int, Field(bounds), WHOLE]
+NB201_INDEX_SCHEMA = {"type": "integer", "minimum": 0, "maximum": nb201.NUM_ARCHS - 1}
+# An arch string, or an official NB201 index (3.0 is 3; true and "3" are neither); the schema shows the ones the
+# server accepts, its own check names what is wrong with one it refuses.
+Arch = Annotated[
+    StrictStr | Annotated[int, WHOLE],
+    WithJsonSchema(
+        {"anyOf": [NB201_INDEX_SCHEMA, {"type": "string", "pattern": get_space(nb201.SPACE).string_pattern}]}
+    ),
+]
+
+
+def _space_arch_schemas() -> list[dict]:
+    """Every registered space's arch forms: its canonical strings, its index lists and, where it has a reference
+    set, positions in it (NB201: official indices)."""
+    forms: list[dict] = []
+    for space in REGISTERED_SPACES.values():
+        item = {"type": "integer", "minimum": 0, "maximum": space.choices - 1}
+        forms.append({"type": "string", "pattern": space.string_pattern})
+        forms.append({"type": "array", "items": item, "minItems": space.length, "maxItems": space.length})
+        if (reference := space.reference_set()) is not None:
+            forms.append({"type": "integer", "minimum": 0, "maximum": len(reference) - 1})
+    return forms
+
+
+# An arch of any space: its string, its index list, or a position in its reference set (NB201: official index).
+SpaceArch = Annotated[
+    StrictStr | Annotated[int, WHOLE] | list[StrictInt], WithJsonSchema({"anyOf": _space_arch_schemas()})
+]
+# Choices the schema lists; the server's own check names a wrong one (422).
+Space = Annotated[str, WithJsonSchema({"type": "string", "enum": list(SPACES)})]
+Precision = Annotated[str, WithJsonSchema({"type": "string", "enum": list(PRECISIONS)})]
+Graph = Annotated[str, WithJsonSchema({"type": "string", "enum": list(GRAPHS)})]
+
+
 # Stored times are UTC; SQLite hands them back naive.
 UtcDatetime = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.replace(tzinfo=timezone.utc))]
 
@@ -33,10 +95,14 @@ class DeviceCreate(Strict):
     description: str = ""
     hardware: str = ""
     runtime: str = Field("onnxruntime", max_length=64)
-    precision: str = Field("fp32", max_length=16, description="fp32, fp16 or int8: its networks' precision")
-    batch_size: int = Field(1, ge=1, le=MAX_BATCH_SIZE)
-    resolution: int = Field(32, description="input height = width of its networks, px (NB201 on CIFAR-10: 32)")
-    classes: int = Field(10, description="output classes of its networks (CIFAR-10: 10)")
+    precision: Precision = Field("fp32", description="fp32, fp16 or int8: its networks' precision")
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE), WHOLE] = 1
+    resolution: Annotated[int, Field(ge=RANGES["resolution"][0], le=RANGES["resolution"][1]), WHOLE] = Field(
+        32, description="input height = width of its networks, px (NB201 on CIFAR-10: 32)"
+    )
+    classes: Annotated[int, Field(ge=RANGES["classes"][0], le=RANGES["classes"][1]), WHOLE] = Field(
+        10, description="output classes of its networks (CIFAR-10: 10)"
+    )
 
     @model_validator(mode="after")
     def _sound_conditions(self) -> DeviceCreate:
@@ -76,16 +142,18 @@ class DeviceDetail(DeviceOut):
     predictor: dict = Field(description="'state': measuring | training | active | failed | none, and details")
 
 
+MAX_ENROLLMENT_S = 366 * 24 * 3600
+
+
 class EnrollmentCreate(Strict):
     """Options of a new enrollment token."""
 
-    expires_in_s: int | None = Field(
-        None,
-        gt=0,
-        le=MAX_ENROLLMENT_S,
-        description="Lifetime of the token, s; none: the server's LATFARM_ENROLLMENT_TTL_H.",
+    expires_in_s: Annotated[int, Field(gt=0, le=MAX_ENROLLMENT_S), WHOLE] | None = Field(
+        None, description="Lifetime of the token, s, at most a year; none: the server's LATFARM_ENROLLMENT_TTL_H."
     )
-    max_uses: int | None = Field(None, ge=1, le=100_000, description="Agents it may register; none: any number.")
+    max_uses: Annotated[int, Field(ge=1, le=100_000), WHOLE] | None = Field(
+        None, description="Agents it may register; none: any number."
+    )
 
 
 class EnrollmentOut(BaseModel):
@@ -112,10 +180,16 @@ class AgentOut(BaseModel):
 class MeasureProtocol(Strict):
     """How agents measure a request's jobs; an omitted field keeps the agent's own option."""
 
-    warmup_runs: int | None = Field(None, ge=0, le=1000, description="Untimed runs per model per round.")
-    runs_per_round: int | None = Field(None, ge=1, le=10000, description="Timed runs per model per round.")
-    rounds: int | None = Field(None, ge=1, le=1000, description="Interleaved rounds over the models leased together.")
-    threads: int | None = Field(None, ge=1, le=256)
+    warmup_runs: Annotated[int, Field(ge=0, le=1000), WHOLE] | None = Field(
+        None, description="Untimed runs per model per round."
+    )
+    runs_per_round: Annotated[int, Field(ge=1, le=10000), WHOLE] | None = Field(
+        None, description="Timed runs per model per round."
+    )
+    rounds: Annotated[int, Field(ge=1, le=1000), WHOLE] | None = Field(
+        None, description="Interleaved rounds over the models leased together."
+    )
+    threads: Annotated[int, Field(ge=1, le=256), WHOLE] | None = None
     timeout_s: float | None = Field(None, gt=0, le=3600, description="Wall-clock limit per model.")
     statistic: Literal["min", "median"] | None = Field(None, description="The headline latency: fastest run or median.")
 
@@ -125,15 +199,19 @@ class ConditionsRequest(Strict):
 
     Values are checked by ``domain.conditions.Conditions`` (422 naming the field)."""
 
-    resolution: int | None = Field(
+    resolution: Annotated[int, Field(ge=RANGES["resolution"][0], le=RANGES["resolution"][1]), WHOLE] | None = Field(
         None,
         description="Input px; with classes, one of the space's input variants (default: the device's, when "
         "the space has it, else the space's default variant).",
     )
-    classes: int | None = Field(None, description="Output classes; see resolution.")
-    batch_size: int | None = Field(None, description="Images per inference; default: the device's batch size.")
-    precision: str | None = Field(None, description="fp32 | fp16 | int8; default: the device's precision.")
-    graph: str | None = Field(
+    classes: Annotated[int, Field(ge=RANGES["classes"][0], le=RANGES["classes"][1]), WHOLE] | None = Field(
+        None, description="Output classes; see resolution."
+    )
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE), WHOLE] | None = Field(
+        None, description="Images per inference; default: the device's batch size."
+    )
+    precision: Precision | None = Field(None, description="fp32 | fp16 | int8; default: the device's precision.")
+    graph: Graph | None = Field(
         None, description="reference (the benchmark's network, the default) | pruned (ops without effect removed)."
     )
 
@@ -143,7 +221,9 @@ class JobCreate(Strict):
     conditions overrides."""
 
     device: str = Field(min_length=1)
-    space: str = Field(nb201.SPACE, description="Search space of the archs: nb201 | fbnet (latfarm.predictor.spaces).")
+    space: Space = Field(
+        nb201.SPACE, description="Search space of the archs: nb201 | fbnet (latfarm.predictor.spaces)."
+    )
     format: Literal["onnx", "tflite"] = "onnx"
     archs: list[SpaceArch] = Field(
         min_length=1,
@@ -228,6 +308,38 @@ class ConditionsOut(BaseModel):
         return cls(key=conditions.key, **conditions.to_dict())
 
 
+# An arch in a query: an NB201 index (0 .. 15624; FBNet's dataset positions are among them) or any space's string.
+ARCH_QUERY_PATTERN = (
+    r"^(?:[0-9]{1,4}|1[0-4][0-9]{3}|15[0-5][0-9]{2}|156[01][0-9]|1562[0-4]|"
+    + "|".join(space.string_pattern[1:-1] for space in REGISTERED_SPACES.values())
+    + ")$"
+)
+
+
+class FieldError(BaseModel):
+    """One invalid field of a request."""
+
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: the message (twice: ``detail`` for FastAPI clients), its code and the field it concerns;
+    a request that fails validation lists each invalid field in ``errors``."""
+
+    detail: str
+    message: str
+    code: str | None = Field(None, description="invalid_argument, unauthenticated, not_found, ... (gRPC names)")
+    field: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class MeasurementReview(BaseModel):
+    """Why an admin quarantines, releases or deletes a measurement (kept in the audit log)."""
+
+    reason: str = Field("", max_length=500)
+
+
 class MeasurementOut(BaseModel):
     """One stored measurement; latencies in milliseconds."""
 
@@ -249,6 +361,7 @@ class MeasurementOut(BaseModel):
     p90_ms: float | None
     runs: int | None
     unstable: bool
+    quarantined: bool = Field(description="Set by an admin: kept, but read by no estimate, ranking or export.")
     runtime: str | None
     runtime_version: str | None
     provider: str | None
@@ -272,7 +385,7 @@ class PredictRequest(Strict):
     """Archs to predict or rank on a device."""
 
     device: str = Field(min_length=1)
-    space: str = nb201.SPACE
+    space: Space = nb201.SPACE
     archs: list[Arch] = Field(min_length=1, description=f"Arch strings or NB201 indices, at most {MAX_ARCHS}.")
 
 

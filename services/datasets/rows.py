@@ -74,6 +74,7 @@ def add_rows(
         "source": Source.imported.value,
         "dataset": dataset,
         "unstable": False,
+        "quarantined": False,
         "protocol": "{}",
         "round_medians_ms": "[]",
         "provenance": "{}",

@@ -22,7 +22,7 @@ from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP
 from latfarm.services.store.crud import device_by_name
-from latfarm.services.store.models import Arch, Device, Measurement, Source
+from latfarm.services.store.models import Arch, Device, Measurement, Source, usable
 
 # latency_ms is the headline figure; statistic says how an agent computed it (empty for imported rows)
 CONDITION_FIELDS = ("batch_size", "precision", "graph", "resolution", "classes")  # from the row's conditions
@@ -45,10 +45,10 @@ ROW_FIELDS = row_fields()
 
 
 def device_rows(session: Session, device_name: str, own_conditions: bool = False, space: str = "nb201") -> list[dict]:
-    """Every measurement of a device's archs of ``space`` (one row each, by reference position), with the arch, its
-    encoding (``ops``) and the row's conditions; ``own_conditions``: only those measured under the device's own
-    for that space (``predictions.conditions_of(...).for_space(space)``). ``DatasetError`` naming ``space`` when the
-    device has measurements of other spaces only."""
+    """Every usable (not quarantined) measurement of a device's archs of ``space`` (one row each, by reference
+    position), with the arch, its encoding (``ops``) and the row's conditions; ``own_conditions``: only those
+    measured under the device's own for that space (``predictions.conditions_of(...).for_space(space)``).
+    ``DatasetError`` naming ``space`` when the device has measurements of other spaces only."""
     device = device_by_name(session, device_name)
     if device is None:
         known = session.scalars(select(Device.name).order_by(Device.name).limit(21)).all()
@@ -60,7 +60,7 @@ def device_rows(session: Session, device_name: str, own_conditions: bool = False
     query = (
         select(Arch.arch, Arch.reference_index.label(index), Measurement.protocol, Measurement.conditions, *columns)
         .join(Arch, Measurement.arch_id == Arch.id)
-        .where(Measurement.device_id == device.id, Arch.space == space)
+        .where(Measurement.device_id == device.id, Arch.space == space, usable())
         .order_by(Arch.reference_index, Measurement.id)
     )
     if own_conditions:

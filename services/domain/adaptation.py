@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from latfarm.predictor import nb201
 from latfarm.services.core.errors import Conflict, InvalidArgument
 from latfarm.services.domain import queue
+from latfarm.services.domain.outliers import robust_adapt
 from latfarm.services.domain.predictions import agent_latency, conditions_of, device_statistic
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import (
@@ -32,6 +33,7 @@ from latfarm.services.store.models import (
     JobState,
     Measurement,
     Source,
+    usable,
     utcnow,
 )
 
@@ -131,6 +133,7 @@ def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list[in
             Arch.nb201_index.in_(adaptation.sample_archs),
             Measurement.conditions_key == adaptation.conditions_key,
             Measurement.source == Source.measured,
+            usable(),
         )
     ).all()
     by_index: dict[int, list[float]] = {}
@@ -182,12 +185,15 @@ def _fit(sessions: sessionmaker[Session], adaptation_id: str, predictor) -> Adap
             adaptation.state = AdaptState.failed
             adaptation.error = f"only {len(indices)} of {adaptation.samples} sample archs were measured; need 3"
             return adaptation.state
-        model = predictor.adapt(indices, values)
-        fitted, _ = model.predict(np.asarray(indices))
+        model, outliers = robust_adapt(predictor, indices, values)
+        kept = [(i, v) for i, v in zip(indices, values, strict=True) if i not in outliers]
+        fitted, _ = model.predict(np.asarray([i for i, _ in kept]))
+        truth = np.asarray([v for _, v in kept])
         adaptation.params = model.to_state()
         adaptation.metrics = {
             "measured": len(indices),
-            "fit_mean_abs_rel_error": float(np.mean(np.abs(fitted - values) / np.asarray(values))),
+            "outliers": outliers,  # sampled archs left out of the fit (``domain.outliers``)
+            "fit_mean_abs_rel_error": float(np.mean(np.abs(fitted - truth) / truth)),
         }
         session.execute(
             update(Adaptation)

@@ -29,6 +29,7 @@ SPACES = tuple(REGISTERED)
 GRAPHS = tuple(dict.fromkeys(graph for space in REGISTERED.values() for graph in space.graphs))
 DEFAULT_SPACE = SPACES[0]
 MAX_BATCH_SIZE = 1024
+RANGES = {"resolution": (8, 1024), "classes": (1, 100_000), "batch_size": (1, MAX_BATCH_SIZE)}  # integers, inclusive
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Conditions:
         _check_choice("space", self.space, SPACES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("graph", self.graph, self.search_space.graphs)
-        for name, low, high in (("resolution", 8, 1024), ("classes", 1, 100_000), ("batch_size", 1, MAX_BATCH_SIZE)):
+        for name, (low, high) in RANGES.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise InvalidArgument(f"{name} must be an integer in [{low}, {high}], got {value!r}", field=name)

@@ -26,8 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from latfarm.predictor import nb201
 from latfarm.services.core.errors import FailedPrecondition
 from latfarm.services.domain.conditions import Conditions, device_conditions
+from latfarm.services.domain.outliers import robust_adapt
 from latfarm.services.store.crud import active_adaptation
-from latfarm.services.store.models import Adaptation, Arch, Device, Measurement, Source
+from latfarm.services.store.models import Adaptation, Arch, Device, Measurement, Source, usable
 
 log = logging.getLogger(__name__)
 MIN_ARCHS_ON_THE_FLY = 5  # measured archs a device needs before it gets an on-the-fly model
@@ -68,6 +69,7 @@ def device_statistic(session: Session, device_id: int, conditions_key: str) -> s
             Measurement.device_id == device_id,
             Measurement.conditions_key == conditions_key,
             Measurement.source == Source.measured,
+            usable(),
         )
         .order_by(Measurement.id.desc())
         .limit(1)
@@ -86,9 +88,9 @@ def agent_latency(statistic: str):
 def measured_latencies(
     session: Session, device_id: int, conditions_key: str, indices: Sequence[int] | None = None
 ) -> dict[int, Measured]:
-    """Per NB201 index, among the device's rows measured under ``conditions_key`` only: the latest stable agent
-    measurement, else the latest imported one, else the latest unstable agent measurement (flagged: still better
-    evidence than a prediction). Agent measurements are read in the ``device_statistic``."""
+    """Per NB201 index, among the device's usable (not quarantined) rows measured under ``conditions_key`` only: the
+    latest stable agent measurement, else the latest imported one, else the latest unstable agent measurement
+    (flagged: still better evidence than a prediction). Agent measurements are read in the ``device_statistic``."""
     statistic = device_statistic(session, device_id, conditions_key)
     query = (
         select(
@@ -105,6 +107,7 @@ def measured_latencies(
             Measurement.device_id == device_id,
             Measurement.conditions_key == conditions_key,
             Arch.nb201_index.is_not(None),
+            usable(),
         )
         .order_by(Measurement.id)
     )
@@ -159,14 +162,15 @@ class PredictionService:
         return self._measured_table(session, device)[1]
 
     def _measured_table(self, session: Session, device: Device) -> tuple[tuple, dict[int, Measured]]:
-        """(stamp, table): ``stamp`` = (conditions key, row count, last row id) of the rows the table was read from."""
+        """(stamp, table): ``stamp`` = (conditions key, row count, last row id, sum of row ids) of the usable rows the
+        table was read from (the sum changes when a row is quarantined or released)."""
         key = conditions_of(device).key
-        count, last_id = session.execute(
-            select(func.count(Measurement.id), func.max(Measurement.id)).where(
-                Measurement.device_id == device.id, Measurement.conditions_key == key
+        count, last_id, id_sum = session.execute(
+            select(func.count(Measurement.id), func.max(Measurement.id), func.sum(Measurement.id)).where(
+                Measurement.device_id == device.id, Measurement.conditions_key == key, usable()
             )
         ).one()
-        stamp = (key, count, last_id)
+        stamp = (key, count, last_id, id_sum)
         with self._lock:
             hit = self._measured.get(device.id)
         if hit is not None and hit[0] == stamp:
@@ -185,7 +189,7 @@ class PredictionService:
         active = active_adaptation(session, device, conditions_of(device).key)
         if active is not None:
             return f"{self._key_prefix(device)}:adapt-{active.id}", active
-        (_key, count, last_id), table = self._measured_table(session, device)
+        (_key, count, last_id, id_sum), table = self._measured_table(session, device)
         archs = len(table)
         if archs < MIN_ARCHS_ON_THE_FLY:  # checked before loading the predictor
             raise NoEstimate(
@@ -193,7 +197,7 @@ class PredictionService:
                 f"conditions {conditions_of(device).key}; an estimate needs {MIN_ARCHS_ON_THE_FLY}, or an adapted "
                 f"predictor (POST /v1/devices/{device.name}/adapt)"
             )
-        return f"{self._key_prefix(device)}:fly-{count}-{last_id}", None
+        return f"{self._key_prefix(device)}:fly-{count}-{last_id}-{id_sum}", None
 
     def _key_prefix(self, device: Device) -> str:
         """Device id and creation time (unique even across databases sharing one Redis), its conditions, checkpoint
@@ -220,7 +224,7 @@ class PredictionService:
         if len(indices) > MAX_ARCHS_ON_THE_FLY:
             indices = np.sort(np.random.default_rng(device.id).choice(indices, MAX_ARCHS_ON_THE_FLY, replace=False))
         try:
-            return predictor.adapt(indices, [measured[int(i)].latency_ms for i in indices])
+            return robust_adapt(predictor, indices, [measured[int(i)].latency_ms for i in indices])[0]
         except Exception as err:  # noqa: BLE001
             log.exception("on-the-fly adaptation for %s failed", device.name)
             raise NoEstimate(f"could not fit the predictor to device {device.name!r}: {err}") from err

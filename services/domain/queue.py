@@ -328,8 +328,8 @@ def report(
 
     Raises ``results.ResultError`` for a malformed result before anything is written.
     """
-    for result in results:
-        validate(result)
+    for index, result in enumerate(results):
+        validate(result, f"results[{index}]")
     now = utcnow()
     acks = []
     for result in results:

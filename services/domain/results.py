@@ -8,11 +8,11 @@ that row (``api.routes.measurements.measurement_out``) and the dataset export wr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from latfarm.proto.v1 import agent_pb2
 from latfarm.proto.v1.names import STATISTICS
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.conditions import Conditions
@@ -61,25 +61,58 @@ class ReportedResult:
     round_spread: float | None = None
 
 
-def validate(result: ReportedResult) -> None:
-    """Raise ``ResultError`` unless ``result`` names its job and, when ok, carries sound figures."""
+# Plausibility: every latency an agent reports lies in [MIN_LATENCY_MS, MAX_LATENCY_MS] (0 = not sent, where the
+# wire allows it); other times lie in [0, MAX_LATENCY_MS].
+MIN_LATENCY_MS = 1e-4
+MAX_LATENCY_MS = 1e7
+LATENCIES = ("latency_ms", "median_ms", "mean_ms", "min_ms", "p90_ms")
+DURATIONS = ("std_ms", "round_spread", "session_create_ms", "first_inference_ms")
+ORDER = (("min_ms", "median_ms"), ("median_ms", "p90_ms"), ("min_ms", "latency_ms"))  # lower <= upper when both sent
+STATS_FIELDS = frozenset(agent_pb2.Stats.DESCRIPTOR.fields_by_name)
+
+
+def wire_field(name: str) -> str:
+    """The path of ``ReportedResult`` field ``name`` within the wire's ``Result``."""
+    return f"stats.{name}" if name in STATS_FIELDS else name
+
+
+def validate(result: ReportedResult, where: str = "result") -> None:
+    """Raise ``ResultError`` naming ``where`` (e.g. ``results[2]``) and the field unless ``result`` names its job
+    and, when ok, carries plausible figures (finite, within bounds, min <= median <= p90, runs > 0)."""
     if not result.job_id:
-        raise ResultError("result without job_id")
+        raise ResultError(f"{where}: result without job_id", field=f"{where}.job_id")
     if not result.ok:
         return
-    figures = {"latency_ms": result.latency_ms, "median_ms": result.median_ms, "mean_ms": result.mean_ms}
-    figures.update({"min_ms": result.min_ms, "p90_ms": result.p90_ms, "std_ms": result.std_ms})
-    for name, value in figures.items():
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise ResultError(f"job {result.job_id}: {name} must be a finite number >= 0, got {value}")
+
+    def refuse(name: str, problem: str) -> ResultError:
+        path = f"{where}.{wire_field(name)}"
+        return ResultError(f"{path} (job {result.job_id}): {problem}", field=path)
+
     if not result.median_ms > 0:
-        raise ResultError(f"job {result.job_id}: an ok result needs median_ms > 0, got {result.median_ms}")
-    if any(not (math.isfinite(v) and v > 0) for v in result.round_medians_ms):
-        raise ResultError(f"job {result.job_id}: round_medians_ms must be finite numbers > 0")
+        raise refuse("median_ms", f"an ok result needs median_ms > 0, got {result.median_ms}")
+    for name in LATENCIES:
+        value = getattr(result, name)
+        if value and not MIN_LATENCY_MS <= value <= MAX_LATENCY_MS:  # NaN fails the comparison too
+            raise refuse(name, f"must lie in [{MIN_LATENCY_MS:g}, {MAX_LATENCY_MS:g}] ms, got {value}")
+    for name in DURATIONS:
+        value = getattr(result, name)
+        if value is not None and not 0 <= value <= MAX_LATENCY_MS:
+            raise refuse(name, f"must lie in [0, {MAX_LATENCY_MS:g}], got {value}")
+    for lower, upper in ORDER:
+        low, high = getattr(result, lower), getattr(result, upper)
+        if low and high and low > high:
+            raise refuse(lower, f"{lower} {low} exceeds {upper} {high}")
+    if (result.runs or 0) < 0:
+        raise refuse("runs", f"must be > 0 (0: not sent), got {result.runs}")
+    for value in result.round_medians_ms:
+        if not MIN_LATENCY_MS <= value <= MAX_LATENCY_MS:
+            raise refuse("round_medians_ms", f"must lie in [{MIN_LATENCY_MS:g}, {MAX_LATENCY_MS:g}] ms, got {value}")
+    if (result.threads or 0) < 0:
+        raise refuse("threads", f"must be > 0 (0: not sent), got {result.threads}")
+    if any(cpu < 0 for cpu in result.affinity):
+        raise refuse("affinity", "CPU numbers must be >= 0")
     if result.latency_ms > 0 and result.statistic not in STATISTICS:
-        raise ResultError(
-            f"job {result.job_id}: latency_ms needs a statistic in {STATISTICS}, got {result.statistic!r}"
-        )
+        raise refuse("statistic", f"latency_ms needs a statistic in {STATISTICS}, got {result.statistic!r}")
 
 
 def headline(result: ReportedResult) -> tuple[float, str]:

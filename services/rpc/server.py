@@ -11,6 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
+from latfarm.proto.v1.limits import MAX_MESSAGE_BYTES
 from latfarm.services.core.config import Settings, env_name
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.infra.wakeups import LocalNotifier
@@ -18,7 +19,7 @@ from latfarm.services.rpc.servicer import AgentServicer, Artifacts
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 OPTIONS = [
-    ("grpc.max_receive_message_length", 16 << 20),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),  # agents send keepalive pings
     ("grpc.http2.max_ping_strikes", 0),
 ]

@@ -18,6 +18,7 @@ from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
+from latfarm.proto.v1.limits import oversized, string_limit
 from latfarm.proto.v1.names import ERROR_CLASSES
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.config import Settings
@@ -39,8 +40,6 @@ CHUNK_BYTES = 1 << 20
 MAX_WAIT_S = 60.0  # longest long-poll a request may ask for
 PREPARE_BUDGET_S = 10.0  # export at most about this long before leasing what is ready
 LOCAL_POLL_S = 5.0  # without Redis, re-check the queue this often (other replicas' submissions are not announced)
-MAX_IDS = 10_000  # job ids per heartbeat / release
-MAX_RESULTS = 1_000  # results per report
 AGENT_STATES = ("idle", "measuring")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ERROR_CLASS_NAMES = {value: name for name, value in ERROR_CLASSES.items()}
@@ -90,14 +89,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def Register(self, request: agent_pb2.RegisterRequest, context: grpc.ServicerContext) -> agent_pb2.RegisterResponse:
         """Trade an enrollment token for an agent id and credential (UNAUTHENTICATED for an unknown token,
         PERMISSION_DENIED for a revoked or expired one)."""
+        _check_sizes(request)
         token = request.enrollment_token.strip()
         if not token:
             raise InvalidArgument("enrollment_token is required", field="enrollment_token")
         if not request.HasField("descriptor"):
             raise InvalidArgument("descriptor is required", field="descriptor")
         _check_formats(request.descriptor.formats, "descriptor.formats")
-        if len(request.name) > 128:
-            raise InvalidArgument("name is longer than 128 characters", field="name")
         credential = new_secret("lf_agent")
         with transaction(self.sessions) as session:
             enrollment = session.scalars(
@@ -118,7 +116,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             descriptor = json_format.MessageToDict(request.descriptor, preserving_proto_field_name=True)
             agent = Agent(
                 device_id=enrollment.device_id,
-                name=request.name or request.descriptor.hostname,
+                name=(request.name or request.descriptor.hostname)[: string_limit("name")],
                 owner=enrollment.created_by,
                 credential_hash=hash_secret(credential),
                 descriptor=descriptor,
@@ -159,7 +157,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Record the agent alive, renew its jobs' leases; answers the ids of jobs it no longer holds."""
         if request.state and request.state not in AGENT_STATES:
             raise InvalidArgument(f"state must be one of {', '.join(AGENT_STATES)}", field="state")
-        _check_ids(request.job_ids)
+        _check_sizes(request)
         with transaction(self.sessions) as session:
             agent = self._agent(session, context)
             lost = queue.heartbeat(session, agent, list(request.job_ids), self.settings.lease_seconds)
@@ -172,6 +170,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     @translate_errors
     def LeaseJobs(self, request: agent_pb2.LeaseRequest, context) -> agent_pb2.LeaseResponse:
         """Lease up to ``max_jobs`` jobs, long-polling up to ``wait_seconds`` (at most ``MAX_WAIT_S``) for work."""
+        _check_sizes(request)
         if request.max_jobs < 0:
             raise InvalidArgument("max_jobs must be >= 0", field="max_jobs")
         if not 0 <= request.wait_seconds < float("inf"):
@@ -276,8 +275,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     @translate_errors
     def ReportResults(self, request: agent_pb2.ReportRequest, context) -> agent_pb2.ReportResponse:
         """Store the agent's results; one ack per result says whether it was accepted or a duplicate."""
-        if len(request.results) > MAX_RESULTS:
-            raise InvalidArgument(f"at most {MAX_RESULTS} results per report", field="results")
+        _check_sizes(request)
         results = [reported_result(result) for result in request.results]
         provenance = json_format.MessageToDict(request.provenance, preserving_proto_field_name=True)
         with self.read_sessions() as session:
@@ -321,7 +319,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def ReleaseJobs(self, request: agent_pb2.ReleaseRequest, context) -> agent_pb2.ReleaseResponse:
         """Hand the agent's running jobs (with ``all_held``: every one it holds) back to the queue unmeasured;
         answers how many were released."""
-        _check_ids(request.job_ids)
+        _check_sizes(request)
         with transaction(self.sessions) as session:
             agent = self._agent(session, context)
             device_id = agent.device_id
@@ -359,9 +357,11 @@ def _check_formats(formats, field: str, allow_empty: bool = False) -> None:
         raise InvalidArgument(f"{field} is empty: name the formats the agent can run", field=field)
 
 
-def _check_ids(job_ids) -> None:
-    if len(job_ids) > MAX_IDS:
-        raise InvalidArgument(f"at most {MAX_IDS} job ids per call", field="job_ids")
+def _check_sizes(request) -> None:
+    """Refuse a request with a string, list or map over its limit (``proto.v1.limits``), naming the field."""
+    if found := oversized(request):
+        field, problem = found
+        raise InvalidArgument(f"{field}: {problem}", field=field)
 
 
 def _job_message(session: Session, job: Job) -> agent_pb2.Job:

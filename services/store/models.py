@@ -246,6 +246,8 @@ class Measurement(Base):
     session_create_ms: Mapped[float | None] = mapped_column(Float)
     first_inference_ms: Mapped[float | None] = mapped_column(Float)
     unstable: Mapped[bool] = mapped_column(Boolean, default=False)
+    # set by an admin: kept for review, but read by no prediction, ranking, adaptation or export (``usable``)
+    quarantined: Mapped[bool] = mapped_column(Boolean, default=False)
     provenance: Mapped[dict] = mapped_column(default=dict)
     conditions: Mapped[dict] = mapped_column(default=dict)  # ``Conditions.to_dict()``: what was measured
     conditions_key: Mapped[str] = mapped_column(String(96), default="", index=True)  # ``Conditions.key``
@@ -253,6 +255,23 @@ class Measurement(Base):
 
     arch: Mapped[Arch] = relationship()
     device: Mapped[Device] = relationship()
+
+
+def usable():
+    """The SQL condition selecting the measurements estimates are made from: those not quarantined."""
+    return Measurement.quarantined.is_(False)
+
+
+class AuditEntry(Base):
+    """One admin action that changed data: who did what to which row, when."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128))  # the API key's or admin login's name
+    action: Mapped[str] = mapped_column(String(32))  # e.g. "quarantine", "release", "delete"
+    target: Mapped[str] = mapped_column(String(128))  # e.g. "measurement 42"
+    detail: Mapped[dict] = mapped_column(default=dict)  # what the row was (device, arch, latency ...) and why
 
 
 class Adaptation(Base):

@@ -24,6 +24,7 @@ from latfarm.services.store.models import (
     AdaptState,
     Agent,
     ApiKey,
+    AuditEntry,
     Device,
     Job,
     JobBatch,
@@ -370,3 +371,28 @@ def test_fbnet_archs_are_found_by_string_and_filtered_by_space(sessions):
         assert rows(SpaceFilter(), "fbnet") == [5.0] and rows(SpaceFilter(), "nb201") == [1.0]
         assert rows(SpaceFilter(), "__all") == [1.0, 5.0]
         assert rows(ArchFilter(), archs[0]) == [5.0] and rows(ArchFilter(), "3") == [1.0]
+
+
+def test_admins_quarantine_and_release_measurements_audited(app_and_ids):
+    """#18 item 1: the measurement list's actions quarantine and release rows, each audited under the key's name."""
+    app, _ids = app_and_ids
+    with app.state.sessions() as s:
+        first, second = s.scalars(select(Measurement.id).order_by(Measurement.id).limit(2))
+    with TestClient(app) as client:
+        assert (
+            client.get(f"/admin/measurement/action/quarantine?pks={first}", follow_redirects=False).status_code == 302
+        )
+        assert _login(client, ADMIN_KEY).status_code == 302
+        response = client.get(f"/admin/measurement/action/quarantine?pks={first},{second}", follow_redirects=False)
+        assert response.status_code == 302 and response.headers["location"].endswith("/admin/measurement/list")
+        assert "of 2 items" in client.get("/admin/measurement/list?quarantined=true").text
+        client.get(f"/admin/measurement/action/release?pks={second}")
+        assert client.get("/admin/audit-entry/list").status_code == 200
+    with app.state.sessions() as s:
+        assert [m for m in s.scalars(select(Measurement.id).where(Measurement.quarantined))] == [first]
+        audit = [(a.actor, a.action, a.target) for a in s.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+    assert audit == [
+        ("LATFARM_ADMIN_KEY", "quarantine", f"measurement {first}"),
+        ("LATFARM_ADMIN_KEY", "quarantine", f"measurement {second}"),
+        ("LATFARM_ADMIN_KEY", "release", f"measurement {second}"),
+    ]

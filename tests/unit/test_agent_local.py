@@ -14,8 +14,10 @@ import pytest
 from latfarm.agents.backends import available_backends
 from latfarm.agents.cache import ArtifactCache, ArtifactError
 from latfarm.agents.descriptor import ClockState, describe
-from latfarm.agents.main import parse_cpus
+from latfarm.agents.errors import AgentError
+from latfarm.agents.main import parse_cpus, run_agent
 from latfarm.agents.measurement import LOAD, BatchMeasurer, MeasureSettings, ModelResult, ModelTask, summarize
+from latfarm.agents.options import AgentOptions
 from latfarm.agents.report import MeasuredWith, result_message
 from latfarm.agents.state import STATE_FILE, AgentState, load_state, save_state
 from latfarm.proto.v1 import agent_pb2
@@ -140,3 +142,25 @@ def test_litert_backend_measures_a_tflite_model(tmp_path):
     broken.write_bytes(b"TFL3 but not really")
     [failed] = BatchMeasurer(backend, settings).measure([ModelTask("b", broken)])
     assert not failed.ok and failed.error_class == "load"
+
+
+@pytest.mark.parametrize("how", ["under a file", "read-only"])
+def test_an_unwritable_cache_stops_the_agent_at_start_with_one_line(tmp_path, how):
+    """#18 item 6: the agent checks its cache folder before it leases anything."""
+    if how == "under a file":
+        (tmp_path / "file").write_text("")
+        state_dir = tmp_path / "file" / "agent"
+    else:
+        state_dir = tmp_path / "agent"
+        (state_dir / "cache").mkdir(parents=True)
+        (state_dir / "cache").chmod(stat.S_IRUSR | stat.S_IXUSR)
+        if os.access(state_dir / "cache", os.W_OK):
+            pytest.skip("this user (root) writes into read-only folders")
+    options = AgentOptions("127.0.0.1:1", "lf_enroll_x", state_dir, once=True)
+    with pytest.raises(AgentError) as info:
+        run_agent(options)
+    message = str(info.value)
+    assert message.startswith(f"the artifact cache {state_dir / 'cache'} is not writable (") and "\n" not in message
+    assert message.endswith("fix its permissions or pass another --state-dir")
+    with pytest.raises(OSError):
+        ArtifactCache(state_dir / "cache", 1 << 20)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Measurement, Source
+from latfarm.services.store.models import AuditEntry, Measurement, Source
 from tests.api_support import MEDIAN_OFFSET_MS, add_device, add_measurements, arch
 
 
@@ -80,3 +80,53 @@ def test_bad_queries(api, keys):
         assert response.status_code == status, (params, response.text)
         assert named in response.json()["message"]
     assert api.get("/v1/measurements").status_code == 401
+
+
+def test_admins_quarantine_release_and_delete_measurements_audited(api, keys):
+    """#18 item 1: a bogus stored figure breaks a device's estimates until an admin quarantines it; quarantined rows
+    stay listed but no prediction, ranking or export reads them; release brings it back; every action is audited."""
+    add_device(api, "dev1")
+    add_measurements(api, "dev1", {i: 2.0 + i / 10 for i in range(10, 16)})
+    add_measurements(api, "dev1", {20: 1e308})  # stored before reports had limits
+    bogus = api.get("/v1/measurements", params={"arch": 20}, headers=keys["client"]).json()["items"][0]
+    assert bogus["quarantined"] is False
+    body = {"device": "dev1", "archs": [20, 30]}
+
+    def predicted() -> list:
+        response = api.post("/v1/predict", json=body, headers=keys["client"])
+        assert response.status_code == 200, response.text
+        return [(i["latency_ms"], i["source"]) for i in response.json()["items"]]
+
+    assert predicted()[0] == (1e308, "measured") and 0 < predicted()[1][0] < 100  # the fit leaves it out
+    for scope in ("client", "owner"):
+        refused = api.post(f"/v1/measurements/{bogus['id']}/quarantine", json={}, headers=keys[scope])
+        assert refused.status_code == 403, refused.text
+    response = api.post(
+        f"/v1/measurements/{bogus['id']}/quarantine", json={"reason": "overflowed"}, headers=keys["admin"]
+    )
+    assert response.status_code == 200 and response.json()["quarantined"] is True, response.text
+    (arch20, arch30) = predicted()
+    assert arch20[1] == "predicted" and 0 < arch20[0] < 100 and 0 < arch30[0] < 100
+    rank = api.post("/v1/rank", json={"device": "dev1", "archs": [20, 10]}, headers=keys["client"])
+    assert rank.status_code == 200 and [i["source"] for i in rank.json()["items"]] == ["measured", "predicted"]
+    export = api.get("/v1/devices/dev1/export", headers=keys["client"])
+    assert export.status_code == 200 and "1e+308" not in export.text and len(export.text.splitlines()) == 7
+    listed = api.get("/v1/measurements", params={"quarantined": True}, headers=keys["client"]).json()["items"]
+    assert [m["id"] for m in listed] == [bogus["id"]]
+
+    released = api.post(f"/v1/measurements/{bogus['id']}/release", json={}, headers=keys["admin"])
+    assert released.json()["quarantined"] is False and predicted()[0] == (1e308, "measured")
+    assert (
+        api.delete(f"/v1/measurements/{bogus['id']}", params={"reason": "junk"}, headers=keys["admin"]).status_code
+        == 204
+    )
+    assert api.delete(f"/v1/measurements/{bogus['id']}", headers=keys["admin"]).status_code == 404
+    assert api.post("/v1/measurements/99999999/quarantine", json={}, headers=keys["admin"]).status_code == 404
+    assert predicted()[0][1] == "predicted"
+    with api.app.state.sessions() as session:
+        audit = session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    assert [(a.actor, a.action, a.target) for a in audit] == [
+        ("bootstrap-admin", action, f"measurement {bogus['id']}") for action in ("quarantine", "release", "delete")
+    ]
+    assert audit[0].detail["reason"] == "overflowed" and audit[0].detail["latency_ms"] == 1e308
+    assert audit[0].detail["device"] == "dev1" and audit[2].detail["reason"] == "junk"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 from sqlalchemy.orm import Session
@@ -10,7 +12,7 @@ from latfarm.services.domain import adaptation as adapt
 
 from ..auth import Principal, require
 from ..deps import db, get_device
-from ..schemas import Strict
+from ..schemas import WHOLE, Strict
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -18,8 +20,12 @@ router = APIRouter(prefix="/v1", tags=["predict"])
 class AdaptRequest(Strict):
     """How many archs to measure for an adaptation, chosen with which seed, in which model format."""
 
-    samples: int = Field(10, ge=3, le=adapt.MAX_SAMPLES, description="K archs to measure on the device.")
-    seed: int = Field(0, description="Seed of the sample selection (trials differ by seed).")
+    samples: Annotated[int, Field(ge=3, le=adapt.MAX_SAMPLES), WHOLE] = Field(
+        10, description="K archs to measure on the device."
+    )
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1), WHOLE] = Field(
+        0, description="Seed of the sample selection (trials differ by seed)."
+    )
     format: str = Field("onnx", pattern="^(onnx|tflite)$")
 
 

@@ -104,7 +104,7 @@ def cancel_jobs(
     if batch is None:
         raise NotFound(f"unknown job batch {batch_id!r}")
     submitter = principal.can("jobs") and batch.requested_by == principal.name
-    if not submitter and not principal.can_on("devices", session.get(Device, batch.device_id)):
+    if not submitter and not principal.can_on("devices", session.get_one(Device, batch.device_id)):
         raise PermissionDenied(
             "only the key that submitted this batch, or its device's owner or an admin, may cancel it"
         )

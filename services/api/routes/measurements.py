@@ -2,56 +2,53 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
-from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.domain import review
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP, attributes
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 from ..auth import Principal, require
 from ..deps import db, get_device, request_archs, request_space
-from ..schemas import ConditionsOut, MeasurementOut, MeasurementPage
+from ..schemas import ARCH_QUERY_PATTERN, ConditionsOut, MeasurementOut, MeasurementPage, MeasurementReview, Space
 
 router = APIRouter(prefix="/v1/measurements", tags=["measurements"])
+MEASUREMENT_ID = Path(ge=1, le=2**63 - 1, description="The measurement's id.")
+
+
+CURSOR_PATTERN = r"^m[0-9]{1,18}$"  # every string of this form is a cursor (an id past the end gives an empty page)
 
 
 def encode_cursor(last_id: int) -> str:
     """The opaque cursor of the page after measurement ``last_id``."""
-    return base64.urlsafe_b64encode(f"m:{last_id}".encode()).decode().rstrip("=")
+    return f"m{last_id}"
 
 
 def decode_cursor(cursor: str) -> int:
-    """The measurement id a cursor from ``encode_cursor`` stands for; ``InvalidArgument`` when it is not one."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = text.partition(":")
-        if prefix != "m":
-            raise ValueError(text)
-        return int(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as err:
-        raise InvalidArgument("cursor: not a cursor from a previous page's 'next'", field="cursor") from err
+    """The measurement id a cursor from ``encode_cursor`` (``CURSOR_PATTERN``) stands for."""
+    return int(cursor[1:])
 
 
 @router.get("", response_model=MeasurementPage)
 def list_measurements(
     device: str | None = Query(None, description="Device name."),
-    space: str | None = Query(None, description="Search space (nb201 | fbnet); the space of 'arch' (default nb201)."),
+    space: Space | None = Query(None, description="Search space (nb201 | fbnet); the space of 'arch' (default nb201)."),
     arch: str | None = Query(
-        None, description="Arch string, or position in the space's reference set (FBNet: in the imported dataset)."
+        None,
+        pattern=ARCH_QUERY_PATTERN,
+        description="Arch string, or position in the space's reference set (FBNet: in the imported dataset).",
     ),
     source: Source | None = Query(None),
+    quarantined: bool | None = Query(None, description="Only quarantined (true) or usable (false) rows."),
     conditions_key: str | None = Query(
         None, description="Only rows measured under these conditions, e.g. nb201/32px/10cls/b1/fp32/reference."
     ),
     limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = Query(None, description="The 'next' value of the previous page."),
+    cursor: str | None = Query(None, pattern=CURSOR_PATTERN, description="The 'next' value of the previous page."),
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> MeasurementPage:
@@ -77,6 +74,8 @@ def list_measurements(
             query = query.where(Arch.space == searched.name, Arch.arch == canonical)
     if source is not None:
         query = query.where(Measurement.source == source)
+    if quarantined is not None:
+        query = query.where(Measurement.quarantined.is_(quarantined))
     if conditions_key is not None:
         query = query.where(Measurement.conditions_key == conditions_key)
     if cursor:
@@ -84,6 +83,56 @@ def list_measurements(
     rows = session.execute(query).all()
     items = [measurement_out(m, device_name, arch_string, index) for m, device_name, arch_string, index in rows[:limit]]
     return MeasurementPage(items=items, next=encode_cursor(items[-1].id) if len(rows) > limit else None)
+
+
+@router.post("/{measurement_id}/quarantine", response_model=MeasurementOut)
+def quarantine(
+    body: MeasurementReview,
+    measurement_id: int = MEASUREMENT_ID,
+    session: Session = Depends(db),
+    principal: Principal = Depends(require("admin")),
+) -> MeasurementOut:
+    """Quarantine a measurement (admin): it is kept and listed, but no prediction, ranking, adaptation or export
+    reads it. Audited."""
+    review.set_quarantined(session, measurement_id, True, principal.name, body.reason)
+    session.commit()
+    return one_measurement(session, measurement_id)
+
+
+@router.post("/{measurement_id}/release", response_model=MeasurementOut)
+def release(
+    body: MeasurementReview,
+    measurement_id: int = MEASUREMENT_ID,
+    session: Session = Depends(db),
+    principal: Principal = Depends(require("admin")),
+) -> MeasurementOut:
+    """Release a quarantined measurement (admin): estimates read it again. Audited."""
+    review.set_quarantined(session, measurement_id, False, principal.name, body.reason)
+    session.commit()
+    return one_measurement(session, measurement_id)
+
+
+@router.delete("/{measurement_id}", status_code=204)
+def delete_measurement(
+    measurement_id: int = MEASUREMENT_ID,
+    reason: str = Query("", max_length=500, description="Why (kept in the audit log)."),
+    session: Session = Depends(db),
+    principal: Principal = Depends(require("admin")),
+) -> None:
+    """Delete a measurement for good (admin). Audited."""
+    review.delete(session, measurement_id, principal.name, reason)
+    session.commit()
+
+
+def one_measurement(session: Session, measurement_id: int) -> MeasurementOut:
+    """Measurement ``measurement_id`` as the REST API shows it."""
+    m, device_name, arch_string, index = session.execute(
+        select(Measurement, Device.name, Arch.arch, Arch.reference_index)
+        .join(Device, Device.id == Measurement.device_id)
+        .join(Arch, Arch.id == Measurement.arch_id)
+        .where(Measurement.id == measurement_id)
+    ).one()
+    return measurement_out(m, device_name, arch_string, index)
 
 
 def measurement_out(m: Measurement, device: str, arch: str, index: int | None) -> MeasurementOut:
@@ -104,5 +153,6 @@ def measurement_out(m: Measurement, device: str, arch: str, index: int | None) -
         job_id=m.job_id,
         created_at=m.created_at,
         conditions=ConditionsOut.of(conditions),
+        quarantined=m.quarantined,
         **attributes(m, FIGURES + SETUP + FIRST_USE),
     )

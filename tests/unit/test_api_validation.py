@@ -1,0 +1,39 @@
+"""#18 item 7: inputs that reached a 500 are refused with 422 naming the field, and the OpenAPI document shows every
+status and the one error shape the API answers with."""
+
+from __future__ import annotations
+
+from tests.api_support import add_device
+
+
+def test_out_of_range_numbers_are_refused_naming_the_field(api, keys):
+    add_device(api, "dev1")
+    cases = [
+        ("/v1/devices/dev1/enrollments", {"expires_in_s": 1e12}, "expires_in_s"),
+        ("/v1/devices/dev1/adapt", {"samples": 5, "seed": -1}, "seed"),
+        ("/v1/devices/dev1/adapt", {"samples": 5, "seed": True}, "seed"),
+        ("/v1/devices/dev1/adapt", {"samples": "5"}, "samples"),
+        ("/v1/devices", {"name": "dev2", "resolution": 69174}, "resolution"),
+    ]
+    for path, body, field in cases:
+        response = api.post(path, json=body, headers=keys["admin"])
+        assert response.status_code == 422, (path, body, response.text)
+        assert response.json()["errors"][0]["field"] == field and field in response.json()["message"]
+    accepted = api.post("/v1/devices/dev1/enrollments", json={"expires_in_s": 3600.0}, headers=keys["admin"])
+    assert accepted.status_code == 201, accepted.text  # 3600.0 is an integer (JSON Schema's), as documented
+    assert api.get("/v1/measurements", params={"cursor": "m5"}, headers=keys["client"]).json()["items"] == []
+
+
+def test_openapi_documents_every_error_status_in_the_one_shape(api):
+    spec = api.get("/openapi.json").json()
+    error = {"$ref": "#/components/schemas/ErrorOut"}
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            for status in ("401", "403", "404", "409", "422", "503"):
+                assert responses[status]["content"]["application/json"]["schema"] == error, (method, path, status)
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    arch = next(p for p in spec["paths"]["/v1/measurements"]["get"]["parameters"] if p["name"] == "arch")
+    assert arch["schema"]["anyOf"][0]["pattern"].startswith("^(?:[0-9]{1,4}|")
+    response = api.put("/v1/keys")
+    assert response.status_code == 405 and response.headers["allow"] == "GET, POST"
