@@ -79,4 +79,4 @@ def one_hot(encodings: np.ndarray) -> np.ndarray:
     enc = np.asarray(encodings, dtype=np.int64).reshape(-1, NUM_LAYERS)
     out = np.zeros((len(enc), NUM_LAYERS, len(BLOCKS)))
     out[np.arange(len(enc))[:, None], np.arange(NUM_LAYERS), enc] = 1.0
-    return out.reshape(len(enc), -1)
+    return out.reshape(len(enc), NUM_LAYERS * len(BLOCKS))

@@ -151,9 +151,7 @@ class FBNetPredictor:
         lat = checked_latencies(np.asarray(latencies_ms, dtype=np.float64).reshape(-1), "adapt")
         if len(lat) != len(enc):
             raise ValueError(f"{len(enc)} archs but {len(lat)} latencies")
-        post = posterior_with_costs(
-            self.prior, features(enc), lat, float(self.meta["default_scale_ms"]), COST_COLUMNS
-        )
+        post = posterior_with_costs(self.prior, features(enc), lat, float(self.meta["default_scale_ms"]), COST_COLUMNS)
         return FBNetDeviceModel(self, post, enc, lat)
 
 

@@ -47,9 +47,7 @@ def read_latency_file(path: Path, expected: int = NUM_ARCHS) -> np.ndarray:
     return checked_latencies(values, str(path), allow_nan=True)
 
 
-def load_help(
-    data_dir: Path, devices: Sequence[str] | None = None, expected: int = NUM_ARCHS
-) -> dict[str, np.ndarray]:
+def load_help(data_dir: Path, devices: Sequence[str] | None = None, expected: int = NUM_ARCHS) -> dict[str, np.ndarray]:
     """Latencies of the chosen devices (default: all), each as ``read_latency_file`` reads it (``expected``
     entries).
 
