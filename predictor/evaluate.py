@@ -94,7 +94,7 @@ def trial_seed(seed: int, device: str, k: int, trial: int) -> int:
 
 
 def transfer_scores(
-    predictor: Predictor,
+    predictor: Predictor | ReferencePredictor,
     test: dict[str, np.ndarray],
     samples: Sequence[int],
     trials: int,

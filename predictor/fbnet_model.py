@@ -158,7 +158,7 @@ class FBNetPredictor:
 class FBNetDeviceModel(DeviceModel):
     """One device's posterior over FBNet archs; archs are strings or 22-index lists (no reference set)."""
 
-    predictor: FBNetPredictor  # type: ignore[assignment]
+    predictor: FBNetPredictor
 
     def rank(self, archs) -> list[Encoding]:  # type: ignore[override]
         """The given archs' encodings, fastest first."""
@@ -182,7 +182,7 @@ class FBNetDeviceModel(DeviceModel):
         }
 
     @classmethod
-    def from_state(cls, predictor, state: dict) -> FBNetDeviceModel:  # type: ignore[override]
+    def from_state(cls, predictor, state: dict) -> FBNetDeviceModel:
         """Rebuild from ``to_state``; a state from another predictor version is re-adapted from its samples."""
         if state.get("format") != DEVICE_STATE_FORMAT or state.get("space") != "fbnet":
             raise ValueError(f"not an fbnet device model state (space {state.get('space')!r})")

@@ -137,8 +137,9 @@ class Predictor:
 class DeviceModel:
     """One device's posterior: predictions with spread, pairwise faster-probabilities, rankings."""
 
-    def __init__(self, predictor: Predictor, post: Posterior, indices: np.ndarray, latencies_ms: np.ndarray):
-        """The posterior of ``predictor``'s head given measured NB201 ``indices`` [K] and ``latencies_ms`` [K]."""
+    def __init__(self, predictor: Any, post: Posterior, indices: np.ndarray, latencies_ms: np.ndarray):
+        """The posterior of ``predictor``'s head given measured archs ``indices`` [K] (NB201: official indices;
+        FBNet: encodings [K, 22]) and ``latencies_ms`` [K]; ``predictor.rows(archs)`` gives their features."""
         self.predictor = predictor
         self.posterior = post
         self.indices = indices
