@@ -50,20 +50,22 @@ def posterior_with_costs(
     rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2
     root = np.sqrt(rel_var)
     broad = broad_variance(phi_s, cost_columns)
+    grams = [phi_s @ part @ phi_s.T for part in (prior.cov, np.diag(prior.spread), broad)]
     settings, logliks = [], []
     for spread_w, broad_w in itertools.product(SPREAD_GRID, BROAD_GRID):
-        cov = prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad
-        lam, vec = np.linalg.eigh(phi_s @ cov @ phi_s.T / np.outer(root, root))
+        gram = grams[0] + spread_w * grams[1] + broad_w * grams[2]
+        lam, vec = np.linalg.eigh(gram / np.outer(root, root))
         z2 = (vec.T @ (resid / root)) ** 2
         for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
             ev = np.maximum(lam, 0.0) + noise
             logliks.append(log_prior - 0.5 * ((z2 / ev).sum() + np.log(ev).sum()))
-            settings.append((cov, noise))
+            settings.append((spread_w, broad_w, noise))
     loglik = np.asarray(logliks)
     weights = np.exp(loglik - loglik.max())
     parts = []
     for j in np.flatnonzero(weights > MIN_WEIGHT * weights.sum()):
-        cov, noise = settings[j]
+        spread_w, broad_w, noise = settings[j]
+        cov = prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad
         c_phi = phi_s @ cov
         gain = np.linalg.solve(c_phi @ phi_s.T + noise * np.diag(rel_var), c_phi).T
         parts.append((weights[j], prior.mean + gain @ resid, cov - gain @ c_phi, noise))
