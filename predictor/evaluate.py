@@ -248,6 +248,8 @@ def eval_transfer_cli(
 
     if trials < 1:
         raise TransferInputError(f"--trials must be >= 1, got {trials}")
+    if space not in ("nb201", "fbnet"):
+        raise TransferInputError(f"--space must be nb201 or fbnet, got {space!r}")
     try:
         known = available_devices(data)
     except FileNotFoundError as err:
@@ -286,8 +288,6 @@ def _reference(data: Path, space: str) -> np.ndarray | None:
     """The folder's archs for a space without official indices (FBNet); None for NB201."""
     if space == "nb201":
         return None
-    if space != "fbnet":
-        raise TransferInputError(f"--space must be nb201 or fbnet, got {space!r}")
     from latfarm.predictor.spaces.fbnet import load_reference
 
     try:

@@ -128,3 +128,16 @@ def test_eval_transfer_fbnet_json_and_dump(tmp_path):
     run = np.load(tmp_path / "dump" / "titan_rtx_32_k10_t0.npz")
     assert run["pred_ms"].shape == (5000,) and run["samples"].shape == (10,)
     assert run["samples"].min() >= 0 and run["samples"].max() < 5000
+
+
+@pytest.mark.parametrize(
+    "command", [["pretrain", "--out", "x.npz"], ["eval", "transfer", "--train", "a", "--test", "b"]]
+)
+def test_unknown_space_is_one_cli_line(tmp_path, command):
+    from typer.testing import CliRunner
+
+    from latfarm.services.cli import app
+
+    (tmp_path / "latency").mkdir()
+    result = CliRunner().invoke(app, [*command, "--data", str(tmp_path), "--space", "darts"])
+    assert result.exit_code != 0 and "darts" in result.output and "Traceback" not in result.output
