@@ -54,13 +54,47 @@ def cached_pretrain(
     return predictor
 
 
+class ReferencePredictor:
+    """A space predictor seen through a dataset's reference set: archs are positions 0..n-1 in it, ``predict()``
+    covers all n (what ``transfer_scores`` and ``--dump`` need for spaces too large to enumerate)."""
+
+    def __init__(self, predictor, reference: np.ndarray) -> None:
+        """``predictor`` with ``rows``/``select_rows``/``adapt`` over encodings; ``reference`` [n, length]."""
+        self.predictor = predictor
+        self.reference = np.asarray(reference)
+        self.phi = predictor.rows(self.reference)
+
+    @property
+    def version(self) -> str:
+        """The wrapped predictor's version."""
+        return str(self.predictor.version)
+
+    def select_samples(self, k: int, *, seed: int = 0, exclude=()) -> list[int]:
+        """K positions to measure (max prior variance over the reference set)."""
+        return self.predictor.select_rows(self.phi, k, seed=seed, exclude=exclude)
+
+    def adapt(self, positions, latencies_ms):
+        """The device model from measured positions, predicting all positions by default."""
+        model = self.predictor.adapt(self.reference[np.asarray(positions, dtype=np.int64)], latencies_ms)
+        return _ReferenceModel(model, self.reference)
+
+
+class _ReferenceModel:
+    def __init__(self, model, reference: np.ndarray) -> None:
+        self.model, self.reference = model, reference
+
+    def predict(self, positions=None) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) ms of the given positions; None = all."""
+        return self.model.predict(self.reference if positions is None else self.reference[positions])
+
+
 def trial_seed(seed: int, device: str, k: int, trial: int) -> int:
     """A per-(device, K, trial) seed: trials differ, runs with the same --seed repeat."""
     return int(np.random.SeedSequence([seed, zlib.crc32(device.encode()), k, trial]).generate_state(1)[0])
 
 
 def transfer_scores(
-    predictor: Predictor,
+    predictor: Predictor | ReferencePredictor,
     test: dict[str, np.ndarray],
     samples: Sequence[int],
     trials: int,
@@ -141,9 +175,12 @@ def eval_transfer(
     epochs: int = DEFAULT_EPOCHS,
     strategy: str = "default",
     progress: bool = False,
+    reference: np.ndarray | None = None,
 ) -> dict:
     """Pretrain on ``train`` only (cached), then score K-sample transfer to each ``test`` device.
 
+    ``reference`` (FBNet: the dataset's archs [n, 22] by position): the latencies are of these archs and the
+    FBNet predictor is pretrained and scored on them; None = NB201 by official index.
     Raises ``TransferInputError`` for unknown or overlapping devices, no K >= 1 or no trial.
     """
     missing = [d for d in [*train, *test] if d not in latencies]
@@ -155,9 +192,15 @@ def eval_transfer(
     if not samples or min(samples) < 1 or trials < 1:
         raise TransferInputError("need at least one K >= 1 (--samples) and at least one trial (--trials)")
     start = time.perf_counter()
-    predictor = cached_pretrain(
-        {d: latencies[d] for d in train}, seed=seed, epochs=epochs, cache_dir=cache_dir, progress=progress
-    )
+    if reference is not None:
+        from latfarm.predictor.fbnet_model import pretrain_fbnet
+
+        fbnet = pretrain_fbnet(reference, {d: latencies[d] for d in train}, seed=seed)
+        predictor: Predictor | ReferencePredictor = ReferencePredictor(fbnet, reference)
+    else:
+        predictor = cached_pretrain(
+            {d: latencies[d] for d in train}, seed=seed, epochs=epochs, cache_dir=cache_dir, progress=progress
+        )
     test_lat = {d: latencies[d] for d in test}
     total = len(samples) * len(test) * trials
     if progress:
@@ -178,6 +221,7 @@ def eval_transfer(
         "trials": trials,
         "seed": seed,
         "strategy": strategy,
+        "space": "nb201" if reference is None else "fbnet",
         "predictor_version": predictor.version,
         "seconds": round(time.perf_counter() - start, 2),
     }
@@ -195,27 +239,32 @@ def eval_transfer_cli(
     *,
     cache_dir: Path | None = None,
     epochs: int = DEFAULT_EPOCHS,
+    space: str = "nb201",
 ) -> dict:
-    """`latfarm eval transfer`: run ``eval_transfer`` on a HELP-layout folder, print a table, write JSON (NaN as
-    ``null``). Raises ``TransferInputError`` for bad input, including a device the folder lacks or a bad file."""
+    """`latfarm eval transfer`: run ``eval_transfer`` on a HELP-layout folder of ``space``, print a table, write
+    JSON (NaN as ``null``). Raises ``TransferInputError`` for bad input, including a device the folder lacks or a
+    bad file."""
     from rich.console import Console
     from rich.table import Table
 
     if trials < 1:
         raise TransferInputError(f"--trials must be >= 1, got {trials}")
+    if space not in ("nb201", "fbnet"):
+        raise TransferInputError(f"--space must be nb201 or fbnet, got {space!r}")
     try:
         known = available_devices(data)
     except FileNotFoundError as err:
         raise TransferInputError(str(err)) from err
     if unknown := sorted({*train, *test} - set(known)):
         raise TransferInputError(f"unknown devices {unknown} in {data}; available: {known}")
+    reference = _reference(data, space)
     try:
-        latencies = load_help(data, [*train, *test])
+        latencies = load_help(data, [*train, *test], *(() if reference is None else (len(reference),)))
     except ValueError as err:  # a bad file: read_latency_file names it
         raise TransferInputError(str(err)) from err
     result = eval_transfer(
         latencies, train, test, samples, trials, seed=seed, dump=dump, cache_dir=cache_dir, epochs=epochs,
-        progress=True,
+        progress=True, reference=reference,
     )  # fmt: skip
     console = Console()
     table = Table(title=f"transfer to unseen devices ({trials} trials, seed {seed})")
@@ -240,6 +289,18 @@ def eval_transfer_cli(
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
     return result
+
+
+def _reference(data: Path, space: str) -> np.ndarray | None:
+    """The folder's archs for a space without official indices (FBNet); None for NB201."""
+    if space == "nb201":
+        return None
+    from latfarm.predictor.spaces.fbnet import load_reference
+
+    try:
+        return np.asarray(load_reference(data), dtype=np.int64)
+    except (FileNotFoundError, ValueError) as err:
+        raise TransferInputError(str(err)) from err
 
 
 def _shown(value: float | None, spec: str) -> str:

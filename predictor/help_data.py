@@ -21,9 +21,9 @@ def available_devices(data_dir: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.pt"))
 
 
-def read_latency_file(path: Path, count: int = NUM_ARCHS) -> np.ndarray:
-    """One HELP ``latency/<device>.pt``: ``count`` ms by position (NB201: 15,625 by official index; FBNet: the
-    release's 5,000 archs), float64; NaN = not measured.
+def read_latency_file(path: Path, expected: int = NUM_ARCHS) -> np.ndarray:
+    """One HELP ``latency/<device>.pt``: ``expected`` ms by position (NB201: 15,625 by official index; FBNet: the
+    folder's archs) as float64, NaN = not measured.
 
     The one loader and validation rule for every reader of HELP folders (``latfarm import --format help``,
     ``pretrain``, ``eval transfer``): a list, tensor or numpy array saved with ``torch.save`` (trusted input: it is
@@ -41,14 +41,15 @@ def read_latency_file(path: Path, count: int = NUM_ARCHS) -> np.ndarray:
     try:
         values = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: expected {count} latencies, found {type(raw).__name__}") from err
-    if values.shape != (count,):
-        raise ValueError(f"{path}: expected {count} latencies, found shape {values.shape}")
+        raise ValueError(f"{path}: expected {expected} latencies, found {type(raw).__name__}") from err
+    if values.shape != (expected,):
+        raise ValueError(f"{path}: expected {expected} latencies, found shape {values.shape}")
     return checked_latencies(values, str(path), allow_nan=True)
 
 
-def load_help(data_dir: Path, devices: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Latencies of the chosen devices (default: all), each as ``read_latency_file`` reads it.
+def load_help(data_dir: Path, devices: Sequence[str] | None = None, expected: int = NUM_ARCHS) -> dict[str, np.ndarray]:
+    """Latencies of the chosen devices (default: all), each as ``read_latency_file`` reads it (``expected``
+    entries).
 
     Raises ``FileNotFoundError`` for a device without a file, ``ValueError`` for a bad file.
     """
@@ -58,7 +59,7 @@ def load_help(data_dir: Path, devices: Sequence[str] | None = None) -> dict[str,
         path = Path(data_dir) / "latency" / f"{name}.pt"
         if not path.exists():
             raise FileNotFoundError(f"no latency file for device {name!r} at {path}")
-        out[name] = read_latency_file(path)
+        out[name] = read_latency_file(path, expected)
     return out
 
 

@@ -22,10 +22,13 @@ from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.nb201 import NUM_ARCHS
 from latfarm.predictor.prior import Posterior, Prior, posterior
 from latfarm.predictor.selection import select_by_variance
+from latfarm.predictor.spaces import SearchSpace, get_space
 
 CHECKPOINT_FORMAT = "latfarm-predictor/1"
 DEVICE_STATE_FORMAT = "latfarm-device-model/1"
 SHIPPED_CHECKPOINT = "predictor-v1.npz"
+SHIPPED_CHECKPOINTS = {"nb201": SHIPPED_CHECKPOINT, "fbnet": "fbnet-v1.npz"}
+"""The checkpoint shipped in the package for each space; a checkpoint's metadata names its space (default nb201)."""
 
 
 class Predictor:
@@ -58,20 +61,33 @@ class Predictor:
         return list(self.meta.get("devices", []))
 
     # --- checkpoints -------------------------------------------------------------------------------------
+    @property
+    def space(self) -> SearchSpace:
+        """The search space it predicts (NB201: archs are official indices 0..15624)."""
+        return get_space("nb201")
+
     @classmethod
-    def load(cls, path: Path | None = None) -> Predictor:
-        """Load a checkpoint file; None = the pretrained checkpoint shipped in the package."""
+    def load(cls, path: Path | None = None, *, space: str = "nb201") -> Any:
+        """Load a checkpoint file, of whichever space its metadata names; None = the checkpoint shipped for
+        ``space`` (``UnknownSpace`` for an unregistered one, ``ValueError`` for one without a checkpoint)."""
         if path is None:
-            with resources.files("latfarm.predictor.data").joinpath(SHIPPED_CHECKPOINT).open("rb") as fh:
+            get_space(space)
+            if space not in SHIPPED_CHECKPOINTS:
+                raise ValueError(f"no shipped predictor for space {space!r}; shipped: {sorted(SHIPPED_CHECKPOINTS)}")
+            with resources.files("latfarm.predictor.data").joinpath(SHIPPED_CHECKPOINTS[space]).open("rb") as fh:
                 return cls._from_npz(np.load(fh, allow_pickle=False))
         with np.load(Path(path), allow_pickle=False) as npz:
             return cls._from_npz(npz)
 
     @classmethod
-    def _from_npz(cls, npz) -> Predictor:
+    def _from_npz(cls, npz) -> Any:
         meta = json.loads(str(npz["__meta__"]))
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"not a latfarm predictor checkpoint (format {meta.get('format')!r})")
+        if meta.get("space", "nb201") == "fbnet":
+            from latfarm.predictor.fbnet_model import FBNetPredictor
+
+            return FBNetPredictor.from_npz(npz)
         prior = Prior(*(npz[k] for k in ("prior_mean", "prior_cov", "prior_spread", "noise_grid", "noise_log_prior")))
         gcn = {k.removeprefix("gcn/"): npz[k] for k in npz.files if k.startswith("gcn/")}
         return cls(prior, npz["embeddings"], meta, gcn)
@@ -98,6 +114,10 @@ class Predictor:
         path.with_suffix(".json").write_text(json.dumps(self.meta, indent=2) + "\n")
         return path
 
+    def rows(self, indices) -> np.ndarray:
+        """Features of the given NB201 indices; None = all 15,625 by official index."""
+        return self.phi if indices is None else self.phi[_check_indices(indices)]
+
     # --- few-shot transfer ---------------------------------------------------------------------------------
     def select_samples(self, k: int, *, seed: int = 0, exclude: Sequence[int] | np.ndarray = ()) -> list[int]:
         """K NB201 indices to measure on a new device: greedy max prior variance over a seeded random pool."""
@@ -117,29 +137,27 @@ class Predictor:
 class DeviceModel:
     """One device's posterior: predictions with spread, pairwise faster-probabilities, rankings."""
 
-    def __init__(self, predictor: Predictor, post: Posterior, indices: np.ndarray, latencies_ms: np.ndarray):
-        """The posterior of ``predictor``'s head given measured NB201 ``indices`` [K] and ``latencies_ms`` [K]."""
+    def __init__(self, predictor: Any, post: Posterior, indices: np.ndarray, latencies_ms: np.ndarray):
+        """The posterior of ``predictor``'s head given measured archs ``indices`` [K] (NB201: official indices;
+        FBNet: encodings [K, 22]) and ``latencies_ms`` [K]; ``predictor.rows(archs)`` gives their features."""
         self.predictor = predictor
         self.posterior = post
         self.indices = indices
         self.latencies_ms = latencies_ms
 
-    def _rows(self, indices) -> np.ndarray:
-        return self.predictor.phi if indices is None else self.predictor.phi[_check_indices(indices)]
-
     def predict(self, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(mean ms, std ms) of the given NB201 indices; None = all 15,625 by official index."""
-        phi = self._rows(indices)
+        phi = self.predictor.rows(indices)
         post = self.posterior
         var = ((phi @ post.cov) * phi).sum(1) + post.noise
         return post.scale_ms * (phi @ post.mean), post.scale_ms * np.sqrt(np.maximum(var, 0.0))
 
     def prob_faster(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """P(latency of a < latency of b), elementwise over paired index arrays (posterior + measurement noise)."""
-        a_idx, b_idx = _check_indices(a), _check_indices(b)
-        if a_idx.shape != b_idx.shape:
-            raise ValueError(f"a and b must pair up: {a_idx.shape} vs {b_idx.shape}")
-        diff = self.predictor.phi[b_idx] - self.predictor.phi[a_idx]
+        phi_a, phi_b = self.predictor.rows(a), self.predictor.rows(b)
+        if phi_a.shape != phi_b.shape:
+            raise ValueError(f"a and b must pair up: {len(phi_a)} vs {len(phi_b)}")
+        diff = phi_b - phi_a
         post = self.posterior
         var = ((diff @ post.cov) * diff).sum(1) + 2 * post.noise
         return ndtr((diff @ post.mean) / np.sqrt(np.maximum(var, 1e-18)))

@@ -104,11 +104,24 @@ def fit_metrics(predictor: Predictor, latencies: dict[str, np.ndarray], samples=
     return out
 
 
-def pretrain_cli(data: Path, devices: Sequence[str] | None, out: Path, seed: int = 0) -> Path:
-    """`latfarm pretrain`: pretrain on a HELP-layout folder, score the fit, write a checkpoint."""
+def pretrain_cli(data: Path, devices: Sequence[str] | None, out: Path, seed: int = 0, space: str = "nb201") -> Path:
+    """`latfarm pretrain`: pretrain on a HELP-layout folder of ``space``, score the fit, write a checkpoint."""
     from rich.console import Console
 
     console = Console()
+    if space == "fbnet":
+        from latfarm.predictor.fbnet_model import pretrain_fbnet
+        from latfarm.predictor.spaces.fbnet import load_reference
+
+        reference = np.asarray(load_reference(data))
+        lat = load_help(data, devices, len(reference))
+        console.print(f"pretraining the fbnet predictor on {len(lat)} devices: {', '.join(lat)}")
+        fb = pretrain_fbnet(reference, lat, seed=seed)
+        path = fb.save(out)
+        console.print(f"wrote {path} (version {fb.version})")
+        return path
+    if space != "nb201":
+        raise ValueError(f"no predictor for search space {space!r}; use nb201 or fbnet")
     lat = load_help(data, devices)
     console.print(f"pretraining on {len(lat)} devices: {', '.join(lat)}")
     predictor = pretrain(lat, seed=seed, progress=True)

@@ -12,11 +12,15 @@ def pretrain(
     devices: str = typer.Option(None, "--devices", show_default="all in the folder", help="Comma-separated devices."),
     out: Path = typer.Option(..., "--out", help="Checkpoint file to write."),
     seed: int = typer.Option(0, "--seed", help="Random seed (initialisation, batches)."),
+    space: str = typer.Option("nb201", "--space", help="Search space of the data: nb201 or fbnet."),
 ) -> None:
-    """Pretrain the latency predictor on many devices (reproduces the shipped checkpoint)."""
+    """Pretrain the latency predictor on many devices (reproduces the shipped checkpoints)."""
     from latfarm.predictor.pretrain import pretrain_cli
 
-    pretrain_cli(data, devices=devices.split(",") if devices else None, out=out, seed=seed)
+    try:
+        pretrain_cli(data, devices=devices.split(",") if devices else None, out=out, seed=seed, space=space)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
 
 
 def eval_transfer(
@@ -28,6 +32,7 @@ def eval_transfer(
     seed: int = typer.Option(0, "--seed", help="Random seed (pretraining, sample draws)."),
     json_out: Path = typer.Option(None, "--json", help="Write the scores as JSON here."),
     dump: Path = typer.Option(None, "--dump", help="Write <device>_k<K>_t<trial>.npz per run."),
+    space: str = typer.Option("nb201", "--space", help="Search space of the data: nb201 or fbnet."),
 ) -> None:
     """Pretrain on --train devices, adapt to each --test device from K samples, score on the rest."""
     from latfarm.predictor.evaluate import TransferInputError, eval_transfer_cli, parse_samples
@@ -42,6 +47,7 @@ def eval_transfer(
             seed=seed,
             json_out=json_out,
             dump=dump,
+            space=space,
         )
     except TransferInputError as err:
         raise SystemExit(f"error: {err}") from err

@@ -1,0 +1,92 @@
+"""FBNet few-shot transfer to unseen devices: leave-one-device-out and leave-one-family-out on the HELP FBNet data.
+
+For every device: pretrain the FBNet predictor on the others (LODO) or on the other families only (LOFO), choose K
+archs by max prior variance, adapt, score Spearman and the ±10% share on the rest (trial-averaged). ``ceiling``:
+the same features fitted on 4,000 of the device's own archs by least squares, scored on the other 1,000 (what
+noise leaves reachable, e.g. phones measured in whole ms).
+
+    .venv/bin/python bench/fbnet_transfer.py --data ../shared/datasets/help-fbnet --trials 3 --json OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from latfarm.predictor.evaluate import ReferencePredictor, transfer_scores
+from latfarm.predictor.fbnet_model import features, pretrain_fbnet
+from latfarm.predictor.help_data import load_help
+from latfarm.predictor.scores import score
+from latfarm.predictor.spaces.fbnet import load_reference
+
+FAMILIES = {
+    "cpu": ("gold_6240", "silver_4114", "silver_4210r"),
+    "mobile": ("essential_ph_1", "pixel3", "samsung_a50", "samsung_s7"),
+}
+"""Every other device (1080ti, 2080ti, titan_rtx, titanx, titanxp at any batch size) is a GPU."""
+
+
+def family(device: str) -> str:
+    """The device's family: cpu, mobile or gpu."""
+    return next((name for name, members in FAMILIES.items() if device in members), "gpu")
+
+
+def ceiling(phi: np.ndarray, lat: np.ndarray, seed: int) -> dict[str, float]:
+    """Scores of a least-squares fit on 4,000 random archs of the device itself, on the other 1,000."""
+    order = np.random.default_rng(seed).permutation(len(lat))
+    fit, held = order[:4000], order[4000:]
+    w = np.linalg.lstsq(phi[fit], lat[fit], rcond=None)[0]
+    return score(phi[held] @ w, lat[held])
+
+
+def run(data: Path, ks: list[int], trials: int, seed: int) -> dict:
+    """Per split (lodo, lofo) and device: ceiling and per-K scores."""
+    reference = np.asarray(load_reference(data), dtype=np.int64)
+    lat = load_help(data, None, len(reference))
+    phi = features(reference)
+    out: dict = {"lodo": {}, "lofo": {}}
+    for split in out:
+        for device in lat:
+            train = [d for d in lat if d != device and (split == "lodo" or family(d) != family(device))]
+            predictor = ReferencePredictor(pretrain_fbnet(reference, {d: lat[d] for d in train}), reference)
+            scores = transfer_scores(predictor, {device: lat[device]}, ks, trials, seed=seed)
+            out[split][device] = {
+                "family": family(device),
+                "ceiling": ceiling(phi, lat[device], seed),
+                **{k: scores[k]["per_device"][device] for k in map(str, ks)},
+            }
+    return out
+
+
+def main() -> None:
+    """Print the LODO and LOFO tables (and write them as JSON with --json)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/help-fbnet"))
+    parser.add_argument("--samples", default="5,10,20")
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    ks = [int(k) for k in args.samples.split(",")]
+    start = time.perf_counter()
+    result = run(args.data, ks, args.trials, args.seed)
+    for split, rows in result.items():
+        print(f"\n{split} ({args.trials} trials): Spearman / ±10% share per K, then the ceiling")
+        print(f"{'device':16s} {'family':7s}" + "".join(f" {'K=' + str(k):>13s}" for k in ks) + f" {'ceiling':>13s}")
+        for device, r in rows.items():
+            cells = [r[str(k)] for k in ks] + [r["ceiling"]]
+            print(f"{device:16s} {r['family']:7s}" + "".join(f" {c['spearman']:6.3f}/{c['acc10']:6.3f}" for c in cells))
+        means = [[np.mean([r[str(k)][m] for r in rows.values()]) for m in ("spearman", "acc10")] for k in ks]
+        ceil = [np.mean([r["ceiling"][m] for r in rows.values()]) for m in ("spearman", "acc10")]
+        print(f"{'mean':24s}" + "".join(f" {s:6.3f}/{a:6.3f}" for s, a in [*means, ceil]))
+    print(f"\n{time.perf_counter() - start:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

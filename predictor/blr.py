@@ -1,0 +1,75 @@
+"""Bayesian linear regression of a device's normalised latency on arch features, for spaces whose features have
+a block of device-agnostic cost columns (FBNet): the cross-device prior on the rest, a broad prior on the costs.
+
+A device's latency divided by its scale is ``phi(arch) . w``. The prior on ``w`` is N(mean, cov + s * diag(spread)
++ b * B): ``mean``/``cov`` from the source devices' heads, ``spread`` their mean squared weights, and ``B`` a broad
+component over the cost columns only (scaled so that it adds one unit of variance to the samples' mean
+prediction). A few cost weights are pinned by a handful of samples, so the target's own samples can override the
+source devices where they disagree (other families). ``s``, ``b`` and the noise are weighed by marginal likelihood
+and the posteriors averaged (moment-matched). Noise is relative to each sample's latency (errors in %).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from latfarm.predictor.prior import MIN_RELATIVE, MIN_WEIGHT, Posterior, Prior
+
+SPREAD_GRID = (0.0, 0.03, 0.3, 3.0)
+BROAD_GRID = (0.0, 0.01, 0.1, 1.0, 10.0)
+PLANNING_SPREAD = 0.3
+PLANNING_BROAD = 1.0
+
+
+def broad_variance(phi_s: np.ndarray, cost_columns: np.ndarray) -> np.ndarray:
+    """The broad component over ``cost_columns``, unit variance added to the mean prediction of rows ``phi_s``."""
+    basis = np.eye(phi_s.shape[1])[:, cost_columns]
+    return basis @ basis.T / max(float(np.mean(((phi_s @ basis) ** 2).sum(1))), 1e-9)
+
+
+def planning_cov(prior: Prior, phi_pool: np.ndarray, cost_columns: np.ndarray) -> np.ndarray:
+    """The covariance used to choose samples before any is measured (typical spread and broad weights)."""
+    broad = broad_variance(phi_pool, cost_columns)
+    return prior.cov + PLANNING_SPREAD * np.diag(prior.spread) + PLANNING_BROAD * broad
+
+
+def posterior_with_costs(
+    prior: Prior, phi_s: np.ndarray, y_ms: np.ndarray, default_scale_ms: float, cost_columns: np.ndarray
+) -> Posterior:
+    """Condition the prior on samples (features [K, F], latencies ms [K]); K = 0 gives the planning prior."""
+    if len(y_ms) == 0:
+        cov = prior.cov + PLANNING_SPREAD * np.diag(prior.spread)
+        return Posterior(prior.mean, cov, default_scale_ms, prior.typical_noise)
+    scale = float(np.mean(y_ms) / np.mean(phi_s @ prior.mean))
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError("latencies must be positive milliseconds")
+    y = y_ms / scale
+    resid = y - phi_s @ prior.mean
+    rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2
+    root = np.sqrt(rel_var)
+    broad = broad_variance(phi_s, cost_columns)
+    grams = [phi_s @ part @ phi_s.T for part in (prior.cov, np.diag(prior.spread), broad)]
+    settings, logliks = [], []
+    for spread_w, broad_w in itertools.product(SPREAD_GRID, BROAD_GRID):
+        gram = grams[0] + spread_w * grams[1] + broad_w * grams[2]
+        lam, vec = np.linalg.eigh(gram / np.outer(root, root))
+        z2 = (vec.T @ (resid / root)) ** 2
+        for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
+            ev = np.maximum(lam, 0.0) + noise
+            logliks.append(log_prior - 0.5 * ((z2 / ev).sum() + np.log(ev).sum()))
+            settings.append((spread_w, broad_w, noise))
+    loglik = np.asarray(logliks)
+    weights = np.exp(loglik - loglik.max())
+    parts = []
+    for j in np.flatnonzero(weights > MIN_WEIGHT * weights.sum()):
+        spread_w, broad_w, noise = settings[j]
+        cov = prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad
+        c_phi = phi_s @ cov
+        gain = np.linalg.solve(c_phi @ phi_s.T + noise * np.diag(rel_var), c_phi).T
+        parts.append((weights[j], prior.mean + gain @ resid, cov - gain @ c_phi, noise))
+    total = sum(p[0] for p in parts)
+    mean = sum(w * m for w, m, _, _ in parts) / total
+    cov = sum(w * (c + np.outer(m - mean, m - mean)) for w, m, c, _ in parts) / total
+    return Posterior(mean, (cov + cov.T) / 2, scale, float(sum(w * n for w, _, _, n in parts) / total))

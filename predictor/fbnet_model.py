@@ -1,0 +1,228 @@
+"""The FBNet latency predictor: any of the 9^22 archs, by encoding (22 block indices); numpy/scipy only.
+
+Features of an arch (computed on demand): an intercept, the 22 x 9 per-layer block one-hots and the network's
+device-agnostic costs (``fbnet_features.COSTS``, each divided by its mean over uniformly random archs). The
+cross-device prior covers intercept and one-hots; the costs get a broad prior that the target's own samples fit
+(``blr``), so a device of a family the sources lack is still predicted well from 10-20 samples.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latfarm.predictor.blr import planning_cov, posterior_with_costs
+from latfarm.predictor.fbnet_features import COSTS, layer_costs, network_costs, one_hot
+from latfarm.predictor.latencies import checked_latencies
+from latfarm.predictor.model import CHECKPOINT_FORMAT, DEVICE_STATE_FORMAT, DeviceModel
+from latfarm.predictor.prior import Posterior, Prior, fit_prior
+from latfarm.predictor.selection import select_by_variance
+from latfarm.predictor.spaces import Encoding, get_space
+from latfarm.predictor.spaces.fbnet import BLOCKS, NUM_LAYERS
+
+POOL_SIZE = 500
+"""Random archs (or dataset positions) samples are chosen from by max prior variance. A small pool keeps the greedy
+choice off the extreme archs (the largest networks), where a prior unlike the device fits worst: leave-one-out on
+the HELP FBNet devices scores higher with 500 than with all 5,000 or with random samples (phones most)."""
+VARIANT = "cifar100"
+"""The input variant whose network costs are the features (HELP measured this one)."""
+
+
+def cost_scale() -> np.ndarray:
+    """Mean of each cost over uniformly random archs (exact: per-layer means plus the fixed part)."""
+    table, fixed = layer_costs(VARIANT)
+    return table.mean(1).sum(0) + fixed
+
+
+def base_features(encodings: np.ndarray) -> np.ndarray:
+    """[n, 1 + 22 * 9]: intercept and per-layer block one-hots (what the cross-device prior covers)."""
+    hot = one_hot(encodings)
+    return np.hstack([np.ones((len(hot), 1)), hot])
+
+
+def features(encodings: np.ndarray) -> np.ndarray:
+    """[n, F]: ``base_features`` then the normalised network costs."""
+    return np.hstack([base_features(encodings), network_costs(encodings, VARIANT) / cost_scale()])
+
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "intercept",
+    *(f"layer{pos}_{name}" for pos in range(NUM_LAYERS) for name in BLOCKS),
+    *(f"cost_{name}" for name in COSTS),
+)
+COST_COLUMNS = np.arange(len(FEATURE_NAMES) - len(COSTS), len(FEATURE_NAMES))
+
+
+def fit_fbnet_prior(encodings: np.ndarray, latencies: dict[str, np.ndarray]) -> Prior:
+    """The prior from source devices (ms by position of ``encodings`` [n, 22], NaN = not measured)."""
+    base, _ = fit_prior(base_features(encodings), latencies)
+    size, costs = len(base.mean), len(COSTS)
+    cov = np.zeros((size + costs, size + costs))
+    cov[:size, :size] = base.cov
+    cov[size:, size:] = np.eye(costs) * 1e-4
+    mean, spread = np.concatenate([base.mean, np.zeros(costs)]), np.concatenate([base.spread, np.zeros(costs)])
+    return Prior(mean, cov, spread, base.noise_grid, base.noise_log_prior)
+
+
+class FBNetPredictor:
+    """A pretrained FBNet predictor: adapts to a device from (arch, ms) samples, predicts any arch."""
+
+    def __init__(self, prior: Prior, meta: dict[str, Any]) -> None:
+        """From the prior over ``FEATURE_NAMES`` and the checkpoint metadata; ``ValueError`` when they differ."""
+        if len(prior.mean) != len(FEATURE_NAMES):
+            raise ValueError(f"checkpoint mismatch: {len(FEATURE_NAMES)} features but a prior of {len(prior.mean)}")
+        self.prior = prior
+        self.meta = meta
+        self.space = get_space("fbnet")
+
+    @property
+    def version(self) -> str:
+        """The checkpoint's version (part of device-model states and cache keys)."""
+        return str(self.meta["version"])
+
+    @property
+    def metrics(self) -> dict:
+        """Scores stored with the checkpoint."""
+        return dict(self.meta.get("metrics", {}))
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices it was pretrained on."""
+        return list(self.meta.get("devices", []))
+
+    @classmethod
+    def from_npz(cls, npz) -> FBNetPredictor:
+        """From an opened checkpoint (``Predictor.load`` dispatches here on ``space: fbnet``)."""
+        meta = json.loads(str(npz["__meta__"]))
+        prior = Prior(*(npz[k] for k in ("prior_mean", "prior_cov", "prior_spread", "noise_grid", "noise_log_prior")))
+        return cls(prior, meta)
+
+    def save(self, path: Path, metrics: dict | None = None) -> Path:
+        """Write the checkpoint (.npz with JSON metadata inside) and a readable ``.json`` sidecar."""
+        if metrics is not None:
+            self.meta["metrics"] = metrics
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        prior = self.prior
+        with path.open("wb") as fh:
+            np.savez_compressed(
+                fh, __meta__=np.array(json.dumps(self.meta)), prior_mean=prior.mean, prior_cov=prior.cov,
+                prior_spread=prior.spread, noise_grid=prior.noise_grid, noise_log_prior=prior.noise_log_prior,
+            )  # fmt: skip
+        path.with_suffix(".json").write_text(json.dumps(self.meta, indent=2) + "\n")
+        return path
+
+    def encodings(self, archs: Sequence[str | Sequence[int]] | np.ndarray) -> np.ndarray:
+        """Archs (strings or 22-index lists) as an [n, 22] int array; ``ArchError`` naming the bad one."""
+        if isinstance(archs, np.ndarray) and archs.ndim == 2 and np.issubdtype(archs.dtype, np.integer):
+            rows = [self.space.check_indices(list(row)) for row in archs.tolist()]
+        else:
+            rows = [self.space.parse(a) for a in archs]
+        return np.asarray(rows, dtype=np.int64).reshape(-1, NUM_LAYERS)
+
+    def rows(self, archs) -> np.ndarray:
+        """Features of the given archs (``None``: the space has no reference set, an error)."""
+        if archs is None:
+            raise ValueError("fbnet has no reference set: pass the archs to predict")
+        return features(self.encodings(archs))
+
+    @cached_property
+    def _planning_cov(self) -> np.ndarray:
+        pool = features(np.asarray(self.space.sample(2000, seed=0)))
+        return planning_cov(self.prior, pool, COST_COLUMNS)
+
+    def select_rows(self, phi: np.ndarray, k: int, *, seed: int = 0, exclude=()) -> list[int]:
+        """K row positions of candidate features ``phi`` to measure: greedy max prior variance over a seeded random
+        pool of ``POOL_SIZE`` rows."""
+        noise = self.prior.typical_noise
+        return select_by_variance(phi, self._planning_cov, noise, k, seed=seed, exclude=exclude, pool_size=POOL_SIZE)
+
+    def select_samples(self, k: int, *, seed: int = 0, exclude: Sequence = ()) -> list[Encoding]:
+        """K archs to measure on a new device, from seeded random archs, none of ``exclude``."""
+        skip = {self.space.parse(a) for a in exclude}
+        pool = [a for a in dict.fromkeys(self.space.sample(POOL_SIZE + len(skip), seed=seed)) if a not in skip]
+        rows = self.select_rows(features(np.asarray(pool)), k, seed=seed)
+        return [pool[r] for r in rows]
+
+    def adapt(self, archs, latencies_ms: Sequence[float] | np.ndarray) -> FBNetDeviceModel:
+        """A device model from measured (arch, ms) pairs; no samples = the unadapted prior at a typical scale."""
+        enc = self.encodings(archs) if len(archs) else np.zeros((0, NUM_LAYERS), dtype=np.int64)
+        lat = checked_latencies(np.asarray(latencies_ms, dtype=np.float64).reshape(-1), "adapt")
+        if len(lat) != len(enc):
+            raise ValueError(f"{len(enc)} archs but {len(lat)} latencies")
+        post = posterior_with_costs(self.prior, features(enc), lat, float(self.meta["default_scale_ms"]), COST_COLUMNS)
+        return FBNetDeviceModel(self, post, enc, lat)
+
+
+class FBNetDeviceModel(DeviceModel):
+    """One device's posterior over FBNet archs; archs are strings or 22-index lists (no reference set)."""
+
+    predictor: FBNetPredictor
+
+    def rank(self, archs) -> list[Encoding]:  # type: ignore[override]
+        """The given archs' encodings, fastest first."""
+        enc = self.predictor.encodings(archs)
+        mean, _ = self.predict(enc)
+        return [tuple(int(v) for v in enc[i]) for i in np.argsort(mean, kind="stable")]
+
+    def to_state(self) -> dict:
+        """JSON-serialisable state; samples as encodings."""
+        post = self.posterior
+        return {
+            "format": DEVICE_STATE_FORMAT,
+            "space": "fbnet",
+            "predictor_version": self.predictor.version,
+            "archs": [[int(v) for v in row] for row in self.indices],
+            "latencies_ms": [float(x) for x in self.latencies_ms],
+            "mean": post.mean.tolist(),
+            "cov": post.cov.tolist(),
+            "scale_ms": post.scale_ms,
+            "noise": post.noise,
+        }
+
+    @classmethod
+    def from_state(cls, predictor, state: dict) -> FBNetDeviceModel:
+        """Rebuild from ``to_state``; a state from another predictor version is re-adapted from its samples."""
+        if state.get("format") != DEVICE_STATE_FORMAT or state.get("space") != "fbnet":
+            raise ValueError(f"not an fbnet device model state (space {state.get('space')!r})")
+        if state.get("predictor_version") != predictor.version:
+            return predictor.adapt(state["archs"], state["latencies_ms"])
+        post = Posterior(
+            mean=np.asarray(state["mean"], dtype=np.float64),
+            cov=np.asarray(state["cov"], dtype=np.float64),
+            scale_ms=float(state["scale_ms"]),
+            noise=float(state["noise"]),
+        )
+        enc = predictor.encodings(state["archs"]) if state["archs"] else np.zeros((0, NUM_LAYERS), dtype=np.int64)
+        return cls(predictor, post, enc, np.asarray(state["latencies_ms"], dtype=np.float64))
+
+
+def pretrain_fbnet(encodings: np.ndarray, latencies: dict[str, np.ndarray], *, seed: int = 0) -> FBNetPredictor:
+    """Pretrain on source devices (ms by position of ``encodings``); no learned part, so ``seed`` is recorded only."""
+    import datetime as dt
+
+    from latfarm.predictor.help_data import data_hash
+
+    if len(latencies) < 2:
+        raise ValueError(f"pretraining needs at least 2 devices, got {len(latencies)}")
+    prior = fit_fbnet_prior(np.asarray(encodings), latencies)
+    digest = data_hash(latencies)
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "space": "fbnet",
+        "version": f"fbnet-blr-1-{digest[:8]}",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "devices": sorted(latencies),
+        "data_hash": digest,
+        "seed": seed,
+        "variant": VARIANT,
+        "features": list(FEATURE_NAMES),
+        "default_scale_ms": float(np.median([np.nanmean(v) for v in latencies.values()])),
+        "metrics": {},
+    }
+    return FBNetPredictor(prior, meta)

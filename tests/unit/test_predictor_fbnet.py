@@ -1,0 +1,143 @@
+"""The FBNet predictor: analytic network costs, the shipped checkpoint, adaptation to any arch, eval transfer."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from latfarm.predictor.evaluate import eval_transfer_cli
+from latfarm.predictor.fbnet_features import network_costs
+from latfarm.predictor.fbnet_model import FBNetDeviceModel, FBNetPredictor
+from latfarm.predictor.model import Predictor
+from latfarm.predictor.spaces import ArchError, get_space
+
+FBNET_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "help-fbnet"
+SPACE = get_space("fbnet")
+
+
+@pytest.fixture(scope="module")
+def predictor() -> FBNetPredictor:
+    return Predictor.load(space="fbnet")
+
+
+def _torch_costs(encoding, variant: str) -> tuple[int, int]:
+    """(multiply-accumulates, parameters) of the built torch network, counted by forward hooks."""
+    import torch
+
+    net = SPACE.build(encoding, variant)
+    macs = 0
+
+    def hook(module, _inputs, output):
+        nonlocal macs
+        if isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            macs += output.numel() * module.in_channels // module.groups * kh * kw
+        elif isinstance(module, torch.nn.Linear):
+            macs += module.in_features * module.out_features
+
+    for module in net.modules():
+        module.register_forward_hook(hook)
+    size = SPACE.variant(variant).resolution
+    with torch.no_grad():
+        net(torch.zeros(1, 3, size, size))
+    return macs, sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize("variant", ["cifar100", "imagenet"])
+def test_analytic_flops_and_params_match_the_torch_network(variant):
+    archs = [*SPACE.sample(3, seed=4), (8,) * 22, (5,) * 22, (1,) * 22]
+    costs = network_costs(np.asarray(archs), variant)
+    for encoding, row in zip(archs, costs, strict=True):
+        macs, params = _torch_costs(encoding, variant)
+        assert (row[1], row[3]) == (macs, params)
+    assert costs[3, 0] < costs[4, 0]  # all-skip launches fewer kernels than all-grouped blocks
+
+
+def test_shipped_checkpoint_is_the_fbnet_one(predictor):
+    assert isinstance(predictor, FBNetPredictor) and predictor.space.name == "fbnet"
+    assert predictor.version.startswith("fbnet-") and len(predictor.devices) == 21
+    assert Predictor.load().space.name == "nb201"  # the default stays NB201
+    with pytest.raises(ValueError, match="unknown search space"):
+        Predictor.load(space="darts")
+
+
+def _device(archs: np.ndarray) -> np.ndarray:
+    """A launch-bound device unlike the typical source: 0.05 ms per kernel plus 2 ms per GFLOP."""
+    costs = network_costs(archs)
+    return 1.0 + 0.05 * costs[:, 0] + 2e-9 * costs[:, 1]
+
+
+def test_adapt_predicts_any_arch_with_spread(predictor):
+    chosen = predictor.select_samples(20, seed=3)
+    assert len(set(chosen)) == 20 and all(SPACE.parse(a) == a for a in chosen)
+    assert predictor.select_samples(20, seed=3) == chosen
+    assert not set(predictor.select_samples(5, seed=3, exclude=chosen[:5])) & set(chosen[:5])
+    model = predictor.adapt([SPACE.to_string(a) for a in chosen], _device(np.asarray(chosen)))
+    unseen = np.asarray(SPACE.sample(1000, seed=99))
+    mean, std = model.predict(unseen)
+    truth = _device(unseen)
+    assert stats.spearmanr(mean, truth)[0] > 0.95
+    assert np.mean(np.abs(mean / truth - 1) < 0.1) > 0.9
+    assert np.all(np.isfinite(std)) and np.all(std > 0)
+    ranked = model.rank(unseen[:10])
+    assert [tuple(r) for r in ranked] == [tuple(unseen[i]) for i in np.argsort(mean[:10], kind="stable")]
+    p = model.prob_faster(unseen[:1], unseen[1:2])[0]
+    assert (p > 0.5) == (mean[0] < mean[1])
+
+
+def test_device_state_round_trips_through_json(predictor):
+    archs = SPACE.sample(10, seed=5)
+    model = predictor.adapt(archs, _device(np.asarray(archs)))
+    state = json.loads(json.dumps(model.to_state()))
+    again = FBNetDeviceModel.from_state(predictor, state)
+    probe = np.asarray(SPACE.sample(50, seed=6))
+    np.testing.assert_allclose(again.predict(probe)[0], model.predict(probe)[0])
+    assert state["archs"][0] == list(archs[0])
+
+
+@pytest.mark.parametrize(
+    ("arch", "where"),
+    [
+        ([0] * 21, "21 entries"),
+        ("-".join(["k3_e1"] * 21 + ["k7_e9"]), "'k7_e9' at position 21"),
+        ([0] * 5 + [9] + [0] * 16, "position 5 holds 9"),
+    ],
+)
+def test_bad_archs_name_what_and_where(predictor, arch, where):
+    model = predictor.adapt([], [])
+    with pytest.raises(ArchError, match=where):
+        model.predict([arch])
+
+
+def test_predict_without_archs_is_an_error(predictor):
+    with pytest.raises(ValueError, match="no reference set"):
+        predictor.adapt([], []).predict()
+
+
+@pytest.mark.skipif(not (FBNET_DIR / "arch.pt").exists(), reason="shared HELP FBNet data not found")
+def test_eval_transfer_fbnet_json_and_dump(tmp_path):
+    out = eval_transfer_cli(
+        FBNET_DIR, ["1080ti_1", "gold_6240", "pixel3"], ["titan_rtx_32"], samples=[10], trials=2, seed=1,
+        json_out=tmp_path / "r.json", dump=tmp_path / "dump", space="fbnet",
+    )  # fmt: skip
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["space"] == "fbnet" and saved["samples"] == json.loads(json.dumps(out["samples"]))
+    assert saved["samples"]["10"]["per_device"]["titan_rtx_32"]["spearman"] > 0.9
+    run = np.load(tmp_path / "dump" / "titan_rtx_32_k10_t0.npz")
+    assert run["pred_ms"].shape == (5000,) and run["samples"].shape == (10,)
+    assert run["samples"].min() >= 0 and run["samples"].max() < 5000
+
+
+@pytest.mark.parametrize(
+    "command", [["pretrain", "--out", "x.npz"], ["eval", "transfer", "--train", "a", "--test", "b"]]
+)
+def test_unknown_space_is_one_cli_line(tmp_path, command):
+    from typer.testing import CliRunner
+
+    from latfarm.services.cli import app
+
+    (tmp_path / "latency").mkdir()
+    result = CliRunner().invoke(app, [*command, "--data", str(tmp_path), "--space", "darts"])
+    assert result.exit_code != 0 and "darts" in result.output and "Traceback" not in result.output
