@@ -80,12 +80,29 @@ class ValuesFilter(AllUniqueStringValuesFilter):
         ]
 
 
-def _unstable_mark(measurement: Measurement, _attr: str) -> Markup:
-    """A warning badge on unstable rows (their round medians spread over the agent's threshold); blank otherwise:
-    sqladmin's own boolean cell shows a green tick for True, which reads as "fine"."""
-    if not measurement.unstable:
-        return Markup("")
-    return Markup('<span class="badge bg-warning text-dark" title="round medians spread too far">⚠ unstable</span>')
+def _flag_badge(label: str, css: str, title: str):
+    """A list/detail formatter: a badge named ``label`` on rows whose boolean attribute is set, blank otherwise.
+    sqladmin's own boolean cell shows a green tick for True, which reads as "fine", and a red cross on every
+    other row."""
+    badge = Markup(f'<span class="badge {css}" title="{escape(title)}">{escape(label)}</span>')
+    return lambda row, attr: badge if getattr(row, attr) else Markup("")
+
+
+_unstable_mark = _flag_badge("⚠ unstable", "bg-warning text-dark", "round medians spread too far")
+_quarantined_mark = _flag_badge("quarantined", "bg-secondary text-white", "estimates and exports skip this row")
+
+ARCH_PREFIX = 12  # characters of an arch string shown in a list when the arch has no reference index
+
+
+def _arch_short(row: Any, _attr: str) -> Markup:
+    """A list cell naming the row's arch by space and reference index (``nb201 #1462``), else by the start of its
+    string; the whole string is the cell's tooltip (and on the arch's page)."""
+    arch: Arch = row.arch
+    if arch.reference_index is not None:
+        short = f"#{arch.reference_index}"
+    else:
+        short = arch.arch if len(arch.arch) <= ARCH_PREFIX else arch.arch[:ARCH_PREFIX] + "…"
+    return Markup(f'<span title="{escape(arch.arch)}">{escape(arch.space)} {escape(short)}</span>')
 
 
 def _latency(measurement: Measurement, _attr: str) -> str:
@@ -185,6 +202,7 @@ class ReadOnlyView(ModelView):
     export_max_rows = 100_000  # bulk data goes through `latfarm export` instead
     page_size = 25
     page_size_options = PAGE_SIZES
+    list_template = "table_list.html"
 
     async def count(self, request: Request, stmt: Select | None = None) -> int:
         """sqladmin counts over the sorted list query: drop the sort, a full sort of a big table for nothing."""
@@ -228,6 +246,7 @@ class ArtifactAdmin(ReadOnlyView, model=Artifact):
     column_sortable_list = [Artifact.created_at, Artifact.size_bytes, Artifact.format]
     column_default_sort = (Artifact.created_at, True)
     column_filters = [ValuesFilter(Artifact.format), SpaceFilter(), ArchFilter()]
+    column_formatters = {Artifact.arch: _arch_short}
 
 
 class JobAdmin(ReadOnlyView, model=Job):
@@ -258,6 +277,7 @@ class JobAdmin(ReadOnlyView, model=Job):
         SpaceFilter(),
         ArchFilter(),
     ]
+    column_formatters = {Job.arch: _arch_short}
 
 
 def _optional_figure(name: str, spec: str):
@@ -269,9 +289,10 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
     """Imported data is not edited by hand: measurements are read-only, but an admin may quarantine (and release)
     bogus rows, which estimates and exports then skip (``domain.review``, audited).
 
-    The list shows, first, the headline ``latency_ms`` with its statistic and a warning on unstable rows, then the
-    conditions it was measured under (their key) and the cold-start figures, narrow enough for 1400 px; the detail
-    page shows every figure, ``median_ms``, spread, runtime and agent included.
+    The list shows, first, the headline ``latency_ms`` with its statistic, badges on unstable and quarantined rows
+    and the arch by space and reference index: these fit 1400 px; then the conditions it was measured under (their
+    key) and the cold-start figures. The detail page shows every figure, ``median_ms``, spread, runtime, agent and the
+    whole arch string included.
     """
 
     icon = "fa-solid fa-stopwatch"
@@ -318,11 +339,13 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
     column_formatters = {
         Measurement.latency_ms: _latency,
         Measurement.unstable: _unstable_mark,
+        Measurement.quarantined: _quarantined_mark,
+        Measurement.arch: _arch_short,
         Measurement.std_ms: _optional_figure("std_ms", ".3g"),
         Measurement.session_create_ms: _optional_figure("session_create_ms", ".4g"),
         Measurement.first_inference_ms: _optional_figure("first_inference_ms", ".4g"),
     }
-    column_formatters_detail = {Measurement.unstable: _unstable_mark}
+    column_formatters_detail = {Measurement.unstable: _unstable_mark, Measurement.quarantined: _quarantined_mark}
 
     @action("quarantine", "Quarantine", "Estimates and exports will skip the selected measurements.")
     async def quarantine(self, request: Request) -> RedirectResponse:

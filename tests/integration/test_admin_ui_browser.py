@@ -6,10 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from latfarm.services.core.config import Settings
+from latfarm.services.store.crud import ensure_archs
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Measurement, Source
 from tests.api_support import app_on, serving
 from tests.unit.test_admin_ui import ADMIN_KEY, N_ARCHS, seed
+
+FBNET_ARCH = "-".join(["k3_e6", "k5_e1_g2", "skip"] * 7 + ["k5_e6"])  # 22 blocks, in no reference set
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -43,7 +49,23 @@ def live_server(tmp_path):
     """The seeded admin app on a real uvicorn server in a thread, on a free port."""
     settings = Settings(data_dir=tmp_path, admin_key=ADMIN_KEY, heartbeat_interval_s=10)
     with app_on(settings) as app, serving(app) as url:
-        yield url, seed(app.state.sessions)
+        ids = seed(app.state.sessions)
+        with transaction(app.state.sessions) as session:  # a quarantined row and an FBNet row on new-c
+            row = session.scalars(select(Measurement).where(Measurement.device_id == ids["devices"]["new-c"])).first()
+            row.quarantined = True
+            fbnet = ensure_archs(session, [FBNET_ARCH], space="fbnet")[FBNET_ARCH]
+            session.add(
+                Measurement(
+                    device_id=row.device_id,
+                    arch_id=fbnet,
+                    source=Source.measured,
+                    latency_ms=21.5,
+                    median_ms=22.0,
+                    protocol={"statistic": "min"},
+                    conditions_key=row.conditions_key,
+                )
+            )
+        yield url, ids
 
 
 CANVAS_PAINTED = """(id) => {
@@ -129,18 +151,25 @@ def test_browser_tables_show_the_data_at_1400px(browser, live_server):
     page.wait_for_url(f"{base}/admin/")
 
     page.goto(f"{base}/admin/measurement/list?device_id={ids['devices']['new-c']}")
-    headers = page.locator("table thead th").all_inner_texts()
-    latency_column = next(i for i, h in enumerate(headers) if "latency_ms" in h) + 1
-    assert _visible_without_scrolling(page, f"table thead th:nth-child({latency_column})")
+    headers = [h.strip() for h in page.locator("table thead th").all_inner_texts()]
+    for header in ("latency_ms (statistic)", "unstable", "quarantined", "arch"):  # the leading columns fit
+        assert _visible_without_scrolling(page, f"table thead th:nth-child({headers.index(header) + 1})"), header
+    latency_column = headers.index("latency_ms (statistic)") + 1
     cells = page.locator(f"table tbody tr td:nth-child({latency_column})").all_inner_texts()
-    assert cells and all("(min)" in cell for cell in cells)  # latency_ms with its statistic
+    assert len(cells) == 3 and all("(min)" in cell for cell in cells)  # latency_ms with its statistic
     warning = page.locator("table tbody .badge.bg-warning", has_text="unstable")
     assert warning.count() == 1 and warning.first.is_visible()
     assert _visible_without_scrolling(page, "table tbody .badge.bg-warning")
+    assert page.locator("table tbody .badge", has_text="quarantined").count() == 1
+    assert page.locator("table tbody .fa-check, table tbody .fa-times").count() == 0  # no green tick, no red crosses
+    arch_cells = page.locator(f"table tbody tr td:nth-child({headers.index('arch') + 1})").all_inner_texts()
+    assert sorted(cell.strip() for cell in arch_cells) == ["fbnet k3_e6-k5_e1_…", "nb201 #0", "nb201 #1"]
+    assert page.locator(f"table tbody span[title='{FBNET_ARCH}']").count() == 1  # the whole string on hover
 
     page.goto(f"{base}/admin/job/list")
-    state_column = next(i for i, h in enumerate(page.locator("table thead th").all_inner_texts()) if "state" in h) + 1
-    assert _visible_without_scrolling(page, f"table tbody tr td:nth-child({state_column})")
+    headers = [h.strip() for h in page.locator("table thead th").all_inner_texts()]
+    for header in ("state", "device", "arch"):
+        assert _visible_without_scrolling(page, f"table tbody tr td:nth-child({headers.index(header) + 1})"), header
 
     page.goto(f"{base}/admin/")  # dashboard charts: integer counts, the legend says what is plotted
     page.wait_for_selector("#chart-histogram[data-rendered]", state="attached", timeout=15_000)
