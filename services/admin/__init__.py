@@ -123,7 +123,7 @@ class LatfarmAdmin(Admin):
 
     @login_required
     async def device_overview(self, request: Request) -> Response:
-        """A device's page: its measurement counts and predictor status; 404 when the device id is unknown."""
+        """A device's page: its owner, measurement counts and predictor status; 404 when the device id is unknown."""
         device_id = request.path_params["device_id"]
 
         def compute(session: Session) -> dict[str, Any] | None:
@@ -134,6 +134,7 @@ class LatfarmAdmin(Admin):
             return {
                 "device": device,
                 "counts": counts,
+                "owner": dashboard.owner_text(session, device),
                 "predictor": dashboard.predictor_status(session, self.predictions, device),
             }
 

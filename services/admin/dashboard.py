@@ -16,7 +16,7 @@ from latfarm.services.core.clock import as_utc
 from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.domain.liveness import online_cutoff, online_window_s
 from latfarm.services.domain.queue import queue_depth, waiting_for_agent
-from latfarm.services.store.models import Adaptation, Agent, Arch, Device, Job, JobState, Measurement
+from latfarm.services.store.models import Adaptation, Agent, ApiKey, Arch, Device, Job, JobState, Measurement
 
 MAX_DISTRIBUTION_ROWS = 2_000  # per device, for the per-device percentiles
 MAX_HISTOGRAM_ROWS = 50_000
@@ -287,6 +287,14 @@ def metric_texts(metrics: dict[str, Any]) -> list[str]:
             shown = str(value)
         texts.append(f"{METRIC_LABELS.get(key, key)}: {shown}")
     return texts
+
+
+def owner_text(session: Session, device: Device) -> str:
+    """Who owns the device: its owner key's name and id (``revoked`` when it is), or that only admins do."""
+    key = session.get(ApiKey, device.owner_key_id) if device.owner_key_id is not None else None
+    if key is None:
+        return "admins only (no owner key)"
+    return f"key {key.name!r} (id {key.id})" + (", revoked" if key.revoked else "")
 
 
 def predictor_status(session: Session, predictions: Any, device: Device) -> dict[str, Any]:

@@ -253,6 +253,13 @@ def test_tables_filters_read_only_and_deletes(app_and_ids):
         newcomer = client.get(f"/admin/device-overview/{ids['devices']['new-c']}")
         assert newcomer.status_code == 200 and dashboard.NO_PREDICTOR in newcomer.text
         assert client.get("/admin/device-overview/999999").status_code == 404
+        assert "admins only" in overview.text  # no owner key
+        with transaction(app.state.sessions) as s:
+            owner = s.scalar(select(ApiKey).where(ApiKey.name == "client"))
+            s.get(Device, phone).owner_key_id = owner.id
+            owner_id = owner.id
+        overview = client.get(f"/admin/device-overview/{phone}").text
+        assert f"key &#39;client&#39; (id {owner_id})" in overview
 
         with app.state.sessions() as s:
             measurement_id = s.scalar(select(Measurement.id).limit(1))
