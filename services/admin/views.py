@@ -15,6 +15,7 @@ from sqladmin.filters import (
     OperationColumnFilter,
     StaticValuesFilter,
 )
+from sqladmin.formatters import BASE_FORMATTERS
 from sqlalchemy import Select, Subquery, and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -193,7 +194,7 @@ class OnlineFilter:
 
 
 class ReadOnlyView(ModelView):
-    """Base of the table views: read-only, exportable, paged."""
+    """Base of the table views: read-only, exportable, paged; times to the second."""
 
     can_create = False
     can_edit = False
@@ -203,6 +204,7 @@ class ReadOnlyView(ModelView):
     page_size = 25
     page_size_options = PAGE_SIZES
     list_template = "table_list.html"
+    column_type_formatters = {**BASE_FORMATTERS, datetime: lambda moment: f"{moment:%Y-%m-%d %H:%M:%S}"}  # UTC
 
     async def count(self, request: Request, stmt: Select | None = None) -> int:
         """sqladmin counts over the sorted list query: drop the sort, a full sort of a big table for nothing."""
