@@ -36,7 +36,7 @@ class CallerCache:
         """Remember ``caller`` for ``AUTH_TTL_S``."""
         now = time.monotonic()
         with self._lock:
-            if len(self._entries) > MAX_ENTRIES:  # keep it bounded: drop what has lapsed
+            if len(self._entries) >= MAX_ENTRIES:  # keep it bounded: drop what has lapsed
                 self._entries = {k: v for k, v in self._entries.items() if now - v[0] < AUTH_TTL_S}
             self._entries[credential_hash] = (now, caller)
 
