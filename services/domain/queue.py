@@ -466,9 +466,12 @@ def requeue_repaired(session: Session, agent: Agent, job_ids: Sequence[str]) -> 
 def cancel_batch(session: Session, batch_id: str, now: datetime | None = None) -> int:
     """Cancel a batch's queued and running jobs; returns how many. A cancelled job is never leased again; an agent
     measuring one learns it at its next heartbeat (the job is lost to it) and its report is refused."""
+    live = Job.state.in_([JobState.queued, JobState.running])
+    # lock in id order first, as reports and heartbeats lock them (no deadlock); the update then waits for nobody
+    session.execute(select(Job.id).where(Job.batch_id == batch_id, live).order_by(Job.id).with_for_update())
     result = session.execute(
         update(Job)
-        .where(Job.batch_id == batch_id, Job.state.in_([JobState.queued, JobState.running]))
+        .where(Job.batch_id == batch_id, live)
         .values(state=JobState.cancelled, lease_owner=None, lease_expires_at=None, finished_at=now or utcnow())
         .execution_options(synchronize_session=False)
     )
