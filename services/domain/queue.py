@@ -330,7 +330,7 @@ def heartbeat(
         ).all()
     )
     slack = timedelta(seconds=lease_seconds * RENEW_SLACK)
-    stale = [job_id for job_id, until in held.items() if until is None or as_utc(until) < expires - slack]
+    stale = [job_id for job_id, until in held.items() if (when := as_utc(until)) is None or when < expires - slack]
     if stale:
         session.execute(
             update(Job)
