@@ -26,6 +26,7 @@ from latfarm.predictor.spaces import SPACES, ArchError
 from latfarm.services.core.clock import as_utc
 from latfarm.services.domain import review
 from latfarm.services.domain.liveness import is_online, online_cutoff
+from latfarm.services.rpc.callers import CALLERS
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import (
     Adaptation,
@@ -440,6 +441,10 @@ def agent_view(heartbeat_interval_s: float) -> type[ModelView]:
         ]
         column_formatters = {Agent.last_heartbeat: _heartbeat}
         column_formatters_detail = {Agent.last_heartbeat: _heartbeat}
+
+        async def after_model_delete(self, model: Any, request: Request) -> None:
+            """A removed agent's credential stops working at once on this server, not after the auth cache."""
+            CALLERS.forget(model.id)
 
     return AgentAdmin
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 from sqlalchemy import CursorResult, func, insert, select, tuple_, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import ArchError, UnknownSpace
@@ -40,6 +40,7 @@ from latfarm.services.store.models import (
 
 MAX_BATCH = nb201.NUM_ARCHS
 MAX_ERRORS_SHOWN = 20
+RENEW_SLACK = 0.1  # a heartbeat leaves a lease alone that already runs this part of lease_seconds as long
 _EXPIRED = re.compile(r"^lease expired (\d+) times?")
 
 
@@ -199,23 +200,29 @@ def lease(
         select(Job)
         .where(Job.id.in_(candidates), Job.lease_owner == agent.id, Job.state == JobState.running)
         .order_by(Job.created_at, Job.id)
+        .options(selectinload(Job.arch), selectinload(Job.batch))
         .execution_options(populate_existing=True)
     ).all()
-    leased = []
+    unresolved = [job for job in jobs if job.artifact_sha256 is None]
+    if unresolved:  # the export worker has not marked them (yet): export here, outside the common path
+        _resolve_artifacts(session, unresolved, artifacts, now)
+        expires = now + timedelta(seconds=lease_seconds) + (utcnow() - started)  # exports may outlast a lease
+        for job in jobs:
+            if job.state == JobState.running:
+                job.lease_expires_at = expires
+    return [job for job in jobs if job.state == JobState.running]
+
+
+def _resolve_artifacts(session: Session, jobs: Sequence[Job], artifacts: ArtifactSource, now: datetime) -> None:
+    """Record the artifact of each of ``jobs``, exporting it if needed; a job whose export fails fails with the
+    reason."""
     for job in jobs:
-        if job.artifact_sha256 is None:
-            try:
-                with session.begin_nested():  # a failed export leaves the lease transaction usable
-                    conditions = Conditions.from_dict(job.batch.conditions)
-                    job.artifact_sha256 = artifacts.ensure(session, job.arch, job.format, conditions).sha256
-            except Exception as err:  # noqa: BLE001 - an export failure fails this job, not the lease
-                _finish_failed(job, f"artifact export failed: {type(err).__name__}: {err}", now)
-                continue
-        leased.append(job)
-    expires = now + timedelta(seconds=lease_seconds) + (utcnow() - started)  # exports above may outlast a lease
-    for job in leased:
-        job.lease_expires_at = expires
-    return leased
+        try:
+            with session.begin_nested():  # a failed export leaves the lease transaction usable
+                conditions = Conditions.from_dict(job.batch.conditions)
+                job.artifact_sha256 = artifacts.ensure(session, job.arch, job.format, conditions).sha256
+        except Exception as err:  # noqa: BLE001 - an export failure fails this job, not the lease
+            _finish_failed(job, f"artifact export failed: {type(err).__name__}: {err}", now)
 
 
 @dataclass(frozen=True)
@@ -304,20 +311,33 @@ def assign_artifact(session: Session, model: PendingExport, sha256: str) -> int:
 def heartbeat(
     session: Session, agent: Agent, job_ids: Sequence[str], lease_seconds: float, now: datetime | None = None
 ) -> list[str]:
-    """Mark the agent alive and extend the leases it still holds; returns the named jobs it no longer holds."""
+    """Mark the agent alive and extend the leases it still holds; returns the named jobs it no longer holds.
+
+    The held jobs are locked in id order (as ``report`` locks them: no deadlock); a lease is written only when its
+    extension moves it by more than ``RENEW_SLACK`` of ``lease_seconds``.
+    """
     now = now or utcnow()
     agent.last_heartbeat = now
     if not job_ids:
         return []
-    held = set(
-        session.scalars(
-            update(Job)
+    expires = now + timedelta(seconds=lease_seconds)
+    held = dict(
+        session.execute(
+            select(Job.id, Job.lease_expires_at)
             .where(Job.id.in_(list(job_ids)), Job.lease_owner == agent.id, Job.state == JobState.running)
-            .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-            .returning(Job.id)
+            .order_by(Job.id)
+            .with_for_update()
+        ).all()
+    )
+    slack = timedelta(seconds=lease_seconds * RENEW_SLACK)
+    stale = [job_id for job_id, until in held.items() if (when := as_utc(until)) is None or when < expires - slack]
+    if stale:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(stale))
+            .values(lease_expires_at=expires)
             .execution_options(synchronize_session=False)
         )
-    )
     return [job_id for job_id in dict.fromkeys(job_ids) if job_id not in held]
 
 
@@ -326,32 +346,43 @@ def report(
 ) -> list[Ack]:
     """Store results of jobs this agent holds; a repeated ok report is acknowledged as a duplicate, stored once.
 
-    Raises ``results.ResultError`` for a malformed result before anything is written.
+    The batch's jobs are locked in one statement in id order (as heartbeats lock them: no deadlock) and its
+    measurements inserted together. Raises ``results.ResultError`` for a malformed result before anything is
+    written.
     """
     for index, result in enumerate(results):
         validate(result, f"results[{index}]")
+    if not results:
+        return []
     now = utcnow()
-    acks = []
+    ids = sorted({result.job_id for result in results})
+    jobs = {
+        job.id: job
+        for job in session.scalars(
+            select(Job).where(Job.id.in_(ids)).order_by(Job.id).with_for_update().options(selectinload(Job.batch))
+        )
+    }
+    done = [job_id for job_id, job in jobs.items() if job.state == JobState.done]
+    stored_by = dict(
+        session.execute(select(Measurement.job_id, Measurement.agent_id).where(Measurement.job_id.in_(done))).all()
+    )
+    acks, measurements = [], []
     for result in results:
-        job = session.scalars(select(Job).where(Job.id == result.job_id).with_for_update()).one_or_none()
+        job = jobs.get(result.job_id)
         if job is None:
             acks.append(Ack(result.job_id, False, message="unknown job"))
-            continue
-        if job.state == JobState.done:
-            stored_by = session.scalar(select(Measurement.agent_id).where(Measurement.job_id == job.id))
-            if result.ok and stored_by == agent.id:
+        elif job.state == JobState.done:
+            if result.ok and stored_by.get(job.id) == agent.id:
                 acks.append(Ack(job.id, True, duplicate=True, message="already stored"))
             else:
                 acks.append(Ack(job.id, False, message="job already done"))
-            continue
-        if job.state == JobState.cancelled:
+        elif job.state == JobState.cancelled:
             acks.append(Ack(job.id, False, message="job was cancelled"))
-            continue
-        if job.state != JobState.running or job.lease_owner != agent.id:
+        elif job.state != JobState.running or job.lease_owner != agent.id:
             acks.append(Ack(job.id, False, message="job is not leased by this agent (lease expired or re-leased)"))
-            continue
-        if result.ok:
-            session.add(to_measurement(job, agent, result, provenance))
+        elif result.ok:
+            measurements.append(to_measurement(job, agent, result, provenance))
+            stored_by[job.id] = agent.id
             job.state = JobState.done
             job.error = None
             job.lease_expires_at = None
@@ -364,6 +395,7 @@ def report(
             else:
                 _back_to_queue(job, reason)
             acks.append(Ack(job.id, True, message=f"job {job.state.value}"))
+    session.add_all(measurements)  # one multi-row INSERT at flush
     session.flush()
     return acks
 
@@ -434,9 +466,12 @@ def requeue_repaired(session: Session, agent: Agent, job_ids: Sequence[str]) -> 
 def cancel_batch(session: Session, batch_id: str, now: datetime | None = None) -> int:
     """Cancel a batch's queued and running jobs; returns how many. A cancelled job is never leased again; an agent
     measuring one learns it at its next heartbeat (the job is lost to it) and its report is refused."""
+    live = Job.state.in_([JobState.queued, JobState.running])
+    # lock in id order first, as reports and heartbeats lock them (no deadlock); the update then waits for nobody
+    session.execute(select(Job.id).where(Job.batch_id == batch_id, live).order_by(Job.id).with_for_update())
     result = session.execute(
         update(Job)
-        .where(Job.batch_id == batch_id, Job.state.in_([JobState.queued, JobState.running]))
+        .where(Job.batch_id == batch_id, live)
         .values(state=JobState.cancelled, lease_owner=None, lease_expires_at=None, finished_at=now or utcnow())
         .execution_options(synchronize_session=False)
     )

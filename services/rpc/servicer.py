@@ -1,6 +1,7 @@
 """``latfarm.v1.AgentService``: each call authenticates the agent by its credential and runs in its own transaction.
 
-Nothing is kept in the process between calls (replicas share only the database and Redis).
+Between calls the process keeps only who a credential is, for ``callers.AUTH_TTL_S`` (replicas share only the database
+and Redis); a write re-reads the agent's row, so a removed agent's writes are refused at once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, attributes
 from latfarm.services.infra.wakeups import LocalNotifier
+from latfarm.services.rpc.callers import CALLERS, Caller
 from latfarm.services.rpc.errors import end_call, translate_errors
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent, Artifact, Device, Enrollment, Job
@@ -158,8 +160,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if request.state and request.state not in AGENT_STATES:
             raise InvalidArgument(f"state must be one of {', '.join(AGENT_STATES)}", field="state")
         _check_sizes(request)
+        caller = self._authenticate(context)
         with transaction(self.sessions) as session:
-            agent = self._agent(session, context)
+            agent = self._agent(session, context, caller)
             lost = queue.heartbeat(session, agent, list(request.job_ids), self.settings.lease_seconds)
             if request.state:
                 agent.state = request.state
@@ -198,28 +201,28 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def _lease(self, request: agent_pb2.LeaseRequest, context, max_jobs: int, wait_s: float) -> agent_pb2.LeaseResponse:
         """Lease up to ``max_jobs``, waiting up to ``wait_s`` for work to arrive."""
         deadline = time.monotonic() + wait_s
-        with transaction(self.sessions) as session:
-            agent = self._agent(session, context)
-            agent_id, device_id = agent.id, agent.device_id
-            formats = list(request.formats) or list(agent.descriptor.get("formats", [])) or list(FORMATS)
+        caller = self._authenticate(context)
+        agent_id, device_id = caller.agent_id, caller.device_id
+        formats = list(request.formats) or list(caller.formats) or list(FORMATS)
         while True:
             seen = self.notifier.version(device_id)
             ready = self._prepare_artifacts(device_id, formats, max_jobs, context)
             if not context.is_active():
                 end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
             with transaction(self.sessions) as session:
-                leasing = session.get(Agent, agent_id)
-                if leasing is None:
-                    end_call(context, grpc.StatusCode.UNAUTHENTICATED, "agent was removed; register again")
                 jobs = queue.lease(
                     session,
-                    leasing,
+                    self._agent(session, context, caller),
                     max_jobs=ready,
                     formats=formats,
                     lease_seconds=self.settings.lease_seconds,
                     artifacts=self.artifacts,
                     max_attempts=self.settings.max_attempts,
                 )
+                if jobs:  # their artifacts into the identity map, one query
+                    session.scalars(
+                        select(Artifact).where(Artifact.sha256.in_({j.artifact_sha256 for j in jobs}))
+                    ).all()
                 messages = [_job_message(session, job) for job in jobs]
             if messages and not context.is_active():  # nobody will receive them: hand them back at once
                 with transaction(self.sessions) as session:
@@ -256,8 +259,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             raise InvalidArgument("sha256 must be 64 hex digits", field="sha256")
         if request.offset < 0:
             raise InvalidArgument("offset must be >= 0", field="offset")
-        with transaction(self.sessions) as session:
-            self._agent(session, context)
+        self._authenticate(context)
+        with self.read_sessions() as session:
             stream = self.artifacts.open(session, sha256)
         if stream is None:
             raise NotFound(f"no artifact {sha256}")
@@ -278,11 +281,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         _check_sizes(request)
         results = [reported_result(result) for result in request.results]
         provenance = json_format.MessageToDict(request.provenance, preserving_proto_field_name=True)
-        with self.read_sessions() as session:
-            self._agent(session, context)
+        caller = self._authenticate(context)
         repaired = self._repair_artifacts([r.job_id for r in results if r.error_class == FETCH])
         with transaction(self.sessions) as session:
-            agent = self._agent(session, context)
+            agent = self._agent(session, context, caller)
             device_id = agent.device_id
             requeued = {ack.job_id: ack for ack in queue.requeue_repaired(session, agent, repaired)}
             rest = [r for r in results if r.job_id not in requeued]
@@ -320,8 +322,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Hand the agent's running jobs (with ``all_held``: every one it holds) back to the queue unmeasured;
         answers how many were released."""
         _check_sizes(request)
+        caller = self._authenticate(context)
         with transaction(self.sessions) as session:
-            agent = self._agent(session, context)
+            agent = self._agent(session, context, caller)
             device_id = agent.device_id
             if request.all_held:
                 released = queue.release_all(session, agent)
@@ -331,8 +334,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             self.notifier.notify(device_id)
         return agent_pb2.ReleaseResponse(released=released)
 
-    def _agent(self, session: Session, context: grpc.ServicerContext) -> Agent:
-        """The calling agent, from ``authorization: Bearer <credential>``; aborts UNAUTHENTICATED otherwise."""
+    def _authenticate(self, context: grpc.ServicerContext) -> Caller:
+        """The calling agent, from ``authorization: Bearer <credential>``, cached for ``callers.AUTH_TTL_S``, else read
+        on a read session; aborts UNAUTHENTICATED otherwise."""
         header = dict(context.invocation_metadata()).get("authorization", "")
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
@@ -341,10 +345,22 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 grpc.StatusCode.UNAUTHENTICATED,
                 "missing credential: send 'authorization: Bearer <credential>'",
             )
-        agent = session.scalars(
-            select(Agent).where(Agent.credential_hash == hash_secret(credential.strip()))
-        ).one_or_none()
+        credential_hash = hash_secret(credential.strip())
+        if (caller := CALLERS.get(credential_hash)) is not None:
+            return caller
+        with self.read_sessions() as session:
+            agent = session.scalars(select(Agent).where(Agent.credential_hash == credential_hash)).one_or_none()
+            if agent is None:
+                end_call(context, grpc.StatusCode.UNAUTHENTICATED, "unknown agent credential; register again")
+            caller = Caller(agent.id, agent.device_id, tuple((agent.descriptor or {}).get("formats", [])))
+        CALLERS.put(credential_hash, caller)
+        return caller
+
+    def _agent(self, session: Session, context: grpc.ServicerContext, caller: Caller) -> Agent:
+        """The caller's row, to write; aborts UNAUTHENTICATED when the agent was removed meanwhile."""
+        agent = session.get(Agent, caller.agent_id)
         if agent is None:
+            CALLERS.forget(caller.agent_id)
             end_call(context, grpc.StatusCode.UNAUTHENTICATED, "unknown agent credential; register again")
         return agent
 

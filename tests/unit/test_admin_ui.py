@@ -17,6 +17,7 @@ from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.core.security import hash_secret
 from latfarm.services.domain.conditions import Conditions
+from latfarm.services.rpc.callers import CALLERS, Caller
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import (
@@ -270,8 +271,10 @@ def test_tables_filters_read_only_and_deletes(app_and_ids):
         assert client.delete(f"/admin/measurement/delete?pks={measurement_id}").status_code == 403
 
         job_id, agent_id = ids["jobs"][0], ids["agents"]["offline"]
+        CALLERS.put("credential-of-the-offline-agent", Caller(agent_id, phone, ("onnx",)))
         assert client.delete(f"/admin/job/delete?pks={job_id}").status_code == 200
         assert client.delete(f"/admin/agent/delete?pks={agent_id}").status_code == 200
+        assert CALLERS.get("credential-of-the-offline-agent") is None  # its gRPC calls fail at once
     with app.state.sessions() as s:
         assert s.get(Job, job_id) is None and s.get(Agent, agent_id) is None
         assert s.scalar(select(func.count()).select_from(Measurement)) == N_ARCHS * len(DEVICES) + FEW

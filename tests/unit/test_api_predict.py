@@ -190,3 +190,20 @@ def test_redis_cache_shared_by_replicas(tmp_path, sqlite_url, redis_url, help_di
     with app_on(settings) as app, TestClient(app) as second:  # a second replica: the estimates come from Redis
         assert _predict_all(second) == expected
     assert fits == []  # nothing fitted in this replica
+
+
+def test_predict_and_rank_answer_while_a_writer_holds_sqlite(api, keys):
+    """Both only read: on SQLite they neither take nor wait for the one writer lock (an import, a report)."""
+    engine = api.app.state.sessions.kw["bind"]
+    if engine.dialect.name != "sqlite":
+        return  # PostgreSQL readers never wait for writers anyway
+    add_device(api, "dev1")
+    add_measurements(api, "dev1", {10: 2.0, 11: 3.0})
+    body = {"device": "dev1", "archs": [10, 11]}
+    with engine.connect() as writer, writer.begin():  # BEGIN IMMEDIATE: the writer lock, held
+        writer.exec_driver_sql("UPDATE devices SET name = name")
+        predicted = api.post("/v1/predict", json=body, headers=keys["client"])
+        ranked = api.post("/v1/rank", json=body, headers=keys["client"])
+    assert predicted.status_code == 200, predicted.text
+    assert [i["latency_ms"] for i in predicted.json()["items"]] == [2.0, 3.0]
+    assert ranked.status_code == 200, ranked.text

@@ -338,3 +338,69 @@ def test_release_all_hands_back_every_job_the_agent_holds(sessions, store):
         assert queue.release_all(s, s.get(Agent, agent)) == 3
     assert all(job(sessions, j).state == JobState.queued and job(sessions, j).attempts == 0 for j in mine)
     assert job(sessions, theirs[0]).state == JobState.running
+
+
+def test_a_report_in_any_order_acks_in_its_order_and_stores_a_repeated_job_once(sessions, store):
+    dev = make_device(sessions)
+    agent = make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS[:3])
+    ids = [j for j, *_ in lease(sessions, agent, store, max_jobs=3)]
+    reverse = [ok_result(ids[2]), ok_result(ids[1]), ok_result(ids[2]), fail_result(ids[0])]
+    acks = report(sessions, agent, reverse)
+    assert [(a.job_id, a.accepted, a.duplicate) for a in acks] == [
+        (ids[2], True, False),
+        (ids[1], True, False),
+        (ids[2], True, True),
+        (ids[0], True, False),
+    ]
+    with sessions() as s:
+        assert sorted(s.scalars(select(Measurement.job_id))) == sorted(ids[1:])
+    assert job(sessions, ids[0]).state == JobState.queued
+
+
+def test_a_heartbeat_rewrites_only_leases_that_need_it(sessions, store):
+    dev = make_device(sessions)
+    agent = make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS[:2])
+    t0 = utcnow()
+    (j1, *_), (j2, *_) = lease(sessions, agent, store, max_jobs=2, lease_seconds=100, now=t0)
+    leased_until = job(sessions, j1).lease_expires_at
+    with transaction(sessions) as s:  # within RENEW_SLACK of a full lease: left alone
+        queue.heartbeat(s, s.get(Agent, agent), [j1, j2], 100, now=t0 + timedelta(seconds=5))
+    assert job(sessions, j1).lease_expires_at == leased_until
+    later = t0 + timedelta(seconds=50)
+    with transaction(sessions) as s:
+        assert queue.heartbeat(s, s.get(Agent, agent), [j2, j1], 100, now=later) == []
+        assert s.get(Agent, agent).last_heartbeat is not None
+    expected = (later + timedelta(seconds=100)).replace(tzinfo=None)
+    assert {job(sessions, j).lease_expires_at.replace(tzinfo=None) for j in (j1, j2)} == {expected}
+
+
+def test_reports_and_heartbeats_of_jobs_in_opposite_orders_never_deadlock(sessions, store):
+    """Each report names its jobs newest first while heartbeats name them oldest first, at the same time."""
+    dev = make_device(sessions)
+    agent = make_agent(sessions, dev)
+    rounds, errors = 15, []
+    archs = [nb201.to_string(ops) for ops in list(nb201.enumerate_archs())[: rounds * 4]]
+    submit(sessions, dev, archs)
+    leased = [j for j, *_ in lease(sessions, agent, store, max_jobs=len(archs))]
+
+    def beat() -> None:
+        try:
+            for _ in range(rounds * 2):
+                with transaction(sessions) as s:
+                    queue.heartbeat(s, s.get(Agent, agent), leased, 30, now=utcnow() + timedelta(seconds=10))
+        except Exception as err:  # noqa: BLE001 - collected for the assertion
+            errors.append(err)
+
+    beater = threading.Thread(target=beat)
+    beater.start()
+    try:
+        for start in range(0, len(leased), 4):
+            chunk = leased[start : start + 4]
+            assert all(a.accepted for a in report(sessions, agent, [ok_result(j) for j in reversed(chunk)]))
+    finally:
+        beater.join(60)
+    assert errors == []
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Measurement)) == len(leased)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from latfarm.services.domain.predictions import NoEstimate, conditions_of
 
 from ..auth import Principal, require
-from ..deps import arch_indices, arch_strings, db, get_device
+from ..deps import arch_indices, arch_strings, get_device, read_db
 from ..schemas import ConditionsOut, PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -23,7 +23,10 @@ def _number(value: float | None) -> float | None:
 
 @router.post("/predict", response_class=JSONResponse, responses={200: {"model": PredictResponse}})
 def predict(
-    body: PredictRequest, request: Request, session: Session = Depends(db), _: Principal = Depends(require("predict"))
+    body: PredictRequest,
+    request: Request,
+    session: Session = Depends(read_db),
+    _: Principal = Depends(require("predict")),
 ) -> JSONResponse:
     """For each arch, in request order: its measured latency (latest stable agent measurement, else imported),
     else the device's predictor estimate; ``latency_ms`` is null with a ``message`` when there is neither.

@@ -11,7 +11,7 @@ from latfarm.predictor import nb201
 from latfarm.services.domain.predictions import NoEstimate, conditions_of
 
 from ..auth import Principal, require
-from ..deps import arch_indices, arch_strings, db, get_device
+from ..deps import arch_indices, arch_strings, get_device, read_db
 from ..schemas import ConditionsOut, PredictRequest, RankResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -19,7 +19,10 @@ router = APIRouter(prefix="/v1", tags=["predict"])
 
 @router.post("/rank", response_class=JSONResponse, responses={200: {"model": RankResponse}})
 def rank(
-    body: PredictRequest, request: Request, session: Session = Depends(db), _: Principal = Depends(require("predict"))
+    body: PredictRequest,
+    request: Request,
+    session: Session = Depends(read_db),
+    _: Principal = Depends(require("predict")),
 ) -> JSONResponse:
     """Archs ordered fastest first on a device: measured latencies where known, else predicted ones; ties and
     predicted-vs-predicted pairs are ordered by the pairwise (binary-relation) model. Ranked under the device's

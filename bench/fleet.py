@@ -1,0 +1,325 @@
+"""Fleet load: N simulated agents against a real ``latfarm serve``, each on its own gRPC channel (grpc.aio).
+
+Every agent registers, leases up to 16 jobs with a 5 s long-poll, reports them at once (ok results), and sends a
+heartbeat every 10 s naming the jobs it holds. The bench seeds one device with ``--jobs`` jobs over ``--archs``
+distinct archs (so few models are exported), starts the server, waits for the export worker, runs the agents until
+every job is reported, then checks in the database that every job is done with exactly one measurement. Prints
+results/s, lease p50/p99, heartbeat p99, RPC errors by status, and the exactly-once check.
+
+    .venv/bin/python bench/fleet.py [--agents 50] [--jobs 2000] [--db URL] [--redis URL]
+
+``--db postgresql+psycopg://postgres@127.0.0.1:5432/test`` creates a database ``fleet_bench_<pid>`` on that server
+for the run and drops it afterwards. Without ``--db`` the server uses a SQLite file in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LEASE_JOBS = 16
+LEASE_WAIT_S = 5.0
+HEARTBEAT_S = 10.0
+CALL_TIMEOUT_S = 30.0
+GRPC_LINE = re.compile(r"latfarm gRPC\s+(\S+):(\d+)")
+
+
+@dataclass
+class Tally:
+    """What the agents saw: call latencies (s), acks, RPC errors by status."""
+
+    lease_s: list[float] = field(default_factory=list)
+    leased_s: list[float] = field(default_factory=list)  # the leases that returned jobs
+    heartbeat_s: list[float] = field(default_factory=list)
+    report_s: list[float] = field(default_factory=list)
+    accepted: int = 0
+    duplicates: int = 0
+    refused: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    lost: int = 0
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _result(job):
+    """An ok result for a leased job (plausible figures)."""
+    from latfarm.proto.v1 import agent_pb2
+
+    stats = agent_pb2.Stats(median_ms=2.5, mean_ms=2.6, std_ms=0.1, min_ms=2.4, p90_ms=2.7, runs=100)
+    stats.round_medians_ms.extend([2.5, 2.49, 2.52])
+    stats.latency_ms, stats.statistic = 2.4, "min"
+    return agent_pb2.Result(
+        job_id=job.job_id,
+        ok=True,
+        stats=stats,
+        artifact_sha256=job.artifact_sha256,
+        runtime="onnxruntime",
+        runtime_version="bench",
+        threads=1,
+        settings=agent_pb2.MeasureSettings(rounds=3, runs_per_round=20, statistic="min"),
+    )
+
+
+async def _call(tally: Tally, samples: list[float] | None, call, request, metadata):
+    """One RPC: its latency into ``samples``, a failure into ``tally.errors`` (returns None)."""
+    import grpc
+
+    started = time.perf_counter()
+    try:
+        reply = await call(request, metadata=metadata, timeout=CALL_TIMEOUT_S)
+    except grpc.aio.AioRpcError as err:
+        tally.errors[f"{err.code().name}: {(err.details() or '')[:80]}"] += 1
+        return None
+    if samples is not None:
+        samples.append(time.perf_counter() - started)
+    return reply
+
+
+async def _agent(address: str, token: str, index: int, tally: Tally, done: asyncio.Event) -> None:
+    """One simulated agent until ``done``."""
+    import grpc
+
+    from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        descriptor = agent_pb2.DeviceDescriptor(hostname=f"sim-{index}", formats=["onnx"])
+        reply = None
+        while reply is None and not done.is_set():
+            request = agent_pb2.RegisterRequest(enrollment_token=token, descriptor=descriptor, name=f"sim-{index}")
+            reply = await _call(tally, None, stub.Register, request, None)
+        if reply is None:
+            return
+        metadata = (("authorization", f"Bearer {reply.credential}"),)
+        held: set[str] = set()
+
+        async def beat() -> None:
+            await asyncio.sleep(HEARTBEAT_S * (index % 100) / 100)  # agents start together, beat spread out
+            while not done.is_set():
+                request = agent_pb2.HeartbeatRequest(job_ids=sorted(held), state="measuring" if held else "idle")
+                answer = await _call(tally, tally.heartbeat_s, stub.Heartbeat, request, metadata)
+                if answer is not None:
+                    lost = held.intersection(answer.lost_job_ids)  # not those reported meanwhile
+                    tally.lost += len(lost)
+                    held.difference_update(lost)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), HEARTBEAT_S)
+
+        beating = asyncio.create_task(beat())
+        try:
+            while not done.is_set():
+                request = agent_pb2.LeaseRequest(max_jobs=LEASE_JOBS, wait_seconds=LEASE_WAIT_S, formats=["onnx"])
+                leased = await _call(tally, tally.lease_s, stub.LeaseJobs, request, metadata)
+                if leased is None:
+                    await asyncio.sleep(0.5)  # what an agent does after RESOURCE_EXHAUSTED or a deadline
+                    continue
+                if not leased.jobs:
+                    continue
+                tally.leased_s.append(tally.lease_s[-1])
+                held.update(job.job_id for job in leased.jobs)
+                report = agent_pb2.ReportRequest(results=[_result(job) for job in leased.jobs])
+                answer = await _call(tally, tally.report_s, stub.ReportResults, report, metadata)
+                if answer is None:
+                    continue  # the leases lapse; the jobs come back
+                for ack in answer.acks:
+                    held.discard(ack.job_id)
+                    if ack.accepted:
+                        tally.accepted += not ack.duplicate
+                        tally.duplicates += ack.duplicate
+                    else:
+                        tally.refused[ack.message] += 1
+        finally:
+            beating.cancel()
+
+
+async def _run_agents(address: str, token: str, agents: int, jobs: int, limit_s: float) -> tuple[Tally, float]:
+    tally = Tally()
+    done = asyncio.Event()
+    started = time.perf_counter()
+    tasks = [asyncio.create_task(_agent(address, token, i, tally, done)) for i in range(agents)]
+    while tally.accepted < jobs and time.perf_counter() - started < limit_s:
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    done.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return tally, elapsed
+
+
+def _seed(url: str, jobs: int, archs: int) -> tuple[int, str]:
+    """A device, an enrollment token and ``jobs`` queued jobs (batches over ``archs`` distinct archs)."""
+    from latfarm.predictor import nb201
+    from latfarm.services.core.security import hash_secret, new_secret
+    from latfarm.services.domain import queue
+    from latfarm.services.domain.conditions import Conditions
+    from latfarm.services.store.db import make_engine, make_sessionmaker, transaction
+    from latfarm.services.store.models import Device, Enrollment
+
+    names = [nb201.to_string(ops) for ops in list(nb201.enumerate_archs())[:archs]]
+    token = new_secret("lf_enroll")
+    engine = make_engine(url)
+    try:
+        sessions = make_sessionmaker(engine)
+        with transaction(sessions) as session:
+            device = Device(name="fleet-bench")
+            session.add(device)
+            session.flush()
+            session.add(Enrollment(device_id=device.id, token_hash=hash_secret(token), created_by="bench"))
+            left = jobs
+            while left > 0:
+                part = names[: min(left, len(names))]
+                queue.submit_batch(session, device, part, conditions=Conditions(), requested_by="bench")
+                left -= len(part)
+            return device.id, token
+    finally:
+        engine.dispose()
+
+
+def _pending_exports(url: str) -> int:
+    from sqlalchemy import func, select
+
+    from latfarm.services.store.db import make_engine
+    from latfarm.services.store.models import Job, JobState
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = select(func.count()).where(Job.state == JobState.queued, Job.artifact_sha256.is_(None))
+            return conn.scalar(query) or 0
+    finally:
+        engine.dispose()
+
+
+def exactly_once(url: str) -> dict[str, int]:
+    """Jobs by state, measurements, and jobs measured other than once (must be 0)."""
+    from sqlalchemy import func, select
+
+    from latfarm.services.store.db import make_engine
+    from latfarm.services.store.models import Job, Measurement
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            states = {state.value: n for state, n in conn.execute(select(Job.state, func.count()).group_by(Job.state))}
+            per_job = select(Job.id, func.count(Measurement.id).label("n")).outerjoin(
+                Measurement, Measurement.job_id == Job.id
+            )
+            counts = conn.execute(select(per_job.group_by(Job.id).subquery().c.n)).scalars().all()
+            return {
+                **states,
+                "measurements": sum(counts),
+                "jobs_not_measured_once": sum(1 for n in counts if n != 1),
+            }
+    finally:
+        engine.dispose()
+
+
+def _create_pg(url: str) -> str:
+    """A fresh database ``fleet_bench_<pid>`` on the server of ``url``; returns its URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"fleet_bench_{os.getpid()}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg(url: str, bench_url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(bench_url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _start_server(url: str, redis: str | None, data_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    latfarm = str(Path(sys.executable).with_name("latfarm"))
+    command = [latfarm, "serve", "--db", url, "--data-dir", str(data_dir), "--http-port", "0", "--grpc-port", "0"]
+    if redis:
+        command += ["--redis", redis]
+    log = log_path.open("w")
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+    assert server.stdout is not None
+    for line in server.stdout:
+        if match := GRPC_LINE.search(line):
+            host = "127.0.0.1" if match.group(1) in ("[::]", "0.0.0.0", "::") else match.group(1)
+            return server, f"{host}:{match.group(2)}"
+    raise SystemExit(f"latfarm serve exited ({server.wait()}); see {log_path}")
+
+
+def main() -> None:
+    """Parse arguments, run one load and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--archs", type=int, default=16, help="distinct archs (models exported)")
+    parser.add_argument("--db", help="SQLAlchemy URL of a PostgreSQL server (a database is created on it)")
+    parser.add_argument("--redis", help="Redis URL for the server")
+    parser.add_argument("--limit-s", type=float, default=300.0, help="stop the agents after this long")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
+        url = _create_pg(args.db) if args.db else f"sqlite:///{tmp}/fleet.db"
+        server = None
+        try:
+            subprocess.run([str(Path(sys.executable).with_name("latfarm")), "migrate", "--db", url], check=True)
+            _, token = _seed(url, args.jobs, args.archs)
+            server, address = _start_server(url, args.redis, Path(tmp) / "data", Path(tmp) / "serve.log")
+            deadline = time.monotonic() + 300
+            while (pending := _pending_exports(url)) and time.monotonic() < deadline:
+                time.sleep(1)
+            if pending:
+                raise SystemExit(f"{pending} jobs still wait for their artifact after 300 s")
+            tally, elapsed = asyncio.run(_run_agents(address, token, args.agents, args.jobs, args.limit_s))
+            checked = exactly_once(url)
+        finally:
+            if server is not None:
+                os.killpg(server.pid, signal.SIGTERM)
+                server.wait(30)
+            if args.db:
+                _drop_pg(args.db, url)
+    backend = ("PostgreSQL" if args.db else "SQLite") + (" + Redis" if args.redis else "")
+    errors = sum(tally.errors.values())
+    print(f"backend {backend}, {args.agents} agents, {args.jobs} jobs ({args.archs} archs), {os.cpu_count()} CPUs")
+    print(f"results/s                {tally.accepted / elapsed:.0f}  ({tally.accepted} in {elapsed:.1f} s)")
+    for name, samples in (("lease", tally.lease_s), ("lease with jobs", tally.leased_s)):
+        p50, p99 = _quantile(samples, 0.5), _quantile(samples, 0.99)
+        print(f"{name + ' p50 / p99':<24} {p50:.3f} s / {p99:.3f} s  ({len(samples)} calls)")
+    print(f"heartbeat p99            {_quantile(tally.heartbeat_s, 0.99):.3f} s  ({len(tally.heartbeat_s)} heartbeats)")
+    print(f"report p99               {_quantile(tally.report_s, 0.99):.3f} s")
+    print(
+        f"RPC errors               {errors}" + "".join(f"\n  {n} x {what}" for what, n in tally.errors.most_common(5))
+    )
+    print(f"refused acks             {sum(tally.refused.values())}  duplicates {tally.duplicates}  lost {tally.lost}")
+    print(f"database                 {checked}")
+    ok = checked["jobs_not_measured_once"] == 0 and checked.get("done", 0) == args.jobs
+    print("exactly once             " + ("yes" if ok else "NO"))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
