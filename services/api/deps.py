@@ -79,7 +79,7 @@ def arch_indices(archs: Sequence[str | int | Sequence[int]], space: str, field: 
 
 def request_keys(
     archs: Sequence[str | int | Sequence[int]], space: str, field: str = "archs"
-) -> tuple[list[int] | list[str], list[str]]:
+) -> tuple[Sequence[int | str], list[str]]:
     """A predict or rank request's archs as the keys its space's predictions take (``predictions.keyed_by_position``:
     NB201's official indices, other spaces' canonical strings) and their canonical strings; checked like
     ``request_archs``."""

@@ -172,11 +172,9 @@ def reference_positions(session: Session, space: str, archs: Sequence[str]) -> d
     """Positions in a dataset's reference set of those ``archs`` (canonical strings of ``space``) stored with one
     (FBNet: the archs of an imported HELP folder)."""
     rows = session.execute(
-        select(Arch.arch, Arch.reference_index).where(
-            Arch.space == space, Arch.arch.in_(set(archs)), Arch.reference_index.is_not(None)
-        )
+        select(Arch.arch, Arch.reference_index).where(Arch.space == space, Arch.arch.in_(set(archs)))
     )
-    return {arch: int(index) for arch, index in rows}
+    return {arch: index for arch, index in rows if index is not None}
 
 
 @cache

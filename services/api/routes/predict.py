@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -22,7 +23,7 @@ def _number(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def arch_items(session: Session, space: str, keys: list, strings: list[str]) -> list[dict]:
+def arch_items(session: Session, space: str, keys: Sequence, strings: list[str]) -> list[dict]:
     """The identity of each requested arch in a response: its canonical ``arch``, its reference-set ``index``
     (null when none) and, for NB201, its ``nb201_index``."""
     if space == nb201.SPACE:

@@ -27,7 +27,7 @@ def rank(
     device's conditions for the space (``conditions`` in the response)."""
     device = get_device(session, body.device)
     all_keys, all_strings = request_keys(body.archs, body.space)
-    first = {key: n for n, key in reversed(list(enumerate(all_keys)))}  # each arch once, in request order
+    first: dict[int | str, int] = {k: n for n, k in reversed(list(enumerate(all_keys)))}  # each arch once, in order
     keys = list(first)
     strings = [all_strings[first[k]] for k in keys]
     service = request.app.state.predictions
@@ -45,7 +45,9 @@ def rank(
         searched = get_space(body.space)
         predicted = [n for n in order if keys[n] not in measured]
         ranked = model.rank([keys[n] for n in predicted])
-        slot = {key if isinstance(key, int) else searched.to_string(key): pos for pos, key in enumerate(ranked)}
+        slot: dict[int | str, int] = {
+            key if isinstance(key, int) else searched.to_string(key): pos for pos, key in enumerate(ranked)
+        }
         predicted_sorted = sorted(predicted, key=lambda n: slot[keys[n]])
         it = iter(predicted_sorted)
         order = [n if keys[n] in measured else next(it) for n in order]
