@@ -8,54 +8,19 @@ import numpy as np
 from scipy.stats import spearmanr
 from sqlalchemy import func, select
 
-from latfarm.predictor.fbnet_features import network_costs
-from latfarm.predictor.spaces import get_space
 from latfarm.services.core.security import hash_secret
 from latfarm.services.domain import adaptation as adapt
 from latfarm.services.domain import queue
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.domain.results import ReportedResult
-from latfarm.services.store.crud import device_by_name, ensure_archs
+from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Adaptation, AdaptState, Agent, Arch, Job, Measurement, Source, utcnow
+from latfarm.services.store.models import Adaptation, AdaptState, Agent, Arch, Job, Source, utcnow
 from tests.api_support import ADMIN, add_device, add_measurements
+from tests.fbnet_support import FBNET, add_fbnet_rows, fbnet_strings, truth_ms
 
-FBNET = get_space("fbnet")
 SAMPLES = 6
-SCALE = network_costs(np.asarray(FBNET.sample(500, seed=99))).mean(0)  # a typical arch's costs
-
-
-def truth_ms(archs: list[str]) -> np.ndarray:
-    """A device whose latency follows the built network's FLOPs and memory traffic (what phones and GPUs mostly
-    pay for), plus a fixed cost: a target the predictor has never seen."""
-    costs = network_costs(np.asarray([FBNET.parse(a) for a in archs])) / SCALE
-    return 0.4 + 3.0 * costs[:, 1] + 1.5 * costs[:, 2]
-
-
-def _strings(n: int, seed: int) -> list[str]:
-    return [FBNET.to_string(a) for a in FBNET.sample(n, seed=seed)]
-
-
-def _add_fbnet_rows(api, device: str, archs: list[str], latencies: np.ndarray, positions: dict[str, int]) -> None:
-    """Imported FBNet rows of ``device`` under its conditions for FBNet (archs stored at dataset ``positions``)."""
-    with transaction(api.app.state.sessions) as session:
-        target = device_by_name(session, device)
-        conditions = conditions_of(target).for_space("fbnet")
-        ids = ensure_archs(session, archs, "fbnet", positions)
-        session.add_all(
-            Measurement(
-                device_id=target.id,
-                arch_id=ids[a],
-                source=Source.imported,
-                dataset="help-fbnet",
-                latency_ms=float(ms),
-                median_ms=float(ms),
-                conditions=conditions.to_dict(),
-                conditions_key=conditions.key,
-            )
-            for a, ms in zip(archs, latencies, strict=True)
-        )
 
 
 def _counts(api) -> tuple[int, int, int]:
@@ -65,9 +30,9 @@ def _counts(api) -> tuple[int, int, int]:
 
 def test_predicts_1000_random_fbnet_archs_from_imported_rows(api, keys):
     add_device(api, "dev1")
-    measured = _strings(20, seed=1)
-    _add_fbnet_rows(api, "dev1", measured, truth_ms(measured), {a: 100 + n for n, a in enumerate(measured)})
-    archs = _strings(1000, seed=2)
+    measured = fbnet_strings(20, seed=1)
+    add_fbnet_rows(api, "dev1", measured, truth_ms(measured), {a: 100 + n for n, a in enumerate(measured)})
+    archs = fbnet_strings(1000, seed=2)
     response = api.post(
         "/v1/predict", json={"device": "dev1", "space": "fbnet", "archs": archs}, headers=keys["client"]
     )
@@ -102,7 +67,7 @@ def test_fbnet_and_nb201_predictions_do_not_mix(api, keys):
     FBNet rows are not NB201 ones."""
     add_device(api, "dev1")
     add_measurements(api, "dev1", {i: 1.0 + i / 10 for i in range(10)}, source=Source.imported, dataset="help-nb201")
-    archs = _strings(3, seed=3)
+    archs = fbnet_strings(3, seed=3)
     body = api.post("/v1/predict", json={"device": "dev1", "space": "fbnet", "archs": archs}, headers=ADMIN).json()
     assert all(i["latency_ms"] is None and "0 measured fbnet arch" in i["message"] for i in body["items"])
     nb201 = api.post("/v1/predict", json={"device": "dev1", "archs": [0, 11]}, headers=ADMIN).json()["items"]
@@ -111,7 +76,7 @@ def test_fbnet_and_nb201_predictions_do_not_mix(api, keys):
 
 def test_bad_fbnet_input_is_refused_naming_field_and_position(api, keys):
     add_device(api, "dev1")
-    good = _strings(2, seed=4)
+    good = fbnet_strings(2, seed=4)
     short = "-".join(good[0].split("-")[:21])
     cases = [
         ({"archs": [good[0], short]}, "archs[1]", "22"),  # wrong length
@@ -200,7 +165,7 @@ def test_fbnet_adaptation_end_to_end(api, keys, tmp_path):
         assert sorted(row.sample_archs) == sorted(sampled)  # canonical strings
         assert len(json.dumps(row.params)) < 20_000  # samples only, not the 203x203 posterior
 
-    archs = _strings(300, seed=5)
+    archs = fbnet_strings(300, seed=5)
     items = api.post("/v1/predict", json={"device": "cpu1", "space": "fbnet", "archs": archs}, headers=ADMIN).json()
     predicted = items["items"]
     assert all(i["source"] == "predicted" and i["std_ms"] > 0 for i in predicted)
