@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from scipy.stats import spearmanr
 from sqlalchemy import func, select
 
+from latfarm.services import datasets
 from latfarm.services.core.security import hash_secret
 from latfarm.services.domain import adaptation as adapt
 from latfarm.services.domain import queue
@@ -180,3 +184,23 @@ def test_fbnet_adaptation_end_to_end(api, keys, tmp_path):
     api.app.state.predictions._models.clear()
     rebuilt = api.post("/v1/predict", json={"device": "cpu1", "space": "fbnet", "archs": archs}, headers=ADMIN).json()
     assert [i["latency_ms"] for i in rebuilt["items"]] == [i["latency_ms"] for i in predicted]
+
+
+def test_imported_help_fbnet_device_is_predicted_by_the_service(api, tmp_path):
+    """pixel3 of the shared HELP FBNet data, imported: its archs come back measured at their dataset positions, and
+    the model the service fits on the fly from its rows ranks all 5,000 like the device."""
+    folder = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "help-fbnet"
+    if not (folder / "metainfo.pt").exists():
+        pytest.skip(f"shared HELP FBNet data not found at {folder}")
+    with transaction(api.app.state.sessions) as session:
+        datasets.import_help(session, folder, progress=False, space="fbnet", devices=["pixel3"])
+    reference = [FBNET.to_string(a) for a in FBNET.read_reference(folder)]
+    truth = np.asarray(torch.load(folder / "latency" / "pixel3.pt"), dtype=np.float64)
+    body = {"device": "pixel3", "space": "fbnet", "archs": [reference[7], *fbnet_strings(999, seed=6)]}
+    items = api.post("/v1/predict", json=body, headers=ADMIN).json()["items"]
+    assert (items[0]["index"], items[0]["source"], items[0]["latency_ms"]) == (7, "measured", truth[7])
+    assert all(i["source"] == "predicted" and i["std_ms"] > 0 and i["index"] is None for i in items[1:])
+    with api.app.state.sessions() as session:
+        model = api.app.state.predictions.for_device(session, device_by_name(session, "pixel3"), "fbnet")
+    mean, _ = model.predict(np.asarray(FBNET.read_reference(folder)))
+    assert spearmanr(mean, truth)[0] > 0.9
