@@ -10,8 +10,8 @@ last row id), so a request for thousands of archs does not re-read them.
 
 Conditions are never mixed: a device's measured figures of a space are only its rows measured under its own
 conditions for that space (``conditions_of(device).for_space(space)``: its batch size and precision, the reference
-graph), and an adaptation is used only while
-the device still has the conditions it was fitted under. Every cache key names those conditions.
+graph), and an adaptation is used only while the device still has the conditions it was fitted under. Every cache
+key names those conditions.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def model_state(model, space: str) -> dict:
 
 
 def model_from_state(predictor, state: dict):
-    """The device model ``model_state`` stored, for ``predictor``."""
-    if "archs" in state and "mean" not in state:
+    """The device model ``model_state`` stored, for ``predictor`` (samples only: refitted)."""
+    if "mean" not in state:
         return predictor.adapt(state["archs"], state["latencies_ms"])
     from latfarm.predictor.model import DeviceModel
 
