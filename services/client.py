@@ -114,10 +114,16 @@ class Client:
         return self._json("POST", "/v1/keys", json={"name": name, "scopes": list(scopes)})["key"]
 
     # --- latency ---------------------------------------------------------------------------------------------
-    def predict(self, device: str, archs: Sequence[str | int], space: str = "nb201") -> list[dict]:
-        """Per arch: ``latency_ms`` (measured, else predicted; None when neither), ``std_ms``, ``source``."""
-        body = {"device": device, "space": space, "archs": list(archs)}
+    def predict(self, device: str, archs: Sequence[str | int | Sequence[int]], space: str = "nb201") -> list[dict]:
+        """Per arch of ``space``: its canonical ``arch``, ``latency_ms`` (measured, else predicted; None when
+        neither), ``std_ms``, ``source``."""
+        body = {"device": device, "space": space, "archs": [_arch(a) for a in archs]}
         return self._json("POST", "/v1/predict", json=body, idempotent=True)["items"]
+
+    def rank(self, device: str, archs: Sequence[str | int | Sequence[int]], space: str = "nb201") -> list[dict]:
+        """The archs of ``space`` fastest first on the device: ``rank``, ``arch``, ``latency_ms``, ``source``."""
+        body = {"device": device, "space": space, "archs": [_arch(a) for a in archs]}
+        return self._json("POST", "/v1/rank", json=body, idempotent=True)["items"]
 
     def measurements(
         self, device: str | None = None, arch: str | None = None, source: str | None = None, page_size: int = 500
@@ -223,14 +229,15 @@ class Client:
         progress: bool = False,
         timeout: float = 1800.0,
         poll_s: float = 2.0,
+        space: str = "nb201",
     ) -> dict:
-        """Adapt the predictor to ``device`` from ``samples`` measurements by its agents; returns the predictor
-        state (``state`` active or failed when waited for). ``progress`` prints updates to stderr."""
-        state = self._json("POST", f"/v1/devices/{device}/adapt", json={"samples": samples})
+        """Adapt the predictor of ``space`` to ``device`` from ``samples`` measurements by its agents; returns the
+        adaptation's state (``state`` active or failed when waited for). ``progress`` prints updates to stderr."""
+        state = self._json("POST", f"/v1/devices/{device}/adapt", json={"space": space, "samples": samples})
         deadline = time.monotonic() + timeout
         last = None
         while wait:
-            state = self.device(device)["predictor"]
+            state = self._json("GET", f"/v1/devices/{device}/adapt", params={"space": space})
             if progress:
                 counts = state.get("progress") or {}
                 line = f"{device}: {state['state']}" + (
@@ -247,6 +254,11 @@ class Client:
                 raise TimeoutError(f"adaptation of {device} still {state['state']} after {timeout:.0f} s")
             time.sleep(poll_s)
         return state
+
+
+def _arch(arch: str | int | Sequence[int]) -> str | int | list[int]:
+    """An arch as the API takes it: a string, a reference position, or an index list."""
+    return arch if isinstance(arch, str | int) else [int(v) for v in arch]
 
 
 def _error(response: httpx.Response) -> LatfarmError:

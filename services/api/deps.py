@@ -57,8 +57,11 @@ def warm_arch_tables() -> None:
     _reference_strings(nb201.SPACE)
 
 
-def arch_index(arch: str | int, field: str) -> int:
-    """The official NB201 index of an arch string or index; ``InvalidArgument`` naming ``field`` when invalid."""
+def arch_index(arch: str | int | Sequence[int], field: str) -> int:
+    """The official NB201 index of an arch string, index list or index; ``InvalidArgument`` naming ``field`` when
+    invalid."""
+    if not isinstance(arch, str | int):
+        arch = _canonical(get_space(nb201.SPACE), arch, field)
     if isinstance(arch, int):
         if 0 <= arch < nb201.NUM_ARCHS:
             return arch
@@ -72,13 +75,27 @@ def arch_index(arch: str | int, field: str) -> int:
         raise InvalidArgument(f"{field}: {err}", field=field) from err
 
 
-def arch_indices(archs: Sequence[str | int], space: str, field: str = "archs") -> list[int]:
+def arch_indices(archs: Sequence[str | int | Sequence[int]], space: str, field: str = "archs") -> list[int]:
     """Validate a request's arch list (space, size, every entry) before anything is stored."""
     if space != nb201.SPACE:
         raise InvalidArgument(f"space: unknown search space {space!r}; supported: {nb201.SPACE!r}", field="space")
     if len(archs) > MAX_ARCHS:
         raise TooLarge(f"{field}: {len(archs)} archs in one request; the limit is {MAX_ARCHS}", field=field)
     return [arch_index(arch, f"{field}[{i}]") for i, arch in enumerate(archs)]
+
+
+def request_keys(
+    archs: Sequence[str | int | Sequence[int]], space: str, field: str = "archs"
+) -> tuple[Sequence[int | str], list[str]]:
+    """A predict or rank request's archs as the keys its space's predictions take (``predictions.keyed_by_position``:
+    NB201's official indices, other spaces' canonical strings) and their canonical strings; checked like
+    ``request_archs``."""
+    if space == nb201.SPACE:
+        indices = arch_indices(archs, space, field)
+        strings = arch_strings()
+        return indices, [strings[i] for i in indices]
+    canonical = request_archs(archs, space, field)
+    return canonical, canonical
 
 
 def request_space(name: str) -> SearchSpace:

@@ -19,7 +19,6 @@ from pydantic import (
 
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES as REGISTERED_SPACES
-from latfarm.predictor.spaces import get_space
 from latfarm.services.domain.conditions import (
     GRAPHS,
     MAX_BATCH_SIZE,
@@ -44,15 +43,6 @@ def _whole_number(value: object) -> object:
 
 
 WHOLE = BeforeValidator(_whole_number)  # last in an integer request field: Annotated[int, Field(bounds), WHOLE]
-NB201_INDEX_SCHEMA = {"type": "integer", "minimum": 0, "maximum": nb201.NUM_ARCHS - 1}
-# An arch string, or an official NB201 index (3.0 is 3; true and "3" are neither); the schema shows the ones the
-# server accepts, its own check names what is wrong with one it refuses.
-Arch = Annotated[
-    StrictStr | Annotated[int, WHOLE],
-    WithJsonSchema(
-        {"anyOf": [NB201_INDEX_SCHEMA, {"type": "string", "pattern": get_space(nb201.SPACE).string_pattern}]}
-    ),
-]
 
 
 def _space_arch_schemas() -> list[dict]:
@@ -68,7 +58,8 @@ def _space_arch_schemas() -> list[dict]:
     return forms
 
 
-# An arch of any space: its string, its index list, or a position in its reference set (NB201: official index).
+# An arch of any space: its string, its index list, or a position in its reference set (NB201: official index; 3.0
+# is 3, true and "3" are not). The schema shows the forms the server accepts; its own check names a refused one.
 SpaceArch = Annotated[
     StrictStr | Annotated[int, WHOLE] | list[StrictInt], WithJsonSchema({"anyOf": _space_arch_schemas()})
 ]
@@ -139,7 +130,13 @@ class DeviceDetail(DeviceOut):
     archs_measured: int
     agents: int
     agents_online: int
-    predictor: dict = Field(description="'state': measuring | training | active | failed | none, and details")
+    predictor: dict = Field(
+        description="Its latest adaptation of any space: 'space', 'state': measuring | training | active | failed | "
+        "none, and details"
+    )
+    predictors: dict[str, dict] = Field(
+        default_factory=dict, description="Per space the device has adaptations of: its latest one, as `predictor`."
+    )
 
 
 MAX_ENROLLMENT_S = 366 * 24 * 3600
@@ -382,18 +379,25 @@ class MeasurementPage(BaseModel):
 
 
 class PredictRequest(Strict):
-    """Archs to predict or rank on a device."""
+    """Archs of one space to predict or rank on a device."""
 
     device: str = Field(min_length=1)
-    space: Space = nb201.SPACE
-    archs: list[Arch] = Field(min_length=1, description=f"Arch strings or NB201 indices, at most {MAX_ARCHS}.")
+    space: Space = Field(nb201.SPACE, description="Search space of the archs: nb201 | fbnet.")
+    archs: list[SpaceArch] = Field(
+        min_length=1,
+        description=f"Arch strings, index lists (one choice per position) or NB201 official indices, at most "
+        f"{MAX_ARCHS}.",
+    )
 
 
 class PredictItem(BaseModel):
     """One arch's latency (ms): measured where known, else predicted with its spread; ``message`` when neither."""
 
-    arch: str
-    nb201_index: int
+    arch: str = Field(description="Canonical arch string.")
+    index: int | None = Field(
+        None, description="Position in its space's reference set (NB201: official index; FBNet: imported dataset's)."
+    )
+    nb201_index: int | None = Field(None, description="The official NB201 index (NB201 archs only).")
     latency_ms: float | None
     std_ms: float | None
     source: Literal["measured", "predicted"] | None
@@ -410,6 +414,7 @@ class PredictResponse(BaseModel):
     measurements are used)."""
 
     device: str
+    space: str
     conditions: ConditionsOut
     items: list[PredictItem]
 
@@ -418,8 +423,9 @@ class RankItem(BaseModel):
     """One arch's place in a ranking and the latency (ms) it was ranked by."""
 
     rank: int = Field(description="1 = fastest.")
-    arch: str
-    nb201_index: int
+    arch: str = Field(description="Canonical arch string.")
+    index: int | None = Field(None, description="Position in its space's reference set; null when none.")
+    nb201_index: int | None = Field(None, description="The official NB201 index (NB201 archs only).")
     latency_ms: float = Field(description="Measured where known, else predicted.")
     std_ms: float | None = Field(description="The prediction's spread; null for measured archs.")
     source: Literal["measured", "predicted"]

@@ -28,16 +28,20 @@ AGENTS = "each agent's"  # the measurement protocol a job leaves unset is the me
 DEVICES = "the device's"  # the conditions a job leaves unset are its device's
 
 
+SpaceOption = typer.Option("nb201", "--space", help="Search space of the archs: nb201 or fbnet.")
+
+
 def predict(
     device: str = DeviceName,
-    archs: list[str] = typer.Argument(..., help="Arch strings or NB201 indices."),
+    archs: list[str] = typer.Argument(..., help="Arch strings of the space, or NB201 official indices."),
+    space: str = SpaceOption,
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:
-    """Ask the server for latencies (measured, else predicted) of archs on a device."""
+    """Ask the server for latencies (measured, else predicted) of archs of a space on a device."""
     client = _client(server, key)
     with _explained("latfarm predict", client, device):
-        items = client.predict(device, arch_values(archs))
+        items = client.predict(device, arch_values(archs), space=space)
     for item in items:
         if item["latency_ms"] is None:
             typer.echo(f"no estimate  {item['arch']}: {item['message']}")
@@ -84,7 +88,7 @@ def measure(
     archs: list[str] = typer.Argument(
         None, help="Arch strings, or positions in the space's reference set (NB201: official indices)."
     ),
-    space: str = typer.Option("nb201", "--space", help="Search space of the archs: nb201 or fbnet."),
+    space: str = SpaceOption,
     from_file: Path = typer.Option(None, "--from", help="Also the archs in this file (one per line, # comments)."),
     sample: int = typer.Option(
         0,
@@ -242,10 +246,11 @@ def cancel(
 def adapt(
     device: str = DeviceName,
     samples: int = typer.Option(10, "--samples", help="K archs to measure."),
+    space: str = typer.Option("nb201", "--space", help="Search space whose predictor is adapted: nb201 or fbnet."),
     server: str = ServerUrl,
     key: str = ApiKey,
     wait: bool = flag(True, "--wait/--no-wait", help="Wait for the adaptation (a progress bar shows it)."),
 ) -> None:
-    """Adapt the predictor to a device from K measurements by its agents."""
+    """Adapt a space's predictor to a device from K measurements by its agents."""
     with exit_on_error("latfarm adapt"):
-        _client(server, key).adapt(device, samples=samples, wait=wait, progress=True)
+        _client(server, key).adapt(device, samples=samples, wait=wait, progress=True, space=space)

@@ -126,9 +126,15 @@ def _ensure_device(client: Client, device: str) -> None:
         )
 
 
+def _nb201_predictor(client: Client, device: str) -> dict:
+    """The device's latest NB201 adaptation (``{"state": "none"}`` when it has none)."""
+    return client.device(device).get("predictors", {}).get("nb201", {"state": "none"})
+
+
 def _adapt(client: Client, device: str, samples: int, children: Children) -> dict:
-    """Adapt the predictor to ``device`` unless it already has an active one; a progress bar while measuring."""
-    state = client.device(device)["predictor"]
+    """Adapt the NB201 predictor to ``device`` unless it already has an active one; a progress bar while
+    measuring."""
+    state = _nb201_predictor(client, device)
     if state["state"] == "active" and state.get("current", True):
         console.print(f"predictor for [bold]{device}[/] already adapted ({state.get('samples')} samples): reused")
         return state
@@ -151,7 +157,7 @@ def _adapt(client: Client, device: str, samples: int, children: Children) -> dic
             if state["state"] == "training":
                 bar.update(task, description=f"adapting the predictor to {device}")
             time.sleep(0.5)
-            state = client.device(device)["predictor"]
+            state = _nb201_predictor(client, device)
         bar.update(task, completed=bar.tasks[0].total, description=f"predictor for {device}: {state['state']}")
     if state["state"] != "active":
         raise RuntimeError(f"adaptation of {device} ended {state['state']}: {state.get('error')}")

@@ -1,28 +1,38 @@
-"""The adapt loop: choose K archs for a device, have its agents measure them, fit the predictor, activate it.
+"""The adapt loop: choose K archs of a space for a device, have its agents measure them, fit that space's predictor,
+activate it. A device has at most one adaptation in progress and one active per space.
 
 An ``Adaptation`` row carries the state (measuring → training → active | failed), so any server replica can
 advance it: ``advance_all`` runs in every server's adapt worker (``workers.adapt_worker``) and claims rows one
 at a time.
 
-An adaptation is fitted under the conditions its device had when it started (``Adaptation.conditions_key``): its
-jobs are measured under them, only rows measured under them are fitted, and predictions use it only while the
-device still has them (``crud.active_adaptation``); a device whose batch size or precision changed needs a new one.
+An adaptation is fitted under the conditions its device had for its space when it started
+(``Adaptation.conditions_key``, which names the space): its jobs are measured under them, only rows measured under
+them are fitted, and predictions use it only while the device still has them (``crud.active_adaptation``); a device
+whose batch size or precision changed needs a new one.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from latfarm.predictor import nb201
 from latfarm.services.core.errors import Conflict, InvalidArgument
 from latfarm.services.domain import queue
+from latfarm.services.domain.conditions import SPACES, space_of
 from latfarm.services.domain.outliers import robust_adapt
-from latfarm.services.domain.predictions import agent_latency, conditions_of, device_statistic
+from latfarm.services.domain.predictions import (
+    agent_latency,
+    conditions_of,
+    device_statistic,
+    fit_archs,
+    keyed_by_position,
+    model_state,
+)
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import (
     Adaptation,
@@ -49,14 +59,17 @@ class AdaptationRunning(Conflict):
     """The device already has an adaptation measuring or training."""
 
 
-def latest(session: Session, device: Device) -> Adaptation | None:
-    """The device's most recent adaptation that is not superseded."""
-    return session.scalars(
-        select(Adaptation)
-        .where(Adaptation.device_id == device.id, Adaptation.state != AdaptState.superseded)
-        .order_by(Adaptation.created_at.desc())
-        .limit(1)
-    ).first()
+def of_space(space: str):
+    """SQL condition: an adaptation of ``space`` (its conditions key names the space)."""
+    return Adaptation.conditions_key.startswith(f"{space}/", autoescape=True)
+
+
+def latest(session: Session, device: Device, space: str | None = None) -> Adaptation | None:
+    """The device's most recent adaptation that is not superseded, of ``space`` (None: of any space)."""
+    query = select(Adaptation).where(Adaptation.device_id == device.id, Adaptation.state != AdaptState.superseded)
+    if space is not None:
+        query = query.where(of_space(space))
+    return session.scalars(query.order_by(Adaptation.created_at.desc()).limit(1)).first()
 
 
 def start(
@@ -69,26 +82,33 @@ def start(
     fmt: str = "onnx",
     requested_by: str | None = None,
 ) -> Adaptation:
-    """Choose ``samples`` archs with the predictor's default strategy and queue their measurement under the
-    device's conditions (recorded on the batch and the adaptation)."""
+    """Choose ``samples`` archs of the predictor's space with its default strategy and queue their measurement under
+    the device's conditions for that space (recorded on the batch and the adaptation). ``sample_archs`` records them
+    by reference position (NB201's official index) or canonical string (``predictions.keyed_by_position``)."""
     if not 3 <= samples <= MAX_SAMPLES:
         raise AdaptError(f"samples must be between 3 and {MAX_SAMPLES}, got {samples}")
-    running = latest(session, device)
+    searched = predictor.space
+    running = latest(session, device, searched.name)
     if running is not None and running.state in (AdaptState.measuring, AdaptState.training):
         raise AdaptationRunning(
-            f"device {device.name!r} already has adaptation {running.id} in state {running.state.value}"
+            f"device {device.name!r} already has {searched.name} adaptation {running.id} in state {running.state.value}"
         )
-    indices = [int(i) for i in predictor.select_samples(samples, seed=seed)]
-    archs = [nb201.to_string(nb201.from_official_index(i)) for i in indices]
-    conditions = conditions_of(device)
+    chosen = predictor.select_samples(samples, seed=seed)
+    if keyed_by_position(searched.name):
+        reference = searched.reference_set()
+        keys: list = [int(i) for i in chosen]
+        archs = [searched.to_string(reference[i]) for i in keys]
+    else:
+        keys = archs = [searched.to_string(arch) for arch in chosen]
+    conditions = conditions_of(device).for_space(searched.name)
     batch = queue.submit_batch(
-        session, device, archs, space=nb201.SPACE, fmt=fmt, requested_by=requested_by, conditions=conditions
+        session, device, archs, space=searched.name, fmt=fmt, requested_by=requested_by, conditions=conditions
     )
     adaptation = Adaptation(
         device_id=device.id,
         samples=samples,
         strategy="default",
-        sample_archs=indices,
+        sample_archs=keys,
         batch_id=batch.id,
         checkpoint=predictor.version,
         conditions_key=conditions.key,
@@ -104,11 +124,13 @@ def describe(session: Session, adaptation: Adaptation | None) -> dict:
     if adaptation is None:
         return {"state": "none"}
     device = session.get_one(Device, adaptation.device_id)
+    space = space_of(adaptation.conditions_key)
     out = {
         "id": adaptation.id,
+        "space": space,
         "state": adaptation.state.value,
         "conditions_key": adaptation.conditions_key,
-        "current": adaptation.conditions_key == conditions_of(device).key,
+        "current": adaptation.conditions_key == conditions_of(device).for_space(space).key,
         "samples": adaptation.samples,
         "checkpoint": adaptation.checkpoint,
         "created_at": adaptation.created_at.isoformat(),
@@ -121,26 +143,33 @@ def describe(session: Session, adaptation: Adaptation | None) -> dict:
     return out
 
 
-def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list[int], list[float]]:
+def by_space(session: Session, device: Device) -> dict[str, dict]:
+    """``describe`` of the device's latest adaptation of each space it has one of."""
+    latest_of = {space: latest(session, device, space) for space in SPACES}
+    return {space: describe(session, row) for space, row in latest_of.items() if row is not None}
+
+
+def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list, list[float]]:
     """Median of the agent-measured latencies of each sampled arch on the device under the adaptation's conditions
-    (in the device's statistic), by NB201 index."""
+    (in the device's statistic), by the keys of ``sample_archs``."""
     statistic = device_statistic(session, adaptation.device_id, adaptation.conditions_key)
+    key = Arch.reference_index if keyed_by_position(space_of(adaptation.conditions_key)) else Arch.arch
     rows = session.execute(
-        select(Arch.nb201_index, agent_latency(statistic))
+        select(key, agent_latency(statistic))
         .join(Arch, Arch.id == Measurement.arch_id)
         .where(
             Measurement.device_id == adaptation.device_id,
-            Arch.nb201_index.in_(adaptation.sample_archs),
+            key.in_(adaptation.sample_archs),
             Measurement.conditions_key == adaptation.conditions_key,
             Measurement.source == Source.measured,
             usable(),
         )
     ).all()
-    by_index: dict[int, list[float]] = {}
-    for index, latency_ms in rows:
-        by_index.setdefault(int(index), []).append(float(latency_ms))
-    indices = sorted(by_index)
-    return indices, [float(np.median(by_index[i])) for i in indices]
+    by_key: dict[Any, list[float]] = {}
+    for arch, latency_ms in rows:
+        by_key.setdefault(arch, []).append(float(latency_ms))
+    keys = sorted(by_key)
+    return keys, [float(np.median(by_key[k])) for k in keys]
 
 
 def _claim(session: Session, adaptation_id: str, from_state: AdaptState, to_state: AdaptState) -> bool:
@@ -151,8 +180,12 @@ def _claim(session: Session, adaptation_id: str, from_state: AdaptState, to_stat
     return cast("CursorResult[Any]", result).rowcount == 1  # an UPDATE's result is a cursor result
 
 
-def advance(sessions: sessionmaker[Session], adaptation_id: str, predictor) -> AdaptState:
-    """One step of one adaptation: when its measurements are in, fit and activate it."""
+Predictors = Callable[[str], Any]
+"""A space's pretrained predictor by space name (``PredictionService.predictor_loader``)."""
+
+
+def advance(sessions: sessionmaker[Session], adaptation_id: str, predictors: Predictors) -> AdaptState:
+    """One step of one adaptation: when its measurements are in, fit and activate it with its space's predictor."""
     with transaction(sessions) as session:
         adaptation = session.get(Adaptation, adaptation_id)
         if adaptation is None or adaptation.state != AdaptState.measuring:
@@ -167,7 +200,7 @@ def advance(sessions: sessionmaker[Session], adaptation_id: str, predictor) -> A
         if not _claim(session, adaptation_id, AdaptState.measuring, AdaptState.training):
             return AdaptState.training
     try:
-        return _fit(sessions, adaptation_id, predictor)
+        return _fit(sessions, adaptation_id, predictors)
     except Exception as err:  # noqa: BLE001 - whatever fails after the claim fails this adaptation, never strands it
         log.exception("adaptation %s failed", adaptation_id)
         with transaction(sessions) as session:
@@ -176,28 +209,38 @@ def advance(sessions: sessionmaker[Session], adaptation_id: str, predictor) -> A
         return AdaptState.failed
 
 
-def _fit(sessions: sessionmaker[Session], adaptation_id: str, predictor) -> AdaptState:
-    """Fit and activate a claimed (``training``) adaptation; raises on any failure (``advance`` records it)."""
+def _fit(sessions: sessionmaker[Session], adaptation_id: str, predictors: Predictors) -> AdaptState:
+    """Fit and activate a claimed (``training``) adaptation, superseding the device's active one of its space; raises
+    on any failure (``advance`` records it)."""
     with transaction(sessions) as session:
         adaptation = session.get_one(Adaptation, adaptation_id)  # this call just claimed it
-        indices, values = _sample_latencies(session, adaptation)
-        if len(indices) < 3:
+        space = space_of(adaptation.conditions_key)
+        keys, values = _sample_latencies(session, adaptation)
+        if len(keys) < 3:
             adaptation.state = AdaptState.failed
-            adaptation.error = f"only {len(indices)} of {adaptation.samples} sample archs were measured; need 3"
+            adaptation.error = f"only {len(keys)} of {adaptation.samples} sample archs were measured; need 3"
             return adaptation.state
-        model, outliers = robust_adapt(predictor, indices, values)
-        kept = [(i, v) for i, v in zip(indices, values, strict=True) if i not in outliers]
-        fitted, _ = model.predict(np.asarray([i for i, _ in kept]))
-        truth = np.asarray([v for _, v in kept])
-        adaptation.params = model.to_state()
+        predictor = predictors(space)
+        archs = fit_archs(predictor, keys)
+        model, left_out = robust_adapt(predictor, archs, values)
+        keep = [arch not in left_out for arch in archs.tolist()]
+        outliers = [k for k, kept in zip(keys, keep, strict=True) if not kept]
+        keep_mask = np.asarray(keep, dtype=bool)
+        fitted, _ = model.predict(archs[keep_mask])
+        truth = np.asarray(values)[keep_mask]
+        adaptation.params = model_state(model, space)
         adaptation.metrics = {
-            "measured": len(indices),
+            "measured": len(keys),
             "outliers": outliers,  # sampled archs left out of the fit (``domain.outliers``)
             "fit_mean_abs_rel_error": float(np.mean(np.abs(fitted - truth) / truth)),
         }
         session.execute(
             update(Adaptation)
-            .where(Adaptation.device_id == adaptation.device_id, Adaptation.state == AdaptState.active)
+            .where(
+                Adaptation.device_id == adaptation.device_id,
+                Adaptation.state == AdaptState.active,
+                of_space(space),
+            )
             .values(state=AdaptState.superseded)
         )
         adaptation.state = AdaptState.active
@@ -205,8 +248,9 @@ def _fit(sessions: sessionmaker[Session], adaptation_id: str, predictor) -> Adap
         return adaptation.state
 
 
-def advance_all(sessions: sessionmaker[Session], predictor) -> int:
-    """Advance every adaptation waiting on measurements; returns how many became active."""
+def advance_all(sessions: sessionmaker[Session], predictors: Predictors) -> int:
+    """Advance every adaptation waiting on measurements (``predictors(space)``: each one's predictor); returns how
+    many became active."""
     with sessions() as session:
         ids = session.scalars(select(Adaptation.id).where(Adaptation.state == AdaptState.measuring)).all()
-    return sum(advance(sessions, i, predictor) == AdaptState.active for i in ids)
+    return sum(advance(sessions, i, predictors) == AdaptState.active for i in ids)

@@ -124,6 +124,11 @@ def device_conditions(batch_size: int, precision: str, resolution: int = 32, cla
     return Conditions(space=space, batch_size=batch_size, precision=precision, resolution=resolution, classes=classes)
 
 
+def space_of(key: str) -> str:
+    """The space a conditions ``key`` is for (its first part)."""
+    return key.split("/", 1)[0]
+
+
 def _check_choice(name: str, value: object, choices: tuple[str, ...] | list[str]) -> None:
     if value not in choices:
         raise InvalidArgument(f"{name} must be one of {list(choices)}, got {value!r}", field=name)

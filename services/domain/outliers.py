@@ -36,7 +36,8 @@ def inliers(predictor, indices: Sequence[int] | np.ndarray, latencies_ms: Sequen
 
 
 def robust_adapt(predictor, indices: Sequence[int] | np.ndarray, latencies_ms: Sequence[float] | np.ndarray):
-    """``predictor.adapt`` on the ``inliers`` only; returns (model, indices left out)."""
+    """``predictor.adapt`` on the ``inliers`` only; returns (model, archs left out). Archs are reference positions
+    [K] or encodings [K, length], as the predictor takes them; those left out come back as ints or index lists."""
     idx, values = np.asarray(indices, dtype=np.int64), np.asarray(latencies_ms, dtype=np.float64)
     keep = inliers(predictor, idx, values)
-    return predictor.adapt(idx[keep], values[keep]), [int(i) for i in idx[~keep]]
+    return predictor.adapt(idx[keep], values[keep]), idx[~keep].tolist()

@@ -1,13 +1,17 @@
-"""Latency estimates for every NB201 arch on a device, cached: the bridge between the store and the predictor.
+"""Latency estimates for archs of any search space on a device: the bridge between the store and the predictors.
 
-A device's model is its active adaptation, else (with enough measured archs) a model adapted on the fly from its
-measurements. Its predictions for all 15,625 archs are computed once per model and kept in the cache (Redis when
-configured), so later requests only index into them. A device's measured latencies are kept in memory too, keyed
-by (conditions key, row count, last row id), so a request for thousands of archs does not re-read them.
+A device has one model per space: its active adaptation of that space, else (with enough measured archs) a model
+adapted on the fly from its measurements; each space's pretrained predictor is loaded on first use. An arch is
+keyed by its reference position in a space that enumerates all its archs (NB201: the official index), else by
+its canonical string (FBNet). For a position-keyed space the predictions for every arch are computed once per model
+and kept in the cache (Redis when configured), so later requests only index into them; other spaces' archs are
+predicted per request. A device's measured latencies are kept in memory too, keyed by (conditions key, row count,
+last row id), so a request for thousands of archs does not re-read them.
 
-Conditions are never mixed: a device's measured figures are only its rows measured under its own conditions
-(``conditions_of``: its batch size and precision, the reference graph), and an adaptation is used only while
-the device still has the conditions it was fitted under. Every cache key names those conditions.
+Conditions are never mixed: a device's measured figures of a space are only its rows measured under its own
+conditions for that space (``conditions_of(device).for_space(space)``: its batch size and precision, the reference
+graph), and an adaptation is used only while the device still has the conditions it was fitted under. Every cache
+key names those conditions.
 """
 
 from __future__ import annotations
@@ -17,15 +21,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.predictor import nb201
+from latfarm.predictor.spaces import get_space
 from latfarm.services.core.errors import FailedPrecondition
-from latfarm.services.domain.conditions import Conditions, device_conditions
+from latfarm.services.domain.conditions import Conditions, device_conditions, space_of
 from latfarm.services.domain.outliers import robust_adapt
 from latfarm.services.store.crud import active_adaptation
 from latfarm.services.store.models import Adaptation, Arch, Device, Measurement, Source, usable
@@ -36,6 +41,42 @@ MAX_ARCHS_ON_THE_FLY = 50  # keeps a cold fit well under a second (the posterior
 CACHE_TTL_S = 24 * 3600
 SMALL_QUERY = 500  # up to this many archs are looked up directly rather than via the device's cached table
 MEMORY_DEVICES = 64  # devices whose measured tables and models are kept in memory
+
+
+ArchKey = int | str
+"""An arch in a space's predictions: its reference position (``keyed_by_position``) or its canonical string."""
+
+
+def keyed_by_position(space: str) -> bool:
+    """Whether archs of ``space`` are keyed by reference position (the space enumerates all its archs: NB201)
+    rather than by canonical string (FBNet)."""
+    return get_space(space).reference_set() is not None
+
+
+def fit_archs(predictor, keys: Sequence[ArchKey]) -> np.ndarray:
+    """What a space's predictor fits and predicts on for ``keys``: positions as given, strings as encodings."""
+    if keys and isinstance(keys[0], str):
+        return predictor.encodings(keys)
+    return np.asarray(keys, dtype=np.int64)
+
+
+def model_state(model, space: str) -> dict:
+    """What an adaptation stores of a device model: a position-keyed space's posterior (tens of kB); other spaces
+    their samples only (FBNet's posterior is ~1 MB of JSON; ``model_from_state`` refits it in a fraction of a
+    second)."""
+    if keyed_by_position(space):
+        return model.to_state()
+    archs = [get_space(space).to_string(row) for row in np.asarray(model.indices).tolist()]
+    return {"space": space, "archs": archs, "latencies_ms": [float(x) for x in model.latencies_ms]}
+
+
+def model_from_state(predictor, state: dict):
+    """The device model ``model_state`` stored, for ``predictor`` (samples only: refitted)."""
+    if "mean" not in state:
+        return predictor.adapt(state["archs"], state["latencies_ms"])
+    from latfarm.predictor.model import DeviceModel
+
+    return DeviceModel.from_state(predictor, state)
 
 
 class NoEstimate(FailedPrecondition):
@@ -55,7 +96,8 @@ class Measured:
 
 def conditions_of(device: Device) -> Conditions:
     """A device's conditions (``device_conditions`` of its batch size, precision and input variant): the only rows
-    its predictions, rankings, adaptations and LatBench export read are those with this ``conditions_key``."""
+    its predictions, rankings, adaptations and LatBench export read are those with this ``conditions_key``
+    (``for_space`` of it for archs of another space)."""
     return device_conditions(device.batch_size, device.precision, device.resolution, device.classes)
 
 
@@ -86,15 +128,17 @@ def agent_latency(statistic: str):
 
 
 def measured_latencies(
-    session: Session, device_id: int, conditions_key: str, indices: Sequence[int] | None = None
-) -> dict[int, Measured]:
-    """Per NB201 index, among the device's usable (not quarantined) rows measured under ``conditions_key`` only: the
-    latest stable agent measurement, else the latest imported one, else the latest unstable agent measurement
-    (flagged: still better evidence than a prediction). Agent measurements are read in the ``device_statistic``."""
+    session: Session, device_id: int, conditions_key: str, indices: Sequence[ArchKey] | None = None
+) -> dict[ArchKey, Measured]:
+    """Per arch key of the conditions' space (``keyed_by_position``), among the device's usable (not quarantined) rows
+    measured under ``conditions_key`` only: the latest stable agent measurement, else the latest imported one, else
+    the latest unstable agent measurement (flagged: still better evidence than a prediction). Agent measurements are
+    read in the ``device_statistic``."""
     statistic = device_statistic(session, device_id, conditions_key)
+    key = Arch.reference_index if keyed_by_position(space_of(conditions_key)) else Arch.arch
     query = (
         select(
-            Arch.nb201_index,
+            key,
             Measurement.source,
             Measurement.dataset,
             Measurement.latency_ms,
@@ -106,16 +150,16 @@ def measured_latencies(
         .where(
             Measurement.device_id == device_id,
             Measurement.conditions_key == conditions_key,
-            Arch.nb201_index.is_not(None),
+            key.is_not(None),
             usable(),
         )
         .order_by(Measurement.id)
     )
     if indices is not None:
-        query = query.where(Arch.nb201_index.in_(set(indices)))
-    agent: dict[int, Measured] = {}
-    imported: dict[int, Measured] = {}
-    unstable: dict[int, Measured] = {}
+        query = query.where(key.in_(set(indices)))
+    agent: dict[ArchKey, Measured] = {}
+    imported: dict[ArchKey, Measured] = {}
+    unstable: dict[ArchKey, Measured] = {}
     for index, source, dataset, latency_ms, agent_ms, std_ms, flagged in session.execute(query):
         if source == Source.imported:
             imported[index] = Measured(latency_ms, std_ms, dataset or "imported")
@@ -124,47 +168,59 @@ def measured_latencies(
     return unstable | imported | agent
 
 
-@lru_cache(maxsize=1)
-def load_default_predictor():
-    """The shipped pretrained predictor, loaded once per process."""
+def reference_positions(session: Session, space: str, archs: Sequence[str]) -> dict[str, int]:
+    """Positions in a dataset's reference set of those ``archs`` (canonical strings of ``space``) stored with one
+    (FBNet: the archs of an imported HELP folder)."""
+    rows = session.execute(
+        select(Arch.arch, Arch.reference_index).where(Arch.space == space, Arch.arch.in_(set(archs)))
+    )
+    return {arch: index for arch, index in rows if index is not None}
+
+
+@cache
+def load_default_predictor(space: str = nb201.SPACE):
+    """The pretrained predictor shipped for ``space``, loaded once per process."""
     from latfarm.predictor.model import Predictor
 
-    return Predictor.load()
+    return Predictor.load(space=space)
 
 
 class PredictionService:
-    """Measured latencies, device models and their cached predictions for all 15,625 NB201 archs."""
+    """Measured latencies, device models per space and their predictions (cached tables for position-keyed
+    spaces)."""
 
-    def __init__(self, sessions: sessionmaker[Session], cache, predictor_loader: Callable[[], object]) -> None:
-        """Read through ``sessions``, cache predictions in ``cache``; ``predictor_loader`` gives the pretrained
-        predictor on first use."""
+    def __init__(self, sessions: sessionmaker[Session], cache, predictor_loader: Callable[..., object]) -> None:
+        """Read through ``sessions``, cache predictions in ``cache``; ``predictor_loader(space)`` gives a space's
+        pretrained predictor on first use (no argument: NB201's)."""
         self.sessions = sessions
         self.cache = cache
         self.predictor_loader = predictor_loader
-        self._measured: OrderedDict[int, tuple[tuple, dict[int, Measured]]] = OrderedDict()
-        self._models: OrderedDict[int, tuple[str, object]] = OrderedDict()  # device id -> (model key, model)
+        self._measured: OrderedDict[tuple[int, str], tuple[tuple, dict[ArchKey, Measured]]] = OrderedDict()
+        self._models: OrderedDict[tuple[int, str], tuple[str, object]] = OrderedDict()  # (device, space): (key, model)
         self._lock = threading.Lock()  # guards the two memory tables
         self._fit_lock = threading.Lock()  # one fit at a time, even under concurrent cold requests
 
     def warm(self) -> None:
-        """Load the predictor now (server start) so the first request does not pay for it."""
+        """Load NB201's predictor now (server start) so the first request does not pay for it."""
         try:
             self.predictor_loader()
         except Exception:  # noqa: BLE001 - predictions then fail with a message; the server still runs
             log.exception("could not load the latency predictor")
 
     # --- measurements ----------------------------------------------------------------------------------------
-    def measured(self, session: Session, device: Device, indices: Sequence[int] | None = None) -> dict[int, Measured]:
-        """``measured_latencies`` of a device under its conditions (all archs, or at least ``indices``), from memory
-        when unchanged."""
+    def measured(
+        self, session: Session, device: Device, indices: Sequence[ArchKey] | None = None, space: str = nb201.SPACE
+    ) -> dict[ArchKey, Measured]:
+        """``measured_latencies`` of a device's archs of ``space`` under its conditions (all archs, or at least
+        ``indices``: keys of ``space``), from memory when unchanged."""
         if indices is not None and len(indices) <= SMALL_QUERY:
-            return measured_latencies(session, device.id, conditions_of(device).key, indices)
-        return self._measured_table(session, device)[1]
+            return measured_latencies(session, device.id, conditions_of(device).for_space(space).key, indices)
+        return self._measured_table(session, device, space)[1]
 
-    def _measured_table(self, session: Session, device: Device) -> tuple[tuple, dict[int, Measured]]:
+    def _measured_table(self, session: Session, device: Device, space: str) -> tuple[tuple, dict[ArchKey, Measured]]:
         """(stamp, table): ``stamp`` = (conditions key, row count, last row id, sum of row ids) of the usable rows the
         table was read from (the sum changes when a row is quarantined or released)."""
-        key = conditions_of(device).key
+        key = conditions_of(device).for_space(space).key
         count, last_id, id_sum = session.execute(
             select(func.count(Measurement.id), func.max(Measurement.id), func.sum(Measurement.id)).where(
                 Measurement.device_id == device.id, Measurement.conditions_key == key, usable()
@@ -172,94 +228,103 @@ class PredictionService:
         ).one()
         stamp = (key, count, last_id, id_sum)
         with self._lock:
-            hit = self._measured.get(device.id)
+            hit = self._measured.get((device.id, space))
         if hit is not None and hit[0] == stamp:
             return hit
         table = measured_latencies(session, device.id, key)
         with self._lock:
-            _remember(self._measured, device.id, (stamp, table))
+            _remember(self._measured, (device.id, space), (stamp, table))
         return stamp, table
 
     # --- device models ---------------------------------------------------------------------------------------
-    def _model_key(self, session: Session, device: Device) -> tuple[str, Adaptation | None]:
-        """A cache key naming the device's current model (and that model's adaptation, if any).
+    def _model_key(self, session: Session, device: Device, space: str) -> tuple[str, Adaptation | None]:
+        """A cache key naming the device's current model of ``space`` (and that model's adaptation, if any).
 
-        Raises NoEstimate when the device has neither an active adaptation nor enough measured archs.
+        Raises NoEstimate when the device has neither an active adaptation nor enough measured archs of ``space``.
         """
-        active = active_adaptation(session, device, conditions_of(device).key)
+        conditions = conditions_of(device).for_space(space)
+        active = active_adaptation(session, device, conditions.key)
         if active is not None:
-            return f"{self._key_prefix(device)}:adapt-{active.id}", active
-        (_key, count, last_id, id_sum), table = self._measured_table(session, device)
+            return f"{self._key_prefix(device, space)}:adapt-{active.id}", active
+        (_key, count, last_id, id_sum), table = self._measured_table(session, device, space)
         archs = len(table)
         if archs < MIN_ARCHS_ON_THE_FLY:  # checked before loading the predictor
             raise NoEstimate(
-                f"no estimate for device {device.name!r} yet: it has {archs} measured arch(s) under its "
-                f"conditions {conditions_of(device).key}; an estimate needs {MIN_ARCHS_ON_THE_FLY}, or an adapted "
-                f"predictor (POST /v1/devices/{device.name}/adapt)"
+                f"no estimate for device {device.name!r} yet: it has {archs} measured {space} arch(s) under its "
+                f"conditions {conditions.key}; an estimate needs {MIN_ARCHS_ON_THE_FLY}, or an adapted "
+                f"{space} predictor (POST /v1/devices/{device.name}/adapt)"
             )
-        return f"{self._key_prefix(device)}:fly-{count}-{last_id}-{id_sum}", None
+        return f"{self._key_prefix(device, space)}:fly-{count}-{last_id}-{id_sum}", None
 
-    def _key_prefix(self, device: Device) -> str:
-        """Device id and creation time (unique even across databases sharing one Redis), its conditions, checkpoint
-        version."""
+    def _key_prefix(self, device: Device, space: str) -> str:
+        """Device id and creation time (unique even across databases sharing one Redis), its conditions for
+        ``space``, the space's checkpoint version."""
         created = int(device.created_at.timestamp() * 1e6)
-        version = getattr(self._predictor(), "version", "0")
-        return f"pred:{device.id}-{created}:{conditions_of(device).key}:{version}"
+        version = getattr(self.predictor(space), "version", "0")
+        return f"pred:{device.id}-{created}:{conditions_of(device).for_space(space).key}:{version}"
 
-    def _predictor(self):
+    def predictor(self, space: str = nb201.SPACE):
+        """The pretrained predictor of ``space``; NoEstimate (with the reason) when it cannot be loaded."""
         try:
-            return self.predictor_loader()
+            return self.predictor_loader(space)
         except Exception as err:  # noqa: BLE001
-            log.exception("could not load the latency predictor")
-            raise NoEstimate(f"the latency predictor is unavailable: {err}") from err
+            log.exception("could not load the %s latency predictor", space)
+            raise NoEstimate(f"the {space} latency predictor is unavailable: {err}") from err
 
-    def _build(self, session: Session, device: Device, active: Adaptation | None):
-        from latfarm.predictor.model import DeviceModel
-
-        predictor = self._predictor()
+    def _build(self, session: Session, device: Device, space: str, active: Adaptation | None):
+        predictor = self.predictor(space)
         if active is not None:
-            return DeviceModel.from_state(predictor, active.params)
-        measured = self.measured(session, device)
-        indices = np.array(sorted(measured), dtype=np.int64)
-        if len(indices) > MAX_ARCHS_ON_THE_FLY:
-            indices = np.sort(np.random.default_rng(device.id).choice(indices, MAX_ARCHS_ON_THE_FLY, replace=False))
+            return model_from_state(predictor, active.params)
+        measured = self.measured(session, device, space=space)
+        keys = sorted(measured)
+        if len(keys) > MAX_ARCHS_ON_THE_FLY:
+            chosen = np.random.default_rng(device.id).choice(len(keys), MAX_ARCHS_ON_THE_FLY, replace=False)
+            keys = [keys[i] for i in sorted(chosen)]
         try:
-            return robust_adapt(predictor, indices, [measured[int(i)].latency_ms for i in indices])[0]
+            return robust_adapt(predictor, fit_archs(predictor, keys), [measured[k].latency_ms for k in keys])[0]
         except Exception as err:  # noqa: BLE001
             log.exception("on-the-fly adaptation for %s failed", device.name)
             raise NoEstimate(f"could not fit the predictor to device {device.name!r}: {err}") from err
 
-    def _model(self, session: Session, device: Device, key: str, active: Adaptation | None):
+    def _model(self, session: Session, device: Device, space: str, key: str, active: Adaptation | None):
         with self._fit_lock:
-            hit = self._models.get(device.id)
+            hit = self._models.get((device.id, space))
             if hit is not None and hit[0] == key:
                 return hit[1]
-            model = self._build(session, device, active)
+            model = self._build(session, device, space, active)
             with self._lock:
-                _remember(self._models, device.id, (key, model))
+                _remember(self._models, (device.id, space), (key, model))
             return model
 
-    def for_device(self, session: Session, device: Device):
-        """The device's ``DeviceModel``, or None when it has neither an adaptation nor enough measurements."""
+    def for_device(self, session: Session, device: Device, space: str = nb201.SPACE):
+        """The device's ``DeviceModel`` of ``space``, or None when it has neither an adaptation nor enough
+        measurements of it."""
         try:
-            return self._model(session, device, *self._model_key(session, device))
+            return self._model(session, device, space, *self._model_key(session, device, space))
         except NoEstimate:
             return None
 
-    def predict(self, session: Session, device: Device, indices) -> tuple[np.ndarray, np.ndarray]:
-        """(mean_ms, std_ms) for NB201 ``indices``; raises NoEstimate (with a message) when none is possible."""
-        key, active = self._model_key(session, device)
+    def predict(
+        self, session: Session, device: Device, indices: Sequence[ArchKey], space: str = nb201.SPACE
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(mean_ms, std_ms) for arch keys of ``space``; raises NoEstimate (with a message) when none is
+        possible."""
+        key, active = self._model_key(session, device, space)
+        model = self._model(session, device, space, key, active) if not keyed_by_position(space) else None
+        if model is not None:
+            return model.predict(fit_archs(model.predictor, indices))
+        size = len(get_space(space).reference_set() or ())
         blob = self.cache.get(key)
         if blob is None:
-            mean, std = self._model(session, device, key, active).predict(None)
+            mean, std = self._model(session, device, space, key, active).predict(None)
             table = np.stack([np.asarray(mean, np.float32), np.asarray(std, np.float32)])
-            if table.shape != (2, nb201.NUM_ARCHS):
-                raise NoEstimate(f"the predictor returned {table.shape[1]} estimates, expected {nb201.NUM_ARCHS}")
+            if table.shape != (2, size):
+                raise NoEstimate(f"the predictor returned {table.shape[1]} estimates, expected {size}")
             self.cache.set(key, table.tobytes(), CACHE_TTL_S)
         else:
-            table = np.frombuffer(blob, dtype=np.float32).reshape(2, nb201.NUM_ARCHS)
-        indices = np.asarray(indices, dtype=np.int64)
-        return table[0, indices].astype(np.float64), table[1, indices].astype(np.float64)
+            table = np.frombuffer(blob, dtype=np.float32).reshape(2, size)
+        positions = np.asarray(indices, dtype=np.int64)
+        return table[0, positions].astype(np.float64), table[1, positions].astype(np.float64)
 
 
 def _remember(store: OrderedDict, key, value) -> None:

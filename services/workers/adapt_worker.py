@@ -11,10 +11,11 @@ from latfarm.services.workers.periodic import PeriodicWorker
 
 
 class AdaptWorker(PeriodicWorker):
-    """Advances adaptations every ``interval_s`` seconds, with the predictor from ``predictor_loader``."""
+    """Advances adaptations every ``interval_s`` seconds, each with its space's predictor from
+    ``predictor_loader(space)``."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], predictor_loader: Callable[[], object], interval_s: float = 1.0
+        self, sessions: sessionmaker[Session], predictor_loader: Callable[[str], object], interval_s: float = 1.0
     ) -> None:
         """Advance through ``sessions`` every ``interval_s`` seconds."""
         super().__init__("adapt-worker", interval_s)
@@ -22,4 +23,4 @@ class AdaptWorker(PeriodicWorker):
 
     def run_once(self) -> int:
         """One pass over the waiting adaptations; returns how many became active."""
-        return advance_all(self.sessions, self.predictor_loader())
+        return advance_all(self.sessions, self.predictor_loader)

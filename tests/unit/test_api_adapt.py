@@ -55,7 +55,7 @@ def test_adapt_measures_fits_and_activates(api, keys, tmp_path, help_dir):
 
     assert _agent_measures(api, tmp_path, "cpu1", truth) == SAMPLES
     loader = api.app.state.predictions.predictor_loader
-    assert adapt.advance_all(api.app.state.sessions, loader()) == 1
+    assert adapt.advance_all(api.app.state.sessions, loader) == 1
 
     state = api.get("/v1/devices/cpu1", headers=ADMIN).json()["predictor"]
     assert state["state"] == "active" and state["id"] == started["id"]
@@ -132,7 +132,7 @@ def test_a_failure_after_the_claim_fails_the_adaptation_instead_of_stranding_it(
     assert api.post("/v1/devices/cpu2/adapt", json={"samples": SAMPLES}, headers=keys["client"]).status_code == 202
     _agent_measures(api, tmp_path, "cpu2", np.linspace(1.0, 5.0, 15625))
     loader = api.app.state.predictions.predictor_loader
-    assert adapt.advance_all(api.app.state.sessions, _BrokenAfterFit(loader())) == 0
+    assert adapt.advance_all(api.app.state.sessions, lambda space: _BrokenAfterFit(loader(space))) == 0
     state = api.get("/v1/devices/cpu2", headers=ADMIN).json()["predictor"]
     assert state["state"] == "failed" and "model is broken" in state["error"]
     assert api.post("/v1/devices/cpu2/adapt", json={"samples": SAMPLES}, headers=keys["client"]).status_code == 202

@@ -29,6 +29,7 @@ def test_measured_first_else_clear_message(api, keys):
     assert [i["arch"] for i in items] == [arch(10), arch(11), arch(12), arch(13)]
     assert items[0] | {"origin": None} == {
         "arch": arch(10),
+        "index": 10,
         "nb201_index": 10,
         "latency_ms": 2.0,
         "std_ms": 0.1,

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 from sqlalchemy.orm import Session
 
+from latfarm.predictor import nb201
 from latfarm.services.domain import adaptation as adapt
 
 from ..auth import Principal, require
-from ..deps import db, get_device
-from ..schemas import WHOLE, Strict
+from ..deps import db, get_device, request_space
+from ..schemas import WHOLE, Space, Strict
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
 
 class AdaptRequest(Strict):
-    """How many archs to measure for an adaptation, chosen with which seed, in which model format."""
+    """Which space's predictor to adapt, how many archs to measure for it, chosen with which seed, in which model
+    format."""
+
+    space: Space = Field(nb201.SPACE, description="Search space whose predictor is adapted: nb201 | fbnet.")
 
     samples: Annotated[int, Field(ge=3, le=adapt.MAX_SAMPLES), WHOLE] = Field(
         10, description="K archs to measure on the device."
@@ -37,10 +41,11 @@ def start_adaptation(
     session: Session = Depends(db),
     principal: Principal = Depends(require("jobs")),
 ) -> dict:
-    """Choose K archs, queue their measurement on the device's agents; the predictor adapts when they are in."""
+    """Choose K archs of the space, queue their measurement on the device's agents (under its conditions for the
+    space); the space's predictor adapts when they are in."""
     device = get_device(session, name)
     principal.check_device("jobs", device)
-    predictor = request.app.state.predictions.predictor_loader()
+    predictor = request.app.state.predictions.predictor(request_space(body.space).name)
     adaptation = adapt.start(
         session,
         device,
@@ -56,7 +61,14 @@ def start_adaptation(
 
 
 @router.get("/devices/{name}/adapt")
-def adaptation_status(name: str, session: Session = Depends(db), _: Principal = Depends(require("read"))) -> dict:
-    """The device's latest adaptation: state (none, measuring, training, active, failed), progress, metrics."""
+def adaptation_status(
+    name: str,
+    space: str | None = Query(None, description="Only adaptations of this space (default: of any)."),
+    session: Session = Depends(db),
+    _: Principal = Depends(require("read")),
+) -> dict:
+    """The device's latest adaptation (of ``space`` when given): its space, state (none, measuring, training,
+    active, failed), progress, metrics."""
     device = get_device(session, name)
-    return adapt.describe(session, adapt.latest(session, device))
+    searched = request_space(space).name if space is not None else None
+    return adapt.describe(session, adapt.latest(session, device, searched))

@@ -74,6 +74,7 @@ def device_detail(
         agents=int(agents or 0),
         agents_online=int(online or 0),
         predictor=adapt.describe(session, adapt.latest(session, device)),
+        predictors=adapt.by_space(session, device),
     )
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from latfarm.services.domain.predictions import NoEstimate, conditions_of
+from latfarm.predictor import nb201
+from latfarm.services.domain.predictions import NoEstimate, conditions_of, reference_positions
 
 from ..auth import Principal, require
-from ..deps import arch_indices, arch_strings, get_device, read_db
+from ..deps import get_device, read_db, request_keys
 from ..schemas import ConditionsOut, PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -21,6 +23,15 @@ def _number(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+def arch_items(session: Session, space: str, keys: Sequence, strings: list[str]) -> list[dict]:
+    """The identity of each requested arch in a response: its canonical ``arch``, its reference-set ``index``
+    (null when none) and, for NB201, its ``nb201_index``."""
+    if space == nb201.SPACE:
+        return [{"arch": arch, "index": key, "nb201_index": key} for key, arch in zip(keys, strings, strict=True)]
+    positions = reference_positions(session, space, strings)
+    return [{"arch": arch, "index": positions.get(arch)} for arch in strings]
+
+
 @router.post("/predict", response_class=JSONResponse, responses={200: {"model": PredictResponse}})
 def predict(
     body: PredictRequest,
@@ -28,37 +39,37 @@ def predict(
     session: Session = Depends(read_db),
     _: Principal = Depends(require("predict")),
 ) -> JSONResponse:
-    """For each arch, in request order: its measured latency (latest stable agent measurement, else imported),
-    else the device's predictor estimate; ``latency_ms`` is null with a ``message`` when there is neither.
-    A device's agent measurements are all given in one ``statistic``: that of its latest measurement. Answers are
-    for the device's conditions (``conditions`` in the response): figures measured under others are not used."""
+    """For each arch of ``space``, in request order: its measured latency (latest stable agent measurement, else
+    imported), else the device's predictor estimate for that space; ``latency_ms`` is null with a ``message`` when
+    there is neither. A device's agent measurements are all given in one ``statistic``: that of its latest
+    measurement. Answers are for the device's conditions for the space (``conditions`` in the response): figures
+    measured under others are not used. Any valid arch is predicted, not only those of a dataset."""
     device = get_device(session, body.device)
-    indices = arch_indices(body.archs, body.space)
-    measured = request.app.state.predictions.measured(session, device, indices)
-    missing = [i for i in indices if i not in measured]
+    keys, strings = request_keys(body.archs, body.space)
+    service = request.app.state.predictions
+    measured = service.measured(session, device, keys, body.space)
+    missing = [k for k in keys if k not in measured]
     estimates, reason = None, None
     if missing:
         try:
-            estimates = request.app.state.predictions.predict(session, device, missing)
+            estimates = service.predict(session, device, missing, body.space)
         except NoEstimate as err:
             reason = str(err)
-    predicted = {i: (m, s) for i, m, s in zip(missing, *estimates, strict=True)} if estimates else {}
-    strings = arch_strings()
+    predicted = {k: (m, s) for k, m, s in zip(missing, *estimates, strict=True)} if estimates else {}
     items = []
-    for index in indices:
-        item = {"arch": strings[index], "nb201_index": index}
-        if (hit := measured.get(index)) is not None:
+    for key, item in zip(keys, arch_items(session, body.space, keys, strings), strict=True):
+        if (hit := measured.get(key)) is not None:
             item |= {"latency_ms": hit.latency_ms, "std_ms": _number(hit.std_ms), "source": "measured"}
             item["origin"] = hit.origin
             if hit.statistic:
                 item["statistic"] = hit.statistic
             if hit.unstable:
                 item["unstable"] = True
-        elif index in predicted:
-            mean, std = predicted[index]
+        elif key in predicted:
+            mean, std = predicted[key]
             item |= {"latency_ms": _number(mean), "std_ms": _number(std), "source": "predicted"}
         else:
             item |= {"latency_ms": None, "std_ms": None, "source": None, "message": reason}
         items.append(item)
-    conditions = ConditionsOut.of(conditions_of(device)).model_dump()
-    return JSONResponse({"device": device.name, "conditions": conditions, "items": items})
+    conditions = ConditionsOut.of(conditions_of(device).for_space(body.space)).model_dump()
+    return JSONResponse({"device": device.name, "space": body.space, "conditions": conditions, "items": items})
