@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from latfarm.services.admin import dashboard
+from latfarm.services.admin import csrf, dashboard
 from latfarm.services.admin.auth import AdminKeyAuth
 from latfarm.services.admin.views import model_views
 from latfarm.services.api.errors import http_status
@@ -60,6 +60,7 @@ class LatfarmAdmin(Admin):
         ]
         for view in model_views(settings.heartbeat_interval_s):
             self.add_view(view)
+        self.admin.router.routes = csrf.post_only(self.admin.router.routes)
 
     @property
     def predictions(self) -> Any:

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from latfarm.services.admin import csrf
 from latfarm.services.core.errors import Throttled
 from latfarm.services.core.security import hash_secret
 from latfarm.services.infra.throttle import AuthGuard
@@ -68,24 +69,32 @@ class AdminKeyAuth(AuthenticationBackend):
         name = await self._checked(request, key_hash)
         if not isinstance(name, str):
             return name or False
+        request.session.clear()
         request.session.update({"key_hash": key_hash, "user_id": name})
+        csrf.ensure_token(request)
         return True
 
-    async def logout(self, request: Request) -> bool:
-        """End the session; False sends the user back to the login page."""
+    async def logout(self, request: Request) -> bool | Response:
+        """End the session (a POST with the CSRF token, else 403); False sends the user back to the login page."""
+        if not await csrf.token_ok(request):
+            return csrf.refused()
         request.session.clear()
         return False  # back to the login page
 
     async def authenticate(self, request: Request) -> bool | Response:
-        """Checked on every request, so a revoked key ends its sessions at once."""
+        """Checked on every request, so a revoked key ends its sessions at once; a session's state-changing request
+        without its CSRF token gets 403."""
         scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and bearer.strip():
             name = await self._checked(request, hash_secret(bearer.strip()))
             return name if isinstance(name, Response) else name is not None
         key_hash = request.session.get("key_hash")  # signed by the server: a stale one is no guess
-        if not key_hash:
+        if not key_hash or await run_in_threadpool(self.key_name, key_hash) is None:
             return False
-        return await run_in_threadpool(self.key_name, key_hash) is not None
+        if not await csrf.token_ok(request):
+            return csrf.refused()
+        csrf.ensure_token(request)
+        return True
 
     async def _checked(self, request: Request, key_hash: str) -> str | Response | None:
         """The admin key's name, None (a failure, counted) or a 429 answer while the client is throttled."""
