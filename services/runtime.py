@@ -17,6 +17,7 @@ from latfarm.services.domain.predictions import PredictionService, load_default_
 from latfarm.services.infra.cache import make_cache
 from latfarm.services.infra.outage import Outage
 from latfarm.services.infra.prometheus import Metrics
+from latfarm.services.infra.throttle import AuthGuard
 from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from latfarm.services.store.migrate import upgrade
@@ -27,8 +28,9 @@ from latfarm.services.workers.periodic import PeriodicWorker
 
 
 class Runtime:
-    """Engine, write and read sessions, notifier, cache, artifact store, prediction service, metrics and the
-    background workers of one server process. Use as a context manager, or call ``close``."""
+    """Engine, write and read sessions, notifier, cache, artifact store, prediction service, metrics, the guard
+    against failed authentication and the background workers of one server process. Use as a context manager, or
+    call ``close``."""
 
     def __init__(self, settings: Settings) -> None:
         """Build every part from ``settings`` (creating ``data_dir``); nothing runs until ``start_workers``."""
@@ -43,6 +45,7 @@ class Runtime:
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         self.predictions = PredictionService(self.sessions, self.cache, load_default_predictor)
         self.metrics = Metrics(self.read_sessions, settings.heartbeat_interval_s)
+        self.auth_guard = AuthGuard(settings.auth_failure_limit, self.metrics.registry)
         self.workers: list[PeriodicWorker] = [
             LeaseSweeper(
                 self.sessions,

@@ -17,12 +17,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from latfarm.services.admin import dashboard
+from latfarm.services.admin import csrf, dashboard
 from latfarm.services.admin.auth import AdminKeyAuth
 from latfarm.services.admin.views import model_views
 from latfarm.services.api.errors import http_status
 from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import LatfarmError, NotFound
+from latfarm.services.infra.throttle import AuthGuard
 from latfarm.services.store.models import Device
 
 HERE = Path(__file__).resolve().parent
@@ -32,7 +33,7 @@ BASE_URL = "/admin"
 class LatfarmAdmin(Admin):
     """sqladmin with the dashboard as its index, a page per device and JSON data for the plots."""
 
-    def __init__(self, app: FastAPI, sessions: sessionmaker[Session], settings: Settings) -> None:
+    def __init__(self, app: FastAPI, sessions: sessionmaker[Session], settings: Settings, guard: AuthGuard) -> None:
         # sqladmin reconfigures the sessionmaker it gets (autoflush off): give it its own.
         super().__init__(
             app,
@@ -40,7 +41,7 @@ class LatfarmAdmin(Admin):
             base_url=BASE_URL,
             title="latfarm admin",
             templates_dir=str(HERE / "templates"),
-            authentication_backend=AdminKeyAuth(sessions, settings.admin_key, cookie_path=BASE_URL),
+            authentication_backend=AdminKeyAuth(sessions, settings.admin_key, guard, cookie_path=BASE_URL),
         )
         self.host_app = app
         self.sessions = sessions
@@ -59,6 +60,7 @@ class LatfarmAdmin(Admin):
         ]
         for view in model_views(settings.heartbeat_interval_s):
             self.add_view(view)
+        self.admin.router.routes = csrf.post_only(self.admin.router.routes)
 
     @property
     def predictions(self) -> Any:
@@ -145,6 +147,6 @@ class LatfarmAdmin(Admin):
         return await self.templates.TemplateResponse(request, "device.html", {**context, "title": title})
 
 
-def mount_admin(app: FastAPI, sessions: sessionmaker[Session], settings: Settings) -> None:
-    """Serve the admin UI at ``/admin`` on ``app``; login with an admin API key."""
-    LatfarmAdmin(app, sessions, settings)
+def mount_admin(app: FastAPI, sessions: sessionmaker[Session], settings: Settings, guard: AuthGuard) -> None:
+    """Serve the admin UI at ``/admin`` on ``app``; login with an admin API key, failures throttled by ``guard``."""
+    LatfarmAdmin(app, sessions, settings, guard)

@@ -11,8 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
+from latfarm.services.admin import csrf
+from latfarm.services.core.errors import Throttled
 from latfarm.services.core.security import hash_secret
+from latfarm.services.infra.throttle import AuthGuard
 from latfarm.services.store.models import ApiKey
 
 SESSION_COOKIE = "latfarm_admin"
@@ -29,7 +33,10 @@ def session_secret(admin_key: str | None) -> str:
 class AdminKeyAuth(AuthenticationBackend):
     """sqladmin authentication by admin API key: a login form, or ``Authorization: Bearer <key>`` for scripts."""
 
-    def __init__(self, sessions: sessionmaker[Session], admin_key: str | None, cookie_path: str = "/admin") -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], admin_key: str | None, guard: AuthGuard, cookie_path: str = "/admin"
+    ) -> None:
+        """Check keys in ``sessions`` and against ``admin_key``; ``guard`` throttles clients that guess keys."""
         super().__init__(
             secret_key=session_secret(admin_key),
             session_cookie=SESSION_COOKIE,
@@ -38,6 +45,7 @@ class AdminKeyAuth(AuthenticationBackend):
             same_site="lax",
         )
         self.sessions = sessions
+        self.guard = guard
         self.admin_key_hash = hash_secret(admin_key) if admin_key else None
 
     def key_name(self, key_hash: str) -> str | None:
@@ -50,32 +58,52 @@ class AdminKeyAuth(AuthenticationBackend):
             return None
         return row.name
 
-    async def login(self, request: Request) -> bool:
-        """Start a session from the login form's admin key; False (back to the form) when it is not one."""
+    async def login(self, request: Request) -> bool | Response:
+        """Start a session from the login form's admin key; False (back to the form) when it is not one, 429 while
+        the client is throttled for failing too often."""
         form = await request.form()
         key = str(form.get("key") or "").strip()
         if not key:
             return False
         key_hash = hash_secret(key)
-        name = await run_in_threadpool(self.key_name, key_hash)
-        if name is None:
-            return False
+        name = await self._checked(request, key_hash)
+        if not isinstance(name, str):
+            return name or False
+        request.session.clear()
         request.session.update({"key_hash": key_hash, "user_id": name})
+        csrf.ensure_token(request)
         return True
 
-    async def logout(self, request: Request) -> bool:
-        """End the session; False sends the user back to the login page."""
+    async def logout(self, request: Request) -> bool | Response:
+        """End the session (a POST with the CSRF token, else 403); False sends the user back to the login page."""
+        if not await csrf.token_ok(request):
+            return csrf.refused()
         request.session.clear()
         return False  # back to the login page
 
-    async def authenticate(self, request: Request) -> bool:
-        """Checked on every request, so a revoked key ends its sessions at once."""
+    async def authenticate(self, request: Request) -> bool | Response:
+        """Checked on every request, so a revoked key ends its sessions at once; a session's state-changing request
+        without its CSRF token gets 403."""
         scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-        key_hash: str | None
         if scheme.lower() == "bearer" and bearer.strip():
-            key_hash = hash_secret(bearer.strip())
-        else:
-            key_hash = request.session.get("key_hash")
-        if not key_hash:
+            name = await self._checked(request, hash_secret(bearer.strip()))
+            return name if isinstance(name, Response) else name is not None
+        key_hash = request.session.get("key_hash")  # signed by the server: a stale one is no guess
+        if not key_hash or await run_in_threadpool(self.key_name, key_hash) is None:
             return False
-        return await run_in_threadpool(self.key_name, key_hash) is not None
+        if not await csrf.token_ok(request):
+            return csrf.refused()
+        csrf.ensure_token(request)
+        return True
+
+    async def _checked(self, request: Request, key_hash: str) -> str | Response | None:
+        """The admin key's name, None (a failure, counted) or a 429 answer while the client is throttled."""
+        client = request.client.host if request.client else "unknown"
+        try:
+            self.guard.check("admin", client)
+        except Throttled as err:
+            return PlainTextResponse(err.message, status_code=429, headers={"Retry-After": str(err.retry_after_s)})
+        name = await run_in_threadpool(self.key_name, key_hash)
+        if name is None:
+            self.guard.failed("admin", client)
+        return name

@@ -69,7 +69,7 @@ class BodyLimit:
 def create_app(runtime: Runtime) -> FastAPI:
     """The REST app on ``runtime`` (bootstrapped by its owner, who also closes it). The shared objects the routes
     use live on ``app.state``: ``settings``, ``sessions``, ``read_sessions``, ``notifier``, ``cache``,
-    ``predictions``, ``metrics``."""
+    ``predictions``, ``metrics``, ``auth_guard``."""
     from latfarm.services.admin import mount_admin  # the admin imports api.errors: imported here, not at the top
 
     app = FastAPI(
@@ -86,12 +86,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.cache = runtime.cache
     app.state.predictions = runtime.predictions
     app.state.metrics = runtime.metrics
+    app.state.auth_guard = runtime.auth_guard
 
     install_error_handlers(app)
     install_docs(app)
     for module in (health, devices, jobs, measurements, predict, rank, adapt, keys):
         app.include_router(module.router, responses=ERROR_RESPONSES)
-    mount_admin(app, runtime.sessions, runtime.settings)
+    mount_admin(app, runtime.sessions, runtime.settings, runtime.auth_guard)
     app.add_middleware(BodyLimit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

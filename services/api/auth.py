@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.services.core.errors import PermissionDenied, Unauthenticated
 from latfarm.services.core.security import hash_secret, new_secret
+from latfarm.services.infra.throttle import AuthGuard
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import ApiKey, Device
 
@@ -55,14 +56,19 @@ class Principal:
 
 
 def authenticate(request: Request) -> Principal:
-    """The principal of a request's bearer key (401 when missing, unknown or revoked)."""
+    """The principal of a request's bearer key (401 when missing, unknown or revoked; 429 while its client is
+    throttled for failing too often, see ``infra.throttle``)."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
+    guard: AuthGuard = request.app.state.auth_guard
+    client = request.client.host if request.client else "unknown"
+    guard.check("rest", client)
     with request.app.state.read_sessions() as session:
         row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_secret(key.strip()))).one_or_none()
     if row is None or row.revoked:
+        guard.failed("rest", client)
         raise Unauthenticated("invalid or revoked API key")
     return Principal(row.id, row.name, frozenset(row.scopes or ()))
 

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
 from latfarm.predictor import nb201, spaces
-from latfarm.services.core.errors import ErrorCode, InvalidArgument, LatfarmError, Unavailable
+from latfarm.services.core.errors import ErrorCode, InvalidArgument, LatfarmError, Throttled, Unavailable
 from latfarm.services.store.db import DATABASE_DOWN, UNAVAILABLE_MESSAGE
 
 from .schemas import ErrorOut
@@ -34,6 +34,7 @@ ERROR_RESPONSES: dict[int | str, dict] = {
         (409, "The system's state does not allow this (yet)."),
         (413, "The request body is too large."),
         (422, "A field is invalid; the message names it."),
+        (429, "This client failed authentication too often; retry after Retry-After seconds."),
         (503, "The database cannot serve; retry later."),
     )
 }
@@ -63,7 +64,9 @@ def error_body(err: LatfarmError) -> dict:
 
 
 def http_status(err: LatfarmError) -> int:
-    """The HTTP status of ``err`` by its code (500 for a code outside the closed set)."""
+    """The HTTP status of ``err`` by its code (500 for a code outside the closed set; 429 when throttled)."""
+    if isinstance(err, Throttled):
+        return 429
     return HTTP_STATUS.get(err.code, 500)  # type: ignore[call-overload]
 
 
@@ -85,6 +88,8 @@ async def _latfarm_error(_: Request, exc: LatfarmError) -> JSONResponse:
     response = error(http_status(exc), exc.message, **error_body(exc))
     if exc.code == "unauthenticated":
         response.headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, Throttled):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
     return response
 
 

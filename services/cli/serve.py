@@ -59,6 +59,7 @@ def serve(settings: Settings) -> None:
         runtime.notifier,
         credentials=credentials,
         port=settings.grpc_port,
+        guard=runtime.auth_guard,
     )
     server = _Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5))
 

@@ -80,6 +80,11 @@ class Settings(_FromEnvironment):
         " this machine, a local reverse proxy's included), `open`",
     )
     datasets_dir: Path | None = Field(None, description="HELP-layout folder that `latfarm up` imports when set")
+    auth_failure_limit: str = Field(
+        "20/minute",
+        description="failed authentications one client address may make (moving window, e.g. `20/minute`) before"
+        " it is refused with 429 / RESOURCE_EXHAUSTED until the window has room again",
+    )
 
     @property
     def database_url(self) -> str:

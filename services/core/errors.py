@@ -68,6 +68,17 @@ class TooLarge(LatfarmError):
     code = "resource_exhausted"
 
 
+class Throttled(LatfarmError):
+    """The client failed authentication too often; ``retry_after_s`` says when it may try again."""
+
+    code = "resource_exhausted"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        """Carry ``message`` and the seconds to wait."""
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class NotFound(LatfarmError):
     """The request names something that does not exist."""
 
@@ -114,6 +125,7 @@ __all__ = [
     "LatfarmError",
     "NotFound",
     "PermissionDenied",
+    "Throttled",
     "TooLarge",
     "Unauthenticated",
     "Unavailable",

@@ -14,6 +14,7 @@ from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 from latfarm.proto.v1.limits import MAX_MESSAGE_BYTES
 from latfarm.services.core.config import Settings, env_name
 from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.infra.throttle import AuthGuard
 from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.rpc.servicer import AgentServicer, Artifacts
 
@@ -75,17 +76,20 @@ def build_grpc_server(
     *,
     credentials: grpc.ServerCredentials | None = None,
     port: int | None = None,
+    guard: AuthGuard | None = None,
 ) -> tuple[grpc.Server, int]:
     """The agent service and ``grpc.health.v1`` on ``port`` (default ``settings.grpc_port``; 0 picks a free one),
     over TLS with ``credentials`` (see ``server_credentials``), else plaintext. ``sessions`` write, ``read_sessions``
-    only read (``runtime.Runtime`` builds both).
+    only read (``runtime.Runtime`` builds both); ``guard`` throttles clients failing authentication (the runtime's,
+    so REST and gRPC failures count together; a private one when None).
 
     Returns the server, not yet started, and the bound port. Call ``server.start()``, and ``server.stop(grace)``.
     """
     port = settings.grpc_port if port is None else port
     workers = ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="grpc")
     server = grpc.server(workers, options=OPTIONS)
-    servicer = AgentServicer(settings, sessions, read_sessions, artifacts, notifier)
+    guard = guard or AuthGuard(settings.auth_failure_limit)
+    servicer = AgentServicer(settings, sessions, read_sessions, artifacts, notifier, guard)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

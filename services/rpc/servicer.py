@@ -29,6 +29,7 @@ from latfarm.services.domain import queue
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, attributes
+from latfarm.services.infra.throttle import AuthGuard, grpc_client
 from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.rpc.callers import CALLERS, Caller
 from latfarm.services.rpc.errors import end_call, translate_errors
@@ -69,7 +70,8 @@ class Artifacts(Exporter, Protocol):
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     """The ``AgentService`` methods; agents authenticate with ``authorization: Bearer <credential>``.
 
-    ``sessions`` write, ``read_sessions`` only read; ``notifier`` wakes the long-polls waiting for a device's jobs.
+    ``sessions`` write, ``read_sessions`` only read; ``notifier`` wakes the long-polls waiting for a device's jobs;
+    ``guard`` refuses (RESOURCE_EXHAUSTED) a client that presented too many unknown tokens or credentials.
     """
 
     def __init__(
@@ -79,8 +81,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         read_sessions: sessionmaker[Session],
         artifacts: Artifacts,
         notifier: LocalNotifier,
+        guard: AuthGuard,
     ) -> None:
         self.settings = settings
+        self.guard = guard
         self.sessions = sessions
         self.read_sessions = read_sessions
         self.waiting = threading.BoundedSemaphore(max_waiting(settings.grpc_workers))
@@ -98,12 +102,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if not request.HasField("descriptor"):
             raise InvalidArgument("descriptor is required", field="descriptor")
         _check_formats(request.descriptor.formats, "descriptor.formats")
+        client = grpc_client(context.peer())
+        self.guard.check("grpc", client)
         credential = new_secret("lf_agent")
         with transaction(self.sessions) as session:
             enrollment = session.scalars(
                 select(Enrollment).where(Enrollment.token_hash == hash_secret(token))
             ).one_or_none()
             if enrollment is None:
+                self.guard.failed("grpc", client)
                 end_call(context, grpc.StatusCode.UNAUTHENTICATED, "unknown enrollment token")
             if enrollment.revoked:
                 end_call(context, grpc.StatusCode.PERMISSION_DENIED, "enrollment token was revoked")
@@ -336,7 +343,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     def _authenticate(self, context: grpc.ServicerContext) -> Caller:
         """The calling agent, from ``authorization: Bearer <credential>``, cached for ``callers.AUTH_TTL_S``, else read
-        on a read session; aborts UNAUTHENTICATED otherwise."""
+        on a read session; aborts UNAUTHENTICATED otherwise, and ``Throttled`` while its client is over the
+        failed-authentication limit."""
         header = dict(context.invocation_metadata()).get("authorization", "")
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
@@ -345,12 +353,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 grpc.StatusCode.UNAUTHENTICATED,
                 "missing credential: send 'authorization: Bearer <credential>'",
             )
+        client = grpc_client(context.peer())
+        self.guard.check("grpc", client)
         credential_hash = hash_secret(credential.strip())
         if (caller := CALLERS.get(credential_hash)) is not None:
             return caller
         with self.read_sessions() as session:
             agent = session.scalars(select(Agent).where(Agent.credential_hash == credential_hash)).one_or_none()
             if agent is None:
+                self.guard.failed("grpc", client)
                 end_call(context, grpc.StatusCode.UNAUTHENTICATED, "unknown agent credential; register again")
             caller = Caller(agent.id, agent.device_id, tuple((agent.descriptor or {}).get("formats", [])))
         CALLERS.put(credential_hash, caller)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -122,9 +123,39 @@ def test_browser_login_dashboard_and_filter(browser, live_server):
     page.click("#device-measurements")
     assert "items" in page.inner_text("body")
 
-    page.click("text=Logout")
+    page.click("text=Logout")  # a POST with the session's CSRF token (csrf.js)
+    page.wait_for_url(f"{base}/admin/login")
     page.goto(f"{base}/admin/")
     assert page.url == f"{base}/admin/login"
+    assert not errors, errors
+
+
+@pytest.mark.browser
+def test_browser_actions_and_deletes_post_the_csrf_token(browser, live_server):
+    """#18 item 4: the list's quarantine action and a row's delete go through as POST / DELETE with the token."""
+    base, ids = live_server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(f"{base}/admin/login")
+    page.fill("input[name=key]", ADMIN_KEY)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/admin/")
+
+    page.goto(f"{base}/admin/measurement/list?device_id={ids['devices']['phone-a']}")
+    page.locator("input.select-box").first.check()
+    page.click("#dropdownMenuButton")
+    page.click("#action-customconfirm-quarantine")
+    page.click("#action-custom-modal-quarantine")
+    page.wait_for_url(f"{base}/admin/measurement/list")
+    page.goto(f"{base}/admin/measurement/list?quarantined=true")
+    assert "of 1 items" in page.inner_text("body")
+
+    page.goto(f"{base}/admin/job/list")
+    before = int(re.search(r"of (\d+) items", page.inner_text("body")).group(1))
+    page.locator("a[data-bs-target='#modal-delete'][data-pk]").first.click()
+    page.click("#modal-delete-button")
+    page.wait_for_function(f"document.body.innerText.includes('of {before - 1} items')")
     assert not errors, errors
 
 

@@ -36,9 +36,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, **env: str):
+        """``env``: LATFARM_* settings over the ones these tests use."""
         self.data_dir, self.http_port, self.grpc_port = data_dir, free_port(), free_port()
         self.proc: subprocess.Popen | None = None
+        self.env = env
 
     @property
     def grpc(self) -> str:
@@ -51,6 +53,7 @@ class Server:
             "LATFARM_LEASE_SECONDS": "4",
             "LATFARM_HEARTBEAT_INTERVAL_S": "1",
             "LATFARM_MAX_ATTEMPTS": "10",  # a loaded test machine may let a 4 s lease lapse more than twice
+            **self.env,
         }
         args = [LATFARM, "serve", "--data-dir", str(self.data_dir), "--http-port", str(self.http_port)]
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the child owns it

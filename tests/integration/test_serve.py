@@ -24,8 +24,9 @@ START_TIMEOUT_S = 90
 class Served:
     """A running ``latfarm serve`` with the URLs and key it printed."""
 
-    def __init__(self, args: list[str]) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LATFARM_")}
+    def __init__(self, args: list[str], **settings: str) -> None:
+        """Serve with ``args`` and the LATFARM_* ``settings`` (none from this process's environment)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LATFARM_")} | settings
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "latfarm.services.cli", "serve", "--http-port", "0", "--grpc-port", "0", *args],
             cwd=ROOT,

@@ -198,6 +198,13 @@ def _login(client: TestClient, key: str):
     return client.post("/admin/login", data={"key": key}, follow_redirects=False)
 
 
+def csrf_header(client: TestClient) -> dict[str, str]:
+    """The session's CSRF token, as the admin pages carry it, in the header the admin's scripts send."""
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)"', client.get("/admin/").text)
+    assert match, "the admin page carries no CSRF token"
+    return {"X-CSRF-Token": match.group(1)}
+
+
 def test_login_required_and_key_checks(app_and_ids):
     app, _ = app_and_ids
     with TestClient(app) as client:
@@ -221,7 +228,7 @@ def test_login_required_and_key_checks(app_and_ids):
 
         assert _login(client, ADMIN_KEY).status_code == 302  # LATFARM_ADMIN_KEY itself
         assert client.get("/admin/").status_code == 200
-        client.get("/admin/logout")
+        client.post("/admin/logout", headers=csrf_header(client))
         assert client.get("/admin/", follow_redirects=False).status_code == 302
 
 
@@ -268,12 +275,13 @@ def test_tables_filters_read_only_and_deletes(app_and_ids):
         assert "latency_ms" in details and "median_ms" in details  # the list shows latency_ms, details both
         assert client.get(f"/admin/measurement/edit/{measurement_id}").status_code == 403
         assert client.get("/admin/measurement/create").status_code == 403
-        assert client.delete(f"/admin/measurement/delete?pks={measurement_id}").status_code == 403
+        csrf = csrf_header(client)
+        assert client.delete(f"/admin/measurement/delete?pks={measurement_id}", headers=csrf).status_code == 403
 
         job_id, agent_id = ids["jobs"][0], ids["agents"]["offline"]
         CALLERS.put("credential-of-the-offline-agent", Caller(agent_id, phone, ("onnx",)))
-        assert client.delete(f"/admin/job/delete?pks={job_id}").status_code == 200
-        assert client.delete(f"/admin/agent/delete?pks={agent_id}").status_code == 200
+        assert client.delete(f"/admin/job/delete?pks={job_id}", headers=csrf).status_code == 200
+        assert client.delete(f"/admin/agent/delete?pks={agent_id}", headers=csrf).status_code == 200
         assert CALLERS.get("credential-of-the-offline-agent") is None  # its gRPC calls fail at once
     with app.state.sessions() as s:
         assert s.get(Job, job_id) is None and s.get(Agent, agent_id) is None
@@ -390,13 +398,16 @@ def test_admins_quarantine_and_release_measurements_audited(app_and_ids):
         first, second = s.scalars(select(Measurement.id).order_by(Measurement.id).limit(2))
     with TestClient(app) as client:
         assert (
-            client.get(f"/admin/measurement/action/quarantine?pks={first}", follow_redirects=False).status_code == 302
+            client.post(f"/admin/measurement/action/quarantine?pks={first}", follow_redirects=False).status_code == 302
         )
         assert _login(client, ADMIN_KEY).status_code == 302
-        response = client.get(f"/admin/measurement/action/quarantine?pks={first},{second}", follow_redirects=False)
+        csrf = csrf_header(client)
+        response = client.post(
+            f"/admin/measurement/action/quarantine?pks={first},{second}", headers=csrf, follow_redirects=False
+        )
         assert response.status_code == 302 and response.headers["location"].endswith("/admin/measurement/list")
         assert "of 2 items" in client.get("/admin/measurement/list?quarantined=true").text
-        client.get(f"/admin/measurement/action/release?pks={second}")
+        client.post(f"/admin/measurement/action/release?pks={second}", headers=csrf)
         assert client.get("/admin/audit-entry/list").status_code == 200
     with app.state.sessions() as s:
         assert [m for m in s.scalars(select(Measurement.id).where(Measurement.quarantined))] == [first]
@@ -406,3 +417,37 @@ def test_admins_quarantine_and_release_measurements_audited(app_and_ids):
         ("LATFARM_ADMIN_KEY", "quarantine", f"measurement {second}"),
         ("LATFARM_ADMIN_KEY", "release", f"measurement {second}"),
     ]
+
+
+def test_state_changing_admin_requests_need_post_and_the_csrf_token(app_and_ids):
+    """#18 item 4: actions and logout answer POST only, and a session's POST or DELETE without its token is 403
+    and changes nothing; a script authenticated by bearer key carries no forgeable cookie and is not checked."""
+    app, ids = app_and_ids
+    with app.state.sessions() as s:
+        first = s.scalar(select(Measurement.id).order_by(Measurement.id).limit(1))
+    quarantine = f"/admin/measurement/action/quarantine?pks={first}"
+    with TestClient(app) as client:
+        assert _login(client, ADMIN_KEY).status_code == 302
+        page = client.get("/admin/measurement/list").text
+        assert 'name="csrf-token"' in page and "csrf.js" in page
+        assert client.get("/admin/assets/csrf.js").status_code == 200
+        assert client.get(quarantine).status_code == 405  # a link or an <img> cannot change data
+        assert client.get("/admin/logout").status_code == 405
+        for headers in ({}, {"X-CSRF-Token": "forged"}):
+            assert client.post(quarantine, headers=headers, follow_redirects=False).status_code == 403
+            assert client.delete(f"/admin/job/delete?pks={ids['jobs'][0]}", headers=headers).status_code == 403
+            assert client.post("/admin/logout", headers=headers, follow_redirects=False).status_code == 403
+        token = csrf_header(client)["X-CSRF-Token"]
+        form = client.post(quarantine, data={"csrf_token": token}, follow_redirects=False)  # the form field works too
+        assert form.status_code == 302
+        assert client.post("/admin/logout", data={"csrf_token": token}, follow_redirects=False).status_code == 302
+        assert client.get("/admin/", follow_redirects=False).status_code == 302  # logged out
+    with app.state.sessions() as s:
+        assert s.get(Job, ids["jobs"][0]) is not None
+        assert list(s.scalars(select(Measurement.id).where(Measurement.quarantined))) == [first]
+    with TestClient(app) as script:
+        release = f"/admin/measurement/action/release?pks={first}"
+        answer = script.post(release, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, follow_redirects=False)
+        assert answer.status_code == 302
+    with app.state.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Measurement).where(Measurement.quarantined)) == 0

@@ -1,0 +1,76 @@
+"""#18 item 4: failed authentication is throttled per client (REST, admin login), counted in /metrics, and the last
+admin key cannot be revoked."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from latfarm.services.infra.throttle import AuthGuard, grpc_client
+from tests.api_support import ADMIN, ADMIN_KEY, app_on, bearer, make_settings
+
+LIMIT = "5 per 2 seconds"
+ATTACKER, OTHER = ("203.0.113.9", 40000), ("198.51.100.7", 40000)
+
+
+@pytest.fixture
+def app(tmp_path, sqlite_url):
+    with app_on(make_settings(tmp_path, sqlite_url, auth_failure_limit=LIMIT, metrics_access="key")) as app:
+        yield app
+
+
+def _metric(app, name: str, surface: str) -> float:
+    value = app.state.metrics.registry.get_sample_value(f"{name}_total", {"surface": surface})
+    return value or 0.0
+
+
+def test_wrong_bearer_keys_are_throttled_per_client_and_counted(app):
+    with TestClient(app, client=ATTACKER) as attacker, TestClient(app, client=OTHER) as other:
+        statuses = [attacker.get("/v1/devices", headers=bearer(f"lf_admin_guess-{i}")).status_code for i in range(8)]
+        assert statuses == [401] * 5 + [429] * 3
+        refused = attacker.get("/v1/devices", headers=ADMIN)  # the right key too, while the window is full
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert "too many failed authentications" in refused.json()["message"]
+        assert refused.json()["code"] == "resource_exhausted"
+        assert attacker.get("/v1/devices").status_code == 401  # no key at all is no guess and is not throttled...
+        assert other.get("/v1/devices", headers=ADMIN).status_code == 200  # ...and other clients are unaffected
+        metrics = other.get("/metrics", headers=ADMIN).text
+        assert 'latfarm_auth_failures_total{surface="rest"} 5.0' in metrics
+        assert 'latfarm_auth_throttled_total{surface="rest"} 4.0' in metrics
+        time.sleep(2.1)  # the window has passed: the attacker's address may try again
+        assert attacker.get("/v1/devices", headers=ADMIN).status_code == 200
+
+
+def test_admin_login_guesses_are_throttled(app):
+    with TestClient(app, client=ATTACKER) as attacker, TestClient(app, client=OTHER) as other:
+        logins = [attacker.post("/admin/login", data={"key": f"guess-{i}"}).status_code for i in range(7)]
+        assert logins == [400] * 5 + [429] * 2
+        refused = attacker.post("/admin/login", data={"key": ADMIN_KEY}, follow_redirects=False)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert other.post("/admin/login", data={"key": ADMIN_KEY}, follow_redirects=False).status_code == 302
+        assert _metric(app, "latfarm_auth_failures", "admin") == 5
+        assert _metric(app, "latfarm_auth_throttled", "admin") == 3
+        # REST and the admin UI share one count per client: the address stays refused on the API too
+        assert attacker.get("/v1/devices", headers=ADMIN).status_code == 429
+        time.sleep(2.1)
+        assert attacker.post("/admin/login", data={"key": ADMIN_KEY}, follow_redirects=False).status_code == 302
+
+
+def test_revoking_the_last_admin_key_is_refused(app):
+    with TestClient(app) as api:
+        only = next(k for k in api.get("/v1/keys", headers=ADMIN).json() if "admin" in k["scopes"])
+        refused = api.delete(f"/v1/keys/{only['id']}", headers=ADMIN)
+        assert refused.status_code == 409 and "last admin key" in refused.json()["message"]
+        assert api.get("/v1/keys", headers=ADMIN).status_code == 200  # still revoked nowhere
+        second = api.post("/v1/keys", json={"name": "ops", "scopes": ["admin"]}, headers=ADMIN).json()
+        assert api.delete(f"/v1/keys/{only['id']}", headers=ADMIN).status_code == 204  # another admin remains
+        assert api.delete(f"/v1/keys/{second['id']}", headers=bearer(second["key"])).status_code == 409
+
+
+def test_bad_limit_setting_and_grpc_peer_addresses():
+    with pytest.raises(ValueError, match="LATFARM_AUTH_FAILURE_LIMIT"):
+        AuthGuard("lots")
+    assert grpc_client("ipv4:10.0.0.5:53412") == "10.0.0.5"
+    assert grpc_client("ipv6:[::1]:53412") == "::1"
