@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -12,7 +12,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictInt,
     StrictStr,
     WithJsonSchema,
     model_validator,
@@ -36,6 +35,7 @@ from latfarm.services.domain.names import MAX_NAME_LENGTH, NAME_PATTERN
 
 MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more
 MAX_ENROLLMENT_S = 366 * 24 * 3600  # the longest an enrollment token may live: a year
+MAX_KEY_ID = 2**31 - 1  # API key ids are INTEGER (32-bit on PostgreSQL)
 Scope = Literal["client", "owner", "admin"]
 
 
@@ -73,7 +73,7 @@ def _space_arch_schemas(spaces: Iterable[SearchSpace] = REGISTERED_SPACES.values
 
 # An arch of any space: its string, its index list, or a position in its reference set (NB201: official index).
 SpaceArch = Annotated[
-    StrictStr | Annotated[int, WHOLE] | list[StrictInt], WithJsonSchema({"anyOf": _space_arch_schemas()})
+    StrictStr | Annotated[int, WHOLE] | list[Annotated[int, WHOLE]], WithJsonSchema({"anyOf": _space_arch_schemas()})
 ]
 
 
@@ -185,7 +185,7 @@ class DeviceOut(BaseModel):
 class DeviceOwner(Strict):
     """A device's new owner (admins only)."""
 
-    key_id: Annotated[int, Field(ge=1, le=2**63 - 1), WHOLE] | None = Field(
+    key_id: Annotated[int, Field(ge=1, le=MAX_KEY_ID), WHOLE] | None = Field(
         description="id of the owning API key (404 when none has it); null: only admins act on the device"
     )
 

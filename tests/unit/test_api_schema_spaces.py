@@ -51,6 +51,8 @@ def test_the_job_schema_has_one_branch_per_registered_space(api):
     ("body", "valid", "field"),
     [
         ({"archs": [list(FIRST)], "space": "fbnet"}, True, None),
+        ({"archs": [[float(v) for v in FIRST]], "space": "fbnet"}, True, None),  # 3.0 is the integer 3
+        ({"archs": [[True, *FIRST[1:]]], "space": "fbnet"}, False, "archs[0]"),
         ({"archs": [FBNET.to_string(FIRST)], "space": "fbnet"}, True, None),
         ({"archs": [FBNET.to_string(FIRST)]}, False, "archs[0]"),  # the default space is nb201
         ({"archs": [arch(5)], "space": "fbnet"}, False, "archs[0]"),
@@ -72,7 +74,7 @@ def test_a_job_body_is_accepted_exactly_when_its_spaces_branch_allows_it(api, ke
     response = api.post("/v1/jobs", json=request, headers=keys["client"])
     assert response.status_code == (201 if valid else 422), response.text
     if field is not None:
-        assert response.json()["field"] == field, response.text
+        assert response.json()["message"].startswith(field), response.text
 
 
 @pytest.mark.parametrize(
@@ -127,4 +129,5 @@ def test_a_device_owner_of_no_key_is_not_found(api):
     add_device(api, "dev1")
     response = api.put("/v1/devices/dev1/owner", json={"key_id": 6813849}, headers=ADMIN)
     assert response.status_code == 404 and response.json()["message"] == "key_id: no API key has id 6813849"
-    assert api.put("/v1/devices/dev1/owner", json={"key_id": 0}, headers=ADMIN).status_code == 422
+    for outside in (0, 2**31):
+        assert api.put("/v1/devices/dev1/owner", json={"key_id": outside}, headers=ADMIN).status_code == 422

@@ -16,12 +16,22 @@ from latfarm.services.core.clock import utcnow
 from latfarm.services.core.errors import Conflict, NotFound
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import adaptation as adapt
+from latfarm.services.domain.conditions import DEFAULT_SPACE
 from latfarm.services.domain.liveness import is_online, online_cutoff
 from latfarm.services.store.models import Agent, ApiKey, Device, Enrollment, Measurement
 
 from ..auth import Principal, require
 from ..deps import db, get_device, request_space
-from ..schemas import AgentOut, DeviceCreate, DeviceDetail, DeviceOut, DeviceOwner, EnrollmentCreate, EnrollmentOut
+from ..schemas import (
+    AgentOut,
+    DeviceCreate,
+    DeviceDetail,
+    DeviceOut,
+    DeviceOwner,
+    EnrollmentCreate,
+    EnrollmentOut,
+    Space,
+)
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
@@ -149,7 +159,7 @@ def list_agents(
 def export_device(
     name: str,
     format: str = Query("csv", pattern="^(csv|latbench)$", description="csv | latbench (pickle)"),
-    space: str = Query("nb201", description="Search space of the exported archs: nb201 | fbnet."),
+    space: Space = Query(DEFAULT_SPACE, description="Search space of the exported archs: nb201 | fbnet."),
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> Response:
