@@ -131,3 +131,12 @@ def test_a_device_owner_of_no_key_is_not_found(api):
     assert response.status_code == 404 and response.json()["message"] == "key_id: no API key has id 6813849"
     for outside in (0, 2**31):
         assert api.put("/v1/devices/dev1/owner", json={"key_id": outside}, headers=ADMIN).status_code == 422
+
+
+def test_the_export_space_parameter_lists_the_registered_spaces(api):
+    (space,) = [
+        p
+        for p in api.get("/openapi.json").json()["paths"]["/v1/devices/{name}/export"]["get"]["parameters"]
+        if p["name"] == "space"
+    ]
+    assert space["schema"]["enum"] == list(SPACES)

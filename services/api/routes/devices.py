@@ -16,7 +16,7 @@ from latfarm.services.core.clock import utcnow
 from latfarm.services.core.errors import Conflict, NotFound
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import adaptation as adapt
-from latfarm.services.domain.conditions import DEFAULT_SPACE
+from latfarm.services.domain.conditions import DEFAULT_SPACE, SPACES
 from latfarm.services.domain.liveness import is_online, online_cutoff
 from latfarm.services.store.models import Agent, ApiKey, Device, Enrollment, Measurement
 
@@ -30,7 +30,6 @@ from ..schemas import (
     DeviceOwner,
     EnrollmentCreate,
     EnrollmentOut,
-    Space,
 )
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
@@ -159,7 +158,11 @@ def list_agents(
 def export_device(
     name: str,
     format: str = Query("csv", pattern="^(csv|latbench)$", description="csv | latbench (pickle)"),
-    space: Space = Query(DEFAULT_SPACE, description="Search space of the exported archs: nb201 | fbnet."),
+    space: str = Query(
+        DEFAULT_SPACE,
+        description="Search space of the exported archs: nb201 | fbnet.",
+        json_schema_extra={"enum": list(SPACES)},
+    ),
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> Response:
