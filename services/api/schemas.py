@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
@@ -11,7 +12,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictInt,
     StrictStr,
     WithJsonSchema,
     model_validator,
@@ -19,7 +19,10 @@ from pydantic import (
 
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES as REGISTERED_SPACES
+from latfarm.predictor.spaces import SearchSpace, get_space
+from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.conditions import (
+    DEFAULT_SPACE,
     GRAPHS,
     MAX_BATCH_SIZE,
     PRECISIONS,
@@ -32,6 +35,7 @@ from latfarm.services.domain.names import MAX_NAME_LENGTH, NAME_PATTERN
 
 MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more
 MAX_ENROLLMENT_S = 366 * 24 * 3600  # the longest an enrollment token may live: a year
+MAX_KEY_ID = 2**31 - 1  # API key ids are INTEGER (32-bit on PostgreSQL)
 Scope = Literal["client", "owner", "admin"]
 
 
@@ -45,11 +49,11 @@ def _whole_number(value: object) -> object:
 WHOLE = BeforeValidator(_whole_number)  # last in an integer request field: Annotated[int, Field(bounds), WHOLE]
 
 
-def _space_arch_schemas() -> list[dict]:
-    """Every registered space's arch forms: its canonical strings, its index lists and, where it has a reference
-    set, positions in it (NB201: official indices)."""
+def _space_arch_schemas(spaces: Iterable[SearchSpace] = REGISTERED_SPACES.values()) -> list[dict]:
+    """The arch forms of ``spaces`` (default: every registered one): canonical strings, index lists and, where a
+    space has a reference set, positions in it (NB201: official indices)."""
     forms: list[dict] = []
-    for space in REGISTERED_SPACES.values():
+    for space in spaces:
         item = {"type": "integer", "minimum": 0, "maximum": space.choices - 1}
         forms.append({"type": "string", "pattern": space.string_pattern})
         forms.append({"type": "array", "items": item, "minItems": space.length, "maxItems": space.length})
@@ -61,8 +65,60 @@ def _space_arch_schemas() -> list[dict]:
 # An arch of any space: its string, its index list, or a position in its reference set (NB201: official index; 3.0
 # is 3, true and "3" are not). The schema shows the forms the server accepts; its own check names a refused one.
 SpaceArch = Annotated[
-    StrictStr | Annotated[int, WHOLE] | list[StrictInt], WithJsonSchema({"anyOf": _space_arch_schemas()})
+    StrictStr | Annotated[int, WHOLE] | list[Annotated[int, WHOLE]], WithJsonSchema({"anyOf": _space_arch_schemas()})
 ]
+
+
+def _variant_pair(resolution: int, classes: int, optional: dict[str, int] | None = None) -> dict:
+    """The schema of an object whose ``resolution`` and ``classes`` are this pair; a field whose value equals its
+    entry in ``optional`` (the default) may be left out."""
+    pair = {"resolution": resolution, "classes": classes}
+    return {
+        "properties": {name: {"const": value} for name, value in pair.items()},
+        "required": [name for name, value in pair.items() if (optional or {}).get(name) != value],
+    }
+
+
+def _conditions_schema(space: SearchSpace) -> dict:
+    """The conditions overrides ``space`` accepts: its graphs, and resolution with classes, both or neither, one of
+    its input variants."""
+    neither = {"properties": {"resolution": {"type": "null"}, "classes": {"type": "null"}}}
+    return {
+        "type": "object",
+        "properties": {"graph": {"anyOf": [{"type": "string", "enum": list(space.graphs)}, {"type": "null"}]}},
+        "anyOf": [neither, *(_variant_pair(v.resolution, v.classes) for v in space.input_variants.values())],
+    }
+
+
+def space_branches(conditions: bool = False) -> Callable[[dict, type[BaseModel]], None]:
+    """A request model's ``json_schema_extra`` saying its ``archs`` (and, with ``conditions``, its ``conditions``)
+    must be valid in its ``space``: one ``anyOf`` branch per registered space, ``space`` left out only in the
+    branch of the model's default space."""
+
+    def extra(schema: dict, model: type[BaseModel]) -> None:
+        default = model.model_fields["space"].default
+        branches = []
+        for space in REGISTERED_SPACES.values():
+            properties: dict[str, dict] = {
+                "space": {"const": space.name},
+                "archs": {"items": {"anyOf": _space_arch_schemas([space])}},
+            }
+            if conditions:
+                properties["conditions"] = {"anyOf": [{"type": "null"}, _conditions_schema(space)]}
+            branches.append({"properties": properties, "required": [] if space.name == default else ["space"]})
+        schema["anyOf"] = branches
+
+    return extra
+
+
+def _device_variants(schema: dict, model: type[BaseModel]) -> None:
+    """A new device's schema: its resolution and classes (left out: their defaults) together an input variant of
+    some registered space."""
+    defaults = {name: model.model_fields[name].default for name in ("resolution", "classes")}
+    pairs = {(v.resolution, v.classes) for space in REGISTERED_SPACES.values() for v in space.input_variants.values()}
+    schema["anyOf"] = [_variant_pair(r, c, defaults) for r, c in sorted(pairs)]
+
+
 # Choices the schema lists; the server's own check names a wrong one (422).
 Space = Annotated[str, WithJsonSchema({"type": "string", "enum": list(SPACES)})]
 Precision = Annotated[str, WithJsonSchema({"type": "string", "enum": list(PRECISIONS)})]
@@ -82,6 +138,7 @@ class Strict(BaseModel):
 class DeviceCreate(Strict):
     """A new device: its name (``[A-Za-z0-9._-]``) and how it runs models."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_device_variants)
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN, examples=["pixel7-cpu-fp32"])
     description: str = ""
     hardware: str = ""
@@ -120,7 +177,9 @@ class DeviceOut(BaseModel):
 class DeviceOwner(Strict):
     """A device's new owner (admins only)."""
 
-    key_id: int | None = Field(description="id of the owning API key; null: only admins act on the device")
+    key_id: Annotated[int, Field(ge=1, le=MAX_KEY_ID), WHOLE] | None = Field(
+        description="id of the owning API key (404 when none has it); null: only admins act on the device"
+    )
 
 
 class DeviceDetail(DeviceOut):
@@ -217,9 +276,10 @@ class JobCreate(Strict):
     """A batch of measurement jobs: archs to measure on a device, in one format, with optional protocol and
     conditions overrides."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=space_branches(conditions=True))
     device: str = Field(min_length=1)
     space: Space = Field(
-        nb201.SPACE, description="Search space of the archs: nb201 | fbnet (latfarm.predictor.spaces)."
+        DEFAULT_SPACE, description="Search space of the archs: nb201 | fbnet (latfarm.predictor.spaces)."
     )
     format: Literal["onnx", "tflite"] = "onnx"
     archs: list[SpaceArch] = Field(
@@ -234,6 +294,19 @@ class JobCreate(Strict):
         None,
         description="Overrides the device's measurement conditions (input variant, batch size, precision, graph).",
     )
+
+    def overrides(self) -> dict | None:
+        """The conditions fields the request sets; ``InvalidArgument`` naming the missing one when it gives only
+        one of ``resolution`` and ``classes`` (an input variant is overridden whole)."""
+        given = self.conditions.model_dump(exclude_none=True) if self.conditions else None
+        if given is not None and len({"resolution", "classes"} & set(given)) == 1:
+            (missing,) = {"resolution", "classes"} - set(given)
+            known = ", ".join(f"{v.resolution}px/{v.classes}" for v in get_space(self.space).input_variants.values())
+            raise InvalidArgument(
+                f"{missing}: resolution and classes go together, as an input variant of {self.space}: {known}",
+                field=missing,
+            )
+        return given
 
 
 class JobCreated(BaseModel):
@@ -381,6 +454,7 @@ class MeasurementPage(BaseModel):
 class PredictRequest(Strict):
     """Archs of one space to predict or rank on a device."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=space_branches())
     device: str = Field(min_length=1)
     space: Space = Field(nb201.SPACE, description="Search space of the archs: nb201 | fbnet.")
     archs: list[SpaceArch] = Field(

@@ -87,6 +87,6 @@ def test_measurements_filter_by_space_and_arch(api, keys):
         assert response.status_code == 201, response.text
     assert api.get("/v1/measurements", params={"space": "fbnet"}, headers=ADMIN).json()["items"] == []
     wrong = api.get("/v1/measurements", params={"space": "fbnet", "arch": arch(5)}, headers=ADMIN)
-    assert wrong.status_code == 422 and "arch" in wrong.json()["message"]
+    assert wrong.status_code == 200 and wrong.json()["items"] == []  # an NB201 string is no FBNet arch: no rows
     unknown = api.get("/v1/measurements", params={"space": "ofa"}, headers=ADMIN)
     assert unknown.status_code == 422 and "space" in unknown.json()["message"]

@@ -13,15 +13,24 @@ from sqlalchemy.orm import Session
 
 from latfarm.services import datasets
 from latfarm.services.core.clock import utcnow
-from latfarm.services.core.errors import Conflict, InvalidArgument
+from latfarm.services.core.errors import Conflict, NotFound
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import adaptation as adapt
+from latfarm.services.domain.conditions import DEFAULT_SPACE, SPACES
 from latfarm.services.domain.liveness import is_online, online_cutoff
 from latfarm.services.store.models import Agent, ApiKey, Device, Enrollment, Measurement
 
 from ..auth import Principal, require
 from ..deps import db, get_device, request_space
-from ..schemas import AgentOut, DeviceCreate, DeviceDetail, DeviceOut, DeviceOwner, EnrollmentCreate, EnrollmentOut
+from ..schemas import (
+    AgentOut,
+    DeviceCreate,
+    DeviceDetail,
+    DeviceOut,
+    DeviceOwner,
+    EnrollmentCreate,
+    EnrollmentOut,
+)
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
@@ -111,10 +120,10 @@ def create_enrollment(
 def set_owner(
     name: str, body: DeviceOwner, session: Session = Depends(db), _: Principal = Depends(require("admin"))
 ) -> Device:
-    """Give the device to another API key, or to admins only (``key_id`` null); 422 for an unknown key."""
+    """Give the device to another API key, or to admins only (``key_id`` null); 404 for a key that does not exist."""
     device = get_device(session, name)
     if body.key_id is not None and session.get(ApiKey, body.key_id) is None:
-        raise InvalidArgument(f"key_id: no API key has id {body.key_id}", field="key_id")
+        raise NotFound(f"key_id: no API key has id {body.key_id}", field="key_id")
     device.owner_key_id = body.key_id
     session.commit()
     return device
@@ -150,7 +159,11 @@ def list_agents(
 def export_device(
     name: str,
     format: str = Query("csv", pattern="^(csv|latbench)$", description="csv | latbench (pickle)"),
-    space: str = Query("nb201", description="Search space of the exported archs: nb201 | fbnet."),
+    space: str = Query(
+        DEFAULT_SPACE,
+        description="Search space of the exported archs: nb201 | fbnet.",
+        json_schema_extra={"enum": list(SPACES)},
+    ),
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> Response:

@@ -29,8 +29,7 @@ def create_jobs(
     device = get_device(session, body.device)
     principal.check_device("jobs", device)
     archs = request_archs(body.archs, body.space)
-    overrides = body.conditions.model_dump(exclude_none=True) if body.conditions else None
-    conditions = conditions_of(device).for_space(body.space).merged(overrides)
+    conditions = conditions_of(device).for_space(body.space).merged(body.overrides())
     batch = queue.submit_batch(
         session,
         device,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Depends, Path, Query
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, false, select
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
+from latfarm.predictor.spaces import SPACES as REGISTERED
 from latfarm.services.domain import review
-from latfarm.services.domain.conditions import Conditions
+from latfarm.services.domain.conditions import DEFAULT_SPACE, Conditions
 from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP, attributes
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
@@ -40,7 +43,9 @@ def list_measurements(
     arch: str | None = Query(
         None,
         pattern=ARCH_QUERY_PATTERN,
-        description="Arch string, or position in the space's reference set (FBNet: in the imported dataset).",
+        description="Arch string, or position in the space's reference set (FBNet: in the imported dataset); "
+        "without 'space', the space whose strings it has the form of (a position: nb201). An arch of another "
+        "space's form than 'space' matches nothing.",
     ),
     source: Source | None = Query(None),
     quarantined: bool | None = Query(None, description="Only quarantined (true) or usable (false) rows."),
@@ -66,12 +71,7 @@ def list_measurements(
     if space is not None:
         query = query.where(Arch.space == request_space(space).name)
     if arch is not None:
-        searched = request_space(space or nb201.SPACE)
-        if arch.strip().isdigit() and searched.reference_set() is None:  # positions of the stored (imported) archs
-            query = query.where(Arch.space == searched.name, Arch.reference_index == int(arch))
-        else:
-            (canonical,) = request_archs([int(arch) if arch.strip().isdigit() else arch], searched.name, "arch")
-            query = query.where(Arch.space == searched.name, Arch.arch == canonical)
+        query = query.where(_arch_filter(arch, space))
     if source is not None:
         query = query.where(Measurement.source == source)
     if quarantined is not None:
@@ -83,6 +83,24 @@ def list_measurements(
     rows = session.execute(query).all()
     items = [measurement_out(m, device_name, arch_string, index) for m, device_name, arch_string, index in rows[:limit]]
     return MeasurementPage(items=items, next=encode_cursor(items[-1].id) if len(rows) > limit else None)
+
+
+def _arch_filter(arch: str, space: str | None) -> ColumnElement[bool]:
+    """The rows of ``arch`` (``ARCH_QUERY_PATTERN``) in ``space``, or in the space of its form when ``space`` is
+    None: its canonical string, or its position among the space's stored archs (their reference index); none at all
+    when the string is not of ``space``'s form."""
+    if arch.isdigit():
+        searched = request_space(space or DEFAULT_SPACE)
+        if searched.reference_set() is None:  # positions of the stored (imported) archs
+            return and_(Arch.space == searched.name, Arch.reference_index == int(arch))
+        (canonical,) = request_archs([int(arch)], searched.name, "arch")
+        return and_(Arch.space == searched.name, Arch.arch == canonical)
+    forms = [s for s in REGISTERED.values() if re.fullmatch(s.string_pattern, arch)]
+    searched = request_space(space) if space is not None else forms[0]
+    if searched not in forms:
+        return false()
+    (canonical,) = request_archs([arch], searched.name, "arch")
+    return and_(Arch.space == searched.name, Arch.arch == canonical)
 
 
 @router.post("/{measurement_id}/quarantine", response_model=MeasurementOut)
