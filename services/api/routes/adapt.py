@@ -63,7 +63,7 @@ def start_adaptation(
 @router.get("/devices/{name}/adapt")
 def adaptation_status(
     name: str,
-    space: str | None = Query(None, description="Only adaptations of this space (default: of any)."),
+    space: Space | None = Query(None, description="Only adaptations of this space (default: of any)."),
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> dict:
