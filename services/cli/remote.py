@@ -122,11 +122,10 @@ def measure(
 ) -> None:
     """Measure archs on a device's agents: queue the jobs, wait with a progress bar, print or save the results.
 
-    With no agent of the device online it says so and exits 1 without queueing (unless ``--wait-for-agent`` or
-    ``--no-wait``); Ctrl-C while waiting cancels the batch's unfinished jobs."""
+    With no agent of the device online it says so and exits 1 without queueing (unless --wait-for-agent or
+    --no-wait); Ctrl-C while waiting cancels the batch's unfinished jobs."""
     from latfarm.predictor.spaces import ArchError, UnknownSpace
     from latfarm.services.cli import measure_results
-    from latfarm.services.client import LatfarmError
 
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
     try:
@@ -134,19 +133,17 @@ def measure(
         if not chosen:
             raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
         order = measure_results.canonical_archs(chosen, space)
-    except UnknownSpace as err:
-        raise typer.BadParameter(str(err), param_hint="--space") from err
-    except ArchError as err:
-        raise typer.BadParameter(str(err), param_hint="ARCHS") from err
+    except (UnknownSpace, ArchError) as err:
+        raise SystemExit(f"latfarm measure: {err}") from err
     settings = {"rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "statistic": statistic}
     protocol = {name: value for name, value in settings.items() if value is not None} or None
     overrides = {"batch_size": batch_size, "precision": precision, "graph": graph}
     conditions = {name: value for name, value in overrides.items() if value is not None} or None
     try:
-        with _client(server, key) as client:
+        with _client(server, key) as client, _explained("latfarm measure", client, device):
             _check_agents(client, device, refuse=wait and not wait_for_agent)
             result = _measure_with_progress(client, device, space, chosen, fmt, wait, timeout, protocol, conditions)
-    except (LatfarmError, TimeoutError) as err:
+    except TimeoutError as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if not wait:
         typer.echo(f"queued batch {result['id']} ({len(chosen)} jobs); progress: GET /v1/jobs/{result['id']}")
@@ -252,5 +249,6 @@ def adapt(
     wait: bool = flag(True, "--wait/--no-wait", help="Wait for the adaptation (a progress bar shows it)."),
 ) -> None:
     """Adapt a space's predictor to a device from K measurements by its agents."""
-    with exit_on_error("latfarm adapt"):
-        _client(server, key).adapt(device, samples=samples, wait=wait, progress=True, space=space)
+    client = _client(server, key)
+    with exit_on_error("latfarm adapt"), _explained("latfarm adapt", client, device):
+        client.adapt(device, samples=samples, wait=wait, progress=True, space=space)

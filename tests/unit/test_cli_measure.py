@@ -158,5 +158,17 @@ def test_bad_archs_of_a_space_are_refused_naming_the_problem_before_any_request(
     ]
     for args, named in cases:
         result = CliRunner().invoke(app, ["measure", "dev", *args, *nowhere])
-        assert result.exit_code == 2, result.output
-        assert named in " ".join(result.output.replace("│", " ").split()), result.output
+        assert result.exit_code == 1, result.output  # one line, as predict's
+        assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("latfarm measure: ")
+        assert named in result.output, result.output
+
+
+def test_measure_and_adapt_explain_an_unknown_device_and_a_wrong_key_in_one_line(live_api):
+    url, server = live_api
+    add_device_live(server)
+    for command in (["measure", "nosuchdev", "0"], ["adapt", "nosuchdev", "--samples", "5"]):
+        result = CliRunner().invoke(app, [*command, "--server", url, "--key", ADMIN_KEY])
+        assert result.exit_code == 1, result.output
+        assert "unknown device 'nosuchdev'; known devices: gpu-b2" in result.output and "404" not in result.output
+    wrong = CliRunner().invoke(app, ["measure", "gpu-b2", "0", "--server", url, "--key", "wrong"])
+    assert wrong.exit_code == 1 and "--key or LATFARM_API_KEY" in wrong.output and "401" not in wrong.output
