@@ -14,8 +14,8 @@ import pytest
 from tests.integration.test_serve import Served
 
 # The fuzzer creates admin keys, after which revoking the run's own key is allowed (only the last admin key is
-# refused, see test_auth_throttle) and would lock the run out of every later operation.
-EXCLUDED = "/v1/keys/{key_id}"
+# refused, see test_auth_throttle) and would lock the run out of every later operation: that path runs last, alone.
+REVOKE = "/v1/keys/{key_id}"
 
 
 @pytest.mark.slow
@@ -26,20 +26,22 @@ def test_the_api_matches_its_openapi_document(tmp_path):
         admin = {"Authorization": f"Bearer {served.key}"}
         example = httpx.post(f"{served.rest}/v1/devices", json={"name": "pixel7-cpu-fp32"}, headers=admin, timeout=10)
         assert example.status_code == 201, example.text  # the documented example names a device that exists
-        run = subprocess.run(
-            [
-                *(sys.executable, "-m", "schemathesis.cli", "run", f"{served.rest}/openapi.json"),
-                *("--checks", "all", "--header", f"Authorization: Bearer {served.key}"),
-                *("--max-examples", "25", "--seed", "1", "--generation-database", "none"),
-                *("--exclude-path", EXCLUDED, "--no-color"),
-                *("--request-timeout", "120"),  # an adaptation of 200 samples takes seconds
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            cwd=tmp_path,  # its cache folder stays out of the repository
-        )
-        assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-        assert "passed" in run.stdout and "failures" not in run.stdout.split("SUMMARY")[-1].lower()
+        for selection in (("--exclude-path", REVOKE), ("--include-path", REVOKE)):
+            run = subprocess.run(
+                [
+                    *(sys.executable, "-m", "schemathesis.cli", "run", f"{served.rest}/openapi.json"),
+                    *("--checks", "all", "--header", f"Authorization: Bearer {served.key}"),
+                    *("--max-examples", "25", "--seed", "1", "--generation-database", "none"),
+                    *(*selection, "--no-color"),
+                    *("--request-timeout", "120"),  # an adaptation of 200 samples takes seconds
+                ],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                cwd=tmp_path,  # its cache folder stays out of the repository
+            )
+            assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+            assert "passed" in run.stdout and "failures" not in run.stdout.split("SUMMARY")[-1].lower()
+            assert ("Selected: 1/" in run.stdout) == (selection[0] == "--include-path"), run.stdout[-2000:]
     finally:
         served.stop(signal.SIGINT)
