@@ -19,7 +19,7 @@ import numpy as np
 from latfarm.predictor.blr import planning_cov, posterior_with_costs
 from latfarm.predictor.fbnet_features import COSTS, layer_costs, network_costs, one_hot
 from latfarm.predictor.latencies import checked_latencies
-from latfarm.predictor.model import CHECKPOINT_FORMAT, DEVICE_STATE_FORMAT, DeviceModel
+from latfarm.predictor.model import CHECKPOINT_FORMAT, DEVICE_STATE_FORMAT, CheckpointMeta, DeviceModel
 from latfarm.predictor.prior import Posterior, Prior, fit_prior
 from latfarm.predictor.selection import select_by_variance
 from latfarm.predictor.spaces import Encoding, get_space
@@ -69,7 +69,7 @@ def fit_fbnet_prior(encodings: np.ndarray, latencies: dict[str, np.ndarray]) -> 
     return Prior(mean, cov, spread, base.noise_grid, base.noise_log_prior)
 
 
-class FBNetPredictor:
+class FBNetPredictor(CheckpointMeta):
     """A pretrained FBNet predictor: adapts to a device from (arch, ms) samples, predicts any arch."""
 
     def __init__(self, prior: Prior, meta: dict[str, Any]) -> None:
@@ -79,21 +79,6 @@ class FBNetPredictor:
         self.prior = prior
         self.meta = meta
         self.space = get_space("fbnet")
-
-    @property
-    def version(self) -> str:
-        """The checkpoint's version (part of device-model states and cache keys)."""
-        return str(self.meta["version"])
-
-    @property
-    def metrics(self) -> dict:
-        """Scores stored with the checkpoint."""
-        return dict(self.meta.get("metrics", {}))
-
-    @property
-    def devices(self) -> list[str]:
-        """The devices it was pretrained on."""
-        return list(self.meta.get("devices", []))
 
     @classmethod
     def from_npz(cls, npz) -> FBNetPredictor:

@@ -31,19 +31,10 @@ SHIPPED_CHECKPOINTS = {"nb201": SHIPPED_CHECKPOINT, "fbnet": "fbnet-v1.npz"}
 """The checkpoint shipped in the package for each space; a checkpoint's metadata names its space (default nb201)."""
 
 
-class Predictor:
-    """A pretrained latency predictor: cross-device prior + arch features; adapts to a device in milliseconds."""
+class CheckpointMeta:
+    """What every space's predictor tells of its checkpoint, from its metadata ``meta``."""
 
-    def __init__(self, prior: Prior, embeddings: np.ndarray, meta: dict[str, Any], gcn_state: dict[str, np.ndarray]):
-        """From a prior over F features, GCN embeddings [15625, E] (F = op features + E), the checkpoint metadata
-        and the GCN weights; ``ValueError`` when they do not fit together."""
-        self.prior = prior
-        self.embeddings = np.asarray(embeddings, dtype=np.float32).astype(np.float64)  # as stored
-        self.meta = meta
-        self.gcn_state = gcn_state
-        self.phi = np.hstack([all_features(), self.embeddings])  # [15625, F]
-        if self.phi.shape[1] != len(prior.mean):
-            raise ValueError(f"checkpoint mismatch: {self.phi.shape[1]} features but a prior of {len(prior.mean)}")
+    meta: dict[str, Any]
 
     @property
     def version(self) -> str:
@@ -59,6 +50,21 @@ class Predictor:
     def devices(self) -> list[str]:
         """The devices it was pretrained on."""
         return list(self.meta.get("devices", []))
+
+
+class Predictor(CheckpointMeta):
+    """A pretrained latency predictor: cross-device prior + arch features; adapts to a device in milliseconds."""
+
+    def __init__(self, prior: Prior, embeddings: np.ndarray, meta: dict[str, Any], gcn_state: dict[str, np.ndarray]):
+        """From a prior over F features, GCN embeddings [15625, E] (F = op features + E), the checkpoint metadata
+        and the GCN weights; ``ValueError`` when they do not fit together."""
+        self.prior = prior
+        self.embeddings = np.asarray(embeddings, dtype=np.float32).astype(np.float64)  # as stored
+        self.meta = meta
+        self.gcn_state = gcn_state
+        self.phi = np.hstack([all_features(), self.embeddings])  # [15625, F]
+        if self.phi.shape[1] != len(prior.mean):
+            raise ValueError(f"checkpoint mismatch: {self.phi.shape[1]} features but a prior of {len(prior.mean)}")
 
     # --- checkpoints -------------------------------------------------------------------------------------
     @property
