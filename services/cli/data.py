@@ -25,7 +25,7 @@ def import_dataset(
     """Migrate the store, import one dataset in one transaction, print and return a summary; bad input exits."""
     from latfarm.services.datasets import import_into_store
 
-    with exit_on_error():
+    with exit_on_error("latfarm import"):
         summary = import_into_store(settings, path, fmt=fmt, device=device, space=space, devices=devices or ())
     added, dataset, seconds = summary["rows_added"], summary["dataset"], summary["seconds"]
     print(f"imported {added} new measurements from {path} ({dataset}) in {seconds:.1f} s")
@@ -38,9 +38,9 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: 
     from latfarm.services.cli.database import existing_database
     from latfarm.services.datasets import export_from_store
 
-    with exit_on_error():
+    with exit_on_error("latfarm export data"):
         database = existing_database(settings)
-    with exit_on_error(context=f"database {database}"):
+    with exit_on_error("latfarm export data", context=f"database {database}"):
         written = export_from_store(settings, device, fmt, out, space=space)
     print(f"wrote {written} measurements of {device} from {database} to {out}")
 
@@ -87,7 +87,7 @@ def export_model(
     from latfarm.services.cli.model_files import export_cli
     from latfarm.services.domain.conditions import Conditions
 
-    with exit_on_error():
+    with exit_on_error("latfarm export model"):
         fields = {"resolution": resolution, "classes": classes, "batch_size": batch_size}
         conditions = Conditions().for_space(space).merged({**fields, "precision": precision, "graph": graph})
         export_cli(archs, fmt=fmt, out=out, conditions=conditions)

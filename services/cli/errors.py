@@ -10,7 +10,7 @@ from latfarm.services.core.errors import LatfarmError
 
 
 @contextmanager
-def exit_on_error(prefix: str = "error", context: str = "") -> Iterator[None]:
+def exit_on_error(prefix: str, context: str = "") -> Iterator[None]:
     """Run the block; a ``LatfarmError`` or ``AgentError`` raised in it prints ``<prefix>: <message>`` on stderr,
     followed by `` (<context>)`` when given (e.g. the database read), and exits with status 1 (no traceback)."""
     try:

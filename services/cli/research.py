@@ -20,7 +20,7 @@ def pretrain(
     try:
         pretrain_cli(data, devices=devices.split(",") if devices else None, out=out, seed=seed, space=space)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from err
+        raise SystemExit(f"latfarm pretrain: {err}") from err
 
 
 def eval_transfer(
@@ -50,4 +50,4 @@ def eval_transfer(
             space=space,
         )
     except TransferInputError as err:
-        raise SystemExit(f"error: {err}") from err
+        raise SystemExit(f"latfarm eval transfer: {err}") from err

@@ -240,9 +240,9 @@ def test_export_cli_accepts_indices_and_strings(tmp_path, capsys):
         "precision": "fp32",
         "graph": "reference",
     }
-    with pytest.raises(SystemExit, match="error: unknown model format 'xml'"):  # the command prints one line, exits
+    with pytest.raises(SystemExit, match="latfarm export model: unknown model format 'xml'"):  # the command prints one line, exits
         export_model(["0"], fmt="xml", out=tmp_path, **options)
-    with pytest.raises(SystemExit, match="error: batch_size must be"):
+    with pytest.raises(SystemExit, match="latfarm export model: batch_size must be"):
         export_model(["0"], fmt="onnx", out=tmp_path, **{**options, "batch_size": 0})
     capsys.readouterr()
     export_model(["0"], fmt="onnx", out=tmp_path, **{**options, "batch_size": 2, "graph": "pruned"})

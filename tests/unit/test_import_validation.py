@@ -73,8 +73,8 @@ def assert_refused(tmp_path, path, fmt, problem, *extra):
     result, settings = cli_import(tmp_path, path, fmt, *extra)
     assert result.exit_code == 1, result.output
     *progress, error = result.output.strip().splitlines()  # HELP imports draw a progress bar first
-    assert error.startswith("error: ") and problem in error, result.output
-    assert not any(line.startswith("error") or "Traceback" in line for line in progress), result.output
+    assert error.startswith("latfarm import: ") and problem in error, result.output
+    assert not any(line.startswith("latfarm import") or "Traceback" in line for line in progress), result.output
     assert stored(settings) == (0, 0)
 
 
