@@ -82,4 +82,5 @@ def test_eval_transfer_bad_arguments_are_one_line(help_dir, tmp_path, args, prob
     base.update(dict(zip(args[::2], args[1::2], strict=True)))
     result = CliRunner().invoke(app, ["eval", "transfer", *[x for pair in base.items() for x in pair]])
     lines = result.output.strip().splitlines()
-    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith(f"latfarm eval transfer: {problem}"), result.output
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"latfarm eval transfer: {problem}"), result.output
