@@ -157,17 +157,13 @@ class FBNetDeviceModel(DeviceModel):
 
     def to_state(self) -> dict:
         """JSON-serialisable state; samples as encodings."""
-        post = self.posterior
         return {
             "format": DEVICE_STATE_FORMAT,
             "space": "fbnet",
             "predictor_version": self.predictor.version,
             "archs": [[int(v) for v in row] for row in self.indices],
             "latencies_ms": [float(x) for x in self.latencies_ms],
-            "mean": post.mean.tolist(),
-            "cov": post.cov.tolist(),
-            "scale_ms": post.scale_ms,
-            "noise": post.noise,
+            **self.posterior.to_state(),
         }
 
     @classmethod
@@ -177,12 +173,7 @@ class FBNetDeviceModel(DeviceModel):
             raise ValueError(f"not an fbnet device model state (space {state.get('space')!r})")
         if state.get("predictor_version") != predictor.version:
             return predictor.adapt(state["archs"], state["latencies_ms"])
-        post = Posterior(
-            mean=np.asarray(state["mean"], dtype=np.float64),
-            cov=np.asarray(state["cov"], dtype=np.float64),
-            scale_ms=float(state["scale_ms"]),
-            noise=float(state["noise"]),
-        )
+        post = Posterior.from_state(state)
         enc = predictor.encodings(state["archs"]) if state["archs"] else np.zeros((0, NUM_LAYERS), dtype=np.int64)
         return cls(predictor, post, enc, np.asarray(state["latencies_ms"], dtype=np.float64))
 

@@ -176,16 +176,12 @@ class DeviceModel:
 
     def to_state(self) -> dict:
         """JSON-serialisable state (tens of kB)."""
-        post = self.posterior
         return {
             "format": DEVICE_STATE_FORMAT,
             "predictor_version": self.predictor.version,
             "indices": [int(i) for i in self.indices],
             "latencies_ms": [float(x) for x in self.latencies_ms],
-            "mean": post.mean.tolist(),
-            "cov": post.cov.tolist(),
-            "scale_ms": post.scale_ms,
-            "noise": post.noise,
+            **self.posterior.to_state(),
         }
 
     @classmethod
@@ -195,12 +191,7 @@ class DeviceModel:
             raise ValueError(f"not a device model state (format {state.get('format')!r})")
         if state.get("predictor_version") != predictor.version:
             return predictor.adapt(state["indices"], state["latencies_ms"])
-        post = Posterior(
-            mean=np.asarray(state["mean"], dtype=np.float64),
-            cov=np.asarray(state["cov"], dtype=np.float64),
-            scale_ms=float(state["scale_ms"]),
-            noise=float(state["noise"]),
-        )
+        post = Posterior.from_state(state)
         idx = np.asarray(state["indices"], dtype=np.int64)
         return cls(predictor, post, idx, np.asarray(state["latencies_ms"], dtype=np.float64))
 

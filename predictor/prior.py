@@ -99,6 +99,20 @@ class Posterior:
     scale_ms: float
     noise: float
 
+    def to_state(self) -> dict:
+        """JSON-ready fields (how device-model states store a posterior)."""
+        return {"mean": self.mean.tolist(), "cov": self.cov.tolist(), "scale_ms": self.scale_ms, "noise": self.noise}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Posterior:
+        """The posterior stored by ``to_state`` (extra keys of the state are ignored)."""
+        return cls(
+            mean=np.asarray(state["mean"], dtype=np.float64),
+            cov=np.asarray(state["cov"], dtype=np.float64),
+            scale_ms=float(state["scale_ms"]),
+            noise=float(state["noise"]),
+        )
+
 
 def _broad_variance(phi_s: np.ndarray) -> np.ndarray:
     """Covariance of the broad component: one free cost per op type (live and dead alike) and per op-count feature,
