@@ -154,7 +154,11 @@ def test_browser_actions_and_deletes_post_the_csrf_token(browser, live_server):
     page.goto(f"{base}/admin/job/list")
     before = int(re.search(r"of (\d+) items", page.inner_text("body")).group(1))
     page.locator("a[data-bs-target='#modal-delete'][data-pk]").first.click()
-    page.click("#modal-delete-button")
+    # sqladmin fills the button's target in the modal's `shown` event, after the fade: click only once it is set
+    page.wait_for_function("document.querySelector('#modal-delete-button').getAttribute('data-url')")
+    with page.expect_response(lambda response: response.request.method == "DELETE") as deleted:
+        page.click("#modal-delete-button")
+    assert deleted.value.ok, (deleted.value.status, deleted.value.text())
     page.wait_for_function(f"document.body.innerText.includes('of {before - 1} items')")
     assert not errors, errors
 
