@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import typer
 
 from latfarm.services.cli.errors import exit_on_error
-from latfarm.services.cli.options import flag
 
 if TYPE_CHECKING:
     from latfarm.services.client import Client, LatfarmError
@@ -109,8 +108,8 @@ def measure(
     graph: str = typer.Option(
         None, "--graph", show_default="reference", help="reference or pruned: the exported network's variant."
     ),
-    wait: bool = flag(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
-    wait_for_agent: bool = flag(
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
+    wait_for_agent: bool = typer.Option(
         False,
         "--wait-for-agent",
         help="Queue and wait even when no agent of the device is online (else: exit 1, nothing queued).",
@@ -246,7 +245,7 @@ def adapt(
     space: str = typer.Option("nb201", "--space", help="Search space whose predictor is adapted: nb201 or fbnet."),
     server: str = ServerUrl,
     key: str = ApiKey,
-    wait: bool = flag(True, "--wait/--no-wait", help="Wait for the adaptation (a progress bar shows it)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the adaptation (a progress bar shows it)."),
 ) -> None:
     """Adapt a space's predictor to a device from K measurements by its agents."""
     client = _client(server, key)
