@@ -1,4 +1,5 @@
-"""``latfarm measure``'s results: a batch's items in the order the archs were given, as lines or as CSV."""
+"""``latfarm measure``'s archs and results: archs checked before any request; a batch's items (the server lists
+them in the order the archs were given) as lines or as CSV."""
 
 from __future__ import annotations
 
@@ -30,15 +31,6 @@ def canonical_archs(given: Sequence[str | int], space: str = "nb201") -> list[st
         return searched.to_string(reference[arch])
 
     return [one(a) for a in given]
-
-
-def in_input_order(items: list[dict], archs: Sequence[str]) -> list[dict]:
-    """``items`` (the server's job items, one per distinct arch, in no set order) ordered by the first place their
-    arch has in ``archs`` (canonical strings); items of archs not given keep their order, last."""
-    position: dict[str, int] = {}
-    for place, arch in enumerate(archs):
-        position.setdefault(arch, place)
-    return sorted(items, key=lambda item: position.get(item["arch"], len(archs)))
 
 
 def write_csv(path: Path, items: list[dict], conditions: dict) -> None:

@@ -131,7 +131,7 @@ def measure(
         chosen = arch_values(given) + random_archs(space, sample, seed)
         if not chosen:
             raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
-        order = measure_results.canonical_archs(chosen, space)
+        measure_results.canonical_archs(chosen, space)  # a bad arch is refused before any request
     except (UnknownSpace, ArchError) as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     settings = {"rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "statistic": statistic}
@@ -147,7 +147,7 @@ def measure(
     if not wait:
         typer.echo(f"queued batch {result['id']} ({len(chosen)} jobs); progress: GET /v1/jobs/{result['id']}")
         return
-    items = measure_results.in_input_order(result.get("items", []), order)
+    items = result.get("items", [])
     if out:
         measure_results.write_csv(out, items, result.get("conditions", {}))
         typer.echo(f"{result['done']} measured, {result['failed']} failed: {out}")
