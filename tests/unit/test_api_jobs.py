@@ -113,7 +113,11 @@ def test_bad_requests_store_nothing(api, keys):
     good = arch(1)
     cases = [
         ({"device": "dev1", "archs": [good, "|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|"]}, 422, "archs[1]"),
-        ({"device": "dev1", "archs": [good, 15625]}, 422, "archs[1]"),
+        (
+            {"device": "dev1", "archs": [good, 15625]},
+            422,
+            "archs[1]: nb201: reference position 15625 is outside 0..15624",
+        ),
         ({"device": "dev1", "archs": []}, 422, "archs"),
         ({"device": "dev1", "archs": [good], "format": "tensorrt"}, 422, "format"),
         ({"device": "dev1", "archs": [good], "space": "darts"}, 422, "space"),
