@@ -91,6 +91,16 @@ class SearchSpace(ABC):
         """The archs a dataset of this space indexes, by position; ``None`` when the space has none."""
         return None
 
+    def at(self, position: int) -> Encoding:
+        """The arch at ``position`` of the reference set (NB201: the official index); ``ArchError`` when the space
+        has no reference set or the position is outside it."""
+        archs = self.reference_set()
+        if archs is None:
+            raise ArchError(f"{self.name}: no reference set loaded: give an arch string or index list, not {position}")
+        if not 0 <= position < len(archs):
+            raise ArchError(f"{self.name}: reference position {position} is outside 0..{len(archs) - 1}")
+        return tuple(archs[position])
+
     def read_reference(self, folder: Path) -> Sequence[Encoding]:
         """The archs a HELP-layout dataset folder of this space indexes, by position (what its ``latency/<device>.pt``
         lists follow); ``FileNotFoundError`` naming the files the layout needs when the folder lacks them."""

@@ -60,12 +60,8 @@ def warm_arch_tables() -> None:
 def arch_index(arch: str | int | Sequence[int], field: str) -> int:
     """The official NB201 index of an arch string, index list or index; ``InvalidArgument`` naming ``field`` when
     invalid."""
-    if not isinstance(arch, str | int):
+    if not isinstance(arch, str):  # an index list or a reference position (the official index), checked
         arch = _canonical(get_space(nb201.SPACE), arch, field)
-    if isinstance(arch, int):
-        if 0 <= arch < nb201.NUM_ARCHS:
-            return arch
-        raise InvalidArgument(f"{field}: NB201 index {arch} is outside 0..{nb201.NUM_ARCHS - 1}", field=field)
     index = _index_by_string().get(arch)
     if index is not None:
         return index
@@ -133,15 +129,8 @@ def _canonical(space: SearchSpace, arch: str | int | Sequence[int], field: str) 
             return arch
         if not isinstance(arch, int):
             return space.canonical(arch)
-        if not strings:
-            raise InvalidArgument(
-                f"{field}: {space.name} has no reference set loaded: give an arch string or index list, not {arch}",
-                field=field,
-            )
-        if not 0 <= arch < len(strings):
-            raise InvalidArgument(
-                f"{field}: {space.name} reference position {arch} is outside 0..{len(strings) - 1}", field=field
-            )
-        return strings[arch]
+        if 0 <= arch < len(strings):
+            return strings[arch]
+        return space.to_string(space.at(arch))  # a position outside the reference set: at() says so
     except ArchError as err:
         raise InvalidArgument(f"{field}: {err}", field=field) from err

@@ -70,6 +70,15 @@ def http_status(err: LatfarmError) -> int:
     return HTTP_STATUS.get(err.code, 500)  # type: ignore[call-overload]
 
 
+def _line_column(text: str, position: object) -> str:
+    """`` at line L column C`` (1-based) of character ``position`` in ``text``; '' when it is not a position."""
+    if not isinstance(position, int):
+        return ""
+    line = text.count("\n", 0, position) + 1
+    column = position - text.rfind("\n", 0, position)  # rfind is -1 on the first line
+    return f" at line {line} column {column}"
+
+
 def _field(loc: tuple) -> str:
     parts = [p for p in loc if p not in ("body", "query", "path", "header")] or list(loc[-1:])
     out = ""
@@ -78,7 +87,13 @@ def _field(loc: tuple) -> str:
     return out or "body"
 
 
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each invalid field; 400 when the body is not JSON at all (its decode error and where)."""
+    invalid_json = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
+    if invalid_json is not None:
+        where = _line_column((await request.body()).decode(errors="replace"), invalid_json["loc"][-1])
+        message = f"request body is not valid JSON: {invalid_json.get('ctx', {}).get('error', 'decode error')}{where}"
+        return error(400, message, code="invalid_argument", field="body")
     errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
     message = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     return error(422, message, code="invalid_argument", errors=errors)

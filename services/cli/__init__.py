@@ -9,28 +9,32 @@ from __future__ import annotations
 import typer
 
 from latfarm.services.cli import agent, data, remote, research, server_commands
+from latfarm.services.cli.options import Command, Group
 
 app = typer.Typer(
+    cls=Group,
     help="latfarm: on-device latency measurement and prediction for hardware-aware NAS.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command()(server_commands.serve)
-app.command()(server_commands.migrate)
-app.command()(agent.agent)
-app.command()(server_commands.up)
-app.command("import")(data.import_)
-app.command()(remote.predict)
-app.command()(remote.measure)
-app.command()(remote.cancel)
-app.command()(remote.adapt)
-app.command()(research.pretrain)
+app.command(cls=Command)(server_commands.serve)
+app.command(cls=Command)(server_commands.migrate)
+app.command(cls=Command)(agent.agent)
+app.command(cls=Command)(server_commands.up)
+app.command("import", cls=Command)(data.import_)
+app.command(cls=Command)(remote.predict)
+app.command(cls=Command)(remote.measure)
+app.command(cls=Command)(remote.cancel)
+app.command(cls=Command)(remote.adapt)
+app.command(cls=Command)(research.pretrain)
 
-export_app = typer.Typer(help="Export models (ONNX / TFLite) or a device's measurements.", no_args_is_help=True)
-export_app.command("model")(data.export_model)
-export_app.command("data")(data.export_data)
+export_app = typer.Typer(
+    cls=Group, help="Export models (ONNX / TFLite) or a device's measurements.", no_args_is_help=True
+)
+export_app.command("model", cls=Command)(data.export_model)
+export_app.command("data", cls=Command)(data.export_data)
 app.add_typer(export_app, name="export")
 
-eval_app = typer.Typer(help="Evaluate the predictor.", no_args_is_help=True)
-eval_app.command("transfer")(research.eval_transfer)
+eval_app = typer.Typer(cls=Group, help="Evaluate the predictor.", no_args_is_help=True)
+eval_app.command("transfer", cls=Command)(research.eval_transfer)
 app.add_typer(eval_app, name="eval")

@@ -14,14 +14,13 @@ import typer
 
 from latfarm.agents.measurement import MeasureSettings
 from latfarm.agents.options import AgentOptions
-from latfarm.services.cli.options import flag
 
 MEASURE = MeasureSettings()  # the agent's measurement defaults, for the help texts
 
 
 def agent(
     server: str = typer.Option(..., "--server", help="gRPC address of the server, HOST:PORT."),
-    tls: bool = flag(
+    tls: bool = typer.Option(
         AgentOptions.tls,
         "--tls",
         envvar="LATFARM_AGENT_TLS",
@@ -49,7 +48,7 @@ def agent(
     cooldown_s: float = typer.Option(
         AgentOptions.cooldown_s, "--cooldown", help="Seconds to rest between batches (phones)."
     ),
-    once: bool = flag(AgentOptions.once, "--once", help="Exit when the queue is empty."),
+    once: bool = typer.Option(AgentOptions.once, "--once", help="Exit when the queue is empty."),
     warmup: int = typer.Option(
         MEASURE.warmup_runs, "--warmup", min=0, envvar="LATFARM_AGENT_WARMUP", help="Untimed runs per model per round."
     ),

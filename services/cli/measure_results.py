@@ -1,4 +1,5 @@
-"""``latfarm measure``'s results: a batch's items in the order the archs were given, as lines or as CSV."""
+"""``latfarm measure``'s archs and results: archs checked before any request; a batch's items (the server lists
+them in the order the archs were given) as lines or as CSV."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from latfarm.predictor.spaces import ArchError, get_space
+from latfarm.predictor.spaces import get_space
 
 # The CSV's columns: each job's figures (INDEX: the arch's reference position, named after its space, e.g.
 # nb201_index), then the conditions of its batch (the fields of domain.conditions.Conditions).
@@ -18,27 +19,7 @@ def canonical_archs(given: Sequence[str | int], space: str = "nb201") -> list[st
     """Canonical strings of archs of ``space`` given as strings or reference-set positions (NB201: official
     indices), in order. Raises ``ArchError`` / ``UnknownSpace`` naming a bad one."""
     searched = get_space(space)
-    reference = searched.reference_set()
-
-    def one(arch: str | int) -> str:
-        if not isinstance(arch, int):
-            return searched.canonical(arch)
-        if reference is None:
-            raise ArchError(f"{space}: no reference set loaded: give an arch string, not position {arch}")
-        if not 0 <= arch < len(reference):
-            raise ArchError(f"{space}: reference position {arch} is outside 0..{len(reference) - 1}")
-        return searched.to_string(reference[arch])
-
-    return [one(a) for a in given]
-
-
-def in_input_order(items: list[dict], archs: Sequence[str]) -> list[dict]:
-    """``items`` (the server's job items, one per distinct arch, in no set order) ordered by the first place their
-    arch has in ``archs`` (canonical strings); items of archs not given keep their order, last."""
-    position: dict[str, int] = {}
-    for place, arch in enumerate(archs):
-        position.setdefault(arch, place)
-    return sorted(items, key=lambda item: position.get(item["arch"], len(archs)))
+    return [searched.to_string(searched.at(a)) if isinstance(a, int) else searched.canonical(a) for a in given]
 
 
 def write_csv(path: Path, items: list[dict], conditions: dict) -> None:

@@ -1,16 +1,21 @@
 """Typer options that several command modules share, and the rules every option's help follows.
 
-Help-text rules (tests/unit/test_cli_help.py checks them on every command): every parameter has a help text; a
-default is shown once, as ``[default: X]``; an option whose real default is "someone else's" (the agent's, the
-server's, the device's) defaults to None and says so in words; square brackets in help texts are escaped (``\\[``),
-since the help is rich markup and ``[word]`` would vanish; boolean flags are made with ``flag`` (no value shown).
+Help-text rules (tests/unit/test_cli_help.py checks them on every command and group): every parameter has a help
+text; a default is shown once, as ``[default: X]``; an option whose real default is "someone else's" (the agent's,
+the server's, the device's) defaults to None and says so in words; square brackets in help texts are escaped
+(``\\[``), since the help is rich markup and ``[word]`` would vanish. ``Command`` and ``Group`` (every command's
+class) show boolean flags, typer's own ``--help`` and completion options included, without a value type, and an
+option's names as ``--a, --b``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import typer
+from typer._click import Context, HelpFormatter, Parameter
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 DataDir = typer.Option(
     None, "--data-dir", show_default="latfarm-data", help="Folder for the SQLite file, artifacts, keys."
@@ -18,7 +23,37 @@ DataDir = typer.Option(
 DbUrl = typer.Option(None, "--db", show_default="SQLite file in the data folder", help="SQLAlchemy URL.")
 
 
-def flag(default: bool, *names: str, help: str, **kwargs: Any) -> Any:
-    """A boolean flag (``--x`` or ``--x/--no-x``) shown without a value type: typer would show ``<bool>``, which
-    reads as if the flag took a value."""
-    return typer.Option(default, *names, metavar="", help=help, **kwargs)
+@contextmanager
+def _as_shown(params: Sequence[Parameter]) -> Iterator[None]:
+    """While the help is rendered: flags show no value type (typer would show ``<bool>``, which reads as if the
+    flag took a value) and an option's long names are joined by ``", "`` (typer joins them with a bare comma)."""
+    saved = [(param, param.opts, param.metavar) for param in params]
+    try:
+        for param in params:
+            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+                param.metavar = ""
+            long_names = [name for name in param.opts if name.startswith("--")]
+            if len(long_names) > 1:
+                param.opts = [", ".join(long_names), *(name for name in param.opts if name not in long_names)]
+        yield
+    finally:
+        for param, opts, metavar in saved:
+            param.opts, param.metavar = opts, metavar
+
+
+class Command(TyperCommand):
+    """A typer command whose help follows the rules above."""
+
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
+        """Typer's help, its options shown by the rules above."""
+        with _as_shown(self.get_params(ctx)):
+            super().format_help(ctx, formatter)
+
+
+class Group(TyperGroup):
+    """A typer group (the app, ``export``, ``eval``) whose help follows the rules above."""
+
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
+        """Typer's help, its options shown by the rules above."""
+        with _as_shown(self.get_params(ctx)):
+            super().format_help(ctx, formatter)

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import typer
 
 from latfarm.services.cli.errors import exit_on_error
-from latfarm.services.cli.options import flag
 
 if TYPE_CHECKING:
     from latfarm.services.client import Client, LatfarmError
@@ -109,8 +108,8 @@ def measure(
     graph: str = typer.Option(
         None, "--graph", show_default="reference", help="reference or pruned: the exported network's variant."
     ),
-    wait: bool = flag(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
-    wait_for_agent: bool = flag(
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
+    wait_for_agent: bool = typer.Option(
         False,
         "--wait-for-agent",
         help="Queue and wait even when no agent of the device is online (else: exit 1, nothing queued).",
@@ -132,7 +131,7 @@ def measure(
         chosen = arch_values(given) + random_archs(space, sample, seed)
         if not chosen:
             raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
-        order = measure_results.canonical_archs(chosen, space)
+        measure_results.canonical_archs(chosen, space)  # a bad arch is refused before any request
     except (UnknownSpace, ArchError) as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     settings = {"rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "statistic": statistic}
@@ -148,7 +147,7 @@ def measure(
     if not wait:
         typer.echo(f"queued batch {result['id']} ({len(chosen)} jobs); progress: GET /v1/jobs/{result['id']}")
         return
-    items = measure_results.in_input_order(result.get("items", []), order)
+    items = result.get("items", [])
     if out:
         measure_results.write_csv(out, items, result.get("conditions", {}))
         typer.echo(f"{result['done']} measured, {result['failed']} failed: {out}")
@@ -246,7 +245,7 @@ def adapt(
     space: str = typer.Option("nb201", "--space", help="Search space whose predictor is adapted: nb201 or fbnet."),
     server: str = ServerUrl,
     key: str = ApiKey,
-    wait: bool = flag(True, "--wait/--no-wait", help="Wait for the adaptation (a progress bar shows it)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the adaptation (a progress bar shows it)."),
 ) -> None:
     """Adapt a space's predictor to a device from K measurements by its agents."""
     client = _client(server, key)

@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
+from latfarm.predictor.spaces import ArchError, get_space
 from latfarm.services.datasets.rows import (
     DatasetError,
     add_rows,
@@ -73,6 +74,10 @@ def _latency_table(values: object, where: str) -> tuple[tuple[int, ...], list[fl
     if bad := [i for i in raw_indices if not isinstance(i, int | np.integer) or isinstance(i, bool)]:
         raise DatasetError(f"{where}: index {bad[0]!r} is not an integer")
     indices = tuple(int(i) for i in raw_indices)
-    if bad := [i for i in indices if not 0 <= i < nb201.NUM_ARCHS]:
-        raise DatasetError(f"{where}: index {bad[0]} outside 0..{nb201.NUM_ARCHS - 1}")
+    space = get_space(nb201.SPACE)
+    try:
+        for index in indices:
+            space.at(index)  # each an official index (a position of NB201's reference set)
+    except ArchError as err:
+        raise DatasetError(f"{where}: {err}") from err
     return indices, checked_ms(raw_ms, where)

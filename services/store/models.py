@@ -206,6 +206,7 @@ class Job(Base):
     requested_by: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    position: Mapped[int | None]  # its arch's place among its request's distinct archs: the order its batch lists
 
     arch: Mapped[Arch] = relationship()
     batch: Mapped[JobBatch] = relationship()

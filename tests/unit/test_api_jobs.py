@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from latfarm.services.client import Client
 from latfarm.services.domain.conditions import Conditions
+from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Job, JobBatch, JobState
-from tests.api_support import ADMIN, add_device, arch
+from tests.api_support import ADMIN, ADMIN_KEY, add_device, arch
+
+SHUFFLED = [900, 3, 15000, 42]  # NB201 indices, in no sorted order
 
 
 def _stored(api) -> tuple[int, int]:
@@ -25,6 +29,35 @@ def test_submit_and_progress(api, keys):
     assert sorted(i["arch"] for i in with_items["items"]) == sorted({arch(3), arch(5), arch(9)})
     assert all(i["state"] == "queued" and i.get("latency_ms") is None for i in with_items["items"])
     assert api.get("/v1/jobs/nope", headers=keys["client"]).status_code == 404
+
+
+def test_items_are_listed_in_the_order_the_archs_were_given(api, keys):
+    add_device(api, "dev1")
+    earlier = api.post("/v1/jobs", json={"device": "dev1", "archs": [42, 15000]}, headers=ADMIN)
+    assert earlier.status_code == 201  # two of the archs are stored already: the store gives them ids first
+    given = [900, arch(3), 15000, 42, 3]  # an index or a string; 3 again keeps its first place
+    created = api.post("/v1/jobs", json={"device": "dev1", "archs": given}, headers=ADMIN).json()
+    items = api.get(f"/v1/jobs/{created['id']}", params={"items": True}, headers=ADMIN).json()["items"]
+    assert [item["nb201_index"] for item in items] == SHUFFLED
+
+
+def test_client_measure_returns_the_items_in_the_order_given(live_api, monkeypatch):
+    url, server = live_api
+    with Client(url, ADMIN_KEY) as client:
+        client.create_device("dev1")
+        real_submit = Client.submit
+
+        def submit_and_fail(self, *args, **kwargs) -> str:  # what agents report for archs they cannot export
+            batch_id = real_submit(self, *args, **kwargs)
+            with transaction(server.state.sessions) as session:
+                for job in session.query(Job).filter(Job.batch_id == batch_id):
+                    job.state, job.error = JobState.failed, "export failed"
+            return batch_id
+
+        monkeypatch.setattr(Client, "submit", submit_and_fail)
+        result = client.measure("dev1", [arch(i) for i in SHUFFLED], timeout=30, poll_s=0.05)
+    assert [item["nb201_index"] for item in result["items"]] == SHUFFLED
+    assert {item["state"] for item in result["items"]} == {"failed"}
 
 
 def test_protocol_is_stored_and_shown(api, keys):
@@ -80,7 +113,11 @@ def test_bad_requests_store_nothing(api, keys):
     good = arch(1)
     cases = [
         ({"device": "dev1", "archs": [good, "|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|"]}, 422, "archs[1]"),
-        ({"device": "dev1", "archs": [good, 15625]}, 422, "archs[1]"),
+        (
+            {"device": "dev1", "archs": [good, 15625]},
+            422,
+            "archs[1]: nb201: reference position 15625 is outside 0..15624",
+        ),
         ({"device": "dev1", "archs": []}, 422, "archs"),
         ({"device": "dev1", "archs": [good], "format": "tensorrt"}, 422, "format"),
         ({"device": "dev1", "archs": [good], "space": "darts"}, 422, "space"),
@@ -117,7 +154,7 @@ def test_bad_requests_store_nothing(api, keys):
 
 def test_invalid_json_and_oversized_body(api, keys):
     response = api.post("/v1/jobs", content=b"{not json", headers={**ADMIN, "content-type": "application/json"})
-    assert response.status_code == 422 and "JSON" in response.json()["message"]
+    assert response.status_code == 400 and "not valid JSON" in response.json()["message"]
     huge = b'{"device": "dev1", "archs": ["' + b"x" * (5 * 1024 * 1024) + b'"]}'
     response = api.post("/v1/jobs", content=huge, headers={**ADMIN, "content-type": "application/json"})
     assert response.status_code == 413 and "MB" in response.json()["message"]

@@ -70,7 +70,7 @@ def test_bad_predict_requests(api, keys):
     add_device(api, "dev1")
     cases = [
         ({"device": "dev1", "archs": ["|nor_conv_3x3~0|"]}, 422, "archs[0]"),
-        ({"device": "dev1", "archs": [-1]}, 422, "archs[0]"),
+        ({"device": "dev1", "archs": [-1]}, 422, "archs[0]: nb201: reference position -1 is outside 0..15624"),
         ({"device": "dev1", "archs": [arch(1)], "space": "darts"}, 422, "space"),
         ({"device": "dev1"}, 422, "archs"),
         ({"device": "nope", "archs": [arch(1)]}, 404, "nope"),

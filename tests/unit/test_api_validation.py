@@ -37,3 +37,13 @@ def test_openapi_documents_every_error_status_in_the_one_shape(api):
     assert arch["schema"]["anyOf"][0]["pattern"].startswith("^(?:[0-9]{1,4}|")
     response = api.put("/v1/keys")
     assert response.status_code == 405 and response.headers["allow"] == "GET, POST"
+
+
+def test_a_body_that_is_not_json_is_refused_saying_where(api, keys):
+    add_device(api, "dev1")
+    headers = {**keys["admin"], "Content-Type": "application/json"}
+    body = '{"device": "dev1", "archs": [0]\n "space": "nb201"}'  # a comma missing before line 2's "space"
+    response = api.post("/v1/jobs", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["message"] == "request body is not valid JSON: Expecting ',' delimiter at line 2 column 2"
+    assert response.json()["code"] == "invalid_argument" and response.json()["field"] == "body"

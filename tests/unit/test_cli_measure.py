@@ -154,7 +154,7 @@ def test_bad_archs_of_a_space_are_refused_naming_the_problem_before_any_request(
         (["--space", "fbnet", "-".join(["k3_e1"] * 21 + ["k7_e1"])], "unknown block 'k7_e1' at position 21"),
         (["--space", "fbnet", "5"], "no reference set loaded"),
         (["--space", "ofa", "5"], "unknown search space 'ofa'"),
-        (["99999"], "outside 0..15624"),
+        (["99999"], "nb201: reference position 99999 is outside 0..15624"),
     ]
     for args, named in cases:
         result = CliRunner().invoke(app, ["measure", "dev", *args, *nowhere])

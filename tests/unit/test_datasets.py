@@ -163,7 +163,10 @@ def test_hwnasbench_import(sessions, tmp_path):
         assert {r["nb201_index"]: r["latency_ms"] for r in rows} == pytest.approx(dict(enumerate(edgegpu)))
         assert all(r["median_ms"] == r["latency_ms"] for r in rows)
     path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"fpga_latency": {99999: 1.0}}}}))
-    with sessions() as session, pytest.raises(datasets.DatasetError, match="index 99999 outside"):
+    with (
+        sessions() as session,
+        pytest.raises(datasets.DatasetError, match="nb201: reference position 99999 is outside 0\\.\\.15624"),
+    ):
         datasets.import_hwnasbench(session, path)
 
 

@@ -230,7 +230,7 @@ def test_export_cli_accepts_indices_and_strings(tmp_path, capsys):
     lines = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
     assert len(lines) == 2 and lines[0][0] == lines[1][0]
     assert lines[0][2] == arch
-    with pytest.raises(InvalidArgument, match="outside"):
+    with pytest.raises(InvalidArgument, match="nb201: reference position 99999 is outside"):
         export_cli(["99999"], fmt="onnx", out=tmp_path, conditions=Conditions())
     options = {
         "space": "nb201",

@@ -220,7 +220,10 @@ HWNAS_CASES = {
     "metrics as a list": ({"nasbench201": {"cifar10": [1]}}, "map each dataset to a dict of metrics"),
     "table as a string": ({"nasbench201": {"cifar10": {"fpga_latency": "1,2"}}}, "expected a list or"),
     "string index": ({"nasbench201": {"cifar10": {"fpga_latency": {"7": 1.0}}}}, "index '7' is not an integer"),
-    "index out of range": ({"nasbench201": {"cifar10": {"fpga_latency": {99999: 1.0}}}}, "index 99999 outside"),
+    "index out of range": (
+        {"nasbench201": {"cifar10": {"fpga_latency": {99999: 1.0}}}},
+        "nb201: reference position 99999 is outside 0..15624",
+    ),
     "nested rows": ({"nasbench201": {"cifar10": {"fpga_latency": [[1.0, 2.0]]}}}, "expected a flat list"),
     "text latency": ({"nasbench201": {"cifar10": {"fpga_latency": ["x"]}}}, "latencies must be numbers"),
     "zero": ({"nasbench201": {"cifar10": {"fpga_latency": [1.0, 0.0]}}}, "entry 1 is 0.0"),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
@@ -40,9 +42,20 @@ def create_jobs(
         protocol=body.protocol.model_dump(exclude_none=True) if body.protocol else None,
         conditions=conditions,
     )
+    _number_jobs(session, batch.id, archs)
     session.commit()
     request.app.state.notifier.notify(device.id)
     return JobCreated(id=batch.id, device=device.name, jobs=len(set(archs)))
+
+
+def _number_jobs(session: Session, batch_id: str, archs: list[str]) -> None:
+    """Give each job of the batch its ``position``: its arch's place among the distinct ``archs`` (canonical
+    strings, as requested), the order ``job_progress`` lists the batch's items in."""
+    places = {arch: place for place, arch in enumerate(dict.fromkeys(archs))}
+    jobs = session.execute(select(Job.id, Arch.arch).join(Arch, Arch.id == Job.arch_id).where(Job.batch_id == batch_id))
+    table = cast(Table, Job.__table__)
+    statement = update(table).where(table.c.id == bindparam("job_id")).values(position=bindparam("place"))
+    session.execute(statement, [{"job_id": job_id, "place": places[arch]} for job_id, arch in jobs])
 
 
 @router.get("/{batch_id}", response_model=JobProgress, response_model_exclude_none=True)
@@ -52,7 +65,8 @@ def job_progress(
     session: Session = Depends(db),
     _: Principal = Depends(require("read")),
 ) -> JobProgress:
-    """A batch's job counts per state (404 when unknown); with ``items``, each job and its result."""
+    """A batch's job counts per state (404 when unknown); with ``items``, each job and its result, in the order of
+    the request's archs (a repeated arch at its first place)."""
     progress = queue.batch_progress(session, batch_id)
     if progress is None:
         raise NotFound(f"unknown job batch {batch_id!r}")
@@ -73,7 +87,7 @@ def job_progress(
             .join(Arch, Arch.id == Job.arch_id)
             .outerjoin(Measurement, Measurement.job_id == Job.id)
             .where(Job.batch_id == batch_id)
-            .order_by(Job.created_at, Job.id)
+            .order_by(Job.position, Job.created_at, Job.id)  # batches not queued here (adaptation) have no position
         )
         result.items = [
             JobItem(

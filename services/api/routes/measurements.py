@@ -112,9 +112,7 @@ def quarantine(
 ) -> MeasurementOut:
     """Quarantine a measurement (admin): it is kept and listed, but no prediction, ranking, adaptation or export
     reads it. Audited."""
-    review.set_quarantined(session, measurement_id, True, principal.name, body.reason)
-    session.commit()
-    return one_measurement(session, measurement_id)
+    return _review(session, measurement_id, True, principal, body)
 
 
 @router.post("/{measurement_id}/release", response_model=MeasurementOut)
@@ -125,7 +123,15 @@ def release(
     principal: Principal = Depends(require("admin")),
 ) -> MeasurementOut:
     """Release a quarantined measurement (admin): estimates read it again. Audited."""
-    review.set_quarantined(session, measurement_id, False, principal.name, body.reason)
+    return _review(session, measurement_id, False, principal, body)
+
+
+def _review(
+    session: Session, measurement_id: int, quarantined: bool, principal: Principal, body: MeasurementReview
+) -> MeasurementOut:
+    """Quarantine or release a measurement (``review.set_quarantined``, audited under the key's name); the row
+    as it is now."""
+    review.set_quarantined(session, measurement_id, quarantined, principal.name, body.reason)
     session.commit()
     return one_measurement(session, measurement_id)
 
