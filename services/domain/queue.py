@@ -81,6 +81,8 @@ def submit_batch(
     """Queue one job per distinct arch for ``device``, measured under ``conditions`` (the device's defaults with the
     request's overrides: ``device_conditions(...).merged(...)``); nothing is written when any arch is invalid.
 
+    Each job's ``position`` is its arch's place among the distinct ``archs``: the order a batch's items are listed in.
+
     ``protocol`` (``MeasureSettings`` fields) overrides the agents' measurement options for these jobs.
     """
     if conditions.space != space:
@@ -117,8 +119,9 @@ def submit_batch(
             "attempts": 0,
             "requested_by": requested_by,
             "created_at": now,
+            "position": position,
         }
-        for arch_id in arch_ids.values()
+        for position, arch_id in enumerate(arch_ids.values())
     ]
     session.execute(insert(Job), rows)  # bulk: a whole space (15,625 jobs) in one round trip per chunk
     return batch

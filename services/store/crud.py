@@ -21,7 +21,7 @@ def ensure_archs(
     positions: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Arch ids for archs of ``space`` (strings or index lists), creating missing rows; keys are the canonical
-    strings. A row's ``reference_index`` is its position in ``positions`` (canonical string -> position: a dataset's
+    strings, in the order of ``archs`` (a repeat at its first place). A row's ``reference_index`` is its position in ``positions`` (canonical string -> position: a dataset's
     own reference set), else in the space's loaded reference set; rows without one get it from ``positions``.
 
     Raises ``ArchError`` / ``UnknownSpace`` (naming the bad arch or space) before writing anything.
@@ -53,7 +53,7 @@ def ensure_archs(
         known = [{"arch_id": ids[a], "position": positions[a]} for a in wanted if a in positions]
         if known:
             session.execute(statement, known)
-    return ids
+    return {arch: ids[arch] for arch in wanted}
 
 
 def _existing_ids(session: Session, space: str, names: list[str]) -> dict[str, int]:

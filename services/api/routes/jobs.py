@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
@@ -42,20 +40,9 @@ def create_jobs(
         protocol=body.protocol.model_dump(exclude_none=True) if body.protocol else None,
         conditions=conditions,
     )
-    _number_jobs(session, batch.id, archs)
     session.commit()
     request.app.state.notifier.notify(device.id)
     return JobCreated(id=batch.id, device=device.name, jobs=len(set(archs)))
-
-
-def _number_jobs(session: Session, batch_id: str, archs: list[str]) -> None:
-    """Give each job of the batch its ``position``: its arch's place among the distinct ``archs`` (canonical
-    strings, as requested), the order ``job_progress`` lists the batch's items in."""
-    places = {arch: place for place, arch in enumerate(dict.fromkeys(archs))}
-    jobs = session.execute(select(Job.id, Arch.arch).join(Arch, Arch.id == Job.arch_id).where(Job.batch_id == batch_id))
-    table = cast(Table, Job.__table__)
-    statement = update(table).where(table.c.id == bindparam("job_id")).values(position=bindparam("place"))
-    session.execute(statement, [{"job_id": job_id, "place": places[arch]} for job_id, arch in jobs])
 
 
 @router.get("/{batch_id}", response_model=JobProgress, response_model_exclude_none=True)
