@@ -57,9 +57,12 @@ class SearchSpace(ABC):
     input_variants: Mapping[str, InputVariant]
     default_variant: str
     graphs: tuple[str, ...] = ("reference",)
+    """The graph variants its networks are exported as (``export_network``); the first is the default."""
     string_pattern: str
     """A regular expression matching exactly the canonical strings (the REST schema shows it)."""
-    """The graph variants its networks are exported as (``export_network``); the first is the default."""
+    enumerated: bool = False
+    """True when the reference set holds every arch of the space (NB201): predictions are then tabulated and keyed
+    by position; otherwise archs are keyed by canonical string and positions are a dataset's (FBNet's 5,000)."""
 
     @abstractmethod
     def parse(self, arch: str | Sequence[int]) -> Encoding:

@@ -112,7 +112,7 @@ def test_bad_archs_name_what_and_where(predictor, arch, where):
 
 
 def test_predict_without_archs_is_an_error(predictor):
-    with pytest.raises(ValueError, match="no reference set"):
+    with pytest.raises(ValueError, match="pass the archs"):
         predictor.adapt([], []).predict()
 
 
