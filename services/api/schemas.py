@@ -279,7 +279,7 @@ class JobCreate(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra=space_branches(conditions=True))
     device: str = Field(min_length=1)
     space: Space = Field(
-        DEFAULT_SPACE, description="Search space of the archs: nb201 | fbnet (latfarm.predictor.spaces)."
+        DEFAULT_SPACE, description="Search space of the archs: one registered in latfarm.predictor.spaces."
     )
     format: Literal["onnx", "tflite"] = "onnx"
     archs: list[SpaceArch] = Field(
@@ -456,7 +456,7 @@ class PredictRequest(Strict):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=space_branches())
     device: str = Field(min_length=1)
-    space: Space = Field(nb201.SPACE, description="Search space of the archs: nb201 | fbnet.")
+    space: Space = Field(nb201.SPACE, description="Search space of the archs (registered in latfarm.predictor.spaces).")
     archs: list[SpaceArch] = Field(
         min_length=1,
         description=f"Arch strings, index lists (one choice per position) or NB201 official indices, at most "

@@ -28,7 +28,7 @@ AGENTS = "each agent's"  # the measurement protocol a job leaves unset is the me
 DEVICES = "the device's"  # the conditions a job leaves unset are its device's
 
 
-SpaceOption = typer.Option("nb201", "--space", help="Search space of the archs: nb201 or fbnet.")
+SpaceOption = typer.Option("nb201", "--space", help="Search space of the archs (any registered space).")
 
 
 def predict(

@@ -39,7 +39,7 @@ def decode_cursor(cursor: str) -> int:
 @router.get("", response_model=MeasurementPage)
 def list_measurements(
     device: str | None = Query(None, description="Device name."),
-    space: Space | None = Query(None, description="Search space (nb201 | fbnet); the space of 'arch' (default nb201)."),
+    space: Space | None = Query(None, description="Search space; default: the space of 'arch' (a position: nb201)."),
     arch: str | None = Query(
         None,
         pattern=ARCH_QUERY_PATTERN,
