@@ -109,3 +109,13 @@ def test_measurements_filter_by_space_and_arch(api, keys):
     assert wrong.status_code == 200 and wrong.json()["items"] == []  # an NB201 string is no FBNet arch: no rows
     unknown = api.get("/v1/measurements", params={"space": "ofa"}, headers=ADMIN)
     assert unknown.status_code == 422 and "space" in unknown.json()["message"]
+
+
+def test_the_arch_query_pattern_takes_exactly_the_positions_below_a_bound():
+    import re
+
+    from latfarm.services.api.schemas import below_pattern
+
+    for n in (1, 2, 10, 11, 101, 5000, 15625, 20000):
+        pattern = re.compile(f"^(?:{below_pattern(n)})$")
+        assert [v for v in range(n + 30) if pattern.fullmatch(str(v))] == list(range(n)), n
