@@ -473,8 +473,8 @@ class PredictRequest(Strict):
     space: Space = Field(nb201.SPACE, description="Search space of the archs (registered in latfarm.predictor.spaces).")
     archs: list[SpaceArch] = Field(
         min_length=1,
-        description=f"Arch strings, index lists (one choice per position) or NB201 official indices, at most "
-        f"{MAX_ARCHS}.",
+        description=f"Arch strings, index lists (one choice per position) or positions in the space's reference set "
+        f"(NB201: official indices), at most {MAX_ARCHS}.",
     )
 
 
@@ -483,7 +483,7 @@ class PredictItem(BaseModel):
 
     arch: str = Field(description="Canonical arch string.")
     index: int | None = Field(
-        None, description="Position in its space's reference set (NB201: official index; FBNet: imported dataset's)."
+        None, description="Position in its space's reference set (NB201: official index; FBNet: among HELP's 5,000)."
     )
     nb201_index: int | None = Field(None, description="The official NB201 index (NB201 archs only).")
     latency_ms: float | None
