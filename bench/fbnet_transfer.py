@@ -1,9 +1,10 @@
 """FBNet few-shot transfer to unseen devices: leave-one-device-out and leave-one-family-out on the HELP FBNet data.
 
 For every device: pretrain the FBNet predictor on the others (LODO) or on the other families only (LOFO), choose K
-archs by max prior variance, adapt, score Spearman and the ±10% share on the rest (trial-averaged). ``ceiling``:
-the same features fitted on 4,000 of the device's own archs by least squares, scored on the other 1,000 (what
-noise leaves reachable, e.g. phones measured in whole ms).
+archs by max prior variance, adapt, score Spearman, the ±10% share and the 1-sd / 2-sd coverage of the predicted
+``std_ms`` (share of archs within 1 / 2 std; a right spread covers 0.68 / 0.95) on the rest (trial-averaged).
+``ceiling``: the same features fitted on 4,000 of the device's own archs by least squares, scored on the other
+1,000 (what noise leaves reachable, e.g. phones measured in whole ms).
 
     .venv/bin/python bench/fbnet_transfer.py --data ../shared/datasets/help-fbnet --trials 3 --json OUT
 """
@@ -28,6 +29,8 @@ FAMILIES = {
     "mobile": ("essential_ph_1", "pixel3", "samsung_a50", "samsung_s7"),
 }
 """Every other device (1080ti, 2080ti, titan_rtx, titanx, titanxp at any batch size) is a GPU."""
+SPLITS = ("lodo", "lofo")
+MEASURES = ("spearman", "acc10", "coverage_1sd", "coverage_2sd")
 
 
 def family(device: str) -> str:
@@ -43,12 +46,12 @@ def ceiling(phi: np.ndarray, lat: np.ndarray, seed: int) -> dict[str, float]:
     return score(phi[held] @ w, lat[held])
 
 
-def run(data: Path, ks: list[int], trials: int, seed: int) -> dict:
-    """Per split (lodo, lofo) and device: ceiling and per-K scores."""
+def run(data: Path, ks: list[int], trials: int, seed: int, splits: tuple[str, ...] = SPLITS) -> dict:
+    """Per split (``lodo``, ``lofo``) and device: ceiling and per-K scores."""
     reference = np.asarray(load_reference(data), dtype=np.int64)
     lat = load_help(data, None, len(reference))
     phi = features(reference)
-    out: dict = {"lodo": {}, "lofo": {}}
+    out: dict = {split: {} for split in splits}
     for split in out:
         for device in lat:
             train = [d for d in lat if d != device and (split == "lodo" or family(d) != family(device))]
@@ -69,20 +72,28 @@ def main() -> None:
     parser.add_argument("--samples", default="5,10,20")
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--splits", default=",".join(SPLITS), help="lodo, lofo or both (comma-separated)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     ks = [int(k) for k in args.samples.split(",")]
+    splits = tuple(args.splits.split(","))
+    if not splits or not set(splits) <= set(SPLITS):
+        parser.error(f"--splits: choose from {', '.join(SPLITS)}, got {args.splits!r}")
     start = time.perf_counter()
-    result = run(args.data, ks, args.trials, args.seed)
+    result = run(args.data, ks, args.trials, args.seed, splits)
+    width = 6 * len(MEASURES) + len(MEASURES) - 1
     for split, rows in result.items():
-        print(f"\n{split} ({args.trials} trials): Spearman / ±10% share per K, then the ceiling")
-        print(f"{'device':16s} {'family':7s}" + "".join(f" {'K=' + str(k):>13s}" for k in ks) + f" {'ceiling':>13s}")
+        print(f"\n{split} ({args.trials} trials): Spearman / ±10% share / 1-sd / 2-sd coverage per K; the ceiling")
+        print(
+            f"{'device':16s} {'family':7s}" + "".join(f" {'K=' + str(k):>{width}s}" for k in ks) + f" {'ceiling':>13s}"
+        )
         for device, r in rows.items():
-            cells = [r[str(k)] for k in ks] + [r["ceiling"]]
-            print(f"{device:16s} {r['family']:7s}" + "".join(f" {c['spearman']:6.3f}/{c['acc10']:6.3f}" for c in cells))
-        means = [[np.mean([r[str(k)][m] for r in rows.values()]) for m in ("spearman", "acc10")] for k in ks]
-        ceil = [np.mean([r["ceiling"][m] for r in rows.values()]) for m in ("spearman", "acc10")]
-        print(f"{'mean':24s}" + "".join(f" {s:6.3f}/{a:6.3f}" for s, a in [*means, ceil]))
+            cells = "".join(" " + "/".join(f"{r[str(k)][m]:.3f}" for m in MEASURES) for k in ks)
+            ceil = r["ceiling"]
+            print(f"{device:16s} {r['family']:7s}{cells} {ceil['spearman']:6.3f}/{ceil['acc10']:6.3f}")
+        means = ["/".join(f"{np.mean([r[str(k)][m] for r in rows.values()]):.3f}" for m in MEASURES) for k in ks]
+        ceil_means = [np.mean([r["ceiling"][m] for r in rows.values()]) for m in ("spearman", "acc10")]
+        print(f"{'mean':24s}" + "".join(f" {cell}" for cell in means) + " {:6.3f}/{:6.3f}".format(*ceil_means))
     print(f"\n{time.perf_counter() - start:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

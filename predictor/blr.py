@@ -1,12 +1,14 @@
 """Bayesian linear regression of a device's normalised latency on arch features, for spaces whose features have
 a block of device-agnostic cost columns (FBNet): the cross-device prior on the rest, a broad prior on the costs.
 
-A device's latency divided by its scale is ``phi(arch) . w``. The prior on ``w`` is N(mean, cov + s * diag(spread)
-+ b * B): ``mean``/``cov`` from the source devices' heads, ``spread`` their mean squared weights, and ``B`` a broad
-component over the cost columns only (scaled so that it adds one unit of variance to the samples' mean
+A device's latency divided by its scale is ``phi(arch) . w``. The prior on ``w`` is N(mean, c * cov + s *
+diag(spread) + b * B): ``mean``/``cov`` from the source devices' heads, ``spread`` their mean squared weights, and
+``B`` a broad component over the cost columns only (scaled so that it adds one unit of variance to the samples' mean
 prediction). A few cost weights are pinned by a handful of samples, so the target's own samples can override the
-source devices where they disagree (other families). ``s``, ``b`` and the noise are weighed by marginal likelihood
-and the posteriors averaged (moment-matched). Noise is relative to each sample's latency (errors in %).
+source devices where they disagree (other families). ``c``, ``s``, ``b`` and the noise are weighed by marginal
+likelihood and the posteriors averaged (moment-matched). ``c`` < 1 narrows the cross-device covariance for a device
+close to the prior mean (``cov`` spans every family: at full width the predicted std of a GPU is several times its
+errors). Noise is relative to each sample's latency (errors in %).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from latfarm.predictor.prior import MIN_RELATIVE, MIN_WEIGHT, Posterior, Prior
 
+SCALE_GRID = (0.1, 0.3, 1.0)
 SPREAD_GRID = (0.0, 0.03, 0.3, 3.0)
 BROAD_GRID = (0.0, 0.01, 0.1, 1.0, 10.0)
 PLANNING_SPREAD = 0.3
@@ -52,20 +55,20 @@ def posterior_with_costs(
     broad = broad_variance(phi_s, cost_columns)
     grams = [phi_s @ part @ phi_s.T for part in (prior.cov, np.diag(prior.spread), broad)]
     settings, logliks = [], []
-    for spread_w, broad_w in itertools.product(SPREAD_GRID, BROAD_GRID):
-        gram = grams[0] + spread_w * grams[1] + broad_w * grams[2]
+    for scale_w, spread_w, broad_w in itertools.product(SCALE_GRID, SPREAD_GRID, BROAD_GRID):
+        gram = scale_w * grams[0] + spread_w * grams[1] + broad_w * grams[2]
         lam, vec = np.linalg.eigh(gram / np.outer(root, root))
         z2 = (vec.T @ (resid / root)) ** 2
         for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
             ev = np.maximum(lam, 0.0) + noise
             logliks.append(log_prior - 0.5 * ((z2 / ev).sum() + np.log(ev).sum()))
-            settings.append((spread_w, broad_w, noise))
+            settings.append((scale_w, spread_w, broad_w, noise))
     loglik = np.asarray(logliks)
     weights = np.exp(loglik - loglik.max())
     parts = []
     for j in np.flatnonzero(weights > MIN_WEIGHT * weights.sum()):
-        spread_w, broad_w, noise = settings[j]
-        cov = prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad
+        scale_w, spread_w, broad_w, noise = settings[j]
+        cov = scale_w * prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad
         c_phi = phi_s @ cov
         gain = np.linalg.solve(c_phi @ phi_s.T + noise * np.diag(rel_var), c_phi).T
         parts.append((weights[j], prior.mean + gain @ resid, cov - gain @ c_phi, noise))

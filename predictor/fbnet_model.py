@@ -111,9 +111,9 @@ class FBNetPredictor(CheckpointMeta):
         return np.asarray(rows, dtype=np.int64).reshape(-1, NUM_LAYERS)
 
     def rows(self, archs) -> np.ndarray:
-        """Features of the given archs (``None``: the space has no reference set, an error)."""
+        """Features of the given archs (``None``, all archs, is an error: the space is not enumerated)."""
         if archs is None:
-            raise ValueError("fbnet has no reference set: pass the archs to predict")
+            raise ValueError("fbnet is too large to predict every arch: pass the archs to predict")
         return features(self.encodings(archs))
 
     @cached_property
@@ -145,7 +145,7 @@ class FBNetPredictor(CheckpointMeta):
 
 
 class FBNetDeviceModel(DeviceModel):
-    """One device's posterior over FBNet archs; archs are strings or 22-index lists (no reference set)."""
+    """One device's posterior over FBNet archs; archs are strings or 22-index lists (any of the 9^22)."""
 
     predictor: FBNetPredictor
 

@@ -27,12 +27,12 @@ def fbnet_strings(n: int, seed: int) -> list[str]:
     return [FBNET.to_string(a) for a in FBNET.sample(n, seed=seed)]
 
 
-def add_fbnet_rows(api, device: str, archs: list[str], latencies: np.ndarray, positions: dict[str, int]) -> None:
-    """Imported FBNet rows of ``device`` under its conditions for FBNet (archs stored at dataset ``positions``)."""
+def add_fbnet_rows(api, device: str, archs: list[str], latencies: np.ndarray) -> None:
+    """Imported FBNet rows of ``device`` under its conditions for FBNet."""
     with transaction(api.app.state.sessions) as session:
         target = device_by_name(session, device)
         conditions = conditions_of(target).for_space("fbnet")
-        ids = ensure_archs(session, archs, "fbnet", positions)
+        ids = ensure_archs(session, archs, "fbnet")
         session.add_all(
             Measurement(
                 device_id=target.id,

@@ -10,7 +10,7 @@ from latfarm.predictor.spaces.fbnet import FBNetSpace
 from latfarm.predictor.spaces.nb201 import NB201Space
 
 SPACES: dict[str, SearchSpace] = {space.name: space for space in (NB201Space(), FBNetSpace())}
-"""The registered spaces by name (FBNet without a reference set: ``FBNetSpace(load_reference(dir))`` has one)."""
+"""The registered spaces by name."""
 
 
 def get_space(name: str) -> SearchSpace:

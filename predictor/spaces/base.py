@@ -57,9 +57,12 @@ class SearchSpace(ABC):
     input_variants: Mapping[str, InputVariant]
     default_variant: str
     graphs: tuple[str, ...] = ("reference",)
+    """The graph variants its networks are exported as (``export_network``); the first is the default."""
     string_pattern: str
     """A regular expression matching exactly the canonical strings (the REST schema shows it)."""
-    """The graph variants its networks are exported as (``export_network``); the first is the default."""
+    enumerated: bool = False
+    """True when the reference set holds every arch of the space (NB201): predictions are then tabulated and keyed
+    by position; otherwise archs are keyed by canonical string and positions are a dataset's (FBNet's 5,000)."""
 
     @abstractmethod
     def parse(self, arch: str | Sequence[int]) -> Encoding:
@@ -96,7 +99,9 @@ class SearchSpace(ABC):
         has no reference set or the position is outside it."""
         archs = self.reference_set()
         if archs is None:
-            raise ArchError(f"{self.name}: no reference set loaded: give an arch string or index list, not {position}")
+            raise ArchError(
+                f"{self.name} has no reference set: give an arch string or index list, not position {position}"
+            )
         if not 0 <= position < len(archs):
             raise ArchError(f"{self.name}: reference position {position} is outside 0..{len(archs) - 1}")
         return tuple(archs[position])

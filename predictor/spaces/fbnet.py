@@ -5,16 +5,22 @@ space is sampled, not enumerated. Encoding: the 22 block indices. String: the 22
 (``SEPARATOR``; block names hold only letters, digits and ``_``), e.g. ``k3_e1-skip-...-k5_e6``; whitespace around
 names is ignored. The network itself (blocks, stem, head) is built by ``fbnet_network.py``.
 
-Reference set: the 5,000 archs of the HELP FBNet release by position, read from its folder with
-``load_reference`` (nothing of it ships with the package): ``FBNetSpace(load_reference(folder))``.
+Reference set: the 5,000 archs of the HELP FBNet release by position (``arch.pt``; HELP, Lee et al., NeurIPS 2021,
+MIT licence: ``predictor/data/HELP-LICENSE.txt``), shipped as ``predictor/data/fbnet_help_archs.npy`` ([5000, 22]
+uint8, written by ``np.save(path, np.asarray(load_reference(folder), np.uint8))``). It indexes a dataset, not the
+space: most archs have no position (``enumerated`` is false).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from latfarm.predictor.spaces.base import ArchError, Encoding, InputVariant, SearchSpace
 
@@ -80,7 +86,7 @@ VARIANTS: dict[str, tuple[InputVariant, MacroStructure]] = {
 
 
 class FBNetSpace(SearchSpace):
-    """FBNet (HW-NAS-Bench): 22 layers x 9 blocks; ``reference`` is the dataset's archs by position, if any."""
+    """FBNet (HW-NAS-Bench): 22 layers x 9 blocks; its reference set is HELP's 5,000 archs unless one is given."""
 
     name = "fbnet"
     length = NUM_LAYERS
@@ -90,7 +96,8 @@ class FBNetSpace(SearchSpace):
     string_pattern = f"^(?:{'|'.join(BLOCKS)})(?:{SEPARATOR}(?:{'|'.join(BLOCKS)})){{{NUM_LAYERS - 1}}}$"
 
     def __init__(self, reference: Sequence[Encoding] | None = None) -> None:
-        """The space; ``reference`` (e.g. ``load_reference(folder)``) is checked arch by arch (``ArchError``)."""
+        """The space with the shipped reference set, or ``reference`` (e.g. ``load_reference(folder)``), checked
+        arch by arch (``ArchError``)."""
         self._reference = None if reference is None else tuple(self._check_reference(reference))
 
     def _check_reference(self, archs: Sequence[Sequence[int]]) -> list[Encoding]:
@@ -121,9 +128,9 @@ class FBNetSpace(SearchSpace):
         """The 22 block names joined by ``-``."""
         return SEPARATOR.join(BLOCKS[i] for i in self.check_indices(encoding))
 
-    def reference_set(self) -> Sequence[Encoding] | None:
-        """The dataset's archs by position, as given to the constructor."""
-        return self._reference
+    def reference_set(self) -> Sequence[Encoding]:
+        """The 5,000 archs of HELP's FBNet release by position (or those given to the constructor)."""
+        return shipped_reference() if self._reference is None else self._reference
 
     def read_reference(self, folder: Path) -> Sequence[Encoding]:
         """The archs of a HELP FBNet folder by position (``load_reference``)."""
@@ -152,4 +159,12 @@ def load_reference(folder: Path | str) -> tuple[Encoding, ...]:
         archs = torch.load(folder / "arch.pt", weights_only=False)
     else:
         raise FileNotFoundError(f"{folder}: neither metainfo.pt nor arch.pt (HELP FBNet layout)")
-    return tuple(FBNetSpace(archs).reference_set() or ())
+    return tuple(FBNetSpace(archs).reference_set())
+
+
+@lru_cache(maxsize=1)
+def shipped_reference() -> tuple[Encoding, ...]:
+    """The 5,000 archs of HELP's FBNet release by position, from the package data (checked like any reference)."""
+    with resources.files("latfarm.predictor.data").joinpath("fbnet_help_archs.npy").open("rb") as fh:
+        table = np.load(fh)
+    return tuple(FBNetSpace(table.astype(np.int64).tolist()).reference_set())

@@ -35,6 +35,7 @@ class NB201Space(SearchSpace):
     }
     default_variant = "cifar10"
     graphs = nb201.GRAPHS
+    enumerated = True
     string_pattern = (
         "^"
         + r"\+".join(r"\|" + r"\|".join(f"(?:{'|'.join(nb201.OPS)})~{j}" for j in range(n)) + r"\|" for n in (1, 2, 3))

@@ -89,7 +89,10 @@ class LatfarmAdmin(Admin):
         return self._query(lambda s: dashboard.histogram(s, self._device(s, request)))
 
     def _scatter(self, request: Request) -> Any:
-        return self._query(lambda s: dashboard.measured_vs_predicted(s, self.predictions, self._device(s, request)))
+        space = request.query_params.get("space")
+        return self._query(
+            lambda s: dashboard.measured_vs_predicted(s, self.predictions, self._device(s, request), space)
+        )
 
     def _arch(self, request: Request) -> Any:
         params = request.query_params
@@ -137,7 +140,7 @@ class LatfarmAdmin(Admin):
                 "device": device,
                 "counts": counts,
                 "owner": dashboard.owner_text(session, device),
-                "predictor": dashboard.predictor_status(session, self.predictions, device),
+                "predictors": dashboard.predictor_status(session, self.predictions, device),
             }
 
         context = await run_in_threadpool(self._query, compute)

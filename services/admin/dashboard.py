@@ -14,6 +14,7 @@ from latfarm.predictor.spaces import SPACES, ArchError, UnknownSpace, get_space
 from latfarm.services.admin.views import ago
 from latfarm.services.core.clock import as_utc
 from latfarm.services.core.errors import InvalidArgument, NotFound
+from latfarm.services.domain.conditions import space_of
 from latfarm.services.domain.liveness import online_cutoff, online_window_s
 from latfarm.services.domain.queue import queue_depth, waiting_for_agent
 from latfarm.services.store.models import Adaptation, Agent, ApiKey, Arch, Device, Job, JobState, Measurement
@@ -190,33 +191,59 @@ def histogram(session: Session, device: Device, bins: int = 40) -> dict[str, Any
     }
 
 
-def measured_vs_predicted(session: Session, predictions: Any, device: Device) -> dict[str, Any]:
-    """Measured vs predicted latency of a device's measured archs, with Spearman's rho over all of them; "measured"
-    is what ``/v1/predict`` serves for an arch (``services.predictions.measured_latencies``)."""
-    model = predictions.for_device(session, device) if predictions is not None else None
-    if model is None:
-        return {"device": device.name, "available": False, "reason": NO_PREDICTOR}
-    table = predictions.measured(session, device)
-    indices = np.array(sorted(table), dtype=np.int64)
-    measured = np.array([table[i].latency_ms for i in indices.tolist()], dtype=float)
-    if indices.size == 0:
-        return {"device": device.name, "available": False, "reason": "no measurements of NB201 archs on this device"}
+def device_spaces(session: Session, device: Device) -> list[str]:
+    """The registered spaces, in registration order, that the device has measurements or adaptations of (the first
+    registered space when it has neither): one predictor panel each."""
+    measured = session.scalars(
+        select(Arch.space).join(Measurement, Measurement.arch_id == Arch.id).where(Measurement.device_id == device.id)
+        .distinct()
+    )  # fmt: skip
+    adapted = session.scalars(select(Adaptation.conditions_key).where(Adaptation.device_id == device.id).distinct())
+    present = set(measured) | {space_of(key) for key in adapted}
+    return [name for name in SPACES if name in present] or [next(iter(SPACES))]
+
+
+def measured_vs_predicted(
+    session: Session, predictions: Any, device: Device, space: str | None = None
+) -> dict[str, Any]:
+    """Measured vs predicted latency of a device's measured archs of ``space`` (default: the first of its
+    ``device_spaces``), with Spearman's rho over all of them; "measured" is what ``/v1/predict`` serves for an arch
+    (``services.predictions.measured_latencies``). ``spaces`` lists the device's spaces (the panel's switch);
+    ``InvalidArgument`` for an unknown space."""
+    spaces = device_spaces(session, device)
     try:
-        predicted, _std = predictions.predict(session, device, indices)  # cached table of all archs
+        searched = get_space(space or spaces[0])
+    except UnknownSpace as err:
+        raise InvalidArgument(str(err), field="space") from err
+    head = {"device": device.name, "space": searched.name, "spaces": spaces}
+    model = predictions.for_device(session, device, searched.name) if predictions is not None else None
+    if model is None:
+        return {**head, "available": False, "reason": f"{NO_PREDICTOR} ({searched.name})"}
+    table = predictions.measured(session, device, space=searched.name)
+    keys = sorted(table)
+    if not keys:
+        return {**head, "available": False, "reason": f"no measurements of {searched.name} archs on this device"}
+    measured = np.array([table[k].latency_ms for k in keys], dtype=float)
+    try:
+        predicted, _std = predictions.predict(session, device, keys, searched.name)
     except Exception as err:  # the dashboard reports a broken predictor rather than failing the page
-        return {"device": device.name, "available": False, "reason": f"predictor failed: {err}"}
+        return {**head, "available": False, "reason": f"predictor failed: {err}"}
     from scipy.stats import spearmanr
 
+    def position(key: int | str) -> int | None:  # keys are positions in an enumerated space, else strings
+        return key if isinstance(key, int) else searched.index_of(key)
+
     predicted = np.asarray(predicted, dtype=float)
-    rho = float(spearmanr(measured, predicted).statistic) if indices.size > 1 else None
-    shown = np.unique(np.linspace(0, indices.size - 1, min(indices.size, MAX_SCATTER_POINTS)).astype(int))
+    rho = float(spearmanr(measured, predicted).statistic) if len(keys) > 1 else None
+    shown = np.unique(np.linspace(0, len(keys) - 1, min(len(keys), MAX_SCATTER_POINTS)).astype(int))
     return {
-        "device": device.name,
+        **head,
         "available": True,
-        "count": int(indices.size),
+        "count": len(keys),
         "spearman_rho": None if rho is None or np.isnan(rho) else rho,
         "points": [
-            {"index": int(indices[i]), "measured": float(measured[i]), "predicted": float(predicted[i])} for i in shown
+            {"index": position(keys[i]), "measured": float(measured[i]), "predicted": float(predicted[i])}
+            for i in shown.tolist()
         ],
     }
 
@@ -297,30 +324,40 @@ def owner_text(session: Session, device: Device) -> str:
     return f"key {key.name!r} (id {key.id})" + (", revoked" if key.revoked else "")
 
 
-def predictor_status(session: Session, predictions: Any, device: Device) -> dict[str, Any]:
-    """Whether the device can be predicted, and its adaptations, newest first."""
-    adaptations = session.scalars(
-        select(Adaptation).where(Adaptation.device_id == device.id).order_by(Adaptation.created_at.desc()).limit(10)
-    ).all()
-    try:
-        available = predictions is not None and predictions.for_device(session, device) is not None
-        problem = None
-    except Exception as err:  # shown on the page instead of a 500
-        available, problem = False, str(err)
-    return {
-        "available": available,
-        "message": problem or (None if available else NO_PREDICTOR),
-        "adaptations": [
+def predictor_status(session: Session, predictions: Any, device: Device) -> list[dict[str, Any]]:
+    """Per space of the device (``device_spaces``): whether it can be predicted, and its adaptations of that space,
+    newest first."""
+    panels = []
+    for space in device_spaces(session, device):
+        adaptations = session.scalars(
+            select(Adaptation)
+            .where(Adaptation.device_id == device.id, Adaptation.conditions_key.startswith(f"{space}/"))
+            .order_by(Adaptation.created_at.desc())
+            .limit(10)
+        ).all()
+        try:
+            available = predictions is not None and predictions.for_device(session, device, space) is not None
+            problem = None
+        except Exception as err:  # shown on the page instead of a 500
+            available, problem = False, str(err)
+        panels.append(
             {
-                "id": a.id,
-                "state": a.state.value,
-                "samples": a.samples,
-                "strategy": a.strategy,
-                "metrics": metric_texts(a.metrics or {}),
-                "error": a.error,
-                "created": ago(as_utc(a.created_at)),
-                "activated": ago(as_utc(a.activated_at)) if a.activated_at else None,
+                "space": space,
+                "available": available,
+                "message": problem or (None if available else NO_PREDICTOR),
+                "adaptations": [
+                    {
+                        "id": a.id,
+                        "state": a.state.value,
+                        "samples": a.samples,
+                        "strategy": a.strategy,
+                        "metrics": metric_texts(a.metrics or {}),
+                        "error": a.error,
+                        "created": ago(as_utc(a.created_at)),
+                        "activated": ago(as_utc(a.activated_at)) if a.activated_at else None,
+                    }
+                    for a in adaptations
+                ],
             }
-            for a in adaptations
-        ],
-    }
+        )
+    return panels

@@ -8,9 +8,9 @@ from functools import lru_cache
 from fastapi import Request
 from sqlalchemy.orm import Session
 
-from latfarm.predictor import nb201
-from latfarm.predictor.spaces import ArchError, SearchSpace, UnknownSpace, get_space
+from latfarm.predictor.spaces import SPACES, ArchError, SearchSpace, UnknownSpace, get_space
 from latfarm.services.core.errors import InvalidArgument, NotFound, TooLarge
+from latfarm.services.domain.predictions import keyed_by_position
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.models import Device
 
@@ -40,58 +40,23 @@ def get_device(session: Session, name: str) -> Device:
     return device
 
 
-@lru_cache(maxsize=1)
-def arch_strings() -> tuple[str, ...]:
-    """Canonical arch string of every official NB201 index."""
-    return tuple(nb201.to_string(ops) for ops in nb201.official_ops_table())
-
-
-@lru_cache(maxsize=1)
-def _index_by_string() -> dict[str, int]:
-    return {arch: index for index, arch in enumerate(arch_strings())}
-
-
 def warm_arch_tables() -> None:
-    """Build the string <-> index tables now (server start) rather than in the first large request."""
-    _index_by_string()
-    _reference_strings(nb201.SPACE)
-
-
-def arch_index(arch: str | int | Sequence[int], field: str) -> int:
-    """The official NB201 index of an arch string, index list or index; ``InvalidArgument`` naming ``field`` when
-    invalid."""
-    if not isinstance(arch, str):  # an index list or a reference position (the official index), checked
-        arch = _canonical(get_space(nb201.SPACE), arch, field)
-    index = _index_by_string().get(arch)
-    if index is not None:
-        return index
-    try:
-        return nb201.official_index(nb201.parse(arch))
-    except nb201.ArchError as err:
-        raise InvalidArgument(f"{field}: {err}", field=field) from err
-
-
-def arch_indices(archs: Sequence[str | int | Sequence[int]], space: str, field: str = "archs") -> list[int]:
-    """Validate a request's arch list (space, size, every entry) before anything is stored."""
-    if space != nb201.SPACE:
-        raise InvalidArgument(f"space: unknown search space {space!r}; supported: {nb201.SPACE!r}", field="space")
-    if len(archs) > MAX_ARCHS:
-        raise TooLarge(f"{field}: {len(archs)} archs in one request; the limit is {MAX_ARCHS}", field=field)
-    return [arch_index(arch, f"{field}[{i}]") for i, arch in enumerate(archs)]
+    """Build every space's reference string tables now (server start) rather than in the first large request."""
+    for name in SPACES:
+        _reference_strings(name)
 
 
 def request_keys(
     archs: Sequence[str | int | Sequence[int]], space: str, field: str = "archs"
 ) -> tuple[Sequence[int | str], list[str]]:
     """A predict or rank request's archs as the keys its space's predictions take (``predictions.keyed_by_position``:
-    NB201's official indices, other spaces' canonical strings) and their canonical strings; checked like
-    ``request_archs``."""
-    if space == nb201.SPACE:
-        indices = arch_indices(archs, space, field)
-        strings = arch_strings()
-        return indices, [strings[i] for i in indices]
+    reference positions of an enumerated space such as NB201, other spaces' canonical strings) and their canonical
+    strings; checked like ``request_archs``."""
     canonical = request_archs(archs, space, field)
-    return canonical, canonical
+    if not keyed_by_position(space):
+        return canonical, canonical
+    positions = _reference_positions(space)
+    return [positions[arch] for arch in canonical], canonical
 
 
 def request_space(name: str) -> SearchSpace:
@@ -111,6 +76,13 @@ def request_archs(archs: Sequence[str | int | Sequence[int]], space: str, field:
     if len(archs) > MAX_ARCHS:
         raise TooLarge(f"{field}: {len(archs)} archs in one request; the limit is {MAX_ARCHS}", field=field)
     return [_canonical(searched, arch, f"{field}[{i}]") for i, arch in enumerate(archs)]
+
+
+@lru_cache(maxsize=8)
+def _reference_positions(space: str) -> dict[str, int]:
+    """Canonical string -> position in a space's reference set (the first position of an arch listed twice)."""
+    strings, _known = _reference_strings(space)
+    return {arch: position for position, arch in reversed(list(enumerate(strings)))}
 
 
 @lru_cache(maxsize=8)

@@ -279,7 +279,7 @@ class JobCreate(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra=space_branches(conditions=True))
     device: str = Field(min_length=1)
     space: Space = Field(
-        DEFAULT_SPACE, description="Search space of the archs: nb201 | fbnet (latfarm.predictor.spaces)."
+        DEFAULT_SPACE, description="Search space of the archs: one registered in latfarm.predictor.spaces."
     )
     format: Literal["onnx", "tflite"] = "onnx"
     archs: list[SpaceArch] = Field(
@@ -378,9 +378,23 @@ class ConditionsOut(BaseModel):
         return cls(key=conditions.key, **conditions.to_dict())
 
 
-# An arch in a query: an NB201 index (0 .. 15624; FBNet's dataset positions are among them) or any space's string.
+def below_pattern(n: int) -> str:
+    """A regular expression (unanchored alternatives) matching exactly the decimal numbers 0 .. n-1 (n >= 1)."""
+    top = str(n - 1)
+    options = [f"[0-9]{{1,{len(top) - 1}}}"] if len(top) > 1 else []
+    for i, digit in enumerate(top):
+        low = 1 if i == 0 and len(top) > 1 else 0  # shorter numbers are covered above: no leading zero
+        if int(digit) > low:
+            options.append(f"{top[:i]}[{low}-{int(digit) - 1}][0-9]{{{len(top) - i - 1}}}")
+    return "|".join([*options, top])
+
+
+# An arch in a query: a position in some registered space's reference set (NB201's official index by default) or any
+# space's string.
 ARCH_QUERY_PATTERN = (
-    r"^(?:[0-9]{1,4}|1[0-4][0-9]{3}|15[0-5][0-9]{2}|156[01][0-9]|1562[0-4]|"
+    "^(?:"
+    + below_pattern(max(len(space.reference_set() or ()) for space in REGISTERED_SPACES.values()) or 1)
+    + "|"
     + "|".join(space.string_pattern[1:-1] for space in REGISTERED_SPACES.values())
     + ")$"
 )
@@ -456,11 +470,11 @@ class PredictRequest(Strict):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=space_branches())
     device: str = Field(min_length=1)
-    space: Space = Field(nb201.SPACE, description="Search space of the archs: nb201 | fbnet.")
+    space: Space = Field(nb201.SPACE, description="Search space of the archs (registered in latfarm.predictor.spaces).")
     archs: list[SpaceArch] = Field(
         min_length=1,
-        description=f"Arch strings, index lists (one choice per position) or NB201 official indices, at most "
-        f"{MAX_ARCHS}.",
+        description=f"Arch strings, index lists (one choice per position) or positions in the space's reference set "
+        f"(NB201: official indices), at most {MAX_ARCHS}.",
     )
 
 
@@ -469,7 +483,7 @@ class PredictItem(BaseModel):
 
     arch: str = Field(description="Canonical arch string.")
     index: int | None = Field(
-        None, description="Position in its space's reference set (NB201: official index; FBNet: imported dataset's)."
+        None, description="Position in its space's reference set (NB201: official index; FBNet: among HELP's 5,000)."
     )
     nb201_index: int | None = Field(None, description="The official NB201 index (NB201 archs only).")
     latency_ms: float | None

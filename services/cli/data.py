@@ -51,7 +51,7 @@ def import_(
     device: list[str] = typer.Option(
         None, "--device", help="LatBench: the file's device name. HELP: import only this device (repeatable)."
     ),
-    space: str = typer.Option("nb201", "--space", help="Search space of a HELP folder: nb201 | fbnet."),
+    space: str = typer.Option("nb201", "--space", help="Search space of a HELP folder (any registered space)."),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:
@@ -69,7 +69,7 @@ def import_(
 
 def export_model(
     archs: list[str] = typer.Argument(..., help="Arch strings or reference positions (NB201: official indices)."),
-    space: str = typer.Option("nb201", "--space", help="Search space of the archs: nb201 | fbnet."),
+    space: str = typer.Option("nb201", "--space", help="Search space of the archs (any registered space)."),
     fmt: str = typer.Option("onnx", "--format", help="onnx | tflite"),
     out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
     resolution: int = typer.Option(
@@ -97,7 +97,7 @@ def export_data(
     device: str = typer.Argument(..., help="Device name."),
     fmt: str = typer.Option("csv", "--format", help="csv | latbench"),
     out: Path = typer.Option(..., "--out", help="Output file."),
-    space: str = typer.Option("nb201", "--space", help="Search space of the exported archs: nb201 | fbnet."),
+    space: str = typer.Option("nb201", "--space", help="Search space of the exported archs (any registered space)."),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:

@@ -27,7 +27,7 @@ AGENTS = "each agent's"  # the measurement protocol a job leaves unset is the me
 DEVICES = "the device's"  # the conditions a job leaves unset are its device's
 
 
-SpaceOption = typer.Option("nb201", "--space", help="Search space of the archs: nb201 or fbnet.")
+SpaceOption = typer.Option("nb201", "--space", help="Search space of the archs (any registered space).")
 
 
 def predict(
@@ -188,16 +188,16 @@ def _check_agents(client: Client, device: str, refuse: bool) -> None:
 
 
 def random_archs(space: str, n: int, seed: int) -> list[str | int]:
-    """``n`` random archs of ``space``, seeded: distinct reference positions where the space has a reference set
-    (NB201: official indices), else ``space.sample`` drawn as strings. ``UnknownSpace`` for an unknown space."""
+    """``n`` random archs of ``space``, seeded: distinct reference positions where the reference set holds every
+    arch (``SearchSpace.enumerated``: NB201's official indices), else ``space.sample`` drawn as strings (FBNet: from
+    all 9^22, not only a dataset's). ``UnknownSpace`` for an unknown space."""
     import random
 
     from latfarm.predictor.spaces import get_space
 
     searched = get_space(space)
-    reference = searched.reference_set()
-    if reference is not None:
-        return list(random.Random(seed).sample(range(len(reference)), n))
+    if searched.enumerated:
+        return list(random.Random(seed).sample(range(len(searched.reference_set() or ())), n))
     return [searched.to_string(encoding) for encoding in searched.sample(n, seed)]
 
 

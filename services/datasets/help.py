@@ -109,7 +109,8 @@ def _other_space(path: Path, space: str) -> str:
 
 
 def _reference_arch_ids(session: Session, path: Path, space: SearchSpace) -> list[int]:
-    """Arch ids of the folder's archs by position (rows created, their ``reference_index`` set)."""
+    """Arch ids of the folder's archs by position (rows created). A row's ``reference_index`` is the arch's position in
+    the space's reference set when it has one (FBNet: HELP's release, the same list), else in the folder."""
     try:
         reference = space.read_reference(path)
     except FileNotFoundError as err:
@@ -118,8 +119,9 @@ def _reference_arch_ids(session: Session, path: Path, space: SearchSpace) -> lis
         raise DatasetError(f"{path}: {err}") from err
     strings = [space.to_string(arch) for arch in reference]
     positions: dict[str, int] = {}
-    for position, arch in enumerate(strings):
-        positions.setdefault(arch, position)
+    if space.reference_set() is None:
+        for position, arch in enumerate(strings):
+            positions.setdefault(arch, position)
     ids = ensure_archs(session, strings, space.name, positions)
     return [ids[arch] for arch in strings]
 

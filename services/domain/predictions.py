@@ -3,7 +3,7 @@
 A device has one model per space: its active adaptation of that space, else (with enough measured archs) a model
 adapted on the fly from its measurements; each space's pretrained predictor is loaded on first use. An arch is
 keyed by its reference position in a space that enumerates all its archs (NB201: the official index), else by
-its canonical string (FBNet). For a position-keyed space the predictions for every arch are computed once per model
+its canonical string. For a position-keyed space the predictions for every arch are computed once per model
 and kept in the cache (Redis when configured), so later requests only index into them; other spaces' archs are
 predicted per request. A device's measured latencies are kept in memory too, keyed by (conditions key, row count,
 last row id), so a request for thousands of archs does not re-read them.
@@ -48,9 +48,9 @@ ArchKey = int | str
 
 
 def keyed_by_position(space: str) -> bool:
-    """Whether archs of ``space`` are keyed by reference position (the space enumerates all its archs: NB201)
-    rather than by canonical string (FBNet)."""
-    return get_space(space).reference_set() is not None
+    """Whether archs of ``space`` are keyed by reference position (``SearchSpace.enumerated``: its reference set
+    holds all its archs) rather than by canonical string."""
+    return get_space(space).enumerated
 
 
 def fit_archs(predictor, keys: Sequence[ArchKey]) -> np.ndarray:
@@ -166,15 +166,6 @@ def measured_latencies(
         else:
             (unstable if flagged else agent)[index] = Measured(agent_ms, std_ms, "agent", flagged, statistic)
     return unstable | imported | agent
-
-
-def reference_positions(session: Session, space: str, archs: Sequence[str]) -> dict[str, int]:
-    """Positions in a dataset's reference set of those ``archs`` (canonical strings of ``space``) stored with one
-    (FBNet: the archs of an imported HELP folder)."""
-    rows = session.execute(
-        select(Arch.arch, Arch.reference_index).where(Arch.space == space, Arch.arch.in_(set(archs)))
-    )
-    return {arch: index for arch, index in rows if index is not None}
 
 
 @cache

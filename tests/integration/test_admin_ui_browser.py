@@ -117,7 +117,7 @@ def test_browser_login_dashboard_and_filter(browser, live_server):
 
     page.goto(f"{base}/admin/device/list")  # device -> overview with predictor status and its plots
     page.locator("a", has_text="overview & predictor").first.click()
-    page.wait_for_selector("#predictor-status")
+    page.wait_for_selector("#predictor-status-nb201")
     page.wait_for_selector("#chart-histogram[data-rendered]", state="attached")
     assert page.evaluate(CANVAS_PAINTED, "chart-histogram") > 1000
     page.click("#device-measurements")

@@ -28,7 +28,7 @@ def test_fbnet_predict_rank_and_adapt_through_client_and_cli(live_api, monkeypat
     measured = fbnet_strings(12, seed=7)
     with Client(url, ADMIN_KEY) as client:
         client.create_device("pixel7")
-        add_fbnet_rows(_App(server_app), "pixel7", measured, truth_ms(measured), {})
+        add_fbnet_rows(_App(server_app), "pixel7", measured, truth_ms(measured))
         archs = fbnet_strings(40, seed=8)
         items = client.predict("pixel7", [FBNET.parse(a) for a in archs], space="fbnet")  # index lists
         assert [i["arch"] for i in items] == archs and all(i["std_ms"] > 0 for i in items)

@@ -100,6 +100,7 @@ def seed(sessions) -> dict:
                 state=AdaptState.active,
                 samples=8,
                 metrics={"measured": 8, "fit_mean_abs_rel_error": 0.104},
+                conditions_key=Conditions(batch_size=8).key,  # fitted under conditions the device no longer has
             )
         )
         online = Agent(device_id=devices["phone-a"], name="pixel-online", credential_hash="a" * 64, last_heartbeat=now)
@@ -184,7 +185,7 @@ def test_dashboard_figures(sessions):
             dashboard.arch_across_devices(s, "not-an-arch")
 
         scatter = dashboard.measured_vs_predicted(s, None, device)
-        assert scatter == {"device": "gpu-b", "available": False, "reason": dashboard.NO_PREDICTOR}
+        assert not scatter["available"] and scatter["reason"] == f"{dashboard.NO_PREDICTOR} (nb201)"
 
 
 @pytest.fixture
@@ -308,8 +309,56 @@ def test_api_endpoints_answer_json(app_and_ids):
         assert [p["measured"] for p in points] == pytest.approx([latency(DEVICES["gpu-b"], p["index"]) for p in points])
         rho = spearmanr([p["measured"] for p in points], [p["predicted"] for p in points]).statistic
         assert scatter["spearman_rho"] == pytest.approx(rho)
+        assert (scatter["space"], scatter["spaces"]) == ("nb201", ["nb201"])
         newcomer = client.get(f"/admin/api/scatter?device={ids['devices']['new-c']}", headers=auth).json()
-        assert newcomer == {"device": "new-c", "available": False, "reason": dashboard.NO_PREDICTOR}
+        assert newcomer == {
+            "device": "new-c",
+            "space": "nb201",
+            "spaces": ["nb201"],
+            "available": False,
+            "reason": f"{dashboard.NO_PREDICTOR} (nb201)",
+        }
+        wrong = client.get(f"/admin/api/scatter?device={gpu}&space=ofa", headers=auth)
+        assert wrong.status_code == 422 and "unknown search space" in wrong.json()["error"]
+
+
+def test_predictor_panels_of_a_device_with_fbnet_data(app_and_ids):
+    """A device with NB201 and FBNet rows gets a predictor panel per space, and the scatter a space switch."""
+    from tests.fbnet_support import FBNET, truth_ms
+
+    app, ids = app_and_ids
+    gpu = ids["devices"]["gpu-b"]
+    archs = [FBNET.to_string(a) for a in FBNET.reference_set()[:30]]
+    conditions = Conditions(space="fbnet", classes=100)
+    with transaction(app.state.sessions) as s:
+        arch_ids = ensure_archs(s, archs, "fbnet")
+        s.add_all(
+            Measurement(
+                device_id=gpu,
+                arch_id=arch_ids[a],
+                source=Source.imported,
+                dataset="help-fbnet",
+                latency_ms=float(ms),
+                median_ms=float(ms),
+                conditions=conditions.to_dict(),
+                conditions_key=conditions.key,
+            )
+            for a, ms in zip(archs, truth_ms(archs), strict=True)
+        )
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with TestClient(app) as client:
+        default = client.get(f"/admin/api/scatter?device={gpu}", headers=auth).json()
+        assert (default["space"], default["spaces"], default["count"]) == ("nb201", ["nb201", "fbnet"], N_ARCHS)
+        fbnet = client.get(f"/admin/api/scatter?device={gpu}&space=fbnet", headers=auth).json()
+        assert fbnet["available"] and (fbnet["space"], fbnet["count"]) == ("fbnet", len(archs))
+        assert sorted(p["index"] for p in fbnet["points"]) == list(range(len(archs)))  # HELP positions
+        assert fbnet["spearman_rho"] > 0.8  # the FBNet predictor fitted on the fly to the device's rows
+        _login(client, ADMIN_KEY)
+        overview = client.get(f"/admin/device-overview/{gpu}").text
+    assert 'id="predictor-status-nb201"' in overview and 'id="predictor-status-fbnet"' in overview
+    with app.state.sessions() as s:
+        panels = dashboard.predictor_status(s, app.state.predictions, s.get(Device, gpu))
+    assert [(p["space"], p["available"]) for p in panels] == [("nb201", True), ("fbnet", True)]
 
 
 def _headers(html: str) -> list[str]:

@@ -34,8 +34,8 @@ def _counts(api) -> tuple[int, int, int]:
 
 def test_predicts_1000_random_fbnet_archs_from_imported_rows(api, keys):
     add_device(api, "dev1")
-    measured = fbnet_strings(20, seed=1)
-    add_fbnet_rows(api, "dev1", measured, truth_ms(measured), {a: 100 + n for n, a in enumerate(measured)})
+    measured = [FBNET.to_string(a) for a in FBNET.reference_set()[100:120]]  # HELP's archs 100..119
+    add_fbnet_rows(api, "dev1", measured, truth_ms(measured))
     archs = fbnet_strings(1000, seed=2)
     response = api.post(
         "/v1/predict", json={"device": "dev1", "space": "fbnet", "archs": archs}, headers=keys["client"]
@@ -51,8 +51,9 @@ def test_predicts_1000_random_fbnet_archs_from_imported_rows(api, keys):
     rho = spearmanr([i["latency_ms"] for i in items], truth_ms(archs))[0]
     assert rho > 0.8, rho  # fitted on the fly from the device's 20 rows, not a constant
 
-    # the device's own rows come back measured, with their dataset position; index lists name the same archs
-    lists = [list(FBNET.parse(a)) for a in measured[:3]]
+    # the device's own rows come back measured, with their reference position; an index list, a position and a
+    # string name the same archs
+    lists = [list(FBNET.parse(measured[0])), 101, measured[2]]
     again = api.post("/v1/predict", json={"device": "dev1", "space": "fbnet", "archs": lists}, headers=ADMIN).json()
     assert [(i["arch"], i["index"], i["source"], i["origin"]) for i in again["items"]] == [
         (a, 100 + n, "measured", "help-fbnet") for n, a in enumerate(measured[:3])
@@ -87,7 +88,7 @@ def test_bad_fbnet_input_is_refused_naming_field_and_position(api, keys):
         ({"archs": ["-".join(["k7_e9", *good[0].split("-")[1:]])]}, "archs[0]", "k7_e9"),  # unknown block name
         ({"archs": [good[0], [0] * 21 + [9]]}, "archs[1]", "9"),  # index out of range
         ({"archs": [good[0], [0] * 23]}, "archs[1]", "22"),  # index list of the wrong length
-        ({"archs": [7]}, "archs[0]", "reference"),  # FBNet has no loaded reference set to take positions in
+        ({"archs": [7, 5000]}, "archs[1]", "fbnet reference position 5000 is outside 0..4999"),
         ({"archs": ["|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|"]}, "archs[0]", ""),
         ({"archs": good, "space": "ofa"}, "space", "ofa"),  # not a registered space
     ]  # fmt: skip

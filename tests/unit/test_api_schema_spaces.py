@@ -58,7 +58,8 @@ def test_the_job_schema_has_one_branch_per_registered_space(api):
         ({"archs": [arch(5)], "space": "fbnet"}, False, "archs[0]"),
         ({"archs": [7, arch(5), [0, 1, 2, 3, 4, 0]]}, True, None),
         ({"archs": [[0, 1, 2, 3, 4, 0]], "space": "fbnet"}, False, "archs[0]"),
-        ({"archs": [7], "space": "fbnet"}, False, "archs[0]"),  # no FBNet reference set is loaded
+        ({"archs": [7, 4999], "space": "fbnet"}, True, None),  # positions in HELP's 5,000
+        ({"archs": [5000], "space": "fbnet"}, False, "archs[0]"),
         ({"archs": [list(FIRST)], "space": "fbnet", "conditions": {"resolution": 224, "classes": 1000}}, True, None),
         ({"archs": [7], "conditions": {"resolution": 224, "classes": 1000}}, False, "resolution"),
         ({"archs": [7], "conditions": {"resolution": 16, "classes": 120, "graph": "pruned"}}, True, None),

@@ -35,9 +35,28 @@ def test_fbnet_jobs_take_strings_and_index_lists_at_the_spaces_default_variant(a
     assert sorted(i["arch"] for i in batch["items"]) == sorted(FBNET.to_string(a) for a in (FIRST, SECOND))
     assert all(
         i.get("index") is None and i.get("nb201_index") is None for i in batch["items"]
-    )  # no reference set loaded
+    )  # random archs: in no dataset's reference set
     with api.app.state.sessions() as session:
         assert {(a.space, a.reference_index) for a in session.query(Arch)} == {("fbnet", None)}
+
+
+def test_fbnet_jobs_take_positions_in_helps_reference_set(api, keys):
+    add_device(api, "dev1")
+    reference = FBNET.reference_set()
+    body = {"device": "dev1", "space": "fbnet", "archs": [0, 17, 4999, list(reference[17])]}
+    response = api.post("/v1/jobs", json=body, headers=keys["client"])
+    assert response.status_code == 201, response.text
+    assert response.json()["jobs"] == 3  # position 17 and its index list are one arch
+    batch = api.get(f"/v1/jobs/{response.json()['id']}", params={"items": True}, headers=keys["client"]).json()
+    shown = sorted((i["index"], i["arch"]) for i in batch["items"])
+    assert shown == [(p, FBNET.to_string(reference[p])) for p in (0, 17, 4999)]
+    with api.app.state.sessions() as session:
+        assert sorted(a.reference_index for a in session.query(Arch)) == [0, 17, 4999]
+    for value in ("17", FBNET.to_string(reference[17])):  # measurements' arch filter: position or string, one arch
+        found = api.get("/v1/measurements", params={"space": "fbnet", "arch": value}, headers=ADMIN)
+        assert found.status_code == 200 and found.json()["items"] == []  # queued, not measured: the filter runs
+    beyond = api.get("/v1/measurements", params={"space": "fbnet", "arch": "5000"}, headers=ADMIN)
+    assert beyond.status_code == 200 and beyond.json()["items"] == []  # a filter: a position of no arch matches none
 
 
 def test_fbnet_jobs_take_the_imagenet_variant_and_nb201_jobs_keep_nb201_indices(api, keys):
@@ -63,7 +82,7 @@ def test_bad_fbnet_requests_name_the_field_and_store_nothing(api, keys):
         ({"archs": [good, "-".join(names[:20])]}, "archs[1]", "20 blocks"),
         ({"archs": ["-".join([*names[:5], "k7_e6", *names[6:]])]}, "archs[0]", "'k7_e6' at position 5"),
         ({"archs": [good, [*good[:3], len(BLOCKS), *good[4:]]]}, "archs[1]", "position 3 holds 9"),
-        ({"archs": [3]}, "archs[0]", "no reference set"),
+        ({"archs": [0, 5000]}, "archs[1]", "fbnet reference position 5000 is outside 0..4999"),
         ({"archs": [arch(3)]}, "archs[0]", "22"),  # an NB201 string is not an FBNet arch
         ({"archs": [good], "conditions": {"resolution": 64}}, "resolution", "input variant of fbnet"),
         ({"archs": [good], "conditions": {"classes": 10}}, "classes", "input variant of fbnet"),
@@ -90,3 +109,13 @@ def test_measurements_filter_by_space_and_arch(api, keys):
     assert wrong.status_code == 200 and wrong.json()["items"] == []  # an NB201 string is no FBNet arch: no rows
     unknown = api.get("/v1/measurements", params={"space": "ofa"}, headers=ADMIN)
     assert unknown.status_code == 422 and "space" in unknown.json()["message"]
+
+
+def test_the_arch_query_pattern_takes_exactly_the_positions_below_a_bound():
+    import re
+
+    from latfarm.services.api.schemas import below_pattern
+
+    for n in (1, 2, 10, 11, 101, 5000, 15625, 20000):
+        pattern = re.compile(f"^(?:{below_pattern(n)})$")
+        assert [v for v in range(n + 30) if pattern.fullmatch(str(v))] == list(range(n)), n

@@ -12,6 +12,7 @@ import time
 
 from typer.testing import CliRunner
 
+from latfarm.predictor.spaces import get_space
 from latfarm.services.cli import app
 from latfarm.services.client import Client
 from latfarm.services.store.db import transaction
@@ -152,7 +153,7 @@ def test_bad_archs_of_a_space_are_refused_naming_the_problem_before_any_request(
     cases = [
         (["--space", "fbnet", "k3_e1-skip"], "2 blocks joined by '-', expected 22"),
         (["--space", "fbnet", "-".join(["k3_e1"] * 21 + ["k7_e1"])], "unknown block 'k7_e1' at position 21"),
-        (["--space", "fbnet", "5"], "no reference set loaded"),
+        (["--space", "fbnet", "5000"], "fbnet: reference position 5000 is outside 0..4999"),
         (["--space", "ofa", "5"], "unknown search space 'ofa'"),
         (["99999"], "nb201: reference position 99999 is outside 0..15624"),
     ]
@@ -172,3 +173,17 @@ def test_measure_and_adapt_explain_an_unknown_device_and_a_wrong_key_in_one_line
         assert "unknown device 'nosuchdev'; known devices: gpu-b2" in result.output and "404" not in result.output
     wrong = CliRunner().invoke(app, ["measure", "gpu-b2", "0", "--server", url, "--key", "wrong"])
     assert wrong.exit_code == 1 and "--key or LATFARM_API_KEY" in wrong.output and "401" not in wrong.output
+
+
+def test_measure_takes_fbnet_positions_in_helps_reference_set(live_api):
+    url, server = live_api
+    add_device_live(server)
+    command = ["measure", "gpu-b2", "--space", "fbnet", "0", "17", "4999", "--no-wait", "--server", url]
+    result = CliRunner().invoke(app, [*command, "--key", ADMIN_KEY])
+    assert result.exit_code == 0, result.output
+    batch_id = result.output.split("queued batch ")[1].split()[0]
+    fbnet = get_space("fbnet")
+    with server.state.sessions() as session:
+        jobs = session.query(Job).filter(Job.batch_id == batch_id).all()
+        archs = {(job.arch.space, job.arch.reference_index, job.arch.arch) for job in jobs}
+    assert archs == {("fbnet", p, fbnet.to_string(fbnet.reference_set()[p])) for p in (0, 17, 4999)}

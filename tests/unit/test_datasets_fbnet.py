@@ -61,6 +61,8 @@ def test_import_fbnet_devices_by_position_with_their_conditions(sessions, fbnet_
         assert session.scalar(select(func.count()).select_from(Device)) == 2
         stored = dict(session.execute(select(Arch.reference_index, Arch.arch).where(Arch.space == "fbnet")).all())
         assert len(stored) == N_ARCHS and stored[123] == FBNET.to_string(archs[123])
+        shipped = FBNET.reference_set()  # the rows' positions are the shipped reference set's
+        assert stored == {position: FBNET.to_string(arch) for position, arch in enumerate(shipped)}
         keys = dict(session.execute(select(Device.name, Measurement.conditions_key).join(Device).distinct()).all())
         assert keys == {
             "titanx_32": "fbnet/32px/100cls/b32/fp32/reference",
@@ -85,6 +87,25 @@ def test_metainfo_and_arch_layouts_store_the_same_archs(sessions, fbnet_dir, tmp
         datasets.import_help(session, fbnet_subset(tmp_path, ("pixel3",), "metainfo.pt"), False, space="fbnet")
         assert datasets.import_help(session, fbnet_subset(tmp_path, ("pixel3",)), False, space="fbnet") == 0
     assert _counts(sessions)[0] == N_ARCHS
+
+
+def test_a_folder_in_another_order_keeps_the_spaces_positions(sessions, tmp_path):
+    """A folder's arch list only says which arch each latency belongs to; a row's position is its arch's position in
+    the space's reference set (none for an arch outside it)."""
+    shipped = FBNET.reference_set()
+    outside = [0] * 22  # k3_e1 everywhere: not among HELP's 5,000
+    (tmp_path / "latency").mkdir()
+    torch.save([list(shipped[4999]), outside, list(shipped[3])], tmp_path / "arch.pt")
+    torch.save([1.5, 2.5, 3.5], tmp_path / "latency" / "pixel3.pt")
+    with sessions() as session, session.begin():
+        assert datasets.import_help(session, tmp_path, progress=False, space="fbnet") == 3
+    with sessions() as session:
+        rows = session.execute(select(Arch.arch, Arch.reference_index, Measurement.latency_ms).join(Measurement)).all()
+    assert sorted(rows, key=lambda row: row[2]) == [
+        (FBNET.to_string(shipped[4999]), 4999, 1.5),
+        (FBNET.to_string(outside), None, 2.5),
+        (FBNET.to_string(shipped[3]), 3, 3.5),
+    ]
 
 
 @pytest.mark.parametrize(

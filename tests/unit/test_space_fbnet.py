@@ -171,13 +171,22 @@ def test_help_reference_set_loads_and_parses():
         pytest.skip(f"HELP FBNet data absent at {HELP_FBNET}")
     archs = load_reference(HELP_FBNET)
     assert len(archs) == 5000
-    space = FBNetSpace(archs)
+    assert archs == SPACE.reference_set()  # the shipped reference set is the release's arch.pt, position by position
     meta = torch.load(HELP_FBNET / "metainfo.pt", weights_only=False)["arch"]
     for position, (arch, entry) in enumerate(zip(archs, meta, strict=True)):
-        assert space.parse(arch) == arch
-        assert space.to_string(arch) == "-".join(entry["arch_str"])
-        assert space.index_of("-".join(entry["arch_str"])) == position
-    assert archs[0] == tuple(MIXED)
+        assert SPACE.parse(arch) == arch
+        assert SPACE.to_string(arch) == "-".join(entry["arch_str"])
+        assert SPACE.index_of("-".join(entry["arch_str"])) == position
+
+
+def test_shipped_reference_set_by_position():
+    reference = SPACE.reference_set()
+    assert len(reference) == 5000 and len(set(reference)) == 5000
+    assert reference[0] == tuple(MIXED)  # HELP's arch 0
+    assert SPACE.index_of(MIXED_STRING) == SPACE.index_of(MIXED) == 0
+    assert SPACE.index_of(reference[4999]) == 4999
+    assert SPACE.index_of([K3_E1] * 22) is None  # most of the 9^22 archs are in no dataset
+    assert not SPACE.enumerated and get_space("nb201").enumerated
 
 
 def test_reference_from_arch_pt_alone(tmp_path):
@@ -185,8 +194,7 @@ def test_reference_from_arch_pt_alone(tmp_path):
     assert load_reference(tmp_path) == (tuple(MIXED), (SKIP,) * 22)
     space = FBNetSpace(load_reference(tmp_path))
     assert space.index_of([SKIP] * 22) == 1
-    assert space.index_of([K3_E1] * 22) is None
-    assert SPACE.reference_set() is None and SPACE.index_of(MIXED) is None
+    assert space.index_of([K3_E1] * 22) is None and space.index_of(MIXED) == 0
 
 
 def test_reference_errors(tmp_path):

@@ -95,15 +95,26 @@
     }, null);
   }
 
-  async function drawScatter(device) {
-    const s = await chartData("scatter", "/scatter?device=" + device);
+  /* The space switch of the scatter panel: shown when the device has data of more than one search space. */
+  function showSpaces(s) {
+    const pick = $("scatter-space");
+    if (!pick) return;
+    pick.replaceChildren(...s.spaces.map((name) => new Option(name, name, false, name === s.space)));
+    pick.hidden = s.spaces.length < 2;
+  }
+
+  async function drawScatter(device, space) {
+    const query = "/scatter?device=" + device + (space ? "&space=" + encodeURIComponent(space) : "");
+    const s = await chartData("scatter", query);
     if (!s) return;
+    showSpaces(s);
+    const what = s.spaces.length > 1 ? `${s.device} (${s.space})` : s.device;
     if (!s.available) {
-      $("scatter-title").textContent = `Measured vs predicted: ${s.device}`;
+      $("scatter-title").textContent = `Measured vs predicted: ${what}`;
       return show("scatter", null, s.reason);
     }
     const rho = s.spearman_rho === null ? "n/a" : s.spearman_rho.toFixed(3);
-    $("scatter-title").textContent = `Measured vs predicted: ${s.device}, Spearman ρ = ${rho} over ${s.count} archs`;
+    $("scatter-title").textContent = `Measured vs predicted: ${what}, Spearman ρ = ${rho} over ${s.count} archs`;
     const points = s.points.filter((p) => p.measured > 0 && p.predicted > 0);
     const values = points.flatMap((p) => [p.measured, p.predicted]);
     const lo = Math.min(...values), hi = Math.max(...values);
@@ -167,6 +178,14 @@
     $("queue-states").textContent = `${q.running} running · ${q.done} done · ${q.failed} failed · ${q.cancelled} cancelled`;
     $("throughput").textContent = `${t.jobs_done_1h} jobs / h`;
     $("throughput-24h").textContent = `${t.jobs_done_24h} done and ${t.jobs_failed_24h} failed in 24 h`;
+  }
+
+  const spacePick = $("scatter-space");
+  if (spacePick) {
+    spacePick.addEventListener("change", () => {
+      const device = select ? select.value : root.dataset.device;
+      drawScatter(device, spacePick.value).catch(report("scatter"));
+    });
   }
 
   if (select) {

@@ -161,7 +161,7 @@ def export_device(
     format: str = Query("csv", pattern="^(csv|latbench)$", description="csv | latbench (pickle)"),
     space: str = Query(
         DEFAULT_SPACE,
-        description="Search space of the exported archs: nb201 | fbnet.",
+        description="Search space of the exported archs (registered in latfarm.predictor.spaces).",
         json_schema_extra={"enum": list(SPACES)},
     ),
     session: Session = Depends(db),

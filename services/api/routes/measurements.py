@@ -39,11 +39,11 @@ def decode_cursor(cursor: str) -> int:
 @router.get("", response_model=MeasurementPage)
 def list_measurements(
     device: str | None = Query(None, description="Device name."),
-    space: Space | None = Query(None, description="Search space (nb201 | fbnet); the space of 'arch' (default nb201)."),
+    space: Space | None = Query(None, description="Search space; default: the space of 'arch' (a position: nb201)."),
     arch: str | None = Query(
         None,
         pattern=ARCH_QUERY_PATTERN,
-        description="Arch string, or position in the space's reference set (FBNet: in the imported dataset); "
+        description="Arch string, or position in the space's reference set (NB201: official index; FBNet: HELP's); "
         "without 'space', the space whose strings it has the form of (a position: nb201). An arch of another "
         "space's form than 'space' matches nothing.",
     ),
@@ -87,14 +87,11 @@ def list_measurements(
 
 def _arch_filter(arch: str, space: str | None) -> ColumnElement[bool]:
     """The rows of ``arch`` (``ARCH_QUERY_PATTERN``) in ``space``, or in the space of its form when ``space`` is
-    None: its canonical string, or its position among the space's stored archs (their reference index); none at all
-    when the string is not of ``space``'s form."""
+    None: its canonical string, or its position in the space's reference set (stored with each arch as its reference
+    index; a position outside the set matches nothing, as does a string not of ``space``'s form)."""
     if arch.isdigit():
         searched = request_space(space or DEFAULT_SPACE)
-        if searched.reference_set() is None:  # positions of the stored (imported) archs
-            return and_(Arch.space == searched.name, Arch.reference_index == int(arch))
-        (canonical,) = request_archs([int(arch)], searched.name, "arch")
-        return and_(Arch.space == searched.name, Arch.arch == canonical)
+        return and_(Arch.space == searched.name, Arch.reference_index == int(arch))
     forms = [s for s in REGISTERED.values() if re.fullmatch(s.string_pattern, arch)]
     searched = request_space(space) if space is not None else forms[0]
     if searched not in forms:

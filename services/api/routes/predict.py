@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
-from latfarm.services.domain.predictions import NoEstimate, conditions_of, reference_positions
+from latfarm.predictor.spaces import get_space
+from latfarm.services.domain.predictions import NoEstimate, conditions_of
 
 from ..auth import Principal, require
 from ..deps import get_device, read_db, request_keys
@@ -23,13 +24,13 @@ def _number(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def arch_items(session: Session, space: str, keys: Sequence, strings: list[str]) -> list[dict]:
+def arch_items(space: str, keys: Sequence, strings: list[str]) -> list[dict]:
     """The identity of each requested arch in a response: its canonical ``arch``, its reference-set ``index``
     (null when none) and, for NB201, its ``nb201_index``."""
     if space == nb201.SPACE:
         return [{"arch": arch, "index": key, "nb201_index": key} for key, arch in zip(keys, strings, strict=True)]
-    positions = reference_positions(session, space, strings)
-    return [{"arch": arch, "index": positions.get(arch)} for arch in strings]
+    searched = get_space(space)
+    return [{"arch": arch, "index": searched.index_of(arch)} for arch in strings]
 
 
 @router.post("/predict", response_class=JSONResponse, responses={200: {"model": PredictResponse}})
@@ -57,7 +58,7 @@ def predict(
             reason = str(err)
     predicted = {k: (m, s) for k, m, s in zip(missing, *estimates, strict=True)} if estimates else {}
     items = []
-    for key, item in zip(keys, arch_items(session, body.space, keys, strings), strict=True):
+    for key, item in zip(keys, arch_items(body.space, keys, strings), strict=True):
         if (hit := measured.get(key)) is not None:
             item |= {"latency_ms": hit.latency_ms, "std_ms": _number(hit.std_ms), "source": "measured"}
             item["origin"] = hit.origin

@@ -54,7 +54,7 @@ def rank(
         predicted_sorted = sorted(predicted, key=lambda n: slot[keys[n]])
         it = iter(predicted_sorted)
         order = [n if keys[n] in measured else next(it) for n in order]
-    identities = arch_items(session, body.space, keys, strings)
+    identities = arch_items(body.space, keys, strings)
     items = [
         {
             "rank": r + 1,
