@@ -21,8 +21,9 @@ def ensure_archs(
     positions: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Arch ids for archs of ``space`` (strings or index lists), creating missing rows; keys are the canonical
-    strings, in the order of ``archs`` (a repeat at its first place). A row's ``reference_index`` is its position in ``positions`` (canonical string -> position: a dataset's
-    own reference set), else in the space's loaded reference set; rows without one get it from ``positions``.
+    strings, in the order of ``archs`` (a repeat at its first place). A row's ``reference_index`` is its position
+    in ``positions`` (canonical string -> position: a dataset's own reference set), else in the space's reference
+    set; rows without one get it from ``positions``.
 
     Raises ``ArchError`` / ``UnknownSpace`` (naming the bad arch or space) before writing anything.
     """

@@ -88,7 +88,7 @@ def test_bad_fbnet_input_is_refused_naming_field_and_position(api, keys):
         ({"archs": ["-".join(["k7_e9", *good[0].split("-")[1:]])]}, "archs[0]", "k7_e9"),  # unknown block name
         ({"archs": [good[0], [0] * 21 + [9]]}, "archs[1]", "9"),  # index out of range
         ({"archs": [good[0], [0] * 23]}, "archs[1]", "22"),  # index list of the wrong length
-        ({"archs": [7, 5000]}, "archs[1]", "fbnet reference position 5000 is outside 0..4999"),
+        ({"archs": [7, 5000]}, "archs[1]", "fbnet: reference position 5000 is outside 0..4999"),
         ({"archs": ["|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|"]}, "archs[0]", ""),
         ({"archs": good, "space": "ofa"}, "space", "ofa"),  # not a registered space
     ]  # fmt: skip

@@ -82,7 +82,7 @@ def test_bad_fbnet_requests_name_the_field_and_store_nothing(api, keys):
         ({"archs": [good, "-".join(names[:20])]}, "archs[1]", "20 blocks"),
         ({"archs": ["-".join([*names[:5], "k7_e6", *names[6:]])]}, "archs[0]", "'k7_e6' at position 5"),
         ({"archs": [good, [*good[:3], len(BLOCKS), *good[4:]]]}, "archs[1]", "position 3 holds 9"),
-        ({"archs": [0, 5000]}, "archs[1]", "fbnet reference position 5000 is outside 0..4999"),
+        ({"archs": [0, 5000]}, "archs[1]", "fbnet: reference position 5000 is outside 0..4999"),
         ({"archs": [arch(3)]}, "archs[0]", "22"),  # an NB201 string is not an FBNet arch
         ({"archs": [good], "conditions": {"resolution": 64}}, "resolution", "input variant of fbnet"),
         ({"archs": [good], "conditions": {"classes": 10}}, "classes", "input variant of fbnet"),
