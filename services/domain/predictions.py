@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -218,11 +219,13 @@ class PredictionService:
     def warm(self) -> None:
         """Load NB201's predictor and build the tables of devices with an active adaptation (server start, in the
         background: a request that comes first builds its table itself)."""
+        start = time.monotonic()
         try:
             self.predictor()
         except NoEstimate:  # predictions then fail with a message; the server still runs
             return
-        self.prepare()
+        ready = self.prepare()
+        log.info("prediction tables ready for %d device(s) in %.2f s", ready, time.monotonic() - start)
 
     def prepare(self) -> int:
         """Build (or check) the tables of every device with an active adaptation of a position-keyed space under
