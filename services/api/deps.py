@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
+from typing import cast
 
 from fastapi import Request
 from sqlalchemy.orm import Session
@@ -81,6 +82,8 @@ def arch_indices(archs: Sequence[str | int | Sequence[int]], space: str, field: 
         raise InvalidArgument(f"space: unknown search space {space!r}; supported: {nb201.SPACE!r}", field="space")
     if len(archs) > MAX_ARCHS:
         raise TooLarge(f"{field}: {len(archs)} archs in one request; the limit is {MAX_ARCHS}", field=field)
+    if all(type(arch) is int and 0 <= arch < nb201.NUM_ARCHS for arch in archs):  # official indices as they are
+        return cast("list[int]", list(archs))
     return [arch_index(arch, f"{field}[{i}]") for i, arch in enumerate(archs)]
 
 

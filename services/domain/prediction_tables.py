@@ -17,6 +17,8 @@ table checked while writers were in flight stays *unsettled* and re-reads its ro
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -26,6 +28,8 @@ import numpy as np
 from sqlalchemy import ColumnElement, Select, bindparam, func, literal_column, select
 from sqlalchemy.orm import Session
 
+from latfarm.predictor import nb201
+from latfarm.predictor.spaces import get_space
 from latfarm.services.store.models import Adaptation, AdaptState, AuditEntry, Measurement, usable
 
 if TYPE_CHECKING:
@@ -39,10 +43,11 @@ RowStamp = tuple[str, int, int | None, int | None]
 
 @dataclass(frozen=True)
 class Head:
-    """What a table is a table of: device (id, creation time in µs), conditions key, checkpoint version."""
+    """What a table is a table of: device (id, creation time in µs), space, conditions key, checkpoint version."""
 
     device_id: int
     created_us: int
+    space: str
     conditions_key: str
     version: str
 
@@ -157,6 +162,7 @@ class Table:
     settle_after: int | None
     checked_at: float = field(default_factory=time.monotonic)
     rank_mean: np.ndarray | None = None  # the model's float64 means of every arch (its ranking), on first use
+    _every_json: bytes | None = None
 
     def current(self, head: Head, marks: Marks) -> bool:
         """Whether the table answers for ``head`` as of ``marks`` without reading any row."""
@@ -178,6 +184,36 @@ class Table:
         if full:
             self.checked_at = time.monotonic()
 
+    def items_json(self, keys: list[int]) -> bytes:
+        """The JSON array of the ``PredictItem`` of each of ``keys`` (reference positions), byte for byte what
+        encoding the items one by one gives: the measured figures, else the estimates, else the ``reason``."""
+        size = len(self.latency_ms)
+        if len(keys) == size and keys == list(range(size)):
+            return self.every_json()
+        return self._encoded(keys)
+
+    def every_json(self) -> bytes:
+        """``items_json`` of every arch in order, encoded once per table."""
+        if self._every_json is None:
+            self._every_json = self._encoded(list(range(len(self.latency_ms))))
+        return self._every_json
+
+    def _encoded(self, keys: list[int]) -> bytes:
+        openings = item_openings(self.head.space)
+        none = f',"latency_ms":null,"std_ms":null,"source":null,"message":{json.dumps(self.reason)}}}'
+        positions = np.asarray(keys, dtype=np.int64)
+        latency, std = self.latency_ms[positions].tolist(), self.std_ms[positions].tolist()
+        parts = []
+        for key, mean, spread in zip(keys, latency, std, strict=True):
+            if (hit := self.measured.get(key)) is not None:
+                parts.append(openings[key] + "," + json.dumps(hit.item_fields(), separators=(",", ":"))[1:])
+            elif self.predicted is None:
+                parts.append(openings[key] + none)
+            else:
+                figures = f'"latency_ms":{_number(mean)},"std_ms":{_number(spread)},"source":"predicted"}}'
+                parts.append(f"{openings[key]},{figures}")
+        return ("[" + ",".join(parts) + "]").encode()
+
     def _recheck_due(self, marks: Marks) -> bool:
         assert self.settle_after is not None
         oldest = marks.oldest_txid if marks.oldest_txid is not None else self.settle_after
@@ -196,3 +232,21 @@ def merged(size: int, measured: dict[int, Measured], predicted: np.ndarray | Non
         latency[positions] = [hit.latency_ms for hit in hits]
         std[positions] = [np.nan if hit.std_ms is None else hit.std_ms for hit in hits]
     return latency, std
+
+
+@cache
+def item_openings(space: str) -> tuple[str, ...]:
+    """The opening of each reference arch's ``PredictItem`` by position, as JSON without its closing brace:
+    ``{"arch":...,"index":n`` and, for NB201, ``,"nb201_index":n``."""
+    searched = get_space(space)
+    strings = (searched.to_string(arch) for arch in searched.reference_set() or ())
+    extra = space == nb201.SPACE
+    return tuple(
+        f'{{"arch":{json.dumps(arch)},"index":{n}' + (f',"nb201_index":{n}' if extra else "")
+        for n, arch in enumerate(strings)
+    )
+
+
+def _number(value: float) -> str:
+    """A JSON number, null when not finite (as ``float.__repr__``: what ``json.dumps`` writes)."""
+    return repr(value) if math.isfinite(value) else "null"

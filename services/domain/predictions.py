@@ -19,6 +19,7 @@ key names those conditions.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -105,6 +106,16 @@ class Measured:
     origin: str  # "agent", or the dataset it was imported from
     unstable: bool = False  # an agent measurement whose repeatability check failed
     statistic: str | None = None  # agent measurements: "min" or "median"
+
+    def item_fields(self) -> dict:
+        """The fields of a ``PredictItem`` this measurement gives (std null when not known)."""
+        std = self.std_ms if self.std_ms is not None and math.isfinite(self.std_ms) else None
+        fields = {"latency_ms": self.latency_ms, "std_ms": std, "source": "measured", "origin": self.origin}
+        if self.statistic:
+            fields["statistic"] = self.statistic
+        if self.unstable:
+            fields["unstable"] = True
+        return fields
 
 
 def conditions_of(device: Device) -> Conditions:
@@ -242,7 +253,7 @@ class PredictionService:
                     for space in _position_keyed_spaces():
                         key = conditions_of(device).for_space(space).key
                         if active_adaptation(session, device, key) is not None:
-                            self.table(session, device, space)
+                            self.table(session, device, space).every_json()  # encoded before it is asked for
                             ready += 1
         except Exception:  # noqa: BLE001 - the first request builds what failed here, and reports why
             log.exception("could not build the prediction tables")
@@ -308,7 +319,7 @@ class PredictionService:
     def _head(self, device: Device, space: str) -> Head:
         created = int(device.created_at.timestamp() * 1e6)
         version = str(getattr(self.predictor(space), "version", "0"))
-        return Head(device.id, created, conditions_of(device).for_space(space).key, version)
+        return Head(device.id, created, space, conditions_of(device).for_space(space).key, version)
 
     def predictor(self, space: str = nb201.SPACE):
         """The pretrained predictor of ``space``; NoEstimate (with the reason) when it cannot be loaded."""

@@ -197,7 +197,7 @@ def test_a_row_committed_below_a_seen_id_is_found_on_postgresql(pg_url, tmp_path
 
 
 def test_an_unsettled_table_rechecks_once_the_writers_in_flight_are_done():
-    head = Head(1, 0, B1, "v1")
+    head = Head(1, 0, "nb201", B1, "v1")
     marks = Marks(5, 0, None, 90, 95)
     table = Table(head, None, (B1, 0, None, None), {}, None, "none", None, np.zeros(1), np.zeros(1), marks, 95)
     assert table.current(head, Marks(5, 0, None, 94, 96))  # the writers seen in flight may still run: no news

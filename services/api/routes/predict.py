@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import cast
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
-from latfarm.predictor.spaces import get_space
-from latfarm.services.domain.prediction_tables import Table
 from latfarm.services.domain.predictions import (
-    Measured,
     NoEstimate,
     conditions_of,
     keyed_by_position,
@@ -27,7 +20,7 @@ from latfarm.services.domain.predictions import (
 )
 
 from ..auth import Principal, require
-from ..deps import arch_strings, get_device, read_db, request_keys
+from ..deps import get_device, read_db, request_keys
 from ..schemas import ConditionsOut, PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -64,7 +57,7 @@ def predict(
     conditions = ConditionsOut.of(conditions_of(device).for_space(body.space)).model_dump()
     if keyed_by_position(body.space):
         table = service.table(session, device, body.space)
-        encoded = encoded_items(table, body.space, cast("list[int]", keys))
+        encoded = table.items_json(cast("list[int]", keys))
         head = json.dumps({"device": device.name, "space": body.space, "conditions": conditions})
         return Response(head[:-1].encode() + b',"items":' + encoded + b"}", media_type="application/json")
     measured = service.measured(session, device, keys, body.space)
@@ -79,7 +72,7 @@ def predict(
     items = []
     for key, item in zip(keys, arch_items(session, body.space, keys, strings), strict=True):
         if (hit := measured.get(key)) is not None:
-            item |= measured_fields(hit)
+            item |= hit.item_fields()
         elif key in predicted:
             mean, std = predicted[key]
             item |= {"latency_ms": _number(mean), "std_ms": _number(std), "source": "predicted"}
@@ -87,69 +80,3 @@ def predict(
             item |= {"latency_ms": None, "std_ms": None, "source": None, "message": reason}
         items.append(item)
     return JSONResponse({"device": device.name, "space": body.space, "conditions": conditions, "items": items})
-
-
-def measured_fields(hit: Measured) -> dict:
-    """The fields of a response item a measurement gives."""
-    fields = {"latency_ms": hit.latency_ms, "std_ms": _number(hit.std_ms), "source": "measured", "origin": hit.origin}
-    if hit.statistic:
-        fields["statistic"] = hit.statistic
-    if hit.unstable:
-        fields["unstable"] = True
-    return fields
-
-
-@lru_cache(maxsize=4)
-def identity_json(space: str) -> list[str]:
-    """The opening of each reference arch's response item, by position: ``{"arch": ..., "index": ..., [nb201_index]``
-    as JSON without its closing brace."""
-    searched = get_space(space)
-    strings = (
-        arch_strings() if space == nb201.SPACE else [searched.to_string(a) for a in searched.reference_set() or ()]
-    )
-    nb201_index = space == nb201.SPACE
-    return [
-        f'{{"arch":{json.dumps(arch)},"index":{n}' + (f',"nb201_index":{n}' if nb201_index else "")
-        for n, arch in enumerate(strings)
-    ]
-
-
-def _json_number(value: float) -> str:
-    return repr(value) if math.isfinite(value) else "null"
-
-
-def _item_json(table: Table, identity: str, key: int, latency: float, std: float, none: str) -> str:
-    if (hit := table.measured.get(key)) is not None:
-        return identity + "," + json.dumps(measured_fields(hit), separators=(",", ":"))[1:]
-    if table.predicted is None:
-        return identity + none
-    return f'{identity},"latency_ms":{_json_number(latency)},"std_ms":{_json_number(std)},"source":"predicted"}}'
-
-
-_ALL_ITEMS: OrderedDict[Table, bytes] = OrderedDict()  # the items of a request for every arch in order, per table
-_ALL_ITEMS_KEPT = 8
-_all_items_lock = threading.Lock()
-
-
-def encoded_items(table: Table, space: str, keys: list[int]) -> bytes:
-    """The JSON array of ``PredictItem`` of ``keys`` (reference positions of ``space``) from ``table``, byte for byte
-    what encoding the items would give; the array of every arch in order is encoded once per table."""
-    size = len(table.latency_ms)
-    every = len(keys) == size and keys == list(range(size))
-    if every:
-        with _all_items_lock:
-            if (hit := _ALL_ITEMS.get(table)) is not None:
-                _ALL_ITEMS.move_to_end(table)
-                return hit
-    identities = identity_json(space)
-    none = f',"latency_ms":null,"std_ms":null,"source":null,"message":{json.dumps(table.reason)}}}'
-    positions = np.asarray(keys, dtype=np.int64)
-    latency, std = table.latency_ms[positions].tolist(), table.std_ms[positions].tolist()
-    parts = [_item_json(table, identities[key], key, x, s, none) for key, x, s in zip(keys, latency, std, strict=True)]
-    encoded = ("[" + ",".join(parts) + "]").encode()
-    if every:
-        with _all_items_lock:
-            _ALL_ITEMS[table] = encoded
-            while len(_ALL_ITEMS) > _ALL_ITEMS_KEPT:
-                _ALL_ITEMS.popitem(last=False)
-    return encoded

@@ -11,13 +11,14 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from latfarm.predictor.spaces import get_space
+from latfarm.services.domain.prediction_tables import item_openings
 from latfarm.services.domain.predictions import NoEstimate, conditions_of, keyed_by_position
 from latfarm.services.store.models import Device
 
 from ..auth import Principal, require
 from ..deps import get_device, read_db, request_keys
 from ..schemas import ConditionsOut, PredictRequest, RankResponse
-from .predict import arch_items, identity_json
+from .predict import arch_items
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -92,12 +93,12 @@ def _ranked_from_table(request: Request, session: Session, device: Device, space
         estimated = order[~measured[order]]
         means = service.rank_means(session, device, space, table)[positions[estimated]]
         order[~measured[order]] = estimated[np.argsort(means, kind="stable")]
-    identities = identity_json(space)
+    openings = item_openings(space)
     parts = []
     for r, n in enumerate(order.tolist()):
         if measured[n]:
             figures = f'"latency_ms":{float(latency[n])!r},"std_ms":null,"source":"measured"'
         else:
             figures = f'"latency_ms":{float(latency[n])!r},"std_ms":{float(std[n])!r},"source":"predicted"'
-        parts.append(f'{{"rank":{r + 1},{identities[keys[n]][1:]},{figures}}}')
+        parts.append(f'{{"rank":{r + 1},{openings[keys[n]][1:]},{figures}}}')
     return ("[" + ",".join(parts) + "]").encode()
