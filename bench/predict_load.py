@@ -1,16 +1,20 @@
 """REST prediction load: N concurrent clients asking a real ``latfarm serve`` for ``/v1/predict`` of 100 archs.
 
 The bench seeds one NB201 device (``--measured`` archs imported from a HELP latency file, and an active adaptation
-fitted on 10 of them), starts the server, and measures, printing one table:
+fitted on 10 of them), starts the server and prints one table:
 
-- ``all cold``: ``/v1/predict`` for all 15,625 archs sent the moment a restarted server prints its URL (its
-  start-up warm-up and table build still running), then ``all warm`` (best and worst of 5);
-- for each ``--clients`` N: N clients, each on its own connection, in a closed loop (next request when the answer
-  is in, no think time) for ``--seconds``, each request 100 random archs: requests/s, p50 / p99 / max.
+- ``/v1/predict`` for all 15,625 archs sent the moment the server prints its URL (its warm-up still running); then,
+  after a restart, the first such request once the server logged its prediction tables ready (the seconds it took
+  are shown), and 5 more (warm);
+- for each ``--clients`` N: ``/healthz`` in a closed loop (what any request costs: the floor), ``/v1/predict`` of 100
+  random archs in a closed loop (each client sends its next request when the answer is in), and paced (all clients
+  together offering ``--rate`` requests/s), each for ``--seconds``: requests/s, p50 / p99 / max, and the server
+  process's CPU time per request.
 
-Times are from sending the request to the last byte of the answer (the client's JSON decoding is not counted).
+Each client has its own connection; times run from sending a request to the last byte of its answer (no JSON
+decoding). The clients run in this process, on the same machine as the server.
 
-    .venv/bin/python bench/predict_load.py [--clients 10,50] [--seconds 10] [--db URL] [--redis URL]
+    .venv/bin/python bench/predict_load.py [--clients 10,50] [--seconds 10] [--rate 100] [--db URL] [--redis URL]
 
 ``--db postgresql+psycopg://postgres@127.0.0.1:5432/test`` creates a database ``predict_bench_<pid>`` on that
 server for the run and drops it afterwards. Without ``--db`` the server uses a SQLite file in a temporary folder.
