@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import cast
 
 import numpy as np
 from sqlalchemy import func, select
@@ -422,7 +423,8 @@ class PredictionService:
             return table
 
     def _new_table(self, session: Session, device: Device, space: str, head: Head, marks: Marks) -> Table:
-        rows, measured = self._measured_table(session, device, space)
+        rows, by_key = self._measured_table(session, device, space)
+        measured = cast("dict[int, Measured]", by_key)  # a position-keyed space's keys are positions
         size = len(get_space(space).reference_set() or ())
         predicted, reason, key = None, None, None
         try:
