@@ -26,13 +26,6 @@ def db(request: Request) -> Iterator[Session]:
         yield session
 
 
-def read_db(request: Request) -> Iterator[Session]:
-    """A read-only session for a route that only reads whatever its method (``POST /v1/predict``): on SQLite it
-    never waits for the writer."""
-    with request.app.state.read_sessions() as session:
-        yield session
-
-
 def get_device(session: Session, name: str) -> Device:
     """The device called ``name``; ``NotFound`` otherwise."""
     device = device_by_name(session, name)

@@ -20,7 +20,7 @@ from latfarm.services.domain.predictions import (
 )
 
 from ..auth import Principal, require
-from ..deps import get_device, read_db, request_keys
+from ..deps import get_device, request_keys
 from ..schemas import ConditionsOut, PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -43,7 +43,6 @@ def arch_items(session: Session, space: str, keys: Sequence, strings: list[str])
 def predict(
     body: PredictRequest,
     request: Request,
-    session: Session = Depends(read_db),
     _: Principal = Depends(require("predict")),
 ) -> Response:
     """For each arch of ``space``, in request order: its measured latency (latest stable agent measurement, else
@@ -51,6 +50,11 @@ def predict(
     there is neither. A device's agent measurements are all given in one ``statistic``: that of its latest
     measurement. Answers are for the device's conditions for the space (``conditions`` in the response): figures
     measured under others are not used. Any valid arch is predicted, not only those of a dataset."""
+    with request.app.state.read_sessions() as session:  # opened and closed in this call's thread: no extra hops
+        return _predict(session, request, body)
+
+
+def _predict(session: Session, request: Request, body: PredictRequest) -> Response:
     device = get_device(session, body.device)
     keys, strings = request_keys(body.archs, body.space)
     service = request.app.state.predictions

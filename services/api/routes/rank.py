@@ -16,7 +16,7 @@ from latfarm.services.domain.predictions import NoEstimate, conditions_of, keyed
 from latfarm.services.store.models import Device
 
 from ..auth import Principal, require
-from ..deps import get_device, read_db, request_keys
+from ..deps import get_device, request_keys
 from ..schemas import ConditionsOut, PredictRequest, RankResponse
 from .predict import arch_items
 
@@ -27,12 +27,16 @@ router = APIRouter(prefix="/v1", tags=["predict"])
 def rank(
     body: PredictRequest,
     request: Request,
-    session: Session = Depends(read_db),
     _: Principal = Depends(require("predict")),
 ) -> Response:
     """Archs of ``space`` ordered fastest first on a device: measured latencies where known, else predicted ones;
     ties and predicted-vs-predicted pairs are ordered by the pairwise (binary-relation) model. Ranked under the
     device's conditions for the space (``conditions`` in the response)."""
+    with request.app.state.read_sessions() as session:  # opened and closed in this call's thread: no extra hops
+        return _rank(session, request, body)
+
+
+def _rank(session: Session, request: Request, body: PredictRequest) -> Response:
     device = get_device(session, body.device)
     all_keys, all_strings = request_keys(body.archs, body.space)
     first: dict[int | str, int] = {k: n for n, k in reversed(list(enumerate(all_keys)))}  # each arch once, in order
