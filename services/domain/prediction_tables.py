@@ -185,8 +185,8 @@ class Table:
             self.checked_at = time.monotonic()
 
     def items_json(self, keys: list[int]) -> bytes:
-        """The JSON array of the ``PredictItem`` of each of ``keys`` (reference positions), byte for byte what
-        encoding the items one by one gives: the measured figures, else the estimates, else the ``reason``."""
+        """The JSON array of the ``PredictItem`` of each of ``keys`` (reference positions; the same values as
+        encoding each item's dict): the measured figures, else the estimates, else the ``reason``."""
         size = len(self.latency_ms)
         if len(keys) == size and keys == list(range(size)):
             return self.every_json()

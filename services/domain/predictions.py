@@ -313,13 +313,19 @@ class PredictionService:
 
     def _key_prefix(self, device: Device, space: str) -> str:
         """Device id and creation time (unique even across databases sharing one Redis), its conditions for
-        ``space``, the space's checkpoint version."""
-        head = self._head(device, space)
-        return f"pred:{head.device_id}-{head.created_us}:{head.conditions_key}:{head.version}"
+        ``space``, the space's checkpoint version (NoEstimate when the predictor cannot be loaded)."""
+        created = int(device.created_at.timestamp() * 1e6)
+        version = getattr(self.predictor(space), "version", "0")
+        return f"pred:{device.id}-{created}:{conditions_of(device).for_space(space).key}:{version}"
 
     def _head(self, device: Device, space: str) -> Head:
+        """What the device's table of ``space`` must be a table of; the version is empty while the predictor cannot
+        be loaded (that table gives the measured figures, and why there is no estimate)."""
+        try:
+            version = str(getattr(self.predictor(space), "version", "0"))
+        except NoEstimate:
+            version = ""
         created = int(device.created_at.timestamp() * 1e6)
-        version = str(getattr(self.predictor(space), "version", "0"))
         return Head(device.id, created, space, conditions_of(device).for_space(space).key, version)
 
     def predictor(self, space: str = nb201.SPACE):

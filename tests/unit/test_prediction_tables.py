@@ -209,3 +209,21 @@ def test_an_unsettled_table_rechecks_once_the_writers_in_flight_are_done():
     assert not table.needs_row_stamp(Marks(7, 0, None, 97, 99))  # a new id alone: only ids above 6 are read
     table.checked(Marks(7, 0, None, 97, 99), full=False)
     assert table.settle_after == 99
+
+
+def test_while_the_predictor_cannot_be_loaded_measured_figures_are_still_served(api):
+    add_device(api, "dev1")
+    add_measurements(api, "dev1", {10: 2.0})
+    _adapt(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+    service = api.app.state.predictions
+    loader = service.predictor_loader
+
+    def missing(space: str = nb201.SPACE):
+        raise FileNotFoundError(f"no {space} checkpoint")
+
+    service.predictor_loader = missing
+    items = _items(api, "/v1/predict", [10, 20])
+    assert (items[0]["source"], items[0]["latency_ms"], items[1]["source"]) == ("measured", 2.0, None)
+    assert "predictor is unavailable: no nb201 checkpoint" in items[1]["message"]
+    service.predictor_loader = loader  # loadable again: the next request builds a table with estimates
+    assert [i["source"] for i in _items(api, "/v1/predict", [10, 20])] == ["measured", "predicted"]
