@@ -151,18 +151,19 @@ def test_start_up_builds_tables_once_before_the_first_request(tmp_path, sqlite_u
         assert builds == ["dev1"] and len({id(t) for t in tables}) == 1
 
 
-def test_the_adapt_worker_builds_the_table_of_an_activated_adaptation(api, tmp_path):
-    from tests.unit.test_api_adapt import SAMPLES, _agent_measures
-
-    add_device(api, "dev1")
-    assert api.post("/v1/devices/dev1/adapt", json={"samples": SAMPLES}, headers=ADMIN).status_code == 202
-    _agent_measures(api, tmp_path, "dev1", np.linspace(1.0, 5.0, nb201.NUM_ARCHS))
-    service = api.app.state.predictions
-    worker = AdaptWorker(api.app.state.sessions, service.predictor_loader, on_active=service.prepare)
-    assert service._tables == {}
-    assert worker.run_once() == 1
-    (table,) = service._tables.values()
-    assert table.predicted is not None and _table(api) is table
+def test_the_adapt_worker_builds_the_table_of_an_activated_adaptation(tmp_path, sqlite_url):
+    with app_on(make_settings(tmp_path, sqlite_url)) as app, TestClient(app) as api:
+        add_device(api, "dev1")
+        add_measurements(api, "dev1", {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0})  # its sample archs, measured
+        with transaction(app.state.sessions) as session:
+            device_id = device_by_name(session, "dev1").id
+            session.add(Adaptation(device_id=device_id, samples=4, sample_archs=[1, 2, 3, 4], conditions_key=B1))
+        service = app.state.predictions
+        worker = AdaptWorker(app.state.sessions, service.predictor_loader, on_active=service.prepare)
+        assert service._tables == {}
+        assert worker.run_once() == 1
+        (table,) = service._tables.values()
+        assert table.predicted is not None and table.adaptation is not None and _table(api) is table
 
 
 def test_a_row_committed_below_a_seen_id_is_found_on_postgresql(pg_url, tmp_path):
