@@ -210,7 +210,7 @@ class Table:
             elif self.predicted is None:
                 parts.append(openings[key] + none)
             else:
-                figures = f'"latency_ms":{_number(mean)},"std_ms":{_number(spread)},"source":"predicted"}}'
+                figures = f'"latency_ms":{json_number(mean)},"std_ms":{json_number(spread)},"source":"predicted"}}'
                 parts.append(f"{openings[key]},{figures}")
         return ("[" + ",".join(parts) + "]").encode()
 
@@ -247,6 +247,7 @@ def item_openings(space: str) -> tuple[str, ...]:
     )
 
 
-def _number(value: float) -> str:
-    """A JSON number, null when not finite (as ``float.__repr__``: what ``json.dumps`` writes)."""
-    return repr(value) if math.isfinite(value) else "null"
+def json_number(value: float) -> str:
+    """A JSON number (as ``json.dumps`` writes a float: its ``repr``), null when not finite."""
+    number = float(value)
+    return repr(number) if math.isfinite(number) else "null"

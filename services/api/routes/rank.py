@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from latfarm.predictor.spaces import get_space
-from latfarm.services.domain.prediction_tables import item_openings
+from latfarm.services.domain.prediction_tables import item_openings, json_number
 from latfarm.services.domain.predictions import NoEstimate, conditions_of, keyed_by_position
 from latfarm.services.store.models import Device
 
@@ -101,8 +101,8 @@ def _ranked_from_table(request: Request, session: Session, device: Device, space
     parts = []
     for r, n in enumerate(order.tolist()):
         if measured[n]:
-            figures = f'"latency_ms":{float(latency[n])!r},"std_ms":null,"source":"measured"'
+            figures = f'"latency_ms":{json_number(latency[n])},"std_ms":null,"source":"measured"'
         else:
-            figures = f'"latency_ms":{float(latency[n])!r},"std_ms":{float(std[n])!r},"source":"predicted"'
+            figures = f'"latency_ms":{json_number(latency[n])},"std_ms":{json_number(std[n])},"source":"predicted"'
         parts.append(f'{{"rank":{r + 1},{openings[keys[n]][1:]},{figures}}}')
     return ("[" + ",".join(parts) + "]").encode()
