@@ -240,8 +240,9 @@ class PredictionService:
         log.info("prediction tables ready for %d device(s) in %.2f s", ready, time.monotonic() - start)
 
     def prepare(self) -> int:
-        """Build (or check) the tables of every device with an active adaptation of a position-keyed space under
-        its current conditions; returns how many are ready. Failures are logged, never raised."""
+        """Build (or check) the tables of the devices with an active adaptation of a position-keyed space under
+        their current conditions, the ``MEMORY_DEVICES`` activated last; returns how many are ready. Failures are
+        logged, never raised."""
         ready = 0
         try:
             with self.sessions() as session:
@@ -249,6 +250,8 @@ class PredictionService:
                     select(Device)
                     .join(Adaptation, Adaptation.device_id == Device.id)
                     .where(Adaptation.state == AdaptState.active)
+                    .order_by(Adaptation.activated_at.desc())
+                    .limit(MEMORY_DEVICES)
                 ).unique()
                 for device in devices:
                     for space in _position_keyed_spaces():
