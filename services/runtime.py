@@ -43,7 +43,7 @@ class Runtime:
         self.notifier = make_notifier(settings.redis_url, redis_outage)
         self.cache = make_cache(settings.redis_url, outage=redis_outage)
         self.artifacts = ArtifactStore(settings.artifacts_dir)
-        self.predictions = PredictionService(self.sessions, self.cache, load_default_predictor)
+        self.predictions = PredictionService(self.read_sessions, self.cache, load_default_predictor)
         self.metrics = Metrics(self.read_sessions, settings.heartbeat_interval_s)
         self.auth_guard = AuthGuard(settings.auth_failure_limit, self.metrics.registry)
         self.workers: list[PeriodicWorker] = [
@@ -53,7 +53,7 @@ class Runtime:
                 lease_seconds=settings.lease_seconds,
                 max_attempts=settings.max_attempts,
             ),
-            AdaptWorker(self.sessions, self.predictions.predictor_loader),
+            AdaptWorker(self.sessions, self.predictions.predictor_loader, on_active=self.predictions.prepare),
             ExportWorker(self.sessions, self.read_sessions, self.artifacts, settings.export_poll_s),
         ]
 

@@ -3,10 +3,12 @@
 A device has one model per space: its active adaptation of that space, else (with enough measured archs) a model
 adapted on the fly from its measurements; each space's pretrained predictor is loaded on first use. An arch is
 keyed by its reference position in a space that enumerates all its archs (NB201: the official index), else by
-its canonical string. For a position-keyed space the predictions for every arch are computed once per model
-and kept in the cache (Redis when configured), so later requests only index into them; other spaces' archs are
-predicted per request. A device's measured latencies are kept in memory too, keyed by (conditions key, row count,
-last row id), so a request for thousands of archs does not re-read them.
+its canonical string (FBNet). For a position-keyed space a device's answers for every arch (measured figures over
+the model's estimates) are kept as a ``prediction_tables.Table``: built once (ahead of requests at start-up and when
+an adaptation activates, else by the first request, under a lock), checked by one cheap query per request, and
+indexed; the estimates are also kept in the cache (Redis when configured, shared by replicas). Other spaces' archs
+are predicted per request, their measured latencies kept in memory keyed by (conditions key, row count, last row
+id, sum of row ids).
 
 Conditions are never mixed: a device's measured figures of a space are only its rows measured under its own
 conditions for that space (``conditions_of(device).for_space(space)``: its batch size and precision, the reference
@@ -17,23 +19,36 @@ key names those conditions.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import cast
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.predictor import nb201
-from latfarm.predictor.spaces import get_space
+from latfarm.predictor.spaces import SPACES, get_space
 from latfarm.services.core.errors import FailedPrecondition
 from latfarm.services.domain.conditions import Conditions, device_conditions, space_of
 from latfarm.services.domain.outliers import robust_adapt
+from latfarm.services.domain.prediction_tables import (
+    Head,
+    Marks,
+    RowStamp,
+    Table,
+    merged,
+    read_marks,
+    row_stamp,
+    rows_after,
+)
 from latfarm.services.store.crud import active_adaptation
-from latfarm.services.store.models import Adaptation, Arch, Device, Measurement, Source, usable
+from latfarm.services.store.models import Adaptation, AdaptState, Arch, Device, Measurement, Source, usable
 
 log = logging.getLogger(__name__)
 MIN_ARCHS_ON_THE_FLY = 5  # measured archs a device needs before it gets an on-the-fly model
@@ -92,6 +107,16 @@ class Measured:
     origin: str  # "agent", or the dataset it was imported from
     unstable: bool = False  # an agent measurement whose repeatability check failed
     statistic: str | None = None  # agent measurements: "min" or "median"
+
+    def item_fields(self) -> dict:
+        """The fields of a ``PredictItem`` this measurement gives (std null when not known)."""
+        std = self.std_ms if self.std_ms is not None and math.isfinite(self.std_ms) else None
+        fields = {"latency_ms": self.latency_ms, "std_ms": std, "source": "measured", "origin": self.origin}
+        if self.statistic:
+            fields["statistic"] = self.statistic
+        if self.unstable:
+            fields["unstable"] = True
+        return fields
 
 
 def conditions_of(device: Device) -> Conditions:
@@ -177,26 +202,57 @@ def load_default_predictor(space: str = nb201.SPACE):
 
 
 class PredictionService:
-    """Measured latencies, device models per space and their predictions (cached tables for position-keyed
-    spaces)."""
+    """Measured latencies, device models per space, their predictions, and per-device tables of every arch of a
+    position-keyed space (``prediction_tables``)."""
 
     def __init__(self, sessions: sessionmaker[Session], cache, predictor_loader: Callable[..., object]) -> None:
-        """Read through ``sessions``, cache predictions in ``cache``; ``predictor_loader(space)`` gives a space's
-        pretrained predictor on first use (no argument: NB201's)."""
+        """``sessions``: read-only sessions (``prepare`` reads through them); cache predictions in ``cache``;
+        ``predictor_loader(space)`` gives a space's pretrained predictor on first use (no argument: NB201's)."""
         self.sessions = sessions
         self.cache = cache
         self.predictor_loader = predictor_loader
-        self._measured: OrderedDict[tuple[int, str], tuple[tuple, dict[ArchKey, Measured]]] = OrderedDict()
+        self._measured: OrderedDict[tuple[int, str], tuple[RowStamp, dict[ArchKey, Measured]]] = OrderedDict()
         self._models: OrderedDict[tuple[int, str], tuple[str, object]] = OrderedDict()  # (device, space): (key, model)
-        self._lock = threading.Lock()  # guards the two memory tables
+        self._tables: OrderedDict[tuple[int, str], Table] = OrderedDict()
+        self._lock = threading.Lock()  # guards the memory tables
         self._fit_lock = threading.Lock()  # one fit at a time, even under concurrent cold requests
+        self._load_lock = threading.Lock()  # one predictor load at a time
+        self._table_locks: dict[tuple[int, str], threading.Lock] = {}  # one build or check per (device, space)
 
     def warm(self) -> None:
-        """Load NB201's predictor now (server start) so the first request does not pay for it."""
+        """Load NB201's predictor and build the tables of devices with an active adaptation (server start, in the
+        background: a request that comes first builds its table itself)."""
+        start = time.monotonic()
         try:
-            self.predictor_loader()
-        except Exception:  # noqa: BLE001 - predictions then fail with a message; the server still runs
-            log.exception("could not load the latency predictor")
+            self.predictor()
+        except NoEstimate:  # predictions then fail with a message; the server still runs
+            return
+        ready = self.prepare()
+        log.info("prediction tables ready for %d device(s) in %.2f s", ready, time.monotonic() - start)
+
+    def prepare(self) -> int:
+        """Build (or check) the tables of the devices with an active adaptation of a position-keyed space under
+        their current conditions, the ``MEMORY_DEVICES`` activated last; returns how many are ready. Failures are
+        logged, never raised."""
+        ready = 0
+        try:
+            with self.sessions() as session:
+                devices = session.scalars(
+                    select(Device)
+                    .join(Adaptation, Adaptation.device_id == Device.id)
+                    .where(Adaptation.state == AdaptState.active)
+                    .order_by(Adaptation.activated_at.desc())
+                    .limit(MEMORY_DEVICES)
+                ).unique()
+                for device in devices:
+                    for space in _position_keyed_spaces():
+                        key = conditions_of(device).for_space(space).key
+                        if active_adaptation(session, device, key) is not None:
+                            self.table(session, device, space).every_json()  # encoded before it is asked for
+                            ready += 1
+        except Exception:  # noqa: BLE001 - the first request builds what failed here, and reports why
+            log.exception("could not build the prediction tables")
+        return ready
 
     # --- measurements ----------------------------------------------------------------------------------------
     def measured(
@@ -208,21 +264,15 @@ class PredictionService:
             return measured_latencies(session, device.id, conditions_of(device).for_space(space).key, indices)
         return self._measured_table(session, device, space)[1]
 
-    def _measured_table(self, session: Session, device: Device, space: str) -> tuple[tuple, dict[ArchKey, Measured]]:
-        """(stamp, table): ``stamp`` = (conditions key, row count, last row id, sum of row ids) of the usable rows the
-        table was read from (the sum changes when a row is quarantined or released)."""
-        key = conditions_of(device).for_space(space).key
-        count, last_id, id_sum = session.execute(
-            select(func.count(Measurement.id), func.max(Measurement.id), func.sum(Measurement.id)).where(
-                Measurement.device_id == device.id, Measurement.conditions_key == key, usable()
-            )
-        ).one()
-        stamp = (key, count, last_id, id_sum)
+    def _measured_table(self, session: Session, device: Device, space: str) -> tuple[RowStamp, dict[ArchKey, Measured]]:
+        """(stamp, table): the table read after its ``row_stamp`` (a row committed in between only makes the stamp
+        look older)."""
+        stamp = row_stamp(session, device.id, conditions_of(device).for_space(space).key)
         with self._lock:
             hit = self._measured.get((device.id, space))
         if hit is not None and hit[0] == stamp:
             return hit
-        table = measured_latencies(session, device.id, key)
+        table = measured_latencies(session, device.id, stamp[0])
         with self._lock:
             _remember(self._measured, (device.id, space), (stamp, table))
         return stamp, table
@@ -233,31 +283,50 @@ class PredictionService:
 
         Raises NoEstimate when the device has neither an active adaptation nor enough measured archs of ``space``.
         """
-        conditions = conditions_of(device).for_space(space)
-        active = active_adaptation(session, device, conditions.key)
+        active = active_adaptation(session, device, conditions_of(device).for_space(space).key)
         if active is not None:
-            return f"{self._key_prefix(device, space)}:adapt-{active.id}", active
-        (_key, count, last_id, id_sum), table = self._measured_table(session, device, space)
-        archs = len(table)
+            return self._adapted_key(device, space, active.id), active
+        stamp, table = self._measured_table(session, device, space)
+        return self._fly_key(device, space, stamp, len(table)), None
+
+    def _adapted_key(self, device: Device, space: str, adaptation_id: str) -> str:
+        return f"{self._key_prefix(device, space)}:adapt-{adaptation_id}"
+
+    def _fly_key(self, device: Device, space: str, stamp: RowStamp, archs: int) -> str:
+        """The key of the on-the-fly model of the rows ``stamp`` names (``archs`` of them measured); NoEstimate when
+        too few."""
         if archs < MIN_ARCHS_ON_THE_FLY:  # checked before loading the predictor
+            conditions = stamp[0]
             raise NoEstimate(
                 f"no estimate for device {device.name!r} yet: it has {archs} measured {space} arch(s) under its "
-                f"conditions {conditions.key}; an estimate needs {MIN_ARCHS_ON_THE_FLY}, or an adapted "
+                f"conditions {conditions}; an estimate needs {MIN_ARCHS_ON_THE_FLY}, or an adapted "
                 f"{space} predictor (POST /v1/devices/{device.name}/adapt)"
             )
-        return f"{self._key_prefix(device, space)}:fly-{count}-{last_id}-{id_sum}", None
+        _key, count, last_id, id_sum = stamp
+        return f"{self._key_prefix(device, space)}:fly-{count}-{last_id}-{id_sum}"
 
     def _key_prefix(self, device: Device, space: str) -> str:
         """Device id and creation time (unique even across databases sharing one Redis), its conditions for
-        ``space``, the space's checkpoint version."""
+        ``space``, the space's checkpoint version (NoEstimate when the predictor cannot be loaded)."""
         created = int(device.created_at.timestamp() * 1e6)
         version = getattr(self.predictor(space), "version", "0")
         return f"pred:{device.id}-{created}:{conditions_of(device).for_space(space).key}:{version}"
 
+    def _head(self, device: Device, space: str) -> Head:
+        """What the device's table of ``space`` must be a table of; the version is empty while the predictor cannot
+        be loaded (that table gives the measured figures, and why there is no estimate)."""
+        try:
+            version = str(getattr(self.predictor(space), "version", "0"))
+        except NoEstimate:
+            version = ""
+        created = int(device.created_at.timestamp() * 1e6)
+        return Head(device.id, created, space, conditions_of(device).for_space(space).key, version)
+
     def predictor(self, space: str = nb201.SPACE):
         """The pretrained predictor of ``space``; NoEstimate (with the reason) when it cannot be loaded."""
         try:
-            return self.predictor_loader(space)
+            with self._load_lock:
+                return self.predictor_loader(space)
         except Exception as err:  # noqa: BLE001
             log.exception("could not load the %s latency predictor", space)
             raise NoEstimate(f"the {space} latency predictor is unavailable: {err}") from err
@@ -298,24 +367,100 @@ class PredictionService:
     def predict(
         self, session: Session, device: Device, indices: Sequence[ArchKey], space: str = nb201.SPACE
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(mean_ms, std_ms) for arch keys of ``space``; raises NoEstimate (with a message) when none is
-        possible."""
-        key, active = self._model_key(session, device, space)
-        model = self._model(session, device, space, key, active) if not keyed_by_position(space) else None
-        if model is not None:
-            return model.predict(fit_archs(model.predictor, indices))
+        """(mean_ms, std_ms) for arch keys of ``space`` (positions index the device's ``table``); raises NoEstimate
+        (with a message) when none is possible."""
+        if keyed_by_position(space):
+            predicted = estimates(self.table(session, device, space))
+            positions = np.asarray(indices, dtype=np.int64)
+            return predicted[0, positions].astype(np.float64), predicted[1, positions].astype(np.float64)
+        model = self._model(session, device, space, *self._model_key(session, device, space))
+        return model.predict(fit_archs(model.predictor, indices))
+
+    def _estimates(self, session: Session, device: Device, space: str, key: str, active: Adaptation | None):
+        """The model's (mean, std) of every reference arch of position-keyed ``space`` as a 2 x size float32 array,
+        from the cache when there (no fit), else computed and cached."""
         size = len(get_space(space).reference_set() or ())
         blob = self.cache.get(key)
-        if blob is None:
-            mean, std = self._model(session, device, space, key, active).predict(None)
-            table = np.stack([np.asarray(mean, np.float32), np.asarray(std, np.float32)])
-            if table.shape != (2, size):
-                raise NoEstimate(f"the predictor returned {table.shape[1]} estimates, expected {size}")
-            self.cache.set(key, table.tobytes(), CACHE_TTL_S)
-        else:
-            table = np.frombuffer(blob, dtype=np.float32).reshape(2, size)
-        positions = np.asarray(indices, dtype=np.int64)
-        return table[0, positions].astype(np.float64), table[1, positions].astype(np.float64)
+        if blob is not None:
+            return np.frombuffer(blob, dtype=np.float32).reshape(2, size)
+        mean, std = self._model(session, device, space, key, active).predict(None)
+        table = np.stack([np.asarray(mean, np.float32), np.asarray(std, np.float32)])
+        if table.shape != (2, size):
+            raise NoEstimate(f"the predictor returned {table.shape[1]} estimates, expected {size}")
+        self.cache.set(key, table.tobytes(), CACHE_TTL_S)
+        return table
+
+    # --- tables of every arch --------------------------------------------------------------------------------
+    def table(self, session: Session, device: Device, space: str = nb201.SPACE) -> Table:
+        """The device's ``Table`` of position-keyed ``space``, current as of this call: one ``read_marks`` query
+        when nothing changed, else a check of the device's rows, else a rebuild (once, under a lock, whoever asks
+        first: a request or ``prepare``)."""
+        head = self._head(device, space)
+        marks = read_marks(session, device.id, head.conditions_key)
+        with self._lock:
+            table = self._tables.get((device.id, space))
+            lock = self._table_locks.setdefault((device.id, space), threading.Lock())
+        if table is not None and table.current(head, marks):
+            return table
+        with lock:
+            marks = read_marks(session, device.id, head.conditions_key)  # another caller may have refreshed it
+            with self._lock:
+                table = self._tables.get((device.id, space))
+            if table is not None and table.current(head, marks):
+                return table
+            if table is not None and head == table.head and marks.adaptation == table.adaptation:
+                full = table.needs_row_stamp(marks)
+                if full:
+                    unchanged = row_stamp(session, device.id, head.conditions_key) == table.rows
+                else:
+                    unchanged = not rows_after(session, device.id, head.conditions_key, table.marks.last_measurement)
+                if unchanged:
+                    table.checked(marks, full)
+                    return table
+            table = self._new_table(session, device, space, head, marks)
+            with self._lock:
+                _remember(self._tables, (device.id, space), table)
+            return table
+
+    def _new_table(self, session: Session, device: Device, space: str, head: Head, marks: Marks) -> Table:
+        rows, by_key = self._measured_table(session, device, space)
+        measured = cast("dict[int, Measured]", by_key)  # a position-keyed space's keys are positions
+        size = len(get_space(space).reference_set() or ())
+        predicted, reason, key = None, None, None
+        try:
+            if marks.adaptation is not None:
+                key = self._adapted_key(device, space, marks.adaptation)
+                active = session.get(Adaptation, marks.adaptation)
+            else:
+                key, active = self._fly_key(device, space, rows, len(measured)), None
+            predicted = self._estimates(session, device, space, key, active)
+        except NoEstimate as err:
+            reason = str(err)
+        latency, std = merged(size, measured, predicted)
+        settle = marks.in_flight
+        return Table(head, marks.adaptation, rows, measured, predicted, reason, key, latency, std, marks, settle)
+
+    def rank_means(self, session: Session, device: Device, space: str, table: Table) -> np.ndarray:
+        """The model's float64 mean of every arch of ``table`` (what ``DeviceModel.rank`` orders by), computed once
+        per table; NoEstimate when the table has no model."""
+        if table.rank_mean is None:
+            estimates(table)
+            assert table.model_key is not None
+            active = session.get(Adaptation, table.adaptation) if table.adaptation is not None else None
+            model = self._model(session, device, space, table.model_key, active)
+            table.rank_mean = np.asarray(model.predict(None)[0], dtype=np.float64)
+        return table.rank_mean
+
+
+def estimates(table: Table) -> np.ndarray:
+    """The table's model estimates (2 x size float32: mean, std ms); NoEstimate with its reason when none."""
+    if table.predicted is None:
+        raise NoEstimate(table.reason or "no estimate")
+    return table.predicted
+
+
+def _position_keyed_spaces() -> list[str]:
+    return [name for name in SPACES if keyed_by_position(name)]
 
 
 def _remember(store: OrderedDict, key, value) -> None:

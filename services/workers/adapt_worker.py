@@ -12,15 +12,23 @@ from latfarm.services.workers.periodic import PeriodicWorker
 
 class AdaptWorker(PeriodicWorker):
     """Advances adaptations every ``interval_s`` seconds, each with its space's predictor from
-    ``predictor_loader(space)``."""
+    ``predictor_loader(space)``, and calls ``on_active`` after a pass that activated any (the prediction service
+    builds their tables then, before the first request asks)."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], predictor_loader: Callable[[str], object], interval_s: float = 1.0
+        self,
+        sessions: sessionmaker[Session],
+        predictor_loader: Callable[[str], object],
+        interval_s: float = 1.0,
+        on_active: Callable[[], object] | None = None,
     ) -> None:
         """Advance through ``sessions`` every ``interval_s`` seconds."""
         super().__init__("adapt-worker", interval_s)
-        self.sessions, self.predictor_loader = sessions, predictor_loader
+        self.sessions, self.predictor_loader, self.on_active = sessions, predictor_loader, on_active
 
     def run_once(self) -> int:
         """One pass over the waiting adaptations; returns how many became active."""
-        return advance_all(self.sessions, self.predictor_loader)
+        activated = advance_all(self.sessions, self.predictor_loader)
+        if activated and self.on_active is not None:
+            self.on_active()
+        return activated

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from typing import cast
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import get_space
-from latfarm.services.domain.predictions import NoEstimate, conditions_of
+from latfarm.services.domain.predictions import NoEstimate, conditions_of, keyed_by_position
 
 from ..auth import Principal, require
-from ..deps import get_device, read_db, request_keys
+from ..deps import get_device, request_keys
 from ..schemas import ConditionsOut, PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -37,17 +39,27 @@ def arch_items(space: str, keys: Sequence, strings: list[str]) -> list[dict]:
 def predict(
     body: PredictRequest,
     request: Request,
-    session: Session = Depends(read_db),
     _: Principal = Depends(require("predict")),
-) -> JSONResponse:
+) -> Response:
     """For each arch of ``space``, in request order: its measured latency (latest stable agent measurement, else
     imported), else the device's predictor estimate for that space; ``latency_ms`` is null with a ``message`` when
     there is neither. A device's agent measurements are all given in one ``statistic``: that of its latest
     measurement. Answers are for the device's conditions for the space (``conditions`` in the response): figures
     measured under others are not used. Any valid arch is predicted, not only those of a dataset."""
+    with request.app.state.read_sessions() as session:  # opened and closed in this call's thread: no extra hops
+        return _predict(session, request, body)
+
+
+def _predict(session: Session, request: Request, body: PredictRequest) -> Response:
     device = get_device(session, body.device)
     keys, strings = request_keys(body.archs, body.space)
     service = request.app.state.predictions
+    conditions = ConditionsOut.of(conditions_of(device).for_space(body.space)).model_dump()
+    if keyed_by_position(body.space):
+        table = service.table(session, device, body.space)
+        encoded = table.items_json(cast("list[int]", keys))
+        head = json.dumps({"device": device.name, "space": body.space, "conditions": conditions})
+        return Response(head[:-1].encode() + b',"items":' + encoded + b"}", media_type="application/json")
     measured = service.measured(session, device, keys, body.space)
     missing = [k for k in keys if k not in measured]
     estimates, reason = None, None
@@ -60,17 +72,11 @@ def predict(
     items = []
     for key, item in zip(keys, arch_items(body.space, keys, strings), strict=True):
         if (hit := measured.get(key)) is not None:
-            item |= {"latency_ms": hit.latency_ms, "std_ms": _number(hit.std_ms), "source": "measured"}
-            item["origin"] = hit.origin
-            if hit.statistic:
-                item["statistic"] = hit.statistic
-            if hit.unstable:
-                item["unstable"] = True
+            item |= hit.item_fields()
         elif key in predicted:
             mean, std = predicted[key]
             item |= {"latency_ms": _number(mean), "std_ms": _number(std), "source": "predicted"}
         else:
             item |= {"latency_ms": None, "std_ms": None, "source": None, "message": reason}
         items.append(item)
-    conditions = ConditionsOut.of(conditions_of(device).for_space(body.space)).model_dump()
     return JSONResponse({"device": device.name, "space": body.space, "conditions": conditions, "items": items})

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from typing import cast
+
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from latfarm.predictor.spaces import get_space
-from latfarm.services.domain.predictions import NoEstimate, conditions_of
+from latfarm.services.domain.prediction_tables import item_openings, json_number
+from latfarm.services.domain.predictions import NoEstimate, conditions_of, keyed_by_position
+from latfarm.services.store.models import Device
 
 from ..auth import Principal, require
-from ..deps import get_device, read_db, request_keys
+from ..deps import get_device, request_keys
 from ..schemas import ConditionsOut, PredictRequest, RankResponse
 from .predict import arch_items
 
@@ -22,17 +27,26 @@ router = APIRouter(prefix="/v1", tags=["predict"])
 def rank(
     body: PredictRequest,
     request: Request,
-    session: Session = Depends(read_db),
     _: Principal = Depends(require("predict")),
-) -> JSONResponse:
+) -> Response:
     """Archs of ``space`` ordered fastest first on a device: measured latencies where known, else predicted ones;
     ties and predicted-vs-predicted pairs are ordered by the pairwise (binary-relation) model. Ranked under the
     device's conditions for the space (``conditions`` in the response)."""
+    with request.app.state.read_sessions() as session:  # opened and closed in this call's thread: no extra hops
+        return _rank(session, request, body)
+
+
+def _rank(session: Session, request: Request, body: PredictRequest) -> Response:
     device = get_device(session, body.device)
     all_keys, all_strings = request_keys(body.archs, body.space)
     first: dict[int | str, int] = {k: n for n, k in reversed(list(enumerate(all_keys)))}  # each arch once, in order
     keys = list(first)
     strings = [all_strings[first[k]] for k in keys]
+    conditions = ConditionsOut.of(conditions_of(device).for_space(body.space)).model_dump()
+    head = {"device": device.name, "space": body.space, "conditions": conditions}
+    if keyed_by_position(body.space):
+        ranked = _ranked_from_table(request, session, device, body.space, cast("list[int]", keys))
+        return Response(json.dumps(head)[:-1].encode() + b',"items":' + ranked + b"}", media_type="application/json")
     service = request.app.state.predictions
     measured = service.measured(session, device, keys, body.space)
     try:
@@ -65,5 +79,30 @@ def rank(
         }
         for r, n in enumerate(order)
     ]
-    conditions = ConditionsOut.of(conditions_of(device).for_space(body.space)).model_dump()
-    return JSONResponse({"device": device.name, "space": body.space, "conditions": conditions, "items": items})
+    return JSONResponse(head | {"items": items})
+
+
+def _ranked_from_table(request: Request, session: Session, device: Device, space: str, keys: list[int]) -> bytes:
+    """The ranked items of distinct reference positions ``keys`` as a JSON array, from the device's table: by
+    latency (measured, else estimated), the estimated archs among themselves in the model's order."""
+    service = request.app.state.predictions
+    table = service.table(session, device, space)
+    positions = np.asarray(keys, dtype=np.int64)
+    measured = np.fromiter((k in table.measured for k in keys), dtype=bool, count=len(keys))
+    if table.predicted is None and not measured.all():
+        raise NoEstimate(table.reason or "no estimate")
+    latency, std = table.latency_ms[positions], table.std_ms[positions]
+    order = np.argsort(latency, kind="stable")
+    if table.predicted is not None:  # the model's order among the estimated archs (``DeviceModel.rank``)
+        estimated = order[~measured[order]]
+        means = service.rank_means(session, device, space, table)[positions[estimated]]
+        order[~measured[order]] = estimated[np.argsort(means, kind="stable")]
+    openings = item_openings(space)
+    parts = []
+    for r, n in enumerate(order.tolist()):
+        if measured[n]:
+            figures = f'"latency_ms":{json_number(latency[n])},"std_ms":null,"source":"measured"'
+        else:
+            figures = f'"latency_ms":{json_number(latency[n])},"std_ms":{json_number(std[n])},"source":"predicted"'
+        parts.append(f'{{"rank":{r + 1},{openings[keys[n]][1:]},{figures}}}')
+    return ("[" + ",".join(parts) + "]").encode()

@@ -1,0 +1,272 @@
+"""REST prediction load: N concurrent clients asking a real ``latfarm serve`` for ``/v1/predict`` of 100 archs.
+
+The bench seeds one NB201 device (``--measured`` archs imported from a HELP latency file, and an active adaptation
+fitted on 10 of them), starts the server and prints one table:
+
+- ``/v1/predict`` for all 15,625 archs sent the moment the server prints its URL (its warm-up still running); then,
+  after a restart, the first such request once the server logged its prediction tables ready (the seconds it took
+  are shown), and 5 more (warm);
+- for each ``--clients`` N: ``/healthz`` in a closed loop (what any request costs: the floor), ``/v1/predict`` of 100
+  random archs in a closed loop (each client sends its next request when the answer is in), and paced (all clients
+  together offering ``--rate`` requests/s), each for ``--seconds``: requests/s, p50 / p99 / max, and the server
+  process's CPU time per request.
+
+Each client has its own connection; times run from sending a request to the last byte of its answer (no JSON
+decoding). The clients run in this process, on the same machine as the server.
+
+    .venv/bin/python bench/predict_load.py [--clients 10,50] [--seconds 10] [--rate 100] [--db URL] [--redis URL]
+
+``--db postgresql+psycopg://postgres@127.0.0.1:5432/test`` creates a database ``predict_bench_<pid>`` on that
+server for the run and drops it afterwards. Without ``--db`` the server uses a SQLite file in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+HELP_DIR = ROOT.parent / "shared" / "datasets" / "help-nb201"
+ADMIN_KEY = "lf_admin_predict-bench"
+DEVICE = "bench-pixel3"
+REST_LINE = re.compile(r"latfarm REST\s+(http://\S+)")
+ARCHS_PER_REQUEST = 100
+NUM_ARCHS = 15625
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def _seed(url: str, help_dir: Path, measured: int) -> None:
+    """One device with ``measured`` imported HELP pixel3 latencies and an active adaptation fitted on 10."""
+    import numpy as np
+    import torch
+
+    from latfarm.predictor import nb201
+    from latfarm.predictor.model import Predictor
+    from latfarm.services.domain.conditions import Conditions
+    from latfarm.services.store.crud import ensure_archs
+    from latfarm.services.store.db import make_engine, make_sessionmaker, transaction
+    from latfarm.services.store.models import Adaptation, AdaptState, Device, Measurement, Source, utcnow
+
+    latency = torch.load(help_dir / "latency" / "pixel3.pt")
+    chosen = [int(i) for i in np.random.default_rng(0).choice(NUM_ARCHS, measured, replace=False)]
+    strings = {i: nb201.to_string(nb201.from_official_index(i)) for i in chosen}
+    conditions = Conditions()
+    predictor = Predictor.load()
+    model = predictor.adapt(chosen[:10], [float(latency[i]) for i in chosen[:10]])
+    engine = make_engine(url)
+    with transaction(make_sessionmaker(engine)) as session:
+        device = Device(name=DEVICE)
+        session.add(device)
+        session.flush()
+        ids = ensure_archs(session, list(strings.values()))
+        session.add_all(
+            Measurement(
+                device_id=device.id,
+                arch_id=ids[strings[i]],
+                source=Source.imported,
+                dataset="help-nb201",
+                latency_ms=float(latency[i]),
+                median_ms=float(latency[i]),
+                conditions=conditions.to_dict(),
+                conditions_key=conditions.key,
+            )
+            for i in chosen
+        )
+        session.add(
+            Adaptation(
+                device_id=device.id,
+                state=AdaptState.active,
+                samples=10,
+                sample_archs=chosen[:10],
+                checkpoint=predictor.version,
+                params=model.to_state(),
+                conditions_key=conditions.key,
+                activated_at=utcnow(),
+            )
+        )
+    engine.dispose()
+
+
+def _start_server(url: str, redis: str | None, data_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    latfarm = str(Path(sys.executable).with_name("latfarm"))
+    command = [latfarm, "serve", "--db", url, "--data-dir", str(data_dir), "--http-port", "0", "--grpc-port", "0"]
+    if redis:
+        command += ["--redis", redis]
+    env = os.environ | {"LATFARM_ADMIN_KEY": ADMIN_KEY}
+    log = log_path.open("a")
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True, env=env)
+    assert server.stdout is not None
+    for line in server.stdout:
+        if match := REST_LINE.search(line):
+            drain = threading.Thread(target=log.writelines, args=(server.stdout,), daemon=True)
+            drain.start()  # uvicorn's access log goes to stdout: a full pipe would stall the server
+            return server, match.group(1)
+    raise SystemExit(f"latfarm serve exited ({server.wait()}); see {log_path}")
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(30)
+
+
+async def _call(client, path: str, archs: list[int] | None) -> float:
+    """Seconds one request takes: POST ``archs`` to ``path``, or GET ``path`` when None."""
+    start = time.perf_counter()
+    if archs is None:
+        response = await client.get(path)
+    else:
+        response = await client.post(path, json={"device": DEVICE, "archs": archs})
+    elapsed = time.perf_counter() - start
+    if response.status_code != 200:
+        raise SystemExit(f"{path} answered {response.status_code}: {response.text[:300]}")
+    return elapsed
+
+
+def _client(base: str):
+    import httpx
+
+    return httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60)
+
+
+async def _all_archs(base: str, times: int) -> list[float]:
+    async with _client(base) as client:
+        return [await _call(client, "/v1/predict", list(range(NUM_ARCHS))) for _ in range(times)]
+
+
+async def _load(base: str, path: str, clients: int, seconds: float, rate: float | None) -> tuple[list[float], float]:
+    """``clients`` clients for ``seconds``, in a closed loop (``rate`` None) or together offering ``rate``
+    requests/s (each at a steady pace, phases spread; a late answer delays that client's next request): (latencies
+    in s, wall time). POSTs 100 random archs, except to ``/healthz``."""
+    latencies: list[float] = []
+    start = time.perf_counter()
+    stop_at = start + seconds
+
+    async def one(seed: int) -> None:
+        rng = random.Random(seed)
+        interval = 0.0 if rate is None else clients / rate
+        next_at = time.perf_counter() + rng.random() * interval
+        async with _client(base) as client:
+            while (now := time.perf_counter()) < stop_at:
+                await asyncio.sleep(max(0.0, next_at - now))
+                archs = None if path == "/healthz" else rng.sample(range(NUM_ARCHS), ARCHS_PER_REQUEST)
+                latencies.append(await _call(client, path, archs))
+                next_at += interval
+
+    await asyncio.gather(*(one(n) for n in range(clients)))
+    return latencies, time.perf_counter() - start
+
+
+def _wait_for_tables(log_path: Path, timeout_s: float) -> str:
+    """How long the server took to log its prediction tables ready (``+N s``), or how long was waited for it."""
+    start = time.perf_counter()
+    while "prediction tables ready" not in log_path.read_text():
+        if time.perf_counter() - start > timeout_s:
+            return f"not logged in {timeout_s:.0f} s"
+        time.sleep(0.05)
+    return f"+{time.perf_counter() - start:.1f} s"
+
+
+def _create_pg(url: str) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"predict_bench_{os.getpid()}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg(url: str, bench_url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(bench_url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", default="10,50", help="comma-separated client counts")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each load step")
+    parser.add_argument("--rate", type=float, default=100.0, help="requests/s all clients offer in the paced steps")
+    parser.add_argument("--measured", type=int, default=200, help="imported measurements of the device")
+    parser.add_argument("--help-dir", type=Path, default=HELP_DIR, help="HELP NB201 folder (latency/pixel3.pt)")
+    parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for the tables log line")
+    parser.add_argument("--db", help="SQLAlchemy URL of a PostgreSQL server (a database is created on it)")
+    parser.add_argument("--redis", help="Redis URL for the server")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = _create_pg(args.db) if args.db else f"sqlite:///{Path(tmp) / 'bench.db'}"
+        try:
+            subprocess.run([str(Path(sys.executable).with_name("latfarm")), "migrate", "--db", url], check=True)
+            _seed(url, args.help_dir, args.measured)
+            data_dir, log_path = Path(tmp) / "data", Path(tmp) / "serve.log"
+            server, base = _start_server(url, args.redis, data_dir, log_path)
+            try:
+                (at_start,) = asyncio.run(_all_archs(base, 1))  # sent while the warm-up runs
+            finally:
+                _stop(server)
+            log_path.write_text("")
+            server, base = _start_server(url, args.redis, data_dir, log_path)
+            try:
+                ready = _wait_for_tables(log_path, args.ready_timeout)
+                (cold,) = asyncio.run(_all_archs(base, 1))
+                warm = asyncio.run(_all_archs(base, 5))
+                rows = [
+                    ("all 15,625, sent as the server starts", 1, "", at_start, at_start, at_start),
+                    (f"all 15,625, first after restart ({ready})", 1, "", cold, cold, cold),
+                    ("all 15,625, warm (5 requests)", 1, "", min(warm), _quantile(warm, 0.99), max(warm)),
+                ]
+                steps = [("/healthz", None), ("/v1/predict", None), ("/v1/predict", args.rate)]
+                for clients, (path, rate) in ((int(n), step) for n in args.clients.split(",") for step in steps):
+                    cpu = _cpu_s(server.pid)
+                    latencies, wall = asyncio.run(_load(base, path, clients, args.seconds, rate))
+                    cpu_ms = (_cpu_s(server.pid) - cpu) * 1000 / len(latencies)
+                    what = "/healthz (floor)" if path == "/healthz" else "100 archs"
+                    pace = "closed loop" if rate is None else f"{rate:.0f}/s offered"
+                    name = f"{what}, {pace}, {cpu_ms:.1f} ms CPU"
+                    p50, p99 = _quantile(latencies, 0.5), _quantile(latencies, 0.99)
+                    rows.append((name, clients, f"{len(latencies) / wall:.0f}", p50, p99, max(latencies)))
+            finally:
+                _stop(server)
+        finally:
+            if args.db:
+                _drop_pg(args.db, url)
+    backend = "PostgreSQL" if args.db else "SQLite"
+    print(f"\n/v1/predict on {backend}{' + Redis' if args.redis else ''} ({args.measured} measured archs, adapted)")
+    print(f"| {'request (server CPU per request)':46} | clients | req/s | p50 (ms) | p99 (ms) | max (ms) |")
+    print(f"|{'-' * 48}|---------|-------|----------|----------|----------|")
+    for name, clients, rate, *seconds in rows:
+        p50, p99, top = (f"{s * 1000:.1f}" for s in seconds)
+        print(f"| {name:46} | {clients:>7} | {rate:>5} | {p50:>8} | {p99:>8} | {top:>8} |")
+
+
+if __name__ == "__main__":
+    main()

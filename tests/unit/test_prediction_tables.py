@@ -1,0 +1,230 @@
+"""Per-device prediction tables behind ``/v1/predict`` and ``/v1/rank``: the same answers as the device's model and
+measurements, rebuilt when those change (and only then), built ahead of the first request, once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from latfarm.predictor import nb201
+from latfarm.predictor.model import Predictor
+from latfarm.services.api.schemas import PredictResponse, RankResponse
+from latfarm.services.domain import review
+from latfarm.services.domain.conditions import Conditions
+from latfarm.services.domain.prediction_tables import RECHECK_S, Head, Marks, Table
+from latfarm.services.domain.predictions import PredictionService
+from latfarm.services.store.crud import device_by_name
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Adaptation, AdaptState, Measurement, Source, utcnow
+from latfarm.services.workers.adapt_worker import AdaptWorker
+from tests.api_support import ADMIN, add_device, add_measurements, app_on, arch, make_settings
+
+B1 = Conditions().key
+MEASURED = {7: 3.25, 4242: 9.5, 15000: 1.75}
+
+
+def _adapt(sessions, device: str, latencies: list[float]):
+    """Activate an adaptation of ``device`` fitted on archs 1..4 (superseding the active one); returns its model."""
+    predictor = Predictor.load()
+    model = predictor.adapt([1, 2, 3, 4], latencies)
+    with transaction(sessions) as session:
+        target = device_by_name(session, device)
+        for old in session.query(Adaptation).filter_by(device_id=target.id, state=AdaptState.active):
+            old.state = AdaptState.superseded
+        session.add(
+            Adaptation(
+                device_id=target.id,
+                state=AdaptState.active,
+                samples=4,
+                sample_archs=[1, 2, 3, 4],
+                checkpoint=predictor.version,
+                params=model.to_state(),
+                conditions_key=B1,
+                activated_at=utcnow(),
+            )
+        )
+    return model
+
+
+def _items(api, path: str, archs) -> list[dict]:
+    response = api.post(path, json={"device": "dev1", "archs": list(archs)}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    (PredictResponse if path == "/v1/predict" else RankResponse).model_validate(response.json())
+    return response.json()["items"]
+
+
+def _table(api):
+    service = api.app.state.predictions
+    with api.app.state.read_sessions() as session:
+        return service.table(session, device_by_name(session, "dev1"))
+
+
+def test_table_answers_are_the_models_and_measured_rows_win(api):
+    add_device(api, "dev1")
+    add_measurements(api, "dev1", MEASURED, source=Source.imported, dataset="help-nb201", std=0.25)
+    model = _adapt(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+    sample = [*MEASURED, *np.random.default_rng(1).choice(nb201.NUM_ARCHS, 60, replace=False).tolist()]
+    items = _items(api, "/v1/predict", sample)
+    predicted = [i for i in items if i["source"] == "predicted"]
+    mean, std = model.predict(np.array([i["index"] for i in predicted]))
+    assert np.allclose([i["latency_ms"] for i in predicted], mean, rtol=1e-6)  # float32 tables
+    assert np.allclose([i["std_ms"] for i in predicted], std, rtol=1e-6)
+    assert [(i["latency_ms"], i["std_ms"], i["origin"]) for i in items[: len(MEASURED)]] == [
+        (ms, 0.25, "help-nb201") for ms in MEASURED.values()
+    ]
+    assert items[0] == {
+        "arch": arch(7),
+        "index": 7,
+        "nb201_index": 7,
+        "latency_ms": 3.25,
+        "std_ms": 0.25,
+        "source": "measured",
+        "origin": "help-nb201",
+    }
+    every = _items(api, "/v1/predict", range(nb201.NUM_ARCHS))  # the encoded-once path of every arch
+    assert [every[k] for k in sample] == items
+    assert _items(api, "/v1/predict", range(nb201.NUM_ARCHS)) == every
+
+    ranked = _items(api, "/v1/rank", sample)
+    assert sorted(i["index"] for i in ranked) == sorted(sample) and [i["rank"] for i in ranked] == list(range(1, 64))
+    estimated = [i["index"] for i in ranked if i["source"] == "predicted"]
+    assert estimated == model.rank([k for k in sample if k not in MEASURED])  # the model orders estimates
+    latencies = [i["latency_ms"] for i in ranked]
+    assert latencies == sorted(latencies)
+    assert {i["index"]: i["latency_ms"] for i in ranked} == {i["index"]: i["latency_ms"] for i in items}
+
+
+def test_a_table_is_rebuilt_when_its_rows_or_adaptation_change_and_only_then(api):
+    add_device(api, "dev1")
+    add_device(api, "dev2")
+    _adapt(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+    first = _items(api, "/v1/predict", [10, 20])
+    table = _table(api)
+    assert [i["source"] for i in first] == ["predicted", "predicted"]
+
+    add_measurements(api, "dev2", {10: 5.0})  # another device's row: this table is still current
+    assert _items(api, "/v1/predict", [10, 20]) == first and _table(api) is table
+
+    add_measurements(api, "dev1", {10: 2.5})
+    items = _items(api, "/v1/predict", [10, 20])
+    assert (items[0]["source"], items[0]["latency_ms"], items[1]) == ("measured", 2.5, first[1])
+
+    with api.app.state.read_sessions() as session:
+        row = session.query(Measurement).filter_by(latency_ms=2.5).one()
+    with transaction(api.app.state.sessions) as session:
+        review.set_quarantined(session, row.id, True, "tester", "outlier")
+    assert _items(api, "/v1/predict", [10, 20]) == first
+
+    model = _adapt(api.app.state.sessions, "dev1", [2.0, 4.0, 6.0, 8.0])
+    items = _items(api, "/v1/predict", [10, 20])
+    assert np.allclose([i["latency_ms"] for i in items], model.predict(np.array([10, 20]))[0], rtol=1e-6)
+    assert items != first
+
+
+def test_start_up_builds_tables_once_before_the_first_request(tmp_path, sqlite_url, monkeypatch):
+    settings = make_settings(tmp_path, sqlite_url)
+    with app_on(settings) as app, TestClient(app) as api:
+        add_device(api, "dev1")
+        _adapt(app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+        expected = _items(api, "/v1/predict", range(nb201.NUM_ARCHS))
+
+    builds = []
+    build = PredictionService._new_table
+    monkeypatch.setattr(PredictionService, "_new_table", lambda *a: builds.append(a[2].name) or build(*a))
+    with app_on(settings) as app, TestClient(app) as api:  # a restart: warmed up as ``latfarm serve`` does
+        app.state.predictions.warm()
+        assert builds == ["dev1"]
+        assert _items(api, "/v1/predict", range(nb201.NUM_ARCHS)) == expected
+        assert builds == ["dev1"]
+
+    builds.clear()
+    with app_on(settings) as app, TestClient(app) as api:  # requests that come before any warm-up: one build
+        tables = []
+        threads = [threading.Thread(target=lambda: tables.append(_table(api))) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert builds == ["dev1"] and len({id(t) for t in tables}) == 1
+
+
+def test_the_adapt_worker_builds_the_table_of_an_activated_adaptation(tmp_path, sqlite_url):
+    with app_on(make_settings(tmp_path, sqlite_url)) as app, TestClient(app) as api:
+        add_device(api, "dev1")
+        add_measurements(api, "dev1", {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0})  # its sample archs, measured
+        with transaction(app.state.sessions) as session:
+            device_id = device_by_name(session, "dev1").id
+            session.add(Adaptation(device_id=device_id, samples=4, sample_archs=[1, 2, 3, 4], conditions_key=B1))
+        service = app.state.predictions
+        worker = AdaptWorker(app.state.sessions, service.predictor_loader, on_active=service.prepare)
+        assert service._tables == {}
+        assert worker.run_once() == 1
+        (table,) = service._tables.values()
+        assert table.predicted is not None and table.adaptation is not None and _table(api) is table
+
+
+def test_a_row_committed_below_a_seen_id_is_found_on_postgresql(pg_url, tmp_path):
+    """PostgreSQL hands out ids before commit: a row of the device whose transaction commits after one with a
+    higher id was read is still found (the table stays unsettled until that transaction is done)."""
+    with app_on(make_settings(tmp_path, pg_url)) as app, TestClient(app) as api:
+        add_device(api, "dev1")
+        add_device(api, "dev2")
+        _adapt(app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+        add_measurements(api, "dev1", {5: 1.0})  # arch 10's row exists
+        with app.state.sessions() as late:
+            late.begin()
+            target = device_by_name(late, "dev1")
+            arch_id = late.query(Measurement.arch_id).filter_by(device_id=target.id).scalar()
+            late.add(
+                Measurement(
+                    device_id=target.id,
+                    arch_id=arch_id,
+                    source=Source.measured,
+                    latency_ms=0.5,
+                    median_ms=0.5,
+                    conditions=Conditions().to_dict(),
+                    conditions_key=B1,
+                )
+            )
+            late.flush()  # its id is taken, its row not committed
+            add_measurements(api, "dev2", {11: 3.0})  # a higher id, committed first
+            assert _items(api, "/v1/predict", [5])[0]["latency_ms"] == 1.0
+            late.commit()
+        time.sleep(RECHECK_S)  # other databases' transactions on the server may hold the snapshot's oldest back
+        assert _items(api, "/v1/predict", [5])[0]["latency_ms"] == 0.5
+
+
+def test_an_unsettled_table_rechecks_once_the_writers_in_flight_are_done():
+    head = Head(1, 0, "nb201", B1, "v1")
+    marks = Marks(5, 0, None, 90, 95)
+    table = Table(head, None, (B1, 0, None, None), {}, None, "none", None, np.zeros(1), np.zeros(1), marks, 95)
+    assert table.current(head, Marks(5, 0, None, 94, 96))  # the writers seen in flight may still run: no news
+    assert not table.current(head, Marks(5, 0, None, 95, 96))  # they are done: their rows may be in
+    assert table.needs_row_stamp(Marks(6, 0, None, 95, 96))
+    table.checked(Marks(6, 0, None, 96, 96), full=True)
+    assert table.settle_after is None and table.current(head, Marks(6, 0, None, 97, 97))
+    assert not table.current(head, Marks(6, 1, None, 97, 97)) and table.needs_row_stamp(Marks(6, 1, None, 97, 97))
+    assert not table.needs_row_stamp(Marks(7, 0, None, 97, 99))  # a new id alone: only ids above 6 are read
+    table.checked(Marks(7, 0, None, 97, 99), full=False)
+    assert table.settle_after == 99
+
+
+def test_while_the_predictor_cannot_be_loaded_measured_figures_are_still_served(api):
+    add_device(api, "dev1")
+    add_measurements(api, "dev1", {10: 2.0})
+    _adapt(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+    service = api.app.state.predictions
+    loader = service.predictor_loader
+
+    def missing(space: str = nb201.SPACE):
+        raise FileNotFoundError(f"no {space} checkpoint")
+
+    service.predictor_loader = missing
+    items = _items(api, "/v1/predict", [10, 20])
+    assert (items[0]["source"], items[0]["latency_ms"], items[1]["source"]) == ("measured", 2.0, None)
+    assert "predictor is unavailable: no nb201 checkpoint" in items[1]["message"]
+    service.predictor_loader = loader  # loadable again: the next request builds a table with estimates
+    assert [i["source"] for i in _items(api, "/v1/predict", [10, 20])] == ["measured", "predicted"]
