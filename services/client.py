@@ -20,7 +20,7 @@ import httpx
 from latfarm.services.core.errors import LatfarmError
 
 RETRY_STATUSES = frozenset({502, 503, 504})
-DONE_STATES = ("active", "failed")
+DONE_STATES = ("active", "failed", "cancelled")
 
 
 class Client:
@@ -247,13 +247,17 @@ class Client:
                     print(line, file=sys.stderr, flush=True)
                     last = line
             if state["state"] in DONE_STATES:
-                if state["state"] == "failed":
-                    raise LatfarmError(f"adaptation of {device} failed: {state.get('error')}", status=0)
+                if state["state"] != "active":
+                    raise LatfarmError(f"adaptation of {device} {state['state']}: {state.get('error')}", status=0)
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"adaptation of {device} still {state['state']} after {timeout:.0f} s")
             time.sleep(poll_s)
         return state
+
+    def cancel_adaptation(self, device: str, space: str = "nb201") -> dict:
+        """Cancel the device's adaptation of ``space`` while it measures (and its jobs); returns its state."""
+        return self._json("POST", f"/v1/devices/{device}/adapt/cancel", params={"space": space})
 
 
 def _arch(arch: str | int | Sequence[int]) -> str | int | list[int]:
