@@ -23,6 +23,21 @@ DataDir = typer.Option(
 DbUrl = typer.Option(None, "--db", show_default="SQLite file in the data folder", help="SQLAlchemy URL.")
 
 
+def _checked_samples(samples: int) -> int:
+    """``--samples`` under the adapt loop's own rule (``adaptation.check_samples``), before any request."""
+    from latfarm.services.domain.adaptation import AdaptError, check_samples
+
+    try:
+        return check_samples(samples)
+    except AdaptError as err:
+        raise typer.BadParameter(str(err)) from err
+
+
+Samples = typer.Option(
+    10, "--samples", callback=_checked_samples, help="K archs to measure for adapting the predictor."
+)
+
+
 @contextmanager
 def _as_shown(params: Sequence[Parameter]) -> Iterator[None]:
     """While the help is rendered: flags show no value type (typer would show ``<bool>``, which reads as if the

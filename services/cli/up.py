@@ -132,14 +132,19 @@ def _nb201_predictor(client: Client, device: str) -> dict:
 
 
 def _adapt(client: Client, device: str, samples: int, children: Children) -> dict:
-    """Adapt the NB201 predictor to ``device`` unless it already has an active one; a progress bar while
-    measuring."""
+    """Adapt the NB201 predictor to ``device`` unless it already has an active one fitted under its conditions
+    from ``samples`` archs; a progress bar while measuring."""
     state = _nb201_predictor(client, device)
-    if state["state"] == "active" and state.get("current", True):
-        console.print(f"predictor for [bold]{device}[/] already adapted ({state.get('samples')} samples): reused")
+    if state["state"] == "active" and state.get("current", True) and state.get("samples") == samples:
+        console.print(f"predictor for [bold]{device}[/] already adapted ({samples} samples): reused")
         return state
-    if state["state"] == "active":  # fitted under other measurement conditions: predictions no longer use it
+    if state["state"] == "active" and not state.get("current", True):  # predictions no longer use it
         console.print(f"predictor for [bold]{device}[/] was adapted under {state['conditions_key']}: adapting again")
+    elif state["state"] == "active":
+        console.print(
+            f"predictor for [bold]{device}[/] was adapted from {state.get('samples')} samples: "
+            f"adapting again from {samples} (--samples)"
+        )
     if state["state"] not in ("measuring", "training"):
         state = client.adapt(device, samples=samples, wait=False)
     columns = (
@@ -169,13 +174,13 @@ def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> N
     device-name rule exits before anything starts."""
     with exit_on_error("latfarm up"):
         checked_device_name(device)
+    for port, flag in ((settings.http_port, "--http-port"), (settings.grpc_port, "--grpc-port")):
+        if not _free(port):  # before anything is created
+            raise SystemExit(f"latfarm up: port {port} is in use (is latfarm up already running? use {flag})")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     key = admin_key(settings)
-    for port in (settings.http_port, settings.grpc_port):
-        if not _free(port):
-            raise SystemExit(f"latfarm up: port {port} is in use; pick another with --http-port / --grpc-port")
     tls = [name for name in ("grpc_tls_cert", "grpc_tls_key") if getattr(settings, name)]
     if tls:  # the agent below talks to its own server on 127.0.0.1
         names = " and ".join(env_name(name) for name in tls)
