@@ -40,7 +40,7 @@ def predict(
 ) -> None:
     """Ask the server for latencies (measured, else predicted) of archs of a space on a device."""
     client = _client(server, key)
-    with _explained("latfarm predict", client, device):
+    with _explained("latfarm predict", client):
         items = client.predict(device, arch_values(archs), space=space)
     for item in items:
         if item["latency_ms"] is None:
@@ -55,31 +55,23 @@ def arch_values(given: list[str]) -> list[str | int]:
 
 
 @contextmanager
-def _explained(command: str, client: Client, device: str) -> Iterator[None]:
-    """Run the block; a client error exits with one line: the server's message and what to do about it (start
-    the server / check ``--server``, pass a key, pick a known device)."""
+def _explained(command: str, client: Client) -> Iterator[None]:
+    """Run the block; a client error exits with one line: the server's message (an unknown device's names the
+    known ones) and what to do about it (start the server / check ``--server``, pass a key)."""
     from latfarm.services.client import LatfarmError
 
     try:
         yield
     except LatfarmError as err:
-        raise SystemExit(f"{command}: {err.message}{_what_to_do(err, client, device)}") from err
+        raise SystemExit(f"{command}: {err.message}{_what_to_do(err, client)}") from err
 
 
-def _what_to_do(err: LatfarmError, client: Client, device: str) -> str:
+def _what_to_do(err: LatfarmError, client: Client) -> str:
     """The hint for a client error's code ('' when the message says it all)."""
-    from latfarm.services.client import LatfarmError
-
     if err.code == "unavailable":
         return f"; is the server running at {client.base_url}? (--server / LATFARM_SERVER)"
     if err.code in ("unauthenticated", "permission_denied"):
         return "; pass an API key that may do this with --key or LATFARM_API_KEY"
-    if err.code == "not_found" and device and device in err.message:
-        try:
-            known = sorted(d["name"] for d in client.devices())
-        except LatfarmError:
-            return ""
-        return f"; known devices: {', '.join(known) or 'none yet'}"
     return ""
 
 
@@ -140,7 +132,7 @@ def measure(
     overrides = {"batch_size": batch_size, "precision": precision, "graph": graph}
     conditions = {name: value for name, value in overrides.items() if value is not None} or None
     try:
-        with _client(server, key) as client, _explained("latfarm measure", client, device):
+        with _client(server, key) as client, _explained("latfarm measure", client):
             _check_agents(client, device, "latfarm measure", refuse=wait and not wait_for_agent)
             result = _measure_with_progress(client, device, space, chosen, fmt, wait, timeout, protocol, conditions)
     except TimeoutError as err:
@@ -239,7 +231,7 @@ def cancel(
     from latfarm.services.client import LatfarmError
 
     client = _client(server, key)
-    with _explained("latfarm cancel", client, ""):
+    with _explained("latfarm cancel", client):
         try:
             answer = client.cancel(batch)
         except LatfarmError as err:
@@ -272,7 +264,7 @@ def adapt(
     With no agent of the device online it says so and exits 1 without starting (unless --wait-for-agent or
     --no-wait); Ctrl-C while waiting cancels the adaptation and its unfinished jobs (exit 130)."""
     client = _client(server, key)
-    with exit_on_error("latfarm adapt"), _explained("latfarm adapt", client, device):
+    with exit_on_error("latfarm adapt"), _explained("latfarm adapt", client):
         if cancel:
             typer.echo(_cancelled(client.cancel_adaptation(device, space), device))
             return
