@@ -46,3 +46,10 @@ def test_an_unknown_device_lists_the_known_ones_capped(api, keys):
         add_device(api, name)
     message = api.get("/v1/devices/nope/adapt", headers=keys["admin"]).json()["message"]
     assert message == f"unknown device 'nope'; known devices: {', '.join(names[:MAX_LISTED])}, ..."
+
+
+def test_an_unknown_space_lists_the_known_ones_as_words(api, keys):
+    add_device(api, "dev1")
+    response = api.get("/v1/devices/dev1/adapt", params={"space": "ofa"}, headers=keys["admin"])
+    assert response.status_code == 422, response.text
+    assert response.json()["message"].endswith("unknown search space 'ofa'; known: fbnet, nb201")
