@@ -39,6 +39,8 @@ def predict(
     key: str = ApiKey,
 ) -> None:
     """Ask the server for latencies (measured, else predicted) of archs of a space on a device."""
+    from latfarm.services.cli.measure_results import arch_values
+
     client = _client(server, key)
     with _explained("latfarm predict", client):
         items = client.predict(device, arch_values(archs), space=space)
@@ -47,11 +49,6 @@ def predict(
             typer.echo(f"no estimate  {item['arch']}: {item['message']}")
             continue
         typer.echo(f"{item['latency_ms']:.4f} ms  {item['source']:<9}  {item['arch']}")
-
-
-def arch_values(given: list[str]) -> list[str | int]:
-    """Command-line archs as the API takes them: digits are NB201 indices, anything else an arch string."""
-    return [int(a) if a.isdigit() else a for a in given]
 
 
 @contextmanager
@@ -121,7 +118,7 @@ def measure(
 
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
     try:
-        chosen = arch_values(given) + random_archs(space, sample, seed)
+        chosen = measure_results.arch_values(given) + random_archs(space, sample, seed)
         if not chosen:
             raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
         measure_results.canonical_archs(chosen, space)  # a bad arch is refused before any request
