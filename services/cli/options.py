@@ -26,18 +26,20 @@ DataDir = typer.Option(
 DbUrl = typer.Option(None, "--db", show_default="SQLite file in the data folder", help="SQLAlchemy URL.")
 
 
-def _checked_samples(samples: int) -> int:
+def _checked_samples(samples: int | None) -> int | None:
     """``--samples`` under the adapt loop's own rule (``adaptation.check_samples``), before any request."""
     from latfarm.services.domain.adaptation import AdaptError, check_samples
 
     try:
-        return check_samples(samples)
+        return None if samples is None else check_samples(samples)
     except AdaptError as err:
         raise typer.BadParameter(str(err)) from err
 
 
-Samples = typer.Option(
-    10, "--samples", callback=_checked_samples, help="K archs to measure for adapting the predictor."
+SAMPLES_HELP = "K archs to measure for adapting the predictor."
+Samples = typer.Option(10, "--samples", callback=_checked_samples, help=SAMPLES_HELP)
+UpSamples = typer.Option(  # not given: the device's active adaptation is reused whatever its K
+    None, "--samples", callback=_checked_samples, show_default="10", help=f"{SAMPLES_HELP} Another K adapts again."
 )
 
 

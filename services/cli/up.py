@@ -25,6 +25,7 @@ from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.client import Client, LatfarmError
 from latfarm.services.core.config import Settings, env_name
 from latfarm.services.core.security import new_secret
+from latfarm.services.domain.adaptation import DEFAULT_SAMPLES
 from latfarm.services.domain.names import checked_device_name
 
 console = Console()
@@ -131,13 +132,16 @@ def _nb201_predictor(client: Client, device: str) -> dict:
     return client.device(device).get("predictors", {}).get("nb201", {"state": "none"})
 
 
-def _adapt(client: Client, device: str, samples: int, children: Children) -> dict:
-    """Adapt the NB201 predictor to ``device`` unless it already has an active one fitted under its conditions
-    from ``samples`` archs; a progress bar while measuring."""
+def _adapt(client: Client, device: str, samples: int | None, children: Children) -> dict:
+    """Adapt the NB201 predictor to ``device`` from ``samples`` archs (None: ``DEFAULT_SAMPLES``) unless it
+    already has an active one fitted under its conditions (from ``samples`` archs, when given); a progress bar
+    while measuring."""
     state = _nb201_predictor(client, device)
-    if state["state"] == "active" and state.get("current", True) and state.get("samples") == samples:
-        console.print(f"predictor for [bold]{device}[/] already adapted ({samples} samples): reused")
+    reuse = samples is None or state.get("samples") == samples
+    if state["state"] == "active" and state.get("current", True) and reuse:
+        console.print(f"predictor for [bold]{device}[/] already adapted ({state.get('samples')} samples): reused")
         return state
+    samples = samples or DEFAULT_SAMPLES
     if state["state"] == "active" and not state.get("current", True):  # predictions no longer use it
         console.print(f"predictor for [bold]{device}[/] was adapted under {state['conditions_key']}: adapting again")
     elif state["state"] == "active":
@@ -169,9 +173,9 @@ def _adapt(client: Client, device: str, samples: int, children: Children) -> dic
     return state
 
 
-def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> None:
-    """Start everything, adapt to this machine, print the URLs, serve until Ctrl-C; a ``device`` against the
-    device-name rule exits before anything starts."""
+def run_up(settings: Settings, *, device: str = "local", samples: int | None = None) -> None:
+    """Start everything, adapt to this machine (from ``samples`` archs: ``_adapt``), print the URLs, serve until
+    Ctrl-C; a ``device`` against the device-name rule or a port in use exits before anything is created."""
     with exit_on_error("latfarm up"):
         checked_device_name(device)
     for port, flag in ((settings.http_port, "--http-port"), (settings.grpc_port, "--grpc-port")):

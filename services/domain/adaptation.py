@@ -49,7 +49,7 @@ from latfarm.services.store.models import (
 )
 
 log = logging.getLogger(__name__)
-MIN_SAMPLES, MAX_SAMPLES = 3, 200  # K archs an adaptation measures
+MIN_SAMPLES, MAX_SAMPLES, DEFAULT_SAMPLES = 3, 200, 10  # K archs an adaptation measures
 IN_PROGRESS = (AdaptState.measuring, AdaptState.training)
 
 

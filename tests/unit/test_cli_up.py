@@ -1,5 +1,5 @@
 """``latfarm up``'s own steps, without its child processes: a busy port refused before anything is created, and
-``--samples`` re-adapting a predictor fitted from another K."""
+``--samples`` re-adapting a predictor fitted from another K (not given: reused)."""
 
 from __future__ import annotations
 
@@ -54,8 +54,9 @@ def test_a_different_samples_adapts_again_and_the_same_reuses(live_api, capsys):
             )
         )
     client = Client(url, ADMIN_KEY)
-    assert up._adapt(client, "gpu-b2", 4, _StopAtFirstCheck())["samples"] == 4  # type: ignore[arg-type]
-    assert "already adapted (4 samples): reused" in capsys.readouterr().out
+    for samples in (4, None):  # the same K, or none given: reused
+        assert up._adapt(client, "gpu-b2", samples, _StopAtFirstCheck())["samples"] == 4  # type: ignore[arg-type]
+        assert "already adapted (4 samples): reused" in capsys.readouterr().out
 
     with pytest.raises(_Stopped):
         up._adapt(client, "gpu-b2", 5, _StopAtFirstCheck())  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ class AdaptRequest(Strict):
     space: Space = Field(nb201.SPACE, description="Search space whose predictor is adapted: nb201 | fbnet.")
 
     samples: Annotated[int, Field(ge=adapt.MIN_SAMPLES, le=adapt.MAX_SAMPLES), WHOLE] = Field(
-        10, description="K archs to measure on the device."
+        adapt.DEFAULT_SAMPLES, description="K archs to measure on the device."
     )
     seed: Annotated[int, Field(ge=0, le=2**32 - 1), WHOLE] = Field(
         0, description="Seed of the sample selection (trials differ by seed)."
