@@ -132,10 +132,10 @@ def _nb201_predictor(client: Client, device: str) -> dict:
     return client.device(device).get("predictors", {}).get("nb201", {"state": "none"})
 
 
-def _adapt(client: Client, device: str, samples: int | None, children: Children) -> dict:
+def _adapt(client: Client, device: str, samples: int | None, children: Children, stop: threading.Event) -> dict | None:
     """Adapt the NB201 predictor to ``device`` from ``samples`` archs (None: ``DEFAULT_SAMPLES``) unless it
     already has an active one fitted under its conditions (from ``samples`` archs, when given); a progress bar
-    while measuring."""
+    while measuring. ``stop`` set while it measures (Ctrl-C) cancels the adaptation and returns None."""
     state = _nb201_predictor(client, device)
     reuse = samples is None or state.get("samples") == samples
     if state["state"] == "active" and state.get("current", True) and reuse:
@@ -161,6 +161,9 @@ def _adapt(client: Client, device: str, samples: int | None, children: Children)
         task = bar.add_task(f"measuring {samples} archs on {device}", total=state.get("samples", samples))
         while state["state"] in ("measuring", "training"):
             children.check()
+            if stop.is_set() and state["state"] == "measuring":
+                _cancel(client, device)
+                return None
             counts = state.get("progress") or {}
             bar.update(task, completed=counts.get("done", 0) + counts.get("failed", 0), total=counts.get("total"))
             if state["state"] == "training":
@@ -171,6 +174,17 @@ def _adapt(client: Client, device: str, samples: int | None, children: Children)
     if state["state"] != "active":
         raise RuntimeError(f"adaptation of {device} ended {state['state']}: {state.get('error')}")
     return state
+
+
+def _cancel(client: Client, device: str) -> None:
+    """Cancel the device's NB201 adaptation on Ctrl-C and say so (its measurements may have just come in)."""
+    try:
+        state = client.cancel_adaptation(device)
+    except LatfarmError as err:
+        console.print(f"interrupted: {err.message}")
+        return
+    jobs = (state.get("progress") or {}).get("cancelled", 0)
+    console.print(f"interrupted: cancelled adaptation {state['id']} of {device} and {jobs} unfinished job(s)")
 
 
 def run_up(settings: Settings, *, device: str = "local", samples: int | None = None) -> None:
@@ -213,8 +227,9 @@ def run_up(settings: Settings, *, device: str = "local", samples: int | None = N
             agent_env[ENROLL_ENV] = client.enroll(device, expires_in_s=ENROLL_TOKEN_S, max_uses=1)
         children.start("agent", agent_args, agent_env)
         console.print(f"agent for device [bold]{device}[/] started (log: {logs / 'agent.log'})")
-        state = _adapt(client, device, samples, children)
-        _summary(base, key, device, state)
+        state = _adapt(client, device, samples, children, stop)
+        if state is not None:
+            _summary(base, key, device, state)
         while not stop.wait(1.0):
             children.check()
     except RuntimeError as err:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+from threading import Event
 
 import pytest
 
@@ -55,11 +56,31 @@ def test_a_different_samples_adapts_again_and_the_same_reuses(live_api, capsys):
         )
     client = Client(url, ADMIN_KEY)
     for samples in (4, None):  # the same K, or none given: reused
-        assert up._adapt(client, "gpu-b2", samples, _StopAtFirstCheck())["samples"] == 4  # type: ignore[arg-type]
+        reused = up._adapt(client, "gpu-b2", samples, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
+        assert reused is not None and reused["samples"] == 4
         assert "already adapted (4 samples): reused" in capsys.readouterr().out
 
     with pytest.raises(_Stopped):
-        up._adapt(client, "gpu-b2", 5, _StopAtFirstCheck())  # type: ignore[arg-type]
+        up._adapt(client, "gpu-b2", 5, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
     assert "adapted from 4 samples: adapting again from 5 (--samples)" in " ".join(capsys.readouterr().out.split())
     state = client.device("gpu-b2")["predictors"]["nb201"]
     assert (state["state"], state["samples"]) == ("measuring", 5)
+
+
+class _Running:
+    """Children stand-in: all running."""
+
+    def check(self) -> None:
+        pass
+
+
+def test_ctrl_c_while_up_adapts_cancels_the_adaptation(live_api, capsys):
+    url, server = live_api
+    add_device_live(server)
+    client = Client(url, ADMIN_KEY)
+    interrupted = Event()
+    interrupted.set()  # Ctrl-C arrived: the first look while measuring cancels
+    assert up._adapt(client, "gpu-b2", 3, _Running(), interrupted) is None  # type: ignore[arg-type]
+    assert "interrupted: cancelled adaptation" in capsys.readouterr().out
+    state = client.device("gpu-b2")["predictors"]["nb201"]
+    assert (state["state"], state["progress"]["cancelled"]) == ("cancelled", 3)
