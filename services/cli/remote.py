@@ -275,6 +275,8 @@ def adapt(
             return
         try:
             client.wait_adaptation(device, space, progress=True)
+        except TimeoutError as err:
+            raise SystemExit(f"latfarm adapt: {err}; it goes on (latfarm adapt {device} --cancel stops it)") from err
         except KeyboardInterrupt:
             cancelled = _cancelled(client.cancel_adaptation(device, space), device)
             typer.echo(f"latfarm adapt: interrupted; {cancelled}", err=True)

@@ -1,10 +1,9 @@
 """The adapt loop: choose K archs of a space for a device, have its agents measure them, fit that space's predictor,
 activate it. A device has at most one adaptation in progress and one active per space.
 
-An ``Adaptation`` row carries the state (measuring → training → active | failed; measuring → cancelled when its
-batch is cancelled), so any server replica can
-advance it: ``advance_all`` runs in every server's adapt worker (``workers.adapt_worker``) and claims rows one
-at a time.
+An ``Adaptation`` row carries the state (measuring → training → active | failed; measuring → cancelled when it or
+its batch is cancelled, never fitted), so any server replica can advance it: ``advance_all`` runs in every server's
+adapt worker (``workers.adapt_worker``) and claims rows one at a time.
 
 An adaptation is fitted under the conditions its device had for its space when it started
 (``Adaptation.conditions_key``, which names the space): its jobs are measured under them, only rows measured under
@@ -143,7 +142,7 @@ def cancel(session: Session, device: Device, space: str) -> Adaptation:
     if adaptation.batch_id:
         queue.cancel_batch(session, adaptation.batch_id)
     session.refresh(adaptation)
-    adaptation.error = "cancelled"
+    adaptation.error = "cancelled on request"
     return adaptation
 
 
