@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from latfarm.services.core.errors import Conflict, InvalidArgument
+from latfarm.services.core.errors import Conflict, FailedPrecondition, InvalidArgument
 from latfarm.services.domain import queue
 from latfarm.services.domain.conditions import SPACES, space_of
 from latfarm.services.domain.outliers import robust_adapt
@@ -60,7 +60,7 @@ class AdaptationRunning(Conflict):
     """The device already has an adaptation measuring or training."""
 
 
-class NothingToCancel(Conflict):
+class NothingToCancel(FailedPrecondition):
     """The device has no adaptation of the space that can still be cancelled."""
 
 

@@ -63,7 +63,7 @@ def start_adaptation(
 @router.post("/devices/{name}/adapt/cancel")
 def cancel_adaptation(
     name: str,
-    space: Space = Query(nb201.SPACE, description="Space whose adaptation is cancelled: nb201 | fbnet."),
+    space: Annotated[Space, Query(description="Space whose adaptation is cancelled: nb201 | fbnet.")] = nb201.SPACE,
     session: Session = Depends(db),
     principal: Principal = Depends(require("jobs")),
 ) -> dict:
