@@ -20,7 +20,7 @@ import httpx
 from latfarm.services.core.errors import LatfarmError
 
 RETRY_STATUSES = frozenset({502, 503, 504})
-DONE_STATES = ("active", "failed")
+DONE_STATES = ("active", "failed", "cancelled")
 
 
 class Client:
@@ -232,28 +232,41 @@ class Client:
         space: str = "nb201",
     ) -> dict:
         """Adapt the predictor of ``space`` to ``device`` from ``samples`` measurements by its agents; returns the
-        adaptation's state (``state`` active or failed when waited for). ``progress`` prints updates to stderr."""
+        adaptation's state (``state`` active when waited for: ``wait_adaptation``). ``progress`` prints updates to
+        stderr."""
         state = self._json("POST", f"/v1/devices/{device}/adapt", json={"space": space, "samples": samples})
+        if not wait:
+            return state
+        return self.wait_adaptation(device, space, progress=progress, timeout=timeout, poll_s=poll_s)
+
+    def wait_adaptation(
+        self, device: str, space: str = "nb201", progress: bool = False, timeout: float = 1800.0, poll_s: float = 2.0
+    ) -> dict:
+        """Wait until the device's latest adaptation of ``space`` is active and return its state; ``LatfarmError``
+        when it ends failed or cancelled, ``TimeoutError`` after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         last = None
-        while wait:
+        while True:
             state = self._json("GET", f"/v1/devices/{device}/adapt", params={"space": space})
             if progress:
                 counts = state.get("progress") or {}
                 line = f"{device}: {state['state']}" + (
-                    f" ({counts.get('done', 0)}/{counts.get('total', samples)} measured)" if counts else ""
+                    f" ({counts.get('done', 0)}/{counts.get('total', state.get('samples'))} measured)" if counts else ""
                 )
                 if line != last:
                     print(line, file=sys.stderr, flush=True)
                     last = line
             if state["state"] in DONE_STATES:
-                if state["state"] == "failed":
-                    raise LatfarmError(f"adaptation of {device} failed: {state.get('error')}", status=0)
-                break
+                if state["state"] != "active":
+                    raise LatfarmError(f"adaptation of {device} {state['state']}: {state.get('error')}", status=0)
+                return state
             if time.monotonic() > deadline:
                 raise TimeoutError(f"adaptation of {device} still {state['state']} after {timeout:.0f} s")
             time.sleep(poll_s)
-        return state
+
+    def cancel_adaptation(self, device: str, space: str = "nb201") -> dict:
+        """Cancel the device's adaptation of ``space`` while it measures (and its jobs); returns its state."""
+        return self._json("POST", f"/v1/devices/{device}/adapt/cancel", params={"space": space})
 
 
 def _arch(arch: str | int | Sequence[int]) -> str | int | list[int]:

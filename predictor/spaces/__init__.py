@@ -16,7 +16,7 @@ SPACES: dict[str, SearchSpace] = {space.name: space for space in (NB201Space(), 
 def get_space(name: str) -> SearchSpace:
     """The registered space called ``name``; ``UnknownSpace`` listing the registered ones."""
     if name not in SPACES:
-        raise UnknownSpace(f"unknown search space {name!r}; known: {sorted(SPACES)}")
+        raise UnknownSpace(f"unknown search space {name!r}; known: {', '.join(sorted(SPACES))}")
     return SPACES[name]
 
 

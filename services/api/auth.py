@@ -60,7 +60,11 @@ def authenticate(request: Request) -> Principal:
     throttled for failing too often, see ``infra.throttle``)."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    if header.strip() and scheme.lower() != "bearer":
+        raise Unauthenticated(
+            "the Authorization header does not start with 'Bearer ': send 'Authorization: Bearer <key>'"
+        )
+    if not key.strip():
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
     guard: AuthGuard = request.app.state.auth_guard
     client = request.client.host if request.client else "unknown"

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor.spaces import SPACES, ArchError, SearchSpace, UnknownSpace, get_space
 from latfarm.services.core.errors import InvalidArgument, NotFound, TooLarge
+from latfarm.services.domain.names import unknown_device
 from latfarm.services.domain.predictions import keyed_by_position
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.models import Device
@@ -36,7 +37,7 @@ def get_device(session: Session, name: str) -> Device:
     """The device called ``name``; ``NotFound`` otherwise."""
     device = device_by_name(session, name)
     if device is None:
-        raise NotFound(f"unknown device {name!r}")
+        raise NotFound(unknown_device(session, name))
     return device
 
 

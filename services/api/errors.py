@@ -16,6 +16,7 @@ from starlette.routing import compile_path
 
 from latfarm.predictor import nb201, spaces
 from latfarm.services.core.errors import ErrorCode, InvalidArgument, LatfarmError, Throttled, Unavailable
+from latfarm.services.domain import names
 from latfarm.services.store.db import DATABASE_DOWN, UNAVAILABLE_MESSAGE
 
 from .schemas import ErrorOut
@@ -94,9 +95,19 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
         where = _line_column((await request.body()).decode(errors="replace"), invalid_json["loc"][-1])
         message = f"request body is not valid JSON: {invalid_json.get('ctx', {}).get('error', 'decode error')}{where}"
         return error(400, message, code="invalid_argument", field="body")
-    errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+    errors = [{"field": _field(tuple(e["loc"])), "message": _message(e)} for e in exc.errors()]
     message = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     return error(422, message, code="invalid_argument", errors=errors)
+
+
+def _message(error: dict) -> str:
+    """A validation error's message, reworded where pydantic's would not tell a client what to do: a body that
+    arrived as raw bytes (it was not sent as JSON) and a device name against the name rule."""
+    if tuple(error["loc"]) == ("body",) and isinstance(error.get("input"), bytes):
+        return "send the body as JSON, with the header 'Content-Type: application/json'"
+    if error["type"] == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == names.NAME_PATTERN:
+        return names.refusal(error.get("input"))
+    return error["msg"]
 
 
 async def _latfarm_error(_: Request, exc: LatfarmError) -> JSONResponse:

@@ -487,7 +487,11 @@ class PredictItem(BaseModel):
     )
     nb201_index: int | None = Field(None, description="The official NB201 index (NB201 archs only).")
     latency_ms: float | None
-    std_ms: float | None
+    std_ms: float | None = Field(
+        description="Two meanings, by source. predicted: the predictor's predictive standard deviation of latency_ms. "
+        "measured: the standard deviation of the measurement's single timed runs (their spread on the device, not "
+        "the uncertainty of latency_ms); null when the row has none (most imported datasets)."
+    )
     source: Literal["measured", "predicted"] | None
     origin: str | None = Field(None, description="measured rows: 'agent' or the dataset they were imported from")
     unstable: bool | None = Field(None, description="true when the only measurement failed its repeatability check")
@@ -515,7 +519,9 @@ class RankItem(BaseModel):
     index: int | None = Field(None, description="Position in its space's reference set; null when none.")
     nb201_index: int | None = Field(None, description="The official NB201 index (NB201 archs only).")
     latency_ms: float = Field(description="Measured where known, else predicted.")
-    std_ms: float | None = Field(description="The prediction's spread; null for measured archs.")
+    std_ms: float | None = Field(
+        description="predicted archs: the predictor's predictive standard deviation of latency_ms; null for measured."
+    )
     source: Literal["measured", "predicted"]
 
 

@@ -4,10 +4,11 @@ them in the order the archs were given) as lines or as CSV."""
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from latfarm.predictor.spaces import get_space
+from latfarm.predictor.spaces import ArchError, get_space
 
 # The CSV's columns: each job's figures (INDEX: the arch's reference position, named after its space, e.g.
 # nb201_index), then the conditions of its batch (the fields of domain.conditions.Conditions).
@@ -15,11 +16,24 @@ ITEM_COLUMNS = ["arch", "INDEX", "state", "latency_ms", "statistic", "unstable",
 CONDITION_COLUMNS = ["batch_size", "precision", "graph", "resolution", "classes", "space"]
 
 
+def arch_values(given: Sequence[str]) -> list[str | int]:
+    """Command-line archs as the API takes them: integers (``-1`` too) are reference positions (NB201: official
+    indices), anything else an arch string."""
+    return [int(a) if re.fullmatch(r"\s*-?\d+\s*", a) else a for a in given]
+
+
 def canonical_archs(given: Sequence[str | int], space: str = "nb201") -> list[str]:
     """Canonical strings of archs of ``space`` given as strings or reference-set positions (NB201: official
-    indices), in order. Raises ``ArchError`` / ``UnknownSpace`` naming a bad one."""
+    indices), in order. Raises ``ArchError`` naming the bad one as the server does (``archs[i]: ...``), or
+    ``UnknownSpace``."""
     searched = get_space(space)
-    return [searched.to_string(searched.at(a)) if isinstance(a, int) else searched.canonical(a) for a in given]
+    strings = []
+    for i, arch in enumerate(given):
+        try:
+            strings.append(searched.to_string(searched.at(arch)) if isinstance(arch, int) else searched.canonical(arch))
+        except ArchError as err:
+            raise ArchError(f"archs[{i}]: {err}") from err
+    return strings
 
 
 def write_csv(path: Path, items: list[dict], conditions: dict) -> None:

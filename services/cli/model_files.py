@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from latfarm.predictor.spaces import ArchError
-from latfarm.services.cli.measure_results import canonical_archs
+from latfarm.services.cli.measure_results import arch_values, canonical_archs
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.domain.conditions import Conditions
@@ -23,7 +23,7 @@ def export_cli(archs: list[str], fmt: str, out: Path, conditions: Conditions) ->
 
     console = Console()
     try:
-        strings = canonical_archs([int(a) if a.strip().isdigit() else a for a in archs], conditions.space)
+        strings = canonical_archs(arch_values(archs), conditions.space)
     except ArchError as err:
         raise InvalidArgument(str(err), field="archs") from err
     check_format(fmt)

@@ -4,23 +4,43 @@ Help-text rules (tests/unit/test_cli_help.py checks them on every command and gr
 text; a default is shown once, as ``[default: X]``; an option whose real default is "someone else's" (the agent's,
 the server's, the device's) defaults to None and says so in words; square brackets in help texts are escaped
 (``\\[``), since the help is rich markup and ``[word]`` would vanish. ``Command`` and ``Group`` (every command's
-class) show boolean flags, typer's own ``--help`` and completion options included, without a value type, and an
-option's names as ``--a, --b``.
+class) show boolean flags, typer's own ``--help`` and completion options included, without a value type, an
+option's names as ``--a, --b``, and arguments by their name in capitals (``DEVICE ARCHS...``, ``[ARCHS]...`` when
+optional), in the usage line and the arguments panel.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import typer
 from typer._click import Context, HelpFormatter, Parameter
-from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer._click.exceptions import NoSuchOption, UsageError
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 DataDir = typer.Option(
     None, "--data-dir", show_default="latfarm-data", help="Folder for the SQLite file, artifacts, keys."
 )
 DbUrl = typer.Option(None, "--db", show_default="SQLite file in the data folder", help="SQLAlchemy URL.")
+
+
+def _checked_samples(samples: int | None) -> int | None:
+    """``--samples`` under the adapt loop's own rule (``adaptation.check_samples``), before any request."""
+    from latfarm.services.domain.adaptation import AdaptError, check_samples
+
+    try:
+        return None if samples is None else check_samples(samples)
+    except AdaptError as err:
+        raise typer.BadParameter(str(err)) from err
+
+
+SAMPLES_HELP = "K archs to measure for adapting the predictor."
+Samples = typer.Option(10, "--samples", callback=_checked_samples, help=SAMPLES_HELP)
+UpSamples = typer.Option(  # not given: the device's active adaptation is reused whatever its K
+    None, "--samples", callback=_checked_samples, show_default="10", help=f"{SAMPLES_HELP} Another K adapts again."
+)
 
 
 @contextmanager
@@ -32,6 +52,8 @@ def _as_shown(params: Sequence[Parameter]) -> Iterator[None]:
         for param in params:
             if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
                 param.metavar = ""
+            if isinstance(param, TyperArgument) and param.metavar is None:
+                param.metavar = _argument_name(param)
             long_names = [name for name in param.opts if name.startswith("--")]
             if len(long_names) > 1:
                 param.opts = [", ".join(long_names), *(name for name in param.opts if name not in long_names)]
@@ -41,8 +63,35 @@ def _as_shown(params: Sequence[Parameter]) -> Iterator[None]:
             param.opts, param.metavar = opts, metavar
 
 
+def _argument_name(param: TyperArgument) -> str:
+    """An argument as help shows it: its name in capitals, ``...`` when it takes several."""
+    return (param.name or "").upper() + ("..." if param.nargs != 1 else "")
+
+
 class Command(TyperCommand):
     """A typer command whose help follows the rules above."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        """Typer's parsing; a negative number taken for an option says how to pass it as an argument."""
+        try:
+            return super().parse_args(ctx, args)
+        except NoSuchOption as err:
+            if not re.fullmatch(r"-\d+(\.\d+)?", err.option_name):
+                raise
+            example = f"{ctx.command_path} [OPTIONS] ... -- {err.option_name}"
+            message = f"{err.option_name} is no option; arguments that start with '-' go last, after '--': {example}"
+            raise UsageError(message, ctx) from err
+
+    def collect_usage_pieces(self, ctx: Context) -> list[str]:
+        """The usage line's pieces: typer's, its arguments shown by the rules above (typer writes ``{device}``)."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.metavar or _argument_name(param)
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
 
     def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
         """Typer's help, its options shown by the rules above."""

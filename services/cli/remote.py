@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from latfarm.services.cli.errors import exit_on_error
+from latfarm.services.cli.options import Samples
 
 if TYPE_CHECKING:
     from latfarm.services.client import Client, LatfarmError
@@ -38,8 +39,10 @@ def predict(
     key: str = ApiKey,
 ) -> None:
     """Ask the server for latencies (measured, else predicted) of archs of a space on a device."""
+    from latfarm.services.cli.measure_results import arch_values
+
     client = _client(server, key)
-    with _explained("latfarm predict", client, device):
+    with _explained("latfarm predict", client):
         items = client.predict(device, arch_values(archs), space=space)
     for item in items:
         if item["latency_ms"] is None:
@@ -48,37 +51,24 @@ def predict(
         typer.echo(f"{item['latency_ms']:.4f} ms  {item['source']:<9}  {item['arch']}")
 
 
-def arch_values(given: list[str]) -> list[str | int]:
-    """Command-line archs as the API takes them: digits are NB201 indices, anything else an arch string."""
-    return [int(a) if a.isdigit() else a for a in given]
-
-
 @contextmanager
-def _explained(command: str, client: Client, device: str) -> Iterator[None]:
-    """Run the block; a client error exits with one line: the server's message and what to do about it (start
-    the server / check ``--server``, pass a key, pick a known device)."""
+def _explained(command: str, client: Client) -> Iterator[None]:
+    """Run the block; a client error exits with one line: the server's message (an unknown device's names the
+    known ones) and what to do about it (start the server / check ``--server``, pass a key)."""
     from latfarm.services.client import LatfarmError
 
     try:
         yield
     except LatfarmError as err:
-        raise SystemExit(f"{command}: {err.message}{_what_to_do(err, client, device)}") from err
+        raise SystemExit(f"{command}: {err.message}{_what_to_do(err, client)}") from err
 
 
-def _what_to_do(err: LatfarmError, client: Client, device: str) -> str:
+def _what_to_do(err: LatfarmError, client: Client) -> str:
     """The hint for a client error's code ('' when the message says it all)."""
-    from latfarm.services.client import LatfarmError
-
     if err.code == "unavailable":
         return f"; is the server running at {client.base_url}? (--server / LATFARM_SERVER)"
     if err.code in ("unauthenticated", "permission_denied"):
         return "; pass an API key that may do this with --key or LATFARM_API_KEY"
-    if err.code == "not_found" and device and device in err.message:
-        try:
-            known = sorted(d["name"] for d in client.devices())
-        except LatfarmError:
-            return ""
-        return f"; known devices: {', '.join(known) or 'none yet'}"
     return ""
 
 
@@ -128,7 +118,7 @@ def measure(
 
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
     try:
-        chosen = arch_values(given) + random_archs(space, sample, seed)
+        chosen = measure_results.arch_values(given) + random_archs(space, sample, seed)
         if not chosen:
             raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
         measure_results.canonical_archs(chosen, space)  # a bad arch is refused before any request
@@ -139,8 +129,8 @@ def measure(
     overrides = {"batch_size": batch_size, "precision": precision, "graph": graph}
     conditions = {name: value for name, value in overrides.items() if value is not None} or None
     try:
-        with _client(server, key) as client, _explained("latfarm measure", client, device):
-            _check_agents(client, device, refuse=wait and not wait_for_agent)
+        with _client(server, key) as client, _explained("latfarm measure", client):
+            _check_agents(client, device, "latfarm measure", refuse=wait and not wait_for_agent)
             result = _measure_with_progress(client, device, space, chosen, fmt, wait, timeout, protocol, conditions)
     except TimeoutError as err:
         raise SystemExit(f"latfarm measure: {err}") from err
@@ -174,17 +164,23 @@ def read_archs(path: Path) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
-def _check_agents(client: Client, device: str, refuse: bool) -> None:
-    """Say at once when no agent of ``device`` is online, and how to start one; with ``refuse``, exit 1."""
-    if client.device(device)["agents_online"]:
+def _check_agents(client: Client, device: str, command: str, refuse: bool) -> None:
+    """Say at once when no agent of ``device`` is online, and how to start one (with the enrollment step only
+    when the device has no agent yet); with ``refuse``, exit 1."""
+    found = client.device(device)
+    if found["agents_online"]:
         return
-    note = (
-        f"no agent of device {device!r} is online, so its jobs wait queued until one connects; start one on the "
-        f"device: latfarm agent --server HOST:50051 --enroll TOKEN (a token: POST /v1/devices/{device}/enrollments)"
-    )
+    if found["agents"]:
+        start = "start its agent: latfarm agent --server HOST:50051 --state-dir DIR (the folder with its credential)"
+    else:
+        start = (
+            "start one on the device: latfarm agent --server HOST:50051 --enroll TOKEN "
+            f"(a token: POST /v1/devices/{device}/enrollments)"
+        )
+    note = f"no agent of device {device!r} is online, so its jobs wait queued until one connects; {start}"
     if refuse:
-        raise SystemExit(f"latfarm measure: {note}. Nothing was queued; --wait-for-agent queues and waits anyway")
-    typer.echo(f"latfarm measure: {note}", err=True)
+        raise SystemExit(f"{command}: {note}. Nothing was queued; --wait-for-agent queues and waits anyway")
+    typer.echo(f"{command}: {note}", err=True)
 
 
 def random_archs(space: str, n: int, seed: int) -> list[str | int]:
@@ -229,9 +225,16 @@ def cancel(
     key: str = ApiKey,
 ) -> None:
     """Cancel a measurement batch's queued and running jobs; done and failed ones keep their results."""
+    from latfarm.services.client import LatfarmError
+
     client = _client(server, key)
-    with _explained("latfarm cancel", client, ""):
-        answer = client.cancel(batch)
+    with _explained("latfarm cancel", client):
+        try:
+            answer = client.cancel(batch)
+        except LatfarmError as err:
+            if err.code == "not_found":  # an adaptation id is no batch id
+                err.message += "; to cancel an adaptation: latfarm adapt DEVICE --cancel"
+            raise
     progress = answer["progress"]
     typer.echo(
         f"cancelled {answer['cancelled_now']} job(s) of batch {batch}; "
@@ -241,13 +244,46 @@ def cancel(
 
 def adapt(
     device: str = DeviceName,
-    samples: int = typer.Option(10, "--samples", help="K archs to measure."),
+    samples: int = Samples,
     space: str = typer.Option("nb201", "--space", help="Search space whose predictor is adapted: nb201 or fbnet."),
     server: str = ServerUrl,
     key: str = ApiKey,
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the adaptation (a progress bar shows it)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the adaptation (progress lines show it)."),
+    wait_for_agent: bool = typer.Option(
+        False,
+        "--wait-for-agent",
+        help="Start and wait even when no agent of the device is online (else: exit 1, nothing queued).",
+    ),
+    cancel: bool = typer.Option(False, "--cancel", help="Cancel the device's adaptation that is measuring."),
 ) -> None:
-    """Adapt a space's predictor to a device from K measurements by its agents."""
+    """Adapt a space's predictor to a device from K measurements by its agents.
+
+    With no agent of the device online it says so and exits 1 without starting (unless --wait-for-agent or
+    --no-wait); Ctrl-C while waiting cancels the adaptation and its unfinished jobs (exit 130)."""
     client = _client(server, key)
-    with exit_on_error("latfarm adapt"), _explained("latfarm adapt", client, device):
-        client.adapt(device, samples=samples, wait=wait, progress=True, space=space)
+    with exit_on_error("latfarm adapt"), _explained("latfarm adapt", client):
+        if cancel:
+            typer.echo(_cancelled(client.cancel_adaptation(device, space), device))
+            return
+        _check_agents(client, device, "latfarm adapt", refuse=wait and not wait_for_agent)
+        started = client.adapt(device, samples=samples, wait=False, space=space)
+        if not wait:
+            typer.echo(
+                f"adaptation {started['id']} of {device} started ({samples} archs queued); progress: "
+                f"GET /v1/devices/{device}/adapt; cancel: latfarm adapt {device} --cancel"
+            )
+            return
+        try:
+            client.wait_adaptation(device, space, progress=True)
+        except TimeoutError as err:
+            raise SystemExit(f"latfarm adapt: {err}; it goes on (latfarm adapt {device} --cancel stops it)") from err
+        except KeyboardInterrupt:
+            cancelled = _cancelled(client.cancel_adaptation(device, space), device)
+            typer.echo(f"latfarm adapt: interrupted; {cancelled}", err=True)
+            raise typer.Exit(130) from None
+
+
+def _cancelled(state: dict, device: str) -> str:
+    """What a cancelled adaptation's answer says, in one line."""
+    jobs = (state.get("progress") or {}).get("cancelled", 0)
+    return f"cancelled adaptation {state['id']} of {device} and {jobs} unfinished job(s); the active predictor stays"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from latfarm.services.cli.options import DataDir, DbUrl
+from latfarm.services.cli.options import DataDir, DbUrl, UpSamples
 
 HttpPort = typer.Option(None, "--http-port", show_default="8000", help="REST port (also the admin UI's).")
 GrpcPort = typer.Option(None, "--grpc-port", show_default="50051", help="gRPC port for agents.")
@@ -53,7 +53,7 @@ def migrate(db: str = DbUrl, data_dir: Path = DataDir) -> None:
 
 def up(
     device: str = typer.Option("local", "--device", help="Device name for this machine."),
-    samples: int = typer.Option(10, "--samples", help="K archs to measure for adapting the predictor."),
+    samples: int = UpSamples,
     http_port: int = HttpPort,
     grpc_port: int = GrpcPort,
     data_dir: Path = DataDir,

@@ -25,6 +25,7 @@ from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.client import Client, LatfarmError
 from latfarm.services.core.config import Settings, env_name
 from latfarm.services.core.security import new_secret
+from latfarm.services.domain.adaptation import DEFAULT_SAMPLES
 from latfarm.services.domain.names import checked_device_name
 
 console = Console()
@@ -131,15 +132,23 @@ def _nb201_predictor(client: Client, device: str) -> dict:
     return client.device(device).get("predictors", {}).get("nb201", {"state": "none"})
 
 
-def _adapt(client: Client, device: str, samples: int, children: Children) -> dict:
-    """Adapt the NB201 predictor to ``device`` unless it already has an active one; a progress bar while
-    measuring."""
+def _adapt(client: Client, device: str, samples: int | None, children: Children, stop: threading.Event) -> dict | None:
+    """Adapt the NB201 predictor to ``device`` from ``samples`` archs (None: ``DEFAULT_SAMPLES``) unless it
+    already has an active one fitted under its conditions (from ``samples`` archs, when given); a progress bar
+    while measuring. ``stop`` set while it measures (Ctrl-C) cancels the adaptation and returns None."""
     state = _nb201_predictor(client, device)
-    if state["state"] == "active" and state.get("current", True):
+    reuse = samples is None or state.get("samples") == samples
+    if state["state"] == "active" and state.get("current", True) and reuse:
         console.print(f"predictor for [bold]{device}[/] already adapted ({state.get('samples')} samples): reused")
         return state
-    if state["state"] == "active":  # fitted under other measurement conditions: predictions no longer use it
+    samples = samples or DEFAULT_SAMPLES
+    if state["state"] == "active" and not state.get("current", True):  # predictions no longer use it
         console.print(f"predictor for [bold]{device}[/] was adapted under {state['conditions_key']}: adapting again")
+    elif state["state"] == "active":
+        console.print(
+            f"predictor for [bold]{device}[/] was adapted from {state.get('samples')} samples: "
+            f"adapting again from {samples} (--samples)"
+        )
     if state["state"] not in ("measuring", "training"):
         state = client.adapt(device, samples=samples, wait=False)
     columns = (
@@ -152,6 +161,9 @@ def _adapt(client: Client, device: str, samples: int, children: Children) -> dic
         task = bar.add_task(f"measuring {samples} archs on {device}", total=state.get("samples", samples))
         while state["state"] in ("measuring", "training"):
             children.check()
+            if stop.is_set() and state["state"] == "measuring":
+                _cancel(client, device)
+                return None
             counts = state.get("progress") or {}
             bar.update(task, completed=counts.get("done", 0) + counts.get("failed", 0), total=counts.get("total"))
             if state["state"] == "training":
@@ -164,18 +176,29 @@ def _adapt(client: Client, device: str, samples: int, children: Children) -> dic
     return state
 
 
-def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> None:
-    """Start everything, adapt to this machine, print the URLs, serve until Ctrl-C; a ``device`` against the
-    device-name rule exits before anything starts."""
+def _cancel(client: Client, device: str) -> None:
+    """Cancel the device's NB201 adaptation on Ctrl-C and say so (its measurements may have just come in)."""
+    try:
+        state = client.cancel_adaptation(device)
+    except LatfarmError as err:
+        console.print(f"interrupted: {err.message}")
+        return
+    jobs = (state.get("progress") or {}).get("cancelled", 0)
+    console.print(f"interrupted: cancelled adaptation {state['id']} of {device} and {jobs} unfinished job(s)")
+
+
+def run_up(settings: Settings, *, device: str = "local", samples: int | None = None) -> None:
+    """Start everything, adapt to this machine (from ``samples`` archs: ``_adapt``), print the URLs, serve until
+    Ctrl-C; a ``device`` against the device-name rule or a port in use exits before anything is created."""
     with exit_on_error("latfarm up"):
         checked_device_name(device)
+    for port, flag in ((settings.http_port, "--http-port"), (settings.grpc_port, "--grpc-port")):
+        if not _free(port):  # before anything is created
+            raise SystemExit(f"latfarm up: port {port} is in use (is latfarm up already running? use {flag})")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     key = admin_key(settings)
-    for port in (settings.http_port, settings.grpc_port):
-        if not _free(port):
-            raise SystemExit(f"latfarm up: port {port} is in use; pick another with --http-port / --grpc-port")
     tls = [name for name in ("grpc_tls_cert", "grpc_tls_key") if getattr(settings, name)]
     if tls:  # the agent below talks to its own server on 127.0.0.1
         names = " and ".join(env_name(name) for name in tls)
@@ -204,8 +227,9 @@ def run_up(settings: Settings, *, device: str = "local", samples: int = 10) -> N
             agent_env[ENROLL_ENV] = client.enroll(device, expires_in_s=ENROLL_TOKEN_S, max_uses=1)
         children.start("agent", agent_args, agent_env)
         console.print(f"agent for device [bold]{device}[/] started (log: {logs / 'agent.log'})")
-        state = _adapt(client, device, samples, children)
-        _summary(base, key, device, state)
+        state = _adapt(client, device, samples, children, stop)
+        if state is not None:
+            _summary(base, key, device, state)
         while not stop.wait(1.0):
             children.check()
     except RuntimeError as err:

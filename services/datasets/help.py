@@ -81,6 +81,10 @@ def import_help(
 
 
 def _latency_files(path: Path, devices: Sequence[str] | None) -> list[Path]:
+    if not path.exists():
+        raise DatasetError(f"{path}: no such folder")
+    if not path.is_dir():
+        raise DatasetError(f"{path} is a file; --format help reads a HELP folder (latency/<device>.pt)")
     files = sorted((path / "latency").glob("*.pt"))
     if not files:
         raise DatasetError(f"{path}: not a HELP folder (needs latency/<device>.pt)")

@@ -32,7 +32,7 @@ HWNAS_CIFAR10 = "cifar10"
 def import_hwnasbench(session: Session, path: Path) -> int:
     """Import HW-NAS-Bench's pickle: every ``d['nasbench201'][dataset][<device>_latency][index]`` (ms)."""
     path = Path(path)
-    data = load_pickle(path)
+    data = load_pickle(path, "hwnasbench")
     try:
         by_dataset = data["nasbench201"]
     except (KeyError, TypeError) as err:

@@ -48,7 +48,7 @@ def import_latbench(session: Session, path: Path, device: str | None = None) -> 
     All-or-nothing: any bad key or value raises ``DatasetError`` before a row is written.
     """
     path = Path(path)
-    data = load_pickle(path)
+    data = load_pickle(path, "latbench")
     if not isinstance(data, Mapping):
         raise DatasetError(f"{path}: expected a dict {{6-op tuple: seconds}}, found {type(data).__name__}")
     summaries: dict[str, tuple[float, int]] = {}

@@ -132,8 +132,13 @@ def arch_ids_by_index(session: Session, indices: Iterable[int]) -> dict[int, int
     return ids
 
 
-def load_pickle(path: Path) -> Any:
-    """Unpickle a dataset file (trusted input: pickles run code, so import only files you trust)."""
+def load_pickle(path: Path, fmt: str) -> Any:
+    """Unpickle a dataset file of format ``fmt`` (trusted input: pickles run code, so import only files you
+    trust); ``DatasetError`` for a missing file or a folder."""
+    if path.is_dir():
+        raise DatasetError(
+            f"{path} is a folder; --format {fmt} reads a pickle file; for a HELP folder use --format help"
+        )
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
     try:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from latfarm.predictor.spaces import get_space
 from latfarm.services.datasets.rows import DatasetError
 from latfarm.services.domain.conditions import Conditions
+from latfarm.services.domain.names import unknown_device
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP
 from latfarm.services.store.crud import device_by_name
@@ -51,9 +52,7 @@ def device_rows(session: Session, device_name: str, own_conditions: bool = False
     ``DatasetError`` naming ``space`` when the device has measurements of other spaces only."""
     device = device_by_name(session, device_name)
     if device is None:
-        known = session.scalars(select(Device.name).order_by(Device.name).limit(21)).all()
-        listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
-        raise DatasetError(f"unknown device {device_name!r}; known devices: {listed or 'none'}")
+        raise DatasetError(unknown_device(session, device_name))
     searched, fields, index = get_space(space), row_fields(space), f"{space}_index"
     derived = ("arch", index, "ops", "statistic", *CONDITION_FIELDS)
     columns = [getattr(Measurement, name) for name in fields if name not in derived]

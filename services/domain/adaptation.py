@@ -1,9 +1,9 @@
 """The adapt loop: choose K archs of a space for a device, have its agents measure them, fit that space's predictor,
 activate it. A device has at most one adaptation in progress and one active per space.
 
-An ``Adaptation`` row carries the state (measuring → training → active | failed), so any server replica can
-advance it: ``advance_all`` runs in every server's adapt worker (``workers.adapt_worker``) and claims rows one
-at a time.
+An ``Adaptation`` row carries the state (measuring → training → active | failed; measuring → cancelled when it or
+its batch is cancelled, never fitted), so any server replica can advance it: ``advance_all`` runs in every server's
+adapt worker (``workers.adapt_worker``) and claims rows one at a time.
 
 An adaptation is fitted under the conditions its device had for its space when it started
 (``Adaptation.conditions_key``, which names the space): its jobs are measured under them, only rows measured under
@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from latfarm.services.core.errors import Conflict, InvalidArgument
+from latfarm.services.core.errors import Conflict, FailedPrecondition, InvalidArgument
 from latfarm.services.domain import queue
 from latfarm.services.domain.conditions import SPACES, space_of
 from latfarm.services.domain.outliers import robust_adapt
@@ -48,7 +48,8 @@ from latfarm.services.store.models import (
 )
 
 log = logging.getLogger(__name__)
-MAX_SAMPLES = 200
+MIN_SAMPLES, MAX_SAMPLES, DEFAULT_SAMPLES = 3, 200, 10  # K archs an adaptation measures
+IN_PROGRESS = (AdaptState.measuring, AdaptState.training)
 
 
 class AdaptError(InvalidArgument):
@@ -57,6 +58,17 @@ class AdaptError(InvalidArgument):
 
 class AdaptationRunning(Conflict):
     """The device already has an adaptation measuring or training."""
+
+
+class NothingToCancel(FailedPrecondition):
+    """The device has no adaptation of the space that can still be cancelled."""
+
+
+def check_samples(samples: int) -> int:
+    """``samples`` when it is a K an adaptation takes (``MIN_SAMPLES``..``MAX_SAMPLES``); else ``AdaptError``."""
+    if not MIN_SAMPLES <= samples <= MAX_SAMPLES:
+        raise AdaptError(f"samples must be between {MIN_SAMPLES} and {MAX_SAMPLES}, got {samples}")
+    return samples
 
 
 def of_space(space: str):
@@ -85,13 +97,14 @@ def start(
     """Choose ``samples`` archs of the predictor's space with its default strategy and queue their measurement under
     the device's conditions for that space (recorded on the batch and the adaptation). ``sample_archs`` records them
     by reference position (NB201's official index) or canonical string (``predictions.keyed_by_position``)."""
-    if not 3 <= samples <= MAX_SAMPLES:
-        raise AdaptError(f"samples must be between 3 and {MAX_SAMPLES}, got {samples}")
+    check_samples(samples)
     searched = predictor.space
     running = latest(session, device, searched.name)
-    if running is not None and running.state in (AdaptState.measuring, AdaptState.training):
+    if running is not None and running.state in IN_PROGRESS:
         raise AdaptationRunning(
-            f"device {device.name!r} already has {searched.name} adaptation {running.id} in state {running.state.value}"
+            f"device {device.name!r} already has {searched.name} adaptation {running.id} in state "
+            f"{running.state.value}; wait for it, or cancel it: latfarm adapt {device.name} --cancel "
+            f"(POST /v1/devices/{device.name}/adapt/cancel)"
         )
     chosen = predictor.select_samples(samples, seed=seed)
     if keyed_by_position(searched.name):
@@ -115,6 +128,21 @@ def start(
     )
     session.add(adaptation)
     session.flush()
+    return adaptation
+
+
+def cancel(session: Session, device: Device, space: str) -> Adaptation:
+    """Cancel the device's adaptation of ``space`` that is measuring, and its batch's queued and running jobs; the
+    device's active adaptation stays. ``NothingToCancel`` when its latest one is not measuring (training: its
+    measurements are in, it ends in seconds)."""
+    adaptation = latest(session, device, space)
+    if adaptation is None or not _claim(session, adaptation.id, AdaptState.measuring, AdaptState.cancelled):
+        state = "none" if adaptation is None else adaptation.state.value
+        raise NothingToCancel(f"device {device.name!r} has no {space} adaptation measuring to cancel (latest: {state})")
+    if adaptation.batch_id:
+        queue.cancel_batch(session, adaptation.batch_id)
+    session.refresh(adaptation)
+    adaptation.error = "cancelled on request"
     return adaptation
 
 
@@ -190,13 +218,18 @@ def advance(sessions: sessionmaker[Session], adaptation_id: str, predictors: Pre
         adaptation = session.get(Adaptation, adaptation_id)
         if adaptation is None or adaptation.state != AdaptState.measuring:
             return adaptation.state if adaptation else AdaptState.failed
-        pending = session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.batch_id == adaptation.batch_id, Job.state.in_([JobState.queued, JobState.running]))
+        states = dict(
+            session.execute(
+                select(Job.state, func.count()).where(Job.batch_id == adaptation.batch_id).group_by(Job.state)
+            ).all()
         )
-        if pending:
+        if states.get(JobState.queued) or states.get(JobState.running):
             return AdaptState.measuring
+        if states.get(JobState.cancelled):  # someone cancelled its batch: never fitted from old measurements
+            if _claim(session, adaptation_id, AdaptState.measuring, AdaptState.cancelled):
+                session.refresh(adaptation)
+                adaptation.error = "its measurement batch was cancelled"
+            return AdaptState.cancelled
         if not _claim(session, adaptation_id, AdaptState.measuring, AdaptState.training):
             return AdaptState.training
     try:

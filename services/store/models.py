@@ -63,6 +63,7 @@ class AdaptState(str, enum.Enum):
     training = "training"
     active = "active"
     failed = "failed"
+    cancelled = "cancelled"  # its measurement batch was cancelled: never fitted, the active one stays
     superseded = "superseded"
 
 

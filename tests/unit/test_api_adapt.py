@@ -13,6 +13,7 @@ from latfarm.services.domain import queue
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.results import ReportedResult
+from latfarm.services.store import crud
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent
@@ -136,3 +137,47 @@ def test_a_failure_after_the_claim_fails_the_adaptation_instead_of_stranding_it(
     state = api.get("/v1/devices/cpu2", headers=ADMIN).json()["predictor"]
     assert state["state"] == "failed" and "model is broken" in state["error"]
     assert api.post("/v1/devices/cpu2/adapt", json={"samples": SAMPLES}, headers=keys["client"]).status_code == 202
+
+
+def test_a_cancelled_batch_cancels_the_adaptation_and_the_active_one_stays(api, keys, tmp_path):
+    """An adaptation whose batch is cancelled ends ``cancelled`` even though older measurements of the same archs
+    are there to fit; the active adaptation stays in use and a new one may start."""
+    add_device(api, "cpu3")
+    assert api.post("/v1/devices/cpu3/adapt", json={"samples": SAMPLES}, headers=keys["client"]).status_code == 202
+    _agent_measures(api, tmp_path, "cpu3", np.linspace(1.0, 5.0, 15625))
+    loader = api.app.state.predictions.predictor_loader
+    assert adapt.advance_all(api.app.state.sessions, loader) == 1
+    first = api.get("/v1/devices/cpu3/adapt", headers=ADMIN).json()
+
+    second = api.post("/v1/devices/cpu3/adapt", json={"samples": SAMPLES}, headers=keys["client"]).json()
+    batch = second["progress"]["id"]
+    assert api.post(f"/v1/jobs/{batch}/cancel", headers=keys["client"]).json()["cancelled_now"] == SAMPLES
+    assert adapt.advance_all(api.app.state.sessions, loader) == 0
+    state = api.get("/v1/devices/cpu3/adapt", headers=ADMIN).json()
+    assert (state["id"], state["state"], state["metrics"]) == (second["id"], "cancelled", {})
+    assert "cancelled" in state["error"]
+    with api.app.state.sessions() as session:
+        device = device_by_name(session, "cpu3")
+        assert crud.active_adaptation(session, device, B1).id == first["id"]
+    assert api.post("/v1/devices/cpu3/adapt", json={"samples": SAMPLES}, headers=keys["client"]).status_code == 202
+
+
+def test_cancel_an_adaptation_over_rest(api, keys):
+    """``POST .../adapt/cancel`` cancels a measuring adaptation and its jobs at once; with none measuring it is a
+    409 naming the latest state; a device's other keys may not."""
+    add_device(api, "cpu4")
+    assert api.post("/v1/devices/cpu4/adapt/cancel", headers=keys["client"]).status_code == 409
+    started = api.post("/v1/devices/cpu4/adapt", json={"samples": SAMPLES}, headers=keys["client"]).json()
+    refused = api.post("/v1/devices/cpu4/adapt", json={"samples": SAMPLES}, headers=keys["client"]).json()
+    assert "latfarm adapt cpu4 --cancel" in refused["message"]
+    assert api.post("/v1/devices/cpu4/adapt/cancel", headers=keys["owner"]).status_code == 403
+
+    response = api.post("/v1/devices/cpu4/adapt/cancel", headers=keys["client"])
+    assert response.status_code == 200, response.text
+    cancelled = response.json()
+    assert (cancelled["id"], cancelled["state"]) == (started["id"], "cancelled")
+    assert cancelled["progress"]["cancelled"] == SAMPLES and cancelled["progress"]["queued"] == 0
+    again = api.post("/v1/devices/cpu4/adapt/cancel", headers=keys["client"])
+    assert again.status_code == 409 and "latest: cancelled" in again.json()["message"]
+    assert api.post("/v1/devices/cpu4/adapt/cancel", params={"space": "fbnet"}, headers=ADMIN).status_code == 409
+    assert api.post("/v1/devices/cpu4/adapt", json={"samples": SAMPLES}, headers=keys["client"]).status_code == 202

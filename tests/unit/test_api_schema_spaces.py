@@ -126,10 +126,10 @@ def test_measurements_match_an_arch_in_its_own_space_only(api):
     assert found(space="fbnet", arch=arch(5)) == found(space="nb201", arch=fbnet) == []
 
 
-def test_a_device_owner_of_no_key_is_not_found(api):
+def test_a_device_owner_of_no_key_is_a_conflict_not_a_missing_device(api):
     add_device(api, "dev1")
     response = api.put("/v1/devices/dev1/owner", json={"key_id": 6813849}, headers=ADMIN)
-    assert response.status_code == 404 and response.json()["message"] == "key_id: no API key has id 6813849"
+    assert response.status_code == 409 and response.json()["message"] == "key_id: no API key has id 6813849"
     for outside in (0, 2**31):
         assert api.put("/v1/devices/dev1/owner", json={"key_id": outside}, headers=ADMIN).status_code == 422
 

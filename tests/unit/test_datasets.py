@@ -271,3 +271,21 @@ def test_store_functions_raise_and_commands_exit(tmp_path, capsys):
         datasets.export_from_store(settings, "my-phone", fmt="xml", out=tmp_path / "x")
     with pytest.raises(SystemExit, match="latfarm export data: unknown export format"):
         export_dataset(settings, "my-phone", fmt="xml", out=tmp_path / "x")
+
+
+def test_import_says_folder_or_file_for_a_path_of_the_wrong_kind(sessions, tmp_path):
+    """#15 item 5: a folder given to a pickle format, a file given to HELP, and a path that does not exist."""
+    (tmp_path / "a.pickle").write_bytes(b"")
+    cases = [
+        (lambda s: datasets.import_latbench(s, tmp_path), f"{tmp_path} is a folder; --format latbench reads a pickle"),
+        (
+            lambda s: datasets.import_hwnasbench(s, tmp_path),
+            "is a folder; --format hwnasbench reads a pickle file; for",
+        ),
+        (lambda s: datasets.import_help(s, tmp_path / "a.pickle", progress=False), "a.pickle is a file; --format help"),
+        (lambda s: datasets.import_help(s, tmp_path / "nope", progress=False), f"{tmp_path / 'nope'}: no such folder"),
+    ]
+    for run, message in cases:
+        with sessions() as session, pytest.raises(datasets.DatasetError) as err:
+            run(session)
+        assert message in str(err.value)

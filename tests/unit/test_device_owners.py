@@ -45,7 +45,7 @@ def test_devices_without_an_owner_are_admin_only_until_an_admin_sets_one(api):
     assert api.post("/v1/devices/legacy/enrollments", headers=owner).status_code == 403
     assert api.put("/v1/devices/legacy/owner", json={"key_id": key_id}, headers=owner).status_code == 403
     unknown = api.put("/v1/devices/legacy/owner", json={"key_id": 999}, headers=ADMIN)
-    assert unknown.status_code == 404 and unknown.json()["message"].startswith("key_id:")
+    assert unknown.status_code == 409 and unknown.json()["message"].startswith("key_id:")
     given = api.put("/v1/devices/legacy/owner", json={"key_id": key_id}, headers=ADMIN)
     assert given.status_code == 200 and given.json()["owner_key_id"] == key_id
     assert api.post("/v1/devices/legacy/enrollments", headers=owner).status_code == 201

@@ -24,8 +24,8 @@ class AdaptRequest(Strict):
 
     space: Space = Field(nb201.SPACE, description="Search space whose predictor is adapted: nb201 | fbnet.")
 
-    samples: Annotated[int, Field(ge=3, le=adapt.MAX_SAMPLES), WHOLE] = Field(
-        10, description="K archs to measure on the device."
+    samples: Annotated[int, Field(ge=adapt.MIN_SAMPLES, le=adapt.MAX_SAMPLES), WHOLE] = Field(
+        adapt.DEFAULT_SAMPLES, description="K archs to measure on the device."
     )
     seed: Annotated[int, Field(ge=0, le=2**32 - 1), WHOLE] = Field(
         0, description="Seed of the sample selection (trials differ by seed)."
@@ -60,6 +60,22 @@ def start_adaptation(
     return adapt.describe(session, adaptation)
 
 
+@router.post("/devices/{name}/adapt/cancel")
+def cancel_adaptation(
+    name: str,
+    space: Annotated[Space, Query(description="Space whose adaptation is cancelled: nb201 | fbnet.")] = nb201.SPACE,
+    session: Session = Depends(db),
+    principal: Principal = Depends(require("jobs")),
+) -> dict:
+    """Cancel the device's adaptation of the space while it is measuring, with its queued and running jobs (done
+    ones keep their results); the device's active adaptation stays in use. 409 when none is measuring."""
+    device = get_device(session, name)
+    principal.check_device("jobs", device)
+    cancelled = adapt.cancel(session, device, request_space(space).name)
+    session.commit()
+    return adapt.describe(session, cancelled)
+
+
 @router.get("/devices/{name}/adapt")
 def adaptation_status(
     name: str,
@@ -68,7 +84,7 @@ def adaptation_status(
     _: Principal = Depends(require("read")),
 ) -> dict:
     """The device's latest adaptation (of ``space`` when given): its space, state (none, measuring, training,
-    active, failed), progress, metrics."""
+    active, failed, cancelled), progress, metrics."""
     device = get_device(session, name)
     searched = request_space(space).name if space is not None else None
     return adapt.describe(session, adapt.latest(session, device, searched))

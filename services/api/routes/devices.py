@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.services import datasets
 from latfarm.services.core.clock import utcnow
-from latfarm.services.core.errors import Conflict, NotFound
+from latfarm.services.core.errors import Conflict, FailedPrecondition
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import adaptation as adapt
 from latfarm.services.domain.conditions import DEFAULT_SPACE, SPACES
@@ -120,10 +120,11 @@ def create_enrollment(
 def set_owner(
     name: str, body: DeviceOwner, session: Session = Depends(db), _: Principal = Depends(require("admin"))
 ) -> Device:
-    """Give the device to another API key, or to admins only (``key_id`` null); 404 for a key that does not exist."""
+    """Give the device to another API key, or to admins only (``key_id`` null); 409 for a key that does not exist
+    (404 is the device's: a fuzzer, like a client, reads a 404 here as the device gone)."""
     device = get_device(session, name)
     if body.key_id is not None and session.get(ApiKey, body.key_id) is None:
-        raise NotFound(f"key_id: no API key has id {body.key_id}", field="key_id")
+        raise FailedPrecondition(f"key_id: no API key has id {body.key_id}", field="key_id")
     device.owner_key_id = body.key_id
     session.commit()
     return device

@@ -1,0 +1,55 @@
+"""#15 item 4: REST errors a newcomer meets first say what to do: a body sent without the JSON content type, a key
+sent without ``Bearer``, a device name against the rule (the CLI's wording) and an unknown device (the known ones,
+capped)."""
+
+from __future__ import annotations
+
+from latfarm.services.domain.names import MAX_LISTED, NAME_RULE
+from tests.api_support import ADMIN_KEY, add_device
+
+
+def test_a_body_without_the_json_content_type_says_to_send_json(api, keys):
+    for content_type in ("", "text/plain"):
+        headers = {**keys["admin"], "content-type": content_type}
+        response = api.post("/v1/devices", content='{"name": "dev1"}', headers=headers)
+        assert response.status_code == 422, response.text
+        assert (
+            response.json()["message"]
+            == "body: send the body as JSON, with the header 'Content-Type: application/json'"
+        )
+    assert api.get("/v1/devices", headers=keys["admin"]).json() == []
+
+
+def test_a_key_without_bearer_is_told_the_header_form(api):
+    raw = api.get("/v1/devices", headers={"Authorization": ADMIN_KEY})
+    assert raw.status_code == 401
+    assert "does not start with 'Bearer '" in raw.json()["message"]
+    assert "Authorization: Bearer <key>" in raw.json()["message"]
+    for headers in ({}, {"Authorization": "Bearer "}):
+        missing = api.get("/v1/devices", headers=headers)
+        assert missing.status_code == 401 and missing.json()["message"].startswith("missing API key")
+
+
+def test_a_bad_device_name_is_refused_in_the_clis_wording(api, keys):
+    response = api.post("/v1/devices", json={"name": "my phone"}, headers=keys["admin"])
+    assert response.status_code == 422
+    assert response.json()["message"] == f"name: device name 'my phone' is not allowed: {NAME_RULE}"
+    assert "pattern" not in response.text
+
+
+def test_an_unknown_device_lists_the_known_ones_capped(api, keys):
+    assert api.get("/v1/devices/nope", headers=keys["admin"]).json()["message"] == (
+        "unknown device 'nope'; known devices: none yet"
+    )
+    names = [f"dev{i:02d}" for i in range(MAX_LISTED + 1)]
+    for name in names:
+        add_device(api, name)
+    message = api.get("/v1/devices/nope/adapt", headers=keys["admin"]).json()["message"]
+    assert message == f"unknown device 'nope'; known devices: {', '.join(names[:MAX_LISTED])}, ..."
+
+
+def test_an_unknown_space_lists_the_known_ones_as_words(api, keys):
+    add_device(api, "dev1")
+    response = api.get("/v1/devices/dev1/adapt", params={"space": "ofa"}, headers=keys["admin"])
+    assert response.status_code == 422, response.text
+    assert response.json()["message"].endswith("unknown search space 'ofa'; known: fbnet, nb201")

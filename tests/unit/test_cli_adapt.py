@@ -1,0 +1,97 @@
+"""``latfarm adapt`` against a live server: refuses with no agent online as ``measure`` does, Ctrl-C and
+``--cancel`` cancel the adaptation and its jobs, ``--samples`` follows the adapt loop's rule."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from typer.testing import CliRunner
+
+from latfarm.services.cli import app
+from latfarm.services.core.security import hash_secret
+from latfarm.services.store.crud import device_by_name
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Adaptation, Agent, Job, JobState
+from tests.api_support import ADMIN_KEY
+from tests.unit.test_cli_measure import add_device_live
+
+
+def _invoke(url: str, *args: str):
+    return CliRunner().invoke(app, [*args, "--server", url, "--key", ADMIN_KEY])
+
+
+def test_adapt_with_no_agent_online_says_how_to_start_one_and_starts_nothing(live_api):
+    url, server = live_api
+    add_device_live(server)
+    result = _invoke(url, "adapt", "gpu-b2", "--samples", "5")
+    assert result.exit_code == 1, result.output
+    assert "latfarm adapt: no agent of device 'gpu-b2' is online" in result.output
+    assert "--enroll TOKEN" in result.output and "--wait-for-agent" in result.output
+    with server.state.sessions() as session:
+        assert session.query(Adaptation).count() == session.query(Job).count() == 0
+
+    with transaction(server.state.sessions) as session:  # an enrolled agent, offline: no new token needed
+        session.add(Agent(device_id=device_by_name(session, "gpu-b2").id, credential_hash=hash_secret("s")))
+    again = _invoke(url, "adapt", "gpu-b2", "--samples", "5")
+    assert again.exit_code == 1 and "start its agent: latfarm agent --server" in again.output
+    assert "--enroll" not in again.output
+
+
+def test_adapt_cancel_and_cancel_of_an_adaptation_id(live_api):
+    url, server = live_api
+    add_device_live(server)
+    started = _invoke(url, "adapt", "gpu-b2", "--samples", "4", "--no-wait")
+    assert started.exit_code == 0, started.output
+    assert "latfarm adapt gpu-b2 --cancel" in started.stdout and "is online" in started.stderr
+    with server.state.sessions() as session:
+        adaptation_id = session.query(Adaptation).one().id
+
+    wrong = _invoke(url, "cancel", adaptation_id)
+    assert wrong.exit_code == 1 and "latfarm adapt DEVICE --cancel" in wrong.output
+    cancelled = _invoke(url, "adapt", "gpu-b2", "--cancel")
+    assert cancelled.exit_code == 0, cancelled.output
+    assert f"cancelled adaptation {adaptation_id} of gpu-b2 and 4 unfinished job(s)" in cancelled.stdout
+    nothing = _invoke(url, "adapt", "gpu-b2", "--cancel")
+    assert nothing.exit_code == 1 and "no nb201 adaptation measuring to cancel (latest: cancelled)" in nothing.output
+    with server.state.sessions() as session:
+        assert {job.state for job in session.query(Job)} == {JobState.cancelled}
+
+
+def test_ctrl_c_while_adapting_cancels_the_adaptation(live_api):
+    url, server = live_api
+    add_device_live(server)
+    command = [sys.executable, "-m", "latfarm.services.cli", "adapt", "gpu-b2", "--samples", "3", "--wait-for-agent"]
+    proc = subprocess.Popen(
+        [*command, "--server", url, "--key", ADMIN_KEY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while True:  # until its jobs are queued: it is waiting
+        with server.state.sessions() as session:
+            if session.query(Job).count() == 3:
+                break
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted; cancelled adaptation" in err and "3 unfinished job(s)" in err
+    with server.state.sessions() as session:
+        assert session.query(Adaptation).one().state.value == "cancelled"
+        assert {job.state for job in session.query(Job)} == {JobState.cancelled}
+    again = _invoke(url, "adapt", "gpu-b2", "--samples", "3", "--no-wait")
+    assert again.exit_code == 0, again.output  # nothing left in the way of a new adaptation
+
+
+def test_samples_out_of_range_is_refused_by_adapt_and_up_alike(tmp_path):
+    nowhere = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never reached
+    adapt = CliRunner().invoke(app, ["adapt", "dev", "--samples", "2", *nowhere])
+    up = CliRunner().invoke(app, ["up", "--samples", "201", "--data-dir", str(tmp_path / "data")])
+    assert adapt.exit_code == up.exit_code == 2
+    assert "samples must be between 3 and 200, got 2" in adapt.output
+    assert "samples must be between 3 and 200, got 201" in up.output
+    assert not (tmp_path / "data").exists()

@@ -1,0 +1,48 @@
+"""#15 item 9: one form for a bad arch in predict, measure and export model (``archs[i]: ...``), a negative number
+explained or passed after ``--``, and usage lines that name arguments in capitals."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from latfarm.services.cli import app
+from tests.api_support import ADMIN_KEY
+from tests.unit.test_cli_measure import add_device_live
+
+OUTSIDE = "archs[1]: nb201: reference position 99999 is outside 0..15624"
+
+
+def test_a_bad_arch_reads_the_same_in_predict_measure_and_export(live_api, tmp_path):
+    url, server = live_api
+    add_device_live(server)
+    remote = ["--server", url, "--key", ADMIN_KEY]
+    for command in (["predict", "gpu-b2", "0", "99999", *remote], ["measure", "gpu-b2", "0", "99999", *remote]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 1 and result.output.strip() == f"latfarm {command[0]}: {OUTSIDE}", result.output
+    export = ["export", "model", "0", "99999", "--format", "onnx", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, export)
+    assert result.exit_code == 1 and result.output.strip() == f"latfarm export model: {OUTSIDE}", result.output
+
+
+def test_a_negative_number_is_explained_or_taken_after_double_dash(live_api):
+    url, server = live_api
+    add_device_live(server)
+    explained = CliRunner().invoke(app, ["predict", "gpu-b2", "-1", "--server", url, "--key", ADMIN_KEY])
+    assert explained.exit_code == 2
+    assert "-1 is no option; arguments that start with '-' go last, after '--'" in " ".join(explained.output.split())
+    taken = CliRunner().invoke(app, ["predict", "gpu-b2", "--server", url, "--key", ADMIN_KEY, "--", "-1"])
+    assert taken.exit_code == 1
+    assert taken.output.strip() == "latfarm predict: archs[0]: nb201: reference position -1 is outside 0..15624"
+
+
+def test_usage_lines_name_arguments_in_capitals():
+    for command, usage in [
+        (["import"], "latfarm import [OPTIONS] PATH"),
+        (["predict"], "latfarm predict [OPTIONS] DEVICE ARCHS..."),
+        (["measure"], "latfarm measure [OPTIONS] DEVICE [ARCHS...]"),
+        (["export", "model"], "latfarm export model [OPTIONS] ARCHS..."),
+    ]:
+        shown = CliRunner().invoke(app, [*command, "--help"], prog_name="latfarm", terminal_width=120).output
+        missing = CliRunner().invoke(app, command, prog_name="latfarm").output
+        assert usage in shown and usage in missing, (shown, missing)
+        assert "{" not in shown.split("Usage:")[1].splitlines()[0]

@@ -1,0 +1,86 @@
+"""``latfarm up``'s own steps, without its child processes: a busy port refused before anything is created, and
+``--samples`` re-adapting a predictor fitted from another K (not given: reused)."""
+
+from __future__ import annotations
+
+import socket
+from threading import Event
+
+import pytest
+
+from latfarm.services.cli import up
+from latfarm.services.client import Client
+from latfarm.services.core.config import Settings
+from latfarm.services.domain.predictions import conditions_of
+from latfarm.services.store.crud import device_by_name
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Adaptation, AdaptState, utcnow
+from tests.api_support import ADMIN_KEY
+from tests.unit.test_cli_measure import add_device_live
+
+
+def test_a_busy_port_is_refused_before_anything_is_created(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        settings = Settings(data_dir=tmp_path / "data", http_port=port, grpc_port=0)
+        with pytest.raises(SystemExit) as exited:
+            up.run_up(settings)
+    message = f"latfarm up: port {port} is in use (is latfarm up already running? use --http-port)"
+    assert str(exited.value) == message
+    assert not (tmp_path / "data").exists()
+
+
+class _Stopped(RuntimeError):
+    pass
+
+
+class _StopAtFirstCheck:
+    """Children stand-in: the progress loop's first look at the children stops ``_adapt``."""
+
+    def check(self) -> None:
+        raise _Stopped
+
+
+def test_a_different_samples_adapts_again_and_the_same_reuses(live_api, capsys):
+    url, server = live_api
+    add_device_live(server)
+    with transaction(server.state.sessions) as session:
+        device = device_by_name(session, "gpu-b2")
+        key = conditions_of(device).for_space("nb201").key
+        session.add(
+            Adaptation(
+                device_id=device.id, state=AdaptState.active, samples=4, conditions_key=key, activated_at=utcnow()
+            )
+        )
+    client = Client(url, ADMIN_KEY)
+    for samples in (4, None):  # the same K, or none given: reused
+        reused = up._adapt(client, "gpu-b2", samples, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
+        assert reused is not None and reused["samples"] == 4
+        assert "already adapted (4 samples): reused" in capsys.readouterr().out
+
+    with pytest.raises(_Stopped):
+        up._adapt(client, "gpu-b2", 5, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
+    assert "adapted from 4 samples: adapting again from 5 (--samples)" in " ".join(capsys.readouterr().out.split())
+    state = client.device("gpu-b2")["predictors"]["nb201"]
+    assert (state["state"], state["samples"]) == ("measuring", 5)
+
+
+class _Running:
+    """Children stand-in: all running."""
+
+    def check(self) -> None:
+        pass
+
+
+def test_ctrl_c_while_up_adapts_cancels_the_adaptation(live_api, capsys):
+    url, server = live_api
+    add_device_live(server)
+    client = Client(url, ADMIN_KEY)
+    interrupted = Event()
+    interrupted.set()  # Ctrl-C arrived: the first look while measuring cancels
+    assert up._adapt(client, "gpu-b2", 3, _Running(), interrupted) is None  # type: ignore[arg-type]
+    assert "interrupted: cancelled adaptation" in capsys.readouterr().out
+    state = client.device("gpu-b2")["predictors"]["nb201"]
+    assert (state["state"], state["progress"]["cancelled"]) == ("cancelled", 3)
