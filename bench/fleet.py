@@ -4,7 +4,8 @@ Every agent registers, leases up to 16 jobs with a 5 s long-poll, reports them a
 heartbeat every 10 s naming the jobs it holds. The bench seeds one device with ``--jobs`` jobs over ``--archs``
 distinct archs (so few models are exported), starts the server, waits for the export worker, runs the agents until
 every job is reported, then checks in the database that every job is done with exactly one measurement. Prints
-results/s, lease p50/p99, heartbeat p99, RPC errors by status, and the exactly-once check.
+results/s, lease p50/p99, heartbeat p99 (latencies include retries after a busy server's hint), RPC errors by
+status, busy refusals, and the exactly-once check.
 
     .venv/bin/python bench/fleet.py [--agents 50] [--jobs 2000] [--db URL] [--redis URL]
 
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import re
 import signal
 import subprocess
@@ -50,6 +52,7 @@ class Tally:
     duplicates: int = 0
     refused: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
+    busy: int = 0  # refusals with a retry hint (retried)
     lost: int = 0
 
 
@@ -80,15 +83,24 @@ def _result(job):
 
 
 async def _call(tally: Tally, samples: list[float] | None, call, request, metadata):
-    """One RPC: its latency into ``samples``, a failure into ``tally.errors`` (returns None)."""
+    """One RPC as an agent makes it: a busy server's refusal (RESOURCE_EXHAUSTED with ``retry-after-ms``) is
+    counted in ``tally.busy`` and retried after the hint with the agent's jitter. The latency, retries included,
+    goes into ``samples``; a failure into ``tally.errors`` (returns None)."""
     import grpc
 
     started = time.perf_counter()
-    try:
-        reply = await call(request, metadata=metadata, timeout=CALL_TIMEOUT_S)
-    except grpc.aio.AioRpcError as err:
-        tally.errors[f"{err.code().name}: {(err.details() or '')[:80]}"] += 1
-        return None
+    while True:
+        try:
+            reply = await call(request, metadata=metadata, timeout=CALL_TIMEOUT_S)
+            break
+        except grpc.aio.AioRpcError as err:
+            hint = dict(err.trailing_metadata() or ()).get("retry-after-ms")
+            if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and hint is not None:
+                tally.busy += 1
+                await asyncio.sleep(float(hint) / 1000 * random.uniform(1.0, 1.5))
+                continue
+            tally.errors[f"{err.code().name}: {(err.details() or '')[:80]}"] += 1
+            return None
     if samples is not None:
         samples.append(time.perf_counter() - started)
     return reply
@@ -111,6 +123,7 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
             return
         metadata = (("authorization", f"Bearer {reply.credential}"),)
         held: set[str] = set()
+        reporting: set[str] = set()  # reports in flight: a heartbeat may find them done before the acks arrive
 
         async def beat() -> None:
             await asyncio.sleep(HEARTBEAT_S * (index % 100) / 100)  # agents start together, beat spread out
@@ -118,7 +131,7 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
                 request = agent_pb2.HeartbeatRequest(job_ids=sorted(held), state="measuring" if held else "idle")
                 answer = await _call(tally, tally.heartbeat_s, stub.Heartbeat, request, metadata)
                 if answer is not None:
-                    lost = held.intersection(answer.lost_job_ids)  # not those reported meanwhile
+                    lost = held.intersection(answer.lost_job_ids) - reporting  # not those reported meanwhile
                     tally.lost += len(lost)
                     held.difference_update(lost)
                 with contextlib.suppress(TimeoutError):
@@ -137,7 +150,9 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
                 tally.leased_s.append(tally.lease_s[-1])
                 held.update(job.job_id for job in leased.jobs)
                 report = agent_pb2.ReportRequest(results=[_result(job) for job in leased.jobs])
+                reporting.update(job.job_id for job in leased.jobs)
                 answer = await _call(tally, tally.report_s, stub.ReportResults, report, metadata)
+                reporting.difference_update(job.job_id for job in leased.jobs)
                 if answer is None:
                     continue  # the leases lapse; the jobs come back
                 for ack in answer.acks:
@@ -271,6 +286,12 @@ def _start_server(url: str, redis: str | None, data_dir: Path, log_path: Path) -
     raise SystemExit(f"latfarm serve exited ({server.wait()}); see {log_path}")
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far, its threads included (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     """Parse arguments, run one load and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -294,7 +315,9 @@ def main() -> None:
                 time.sleep(1)
             if pending:
                 raise SystemExit(f"{pending} jobs still wait for their artifact after 300 s")
+            server_cpu, bench_cpu = _cpu_s(server.pid), time.process_time()
             tally, elapsed = asyncio.run(_run_agents(address, token, args.agents, args.jobs, args.limit_s))
+            server_cpu, bench_cpu = _cpu_s(server.pid) - server_cpu, time.process_time() - bench_cpu
             checked = exactly_once(url)
         finally:
             if server is not None:
@@ -313,6 +336,12 @@ def main() -> None:
     print(f"report p99               {_quantile(tally.report_s, 0.99):.3f} s")
     print(
         f"RPC errors               {errors}" + "".join(f"\n  {n} x {what}" for what, n in tally.errors.most_common(5))
+    )
+    print(f"busy refusals (retried)  {tally.busy}")
+    per_1000 = 1000 / max(tally.accepted, 1)
+    print(
+        f"CPU per 1,000 results    server {server_cpu * per_1000:.2f} s, agents {bench_cpu * per_1000:.2f} s "
+        f"(server {server_cpu / elapsed:.2f} cores)"
     )
     print(f"refused acks             {sum(tally.refused.values())}  duplicates {tally.duplicates}  lost {tally.lost}")
     print(f"database                 {checked}")

@@ -154,6 +154,23 @@ def batch_progress(session: Session, batch_id: str) -> dict | None:
     }
 
 
+@dataclass(frozen=True)
+class Leased:
+    """A leased job with what its agent needs: the arch, the artifact and the batch's conditions and protocol."""
+
+    job_id: str
+    batch_id: str
+    space: str
+    arch: str
+    format: str
+    artifact_sha256: str
+    artifact_size: int
+    attempts: int
+    conditions: dict
+    protocol: dict
+    created_at: datetime
+
+
 def lease(
     session: Session,
     agent: Agent,
@@ -161,68 +178,96 @@ def lease(
     max_jobs: int,
     formats: Sequence[str],
     lease_seconds: float,
-    artifacts: ArtifactSource,
     max_attempts: int = 3,
     now: datetime | None = None,
-) -> list[Job]:
-    """Lease up to ``max_jobs`` queued jobs of the agent's device, oldest first, with their artifacts ready.
+) -> list[Leased]:
+    """Lease up to ``max_jobs`` queued jobs of the agent's device whose artifact is recorded, oldest first.
 
-    A job whose artifact cannot be exported fails at once with the reason.
+    One ``UPDATE ... RETURNING`` picks the jobs (``FOR UPDATE SKIP LOCKED`` on PostgreSQL: replicas never lease a
+    job twice), leases them and reads their arch, artifact size and batch settings. Jobs whose model is not
+    exported yet wait for the export worker or ``resolve_artifacts``.
     """
-    started = utcnow()
-    now = now or started
+    now = now or utcnow()
     agent.last_heartbeat = now
     requeue_expired(session, max_attempts=max_attempts, now=now, device_id=agent.device_id)
     formats = [f for f in formats if f in FORMATS]
     if max_jobs <= 0 or not formats:
         return []
-    candidates = session.scalars(
+    picked = (
         select(Job.id)
-        .where(Job.device_id == agent.device_id, Job.state == JobState.queued, Job.format.in_(formats))
+        .where(
+            Job.device_id == agent.device_id,
+            Job.state == JobState.queued,
+            Job.format.in_(formats),
+            Job.artifact_sha256.is_not(None),
+        )
         .order_by(Job.created_at, Job.id)
         .limit(max_jobs)
         .with_for_update(skip_locked=True)
-    ).all()
-    if not candidates:
-        return []
-    session.execute(
+    )
+    batch = select(JobBatch).where(JobBatch.id == Job.batch_id)
+    rows = session.execute(
         update(Job)
-        .where(Job.id.in_(candidates), Job.state == JobState.queued)
+        .where(Job.id.in_(picked.scalar_subquery()), Job.state == JobState.queued)
         .values(
             state=JobState.running,
             lease_owner=agent.id,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             attempts=Job.attempts + 1,
         )
+        .returning(
+            Job.id,
+            Job.batch_id,
+            select(Arch.space).where(Arch.id == Job.arch_id).scalar_subquery(),
+            select(Arch.arch).where(Arch.id == Job.arch_id).scalar_subquery(),
+            Job.format,
+            Job.artifact_sha256,
+            select(Artifact.size_bytes).where(Artifact.sha256 == Job.artifact_sha256).scalar_subquery(),
+            Job.attempts,
+            batch.with_only_columns(JobBatch.conditions).scalar_subquery(),
+            batch.with_only_columns(JobBatch.protocol).scalar_subquery(),
+            Job.created_at,
+        )
         .execution_options(synchronize_session=False)
-    )
+    ).all()
+    return sorted((Leased(*row) for row in rows), key=lambda job: (job.created_at, job.job_id))
+
+
+def resolve_artifacts(
+    session: Session,
+    device_id: int,
+    formats: Sequence[str],
+    limit: int,
+    artifacts: ArtifactSource,
+    now: datetime | None = None,
+) -> int:
+    """Record the artifact of each of the next ``limit`` queued jobs of a device that has none, exporting it in
+    this transaction if needed; a job whose export fails fails at once with the reason. Returns how many jobs it
+    resolved or failed. (The server exports outside transactions first, ``export_worker.export_one``; this is what
+    is left, and what an embedded caller uses.)"""
+    now = now or utcnow()
     jobs = session.scalars(
         select(Job)
-        .where(Job.id.in_(candidates), Job.lease_owner == agent.id, Job.state == JobState.running)
+        .where(
+            Job.device_id == device_id,
+            Job.state == JobState.queued,
+            Job.format.in_(list(formats)),
+            Job.artifact_sha256.is_(None),
+        )
         .order_by(Job.created_at, Job.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
         .options(selectinload(Job.arch), selectinload(Job.batch))
-        .execution_options(populate_existing=True)
     ).all()
-    unresolved = [job for job in jobs if job.artifact_sha256 is None]
-    if unresolved:  # the export worker has not marked them (yet): export here, outside the common path
-        _resolve_artifacts(session, unresolved, artifacts, now)
-        expires = now + timedelta(seconds=lease_seconds) + (utcnow() - started)  # exports may outlast a lease
-        for job in jobs:
-            if job.state == JobState.running:
-                job.lease_expires_at = expires
-    return [job for job in jobs if job.state == JobState.running]
-
-
-def _resolve_artifacts(session: Session, jobs: Sequence[Job], artifacts: ArtifactSource, now: datetime) -> None:
-    """Record the artifact of each of ``jobs``, exporting it if needed; a job whose export fails fails with the
-    reason."""
     for job in jobs:
         try:
-            with session.begin_nested():  # a failed export leaves the lease transaction usable
+            with session.begin_nested():  # a failed export leaves the transaction usable
                 conditions = Conditions.from_dict(job.batch.conditions)
                 job.artifact_sha256 = artifacts.ensure(session, job.arch, job.format, conditions).sha256
-        except Exception as err:  # noqa: BLE001 - an export failure fails this job, not the lease
+        except Exception as err:  # noqa: BLE001 - an export failure fails this job, not the caller
             _finish_failed(job, f"artifact export failed: {type(err).__name__}: {err}", now)
+    session.flush()
+    return len(jobs)
 
 
 @dataclass(frozen=True)
