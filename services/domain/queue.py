@@ -24,7 +24,7 @@ from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import FORMATS
-from latfarm.services.domain.results import ReportedResult, to_measurement, validate
+from latfarm.services.domain.results import ReportedResult, measurement_row, validate
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.models import (
     Agent,
@@ -402,16 +402,20 @@ def report(
     now = utcnow()
     ids = sorted({result.job_id for result in results})
     jobs = {
-        job.id: job
-        for job in session.scalars(
-            select(Job).where(Job.id.in_(ids)).order_by(Job.id).with_for_update().options(selectinload(Job.batch))
-        )
+        job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id).with_for_update())
     }
     done = [job_id for job_id, job in jobs.items() if job.state == JobState.done]
     stored_by = dict(
         session.execute(select(Measurement.job_id, Measurement.agent_id).where(Measurement.job_id.in_(done))).all()
     )
-    acks, measurements = [], []
+    batches = {job.batch_id for job in jobs.values() if job.state == JobState.running and job.lease_owner == agent.id}
+    conditions = {
+        batch_id: Conditions.from_dict(stored)
+        for batch_id, stored in session.execute(
+            select(JobBatch.id, JobBatch.conditions).where(JobBatch.id.in_(batches))
+        )
+    }
+    acks, rows = [], []
     for result in results:
         job = jobs.get(result.job_id)
         if job is None:
@@ -426,12 +430,9 @@ def report(
         elif job.state != JobState.running or job.lease_owner != agent.id:
             acks.append(Ack(job.id, False, message="job is not leased by this agent (lease expired or re-leased)"))
         elif result.ok:
-            measurements.append(to_measurement(job, agent, result, provenance))
+            rows.append(measurement_row(job, agent.id, result, provenance, conditions[job.batch_id]))
             stored_by[job.id] = agent.id
-            job.state = JobState.done
-            job.error = None
-            job.lease_expires_at = None
-            job.finished_at = now
+            job.state = JobState.done  # in memory: a repeat within this report is a duplicate
             acks.append(Ack(job.id, True, message="unstable: stored flagged" if result.unstable else ""))
         else:
             reason = f"{result.error_class or 'error'}: {result.error_message or 'no message'}"[:2000]
@@ -440,8 +441,20 @@ def report(
             else:
                 _back_to_queue(job, reason)
             acks.append(Ack(job.id, True, message=f"job {job.state.value}"))
-    session.add_all(measurements)  # one multi-row INSERT at flush
-    session.flush()
+    measured = [row["job_id"] for row in rows]
+    for job_id in measured:  # written below in one statement, not by the flush
+        session.expire(jobs[job_id], ["state"])
+    session.flush()  # the failures
+    if rows:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(measured))
+            .values(state=JobState.done, error=None, lease_expires_at=None, finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(insert(Measurement), rows)  # one multi-row INSERT
+        for job_id in measured:
+            session.expire(jobs[job_id])
     return acks
 
 

@@ -52,8 +52,9 @@ FETCH = ERROR_CLASS_NAMES[agent_pb2.ERROR_CLASS_FETCH]
 
 
 def max_waiting(workers: int) -> int:
-    """Long-polls that may wait at once: each holds a gRPC thread, so a reserve stays free for reports and
-    heartbeats (an agent over the limit is told RESOURCE_EXHAUSTED and retries with backoff)."""
+    """Leases that may wait at once, for a database slot or for work: each holds a gRPC thread, so a reserve stays
+    free for reports and heartbeats (an agent over the limit is told RESOURCE_EXHAUSTED and retries after the
+    hint)."""
     return max(1, workers - max(4, workers // 8))
 
 

@@ -75,9 +75,9 @@ def test_a_call_that_waits_past_its_limit_or_finds_the_queue_full_is_refused():
     assert capacity.in_use() == 0
 
 
-def test_the_default_reserves_a_quarter_and_bounds_queued_leases_by_threads():
+def test_the_default_reserves_a_quarter_and_bounds_queues_by_threads():
     capacity = default_capacity(8, threads=256)
-    assert (capacity.slots, capacity.reserve, capacity.limits[Kind.LEASE].queued) == (8, 2, 128)
+    assert (capacity.slots, capacity.reserve, capacity.limits[Kind.LEASE].queued) == (8, 2, 256)
     assert default_capacity(1, threads=4).reserve == 0
     with pytest.raises(ValueError):
         Capacity(2, reserve=2, limits=OPEN)
