@@ -33,7 +33,7 @@ from latfarm.agents.report import MeasuredWith, provenance_message, result_messa
 from latfarm.proto.v1 import agent_pb2
 from latfarm.proto.v1.names import STATISTICS
 
-LEASE_WAIT_S = 5.0
+LEASE_WAIT_S = 30.0  # long-poll: the server answers when work comes for the device (idle, it reads nothing)
 HANG_EXIT_CODE = 3
 NOISY_SHARE, NOISY_MIN_MODELS = 0.5, 4  # warn when at least half of a batch of 4+ models is unsteady
 

@@ -7,7 +7,9 @@ every job is reported, then checks in the database that every job is done with e
 results/s, lease p50/p99, heartbeat p99 (latencies include retries after a busy server's hint), RPC errors by
 status, busy refusals, and the exactly-once check.
 
-    .venv/bin/python bench/fleet.py [--agents 50] [--jobs 2000] [--db URL] [--redis URL]
+    .venv/bin/python bench/fleet.py [--agents 50] [--jobs 2000] [--db URL] [--redis URL] [--wait-s 5]
+
+``--jobs 0`` measures an idle fleet: the agents long-poll for ``--limit-s`` seconds and the server's CPU is printed.
 
 ``--db postgresql+psycopg://postgres@127.0.0.1:5432/test`` creates a database ``fleet_bench_<pid>`` on that server
 for the run and drops it afterwards. Without ``--db`` the server uses a SQLite file in a temporary folder.
@@ -52,7 +54,7 @@ class Tally:
     duplicates: int = 0
     refused: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
-    busy: int = 0  # refusals with a retry hint (retried)
+    busy: Counter = field(default_factory=Counter)  # refusals with a retry hint (retried), by message
     lost: int = 0
 
 
@@ -96,7 +98,7 @@ async def _call(tally: Tally, samples: list[float] | None, call, request, metada
         except grpc.aio.AioRpcError as err:
             hint = dict(err.trailing_metadata() or ()).get("retry-after-ms")
             if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and hint is not None:
-                tally.busy += 1
+                tally.busy[re.sub(r"\d+ ms", "N ms", err.details() or "")[:100]] += 1
                 await asyncio.sleep(float(hint) / 1000 * random.uniform(1.0, 1.5))
                 continue
             tally.errors[f"{err.code().name}: {(err.details() or '')[:80]}"] += 1
@@ -106,7 +108,7 @@ async def _call(tally: Tally, samples: list[float] | None, call, request, metada
     return reply
 
 
-async def _agent(address: str, token: str, index: int, tally: Tally, done: asyncio.Event) -> None:
+async def _agent(address: str, token: str, index: int, tally: Tally, done: asyncio.Event, wait_s: float) -> None:
     """One simulated agent until ``done``."""
     import grpc
 
@@ -140,7 +142,7 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
         beating = asyncio.create_task(beat())
         try:
             while not done.is_set():
-                request = agent_pb2.LeaseRequest(max_jobs=LEASE_JOBS, wait_seconds=LEASE_WAIT_S, formats=["onnx"])
+                request = agent_pb2.LeaseRequest(max_jobs=LEASE_JOBS, wait_seconds=wait_s, formats=["onnx"])
                 leased = await _call(tally, tally.lease_s, stub.LeaseJobs, request, metadata)
                 if leased is None:
                     await asyncio.sleep(0.5)  # what an agent does after RESOURCE_EXHAUSTED or a deadline
@@ -166,12 +168,15 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
             beating.cancel()
 
 
-async def _run_agents(address: str, token: str, agents: int, jobs: int, limit_s: float) -> tuple[Tally, float]:
+async def _run_agents(
+    address: str, token: str, agents: int, jobs: int, limit_s: float, wait_s: float
+) -> tuple[Tally, float]:
+    """Run ``agents`` until ``jobs`` results are accepted, at most ``limit_s`` (with no jobs: ``limit_s``, idle)."""
     tally = Tally()
     done = asyncio.Event()
     started = time.perf_counter()
-    tasks = [asyncio.create_task(_agent(address, token, i, tally, done)) for i in range(agents)]
-    while tally.accepted < jobs and time.perf_counter() - started < limit_s:
+    tasks = [asyncio.create_task(_agent(address, token, i, tally, done, wait_s)) for i in range(agents)]
+    while (tally.accepted < jobs or not jobs) and time.perf_counter() - started < limit_s:
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - started
     done.set()
@@ -301,6 +306,7 @@ def main() -> None:
     parser.add_argument("--db", help="SQLAlchemy URL of a PostgreSQL server (a database is created on it)")
     parser.add_argument("--redis", help="Redis URL for the server")
     parser.add_argument("--limit-s", type=float, default=300.0, help="stop the agents after this long")
+    parser.add_argument("--wait-s", type=float, default=LEASE_WAIT_S, help="the agents' long-poll (s)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
@@ -316,7 +322,7 @@ def main() -> None:
             if pending:
                 raise SystemExit(f"{pending} jobs still wait for their artifact after 300 s")
             server_cpu, bench_cpu = _cpu_s(server.pid), time.process_time()
-            tally, elapsed = asyncio.run(_run_agents(address, token, args.agents, args.jobs, args.limit_s))
+            tally, elapsed = asyncio.run(_run_agents(address, token, args.agents, args.jobs, args.limit_s, args.wait_s))
             server_cpu, bench_cpu = _cpu_s(server.pid) - server_cpu, time.process_time() - bench_cpu
             checked = exactly_once(url)
         finally:
@@ -337,11 +343,14 @@ def main() -> None:
     print(
         f"RPC errors               {errors}" + "".join(f"\n  {n} x {what}" for what, n in tally.errors.most_common(5))
     )
-    print(f"busy refusals (retried)  {tally.busy}")
+    print(
+        f"busy refusals (retried)  {sum(tally.busy.values())}"
+        + "".join(f"\n  {n} x {what}" for what, n in tally.busy.most_common(3))
+    )
     per_1000 = 1000 / max(tally.accepted, 1)
     print(
         f"CPU per 1,000 results    server {server_cpu * per_1000:.2f} s, agents {bench_cpu * per_1000:.2f} s "
-        f"(server {server_cpu / elapsed:.2f} cores)"
+        f"(server {server_cpu / elapsed:.2f} cores, {server_cpu:.1f} s in {elapsed:.0f} s)"
     )
     print(f"refused acks             {sum(tally.refused.values())}  duplicates {tally.duplicates}  lost {tally.lost}")
     print(f"database                 {checked}")

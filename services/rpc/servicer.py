@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20
 MAX_WAIT_S = 60.0  # longest long-poll a request may ask for
 PREPARE_BUDGET_S = 10.0  # export at most about this long before leasing what is ready
-LOCAL_POLL_S = 5.0  # without Redis, re-check the queue this often (other replicas' submissions are not announced)
 AGENT_STATES = ("idle", "measuring")
 WAITERS_FULL_RETRY_MS = 1_000  # a long-poll refused for want of threads retries after about this long
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -211,20 +210,27 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         caller = self._authenticate(context)
         agent_id, device_id = caller.agent_id, caller.device_id
         formats = list(request.formats) or list(caller.formats) or list(FORMATS)
+        waited = False
         while True:
             seen = self.notifier.version(device_id)
-            self._prepare_artifacts(device_id, formats, max_jobs, context)
-            if not context.is_active():
-                end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
-            with self._slot(Kind.LEASE, context), transaction(self.sessions) as session:
-                jobs = queue.lease(
-                    session,
-                    self._agent(session, context, caller),
-                    max_jobs=max_jobs,
-                    formats=formats,
-                    lease_seconds=self.settings.lease_seconds,
-                    max_attempts=self.settings.max_attempts,
-                )
+            try:
+                self._prepare_artifacts(device_id, formats, max_jobs, context)
+                if not context.is_active():
+                    end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
+                with self._slot(Kind.LEASE, context), transaction(self.sessions) as session:
+                    jobs = queue.lease(
+                        session,
+                        self._agent(session, context, caller),
+                        max_jobs=max_jobs,
+                        formats=formats,
+                        lease_seconds=self.settings.lease_seconds,
+                        max_attempts=self.settings.max_attempts,
+                    )
+            except Busy:
+                if not waited:
+                    raise
+                jobs = []  # a long-poll that waited already answers empty, not refused: the agent asks again
+                deadline = 0.0
             if jobs and not context.is_active():  # nobody will receive them: hand them back at once
                 with transaction(self.sessions) as session:
                     if (owner := session.get(Agent, agent_id)) is not None:  # a removed agent's jobs have no lease
@@ -234,7 +240,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             left = deadline - time.monotonic()
             if jobs or left <= 0:
                 return agent_pb2.LeaseResponse(jobs=_job_messages(jobs), lease_seconds=self.settings.lease_seconds)
-            self.notifier.wait(device_id, left if self.notifier.shared else min(left, LOCAL_POLL_S), after=seen)
+            self.notifier.wait(device_id, left, after=seen)  # a waiting long-poll reads nothing until woken
+            waited = True
 
     def _prepare_artifacts(self, device_id: int, formats: list[str], max_jobs: int, context) -> None:
         """Export the models of the next lease that the export worker has not made yet, before the lease starts,
