@@ -183,9 +183,9 @@ def lease(
 ) -> list[Leased]:
     """Lease up to ``max_jobs`` queued jobs of the agent's device whose artifact is recorded, oldest first.
 
-    One ``UPDATE ... RETURNING`` picks the jobs (``FOR UPDATE SKIP LOCKED`` on PostgreSQL: replicas never lease a
-    job twice), leases them and reads their arch, artifact size and batch settings. Jobs whose model is not
-    exported yet wait for the export worker or ``resolve_artifacts``.
+    One ``WITH picked AS MATERIALIZED (...) UPDATE ... RETURNING`` picks the jobs (``FOR UPDATE SKIP LOCKED`` on
+    PostgreSQL: replicas never lease a job twice), leases them and reads their arch, artifact size and batch
+    settings. Jobs whose model is not exported yet wait for the export worker or ``resolve_artifacts``.
     """
     now = now or utcnow()
     agent.last_heartbeat = now
@@ -204,11 +204,13 @@ def lease(
         .order_by(Job.created_at, Job.id)
         .limit(max_jobs)
         .with_for_update(skip_locked=True)
+        .cte("picked")
+        .prefix_with("MATERIALIZED")  # picked once: a re-evaluated pick (concurrent updates) could exceed max_jobs
     )
     batch = select(JobBatch).where(JobBatch.id == Job.batch_id)
     rows = session.execute(
         update(Job)
-        .where(Job.id.in_(picked.scalar_subquery()), Job.state == JobState.queued)
+        .where(Job.id == picked.c.id, Job.state == JobState.queued)
         .values(
             state=JobState.running,
             lease_owner=agent.id,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from latfarm.services.infra.outage import Outage
 
@@ -47,20 +48,38 @@ class LocalNotifier:
             if device_id in self._waiting:
                 self._waiting[device_id][0].notify_all()
 
-    def wait(self, device_id: int, timeout: float, after: int | None = None) -> bool:
-        """Block until ``device_id`` is notified (after version ``after``, default now) or ``timeout`` s pass."""
+    def wait(
+        self, device_id: int, timeout: float, after: int | None = None, until: Callable[[], bool] | None = None
+    ) -> bool:
+        """Block until ``device_id`` is notified (after version ``after``, default now), ``timeout`` s pass, or
+        ``until()`` holds when ``wake(device_id)`` is called (a cancelled call); returns whether it was notified."""
         with self._lock:
             start = self._versions.get(device_id, 0) if after is None else after
             cond, waiters = self._waiting.get(device_id) or (threading.Condition(self._lock), 0)
             self._waiting[device_id] = (cond, waiters + 1)
             try:
-                return cond.wait_for(lambda: self._versions.get(device_id, 0) != start, timeout=max(timeout, 0))
+                cond.wait_for(
+                    lambda: self._versions.get(device_id, 0) != start or (until is not None and until()),
+                    timeout=max(timeout, 0),
+                )
+                return self._versions.get(device_id, 0) != start
             finally:
                 cond, waiters = self._waiting[device_id]
                 if waiters == 1:
                     del self._waiting[device_id]
                 else:
                     self._waiting[device_id] = (cond, waiters - 1)
+
+    def waiting(self) -> int:
+        """Calls of this process waiting now, all devices."""
+        with self._lock:
+            return sum(waiters for _, waiters in self._waiting.values())
+
+    def wake(self, device_id: int) -> None:
+        """Let this process's waiters on ``device_id`` re-check their ``until`` (not a notification)."""
+        with self._lock:
+            if device_id in self._waiting:
+                self._waiting[device_id][0].notify_all()
 
     def close(self) -> None:
         """Nothing to release."""

@@ -210,6 +210,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         caller = self._authenticate(context)
         agent_id, device_id = caller.agent_id, caller.device_id
         formats = list(request.formats) or list(caller.formats) or list(FORMATS)
+        ended = threading.Event()  # the call was cancelled, or the server is stopping: stop waiting for work
+        if not context.add_callback(lambda: (ended.set(), self.notifier.wake(device_id))):
+            ended.set()  # it ended already
         waited = False
         while True:
             seen = self.notifier.version(device_id)
@@ -240,8 +243,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             left = deadline - time.monotonic()
             if jobs or left <= 0:
                 return agent_pb2.LeaseResponse(jobs=_job_messages(jobs), lease_seconds=self.settings.lease_seconds)
-            self.notifier.wait(device_id, left, after=seen)  # a waiting long-poll reads nothing until woken
+            self.notifier.wait(device_id, left, after=seen, until=ended.is_set)  # reads nothing until woken
             waited = True
+            if ended.is_set():
+                end_call(context, grpc.StatusCode.CANCELLED, "the call ended while waiting for work")
 
     def _prepare_artifacts(self, device_id: int, formats: list[str], max_jobs: int, context) -> None:
         """Export the models of the next lease that the export worker has not made yet, before the lease starts,

@@ -75,8 +75,12 @@ def make_engine(url: str) -> Engine:
             finally:
                 _release(conn.info)
 
-        for lapse in ("checkin", "invalidate", "close"):  # a transaction that ended without commit or rollback
-            event.listen(engine.pool, lapse, lambda _dbapi, record, *_: record is None or _release(record.info))
+        def _lapsed(_dbapi, record, *_) -> None:  # a transaction that ended without commit or rollback
+            if record is not None:
+                _release(record.info)
+
+        for lapse in ("checkin", "invalidate", "close"):
+            event.listen(engine.pool, lapse, _lapsed)
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -572,6 +572,27 @@ def test_a_cancelled_long_poll_leases_nothing(farm):
     assert (progress["queued"], progress["running"], attempts) == (2, 0, {0})
 
 
+def test_a_stopping_server_ends_its_long_polls_at_once(sessions, artifacts):
+    """A long-poll waits for work without reading the database, yet ends with the call: a server stopping with
+    30 s long-polls open stops within its grace, and their threads come back."""
+    farm = start_farm(sessions, artifacts, make_notifier(None))
+    try:
+        _, md = register(farm)
+        waiting = farm.stub.LeaseJobs.future(agent_pb2.LeaseRequest(wait_seconds=30), metadata=md, timeout=40)
+        time.sleep(0.5)
+        started = time.monotonic()
+        farm.server.stop(0.5).wait(10)
+        assert time.monotonic() - started < 3
+        with pytest.raises(grpc.RpcError):
+            waiting.result(timeout=5)
+        deadline = time.monotonic() + 5
+        while farm.notifier.waiting():
+            assert time.monotonic() < deadline, "a long-poll thread still waits"
+            time.sleep(0.05)
+    finally:
+        stop_farm(farm)
+
+
 def test_waiting_agents_cannot_take_every_thread(sessions, artifacts):
     """Long-polls beyond the limit are refused (agents retry with backoff): reports and heartbeats keep a reserve."""
     farm = start_farm(sessions, artifacts, make_notifier(None), grpc_workers=6)
