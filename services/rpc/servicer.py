@@ -211,7 +211,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         agent_id, device_id = caller.agent_id, caller.device_id
         formats = list(request.formats) or list(caller.formats) or list(FORMATS)
         ended = threading.Event()  # the call was cancelled, or the server is stopping: stop waiting for work
-        if not context.add_callback(lambda: (ended.set(), self.notifier.wake(device_id))):
+
+        def end() -> None:
+            ended.set()
+            self.notifier.wake(device_id)
+
+        if not context.add_callback(end):
             ended.set()  # it ended already
         waited = False
         while True:
