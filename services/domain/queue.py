@@ -330,8 +330,9 @@ def unexported_jobs(
 
 def assign_artifact(session: Session, model: PendingExport, sha256: str) -> int:
     """Record the exported artifact of ``model`` on every queued job still without one that waits for it (same
-    arch, format and conditions; any device): the export worker's mark, so a job is exported once. Jobs a lease
-    holds locked are skipped (the lease records their artifact itself). Returns how many jobs it marked."""
+    arch, format and conditions; any device): the export worker's mark, so a job is exported once and leased
+    without a look at its file. Jobs another transaction holds locked are skipped (``resolve_artifacts`` records
+    theirs). Returns how many jobs it marked."""
     waiting = session.execute(
         select(Job.id, JobBatch.conditions)
         .join(JobBatch, JobBatch.id == Job.batch_id)
