@@ -18,6 +18,20 @@ CALL_TIMEOUT_S = 30.0
 
 
 BACKOFF_CAP_S = 5.0  # the longest wait between retries: an agent is back within seconds of its server
+RETRY_AFTER_KEY = "retry-after-ms"  # a busy server's hint (trailing metadata of RESOURCE_EXHAUSTED)
+
+
+def retry_after_s(err: grpc.RpcError) -> float | None:
+    """The wait a busy server asked for, in seconds, with jitter (100-150% of the hint, so agents refused together
+    come back spread out); None when ``err`` carries no hint."""
+    if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    hint = dict(err.trailing_metadata() or ()).get(RETRY_AFTER_KEY)
+    try:
+        millis = float(hint) if hint is not None else None
+    except ValueError:
+        return None
+    return None if millis is None or not 0 <= millis < float("inf") else millis / 1000 * random.uniform(1.0, 1.5)
 
 
 class Backoff:
@@ -82,8 +96,9 @@ class Connection:
                     raise Unauthenticated(f"{what}: {err.details()}") from err
                 if code not in RETRYABLE:
                     raise
-                delay = backoff.next_delay()
-                self.log(f"{what}: server unavailable ({code.name}: {err.details()}); retrying in {delay:.1f} s")
+                if (delay := retry_after_s(err)) is None:  # a busy server's hint is flow control, not a failure
+                    delay = backoff.next_delay()
+                    self.log(f"{what}: server unavailable ({code.name}: {err.details()}); retrying in {delay:.1f} s")
                 if self.stop.wait(delay):
                     raise Stopped(what) from err
 

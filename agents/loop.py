@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ import grpc
 from latfarm.agents.backends import Backend
 from latfarm.agents.cache import ArtifactCache, ArtifactError
 from latfarm.agents.conditions import JobConditions
-from latfarm.agents.connection import Connection
+from latfarm.agents.connection import Connection, retry_after_s
 from latfarm.agents.descriptor import ClockState
 from latfarm.agents.errors import Stopped, Unauthenticated
 from latfarm.agents.measurement import (
@@ -32,7 +33,7 @@ from latfarm.agents.report import MeasuredWith, provenance_message, result_messa
 from latfarm.proto.v1 import agent_pb2
 from latfarm.proto.v1.names import STATISTICS
 
-LEASE_WAIT_S = 5.0
+LEASE_WAIT_S = 30.0  # long-poll: the server answers when work comes for the device (idle, it reads nothing)
 HANG_EXIT_CODE = 3
 NOISY_SHARE, NOISY_MIN_MODELS = 0.5, 4  # warn when at least half of a batch of 4+ models is unsteady
 
@@ -99,12 +100,20 @@ class Heartbeat:
                 return
 
     def _beat(self) -> None:
-        held = self.held.snapshot()
-        try:
-            response = self.conn.heartbeat(held, "measuring" if held else "idle")
-        except grpc.RpcError as err:
-            self.log(f"heartbeat failed: {err.code().name}")
-            return
+        """One heartbeat; a busy server's refusal is retried after its hint, until the next beat is due."""
+        due = time.monotonic() + self.interval_s
+        while True:
+            held = self.held.snapshot()
+            try:
+                response = self.conn.heartbeat(held, "measuring" if held else "idle")
+                break
+            except grpc.RpcError as err:
+                delay = retry_after_s(err)
+                if delay is None:
+                    self.log(f"heartbeat failed: {err.code().name}")
+                    return
+                if time.monotonic() + delay >= due or self._stop.wait(delay):
+                    return
         if response.lost_job_ids:
             self.log(f"server says {len(response.lost_job_ids)} job(s) lost: dropping them")
             self.held.lose(list(response.lost_job_ids))

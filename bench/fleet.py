@@ -4,9 +4,12 @@ Every agent registers, leases up to 16 jobs with a 5 s long-poll, reports them a
 heartbeat every 10 s naming the jobs it holds. The bench seeds one device with ``--jobs`` jobs over ``--archs``
 distinct archs (so few models are exported), starts the server, waits for the export worker, runs the agents until
 every job is reported, then checks in the database that every job is done with exactly one measurement. Prints
-results/s, lease p50/p99, heartbeat p99, RPC errors by status, and the exactly-once check.
+results/s, lease p50/p99, heartbeat p99 (latencies include retries after a busy server's hint), RPC errors by
+status, busy refusals, and the exactly-once check.
 
-    .venv/bin/python bench/fleet.py [--agents 50] [--jobs 2000] [--db URL] [--redis URL]
+    .venv/bin/python bench/fleet.py [--agents 50] [--jobs 2000] [--db URL] [--redis URL] [--wait-s 5]
+
+``--jobs 0`` measures an idle fleet: the agents long-poll for ``--limit-s`` seconds and the server's CPU is printed.
 
 ``--db postgresql+psycopg://postgres@127.0.0.1:5432/test`` creates a database ``fleet_bench_<pid>`` on that server
 for the run and drops it afterwards. Without ``--db`` the server uses a SQLite file in a temporary folder.
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import re
 import signal
 import subprocess
@@ -50,6 +54,7 @@ class Tally:
     duplicates: int = 0
     refused: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
+    busy: Counter = field(default_factory=Counter)  # refusals with a retry hint (retried), by message
     lost: int = 0
 
 
@@ -80,21 +85,30 @@ def _result(job):
 
 
 async def _call(tally: Tally, samples: list[float] | None, call, request, metadata):
-    """One RPC: its latency into ``samples``, a failure into ``tally.errors`` (returns None)."""
+    """One RPC as an agent makes it: a busy server's refusal (RESOURCE_EXHAUSTED with ``retry-after-ms``) is
+    counted in ``tally.busy`` and retried after the hint with the agent's jitter. The latency, retries included,
+    goes into ``samples``; a failure into ``tally.errors`` (returns None)."""
     import grpc
 
     started = time.perf_counter()
-    try:
-        reply = await call(request, metadata=metadata, timeout=CALL_TIMEOUT_S)
-    except grpc.aio.AioRpcError as err:
-        tally.errors[f"{err.code().name}: {(err.details() or '')[:80]}"] += 1
-        return None
+    while True:
+        try:
+            reply = await call(request, metadata=metadata, timeout=CALL_TIMEOUT_S)
+            break
+        except grpc.aio.AioRpcError as err:
+            hint = dict(err.trailing_metadata() or ()).get("retry-after-ms")
+            if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and hint is not None:
+                tally.busy[re.sub(r"\d+ ms", "N ms", err.details() or "")[:100]] += 1
+                await asyncio.sleep(float(hint) / 1000 * random.uniform(1.0, 1.5))
+                continue
+            tally.errors[f"{err.code().name}: {(err.details() or '')[:80]}"] += 1
+            return None
     if samples is not None:
         samples.append(time.perf_counter() - started)
     return reply
 
 
-async def _agent(address: str, token: str, index: int, tally: Tally, done: asyncio.Event) -> None:
+async def _agent(address: str, token: str, index: int, tally: Tally, done: asyncio.Event, wait_s: float) -> None:
     """One simulated agent until ``done``."""
     import grpc
 
@@ -111,6 +125,7 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
             return
         metadata = (("authorization", f"Bearer {reply.credential}"),)
         held: set[str] = set()
+        reporting: set[str] = set()  # reports in flight: a heartbeat may find them done before the acks arrive
 
         async def beat() -> None:
             await asyncio.sleep(HEARTBEAT_S * (index % 100) / 100)  # agents start together, beat spread out
@@ -118,7 +133,7 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
                 request = agent_pb2.HeartbeatRequest(job_ids=sorted(held), state="measuring" if held else "idle")
                 answer = await _call(tally, tally.heartbeat_s, stub.Heartbeat, request, metadata)
                 if answer is not None:
-                    lost = held.intersection(answer.lost_job_ids)  # not those reported meanwhile
+                    lost = held.intersection(answer.lost_job_ids) - reporting  # not those reported meanwhile
                     tally.lost += len(lost)
                     held.difference_update(lost)
                 with contextlib.suppress(TimeoutError):
@@ -127,7 +142,7 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
         beating = asyncio.create_task(beat())
         try:
             while not done.is_set():
-                request = agent_pb2.LeaseRequest(max_jobs=LEASE_JOBS, wait_seconds=LEASE_WAIT_S, formats=["onnx"])
+                request = agent_pb2.LeaseRequest(max_jobs=LEASE_JOBS, wait_seconds=wait_s, formats=["onnx"])
                 leased = await _call(tally, tally.lease_s, stub.LeaseJobs, request, metadata)
                 if leased is None:
                     await asyncio.sleep(0.5)  # what an agent does after RESOURCE_EXHAUSTED or a deadline
@@ -137,7 +152,9 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
                 tally.leased_s.append(tally.lease_s[-1])
                 held.update(job.job_id for job in leased.jobs)
                 report = agent_pb2.ReportRequest(results=[_result(job) for job in leased.jobs])
+                reporting.update(job.job_id for job in leased.jobs)
                 answer = await _call(tally, tally.report_s, stub.ReportResults, report, metadata)
+                reporting.difference_update(job.job_id for job in leased.jobs)
                 if answer is None:
                     continue  # the leases lapse; the jobs come back
                 for ack in answer.acks:
@@ -151,12 +168,15 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
             beating.cancel()
 
 
-async def _run_agents(address: str, token: str, agents: int, jobs: int, limit_s: float) -> tuple[Tally, float]:
+async def _run_agents(
+    address: str, token: str, agents: int, jobs: int, limit_s: float, wait_s: float
+) -> tuple[Tally, float]:
+    """Run ``agents`` until ``jobs`` results are accepted, at most ``limit_s`` (with no jobs: ``limit_s``, idle)."""
     tally = Tally()
     done = asyncio.Event()
     started = time.perf_counter()
-    tasks = [asyncio.create_task(_agent(address, token, i, tally, done)) for i in range(agents)]
-    while tally.accepted < jobs and time.perf_counter() - started < limit_s:
+    tasks = [asyncio.create_task(_agent(address, token, i, tally, done, wait_s)) for i in range(agents)]
+    while (tally.accepted < jobs or not jobs) and time.perf_counter() - started < limit_s:
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - started
     done.set()
@@ -271,6 +291,12 @@ def _start_server(url: str, redis: str | None, data_dir: Path, log_path: Path) -
     raise SystemExit(f"latfarm serve exited ({server.wait()}); see {log_path}")
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far, its threads included (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     """Parse arguments, run one load and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -280,6 +306,7 @@ def main() -> None:
     parser.add_argument("--db", help="SQLAlchemy URL of a PostgreSQL server (a database is created on it)")
     parser.add_argument("--redis", help="Redis URL for the server")
     parser.add_argument("--limit-s", type=float, default=300.0, help="stop the agents after this long")
+    parser.add_argument("--wait-s", type=float, default=LEASE_WAIT_S, help="the agents' long-poll (s)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
@@ -294,7 +321,9 @@ def main() -> None:
                 time.sleep(1)
             if pending:
                 raise SystemExit(f"{pending} jobs still wait for their artifact after 300 s")
-            tally, elapsed = asyncio.run(_run_agents(address, token, args.agents, args.jobs, args.limit_s))
+            server_cpu, bench_cpu = _cpu_s(server.pid), time.process_time()
+            tally, elapsed = asyncio.run(_run_agents(address, token, args.agents, args.jobs, args.limit_s, args.wait_s))
+            server_cpu, bench_cpu = _cpu_s(server.pid) - server_cpu, time.process_time() - bench_cpu
             checked = exactly_once(url)
         finally:
             if server is not None:
@@ -313,6 +342,15 @@ def main() -> None:
     print(f"report p99               {_quantile(tally.report_s, 0.99):.3f} s")
     print(
         f"RPC errors               {errors}" + "".join(f"\n  {n} x {what}" for what, n in tally.errors.most_common(5))
+    )
+    print(
+        f"busy refusals (retried)  {sum(tally.busy.values())}"
+        + "".join(f"\n  {n} x {what}" for what, n in tally.busy.most_common(3))
+    )
+    per_1000 = 1000 / max(tally.accepted, 1)
+    print(
+        f"CPU per 1,000 results    server {server_cpu * per_1000:.2f} s, agents {bench_cpu * per_1000:.2f} s "
+        f"(server {server_cpu / elapsed:.2f} cores, {server_cpu:.1f} s in {elapsed:.0f} s)"
     )
     print(f"refused acks             {sum(tally.refused.values())}  duplicates {tally.duplicates}  lost {tally.lost}")
     print(f"database                 {checked}")

@@ -105,14 +105,15 @@ def submit(sessions, device_id: int, archs=ARCHS, fmt: str = "onnx", conditions:
 
 def lease(sessions, agent_id, store, *, max_jobs=4, formats=("onnx",), lease_seconds=30, now=None, max_attempts=3):
     with transaction(sessions) as s:
+        agent = s.get(Agent, agent_id)
+        queue.resolve_artifacts(s, agent.device_id, formats, max_jobs, store, now)
         jobs = queue.lease(
             s,
-            s.get(Agent, agent_id),
+            agent,
             max_jobs=max_jobs,
             formats=formats,
             lease_seconds=lease_seconds,
-            artifacts=store,
             max_attempts=max_attempts,
             now=now,
         )
-        return [(j.id, j.arch.arch, j.artifact_sha256, j.attempts) for j in jobs]
+        return [(j.job_id, j.arch, j.artifact_sha256, j.attempts) for j in jobs]

@@ -85,6 +85,12 @@ class Settings(_FromEnvironment):
         description="failed authentications one client address may make (moving window, e.g. `20/minute`) before"
         " it is refused with 429 / RESOURCE_EXHAUSTED until the window has room again",
     )
+    grpc_db_calls: int = Field(
+        8,
+        ge=1,
+        description="agent calls doing database work at once per server (a quarter kept from leases for heartbeats"
+        " and reports); more are queued briefly, then refused with a retry hint",
+    )
 
     @property
     def database_url(self) -> str:

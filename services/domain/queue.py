@@ -24,7 +24,7 @@ from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import FORMATS
-from latfarm.services.domain.results import ReportedResult, to_measurement, validate
+from latfarm.services.domain.results import ReportedResult, measurement_row, validate
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.models import (
     Agent,
@@ -157,6 +157,23 @@ def batch_progress(session: Session, batch_id: str) -> dict | None:
     }
 
 
+@dataclass(frozen=True)
+class Leased:
+    """A leased job with what its agent needs: the arch, the artifact and the batch's conditions and protocol."""
+
+    job_id: str
+    batch_id: str
+    space: str
+    arch: str
+    format: str
+    artifact_sha256: str
+    artifact_size: int
+    attempts: int
+    conditions: dict
+    protocol: dict
+    created_at: datetime
+
+
 def lease(
     session: Session,
     agent: Agent,
@@ -164,68 +181,98 @@ def lease(
     max_jobs: int,
     formats: Sequence[str],
     lease_seconds: float,
-    artifacts: ArtifactSource,
     max_attempts: int = 3,
     now: datetime | None = None,
-) -> list[Job]:
-    """Lease up to ``max_jobs`` queued jobs of the agent's device, oldest first, with their artifacts ready.
+) -> list[Leased]:
+    """Lease up to ``max_jobs`` queued jobs of the agent's device whose artifact is recorded, oldest first.
 
-    A job whose artifact cannot be exported fails at once with the reason.
+    One ``WITH picked AS MATERIALIZED (...) UPDATE ... RETURNING`` picks the jobs (``FOR UPDATE SKIP LOCKED`` on
+    PostgreSQL: replicas never lease a job twice), leases them and reads their arch, artifact size and batch
+    settings. Jobs whose model is not exported yet wait for the export worker or ``resolve_artifacts``.
     """
-    started = utcnow()
-    now = now or started
+    now = now or utcnow()
     agent.last_heartbeat = now
     requeue_expired(session, max_attempts=max_attempts, now=now, device_id=agent.device_id)
     formats = [f for f in formats if f in FORMATS]
     if max_jobs <= 0 or not formats:
         return []
-    candidates = session.scalars(
+    picked = (
         select(Job.id)
-        .where(Job.device_id == agent.device_id, Job.state == JobState.queued, Job.format.in_(formats))
+        .where(
+            Job.device_id == agent.device_id,
+            Job.state == JobState.queued,
+            Job.format.in_(formats),
+            Job.artifact_sha256.is_not(None),
+        )
         .order_by(Job.created_at, Job.id)
         .limit(max_jobs)
         .with_for_update(skip_locked=True)
-    ).all()
-    if not candidates:
-        return []
-    session.execute(
+        .cte("picked")
+        .prefix_with("MATERIALIZED")  # picked once: a re-evaluated pick (concurrent updates) could exceed max_jobs
+    )
+    batch = select(JobBatch).where(JobBatch.id == Job.batch_id)
+    rows = session.execute(
         update(Job)
-        .where(Job.id.in_(candidates), Job.state == JobState.queued)
+        .where(Job.id == picked.c.id, Job.state == JobState.queued)
         .values(
             state=JobState.running,
             lease_owner=agent.id,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             attempts=Job.attempts + 1,
         )
+        .returning(
+            Job.id,
+            Job.batch_id,
+            select(Arch.space).where(Arch.id == Job.arch_id).scalar_subquery(),
+            select(Arch.arch).where(Arch.id == Job.arch_id).scalar_subquery(),
+            Job.format,
+            Job.artifact_sha256,
+            select(Artifact.size_bytes).where(Artifact.sha256 == Job.artifact_sha256).scalar_subquery(),
+            Job.attempts,
+            batch.with_only_columns(JobBatch.conditions).scalar_subquery(),
+            batch.with_only_columns(JobBatch.protocol).scalar_subquery(),
+            Job.created_at,
+        )
         .execution_options(synchronize_session=False)
-    )
+    ).all()
+    return sorted((Leased(*row) for row in rows), key=lambda job: (job.created_at, job.job_id))
+
+
+def resolve_artifacts(
+    session: Session,
+    device_id: int,
+    formats: Sequence[str],
+    limit: int,
+    artifacts: ArtifactSource,
+    now: datetime | None = None,
+) -> int:
+    """Record the artifact of each of the next ``limit`` queued jobs of a device that has none, exporting it in
+    this transaction if needed; a job whose export fails fails at once with the reason. Returns how many jobs it
+    resolved or failed. (The server exports outside transactions first, ``export_worker.export_one``; this is what
+    is left, and what an embedded caller uses.)"""
+    now = now or utcnow()
     jobs = session.scalars(
         select(Job)
-        .where(Job.id.in_(candidates), Job.lease_owner == agent.id, Job.state == JobState.running)
+        .where(
+            Job.device_id == device_id,
+            Job.state == JobState.queued,
+            Job.format.in_(list(formats)),
+            Job.artifact_sha256.is_(None),
+        )
         .order_by(Job.created_at, Job.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
         .options(selectinload(Job.arch), selectinload(Job.batch))
-        .execution_options(populate_existing=True)
     ).all()
-    unresolved = [job for job in jobs if job.artifact_sha256 is None]
-    if unresolved:  # the export worker has not marked them (yet): export here, outside the common path
-        _resolve_artifacts(session, unresolved, artifacts, now)
-        expires = now + timedelta(seconds=lease_seconds) + (utcnow() - started)  # exports may outlast a lease
-        for job in jobs:
-            if job.state == JobState.running:
-                job.lease_expires_at = expires
-    return [job for job in jobs if job.state == JobState.running]
-
-
-def _resolve_artifacts(session: Session, jobs: Sequence[Job], artifacts: ArtifactSource, now: datetime) -> None:
-    """Record the artifact of each of ``jobs``, exporting it if needed; a job whose export fails fails with the
-    reason."""
     for job in jobs:
         try:
-            with session.begin_nested():  # a failed export leaves the lease transaction usable
+            with session.begin_nested():  # a failed export leaves the transaction usable
                 conditions = Conditions.from_dict(job.batch.conditions)
                 job.artifact_sha256 = artifacts.ensure(session, job.arch, job.format, conditions).sha256
-        except Exception as err:  # noqa: BLE001 - an export failure fails this job, not the lease
+        except Exception as err:  # noqa: BLE001 - an export failure fails this job, not the caller
             _finish_failed(job, f"artifact export failed: {type(err).__name__}: {err}", now)
+    session.flush()
+    return len(jobs)
 
 
 @dataclass(frozen=True)
@@ -286,8 +333,9 @@ def unexported_jobs(
 
 def assign_artifact(session: Session, model: PendingExport, sha256: str) -> int:
     """Record the exported artifact of ``model`` on every queued job still without one that waits for it (same
-    arch, format and conditions; any device): the export worker's mark, so a job is exported once. Jobs a lease
-    holds locked are skipped (the lease records their artifact itself). Returns how many jobs it marked."""
+    arch, format and conditions; any device): the export worker's mark, so a job is exported once and leased
+    without a look at its file. Jobs another transaction holds locked are skipped (``resolve_artifacts`` records
+    theirs). Returns how many jobs it marked."""
     waiting = session.execute(
         select(Job.id, JobBatch.conditions)
         .join(JobBatch, JobBatch.id == Job.batch_id)
@@ -360,16 +408,20 @@ def report(
     now = utcnow()
     ids = sorted({result.job_id for result in results})
     jobs = {
-        job.id: job
-        for job in session.scalars(
-            select(Job).where(Job.id.in_(ids)).order_by(Job.id).with_for_update().options(selectinload(Job.batch))
-        )
+        job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id).with_for_update())
     }
     done = [job_id for job_id, job in jobs.items() if job.state == JobState.done]
     stored_by = dict(
         session.execute(select(Measurement.job_id, Measurement.agent_id).where(Measurement.job_id.in_(done))).all()
     )
-    acks, measurements = [], []
+    batches = {job.batch_id for job in jobs.values() if job.state == JobState.running and job.lease_owner == agent.id}
+    conditions = {
+        batch_id: Conditions.from_dict(stored)
+        for batch_id, stored in session.execute(
+            select(JobBatch.id, JobBatch.conditions).where(JobBatch.id.in_(batches))
+        )
+    }
+    acks, rows = [], []
     for result in results:
         job = jobs.get(result.job_id)
         if job is None:
@@ -384,12 +436,9 @@ def report(
         elif job.state != JobState.running or job.lease_owner != agent.id:
             acks.append(Ack(job.id, False, message="job is not leased by this agent (lease expired or re-leased)"))
         elif result.ok:
-            measurements.append(to_measurement(job, agent, result, provenance))
+            rows.append(measurement_row(job, agent.id, result, provenance, conditions[job.batch_id]))
             stored_by[job.id] = agent.id
-            job.state = JobState.done
-            job.error = None
-            job.lease_expires_at = None
-            job.finished_at = now
+            job.state = JobState.done  # in memory: a repeat within this report is a duplicate
             acks.append(Ack(job.id, True, message="unstable: stored flagged" if result.unstable else ""))
         else:
             reason = f"{result.error_class or 'error'}: {result.error_message or 'no message'}"[:2000]
@@ -398,8 +447,20 @@ def report(
             else:
                 _back_to_queue(job, reason)
             acks.append(Ack(job.id, True, message=f"job {job.state.value}"))
-    session.add_all(measurements)  # one multi-row INSERT at flush
-    session.flush()
+    measured = [row["job_id"] for row in rows]
+    for job_id in measured:  # written below in one statement, not by the flush
+        session.expire(jobs[job_id], ["state"])
+    session.flush()  # the failures
+    if rows:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(measured))
+            .values(state=JobState.done, error=None, lease_expires_at=None, finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(insert(Measurement), rows)  # one multi-row INSERT
+        for job_id in measured:
+            session.expire(jobs[job_id])
     return acks
 
 

@@ -1,7 +1,7 @@
 """The measurement result an agent reports: its one schema, its validation, and its mapping to a stored row.
 
 Each boundary maps it with one function: the gRPC servicer decodes the wire message into a ``ReportedResult``
-(``rpc.servicer.reported_result``), ``to_measurement`` turns it into a ``Measurement`` row, the REST route shows
+(``rpc.servicer.reported_result``), ``measurement_row`` turns it into a ``Measurement`` row, the REST route shows
 that row (``api.routes.measurements.measurement_out``) and the dataset export writes it
 (``datasets.writers.device_rows``). The names they share are declared here once: ``FIGURES`` and ``SETUP``.
 """
@@ -16,7 +16,7 @@ from latfarm.proto.v1 import agent_pb2
 from latfarm.proto.v1.names import STATISTICS
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.conditions import Conditions
-from latfarm.services.store.models import Agent, Job, Measurement, Source
+from latfarm.services.store.models import Job, Source
 
 # The figures a measurement stores as its agent reported them, in the order every view lists them after the
 # headline (latency_ms and its statistic).
@@ -127,19 +127,21 @@ def attributes(source: object, names: Iterable[str]) -> dict[str, Any]:
     return {name: getattr(source, name) for name in names}
 
 
-def to_measurement(job: Job, agent: Agent, result: ReportedResult, provenance: dict) -> Measurement:
-    """The ``Measurement`` row of an ok result of ``job``, measured by ``agent`` under its batch's conditions."""
-    conditions = Conditions.from_dict(job.batch.conditions)
+def measurement_row(
+    job: Job, agent_id: str, result: ReportedResult, provenance: dict, conditions: Conditions
+) -> dict[str, Any]:
+    """The ``Measurement`` row (column -> value) of an ok result of ``job``, measured by agent ``agent_id`` under
+    its batch's ``conditions``."""
     protocol = dict(result.settings)
     protocol["affinity"] = list(result.affinity)
     if result.round_spread is not None:
         protocol["round_spread"] = result.round_spread
     latency_ms, protocol["statistic"] = headline(result)  # the statistic computed, over the one asked in settings
-    return Measurement(
+    return dict(
         device_id=job.device_id,
         arch_id=job.arch_id,
         source=Source.measured,
-        agent_id=agent.id,
+        agent_id=agent_id,
         job_id=job.id,
         artifact_sha256=result.artifact_sha256 or job.artifact_sha256,
         protocol=protocol,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from latfarm.services.infra.outage import Outage
 
@@ -16,22 +17,25 @@ CHANNEL = "latfarm:jobs:"
 
 
 class LocalNotifier:
-    """In-process wake-ups: a version counter per device under one condition variable.
+    """In-process wake-ups: a version counter per device, and a condition per device on one lock (a notification
+    wakes that device's waiters only).
 
     Read ``version(device_id)`` before checking the queue and pass it to ``wait(..., after=...)``: a notification in
-    between then returns at once instead of being missed.
+    between then returns at once instead of being missed. Without Redis, other replicas' submissions are not
+    announced: their agents learn of them when their long-poll ends.
     """
 
     shared = False  # wakes waiters of this process only
 
     def __init__(self) -> None:
         """No device notified yet: every version starts at 0."""
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._versions: dict[int, int] = {}
+        self._waiting: dict[int, tuple[threading.Condition, int]] = {}  # device -> (its condition, waiters)
 
     def version(self, device_id: int) -> int:
         """How often ``device_id`` was notified so far (pass it to ``wait`` as ``after``)."""
-        with self._cond:
+        with self._lock:
             return self._versions.get(device_id, 0)
 
     def notify(self, device_id: int) -> None:
@@ -39,15 +43,43 @@ class LocalNotifier:
         self._bump(device_id)
 
     def _bump(self, device_id: int) -> None:
-        with self._cond:
+        with self._lock:
             self._versions[device_id] = self._versions.get(device_id, 0) + 1
-            self._cond.notify_all()
+            if device_id in self._waiting:
+                self._waiting[device_id][0].notify_all()
 
-    def wait(self, device_id: int, timeout: float, after: int | None = None) -> bool:
-        """Block until ``device_id`` is notified (after version ``after``, default now) or ``timeout`` s pass."""
-        with self._cond:
+    def wait(
+        self, device_id: int, timeout: float, after: int | None = None, until: Callable[[], bool] | None = None
+    ) -> bool:
+        """Block until ``device_id`` is notified (after version ``after``, default now), ``timeout`` s pass, or
+        ``until()`` holds when ``wake(device_id)`` is called (a cancelled call); returns whether it was notified."""
+        with self._lock:
             start = self._versions.get(device_id, 0) if after is None else after
-            return self._cond.wait_for(lambda: self._versions.get(device_id, 0) != start, timeout=max(timeout, 0))
+            cond, waiters = self._waiting.get(device_id) or (threading.Condition(self._lock), 0)
+            self._waiting[device_id] = (cond, waiters + 1)
+            try:
+                cond.wait_for(
+                    lambda: self._versions.get(device_id, 0) != start or (until is not None and until()),
+                    timeout=max(timeout, 0),
+                )
+                return self._versions.get(device_id, 0) != start
+            finally:
+                cond, waiters = self._waiting[device_id]
+                if waiters == 1:
+                    del self._waiting[device_id]
+                else:
+                    self._waiting[device_id] = (cond, waiters - 1)
+
+    def waiting(self) -> int:
+        """Calls of this process waiting now, all devices."""
+        with self._lock:
+            return sum(waiters for _, waiters in self._waiting.values())
+
+    def wake(self, device_id: int) -> None:
+        """Let this process's waiters on ``device_id`` re-check their ``until`` (not a notification)."""
+        with self._lock:
+            if device_id in self._waiting:
+                self._waiting[device_id][0].notify_all()
 
     def close(self) -> None:
         """Nothing to release."""

@@ -1,5 +1,6 @@
 """The one mapping of errors onto gRPC statuses: servicer methods raise ``LatfarmError``, ``@translate_errors``
-aborts the call with the status its code names and its message as the details."""
+aborts the call with the status its code names and its message as the details; ``capacity.Busy`` with
+RESOURCE_EXHAUSTED and its retry hint."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from latfarm.services.core.errors import ErrorCode, LatfarmError, Unavailable
+from latfarm.services.rpc.capacity import RETRY_AFTER_KEY, Busy
 from latfarm.services.store.db import DATABASE_DOWN, UNAVAILABLE_MESSAGE
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,12 @@ def end_call(context: grpc.ServicerContext, status: grpc.StatusCode, message: st
     raise AssertionError("grpc.ServicerContext.abort returned")  # abort always raises
 
 
+def refuse_busy(context: grpc.ServicerContext, err: Busy) -> NoReturn:
+    """End the call RESOURCE_EXHAUSTED with the retry hint (``retry-after-ms`` trailing metadata)."""
+    context.set_trailing_metadata(((RETRY_AFTER_KEY, str(err.retry_after_ms)),))
+    end_call(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
+
+
 def _database_down(err: Exception) -> Unavailable:
     log.warning("database unavailable: %s", err)
     return Unavailable(UNAVAILABLE_MESSAGE)
@@ -64,6 +72,8 @@ def translate_errors(method: Method) -> Method:
                 yield from method(self, request, context)
             except LatfarmError as err:
                 abort(context, err)
+            except Busy as err:
+                refuse_busy(context, err)
             except DATABASE_DOWN as err:
                 abort(context, _database_down(err))
 
@@ -75,6 +85,8 @@ def translate_errors(method: Method) -> Method:
             return method(self, request, context)
         except LatfarmError as err:
             abort(context, err)
+        except Busy as err:
+            refuse_busy(context, err)
         except DATABASE_DOWN as err:
             abort(context, _database_down(err))
 

@@ -32,9 +32,10 @@ from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, at
 from latfarm.services.infra.throttle import AuthGuard, grpc_client
 from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.rpc.callers import CALLERS, Caller
+from latfarm.services.rpc.capacity import Busy, Capacity, Kind, default_capacity
 from latfarm.services.rpc.errors import end_call, translate_errors
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Agent, Artifact, Device, Enrollment, Job
+from latfarm.services.store.models import Agent, Device, Enrollment, Job
 from latfarm.services.workers.export_worker import Exporter, export_one
 
 log = logging.getLogger(__name__)
@@ -42,16 +43,17 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20
 MAX_WAIT_S = 60.0  # longest long-poll a request may ask for
 PREPARE_BUDGET_S = 10.0  # export at most about this long before leasing what is ready
-LOCAL_POLL_S = 5.0  # without Redis, re-check the queue this often (other replicas' submissions are not announced)
 AGENT_STATES = ("idle", "measuring")
+WAITERS_FULL_RETRY_MS = 1_000  # a long-poll refused for want of threads retries after about this long
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ERROR_CLASS_NAMES = {value: name for name, value in ERROR_CLASSES.items()}
 FETCH = ERROR_CLASS_NAMES[agent_pb2.ERROR_CLASS_FETCH]
 
 
 def max_waiting(workers: int) -> int:
-    """Long-polls that may wait at once: each holds a gRPC thread, so a reserve stays free for reports and
-    heartbeats (an agent over the limit is told RESOURCE_EXHAUSTED and retries with backoff)."""
+    """Leases that may wait at once, for a database slot or for work: each holds a gRPC thread, so a reserve stays
+    free for reports and heartbeats (an agent over the limit is told RESOURCE_EXHAUSTED and retries after the
+    hint)."""
     return max(1, workers - max(4, workers // 8))
 
 
@@ -88,6 +90,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.sessions = sessions
         self.read_sessions = read_sessions
         self.waiting = threading.BoundedSemaphore(max_waiting(settings.grpc_workers))
+        self.capacity: Capacity = default_capacity(settings.grpc_db_calls, settings.grpc_workers)
         self.artifacts = artifacts
         self.notifier = notifier
 
@@ -105,7 +108,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         client = grpc_client(context.peer())
         self.guard.check("grpc", client)
         credential = new_secret("lf_agent")
-        with transaction(self.sessions) as session:
+        with self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
             enrollment = session.scalars(
                 select(Enrollment).where(Enrollment.token_hash == hash_secret(token))
             ).one_or_none()
@@ -168,7 +171,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             raise InvalidArgument(f"state must be one of {', '.join(AGENT_STATES)}", field="state")
         _check_sizes(request)
         caller = self._authenticate(context)
-        with transaction(self.sessions) as session:
+        with self._slot(Kind.HEARTBEAT, context), transaction(self.sessions) as session:
             agent = self._agent(session, context, caller)
             lost = queue.heartbeat(session, agent, list(request.job_ids), self.settings.lease_seconds)
             if request.state:
@@ -194,12 +197,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if wait_s <= 0:
             return self._lease(request, context, max_jobs, 0.0)
         if not self.waiting.acquire(blocking=False):
-            end_call(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{max_waiting(self.settings.grpc_workers)} agents are waiting for work already, this server's "
-                "limit (LATFARM_GRPC_WORKERS); retry shortly",
-            )
+            reason = f"{max_waiting(self.settings.grpc_workers)} agents wait for work already (LATFARM_GRPC_WORKERS)"
+            raise Busy(Kind.LEASE, WAITERS_FULL_RETRY_MS, reason)
         try:
             return self._lease(request, context, max_jobs, wait_s)
         finally:
@@ -211,52 +210,64 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         caller = self._authenticate(context)
         agent_id, device_id = caller.agent_id, caller.device_id
         formats = list(request.formats) or list(caller.formats) or list(FORMATS)
+        ended = threading.Event()  # the call was cancelled, or the server is stopping: stop waiting for work
+
+        def end() -> None:
+            ended.set()
+            self.notifier.wake(device_id)
+
+        if not context.add_callback(end):
+            ended.set()  # it ended already
+        waited = False
         while True:
             seen = self.notifier.version(device_id)
-            ready = self._prepare_artifacts(device_id, formats, max_jobs, context)
-            if not context.is_active():
-                end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
-            with transaction(self.sessions) as session:
-                jobs = queue.lease(
-                    session,
-                    self._agent(session, context, caller),
-                    max_jobs=ready,
-                    formats=formats,
-                    lease_seconds=self.settings.lease_seconds,
-                    artifacts=self.artifacts,
-                    max_attempts=self.settings.max_attempts,
-                )
-                if jobs:  # their artifacts into the identity map, one query
-                    session.scalars(
-                        select(Artifact).where(Artifact.sha256.in_({j.artifact_sha256 for j in jobs}))
-                    ).all()
-                messages = [_job_message(session, job) for job in jobs]
-            if messages and not context.is_active():  # nobody will receive them: hand them back at once
+            try:
+                self._prepare_artifacts(device_id, formats, max_jobs, context)
+                if not context.is_active():
+                    end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
+                with self._slot(Kind.LEASE, context), transaction(self.sessions) as session:
+                    jobs = queue.lease(
+                        session,
+                        self._agent(session, context, caller),
+                        max_jobs=max_jobs,
+                        formats=formats,
+                        lease_seconds=self.settings.lease_seconds,
+                        max_attempts=self.settings.max_attempts,
+                    )
+            except Busy:
+                if not waited:
+                    raise
+                jobs = []  # a long-poll that waited already answers empty, not refused: the agent asks again
+                deadline = 0.0
+            if jobs and not context.is_active():  # nobody will receive them: hand them back at once
                 with transaction(self.sessions) as session:
                     if (owner := session.get(Agent, agent_id)) is not None:  # a removed agent's jobs have no lease
-                        queue.release(session, owner, [m.job_id for m in messages])
+                        queue.release(session, owner, [job.job_id for job in jobs])
                 self.notifier.notify(device_id)
                 end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
             left = deadline - time.monotonic()
-            if messages or left <= 0:
-                return agent_pb2.LeaseResponse(jobs=messages, lease_seconds=self.settings.lease_seconds)
-            self.notifier.wait(device_id, left if self.notifier.shared else min(left, LOCAL_POLL_S), after=seen)
+            if jobs or left <= 0:
+                return agent_pb2.LeaseResponse(jobs=_job_messages(jobs), lease_seconds=self.settings.lease_seconds)
+            self.notifier.wait(device_id, left, after=seen, until=ended.is_set)  # reads nothing until woken
+            waited = True
+            if ended.is_set():
+                end_call(context, grpc.StatusCode.CANCELLED, "the call ended while waiting for work")
 
-    def _prepare_artifacts(self, device_id: int, formats: list[str], max_jobs: int, context) -> int:
-        """Export the models the next lease needs and the export worker has not made yet, before the lease starts,
-        so the lease transaction stays short.
-
-        Returns how many jobs to lease: all ``max_jobs``, or fewer when exporting ran past ``PREPARE_BUDGET_S`` (the
-        agent gets work sooner).
-        """
-        with self.read_sessions() as session:
+    def _prepare_artifacts(self, device_id: int, formats: list[str], max_jobs: int, context) -> None:
+        """Export the models of the next lease that the export worker has not made yet, before the lease starts,
+        so the lease transaction stays short; exporting stops after ``PREPARE_BUDGET_S`` (the agent gets what is
+        ready sooner). A model whose export fails fails its jobs with the reason."""
+        with self._slot(Kind.LEASE, context), self.read_sessions() as session:
             pending = queue.pending_artifacts(session, device_id, formats, max_jobs)
         started = time.monotonic()
+        failed = False
         for done, model in enumerate(pending):
             if done and (time.monotonic() - started > PREPARE_BUDGET_S or not context.is_active()):
-                return done
-            export_one(self.sessions, self.artifacts, model)
-        return max_jobs
+                return
+            failed |= not export_one(self.sessions, self.artifacts, model)
+        if failed:
+            with self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
+                queue.resolve_artifacts(session, device_id, formats, max_jobs, self.artifacts)
 
     @translate_errors
     def FetchArtifact(self, request: agent_pb2.FetchArtifactRequest, context) -> Iterator[agent_pb2.ArtifactChunk]:
@@ -290,7 +301,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         provenance = json_format.MessageToDict(request.provenance, preserving_proto_field_name=True)
         caller = self._authenticate(context)
         repaired = self._repair_artifacts([r.job_id for r in results if r.error_class == FETCH])
-        with transaction(self.sessions) as session:
+        with self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
             agent = self._agent(session, context, caller)
             device_id = agent.device_id
             requeued = {ack.job_id: ack for ack in queue.requeue_repaired(session, agent, repaired)}
@@ -330,7 +341,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         answers how many were released."""
         _check_sizes(request)
         caller = self._authenticate(context)
-        with transaction(self.sessions) as session:
+        with self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
             agent = self._agent(session, context, caller)
             device_id = agent.device_id
             if request.all_held:
@@ -340,6 +351,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if released:
             self.notifier.notify(device_id)
         return agent_pb2.ReleaseResponse(released=released)
+
+    def _slot(self, kind: Kind, context: grpc.ServicerContext):
+        """A database slot for this call (``capacity``), refused (``Busy``) in time to answer before its deadline."""
+        remaining = context.time_remaining()
+        return self.capacity.slot(kind, None if remaining is None else max(remaining - 1.0, 0.0))
 
     def _authenticate(self, context: grpc.ServicerContext) -> Caller:
         """The calling agent, from ``authorization: Bearer <credential>``, cached for ``callers.AUTH_TTL_S``, else read
@@ -391,24 +407,29 @@ def _check_sizes(request) -> None:
         raise InvalidArgument(f"{field}: {problem}", field=field)
 
 
-def _job_message(session: Session, job: Job) -> agent_pb2.Job:
-    """The leased job as an agent sees it, with the conditions its artifact was exported under and their input
-    shape (NCHW); ``job.batch`` loads once per distinct batch (the identity map)."""
-    artifact = session.get(Artifact, job.artifact_sha256)
-    assert artifact is not None, "queue.lease hands out only jobs with an exported artifact"
-    conditions = Conditions.from_dict(job.batch.conditions)
-    return agent_pb2.Job(
-        job_id=job.id,
-        space=job.arch.space,
-        arch=job.arch.arch,
-        format=job.format,
-        artifact_sha256=artifact.sha256,
-        artifact_size=artifact.size_bytes,
-        attempt=job.attempts,
-        input_shape=list(conditions.input_shape),
-        settings=agent_pb2.MeasureSettings(**job.batch.protocol),
-        conditions=agent_pb2.Conditions(**conditions.to_dict()),
-    )
+def _job_messages(jobs: list[queue.Leased]) -> list[agent_pb2.Job]:
+    """The leased jobs as an agent sees them, with the conditions their artifact was exported under and their input
+    shape (NCHW); each distinct batch's conditions are parsed once."""
+    conditions: dict[str, Conditions] = {}
+    messages = []
+    for job in jobs:
+        if (parsed := conditions.get(job.batch_id)) is None:
+            parsed = conditions[job.batch_id] = Conditions.from_dict(job.conditions)
+        messages.append(
+            agent_pb2.Job(
+                job_id=job.job_id,
+                space=job.space,
+                arch=job.arch,
+                format=job.format,
+                artifact_sha256=job.artifact_sha256,
+                artifact_size=job.artifact_size,
+                attempt=job.attempts,
+                input_shape=list(parsed.input_shape),
+                settings=agent_pb2.MeasureSettings(**job.protocol),
+                conditions=agent_pb2.Conditions(**parsed.to_dict()),
+            )
+        )
+    return messages
 
 
 def reported_result(result: agent_pb2.Result) -> ReportedResult:

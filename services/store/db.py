@@ -2,10 +2,13 @@
 
 SQLite allows one writer at a time. Write sessions start with ``BEGIN IMMEDIATE`` (they take the write lock up
 front, so two read-modify-write transactions cannot lose an update); read-only sessions (``make_read_sessionmaker``)
-start a plain deferred transaction, so reads never wait for a long write such as an import."""
+start a plain deferred transaction, so reads never wait for a long write such as an import. Within a process, write
+transactions queue on one lock per engine before ``BEGIN IMMEDIATE`` (released when they end), so they wait their
+turn instead of spinning in SQLite's busy handler; other processes still meet the busy timeout."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,6 +17,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY = "latfarm_read_only"  # execution option marking a read-only engine
+WRITER = "latfarm_writer"  # connection info: this connection holds its engine's SQLite write turn
+WRITER_WAIT_S = 30.0  # a write transaction waits this long for its turn (as long as SQLite's busy timeout)
 # The database could not serve a statement (connection lost, server restarting, SQLite locked past its busy
 # timeout): clients are told it is unavailable and to retry, never the driver's message or the database address.
 DATABASE_DOWN = (OperationalError, InterfaceError)
@@ -35,10 +40,47 @@ def make_engine(url: str) -> Engine:
             cur.close()
             dbapi_conn.isolation_level = None  # pysqlite must not defer BEGIN past the first SELECT (lost updates)
 
+        writer = threading.Lock()  # may be released by another thread than its taker (a connection's checkin)
+
+        def _release(info: dict) -> None:
+            if info.pop(WRITER, False):
+                writer.release()
+
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn) -> None:
-            read_only = conn.get_execution_options().get(READ_ONLY, False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            if conn.get_execution_options().get(READ_ONLY, False):
+                conn.exec_driver_sql("BEGIN")
+                return
+            if not writer.acquire(timeout=WRITER_WAIT_S):
+                raise OperationalError("BEGIN IMMEDIATE", None, TimeoutError(f"no write turn in {WRITER_WAIT_S} s"))
+            conn.info[WRITER] = True
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _release(conn.info)
+                raise
+
+        @event.listens_for(engine, "commit")
+        def _sqlite_commit(conn) -> None:  # commit here, so the next writer's BEGIN finds the database free
+            try:
+                conn.connection.dbapi_connection.commit()
+            finally:
+                _release(conn.info)
+
+        @event.listens_for(engine, "rollback")
+        def _sqlite_rollback(conn) -> None:
+            try:
+                if conn.info.get(WRITER) and (dbapi := conn.connection.dbapi_connection) is not None:
+                    dbapi.rollback()
+            finally:
+                _release(conn.info)
+
+        def _lapsed(_dbapi, record, *_) -> None:  # a transaction that ended without commit or rollback
+            if record is not None:
+                _release(record.info)
+
+        for lapse in ("checkin", "invalidate", "close"):
+            event.listen(engine.pool, lapse, _lapsed)
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

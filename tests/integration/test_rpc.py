@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -17,7 +18,7 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import delete, func, select
 
-from latfarm.agents.connection import RETRYABLE
+from latfarm.agents.connection import RETRYABLE, Connection, retry_after_s
 from latfarm.agents.errors import AgentError
 from latfarm.agents.main import run_agent
 from latfarm.agents.measurement import MeasureSettings
@@ -571,6 +572,27 @@ def test_a_cancelled_long_poll_leases_nothing(farm):
     assert (progress["queued"], progress["running"], attempts) == (2, 0, {0})
 
 
+def test_a_stopping_server_ends_its_long_polls_at_once(sessions, artifacts):
+    """A long-poll waits for work without reading the database, yet ends with the call: a server stopping with
+    30 s long-polls open stops within its grace, and their threads come back."""
+    farm = start_farm(sessions, artifacts, make_notifier(None))
+    try:
+        _, md = register(farm)
+        waiting = farm.stub.LeaseJobs.future(agent_pb2.LeaseRequest(wait_seconds=30), metadata=md, timeout=40)
+        time.sleep(0.5)
+        started = time.monotonic()
+        farm.server.stop(0.5).wait(10)
+        assert time.monotonic() - started < 3
+        with pytest.raises(grpc.RpcError):
+            waiting.result(timeout=5)
+        deadline = time.monotonic() + 5
+        while farm.notifier.waiting():
+            assert time.monotonic() < deadline, "a long-poll thread still waits"
+            time.sleep(0.05)
+    finally:
+        stop_farm(farm)
+
+
 def test_waiting_agents_cannot_take_every_thread(sessions, artifacts):
     """Long-polls beyond the limit are refused (agents retry with backoff): reports and heartbeats keep a reserve."""
     farm = start_farm(sessions, artifacts, make_notifier(None), grpc_workers=6)
@@ -582,19 +604,30 @@ def test_waiting_agents_cannot_take_every_thread(sessions, artifacts):
             for _ in range(2)
         ]
         time.sleep(0.5)
-        code, message = code_of(
-            lambda: farm.stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=5), metadata=md, timeout=10)
-        )
-        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry shortly" in message
-        assert code in RETRYABLE  # the agent backs off and asks again
+        with pytest.raises(grpc.RpcError) as refused:
+            farm.stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=5), metadata=md, timeout=10)
+        code, message = refused.value.code(), refused.value.details()
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "agents wait for work already" in message
+        assert code in RETRYABLE  # the agent asks again after the server's hint (1 s, with jitter)
+        assert dict(refused.value.trailing_metadata())["retry-after-ms"] == "1000"
+        assert 1.0 <= (retry_after_s(refused.value) or 0) <= 1.5
         farm.stub.Heartbeat(agent_pb2.HeartbeatRequest(), metadata=md, timeout=5)  # the reserve answers
         assert not farm.stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=0), metadata=md, timeout=5).jobs
-        submit(farm, ARCHS[:1])  # wakes the waiting long-polls: one of them takes the job and frees its slot
-        deadline = time.monotonic() + 30
-        while not any(f.done() for f in waiting):
-            assert time.monotonic() < deadline, "no long-poll took the job"
-            time.sleep(0.05)
-        assert [len(f.result().jobs) for f in waiting if f.done()] == [1]
+        logged: list[str] = []
+        agent = Connection(farm.address, threading.Event(), md[0][1].removeprefix("Bearer "), log=logged.append)
+        with ThreadPoolExecutor(1) as pool:
+            agent_lease = pool.submit(agent.lease, 1, 1.0, ["onnx"])  # refused, retried after each hint
+            time.sleep(1.5)
+            assert not agent_lease.done()
+            submit(farm, ARCHS[:1])  # wakes the waiting long-polls: one of them takes the job and frees its slot
+            deadline = time.monotonic() + 30
+            while not any(f.done() for f in waiting):
+                assert time.monotonic() < deadline, "no long-poll took the job"
+                time.sleep(0.05)
+            assert [len(f.result().jobs) for f in waiting if f.done()] == [1]
+            assert not agent_lease.result(timeout=10).jobs  # let in once a slot was free; nothing left
+        agent.close()
+        assert logged == []  # a busy server's hint is flow control: nothing logged as a failure
         again = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=1), metadata=md, timeout=10)
         assert not again.jobs  # accepted again, and nothing left to lease
         for future in waiting:

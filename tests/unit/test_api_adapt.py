@@ -16,7 +16,7 @@ from latfarm.services.domain.results import ReportedResult
 from latfarm.services.store import crud
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Agent
+from latfarm.services.store.models import Agent, Job
 from tests.api_support import ADMIN, add_device, arch
 
 SAMPLES = 6
@@ -32,7 +32,9 @@ def _agent_measures(api, tmp_path, device: str, truth: np.ndarray) -> int:
         agent = Agent(device_id=device_by_name(session, device).id, credential_hash=hash_secret("secret"))
         session.add(agent)
         session.flush()
-        jobs = queue.lease(session, agent, max_jobs=50, formats=["onnx"], lease_seconds=60, artifacts=store)
+        queue.resolve_artifacts(session, agent.device_id, ["onnx"], 50, store)
+        leased = queue.lease(session, agent, max_jobs=50, formats=["onnx"], lease_seconds=60)
+        jobs = [session.get_one(Job, job.job_id) for job in leased]
         latencies = [float(truth[job.arch.nb201_index]) for job in jobs]
         results = [
             ReportedResult(job_id=job.id, ok=True, latency_ms=ms, statistic="min", median_ms=ms + 1.0, runs=10)

@@ -114,7 +114,9 @@ def _agent_measures_fbnet(api, tmp_path, device: str) -> list[str]:
         agent = Agent(device_id=device_by_name(session, device).id, credential_hash=hash_secret("secret"))
         session.add(agent)
         session.flush()
-        jobs = queue.lease(session, agent, max_jobs=50, formats=["onnx"], lease_seconds=60, artifacts=store)
+        queue.resolve_artifacts(session, agent.device_id, ["onnx"], 50, store)
+        leased = queue.lease(session, agent, max_jobs=50, formats=["onnx"], lease_seconds=60)
+        jobs = [session.get_one(Job, job.job_id) for job in leased]
         archs = [job.arch.arch for job in jobs]
         assert {job.arch.space for job in jobs} == {"fbnet"}
         results = [

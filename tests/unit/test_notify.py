@@ -116,3 +116,22 @@ def test_unreachable_redis_degrades_to_misses():
     cache = RedisCache("redis://127.0.0.1:1/0")
     cache.set("k", b"v", 10)
     assert cache.get("k") is None
+
+
+def test_wake_ends_a_wait_whose_until_holds_without_notifying():
+    notifier = LocalNotifier()
+    ended = threading.Event()
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(notifier.wait(3, 30, until=ended.is_set)))
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while not notifier.waiting():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    notifier.wake(3)  # until() is false: the wait goes on
+    time.sleep(0.1)
+    assert waiter.is_alive()
+    ended.set()
+    notifier.wake(3)
+    waiter.join(5)
+    assert result == [False] and notifier.version(3) == 0 and notifier.waiting() == 0

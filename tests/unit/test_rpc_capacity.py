@@ -1,0 +1,83 @@
+"""Admission to the database for agent calls: priorities, the lease reserve, refusals with a retry hint."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import ExitStack
+
+import pytest
+
+from latfarm.services.rpc.capacity import MAX_RETRY_MS, MIN_RETRY_MS, Busy, Capacity, Kind, Limits, default_capacity
+
+OPEN = {kind: Limits(queued=100, wait_s=5.0) for kind in Kind}
+
+
+def _enter_later(capacity: Capacity, kind: Kind, order: list[Kind], hold_s: float = 0.0) -> threading.Thread:
+    def run() -> None:
+        with capacity.slot(kind):
+            order.append(kind)
+            time.sleep(hold_s)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _wait_queued(capacity: Capacity, n: int) -> None:
+    deadline = time.monotonic() + 5
+    while capacity.queued() < n:
+        assert time.monotonic() < deadline, "callers did not queue"
+        time.sleep(0.01)
+
+
+def test_leases_leave_the_reserve_to_heartbeats_and_reports():
+    capacity = Capacity(4, reserve=1, limits={**OPEN, Kind.LEASE: Limits(queued=0, wait_s=0.0)})
+    with ExitStack() as held:
+        for _ in range(3):
+            held.enter_context(capacity.slot(Kind.LEASE))
+        with pytest.raises(Busy) as refused:
+            held.enter_context(capacity.slot(Kind.LEASE))
+        assert refused.value.kind == Kind.LEASE and MIN_RETRY_MS <= refused.value.retry_after_ms <= MAX_RETRY_MS
+        with capacity.slot(Kind.HEARTBEAT):  # the reserved slot
+            assert capacity.in_use() == 4
+    assert capacity.in_use() == 0
+
+
+def test_a_freed_slot_goes_to_heartbeats_first_then_writes_then_leases():
+    capacity = Capacity(1, reserve=0, limits=OPEN)
+    order: list[Kind] = []
+    with capacity.slot(Kind.WRITE):
+        threads = []
+        for n, kind in enumerate((Kind.LEASE, Kind.WRITE, Kind.HEARTBEAT), start=1):
+            threads.append(_enter_later(capacity, kind, order))
+            _wait_queued(capacity, n)
+    for thread in threads:
+        thread.join(5)
+    assert order == [Kind.HEARTBEAT, Kind.WRITE, Kind.LEASE]
+
+
+def test_a_call_that_waits_past_its_limit_or_finds_the_queue_full_is_refused():
+    limits = {**OPEN, Kind.LEASE: Limits(queued=1, wait_s=0.2)}
+    capacity = Capacity(1, reserve=0, limits=limits)
+    with capacity.slot(Kind.WRITE):
+        started = time.monotonic()
+        with pytest.raises(Busy), capacity.slot(Kind.LEASE):
+            pass
+        assert 0.15 < time.monotonic() - started < 2
+        waiting = _enter_later(capacity, Kind.LEASE, [])
+        _wait_queued(capacity, 1)
+        started = time.monotonic()
+        with pytest.raises(Busy, match="retry in"), capacity.slot(Kind.LEASE, timeout_s=5):
+            pass  # the one queue place is taken: refused at once
+        assert time.monotonic() - started < 0.1
+    waiting.join(5)
+    assert capacity.in_use() == 0
+
+
+def test_the_default_reserves_a_quarter_and_bounds_queues_by_threads():
+    capacity = default_capacity(8, threads=256)
+    assert (capacity.slots, capacity.reserve, capacity.limits[Kind.LEASE].queued) == (8, 2, 256)
+    assert default_capacity(1, threads=4).reserve == 0
+    with pytest.raises(ValueError):
+        Capacity(2, reserve=2, limits=OPEN)
