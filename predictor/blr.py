@@ -8,7 +8,9 @@ prediction). A few cost weights are pinned by a handful of samples, so the targe
 source devices where they disagree (other families). ``c``, ``s``, ``b`` and the noise are weighed by marginal
 likelihood and the posteriors averaged (moment-matched). ``c`` < 1 narrows the cross-device covariance for a device
 close to the prior mean (``cov`` spans every family: at full width the predicted std of a GPU is several times its
-errors). Noise is relative to each sample's latency (errors in %).
+errors). Noise is relative to each sample's latency (errors in %), heavy-tailed (Student-t with ``T_DOF`` degrees of
+freedom, fitted by EM as a Gaussian scale mixture: a sample far off the fit gets its noise variance scaled up), and
+samples in whole milliseconds add the rounding variance (``prior.quantisation_variance``) to every sample.
 """
 
 from __future__ import annotations
@@ -17,13 +19,18 @@ import itertools
 
 import numpy as np
 
-from latfarm.predictor.prior import MIN_RELATIVE, MIN_WEIGHT, Posterior, Prior
+from latfarm.predictor.prior import MIN_RELATIVE, MIN_WEIGHT, Posterior, Prior, quantisation_variance
 
 SCALE_GRID = (0.1, 0.3, 1.0)
 SPREAD_GRID = (0.0, 0.03, 0.3, 3.0)
 BROAD_GRID = (0.0, 0.01, 0.1, 1.0, 10.0)
 PLANNING_SPREAD = 0.3
 PLANNING_BROAD = 1.0
+T_DOF = 4.0
+"""Degrees of freedom of the Student-t noise: 4, the usual robust-regression choice (finite variance, tails that
+let one spike among 5-20 samples, as phones' whole-ms runs have, lose its pull on the fit)."""
+T_ITERATIONS = 3
+"""EM steps of the Student-t reweighting (the first is the Gaussian fit)."""
 
 
 def broad_variance(phi_s: np.ndarray, cost_columns: np.ndarray) -> np.ndarray:
@@ -51,12 +58,27 @@ def posterior_with_costs(
     y = y_ms / scale
     resid = y - phi_s @ prior.mean
     rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2
-    root = np.sqrt(rel_var)
+    floor = quantisation_variance(y_ms) / scale**2
     broad = broad_variance(phi_s, cost_columns)
+    weights = np.ones(len(y))
+    for _ in range(T_ITERATIONS):
+        mean, cov, noise = _weighed(prior, phi_s, resid, rel_var / weights, floor, broad)
+        expected = (y - phi_s @ mean) ** 2 + ((phi_s @ cov) * phi_s).sum(1)
+        weights = (T_DOF + 1) / (T_DOF + expected / (noise * rel_var / weights + floor))
+    return Posterior(mean, cov, scale, noise + floor)
+
+
+def _weighed(
+    prior: Prior, phi_s: np.ndarray, resid: np.ndarray, rel_var: np.ndarray, floor: float, broad: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Posterior mean, covariance and noise with every setting of the grids weighed by marginal likelihood;
+    sample i's noise variance is ``noise * rel_var[i] + floor``."""
+    root = np.sqrt(rel_var)
     grams = [phi_s @ part @ phi_s.T for part in (prior.cov, np.diag(prior.spread), broad)]
+    floor_eye = floor * np.eye(len(resid))
     settings, logliks = [], []
     for scale_w, spread_w, broad_w in itertools.product(SCALE_GRID, SPREAD_GRID, BROAD_GRID):
-        gram = scale_w * grams[0] + spread_w * grams[1] + broad_w * grams[2]
+        gram = scale_w * grams[0] + spread_w * grams[1] + broad_w * grams[2] + floor_eye
         lam, vec = np.linalg.eigh(gram / np.outer(root, root))
         z2 = (vec.T @ (resid / root)) ** 2
         for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
@@ -70,9 +92,9 @@ def posterior_with_costs(
         scale_w, spread_w, broad_w, noise = settings[j]
         cov = scale_w * prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad
         c_phi = phi_s @ cov
-        gain = np.linalg.solve(c_phi @ phi_s.T + noise * np.diag(rel_var), c_phi).T
+        gain = np.linalg.solve(c_phi @ phi_s.T + noise * np.diag(rel_var) + floor_eye, c_phi).T
         parts.append((weights[j], prior.mean + gain @ resid, cov - gain @ c_phi, noise))
     total = sum(p[0] for p in parts)
     mean = sum(w * m for w, m, _, _ in parts) / total
     cov = sum(w * (c + np.outer(m - mean, m - mean)) for w, m, c, _ in parts) / total
-    return Posterior(mean, (cov + cov.T) / 2, scale, float(sum(w * n for w, _, _, n in parts) / total))
+    return mean, (cov + cov.T) / 2, float(sum(w * n for w, _, _, n in parts) / total)

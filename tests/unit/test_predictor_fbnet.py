@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from latfarm.predictor import blr
 from latfarm.predictor.evaluate import eval_transfer_cli
 from latfarm.predictor.fbnet_features import network_costs
 from latfarm.predictor.fbnet_model import FBNetDeviceModel, FBNetPredictor
@@ -95,6 +96,32 @@ def test_device_state_round_trips_through_json(predictor):
     probe = np.asarray(SPACE.sample(50, seed=6))
     np.testing.assert_allclose(again.predict(probe)[0], model.predict(probe)[0])
     assert state["archs"][0] == list(archs[0])
+
+
+def test_spikes_among_the_samples_pull_the_fit_less_than_under_gaussian_noise(predictor, monkeypatch):
+    # 3 of 20 samples 60% slow (a phone runtime's spikes): the Student-t noise keeps the fit near the clean one.
+    archs = np.asarray(SPACE.sample(20, seed=3))
+    clean = _device(archs) * (1 + 0.03 * np.random.default_rng(0).standard_normal(20))
+    spiked = clean * np.where(np.arange(20) < 3, 1.6, 1.0)
+    unseen = np.asarray(SPACE.sample(500, seed=9))
+
+    def pull() -> float:
+        moved = predictor.adapt(archs, spiked).predict(unseen)[0] / predictor.adapt(archs, clean).predict(unseen)[0]
+        return float(np.median(np.abs(moved - 1)))
+
+    robust = pull()
+    monkeypatch.setattr(blr, "T_ITERATIONS", 1)  # one step: the plain Gaussian fit
+    assert robust < 0.6 * pull()
+
+
+def test_whole_ms_samples_keep_the_rounding_variance_in_the_noise(predictor):
+    archs = np.asarray(SPACE.sample(20, seed=3))
+    whole = np.round(3 * _device(archs))  # ~3-5 ms, reported in whole ms
+    model = predictor.adapt(archs, whole)
+    assert model.posterior.noise * model.posterior.scale_ms**2 >= 1 / 12
+    assert model.predict(np.asarray(SPACE.sample(50, seed=4)))[1].min() >= np.sqrt(1 / 12)
+    fine = predictor.adapt(archs, whole + 0.01 * np.arange(20))  # not all whole: no rounding floor
+    assert fine.posterior.noise * fine.posterior.scale_ms**2 < model.posterior.noise * model.posterior.scale_ms**2
 
 
 @pytest.mark.parametrize(
