@@ -2,8 +2,9 @@
 
 Features of an arch (computed on demand): an intercept, the 22 x 9 per-layer block one-hots and the network's
 device-agnostic costs (``fbnet_features.COSTS``, each divided by its mean over uniformly random archs). The
-cross-device prior covers intercept and one-hots; the costs get a broad prior that the target's own samples fit
-(``blr``), so a device of a family the sources lack is still predicted well from 10-20 samples.
+cross-device prior covers intercept and one-hots, centred on the source devices' mean head or on one of their own
+heads (``blr``); the costs get a broad prior that the target's own samples fit, so a device of a family the sources
+lack is still predicted well from 10-20 samples.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ POOL_SIZE = 500
 """Random archs (or dataset positions) samples are chosen from by max prior variance. A small pool keeps the greedy
 choice off the extreme archs (the largest networks), where a prior unlike the device fits worst: leave-one-out on
 the HELP FBNet devices scores higher with 500 than with all 5,000 or with random samples (phones most)."""
+MODEL_REVISION = 2
+"""Bumped when adaptation changes (2: source heads as prior centres, Student-t noise): device states of another
+version are re-adapted from their samples."""
 VARIANT = "cifar100"
 """The input variant whose network costs are the features (HELP measured this one)."""
 
@@ -58,25 +62,32 @@ FEATURE_NAMES: tuple[str, ...] = (
 COST_COLUMNS = np.arange(len(FEATURE_NAMES) - len(COSTS), len(FEATURE_NAMES))
 
 
-def fit_fbnet_prior(encodings: np.ndarray, latencies: dict[str, np.ndarray]) -> Prior:
-    """The prior from source devices (ms by position of ``encodings`` [n, 22], NaN = not measured)."""
-    base, _ = fit_prior(base_features(encodings), latencies)
+def fit_fbnet_prior(encodings: np.ndarray, latencies: dict[str, np.ndarray]) -> tuple[Prior, np.ndarray]:
+    """The prior from source devices (ms by position of ``encodings`` [n, 22], NaN = not measured) and their heads
+    [devices, F] (sorted by name; zero cost weights), the prior's candidate centres (``blr``)."""
+    base, heads = fit_prior(base_features(encodings), latencies)
     size, costs = len(base.mean), len(COSTS)
     cov = np.zeros((size + costs, size + costs))
     cov[:size, :size] = base.cov
     cov[size:, size:] = np.eye(costs) * 1e-4
     mean, spread = np.concatenate([base.mean, np.zeros(costs)]), np.concatenate([base.spread, np.zeros(costs)])
-    return Prior(mean, cov, spread, base.noise_grid, base.noise_log_prior)
+    sources = np.stack([np.concatenate([heads[name], np.zeros(costs)]) for name in sorted(heads)])
+    return Prior(mean, cov, spread, base.noise_grid, base.noise_log_prior), sources
 
 
 class FBNetPredictor(CheckpointMeta):
     """A pretrained FBNet predictor: adapts to a device from (arch, ms) samples, predicts any arch."""
 
-    def __init__(self, prior: Prior, meta: dict[str, Any]) -> None:
-        """From the prior over ``FEATURE_NAMES`` and the checkpoint metadata; ``ValueError`` when they differ."""
-        if len(prior.mean) != len(FEATURE_NAMES):
-            raise ValueError(f"checkpoint mismatch: {len(FEATURE_NAMES)} features but a prior of {len(prior.mean)}")
+    def __init__(self, prior: Prior, sources: np.ndarray, meta: dict[str, Any]) -> None:
+        """From the prior over ``FEATURE_NAMES``, the source devices' heads [devices, F] and the checkpoint
+        metadata; ``ValueError`` when their sizes differ."""
+        if len(prior.mean) != len(FEATURE_NAMES) or np.shape(sources)[1:] != (len(FEATURE_NAMES),):
+            raise ValueError(
+                f"checkpoint mismatch: {len(FEATURE_NAMES)} features but a prior of {len(prior.mean)} and source "
+                f"heads of shape {np.shape(sources)}"
+            )
         self.prior = prior
+        self.sources = np.asarray(sources, dtype=np.float64)
         self.meta = meta
         self.space = get_space("fbnet")
 
@@ -85,7 +96,11 @@ class FBNetPredictor(CheckpointMeta):
         """From an opened checkpoint (``Predictor.load`` dispatches here on ``space: fbnet``)."""
         meta = json.loads(str(npz["__meta__"]))
         prior = Prior(*(npz[k] for k in ("prior_mean", "prior_cov", "prior_spread", "noise_grid", "noise_log_prior")))
-        return cls(prior, meta)
+        if "source_heads" not in npz:
+            raise ValueError(
+                f"checkpoint {meta.get('version')} has no source_heads: re-run latfarm pretrain --space fbnet"
+            )
+        return cls(prior, npz["source_heads"], meta)
 
     def save(self, path: Path, metrics: dict | None = None) -> Path:
         """Write the checkpoint (.npz with JSON metadata inside) and a readable ``.json`` sidecar."""
@@ -98,6 +113,7 @@ class FBNetPredictor(CheckpointMeta):
             np.savez_compressed(
                 fh, __meta__=np.array(json.dumps(self.meta)), prior_mean=prior.mean, prior_cov=prior.cov,
                 prior_spread=prior.spread, noise_grid=prior.noise_grid, noise_log_prior=prior.noise_log_prior,
+                source_heads=self.sources,
             )  # fmt: skip
         path.with_suffix(".json").write_text(json.dumps(self.meta, indent=2) + "\n")
         return path
@@ -140,7 +156,8 @@ class FBNetPredictor(CheckpointMeta):
         lat = checked_latencies(np.asarray(latencies_ms, dtype=np.float64).reshape(-1), "adapt")
         if len(lat) != len(enc):
             raise ValueError(f"{len(enc)} archs but {len(lat)} latencies")
-        post = posterior_with_costs(self.prior, features(enc), lat, float(self.meta["default_scale_ms"]), COST_COLUMNS)
+        scale = float(self.meta["default_scale_ms"])
+        post = posterior_with_costs(self.prior, features(enc), lat, scale, COST_COLUMNS, self.sources)
         return FBNetDeviceModel(self, post, enc, lat)
 
 
@@ -186,12 +203,12 @@ def pretrain_fbnet(encodings: np.ndarray, latencies: dict[str, np.ndarray], *, s
 
     if len(latencies) < 2:
         raise ValueError(f"pretraining needs at least 2 devices, got {len(latencies)}")
-    prior = fit_fbnet_prior(np.asarray(encodings), latencies)
+    prior, sources = fit_fbnet_prior(np.asarray(encodings), latencies)
     digest = data_hash(latencies)
     meta = {
         "format": CHECKPOINT_FORMAT,
         "space": "fbnet",
-        "version": f"fbnet-blr-1-{digest[:8]}",
+        "version": f"fbnet-blr-{MODEL_REVISION}-{digest[:8]}",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "devices": sorted(latencies),
         "data_hash": digest,
@@ -201,4 +218,4 @@ def pretrain_fbnet(encodings: np.ndarray, latencies: dict[str, np.ndarray], *, s
         "default_scale_ms": float(np.median([np.nanmean(v) for v in latencies.values()])),
         "metrics": {},
     }
-    return FBNetPredictor(prior, meta)
+    return FBNetPredictor(prior, sources, meta)

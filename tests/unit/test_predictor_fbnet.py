@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from latfarm.predictor import blr
+from latfarm.predictor.blr import posterior_with_costs
 from latfarm.predictor.evaluate import eval_transfer_cli
 from latfarm.predictor.fbnet_features import network_costs
-from latfarm.predictor.fbnet_model import FBNetDeviceModel, FBNetPredictor
+from latfarm.predictor.fbnet_model import COST_COLUMNS, FEATURE_NAMES, FBNetDeviceModel, FBNetPredictor, features
 from latfarm.predictor.model import Predictor
 from latfarm.predictor.spaces import ArchError, get_space
 
@@ -95,6 +97,47 @@ def test_device_state_round_trips_through_json(predictor):
     probe = np.asarray(SPACE.sample(50, seed=6))
     np.testing.assert_allclose(again.predict(probe)[0], model.predict(probe)[0])
     assert state["archs"][0] == list(archs[0])
+
+
+def test_spikes_among_whole_ms_samples_pull_the_fit_less_than_under_gaussian_noise(predictor, monkeypatch):
+    # Whole-ms samples (a phone runtime, 30-50 ms), 3 of 20 of them 60% slow: the Student-t noise keeps the fit
+    # near the clean one.
+    archs = np.asarray(SPACE.sample(20, seed=3))
+    clean = np.round(10 * _device(archs) * (1 + 0.03 * np.random.default_rng(0).standard_normal(20)))
+    spiked = np.round(clean * np.where(np.arange(20) < 3, 1.6, 1.0))
+    unseen = np.asarray(SPACE.sample(500, seed=9))
+
+    def pull() -> float:
+        moved = predictor.adapt(archs, spiked).predict(unseen)[0] / predictor.adapt(archs, clean).predict(unseen)[0]
+        return float(np.median(np.abs(moved - 1)))
+
+    robust = pull()
+    monkeypatch.setattr(blr, "T_ITERATIONS", 1)  # one step: the plain Gaussian fit
+    assert robust < 0.6 * pull()
+
+
+def test_a_device_like_one_source_is_centred_on_that_source(predictor):
+    # A sibling of one source device (its head, 7.5 ms on average): 5 samples find it among the 21 candidates.
+    assert predictor.sources.shape == (len(predictor.devices), len(FEATURE_NAMES))
+    head = predictor.sources[predictor.devices.index("samsung_a50")]
+    archs, unseen = np.asarray(SPACE.sample(5, seed=3)), np.asarray(SPACE.sample(500, seed=9))
+    truth = 7.5 * features(unseen) @ head
+    centred = predictor.adapt(archs, 7.5 * features(archs) @ head).predict(unseen)[0]
+    prior, scale = predictor.prior, float(predictor.meta["default_scale_ms"])
+    alone = posterior_with_costs(prior, features(archs), 7.5 * features(archs) @ head, scale, COST_COLUMNS)
+    mean_only = alone.scale_ms * features(unseen) @ alone.mean
+    assert np.median(np.abs(centred / truth - 1)) < 0.5 * np.median(np.abs(mean_only / truth - 1))
+    assert stats.spearmanr(centred, truth)[0] > 0.99
+
+
+def test_whole_ms_samples_keep_the_rounding_variance_in_the_noise(predictor):
+    archs = np.asarray(SPACE.sample(20, seed=3))
+    whole = np.round(3 * _device(archs))  # ~3-5 ms, reported in whole ms
+    model = predictor.adapt(archs, whole)
+    assert model.posterior.noise * model.posterior.scale_ms**2 >= 1 / 12
+    assert model.predict(np.asarray(SPACE.sample(50, seed=4)))[1].min() >= np.sqrt(1 / 12)
+    fine = predictor.adapt(archs, whole + 0.01 * np.arange(20))  # not all whole: no rounding floor
+    assert fine.posterior.noise * fine.posterior.scale_ms**2 < model.posterior.noise * model.posterior.scale_ms**2
 
 
 @pytest.mark.parametrize(
