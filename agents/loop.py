@@ -115,7 +115,8 @@ class Heartbeat:
                 if time.monotonic() + delay >= due or self._stop.wait(delay):
                     return
         if response.lost_job_ids:
-            self.log(f"{len(response.lost_job_ids)} job(s) no longer held (cancelled, or the lease lapsed): dropping them")
+            count = len(response.lost_job_ids)
+            self.log(f"{count} job(s) no longer held (cancelled, or the lease lapsed): dropping them")
             self.held.lose(list(response.lost_job_ids))
         if response.heartbeat_interval_s > 0:
             self.interval_s = response.heartbeat_interval_s
