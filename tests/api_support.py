@@ -5,7 +5,10 @@ The app is imported inside the fixture, so collecting unrelated tests never depe
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -149,3 +152,16 @@ def live_api(tmp_path, sqlite_url):
     """(base URL, app) of a live server (uvicorn in a thread, SQLite) on a free port."""
     with app_on(make_settings(tmp_path, sqlite_url)) as app, serving(app) as url:
         yield url, app
+
+
+def interruptible_cli(*args: str) -> subprocess.Popen:
+    """``latfarm ARGS`` as a child process that takes SIGINT as a terminal's Ctrl-C: a parent started in the
+    background (a CI runner's shell) may ignore SIGINT, children inherit that, and Python then raises no
+    KeyboardInterrupt."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "latfarm.services.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )

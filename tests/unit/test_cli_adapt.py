@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 from typer.testing import CliRunner
@@ -16,7 +14,7 @@ from latfarm.services.core.security import hash_secret
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Adaptation, Agent, Job, JobState
-from tests.api_support import ADMIN_KEY
+from tests.api_support import ADMIN_KEY, interruptible_cli
 from tests.unit.test_cli_measure import add_device_live
 
 
@@ -64,9 +62,8 @@ def test_adapt_cancel_and_cancel_of_an_adaptation_id(live_api):
 def test_ctrl_c_while_adapting_cancels_the_adaptation(live_api):
     url, server = live_api
     add_device_live(server)
-    command = [sys.executable, "-m", "latfarm.services.cli", "adapt", "gpu-b2", "--samples", "3", "--wait-for-agent"]
-    proc = subprocess.Popen(
-        [*command, "--server", url, "--key", ADMIN_KEY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    proc = interruptible_cli(
+        "adapt", "gpu-b2", "--samples", "3", "--wait-for-agent", "--server", url, "--key", ADMIN_KEY
     )
     deadline = time.monotonic() + 60
     while True:  # until its jobs are queued: it is waiting

@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import subprocess
-import sys
 import time
 
 from typer.testing import CliRunner
@@ -17,7 +15,7 @@ from latfarm.services.cli import app
 from latfarm.services.client import Client
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Job, JobBatch, JobState, Measurement
-from tests.api_support import ADMIN_KEY, add_device, arch
+from tests.api_support import ADMIN_KEY, add_device, arch, interruptible_cli
 
 GIVEN = [arch(9), "5", arch(12), "9", "3"]  # 9 twice: one job, its first place
 ORDER = [9, 5, 12, 3]
@@ -128,10 +126,7 @@ def test_cancel_command_cancels_a_batchs_unfinished_jobs(live_api):
 def test_ctrl_c_while_waiting_cancels_the_batch(live_api):
     url, server = live_api
     add_device_live(server)
-    command = [sys.executable, "-m", "latfarm.services.cli", "measure", "gpu-b2", "1", "2", "--wait-for-agent"]
-    proc = subprocess.Popen(
-        [*command, "--server", url, "--key", ADMIN_KEY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = interruptible_cli("measure", "gpu-b2", "1", "2", "--wait-for-agent", "--server", url, "--key", ADMIN_KEY)
     deadline = time.monotonic() + 60
     while True:  # until its jobs are queued: it is waiting
         with server.state.sessions() as session:
