@@ -26,6 +26,7 @@ from latfarm.predictor.spaces import SPACES, ArchError
 from latfarm.services.core.clock import as_utc
 from latfarm.services.domain import review
 from latfarm.services.domain.liveness import is_online, online_cutoff
+from latfarm.services.domain.results import statistic_of
 from latfarm.services.rpc.callers import CALLERS
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import (
@@ -110,7 +111,7 @@ def _arch_short(row: Any, _attr: str) -> Markup:
 def _latency(measurement: Measurement, _attr: str) -> str:
     """The headline latency (ms) and how it was computed (``protocol['statistic']``: min or median; imported rows
     carry none)."""
-    statistic = (measurement.protocol or {}).get("statistic")
+    statistic = statistic_of(measurement.protocol)
     return f"{measurement.latency_ms:.4g}" + (f" ({statistic})" if statistic else "")
 
 

@@ -47,6 +47,7 @@ from latfarm.services.domain.prediction_tables import (
     row_stamp,
     rows_after,
 )
+from latfarm.services.domain.results import statistic_of
 from latfarm.services.store.crud import active_adaptation
 from latfarm.services.store.models import Adaptation, AdaptState, Arch, Device, Measurement, Source, usable
 
@@ -141,7 +142,7 @@ def device_statistic(session: Session, device_id: int, conditions_key: str) -> s
         .order_by(Measurement.id.desc())
         .limit(1)
     ).first()
-    return (protocol or {}).get("statistic") or "median"
+    return statistic_of(protocol) or "median"
 
 
 def agent_latency(statistic: str):

@@ -122,6 +122,12 @@ def headline(result: ReportedResult) -> tuple[float, str]:
     return result.median_ms, "median"
 
 
+def statistic_of(protocol: dict | None) -> str | None:
+    """How a stored row's ``latency_ms`` was computed (``min`` or ``median``, kept in its ``protocol``); None for
+    imported rows, which carry the dataset's figure."""
+    return (protocol or {}).get("statistic")
+
+
 def attributes(source: object, names: Iterable[str]) -> dict[str, Any]:
     """``source``'s attributes ``names``, by name."""
     return {name: getattr(source, name) for name in names}

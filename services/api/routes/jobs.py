@@ -10,6 +10,7 @@ from latfarm.predictor import nb201
 from latfarm.services.core.errors import NotFound, PermissionDenied
 from latfarm.services.domain import queue
 from latfarm.services.domain.predictions import conditions_of
+from latfarm.services.domain.results import statistic_of
 from latfarm.services.store.models import Arch, Device, Job, JobBatch, Measurement
 
 from ..auth import Principal, require
@@ -84,7 +85,7 @@ def job_progress(
                 state=state.value,
                 attempts=attempts,
                 latency_ms=latency,
-                statistic=(protocol or {}).get("statistic"),
+                statistic=statistic_of(protocol),
                 unstable=unstable,
                 error=error,
             )

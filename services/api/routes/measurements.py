@@ -12,7 +12,7 @@ from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES as REGISTERED
 from latfarm.services.domain import review
 from latfarm.services.domain.conditions import DEFAULT_SPACE, Conditions
-from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP, attributes
+from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP, attributes, statistic_of
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 from ..auth import Principal, require
@@ -169,7 +169,7 @@ def measurement_out(m: Measurement, device: str, arch: str, index: int | None) -
         source=m.source.value,
         dataset=m.dataset,
         latency_ms=m.latency_ms,
-        statistic=(m.protocol or {}).get("statistic"),
+        statistic=statistic_of(m.protocol),
         agent_id=m.agent_id,
         job_id=m.job_id,
         created_at=m.created_at,
