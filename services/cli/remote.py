@@ -41,7 +41,7 @@ def predict(
     """Ask the server for latencies (measured, else predicted) of archs of a space on a device."""
     from latfarm.services.cli.measure_results import arch_values
 
-    client = _client(server, key)
+    client = _client(server, key, "latfarm predict")
     with _explained("latfarm predict", client):
         items = client.predict(device, arch_values(archs), space=space)
     for item in items:
@@ -129,7 +129,7 @@ def measure(
     overrides = {"batch_size": batch_size, "precision": precision, "graph": graph}
     conditions = {name: value for name, value in overrides.items() if value is not None} or None
     try:
-        with _client(server, key) as client, _explained("latfarm measure", client):
+        with _client(server, key, "latfarm measure") as client, _explained("latfarm measure", client):
             _check_agents(client, device, "latfarm measure", refuse=wait and not wait_for_agent)
             result = _measure_with_progress(client, device, space, chosen, fmt, wait, timeout, protocol, conditions)
     except TimeoutError as err:
@@ -146,12 +146,13 @@ def measure(
         typer.echo(measure_results.line(item))
 
 
-def _client(server: str | None, key: str | None) -> Client:
-    """A REST client for the flags given, else for the client settings."""
+def _client(server: str | None, key: str | None, command: str) -> Client:
+    """A REST client for the flags given, else for the client settings (``command``: the error lines' prefix)."""
+    from latfarm.services.cli.errors import settings_from_env
     from latfarm.services.client import Client
     from latfarm.services.core.config import ClientSettings
 
-    settings = ClientSettings.from_env(server=server, api_key=key)
+    settings = settings_from_env(ClientSettings, command, server=server, api_key=key)
     return Client(settings.server, settings.api_key)
 
 
@@ -227,7 +228,7 @@ def cancel(
     """Cancel a measurement batch's queued and running jobs; done and failed ones keep their results."""
     from latfarm.services.client import LatfarmError
 
-    client = _client(server, key)
+    client = _client(server, key, "latfarm cancel")
     with _explained("latfarm cancel", client):
         try:
             answer = client.cancel(batch)
@@ -260,7 +261,7 @@ def adapt(
 
     With no agent of the device online it says so and exits 1 without starting (unless --wait-for-agent or
     --no-wait); Ctrl-C while waiting cancels the adaptation and its unfinished jobs (exit 130)."""
-    client = _client(server, key)
+    client = _client(server, key, "latfarm adapt")
     with exit_on_error("latfarm adapt"), _explained("latfarm adapt", client):
         if cancel:
             typer.echo(_cancelled(client.cancel_adaptation(device, space), device))
