@@ -147,13 +147,15 @@ def measure(
 
 
 def _client(server: str | None, key: str | None, command: str) -> Client:
-    """A REST client for the flags given, else for the client settings (``command``: the error lines' prefix)."""
+    """A REST client for the flags given, else for the client settings (``command``: the error lines' prefix); a
+    server given without a scheme is ``http://``."""
     from latfarm.services.cli.errors import settings_from_env
     from latfarm.services.client import Client
     from latfarm.services.core.config import ClientSettings
 
     settings = settings_from_env(ClientSettings, command, server=server, api_key=key)
-    return Client(settings.server, settings.api_key)
+    url = settings.server if "://" in settings.server else f"http://{settings.server}"  # HOST:PORT is taken too
+    return Client(url, settings.api_key)
 
 
 def read_archs(path: Path) -> list[str]:
