@@ -177,12 +177,13 @@ def _check_agents(client: Client, device: str, command: str, refuse: bool) -> No
         start = "start its agent: latfarm agent --server HOST:50051 --state-dir DIR (the folder with its credential)"
     else:
         start = (
-            "start one on the device: latfarm agent --server HOST:50051 --enroll TOKEN "
+            "start one on the device: LATFARM_AGENT_ENROLL=TOKEN latfarm agent --server HOST:50051 "
             f"(a token: POST /v1/devices/{device}/enrollments)"
         )
-    note = f"no agent of device {device!r} is online, so its jobs wait queued until one connects; {start}"
+    offline = f"no agent of device {device!r} is online"
     if refuse:
-        raise SystemExit(f"{command}: {note}. Nothing was queued; --wait-for-agent queues and waits anyway")
+        raise SystemExit(f"{command}: {offline}; nothing was queued; {start}; --wait-for-agent queues and waits anyway")
+    note = f"{offline}, so its jobs wait queued until one connects; {start}"
     typer.echo(f"{command}: {note}", err=True)
 
 

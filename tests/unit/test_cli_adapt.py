@@ -28,7 +28,7 @@ def test_adapt_with_no_agent_online_says_how_to_start_one_and_starts_nothing(liv
     result = _invoke(url, "adapt", "gpu-b2", "--samples", "5")
     assert result.exit_code == 1, result.output
     assert "latfarm adapt: no agent of device 'gpu-b2' is online" in result.output
-    assert "--enroll TOKEN" in result.output and "--wait-for-agent" in result.output
+    assert "LATFARM_AGENT_ENROLL=TOKEN latfarm agent" in result.output and "--wait-for-agent" in result.output
     with server.state.sessions() as session:
         assert session.query(Adaptation).count() == session.query(Job).count() == 0
 
