@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,17 +39,24 @@ def predict(
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:
-    """Ask the server for latencies (measured, else predicted) of archs of a space on a device."""
+    """Ask the server for latencies (measured, else predicted) of archs of a space on a device.
+
+    A measurement whose repeatability check failed is marked UNSTABLE; exit status 1 when no arch has an estimate."""
     from latfarm.services.cli.measure_results import arch_values
 
     client = _client(server, key, "latfarm predict")
     with _explained("latfarm predict", client):
         items = client.predict(device, arch_values(archs), space=space)
+    adapt = f"latfarm adapt {device} --samples K" + ("" if space == "nb201" else f" --space {space}")
     for item in items:
-        if item["latency_ms"] is None:
-            typer.echo(f"no estimate  {item['arch']}: {item['message']}")
+        if item["latency_ms"] is None:  # the server names its REST route; a CLI user gets the command
+            message = re.sub(r"POST /v1/devices/[^ )]+/adapt", adapt, item["message"])
+            typer.echo(f"no estimate  {item['arch']}: {message}")
             continue
-        typer.echo(f"{item['latency_ms']:.4f} ms  {item['source']:<9}  {item['arch']}")
+        unstable = "UNSTABLE  " if item.get("unstable") else ""
+        typer.echo(f"{item['latency_ms']:.4f} ms  {item['source']:<9}  {unstable}{item['arch']}")
+    if all(item["latency_ms"] is None for item in items):
+        raise typer.Exit(1)
 
 
 @contextmanager
