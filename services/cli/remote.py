@@ -298,4 +298,5 @@ def adapt(
 def _cancelled(state: dict, device: str) -> str:
     """What a cancelled adaptation's answer says, in one line."""
     jobs = (state.get("progress") or {}).get("cancelled", 0)
-    return f"cancelled adaptation {state['id']} of {device} and {jobs} unfinished job(s); the active predictor stays"
+    stays = "; the active predictor stays" if state.get("active_in_use") else ""
+    return f"cancelled adaptation {state['id']} of {device} and {jobs} unfinished job(s){stays}"
