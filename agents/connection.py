@@ -9,12 +9,33 @@ from typing import TypeVar
 
 import grpc
 
-from latfarm.agents.errors import Stopped, Unauthenticated
+from latfarm.agents.errors import AgentError, Stopped, Unauthenticated
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 
 T = TypeVar("T")
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 CALL_TIMEOUT_S = 30.0
+
+
+DEFAULT_GRPC_PORT = 50051  # the server's default LATFARM_GRPC_PORT
+SERVER_FORM = f"expected HOST:PORT of the server's gRPC port (default {DEFAULT_GRPC_PORT}), no scheme"
+HTTP1_HINT = f"that port speaks HTTP/1 (the REST API?); the agents' gRPC port is {DEFAULT_GRPC_PORT} by default"
+WEB_SCHEMES = ("http://", "https://", "grpc://", "grpcs://")
+
+
+def server_address(text: str) -> str:
+    """``text`` checked as a gRPC target: ``HOST:PORT`` (``[v6]:PORT``, port 1-65535), or a gRPC ``unix:`` /
+    ``dns:`` target as is. ``ValueError`` says the form (and the address without its scheme when it has one)."""
+    if text.startswith(("unix:", "dns:")):
+        return text
+    for scheme in WEB_SCHEMES:
+        if text.startswith(scheme):
+            bare = text[len(scheme) :].rstrip("/")
+            raise ValueError(f"{SERVER_FORM}: try --server {bare}" + (" --tls" if scheme.endswith("s://") else ""))
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in text:
+        raise ValueError(f"{SERVER_FORM}; got {text!r}")
+    return text
 
 
 BACKOFF_CAP_S = 5.0  # the longest wait between retries: an agent is back within seconds of its server
@@ -94,6 +115,8 @@ class Connection:
                 code = err.code()
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     raise Unauthenticated(f"{what}: {err.details()}") from err
+                if "Failed parsing HTTP/2" in (err.details() or ""):  # an HTTP/1 server answered
+                    raise AgentError(f"{self.address}: {HTTP1_HINT}") from err
                 if code not in RETRYABLE:
                     raise
                 if (delay := retry_after_s(err)) is None:  # a busy server's hint is flow control, not a failure

@@ -51,7 +51,7 @@ def parse(arch: str) -> tuple[int, ...]:
             if not sep:
                 raise ArchError(f"{arch!r}: edge {entry!r} into node {dst} lacks '~<source node>'")
             if name not in OP_ID:
-                raise ArchError(f"{arch!r}: unknown op {name!r} on edge {src}->{dst}; expected one of {OPS}")
+                raise ArchError(f"{arch!r}: unknown op {name!r} on edge {src}->{dst}; expected one of {', '.join(OPS)}")
             if idx != str(src):
                 raise ArchError(f"{arch!r}: edge {entry!r} into node {dst} should come from node {src}")
             ops.append(OP_ID[name])

@@ -18,8 +18,20 @@ from latfarm.agents.options import AgentOptions
 MEASURE = MeasureSettings()  # the agent's measurement defaults, for the help texts
 
 
+def _checked_server(server: str) -> str:
+    """``--server`` as ``connection.server_address`` takes it; a usage error (exit 2) otherwise."""
+    from latfarm.agents.connection import server_address
+
+    try:
+        return server_address(server)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+
+
 def agent(
-    server: str = typer.Option(..., "--server", help="gRPC address of the server, HOST:PORT."),
+    server: str = typer.Option(
+        ..., "--server", callback=_checked_server, help="gRPC address of the server, HOST:PORT (port 50051 by default)."
+    ),
     tls: bool = typer.Option(
         AgentOptions.tls,
         "--tls",

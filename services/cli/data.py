@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from latfarm.services.cli.errors import exit_on_error
+from latfarm.services.cli.errors import exit_on_error, settings_from_env
 from latfarm.services.cli.options import DataDir, DbUrl
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def import_(
     """Import a latency dataset into the store (idempotent)."""
     from latfarm.services.core.config import Settings
 
-    settings = Settings.from_env(db_url=db, data_dir=data_dir)
+    settings = settings_from_env(Settings, "latfarm import", db_url=db, data_dir=data_dir)
     if fmt == "latbench":
         if len(device or []) > 1:
             raise typer.BadParameter("a LatBench file has one device", param_hint="--device")
@@ -104,4 +104,5 @@ def export_data(
     """Export a device's measurements of one search space as CSV or a LatBench pickle."""
     from latfarm.services.core.config import Settings
 
-    export_dataset(Settings.from_env(db_url=db, data_dir=data_dir), device, fmt=fmt, out=out, space=space)
+    settings = settings_from_env(Settings, "latfarm export data", db_url=db, data_dir=data_dir)
+    export_dataset(settings, device, fmt=fmt, out=out, space=space)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from latfarm.agents.errors import AgentError
 from latfarm.services.core.errors import LatfarmError
+
+if TYPE_CHECKING:
+    from latfarm.services.core.config import _FromEnvironment
+
+S = TypeVar("S", bound="_FromEnvironment")
 
 
 @contextmanager
@@ -17,3 +23,18 @@ def exit_on_error(prefix: str, context: str = "") -> Iterator[None]:
         yield
     except (LatfarmError, AgentError) as err:
         raise SystemExit(f"{prefix}: {err}" + (f" ({context})" if context else "")) from err
+
+
+def settings_from_env(cls: type[S], prefix: str, **overrides: Any) -> S:
+    """``cls.from_env(**overrides)``; a ``LATFARM_*`` variable it cannot use prints ``<prefix>: LATFARM_X: <why>``
+    (the first such variable) and exits with status 1."""
+    from pydantic import ValidationError
+
+    from latfarm.services.core.config import env_name
+
+    try:
+        return cls.from_env(**overrides)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = env_name(str(first["loc"][0])) if first["loc"] else cls.__name__
+        raise SystemExit(f"{prefix}: {name}: {first['msg']} (got {first['input']!r})") from err

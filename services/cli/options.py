@@ -36,7 +36,7 @@ def _checked_samples(samples: int | None) -> int | None:
         raise typer.BadParameter(str(err)) from err
 
 
-SAMPLES_HELP = "K archs to measure for adapting the predictor."
+SAMPLES_HELP = "K archs to measure for adapting the predictor, 3-200."
 Samples = typer.Option(10, "--samples", callback=_checked_samples, help=SAMPLES_HELP)
 UpSamples = typer.Option(  # not given: the device's active adaptation is reused whatever its K
     None, "--samples", callback=_checked_samples, show_default="10", help=f"{SAMPLES_HELP} Another K adapts again."

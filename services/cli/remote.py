@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,17 +39,24 @@ def predict(
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:
-    """Ask the server for latencies (measured, else predicted) of archs of a space on a device."""
+    """Ask the server for latencies (measured, else predicted) of archs of a space on a device.
+
+    A measurement whose repeatability check failed is marked UNSTABLE; exit status 1 when no arch has an estimate."""
     from latfarm.services.cli.measure_results import arch_values
 
-    client = _client(server, key)
+    client = _client(server, key, "latfarm predict")
     with _explained("latfarm predict", client):
         items = client.predict(device, arch_values(archs), space=space)
+    adapt = f"latfarm adapt {device} --samples K" + ("" if space == "nb201" else f" --space {space}")
     for item in items:
-        if item["latency_ms"] is None:
-            typer.echo(f"no estimate  {item['arch']}: {item['message']}")
+        if item["latency_ms"] is None:  # the server names its REST route; a CLI user gets the command
+            message = re.sub(r"POST /v1/devices/[^ )]+/adapt", adapt, item["message"])
+            typer.echo(f"no estimate  {item['arch']}: {message}")
             continue
-        typer.echo(f"{item['latency_ms']:.4f} ms  {item['source']:<9}  {item['arch']}")
+        unstable = "UNSTABLE  " if item.get("unstable") else ""
+        typer.echo(f"{item['latency_ms']:.4f} ms  {item['source']:<9}  {unstable}{item['arch']}")
+    if all(item["latency_ms"] is None for item in items):
+        raise typer.Exit(1)
 
 
 @contextmanager
@@ -129,7 +137,7 @@ def measure(
     overrides = {"batch_size": batch_size, "precision": precision, "graph": graph}
     conditions = {name: value for name, value in overrides.items() if value is not None} or None
     try:
-        with _client(server, key) as client, _explained("latfarm measure", client):
+        with _client(server, key, "latfarm measure") as client, _explained("latfarm measure", client):
             _check_agents(client, device, "latfarm measure", refuse=wait and not wait_for_agent)
             result = _measure_with_progress(client, device, space, chosen, fmt, wait, timeout, protocol, conditions)
     except TimeoutError as err:
@@ -146,13 +154,16 @@ def measure(
         typer.echo(measure_results.line(item))
 
 
-def _client(server: str | None, key: str | None) -> Client:
-    """A REST client for the flags given, else for the client settings."""
+def _client(server: str | None, key: str | None, command: str) -> Client:
+    """A REST client for the flags given, else for the client settings (``command``: the error lines' prefix); a
+    server given without a scheme is ``http://``."""
+    from latfarm.services.cli.errors import settings_from_env
     from latfarm.services.client import Client
     from latfarm.services.core.config import ClientSettings
 
-    settings = ClientSettings.from_env(server=server, api_key=key)
-    return Client(settings.server, settings.api_key)
+    settings = settings_from_env(ClientSettings, command, server=server, api_key=key)
+    url = settings.server if "://" in settings.server else f"http://{settings.server}"  # HOST:PORT is taken too
+    return Client(url, settings.api_key)
 
 
 def read_archs(path: Path) -> list[str]:
@@ -174,12 +185,13 @@ def _check_agents(client: Client, device: str, command: str, refuse: bool) -> No
         start = "start its agent: latfarm agent --server HOST:50051 --state-dir DIR (the folder with its credential)"
     else:
         start = (
-            "start one on the device: latfarm agent --server HOST:50051 --enroll TOKEN "
+            "start one on the device: LATFARM_AGENT_ENROLL=TOKEN latfarm agent --server HOST:50051 "
             f"(a token: POST /v1/devices/{device}/enrollments)"
         )
-    note = f"no agent of device {device!r} is online, so its jobs wait queued until one connects; {start}"
+    offline = f"no agent of device {device!r} is online"
     if refuse:
-        raise SystemExit(f"{command}: {note}. Nothing was queued; --wait-for-agent queues and waits anyway")
+        raise SystemExit(f"{command}: {offline}; nothing was queued; {start}; --wait-for-agent queues and waits anyway")
+    note = f"{offline}, so its jobs wait queued until one connects; {start}"
     typer.echo(f"{command}: {note}", err=True)
 
 
@@ -227,7 +239,7 @@ def cancel(
     """Cancel a measurement batch's queued and running jobs; done and failed ones keep their results."""
     from latfarm.services.client import LatfarmError
 
-    client = _client(server, key)
+    client = _client(server, key, "latfarm cancel")
     with _explained("latfarm cancel", client):
         try:
             answer = client.cancel(batch)
@@ -260,7 +272,7 @@ def adapt(
 
     With no agent of the device online it says so and exits 1 without starting (unless --wait-for-agent or
     --no-wait); Ctrl-C while waiting cancels the adaptation and its unfinished jobs (exit 130)."""
-    client = _client(server, key)
+    client = _client(server, key, "latfarm adapt")
     with exit_on_error("latfarm adapt"), _explained("latfarm adapt", client):
         if cancel:
             typer.echo(_cancelled(client.cancel_adaptation(device, space), device))
@@ -286,4 +298,5 @@ def adapt(
 def _cancelled(state: dict, device: str) -> str:
     """What a cancelled adaptation's answer says, in one line."""
     jobs = (state.get("progress") or {}).get("cancelled", 0)
-    return f"cancelled adaptation {state['id']} of {device} and {jobs} unfinished job(s); the active predictor stays"
+    stays = "; the active predictor stays" if state.get("active_in_use") else ""
+    return f"cancelled adaptation {state['id']} of {device} and {jobs} unfinished job(s){stays}"

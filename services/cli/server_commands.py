@@ -9,8 +9,17 @@ import typer
 
 from latfarm.services.cli.options import DataDir, DbUrl, UpSamples
 
-HttpPort = typer.Option(None, "--http-port", show_default="8000", help="REST port (also the admin UI's).")
-GrpcPort = typer.Option(None, "--grpc-port", show_default="50051", help="gRPC port for agents.")
+HttpPort = typer.Option(
+    None,
+    "--http-port",
+    min=0,
+    max=65535,
+    show_default="8000",
+    help="REST port (also the admin UI's); 0: any free port.",
+)
+GrpcPort = typer.Option(
+    None, "--grpc-port", min=0, max=65535, show_default="50051", help="gRPC port for agents; 0: any free port."
+)
 
 
 def serve(
@@ -23,11 +32,14 @@ def serve(
     data_dir: Path = DataDir,
 ) -> None:
     """Run the central server: REST for NAS clients and admins, gRPC for device agents."""
+    from latfarm.services.cli.errors import settings_from_env
     from latfarm.services.cli.serve import serve as run_server
     from latfarm.services.core.config import Settings
 
     run_server(
-        Settings.from_env(
+        settings_from_env(
+            Settings,
+            "latfarm serve",
             db_url=db,
             redis_url=redis,
             http_port=http_port,
@@ -41,10 +53,11 @@ def serve(
 
 def migrate(db: str = DbUrl, data_dir: Path = DataDir) -> None:
     """Create or upgrade the database schema (idempotent); run once before starting server replicas."""
+    from latfarm.services.cli.errors import settings_from_env
     from latfarm.services.core.config import Settings
     from latfarm.services.store.migrate import upgrade
 
-    settings = Settings.from_env(db_url=db, data_dir=data_dir)
+    settings = settings_from_env(Settings, "latfarm migrate", db_url=db, data_dir=data_dir)
     if settings.db_url is None:  # the default SQLite file lives in the data folder
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
@@ -60,8 +73,11 @@ def up(
     datasets: Path = typer.Option(None, "--datasets", help="HELP-layout folder to import, if any."),
 ) -> None:
     """Everything on this machine: server, a local agent, predictor adapted to this machine."""
+    from latfarm.services.cli.errors import settings_from_env
     from latfarm.services.cli.up import run_up
     from latfarm.services.core.config import Settings
 
-    settings = Settings.from_env(http_port=http_port, grpc_port=grpc_port, data_dir=data_dir, datasets_dir=datasets)
+    settings = settings_from_env(
+        Settings, "latfarm up", http_port=http_port, grpc_port=grpc_port, data_dir=data_dir, datasets_dir=datasets
+    )
     run_up(settings, device=device, samples=samples)

@@ -61,6 +61,17 @@ def _free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _any_free_port() -> int:
+    """A port free now, picked by the OS: ``up`` passes it to ``serve`` explicitly, so it knows where to look."""
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+class _Interrupted(Exception):
+    """Ctrl-C or SIGTERM arrived while ``up`` was starting."""
+
+
 class Children:
     """Child processes started by ``up``, stopped in reverse order."""
 
@@ -100,9 +111,13 @@ class Children:
                     proc.wait()
 
 
-def _wait_healthy(client: Client, children: Children) -> None:
+def _wait_healthy(client: Client, children: Children, stop: threading.Event) -> None:
+    """Return once the server answers /healthz; ``_Interrupted`` when ``stop`` is set, ``RuntimeError`` when the
+    server exits or does not answer within ``START_TIMEOUT_S``."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
+        if stop.is_set():
+            raise _Interrupted
         children.check()
         try:
             client.health()
@@ -184,17 +199,28 @@ def _cancel(client: Client, device: str) -> None:
         console.print(f"interrupted: {err.message}")
         return
     jobs = (state.get("progress") or {}).get("cancelled", 0)
-    console.print(f"interrupted: cancelled adaptation {state['id']} of {device} and {jobs} unfinished job(s)")
+    console.print(
+        f"interrupted: cancelled adaptation {state['id']} of {device} and {jobs} unfinished job(s)", soft_wrap=True
+    )
 
 
 def run_up(settings: Settings, *, device: str = "local", samples: int | None = None) -> None:
     """Start everything, adapt to this machine (from ``samples`` archs: ``_adapt``), print the URLs, serve until
-    Ctrl-C; a ``device`` against the device-name rule or a port in use exits before anything is created."""
+    Ctrl-C; a ``device`` against the device-name rule, a port in use or a missing datasets folder exits before
+    anything is created. Port 0 is any free port, picked here and passed to ``serve``."""
     with exit_on_error("latfarm up"):
         checked_device_name(device)
+    if settings.datasets_dir and not settings.datasets_dir.is_dir():
+        raise SystemExit(f"latfarm up: --datasets {settings.datasets_dir}: no such folder")
     for port, flag in ((settings.http_port, "--http-port"), (settings.grpc_port, "--grpc-port")):
-        if not _free(port):  # before anything is created
+        if port and not _free(port):  # before anything is created
             raise SystemExit(f"latfarm up: port {port} is in use (is latfarm up already running? use {flag})")
+    settings = settings.model_copy(
+        update={
+            "http_port": settings.http_port or _any_free_port(),
+            "grpc_port": settings.grpc_port or _any_free_port(),
+        }
+    )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
@@ -213,25 +239,30 @@ def run_up(settings: Settings, *, device: str = "local", samples: int | None = N
         with console.status(f"starting the server (SQLite in {settings.data_dir})"):
             children.start("server", ["serve"], env)
             client = Client(base, key)
-            _wait_healthy(client, children)
-        console.print(f"server up: {base} (log: {logs / 'server.log'})")
+            _wait_healthy(client, children, stop)
+        grpc = f"127.0.0.1:{settings.grpc_port}"
+        console.print(f"server up: {base} (agents' gRPC: {grpc}; log: {logs / 'server.log'})", soft_wrap=True)
         if settings.datasets_dir:
             from latfarm.services.cli.data import import_dataset
 
             import_dataset(settings, settings.datasets_dir, fmt="help")
         _ensure_device(client, device)
         agent_dir = settings.data_dir / f"agent-{device}"
-        agent_args = ["agent", "--server", f"127.0.0.1:{settings.grpc_port}", "--state-dir", str(agent_dir)]
+        agent_args = ["agent", "--server", grpc, "--state-dir", str(agent_dir)]
         agent_env = dict(env)  # secrets go by environment, never on a command line (``ps`` shows those to all)
         if not agent_known(client, device, agent_dir):  # first run, or a new database
             agent_env[ENROLL_ENV] = client.enroll(device, expires_in_s=ENROLL_TOKEN_S, max_uses=1)
         children.start("agent", agent_args, agent_env)
-        console.print(f"agent for device [bold]{device}[/] started (log: {logs / 'agent.log'})")
+        console.print(f"agent for device [bold]{device}[/] started (log: {logs / 'agent.log'})", soft_wrap=True)
+        if stop.is_set():
+            raise _Interrupted
         state = _adapt(client, device, samples, children, stop)
         if state is not None:
             _summary(base, key, device, state)
         while not stop.wait(1.0):
             children.check()
+    except _Interrupted:
+        pass
     except RuntimeError as err:
         console.print(f"[red]latfarm up: {err}[/]")
         raise SystemExit(1) from err

@@ -45,11 +45,11 @@ class Settings(_FromEnvironment):
     db_url: str | None = Field(None, description="SQLAlchemy database URL; unset: a SQLite file in the data folder")
     redis_url: str | None = Field(None, description="Redis URL (optional): wakes waiting agents, caches predictions")
     http_host: str = Field("0.0.0.0", description="address the REST port listens on")
-    http_port: int = Field(8000, description="REST port (0: any free port)")
+    http_port: int = Field(8000, ge=0, le=65535, description="REST port (0: any free port)")
     grpc_host: str | None = Field(
         None, description="address the gRPC port listens on (0.0.0.0: every interface); unset: LATFARM_HTTP_HOST"
     )
-    grpc_port: int = Field(50051, description="gRPC port for the agents (0: any free port)")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port for the agents (0: any free port)")
     grpc_workers: int = Field(
         256, description="gRPC threads per server; agents waiting for work may hold all but an eighth of them"
     )

@@ -52,7 +52,7 @@ def import_into_store(
     from latfarm.services.store.db import transaction
 
     if fmt not in FORMATS:
-        raise DatasetError(f"unknown dataset format {fmt!r}; expected one of {sorted(FORMATS)}")
+        raise DatasetError(f"unknown dataset format {fmt!r}; expected one of {', '.join(sorted(FORMATS))}")
     if fmt != "help" and space != "nb201":
         raise DatasetError(f"--space: {fmt} data is nb201 data, not {space}")
     if fmt != "help" and devices:
@@ -77,7 +77,7 @@ def export_from_store(settings: Settings, device: str, fmt: str, out: Path, spac
     """Write a device's measurements of ``space`` to ``out`` as CSV (all, with their conditions) or a LatBench
     pickle (only those under the device's own conditions); returns how many were written."""
     if fmt not in EXPORT_FORMATS:
-        raise DatasetError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+        raise DatasetError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     try:
         get_space(space)
     except UnknownSpace as err:

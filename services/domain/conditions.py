@@ -100,7 +100,9 @@ class Conditions:
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise InvalidArgument(f"unknown condition(s) {unknown}; known: {sorted(known)}", field=unknown[0])
+            raise InvalidArgument(
+                f"unknown condition(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}", field=unknown[0]
+            )
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def for_space(self, space: str) -> Conditions:
@@ -131,4 +133,4 @@ def space_of(key: str) -> str:
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...] | list[str]) -> None:
     if value not in choices:
-        raise InvalidArgument(f"{name} must be one of {list(choices)}, got {value!r}", field=name)
+        raise InvalidArgument(f"{name} must be one of {', '.join(choices)}, got {value!r}", field=name)

@@ -67,11 +67,11 @@ class ExportSettings:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.graph not in GRAPHS:
-            raise ValueError(f"graph must be one of {GRAPHS}, got {self.graph!r}")
+            raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {self.graph!r}")
         if self.space not in SPACES:
-            raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+            raise ValueError(f"space must be one of {', '.join(SPACES)}, got {self.space!r}")
 
     @classmethod
     def from_conditions(cls, conditions: Conditions) -> ExportSettings:
@@ -98,7 +98,8 @@ class ExportSettings:
         graph were settings was exported in fp32 on the pruned graph (``LEGACY_SETTINGS``)."""
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown export settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+            known = ", ".join(sorted(cls.__dataclass_fields__))
+            raise ValueError(f"unknown export settings {', '.join(sorted(unknown))}; known: {known}")
         return cls(**{**LEGACY_SETTINGS, **data})
 
 
@@ -239,7 +240,7 @@ FORMATS = tuple(EXPORTERS)  # the model formats latfarm serves, in the order cli
 def check_format(fmt: str) -> None:
     """Raise ``InvalidArgument`` naming the known formats unless ``fmt`` is one of them."""
     if fmt not in EXPORTERS:
-        raise InvalidArgument(f"unknown model format {fmt!r}; expected one of {FORMATS}")
+        raise InvalidArgument(f"unknown model format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
 def export(ops_or_arch: str | tuple[int, ...], fmt: str, settings: ExportSettings = ExportSettings()) -> bytes:

@@ -24,3 +24,32 @@ def test_measure_needs_archs_and_names_a_missing_file(tmp_path):
     assert nothing.exit_code == 2 and "give archs, or --random N" in nothing.output
     missing = runner.invoke(app, ["measure", "dev1", "--from", str(tmp_path / "none.txt")])
     assert missing.exit_code == 2 and "cannot read" in missing.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["up", "--http-port", "70000"], "Invalid value for '--http-port'"),
+        (["up", "--grpc-port", "-5"], "Invalid value for '--grpc-port'"),
+        (["serve", "--http-port", "70000"], "Invalid value for '--http-port'"),
+    ],
+)
+def test_a_port_outside_0_65535_is_a_usage_error_before_anything_is_created(tmp_path, args, expected):
+    result = CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 2 and expected in " ".join(result.output.split())
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "variable", "value", "expected"),
+    [
+        (["serve"], "LATFARM_HTTP_PORT", "abc", "latfarm serve: LATFARM_HTTP_PORT: Input should be a valid integer"),
+        (["up"], "LATFARM_GRPC_PORT", "99999", "latfarm up: LATFARM_GRPC_PORT: Input should be less than or equal"),
+    ],
+)
+def test_a_bad_setting_in_the_environment_is_one_line(tmp_path, args, variable, value, expected):
+    result = CliRunner().invoke(app, args, env={variable: value, "LATFARM_DATA_DIR": str(tmp_path / "d")})
+    assert result.exit_code == 1
+    assert result.output.strip().startswith(expected) and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()

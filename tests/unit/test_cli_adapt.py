@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 
 from latfarm.services.cli import app
 from latfarm.services.core.security import hash_secret
+from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Adaptation, Agent, Job, JobState
+from latfarm.services.store.models import Adaptation, AdaptState, Agent, Job, JobState, utcnow
 from tests.api_support import ADMIN_KEY, interruptible_cli
 from tests.unit.test_cli_measure import add_device_live
 
@@ -28,7 +29,7 @@ def test_adapt_with_no_agent_online_says_how_to_start_one_and_starts_nothing(liv
     result = _invoke(url, "adapt", "gpu-b2", "--samples", "5")
     assert result.exit_code == 1, result.output
     assert "latfarm adapt: no agent of device 'gpu-b2' is online" in result.output
-    assert "--enroll TOKEN" in result.output and "--wait-for-agent" in result.output
+    assert "LATFARM_AGENT_ENROLL=TOKEN latfarm agent" in result.output and "--wait-for-agent" in result.output
     with server.state.sessions() as session:
         assert session.query(Adaptation).count() == session.query(Job).count() == 0
 
@@ -52,7 +53,7 @@ def test_adapt_cancel_and_cancel_of_an_adaptation_id(live_api):
     assert wrong.exit_code == 1 and "latfarm adapt DEVICE --cancel" in wrong.output
     cancelled = _invoke(url, "adapt", "gpu-b2", "--cancel")
     assert cancelled.exit_code == 0, cancelled.output
-    assert f"cancelled adaptation {adaptation_id} of gpu-b2 and 4 unfinished job(s)" in cancelled.stdout
+    assert cancelled.stdout.strip() == f"cancelled adaptation {adaptation_id} of gpu-b2 and 4 unfinished job(s)"
     nothing = _invoke(url, "adapt", "gpu-b2", "--cancel")
     assert nothing.exit_code == 1 and "no nb201 adaptation measuring to cancel (latest: cancelled)" in nothing.output
     with server.state.sessions() as session:
@@ -92,3 +93,20 @@ def test_samples_out_of_range_is_refused_by_adapt_and_up_alike(tmp_path):
     assert "samples must be between 3 and 200, got 2" in adapt.output
     assert "samples must be between 3 and 200, got 201" in up.output
     assert not (tmp_path / "data").exists()
+
+
+def test_cancel_says_the_active_predictor_stays_only_when_there_is_one(live_api):
+    url, server = live_api
+    add_device_live(server)
+    with transaction(server.state.sessions) as session:
+        device = device_by_name(session, "gpu-b2")
+        key = conditions_of(device).for_space("nb201").key
+        session.add(
+            Adaptation(
+                device_id=device.id, state=AdaptState.active, samples=4, conditions_key=key, activated_at=utcnow()
+            )
+        )
+    assert _invoke(url, "adapt", "gpu-b2", "--samples", "5", "--no-wait").exit_code == 0
+    cancelled = _invoke(url, "adapt", "gpu-b2", "--cancel")
+    assert cancelled.exit_code == 0, cancelled.output
+    assert cancelled.stdout.strip().endswith("5 unfinished job(s); the active predictor stays")

@@ -63,6 +63,14 @@ def test_flags_and_defaults_read_as_they_work():
     assert "keys. [default: (latfarm-data)]" in up
 
 
+def test_samples_help_gives_the_range_adapt_takes_and_predict_its_exit_status():
+    from latfarm.services.domain.adaptation import MAX_SAMPLES, MIN_SAMPLES
+
+    for command in ("adapt", "up"):
+        assert f"predictor, {MIN_SAMPLES}-{MAX_SAMPLES}" in "\n".join(help_rows((command,)))
+    assert "exit status 1 when no arch has an estimate" in " ".join(help_rows(("predict",)))
+
+
 def test_agent_defaults_none_keep_the_measurement_defaults(monkeypatch):
     from latfarm.agents.measurement import MeasureSettings
 

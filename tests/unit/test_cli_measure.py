@@ -103,7 +103,9 @@ def test_measure_on_a_device_with_no_agent_online_says_so_and_queues_nothing(liv
     result = CliRunner().invoke(app, ["measure", "gpu-b2", "1", "2", "--server", url, "--key", ADMIN_KEY])
     assert result.exit_code == 1
     assert "no agent of device 'gpu-b2' is online" in result.output and "latfarm agent --server" in result.output
-    assert "Nothing was queued" in result.output and "--wait-for-agent" in result.output
+    assert "nothing was queued" in result.output and "--wait-for-agent" in result.output
+    assert "wait queued" not in result.output  # nothing is queued: no jobs wait
+    assert "LATFARM_AGENT_ENROLL=TOKEN latfarm agent" in result.output and "--enroll" not in result.output
     with server.state.sessions() as session:
         assert session.query(Job).count() == 0
     queued = CliRunner().invoke(app, ["measure", "gpu-b2", "1", "--no-wait", "--server", url, "--key", ADMIN_KEY])

@@ -1,9 +1,15 @@
 """``latfarm up``'s own steps, without its child processes: a busy port refused before anything is created, and
-``--samples`` re-adapting a predictor fitted from another K (not given: reused)."""
+``--samples`` re-adapting a predictor fitted from another K (not given: reused); port 0 and signals while starting
+(``up`` as a process, stopped before it adapts)."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
+import time
+from pathlib import Path
 from threading import Event
 
 import pytest
@@ -15,7 +21,7 @@ from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Adaptation, AdaptState, utcnow
-from tests.api_support import ADMIN_KEY
+from tests.api_support import ADMIN_KEY, interruptible_cli
 from tests.unit.test_cli_measure import add_device_live
 
 
@@ -84,3 +90,59 @@ def test_ctrl_c_while_up_adapts_cancels_the_adaptation(live_api, capsys):
     assert "interrupted: cancelled adaptation" in capsys.readouterr().out
     state = client.device("gpu-b2")["predictors"]["nb201"]
     assert (state["state"], state["progress"]["cancelled"]) == ("cancelled", 3)
+
+
+def test_a_missing_datasets_folder_is_refused_before_anything_is_created(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", http_port=0, grpc_port=0, datasets_dir=tmp_path / "nope")
+    with pytest.raises(SystemExit) as exited:
+        up.run_up(settings)
+    assert str(exited.value) == f"latfarm up: --datasets {tmp_path / 'nope'}: no such folder"
+    assert not (tmp_path / "data").exists()
+
+
+def _children_of(data_dir: Path) -> list[int]:
+    """Pids of live processes started with ``LATFARM_DATA_DIR=data_dir`` (``up``'s children)."""
+    wanted = f"LATFARM_DATA_DIR={data_dir}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and wanted in (entry / "environ").read_bytes().split(b"\0"):
+                stat = (entry / "stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[0] != "Z":
+                    pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_sigterm_while_up_waits_for_its_server_stops_it_and_its_children(tmp_path):
+    data = tmp_path / "data"
+    proc = interruptible_cli("up", "--http-port", "0", "--grpc-port", "0", "--data-dir", str(data))
+    try:
+        deadline = time.monotonic() + 30
+        while not (data / "logs" / "server.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # the server child is starting: ``up`` waits for /healthz
+        assert _children_of(data), "serve did not start"
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=40)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out.rstrip().endswith("latfarm stopped")
+    assert not _children_of(data)
+
+
+def test_up_on_port_0_prints_the_ports_it_picked(tmp_path):
+    data = tmp_path / "data"
+    proc = interruptible_cli("up", "--http-port", "0", "--grpc-port", "0", "--data-dir", str(data))
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        os.kill(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=40)
+    finally:
+        proc.kill()
+    found = re.match(r"server up: http://127\.0\.0\.1:(\d+) \(agents' gRPC: 127\.0\.0\.1:(\d+); log: ", line)
+    assert found, line
+    assert 0 not in {int(found[1]), int(found[2])}
+    assert proc.returncode == 0

@@ -241,7 +241,8 @@ def test_export_cli_accepts_indices_and_strings(tmp_path, capsys):
         "graph": "reference",
     }
     # the command prints one line and exits
-    with pytest.raises(SystemExit, match="latfarm export model: unknown model format 'xml'"):
+    unknown = "latfarm export model: unknown model format 'xml'; expected one of onnx, tflite"
+    with pytest.raises(SystemExit, match=unknown):
         export_model(["0"], fmt="xml", out=tmp_path, **options)
     with pytest.raises(SystemExit, match="latfarm export model: batch_size must be"):
         export_model(["0"], fmt="onnx", out=tmp_path, **{**options, "batch_size": 0})

@@ -10,7 +10,7 @@ import subprocess
 from tests.conftest import ROOT
 from tests.integration.test_readme_snippets import readme_snippets
 
-WRITES = re.compile(r"(?:--out\s+|>\s*)([^\s|;&)]+)")
+WRITES = re.compile(r"(?:--(?:out|json|dump)\s+|>\s*)([^\s|;&)]+)")
 
 
 def _written() -> list[tuple[int, str]]:
@@ -20,6 +20,7 @@ def _written() -> list[tuple[int, str]]:
 def test_snippets_write_only_outside_the_checkout_or_into_ignored_folders():
     written = _written()
     assert len(written) >= 5, written  # token, CSVs, pickles
+    assert {"build/transfer.json", "build/dump/"} <= {target for _, target in written}  # eval transfer's outputs
     for line, target in written:
         if target.startswith(("~/", "/", "$HOME/")) or target == "/dev/null":
             continue

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.services.domain import adaptation as adapt
+from latfarm.services.store.crud import active_adaptation
 
 from ..auth import Principal, require
 from ..deps import db, get_device, request_space
@@ -68,12 +69,14 @@ def cancel_adaptation(
     principal: Principal = Depends(require("jobs")),
 ) -> dict:
     """Cancel the device's adaptation of the space while it is measuring, with its queued and running jobs (done
-    ones keep their results); the device's active adaptation stays in use. 409 when none is measuring."""
+    ones keep their results); the device's active adaptation stays in use (``active_in_use``: whether it has one).
+    409 when none is measuring."""
     device = get_device(session, name)
     principal.check_device("jobs", device)
     cancelled = adapt.cancel(session, device, request_space(space).name)
     session.commit()
-    return adapt.describe(session, cancelled)
+    in_use = active_adaptation(session, device, cancelled.conditions_key) is not None
+    return adapt.describe(session, cancelled) | {"active_in_use": in_use}
 
 
 @router.get("/devices/{name}/adapt")

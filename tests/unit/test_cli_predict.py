@@ -1,0 +1,35 @@
+"""``latfarm predict`` against a live server: UNSTABLE measurements marked as ``measure`` marks them, and exit 1
+with the CLI command as the hint when no arch has an estimate."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from typer.testing import CliRunner
+
+from latfarm.services.cli import app
+from tests.api_support import ADMIN_KEY, add_measurements, arch
+from tests.unit.test_cli_measure import add_device_live
+
+
+def test_no_estimate_for_any_arch_exits_1_and_names_the_adapt_command(live_api):
+    url, server = live_api
+    add_device_live(server)
+    result = CliRunner().invoke(app, ["predict", "gpu-b2", "0", "1", "--server", url, "--key", ADMIN_KEY])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("no estimate  ") for line in lines)
+    assert "latfarm adapt gpu-b2 --samples K" in lines[0] and "/v1/" not in result.output
+
+
+def test_an_unstable_measurement_is_marked_and_one_estimate_exits_0(live_api):
+    url, server = live_api
+    add_device_live(server)
+    add_measurements(SimpleNamespace(app=server), "gpu-b2", {5: 3.0}, unstable=True)
+    add_measurements(SimpleNamespace(app=server), "gpu-b2", {6: 4.0})
+    result = CliRunner().invoke(app, ["predict", "gpu-b2", "5", "6", "7", "--server", url, "--key", ADMIN_KEY])
+    assert result.exit_code == 0, result.output
+    unstable, stable, none = result.output.strip().splitlines()
+    assert unstable == f"3.0000 ms  measured   UNSTABLE  {arch(5)}"
+    assert stable == f"4.0000 ms  measured   {arch(6)}"
+    assert none.startswith(f"no estimate  {arch(7)}: ")
