@@ -32,6 +32,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scratch_db import create_pg, drop_pg  # bench/ is the script's folder: on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -252,30 +254,6 @@ def exactly_once(url: str) -> dict[str, int]:
         engine.dispose()
 
 
-def _create_pg(url: str) -> str:
-    """A fresh database ``fleet_bench_<pid>`` on the server of ``url``; returns its URL."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"fleet_bench_{os.getpid()}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_pg(url: str, bench_url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(bench_url).database}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def _start_server(url: str, redis: str | None, data_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     latfarm = str(Path(sys.executable).with_name("latfarm"))
     command = [latfarm, "serve", "--db", url, "--data-dir", str(data_dir), "--http-port", "0", "--grpc-port", "0"]
@@ -310,7 +288,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
-        url = _create_pg(args.db) if args.db else f"sqlite:///{tmp}/fleet.db"
+        url = create_pg(args.db, "fleet_bench") if args.db else f"sqlite:///{tmp}/fleet.db"
         server = None
         try:
             subprocess.run([str(Path(sys.executable).with_name("latfarm")), "migrate", "--db", url], check=True)
@@ -330,7 +308,7 @@ def main() -> None:
                 os.killpg(server.pid, signal.SIGTERM)
                 server.wait(30)
             if args.db:
-                _drop_pg(args.db, url)
+                drop_pg(args.db, url)
     backend = ("PostgreSQL" if args.db else "SQLite") + (" + Redis" if args.redis else "")
     errors = sum(tally.errors.values())
     print(f"backend {backend}, {args.agents} agents, {args.jobs} jobs ({args.archs} archs), {os.cpu_count()} CPUs")

@@ -35,6 +35,8 @@ import threading
 import time
 from pathlib import Path
 
+from scratch_db import create_pg, drop_pg  # bench/ is the script's folder: on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -188,29 +190,6 @@ def _wait_for_tables(log_path: Path, timeout_s: float) -> str:
     return f"+{time.perf_counter() - start:.1f} s"
 
 
-def _create_pg(url: str) -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"predict_bench_{os.getpid()}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_pg(url: str, bench_url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(bench_url).database}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="10,50", help="comma-separated client counts")
@@ -223,7 +202,7 @@ def main() -> None:
     parser.add_argument("--redis", help="Redis URL for the server")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        url = _create_pg(args.db) if args.db else f"sqlite:///{Path(tmp) / 'bench.db'}"
+        url = create_pg(args.db, "predict_bench") if args.db else f"sqlite:///{Path(tmp) / 'bench.db'}"
         try:
             subprocess.run([str(Path(sys.executable).with_name("latfarm")), "migrate", "--db", url], check=True)
             _seed(url, args.help_dir, args.measured)
@@ -258,7 +237,7 @@ def main() -> None:
                 _stop(server)
         finally:
             if args.db:
-                _drop_pg(args.db, url)
+                drop_pg(args.db, url)
     backend = "PostgreSQL" if args.db else "SQLite"
     print(f"\n/v1/predict on {backend}{' + Redis' if args.redis else ''} ({args.measured} measured archs, adapted)")
     print(f"| {'request (server CPU per request)':46} | clients | req/s | p50 (ms) | p99 (ms) | max (ms) |")
