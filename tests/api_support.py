@@ -22,7 +22,7 @@ from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name, ensure_archs
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Measurement, Source
+from latfarm.services.store.models import Job, Measurement, Source
 
 ADMIN_KEY = "lf_admin_test-bootstrap-key"
 MEDIAN_OFFSET_MS = 0.5  # median_ms - latency_ms of measured rows stored by add_measurements
@@ -165,3 +165,18 @@ def interruptible_cli(*args: str) -> subprocess.Popen:
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+def interrupt_once_queued(server, proc: subprocess.Popen, jobs: int) -> str:
+    """Ctrl-C (SIGINT) to the CLI ``proc`` once ``server`` holds ``jobs`` jobs (it is then waiting on them); returns
+    its stderr after it exits (within 30 s)."""
+    deadline = time.monotonic() + 60
+    while True:
+        with server.state.sessions() as session:
+            if session.query(Job).count() == jobs:
+                break
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    return proc.communicate(timeout=30)[1]

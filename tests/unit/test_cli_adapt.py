@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-
 from typer.testing import CliRunner
 
 from latfarm.services.cli import app
@@ -15,7 +11,7 @@ from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Adaptation, AdaptState, Agent, Job, JobState, utcnow
-from tests.api_support import ADMIN_KEY, interruptible_cli
+from tests.api_support import ADMIN_KEY, interrupt_once_queued, interruptible_cli
 from tests.unit.test_cli_measure import add_device_live
 
 
@@ -66,16 +62,7 @@ def test_ctrl_c_while_adapting_cancels_the_adaptation(live_api):
     proc = interruptible_cli(
         "adapt", "gpu-b2", "--samples", "3", "--wait-for-agent", "--server", url, "--key", ADMIN_KEY
     )
-    deadline = time.monotonic() + 60
-    while True:  # until its jobs are queued: it is waiting
-        with server.state.sessions() as session:
-            if session.query(Job).count() == 3:
-                break
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
-    time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    err = interrupt_once_queued(server, proc, 3)
     assert proc.returncode == 130, err
     assert "interrupted; cancelled adaptation" in err and "3 unfinished job(s)" in err
     with server.state.sessions() as session:

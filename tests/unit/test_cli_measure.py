@@ -4,9 +4,6 @@ and the batch's conditions, on the terminal and in the CSV."""
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import time
 
 from typer.testing import CliRunner
 
@@ -15,7 +12,7 @@ from latfarm.services.cli import app
 from latfarm.services.client import Client
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Job, JobBatch, JobState, Measurement
-from tests.api_support import ADMIN_KEY, add_device, arch, interruptible_cli
+from tests.api_support import ADMIN_KEY, add_device, arch, interrupt_once_queued, interruptible_cli
 
 GIVEN = [arch(9), "5", arch(12), "9", "3"]  # 9 twice: one job, its first place
 ORDER = [9, 5, 12, 3]
@@ -129,16 +126,7 @@ def test_ctrl_c_while_waiting_cancels_the_batch(live_api):
     url, server = live_api
     add_device_live(server)
     proc = interruptible_cli("measure", "gpu-b2", "1", "2", "--wait-for-agent", "--server", url, "--key", ADMIN_KEY)
-    deadline = time.monotonic() + 60
-    while True:  # until its jobs are queued: it is waiting
-        with server.state.sessions() as session:
-            if session.query(Job).count() == 2:
-                break
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
-    time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    err = interrupt_once_queued(server, proc, 2)
     assert proc.returncode == 130, err
     assert "interrupted; cancelled 2 unfinished job(s)" in err
     with server.state.sessions() as session:
