@@ -270,7 +270,8 @@ def test_store_functions_raise_and_commands_exit(tmp_path, capsys):
     with pytest.raises(datasets.DatasetError, match="unknown export format"):
         datasets.export_from_store(settings, "my-phone", fmt="xml", out=tmp_path / "x")
     with pytest.raises(
-        SystemExit, match="^latfarm export data: unknown export format 'xml'; expected one of csv, latbench$"
+        SystemExit,
+        match=r"^latfarm export data: unknown export format 'xml'; expected one of csv, latbench \(database ",
     ):
         export_dataset(settings, "my-phone", fmt="xml", out=tmp_path / "x")
 
