@@ -23,6 +23,8 @@ from latfarm.agents.options import AgentOptions
 from latfarm.agents.state import AgentState, load_state, save_state
 
 DEFAULT_HEARTBEAT_S = 10
+# How to hand the agent a token: the variable keeps it off the command line (and out of `ps`).
+TOKEN_FORM = "LATFARM_AGENT_ENROLL=TOKEN (or --enroll TOKEN)"
 
 
 def log(message: str) -> None:
@@ -70,7 +72,7 @@ def register(conn: Connection, options: AgentOptions) -> tuple[AgentState, int]:
     A token the server refuses as expired or revoked (``PERMISSION_DENIED``) raises ``AgentError`` saying so.
     """
     if not options.enroll:
-        raise AgentError("registering needs an enrollment token: pass --enroll TOKEN")
+        raise AgentError(f"registering needs an enrollment token: {TOKEN_FORM}")
     try:
         response = conn.register(options.enroll, describe(), options.name or socket.gethostname())
     except grpc.RpcError as err:
@@ -78,7 +80,7 @@ def register(conn: Connection, options: AgentOptions) -> tuple[AgentState, int]:
             raise
         raise AgentError(
             f"the server refused the enrollment token ({err.details()}); ask the server's owner for a new one "
-            "(POST /v1/devices/<device>/enrollments) and pass it with --enroll"
+            f"(POST /v1/devices/<device>/enrollments) and pass it as {TOKEN_FORM}"
         ) from err
     state = AgentState(response.agent_id, response.credential, response.device)
     save_state(options.state_dir, state)
@@ -100,7 +102,7 @@ def run_agent(options: AgentOptions) -> None:
     except (ValueError, OSError) as err:
         raise AgentError(str(err)) from err
     if state is None and not options.enroll:
-        raise AgentError(f"not registered yet (no state in {state_dir}): pass --enroll TOKEN")
+        raise AgentError(f"not registered yet (no state in {state_dir}): give an enrollment token as {TOKEN_FORM}")
     try:
         cache = ArtifactCache(state_dir / "cache", options.cache_mb << 20)
     except OSError as err:
@@ -138,7 +140,11 @@ def run_agent(options: AgentOptions) -> None:
     except Stopped:
         log("stopped")
     except Unauthenticated as err:
-        hint = "check the --enroll token" if options.enroll else "run again with --enroll TOKEN to register anew"
+        hint = (
+            "check the enrollment token"
+            if options.enroll
+            else f"to register anew, give an enrollment token as {TOKEN_FORM}"
+        )
         raise AgentError(f"the server rejected this agent ({err}); {hint}") from err
     finally:
         conn.close()

@@ -128,7 +128,10 @@ def test_an_agent_the_server_forgot_registers_again_with_its_token(farm, tmp_pat
     first = load_state(state_dir)
     with transaction(farm.sessions) as s:
         s.execute(delete(Agent).where(Agent.id == first.agent_id))
-    with pytest.raises(AgentError, match="unknown agent credential.*run again with --enroll TOKEN to register anew"):
+    with pytest.raises(
+        AgentError,
+        match="unknown agent credential.*to register anew, give an enrollment token as LATFARM_AGENT_ENROLL=TOKEN",
+    ):
         run_agent(AgentOptions(farm.address, None, state_dir, once=True))
     run_agent(AgentOptions(farm.address, farm.token, state_dir, once=True))
     second = load_state(state_dir)
@@ -272,7 +275,7 @@ def test_an_agent_enrolling_with_an_expired_or_revoked_token_gets_one_line(farm,
         run_agent(AgentOptions(farm.address, farm.token, tmp_path / "agent", once=True))
     message = str(info.value)
     assert message.startswith(f"the server refused the enrollment token ({details}")
-    assert message.endswith("and pass it with --enroll") and "\n" not in message
+    assert message.endswith("and pass it as LATFARM_AGENT_ENROLL=TOKEN (or --enroll TOKEN)") and "\n" not in message
     assert load_state(tmp_path / "agent") is None
 
 
