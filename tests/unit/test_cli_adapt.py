@@ -7,12 +7,11 @@ from typer.testing import CliRunner
 
 from latfarm.services.cli import app
 from latfarm.services.core.security import hash_secret
-from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Adaptation, AdaptState, Agent, Job, JobState, utcnow
+from latfarm.services.store.models import Adaptation, Agent, Job, JobState
 from tests.api_support import ADMIN_KEY, interrupt_once_queued, interruptible_cli
-from tests.unit.test_cli_measure import add_device_live
+from tests.unit.test_cli_measure import add_adapted_device_live, add_device_live
 
 
 def _invoke(url: str, *args: str):
@@ -84,15 +83,7 @@ def test_samples_out_of_range_is_refused_by_adapt_and_up_alike(tmp_path):
 
 def test_cancel_says_the_active_predictor_stays_only_when_there_is_one(live_api):
     url, server = live_api
-    add_device_live(server)
-    with transaction(server.state.sessions) as session:
-        device = device_by_name(session, "gpu-b2")
-        key = conditions_of(device).for_space("nb201").key
-        session.add(
-            Adaptation(
-                device_id=device.id, state=AdaptState.active, samples=4, conditions_key=key, activated_at=utcnow()
-            )
-        )
+    add_adapted_device_live(server)
     assert _invoke(url, "adapt", "gpu-b2", "--samples", "5", "--no-wait").exit_code == 0
     cancelled = _invoke(url, "adapt", "gpu-b2", "--cancel")
     assert cancelled.exit_code == 0, cancelled.output

@@ -10,8 +10,10 @@ from typer.testing import CliRunner
 from latfarm.predictor.spaces import get_space
 from latfarm.services.cli import app
 from latfarm.services.client import Client
+from latfarm.services.domain.predictions import conditions_of
+from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Job, JobBatch, JobState, Measurement
+from latfarm.services.store.models import Adaptation, AdaptState, Job, JobBatch, JobState, Measurement, utcnow
 from tests.api_support import ADMIN_KEY, add_device, arch, interrupt_once_queued, interruptible_cli
 
 GIVEN = [arch(9), "5", arch(12), "9", "3"]  # 9 twice: one job, its first place
@@ -68,6 +70,19 @@ def add_device_live(server) -> None:
 
     with TestClient(server) as client:
         add_device(client, "gpu-b2", precision="fp16")
+
+
+def add_adapted_device_live(server, samples: int = 4) -> None:
+    """``add_device_live``, and an active NB201 adaptation of ``samples`` archs under the device's conditions."""
+    add_device_live(server)
+    with transaction(server.state.sessions) as session:
+        device = device_by_name(session, "gpu-b2")
+        key = conditions_of(device).for_space("nb201").key
+        session.add(
+            Adaptation(
+                device_id=device.id, state=AdaptState.active, samples=samples, conditions_key=key, activated_at=utcnow()
+            )
+        )
 
 
 def test_measure_csv_rows_in_input_order_with_figures_and_conditions(monkeypatch, live_api, tmp_path):

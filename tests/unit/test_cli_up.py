@@ -17,12 +17,8 @@ import pytest
 from latfarm.services.cli import up
 from latfarm.services.client import Client
 from latfarm.services.core.config import Settings
-from latfarm.services.domain.predictions import conditions_of
-from latfarm.services.store.crud import device_by_name
-from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Adaptation, AdaptState, utcnow
 from tests.api_support import ADMIN_KEY, interruptible_cli
-from tests.unit.test_cli_measure import add_device_live
+from tests.unit.test_cli_measure import add_adapted_device_live, add_device_live
 
 
 def test_a_busy_port_is_refused_before_anything_is_created(tmp_path):
@@ -51,15 +47,7 @@ class _StopAtFirstCheck:
 
 def test_a_different_samples_adapts_again_and_the_same_reuses(live_api, capsys):
     url, server = live_api
-    add_device_live(server)
-    with transaction(server.state.sessions) as session:
-        device = device_by_name(session, "gpu-b2")
-        key = conditions_of(device).for_space("nb201").key
-        session.add(
-            Adaptation(
-                device_id=device.id, state=AdaptState.active, samples=4, conditions_key=key, activated_at=utcnow()
-            )
-        )
+    add_adapted_device_live(server)
     client = Client(url, ADMIN_KEY)
     for samples in (4, None):  # the same K, or none given: reused
         reused = up._adapt(client, "gpu-b2", samples, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
