@@ -35,6 +35,11 @@ def arch_items(space: str, keys: Sequence, strings: list[str]) -> list[dict]:
     return [{"arch": arch, "index": searched.index_of(arch)} for arch in strings]
 
 
+def items_response(head: dict, items: bytes) -> Response:
+    """The JSON object ``head`` with ``items``, an already encoded JSON array, as its last member."""
+    return Response(json.dumps(head)[:-1].encode() + b',"items":' + items + b"}", media_type="application/json")
+
+
 @router.post("/predict", response_class=JSONResponse, responses={200: {"model": PredictResponse}})
 def predict(
     body: PredictRequest,
@@ -57,9 +62,8 @@ def _predict(session: Session, request: Request, body: PredictRequest) -> Respon
     conditions = ConditionsOut.of(conditions_of(device).for_space(body.space)).model_dump()
     if keyed_by_position(body.space):
         table = service.table(session, device, body.space)
-        encoded = table.items_json(cast("list[int]", keys))
-        head = json.dumps({"device": device.name, "space": body.space, "conditions": conditions})
-        return Response(head[:-1].encode() + b',"items":' + encoded + b"}", media_type="application/json")
+        head = {"device": device.name, "space": body.space, "conditions": conditions}
+        return items_response(head, table.items_json(cast("list[int]", keys)))
     measured = service.measured(session, device, keys, body.space)
     missing = [k for k in keys if k not in measured]
     estimates, reason = None, None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import cast
 
 import numpy as np
@@ -18,7 +17,7 @@ from latfarm.services.store.models import Device
 from ..auth import Principal, require
 from ..deps import get_device, request_keys
 from ..schemas import ConditionsOut, PredictRequest, RankResponse
-from .predict import arch_items
+from .predict import arch_items, items_response
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -46,7 +45,7 @@ def _rank(session: Session, request: Request, body: PredictRequest) -> Response:
     head = {"device": device.name, "space": body.space, "conditions": conditions}
     if keyed_by_position(body.space):
         ranked = _ranked_from_table(request, session, device, body.space, cast("list[int]", keys))
-        return Response(json.dumps(head)[:-1].encode() + b',"items":' + ranked + b"}", media_type="application/json")
+        return items_response(head, ranked)
     service = request.app.state.predictions
     measured = service.measured(session, device, keys, body.space)
     try:
