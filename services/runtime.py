@@ -54,7 +54,7 @@ class Runtime:
                 max_attempts=settings.max_attempts,
             ),
             AdaptWorker(self.sessions, self.predictions.predictor_loader, on_active=self.predictions.prepare),
-            ExportWorker(self.sessions, self.read_sessions, self.artifacts, settings.export_poll_s),
+            ExportWorker(self.sessions, self.read_sessions, self.artifacts, self.notifier, settings.export_poll_s),
         ]
 
     def bootstrap(self) -> str | None:

@@ -331,13 +331,13 @@ def unexported_jobs(
     return _pending(row[:3] for row in rows), last
 
 
-def assign_artifact(session: Session, model: PendingExport, sha256: str) -> int:
+def assign_artifact(session: Session, model: PendingExport, sha256: str) -> set[int]:
     """Record the exported artifact of ``model`` on every queued job still without one that waits for it (same
     arch, format and conditions; any device): the export worker's mark, so a job is exported once and leased
     without a look at its file. Jobs another transaction holds locked are skipped (``resolve_artifacts`` records
-    theirs). Returns how many jobs it marked."""
+    theirs). Returns the devices whose jobs it marked (their agents may lease them now)."""
     waiting = session.execute(
-        select(Job.id, JobBatch.conditions)
+        select(Job.id, Job.device_id, JobBatch.conditions)
         .join(JobBatch, JobBatch.id == Job.batch_id)
         .where(
             Job.arch_id == model.arch_id,
@@ -348,7 +348,12 @@ def assign_artifact(session: Session, model: PendingExport, sha256: str) -> int:
         .order_by(Job.id)
         .with_for_update(skip_locked=True, of=Job)
     )
-    ids = [job_id for job_id, conditions in waiting if Conditions.from_dict(conditions) == model.conditions]
+    marked = [
+        (job_id, device_id)
+        for job_id, device_id, conditions in waiting
+        if Conditions.from_dict(conditions) == model.conditions
+    ]
+    ids = [job_id for job_id, _ in marked]
     if ids:
         session.execute(
             update(Job)
@@ -356,7 +361,7 @@ def assign_artifact(session: Session, model: PendingExport, sha256: str) -> int:
             .values(artifact_sha256=sha256)
             .execution_options(synchronize_session=False)
         )
-    return len(ids)
+    return {device_id for _, device_id in marked}
 
 
 def heartbeat(

@@ -264,7 +264,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         for done, model in enumerate(pending):
             if done and (time.monotonic() - started > PREPARE_BUDGET_S or not context.is_active()):
                 return
-            failed |= not export_one(self.sessions, self.artifacts, model)
+            failed |= not export_one(self.sessions, self.artifacts, model, self.notifier)
         if failed:
             with self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
                 queue.resolve_artifacts(session, device_id, formats, max_jobs, self.artifacts)

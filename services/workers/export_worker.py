@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.domain import queue
 from latfarm.services.domain.conditions import Conditions
+from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Arch, JobBatch
 from latfarm.services.workers.periodic import PeriodicWorker
@@ -39,19 +40,23 @@ class Exporter(queue.ArtifactSource, Protocol):
         """Export ``arch`` in ``fmt`` under ``conditions`` to the store; returns (sha256, path)."""
 
 
-def export_one(sessions: sessionmaker[Session], artifacts: Exporter, pending: queue.PendingExport) -> bool:
-    """Export one model outside any transaction, then record it and mark its waiting jobs in a short one. A failure
-    is logged, not raised: the lease tries again and fails the job with the reason. Returns whether the model is
-    exported and recorded."""
+def export_one(
+    sessions: sessionmaker[Session], artifacts: Exporter, pending: queue.PendingExport, notifier: LocalNotifier
+) -> bool:
+    """Export one model outside any transaction, then record it and mark its waiting jobs in a short one, and wake
+    the agents of the devices those jobs belong to (they were not leasable before). A failure is logged, not raised:
+    the lease tries again and fails the job with the reason. Returns whether the model is exported and recorded."""
     try:
         artifacts.export_file(pending.arch, pending.fmt, pending.conditions)
         with transaction(sessions) as session:
             arch = session.get_one(Arch, pending.arch_id)
             artifact = artifacts.ensure(session, arch, pending.fmt, pending.conditions)
-            queue.assign_artifact(session, pending, artifact.sha256)
+            devices = queue.assign_artifact(session, pending, artifact.sha256)
     except Exception as err:  # noqa: BLE001
         log.warning("export of %s (%s, %s) failed: %s", pending.arch, pending.fmt, pending.conditions.key, err)
         return False
+    for device_id in devices:
+        notifier.notify(device_id)
     return True
 
 
@@ -68,14 +73,15 @@ class ExportWorker(PeriodicWorker):
         sessions: sessionmaker[Session],
         read_sessions: sessionmaker[Session],
         artifacts: Exporter,
+        notifier: LocalNotifier,
         poll_s: float = 2.0,
         chunk: int = CHUNK,
     ) -> None:
         """Look for work every ``poll_s`` seconds through ``read_sessions``, ``chunk`` jobs per query; record
-        exports through ``sessions``."""
+        exports through ``sessions`` and wake the agents of the devices they unblock through ``notifier``."""
         super().__init__("export-worker", poll_s, tick_at_start=True)
         self._sessions, self._read_sessions, self._artifacts = sessions, read_sessions, artifacts
-        self._chunk = chunk
+        self._chunk, self._notifier = chunk, notifier
         self._retry_at: dict[tuple[int, str, str], float] = {}  # (arch id, format, conditions key) that failed -> when
         self._swept_at: tuple[datetime, float] | None = None  # when the last sweep started: UTC, monotonic
 
@@ -96,7 +102,7 @@ class ExportWorker(PeriodicWorker):
                 key = (pending.arch_id, pending.fmt, pending.conditions.key)
                 if key in self._retry_at:
                     continue
-                if export_one(self._sessions, self._artifacts, pending):
+                if export_one(self._sessions, self._artifacts, pending, self._notifier):
                     exported += 1
                 else:
                     self._retry_at[key] = time.monotonic() + RETRY_FAILED_S

@@ -84,8 +84,9 @@ class Server:
     def enroll(self, device: str) -> str:
         return self.request("POST", f"/v1/devices/{device}/enrollments", {})["token"]
 
-    def submit(self, device: str, archs: list[int]) -> str:
-        self.request("POST", "/v1/devices", {"name": device})
+    def submit(self, device: str, archs: list[int], *, create: bool = True) -> str:
+        if create:
+            self.request("POST", "/v1/devices", {"name": device})
         return self.request("POST", "/v1/jobs", {"device": device, "archs": archs})["id"]
 
     def progress(self, batch: str) -> dict:
@@ -160,9 +161,12 @@ def assert_each_measured_once(server: Server, device: str, total: int) -> set[st
 
 
 def test_two_agents_measure_a_batch(server, tmp_path):
-    batch = server.submit("e2e-two", BATCH)
+    server.request("POST", "/v1/devices", {"name": "e2e-two"})
     agents = [Agent(server, tmp_path, f"a{i}", server.enroll("e2e-two"), QUICK) for i in range(2)]
     try:
+        for agent in agents:  # both online before the batch exists, or the first may finish it alone
+            agent.wait_log("registered as agent")
+        batch = server.submit("e2e-two", BATCH, create=False)
         progress = server.wait_done(batch, len(BATCH))
         assert progress["done"] == len(BATCH) and progress["failed"] == 0, progress
         assert len(assert_each_measured_once(server, "e2e-two", len(BATCH))) == 2  # both agents took part

@@ -33,11 +33,13 @@ def real_store(tmp_path_factory):
 
 
 def test_lease_after_the_worker_exports_nothing(sessions, real_store):
-    farm = start_farm(sessions, real_store, make_notifier(None))
+    notifier = make_notifier(None)
+    farm = start_farm(sessions, real_store, notifier)
     try:
         _, md = register(farm)
         submit_rpc(farm, ARCHS[:3])
-        assert ExportWorker(sessions, make_read_sessionmaker(sessions.kw["bind"]), real_store).run_once() == 3
+        read_sessions = make_read_sessionmaker(sessions.kw["bind"])
+        assert ExportWorker(sessions, read_sessions, real_store, notifier).run_once() == 3
         calls = real_store.calls
         leased = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=3), metadata=md, timeout=30).jobs
         assert sorted(job.arch for job in leased) == sorted(ARCHS[:3])

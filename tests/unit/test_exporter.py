@@ -10,6 +10,7 @@ from collections import Counter
 
 from sqlalchemy import select, update
 
+from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.store.db import make_read_sessionmaker, transaction
 from latfarm.services.store.models import Arch, Artifact, Job, JobState
 from latfarm.services.workers.export_worker import ExportWorker
@@ -28,8 +29,9 @@ class CountingStore(TinyArtifactStore):
         return super().export_file(arch, fmt, conditions)
 
 
-def worker(sessions, store, **kwargs) -> ExportWorker:
-    return ExportWorker(sessions, make_read_sessionmaker(sessions.kw["bind"]), store, **kwargs)
+def worker(sessions, store, notifier: LocalNotifier | None = None, **kwargs) -> ExportWorker:
+    read_sessions = make_read_sessionmaker(sessions.kw["bind"])
+    return ExportWorker(sessions, read_sessions, store, notifier or LocalNotifier(), **kwargs)
 
 
 def recorded(sessions) -> Counter[tuple[str, str]]:
@@ -60,6 +62,24 @@ def test_worker_exports_queued_jobs_once(sessions, tmp_path):
     store.calls.clear()
     assert export_worker.run_once() == 0
     assert not store.calls
+
+
+def test_exports_wake_the_agents_of_the_devices_they_unblock(sessions, tmp_path):
+    """A job becomes leasable when its model is exported: agents long-polling on its device must hear of it, or a
+    second agent of a device sleeps through a batch that another agent's lease prepared."""
+    dev_a, dev_b, idle = make_device(sessions), make_device(sessions, "dev-b"), make_device(sessions, "dev-idle")
+    submit(sessions, dev_a, ARCHS[:2])
+    submit(sessions, dev_b, ARCHS[1:2])
+    notifier = LocalNotifier()
+    before = {device: notifier.version(device) for device in (dev_a, dev_b, idle)}
+    woke = threading.Event()
+    waiter = threading.Thread(target=lambda: notifier.wait(dev_b, 30, after=before[dev_b]) and woke.set())
+    waiter.start()
+    assert worker(sessions, CountingStore(tmp_path / "artifacts"), notifier).run_once() == 2
+    waiter.join(timeout=30)
+    assert woke.is_set()
+    assert notifier.version(dev_a) > before[dev_a] and notifier.version(dev_b) > before[dev_b]
+    assert notifier.version(idle) == before[idle]  # no jobs of its own were unblocked
 
 
 def test_failing_export_is_logged_and_skipped(sessions, tmp_path, caplog):
