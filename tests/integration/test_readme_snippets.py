@@ -1,4 +1,5 @@
-"""README.md runs as written: every ``sh`` and ``python`` snippet, in order, against a live ``latfarm up``.
+"""The documentation runs as written: every ``sh`` and ``python`` snippet of README.md, then of ``docs/*.md`` in
+name order, each page's in order, against a live ``latfarm up``.
 
 The setup is a newcomer's checkout, offline and within CI time: a wheel built from this checkout (no build
 isolation, so nothing is downloaded) is installed with ``--no-deps`` into a fresh virtual environment whose
@@ -9,7 +10,7 @@ in a fresh ``bash -eo pipefail`` (``python`` ones with ``.venv/bin/python``) wit
 no virtual environment active, so what a snippet needs it says itself. Two departures from the text, both
 mechanical: the server listens on free ports, substituted for ``:8000`` and ``:50051`` in the text and given to the
 client commands' default as ``LATFARM_SERVER``; agents measure with a short protocol (``LATFARM_AGENT_RUNS`` and
-friends). Both are the README's own variables.
+friends). Both are documented variables.
 
 Markers, an HTML comment on the line before a fence: ``<!-- snippet: skip (reason) -->`` leaves a snippet out
 (listed in the test's output), ``<!-- snippet: device (reason) -->`` runs one that belongs on a second machine in
@@ -44,36 +45,49 @@ SNIPPET_TIMEOUT_S = 900
 
 @dataclass(frozen=True)
 class Snippet:
-    """One fenced block of README.md."""
+    """One fenced block of a documentation page (``doc``: its path from the checkout's root)."""
 
+    doc: str
     line: int
     language: str
     code: str
     marker: str | None  # skip | device | None
     reason: str
 
+    @property
+    def where(self) -> str:
+        """``doc:line`` of the snippet's first line."""
+        return f"{self.doc}:{self.line}"
 
-def readme_snippets() -> list[Snippet]:
-    """The ``sh`` and ``python`` blocks of README.md in order (other fences are output or diagrams)."""
-    text = (ROOT / "README.md").read_text()
+
+def doc_pages() -> list[str]:
+    """README.md, then the pages of ``docs/`` in name order: the order their snippets run in."""
+    return ["README.md", *(path.relative_to(ROOT).as_posix() for path in sorted((ROOT / "docs").glob("*.md")))]
+
+
+def doc_snippets() -> list[Snippet]:
+    """The ``sh`` and ``python`` blocks of every page in order (other fences are output or diagrams)."""
     found = []
-    for match in FENCE.finditer(text):
-        marker, reason, language, code = match.groups()
-        if language in ("sh", "python"):
-            line = text.count("\n", 0, match.start(3)) + 1
-            found.append(Snippet(line, language, code, marker, reason or ""))
+    for doc in doc_pages():
+        text = (ROOT / doc).read_text()
+        for match in FENCE.finditer(text):
+            marker, reason, language, code = match.groups()
+            if language in ("sh", "python"):
+                line = text.count("\n", 0, match.start(3)) + 1
+                found.append(Snippet(doc, line, language, code, marker, reason or ""))
     return found
 
 
-def test_readme_snippet_markers_are_known_and_give_reasons():
-    text = (ROOT / "README.md").read_text()
-    languages = {match.group(3) for match in FENCE.finditer(text)}
-    assert languages <= {"", "sh", "python"}, "a shell block fenced as another language would dodge the run"
-    snippets = readme_snippets()
-    assert len(snippets) >= 6
+def test_doc_snippet_markers_are_known_and_give_reasons():
+    for doc in doc_pages():
+        languages = {match.group(3) for match in FENCE.finditer((ROOT / doc).read_text())}
+        assert languages <= {"", "sh", "python"}, f"{doc}: a shell block fenced as another language would dodge the run"
+    snippets = doc_snippets()
+    assert len([s for s in snippets if s.doc == "README.md"]) >= 4  # the first hour: predict, measure, a new device
+    assert len(snippets) >= 10
     for snippet in snippets:
         assert snippet.marker in (None, "skip", "device"), snippet
-        assert snippet.marker is None or snippet.reason.strip(), f"README.md:{snippet.line}: a marker needs a reason"
+        assert snippet.marker is None or snippet.reason.strip(), f"{snippet.where}: a marker needs a reason"
 
 
 def _free_port() -> int:
@@ -158,7 +172,7 @@ def _run(snippet: Snippet, code: str, tmp: Path, env: dict[str, str]) -> subproc
     return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=SNIPPET_TIMEOUT_S)
 
 
-def test_every_readme_snippet_runs_against_a_live_latfarm_up(tmp_path, capsys):
+def test_every_doc_snippet_runs_against_a_live_latfarm_up(tmp_path, capsys):
     _fresh_environment(tmp_path)
     env = _environment(tmp_path)
     http, grpc = _free_port(), _free_port()
@@ -180,13 +194,13 @@ def test_every_readme_snippet_runs_against_a_live_latfarm_up(tmp_path, capsys):
             time.sleep(0.5)
         client = Client(f"http://127.0.0.1:{http}", (tmp_path / "latfarm-data" / "admin.key").read_text().strip())
         _wait_active(client, up, tmp_path, timeout=600)
-        for snippet in readme_snippets():
+        for snippet in doc_snippets():
             if snippet.marker == "skip":
-                skipped.append(f"README.md:{snippet.line} ({snippet.reason})")
+                skipped.append(f"{snippet.where} ({snippet.reason})")
                 continue
             code = snippet.code.replace(":8000", f":{http}").replace(":50051", f":{grpc}")
             if snippet.marker == "device":
-                log = (tmp_path / f"device-{snippet.line}.log").open("w")
+                log = (tmp_path / f"device-{Path(snippet.doc).stem}-{snippet.line}.log").open("w")
                 device_path = f"{tmp_path / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
                 background.append(
                     subprocess.Popen(
@@ -199,18 +213,18 @@ def test_every_readme_snippet_runs_against_a_live_latfarm_up(tmp_path, capsys):
                     )
                 )
                 time.sleep(5)  # a snippet that fails at once (a typo, a refused token) fails here, not in a later wait
-                assert background[-1].poll() is None, f"README.md:{snippet.line} exited: {_logs(tmp_path, 'device-*')}"
-                ran.append(snippet.line)
+                assert background[-1].poll() is None, f"{snippet.where} exited: {_logs(tmp_path, 'device-*')}"
+                ran.append(snippet.where)
                 continue
             result = _run(snippet, code, tmp_path, env)
             assert result.returncode == 0, (
-                f"README.md:{snippet.line} ({snippet.language}) failed with {result.returncode}:\n{code}\n"
+                f"{snippet.where} ({snippet.language}) failed with {result.returncode}:\n{code}\n"
                 f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}\n"
                 f"--- devices\n{_logs(tmp_path, 'device-*.log')}"
             )
             for proc in background:
                 assert proc.poll() is None, f"a device snippet exited: {_logs(tmp_path, 'device-*.log')}"
-            ran.append(snippet.line)
+            ran.append(snippet.where)
     finally:
         for proc in [*background, up]:
             if proc.poll() is None:
@@ -221,5 +235,5 @@ def test_every_readme_snippet_runs_against_a_live_latfarm_up(tmp_path, capsys):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
     with capsys.disabled():
-        print(f"\nREADME snippets run: lines {ran}; skipped: {skipped}")
+        print(f"\ndocumentation snippets run: {ran}; skipped: {skipped}")
     assert len(ran) >= 6 and len(skipped) < len(ran)

@@ -1,6 +1,6 @@
-"""#15 items 6-7: what the README's shell snippets write lands outside the checkout or in a folder git ignores (an
-enrollment token or a results file never shows up in ``git status``), and no snippet passes a key on the command
-line (``ps`` shows those to every user; the README says so)."""
+"""#15 items 6-7: what the documentation's shell snippets (README.md and ``docs/*.md``) write lands outside the
+checkout or in a folder git ignores (an enrollment token or a results file never shows up in ``git status``), and no
+snippet passes a key on the command line (``ps`` shows those to every user; the README says so)."""
 
 from __future__ import annotations
 
@@ -8,26 +8,26 @@ import re
 import subprocess
 
 from tests.conftest import ROOT
-from tests.integration.test_readme_snippets import readme_snippets
+from tests.integration.test_readme_snippets import doc_snippets
 
 WRITES = re.compile(r"(?:--(?:out|json|dump)\s+|>\s*)([^\s|;&)]+)")
 
 
-def _written() -> list[tuple[int, str]]:
-    return [(s.line, target) for s in readme_snippets() if s.language == "sh" for target in WRITES.findall(s.code)]
+def _written() -> list[tuple[str, str]]:
+    return [(s.where, target) for s in doc_snippets() if s.language == "sh" for target in WRITES.findall(s.code)]
 
 
 def test_snippets_write_only_outside_the_checkout_or_into_ignored_folders():
     written = _written()
     assert len(written) >= 5, written  # token, CSVs, pickles
     assert {"build/transfer.json", "build/dump/"} <= {target for _, target in written}  # eval transfer's outputs
-    for line, target in written:
+    for where, target in written:
         if target.startswith(("~/", "/", "$HOME/")) or target == "/dev/null":
             continue
         ignored = subprocess.run(["git", "check-ignore", "-q", target], cwd=ROOT, check=False).returncode == 0
-        assert ignored, f"README.md:{line} writes {target} into the checkout where git does not ignore it"
+        assert ignored, f"{where} writes {target} into the checkout where git does not ignore it"
 
 
 def test_no_snippet_passes_a_key_on_the_command_line():
-    for snippet in readme_snippets():
-        assert "--key" not in snippet.code, f"README.md:{snippet.line}: use LATFARM_API_KEY, not --key"
+    for snippet in doc_snippets():
+        assert "--key" not in snippet.code, f"{snippet.where}: use LATFARM_API_KEY, not --key"
