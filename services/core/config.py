@@ -1,7 +1,7 @@
 """Settings: each ``LATFARM_*`` variable declared once, with its default and meaning, and read only by these classes.
 
 A setting's environment variable is ``LATFARM_`` + its field name in capitals; an empty variable counts as unset.
-Constructing ``Settings()`` reads the environment; keyword values win over it. README.md's settings table is
+Constructing ``Settings()`` reads the environment; keyword values win over it. docs/operations.md's settings table is
 checked against these declarations by tests/unit/test_config.py.
 """
 

@@ -1,4 +1,4 @@
-"""Settings: one declaration per ``LATFARM_*`` variable, read from the environment, documented in README.md."""
+"""Settings: one declaration per ``LATFARM_*`` variable, read from the environment, documented in docs/operations.md."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from latfarm.services.cli import app
 from latfarm.services.core.config import ClientSettings, Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]
+SETTINGS_DOC = ROOT / "docs" / "operations.md"
 TABLE = re.compile(r"<!-- settings table.*?-->\n(.*?)<!-- end of the settings table -->", re.S)
 
 
@@ -23,7 +24,7 @@ def clean_environment(monkeypatch):
 
 
 def settings_table() -> str:
-    """The README's settings table, rendered from the declarations."""
+    """The settings table of docs/operations.md, rendered from the declarations."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for settings in (Settings, ClientSettings):
         for name, field in settings.model_fields.items():
@@ -38,19 +39,19 @@ def agent_env_options() -> dict[str, str]:
     return {param.envvar: param.opts[0] for param in agent.params if getattr(param, "envvar", None)}
 
 
-def test_readme_settings_table_matches_the_declarations():
-    match = TABLE.search((ROOT / "README.md").read_text())
-    assert match, "README.md has no settings table between its markers"
-    assert match.group(1) == settings_table(), f"README.md's settings table should read:\n{settings_table()}"
+def test_documented_settings_table_matches_the_declarations():
+    match = TABLE.search(SETTINGS_DOC.read_text())
+    assert match, "docs/operations.md has no settings table between its markers"
+    assert match.group(1) == settings_table(), f"docs/operations.md's settings table should read:\n{settings_table()}"
 
 
-def test_readme_names_the_agents_own_variables():
-    section = TABLE.search((ROOT / "README.md").read_text()).group(0)
-    readme = (ROOT / "README.md").read_text()
-    after = " ".join(readme[readme.index(section) + len(section) :].split("\n\n", 2)[1].split())
+def test_docs_name_the_agents_own_variables():
+    text = SETTINGS_DOC.read_text()
+    section = TABLE.search(text).group(0)
+    after = " ".join(text[text.index(section) + len(section) :].split("\n\n", 2)[1].split())
     for variable, flag in agent_env_options().items():
         assert f"`{variable}` (`{flag}`)" in after, (
-            f"README.md: the paragraph after the settings table lacks {variable}"
+            f"docs/operations.md: the paragraph after the settings table lacks {variable}"
         )
 
 
