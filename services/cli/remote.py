@@ -34,7 +34,9 @@ SpaceOption = typer.Option("nb201", "--space", help="Search space of the archs (
 
 def predict(
     device: str = DeviceName,
-    archs: list[str] = typer.Argument(..., help="Arch strings of the space, or NB201 official indices."),
+    archs: list[str] = typer.Argument(
+        ..., help="Arch strings, or positions in the space's reference set (NB201: official indices)."
+    ),
     space: str = SpaceOption,
     server: str = ServerUrl,
     key: str = ApiKey,
