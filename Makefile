@@ -3,6 +3,9 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 TORCH   := torch==2.13.0
+# where torch comes from: the registry's default (cached CPU wheel on the project's machines); elsewhere on Linux
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu skips the CUDA packages the default wheel depends on
+TORCH_INDEX ?=
 STAMP   := $(VENV)/.installed
 
 .PHONY: up test test-unit lint typecheck bench clean proto wheel
@@ -18,7 +21,7 @@ $(BIN)/python:
 # torch first and pinned: any looser spec pulls several GB of CUDA packages.
 $(STAMP): $(BIN)/python pyproject.toml
 	@echo "==> [2/4] $(TORCH), pinned (the largest download)"
-	@$(PIP) $(TORCH)
+	@$(PIP) $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	@echo "==> [3/4] latfarm and its server, LiteRT and dev extras (editable; onnxruntime, FastAPI, SQLAlchemy ...)"
 	@$(PIP) -e '.[server,litert,dev]'
 	@echo "==> [4/4] installed: $(BIN)/latfarm"
