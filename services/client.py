@@ -5,7 +5,8 @@
     items = client.predict("pixel7", ["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|"])
 
 Connect errors and 5xx answers of idempotent requests are retried with exponential backoff; any other failure
-raises ``LatfarmError`` with the HTTP ``status`` (0: no answer), the server's ``message`` and its error ``code``.
+raises ``LatfarmError`` with the HTTP ``status`` (0: no answer), the server's ``message`` and its error ``code``
+(``unavailable`` when no server or no latfarm server answered: no connection, or an answer that is not JSON).
 """
 
 from __future__ import annotations
@@ -76,7 +77,11 @@ class Client:
         return response
 
     def _json(self, method: str, path: str, **kwargs):
-        return self._request(method, path, **kwargs).json()
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as err:
+            raise _not_latfarm(response) from err
 
     # --- devices ---------------------------------------------------------------------------------------------
     def health(self) -> dict:
@@ -279,11 +284,20 @@ def _error(response: httpx.Response) -> LatfarmError:
     try:
         body = response.json()
     except ValueError:
-        return LatfarmError(response.text[:500] or response.reason_phrase, status=response.status_code)
+        return _not_latfarm(response)
     if not isinstance(body, dict):
         return LatfarmError(str(body), status=response.status_code)
     message = str(body.get("message") or body.get("detail") or body)
     return LatfarmError(message, status=response.status_code, code=body.get("code"), field=body.get("field"))
+
+
+def _not_latfarm(response: httpx.Response) -> LatfarmError:
+    """An answer that is not JSON (another web server, or a proxy's error page): one line naming the request and the
+    HTTP status, code ``unavailable`` (no latfarm server answered)."""
+    request = response.request
+    status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+    message = f"{request.method} {request.url.path}: {status}, not a latfarm answer"
+    return LatfarmError(message, status=response.status_code, code="unavailable")
 
 
 __all__ = ["Client", "LatfarmError"]

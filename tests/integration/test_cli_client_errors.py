@@ -57,3 +57,55 @@ def test_json_true_or_float_is_not_an_arch_index(live_api, bad):
         f"{url}/v1/predict", json={"device": "x", "archs": [bad]}, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
     )
     assert response.status_code == 422
+
+
+CLIENT_COMMANDS = {  # every CLI command that talks to the REST API
+    "predict": ["predict", "pixel3", "1"],
+    "measure": ["measure", "pixel3", "1"],
+    "adapt": ["adapt", "pixel3", "--samples", "5"],
+    "adapt --cancel": ["adapt", "pixel3", "--cancel"],
+    "cancel": ["cancel", "0123abcd"],
+}
+
+
+@pytest.fixture(scope="module")
+def not_latfarm(tmp_path_factory):
+    """The URL of a web server that is not latfarm (Python's file server on an empty folder: HTML error pages)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path_factory.mktemp("empty")))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("command", CLIENT_COMMANDS)
+def test_every_client_command_explains_a_wrong_key_and_a_missing_or_foreign_server_in_one_line(
+    live_api, not_latfarm, monkeypatch, command
+):
+    """#14 case 5, for each client command: a wrong key, no server listening, and a web server that is not latfarm
+    (an HTML answer) each end in one line saying what to do, exit 1."""
+    url, _ = live_api
+    monkeypatch.delenv("LATFARM_API_KEY", raising=False)
+    args = CLIENT_COMMANDS[command]
+    name = f"latfarm {args[0]}: "
+
+    def run(server: str, key: str) -> str:
+        return one_line_failure(CliRunner().invoke(app, [*args, "--server", server, "--key", key]))
+
+    wrong_key = run(url, "lf_nope")
+    assert wrong_key.startswith(name) and wrong_key.endswith("--key or LATFARM_API_KEY"), wrong_key
+    down = run("http://127.0.0.1:9", ADMIN_KEY)
+    assert down.startswith(name) and "Connection refused" in down, down
+    assert down.endswith("is the server running at http://127.0.0.1:9? (--server / LATFARM_SERVER)")
+    foreign = run(not_latfarm, ADMIN_KEY)
+    assert foreign.startswith(name) and "not a latfarm answer" in foreign and "<" not in foreign, foreign
+    assert foreign.endswith(f"is the server running at {not_latfarm}? (--server / LATFARM_SERVER)")
