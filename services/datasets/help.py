@@ -51,8 +51,8 @@ def import_help(
     rows added.
 
     Files are read and checked by ``predictor.help_data.read_latency_file`` (the loader ``eval transfer`` uses);
-    NaN entries (not measured) are skipped. A bad file, an unknown device or space, or another space's folder
-    raises ``DatasetError`` naming it, and nothing is stored.
+    NaN entries (not measured) are skipped. A bad file (one with no measured entry included), an unknown device or
+    space, or another space's folder raises ``DatasetError`` naming it, and nothing is stored.
     """
     path = Path(path)
     try:
@@ -72,6 +72,8 @@ def import_help(
                 raise DatasetError(f"{err} ({space} data has {len(arch_ids)} archs)") from err
             device = ensure_device(session, file.stem, dataset)
             measured = np.flatnonzero(~np.isnan(values))  # NaN: not measured, no row
+            if measured.size == 0:
+                raise DatasetError(f"{file}: no measured entries (all {len(values)} are NaN)")
             latencies = {arch_ids[i]: float(values[i]) for i in measured}
             described = describe_device(file.stem)
             conditions = device_conditions(described["batch_size"], described["precision"]).for_space(space)

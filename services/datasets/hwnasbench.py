@@ -30,7 +30,10 @@ HWNAS_CIFAR10 = "cifar10"
 
 
 def import_hwnasbench(session: Session, path: Path) -> int:
-    """Import HW-NAS-Bench's pickle: every ``d['nasbench201'][dataset][<device>_latency][index]`` (ms)."""
+    """Import HW-NAS-Bench's pickle: every ``d['nasbench201'][dataset][<device>_latency][index]`` (ms).
+
+    All-or-nothing: a file without such a table, or any bad table, raises ``DatasetError`` before a row is written.
+    """
     path = Path(path)
     data = load_pickle(path, "hwnasbench")
     try:
@@ -47,6 +50,8 @@ def import_hwnasbench(session: Session, path: Path) -> int:
             name = metric.removesuffix("_latency")
             name = name if dataset == HWNAS_CIFAR10 else f"{name}-{dataset}"
             tables[name] = _latency_table(values, f"{path}: {dataset}/{metric}")
+    if not tables:
+        raise DatasetError(f"{path}: no '<device>_latency' table under 'nasbench201' (HW-NAS-Bench layout)")
     arch_ids = arch_ids_by_index(session, {i for indices, _ in tables.values() for i in indices})
     added = 0
     for name, (indices, ms) in tables.items():
@@ -59,8 +64,8 @@ def import_hwnasbench(session: Session, path: Path) -> int:
 def _latency_table(values: object, where: str) -> tuple[tuple[int, ...], list[float]]:
     """(NB201 indices, ms) of one ``<device>_latency`` metric: a list (position = index) or ``{index: ms}``.
 
-    Raises ``DatasetError`` naming ``where`` for another type, a non-integer or out-of-range index, or a latency
-    against the rule (positive, finite).
+    Raises ``DatasetError`` naming ``where`` for another type, an empty table, a non-integer or out-of-range index,
+    or a latency that is not a number or breaks the rule (positive, finite).
     """
     if isinstance(values, Mapping):
         items = list(values.items())
@@ -69,7 +74,7 @@ def _latency_table(values: object, where: str) -> tuple[tuple[int, ...], list[fl
     else:
         raise DatasetError(f"{where}: expected a list or {{index: ms}} dict, found {type(values).__name__}")
     if not items:
-        return (), []
+        raise DatasetError(f"{where}: no latencies (an empty table)")
     raw_indices, raw_ms = zip(*items, strict=True)
     if bad := [i for i in raw_indices if not isinstance(i, int | np.integer) or isinstance(i, bool)]:
         raise DatasetError(f"{where}: index {bad[0]!r} is not an integer")

@@ -15,7 +15,14 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
-from latfarm.services.datasets.rows import DatasetError, add_rows, checked_ms, ensure_device, load_pickle
+from latfarm.services.datasets.rows import (
+    DatasetError,
+    add_rows,
+    checked_ms,
+    ensure_device,
+    first_non_number,
+    load_pickle,
+)
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import ensure_archs
 
@@ -30,13 +37,16 @@ def _is_op_id(value: object) -> bool:
 def summarised_runs(value: object, where: str) -> tuple[float, int]:
     """(median ms, run count) of one LatBench value in seconds: a number, or a (nested) list / array of runs.
 
-    Raises ``DatasetError`` naming ``where`` for no runs, ragged or non-numeric runs, or a run against the latency
-    rule (positive, finite).
+    Raises ``DatasetError`` naming ``where`` for no runs, ragged runs, a run that is not a number (bools and text
+    included), or a run against the latency rule (positive, finite).
     """
+    expected = f"{where}: expected seconds or a list of runs in seconds, found {value!r:.60}"
+    if first_non_number(value) is not None:
+        raise DatasetError(expected)
     try:
         runs = np.asarray(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as err:
-        raise DatasetError(f"{where}: expected seconds or a list of runs in seconds, found {value!r:.60}") from err
+    except (TypeError, ValueError) as err:  # ragged runs
+        raise DatasetError(expected) from err
     if runs.size == 0:
         raise DatasetError(f"{where}: no runs (an empty list)")
     return float(np.median(np.asarray(checked_ms(runs, where, scale=1000.0)))), int(runs.size)
@@ -45,12 +55,14 @@ def summarised_runs(value: object, where: str) -> tuple[float, int]:
 def import_latbench(session: Session, path: Path, device: str | None = None) -> int:
     """Import one LatBench pickle ``{6-op tuple: seconds or runs}`` for ``device`` (default: the file's stem).
 
-    All-or-nothing: any bad key or value raises ``DatasetError`` before a row is written.
+    All-or-nothing: an empty dict, or any bad key or value, raises ``DatasetError`` before a row is written.
     """
     path = Path(path)
     data = load_pickle(path, "latbench")
     if not isinstance(data, Mapping):
         raise DatasetError(f"{path}: expected a dict {{6-op tuple: seconds}}, found {type(data).__name__}")
+    if not data:
+        raise DatasetError(f"{path}: no entries (an empty dict); expected {{6-op tuple: seconds}}")
     summaries: dict[str, tuple[float, int]] = {}
     for ops, value in data.items():
         if not isinstance(ops, tuple | list) or not all(_is_op_id(o) for o in ops):

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 from sqlalchemy import Table, insert, literal_column, select
 from sqlalchemy.orm import Session
 
@@ -109,12 +110,36 @@ def _copy_rows(session: Session, fixed: dict, rows: list[tuple[int, float, int |
             copy.write_row((*constant, arch_id, ms, ms, count))
 
 
+def is_number(value: object) -> bool:
+    """A real number as a dataset may hold one: a Python or numpy int or float, never a bool, text or bytes."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def first_non_number(values: object) -> tuple[int, object] | None:
+    """(position, entry) of the first entry of ``values`` (a number or a sequence / array of them, nested or not;
+    positions count the flattened entries) that is neither a number (``is_number``) nor ``None`` (a gap: NaN to
+    the latency rule); ``None`` when all are."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
+        return None
+    try:
+        entries = np.asarray(values, dtype=object).reshape(-1)
+    except ValueError:  # ragged beyond what an object array holds
+        return 0, values
+    for position, entry in enumerate(entries):
+        if entry is not None and not is_number(entry):
+            return position, entry
+    return None
+
+
 def checked_ms(values: object, where: str, scale: float = 1.0) -> list[float]:
     """Latencies as floats in ms (``values`` times ``scale``), checked by the predictor's rule
-    (``predictor.latencies``: positive and finite; zero, negatives, NaN, inf and non-numbers refused).
+    (``predictor.latencies``: positive and finite; zero, negatives, NaN and inf refused), after each entry is
+    checked to be a number (``first_non_number``: bools and numbers as text are refused too).
 
     Raises ``DatasetError`` naming ``where`` and the first bad entry.
     """
+    if (bad := first_non_number(values)) is not None:
+        raise DatasetError(f"{where}: entry {bad[0]} is {bad[1]!r:.40}; latencies must be numbers")
     try:
         return (checked_latencies(values, where) * scale).tolist()
     except ValueError as err:

@@ -207,6 +207,12 @@ LATBENCH_CASES = {
     "string value": ({OPS: "fast"}, "expected seconds or a list of runs"),
     "dict value": ({OPS: {"a": 1}}, "expected seconds or a list of runs"),
     "ragged runs": ({OPS: [[0.001, 0.002], [0.003]]}, "expected seconds or a list of runs"),
+    "bool value": ({OPS: True}, "expected seconds or a list of runs in seconds, found True"),
+    "numeric text": ({OPS: "0.002"}, "expected seconds or a list of runs in seconds, found '0.002'"),
+    "text run": ({OPS: [0.002, "0.003"]}, "expected seconds or a list of runs"),
+    "bool array": ({OPS: np.array([True, True])}, "expected seconds or a list of runs"),
+    "bytes": ({OPS: b"\x00"}, "expected seconds or a list of runs"),
+    "complex": ({OPS: 0.002 + 1j}, "expected seconds or a list of runs"),
     "none": ({OPS: None}, "entry 0 is nan"),
     "nan": ({OPS: math.nan}, "entry 0 is nan"),
     "inf run": ({OPS: [0.001, math.inf]}, "entry 1 is inf"),
@@ -226,6 +232,13 @@ HWNAS_CASES = {
     ),
     "nested rows": ({"nasbench201": {"cifar10": {"fpga_latency": [[1.0, 2.0]]}}}, "expected a flat list"),
     "text latency": ({"nasbench201": {"cifar10": {"fpga_latency": ["x"]}}}, "latencies must be numbers"),
+    "numeric text": (
+        {"nasbench201": {"cifar10": {"fpga_latency": [1.0, "1.5"]}}},
+        "entry 1 is '1.5'; latencies must be numbers",
+    ),
+    "bool latency": ({"nasbench201": {"cifar10": {"fpga_latency": {4: True}}}}, "entry 0 is True"),
+    "none latency": ({"nasbench201": {"cifar10": {"fpga_latency": [None]}}}, "entry 0 is nan"),
+    "empty table": ({"nasbench201": {"cifar10": {"fpga_latency": []}}}, "fpga_latency: no latencies"),
     "zero": ({"nasbench201": {"cifar10": {"fpga_latency": [1.0, 0.0]}}}, "entry 1 is 0.0"),
     "negative": ({"nasbench201": {"cifar10": {"fpga_latency": [-1.0]}}}, "entry 0 is -1.0"),
     "nan": ({"nasbench201": {"cifar10": {"fpga_latency": [1.0, math.nan]}}}, "entry 1 is nan"),
@@ -240,6 +253,7 @@ HELP_CASES = {
     "zero": ([1.0] * (N - 1) + [0.0], f"entry {N - 1} is 0.0"),
     "negative": (np.full(N, -1.0), "entry 0 is -1.0"),
     "inf": ([1.0, math.inf] + [1.0] * (N - 2), "entry 1 is inf"),
+    "all NaN": (np.full(N, np.nan), f"no measured entries (all {N} are NaN)"),
 }
 
 
@@ -281,3 +295,10 @@ def test_malformed_help_index_file_is_refused(tmp_path, str_arch2idx):
     assert_refused(tmp_path, folder, "help", "str_arch2idx.pt: not a torch.save file")
     torch.save(["not", "a", "dict"], folder / "str_arch2idx.pt")
     assert_refused(tmp_path, folder, "help", "arch indices differ from the official NB201 ones")
+
+
+def test_files_with_nothing_to_import_are_refused(tmp_path):
+    """A file that holds no latency at all is the wrong file, not an empty device: refused, nothing stored."""
+    assert_refused(tmp_path, _pickled(tmp_path, {}), "latbench", "no entries (an empty dict)", "--device", "phone")
+    no_table = {"nasbench201": {"cifar10": {"fpga_energy": [1.0]}, "cifar100": {}}}
+    assert_refused(tmp_path, _pickled(tmp_path, no_table), "hwnasbench", "no '<device>_latency' table")
