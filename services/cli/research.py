@@ -19,7 +19,7 @@ def pretrain(
 
     try:
         pretrain_cli(data, devices=devices.split(",") if devices else None, out=out, seed=seed, space=space)
-    except ValueError as err:
+    except (FileNotFoundError, ValueError) as err:  # no HELP folder or device file, a bad file: the loader names it
         raise SystemExit(f"latfarm pretrain: {err}") from err
 
 

@@ -302,3 +302,20 @@ def test_files_with_nothing_to_import_are_refused(tmp_path):
     assert_refused(tmp_path, _pickled(tmp_path, {}), "latbench", "no entries (an empty dict)", "--device", "phone")
     no_table = {"nasbench201": {"cifar10": {"fpga_energy": [1.0]}, "cifar100": {}}}
     assert_refused(tmp_path, _pickled(tmp_path, no_table), "hwnasbench", "no '<device>_latency' table")
+
+
+def test_pretrain_refuses_a_missing_folder_device_or_bad_file_in_one_line(tmp_path, str_arch2idx):
+    """``pretrain`` reads HELP folders with the same loader as ``import`` and ``eval transfer``, and says so alike."""
+    folder = help_folder(tmp_path / "help", str_arch2idx, {"pixel3": b"\x00garbage"})
+    out = str(tmp_path / "p.pt")
+    cases = [
+        (["--data", str(tmp_path / "nope")], "no 'latency/' folder"),
+        (["--data", str(folder), "--devices", "pixel9"], "no latency file for device 'pixel9'"),
+        (["--data", str(folder)], "pixel3.pt: not a torch.save file"),
+    ]
+    for args, problem in cases:
+        result = CliRunner().invoke(app, ["pretrain", *args, "--out", out])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1, result.output
+        assert lines[0].startswith("latfarm pretrain: ") and problem in lines[0], result.output
+    assert not (tmp_path / "p.pt").exists()
