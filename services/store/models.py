@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, synonym
 
@@ -260,8 +261,11 @@ class Measurement(Base):
 
 
 def usable():
-    """The SQL condition selecting the measurements estimates are made from: those not quarantined."""
-    return Measurement.quarantined.is_(False)
+    """The SQL condition selecting the measurements estimates are made from: those not quarantined whose latency
+    follows the latency rule (``predictor.latencies``: positive, finite). Rows against the rule (stored before
+    importers checked it) stay listed, but no prediction, ranking, adaptation or export reads them, so they cannot
+    stop a device from predicting. PostgreSQL orders NaN above infinity, so ``< inf`` leaves NaN out too."""
+    return and_(Measurement.quarantined.is_(False), Measurement.latency_ms > 0, Measurement.latency_ms < float("inf"))
 
 
 class AuditEntry(Base):

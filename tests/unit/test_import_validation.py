@@ -115,6 +115,30 @@ def test_zero_latency_is_refused_by_importers_and_the_predictor_alike(tmp_path):
         Predictor.load().adapt([3, 4], [1.0, 0.0])
 
 
+def test_rows_against_the_latency_rule_do_not_stop_a_device_predicting(api, keys):
+    """Rows of 0, negative, inf (and, where the database stores it, NaN) ms stored before importers checked the rule
+    are read by no fit, ranking or export: the device still predicts and ranks, and serves no 0 ms as measured."""
+    from latfarm.services.store.models import Source
+    from tests.api_support import add_device
+
+    add_device(api, "phone")
+    add_measurements(api, "phone", {i: 1.0 + i / 10 for i in range(6)}, source=Source.imported, dataset="latbench")
+    against = {10: 0.0, 11: -1.0, 12: math.inf}
+    if api.app.state.sessions.kw["bind"].dialect.name == "postgresql":  # SQLite stores NaN as NULL: refused
+        against[13] = math.nan
+    add_measurements(api, "phone", against, source=Source.imported, dataset="latbench")
+    body = {"device": "phone", "archs": [*against, 20]}
+    items = api.post("/v1/predict", json=body, headers=keys["client"]).json()["items"]
+    assert [i["source"] for i in items] == ["predicted"] * len(body["archs"]), items
+    assert all(0 < i["latency_ms"] < math.inf for i in items), items
+    ranked = api.post("/v1/rank", json=body, headers=keys["client"])
+    assert ranked.status_code == 200 and len(ranked.json()["items"]) == len(body["archs"]), ranked.text
+    exported = api.get("/v1/devices/phone/export", headers=keys["client"]).text.strip().splitlines()
+    assert len(exported) == 1 + 6  # the header and the rows that follow the rule
+    listed = api.get("/v1/measurements", params={"device": "phone", "limit": 100}, headers=keys["client"])
+    assert len(listed.json()["items"]) == 6 + len(against)  # still listed: an admin can delete or quarantine them
+
+
 # --- case 2: one device-name rule; precision from the dataset name ---------------------------------------------
 @pytest.mark.parametrize("name", ["Pixel7 研究室", "lab/pixel7", "", "x" * 129, "ａ"])
 def test_device_name_rule_refuses(name):
