@@ -48,15 +48,18 @@ def test_predict_takes_indices_and_explains_client_errors(live_api, monkeypatch)
     assert down.endswith("is the server running at http://127.0.0.1:9? (--server / LATFARM_SERVER)")
 
 
-@pytest.mark.parametrize("bad", [True, 1.5, None])  # 1.0 is JSON Schema's integer 1, as the OpenAPI document says
+@pytest.mark.parametrize("bad", [True, 1.5, None, [True, 0, 0, 0, 0, 0]])  # 1.0 is JSON Schema's integer 1
 def test_json_true_or_float_is_not_an_arch_index(live_api, bad):
+    """Every route taking archs (predict, rank, jobs) refuses a bool, float or null as an index (or as an
+    entry of an index list) naming ``archs[0]``."""
     import httpx
 
     url, _ = live_api
-    response = httpx.post(
-        f"{url}/v1/predict", json={"device": "x", "archs": [bad]}, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
-    )
-    assert response.status_code == 422
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    for route, extra in (("predict", {}), ("rank", {}), ("jobs", {"format": "onnx"})):
+        response = httpx.post(f"{url}/v1/{route}", json={"device": "x", "archs": [bad], **extra}, headers=headers)
+        assert response.status_code == 422, (route, response.text)
+        assert response.json()["errors"][0]["field"].startswith("archs[0]"), (route, response.text)
 
 
 CLIENT_COMMANDS = {  # every CLI command that talks to the REST API
