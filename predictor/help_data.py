@@ -26,9 +26,9 @@ def read_latency_file(path: Path, expected: int = NUM_ARCHS) -> np.ndarray:
     folder's archs) as float64, NaN = not measured.
 
     The one loader and validation rule for every reader of HELP folders (``latfarm import --format help``,
-    ``pretrain``, ``eval transfer``): a list, tensor or numpy array saved with ``torch.save`` (trusted input: it is
-    unpickled), measured entries positive and finite (``predictor.latencies``). Raises ``ValueError`` naming the
-    file and the problem.
+    ``pretrain``, ``eval transfer``): a list, tensor or numpy array of numbers (not bools or text) saved with
+    ``torch.save`` (trusted input: it is unpickled), measured entries positive and finite
+    (``predictor.latencies``). Raises ``ValueError`` naming the file and the problem.
     """
     import pickle
 
@@ -44,6 +44,8 @@ def read_latency_file(path: Path, expected: int = NUM_ARCHS) -> np.ndarray:
         raise ValueError(f"{path}: expected {expected} latencies, found {type(raw).__name__}") from err
     if values.shape != (expected,):
         raise ValueError(f"{path}: expected {expected} latencies, found shape {values.shape}")
+    if (kind := np.asarray(raw).dtype).kind not in "iuf":  # numbers, not bools or text that parse as numbers
+        raise ValueError(f"{path}: expected {expected} latencies as numbers, found {kind} values")
     return checked_latencies(values, str(path), allow_nan=True)
 
 

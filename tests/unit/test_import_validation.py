@@ -278,6 +278,8 @@ HELP_CASES = {
     "negative": (np.full(N, -1.0), "entry 0 is -1.0"),
     "inf": ([1.0, math.inf] + [1.0] * (N - 2), "entry 1 is inf"),
     "all NaN": (np.full(N, np.nan), f"no measured entries (all {N} are NaN)"),
+    "numeric text": (["1.5"] * N, f"expected {N} latencies as numbers, found <U3 values"),
+    "bools": (torch.ones(N, dtype=torch.bool), f"expected {N} latencies as numbers, found bool values"),
 }
 
 
