@@ -158,6 +158,9 @@ def test_import_refuses_device_names_against_the_rule(tmp_path, name):
 
 
 def test_derived_device_names_follow_the_rule(tmp_path, str_arch2idx):
+    stem = tmp_path / "my phone.pickle"
+    stem.write_bytes(pickle.dumps({OPS: 0.002}))
+    assert_refused(tmp_path, stem, "latbench", "device name 'my phone' is not allowed")
     path = tmp_path / "hw.pickle"
     path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"edge gpu_latency": [1.0, 2.0]}}}))
     assert_refused(tmp_path, path, "hwnasbench", "device name 'edge gpu' is not allowed")
