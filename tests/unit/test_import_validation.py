@@ -318,6 +318,28 @@ def test_malformed_help_files_are_refused(tmp_path, str_arch2idx, case):
     assert_refused(tmp_path, folder, "help", problem)
 
 
+FBNET_REFERENCE_CASES = {  # HELP FBNet folders: the arch list their latency files follow
+    "not a torch file": ("arch.pt", b"\x00garbage", "its fbnet arch list is unreadable (UnpicklingError"),
+    "metainfo without arch": ("metainfo.pt", {"x": 1}, "its fbnet arch list is unreadable (KeyError: 'arch')"),
+    "short arch": ("arch.pt", [[0] * 22, [0] * 5], "reference arch 1: fbnet: arch has 5 entries, expected 22"),
+    "bool op": ("arch.pt", [[0] * 22, [True] + [0] * 21], "position 0 holds True, expected an integer"),
+    "float op": ("arch.pt", [[0] * 22, [0.5] + [0] * 21], "position 0 holds 0.5, expected an integer"),
+}
+
+
+@pytest.mark.parametrize("case", FBNET_REFERENCE_CASES)
+def test_malformed_fbnet_arch_lists_are_refused(tmp_path, case):
+    name, content, problem = FBNET_REFERENCE_CASES[case]
+    folder = tmp_path / "fbnet"
+    (folder / "latency").mkdir(parents=True)
+    torch.save([1.0, 2.0], folder / "latency" / "pixel3.pt")
+    if isinstance(content, bytes):
+        (folder / name).write_bytes(content)
+    else:
+        torch.save(content, folder / name)
+    assert_refused(tmp_path, folder, "help", problem, "--space", "fbnet")
+
+
 def test_malformed_help_index_file_is_refused(tmp_path, str_arch2idx):
     folder = help_folder(tmp_path / "help", str_arch2idx, {"pixel3": np.full(nb201.NUM_ARCHS, 2.0)})
     (folder / "str_arch2idx.pt").write_bytes(b"\x00garbage")
