@@ -108,7 +108,8 @@ class SearchSpace(ABC):
 
     def read_reference(self, folder: Path) -> Sequence[Encoding]:
         """The archs a HELP-layout dataset folder of this space indexes, by position (what its ``latency/<device>.pt``
-        lists follow); ``FileNotFoundError`` naming the files the layout needs when the folder lacks them."""
+        lists follow); ``FileNotFoundError`` naming the files the layout needs when the folder lacks them,
+        ``ValueError`` (``ArchError`` for a bad arch) naming a file that does not hold the layout."""
         raise FileNotFoundError(f"{folder}: {self.name} has no dataset layout with its own arch list")
 
     def canonical(self, arch: str | Sequence[int]) -> str:

@@ -148,18 +148,32 @@ class FBNetSpace(SearchSpace):
 
 def load_reference(folder: Path | str) -> tuple[Encoding, ...]:
     """The archs of a HELP FBNet folder by position: ``metainfo.pt`` (``arch[i]["op_idx_list"]``) if present, else
-    ``arch.pt`` (a list of 22-index lists). ``FileNotFoundError`` when neither exists; ``ArchError`` on a bad arch."""
-    import torch
-
+    ``arch.pt`` (a list of 22-index lists). ``FileNotFoundError`` when neither exists; ``ValueError`` naming the file
+    when it is not a torch file or not that layout; ``ArchError`` on a bad arch."""
     folder = Path(folder)
     if (folder / "metainfo.pt").exists():
-        entries = torch.load(folder / "metainfo.pt", weights_only=False)["arch"]
-        archs = [entry["op_idx_list"] for entry in entries]
+        meta = _torch_file(folder / "metainfo.pt")
+        try:
+            archs = [entry["op_idx_list"] for entry in meta["arch"]]
+        except (KeyError, TypeError, IndexError) as err:
+            layout = "{'arch': [{'op_idx_list': [22 block indices]}, ...]}"
+            raise ValueError(f"{folder / 'metainfo.pt'}: expected {layout} ({type(err).__name__}: {err})") from err
     elif (folder / "arch.pt").exists():
-        archs = torch.load(folder / "arch.pt", weights_only=False)
+        archs = _torch_file(folder / "arch.pt")
     else:
         raise FileNotFoundError(f"{folder}: neither metainfo.pt nor arch.pt (HELP FBNet layout)")
     return tuple(FBNetSpace(archs).reference_set())
+
+
+def _torch_file(path: Path) -> object:
+    """What ``torch.save`` wrote to ``path`` (trusted input: unpickled); ``ValueError`` naming it when it is not such
+    a file (torch raises many kinds)."""
+    import torch
+
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - one refusal for every way a file is not torch's format
+        raise ValueError(f"{path}: not a torch.save file ({type(err).__name__})") from err
 
 
 @lru_cache(maxsize=1)

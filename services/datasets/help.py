@@ -108,7 +108,7 @@ def _other_space(path: Path, space: str) -> str:
             continue
         try:
             other.read_reference(path)
-        except Exception:  # noqa: BLE001 - a probe: any failure means the folder is not that space's
+        except (FileNotFoundError, ArchError, ValueError):
             continue
         return f"; it holds {other.name} data: use --space {other.name}"
     return ""
@@ -117,15 +117,13 @@ def _other_space(path: Path, space: str) -> str:
 def _reference_arch_ids(session: Session, path: Path, space: SearchSpace) -> list[int]:
     """Arch ids of the folder's archs by position (rows created). A row's ``reference_index`` is the arch's position in
     the space's reference set when it has one (FBNet: HELP's release, the same list), else in the folder. A missing,
-    unreadable or malformed arch list raises ``DatasetError`` naming the folder."""
+    unreadable or malformed arch list (``SearchSpace.read_reference`` names it) raises ``DatasetError``."""
     try:
         reference = space.read_reference(path)
     except FileNotFoundError as err:
         raise DatasetError(f"{err}{_other_space(path, space.name)}") from err
     except (ArchError, ValueError) as err:
         raise DatasetError(f"{path}: {err}") from err
-    except Exception as err:  # noqa: BLE001 - torch.load and a wrong layout raise many kinds for a bad arch list
-        raise DatasetError(f"{path}: its {space.name} arch list is unreadable ({type(err).__name__}: {err})") from err
     strings = [space.to_string(arch) for arch in reference]
     positions: dict[str, int] = {}
     if space.reference_set() is None:

@@ -319,8 +319,9 @@ def test_malformed_help_files_are_refused(tmp_path, str_arch2idx, case):
 
 
 FBNET_REFERENCE_CASES = {  # HELP FBNet folders: the arch list their latency files follow
-    "not a torch file": ("arch.pt", b"\x00garbage", "its fbnet arch list is unreadable (UnpicklingError"),
-    "metainfo without arch": ("metainfo.pt", {"x": 1}, "its fbnet arch list is unreadable (KeyError: 'arch')"),
+    "not a torch file": ("arch.pt", b"\x00garbage", "arch.pt: not a torch.save file (UnpicklingError)"),
+    "metainfo without arch": ("metainfo.pt", {"x": 1}, "metainfo.pt: expected {'arch': [{'op_idx_list'"),
+    "metainfo of strings": ("metainfo.pt", {"arch": ["k3"]}, "metainfo.pt: expected {'arch'"),
     "short arch": ("arch.pt", [[0] * 22, [0] * 5], "reference arch 1: fbnet: arch has 5 entries, expected 22"),
     "bool op": ("arch.pt", [[0] * 22, [True] + [0] * 21], "position 0 holds True, expected an integer"),
     "float op": ("arch.pt", [[0] * 22, [0.5] + [0] * 21], "position 0 holds 0.5, expected an integer"),
@@ -338,6 +339,13 @@ def test_malformed_fbnet_arch_lists_are_refused(tmp_path, case):
     else:
         torch.save(content, folder / name)
     assert_refused(tmp_path, folder, "help", problem, "--space", "fbnet")
+    for command in (  # the other readers of HELP folders say it alike
+        ["eval", "transfer", "--train", "pixel3", "--test", "pixel3"],
+        ["pretrain", "--out", str(tmp_path / "p.pt")],
+    ):
+        result = CliRunner().invoke(app, [*command, "--data", str(folder), "--space", "fbnet"])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and problem in lines[0], result.output
 
 
 def test_malformed_help_index_file_is_refused(tmp_path, str_arch2idx):
