@@ -23,9 +23,10 @@ def import_dataset(
     devices: list[str] | None = None,
 ) -> dict:
     """Migrate the store, import one dataset in one transaction, print and return a summary; bad input exits."""
+    from latfarm.services.cli.database import reachable_database
     from latfarm.services.datasets import import_into_store
 
-    with exit_on_error("latfarm import"):
+    with exit_on_error("latfarm import"), reachable_database("latfarm import", settings.database_url):
         summary = import_into_store(settings, path, fmt=fmt, device=device, space=space, devices=devices or ())
     added, dataset, seconds = summary["rows_added"], summary["dataset"], summary["seconds"]
     print(f"imported {added} new measurements from {path} ({dataset}) in {seconds:.1f} s")
@@ -35,12 +36,15 @@ def import_dataset(
 def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: str = "nb201") -> None:
     """Write a device's measurements as CSV or a LatBench pickle and say how many from which database; bad input
     or a database that does not exist exits (a read never creates one)."""
-    from latfarm.services.cli.database import existing_database
+    from latfarm.services.cli.database import existing_database, reachable_database
     from latfarm.services.datasets import export_from_store
 
-    with exit_on_error("latfarm export data"):
+    with exit_on_error("latfarm export data"), reachable_database("latfarm export data", settings.database_url):
         database = existing_database(settings)
-    with exit_on_error("latfarm export data", context=f"database {database}"):
+    with (
+        exit_on_error("latfarm export data", context=f"database {database}"),
+        reachable_database("latfarm export data", settings.database_url),
+    ):
         written = export_from_store(settings, device, fmt, out, space=space)
     print(f"wrote {written} measurements of {device} from {database} to {out}")
 

@@ -1,7 +1,10 @@
-"""Which database a command reads, and the rule for commands that only read: they never create one."""
+"""Which database a command reads, the rule for commands that only read (they never create one), and how a
+database that cannot be used ends a command."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from latfarm.services.core.config import Settings
@@ -39,3 +42,22 @@ def existing_database(settings: Settings) -> str:
             "holding latfarm.db) or --db (a database URL)"
         )
     return describe(url)
+
+
+@contextmanager
+def reachable_database(prefix: str, url: str) -> Iterator[None]:
+    """Run the block; a database that is down or refuses the connection, or a URL SQLAlchemy cannot use, exits
+    with one line ``<prefix>: cannot use the database <url>: <why> (--db / LATFARM_DB_URL)`` (status 1)."""
+    from sqlalchemy.exc import ArgumentError
+
+    from latfarm.services.store.db import DATABASE_DOWN
+
+    try:
+        yield
+    except (*DATABASE_DOWN, ArgumentError) as err:
+        why = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        try:
+            where = describe(url)
+        except ArgumentError:  # not a URL at all: not echoed, it may hold a password
+            where = "at an unparsable URL"
+        raise SystemExit(f"{prefix}: cannot use the database {where}: {why} (--db / LATFARM_DB_URL)") from err

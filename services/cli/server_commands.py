@@ -53,6 +53,7 @@ def serve(
 
 def migrate(db: str = DbUrl, data_dir: Path = DataDir) -> None:
     """Create or upgrade the database schema (idempotent); run once before starting server replicas."""
+    from latfarm.services.cli.database import reachable_database
     from latfarm.services.cli.errors import settings_from_env
     from latfarm.services.core.config import Settings
     from latfarm.services.store.migrate import upgrade
@@ -60,7 +61,8 @@ def migrate(db: str = DbUrl, data_dir: Path = DataDir) -> None:
     settings = settings_from_env(Settings, "latfarm migrate", db_url=db, data_dir=data_dir)
     if settings.db_url is None:  # the default SQLite file lives in the data folder
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+    with reachable_database("latfarm migrate", settings.database_url):
+        upgrade(settings.database_url)
     typer.echo("schema up to date")
 
 

@@ -378,3 +378,29 @@ def test_pretrain_refuses_a_missing_folder_device_or_bad_file_in_one_line(tmp_pa
         assert result.exit_code == 1 and len(lines) == 1, result.output
         assert lines[0].startswith("latfarm pretrain: ") and problem in lines[0], result.output
     assert not (tmp_path / "p.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("db", "problem"),
+    [
+        ("postgresql+psycopg://postgres:secret@127.0.0.1:1/test", "postgres:***@127.0.0.1:1/test: connection failed"),
+        ("nosuch://x", "nosuch://x: Can't load plugin: sqlalchemy.dialects:nosuch"),
+        ("not a url", "at an unparsable URL: Could not parse"),
+    ],
+)
+def test_database_commands_say_in_one_line_when_the_database_cannot_be_used(tmp_path, db, problem):
+    """import, export data and migrate against a database that is down or a URL SQLAlchemy cannot use: one line
+    naming it (password hidden) and the options, exit 1, no traceback."""
+    path = tmp_path / "phone.pickle"
+    path.write_bytes(pickle.dumps({OPS: 0.002}))
+    commands = {
+        "latfarm import": ["import", str(path), "--format", "latbench"],
+        "latfarm export data": ["export", "data", "phone", "--format", "csv", "--out", str(tmp_path / "o.csv")],
+        "latfarm migrate": ["migrate"],
+    }
+    for prefix, command in commands.items():
+        result = CliRunner().invoke(app, [*command, "--db", db])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1, result.output
+        assert lines[0].startswith(f"{prefix}: cannot use the database ") and problem in lines[0], result.output
+        assert lines[0].endswith("(--db / LATFARM_DB_URL)") and "secret" not in lines[0]
