@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -165,7 +165,7 @@ def load_reference(folder: Path | str) -> tuple[Encoding, ...]:
     return tuple(FBNetSpace(archs).reference_set())
 
 
-def _torch_file(path: Path) -> object:
+def _torch_file(path: Path) -> Any:
     """What ``torch.save`` wrote to ``path`` (trusted input: unpickled); ``ValueError`` naming it when it is not such
     a file (torch raises many kinds)."""
     import torch
