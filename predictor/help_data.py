@@ -27,7 +27,7 @@ def read_latency_file(path: Path, expected: int = NUM_ARCHS) -> np.ndarray:
 
     The one loader and validation rule for every reader of HELP folders (``latfarm import --format help``,
     ``pretrain``, ``eval transfer``): a list, tensor or numpy array of numbers (not bools or text) saved with
-    ``torch.save`` (trusted input: it is unpickled), measured entries positive and finite
+    ``torch.save`` (trusted input: it is unpickled), measured entries within the latency rule (``predictor.latencies``)
     (``predictor.latencies``). Raises ``ValueError`` naming the file and the problem.
     """
     import pickle

@@ -133,7 +133,7 @@ def first_non_number(values: object) -> tuple[int, object] | None:
 
 def checked_ms(values: object, where: str, scale: float = 1.0) -> list[float]:
     """Latencies as floats in ms (``values`` times ``scale``), checked by the predictor's rule
-    (``predictor.latencies``: positive and finite; zero, negatives, NaN and inf refused), after each entry is
+    (``predictor.latencies``: finite ms within its bounds; zero, negatives, NaN and inf refused), after each entry is
     checked to be a number (``first_non_number``: bools and numbers as text are refused too).
 
     Raises ``DatasetError`` naming ``where`` and the first bad entry.
@@ -141,7 +141,7 @@ def checked_ms(values: object, where: str, scale: float = 1.0) -> list[float]:
     if (bad := first_non_number(values)) is not None:
         raise DatasetError(f"{where}: entry {bad[0]} is {bad[1]!r:.40}; latencies must be numbers")
     try:
-        return (checked_latencies(values, where) * scale).tolist()
+        return (checked_latencies(values, where, to_ms=scale) * scale).tolist()
     except ValueError as err:
         raise DatasetError(str(err)) from err
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from latfarm.predictor.latencies import MAX_LATENCY_MS, MIN_LATENCY_MS
 from latfarm.proto.v1 import agent_pb2
 from latfarm.proto.v1.names import STATISTICS
 from latfarm.services.core.errors import InvalidArgument
@@ -61,10 +62,8 @@ class ReportedResult:
     round_spread: float | None = None
 
 
-# Plausibility: every latency an agent reports lies in [MIN_LATENCY_MS, MAX_LATENCY_MS] (0 = not sent, where the
-# wire allows it); other times lie in [0, MAX_LATENCY_MS].
-MIN_LATENCY_MS = 1e-4
-MAX_LATENCY_MS = 1e7
+# Plausibility: every latency an agent reports lies in [MIN_LATENCY_MS, MAX_LATENCY_MS], the importers' bounds too
+# (0 = not sent, where the wire allows it); other times lie in [0, MAX_LATENCY_MS].
 LATENCIES = ("latency_ms", "median_ms", "mean_ms", "min_ms", "p90_ms")
 DURATIONS = ("std_ms", "round_spread", "session_create_ms", "first_inference_ms")
 ORDER = (("min_ms", "median_ms"), ("median_ms", "p90_ms"), ("min_ms", "latency_ms"))  # lower <= upper when both sent

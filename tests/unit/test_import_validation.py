@@ -110,9 +110,23 @@ def test_zero_latency_is_refused_by_importers_and_the_predictor_alike(tmp_path):
 
     path = tmp_path / "phone.pickle"
     path.write_bytes(pickle.dumps({OPS: 0.002, (0,) * 6: 0.0}))
-    assert_refused(tmp_path, path, "latbench", "entry 0 is 0.0; latencies must be positive, finite ms")
+    assert_refused(tmp_path, path, "latbench", "entry 0 is 0.0; latencies must be positive, finite ms in")
     with pytest.raises(ValueError, match="entry 1 is 0.0; latencies must be positive, finite ms"):
         Predictor.load().adapt([3, 4], [1.0, 0.0])
+
+
+@pytest.mark.parametrize("seconds", [1e300, 1e5, 1e-11])
+def test_implausible_latencies_are_refused_by_the_agents_bounds(tmp_path, seconds):
+    """An importer holds a latency to the bounds an agent's report is held to (``predictor.latencies``), in ms."""
+    from latfarm.predictor.latencies import MAX_LATENCY_MS, MIN_LATENCY_MS, RULE
+    from latfarm.predictor.model import Predictor
+
+    assert not MIN_LATENCY_MS <= seconds * 1000 <= MAX_LATENCY_MS
+    path = tmp_path / "phone.pickle"
+    path.write_bytes(pickle.dumps({OPS: 0.002, (0,) * 6: seconds}))
+    assert_refused(tmp_path, path, "latbench", f"entry 0 is {seconds!r}; {RULE}")
+    with pytest.raises(ValueError, match="entry 1 is"):
+        Predictor.load().adapt([3, 4], [1.0, seconds * 1000])
 
 
 def test_rows_against_the_latency_rule_do_not_stop_a_device_predicting(api, keys):
