@@ -286,8 +286,11 @@ class AgentLoop:
             )
         artifacts = {job.job_id: job.artifact_sha256 for job in jobs}
         measured = MeasuredWith(backend, settings, self.affinity)
+        kept = [r for r in results if not self.held.is_lost(r.key)]
+        if len(kept) < len(results):
+            self.log(f"not reporting {len(results) - len(kept)} result(s) of jobs no longer held")
         return agent_pb2.ReportRequest(
-            results=[result_message(r, artifacts[r.key], measured) for r in results if not self.held.is_lost(r.key)],
+            results=[result_message(r, artifacts[r.key], measured) for r in kept],
             provenance=provenance_message(backend, before, after, unsteady, conditions),
         )
 

@@ -1,0 +1,97 @@
+"""#18: the hard faults latfarm survives, kept as tests. A real ``latfarm serve`` and real ``latfarm agent``
+processes; the server is SIGKILLed mid-batch (SQLite and PostgreSQL), or an agent is stopped (SIGSTOP) well past its
+lease while another agent works on. Every job ends done, every arch measured exactly once."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_agent_e2e import BATCH, QUICK, Agent, Server
+
+pytestmark = pytest.mark.slow
+ARCHS = BATCH[:12]
+LATE = ("not reporting 4 result(s) of jobs no longer held", "not accepted: job")
+MEDIUM = ["--rounds", "20", "--runs", "20", "--warmup", "1", "--max-jobs", "4"]  # a group measures for seconds
+
+
+def exported_server(workdir: Path, **env: str) -> Server:
+    """A server (not started) whose artifact store holds ARCHS already, as after a first lease."""
+    from latfarm.predictor import nb201
+    from latfarm.services.domain.artifacts import ArtifactStore
+    from latfarm.services.domain.conditions import Conditions
+
+    server = Server(workdir / "server", **env)
+    server.data_dir.mkdir()
+    store = ArtifactStore(server.data_dir / "artifacts")
+    for index in ARCHS:
+        store.export_file(nb201.to_string(nb201.from_official_index(index)), "onnx", Conditions())
+    return server
+
+
+def assert_measured_once(server: Server, device: str) -> None:
+    items = server.request("GET", f"/v1/measurements?device={device}&limit=1000")["items"]
+    counts = Counter(item["arch"] for item in items)
+    assert len(counts) == len(ARCHS) and set(counts.values()) == {1}, counts
+
+
+def wait_for(condition, what: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_server_killed_mid_batch_loses_nothing(request, tmp_path, backend):
+    env = {"LATFARM_DB_URL": request.getfixturevalue("pg_url")} if backend == "postgres" else {}
+    server = exported_server(tmp_path, **env)
+    server.start()
+    agent = None
+    try:
+        batch = server.submit("killed-server", ARCHS)
+        agent = Agent(server, tmp_path, "steady", server.enroll("killed-server"), QUICK)
+        wait_for(lambda: server.progress(batch)["done"] >= 4, "a first group done")
+        assert server.proc is not None
+        server.proc.kill()  # SIGKILL: no graceful stop, transactions in flight are lost
+        server.proc.wait(timeout=10)
+        time.sleep(2)
+        server.start()
+        progress = server.wait_done(batch, len(ARCHS))
+        assert progress["done"] == len(ARCHS), progress
+        assert_measured_once(server, "killed-server")
+    finally:
+        if agent is not None:
+            assert agent.terminate() == 0, agent.log()
+        server.stop()
+
+
+def test_an_agent_stopped_past_its_lease_loses_nothing(tmp_path):
+    """The stopped agent's leases lapse (4 s) and another agent measures its jobs; resumed, the stopped agent's
+    results of them are dropped or refused: nothing is stored twice, and it works on."""
+    server = exported_server(tmp_path)
+    server.start()
+    agents: list[Agent] = []
+    try:
+        batch = server.submit("stopped-agent", ARCHS)
+        sleeper = Agent(server, tmp_path, "sleeper", server.enroll("stopped-agent"), MEDIUM)
+        agents.append(sleeper)
+        sleeper.wait_log("measuring")
+        sleeper.proc.send_signal(signal.SIGSTOP)
+        agents.append(Agent(server, tmp_path, "worker", server.enroll("stopped-agent"), QUICK))
+        progress = server.wait_done(batch, len(ARCHS))
+        assert progress["done"] == len(ARCHS), progress
+        sleeper.proc.send_signal(signal.SIGCONT)
+        # it drops the results (told of the loss by a heartbeat) or the server refuses them (it reported first)
+        wait_for(lambda: any(line in sleeper.log() for line in LATE), "the stopped agent's late results")
+        assert_measured_once(server, "stopped-agent")
+        assert sleeper.proc.poll() is None, sleeper.log()
+    finally:
+        for agent in agents:
+            agent.proc.send_signal(signal.SIGCONT)
+            assert agent.terminate() == 0, agent.log()
+        server.stop()
