@@ -1,17 +1,20 @@
 """#18: the hard faults latfarm survives, kept as tests. A real ``latfarm serve`` and real ``latfarm agent``
-processes; the server is SIGKILLed mid-batch (SQLite and PostgreSQL), or an agent is stopped (SIGSTOP) well past its
-lease while another agent works on. Every job ends done, every arch measured exactly once."""
+processes; the server is SIGKILLed mid-batch (SQLite and PostgreSQL), its Redis dies, or an agent is stopped
+(SIGSTOP) well past its lease while another agent works on. Every job ends done, every arch measured exactly once."""
 
 from __future__ import annotations
 
+import shutil
 import signal
+import socket
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_agent_e2e import BATCH, QUICK, Agent, Server
+from tests.integration.test_agent_e2e import BATCH, QUICK, Agent, Server, free_port
 
 pytestmark = pytest.mark.slow
 ARCHS = BATCH[:12]
@@ -95,3 +98,47 @@ def test_an_agent_stopped_past_its_lease_loses_nothing(tmp_path):
             agent.proc.send_signal(signal.SIGCONT)
             assert agent.terminate() == 0, agent.log()
         server.stop()
+
+
+def test_redis_dying_mid_batch_loses_nothing(tmp_path):
+    """A private Redis (the shared one on 6379 is never touched) is killed while the agent measures: agents then
+    wake at their poll timeout, the batch completes, and /healthz says degraded."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server binary")
+    port = free_port()
+    redis = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+
+    def redis_up() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    server = exported_server(tmp_path, LATFARM_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    agent = None
+    try:
+        wait_for(redis_up, "the private Redis", timeout_s=30)
+        server.start()
+        assert server.request("GET", "/healthz")["redis"] == "ok"
+        batch = server.submit("redis-dies", ARCHS)
+        agent = Agent(server, tmp_path, "steady", server.enroll("redis-dies"), QUICK)
+        wait_for(lambda: server.progress(batch)["done"] >= 4, "a first group done")
+        redis.kill()
+        redis.wait(timeout=10)
+        progress = server.wait_done(batch, len(ARCHS))
+        assert progress["done"] == len(ARCHS), progress
+        assert_measured_once(server, "redis-dies")
+        assert server.request("GET", "/healthz")["status"] == "degraded"
+        log = (server.data_dir / "server.log").read_text()
+        assert log.count("redis unavailable") == 1, log[-3000:]  # one warning per outage, not two a second
+    finally:
+        if agent is not None:
+            assert agent.terminate() == 0, agent.log()
+        server.stop()
+        redis.kill()
+        redis.wait(timeout=10)
