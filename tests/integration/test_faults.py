@@ -1,16 +1,20 @@
 """#18: the hard faults latfarm survives, kept as tests. A real ``latfarm serve`` and real ``latfarm agent``
 processes; the server is SIGKILLed mid-batch (SQLite and PostgreSQL), its Redis dies, or an agent is stopped
-(SIGSTOP) well past its lease while another agent works on. Every job ends done, every arch measured exactly once."""
+(SIGSTOP) or cut off the network well past its lease while another agent works on. Every job ends done, every arch
+measured exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -142,3 +146,85 @@ def test_redis_dying_mid_batch_loses_nothing(tmp_path):
         server.stop()
         redis.kill()
         redis.wait(timeout=10)
+
+
+class CuttableLink:
+    """A TCP relay to the server's gRPC port on 127.0.0.1. ``cut`` makes it a dead link (bytes are read and dropped,
+    connections stay open, as when a network goes away); ``mend`` resets the connections of the cut and relays
+    again."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.dead = threading.Event()
+        self.lock = threading.Lock()
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                upstream = None if self.dead.is_set() else socket.create_connection(("127.0.0.1", self.target_port))
+                self.open += [client] + ([upstream] if upstream else [])
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            if upstream is not None:
+                threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket | None) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if target is not None and not self.dead.is_set():
+                    target.sendall(data)
+        for sock in (source, target):
+            if sock is not None:
+                sock.close()
+
+    def cut(self) -> None:
+        self.dead.set()
+
+    def mend(self) -> None:
+        with self.lock:
+            broken, self.open = self.open, []
+            self.dead.clear()
+        for sock in broken:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.mend()
+
+
+def test_an_agent_cut_off_the_network_past_its_lease_loses_nothing(tmp_path):
+    """The cut agent's calls hang on a dead link; its leases lapse (4 s) and another agent measures its jobs. When
+    the link is back the cut agent reconnects, its results of those jobs are dropped or refused, and it works on."""
+    server = exported_server(tmp_path)
+    server.start()
+    link = CuttableLink(server.grpc_port)
+    agents: list[Agent] = []
+    try:
+        batch = server.submit("cut-agent", ARCHS)
+        remote = Agent(SimpleNamespace(grpc=link.address), tmp_path, "remote", server.enroll("cut-agent"), MEDIUM)
+        agents.append(remote)
+        remote.wait_log("measuring")
+        link.cut()
+        cut_at = time.monotonic()
+        agents.append(Agent(server, tmp_path, "local", server.enroll("cut-agent"), QUICK))
+        progress = server.wait_done(batch, len(ARCHS))
+        assert progress["done"] == len(ARCHS), progress
+        time.sleep(max(0.0, cut_at + 15 - time.monotonic()))  # a cut of 15 s at least: well past the lease
+        link.mend()
+        wait_for(lambda: any(line in remote.log() for line in LATE), "the cut agent's late results", timeout_s=180)
+        assert_measured_once(server, "cut-agent")
+        assert remote.proc.poll() is None, remote.log()
+    finally:
+        link.close()
+        for agent in agents:
+            assert agent.terminate() == 0, agent.log()
+        server.stop()
