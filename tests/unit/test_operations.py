@@ -57,13 +57,15 @@ def test_healthz_reports_redis(tmp_path, sqlite_url, redis_url):
             assert body["redis"] == redis or (redis is None and body["redis"] == "unreachable: ConnectionError")
 
 
-def test_healthz_answers_503_in_its_documented_shape_while_the_database_is_down(tmp_path):
+def test_healthz_and_the_admin_ui_answer_503_while_the_database_is_down(tmp_path):
     with socket.socket() as sock:  # a PostgreSQL address where nothing listens
         sock.bind(("127.0.0.1", 0))
         url = f"postgresql+psycopg://postgres@127.0.0.1:{sock.getsockname()[1]}/latfarm"
     with Runtime(make_settings(tmp_path, url)) as runtime, TestClient(create_app(runtime)) as client:
         answer = client.get("/healthz")
         documented = client.get("/openapi.json").json()["paths"]["/healthz"]["get"]["responses"]
+        page = client.get("/admin/measurement/list", headers=ADMIN)  # LATFARM_ADMIN_KEY: checked without the database
+    assert (page.status_code, page.text) == (503, "the database is unavailable; retry later")
     assert answer.status_code == 503
     assert answer.json() == {"status": "error", "database": "unreachable: OperationalError", "redis": "not configured"}
     HealthOut.model_validate(answer.json(), strict=True)
