@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from latfarm.agents.state import ensure_writable
+
 
 class ArtifactError(Exception):
     """An artifact could not be stored: wrong digest, or larger than the whole cache."""
@@ -19,10 +21,7 @@ class ArtifactCache:
         """Use (and create) the folder ``root``; ``OSError`` when it cannot be created or written."""
         self.root = Path(root)
         self.max_bytes = max_bytes
-        self.root.mkdir(parents=True, exist_ok=True)
-        probe = self.root / f".probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        ensure_writable(self.root)
 
     def path(self, sha256: str) -> Path:
         """Where the artifact with this digest is (or would be) stored."""

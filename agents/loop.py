@@ -20,6 +20,7 @@ from latfarm.agents.errors import Stopped, Unauthenticated
 from latfarm.agents.measurement import (
     FETCH,
     LOAD,
+    RUN,
     TIMEOUT,
     BatchMeasurer,
     Interrupted,
@@ -226,12 +227,35 @@ class AgentLoop:
             groups.setdefault((job.format, settings, JobConditions.of(job)), []).append(job)
         for group in groups.values():
             request = self.measure_group(group) if group[0].format in self.backends else self.unsupported(group)
-            acks = self.conn.report(request).acks
+            acks = self.report(request)
             rejected = [a for a in acks if not a.accepted]
             for ack in rejected:
                 self.log(f"job {ack.job_id} not accepted: {ack.message}")
             self.held.drop([job.job_id for job in group])
             self.processed += len(group)
+
+    def report(self, request: agent_pb2.ReportRequest) -> list[agent_pb2.ResultAck]:
+        """Report a group's results; their acks. A report the server refuses as invalid is sent again result by
+        result, and a result it still refuses goes as a run failure carrying its reason: the attempt counts, so the
+        job ends failed instead of going back to the queue for ever. Other errors raise ``grpc.RpcError``."""
+        try:
+            return list(self.conn.report(request).acks)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.INVALID_ARGUMENT or len(request.results) == 0:
+                raise
+            self.log(f"the server refused the report ({err.details()}); reporting result by result")
+        acks: list[agent_pb2.ResultAck] = []
+        for result in request.results:
+            try:
+                single = agent_pb2.ReportRequest(results=[result], provenance=request.provenance)
+                acks.extend(self.conn.report(single).acks)
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise
+                self.log(f"job {result.job_id}: the server refused its result ({err.details()}); reporting a failure")
+                refused = ModelResult(result.job_id, error_class=RUN, error_message=f"result refused: {err.details()}")
+                acks.extend(self.conn.report(agent_pb2.ReportRequest(results=[result_message(refused)])).acks)
+        return acks
 
     def measure_group(self, jobs: list[agent_pb2.Job]) -> agent_pb2.ReportRequest:
         """Fetch and measure jobs of one format, one set of settings and one set of conditions; the report of all of
@@ -262,8 +286,11 @@ class AgentLoop:
             )
         artifacts = {job.job_id: job.artifact_sha256 for job in jobs}
         measured = MeasuredWith(backend, settings, self.affinity)
+        kept = [r for r in results if not self.held.is_lost(r.key)]
+        if len(kept) < len(results):
+            self.log(f"not reporting {len(results) - len(kept)} result(s) of jobs no longer held")
         return agent_pb2.ReportRequest(
-            results=[result_message(r, artifacts[r.key], measured) for r in results if not self.held.is_lost(r.key)],
+            results=[result_message(r, artifacts[r.key], measured) for r in kept],
             provenance=provenance_message(backend, before, after, unsteady, conditions),
         )
 

@@ -20,7 +20,7 @@ from latfarm.agents.descriptor import describe
 from latfarm.agents.errors import AgentError, Stopped, Unauthenticated
 from latfarm.agents.loop import AgentLoop
 from latfarm.agents.options import AgentOptions
-from latfarm.agents.state import AgentState, load_state, save_state
+from latfarm.agents.state import AgentState, ensure_writable, load_state, save_state
 
 DEFAULT_HEARTBEAT_S = 10
 # How to hand the agent a token: the variable keeps it off the command line (and out of `ps`).
@@ -88,6 +88,12 @@ def register(conn: Connection, options: AgentOptions) -> tuple[AgentState, int]:
     return state, response.heartbeat_interval_s or DEFAULT_HEARTBEAT_S
 
 
+def _unwritable(what: str, folder: Path, err: OSError) -> AgentError:
+    return AgentError(
+        f"the {what} {folder} is not writable ({err.strerror or err}): fix its permissions or pass another --state-dir"
+    )
+
+
 def run_agent(options: AgentOptions) -> None:
     """Run the agent until stopped (or, with ``options.once``, until the queue is empty); ``AgentError`` when it
     cannot (bad option, unreadable certificate, not registered, rejected by the server)."""
@@ -103,13 +109,14 @@ def run_agent(options: AgentOptions) -> None:
         raise AgentError(str(err)) from err
     if state is None and not options.enroll:
         raise AgentError(f"not registered yet (no state in {state_dir}): give an enrollment token as {TOKEN_FORM}")
+    try:  # before any lease or registration: a credential or an artifact that cannot be saved fails here
+        ensure_writable(state_dir)
+    except OSError as err:
+        raise _unwritable("state folder", state_dir, err) from err
     try:
         cache = ArtifactCache(state_dir / "cache", options.cache_mb << 20)
     except OSError as err:
-        raise AgentError(
-            f"the artifact cache {state_dir / 'cache'} is not writable ({err.strerror or err}): fix its permissions "
-            "or pass another --state-dir"
-        ) from err
+        raise _unwritable("artifact cache", state_dir / "cache", err) from err
     stop = threading.Event()
     install_signal_handlers(stop)
     credential = state.credential if state else None

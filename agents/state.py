@@ -19,6 +19,15 @@ class AgentState:
     device: str
 
 
+def ensure_writable(folder: Path) -> None:
+    """Create ``folder`` when missing and check that files can be written in it; ``OSError`` otherwise."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".probe-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
 def load_state(state_dir: Path) -> AgentState | None:
     """The saved state, or None when the agent has not registered yet."""
     path = Path(state_dir) / STATE_FILE

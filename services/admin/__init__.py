@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -24,8 +25,10 @@ from latfarm.services.api.errors import http_status
 from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import LatfarmError, NotFound
 from latfarm.services.infra.throttle import AuthGuard
+from latfarm.services.store.db import DATABASE_DOWN, UNAVAILABLE_MESSAGE
 from latfarm.services.store.models import Device
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 BASE_URL = "/admin"
 
@@ -61,6 +64,8 @@ class LatfarmAdmin(Admin):
         for view in model_views(settings.heartbeat_interval_s):
             self.add_view(view)
         self.admin.router.routes = csrf.post_only(self.admin.router.routes)
+        for error_class in DATABASE_DOWN:
+            self.admin.add_exception_handler(error_class, _database_down)
 
     @property
     def predictions(self) -> Any:
@@ -148,6 +153,12 @@ class LatfarmAdmin(Admin):
             raise HTTPException(404, f"unknown device id {device_id}")
         title = f"Device {context['device'].name}"
         return await self.templates.TemplateResponse(request, "device.html", {**context, "title": title})
+
+
+async def _database_down(_request: Request, exc: Exception) -> Response:
+    """A page the database cannot serve: 503 and retry later, like the API; the driver's message stays in the log."""
+    log.warning("database unavailable: %s", exc)
+    return PlainTextResponse(UNAVAILABLE_MESSAGE, status_code=503)
 
 
 def mount_admin(app: FastAPI, sessions: sessionmaker[Session], settings: Settings, guard: AuthGuard) -> None:

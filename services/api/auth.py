@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from latfarm.services.core.errors import PermissionDenied, Unauthenticated
+from latfarm.services.core.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.infra.throttle import AuthGuard
 from latfarm.services.store.db import transaction
@@ -99,6 +99,21 @@ def create_key(session: Session, name: str, scopes: list[str]) -> tuple[ApiKey, 
     session.add(row)
     session.flush()
     return row, secret
+
+
+def revoke(session: Session, key_id: int) -> None:
+    """Revoke key ``key_id`` in ``session`` (the caller commits): ``NotFound`` when unknown, ``FailedPrecondition``
+    when it is the last admin key. The unrevoked keys stay locked until the commit, so two admins revoking each
+    other's keys at once cannot leave none."""
+    active = session.scalars(select(ApiKey).where(ApiKey.revoked.is_(False)).with_for_update()).all()
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound(f"unknown key id {key_id}")
+    if row in active and "admin" in (row.scopes or ()) and sum("admin" in (k.scopes or ()) for k in active) == 1:
+        raise FailedPrecondition(
+            f"key {key_id} is the last admin key: create another admin key before revoking it", field="key_id"
+        )
+    row.revoked = True
 
 
 def ensure_admin_key(sessions: sessionmaker[Session], admin_key: str | None) -> str | None:

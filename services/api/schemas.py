@@ -418,6 +418,16 @@ class ErrorOut(BaseModel):
     errors: list[FieldError] | None = None
 
 
+class HealthOut(BaseModel):
+    """What ``/healthz`` answers, with 200 or (database unreachable) 503."""
+
+    status: Literal["ok", "degraded", "error"] = Field(
+        description="ok; degraded: Redis unreachable (the server works on); error: the database is unreachable"
+    )
+    database: str = Field(description="ok, or unreachable: <error class>")
+    redis: str = Field(description="not configured, ok, or unreachable: <error class>")
+
+
 class MeasurementReview(BaseModel):
     """Why an admin quarantines, releases or deletes a measurement (kept in the audit log)."""
 

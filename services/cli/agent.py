@@ -14,6 +14,7 @@ import typer
 
 from latfarm.agents.measurement import MeasureSettings
 from latfarm.agents.options import AgentOptions
+from latfarm.proto.v1.limits import LISTS
 
 MEASURE = MeasureSettings()  # the agent's measurement defaults, for the help texts
 
@@ -76,6 +77,7 @@ def agent(
         None,
         "--rounds",
         min=1,
+        max=LISTS["round_medians_ms"],  # a result carries one median per round
         envvar="LATFARM_AGENT_ROUNDS",
         show_default=str(MEASURE.rounds),
         help="Interleaved rounds.",

@@ -70,7 +70,12 @@ class Settings(_FromEnvironment):
         24.0, gt=0, description="hours an enrollment token lives when its request sets no `expires_in_s`"
     )
     max_attempts: int = Field(3, description="a job fails for good after this many failed attempts")
-    max_jobs_per_lease: int = Field(16, description="the most jobs one lease hands an agent")
+    max_jobs_per_lease: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="the most jobs one lease hands an agent, 1-256 (the report of as many results stays under 4 MiB)",
+    )
     export_poll_s: float = Field(
         2.0, description="seconds between an idle server's looks for queued jobs whose model is not exported yet"
     )

@@ -12,9 +12,10 @@ from latfarm.agents.backends import available_backends
 from latfarm.agents.cache import ArtifactCache
 from latfarm.agents.connection import Connection
 from latfarm.agents.loop import AgentLoop
+from latfarm.agents.measurement import MeasureSettings
 from latfarm.agents.options import AgentOptions
 from latfarm.proto.v1 import agent_pb2
-from latfarm.proto.v1.limits import MAX_MESSAGE_BYTES
+from latfarm.proto.v1.limits import LISTS, MAX_MESSAGE_BYTES
 from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.store.models import Job, JobState, Measurement
 from tests.integration.test_rpc import DESCRIPTOR, code_of, start_farm, stop_farm, submit
@@ -54,6 +55,7 @@ def test_implausible_figures_are_refused_naming_result_and_field(farm):
     md, (job, other) = fake_agent(farm)
     bogus = [  # (the field named, the figures sent)
         ("stats.median_ms", dict(median_ms=1e308, p90_ms=0, latency_ms=0, mean_ms=0)),
+        ("stats.latency_ms", dict(latency_ms=1e308)),  # the issue's report: a sound median, an overflowing headline
         ("stats.latency_ms", dict(latency_ms=1e-300)),
         ("stats.min_ms", dict(min_ms=2.5)),  # min > median
         ("stats.median_ms", dict(p90_ms=1.0)),  # median > p90
@@ -132,3 +134,31 @@ def test_a_cache_that_fails_mid_run_fails_the_jobs_with_an_error_class(farm, tmp
         jobs = s.scalars(select(Job)).all()
     assert [(j.state, j.attempts) for j in jobs] == [(JobState.failed, 2)] * 2
     assert all("fetch failed" in (j.error or "") for j in jobs), [j.error for j in jobs]
+
+
+def test_results_the_server_refuses_fail_their_jobs_instead_of_going_back_for_ever(farm, tmp_path):
+    """#18 item 6: an agent whose settings make results the server refuses (here more round medians than a report
+    may carry) reports each refused result as a run failure naming the server's reason: attempts count (max 2 here)
+    and the jobs end failed, where the agent used to hand its batch back to be leased again for ever."""
+    submit(farm, ARCHS[:2])
+    stop = threading.Event()
+    conn = Connection(farm.address, stop)
+    conn.credential = conn.register(farm.token, DESCRIPTOR, "pi").credential
+    too_many = LISTS["round_medians_ms"] + 1
+    measure = MeasureSettings(warmup_runs=0, runs_per_round=1, rounds=too_many, busy_warmup_s=0, spread_threshold=1e9)
+    options = AgentOptions(farm.address, state_dir=tmp_path / "agent", once=True, measure=measure)
+    lines: list[str] = []
+    give_up = threading.Timer(60, stop.set)  # an agent that hands its batch back would lease it again for ever
+    give_up.start()
+    try:
+        cache = ArtifactCache(tmp_path / "agent" / "cache", 1 << 20)
+        AgentLoop(conn, available_backends(None), cache, options, stop, 5.0, log=lines.append).run()
+    finally:
+        give_up.cancel()
+        conn.close()
+    with farm.sessions() as s:
+        jobs = s.scalars(select(Job)).all()
+    assert [(j.state, j.attempts) for j in jobs] == [(JobState.failed, 2)] * 2, lines
+    reason = f"result refused: results[0].stats.round_medians_ms: at most {LISTS['round_medians_ms']} items"
+    assert all(reason in (j.error or "") for j in jobs), [j.error for j in jobs]
+    assert stored(farm) == 0 and not any("handing the batch back" in line for line in lines), lines

@@ -3,15 +3,18 @@ RESOURCE_EXHAUSTED; a registered agent on another address keeps working, the att
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 
 import grpc
+import httpx
 import pytest
 
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 from latfarm.services.infra.wakeups import make_notifier
 from tests.integration.test_rpc import DESCRIPTOR, register, start_farm, stop_farm
+from tests.integration.test_serve import Served
 from tests.queue_support import TinyArtifactStore
 
 
@@ -71,3 +74,32 @@ def test_other_addresses_are_not_throttled(farm):
         assert code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED)
     with grpc.insecure_channel(f"[::1]:{port}") as v6:  # another client address of the same machine
         agent_pb2_grpc.AgentServiceStub(v6).Heartbeat(agent_pb2.HeartbeatRequest(), metadata=good, timeout=10)
+
+
+def test_grpc_guesses_show_in_metrics_and_count_with_rest(tmp_path):
+    """In ``latfarm serve`` gRPC and REST share one count per client, and /metrics shows gRPC's failures."""
+    served = Served(
+        ["--data-dir", str(tmp_path / "data")],
+        LATFARM_AUTH_FAILURE_LIMIT="3 per 60 seconds",
+        LATFARM_METRICS_ACCESS="local",  # read without a key: this client's keys are refused while it is throttled
+    )
+    try:
+        with grpc.insecure_channel(served.grpc) as channel:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            codes = [
+                _code(
+                    lambda i=i: stub.Heartbeat(
+                        agent_pb2.HeartbeatRequest(), metadata=[("authorization", f"Bearer lf_agent_x{i}")], timeout=10
+                    )
+                )
+                for i in range(4)
+            ]
+        assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED]
+        admin = {"Authorization": f"Bearer {served.key}"}
+        assert httpx.get(f"{served.rest}/v1/devices", headers=admin, timeout=10).status_code == 429
+        metrics = httpx.get(f"{served.rest}/metrics", timeout=10).text
+        assert 'latfarm_auth_failures_total{surface="grpc"} 3.0' in metrics, metrics
+        assert 'latfarm_auth_throttled_total{surface="grpc"} 1.0' in metrics
+        assert 'latfarm_auth_throttled_total{surface="rest"} 1.0' in metrics
+    finally:
+        served.stop(signal.SIGINT)

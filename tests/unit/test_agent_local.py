@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import signal
 import stat
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -144,23 +148,69 @@ def test_litert_backend_measures_a_tflite_model(tmp_path):
     assert not failed.ok and failed.error_class == "load"
 
 
-@pytest.mark.parametrize("how", ["under a file", "read-only"])
-def test_an_unwritable_cache_stops_the_agent_at_start_with_one_line(tmp_path, how):
-    """#18 item 6: the agent checks its cache folder before it leases anything."""
+NOBODY = 65534  # the unprivileged uid and gid a root test run drops to: root writes into read-only folders
+CHILD_LIMIT_S = 20
+
+
+def _unprivileged(call: Callable[[], object]) -> str:
+    """``call()`` in a forked child that is not root (uid/gid ``NOBODY`` when this process is root): the message of
+    the ``AgentError`` it raised, or what else happened."""
+    available_backends(None)  # runtimes imported here, while their files are surely readable
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        outcome = "no error"
+        try:
+            os.close(read)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)  # pytest-timeout's handler would report into pytest
+            signal.alarm(CHILD_LIMIT_S)  # an agent past its start-up checks would retry the server for ever
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+            call()
+        except AgentError as err:
+            outcome = str(err)
+        except BaseException as err:  # noqa: BLE001 - reported to the parent, which fails the test
+            outcome = f"unexpected {type(err).__name__}: {err}"
+        finally:
+            os.write(write, outcome.encode())
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        outcome = answer.read()
+    os.waitpid(pid, 0)
+    return outcome or f"no answer within {CHILD_LIMIT_S} s: the agent went on past its start-up checks"
+
+
+@pytest.mark.parametrize(
+    ("how", "named"),
+    [("under a file", "state folder"), ("read-only cache", "artifact cache"), ("read-only", "state folder")],
+)
+def test_an_unwritable_state_folder_or_cache_stops_the_agent_at_start_with_one_line(how, named):
+    """#18 item 6: the agent checks that it can save its credential and artifacts before it registers or leases
+    anything (the server at 127.0.0.1:1 is never called); a root run checks as an unprivileged user."""
+    base = Path(tempfile.mkdtemp(prefix="latfarm-agent-"))  # not under tmp_path: its parents are the user's only
+    state_dir = base / "file" / "agent" if how == "under a file" else base / "agent"
     if how == "under a file":
-        (tmp_path / "file").write_text("")
-        state_dir = tmp_path / "file" / "agent"
+        (base / "file").write_text("")
     else:
-        state_dir = tmp_path / "agent"
         (state_dir / "cache").mkdir(parents=True)
-        (state_dir / "cache").chmod(stat.S_IRUSR | stat.S_IXUSR)
-        if os.access(state_dir / "cache", os.W_OK):
-            pytest.skip("this user (root) writes into read-only folders")
-    options = AgentOptions("127.0.0.1:1", "lf_enroll_x", state_dir, once=True)
-    with pytest.raises(AgentError) as info:
-        run_agent(options)
-    message = str(info.value)
-    assert message.startswith(f"the artifact cache {state_dir / 'cache'} is not writable (") and "\n" not in message
-    assert message.endswith("fix its permissions or pass another --state-dir")
-    with pytest.raises(OSError):
-        ArtifactCache(state_dir / "cache", 1 << 20)
+    folders = [base, *([] if how == "under a file" else [state_dir, state_dir / "cache"])]
+    try:
+        for folder in folders:
+            folder.chmod(0o755)
+            if os.geteuid() == 0:
+                os.chown(folder, NOBODY, NOBODY)
+        if how != "under a file":
+            (state_dir / "cache" if how == "read-only cache" else state_dir).chmod(0o555)
+        options = AgentOptions("127.0.0.1:1", "lf_enroll_x", state_dir, once=True)
+        message = _unprivileged(lambda: run_agent(options))
+        folder = state_dir / "cache" if named == "artifact cache" else state_dir
+        assert message.startswith(f"the {named} {folder} is not writable ("), message
+        assert message.endswith("fix its permissions or pass another --state-dir") and "\n" not in message
+        assert not (state_dir / STATE_FILE).exists()
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+        shutil.rmtree(base)

@@ -3,12 +3,18 @@ admin key cannot be revoked."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from latfarm.services.api.auth import create_key, revoke
+from latfarm.services.core.errors import FailedPrecondition
 from latfarm.services.infra.throttle import AuthGuard, grpc_client
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import ApiKey
 from tests.api_support import ADMIN, ADMIN_KEY, app_on, bearer, make_settings
 
 LIMIT = "5 per 2 seconds"
@@ -67,6 +73,35 @@ def test_revoking_the_last_admin_key_is_refused(app):
         second = api.post("/v1/keys", json={"name": "ops", "scopes": ["admin"]}, headers=ADMIN).json()
         assert api.delete(f"/v1/keys/{only['id']}", headers=ADMIN).status_code == 204  # another admin remains
         assert api.delete(f"/v1/keys/{second['id']}", headers=bearer(second["key"])).status_code == 409
+
+
+def test_two_admins_revoking_each_others_keys_at_once_leave_one(sessions):
+    """The last-admin rule holds under concurrency: the second revocation waits for the first and is refused."""
+    with transaction(sessions) as session:
+        first, _ = create_key(session, "alice", ["admin"])
+        second, _ = create_key(session, "bob", ["admin"])
+    outcome: list[str] = []
+
+    def revoke_second() -> None:
+        with sessions() as session:
+            try:
+                revoke(session, second.id)
+                session.commit()
+                outcome.append("revoked")
+            except FailedPrecondition as err:
+                outcome.append(err.message)
+
+    with sessions() as session:
+        revoke(session, first.id)  # not committed yet: the other revocation must wait for it
+        racer = threading.Thread(target=revoke_second)
+        racer.start()
+        racer.join(0.5)
+        assert racer.is_alive() and not outcome
+        session.commit()
+    racer.join(10)
+    assert outcome == [f"key {second.id} is the last admin key: create another admin key before revoking it"]
+    with sessions() as session:
+        assert {k.name: k.revoked for k in session.scalars(select(ApiKey))} == {"alice": True, "bob": False}
 
 
 def test_bad_limit_setting_and_grpc_peer_addresses():

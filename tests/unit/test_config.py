@@ -119,3 +119,25 @@ def test_cli_help_names_the_declared_defaults():
 def test_settings_are_read_only():
     with pytest.raises(ValueError):
         Settings().http_port = 1  # type: ignore[misc]
+
+
+def test_a_lease_holds_no_more_jobs_than_a_report_can_carry(monkeypatch):
+    """A lease's worth of results, each as big as the limits let it be, makes a report under the 4 MiB limit."""
+    from latfarm.proto.v1 import agent_pb2
+    from latfarm.proto.v1.limits import LISTS, MAX_MESSAGE_BYTES, string_limit
+
+    most = Settings.model_fields["max_jobs_per_lease"].metadata
+    limit = next(m.le for m in most if hasattr(m, "le"))
+    strings = {name: "s" * string_limit(name) for name in ("job_id", "runtime", "runtime_version", "provider")}
+    result = agent_pb2.Result(
+        ok=True,
+        error_message="e" * string_limit("error_message"),
+        stats=agent_pb2.Stats(round_medians_ms=[1.0] * LISTS["round_medians_ms"], median_ms=1.0),
+        affinity=list(range(LISTS["affinity"])),
+        artifact_sha256="0" * 64,
+        **strings,
+    )
+    assert agent_pb2.ReportRequest(results=[result] * limit).ByteSize() < MAX_MESSAGE_BYTES
+    monkeypatch.setenv(env_name("max_jobs_per_lease"), str(limit + 1))
+    with pytest.raises(ValueError, match="max_jobs_per_lease"):
+        Settings()

@@ -9,8 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from latfarm.agents.connection import BACKOFF_CAP_S, Backoff
+from latfarm.services.api import create_app
+from latfarm.services.api.schemas import HealthOut
 from latfarm.services.infra.cache import RedisCache
 from latfarm.services.infra.wakeups import RedisNotifier
+from latfarm.services.runtime import Runtime
 from tests.api_support import ADMIN, app_on, make_settings
 
 
@@ -52,6 +55,22 @@ def test_healthz_reports_redis(tmp_path, sqlite_url, redis_url):
             body = answer.json()
             assert (body["status"], body["database"]) == (status, "ok")
             assert body["redis"] == redis or (redis is None and body["redis"] == "unreachable: ConnectionError")
+
+
+def test_healthz_and_the_admin_ui_answer_503_while_the_database_is_down(tmp_path):
+    with socket.socket() as sock:  # a PostgreSQL address where nothing listens
+        sock.bind(("127.0.0.1", 0))
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{sock.getsockname()[1]}/latfarm"
+    with Runtime(make_settings(tmp_path, url)) as runtime, TestClient(create_app(runtime)) as client:
+        answer = client.get("/healthz")
+        documented = client.get("/openapi.json").json()["paths"]["/healthz"]["get"]["responses"]
+        page = client.get("/admin/measurement/list", headers=ADMIN)  # LATFARM_ADMIN_KEY: checked without the database
+    assert (page.status_code, page.text) == (503, "the database is unavailable; retry later")
+    assert answer.status_code == 503
+    assert answer.json() == {"status": "error", "database": "unreachable: OperationalError", "redis": "not configured"}
+    HealthOut.model_validate(answer.json(), strict=True)
+    for status in ("200", "503"):
+        assert documented[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/HealthOut"}
 
 
 def test_a_redis_outage_logs_one_warning_and_its_end_one_line(caplog, redis_url):

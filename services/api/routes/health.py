@@ -12,11 +12,16 @@ from latfarm.services.core.errors import PermissionDenied
 from latfarm.services.infra.prometheus import CONTENT_TYPE
 
 from ..auth import authenticate
+from ..schemas import HealthOut
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut, "description": "The database is unreachable."}},
+)
 def healthz(request: Request) -> JSONResponse:
     """200 when the database answers, 503 otherwise; ``redis`` says whether Redis is configured and reachable
     (``degraded`` without it: agents then wake at their poll timeout and predictions are not shared)."""
@@ -31,7 +36,13 @@ def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": status, "database": "ok", "redis": redis})
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format."}
+    },
+)
 def metrics(request: Request) -> Response:
     """The Prometheus exposition of the server's metrics; who may read it is ``LATFARM_METRICS_ACCESS``: ``key``
     (any valid API key as Bearer token), ``local`` (clients on this machine) or ``open``."""

@@ -6,10 +6,9 @@ from fastapi import APIRouter, Depends
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from latfarm.services.core.errors import FailedPrecondition, NotFound
 from latfarm.services.store.models import ApiKey
 
-from ..auth import Principal, create_key, require
+from ..auth import Principal, create_key, require, revoke
 from ..deps import db
 from ..schemas import KeyCreate, KeyCreated, KeyOut
 
@@ -34,17 +33,5 @@ def list_keys(session: Session = Depends(db), _: Principal = Depends(require("ke
 def revoke_key(key_id: int, session: Session = Depends(db), _: Principal = Depends(require("keys"))) -> None:
     """Revoke a key (404 when unknown; 409 for the last admin key, which would lock every admin out); requests with
     it get 401 from then on."""
-    row = session.get(ApiKey, key_id)
-    if row is None:
-        raise NotFound(f"unknown key id {key_id}")
-    if not row.revoked and "admin" in (row.scopes or ()) and _active_admin_keys(session) == 1:
-        raise FailedPrecondition(
-            f"key {key_id} is the last admin key: create another admin key before revoking it", field="key_id"
-        )
-    row.revoked = True
+    revoke(session, key_id)
     session.commit()
-
-
-def _active_admin_keys(session: Session) -> int:
-    keys = session.scalars(select(ApiKey).where(ApiKey.revoked.is_(False))).all()
-    return sum("admin" in (k.scopes or ()) for k in keys)

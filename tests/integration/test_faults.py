@@ -1,0 +1,230 @@
+"""#18: the hard faults latfarm survives, kept as tests. A real ``latfarm serve`` and real ``latfarm agent``
+processes; the server is SIGKILLed mid-batch (SQLite and PostgreSQL), its Redis dies, or an agent is stopped
+(SIGSTOP) or cut off the network well past its lease while another agent works on. Every job ends done, every arch
+measured exactly once."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tests.integration.test_agent_e2e import BATCH, QUICK, Agent, Server, free_port
+
+pytestmark = pytest.mark.slow
+ARCHS = BATCH[:12]
+LATE = ("not reporting 4 result(s) of jobs no longer held", "not accepted: job")
+MEDIUM = ["--rounds", "20", "--runs", "20", "--warmup", "1", "--max-jobs", "4"]  # a group measures for seconds
+
+
+def exported_server(workdir: Path, **env: str) -> Server:
+    """A server (not started) whose artifact store holds ARCHS already, as after a first lease."""
+    from latfarm.predictor import nb201
+    from latfarm.services.domain.artifacts import ArtifactStore
+    from latfarm.services.domain.conditions import Conditions
+
+    server = Server(workdir / "server", **env)
+    server.data_dir.mkdir()
+    store = ArtifactStore(server.data_dir / "artifacts")
+    for index in ARCHS:
+        store.export_file(nb201.to_string(nb201.from_official_index(index)), "onnx", Conditions())
+    return server
+
+
+def assert_measured_once(server: Server, device: str) -> None:
+    items = server.request("GET", f"/v1/measurements?device={device}&limit=1000")["items"]
+    counts = Counter(item["arch"] for item in items)
+    assert len(counts) == len(ARCHS) and set(counts.values()) == {1}, counts
+
+
+def wait_for(condition, what: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_server_killed_mid_batch_loses_nothing(request, tmp_path, backend):
+    env = {"LATFARM_DB_URL": request.getfixturevalue("pg_url")} if backend == "postgres" else {}
+    server = exported_server(tmp_path, **env)
+    server.start()
+    agent = None
+    try:
+        batch = server.submit("killed-server", ARCHS)
+        agent = Agent(server, tmp_path, "steady", server.enroll("killed-server"), QUICK)
+        wait_for(lambda: server.progress(batch)["done"] >= 4, "a first group done")
+        assert server.proc is not None
+        server.proc.kill()  # SIGKILL: no graceful stop, transactions in flight are lost
+        server.proc.wait(timeout=10)
+        time.sleep(2)
+        server.start()
+        progress = server.wait_done(batch, len(ARCHS))
+        assert progress["done"] == len(ARCHS), progress
+        assert_measured_once(server, "killed-server")
+    finally:
+        if agent is not None:
+            assert agent.terminate() == 0, agent.log()
+        server.stop()
+
+
+def test_an_agent_stopped_past_its_lease_loses_nothing(tmp_path):
+    """The stopped agent's leases lapse (4 s) and another agent measures its jobs; resumed, the stopped agent's
+    results of them are dropped or refused: nothing is stored twice, and it works on."""
+    server = exported_server(tmp_path)
+    server.start()
+    agents: list[Agent] = []
+    try:
+        batch = server.submit("stopped-agent", ARCHS)
+        sleeper = Agent(server, tmp_path, "sleeper", server.enroll("stopped-agent"), MEDIUM)
+        agents.append(sleeper)
+        sleeper.wait_log("measuring")
+        sleeper.proc.send_signal(signal.SIGSTOP)
+        agents.append(Agent(server, tmp_path, "worker", server.enroll("stopped-agent"), QUICK))
+        progress = server.wait_done(batch, len(ARCHS))
+        assert progress["done"] == len(ARCHS), progress
+        sleeper.proc.send_signal(signal.SIGCONT)
+        # it drops the results (told of the loss by a heartbeat) or the server refuses them (it reported first)
+        wait_for(lambda: any(line in sleeper.log() for line in LATE), "the stopped agent's late results")
+        assert_measured_once(server, "stopped-agent")
+        assert sleeper.proc.poll() is None, sleeper.log()
+    finally:
+        for agent in agents:
+            agent.proc.send_signal(signal.SIGCONT)
+            assert agent.terminate() == 0, agent.log()
+        server.stop()
+
+
+def test_redis_dying_mid_batch_loses_nothing(tmp_path):
+    """A private Redis (the shared one on 6379 is never touched) is killed while the agent measures: agents then
+    wake at their poll timeout, the batch completes, and /healthz says degraded."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server binary")
+    port = free_port()
+    redis = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+
+    def redis_up() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    server = exported_server(tmp_path, LATFARM_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    agent = None
+    try:
+        wait_for(redis_up, "the private Redis", timeout_s=30)
+        server.start()
+        assert server.request("GET", "/healthz")["redis"] == "ok"
+        batch = server.submit("redis-dies", ARCHS)
+        agent = Agent(server, tmp_path, "steady", server.enroll("redis-dies"), QUICK)
+        wait_for(lambda: server.progress(batch)["done"] >= 4, "a first group done")
+        redis.kill()
+        redis.wait(timeout=10)
+        progress = server.wait_done(batch, len(ARCHS))
+        assert progress["done"] == len(ARCHS), progress
+        assert_measured_once(server, "redis-dies")
+        assert server.request("GET", "/healthz")["status"] == "degraded"
+        log = (server.data_dir / "server.log").read_text()
+        assert log.count("redis unavailable") == 1, log[-3000:]  # one warning per outage, not two a second
+    finally:
+        if agent is not None:
+            assert agent.terminate() == 0, agent.log()
+        server.stop()
+        redis.kill()
+        redis.wait(timeout=10)
+
+
+class CuttableLink:
+    """A TCP relay to the server's gRPC port on 127.0.0.1. ``cut`` makes it a dead link (bytes are read and dropped,
+    connections stay open, as when a network goes away); ``mend`` resets the connections of the cut and relays
+    again."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.dead = threading.Event()
+        self.lock = threading.Lock()
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                upstream = None if self.dead.is_set() else socket.create_connection(("127.0.0.1", self.target_port))
+                self.open += [client] + ([upstream] if upstream else [])
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            if upstream is not None:
+                threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket | None) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if target is not None and not self.dead.is_set():
+                    target.sendall(data)
+        for sock in (source, target):
+            if sock is not None:
+                sock.close()
+
+    def cut(self) -> None:
+        self.dead.set()
+
+    def mend(self) -> None:
+        with self.lock:
+            broken, self.open = self.open, []
+            self.dead.clear()
+        for sock in broken:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.mend()
+
+
+def test_an_agent_cut_off_the_network_past_its_lease_loses_nothing(tmp_path):
+    """The cut agent's calls hang on a dead link; its leases lapse (4 s) and another agent measures its jobs. When
+    the link is back the cut agent reconnects, its results of those jobs are dropped or refused, and it works on."""
+    server = exported_server(tmp_path)
+    server.start()
+    link = CuttableLink(server.grpc_port)
+    agents: list[Agent] = []
+    try:
+        batch = server.submit("cut-agent", ARCHS)
+        remote = Agent(SimpleNamespace(grpc=link.address), tmp_path, "remote", server.enroll("cut-agent"), MEDIUM)
+        agents.append(remote)
+        remote.wait_log("measuring")
+        link.cut()
+        cut_at = time.monotonic()
+        agents.append(Agent(server, tmp_path, "local", server.enroll("cut-agent"), QUICK))
+        progress = server.wait_done(batch, len(ARCHS))
+        assert progress["done"] == len(ARCHS), progress
+        time.sleep(max(0.0, cut_at + 15 - time.monotonic()))  # a cut of 15 s at least: well past the lease
+        link.mend()
+        wait_for(lambda: any(line in remote.log() for line in LATE), "the cut agent's late results", timeout_s=180)
+        assert_measured_once(server, "cut-agent")
+        assert remote.proc.poll() is None, remote.log()
+    finally:
+        link.close()
+        for agent in agents:
+            assert agent.terminate() == 0, agent.log()
+        server.stop()
