@@ -3,7 +3,8 @@
 Columns: intercept, disconnected flag, op counts (4 non-``none`` ops each) of live ops (on an input-output path),
 of zero-fed ops (reaching the output, not from the input: they compute on zeros) and of dead ops (not reaching the
 output), and per-edge live op one-hots (6 edges x 4 ops). Desktop runtimes run every op; pixel3's drops the dead
-ones only (a fit of its latency on all archs: Spearman 0.950 with zero-fed ops counted as dead, 0.971 apart).
+ones only (a least-squares fit to 80% of its archs: Spearman 0.950 on the rest with zero-fed ops counted as dead,
+0.971 apart).
 """
 
 from __future__ import annotations
