@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from latfarm.predictor.features import all_features
+from latfarm.predictor.features import all_features, zero_fed_as_dead
 from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.nb201 import NUM_ARCHS
 from latfarm.predictor.prior import Posterior, Prior, posterior
@@ -63,6 +63,7 @@ class Predictor(CheckpointMeta):
         self.meta = meta
         self.gcn_state = gcn_state
         self.phi = np.hstack([all_features(), self.embeddings])  # [15625, F]
+        self.planning_phi = zero_fed_as_dead(self.phi)
         if self.phi.shape[1] != len(prior.mean):
             raise ValueError(f"checkpoint mismatch: {self.phi.shape[1]} features but a prior of {len(prior.mean)}")
 
@@ -126,9 +127,12 @@ class Predictor(CheckpointMeta):
 
     # --- few-shot transfer ---------------------------------------------------------------------------------
     def select_samples(self, k: int, *, seed: int = 0, exclude: Sequence[int] | np.ndarray = ()) -> list[int]:
-        """K NB201 indices to measure on a new device: greedy max prior variance over a seeded random pool."""
+        """K NB201 indices to measure on a new device: greedy max prior variance over a seeded random pool, zero-fed
+        ops counted as dead (``features.zero_fed_as_dead``)."""
         prior = self.prior
-        return select_by_variance(self.phi, prior.planning_cov(), prior.typical_noise, k, seed=seed, exclude=exclude)
+        return select_by_variance(
+            self.planning_phi, prior.planning_cov(), prior.typical_noise, k, seed=seed, exclude=exclude
+        )
 
     def adapt(self, indices: Sequence[int] | np.ndarray, latencies_ms: Sequence[float] | np.ndarray) -> DeviceModel:
         """A device model from measured (index, ms) pairs; no samples = the unadapted prior at a typical scale."""

@@ -95,18 +95,27 @@ def enumerate_archs() -> Iterator[tuple[int, ...]]:
 def live_edges(ops: Sequence[int]) -> tuple[bool, ...]:
     """For each edge: is it a non-``none`` op on some path from the input (node 0) to the output (node 3)?
 
-    Ops that are not live never affect the output; mobile runtimes drop them.
+    Ops that are not live never affect the output's value.
     """
     from_input = [True] + [False] * (NUM_NODES - 1)
     for k, (src, dst) in enumerate(EDGES):
         if ops[k] and from_input[src]:
             from_input[dst] = True
+    return tuple(out and from_input[s] for out, (s, _) in zip(output_edges(ops), EDGES, strict=True))
+
+
+def output_edges(ops: Sequence[int]) -> tuple[bool, ...]:
+    """For each edge: is it a non-``none`` op from whose result a path of non-``none`` ops reaches the output?
+
+    A runtime that prunes the ops whose result is never used (pixel3's) drops the others; an op that reaches the
+    output but not from the input (it computes on zeros) still runs there.
+    """
     to_output = [False] * (NUM_NODES - 1) + [True]
     for k in reversed(range(len(EDGES))):
         src, dst = EDGES[k]
         if ops[k] and to_output[dst]:
             to_output[src] = True
-    return tuple(bool(ops[k]) and from_input[s] and to_output[d] for k, (s, d) in enumerate(EDGES))
+    return tuple(bool(ops[k]) and to_output[d] for k, (_, d) in enumerate(EDGES))
 
 
 def is_disconnected(ops: Sequence[int]) -> bool:

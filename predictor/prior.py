@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latfarm.predictor.features import FEATURE_NAMES, NUM_OP_TYPES
+from latfarm.predictor.features import FEATURE_NAMES, NUM_OP_TYPES, OP_KINDS
 
 SCALE_VARIANCE = 0.05
 """Prior variance of the relative error of the sample-mean scale estimate (added along the prior mean)."""
@@ -115,11 +115,11 @@ class Posterior:
 
 
 def _broad_variance(phi_s: np.ndarray) -> np.ndarray:
-    """Covariance of the broad component: one free cost per op type (live and dead alike) and per op-count feature,
-    scaled so that it adds one unit of variance to the samples' mean prediction."""
+    """Covariance of the broad component: one free cost per op type (live, zero-fed and dead alike) and per
+    op-count feature, scaled so that it adds one unit of variance to the samples' mean prediction."""
     tied = np.zeros((phi_s.shape[1], NUM_OP_TYPES))
     for op in range(NUM_OP_TYPES):
-        tied[[2 + op, 2 + NUM_OP_TYPES + op], op] = 1.0
+        tied[[2 + kind * NUM_OP_TYPES + op for kind in range(len(OP_KINDS))], op] = 1.0
     free = np.eye(phi_s.shape[1])[:, BROAD_FEATURES]
     basis = np.hstack([tied, free])
     return basis @ basis.T / max(float(np.mean(((phi_s @ basis) ** 2).sum(1))), 1e-9)

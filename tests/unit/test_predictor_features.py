@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from latfarm.predictor import nb201
-from latfarm.predictor.features import FEATURE_NAMES, all_features, arch_features
+from latfarm.predictor.features import FEATURE_NAMES, all_features, arch_features, zero_fed_as_dead
 from latfarm.predictor.gcn import LatencyGCN, all_graphs
 
 
@@ -26,13 +26,38 @@ def test_feature_counts_follow_live_edges():
     assert f[2, _col("disconnected")] == 1 and f[2, _col("dead_nor_conv_3x3")] == 1
 
 
+def test_ops_reaching_the_output_but_not_from_the_input_are_zero_fed():
+    # node 1 gets no input: the pool on 1->2 and the conv on 2->3 compute on zeros yet reach the output
+    zero_fed = nb201.parse("|none~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_1x1~2|")
+    # node 1 leads nowhere: its conv never reaches the output
+    dead = nb201.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|nor_conv_1x1~2|")
+    assert nb201.output_edges(zero_fed) == (False, False, True, True, False, True)
+    assert nb201.live_edges(zero_fed) == (False, False, False, True, False, False)
+    f = arch_features(np.array([zero_fed, dead]))
+    assert f[0, _col("zerofed_avg_pool_3x3")] == 1 and f[0, _col("zerofed_nor_conv_1x1")] == 1
+    assert f[0, _col("live_skip_connect")] == 1 and f[0, [_col(f"dead_{o}") for o in nb201.OPS[1:]]].sum() == 0
+    assert f[1, _col("dead_nor_conv_3x3")] == 1 and f[1, _col("live_nor_conv_3x3")] == 1
+    assert f[1, [_col(f"zerofed_{o}") for o in nb201.OPS[1:]]].sum() == 0
+
+
+def test_sample_selection_sees_zero_fed_ops_as_dead():
+    zero_fed = nb201.parse("|none~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_1x1~2|")
+    phi = np.hstack([arch_features(np.array([zero_fed])), [[0.5, -2.0]]])  # two embedding columns
+    seen = zero_fed_as_dead(phi)
+    assert seen[0, _col("dead_avg_pool_3x3")] == 1 and seen[0, _col("dead_nor_conv_1x1")] == 1
+    assert seen[0, [_col(f"zerofed_{o}") for o in nb201.OPS[1:]]].sum() == 0
+    untouched = [i for i, n in enumerate(FEATURE_NAMES) if not n.startswith(("zerofed", "dead"))] + [-2, -1]
+    np.testing.assert_array_equal(seen[:, untouched], phi[:, untouched])
+    assert phi[0, _col("zerofed_avg_pool_3x3")] == 1  # the input is left as it was
+
+
 def test_all_features_by_official_index():
     feats = all_features()
     assert feats.shape == (nb201.NUM_ARCHS, len(FEATURE_NAMES))
     assert int(feats[:, _col("disconnected")].sum()) == 341
     table = nb201.official_ops_table()
     nonzero = (table > 0).sum(1)
-    counted = feats[:, 2:10].sum(1)  # live + dead op counts
+    counted = feats[:, 2:14].sum(1)  # live + zero-fed + dead op counts
     np.testing.assert_array_equal(counted, nonzero)
     np.testing.assert_array_equal(feats[123], arch_features(table[123:124])[0])
 
