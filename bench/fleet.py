@@ -270,9 +270,17 @@ def _start_server(url: str, redis: str | None, data_dir: Path, log_path: Path) -
 
 
 def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` used so far, its threads included (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) process ``pid`` and its child processes (the server's gRPC processes) used so
+    far, their threads included (Linux ``/proc``)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a process that ended meanwhile
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def main() -> None:
