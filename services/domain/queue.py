@@ -416,9 +416,8 @@ def report(
         job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id).with_for_update())
     }
     done = [job_id for job_id, job in jobs.items() if job.state == JobState.done]
-    stored_by = dict(
-        session.execute(select(Measurement.job_id, Measurement.agent_id).where(Measurement.job_id.in_(done))).all()
-    )
+    stored = select(Measurement.job_id, Measurement.agent_id).where(Measurement.job_id.in_(done))
+    stored_by = dict(session.execute(stored).all()) if done else {}
     batches = {job.batch_id for job in jobs.values() if job.state == JobState.running and job.lease_owner == agent.id}
     conditions = {
         batch_id: Conditions.from_dict(stored)
