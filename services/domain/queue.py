@@ -183,8 +183,10 @@ def lease(
     lease_seconds: float,
     max_attempts: int = 3,
     now: datetime | None = None,
+    requeue: bool = True,
 ) -> list[Leased]:
-    """Lease up to ``max_jobs`` queued jobs of the agent's device whose artifact is recorded, oldest first.
+    """Lease up to ``max_jobs`` queued jobs of the agent's device whose artifact is recorded, oldest first; with
+    ``requeue``, the device's lapsed leases return to the queue first (``requeue_expired``).
 
     One ``WITH picked AS MATERIALIZED (...) UPDATE ... RETURNING`` picks the jobs (``FOR UPDATE SKIP LOCKED`` on
     PostgreSQL: replicas never lease a job twice), leases them and reads their arch, artifact size and batch
@@ -192,7 +194,8 @@ def lease(
     """
     now = now or utcnow()
     agent.last_heartbeat = now
-    requeue_expired(session, max_attempts=max_attempts, now=now, device_id=agent.device_id)
+    if requeue:
+        requeue_expired(session, max_attempts=max_attempts, now=now, device_id=agent.device_id)
     formats = [f for f in formats if f in FORMATS]
     if max_jobs <= 0 or not formats:
         return []

@@ -44,6 +44,7 @@ CHUNK_BYTES = 1 << 20
 MAX_WAIT_S = 60.0  # longest long-poll a request may ask for
 PREPARE_BUDGET_S = 10.0  # export at most about this long before leasing what is ready
 AGENT_STATES = ("idle", "measuring")
+REQUEUE_EVERY_S = 1.0  # a device's leases return its lapsed jobs to the queue at most this often (per process)
 WAITERS_FULL_RETRY_MS = 1_000  # a long-poll refused for want of threads retries after this, more after many
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ERROR_CLASS_NAMES = {value: name for name, value in ERROR_CLASSES.items()}
@@ -94,6 +95,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.capacity: Capacity = default_capacity(settings.grpc_db_calls, settings.grpc_workers)
         self.artifacts = artifacts
         self.notifier = notifier
+        self._requeued: dict[int, float] = {}  # device id -> when one of its leases last requeued lapsed jobs
 
     @translate_errors
     def Register(self, request: agent_pb2.RegisterRequest, context: grpc.ServicerContext) -> agent_pb2.RegisterResponse:
@@ -253,16 +255,24 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 end_call(context, grpc.StatusCode.CANCELLED, "the call ended while waiting for work")
 
     def _lease_ready(self, context, caller: Caller, formats: list[str], max_jobs: int) -> list[queue.Leased]:
-        """Lease up to ``max_jobs`` of the device's jobs whose artifact is recorded, in one transaction."""
+        """Lease up to ``max_jobs`` of the device's jobs whose artifact is recorded, in one transaction; the first
+        lease of a device in ``REQUEUE_EVERY_S`` returns its lapsed jobs to the queue first (the lease sweeper covers
+        devices nobody leases for)."""
+        now = time.monotonic()
+        requeue = now - self._requeued.get(caller.device_id, float("-inf")) >= REQUEUE_EVERY_S
         with self._slot(Kind.LEASE, context), transaction(self.sessions) as session:
-            return queue.lease(
+            jobs = queue.lease(
                 session,
                 self._agent(session, context, caller),
                 max_jobs=max_jobs,
                 formats=formats,
                 lease_seconds=self.settings.lease_seconds,
                 max_attempts=self.settings.max_attempts,
+                requeue=requeue,
             )
+        if requeue:
+            self._requeued[caller.device_id] = now
+        return jobs
 
     def _prepare_artifacts(self, device_id: int, formats: list[str], max_jobs: int, context) -> bool:
         """Export the models of the next ``max_jobs`` queued jobs that the export worker has not made yet (a lease
