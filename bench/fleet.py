@@ -12,6 +12,10 @@ status, busy refusals, and the exactly-once check.
 
 ``--jobs 0`` measures an idle fleet: the agents long-poll for ``--limit-s`` seconds and the server's CPU is printed.
 
+The server's CPU includes its gRPC child processes (``--grpc-processes``). The load generator runs on the same
+machine: on the project's 2-core VM, busy with other work, 200 agents on PostgreSQL + Redis gave 539-668 results/s at
+1.5-1.7 server CPU-s per 1,000 results with 1 or 2 processes (README, "Under load", for the full table).
+
 ``--db postgresql+psycopg://postgres@127.0.0.1:5432/test`` creates a database ``fleet_bench_<pid>`` on that server
 for the run and drops it afterwards. Without ``--db`` the server uses a SQLite file in a temporary folder.
 """
