@@ -1,4 +1,5 @@
-"""``latfarm serve``: the REST app (uvicorn) and the agents' gRPC server in one process."""
+"""``latfarm serve``: the REST app (uvicorn) and the agents' gRPC server in one process, plus child processes
+serving the same gRPC port when ``grpc_processes`` asks for more (``rpc.processes``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from latfarm.services.api.app import create_app
 from latfarm.services.api.deps import warm_arch_tables
 from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.core.config import Settings
+from latfarm.services.rpc.processes import GrpcChildren, grpc_processes
 from latfarm.services.rpc.server import build_grpc_server, server_credentials
 from latfarm.services.runtime import Runtime
 
@@ -47,6 +49,7 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with exit_on_error("latfarm serve"):
         credentials = server_credentials(settings)  # a bad TLS setting fails before the database is touched
+        processes = grpc_processes(settings)
     runtime = Runtime(settings)
     new_admin_key = runtime.bootstrap()
     app = create_app(runtime)
@@ -61,6 +64,7 @@ def serve(settings: Settings) -> None:
         port=settings.grpc_port,
         guard=runtime.auth_guard,
     )
+    children = GrpcChildren(settings, grpc_port, processes - 1)
     server = _Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5))
 
     def stop(signum, _frame) -> None:
@@ -70,15 +74,17 @@ def serve(settings: Settings) -> None:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     grpc_server.start()
+    children.start()
     runtime.start_workers()
     host = _shown(settings.http_host)
     http_port = http_sock.getsockname()[1]
     print(f"latfarm REST  http://{host}:{http_port}  (API docs: http://{host}:{http_port}/docs)", flush=True)
     tls = credentials is not None
+    spread = f"  {processes} processes" if processes > 1 else ""
     agent_tls = " --tls (or --ca-cert CERT.pem when self-signed)" if tls else ""
     grpc_host = _shown(settings.grpc_listen_host)
     print(
-        f"latfarm gRPC  {grpc_host}:{grpc_port}{'  TLS' if tls else ''}  "
+        f"latfarm gRPC  {grpc_host}:{grpc_port}{'  TLS' if tls else ''}{spread}  "
         f"(agents: latfarm agent --server {grpc_host}:{grpc_port}{agent_tls})",
         flush=True,
     )
@@ -93,7 +99,9 @@ def serve(settings: Settings) -> None:
     try:
         server.run(sockets=[http_sock])
     finally:
-        grpc_server.stop(GRPC_GRACE_S).wait(GRPC_GRACE_S + 2)
+        stopped = grpc_server.stop(GRPC_GRACE_S)
+        children.stop(GRPC_GRACE_S)
+        stopped.wait(GRPC_GRACE_S + 2)
         runtime.close()
         http_sock.close()
         for sig, handler in previous.items():

@@ -53,6 +53,12 @@ class Settings(_FromEnvironment):
     grpc_workers: int = Field(
         256, description="gRPC threads per server; agents waiting for work may hold all but an eighth of them"
     )
+    grpc_processes: int = Field(
+        0,
+        ge=0,
+        description="processes serving the gRPC port (each its own GIL; they share it through SO_REUSEPORT); 0: one"
+        " per CPU up to 4 on PostgreSQL with Redis, else 1; SQLite allows only 1",
+    )
     grpc_tls_cert: Path | None = Field(
         None,
         description="PEM certificate (chain) for the gRPC port: TLS with LATFARM_GRPC_TLS_KEY; both unset: plaintext",

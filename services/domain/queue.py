@@ -183,8 +183,10 @@ def lease(
     lease_seconds: float,
     max_attempts: int = 3,
     now: datetime | None = None,
+    requeue: bool = True,
 ) -> list[Leased]:
-    """Lease up to ``max_jobs`` queued jobs of the agent's device whose artifact is recorded, oldest first.
+    """Lease up to ``max_jobs`` queued jobs of the agent's device whose artifact is recorded, oldest first; with
+    ``requeue``, the device's lapsed leases return to the queue first (``requeue_expired``).
 
     One ``WITH picked AS MATERIALIZED (...) UPDATE ... RETURNING`` picks the jobs (``FOR UPDATE SKIP LOCKED`` on
     PostgreSQL: replicas never lease a job twice), leases them and reads their arch, artifact size and batch
@@ -192,7 +194,8 @@ def lease(
     """
     now = now or utcnow()
     agent.last_heartbeat = now
-    requeue_expired(session, max_attempts=max_attempts, now=now, device_id=agent.device_id)
+    if requeue:
+        requeue_expired(session, max_attempts=max_attempts, now=now, device_id=agent.device_id)
     formats = [f for f in formats if f in FORMATS]
     if max_jobs <= 0 or not formats:
         return []
@@ -416,9 +419,8 @@ def report(
         job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id).with_for_update())
     }
     done = [job_id for job_id, job in jobs.items() if job.state == JobState.done]
-    stored_by = dict(
-        session.execute(select(Measurement.job_id, Measurement.agent_id).where(Measurement.job_id.in_(done))).all()
-    )
+    stored = select(Measurement.job_id, Measurement.agent_id).where(Measurement.job_id.in_(done))
+    stored_by = dict(session.execute(stored).all()) if done else {}
     batches = {job.batch_id for job in jobs.values() if job.state == JobState.running and job.lease_owner == agent.id}
     conditions = {
         batch_id: Conditions.from_dict(stored)

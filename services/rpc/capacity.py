@@ -11,6 +11,7 @@ honour, instead of queueing past its deadline.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -141,6 +142,29 @@ class Capacity:
         """Calls waiting for a slot now."""
         with self._lock:
             return sum(len(queue) for queue in self._queues.values())
+
+
+class Backoff:
+    """A retry hint that grows with recent refusals, so a crowd refused together spreads its retries out.
+
+    The hint is ``base_ms`` x (1 + r / ``room``), at most ``MAX_RETRY_MS``, where r counts the earlier refusals of
+    about the last ``window_s`` seconds (each decays with time constant ``window_s``) and ``room`` is how many calls
+    the refused resource holds: a lone refusal gets the base hint; after as many as it holds, twice the base.
+    """
+
+    def __init__(self, base_ms: int, room: int, window_s: float = 10.0) -> None:
+        self.base_ms, self.room, self.window_s = base_ms, max(room, 1), window_s
+        self._lock = threading.Lock()
+        self._recent = 0.0
+        self._at = time.monotonic()
+
+    def refused(self) -> int:
+        """Count a refusal now; the hint (ms) for the refused call."""
+        with self._lock:
+            now = time.monotonic()
+            earlier = self._recent * math.exp((self._at - now) / self.window_s)
+            self._recent, self._at = earlier + 1, now
+            return int(min(MAX_RETRY_MS, self.base_ms * (1 + earlier / self.room)))
 
 
 def default_capacity(slots: int, threads: int) -> Capacity:

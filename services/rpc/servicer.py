@@ -32,7 +32,7 @@ from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, at
 from latfarm.services.infra.throttle import AuthGuard, grpc_client
 from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.rpc.callers import CALLERS, Caller
-from latfarm.services.rpc.capacity import Busy, Capacity, Kind, default_capacity
+from latfarm.services.rpc.capacity import Backoff, Busy, Capacity, Kind, default_capacity
 from latfarm.services.rpc.errors import end_call, translate_errors
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent, Device, Enrollment, Job
@@ -44,7 +44,8 @@ CHUNK_BYTES = 1 << 20
 MAX_WAIT_S = 60.0  # longest long-poll a request may ask for
 PREPARE_BUDGET_S = 10.0  # export at most about this long before leasing what is ready
 AGENT_STATES = ("idle", "measuring")
-WAITERS_FULL_RETRY_MS = 1_000  # a long-poll refused for want of threads retries after about this long
+REQUEUE_EVERY_S = 1.0  # a device's leases return its lapsed jobs to the queue at most this often (per process)
+WAITERS_FULL_RETRY_MS = 1_000  # a long-poll refused for want of threads retries after this, more after many
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ERROR_CLASS_NAMES = {value: name for name, value in ERROR_CLASSES.items()}
 FETCH = ERROR_CLASS_NAMES[agent_pb2.ERROR_CLASS_FETCH]
@@ -90,9 +91,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.sessions = sessions
         self.read_sessions = read_sessions
         self.waiting = threading.BoundedSemaphore(max_waiting(settings.grpc_workers))
+        self.waiters_full = Backoff(WAITERS_FULL_RETRY_MS, max_waiting(settings.grpc_workers))
         self.capacity: Capacity = default_capacity(settings.grpc_db_calls, settings.grpc_workers)
         self.artifacts = artifacts
         self.notifier = notifier
+        self._requeued: dict[int, float] = {}  # device id -> when one of its leases last requeued lapsed jobs
 
     @translate_errors
     def Register(self, request: agent_pb2.RegisterRequest, context: grpc.ServicerContext) -> agent_pb2.RegisterResponse:
@@ -198,7 +201,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             return self._lease(request, context, max_jobs, 0.0)
         if not self.waiting.acquire(blocking=False):
             reason = f"{max_waiting(self.settings.grpc_workers)} agents wait for work already (LATFARM_GRPC_WORKERS)"
-            raise Busy(Kind.LEASE, WAITERS_FULL_RETRY_MS, reason)
+            raise Busy(Kind.LEASE, self.waiters_full.refused(), reason)
         try:
             return self._lease(request, context, max_jobs, wait_s)
         finally:
@@ -221,24 +224,22 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         waited = False
         while True:
             seen = self.notifier.version(device_id)
+            if not context.is_active():
+                end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
             try:
-                self._prepare_artifacts(device_id, formats, max_jobs, context)
-                if not context.is_active():
-                    end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
-                with self._slot(Kind.LEASE, context), transaction(self.sessions) as session:
-                    jobs = queue.lease(
-                        session,
-                        self._agent(session, context, caller),
-                        max_jobs=max_jobs,
-                        formats=formats,
-                        lease_seconds=self.settings.lease_seconds,
-                        max_attempts=self.settings.max_attempts,
-                    )
+                jobs = self._lease_ready(context, caller, formats, max_jobs)
             except Busy:
                 if not waited:
                     raise
-                jobs = []  # a long-poll that waited already answers empty, not refused: the agent asks again
-                deadline = 0.0
+                # a long-poll that waited already answers empty, not refused: the agent asks again
+                return agent_pb2.LeaseResponse(lease_seconds=self.settings.lease_seconds)
+            if len(jobs) < max_jobs:  # the export worker may not have reached the next jobs: export them now
+                try:
+                    if self._prepare_artifacts(device_id, formats, max_jobs - len(jobs), context):
+                        jobs += self._lease_ready(context, caller, formats, max_jobs - len(jobs))
+                except Busy:
+                    if not (jobs or waited):  # what is leased already goes out either way
+                        raise
             if jobs and not context.is_active():  # nobody will receive them: hand them back at once
                 with transaction(self.sessions) as session:
                     if (owner := session.get(Agent, agent_id)) is not None:  # a removed agent's jobs have no lease
@@ -253,21 +254,42 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             if ended.is_set():
                 end_call(context, grpc.StatusCode.CANCELLED, "the call ended while waiting for work")
 
-    def _prepare_artifacts(self, device_id: int, formats: list[str], max_jobs: int, context) -> None:
-        """Export the models of the next lease that the export worker has not made yet, before the lease starts,
-        so the lease transaction stays short; exporting stops after ``PREPARE_BUDGET_S`` (the agent gets what is
-        ready sooner). A model whose export fails fails its jobs with the reason."""
+    def _lease_ready(self, context, caller: Caller, formats: list[str], max_jobs: int) -> list[queue.Leased]:
+        """Lease up to ``max_jobs`` of the device's jobs whose artifact is recorded, in one transaction; the first
+        lease of a device in ``REQUEUE_EVERY_S`` returns its lapsed jobs to the queue first (the lease sweeper covers
+        devices nobody leases for)."""
+        now = time.monotonic()
+        requeue = now - self._requeued.get(caller.device_id, float("-inf")) >= REQUEUE_EVERY_S
+        with self._slot(Kind.LEASE, context), transaction(self.sessions) as session:
+            jobs = queue.lease(
+                session,
+                self._agent(session, context, caller),
+                max_jobs=max_jobs,
+                formats=formats,
+                lease_seconds=self.settings.lease_seconds,
+                max_attempts=self.settings.max_attempts,
+                requeue=requeue,
+            )
+        if requeue:
+            self._requeued[caller.device_id] = now
+        return jobs
+
+    def _prepare_artifacts(self, device_id: int, formats: list[str], max_jobs: int, context) -> bool:
+        """Export the models of the next ``max_jobs`` queued jobs that the export worker has not made yet (a lease
+        that found fewer ready jobs asks), outside any transaction; exporting stops after ``PREPARE_BUDGET_S``. A
+        model whose export fails fails its jobs with the reason. Returns whether there was any (lease again)."""
         with self._slot(Kind.LEASE, context), self.read_sessions() as session:
             pending = queue.pending_artifacts(session, device_id, formats, max_jobs)
         started = time.monotonic()
         failed = False
         for done, model in enumerate(pending):
             if done and (time.monotonic() - started > PREPARE_BUDGET_S or not context.is_active()):
-                return
+                return True
             failed |= not export_one(self.sessions, self.artifacts, model, self.notifier)
         if failed:
             with self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
                 queue.resolve_artifacts(session, device_id, formats, max_jobs, self.artifacts)
+        return bool(pending)
 
     @translate_errors
     def FetchArtifact(self, request: agent_pb2.FetchArtifactRequest, context) -> Iterator[agent_pb2.ArtifactChunk]:

@@ -10,12 +10,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 from tests.conftest import ROOT
 
 START_TIMEOUT_S = 90
@@ -102,3 +104,47 @@ def test_serve_postgres_redis_and_sigterm(tmp_path, pg_url, redis_url):
         code = served.stop(signal.SIGTERM)
     assert code == 0, "".join(served.output)
     assert "latfarm stopped" in "".join(served.output)
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux ``/proc``)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                found.add(int(stat.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_grpc_processes_share_the_port_and_die_with_the_server(tmp_path, pg_url, redis_url):
+    """Three processes serve one gRPC port: agents on separate connections reach the children too (each logs the
+    registrations it served under its pid); a SIGKILLed server takes its children with it."""
+    args = ["--db", pg_url, "--redis", redis_url, "--data-dir", str(tmp_path / "data")]
+    served = Served(args, LATFARM_GRPC_PROCESSES="3")
+    try:
+        assert "3 processes" in "".join(served.output)
+        children = _children(served.proc.pid)
+        assert len(children) == 2, children
+        admin = {"Authorization": f"Bearer {served.key}"}
+        assert httpx.post(f"{served.rest}/v1/devices", json={"name": "spread"}, headers=admin, timeout=10).is_success
+        token = httpx.post(f"{served.rest}/v1/devices/spread/enrollments", headers=admin, timeout=10).json()["token"]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not all(f"grpc-{child} " in "".join(served.output) for child in children):
+            assert time.monotonic() < deadline, "a child served no registration:\n" + "".join(served.output)
+            with grpc.insecure_channel(served.grpc) as channel:  # a new connection: the kernel picks a process
+                stub = agent_pb2_grpc.AgentServiceStub(channel)
+                descriptor = agent_pb2.DeviceDescriptor(hostname="spread", formats=["onnx"])
+                reply = stub.Register(agent_pb2.RegisterRequest(enrollment_token=token, descriptor=descriptor))
+                auth = [("authorization", f"Bearer {reply.credential}")]
+                assert not stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=0), metadata=auth, timeout=30).jobs
+            time.sleep(0.2)  # the child's log line travels through the pipe
+    finally:
+        served.proc.kill()
+        served.proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{child}").exists() for child in children):
+        assert time.monotonic() < deadline, "a gRPC child outlived its SIGKILLed server"
+        time.sleep(0.1)
