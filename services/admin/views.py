@@ -445,7 +445,7 @@ def agent_view(heartbeat_interval_s: float) -> type[ModelView]:
 
         async def after_model_delete(self, model: Any, request: Request) -> None:
             """A removed agent's credential stops working at once on this server, not after the auth cache."""
-            CALLERS.forget(model.id)
+            CALLERS.forget_agent(model.id)
 
     return AgentAdmin
 

@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from latfarm.services.core import errors as core_errors
 from latfarm.services.infra.prometheus import MetricsMiddleware
 
+from .auth import PrincipalCache
 from .docs import install_docs
 from .errors import ERROR_RESPONSES, error, error_body, http_status, install_error_handlers
 from .routes import adapt, devices, health, jobs, keys, measurements, predict, rank
@@ -69,7 +70,7 @@ class BodyLimit:
 def create_app(runtime: Runtime) -> FastAPI:
     """The REST app on ``runtime`` (bootstrapped by its owner, who also closes it). The shared objects the routes
     use live on ``app.state``: ``settings``, ``sessions``, ``read_sessions``, ``notifier``, ``cache``,
-    ``predictions``, ``metrics``, ``auth_guard``."""
+    ``predictions``, ``metrics``, ``auth_guard``, and the app's own ``principals`` (who a key is, for a few seconds)."""
     from latfarm.services.admin import mount_admin  # the admin imports api.errors: imported here, not at the top
 
     app = FastAPI(
@@ -87,6 +88,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.predictions = runtime.predictions
     app.state.metrics = runtime.metrics
     app.state.auth_guard = runtime.auth_guard
+    app.state.principals = PrincipalCache()
 
     install_error_handlers(app)
     install_docs(app)

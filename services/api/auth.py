@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from latfarm.services.core.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
 from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.infra.throttle import AuthGuard
+from latfarm.services.infra.ttl_cache import TtlCache
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import ApiKey, Device
 
@@ -25,6 +26,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 # Scopes whose permissions on a device hold only for the devices the key owns (``Device.owner_key_id``).
 OWN_DEVICES_ONLY = frozenset({"owner"})
 BOOTSTRAP_NAME = "bootstrap-admin"
+KEY_TTL_S = 5.0  # a valid key is trusted this long without reading the database; revoking forgets it at once here
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,19 @@ class Principal:
             )
 
 
+class PrincipalCache(TtlCache[str, Principal]):
+    """Key hash -> ``Principal`` for ``KEY_TTL_S`` (one per app: ``app.state.principals``); a key revoked through
+    this process is forgotten at once, through another replica within ``KEY_TTL_S``."""
+
+    def __init__(self) -> None:
+        """An empty cache."""
+        super().__init__(KEY_TTL_S)
+
+    def forget_key(self, key_id: int) -> None:
+        """Drop key ``key_id`` (revoked)."""
+        self.forget(lambda principal: principal.key_id == key_id)
+
+
 def authenticate(request: Request) -> Principal:
     """The principal of a request's bearer key (401 when missing, unknown or revoked; 429 while its client is
     throttled for failing too often, see ``infra.throttle``)."""
@@ -69,12 +84,18 @@ def authenticate(request: Request) -> Principal:
     guard: AuthGuard = request.app.state.auth_guard
     client = request.client.host if request.client else "unknown"
     guard.check("rest", client)
+    principals: PrincipalCache = request.app.state.principals
+    digest = hash_secret(key.strip())
+    if (principal := principals.get(digest)) is not None:
+        return principal
     with request.app.state.read_sessions() as session:
-        row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_secret(key.strip()))).one_or_none()
+        row = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).one_or_none()
     if row is None or row.revoked:
         guard.failed("rest", client)
         raise Unauthenticated("invalid or revoked API key")
-    return Principal(row.id, row.name, frozenset(row.scopes or ()))
+    principal = Principal(row.id, row.name, frozenset(row.scopes or ()))
+    principals.put(digest, principal)
+    return principal
 
 
 def require(permission: str) -> Callable[[Request], Principal]:

@@ -409,7 +409,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """The caller's row, to write; aborts UNAUTHENTICATED when the agent was removed meanwhile."""
         agent = session.get(Agent, caller.agent_id)
         if agent is None:
-            CALLERS.forget(caller.agent_id)
+            CALLERS.forget_agent(caller.agent_id)
             end_call(context, grpc.StatusCode.UNAUTHENTICATED, "unknown agent credential; register again")
         return agent
 

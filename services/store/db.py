@@ -28,7 +28,11 @@ UNAVAILABLE_MESSAGE = "the database is unavailable; retry later"
 def make_engine(url: str) -> Engine:
     """An engine tuned per backend: SQLite gets WAL, a busy timeout and foreign keys."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # SQLite connections are cheap to keep: a pool as large as the REST threads' burst, so requests do not
+        # open (and run the pragmas of) a new connection each time the default 5 are in use
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20, max_overflow=40
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:

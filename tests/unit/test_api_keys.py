@@ -28,6 +28,19 @@ def test_create_use_and_revoke_keys(api, keys):
     assert api.delete("/v1/keys/999999", headers=ADMIN).status_code == 404
 
 
+def test_a_key_revoked_elsewhere_lapses_within_the_cache_ttl(api, keys, monkeypatch):
+    """A valid key is trusted for ``KEY_TTL_S`` without a database read; revoked by another replica (here: straight
+    in the database) it stops working once its entry lapses."""
+    created = api.post("/v1/keys", json={"name": "replica", "scopes": ["client"]}, headers=ADMIN).json()
+    assert api.get("/v1/devices", headers=bearer(created["key"])).status_code == 200
+    with api.app.state.sessions() as session:
+        session.get(ApiKey, created["id"]).revoked = True
+        session.commit()
+    assert api.get("/v1/devices", headers=bearer(created["key"])).status_code == 200  # cached
+    monkeypatch.setattr(api.app.state.principals, "ttl_s", 0.0)
+    assert api.get("/v1/devices", headers=bearer(created["key"])).status_code == 401
+
+
 def test_key_errors(api, keys):
     for headers in (keys["client"], keys["owner"]):
         assert api.post("/v1/keys", json={"name": "x", "scopes": ["admin"]}, headers=headers).status_code == 403

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -30,8 +30,11 @@ def list_keys(session: Session = Depends(db), _: Principal = Depends(require("ke
 
 
 @router.delete("/{key_id}", status_code=204)
-def revoke_key(key_id: int, session: Session = Depends(db), _: Principal = Depends(require("keys"))) -> None:
+def revoke_key(
+    key_id: int, request: Request, session: Session = Depends(db), _: Principal = Depends(require("keys"))
+) -> None:
     """Revoke a key (404 when unknown; 409 for the last admin key, which would lock every admin out); requests with
-    it get 401 from then on."""
+    it get 401 from then on (through another server replica, within ``auth.KEY_TTL_S``)."""
     revoke(session, key_id)
     session.commit()
+    request.app.state.principals.forget_key(key_id)
