@@ -270,10 +270,11 @@ def adapt(
     ),
     cancel: bool = typer.Option(False, "--cancel", help="Cancel the device's adaptation that is measuring."),
 ) -> None:
-    """Adapt a space's predictor to a device from K measurements by its agents.
+    """Adapt a space's predictor to a device from K new measurements by its agents.
 
-    With no agent of the device online it says so and exits 1 without starting (unless --wait-for-agent or
-    --no-wait); Ctrl-C while waiting cancels the adaptation and its unfinished jobs (exit 130)."""
+    Always a new adaptation, even when one of the same K is active (latfarm up reuses it). It takes the device's
+    owner's key or an admin key. With no agent of the device online it says so and exits 1 without starting (unless
+    --wait-for-agent or --no-wait); Ctrl-C while waiting cancels the adaptation and its unfinished jobs (exit 130)."""
     client = _client(server, key, "latfarm adapt")
     with exit_on_error("latfarm adapt"), _explained("latfarm adapt", client):
         if cancel:

@@ -40,12 +40,13 @@ def start_adaptation(
     body: AdaptRequest,
     request: Request,
     session: Session = Depends(db),
-    principal: Principal = Depends(require("jobs")),
+    principal: Principal = Depends(require("devices")),
 ) -> dict:
     """Choose K archs of the space, queue their measurement on the device's agents (under its conditions for the
-    space); the space's predictor adapts when they are in."""
+    space); the space's predictor adapts when they are in. The device's owner or an admin (it changes what the
+    device serves)."""
     device = get_device(session, name)
-    principal.check_device("jobs", device)
+    principal.check_device("devices", device)
     predictor = request.app.state.predictions.predictor(request_space(body.space).name)
     adaptation = adapt.start(
         session,
@@ -66,13 +67,13 @@ def cancel_adaptation(
     name: str,
     space: Annotated[Space, Query(description="Space whose adaptation is cancelled: nb201 | fbnet.")] = nb201.SPACE,
     session: Session = Depends(db),
-    principal: Principal = Depends(require("jobs")),
+    principal: Principal = Depends(require("devices")),
 ) -> dict:
     """Cancel the device's adaptation of the space while it is measuring, with its queued and running jobs (done
     ones keep their results); the device's active adaptation stays in use (``active_in_use``: whether it has one).
-    409 when none is measuring."""
+    409 when none is measuring. The device's owner or an admin."""
     device = get_device(session, name)
-    principal.check_device("jobs", device)
+    principal.check_device("devices", device)
     cancelled = adapt.cancel(session, device, request_space(space).name)
     session.commit()
     in_use = active_adaptation(session, device, cancelled.conditions_key) is not None
