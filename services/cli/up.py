@@ -25,8 +25,8 @@ from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.client import Client, LatfarmError
 from latfarm.services.core.config import Settings, env_name
 from latfarm.services.core.security import new_secret
-from latfarm.services.domain.adaptation import DEFAULT_SAMPLES
 from latfarm.services.domain.names import checked_device_name
+from latfarm.services.domain.samples import DEFAULT_SAMPLES
 
 console = Console()
 START_TIMEOUT_S = 180.0

@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from latfarm.services.core.errors import Conflict, FailedPrecondition, InvalidArgument
+from latfarm.services.core.errors import Conflict, FailedPrecondition
 from latfarm.services.domain import queue
 from latfarm.services.domain.conditions import SPACES, space_of
 from latfarm.services.domain.outliers import robust_adapt
@@ -33,6 +33,7 @@ from latfarm.services.domain.predictions import (
     keyed_by_position,
     model_state,
 )
+from latfarm.services.domain.samples import check_samples
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import (
     Adaptation,
@@ -48,12 +49,7 @@ from latfarm.services.store.models import (
 )
 
 log = logging.getLogger(__name__)
-MIN_SAMPLES, MAX_SAMPLES, DEFAULT_SAMPLES = 3, 200, 10  # K archs an adaptation measures
 IN_PROGRESS = (AdaptState.measuring, AdaptState.training)
-
-
-class AdaptError(InvalidArgument):
-    """A request the adapt loop cannot take; the message is safe to show a client."""
 
 
 class AdaptationRunning(Conflict):
@@ -62,13 +58,6 @@ class AdaptationRunning(Conflict):
 
 class NothingToCancel(FailedPrecondition):
     """The device has no adaptation of the space that can still be cancelled."""
-
-
-def check_samples(samples: int) -> int:
-    """``samples`` when it is a K an adaptation takes (``MIN_SAMPLES``..``MAX_SAMPLES``); else ``AdaptError``."""
-    if not MIN_SAMPLES <= samples <= MAX_SAMPLES:
-        raise AdaptError(f"samples must be between {MIN_SAMPLES} and {MAX_SAMPLES}, got {samples}")
-    return samples
 
 
 def of_space(space: str):

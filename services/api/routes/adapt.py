@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.services.domain import adaptation as adapt
+from latfarm.services.domain.samples import DEFAULT_SAMPLES, MAX_SAMPLES, MIN_SAMPLES
 from latfarm.services.store.crud import active_adaptation
 
 from ..auth import Principal, require
@@ -25,8 +26,8 @@ class AdaptRequest(Strict):
 
     space: Space = Field(nb201.SPACE, description="Search space whose predictor is adapted: nb201 | fbnet.")
 
-    samples: Annotated[int, Field(ge=adapt.MIN_SAMPLES, le=adapt.MAX_SAMPLES), WHOLE] = Field(
-        adapt.DEFAULT_SAMPLES, description="K archs to measure on the device."
+    samples: Annotated[int, Field(ge=MIN_SAMPLES, le=MAX_SAMPLES), WHOLE] = Field(
+        DEFAULT_SAMPLES, description="K archs to measure on the device."
     )
     seed: Annotated[int, Field(ge=0, le=2**32 - 1), WHOLE] = Field(
         0, description="Seed of the sample selection (trials differ by seed)."
