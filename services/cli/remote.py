@@ -150,7 +150,7 @@ def measure(
     items = result.get("items", [])
     if out:
         measure_results.write_csv(out, items, result.get("conditions", {}))
-        typer.echo(f"{result['done']} measured, {result['failed']} failed: {out}")
+        typer.echo(f"{measure_results.summary(items)}: {out}")
         return
     for item in items:
         typer.echo(measure_results.line(item))

@@ -166,13 +166,14 @@ def by_space(session: Session, device: Device) -> dict[str, dict]:
     return {space: describe(session, row) for space, row in latest_of.items() if row is not None}
 
 
-def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list, list[float]]:
+def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list, list[float], int]:
     """Median of the agent-measured latencies of each sampled arch on the device under the adaptation's conditions
-    (in the device's statistic), by the keys of ``sample_archs``."""
+    (in the device's statistic), by the keys of ``sample_archs``; and how many of those archs have an unstable
+    measurement among them."""
     statistic = device_statistic(session, adaptation.device_id, adaptation.conditions_key)
     key = Arch.reference_index if keyed_by_position(space_of(adaptation.conditions_key)) else Arch.arch
     rows = session.execute(
-        select(key, agent_latency(statistic))
+        select(key, agent_latency(statistic), Measurement.unstable)
         .join(Arch, Arch.id == Measurement.arch_id)
         .where(
             Measurement.device_id == adaptation.device_id,
@@ -183,10 +184,13 @@ def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list, l
         )
     ).all()
     by_key: dict[Any, list[float]] = {}
-    for arch, latency_ms in rows:
+    unstable = set()
+    for arch, latency_ms, flagged in rows:
         by_key.setdefault(arch, []).append(float(latency_ms))
+        if flagged:
+            unstable.add(arch)
     keys = sorted(by_key)
-    return keys, [float(np.median(by_key[k])) for k in keys]
+    return keys, [float(np.median(by_key[k])) for k in keys], len(unstable)
 
 
 def _claim(session: Session, adaptation_id: str, from_state: AdaptState, to_state: AdaptState) -> bool:
@@ -237,7 +241,7 @@ def _fit(sessions: sessionmaker[Session], adaptation_id: str, predictors: Predic
     with transaction(sessions) as session:
         adaptation = session.get_one(Adaptation, adaptation_id)  # this call just claimed it
         space = space_of(adaptation.conditions_key)
-        keys, values = _sample_latencies(session, adaptation)
+        keys, values, unstable = _sample_latencies(session, adaptation)
         if len(keys) < 3:
             adaptation.state = AdaptState.failed
             adaptation.error = f"only {len(keys)} of {adaptation.samples} sample archs were measured; need 3"
@@ -253,6 +257,7 @@ def _fit(sessions: sessionmaker[Session], adaptation_id: str, predictors: Predic
         adaptation.params = model_state(model, space)
         adaptation.metrics = {
             "measured": len(keys),
+            "unstable": unstable,  # sampled archs measured unstable (round medians too far apart: a busy device)
             "outliers": outliers,  # sampled archs left out of the fit (``domain.outliers``)
             "fit_mean_abs_rel_error": float(np.mean(np.abs(fitted - truth) / truth)),
         }

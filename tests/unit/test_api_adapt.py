@@ -23,9 +23,9 @@ SAMPLES = 6
 B1 = Conditions().key  # a default device's conditions
 
 
-def _agent_measures(api, tmp_path, device: str, truth: np.ndarray) -> int:
+def _agent_measures(api, tmp_path, device: str, truth: np.ndarray, unstable: bool = False) -> int:
     """A registered agent leases the device's jobs through the real queue and reports the true latencies (as the
-    fastest run: ``latency_ms``, with the median of round medians 1 ms above)."""
+    fastest run: ``latency_ms``, with the median of round medians 1 ms above), flagged ``unstable`` if so."""
     sessions = api.app.state.sessions
     store = ArtifactStore(tmp_path / "artifacts")
     with transaction(sessions) as session:
@@ -37,7 +37,9 @@ def _agent_measures(api, tmp_path, device: str, truth: np.ndarray) -> int:
         jobs = [session.get_one(Job, job.job_id) for job in leased]
         latencies = [float(truth[job.arch.nb201_index]) for job in jobs]
         results = [
-            ReportedResult(job_id=job.id, ok=True, latency_ms=ms, statistic="min", median_ms=ms + 1.0, runs=10)
+            ReportedResult(
+                job_id=job.id, ok=True, latency_ms=ms, statistic="min", median_ms=ms + 1.0, runs=10, unstable=unstable
+            )
             for job, ms in zip(jobs, latencies, strict=True)
         ]
         acks = queue.report(session, agent, results, provenance={}, max_attempts=3)
@@ -200,3 +202,23 @@ def test_only_the_devices_owner_or_an_admin_may_start_or_cancel_its_adaptation(a
     assert started.status_code == 202, started.text
     cancelled = api.post("/v1/devices/mine/adapt/cancel", headers=keys["owner"])
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+
+
+def test_an_adaptation_counts_its_unstable_samples(api, keys, tmp_path, help_dir, capsys):
+    """Samples measured unstable (a busy device) still fit, and the metrics say how many were: ``latfarm up``'s
+    summary names them next to the fit error."""
+    from latfarm.services.cli.up import _summary
+
+    truth = load_help(help_dir, ["gold_6240"])["gold_6240"]
+    add_device(api, "busy1")
+    assert api.post("/v1/devices/busy1/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).status_code == 202
+    assert _agent_measures(api, tmp_path, "busy1", truth, unstable=True) == SAMPLES
+    assert adapt.advance_all(api.app.state.sessions, api.app.state.predictions.predictor_loader) == 1
+    state = api.get("/v1/devices/busy1/adapt", headers=ADMIN).json()
+    assert state["state"] == "active" and state["metrics"]["unstable"] == SAMPLES
+    _summary("http://127.0.0.1:8000", "lf_admin_k", "busy1", state)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert (
+        f"predictor {SAMPLES} measured archs ({SAMPLES} unstable: this machine was busy, its round medians over 5% "
+        "apart even after a retry), fit error"
+    ) in shown

@@ -187,3 +187,14 @@ def test_measure_takes_fbnet_positions_in_helps_reference_set(live_api):
         jobs = session.query(Job).filter(Job.batch_id == batch_id).all()
         archs = {(job.arch.space, job.arch.reference_index, job.arch.arch) for job in jobs}
     assert archs == {("fbnet", p, fbnet.to_string(fbnet.reference_set()[p])) for p in (0, 17, 4999)}
+
+
+def test_the_summary_counts_unstable_results():
+    from latfarm.services.cli.measure_results import summary
+
+    busy = [{"state": "done", "latency_ms": 1.0, "unstable": True}] * 23
+    assert summary(busy) == (
+        "23 measured (23 unstable: the device was busy, its round medians over 5% apart even after a retry), 0 failed"
+    )
+    mixed = [{"state": "done", "unstable": False}, {"state": "failed"}, {"state": "cancelled"}]
+    assert summary(mixed) == "1 measured, 1 failed"
