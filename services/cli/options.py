@@ -93,14 +93,17 @@ class Command(TyperCommand):
             ) from err
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        """Typer's parsing; a negative number taken for an option says how to pass it as an argument."""
+        """Typer's parsing; a negative number, which typer takes for an option, is refused as no arch: the numbers
+        commands take as arguments are reference positions, and no space has negative ones."""
         try:
             return super().parse_args(ctx, args)
         except NoSuchOption as err:
             if not re.fullmatch(r"-\d+(\.\d+)?", err.option_name):
                 raise
-            example = f"{ctx.command_path} [OPTIONS] ... -- {err.option_name}"
-            message = f"{err.option_name} is no option; arguments that start with '-' go last, after '--': {example}"
+            message = (
+                f"{err.option_name}: no arch has a negative position (reference positions start at 0); "
+                "give a position 0 or more, or an arch string"
+            )
             raise UsageError(message, ctx) from err
 
     def collect_usage_pieces(self, ctx: Context) -> list[str]:
