@@ -21,6 +21,7 @@ import numpy as np
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from latfarm.services.core.clock import iso_utc
 from latfarm.services.core.errors import Conflict, FailedPrecondition
 from latfarm.services.domain import queue
 from latfarm.services.domain.conditions import SPACES, space_of
@@ -150,8 +151,8 @@ def describe(session: Session, adaptation: Adaptation | None) -> dict:
         "current": adaptation.conditions_key == conditions_of(device).for_space(space).key,
         "samples": adaptation.samples,
         "checkpoint": adaptation.checkpoint,
-        "created_at": adaptation.created_at.isoformat(),
-        "activated_at": adaptation.activated_at.isoformat() if adaptation.activated_at else None,
+        "created_at": iso_utc(adaptation.created_at),
+        "activated_at": iso_utc(adaptation.activated_at),
         "metrics": adaptation.metrics,
         "error": adaptation.error,
     }
