@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -22,6 +23,8 @@ from latfarm.services.core.errors import LatfarmError
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 DONE_STATES = ("active", "failed", "cancelled")
+# Who may start or cancel a device's adaptation (it changes what the device serves).
+ADAPT_KEYS = "adapting a device's predictor takes its owner's key (scope owner) or an admin key"
 
 
 class Client:
@@ -238,8 +241,10 @@ class Client:
     ) -> dict:
         """Adapt the predictor of ``space`` to ``device`` from ``samples`` measurements by its agents; returns the
         adaptation's state (``state`` active when waited for: ``wait_adaptation``). ``progress`` prints updates to
-        stderr."""
-        state = self._json("POST", f"/v1/devices/{device}/adapt", json={"space": space, "samples": samples})
+        stderr. A key that may not adapt the device raises ``LatfarmError`` (``permission_denied``) naming the keys
+        that may."""
+        with _refused_needs(ADAPT_KEYS):
+            state = self._json("POST", f"/v1/devices/{device}/adapt", json={"space": space, "samples": samples})
         if not wait:
             return state
         return self.wait_adaptation(device, space, progress=progress, timeout=timeout, poll_s=poll_s)
@@ -270,8 +275,21 @@ class Client:
             time.sleep(poll_s)
 
     def cancel_adaptation(self, device: str, space: str = "nb201") -> dict:
-        """Cancel the device's adaptation of ``space`` while it measures (and its jobs); returns its state."""
-        return self._json("POST", f"/v1/devices/{device}/adapt/cancel", params={"space": space})
+        """Cancel the device's adaptation of ``space`` while it measures (and its jobs); returns its state. Its owner's
+        key or an admin key (else ``LatfarmError``, ``permission_denied``)."""
+        with _refused_needs(ADAPT_KEYS):
+            return self._json("POST", f"/v1/devices/{device}/adapt/cancel", params={"space": space})
+
+
+@contextmanager
+def _refused_needs(keys: str) -> Iterator[None]:
+    """Run the block; a ``permission_denied`` error it raises says which ``keys`` may do it."""
+    try:
+        yield
+    except LatfarmError as err:
+        if err.code != "permission_denied":
+            raise
+        raise LatfarmError(f"{err.message} ({keys})", code=err.code, status=err.status, field=err.field) from err
 
 
 def _arch(arch: str | int | Sequence[int]) -> str | int | list[int]:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES, ArchError, UnknownSpace, get_space
 from latfarm.services.admin.views import ago
-from latfarm.services.core.clock import as_utc
+from latfarm.services.core.clock import as_utc, iso_utc
 from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.domain.conditions import space_of
 from latfarm.services.domain.liveness import online_cutoff, online_window_s
@@ -50,7 +50,7 @@ def fleet(session: Session, heartbeat_interval_s: float, now: datetime | None = 
                 "device": device_name,
                 "state": agent.state,
                 "online": beat is not None and beat >= cutoff,
-                "last_heartbeat": beat.isoformat() if beat else None,
+                "last_heartbeat": iso_utc(beat),
                 "last_heartbeat_ago": ago(beat, now),
             }
         )

@@ -14,11 +14,13 @@ from sqladmin.filters import (
     ForeignKeyFilter,
     OperationColumnFilter,
     StaticValuesFilter,
+    get_column_obj,
 )
 from sqladmin.formatters import BASE_FORMATTERS
-from sqlalchemy import Select, Subquery, and_, func, or_, select
+from sqlalchemy import Integer, Select, Subquery, and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
@@ -44,6 +46,16 @@ from latfarm.services.store.models import (
 )
 
 PAGE_SIZES = [25, 50, 100, 200]
+MAX_WHOLE = 2**63 - 1  # the largest value an integer column holds (BIGINT)
+ALL = ("", "__all")  # a filter's values that select every row
+
+
+def whole_number(value: str, parameter: str) -> int:
+    """``value`` (ASCII digits, maybe signed) as an int an integer column can hold; 400 naming ``parameter`` else."""
+    digits = value.strip().removeprefix("-")
+    if digits.isascii() and digits.isdigit() and int(digits) <= MAX_WHOLE:
+        return int(value)
+    raise HTTPException(400, f"filter {parameter}: {value!r} is not a whole number")
 
 
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
@@ -115,6 +127,33 @@ def _latency(measurement: Measurement, _attr: str) -> str:
     return f"{measurement.latency_ms:.4g}" + (f" ({statistic})" if statistic else "")
 
 
+class DeviceFilter(ForeignKeyFilter):
+    """Filter rows by device (a ``device_id`` column), listing devices by name; a value that is no id is a 400."""
+
+    def __init__(self, column: Any) -> None:
+        super().__init__(column, Device.name, Device, title="Device")
+
+    async def get_filtered_query(self, query: Select, value: Any, model: Any) -> Select:
+        """Rows of device id ``value`` (every row for no value)."""
+        if value is not None and value not in ALL:
+            whole_number(value, self.parameter_name)
+        return await super().get_filtered_query(query, value, model)
+
+
+class CheckedOperationFilter(OperationColumnFilter):
+    """sqladmin's operation filter, but an operation the column's type does not offer is ignored and a value an
+    integer column cannot hold is a 400 (both were database errors)."""
+
+    async def get_filtered_query(self, query: Select, operation: str, value: Any, model: Any) -> Select:
+        """Rows where the column compares to ``value`` by ``operation`` (every row for no value)."""
+        column = get_column_obj(self.column, model)
+        if operation not in dict(self.get_operation_options(column)):
+            return query
+        if value and isinstance(column.type, Integer):
+            whole_number(value, self.parameter_name)
+        return await super().get_filtered_query(query, operation, value, model)
+
+
 class ArchFilter:
     """Filter rows with an ``arch_id`` by reference position (NB201: official index) or (part of) an arch string of
     any registered space, typed into a box."""
@@ -136,8 +175,8 @@ class ArchFilter:
         value = (value or "").strip()
         if not value or value == "__all":
             return query
-        if value.isdigit():
-            archs = select(Arch.id).where(Arch.reference_index == int(value))
+        if value.isascii() and value.isdigit():
+            archs = select(Arch.id).where(Arch.reference_index == whole_number(value, self.parameter_name))
         else:
             clauses = [Arch.arch.contains(value)]
             for space in SPACES.values():
@@ -208,6 +247,13 @@ class ReadOnlyView(ModelView):
     list_template = "table_list.html"
     column_type_formatters = {**BASE_FORMATTERS, datetime: lambda moment: f"{moment:%Y-%m-%d %H:%M:%S}"}  # UTC
 
+    async def list(self, request: Request) -> Any:
+        """sqladmin's page of rows; a query value with a NUL character (which no column holds and PostgreSQL refuses)
+        is a 400. Bad page, size and sort values are 400s already, bad filter values too (the filters above)."""
+        if any("\x00" in value for value in request.query_params.values()):
+            raise HTTPException(400, "query values may not contain NUL characters")
+        return await super().list(request)
+
     async def count(self, request: Request, stmt: Select | None = None) -> int:
         """sqladmin counts over the sorted list query: drop the sort, a full sort of a big table for nothing."""
         froms = stmt.get_final_froms() if stmt is not None else []
@@ -238,7 +284,7 @@ class ArchAdmin(ReadOnlyView, model=Arch):
     column_labels = {Arch.reference_index: "index"}
     column_searchable_list = [Arch.arch]
     column_sortable_list = [Arch.id, Arch.reference_index, Arch.arch]
-    column_filters = [ValuesFilter(Arch.space), OperationColumnFilter(Arch.reference_index)]
+    column_filters = [ValuesFilter(Arch.space), CheckedOperationFilter(Arch.reference_index)]
 
 
 class ArtifactAdmin(ReadOnlyView, model=Artifact):
@@ -275,7 +321,7 @@ class JobAdmin(ReadOnlyView, model=Job):
     column_sortable_list = [Job.created_at, Job.finished_at, Job.state, Job.attempts]
     column_default_sort = [(Job.created_at, True), (Job.finished_at, True), (Job.id, False)]
     column_filters = [
-        ForeignKeyFilter(Job.device_id, Device.name, Device, title="Device"),
+        DeviceFilter(Job.device_id),
         StaticValuesFilter(Job.state, _enum_values(JobState), title="State"),
         ValuesFilter(Job.format),
         SpaceFilter(),
@@ -331,7 +377,7 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
     ]
     column_default_sort = (Measurement.id, True)
     column_filters = [
-        ForeignKeyFilter(Measurement.device_id, Device.name, Device, title="Device"),
+        DeviceFilter(Measurement.device_id),
         StaticValuesFilter(Measurement.source, _enum_values(Source), title="Source"),
         ValuesFilter(Measurement.dataset),
         ValuesFilter(Measurement.conditions_key, title="Conditions"),
@@ -405,7 +451,7 @@ class AdaptationAdmin(ReadOnlyView, model=Adaptation):
     column_sortable_list = [Adaptation.created_at, Adaptation.activated_at, Adaptation.state, Adaptation.samples]
     column_default_sort = (Adaptation.created_at, True)
     column_filters = [
-        ForeignKeyFilter(Adaptation.device_id, Device.name, Device, title="Device"),
+        DeviceFilter(Adaptation.device_id),
         StaticValuesFilter(Adaptation.state, _enum_values(AdaptState), title="State"),
     ]
 
@@ -436,7 +482,7 @@ def agent_view(heartbeat_interval_s: float) -> type[ModelView]:
         column_sortable_list = [Agent.name, Agent.state, Agent.last_heartbeat, Agent.registered_at]
         column_default_sort = (Agent.last_heartbeat, True)
         column_filters = [
-            ForeignKeyFilter(Agent.device_id, Device.name, Device, title="Device"),
+            DeviceFilter(Agent.device_id),
             ValuesFilter(Agent.state),
             OnlineFilter(heartbeat_interval_s),
         ]

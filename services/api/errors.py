@@ -6,7 +6,9 @@ Every error answer is ``{"detail": message, "message": message, "code"?: ..., "f
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +21,7 @@ from latfarm.services.core.errors import ErrorCode, InvalidArgument, LatfarmErro
 from latfarm.services.domain import names
 from latfarm.services.store.db import DATABASE_DOWN, UNAVAILABLE_MESSAGE
 
-from .schemas import ErrorOut
+from .schemas import ARCH_QUERY_PATTERN, ErrorOut
 
 log = logging.getLogger(__name__)
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")  # an OpenAPI path item's keys
@@ -80,33 +82,104 @@ def _line_column(text: str, position: object) -> str:
     return f" at line {line} column {column}"
 
 
-def _field(loc: tuple) -> str:
-    parts = [p for p in loc if p not in ("body", "query", "path", "header")] or list(loc[-1:])
+# A pydantic error location's part that names a union member tried (``str``, ``function-before[...]``,
+# ``list[int]``), not a field: the public path stops before it.
+UNION_MEMBER = re.compile(r"^(str|int|float|bool|list|dict|tuple|none)$|[\[(-]")
+# What each union member tried is, for the message of a value that matched none.
+MEMBER_KINDS = (("str", "a string"), ("int", "a whole number"), ("list", "a list of whole numbers"))
+ONE_OF = re.compile(r"^\^\(([\w|]+)\)\$$")  # a pattern that is a choice: ^(a|b|c)$
+
+
+def _path(parts: list) -> str:
+    """``archs[0].name``: a request's field by its public path."""
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
-    return out or "body"
+    return out
+
+
+def _located(error: dict) -> tuple[str, list[str]]:
+    """A validation error's public field path and, when the value matched no member of a union, the members tried
+    (by their pydantic tags); a model validator's ``LatfarmError`` names its own field."""
+    parts = [p for p in error["loc"] if p not in ("body", "query", "path", "header")]
+    member = next((i for i, p in enumerate(parts) if isinstance(p, str) and UNION_MEMBER.search(p)), None)
+    members = [] if member is None else [parts[member]]
+    parts = parts if member is None else parts[:member]
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, LatfarmError) and cause.field:
+        parts = [*parts, cause.field]
+    return _path(parts) or ("body" if "body" in error["loc"] else _path(list(error["loc"][-1:]))), members
+
+
+def _input(error: dict) -> str:
+    """The value a validation error refused, as the client sent it (JSON), shortened."""
+    try:
+        text = json.dumps(error.get("input"))
+    except (TypeError, ValueError):
+        text = repr(error.get("input"))
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _field_errors(errors: list[dict]) -> list[dict[str, str]]:
+    """One ``{"field", "message"}`` per invalid field, in order: a value no member of a union takes is one error
+    naming the forms it may have, not one per member tried."""
+    out: list[dict[str, str]] = []
+    unions: dict[str, tuple[dict[str, str], list[str]]] = {}  # field -> (its item in out, the members tried)
+    for e in errors:
+        field, members = _located(e)
+        if not members:
+            out.append({"field": field, "message": _message(e)})
+            continue
+        if field not in unions:
+            unions[field] = ({"field": field, "message": f"got {_input(e)}"}, [])
+            out.append(unions[field][0])
+        unions[field][1].extend(members)
+    for item, members in unions.values():
+        kinds = [kind for name, kind in MEMBER_KINDS if any(_is_kind(tag, name) for tag in members)]
+        forms = ", ".join(kinds[:-1]) + f" or {kinds[-1]}" if len(kinds) > 1 else "".join(kinds) or "of another form"
+        item["message"] = f"must be {forms}, {item['message']}"
+    return out
+
+
+def _is_kind(tag: str, name: str) -> bool:
+    """Whether union member ``tag`` takes values of kind ``name`` (the API's whole numbers are ``int`` members
+    behind the ``_whole_number`` check)."""
+    return tag.startswith(name) or (name == "int" and "whole_number" in tag and not tag.startswith("list"))
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 naming each invalid field; 400 when the body is not JSON at all (its decode error and where)."""
+    """422 naming each invalid field by its public path; 400 when the body is not JSON at all (its decode error and
+    where)."""
     invalid_json = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
     if invalid_json is not None:
         where = _line_column((await request.body()).decode(errors="replace"), invalid_json["loc"][-1])
         message = f"request body is not valid JSON: {invalid_json.get('ctx', {}).get('error', 'decode error')}{where}"
         return error(400, message, code="invalid_argument", field="body")
-    errors = [{"field": _field(tuple(e["loc"])), "message": _message(e)} for e in exc.errors()]
+    errors = _field_errors(list(exc.errors()))
     message = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     return error(422, message, code="invalid_argument", errors=errors)
 
 
 def _message(error: dict) -> str:
     """A validation error's message, reworded where pydantic's would not tell a client what to do: a body that
-    arrived as raw bytes (it was not sent as JSON) and a device name against the name rule."""
+    arrived as raw bytes (it was not sent as JSON), a value against a pattern (never the pattern itself: a device
+    name against the name rule, an arch, a choice) and a validator's own error (without pydantic's prefix)."""
     if tuple(error["loc"]) == ("body",) and isinstance(error.get("input"), bytes):
         return "send the body as JSON, with the header 'Content-Type: application/json'"
-    if error["type"] == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == names.NAME_PATTERN:
-        return names.refusal(error.get("input"))
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, LatfarmError):
+        return cause.message
+    if error["type"] == "value_error":
+        return error["msg"].removeprefix("Value error, ")
+    if error["type"] == "string_pattern_mismatch":
+        pattern = error.get("ctx", {}).get("pattern")
+        if pattern == names.NAME_PATTERN:
+            return names.refusal(error.get("input"))
+        if pattern == ARCH_QUERY_PATTERN:
+            return f"{_input(error)} is no arch string of a registered space and no reference position"
+        if choice := ONE_OF.match(pattern or ""):
+            return f"must be one of {', '.join(choice.group(1).split('|'))}, got {_input(error)}"
+        return f"{_input(error)} is not of the form this field takes (see its description in /docs)"
     return error["msg"]
 
 

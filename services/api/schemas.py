@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -20,6 +20,7 @@ from pydantic import (
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES as REGISTERED_SPACES
 from latfarm.predictor.spaces import SearchSpace, get_space
+from latfarm.services.core.clock import as_utc
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.conditions import (
     DEFAULT_SPACE,
@@ -126,7 +127,8 @@ Graph = Annotated[str, WithJsonSchema({"type": "string", "enum": list(GRAPHS)})]
 
 
 # Stored times are UTC; SQLite hands them back naive.
-UtcDatetime = Annotated[datetime, AfterValidator(lambda t: t if t.tzinfo else t.replace(tzinfo=timezone.utc))]
+# Every time the API returns: UTC, written ISO 8601 with ``Z`` (``core.clock.iso_utc`` where no schema writes it).
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class Strict(BaseModel):

@@ -1,7 +1,8 @@
 """The ``latfarm`` command line: the typer app assembled from the command modules, in help order.
 
 Command modules import their role's code when a command runs, so the agent-only install (no torch, web stack or
-SQL) can run ``latfarm agent``.
+SQL) can run ``latfarm agent``; each command's class names the extra it needs (``options.needs``), which a command
+run without it names in one line: ``pip install 'latfarm[server]'`` (or ``[client]``: the REST client commands).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from latfarm.services.cli import agent, data, remote, research, server_commands
-from latfarm.services.cli.options import Command, Group
+from latfarm.services.cli.options import Command, Group, needs
 
 app = typer.Typer(
     cls=Group,
@@ -17,24 +18,25 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command(cls=Command)(server_commands.serve)
-app.command(cls=Command)(server_commands.migrate)
+SERVER, CLIENT = needs("server"), needs("client")
+app.command(cls=SERVER)(server_commands.serve)
+app.command(cls=SERVER)(server_commands.migrate)
 app.command(cls=Command)(agent.agent)
-app.command(cls=Command)(server_commands.up)
-app.command("import", cls=Command)(data.import_)
-app.command(cls=Command)(remote.predict)
-app.command(cls=Command)(remote.measure)
-app.command(cls=Command)(remote.cancel)
-app.command(cls=Command)(remote.adapt)
-app.command(cls=Command)(research.pretrain)
+app.command(cls=SERVER)(server_commands.up)
+app.command("import", cls=SERVER)(data.import_)
+app.command(cls=CLIENT)(remote.predict)
+app.command(cls=CLIENT)(remote.measure)
+app.command(cls=CLIENT)(remote.cancel)
+app.command(cls=CLIENT)(remote.adapt)
+app.command(cls=SERVER)(research.pretrain)
 
 export_app = typer.Typer(
     cls=Group, help="Export models (ONNX / TFLite) or a device's measurements.", no_args_is_help=True
 )
-export_app.command("model", cls=Command)(data.export_model)
-export_app.command("data", cls=Command)(data.export_data)
+export_app.command("model", cls=SERVER)(data.export_model)
+export_app.command("data", cls=SERVER)(data.export_data)
 app.add_typer(export_app, name="export")
 
 eval_app = typer.Typer(cls=Group, help="Evaluate the predictor.", no_args_is_help=True)
-eval_app.command("transfer", cls=Command)(research.eval_transfer)
+eval_app.command("transfer", cls=SERVER)(research.eval_transfer)
 app.add_typer(eval_app, name="eval")

@@ -57,3 +57,19 @@ def line(item: dict) -> str:
     index = f"#{item['index']}" if item.get("index") is not None else ""
     error = f"  ({item['error']})" if item.get("error") else ""
     return f"{figure:<24} {index:<7} {item['arch']}{error}"
+
+
+def unstable_note(count: int, where: str = "the device") -> str:
+    """What ``count`` unstable measurements on ``where`` mean, as a parenthesis after a count of measured archs ('' for
+    none)."""
+    if not count:
+        return ""
+    return f" ({count} unstable: {where} was busy, its round medians over 5% apart even after a retry)"
+
+
+def summary(items: list[dict]) -> str:
+    """A finished batch in one line: archs measured (how many unstable) and failed."""
+    done = [item for item in items if item.get("state") == "done"]
+    failed = sum(item.get("state") == "failed" for item in items)
+    unstable = sum(bool(item.get("unstable")) for item in done)
+    return f"{len(done)} measured{unstable_note(unstable)}, {failed} failed"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 from typer._click import Context, HelpFormatter, Parameter
@@ -27,8 +28,8 @@ DbUrl = typer.Option(None, "--db", show_default="SQLite file in the data folder"
 
 
 def _checked_samples(samples: int | None) -> int | None:
-    """``--samples`` under the adapt loop's own rule (``adaptation.check_samples``), before any request."""
-    from latfarm.services.domain.adaptation import AdaptError, check_samples
+    """``--samples`` under the adapt loop's own rule (``domain.samples``), before any request."""
+    from latfarm.services.domain.samples import AdaptError, check_samples
 
     try:
         return None if samples is None else check_samples(samples)
@@ -68,18 +69,41 @@ def _argument_name(param: TyperArgument) -> str:
     return (param.name or "").upper() + ("..." if param.nargs != 1 else "")
 
 
+# The extra that brings a module the base (agent) install lacks, where it is not the command's own extra.
+MODULE_EXTRAS = {"ai_edge_litert": "litert", "litert_torch": "tflite"}
+
+
 class Command(TyperCommand):
-    """A typer command whose help follows the rules above."""
+    """A typer command whose help follows the rules above; run without a module of its ``extra`` (an agent-only
+    install), it says in one line which extra to install and exits 1."""
+
+    extra: str | None = None  # the package extra the command needs beyond the base install (None: none)
+
+    def invoke(self, ctx: Context) -> Any:
+        """Run the command; a third-party module missing from this install exits 1 naming the extra to install."""
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as err:
+            top = (err.name or "").partition(".")[0]
+            extra = MODULE_EXTRAS.get(top, self.extra)
+            if extra is None or top in ("", "latfarm"):
+                raise
+            raise SystemExit(
+                f"{ctx.command_path}: needs the {extra} extra (no module {top!r}): pip install 'latfarm[{extra}]'"
+            ) from err
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        """Typer's parsing; a negative number taken for an option says how to pass it as an argument."""
+        """Typer's parsing; a negative number, which typer takes for an option, is refused as no arch: the numbers
+        commands take as arguments are reference positions, and no space has negative ones."""
         try:
             return super().parse_args(ctx, args)
         except NoSuchOption as err:
             if not re.fullmatch(r"-\d+(\.\d+)?", err.option_name):
                 raise
-            example = f"{ctx.command_path} [OPTIONS] ... -- {err.option_name}"
-            message = f"{err.option_name} is no option; arguments that start with '-' go last, after '--': {example}"
+            message = (
+                f"{err.option_name}: no arch has a negative position (reference positions start at 0); "
+                "give a position 0 or more, or an arch string"
+            )
             raise UsageError(message, ctx) from err
 
     def collect_usage_pieces(self, ctx: Context) -> list[str]:
@@ -97,6 +121,11 @@ class Command(TyperCommand):
         """Typer's help, its options shown by the rules above."""
         with _as_shown(self.get_params(ctx)):
             super().format_help(ctx, formatter)
+
+
+def needs(extra: str) -> type[Command]:
+    """The ``Command`` class of commands that need the package extra ``extra``."""
+    return type(f"{extra.title()}Command", (Command,), {"extra": extra})
 
 
 class Group(TyperGroup):

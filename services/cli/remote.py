@@ -94,8 +94,8 @@ def measure(
         "--random",
         "--sample",
         min=0,
-        help="Also measure N random archs of the space (distinct reference archs "
-        "where the space has a reference set, else uniform draws).",
+        help="Also measure N random archs of the space: distinct archs of its reference set "
+        "(NB201: official indices; FBNet: HELP's 5,000), else uniform draws.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of --random."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
@@ -150,7 +150,7 @@ def measure(
     items = result.get("items", [])
     if out:
         measure_results.write_csv(out, items, result.get("conditions", {}))
-        typer.echo(f"{result['done']} measured, {result['failed']} failed: {out}")
+        typer.echo(f"{measure_results.summary(items)}: {out}")
         return
     for item in items:
         typer.echo(measure_results.line(item))
@@ -198,17 +198,20 @@ def _check_agents(client: Client, device: str, command: str, refuse: bool) -> No
 
 
 def random_archs(space: str, n: int, seed: int) -> list[str | int]:
-    """``n`` random archs of ``space``, seeded: distinct reference positions where the reference set holds every
-    arch (``SearchSpace.enumerated``: NB201's official indices), else ``space.sample`` drawn as strings (FBNet: from
-    all 9^22, not only a dataset's). ``UnknownSpace`` for an unknown space."""
+    """``n`` random archs of ``space``, seeded: distinct positions of its reference set where it has one (NB201's
+    official indices, FBNet's 5,000 HELP archs: results match the dataset's), else ``space.sample`` drawn as strings.
+    ``UnknownSpace`` for an unknown space, ``ArchError`` for more archs than the reference set holds."""
     import random
 
-    from latfarm.predictor.spaces import get_space
+    from latfarm.predictor.spaces import ArchError, get_space
 
     searched = get_space(space)
-    if searched.enumerated:
-        return list(random.Random(seed).sample(range(len(searched.reference_set() or ())), n))
-    return [searched.to_string(encoding) for encoding in searched.sample(n, seed)]
+    reference = searched.reference_set()
+    if not reference:
+        return [searched.to_string(encoding) for encoding in searched.sample(n, seed)]
+    if n > len(reference):
+        raise ArchError(f"--random {n}: the {space} reference set holds {len(reference)} archs")
+    return list(random.Random(seed).sample(range(len(reference)), n))
 
 
 def _measure_with_progress(client, device, space, archs, fmt, wait, timeout, protocol, conditions) -> dict:
@@ -270,10 +273,11 @@ def adapt(
     ),
     cancel: bool = typer.Option(False, "--cancel", help="Cancel the device's adaptation that is measuring."),
 ) -> None:
-    """Adapt a space's predictor to a device from K measurements by its agents.
+    """Adapt a space's predictor to a device from K new measurements by its agents.
 
-    With no agent of the device online it says so and exits 1 without starting (unless --wait-for-agent or
-    --no-wait); Ctrl-C while waiting cancels the adaptation and its unfinished jobs (exit 130)."""
+    Always a new adaptation, even when one of the same K is active (latfarm up reuses it). It takes the device's
+    owner's key or an admin key. With no agent of the device online it says so and exits 1 without starting (unless
+    --wait-for-agent or --no-wait); Ctrl-C while waiting cancels the adaptation and its unfinished jobs (exit 130)."""
     client = _client(server, key, "latfarm adapt")
     with exit_on_error("latfarm adapt"), _explained("latfarm adapt", client):
         if cancel:

@@ -22,11 +22,12 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from latfarm.agents.state import load_state
 from latfarm.services.cli.errors import exit_on_error
+from latfarm.services.cli.measure_results import unstable_note
 from latfarm.services.client import Client, LatfarmError
 from latfarm.services.core.config import Settings, env_name
 from latfarm.services.core.security import new_secret
-from latfarm.services.domain.adaptation import DEFAULT_SAMPLES
 from latfarm.services.domain.names import checked_device_name
+from latfarm.services.domain.samples import DEFAULT_SAMPLES
 
 console = Console()
 START_TIMEOUT_S = 180.0
@@ -275,13 +276,15 @@ def run_up(settings: Settings, *, device: str = "local", samples: int | None = N
 
 
 def _summary(base: str, key: str, device: str, state: dict) -> None:
-    fit_error = (state.get("metrics") or {}).get("fit_mean_abs_rel_error", 0.0)
+    metrics = state.get("metrics") or {}
+    fit_error = metrics.get("fit_mean_abs_rel_error", 0.0)
+    unstable = unstable_note(metrics.get("unstable", 0), "this machine")
     console.print(
         f"\n[bold green]latfarm is up.[/] Predictions for all 15,625 NB201 archs on [bold]{device}[/] are served.\n"
         f"  API docs   {base}/docs\n"
         f"  admin UI   {base}/admin\n"
         f"  admin key  {key}\n"
-        f"  predictor  {state.get('samples')} measured archs, fit error {fit_error:.1%}\n"
+        f"  predictor  {state.get('samples')} measured archs{unstable}, fit error {fit_error:.1%}\n"
         f"  try        curl -s -H 'Authorization: Bearer {key}' -H 'content-type: application/json' "
         f"""-d '{{"device": "{device}", "archs": [0, 1, 2]}}' {base}/v1/predict\n"""
         "Ctrl-C stops everything.",

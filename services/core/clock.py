@@ -15,3 +15,10 @@ def as_utc(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=timezone.utc)
+
+
+def iso_utc(moment: datetime | None) -> str | None:
+    """``moment`` as the API writes every time: ISO 8601 in UTC with ``Z`` (``2026-11-30T21:16:29.556742Z``, as
+    pydantic writes an aware UTC time)."""
+    moment = as_utc(moment)
+    return None if moment is None else moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -21,7 +21,8 @@ import numpy as np
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from latfarm.services.core.errors import Conflict, FailedPrecondition, InvalidArgument
+from latfarm.services.core.clock import iso_utc
+from latfarm.services.core.errors import Conflict, FailedPrecondition
 from latfarm.services.domain import queue
 from latfarm.services.domain.conditions import SPACES, space_of
 from latfarm.services.domain.outliers import robust_adapt
@@ -33,6 +34,7 @@ from latfarm.services.domain.predictions import (
     keyed_by_position,
     model_state,
 )
+from latfarm.services.domain.samples import check_samples
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import (
     Adaptation,
@@ -48,12 +50,7 @@ from latfarm.services.store.models import (
 )
 
 log = logging.getLogger(__name__)
-MIN_SAMPLES, MAX_SAMPLES, DEFAULT_SAMPLES = 3, 200, 10  # K archs an adaptation measures
 IN_PROGRESS = (AdaptState.measuring, AdaptState.training)
-
-
-class AdaptError(InvalidArgument):
-    """A request the adapt loop cannot take; the message is safe to show a client."""
 
 
 class AdaptationRunning(Conflict):
@@ -62,13 +59,6 @@ class AdaptationRunning(Conflict):
 
 class NothingToCancel(FailedPrecondition):
     """The device has no adaptation of the space that can still be cancelled."""
-
-
-def check_samples(samples: int) -> int:
-    """``samples`` when it is a K an adaptation takes (``MIN_SAMPLES``..``MAX_SAMPLES``); else ``AdaptError``."""
-    if not MIN_SAMPLES <= samples <= MAX_SAMPLES:
-        raise AdaptError(f"samples must be between {MIN_SAMPLES} and {MAX_SAMPLES}, got {samples}")
-    return samples
 
 
 def of_space(space: str):
@@ -161,8 +151,8 @@ def describe(session: Session, adaptation: Adaptation | None) -> dict:
         "current": adaptation.conditions_key == conditions_of(device).for_space(space).key,
         "samples": adaptation.samples,
         "checkpoint": adaptation.checkpoint,
-        "created_at": adaptation.created_at.isoformat(),
-        "activated_at": adaptation.activated_at.isoformat() if adaptation.activated_at else None,
+        "created_at": iso_utc(adaptation.created_at),
+        "activated_at": iso_utc(adaptation.activated_at),
         "metrics": adaptation.metrics,
         "error": adaptation.error,
     }
@@ -177,13 +167,14 @@ def by_space(session: Session, device: Device) -> dict[str, dict]:
     return {space: describe(session, row) for space, row in latest_of.items() if row is not None}
 
 
-def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list, list[float]]:
+def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list, list[float], int]:
     """Median of the agent-measured latencies of each sampled arch on the device under the adaptation's conditions
-    (in the device's statistic), by the keys of ``sample_archs``."""
+    (in the device's statistic), by the keys of ``sample_archs``; and how many of those archs have an unstable
+    measurement among them."""
     statistic = device_statistic(session, adaptation.device_id, adaptation.conditions_key)
     key = Arch.reference_index if keyed_by_position(space_of(adaptation.conditions_key)) else Arch.arch
     rows = session.execute(
-        select(key, agent_latency(statistic))
+        select(key, agent_latency(statistic), Measurement.unstable)
         .join(Arch, Arch.id == Measurement.arch_id)
         .where(
             Measurement.device_id == adaptation.device_id,
@@ -194,10 +185,13 @@ def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list, l
         )
     ).all()
     by_key: dict[Any, list[float]] = {}
-    for arch, latency_ms in rows:
+    unstable = set()
+    for arch, latency_ms, flagged in rows:
         by_key.setdefault(arch, []).append(float(latency_ms))
+        if flagged:
+            unstable.add(arch)
     keys = sorted(by_key)
-    return keys, [float(np.median(by_key[k])) for k in keys]
+    return keys, [float(np.median(by_key[k])) for k in keys], len(unstable)
 
 
 def _claim(session: Session, adaptation_id: str, from_state: AdaptState, to_state: AdaptState) -> bool:
@@ -248,7 +242,7 @@ def _fit(sessions: sessionmaker[Session], adaptation_id: str, predictors: Predic
     with transaction(sessions) as session:
         adaptation = session.get_one(Adaptation, adaptation_id)  # this call just claimed it
         space = space_of(adaptation.conditions_key)
-        keys, values = _sample_latencies(session, adaptation)
+        keys, values, unstable = _sample_latencies(session, adaptation)
         if len(keys) < 3:
             adaptation.state = AdaptState.failed
             adaptation.error = f"only {len(keys)} of {adaptation.samples} sample archs were measured; need 3"
@@ -264,6 +258,7 @@ def _fit(sessions: sessionmaker[Session], adaptation_id: str, predictors: Predic
         adaptation.params = model_state(model, space)
         adaptation.metrics = {
             "measured": len(keys),
+            "unstable": unstable,  # sampled archs measured unstable (round medians too far apart: a busy device)
             "outliers": outliers,  # sampled archs left out of the fit (``domain.outliers``)
             "fit_mean_abs_rel_error": float(np.mean(np.abs(fitted - truth) / truth)),
         }

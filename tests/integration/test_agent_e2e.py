@@ -204,7 +204,7 @@ def test_a_request_protocol_overrides_the_agent_options(server, tmp_path):
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stderr
-        assert f"2 measured, 0 failed: {out}" in done.stdout
+        assert "2 measured" in done.stdout and f", 0 failed: {out}" in done.stdout  # maybe "(2 unstable: ...)" between
     finally:
         assert agent.terminate() == 0, agent.log()
     rows = list(csv.DictReader(out.open()))

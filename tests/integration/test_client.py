@@ -55,6 +55,9 @@ def test_client_round_trip(live_api):
         with pytest.raises(LatfarmError) as err:
             nas.predict("nope", [arch(1)])
         assert err.value.status == 404 and "nope" in str(err.value)
+        with pytest.raises(LatfarmError) as err:  # adapting is the device owner's or an admin's
+            nas.adapt("dev1", samples=3, wait=False)
+        assert err.value.status == 403 and "its owner's key (scope owner) or an admin key" in str(err.value)
     with pytest.raises(LatfarmError) as err:
         Client(url).devices()
     assert err.value.status == 401

@@ -500,3 +500,40 @@ def test_state_changing_admin_requests_need_post_and_the_csrf_token(app_and_ids)
         assert answer.status_code == 302
     with app.state.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Measurement).where(Measurement.quarantined)) == 0
+
+
+JUNK = ["abc", "-1", "1.5", "²", "99999999999999999999999", "9223372036854775808", "nul\x00byte", "%", "__all"]
+
+
+def test_junk_filter_and_query_values_on_every_list_page_are_never_a_server_error(tmp_path, db_url):
+    """Every list page's filters (and operators), paging, sorting and search given values no column holds: a 4xx
+    or the value ignored, never a 500."""
+    from latfarm.services.admin.views import model_views
+    from tests.api_support import ADMIN_KEY as API_ADMIN_KEY
+    from tests.api_support import make_settings
+
+    with app_on(make_settings(tmp_path, db_url, heartbeat_interval_s=10)) as app:
+        seed(app.state.sessions)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            assert _login(client, API_ADMIN_KEY).status_code == 302
+            failures = []
+            for view in model_views(10):
+                page = f"/admin/{view.identity}/list"
+                paging = ("page", "pageSize", "sortBy", "sort", "search")
+                queries = [{param: value} for param in paging for value in JUNK]
+                for filter_ in view.column_filters:
+                    name = filter_.parameter_name
+                    queries += [{name: value} for value in JUNK]
+                    if getattr(filter_, "has_operator", False):
+                        operations = ("equals", "greater_than", "less_than", "contains", "junk")
+                        queries += [{name: value, f"{name}_op": op} for op in operations for value in JUNK]
+                for query in queries:
+                    response = client.get(page, params=query)
+                    if response.status_code >= 500:
+                        failures.append((page, query))
+            assert not failures, "\n".join(map(str, failures))
+            refused = client.get("/admin/measurement/list", params={"device_id": "abc"})  # the reported case
+            assert refused.status_code == 400
+            assert "filter device_id: &#39;abc&#39; is not a whole number" in refused.text
+            ignored = client.get("/admin/arch/list", params={"reference_index": "7", "reference_index_op": "contains"})
+            assert ignored.status_code == 200 and f"of {N_ARCHS} items" in ignored.text

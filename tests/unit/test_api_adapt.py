@@ -16,16 +16,16 @@ from latfarm.services.domain.results import ReportedResult
 from latfarm.services.store import crud
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Agent, Job
+from latfarm.services.store.models import Adaptation, Agent, Job
 from tests.api_support import ADMIN, add_device, arch
 
 SAMPLES = 6
 B1 = Conditions().key  # a default device's conditions
 
 
-def _agent_measures(api, tmp_path, device: str, truth: np.ndarray) -> int:
+def _agent_measures(api, tmp_path, device: str, truth: np.ndarray, unstable: bool = False) -> int:
     """A registered agent leases the device's jobs through the real queue and reports the true latencies (as the
-    fastest run: ``latency_ms``, with the median of round medians 1 ms above)."""
+    fastest run: ``latency_ms``, with the median of round medians 1 ms above), flagged ``unstable`` if so."""
     sessions = api.app.state.sessions
     store = ArtifactStore(tmp_path / "artifacts")
     with transaction(sessions) as session:
@@ -37,7 +37,9 @@ def _agent_measures(api, tmp_path, device: str, truth: np.ndarray) -> int:
         jobs = [session.get_one(Job, job.job_id) for job in leased]
         latencies = [float(truth[job.arch.nb201_index]) for job in jobs]
         results = [
-            ReportedResult(job_id=job.id, ok=True, latency_ms=ms, statistic="min", median_ms=ms + 1.0, runs=10)
+            ReportedResult(
+                job_id=job.id, ok=True, latency_ms=ms, statistic="min", median_ms=ms + 1.0, runs=10, unstable=unstable
+            )
             for job, ms in zip(jobs, latencies, strict=True)
         ]
         acks = queue.report(session, agent, results, provenance={}, max_attempts=3)
@@ -48,12 +50,12 @@ def _agent_measures(api, tmp_path, device: str, truth: np.ndarray) -> int:
 def test_adapt_measures_fits_and_activates(api, keys, tmp_path, help_dir):
     truth = load_help(help_dir, ["gold_6240"])["gold_6240"]
     add_device(api, "cpu1")
-    response = api.post("/v1/devices/cpu1/adapt", json={"samples": SAMPLES}, headers=keys["client"])
+    response = api.post("/v1/devices/cpu1/adapt", json={"samples": SAMPLES}, headers=keys["admin"])
     assert response.status_code == 202, response.text
     started = response.json()
     assert started["state"] == "measuring" and started["progress"]["total"] == SAMPLES
 
-    again = api.post("/v1/devices/cpu1/adapt", json={"samples": SAMPLES}, headers=keys["client"])
+    again = api.post("/v1/devices/cpu1/adapt", json={"samples": SAMPLES}, headers=keys["admin"])
     assert again.status_code == 409 and "already has" in again.json()["message"]
 
     assert _agent_measures(api, tmp_path, "cpu1", truth) == SAMPLES
@@ -96,10 +98,10 @@ def test_adapt_rejects_bad_requests(api, keys):
         ({"samples": 10, "format": "pt"}, 422, "format"),
         ({"samples": "many"}, 422, "samples"),
     ]:
-        response = api.post("/v1/devices/dev1/adapt", json=body, headers=keys["client"])
+        response = api.post("/v1/devices/dev1/adapt", json=body, headers=keys["admin"])
         assert response.status_code == status, response.text
         assert named in response.json()["message"]
-    assert api.post("/v1/devices/nope/adapt", json={}, headers=keys["client"]).status_code == 404
+    assert api.post("/v1/devices/nope/adapt", json={}, headers=keys["admin"]).status_code == 404
     assert api.post("/v1/devices/dev1/adapt", json={}, headers=keys["owner"]).status_code == 403
     assert api.get("/v1/devices/dev1/adapt", headers=ADMIN).json() == {"state": "none"}
     with api.app.state.sessions() as session:
@@ -132,28 +134,28 @@ def test_a_failure_after_the_claim_fails_the_adaptation_instead_of_stranding_it(
     """Whatever fails once an adaptation left ``measuring`` ends it ``failed`` with the reason; the device can
     then be adapted again (a stranded ``training`` row would refuse every new adaptation)."""
     add_device(api, "cpu2")
-    assert api.post("/v1/devices/cpu2/adapt", json={"samples": SAMPLES}, headers=keys["client"]).status_code == 202
+    assert api.post("/v1/devices/cpu2/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).status_code == 202
     _agent_measures(api, tmp_path, "cpu2", np.linspace(1.0, 5.0, 15625))
     loader = api.app.state.predictions.predictor_loader
     assert adapt.advance_all(api.app.state.sessions, lambda space: _BrokenAfterFit(loader(space))) == 0
     state = api.get("/v1/devices/cpu2", headers=ADMIN).json()["predictor"]
     assert state["state"] == "failed" and "model is broken" in state["error"]
-    assert api.post("/v1/devices/cpu2/adapt", json={"samples": SAMPLES}, headers=keys["client"]).status_code == 202
+    assert api.post("/v1/devices/cpu2/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).status_code == 202
 
 
 def test_a_cancelled_batch_cancels_the_adaptation_and_the_active_one_stays(api, keys, tmp_path):
     """An adaptation whose batch is cancelled ends ``cancelled`` even though older measurements of the same archs
     are there to fit; the active adaptation stays in use and a new one may start."""
     add_device(api, "cpu3")
-    assert api.post("/v1/devices/cpu3/adapt", json={"samples": SAMPLES}, headers=keys["client"]).status_code == 202
+    assert api.post("/v1/devices/cpu3/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).status_code == 202
     _agent_measures(api, tmp_path, "cpu3", np.linspace(1.0, 5.0, 15625))
     loader = api.app.state.predictions.predictor_loader
     assert adapt.advance_all(api.app.state.sessions, loader) == 1
     first = api.get("/v1/devices/cpu3/adapt", headers=ADMIN).json()
 
-    second = api.post("/v1/devices/cpu3/adapt", json={"samples": SAMPLES}, headers=keys["client"]).json()
+    second = api.post("/v1/devices/cpu3/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).json()
     batch = second["progress"]["id"]
-    assert api.post(f"/v1/jobs/{batch}/cancel", headers=keys["client"]).json()["cancelled_now"] == SAMPLES
+    assert api.post(f"/v1/jobs/{batch}/cancel", headers=keys["admin"]).json()["cancelled_now"] == SAMPLES
     assert adapt.advance_all(api.app.state.sessions, loader) == 0
     state = api.get("/v1/devices/cpu3/adapt", headers=ADMIN).json()
     assert (state["id"], state["state"], state["metrics"]) == (second["id"], "cancelled", {})
@@ -161,25 +163,77 @@ def test_a_cancelled_batch_cancels_the_adaptation_and_the_active_one_stays(api, 
     with api.app.state.sessions() as session:
         device = device_by_name(session, "cpu3")
         assert crud.active_adaptation(session, device, B1).id == first["id"]
-    assert api.post("/v1/devices/cpu3/adapt", json={"samples": SAMPLES}, headers=keys["client"]).status_code == 202
+    assert api.post("/v1/devices/cpu3/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).status_code == 202
 
 
 def test_cancel_an_adaptation_over_rest(api, keys):
     """``POST .../adapt/cancel`` cancels a measuring adaptation and its jobs at once; with none measuring it is a
     409 naming the latest state; a device's other keys may not."""
     add_device(api, "cpu4")
-    assert api.post("/v1/devices/cpu4/adapt/cancel", headers=keys["client"]).status_code == 409
-    started = api.post("/v1/devices/cpu4/adapt", json={"samples": SAMPLES}, headers=keys["client"]).json()
-    refused = api.post("/v1/devices/cpu4/adapt", json={"samples": SAMPLES}, headers=keys["client"]).json()
+    assert api.post("/v1/devices/cpu4/adapt/cancel", headers=keys["admin"]).status_code == 409
+    started = api.post("/v1/devices/cpu4/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).json()
+    refused = api.post("/v1/devices/cpu4/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).json()
     assert "latfarm adapt cpu4 --cancel" in refused["message"]
     assert api.post("/v1/devices/cpu4/adapt/cancel", headers=keys["owner"]).status_code == 403
 
-    response = api.post("/v1/devices/cpu4/adapt/cancel", headers=keys["client"])
+    response = api.post("/v1/devices/cpu4/adapt/cancel", headers=keys["admin"])
     assert response.status_code == 200, response.text
     cancelled = response.json()
     assert (cancelled["id"], cancelled["state"]) == (started["id"], "cancelled")
     assert cancelled["progress"]["cancelled"] == SAMPLES and cancelled["progress"]["queued"] == 0
-    again = api.post("/v1/devices/cpu4/adapt/cancel", headers=keys["client"])
+    again = api.post("/v1/devices/cpu4/adapt/cancel", headers=keys["admin"])
     assert again.status_code == 409 and "latest: cancelled" in again.json()["message"]
     assert api.post("/v1/devices/cpu4/adapt/cancel", params={"space": "fbnet"}, headers=ADMIN).status_code == 409
-    assert api.post("/v1/devices/cpu4/adapt", json={"samples": SAMPLES}, headers=keys["client"]).status_code == 202
+    assert api.post("/v1/devices/cpu4/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).status_code == 202
+
+
+def test_only_the_devices_owner_or_an_admin_may_start_or_cancel_its_adaptation(api, keys):
+    """Adaptation changes what a device serves: a client key (jobs on any device) may not start or cancel it; an
+    owner key may on its own device."""
+    owned = api.post("/v1/devices", json={"name": "mine"}, headers=keys["owner"])
+    assert owned.status_code == 201, owned.text
+    for path, body in [("/v1/devices/mine/adapt", {"samples": SAMPLES}), ("/v1/devices/mine/adapt/cancel", None)]:
+        refused = api.post(path, json=body, headers=keys["client"])
+        assert refused.status_code == 403, (path, refused.text)
+        assert refused.json()["message"] == "this key lacks permission 'devices'; it needs scope admin or owner"
+    assert api.get("/v1/devices/mine/adapt", headers=keys["client"]).json() == {"state": "none"}
+
+    started = api.post("/v1/devices/mine/adapt", json={"samples": SAMPLES}, headers=keys["owner"])
+    assert started.status_code == 202, started.text
+    cancelled = api.post("/v1/devices/mine/adapt/cancel", headers=keys["owner"])
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+
+
+def test_an_adaptation_counts_its_unstable_samples(api, keys, tmp_path, help_dir, capsys):
+    """Samples measured unstable (a busy device) still fit, and the metrics say how many were: ``latfarm up``'s
+    summary names them next to the fit error."""
+    from latfarm.services.cli.up import _summary
+
+    truth = load_help(help_dir, ["gold_6240"])["gold_6240"]
+    add_device(api, "busy1")
+    assert api.post("/v1/devices/busy1/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).status_code == 202
+    assert _agent_measures(api, tmp_path, "busy1", truth, unstable=True) == SAMPLES
+    assert adapt.advance_all(api.app.state.sessions, api.app.state.predictions.predictor_loader) == 1
+    state = api.get("/v1/devices/busy1/adapt", headers=ADMIN).json()
+    assert state["state"] == "active" and state["metrics"]["unstable"] == SAMPLES
+    _summary("http://127.0.0.1:8000", "lf_admin_k", "busy1", state)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert (
+        f"predictor {SAMPLES} measured archs ({SAMPLES} unstable: this machine was busy, its round medians over 5% "
+        "apart even after a retry), fit error"
+    ) in shown
+
+
+def test_an_adaptations_batch_is_cancelled_only_by_the_devices_owner_or_an_admin(api, keys):
+    """Cancelling the batch cancels the adaptation: a client key named like the key that started it (names are not
+    unique) may not."""
+    add_device(api, "cpu5")
+    started = api.post("/v1/devices/cpu5/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).json()
+    batch = api.get("/v1/devices/cpu5/adapt", headers=ADMIN).json()
+    with api.app.state.sessions() as session:
+        batch_id = session.get_one(Adaptation, started["id"]).batch_id
+    namesake = api.post("/v1/keys", json={"name": "bootstrap-admin", "scopes": ["client"]}, headers=ADMIN).json()
+    refused = api.post(f"/v1/jobs/{batch_id}/cancel", headers={"Authorization": f"Bearer {namesake['key']}"})
+    assert refused.status_code == 403, refused.text
+    assert api.get("/v1/devices/cpu5/adapt", headers=ADMIN).json()["state"] == batch["state"] == "measuring"
+    assert api.post(f"/v1/jobs/{batch_id}/cancel", headers=keys["admin"]).json()["cancelled_now"] == SAMPLES

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import pickle
+import re
 from datetime import timedelta
 
 import pytest
@@ -116,3 +117,26 @@ def test_device_conditions_are_checked_and_shown(api, keys):
     shown = api.get("/v1/devices/c100", headers=ADMIN).json()
     assert (shown["batch_size"], shown["precision"], shown["resolution"], shown["classes"]) == (4, "int8", 32, 100)
     assert api.get("/v1/devices/d-bad", headers=ADMIN).status_code == 404
+
+
+def test_every_timestamp_the_api_returns_is_utc_iso_8601_with_z(api):
+    """Devices, keys, enrollments, jobs, measurements and adaptations (whose block no schema writes) alike, on SQLite
+    (naive times back from the database) and PostgreSQL."""
+    add_device(api, "dev1")
+    add_measurements(api, "dev1", {1: 1.0, 2: 2.0})
+    api.post("/v1/devices/dev1/enrollments", json={}, headers=ADMIN)
+    batch = api.post("/v1/jobs", json={"device": "dev1", "archs": [0]}, headers=ADMIN).json()["id"]
+    assert api.post("/v1/devices/dev1/adapt", json={"samples": 3}, headers=ADMIN).status_code == 202
+    found = []
+    for path in (
+        "/v1/devices",
+        "/v1/devices/dev1",
+        "/v1/devices/dev1/adapt",
+        f"/v1/jobs/{batch}?items=true",
+        "/v1/measurements",
+        "/v1/keys",
+    ):
+        found += re.findall(r'"(\w+_at)":"([^"]+)"', api.get(path, headers=ADMIN).text)
+    assert len(found) >= 8, found
+    for name, moment in found:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z", moment), (name, moment)

@@ -100,7 +100,7 @@ def test_bad_fbnet_input_is_refused_naming_field_and_position(api, keys):
             message = response.json()["message"]
             assert field in message and detail in message, message
     for body, field in [({"space": "ofa"}, "space"), ({"space": "fbnet", "samples": 2}, "samples")]:
-        response = api.post("/v1/devices/dev1/adapt", json=body, headers=keys["client"])
+        response = api.post("/v1/devices/dev1/adapt", json=body, headers=keys["admin"])
         assert response.status_code == 422 and field in response.json()["message"], response.text
     assert api.get("/v1/devices/dev1/adapt", params={"space": "ofa"}, headers=ADMIN).status_code == 422
     assert _counts(api) == before  # nothing stored
@@ -146,12 +146,12 @@ def _active_nb201_adaptation(api, device: str) -> str:
 def test_fbnet_adaptation_end_to_end(api, keys, tmp_path):
     add_device(api, "cpu1")
     nb201_id = _active_nb201_adaptation(api, "cpu1")
-    response = api.post("/v1/devices/cpu1/adapt", json={"space": "fbnet", "samples": SAMPLES}, headers=keys["client"])
+    response = api.post("/v1/devices/cpu1/adapt", json={"space": "fbnet", "samples": SAMPLES}, headers=keys["admin"])
     assert response.status_code == 202, response.text
     started = response.json()
     assert (started["space"], started["state"], started["progress"]["total"]) == ("fbnet", "measuring", SAMPLES)
     assert started["conditions_key"].startswith("fbnet/") and started["current"]
-    again = api.post("/v1/devices/cpu1/adapt", json={"space": "fbnet", "samples": SAMPLES}, headers=keys["client"])
+    again = api.post("/v1/devices/cpu1/adapt", json={"space": "fbnet", "samples": SAMPLES}, headers=keys["admin"])
     assert again.status_code == 409 and "fbnet" in again.json()["message"]
 
     sampled = _agent_measures_fbnet(api, tmp_path, "cpu1")

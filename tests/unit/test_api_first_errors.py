@@ -53,3 +53,40 @@ def test_an_unknown_space_lists_the_known_ones_as_words(api, keys):
     response = api.get("/v1/devices/dev1/adapt", params={"space": "ofa"}, headers=keys["admin"])
     assert response.status_code == 422, response.text
     assert response.json()["message"].endswith("unknown search space 'ofa'; known: fbnet, nb201")
+
+
+ARCH_FORMS = "must be a string, a whole number or a list of whole numbers"
+PUBLIC_422 = [  # method, path, body or query, the field by its public path, its message
+    ("post", "/v1/predict", {"device": "dev1", "archs": [True]}, "archs[0]", f"{ARCH_FORMS}, got true"),
+    ("post", "/v1/predict", {"device": "dev1", "archs": [0, 1.5]}, "archs[1]", f"{ARCH_FORMS}, got 1.5"),
+    ("post", "/v1/rank", {"device": "dev1", "archs": [[1, "a"]]}, "archs[0]", f'{ARCH_FORMS}, got [1, "a"]'),
+    ("post", "/v1/jobs", {"device": "dev1", "archs": [None]}, "archs[0]", f"{ARCH_FORMS}, got null"),
+    (
+        "get",
+        "/v1/measurements",
+        {"arch": "xyz"},
+        "arch",
+        '"xyz" is no arch string of a registered space and no reference position',
+    ),
+    ("get", "/v1/devices/dev1/export", {"format": "xls"}, "format", 'must be one of csv, latbench, got "xls"'),
+    ("get", "/v1/measurements", {"cursor": "abc"}, "cursor", '"abc" is not of the form this field takes'),
+    ("post", "/v1/devices", {"name": "x2", "precision": "fp8"}, "precision", "must be one of fp32, fp16, int8"),
+    ("post", "/v1/devices/dev1/adapt", {"samples": True}, "samples", "must be an integer"),
+    ("post", "/v1/jobs", {"device": "dev1", "archs": [0], "protocol": {"rounds": "x"}}, "protocol.rounds", "integer"),
+]
+
+
+def test_422s_name_the_field_by_its_public_path_in_words(api, keys):
+    """No pydantic internals (union member tags, validator names, 'Value error,'), no regular expressions, no
+    ``body`` for a field the body has: the field as the client wrote it and what it must be."""
+    add_device(api, "dev1")
+    for method, path, given, field, message in PUBLIC_422:
+        sent = {"json": given} if method == "post" else {"params": given}
+        response = getattr(api, method)(path, headers=keys["admin"], **sent)
+        assert response.status_code == 422, (path, response.text)
+        body = response.json()
+        assert [e["field"] for e in body["errors"]] == [field], (path, body)
+        assert message in body["errors"][0]["message"] and body["message"].startswith(f"{field}: "), (path, body)
+        for internal in ("function-", "whole_number", "Value error", "(?:", "[0-9]", "list[", ".str"):
+            assert internal not in body["message"], (path, internal, body["message"])
+    assert [d["name"] for d in api.get("/v1/devices", headers=keys["admin"]).json()] == ["dev1"]  # nothing stored

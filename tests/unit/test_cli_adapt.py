@@ -88,3 +88,34 @@ def test_cancel_says_the_active_predictor_stays_only_when_there_is_one(live_api)
     cancelled = _invoke(url, "adapt", "gpu-b2", "--cancel")
     assert cancelled.exit_code == 0, cancelled.output
     assert cancelled.stdout.strip().endswith("5 unfinished job(s); the active predictor stays")
+
+
+def test_a_client_key_is_told_which_key_may_adapt(live_api):
+    """A client key may measure on any device but not adapt one: ``adapt`` and ``adapt --cancel`` exit 1 naming
+    the keys that may (the device's owner's or an admin's), and nothing starts."""
+    from latfarm.services.client import Client
+
+    url, server = live_api
+    add_device_live(server)
+    with Client(url, ADMIN_KEY) as admin:
+        client_key = admin.create_key("nas-client", ["client"])
+    for args in (["--samples", "4", "--no-wait"], ["--cancel"]):
+        result = CliRunner().invoke(app, ["adapt", "gpu-b2", *args, "--server", url, "--key", client_key])
+        assert result.exit_code == 1, result.output
+        assert "this key lacks permission 'devices'" in result.output
+        assert "adapting a device's predictor takes its owner's key (scope owner) or an admin key" in result.output
+    with server.state.sessions() as session:
+        assert session.query(Adaptation).count() == session.query(Job).count() == 0
+
+
+def test_adapt_always_starts_a_new_adaptation_even_of_the_active_k(live_api):
+    """Unlike ``latfarm up`` (which reuses an active adaptation), ``latfarm adapt`` measures anew; its help says so."""
+    url, server = live_api
+    add_adapted_device_live(server, samples=4)
+    result = _invoke(url, "adapt", "gpu-b2", "--samples", "4", "--no-wait")
+    assert result.exit_code == 0, result.output
+    with server.state.sessions() as session:
+        states = sorted(a.state.value for a in session.query(Adaptation))
+    assert states == ["active", "measuring"]
+    shown = " ".join(CliRunner().invoke(app, ["adapt", "--help"], env={"COLUMNS": "400"}).output.split())
+    assert "Always a new adaptation, even when one of the same K is active (latfarm up reuses it)." in shown

@@ -24,12 +24,14 @@ def test_a_bad_arch_reads_the_same_in_predict_measure_and_export(live_api, tmp_p
     assert result.exit_code == 1 and result.output.strip() == f"latfarm export model: {OUTSIDE}", result.output
 
 
-def test_a_negative_number_is_explained_or_taken_after_double_dash(live_api):
+def test_a_negative_number_is_refused_as_no_position(live_api):
     url, server = live_api
     add_device_live(server)
     explained = CliRunner().invoke(app, ["predict", "gpu-b2", "-1", "--server", url, "--key", ADMIN_KEY])
     assert explained.exit_code == 2
-    assert "-1 is no option; arguments that start with '-' go last, after '--'" in " ".join(explained.output.split())
+    shown = " ".join(explained.output.split())
+    assert "-1: no arch has a negative position (reference positions start at 0)" in shown
+    assert "after '--'" not in shown
     taken = CliRunner().invoke(app, ["predict", "gpu-b2", "--server", url, "--key", ADMIN_KEY, "--", "-1"])
     assert taken.exit_code == 1
     assert taken.output.strip() == "latfarm predict: archs[0]: nb201: reference position -1 is outside 0..15624"

@@ -64,7 +64,7 @@ def test_flags_and_defaults_read_as_they_work():
 
 
 def test_samples_help_gives_the_range_adapt_takes_and_predict_its_exit_status():
-    from latfarm.services.domain.adaptation import MAX_SAMPLES, MIN_SAMPLES
+    from latfarm.services.domain.samples import MAX_SAMPLES, MIN_SAMPLES
 
     for command in ("adapt", "up"):
         assert f"predictor, {MIN_SAMPLES}-{MAX_SAMPLES}" in "\n".join(help_rows((command,)))

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 from typer.testing import CliRunner
 
-from latfarm.predictor.spaces import get_space
+from latfarm.predictor.spaces import ArchError, get_space
 from latfarm.services.cli import app
+from latfarm.services.cli.remote import random_archs
 from latfarm.services.client import Client
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name
@@ -187,3 +189,28 @@ def test_measure_takes_fbnet_positions_in_helps_reference_set(live_api):
         jobs = session.query(Job).filter(Job.batch_id == batch_id).all()
         archs = {(job.arch.space, job.arch.reference_index, job.arch.arch) for job in jobs}
     assert archs == {("fbnet", p, fbnet.to_string(fbnet.reference_set()[p])) for p in (0, 17, 4999)}
+
+
+def test_the_summary_counts_unstable_results():
+    from latfarm.services.cli.measure_results import summary
+
+    busy = [{"state": "done", "latency_ms": 1.0, "unstable": True}] * 23
+    assert summary(busy) == (
+        "23 measured (23 unstable: the device was busy, its round medians over 5% apart even after a retry), 0 failed"
+    )
+    mixed = [{"state": "done", "unstable": False}, {"state": "failed"}, {"state": "cancelled"}]
+    assert summary(mixed) == "1 measured, 1 failed"
+
+
+def test_random_draws_distinct_reference_archs_in_every_space_with_a_reference_set():
+    """--random N: positions of the space's reference set (FBNet's too, so results match HELP's data), seeded."""
+    for space in ("nb201", "fbnet"):
+        size = len(get_space(space).reference_set())
+        drawn = random_archs(space, 50, seed=3)
+        assert len(set(drawn)) == 50 and all(isinstance(p, int) and 0 <= p < size for p in drawn), space
+        assert drawn == random_archs(space, 50, seed=3) != random_archs(space, 50, seed=4)
+    assert len(get_space("fbnet").reference_set()) == 5000
+    with pytest.raises(ArchError, match="the fbnet reference set holds 5000 archs"):
+        random_archs("fbnet", 5001, seed=0)
+    shown = " ".join(CliRunner().invoke(app, ["measure", "--help"], env={"COLUMNS": "400"}).output.split())
+    assert "distinct archs of its reference set (NB201: official indices; FBNet: HELP's 5,000)" in shown

@@ -67,3 +67,13 @@ def test_enrollment_tokens_expire_by_default_and_can_be_limited(api):
     for body, field in [({"expires_in_s": 1e12}, "expires_in_s"), ({"max_uses": 0}, "max_uses")]:
         bad = api.post("/v1/devices/dev1/enrollments", json=body, headers=ADMIN)
         assert bad.status_code == 422 and field in bad.json()["message"], bad.text
+
+
+def test_an_owner_key_does_not_predict_even_on_its_own_device(api):
+    """As the README says: predictions take a client or admin key."""
+    _, owner = _owner_key(api, "dave")
+    assert api.post("/v1/devices", json={"name": "dave-phone"}, headers=owner).status_code == 201
+    for route in ("/v1/predict", "/v1/rank"):
+        refused = api.post(route, json={"device": "dave-phone", "archs": [0]}, headers=owner)
+        assert refused.status_code == 403
+        assert refused.json()["message"] == "this key lacks permission 'predict'; it needs scope admin or client"

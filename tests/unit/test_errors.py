@@ -11,12 +11,13 @@ from latfarm.services.api.errors import HTTP_STATUS, http_status
 from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.core.errors import CODES, LatfarmError, NotFound
 from latfarm.services.datasets import DatasetError
-from latfarm.services.domain.adaptation import AdaptationRunning, AdaptError
+from latfarm.services.domain.adaptation import AdaptationRunning
 from latfarm.services.domain.artifacts import ArtifactNotReproducible
 from latfarm.services.domain.network_export import ExportUnavailable
 from latfarm.services.domain.predictions import NoEstimate
 from latfarm.services.domain.queue import QueueError
 from latfarm.services.domain.results import ResultError
+from latfarm.services.domain.samples import AdaptError
 from latfarm.services.rpc.errors import GRPC_STATUS, translate_errors
 
 DOMAIN_ERRORS = {

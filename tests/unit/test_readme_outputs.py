@@ -31,3 +31,30 @@ def test_snippets_write_only_outside_the_checkout_or_into_ignored_folders():
 def test_no_snippet_passes_a_key_on_the_command_line():
     for snippet in doc_snippets():
         assert "--key" not in snippet.code, f"{snippet.where}: use LATFARM_API_KEY, not --key"
+
+
+def _transcript() -> list[str]:
+    """The README's ``make up`` transcript, line by line."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("```\n$ make up\n") + 4 :]
+    return block[: block.index("```")].splitlines()
+
+
+def test_the_readme_transcript_is_the_first_runs_and_its_summary_is_latfarm_ups(capsys):
+    """The transcript shows the progress bar of a first run (a second run says 'reused' instead) and is labelled so;
+    its summary is what ``latfarm up`` prints, the key elided as the README says."""
+    from latfarm.services.cli.up import _summary
+
+    text = (ROOT / "README.md").read_text()
+    lines = _transcript()
+    assert any("━" in line and "10/10" in line for line in lines) and not any("reused" in line for line in lines)
+    label = text[: text.index("```\n$ make up\n")].rstrip().rsplit("\n\n", 1)[-1]
+    assert "first run" in label and "second run" not in label and "key is elided" in label
+    assert not re.search(r"lf_admin_[A-Za-z0-9]{6,}", text), "a whole key in the README"
+
+    _summary(
+        "http://127.0.0.1:8000", "lf_admin_...", "local", {"samples": 10, "metrics": {"fit_mean_abs_rel_error": 0.014}}
+    )
+    printed = capsys.readouterr().out.strip().splitlines()
+    start = lines.index(printed[0])
+    assert lines[start : start + len(printed)] == printed

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.services.domain import adaptation as adapt
+from latfarm.services.domain.samples import DEFAULT_SAMPLES, MAX_SAMPLES, MIN_SAMPLES
 from latfarm.services.store.crud import active_adaptation
 
 from ..auth import Principal, require
@@ -25,8 +26,8 @@ class AdaptRequest(Strict):
 
     space: Space = Field(nb201.SPACE, description="Search space whose predictor is adapted: nb201 | fbnet.")
 
-    samples: Annotated[int, Field(ge=adapt.MIN_SAMPLES, le=adapt.MAX_SAMPLES), WHOLE] = Field(
-        adapt.DEFAULT_SAMPLES, description="K archs to measure on the device."
+    samples: Annotated[int, Field(ge=MIN_SAMPLES, le=MAX_SAMPLES), WHOLE] = Field(
+        DEFAULT_SAMPLES, description="K archs to measure on the device."
     )
     seed: Annotated[int, Field(ge=0, le=2**32 - 1), WHOLE] = Field(
         0, description="Seed of the sample selection (trials differ by seed)."
@@ -40,12 +41,13 @@ def start_adaptation(
     body: AdaptRequest,
     request: Request,
     session: Session = Depends(db),
-    principal: Principal = Depends(require("jobs")),
+    principal: Principal = Depends(require("devices")),
 ) -> dict:
     """Choose K archs of the space, queue their measurement on the device's agents (under its conditions for the
-    space); the space's predictor adapts when they are in."""
+    space); the space's predictor adapts when they are in. The device's owner or an admin (it changes what the
+    device serves)."""
     device = get_device(session, name)
-    principal.check_device("jobs", device)
+    principal.check_device("devices", device)
     predictor = request.app.state.predictions.predictor(request_space(body.space).name)
     adaptation = adapt.start(
         session,
@@ -66,13 +68,13 @@ def cancel_adaptation(
     name: str,
     space: Annotated[Space, Query(description="Space whose adaptation is cancelled: nb201 | fbnet.")] = nb201.SPACE,
     session: Session = Depends(db),
-    principal: Principal = Depends(require("jobs")),
+    principal: Principal = Depends(require("devices")),
 ) -> dict:
     """Cancel the device's adaptation of the space while it is measuring, with its queued and running jobs (done
     ones keep their results); the device's active adaptation stays in use (``active_in_use``: whether it has one).
-    409 when none is measuring."""
+    409 when none is measuring. The device's owner or an admin."""
     device = get_device(session, name)
-    principal.check_device("jobs", device)
+    principal.check_device("devices", device)
     cancelled = adapt.cancel(session, device, request_space(space).name)
     session.commit()
     in_use = active_adaptation(session, device, cancelled.conditions_key) is not None

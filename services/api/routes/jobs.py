@@ -11,7 +11,7 @@ from latfarm.services.core.errors import NotFound, PermissionDenied
 from latfarm.services.domain import queue
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.domain.results import statistic_of
-from latfarm.services.store.models import Arch, Device, Job, JobBatch, Measurement
+from latfarm.services.store.models import Adaptation, Arch, Device, Job, JobBatch, Measurement
 
 from ..auth import Principal, require
 from ..deps import db, get_device, request_archs
@@ -99,12 +99,14 @@ def cancel_jobs(
     batch_id: str, session: Session = Depends(db), principal: Principal = Depends(require("read"))
 ) -> JobCancelled:
     """Cancel a batch's queued and running jobs (404 when unknown; 403 unless the key submitted it, owns its device
-    or is an admin). Cancelled jobs are never leased; an agent measuring one drops it at its next heartbeat and its
-    report is refused. Done and failed jobs keep their results; cancelling twice cancels nothing more."""
+    or is an admin; an adaptation's batch only its device's owner or an admin, as the adaptation itself). Cancelled
+    jobs are never leased; an agent measuring one drops it at its next heartbeat and its report is refused. Done and
+    failed jobs keep their results; cancelling twice cancels nothing more."""
     batch = session.get(JobBatch, batch_id)
     if batch is None:
         raise NotFound(f"unknown job batch {batch_id!r}")
-    submitter = principal.can("jobs") and batch.requested_by == principal.name
+    adapting = session.scalar(select(Adaptation.id).where(Adaptation.batch_id == batch_id)) is not None
+    submitter = principal.can("jobs") and batch.requested_by == principal.name and not adapting
     if not submitter and not principal.can_on("devices", session.get_one(Device, batch.device_id)):
         raise PermissionDenied(
             "only the key that submitted this batch, or its device's owner or an admin, may cancel it"

@@ -1,0 +1,88 @@
+"""Commands run without their package extra (an agent-only install) name the extra in one line and exit 1; the
+``client`` extra alone runs the REST client commands. Simulated by blocking the extras' modules in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+# Modules of the server extra that neither the base install nor the client extra brings.
+SERVER_ONLY = [
+    "torch",
+    "onnx",
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "redis",
+    "grpc_health",
+    "prometheus_client",
+    "sqladmin",
+    "itsdangerous",
+    "jinja2",
+    "multipart",
+    "scipy",
+    "limits",
+    "ai_edge_litert",
+    "litert_torch",
+]
+CLIENT = ["httpx", "pydantic_settings"]
+CLOSED = "http://127.0.0.1:9"  # nothing listens there
+
+
+def latfarm_without(blocked: list[str], *args: str) -> subprocess.CompletedProcess:
+    """``latfarm ARGS`` in a fresh interpreter where importing any of ``blocked`` fails as if not installed."""
+    code = (
+        "import sys\n"
+        f"sys.modules.update(dict.fromkeys({blocked!r}))\n"
+        f"sys.argv = ['latfarm', *{list(args)!r}]\n"
+        "from latfarm.services.cli import app\n"
+        "app()\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "extra"),
+    [
+        ("serve", [], "server"),
+        ("migrate", [], "server"),
+        ("up", [], "server"),
+        ("import", ["x", "--format", "help"], "server"),
+        ("export model", ["0", "--format", "onnx"], "server"),
+        ("export data", ["d", "--format", "csv", "--out", "x.csv"], "server"),
+        ("pretrain", ["--data", "x", "--out", "y"], "server"),
+        ("eval transfer", ["--data", "x", "--train", "a", "--test", "b", "--json", "o"], "server"),
+        ("predict", ["d", "0"], "client"),
+        ("measure", ["d", "0"], "client"),
+        ("cancel", ["b"], "client"),
+        ("adapt", ["d"], "client"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_a_command_without_its_extra_names_it_in_one_line(command, args, extra):
+    run = latfarm_without(SERVER_ONLY + CLIENT, *command.split(), *args)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.startswith(f"latfarm {command}: needs the {extra} extra (no module ")
+    assert run.stderr.strip().endswith(f"pip install 'latfarm[{extra}]'")
+
+
+def test_every_command_but_the_agent_names_its_extra():
+    from tests.unit.test_cli_help import COMMANDS
+
+    extras = {" ".join(path): getattr(command, "extra", None) for path, command in COMMANDS if path}
+    assert extras.pop("agent") is None and extras.pop("export") is None and extras.pop("eval") is None
+    assert set(extras.values()) == {"server", "client"}, extras
+
+
+def test_the_client_extra_alone_runs_the_client_commands():
+    run = latfarm_without(SERVER_ONLY, "predict", "d", "0", "--server", CLOSED)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert f"is the server running at {CLOSED}?" in run.stderr
+    run = latfarm_without(SERVER_ONLY, "adapt", "d", "--samples", "2", "--server", CLOSED)  # K checked locally
+    assert run.returncode == 2 and "samples must be between 3 and 200, got 2" in run.stderr, run.stderr
