@@ -75,6 +75,7 @@ def submit_batch(
     space: str = nb201.SPACE,
     fmt: str = "onnx",
     requested_by: str | None = None,
+    requested_by_key_id: int | None = None,
     protocol: dict | None = None,
     conditions: Conditions,
 ) -> JobBatch:
@@ -83,7 +84,8 @@ def submit_batch(
 
     Each job's ``position`` is its arch's place among the distinct ``archs``: the order a batch's items are listed in.
 
-    ``protocol`` (``MeasureSettings`` fields) overrides the agents' measurement options for these jobs.
+    ``protocol`` (``MeasureSettings`` fields) overrides the agents' measurement options for these jobs;
+    ``requested_by`` / ``requested_by_key_id`` are the submitting API key's name and id (None: the server's own).
     """
     if conditions.space != space:
         raise QueueError(f"conditions are for space {conditions.space!r}, the archs for {space!r}", field="space")
@@ -102,6 +104,7 @@ def submit_batch(
         space=space,
         format=fmt,
         requested_by=requested_by,
+        requested_by_key_id=requested_by_key_id,
         protocol=protocol or {},
         conditions=conditions.to_dict(),
     )

@@ -179,7 +179,8 @@ class JobBatch(Base):
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
     space: Mapped[str] = mapped_column(String(32), default="nb201")
     format: Mapped[str] = mapped_column(String(16), default="onnx")
-    requested_by: Mapped[str | None] = mapped_column(String(128))
+    requested_by: Mapped[str | None] = mapped_column(String(128))  # the submitting key's name, for people
+    requested_by_key_id: Mapped[int | None] = mapped_column()  # the submitting key's id (who may cancel it)
     protocol: Mapped[dict] = mapped_column(default=dict)  # agent settings for its jobs (``MeasureSettings`` fields)
     conditions: Mapped[dict] = mapped_column(default=dict)  # ``Conditions.to_dict()`` its jobs are measured under
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -164,9 +164,10 @@ def test_invalid_json_and_oversized_body(api, keys):
 def test_cancel_stops_queued_and_leased_jobs_and_refuses_other_keys(api, keys):
     add_device(api, "dev1")
     created = api.post("/v1/jobs", json={"device": "dev1", "archs": [1, 2, 3]}, headers=keys["client"]).json()
-    other = api.post("/v1/keys", json={"name": "someone-else", "scopes": ["client"]}, headers=ADMIN).json()["key"]
-    refused = api.post(f"/v1/jobs/{created['id']}/cancel", headers={"Authorization": f"Bearer {other}"})
-    assert refused.status_code == 403 and "submitted" in refused.json()["message"]
+    for name in ("someone-else", "client-key"):  # another key, also one named like the submitter: names repeat
+        other = api.post("/v1/keys", json={"name": name, "scopes": ["client"]}, headers=ADMIN).json()["key"]
+        refused = api.post(f"/v1/jobs/{created['id']}/cancel", headers={"Authorization": f"Bearer {other}"})
+        assert refused.status_code == 403 and "submitted" in refused.json()["message"], name
     assert api.post("/v1/jobs/nope/cancel", headers=keys["client"]).status_code == 404
     with api.app.state.sessions() as session:  # one job leased, one done: cancel ends the first, keeps the second
         running, done = session.query(Job).filter_by(batch_id=created["id"]).order_by(Job.id).limit(2).all()

@@ -38,6 +38,7 @@ def create_jobs(
         space=body.space,
         fmt=body.format,
         requested_by=principal.name,
+        requested_by_key_id=principal.key_id,
         protocol=body.protocol.model_dump(exclude_none=True) if body.protocol else None,
         conditions=conditions,
     )
@@ -106,7 +107,7 @@ def cancel_jobs(
     if batch is None:
         raise NotFound(f"unknown job batch {batch_id!r}")
     adapting = session.scalar(select(Adaptation.id).where(Adaptation.batch_id == batch_id)) is not None
-    submitter = principal.can("jobs") and batch.requested_by == principal.name and not adapting
+    submitter = principal.can("jobs") and batch.requested_by_key_id == principal.key_id and not adapting
     if not submitter and not principal.can_on("devices", session.get_one(Device, batch.device_id)):
         raise PermissionDenied(
             "only the key that submitted this batch, or its device's owner or an admin, may cancel it"
