@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from latfarm.services.admin import csrf, dashboard
 from latfarm.services.admin.auth import AdminKeyAuth
-from latfarm.services.admin.views import model_views
+from latfarm.services.admin.views import MAX_WHOLE, model_views, whole
 from latfarm.services.api.errors import http_status
 from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import LatfarmError, NotFound
@@ -79,7 +79,8 @@ class LatfarmAdmin(Admin):
     @staticmethod
     def _device(session: Session, request: Request) -> Device:
         raw = request.query_params.get("device", "")
-        device = session.get(Device, int(raw)) if raw.isdigit() else None
+        device_id = whole(raw)
+        device = session.get(Device, device_id) if device_id is not None else None
         if device is None:
             raise NotFound(f"unknown device id {raw!r}", field="device")
         return device
@@ -137,7 +138,7 @@ class LatfarmAdmin(Admin):
         device_id = request.path_params["device_id"]
 
         def compute(session: Session) -> dict[str, Any] | None:
-            device = session.get(Device, device_id)
+            device = session.get(Device, device_id) if device_id <= MAX_WHOLE else None
             if device is None:
                 return None
             counts = next((d for d in dashboard.device_table(session) if d["id"] == device_id), {})

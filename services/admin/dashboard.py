@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES, ArchError, UnknownSpace, get_space
-from latfarm.services.admin.views import ago
+from latfarm.services.admin.views import ago, whole
 from latfarm.services.core.clock import as_utc, iso_utc
 from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.domain.conditions import space_of
@@ -255,9 +255,12 @@ def resolve_arch(session: Session, query: str | None, space: str = nb201.SPACE) 
     if not query:
         arch_id = session.scalar(select(Measurement.arch_id).order_by(Measurement.id.desc()).limit(1))
         return session.get(Arch, arch_id) if arch_id is not None else None
-    wanted = (  # a string of another form raises ArchError naming what is wrong
-        Arch.reference_index == int(query) if query.isdigit() else Arch.arch == get_space(space).canonical(query)
-    )
+    if query.isascii() and query.isdigit():
+        if whole(query) is None:  # a position beyond any a column holds: no arch has it
+            return None
+        wanted = Arch.reference_index == int(query)
+    else:  # a string of another form raises ArchError naming what is wrong
+        wanted = Arch.arch == get_space(space).canonical(query)
     return session.scalars(select(Arch).where(Arch.space == space, wanted).limit(1)).first()
 
 

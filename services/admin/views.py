@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, cast
 
 from markupsafe import Markup, escape
@@ -17,8 +18,9 @@ from sqladmin.filters import (
     get_column_obj,
 )
 from sqladmin.formatters import BASE_FORMATTERS
+from sqladmin.helpers import get_primary_keys
 from sqlalchemy import Integer, Select, Subquery, and_, func, or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,6 +28,7 @@ from starlette.responses import RedirectResponse
 
 from latfarm.predictor.spaces import SPACES, ArchError
 from latfarm.services.core.clock import as_utc
+from latfarm.services.core.errors import NotFound
 from latfarm.services.domain import review
 from latfarm.services.domain.liveness import is_online, online_cutoff
 from latfarm.services.domain.results import statistic_of
@@ -50,12 +53,23 @@ MAX_WHOLE = 2**63 - 1  # the largest value an integer column holds (BIGINT)
 ALL = ("", "__all")  # a filter's values that select every row
 
 
-def whole_number(value: str, parameter: str) -> int:
-    """``value`` (ASCII digits, maybe signed) as an int an integer column can hold; 400 naming ``parameter`` else."""
+def whole(value: str) -> int | None:
+    """``value`` (ASCII digits, maybe signed) as an int an integer column can hold, else None."""
     digits = value.strip().removeprefix("-")
-    if digits.isascii() and digits.isdigit() and int(digits) <= MAX_WHOLE:
-        return int(value)
-    raise HTTPException(400, f"filter {parameter}: {value!r} is not a whole number")
+    return int(value) if digits.isascii() and digits.isdigit() and int(digits) <= MAX_WHOLE else None
+
+
+def whole_number(value: str, parameter: str) -> int:
+    """``value`` as ``whole`` reads it; 400 naming filter ``parameter`` when it is none."""
+    number = whole(value)
+    if number is None:
+        raise HTTPException(400, f"filter {parameter}: {value!r} is not a whole number")
+    return number
+
+
+def actor_of(request: Request) -> str:
+    """Who an admin request acts as, for the audit log: the logged-in key's name."""
+    return request.session.get("user_id") or "admin-ui"
 
 
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
@@ -68,6 +82,14 @@ def ago(moment: datetime | None, now: datetime | None = None) -> str:
         if abs(seconds) >= size:
             return f"{seconds // size} {unit} ago"
     return f"{seconds} s ago"
+
+
+def object_session_of(row: Any) -> Session:
+    """The session ``row`` was loaded in (sqladmin's, deleting it)."""
+    session = object_session(row)
+    if session is None:
+        raise RuntimeError(f"{row!r} belongs to no session")
+    return session
 
 
 def _enum_values(enum_cls) -> list[tuple[str, str]]:
@@ -254,6 +276,18 @@ class ReadOnlyView(ModelView):
             raise HTTPException(400, "query values may not contain NUL characters")
         return await super().list(request)
 
+    def _stmt_by_identifier(self, identifier: str) -> Select:
+        """sqladmin's row-by-id query (details, edit, delete, file pages); an id no row can have (not a whole number
+        an integer key holds, a NUL character) is a 404, not a database error."""
+        (key,) = get_primary_keys(self.model)
+        if "\x00" in identifier or (isinstance(key.type, Integer) and whole(identifier) is None):
+            raise HTTPException(404, f"no {self.name.lower()} with id {identifier!r}")
+        return super()._stmt_by_identifier(identifier)
+
+    async def get_object_filepath(self, identifier: str, column_name: str) -> Path:
+        """sqladmin's file preview and download: no column holds a file, every such page is a 404."""
+        raise HTTPException(404, "no column of this table holds a file")
+
     async def count(self, request: Request, stmt: Select | None = None) -> int:
         """sqladmin counts over the sorted list query: drop the sort, a full sort of a big table for nothing."""
         froms = stmt.get_final_froms() if stmt is not None else []
@@ -328,6 +362,10 @@ class JobAdmin(ReadOnlyView, model=Job):
         ArchFilter(),
     ]
     column_formatters = {Job.arch: _arch_short}
+
+    async def on_model_delete(self, model: Any, request: Request) -> None:
+        """A deleted job is audited under the admin's key name, in the deleting transaction."""
+        review.record_delete(object_session_of(model), actor_of(request), model, "admin UI")
 
 
 def _optional_figure(name: str, spec: str):
@@ -408,20 +446,28 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
         return await self._review(request, quarantined=False)
 
     async def _review(self, request: Request, quarantined: bool) -> RedirectResponse:
-        ids = [int(pk) for pk in request.query_params.get("pks", "").split(",") if pk.strip().isdigit()]
-        actor = request.session.get("user_id") or "admin-ui"
+        """All selected rows or none: a ``pks`` value that is no whole number is a 400, an unknown id a 404."""
+        pks = [pk for pk in request.query_params.get("pks", "").split(",") if pk.strip()]
+        ids = [whole(pk) for pk in pks]
+        if None in ids:
+            raise HTTPException(400, f"pks: {pks[ids.index(None)]!r} is not a measurement id")
+        actor = actor_of(request)
 
         def apply() -> None:
             with transaction(cast("sessionmaker[Session]", self.session_maker)) as session:
                 for measurement_id in ids:
-                    review.set_quarantined(session, measurement_id, quarantined, actor, "admin UI")
+                    review.set_quarantined(session, cast(int, measurement_id), quarantined, actor, "admin UI")
 
-        await run_in_threadpool(apply)
+        try:
+            await run_in_threadpool(apply)
+        except NotFound as err:
+            raise HTTPException(404, err.message) from err
         return RedirectResponse(request.url_for("admin:list", identity=self.identity), status_code=302)
 
 
 class AuditAdmin(ReadOnlyView, model=AuditEntry):
-    """Who quarantined, released or deleted which measurement, when, and what it held."""
+    """Who quarantined, released or deleted which measurement, or deleted which job or agent, when, and what it
+    held."""
 
     name_plural = "Audit log"
     icon = "fa-solid fa-clipboard-list"
@@ -488,6 +534,10 @@ def agent_view(heartbeat_interval_s: float) -> type[ModelView]:
         ]
         column_formatters = {Agent.last_heartbeat: _heartbeat}
         column_formatters_detail = {Agent.last_heartbeat: _heartbeat}
+
+        async def on_model_delete(self, model: Any, request: Request) -> None:
+            """A deleted agent is audited under the admin's key name, in the deleting transaction."""
+            review.record_delete(object_session_of(model), actor_of(request), model, "admin UI")
 
         async def after_model_delete(self, model: Any, request: Request) -> None:
             """A removed agent's credential stops working at once on this server, not after the auth cache."""

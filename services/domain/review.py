@@ -1,4 +1,5 @@
-"""Admin review of stored measurements: quarantine (kept, read by no estimate or export), release, delete.
+"""Admin review of stored measurements: quarantine (kept, read by no estimate or export), release, delete; and the
+record of jobs and agents an admin deletes.
 
 Every action writes an ``AuditEntry`` naming who did it, to which row, what the row held and why.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from latfarm.services.core.errors import NotFound
-from latfarm.services.store.models import Arch, AuditEntry, Device, Measurement
+from latfarm.services.store.models import Agent, Arch, AuditEntry, Device, Job, Measurement
 
 MAX_REASON = 500  # characters of the reason an admin gives
 
@@ -58,3 +59,23 @@ def delete(session: Session, measurement_id: int, actor: str, reason: str = "") 
     _audit(session, actor, "delete", measurement, reason)
     session.delete(measurement)
     session.flush()
+
+
+def record_delete(session: Session, actor: str, row: Job | Agent, reason: str = "") -> None:
+    """Record that ``actor`` deletes job or agent ``row`` (action ``delete``, target ``job <id>`` or
+    ``agent <id>``), with what the row held; the caller deletes it in the same transaction."""
+    held: dict = {"device": session.get_one(Device, row.device_id).name}
+    if isinstance(row, Job):
+        kind = "job"
+        held |= {
+            "arch": session.get_one(Arch, row.arch_id).arch,
+            "state": row.state.value,
+            "batch_id": row.batch_id,
+            "requested_by": row.requested_by,
+            "attempts": row.attempts,
+        }
+    else:
+        kind = "agent"
+        held |= {"name": row.name, "owner": row.owner, "state": row.state}
+    held["reason"] = reason[:MAX_REASON]
+    session.add(AuditEntry(actor=actor, action="delete", target=f"{kind} {row.id}", detail=held))

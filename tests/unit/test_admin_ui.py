@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -537,3 +538,94 @@ def test_junk_filter_and_query_values_on_every_list_page_are_never_a_server_erro
             assert "filter device_id: &#39;abc&#39; is not a whole number" in refused.text
             ignored = client.get("/admin/arch/list", params={"reference_index": "7", "reference_index_op": "contains"})
             assert ignored.status_code == 200 and f"of {N_ARCHS} items" in ignored.text
+
+
+def test_junk_ids_and_values_on_every_admin_page_are_never_a_server_error(tmp_path, db_url):
+    """Every admin route besides the list pages (details, edit, create, delete, export, actions, ajax lookup, file
+    download and preview, the device page, the plots' JSON) given ids and query values no row or column holds: a
+    4xx or the value ignored, never a 500."""
+    from latfarm.services.admin.views import model_views
+    from tests.api_support import ADMIN_KEY as API_ADMIN_KEY
+    from tests.api_support import make_settings
+
+    with app_on(make_settings(tmp_path, db_url, heartbeat_interval_s=10)) as app:
+        seed(app.state.sessions)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            assert _login(client, API_ADMIN_KEY).status_code == 302
+            csrf = csrf_header(client)
+            junk_ids = [*JUNK, "999999", "1/2", "", " "]
+            requests: list[tuple[str, str, dict]] = []
+            for view in model_views(10):
+                base = f"/admin/{view.identity}"
+                for raw in junk_ids:
+                    pk = quote(raw, safe="/")
+                    for page in ("details", "edit"):
+                        requests.append(("GET", f"{base}/{page}/{pk}", {}))
+                    requests.append(("GET", f"{base}/{pk}/name/download/", {}))
+                    requests.append(("GET", f"{base}/{pk}/name/preview/", {}))
+                    requests.append(("DELETE", f"{base}/delete", {"pks": raw}))
+                    requests.append(("DELETE", f"{base}/delete", {"pks": f"1,{raw}"}))
+                    for action in ("quarantine", "release", "junk"):
+                        requests.append(("POST", f"{base}/action/{action}", {"pks": raw}))
+                for value in JUNK:
+                    for export in ("csv", "json", quote(value, safe="")):
+                        requests.append(("GET", f"{base}/export/{export}", {"search": value, "sortBy": value}))
+                    requests.append(("GET", f"{base}/create", {"x": value}))
+                    requests.append(("GET", f"{base}/ajax/lookup", {"name": value, "term": value}))
+            for value in JUNK:
+                requests.append(("GET", f"/admin/device-overview/{quote(value, safe='')}", {}))
+                requests.append(("GET", "/admin/", {"x": value}))
+                for name in ("fleet", "distribution", "histogram", "scatter", "arch"):
+                    for param in ("device", "space", "arch"):
+                        requests.append(("GET", f"/admin/api/{name}", {param: value, "device": "1"}))
+                        requests.append(("GET", f"/admin/api/{name}", {param: value}))
+            requests.append(("GET", "/admin/junk-identity/list", {}))
+            failures = []
+            for method, path, params in requests:
+                response = client.request(method, path, params=params, headers=csrf)
+                if response.status_code >= 500:
+                    failures.append((method, path, params, response.status_code))
+            assert not failures, "\n".join(map(str, failures))
+            for path in ("/admin/measurement/details/abc", "/admin/job/details/999999", "/admin/device-overview/-1"):
+                assert client.get(path).status_code == 404, path  # the reported cases
+            assert client.get("/admin/arch/details/9223372036854775808").status_code == 404  # beyond BIGINT
+            scatter = client.get("/admin/api/scatter", params={"device": "1", "space": "junk"})
+            assert scatter.status_code == 422 and scatter.json()["code"] == "invalid_argument"
+            quarantine = client.post("/admin/measurement/action/quarantine", params={"pks": "1,²"}, headers=csrf)
+            assert quarantine.status_code == 400 and "&#39;²&#39; is not a measurement id" in quarantine.text
+            assert (
+                client.post("/admin/measurement/action/quarantine", params={"pks": "999999"}, headers=csrf).status_code
+                == 404
+            )
+
+
+def test_deleting_jobs_and_agents_in_the_admin_ui_is_audited(app_and_ids):
+    """A job or agent deleted in the admin UI leaves an audit entry naming the admin's key, the row and what it
+    held; a delete refused for want of the CSRF token records nothing."""
+    app, ids = app_and_ids
+    job_id, agent_id = ids["jobs"][0], ids["agents"]["offline"]
+    with app.state.sessions() as s:
+        job, agent = s.get_one(Job, job_id), s.get_one(Agent, agent_id)
+        job_held = {
+            "state": job.state.value,
+            "batch_id": job.batch_id,
+            "arch": job.arch.arch,
+            "device": job.device.name,
+        }
+        agent_held = {"name": agent.name, "owner": agent.owner, "state": agent.state, "device": agent.device.name}
+    with TestClient(app) as client:
+        assert _login(client, ADMIN_KEY).status_code == 302
+        assert client.delete(f"/admin/job/delete?pks={job_id}").status_code == 403  # no CSRF token
+        csrf = csrf_header(client)
+        assert client.delete(f"/admin/job/delete?pks={job_id}", headers=csrf).status_code == 200
+        assert client.delete(f"/admin/agent/delete?pks={agent_id}", headers=csrf).status_code == 200
+        assert f"job {job_id}" in client.get("/admin/audit-entry/list").text
+    with app.state.sessions() as s:
+        assert s.get(Job, job_id) is None and s.get(Agent, agent_id) is None
+        audit = list(s.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+    assert [(a.actor, a.action, a.target) for a in audit] == [
+        ("LATFARM_ADMIN_KEY", "delete", f"job {job_id}"),
+        ("LATFARM_ADMIN_KEY", "delete", f"agent {agent_id}"),
+    ]
+    assert audit[0].detail.items() >= {**job_held, "reason": "admin UI"}.items()
+    assert audit[1].detail.items() >= {**agent_held, "reason": "admin UI"}.items()
