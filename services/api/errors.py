@@ -1,6 +1,7 @@
 """The REST error shape and the one mapping of errors onto HTTP statuses.
 
-Every error answer is ``{"detail": message, "message": message, "code"?: ..., "field"?: ...}``. Routes raise
+Every error answer is ``{"detail": message, "message": message, "code"?: ..., "field"?: ...}`` (a request that
+fails validation: ``field`` is the first invalid field and ``errors`` lists them all). Routes raise
 ``LatfarmError`` subclasses (or let the domain's through) and never pick a status for them; ``HTTP_STATUS`` does.
 """
 
@@ -148,8 +149,8 @@ def _is_kind(tag: str, name: str) -> bool:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 naming each invalid field by its public path; 400 when the body is not JSON at all (its decode error and
-    where)."""
+    """422 naming each invalid field by its public path (``errors``; ``field``: the first, as a route's own error
+    names its field); 400 when the body is not JSON at all (its decode error and where)."""
     invalid_json = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
     if invalid_json is not None:
         where = _line_column((await request.body()).decode(errors="replace"), invalid_json["loc"][-1])
@@ -157,7 +158,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
         return error(400, message, code="invalid_argument", field="body")
     errors = _field_errors(list(exc.errors()))
     message = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-    return error(422, message, code="invalid_argument", errors=errors)
+    return error(422, message, code="invalid_argument", field=errors[0]["field"], errors=errors)
 
 
 def _message(error: dict) -> str:

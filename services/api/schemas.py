@@ -416,8 +416,8 @@ class ErrorOut(BaseModel):
     detail: str
     message: str
     code: str | None = Field(None, description="invalid_argument, unauthenticated, not_found, ... (gRPC names)")
-    field: str | None = None
-    errors: list[FieldError] | None = None
+    field: str | None = Field(None, description="the field it concerns, by its path (a 422: the first invalid one)")
+    errors: list[FieldError] | None = Field(None, description="a 422: each invalid field and what is wrong with it")
 
 
 class HealthOut(BaseModel):
