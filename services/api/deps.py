@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from latfarm.predictor.spaces import SPACES, ArchError, SearchSpace, UnknownSpace, get_space
 from latfarm.services.core.errors import InvalidArgument, NotFound, TooLarge
 from latfarm.services.domain.names import unknown_device
+from latfarm.services.domain.prediction_tables import Table
 from latfarm.services.domain.predictions import keyed_by_position
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.models import Device
@@ -39,6 +40,15 @@ def get_device(session: Session, name: str) -> Device:
     if device is None:
         raise NotFound(unknown_device(session, name))
     return device
+
+
+def get_device_table(request: Request, session: Session, name: str, space: str) -> tuple[Device, Table]:
+    """The device called ``name`` and its prediction ``Table`` of position-keyed ``space``
+    (``PredictionService.table_by_name``); ``NotFound`` when there is no such device."""
+    found = request.app.state.predictions.table_by_name(session, name, space)
+    if found is None:
+        raise NotFound(unknown_device(session, name))
+    return found
 
 
 def warm_arch_tables() -> None:

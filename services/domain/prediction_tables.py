@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import get_space
-from latfarm.services.store.models import Adaptation, AdaptState, AuditEntry, Measurement, usable
+from latfarm.services.store.models import Adaptation, AdaptState, AuditEntry, Device, Measurement, usable
 
 if TYPE_CHECKING:
     from latfarm.services.domain.predictions import Measured
@@ -39,6 +39,17 @@ RECHECK_S = 0.25  # PostgreSQL: an unsettled table re-reads its row stamp at lea
 
 RowStamp = tuple[str, int, int | None, int | None]
 """(conditions key, row count, last row id, sum of row ids) of a device's usable rows under one conditions key."""
+
+# The device columns a table and a predict answer depend on: a device object read earlier stands for its row while
+# these are unchanged (a rename, a change of conditions, or a delete shows in them).
+DEVICE_STAMP_COLUMNS = (
+    Device.name,
+    Device.created_at,
+    Device.batch_size,
+    Device.precision,
+    Device.resolution,
+    Device.classes,
+)
 
 
 @dataclass(frozen=True)
@@ -80,14 +91,35 @@ class Marks:
 
 def read_marks(session: Session, device_id: int, conditions_key: str) -> Marks:
     """``Marks`` for a device's table under ``conditions_key``, in one statement (index lookups only)."""
-    statement = _marks_statement(session.get_bind().dialect.name)
+    statement = _marks_statement(session.get_bind().dialect.name, False)
     row = session.execute(statement, {"device_id": device_id, "conditions_key": conditions_key}).one()
+    return _marks(row)
+
+
+def read_device_marks(session: Session, device_id: int, conditions_key: str) -> tuple[tuple, Marks] | None:
+    """The device's ``device_stamp`` as its row is now and ``Marks`` for its table under ``conditions_key``, read
+    together in one statement (one snapshot); None when the device no longer exists."""
+    statement = _marks_statement(session.get_bind().dialect.name, True)
+    row = session.execute(statement, {"device_id": device_id, "conditions_key": conditions_key}).one_or_none()
+    if row is None:
+        return None
+    columns = len(DEVICE_STAMP_COLUMNS)
+    return tuple(row[-columns:]), _marks(row[:-columns])
+
+
+def device_stamp(device: Device) -> tuple:
+    """The values of ``DEVICE_STAMP_COLUMNS`` of a device object, as ``read_device_marks`` reads them."""
+    return tuple(getattr(device, column.key) for column in DEVICE_STAMP_COLUMNS)
+
+
+def _marks(row: Any) -> Marks:
     return Marks(row[0] or 0, row[1] or 0, row[2], *row[3:])
 
 
 @cache
-def _marks_statement(dialect: str) -> Select:
-    """``read_marks``'s statement, built once per dialect (a statement reused skips SQLAlchemy's compile)."""
+def _marks_statement(dialect: str, with_device: bool) -> Select:
+    """``read_marks``'s statement (``with_device``: and the device row's stamp columns, no row when it is gone),
+    built once per dialect (a statement reused skips SQLAlchemy's compile)."""
     adaptation = (
         select(Adaptation.id)
         .where(
@@ -109,7 +141,9 @@ def _marks_statement(dialect: str) -> Select:
             literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint"),
             literal_column("pg_snapshot_xmax(pg_current_snapshot())::text::bigint"),
         ]
-    return select(*columns)
+    if not with_device:
+        return select(*columns)
+    return select(*columns, *DEVICE_STAMP_COLUMNS).where(Device.id == bindparam("device_id"))
 
 
 def row_stamp(session: Session, device_id: int, conditions_key: str) -> RowStamp:

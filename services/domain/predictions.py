@@ -42,13 +42,15 @@ from latfarm.services.domain.prediction_tables import (
     Marks,
     RowStamp,
     Table,
+    device_stamp,
     merged,
+    read_device_marks,
     read_marks,
     row_stamp,
     rows_after,
 )
 from latfarm.services.domain.results import statistic_of
-from latfarm.services.store.crud import active_adaptation
+from latfarm.services.store.crud import active_adaptation, device_by_name
 from latfarm.services.store.models import Adaptation, AdaptState, Arch, Device, Measurement, Source, usable
 
 log = logging.getLogger(__name__)
@@ -215,6 +217,7 @@ class PredictionService:
         self._measured: OrderedDict[tuple[int, str], tuple[RowStamp, dict[ArchKey, Measured]]] = OrderedDict()
         self._models: OrderedDict[tuple[int, str], tuple[str, object]] = OrderedDict()  # (device, space): (key, model)
         self._tables: OrderedDict[tuple[int, str], Table] = OrderedDict()
+        self._devices: OrderedDict[str, Device] = OrderedDict()  # name -> device last read (``table_by_name``)
         self._lock = threading.Lock()  # guards the memory tables
         self._fit_lock = threading.Lock()  # one fit at a time, even under concurrent cold requests
         self._load_lock = threading.Lock()  # one predictor load at a time
@@ -397,7 +400,30 @@ class PredictionService:
         when nothing changed, else a check of the device's rows, else a rebuild (once, under a lock, whoever asks
         first: a request or ``prepare``)."""
         head = self._head(device, space)
-        marks = read_marks(session, device.id, head.conditions_key)
+        return self._table(session, device, space, head, read_marks(session, device.id, head.conditions_key))
+
+    def table_by_name(self, session: Session, name: str, space: str = nb201.SPACE) -> tuple[Device, Table] | None:
+        """The device called ``name`` and its ``table`` of ``space``; None when there is no such device. The device
+        object read last under ``name`` is reused (detached) while its row still has that name and the same stamp
+        columns: then one statement reads the row's stamp and the table's ``Marks`` together."""
+        with self._lock:
+            device = self._devices.get(name)
+        if device is not None:
+            head = self._head(device, space)
+            found = read_device_marks(session, device.id, head.conditions_key)
+            if found is not None and found[0] == device_stamp(device):
+                return device, self._table(session, device, space, head, found[1])
+        device = device_by_name(session, name)
+        if device is None:
+            with self._lock:
+                self._devices.pop(name, None)
+            return None
+        session.expunge(device)  # shared read-only by later requests, never written through
+        with self._lock:
+            _remember(self._devices, name, device)
+        return device, self.table(session, device, space)
+
+    def _table(self, session: Session, device: Device, space: str, head: Head, marks: Marks) -> Table:
         with self._lock:
             table = self._tables.get((device.id, space))
             lock = self._table_locks.setdefault((device.id, space), threading.Lock())

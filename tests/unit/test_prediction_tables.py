@@ -228,3 +228,27 @@ def test_while_the_predictor_cannot_be_loaded_measured_figures_are_still_served(
     assert "predictor is unavailable: no nb201 checkpoint" in items[1]["message"]
     service.predictor_loader = loader  # loadable again: the next request builds a table with estimates
     assert [i["source"] for i in _items(api, "/v1/predict", [10, 20])] == ["measured", "predicted"]
+
+
+def test_predict_by_name_follows_a_rename_a_change_of_conditions_and_a_delete_at_once(api):
+    add_device(api, "dev1")
+    add_measurements(api, "dev1", MEASURED, source=Source.imported, dataset="help-nb201", std=0.25)
+    _adapt(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+    assert _items(api, "/v1/predict", [7])[0]["latency_ms"] == 3.25  # the device object is now reused by name
+    sessions = api.app.state.sessions
+    with transaction(sessions) as session:
+        device_by_name(session, "dev1").batch_size = 8  # other conditions: the imported rows no longer apply
+    response = api.post("/v1/predict", json={"device": "dev1", "archs": [7]}, headers=ADMIN)
+    assert response.json()["conditions"]["batch_size"] == 8
+    assert response.json()["items"][0]["source"] != "measured"
+    with transaction(sessions) as session:
+        device = device_by_name(session, "dev1")
+        device.batch_size, device.name = 1, "dev2"
+    assert api.post("/v1/predict", json={"device": "dev1", "archs": [7]}, headers=ADMIN).status_code == 404
+    response = api.post("/v1/predict", json={"device": "dev2", "archs": [7]}, headers=ADMIN)
+    assert (response.json()["device"], response.json()["items"][0]["latency_ms"]) == ("dev2", 3.25)
+    add_device(api, "dev1")  # a new device under the old name: its own (empty) answers
+    assert _items(api, "/v1/predict", [7])[0]["source"] is None
+    with transaction(sessions) as session:
+        session.delete(device_by_name(session, "dev2"))
+    assert api.post("/v1/predict", json={"device": "dev2", "archs": [7]}, headers=ADMIN).status_code == 404

@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import get_space
 from latfarm.services.domain.predictions import NoEstimate, conditions_of, keyed_by_position
+from latfarm.services.store.models import Device
 
 from ..auth import Principal, require
-from ..deps import get_device, request_keys
+from ..deps import get_device, get_device_table, request_keys
 from ..schemas import ConditionsOut, PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -33,6 +34,10 @@ def arch_items(space: str, keys: Sequence, strings: list[str]) -> list[dict]:
         return [{"arch": arch, "index": key, "nb201_index": key} for key, arch in zip(keys, strings, strict=True)]
     searched = get_space(space)
     return [{"arch": arch, "index": searched.index_of(arch)} for arch in strings]
+
+
+def _conditions(device: Device, space: str) -> dict:
+    return ConditionsOut.of(conditions_of(device).for_space(space)).model_dump()
 
 
 def items_response(head: dict, items: bytes) -> Response:
@@ -56,14 +61,15 @@ def predict(
 
 
 def _predict(session: Session, request: Request, body: PredictRequest) -> Response:
+    service = request.app.state.predictions
+    if keyed_by_position(body.space):
+        device, table = get_device_table(request, session, body.device, body.space)
+        keys, _strings = request_keys(body.archs, body.space)
+        head = {"device": device.name, "space": body.space, "conditions": _conditions(device, body.space)}
+        return items_response(head, table.items_json(cast("list[int]", keys)))
     device = get_device(session, body.device)
     keys, strings = request_keys(body.archs, body.space)
-    service = request.app.state.predictions
-    conditions = ConditionsOut.of(conditions_of(device).for_space(body.space)).model_dump()
-    if keyed_by_position(body.space):
-        table = service.table(session, device, body.space)
-        head = {"device": device.name, "space": body.space, "conditions": conditions}
-        return items_response(head, table.items_json(cast("list[int]", keys)))
+    conditions = _conditions(device, body.space)
     measured = service.measured(session, device, keys, body.space)
     missing = [k for k in keys if k not in measured]
     estimates, reason = None, None

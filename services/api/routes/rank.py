@@ -10,12 +10,12 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from latfarm.predictor.spaces import get_space
-from latfarm.services.domain.prediction_tables import item_openings, json_number
+from latfarm.services.domain.prediction_tables import Table, item_openings, json_number
 from latfarm.services.domain.predictions import NoEstimate, conditions_of, keyed_by_position
 from latfarm.services.store.models import Device
 
 from ..auth import Principal, require
-from ..deps import get_device, request_keys
+from ..deps import get_device, get_device_table, request_keys
 from ..schemas import ConditionsOut, PredictRequest, RankResponse
 from .predict import arch_items, items_response
 
@@ -36,15 +36,19 @@ def rank(
 
 
 def _rank(session: Session, request: Request, body: PredictRequest) -> Response:
-    device = get_device(session, body.device)
+    table = None
+    if keyed_by_position(body.space):
+        device, table = get_device_table(request, session, body.device, body.space)
+    else:
+        device = get_device(session, body.device)
     all_keys, all_strings = request_keys(body.archs, body.space)
     first: dict[int | str, int] = {k: n for n, k in reversed(list(enumerate(all_keys)))}  # each arch once, in order
     keys = list(first)
     strings = [all_strings[first[k]] for k in keys]
     conditions = ConditionsOut.of(conditions_of(device).for_space(body.space)).model_dump()
     head = {"device": device.name, "space": body.space, "conditions": conditions}
-    if keyed_by_position(body.space):
-        ranked = _ranked_from_table(request, session, device, body.space, cast("list[int]", keys))
+    if table is not None:
+        ranked = _ranked_from_table(request, session, device, table, cast("list[int]", keys))
         return items_response(head, ranked)
     service = request.app.state.predictions
     measured = service.measured(session, device, keys, body.space)
@@ -81,11 +85,10 @@ def _rank(session: Session, request: Request, body: PredictRequest) -> Response:
     return JSONResponse(head | {"items": items})
 
 
-def _ranked_from_table(request: Request, session: Session, device: Device, space: str, keys: list[int]) -> bytes:
+def _ranked_from_table(request: Request, session: Session, device: Device, table: Table, keys: list[int]) -> bytes:
     """The ranked items of distinct reference positions ``keys`` as a JSON array, from the device's table: by
     latency (measured, else estimated), the estimated archs among themselves in the model's order."""
-    service = request.app.state.predictions
-    table = service.table(session, device, space)
+    service, space = request.app.state.predictions, table.head.space
     positions = np.asarray(keys, dtype=np.int64)
     measured = np.fromiter((k in table.measured for k in keys), dtype=bool, count=len(keys))
     if table.predicted is None and not measured.all():
