@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from latfarm.predictor.spaces import get_space
+from latfarm.services.cli.remote import random_archs
 from tests.integration.test_agent_e2e import ADMIN_KEY, QUICK, Agent, Server
 
 pytestmark = pytest.mark.slow
@@ -46,7 +47,8 @@ def test_an_agent_measures_fbnet_archs_over_rest_and_the_cli(server, tmp_path):
     finally:
         assert agent.terminate() == 0, agent.log()
     (row,) = list(csv.DictReader(out.open()))
-    sampled = FBNET.to_string(FBNET.sample(1, seed=3)[0])
+    (position,) = random_archs("fbnet", 1, seed=3)  # --sample draws from HELP's 5,000 reference archs
+    sampled = FBNET.to_string(FBNET.at(position))
     assert (row["arch"], row["state"], row["space"], row["classes"]) == (sampled, "done", "fbnet", "100")
     assert "fbnet_index" in row and float(row["latency_ms"]) > 0
 
@@ -54,7 +56,8 @@ def test_an_agent_measures_fbnet_archs_over_rest_and_the_cli(server, tmp_path):
     wanted = {FBNET.to_string(a) for a in (first, second)} | {sampled}
     assert {m["arch"] for m in page} == wanted
     for m in page:
-        assert m["conditions"]["key"] == KEY and m["index"] is None and m["nb201_index"] is None
+        reference = position if m["arch"] == sampled else None  # the REST archs are uniform draws: no position
+        assert m["conditions"]["key"] == KEY and m["index"] == reference and m["nb201_index"] is None
         assert m["latency_ms"] > 0 and m["runtime"] == "onnxruntime" and m["agent_id"]
     assert server.request("GET", "/v1/measurements?space=nb201&device=e2e-fbnet")["items"] == []
     with sqlite3.connect(server.data_dir / "latfarm.db") as db:
