@@ -22,7 +22,7 @@ from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name, ensure_archs
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Job, Measurement, Source
+from latfarm.services.store.models import Adaptation, AdaptState, Job, Measurement, Source, utcnow
 
 ADMIN_KEY = "lf_admin_test-bootstrap-key"
 MEDIAN_OFFSET_MS = 0.5  # median_ms - latency_ms of measured rows stored by add_measurements
@@ -180,3 +180,28 @@ def interrupt_once_queued(server, proc: subprocess.Popen, jobs: int) -> str:
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     return proc.communicate(timeout=30)[1]
+
+
+def activate_adaptation(sessions, device: str, latencies: list[float]):
+    """Activate an adaptation of ``device`` fitted on archs 1..4 (superseding the active one); returns its model."""
+    from latfarm.predictor.model import Predictor  # torch: only for the tests that adapt
+
+    predictor = Predictor.load()
+    model = predictor.adapt([1, 2, 3, 4], latencies)
+    with transaction(sessions) as session:
+        target = device_by_name(session, device)
+        for old in session.query(Adaptation).filter_by(device_id=target.id, state=AdaptState.active):
+            old.state = AdaptState.superseded
+        session.add(
+            Adaptation(
+                device_id=target.id,
+                state=AdaptState.active,
+                samples=4,
+                sample_archs=[1, 2, 3, 4],
+                checkpoint=predictor.version,
+                params=model.to_state(),
+                conditions_key=Conditions().key,
+                activated_at=utcnow(),
+            )
+        )
+    return model

@@ -11,8 +11,17 @@ from latfarm.predictor.model import Predictor
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Adaptation, AdaptState, Source, utcnow
-from tests.api_support import ADMIN, MEDIAN_OFFSET_MS, add_device, add_measurements, app_on, arch, make_settings
+from latfarm.services.store.models import Source
+from tests.api_support import (
+    ADMIN,
+    MEDIAN_OFFSET_MS,
+    activate_adaptation,
+    add_device,
+    add_measurements,
+    app_on,
+    arch,
+    make_settings,
+)
 
 B1 = Conditions().key  # a default device's conditions: batch 1, fp32, reference graph
 
@@ -120,22 +129,7 @@ def test_active_adaptation_is_used_only_under_its_conditions(api, keys):
     """An adaptation fitted under the device's conditions serves its predictions; once the device's batch size
     changes, it is no longer used (and the device says so) until a new one is fitted."""
     add_device(api, "dev1")
-    predictor = Predictor.load()
-    model = predictor.adapt([1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0])
-    with transaction(api.app.state.sessions) as session:
-        device = device_by_name(session, "dev1")
-        session.add(
-            Adaptation(
-                device_id=device.id,
-                state=AdaptState.active,
-                samples=4,
-                sample_archs=[1, 2, 3, 4],
-                checkpoint=predictor.version,
-                params=model.to_state(),
-                conditions_key=B1,
-                activated_at=utcnow(),
-            )
-        )
+    model = activate_adaptation(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
     block = api.get("/v1/devices/dev1", headers=keys["client"]).json()["predictor"]
     assert (block["state"], block["conditions_key"], block["current"]) == ("active", B1, True)
     body = {"device": "dev1", "archs": [10, 20]}

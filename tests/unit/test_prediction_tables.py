@@ -10,7 +10,6 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from latfarm.predictor import nb201
-from latfarm.predictor.model import Predictor
 from latfarm.services.api.schemas import PredictResponse, RankResponse
 from latfarm.services.domain import review
 from latfarm.services.domain.conditions import Conditions
@@ -18,35 +17,12 @@ from latfarm.services.domain.prediction_tables import RECHECK_S, Head, Marks, Ta
 from latfarm.services.domain.predictions import PredictionService
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Adaptation, AdaptState, Measurement, Source, utcnow
+from latfarm.services.store.models import Adaptation, Measurement, Source
 from latfarm.services.workers.adapt_worker import AdaptWorker
-from tests.api_support import ADMIN, add_device, add_measurements, app_on, arch, make_settings
+from tests.api_support import ADMIN, activate_adaptation, add_device, add_measurements, app_on, arch, make_settings
 
 B1 = Conditions().key
 MEASURED = {7: 3.25, 4242: 9.5, 15000: 1.75}
-
-
-def _adapt(sessions, device: str, latencies: list[float]):
-    """Activate an adaptation of ``device`` fitted on archs 1..4 (superseding the active one); returns its model."""
-    predictor = Predictor.load()
-    model = predictor.adapt([1, 2, 3, 4], latencies)
-    with transaction(sessions) as session:
-        target = device_by_name(session, device)
-        for old in session.query(Adaptation).filter_by(device_id=target.id, state=AdaptState.active):
-            old.state = AdaptState.superseded
-        session.add(
-            Adaptation(
-                device_id=target.id,
-                state=AdaptState.active,
-                samples=4,
-                sample_archs=[1, 2, 3, 4],
-                checkpoint=predictor.version,
-                params=model.to_state(),
-                conditions_key=B1,
-                activated_at=utcnow(),
-            )
-        )
-    return model
 
 
 def _items(api, path: str, archs) -> list[dict]:
@@ -65,7 +41,7 @@ def _table(api):
 def test_table_answers_are_the_models_and_measured_rows_win(api):
     add_device(api, "dev1")
     add_measurements(api, "dev1", MEASURED, source=Source.imported, dataset="help-nb201", std=0.25)
-    model = _adapt(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+    model = activate_adaptation(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
     sample = [*MEASURED, *np.random.default_rng(1).choice(nb201.NUM_ARCHS, 60, replace=False).tolist()]
     items = _items(api, "/v1/predict", sample)
     predicted = [i for i in items if i["source"] == "predicted"]
@@ -100,7 +76,7 @@ def test_table_answers_are_the_models_and_measured_rows_win(api):
 def test_a_table_is_rebuilt_when_its_rows_or_adaptation_change_and_only_then(api):
     add_device(api, "dev1")
     add_device(api, "dev2")
-    _adapt(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+    activate_adaptation(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
     first = _items(api, "/v1/predict", [10, 20])
     table = _table(api)
     assert [i["source"] for i in first] == ["predicted", "predicted"]
@@ -118,7 +94,7 @@ def test_a_table_is_rebuilt_when_its_rows_or_adaptation_change_and_only_then(api
         review.set_quarantined(session, row.id, True, "tester", "outlier")
     assert _items(api, "/v1/predict", [10, 20]) == first
 
-    model = _adapt(api.app.state.sessions, "dev1", [2.0, 4.0, 6.0, 8.0])
+    model = activate_adaptation(api.app.state.sessions, "dev1", [2.0, 4.0, 6.0, 8.0])
     items = _items(api, "/v1/predict", [10, 20])
     assert np.allclose([i["latency_ms"] for i in items], model.predict(np.array([10, 20]))[0], rtol=1e-6)
     assert items != first
@@ -128,7 +104,7 @@ def test_start_up_builds_tables_once_before_the_first_request(tmp_path, sqlite_u
     settings = make_settings(tmp_path, sqlite_url)
     with app_on(settings) as app, TestClient(app) as api:
         add_device(api, "dev1")
-        _adapt(app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+        activate_adaptation(app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
         expected = _items(api, "/v1/predict", range(nb201.NUM_ARCHS))
 
     builds = []
@@ -172,7 +148,7 @@ def test_a_row_committed_below_a_seen_id_is_found_on_postgresql(pg_url, tmp_path
     with app_on(make_settings(tmp_path, pg_url)) as app, TestClient(app) as api:
         add_device(api, "dev1")
         add_device(api, "dev2")
-        _adapt(app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+        activate_adaptation(app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
         add_measurements(api, "dev1", {5: 1.0})  # arch 10's row exists
         with app.state.sessions() as late:
             late.begin()
@@ -215,7 +191,7 @@ def test_an_unsettled_table_rechecks_once_the_writers_in_flight_are_done():
 def test_while_the_predictor_cannot_be_loaded_measured_figures_are_still_served(api):
     add_device(api, "dev1")
     add_measurements(api, "dev1", {10: 2.0})
-    _adapt(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+    activate_adaptation(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
     service = api.app.state.predictions
     loader = service.predictor_loader
 
@@ -233,7 +209,7 @@ def test_while_the_predictor_cannot_be_loaded_measured_figures_are_still_served(
 def test_predict_by_name_follows_a_rename_a_change_of_conditions_and_a_delete_at_once(api):
     add_device(api, "dev1")
     add_measurements(api, "dev1", MEASURED, source=Source.imported, dataset="help-nb201", std=0.25)
-    _adapt(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+    activate_adaptation(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
     assert _items(api, "/v1/predict", [7])[0]["latency_ms"] == 3.25  # the device object is now reused by name
     sessions = api.app.state.sessions
     with transaction(sessions) as session:
