@@ -36,7 +36,8 @@ def arch_items(space: str, keys: Sequence, strings: list[str]) -> list[dict]:
     return [{"arch": arch, "index": searched.index_of(arch)} for arch in strings]
 
 
-def _conditions(device: Device, space: str) -> dict:
+def conditions_block(device: Device, space: str) -> dict:
+    """The answer's ``conditions``: the device's measurement conditions for ``space`` (``ConditionsOut``)."""
     return ConditionsOut.of(conditions_of(device).for_space(space)).model_dump()
 
 
@@ -65,11 +66,11 @@ def _predict(session: Session, request: Request, body: PredictRequest) -> Respon
     if keyed_by_position(body.space):
         device, table = get_device_table(request, session, body.device, body.space)
         keys, _strings = request_keys(body.archs, body.space)
-        head = {"device": device.name, "space": body.space, "conditions": _conditions(device, body.space)}
+        head = {"device": device.name, "space": body.space, "conditions": conditions_block(device, body.space)}
         return items_response(head, table.items_json(cast("list[int]", keys)))
     device = get_device(session, body.device)
     keys, strings = request_keys(body.archs, body.space)
-    conditions = _conditions(device, body.space)
+    conditions = conditions_block(device, body.space)
     measured = service.measured(session, device, keys, body.space)
     missing = [k for k in keys if k not in measured]
     estimates, reason = None, None

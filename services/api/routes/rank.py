@@ -11,13 +11,13 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor.spaces import get_space
 from latfarm.services.domain.prediction_tables import Table, item_openings, json_number
-from latfarm.services.domain.predictions import NoEstimate, conditions_of, keyed_by_position
+from latfarm.services.domain.predictions import NoEstimate, keyed_by_position
 from latfarm.services.store.models import Device
 
 from ..auth import Principal, require
 from ..deps import get_device, get_device_table, request_keys
-from ..schemas import ConditionsOut, PredictRequest, RankResponse
-from .predict import arch_items, items_response
+from ..schemas import PredictRequest, RankResponse
+from .predict import arch_items, conditions_block, items_response
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -45,8 +45,7 @@ def _rank(session: Session, request: Request, body: PredictRequest) -> Response:
     first: dict[int | str, int] = {k: n for n, k in reversed(list(enumerate(all_keys)))}  # each arch once, in order
     keys = list(first)
     strings = [all_strings[first[k]] for k in keys]
-    conditions = ConditionsOut.of(conditions_of(device).for_space(body.space)).model_dump()
-    head = {"device": device.name, "space": body.space, "conditions": conditions}
+    head = {"device": device.name, "space": body.space, "conditions": conditions_block(device, body.space)}
     if table is not None:
         ranked = _ranked_from_table(request, session, device, table, cast("list[int]", keys))
         return items_response(head, ranked)
