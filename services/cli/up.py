@@ -25,6 +25,7 @@ from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.cli.measure_results import unstable_note
 from latfarm.services.client import Client, LatfarmError
 from latfarm.services.core.config import Settings, env_name
+from latfarm.services.core.lifetime import die_with_parent
 from latfarm.services.core.security import new_secret
 from latfarm.services.domain.names import checked_device_name
 from latfarm.services.domain.samples import DEFAULT_SAMPLES
@@ -89,6 +90,7 @@ class Children:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches ``up`` only; it stops children in order
+            preexec_fn=die_with_parent,  # a SIGKILLed ``up`` cannot stop them: the kernel does
         )
         self.procs.append((name, proc))
         return proc

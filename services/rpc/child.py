@@ -4,7 +4,6 @@ SIGINT, or until the parent process is gone."""
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -12,24 +11,17 @@ import sys
 import threading
 
 from latfarm.services.core.config import Settings
+from latfarm.services.core.lifetime import die_with_parent
 from latfarm.services.rpc.server import build_grpc_server, server_credentials
 from latfarm.services.runtime import Runtime
 
 GRACE_S = 3.0  # calls in flight get this long to finish at the end (as the main process's)
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies, as the parent itself may have been."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def main(argv: list[str]) -> None:
     """Serve on port ``argv[1]`` for parent ``argv[2]``."""
     port, parent = int(argv[1]), int(argv[2])
-    _die_with_parent()
+    die_with_parent()  # the parent may be SIGKILLed: it could not stop this process itself
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s grpc-{os.getpid()} %(name)s: %(message)s"
     )

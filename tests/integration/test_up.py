@@ -34,6 +34,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _running(pid: str) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (one left unreaped by whoever inherited it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def _wait_active(client: Client, proc: subprocess.Popen, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     state: dict = {}
@@ -103,8 +111,17 @@ def test_up_adapts_to_this_machine_and_serves_predictions(tmp_path):
             assert time.monotonic() < deadline, client.agents("local")
             time.sleep(0.5)
         assert len(client.agents("local")) == 1
+        children = (Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()).split()
+        assert len(children) == 2, children  # server and agent
+        proc.kill()  # a SIGKILLed `up` cannot stop its children: they die with it
+        out = proc.communicate(timeout=30)[0].decode(errors="replace")
+        deadline = time.monotonic() + 30
+        while [pid for pid in children if _running(pid)]:
+            assert time.monotonic() < deadline, f"children {children} outlived a SIGKILLed up"
+            time.sleep(0.2)
     finally:
-        out = _stop(proc)
+        if proc.poll() is None:
+            _stop(proc)
     assert "reused" in out
     assert "LATFARM_GRPC_TLS_CERT and LATFARM_GRPC_TLS_KEY ignored" in out
 
