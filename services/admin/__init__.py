@@ -133,6 +133,17 @@ class LatfarmAdmin(Admin):
         return await self.templates.TemplateResponse(request, "dashboard.html", {**context, "title": "Dashboard"})
 
     @login_required
+    async def delete(self, request: Request) -> Response:
+        """sqladmin's bulk delete, all selected rows or none: every id in ``pks`` is looked up before any row is
+        deleted (sqladmin deletes row by row and stops at the first bad id); an unknown or junk id is a 404."""
+        await self._delete(request)  # sqladmin's permission check: 403 first
+        view = self._find_model_view(request.path_params["identity"])
+        for pk in filter(None, request.query_params.get("pks", "").split(",")):
+            if await view.get_object_for_delete(pk) is None:
+                raise HTTPException(404, f"no {view.name.lower()} with id {pk!r}: nothing deleted")
+        return await super().delete(request)
+
+    @login_required
     async def device_overview(self, request: Request) -> Response:
         """A device's page: its owner, measurement counts and predictor status; 404 when the device id is unknown."""
         device_id = request.path_params["device_id"]

@@ -281,6 +281,11 @@ def test_tables_filters_read_only_and_deletes(app_and_ids):
         assert client.delete(f"/admin/measurement/delete?pks={measurement_id}", headers=csrf).status_code == 403
 
         job_id, agent_id = ids["jobs"][0], ids["agents"]["offline"]
+        for junk in ("junk", "999999"):  # a bulk delete is all or nothing: one bad id deletes no row
+            response = client.delete(f"/admin/job/delete?pks={job_id},{junk}", headers=csrf)
+            assert response.status_code == 404 and "nothing deleted" in response.text, response.text
+        with app.state.sessions() as s:
+            assert s.get(Job, job_id) is not None
         CALLERS.put("credential-of-the-offline-agent", Caller(agent_id, phone, ("onnx",)))
         assert client.delete(f"/admin/job/delete?pks={job_id}", headers=csrf).status_code == 200
         assert client.delete(f"/admin/agent/delete?pks={agent_id}", headers=csrf).status_code == 200
