@@ -7,8 +7,8 @@ every job is reported, then checks in the database that every job is done with e
 results/s, lease p50/p99, heartbeat p99 (latencies include retries after a busy server's hint), RPC errors by
 status, busy refusals, and the exactly-once check.
 
-    .venv/bin/python bench/fleet.py [--agents 50] [--jobs 2000] [--db URL] [--redis URL] [--wait-s 5]
-        [--grpc-processes N]
+    .venv/bin/python bench/fleet.py [--agents 50] [--jobs 2000] [--archs 16] [--db URL] [--redis URL] [--wait-s 5]
+        [--grpc-processes N] [--calls N]
 
 ``--jobs 0`` measures an idle fleet: the agents long-poll for ``--limit-s`` seconds and the server's CPU is printed.
 
@@ -17,8 +17,7 @@ N leases of 16 jobs (no wait), then N heartbeats naming 16 held jobs, then N rep
 time; each kind's server CPU (ms per call, its background workers included) is printed. It seeds 16 N jobs.
 
 The server's CPU includes its gRPC child processes (``--grpc-processes``). The load generator runs on the same
-machine: on the project's 2-core VM, busy with other work, 200 agents on PostgreSQL + Redis gave 539-668 results/s at
-1.5-1.7 server CPU-s per 1,000 results with 1 or 2 processes (README, "Under load", for the full table).
+machine; measured tables, with the machine's load: docs/fleet.md, "Fleet figures".
 
 ``--db postgresql+psycopg://postgres@127.0.0.1:5432/test`` creates a database ``fleet_bench_<pid>`` on that server
 for the run and drops it afterwards. Without ``--db`` the server uses a SQLite file in a temporary folder.
