@@ -7,14 +7,17 @@ every job is reported, then checks in the database that every job is done with e
 results/s, lease p50/p99, heartbeat p99 (latencies include retries after a busy server's hint), RPC errors by
 status, busy refusals, and the exactly-once check.
 
-    .venv/bin/python bench/fleet.py [--agents 50] [--jobs 2000] [--db URL] [--redis URL] [--wait-s 5]
-        [--grpc-processes N]
+    .venv/bin/python bench/fleet.py [--agents 50] [--jobs 2000] [--archs 16] [--db URL] [--redis URL] [--wait-s 5]
+        [--grpc-processes N] [--calls N]
 
 ``--jobs 0`` measures an idle fleet: the agents long-poll for ``--limit-s`` seconds and the server's CPU is printed.
 
+``--calls N`` measures the server's CPU per call instead (``--grpc-processes 1`` for a clean figure): one agent makes
+N leases of 16 jobs (no wait), then N heartbeats naming 16 held jobs, then N reports of 16 results, one call at a
+time; each kind's server CPU (ms per call, its background workers included) is printed. It seeds 16 N jobs.
+
 The server's CPU includes its gRPC child processes (``--grpc-processes``). The load generator runs on the same
-machine: on the project's 2-core VM, busy with other work, 200 agents on PostgreSQL + Redis gave 539-668 results/s at
-1.5-1.7 server CPU-s per 1,000 results with 1 or 2 processes (README, "Under load", for the full table).
+machine; measured tables, with the machine's load: docs/fleet.md, "Fleet figures".
 
 ``--db postgresql+psycopg://postgres@127.0.0.1:5432/test`` creates a database ``fleet_bench_<pid>`` on that server
 for the run and drops it afterwards. Without ``--db`` the server uses a SQLite file in a temporary folder.
@@ -175,6 +178,41 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
             beating.cancel()
 
 
+async def _per_call(address: str, token: str, calls: int, server_pid: int) -> dict[str, float]:
+    """CPU (s) of server process ``server_pid`` over ``calls`` sequential leases, heartbeats and reports of
+    ``LEASE_JOBS`` jobs by one agent, by kind."""
+    import grpc
+
+    from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
+
+    tally = Tally()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        descriptor = agent_pb2.DeviceDescriptor(hostname="sim-0", formats=["onnx"])
+        request = agent_pb2.RegisterRequest(enrollment_token=token, descriptor=descriptor, name="sim-0")
+        reply = await _call(tally, None, stub.Register, request, None)
+        metadata = (("authorization", f"Bearer {reply.credential}"),)
+        lease = agent_pb2.LeaseRequest(max_jobs=LEASE_JOBS, wait_seconds=0, formats=["onnx"])
+        await _call(tally, None, stub.Heartbeat, agent_pb2.HeartbeatRequest(), metadata)  # warm the caches
+        cpu: dict[str, float] = {}
+        started = _cpu_s(server_pid)
+        leased = [await _call(tally, None, stub.LeaseJobs, lease, metadata) for _ in range(calls)]
+        cpu["lease"] = _cpu_s(server_pid) - started
+        held = sorted(job.job_id for job in leased[0].jobs)
+        started = _cpu_s(server_pid)
+        for _ in range(calls):
+            await _call(tally, None, stub.Heartbeat, agent_pb2.HeartbeatRequest(job_ids=held), metadata)
+        cpu["heartbeat"] = _cpu_s(server_pid) - started
+        started = _cpu_s(server_pid)
+        for answer in leased:
+            report = agent_pb2.ReportRequest(results=[_result(job) for job in answer.jobs])
+            await _call(tally, None, stub.ReportResults, report, metadata)
+        cpu["report"] = _cpu_s(server_pid) - started
+    if tally.errors or sum(len(answer.jobs) for answer in leased) != LEASE_JOBS * calls:
+        raise SystemExit(f"per-call run failed: {dict(tally.errors)}")
+    return cpu
+
+
 async def _run_agents(
     address: str, token: str, agents: int, jobs: int, limit_s: float, wait_s: float
 ) -> tuple[Tally, float]:
@@ -303,7 +341,10 @@ def main() -> None:
     parser.add_argument("--limit-s", type=float, default=300.0, help="stop the agents after this long")
     parser.add_argument("--wait-s", type=float, default=LEASE_WAIT_S, help="the agents' long-poll (s)")
     parser.add_argument("--grpc-processes", type=int, help="the server's gRPC processes (default: its default)")
+    parser.add_argument("--calls", type=int, help="per-call server CPU: N sequential calls of each kind, one agent")
     args = parser.parse_args()
+    if args.calls:
+        args.jobs = LEASE_JOBS * args.calls
 
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         url = create_pg(args.db, "fleet_bench") if args.db else f"sqlite:///{tmp}/fleet.db"
@@ -319,6 +360,13 @@ def main() -> None:
                 time.sleep(1)
             if pending:
                 raise SystemExit(f"{pending} jobs still wait for their artifact after 300 s")
+            if args.calls:
+                per_call = asyncio.run(_per_call(address, token, args.calls, server.pid))
+                checked = exactly_once(url)
+                print(f"server CPU per call, ms ({args.calls} sequential calls each, 16 jobs per call, one agent):")
+                for kind, cpu in per_call.items():
+                    print(f"  {kind:<10} {1000 * cpu / args.calls:.2f}")
+                return
             server_cpu, bench_cpu = _cpu_s(server.pid), time.process_time()
             tally, elapsed = asyncio.run(_run_agents(address, token, args.agents, args.jobs, args.limit_s, args.wait_s))
             server_cpu, bench_cpu = _cpu_s(server.pid) - server_cpu, time.process_time() - bench_cpu

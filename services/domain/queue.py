@@ -10,7 +10,8 @@ writes are guarded by the job's state as well.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
@@ -23,6 +24,7 @@ from latfarm.predictor.spaces import ArchError, UnknownSpace
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.conditions import Conditions
+from latfarm.services.domain.liveness import mark_alive
 from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import ReportedResult, measurement_row, validate
 from latfarm.services.store.crud import ensure_archs
@@ -39,6 +41,7 @@ from latfarm.services.store.models import (
 )
 
 MAX_BATCH = nb201.NUM_ARCHS
+CONDITIONS_CACHED = 4096  # batches whose parsed conditions a process keeps (a batch's conditions never change)
 MAX_ERRORS_SHOWN = 20
 RENEW_SLACK = 0.1  # a heartbeat leaves a lease alone that already runs this part of lease_seconds as long
 _EXPIRED = re.compile(r"^lease expired (\d+) times?")
@@ -46,6 +49,20 @@ _EXPIRED = re.compile(r"^lease expired (\d+) times?")
 
 class QueueError(InvalidArgument):
     """A request the queue refuses; the message is safe to show a client."""
+
+
+class Holder(Protocol):
+    """An agent as the queue needs it (an ``Agent`` row, or ``liveness.AgentRef``)."""
+
+    @property
+    def id(self) -> str:
+        """The agent's id."""
+        ...
+
+    @property
+    def device_id(self) -> int:
+        """Its device's id."""
+        ...
 
 
 class ArtifactSource(Protocol):
@@ -179,7 +196,7 @@ class Leased:
 
 def lease(
     session: Session,
-    agent: Agent,
+    agent: Holder,
     *,
     max_jobs: int,
     formats: Sequence[str],
@@ -188,15 +205,17 @@ def lease(
     now: datetime | None = None,
     requeue: bool = True,
 ) -> list[Leased]:
-    """Lease up to ``max_jobs`` queued jobs of the agent's device whose artifact is recorded, oldest first; with
-    ``requeue``, the device's lapsed leases return to the queue first (``requeue_expired``).
+    """Mark the agent alive (``liveness.mark_alive``: ``UnknownAgent`` when it was removed) and lease up to
+    ``max_jobs`` queued jobs of its device whose artifact is recorded, oldest first; with ``requeue``, the device's
+    lapsed leases return to the queue first (``requeue_expired``).
 
     One ``WITH picked AS MATERIALIZED (...) UPDATE ... RETURNING`` picks the jobs (``FOR UPDATE SKIP LOCKED`` on
     PostgreSQL: replicas never lease a job twice), leases them and reads their arch, artifact size and batch
-    settings. Jobs whose model is not exported yet wait for the export worker or ``resolve_artifacts``.
+    settings. Jobs whose model is not exported yet wait for the export worker or ``resolve_artifacts``. Both
+    statements run on the session's connection (no ORM flush or identity map).
     """
     now = now or utcnow()
-    agent.last_heartbeat = now
+    agent = mark_alive(session, agent.id, now)
     if requeue:
         requeue_expired(session, max_attempts=max_attempts, now=now, device_id=agent.device_id)
     formats = [f for f in formats if f in FORMATS]
@@ -217,30 +236,33 @@ def lease(
         .prefix_with("MATERIALIZED")  # picked once: a re-evaluated pick (concurrent updates) could exceed max_jobs
     )
     batch = select(JobBatch).where(JobBatch.id == Job.batch_id)
-    rows = session.execute(
-        update(Job)
-        .where(Job.id == picked.c.id, Job.state == JobState.queued)
-        .values(
-            state=JobState.running,
-            lease_owner=agent.id,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            attempts=Job.attempts + 1,
+    rows = (
+        session.connection()
+        .execute(
+            update(Job)
+            .where(Job.id == picked.c.id, Job.state == JobState.queued)
+            .values(
+                state=JobState.running,
+                lease_owner=agent.id,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=Job.attempts + 1,
+            )
+            .returning(
+                Job.id,
+                Job.batch_id,
+                select(Arch.space).where(Arch.id == Job.arch_id).scalar_subquery(),
+                select(Arch.arch).where(Arch.id == Job.arch_id).scalar_subquery(),
+                Job.format,
+                Job.artifact_sha256,
+                select(Artifact.size_bytes).where(Artifact.sha256 == Job.artifact_sha256).scalar_subquery(),
+                Job.attempts,
+                batch.with_only_columns(JobBatch.conditions).scalar_subquery(),
+                batch.with_only_columns(JobBatch.protocol).scalar_subquery(),
+                Job.created_at,
+            )
         )
-        .returning(
-            Job.id,
-            Job.batch_id,
-            select(Arch.space).where(Arch.id == Job.arch_id).scalar_subquery(),
-            select(Arch.arch).where(Arch.id == Job.arch_id).scalar_subquery(),
-            Job.format,
-            Job.artifact_sha256,
-            select(Artifact.size_bytes).where(Artifact.sha256 == Job.artifact_sha256).scalar_subquery(),
-            Job.attempts,
-            batch.with_only_columns(JobBatch.conditions).scalar_subquery(),
-            batch.with_only_columns(JobBatch.protocol).scalar_subquery(),
-            Job.created_at,
-        )
-        .execution_options(synchronize_session=False)
-    ).all()
+        .all()
+    )
     return sorted((Leased(*row) for row in rows), key=lambda job: (job.created_at, job.job_id))
 
 
@@ -371,20 +393,27 @@ def assign_artifact(session: Session, model: PendingExport, sha256: str) -> set[
 
 
 def heartbeat(
-    session: Session, agent: Agent, job_ids: Sequence[str], lease_seconds: float, now: datetime | None = None
+    session: Session,
+    agent: Holder,
+    job_ids: Sequence[str],
+    lease_seconds: float,
+    now: datetime | None = None,
+    **reported: Any,
 ) -> list[str]:
-    """Mark the agent alive and extend the leases it still holds; returns the named jobs it no longer holds.
+    """Mark the agent alive (with what it ``reported`` of itself: ``state``, ``descriptor``; ``UnknownAgent`` when
+    it was removed) and extend the leases it still holds; returns the named jobs it no longer holds.
 
     The held jobs are locked in id order (as ``report`` locks them: no deadlock); a lease is written only when its
-    extension moves it by more than ``RENEW_SLACK`` of ``lease_seconds``.
+    extension moves it by more than ``RENEW_SLACK`` of ``lease_seconds``. Runs on the session's connection.
     """
     now = now or utcnow()
-    agent.last_heartbeat = now
+    mark_alive(session, agent.id, now, **reported)
     if not job_ids:
         return []
+    connection = session.connection()
     expires = now + timedelta(seconds=lease_seconds)
     held = dict(
-        session.execute(
+        connection.execute(
             select(Job.id, Job.lease_expires_at)
             .where(Job.id.in_(list(job_ids)), Job.lease_owner == agent.id, Job.state == JobState.running)
             .order_by(Job.id)
@@ -394,87 +423,112 @@ def heartbeat(
     slack = timedelta(seconds=lease_seconds * RENEW_SLACK)
     stale = [job_id for job_id, until in held.items() if (when := as_utc(until)) is None or when < expires - slack]
     if stale:
-        session.execute(
-            update(Job)
-            .where(Job.id.in_(stale))
-            .values(lease_expires_at=expires)
-            .execution_options(synchronize_session=False)
-        )
+        connection.execute(update(Job).where(Job.id.in_(stale)).values(lease_expires_at=expires))
     return [job_id for job_id in dict.fromkeys(job_ids) if job_id not in held]
 
 
+# what ``report`` reads of each job it is told of
+REPORTED_JOB = (
+    Job.id,
+    Job.batch_id,
+    Job.device_id,
+    Job.arch_id,
+    Job.artifact_sha256,
+    Job.state,
+    Job.lease_owner,
+    Job.attempts,
+)
+_conditions: dict[str, Conditions] = {}  # batch id -> its parsed conditions, the most recent CONDITIONS_CACHED
+_conditions_lock = threading.Lock()
+
+
+def batch_conditions(session: Session, batch_ids: Collection[str]) -> dict[str, Conditions]:
+    """The measurement conditions of batches ``batch_ids`` (that exist), parsed; each batch is read and parsed once
+    per process while it stays among the ``CONDITIONS_CACHED`` most recently read."""
+    found = {batch_id: parsed for batch_id in batch_ids if (parsed := _conditions.get(batch_id)) is not None}
+    missing = [batch_id for batch_id in batch_ids if batch_id not in found]
+    if missing:
+        query = select(JobBatch.id, JobBatch.conditions).where(JobBatch.id.in_(missing))
+        read = {batch_id: Conditions.from_dict(stored) for batch_id, stored in session.connection().execute(query)}
+        with _conditions_lock:
+            _conditions.update(read)
+            for oldest in list(_conditions)[: max(0, len(_conditions) - CONDITIONS_CACHED)]:
+                del _conditions[oldest]
+        found.update(read)
+    return found
+
+
 def report(
-    session: Session, agent: Agent, results: Sequence[ReportedResult], provenance: dict, max_attempts: int
+    session: Session, agent: Holder, results: Sequence[ReportedResult], provenance: dict, max_attempts: int
 ) -> list[Ack]:
     """Store results of jobs this agent holds; a repeated ok report is acknowledged as a duplicate, stored once.
 
-    The batch's jobs are locked in one statement in id order (as heartbeats lock them: no deadlock) and its
-    measurements inserted together. Raises ``results.ResultError`` for a malformed result before anything is
-    written.
+    The batch's jobs are locked in one statement in id order (as heartbeats lock them: no deadlock); the measured
+    ones are marked done in one ``UPDATE`` and their measurements inserted together, on the session's connection
+    (no ORM objects). Raises ``results.ResultError`` for a malformed result before anything is written.
     """
     for index, result in enumerate(results):
         validate(result, f"results[{index}]")
     if not results:
         return []
+    connection = session.connection()
     now = utcnow()
     ids = sorted({result.job_id for result in results})
     jobs = {
-        job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id).with_for_update())
+        job.id: job
+        for job in connection.execute(select(*REPORTED_JOB).where(Job.id.in_(ids)).order_by(Job.id).with_for_update())
     }
-    done = [job_id for job_id, job in jobs.items() if job.state == JobState.done]
+    states = {job_id: job.state for job_id, job in jobs.items()}
+    done = [job_id for job_id, state in states.items() if state == JobState.done]
     stored = select(Measurement.job_id, Measurement.agent_id).where(Measurement.job_id.in_(done))
-    stored_by = dict(session.execute(stored).all()) if done else {}
-    batches = {job.batch_id for job in jobs.values() if job.state == JobState.running and job.lease_owner == agent.id}
-    conditions = {
-        batch_id: Conditions.from_dict(stored)
-        for batch_id, stored in session.execute(
-            select(JobBatch.id, JobBatch.conditions).where(JobBatch.id.in_(batches))
-        )
-    }
-    acks, rows = [], []
+    stored_by = dict(connection.execute(stored).all()) if done else {}
+    held = {job_id for job_id, job in jobs.items() if job.state == JobState.running and job.lease_owner == agent.id}
+    conditions = batch_conditions(session, {jobs[job_id].batch_id for job_id in held})
+    acks, rows, changes = [], [], []
     for result in results:
         job = jobs.get(result.job_id)
+        state = states.get(result.job_id)
         if job is None:
             acks.append(Ack(result.job_id, False, message="unknown job"))
-        elif job.state == JobState.done:
+        elif state == JobState.done:
             if result.ok and stored_by.get(job.id) == agent.id:
                 acks.append(Ack(job.id, True, duplicate=True, message="already stored"))
             else:
                 acks.append(Ack(job.id, False, message="job already done"))
-        elif job.state == JobState.cancelled:
+        elif state == JobState.cancelled:
             acks.append(Ack(job.id, False, message="job was cancelled"))
-        elif job.state != JobState.running or job.lease_owner != agent.id:
+        elif job.id not in held or state != JobState.running:
             acks.append(Ack(job.id, False, message="job is not leased by this agent (lease expired or re-leased)"))
         elif result.ok:
             rows.append(measurement_row(job, agent.id, result, provenance, conditions[job.batch_id]))
             stored_by[job.id] = agent.id
-            job.state = JobState.done  # in memory: a repeat within this report is a duplicate
+            states[job.id] = JobState.done  # a repeat within this report is a duplicate
             acks.append(Ack(job.id, True, message="unstable: stored flagged" if result.unstable else ""))
         else:
             reason = f"{result.error_class or 'error'}: {result.error_message or 'no message'}"[:2000]
             if job.attempts >= max_attempts:
-                _finish_failed(job, f"failed after {job.attempts} attempts; last: {reason}", now)
+                change = _failed(f"failed after {job.attempts} attempts; last: {reason}", now)
             else:
-                _back_to_queue(job, reason)
-            acks.append(Ack(job.id, True, message=f"job {job.state.value}"))
-    measured = [row["job_id"] for row in rows]
-    for job_id in measured:  # written below in one statement, not by the flush
-        session.expire(jobs[job_id], ["state"])
-    session.flush()  # the failures
+                change = _requeued(reason)
+            states[job.id] = change["state"]
+            changes.append((job.id, change))
+            acks.append(Ack(job.id, True, message=f"job {change['state'].value}"))
+    for job_id, change in changes:
+        connection.execute(update(Job).where(Job.id == job_id).values(**change))
     if rows:
-        session.execute(
+        measured = [row["job_id"] for row in rows]
+        connection.execute(
             update(Job)
             .where(Job.id.in_(measured))
             .values(state=JobState.done, error=None, lease_expires_at=None, finished_at=now)
-            .execution_options(synchronize_session=False)
         )
-        session.execute(insert(Measurement), rows)  # one multi-row INSERT
-        for job_id in measured:
-            session.expire(jobs[job_id])
+        connection.execute(insert(Measurement), rows)
+    if changes or rows:
+        session.expire_all()  # written past the session: objects it holds are reloaded when next read
     return acks
 
 
-def release(session: Session, agent: Agent, job_ids: Sequence[str]) -> int:
+def release(session: Session, agent: Holder, job_ids: Sequence[str]) -> int:
     """Hand the agent's running jobs back to the queue; the attempt is not counted."""
     if not job_ids:
         return 0
@@ -515,7 +569,7 @@ def queue_depth(session: Session) -> dict[str, int]:
     return {state.value: counts.get(state, 0) for state in JobState}
 
 
-def requeue_repaired(session: Session, agent: Agent, job_ids: Sequence[str]) -> list[Ack]:
+def requeue_repaired(session: Session, agent: Holder, job_ids: Sequence[str]) -> list[Ack]:
     """Jobs this agent could not fetch because the server's artifact was corrupt (rebuilt since): back to the
     queue with the attempt not spent, as the device is not at fault. Repeats are bounded: a job whose artifact is
     sound when its fetch failure comes in spends the attempt (``report``). Acks the jobs the agent held."""
@@ -559,22 +613,28 @@ def waiting_for_agent(session: Session, online_since: datetime) -> int:
     return session.scalar(query) or 0
 
 
-def release_all(session: Session, agent: Agent) -> int:
+def release_all(session: Session, agent: Holder) -> int:
     """Hand every job the agent holds back to the queue, attempts not spent: an agent process that starts holds
     none, so leases of its earlier process (same credential) end at once instead of lapsing."""
     held = session.scalars(select(Job.id).where(Job.lease_owner == agent.id, Job.state == JobState.running)).all()
     return release(session, agent, held)
 
 
+def _requeued(reason: str) -> dict[str, Any]:
+    """The values of a job handed back to the queue because of ``reason`` (its attempt spent)."""
+    return {"state": JobState.queued, "lease_owner": None, "lease_expires_at": None, "error": reason}
+
+
+def _failed(reason: str, now: datetime) -> dict[str, Any]:
+    """The values of a job that failed for good at ``now`` because of ``reason``."""
+    return {"state": JobState.failed, "lease_expires_at": None, "error": reason[:2000], "finished_at": now}
+
+
 def _back_to_queue(job: Job, reason: str) -> None:
-    job.state = JobState.queued
-    job.lease_owner = None
-    job.lease_expires_at = None
-    job.error = reason
+    for name, value in _requeued(reason).items():
+        setattr(job, name, value)
 
 
 def _finish_failed(job: Job, reason: str, now: datetime) -> None:
-    job.state = JobState.failed
-    job.lease_expires_at = None
-    job.error = reason[:2000]
-    job.finished_at = now
+    for name, value in _failed(reason, now).items():
+        setattr(job, name, value)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Any, Protocol
 
 from latfarm.predictor.latencies import MAX_LATENCY_MS, MIN_LATENCY_MS
 from latfarm.proto.v1 import agent_pb2
 from latfarm.proto.v1.names import STATISTICS
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.conditions import Conditions
-from latfarm.services.store.models import Job, Source
+from latfarm.services.store.models import Source
 
 # The figures a measurement stores as its agent reported them, in the order every view lists them after the
 # headline (latency_ms and its statistic).
@@ -132,11 +133,41 @@ def attributes(source: object, names: Iterable[str]) -> dict[str, Any]:
     return {name: getattr(source, name) for name in names}
 
 
+class MeasuredJob(Protocol):
+    """What a measurement row takes of its job: a ``Job``, or a row of these columns."""
+
+    @property
+    def id(self) -> str:
+        """The job's id."""
+        ...
+
+    @property
+    def device_id(self) -> int:
+        """Its device."""
+        ...
+
+    @property
+    def arch_id(self) -> int:
+        """Its arch."""
+        ...
+
+    @property
+    def artifact_sha256(self) -> str | None:
+        """The artifact it was leased with."""
+        ...
+
+
+@lru_cache(maxsize=256)
+def _stored_conditions(conditions: Conditions) -> tuple[dict[str, Any], str]:
+    return conditions.to_dict(), conditions.key
+
+
 def measurement_row(
-    job: Job, agent_id: str, result: ReportedResult, provenance: dict, conditions: Conditions
+    job: MeasuredJob, agent_id: str, result: ReportedResult, provenance: dict, conditions: Conditions
 ) -> dict[str, Any]:
     """The ``Measurement`` row (column -> value) of an ok result of ``job``, measured by agent ``agent_id`` under
     its batch's ``conditions``."""
+    stored, key = _stored_conditions(conditions)
     protocol = dict(result.settings)
     protocol["affinity"] = list(result.affinity)
     if result.round_spread is not None:
@@ -150,8 +181,8 @@ def measurement_row(
         job_id=job.id,
         artifact_sha256=result.artifact_sha256 or job.artifact_sha256,
         protocol=protocol,
-        conditions=conditions.to_dict(),
-        conditions_key=conditions.key,
+        conditions=dict(stored),
+        conditions_key=key,
         latency_ms=latency_ms,
         round_medians_ms=list(result.round_medians_ms),
         provenance=dict(provenance),

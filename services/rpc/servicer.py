@@ -7,10 +7,12 @@ and Redis); a write re-reads the agent's row, so a removed agent's writes are re
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, BinaryIO, Protocol, cast
 
 import grpc
@@ -25,7 +27,7 @@ from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.core.security import hash_secret, new_secret
-from latfarm.services.domain import queue
+from latfarm.services.domain import liveness, queue
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, attributes
@@ -174,13 +176,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             raise InvalidArgument(f"state must be one of {', '.join(AGENT_STATES)}", field="state")
         _check_sizes(request)
         caller = self._authenticate(context)
-        with self._slot(Kind.HEARTBEAT, context), transaction(self.sessions) as session:
-            agent = self._agent(session, context, caller)
-            lost = queue.heartbeat(session, agent, list(request.job_ids), self.settings.lease_seconds)
-            if request.state:
-                agent.state = request.state
-            if request.HasField("descriptor"):
-                agent.descriptor = json_format.MessageToDict(request.descriptor, preserving_proto_field_name=True)
+        reported: dict[str, Any] = {"state": request.state} if request.state else {}
+        if request.HasField("descriptor"):
+            reported["descriptor"] = json_format.MessageToDict(request.descriptor, preserving_proto_field_name=True)
+        with _known(caller), self._slot(Kind.HEARTBEAT, context), transaction(self.sessions) as session:
+            lost = queue.heartbeat(
+                session, _ref(caller), list(request.job_ids), self.settings.lease_seconds, **reported
+            )
         return agent_pb2.HeartbeatResponse(heartbeat_interval_s=self.settings.heartbeat_interval_s, lost_job_ids=lost)
 
     @translate_errors
@@ -211,7 +213,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Lease up to ``max_jobs``, waiting up to ``wait_s`` for work to arrive."""
         deadline = time.monotonic() + wait_s
         caller = self._authenticate(context)
-        agent_id, device_id = caller.agent_id, caller.device_id
+        device_id = caller.device_id
         formats = list(request.formats) or list(caller.formats) or list(FORMATS)
         ended = threading.Event()  # the call was cancelled, or the server is stopping: stop waiting for work
 
@@ -242,8 +244,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                         raise
             if jobs and not context.is_active():  # nobody will receive them: hand them back at once
                 with transaction(self.sessions) as session:
-                    if (owner := session.get(Agent, agent_id)) is not None:  # a removed agent's jobs have no lease
-                        queue.release(session, owner, [job.job_id for job in jobs])
+                    queue.release(session, _ref(caller), [job.job_id for job in jobs])
                 self.notifier.notify(device_id)
                 end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
             left = deadline - time.monotonic()
@@ -260,10 +261,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         devices nobody leases for)."""
         now = time.monotonic()
         requeue = now - self._requeued.get(caller.device_id, float("-inf")) >= REQUEUE_EVERY_S
-        with self._slot(Kind.LEASE, context), transaction(self.sessions) as session:
+        with _known(caller), self._slot(Kind.LEASE, context), transaction(self.sessions) as session:
             jobs = queue.lease(
                 session,
-                self._agent(session, context, caller),
+                _ref(caller),
                 max_jobs=max_jobs,
                 formats=formats,
                 lease_seconds=self.settings.lease_seconds,
@@ -323,8 +324,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         provenance = json_format.MessageToDict(request.provenance, preserving_proto_field_name=True)
         caller = self._authenticate(context)
         repaired = self._repair_artifacts([r.job_id for r in results if r.error_class == FETCH])
-        with self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
-            agent = self._agent(session, context, caller)
+        with _known(caller), self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
+            agent = liveness.registered(session, caller.agent_id)
             device_id = agent.device_id
             requeued = {ack.job_id: ack for ack in queue.requeue_repaired(session, agent, repaired)}
             rest = [r for r in results if r.job_id not in requeued]
@@ -363,8 +364,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         answers how many were released."""
         _check_sizes(request)
         caller = self._authenticate(context)
-        with self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
-            agent = self._agent(session, context, caller)
+        with _known(caller), self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
+            agent = liveness.registered(session, caller.agent_id)
             device_id = agent.device_id
             if request.all_held:
                 released = queue.release_all(session, agent)
@@ -405,13 +406,21 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         CALLERS.put(credential_hash, caller)
         return caller
 
-    def _agent(self, session: Session, context: grpc.ServicerContext, caller: Caller) -> Agent:
-        """The caller's row, to write; aborts UNAUTHENTICATED when the agent was removed meanwhile."""
-        agent = session.get(Agent, caller.agent_id)
-        if agent is None:
-            CALLERS.forget_agent(caller.agent_id)
-            end_call(context, grpc.StatusCode.UNAUTHENTICATED, "unknown agent credential; register again")
-        return agent
+
+def _ref(caller: Caller) -> liveness.AgentRef:
+    """The caller as the queue takes it."""
+    return liveness.AgentRef(caller.agent_id, caller.device_id)
+
+
+@contextmanager
+def _known(caller: Caller) -> Iterator[None]:
+    """Forget the caller's credential at once when its call finds the agent removed (``liveness.UnknownAgent``,
+    answered UNAUTHENTICATED)."""
+    try:
+        yield
+    except liveness.UnknownAgent:
+        CALLERS.forget_agent(caller.agent_id)
+        raise
 
 
 def _check_formats(formats, field: str, allow_empty: bool = False) -> None:
@@ -454,10 +463,16 @@ def _job_messages(jobs: list[queue.Leased]) -> list[agent_pb2.Job]:
     return messages
 
 
+STATS = tuple(agent_pb2.Stats.DESCRIPTOR.fields_by_name)
+JSON_FLOATS = {math.inf: "Infinity", -math.inf: "-Infinity"}  # how json_format writes floats JSON has no number for
+
+
 def reported_result(result: agent_pb2.Result) -> ReportedResult:
     """The wire result as the queue takes it (the one proto -> ``ReportedResult`` mapping): every ``Stats`` field
-    by its name; what the agent measured with as sent, or None where it sent none ("" / 0)."""
-    stats = attributes(result.stats, agent_pb2.Stats.DESCRIPTOR.fields_by_name)
+    by its name; what the agent measured with as sent, or None where it sent none ("" / 0); its settings as
+    ``json_format.MessageToDict`` gives them (the fields set, by name; NaN and infinities as strings) at a fraction
+    of its cost."""
+    stats = attributes(result.stats, STATS)
     stats["round_medians_ms"] = list(result.stats.round_medians_ms)
     setup: dict[str, Any] = {
         name: value or None for name, value in attributes(result, ("artifact_sha256", *SETUP)).items()
@@ -469,11 +484,18 @@ def reported_result(result: agent_pb2.Result) -> ReportedResult:
         error_message=result.error_message,
         unstable=result.unstable,
         affinity=list(result.affinity),
-        settings=json_format.MessageToDict(result.settings, preserving_proto_field_name=True),
+        settings={field.name: _json_value(value) for field, value in result.settings.ListFields()},
         **stats,
         **attributes(result, FIRST_USE),
         **setup,
     )
+
+
+def _json_value(value: Any) -> Any:
+    """A scalar field's value as ``json_format`` writes it (``MeasureSettings`` has no 64-bit integers or enums)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else JSON_FLOATS[value]
+    return value
 
 
 def _error_class(value: int) -> str:

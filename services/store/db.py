@@ -9,13 +9,16 @@ turn instead of spinning in SQLite's busy handler; other processes still meet th
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+PING_IDLE_S = 1.0  # a PostgreSQL connection idle in the pool this long is pinged before use (replaced if dead)
+IDLE_SINCE = "latfarm_idle_since"  # connection info: when it was returned to the pool (monotonic s)
 READ_ONLY = "latfarm_read_only"  # execution option marking a read-only engine
 WRITER = "latfarm_writer"  # connection info: this connection holds its engine's SQLite write turn
 WRITER_WAIT_S = 30.0  # a write transaction waits this long for its turn (as long as SQLite's busy timeout)
@@ -26,7 +29,10 @@ UNAVAILABLE_MESSAGE = "the database is unavailable; retry later"
 
 
 def make_engine(url: str) -> Engine:
-    """An engine tuned per backend: SQLite gets WAL, a busy timeout and foreign keys."""
+    """An engine tuned per backend: SQLite gets WAL, a busy timeout and foreign keys; a PostgreSQL connection that
+    sat in the pool for ``PING_IDLE_S`` is pinged before use and replaced if dead (one that was in use a moment ago
+    is not: under load most checkouts skip the round trip; a connection lost meanwhile fails its statement, and the
+    pool then replaces every connection older than the failure)."""
     if url.startswith("sqlite"):
         # SQLite connections are cheap to keep: a pool as large as the REST threads' burst, so requests do not
         # open (and run the pragmas of) a new connection each time the default 5 are in use
@@ -87,7 +93,23 @@ def make_engine(url: str) -> Engine:
             event.listen(engine.pool, lapse, _lapsed)
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_size=10, max_overflow=20)
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record) -> None:
+        record.info[IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn, record, _proxy) -> None:
+        idle_since = record.info.get(IDLE_SINCE)  # absent: connected just now
+        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as err:  # noqa: BLE001 - any failure: the pool replaces the connection (DisconnectionError)
+            raise DisconnectionError(f"connection idle for over {PING_IDLE_S} s failed its ping") from err
+
+    return engine
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from latfarm.predictor import nb201
-from latfarm.services.core.clock import utcnow
-from latfarm.services.domain import queue
+from latfarm.services.core.clock import as_utc, utcnow
+from latfarm.services.domain import liveness, queue
 from latfarm.services.domain.queue import QueueError
 from latfarm.services.domain.results import ReportedResult, ResultError
 from latfarm.services.store.db import transaction
@@ -404,3 +404,28 @@ def test_reports_and_heartbeats_of_jobs_in_opposite_orders_never_deadlock(sessio
     assert errors == []
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(Measurement)) == len(leased)
+
+
+def test_leases_and_heartbeats_mark_the_agent_alive_and_refuse_a_removed_one(sessions, store):
+    dev = make_device(sessions)
+    agent = make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS[:1])
+    t0 = utcnow().replace(microsecond=0)
+    ref = liveness.AgentRef(agent, dev)
+    with transaction(sessions) as s:
+        assert queue.heartbeat(s, ref, [], 30, now=t0, state="measuring", descriptor={"formats": ["onnx"]}) == []
+    with sessions() as s:
+        row = s.get(Agent, agent)
+        assert (row.state, row.descriptor, as_utc(row.last_heartbeat)) == ("measuring", {"formats": ["onnx"]}, t0)
+    (leased,) = lease(sessions, agent, store, now=t0 + timedelta(seconds=3))
+    with sessions() as s:
+        assert as_utc(s.get(Agent, agent).last_heartbeat) == t0 + timedelta(seconds=3)
+    with transaction(sessions) as s:
+        s.delete(s.get(Agent, agent))
+    for call in (
+        lambda s: queue.lease(s, ref, max_jobs=1, formats=["onnx"], lease_seconds=30),
+        lambda s: queue.heartbeat(s, ref, [leased[0]], 30),
+        lambda s: liveness.registered(s, agent),
+    ):
+        with pytest.raises(liveness.UnknownAgent), transaction(sessions) as s:
+            call(s)

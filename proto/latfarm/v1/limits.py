@@ -6,6 +6,8 @@ receives no message over ``MAX_MESSAGE_BYTES``; the agent keeps what it sends wi
 
 from __future__ import annotations
 
+from functools import cache
+
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
@@ -27,19 +29,35 @@ def string_limit(name: str) -> int:
 def oversized(message: Message, path: str = "") -> tuple[str, str] | None:
     """(field path, what is over) of the first string, list or map in ``message`` over its limit; None if all fit."""
     for field, value in message.ListFields():
-        where = f"{path}{field.name}"
-        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
-            found = _oversized_map(where, value)
-        elif field.is_repeated:
+        kind, repeated = _kind(field)
+        if kind == _MAP:
+            found = _oversized_map(f"{path}{field.name}", value)
+        elif repeated:
             limit = LISTS.get(field.name, MAX_LIST)
             if len(value) > limit:
-                return where, f"at most {limit} items, got {len(value)}"
-            found = next(filter(None, (_oversized_item(field, f"{where}[{i}]", v) for i, v in enumerate(value))), None)
+                return f"{path}{field.name}", f"at most {limit} items, got {len(value)}"
+            if kind == _SCALAR:  # numbers and booleans: no item can be over
+                continue
+            items = (_oversized_item(kind, field, f"{path}{field.name}[{i}]", v) for i, v in enumerate(value))
+            found = next(filter(None, items), None)
+        elif kind == _SCALAR:
+            continue
         else:
-            found = _oversized_item(field, where, value)
+            found = _oversized_item(kind, field, f"{path}{field.name}", value)
         if found:
             return found
     return None
+
+
+_MAP, _MESSAGE, _STRING, _SCALAR = range(4)  # what a field holds, as far as its limits go
+
+
+@cache
+def _kind(field: FieldDescriptor) -> tuple[int, bool]:
+    """(what ``field`` holds, whether it is repeated), read from its descriptor once (``GetOptions`` is slow)."""
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        return (_MAP if field.message_type.GetOptions().map_entry else _MESSAGE), field.is_repeated
+    return (_STRING if field.type == FieldDescriptor.TYPE_STRING else _SCALAR), field.is_repeated
 
 
 def _oversized_map(where: str, entries) -> tuple[str, str] | None:
@@ -53,9 +71,9 @@ def _oversized_map(where: str, entries) -> tuple[str, str] | None:
     return None
 
 
-def _oversized_item(field: FieldDescriptor, where: str, value) -> tuple[str, str] | None:
-    if field.type == FieldDescriptor.TYPE_MESSAGE:
+def _oversized_item(kind: int, field: FieldDescriptor, where: str, value) -> tuple[str, str] | None:
+    if kind == _MESSAGE:
         return oversized(value, f"{where}.")
-    if field.type == FieldDescriptor.TYPE_STRING and len(value) > (limit := string_limit(field.name)):
+    if len(value) > (limit := string_limit(field.name)):
         return where, f"at most {limit} characters, got {len(value)}"
     return None
