@@ -1,20 +1,24 @@
 """REST prediction load: N concurrent clients asking a real ``latfarm serve`` for ``/v1/predict`` of 100 archs.
 
 The bench seeds one NB201 device (``--measured`` archs imported from a HELP latency file, and an active adaptation
-fitted on 10 of them), starts the server and prints one table:
+fitted on 10 of them), starts the server and prints:
 
 - ``/v1/predict`` for all 15,625 archs sent the moment the server prints its URL (its warm-up still running); then,
   after a restart, the first such request once the server logged its prediction tables ready (the seconds it took
   are shown), and 5 more (warm);
-- for each ``--clients`` N: ``/healthz`` in a closed loop (what any request costs: the floor), ``/v1/predict`` of 100
-  random archs in a closed loop (each client sends its next request when the answer is in), and paced (all clients
-  together offering ``--rate`` requests/s), each for ``--seconds``: requests/s, p50 / p99 / max, and the server
-  process's CPU time per request.
+- a table, for each ``--clients`` N (connections): ``/healthz`` in a closed loop (what any request costs: the
+  floor), ``/v1/predict`` of 100 random archs in a closed loop and in an open loop offering ``--rate`` requests/s
+  (``http_load``: requests due at a steady rate, timed from when they were due), each for ``--seconds``: requests/s,
+  the clients' p50 / p99 / max, the server's own mean and p99 time in the app (its ``/metrics`` histogram: the
+  bucket bound holding the p99), the server process's CPU time per request, and the generator's lag p99 (how late
+  it issued requests: near 0 when the generator keeps up).
 
-Each client has its own connection; times run from sending a request to the last byte of its answer (no JSON
-decoding). The clients run in this process, on the same machine as the server.
+The clients run in ``--processes`` processes of their own (raw asyncio HTTP/1.1, one request in flight per
+connection), on the same machine as the server. ``--httpx`` adds the former generator's rows: httpx clients in
+the bench's own process, each client pacing itself.
 
-    .venv/bin/python bench/predict_load.py [--clients 10,50] [--seconds 10] [--rate 100] [--db URL] [--redis URL]
+    .venv/bin/python bench/predict_load.py [--clients 10,50] [--seconds 10] [--rate 100] [--processes 2] [--httpx]
+        [--db URL] [--redis URL]
 
 ``--db postgresql+psycopg://postgres@127.0.0.1:5432/test`` creates a database ``predict_bench_<pid>`` on that
 server for the run and drops it afterwards. Without ``--db`` the server uses a SQLite file in a temporary folder.
@@ -154,10 +158,12 @@ async def _all_archs(base: str, times: int) -> list[float]:
 
 
 async def _load(base: str, path: str, clients: int, seconds: float, rate: float | None) -> tuple[list[float], float]:
-    """``clients`` clients for ``seconds``, in a closed loop (``rate`` None) or together offering ``rate``
-    requests/s (each at a steady pace, phases spread; a late answer delays that client's next request): (latencies
-    in s, wall time). POSTs 100 random archs, except to ``/healthz``."""
+    """The old generator (``--httpx``): ``clients`` httpx clients in this process for ``seconds``, in a closed loop
+    (``rate`` None) or together offering ``rate`` requests/s (each at a steady pace, phases spread; a late answer
+    delays that client's next request): (latencies in s, wall time). POSTs 100 random archs, except to
+    ``/healthz``. The clients are made before the clock starts."""
     latencies: list[float] = []
+    made = [_client(base) for _ in range(clients)]
     start = time.perf_counter()
     stop_at = start + seconds
 
@@ -165,7 +171,7 @@ async def _load(base: str, path: str, clients: int, seconds: float, rate: float 
         rng = random.Random(seed)
         interval = 0.0 if rate is None else clients / rate
         next_at = time.perf_counter() + rng.random() * interval
-        async with _client(base) as client:
+        async with made[seed] as client:
             while (now := time.perf_counter()) < stop_at:
                 await asyncio.sleep(max(0.0, next_at - now))
                 archs = None if path == "/healthz" else rng.sample(range(NUM_ARCHS), ARCHS_PER_REQUEST)
