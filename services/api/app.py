@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
-from sqlalchemy.pool import QueuePool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from latfarm.services.core import errors as core_errors
@@ -71,9 +70,7 @@ class BodyLimit:
 def create_app(runtime: Runtime) -> FastAPI:
     """The REST app on ``runtime`` (bootstrapped by its owner, who also closes it). The shared objects the routes
     use live on ``app.state``: ``settings``, ``sessions``, ``read_sessions``, ``notifier``, ``cache``,
-    ``predictions``, ``metrics``, ``auth_guard``, and the app's own ``principals`` (who a key is, for a few
-    seconds) and ``inline_pool`` (the SQLite pool whose idle connections the event loop may read through; None
-    otherwise)."""
+    ``predictions``, ``metrics``, ``auth_guard``, and the app's own ``principals`` (who a key is, for a few seconds)."""
     from latfarm.services.admin import mount_admin  # the admin imports api.errors: imported here, not at the top
 
     app = FastAPI(
@@ -92,9 +89,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.metrics = runtime.metrics
     app.state.auth_guard = runtime.auth_guard
     app.state.principals = PrincipalCache()
-    pool = runtime.engine.pool
-    sqlite = runtime.engine.dialect.name == "sqlite" and isinstance(pool, QueuePool)
-    app.state.inline_pool = pool if sqlite else None  # deps.reads_inline
 
     install_error_handlers(app)
     install_docs(app)

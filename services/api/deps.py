@@ -35,14 +35,6 @@ def read_db(request: Request) -> Iterator[Session]:
         yield session
 
 
-def reads_inline(request: Request) -> bool:
-    """Whether a route may read on the event loop rather than in a thread: on SQLite (in-process; a read never
-    waits for the writer) while an idle connection is in the pool (taking it never waits). Routes do so only for
-    answers that take one indexed statement."""
-    pool = request.app.state.inline_pool
-    return pool is not None and pool.checkedin() > 0
-
-
 def get_device(session: Session, name: str) -> Device:
     """The device called ``name``; ``NotFound`` otherwise."""
     device = device_by_name(session, name)

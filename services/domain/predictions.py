@@ -323,7 +323,8 @@ class PredictionService:
             version = str(getattr(self.predictor(space), "version", "0"))
         except NoEstimate:
             version = ""
-        return _head_of(device, space, version)
+        created = int(device.created_at.timestamp() * 1e6)
+        return Head(device.id, created, space, conditions_of(device).for_space(space).key, version)
 
     def predictor(self, space: str = nb201.SPACE):
         """The pretrained predictor of ``space``; NoEstimate (with the reason) when it cannot be loaded."""
@@ -422,24 +423,6 @@ class PredictionService:
             _remember(self._devices, name, device)
         return device, self.table(session, device, space)
 
-    def current_table_by_name(
-        self, session: Session, name: str, space: str = nb201.SPACE
-    ) -> tuple[Device, Table] | None:
-        """``table_by_name``'s answer when one statement is all it takes: the device object read last under ``name``
-        and its table are in memory, the table was built with the predictor loaded, and the statement finds the
-        device row and the table unchanged; else None (ask ``table_by_name``). It never loads a predictor, builds a
-        table or waits for a lock held during either: cheap enough for the event loop."""
-        with self._lock:
-            device = self._devices.get(name)
-            table = None if device is None else self._tables.get((device.id, space))
-        if device is None or table is None or not table.head.version:  # a loaded predictor's version is constant
-            return None
-        head = _head_of(device, space, table.head.version)
-        found = read_device_marks(session, device.id, head.conditions_key)
-        if found is None or found[0] != device_stamp(device) or not table.current(head, found[1]):
-            return None
-        return device, table
-
     def _table(self, session: Session, device: Device, space: str, head: Head, marks: Marks) -> Table:
         with self._lock:
             table = self._tables.get((device.id, space))
@@ -501,11 +484,6 @@ def estimates(table: Table) -> np.ndarray:
     if table.predicted is None:
         raise NoEstimate(table.reason or "no estimate")
     return table.predicted
-
-
-def _head_of(device: Device, space: str, version: str) -> Head:
-    created = int(device.created_at.timestamp() * 1e6)
-    return Head(device.id, created, space, conditions_of(device).for_space(space).key, version)
 
 
 def _position_keyed_spaces() -> list[str]:

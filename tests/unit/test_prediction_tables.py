@@ -277,22 +277,3 @@ def test_predict_answer_bytes(api):
     head = json.dumps({"device": "dev1", "space": "nb201", "conditions": conditions})[:-1].encode()
     assert response.content == head + b',"items":' + _reference_items(table, [7, 8]) + b"}"
     assert response.headers["content-type"] == "application/json"
-
-
-def test_the_event_loops_answer_needs_a_current_table_and_never_builds_one(api):
-    add_device(api, "dev1")
-    activate_adaptation(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
-    service = api.app.state.predictions
-
-    def current():
-        with api.app.state.read_sessions() as session:
-            return service.current_table_by_name(session, "dev1")
-
-    assert current() is None  # the device was not read by name yet
-    _items(api, "/v1/predict", [1, 2])
-    device, table = current()
-    assert device.name == "dev1" and table is _table(api)
-    add_measurements(api, "dev1", {2: 4.5})
-    assert current() is None  # a new row: the thread's path checks and rebuilds
-    assert _items(api, "/v1/predict", [2])[0]["latency_ms"] == 4.5
-    assert current()[1] is not table and current()[1] is _table(api)

@@ -7,13 +7,11 @@ import ipaddress
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from starlette.concurrency import run_in_threadpool
 
 from latfarm.services.core.errors import PermissionDenied
 from latfarm.services.infra.prometheus import CONTENT_TYPE
 
 from ..auth import authenticate
-from ..deps import reads_inline
 from ..schemas import HealthOut
 
 router = APIRouter(tags=["health"])
@@ -24,15 +22,9 @@ router = APIRouter(tags=["health"])
     response_model=HealthOut,
     responses={503: {"model": HealthOut, "description": "The database is unreachable."}},
 )
-async def healthz(request: Request) -> JSONResponse:
+def healthz(request: Request) -> JSONResponse:
     """200 when the database answers, 503 otherwise; ``redis`` says whether Redis is configured and reachable
     (``degraded`` without it: agents then wake at their poll timeout and predictions are not shared)."""
-    if reads_inline(request) and not request.app.state.settings.redis_url:  # no network call: no thread
-        return _health(request)
-    return await run_in_threadpool(_health, request)
-
-
-def _health(request: Request) -> JSONResponse:
     redis = request.app.state.cache.health()
     try:
         with request.app.state.read_sessions() as session:

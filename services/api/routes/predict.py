@@ -10,16 +10,14 @@ from typing import cast
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import get_space
-from latfarm.services.domain.prediction_tables import Table
 from latfarm.services.domain.predictions import NoEstimate, conditions_of, keyed_by_position
 from latfarm.services.store.models import Device
 
 from ..auth import Principal, require
-from ..deps import get_device, get_device_table, reads_inline, request_keys
+from ..deps import get_device, get_device_table, request_keys
 from ..schemas import ConditionsOut, PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -49,7 +47,7 @@ def items_response(head: dict, items: bytes) -> Response:
 
 
 @router.post("/predict", response_class=JSONResponse, responses={200: {"model": PredictResponse}})
-async def predict(
+def predict(
     body: PredictRequest,
     request: Request,
     _: Principal = Depends(require("predict")),
@@ -59,29 +57,17 @@ async def predict(
     there is neither. A device's agent measurements are all given in one ``statistic``: that of its latest
     measurement. Answers are for the device's conditions for the space (``conditions`` in the response): figures
     measured under others are not used. Any valid arch is predicted, not only those of a dataset."""
-    if keyed_by_position(body.space) and reads_inline(request):
-        with request.app.state.read_sessions() as session:
-            found = request.app.state.predictions.current_table_by_name(session, body.device, body.space)
-            if found is not None:  # one statement found the table current: answered here, no thread
-                return _table_answer(body, *found)
-    return await run_in_threadpool(_predict, request, body)
-
-
-def _table_answer(body: PredictRequest, device: Device, table: Table) -> Response:
-    keys, _strings = request_keys(body.archs, body.space)
-    head = {"device": device.name, "space": body.space, "conditions": conditions_block(device, body.space)}
-    return items_response(head, table.items_json(cast("list[int]", keys)))
-
-
-def _predict(request: Request, body: PredictRequest) -> Response:
     with request.app.state.read_sessions() as session:  # opened and closed in this call's thread: no extra hops
-        return _predict_in(session, request, body)
+        return _predict(session, request, body)
 
 
-def _predict_in(session: Session, request: Request, body: PredictRequest) -> Response:
+def _predict(session: Session, request: Request, body: PredictRequest) -> Response:
     service = request.app.state.predictions
     if keyed_by_position(body.space):
-        return _table_answer(body, *get_device_table(request, session, body.device, body.space))
+        device, table = get_device_table(request, session, body.device, body.space)
+        keys, _strings = request_keys(body.archs, body.space)
+        head = {"device": device.name, "space": body.space, "conditions": conditions_block(device, body.space)}
+        return items_response(head, table.items_json(cast("list[int]", keys)))
     device = get_device(session, body.device)
     keys, strings = request_keys(body.archs, body.space)
     conditions = conditions_block(device, body.space)
