@@ -1,20 +1,24 @@
 """REST prediction load: N concurrent clients asking a real ``latfarm serve`` for ``/v1/predict`` of 100 archs.
 
 The bench seeds one NB201 device (``--measured`` archs imported from a HELP latency file, and an active adaptation
-fitted on 10 of them), starts the server and prints one table:
+fitted on 10 of them), starts the server and prints:
 
 - ``/v1/predict`` for all 15,625 archs sent the moment the server prints its URL (its warm-up still running); then,
   after a restart, the first such request once the server logged its prediction tables ready (the seconds it took
   are shown), and 5 more (warm);
-- for each ``--clients`` N: ``/healthz`` in a closed loop (what any request costs: the floor), ``/v1/predict`` of 100
-  random archs in a closed loop (each client sends its next request when the answer is in), and paced (all clients
-  together offering ``--rate`` requests/s), each for ``--seconds``: requests/s, p50 / p99 / max, and the server
-  process's CPU time per request.
+- a table, for each ``--clients`` N (connections): ``/healthz`` in a closed loop (what any request costs: the
+  floor), ``/v1/predict`` of 100 random archs in a closed loop and in an open loop offering ``--rate`` requests/s
+  (``http_load``: requests due at a steady rate, timed from when they were due), each for ``--seconds``: requests/s,
+  the clients' p50 / p99 / max, the server's own mean and p99 time in the app (its ``/metrics`` histogram: the
+  bucket bound holding the p99), the server process's CPU time per request, and the generator's lag p99 (how late
+  it issued requests: near 0 when the generator keeps up).
 
-Each client has its own connection; times run from sending a request to the last byte of its answer (no JSON
-decoding). The clients run in this process, on the same machine as the server.
+The clients run in ``--processes`` processes of their own (raw asyncio HTTP/1.1, one request in flight per
+connection), on the same machine as the server. ``--httpx`` adds the former generator's rows: httpx clients in
+the bench's own process, each client pacing itself.
 
-    .venv/bin/python bench/predict_load.py [--clients 10,50] [--seconds 10] [--rate 100] [--db URL] [--redis URL]
+    .venv/bin/python bench/predict_load.py [--clients 10,50] [--seconds 10] [--rate 100] [--processes 2] [--httpx]
+        [--db URL] [--redis URL]
 
 ``--db postgresql+psycopg://postgres@127.0.0.1:5432/test`` creates a database ``predict_bench_<pid>`` on that
 server for the run and drops it afterwards. Without ``--db`` the server uses a SQLite file in a temporary folder.
@@ -35,7 +39,8 @@ import threading
 import time
 from pathlib import Path
 
-from scratch_db import create_pg, drop_pg  # bench/ is the script's folder: on sys.path
+from http_load import Result, Step, quantile, run  # bench/ is the script's folder: on sys.path
+from scratch_db import create_pg, drop_pg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,11 +51,6 @@ DEVICE = "bench-pixel3"
 REST_LINE = re.compile(r"latfarm REST\s+(http://\S+)")
 ARCHS_PER_REQUEST = 100
 NUM_ARCHS = 15625
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def _seed(url: str, help_dir: Path, measured: int) -> None:
@@ -158,10 +158,12 @@ async def _all_archs(base: str, times: int) -> list[float]:
 
 
 async def _load(base: str, path: str, clients: int, seconds: float, rate: float | None) -> tuple[list[float], float]:
-    """``clients`` clients for ``seconds``, in a closed loop (``rate`` None) or together offering ``rate``
-    requests/s (each at a steady pace, phases spread; a late answer delays that client's next request): (latencies
-    in s, wall time). POSTs 100 random archs, except to ``/healthz``."""
+    """The old generator (``--httpx``): ``clients`` httpx clients in this process for ``seconds``, in a closed loop
+    (``rate`` None) or together offering ``rate`` requests/s (each at a steady pace, phases spread; a late answer
+    delays that client's next request): (latencies in s, wall time). POSTs 100 random archs, except to
+    ``/healthz``. The clients are made before the clock starts."""
     latencies: list[float] = []
+    made = [_client(base) for _ in range(clients)]
     start = time.perf_counter()
     stop_at = start + seconds
 
@@ -169,7 +171,7 @@ async def _load(base: str, path: str, clients: int, seconds: float, rate: float 
         rng = random.Random(seed)
         interval = 0.0 if rate is None else clients / rate
         next_at = time.perf_counter() + rng.random() * interval
-        async with _client(base) as client:
+        async with made[seed] as client:
             while (now := time.perf_counter()) < stop_at:
                 await asyncio.sleep(max(0.0, next_at - now))
                 archs = None if path == "/healthz" else rng.sample(range(NUM_ARCHS), ARCHS_PER_REQUEST)
@@ -192,9 +194,11 @@ def _wait_for_tables(log_path: Path, timeout_s: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", default="10,50", help="comma-separated client counts")
+    parser.add_argument("--clients", default="10,50", help="comma-separated connection counts")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each load step")
-    parser.add_argument("--rate", type=float, default=100.0, help="requests/s all clients offer in the paced steps")
+    parser.add_argument("--rate", type=float, default=100.0, help="requests/s offered in the open-loop steps")
+    parser.add_argument("--processes", type=int, default=2, help="client processes the connections are spread over")
+    parser.add_argument("--httpx", action="store_true", help="also the old generator: httpx clients in this process")
     parser.add_argument("--measured", type=int, default=200, help="imported measurements of the device")
     parser.add_argument("--help-dir", type=Path, default=HELP_DIR, help="HELP NB201 folder (latency/pixel3.pt)")
     parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for the tables log line")
@@ -218,33 +222,99 @@ def main() -> None:
                 ready = _wait_for_tables(log_path, args.ready_timeout)
                 (cold,) = asyncio.run(_all_archs(base, 1))
                 warm = asyncio.run(_all_archs(base, 5))
+                print(
+                    f"all 15,625 archs: sent as the server starts {at_start * 1000:.0f} ms; first after restart "
+                    f"({ready}) {cold * 1000:.0f} ms; warm (5) {min(warm) * 1000:.0f}-{max(warm) * 1000:.0f} ms"
+                )
                 rows = [
-                    ("all 15,625, sent as the server starts", 1, "", at_start, at_start, at_start),
-                    (f"all 15,625, first after restart ({ready})", 1, "", cold, cold, cold),
-                    ("all 15,625, warm (5 requests)", 1, "", min(warm), _quantile(warm, 0.99), max(warm)),
+                    _step(server.pid, base, args, int(n), path, rate)
+                    for n in args.clients.split(",")
+                    for path, rate in (("/healthz", None), ("/v1/predict", None), ("/v1/predict", args.rate))
                 ]
-                steps = [("/healthz", None), ("/v1/predict", None), ("/v1/predict", args.rate)]
-                for clients, (path, rate) in ((int(n), step) for n in args.clients.split(",") for step in steps):
-                    cpu = _cpu_s(server.pid)
-                    latencies, wall = asyncio.run(_load(base, path, clients, args.seconds, rate))
-                    cpu_ms = (_cpu_s(server.pid) - cpu) * 1000 / len(latencies)
-                    what = "/healthz (floor)" if path == "/healthz" else "100 archs"
-                    pace = "closed loop" if rate is None else f"{rate:.0f}/s offered"
-                    name = f"{what}, {pace}, {cpu_ms:.1f} ms CPU"
-                    p50, p99 = _quantile(latencies, 0.5), _quantile(latencies, 0.99)
-                    rows.append((name, clients, f"{len(latencies) / wall:.0f}", p50, p99, max(latencies)))
+                if args.httpx:
+                    rows += [
+                        _httpx_step(server.pid, base, args, int(n), rate)
+                        for n in args.clients.split(",")
+                        for rate in (None, args.rate)
+                    ]
             finally:
                 _stop(server)
         finally:
             if args.db:
                 drop_pg(args.db, url)
     backend = "PostgreSQL" if args.db else "SQLite"
-    print(f"\n/v1/predict on {backend}{' + Redis' if args.redis else ''} ({args.measured} measured archs, adapted)")
-    print(f"| {'request (server CPU per request)':46} | clients | req/s | p50 (ms) | p99 (ms) | max (ms) |")
-    print(f"|{'-' * 48}|---------|-------|----------|----------|----------|")
-    for name, clients, rate, *seconds in rows:
-        p50, p99, top = (f"{s * 1000:.1f}" for s in seconds)
-        print(f"| {name:46} | {clients:>7} | {rate:>5} | {p50:>8} | {p99:>8} | {top:>8} |")
+    print(
+        f"\n/v1/predict on {backend}{' + Redis' if args.redis else ''} ({args.measured} measured archs, adapted), "
+        f"load average {os.getloadavg()[0]:.1f}; client p50 / p99 / max and server p99 in ms"
+    )
+    print(f"| {'request':44} | conns | req/s | p50 | p99 | max | server mean / p99 | server CPU | gen. lag p99 |")
+    print(f"|{'-' * 46}|-------|-------|-----|-----|-----|-------------------|------------|--------------|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def _step(pid: int, base: str, args, connections: int, path: str, rate: float | None) -> list[str]:
+    """One load step with the separate-process generator, as a table row."""
+    archs = 0 if path == "/healthz" else ARCHS_PER_REQUEST
+    step = Step(base, path, ADMIN_KEY, connections, args.seconds, rate, args.processes, DEVICE, archs)
+    return _measured(pid, base, path, lambda: run(step), f"{path}{' (floor)' if not archs else ''}", rate, connections)
+
+
+def _httpx_step(pid: int, base: str, args, connections: int, rate: float | None) -> list[str]:
+    """One load step with the old generator (httpx clients in this process), as a table row."""
+
+    def load() -> Result:
+        latencies, wall = asyncio.run(_load(base, "/v1/predict", connections, args.seconds, rate))
+        return Result(latencies, wall, [])
+
+    return _measured(pid, base, "/v1/predict", load, "/v1/predict, httpx in-process", rate, connections)
+
+
+def _measured(pid: int, base: str, path: str, load, what: str, rate: float | None, connections: int) -> list[str]:
+    cpu, before = _cpu_s(pid), _server_times(base, path)
+    result = load()
+    cpu_ms = (_cpu_s(pid) - cpu) * 1000 / len(result.latencies)
+    mean, p99 = _server_delta(before, _server_times(base, path))
+    pace = "closed" if rate is None else f"open {rate:.0f}/s"
+    ms = [f"{quantile(result.latencies, q) * 1000:.0f}" for q in (0.5, 0.99, 1.0)]
+    lag = f"{quantile(result.lags, 0.99) * 1000:.1f}" if result.lags else "-"
+    return [
+        f"{what}, {pace}".ljust(44),
+        f"{connections:>5}",
+        f"{len(result.latencies) / result.wall:>5.0f}",
+        *ms,
+        f"{mean:.1f} / {p99}",
+        f"{cpu_ms:.2f} ms",
+        lag,
+    ]
+
+
+def _server_times(base: str, path: str) -> dict[str, float]:
+    """The server's request-duration histogram of ``path`` (``/metrics``): cumulative counts by bucket bound, and
+    ``sum`` and ``count``."""
+    import httpx
+
+    text = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).text
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("latfarm_http_request_duration_seconds") and f'route="{path}"' in line:
+            name, value = line.rsplit(" ", 1)
+            le = re.search(r'le="([^"]+)"', name)
+            found[le.group(1) if le else name.split("{")[0].rsplit("_", 1)[1]] = float(value)
+    return found
+
+
+def _server_delta(before: dict[str, float], after: dict[str, float]) -> tuple[float, str]:
+    """Mean server time (ms) of the requests between two readings, and the histogram bound (ms) holding their 99th
+    percentile."""
+    count = after.get("count", 0) - before.get("count", 0)
+    if not count:
+        return float("nan"), "-"
+    mean = (after["sum"] - before.get("sum", 0)) / count * 1000
+    for bound in sorted((b for b in after if b not in ("sum", "count", "created")), key=float):
+        if after[bound] - before.get(bound, 0) >= 0.99 * count:
+            return mean, f"≤{float(bound) * 1000:.0f}"
+    return mean, "-"
 
 
 if __name__ == "__main__":

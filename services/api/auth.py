@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from latfarm.services.core.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
 from latfarm.services.core.security import hash_secret, new_secret
@@ -73,6 +74,14 @@ class PrincipalCache(TtlCache[str, Principal]):
 def authenticate(request: Request) -> Principal:
     """The principal of a request's bearer key (401 when missing, unknown or revoked; 429 while its client is
     throttled for failing too often, see ``infra.throttle``)."""
+    digest, client = _credential(request)
+    principals: PrincipalCache = request.app.state.principals
+    return principals.get(digest) or _stored_principal(request, digest, client)
+
+
+def _credential(request: Request) -> tuple[str, str]:
+    """(hash of the request's bearer key, client address), once the header is well formed and the client is not
+    throttled."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if header.strip() and scheme.lower() != "bearer":
@@ -84,25 +93,31 @@ def authenticate(request: Request) -> Principal:
     guard: AuthGuard = request.app.state.auth_guard
     client = request.client.host if request.client else "unknown"
     guard.check("rest", client)
-    principals: PrincipalCache = request.app.state.principals
-    digest = hash_secret(key.strip())
-    if (principal := principals.get(digest)) is not None:
-        return principal
+    return hash_secret(key.strip()), client
+
+
+def _stored_principal(request: Request, digest: str, client: str) -> Principal:
+    """The principal of the key hashed ``digest`` as the database has it (then cached); 401 when unknown or
+    revoked, counted against ``client``."""
     with request.app.state.read_sessions() as session:
         row = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).one_or_none()
     if row is None or row.revoked:
-        guard.failed("rest", client)
+        request.app.state.auth_guard.failed("rest", client)
         raise Unauthenticated("invalid or revoked API key")
     principal = Principal(row.id, row.name, frozenset(row.scopes or ()))
-    principals.put(digest, principal)
+    request.app.state.principals.put(digest, principal)
     return principal
 
 
-def require(permission: str) -> Callable[[Request], Principal]:
-    """A dependency that authenticates and checks one permission (403 naming it when missing)."""
+def require(permission: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency that authenticates and checks one permission (403 naming it when missing). It runs on the
+    event loop: a key known for ``KEY_TTL_S`` needs no thread, the database is read in the thread pool."""
 
-    def dependency(request: Request) -> Principal:
-        principal = authenticate(request)
+    async def dependency(request: Request) -> Principal:
+        digest, client = _credential(request)
+        principal = request.app.state.principals.get(digest)
+        if principal is None:
+            principal = await run_in_threadpool(_stored_principal, request, digest, client)
         if not principal.can(permission):
             allowed = sorted(s for s, perms in PERMISSIONS.items() if permission in perms)
             raise PermissionDenied(f"this key lacks permission {permission!r}; it needs scope {' or '.join(allowed)}")

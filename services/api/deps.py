@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
+from typing import cast
 
 from fastapi import Request
 from sqlalchemy.orm import Session
@@ -63,6 +64,11 @@ def request_keys(
     """A predict or rank request's archs as the keys its space's predictions take (``predictions.keyed_by_position``:
     reference positions of an enumerated space such as NB201, other spaces' canonical strings) and their canonical
     strings; checked like ``request_archs``."""
+    if request_space(space).enumerated and len(archs) <= MAX_ARCHS:
+        strings, _known = _reference_strings(space)
+        distinct = len(_reference_positions(space)) == len(strings)  # each position its arch's only one
+        if distinct and all(type(arch) is int and 0 <= arch < len(strings) for arch in archs):
+            return list(cast("list[int]", archs)), [strings[arch] for arch in cast("list[int]", archs)]
     canonical = request_archs(archs, space, field)
     if not keyed_by_position(space):
         return canonical, canonical

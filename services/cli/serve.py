@@ -3,6 +3,7 @@ serving the same gRPC port when ``grpc_processes`` asks for more (``rpc.processe
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -65,7 +66,13 @@ def serve(settings: Settings) -> None:
         guard=runtime.auth_guard,
     )
     children = GrpcChildren(settings, grpc_port, processes - 1)
-    server = _Server(uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=5))
+    config = uvicorn.Config(
+        app,
+        log_level="info",
+        access_log=settings.http_access_log,
+        timeout_graceful_shutdown=5,
+    )
+    server = _Server(config)
 
     def stop(signum, _frame) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
@@ -94,6 +101,8 @@ def serve(settings: Settings) -> None:
     def warm() -> None:
         warm_arch_tables()
         runtime.predictions.warm()
+        gc.collect()
+        gc.freeze()  # what start-up built lives on: full collections skip it (shorter pauses under load)
 
     threading.Thread(target=warm, name="warmup", daemon=True).start()
     try:

@@ -46,6 +46,7 @@ class Settings(_FromEnvironment):
     redis_url: str | None = Field(None, description="Redis URL (optional): wakes waiting agents, caches predictions")
     http_host: str = Field("0.0.0.0", description="address the REST port listens on")
     http_port: int = Field(8000, ge=0, le=65535, description="REST port (0: any free port)")
+    http_access_log: bool = Field(False, description="log each REST request on stdout (uvicorn's access log)")
     grpc_host: str | None = Field(
         None, description="address the gRPC port listens on (0.0.0.0: every interface); unset: LATFARM_HTTP_HOST"
     )

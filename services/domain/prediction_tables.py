@@ -196,6 +196,7 @@ class Table:
     settle_after: int | None
     checked_at: float = field(default_factory=time.monotonic)
     rank_mean: np.ndarray | None = None  # the model's float64 means of every arch (its ranking), on first use
+    _items: list[bytes] | None = None
     _every_json: bytes | None = None
 
     def current(self, head: Head, marks: Marks) -> bool:
@@ -221,32 +222,35 @@ class Table:
     def items_json(self, keys: list[int]) -> bytes:
         """The JSON array of the ``PredictItem`` of each of ``keys`` (reference positions; the same values as
         encoding each item's dict): the measured figures, else the estimates, else the ``reason``."""
-        size = len(self.latency_ms)
-        if len(keys) == size and keys == list(range(size)):
+        items = self.encoded_items()
+        if len(keys) == len(items) and keys == list(range(len(items))):
             return self.every_json()
-        return self._encoded(keys)
+        return b"[" + b",".join(map(items.__getitem__, keys)) + b"]"
 
     def every_json(self) -> bytes:
         """``items_json`` of every arch in order, encoded once per table."""
         if self._every_json is None:
-            self._every_json = self._encoded(list(range(len(self.latency_ms))))
+            self._every_json = b"[" + b",".join(self.encoded_items()) + b"]"
         return self._every_json
 
-    def _encoded(self, keys: list[int]) -> bytes:
-        openings = item_openings(self.head.space)
-        none = f',"latency_ms":null,"std_ms":null,"source":null,"message":{json.dumps(self.reason)}}}'
-        positions = np.asarray(keys, dtype=np.int64)
-        latency, std = self.latency_ms[positions].tolist(), self.std_ms[positions].tolist()
-        parts = []
-        for key, mean, spread in zip(keys, latency, std, strict=True):
-            if (hit := self.measured.get(key)) is not None:
-                parts.append(openings[key] + "," + json.dumps(hit.item_fields(), separators=(",", ":"))[1:])
-            elif self.predicted is None:
-                parts.append(openings[key] + none)
-            else:
-                figures = f'"latency_ms":{json_number(mean)},"std_ms":{json_number(spread)},"source":"predicted"}}'
-                parts.append(f"{openings[key]},{figures}")
-        return ("[" + ",".join(parts) + "]").encode()
+    def encoded_items(self) -> list[bytes]:
+        """Each reference arch's ``PredictItem`` as a JSON object by position, encoded once per table (a request
+        only joins its archs')."""
+        if self._items is None:
+            openings = item_openings(self.head.space)
+            none = f',"latency_ms":null,"std_ms":null,"source":null,"message":{json.dumps(self.reason)}}}'
+            items = []
+            for key, (mean, spread) in enumerate(zip(self.latency_ms.tolist(), self.std_ms.tolist(), strict=True)):
+                if (hit := self.measured.get(key)) is not None:
+                    item = openings[key] + "," + json.dumps(hit.item_fields(), separators=(",", ":"))[1:]
+                elif self.predicted is None:
+                    item = openings[key] + none
+                else:
+                    figures = f'"latency_ms":{json_number(mean)},"std_ms":{json_number(spread)},"source":"predicted"}}'
+                    item = f"{openings[key]},{figures}"
+                items.append(item.encode())
+            self._items = items  # computed twice at worst (two first requests at once): the same bytes
+        return self._items
 
     def _recheck_due(self, marks: Marks) -> bool:
         assert self.settle_after is not None

@@ -92,18 +92,21 @@ def test_serve_sqlite_and_sigint(tmp_path):
         code = served.stop(signal.SIGINT)
     assert code == 0, "".join(served.output)
     assert "latfarm stopped" in "".join(served.output)
+    assert '"GET /healthz HTTP/1.1" 200' not in "".join(served.output)  # no access log unless asked for
     assert (tmp_path / "data" / "latfarm.db").exists()
 
 
 @pytest.mark.slow
 def test_serve_postgres_redis_and_sigterm(tmp_path, pg_url, redis_url):
-    served = Served(["--db", pg_url, "--redis", redis_url, "--data-dir", str(tmp_path / "data")])
+    args = ["--db", pg_url, "--redis", redis_url, "--data-dir", str(tmp_path / "data")]
+    served = Served(args, LATFARM_HTTP_ACCESS_LOG="true")
     try:
         _check_running(served)
     finally:
         code = served.stop(signal.SIGTERM)
     assert code == 0, "".join(served.output)
     assert "latfarm stopped" in "".join(served.output)
+    assert '"GET /healthz HTTP/1.1" 200' in "".join(served.output)  # the access log, asked for
 
 
 def _children(pid: int) -> set[int]:

@@ -3,6 +3,7 @@ measurements, rebuilt when those change (and only then), built ahead of the firs
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -13,8 +14,8 @@ from latfarm.predictor import nb201
 from latfarm.services.api.schemas import PredictResponse, RankResponse
 from latfarm.services.domain import review
 from latfarm.services.domain.conditions import Conditions
-from latfarm.services.domain.prediction_tables import RECHECK_S, Head, Marks, Table
-from latfarm.services.domain.predictions import PredictionService
+from latfarm.services.domain.prediction_tables import RECHECK_S, Head, Marks, Table, merged
+from latfarm.services.domain.predictions import Measured, PredictionService
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Adaptation, Measurement, Source
@@ -228,3 +229,51 @@ def test_predict_by_name_follows_a_rename_a_change_of_conditions_and_a_delete_at
     with transaction(sessions) as session:
         session.delete(device_by_name(session, "dev2"))
     assert api.post("/v1/predict", json={"device": "dev2", "archs": [7]}, headers=ADMIN).status_code == 404
+
+
+def _reference_items(table: Table, keys: list[int]) -> bytes:
+    """Each item's dict encoded by ``json.dumps`` (as the route's dict-built answer is): what a table's encoding
+    must equal byte for byte."""
+    items = []
+    for key in keys:
+        item = {"arch": arch(key), "index": key, "nb201_index": key}
+        if (hit := table.measured.get(key)) is not None:
+            item |= hit.item_fields()
+        elif table.predicted is None:
+            item |= {"latency_ms": None, "std_ms": None, "source": None, "message": table.reason}
+        else:
+            mean, std = (float(v) if np.isfinite(v) else None for v in (table.latency_ms[key], table.std_ms[key]))
+            item |= {"latency_ms": mean, "std_ms": std, "source": "predicted"}
+        items.append(item)
+    return json.dumps(items, separators=(",", ":")).encode()
+
+
+def test_encoded_items_are_the_bytes_of_each_items_dict():
+    size = nb201.NUM_ARCHS
+    measured = {
+        3: Measured(1.5, None, "help-nb201"),
+        9: Measured(2.0, 0.125, "agent", unstable=True, statistic="min"),
+        11: Measured(0.1 + 0.2, float("nan"), "agent", statistic="median"),
+    }
+    rng = np.random.default_rng(0)
+    predicted = np.stack([rng.random(size) * 30, rng.random(size)]).astype(np.float32)
+    predicted[1, 5] = np.nan  # an estimate without a spread
+    head, marks = Head(1, 0, "nb201", B1, "v1"), Marks(0, 0, None)
+    keys = [9, 5, 3, 4, 4, 11, 15624, 0]  # measured, predicted, repeated, in request order
+    for model, reason in ((predicted, None), (None, 'no model: "adapt" it first')):
+        latency, std = merged(size, measured, model)
+        table = Table(head, None, (B1, 3, 11, 23), measured, model, reason, None, latency, std, marks, None)
+        assert table.items_json(keys) == _reference_items(table, keys)
+        assert table.items_json(list(range(size))) == table.every_json() == _reference_items(table, list(range(size)))
+
+
+def test_predict_answer_bytes(api):
+    add_device(api, "dev1")
+    add_measurements(api, "dev1", {7: 3.25}, source=Source.imported, dataset="help-nb201", std=0.25)
+    activate_adaptation(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+    response = api.post("/v1/predict", json={"device": "dev1", "archs": [7, 8]}, headers=ADMIN)
+    table = _table(api)
+    conditions = response.json()["conditions"]
+    head = json.dumps({"device": "dev1", "space": "nb201", "conditions": conditions})[:-1].encode()
+    assert response.content == head + b',"items":' + _reference_items(table, [7, 8]) + b"}"
+    assert response.headers["content-type"] == "application/json"
