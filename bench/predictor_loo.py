@@ -5,8 +5,10 @@ score every other arch (Spearman, ±10% share, share within 1 and 2 predicted st
 held-out device's whole family (``FAMILIES``: GPUs, server CPUs, phones, ...) from pretraining; the cross-family
 split (issue #16's) pretrains once on desktop GPUs and server CPUs only and adapts to every other device. Each
 table counts its (device, K) cells whose 1-sd coverage is in ``BAND`` and 2-sd coverage at least ``MIN_COVERAGE_2SD``,
-and sets each device's K=20 Spearman against its ``ceiling``. ``--before`` prints an earlier run's ``--json``
-(e.g. from the previous commit) above each row.
+prints per K the spread across devices of ``std_factor`` (the multiplier of a device's ``std_ms`` that would put its
+1-sd coverage at 0.683: how far one calibration per K is from every device), and sets each device's K=20 Spearman
+against its ``ceiling``. ``--before`` prints an earlier run's ``--json`` (e.g. from the previous commit) above each
+row; ``--devices`` holds out only the listed devices (quick iterations; the counts then cover those only).
 
     .venv/bin/python bench/predictor_loo.py --data ../shared/datasets/help-nb201 --trials 3 --json loo.json
 """
@@ -102,10 +104,11 @@ def family(device: str) -> str:
     return device
 
 
-def held_out_table(lat: dict, samples, trials, seed, epochs, cache, strategy, by_family: bool) -> dict:
-    """Per K: per-device and mean scores with each device (or its family) held out of pretraining."""
+def held_out_table(lat: dict, samples, trials, seed, epochs, cache, strategy, by_family: bool, held=None) -> dict:
+    """Per K: per-device and mean scores with each device (or its family) held out of pretraining; ``held``: the
+    devices to hold out (None = all)."""
     per_k: dict = {str(k): {} for k in samples}
-    for name in lat:
+    for name in held or lat:
         keep = {d: v for d, v in lat.items() if (family(d) != family(name) if by_family else d != name)}
         predictor = cached_pretrain(keep, seed=seed, epochs=epochs, cache_dir=cache)
         res = transfer_scores(predictor, {name: lat[name]}, samples, trials, seed=seed, strategy=strategy)
@@ -115,10 +118,13 @@ def held_out_table(lat: dict, samples, trials, seed, epochs, cache, strategy, by
     return {k: _with_means(devs) for k, devs in per_k.items()}
 
 
-def cross_family_table(lat: dict, samples, trials, seed, epochs, cache, strategy) -> dict:
-    """Per K: per-device and mean scores of every device outside ``SOURCE_FAMILIES``, pretrained on those only."""
+def cross_family_table(lat: dict, samples, trials, seed, epochs, cache, strategy, held=None) -> dict:
+    """Per K: per-device and mean scores of every device outside ``SOURCE_FAMILIES`` (and in ``held`` if given),
+    pretrained on those only."""
     sources = {d: v for d, v in lat.items() if family(d) in SOURCE_FAMILIES}
-    targets = {d: v for d, v in lat.items() if d not in sources}
+    targets = {d: v for d, v in lat.items() if d not in sources and (held is None or d in held)}
+    if not targets:
+        return {}
     predictor = cached_pretrain(sources, seed=seed, epochs=epochs, cache_dir=cache)
     res = transfer_scores(predictor, targets, samples, trials, seed=seed, strategy=strategy)
     return {k: _with_means(block["per_device"]) for k, block in res.items()}
@@ -152,11 +158,25 @@ def print_table(title: str, table: dict, before: dict | None = None) -> None:
                 cells.append(" ".join(f"{block[m]:5.3f}" for m in keys) if block else " n/a " * len(keys))
             print(f"{name:16s} {label:6s}" + "".join(f" | {'':5s} {c}" for c in cells))
     for label, run in runs.items():
+        print(f"{label + ': ' if label else ''}std_factor across devices: " + factor_spread(run))
+    for label, run in runs.items():
         good, total = in_band(run)
         print(
             f"{label + ': ' if label else ''}{good}/{total} (device, K) cells with 1-sd coverage in {BAND[0]}-{BAND[1]}"
             f" and 2-sd >= {MIN_COVERAGE_2SD}"
         )
+
+
+def factor_spread(table: dict) -> str:
+    """Per K: the geometric mean of the devices' ``std_factor`` and the factor (x/÷) of their geometric spread
+    (``n/a`` for a run from before the factor was scored)."""
+    parts = []
+    for k, block in table.items():
+        if any("std_factor" not in v for v in block["per_device"].values()):
+            return "n/a"
+        logs = np.log([v["std_factor"] for v in block["per_device"].values()])
+        parts.append(f"K={k} {np.exp(logs.mean()):.2f} x/÷ {np.exp(logs.std()):.2f}")
+    return ", ".join(parts)
 
 
 def print_ceilings(title: str, table: dict, ceiling_of: dict) -> None:
@@ -209,13 +229,17 @@ def main() -> None:
     ap.add_argument("--strategy", default="default", choices=["default", "random"])
     ap.add_argument("--cache", type=Path, default=None, help="pretrained-model cache [~/.cache/latfarm/predictor]")
     ap.add_argument("--skip-family", action="store_true")
+    ap.add_argument("--devices", default=None, help="hold out only these devices (comma-separated) [all]")
     ap.add_argument("--json", type=Path, default=None, help="write all numbers here")
     ap.add_argument("--before", type=Path, default=None, help="a --json of an earlier run: print its rows too")
     ap.add_argument("--write-metrics", type=Path, default=None, help="store the tables in this checkpoint")
     args = ap.parse_args()
     lat = load_help(args.data)
     samples = [int(k) for k in args.samples.split(",")]
-    common = dict(samples=samples, trials=args.trials, seed=args.seed, epochs=args.epochs, cache=args.cache)
+    held = args.devices.split(",") if args.devices else None
+    if unknown := sorted(set(held or ()) - set(lat)):
+        ap.error(f"unknown devices {unknown}; available: {sorted(lat)}")
+    common = dict(samples=samples, trials=args.trials, seed=args.seed, epochs=args.epochs, cache=args.cache, held=held)
     started = time.perf_counter()
     result = {"settings": {**vars(args), "data": str(args.data), "cache": str(args.cache)}}
     before = json.loads(args.before.read_text()) if args.before else {}
@@ -232,12 +256,13 @@ def main() -> None:
             result["leave_one_family_out"],
             before.get("leave_one_family_out"),
         )
-        result["cross_family"] = cross_family_table(lat, **common, strategy=args.strategy)
-        print_table(
-            f"cross-family split (pretrained on {' and '.join(SOURCE_FAMILIES)} only)",
-            result["cross_family"],
-            before.get("cross_family"),
-        )
+        if cross := cross_family_table(lat, **common, strategy=args.strategy):
+            result["cross_family"] = cross
+            print_table(
+                f"cross-family split (pretrained on {' and '.join(SOURCE_FAMILIES)} only)",
+                cross,
+                before.get("cross_family"),
+            )
     result["ceiling"] = ceilings(lat, args.seed)
     for key in ("leave_one_device_out", "leave_one_family_out", "cross_family"):
         if key in result:

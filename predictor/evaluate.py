@@ -17,7 +17,7 @@ from latfarm.predictor.scores import coverage, score
 from latfarm.predictor.selection import select_random
 
 DEFAULT_CACHE = Path.home() / ".cache" / "latfarm" / "predictor"
-METRICS = ("spearman", "kendall", "acc10", "coverage_1sd", "coverage_2sd")
+METRICS = ("spearman", "kendall", "acc10", "coverage_1sd", "coverage_2sd", "std_factor")
 MIN_SCORED = 3  # a (device, K) is scored on at least this many measured archs beyond its K samples, else skipped
 
 
@@ -104,8 +104,8 @@ def transfer_scores(
     dump: Path | None = None,
     advance=None,
 ) -> dict:
-    """Per K: mean and per-device (trial-averaged) Spearman, Kendall, ±10% share and 1/2-sd coverage of the
-    predicted ``std_ms`` (``scores.coverage``) on every arch not sampled.
+    """Per K: mean and per-device (trial-averaged) Spearman, Kendall, ±10% share, 1/2-sd coverage of the
+    predicted ``std_ms`` and the factor that would calibrate it (``scores.coverage``) on every arch not sampled.
 
     A device with fewer than K + ``MIN_SCORED`` measured archs is left out of that K only, with the reason under
     the K's ``skipped`` (``{device: reason}``); a K no device could be scored on has ``None`` means.

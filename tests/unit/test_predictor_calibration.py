@@ -1,4 +1,5 @@
-"""Calibration of the predicted spread: the coverage score, its place in ``eval transfer``, whole-ms noise floor."""
+"""Calibration of the predicted spread: the coverage score and calibrating factor, their place in ``eval transfer``,
+whole-ms noise floor."""
 
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ def shipped():
 def test_coverage_counts_errors_within_one_and_two_std():
     true = np.full(5, 10.0)
     pred = true + np.array([0.0, -0.5, 1.0, 1.5, -2.5])
-    assert coverage(pred, np.ones(5), true) == {"coverage_1sd": 0.6, "coverage_2sd": 0.8}  # bounds included
+    shares = coverage(pred, np.ones(5), true)
+    assert (shares["coverage_1sd"], shares["coverage_2sd"]) == (0.6, 0.8)  # bounds included
 
 
 def test_coverage_of_a_right_gaussian_spread_is_68_and_95_percent():
@@ -32,6 +34,18 @@ def test_coverage_of_a_right_gaussian_spread_is_68_and_95_percent():
     assert abs(wide["coverage_1sd"] - 0.954) < 0.005 and wide["coverage_2sd"] > 0.999
 
 
+def test_std_factor_is_the_multiplier_that_calibrates_the_spread():
+    rng = np.random.default_rng(1)
+    true = rng.uniform(5, 20, 100_000)
+    std = 0.05 * true
+    pred = true + std * rng.standard_normal(len(true))
+    assert coverage(pred, std, true)["std_factor"] == pytest.approx(1.0, abs=0.02)
+    for wrong in (0.25, 3.0):  # too narrow, too wide
+        factor = coverage(pred, wrong * std, true)["std_factor"]
+        assert factor == pytest.approx(1 / wrong, rel=0.02)
+        assert coverage(pred, factor * wrong * std, true)["coverage_1sd"] == pytest.approx(0.683, abs=0.002)
+
+
 def test_transfer_scores_report_coverage_per_device_and_mean(shipped, tmp_path):
     test = {f"dev{i}": synthetic_device(kind, seed=i) for i, kind in enumerate(("overhead", "memory_bound"))}
     out = transfer_scores(shipped, test, [5], 2, seed=3, dump=tmp_path)
@@ -42,10 +56,10 @@ def test_transfer_scores_report_coverage_per_device_and_mean(shipped, tmp_path):
             run = np.load(tmp_path / f"{name}_k5_t{trial}.npz")
             rest = np.setdiff1d(np.arange(len(lat)), run["samples"])
             runs.append(coverage(run["pred_ms"][rest], run["std_ms"][rest], lat[rest]))
-        for m in ("coverage_1sd", "coverage_2sd"):
+        for m in ("coverage_1sd", "coverage_2sd", "std_factor"):
             assert block["per_device"][name][m] == pytest.approx(np.mean([r[m] for r in runs]))
         assert 0 < block["per_device"][name]["coverage_1sd"] <= block["per_device"][name]["coverage_2sd"] <= 1
-    for m in ("coverage_1sd", "coverage_2sd"):
+    for m in ("coverage_1sd", "coverage_2sd", "std_factor"):
         assert block[f"mean_{m}"] == pytest.approx(np.mean([v[m] for v in block["per_device"].values()]))
 
 
