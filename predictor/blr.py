@@ -111,15 +111,21 @@ def _weighed(
             settings.append((scale_w, spread_w, broad_w, noise))
     loglik = np.asarray(logliks)  # [settings, C]
     weights = np.exp(loglik - loglik.max())
-    parts = []
-    for j in np.flatnonzero((weights > MIN_WEIGHT * weights.sum()).any(1)):
+    weights[weights <= MIN_WEIGHT * weights.sum()] = 0.0
+    total = weights.sum()
+    # Moments about the prior mean, accumulated per setting (its covariance is shared by every centre).
+    first, second, noise_sum = np.zeros(len(prior.mean)), np.zeros((len(prior.mean),) * 2), 0.0
+    for j in np.flatnonzero(weights.any(1)):
         scale_w, spread_w, broad_w, noise = settings[j]
         cov = scale_w * prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad
         c_phi = phi_s @ cov
         gain = np.linalg.solve(c_phi @ phi_s.T + noise * np.diag(rel_var) + floor_eye, c_phi).T
-        for c in np.flatnonzero(weights[j] > MIN_WEIGHT * weights.sum()):
-            parts.append((weights[j, c], centres[c] + gain @ resids[c], cov - gain @ c_phi, noise))
-    total = sum(p[0] for p in parts)
-    mean = sum(w * m for w, m, _, _ in parts) / total
-    cov = sum(w * (c + np.outer(m - mean, m - mean)) for w, m, c, _ in parts) / total
-    return mean, (cov + cov.T) / 2, float(sum(w * n for w, _, _, n in parts) / total)
+        kept = np.flatnonzero(weights[j])
+        w = weights[j, kept]
+        means = centres[kept] - prior.mean + resids[kept] @ gain.T  # [kept, F]
+        first += w @ means
+        second += w.sum() * (cov - gain @ c_phi) + (means.T * w) @ means
+        noise_sum += w.sum() * noise
+    shift = first / total
+    cov = second / total - np.outer(shift, shift)
+    return prior.mean + shift, (cov + cov.T) / 2, float(noise_sum / total)
