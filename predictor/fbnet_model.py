@@ -30,9 +30,9 @@ POOL_SIZE = 500
 """Random archs (or dataset positions) samples are chosen from by max prior variance. A small pool keeps the greedy
 choice off the extreme archs (the largest networks), where a prior unlike the device fits worst: leave-one-out on
 the HELP FBNet devices scores higher with 500 than with all 5,000 or with random samples (phones most)."""
-MODEL_REVISION = 2
-"""Bumped when adaptation changes (2: source heads as prior centres, Student-t noise): device states of another
-version are re-adapted from their samples."""
+MODEL_REVISION = 3
+"""Bumped when adaptation changes (2: source heads as prior centres, Student-t noise; 3: cost-only centres):
+device states of another version are re-adapted from their samples."""
 VARIANT = "cifar100"
 """The input variant whose network costs are the features (HELP measured this one)."""
 
@@ -60,6 +60,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     *(f"cost_{name}" for name in COSTS),
 )
 COST_COLUMNS = np.arange(len(FEATURE_NAMES) - len(COSTS), len(FEATURE_NAMES))
+BOUND_BY = ("kernels", "flops", "memory")
+"""The costs that alone can carry a device's latency: launch-bound (GPUs at batch 1), compute-bound, memory-bound
+(GPUs at large batch); each is one centre of the cost-only hypothesis (``blr``)."""
+COST_CENTRES = np.eye(len(FEATURE_NAMES))[[FEATURE_NAMES.index(f"cost_{name}") for name in BOUND_BY]]
+"""[3, F]: heads of latency = one normalised cost (mean 1 over random archs, like a source head), nothing else."""
 
 
 def fit_fbnet_prior(encodings: np.ndarray, latencies: dict[str, np.ndarray]) -> tuple[Prior, np.ndarray]:
@@ -157,7 +162,7 @@ class FBNetPredictor(CheckpointMeta):
         if len(lat) != len(enc):
             raise ValueError(f"{len(enc)} archs but {len(lat)} latencies")
         scale = float(self.meta["default_scale_ms"])
-        post = posterior_with_costs(self.prior, features(enc), lat, scale, COST_COLUMNS, self.sources)
+        post = posterior_with_costs(self.prior, features(enc), lat, scale, COST_COLUMNS, self.sources, COST_CENTRES)
         return FBNetDeviceModel(self, post, enc, lat)
 
 
