@@ -7,8 +7,12 @@ own head (``SOURCE_MASS`` shared equally), ``cov`` the heads' covariance, ``spre
 ``B`` a broad component over the cost columns only (scaled so that it adds one unit of variance to the samples' mean
 prediction). A device like one source (a GPU at another batch size, a sibling board) is then centred on it, and a
 few cost weights pinned by a handful of samples let the target's own samples override the source devices where
-they disagree (other families). ``m``, ``c``, ``s``, ``b`` and the noise are weighed by marginal likelihood and the
-posteriors averaged (moment-matched). ``c`` < 1 narrows the cross-device covariance for a device close to ``m``.
+they disagree (other families). The cost-only hypothesis (prior mass ``COST_MASS``, the sources share the rest)
+centres ``m`` on a head of the costs alone (``cost_centres``, e.g. latency = kernels launched) with ``c`` = 0 and a
+small spread: with 5 samples, a device unlike every source (a GPU among CPU and phone sources) is fitted from its
+costs instead of the sources' per-layer block costs. ``m``, ``c``, ``s``, ``b`` and the noise are weighed by
+marginal likelihood and the posteriors averaged (moment-matched). ``c`` < 1 narrows the cross-device covariance
+for a device close to ``m``.
 Noise is relative to each sample's latency (errors in %). Samples in whole milliseconds (phone runtimes) add the
 rounding variance (``prior.quantisation_variance``) to every sample, and their noise is heavy-tailed (Student-t with
 ``T_DOF`` degrees of freedom, fitted by EM as a Gaussian scale mixture: a sample far off the fit gets its noise

@@ -3,8 +3,9 @@
 Features of an arch (computed on demand): an intercept, the 22 x 9 per-layer block one-hots and the network's
 device-agnostic costs (``fbnet_features.COSTS``, each divided by its mean over uniformly random archs). The
 cross-device prior covers intercept and one-hots, centred on the source devices' mean head or on one of their own
-heads (``blr``); the costs get a broad prior that the target's own samples fit, so a device of a family the sources
-lack is still predicted well from 10-20 samples.
+heads (``blr``); the costs get a broad prior that the target's own samples fit. A cost-only hypothesis (latency =
+one cost alone, ``COST_CENTRES``) competes with the sources, so a device of a family the sources lack is predicted
+from its costs with 5-10 samples.
 """
 
 from __future__ import annotations
