@@ -29,7 +29,9 @@ import numpy as np
 
 from latfarm.predictor.prior import MIN_RELATIVE, MIN_WEIGHT, Posterior, Prior, quantisation_variance
 
-SCALE_GRID = (0.1, 0.3, 1.0)
+SCALE_GRID = (0.03, 0.1, 0.3, 1.0)
+"""Weights of the cross-device covariance around a source centre: a device close to one (a GPU at another batch
+size) needs a narrow prior, or its predicted std is several times its errors."""
 SPREAD_GRID = (0.0, 0.03, 0.3, 3.0)
 BROAD_GRID = (0.0, 0.01, 0.1, 1.0, 10.0)
 PLANNING_SPREAD = 0.3
