@@ -129,7 +129,8 @@ def _weighed(
     parts = (prior.cov, np.diag(prior.spread), broad)
     grams = [phi_s @ part @ phi_s.T for part in parts]
     floor_eye = floor * np.eye(len(y))
-    settings, logliks = [], []  # settings[j]: (covariance weights, noise, centres [C, F], residuals [C, K])
+    settings, logliks = [], []  # settings[j]: (covariance weights, noise, first centre's row, residuals [C, K])
+    offset = 0
     for centres, log_mass, grid in hypotheses:
         resids = y[None, :] - centres @ phi_s.T
         for coef in grid:
@@ -139,25 +140,37 @@ def _weighed(
             for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
                 ev = np.maximum(lam, 0.0) + noise
                 logliks.append(log_prior + log_mass - 0.5 * ((z2 / ev).sum(1) + np.log(ev).sum()))
-                settings.append((coef, noise, centres, resids))
+                settings.append((coef, noise, offset, resids))
+        offset += len(centres)
     peak = max(float(ll.max()) for ll in logliks)
     weights = [np.exp(ll - peak) for ll in logliks]
     total_all = sum(float(w.sum()) for w in weights)
-    # Moments about the prior mean, accumulated per setting (its covariance is shared by its centres).
-    first, second, total, noise_sum = np.zeros(len(prior.mean)), np.zeros((len(prior.mean),) * 2), 0.0, 0.0
-    for (coef, noise, centres, resids), w in zip(settings, weights, strict=True):
+    # Every posterior mean is L @ z, L = [centres - prior mean, part_p @ phi_s.T for each part] (F x (C + 3K)):
+    # the moments are accumulated in z's space, then mapped back once.
+    k = len(y)
+    reach = np.hstack([part @ phi_s.T for part in parts])  # [F, 3K]
+    basis = np.hstack([np.vstack([h[0] for h in hypotheses]).T - prior.mean[:, None], reach])
+    z1, z2 = np.zeros(basis.shape[1]), np.zeros((basis.shape[1],) * 2)
+    shrink, part_w = np.zeros((len(parts) * k,) * 2), np.zeros(len(parts))
+    total, noise_sum = 0.0, 0.0
+    for (coef, noise, offset, resids), w in zip(settings, weights, strict=True):
         kept = np.flatnonzero(w > MIN_WEIGHT * total_all)
         if not len(kept):
             continue
-        cov = sum(c * part for c, part in zip(coef, parts, strict=True))
-        c_phi = phi_s @ cov
-        gain = np.linalg.solve(c_phi @ phi_s.T + noise * np.diag(rel_var) + floor_eye, c_phi).T
-        means = centres[kept] - prior.mean + resids[kept] @ gain.T  # [kept, F]
+        gram = sum(c * g for c, g in zip(coef, grams, strict=True))
+        inverse = np.linalg.inv(gram + noise * np.diag(rel_var) + floor_eye)
         w = w[kept]
-        first += w @ means
-        second += w.sum() * (cov - gain @ c_phi) + (means.T * w) @ means
+        z = np.zeros((len(kept), basis.shape[1]))
+        z[np.arange(len(kept)), offset + kept] = 1.0
+        z[:, -len(parts) * k :] = np.kron(np.asarray(coef), resids[kept] @ inverse)
+        z1 += w @ z
+        z2 += (z.T * w) @ z
+        shrink += w.sum() * np.kron(np.outer(coef, coef), inverse)
+        part_w += w.sum() * np.asarray(coef)
         total += w.sum()
         noise_sum += w.sum() * noise
-    shift = first / total
+    shift = basis @ z1 / total
+    prior_part = sum(c * part for c, part in zip(part_w, parts, strict=True))
+    second = prior_part - reach @ shrink @ reach.T + basis @ z2 @ basis.T
     cov = second / total - np.outer(shift, shift)
     return prior.mean + shift, (cov + cov.T) / 2, float(noise_sum / total)
