@@ -4,7 +4,9 @@ For every device: pretrain the FBNet predictor on the others (LODO) or on the ot
 archs by max prior variance, adapt, score Spearman, the ±10% share and the 1-sd / 2-sd coverage of the predicted
 ``std_ms`` (share of archs within 1 / 2 std; a right spread covers 0.68 / 0.95) on the rest (trial-averaged).
 ``ceiling``: the same features fitted on 4,000 of the device's own archs, scored on the other 1,000 (what noise
-leaves reachable, e.g. phones measured in whole ms), by least squares and by a robust (Student-t) fit.
+leaves reachable, e.g. phones measured in whole ms), by least squares and by a robust (Student-t) fit. Last, the
+adaptation time per K (median of ``TIMING_REPEATS``) on a device with continuous latencies and on one measured in
+whole ms (Student-t EM).
 
     .venv/bin/python bench/fbnet_transfer.py --data ../shared/datasets/help-fbnet --trials 3 --json OUT
 """
@@ -33,6 +35,9 @@ FAMILIES = {
 SPLITS = ("lodo", "lofo")
 MEASURES = ("spearman", "acc10", "coverage_1sd", "coverage_2sd")
 ROBUST_STEPS = 20
+TIMED_DEVICES = ("1080ti_1", "samsung_s7")
+"""Adaptation is timed on these: continuous latencies, and whole ms."""
+TIMING_REPEATS = 3
 
 
 def family(device: str) -> str:
@@ -77,6 +82,26 @@ def run(data: Path, ks: list[int], trials: int, seed: int, splits: tuple[str, ..
     return out
 
 
+def adaptation_seconds(data: Path, ks: list[int]) -> dict[str, dict[int, float]]:
+    """Median seconds of ``adapt`` per timed device and K (pretrained on the other devices, samples as chosen)."""
+    reference = np.asarray(load_reference(data), dtype=np.int64)
+    lat = load_help(data, None, len(reference))
+    out: dict[str, dict[int, float]] = {}
+    for device in TIMED_DEVICES:
+        train = {d: lat[d] for d in lat if d != device}
+        predictor = ReferencePredictor(pretrain_fbnet(reference, train), reference)
+        out[device] = {}
+        for k in ks:
+            idx = predictor.select_samples(k, seed=0)
+            times = []
+            for _ in range(TIMING_REPEATS):
+                start = time.perf_counter()
+                predictor.adapt(idx, lat[device][idx])
+                times.append(time.perf_counter() - start)
+            out[device][k] = float(np.median(times))
+    return out
+
+
 def main() -> None:
     """Print the LODO and LOFO tables (and write them as JSON with --json)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -114,6 +139,8 @@ def main() -> None:
             + "".join(f" {cell}" for cell in means)
             + " {:6.3f}/{:6.3f} {:6.3f}/{:6.3f}".format(*ceil_means)
         )
+    for device, by_k in adaptation_seconds(args.data, ks).items():
+        print(f"adapt {device}: " + ", ".join(f"K={k} {sec:.2f} s" for k, sec in by_k.items()))
     print(f"\n{time.perf_counter() - start:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

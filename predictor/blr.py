@@ -7,8 +7,12 @@ own head (``SOURCE_MASS`` shared equally), ``cov`` the heads' covariance, ``spre
 ``B`` a broad component over the cost columns only (scaled so that it adds one unit of variance to the samples' mean
 prediction). A device like one source (a GPU at another batch size, a sibling board) is then centred on it, and a
 few cost weights pinned by a handful of samples let the target's own samples override the source devices where
-they disagree (other families). ``m``, ``c``, ``s``, ``b`` and the noise are weighed by marginal likelihood and the
-posteriors averaged (moment-matched). ``c`` < 1 narrows the cross-device covariance for a device close to ``m``.
+they disagree (other families). The cost-only hypothesis (prior mass ``COST_MASS``, the sources share the rest)
+centres ``m`` on a head of the costs alone (``cost_centres``, e.g. latency = kernels launched) with ``c`` = 0 and a
+small spread: with 5 samples, a device unlike every source (a GPU among CPU and phone sources) is fitted from its
+costs instead of the sources' per-layer block costs. ``m``, ``c``, ``s``, ``b`` and the noise are weighed by
+marginal likelihood and the posteriors averaged (moment-matched). ``c`` < 1 narrows the cross-device covariance
+for a device close to ``m``.
 Noise is relative to each sample's latency (errors in %). Samples in whole milliseconds (phone runtimes) add the
 rounding variance (``prior.quantisation_variance``) to every sample, and their noise is heavy-tailed (Student-t with
 ``T_DOF`` degrees of freedom, fitted by EM as a Gaussian scale mixture: a sample far off the fit gets its noise
@@ -25,7 +29,10 @@ import numpy as np
 
 from latfarm.predictor.prior import MIN_RELATIVE, MIN_WEIGHT, Posterior, Prior, quantisation_variance
 
-SCALE_GRID = (0.1, 0.3, 1.0)
+SCALE_GRID = (0.03, 0.1, 0.3, 1.0)
+"""Weights of the cross-device covariance around a source centre: a device close to one (a GPU at another batch
+size) needs a narrow prior, or its predicted std is far wider than its errors (with 0.1 the narrowest, 1-sd
+coverage 0.9-0.99 at K=20 on 2080ti_1, titan_rtx_1, titanx_1 in ``bench/fbnet_transfer.py``'s LODO)."""
 SPREAD_GRID = (0.0, 0.03, 0.3, 3.0)
 BROAD_GRID = (0.0, 0.01, 0.1, 1.0, 10.0)
 PLANNING_SPREAD = 0.3
@@ -35,6 +42,14 @@ T_DOF = 4.0
 variance, tails that let a spike among 5-20 samples lose its pull on the fit)."""
 T_ITERATIONS = 3
 """EM steps of the Student-t reweighting of whole-ms samples (the first is the Gaussian fit)."""
+COST_MASS = 1 / 3
+"""Prior probability of the cost-only hypothesis (the device's latency is carried by the network's costs, not by
+the source devices' per-layer block costs); the source hypotheses share the rest."""
+COST_SPREAD_GRID = (0.0, 0.03, 0.3)
+"""Weights of the per-feature spread around a cost centre: the one-hot block stays near zero (std at most 0.55 of
+the source devices' root-mean-square block costs)."""
+COST_BROAD_GRID = (0.1, 1.0, 10.0)
+"""Weights of the broad cost component around a cost centre: the cost weights are the samples' to fit."""
 SOURCE_MASS = 0.5
 """Prior probability that the device is centred on one source device's head rather than on their mean: even odds
 (no preference between the two hypotheses), split equally among the source devices."""
@@ -59,9 +74,11 @@ def posterior_with_costs(
     default_scale_ms: float,
     cost_columns: np.ndarray,
     sources: np.ndarray | None = None,
+    cost_centres: np.ndarray | None = None,
 ) -> Posterior:
     """Condition the prior on samples (features [K, F], latencies ms [K]); K = 0 gives the planning prior.
-    ``sources`` [D, F]: the source devices' heads, candidate centres besides ``prior.mean`` (None: the mean only)."""
+    ``sources`` [D, F]: the source devices' heads, candidate centres besides ``prior.mean`` (None: the mean only).
+    ``cost_centres`` [C, F]: centres of the cost-only hypothesis (prior mass ``COST_MASS``; None: not weighed)."""
     if len(y_ms) == 0:
         cov = prior.cov + PLANNING_SPREAD * np.diag(prior.spread)
         return Posterior(prior.mean, cov, default_scale_ms, prior.typical_noise)
@@ -73,53 +90,88 @@ def posterior_with_costs(
     if sources is not None and len(sources):
         centres = np.vstack([centres, sources])
         log_mass = np.log(np.r_[1 - SOURCE_MASS, np.full(len(sources), SOURCE_MASS / len(sources))])
+    grid = list(itertools.product(SCALE_GRID, SPREAD_GRID, BROAD_GRID))
+    hypotheses = [(centres, log_mass, grid)]
+    if cost_centres is not None and len(cost_centres):
+        hypotheses = [(centres, log_mass + np.log(1 - COST_MASS), grid), _cost_hypothesis(np.asarray(cost_centres))]
     rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2
     floor = quantisation_variance(y_ms) / scale**2
     broad = broad_variance(phi_s, cost_columns)
     weights = np.ones(len(y))
     for _ in range(T_ITERATIONS if floor > 0 else 1):
-        mean, cov, noise = _weighed(prior, centres, log_mass, phi_s, y, rel_var / weights, floor, broad)
+        mean, cov, noise = _weighed(prior, hypotheses, phi_s, y, rel_var / weights, floor, broad)
         expected = (y - phi_s @ mean) ** 2 + ((phi_s @ cov) * phi_s).sum(1)
         weights = (T_DOF + 1) / (T_DOF + expected / (noise * rel_var / weights + floor))
     return Posterior(mean, cov, scale, noise + floor)
 
 
+Hypothesis = tuple[np.ndarray, np.ndarray, list[tuple[float, float, float]]]
+"""Centres [C, F], their log prior masses [C] and the (cross-device, spread, broad) covariance weights around them."""
+
+
+def _cost_hypothesis(cost_centres: np.ndarray) -> Hypothesis:
+    """The cost-only hypothesis: no cross-device covariance, a small spread, broad cost weights."""
+    log_mass = np.log(np.full(len(cost_centres), COST_MASS / len(cost_centres)))
+    return cost_centres, log_mass, [(0.0, s, b) for s, b in itertools.product(COST_SPREAD_GRID, COST_BROAD_GRID)]
+
+
 def _weighed(
     prior: Prior,
-    centres: np.ndarray,
-    log_mass: np.ndarray,
+    hypotheses: list[Hypothesis],
     phi_s: np.ndarray,
     y: np.ndarray,
     rel_var: np.ndarray,
     floor: float,
     broad: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Posterior mean, covariance and noise with every centre [C, F] (log prior mass [C]) and setting of the grids
-    weighed by marginal likelihood; sample i's noise variance is ``noise * rel_var[i] + floor``."""
+    """Posterior mean, covariance and noise with every centre and covariance setting of each hypothesis and every
+    noise variance weighed by marginal likelihood; sample i's noise variance is ``noise * rel_var[i] + floor``."""
     root = np.sqrt(rel_var)
-    resids = y[None, :] - centres @ phi_s.T  # [C, K]
-    grams = [phi_s @ part @ phi_s.T for part in (prior.cov, np.diag(prior.spread), broad)]
+    parts = (prior.cov, np.diag(prior.spread), broad)
+    grams = [phi_s @ part @ phi_s.T for part in parts]
     floor_eye = floor * np.eye(len(y))
-    settings, logliks = [], []
-    for scale_w, spread_w, broad_w in itertools.product(SCALE_GRID, SPREAD_GRID, BROAD_GRID):
-        gram = scale_w * grams[0] + spread_w * grams[1] + broad_w * grams[2] + floor_eye
-        lam, vec = np.linalg.eigh(gram / np.outer(root, root))
-        z2 = ((resids / root) @ vec) ** 2
-        for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
-            ev = np.maximum(lam, 0.0) + noise
-            logliks.append(log_prior + log_mass - 0.5 * ((z2 / ev).sum(1) + np.log(ev).sum()))
-            settings.append((scale_w, spread_w, broad_w, noise))
-    loglik = np.asarray(logliks)  # [settings, C]
-    weights = np.exp(loglik - loglik.max())
-    parts = []
-    for j in np.flatnonzero((weights > MIN_WEIGHT * weights.sum()).any(1)):
-        scale_w, spread_w, broad_w, noise = settings[j]
-        cov = scale_w * prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad
-        c_phi = phi_s @ cov
-        gain = np.linalg.solve(c_phi @ phi_s.T + noise * np.diag(rel_var) + floor_eye, c_phi).T
-        for c in np.flatnonzero(weights[j] > MIN_WEIGHT * weights.sum()):
-            parts.append((weights[j, c], centres[c] + gain @ resids[c], cov - gain @ c_phi, noise))
-    total = sum(p[0] for p in parts)
-    mean = sum(w * m for w, m, _, _ in parts) / total
-    cov = sum(w * (c + np.outer(m - mean, m - mean)) for w, m, c, _ in parts) / total
-    return mean, (cov + cov.T) / 2, float(sum(w * n for w, _, _, n in parts) / total)
+    settings, logliks = [], []  # settings[j]: (covariance weights, noise, first centre's row, residuals [C, K])
+    offset = 0
+    for centres, log_mass, grid in hypotheses:
+        resids = y[None, :] - centres @ phi_s.T
+        for coef in grid:
+            gram = sum(w * g for w, g in zip(coef, grams, strict=True)) + floor_eye
+            lam, vec = np.linalg.eigh(gram / np.outer(root, root))
+            z2 = ((resids / root) @ vec) ** 2
+            for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
+                ev = np.maximum(lam, 0.0) + noise
+                logliks.append(log_prior + log_mass - 0.5 * ((z2 / ev).sum(1) + np.log(ev).sum()))
+                settings.append((coef, noise, offset, resids))
+        offset += len(centres)
+    peak = max(float(ll.max()) for ll in logliks)
+    weights = [np.exp(ll - peak) for ll in logliks]
+    total_all = sum(float(w.sum()) for w in weights)
+    # Every posterior mean is L @ z, L = [centres - prior mean, part_p @ phi_s.T for each part] (F x (C + 3K)):
+    # the moments are accumulated in z's space, then mapped back once.
+    k = len(y)
+    reach = np.hstack([part @ phi_s.T for part in parts])  # [F, 3K]
+    basis = np.hstack([np.vstack([h[0] for h in hypotheses]).T - prior.mean[:, None], reach])
+    z1, z2 = np.zeros(basis.shape[1]), np.zeros((basis.shape[1],) * 2)
+    shrink, part_w = np.zeros((len(parts) * k,) * 2), np.zeros(len(parts))
+    total, noise_sum = 0.0, 0.0
+    for (coef, noise, offset, resids), w in zip(settings, weights, strict=True):
+        kept = np.flatnonzero(w > MIN_WEIGHT * total_all)
+        if not len(kept):
+            continue
+        gram = sum(c * g for c, g in zip(coef, grams, strict=True))
+        inverse = np.linalg.inv(gram + noise * np.diag(rel_var) + floor_eye)
+        w = w[kept]
+        z = np.zeros((len(kept), basis.shape[1]))
+        z[np.arange(len(kept)), offset + kept] = 1.0
+        z[:, -len(parts) * k :] = np.kron(np.asarray(coef), resids[kept] @ inverse)
+        z1 += w @ z
+        z2 += (z.T * w) @ z
+        shrink += w.sum() * np.kron(np.outer(coef, coef), inverse)
+        part_w += w.sum() * np.asarray(coef)
+        total += w.sum()
+        noise_sum += w.sum() * noise
+    shift = basis @ z1 / total
+    prior_part = sum(c * part for c, part in zip(part_w, parts, strict=True))
+    second = prior_part - reach @ shrink @ reach.T + basis @ z2 @ basis.T
+    cov = second / total - np.outer(shift, shift)
+    return prior.mean + shift, (cov + cov.T) / 2, float(noise_sum / total)

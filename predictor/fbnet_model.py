@@ -3,8 +3,9 @@
 Features of an arch (computed on demand): an intercept, the 22 x 9 per-layer block one-hots and the network's
 device-agnostic costs (``fbnet_features.COSTS``, each divided by its mean over uniformly random archs). The
 cross-device prior covers intercept and one-hots, centred on the source devices' mean head or on one of their own
-heads (``blr``); the costs get a broad prior that the target's own samples fit, so a device of a family the sources
-lack is still predicted well from 10-20 samples.
+heads (``blr``); the costs get a broad prior that the target's own samples fit. A cost-only hypothesis (latency =
+one cost alone, ``COST_CENTRES``) competes with the sources, so a device of a family the sources lack is predicted
+from its costs with 5-10 samples.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ POOL_SIZE = 500
 """Random archs (or dataset positions) samples are chosen from by max prior variance. A small pool keeps the greedy
 choice off the extreme archs (the largest networks), where a prior unlike the device fits worst: leave-one-out on
 the HELP FBNet devices scores higher with 500 than with all 5,000 or with random samples (phones most)."""
-MODEL_REVISION = 2
-"""Bumped when adaptation changes (2: source heads as prior centres, Student-t noise): device states of another
-version are re-adapted from their samples."""
+MODEL_REVISION = 3
+"""Bumped when adaptation changes (2: source heads as prior centres, Student-t noise; 3: cost-only centres):
+device states of another version are re-adapted from their samples."""
 VARIANT = "cifar100"
 """The input variant whose network costs are the features (HELP measured this one)."""
 
@@ -60,6 +61,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     *(f"cost_{name}" for name in COSTS),
 )
 COST_COLUMNS = np.arange(len(FEATURE_NAMES) - len(COSTS), len(FEATURE_NAMES))
+BOUND_BY = ("kernels", "flops", "memory")
+"""The costs that alone can carry a device's latency: launch-bound (GPUs at batch 1), compute-bound, memory-bound
+(GPUs at large batch); each is one centre of the cost-only hypothesis (``blr``)."""
+COST_CENTRES = np.eye(len(FEATURE_NAMES))[[FEATURE_NAMES.index(f"cost_{name}") for name in BOUND_BY]]
+"""[3, F]: heads of latency = one normalised cost (mean 1 over random archs, like a source head), nothing else."""
 
 
 def fit_fbnet_prior(encodings: np.ndarray, latencies: dict[str, np.ndarray]) -> tuple[Prior, np.ndarray]:
@@ -157,7 +163,7 @@ class FBNetPredictor(CheckpointMeta):
         if len(lat) != len(enc):
             raise ValueError(f"{len(enc)} archs but {len(lat)} latencies")
         scale = float(self.meta["default_scale_ms"])
-        post = posterior_with_costs(self.prior, features(enc), lat, scale, COST_COLUMNS, self.sources)
+        post = posterior_with_costs(self.prior, features(enc), lat, scale, COST_COLUMNS, self.sources, COST_CENTRES)
         return FBNetDeviceModel(self, post, enc, lat)
 
 

@@ -11,7 +11,15 @@ from latfarm.predictor import blr
 from latfarm.predictor.blr import posterior_with_costs
 from latfarm.predictor.evaluate import eval_transfer_cli
 from latfarm.predictor.fbnet_features import network_costs
-from latfarm.predictor.fbnet_model import COST_COLUMNS, FEATURE_NAMES, FBNetDeviceModel, FBNetPredictor, features
+from latfarm.predictor.fbnet_model import (
+    COST_CENTRES,
+    COST_COLUMNS,
+    FEATURE_NAMES,
+    FBNetDeviceModel,
+    FBNetPredictor,
+    features,
+    pretrain_fbnet,
+)
 from latfarm.predictor.model import Predictor
 from latfarm.predictor.spaces import ArchError, get_space
 
@@ -128,6 +136,42 @@ def test_a_device_like_one_source_is_centred_on_that_source(predictor):
     mean_only = alone.scale_ms * features(unseen) @ alone.mean
     assert np.median(np.abs(centred / truth - 1)) < 0.5 * np.median(np.abs(mean_only / truth - 1))
     assert stats.spearmanr(centred, truth)[0] > 0.99
+
+
+def test_a_launch_bound_device_among_flop_bound_sources_is_ranked_from_5_samples():
+    # Sources: four FLOP-bound boards (latency ~ FLOPs plus per-layer block costs of their own); the target is
+    # launch-bound (a fixed cost per kernel, like a GPU at batch 1), a family none of them is. The cost-only
+    # hypothesis (centred on latency ~ kernels launched) ranks it from 5 samples; the source hypotheses alone
+    # cannot override the sources' block costs with so few.
+    rng = np.random.default_rng(0)
+    enc = np.asarray(SPACE.sample(1000, seed=1))
+    phi = features(enc)
+    hot = phi[:, 1 : 1 + 22 * 9]
+    flops = phi[:, FEATURE_NAMES.index("cost_flops")]
+    boards = {f"board{i}": (5 + i) * (flops + hot @ rng.uniform(0, 0.03, hot.shape[1])) for i in range(4)}
+    predictor = pretrain_fbnet(enc, boards)
+    archs, unseen = np.asarray(predictor.select_samples(5, seed=0)), np.asarray(SPACE.sample(500, seed=9))
+
+    def launch_bound(a: np.ndarray) -> np.ndarray:
+        return 0.04 * network_costs(a)[:, 0]
+
+    truth = launch_bound(unseen)
+    lat = launch_bound(archs) * (1 + 0.01 * rng.standard_normal(5))
+    mean, std = predictor.adapt(archs, lat).predict(unseen)
+    assert stats.spearmanr(mean, truth)[0] > 0.98
+    assert np.median(np.abs(mean / truth - 1)) < 0.02
+    assert np.mean(np.abs(mean - truth) <= 2 * std) > 0.9  # the spread covers the errors
+    prior, scale = predictor.prior, float(predictor.meta["default_scale_ms"])
+    sources_only = posterior_with_costs(prior, features(archs), lat, scale, COST_COLUMNS, predictor.sources)
+    assert stats.spearmanr(features(unseen) @ sources_only.mean, truth)[0] < 0.95
+
+
+def test_cost_centres_are_unit_cost_heads():
+    # Each centre predicts one normalised cost: mean 1 over random archs, like a source head.
+    assert COST_CENTRES.shape == (3, len(FEATURE_NAMES))
+    assert np.all(COST_CENTRES[:, : COST_COLUMNS[0]] == 0)
+    mean_prediction = features(np.asarray(SPACE.sample(4000, seed=2))) @ COST_CENTRES.T
+    np.testing.assert_allclose(mean_prediction.mean(0), 1.0, atol=0.03)
 
 
 def test_whole_ms_samples_keep_the_rounding_variance_in_the_noise(predictor):
