@@ -7,10 +7,18 @@ run without it names in one line: ``pip install 'latfarm[server]'`` (or ``[clien
 
 from __future__ import annotations
 
-import typer
+import os
 
-from latfarm.services.cli import agent, data, remote, research, server_commands
-from latfarm.services.cli.options import Command, Group, needs
+# The predictor's linear algebra is small (hundreds of rows) and runs beside request threads: BLAS threads only add
+# contention (an FBNet adaptation took 2-4x longer with OpenBLAS's default threads on a busy 2-core machine). Set
+# before the imports below (the agent's imports numpy); a value of the user's own wins. Children inherit it.
+for _blas_threads in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_blas_threads, "1")
+
+import typer  # noqa: E402 - after the BLAS setting
+
+from latfarm.services.cli import agent, data, remote, research, server_commands  # noqa: E402
+from latfarm.services.cli.options import Command, Group, needs  # noqa: E402
 
 app = typer.Typer(
     cls=Group,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -86,3 +87,28 @@ def test_the_client_extra_alone_runs_the_client_commands():
     assert f"is the server running at {CLOSED}?" in run.stderr
     run = latfarm_without(SERVER_ONLY, "adapt", "d", "--samples", "2", "--server", CLOSED)  # K checked locally
     assert run.returncode == 2 and "samples must be between 3 and 200, got 2" in run.stderr, run.stderr
+
+
+BLAS_PROBE = """
+import os, sys
+seen = []
+class Probe:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" and not seen:
+            seen.append(os.environ.get("OPENBLAS_NUM_THREADS"))
+        return None
+sys.meta_path.insert(0, Probe())
+import latfarm.services.cli
+print(seen[0] if seen else "numpy not imported")
+"""
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "1"), ("4", "4")])
+def test_the_command_sets_one_blas_thread_before_numpy_loads_unless_the_user_chose(preset, expected):
+    """``latfarm`` commands run BLAS single-threaded (the setting must precede numpy's import to take effect);
+    a user's own OPENBLAS_NUM_THREADS wins."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    out = subprocess.run([sys.executable, "-c", BLAS_PROBE], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected, out.stderr
