@@ -14,6 +14,7 @@ recover a device whose latency follows the critical path but do not raise few-sh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -71,10 +72,11 @@ def arch_features(ops: np.ndarray) -> np.ndarray:
 
 def structure_features(ops: np.ndarray) -> np.ndarray:
     """[n, 6] op vectors -> [n, len(STRUCTURE_NAMES)] float64."""
-    return np.array([_structure(cell) for cell in np.asarray(ops, dtype=np.int64)]).reshape(-1, len(STRUCTURE_NAMES))
+    cells = np.asarray(ops, dtype=np.int64).tolist()
+    return np.array([_structure(cell) for cell in cells], dtype=np.float64).reshape(-1, len(STRUCTURE_NAMES))
 
 
-def _structure(cell: np.ndarray) -> list[float]:
+def _structure(cell: Sequence[int]) -> list[float]:
     """The ``STRUCTURE_NAMES`` values of one cell (op vector [6])."""
     live, used = live_edges(cell), output_edges(cell)
     into2, into3 = [k for k, (_, d) in enumerate(EDGES) if d == 2], [k for k, (_, d) in enumerate(EDGES) if d == 3]
@@ -83,7 +85,7 @@ def _structure(cell: np.ndarray) -> list[float]:
         float(all(cell[k] for k in into2)),
         float(all(used[k] for k in into2)),
         float(max(sum(bool(cell[k]) for k in into3) - 1, 0)),
-        max((float(PATH_OP_COST[cell[list(p)]].sum()) for p in live_paths), default=0.0),
+        max((float(sum(PATH_OP_COST[cell[k]] for k in p)) for p in live_paths), default=0.0),
         float(len(live_paths)),
         float(max((sum(OPS[cell[k]] != "skip_connect" for k in p) for p in live_paths), default=0)),
     ]
