@@ -7,8 +7,8 @@ ones only (a least-squares fit to 80% of its archs: Spearman 0.950 on the rest w
 0.971 apart).
 
 ``structure_features`` (``STRUCTURE_NAMES``): the additions a cell's nodes perform and critical-path costs over its
-input-output paths. Not part of the predictor's features: measured in ``bench/structure_features.py``, they
-recover a device whose latency follows the critical path but do not raise few-shot scores on the 21 real devices
+input-output paths. Not part of the predictor's features: measured in ``bench/structure_features.py``, they raise a
+full fit of a device whose latency follows the critical path, not few-shot scores on the 21 real devices
 (docs/predictor.md).
 """
 
