@@ -21,6 +21,16 @@ NUM_NODES = 4
 EDGES: tuple[tuple[int, int], ...] = tuple((src, dst) for dst in range(1, NUM_NODES) for src in range(dst))
 """The 6 edges as (source, destination), in string order: (0,1), (0,2), (1,2), (0,3), (1,3), (2,3)."""
 NUM_ARCHS = len(OPS) ** len(EDGES)  # 15,625
+
+
+def _paths(node: int = 0) -> list[tuple[int, ...]]:
+    if node == NUM_NODES - 1:
+        return [()]
+    return [(k, *rest) for k, (src, dst) in enumerate(EDGES) if src == node for rest in _paths(dst)]
+
+
+PATHS: tuple[tuple[int, ...], ...] = tuple(_paths())
+"""The 4 input-output paths of the cell as edge indices: (0, 2, 5), (0, 4), (1, 5), (3,)."""
 SPACE = "nb201"
 # How an NB201 cell becomes a network: "reference" as the benchmark defines it, or "pruned" (ops without effect
 # removed); predictor/network.py builds both
