@@ -1,43 +1,23 @@
-"""Additive per-arch features: what a sum-of-op-costs latency model sees (torch-free), and the structure a sum misses.
+"""Additive per-arch features: what a sum-of-op-costs latency model sees (torch-free).
 
 Columns: intercept, disconnected flag, op counts (4 non-``none`` ops each) of live ops (on an input-output path),
 of zero-fed ops (reaching the output, not from the input: they compute on zeros) and of dead ops (not reaching the
 output), and per-edge live op one-hots (6 edges x 4 ops). Desktop runtimes run every op; pixel3's drops the dead
 ones only (a least-squares fit to 80% of its archs: Spearman 0.950 on the rest with zero-fed ops counted as dead,
 0.971 apart).
-
-``structure_features`` (``STRUCTURE_NAMES``): the additions a cell's nodes perform and critical-path costs over its
-input-output paths. Not part of the predictor's features: measured in ``bench/structure_features.py``, they raise a
-full fit of a device whose latency follows the critical path, not few-shot scores on the 21 real devices
-(docs/predictor.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
-from latfarm.predictor.nb201 import EDGES, OPS, PATHS, live_edges, official_ops_table, output_edges
+from latfarm.predictor.nb201 import EDGES, OPS, live_edges, official_ops_table, output_edges
 
 NUM_OP_TYPES = len(OPS) - 1  # non-"none" ops
 OP_KINDS = ("live", "zerofed", "dead")
 """What a non-``none`` op is in its cell, each counted per op type (module docstring)."""
-PATH_OP_COST = np.array([0.0, 0.0, 1 / 9, 1.0, 1 / 9])
-"""Device-agnostic cost of each op (by op id) on a path: a 3x3 conv 1, a 1x1 conv 1/9 (its share of the
-multiply-accumulates), a 3x3 average pool 1/9 (weighted as a 1x1 conv: it reads the same 3x3 window as the 3x3
-conv, and is bound by that memory traffic rather than by arithmetic), a skip 0."""
-STRUCTURE_NAMES: tuple[str, ...] = (
-    "sum2_built",  # node 2 adds two built (non-none) inputs
-    "sum2_used",  # ... and node 2 reaches the output (a pruning runtime keeps that addition)
-    "sums3",  # additions at the output node: its built inputs - 1 (0-2)
-    "path_cost_max",  # critical path: the largest PATH_OP_COST sum over live input-output paths
-    "live_paths",  # input-output paths of non-none ops (0-4)
-    "op_chain",  # the most computing ops (convs and pools: not skips) on one live path (0-3)
-)
-"""What a sum of per-op costs cannot express: node additions (kernels a runtime launches besides the ops), and
-the critical path, which sets the latency where parallel branches overlap."""
 
 
 def _names() -> list[str]:
@@ -68,27 +48,6 @@ def arch_features(ops: np.ndarray) -> np.ndarray:
             if live[k]:
                 out[row, edge_base + k * NUM_OP_TYPES + op - 1] = 1
     return out
-
-
-def structure_features(ops: np.ndarray) -> np.ndarray:
-    """[n, 6] op vectors -> [n, len(STRUCTURE_NAMES)] float64."""
-    cells = np.asarray(ops, dtype=np.int64).tolist()
-    return np.array([_structure(cell) for cell in cells], dtype=np.float64).reshape(-1, len(STRUCTURE_NAMES))
-
-
-def _structure(cell: Sequence[int]) -> list[float]:
-    """The ``STRUCTURE_NAMES`` values of one cell (op vector [6])."""
-    live, used = live_edges(cell), output_edges(cell)
-    into2, into3 = [k for k, (_, d) in enumerate(EDGES) if d == 2], [k for k, (_, d) in enumerate(EDGES) if d == 3]
-    live_paths = [p for p in PATHS if all(live[k] for k in p)]
-    return [
-        float(all(cell[k] for k in into2)),
-        float(all(used[k] for k in into2)),
-        float(max(sum(bool(cell[k]) for k in into3) - 1, 0)),
-        max((float(sum(PATH_OP_COST[cell[k]] for k in p)) for p in live_paths), default=0.0),
-        float(len(live_paths)),
-        float(max((sum(OPS[cell[k]] != "skip_connect" for k in p) for p in live_paths), default=0)),
-    ]
 
 
 def zero_fed_as_dead(phi: np.ndarray) -> np.ndarray:

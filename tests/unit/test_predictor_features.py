@@ -1,20 +1,11 @@
-"""Additive and structure features and the GCN: encoding and a training step."""
+"""Additive features, the cell's paths and the GCN: encoding and a training step."""
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from latfarm.predictor import nb201
-from latfarm.predictor.features import (
-    FEATURE_NAMES,
-    STRUCTURE_NAMES,
-    all_features,
-    arch_features,
-    structure_features,
-    zero_fed_as_dead,
-)
+from latfarm.predictor.features import FEATURE_NAMES, all_features, arch_features, zero_fed_as_dead
 from latfarm.predictor.gcn import LatencyGCN, all_graphs
-from latfarm.predictor.synthetic import synthetic_device
 
 
 def _col(name: str) -> int:
@@ -105,37 +96,3 @@ def test_paths_are_the_four_input_output_chains():
         nodes = [nb201.EDGES[path[0]][0]] + [nb201.EDGES[k][1] for k in path]
         assert nodes[0] == 0 and nodes[-1] == nb201.NUM_NODES - 1
         assert all(nb201.EDGES[a][1] == nb201.EDGES[b][0] for a, b in zip(path, path[1:], strict=False))
-
-
-def test_structure_block_counts_additions_and_the_critical_path():
-    # paths: 0->1->2->3 = conv3x3, conv3x3, pool; 0->1->3 = conv3x3, skip; 0->2->3 = conv1x1, pool; 0->3 = none
-    cell = nb201.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|none~0|skip_connect~1|avg_pool_3x3~2|")
-    # node 2 sums two inputs but leads nowhere: a pruning runtime drops that addition; node 3 adds two inputs
-    dead_node2 = nb201.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|")
-    f = structure_features(np.array([cell, dead_node2]))
-    col = STRUCTURE_NAMES.index
-    row = dict(zip(STRUCTURE_NAMES, f[0].tolist(), strict=True))
-    assert row == {
-        "sum2_built": 1,
-        "sum2_used": 1,
-        "sums3": 1,
-        "path_cost_max": 2 + 1 / 9,  # the longest path: two 3x3 convs and a pool
-        "live_paths": 3,
-        "op_chain": 3,
-    }
-    assert f[1, col("sum2_built")] == 1 and f[1, col("sum2_used")] == 0 and f[1, col("sums3")] == 0
-    assert f[1, col("live_paths")] == 1 and f[1, col("path_cost_max")] == 0 and f[1, col("op_chain")] == 0
-
-
-def test_structure_block_recovers_a_critical_path_device():
-    # a device whose cell costs its longest path (parallel branches overlap): the structure block is what lets a
-    # least-squares fit rank it (80% fitted, 20% scored)
-    lat = synthetic_device("critical_path", seed=0, noise=0.0)
-    order = np.random.default_rng(0).permutation(nb201.NUM_ARCHS)
-    fit, held = order[:12500], order[12500:]
-    additive = all_features()
-    scores = []
-    for x in (additive, np.hstack([additive, structure_features(nb201.official_ops_table())])):
-        w = np.linalg.lstsq(x[fit], lat[fit], rcond=None)[0]
-        scores.append(spearmanr(x[held] @ w, lat[held]).statistic)
-    assert scores[0] < 0.97 and scores[1] > scores[0] + 0.015
