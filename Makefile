@@ -30,11 +30,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 up: $(STAMP)
 	$(BIN)/latfarm up $(ARGS)
 
+# pytest-xdist workers (2 cores: 2); TEST_WORKERS=0 runs the suite in one process
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser tests will skip"
 	$(BIN)/ruff check .
 	$(MAKE) --no-print-directory typecheck
-	$(BIN)/pytest -q tests/unit tests/integration
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup tests/unit tests/integration
 
 # the fast loop: in-process tests only
 test-unit: $(STAMP)

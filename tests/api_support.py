@@ -55,11 +55,11 @@ def app_on(settings: Settings):
 
 
 @pytest.fixture
-def api(tmp_path, db_url):
+def api(tmp_path, migrated_db_url):
     """A TestClient on a fresh app and database (SQLite and PostgreSQL)."""
     from fastapi.testclient import TestClient
 
-    with app_on(make_settings(tmp_path, db_url)) as app, TestClient(app) as client:
+    with app_on(make_settings(tmp_path, migrated_db_url)) as app, TestClient(app) as client:
         yield client
 
 

@@ -160,3 +160,38 @@ def test_existing_devices_get_no_owner_and_keep_their_measurements(db_url):
             assert conn.execute(text("select count(*) from measurements")).scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def test_replayed_upgrade_builds_the_migrated_schema(db_url, pg_admin_engine, tmp_path):
+    """The ``migrated_db_url`` fixture's replay of the recorded migrations gives the schema and revision they do."""
+    from tests.conftest import _pg_schema, record_upgrade, replay_upgrade
+
+    def described(url: str) -> dict:
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                found = inspect(conn)
+                columns = found.get_columns
+                return {
+                    "revision": MigrationContext.configure(conn).get_current_revision(),
+                    "tables": {
+                        table: (
+                            [(c["name"], str(c["type"]), c["nullable"], c["default"]) for c in columns(table)],
+                            sorted(str(ix) for ix in found.get_indexes(table)),
+                            sorted(str(fk) for fk in found.get_foreign_keys(table)),
+                            sorted(str(uq) for uq in found.get_unique_constraints(table)),
+                        )
+                        for table in found.get_table_names()
+                    },
+                }
+        finally:
+            engine.dispose()
+
+    if db_url.startswith("sqlite"):
+        script = record_upgrade(f"sqlite:///{tmp_path / 'recorded.db'}")
+        replay_upgrade(db_url, script)
+        assert described(db_url) == described(f"sqlite:///{tmp_path / 'recorded.db'}")
+    else:
+        with _pg_schema(pg_admin_engine) as recorded:
+            replay_upgrade(db_url, record_upgrade(recorded))
+            assert described(db_url) == described(recorded)
