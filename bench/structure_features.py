@@ -1,8 +1,9 @@
-"""Does the NB201 structure block (``structure_features`` below: node additions, critical path; measured, not
-adopted: docs/predictor.md) help few-shot transfer? Adapts predictors without GCN (additive features, with or without the block) on the 21 real devices
-(leave-one-device-out, leave-one-family-out, cross-family split, as ``predictor_loo.py``) and on synthetic devices
-whose cell costs its longest path (``synthetic.py``'s ``critical_path``) or a sum (``overhead``); also fits each
-device's 80% with either basis and scores the other 20% (what the block can add with every arch measured).
+"""Does the NB201 structure block (``structure_features`` below: node additions, critical path; measured, not adopted:
+docs/predictor.md) help few-shot transfer? Adapts predictors without GCN (additive features, with or without the
+block) on the 21 real devices (leave-one-device-out, leave-one-family-out, cross-family split, as
+``predictor_loo.py``) and on synthetic devices whose cell costs its longest path (``synthetic.py``'s
+``critical_path``) or a sum (``overhead``); also fits each device's 80% with either basis and scores the other 20%
+(what the block can add with every arch measured).
 
 The block enters the cross-device prior as extra columns; ``--broad`` also adds it to the broad op-cost component
 (``prior.BROAD_FEATURES``), which lets a device's samples switch it on where the source devices lack it.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # its module server exports models first
 
 ROOT = Path(__file__).resolve().parents[2]
 LATFARM = str(Path(sys.executable).with_name("latfarm"))
