@@ -67,6 +67,15 @@ def unstable_note(count: int, where: str = "the device") -> str:
     return f" ({count} unstable: {where} was busy, its round medians over 5% apart even after a retry)"
 
 
+def adapted(state: dict, where: str = "the device") -> str:
+    """An active adaptation's state (``GET /v1/devices/{name}/adapt``) in a few words: its measured archs (how many
+    unstable on ``where``) and its fit error, e.g. ``10 measured archs, fit error 1.4%``."""
+    metrics = state.get("metrics") or {}
+    unstable = unstable_note(metrics.get("unstable", 0), where)
+    fit_error = metrics.get("fit_mean_abs_rel_error", 0.0)
+    return f"{state.get('samples')} measured archs{unstable}, fit error {fit_error:.1%}"
+
+
 def summary(items: list[dict]) -> str:
     """A finished batch in one line: archs measured (how many unstable) and failed."""
     done = [item for item in items if item.get("state") == "done"]

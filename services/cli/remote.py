@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,7 +71,7 @@ def _explained(command: str, client: Client) -> Iterator[None]:
     try:
         yield
     except LatfarmError as err:
-        raise SystemExit(f"{command}: {err.message}{_what_to_do(err, client)}") from err
+        raise SystemExit(f"{command}: {_as_flag(err)}{_what_to_do(err, client)}") from err
 
 
 def _what_to_do(err: LatfarmError, client: Client) -> str:
@@ -79,7 +80,32 @@ def _what_to_do(err: LatfarmError, client: Client) -> str:
         return f"; is the server running at {client.base_url}? (--server / LATFARM_SERVER)"
     if err.code in ("unauthenticated", "permission_denied"):
         return "; pass an API key that may do this with --key or LATFARM_API_KEY"
+    if err.status == 404 and err.code != "not_found":  # no route (an unknown device is not_found): not a REST root
+        root = "the server's REST base URL, http://HOST:PORT with no path"
+        return f" at {client.base_url}: --server / LATFARM_SERVER is {root}"
     return ""
+
+
+# The command-line flag of each request field ``measure`` sets, for the server's messages naming a field.
+FLAGS = {
+    "format": "--format",
+    "protocol.rounds": "--rounds",
+    "protocol.runs_per_round": "--runs",
+    "protocol.warmup_runs": "--warmup",
+    "protocol.statistic": "--statistic",
+    "conditions.batch_size": "--batch-size",
+    "precision": "--precision",
+    "graph": "--graph",
+}
+
+
+def _as_flag(err: LatfarmError) -> str:
+    """The server's message, led by the flag of the field it names (``--statistic: ...`` for
+    ``protocol.statistic: ...``); unchanged for a field no flag sets."""
+    flag = FLAGS.get(err.field or "")
+    if flag is None:
+        return err.message
+    return f"{flag}: {err.message.removeprefix(f'{err.field}: ')}"
 
 
 def measure(
@@ -134,6 +160,8 @@ def measure(
         measure_results.canonical_archs(chosen, space)  # a bad arch is refused before any request
     except (UnknownSpace, ArchError) as err:
         raise SystemExit(f"latfarm measure: {err}") from err
+    if out:
+        _check_out(out, wait)
     settings = {"rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "statistic": statistic}
     protocol = {name: value for name, value in settings.items() if value is not None} or None
     overrides = {"batch_size": batch_size, "precision": precision, "graph": graph}
@@ -149,7 +177,11 @@ def measure(
         return
     items = result.get("items", [])
     if out:
-        measure_results.write_csv(out, items, result.get("conditions", {}))
+        try:
+            measure_results.write_csv(out, items, result.get("conditions", {}))
+        except OSError as err:
+            stored = f"the results are stored: GET /v1/jobs/{result['id']}?items=true"
+            raise SystemExit(f"latfarm measure: cannot write {out}: {err.strerror or err}; {stored}") from err
         typer.echo(f"{measure_results.summary(items)}: {out}")
         return
     for item in items:
@@ -158,14 +190,36 @@ def measure(
 
 def _client(server: str | None, key: str | None, command: str) -> Client:
     """A REST client for the flags given, else for the client settings (``command``: the error lines' prefix); a
-    server given without a scheme is ``http://``."""
+    server given without a scheme is ``http://``. No key at all exits 1 before any request: every route they call
+    takes one."""
     from latfarm.services.cli.errors import settings_from_env
     from latfarm.services.client import Client
     from latfarm.services.core.config import ClientSettings
 
     settings = settings_from_env(ClientSettings, command, server=server, api_key=key)
+    if not settings.api_key:
+        raise SystemExit(
+            f"{command}: no API key: set LATFARM_API_KEY (or pass --key); "
+            "latfarm up keeps its admin key in <data-dir>/admin.key (latfarm-data/admin.key by default)"
+        )
     url = settings.server if "://" in settings.server else f"http://{settings.server}"  # HOST:PORT is taken too
     return Client(url, settings.api_key)
+
+
+def _check_out(path: Path, wait: bool) -> None:
+    """Refuse ``--out`` before anything is queued (``typer.BadParameter``) where no CSV would be written: with
+    ``--no-wait`` (no results to write), at a folder, or in a folder that does not exist or is not writable."""
+    if not wait:
+        problem = "--no-wait does not wait for the results it would write; drop one of them"
+    elif path.is_dir():
+        problem = f"{path} is a folder; give a file name"
+    elif not path.parent.is_dir():
+        problem = f"{path}: no folder {path.parent}"
+    elif not os.access(path if path.exists() else path.parent, os.W_OK):
+        problem = f"{path}: not writable"
+    else:
+        return
+    raise typer.BadParameter(f"{problem} (nothing was queued)", param_hint="--out")
 
 
 def read_archs(path: Path) -> list[str]:
@@ -277,7 +331,10 @@ def adapt(
 
     Always a new adaptation, even when one of the same K is active (latfarm up reuses it). It takes the device's
     owner's key or an admin key. With no agent of the device online it says so and exits 1 without starting (unless
-    --wait-for-agent or --no-wait); Ctrl-C while waiting cancels the adaptation and its unfinished jobs (exit 130)."""
+    --wait-for-agent or --no-wait); Ctrl-C while waiting cancels the adaptation and its unfinished jobs (exit 130).
+    Once active it prints the measured archs and the fit error."""
+    from latfarm.services.cli.measure_results import adapted
+
     client = _client(server, key, "latfarm adapt")
     with exit_on_error("latfarm adapt"), _explained("latfarm adapt", client):
         if cancel:
@@ -292,13 +349,14 @@ def adapt(
             )
             return
         try:
-            client.wait_adaptation(device, space, progress=True)
+            state = client.wait_adaptation(device, space, progress=True)
         except TimeoutError as err:
             raise SystemExit(f"latfarm adapt: {err}; it goes on (latfarm adapt {device} --cancel stops it)") from err
         except KeyboardInterrupt:
             cancelled = _cancelled(client.cancel_adaptation(device, space), device)
             typer.echo(f"latfarm adapt: interrupted; {cancelled}", err=True)
             raise typer.Exit(130) from None
+        typer.echo(f"{space} predictor of {device} active: {adapted(state)}")
 
 
 def _cancelled(state: dict, device: str) -> str:

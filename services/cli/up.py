@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from latfarm.agents.state import load_state
 from latfarm.services.cli.errors import exit_on_error
-from latfarm.services.cli.measure_results import unstable_note
+from latfarm.services.cli.measure_results import adapted
 from latfarm.services.client import Client, LatfarmError
 from latfarm.services.core.config import Settings, env_name
 from latfarm.services.core.lifetime import die_with_parent
@@ -278,15 +278,12 @@ def run_up(settings: Settings, *, device: str = "local", samples: int | None = N
 
 
 def _summary(base: str, key: str, device: str, state: dict) -> None:
-    metrics = state.get("metrics") or {}
-    fit_error = metrics.get("fit_mean_abs_rel_error", 0.0)
-    unstable = unstable_note(metrics.get("unstable", 0), "this machine")
     console.print(
         f"\n[bold green]latfarm is up.[/] Predictions for all 15,625 NB201 archs on [bold]{device}[/] are served.\n"
         f"  API docs   {base}/docs\n"
         f"  admin UI   {base}/admin\n"
         f"  admin key  {key}\n"
-        f"  predictor  {state.get('samples')} measured archs{unstable}, fit error {fit_error:.1%}\n"
+        f"  predictor  {adapted(state, 'this machine')}\n"
         f"  try        curl -s -H 'Authorization: Bearer {key}' -H 'content-type: application/json' "
         f"""-d '{{"device": "{device}", "archs": [0, 1, 2]}}' {base}/v1/predict\n"""
         "Ctrl-C stops everything.",

@@ -112,3 +112,22 @@ def test_every_client_command_explains_a_wrong_key_and_a_missing_or_foreign_serv
     foreign = run(not_latfarm, ADMIN_KEY)
     assert foreign.startswith(name) and "not a latfarm answer" in foreign and "<" not in foreign, foreign
     assert foreign.endswith(f"is the server running at {not_latfarm}? (--server / LATFARM_SERVER)")
+
+
+@pytest.mark.parametrize("command", CLIENT_COMMANDS)
+def test_every_client_command_explains_no_key_and_a_server_url_with_a_path_in_one_line(live_api, monkeypatch, command):
+    """No key at all is refused before any request, saying where ``latfarm up`` keeps its admin key; a ``--server``
+    with a path (``.../v1``: no route there) says that it takes the REST base URL."""
+    url, _ = live_api
+    monkeypatch.delenv("LATFARM_API_KEY", raising=False)
+    args = CLIENT_COMMANDS[command]
+    no_key = one_line_failure(CliRunner().invoke(app, [*args, "--server", "http://127.0.0.1:9"]))
+    assert no_key == (
+        f"latfarm {args[0]}: no API key: set LATFARM_API_KEY (or pass --key); "
+        "latfarm up keeps its admin key in <data-dir>/admin.key (latfarm-data/admin.key by default)"
+    )
+    with_path = one_line_failure(CliRunner().invoke(app, [*args, "--server", f"{url}/v1", "--key", ADMIN_KEY]))
+    assert with_path == (
+        f"latfarm {args[0]}: Not Found at {url}/v1: --server / LATFARM_SERVER is the server's REST base URL, "
+        "http://HOST:PORT with no path"
+    )

@@ -65,6 +65,6 @@ def test_an_http1_port_is_said_once_not_retried():
 
 
 def test_the_rest_commands_take_host_port_as_http(tmp_path):
-    result = CliRunner().invoke(app, ["predict", "gpu", "0", "--server", "127.0.0.1:1"])
+    result = CliRunner().invoke(app, ["predict", "gpu", "0", "--server", "127.0.0.1:1", "--key", "k"])
     assert result.exit_code == 1
     assert "is the server running at http://127.0.0.1:1?" in result.output

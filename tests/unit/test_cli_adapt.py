@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import re
+import time
+
+import numpy as np
 from typer.testing import CliRunner
 
 from latfarm.services.cli import app
@@ -119,3 +123,38 @@ def test_adapt_always_starts_a_new_adaptation_even_of_the_active_k(live_api):
     assert states == ["active", "measuring"]
     shown = " ".join(CliRunner().invoke(app, ["adapt", "--help"], env={"COLUMNS": "400"}).output.split())
     assert "Always a new adaptation, even when one of the same K is active (latfarm up reuses it)." in shown
+
+
+def test_adapt_says_what_it_fitted_once_active(live_api, tmp_path):
+    """Waiting ``latfarm adapt`` ends with one line on stdout: the space, the device, its measured archs (unstable ones
+    counted) and the fit error, as ``latfarm up``'s summary names them."""
+    from types import SimpleNamespace
+
+    from latfarm.services.domain.adaptation import advance_all
+    from tests.unit.test_api_adapt import _agent_measures
+
+    url, server = live_api
+    add_device_live(server)
+    proc = interruptible_cli(
+        "adapt", "gpu-b2", "--samples", "3", "--wait-for-agent", "--server", url, "--key", ADMIN_KEY
+    )
+    deadline = time.monotonic() + 60
+    while not _jobs(server):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    truth = np.linspace(1.0, 3.0, 15625)  # any positive latencies: the fit's error is what is printed
+    assert _agent_measures(SimpleNamespace(app=server), tmp_path, "gpu-b2", truth, unstable=True) == 3
+    assert advance_all(server.state.sessions, server.state.predictions.predictor_loader) == 1  # the adapt worker's step
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert re.fullmatch(
+        r"nb201 predictor of gpu-b2 active: 3 measured archs \(3 unstable: the device was busy, its round medians "
+        r"over 5% apart even after a retry\), fit error \d+\.\d%\n",
+        out,
+    ), out
+    assert "gpu-b2: active (3/3 measured)" in err  # the progress lines stay on stderr
+
+
+def _jobs(server) -> int:
+    with server.state.sessions() as session:
+        return session.query(Job).count()

@@ -82,7 +82,7 @@ def test_every_command_but_the_agent_names_its_extra():
 
 
 def test_the_client_extra_alone_runs_the_client_commands():
-    run = latfarm_without(SERVER_ONLY, "predict", "d", "0", "--server", CLOSED)
+    run = latfarm_without(SERVER_ONLY, "predict", "d", "0", "--server", CLOSED, "--key", "k")
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
     assert f"is the server running at {CLOSED}?" in run.stderr
     run = latfarm_without(SERVER_ONLY, "adapt", "d", "--samples", "2", "--server", CLOSED)  # K checked locally

@@ -4,6 +4,7 @@ and the batch's conditions, on the terminal and in the CSV."""
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -214,3 +215,70 @@ def test_random_draws_distinct_reference_archs_in_every_space_with_a_reference_s
         random_archs("fbnet", 5001, seed=0)
     shown = " ".join(CliRunner().invoke(app, ["measure", "--help"], env={"COLUMNS": "400"}).output.split())
     assert "distinct archs of its reference set (NB201: official indices; FBNet: HELP's 5,000)" in shown
+
+
+def test_an_out_no_csv_can_be_written_to_is_refused_before_anything_is_queued(live_api, tmp_path):
+    """``--out`` in a missing folder, at a folder, or with ``--no-wait`` (no results to write) is one usage error
+    naming it, before any job is queued; the CSV is not left to fail after the measurements."""
+    url, server = live_api
+    add_device_live(server)
+    cases = [
+        (["--out", str(tmp_path / "missing" / "x.csv")], f"no folder {tmp_path / 'missing'}"),
+        (["--out", str(tmp_path)], "is a folder; give a file name"),
+        (["--out", str(tmp_path / "x.csv"), "--no-wait"], "--no-wait does not wait for the results"),
+    ]
+    for args, named in cases:
+        command = ["measure", "gpu-b2", "1", "--wait-for-agent", *args, "--server", url, "--key", ADMIN_KEY]
+        result = CliRunner().invoke(app, command)
+        shown = " ".join(result.output.replace("│", " ").split())
+        assert result.exit_code == 2 and "Invalid value for --out" in shown, result.output
+        assert named in shown and "(nothing was queued)" in shown, result.output
+    with server.state.sessions() as session:
+        assert session.query(Job).count() == 0
+
+
+def test_a_csv_that_cannot_be_written_after_measuring_says_where_the_results_are(monkeypatch, live_api, tmp_path):
+    """The folder of ``--out`` gone while the batch ran: one line naming the file and the batch's REST route (the
+    results are stored on the server), exit 1, no traceback."""
+    url, server = live_api
+    add_device_live(server)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    real_submit = Client.submit
+
+    def submit_finish_and_remove_the_folder(self, *a, **kw):
+        batch_id = real_submit(self, *a, **kw)
+        finish_batch(server, batch_id)
+        folder.rmdir()
+        return batch_id
+
+    monkeypatch.setattr(Client, "submit", submit_finish_and_remove_the_folder)
+    out = folder / "x.csv"
+    command = ["measure", "gpu-b2", "9", "--wait-for-agent", "--out", str(out), "--server", url, "--key", ADMIN_KEY]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]  # after the note that no agent is online
+    assert "Traceback" not in result.output
+    assert last.startswith(f"latfarm measure: cannot write {out}: No such file or directory")
+    assert re.search(r"the results are stored: GET /v1/jobs/[0-9a-f]+\?items=true$", last)
+
+
+def test_the_servers_refusal_of_an_option_names_its_flag(live_api):
+    """A value only the server checks (``--statistic``, ``--format``, ``--precision``) is refused naming the flag,
+    not the request field (``protocol.statistic``); nothing is queued."""
+    url, server = live_api
+    add_device_live(server)
+    cases = [
+        (["--statistic", "mean"], "latfarm measure: --statistic: Input should be 'min' or 'median'"),
+        (["--format", "tflit"], "latfarm measure: --format: Input should be 'onnx' or 'tflite'"),
+        (["--precision", "fp64"], "latfarm measure: --precision: precision must be one of fp32, fp16, int8"),
+        (["--batch-size", "5000"], "latfarm measure: --batch-size: Input should be less than or equal to 1024"),
+    ]
+    for args, line in cases:
+        result = CliRunner().invoke(
+            app, ["measure", "gpu-b2", "1", "--wait-for-agent", *args, "--server", url, "--key", ADMIN_KEY]
+        )
+        last = result.output.strip().splitlines()[-1]  # after the note that no agent is online
+        assert result.exit_code == 1 and last.startswith(line), result.output
+    with server.state.sessions() as session:
+        assert session.query(Job).count() == 0
