@@ -149,7 +149,7 @@ class Predictor(CheckpointMeta):
         if len(lat) != len(idx):
             raise ValueError(f"{len(idx)} indices but {len(lat)} latencies")
         post = posterior(self.prior, self.phi[idx], lat, float(self.meta["default_scale_ms"]))
-        post = self.calibration.apply(post, lat)
+        post = self.calibration.apply(post, self.phi[idx], lat)
         return DeviceModel(self, post, idx, lat)
 
 
