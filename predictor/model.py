@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from latfarm.predictor.calibration import Calibration
 from latfarm.predictor.features import all_features, zero_fed_as_dead
 from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.nb201 import NUM_ARCHS
@@ -65,14 +64,8 @@ class Predictor(CheckpointMeta):
         self.gcn_state = gcn_state
         self.phi = np.hstack([all_features(), self.embeddings])  # [15625, F]
         self.planning_phi = zero_fed_as_dead(self.phi)
-        self.calibration = Calibration.from_meta(meta.get("calibration"))
         if self.phi.shape[1] != len(prior.mean):
             raise ValueError(f"checkpoint mismatch: {self.phi.shape[1]} features but a prior of {len(prior.mean)}")
-
-    def calibrate(self, calibration: Calibration) -> None:
-        """Use ``calibration`` for every later adaptation, and store it in the checkpoint's metadata."""
-        self.calibration = calibration
-        self.meta["calibration"] = calibration.to_meta()
 
     # --- checkpoints -------------------------------------------------------------------------------------
     @property
@@ -142,14 +135,12 @@ class Predictor(CheckpointMeta):
         )
 
     def adapt(self, indices: Sequence[int] | np.ndarray, latencies_ms: Sequence[float] | np.ndarray) -> DeviceModel:
-        """A device model from measured (index, ms) pairs, its spread calibrated for their number (``calibration``);
-        no samples = the unadapted prior at a typical scale."""
+        """A device model from measured (index, ms) pairs; no samples = the unadapted prior at a typical scale."""
         idx = _check_indices(indices)
         lat = checked_latencies(np.asarray(latencies_ms, dtype=np.float64).reshape(-1), "adapt")
         if len(lat) != len(idx):
             raise ValueError(f"{len(idx)} indices but {len(lat)} latencies")
         post = posterior(self.prior, self.phi[idx], lat, float(self.meta["default_scale_ms"]))
-        post = self.calibration.apply(post, self.phi[idx], lat)
         return DeviceModel(self, post, idx, lat)
 
 
