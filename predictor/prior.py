@@ -72,14 +72,24 @@ def ridge_head(phi: np.ndarray, y: np.ndarray, lam: float = 1e-3) -> np.ndarray:
 
 def fit_prior(phi: np.ndarray, latencies: dict[str, np.ndarray]) -> tuple[Prior, dict[str, np.ndarray]]:
     """Prior from source devices (ms arrays by official index, NaN = not measured); also returns their heads."""
-    heads, noise = {}, []
+    heads, noise = source_heads(phi, latencies)
+    return prior_from_heads(list(heads.values()), list(noise.values())), heads
+
+
+def source_heads(phi: np.ndarray, latencies: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Each source device's head (``ridge_head`` of its latency over its mean) and its residual variance (the
+    mean squared normalised residual over its measured archs), by device name."""
+    heads, noise = {}, {}
     for name, lat in latencies.items():
         y = lat / np.nanmean(lat)
-        w = ridge_head(phi, y)
-        heads[name] = w
-        resid = (y - phi @ w)[~np.isnan(y)]
-        noise.append(float(np.mean(resid**2)))
-    w_all = np.stack(list(heads.values()))
+        heads[name] = ridge_head(phi, y)
+        noise[name] = float(np.mean((y - phi @ heads[name])[~np.isnan(y)] ** 2))
+    return heads, noise
+
+
+def prior_from_heads(heads: list[np.ndarray], noise: list[float]) -> Prior:
+    """The prior of source heads [F] each and their residual variances (``source_heads``)."""
+    w_all = np.stack(heads)
     mean = w_all.mean(0)
     cov = np.cov(w_all.T) if len(w_all) > 1 else np.zeros((len(mean), len(mean)))
     cov = cov + SCALE_VARIANCE * np.outer(mean, mean) + JITTER * np.eye(len(mean))
@@ -87,7 +97,7 @@ def fit_prior(phi: np.ndarray, latencies: dict[str, np.ndarray]) -> tuple[Prior,
     grid = np.geomspace(max(min(noise) / 3, 1e-6), max(noise) * 3, NOISE_GRID_SIZE)
     log_noise = np.log(np.maximum(noise, 1e-6))
     log_prior = -0.5 * ((np.log(grid) - log_noise.mean()) / max(float(log_noise.std()), 1.0)) ** 2
-    return Prior(mean, cov, spread, grid, log_prior), heads
+    return Prior(mean, cov, spread, grid, log_prior)
 
 
 @dataclass(frozen=True)
