@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from latfarm.services.cli.errors import exit_on_error
+from latfarm.services.cli.errors import exit_on_error, interrupted
 from latfarm.services.cli.options import Samples
 
 if TYPE_CHECKING:
@@ -285,9 +285,9 @@ def _measure_with_progress(client, device, space, archs, fmt, wait, timeout, pro
             return client.wait(batch_id, timeout=timeout, on_progress=show)
     except KeyboardInterrupt:
         cancelled = client.cancel(batch_id)["cancelled_now"]
-        message = f"latfarm measure: interrupted; cancelled {cancelled} unfinished job(s) of batch {batch_id}"
-        typer.echo(message, err=True)
-        raise typer.Exit(130) from None
+        raise interrupted(
+            f"latfarm measure: interrupted; cancelled {cancelled} unfinished job(s) of batch {batch_id}"
+        ) from None
 
 
 def cancel(
@@ -354,8 +354,7 @@ def adapt(
             raise SystemExit(f"latfarm adapt: {err}; it goes on (latfarm adapt {device} --cancel stops it)") from err
         except KeyboardInterrupt:
             cancelled = _cancelled(client.cancel_adaptation(device, space), device)
-            typer.echo(f"latfarm adapt: interrupted; {cancelled}", err=True)
-            raise typer.Exit(130) from None
+            raise interrupted(f"latfarm adapt: interrupted; {cancelled}") from None
         typer.echo(f"{space} predictor of {device} active: {adapted(state)}")
 
 
