@@ -148,7 +148,8 @@ def measure(
     """Measure archs on a device's agents: queue the jobs, wait with a progress bar, print or save the results.
 
     With no agent of the device online it says so and exits 1 without queueing (unless --wait-for-agent or
-    --no-wait); Ctrl-C while waiting cancels the batch's unfinished jobs."""
+    --no-wait); Ctrl-C while waiting cancels the batch's unfinished jobs (exit 130). Exit status 1 when no arch
+    was measured (every job failed)."""
     from latfarm.predictor.spaces import ArchError, UnknownSpace
     from latfarm.services.cli import measure_results
 
@@ -183,9 +184,11 @@ def measure(
             stored = f"the results are stored: GET /v1/jobs/{result['id']}?items=true"
             raise SystemExit(f"latfarm measure: cannot write {out}: {err.strerror or err}; {stored}") from err
         typer.echo(f"{measure_results.summary(items)}: {out}")
-        return
-    for item in items:
-        typer.echo(measure_results.line(item))
+    else:
+        for item in items:
+            typer.echo(measure_results.line(item))
+    if not any(item.get("state") == "done" for item in items):
+        raise typer.Exit(1)
 
 
 def _client(server: str | None, key: str | None, command: str) -> Client:
