@@ -169,8 +169,10 @@ def measure(
     conditions = {name: value for name, value in overrides.items() if value is not None} or None
     try:
         with _client(server, key, "latfarm measure") as client, _explained("latfarm measure", client):
-            _check_agents(client, device, "latfarm measure", refuse=wait and not wait_for_agent)
-            result = _measure_with_progress(client, device, space, chosen, fmt, wait, timeout, protocol, conditions)
+            offline = _check_agents(client, device, "latfarm measure", refuse=wait and not wait_for_agent)
+            result = _measure_with_progress(
+                client, device, space, chosen, fmt, wait, timeout, protocol, conditions, offline
+            )
     except TimeoutError as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if not wait:
@@ -234,12 +236,13 @@ def read_archs(path: Path) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
-def _check_agents(client: Client, device: str, command: str, refuse: bool) -> None:
-    """Say at once when no agent of ``device`` is online, and how to start one (with the enrollment step only
-    when the device has no agent yet); with ``refuse``, exit 1."""
+def _check_agents(client: Client, device: str, command: str, refuse: bool) -> str:
+    """When no agent of ``device`` is online, and how to start one (with the enrollment step only when the device
+    has no agent yet): with ``refuse``, exit 1 saying so; else the line to print once its jobs are queued (a
+    refusal of the request then leaves nothing waiting). '' when an agent is online."""
     found = client.device(device)
     if found["agents_online"]:
-        return
+        return ""
     if found["agents"]:
         start = "start its agent: latfarm agent --server HOST:50051 --state-dir DIR (the folder with its credential)"
     else:
@@ -250,8 +253,13 @@ def _check_agents(client: Client, device: str, command: str, refuse: bool) -> No
     offline = f"no agent of device {device!r} is online"
     if refuse:
         raise SystemExit(f"{command}: {offline}; nothing was queued; {start}; --wait-for-agent queues and waits anyway")
-    note = f"{offline}, so its jobs wait queued until one connects; {start}"
-    typer.echo(f"{command}: {note}", err=True)
+    return f"{command}: {offline}, so its jobs wait queued until one connects; {start}"
+
+
+def _note(line: str) -> None:
+    """Print ``line`` on stderr, unless it is ''."""
+    if line:
+        typer.echo(line, err=True)
 
 
 def random_archs(space: str, n: int, seed: int) -> list[str | int]:
@@ -271,12 +279,19 @@ def random_archs(space: str, n: int, seed: int) -> list[str | int]:
     return list(random.Random(seed).sample(range(len(reference)), n))
 
 
-def _measure_with_progress(client, device, space, archs, fmt, wait, timeout, protocol, conditions) -> dict:
+def _measure_with_progress(client, device, space, archs, fmt, wait, timeout, protocol, conditions, offline) -> dict:
+    """Queue the batch, print ``offline`` (``_check_agents``'s line, '' for none) once it is queued, and with
+    ``wait`` wait for it under a progress bar (Ctrl-C cancels its unfinished jobs, exit 130); returns its answer."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if not wait:
-        return client.measure(device, archs, fmt=fmt, wait=False, protocol=protocol, conditions=conditions, space=space)
+        queued = client.measure(
+            device, archs, fmt=fmt, wait=False, protocol=protocol, conditions=conditions, space=space
+        )
+        _note(offline)
+        return queued
     batch_id = client.submit(device, archs, fmt=fmt, space=space, protocol=protocol, conditions=conditions)
+    _note(offline)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, transient=True) as bar:
@@ -343,8 +358,9 @@ def adapt(
         if cancel:
             typer.echo(_cancelled(client.cancel_adaptation(device, space), device))
             return
-        _check_agents(client, device, "latfarm adapt", refuse=wait and not wait_for_agent)
+        offline = _check_agents(client, device, "latfarm adapt", refuse=wait and not wait_for_agent)
         started = client.adapt(device, samples=samples, wait=False, space=space)
+        _note(offline)
         if not wait:
             typer.echo(
                 f"adaptation {started['id']} of {device} started ({samples} archs queued); progress: "

@@ -4,6 +4,7 @@ and the batch's conditions, on the terminal and in the CSV."""
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 
 import pytest
@@ -287,11 +288,9 @@ def test_the_servers_refusal_of_an_option_names_its_flag(live_api):
         (["--precision", "fp64"], "latfarm measure: --precision: precision must be one of fp32, fp16, int8"),
         (["--batch-size", "5000"], "latfarm measure: --batch-size: Input should be less than or equal to 1024"),
     ]
-    for args, line in cases:
-        result = CliRunner().invoke(
-            app, ["measure", "gpu-b2", "1", "--wait-for-agent", *args, "--server", url, "--key", ADMIN_KEY]
-        )
-        last = result.output.strip().splitlines()[-1]  # after the note that no agent is online
-        assert result.exit_code == 1 and last.startswith(line), result.output
+    for (args, line), wait in itertools.product(cases, ["--wait-for-agent", "--no-wait"]):
+        result = CliRunner().invoke(app, ["measure", "gpu-b2", "1", wait, *args, "--server", url, "--key", ADMIN_KEY])
+        (only,) = result.output.strip().splitlines()  # no note that its jobs wait queued: none were
+        assert result.exit_code == 1 and only.startswith(line), result.output
     with server.state.sessions() as session:
         assert session.query(Job).count() == 0
