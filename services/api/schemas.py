@@ -422,7 +422,7 @@ class ErrorOut(BaseModel):
 
     detail: str
     message: str
-    code: str | None = Field(None, description="invalid_argument, unauthenticated, not_found, ... (gRPC names)")
+    code: str = Field(description="invalid_argument, unauthenticated, not_found, ... (gRPC names)")
     field: str | None = Field(None, description="the field it concerns, by its path (a 422: the first invalid one)")
     errors: list[FieldError] | None = Field(None, description="a 422: each invalid field and what is wrong with it")
 
