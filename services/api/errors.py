@@ -213,8 +213,10 @@ async def _arch_error(request: Request, exc: ValueError) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    """The framework's own refusals (404 for an unrouted path, 405 for a method its path lacks) in the one shape."""
-    response = error(exc.status_code, str(exc.detail), code=status_code(exc.status_code))
+    """The framework's own refusals in the one shape: 404 for a path no route serves (``field``: ``path``, which
+    tells it from a route's 404 for a resource), 405 for a method its path lacks."""
+    unrouted = {"field": "path"} if exc.status_code == 404 and "route" not in request.scope else {}
+    response = error(exc.status_code, str(exc.detail), code=status_code(exc.status_code), **unrouted)
     response.headers.update(exc.headers or {})
     if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
         response.headers["Allow"] = ", ".join(allowed_methods(request))

@@ -80,10 +80,16 @@ def _what_to_do(err: LatfarmError, client: Client) -> str:
         return f"; is the server running at {client.base_url}? (--server / LATFARM_SERVER)"
     if err.code in ("unauthenticated", "permission_denied"):
         return "; pass an API key that may do this with --key or LATFARM_API_KEY"
-    if err.status == 404 and err.code != "not_found":  # no route (an unknown device is not_found): not a REST root
+    if _no_route(err):
         root = "the server's REST base URL, http://HOST:PORT with no path"
         return f" at {client.base_url}: --server / LATFARM_SERVER is {root}"
     return ""
+
+
+def _no_route(err: LatfarmError) -> bool:
+    """Whether ``err`` is a 404 for a path no route serves (latfarm names the ``path``; another server's has no
+    ``not_found`` code), not for a resource: the base URL is no REST root."""
+    return err.status == 404 and (err.code != "not_found" or err.field == "path")
 
 
 # The command-line flag of each request field ``measure`` sets, for the server's messages naming a field.
@@ -321,7 +327,7 @@ def cancel(
         try:
             answer = client.cancel(batch)
         except LatfarmError as err:
-            if err.code == "not_found":  # an adaptation id is no batch id
+            if err.code == "not_found" and not _no_route(err):  # an adaptation id is no batch id
                 err.message += "; to cancel an adaptation: latfarm adapt DEVICE --cancel"
             raise
     progress = answer["progress"]

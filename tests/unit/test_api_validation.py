@@ -56,16 +56,17 @@ def test_the_frameworks_own_refusals_have_the_one_shape_with_a_code(api, keys):
     from latfarm.services.api.schemas import ErrorOut
 
     cases = [
-        (api.get("/v1/nope", headers=keys["admin"]), 404, "not_found"),  # no route
-        (api.get("/nope"), 404, "not_found"),
-        (api.put("/v1/keys", headers=keys["admin"]), 405, "unimplemented"),  # a method the path lacks
-        (api.delete("/v1/devices", headers=keys["admin"]), 405, "unimplemented"),
+        (api.get("/v1/nope", headers=keys["admin"]), 404, "not_found", "path"),  # no route
+        (api.get("/nope"), 404, "not_found", "path"),
+        (api.get("/v1/devices/nope", headers=keys["admin"]), 404, "not_found", None),  # a route's: no such device
+        (api.put("/v1/keys", headers=keys["admin"]), 405, "unimplemented", None),  # a method the path lacks
+        (api.delete("/v1/devices", headers=keys["admin"]), 405, "unimplemented", None),
     ]
-    for response, status, code in cases:
+    for response, status, code, field in cases:
         assert response.status_code == status, response.text
         body = response.json()
         ErrorOut.model_validate(body)
-        assert body["code"] == code and body["message"] == body["detail"], body
+        assert (body["code"], body.get("field")) == (code, field) and body["message"] == body["detail"], body
 
 
 def test_an_unhandled_error_is_a_500_in_the_one_shape_without_its_message(api):
