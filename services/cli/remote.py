@@ -47,8 +47,8 @@ def predict(
     A measurement whose repeatability check failed is marked UNSTABLE; exit status 1 when no arch has an estimate."""
     from latfarm.services.cli.measure_results import arch_values
 
-    client = _client(server, key, "latfarm predict")
-    with _explained("latfarm predict", client):
+    client = client_for(server, key, "latfarm predict")
+    with explained("latfarm predict", client):
         items = client.predict(device, arch_values(archs), space=space)
     adapt = f"latfarm adapt {device} --samples K" + ("" if space == "nb201" else f" --space {space}")
     for item in items:
@@ -63,7 +63,7 @@ def predict(
 
 
 @contextmanager
-def _explained(command: str, client: Client) -> Iterator[None]:
+def explained(command: str, client: Client) -> Iterator[None]:
     """Run the block; a client error exits with one line: the server's message (an unknown device's names the
     known ones) and what to do about it (start the server / check ``--server``, pass a key)."""
     from latfarm.services.client import LatfarmError
@@ -168,13 +168,13 @@ def measure(
     except (UnknownSpace, ArchError) as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if out:
-        _check_out(out, wait)
+        check_out(out, wait)
     settings = {"rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "statistic": statistic}
     protocol = {name: value for name, value in settings.items() if value is not None} or None
     overrides = {"batch_size": batch_size, "precision": precision, "graph": graph}
     conditions = {name: value for name, value in overrides.items() if value is not None} or None
     try:
-        with _client(server, key, "latfarm measure") as client, _explained("latfarm measure", client):
+        with client_for(server, key, "latfarm measure") as client, explained("latfarm measure", client):
             offline = _check_agents(client, device, "latfarm measure", refuse=wait and not wait_for_agent)
             result = _measure_with_progress(
                 client, device, space, chosen, fmt, wait, timeout, protocol, conditions, offline
@@ -182,15 +182,24 @@ def measure(
     except TimeoutError as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if not wait:
-        typer.echo(f"queued batch {result['id']} ({len(chosen)} jobs); progress: GET /v1/jobs/{result['id']}")
+        typer.echo(f"queued batch {result['id']} ({len(chosen)} jobs); its results: latfarm results {result['id']}")
         return
-    items = result.get("items", [])
+    show_results("latfarm measure", result, out)
+
+
+def show_results(command: str, batch: dict, out: Path | None) -> None:
+    """A batch's items (``GET /v1/jobs/{id}?items=true``) as lines, or as CSV at ``out`` with a one-line summary;
+    exit 1 when no arch was measured (none done), or when the CSV cannot be written (saying where the results are).
+    """
+    from latfarm.services.cli import measure_results
+
+    items = batch.get("items", [])
     if out:
         try:
-            measure_results.write_csv(out, items, result.get("conditions", {}))
+            measure_results.write_csv(out, items, batch.get("conditions", {}))
         except OSError as err:
-            stored = f"the results are stored: GET /v1/jobs/{result['id']}?items=true"
-            raise SystemExit(f"latfarm measure: cannot write {out}: {err.strerror or err}; {stored}") from err
+            stored = f"the results are stored: latfarm results {batch['id']} --out FILE"
+            raise SystemExit(f"{command}: cannot write {out}: {err.strerror or err}; {stored}") from err
         typer.echo(f"{measure_results.summary(items)}: {out}")
     else:
         for item in items:
@@ -199,7 +208,7 @@ def measure(
         raise typer.Exit(1)
 
 
-def _client(server: str | None, key: str | None, command: str) -> Client:
+def client_for(server: str | None, key: str | None, command: str) -> Client:
     """A REST client for the flags given, else for the client settings (``command``: the error lines' prefix); a
     server given without a scheme is ``http://``. No key at all exits 1 before any request: every route they call
     takes one."""
@@ -217,9 +226,10 @@ def _client(server: str | None, key: str | None, command: str) -> Client:
     return Client(url, settings.api_key)
 
 
-def _check_out(path: Path, wait: bool) -> None:
-    """Refuse ``--out`` before anything is queued (``typer.BadParameter``) where no CSV would be written: with
-    ``--no-wait`` (no results to write), at a folder, or in a folder that does not exist or is not writable."""
+def check_out(path: Path, wait: bool = True, before: str = "nothing was queued") -> None:
+    """Refuse ``--out`` before any request (``typer.BadParameter``, ending in ``(<before>)``) where no file would be
+    written: with ``--no-wait`` (no results to write), at a folder, or in a folder that does not exist or is not
+    writable."""
     if not wait:
         problem = "--no-wait does not wait for the results it would write; drop one of them"
     elif path.is_dir():
@@ -230,7 +240,7 @@ def _check_out(path: Path, wait: bool) -> None:
         problem = f"{path}: not writable"
     else:
         return
-    raise typer.BadParameter(f"{problem} (nothing was queued)", param_hint="--out")
+    raise typer.BadParameter(f"{problem} ({before})", param_hint="--out")
 
 
 def read_archs(path: Path) -> list[str]:
@@ -285,11 +295,25 @@ def random_archs(space: str, n: int, seed: int) -> list[str | int]:
     return list(random.Random(seed).sample(range(len(reference)), n))
 
 
+def wait_with_progress(client: Client, batch_id: str, timeout: float, title: str = "measuring") -> dict:
+    """Wait for the batch's unfinished jobs under a progress bar (``title``, done and failed of all); returns the
+    batch with ``items``. ``TimeoutError`` after ``timeout`` s (its jobs stay queued)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(title, total=None)
+
+        def show(progress: dict) -> None:
+            finished = progress["done"] + progress["failed"] + progress["cancelled"]
+            bar.update(task, completed=finished, total=finished + progress["queued"] + progress["running"])
+
+        return client.wait(batch_id, timeout=timeout, on_progress=show)
+
+
 def _measure_with_progress(client, device, space, archs, fmt, wait, timeout, protocol, conditions, offline) -> dict:
     """Queue the batch, print ``offline`` (``_check_agents``'s line, '' for none) once it is queued, and with
     ``wait`` wait for it under a progress bar (Ctrl-C cancels its unfinished jobs, exit 130); returns its answer."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     if not wait:
         queued = client.measure(
             device, archs, fmt=fmt, wait=False, protocol=protocol, conditions=conditions, space=space
@@ -298,15 +322,8 @@ def _measure_with_progress(client, device, space, archs, fmt, wait, timeout, pro
         return queued
     batch_id = client.submit(device, archs, fmt=fmt, space=space, protocol=protocol, conditions=conditions)
     _note(offline)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
-        with Progress(*columns, transient=True) as bar:
-            task = bar.add_task(f"measuring on {device}", total=len(archs))
-
-            def show(progress: dict) -> None:
-                bar.update(task, completed=progress["done"] + progress["failed"])
-
-            return client.wait(batch_id, timeout=timeout, on_progress=show)
+        return wait_with_progress(client, batch_id, timeout, f"measuring on {device}")
     except KeyboardInterrupt:
         cancelled = client.cancel(batch_id)["cancelled_now"]
         raise interrupted(
@@ -322,8 +339,8 @@ def cancel(
     """Cancel a measurement batch's queued and running jobs; done and failed ones keep their results."""
     from latfarm.services.client import LatfarmError
 
-    client = _client(server, key, "latfarm cancel")
-    with _explained("latfarm cancel", client):
+    client = client_for(server, key, "latfarm cancel")
+    with explained("latfarm cancel", client):
         try:
             answer = client.cancel(batch)
         except LatfarmError as err:
@@ -359,8 +376,8 @@ def adapt(
     Once active it prints the measured archs and the fit error."""
     from latfarm.services.cli.measure_results import adapted
 
-    client = _client(server, key, "latfarm adapt")
-    with exit_on_error("latfarm adapt"), _explained("latfarm adapt", client):
+    client = client_for(server, key, "latfarm adapt")
+    with exit_on_error("latfarm adapt"), explained("latfarm adapt", client):
         if cancel:
             typer.echo(_cancelled(client.cancel_adaptation(device, space), device))
             return

@@ -274,7 +274,7 @@ def test_a_csv_that_cannot_be_written_after_measuring_says_where_the_results_are
     last = result.output.strip().splitlines()[-1]  # after the note that no agent is online
     assert "Traceback" not in result.output
     assert last.startswith(f"latfarm measure: cannot write {out}: No such file or directory")
-    assert re.search(r"the results are stored: GET /v1/jobs/[0-9a-f]+\?items=true$", last)
+    assert re.search(r"the results are stored: latfarm results [0-9a-f]+ --out FILE$", last)
 
 
 def test_the_servers_refusal_of_an_option_names_its_flag(live_api):
