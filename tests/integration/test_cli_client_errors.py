@@ -131,6 +131,6 @@ def test_every_client_command_explains_no_key_and_a_server_url_with_a_path_in_on
     )
     with_path = one_line_failure(CliRunner().invoke(app, [*args, "--server", f"{url}/v1", "--key", ADMIN_KEY]))
     assert with_path == (
-        f"latfarm {command.split(' --')[0]}: Not Found at {url}/v1: --server / LATFARM_SERVER is the server's REST base URL, "
-        "http://HOST:PORT with no path"
+        f"latfarm {command.split(' --')[0]}: Not Found at {url}/v1: --server / LATFARM_SERVER is the server's REST "
+        "base URL, http://HOST:PORT with no path"
     )
