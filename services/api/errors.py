@@ -60,9 +60,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 # The code of an answer the framework gives itself (an unrouted path, a method its path lacks, an unhandled error):
 # HTTP_STATUS read backwards (409: failed_precondition), a method not offered as unimplemented; any other 4xx is
 # invalid_argument, any other 5xx internal.
-STATUS_CODES: dict[int, ErrorCode] = {
-    status: code for code, status in HTTP_STATUS.items() if code != "already_exists"
-} | {405: "unimplemented"}
+STATUS_CODES: dict[int, ErrorCode] = {status: code for code, status in HTTP_STATUS.items() if code != "already_exists"}
+STATUS_CODES[405] = "unimplemented"
 
 
 def status_code(status: int) -> ErrorCode:
