@@ -1,6 +1,6 @@
 """The REST error shape and the one mapping of errors onto HTTP statuses.
 
-Every error answer is ``{"detail": message, "message": message, "code"?: ..., "field"?: ...}`` (a request that
+Every error answer is ``{"detail": message, "message": message, "code": ..., "field"?: ...}`` (a request that
 fails validation: ``field`` is the first invalid field and ``errors`` lists them all). Routes raise
 ``LatfarmError`` subclasses (or let the domain's through) and never pick a status for them; ``HTTP_STATUS`` does.
 """
@@ -55,6 +55,18 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     "unavailable": 503,
     "internal": 500,
 }
+
+
+# The code of an answer the framework gives itself (an unrouted path, a method its path lacks, an unhandled error):
+# HTTP_STATUS read backwards (409: failed_precondition), a method not offered as unimplemented; any other 4xx is
+# invalid_argument, any other 5xx internal.
+STATUS_CODES: dict[int, ErrorCode] = {status: code for code, status in HTTP_STATUS.items() if code != "already_exists"}
+STATUS_CODES[405] = "unimplemented"
+
+
+def status_code(status: int) -> ErrorCode:
+    """The error code of an answer with HTTP ``status`` that no ``LatfarmError`` gave (``STATUS_CODES``)."""
+    return STATUS_CODES.get(status, "internal" if status >= 500 else "invalid_argument")
 
 
 def error(status: int, message: str, **extra) -> JSONResponse:
@@ -200,7 +212,10 @@ async def _arch_error(request: Request, exc: ValueError) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    response = error(exc.status_code, str(exc.detail))
+    """The framework's own refusals in the one shape: 404 for a path no route serves (``field``: ``path``, which
+    tells it from a route's 404 for a resource), 405 for a method its path lacks."""
+    unrouted = {"field": "path"} if exc.status_code == 404 and "route" not in request.scope else {}
+    response = error(exc.status_code, str(exc.detail), code=status_code(exc.status_code), **unrouted)
     response.headers.update(exc.headers or {})
     if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
         response.headers["Allow"] = ", ".join(allowed_methods(request))
@@ -220,8 +235,14 @@ async def _database_down(request: Request, exc: Exception) -> JSONResponse:
     return await _latfarm_error(request, Unavailable(UNAVAILABLE_MESSAGE))
 
 
+async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+    """A bug: 500 in the one shape, never its message (the server's log has the traceback)."""
+    return error(500, "internal error; the server's log has the details", code="internal")
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer request validation failures, ``LatfarmError``, ``ArchError`` and ``HTTPException`` in the one shape."""
+    """Answer request validation failures, ``LatfarmError``, ``ArchError``, ``HTTPException`` and any other
+    exception (500) in the one shape."""
     # registered through the decorator: add_exception_handler's typing takes only handlers of Exception itself
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(LatfarmError)(_latfarm_error)
@@ -230,3 +251,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(HTTPException)(_http_error)
     for error_class in DATABASE_DOWN:
         app.exception_handler(error_class)(_database_down)
+    app.exception_handler(Exception)(_unhandled)

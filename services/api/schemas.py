@@ -193,10 +193,17 @@ class DeviceDetail(DeviceOut):
     agents_online: int
     predictor: dict = Field(
         description="Its latest adaptation of any space: 'space', 'state': measuring | training | active | failed | "
-        "none, and details"
+        "cancelled | none, and details"
     )
     predictors: dict[str, dict] = Field(
-        default_factory=dict, description="Per space the device has adaptations of: its latest one, as `predictor`."
+        default_factory=dict,
+        description="Per space the device has adaptations of: its latest one, as `predictor` (it may be cancelled "
+        "or failed while an earlier one stays active: see `active`).",
+    )
+    active: dict[str, dict] = Field(
+        default_factory=dict,
+        description="Per space the device has an active adaptation of: that one, as `predictor`; its `current` "
+        "false: fitted under conditions the device no longer has, so predictions do not use it.",
     )
 
 
@@ -415,7 +422,7 @@ class ErrorOut(BaseModel):
 
     detail: str
     message: str
-    code: str | None = Field(None, description="invalid_argument, unauthenticated, not_found, ... (gRPC names)")
+    code: str = Field(description="invalid_argument, unauthenticated, not_found, ... (gRPC names)")
     field: str | None = Field(None, description="the field it concerns, by its path (a 422: the first invalid one)")
     errors: list[FieldError] | None = Field(None, description="a 422: each invalid field and what is wrong with it")
 

@@ -17,7 +17,7 @@ for _blas_threads in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import typer  # noqa: E402 - after the BLAS setting
 
-from latfarm.services.cli import agent, data, remote, research, server_commands  # noqa: E402
+from latfarm.services.cli import agent, data, devices, remote, research, server_commands  # noqa: E402
 from latfarm.services.cli.options import Command, Group, needs  # noqa: E402
 
 app = typer.Typer(
@@ -34,9 +34,15 @@ app.command(cls=SERVER)(server_commands.up)
 app.command("import", cls=SERVER)(data.import_)
 app.command(cls=CLIENT)(remote.predict)
 app.command(cls=CLIENT)(remote.measure)
+app.command(cls=CLIENT)(devices.results)
 app.command(cls=CLIENT)(remote.cancel)
 app.command(cls=CLIENT)(remote.adapt)
 app.command(cls=SERVER)(research.pretrain)
+
+device_app = typer.Typer(cls=Group, help="Register devices and enroll their agents.", no_args_is_help=True)
+device_app.command("add", cls=CLIENT)(devices.device_add)
+device_app.command("enroll", cls=CLIENT)(devices.device_enroll)
+app.add_typer(device_app, name="device")
 
 export_app = typer.Typer(
     cls=Group, help="Export models (ONNX / TFLite) or a device's measurements.", no_args_is_help=True

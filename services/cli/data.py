@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from latfarm.services.cli.errors import exit_on_error, settings_from_env
+from latfarm.services.cli.errors import exit_on_error, interrupted, settings_from_env
 from latfarm.services.cli.options import DataDir, DbUrl
 
 if TYPE_CHECKING:
@@ -22,12 +22,16 @@ def import_dataset(
     space: str = "nb201",
     devices: list[str] | None = None,
 ) -> dict:
-    """Migrate the store, import one dataset in one transaction, print and return a summary; bad input exits."""
+    """Migrate the store, import one dataset in one transaction, print and return a summary; bad input exits, and
+    so does Ctrl-C (status 130), with nothing imported."""
     from latfarm.services.cli.database import reachable_database
     from latfarm.services.datasets import import_into_store
 
-    with exit_on_error("latfarm import"), reachable_database("latfarm import", settings.database_url):
-        summary = import_into_store(settings, path, fmt=fmt, device=device, space=space, devices=devices or ())
+    try:
+        with exit_on_error("latfarm import"), reachable_database("latfarm import", settings.database_url):
+            summary = import_into_store(settings, path, fmt=fmt, device=device, space=space, devices=devices or ())
+    except KeyboardInterrupt:
+        raise interrupted(f"latfarm import: interrupted; nothing was imported from {path}") from None
     added, dataset, seconds = summary["rows_added"], summary["dataset"], summary["seconds"]
     print(f"imported {added} new measurements from {path} ({dataset}) in {seconds:.1f} s")
     return summary

@@ -1,10 +1,13 @@
-"""How a command fails: the one place library errors become a printed line and exit status 1."""
+"""How a command fails: the one place library errors become a printed line and exit status 1, and Ctrl-C one line
+and exit status 130."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
 
 from latfarm.agents.errors import AgentError
 from latfarm.services.core.errors import LatfarmError
@@ -13,6 +16,13 @@ if TYPE_CHECKING:
     from latfarm.services.core.config import _FromEnvironment
 
 S = TypeVar("S", bound="_FromEnvironment")
+INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C: 128 + SIGINT, as a shell reports one
+
+
+def interrupted(line: str) -> typer.Exit:
+    """Print ``line`` (what Ctrl-C stopped, and what became of its work) on stderr; returns the exit to raise."""
+    typer.echo(line, err=True)
+    return typer.Exit(INTERRUPTED)
 
 
 @contextmanager

@@ -75,14 +75,20 @@ MODULE_EXTRAS = {"ai_edge_litert": "litert", "litert_torch": "tflite"}
 
 class Command(TyperCommand):
     """A typer command whose help follows the rules above; run without a module of its ``extra`` (an agent-only
-    install), it says in one line which extra to install and exits 1."""
+    install), it says in one line which extra to install and exits 1; stopped by Ctrl-C, it says so in one line and
+    exits 130."""
 
     extra: str | None = None  # the package extra the command needs beyond the base install (None: none)
 
     def invoke(self, ctx: Context) -> Any:
-        """Run the command; a third-party module missing from this install exits 1 naming the extra to install."""
+        """Run the command; a third-party module missing from this install exits 1 naming the extra to install,
+        Ctrl-C that the command does not handle itself prints ``<command>: interrupted`` and exits 130."""
+        from latfarm.services.cli.errors import interrupted
+
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise interrupted(f"{ctx.command_path}: interrupted") from None
         except ModuleNotFoundError as err:
             top = (err.name or "").partition(".")[0]
             extra = MODULE_EXTRAS.get(top, self.extra)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from latfarm.services.cli.errors import exit_on_error
+from latfarm.services.cli.errors import exit_on_error, interrupted
 from latfarm.services.cli.options import Samples
 
 if TYPE_CHECKING:
@@ -47,8 +47,8 @@ def predict(
     A measurement whose repeatability check failed is marked UNSTABLE; exit status 1 when no arch has an estimate."""
     from latfarm.services.cli.measure_results import arch_values
 
-    client = _client(server, key, "latfarm predict")
-    with _explained("latfarm predict", client):
+    client = client_for(server, key, "latfarm predict")
+    with explained("latfarm predict", client):
         items = client.predict(device, arch_values(archs), space=space)
     adapt = f"latfarm adapt {device} --samples K" + ("" if space == "nb201" else f" --space {space}")
     for item in items:
@@ -63,7 +63,7 @@ def predict(
 
 
 @contextmanager
-def _explained(command: str, client: Client) -> Iterator[None]:
+def explained(command: str, client: Client) -> Iterator[None]:
     """Run the block; a client error exits with one line: the server's message (an unknown device's names the
     known ones) and what to do about it (start the server / check ``--server``, pass a key)."""
     from latfarm.services.client import LatfarmError
@@ -80,10 +80,16 @@ def _what_to_do(err: LatfarmError, client: Client) -> str:
         return f"; is the server running at {client.base_url}? (--server / LATFARM_SERVER)"
     if err.code in ("unauthenticated", "permission_denied"):
         return "; pass an API key that may do this with --key or LATFARM_API_KEY"
-    if err.status == 404 and err.code != "not_found":  # no route (an unknown device is not_found): not a REST root
+    if _no_route(err):
         root = "the server's REST base URL, http://HOST:PORT with no path"
         return f" at {client.base_url}: --server / LATFARM_SERVER is {root}"
     return ""
+
+
+def _no_route(err: LatfarmError) -> bool:
+    """Whether ``err`` is a 404 for a path no route serves (latfarm names the ``path``; another server's has no
+    ``not_found`` code), not for a resource: the base URL is no REST root."""
+    return err.status == 404 and (err.code != "not_found" or err.field == "path")
 
 
 # The command-line flag of each request field ``measure`` sets, for the server's messages naming a field.
@@ -148,7 +154,8 @@ def measure(
     """Measure archs on a device's agents: queue the jobs, wait with a progress bar, print or save the results.
 
     With no agent of the device online it says so and exits 1 without queueing (unless --wait-for-agent or
-    --no-wait); Ctrl-C while waiting cancels the batch's unfinished jobs."""
+    --no-wait); Ctrl-C while waiting cancels the batch's unfinished jobs (exit 130). Exit status 1 when no arch
+    was measured (every job failed)."""
     from latfarm.predictor.spaces import ArchError, UnknownSpace
     from latfarm.services.cli import measure_results
 
@@ -161,34 +168,47 @@ def measure(
     except (UnknownSpace, ArchError) as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if out:
-        _check_out(out, wait)
+        check_out(out, wait)
     settings = {"rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "statistic": statistic}
     protocol = {name: value for name, value in settings.items() if value is not None} or None
     overrides = {"batch_size": batch_size, "precision": precision, "graph": graph}
     conditions = {name: value for name, value in overrides.items() if value is not None} or None
     try:
-        with _client(server, key, "latfarm measure") as client, _explained("latfarm measure", client):
-            _check_agents(client, device, "latfarm measure", refuse=wait and not wait_for_agent)
-            result = _measure_with_progress(client, device, space, chosen, fmt, wait, timeout, protocol, conditions)
+        with client_for(server, key, "latfarm measure") as client, explained("latfarm measure", client):
+            offline = _check_agents(client, device, "latfarm measure", refuse=wait and not wait_for_agent)
+            result = _measure_with_progress(
+                client, device, space, chosen, fmt, wait, timeout, protocol, conditions, offline
+            )
     except TimeoutError as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if not wait:
-        typer.echo(f"queued batch {result['id']} ({len(chosen)} jobs); progress: GET /v1/jobs/{result['id']}")
+        typer.echo(f"queued batch {result['id']} ({len(chosen)} jobs); its results: latfarm results {result['id']}")
         return
-    items = result.get("items", [])
+    show_results("latfarm measure", result, out)
+
+
+def show_results(command: str, batch: dict, out: Path | None) -> None:
+    """A batch's items (``GET /v1/jobs/{id}?items=true``) as lines, or as CSV at ``out`` with a one-line summary;
+    exit 1 when no arch was measured (none done), or when the CSV cannot be written (saying where the results are).
+    """
+    from latfarm.services.cli import measure_results
+
+    items = batch.get("items", [])
     if out:
         try:
-            measure_results.write_csv(out, items, result.get("conditions", {}))
+            measure_results.write_csv(out, items, batch.get("conditions", {}))
         except OSError as err:
-            stored = f"the results are stored: GET /v1/jobs/{result['id']}?items=true"
-            raise SystemExit(f"latfarm measure: cannot write {out}: {err.strerror or err}; {stored}") from err
+            stored = f"the results are stored: latfarm results {batch['id']} --out FILE"
+            raise SystemExit(f"{command}: cannot write {out}: {err.strerror or err}; {stored}") from err
         typer.echo(f"{measure_results.summary(items)}: {out}")
-        return
-    for item in items:
-        typer.echo(measure_results.line(item))
+    else:
+        for item in items:
+            typer.echo(measure_results.line(item))
+    if not any(item.get("state") == "done" for item in items):
+        raise typer.Exit(1)
 
 
-def _client(server: str | None, key: str | None, command: str) -> Client:
+def client_for(server: str | None, key: str | None, command: str) -> Client:
     """A REST client for the flags given, else for the client settings (``command``: the error lines' prefix); a
     server given without a scheme is ``http://``. No key at all exits 1 before any request: every route they call
     takes one."""
@@ -206,9 +226,10 @@ def _client(server: str | None, key: str | None, command: str) -> Client:
     return Client(url, settings.api_key)
 
 
-def _check_out(path: Path, wait: bool) -> None:
-    """Refuse ``--out`` before anything is queued (``typer.BadParameter``) where no CSV would be written: with
-    ``--no-wait`` (no results to write), at a folder, or in a folder that does not exist or is not writable."""
+def check_out(path: Path, wait: bool = True, before: str = "nothing was queued") -> None:
+    """Refuse ``--out`` before any request (``typer.BadParameter``, ending in ``(<before>)``) where no file would be
+    written: with ``--no-wait`` (no results to write), at a folder, or in a folder that does not exist or is not
+    writable."""
     if not wait:
         problem = "--no-wait does not wait for the results it would write; drop one of them"
     elif path.is_dir():
@@ -219,7 +240,7 @@ def _check_out(path: Path, wait: bool) -> None:
         problem = f"{path}: not writable"
     else:
         return
-    raise typer.BadParameter(f"{problem} (nothing was queued)", param_hint="--out")
+    raise typer.BadParameter(f"{problem} ({before})", param_hint="--out")
 
 
 def read_archs(path: Path) -> list[str]:
@@ -231,12 +252,13 @@ def read_archs(path: Path) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
-def _check_agents(client: Client, device: str, command: str, refuse: bool) -> None:
-    """Say at once when no agent of ``device`` is online, and how to start one (with the enrollment step only
-    when the device has no agent yet); with ``refuse``, exit 1."""
+def _check_agents(client: Client, device: str, command: str, refuse: bool) -> str:
+    """When no agent of ``device`` is online, and how to start one (with the enrollment step only when the device
+    has no agent yet): with ``refuse``, exit 1 saying so; else the line to print once its jobs are queued (a
+    refusal of the request then leaves nothing waiting). '' when an agent is online."""
     found = client.device(device)
     if found["agents_online"]:
-        return
+        return ""
     if found["agents"]:
         start = "start its agent: latfarm agent --server HOST:50051 --state-dir DIR (the folder with its credential)"
     else:
@@ -247,8 +269,13 @@ def _check_agents(client: Client, device: str, command: str, refuse: bool) -> No
     offline = f"no agent of device {device!r} is online"
     if refuse:
         raise SystemExit(f"{command}: {offline}; nothing was queued; {start}; --wait-for-agent queues and waits anyway")
-    note = f"{offline}, so its jobs wait queued until one connects; {start}"
-    typer.echo(f"{command}: {note}", err=True)
+    return f"{command}: {offline}, so its jobs wait queued until one connects; {start}"
+
+
+def _note(line: str) -> None:
+    """Print ``line`` on stderr, unless it is ''."""
+    if line:
+        typer.echo(line, err=True)
 
 
 def random_archs(space: str, n: int, seed: int) -> list[str | int]:
@@ -268,26 +295,40 @@ def random_archs(space: str, n: int, seed: int) -> list[str | int]:
     return list(random.Random(seed).sample(range(len(reference)), n))
 
 
-def _measure_with_progress(client, device, space, archs, fmt, wait, timeout, protocol, conditions) -> dict:
+def wait_with_progress(client: Client, batch_id: str, timeout: float, title: str = "measuring") -> dict:
+    """Wait for the batch's unfinished jobs under a progress bar (``title``, done and failed of all); returns the
+    batch with ``items``. ``TimeoutError`` after ``timeout`` s (its jobs stay queued)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    if not wait:
-        return client.measure(device, archs, fmt=fmt, wait=False, protocol=protocol, conditions=conditions, space=space)
-    batch_id = client.submit(device, archs, fmt=fmt, space=space, protocol=protocol, conditions=conditions)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(title, total=None)
+
+        def show(progress: dict) -> None:
+            finished = progress["done"] + progress["failed"] + progress["cancelled"]
+            bar.update(task, completed=finished, total=finished + progress["queued"] + progress["running"])
+
+        return client.wait(batch_id, timeout=timeout, on_progress=show)
+
+
+def _measure_with_progress(client, device, space, archs, fmt, wait, timeout, protocol, conditions, offline) -> dict:
+    """Queue the batch, print ``offline`` (``_check_agents``'s line, '' for none) once it is queued, and with
+    ``wait`` wait for it under a progress bar (Ctrl-C cancels its unfinished jobs, exit 130); returns its answer."""
+    if not wait:
+        queued = client.measure(
+            device, archs, fmt=fmt, wait=False, protocol=protocol, conditions=conditions, space=space
+        )
+        _note(offline)
+        return queued
+    batch_id = client.submit(device, archs, fmt=fmt, space=space, protocol=protocol, conditions=conditions)
+    _note(offline)
     try:
-        with Progress(*columns, transient=True) as bar:
-            task = bar.add_task(f"measuring on {device}", total=len(archs))
-
-            def show(progress: dict) -> None:
-                bar.update(task, completed=progress["done"] + progress["failed"])
-
-            return client.wait(batch_id, timeout=timeout, on_progress=show)
+        return wait_with_progress(client, batch_id, timeout, f"measuring on {device}")
     except KeyboardInterrupt:
         cancelled = client.cancel(batch_id)["cancelled_now"]
-        message = f"latfarm measure: interrupted; cancelled {cancelled} unfinished job(s) of batch {batch_id}"
-        typer.echo(message, err=True)
-        raise typer.Exit(130) from None
+        raise interrupted(
+            f"latfarm measure: interrupted; cancelled {cancelled} unfinished job(s) of batch {batch_id}"
+        ) from None
 
 
 def cancel(
@@ -298,12 +339,12 @@ def cancel(
     """Cancel a measurement batch's queued and running jobs; done and failed ones keep their results."""
     from latfarm.services.client import LatfarmError
 
-    client = _client(server, key, "latfarm cancel")
-    with _explained("latfarm cancel", client):
+    client = client_for(server, key, "latfarm cancel")
+    with explained("latfarm cancel", client):
         try:
             answer = client.cancel(batch)
         except LatfarmError as err:
-            if err.code == "not_found":  # an adaptation id is no batch id
+            if err.code == "not_found" and not _no_route(err):  # an adaptation id is no batch id
                 err.message += "; to cancel an adaptation: latfarm adapt DEVICE --cancel"
             raise
     progress = answer["progress"]
@@ -335,13 +376,14 @@ def adapt(
     Once active it prints the measured archs and the fit error."""
     from latfarm.services.cli.measure_results import adapted
 
-    client = _client(server, key, "latfarm adapt")
-    with exit_on_error("latfarm adapt"), _explained("latfarm adapt", client):
+    client = client_for(server, key, "latfarm adapt")
+    with exit_on_error("latfarm adapt"), explained("latfarm adapt", client):
         if cancel:
             typer.echo(_cancelled(client.cancel_adaptation(device, space), device))
             return
-        _check_agents(client, device, "latfarm adapt", refuse=wait and not wait_for_agent)
+        offline = _check_agents(client, device, "latfarm adapt", refuse=wait and not wait_for_agent)
         started = client.adapt(device, samples=samples, wait=False, space=space)
+        _note(offline)
         if not wait:
             typer.echo(
                 f"adaptation {started['id']} of {device} started ({samples} archs queued); progress: "
@@ -354,8 +396,7 @@ def adapt(
             raise SystemExit(f"latfarm adapt: {err}; it goes on (latfarm adapt {device} --cancel stops it)") from err
         except KeyboardInterrupt:
             cancelled = _cancelled(client.cancel_adaptation(device, space), device)
-            typer.echo(f"latfarm adapt: interrupted; {cancelled}", err=True)
-            raise typer.Exit(130) from None
+            raise interrupted(f"latfarm adapt: interrupted; {cancelled}") from None
         typer.echo(f"{space} predictor of {device} active: {adapted(state)}")
 
 

@@ -7,6 +7,14 @@ from pathlib import Path
 import typer
 
 
+def _check_folder(command: str, data: Path) -> None:
+    """Exit 1 with one line unless ``--data`` is a folder (whether it holds a HELP layout is the loader's to say)."""
+    if not data.exists():
+        raise SystemExit(f"{command}: --data {data}: no such folder")
+    if not data.is_dir():
+        raise SystemExit(f"{command}: --data {data} is a file; give the HELP folder that holds latency/<device>.pt")
+
+
 def pretrain(
     data: Path = typer.Option(..., "--data", help="HELP-layout folder."),
     devices: str = typer.Option(None, "--devices", show_default="all in the folder", help="Comma-separated devices."),
@@ -17,6 +25,7 @@ def pretrain(
     """Pretrain the latency predictor on many devices (reproduces the shipped checkpoints)."""
     from latfarm.predictor.pretrain import pretrain_cli
 
+    _check_folder("latfarm pretrain", data)
     try:
         pretrain_cli(data, devices=devices.split(",") if devices else None, out=out, seed=seed, space=space)
     except (FileNotFoundError, ValueError) as err:  # no HELP folder or device file, a bad file: the loader names it
@@ -37,6 +46,7 @@ def eval_transfer(
     """Pretrain on --train devices, adapt to each --test device from K samples, score on the rest."""
     from latfarm.predictor.evaluate import TransferInputError, eval_transfer_cli, parse_samples
 
+    _check_folder("latfarm eval transfer", data)
     try:
         eval_transfer_cli(
             data,

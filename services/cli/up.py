@@ -152,21 +152,26 @@ def _nb201_predictor(client: Client, device: str) -> dict:
 
 def _adapt(client: Client, device: str, samples: int | None, children: Children, stop: threading.Event) -> dict | None:
     """Adapt the NB201 predictor to ``device`` from ``samples`` archs (None: ``DEFAULT_SAMPLES``) unless it
-    already has an active one fitted under its conditions (from ``samples`` archs, when given); a progress bar
-    while measuring. ``stop`` set while it measures (Ctrl-C) cancels the adaptation and returns None."""
-    state = _nb201_predictor(client, device)
-    reuse = samples is None or state.get("samples") == samples
-    if state["state"] == "active" and state.get("current", True) and reuse:
-        console.print(f"predictor for [bold]{device}[/] already adapted ({state.get('samples')} samples): reused")
-        return state
+    already has an active one fitted under its conditions (from ``samples`` archs, when given), whatever adaptation
+    came after it (a cancelled or failed one leaves it active); one in progress is followed. A progress bar while
+    measuring; ``stop`` set while it measures (Ctrl-C) cancels the adaptation and returns None."""
+    answer = client.device(device)
+    state = answer.get("predictors", {}).get("nb201", {"state": "none"})
+    active = answer.get("active", {}).get("nb201")
+    if state["state"] not in ("measuring", "training") and active is not None:
+        if active["current"] and (samples is None or active["samples"] == samples):
+            console.print(f"predictor for [bold]{device}[/] already adapted ({active['samples']} samples): reused")
+            return active
+        if not active["current"]:  # predictions no longer use it
+            console.print(
+                f"predictor for [bold]{device}[/] was adapted under {active['conditions_key']}: adapting again"
+            )
+        else:
+            console.print(
+                f"predictor for [bold]{device}[/] was adapted from {active['samples']} samples: "
+                f"adapting again from {samples} (--samples)"
+            )
     samples = samples or DEFAULT_SAMPLES
-    if state["state"] == "active" and not state.get("current", True):  # predictions no longer use it
-        console.print(f"predictor for [bold]{device}[/] was adapted under {state['conditions_key']}: adapting again")
-    elif state["state"] == "active":
-        console.print(
-            f"predictor for [bold]{device}[/] was adapted from {state.get('samples')} samples: "
-            f"adapting again from {samples} (--samples)"
-        )
     if state["state"] not in ("measuring", "training"):
         state = client.adapt(device, samples=samples, wait=False)
     columns = (

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -159,7 +160,8 @@ def arch_ids_by_index(session: Session, indices: Iterable[int]) -> dict[int, int
 
 def load_pickle(path: Path, fmt: str) -> Any:
     """Unpickle a dataset file of format ``fmt`` (trusted input: pickles run code, so import only files you
-    trust); ``DatasetError`` for a missing file or a folder."""
+    trust); ``DatasetError`` for a missing file, a folder, or a file that is no pickle (a torch.save file, as
+    HELP's, named as such)."""
     if path.is_dir():
         raise DatasetError(
             f"{path} is a folder; --format {fmt} reads a pickle file; for a HELP folder use --format help"
@@ -170,4 +172,9 @@ def load_pickle(path: Path, fmt: str) -> Any:
         with path.open("rb") as fh:
             return pickle.load(fh)
     except (pickle.UnpicklingError, EOFError) as err:
-        raise DatasetError(f"{path}: not a pickle file ({err})") from err
+        if zipfile.is_zipfile(path):  # torch.save's format, as HELP's latency/<device>.pt
+            raise DatasetError(
+                f"{path}: a torch.save file, not the pickle --format {fmt} reads; a HELP folder's file "
+                "(latency/<device>.pt): import the folder with --format help"
+            ) from err
+        raise DatasetError(f"{path}: not a pickle file ({' '.join(str(err).split())})") from err

@@ -167,6 +167,16 @@ def by_space(session: Session, device: Device) -> dict[str, dict]:
     return {space: describe(session, row) for space, row in latest_of.items() if row is not None}
 
 
+def active_by_space(session: Session, device: Device) -> dict[str, dict]:
+    """``describe`` of the device's active adaptation of each space it has one of (at most one per space: activating
+    one supersedes the last), whatever came after it (a cancelled or failed one leaves it active); its ``current``
+    says whether predictions use it."""
+    rows = session.scalars(
+        select(Adaptation).where(Adaptation.device_id == device.id, Adaptation.state == AdaptState.active)
+    )
+    return {space_of(row.conditions_key): describe(session, row) for row in rows}
+
+
 def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list, list[float], int]:
     """Median of the agent-measured latencies of each sampled arch on the device under the adaptation's conditions
     (in the device's statistic), by the keys of ``sample_archs``; and how many of those archs have an unstable

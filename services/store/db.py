@@ -79,6 +79,8 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "rollback")
         def _sqlite_rollback(conn) -> None:
+            if conn.invalidated:  # an error inside a statement (Ctrl-C) dropped the connection, and the turn with it
+                return
             try:
                 if conn.info.get(WRITER) and (dbapi := conn.connection.dbapi_connection) is not None:
                     dbapi.rollback()

@@ -62,12 +62,15 @@ def test_json_true_or_float_is_not_an_arch_index(live_api, bad):
         assert response.json()["errors"][0]["field"].startswith("archs[0]"), (route, response.text)
 
 
-CLIENT_COMMANDS = {  # every CLI command that talks to the REST API
+CLIENT_COMMANDS = {  # every CLI command that talks to the REST API, by its name (and a flag that matters)
     "predict": ["predict", "pixel3", "1"],
     "measure": ["measure", "pixel3", "1"],
     "adapt": ["adapt", "pixel3", "--samples", "5"],
     "adapt --cancel": ["adapt", "pixel3", "--cancel"],
     "cancel": ["cancel", "0123abcd"],
+    "results": ["results", "0123abcd"],
+    "device add": ["device", "add", "pixel9"],
+    "device enroll": ["device", "enroll", "pixel3"],
 }
 
 
@@ -99,7 +102,7 @@ def test_every_client_command_explains_a_wrong_key_and_a_missing_or_foreign_serv
     url, _ = live_api
     monkeypatch.delenv("LATFARM_API_KEY", raising=False)
     args = CLIENT_COMMANDS[command]
-    name = f"latfarm {args[0]}: "
+    name = f"latfarm {command.split(' --')[0]}: "
 
     def run(server: str, key: str) -> str:
         return one_line_failure(CliRunner().invoke(app, [*args, "--server", server, "--key", key]))
@@ -123,11 +126,11 @@ def test_every_client_command_explains_no_key_and_a_server_url_with_a_path_in_on
     args = CLIENT_COMMANDS[command]
     no_key = one_line_failure(CliRunner().invoke(app, [*args, "--server", "http://127.0.0.1:9"]))
     assert no_key == (
-        f"latfarm {args[0]}: no API key: set LATFARM_API_KEY (or pass --key); "
+        f"latfarm {command.split(' --')[0]}: no API key: set LATFARM_API_KEY (or pass --key); "
         "latfarm up keeps its admin key in <data-dir>/admin.key (latfarm-data/admin.key by default)"
     )
     with_path = one_line_failure(CliRunner().invoke(app, [*args, "--server", f"{url}/v1", "--key", ADMIN_KEY]))
     assert with_path == (
-        f"latfarm {args[0]}: Not Found at {url}/v1: --server / LATFARM_SERVER is the server's REST base URL, "
-        "http://HOST:PORT with no path"
+        f"latfarm {command.split(' --')[0]}: Not Found at {url}/v1: --server / LATFARM_SERVER is the server's REST "
+        "base URL, http://HOST:PORT with no path"
     )

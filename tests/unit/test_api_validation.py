@@ -50,3 +50,32 @@ def test_a_body_that_is_not_json_is_refused_saying_where(api, keys):
     assert response.status_code == 400, response.text
     assert response.json()["message"] == "request body is not valid JSON: Expecting ',' delimiter at line 2 column 2"
     assert response.json()["code"] == "invalid_argument" and response.json()["field"] == "body"
+
+
+def test_the_frameworks_own_refusals_have_the_one_shape_with_a_code(api, keys):
+    from latfarm.services.api.schemas import ErrorOut
+
+    cases = [
+        (api.get("/v1/nope", headers=keys["admin"]), 404, "not_found", "path"),  # no route
+        (api.get("/nope"), 404, "not_found", "path"),
+        (api.get("/v1/devices/nope", headers=keys["admin"]), 404, "not_found", None),  # a route's: no such device
+        (api.put("/v1/keys", headers=keys["admin"]), 405, "unimplemented", None),  # a method the path lacks
+        (api.delete("/v1/devices", headers=keys["admin"]), 405, "unimplemented", None),
+    ]
+    for response, status, code, field in cases:
+        assert response.status_code == status, response.text
+        body = response.json()
+        ErrorOut.model_validate(body)
+        assert (body["code"], body.get("field")) == (code, field) and body["message"] == body["detail"], body
+
+
+def test_an_unhandled_error_is_a_500_in_the_one_shape_without_its_message(api):
+    from fastapi.testclient import TestClient
+
+    def broken() -> None:
+        raise RuntimeError("secret detail")
+
+    api.app.add_api_route("/test-broken", broken)
+    response = TestClient(api.app, raise_server_exceptions=False).get("/test-broken")
+    assert response.status_code == 500 and response.json()["code"] == "internal", response.text
+    assert "secret detail" not in response.text

@@ -103,9 +103,10 @@ def test_a_client_key_is_told_which_key_may_adapt(live_api):
     add_device_live(server)
     with Client(url, ADMIN_KEY) as admin:
         client_key = admin.create_key("nas-client", ["client"])
-    for args in (["--samples", "4", "--no-wait"], ["--cancel"]):
+    for args in (["--samples", "4", "--no-wait"], ["--samples", "4", "--wait-for-agent"], ["--cancel"]):
         result = CliRunner().invoke(app, ["adapt", "gpu-b2", *args, "--server", url, "--key", client_key])
         assert result.exit_code == 1, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output  # no note that its jobs wait queued
         assert "this key lacks permission 'devices'" in result.output
         assert "adapting a device's predictor takes its owner's key (scope owner) or an admin key" in result.output
     with server.state.sessions() as session:

@@ -62,6 +62,9 @@ def latfarm_without(blocked: list[str], *args: str) -> subprocess.CompletedProce
         ("measure", ["d", "0"], "client"),
         ("cancel", ["b"], "client"),
         ("adapt", ["d"], "client"),
+        ("results", ["b"], "client"),
+        ("device add", ["d"], "client"),
+        ("device enroll", ["d"], "client"),
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )
@@ -78,6 +81,7 @@ def test_every_command_but_the_agent_names_its_extra():
 
     extras = {" ".join(path): getattr(command, "extra", None) for path, command in COMMANDS if path}
     assert extras.pop("agent") is None and extras.pop("export") is None and extras.pop("eval") is None
+    assert extras.pop("device") is None
     assert set(extras.values()) == {"server", "client"}, extras
 
 

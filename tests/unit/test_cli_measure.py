@@ -4,6 +4,7 @@ and the batch's conditions, on the terminal and in the CSV."""
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 
 import pytest
@@ -50,7 +51,8 @@ def finish_batch(app, batch_id: str) -> None:
             )
 
 
-def run_measure(monkeypatch, live_api, *args: str):
+def run_measure(monkeypatch, live_api, *args: str, archs: list[str] = GIVEN, exit_code: int = 0):
+    """``latfarm measure`` of ``archs`` on gpu-b2, its jobs finished by ``finish_batch``; its exit status checked."""
     url, server = live_api
     add_device_live(server)
     real_submit = Client.submit
@@ -61,10 +63,10 @@ def run_measure(monkeypatch, live_api, *args: str):
         return batch_id
 
     monkeypatch.setattr(Client, "submit", submit_and_finish)
-    command = ["measure", "gpu-b2", *GIVEN, "--batch-size", "2", "--server", url, "--key", ADMIN_KEY, *args]
+    command = ["measure", "gpu-b2", *archs, "--batch-size", "2", "--server", url, "--key", ADMIN_KEY, *args]
     command.append("--wait-for-agent")  # no agent here: the test finishes the jobs itself
     result = CliRunner().invoke(app, command)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     return result
 
 
@@ -110,6 +112,18 @@ def test_measure_prints_in_input_order_and_marks_unstable(monkeypatch, live_api)
     assert [line.split()[-1] for line in lines[:3]] == [arch(i) for i in ORDER[:3]]
     assert "failed" in lines[3] and "#3 " in lines[3]
     assert "UNSTABLE" in lines[1] and "UNSTABLE" not in lines[0] and "median" in lines[0]
+
+
+def test_measure_with_every_job_failed_shows_them_and_exits_1(monkeypatch, live_api):
+    lines = run_measure(monkeypatch, live_api, archs=["3"], exit_code=1).stdout.strip().splitlines()
+    assert lines == [f"{'failed':<24} {'#3':<7} {arch(3)}  (failed after 3 attempts; last: timeout)"]
+
+
+def test_measure_with_every_job_failed_writes_the_csv_and_exits_1(monkeypatch, live_api, tmp_path):
+    out = tmp_path / "failed.csv"
+    written = run_measure(monkeypatch, live_api, "--out", str(out), archs=["3"], exit_code=1)
+    assert written.stdout.strip() == f"0 measured, 1 failed: {out}"
+    assert out.read_text().count("failed after 3 attempts") == 1
 
 
 def test_measure_on_a_device_with_no_agent_online_says_so_and_queues_nothing(live_api):
@@ -260,7 +274,7 @@ def test_a_csv_that_cannot_be_written_after_measuring_says_where_the_results_are
     last = result.output.strip().splitlines()[-1]  # after the note that no agent is online
     assert "Traceback" not in result.output
     assert last.startswith(f"latfarm measure: cannot write {out}: No such file or directory")
-    assert re.search(r"the results are stored: GET /v1/jobs/[0-9a-f]+\?items=true$", last)
+    assert re.search(r"the results are stored: latfarm results [0-9a-f]+ --out FILE$", last)
 
 
 def test_the_servers_refusal_of_an_option_names_its_flag(live_api):
@@ -274,11 +288,9 @@ def test_the_servers_refusal_of_an_option_names_its_flag(live_api):
         (["--precision", "fp64"], "latfarm measure: --precision: precision must be one of fp32, fp16, int8"),
         (["--batch-size", "5000"], "latfarm measure: --batch-size: Input should be less than or equal to 1024"),
     ]
-    for args, line in cases:
-        result = CliRunner().invoke(
-            app, ["measure", "gpu-b2", "1", "--wait-for-agent", *args, "--server", url, "--key", ADMIN_KEY]
-        )
-        last = result.output.strip().splitlines()[-1]  # after the note that no agent is online
-        assert result.exit_code == 1 and last.startswith(line), result.output
+    for (args, line), wait in itertools.product(cases, ["--wait-for-agent", "--no-wait"]):
+        result = CliRunner().invoke(app, ["measure", "gpu-b2", "1", wait, *args, "--server", url, "--key", ADMIN_KEY])
+        (only,) = result.output.strip().splitlines()  # no note that its jobs wait queued: none were
+        assert result.exit_code == 1 and only.startswith(line), result.output
     with server.state.sessions() as session:
         assert session.query(Job).count() == 0

@@ -61,6 +61,21 @@ def test_a_different_samples_adapts_again_and_the_same_reuses(live_api, capsys):
     assert (state["state"], state["samples"]) == ("measuring", 5)
 
 
+def test_a_cancelled_adaptation_after_the_active_one_leaves_it_reused(live_api, capsys):
+    url, server = live_api
+    add_adapted_device_live(server)
+    client = Client(url, ADMIN_KEY)
+    client.adapt("gpu-b2", samples=5, wait=False)
+    client.cancel_adaptation("gpu-b2")  # latfarm adapt's Ctrl-C: "the active predictor stays"
+    answer = client.device("gpu-b2")
+    assert answer["predictors"]["nb201"]["state"] == "cancelled"
+    active = answer["active"]["nb201"]
+    assert (active["state"], active["samples"], active["current"]) == ("active", 4, True)
+    reused = up._adapt(client, "gpu-b2", None, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
+    assert reused == active
+    assert "already adapted (4 samples): reused" in capsys.readouterr().out
+
+
 class _Running:
     """Children stand-in: all running."""
 

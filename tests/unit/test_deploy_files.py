@@ -414,6 +414,20 @@ def test_documented_agent_commands_use_real_options(doc):
         assert agent_flags(line) <= cli_options("agent"), line
 
 
+# A secret given as a command-line value (a key, an enrollment token, or a placeholder for one)
+SECRET_ON_COMMAND_LINE = re.compile(r"--(enroll|key)[ =]+[\"']?(\$|lf_|TOKEN\b|KEY\b)")
+
+
+def test_documented_commands_pass_keys_and_tokens_by_environment():
+    """A ``--key`` or ``--enroll`` value shows in ``ps`` to every user of the machine: no command in the docs'
+    code blocks passes one (they use LATFARM_API_KEY / LATFARM_AGENT_ENROLL)."""
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(DEPLOY.rglob("*.md"))]
+    for doc in docs:
+        blocks = re.findall(r"^ *```\w*\n(.*?)^ *```", doc.read_text(), flags=re.M | re.S)
+        for line in "\n".join(blocks).splitlines():
+            assert not SECRET_ON_COMMAND_LINE.search(line), f"{doc.relative_to(ROOT)}: {line.strip()}"
+
+
 def test_termux_notes_cover_the_phone_specifics():
     text = (DEPLOY / "termux.md").read_text()
     for needed in ("pkg install python", "python-onnxruntime", "termux-wake-lock", "--cooldown"):

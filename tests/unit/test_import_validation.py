@@ -314,6 +314,18 @@ def test_malformed_latbench_files_are_refused(tmp_path, case):
     assert_refused(tmp_path, _pickled(tmp_path, content), "latbench", problem, "--device", "phone")
 
 
+@pytest.mark.parametrize("fmt", ["latbench", "hwnasbench"])
+def test_a_help_latency_file_given_as_a_pickle_format_points_to_format_help(tmp_path, fmt):
+    import torch
+
+    path = tmp_path / "pixel3.pt"
+    torch.save([1.0] * nb201.NUM_ARCHS, path)  # a HELP folder's latency/<device>.pt
+    problem = f"{path}: a torch.save file, not the pickle --format {fmt} reads"
+    extra = ["--device", "phone"] if fmt == "latbench" else []
+    assert_refused(tmp_path, path, fmt, f"{problem}; a HELP folder's file", *extra)
+    assert_refused(tmp_path, path, fmt, "import the folder with --format help", *extra)
+
+
 @pytest.mark.parametrize("case", HWNAS_CASES)
 def test_malformed_hwnasbench_files_are_refused(tmp_path, case):
     content, problem = HWNAS_CASES[case]
@@ -382,7 +394,9 @@ def test_pretrain_refuses_a_missing_folder_device_or_bad_file_in_one_line(tmp_pa
     folder = help_folder(tmp_path / "help", str_arch2idx, {"pixel3": b"\x00garbage"})
     out = str(tmp_path / "p.pt")
     cases = [
-        (["--data", str(tmp_path / "nope")], "no 'latency/' folder"),
+        (["--data", str(tmp_path / "nope")], f"--data {tmp_path / 'nope'}: no such folder"),
+        (["--data", str(folder / "latency" / "pixel3.pt")], "pixel3.pt is a file; give the HELP folder"),
+        (["--data", str(tmp_path)], "no 'latency/' folder"),
         (["--data", str(folder), "--devices", "pixel9"], "no latency file for device 'pixel9'"),
         (["--data", str(folder)], "pixel3.pt: not a torch.save file"),
     ]

@@ -71,6 +71,7 @@ def test_eval_transfer_keeps_other_ks_skips_thin_devices_and_writes_null(help_di
         (["--samples", "0"], "--samples must be comma-separated integers >= 1"),
         (["--trials", "0"], "--trials must be >= 1, got 0"),
         (["--test", "nope"], "unknown devices ['nope']"),
+        (["--data", "/nonexistent"], "--data /nonexistent: no such folder"),
     ],
 )
 def test_eval_transfer_bad_arguments_are_one_line(help_dir, tmp_path, args, problem):

@@ -61,7 +61,8 @@ def list_devices(session: Session = Depends(db), _: Principal = Depends(require(
 def device_detail(
     name: str, request: Request, session: Session = Depends(db), _: Principal = Depends(require("read"))
 ) -> DeviceDetail:
-    """A device with its measurement counts per source, agents (online: heartbeat within 2 intervals) and predictor."""
+    """A device with its measurement counts per source, agents (online: heartbeat within 2 intervals), its latest
+    adaptation (of any space, and per space) and its active one per space."""
     device = get_device(session, name)
     by_source = session.execute(
         select(Measurement.source, func.count()).where(Measurement.device_id == device.id).group_by(Measurement.source)
@@ -84,6 +85,7 @@ def device_detail(
         agents_online=int(online or 0),
         predictor=adapt.describe(session, adapt.latest(session, device)),
         predictors=adapt.by_space(session, device),
+        active=adapt.active_by_space(session, device),
     )
 
 

@@ -1,0 +1,118 @@
+"""``latfarm device add``, ``device enroll`` and ``latfarm results``: registering a device, an enrollment token for
+its agents and a queued batch's results, against a running server (REST: ``POST /v1/devices``,
+``POST /v1/devices/{name}/enrollments``, ``GET /v1/jobs/{id}``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from latfarm.services.cli.errors import interrupted
+from latfarm.services.cli.remote import ApiKey, DeviceName, ServerUrl, check_out, client_for, explained, show_results
+
+SERVERS = "the server's"  # a device field left unset takes the server's default
+CONDITIONS = ("precision", "batch_size", "resolution", "classes")  # the device's, shown once registered
+
+
+def device_add(
+    name: str = DeviceName,
+    description: str = typer.Option(None, "--description", show_default="none", help="What the device is."),
+    hardware: str = typer.Option(None, "--hardware", show_default="none", help="Its chip, cores, memory."),
+    runtime: str = typer.Option(None, "--runtime", show_default=SERVERS, help="Its inference runtime."),
+    precision: str = typer.Option(
+        None, "--precision", show_default=SERVERS, help="fp32, fp16 or int8: its networks' precision."
+    ),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, show_default=SERVERS, help="Images per inference."),
+    resolution: int = typer.Option(
+        None, "--resolution", show_default=SERVERS, help="Input height and width of its networks, px."
+    ),
+    classes: int = typer.Option(None, "--classes", show_default=SERVERS, help="Output classes of its networks."),
+    server: str = ServerUrl,
+    key: str = ApiKey,
+) -> None:
+    """Register a device, owned by the key that registers it (an owner or admin key).
+
+    Its precision, batch size, resolution and classes are the conditions its archs are measured under."""
+    given = {
+        "description": description,
+        "hardware": hardware,
+        "runtime": runtime,
+        "precision": precision,
+        "batch_size": batch_size,
+        "resolution": resolution,
+        "classes": classes,
+    }
+    client = client_for(server, key, "latfarm device add")
+    with explained("latfarm device add", client):
+        created = client.create_device(name, **{field: value for field, value in given.items() if value is not None})
+    conditions = ", ".join(f"{field} {created[field]}" for field in CONDITIONS)
+    typer.echo(f"registered device {created['name']} ({conditions}); enroll its agents: latfarm device enroll {name}")
+
+
+def device_enroll(
+    name: str = DeviceName,
+    out: Path = typer.Option(
+        None, "--out", show_default="stdout", help="Write the token to this file, readable by you only."
+    ),
+    expires_in: int = typer.Option(
+        None,
+        "--expires-in",
+        min=1,
+        show_default="the server's LATFARM_ENROLLMENT_TTL_H",
+        help="Seconds the token stays valid.",
+    ),
+    max_uses: int = typer.Option(None, "--max-uses", min=1, show_default="any number", help="Agents it may enroll."),
+    server: str = ServerUrl,
+    key: str = ApiKey,
+) -> None:
+    """Make an enrollment token for the device's agents (its owner's key or an admin key).
+
+    The token is a secret: with --out it goes to a file of mode 600 and stdout says how to start an agent with it;
+    without, stdout is the token alone. An agent takes it as LATFARM_AGENT_ENROLL, not --enroll (ps shows that)."""
+    if out is not None:
+        check_out(out, before="no token was made")
+    client = client_for(server, key, "latfarm device enroll")
+    with explained("latfarm device enroll", client):
+        token = client.enroll(name, expires_in_s=expires_in, max_uses=max_uses)
+    if out is None:
+        typer.echo(token)
+        return
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file that was there keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as file:
+        file.write(f"{token}\n")
+    typer.echo(
+        f"enrollment token for {name} written to {out} (readable by you only); on the device: "
+        f"LATFARM_AGENT_ENROLL=$(cat {out.name}) latfarm agent --server HOST:50051"
+    )
+
+
+def results(
+    batch: str = typer.Argument(..., help="Batch id (printed by measure --no-wait)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for its unfinished jobs (a progress bar)."),
+    timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most (then the jobs stay queued)."),
+    out: Path = typer.Option(None, "--out", help="Write the results as CSV here."),
+    server: str = ServerUrl,
+    key: str = ApiKey,
+) -> None:
+    """Show a measurement batch's results, as measure does: printed, or as CSV with --out.
+
+    It waits for unfinished jobs unless --no-wait (they show as queued or running). Exit status 1 when no arch was
+    measured; Ctrl-C while waiting stops waiting (exit 130), the jobs stay queued."""
+    from latfarm.services.cli.remote import wait_with_progress
+
+    if out:
+        check_out(out, before="nothing was read")
+    client = client_for(server, key, "latfarm results")
+    try:
+        with client, explained("latfarm results", client):
+            answer = wait_with_progress(client, batch, timeout) if wait else client.job(batch, items=True)
+    except TimeoutError as err:
+        raise SystemExit(f"latfarm results: {err}") from err
+    except KeyboardInterrupt:
+        raise interrupted(
+            f"latfarm results: interrupted; the batch's jobs stay queued (latfarm cancel {batch} cancels them)"
+        ) from None
+    show_results("latfarm results", answer, out)

@@ -1,0 +1,92 @@
+"""``latfarm device add``, ``device enroll`` and ``latfarm results`` against a live server: a device registered and
+an enrollment token made without curl (the token in a file of mode 600), a ``--no-wait`` batch's results read as
+``measure`` shows them."""
+
+from __future__ import annotations
+
+import csv
+import stat
+
+from typer.testing import CliRunner
+
+from latfarm.services.cli import app
+from latfarm.services.store.models import Device, Enrollment
+from tests.api_support import ADMIN_KEY, arch
+from tests.unit.test_cli_measure import LATENCY_MS, add_device_live, finish_batch
+
+
+def _invoke(url: str, *args: str):
+    return CliRunner().invoke(app, [*args, "--server", url, "--key", ADMIN_KEY], env={"COLUMNS": "400"})
+
+
+def test_device_add_registers_it_with_its_conditions_and_refuses_a_taken_name(live_api):
+    url, server = live_api
+    added = _invoke(url, "device", "add", "pixel7-cpu", "--hardware", "Tensor G2", "--precision", "fp16")
+    assert added.exit_code == 0, added.output
+    assert added.stdout.strip() == (
+        "registered device pixel7-cpu (precision fp16, batch_size 1, resolution 32, classes 10); "
+        "enroll its agents: latfarm device enroll pixel7-cpu"
+    )
+    with server.state.sessions() as session:
+        device = session.query(Device).filter_by(name="pixel7-cpu").one()
+        assert (device.hardware, device.precision, device.runtime) == ("Tensor G2", "fp16", "onnxruntime")
+    again = _invoke(url, "device", "add", "pixel7-cpu")
+    assert again.exit_code == 1 and again.output.strip() == (
+        "latfarm device add: name: device 'pixel7-cpu' already exists"
+    ), again.output
+    bad = _invoke(url, "device", "add", "pixel7-cpu2", "--precision", "fp64")
+    assert bad.exit_code == 1 and "precision" in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_device_enroll_writes_the_token_readable_by_its_owner_only(live_api, tmp_path):
+    url, server = live_api
+    add_device_live(server)
+    token_file = tmp_path / "gpu-b2.token"
+    token_file.write_text("old")
+    token_file.chmod(0o644)  # a file that was there is made private too
+    enrolled = _invoke(url, "device", "enroll", "gpu-b2", "--max-uses", "1", "--out", str(token_file))
+    assert enrolled.exit_code == 0, enrolled.output
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    assert token.startswith("lf_enroll_") and token not in enrolled.output
+    assert f"LATFARM_AGENT_ENROLL=$(cat {token_file.name}) latfarm agent --server HOST:50051" in enrolled.stdout
+    printed = _invoke(url, "device", "enroll", "gpu-b2", "--expires-in", "600")
+    assert printed.exit_code == 0 and printed.stdout.startswith("lf_enroll_") and len(printed.stdout.split()) == 1
+    with server.state.sessions() as session:
+        assert sorted(e.max_uses or 0 for e in session.query(Enrollment)) == [0, 1]
+    nowhere = _invoke(url, "device", "enroll", "gpu-b2", "--out", str(tmp_path / "no" / "token"))
+    assert nowhere.exit_code == 2 and "(no token was made)" in nowhere.output
+    with server.state.sessions() as session:
+        assert session.query(Enrollment).count() == 2  # refused before any request
+
+
+def test_results_of_a_no_wait_batch_as_measure_shows_them(live_api, tmp_path):
+    url, server = live_api
+    add_device_live(server)
+    queued = _invoke(url, "measure", "gpu-b2", "9", "3", "--no-wait")
+    assert queued.exit_code == 0, queued.output
+    batch = queued.stdout.split()[2]
+    assert queued.stdout.strip().endswith(f"its results: latfarm results {batch}")
+
+    pending = _invoke(url, "results", batch, "--no-wait")
+    assert pending.exit_code == 1, pending.output  # no arch measured yet
+    assert [line.split()[0] for line in pending.stdout.strip().splitlines()] == ["queued", "queued"]
+
+    finish_batch(server, batch)  # arch 9 measured, arch 3 failed
+    shown = _invoke(url, "results", batch)
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.strip().splitlines()
+    assert lines[0].startswith(f"{LATENCY_MS[9]:.4f} ms median") and lines[0].endswith(arch(9))
+    assert lines[1].startswith("failed") and arch(3) in lines[1]
+    out = tmp_path / "results.csv"
+    written = _invoke(url, "results", batch, "--out", str(out))
+    assert written.exit_code == 0 and written.stdout.strip() == f"1 measured, 1 failed: {out}"
+    with out.open() as file:
+        assert [row["nb201_index"] for row in csv.DictReader(file)] == ["9", "3"]
+
+
+def test_results_of_an_unknown_batch_is_one_line(live_api):
+    url, _ = live_api
+    unknown = _invoke(url, "results", "nope")
+    assert unknown.exit_code == 1 and len(unknown.output.strip().splitlines()) == 1, unknown.output
+    assert unknown.output.strip() == "latfarm results: unknown job batch 'nope'"
