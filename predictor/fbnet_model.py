@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from latfarm.predictor.blr import planning_cov, posterior_with_costs
+from latfarm.predictor.checkpoint import write_checkpoint
 from latfarm.predictor.fbnet_features import COSTS, layer_costs, network_costs, one_hot
 from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.model import CHECKPOINT_FORMAT, DEVICE_STATE_FORMAT, CheckpointMeta, DeviceModel
@@ -112,17 +113,19 @@ class FBNetPredictor(CheckpointMeta):
         """Write the checkpoint (.npz with JSON metadata inside) and a readable ``.json`` sidecar."""
         if metrics is not None:
             self.meta["metrics"] = metrics
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         prior = self.prior
-        with path.open("wb") as fh:
-            np.savez_compressed(
-                fh, __meta__=np.array(json.dumps(self.meta)), prior_mean=prior.mean, prior_cov=prior.cov,
-                prior_spread=prior.spread, noise_grid=prior.noise_grid, noise_log_prior=prior.noise_log_prior,
-                source_heads=self.sources,
-            )  # fmt: skip
-        path.with_suffix(".json").write_text(json.dumps(self.meta, indent=2) + "\n")
-        return path
+        return write_checkpoint(
+            path,
+            self.meta,
+            {
+                "prior_mean": prior.mean,
+                "prior_cov": prior.cov,
+                "prior_spread": prior.spread,
+                "noise_grid": prior.noise_grid,
+                "noise_log_prior": prior.noise_log_prior,
+                "source_heads": self.sources,
+            },
+        )
 
     def encodings(self, archs: Sequence[str | Sequence[int]] | np.ndarray) -> np.ndarray:
         """Archs (strings or 22-index lists) as an [n, 22] int array; ``ArchError`` naming the bad one."""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
+from latfarm.predictor.checkpoint import write_checkpoint
 from latfarm.predictor.features import all_features, zero_fed_as_dead
 from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.nb201 import NUM_ARCHS
@@ -103,23 +104,21 @@ class Predictor(CheckpointMeta):
         """Write the checkpoint (.npz with JSON metadata inside) and a readable ``.json`` sidecar of the metadata."""
         if metrics is not None:
             self.meta["metrics"] = metrics
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"gcn/{k}": v for k, v in self.gcn_state.items()}
-        with path.open("wb") as fh:
-            np.savez_compressed(
-                fh,
-                __meta__=np.array(json.dumps(self.meta)),
-                prior_mean=self.prior.mean,
-                prior_cov=self.prior.cov,
-                prior_spread=self.prior.spread,
-                noise_grid=self.prior.noise_grid,
-                noise_log_prior=self.prior.noise_log_prior,
-                embeddings=self.embeddings.astype(np.float32),
-                **arrays,  # type: ignore[arg-type]  # numpy's stub cannot tell these names from allow_pickle
-            )
-        path.with_suffix(".json").write_text(json.dumps(self.meta, indent=2) + "\n")
-        return path
+        prior = self.prior
+        return write_checkpoint(
+            path,
+            self.meta,
+            {
+                "prior_mean": prior.mean,
+                "prior_cov": prior.cov,
+                "prior_spread": prior.spread,
+                "noise_grid": prior.noise_grid,
+                "noise_log_prior": prior.noise_log_prior,
+                "embeddings": self.embeddings.astype(np.float32),
+                **arrays,
+            },
+        )
 
     def rows(self, indices) -> np.ndarray:
         """Features of the given NB201 indices; None = all 15,625 by official index."""

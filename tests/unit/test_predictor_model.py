@@ -133,3 +133,21 @@ def test_shipped_checkpoint_predicts_every_arch():
     mean, std = predictor.adapt(idx, np.linspace(5, 9, 5)).predict()
     assert mean.shape == std.shape == (NUM_ARCHS,)
     assert np.all(np.isfinite(mean)) and np.all(std > 0)
+
+
+def test_an_interrupted_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_path):
+    from latfarm.predictor.checkpoint import write_checkpoint
+
+    class Interrupting:
+        def __array__(self, dtype=None, copy=None):
+            raise KeyboardInterrupt  # Ctrl-C while numpy writes the archive
+
+    path = tmp_path / "ckpt.npz"
+    write_checkpoint(path, {"version": "old"}, {"w": np.arange(3.0)})
+    with pytest.raises(KeyboardInterrupt):
+        write_checkpoint(path, {"version": "new"}, {"w": np.arange(3.0), "x": Interrupting()})  # type: ignore[dict-item]
+    with np.load(path) as npz:
+        assert json.loads(str(npz["__meta__"]))["version"] == "old"
+        assert npz["w"].tolist() == [0.0, 1.0, 2.0]
+    assert json.loads(path.with_suffix(".json").read_text())["version"] == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.json", "ckpt.npz"]  # no temporary file left

@@ -1,0 +1,33 @@
+"""Writing a predictor checkpoint: a compressed ``.npz`` with its metadata inside, and a readable ``.json`` sidecar."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def write_checkpoint(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` and ``meta`` (as the array ``__meta__``, JSON) to ``path`` and ``meta`` to ``path`` with the
+    suffix ``.json``. Each file is written to a temporary file beside it and renamed into place, so an interrupted
+    write (Ctrl-C, a full disk) leaves the previous checkpoint whole. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def replace(target: Path, write) -> None:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    named = {"__meta__": np.array(json.dumps(meta)), **arrays}
+    replace(path, lambda fh: np.savez_compressed(fh, **named))  # type: ignore[arg-type]  # stub: allow_pickle
+    replace(path.with_suffix(".json"), lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode()))
+    return path
