@@ -2,9 +2,9 @@
 
 A synchronous gRPC server runs each call on a thread of the executor it is given. The standard pool serves calls in
 the order they arrive, so when every thread is held (long-polls waiting for work, calls waiting for a database slot)
-a heartbeat queues behind every lease that came before it: at 1,000 agents that wait was all of a heartbeat's
-4 s p99. ``CallPool`` keeps one queue per ``capacity.Kind`` and gives a free thread to the oldest call of the
-highest kind waiting (the order ``capacity.Capacity`` hands out database slots in).
+a heartbeat would queue behind every lease that came before it (figures: docs/fleet.md). ``CallPool`` keeps one
+queue per ``capacity.Kind`` and gives a free thread to the oldest call of the highest kind waiting (the order
+``capacity.Capacity`` hands out database slots in).
 """
 
 from __future__ import annotations
