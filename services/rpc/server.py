@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -16,7 +15,8 @@ from latfarm.services.core.config import Settings, env_name
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.infra.throttle import AuthGuard
 from latfarm.services.infra.wakeups import LocalNotifier
-from latfarm.services.rpc.servicer import AgentServicer, Artifacts
+from latfarm.services.rpc.pool import CallPool, call_kind
+from latfarm.services.rpc.servicer import CALL_KINDS, AgentServicer, Artifacts
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 OPTIONS = [
@@ -86,10 +86,10 @@ def build_grpc_server(
     Returns the server, not yet started, and the bound port. Call ``server.start()``, and ``server.stop(grace)``.
     """
     port = settings.grpc_port if port is None else port
-    workers = ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="grpc")
-    server = grpc.server(workers, options=OPTIONS)
     guard = guard or AuthGuard(settings.auth_failure_limit)
     servicer = AgentServicer(settings, sessions, read_sessions, artifacts, notifier, guard)
+    workers = CallPool(settings.grpc_workers, call_kind(servicer, CALL_KINDS))  # heartbeats get threads first
+    server = grpc.server(workers, options=OPTIONS)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -49,6 +49,9 @@ AGENT_STATES = ("idle", "measuring")
 REQUEUE_EVERY_S = 1.0  # a device's leases return its lapsed jobs to the queue at most this often (per process)
 WAITERS_FULL_RETRY_MS = 1_000  # a long-poll refused for want of threads retries after this, more after many
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# the kind of each call that is not a write (reports, releases, registrations): it gets a thread (``pool.CallPool``)
+# and a database slot (``capacity.Capacity``) in this order
+CALL_KINDS = {"Heartbeat": Kind.HEARTBEAT, "LeaseJobs": Kind.LEASE}
 ERROR_CLASS_NAMES = {value: name for name, value in ERROR_CLASSES.items()}
 FETCH = ERROR_CLASS_NAMES[agent_pb2.ERROR_CLASS_FETCH]
 
@@ -440,12 +443,14 @@ def _check_sizes(request) -> None:
 
 def _job_messages(jobs: list[queue.Leased]) -> list[agent_pb2.Job]:
     """The leased jobs as an agent sees them, with the conditions their artifact was exported under and their input
-    shape (NCHW); each distinct batch's conditions are parsed once."""
-    conditions: dict[str, Conditions] = {}
+    shape (NCHW); each distinct batch's conditions are parsed and built into a message once per call."""
+    batches: dict[str, tuple[list[int], agent_pb2.Conditions]] = {}
     messages = []
     for job in jobs:
-        if (parsed := conditions.get(job.batch_id)) is None:
-            parsed = conditions[job.batch_id] = Conditions.from_dict(job.conditions)
+        if (batch := batches.get(job.batch_id)) is None:
+            parsed = Conditions.from_dict(job.conditions)
+            batch = batches[job.batch_id] = (list(parsed.input_shape), agent_pb2.Conditions(**parsed.to_dict()))
+        input_shape, conditions = batch
         messages.append(
             agent_pb2.Job(
                 job_id=job.job_id,
@@ -455,9 +460,9 @@ def _job_messages(jobs: list[queue.Leased]) -> list[agent_pb2.Job]:
                 artifact_sha256=job.artifact_sha256,
                 artifact_size=job.artifact_size,
                 attempt=job.attempts,
-                input_shape=list(parsed.input_shape),
+                input_shape=input_shape,
                 settings=agent_pb2.MeasureSettings(**job.protocol),
-                conditions=agent_pb2.Conditions(**parsed.to_dict()),
+                conditions=conditions,
             )
         )
     return messages

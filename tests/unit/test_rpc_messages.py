@@ -9,7 +9,10 @@ from google.protobuf import json_format
 
 from latfarm.proto.v1 import agent_pb2
 from latfarm.proto.v1.limits import oversized
-from latfarm.services.rpc.servicer import reported_result
+from latfarm.services.core.clock import utcnow
+from latfarm.services.domain import queue
+from latfarm.services.domain.conditions import Conditions
+from latfarm.services.rpc.servicer import _job_messages, reported_result
 
 
 @pytest.mark.parametrize(
@@ -46,3 +49,19 @@ def test_oversized_names_the_first_field_over_its_limit_at_any_depth():
     )
     long_id = agent_pb2.HeartbeatRequest(job_ids=["x" * 257])
     assert oversized(long_id) == ("job_ids[0]", "at most 256 characters, got 257")
+
+
+def test_leased_jobs_carry_their_own_batchs_conditions():
+    """Jobs of two batches in one lease, interleaved: each message has its batch's conditions and input shape."""
+    single, four = Conditions(), Conditions(batch_size=4, precision="fp16")
+    batches = {"a": single, "b": four}
+    jobs = [
+        queue.Leased(f"j{n}", batch, "nb201", "arch", "onnx", "0" * 64, 10, 1, batches[batch].to_dict(), {}, utcnow())
+        for n, batch in enumerate("aba")
+    ]
+    messages = _job_messages(jobs)
+    for job, message in zip(jobs, messages, strict=True):
+        expected = batches[job.batch_id]
+        assert json_format.MessageToDict(message.conditions, preserving_proto_field_name=True) == expected.to_dict()
+        assert list(message.input_shape) == list(expected.input_shape)
+    assert list(messages[1].input_shape)[0] == 4 and list(messages[0].input_shape)[0] == 1
