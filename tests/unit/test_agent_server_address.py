@@ -30,7 +30,9 @@ def test_host_port_and_grpc_targets_are_taken_as_given(good):
     ],
 )
 def test_a_url_or_a_missing_port_is_a_usage_error(tmp_path, bad, said):
-    result = CliRunner().invoke(app, ["agent", "--server", bad, "--state-dir", str(tmp_path / "s")])
+    result = CliRunner().invoke(
+        app, ["agent", "--server", bad, "--state-dir", str(tmp_path / "s")], env={"COLUMNS": "400"}
+    )
     output = " ".join(result.output.replace("│", "").split())
     assert result.exit_code == 2
     assert "expected HOST:PORT of the server's gRPC port (default 50051)" in output and said in output
