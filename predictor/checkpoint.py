@@ -9,6 +9,22 @@ from pathlib import Path
 
 import numpy as np
 
+from latfarm.predictor.prior import Prior
+
+# the prior's fields as a checkpoint names its arrays, in ``Prior``'s order
+PRIOR_ARRAYS = ("prior_mean", "prior_cov", "prior_spread", "noise_grid", "noise_log_prior")
+
+
+def prior_arrays(prior: Prior) -> dict[str, np.ndarray]:
+    """``prior`` as a checkpoint's arrays (``PRIOR_ARRAYS``)."""
+    fields = (prior.mean, prior.cov, prior.spread, prior.noise_grid, prior.noise_log_prior)
+    return dict(zip(PRIOR_ARRAYS, fields, strict=True))
+
+
+def read_prior(npz) -> Prior:
+    """The ``Prior`` stored in an opened checkpoint (``np.load``)."""
+    return Prior(*(npz[name] for name in PRIOR_ARRAYS))
+
 
 def write_checkpoint(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
     """Write ``arrays`` and ``meta`` (as the array ``__meta__``, JSON) to ``path`` and ``meta`` to ``path`` with the

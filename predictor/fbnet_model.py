@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from latfarm.predictor.blr import planning_cov, posterior_with_costs
-from latfarm.predictor.checkpoint import write_checkpoint
+from latfarm.predictor.checkpoint import prior_arrays, read_prior, write_checkpoint
 from latfarm.predictor.fbnet_features import COSTS, layer_costs, network_costs, one_hot
 from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.model import CHECKPOINT_FORMAT, DEVICE_STATE_FORMAT, CheckpointMeta, DeviceModel
@@ -102,7 +102,7 @@ class FBNetPredictor(CheckpointMeta):
     def from_npz(cls, npz) -> FBNetPredictor:
         """From an opened checkpoint (``Predictor.load`` dispatches here on ``space: fbnet``)."""
         meta = json.loads(str(npz["__meta__"]))
-        prior = Prior(*(npz[k] for k in ("prior_mean", "prior_cov", "prior_spread", "noise_grid", "noise_log_prior")))
+        prior = read_prior(npz)
         if "source_heads" not in npz:
             raise ValueError(
                 f"checkpoint {meta.get('version')} has no source_heads: re-run latfarm pretrain --space fbnet"
@@ -113,16 +113,11 @@ class FBNetPredictor(CheckpointMeta):
         """Write the checkpoint (.npz with JSON metadata inside) and a readable ``.json`` sidecar."""
         if metrics is not None:
             self.meta["metrics"] = metrics
-        prior = self.prior
         return write_checkpoint(
             path,
             self.meta,
             {
-                "prior_mean": prior.mean,
-                "prior_cov": prior.cov,
-                "prior_spread": prior.spread,
-                "noise_grid": prior.noise_grid,
-                "noise_log_prior": prior.noise_log_prior,
+                **prior_arrays(self.prior),
                 "source_heads": self.sources,
             },
         )

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from latfarm.predictor.checkpoint import write_checkpoint
+from latfarm.predictor.checkpoint import prior_arrays, read_prior, write_checkpoint
 from latfarm.predictor.features import all_features, zero_fed_as_dead
 from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.nb201 import NUM_ARCHS
@@ -96,7 +96,7 @@ class Predictor(CheckpointMeta):
             from latfarm.predictor.fbnet_model import FBNetPredictor
 
             return FBNetPredictor.from_npz(npz)
-        prior = Prior(*(npz[k] for k in ("prior_mean", "prior_cov", "prior_spread", "noise_grid", "noise_log_prior")))
+        prior = read_prior(npz)
         gcn = {k.removeprefix("gcn/"): npz[k] for k in npz.files if k.startswith("gcn/")}
         return cls(prior, npz["embeddings"], meta, gcn)
 
@@ -105,16 +105,11 @@ class Predictor(CheckpointMeta):
         if metrics is not None:
             self.meta["metrics"] = metrics
         arrays = {f"gcn/{k}": v for k, v in self.gcn_state.items()}
-        prior = self.prior
         return write_checkpoint(
             path,
             self.meta,
             {
-                "prior_mean": prior.mean,
-                "prior_cov": prior.cov,
-                "prior_spread": prior.spread,
-                "noise_grid": prior.noise_grid,
-                "noise_log_prior": prior.noise_log_prior,
+                **prior_arrays(self.prior),
                 "embeddings": self.embeddings.astype(np.float32),
                 **arrays,
             },
