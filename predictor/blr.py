@@ -24,7 +24,6 @@ for outliers.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -100,16 +99,14 @@ def posterior_with_costs(
     broad = broad_variance(phi_s, cost_columns)
     weights = np.ones(len(y))
     for _ in range(T_ITERATIONS if floor > 0 else 1):
-        parts = (prior.cov, np.diag(prior.spread), broad)
-        mean, cov, noise = weighed(prior, parts, hypotheses, phi_s, y, rel_var / weights, floor)
+        mean, cov, noise = _weighed(prior, hypotheses, phi_s, y, rel_var / weights, floor, broad)
         expected = (y - phi_s @ mean) ** 2 + ((phi_s @ cov) * phi_s).sum(1)
         weights = (T_DOF + 1) / (T_DOF + expected / (noise * rel_var / weights + floor))
     return Posterior(mean, cov, scale, noise + floor)
 
 
-Hypothesis = tuple[np.ndarray, np.ndarray, list[tuple[float, ...]]]
-"""Centres [C, F], their log prior masses [C] and the covariance weights around them (one per part of ``weighed``;
-here: cross-device, spread, broad)."""
+Hypothesis = tuple[np.ndarray, np.ndarray, list[tuple[float, float, float]]]
+"""Centres [C, F], their log prior masses [C] and the (cross-device, spread, broad) covariance weights around them."""
 
 
 def _cost_hypothesis(cost_centres: np.ndarray) -> Hypothesis:
@@ -118,20 +115,19 @@ def _cost_hypothesis(cost_centres: np.ndarray) -> Hypothesis:
     return cost_centres, log_mass, [(0.0, s, b) for s, b in itertools.product(COST_SPREAD_GRID, COST_BROAD_GRID)]
 
 
-def weighed(
+def _weighed(
     prior: Prior,
-    parts: Sequence[np.ndarray],
     hypotheses: list[Hypothesis],
     phi_s: np.ndarray,
     y: np.ndarray,
     rel_var: np.ndarray,
     floor: float,
+    broad: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Posterior mean [F], covariance [F, F] and noise with every centre and covariance setting of each hypothesis
-    and every noise variance of ``prior`` weighed by marginal likelihood. A setting's prior covariance is the sum of
-    ``parts`` [P x (F, F)] weighed by its coefficients (P each); sample i's noise variance is
-    ``noise * rel_var[i] + floor``; ``y`` [K] normalised latencies of the rows ``phi_s`` [K, F]."""
+    """Posterior mean, covariance and noise with every centre and covariance setting of each hypothesis and every
+    noise variance weighed by marginal likelihood; sample i's noise variance is ``noise * rel_var[i] + floor``."""
     root = np.sqrt(rel_var)
+    parts = (prior.cov, np.diag(prior.spread), broad)
     grams = [phi_s @ part @ phi_s.T for part in parts]
     floor_eye = floor * np.eye(len(y))
     settings, logliks = [], []  # settings[j]: (covariance weights, noise, first centre's row, residuals [C, K])
