@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from latfarm.services.core.clock import as_utc, utcnow
@@ -57,13 +58,8 @@ def mark_alive(session: Session, agent_id: str, now: datetime | None = None, **r
     """Record agent ``agent_id`` alive at ``now`` (with what it ``reported`` of itself: ``state``, ``descriptor``)
     in one ``UPDATE ... RETURNING`` on the session's connection (no ORM load or flush; an ``Agent`` loaded in this
     session keeps its old values). Raises ``UnknownAgent`` when there is no such agent."""
-    statement = (
-        update(Agent)
-        .where(Agent.id == agent_id)
-        .values(last_heartbeat=now or utcnow(), **reported)
-        .returning(Agent.device_id)
-    )
-    device_id = session.connection().execute(statement).scalar()
+    values = {"agent_id": agent_id, "now": now or utcnow(), **{f"reported_{k}": v for k, v in reported.items()}}
+    device_id = session.connection().execute(_mark_alive(tuple(sorted(reported))), values).scalar()
     if device_id is None:
         raise UnknownAgent(agent_id)
     return AgentRef(agent_id, device_id)
@@ -72,7 +68,24 @@ def mark_alive(session: Session, agent_id: str, now: datetime | None = None, **r
 def registered(session: Session, agent_id: str) -> AgentRef:
     """Agent ``agent_id`` as it is registered now (one read on the session's connection); ``UnknownAgent`` when
     there is no such agent."""
-    device_id = session.connection().execute(select(Agent.device_id).where(Agent.id == agent_id)).scalar()
+    device_id = session.connection().execute(_REGISTERED, {"agent_id": agent_id}).scalar()
     if device_id is None:
         raise UnknownAgent(agent_id)
     return AgentRef(agent_id, device_id)
+
+
+@lru_cache(maxsize=8)
+def _mark_alive(reported: tuple[str, ...]) -> Any:
+    """The statement ``mark_alive`` runs when the agent reported the ``Agent`` columns ``reported`` (sorted), built
+    once per such set; its values are bound per call: ``agent_id``, ``now`` and ``reported_<column>``."""
+    columns = Agent.__table__.c
+    return (
+        update(Agent)
+        .where(Agent.id == bindparam("agent_id"))
+        .values(last_heartbeat=bindparam("now", type_=columns.last_heartbeat.type))
+        .values({name: bindparam(f"reported_{name}", type_=columns[name].type) for name in reported})
+        .returning(Agent.device_id)
+    )
+
+
+_REGISTERED = select(Agent.device_id).where(Agent.id == bindparam("agent_id"))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import CursorResult, func, insert, select, tuple_, update
+from sqlalchemy import CursorResult, Integer, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session, selectinload
 
 from latfarm.predictor import nb201
@@ -221,49 +221,67 @@ def lease(
     formats = [f for f in formats if f in FORMATS]
     if max_jobs <= 0 or not formats:
         return []
+    rows = (
+        session.connection()
+        .execute(
+            _LEASE,
+            {
+                "device": agent.device_id,
+                "formats": formats,
+                "max_jobs": max_jobs,
+                "agent_id": agent.id,
+                "expires": now + timedelta(seconds=lease_seconds),
+            },
+        )
+        .all()
+    )
+    return sorted((Leased(*row) for row in rows), key=lambda job: (job.created_at, job.job_id))
+
+
+def _lease_statement() -> Any:
+    """The statement ``lease`` runs, built once (its values bound per call): ``device``, ``formats`` (a list),
+    ``max_jobs``, ``agent_id``, ``expires``."""
     picked = (
         select(Job.id)
         .where(
-            Job.device_id == agent.device_id,
+            Job.device_id == bindparam("device"),
             Job.state == JobState.queued,
-            Job.format.in_(formats),
+            Job.format.in_(bindparam("formats", expanding=True)),
             Job.artifact_sha256.is_not(None),
         )
         .order_by(Job.created_at, Job.id)
-        .limit(max_jobs)
+        .limit(bindparam("max_jobs", type_=Integer))
         .with_for_update(skip_locked=True)
         .cte("picked")
         .prefix_with("MATERIALIZED")  # picked once: a re-evaluated pick (concurrent updates) could exceed max_jobs
     )
     batch = select(JobBatch).where(JobBatch.id == Job.batch_id)
-    rows = (
-        session.connection()
-        .execute(
-            update(Job)
-            .where(Job.id == picked.c.id, Job.state == JobState.queued)
-            .values(
-                state=JobState.running,
-                lease_owner=agent.id,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                attempts=Job.attempts + 1,
-            )
-            .returning(
-                Job.id,
-                Job.batch_id,
-                select(Arch.space).where(Arch.id == Job.arch_id).scalar_subquery(),
-                select(Arch.arch).where(Arch.id == Job.arch_id).scalar_subquery(),
-                Job.format,
-                Job.artifact_sha256,
-                select(Artifact.size_bytes).where(Artifact.sha256 == Job.artifact_sha256).scalar_subquery(),
-                Job.attempts,
-                batch.with_only_columns(JobBatch.conditions).scalar_subquery(),
-                batch.with_only_columns(JobBatch.protocol).scalar_subquery(),
-                Job.created_at,
-            )
+    return (
+        update(Job)
+        .where(Job.id == picked.c.id, Job.state == JobState.queued)
+        .values(
+            state=JobState.running,
+            lease_owner=bindparam("agent_id", type_=Job.lease_owner.type),
+            lease_expires_at=bindparam("expires", type_=Job.lease_expires_at.type),
+            attempts=Job.attempts + 1,
         )
-        .all()
+        .returning(
+            Job.id,
+            Job.batch_id,
+            select(Arch.space).where(Arch.id == Job.arch_id).scalar_subquery(),
+            select(Arch.arch).where(Arch.id == Job.arch_id).scalar_subquery(),
+            Job.format,
+            Job.artifact_sha256,
+            select(Artifact.size_bytes).where(Artifact.sha256 == Job.artifact_sha256).scalar_subquery(),
+            Job.attempts,
+            batch.with_only_columns(JobBatch.conditions).scalar_subquery(),
+            batch.with_only_columns(JobBatch.protocol).scalar_subquery(),
+            Job.created_at,
+        )
     )
-    return sorted((Leased(*row) for row in rows), key=lambda job: (job.created_at, job.job_id))
+
+
+_LEASE = _lease_statement()
 
 
 def resolve_artifacts(
@@ -392,6 +410,24 @@ def assign_artifact(session: Session, model: PendingExport, sha256: str) -> set[
     return {device_id for _, device_id in marked}
 
 
+# the statements ``heartbeat`` runs, built once: lock the named jobs the agent holds, renew their leases
+_HELD = (
+    select(Job.id, Job.lease_expires_at)
+    .where(
+        Job.id.in_(bindparam("ids", expanding=True)),
+        Job.lease_owner == bindparam("agent_id"),
+        Job.state == JobState.running,
+    )
+    .order_by(Job.id)
+    .with_for_update()
+)
+_RENEW = (
+    update(Job)
+    .where(Job.id.in_(bindparam("ids", expanding=True)))
+    .values(lease_expires_at=bindparam("expires", type_=Job.lease_expires_at.type))
+)
+
+
 def heartbeat(
     session: Session,
     agent: Holder,
@@ -412,18 +448,11 @@ def heartbeat(
         return []
     connection = session.connection()
     expires = now + timedelta(seconds=lease_seconds)
-    held = dict(
-        connection.execute(
-            select(Job.id, Job.lease_expires_at)
-            .where(Job.id.in_(list(job_ids)), Job.lease_owner == agent.id, Job.state == JobState.running)
-            .order_by(Job.id)
-            .with_for_update()
-        ).all()
-    )
+    held = dict(connection.execute(_HELD, {"ids": list(job_ids), "agent_id": agent.id}).all())
     slack = timedelta(seconds=lease_seconds * RENEW_SLACK)
     stale = [job_id for job_id, until in held.items() if (when := as_utc(until)) is None or when < expires - slack]
     if stale:
-        connection.execute(update(Job).where(Job.id.in_(stale)).values(lease_expires_at=expires))
+        connection.execute(_RENEW, {"ids": stale, "expires": expires})
     return [job_id for job_id in dict.fromkeys(job_ids) if job_id not in held]
 
 
@@ -438,6 +467,25 @@ REPORTED_JOB = (
     Job.lease_owner,
     Job.attempts,
 )
+# the statements ``report`` runs, built once: they lock the jobs (in id order, as heartbeats lock them: no
+# deadlock), read who stored the done ones, mark the measured ones done and store their measurements
+_LOCK_REPORTED = (
+    select(*REPORTED_JOB).where(Job.id.in_(bindparam("ids", expanding=True))).order_by(Job.id).with_for_update()
+)
+_STORED_BY = select(Measurement.job_id, Measurement.agent_id).where(
+    Measurement.job_id.in_(bindparam("ids", expanding=True))
+)
+_MEASURED = (
+    update(Job)
+    .where(Job.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        state=JobState.done,
+        error=None,
+        lease_expires_at=None,
+        finished_at=bindparam("now", type_=Job.finished_at.type),
+    )
+)
+_STORE_MEASUREMENTS = insert(Measurement)
 _conditions: dict[str, Conditions] = {}  # batch id -> its parsed conditions, the most recent CONDITIONS_CACHED
 _conditions_lock = threading.Lock()
 
@@ -474,14 +522,10 @@ def report(
     connection = session.connection()
     now = utcnow()
     ids = sorted({result.job_id for result in results})
-    jobs = {
-        job.id: job
-        for job in connection.execute(select(*REPORTED_JOB).where(Job.id.in_(ids)).order_by(Job.id).with_for_update())
-    }
+    jobs = {job.id: job for job in connection.execute(_LOCK_REPORTED, {"ids": ids})}
     states = {job_id: job.state for job_id, job in jobs.items()}
     done = [job_id for job_id, state in states.items() if state == JobState.done]
-    stored = select(Measurement.job_id, Measurement.agent_id).where(Measurement.job_id.in_(done))
-    stored_by = dict(connection.execute(stored).all()) if done else {}
+    stored_by = dict(connection.execute(_STORED_BY, {"ids": done}).all()) if done else {}
     held = {job_id for job_id, job in jobs.items() if job.state == JobState.running and job.lease_owner == agent.id}
     conditions = batch_conditions(session, {jobs[job_id].batch_id for job_id in held})
     acks, rows, changes = [], [], []
@@ -516,13 +560,8 @@ def report(
     for job_id, change in changes:
         connection.execute(update(Job).where(Job.id == job_id).values(**change))
     if rows:
-        measured = [row["job_id"] for row in rows]
-        connection.execute(
-            update(Job)
-            .where(Job.id.in_(measured))
-            .values(state=JobState.done, error=None, lease_expires_at=None, finished_at=now)
-        )
-        connection.execute(insert(Measurement), rows)
+        connection.execute(_MEASURED, {"ids": [row["job_id"] for row in rows], "now": now})
+        connection.execute(_STORE_MEASUREMENTS, rows)
     if changes or rows:
         session.expire_all()  # written past the session: objects it holds are reloaded when next read
     return acks
