@@ -13,12 +13,12 @@ whole ms (Student-t EM).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+from transfer_args import sample_sizes, transfer_parser  # bench/ is the script's folder: on sys.path
 
 from latfarm.predictor.blr import T_DOF
 from latfarm.predictor.evaluate import ReferencePredictor, transfer_scores
@@ -104,15 +104,11 @@ def adaptation_seconds(data: Path, ks: list[int]) -> dict[str, dict[int, float]]
 
 def main() -> None:
     """Print the LODO and LOFO tables (and write them as JSON with --json)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/help-fbnet"))
-    parser.add_argument("--samples", default="5,10,20")
-    parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = transfer_parser(__doc__, "help-fbnet")
     parser.add_argument("--splits", default=",".join(SPLITS), help="lodo, lofo or both (comma-separated)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    ks = [int(k) for k in args.samples.split(",")]
+    ks = sample_sizes(args.samples)
     splits = tuple(args.splits.split(","))
     if not splits or not set(splits) <= set(SPLITS):
         parser.error(f"--splits: choose from {', '.join(SPLITS)}, got {args.splits!r}")

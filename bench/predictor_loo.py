@@ -15,7 +15,6 @@ row; ``--devices`` holds out only the listed devices (quick iterations; the coun
 
 from __future__ import annotations
 
-import argparse
 import functools
 import itertools
 import json
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from transfer_args import sample_sizes, transfer_parser  # bench/ is the script's folder: on sys.path
 
 from latfarm.predictor.evaluate import METRICS, cached_pretrain, transfer_scores
 from latfarm.predictor.features import all_features
@@ -220,11 +220,7 @@ def serving_times(checkpoint: Path | None, lat: np.ndarray) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/datasets/help-nb201")
-    ap.add_argument("--samples", default="5,10,20")
-    ap.add_argument("--trials", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = transfer_parser(__doc__)
     ap.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="GCN epochs (0 = additive features only)")
     ap.add_argument("--strategy", default="default", choices=["default", "random"])
     ap.add_argument("--cache", type=Path, default=None, help="pretrained-model cache [~/.cache/latfarm/predictor]")
@@ -235,7 +231,7 @@ def main() -> None:
     ap.add_argument("--write-metrics", type=Path, default=None, help="store the tables in this checkpoint")
     args = ap.parse_args()
     lat = load_help(args.data)
-    samples = [int(k) for k in args.samples.split(",")]
+    samples = sample_sizes(args.samples)
     held = args.devices.split(",") if args.devices else None
     if unknown := sorted(set(held or ()) - set(lat)):
         ap.error(f"unknown devices {unknown}; available: {sorted(lat)}")

@@ -10,12 +10,12 @@ Kendall, ±10% share and the share of archs within 2 predicted std (calibration;
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+from transfer_args import sample_sizes, transfer_parser  # bench/ is the script's folder: on sys.path
 
 from latfarm.predictor.evaluate import cached_pretrain, trial_seed
 from latfarm.predictor.help_data import load_help
@@ -73,11 +73,7 @@ def group_means(rows: dict, group) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/datasets/help-nb201")
-    ap.add_argument("--samples", default="5,10,20")
-    ap.add_argument("--trials", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = transfer_parser(__doc__)
     ap.add_argument("--copies", type=int, default=2, help="synthetic devices per kind (each clean and quantised)")
     ap.add_argument("--checkpoint", type=Path, default=None, help="predictor for the synthetic devices [shipped]")
     ap.add_argument("--real", action="store_true", help="also leave-one-device-out on the real devices")
@@ -85,7 +81,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    ks = [int(k) for k in args.samples.split(",")]
+    ks = sample_sizes(args.samples)
     started = time.perf_counter()
     predictor = Predictor.load(args.checkpoint)
     synth = {

@@ -13,13 +13,13 @@ The block enters the cross-device prior as extra columns; ``--broad`` also adds 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from transfer_args import sample_sizes, transfer_parser  # bench/ is the script's folder: on sys.path
 
 from latfarm.predictor import prior as prior_module
 from latfarm.predictor.evaluate import transfer_scores
@@ -128,16 +128,12 @@ def summary(label: str, table: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/datasets/help-nb201")
-    ap.add_argument("--samples", default="5,10,20")
-    ap.add_argument("--trials", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = transfer_parser(__doc__)
     ap.add_argument("--broad", action="store_true", help="the block also joins the broad op-cost component")
     ap.add_argument("--skip-real", action="store_true", help="synthetic devices and full fits only")
     args = ap.parse_args()
     started = time.perf_counter()
-    samples = [int(k) for k in args.samples.split(",")]
+    samples = sample_sizes(args.samples)
     lat = load_help(args.data)
     block = structure_features(official_ops_table())
     none = np.zeros((NUM_ARCHS, 0))
