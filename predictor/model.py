@@ -1,7 +1,8 @@
 """Public predictor API: load a checkpoint, choose archs to measure, adapt to a device, predict and rank.
 
-The device-independent part (additive op features + GCN embeddings of all 15,625 archs) is computed once at
-load; a device model is a Gaussian posterior over a ~40-dim head, so predicting every arch is one small matmul.
+The device-independent part (additive op features, GCN embeddings and network costs of all 15,625 archs) is
+computed once at load; a device model is a Gaussian posterior over a ~50-dim head, so predicting every arch is one
+small matmul.
 The binary relation (which arch is faster) is derived from the predictive distribution: P(lat_a < lat_b) under
 the posterior, both predictions' noise included. Loading and serving need numpy/scipy only, not torch.
 """
@@ -137,7 +138,8 @@ class Predictor(CheckpointMeta):
             raise ValueError(f"{len(idx)} indices but {len(lat)} latencies")
         phi_s = self.phi[idx]
         scale = float(self.meta["default_scale_ms"])
-        post = posterior(self.prior, phi_s, lat, scale, alternative=cost_hypothesis(self.prior, phi_s))
+        alternative = cost_hypothesis(self.prior, phi_s) if len(idx) else None
+        post = posterior(self.prior, phi_s, lat, scale, alternative=alternative)
         return DeviceModel(self, post, idx, lat)
 
 

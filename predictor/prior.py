@@ -4,8 +4,10 @@ A device's latency, divided by its mean latency, is ``phi(arch) . w`` with ``phi
 arch embeddings and ``w`` the device's head (its embedding). Source devices give heads ``w_d``; their mean and
 covariance form a Gaussian prior. A new device's K samples (ms) set a scale (``s0``) and refine ``w`` in closed
 form; the noise variance, the prior's spread and the width of a broad op-cost component are weighed on grids by
-marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels). Samples
-in whole milliseconds add the rounding variance (1/12 ms^2) to the noise.
+marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels). An
+``Alternative`` hypothesis (NB201: the cost-only one, ``nb201_costs.cost_hypothesis``) can compete with the prior:
+its centres and covariances are weighed with the prior's settings. Samples in whole milliseconds add the rounding
+variance (1/12 ms^2) to the noise.
 """
 
 from __future__ import annotations
@@ -213,7 +215,8 @@ def _average(
                 [(c, 0.0) for c in alternative.covs],
             ),
         ]
-    settings, logliks = [], []
+    settings: list[tuple[np.ndarray, float, np.ndarray, np.ndarray]] = []  # (cov, noise, centre, residuals [K])
+    logliks: list[float] = []
     for centres, log_mass, covs in hypotheses:
         resids = y[None, :] - centres @ phi_s.T  # [C, K]
         for cov, log_cov in covs:
