@@ -1,4 +1,4 @@
-"""Few-shot adaptation on devices unlike the pretraining ones: the original method against the robust one.
+"""Few-shot adaptation on devices unlike the pretraining ones: the original method against the predictor's own.
 
 Synthetic devices (``predictor.synthetic.stress_set``: conv-heavy, pooling-heavy, memory-bound, critical-path and
 overhead-dominated devices, clean and whole-ms quantised) are adapted from the pretrained checkpoint (all real
@@ -25,7 +25,8 @@ from latfarm.predictor.prior import posterior
 from latfarm.predictor.scores import score
 from latfarm.predictor.synthetic import stress_set
 
-METHODS = {"original": False, "robust": True}
+METHODS = ("original", "robust")
+"""``original``: the non-robust posterior (``prior.posterior(robust=False)``); ``robust``: ``Predictor.adapt``."""
 COLUMNS = ("spearman", "kendall", "acc10", "cover2")
 
 
@@ -39,10 +40,13 @@ def evaluate(predictor: Predictor, lat: np.ndarray, name: str, ks, trials: int, 
             idx = np.asarray(predictor.select_samples(k, seed=trial_seed(seed, name, k, trial)))
             rest = np.setdiff1d(np.arange(len(lat)), idx)
             phi = predictor.phi[rest]
-            for method, robust in METHODS.items():
-                post = posterior(predictor.prior, predictor.phi[idx], lat[idx], default_scale, robust=robust)
-                mean = post.scale_ms * (phi @ post.mean)
-                std = post.scale_ms * np.sqrt(((phi @ post.cov) * phi).sum(1) + post.noise)
+            for method in METHODS:
+                if method == "original":
+                    post = posterior(predictor.prior, predictor.phi[idx], lat[idx], default_scale, robust=False)
+                    mean = post.scale_ms * (phi @ post.mean)
+                    std = post.scale_ms * np.sqrt(((phi @ post.cov) * phi).sum(1) + post.noise)
+                else:
+                    mean, std = predictor.adapt(idx, lat[idx]).predict(rest)
                 s = score(mean, lat[rest])
                 s["cover2"] = float(np.mean(np.abs(mean - lat[rest]) <= 2 * std))
                 runs[method].append(s)

@@ -27,6 +27,7 @@ from latfarm.predictor.features import all_features
 from latfarm.predictor.help_data import load_help
 from latfarm.predictor.model import Predictor
 from latfarm.predictor.nb201 import EDGES, NUM_ARCHS, OPS, PATHS, live_edges, official_ops_table, output_edges
+from latfarm.predictor.nb201_costs import with_costs
 from latfarm.predictor.prior import fit_prior
 from latfarm.predictor.scores import score
 from latfarm.predictor.synthetic import synthetic_device
@@ -77,8 +78,9 @@ SYNTHETIC = {f"critical_path_{s}": ("critical_path", s) for s in range(6)} | {
 
 
 def predictor(sources: dict[str, np.ndarray], extra: np.ndarray) -> Predictor:
-    """A predictor over the additive features plus ``extra`` columns [15625, E], pretrained without GCN."""
-    prior, _ = fit_prior(np.hstack([all_features(), extra]), sources)
+    """A predictor over the additive features plus ``extra`` columns [15625, E] (and the network costs), pretrained
+    without GCN."""
+    prior = with_costs(fit_prior(np.hstack([all_features(), extra]), sources)[0])
     scale = float(np.median([np.nanmean(v) for v in sources.values()]))
     return Predictor(prior, extra, {"version": "structure-bench", "default_scale_ms": scale}, {})
 

@@ -18,7 +18,7 @@ COSTS: tuple[str, ...] = ("kernels", "flops", "memory", "params")
 """The cost columns, in this order, of ``layer_costs`` and ``network_costs``."""
 
 
-def _conv_bn(c_in: int, c_out: int, kernel: int, size_in: int, stride: int, groups: int, relu: bool) -> np.ndarray:
+def conv_bn(c_in: int, c_out: int, kernel: int, size_in: int, stride: int, groups: int, relu: bool) -> np.ndarray:
     """Costs of conv + BN (+ ReLU) on a ``size_in`` x ``size_in`` map (same padding)."""
     size = (size_in + stride - 1) // stride
     n_in, n_out = c_in * size_in * size_in, c_out * size * size
@@ -34,14 +34,14 @@ def _layer(choice: int, c_in: int, c_out: int, stride: int, size: int) -> np.nda
     if shape.is_skip:
         if stride == 1 and c_in == c_out:
             return np.zeros(len(COSTS))
-        return _conv_bn(c_in, c_out, 1, size, stride, 1, True)
+        return conv_bn(c_in, c_out, 1, size, stride, 1, True)
     hidden = shape.expansion * c_in
-    out = _conv_bn(c_in, hidden, 1, size, 1, shape.groups, True)
+    out = conv_bn(c_in, hidden, 1, size, 1, shape.groups, True)
     if shape.groups > 1:
         out = out + [1, 0, 2 * hidden * size * size, 0]
-    out = out + _conv_bn(hidden, hidden, shape.kernel, size, stride, hidden, True)
+    out = out + conv_bn(hidden, hidden, shape.kernel, size, stride, hidden, True)
     size_out = (size + stride - 1) // stride
-    out = out + _conv_bn(hidden, c_out, 1, size_out, 1, shape.groups, False)
+    out = out + conv_bn(hidden, c_out, 1, size_out, 1, shape.groups, False)
     if stride == 1 and c_in == c_out:
         out = out + [1, 0, 3 * c_out * size_out * size_out, 0]
     return out
@@ -52,14 +52,14 @@ def layer_costs(variant: str = "cifar100") -> tuple[np.ndarray, np.ndarray]:
     """(per-layer costs [22, 9 blocks, len(COSTS)], fixed costs [len(COSTS)] of stem, head and classifier)."""
     inputs, macro = VARIANTS[variant]
     size = inputs.resolution
-    fixed = _conv_bn(3, STAGE_CHANNELS[0], 3, size, macro.stem_stride, 1, True)
+    fixed = conv_bn(3, STAGE_CHANNELS[0], 3, size, macro.stem_stride, 1, True)
     size = (size + macro.stem_stride - 1) // macro.stem_stride
     table = np.zeros((NUM_LAYERS, len(BLOCKS), len(COSTS)))
     for position, (c_in, c_out, stride) in enumerate(macro.layers()):
         for choice in range(len(BLOCKS)):
             table[position, choice] = _layer(choice, c_in, c_out, stride, size)
         size = (size + stride - 1) // stride
-    fixed = fixed + _conv_bn(STAGE_CHANNELS[-1], macro.head_channels, 1, size, 1, 1, True)
+    fixed = fixed + conv_bn(STAGE_CHANNELS[-1], macro.head_channels, 1, size, 1, 1, True)
     pooled = macro.head_channels * size * size
     fixed = fixed + [2, macro.head_channels * inputs.classes, pooled + 2 * macro.head_channels + inputs.classes,
                      (macro.head_channels + 1) * inputs.classes]  # fmt: skip

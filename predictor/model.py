@@ -1,7 +1,8 @@
 """Public predictor API: load a checkpoint, choose archs to measure, adapt to a device, predict and rank.
 
-The device-independent part (additive op features + GCN embeddings of all 15,625 archs) is computed once at
-load; a device model is a Gaussian posterior over a ~40-dim head, so predicting every arch is one small matmul.
+The device-independent part (additive op features, GCN embeddings and network costs of all 15,625 archs) is
+computed once at load; a device model is a Gaussian posterior over a ~50-dim head, so predicting every arch is one
+small matmul.
 The binary relation (which arch is faster) is derived from the predictive distribution: P(lat_a < lat_b) under
 the posterior, both predictions' noise included. Loading and serving need numpy/scipy only, not torch.
 """
@@ -21,6 +22,7 @@ from latfarm.predictor.checkpoint import prior_arrays, read_prior, write_checkpo
 from latfarm.predictor.features import all_features, zero_fed_as_dead
 from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.nb201 import NUM_ARCHS
+from latfarm.predictor.nb201_costs import all_costs, cost_hypothesis
 from latfarm.predictor.prior import Posterior, Prior, posterior
 from latfarm.predictor.selection import select_by_variance
 from latfarm.predictor.spaces import SearchSpace, get_space
@@ -63,7 +65,7 @@ class Predictor(CheckpointMeta):
         self.embeddings = np.asarray(embeddings, dtype=np.float32).astype(np.float64)  # as stored
         self.meta = meta
         self.gcn_state = gcn_state
-        self.phi = np.hstack([all_features(), self.embeddings])  # [15625, F]
+        self.phi = np.hstack([all_features(), self.embeddings, all_costs()])  # [15625, F]
         self.planning_phi = zero_fed_as_dead(self.phi)
         if self.phi.shape[1] != len(prior.mean):
             raise ValueError(f"checkpoint mismatch: {self.phi.shape[1]} features but a prior of {len(prior.mean)}")
@@ -134,7 +136,10 @@ class Predictor(CheckpointMeta):
         lat = checked_latencies(np.asarray(latencies_ms, dtype=np.float64).reshape(-1), "adapt")
         if len(lat) != len(idx):
             raise ValueError(f"{len(idx)} indices but {len(lat)} latencies")
-        post = posterior(self.prior, self.phi[idx], lat, float(self.meta["default_scale_ms"]))
+        phi_s = self.phi[idx]
+        scale = float(self.meta["default_scale_ms"])
+        alternative = cost_hypothesis(self.prior, phi_s) if len(idx) else None
+        post = posterior(self.prior, phi_s, lat, scale, alternative=alternative)
         return DeviceModel(self, post, idx, lat)
 
 

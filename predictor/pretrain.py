@@ -13,11 +13,12 @@ from latfarm.predictor.help_data import data_hash, load_help
 from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.model import CHECKPOINT_FORMAT, Predictor
 from latfarm.predictor.nb201 import NUM_ARCHS
+from latfarm.predictor.nb201_costs import COST_NAMES, with_costs
 from latfarm.predictor.prior import fit_prior, ridge_head
 from latfarm.predictor.scores import score
 
 DEFAULT_EPOCHS = 12
-MODEL_REVISION = 2
+MODEL_REVISION = 3
 """Bumped when pretraining changes what a checkpoint holds: part of versions and cache keys."""
 MIN_MEASURED = 50
 
@@ -61,7 +62,7 @@ def pretrain(
             torch.set_num_threads(threads)
         emb = (raw - raw.mean(0)) / np.maximum(raw.std(0), 1e-9)
         gcn_state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    prior, _ = fit_prior(np.hstack([x, emb]), lat)
+    prior = with_costs(fit_prior(np.hstack([x, emb]), lat)[0])
     digest = data_hash(lat)
     meta = {
         "format": CHECKPOINT_FORMAT,
@@ -71,7 +72,7 @@ def pretrain(
         "data_hash": digest,
         "seed": seed,
         "epochs": epochs,
-        "features": list(FEATURE_NAMES) + [f"gcn_{i}" for i in range(emb.shape[1])],
+        "features": [*FEATURE_NAMES, *(f"gcn_{i}" for i in range(emb.shape[1])), *COST_NAMES],
         "default_scale_ms": float(np.median([np.nanmean(v) for v in lat.values()])),
         "metrics": {},
     }

@@ -4,8 +4,10 @@ A device's latency, divided by its mean latency, is ``phi(arch) . w`` with ``phi
 arch embeddings and ``w`` the device's head (its embedding). Source devices give heads ``w_d``; their mean and
 covariance form a Gaussian prior. A new device's K samples (ms) set a scale (``s0``) and refine ``w`` in closed
 form; the noise variance, the prior's spread and the width of a broad op-cost component are weighed on grids by
-marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels). Samples
-in whole milliseconds add the rounding variance (1/12 ms^2) to the noise.
+marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels). An
+``Alternative`` hypothesis (NB201: the cost-only one, ``nb201_costs.cost_hypothesis``) can compete with the prior:
+its centres and covariances are weighed with the prior's settings. Samples in whole milliseconds add the rounding
+variance (1/12 ms^2) to the noise.
 """
 
 from __future__ import annotations
@@ -135,17 +137,35 @@ def _broad_variance(phi_s: np.ndarray) -> np.ndarray:
     return basis @ basis.T / max(float(np.mean(((phi_s @ basis) ** 2).sum(1))), 1e-9)
 
 
+@dataclass(frozen=True)
+class Alternative:
+    """A hypothesis besides the cross-device prior (prior probability ``mass``): the head is centred on one of
+    ``centres`` [C, F] (equal shares of ``mass``) with one of the covariances ``covs`` [F, F] around it, every
+    centre, covariance and noise weighed by marginal likelihood with the prior's own settings."""
+
+    centres: np.ndarray
+    covs: tuple[np.ndarray, ...]
+    mass: float
+
+
 def posterior(
-    prior: Prior, phi_s: np.ndarray, y_ms: np.ndarray, default_scale_ms: float, *, robust: bool = True
+    prior: Prior,
+    phi_s: np.ndarray,
+    y_ms: np.ndarray,
+    default_scale_ms: float,
+    *,
+    robust: bool = True,
+    alternative: Alternative | None = None,
 ) -> Posterior:
     """Condition the prior on samples (features [K, F], latencies ms [K]); K = 0 gives the prior itself.
 
     Robust (default): noise relative to each sample's latency (errors in %, as quantised and run-to-run noise
     are), a broad component over the op-count features whose width, like the prior spread and the noise, is
     weighed by marginal likelihood, and the posteriors of all plausible settings averaged (moment-matched), so
-    the samples override the cross-device prior on devices unlike the sources and the spread stays calibrated.
-    ``robust=False``: the baseline that ``bench/predictor_ood.py`` compares against: uniform noise, no broad
-    component, and the single most likely setting of spread and noise.
+    the samples override the cross-device prior on devices unlike the sources and the spread stays calibrated;
+    ``alternative`` competes with the prior (its settings join the average). ``robust=False``: the baseline that
+    ``bench/predictor_ood.py`` compares against: uniform noise, no broad component, no alternative, and the single
+    most likely setting of spread and noise.
     """
     if len(y_ms) == 0:
         return Posterior(prior.mean, prior.planning_cov(), default_scale_ms, prior.typical_noise)
@@ -153,10 +173,9 @@ def posterior(
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError("latencies must be positive milliseconds")
     y = y_ms / scale
-    resid = y - phi_s @ prior.mean
     rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2 if robust else np.ones(len(y))
     floor = quantisation_variance(y_ms) / scale**2 if robust else 0.0
-    mean, cov, noise = _average(prior, phi_s, resid, rel_var, robust, floor)
+    mean, cov, noise = _average(prior, phi_s, y, rel_var, robust, floor, alternative if robust else None)
     return Posterior(mean, cov, scale, noise + floor)
 
 
@@ -169,23 +188,50 @@ def quantisation_variance(y_ms: np.ndarray) -> float:
 
 
 def _average(
-    prior: Prior, phi_s: np.ndarray, resid: np.ndarray, rel_var: np.ndarray, robust: bool, floor: float = 0.0
+    prior: Prior,
+    phi_s: np.ndarray,
+    y: np.ndarray,
+    rel_var: np.ndarray,
+    robust: bool,
+    floor: float = 0.0,
+    alternative: Alternative | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Posterior mean, covariance and noise: all hyperparameter settings weighed by marginal likelihood (robust)
-    or the best one; ``rel_var`` = per-sample multipliers of the noise variance, ``floor`` = variance every sample
-    has besides (quantisation; not part of the returned noise)."""
+    or the best one; ``y`` [K] = normalised samples, ``rel_var`` = per-sample multipliers of the noise variance,
+    ``floor`` = variance every sample has besides (quantisation; not part of the returned noise)."""
     broad = _broad_variance(phi_s)
     root = np.sqrt(rel_var)
-    settings, logliks = [], []
-    for spread_w, broad_w in itertools.product(SPREAD_GRID, BROAD_GRID if robust else (0.0,)):
-        cov = prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad
-        lam, vec = np.linalg.eigh((phi_s @ cov @ phi_s.T + floor * np.eye(len(resid))) / np.outer(root, root))
-        z2 = (vec.T @ (resid / root)) ** 2
-        extra = 2 * np.log(root).sum() - 2 * BROAD_LOG_PRIOR * (broad_w > 0)
-        for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
-            ev = np.maximum(lam, 0.0) + noise
-            logliks.append(log_prior - 0.5 * ((z2 / ev).sum() + np.log(ev).sum() + extra))
-            settings.append((cov, noise))
+    own = [
+        (prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad, BROAD_LOG_PRIOR * (broad_w > 0))
+        for spread_w, broad_w in itertools.product(SPREAD_GRID, BROAD_GRID if robust else (0.0,))
+    ]
+    hypotheses = [(prior.mean[None, :], 0.0, own)]
+    if alternative is not None:
+        hypotheses = [
+            (prior.mean[None, :], np.log1p(-alternative.mass), own),
+            (
+                alternative.centres,
+                np.log(alternative.mass / len(alternative.centres)),
+                [(c, 0.0) for c in alternative.covs],
+            ),
+        ]
+    settings: list[tuple[np.ndarray, float, np.ndarray, np.ndarray]] = []  # (cov, noise, centre, residuals [K])
+    logliks: list[float] = []
+    for centres, log_mass, covs in hypotheses:
+        resids = y[None, :] - centres @ phi_s.T  # [C, K]
+        for cov, log_cov in covs:
+            lam, vec = np.linalg.eigh((phi_s @ cov @ phi_s.T + floor * np.eye(len(y))) / np.outer(root, root))
+            z2 = ((resids / root) @ vec) ** 2
+            for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
+                ev = np.maximum(lam, 0.0) + noise
+                ll = (
+                    log_prior
+                    + log_mass
+                    + log_cov
+                    - 0.5 * ((z2 / ev).sum(1) + np.log(ev).sum() + 2 * np.log(root).sum())
+                )
+                logliks.extend(ll)
+                settings.extend((cov, noise, centre, resid) for centre, resid in zip(centres, resids, strict=True))
     loglik = np.asarray(logliks)
     if robust:
         weights = np.exp(loglik - loglik.max())
@@ -195,10 +241,10 @@ def _average(
         keep = np.array([np.argmax(loglik)])
     parts = []
     for j in keep:
-        cov, noise = settings[j]
+        cov, noise, centre, resid = settings[j]
         c_phi = phi_s @ cov
-        gain = np.linalg.solve(c_phi @ phi_s.T + noise * np.diag(rel_var) + floor * np.eye(len(resid)), c_phi).T
-        parts.append((weights[j], prior.mean + gain @ resid, cov - gain @ c_phi, noise))
+        gain = np.linalg.solve(c_phi @ phi_s.T + noise * np.diag(rel_var) + floor * np.eye(len(y)), c_phi).T
+        parts.append((weights[j], centre + gain @ resid, cov - gain @ c_phi, noise))
     total = sum(p[0] for p in parts)
     mean = sum(w * m for w, m, _, _ in parts) / total
     cov = sum(w * (c + np.outer(m - mean, m - mean)) for w, m, c, _ in parts) / total
