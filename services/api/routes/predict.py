@@ -20,7 +20,7 @@ from latfarm.services.domain.predictions import NoEstimate, conditions_of, keyed
 from latfarm.services.store.models import Device
 
 from ..auth import Principal, require
-from ..deps import get_device, get_device_table, request_keys
+from ..deps import get_device, get_device_table, request_keys, request_positions
 from ..schemas import ConditionsOut, PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -68,10 +68,12 @@ def predict(
 
 
 def _table_response(device: Device, table: Table, body: PredictRequest) -> Response:
-    keys, _strings = request_keys(body.archs, body.space)
+    keys = request_positions(body.archs, body.space)
+    if keys is None:
+        keys = cast("list[int]", request_keys(body.archs, body.space)[0])
     return Response(
         _head_json(device.name, body.space, conditions_of(device).for_space(body.space))
-        + table.items_json(cast("list[int]", keys))
+        + table.items_json(keys)
         + b"}",
         media_type="application/json",
     )
