@@ -64,9 +64,9 @@ def request_keys(
     """A predict or rank request's archs as the keys its space's predictions take (``predictions.keyed_by_position``:
     reference positions of an enumerated space such as NB201, other spaces' canonical strings) and their canonical
     strings; checked like ``request_archs``."""
-    if (positions := request_positions(archs, space)) is not None:
+    if (plain := request_positions(archs, space)) is not None:
         strings, _known = _reference_strings(space)
-        return positions, [strings[arch] for arch in positions]
+        return plain, [strings[arch] for arch in plain]
     canonical = request_archs(archs, space, field)
     if not keyed_by_position(space):
         return canonical, canonical

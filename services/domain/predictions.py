@@ -415,11 +415,10 @@ class PredictionService:
         with self._lock:
             known = self._devices.get(name)
         if known is not None:
-            device, stamp = known
-            head = self._head(device, space)
-            found = read_device_marks(connection, dialect, device.id, head.conditions_key)
-            if found is not None and found[0] == stamp:
-                return device, self._table(session, device, space, head, found[1])
+            head = self._head(known[0], space)
+            found = read_device_marks(connection, dialect, known[0].id, head.conditions_key)
+            if found is not None and found[0] == known[1]:
+                return known[0], self._table(session, known[0], space, head, found[1])
         device = device_by_name(session, name)
         if device is None:
             with self._lock:

@@ -16,7 +16,7 @@ from latfarm.predictor import nb201
 from latfarm.predictor.spaces import get_space
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.prediction_tables import Table
-from latfarm.services.domain.predictions import NoEstimate, conditions_of, keyed_by_position
+from latfarm.services.domain.predictions import NoEstimate, PredictionService, conditions_of, keyed_by_position
 from latfarm.services.store.models import Device
 
 from ..auth import Principal, require
@@ -60,7 +60,7 @@ def predict(
     there is neither. A device's agent measurements are all given in one ``statistic``: that of its latest
     measurement. Answers are for the device's conditions for the space (``conditions`` in the response): figures
     measured under others are not used. Any valid arch is predicted, not only those of a dataset."""
-    service = request.app.state.predictions
+    service: PredictionService = request.app.state.predictions
     if keyed_by_position(body.space) and (found := service.current_table(body.device, body.space)) is not None:
         return _table_response(*found, body)  # the table in memory is current: no session
     with request.app.state.read_sessions() as session:  # opened and closed in this call's thread: no extra hops
