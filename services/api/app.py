@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 15,625 arch strings take about 1.3 MB
 
 
+class _TooLarge(Exception):
+    """A request body passed ``BodyLimit``'s limit while streaming."""
+
+
 class BodyLimit:
     """413 for request bodies over ``limit`` bytes, by Content-Length or while streaming."""
 
@@ -38,15 +42,12 @@ class BodyLimit:
             return
         received, started = 0, False
 
-        class TooLarge(Exception):
-            pass
-
         async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.limit:
-                raise TooLarge
+                raise _TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -56,7 +57,7 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except TooLarge:
+        except _TooLarge:
             if not started:
                 await self._reject(send)
 

@@ -64,16 +64,26 @@ def request_keys(
     """A predict or rank request's archs as the keys its space's predictions take (``predictions.keyed_by_position``:
     reference positions of an enumerated space such as NB201, other spaces' canonical strings) and their canonical
     strings; checked like ``request_archs``."""
-    if request_space(space).enumerated and len(archs) <= MAX_ARCHS:
+    if (plain := request_positions(archs, space)) is not None:
         strings, _known = _reference_strings(space)
-        distinct = len(_reference_positions(space)) == len(strings)  # each position its arch's only one
-        if distinct and all(type(arch) is int and 0 <= arch < len(strings) for arch in archs):
-            return list(cast("list[int]", archs)), [strings[arch] for arch in cast("list[int]", archs)]
+        return plain, [strings[arch] for arch in plain]
     canonical = request_archs(archs, space, field)
     if not keyed_by_position(space):
         return canonical, canonical
     positions = _reference_positions(space)
     return [positions[arch] for arch in canonical], canonical
+
+
+def request_positions(archs: Sequence[str | int | Sequence[int]], space: str) -> list[int] | None:
+    """``request_keys``'s keys without the strings when every arch is a plain position in an enumerated space's
+    reference set whose positions each name a distinct arch (checked at C speed); None otherwise."""
+    if not request_space(space).enumerated or len(archs) > MAX_ARCHS or {type(arch) for arch in archs} != {int}:
+        return None
+    strings, _known = _reference_strings(space)
+    positions = cast("list[int]", archs)
+    if len(_reference_positions(space)) != len(strings) or min(positions) < 0 or max(positions) >= len(strings):
+        return None
+    return list(positions)
 
 
 def request_space(name: str) -> SearchSpace:

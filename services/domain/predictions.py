@@ -25,11 +25,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import cast
 
 import numpy as np
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.predictor import nb201
@@ -42,7 +43,6 @@ from latfarm.services.domain.prediction_tables import (
     Marks,
     RowStamp,
     Table,
-    device_stamp,
     merged,
     read_device_marks,
     read_marks,
@@ -126,7 +126,10 @@ def conditions_of(device: Device) -> Conditions:
     """A device's conditions (``device_conditions`` of its batch size, precision and input variant): the only rows
     its predictions, rankings, adaptations and LatBench export read are those with this ``conditions_key``
     (``for_space`` of it for archs of another space)."""
-    return device_conditions(device.batch_size, device.precision, device.resolution, device.classes)
+    return _device_conditions(device.batch_size, device.precision, device.resolution, device.classes)
+
+
+_device_conditions = lru_cache(maxsize=256)(device_conditions)  # Conditions are immutable; building checks them
 
 
 def device_statistic(session: Session, device_id: int, conditions_key: str) -> str:
@@ -217,7 +220,9 @@ class PredictionService:
         self._measured: OrderedDict[tuple[int, str], tuple[RowStamp, dict[ArchKey, Measured]]] = OrderedDict()
         self._models: OrderedDict[tuple[int, str], tuple[str, object]] = OrderedDict()  # (device, space): (key, model)
         self._tables: OrderedDict[tuple[int, str], Table] = OrderedDict()
-        self._devices: OrderedDict[str, Device] = OrderedDict()  # name -> device last read (``table_by_name``)
+        self._engine: Engine = sessions.kw["bind"]  # ``current_table`` reads on its pooled connections
+        # name -> the device object last read and its row's stamp then (``table_by_name``)
+        self._devices: OrderedDict[str, tuple[Device, tuple]] = OrderedDict()
         self._lock = threading.Lock()  # guards the memory tables
         self._fit_lock = threading.Lock()  # one fit at a time, even under concurrent cold requests
         self._load_lock = threading.Lock()  # one predictor load at a time
@@ -404,24 +409,48 @@ class PredictionService:
 
     def table_by_name(self, session: Session, name: str, space: str = nb201.SPACE) -> tuple[Device, Table] | None:
         """The device called ``name`` and its ``table`` of ``space``; None when there is no such device. The device
-        object read last under ``name`` is reused (detached) while its row still has that name and the same stamp
-        columns: then one statement reads the row's stamp and the table's ``Marks`` together."""
+        object read last under ``name`` is reused (detached) while its row's stamp is unchanged: then one statement
+        reads the stamp and the table's ``Marks`` together (``read_device_marks``)."""
+        connection, dialect = session.connection().connection, session.get_bind().dialect
         with self._lock:
-            device = self._devices.get(name)
-        if device is not None:
-            head = self._head(device, space)
-            found = read_device_marks(session, device.id, head.conditions_key)
-            if found is not None and found[0] == device_stamp(device):
-                return device, self._table(session, device, space, head, found[1])
+            known = self._devices.get(name)
+        if known is not None:
+            head = self._head(known[0], space)
+            found = read_device_marks(connection, dialect, known[0].id, head.conditions_key)
+            if found is not None and found[0] == known[1]:
+                return known[0], self._table(session, known[0], space, head, found[1])
         device = device_by_name(session, name)
         if device is None:
             with self._lock:
                 self._devices.pop(name, None)
             return None
         session.expunge(device)  # shared read-only by later requests, never written through
+        head = self._head(device, space)
+        found = read_device_marks(connection, dialect, device.id, head.conditions_key)  # the object's snapshot
+        assert found is not None  # read in the transaction that just read the device
         with self._lock:
-            _remember(self._devices, name, device)
-        return device, self.table(session, device, space)
+            _remember(self._devices, name, (device, found[0]))
+        return device, self._table(session, device, space, head, found[1])
+
+    def current_table(self, name: str, space: str = nb201.SPACE) -> tuple[Device, Table] | None:
+        """``table_by_name`` without a session when it needs nothing but its one statement: the device and table
+        known under ``name`` found unchanged by ``read_device_marks`` on a pooled DB-API connection. None when
+        either is not in memory or anything changed (``table_by_name`` then checks or rebuilds)."""
+        with self._lock:
+            known = self._devices.get(name)
+            table = self._tables.get((known[0].id, space)) if known is not None else None
+        if known is None or table is None:
+            return None
+        device, stamp = known
+        head = self._head(device, space)
+        connection = self._engine.raw_connection()
+        try:
+            found = read_device_marks(connection, self._engine.dialect, device.id, head.conditions_key)
+        finally:
+            connection.close()
+        if found is None or found[0] != stamp or not table.current(head, found[1]):
+            return None
+        return device, table
 
     def _table(self, session: Session, device: Device, space: str, head: Head, marks: Marks) -> Table:
         with self._lock:

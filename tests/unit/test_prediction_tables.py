@@ -277,3 +277,17 @@ def test_predict_answer_bytes(api):
     head = json.dumps({"device": "dev1", "space": "nb201", "conditions": conditions})[:-1].encode()
     assert response.content == head + b',"items":' + _reference_items(table, [7, 8]) + b"}"
     assert response.headers["content-type"] == "application/json"
+
+
+def test_a_current_table_is_answered_without_a_session_and_a_change_takes_the_session_path(api, monkeypatch):
+    add_device(api, "dev1")
+    activate_adaptation(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
+    first = _items(api, "/v1/predict", [10, 20])  # the session path: device and table now in memory
+    sessions = api.app.state.read_sessions
+    opened = []
+    monkeypatch.setattr(api.app.state, "read_sessions", lambda: opened.append(1) or sessions())
+    assert _items(api, "/v1/predict", [10, 20]) == first and opened == []
+    add_measurements(api, "dev1", {10: 2.5})
+    opened.clear()
+    assert _items(api, "/v1/predict", [10, 20])[0]["latency_ms"] == 2.5 and opened == [1]
+    assert _items(api, "/v1/predict", [10, 20])[0]["latency_ms"] == 2.5 and opened == [1]  # current again

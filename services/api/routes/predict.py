@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import cast
 
 from fastapi import APIRouter, Depends, Request
@@ -13,11 +14,13 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import get_space
-from latfarm.services.domain.predictions import NoEstimate, conditions_of, keyed_by_position
+from latfarm.services.domain.conditions import Conditions
+from latfarm.services.domain.prediction_tables import Table
+from latfarm.services.domain.predictions import NoEstimate, PredictionService, conditions_of, keyed_by_position
 from latfarm.services.store.models import Device
 
 from ..auth import Principal, require
-from ..deps import get_device, get_device_table, request_keys
+from ..deps import get_device, get_device_table, request_keys, request_positions
 from ..schemas import ConditionsOut, PredictRequest, PredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -57,17 +60,36 @@ def predict(
     there is neither. A device's agent measurements are all given in one ``statistic``: that of its latest
     measurement. Answers are for the device's conditions for the space (``conditions`` in the response): figures
     measured under others are not used. Any valid arch is predicted, not only those of a dataset."""
+    service: PredictionService = request.app.state.predictions
+    if keyed_by_position(body.space) and (found := service.current_table(body.device, body.space)) is not None:
+        return _table_response(*found, body)  # the table in memory is current: no session
     with request.app.state.read_sessions() as session:  # opened and closed in this call's thread: no extra hops
         return _predict(session, request, body)
+
+
+def _table_response(device: Device, table: Table, body: PredictRequest) -> Response:
+    keys = request_positions(body.archs, body.space)
+    if keys is None:
+        keys = cast("list[int]", request_keys(body.archs, body.space)[0])
+    return Response(
+        _head_json(device.name, body.space, conditions_of(device).for_space(body.space))
+        + table.items_json(keys)
+        + b"}",
+        media_type="application/json",
+    )
+
+
+@lru_cache(maxsize=256)
+def _head_json(device: str, space: str, conditions: Conditions) -> bytes:
+    """The encoded opening of a table answer, up to its ``items`` array."""
+    head = {"device": device, "space": space, "conditions": ConditionsOut.of(conditions).model_dump()}
+    return json.dumps(head)[:-1].encode() + b',"items":'
 
 
 def _predict(session: Session, request: Request, body: PredictRequest) -> Response:
     service = request.app.state.predictions
     if keyed_by_position(body.space):
-        device, table = get_device_table(request, session, body.device, body.space)
-        keys, _strings = request_keys(body.archs, body.space)
-        head = {"device": device.name, "space": body.space, "conditions": conditions_block(device, body.space)}
-        return items_response(head, table.items_json(cast("list[int]", keys)))
+        return _table_response(*get_device_table(request, session, body.device, body.space), body)
     device = get_device(session, body.device)
     keys, strings = request_keys(body.archs, body.space)
     conditions = conditions_block(device, body.space)
