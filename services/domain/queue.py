@@ -24,7 +24,7 @@ from latfarm.predictor.spaces import ArchError, UnknownSpace
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.conditions import Conditions
-from latfarm.services.domain.liveness import mark_alive
+from latfarm.services.domain.liveness import UnknownAgent, mark_alive, registered
 from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import ReportedResult, measurement_row, validate
 from latfarm.services.store.crud import ensure_archs
@@ -468,9 +468,16 @@ REPORTED_JOB = (
     Job.attempts,
 )
 # the statements ``report`` runs, built once: they lock the jobs (in id order, as heartbeats lock them: no
-# deadlock), read who stored the done ones, mark the measured ones done and store their measurements
+# deadlock) and read the reporting agent's device (NULL: the agent was removed), read who stored the done ones, mark
+# the measured ones done and store their measurements
 _LOCK_REPORTED = (
-    select(*REPORTED_JOB).where(Job.id.in_(bindparam("ids", expanding=True))).order_by(Job.id).with_for_update()
+    select(
+        *REPORTED_JOB,
+        select(Agent.device_id).where(Agent.id == bindparam("agent_id")).scalar_subquery().label("agent_device"),
+    )
+    .where(Job.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Job.id)
+    .with_for_update(of=Job)
 )
 _STORED_BY = select(Measurement.job_id, Measurement.agent_id).where(
     Measurement.job_id.in_(bindparam("ids", expanding=True))
@@ -511,18 +518,24 @@ def report(
 ) -> list[Ack]:
     """Store results of jobs this agent holds; a repeated ok report is acknowledged as a duplicate, stored once.
 
-    The batch's jobs are locked in one statement in id order (as heartbeats lock them: no deadlock); the measured
-    ones are marked done in one ``UPDATE`` and their measurements inserted together, on the session's connection
-    (no ORM objects). Raises ``results.ResultError`` for a malformed result before anything is written.
+    The batch's jobs are locked in one statement in id order (as heartbeats lock them: no deadlock) that also finds
+    the agent's row: ``liveness.UnknownAgent`` when it was removed. The measured ones are marked done in one
+    ``UPDATE`` and their measurements inserted together, on the session's connection (no ORM objects). Raises
+    ``results.ResultError`` for a malformed result before anything is written.
     """
+    connection = session.connection()
+    ids = sorted({result.job_id for result in results})
+    locked = connection.execute(_LOCK_REPORTED, {"ids": ids, "agent_id": agent.id}).all() if ids else []
+    if not locked:  # no job row to carry the agent's
+        registered(session, agent.id)
+    elif locked[0].agent_device is None:
+        raise UnknownAgent(agent.id)
     for index, result in enumerate(results):
         validate(result, f"results[{index}]")
     if not results:
         return []
-    connection = session.connection()
     now = utcnow()
-    ids = sorted({result.job_id for result in results})
-    jobs = {job.id: job for job in connection.execute(_LOCK_REPORTED, {"ids": ids})}
+    jobs = {job.id: job for job in locked}
     states = {job_id: job.state for job_id, job in jobs.items()}
     done = [job_id for job_id, state in states.items() if state == JobState.done]
     stored_by = dict(connection.execute(_STORED_BY, {"ids": done}).all()) if done else {}
@@ -611,9 +624,11 @@ def queue_depth(session: Session) -> dict[str, int]:
 def requeue_repaired(session: Session, agent: Holder, job_ids: Sequence[str]) -> list[Ack]:
     """Jobs this agent could not fetch because the server's artifact was corrupt (rebuilt since): back to the
     queue with the attempt not spent, as the device is not at fault. Repeats are bounded: a job whose artifact is
-    sound when its fetch failure comes in spends the attempt (``report``). Acks the jobs the agent held."""
+    sound when its fetch failure comes in spends the attempt (``report``). Acks the jobs the agent held;
+    ``liveness.UnknownAgent`` when the agent was removed."""
     if not job_ids:
         return []
+    registered(session, agent.id)
     held = session.scalars(
         update(Job)
         .where(Job.id.in_(list(job_ids)), Job.lease_owner == agent.id, Job.state == JobState.running)

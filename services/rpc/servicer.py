@@ -328,7 +328,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         caller = self._authenticate(context)
         repaired = self._repair_artifacts([r.job_id for r in results if r.error_class == FETCH])
         with _known(caller), self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
-            agent = liveness.registered(session, caller.agent_id)
+            agent = _ref(caller)  # ``requeue_repaired`` and ``report`` check that it is registered
             device_id = agent.device_id
             requeued = {ack.job_id: ack for ack in queue.requeue_repaired(session, agent, repaired)}
             rest = [r for r in results if r.job_id not in requeued]
