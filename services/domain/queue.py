@@ -9,6 +9,7 @@ writes are guarded by the job's state as well.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Collection, Iterable, Sequence
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import CursorResult, Integer, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import JSON, CursorResult, Integer, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.types import TypeDecorator
 
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import ArchError, UnknownSpace
@@ -492,7 +494,23 @@ _MEASURED = (
         finished_at=bindparam("now", type_=Job.finished_at.type),
     )
 )
-_STORE_MEASUREMENTS = insert(Measurement)
+
+
+class _EncodedJSON(TypeDecorator):
+    """A JSON column's value encoded by the caller (``json.dumps``, as the column's own type encodes it): bound as
+    that text, which PostgreSQL casts to JSON as it casts the column's own values."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect):
+        return None
+
+
+MEASUREMENT_JSON = ("protocol", "round_medians_ms", "conditions", "provenance")  # the JSON columns of a row
+_STORE_MEASUREMENTS = insert(Measurement).values(
+    {name: bindparam(name, type_=_EncodedJSON()) for name in MEASUREMENT_JSON}
+)
 _conditions: dict[str, Conditions] = {}  # batch id -> its parsed conditions, the most recent CONDITIONS_CACHED
 _conditions_lock = threading.Lock()
 
@@ -541,6 +559,9 @@ def report(
     stored_by = dict(connection.execute(_STORED_BY, {"ids": done}).all()) if done else {}
     held = {job_id for job_id, job in jobs.items() if job.state == JobState.running and job.lease_owner == agent.id}
     conditions = batch_conditions(session, {jobs[job_id].batch_id for job_id in held})
+    # the rows' JSON columns, encoded here (``_STORE_MEASUREMENTS``): what rows share, once per report
+    shared_provenance = json.dumps(provenance)
+    shared_conditions = {batch_id: json.dumps(parsed.to_dict()) for batch_id, parsed in conditions.items()}
     acks, rows, changes = [], [], []
     for result in results:
         job = jobs.get(result.job_id)
@@ -557,7 +578,14 @@ def report(
         elif job.id not in held or state != JobState.running:
             acks.append(Ack(job.id, False, message="job is not leased by this agent (lease expired or re-leased)"))
         elif result.ok:
-            rows.append(measurement_row(job, agent.id, result, provenance, conditions[job.batch_id]))
+            row = measurement_row(job, agent.id, result, provenance, conditions[job.batch_id])
+            row.update(
+                protocol=json.dumps(row["protocol"]),
+                round_medians_ms=json.dumps(row["round_medians_ms"]),
+                conditions=shared_conditions[job.batch_id],
+                provenance=shared_provenance,
+            )
+            rows.append(row)
             stored_by[job.id] = agent.id
             states[job.id] = JobState.done  # a repeat within this report is a duplicate
             acks.append(Ack(job.id, True, message="unstable: stored flagged" if result.unstable else ""))
