@@ -43,7 +43,7 @@ from latfarm.services.store.models import (
 )
 
 MAX_BATCH = nb201.NUM_ARCHS
-CONDITIONS_CACHED = 4096  # batches whose parsed conditions a process keeps (a batch's conditions never change)
+BATCHES_CACHED = 4096  # batches whose settings a process keeps (a batch's conditions and protocol never change)
 MAX_ERRORS_SHOWN = 20
 RENEW_SLACK = 0.1  # a heartbeat leaves a lease alone that already runs this part of lease_seconds as long
 _EXPIRED = re.compile(r"^lease expired (\d+) times?")
@@ -180,9 +180,18 @@ def batch_progress(session: Session, batch_id: str) -> dict | None:
 
 
 @dataclass(frozen=True)
-class Leased:
-    """A leased job with what its agent needs: the arch, the artifact and the batch's conditions and protocol."""
+class BatchSettings:
+    """What a batch's jobs are measured under, fixed when it is submitted."""
 
+    conditions: Conditions
+    protocol: dict  # ``MeasureSettings`` fields overriding the agents' options
+
+
+@dataclass(frozen=True)
+class Leased:
+    """A leased job with what its agent needs: its batch's settings, the arch and the artifact."""
+
+    batch: BatchSettings
     job_id: str
     batch_id: str
     space: str
@@ -191,8 +200,6 @@ class Leased:
     artifact_sha256: str
     artifact_size: int
     attempts: int
-    conditions: dict
-    protocol: dict
     created_at: datetime
 
 
@@ -212,9 +219,9 @@ def lease(
     lapsed leases return to the queue first (``requeue_expired``).
 
     One ``WITH picked AS MATERIALIZED (...) UPDATE ... RETURNING`` picks the jobs (``FOR UPDATE SKIP LOCKED`` on
-    PostgreSQL: replicas never lease a job twice), leases them and reads their arch, artifact size and batch
-    settings. Jobs whose model is not exported yet wait for the export worker or ``resolve_artifacts``. Both
-    statements run on the session's connection (no ORM flush or identity map).
+    PostgreSQL: replicas never lease a job twice), leases them and reads their arch and artifact size; their
+    batches' settings come from ``batch_settings``. Jobs whose model is not exported yet wait for the export worker
+    or ``resolve_artifacts``. Both statements run on the session's connection (no ORM flush or identity map).
     """
     now = now or utcnow()
     agent = mark_alive(session, agent.id, now)
@@ -237,7 +244,8 @@ def lease(
         )
         .all()
     )
-    return sorted((Leased(*row) for row in rows), key=lambda job: (job.created_at, job.job_id))
+    batches = batch_settings(session, {row.batch_id for row in rows})
+    return sorted((Leased(batches[row.batch_id], *row) for row in rows), key=lambda job: (job.created_at, job.job_id))
 
 
 def _lease_statement() -> Any:
@@ -257,7 +265,6 @@ def _lease_statement() -> Any:
         .cte("picked")
         .prefix_with("MATERIALIZED")  # picked once: a re-evaluated pick (concurrent updates) could exceed max_jobs
     )
-    batch = select(JobBatch).where(JobBatch.id == Job.batch_id)
     return (
         update(Job)
         .where(Job.id == picked.c.id, Job.state == JobState.queued)
@@ -276,8 +283,6 @@ def _lease_statement() -> Any:
             Job.artifact_sha256,
             select(Artifact.size_bytes).where(Artifact.sha256 == Job.artifact_sha256).scalar_subquery(),
             Job.attempts,
-            batch.with_only_columns(JobBatch.conditions).scalar_subquery(),
-            batch.with_only_columns(JobBatch.protocol).scalar_subquery(),
             Job.created_at,
         )
     )
@@ -511,22 +516,25 @@ MEASUREMENT_JSON = ("protocol", "round_medians_ms", "conditions", "provenance") 
 _STORE_MEASUREMENTS = insert(Measurement).values(
     {name: bindparam(name, type_=_EncodedJSON()) for name in MEASUREMENT_JSON}
 )
-_conditions: dict[str, Conditions] = {}  # batch id -> its parsed conditions, the most recent CONDITIONS_CACHED
-_conditions_lock = threading.Lock()
+_batches: dict[str, BatchSettings] = {}  # batch id -> its settings, the most recent BATCHES_CACHED
+_batches_lock = threading.Lock()
 
 
-def batch_conditions(session: Session, batch_ids: Collection[str]) -> dict[str, Conditions]:
-    """The measurement conditions of batches ``batch_ids`` (that exist), parsed; each batch is read and parsed once
-    per process while it stays among the ``CONDITIONS_CACHED`` most recently read."""
-    found = {batch_id: parsed for batch_id in batch_ids if (parsed := _conditions.get(batch_id)) is not None}
+def batch_settings(session: Session, batch_ids: Collection[str]) -> dict[str, BatchSettings]:
+    """The settings of batches ``batch_ids`` (that exist), conditions parsed; each batch is read and parsed once per
+    process while it stays among the ``BATCHES_CACHED`` most recently read."""
+    found = {batch_id: batch for batch_id in batch_ids if (batch := _batches.get(batch_id)) is not None}
     missing = [batch_id for batch_id in batch_ids if batch_id not in found]
     if missing:
-        query = select(JobBatch.id, JobBatch.conditions).where(JobBatch.id.in_(missing))
-        read = {batch_id: Conditions.from_dict(stored) for batch_id, stored in session.connection().execute(query)}
-        with _conditions_lock:
-            _conditions.update(read)
-            for oldest in list(_conditions)[: max(0, len(_conditions) - CONDITIONS_CACHED)]:
-                del _conditions[oldest]
+        query = select(JobBatch.id, JobBatch.conditions, JobBatch.protocol).where(JobBatch.id.in_(missing))
+        read = {
+            batch_id: BatchSettings(Conditions.from_dict(conditions), protocol or {})
+            for batch_id, conditions, protocol in session.connection().execute(query)
+        }
+        with _batches_lock:
+            _batches.update(read)
+            for oldest in list(_batches)[: max(0, len(_batches) - BATCHES_CACHED)]:
+                del _batches[oldest]
         found.update(read)
     return found
 
@@ -558,7 +566,8 @@ def report(
     done = [job_id for job_id, state in states.items() if state == JobState.done]
     stored_by = dict(connection.execute(_STORED_BY, {"ids": done}).all()) if done else {}
     held = {job_id for job_id, job in jobs.items() if job.state == JobState.running and job.lease_owner == agent.id}
-    conditions = batch_conditions(session, {jobs[job_id].batch_id for job_id in held})
+    held_batches = {jobs[job_id].batch_id for job_id in held}
+    conditions = {batch_id: batch.conditions for batch_id, batch in batch_settings(session, held_batches).items()}
     # the rows' JSON columns, encoded here (``_STORE_MEASUREMENTS``): what rows share, once per report
     shared_provenance = json.dumps(provenance)
     shared_conditions = {batch_id: json.dumps(parsed.to_dict()) for batch_id, parsed in conditions.items()}

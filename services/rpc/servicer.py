@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any, BinaryIO, Protocol, cast
 
 import grpc
@@ -443,14 +444,14 @@ def _check_sizes(request) -> None:
 
 def _job_messages(jobs: list[queue.Leased]) -> list[agent_pb2.Job]:
     """The leased jobs as an agent sees them, with the conditions their artifact was exported under and their input
-    shape (NCHW); each distinct batch's conditions are parsed and built into a message once per call."""
-    batches: dict[str, tuple[list[int], agent_pb2.Conditions]] = {}
+    shape (NCHW); each distinct batch's settings are built into messages once per call."""
+    batches: dict[str, tuple[tuple[int, ...], agent_pb2.Conditions, agent_pb2.MeasureSettings]] = {}
     messages = []
     for job in jobs:
         if (batch := batches.get(job.batch_id)) is None:
-            parsed = Conditions.from_dict(job.conditions)
-            batch = batches[job.batch_id] = (list(parsed.input_shape), agent_pb2.Conditions(**parsed.to_dict()))
-        input_shape, conditions = batch
+            settings = agent_pb2.MeasureSettings(**job.batch.protocol)
+            batch = batches[job.batch_id] = (*_conditions_message(job.batch.conditions), settings)
+        input_shape, conditions, settings = batch
         messages.append(
             agent_pb2.Job(
                 job_id=job.job_id,
@@ -461,11 +462,18 @@ def _job_messages(jobs: list[queue.Leased]) -> list[agent_pb2.Job]:
                 artifact_size=job.artifact_size,
                 attempt=job.attempts,
                 input_shape=input_shape,
-                settings=agent_pb2.MeasureSettings(**job.protocol),
+                settings=settings,
                 conditions=conditions,
             )
         )
     return messages
+
+
+@lru_cache(maxsize=256)
+def _conditions_message(conditions: Conditions) -> tuple[tuple[int, ...], agent_pb2.Conditions]:
+    """(input shape, ``Conditions`` message) of ``conditions``, built once per process: read only (a message
+    field's value is copied into the message)."""
+    return conditions.input_shape, agent_pb2.Conditions(**conditions.to_dict())
 
 
 STATS = tuple(agent_pb2.Stats.DESCRIPTOR.fields_by_name)

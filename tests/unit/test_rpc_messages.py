@@ -73,7 +73,9 @@ def test_leased_jobs_carry_their_own_batchs_conditions():
     single, four = Conditions(), Conditions(batch_size=4, precision="fp16")
     batches = {"a": single, "b": four}
     jobs = [
-        queue.Leased(f"j{n}", batch, "nb201", "arch", "onnx", "0" * 64, 10, 1, batches[batch].to_dict(), {}, utcnow())
+        queue.Leased(
+            queue.BatchSettings(batches[batch], {}), f"j{n}", batch, "nb201", "arch", "onnx", "0" * 64, 10, 1, utcnow()
+        )
         for n, batch in enumerate("aba")
     ]
     messages = _job_messages(jobs)
