@@ -7,6 +7,11 @@ database server's) in ms per call of each kind, the median over ``--rounds`` rou
 
     .venv/bin/python bench/agent_calls.py [--db URL] [--calls 100] [--rounds 5]
 
+``--instructions``, under callgrind, counts the instructions this process runs instead (thousands per call): unlike
+CPU time, the same on a busy machine, so small cuts show. Run it from a scratch folder (callgrind's dumps,
+``callgrind.out.<pid>.<n>``, go there), e.g. ``valgrind --tool=callgrind python bench/agent_calls.py --instructions
+--calls 10 --rounds 1`` (a few minutes; the first round is one of warm-up).
+
 ``--db postgresql+psycopg://postgres@127.0.0.1:5432/test`` creates a database ``agent_calls_<pid>`` on that server
 for the run and drops it afterwards; without ``--db``: a SQLite file in a temporary folder. Seeds 16 × calls ×
 rounds jobs. Measured figures: docs/fleet.md, "Tried and not adopted" / "How it got here".
@@ -15,7 +20,9 @@ rounds jobs. Measured figures: docs/fleet.md, "Tried and not adopted" / "How it 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,30 +88,58 @@ def _seed(sessions, jobs: int) -> None:
         session.execute(update(Job).values(artifact_sha256=sha))
 
 
-def _round(servicer, calls: int) -> dict[str, float]:
-    """CPU ms per call of each kind over one round."""
+class Cpu:
+    """This process's CPU in ms from ``start`` to ``stop``."""
+
+    def start(self) -> None:
+        self.started = time.process_time()
+
+    def stop(self) -> float:
+        return 1000 * (time.process_time() - self.started)
+
+
+class Instructions:
+    """The instructions this process runs from ``start`` to ``stop``, in thousands, under callgrind: its counters are
+    zeroed, then dumped and read back (``callgrind_control``)."""
+
+    def _control(self, *args: str) -> None:
+        subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
+
+    def start(self) -> None:
+        self._control("--zero")
+
+    def stop(self) -> float:
+        self._control("--dump")
+        dumps = Path.cwd().glob(f"callgrind.out.{os.getpid()}.*")
+        newest = max(dumps, key=lambda path: int(path.suffix[1:]))
+        summary = next(line for line in newest.read_text().splitlines() if line.startswith("summary:"))
+        return int(summary.split()[1]) / 1000
+
+
+def _round(servicer, calls: int, meter: Cpu | Instructions) -> dict[str, float]:
+    """``meter``'s figure per call of each kind over one round."""
     from latfarm.proto.v1 import agent_pb2
 
     context = Context()
     lease = agent_pb2.LeaseRequest(max_jobs=LEASE_JOBS, wait_seconds=0, formats=["onnx"])
-    cpu = {}
-    started = time.process_time()
+    spent = {}
+    meter.start()
     leased = [servicer.LeaseJobs(lease, context) for _ in range(calls)]
-    cpu["lease"] = time.process_time() - started
+    spent["lease"] = meter.stop()
     if sum(len(answer.jobs) for answer in leased) != LEASE_JOBS * calls:
         raise SystemExit("too few jobs leased")
     held = agent_pb2.HeartbeatRequest(job_ids=sorted(job.job_id for job in leased[0].jobs))
-    started = time.process_time()
+    meter.start()
     for _ in range(calls):
         servicer.Heartbeat(held, context)
-    cpu["heartbeat"] = time.process_time() - started
+    spent["heartbeat"] = meter.stop()
     reports = [agent_pb2.ReportRequest(results=[_result(job) for job in answer.jobs]) for answer in leased]
-    started = time.process_time()
+    meter.start()
     answers = [servicer.ReportResults(report, context) for report in reports]
-    cpu["report"] = time.process_time() - started
+    spent["report"] = meter.stop()
     if not all(ack.accepted and not ack.duplicate for answer in answers for ack in answer.acks):
         raise SystemExit("a result was refused")
-    return {kind: 1000 * seconds / calls for kind, seconds in cpu.items()}
+    return {kind: figure / calls for kind, figure in spent.items()}
 
 
 def main() -> None:
@@ -112,7 +147,10 @@ def main() -> None:
     parser.add_argument("--db", help="PostgreSQL URL of a server to create a scratch database on (default: SQLite)")
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--instructions", action="store_true", help="count instructions (under callgrind), not CPU")
     args = parser.parse_args()
+    meter = Instructions() if args.instructions else Cpu()
+    rounds_run = args.rounds + args.instructions  # the first round under callgrind warms up, uncounted
 
     from latfarm.services.core.config import Settings
     from latfarm.services.domain.artifacts import ArtifactStore
@@ -128,7 +166,7 @@ def main() -> None:
             upgrade(url)
             engine = make_engine(url)
             sessions = make_sessionmaker(engine)
-            _seed(sessions, LEASE_JOBS * args.calls * args.rounds)
+            _seed(sessions, LEASE_JOBS * args.calls * rounds_run)
             settings = Settings(data_dir=Path(folder), db_url=url)
             servicer = AgentServicer(
                 settings,
@@ -138,12 +176,13 @@ def main() -> None:
                 LocalNotifier(),
                 AuthGuard(settings.auth_failure_limit),
             )
-            rounds = [_round(servicer, args.calls) for _ in range(args.rounds)]
+            rounds = [_round(servicer, args.calls, meter) for _ in range(rounds_run)][-args.rounds :]
             engine.dispose()
         finally:
             if args.db:
                 drop_pg(args.db, url)
-    print(f"in-process CPU per call, ms ({args.calls} calls of 16 jobs per round; median of {args.rounds} rounds):")
+    unit = "thousand instructions" if args.instructions else "CPU ms"
+    print(f"in-process {unit} per call ({args.calls} calls of 16 jobs per round; median of {args.rounds} rounds):")
     for kind in rounds[0]:
         figures = [r[kind] for r in rounds]
         print(f"  {kind:<10} {statistics.median(figures):.2f}   ({', '.join(f'{f:.2f}' for f in figures)})")

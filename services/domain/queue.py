@@ -9,6 +9,7 @@ writes are guarded by the job's state as well.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Collection, Iterable, Sequence
@@ -16,15 +17,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import CursorResult, Integer, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import JSON, CursorResult, Integer, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.types import TypeDecorator
 
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import ArchError, UnknownSpace
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.domain.conditions import Conditions
-from latfarm.services.domain.liveness import mark_alive
+from latfarm.services.domain.liveness import UnknownAgent, mark_alive, registered
 from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import ReportedResult, measurement_row, validate
 from latfarm.services.store.crud import ensure_archs
@@ -41,7 +43,7 @@ from latfarm.services.store.models import (
 )
 
 MAX_BATCH = nb201.NUM_ARCHS
-CONDITIONS_CACHED = 4096  # batches whose parsed conditions a process keeps (a batch's conditions never change)
+BATCHES_CACHED = 4096  # batches whose settings a process keeps (a batch's conditions and protocol never change)
 MAX_ERRORS_SHOWN = 20
 RENEW_SLACK = 0.1  # a heartbeat leaves a lease alone that already runs this part of lease_seconds as long
 _EXPIRED = re.compile(r"^lease expired (\d+) times?")
@@ -178,9 +180,18 @@ def batch_progress(session: Session, batch_id: str) -> dict | None:
 
 
 @dataclass(frozen=True)
-class Leased:
-    """A leased job with what its agent needs: the arch, the artifact and the batch's conditions and protocol."""
+class BatchSettings:
+    """What a batch's jobs are measured under, fixed when it is submitted."""
 
+    conditions: Conditions
+    protocol: dict  # ``MeasureSettings`` fields overriding the agents' options
+
+
+@dataclass(frozen=True)
+class Leased:
+    """A leased job with what its agent needs: its batch's settings, the arch and the artifact."""
+
+    batch: BatchSettings
     job_id: str
     batch_id: str
     space: str
@@ -189,8 +200,6 @@ class Leased:
     artifact_sha256: str
     artifact_size: int
     attempts: int
-    conditions: dict
-    protocol: dict
     created_at: datetime
 
 
@@ -210,9 +219,9 @@ def lease(
     lapsed leases return to the queue first (``requeue_expired``).
 
     One ``WITH picked AS MATERIALIZED (...) UPDATE ... RETURNING`` picks the jobs (``FOR UPDATE SKIP LOCKED`` on
-    PostgreSQL: replicas never lease a job twice), leases them and reads their arch, artifact size and batch
-    settings. Jobs whose model is not exported yet wait for the export worker or ``resolve_artifacts``. Both
-    statements run on the session's connection (no ORM flush or identity map).
+    PostgreSQL: replicas never lease a job twice), leases them and reads their arch and artifact size; their
+    batches' settings come from ``batch_settings``. Jobs whose model is not exported yet wait for the export worker
+    or ``resolve_artifacts``. Both statements run on the session's connection (no ORM flush or identity map).
     """
     now = now or utcnow()
     agent = mark_alive(session, agent.id, now)
@@ -235,7 +244,8 @@ def lease(
         )
         .all()
     )
-    return sorted((Leased(*row) for row in rows), key=lambda job: (job.created_at, job.job_id))
+    batches = batch_settings(session, {row.batch_id for row in rows})
+    return sorted((Leased(batches[row.batch_id], *row) for row in rows), key=lambda job: (job.created_at, job.job_id))
 
 
 def _lease_statement() -> Any:
@@ -255,7 +265,6 @@ def _lease_statement() -> Any:
         .cte("picked")
         .prefix_with("MATERIALIZED")  # picked once: a re-evaluated pick (concurrent updates) could exceed max_jobs
     )
-    batch = select(JobBatch).where(JobBatch.id == Job.batch_id)
     return (
         update(Job)
         .where(Job.id == picked.c.id, Job.state == JobState.queued)
@@ -274,8 +283,6 @@ def _lease_statement() -> Any:
             Job.artifact_sha256,
             select(Artifact.size_bytes).where(Artifact.sha256 == Job.artifact_sha256).scalar_subquery(),
             Job.attempts,
-            batch.with_only_columns(JobBatch.conditions).scalar_subquery(),
-            batch.with_only_columns(JobBatch.protocol).scalar_subquery(),
             Job.created_at,
         )
     )
@@ -468,9 +475,16 @@ REPORTED_JOB = (
     Job.attempts,
 )
 # the statements ``report`` runs, built once: they lock the jobs (in id order, as heartbeats lock them: no
-# deadlock), read who stored the done ones, mark the measured ones done and store their measurements
+# deadlock) and read the reporting agent's device (NULL: the agent was removed), read who stored the done ones, mark
+# the measured ones done and store their measurements
 _LOCK_REPORTED = (
-    select(*REPORTED_JOB).where(Job.id.in_(bindparam("ids", expanding=True))).order_by(Job.id).with_for_update()
+    select(
+        *REPORTED_JOB,
+        select(Agent.device_id).where(Agent.id == bindparam("agent_id")).scalar_subquery().label("agent_device"),
+    )
+    .where(Job.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Job.id)
+    .with_for_update(of=Job)
 )
 _STORED_BY = select(Measurement.job_id, Measurement.agent_id).where(
     Measurement.job_id.in_(bindparam("ids", expanding=True))
@@ -485,23 +499,42 @@ _MEASURED = (
         finished_at=bindparam("now", type_=Job.finished_at.type),
     )
 )
-_STORE_MEASUREMENTS = insert(Measurement)
-_conditions: dict[str, Conditions] = {}  # batch id -> its parsed conditions, the most recent CONDITIONS_CACHED
-_conditions_lock = threading.Lock()
 
 
-def batch_conditions(session: Session, batch_ids: Collection[str]) -> dict[str, Conditions]:
-    """The measurement conditions of batches ``batch_ids`` (that exist), parsed; each batch is read and parsed once
-    per process while it stays among the ``CONDITIONS_CACHED`` most recently read."""
-    found = {batch_id: parsed for batch_id in batch_ids if (parsed := _conditions.get(batch_id)) is not None}
+class _EncodedJSON(TypeDecorator):
+    """A JSON column's value encoded by the caller (``json.dumps``, as the column's own type encodes it): bound as
+    that text, which PostgreSQL casts to JSON as it casts the column's own values."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect):
+        return None
+
+
+MEASUREMENT_JSON = ("protocol", "round_medians_ms", "conditions", "provenance")  # the JSON columns of a row
+_STORE_MEASUREMENTS = insert(Measurement).values(
+    {name: bindparam(name, type_=_EncodedJSON()) for name in MEASUREMENT_JSON}
+)
+_batches: dict[str, BatchSettings] = {}  # batch id -> its settings, the most recent BATCHES_CACHED
+_batches_lock = threading.Lock()
+
+
+def batch_settings(session: Session, batch_ids: Collection[str]) -> dict[str, BatchSettings]:
+    """The settings of batches ``batch_ids`` (that exist), conditions parsed; each batch is read and parsed once per
+    process while it stays among the ``BATCHES_CACHED`` most recently read."""
+    found = {batch_id: batch for batch_id in batch_ids if (batch := _batches.get(batch_id)) is not None}
     missing = [batch_id for batch_id in batch_ids if batch_id not in found]
     if missing:
-        query = select(JobBatch.id, JobBatch.conditions).where(JobBatch.id.in_(missing))
-        read = {batch_id: Conditions.from_dict(stored) for batch_id, stored in session.connection().execute(query)}
-        with _conditions_lock:
-            _conditions.update(read)
-            for oldest in list(_conditions)[: max(0, len(_conditions) - CONDITIONS_CACHED)]:
-                del _conditions[oldest]
+        query = select(JobBatch.id, JobBatch.conditions, JobBatch.protocol).where(JobBatch.id.in_(missing))
+        read = {
+            batch_id: BatchSettings(Conditions.from_dict(conditions), protocol or {})
+            for batch_id, conditions, protocol in session.connection().execute(query)
+        }
+        with _batches_lock:
+            _batches.update(read)
+            for oldest in list(_batches)[: max(0, len(_batches) - BATCHES_CACHED)]:
+                del _batches[oldest]
         found.update(read)
     return found
 
@@ -511,23 +544,33 @@ def report(
 ) -> list[Ack]:
     """Store results of jobs this agent holds; a repeated ok report is acknowledged as a duplicate, stored once.
 
-    The batch's jobs are locked in one statement in id order (as heartbeats lock them: no deadlock); the measured
-    ones are marked done in one ``UPDATE`` and their measurements inserted together, on the session's connection
-    (no ORM objects). Raises ``results.ResultError`` for a malformed result before anything is written.
+    The batch's jobs are locked in one statement in id order (as heartbeats lock them: no deadlock) that also finds
+    the agent's row: ``liveness.UnknownAgent`` when it was removed. The measured ones are marked done in one
+    ``UPDATE`` and their measurements inserted together, on the session's connection (no ORM objects). Raises
+    ``results.ResultError`` for a malformed result before anything is written.
     """
+    connection = session.connection()
+    ids = sorted({result.job_id for result in results})
+    locked = connection.execute(_LOCK_REPORTED, {"ids": ids, "agent_id": agent.id}).all() if ids else []
+    if not locked:  # no job row to carry the agent's
+        registered(session, agent.id)
+    elif locked[0].agent_device is None:
+        raise UnknownAgent(agent.id)
     for index, result in enumerate(results):
         validate(result, f"results[{index}]")
     if not results:
         return []
-    connection = session.connection()
     now = utcnow()
-    ids = sorted({result.job_id for result in results})
-    jobs = {job.id: job for job in connection.execute(_LOCK_REPORTED, {"ids": ids})}
+    jobs = {job.id: job for job in locked}
     states = {job_id: job.state for job_id, job in jobs.items()}
     done = [job_id for job_id, state in states.items() if state == JobState.done]
     stored_by = dict(connection.execute(_STORED_BY, {"ids": done}).all()) if done else {}
     held = {job_id for job_id, job in jobs.items() if job.state == JobState.running and job.lease_owner == agent.id}
-    conditions = batch_conditions(session, {jobs[job_id].batch_id for job_id in held})
+    held_batches = {jobs[job_id].batch_id for job_id in held}
+    conditions = {batch_id: batch.conditions for batch_id, batch in batch_settings(session, held_batches).items()}
+    # the rows' JSON columns, encoded here (``_STORE_MEASUREMENTS``): what rows share, once per report
+    shared_provenance = json.dumps(provenance)
+    shared_conditions = {batch_id: json.dumps(parsed.to_dict()) for batch_id, parsed in conditions.items()}
     acks, rows, changes = [], [], []
     for result in results:
         job = jobs.get(result.job_id)
@@ -544,7 +587,14 @@ def report(
         elif job.id not in held or state != JobState.running:
             acks.append(Ack(job.id, False, message="job is not leased by this agent (lease expired or re-leased)"))
         elif result.ok:
-            rows.append(measurement_row(job, agent.id, result, provenance, conditions[job.batch_id]))
+            row = measurement_row(job, agent.id, result, provenance, conditions[job.batch_id])
+            row.update(
+                protocol=json.dumps(row["protocol"]),
+                round_medians_ms=json.dumps(row["round_medians_ms"]),
+                conditions=shared_conditions[job.batch_id],
+                provenance=shared_provenance,
+            )
+            rows.append(row)
             stored_by[job.id] = agent.id
             states[job.id] = JobState.done  # a repeat within this report is a duplicate
             acks.append(Ack(job.id, True, message="unstable: stored flagged" if result.unstable else ""))
@@ -611,9 +661,11 @@ def queue_depth(session: Session) -> dict[str, int]:
 def requeue_repaired(session: Session, agent: Holder, job_ids: Sequence[str]) -> list[Ack]:
     """Jobs this agent could not fetch because the server's artifact was corrupt (rebuilt since): back to the
     queue with the attempt not spent, as the device is not at fault. Repeats are bounded: a job whose artifact is
-    sound when its fetch failure comes in spends the attempt (``report``). Acks the jobs the agent held."""
+    sound when its fetch failure comes in spends the attempt (``report``). Acks the jobs the agent held;
+    ``liveness.UnknownAgent`` when the agent was removed."""
     if not job_ids:
         return []
+    registered(session, agent.id)
     held = session.scalars(
         update(Job)
         .where(Job.id.in_(list(job_ids)), Job.lease_owner == agent.id, Job.state == JobState.running)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any, BinaryIO, Protocol, cast
 
 import grpc
@@ -328,7 +329,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         caller = self._authenticate(context)
         repaired = self._repair_artifacts([r.job_id for r in results if r.error_class == FETCH])
         with _known(caller), self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
-            agent = liveness.registered(session, caller.agent_id)
+            agent = _ref(caller)  # ``requeue_repaired`` and ``report`` check that it is registered
             device_id = agent.device_id
             requeued = {ack.job_id: ack for ack in queue.requeue_repaired(session, agent, repaired)}
             rest = [r for r in results if r.job_id not in requeued]
@@ -443,14 +444,14 @@ def _check_sizes(request) -> None:
 
 def _job_messages(jobs: list[queue.Leased]) -> list[agent_pb2.Job]:
     """The leased jobs as an agent sees them, with the conditions their artifact was exported under and their input
-    shape (NCHW); each distinct batch's conditions are parsed and built into a message once per call."""
-    batches: dict[str, tuple[list[int], agent_pb2.Conditions]] = {}
+    shape (NCHW); each distinct batch's settings are built into messages once per call."""
+    batches: dict[str, tuple[tuple[int, ...], agent_pb2.Conditions, agent_pb2.MeasureSettings]] = {}
     messages = []
     for job in jobs:
         if (batch := batches.get(job.batch_id)) is None:
-            parsed = Conditions.from_dict(job.conditions)
-            batch = batches[job.batch_id] = (list(parsed.input_shape), agent_pb2.Conditions(**parsed.to_dict()))
-        input_shape, conditions = batch
+            settings = agent_pb2.MeasureSettings(**job.batch.protocol)
+            batch = batches[job.batch_id] = (*_conditions_message(job.batch.conditions), settings)
+        input_shape, conditions, settings = batch
         messages.append(
             agent_pb2.Job(
                 job_id=job.job_id,
@@ -461,11 +462,18 @@ def _job_messages(jobs: list[queue.Leased]) -> list[agent_pb2.Job]:
                 artifact_size=job.artifact_size,
                 attempt=job.attempts,
                 input_shape=input_shape,
-                settings=agent_pb2.MeasureSettings(**job.protocol),
+                settings=settings,
                 conditions=conditions,
             )
         )
     return messages
+
+
+@lru_cache(maxsize=256)
+def _conditions_message(conditions: Conditions) -> tuple[tuple[int, ...], agent_pb2.Conditions]:
+    """(input shape, ``Conditions`` message) of ``conditions``, built once per process: read only (a message
+    field's value is copied into the message)."""
+    return conditions.input_shape, agent_pb2.Conditions(**conditions.to_dict())
 
 
 STATS = tuple(agent_pb2.Stats.DESCRIPTOR.fields_by_name)

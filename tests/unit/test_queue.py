@@ -406,7 +406,7 @@ def test_reports_and_heartbeats_of_jobs_in_opposite_orders_never_deadlock(sessio
         assert s.scalar(select(func.count()).select_from(Measurement)) == len(leased)
 
 
-def test_leases_and_heartbeats_mark_the_agent_alive_and_refuse_a_removed_one(sessions, store):
+def test_leases_and_heartbeats_mark_the_agent_alive_and_agent_calls_refuse_a_removed_one(sessions, store):
     dev = make_device(sessions)
     agent = make_agent(sessions, dev)
     submit(sessions, dev, ARCHS[:1])
@@ -426,6 +426,9 @@ def test_leases_and_heartbeats_mark_the_agent_alive_and_refuse_a_removed_one(ses
         lambda s: queue.lease(s, ref, max_jobs=1, formats=["onnx"], lease_seconds=30),
         lambda s: queue.heartbeat(s, ref, [leased[0]], 30),
         lambda s: liveness.registered(s, agent),
+        lambda s: queue.report(s, ref, [ok_result(leased[0])], {}, 3),  # checked in the statement locking the job
+        lambda s: queue.report(s, ref, [ok_result("missing")], {}, 3),  # no job row: checked on its own
+        lambda s: queue.requeue_repaired(s, ref, [leased[0]]),
     ):
         with pytest.raises(liveness.UnknownAgent), transaction(sessions) as s:
             call(s)

@@ -7,7 +7,7 @@ import math
 import pytest
 from google.protobuf import json_format
 
-from latfarm.proto.v1 import agent_pb2
+from latfarm.proto.v1 import agent_pb2, limits
 from latfarm.proto.v1.limits import oversized
 from latfarm.services.core.clock import utcnow
 from latfarm.services.domain import queue
@@ -51,12 +51,31 @@ def test_oversized_names_the_first_field_over_its_limit_at_any_depth():
     assert oversized(long_id) == ("job_ids[0]", "at most 256 characters, got 257")
 
 
+@pytest.mark.parametrize("name", sorted(agent_pb2.DESCRIPTOR.message_types_by_name))
+def test_a_field_just_over_its_limit_is_found_in_an_otherwise_empty_message(name):
+    """The check passes messages below a size without a look at their fields: no field over its limit fits there."""
+    for field in getattr(agent_pb2, name).DESCRIPTOR.fields:
+        message = getattr(agent_pb2, name)()
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            getattr(message, field.name).update({str(n): "" for n in range(limits.MAX_MAP + 1)})
+        elif field.is_repeated and field.type != field.TYPE_MESSAGE:
+            item = "" if field.type == field.TYPE_STRING else 0
+            getattr(message, field.name).extend([item] * (limits.LISTS.get(field.name, limits.MAX_LIST) + 1))
+        elif field.type == field.TYPE_STRING:
+            setattr(message, field.name, "é" * (limits.string_limit(field.name) + 1))
+        else:
+            continue
+        assert oversized(message) is not None, f"{name}.{field.name}"
+
+
 def test_leased_jobs_carry_their_own_batchs_conditions():
     """Jobs of two batches in one lease, interleaved: each message has its batch's conditions and input shape."""
     single, four = Conditions(), Conditions(batch_size=4, precision="fp16")
     batches = {"a": single, "b": four}
     jobs = [
-        queue.Leased(f"j{n}", batch, "nb201", "arch", "onnx", "0" * 64, 10, 1, batches[batch].to_dict(), {}, utcnow())
+        queue.Leased(
+            queue.BatchSettings(batches[batch], {}), f"j{n}", batch, "nb201", "arch", "onnx", "0" * 64, 10, 1, utcnow()
+        )
         for n, batch in enumerate("aba")
     ]
     messages = _job_messages(jobs)

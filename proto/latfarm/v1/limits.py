@@ -6,9 +6,10 @@ receives no message over ``MAX_MESSAGE_BYTES``; the agent keeps what it sends wi
 
 from __future__ import annotations
 
+import math
 from functools import cache
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 MAX_MESSAGE_BYTES = 4 << 20  # a whole request
@@ -27,7 +28,11 @@ def string_limit(name: str) -> int:
 
 
 def oversized(message: Message, path: str = "") -> tuple[str, str] | None:
-    """(field path, what is over) of the first string, list or map in ``message`` over its limit; None if all fit."""
+    """(field path, what is over) of the first string, list or map in ``message`` over its limit; None if all fit.
+
+    A message (or nested message) no longer than ``_fits_below`` bytes is passed without a look at its fields."""
+    if message.ByteSize() <= _fits_below(message.DESCRIPTOR):
+        return None
     for field, value in message.ListFields():
         kind, repeated = _kind(field)
         if kind == _MAP:
@@ -58,6 +63,26 @@ def _kind(field: FieldDescriptor) -> tuple[int, bool]:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         return (_MAP if field.message_type.GetOptions().map_entry else _MESSAGE), field.is_repeated
     return (_STRING if field.type == FieldDescriptor.TYPE_STRING else _SCALAR), field.is_repeated
+
+
+@cache
+def _fits_below(message: Descriptor) -> float:
+    """The size in bytes (``ByteSize``) up to which a message of this type has nothing over its limits: a string
+    over its limit holds more characters, a list more items, a map more entries than that limit, and each character,
+    item and entry takes at least a byte. (The agent protocol's messages do not nest themselves.)"""
+    floors = [math.inf]
+    for field in message.fields:
+        kind, repeated = _kind(field)
+        if kind == _MAP:
+            floors.append(min(MAX_MAP, MAX_MAP_KEY, MAX_MAP_VALUE))
+            continue
+        if repeated:
+            floors.append(LISTS.get(field.name, MAX_LIST))
+        if kind == _MESSAGE:
+            floors.append(_fits_below(field.message_type))
+        elif kind == _STRING:
+            floors.append(string_limit(field.name))
+    return min(floors)
 
 
 def _oversized_map(where: str, entries) -> tuple[str, str] | None:
