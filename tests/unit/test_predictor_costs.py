@@ -17,6 +17,7 @@ from latfarm.predictor.nb201_costs import (
 )
 from latfarm.predictor.pretrain import pretrain
 from latfarm.predictor.prior import Prior, posterior
+from tests.torch_costs import torch_macs
 
 DEAD_CONV = nb201.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|nor_conv_1x1~2|")
 ZERO_FED = nb201.parse("|none~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_1x1~2|")
@@ -39,26 +40,12 @@ def _torch_costs(ops, runtime: str) -> tuple[int, int]:
         if not runs[k]
         for module in cell.edges[f"{src}_{dst}"].modules()
     }
-    macs = params = 0
+    params = 0
     for module in net.modules():
         if id(module) in skipped or not isinstance(module, torch.nn.Conv2d | torch.nn.Linear | torch.nn.BatchNorm2d):
             continue
         params += sum(p.numel() for p in module.parameters(recurse=False))
-
-    def hook(module, _inputs, output):
-        nonlocal macs
-        if id(module) in skipped:
-            return
-        if isinstance(module, torch.nn.Conv2d):
-            kh, kw = module.kernel_size
-            macs += output.numel() * module.in_channels // module.groups * kh * kw
-        elif isinstance(module, torch.nn.Linear):
-            macs += module.in_features * module.out_features
-
-    for module in net.modules():
-        module.register_forward_hook(hook)
-    with torch.no_grad():
-        net(torch.zeros(1, 3, 32, 32))
+    macs = torch_macs(net, 32, skipped)
     return macs, params
 
 

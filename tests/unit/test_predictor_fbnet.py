@@ -22,6 +22,7 @@ from latfarm.predictor.fbnet_model import (
 )
 from latfarm.predictor.model import Predictor
 from latfarm.predictor.spaces import ArchError, get_space
+from tests.torch_costs import torch_macs
 
 FBNET_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "help-fbnet"
 SPACE = get_space("fbnet")
@@ -34,24 +35,8 @@ def predictor() -> FBNetPredictor:
 
 def _torch_costs(encoding, variant: str) -> tuple[int, int]:
     """(multiply-accumulates, parameters) of the built torch network, counted by forward hooks."""
-    import torch
-
     net = SPACE.build(encoding, variant)
-    macs = 0
-
-    def hook(module, _inputs, output):
-        nonlocal macs
-        if isinstance(module, torch.nn.Conv2d):
-            kh, kw = module.kernel_size
-            macs += output.numel() * module.in_channels // module.groups * kh * kw
-        elif isinstance(module, torch.nn.Linear):
-            macs += module.in_features * module.out_features
-
-    for module in net.modules():
-        module.register_forward_hook(hook)
-    size = SPACE.variant(variant).resolution
-    with torch.no_grad():
-        net(torch.zeros(1, 3, size, size))
+    macs = torch_macs(net, SPACE.variant(variant).resolution)
     return macs, sum(p.numel() for p in net.parameters())
 
 
