@@ -38,8 +38,11 @@ class CallPool(Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """Queue ``fn(*args, **kwargs)`` by its kind; raises ``RuntimeError`` after ``shutdown``."""
+        return self.submit_as(self.kind_of(args), fn, *args, **kwargs)
+
+    def submit_as(self, kind: Kind, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Queue ``fn(*args, **kwargs)`` as a call of ``kind``; raises ``RuntimeError`` after ``shutdown``."""
         future: Future = Future()
-        kind = self.kind_of(args)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to a pool that was shut down")

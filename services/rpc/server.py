@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 
@@ -89,6 +90,12 @@ def build_grpc_server(
     guard = guard or AuthGuard(settings.auth_failure_limit)
     servicer = AgentServicer(settings, sessions, read_sessions, artifacts, notifier, guard)
     workers = CallPool(settings.grpc_workers, call_kind(servicer, CALL_KINDS))  # heartbeats get threads first
+    if os.environ.get("LATFARM_GRPC_AIO") in ("1", "2"):
+        from latfarm.services.rpc.aio import AioServer
+
+        address = f"{_bind_host(settings.grpc_listen_host)}:{port}"
+        aio = AioServer(servicer, workers, OPTIONS, address, credentials, SERVICE_NAME)
+        return aio, aio.port  # type: ignore[return-value]
     server = grpc.server(workers, options=OPTIONS)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
