@@ -6,6 +6,7 @@ A missed wake-up only delays an agent until its long-poll ends; Redis errors are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -54,10 +55,8 @@ class LocalNotifier:
         for loop, future in waiters:
             by_loop.setdefault(loop, []).append(future)
         for loop, futures in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: its calls are gone
                 loop.call_soon_threadsafe(_resolve, futures)
-            except RuntimeError:  # that loop is closed: its calls are gone
-                pass
 
     def wait(
         self, device_id: int, timeout: float, after: int | None = None, until: Callable[[], bool] | None = None

@@ -1,15 +1,18 @@
 """The agent service on an asyncio gRPC server (``grpc.aio``), its event loop on a thread of its own.
 
-A call's handler (``servicer.AgentServicer``, synchronous: it holds a database session) runs on a thread of a
-``pool.CallPool``, handed out by kind (heartbeats first); the loop only receives and answers calls. A long-poll
-holds a thread only while it leases: between attempts it awaits a wake-up (``LocalNotifier.wait_async``) on the
-loop, so any number of agents may wait for work at once.
+A call's handler (``servicer.AgentServicer``, synchronous: it holds a database session) runs on one of the
+``LATFARM_GRPC_WORKERS`` threads of a ``pool.CallPool``, handed out by kind (heartbeats first); the loop only
+receives and answers calls. A long-poll holds a thread only while it leases: between attempts it awaits a wake-up
+(``LocalNotifier.wait_async``) on the loop, so any number of agents may wait for work at once.
+
+Admission: a call waits for a thread at most its kind's ``capacity.Limits.wait_s`` and never past 1 s before its
+deadline; a call still queued then, or one finding its kind's queue full, is refused RESOURCE_EXHAUSTED with a retry
+hint (``errors.refuse_busy``). A long-poll that waited for work already answers empty instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,12 +22,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
-from latfarm.services.rpc.capacity import Kind
+from latfarm.services.rpc.capacity import RETRY_AFTER_KEY, Busy, Kind
 from latfarm.services.rpc.pool import CallPool
 from latfarm.services.rpc.servicer import AgentServicer
 
-
-INLINE = os.environ.get("LATFARM_GRPC_AIO") == "2"
+DEADLINE_MARGIN_S = 1.0  # a call queued for a thread is refused this long before its deadline at the latest
 
 
 class Aborted(Exception):
@@ -56,18 +58,23 @@ class CallContext:
             callback()
 
     def invocation_metadata(self) -> tuple:
+        """The call's metadata."""
         return tuple(self._metadata)
 
     def peer(self) -> str:
+        """The caller's address."""
         return self._peer
 
     def time_remaining(self) -> float | None:
+        """Seconds to the call's deadline (None: none)."""
         return self.context.time_remaining()
 
     def is_active(self) -> bool:
+        """Whether the call is still on (not answered, cancelled or stopped)."""
         return self._callbacks is not None
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` once the call is done; False (not added) when it is done already."""
         with self._lock:
             if self._callbacks is None:
                 return False
@@ -75,9 +82,11 @@ class CallContext:
             return True
 
     def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        """Send ``metadata`` with the answer."""
         self.trailing = tuple(metadata)
 
     def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
+        """End the call: raises ``Aborted``."""
         raise Aborted(code, details)
 
 
@@ -88,13 +97,32 @@ class AioAgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.servicer, self.pool = servicer, pool
 
     async def _run(self, kind: Kind, call: CallContext, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on a pool thread of ``kind``; its ``Aborted`` ends the call."""
+        """``fn(*args)`` on a pool thread of ``kind``; its ``Aborted`` ends the call, and so does ``Busy`` (no
+        thread within the kind's wait) with RESOURCE_EXHAUSTED and the retry hint."""
         try:
-            if INLINE:
-                return fn(*args)
-            return await asyncio.wrap_future(self.pool.submit_as(kind, fn, *args))
+            return await self._on_thread(kind, call, fn, *args)
+        except Busy as err:
+            await call.context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, str(err), ((RETRY_AFTER_KEY, str(err.retry_after_ms)),)
+            )
         except Aborted as err:
             await call.context.abort(err.code, err.details, call.trailing)
+
+    async def _on_thread(self, kind: Kind, call: CallContext, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on a pool thread; ``Busy`` when none is free within the wait ``_run`` describes."""
+        wait_s = self.pool.limits[kind].wait_s if self.pool.limits else None
+        if (remaining := call.time_remaining()) is not None:
+            wait_s = min(wait_s if wait_s is not None else remaining, remaining - DEADLINE_MARGIN_S)
+        future = self.pool.submit_as(kind, fn, *args)
+        done = asyncio.wrap_future(future)
+        if wait_s is None:
+            return await done
+        try:
+            return await asyncio.wait_for(asyncio.shield(done), max(wait_s, 0.0))
+        except TimeoutError:
+            if future.cancel():  # still queued: refused; else it runs now and answers
+                raise self.pool.busy(kind) from None
+            return await done
 
     async def _unary(self, kind: Kind, method: Callable[..., Any], request: Any, context: Any) -> Any:
         call = CallContext(context)
@@ -117,11 +145,21 @@ class AioAgentServicer(agent_pb2_grpc.AgentServiceServicer):
         call = CallContext(context)
         servicer = self.servicer
         poll = await self._run(Kind.LEASE, call, servicer._lease_poll, request, call)
-        while (response := await self._run(Kind.LEASE, call, servicer._lease_attempt, None, call, poll)) is None:
+        while True:
+            if not poll.waited:
+                response = await self._run(Kind.LEASE, call, servicer._lease_attempt, None, call, poll)
+            else:  # a long-poll that waited for work answers empty when refused: the agent asks again
+                try:
+                    response = await self._on_thread(Kind.LEASE, call, servicer._lease_attempt, None, call, poll)
+                except Busy:
+                    response = agent_pb2.LeaseResponse(lease_seconds=servicer.settings.lease_seconds)
+                except Aborted as err:
+                    await call.context.abort(err.code, err.details, call.trailing)
+            if response is not None:
+                return response
             left = poll.deadline - time.monotonic()
             await servicer.notifier.wait_async(poll.caller.device_id, left, after=poll.seen)
             poll.waited = True
-        return response
 
     async def FetchArtifact(self, request, context) -> AsyncIterator[agent_pb2.ArtifactChunk]:  # noqa: D102
         call = CallContext(context)
@@ -149,6 +187,8 @@ class AioServer:
         self._thread = threading.Thread(target=self._serve, name="grpc-aio", daemon=True)
         self._started = threading.Event()
         self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopping = False
         self.server, self.port = self.loop.run_until_complete(
             self._build(AioAgentServicer(servicer, pool), options, address, credentials, service_name)
         )
@@ -186,7 +226,11 @@ class AioServer:
 
     def stop(self, grace: float | None = None) -> threading.Event:
         """Refuse new calls, let those in flight finish for ``grace`` seconds (None: cancel them now), then stop
-        the loop and the pool; the event is set when done."""
+        the loop and the pool; the event is set when done. A second call returns the first one's event."""
+        with self._stop_lock:
+            stopping, self._stopping = self._stopping, True
+        if stopping:
+            return self._stopped
         if not self._thread.is_alive():
             self._stopped.set()
             return self._stopped

@@ -62,8 +62,9 @@ def _database_down(err: Exception) -> Unavailable:
 
 
 def translate_errors(method: Method) -> Method:
-    """Wrap a servicer method ``(self, request, context)``, unary (also with more arguments) or streaming, so a ``LatfarmError`` it raises
-    ends the call with its gRPC status, and a database that cannot serve it with UNAVAILABLE (agents retry that)."""
+    """Wrap a servicer method ``(self, request, context)``, unary (also with more arguments) or streaming, so a
+    ``LatfarmError`` it raises ends the call with its gRPC status, and a database that cannot serve it with
+    UNAVAILABLE (agents retry that)."""
     if inspect.isgeneratorfunction(method):
 
         @functools.wraps(method)

@@ -36,7 +36,7 @@ from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, at
 from latfarm.services.infra.throttle import AuthGuard, grpc_client
 from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.rpc.callers import CALLERS, Caller
-from latfarm.services.rpc.capacity import Backoff, Busy, Capacity, Kind, default_capacity
+from latfarm.services.rpc.capacity import Busy, Capacity, Kind, default_capacity
 from latfarm.services.rpc.errors import end_call, translate_errors
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent, Device, Enrollment, Job
@@ -49,20 +49,9 @@ MAX_WAIT_S = 60.0  # longest long-poll a request may ask for
 PREPARE_BUDGET_S = 10.0  # export at most about this long before leasing what is ready
 AGENT_STATES = ("idle", "measuring")
 REQUEUE_EVERY_S = 1.0  # a device's leases return its lapsed jobs to the queue at most this often (per process)
-WAITERS_FULL_RETRY_MS = 1_000  # a long-poll refused for want of threads retries after this, more after many
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# the kind of each call that is not a write (reports, releases, registrations): it gets a thread (``pool.CallPool``)
-# and a database slot (``capacity.Capacity``) in this order
-CALL_KINDS = {"Heartbeat": Kind.HEARTBEAT, "LeaseJobs": Kind.LEASE}
 ERROR_CLASS_NAMES = {value: name for name, value in ERROR_CLASSES.items()}
 FETCH = ERROR_CLASS_NAMES[agent_pb2.ERROR_CLASS_FETCH]
-
-
-def max_waiting(workers: int) -> int:
-    """Leases that may wait at once, for a database slot or for work: each holds a gRPC thread, so a reserve stays
-    free for reports and heartbeats (an agent over the limit is told RESOURCE_EXHAUSTED and retries after the
-    hint)."""
-    return max(1, workers - max(4, workers // 8))
 
 
 @dataclass
@@ -109,8 +98,6 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.guard = guard
         self.sessions = sessions
         self.read_sessions = read_sessions
-        self.waiting = threading.BoundedSemaphore(max_waiting(settings.grpc_workers))
-        self.waiters_full = Backoff(WAITERS_FULL_RETRY_MS, max_waiting(settings.grpc_workers))
         self.capacity: Capacity = default_capacity(settings.grpc_db_calls, settings.grpc_workers)
         self.artifacts = artifacts
         self.notifier = notifier
@@ -204,17 +191,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @translate_errors
     def LeaseJobs(self, request: agent_pb2.LeaseRequest, context) -> agent_pb2.LeaseResponse:
-        """Lease up to ``max_jobs`` jobs, long-polling up to ``wait_seconds`` (at most ``MAX_WAIT_S``) for work."""
-        poll = self._lease_poll(request, context)
-        if poll.deadline <= time.monotonic():
-            return self._lease(context, poll)
-        if not self.waiting.acquire(blocking=False):
-            reason = f"{max_waiting(self.settings.grpc_workers)} agents wait for work already (LATFARM_GRPC_WORKERS)"
-            raise Busy(Kind.LEASE, self.waiters_full.refused(), reason)
-        try:
-            return self._lease(context, poll)
-        finally:
-            self.waiting.release()
+        """Lease up to ``max_jobs`` jobs, long-polling up to ``wait_seconds`` (at most ``MAX_WAIT_S``) for work on
+        this thread (in-process callers; the server waits on its event loop: ``aio.AioAgentServicer``)."""
+        return self._lease(context, self._lease_poll(request, context))
 
     @translate_errors
     def _lease_poll(self, request: agent_pb2.LeaseRequest, context) -> LeasePoll:
