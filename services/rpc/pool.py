@@ -24,10 +24,9 @@ _Item = tuple[Future, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 class CallPool(Executor):
     """Up to ``workers`` threads (named ``<prefix>_<n>``, started as needed, kept while the pool lives) running
-    submitted calls highest ``Kind`` first, in submission order within a kind, leases on at most three quarters of
-    them (``lease_threads``: leases waiting for a database slot never hold every thread); ``limits`` bound each
-    kind's queue (None: unbounded; their ``wait_s`` is for the caller: ``aio`` cancels a call still queued after it
-    and refuses it with ``busy``)."""
+    submitted calls highest ``Kind`` first, in submission order within a kind; ``limits`` bound each kind's queue
+    (None: unbounded; their ``wait_s`` is for the caller: ``aio`` cancels a call still queued after it and refuses
+    it with ``busy``)."""
 
     def __init__(
         self,
@@ -44,8 +43,6 @@ class CallPool(Executor):
         self._queues: dict[Kind, deque[_Item]] = {kind: deque() for kind in Kind}
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for a call
-        self.lease_threads = workers - workers // 4  # a quarter is kept for heartbeats and writes
-        self._leases = 0  # threads running leases
         self._shutdown = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
@@ -62,24 +59,21 @@ class CallPool(Executor):
             if self.limits is not None and len(self._queues[kind]) >= self.limits[kind].queued:
                 raise Busy(kind, self._retry_after_ms(kind), f"{kind.name.lower()} calls are queued for a thread")
             self._queues[kind].append((future, fn, args, kwargs))
-            if self._idle:  # an idle thread held back from leases takes any other kind
+            if self._idle > sum(len(queue) for queue in self._queues.values()) - 1:
                 self._work.notify()
-            if self._idle < sum(len(queue) for queue in self._queues.values()) and len(self._threads) < self.workers:
+            elif len(self._threads) < self.workers:
                 thread = threading.Thread(target=self._run, name=f"{self.prefix}_{len(self._threads)}", daemon=True)
                 self._threads.append(thread)
                 thread.start()
         return future
 
-    def _next(self, ran: Kind | None) -> tuple[Kind, _Item] | None:
-        """The next call to run and its kind (None: the pool is shut down and drained), after one of kind ``ran``;
-        waits for one. Leases run on at most ``lease_threads`` threads at once."""
+    def _next(self) -> _Item | None:
+        """The next call to run (None: the pool is shut down and drained); waits for one."""
         with self._lock:
-            self._leases -= ran == Kind.LEASE
             while True:
                 for kind in Kind:
-                    if self._queues[kind] and (kind != Kind.LEASE or self._leases < self.lease_threads):
-                        self._leases += kind == Kind.LEASE
-                        return kind, self._queues[kind].popleft()
+                    if self._queues[kind]:
+                        return self._queues[kind].popleft()
                 if self._shutdown:
                     return None
                 self._idle += 1
@@ -87,9 +81,7 @@ class CallPool(Executor):
                 self._idle -= 1
 
     def _run(self) -> None:
-        ran: Kind | None = None
-        while (next_call := self._next(ran)) is not None:
-            ran, item = next_call
+        while (item := self._next()) is not None:
             future, fn, args, kwargs = item
             if not future.set_running_or_notify_cancel():
                 continue
@@ -102,7 +94,7 @@ class CallPool(Executor):
                 future.set_result(result)
             with self._lock:
                 self._mean_s += 0.05 * (time.monotonic() - started - self._mean_s)
-            del next_call, item, future, fn, args, kwargs  # drop the call's objects before waiting for the next
+            del item, future, fn, args, kwargs  # drop the call's objects before waiting for the next
 
     def _retry_after_ms(self, kind: Kind) -> int:
         """The time the queue ahead of a new ``kind`` call needs at the mean run time (under the lock)."""

@@ -72,24 +72,3 @@ def test_a_full_queue_refuses_its_kind_with_a_retry_hint():
     release.set()
     assert (heartbeat.result(5), queued.result(5)) == (2, 8)
     pool.shutdown()
-
-
-def test_leases_leave_a_quarter_of_the_threads_to_other_calls():
-    pool = CallPool(4)
-    assert pool.lease_threads == 3
-    release = threading.Event()
-    running = threading.Semaphore(0)
-
-    def hold() -> None:
-        running.release()
-        release.wait(10)
-
-    leases = [pool.submit_as(Kind.LEASE, hold) for _ in range(4)]
-    for _ in range(3):
-        assert running.acquire(timeout=5)
-    assert not running.acquire(timeout=0.3)  # the fourth lease waits for a lease thread
-    assert pool.submit_as(Kind.HEARTBEAT, pow, 2, 5).result(5) == 32  # the kept thread serves it
-    release.set()
-    for future in leases:
-        future.result(5)
-    pool.shutdown()
