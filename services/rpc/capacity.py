@@ -1,6 +1,6 @@
 """Admission to the database for agent calls: a few slots, shared by call kinds in priority order.
 
-Agent calls run on gRPC threads, far more than the database can serve at once; more concurrent transactions only
+Agent calls run on handler threads, more than the database can serve at once; more concurrent transactions only
 queue for connections and row locks. A call's database work holds one of ``slots`` slots. Heartbeats come first
 (an agent whose heartbeats lag looks offline and its leases lapse), then reports and other writes (they finish
 work), then leases (they start work). Leases may hold at most ``slots - reserve`` slots, so reports and heartbeats
