@@ -639,7 +639,9 @@ def test_a_call_with_no_free_thread_is_refused_before_its_deadline(sessions, art
     release = threading.Event()
     try:
         _, md = register(farm)
-        farm.server.pool.submit_as(Kind.WRITE, release.wait, 20)  # holds the one thread
+        held = threading.Event()
+        farm.server.pool.submit_as(Kind.WRITE, lambda: held.set() or release.wait(20))  # holds the one thread
+        assert held.wait(10)
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as refused:
             farm.stub.Heartbeat(agent_pb2.HeartbeatRequest(), metadata=md, timeout=3)
