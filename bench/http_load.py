@@ -41,11 +41,13 @@ class Step:
 
 @dataclass(frozen=True)
 class Result:
-    """Latencies (s) of the requests answered, wall time (s), and the open loop's send lags (s; empty closed)."""
+    """Latencies (s) of the requests answered, wall time (s), the open loop's send lags (s; empty closed), and the
+    CPU time (s) the client processes used while sending (None when not measured)."""
 
     latencies: list[float]
     wall: float
     lags: list[float]
+    cpu: float | None = None
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -80,7 +82,7 @@ class _Connection:
             raise SystemExit(f"answered {head.split(b' ', 2)[1].decode()}: {body[:300]!r}")
 
 
-async def _run(step: Step, index: int, start_at: float) -> tuple[list[float], list[float]]:
+async def _run(step: Step, index: int, start_at: float) -> tuple[list[float], list[float], float]:
     url = urlsplit(step.base)
     share = step.connections // step.processes + (index < step.connections % step.processes)
     connections = [_Connection(*await asyncio.open_connection(url.hostname, url.port)) for _ in range(share)]
@@ -89,6 +91,7 @@ async def _run(step: Step, index: int, start_at: float) -> tuple[list[float], li
     latencies: list[float] = []
     lags: list[float] = []
     await asyncio.sleep(max(0.0, start_at - time.time()))
+    cpu = time.process_time()
     start = time.perf_counter()
     stop_at = start + step.seconds
 
@@ -117,12 +120,13 @@ async def _run(step: Step, index: int, start_at: float) -> tuple[list[float], li
             tasks.append(asyncio.create_task(due(at, requests[rng.randrange(len(requests))], free)))
             at += interval
         await asyncio.gather(*tasks)
+    cpu = time.process_time() - cpu
     for connection in connections:
         connection.writer.close()
-    return latencies, lags
+    return latencies, lags, cpu
 
 
-def _process(step: Step, index: int, start_at: float) -> tuple[list[float], list[float]]:
+def _process(step: Step, index: int, start_at: float) -> tuple[list[float], list[float], float]:
     try:
         import uvloop
 
@@ -138,4 +142,5 @@ def run(step: Step) -> Result:
         start_at = time.time() + 1.5  # time for the processes to start and connect
         parts = pool.starmap(_process, [(step, index, start_at) for index in range(step.processes)])
         wall = time.time() - start_at
-    return Result([s for part, _ in parts for s in part], wall, [s for _, part in parts for s in part])
+    latencies = [s for part, _, _ in parts for s in part]
+    return Result(latencies, wall, [s for _, part, _ in parts for s in part], sum(cpu for _, _, cpu in parts))

@@ -10,8 +10,9 @@ fitted on 10 of them), starts the server and prints:
   floor), ``/v1/predict`` of 100 random archs in a closed loop and in an open loop offering ``--rate`` requests/s
   (``http_load``: requests due at a steady rate, timed from when they were due), each for ``--seconds``: requests/s,
   the clients' p50 / p99 / max, the server's own mean and p99 time in the app (its ``/metrics`` histogram: the
-  bucket bound holding the p99), the server process's CPU time per request, and the generator's lag p99 (how late
-  it issued requests: near 0 when the generator keeps up).
+  bucket bound holding the p99), the server process's CPU time per request, the generator's CPU time per request
+  (its client processes together) and its lag p99 (how late it issued requests: near 0 when the generator keeps
+  up).
 
 The clients run in ``--processes`` processes of their own (raw asyncio HTTP/1.1, one request in flight per
 connection), on the same machine as the server. ``--httpx`` adds the former generator's rows: httpx clients in
@@ -247,8 +248,11 @@ def main() -> None:
         f"\n/v1/predict on {backend}{' + Redis' if args.redis else ''} ({args.measured} measured archs, adapted), "
         f"load average {os.getloadavg()[0]:.1f}; client p50 / p99 / max and server p99 in ms"
     )
-    print(f"| {'request':44} | conns | req/s | p50 | p99 | max | server mean / p99 | server CPU | gen. lag p99 |")
-    print(f"|{'-' * 46}|-------|-------|-----|-----|-----|-------------------|------------|--------------|")
+    print(
+        f"| {'request':44} | conns | req/s | p50 | p99 | max | server mean / p99 | server CPU | gen. CPU "
+        "| gen. lag p99 |"
+    )
+    print(f"|{'-' * 46}|-------|-------|-----|-----|-----|-------------------|------------|----------|--------------|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 
@@ -278,6 +282,7 @@ def _measured(pid: int, base: str, path: str, load, what: str, rate: float | Non
     pace = "closed" if rate is None else f"open {rate:.0f}/s"
     ms = [f"{quantile(result.latencies, q) * 1000:.0f}" for q in (0.5, 0.99, 1.0)]
     lag = f"{quantile(result.lags, 0.99) * 1000:.1f}" if result.lags else "-"
+    generator = f"{result.cpu * 1000 / len(result.latencies):.2f} ms" if result.cpu is not None else "-"
     return [
         f"{what}, {pace}".ljust(44),
         f"{connections:>5}",
@@ -285,6 +290,7 @@ def _measured(pid: int, base: str, path: str, load, what: str, rate: float | Non
         *ms,
         f"{mean:.1f} / {p99}",
         f"{cpu_ms:.2f} ms",
+        generator,
         lag,
     ]
 

@@ -65,6 +65,16 @@ class Metrics:
             "latfarm_http_request_duration_seconds", "HTTP request duration.", ["route"], registry=self.registry
         )
         self.registry.register(StoreCollector(sessions, heartbeat_interval_s))
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def series(self, method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+        """The request counter and duration histogram of one method, route template and status (labelled once,
+        then reused: ``labels`` costs about as much as the rest of the accounting)."""
+        key = (method, route, status)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = (self.requests.labels(method, route, str(status)), self.duration.labels(route))
+        return found
 
     def render(self) -> bytes:
         """The registry in Prometheus' text exposition format."""
@@ -97,5 +107,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.duration.labels(route).observe(time.perf_counter() - start)
+            counted, timed = self.metrics.series(scope["method"], route, status)
+            counted.inc()
+            timed.observe(time.perf_counter() - start)

@@ -93,6 +93,18 @@ def test_bad_predict_requests(api, keys):
     assert api.post("/v1/predict", json={"device": "dev1", "archs": [1]}, headers=keys["owner"]).status_code == 403
 
 
+def test_plain_positions_and_other_entries_alike(api, keys):
+    """A list of plain positions skips the per-entry checks (``schemas.SpaceArchs``): it answers as the same list
+    with a whole float among it, and an entry no arch form takes among positions is refused by name."""
+    add_device(api, "dev1")
+    plain = api.post("/v1/predict", json={"device": "dev1", "archs": [3, 7]}, headers=keys["client"])
+    mixed = api.post("/v1/predict", json={"device": "dev1", "archs": [3, 7.0]}, headers=keys["client"])
+    assert plain.status_code == mixed.status_code == 200 and plain.json() == mixed.json()
+    for bad in (True, 7.5, None, {}):
+        response = api.post("/v1/predict", json={"device": "dev1", "archs": [3, bad]}, headers=keys["client"])
+        assert response.status_code == 422 and "archs[1]" in response.json()["message"], (bad, response.text)
+
+
 def _help_latencies(help_dir, device: str, count: int, seed: int = 0) -> dict[int, float]:
     values = torch.load(help_dir / "latency" / f"{device}.pt")
     chosen = np.random.default_rng(seed).choice(nb201.NUM_ARCHS, count, replace=False)

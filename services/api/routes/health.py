@@ -6,10 +6,10 @@ import ipaddress
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from latfarm.services.core.errors import PermissionDenied
 from latfarm.services.infra.prometheus import CONTENT_TYPE
+from latfarm.services.store.db import ping
 
 from ..auth import authenticate
 from ..schemas import HealthOut
@@ -27,8 +27,7 @@ def healthz(request: Request) -> JSONResponse:
     (``degraded`` without it: agents then wake at their poll timeout and predictions are not shared)."""
     redis = request.app.state.cache.health()
     try:
-        with request.app.state.read_sessions() as session:
-            session.execute(text("select 1"))
+        ping(request.app.state.engine)
     except Exception as err:  # noqa: BLE001
         body = {"status": "error", "database": f"unreachable: {type(err).__name__}", "redis": redis}
         return JSONResponse(body, status_code=503)
