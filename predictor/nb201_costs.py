@@ -21,6 +21,7 @@ import numpy as np
 
 from latfarm.predictor.blr import COST_BROAD_GRID, COST_MASS, COST_SPREAD_GRID, broad_variance
 from latfarm.predictor.fbnet_features import COSTS, conv_bn
+from latfarm.predictor.features import FEATURE_NAMES
 from latfarm.predictor.nb201 import EDGES, NUM_NODES, OPS, official_ops_table, output_edges
 from latfarm.predictor.prior import Alternative, Prior
 
@@ -136,14 +137,40 @@ def with_costs(prior: Prior) -> Prior:
     return Prior(mean, cov, spread, prior.noise_grid, prior.noise_log_prior)
 
 
+PRUNED_OP_GRID = (0.0, 1.0)
+"""Weights of the pruned-runtime op-cost component of the cost-only hypothesis (``pruned_op_basis``; 0: off)."""
+
+
+def pruned_op_basis(size: int) -> np.ndarray:
+    """[size, 2 + op types]: the directions a runtime that drops dead ops (``used``, pixel3's) is additive in, over
+    features whose first columns are ``features.FEATURE_NAMES``: the intercept, the disconnected flag, and one cost
+    per op type shared by its live and zero-fed ops (dead ones cost nothing)."""
+    names = ["intercept", "disconnected"]
+    groups = [[name] for name in names] + [[f"{kind}_{op}" for kind in ("live", "zerofed")] for op in OPS[1:]]
+    basis = np.zeros((size, len(groups)))
+    for j, group in enumerate(groups):
+        basis[[FEATURE_NAMES.index(name) for name in group], j] = 1.0
+    return basis
+
+
+def _unit_variance(phi_s: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Covariance of free weights along ``basis`` [F, B], scaled to add one unit of variance to the mean prediction
+    of rows ``phi_s``."""
+    return basis @ basis.T / max(float(np.mean(((phi_s @ basis) ** 2).sum(1))), 1e-9)
+
+
 def cost_hypothesis(prior: Prior, phi_s: np.ndarray) -> Alternative:
-    """The cost-only hypothesis for samples ``phi_s`` [K, F] (cost columns last): latency = one cost of the network
-    under one runtime (launch-, compute- or memory-bound), a small spread on the other features and broad weights
-    on the costs, with ``blr``'s prior mass and grids."""
+    """The cost-only hypothesis for samples ``phi_s`` [K, F] (``features.FEATURE_NAMES`` first, cost columns last):
+    latency = one cost of the network under one runtime (launch-, compute- or memory-bound), a small spread on the
+    other features, broad weights on the costs and, weighed by ``PRUNED_OP_GRID``, free per-op costs of a runtime
+    that drops dead ops (``pruned_op_basis``: its op-cost ratios differ from what the costs count; pixel3 at K=5
+    Spearman 0.934 -> 0.961 with it, docs/predictor.md), with ``blr``'s prior mass and grids."""
     size = phi_s.shape[1]
     columns = np.arange(size - len(COST_NAMES), size)
     centres = np.eye(size)[columns]
     broad = broad_variance(phi_s, columns)
+    pruned = _unit_variance(phi_s, pruned_op_basis(size))
     spread = np.diag(prior.spread)
-    covs = tuple(s * spread + b * broad for s, b in itertools.product(COST_SPREAD_GRID, COST_BROAD_GRID))
+    grid = itertools.product(COST_SPREAD_GRID, COST_BROAD_GRID, PRUNED_OP_GRID)
+    covs = tuple(s * spread + b * broad + u * pruned for s, b, u in grid)
     return Alternative(centres, covs, COST_MASS)

@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from latfarm.predictor import nb201
-from latfarm.predictor.features import all_features
+from latfarm.predictor import nb201, nb201_costs
+from latfarm.predictor.features import FEATURE_NAMES, all_features
 from latfarm.predictor.nb201_costs import (
     COST_NAMES,
     UNITS,
     all_costs,
     cost_hypothesis,
     network_costs,
+    pruned_op_basis,
     unit_counts,
     with_costs,
 )
@@ -106,12 +107,55 @@ def test_a_flop_bound_device_among_launch_bound_sources_is_ranked_from_5_samples
 
 
 def test_the_cost_hypothesis_centres_on_one_cost_each():
-    base = Prior(np.ones(3), np.eye(3), np.full(3, 0.5), np.array([1e-3]), np.zeros(1))
+    n = len(FEATURE_NAMES)
+    base = Prior(np.ones(n), np.eye(n), np.full(n, 0.5), np.array([1e-3]), np.zeros(1))
     prior = with_costs(base)
-    size = 3 + len(COST_NAMES)
-    assert prior.mean.tolist() == [1, 1, 1] + [0] * len(COST_NAMES) and prior.spread[3:].tolist() == [0] * 6
-    np.testing.assert_array_equal(prior.cov[:3, :3], base.cov)
-    assert np.all(prior.cov[:3, 3:] == 0) and np.all(np.diag(prior.cov)[3:] > 0)
+    size = n + len(COST_NAMES)
+    assert prior.mean.tolist() == [1] * n + [0] * len(COST_NAMES) and prior.spread[n:].tolist() == [0] * 6
+    np.testing.assert_array_equal(prior.cov[:n, :n], base.cov)
+    assert np.all(prior.cov[:n, n:] == 0) and np.all(np.diag(prior.cov)[n:] > 0)
     hypothesis = cost_hypothesis(prior, np.ones((4, size)))
-    np.testing.assert_array_equal(hypothesis.centres, np.eye(size)[3:])
-    assert all(np.all(cov[3:, :3] == 0) for cov in hypothesis.covs)  # no cross-device covariance
+    np.testing.assert_array_equal(hypothesis.centres, np.eye(size)[n:])
+    assert all(np.all(cov[n:, :n] == 0) for cov in hypothesis.covs)  # no cross-device covariance
+    assert len(hypothesis.covs) == 9 * len(nb201_costs.PRUNED_OP_GRID)
+
+
+def test_the_pruned_op_basis_counts_what_a_runtime_that_drops_dead_ops_runs():
+    ops = nb201.official_ops_table()
+    size = len(FEATURE_NAMES) + 5
+    counted = all_features() @ pruned_op_basis(size)[: len(FEATURE_NAMES)]
+    used = np.stack([unit_counts(cell, "used") for cell in ops])
+    np.testing.assert_array_equal(counted[:, 0], 1.0)
+    np.testing.assert_array_equal(counted[:, 1], [nb201.is_disconnected(cell) for cell in ops])
+    np.testing.assert_array_equal(counted[:, 2:], used[:, [UNITS.index(op) for op in nb201.OPS[1:]]])
+    assert np.all(pruned_op_basis(size)[len(FEATURE_NAMES) :] == 0)
+
+
+def _pruned_device(rng) -> np.ndarray:
+    """A runtime that drops dead ops with its own op costs (ms: skip 0.1, 1x1 conv 1, 3x3 conv 7, pool 2 per op,
+    unlike the FLOP ratios), 3 ms of fixed layers, ~0 when the cell is cut off, 10% noise."""
+    ops = nb201.official_ops_table()
+    used = np.stack([unit_counts(cell, "used") for cell in ops])[:, [UNITS.index(op) for op in nb201.OPS[1:]]]
+    cut = np.array([nb201.is_disconnected(cell) for cell in ops])
+    lat = np.where(cut, 0.05, 3.0 + used @ [0.1, 1.0, 7.0, 2.0])
+    return lat * np.exp(0.1 * rng.standard_normal(len(lat)))
+
+
+def test_a_pruning_runtime_with_its_own_op_costs_is_ranked_from_5_samples(monkeypatch):
+    # Sources: launch-bound devices that run every op; the target drops dead ops and its op costs are neither
+    # theirs nor any one network cost's: the pruned-op component of the cost-only hypothesis fits them.
+    rng = np.random.default_rng(0)
+    predictor = pretrain(_launch_bound_sources(rng), epochs=0)
+    lat = _pruned_device(rng)
+
+    def spearman() -> float:
+        scores = []
+        for seed in range(3):
+            idx = predictor.select_samples(5, seed=seed)
+            rest = np.setdiff1d(np.arange(nb201.NUM_ARCHS), idx)
+            scores.append(stats.spearmanr(predictor.adapt(idx, lat[idx]).predict(rest)[0], lat[rest])[0])
+        return float(np.mean(scores))
+
+    with_component = spearman()
+    monkeypatch.setattr(nb201_costs, "PRUNED_OP_GRID", (0.0,))
+    assert with_component > 0.9 and with_component > spearman() + 0.02
