@@ -81,8 +81,13 @@ class LocalNotifier:
                     self._waiting[device_id] = (cond, waiters - 1)
 
     async def wait_async(self, device_id: int, timeout: float, after: int) -> bool:
-        """``wait`` for a coroutine: holds no thread; cancelling the task stops the wait. Returns whether
-        ``device_id`` was notified after version ``after``."""
+        """``wait`` for a coroutine: holds no thread. Returns whether ``device_id`` was notified after version
+        ``after``. Cancelling the task ends the wait with ``CancelledError``, also when the wake-up comes in the same
+        loop step, and a task whose cancellation was requested (``Task.cancelling``) and swallowed on its way here
+        does not wait at all."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         entry = (loop, future)
@@ -91,7 +96,8 @@ class LocalNotifier:
                 return True
             self._futures.setdefault(device_id, []).append(entry)
         try:
-            await asyncio.wait_for(future, max(timeout, 0))
+            async with asyncio.timeout(timeout):
+                await future
         except TimeoutError:
             pass
         finally:

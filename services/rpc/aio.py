@@ -109,20 +109,26 @@ class AioAgentServicer(agent_pb2_grpc.AgentServiceServicer):
             await call.context.abort(err.code, err.details, call.trailing)
 
     async def _on_thread(self, kind: Kind, call: CallContext, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on a pool thread; ``Busy`` when none is free within the wait ``_run`` describes."""
+        """``fn(*args)`` on a pool thread; ``Busy`` when none is free within the wait ``_run`` describes.
+
+        Cancelling the call raises ``CancelledError`` here even when ``fn`` finishes in the same loop step (Python
+        3.11's ``asyncio.wait_for`` returns the result then and the call would go on: hence ``asyncio.timeout``),
+        and takes ``fn`` off the queue if no thread has started it."""
         wait_s = self.pool.limits[kind].wait_s if self.pool.limits else None
         if (remaining := call.time_remaining()) is not None:
             wait_s = min(wait_s if wait_s is not None else remaining, remaining - DEADLINE_MARGIN_S)
         future = self.pool.submit_as(kind, fn, *args)
         done = asyncio.wrap_future(future)
-        if wait_s is None:
-            return await done
         try:
-            return await asyncio.wait_for(asyncio.shield(done), max(wait_s, 0.0))
+            async with asyncio.timeout(wait_s):
+                return await asyncio.shield(done)
         except TimeoutError:
-            if future.cancel():  # still queued: refused; else it runs now and answers
+            if future.cancel():  # still queued: refused; else it runs now (or raised TimeoutError) and answers
                 raise self.pool.busy(kind) from None
             return await done
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
 
     async def _unary(self, kind: Kind, method: Callable[..., Any], request: Any, context: Any) -> Any:
         call = CallContext(context)
