@@ -92,13 +92,11 @@ def unit_counts(ops, runtime: str) -> np.ndarray:
     runs = [True] * len(EDGES) if runtime == "every" else list(output_edges(ops))
     for k, op in enumerate(ops):
         counts[op] += runs[k]
-    needed = [
-        runtime == "every" or any(runs[k] for k, (s, _) in enumerate(EDGES) if s == node) for node in range(NUM_NODES)
-    ]
-    needed[-1] = True
+    read = {s for k, (s, _) in enumerate(EDGES) if runs[k]}  # nodes an edge that runs reads
     for node in range(1, NUM_NODES):
-        terms = sum(runs[k] for k, (_, d) in enumerate(EDGES) if d == node)
-        if needed[node]:
+        # a node's sum runs under "every", when a running edge reads it, and always at the output node
+        if runtime == "every" or node in read or node == NUM_NODES - 1:
+            terms = sum(runs[k] for k, (_, d) in enumerate(EDGES) if d == node)
             counts[UNITS.index("add")] += max(terms - 1, 0)
             counts[UNITS.index("zero_node")] += terms == 0
     return counts

@@ -205,16 +205,10 @@ def _average(
         (prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad, BROAD_LOG_PRIOR * (broad_w > 0))
         for spread_w, broad_w in itertools.product(SPREAD_GRID, BROAD_GRID if robust else (0.0,))
     ]
-    hypotheses = [(prior.mean[None, :], 0.0, own)]
+    hypotheses = [(prior.mean[None, :], 0.0 if alternative is None else np.log1p(-alternative.mass), own)]
     if alternative is not None:
-        hypotheses = [
-            (prior.mean[None, :], np.log1p(-alternative.mass), own),
-            (
-                alternative.centres,
-                np.log(alternative.mass / len(alternative.centres)),
-                [(c, 0.0) for c in alternative.covs],
-            ),
-        ]
+        share = np.log(alternative.mass / len(alternative.centres))
+        hypotheses.append((alternative.centres, share, [(c, 0.0) for c in alternative.covs]))
     settings: list[tuple[np.ndarray, float, np.ndarray, np.ndarray]] = []  # (cov, noise, centre, residuals [K])
     logliks: list[float] = []
     for centres, log_mass, covs in hypotheses:
