@@ -83,11 +83,7 @@ class LocalNotifier:
     async def wait_async(self, device_id: int, timeout: float, after: int) -> bool:
         """``wait`` for a coroutine: holds no thread. Returns whether ``device_id`` was notified after version
         ``after``. Cancelling the task ends the wait with ``CancelledError``, also when the wake-up comes in the same
-        loop step, and a task whose cancellation was requested (``Task.cancelling``) and swallowed on its way here
-        does not wait at all."""
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError
+        loop step (hence ``asyncio.wait``: ``asyncio.wait_for`` returns then)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         entry = (loop, future)
@@ -96,10 +92,7 @@ class LocalNotifier:
                 return True
             self._futures.setdefault(device_id, []).append(entry)
         try:
-            async with asyncio.timeout(timeout):
-                await future
-        except TimeoutError:
-            pass
+            await asyncio.wait((future,), timeout=timeout)
         finally:
             with self._lock:
                 waiters = self._futures.get(device_id)

@@ -111,24 +111,22 @@ class AioAgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def _on_thread(self, kind: Kind, call: CallContext, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on a pool thread; ``Busy`` when none is free within the wait ``_run`` describes.
 
-        Cancelling the call raises ``CancelledError`` here even when ``fn`` finishes in the same loop step (Python
-        3.11's ``asyncio.wait_for`` returns the result then and the call would go on: hence ``asyncio.timeout``),
-        and takes ``fn`` off the queue if no thread has started it."""
+        Cancelling the call raises ``CancelledError`` here even when ``fn`` finishes in the same loop step (hence
+        ``asyncio.wait``: ``asyncio.wait_for`` returns the result then, and the call would go on), and ``fn`` never
+        runs if no thread has started it."""
         wait_s = self.pool.limits[kind].wait_s if self.pool.limits else None
         if (remaining := call.time_remaining()) is not None:
             wait_s = min(wait_s if wait_s is not None else remaining, remaining - DEADLINE_MARGIN_S)
         future = self.pool.submit_as(kind, fn, *args)
         done = asyncio.wrap_future(future)
         try:
-            async with asyncio.timeout(wait_s):
-                return await asyncio.shield(done)
-        except TimeoutError:
-            if future.cancel():  # still queued: refused; else it runs now (or raised TimeoutError) and answers
-                raise self.pool.busy(kind) from None
-            return await done
+            await asyncio.wait((done,), timeout=wait_s)
         except asyncio.CancelledError:
             future.cancel()
             raise
+        if not done.done() and future.cancel():  # still queued: refused; else it runs now and answers
+            raise self.pool.busy(kind)
+        return await done
 
     async def _unary(self, kind: Kind, method: Callable[..., Any], request: Any, context: Any) -> Any:
         call = CallContext(context)
