@@ -52,9 +52,7 @@ class Settings(_FromEnvironment):
     )
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port for the agents (0: any free port)")
     grpc_workers: int = Field(
-        16,
-        ge=1,
-        description="handler threads per gRPC process (calls' database work; agents waiting for work hold none)",
+        256, description="gRPC threads per server; agents waiting for work may hold all but an eighth of them"
     )
     grpc_processes: int = Field(
         0,

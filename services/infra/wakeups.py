@@ -5,8 +5,6 @@ A missed wake-up only delays an agent until its long-poll ends; Redis errors are
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -34,7 +32,6 @@ class LocalNotifier:
         self._lock = threading.Lock()
         self._versions: dict[int, int] = {}
         self._waiting: dict[int, tuple[threading.Condition, int]] = {}  # device -> (its condition, waiters)
-        self._futures: dict[int, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = {}  # ``wait_async``
 
     def version(self, device_id: int) -> int:
         """How often ``device_id`` was notified so far (pass it to ``wait`` as ``after``)."""
@@ -50,13 +47,6 @@ class LocalNotifier:
             self._versions[device_id] = self._versions.get(device_id, 0) + 1
             if device_id in self._waiting:
                 self._waiting[device_id][0].notify_all()
-            waiters = self._futures.pop(device_id, ())
-        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
-        for loop, future in waiters:
-            by_loop.setdefault(loop, []).append(future)
-        for loop, futures in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed: its calls are gone
-                loop.call_soon_threadsafe(_resolve, futures)
 
     def wait(
         self, device_id: int, timeout: float, after: int | None = None, until: Callable[[], bool] | None = None
@@ -80,32 +70,10 @@ class LocalNotifier:
                 else:
                     self._waiting[device_id] = (cond, waiters - 1)
 
-    async def wait_async(self, device_id: int, timeout: float, after: int) -> bool:
-        """``wait`` for a coroutine: holds no thread. Returns whether ``device_id`` was notified after version
-        ``after``. Cancelling the task ends the wait with ``CancelledError``, also when the wake-up comes in the same
-        loop step (hence ``asyncio.wait``: ``asyncio.wait_for`` returns then)."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        entry = (loop, future)
-        with self._lock:
-            if self._versions.get(device_id, 0) != after:
-                return True
-            self._futures.setdefault(device_id, []).append(entry)
-        try:
-            await asyncio.wait((future,), timeout=timeout)
-        finally:
-            with self._lock:
-                waiters = self._futures.get(device_id)
-                if waiters is not None and entry in waiters:
-                    waiters.remove(entry)
-                    if not waiters:
-                        del self._futures[device_id]
-        return self.version(device_id) != after
-
     def waiting(self) -> int:
         """Calls of this process waiting now, all devices."""
         with self._lock:
-            return sum(waiters for _, waiters in self._waiting.values()) + sum(map(len, self._futures.values()))
+            return sum(waiters for _, waiters in self._waiting.values())
 
     def wake(self, device_id: int) -> None:
         """Let this process's waiters on ``device_id`` re-check their ``until`` (not a notification)."""
@@ -170,12 +138,6 @@ class RedisNotifier(LocalNotifier):
         self._stop.set()
         self._thread.join(timeout=3)
         self._client.close()
-
-
-def _resolve(futures: list[asyncio.Future]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_result(None)
 
 
 def make_notifier(redis_url: str | None, outage: Outage | None = None) -> LocalNotifier:

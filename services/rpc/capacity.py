@@ -1,6 +1,6 @@
 """Admission to the database for agent calls: a few slots, shared by call kinds in priority order.
 
-Agent calls run on handler threads, more than the database can serve at once; more concurrent transactions only
+Agent calls run on gRPC threads, far more than the database can serve at once; more concurrent transactions only
 queue for connections and row locks. A call's database work holds one of ``slots`` slots. Heartbeats come first
 (an agent whose heartbeats lag looks offline and its leases lapse), then reports and other writes (they finish
 work), then leases (they start work). Leases may hold at most ``slots - reserve`` slots, so reports and heartbeats
@@ -11,6 +11,7 @@ honour, instead of queueing past its deadline.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -143,21 +144,39 @@ class Capacity:
             return sum(len(queue) for queue in self._queues.values())
 
 
-WAIT_S = {Kind.HEARTBEAT: 5.0, Kind.WRITE: 10.0, Kind.LEASE: 5.0}  # longest wait for a slot, and for a thread
-QUEUED_PER_THREAD = 16  # calls of a kind that may queue for a handler thread, per thread
+class Backoff:
+    """A retry hint that grows with recent refusals, so a crowd refused together spreads its retries out.
+
+    The hint is ``base_ms`` x (1 + r / ``room``), at most ``MAX_RETRY_MS``, where r counts the earlier refusals of
+    about the last ``window_s`` seconds (each decays with time constant ``window_s``) and ``room`` is how many calls
+    the refused resource holds: a lone refusal gets the base hint; after as many as it holds, twice the base.
+    """
+
+    def __init__(self, base_ms: int, room: int, window_s: float = 10.0) -> None:
+        self.base_ms, self.room, self.window_s = base_ms, max(room, 1), window_s
+        self._lock = threading.Lock()
+        self._recent = 0.0
+        self._at = time.monotonic()
+
+    def refused(self) -> int:
+        """Count a refusal now; the hint (ms) for the refused call."""
+        with self._lock:
+            now = time.monotonic()
+            earlier = self._recent * math.exp((self._at - now) / self.window_s)
+            self._recent, self._at = earlier + 1, now
+            return int(min(MAX_RETRY_MS, self.base_ms * (1 + earlier / self.room)))
 
 
 def default_capacity(slots: int, threads: int) -> Capacity:
-    """The server's admission for ``slots`` database calls on ``threads`` handler threads: a quarter of ``slots`` (at
-    least one) reserved from leases; each kind waits at most its ``WAIT_S`` before it is refused."""
+    """The server's admission for ``slots`` database calls on ``threads`` gRPC threads: a quarter of ``slots`` (at
+    least one) reserved from leases; heartbeats wait up to 5 s, writes 10 s, leases 5 s before they are refused.
+    (The servicer bounds the threads leases hold, waiting here or for work, by ``servicer.max_waiting``.)"""
     return Capacity(
         slots,
         reserve=max(1, slots // 4) if slots > 1 else 0,
-        limits={kind: Limits(queued=threads, wait_s=wait_s) for kind, wait_s in WAIT_S.items()},
+        limits={
+            Kind.HEARTBEAT: Limits(queued=threads, wait_s=5.0),
+            Kind.WRITE: Limits(queued=threads, wait_s=10.0),
+            Kind.LEASE: Limits(queued=threads, wait_s=5.0),
+        },
     )
-
-
-def thread_limits(threads: int) -> dict[Kind, Limits]:
-    """How calls queue for one of ``threads`` handler threads (``pool.CallPool``): each kind at most
-    ``QUEUED_PER_THREAD`` x ``threads`` calls, each at most its ``WAIT_S``."""
-    return {kind: Limits(queued=QUEUED_PER_THREAD * threads, wait_s=wait_s) for kind, wait_s in WAIT_S.items()}

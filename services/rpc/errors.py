@@ -62,9 +62,8 @@ def _database_down(err: Exception) -> Unavailable:
 
 
 def translate_errors(method: Method) -> Method:
-    """Wrap a servicer method ``(self, request, context)``, unary (also with more arguments) or streaming, so a
-    ``LatfarmError`` it raises ends the call with its gRPC status, and a database that cannot serve it with
-    UNAVAILABLE (agents retry that)."""
+    """Wrap a servicer method ``(self, request, context)``, unary or streaming, so a ``LatfarmError`` it raises
+    ends the call with its gRPC status, and a database that cannot serve it with UNAVAILABLE (agents retry that)."""
     if inspect.isgeneratorfunction(method):
 
         @functools.wraps(method)
@@ -81,9 +80,9 @@ def translate_errors(method: Method) -> Method:
         return streaming  # type: ignore[return-value]
 
     @functools.wraps(method)
-    def unary(self: Any, request: Any, context: grpc.ServicerContext, *args: Any) -> Any:
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return method(self, request, context, *args)
+            return method(self, request, context)
         except LatfarmError as err:
             abort(context, err)
         except Busy as err:

@@ -1,43 +1,34 @@
-"""The gRPC server's handler threads, handed to calls by kind: heartbeats first, then reports and other calls, then
-leases.
+"""The gRPC server's threads, handed to calls by kind: heartbeats first, then reports and other calls, then leases.
 
-The asyncio server (``aio``) runs each call's handler on a thread of a ``CallPool``. When every thread is held (calls
-waiting for a database slot or running), a heartbeat must not queue behind every lease that came before it:
-``CallPool`` keeps one queue per ``capacity.Kind`` and gives a free thread to the oldest call of the highest kind
-waiting (the order ``capacity.Capacity`` hands out database slots in). A kind's queue holds at most its
-``capacity.Limits.queued`` calls; a fuller one refuses the call with ``capacity.Busy`` and a retry hint.
+A synchronous gRPC server runs each call on a thread of the executor it is given. The standard pool serves calls in
+the order they arrive, so when every thread is held (long-polls waiting for work, calls waiting for a database slot)
+a heartbeat would queue behind every lease that came before it (figures: docs/fleet.md). ``CallPool`` keeps one
+queue per ``capacity.Kind`` and gives a free thread to the oldest call of the highest kind waiting (the order
+``capacity.Capacity`` hands out database slots in).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
-from latfarm.services.rpc.capacity import MAX_RETRY_MS, MIN_RETRY_MS, Busy, Kind, Limits
+from latfarm.services.rpc.capacity import Kind
 
 _Item = tuple[Future, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class CallPool(Executor):
     """Up to ``workers`` threads (named ``<prefix>_<n>``, started as needed, kept while the pool lives) running
-    submitted calls highest ``Kind`` first, in submission order within a kind; ``limits`` bound each kind's queue
-    (None: unbounded; their ``wait_s`` is for the caller: ``aio`` cancels a call still queued after it and refuses
-    it with ``busy``)."""
+    submitted calls highest ``Kind`` first, in submission order within a kind. ``kind_of`` maps a submission's
+    positional arguments to its kind (``call_kind``)."""
 
-    def __init__(
-        self,
-        workers: int,
-        prefix: str = "grpc",
-        limits: dict[Kind, Limits] | None = None,
-    ) -> None:
+    def __init__(self, workers: int, kind_of: Callable[[tuple[Any, ...]], Kind], prefix: str = "grpc") -> None:
         if workers < 1:
             raise ValueError(f"need at least one worker, got {workers}")
-        self.workers, self.prefix, self.limits = workers, prefix, limits
-        self._mean_s = 0.01  # moving mean of a call's run time
+        self.workers, self.kind_of, self.prefix = workers, kind_of, prefix
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._queues: dict[Kind, deque[_Item]] = {kind: deque() for kind in Kind}
@@ -46,18 +37,12 @@ class CallPool(Executor):
         self._shutdown = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        """``submit_as`` a write (``Executor``'s interface)."""
-        return self.submit_as(Kind.WRITE, fn, *args, **kwargs)
-
-    def submit_as(self, kind: Kind, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        """Queue ``fn(*args, **kwargs)`` as a call of ``kind``; raises ``RuntimeError`` after ``shutdown``.
-        Raises ``Busy`` when ``kind``'s queue is full."""
+        """Queue ``fn(*args, **kwargs)`` by its kind; raises ``RuntimeError`` after ``shutdown``."""
         future: Future = Future()
+        kind = self.kind_of(args)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to a pool that was shut down")
-            if self.limits is not None and len(self._queues[kind]) >= self.limits[kind].queued:
-                raise Busy(kind, self._retry_after_ms(kind), f"{kind.name.lower()} calls are queued for a thread")
             self._queues[kind].append((future, fn, args, kwargs))
             if self._idle > sum(len(queue) for queue in self._queues.values()) - 1:
                 self._work.notify()
@@ -85,28 +70,13 @@ class CallPool(Executor):
             future, fn, args, kwargs = item
             if not future.set_running_or_notify_cancel():
                 continue
-            started = time.monotonic()
             try:
                 result = fn(*args, **kwargs)
             except BaseException as err:  # noqa: BLE001 - the caller reads it from the future
                 future.set_exception(err)
             else:
                 future.set_result(result)
-            with self._lock:
-                self._mean_s += 0.05 * (time.monotonic() - started - self._mean_s)
             del item, future, fn, args, kwargs  # drop the call's objects before waiting for the next
-
-    def _retry_after_ms(self, kind: Kind) -> int:
-        """The time the queue ahead of a new ``kind`` call needs at the mean run time (under the lock)."""
-        ahead = sum(len(self._queues[k]) for k in Kind if k <= kind) + 1
-        estimate = 1000 * self._mean_s * ahead / self.workers
-        return int(min(MAX_RETRY_MS, max(MIN_RETRY_MS, estimate)))
-
-    def busy(self, kind: Kind) -> Busy:
-        """The refusal of a ``kind`` call that waited its ``limits`` for a thread."""
-        with self._lock:
-            hint = self._retry_after_ms(kind)
-        return Busy(kind, hint, f"{kind.name.lower()} calls are queued for a thread")
 
     def queued(self) -> int:
         """Calls waiting for a thread now."""
@@ -126,3 +96,17 @@ class CallPool(Executor):
         if wait:
             for thread in threads:
                 thread.join()
+
+
+def call_kind(servicer: object, kinds: dict[str, Kind], default: Kind = Kind.WRITE) -> Callable[[tuple], Kind]:
+    """A ``CallPool.kind_of`` for a gRPC server: the kind of the ``servicer`` method a submission runs (grpc passes
+    the bound method among the arguments it submits), by name in ``kinds``; ``default`` for other calls (health
+    checks, other services)."""
+
+    def kind_of(args: tuple) -> Kind:
+        for arg in args:
+            if getattr(arg, "__self__", None) is servicer:
+                return kinds.get(getattr(arg, "__name__", ""), default)
+        return default
+
+    return kind_of

@@ -6,18 +6,17 @@ import ssl
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.orm import Session, sessionmaker
 
-from latfarm.proto.v1 import agent_pb2
+from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 from latfarm.proto.v1.limits import MAX_MESSAGE_BYTES
 from latfarm.services.core.config import Settings, env_name
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.infra.throttle import AuthGuard
 from latfarm.services.infra.wakeups import LocalNotifier
-from latfarm.services.rpc.aio import AioServer
-from latfarm.services.rpc.capacity import thread_limits
-from latfarm.services.rpc.pool import CallPool
-from latfarm.services.rpc.servicer import AgentServicer, Artifacts
+from latfarm.services.rpc.pool import CallPool, call_kind
+from latfarm.services.rpc.servicer import CALL_KINDS, AgentServicer, Artifacts
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 OPTIONS = [
@@ -78,7 +77,7 @@ def build_grpc_server(
     credentials: grpc.ServerCredentials | None = None,
     port: int | None = None,
     guard: AuthGuard | None = None,
-) -> tuple[AioServer, int]:
+) -> tuple[grpc.Server, int]:
     """The agent service and ``grpc.health.v1`` on ``port`` (default ``settings.grpc_port``; 0 picks a free one),
     over TLS with ``credentials`` (see ``server_credentials``), else plaintext. ``sessions`` write, ``read_sessions``
     only read (``runtime.Runtime`` builds both); ``guard`` throttles clients failing authentication (the runtime's,
@@ -89,7 +88,15 @@ def build_grpc_server(
     port = settings.grpc_port if port is None else port
     guard = guard or AuthGuard(settings.auth_failure_limit)
     servicer = AgentServicer(settings, sessions, read_sessions, artifacts, notifier, guard)
-    workers = CallPool(settings.grpc_workers, limits=thread_limits(settings.grpc_workers))
+    workers = CallPool(settings.grpc_workers, call_kind(servicer, CALL_KINDS))  # heartbeats get threads first
+    server = grpc.server(workers, options=OPTIONS)
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     address = f"{_bind_host(settings.grpc_listen_host)}:{port}"
-    server = AioServer(servicer, workers, OPTIONS, address, credentials, SERVICE_NAME)
-    return server, server.port
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    if not bound:
+        raise OSError(f"cannot bind the gRPC port {port}")
+    return server, bound

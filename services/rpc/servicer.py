@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, BinaryIO, Protocol, cast
 
@@ -36,7 +35,7 @@ from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, at
 from latfarm.services.infra.throttle import AuthGuard, grpc_client
 from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.rpc.callers import CALLERS, Caller
-from latfarm.services.rpc.capacity import Busy, Capacity, Kind, default_capacity
+from latfarm.services.rpc.capacity import Backoff, Busy, Capacity, Kind, default_capacity
 from latfarm.services.rpc.errors import end_call, translate_errors
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent, Device, Enrollment, Job
@@ -49,21 +48,20 @@ MAX_WAIT_S = 60.0  # longest long-poll a request may ask for
 PREPARE_BUDGET_S = 10.0  # export at most about this long before leasing what is ready
 AGENT_STATES = ("idle", "measuring")
 REQUEUE_EVERY_S = 1.0  # a device's leases return its lapsed jobs to the queue at most this often (per process)
+WAITERS_FULL_RETRY_MS = 1_000  # a long-poll refused for want of threads retries after this, more after many
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# the kind of each call that is not a write (reports, releases, registrations): it gets a thread (``pool.CallPool``)
+# and a database slot (``capacity.Capacity``) in this order
+CALL_KINDS = {"Heartbeat": Kind.HEARTBEAT, "LeaseJobs": Kind.LEASE}
 ERROR_CLASS_NAMES = {value: name for name, value in ERROR_CLASSES.items()}
 FETCH = ERROR_CLASS_NAMES[agent_pb2.ERROR_CLASS_FETCH]
 
 
-@dataclass
-class LeasePoll:
-    """A lease call between its attempts: who asks, for what, until when (``time.monotonic``)."""
-
-    caller: Caller
-    formats: list[str]
-    max_jobs: int
-    deadline: float
-    waited: bool = False  # it waited for a wake-up already
-    seen: int = 0  # the device's wake-up version read before the last attempt
+def max_waiting(workers: int) -> int:
+    """Leases that may wait at once, for a database slot or for work: each holds a gRPC thread, so a reserve stays
+    free for reports and heartbeats (an agent over the limit is told RESOURCE_EXHAUSTED and retries after the
+    hint)."""
+    return max(1, workers - max(4, workers // 8))
 
 
 class Artifacts(Exporter, Protocol):
@@ -98,6 +96,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.guard = guard
         self.sessions = sessions
         self.read_sessions = read_sessions
+        self.waiting = threading.BoundedSemaphore(max_waiting(settings.grpc_workers))
+        self.waiters_full = Backoff(WAITERS_FULL_RETRY_MS, max_waiting(settings.grpc_workers))
         self.capacity: Capacity = default_capacity(settings.grpc_db_calls, settings.grpc_workers)
         self.artifacts = artifacts
         self.notifier = notifier
@@ -191,13 +191,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @translate_errors
     def LeaseJobs(self, request: agent_pb2.LeaseRequest, context) -> agent_pb2.LeaseResponse:
-        """Lease up to ``max_jobs`` jobs, long-polling up to ``wait_seconds`` (at most ``MAX_WAIT_S``) for work on
-        this thread (in-process callers; the server waits on its event loop: ``aio.AioAgentServicer``)."""
-        return self._lease(context, self._lease_poll(request, context))
-
-    @translate_errors
-    def _lease_poll(self, request: agent_pb2.LeaseRequest, context) -> LeasePoll:
-        """The checked request and its caller as a ``LeasePoll``: InvalidArgument for a bad request."""
+        """Lease up to ``max_jobs`` jobs, long-polling up to ``wait_seconds`` (at most ``MAX_WAIT_S``) for work."""
         _check_sizes(request)
         if request.max_jobs < 0:
             raise InvalidArgument("max_jobs must be >= 0", field="max_jobs")
@@ -209,14 +203,22 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         wait_s = min(request.wait_seconds, MAX_WAIT_S)
         if (remaining := context.time_remaining()) is not None:
             wait_s = min(wait_s, max(remaining - 1.0, 0.0))  # answer before the caller's deadline
+        if wait_s <= 0:
+            return self._lease(request, context, max_jobs, 0.0)
+        if not self.waiting.acquire(blocking=False):
+            reason = f"{max_waiting(self.settings.grpc_workers)} agents wait for work already (LATFARM_GRPC_WORKERS)"
+            raise Busy(Kind.LEASE, self.waiters_full.refused(), reason)
+        try:
+            return self._lease(request, context, max_jobs, wait_s)
+        finally:
+            self.waiting.release()
+
+    def _lease(self, request: agent_pb2.LeaseRequest, context, max_jobs: int, wait_s: float) -> agent_pb2.LeaseResponse:
+        """Lease up to ``max_jobs``, waiting up to ``wait_s`` for work to arrive."""
         deadline = time.monotonic() + wait_s
         caller = self._authenticate(context)
+        device_id = caller.device_id
         formats = list(request.formats) or list(caller.formats) or list(FORMATS)
-        return LeasePoll(caller, formats, max_jobs, deadline)
-
-    def _lease(self, context, poll: LeasePoll) -> agent_pb2.LeaseResponse:
-        """Lease for ``poll``, waiting on this thread until work arrives or its deadline passes."""
-        device_id = poll.caller.device_id
         ended = threading.Event()  # the call was cancelled, or the server is stopping: stop waiting for work
 
         def end() -> None:
@@ -225,43 +227,37 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
         if not context.add_callback(end):
             ended.set()  # it ended already
-        while (response := self._lease_attempt(None, context, poll)) is None:
-            self.notifier.wait(device_id, poll.deadline - time.monotonic(), after=poll.seen, until=ended.is_set)
-            poll.waited = True
+        waited = False
+        while True:
+            seen = self.notifier.version(device_id)
+            if not context.is_active():
+                end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
+            try:
+                jobs = self._lease_ready(context, caller, formats, max_jobs)
+            except Busy:
+                if not waited:
+                    raise
+                # a long-poll that waited already answers empty, not refused: the agent asks again
+                return agent_pb2.LeaseResponse(lease_seconds=self.settings.lease_seconds)
+            if len(jobs) < max_jobs:  # the export worker may not have reached the next jobs: export them now
+                try:
+                    if self._prepare_artifacts(device_id, formats, max_jobs - len(jobs), context):
+                        jobs += self._lease_ready(context, caller, formats, max_jobs - len(jobs))
+                except Busy:
+                    if not (jobs or waited):  # what is leased already goes out either way
+                        raise
+            if jobs and not context.is_active():  # nobody will receive them: hand them back at once
+                with transaction(self.sessions) as session:
+                    queue.release(session, _ref(caller), [job.job_id for job in jobs])
+                self.notifier.notify(device_id)
+                end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
+            left = deadline - time.monotonic()
+            if jobs or left <= 0:
+                return agent_pb2.LeaseResponse(jobs=_job_messages(jobs), lease_seconds=self.settings.lease_seconds)
+            self.notifier.wait(device_id, left, after=seen, until=ended.is_set)  # reads nothing until woken
+            waited = True
             if ended.is_set():
                 end_call(context, grpc.StatusCode.CANCELLED, "the call ended while waiting for work")
-        return response
-
-    @translate_errors
-    def _lease_attempt(self, _request: None, context, poll: LeasePoll) -> agent_pb2.LeaseResponse | None:
-        """Lease what is ready for ``poll`` now (``poll.seen``: the device's wake-up version before it); the
-        answer, or None to wait for a wake-up (no jobs, time left). CANCELLED when the caller went away."""
-        caller, max_jobs, device_id = poll.caller, poll.max_jobs, poll.caller.device_id
-        poll.seen = self.notifier.version(device_id)
-        if not context.is_active():
-            end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
-        try:
-            jobs = self._lease_ready(context, caller, poll.formats, max_jobs)
-        except Busy:
-            if not poll.waited:
-                raise
-            # a long-poll that waited already answers empty, not refused: the agent asks again
-            return agent_pb2.LeaseResponse(lease_seconds=self.settings.lease_seconds)
-        if len(jobs) < max_jobs:  # the export worker may not have reached the next jobs: export them now
-            try:
-                if self._prepare_artifacts(device_id, poll.formats, max_jobs - len(jobs), context):
-                    jobs += self._lease_ready(context, caller, poll.formats, max_jobs - len(jobs))
-            except Busy:
-                if not (jobs or poll.waited):  # what is leased already goes out either way
-                    raise
-        if jobs and not context.is_active():  # nobody will receive them: hand them back at once
-            with transaction(self.sessions) as session:
-                queue.release(session, _ref(caller), [job.job_id for job in jobs])
-            self.notifier.notify(device_id)
-            end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
-        if jobs or poll.deadline <= time.monotonic():
-            return agent_pb2.LeaseResponse(jobs=_job_messages(jobs), lease_seconds=self.settings.lease_seconds)
-        return None
 
     def _lease_ready(self, context, caller: Caller, formats: list[str], max_jobs: int) -> list[queue.Leased]:
         """Lease up to ``max_jobs`` of the device's jobs whose artifact is recorded, in one transaction; the first

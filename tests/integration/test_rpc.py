@@ -18,7 +18,7 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import delete, func, select
 
-from latfarm.agents.connection import RETRYABLE, retry_after_s
+from latfarm.agents.connection import RETRYABLE, Connection, retry_after_s
 from latfarm.agents.errors import AgentError
 from latfarm.agents.main import run_agent
 from latfarm.agents.measurement import MeasureSettings
@@ -32,8 +32,8 @@ from latfarm.services.core.security import hash_secret, new_secret
 from latfarm.services.domain import liveness, queue
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.infra.wakeups import make_notifier
-from latfarm.services.rpc.capacity import Kind
 from latfarm.services.rpc.server import SERVICE_NAME, build_grpc_server
+from latfarm.services.rpc.servicer import max_waiting
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker, transaction
 from latfarm.services.store.models import Agent, Arch, Base, Device, Enrollment, Job, JobState, Measurement
@@ -607,57 +607,44 @@ def test_a_stopping_server_ends_its_long_polls_at_once(sessions, artifacts):
         stop_farm(farm)
 
 
-def test_waiting_long_polls_hold_no_handler_thread(sessions, artifacts):
-    """More long-polls wait for work than there are handler threads, and a heartbeat is still served at once; a
-    submission wakes them and one takes the job."""
-    farm = start_farm(sessions, artifacts, make_notifier(None), grpc_workers=2)
+def test_waiting_agents_cannot_take_every_thread(sessions, artifacts):
+    """Long-polls beyond the limit are refused (agents retry with backoff): reports and heartbeats keep a reserve."""
+    farm = start_farm(sessions, artifacts, make_notifier(None), grpc_workers=6)
     try:
+        assert max_waiting(6) == 2
         _, md = register(farm)
         waiting = [
             farm.stub.LeaseJobs.future(agent_pb2.LeaseRequest(wait_seconds=20), metadata=md, timeout=30)
-            for _ in range(8)
+            for _ in range(2)
         ]
-        _until(lambda: farm.notifier.waiting() == 8, "the long-polls never waited")
-        started = time.monotonic()
-        farm.stub.Heartbeat(agent_pb2.HeartbeatRequest(), metadata=md, timeout=5)
+        time.sleep(0.5)
+        with pytest.raises(grpc.RpcError) as refused:
+            farm.stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=5), metadata=md, timeout=10)
+        code, message = refused.value.code(), refused.value.details()
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "agents wait for work already" in message
+        assert code in RETRYABLE  # the agent asks again after the server's hint (1 s, with jitter)
+        assert dict(refused.value.trailing_metadata())["retry-after-ms"] == "1000"
+        assert 1.0 <= (retry_after_s(refused.value) or 0) <= 1.5
+        farm.stub.Heartbeat(agent_pb2.HeartbeatRequest(), metadata=md, timeout=5)  # the reserve answers
         assert not farm.stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=0), metadata=md, timeout=5).jobs
-        assert time.monotonic() - started < 2
-        submit(farm, ARCHS[:1])
-        _until(lambda: any(f.done() for f in waiting), "no long-poll took the job")
-        assert [len(f.result().jobs) for f in waiting if f.done()] == [1]
+        logged: list[str] = []
+        agent = Connection(farm.address, threading.Event(), md[0][1].removeprefix("Bearer "), log=logged.append)
+        with ThreadPoolExecutor(1) as pool:
+            agent_lease = pool.submit(agent.lease, 1, 1.0, ["onnx"])  # refused, retried after each hint
+            time.sleep(1.5)
+            assert not agent_lease.done()
+            submit(farm, ARCHS[:1])  # wakes the waiting long-polls: one of them takes the job and frees its slot
+            deadline = time.monotonic() + 30
+            while not any(f.done() for f in waiting):
+                assert time.monotonic() < deadline, "no long-poll took the job"
+                time.sleep(0.05)
+            assert [len(f.result().jobs) for f in waiting if f.done()] == [1]
+            assert not agent_lease.result(timeout=10).jobs  # let in once a slot was free; nothing left
+        agent.close()
+        assert logged == []  # a busy server's hint is flow control: nothing logged as a failure
+        again = farm.stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=1), metadata=md, timeout=10)
+        assert not again.jobs  # accepted again, and nothing left to lease
         for future in waiting:
             future.cancel()
-        _until(lambda: farm.notifier.waiting() == 0, "a cancelled long-poll still waits")
     finally:
         stop_farm(farm)
-
-
-def test_a_call_with_no_free_thread_is_refused_before_its_deadline(sessions, artifacts):
-    """A call queued for a thread past its kind's wait, or until 1 s before its deadline, is refused
-    RESOURCE_EXHAUSTED with a retry hint (the agent retries); nothing waits past its deadline."""
-    farm = start_farm(sessions, artifacts, make_notifier(None), grpc_workers=1)
-    release = threading.Event()
-    try:
-        _, md = register(farm)
-        held = threading.Event()
-        farm.server.pool.submit_as(Kind.WRITE, lambda: held.set() or release.wait(20))  # holds the one thread
-        assert held.wait(10)
-        started = time.monotonic()
-        with pytest.raises(grpc.RpcError) as refused:
-            farm.stub.Heartbeat(agent_pb2.HeartbeatRequest(), metadata=md, timeout=3)
-        assert 1.5 <= time.monotonic() - started < 2.9
-        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED in RETRYABLE
-        assert "queued for a thread" in refused.value.details()
-        assert (retry_after_s(refused.value) or 0) > 0
-        release.set()
-        farm.stub.Heartbeat(agent_pb2.HeartbeatRequest(), metadata=md, timeout=5)  # the thread is free again
-    finally:
-        release.set()
-        stop_farm(farm)
-
-
-def _until(condition, message: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)

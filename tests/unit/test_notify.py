@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import uuid
@@ -136,22 +135,3 @@ def test_wake_ends_a_wait_whose_until_holds_without_notifying():
     notifier.wake(3)
     waiter.join(5)
     assert result == [False] and notifier.version(3) == 0 and notifier.waiting() == 0
-
-
-def test_an_async_wait_cancelled_as_it_is_woken_ends_cancelled():
-    """The wake-up resolves the wait's future and the cancellation arrives before the waiting task runs again (one
-    loop step): the task ends cancelled, it does not return as woken."""
-    notifier = LocalNotifier()
-
-    async def scenario() -> None:
-        waiter = asyncio.create_task(notifier.wait_async(5, 30, after=0))
-        while not notifier.waiting():
-            await asyncio.sleep(0)
-        notifier.notify(5)  # resolves the wait's future in the next loop step
-        await asyncio.sleep(0)  # that step ran; the waiting task has not
-        waiter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
-        assert notifier.waiting() == 0
-
-    asyncio.run(scenario())

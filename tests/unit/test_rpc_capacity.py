@@ -11,13 +11,12 @@ import pytest
 from latfarm.services.rpc.capacity import (
     MAX_RETRY_MS,
     MIN_RETRY_MS,
-    WAIT_S,
+    Backoff,
     Busy,
     Capacity,
     Kind,
     Limits,
     default_capacity,
-    thread_limits,
 )
 
 OPEN = {kind: Limits(queued=100, wait_s=5.0) for kind in Kind}
@@ -93,7 +92,12 @@ def test_the_default_reserves_a_quarter_and_bounds_queues_by_threads():
         Capacity(2, reserve=2, limits=OPEN)
 
 
-def test_calls_wait_for_a_thread_as_long_as_for_a_slot():
-    limits = thread_limits(16)
-    assert {kind: limit.wait_s for kind, limit in limits.items()} == WAIT_S
-    assert {limit.queued for limit in limits.values()} == {16 * 16}
+def test_the_backoff_hint_grows_with_recent_refusals_and_decays():
+    backoff = Backoff(1_000, room=100, window_s=0.5)
+    assert backoff.refused() == 1_000  # a lone refusal: the base hint
+    hints = [backoff.refused() for _ in range(199)]
+    assert hints == sorted(hints) and 2_800 <= hints[-1] <= 3_000  # ~198 earlier refusals over room 100: ~3x
+    crowded = Backoff(1_000, room=1)
+    assert max(crowded.refused() for _ in range(20)) == MAX_RETRY_MS
+    time.sleep(2.5)  # five time constants: the crowd is forgotten
+    assert backoff.refused() <= 1_020
