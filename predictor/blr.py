@@ -27,7 +27,7 @@ import itertools
 
 import numpy as np
 
-from latfarm.predictor.prior import MIN_RELATIVE, MIN_WEIGHT, Posterior, Prior, quantisation_variance
+from latfarm.predictor.prior import MIN_RELATIVE, MIN_WEIGHT, Posterior, Prior, quantisation_variance, unit_variance
 
 SCALE_GRID = (0.03, 0.1, 0.3, 1.0)
 """Weights of the cross-device covariance around a source centre: a device close to one (a GPU at another batch
@@ -55,15 +55,9 @@ SOURCE_MASS = 0.5
 (no preference between the two hypotheses), split equally among the source devices."""
 
 
-def broad_variance(phi_s: np.ndarray, cost_columns: np.ndarray) -> np.ndarray:
-    """The broad component over ``cost_columns``, unit variance added to the mean prediction of rows ``phi_s``."""
-    basis = np.eye(phi_s.shape[1])[:, cost_columns]
-    return basis @ basis.T / max(float(np.mean(((phi_s @ basis) ** 2).sum(1))), 1e-9)
-
-
 def planning_cov(prior: Prior, phi_pool: np.ndarray, cost_columns: np.ndarray) -> np.ndarray:
     """The covariance used to choose samples before any is measured (typical spread and broad weights)."""
-    broad = broad_variance(phi_pool, cost_columns)
+    broad = unit_variance(phi_pool, np.eye(phi_pool.shape[1])[:, cost_columns])
     return prior.cov + PLANNING_SPREAD * np.diag(prior.spread) + PLANNING_BROAD * broad
 
 
@@ -96,7 +90,7 @@ def posterior_with_costs(
         hypotheses = [(centres, log_mass + np.log(1 - COST_MASS), grid), _cost_hypothesis(np.asarray(cost_centres))]
     rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2
     floor = quantisation_variance(y_ms) / scale**2
-    broad = broad_variance(phi_s, cost_columns)
+    broad = unit_variance(phi_s, np.eye(phi_s.shape[1])[:, cost_columns])
     weights = np.ones(len(y))
     for _ in range(T_ITERATIONS if floor > 0 else 1):
         mean, cov, noise = _weighed(prior, hypotheses, phi_s, y, rel_var / weights, floor, broad)

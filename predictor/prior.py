@@ -126,15 +126,19 @@ class Posterior:
         )
 
 
-def _broad_variance(phi_s: np.ndarray) -> np.ndarray:
-    """Covariance of the broad component: one free cost per op type (live, zero-fed and dead alike) and per
-    op-count feature, scaled so that it adds one unit of variance to the samples' mean prediction."""
-    tied = np.zeros((phi_s.shape[1], NUM_OP_TYPES))
+def unit_variance(phi_s: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """[F, F] covariance of free weights along ``basis`` [F, B], scaled so that it adds one unit of variance to the
+    mean prediction of rows ``phi_s`` [K, F]."""
+    return basis @ basis.T / max(float(np.mean(((phi_s @ basis) ** 2).sum(1))), 1e-9)
+
+
+def broad_basis(size: int) -> np.ndarray:
+    """[size, B]: the broad component's directions over features ``FEATURE_NAMES`` first: one free cost per op type
+    (live, zero-fed and dead alike) and one per op-count feature (``BROAD_FEATURES``)."""
+    tied = np.zeros((size, NUM_OP_TYPES))
     for op in range(NUM_OP_TYPES):
         tied[[2 + kind * NUM_OP_TYPES + op for kind in range(len(OP_KINDS))], op] = 1.0
-    free = np.eye(phi_s.shape[1])[:, BROAD_FEATURES]
-    basis = np.hstack([tied, free])
-    return basis @ basis.T / max(float(np.mean(((phi_s @ basis) ** 2).sum(1))), 1e-9)
+    return np.hstack([tied, np.eye(size)[:, BROAD_FEATURES]])
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,7 @@ def _average(
     """Posterior mean, covariance and noise: all hyperparameter settings weighed by marginal likelihood (robust)
     or the best one; ``y`` [K] = normalised samples, ``rel_var`` = per-sample multipliers of the noise variance,
     ``floor`` = variance every sample has besides (quantisation; not part of the returned noise)."""
-    broad = _broad_variance(phi_s)
+    broad = unit_variance(phi_s, broad_basis(phi_s.shape[1]))
     root = np.sqrt(rel_var)
     own = [
         (prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad, BROAD_LOG_PRIOR * (broad_w > 0))
