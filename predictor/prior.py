@@ -104,25 +104,45 @@ def prior_from_heads(heads: list[np.ndarray], noise: list[float]) -> Prior:
 
 @dataclass(frozen=True)
 class Posterior:
-    """Posterior N(mean, cov) of a device's normalised head, its scale (ms per unit) and noise variance."""
+    """Posterior N(mean, cov) of a device's normalised head, its scale (ms per unit) and its noise: at a normalised
+    prediction ``mu`` a variance of ``noise + relative * max(mu / level, MIN_RELATIVE)**2`` (``noise_at``), so the
+    noise grows with the predicted latency as the fit's does with each sample's; ``relative`` 0 = uniform ``noise``
+    (FBNet, the non-robust fit, states stored before ``relative`` and ``level`` were)."""
 
     mean: np.ndarray
     cov: np.ndarray
     scale_ms: float
     noise: float
+    relative: float = 0.0
+    level: float = 1.0
+
+    def noise_at(self, mu: np.ndarray) -> np.ndarray:
+        """Noise variances (normalised units) at normalised predictions ``mu`` [n] (``phi @ mean``)."""
+        mu = np.asarray(mu, dtype=np.float64)
+        return self.noise + self.relative * np.maximum(mu / self.level, MIN_RELATIVE) ** 2
 
     def to_state(self) -> dict:
         """JSON-ready fields (how device-model states store a posterior)."""
-        return {"mean": self.mean.tolist(), "cov": self.cov.tolist(), "scale_ms": self.scale_ms, "noise": self.noise}
+        return {
+            "mean": self.mean.tolist(),
+            "cov": self.cov.tolist(),
+            "scale_ms": self.scale_ms,
+            "noise": self.noise,
+            "relative": self.relative,
+            "level": self.level,
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> Posterior:
-        """The posterior stored by ``to_state`` (extra keys of the state are ignored)."""
+        """The posterior stored by ``to_state`` (extra keys of the state are ignored; a state without ``relative``
+        and ``level`` has uniform noise)."""
         return cls(
             mean=np.asarray(state["mean"], dtype=np.float64),
             cov=np.asarray(state["cov"], dtype=np.float64),
             scale_ms=float(state["scale_ms"]),
             noise=float(state["noise"]),
+            relative=float(state.get("relative", 0.0)),
+            level=float(state.get("level", 1.0)),
         )
 
 
@@ -164,12 +184,12 @@ def posterior(
     """Condition the prior on samples (features [K, F], latencies ms [K]); K = 0 gives the prior itself.
 
     Robust (default): noise relative to each sample's latency (errors in %, as quantised and run-to-run noise
-    are), a broad component over the op-count features whose width, like the prior spread and the noise, is
-    weighed by marginal likelihood, and the posteriors of all plausible settings averaged (moment-matched), so
-    the samples override the cross-device prior on devices unlike the sources and the spread stays calibrated;
-    ``alternative`` competes with the prior (its settings join the average). ``robust=False``: the baseline that
-    ``bench/predictor_ood.py`` compares against: uniform noise, no broad component, no alternative, and the single
-    most likely setting of spread and noise.
+    are; predictions get it relative to the predicted latency, ``Posterior.noise_at``), a broad component over the
+    op-count features whose width, like the prior spread and the noise, is weighed by marginal likelihood, and the
+    posteriors of all plausible settings averaged (moment-matched), so the samples override the cross-device prior
+    on devices unlike the sources and the spread stays calibrated; ``alternative`` competes with the prior (its
+    settings join the average). ``robust=False``: the baseline that ``bench/predictor_ood.py`` compares against:
+    uniform noise, no broad component, no alternative, and the single most likely setting of spread and noise.
     """
     if len(y_ms) == 0:
         return Posterior(prior.mean, prior.planning_cov(), default_scale_ms, prior.typical_noise)
@@ -180,7 +200,9 @@ def posterior(
     rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2 if robust else np.ones(len(y))
     floor = quantisation_variance(y_ms) / scale**2 if robust else 0.0
     mean, cov, noise = _average(prior, phi_s, y, rel_var, robust, floor, alternative if robust else None)
-    return Posterior(mean, cov, scale, noise + floor)
+    if not robust:
+        return Posterior(mean, cov, scale, noise)
+    return Posterior(mean, cov, scale, floor, relative=noise, level=float(y.mean()))
 
 
 def quantisation_variance(y_ms: np.ndarray) -> float:
