@@ -6,8 +6,9 @@ covariance form a Gaussian prior. A new device's K samples (ms) set a scale (``s
 form; the noise variance, the prior's spread and the width of a broad op-cost component are weighed on grids by
 marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels). An
 ``Alternative`` hypothesis (NB201: the cost-only one, ``nb201_costs.cost_hypothesis``) can compete with the prior:
-its centres and covariances are weighed with the prior's settings. Samples in whole milliseconds add the rounding
-variance (1/12 ms^2) to the noise.
+its centres and covariances are weighed with the prior's settings. The noise is relative to the latency: a
+sample's variance scales with its latency squared, a prediction's with the predicted latency's
+(``Posterior.noise_at``). Samples in whole milliseconds add the rounding variance (1/12 ms^2) to the noise.
 """
 
 from __future__ import annotations
