@@ -13,12 +13,12 @@ small spread: with 5 samples, a device unlike every source (a GPU among CPU and 
 costs instead of the sources' per-layer block costs. ``m``, ``c``, ``s``, ``b`` and the noise are weighed by
 marginal likelihood and the posteriors averaged (moment-matched). ``c`` < 1 narrows the cross-device covariance
 for a device close to ``m``.
-Noise is relative to each sample's latency (errors in %). Samples in whole milliseconds (phone runtimes) add the
-rounding variance (``prior.quantisation_variance``) to every sample, and their noise is heavy-tailed (Student-t with
-``T_DOF`` degrees of freedom, fitted by EM as a Gaussian scale mixture: a sample far off the fit gets its noise
-variance scaled up): on the HELP devices a Student-t fit raises the ceiling of whole-ms phones only (samsung_s7
-0.74 -> 0.79 Spearman, ``bench/fbnet_transfer.py``), and with 5 samples on other devices it mistakes a misfit prior
-for outliers.
+Noise is relative to each sample's latency (errors in %), and a prediction's to the predicted latency
+(``Posterior.noise_at``). Samples in whole milliseconds (phone runtimes) add the rounding variance
+(``prior.quantisation_variance``) to every sample, and their noise is heavy-tailed (Student-t with ``T_DOF`` degrees of
+freedom, fitted by EM as a Gaussian scale mixture: a sample far off the fit gets its noise variance scaled up): on the
+HELP devices a Student-t fit raises the ceiling of whole-ms phones only (samsung_s7 0.74 -> 0.79 Spearman,
+``bench/fbnet_transfer.py``), and with 5 samples on other devices it mistakes a misfit prior for outliers.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def posterior_with_costs(
         mean, cov, noise = _weighed(prior, hypotheses, phi_s, y, rel_var / weights, floor, broad)
         expected = (y - phi_s @ mean) ** 2 + ((phi_s @ cov) * phi_s).sum(1)
         weights = (T_DOF + 1) / (T_DOF + expected / (noise * rel_var / weights + floor))
-    return Posterior(mean, cov, scale, noise + floor)
+    return Posterior(mean, cov, scale, floor, relative=noise, level=float(y.mean()))
 
 
 Hypothesis = tuple[np.ndarray, np.ndarray, list[tuple[float, float, float]]]

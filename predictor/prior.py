@@ -108,7 +108,7 @@ class Posterior:
     """Posterior N(mean, cov) of a device's normalised head, its scale (ms per unit) and its noise: at a normalised
     prediction ``mu`` a variance of ``noise + relative * max(mu / level, MIN_RELATIVE)**2`` (``noise_at``), so the
     noise grows with the predicted latency as the fit's does with each sample's; ``relative`` 0 = uniform ``noise``
-    (FBNet, the non-robust fit, states stored before ``relative`` and ``level`` were)."""
+    (the non-robust fit, states stored before ``relative`` and ``level`` were)."""
 
     mean: np.ndarray
     cov: np.ndarray
