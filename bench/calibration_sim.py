@@ -59,24 +59,25 @@ MEDIAN_TARGET = 0.70
 
 
 class Run(NamedTuple):
-    """One adaptation: its device, K, per scored arch the |error| and head-covariance variance (normalised units),
-    and the noise variance."""
+    """One adaptation: its device, K, per scored arch the |error|, head-covariance and noise variances (normalised
+    units)."""
 
     device: str
     k: int
     err: np.ndarray
     var_head: np.ndarray
-    noise: float
+    noise: np.ndarray
 
 
-Spread = Callable[[int, np.ndarray, float], np.ndarray]
-"""A calibrated std from (K, head variance [n], noise variance)."""
+Spread = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+"""A calibrated std from (K, head variance [n], noise variance [n])."""
 
 
 def _run(device: str, k: int, post: Posterior, phi: np.ndarray, lat: np.ndarray) -> Run:
-    err = np.abs(post.scale_ms * (phi @ post.mean) - lat) / post.scale_ms
+    mu = phi @ post.mean
+    err = np.abs(post.scale_ms * mu - lat) / post.scale_ms
     var_head = ((phi @ post.cov) * phi).sum(1)
-    return Run(device, k, err.astype(np.float32), var_head.astype(np.float32), post.noise)
+    return Run(device, k, err.astype(np.float32), var_head.astype(np.float32), post.noise_at(mu).astype(np.float32))
 
 
 def simulate(predictor: Predictor, sources: dict[str, np.ndarray]) -> list[Run]:
@@ -147,7 +148,7 @@ def scaled(factors: dict[int, tuple[float, float]]) -> Spread:
     """The spread with log factors (on the head part, on the noise part) per K, interpolated in log K."""
     ks = sorted(factors)
 
-    def spread(k: int, var_head: np.ndarray, noise: float) -> np.ndarray:
+    def spread(k: int, var_head: np.ndarray, noise: np.ndarray) -> np.ndarray:
         a, b = (np.exp(2 * np.interp(np.log(k), np.log(ks), [factors[j][i] for j in ks])) for i in (0, 1))
         return np.sqrt(a * var_head + b * noise)
 
@@ -199,7 +200,7 @@ def fit_two_term(sim: list[Run]) -> dict[int, tuple[float, float]]:
         by: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         for r in (r for r in sim if r.k == k):
             pick = np.linspace(0, len(r.err) - 1, TWO_TERM_ARCHS).astype(int)
-            std = np.sqrt(a2[:, None] * r.var_head[pick] + b2[:, None] * r.noise)
+            std = np.sqrt(a2[:, None] * r.var_head[pick] + b2[:, None] * r.noise[pick])
             by.setdefault(r.device, []).append(((r.err[pick] <= std).mean(1), (r.err[pick] <= 2 * std).mean(1)))
         c1 = np.array([np.mean([c for c, _ in v], 0) for v in by.values()])
         c2 = np.array([np.mean([c for _, c in v], 0) for v in by.values()])

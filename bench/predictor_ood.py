@@ -44,7 +44,7 @@ def evaluate(predictor: Predictor, lat: np.ndarray, name: str, ks, trials: int, 
                 if method == "original":
                     post = posterior(predictor.prior, predictor.phi[idx], lat[idx], default_scale, robust=False)
                     mean = post.scale_ms * (phi @ post.mean)
-                    std = post.scale_ms * np.sqrt(((phi @ post.cov) * phi).sum(1) + post.noise)
+                    std = post.scale_ms * np.sqrt(((phi @ post.cov) * phi).sum(1) + post.noise_at(phi @ post.mean))
                 else:
                     mean, std = predictor.adapt(idx, lat[idx]).predict(rest)
                 s = score(mean, lat[rest])

@@ -13,12 +13,12 @@ small spread: with 5 samples, a device unlike every source (a GPU among CPU and 
 costs instead of the sources' per-layer block costs. ``m``, ``c``, ``s``, ``b`` and the noise are weighed by
 marginal likelihood and the posteriors averaged (moment-matched). ``c`` < 1 narrows the cross-device covariance
 for a device close to ``m``.
-Noise is relative to each sample's latency (errors in %). Samples in whole milliseconds (phone runtimes) add the
-rounding variance (``prior.quantisation_variance``) to every sample, and their noise is heavy-tailed (Student-t with
-``T_DOF`` degrees of freedom, fitted by EM as a Gaussian scale mixture: a sample far off the fit gets its noise
-variance scaled up): on the HELP devices a Student-t fit raises the ceiling of whole-ms phones only (samsung_s7
-0.74 -> 0.79 Spearman, ``bench/fbnet_transfer.py``), and with 5 samples on other devices it mistakes a misfit prior
-for outliers.
+Noise is relative to each sample's latency (errors in %), and a prediction's to the predicted latency
+(``Posterior.noise_at``). Samples in whole milliseconds (phone runtimes) add the rounding variance
+(``prior.quantisation_variance``) to every sample, and their noise is heavy-tailed (Student-t with ``T_DOF`` degrees of
+freedom, fitted by EM as a Gaussian scale mixture: a sample far off the fit gets its noise variance scaled up): on the
+HELP devices a Student-t fit raises the ceiling of whole-ms phones only (samsung_s7 0.74 -> 0.79 Spearman,
+``bench/fbnet_transfer.py``), and with 5 samples on other devices it mistakes a misfit prior for outliers.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import itertools
 
 import numpy as np
 
-from latfarm.predictor.prior import MIN_RELATIVE, MIN_WEIGHT, Posterior, Prior, quantisation_variance
+from latfarm.predictor.prior import MIN_RELATIVE, MIN_WEIGHT, Posterior, Prior, quantisation_variance, unit_variance
 
 SCALE_GRID = (0.03, 0.1, 0.3, 1.0)
 """Weights of the cross-device covariance around a source centre: a device close to one (a GPU at another batch
@@ -55,15 +55,9 @@ SOURCE_MASS = 0.5
 (no preference between the two hypotheses), split equally among the source devices."""
 
 
-def broad_variance(phi_s: np.ndarray, cost_columns: np.ndarray) -> np.ndarray:
-    """The broad component over ``cost_columns``, unit variance added to the mean prediction of rows ``phi_s``."""
-    basis = np.eye(phi_s.shape[1])[:, cost_columns]
-    return basis @ basis.T / max(float(np.mean(((phi_s @ basis) ** 2).sum(1))), 1e-9)
-
-
 def planning_cov(prior: Prior, phi_pool: np.ndarray, cost_columns: np.ndarray) -> np.ndarray:
     """The covariance used to choose samples before any is measured (typical spread and broad weights)."""
-    broad = broad_variance(phi_pool, cost_columns)
+    broad = unit_variance(phi_pool, np.eye(phi_pool.shape[1])[:, cost_columns])
     return prior.cov + PLANNING_SPREAD * np.diag(prior.spread) + PLANNING_BROAD * broad
 
 
@@ -96,13 +90,13 @@ def posterior_with_costs(
         hypotheses = [(centres, log_mass + np.log(1 - COST_MASS), grid), _cost_hypothesis(np.asarray(cost_centres))]
     rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2
     floor = quantisation_variance(y_ms) / scale**2
-    broad = broad_variance(phi_s, cost_columns)
+    broad = unit_variance(phi_s, np.eye(phi_s.shape[1])[:, cost_columns])
     weights = np.ones(len(y))
     for _ in range(T_ITERATIONS if floor > 0 else 1):
         mean, cov, noise = _weighed(prior, hypotheses, phi_s, y, rel_var / weights, floor, broad)
         expected = (y - phi_s @ mean) ** 2 + ((phi_s @ cov) * phi_s).sum(1)
         weights = (T_DOF + 1) / (T_DOF + expected / (noise * rel_var / weights + floor))
-    return Posterior(mean, cov, scale, noise + floor)
+    return Posterior(mean, cov, scale, floor, relative=noise, level=float(y.mean()))
 
 
 Hypothesis = tuple[np.ndarray, np.ndarray, list[tuple[float, float, float]]]

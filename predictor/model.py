@@ -158,8 +158,9 @@ class DeviceModel:
         """(mean ms, std ms) of the given NB201 indices; None = all 15,625 by official index."""
         phi = self.predictor.rows(indices)
         post = self.posterior
-        var = ((phi @ post.cov) * phi).sum(1) + post.noise
-        return post.scale_ms * (phi @ post.mean), post.scale_ms * np.sqrt(np.maximum(var, 0.0))
+        mu = phi @ post.mean
+        var = ((phi @ post.cov) * phi).sum(1) + post.noise_at(mu)
+        return post.scale_ms * mu, post.scale_ms * np.sqrt(np.maximum(var, 0.0))
 
     def prob_faster(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """P(latency of a < latency of b), elementwise over paired index arrays (posterior + measurement noise)."""
@@ -168,7 +169,7 @@ class DeviceModel:
             raise ValueError(f"a and b must pair up: {len(phi_a)} vs {len(phi_b)}")
         diff = phi_b - phi_a
         post = self.posterior
-        var = ((diff @ post.cov) * diff).sum(1) + 2 * post.noise
+        var = ((diff @ post.cov) * diff).sum(1) + post.noise_at(phi_a @ post.mean) + post.noise_at(phi_b @ post.mean)
         return ndtr((diff @ post.mean) / np.sqrt(np.maximum(var, 1e-18)))
 
     def rank(self, indices: Sequence[int]) -> list[int]:

@@ -19,11 +19,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from latfarm.predictor.blr import COST_BROAD_GRID, COST_MASS, COST_SPREAD_GRID, broad_variance
+from latfarm.predictor.blr import COST_BROAD_GRID, COST_MASS, COST_SPREAD_GRID
 from latfarm.predictor.fbnet_features import COSTS, conv_bn
 from latfarm.predictor.features import FEATURE_NAMES
 from latfarm.predictor.nb201 import EDGES, NUM_NODES, OPS, official_ops_table, output_edges
-from latfarm.predictor.prior import Alternative, Prior
+from latfarm.predictor.prior import Alternative, Prior, unit_variance
 
 RUNTIMES = ("every", "used")
 CHANNELS, CLASSES, CELLS_PER_STAGE, RESOLUTION = 16, 10, 5, 32
@@ -153,12 +153,6 @@ def pruned_op_basis(size: int) -> np.ndarray:
     return basis
 
 
-def _unit_variance(phi_s: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """Covariance of free weights along ``basis`` [F, B], scaled to add one unit of variance to the mean prediction
-    of rows ``phi_s``."""
-    return basis @ basis.T / max(float(np.mean(((phi_s @ basis) ** 2).sum(1))), 1e-9)
-
-
 def cost_hypothesis(prior: Prior, phi_s: np.ndarray) -> Alternative:
     """The cost-only hypothesis for samples ``phi_s`` [K, F] (``features.FEATURE_NAMES`` first, cost columns last):
     latency = one cost of the network under one runtime (launch-, compute- or memory-bound), a small spread on the
@@ -168,8 +162,8 @@ def cost_hypothesis(prior: Prior, phi_s: np.ndarray) -> Alternative:
     size = phi_s.shape[1]
     columns = np.arange(size - len(COST_NAMES), size)
     centres = np.eye(size)[columns]
-    broad = broad_variance(phi_s, columns)
-    pruned = _unit_variance(phi_s, pruned_op_basis(size))
+    broad = unit_variance(phi_s, np.eye(size)[:, columns])
+    pruned = unit_variance(phi_s, pruned_op_basis(size))
     spread = np.diag(prior.spread)
     grid = itertools.product(COST_SPREAD_GRID, COST_BROAD_GRID, PRUNED_OP_GRID)
     covs = tuple(s * spread + b * broad + u * pruned for s, b, u in grid)

@@ -6,8 +6,9 @@ covariance form a Gaussian prior. A new device's K samples (ms) set a scale (``s
 form; the noise variance, the prior's spread and the width of a broad op-cost component are weighed on grids by
 marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels). An
 ``Alternative`` hypothesis (NB201: the cost-only one, ``nb201_costs.cost_hypothesis``) can compete with the prior:
-its centres and covariances are weighed with the prior's settings. Samples in whole milliseconds add the rounding
-variance (1/12 ms^2) to the noise.
+its centres and covariances are weighed with the prior's settings. The noise is relative to the latency: a
+sample's variance scales with its latency squared, a prediction's with the predicted latency's
+(``Posterior.noise_at``). Samples in whole milliseconds add the rounding variance (1/12 ms^2) to the noise.
 """
 
 from __future__ import annotations
@@ -104,37 +105,61 @@ def prior_from_heads(heads: list[np.ndarray], noise: list[float]) -> Prior:
 
 @dataclass(frozen=True)
 class Posterior:
-    """Posterior N(mean, cov) of a device's normalised head, its scale (ms per unit) and noise variance."""
+    """Posterior N(mean, cov) of a device's normalised head, its scale (ms per unit) and its noise: at a normalised
+    prediction ``mu`` a variance of ``noise + relative * max(mu / level, MIN_RELATIVE)**2`` (``noise_at``), so the
+    noise grows with the predicted latency as the fit's does with each sample's; ``relative`` 0 = uniform ``noise``
+    (the non-robust fit, states stored before ``relative`` and ``level`` were)."""
 
     mean: np.ndarray
     cov: np.ndarray
     scale_ms: float
     noise: float
+    relative: float = 0.0
+    level: float = 1.0
+
+    def noise_at(self, mu: np.ndarray) -> np.ndarray:
+        """Noise variances (normalised units) at normalised predictions ``mu`` [n] (``phi @ mean``)."""
+        mu = np.asarray(mu, dtype=np.float64)
+        return self.noise + self.relative * np.maximum(mu / self.level, MIN_RELATIVE) ** 2
 
     def to_state(self) -> dict:
         """JSON-ready fields (how device-model states store a posterior)."""
-        return {"mean": self.mean.tolist(), "cov": self.cov.tolist(), "scale_ms": self.scale_ms, "noise": self.noise}
+        return {
+            "mean": self.mean.tolist(),
+            "cov": self.cov.tolist(),
+            "scale_ms": self.scale_ms,
+            "noise": self.noise,
+            "relative": self.relative,
+            "level": self.level,
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> Posterior:
-        """The posterior stored by ``to_state`` (extra keys of the state are ignored)."""
+        """The posterior stored by ``to_state`` (extra keys of the state are ignored; a state without ``relative``
+        and ``level`` has uniform noise)."""
         return cls(
             mean=np.asarray(state["mean"], dtype=np.float64),
             cov=np.asarray(state["cov"], dtype=np.float64),
             scale_ms=float(state["scale_ms"]),
             noise=float(state["noise"]),
+            relative=float(state.get("relative", 0.0)),
+            level=float(state.get("level", 1.0)),
         )
 
 
-def _broad_variance(phi_s: np.ndarray) -> np.ndarray:
-    """Covariance of the broad component: one free cost per op type (live, zero-fed and dead alike) and per
-    op-count feature, scaled so that it adds one unit of variance to the samples' mean prediction."""
-    tied = np.zeros((phi_s.shape[1], NUM_OP_TYPES))
+def unit_variance(phi_s: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """[F, F] covariance of free weights along ``basis`` [F, B], scaled so that it adds one unit of variance to the
+    mean prediction of rows ``phi_s`` [K, F]."""
+    return basis @ basis.T / max(float(np.mean(((phi_s @ basis) ** 2).sum(1))), 1e-9)
+
+
+def broad_basis(size: int) -> np.ndarray:
+    """[size, B]: the broad component's directions over features ``FEATURE_NAMES`` first: one free cost per op type
+    (live, zero-fed and dead alike) and one per op-count feature (``BROAD_FEATURES``)."""
+    tied = np.zeros((size, NUM_OP_TYPES))
     for op in range(NUM_OP_TYPES):
         tied[[2 + kind * NUM_OP_TYPES + op for kind in range(len(OP_KINDS))], op] = 1.0
-    free = np.eye(phi_s.shape[1])[:, BROAD_FEATURES]
-    basis = np.hstack([tied, free])
-    return basis @ basis.T / max(float(np.mean(((phi_s @ basis) ** 2).sum(1))), 1e-9)
+    return np.hstack([tied, np.eye(size)[:, BROAD_FEATURES]])
 
 
 @dataclass(frozen=True)
@@ -160,12 +185,12 @@ def posterior(
     """Condition the prior on samples (features [K, F], latencies ms [K]); K = 0 gives the prior itself.
 
     Robust (default): noise relative to each sample's latency (errors in %, as quantised and run-to-run noise
-    are), a broad component over the op-count features whose width, like the prior spread and the noise, is
-    weighed by marginal likelihood, and the posteriors of all plausible settings averaged (moment-matched), so
-    the samples override the cross-device prior on devices unlike the sources and the spread stays calibrated;
-    ``alternative`` competes with the prior (its settings join the average). ``robust=False``: the baseline that
-    ``bench/predictor_ood.py`` compares against: uniform noise, no broad component, no alternative, and the single
-    most likely setting of spread and noise.
+    are; predictions get it relative to the predicted latency, ``Posterior.noise_at``), a broad component over the
+    op-count features whose width, like the prior spread and the noise, is weighed by marginal likelihood, and the
+    posteriors of all plausible settings averaged (moment-matched), so the samples override the cross-device prior
+    on devices unlike the sources and the spread stays calibrated; ``alternative`` competes with the prior (its
+    settings join the average). ``robust=False``: the baseline that ``bench/predictor_ood.py`` compares against:
+    uniform noise, no broad component, no alternative, and the single most likely setting of spread and noise.
     """
     if len(y_ms) == 0:
         return Posterior(prior.mean, prior.planning_cov(), default_scale_ms, prior.typical_noise)
@@ -176,7 +201,9 @@ def posterior(
     rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2 if robust else np.ones(len(y))
     floor = quantisation_variance(y_ms) / scale**2 if robust else 0.0
     mean, cov, noise = _average(prior, phi_s, y, rel_var, robust, floor, alternative if robust else None)
-    return Posterior(mean, cov, scale, noise + floor)
+    if not robust:
+        return Posterior(mean, cov, scale, noise)
+    return Posterior(mean, cov, scale, floor, relative=noise, level=float(y.mean()))
 
 
 def quantisation_variance(y_ms: np.ndarray) -> float:
@@ -199,7 +226,7 @@ def _average(
     """Posterior mean, covariance and noise: all hyperparameter settings weighed by marginal likelihood (robust)
     or the best one; ``y`` [K] = normalised samples, ``rel_var`` = per-sample multipliers of the noise variance,
     ``floor`` = variance every sample has besides (quantisation; not part of the returned noise)."""
-    broad = _broad_variance(phi_s)
+    broad = unit_variance(phi_s, broad_basis(phi_s.shape[1]))
     root = np.sqrt(rel_var)
     own = [
         (prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad, BROAD_LOG_PRIOR * (broad_w > 0))

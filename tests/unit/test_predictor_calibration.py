@@ -1,12 +1,14 @@
 """Calibration of the predicted spread: the coverage score and calibrating factor, their place in ``eval transfer``,
-whole-ms noise floor."""
+whole-ms noise floor, noise relative to the predicted latency."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from latfarm.predictor.evaluate import transfer_scores
-from latfarm.predictor.model import Predictor
-from latfarm.predictor.prior import QUANTUM_MS, quantisation_variance
+from latfarm.predictor.model import DeviceModel, Predictor
+from latfarm.predictor.prior import MIN_RELATIVE, QUANTUM_MS, Posterior, quantisation_variance
 from latfarm.predictor.scores import coverage
 from latfarm.predictor.synthetic import synthetic_device
 
@@ -73,3 +75,33 @@ def test_whole_millisecond_samples_floor_the_predicted_spread(shipped):
     assert std.min() >= np.sqrt(1 / 12) - 1e-9
     _, std_fine = shipped.adapt(idx, lat[idx] + 0.01).predict()  # the same values, not whole ms
     assert np.median(std) > np.median(std_fine)
+
+
+def test_noise_is_a_floor_plus_a_part_relative_to_the_predicted_latency():
+    post = Posterior(np.zeros(2), np.zeros((2, 2)), 1.0, noise=0.01, relative=0.04, level=2.0)
+    mu = np.array([2.0, 4.0, 0.0, -1.0])
+    np.testing.assert_allclose(post.noise_at(mu), [0.05, 0.01 + 0.04 * 4, *[0.01 + 0.04 * MIN_RELATIVE**2] * 2])
+    uniform = Posterior(np.zeros(2), np.zeros((2, 2)), 1.0, noise=0.01)
+    np.testing.assert_array_equal(uniform.noise_at(mu), np.full(4, 0.01))
+
+
+def test_relative_noise_spreads_coverage_evenly_over_fast_and_slow_archs(shipped):
+    # 10% multiplicative noise: against the same posterior with its noise uniform at the samples' mean level, the
+    # 1-sd shares of the fastest and slowest third of the archs lie closer together
+    for kind in ("memory_bound", "conv_heavy"):
+        lat = synthetic_device(kind, seed=1, noise=0.1)
+        idx = shipped.select_samples(20, seed=1)
+        model = shipped.adapt(idx, lat[idx])
+        post = model.posterior
+        assert post.relative > 0 and post.level == pytest.approx(np.mean(post.scale_ms**-1 * lat[idx]))
+        level_noise = float(post.noise_at(np.array([post.level]))[0])
+        uniform = DeviceModel(shipped, replace(post, noise=level_noise, relative=0.0), model.indices, lat[idx])
+        gaps = []
+        for m in (model, uniform):
+            mean, std = m.predict()
+            order = np.argsort(mean)
+            fast, slow = order[: len(order) // 3], order[-len(order) // 3 :]
+            shares = [coverage(mean[i], std[i], lat[i])["coverage_1sd"] for i in (fast, slow)]
+            gaps.append(abs(shares[0] - shares[1]))
+        assert gaps[0] < gaps[1]
+        np.testing.assert_array_equal(model.predict()[0], uniform.predict()[0])

@@ -96,9 +96,24 @@ def test_device_state_round_trip(small, latencies):
     state = json.loads(json.dumps(model.to_state()))
     assert len(json.dumps(state)) < 1_000_000
     again = DeviceModel.from_state(small, state)
-    np.testing.assert_allclose(again.predict()[0], model.predict()[0])
+    for a, b in zip(again.predict(), model.predict(), strict=True):
+        np.testing.assert_allclose(a, b)
     stale = dict(state, predictor_version="older", mean=[0.0] * len(state["mean"]))
     np.testing.assert_allclose(DeviceModel.from_state(small, stale).predict()[0], model.predict()[0])
+
+
+def test_a_state_stored_without_relative_noise_loads_with_uniform_noise(small, latencies):
+    lat = latencies[HELD_OUT]
+    idx = small.select_samples(10, seed=0)
+    state = json.loads(json.dumps(small.adapt(idx, lat[idx]).to_state()))
+    assert state["relative"] > 0
+    old = {k: v for k, v in state.items() if k not in ("relative", "level")}
+    loaded = DeviceModel.from_state(small, old)
+    mean, std = loaded.predict()
+    np.testing.assert_allclose(mean, DeviceModel.from_state(small, state).predict()[0])
+    post = loaded.posterior
+    head = ((small.phi @ post.cov) * small.phi).sum(1)
+    np.testing.assert_allclose(std, post.scale_ms * np.sqrt(head + state["noise"]))
 
 
 def test_bad_input_is_rejected(small):

@@ -57,7 +57,7 @@ def _adapt_scores(predictor: Predictor, lat: np.ndarray, k: int, seed: int, robu
     post = posterior(predictor.prior, predictor.phi[idx], lat[idx], 10.0, robust=robust)
     phi = predictor.phi[rest]
     mean = post.scale_ms * (phi @ post.mean)
-    std = post.scale_ms * np.sqrt(((phi @ post.cov) * phi).sum(1) + post.noise)
+    std = post.scale_ms * np.sqrt(((phi @ post.cov) * phi).sum(1) + post.noise_at(phi @ post.mean))
     out = score(mean, lat[rest])
     out["cover2"] = float(np.mean(np.abs(mean - lat[rest]) <= 2 * std))
     return out
