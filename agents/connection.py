@@ -135,12 +135,9 @@ class Connection:
         request = agent_pb2.HeartbeatRequest(job_ids=job_ids, state=state)
         return self.stub.Heartbeat(request, metadata=self._metadata(), timeout=CALL_TIMEOUT_S)
 
-    def lease(
-        self, max_jobs: int, wait_s: float, formats: list[str], report: agent_pb2.ReportRequest | None = None
-    ) -> agent_pb2.LeaseResponse:
-        """Long-poll for jobs, carrying ``report`` (recorded first; its acks in the answer); a shutdown cancels the
-        wait at once."""
-        request = agent_pb2.LeaseRequest(max_jobs=max_jobs, wait_seconds=wait_s, formats=formats, report=report)
+    def lease(self, max_jobs: int, wait_s: float, formats: list[str]) -> agent_pb2.LeaseResponse:
+        """Long-poll for jobs; a shutdown cancels the wait at once."""
+        request = agent_pb2.LeaseRequest(max_jobs=max_jobs, wait_seconds=wait_s, formats=formats)
 
         def call() -> agent_pb2.LeaseResponse:
             future = self.stub.LeaseJobs.future(request, metadata=self._metadata(), timeout=wait_s + CALL_TIMEOUT_S)

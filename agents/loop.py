@@ -167,7 +167,6 @@ class AgentLoop:
         self.held = HeldJobs()
         self.heartbeat = Heartbeat(conn, self.held, heartbeat_interval_s, log)
         self.processed = 0
-        self.carry = True  # send a batch's last results with the next lease (off: the server does not take them)
 
     def run(self) -> None:
         """Lease and measure until stopped (or, with ``once``, until the queue is empty)."""
@@ -179,28 +178,22 @@ class AgentLoop:
         if earlier:
             self.log(f"handed back {earlier} job(s) leased by an earlier run of this agent")
         self.heartbeat.start()
-        pending: agent_pb2.ReportRequest | None = None  # the last batch's results, sent with the next lease
         try:
             while not self.stop.is_set():
-                carried, pending = pending, None
                 try:
-                    response = self.lease(1.0 if once else LEASE_WAIT_S, carried)
+                    response = self.conn.lease(
+                        self.options.max_jobs, 1.0 if once else LEASE_WAIT_S, sorted(self.backends)
+                    )
                 except Stopped:
                     break
-                except grpc.RpcError as err:
-                    if carried is None:
-                        raise
-                    self.log(f"server error {err.code().name}: {err.details()}; the last batch was not reported")
-                    self.stop.wait(1.0)
-                    continue
                 if not response.jobs:
-                    if once and carried is None:  # a lease carrying results does not wait for work: ask again
+                    if once:
                         break
                     continue
                 self.held.add([job.job_id for job in response.jobs])
                 self.log(f"leased {len(response.jobs)} job(s)")
                 try:
-                    pending = self.process(list(response.jobs), carry=not self.options.cooldown_s)
+                    self.process(list(response.jobs))
                 except (Interrupted, Stopped):
                     break
                 except grpc.RpcError as err:  # the server failed on a call: hand the batch back and go on
@@ -210,37 +203,8 @@ class AgentLoop:
                     self.release_held()
                 if self.options.cooldown_s:
                     self.stop.wait(self.options.cooldown_s)
-            if pending is not None:  # stopped before the next lease: one try (a shutdown does not retry)
-                self.acked(self.report(pending))
         finally:
             self.heartbeat.stop()
-
-    def lease(self, wait_s: float, report: agent_pb2.ReportRequest | None) -> agent_pb2.LeaseResponse:
-        """Lease the next jobs, carrying ``report`` (the last batch's results: one call instead of two). A server
-        that answers no acks for it (older than ``LeaseRequest.report``) gets it, and every later report, through
-        ``ReportResults``; so does a carrying call that failed or was stopped (a repeated report is acknowledged
-        once). Raises ``Stopped`` on shutdown."""
-        formats = sorted(self.backends)
-        if report is None or not self.carry:
-            if report is not None:
-                self.acked(self.report(report))
-            return self.conn.lease(self.options.max_jobs, wait_s, formats)
-        try:
-            response = self.conn.lease(self.options.max_jobs, wait_s, formats, report)
-        except grpc.RpcError as err:  # e.g. a result refused as invalid: ``report`` sends them one by one
-            self.log(f"lease with results failed ({err.code().name}: {err.details()}); reporting them alone")
-            self.acked(self.report(report))
-            return self.conn.lease(self.options.max_jobs, wait_s, formats)
-        except Stopped:
-            self.acked(self.report(report))
-            raise
-        if len(response.acks) != len(report.results):
-            self.log("the server does not take results with leases (older than this agent): reporting them alone")
-            self.carry = False
-            self.acked(self.report(report))
-        else:
-            self.acked(list(response.acks))
-        return response
 
     def release_held(self) -> None:
         """Hand back whatever is still held (shutdown mid-batch); best effort."""
@@ -254,30 +218,21 @@ class AgentLoop:
             self.log(f"could not hand back {len(held)} job(s) ({err}); their leases will lapse")
         self.held.drop(held)
 
-    def process(self, jobs: list[agent_pb2.Job], carry: bool = False) -> agent_pb2.ReportRequest | None:
+    def process(self, jobs: list[agent_pb2.Job]) -> None:
         """Measure leased jobs, grouped by format, settings and conditions (one provenance each), and report each
-        group; with ``carry``, the last group's report (if it has results) is returned for the next lease to carry
-        instead. The jobs are no longer held either way."""
+        group."""
         groups: dict[tuple, list[agent_pb2.Job]] = {}
         for job in jobs:
             settings = job.settings.SerializeToString(deterministic=True)
             groups.setdefault((job.format, settings, JobConditions.of(job)), []).append(job)
-        last = None
-        for n, group in enumerate(groups.values(), start=1):
+        for group in groups.values():
             request = self.measure_group(group) if group[0].format in self.backends else self.unsupported(group)
-            if carry and n == len(groups) and request.results:
-                last = request
-            else:
-                self.acked(self.report(request))
+            acks = self.report(request)
+            rejected = [a for a in acks if not a.accepted]
+            for ack in rejected:
+                self.log(f"job {ack.job_id} not accepted: {ack.message}")
             self.held.drop([job.job_id for job in group])
             self.processed += len(group)
-        return last
-
-    def acked(self, acks: list[agent_pb2.ResultAck]) -> None:
-        """Log the results the server did not accept."""
-        for ack in acks:
-            if not ack.accepted:
-                self.log(f"job {ack.job_id} not accepted: {ack.message}")
 
     def report(self, request: agent_pb2.ReportRequest) -> list[agent_pb2.ResultAck]:
         """Report a group's results; their acks. A report the server refuses as invalid is sent again result by

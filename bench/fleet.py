@@ -1,22 +1,20 @@
-"""Fleet load: N simulated agents against a real ``latfarm serve``, each on its own gRPC channel (grpc.aio).
+"""Fleet load: N simulated agents against a real ``latfarm serve``, each on its own gRPC connection (grpc.aio).
 
-Every agent registers, leases up to 16 jobs with a 5 s long-poll, reports them at once (ok results) with its next
-lease (``LeaseRequest.report``; ``--separate-reports``: with ``ReportResults``, as agents before that field), and
-sends a heartbeat every 10 s naming the jobs it holds. The bench seeds one device with ``--jobs`` jobs over ``--archs``
+Every agent registers, leases up to 16 jobs with a 5 s long-poll, reports them at once (ok results), and sends a
+heartbeat every 10 s naming the jobs it holds. The bench seeds one device with ``--jobs`` jobs over ``--archs``
 distinct archs (so few models are exported), starts the server, waits for the export worker, runs the agents until
 every job is reported, then checks in the database that every job is done with exactly one measurement. Prints
 results/s, lease p50/p99, heartbeat p99 (latencies include retries after a busy server's hint), RPC errors by
 status, busy refusals, and the exactly-once check.
 
     .venv/bin/python bench/fleet.py [--agents 50] [--jobs 2000] [--archs 16] [--db URL] [--redis URL] [--wait-s 5]
-        [--grpc-processes N] [--calls N] [--separate-reports]
+        [--grpc-processes N] [--calls N]
 
 ``--jobs 0`` measures an idle fleet: the agents long-poll for ``--limit-s`` seconds and the server's CPU is printed.
 
 ``--calls N`` measures the server's CPU per call instead (``--grpc-processes 1`` for a clean figure): one agent makes
-N leases of 16 jobs (no wait), then N heartbeats naming 16 held jobs, then N reports of 16 results, then N leases of
-16 jobs each carrying the report of the 16 before, one call at a time; each kind's server CPU (ms per call, its
-background workers included) is printed. It seeds 32 N + 16 jobs.
+N leases of 16 jobs (no wait), then N heartbeats naming 16 held jobs, then N reports of 16 results, one call at a
+time; each kind's server CPU (ms per call, its background workers included) is printed. It seeds 16 N jobs.
 
 The server's CPU includes its gRPC child processes (``--grpc-processes``). The load generator runs on the same
 machine; measured tables, with the machine's load: docs/fleet.md, "Fleet figures".
@@ -121,11 +119,8 @@ async def _call(tally: Tally, samples: list[float] | None, call, request, metada
     return reply
 
 
-async def _agent(
-    address: str, token: str, index: int, tally: Tally, done: asyncio.Event, wait_s: float, separate_reports: bool
-) -> None:
-    """One simulated agent until ``done``; it reports a batch with its next lease (``LeaseRequest.report``), or
-    with ``ReportResults`` at once when ``separate_reports`` (agents before that field)."""
+async def _agent(address: str, token: str, index: int, tally: Tally, done: asyncio.Event, wait_s: float) -> None:
+    """One simulated agent until ``done``."""
     import grpc
 
     from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
@@ -156,52 +151,38 @@ async def _agent(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), HEARTBEAT_S)
 
-        def acked(acks) -> None:
-            for ack in acks:
-                held.discard(ack.job_id)
-                reporting.discard(ack.job_id)
-                if ack.accepted:
-                    tally.accepted += not ack.duplicate
-                    tally.duplicates += ack.duplicate
-                else:
-                    tally.refused[ack.message] += 1
-
         beating = asyncio.create_task(beat())
-        report = None  # the last batch's results, carried by the next lease
         try:
             while not done.is_set():
                 request = agent_pb2.LeaseRequest(max_jobs=LEASE_JOBS, wait_seconds=wait_s, formats=["onnx"])
-                if report is not None:
-                    request.report.CopyFrom(report)
                 leased = await _call(tally, tally.lease_s, stub.LeaseJobs, request, metadata)
                 if leased is None:
-                    reporting.clear()  # not carried again: the leases lapse; the jobs come back
-                    report = None
                     await asyncio.sleep(0.5)  # what an agent does after RESOURCE_EXHAUSTED or a deadline
                     continue
-                if report is not None:
-                    acked(leased.acks)
-                    report = None
                 if not leased.jobs:
                     continue
                 tally.leased_s.append(tally.lease_s[-1])
                 held.update(job.job_id for job in leased.jobs)
                 report = agent_pb2.ReportRequest(results=[_result(job) for job in leased.jobs])
                 reporting.update(job.job_id for job in leased.jobs)
-                if separate_reports:
-                    answer = await _call(tally, tally.report_s, stub.ReportResults, report, metadata)
-                    report = None
-                    if answer is None:
-                        reporting.clear()  # the leases lapse; the jobs come back
-                        continue
-                    acked(answer.acks)
+                answer = await _call(tally, tally.report_s, stub.ReportResults, report, metadata)
+                reporting.difference_update(job.job_id for job in leased.jobs)
+                if answer is None:
+                    continue  # the leases lapse; the jobs come back
+                for ack in answer.acks:
+                    held.discard(ack.job_id)
+                    if ack.accepted:
+                        tally.accepted += not ack.duplicate
+                        tally.duplicates += ack.duplicate
+                    else:
+                        tally.refused[ack.message] += 1
         finally:
             beating.cancel()
 
 
 async def _per_call(address: str, token: str, calls: int, server_pid: int) -> dict[str, float]:
-    """CPU (s) of server process ``server_pid`` over ``calls`` sequential leases, heartbeats, reports and leases
-    carrying a report of ``LEASE_JOBS`` jobs by one agent, by kind."""
+    """CPU (s) of server process ``server_pid`` over ``calls`` sequential leases, heartbeats and reports of
+    ``LEASE_JOBS`` jobs by one agent, by kind."""
     import grpc
 
     from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
@@ -229,29 +210,19 @@ async def _per_call(address: str, token: str, calls: int, server_pid: int) -> di
             report = agent_pb2.ReportRequest(results=[_result(job) for job in answer.jobs])
             await _call(tally, None, stub.ReportResults, report, metadata)
         cpu["report"] = _cpu_s(server_pid) - started
-        carried = await _call(tally, None, stub.LeaseJobs, lease, metadata)
-        started = _cpu_s(server_pid)
-        for _ in range(calls):
-            report = agent_pb2.ReportRequest(results=[_result(job) for job in carried.jobs])
-            combined = agent_pb2.LeaseRequest(max_jobs=LEASE_JOBS, formats=["onnx"], report=report)
-            carried = await _call(tally, None, stub.LeaseJobs, combined, metadata)
-            leased.append(carried)
-        cpu["lease carrying a report"] = _cpu_s(server_pid) - started
-    if tally.errors or sum(len(answer.jobs) for answer in leased) != LEASE_JOBS * 2 * calls:
+    if tally.errors or sum(len(answer.jobs) for answer in leased) != LEASE_JOBS * calls:
         raise SystemExit(f"per-call run failed: {dict(tally.errors)}")
     return cpu
 
 
 async def _run_agents(
-    address: str, token: str, agents: int, jobs: int, limit_s: float, wait_s: float, separate_reports: bool
+    address: str, token: str, agents: int, jobs: int, limit_s: float, wait_s: float
 ) -> tuple[Tally, float]:
     """Run ``agents`` until ``jobs`` results are accepted, at most ``limit_s`` (with no jobs: ``limit_s``, idle)."""
     tally = Tally()
     done = asyncio.Event()
     started = time.perf_counter()
-    tasks = [
-        asyncio.create_task(_agent(address, token, i, tally, done, wait_s, separate_reports)) for i in range(agents)
-    ]
+    tasks = [asyncio.create_task(_agent(address, token, i, tally, done, wait_s)) for i in range(agents)]
     while (tally.accepted < jobs or not jobs) and time.perf_counter() - started < limit_s:
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - started
@@ -372,13 +343,10 @@ def main() -> None:
     parser.add_argument("--limit-s", type=float, default=300.0, help="stop the agents after this long")
     parser.add_argument("--wait-s", type=float, default=LEASE_WAIT_S, help="the agents' long-poll (s)")
     parser.add_argument("--grpc-processes", type=int, help="the server's gRPC processes (default: its default)")
-    parser.add_argument(
-        "--separate-reports", action="store_true", help="report with ReportResults, not with the next lease"
-    )
     parser.add_argument("--calls", type=int, help="per-call server CPU: N sequential calls of each kind, one agent")
     args = parser.parse_args()
     if args.calls:
-        args.jobs = LEASE_JOBS * (2 * args.calls + 1)
+        args.jobs = LEASE_JOBS * args.calls
 
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         url = create_pg(args.db, "fleet_bench") if args.db else f"sqlite:///{tmp}/fleet.db"
@@ -399,12 +367,10 @@ def main() -> None:
                 checked = exactly_once(url)
                 print(f"server CPU per call, ms ({args.calls} sequential calls each, 16 jobs per call, one agent):")
                 for kind, cpu in per_call.items():
-                    print(f"  {kind:<24} {1000 * cpu / args.calls:.2f}")
+                    print(f"  {kind:<10} {1000 * cpu / args.calls:.2f}")
                 return
             server_cpu, bench_cpu = _cpu_s(server.pid), time.process_time()
-            tally, elapsed = asyncio.run(
-                _run_agents(address, token, args.agents, args.jobs, args.limit_s, args.wait_s, args.separate_reports)
-            )
+            tally, elapsed = asyncio.run(_run_agents(address, token, args.agents, args.jobs, args.limit_s, args.wait_s))
             server_cpu, bench_cpu = _cpu_s(server.pid) - server_cpu, time.process_time() - bench_cpu
             checked = exactly_once(url)
         finally:

@@ -191,11 +191,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @translate_errors
     def LeaseJobs(self, request: agent_pb2.LeaseRequest, context) -> agent_pb2.LeaseResponse:
-        """Lease up to ``max_jobs`` jobs, long-polling up to ``wait_seconds`` (at most ``MAX_WAIT_S``) for work.
-
-        A request carrying a ``report`` has it recorded first (as ``ReportResults``; acks in the answer) and does not
-        wait for work, so its acks come at once; a lease refused (``Busy``) after its report was recorded answers the
-        acks and no jobs. Either way the agent asks again."""
+        """Lease up to ``max_jobs`` jobs, long-polling up to ``wait_seconds`` (at most ``MAX_WAIT_S``) for work."""
         _check_sizes(request)
         if request.max_jobs < 0:
             raise InvalidArgument("max_jobs must be >= 0", field="max_jobs")
@@ -204,34 +200,23 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         _check_formats(request.formats, "formats", allow_empty=True)
         limit = self.settings.max_jobs_per_lease
         max_jobs = min(request.max_jobs or limit, limit)
-        caller = self._authenticate(context)
-        acks = self._record(request.report, caller, context) if request.report.results else []
-        wait_s = 0.0 if acks else min(request.wait_seconds, MAX_WAIT_S)
+        wait_s = min(request.wait_seconds, MAX_WAIT_S)
         if (remaining := context.time_remaining()) is not None:
             wait_s = min(wait_s, max(remaining - 1.0, 0.0))  # answer before the caller's deadline
+        if wait_s <= 0:
+            return self._lease(request, context, max_jobs, 0.0)
+        if not self.waiting.acquire(blocking=False):
+            reason = f"{max_waiting(self.settings.grpc_workers)} agents wait for work already (LATFARM_GRPC_WORKERS)"
+            raise Busy(Kind.LEASE, self.waiters_full.refused(), reason)
         try:
-            if wait_s <= 0:
-                jobs = self._lease(request, context, caller, max_jobs, 0.0)
-            elif not self.waiting.acquire(blocking=False):
-                waiting = max_waiting(self.settings.grpc_workers)
-                reason = f"{waiting} agents wait for work already (LATFARM_GRPC_WORKERS)"
-                raise Busy(Kind.LEASE, self.waiters_full.refused(), reason)
-            else:
-                try:
-                    jobs = self._lease(request, context, caller, max_jobs, wait_s)
-                finally:
-                    self.waiting.release()
-        except Busy:
-            if not acks:
-                raise
-            jobs = []
-        return agent_pb2.LeaseResponse(jobs=jobs, lease_seconds=self.settings.lease_seconds, acks=acks)
+            return self._lease(request, context, max_jobs, wait_s)
+        finally:
+            self.waiting.release()
 
-    def _lease(
-        self, request: agent_pb2.LeaseRequest, context, caller: Caller, max_jobs: int, wait_s: float
-    ) -> list[agent_pb2.Job]:
-        """Lease up to ``max_jobs``, waiting up to ``wait_s`` for work to arrive; the leased jobs' messages."""
+    def _lease(self, request: agent_pb2.LeaseRequest, context, max_jobs: int, wait_s: float) -> agent_pb2.LeaseResponse:
+        """Lease up to ``max_jobs``, waiting up to ``wait_s`` for work to arrive."""
         deadline = time.monotonic() + wait_s
+        caller = self._authenticate(context)
         device_id = caller.device_id
         formats = list(request.formats) or list(caller.formats) or list(FORMATS)
         ended = threading.Event()  # the call was cancelled, or the server is stopping: stop waiting for work
@@ -252,7 +237,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             except Busy:
                 if not waited:
                     raise
-                return []  # a long-poll that waited already answers empty, not refused: the agent asks again
+                # a long-poll that waited already answers empty, not refused: the agent asks again
+                return agent_pb2.LeaseResponse(lease_seconds=self.settings.lease_seconds)
             if len(jobs) < max_jobs:  # the export worker may not have reached the next jobs: export them now
                 try:
                     if self._prepare_artifacts(device_id, formats, max_jobs - len(jobs), context):
@@ -267,7 +253,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 end_call(context, grpc.StatusCode.CANCELLED, "the caller went away")
             left = deadline - time.monotonic()
             if jobs or left <= 0:
-                return _job_messages(jobs)
+                return agent_pb2.LeaseResponse(jobs=_job_messages(jobs), lease_seconds=self.settings.lease_seconds)
             self.notifier.wait(device_id, left, after=seen, until=ended.is_set)  # reads nothing until woken
             waited = True
             if ended.is_set():
@@ -338,25 +324,25 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def ReportResults(self, request: agent_pb2.ReportRequest, context) -> agent_pb2.ReportResponse:
         """Store the agent's results; one ack per result says whether it was accepted or a duplicate."""
         _check_sizes(request)
-        return agent_pb2.ReportResponse(acks=self._record(request, self._authenticate(context), context))
-
-    def _record(self, request: agent_pb2.ReportRequest, caller: Caller, context) -> list[agent_pb2.ResultAck]:
-        """Store a report's results (its sizes checked) in one transaction on a write slot; their acks, in order."""
         results = [reported_result(result) for result in request.results]
         provenance = json_format.MessageToDict(request.provenance, preserving_proto_field_name=True)
+        caller = self._authenticate(context)
         repaired = self._repair_artifacts([r.job_id for r in results if r.error_class == FETCH])
         with _known(caller), self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
             agent = _ref(caller)  # ``requeue_repaired`` and ``report`` check that it is registered
+            device_id = agent.device_id
             requeued = {ack.job_id: ack for ack in queue.requeue_repaired(session, agent, repaired)}
             rest = [r for r in results if r.job_id not in requeued]
             reported = iter(queue.report(session, agent, rest, provenance, self.settings.max_attempts))
             acks = [requeued[r.job_id] if r.job_id in requeued else next(reported) for r in results]
         if any(not r.ok for r in results):
-            self.notifier.notify(caller.device_id)  # failed jobs may be back in the queue
-        return [
-            agent_pb2.ResultAck(job_id=a.job_id, accepted=a.accepted, duplicate=a.duplicate, message=a.message)
-            for a in acks
-        ]
+            self.notifier.notify(device_id)  # failed jobs may be back in the queue
+        return agent_pb2.ReportResponse(
+            acks=[
+                agent_pb2.ResultAck(job_id=a.job_id, accepted=a.accepted, duplicate=a.duplicate, message=a.message)
+                for a in acks
+            ]
+        )
 
     def _repair_artifacts(self, job_ids: list[str]) -> list[str]:
         """Check the artifacts of jobs whose agent could not fetch them; returns the jobs whose artifact was corrupt

@@ -180,26 +180,22 @@ class Conditions(_message.Message):
     def __init__(self, space: _Optional[str] = ..., resolution: _Optional[int] = ..., classes: _Optional[int] = ..., batch_size: _Optional[int] = ..., precision: _Optional[str] = ..., graph: _Optional[str] = ...) -> None: ...
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("max_jobs", "wait_seconds", "formats", "report")
+    __slots__ = ("max_jobs", "wait_seconds", "formats")
     MAX_JOBS_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FORMATS_FIELD_NUMBER: _ClassVar[int]
-    REPORT_FIELD_NUMBER: _ClassVar[int]
     max_jobs: int
     wait_seconds: float
     formats: _containers.RepeatedScalarFieldContainer[str]
-    report: ReportRequest
-    def __init__(self, max_jobs: _Optional[int] = ..., wait_seconds: _Optional[float] = ..., formats: _Optional[_Iterable[str]] = ..., report: _Optional[_Union[ReportRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, max_jobs: _Optional[int] = ..., wait_seconds: _Optional[float] = ..., formats: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LeaseResponse(_message.Message):
-    __slots__ = ("jobs", "lease_seconds", "acks")
+    __slots__ = ("jobs", "lease_seconds")
     JOBS_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    ACKS_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
     lease_seconds: int
-    acks: _containers.RepeatedCompositeFieldContainer[ResultAck]
-    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., lease_seconds: _Optional[int] = ..., acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ...) -> None: ...
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., lease_seconds: _Optional[int] = ...) -> None: ...
 
 class FetchArtifactRequest(_message.Message):
     __slots__ = ("sha256", "offset")

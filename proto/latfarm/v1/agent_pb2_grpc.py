@@ -85,7 +85,6 @@ class AgentServiceServicer:
 
     def LeaseJobs(self, request, context):
         """Long-poll: waits up to wait_seconds for jobs of the agent's device, then returns what it leased (maybe none).
-        A request may carry the agent's last report: it is recorded first, as ReportResults would, and acknowledged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
