@@ -1,4 +1,4 @@
-"""Fleet load: N simulated agents against a real ``latfarm serve``, each on its own gRPC channel (grpc.aio).
+"""Fleet load: N simulated agents against a real ``latfarm serve``, each on its own gRPC connection (grpc.aio).
 
 Every agent registers, leases up to 16 jobs with a 5 s long-poll, reports them at once (ok results), and sends a
 heartbeat every 10 s naming the jobs it holds. The bench seeds one device with ``--jobs`` jobs over ``--archs``
@@ -49,6 +49,7 @@ LEASE_JOBS = 16
 LEASE_WAIT_S = 5.0
 HEARTBEAT_S = 10.0
 CALL_TIMEOUT_S = 30.0
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 GRPC_LINE = re.compile(r"latfarm gRPC\s+(\S+):(\d+)")
 
 
@@ -124,7 +125,8 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
 
     from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 
-    async with grpc.aio.insecure_channel(address) as channel:
+    # a connection of its own, as an agent on its own machine has (channels of one process share one by default)
+    async with grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         descriptor = agent_pb2.DeviceDescriptor(hostname=f"sim-{index}", formats=["onnx"])
         reply = None
