@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
+from latfarm.predictor.blr import COST_MASS, SOURCE_MASS
 from latfarm.predictor.checkpoint import prior_arrays, read_prior, write_checkpoint
 from latfarm.predictor.features import all_features, zero_fed_as_dead
 from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.nb201 import NUM_ARCHS
 from latfarm.predictor.nb201_costs import all_costs, cost_hypothesis
-from latfarm.predictor.prior import Posterior, Prior, posterior
+from latfarm.predictor.prior import Posterior, Prior, posterior, source_hypothesis
 from latfarm.predictor.selection import select_by_variance
 from latfarm.predictor.spaces import SearchSpace, get_space
 
@@ -58,10 +59,19 @@ class CheckpointMeta:
 class Predictor(CheckpointMeta):
     """A pretrained latency predictor: cross-device prior + arch features; adapts to a device in milliseconds."""
 
-    def __init__(self, prior: Prior, embeddings: np.ndarray, meta: dict[str, Any], gcn_state: dict[str, np.ndarray]):
-        """From a prior over F features, GCN embeddings [15625, E] (F = op features + E), the checkpoint metadata
-        and the GCN weights; ``ValueError`` when they do not fit together."""
+    def __init__(
+        self,
+        prior: Prior,
+        embeddings: np.ndarray,
+        meta: dict[str, Any],
+        gcn_state: dict[str, np.ndarray],
+        sources: np.ndarray | None = None,
+    ):
+        """From a prior over F features, GCN embeddings [15625, E] (F = op features + E + costs), the checkpoint
+        metadata, the GCN weights and the source devices' heads [D, F] (None: adaptation weighs no source centre,
+        checkpoints before revision 4); ``ValueError`` when they do not fit together."""
         self.prior = prior
+        self.sources = None if sources is None else np.asarray(sources, dtype=np.float64)
         self.embeddings = np.asarray(embeddings, dtype=np.float32).astype(np.float64)  # as stored
         self.meta = meta
         self.gcn_state = gcn_state
@@ -69,6 +79,8 @@ class Predictor(CheckpointMeta):
         self.planning_phi = zero_fed_as_dead(self.phi)
         if self.phi.shape[1] != len(prior.mean):
             raise ValueError(f"checkpoint mismatch: {self.phi.shape[1]} features but a prior of {len(prior.mean)}")
+        if self.sources is not None and self.sources.shape[1:] != prior.mean.shape:
+            raise ValueError(f"checkpoint mismatch: source heads {self.sources.shape} for {len(prior.mean)} features")
 
     # --- checkpoints -------------------------------------------------------------------------------------
     @property
@@ -100,13 +112,16 @@ class Predictor(CheckpointMeta):
             return FBNetPredictor.from_npz(npz)
         prior = read_prior(npz)
         gcn = {k.removeprefix("gcn/"): npz[k] for k in npz.files if k.startswith("gcn/")}
-        return cls(prior, npz["embeddings"], meta, gcn)
+        sources = npz["source_heads"] if "source_heads" in npz.files else None
+        return cls(prior, npz["embeddings"], meta, gcn, sources)
 
     def save(self, path: Path, metrics: dict | None = None) -> Path:
         """Write the checkpoint (.npz with JSON metadata inside) and a readable ``.json`` sidecar of the metadata."""
         if metrics is not None:
             self.meta["metrics"] = metrics
         arrays = {f"gcn/{k}": v for k, v in self.gcn_state.items()}
+        if self.sources is not None:
+            arrays["source_heads"] = self.sources
         return write_checkpoint(
             path,
             self.meta,
@@ -138,8 +153,10 @@ class Predictor(CheckpointMeta):
             raise ValueError(f"{len(idx)} indices but {len(lat)} latencies")
         phi_s = self.phi[idx]
         scale = float(self.meta["default_scale_ms"])
-        alternative = cost_hypothesis(self.prior, phi_s) if len(idx) else None
-        post = posterior(self.prior, phi_s, lat, scale, alternative=alternative)
+        alternatives = [cost_hypothesis(self.prior, phi_s)] if len(idx) else []
+        if len(idx) and self.sources is not None:
+            alternatives.append(source_hypothesis(self.prior, self.sources, SOURCE_MASS * (1 - COST_MASS)))
+        post = posterior(self.prior, phi_s, lat, scale, alternatives=alternatives)
         return DeviceModel(self, post, idx, lat)
 
 

@@ -18,7 +18,7 @@ from latfarm.predictor.prior import fit_prior, ridge_head
 from latfarm.predictor.scores import score
 
 DEFAULT_EPOCHS = 12
-MODEL_REVISION = 3
+MODEL_REVISION = 4
 """Bumped when pretraining changes what a checkpoint holds: part of versions and cache keys."""
 MIN_MEASURED = 50
 
@@ -62,7 +62,8 @@ def pretrain(
             torch.set_num_threads(threads)
         emb = (raw - raw.mean(0)) / np.maximum(raw.std(0), 1e-9)
         gcn_state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    prior = with_costs(fit_prior(np.hstack([x, emb]), lat)[0])
+    base, heads = fit_prior(np.hstack([x, emb]), lat)
+    sources = np.stack([np.concatenate([heads[name], np.zeros(len(COST_NAMES))]) for name in lat])
     digest = data_hash(lat)
     meta = {
         "format": CHECKPOINT_FORMAT,
@@ -76,7 +77,7 @@ def pretrain(
         "default_scale_ms": float(np.median([np.nanmean(v) for v in lat.values()])),
         "metrics": {},
     }
-    return Predictor(prior, emb, meta, gcn_state)
+    return Predictor(with_costs(base), emb, meta, gcn_state, sources)
 
 
 def _train_with_progress(train_gcn, resid, epochs, seed, progress):

@@ -4,9 +4,10 @@ A device's latency, divided by its mean latency, is ``phi(arch) . w`` with ``phi
 arch embeddings and ``w`` the device's head (its embedding). Source devices give heads ``w_d``; their mean and
 covariance form a Gaussian prior. A new device's K samples (ms) set a scale (``s0``) and refine ``w`` in closed
 form; the noise variance, the prior's spread and the width of a broad op-cost component are weighed on grids by
-marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels). An
-``Alternative`` hypothesis (NB201: the cost-only one, ``nb201_costs.cost_hypothesis``) can compete with the prior:
-its centres and covariances are weighed with the prior's settings. The noise is relative to the latency: a
+marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels).
+``Alternative`` hypotheses can compete with the prior (NB201: the cost-only one, ``nb201_costs.cost_hypothesis``,
+and one centred on each source device's own head, ``source_hypothesis``): their centres and covariances are weighed
+with the prior's settings. The noise is relative to the latency: a
 sample's variance scales with its latency squared, a prediction's with the predicted latency's
 (``Posterior.noise_at``). Samples in whole milliseconds add the rounding variance (1/12 ms^2) to the noise.
 """
@@ -14,6 +15,7 @@ sample's variance scales with its latency squared, a prediction's with the predi
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +38,9 @@ BROAD_LOG_PRIOR = -1.0
 """Log prior of the broad component being on (the cross-device prior is preferred when the samples agree)."""
 BROAD_FEATURES = [i for i, n in enumerate(FEATURE_NAMES) if not n.startswith("edge")]
 """Op-count features (intercept, disconnected flag, live and dead counts): few, so K=5-20 samples can pin them."""
+SOURCE_WEIGHTS = (0.03, 0.1, 0.3, 1.0)
+"""Weights of the cross-device covariance around one source device's head (``source_hypothesis``): a device close
+to one source (a GPU at another batch size among its siblings) needs a prior far narrower than all sources' spread."""
 MIN_WEIGHT = 1e-3
 """Hyperparameter settings below this share of the best one's posterior weight are left out of the average."""
 MIN_RELATIVE = 0.2
@@ -173,6 +178,14 @@ class Alternative:
     mass: float
 
 
+def source_hypothesis(prior: Prior, sources: np.ndarray, mass: float) -> Alternative:
+    """The hypothesis that the device is close to one source device: centred on one of the source heads
+    ``sources`` [D, F] (prior probability ``mass``) with the cross-device covariance times one of ``SOURCE_WEIGHTS``
+    around it (the scale variance kept whole)."""
+    scale = SCALE_VARIANCE * np.outer(prior.mean, prior.mean)
+    return Alternative(np.asarray(sources), tuple(w * (prior.cov - scale) + scale for w in SOURCE_WEIGHTS), mass)
+
+
 def posterior(
     prior: Prior,
     phi_s: np.ndarray,
@@ -180,7 +193,7 @@ def posterior(
     default_scale_ms: float,
     *,
     robust: bool = True,
-    alternative: Alternative | None = None,
+    alternatives: Sequence[Alternative] = (),
 ) -> Posterior:
     """Condition the prior on samples (features [K, F], latencies ms [K]); K = 0 gives the prior itself.
 
@@ -188,9 +201,10 @@ def posterior(
     are; predictions get it relative to the predicted latency, ``Posterior.noise_at``), a broad component over the
     op-count features whose width, like the prior spread and the noise, is weighed by marginal likelihood, and the
     posteriors of all plausible settings averaged (moment-matched), so the samples override the cross-device prior
-    on devices unlike the sources and the spread stays calibrated; ``alternative`` competes with the prior (its
-    settings join the average). ``robust=False``: the baseline that ``bench/predictor_ood.py`` compares against:
-    uniform noise, no broad component, no alternative, and the single most likely setting of spread and noise.
+    on devices unlike the sources and the spread stays calibrated; ``alternatives`` compete with the prior (their
+    settings join the average; the prior keeps the mass they leave). ``robust=False``: the baseline that
+    ``bench/predictor_ood.py`` compares against: uniform noise, no broad component, no alternatives, and the single
+    most likely setting of spread and noise.
     """
     if len(y_ms) == 0:
         return Posterior(prior.mean, prior.planning_cov(), default_scale_ms, prior.typical_noise)
@@ -200,7 +214,7 @@ def posterior(
     y = y_ms / scale
     rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2 if robust else np.ones(len(y))
     floor = quantisation_variance(y_ms) / scale**2 if robust else 0.0
-    mean, cov, noise = _average(prior, phi_s, y, rel_var, robust, floor, alternative if robust else None)
+    mean, cov, noise = _average(prior, phi_s, y, rel_var, robust, floor, alternatives if robust else ())
     if not robust:
         return Posterior(mean, cov, scale, noise)
     return Posterior(mean, cov, scale, floor, relative=noise, level=float(y.mean()))
@@ -221,7 +235,7 @@ def _average(
     rel_var: np.ndarray,
     robust: bool,
     floor: float = 0.0,
-    alternative: Alternative | None = None,
+    alternatives: Sequence[Alternative] = (),
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Posterior mean, covariance and noise: all hyperparameter settings weighed by marginal likelihood (robust)
     or the best one; ``y`` [K] = normalised samples, ``rel_var`` = per-sample multipliers of the noise variance,
@@ -232,10 +246,9 @@ def _average(
         (prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad, BROAD_LOG_PRIOR * (broad_w > 0))
         for spread_w, broad_w in itertools.product(SPREAD_GRID, BROAD_GRID if robust else (0.0,))
     ]
-    hypotheses = [(prior.mean[None, :], 0.0 if alternative is None else np.log1p(-alternative.mass), own)]
-    if alternative is not None:
-        share = np.log(alternative.mass / len(alternative.centres))
-        hypotheses.append((alternative.centres, share, [(c, 0.0) for c in alternative.covs]))
+    hypotheses = [(prior.mean[None, :], np.log1p(-sum(alt.mass for alt in alternatives)), own)]
+    for alt in alternatives:
+        hypotheses.append((alt.centres, np.log(alt.mass / len(alt.centres)), [(c, 0.0) for c in alt.covs]))
     settings: list[tuple[np.ndarray, float, np.ndarray, np.ndarray]] = []  # (cov, noise, centre, residuals [K])
     logliks: list[float] = []
     for centres, log_mass, covs in hypotheses:

@@ -8,7 +8,9 @@ import pytest
 from latfarm.predictor.help_data import load_help
 from latfarm.predictor.model import DeviceModel, Predictor
 from latfarm.predictor.nb201 import NUM_ARCHS
+from latfarm.predictor.nb201_costs import cost_hypothesis
 from latfarm.predictor.pretrain import pretrain
+from latfarm.predictor.prior import posterior
 from latfarm.predictor.scores import score
 from latfarm.predictor.selection import select_random
 
@@ -114,6 +116,51 @@ def test_a_state_stored_without_relative_noise_loads_with_uniform_noise(small, l
     post = loaded.posterior
     head = ((small.phi @ post.cov) * small.phi).sum(1)
     np.testing.assert_allclose(std, post.scale_ms * np.sqrt(head + state["noise"]))
+
+
+def _relative(pred: np.ndarray) -> np.ndarray:
+    return pred / pred.mean()
+
+
+def test_a_device_equal_to_a_source_is_centred_on_that_sources_head(small, latencies):
+    name = TRAIN[1]
+    lat = latencies[name]
+    idx = small.select_samples(5, seed=0)
+    without = Predictor(small.prior, small.embeddings, small.meta, small.gcn_state)  # a checkpoint of revision <= 3
+    models = {"sources": small.adapt(idx, lat[idx]), "prior": without.adapt(idx, lat[idx])}
+    heads = {d: _relative(small.phi @ w) for d, w in zip(small.devices, small.sources, strict=True)}
+    off = {}
+    for key, model in models.items():
+        pred = _relative(small.phi @ model.posterior.mean)
+        off[key] = {d: float(np.sqrt(np.mean((pred - h) ** 2))) for d, h in heads.items()}
+    assert min(off["sources"], key=off["sources"].get) == name
+    assert off["sources"][name] < off["prior"][name]
+    # the narrow prior around the source's head narrows the spread, and it still covers the errors
+    rest = np.setdiff1d(np.arange(NUM_ARCHS), idx)
+    (mean, std), (_, std_prior) = (m.predict(rest) for m in models.values())
+    assert np.median(std) < np.median(std_prior)
+    assert np.mean(np.abs(mean - lat[rest]) <= 2 * std) > 0.9
+
+
+def test_a_checkpoint_without_source_heads_adapts_with_the_prior_and_the_costs_only(small, latencies, tmp_path):
+    old = Predictor(small.prior, small.embeddings, small.meta, small.gcn_state).save(tmp_path / "r3.npz")
+    with np.load(old) as npz:
+        assert "source_heads" not in npz.files
+    loaded = Predictor.load(old)
+    assert loaded.sources is None
+    lat = latencies[HELD_OUT]
+    idx = small.select_samples(10, seed=0)
+    phi_s = small.phi[idx]
+    expected = posterior(
+        small.prior, phi_s, lat[idx], small.meta["default_scale_ms"], alternatives=[cost_hypothesis(small.prior, phi_s)]
+    )
+    got = loaded.adapt(idx, lat[idx]).posterior
+    np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(got.cov, expected.cov, rtol=1e-5, atol=1e-9)
+    with np.load(small.save(tmp_path / "r4.npz")) as npz:
+        np.testing.assert_allclose(npz["source_heads"], small.sources)
+    with pytest.raises(ValueError, match="source heads"):
+        Predictor(small.prior, small.embeddings, small.meta, small.gcn_state, small.sources[:, :-1])
 
 
 def test_bad_input_is_rejected(small):
