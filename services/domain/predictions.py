@@ -26,11 +26,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.predictor import nb201
@@ -51,6 +51,7 @@ from latfarm.services.domain.prediction_tables import (
 )
 from latfarm.services.domain.results import statistic_of
 from latfarm.services.store.crud import active_adaptation, device_by_name
+from latfarm.services.store.db import dbapi_connection
 from latfarm.services.store.models import Adaptation, AdaptState, Arch, Device, Measurement, Source, usable
 
 log = logging.getLogger(__name__)
@@ -211,16 +212,19 @@ class PredictionService:
     """Measured latencies, device models per space, their predictions, and per-device tables of every arch of a
     position-keyed space (``prediction_tables``)."""
 
-    def __init__(self, sessions: sessionmaker[Session], cache, predictor_loader: Callable[..., object]) -> None:
-        """``sessions``: read-only sessions (``prepare`` reads through them); cache predictions in ``cache``;
+    def __init__(
+        self, engine: Engine, sessions: sessionmaker[Session], cache, predictor_loader: Callable[..., object]
+    ) -> None:
+        """``engine``: the database (``current_table`` reads on its pooled DB-API connections); ``sessions``:
+        read-only sessions on it (``prepare`` reads through them); cache predictions in ``cache``;
         ``predictor_loader(space)`` gives a space's pretrained predictor on first use (no argument: NB201's)."""
+        self.engine = engine
         self.sessions = sessions
         self.cache = cache
         self.predictor_loader = predictor_loader
         self._measured: OrderedDict[tuple[int, str], tuple[RowStamp, dict[ArchKey, Measured]]] = OrderedDict()
         self._models: OrderedDict[tuple[int, str], tuple[str, object]] = OrderedDict()  # (device, space): (key, model)
         self._tables: OrderedDict[tuple[int, str], Table] = OrderedDict()
-        self._engine: Engine = sessions.kw["bind"]  # ``current_table`` reads on its pooled connections
         # name -> the device object last read and its row's stamp then (``table_by_name``)
         self._devices: OrderedDict[str, tuple[Device, tuple]] = OrderedDict()
         self._lock = threading.Lock()  # guards the memory tables
@@ -414,11 +418,8 @@ class PredictionService:
         connection, dialect = session.connection().connection, session.get_bind().dialect
         with self._lock:
             known = self._devices.get(name)
-        if known is not None:
-            head = self._head(known[0], space)
-            found = read_device_marks(connection, dialect, known[0].id, head.conditions_key)
-            if found is not None and found[0] == known[1]:
-                return known[0], self._table(session, known[0], space, head, found[1])
+        if known is not None and (unchanged := self._unchanged(known, space, connection, dialect)) is not None:
+            return known[0], self._table(session, known[0], space, *unchanged)
         device = device_by_name(session, name)
         if device is None:
             with self._lock:
@@ -441,16 +442,24 @@ class PredictionService:
             table = self._tables.get((known[0].id, space)) if known is not None else None
         if known is None or table is None:
             return None
+        with dbapi_connection(self.engine) as connection:
+            found = self._unchanged(known, space, connection, self.engine.dialect)
+        if found is None or not table.current(*found):
+            return None
+        return known[0], table
+
+    def _unchanged(
+        self, known: tuple[Device, tuple], space: str, connection: Any, dialect: Dialect
+    ) -> tuple[Head, Marks] | None:
+        """The ``Head`` and ``Marks`` of ``known`` (a device object and its row's stamp when read) for its table of
+        ``space``, by one ``read_device_marks`` on ``connection`` (a DB-API connection of ``dialect``); None when
+        the row changed or is gone."""
         device, stamp = known
         head = self._head(device, space)
-        connection = self._engine.raw_connection()
-        try:
-            found = read_device_marks(connection, self._engine.dialect, device.id, head.conditions_key)
-        finally:
-            connection.close()
-        if found is None or found[0] != stamp or not table.current(head, found[1]):
+        found = read_device_marks(connection, dialect, device.id, head.conditions_key)
+        if found is None or found[0] != stamp:
             return None
-        return device, table
+        return head, found[1]
 
     def _table(self, session: Session, device: Device, space: str, head: Head, marks: Marks) -> Table:
         with self._lock:

@@ -61,8 +61,8 @@ async def predict(
     there is neither. A device's agent measurements are all given in one ``statistic``: that of its latest
     measurement. Answers are for the device's conditions for the space (``conditions`` in the response): figures
     measured under others are not used. Any valid arch is predicted, not only those of a dataset."""
-    # the loop's executor, not a sync route's AnyIO hop: the same work off the loop for a third of the hop's CPU
-    return await asyncio.get_running_loop().run_in_executor(None, _answer, request, body)
+    # its own threads, not a sync route's AnyIO hop: the same work off the loop for a third of the hop's CPU
+    return await asyncio.get_running_loop().run_in_executor(request.app.state.predict_pool, _answer, request, body)
 
 
 def _answer(request: Request, body: PredictRequest) -> Response:
