@@ -13,6 +13,7 @@ from latfarm.services.infra.prometheus import MetricsMiddleware
 from .auth import PrincipalCache
 from .docs import install_docs
 from .errors import ERROR_RESPONSES, error, error_body, http_status, install_error_handlers
+from .lane import PredictLane
 from .routes import adapt, devices, health, jobs, keys, measurements, predict, rank
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     for module in (health, predict, rank, devices, jobs, measurements, adapt, keys):  # matched in order: busiest first
         app.include_router(module.router, responses=ERROR_RESPONSES)
     mount_admin(app, runtime.sessions, runtime.settings, runtime.auth_guard)
+    app.add_middleware(PredictLane, state=app.state)  # inside the body limit and the metrics, like the routes
     app.add_middleware(BodyLimit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

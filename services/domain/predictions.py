@@ -225,6 +225,7 @@ class PredictionService:
         self._measured: OrderedDict[tuple[int, str], tuple[RowStamp, dict[ArchKey, Measured]]] = OrderedDict()
         self._models: OrderedDict[tuple[int, str], tuple[str, object]] = OrderedDict()  # (device, space): (key, model)
         self._tables: OrderedDict[tuple[int, str], Table] = OrderedDict()
+        self._versions: dict[str, str] = {}  # space -> the version of its predictor, once loaded
         # name -> the device object last read and its row's stamp then (``table_by_name``)
         self._devices: OrderedDict[str, tuple[Device, tuple]] = OrderedDict()
         self._lock = threading.Lock()  # guards the memory tables
@@ -328,10 +329,12 @@ class PredictionService:
     def _head(self, device: Device, space: str) -> Head:
         """What the device's table of ``space`` must be a table of; the version is empty while the predictor cannot
         be loaded (that table gives the measured figures, and why there is no estimate)."""
-        try:
-            version = str(getattr(self.predictor(space), "version", "0"))
-        except NoEstimate:
-            version = ""
+        version = self._versions.get(space)  # once loaded, read without the load lock (the event loop checks heads)
+        if version is None:
+            try:
+                version = self._versions.setdefault(space, str(getattr(self.predictor(space), "version", "0")))
+            except NoEstimate:
+                version = ""
         created = int(device.created_at.timestamp() * 1e6)
         return Head(device.id, created, space, conditions_of(device).for_space(space).key, version)
 
@@ -433,17 +436,21 @@ class PredictionService:
             _remember(self._devices, name, (device, found[0]))
         return device, self._table(session, device, space, head, found[1])
 
-    def current_table(self, name: str, space: str = nb201.SPACE) -> tuple[Device, Table] | None:
+    def current_table(self, name: str, space: str = nb201.SPACE, connection: Any = None) -> tuple[Device, Table] | None:
         """``table_by_name`` without a session when it needs nothing but its one statement: the device and table
-        known under ``name`` found unchanged by ``read_device_marks`` on a pooled DB-API connection. None when
-        either is not in memory or anything changed (``table_by_name`` then checks or rebuilds)."""
+        known under ``name`` found unchanged by ``read_device_marks`` on ``connection`` (a DB-API connection of the
+        engine's; None: a pooled one). None when either is not in memory or anything changed (``table_by_name``
+        then checks or rebuilds). Takes no lock held longer than a dictionary lookup."""
         with self._lock:
             known = self._devices.get(name)
             table = self._tables.get((known[0].id, space)) if known is not None else None
         if known is None or table is None:
             return None
-        with dbapi_connection(self.engine) as connection:
+        if connection is not None:
             found = self._unchanged(known, space, connection, self.engine.dialect)
+        else:
+            with dbapi_connection(self.engine) as pooled:
+                found = self._unchanged(known, space, pooled, self.engine.dialect)
         if found is None or not table.current(*found):
             return None
         return known[0], table

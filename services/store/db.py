@@ -127,6 +127,14 @@ def dbapi_connection(engine: Engine) -> Iterator[PoolProxiedConnection]:
         connection.close()
 
 
+def detached_connection(engine: Engine) -> PoolProxiedConnection:
+    """A DB-API connection of ``engine`` (set up as the pool's are) that the pool no longer lends or counts: for
+    one owner's use alone; ``close`` closes it."""
+    connection = engine.raw_connection()
+    connection.detach()
+    return connection
+
+
 def ping(engine: Engine) -> None:
     """``SELECT 1`` on a pooled DB-API connection of ``engine``; raises what the pool or the driver raises when
     the database does not answer."""
