@@ -10,14 +10,17 @@ then answers (or refuses: 401, 403, 404, 422, 429, 503) exactly as without the l
 metrics under the route's path (``infra.prometheus.ROUTE``).
 
 On SQLite the table check runs on the event loop on a connection of the lane's own (one indexed statement, no
-pool: the loop never waits for a connection); on PostgreSQL, a network round trip, on ``app.state.predict_pool``.
+pool: the loop never waits for a connection). On PostgreSQL, a network round trip, it runs on
+``app.state.predict_pool`` and is shared: requests for one device and space that arrive while a check is in flight
+wait for the next one, which starts when that one ends and answers them all. Each request is still answered from
+a check that started after it arrived, as the route's own check would be.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, cast
 
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,6 +46,9 @@ class PredictLane:
         """In front of ``app``, with the app's shared objects ``state`` (``create_app``'s ``app.state``)."""
         self.app, self.state = app, state
         self._connection: Any = None  # SQLite: the lane's own, used on the event loop only
+        # PostgreSQL, per (device, space): the check in flight, and the one that starts when it ends
+        self._running: dict[tuple[str, str], asyncio.Task] = {}
+        self._next: dict[tuple[str, str], asyncio.Task] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer the request, or pass it (with its body) on."""
@@ -87,12 +93,31 @@ class PredictLane:
             if service.engine.dialect.name == "sqlite":
                 found = service.current_table(device, space, self._sqlite_connection())
             else:
-                loop = asyncio.get_running_loop()
-                found = await loop.run_in_executor(self.state.predict_pool, service.current_table, device, space)
+                found = await self._shared_check((device, space))
         except Exception:  # noqa: BLE001 - the route meets the same failure and answers it (503)
             self._close()
             return None
         return None if found is None else table_response(*found, space, archs)
+
+    async def _shared_check(self, key: tuple[str, str]):
+        """``current_table(*key)`` from a check that starts after this call: the queued one, or a new one."""
+        queued = self._next.get(key)
+        if queued is None:
+            queued = self._next[key] = asyncio.ensure_future(self._check_after(key, self._running.get(key)))
+        return await asyncio.shield(queued)
+
+    async def _check_after(self, key: tuple[str, str], previous: asyncio.Task | None):
+        if previous is not None:
+            await asyncio.wait([previous])
+        del self._next[key]  # who comes from now on waits for the next check
+        this = self._running[key] = cast("asyncio.Task", asyncio.current_task())
+        try:
+            service: PredictionService = self.state.predictions
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.state.predict_pool, service.current_table, *key)
+        finally:
+            if self._running.get(key) is this:
+                del self._running[key]
 
     def _sqlite_connection(self) -> Any:
         if self._connection is None:

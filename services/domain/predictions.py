@@ -246,7 +246,8 @@ class PredictionService:
 
     def prepare(self) -> int:
         """Build (or check) the tables of the devices with an active adaptation of a position-keyed space under
-        their current conditions, the ``MEMORY_DEVICES`` activated last; returns how many are ready. Failures are
+        their current conditions, the ``MEMORY_DEVICES`` activated last, each device known by name
+        (``table_by_name``); returns how many are ready. Failures are
         logged, never raised."""
         ready = 0
         try:
@@ -258,11 +259,14 @@ class PredictionService:
                     .order_by(Adaptation.activated_at.desc())
                     .limit(MEMORY_DEVICES)
                 ).unique()
-                for device in devices:
+                for device in devices.all():
                     for space in _position_keyed_spaces():
                         key = conditions_of(device).for_space(space).key
-                        if active_adaptation(session, device, key) is not None:
-                            self.table(session, device, space).every_json()  # encoded before it is asked for
+                        if active_adaptation(session, device, key) is None:
+                            continue
+                        # known by name, so that a first request needs only ``current_table``'s one statement
+                        if (found := self.table_by_name(session, device.name, space)) is not None:
+                            found[1].every_json()  # encoded before it is asked for
                             ready += 1
         except Exception:  # noqa: BLE001 - the first request builds what failed here, and reports why
             log.exception("could not build the prediction tables")

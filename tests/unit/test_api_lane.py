@@ -136,3 +136,16 @@ def test_a_throttled_client_with_a_cached_key_gets_the_routes_429(tmp_path, sqli
             assert _post(api, PLAIN, key=bearer(f"lf_admin_guess-{i}")).status_code == 401
         refused = _post(api, PLAIN)
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+
+
+def test_concurrent_requests_share_checks_and_each_sees_what_was_written_before_it(api, pool):
+    """On PostgreSQL requests arriving together share table checks (``PredictLane._shared_check``); each is still
+    answered from a check that started after it arrived."""
+    _served(api)
+    expected = _post(api, PLAIN, headers=ROUTE_ONLY).content
+    with ThreadPoolExecutor(16) as clients:
+        answers = list(clients.map(lambda _: _post(api, PLAIN), range(64)))
+        assert {(a.status_code, a.content) for a in answers} == {(200, expected)}
+        add_measurements(api, "dev1", {7: 9.5})
+        answers = list(clients.map(lambda _: _post(api, PLAIN), range(64)))
+    assert {a.json()["items"][0]["latency_ms"] for a in answers} == {9.5}
