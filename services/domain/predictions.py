@@ -233,14 +233,16 @@ class PredictionService:
         self._load_lock = threading.Lock()  # one predictor load at a time
         self._table_locks: dict[tuple[int, str], threading.Lock] = {}  # one build or check per (device, space)
 
-    def warm(self) -> None:
-        """Load NB201's predictor and build the tables of devices with an active adaptation (server start, in the
-        background: a request that comes first builds its table itself)."""
+    def warm(self, loaded: Callable[[], object] = lambda: None) -> None:
+        """Load NB201's predictor, call ``loaded``, and build the tables of devices with an active adaptation
+        (server start, in the background: a request that comes first builds its table itself), then log them
+        ready."""
         start = time.monotonic()
         try:
             self.predictor()
         except NoEstimate:  # predictions then fail with a message; the server still runs
             return
+        loaded()
         ready = self.prepare()
         log.info("prediction tables ready for %d device(s) in %.2f s", ready, time.monotonic() - start)
 
