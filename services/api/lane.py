@@ -10,7 +10,8 @@ then answers (or refuses: 401, 403, 404, 422, 429, 503) exactly as without the l
 metrics under the route's path (``infra.prometheus.ROUTE``).
 
 On SQLite the table check runs on the event loop on a connection of the lane's own (one indexed statement, no
-pool: the loop never waits for a connection). On PostgreSQL, a network round trip, it runs on
+pool, a busy timeout of ``LOOP_BUSY_MS``: the loop never waits for a connection, nor long for a lock; a database
+still busy then sends the request to the route). On PostgreSQL, a network round trip, it runs on
 ``app.state.predict_pool`` and is shared: requests for one device and space that arrive while a check is in flight
 wait for the next one, which starts when that one ends and answers them all. Each request is still answered from
 a check that started after it arrived, as the route's own check would be.
@@ -37,6 +38,7 @@ from .routes.predict import table_response
 
 PATH = "/v1/predict"
 FIELDS = frozenset({"device", "space", "archs"})
+LOOP_BUSY_MS = 10  # SQLite: the longest the loop waits on a busy database (WAL reads rarely are: a checkpoint)
 
 
 class PredictLane:
@@ -121,7 +123,11 @@ class PredictLane:
 
     def _sqlite_connection(self) -> Any:
         if self._connection is None:
-            self._connection = detached_connection(self.state.predictions.engine)
+            connection = detached_connection(self.state.predictions.engine)
+            cursor = connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout={LOOP_BUSY_MS}")  # then the route waits, off the loop
+            cursor.close()
+            self._connection = connection
         return self._connection
 
     def _close(self) -> None:
