@@ -8,6 +8,7 @@ workers, and closes it on exit. Nothing else builds engines, sessions, notifiers
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 from latfarm.services.api.auth import ensure_admin_key
@@ -26,10 +27,15 @@ from latfarm.services.workers.export_worker import ExportWorker
 from latfarm.services.workers.lease_sweeper import LeaseSweeper
 from latfarm.services.workers.periodic import PeriodicWorker
 
+# ``/v1/predict``'s own threads: a slow request (a table built after a restart) holds one while the others go on;
+# not the loop's default executor, which other work shares.
+PREDICT_THREADS = 8
+
 
 class Runtime:
-    """Engine, write and read sessions, notifier, cache, artifact store, prediction service, metrics, the guard
-    against failed authentication and the background workers of one server process. Use as a context manager, or
+    """Engine, write and read sessions, notifier, cache, artifact store, prediction service and the threads its
+    REST requests run on, metrics, the guard against failed authentication and the background workers of one
+    server process. Use as a context manager, or
     call ``close``."""
 
     def __init__(self, settings: Settings) -> None:
@@ -43,7 +49,8 @@ class Runtime:
         self.notifier = make_notifier(settings.redis_url, redis_outage)
         self.cache = make_cache(settings.redis_url, outage=redis_outage)
         self.artifacts = ArtifactStore(settings.artifacts_dir)
-        self.predictions = PredictionService(self.read_sessions, self.cache, load_default_predictor)
+        self.predictions = PredictionService(self.engine, self.read_sessions, self.cache, load_default_predictor)
+        self.predict_pool = ThreadPoolExecutor(PREDICT_THREADS, thread_name_prefix="predict")
         self.metrics = Metrics(self.read_sessions, settings.heartbeat_interval_s)
         self.auth_guard = AuthGuard(settings.auth_failure_limit, self.metrics.registry)
         self.workers: list[PeriodicWorker] = [
@@ -69,9 +76,11 @@ class Runtime:
             worker.start()
 
     def close(self) -> None:
-        """Stop the workers, then release the notifier, the cache and the database connections."""
+        """Stop the workers and the prediction threads, then release the notifier, the cache and the database
+        connections."""
         for worker in self.workers:
             worker.stop()
+        self.predict_pool.shutdown(cancel_futures=True)
         self.notifier.close()
         self.cache.close()
         self.engine.dispose()

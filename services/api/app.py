@@ -13,12 +13,22 @@ from latfarm.services.infra.prometheus import MetricsMiddleware
 from .auth import PrincipalCache
 from .docs import install_docs
 from .errors import ERROR_RESPONSES, error, error_body, http_status, install_error_handlers
+from .lane import PredictLane
 from .routes import adapt, devices, health, jobs, keys, measurements, predict, rank
 
 if TYPE_CHECKING:
     from latfarm.services.runtime import Runtime
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 15,625 arch strings take about 1.3 MB
+# The docs list tags in this order, whatever order the routers are matched in.
+OPENAPI_TAGS = [
+    {"name": "health", "description": "Liveness and Prometheus metrics."},
+    {"name": "devices", "description": "Devices, their agents and enrollment."},
+    {"name": "jobs", "description": "Measurement jobs on a device's agents."},
+    {"name": "measurements", "description": "Stored latencies: query, import, export, review."},
+    {"name": "predict", "description": "Latency of any arch: measured, else predicted; rankings; adaptation."},
+    {"name": "keys", "description": "API keys and their scopes."},
+]
 
 
 class _TooLarge(Exception):
@@ -71,7 +81,8 @@ class BodyLimit:
 def create_app(runtime: Runtime) -> FastAPI:
     """The REST app on ``runtime`` (bootstrapped by its owner, who also closes it). The shared objects the routes
     use live on ``app.state``: ``settings``, ``engine``, ``sessions``, ``read_sessions``, ``notifier``, ``cache``,
-    ``predictions``, ``metrics``, ``auth_guard``, and the app's own ``principals`` (who a key is, for a few seconds)."""
+    ``predictions``, ``predict_pool``, ``metrics``, ``auth_guard``, and the app's own ``principals`` (who a key is,
+    for a few seconds)."""
     from latfarm.services.admin import mount_admin  # the admin imports api.errors: imported here, not at the top
 
     app = FastAPI(
@@ -81,6 +92,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         docs_url=None,  # install_docs serves /docs and /redoc from local assets
         redoc_url=None,
         telemetry={"tracing": False, "metrics": False, "logs": False},  # no OpenTelemetry: skip its per-request checks
+        openapi_tags=OPENAPI_TAGS,
     )
     app.state.settings = runtime.settings
     app.state.engine = runtime.engine
@@ -89,6 +101,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.notifier = runtime.notifier
     app.state.cache = runtime.cache
     app.state.predictions = runtime.predictions
+    app.state.predict_pool = runtime.predict_pool
     app.state.metrics = runtime.metrics
     app.state.auth_guard = runtime.auth_guard
     app.state.principals = PrincipalCache()
@@ -98,6 +111,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     for module in (health, predict, rank, devices, jobs, measurements, adapt, keys):  # matched in order: busiest first
         app.include_router(module.router, responses=ERROR_RESPONSES)
     mount_admin(app, runtime.sessions, runtime.settings, runtime.auth_guard)
+    app.add_middleware(PredictLane, state=app.state)  # inside the body limit and the metrics, like the routes
     app.add_middleware(BodyLimit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

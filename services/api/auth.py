@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 
 from latfarm.services.core.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
 from latfarm.services.core.security import hash_secret, new_secret
@@ -77,6 +78,16 @@ def authenticate(request: Request) -> Principal:
     digest, client = _credential(request)
     principals: PrincipalCache = request.app.state.principals
     return principals.get(digest) or _stored_principal(request, digest, client)
+
+
+def cached_principal(state: State, authorization: str, client: str) -> Principal | None:
+    """The principal ``require`` would find for a request with this ``Authorization`` header from ``client``
+    without reading the database, counting or refusing anything: a well-formed bearer key known for
+    ``KEY_TTL_S`` from a client that is not throttled; None otherwise (``require`` then decides)."""
+    scheme, _, key = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip() or not state.auth_guard.allows(client):
+        return None
+    return state.principals.get(hash_secret(key.strip()))
 
 
 def _credential(request: Request) -> tuple[str, str]:

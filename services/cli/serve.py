@@ -98,11 +98,13 @@ def serve(settings: Settings) -> None:
     if new_admin_key:
         print(f"bootstrap admin key (shown once, store it): {new_admin_key}", flush=True)
 
-    def warm() -> None:
-        warm_arch_tables()
-        runtime.predictions.warm()
+    def settle() -> None:  # before the tables are logged ready: a full collection holds the GIL for 0.1-0.4 s
         gc.collect()
         gc.freeze()  # what start-up built lives on: full collections skip it (shorter pauses under load)
+
+    def warm() -> None:
+        warm_arch_tables()
+        runtime.predictions.warm(loaded=settle)
 
     threading.Thread(target=warm, name="warmup", daemon=True).start()
     try:

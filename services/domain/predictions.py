@@ -26,11 +26,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.predictor import nb201
@@ -51,6 +51,7 @@ from latfarm.services.domain.prediction_tables import (
 )
 from latfarm.services.domain.results import statistic_of
 from latfarm.services.store.crud import active_adaptation, device_by_name
+from latfarm.services.store.db import dbapi_connection
 from latfarm.services.store.models import Adaptation, AdaptState, Arch, Device, Measurement, Source, usable
 
 log = logging.getLogger(__name__)
@@ -211,16 +212,20 @@ class PredictionService:
     """Measured latencies, device models per space, their predictions, and per-device tables of every arch of a
     position-keyed space (``prediction_tables``)."""
 
-    def __init__(self, sessions: sessionmaker[Session], cache, predictor_loader: Callable[..., object]) -> None:
-        """``sessions``: read-only sessions (``prepare`` reads through them); cache predictions in ``cache``;
+    def __init__(
+        self, engine: Engine, sessions: sessionmaker[Session], cache, predictor_loader: Callable[..., object]
+    ) -> None:
+        """``engine``: the database (``current_table`` reads on its pooled DB-API connections); ``sessions``:
+        read-only sessions on it (``prepare`` reads through them); cache predictions in ``cache``;
         ``predictor_loader(space)`` gives a space's pretrained predictor on first use (no argument: NB201's)."""
+        self.engine = engine
         self.sessions = sessions
         self.cache = cache
         self.predictor_loader = predictor_loader
         self._measured: OrderedDict[tuple[int, str], tuple[RowStamp, dict[ArchKey, Measured]]] = OrderedDict()
         self._models: OrderedDict[tuple[int, str], tuple[str, object]] = OrderedDict()  # (device, space): (key, model)
         self._tables: OrderedDict[tuple[int, str], Table] = OrderedDict()
-        self._engine: Engine = sessions.kw["bind"]  # ``current_table`` reads on its pooled connections
+        self._versions: dict[str, str] = {}  # space -> the version of its predictor, once loaded
         # name -> the device object last read and its row's stamp then (``table_by_name``)
         self._devices: OrderedDict[str, tuple[Device, tuple]] = OrderedDict()
         self._lock = threading.Lock()  # guards the memory tables
@@ -228,20 +233,23 @@ class PredictionService:
         self._load_lock = threading.Lock()  # one predictor load at a time
         self._table_locks: dict[tuple[int, str], threading.Lock] = {}  # one build or check per (device, space)
 
-    def warm(self) -> None:
-        """Load NB201's predictor and build the tables of devices with an active adaptation (server start, in the
-        background: a request that comes first builds its table itself)."""
+    def warm(self, loaded: Callable[[], object] = lambda: None) -> None:
+        """Load NB201's predictor, call ``loaded``, and build the tables of devices with an active adaptation
+        (server start, in the background: a request that comes first builds its table itself), then log them
+        ready."""
         start = time.monotonic()
         try:
             self.predictor()
         except NoEstimate:  # predictions then fail with a message; the server still runs
             return
+        loaded()
         ready = self.prepare()
         log.info("prediction tables ready for %d device(s) in %.2f s", ready, time.monotonic() - start)
 
     def prepare(self) -> int:
         """Build (or check) the tables of the devices with an active adaptation of a position-keyed space under
-        their current conditions, the ``MEMORY_DEVICES`` activated last; returns how many are ready. Failures are
+        their current conditions, the ``MEMORY_DEVICES`` activated last, each device known by name
+        (``table_by_name``); returns how many are ready. Failures are
         logged, never raised."""
         ready = 0
         try:
@@ -253,11 +261,14 @@ class PredictionService:
                     .order_by(Adaptation.activated_at.desc())
                     .limit(MEMORY_DEVICES)
                 ).unique()
-                for device in devices:
+                for device in devices.all():
                     for space in _position_keyed_spaces():
                         key = conditions_of(device).for_space(space).key
-                        if active_adaptation(session, device, key) is not None:
-                            self.table(session, device, space).every_json()  # encoded before it is asked for
+                        if active_adaptation(session, device, key) is None:
+                            continue
+                        # known by name, so that a first request needs only ``current_table``'s one statement
+                        if (found := self.table_by_name(session, device.name, space)) is not None:
+                            found[1].every_json()  # encoded before it is asked for
                             ready += 1
         except Exception:  # noqa: BLE001 - the first request builds what failed here, and reports why
             log.exception("could not build the prediction tables")
@@ -324,10 +335,12 @@ class PredictionService:
     def _head(self, device: Device, space: str) -> Head:
         """What the device's table of ``space`` must be a table of; the version is empty while the predictor cannot
         be loaded (that table gives the measured figures, and why there is no estimate)."""
-        try:
-            version = str(getattr(self.predictor(space), "version", "0"))
-        except NoEstimate:
-            version = ""
+        version = self._versions.get(space)  # once loaded, read without the load lock (the event loop checks heads)
+        if version is None:
+            try:
+                version = self._versions.setdefault(space, str(getattr(self.predictor(space), "version", "0")))
+            except NoEstimate:
+                version = ""
         created = int(device.created_at.timestamp() * 1e6)
         return Head(device.id, created, space, conditions_of(device).for_space(space).key, version)
 
@@ -414,11 +427,8 @@ class PredictionService:
         connection, dialect = session.connection().connection, session.get_bind().dialect
         with self._lock:
             known = self._devices.get(name)
-        if known is not None:
-            head = self._head(known[0], space)
-            found = read_device_marks(connection, dialect, known[0].id, head.conditions_key)
-            if found is not None and found[0] == known[1]:
-                return known[0], self._table(session, known[0], space, head, found[1])
+        if known is not None and (unchanged := self._unchanged(known, space, connection, dialect)) is not None:
+            return known[0], self._table(session, known[0], space, *unchanged)
         device = device_by_name(session, name)
         if device is None:
             with self._lock:
@@ -432,25 +442,37 @@ class PredictionService:
             _remember(self._devices, name, (device, found[0]))
         return device, self._table(session, device, space, head, found[1])
 
-    def current_table(self, name: str, space: str = nb201.SPACE) -> tuple[Device, Table] | None:
+    def current_table(self, name: str, space: str = nb201.SPACE, connection: Any = None) -> tuple[Device, Table] | None:
         """``table_by_name`` without a session when it needs nothing but its one statement: the device and table
-        known under ``name`` found unchanged by ``read_device_marks`` on a pooled DB-API connection. None when
-        either is not in memory or anything changed (``table_by_name`` then checks or rebuilds)."""
+        known under ``name`` found unchanged by ``read_device_marks`` on ``connection`` (a DB-API connection of the
+        engine's; None: a pooled one). None when either is not in memory or anything changed (``table_by_name``
+        then checks or rebuilds). Takes no lock held longer than a dictionary lookup."""
         with self._lock:
             known = self._devices.get(name)
             table = self._tables.get((known[0].id, space)) if known is not None else None
         if known is None or table is None:
             return None
+        if connection is not None:
+            found = self._unchanged(known, space, connection, self.engine.dialect)
+        else:
+            with dbapi_connection(self.engine) as pooled:
+                found = self._unchanged(known, space, pooled, self.engine.dialect)
+        if found is None or not table.current(*found):
+            return None
+        return known[0], table
+
+    def _unchanged(
+        self, known: tuple[Device, tuple], space: str, connection: Any, dialect: Dialect
+    ) -> tuple[Head, Marks] | None:
+        """The ``Head`` and ``Marks`` of ``known`` (a device object and its row's stamp when read) for its table of
+        ``space``, by one ``read_device_marks`` on ``connection`` (a DB-API connection of ``dialect``); None when
+        the row changed or is gone."""
         device, stamp = known
         head = self._head(device, space)
-        connection = self._engine.raw_connection()
-        try:
-            found = read_device_marks(connection, self._engine.dialect, device.id, head.conditions_key)
-        finally:
-            connection.close()
-        if found is None or found[0] != stamp or not table.current(head, found[1]):
+        found = read_device_marks(connection, dialect, device.id, head.conditions_key)
+        if found is None or found[0] != stamp:
             return None
-        return device, table
+        return head, found[1]
 
     def _table(self, session: Session, device: Device, space: str, head: Head, marks: Marks) -> Table:
         with self._lock:

@@ -17,6 +17,7 @@ from latfarm.services.store.models import Agent, Device, Measurement
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+ROUTE = "latfarm.route"  # scope key: the route template of a request answered before the router (its label)
 
 
 class StoreCollector:
@@ -106,7 +107,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = scope.get(ROUTE) or getattr(scope.get("route"), "path", None) or "unmatched"
             counted, timed = self.metrics.series(scope["method"], route, status)
             counted.inc()
             timed.observe(time.perf_counter() - start)

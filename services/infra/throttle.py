@@ -48,9 +48,13 @@ class AuthGuard:
             registry=registry,
         )
 
+    def allows(self, client: str) -> bool:
+        """Whether ``client`` is under the limit (nothing counted)."""
+        return self.limiter.test(self.item, NAMESPACE, client)
+
     def check(self, surface: str, client: str) -> None:
         """``Throttled`` with the seconds to wait when ``client`` is over the limit; else nothing."""
-        if self.limiter.test(self.item, NAMESPACE, client):
+        if self.allows(client):
             return
         self.throttled.labels(surface).inc()
         reset = self.limiter.get_window_stats(self.item, NAMESPACE, client).reset_time

@@ -56,3 +56,12 @@ def test_vendored_redoc_requests_no_remote_logo():
     from latfarm.services.api.docs import STATIC_DIR
 
     assert "cdn.redoc.ly" not in (STATIC_DIR / "redoc.standalone.js").read_text()
+
+
+def test_the_docs_list_every_routes_tag_in_the_fixed_order(api):
+    from latfarm.services.api.app import OPENAPI_TAGS
+
+    schema = api.get("/openapi.json").json()
+    used = {tag for item in schema["paths"].values() for operation in item.values() for tag in operation["tags"]}
+    listed = [tag["name"] for tag in schema["tags"]]
+    assert listed == [tag["name"] for tag in OPENAPI_TAGS] and used == set(listed)

@@ -61,26 +61,25 @@ async def predict(
     there is neither. A device's agent measurements are all given in one ``statistic``: that of its latest
     measurement. Answers are for the device's conditions for the space (``conditions`` in the response): figures
     measured under others are not used. Any valid arch is predicted, not only those of a dataset."""
-    # the loop's executor, not a sync route's AnyIO hop: the same work off the loop for a third of the hop's CPU
-    return await asyncio.get_running_loop().run_in_executor(None, _answer, request, body)
+    # its own threads, not a sync route's AnyIO hop: the same work off the loop for a third of the hop's CPU
+    return await asyncio.get_running_loop().run_in_executor(request.app.state.predict_pool, _answer, request, body)
 
 
 def _answer(request: Request, body: PredictRequest) -> Response:
     service: PredictionService = request.app.state.predictions
     if keyed_by_position(body.space) and (found := service.current_table(body.device, body.space)) is not None:
-        return _table_response(*found, body)  # the table in memory is current: no session
+        return table_response(*found, body.space, body.archs)  # the table in memory is current: no session
     with request.app.state.read_sessions() as session:  # opened and closed in this call's thread: no extra hops
         return _predict(session, request, body)
 
 
-def _table_response(device: Device, table: Table, body: PredictRequest) -> Response:
-    keys = request_positions(body.archs, body.space)
+def table_response(device: Device, table: Table, space: str, archs: Sequence[str | int | Sequence[int]]) -> Response:
+    """The answer for ``archs`` (valid in position-keyed ``space``) from the device's current ``table``."""
+    keys = request_positions(archs, space)
     if keys is None:
-        keys = cast("list[int]", request_keys(body.archs, body.space)[0])
+        keys = cast("list[int]", request_keys(archs, space)[0])
     return Response(
-        _head_json(device.name, body.space, conditions_of(device).for_space(body.space))
-        + table.items_json(keys)
-        + b"}",
+        _head_json(device.name, space, conditions_of(device).for_space(space)) + table.items_json(keys) + b"}",
         media_type="application/json",
     )
 
@@ -95,7 +94,7 @@ def _head_json(device: str, space: str, conditions: Conditions) -> bytes:
 def _predict(session: Session, request: Request, body: PredictRequest) -> Response:
     service = request.app.state.predictions
     if keyed_by_position(body.space):
-        return _table_response(*get_device_table(request, session, body.device, body.space), body)
+        return table_response(*get_device_table(request, session, body.device, body.space), body.space, body.archs)
     device = get_device(session, body.device)
     keys, strings = request_keys(body.archs, body.space)
     conditions = conditions_block(device, body.space)
