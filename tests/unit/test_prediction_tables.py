@@ -284,10 +284,23 @@ def test_a_current_table_is_answered_without_a_session_and_a_change_takes_the_se
     activate_adaptation(api.app.state.sessions, "dev1", [1.0, 2.0, 3.0, 4.0])
     first = _items(api, "/v1/predict", [10, 20])  # the session path: device and table now in memory
     sessions = api.app.state.read_sessions
-    opened = []
+    opened: list[int] = []
     monkeypatch.setattr(api.app.state, "read_sessions", lambda: opened.append(1) or sessions())
-    assert _items(api, "/v1/predict", [10, 20]) == first and opened == []
+    assert _answered_from_memory(api, opened, [10, 20]) == first
     add_measurements(api, "dev1", {10: 2.5})
     opened.clear()
-    assert _items(api, "/v1/predict", [10, 20])[0]["latency_ms"] == 2.5 and opened == [1]
-    assert _items(api, "/v1/predict", [10, 20])[0]["latency_ms"] == 2.5 and opened == [1]  # current again
+    assert _items(api, "/v1/predict", [10, 20])[0]["latency_ms"] == 2.5 and opened
+    assert _answered_from_memory(api, opened, [10, 20])[0]["latency_ms"] == 2.5  # current again
+
+
+def _answered_from_memory(api, opened: list[int], archs, tries: int = 50) -> list[dict]:
+    """Items of a predict answered without opening a read session. On PostgreSQL a table checked while any
+    transaction of the cluster is in flight (another test worker's) stays unsettled and takes the session path
+    until that transaction ends (``prediction_tables``): ask again, a little later, until it is settled."""
+    for _ in range(tries):
+        opened.clear()
+        items = _items(api, "/v1/predict", archs)
+        if not opened:
+            return items
+        time.sleep(RECHECK_S / 5)
+    raise AssertionError(f"every one of {tries} requests opened a read session")
