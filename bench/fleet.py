@@ -15,7 +15,8 @@ generator, the rest of the machine: ``bench/cpu_split.py``), and the exactly-onc
 
 ``--calls N`` measures the server's CPU per call instead (``--grpc-processes 1`` for a clean figure): one agent makes
 N leases of 16 jobs (no wait), then N heartbeats naming 16 held jobs, then N reports of 16 results, one call at a
-time; each kind's server CPU (ms per call, its background workers included) is printed. It seeds 16 N jobs.
+time; each kind's server CPU (ms per call, its background workers included) and PostgreSQL's (this database's
+backends and the background processes) are printed. It seeds 16 N jobs.
 
 The server's CPU includes its gRPC child processes (``--grpc-processes``). The load generator runs on the same
 machine; measured tables, with the machine's load: docs/fleet.md, "Fleet figures".
@@ -182,9 +183,9 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
             beating.cancel()
 
 
-async def _per_call(address: str, token: str, calls: int, server_pid: int) -> dict[str, float]:
-    """CPU (s) of server process ``server_pid`` over ``calls`` sequential leases, heartbeats and reports of
-    ``LEASE_JOBS`` jobs by one agent, by kind."""
+async def _per_call(address: str, token: str, calls: int, server_pid: int, url: str) -> dict[str, tuple[float, float]]:
+    """CPU (s) of server process ``server_pid`` and of PostgreSQL for ``url``'s database (0 on SQLite) over
+    ``calls`` sequential leases, heartbeats and reports of ``LEASE_JOBS`` jobs by one agent, by kind."""
     import grpc
 
     from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
@@ -198,20 +199,20 @@ async def _per_call(address: str, token: str, calls: int, server_pid: int) -> di
         metadata = (("authorization", f"Bearer {reply.credential}"),)
         lease = agent_pb2.LeaseRequest(max_jobs=LEASE_JOBS, wait_seconds=0, formats=["onnx"])
         await _call(tally, None, stub.Heartbeat, agent_pb2.HeartbeatRequest(), metadata)  # warm the caches
-        cpu: dict[str, float] = {}
-        started = _cpu_s(server_pid)
+        cpu: dict[str, tuple[float, float]] = {}
+        started = _cpu_s(server_pid, url)
         leased = [await _call(tally, None, stub.LeaseJobs, lease, metadata) for _ in range(calls)]
-        cpu["lease"] = _cpu_s(server_pid) - started
+        cpu["lease"] = _since(started, server_pid, url)
         held = sorted(job.job_id for job in leased[0].jobs)
-        started = _cpu_s(server_pid)
+        started = _cpu_s(server_pid, url)
         for _ in range(calls):
             await _call(tally, None, stub.Heartbeat, agent_pb2.HeartbeatRequest(job_ids=held), metadata)
-        cpu["heartbeat"] = _cpu_s(server_pid) - started
-        started = _cpu_s(server_pid)
+        cpu["heartbeat"] = _since(started, server_pid, url)
+        started = _cpu_s(server_pid, url)
         for answer in leased:
             report = agent_pb2.ReportRequest(results=[_result(job) for job in answer.jobs])
             await _call(tally, None, stub.ReportResults, report, metadata)
-        cpu["report"] = _cpu_s(server_pid) - started
+        cpu["report"] = _since(started, server_pid, url)
     if tally.errors or sum(len(answer.jobs) for answer in leased) != LEASE_JOBS * calls:
         raise SystemExit(f"per-call run failed: {dict(tally.errors)}")
     return cpu
@@ -320,10 +321,22 @@ def _start_server(
     raise SystemExit(f"latfarm serve exited ({server.wait()}); see {log_path}")
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` and its child processes (the server's gRPC processes) used so
-    far, their threads included."""
-    return sum(cpu_split.tree_cpu(cpu_split.processes(), pid).values())
+def _cpu_s(pid: int, url: str) -> tuple[dict[int, float], dict[int, float]]:
+    """CPU seconds (user + system) so far, by pid, of process ``pid`` and its child processes (the server's gRPC
+    processes; their threads included), and of PostgreSQL's processes for ``url``'s database (none on SQLite)."""
+    from sqlalchemy.engine import make_url
+
+    procs = cpu_split.processes()
+    postgres = url.startswith("postgresql")
+    return cpu_split.tree_cpu(procs, pid), cpu_split.postgres_cpu(
+        procs, make_url(url).database or ""
+    ) if postgres else {}
+
+
+def _since(started: tuple[dict[int, float], dict[int, float]], pid: int, url: str) -> tuple[float, float]:
+    """The server's and PostgreSQL's CPU seconds since ``started`` (``_cpu_s``)."""
+    server, postgres = _cpu_s(pid, url)
+    return cpu_split.delta(started[0], server), cpu_split.delta(started[1], postgres)
 
 
 @dataclass
@@ -426,11 +439,12 @@ def main() -> None:
             if pending:
                 raise SystemExit(f"{pending} jobs still wait for their artifact after 300 s")
             if args.calls:
-                per_call = asyncio.run(_per_call(address, token, args.calls, server.pid))
+                per_call = asyncio.run(_per_call(address, token, args.calls, server.pid, url))
                 checked = exactly_once(url)
-                print(f"server CPU per call, ms ({args.calls} sequential calls each, 16 jobs per call, one agent):")
-                for kind, cpu in per_call.items():
-                    print(f"  {kind:<10} {1000 * cpu / args.calls:.2f}")
+                print(f"CPU per call, ms ({args.calls} sequential calls each, 16 jobs per call, one agent):")
+                print(f"  {'':<10} {'server':>8} {'PostgreSQL':>11}")
+                for kind, (server_cpu, pg_cpu) in per_call.items():
+                    print(f"  {kind:<10} {1000 * server_cpu / args.calls:8.2f} {1000 * pg_cpu / args.calls:11.2f}")
                 return
             before = CpuRead.now(server.pid, url, args.redis)
             tally, elapsed = asyncio.run(_run_agents(address, token, args.agents, args.jobs, args.limit_s, args.wait_s))
