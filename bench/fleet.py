@@ -5,7 +5,8 @@ heartbeat every 10 s naming the jobs it holds. The bench seeds one device with `
 distinct archs (so few models are exported), starts the server, waits for the export worker, runs the agents until
 every job is reported, then checks in the database that every job is done with exactly one measurement. Prints
 results/s, lease p50/p99, heartbeat p99 (latencies include retries after a busy server's hint), RPC errors by
-status, busy refusals, and the exactly-once check.
+status, busy refusals, where the CPU went per 1,000 results (each server process, PostgreSQL, Redis, the load
+generator, the rest of the machine: ``bench/cpu_split.py``), and the exactly-once check.
 
     .venv/bin/python bench/fleet.py [--agents 50] [--jobs 2000] [--archs 16] [--db URL] [--redis URL] [--wait-s 5]
         [--grpc-processes N] [--calls N]
@@ -14,7 +15,8 @@ status, busy refusals, and the exactly-once check.
 
 ``--calls N`` measures the server's CPU per call instead (``--grpc-processes 1`` for a clean figure): one agent makes
 N leases of 16 jobs (no wait), then N heartbeats naming 16 held jobs, then N reports of 16 results, one call at a
-time; each kind's server CPU (ms per call, its background workers included) is printed. It seeds 16 N jobs.
+time; each kind's server CPU (ms per call, its background workers included) and PostgreSQL's (this database's
+backends and the background processes) are printed. It seeds 16 N jobs.
 
 The server's CPU includes its gRPC child processes (``--grpc-processes``). The load generator runs on the same
 machine; measured tables, with the machine's load: docs/fleet.md, "Fleet figures".
@@ -40,7 +42,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scratch_db import create_pg, drop_pg  # bench/ is the script's folder: on sys.path
+import cpu_split  # bench/ is the script's folder: on sys.path
+from scratch_db import create_pg, drop_pg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -180,9 +183,9 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
             beating.cancel()
 
 
-async def _per_call(address: str, token: str, calls: int, server_pid: int) -> dict[str, float]:
-    """CPU (s) of server process ``server_pid`` over ``calls`` sequential leases, heartbeats and reports of
-    ``LEASE_JOBS`` jobs by one agent, by kind."""
+async def _per_call(address: str, token: str, calls: int, server_pid: int, url: str) -> dict[str, tuple[float, float]]:
+    """CPU (s) of server process ``server_pid`` and of PostgreSQL for ``url``'s database (0 on SQLite) over
+    ``calls`` sequential leases, heartbeats and reports of ``LEASE_JOBS`` jobs by one agent, by kind."""
     import grpc
 
     from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
@@ -196,20 +199,20 @@ async def _per_call(address: str, token: str, calls: int, server_pid: int) -> di
         metadata = (("authorization", f"Bearer {reply.credential}"),)
         lease = agent_pb2.LeaseRequest(max_jobs=LEASE_JOBS, wait_seconds=0, formats=["onnx"])
         await _call(tally, None, stub.Heartbeat, agent_pb2.HeartbeatRequest(), metadata)  # warm the caches
-        cpu: dict[str, float] = {}
-        started = _cpu_s(server_pid)
+        cpu: dict[str, tuple[float, float]] = {}
+        started = _cpu_s(server_pid, url)
         leased = [await _call(tally, None, stub.LeaseJobs, lease, metadata) for _ in range(calls)]
-        cpu["lease"] = _cpu_s(server_pid) - started
+        cpu["lease"] = _since(started, server_pid, url)
         held = sorted(job.job_id for job in leased[0].jobs)
-        started = _cpu_s(server_pid)
+        started = _cpu_s(server_pid, url)
         for _ in range(calls):
             await _call(tally, None, stub.Heartbeat, agent_pb2.HeartbeatRequest(job_ids=held), metadata)
-        cpu["heartbeat"] = _cpu_s(server_pid) - started
-        started = _cpu_s(server_pid)
+        cpu["heartbeat"] = _since(started, server_pid, url)
+        started = _cpu_s(server_pid, url)
         for answer in leased:
             report = agent_pb2.ReportRequest(results=[_result(job) for job in answer.jobs])
             await _call(tally, None, stub.ReportResults, report, metadata)
-        cpu["report"] = _cpu_s(server_pid) - started
+        cpu["report"] = _since(started, server_pid, url)
     if tally.errors or sum(len(answer.jobs) for answer in leased) != LEASE_JOBS * calls:
         raise SystemExit(f"per-call run failed: {dict(tally.errors)}")
     return cpu
@@ -318,18 +321,91 @@ def _start_server(
     raise SystemExit(f"latfarm serve exited ({server.wait()}); see {log_path}")
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` and its child processes (the server's gRPC processes) used so
-    far, their threads included (Linux ``/proc``)."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # a process that ended meanwhile
-            continue
-        if stat.parent.name == str(pid) or fields[1] == str(pid):
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+def _cpu_s(pid: int, url: str) -> tuple[dict[int, float], dict[int, float]]:
+    """CPU seconds (user + system) so far, by pid, of process ``pid`` and its child processes (the server's gRPC
+    processes; their threads included), and of PostgreSQL's processes for ``url``'s database (none on SQLite)."""
+    from sqlalchemy.engine import make_url
+
+    procs = cpu_split.processes()
+    postgres = url.startswith("postgresql")
+    return cpu_split.tree_cpu(procs, pid), cpu_split.postgres_cpu(
+        procs, make_url(url).database or ""
+    ) if postgres else {}
+
+
+def _since(started: tuple[dict[int, float], dict[int, float]], pid: int, url: str) -> tuple[float, float]:
+    """The server's and PostgreSQL's CPU seconds since ``started`` (``_cpu_s``)."""
+    server, postgres = _cpu_s(pid, url)
+    return cpu_split.delta(started[0], server), cpu_split.delta(started[1], postgres)
+
+
+@dataclass
+class CpuRead:
+    """CPU seconds so far by role (``bench/cpu_split.py``): the server's processes and PostgreSQL's by pid, Redis
+    (None: not asked or not answering), this process, the machine's busy CPUs; PostgreSQL's transactions; when
+    (``time.monotonic``, s)."""
+
+    server: dict[int, float]
+    postgres: dict[int, float]
+    redis: float | None
+    bench: float
+    machine: float
+    pg_xacts: int | None
+    at: float
+
+    @classmethod
+    def now(cls, server_pid: int, url: str, redis: str | None) -> CpuRead:
+        from sqlalchemy.engine import make_url
+
+        procs = cpu_split.processes()
+        database = make_url(url).database or ""
+        postgres = cpu_split.postgres_cpu(procs, database) if url.startswith("postgresql") else {}
+        return cls(
+            server=cpu_split.tree_cpu(procs, server_pid),
+            postgres=postgres,
+            redis=cpu_split.redis_cpu_s(redis) if redis else None,
+            bench=time.process_time(),
+            machine=cpu_split.machine_busy_s(),
+            pg_xacts=_pg_xacts(url) if postgres else None,
+            at=time.monotonic(),
+        )
+
+
+def _pg_xacts(url: str) -> int:
+    """Transactions committed and rolled back in the database of ``url`` so far (``pg_stat_database``, as
+    PostgreSQL's backends have reported them: within about a second)."""
+    from sqlalchemy import text
+
+    from latfarm.services.store.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+            return int(conn.scalar(text(query)) or 0)
+    finally:
+        engine.dispose()
+
+
+def _print_split(server_pid: int, before: CpuRead, after: CpuRead, results: int) -> None:
+    """CPU seconds per 1,000 results by role, and cores, between two reads (the run and its agents' last calls)."""
+    per_1000 = 1000 / max(results, 1)
+    rows: list[tuple[str, float]] = []
+    for pid, cpu in sorted(after.server.items()):
+        role = "main" if pid == server_pid else "gRPC child"
+        rows.append((f"server {role} {pid}", cpu - before.server.get(pid, 0.0)))
+    if after.postgres:
+        rows.append(("PostgreSQL (this database, background)", cpu_split.delta(before.postgres, after.postgres)))
+    if after.redis is not None and before.redis is not None:
+        rows.append(("Redis (whole server)", after.redis - before.redis))
+    rows.append(("load generator (this process)", after.bench - before.bench))
+    machine, window = after.machine - before.machine, after.at - before.at
+    rows.append(("other (machine busy - the above)", machine - sum(cpu for _, cpu in rows)))
+    print(f"CPU split per 1,000 results, and cores over {window:.1f} s (machine busy {machine / window:.2f} cores):")
+    for name, cpu in rows:
+        print(f"  {name:<40} {cpu * per_1000:6.2f} s  {cpu / window:5.2f} cores")
+    if after.pg_xacts is not None and before.pg_xacts is not None:
+        print(f"  PostgreSQL transactions per result     {(after.pg_xacts - before.pg_xacts) / max(results, 1):.2f}")
 
 
 def main() -> None:
@@ -363,15 +439,16 @@ def main() -> None:
             if pending:
                 raise SystemExit(f"{pending} jobs still wait for their artifact after 300 s")
             if args.calls:
-                per_call = asyncio.run(_per_call(address, token, args.calls, server.pid))
+                per_call = asyncio.run(_per_call(address, token, args.calls, server.pid, url))
                 checked = exactly_once(url)
-                print(f"server CPU per call, ms ({args.calls} sequential calls each, 16 jobs per call, one agent):")
-                for kind, cpu in per_call.items():
-                    print(f"  {kind:<10} {1000 * cpu / args.calls:.2f}")
+                print(f"CPU per call, ms ({args.calls} sequential calls each, 16 jobs per call, one agent):")
+                print(f"  {'':<10} {'server':>8} {'PostgreSQL':>11}")
+                for kind, (server_cpu, pg_cpu) in per_call.items():
+                    print(f"  {kind:<10} {1000 * server_cpu / args.calls:8.2f} {1000 * pg_cpu / args.calls:11.2f}")
                 return
-            server_cpu, bench_cpu = _cpu_s(server.pid), time.process_time()
+            before = CpuRead.now(server.pid, url, args.redis)
             tally, elapsed = asyncio.run(_run_agents(address, token, args.agents, args.jobs, args.limit_s, args.wait_s))
-            server_cpu, bench_cpu = _cpu_s(server.pid) - server_cpu, time.process_time() - bench_cpu
+            after = CpuRead.now(server.pid, url, args.redis)
             checked = exactly_once(url)
         finally:
             if server is not None:
@@ -398,10 +475,12 @@ def main() -> None:
         + "".join(f"\n  {n} x {what}" for what, n in tally.busy.most_common(3))
     )
     per_1000 = 1000 / max(tally.accepted, 1)
+    server_cpu, bench_cpu = cpu_split.delta(before.server, after.server), after.bench - before.bench
     print(
         f"CPU per 1,000 results    server {server_cpu * per_1000:.2f} s, agents {bench_cpu * per_1000:.2f} s "
         f"(server {server_cpu / elapsed:.2f} cores, {server_cpu:.1f} s in {elapsed:.0f} s)"
     )
+    _print_split(server.pid, before, after, tally.accepted)
     print(f"refused acks             {sum(tally.refused.values())}  duplicates {tally.duplicates}  lost {tally.lost}")
     print(f"database                 {checked}")
     ok = checked["jobs_not_measured_once"] == 0 and checked.get("done", 0) == args.jobs
