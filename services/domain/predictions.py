@@ -234,15 +234,16 @@ class PredictionService:
         self._table_locks: dict[tuple[int, str], threading.Lock] = {}  # one build or check per (device, space)
 
     def warm(self, loaded: Callable[[], object] = lambda: None) -> None:
-        """Load NB201's predictor, call ``loaded``, and build the tables of devices with an active adaptation
-        (server start, in the background: a request that comes first builds its table itself), then log them
-        ready."""
+        """Load NB201's predictor, call ``loaded`` (also when it cannot be loaded), and build the tables of devices
+        with an active adaptation (server start, in the background: a request that comes first builds its table
+        itself), then log them ready."""
         start = time.monotonic()
         try:
             self.predictor()
         except NoEstimate:  # predictions then fail with a message; the server still runs
             return
-        loaded()
+        finally:
+            loaded()
         ready = self.prepare()
         log.info("prediction tables ready for %d device(s) in %.2f s", ready, time.monotonic() - start)
 

@@ -128,6 +128,16 @@ def test_start_up_builds_tables_once_before_the_first_request(tmp_path, sqlite_u
         assert builds == ["dev1"] and len({id(t) for t in tables}) == 1
 
 
+def test_warm_up_calls_loaded_whether_or_not_the_predictor_loads(tmp_path, sqlite_url):
+    with app_on(make_settings(tmp_path, sqlite_url)) as app:
+        service: PredictionService = app.state.predictions
+        calls: list[str] = []
+        service.warm(loaded=lambda: calls.append("loaded"))
+        broken = PredictionService(service.engine, service.sessions, service.cache, lambda *a: 1 / 0)
+        broken.warm(loaded=lambda: calls.append("loaded without a predictor"))
+    assert calls == ["loaded", "loaded without a predictor"]
+
+
 def test_the_adapt_worker_builds_the_table_of_an_activated_adaptation(tmp_path, sqlite_url):
     with app_on(make_settings(tmp_path, sqlite_url)) as app, TestClient(app) as api:
         add_device(api, "dev1")
