@@ -327,10 +327,9 @@ def _cpu_s(pid: int, url: str) -> tuple[dict[int, float], dict[int, float]]:
     from sqlalchemy.engine import make_url
 
     procs = cpu_split.processes()
-    postgres = url.startswith("postgresql")
-    return cpu_split.tree_cpu(procs, pid), cpu_split.postgres_cpu(
-        procs, make_url(url).database or ""
-    ) if postgres else {}
+    database = make_url(url).database or ""
+    postgres = cpu_split.postgres_cpu(procs, database) if url.startswith("postgresql") else {}
+    return cpu_split.tree_cpu(procs, pid), postgres
 
 
 def _since(started: tuple[dict[int, float], dict[int, float]], pid: int, url: str) -> tuple[float, float]:
@@ -355,13 +354,9 @@ class CpuRead:
 
     @classmethod
     def now(cls, server_pid: int, url: str, redis: str | None) -> CpuRead:
-        from sqlalchemy.engine import make_url
-
-        procs = cpu_split.processes()
-        database = make_url(url).database or ""
-        postgres = cpu_split.postgres_cpu(procs, database) if url.startswith("postgresql") else {}
+        server, postgres = _cpu_s(server_pid, url)
         return cls(
-            server=cpu_split.tree_cpu(procs, server_pid),
+            server=server,
             postgres=postgres,
             redis=cpu_split.redis_cpu_s(redis) if redis else None,
             bench=time.process_time(),
