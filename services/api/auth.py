@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
 from latfarm.services.core.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
-from latfarm.services.core.security import hash_secret, new_secret
+from latfarm.services.core.security import BadAuthorization, bearer_secret, hash_secret, new_secret
 from latfarm.services.infra.throttle import AuthGuard
 from latfarm.services.infra.ttl_cache import TtlCache
 from latfarm.services.store.db import transaction
@@ -84,27 +84,26 @@ def cached_principal(state: State, authorization: str, client: str) -> Principal
     """The principal ``require`` would find for a request with this ``Authorization`` header from ``client``
     without reading the database, counting or refusing anything: a well-formed bearer key known for
     ``KEY_TTL_S`` from a client that is not throttled; None otherwise (``require`` then decides)."""
-    scheme, _, key = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip() or not state.auth_guard.allows(client):
+    try:
+        key = bearer_secret(authorization)
+    except BadAuthorization:
         return None
-    return state.principals.get(hash_secret(key.strip()))
+    return state.principals.get(hash_secret(key)) if key and state.auth_guard.allows(client) else None
 
 
 def _credential(request: Request) -> tuple[str, str]:
     """(hash of the request's bearer key, client address), once the header is well formed and the client is not
     throttled."""
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if header.strip() and scheme.lower() != "bearer":
-        raise Unauthenticated(
-            "the Authorization header does not start with 'Bearer ': send 'Authorization: Bearer <key>'"
-        )
-    if not key.strip():
+    try:
+        key = bearer_secret(request.headers.get("authorization", ""))
+    except BadAuthorization as e:
+        raise Unauthenticated(f"{e}: send 'Authorization: Bearer <key>'") from None
+    if not key:
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
     guard: AuthGuard = request.app.state.auth_guard
     client = request.client.host if request.client else "unknown"
     guard.check("rest", client)
-    return hash_secret(key.strip()), client
+    return hash_secret(key), client
 
 
 def _stored_principal(request: Request, digest: str, client: str) -> Principal:

@@ -14,3 +14,16 @@ def new_secret(prefix: str) -> str:
 def hash_secret(secret: str) -> str:
     """The SHA-256 hex digest of a key or token: what the store keeps instead of the secret."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class BadAuthorization(ValueError):
+    """An ``Authorization`` header of another scheme than ``Bearer``."""
+
+
+def bearer_secret(header: str) -> str:
+    """The secret of an ``Authorization: Bearer <secret>`` header value (REST keys, agent credentials); '' when
+    the header or its secret is empty; BadAuthorization when it has another scheme."""
+    scheme, _, secret = header.partition(" ")
+    if header.strip() and scheme.lower() != "bearer":
+        raise BadAuthorization("the Authorization header does not start with 'Bearer '")
+    return secret.strip()
