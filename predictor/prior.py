@@ -53,9 +53,9 @@ LOO_PRIOR_SD = 0.3
 """Prior sd of the log of a device's spread factor (``loo_std_factor``): how far from 1 the leave-one-out check
 may move the spread, weighed against the few degrees of freedom the samples leave it."""
 TAIL_MARGIN = 1.15
-"""The leave-one-out factor aims the 1-sd coverage this much above 0.683 (at about 0.75, inside issue #16's band
-0.58-0.78): the errors are heavier-tailed than Gaussian (2-sd coverage 0.86-0.89 where 1-sd is 0.68), and the
-2-sd coverage must clear 0.90 too."""
+"""NB201: the leave-one-out factor aims the 1-sd coverage this much above 0.683 (at about 0.75, inside issue #16's
+band 0.58-0.78): the errors are heavier-tailed than Gaussian (2-sd coverage 0.86-0.89 where 1-sd is 0.68), and the
+2-sd coverage must clear 0.90 too (FBNet's: ``blr.TAIL_MARGIN``)."""
 QUANTUM_MS = 1.0
 """Resolution of latencies reported in whole milliseconds (phone runtimes): rounding adds ``QUANTUM_MS**2 / 12``
 of variance to every such measurement, a floor under the noise of that device that no fit removes."""
@@ -289,7 +289,7 @@ def _average(
     else:
         weights = np.ones(len(loglik))
         keep = np.array([np.argmax(loglik)])
-    parts, loo = [], []  # loo[j]: (LOO residuals [K], LOO predictive variances [K], residual degrees of freedom)
+    parts, loo = [], LeaveOneOut()
     for j in keep:
         cov, noise, centre, resid = settings[j]
         c_phi = phi_s @ cov
@@ -297,32 +297,54 @@ def _average(
         inverse = np.linalg.inv(c_phi @ phi_s.T + np.diag(sample_noise))
         gain = c_phi.T @ inverse
         parts.append((weights[j], centre + gain @ resid, cov - gain @ c_phi, noise))
-        loo.append((*loo_residuals(inverse, resid), float(np.diag(inverse) @ sample_noise)))
-    w_kept = np.array([p[0] for p in parts])
-    total = float(w_kept.sum())
+        loo.add(weights[j : j + 1], inverse, resid[None, :], sample_noise)
+    total = sum(p[0] for p in parts)
     mean = sum(w * m for w, m, _, _ in parts) / total
     cov = sum(w * (c + np.outer(m - mean, m - mean)) for w, m, c, _ in parts) / total
-    factor = 1.0
-    if robust:
-        dof = float(w_kept @ [d for _, _, d in loo]) / total
-        factor = loo_std_factor(mixture_loo_z(w_kept, [(r, v) for r, v, _ in loo]), dof)
+    factor = loo.std_factor() if robust else 1.0
     return mean, (cov + cov.T) / 2, float(sum(w * n for w, _, _, n in parts) / total), factor
 
 
-def loo_residuals(inverse: np.ndarray, resid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One Gaussian setting's leave-one-out residuals and predictive variances (noise included) of its K samples,
-    in closed form from the inverse [K, K] of the samples' covariance and their residuals [K] from the setting's
-    centre: ``(inverse @ resid)_i / inverse_ii`` and ``1 / inverse_ii``."""
+class LeaveOneOut:
+    """Collects the Gaussian settings of a posterior mixture (``add``) and gives the factor on its predictive sd
+    that leave-one-out cross-validation on the K samples calls for (``std_factor``, with the space's ``margin``:
+    ``loo_std_factor``)."""
+
+    def __init__(self, margin: float = TAIL_MARGIN) -> None:
+        self.margin = margin
+        self.weights: list[np.ndarray] = []  # [C] per add
+        self.resid: list[np.ndarray] = []  # [C, K] LOO residuals
+        self.var: list[np.ndarray] = []  # [C, K] LOO predictive variances
+        self.dof: list[float] = []
+
+    def add(self, weights: np.ndarray, inverse: np.ndarray, resids: np.ndarray, sample_noise: np.ndarray) -> None:
+        """Settings that share one sample covariance (its inverse [K, K]; ``sample_noise`` [K] its noise part) and
+        differ in centre: posterior ``weights`` [C], residuals from each centre ``resids`` [C, K]."""
+        resid, var = loo_residuals(inverse, resids)
+        self.weights.append(np.asarray(weights, dtype=np.float64))
+        self.resid.append(resid)
+        self.var.append(np.broadcast_to(var, resid.shape))
+        self.dof.append(float(np.diag(inverse) @ sample_noise))
+
+    def std_factor(self) -> float:
+        """``loo_std_factor`` of the mixture's LOO z-scores and its weighted residual degrees of freedom."""
+        weights = np.concatenate(self.weights)
+        dof = float(sum(float(w.sum()) * d for w, d in zip(self.weights, self.dof, strict=True)) / weights.sum())
+        return loo_std_factor(mixture_loo_z(weights, np.vstack(self.resid), np.vstack(self.var)), dof, self.margin)
+
+
+def loo_residuals(inverse: np.ndarray, resids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out residuals [..., K] and predictive variances [K] (noise included) of K samples under one
+    Gaussian setting, in closed form from the inverse [K, K] of the samples' covariance and their residuals
+    ``resids`` [..., K] from the setting's centre: ``(inverse @ resid)_i / inverse_ii`` and ``1 / inverse_ii``."""
     diag = np.diag(inverse)
-    return (inverse @ resid) / diag, 1.0 / diag
+    return (resids @ inverse) / diag, 1.0 / diag
 
 
-def mixture_loo_z(weights: np.ndarray, loo: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """[K] leave-one-out z-scores of a mixture of Gaussian settings (posterior ``weights`` [S], each setting's
-    ``loo_residuals``): leaving sample i out divides each setting's weight by its likelihood of sample i given the
-    rest, and the residual is divided by the sd of the moment-matched mixture so reweighed."""
-    resid = np.stack([r for r, _ in loo])  # [S, K]
-    var = np.stack([v for _, v in loo])
+def mixture_loo_z(weights: np.ndarray, resid: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """[K] leave-one-out z-scores of a mixture of S Gaussian settings (posterior ``weights`` [S], their
+    ``loo_residuals`` ``resid`` and ``var`` [S, K]): leaving sample i out divides each setting's weight by its
+    likelihood of sample i given the rest, and the residual is divided by the sd of the mixture so reweighed."""
     log_w = np.log(weights)[:, None] + 0.5 * (resid**2 / var + np.log(var))
     w = np.exp(log_w - log_w.max(0))
     w /= w.sum(0)
@@ -330,10 +352,10 @@ def mixture_loo_z(weights: np.ndarray, loo: list[tuple[np.ndarray, np.ndarray]])
     return mean / np.sqrt(np.maximum((w * (var + resid**2)).sum(0) - mean**2, 1e-18))
 
 
-def loo_std_factor(z: np.ndarray, dof: float) -> float:
+def loo_std_factor(z: np.ndarray, dof: float, margin: float = TAIL_MARGIN) -> float:
     """The factor on the predictive sd from leave-one-out z-scores ``z`` [K] and the samples' residual degrees of
     freedom ``dof`` (K - the effective number of fitted parameters: sum of noise_i (C^-1)_ii; about 1 at K=5, where
-    the samples pin the head, 10-15 at K=20): ``TAIL_MARGIN`` times ``s`` shrunk toward 1, ``s`` the 0.683 quantile
+    the samples pin the head, 10-15 at K=20): ``margin`` times ``s`` shrunk toward 1, ``s`` the 0.683 quantile
     of |z| (the factor that would put the samples' own 1-sd coverage at 0.683; one far-off sample does not set it),
     shrunk as a log-normal posterior: prior log s ~ N(0, ``LOO_PRIOR_SD``^2), the estimate's variance 1 / (2 dof) as
     for a chi-square with ``dof`` degrees of freedom."""
@@ -341,4 +363,4 @@ def loo_std_factor(z: np.ndarray, dof: float) -> float:
         return 1.0
     log_s = float(np.log(max(np.quantile(np.abs(z), GAUSSIAN_1SD), 1e-6)))
     weight = LOO_PRIOR_SD**2 / (LOO_PRIOR_SD**2 + 1 / (2 * max(dof, 1e-9)))
-    return TAIL_MARGIN * float(np.exp(weight * log_s))
+    return margin * float(np.exp(weight * log_s))

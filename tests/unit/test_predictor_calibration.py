@@ -145,7 +145,7 @@ def test_mixture_loo_z_weighs_settings_by_the_other_samples_alone():
     prior_w = np.array([0.5, 0.3, 0.2])
     full = [stats.multivariate_normal(np.zeros(k), phi @ c @ phi.T + np.diag(n)).pdf(y) for c, n in settings]
     loo = [loo_residuals(np.linalg.inv(phi @ c @ phi.T + np.diag(n)), y) for c, n in settings]
-    z = mixture_loo_z(prior_w * full, loo)
+    z = mixture_loo_z(prior_w * full, np.stack([r for r, _ in loo]), np.stack([v for _, v in loo]))
     for i in range(k):
         rest = np.delete(np.arange(k), i)
         covs = [(phi @ c @ phi.T + np.diag(n))[np.ix_(rest, rest)] for c, n in settings]
