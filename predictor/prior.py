@@ -125,7 +125,7 @@ class Posterior:
     prediction ``mu`` a variance of ``noise + relative * max(mu / level, MIN_RELATIVE)**2`` (``noise_at``), so the
     noise grows with the predicted latency as the fit's does with each sample's; ``relative`` 0 = uniform ``noise``
     (the non-robust fit, states stored before ``relative`` and ``level`` were). ``std_factor`` multiplies every
-    predictive sd (``loo_std_factor``; 1 = none: the non-robust fit, K < 3, states stored before it)."""
+    predictive sd (``loo_std_factor``; 1 = none: the non-robust fit, K = 0, states stored before it)."""
 
     mean: np.ndarray
     cov: np.ndarray
@@ -217,10 +217,9 @@ def posterior(
     op-count features whose width, like the prior spread and the noise, is weighed by marginal likelihood, and the
     posteriors of all plausible settings averaged (moment-matched), so the samples override the cross-device prior
     on devices unlike the sources, and the spread rescaled by leave-one-out cross-validation (``loo_std_factor``);
-    ``alternatives`` compete with the prior (their
-    settings join the average; the prior keeps the mass they leave). ``robust=False``: the baseline that
-    ``bench/predictor_ood.py`` compares against: uniform noise, no broad component, no alternatives, and the single
-    most likely setting of spread and noise.
+    ``alternatives`` compete with the prior (their settings join the average; the prior keeps the mass they leave).
+    ``robust=False``: the baseline that ``bench/predictor_ood.py`` compares against: uniform noise, no broad
+    component, no alternatives, no leave-one-out factor, and the single most likely setting of spread and noise.
     """
     if len(y_ms) == 0:
         return Posterior(prior.mean, prior.planning_cov(), default_scale_ms, prior.typical_noise)
