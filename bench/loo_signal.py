@@ -4,9 +4,11 @@ For the held-out splits of ``predictor_loo.py`` (cached pretrainings only: run t
 ``--cache``), every adaptation's leave-one-out z-scores and residual degrees of freedom (``prior.LeaveOneOut``) are
 caught, and its ``std_factor`` measured on the unsampled archs with the factor taken out: per K, the correlation of
 log ``s`` (0.683 quantile of |z|) with log ``std_factor``, and the (device, K) cells in the calibration band with no
-factor, the margin alone, the shrunk ``s`` alone and both (what ``prior.loo_std_factor`` does).
+factor, the margin alone, the shrunk ``s`` alone and both (what ``prior.loo_std_factor`` does). ``--seed`` sets the
+sample draws (0: ``predictor_loo.py``'s), ``--pretrain-seed`` the cached pretrainings: other draws on the same
+pretrainings check constants chosen on one set of draws.
 
-    .venv/bin/python bench/loo_signal.py --data ../shared/datasets/help-nb201 --cache build/loo-cache
+    .venv/bin/python bench/loo_signal.py --data ../shared/datasets/help-nb201 --cache build/loo-cache --seed 1
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def splits(lat: dict) -> dict[str, list[tuple[str, dict]]]:
     }
 
 
-def runs(lat: dict, held: list, samples, trials: int, seed: int, cache: Path) -> list[dict]:
+def runs(lat: dict, held: list, samples, trials: int, seed: int, pretrain_seed: int, cache: Path) -> list[dict]:
     """One row per (device, K, trial): K, device, LOO z [K], dof and |error| / sd (factor 1) on the unsampled archs."""
     caught: list[tuple[np.ndarray, float]] = []
     loo_std_factor = prior.loo_std_factor
@@ -54,7 +56,7 @@ def runs(lat: dict, held: list, samples, trials: int, seed: int, cache: Path) ->
     rows = []
     try:
         for name, sources in held:
-            predictor = cached_pretrain(sources, seed=seed, epochs=DEFAULT_EPOCHS, cache_dir=cache)
+            predictor = cached_pretrain(sources, seed=pretrain_seed, epochs=DEFAULT_EPOCHS, cache_dir=cache)
             y = lat[name]
             for k in samples:
                 for trial in range(trials):
@@ -96,11 +98,12 @@ def report(title: str, rows: list[dict], samples) -> None:
 def main() -> None:
     ap = transfer_parser(__doc__)
     ap.add_argument("--cache", type=Path, required=True, help="predictor_loo.py's pretrained-model cache")
+    ap.add_argument("--pretrain-seed", type=int, default=0, help="the cached pretrainings' seed")
     args = ap.parse_args()
     lat = load_help(args.data)
     samples = sample_sizes(args.samples)
     for title, held in splits(lat).items():
-        report(title, runs(lat, held, samples, args.trials, args.seed, args.cache), samples)
+        report(title, runs(lat, held, samples, args.trials, args.seed, args.pretrain_seed, args.cache), samples)
 
 
 if __name__ == "__main__":
