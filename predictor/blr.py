@@ -19,6 +19,8 @@ Noise is relative to each sample's latency (errors in %), and a prediction's to 
 freedom, fitted by EM as a Gaussian scale mixture: a sample far off the fit gets its noise variance scaled up): on the
 HELP devices a Student-t fit raises the ceiling of whole-ms phones only (samsung_s7 0.74 -> 0.79 Spearman,
 ``bench/fbnet_transfer.py``), and with 5 samples on other devices it mistakes a misfit prior for outliers.
+The predictive sd is rescaled per device by leave-one-out cross-validation on the samples, as NB201's
+(``prior.LeaveOneOut``), with FBNet's own ``TAIL_MARGIN``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ import itertools
 
 import numpy as np
 
-from latfarm.predictor.prior import MIN_RELATIVE, MIN_WEIGHT, Posterior, Prior, quantisation_variance, unit_variance
+from latfarm.predictor.prior import (
+    MIN_RELATIVE,
+    MIN_WEIGHT,
+    LeaveOneOut,
+    Posterior,
+    Prior,
+    quantisation_variance,
+    unit_variance,
+)
 
 SCALE_GRID = (0.03, 0.1, 0.3, 1.0)
 """Weights of the cross-device covariance around a source centre: a device close to one (a GPU at another batch
@@ -50,6 +60,9 @@ COST_SPREAD_GRID = (0.0, 0.03, 0.3)
 the source devices' root-mean-square block costs)."""
 COST_BROAD_GRID = (0.1, 1.0, 10.0)
 """Weights of the broad cost component around a cost centre: the cost weights are the samples' to fit."""
+TAIL_MARGIN = 1.0
+"""FBNet's margin on the leave-one-out sd factor (``prior.loo_std_factor``): none, its errors are close to Gaussian
+(2-sd coverage 0.95-0.96 where 1-sd is 0.72-0.78; NB201's margin 1.15 here: cells in band 22 / 22 -> 18 / 15)."""
 SOURCE_MASS = 0.5
 """Prior probability that the device is centred on one source device's head rather than on their mean: even odds
 (no preference between the two hypotheses), split equally among the source devices."""
@@ -93,10 +106,10 @@ def posterior_with_costs(
     broad = unit_variance(phi_s, np.eye(phi_s.shape[1])[:, cost_columns])
     weights = np.ones(len(y))
     for _ in range(T_ITERATIONS if floor > 0 else 1):
-        mean, cov, noise = _weighed(prior, hypotheses, phi_s, y, rel_var / weights, floor, broad)
+        mean, cov, noise, factor = _weighed(prior, hypotheses, phi_s, y, rel_var / weights, floor, broad)
         expected = (y - phi_s @ mean) ** 2 + ((phi_s @ cov) * phi_s).sum(1)
         weights = (T_DOF + 1) / (T_DOF + expected / (noise * rel_var / weights + floor))
-    return Posterior(mean, cov, scale, floor, relative=noise, level=float(y.mean()))
+    return Posterior(mean, cov, scale, floor, relative=noise, level=float(y.mean()), std_factor=factor)
 
 
 Hypothesis = tuple[np.ndarray, np.ndarray, list[tuple[float, float, float]]]
@@ -117,9 +130,10 @@ def _weighed(
     rel_var: np.ndarray,
     floor: float,
     broad: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Posterior mean, covariance and noise with every centre and covariance setting of each hypothesis and every
-    noise variance weighed by marginal likelihood; sample i's noise variance is ``noise * rel_var[i] + floor``."""
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Posterior mean, covariance, noise and leave-one-out sd factor (``prior.LeaveOneOut``) with every centre and
+    covariance setting of each hypothesis and every noise variance weighed by marginal likelihood; sample i's noise
+    variance is ``noise * rel_var[i] + floor``."""
     root = np.sqrt(rel_var)
     parts = (prior.cov, np.diag(prior.spread), broad)
     grams = [phi_s @ part @ phi_s.T for part in parts]
@@ -147,7 +161,7 @@ def _weighed(
     basis = np.hstack([np.vstack([h[0] for h in hypotheses]).T - prior.mean[:, None], reach])
     z1, z2 = np.zeros(basis.shape[1]), np.zeros((basis.shape[1],) * 2)
     shrink, part_w = np.zeros((len(parts) * k,) * 2), np.zeros(len(parts))
-    total, noise_sum = 0.0, 0.0
+    total, noise_sum, loo = 0.0, 0.0, LeaveOneOut(TAIL_MARGIN)
     for (coef, noise, offset, resids), w in zip(settings, weights, strict=True):
         kept = np.flatnonzero(w > MIN_WEIGHT * total_all)
         if not len(kept):
@@ -155,6 +169,7 @@ def _weighed(
         gram = sum(c * g for c, g in zip(coef, grams, strict=True))
         inverse = np.linalg.inv(gram + noise * np.diag(rel_var) + floor_eye)
         w = w[kept]
+        loo.add(w, inverse, resids[kept], noise * rel_var + floor)
         z = np.zeros((len(kept), basis.shape[1]))
         z[np.arange(len(kept)), offset + kept] = 1.0
         z[:, -len(parts) * k :] = np.kron(np.asarray(coef), resids[kept] @ inverse)
@@ -168,4 +183,4 @@ def _weighed(
     prior_part = sum(c * part for c, part in zip(part_w, parts, strict=True))
     second = prior_part - reach @ shrink @ reach.T + basis @ z2 @ basis.T
     cov = second / total - np.outer(shift, shift)
-    return prior.mean + shift, (cov + cov.T) / 2, float(noise_sum / total)
+    return prior.mean + shift, (cov + cov.T) / 2, float(noise_sum / total), loo.std_factor()

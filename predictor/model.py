@@ -177,7 +177,7 @@ class DeviceModel:
         post = self.posterior
         mu = phi @ post.mean
         var = ((phi @ post.cov) * phi).sum(1) + post.noise_at(mu)
-        return post.scale_ms * mu, post.scale_ms * np.sqrt(np.maximum(var, 0.0))
+        return post.scale_ms * mu, post.scale_ms * post.std_factor * np.sqrt(np.maximum(var, 0.0))
 
     def prob_faster(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """P(latency of a < latency of b), elementwise over paired index arrays (posterior + measurement noise)."""
@@ -187,7 +187,7 @@ class DeviceModel:
         diff = phi_b - phi_a
         post = self.posterior
         var = ((diff @ post.cov) * diff).sum(1) + post.noise_at(phi_a @ post.mean) + post.noise_at(phi_b @ post.mean)
-        return ndtr((diff @ post.mean) / np.sqrt(np.maximum(var, 1e-18)))
+        return ndtr((diff @ post.mean) / (post.std_factor * np.sqrt(np.maximum(var, 1e-18))))
 
     def rank(self, indices: Sequence[int]) -> list[int]:
         """The given NB201 indices, fastest first (consistent with ``prob_faster`` > 0.5)."""

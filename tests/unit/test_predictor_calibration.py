@@ -1,14 +1,25 @@
 """Calibration of the predicted spread: the coverage score and calibrating factor, their place in ``eval transfer``,
-whole-ms noise floor, noise relative to the predicted latency."""
+whole-ms noise floor, noise relative to the predicted latency, the leave-one-out spread factor."""
 
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from latfarm.predictor.evaluate import transfer_scores
 from latfarm.predictor.model import DeviceModel, Predictor
-from latfarm.predictor.prior import MIN_RELATIVE, QUANTUM_MS, Posterior, quantisation_variance
+from latfarm.predictor.prior import (
+    MIN_RELATIVE,
+    QUANTUM_MS,
+    TAIL_MARGIN,
+    Posterior,
+    loo_residuals,
+    loo_std_factor,
+    mixture_loo_z,
+    posterior,
+    quantisation_variance,
+)
 from latfarm.predictor.scores import coverage
 from latfarm.predictor.synthetic import synthetic_device
 
@@ -105,3 +116,74 @@ def test_relative_noise_spreads_coverage_evenly_over_fast_and_slow_archs(shipped
             gaps.append(abs(shares[0] - shares[1]))
         assert gaps[0] < gaps[1]
         np.testing.assert_array_equal(model.predict()[0], uniform.predict()[0])
+
+
+def _refit_without(phi, cov, noise, resid, i):
+    """Predictive mean residual and variance (noise included) of sample i conditioned on the others."""
+    rest = np.delete(np.arange(len(resid)), i)
+    c = phi @ cov @ phi.T + np.diag(noise)
+    gain = np.linalg.solve(c[np.ix_(rest, rest)], c[rest, i])
+    return resid[i] - gain @ resid[rest], c[i, i] - c[i, rest] @ gain
+
+
+def test_leave_one_out_residuals_in_closed_form_match_refits_without_each_sample():
+    rng = np.random.default_rng(0)
+    k, f = 8, 5
+    phi, a = rng.standard_normal((k, f)), rng.standard_normal((f, f))
+    cov, noise, resid = a @ a.T, rng.uniform(0.1, 1.0, k), rng.standard_normal(k)
+    e, v = loo_residuals(np.linalg.inv(phi @ cov @ phi.T + np.diag(noise)), resid)
+    for i in range(k):
+        assert (e[i], v[i]) == pytest.approx(_refit_without(phi, cov, noise, resid, i))
+
+
+def test_mixture_loo_z_weighs_settings_by_the_other_samples_alone():
+    rng = np.random.default_rng(1)
+    k, f = 6, 3
+    phi = rng.standard_normal((k, f))
+    y = phi @ rng.standard_normal(f) + 0.3 * rng.standard_normal(k)
+    settings = [(s * np.eye(f), np.full(k, n)) for s, n in ((0.1, 0.05), (1.0, 0.1), (3.0, 0.5))]
+    prior_w = np.array([0.5, 0.3, 0.2])
+    full = [stats.multivariate_normal(np.zeros(k), phi @ c @ phi.T + np.diag(n)).pdf(y) for c, n in settings]
+    loo = [loo_residuals(np.linalg.inv(phi @ c @ phi.T + np.diag(n)), y) for c, n in settings]
+    z = mixture_loo_z(prior_w * full, np.stack([r for r, _ in loo]), np.stack([v for _, v in loo]))
+    for i in range(k):
+        rest = np.delete(np.arange(k), i)
+        covs = [(phi @ c @ phi.T + np.diag(n))[np.ix_(rest, rest)] for c, n in settings]
+        w = prior_w * [stats.multivariate_normal(np.zeros(k - 1), c).pdf(y[rest]) for c in covs]
+        w /= w.sum()
+        e, v = np.array([_refit_without(phi, c, n, y, i) for c, n in settings]).T
+        mean = w @ e
+        assert z[i] == pytest.approx(mean / np.sqrt(w @ (v + e**2) - mean**2))
+
+
+def test_loo_std_factor_shrinks_the_samples_own_calibration_toward_one_by_their_degrees_of_freedom():
+    z = np.linspace(-2.0, 2.0, 21)  # 0.683 quantile of |z|: 1.38
+    s = np.quantile(np.abs(z), 0.6827)
+    assert loo_std_factor(z, 1e6) == pytest.approx(TAIL_MARGIN * s, rel=1e-4)
+    assert loo_std_factor(z, 0.0) == pytest.approx(TAIL_MARGIN)
+    factors = [loo_std_factor(z, dof) for dof in (0.5, 2.0, 8.0, 32.0)]
+    assert TAIL_MARGIN < factors[0] < factors[1] < factors[2] < factors[3] < TAIL_MARGIN * s
+    assert loo_std_factor(z / 4, 8.0) < TAIL_MARGIN  # samples predicted better than their spread says: narrower
+    # one far-off sample does not set it
+    assert loo_std_factor(np.array([0.5, 0.5, 0.5, 0.5, 40.0]), 1e6) == pytest.approx(TAIL_MARGIN * 0.5, rel=1e-4)
+
+
+def test_device_model_applies_stores_and_loads_its_std_factor(shipped):
+    lat = synthetic_device("memory_bound", seed=2, noise=0.1)
+    idx = shipped.select_samples(20, seed=2)
+    model = shipped.adapt(idx, lat[idx])
+    post = model.posterior
+    assert post.std_factor != 1.0
+    plain = DeviceModel(shipped, replace(post, std_factor=1.0), model.indices, lat[idx])
+    (mean, std), (mean_plain, std_plain) = model.predict(), plain.predict()
+    np.testing.assert_array_equal(mean, mean_plain)
+    np.testing.assert_allclose(std, post.std_factor * std_plain)
+    a, b = np.arange(0, 200), np.arange(200, 400)
+    z, z_plain = stats.norm.ppf(model.prob_faster(a, b)), stats.norm.ppf(plain.prob_faster(a, b))
+    near = np.abs(z_plain) < 4  # where the probabilities keep the digits to invert
+    np.testing.assert_allclose((z * post.std_factor)[near], z_plain[near], rtol=1e-6)
+    state = model.to_state()
+    assert DeviceModel.from_state(shipped, state).posterior.std_factor == post.std_factor
+    old = {key: value for key, value in state.items() if key != "std_factor"}  # stored before the factor
+    assert DeviceModel.from_state(shipped, old).posterior.std_factor == 1.0
+    assert posterior(shipped.prior, shipped.rows(idx), lat[idx], 10.0, robust=False).std_factor == 1.0

@@ -88,8 +88,21 @@ def test_device_state_round_trips_through_json(predictor):
     state = json.loads(json.dumps(model.to_state()))
     again = FBNetDeviceModel.from_state(predictor, state)
     probe = np.asarray(SPACE.sample(50, seed=6))
-    np.testing.assert_allclose(again.predict(probe)[0], model.predict(probe)[0])
+    for a, b in zip(again.predict(probe), model.predict(probe), strict=True):
+        np.testing.assert_allclose(a, b)
     assert state["archs"][0] == list(archs[0])
+    assert state["std_factor"] == model.posterior.std_factor != 1.0
+
+
+def test_the_leave_one_out_factor_scales_the_spread_by_fbnets_own_margin(predictor, monkeypatch):
+    archs = SPACE.sample(20, seed=7)
+    lat = _device(np.asarray(archs)) * np.exp(0.05 * np.random.default_rng(7).standard_normal(20))
+    probe = np.asarray(SPACE.sample(50, seed=8))
+    mean, std = predictor.adapt(archs, lat).predict(probe)
+    monkeypatch.setattr(blr, "TAIL_MARGIN", 2 * blr.TAIL_MARGIN)
+    mean_2, std_2 = predictor.adapt(archs, lat).predict(probe)
+    np.testing.assert_array_equal(mean_2, mean)
+    np.testing.assert_allclose(std_2, 2 * std)
 
 
 def test_spikes_among_whole_ms_samples_pull_the_fit_less_than_under_gaussian_noise(predictor, monkeypatch):
