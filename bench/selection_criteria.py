@@ -33,8 +33,25 @@ from latfarm.predictor.pretrain import DEFAULT_EPOCHS
 from latfarm.predictor.prior import MIN_RELATIVE, SCALE_VARIANCE, SOURCE_WEIGHTS, unit_variance
 from latfarm.predictor.selection import POOL_SIZE
 
-SPLITS = ("device", "family", "cross")
-"""Held out of pretraining: the device alone, its whole family, or every family but ``SOURCE_FAMILIES``."""
+SPLITS = ("device", "family", "cross", "help")
+"""Held out of pretraining: the device alone, its whole family, every family but ``SOURCE_FAMILIES``, or HELP's
+test devices (``HELP_TEST``; pretrained on ``HELP_TRAIN``, as docs/predictor.md's ``latfarm eval transfer``)."""
+HELP_TRAIN = [
+    "1080ti_1",
+    "1080ti_32",
+    "2080ti_1",
+    "2080ti_32",
+    "titanx_1",
+    "titanx_32",
+    "titanxp_1",
+    "titanxp_32",
+    "titan_rtx_1",
+    "silver_4114",
+    "gold_6240",
+    "samsung_a50",
+    "pixel3",
+]
+HELP_TEST = ["1080ti_256", "titan_rtx_32", "titanxp_256", "silver_4210r", "samsung_s7", "essential_ph_1"]
 REFERENCE_ARCHS = 3000
 """Random archs standing for all of them in the planning mixture and the transductive criterion."""
 
@@ -140,6 +157,9 @@ CRITERIA: dict[str, Callable[[Predictor, int, int, object], list[int]]] = {
 
 def splits(lat: dict, split: str):
     """(pretraining devices, held-out devices) of every pretraining the split needs."""
+    if split == "help":
+        yield {d: lat[d] for d in HELP_TRAIN}, HELP_TEST
+        return
     if split == "cross":
         sources = {d: v for d, v in lat.items() if family(d) in SOURCE_FAMILIES}
         yield sources, [d for d in lat if d not in sources]
