@@ -1,4 +1,4 @@
-"""Sample-selection criteria compared on held-out devices, held-out families and the cross-family split.
+"""Sample-selection criteria compared on held-out devices and families, the cross-family split and HELP's split.
 
 Every criterion is greedy over the same seeded pool as ``Predictor.select_samples`` (zero-fed ops counted as dead)
 and conditions on each pick before the next; adaptation and scoring are ``evaluate.transfer_scores``'s. Criteria
@@ -108,7 +108,35 @@ def planning_mixture(p: Predictor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def variance(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """The default: ``Predictor.select_samples``."""
     return p.select_samples(k, seed=seed, exclude=exclude)
+
+
+def info(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """Largest information gain, the noise relative to the arch's prior prediction (``Posterior.noise_at``'s)."""
+    mu = p.phi @ p.prior.mean
+    noise = p.prior.typical_noise * np.maximum(mu / mu.mean(), MIN_RELATIVE) ** 2
+    return greedy(p, p.prior.planning_cov(), noise, k, seed, exclude)
+
+
+def mixture(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """Largest variance under ``planning_mixture``."""
+    return greedy(p, planning_mixture(p)[1], p.prior.typical_noise, k, seed, exclude)
+
+
+def transductive(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """Largest expected reduction of the variance of the reference archs' predictions over their prior ones,
+    each centred (the common scale does not change a ranking)."""
+    ref = reference(p)
+    rel = ref / (ref @ p.prior.mean)[:, None]
+    rel -= rel.mean(0)
+    return greedy(p, p.prior.planning_cov(), p.prior.typical_noise, k, seed, exclude, rel.T @ rel / len(rel))
+
+
+def connected(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """The default with cells that have no path from input to output left out of the pool."""
+    disconnected = np.flatnonzero(p.phi[:, FEATURE_NAMES.index("disconnected")] > 0)
+    return variance(p, k, seed, np.union1d(np.asarray(list(exclude), dtype=np.int64), disconnected))
 
 
 class Choosing:
@@ -122,28 +150,6 @@ class Choosing:
 
     def adapt(self, indices, latencies_ms):
         return self.predictor.adapt(indices, latencies_ms)
-
-
-def info(p: Predictor, k: int, seed: int, exclude) -> list[int]:
-    mu = p.phi @ p.prior.mean
-    noise = p.prior.typical_noise * np.maximum(mu / mu.mean(), MIN_RELATIVE) ** 2
-    return greedy(p, p.prior.planning_cov(), noise, k, seed, exclude)
-
-
-def mixture(p: Predictor, k: int, seed: int, exclude) -> list[int]:
-    return greedy(p, planning_mixture(p)[1], p.prior.typical_noise, k, seed, exclude)
-
-
-def transductive(p: Predictor, k: int, seed: int, exclude) -> list[int]:
-    ref = reference(p)
-    rel = ref / (ref @ p.prior.mean)[:, None]
-    rel -= rel.mean(0)
-    return greedy(p, p.prior.planning_cov(), p.prior.typical_noise, k, seed, exclude, rel.T @ rel / len(rel))
-
-
-def connected(p: Predictor, k: int, seed: int, exclude) -> list[int]:
-    disconnected = np.flatnonzero(p.phi[:, FEATURE_NAMES.index("disconnected")] > 0)
-    return variance(p, k, seed, np.union1d(np.asarray(list(exclude), dtype=np.int64), disconnected))
 
 
 CRITERIA: dict[str, Callable[[Predictor, int, int, object], list[int]]] = {
@@ -186,7 +192,7 @@ def main() -> None:
             predictor = cached_pretrain(keep, seed=args.seed, epochs=DEFAULT_EPOCHS, cache_dir=args.cache)
             for n in names:
                 chooser = Choosing(predictor, CRITERIA[n])
-                res = transfer_scores(chooser, {d: lat[d] for d in held}, samples, args.trials, seed=args.seed)  # type: ignore[arg-type]
+                res = transfer_scores(chooser, {d: lat[d] for d in held}, samples, args.trials, seed=args.seed)
                 for k in per[n]:
                     per[n][k].update(res[k]["per_device"])
         result[split] = per
