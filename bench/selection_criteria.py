@@ -1,0 +1,213 @@
+"""Sample-selection criteria compared on held-out devices and families, the cross-family split and HELP's split.
+
+Every criterion is greedy over the same seeded pool as ``Predictor.select_samples`` (zero-fed ops counted as dead)
+and conditions on each pick before the next; adaptation and scoring are ``evaluate.transfer_scores``'s. Criteria
+(``CRITERIA``): ``variance``, the default (largest posterior variance); ``info``, information gain under the
+relative noise model (largest variance over the noise at the arch's prior prediction); ``mixture``, largest variance
+under the moment-matched planning mixture of the hypotheses ``Predictor.adapt`` weighs (cross-device prior, source
+heads, cost-only); ``transductive``, largest expected reduction of the variance of all archs' relative predictions
+(V-optimal on the latency profile, scale left out); ``connected``, the default without disconnected cells. Pretraining
+is ``predictor_loo``'s (cached by data hash: pass its ``--cache``).
+
+    .venv/bin/python bench/selection_criteria.py --trials 3 --cache build/loo-cache
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from predictor_loo import SOURCE_FAMILIES, family  # bench/ is the script's folder: on sys.path
+from transfer_args import sample_sizes, transfer_parser
+
+from latfarm.predictor.blr import COST_BROAD_GRID, COST_MASS, COST_SPREAD_GRID, SOURCE_MASS
+from latfarm.predictor.evaluate import cached_pretrain, transfer_scores
+from latfarm.predictor.features import FEATURE_NAMES
+from latfarm.predictor.help_data import load_help
+from latfarm.predictor.model import Predictor
+from latfarm.predictor.nb201_costs import COST_NAMES, PRUNED_OP_GRID, pruned_op_basis
+from latfarm.predictor.pretrain import DEFAULT_EPOCHS
+from latfarm.predictor.prior import MIN_RELATIVE, SCALE_VARIANCE, SOURCE_WEIGHTS, unit_variance
+from latfarm.predictor.selection import POOL_SIZE
+
+SPLITS = ("device", "family", "cross", "help")
+"""Held out of pretraining: the device alone, its whole family, every family but ``SOURCE_FAMILIES``, or HELP's
+test devices (``HELP_TEST``; pretrained on ``HELP_TRAIN``, as docs/predictor.md's ``latfarm eval transfer``)."""
+HELP_TRAIN = [
+    "1080ti_1",
+    "1080ti_32",
+    "2080ti_1",
+    "2080ti_32",
+    "titanx_1",
+    "titanx_32",
+    "titanxp_1",
+    "titanxp_32",
+    "titan_rtx_1",
+    "silver_4114",
+    "gold_6240",
+    "samsung_a50",
+    "pixel3",
+]
+HELP_TEST = ["1080ti_256", "titan_rtx_32", "titanxp_256", "silver_4210r", "samsung_s7", "essential_ph_1"]
+REFERENCE_ARCHS = 3000
+"""Random archs standing for all of them in the planning mixture and the transductive criterion."""
+
+
+def greedy(p: Predictor, cov: np.ndarray, noise, k: int, seed: int, exclude, metric: np.ndarray | None = None):
+    """K pool rows of ``p.planning_phi``, each maximising ``x' S M S x / (x' S x + noise_x)`` (``metric`` M [F, F];
+    None: ``x' S x / noise_x``, the information gain's order) under the covariance S left by the picks before it;
+    ``noise`` a scalar or [15625] per arch."""
+    phi = p.planning_phi
+    allowed = np.setdiff1d(np.arange(len(phi)), np.asarray(list(exclude), dtype=np.int64))
+    pool = np.random.default_rng(seed).choice(allowed, size=min(max(POOL_SIZE, k), len(allowed)), replace=False)
+    cand = phi[pool]
+    nz = np.broadcast_to(np.asarray(noise, dtype=np.float64), (len(phi),))[pool]
+    s = np.array(cov, dtype=np.float64)
+    chosen: list[int] = []
+    for _ in range(k):
+        cs = cand @ s
+        var = (cs * cand).sum(1)
+        gain = var / nz if metric is None else ((cs @ metric) * cs).sum(1) / (var + nz)
+        gain[np.isin(pool, chosen)] = -np.inf
+        j = int(np.argmax(gain))
+        chosen.append(int(pool[j]))
+        sx = s @ cand[j]
+        s = s - np.outer(sx, sx) / (cand[j] @ sx + nz[j])
+    return chosen
+
+
+def reference(p: Predictor) -> np.ndarray:
+    """[REFERENCE_ARCHS, F] planning features of random archs (fixed seed)."""
+    return p.planning_phi[np.random.default_rng(1).choice(len(p.phi), REFERENCE_ARCHS, replace=False)]
+
+
+def planning_mixture(p: Predictor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the hypotheses ``Predictor.adapt`` weighs, at their prior masses, with each one's
+    covariances averaged over its grid: the prior (planning covariance), the source heads (``SOURCE_WEIGHTS``) and
+    the cost-only centres (``blr``'s grids)."""
+    prior, size = p.prior, len(p.prior.mean)
+    scale = SCALE_VARIANCE * np.outer(prior.mean, prior.mean)
+    ref = reference(p)
+    cost_cov = (
+        np.mean(COST_SPREAD_GRID) * np.diag(prior.spread)
+        + np.mean(COST_BROAD_GRID) * unit_variance(ref, np.eye(size)[:, size - len(COST_NAMES) :])
+        + np.mean(PRUNED_OP_GRID) * unit_variance(ref, pruned_op_basis(size))
+    )
+    source_mass = SOURCE_MASS * (1 - COST_MASS)
+    sources = p.sources if p.sources is not None else np.zeros((0, size))
+    parts = [(1 - COST_MASS - source_mass, prior.mean, prior.planning_cov())]
+    source_cov = np.mean(SOURCE_WEIGHTS) * (prior.cov - scale) + scale
+    parts += [(source_mass / len(sources), c, source_cov) for c in sources]
+    parts += [(COST_MASS / len(COST_NAMES), c, cost_cov) for c in np.eye(size)[size - len(COST_NAMES) :]]
+    mean = sum(w * c for w, c, _ in parts)
+    cov = sum(w * (v + np.outer(c - mean, c - mean)) for w, c, v in parts)
+    return mean, cov
+
+
+def variance(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """The default: ``Predictor.select_samples``."""
+    return p.select_samples(k, seed=seed, exclude=exclude)
+
+
+def info(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """Largest information gain, the noise relative to the arch's prior prediction (``Posterior.noise_at``'s)."""
+    mu = p.phi @ p.prior.mean
+    noise = p.prior.typical_noise * np.maximum(mu / mu.mean(), MIN_RELATIVE) ** 2
+    return greedy(p, p.prior.planning_cov(), noise, k, seed, exclude)
+
+
+def mixture(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """Largest variance under ``planning_mixture``."""
+    return greedy(p, planning_mixture(p)[1], p.prior.typical_noise, k, seed, exclude)
+
+
+def transductive(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """Largest expected reduction of the variance of the reference archs' predictions over their prior ones,
+    each centred (the common scale does not change a ranking)."""
+    ref = reference(p)
+    rel = ref / (ref @ p.prior.mean)[:, None]
+    rel -= rel.mean(0)
+    return greedy(p, p.prior.planning_cov(), p.prior.typical_noise, k, seed, exclude, rel.T @ rel / len(rel))
+
+
+def connected(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """The default with cells that have no path from input to output left out of the pool."""
+    disconnected = np.flatnonzero(p.phi[:, FEATURE_NAMES.index("disconnected")] > 0)
+    return variance(p, k, seed, np.union1d(np.asarray(list(exclude), dtype=np.int64), disconnected))
+
+
+class Choosing:
+    """``predictor`` choosing its samples by ``criterion`` (what ``transfer_scores`` calls)."""
+
+    def __init__(self, predictor: Predictor, criterion: Callable[[Predictor, int, int, object], list[int]]) -> None:
+        self.predictor, self.criterion = predictor, criterion
+
+    def select_samples(self, k: int, *, seed: int = 0, exclude=()) -> list[int]:
+        return self.criterion(self.predictor, k, seed, exclude)
+
+    def adapt(self, indices, latencies_ms):
+        return self.predictor.adapt(indices, latencies_ms)
+
+
+CRITERIA: dict[str, Callable[[Predictor, int, int, object], list[int]]] = {
+    "variance": variance,
+    "info": info,
+    "mixture": mixture,
+    "transductive": transductive,
+    "connected": connected,
+}
+
+
+def splits(lat: dict, split: str):
+    """(pretraining devices, held-out devices) of every pretraining the split needs."""
+    if split == "help":
+        yield {d: lat[d] for d in HELP_TRAIN}, HELP_TEST
+        return
+    if split == "cross":
+        sources = {d: v for d, v in lat.items() if family(d) in SOURCE_FAMILIES}
+        yield sources, [d for d in lat if d not in sources]
+        return
+    for name in lat:
+        yield {d: v for d, v in lat.items() if (family(d) != family(name) if split == "family" else d != name)}, [name]
+
+
+def main() -> None:
+    ap = transfer_parser(__doc__)
+    ap.add_argument("--criteria", default=",".join(CRITERIA), help=f"comma-separated, of {', '.join(CRITERIA)}")
+    ap.add_argument("--splits", default=",".join(SPLITS), help=f"comma-separated, of {', '.join(SPLITS)}")
+    ap.add_argument("--cache", type=Path, default=None, help="pretrained-model cache [~/.cache/latfarm/predictor]")
+    ap.add_argument("--json", type=Path, default=None, help="write the per-device scores here")
+    args = ap.parse_args()
+    lat = load_help(args.data)
+    samples = sample_sizes(args.samples)
+    names = args.criteria.split(",")
+    started = time.perf_counter()
+    result: dict = {}
+    for split in args.splits.split(","):
+        per: dict = {n: {str(k): {} for k in samples} for n in names}
+        for keep, held in splits(lat, split):
+            predictor = cached_pretrain(keep, seed=args.seed, epochs=DEFAULT_EPOCHS, cache_dir=args.cache)
+            for n in names:
+                chooser = Choosing(predictor, CRITERIA[n])
+                res = transfer_scores(chooser, {d: lat[d] for d in held}, samples, args.trials, seed=args.seed)
+                for k in per[n]:
+                    per[n][k].update(res[k]["per_device"])
+        result[split] = per
+        print(f"\n{split} held out ({args.trials} trials): mean Spearman / ±10% / 1-sd coverage")
+        print(f"{'criterion':14s}" + "".join(f" | K={k:<3} rho   ±10%  cov1" for k in samples))
+        for n in names:
+            cells = [
+                [np.mean([v[m] for v in per[n][str(k)].values()]) for m in ("spearman", "acc10", "coverage_1sd")]
+                for k in samples
+            ]
+            print(f"{n:14s}" + "".join(f" |       {a:.4f} {b:.3f} {c:.2f}" for a, b, c in cells))
+    print(f"bench wall time {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
