@@ -187,8 +187,8 @@ class JobBatch(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-# A job a lease may take: queued and its model exported. Spelt out (no bound values) so that PostgreSQL matches a
-# lease's condition to ``ix_jobs_ready`` in every plan, whatever its statistics say of exported jobs.
+# A job a lease may take: queued and its model exported. Spelt out (no bound values) so that every plan of a lease
+# may use ``ix_jobs_ready`` (a bound state would not match the index's condition in a generic plan).
 READY = text("state = 'queued' AND artifact_sha256 IS NOT NULL")
 
 

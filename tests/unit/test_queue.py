@@ -434,10 +434,10 @@ def test_leases_and_heartbeats_mark_the_agent_alive_and_agent_calls_refuse_a_rem
             call(s)
 
 
-def test_a_lease_picks_from_the_ready_index_whatever_the_statistics(sessions, store):
-    """The pick reads a device's jobs ready to lease in lease order (``ix_jobs_ready``), also when the statistics
-    were taken before any job was exported: PostgreSQL then expected no ready job and read and sorted every queued
-    job of the device, per lease."""
+def test_a_lease_picks_in_lease_order_with_statistics_from_before_the_exports(sessions, store):
+    """The pick reads a device's jobs ready to lease in lease order (``ix_jobs_ready`` on PostgreSQL), also when the
+    statistics were taken before any job was exported: PostgreSQL then expected no ready job and read and sorted
+    every queued job of the device, per lease."""
     dev = make_device(sessions)
     agent_id = make_agent(sessions, dev)
     submit(sessions, dev, ARCHS)
