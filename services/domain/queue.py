@@ -31,6 +31,7 @@ from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import ReportedResult, measurement_row, validate
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.models import (
+    READY,
     Agent,
     Arch,
     Artifact,
@@ -248,23 +249,22 @@ def lease(
     return sorted((Leased(batches[row.batch_id], *row) for row in rows), key=lambda job: (job.created_at, job.job_id))
 
 
+# the jobs a lease takes: ``device``'s oldest ready ones in ``formats`` (a list), at most ``max_jobs``; read from
+# ``ix_jobs_ready`` in this order
+_PICK = (
+    select(Job.id)
+    .where(Job.device_id == bindparam("device"), READY, Job.format.in_(bindparam("formats", expanding=True)))
+    .order_by(Job.created_at, Job.id)
+    .limit(bindparam("max_jobs", type_=Integer))
+    .with_for_update(skip_locked=True)
+)
+
+
 def _lease_statement() -> Any:
     """The statement ``lease`` runs, built once (its values bound per call): ``device``, ``formats`` (a list),
     ``max_jobs``, ``agent_id``, ``expires``."""
-    picked = (
-        select(Job.id)
-        .where(
-            Job.device_id == bindparam("device"),
-            Job.state == JobState.queued,
-            Job.format.in_(bindparam("formats", expanding=True)),
-            Job.artifact_sha256.is_not(None),
-        )
-        .order_by(Job.created_at, Job.id)
-        .limit(bindparam("max_jobs", type_=Integer))
-        .with_for_update(skip_locked=True)
-        .cte("picked")
-        .prefix_with("MATERIALIZED")  # picked once: a re-evaluated pick (concurrent updates) could exceed max_jobs
-    )
+    # picked once: a re-evaluated pick (concurrent updates) could exceed max_jobs
+    picked = _PICK.cte("picked").prefix_with("MATERIALIZED")
     return (
         update(Job)
         .where(Job.id == picked.c.id, Job.state == JobState.queued)

@@ -1,12 +1,13 @@
-"""Admission to the database for agent calls: a few slots, shared by call kinds in priority order.
+"""Admission to the database for agent calls: a few slots, heartbeats first, other calls in arrival order.
 
 Agent calls run on gRPC threads, far more than the database can serve at once; more concurrent transactions only
 queue for connections and row locks. A call's database work holds one of ``slots`` slots. Heartbeats come first
-(an agent whose heartbeats lag looks offline and its leases lapse), then reports and other writes (they finish
-work), then leases (they start work). Leases may hold at most ``slots - reserve`` slots, so reports and heartbeats
-always find one soon. A call that cannot get a slot within its kind's wait, or finds too many of its kind queued
-already, is refused with RESOURCE_EXHAUSTED and a retry hint (``retry-after-ms`` trailing metadata) that agents
-honour, instead of queueing past its deadline.
+(an agent whose heartbeats lag looks offline and its leases lapse); reports, other writes and leases then take
+slots in the order they arrived, so on a saturated server an agent that reports and leases again waits its turn in
+both calls, not all of its wait in the lease behind every later report. Leases may hold at most ``slots - reserve``
+slots, so reports and heartbeats always find one soon. A call that cannot get a slot within its kind's wait, or
+finds too many of its kind queued already, is refused with RESOURCE_EXHAUSTED and a retry hint (``retry-after-ms``
+trailing metadata) that agents honour, instead of queueing past its deadline.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ MIN_RETRY_MS, MAX_RETRY_MS = 100, 5_000
 
 
 class Kind(IntEnum):
-    """Call kinds, highest priority first."""
+    """Call kinds, highest priority first (for threads, ``pool.CallPool``; database slots go to heartbeats first and
+    to the others in arrival order)."""
 
     HEARTBEAT = 0
     WRITE = 1  # reports, releases, registrations
@@ -52,9 +54,10 @@ class Busy(Exception):
 class _Waiter:
     """A queued call: ``granted`` (under the capacity's lock) when a slot is handed to it, then ``ready`` is set."""
 
-    __slots__ = ("granted", "ready")
+    __slots__ = ("granted", "ready", "seq")
 
-    def __init__(self) -> None:
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
         self.granted = False
         self.ready = threading.Event()
 
@@ -62,9 +65,10 @@ class _Waiter:
 class Capacity:
     """``slots`` concurrent database calls; leases use at most ``slots - reserve`` of them.
 
-    A freed slot is handed to the first queued call of the highest kind that may take it (first come, first served
-    within a kind; one waiter woken, not all). ``limits`` per kind bound the queue; the retry hint is the time the
-    queue ahead needs at the recent mean call duration (between ``MIN_RETRY_MS`` and ``MAX_RETRY_MS``).
+    A freed slot is handed to the first queued heartbeat, else to the earliest queued write or lease that may take
+    it (while leases hold ``slots - reserve``, the earliest write; one waiter woken, not all). ``limits`` per kind
+    bound the queue; the retry hint is the time the queue ahead needs at the recent mean call duration (between
+    ``MIN_RETRY_MS`` and ``MAX_RETRY_MS``).
     """
 
     def __init__(self, slots: int, reserve: int, limits: dict[Kind, Limits]) -> None:
@@ -76,6 +80,7 @@ class Capacity:
         self._leases = 0  # of them by leases
         self._queues: dict[Kind, deque[_Waiter]] = {kind: deque() for kind in Kind}
         self._mean_s = 0.01  # moving mean of a slot's hold time
+        self._arrivals = 0  # calls queued so far: a waiter's place in arrival order
 
     def _fits(self, kind: Kind) -> bool:
         return self._busy < self.slots and (kind != Kind.LEASE or self._leases < self.slots - self.reserve)
@@ -85,19 +90,22 @@ class Capacity:
         self._leases += kind == Kind.LEASE
 
     def _hand_over(self) -> None:
-        """Give free slots to the first waiters, highest kind first."""
-        for kind in Kind:
-            queue = self._queues[kind]
-            while queue and self._fits(kind):
-                waiter = queue.popleft()
-                waiter.granted = True
-                self._take(kind)
-                waiter.ready.set()
-            if queue:  # a higher kind still waits: lower kinds do not overtake it
+        """Give free slots to heartbeats first, then to writes and leases in arrival order."""
+        while True:
+            heads = [(self._queues[k][0].seq, k) for k in Kind if self._queues[k] and self._fits(k)]
+            if self._queues[Kind.HEARTBEAT]:
+                heads = [head for head in heads if head[1] == Kind.HEARTBEAT]
+            if not heads:
                 return
+            kind = min(heads)[1]
+            waiter = self._queues[kind].popleft()
+            waiter.granted = True
+            self._take(kind)
+            waiter.ready.set()
 
     def _retry_after_ms(self, kind: Kind) -> int:
-        ahead = sum(len(self._queues[k]) for k in Kind if k <= kind) + 1
+        kinds = (Kind.HEARTBEAT,) if kind == Kind.HEARTBEAT else tuple(Kind)
+        ahead = sum(len(self._queues[k]) for k in kinds) + 1
         estimate = 1000 * self._mean_s * ahead / self.slots
         return int(min(MAX_RETRY_MS, max(MIN_RETRY_MS, estimate)))
 
@@ -114,14 +122,15 @@ class Capacity:
             elif len(self._queues[kind]) >= limits.queued:
                 raise Busy(kind, self._retry_after_ms(kind))
             else:
-                waiter = _Waiter()
+                self._arrivals += 1
+                waiter = _Waiter(self._arrivals)
                 self._queues[kind].append(waiter)
         if waiter is not None:
             waiter.ready.wait(max(wait_s, 0.0))
             with self._lock:
                 if not waiter.granted:
                     self._queues[kind].remove(waiter)
-                    self._hand_over()  # calls of lower kinds queued behind this one may go now
+                    self._hand_over()  # the calls queued behind this one may go now
                     raise Busy(kind, self._retry_after_ms(kind))
         started = time.monotonic()
         try:

@@ -3,8 +3,9 @@
 A synchronous gRPC server runs each call on a thread of the executor it is given. The standard pool serves calls in
 the order they arrive, so when every thread is held (long-polls waiting for work, calls waiting for a database slot)
 a heartbeat would queue behind every lease that came before it (figures: docs/fleet.md). ``CallPool`` keeps one
-queue per ``capacity.Kind`` and gives a free thread to the oldest call of the highest kind waiting (the order
-``capacity.Capacity`` hands out database slots in).
+queue per ``capacity.Kind`` and gives a free thread to the oldest call of the highest kind waiting (a report never
+waits for a thread behind the long-polls that hold them; database slots then go to heartbeats first and to the
+others in arrival order: ``capacity.Capacity``).
 """
 
 from __future__ import annotations

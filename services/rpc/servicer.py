@@ -50,8 +50,8 @@ AGENT_STATES = ("idle", "measuring")
 REQUEUE_EVERY_S = 1.0  # a device's leases return its lapsed jobs to the queue at most this often (per process)
 WAITERS_FULL_RETRY_MS = 1_000  # a long-poll refused for want of threads retries after this, more after many
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# the kind of each call that is not a write (reports, releases, registrations): it gets a thread (``pool.CallPool``)
-# and a database slot (``capacity.Capacity``) in this order
+# the kind of each call that is not a write (reports, releases, registrations): threads go to calls by kind
+# (``pool.CallPool``), database slots to heartbeats first (``capacity.Capacity``)
 CALL_KINDS = {"Heartbeat": Kind.HEARTBEAT, "LeaseJobs": Kind.LEASE}
 ERROR_CLASS_NAMES = {value: name for name, value in ERROR_CLASSES.items()}
 FETCH = ERROR_CLASS_NAMES[agent_pb2.ERROR_CLASS_FETCH]

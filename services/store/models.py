@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, synonym
 
@@ -186,13 +187,20 @@ class JobBatch(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+# A job a lease may take: queued and its model exported. Spelt out (no bound values) so that every plan of a lease
+# may use ``ix_jobs_ready`` (a bound state would not match the index's condition in a generic plan).
+READY = text("state = 'queued' AND artifact_sha256 IS NOT NULL")
+
+
 class Job(Base):
     """Measure one arch on one device; leased by one agent at a time."""
 
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_lease", "device_id", "state", "lease_expires_at"),
-        Index("ix_jobs_queue", "device_id", "state", "created_at", "id"),  # lease: oldest queued jobs of a device
+        Index("ix_jobs_queue", "device_id", "state", "created_at", "id"),  # a device's jobs by state, oldest first
+        # lease: a device's oldest jobs ready to lease (queued, model exported), ``READY`` as the lease states it
+        Index("ix_jobs_ready", "device_id", "created_at", "id", postgresql_where=READY, sqlite_where=READY),
         Index("ix_jobs_expiry", "state", "lease_expires_at"),  # requeue of lapsed leases across devices
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

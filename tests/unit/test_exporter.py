@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.store.db import make_read_sessionmaker, transaction
@@ -62,6 +62,26 @@ def test_worker_exports_queued_jobs_once(sessions, tmp_path):
     store.calls.clear()
     assert export_worker.run_once() == 0
     assert not store.calls
+
+
+def test_a_sweep_that_exported_refreshes_the_statistics_the_lease_plans_by(sessions, tmp_path):
+    """On PostgreSQL the jobs' statistics count the exported jobs after a sweep (a lease plans by them)."""
+    dev = make_device(sessions)
+    submit(sessions, dev, ARCHS)
+    with sessions() as s:
+        postgres = s.get_bind().dialect.name == "postgresql"
+        if postgres:
+            s.execute(text("ANALYZE jobs"))  # statistics from before the exports
+            s.commit()
+
+    def exported_share() -> float | None:
+        with sessions() as s:
+            query = "SELECT 1 - null_frac FROM pg_stats WHERE tablename = 'jobs' AND attname = 'artifact_sha256'"
+            return s.scalar(text(query)) if postgres else None
+
+    assert exported_share() in (0.0, None)
+    assert worker(sessions, TinyArtifactStore(tmp_path / "artifacts")).tick()
+    assert exported_share() == (1.0 if postgres else None)
 
 
 def test_exports_wake_the_agents_of_the_devices_they_unblock(sessions, tmp_path):

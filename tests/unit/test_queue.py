@@ -432,3 +432,30 @@ def test_leases_and_heartbeats_mark_the_agent_alive_and_agent_calls_refuse_a_rem
     ):
         with pytest.raises(liveness.UnknownAgent), transaction(sessions) as s:
             call(s)
+
+
+def test_a_lease_picks_in_lease_order_with_statistics_from_before_the_exports(sessions, store):
+    """The pick reads a device's jobs ready to lease in lease order (``ix_jobs_ready`` on PostgreSQL), also when the
+    statistics were taken before any job was exported: PostgreSQL then expected no ready job and read and sorted
+    every queued job of the device, per lease."""
+    dev = make_device(sessions)
+    agent_id = make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS)
+    with transaction(sessions) as s:
+        postgres = s.connection().dialect.name == "postgresql"
+        if postgres:
+            s.connection().exec_driver_sql("ANALYZE jobs")  # no job exported yet
+        queue.resolve_artifacts(s, dev, ["onnx"], len(ARCHS), store)
+    with transaction(sessions) as s:
+        conn = s.connection()
+        pick = queue._PICK.params(device=dev, formats=["onnx"], max_jobs=4)
+        sql = str(pick.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        if postgres:
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a table of a few rows: a scan would do
+        explain = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
+        plan = "\n".join(str(row) for row in conn.exec_driver_sql(explain + sql).all())
+        s.rollback()
+    # SQLite takes ix_jobs_queue (device and state, then lease order) as readily: no sort either way
+    assert ("ix_jobs_ready" in plan if postgres else "USING INDEX" in plan) and "Sort" not in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+    assert len(lease(sessions, agent_id, store, max_jobs=4)) == 4

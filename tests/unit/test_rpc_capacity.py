@@ -1,4 +1,5 @@
-"""Admission to the database for agent calls: priorities, the lease reserve, refusals with a retry hint."""
+"""Admission to the database for agent calls: heartbeats first, then arrival order, the lease reserve, refusals with a
+retry hint."""
 
 from __future__ import annotations
 
@@ -53,17 +54,36 @@ def test_leases_leave_the_reserve_to_heartbeats_and_reports():
     assert capacity.in_use() == 0
 
 
-def test_a_freed_slot_goes_to_heartbeats_first_then_writes_then_leases():
+def test_a_freed_slot_goes_to_a_heartbeat_first_then_to_writes_and_leases_in_arrival_order():
     capacity = Capacity(1, reserve=0, limits=OPEN)
     order: list[Kind] = []
     with capacity.slot(Kind.WRITE):
         threads = []
-        for n, kind in enumerate((Kind.LEASE, Kind.WRITE, Kind.HEARTBEAT), start=1):
+        for n, kind in enumerate((Kind.LEASE, Kind.WRITE, Kind.LEASE, Kind.HEARTBEAT), start=1):
             threads.append(_enter_later(capacity, kind, order))
             _wait_queued(capacity, n)
     for thread in threads:
         thread.join(5)
-    assert order == [Kind.HEARTBEAT, Kind.WRITE, Kind.LEASE]
+    assert order == [Kind.HEARTBEAT, Kind.LEASE, Kind.WRITE, Kind.LEASE]
+
+
+def test_while_leases_hold_their_share_a_write_goes_before_an_earlier_lease():
+    capacity = Capacity(2, reserve=1, limits=OPEN)
+    order: list[Kind] = []
+    with ExitStack() as lease:
+        lease.enter_context(capacity.slot(Kind.LEASE))  # the one slot leases may hold
+        with capacity.slot(Kind.WRITE):
+            threads = [_enter_later(capacity, Kind.LEASE, order)]
+            _wait_queued(capacity, 1)
+            threads.append(_enter_later(capacity, Kind.WRITE, order, hold_s=0.2))
+            _wait_queued(capacity, 2)
+        deadline = time.monotonic() + 5
+        while not order and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert order == [Kind.WRITE] and capacity.queued() == 1  # the lease waits for a lease's slot
+    for thread in threads:
+        thread.join(5)
+    assert order == [Kind.WRITE, Kind.LEASE] and capacity.in_use() == 0
 
 
 def test_a_call_that_waits_past_its_limit_or_finds_the_queue_full_is_refused():
