@@ -27,7 +27,7 @@ from latfarm.proto.v1.names import ERROR_CLASSES
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import InvalidArgument, NotFound
-from latfarm.services.core.security import hash_secret, new_secret
+from latfarm.services.core.security import BadAuthorization, bearer_secret, hash_secret, new_secret
 from latfarm.services.domain import liveness, queue
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import FORMATS
@@ -388,9 +388,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """The calling agent, from ``authorization: Bearer <credential>``, cached for ``callers.AUTH_TTL_S``, else read
         on a read session; aborts UNAUTHENTICATED otherwise, and ``Throttled`` while its client is over the
         failed-authentication limit."""
-        header = dict(context.invocation_metadata()).get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        if scheme.lower() != "bearer" or not credential.strip():
+        try:
+            credential = bearer_secret(dict(context.invocation_metadata()).get("authorization", ""))
+        except BadAuthorization:
+            credential = ""
+        if not credential:
             end_call(
                 context,
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -398,7 +400,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             )
         client = grpc_client(context.peer())
         self.guard.check("grpc", client)
-        credential_hash = hash_secret(credential.strip())
+        credential_hash = hash_secret(credential)
         if (caller := CALLERS.get(credential_hash)) is not None:
             return caller
         with self.read_sessions() as session:

@@ -302,7 +302,12 @@ def test_every_call_needs_the_credential(farm):
         "ReleaseJobs": lambda md: farm.stub.ReleaseJobs(agent_pb2.ReleaseRequest(), metadata=md, timeout=10),
     }
     for name, call in calls.items():
-        for metadata in ([], [("authorization", "Bearer lf_agent_forged")], [("authorization", "Basic abc")]):
+        for metadata in (
+            [],
+            [("authorization", "Bearer lf_agent_forged")],
+            [("authorization", "Basic abc")],
+            [("authorization", "Bearer  ")],
+        ):
             code, details = code_of(lambda call=call, metadata=metadata: call(metadata))
             assert code == grpc.StatusCode.UNAUTHENTICATED, (name, metadata, details)
 
