@@ -2,7 +2,7 @@
 
 Command modules import their role's code when a command runs, so the agent-only install (no torch, web stack or
 SQL) can run ``latfarm agent``; each command's class names the extra it needs (``options.needs``), which a command
-run without it names in one line: ``pip install 'latfarm[server]'`` (or ``[client]``: the REST client commands).
+run without it names in one line with the ``pip install`` line for this installation (``core.extras``).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def export_cli(archs: list[str], fmt: str, out: Path, conditions: Conditions) ->
     check_format(fmt)
     store = ArtifactStore(out)
     results = []
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=Console(stderr=True), transient=True) as progress:  # stdout carries the results
         task = progress.add_task(f"exporting {fmt}", total=len(strings))
         for arch in strings:
             results.append((arch, *store.export_file(arch, fmt, conditions)))

@@ -94,8 +94,10 @@ class Command(TyperCommand):
             extra = MODULE_EXTRAS.get(top, self.extra)
             if extra is None or top in ("", "latfarm"):
                 raise
+            from latfarm.services.core.extras import install_command
+
             raise SystemExit(
-                f"{ctx.command_path}: needs the {extra} extra (no module {top!r}): pip install 'latfarm[{extra}]'"
+                f"{ctx.command_path}: needs the {extra} extra (no module {top!r}): {install_command(extra)}"
             ) from err
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:

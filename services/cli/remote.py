@@ -79,7 +79,7 @@ def _what_to_do(err: LatfarmError, client: Client) -> str:
     if err.code == "unavailable":
         return f"; is the server running at {client.base_url}? (--server / LATFARM_SERVER)"
     if err.code in ("unauthenticated", "permission_denied"):
-        return "; pass an API key that may do this with --key or LATFARM_API_KEY"
+        return "; pass an API key that may do this in LATFARM_API_KEY (or --key)"
     if _no_route(err):
         root = "the server's REST base URL, http://HOST:PORT with no path"
         return f" at {client.base_url}: --server / LATFARM_SERVER is {root}"
@@ -298,10 +298,11 @@ def random_archs(space: str, n: int, seed: int) -> list[str | int]:
 def wait_with_progress(client: Client, batch_id: str, timeout: float, title: str = "measuring") -> dict:
     """Wait for the batch's unfinished jobs under a progress bar (``title``, done and failed of all); returns the
     batch with ``items``. ``TimeoutError`` after ``timeout`` s (its jobs stay queued)."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=True) as bar:
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:  # stdout carries the results
         task = bar.add_task(title, total=None)
 
         def show(progress: dict) -> None:

@@ -100,8 +100,9 @@ class Settings(_FromEnvironment):
     grpc_db_calls: int = Field(
         8,
         ge=1,
-        description="agent calls doing database work at once per server (a quarter kept from leases for heartbeats"
-        " and reports); more are queued briefly, then refused with a retry hint",
+        description="agent calls doing database work at once per gRPC process (heartbeats first, then the others in"
+        " arrival order; a quarter kept from leases for heartbeats and reports); more are queued briefly, then refused"
+        " with a retry hint",
     )
 
     @property

@@ -27,12 +27,12 @@ HELP = "help-nb201"
 
 
 def _progress(enabled: bool):
-    """A rich progress bar (count, elapsed time); ``enabled=False`` shows nothing."""
+    """A rich progress bar (count, elapsed time) on stderr; ``enabled=False`` shows nothing."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not enabled
-    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=Console(stderr=True), disable=not enabled)
 
 
 def dataset_of(space: str) -> str:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from latfarm.predictor.spaces import get_space
 from latfarm.services.core.errors import InvalidArgument, Unsupported
+from latfarm.services.core.extras import install_command
 from latfarm.services.domain.conditions import DEFAULT_SPACE, GRAPHS, PRECISIONS, SPACES, Conditions
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 CALIBRATION_BATCHES = 16  # int8 calibration: this many input batches ...
 CALIBRATION_SEED = 0  # ... of standard-normal values from numpy's default_rng(CALIBRATION_SEED)
 LEGACY_SETTINGS = {"precision": "fp32", "graph": "pruned"}  # what artifacts recorded before #13 were exported as
-TFLITE_HINT = "TFLite export needs the 'tflite' extra (litert-torch, ~1.2 GB): pip install 'latfarm[tflite]'"
 _export_lock = threading.Lock()  # the TorchScript exporter keeps global state: one export at a time
 
 
@@ -222,7 +222,9 @@ def export_tflite(ops_or_arch: str | tuple[int, ...], settings: ExportSettings =
     try:
         import litert_torch
     except ImportError as err:
-        raise ExportUnavailable(TFLITE_HINT) from err
+        raise ExportUnavailable(
+            f"TFLite export needs the 'tflite' extra (litert-torch, ~1.2 GB): {install_command('tflite')}"
+        ) from err
     net, sample = _network(ops_or_arch, settings)
     with _export_lock, _one_thread(), tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
@@ -254,7 +256,6 @@ __all__ = [
     "CALIBRATION_SEED",
     "EXPORTERS",
     "FORMATS",
-    "TFLITE_HINT",
     "ExportSettings",
     "ExportUnavailable",
     "check_format",

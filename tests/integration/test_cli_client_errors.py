@@ -41,7 +41,7 @@ def test_predict_takes_indices_and_explains_client_errors(live_api, monkeypatch)
     assert ok.output.splitlines() == [f"4.5000 ms  measured   {arch(123)}", f"2.0000 ms  measured   {arch(7)}"]
 
     wrong_key = one_line_failure(predict("pixel3", "1", "--server", url, "--key", "lf_nope"))
-    assert wrong_key.startswith("latfarm predict: ") and "--key or LATFARM_API_KEY" in wrong_key
+    assert wrong_key.startswith("latfarm predict: ") and "in LATFARM_API_KEY (or --key)" in wrong_key
     unknown = one_line_failure(predict("pixel9", "1", "--server", url, "--key", ADMIN_KEY))
     assert "unknown device 'pixel9'" in unknown and unknown.endswith("known devices: pixel3")
     down = one_line_failure(predict("pixel3", "1", "--server", "http://127.0.0.1:9", "--key", ADMIN_KEY))
@@ -108,7 +108,7 @@ def test_every_client_command_explains_a_wrong_key_and_a_missing_or_foreign_serv
         return one_line_failure(CliRunner().invoke(app, [*args, "--server", server, "--key", key]))
 
     wrong_key = run(url, "lf_nope")
-    assert wrong_key.startswith(name) and wrong_key.endswith("--key or LATFARM_API_KEY"), wrong_key
+    assert wrong_key.startswith(name) and wrong_key.endswith("in LATFARM_API_KEY (or --key)"), wrong_key
     down = run("http://127.0.0.1:9", ADMIN_KEY)
     assert down.startswith(name) and "Connection refused" in down, down
     assert down.endswith("is the server running at http://127.0.0.1:9? (--server / LATFARM_SERVER)")

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from latfarm.services.core.extras import install_command
+
 # Modules of the server extra that neither the base install nor the client extra brings.
 SERVER_ONLY = [
     "torch",
@@ -73,7 +75,7 @@ def test_a_command_without_its_extra_names_it_in_one_line(command, args, extra):
     assert run.returncode == 1, run.stderr
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
     assert run.stderr.startswith(f"latfarm {command}: needs the {extra} extra (no module ")
-    assert run.stderr.strip().endswith(f"pip install 'latfarm[{extra}]'")
+    assert run.stderr.strip().endswith(install_command(extra))  # this checkout: pip install -e '...[extra]'
 
 
 def test_every_command_but_the_agent_names_its_extra():

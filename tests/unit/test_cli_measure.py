@@ -108,7 +108,9 @@ def test_measure_csv_rows_in_input_order_with_figures_and_conditions(monkeypatch
 
 
 def test_measure_prints_in_input_order_and_marks_unstable(monkeypatch, live_api):
-    lines = run_measure(monkeypatch, live_api).stdout.strip().splitlines()
+    stdout = run_measure(monkeypatch, live_api).stdout
+    assert stdout.splitlines()[0].strip(), "stdout holds the results only: the progress bar draws on stderr"
+    lines = stdout.strip().splitlines()
     assert [line.split()[-1] for line in lines[:3]] == [arch(i) for i in ORDER[:3]]
     assert "failed" in lines[3] and "#3 " in lines[3]
     assert "UNSTABLE" in lines[1] and "UNSTABLE" not in lines[0] and "median" in lines[0]
@@ -189,7 +191,7 @@ def test_measure_and_adapt_explain_an_unknown_device_and_a_wrong_key_in_one_line
         assert result.exit_code == 1, result.output
         assert "unknown device 'nosuchdev'; known devices: gpu-b2" in result.output and "404" not in result.output
     wrong = CliRunner().invoke(app, ["measure", "gpu-b2", "0", "--server", url, "--key", "wrong"])
-    assert wrong.exit_code == 1 and "--key or LATFARM_API_KEY" in wrong.output and "401" not in wrong.output
+    assert wrong.exit_code == 1 and "in LATFARM_API_KEY (or --key)" in wrong.output and "401" not in wrong.output
 
 
 def test_measure_takes_fbnet_positions_in_helps_reference_set(live_api):
