@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -106,11 +107,16 @@ class Connection:
 
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
         """Call until it succeeds, waiting with backoff while the server is unreachable; on shutdown, stop retrying
-        (raise Stopped) but still make the first try, so finished results get reported."""
-        backoff = Backoff()
+        (raise Stopped) but still make the first try, so finished results get reported. A success after logged
+        failures is logged too (``server reachable again``)."""
+        backoff, failures, since = Backoff(), 0, 0.0
         while True:
             try:
-                return call()
+                answer = call()
+                if failures:
+                    waited = time.monotonic() - since
+                    self.log(f"{what}: server reachable again after {failures} failed tries ({waited:.0f} s)")
+                return answer
             except grpc.RpcError as err:
                 code = err.code()
                 if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -120,7 +126,8 @@ class Connection:
                 if code not in RETRYABLE:
                     raise
                 if (delay := retry_after_s(err)) is None:  # a busy server's hint is flow control, not a failure
-                    delay = backoff.next_delay()
+                    since = since if failures else time.monotonic()
+                    delay, failures = backoff.next_delay(), failures + 1
                     self.log(f"{what}: server unavailable ({code.name}: {err.details()}); retrying in {delay:.1f} s")
                 if self.stop.wait(delay):
                     raise Stopped(what) from err

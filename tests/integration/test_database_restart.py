@@ -103,6 +103,7 @@ def test_database_restart_under_a_reporting_agent_loses_nothing(postgres, tmp_pa
         assert progress["done"] == len(ARCHS), progress
         log = agent.log()
         assert "handing the batch back" not in log and "not accepted" not in log, log
+        assert "report: server reachable again after " in log, log  # the owner sees the outage end
         engine = create_engine(postgres.url)
         try:
             with engine.connect() as db:
