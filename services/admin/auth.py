@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from latfarm.services.admin import csrf
 from latfarm.services.core.errors import Throttled
-from latfarm.services.core.security import BadAuthorization, bearer_secret, hash_secret
+from latfarm.services.core.security import bearer_secret, hash_secret
 from latfarm.services.infra.throttle import AuthGuard
 from latfarm.services.store.models import ApiKey
 
@@ -84,11 +84,7 @@ class AdminKeyAuth(AuthenticationBackend):
     async def authenticate(self, request: Request) -> bool | Response:
         """Checked on every request, so a revoked key ends its sessions at once; a session's state-changing request
         without its CSRF token gets 403."""
-        try:
-            bearer = bearer_secret(request.headers.get("authorization", ""))
-        except BadAuthorization:
-            bearer = ""
-        if bearer:
+        if bearer := bearer_secret(request.headers.get("authorization", "")):
             name = await self._checked(request, hash_secret(bearer))
             return name if isinstance(name, Response) else name is not None
         key_hash = request.session.get("key_hash")  # signed by the server: a stale one is no guess

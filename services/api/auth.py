@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
 from latfarm.services.core.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
-from latfarm.services.core.security import BadAuthorization, bearer_secret, hash_secret, new_secret
+from latfarm.services.core.security import bearer_secret, hash_secret, new_secret, other_scheme
 from latfarm.services.infra.throttle import AuthGuard
 from latfarm.services.infra.ttl_cache import TtlCache
 from latfarm.services.store.db import transaction
@@ -84,21 +84,19 @@ def cached_principal(state: State, authorization: str, client: str) -> Principal
     """The principal ``require`` would find for a request with this ``Authorization`` header from ``client``
     without reading the database, counting or refusing anything: a well-formed bearer key known for
     ``KEY_TTL_S`` from a client that is not throttled; None otherwise (``require`` then decides)."""
-    try:
-        key = bearer_secret(authorization)
-    except BadAuthorization:
-        return None
+    key = bearer_secret(authorization)
     return state.principals.get(hash_secret(key)) if key and state.auth_guard.allows(client) else None
 
 
 def _credential(request: Request) -> tuple[str, str]:
     """(hash of the request's bearer key, client address), once the header is well formed and the client is not
     throttled."""
-    try:
-        key = bearer_secret(request.headers.get("authorization", ""))
-    except BadAuthorization as e:
-        raise Unauthenticated(f"{e}: send 'Authorization: Bearer <key>'") from None
-    if not key:
+    header = request.headers.get("authorization", "")
+    if other_scheme(header):
+        raise Unauthenticated(
+            "the Authorization header does not start with 'Bearer ': send 'Authorization: Bearer <key>'"
+        )
+    if not (key := bearer_secret(header)):
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
     guard: AuthGuard = request.app.state.auth_guard
     client = request.client.host if request.client else "unknown"

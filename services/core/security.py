@@ -16,14 +16,13 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class BadAuthorization(ValueError):
-    """An ``Authorization`` header of another scheme than ``Bearer``."""
-
-
 def bearer_secret(header: str) -> str:
     """The secret of an ``Authorization: Bearer <secret>`` header value (REST keys, agent credentials); '' when
-    the header or its secret is empty; BadAuthorization when it has another scheme."""
+    the header or its secret is empty or the header has another scheme (``other_scheme``)."""
     scheme, _, secret = header.partition(" ")
-    if header.strip() and scheme.lower() != "bearer":
-        raise BadAuthorization("the Authorization header does not start with 'Bearer '")
-    return secret.strip()
+    return "" if scheme.lower() != "bearer" else secret.strip()
+
+
+def other_scheme(header: str) -> bool:
+    """Whether a non-empty ``Authorization`` header value has another scheme than ``Bearer``."""
+    return bool(header.strip()) and header.partition(" ")[0].lower() != "bearer"

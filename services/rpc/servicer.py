@@ -27,7 +27,7 @@ from latfarm.proto.v1.names import ERROR_CLASSES
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import InvalidArgument, NotFound
-from latfarm.services.core.security import BadAuthorization, bearer_secret, hash_secret, new_secret
+from latfarm.services.core.security import bearer_secret, hash_secret, new_secret
 from latfarm.services.domain import liveness, queue
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import FORMATS
@@ -388,10 +388,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """The calling agent, from ``authorization: Bearer <credential>``, cached for ``callers.AUTH_TTL_S``, else read
         on a read session; aborts UNAUTHENTICATED otherwise, and ``Throttled`` while its client is over the
         failed-authentication limit."""
-        try:
-            credential = bearer_secret(dict(context.invocation_metadata()).get("authorization", ""))
-        except BadAuthorization:
-            credential = ""
+        credential = bearer_secret(dict(context.invocation_metadata()).get("authorization", ""))
         if not credential:
             end_call(
                 context,
