@@ -298,11 +298,9 @@ def random_archs(space: str, n: int, seed: int) -> list[str | int]:
 def wait_with_progress(client: Client, batch_id: str, timeout: float, title: str = "measuring") -> dict:
     """Wait for the batch's unfinished jobs under a progress bar (``title``, done and failed of all); returns the
     batch with ``items``. ``TimeoutError`` after ``timeout`` s (its jobs stay queued)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from latfarm.services.core.progress import count_bar
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:  # stdout carries the results
+    with count_bar(transient=True) as bar:
         task = bar.add_task(title, total=None)
 
         def show(progress: dict) -> None:

@@ -18,8 +18,8 @@ def install_command(extra: str, path: list[str] | None = None) -> str:
         direct = json.loads(next((text for text in recorded if text), "null"))
     except ValueError:
         direct = None
-    if not isinstance(direct, dict) or urlparse(direct.get("url", "")).scheme != "file":
+    url = urlparse(direct.get("url", "")) if isinstance(direct, dict) else None
+    if url is None or url.scheme != "file":
         return f"pip install 'latfarm[{extra}]'"
-    source = unquote(urlparse(direct["url"]).path)
     editable = bool(direct.get("dir_info", {}).get("editable"))
-    return f"pip install {'-e ' if editable else ''}'{source}[{extra}]'"
+    return f"pip install {'-e ' if editable else ''}'{unquote(url.path)}[{extra}]'"

@@ -18,21 +18,13 @@ from sqlalchemy.orm import Session
 from latfarm.predictor import nb201
 from latfarm.predictor.help_data import read_latency_file
 from latfarm.predictor.spaces import SPACES, ArchError, SearchSpace, UnknownSpace, get_space
+from latfarm.services.core.progress import count_bar
 from latfarm.services.datasets.hardware import describe_device
 from latfarm.services.datasets.rows import DatasetError, add_rows, arch_ids_by_index, ensure_device
 from latfarm.services.domain.conditions import device_conditions
 from latfarm.services.store.crud import ensure_archs
 
 HELP = "help-nb201"
-
-
-def _progress(enabled: bool):
-    """A rich progress bar (count, elapsed time) on stderr; ``enabled=False`` shows nothing."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=Console(stderr=True), disable=not enabled)
 
 
 def dataset_of(space: str) -> str:
@@ -63,7 +55,7 @@ def import_help(
     arch_ids = _nb201_arch_ids(session, path) if space == nb201.SPACE else _reference_arch_ids(session, path, searched)
     dataset = dataset_of(space)
     added = 0
-    with _progress(progress) as bar:
+    with count_bar(enabled=progress) as bar:
         task = bar.add_task(f"HELP {space} devices", total=len(files))
         for file in files:
             try:
