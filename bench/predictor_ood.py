@@ -19,7 +19,7 @@ from transfer_args import sample_sizes, transfer_parser  # bench/ is the script'
 
 from latfarm.predictor.evaluate import cached_pretrain, trial_seed
 from latfarm.predictor.help_data import load_help
-from latfarm.predictor.model import Predictor
+from latfarm.predictor.model import DeviceModel, Predictor
 from latfarm.predictor.pretrain import DEFAULT_EPOCHS
 from latfarm.predictor.prior import posterior
 from latfarm.predictor.scores import score
@@ -39,14 +39,13 @@ def evaluate(predictor: Predictor, lat: np.ndarray, name: str, ks, trials: int, 
         for trial in range(trials):
             idx = np.asarray(predictor.select_samples(k, seed=trial_seed(seed, name, k, trial)))
             rest = np.setdiff1d(np.arange(len(lat)), idx)
-            phi = predictor.phi[rest]
             for method in METHODS:
                 if method == "original":
                     post = posterior(predictor.prior, predictor.phi[idx], lat[idx], default_scale, robust=False)
-                    mean = post.scale_ms * (phi @ post.mean)
-                    std = post.scale_ms * np.sqrt(((phi @ post.cov) * phi).sum(1) + post.noise_at(phi @ post.mean))
+                    model = DeviceModel(predictor, post, idx, lat[idx])
                 else:
-                    mean, std = predictor.adapt(idx, lat[idx]).predict(rest)
+                    model = predictor.adapt(idx, lat[idx])
+                mean, std = model.predict(rest)
                 s = score(mean, lat[rest])
                 s["cover2"] = float(np.mean(np.abs(mean - lat[rest]) <= 2 * std))
                 runs[method].append(s)
