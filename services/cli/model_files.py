@@ -19,7 +19,8 @@ def export_cli(archs: list[str], fmt: str, out: Path, conditions: Conditions) ->
     ``InvalidArgument`` before anything is exported; a format whose exporter is not installed raises
     ``ExportUnavailable``, a precision the format cannot carry ``Unsupported``."""
     from rich.console import Console
-    from rich.progress import Progress
+
+    from latfarm.services.core.progress import count_bar
 
     console = Console()
     try:
@@ -29,10 +30,10 @@ def export_cli(archs: list[str], fmt: str, out: Path, conditions: Conditions) ->
     check_format(fmt)
     store = ArtifactStore(out)
     results = []
-    with Progress(console=Console(stderr=True), transient=True) as progress:  # stdout carries the results
-        task = progress.add_task(f"exporting {fmt}", total=len(strings))
+    with count_bar(transient=True) as bar:  # on stderr: stdout carries the results
+        task = bar.add_task(f"exporting {fmt}", total=len(strings))
         for arch in strings:
             results.append((arch, *store.export_file(arch, fmt, conditions)))
-            progress.advance(task)
+            bar.advance(task)
     for arch, sha, path in results:
         console.print(f"{sha}  {path}  {arch}", highlight=False, soft_wrap=True)
