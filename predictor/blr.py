@@ -11,16 +11,16 @@ they disagree (other families). The cost-only hypothesis (prior mass ``COST_MASS
 centres ``m`` on a head of the costs alone (``cost_centres``, e.g. latency = kernels launched) with ``c`` = 0 and a
 small spread: with 5 samples, a device unlike every source (a GPU among CPU and phone sources) is fitted from its
 costs instead of the sources' per-layer block costs. ``m``, ``c``, ``s``, ``b`` and the noise are weighed by
-marginal likelihood and the posteriors averaged (moment-matched). ``c`` < 1 narrows the cross-device covariance
-for a device close to ``m``.
+marginal likelihood and the posteriors averaged (moment-matched; ``mixture.weigh``, NB201's too). ``c`` < 1
+(``prior.SOURCE_WEIGHTS``) narrows the cross-device covariance for a device close to ``m``.
 Noise is relative to each sample's latency (errors in %), and a prediction's to the predicted latency
 (``Posterior.noise_at``). Samples in whole milliseconds (phone runtimes) add the rounding variance
 (``prior.quantisation_variance``) to every sample, and their noise is heavy-tailed (Student-t with ``T_DOF`` degrees of
 freedom, fitted by EM as a Gaussian scale mixture: a sample far off the fit gets its noise variance scaled up): on the
 HELP devices a Student-t fit raises the ceiling of whole-ms phones only (samsung_s7 0.74 -> 0.79 Spearman,
 ``bench/fbnet_transfer.py``), and with 5 samples on other devices it mistakes a misfit prior for outliers.
-The predictive sd is rescaled per device by leave-one-out cross-validation on the samples, as NB201's
-(``prior.LeaveOneOut``), with FBNet's own ``TAIL_MARGIN``.
+The predictive sd is rescaled per device by leave-one-out cross-validation on the samples of the last Student-t step,
+as NB201's (``prior.LeaveOneOut``), with FBNet's own ``TAIL_MARGIN``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ import itertools
 
 import numpy as np
 
+from latfarm.predictor.mixture import Hypothesis, weigh
 from latfarm.predictor.prior import (
     MIN_RELATIVE,
-    MIN_WEIGHT,
+    SOURCE_WEIGHTS,
     LeaveOneOut,
     Posterior,
     Prior,
@@ -39,10 +40,6 @@ from latfarm.predictor.prior import (
     unit_variance,
 )
 
-SCALE_GRID = (0.03, 0.1, 0.3, 1.0)
-"""Weights of the cross-device covariance around a source centre: a device close to one (a GPU at another batch
-size) needs a narrow prior, or its predicted std is far wider than its errors (with 0.1 the narrowest, 1-sd
-coverage 0.9-0.99 at K=20 on 2080ti_1, titan_rtx_1, titanx_1 in ``bench/fbnet_transfer.py``'s LODO)."""
 SPREAD_GRID = (0.0, 0.03, 0.3, 3.0)
 BROAD_GRID = (0.0, 0.01, 0.1, 1.0, 10.0)
 PLANNING_SPREAD = 0.3
@@ -97,90 +94,21 @@ def posterior_with_costs(
     if sources is not None and len(sources):
         centres = np.vstack([centres, sources])
         log_mass = np.log(np.r_[1 - SOURCE_MASS, np.full(len(sources), SOURCE_MASS / len(sources))])
-    grid = list(itertools.product(SCALE_GRID, SPREAD_GRID, BROAD_GRID))
-    hypotheses = [(centres, log_mass, grid)]
+    parts = (prior.cov, np.diag(prior.spread), unit_variance(phi_s, np.eye(phi_s.shape[1])[:, cost_columns]))
+    grid = np.array(list(itertools.product(SOURCE_WEIGHTS, SPREAD_GRID, BROAD_GRID)))
+    hypotheses = [Hypothesis(centres, log_mass, parts, grid)]
     if cost_centres is not None and len(cost_centres):
-        hypotheses = [(centres, log_mass + np.log(1 - COST_MASS), grid), _cost_hypothesis(np.asarray(cost_centres))]
+        hypotheses = [
+            Hypothesis(centres, log_mass + np.log(1 - COST_MASS), parts, grid),
+            Hypothesis.shared(cost_centres, COST_MASS, parts[1:], itertools.product(COST_SPREAD_GRID, COST_BROAD_GRID)),
+        ]
     rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2
     floor = quantisation_variance(y_ms) / scale**2
-    broad = unit_variance(phi_s, np.eye(phi_s.shape[1])[:, cost_columns])
     weights = np.ones(len(y))
-    for _ in range(T_ITERATIONS if floor > 0 else 1):
-        mean, cov, noise, factor = _weighed(prior, hypotheses, phi_s, y, rel_var / weights, floor, broad)
+    for _ in range(T_ITERATIONS - 1 if floor > 0 else 0):
+        mean, cov, noise = weigh(prior, hypotheses, phi_s, y, rel_var / weights, floor)
         expected = (y - phi_s @ mean) ** 2 + ((phi_s @ cov) * phi_s).sum(1)
         weights = (T_DOF + 1) / (T_DOF + expected / (noise * rel_var / weights + floor))
-    return Posterior(mean, cov, scale, floor, relative=noise, level=float(y.mean()), std_factor=factor)
-
-
-Hypothesis = tuple[np.ndarray, np.ndarray, list[tuple[float, float, float]]]
-"""Centres [C, F], their log prior masses [C] and the (cross-device, spread, broad) covariance weights around them."""
-
-
-def _cost_hypothesis(cost_centres: np.ndarray) -> Hypothesis:
-    """The cost-only hypothesis: no cross-device covariance, a small spread, broad cost weights."""
-    log_mass = np.log(np.full(len(cost_centres), COST_MASS / len(cost_centres)))
-    return cost_centres, log_mass, [(0.0, s, b) for s, b in itertools.product(COST_SPREAD_GRID, COST_BROAD_GRID)]
-
-
-def _weighed(
-    prior: Prior,
-    hypotheses: list[Hypothesis],
-    phi_s: np.ndarray,
-    y: np.ndarray,
-    rel_var: np.ndarray,
-    floor: float,
-    broad: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Posterior mean, covariance, noise and leave-one-out sd factor (``prior.LeaveOneOut``) with every centre and
-    covariance setting of each hypothesis and every noise variance weighed by marginal likelihood; sample i's noise
-    variance is ``noise * rel_var[i] + floor``."""
-    root = np.sqrt(rel_var)
-    parts = (prior.cov, np.diag(prior.spread), broad)
-    grams = [phi_s @ part @ phi_s.T for part in parts]
-    floor_eye = floor * np.eye(len(y))
-    settings, logliks = [], []  # settings[j]: (covariance weights, noise, first centre's row, residuals [C, K])
-    offset = 0
-    for centres, log_mass, grid in hypotheses:
-        resids = y[None, :] - centres @ phi_s.T
-        for coef in grid:
-            gram = sum(w * g for w, g in zip(coef, grams, strict=True)) + floor_eye
-            lam, vec = np.linalg.eigh(gram / np.outer(root, root))
-            z2 = ((resids / root) @ vec) ** 2
-            for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
-                ev = np.maximum(lam, 0.0) + noise
-                logliks.append(log_prior + log_mass - 0.5 * ((z2 / ev).sum(1) + np.log(ev).sum()))
-                settings.append((coef, noise, offset, resids))
-        offset += len(centres)
-    peak = max(float(ll.max()) for ll in logliks)
-    weights = [np.exp(ll - peak) for ll in logliks]
-    total_all = sum(float(w.sum()) for w in weights)
-    # Every posterior mean is L @ z, L = [centres - prior mean, part_p @ phi_s.T for each part] (F x (C + 3K)):
-    # the moments are accumulated in z's space, then mapped back once.
-    k = len(y)
-    reach = np.hstack([part @ phi_s.T for part in parts])  # [F, 3K]
-    basis = np.hstack([np.vstack([h[0] for h in hypotheses]).T - prior.mean[:, None], reach])
-    z1, z2 = np.zeros(basis.shape[1]), np.zeros((basis.shape[1],) * 2)
-    shrink, part_w = np.zeros((len(parts) * k,) * 2), np.zeros(len(parts))
-    total, noise_sum, loo = 0.0, 0.0, LeaveOneOut(TAIL_MARGIN)
-    for (coef, noise, offset, resids), w in zip(settings, weights, strict=True):
-        kept = np.flatnonzero(w > MIN_WEIGHT * total_all)
-        if not len(kept):
-            continue
-        gram = sum(c * g for c, g in zip(coef, grams, strict=True))
-        inverse = np.linalg.inv(gram + noise * np.diag(rel_var) + floor_eye)
-        w = w[kept]
-        loo.add(w, inverse, resids[kept], noise * rel_var + floor)
-        z = np.zeros((len(kept), basis.shape[1]))
-        z[np.arange(len(kept)), offset + kept] = 1.0
-        z[:, -len(parts) * k :] = np.kron(np.asarray(coef), resids[kept] @ inverse)
-        z1 += w @ z
-        z2 += (z.T * w) @ z
-        shrink += w.sum() * np.kron(np.outer(coef, coef), inverse)
-        part_w += w.sum() * np.asarray(coef)
-        total += w.sum()
-        noise_sum += w.sum() * noise
-    shift = basis @ z1 / total
-    prior_part = sum(c * part for c, part in zip(part_w, parts, strict=True))
-    second = prior_part - reach @ shrink @ reach.T + basis @ z2 @ basis.T
-    cov = second / total - np.outer(shift, shift)
-    return prior.mean + shift, (cov + cov.T) / 2, float(noise_sum / total), loo.std_factor()
+    loo = LeaveOneOut(TAIL_MARGIN)
+    mean, cov, noise = weigh(prior, hypotheses, phi_s, y, rel_var / weights, floor, loo=loo)
+    return Posterior(mean, cov, scale, floor, relative=noise, level=float(y.mean()), std_factor=loo.std_factor())

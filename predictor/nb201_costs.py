@@ -22,8 +22,9 @@ import numpy as np
 from latfarm.predictor.blr import COST_BROAD_GRID, COST_MASS, COST_SPREAD_GRID
 from latfarm.predictor.fbnet_features import COSTS, conv_bn
 from latfarm.predictor.features import FEATURE_NAMES
+from latfarm.predictor.mixture import Hypothesis
 from latfarm.predictor.nb201 import EDGES, NUM_NODES, OPS, official_ops_table, output_edges
-from latfarm.predictor.prior import Alternative, Prior, unit_variance
+from latfarm.predictor.prior import Prior, unit_variance
 
 RUNTIMES = ("every", "used")
 CHANNELS, CLASSES, CELLS_PER_STAGE, RESOLUTION = 16, 10, 5, 32
@@ -153,7 +154,7 @@ def pruned_op_basis(size: int) -> np.ndarray:
     return basis
 
 
-def cost_hypothesis(prior: Prior, phi_s: np.ndarray) -> Alternative:
+def cost_hypothesis(prior: Prior, phi_s: np.ndarray) -> Hypothesis:
     """The cost-only hypothesis for samples ``phi_s`` [K, F] (``features.FEATURE_NAMES`` first, cost columns last):
     latency = one cost of the network under one runtime (launch-, compute- or memory-bound), a small spread on the
     other features, broad weights on the costs and, weighed by ``PRUNED_OP_GRID``, free per-op costs of a runtime
@@ -164,7 +165,5 @@ def cost_hypothesis(prior: Prior, phi_s: np.ndarray) -> Alternative:
     centres = np.eye(size)[columns]
     broad = unit_variance(phi_s, np.eye(size)[:, columns])
     pruned = unit_variance(phi_s, pruned_op_basis(size))
-    spread = np.diag(prior.spread)
     grid = itertools.product(COST_SPREAD_GRID, COST_BROAD_GRID, PRUNED_OP_GRID)
-    covs = tuple(s * spread + b * broad + u * pruned for s, b, u in grid)
-    return Alternative(centres, covs, COST_MASS)
+    return Hypothesis.shared(centres, COST_MASS, (np.diag(prior.spread), broad, pruned), grid)

@@ -5,9 +5,9 @@ arch embeddings and ``w`` the device's head (its embedding). Source devices give
 covariance form a Gaussian prior. A new device's K samples (ms) set a scale (``s0``) and refine ``w`` in closed
 form; the noise variance, the prior's spread and the width of a broad op-cost component are weighed on grids by
 marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels).
-``Alternative`` hypotheses can compete with the prior (NB201: the cost-only one, ``nb201_costs.cost_hypothesis``,
-and one centred on each source device's own head, ``source_hypothesis``): their centres and covariances are weighed
-with the prior's settings. The noise is relative to the latency: a
+Other hypotheses can compete with the prior (NB201: the cost-only one, ``nb201_costs.cost_hypothesis``, and one
+centred on each source device's own head, ``source_hypothesis``): their centres and covariances are weighed with the
+prior's settings (``mixture.weigh``, FBNet's too). The noise is relative to the latency: a
 sample's variance scales with its latency squared, a prediction's with the predicted latency's
 (``Posterior.noise_at``). Samples in whole milliseconds add the rounding variance (1/12 ms^2) to the noise.
 The predictive spread is then rescaled per device by leave-one-out cross-validation on the K samples
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from latfarm.predictor.features import FEATURE_NAMES, NUM_OP_TYPES, OP_KINDS
+from latfarm.predictor.mixture import Hypothesis, weigh
 from latfarm.predictor.scores import GAUSSIAN_1SD
 
 SCALE_VARIANCE = 0.05
@@ -43,10 +44,11 @@ BROAD_LOG_PRIOR = -1.0
 BROAD_FEATURES = [i for i, n in enumerate(FEATURE_NAMES) if not n.startswith("edge")]
 """Op-count features (intercept, disconnected flag, live and dead counts): few, so K=5-20 samples can pin them."""
 SOURCE_WEIGHTS = (0.03, 0.1, 0.3, 1.0)
-"""Weights of the cross-device covariance around one source device's head (``source_hypothesis``): a device close
-to one source (a GPU at another batch size among its siblings) needs a prior far narrower than all sources' spread."""
-MIN_WEIGHT = 1e-3
-"""Hyperparameter settings below this share of the best one's posterior weight are left out of the average."""
+"""Weights of the cross-device covariance around a source centre (NB201: one source device's head,
+``source_hypothesis``; FBNet: every centre of ``blr``'s source hypothesis): a device close to one source (a GPU at
+another batch size among its siblings) needs a prior far narrower than all sources' spread, or its predicted std is
+far wider than its errors (FBNet with 0.1 the narrowest: 1-sd coverage 0.9-0.99 at K=20 on 2080ti_1, titan_rtx_1,
+titanx_1 in ``bench/fbnet_transfer.py``'s LODO)."""
 MIN_RELATIVE = 0.2
 """Floor of a sample's latency relative to the samples' mean when scaling its noise (near-zero cells)."""
 LOO_PRIOR_SD = 0.3
@@ -182,23 +184,12 @@ def broad_basis(size: int) -> np.ndarray:
     return np.hstack([tied, np.eye(size)[:, BROAD_FEATURES]])
 
 
-@dataclass(frozen=True)
-class Alternative:
-    """A hypothesis besides the cross-device prior (prior probability ``mass``): the head is centred on one of
-    ``centres`` [C, F] (equal shares of ``mass``) with one of the covariances ``covs`` [F, F] around it, every
-    centre, covariance and noise weighed by marginal likelihood with the prior's own settings."""
-
-    centres: np.ndarray
-    covs: tuple[np.ndarray, ...]
-    mass: float
-
-
-def source_hypothesis(prior: Prior, sources: np.ndarray, mass: float) -> Alternative:
+def source_hypothesis(prior: Prior, sources: np.ndarray, mass: float) -> Hypothesis:
     """The hypothesis that the device is close to one source device: centred on one of the source heads
     ``sources`` [D, F] (prior probability ``mass``) with the cross-device covariance times one of ``SOURCE_WEIGHTS``
     around it (the scale variance kept whole)."""
     scale = SCALE_VARIANCE * np.outer(prior.mean, prior.mean)
-    return Alternative(np.asarray(sources), tuple(w * (prior.cov - scale) + scale for w in SOURCE_WEIGHTS), mass)
+    return Hypothesis.shared(sources, mass, (prior.cov, scale), [(w, 1 - w) for w in SOURCE_WEIGHTS])
 
 
 def posterior(
@@ -208,7 +199,7 @@ def posterior(
     default_scale_ms: float,
     *,
     robust: bool = True,
-    alternatives: Sequence[Alternative] = (),
+    alternatives: Sequence[Hypothesis] = (),
 ) -> Posterior:
     """Condition the prior on samples (features [K, F], latencies ms [K]); K = 0 gives the prior itself.
 
@@ -229,10 +220,21 @@ def posterior(
     y = y_ms / scale
     rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2 if robust else np.ones(len(y))
     floor = quantisation_variance(y_ms) / scale**2 if robust else 0.0
-    mean, cov, noise, factor = _average(prior, phi_s, y, rel_var, robust, floor, alternatives if robust else ())
-    if not robust:
+    broad = unit_variance(phi_s, broad_basis(phi_s.shape[1]))
+    coefs = np.array([(1.0, s, b) for s, b in itertools.product(SPREAD_GRID, BROAD_GRID if robust else (0.0,))])
+    alternatives = alternatives if robust else ()
+    own = Hypothesis(
+        prior.mean[None, :],
+        np.array([np.log1p(-sum(alt.mass for alt in alternatives))]),
+        (prior.cov, np.diag(prior.spread), broad),
+        coefs,
+        BROAD_LOG_PRIOR * (coefs[:, 2] > 0),
+    )
+    loo = LeaveOneOut() if robust else None
+    mean, cov, noise = weigh(prior, [own, *alternatives], phi_s, y, rel_var, floor, best_only=not robust, loo=loo)
+    if loo is None:
         return Posterior(mean, cov, scale, noise)
-    return Posterior(mean, cov, scale, floor, relative=noise, level=float(y.mean()), std_factor=factor)
+    return Posterior(mean, cov, scale, floor, relative=noise, level=float(y.mean()), std_factor=loo.std_factor())
 
 
 def quantisation_variance(y_ms: np.ndarray) -> float:
@@ -241,67 +243,6 @@ def quantisation_variance(y_ms: np.ndarray) -> float:
     steps = np.asarray(y_ms, dtype=np.float64) / QUANTUM_MS
     whole = len(steps) >= 2 and bool(np.all(np.abs(steps - np.round(steps)) < 1e-9))
     return QUANTUM_MS**2 / 12 if whole else 0.0
-
-
-def _average(
-    prior: Prior,
-    phi_s: np.ndarray,
-    y: np.ndarray,
-    rel_var: np.ndarray,
-    robust: bool,
-    floor: float = 0.0,
-    alternatives: Sequence[Alternative] = (),
-) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Posterior mean, covariance, noise and ``loo_std_factor``: all hyperparameter settings weighed by marginal
-    likelihood (robust) or the best one; ``y`` [K] = normalised samples, ``rel_var`` = per-sample multipliers of the
-    noise variance, ``floor`` = variance every sample has besides (quantisation; not part of the returned noise)."""
-    broad = unit_variance(phi_s, broad_basis(phi_s.shape[1]))
-    root = np.sqrt(rel_var)
-    own = [
-        (prior.cov + np.diag(spread_w * prior.spread) + broad_w * broad, BROAD_LOG_PRIOR * (broad_w > 0))
-        for spread_w, broad_w in itertools.product(SPREAD_GRID, BROAD_GRID if robust else (0.0,))
-    ]
-    hypotheses = [(prior.mean[None, :], np.log1p(-sum(alt.mass for alt in alternatives)), own)]
-    for alt in alternatives:
-        hypotheses.append((alt.centres, np.log(alt.mass / len(alt.centres)), [(c, 0.0) for c in alt.covs]))
-    settings: list[tuple[np.ndarray, float, np.ndarray, np.ndarray]] = []  # (cov, noise, centre, residuals [K])
-    logliks: list[float] = []
-    for centres, log_mass, covs in hypotheses:
-        resids = y[None, :] - centres @ phi_s.T  # [C, K]
-        for cov, log_cov in covs:
-            lam, vec = np.linalg.eigh((phi_s @ cov @ phi_s.T + floor * np.eye(len(y))) / np.outer(root, root))
-            z2 = ((resids / root) @ vec) ** 2
-            for noise, log_prior in zip(prior.noise_grid, prior.noise_log_prior, strict=True):
-                ev = np.maximum(lam, 0.0) + noise
-                ll = (
-                    log_prior
-                    + log_mass
-                    + log_cov
-                    - 0.5 * ((z2 / ev).sum(1) + np.log(ev).sum() + 2 * np.log(root).sum())
-                )
-                logliks.extend(ll)
-                settings.extend((cov, noise, centre, resid) for centre, resid in zip(centres, resids, strict=True))
-    loglik = np.asarray(logliks)
-    if robust:
-        weights = np.exp(loglik - loglik.max())
-        keep = np.flatnonzero(weights > MIN_WEIGHT * weights.sum())
-    else:
-        weights = np.ones(len(loglik))
-        keep = np.array([np.argmax(loglik)])
-    parts, loo = [], LeaveOneOut()
-    for j in keep:
-        cov, noise, centre, resid = settings[j]
-        c_phi = phi_s @ cov
-        sample_noise = noise * rel_var + floor
-        inverse = np.linalg.inv(c_phi @ phi_s.T + np.diag(sample_noise))
-        gain = c_phi.T @ inverse
-        parts.append((weights[j], centre + gain @ resid, cov - gain @ c_phi, noise))
-        loo.add(weights[j : j + 1], inverse, resid[None, :], sample_noise)
-    total = sum(p[0] for p in parts)
-    mean = sum(w * m for w, m, _, _ in parts) / total
-    cov = sum(w * (c + np.outer(m - mean, m - mean)) for w, m, c, _ in parts) / total
-    factor = loo.std_factor() if robust else 1.0
-    return mean, (cov + cov.T) / 2, float(sum(w * n for w, _, _, n in parts) / total), factor
 
 
 class LeaveOneOut:
