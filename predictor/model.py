@@ -23,7 +23,7 @@ from latfarm.predictor.checkpoint import prior_arrays, read_prior, write_checkpo
 from latfarm.predictor.features import all_features, zero_fed_as_dead
 from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.nb201 import NUM_ARCHS
-from latfarm.predictor.nb201_costs import all_costs, cost_hypothesis
+from latfarm.predictor.nb201_costs import COSTS_REVISION, all_costs, cost_hypothesis
 from latfarm.predictor.prior import Posterior, Prior, posterior, source_hypothesis
 from latfarm.predictor.selection import select_by_variance
 from latfarm.predictor.spaces import SearchSpace, get_space
@@ -83,6 +83,12 @@ class Predictor(CheckpointMeta):
             raise ValueError(f"checkpoint mismatch: source heads {self.sources.shape} for {len(prior.mean)} features")
 
     # --- checkpoints -------------------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        """The checkpoint's version and the revision of the network costs its features end with
+        (``nb201_costs.COSTS_REVISION``): device states and prediction tables of another version are rebuilt."""
+        return f"{self.meta['version']}.c{COSTS_REVISION}"
+
     @property
     def space(self) -> SearchSpace:
         """The search space it predicts (NB201: archs are official indices 0..15624)."""

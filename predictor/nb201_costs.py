@@ -3,7 +3,8 @@
 The network is ``network.py``'s at its defaults (16 channels, 10 classes, 5 cells a stage, 32 x 32 input, batch 1):
 stem, three stages of cells, a reduction block between stages, head. Costs per ``fbnet_features.COSTS``: kernels
 launched, multiply-accumulates (convolutions and the classifier), activation memory traffic (elements read and
-written by every kernel) and parameters; a conv + BN follows ``fbnet_features.conv_bn``. ``RUNTIMES``:
+written by every kernel; an average pool reads its 3 x 3 window for each output: ``POOL_READS``) and parameters; a
+conv + BN follows ``fbnet_features.conv_bn``. ``RUNTIMES``:
 - ``every``: the reference network as built: every edge runs (``none`` as a multiply by 0), every node sums all of
   its incoming edges.
 - ``used``: a runtime that drops ops whose result never reaches the cell output (pixel3's): only ``none``-free
@@ -34,6 +35,14 @@ feature maps, one node that is a multiply by 0 (``used`` runtime)."""
 BOUND_BY = ("kernels", "flops", "memory")
 """The costs that are features (parameters follow FLOPs: correlation 1.00 over the 15,625 archs)."""
 COST_NAMES: tuple[str, ...] = tuple(f"cost_{runtime}_{name}" for runtime in RUNTIMES for name in BOUND_BY)
+COSTS_REVISION = 2
+"""Bumped when the costs' definition changes (2: ``POOL_READS``): part of the NB201 predictor's version, so device
+states and prediction tables computed under other costs are rebuilt."""
+POOL_READS = 9
+"""Elements an average pool reads per output (its 3 x 3 window): memory-bound runtimes pay for them (batch-256
+GPUs: a pool costs 0.7 of a 3x3 conv, against 0.04 at batch 1-32). Counted as one read, the memory traffic is a
+rescaled kernel count (Spearman 0.759 against 0.759 on 1080ti_256) and no cost combination fits such a device
+(least squares over the 6 costs, all 15,625 archs: 0.815 against 1.000 with the window; docs/predictor.md)."""
 
 
 def _elementwise(n: int, operands: int) -> np.ndarray:
@@ -53,7 +62,7 @@ def unit_costs(channels: int, size: int) -> np.ndarray:
         "skip_connect": np.zeros(len(COSTS)),
         "nor_conv_1x1": _relu_conv_bn(channels, channels, 1, size, 1),
         "nor_conv_3x3": _relu_conv_bn(channels, channels, 3, size, 1),
-        "avg_pool_3x3": _elementwise(n, 1),
+        "avg_pool_3x3": _elementwise(n, POOL_READS),
         "add": _elementwise(n, 2),
         "zero_node": _elementwise(n, 1),
     }

@@ -5,14 +5,17 @@ import pytest
 from scipy import stats
 
 from latfarm.predictor import nb201, nb201_costs
+from latfarm.predictor.fbnet_features import COSTS
 from latfarm.predictor.features import FEATURE_NAMES, all_features
 from latfarm.predictor.nb201_costs import (
     COST_NAMES,
+    POOL_READS,
     UNITS,
     all_costs,
     cost_hypothesis,
     network_costs,
     pruned_op_basis,
+    unit_costs,
     unit_counts,
     with_costs,
 )
@@ -73,6 +76,18 @@ def test_a_runtime_that_drops_dead_ops_runs_fewer_kernels():
         unit_counts(DEAD_CONV, "jit")
 
 
+def test_an_average_pool_reads_its_window():
+    n = 16 * 32 * 32
+    memory = COSTS.index("memory")
+    units = unit_costs(16, 32)
+    assert units[UNITS.index("avg_pool_3x3"), memory] == (POOL_READS + 1) * n  # 9 reads per output, 1 write
+    assert units[UNITS.index("none"), memory] == 2 * n
+    # so memory traffic is no rescaled kernel count: a cell of pools moves more than one of 1x1 convs, though it
+    # launches fewer kernels
+    pools, convs = network_costs(np.array([(4,) * 6, (2,) * 6]), "every")
+    assert pools[memory] > convs[memory] and pools[0] < convs[0]
+
+
 def test_all_costs_are_normalised_by_their_mean():
     costs = all_costs()
     assert costs.shape == (nb201.NUM_ARCHS, len(COST_NAMES))
@@ -96,14 +111,17 @@ def test_a_flop_bound_device_among_launch_bound_sources_is_ranked_from_5_samples
     predictor = pretrain(_launch_bound_sources(rng), epochs=0)
     assert predictor.phi.shape[1] == len(predictor.prior.mean) == all_features().shape[1] + len(COST_NAMES)
     lat = 1e-7 * network_costs(nb201.official_ops_table(), "used")[:, 1] * np.exp(0.01 * rng.standard_normal(15625))
-    idx = predictor.select_samples(5, seed=0)
-    rest = np.setdiff1d(np.arange(nb201.NUM_ARCHS), idx)
-    mean, std = predictor.adapt(idx, lat[idx]).predict(rest)
-    assert stats.spearmanr(mean, lat[rest])[0] > 0.98
-    assert np.median(np.abs(mean / lat[rest] - 1)) < 0.02
-    assert np.mean(np.abs(mean - lat[rest]) <= 2 * std) > 0.9  # the spread covers the errors
-    alone = posterior(predictor.prior, predictor.phi[idx], lat[idx], 10.0)
-    assert stats.spearmanr(predictor.phi[rest] @ alone.mean, lat[rest])[0] < 0.96
+    covered = []
+    for seed in range(3):  # sample draws; the spread's coverage is judged over all three
+        idx = predictor.select_samples(5, seed=seed)
+        rest = np.setdiff1d(np.arange(nb201.NUM_ARCHS), idx)
+        mean, std = predictor.adapt(idx, lat[idx]).predict(rest)
+        assert stats.spearmanr(mean, lat[rest])[0] > 0.98
+        assert np.median(np.abs(mean / lat[rest] - 1)) < 0.02
+        covered.append(np.mean(np.abs(mean - lat[rest]) <= 2 * std))
+        alone = posterior(predictor.prior, predictor.phi[idx], lat[idx], 10.0)
+        assert stats.spearmanr(predictor.phi[rest] @ alone.mean, lat[rest])[0] < 0.96
+    assert np.mean(covered) > 0.9  # the spread covers the errors
 
 
 def test_the_cost_hypothesis_centres_on_one_cost_each():
@@ -132,12 +150,12 @@ def test_the_pruned_op_basis_counts_what_a_runtime_that_drops_dead_ops_runs():
 
 
 def _pruned_device(rng) -> np.ndarray:
-    """A runtime that drops dead ops with its own op costs (ms: skip 0.1, 1x1 conv 1, 3x3 conv 7, pool 2 per op,
-    unlike the FLOP ratios), 3 ms of fixed layers, ~0 when the cell is cut off, 10% noise."""
+    """A runtime that drops dead ops with its own op costs (ms per op: a skip 2, it copies its input; 1x1 conv 0.5,
+    3x3 conv 7, pool 0.5: no network cost's ratios), 3 ms of fixed layers, ~0 when the cell is cut off, 10% noise."""
     ops = nb201.official_ops_table()
     used = np.stack([unit_counts(cell, "used") for cell in ops])[:, [UNITS.index(op) for op in nb201.OPS[1:]]]
     cut = np.array([nb201.is_disconnected(cell) for cell in ops])
-    lat = np.where(cut, 0.05, 3.0 + used @ [0.1, 1.0, 7.0, 2.0])
+    lat = np.where(cut, 0.05, 3.0 + used @ [2.0, 0.5, 7.0, 0.5])
     return lat * np.exp(0.1 * rng.standard_normal(len(lat)))
 
 

@@ -8,6 +8,7 @@ import pytest
 from latfarm.predictor.help_data import load_help
 from latfarm.predictor.model import DeviceModel, Predictor
 from latfarm.predictor.nb201 import NUM_ARCHS
+from latfarm.predictor import nb201_costs
 from latfarm.predictor.nb201_costs import cost_hypothesis
 from latfarm.predictor.pretrain import pretrain
 from latfarm.predictor.prior import posterior
@@ -101,6 +102,11 @@ def test_device_state_round_trip(small, latencies):
     for a, b in zip(again.predict(), model.predict(), strict=True):
         np.testing.assert_allclose(a, b)
     stale = dict(state, predictor_version="older", mean=[0.0] * len(state["mean"]))
+    np.testing.assert_allclose(DeviceModel.from_state(small, stale).predict()[0], model.predict()[0])
+    # a state fitted under other network costs (same checkpoint) is re-adapted too
+    other_costs = small.version.removesuffix(f".c{nb201_costs.COSTS_REVISION}") + ".c1"
+    assert other_costs != small.version
+    stale = dict(state, predictor_version=other_costs, mean=[0.0] * len(state["mean"]))
     np.testing.assert_allclose(DeviceModel.from_state(small, stale).predict()[0], model.predict()[0])
 
 
