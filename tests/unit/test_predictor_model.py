@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from latfarm.predictor import nb201_costs
 from latfarm.predictor.help_data import load_help
 from latfarm.predictor.model import DeviceModel, Predictor
 from latfarm.predictor.nb201 import NUM_ARCHS
-from latfarm.predictor import nb201_costs
 from latfarm.predictor.nb201_costs import cost_hypothesis
 from latfarm.predictor.pretrain import pretrain
 from latfarm.predictor.prior import posterior
