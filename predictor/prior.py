@@ -5,8 +5,9 @@ arch embeddings and ``w`` the device's head (its embedding). Source devices give
 covariance form a Gaussian prior. A new device's K samples (ms) set a scale (``s0``) and refine ``w`` in closed
 form; the noise variance, the prior's spread and the width of a broad op-cost component are weighed on grids by
 marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels).
-Other hypotheses can compete with the prior (NB201: the cost-only one, ``nb201_costs.cost_hypothesis``, and one
-centred on each source device's own head, ``source_hypothesis``): their centres and covariances are weighed with the
+Other hypotheses can compete with the prior (NB201: the cost-only one, ``nb201_costs.cost_hypothesis``, one
+centred on each source device's own head, ``source_hypothesis``, and the structure one, broad weights on the
+critical-path columns, ``nb201_structure.structure_hypothesis``): their centres and covariances are weighed with the
 prior's settings (``mixture.weigh``, FBNet's too). The noise is relative to the latency: a
 sample's variance scales with its latency squared, a prediction's with the predicted latency's
 (``Posterior.noise_at``). Samples in whole milliseconds add the rounding variance (1/12 ms^2) to the noise.
