@@ -93,7 +93,7 @@ def with_structure(prior: Prior) -> Prior:
 STRUCTURE_MASS = 0.1
 """Prior probability of the structure hypothesis (the device's cost is not a plain sum of op costs); the other
 hypotheses share the rest as they would without it. 0.05 gains less at K=5-10 on critical-path devices, 0.2 costs
-GPUs with their family held out at K=5 (docs/predictor-experiments.md)."""
+pixel3 at K=5 and calibration cells (docs/predictor-experiments.md)."""
 STRUCTURE_SPREAD_GRID = (0.03, 0.3, 3.0)
 """Weights of the per-feature spread (``Prior.spread``) around the cross-device mean under the structure hypothesis."""
 STRUCTURE_OPS_GRID = (0.0, 0.1, 1.0)
