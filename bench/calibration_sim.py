@@ -38,6 +38,7 @@ import numpy as np
 from latfarm.predictor.evaluate import cached_pretrain, trial_seed
 from latfarm.predictor.help_data import load_help
 from latfarm.predictor.model import Predictor
+from latfarm.predictor.nb201_structure import with_structure
 from latfarm.predictor.prior import Posterior, posterior, prior_from_heads, source_heads
 from latfarm.predictor.scores import GAUSSIAN_1SD
 from latfarm.predictor.selection import select_by_variance
@@ -82,11 +83,11 @@ def _run(device: str, k: int, post: Posterior, phi: np.ndarray, lat: np.ndarray)
 
 def simulate(predictor: Predictor, sources: dict[str, np.ndarray]) -> list[Run]:
     """Nested leave-one-source-out adaptations on the predictor's sources (all archs measured)."""
-    heads, noise = source_heads(predictor.phi, sources)
+    heads, noise = source_heads(predictor.phi[:, : len(predictor.checkpoint_prior.mean)], sources)
     runs = []
     for s, (name, lat) in enumerate(sources.items()):
         others = [d for d in sources if d != name]
-        prior = prior_from_heads([heads[d] for d in others], [noise[d] for d in others])
+        prior = with_structure(prior_from_heads([heads[d] for d in others], [noise[d] for d in others]))
         rng = np.random.default_rng(s)
         for seed in range(SEEDS):
             picks = select_by_variance(

@@ -29,6 +29,7 @@ from latfarm.predictor.features import FEATURE_NAMES
 from latfarm.predictor.help_data import load_help
 from latfarm.predictor.model import Predictor
 from latfarm.predictor.nb201_costs import COST_NAMES, PRUNED_OP_GRID, pruned_op_basis
+from latfarm.predictor.nb201_structure import structure_hypothesis
 from latfarm.predictor.pretrain import DEFAULT_EPOCHS
 from latfarm.predictor.prior import MIN_RELATIVE, SCALE_VARIANCE, SOURCE_WEIGHTS, unit_variance
 from latfarm.predictor.selection import POOL_SIZE
@@ -86,22 +87,25 @@ def reference(p: Predictor) -> np.ndarray:
 
 def planning_mixture(p: Predictor) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of the hypotheses ``Predictor.adapt`` weighs, at their prior masses, with each one's
-    covariances averaged over its grid: the prior (planning covariance), the source heads (``SOURCE_WEIGHTS``) and
-    the cost-only centres (``blr``'s grids)."""
+    covariances averaged over its grid: the prior (planning covariance), the source heads (``SOURCE_WEIGHTS``), the
+    cost-only centres (``blr``'s grids) and the structure hypothesis (``nb201_structure``'s grids)."""
     prior, size = p.prior, len(p.prior.mean)
     scale = SCALE_VARIANCE * np.outer(prior.mean, prior.mean)
     ref = reference(p)
     cost_cov = (
         np.mean(COST_SPREAD_GRID) * np.diag(prior.spread)
-        + np.mean(COST_BROAD_GRID) * unit_variance(ref, np.eye(size)[:, size - len(COST_NAMES) :])
+        + np.mean(COST_BROAD_GRID) * unit_variance(ref, np.eye(size)[:, p.cost_columns])
         + np.mean(PRUNED_OP_GRID) * unit_variance(ref, pruned_op_basis(size))
     )
-    source_mass = SOURCE_MASS * (1 - COST_MASS)
+    structure = structure_hypothesis(prior, ref, p.structure_columns)
+    rest = 1 - structure.mass
+    source_mass = rest * SOURCE_MASS * (1 - COST_MASS)
     sources = p.sources if p.sources is not None else np.zeros((0, size))
-    parts = [(1 - COST_MASS - source_mass, prior.mean, prior.planning_cov())]
+    parts = [(rest * (1 - COST_MASS) - source_mass, prior.mean, prior.planning_cov())]
     source_cov = np.mean(SOURCE_WEIGHTS) * (prior.cov - scale) + scale
     parts += [(source_mass / len(sources), c, source_cov) for c in sources]
-    parts += [(COST_MASS / len(COST_NAMES), c, cost_cov) for c in np.eye(size)[size - len(COST_NAMES) :]]
+    parts += [(rest * COST_MASS / len(COST_NAMES), c, cost_cov) for c in np.eye(size)[p.cost_columns]]
+    parts += [(structure.mass, prior.mean, np.mean(structure.covs, 0))]
     mean = sum(w * c for w, c, _ in parts)
     cov = sum(w * (v + np.outer(c - mean, c - mean)) for w, c, v in parts)
     return mean, cov

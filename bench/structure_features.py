@@ -1,76 +1,41 @@
-"""Does the NB201 structure block (``structure_features`` below: node additions, critical path; measured, not adopted:
-docs/predictor.md) help few-shot transfer? Adapts predictors without GCN (additive features, with or without the
-block) on the 21 real devices (leave-one-device-out, leave-one-family-out, cross-family split, as
-``predictor_loo.py``) and on synthetic devices whose cell costs its longest path (``synthetic.py``'s
-``critical_path``) or a sum (``overhead``); also fits each device's 80% with either basis and scores the other 20%
-(what the block can add with every arch measured).
+"""Does the NB201 structure block (``nb201_structure``: node additions, critical path) help few-shot transfer? Adapts
+predictors without GCN (additive features; the block's critical-path columns weighed by the structure hypothesis or
+not; or the whole block as cross-device prior columns) on the 21 real devices (leave-one-device-out,
+leave-one-family-out, cross-family split, as ``predictor_loo.py``) and on synthetic devices whose cell costs its
+longest path (``synthetic.py``'s ``critical_path``) or a sum (``overhead``); also fits each device's 80% with either
+basis and scores the other 20% (what the block can add with every arch measured).
 
-The block enters the cross-device prior as extra columns; ``--broad`` also adds it to the broad op-cost component
-(``prior.BROAD_FEATURES``), which lets a device's samples switch it on where the source devices lack it.
+Variants: ``additive`` (structure hypothesis off: ``STRUCTURE_MASS`` 0), ``hypothesis`` (the predictor as shipped),
+``+structure`` (hypothesis off, the whole block in the cross-device prior; ``--broad`` also adds it to the broad
+op-cost component, ``prior.BROAD_FEATURES``, which lets a device's samples switch it on where the sources lack it).
 
-    .venv/bin/python bench/structure_features.py --trials 3 --broad
+    .venv/bin/python bench/structure_features.py --trials 3 --skip-real
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from transfer_args import sample_sizes, transfer_parser  # bench/ is the script's folder: on sys.path
 
+from latfarm.predictor import nb201_structure
 from latfarm.predictor import prior as prior_module
 from latfarm.predictor.evaluate import transfer_scores
 from latfarm.predictor.features import all_features
 from latfarm.predictor.help_data import load_help
 from latfarm.predictor.model import Predictor
-from latfarm.predictor.nb201 import EDGES, NUM_ARCHS, OPS, PATHS, live_edges, official_ops_table, output_edges
+from latfarm.predictor.nb201 import NUM_ARCHS, official_ops_table
 from latfarm.predictor.nb201_costs import with_costs
+from latfarm.predictor.nb201_structure import structure_features
 from latfarm.predictor.prior import fit_prior
 from latfarm.predictor.scores import score
 from latfarm.predictor.synthetic import synthetic_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predictor_loo import CEILING_SHARE, SOURCE_FAMILIES, family  # noqa: E402
-
-PATH_OP_COST = np.array([0.0, 0.0, 1 / 9, 1.0, 1 / 9])
-"""Device-agnostic cost of each op (by op id) on a path: a 3x3 conv 1, a 1x1 conv 1/9 (its share of the
-multiply-accumulates), a 3x3 average pool 1/9 (weighted as a 1x1 conv: it reads the same 3x3 window as the 3x3
-conv, and is bound by that memory traffic rather than by arithmetic), a skip 0."""
-STRUCTURE_NAMES: tuple[str, ...] = (
-    "sum2_built",  # node 2 adds two built (non-none) inputs
-    "sum2_used",  # ... and node 2 reaches the output (a pruning runtime keeps that addition)
-    "sums3",  # additions at the output node: its built inputs - 1 (0-2)
-    "path_cost_max",  # critical path: the largest PATH_OP_COST sum over live input-output paths
-    "live_paths",  # input-output paths of non-none ops (0-4)
-    "op_chain",  # the most computing ops (convs and pools: not skips) on one live path (0-3)
-)
-"""What a sum of per-op costs cannot express: node additions (kernels a runtime launches besides the ops), and
-the critical path, which sets the latency where parallel branches overlap."""
-
-
-def structure_features(ops: np.ndarray) -> np.ndarray:
-    """[n, 6] op vectors -> [n, len(STRUCTURE_NAMES)] float64."""
-    cells = np.asarray(ops, dtype=np.int64).tolist()
-    return np.array([_structure(cell) for cell in cells], dtype=np.float64).reshape(-1, len(STRUCTURE_NAMES))
-
-
-def _structure(cell: Sequence[int]) -> list[float]:
-    """The ``STRUCTURE_NAMES`` values of one cell (op vector [6])."""
-    live, used = live_edges(cell), output_edges(cell)
-    into2, into3 = [k for k, (_, d) in enumerate(EDGES) if d == 2], [k for k, (_, d) in enumerate(EDGES) if d == 3]
-    live_paths = [p for p in PATHS if all(live[k] for k in p)]
-    return [
-        float(all(cell[k] for k in into2)),
-        float(all(used[k] for k in into2)),
-        float(max(sum(bool(cell[k]) for k in into3) - 1, 0)),
-        max((float(sum(PATH_OP_COST[cell[k]] for k in p)) for p in live_paths), default=0.0),
-        float(len(live_paths)),
-        float(max((sum(OPS[cell[k]] != "skip_connect" for k in p) for p in live_paths), default=0)),
-    ]
-
 
 SYNTHETIC = {f"critical_path_{s}": ("critical_path", s) for s in range(6)} | {
     f"overhead_{s}": ("overhead", s) for s in range(2)
@@ -145,22 +110,28 @@ def main() -> None:
     print("full fit (80% fitted, 20% scored), Spearman:")
     for name, row in fits.items():
         print(f"  {name:18s} " + " ".join(f"{b} {v:.4f}" for b, v in row.items()))
-    base_broad = list(prior_module.BROAD_FEATURES)
+    base_broad, mass = list(prior_module.BROAD_FEATURES), nb201_structure.STRUCTURE_MASS
     width = all_features().shape[1]
-    for label, extra in (("additive", none), ("+structure", block)):
+    for label, extra, hypothesis in (
+        ("additive", none, False),
+        ("hypothesis", none, True),
+        ("+structure", block, False),
+    ):
         broad = args.broad and extra.shape[1] > 0
         prior_module.BROAD_FEATURES = base_broad + (list(range(width, width + extra.shape[1])) if broad else [])
+        nb201_structure.STRUCTURE_MASS = mass if hypothesis else 0.0
         try:
-            res = transfer_scores(predictor(lat, extra), synthetic, samples, args.trials, seed=args.seed)
-            for k, b in res.items():
-                rho = {n: v["spearman"] for n, v in b["per_device"].items()}
-                cp = np.mean([v for n, v in rho.items() if n.startswith("critical_path")])
-                add = np.mean([v for n, v in rho.items() if n.startswith("overhead")])
-                print(f"{label:22s} synthetic K={k}: critical-path {cp:.4f}, additive {add:.4f}", flush=True)
-            if not args.skip_real:
-                summary(label + (" (broad)" if broad else ""), splits(lat, extra, samples, args.trials, args.seed))
+            with np.errstate(divide="ignore"):  # log of a hypothesis' mass 0: it never wins
+                res = transfer_scores(predictor(lat, extra), synthetic, samples, args.trials, seed=args.seed)
+                for k, b in res.items():
+                    rho = {n: v["spearman"] for n, v in b["per_device"].items()}
+                    cp = np.mean([v for n, v in rho.items() if n.startswith("critical_path")])
+                    add = np.mean([v for n, v in rho.items() if n.startswith("overhead")])
+                    print(f"{label:22s} synthetic K={k}: critical-path {cp:.4f}, additive {add:.4f}", flush=True)
+                if not args.skip_real:
+                    summary(label + (" (broad)" if broad else ""), splits(lat, extra, samples, args.trials, args.seed))
         finally:
-            prior_module.BROAD_FEATURES = base_broad
+            prior_module.BROAD_FEATURES, nb201_structure.STRUCTURE_MASS = base_broad, mass
     print(f"bench wall time {time.perf_counter() - started:.0f} s")
 
 

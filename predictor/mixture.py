@@ -87,12 +87,12 @@ def weigh(
     logliks = [_loglik(prior, hyp, cov, r, rel_var) for hyp, cov, r in zip(hypotheses, covs, resids, strict=True)]
     kept = _keep(_weights(logliks, best_only), coefs, covs, resids, np.asarray(prior.noise_grid), rel_var)
     inverse = np.linalg.inv(kept.cov)  # [N, K, K]
+    fitted = (kept.resid[:, None, :] @ inverse[kept.pair])[:, 0]  # S^-1 r [T, K]
     if loo is not None:
-        for n, inv in enumerate(inverse):
-            at = kept.pair == n
-            loo.add(kept.weight[at], inv, kept.resid[at], kept.noise[n] * rel_var + floor)
+        diag = np.diagonal(inverse, axis1=1, axis2=2)[kept.pair]
+        loo.add(kept.weight, diag, fitted, kept.noise[kept.pair, None] * rel_var + floor)
     centres = np.vstack([hyp.centres for hyp in hypotheses])
-    return _moments(prior.mean, centres, parts, phi_s, kept, inverse)
+    return _moments(prior.mean, centres, parts, phi_s, kept, inverse, fitted)
 
 
 def _loglik(prior: Prior, hyp: Hypothesis, cov: np.ndarray, resids: np.ndarray, rel_var: np.ndarray) -> np.ndarray:
@@ -186,16 +186,17 @@ def _moments(
     phi_s: np.ndarray,
     kept: _Kept,
     inverse: np.ndarray,
+    fitted: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Mean [F], covariance [F, F] and noise of the mixture of the ``kept`` settings' posteriors (``inverse``
-    [N, K, K] of their samples' covariances; ``centres`` [C, F] of all hypotheses). Each posterior mean is
+    [N, K, K] of their samples' covariances, ``fitted`` [T, K] each one's ``S^-1 r``; ``centres`` [C, F] of all
+    hypotheses). Each posterior mean is
     ``origin + basis @ z``, ``basis`` = [centres - origin, part_p phi_s^T for each part] (F x (C + P K)), and each
     covariance ``sum_p c_p part_p - reach (c c^T kron S^-1) reach^T``: both are averaged in these coordinates, then
     mapped to the F features once."""
     k, p, t = len(phi_s), len(parts), len(kept.weight)
     pair_w = np.bincount(kept.pair, weights=kept.weight, minlength=len(inverse))
     total = float(pair_w.sum())
-    fitted = (kept.resid[:, None, :] @ inverse[kept.pair])[:, 0]  # S^-1 r [T, K]
     z = np.zeros((t, len(centres) + p * k))
     z[np.arange(t), kept.centre] = 1.0
     z[:, len(centres) :] = (kept.coef[kept.pair][:, :, None] * fitted[:, None, :]).reshape(t, p * k)

@@ -1,8 +1,8 @@
 """Public predictor API: load a checkpoint, choose archs to measure, adapt to a device, predict and rank.
 
-The device-independent part (additive op features, GCN embeddings and network costs of all 15,625 archs) is
-computed once at load; a device model is a Gaussian posterior over a ~50-dim head, so predicting every arch is one
-small matmul.
+The device-independent part (additive op features, GCN embeddings, network costs and the structure block's
+critical-path columns of all 15,625 archs) is computed once at load; a device model is a Gaussian posterior over a
+~50-dim head, so predicting every arch is one small matmul.
 The binary relation (which arch is faster) is derived from the predictive distribution: P(lat_a < lat_b) under
 the posterior, both predictions' noise included. Loading and serving need numpy/scipy only, not torch.
 """
@@ -22,8 +22,16 @@ from latfarm.predictor.blr import COST_MASS, SOURCE_MASS
 from latfarm.predictor.checkpoint import prior_arrays, read_prior, write_checkpoint
 from latfarm.predictor.features import all_features, zero_fed_as_dead
 from latfarm.predictor.latencies import checked_latencies
+from latfarm.predictor.mixture import Hypothesis
 from latfarm.predictor.nb201 import NUM_ARCHS
-from latfarm.predictor.nb201_costs import COSTS_REVISION, all_costs, cost_hypothesis
+from latfarm.predictor.nb201_costs import COST_NAMES, COSTS_REVISION, all_costs, cost_hypothesis
+from latfarm.predictor.nb201_structure import (
+    PATH_COLUMNS,
+    STRUCTURE_REVISION,
+    all_structure,
+    structure_hypothesis,
+    with_structure,
+)
 from latfarm.predictor.prior import Posterior, Prior, posterior, source_hypothesis
 from latfarm.predictor.selection import select_by_variance
 from latfarm.predictor.spaces import SearchSpace, get_space
@@ -67,27 +75,37 @@ class Predictor(CheckpointMeta):
         gcn_state: dict[str, np.ndarray],
         sources: np.ndarray | None = None,
     ):
-        """From a prior over F features, GCN embeddings [15625, E] (F = op features + E + costs), the checkpoint
-        metadata, the GCN weights and the source devices' heads [D, F] (None: adaptation weighs no source centre,
-        checkpoints before revision 4); ``ValueError`` when they do not fit together."""
-        self.prior = prior
-        self.sources = None if sources is None else np.asarray(sources, dtype=np.float64)
+        """From the checkpoint's prior over F features (op features + E + costs), GCN embeddings [15625, E], the
+        checkpoint metadata, the GCN weights and the source devices' heads [D, F] (None: adaptation weighs no source
+        centre, checkpoints before revision 4); ``ValueError`` when they do not fit together. The structure columns
+        (``nb201_structure``) follow the F features in ``phi``, ``prior`` and ``sources`` with weight 0
+        (``with_structure``); ``checkpoint_prior`` is the prior as stored."""
+        self.checkpoint_prior = prior
         self.embeddings = np.asarray(embeddings, dtype=np.float32).astype(np.float64)  # as stored
         self.meta = meta
         self.gcn_state = gcn_state
-        self.phi = np.hstack([all_features(), self.embeddings, all_costs()])  # [15625, F]
+        base = np.hstack([all_features(), self.embeddings, all_costs()])  # [15625, F]
+        size = base.shape[1]
+        if size != len(prior.mean):
+            raise ValueError(f"checkpoint mismatch: {size} features but a prior of {len(prior.mean)}")
+        if sources is not None and np.shape(sources)[1:] != prior.mean.shape:
+            raise ValueError(f"checkpoint mismatch: source heads {np.shape(sources)} for {len(prior.mean)} features")
+        self.cost_columns = np.arange(size - len(COST_NAMES), size)
+        self.structure_columns = np.arange(size, size + len(PATH_COLUMNS))
+        self.prior = with_structure(prior)
+        self.sources = (
+            None if sources is None else np.pad(np.asarray(sources, dtype=np.float64), [(0, 0), (0, len(PATH_COLUMNS))])
+        )
+        self.phi = np.hstack([base, all_structure()])  # [15625, F + structure]
         self.planning_phi = zero_fed_as_dead(self.phi)
-        if self.phi.shape[1] != len(prior.mean):
-            raise ValueError(f"checkpoint mismatch: {self.phi.shape[1]} features but a prior of {len(prior.mean)}")
-        if self.sources is not None and self.sources.shape[1:] != prior.mean.shape:
-            raise ValueError(f"checkpoint mismatch: source heads {self.sources.shape} for {len(prior.mean)} features")
 
     # --- checkpoints -------------------------------------------------------------------------------------
     @property
     def version(self) -> str:
-        """The checkpoint's version and the revision of the network costs its features end with
-        (``nb201_costs.COSTS_REVISION``): device states and prediction tables of another version are rebuilt."""
-        return f"{self.meta['version']}.c{COSTS_REVISION}"
+        """The checkpoint's version and the revisions of the columns its features end with (the network costs,
+        ``nb201_costs.COSTS_REVISION``, and the structure columns, ``nb201_structure.STRUCTURE_REVISION``): device
+        states and prediction tables of another version are rebuilt."""
+        return f"{self.meta['version']}.c{COSTS_REVISION}.s{STRUCTURE_REVISION}"
 
     @property
     def space(self) -> SearchSpace:
@@ -127,12 +145,12 @@ class Predictor(CheckpointMeta):
             self.meta["metrics"] = metrics
         arrays = {f"gcn/{k}": v for k, v in self.gcn_state.items()}
         if self.sources is not None:
-            arrays["source_heads"] = self.sources
+            arrays["source_heads"] = self.sources[:, : len(self.checkpoint_prior.mean)]
         return write_checkpoint(
             path,
             self.meta,
             {
-                **prior_arrays(self.prior),
+                **prior_arrays(self.checkpoint_prior),
                 "embeddings": self.embeddings.astype(np.float32),
                 **arrays,
             },
@@ -159,11 +177,21 @@ class Predictor(CheckpointMeta):
             raise ValueError(f"{len(idx)} indices but {len(lat)} latencies")
         phi_s = self.phi[idx]
         scale = float(self.meta["default_scale_ms"])
-        alternatives = [cost_hypothesis(self.prior, phi_s)] if len(idx) else []
-        if len(idx) and self.sources is not None:
-            alternatives.append(source_hypothesis(self.prior, self.sources, SOURCE_MASS * (1 - COST_MASS)))
-        post = posterior(self.prior, phi_s, lat, scale, alternatives=alternatives)
+        post = posterior(self.prior, phi_s, lat, scale, alternatives=self._alternatives(phi_s))
         return DeviceModel(self, post, idx, lat)
+
+    def _alternatives(self, phi_s: np.ndarray) -> list[Hypothesis]:
+        """The hypotheses that compete with the cross-device prior for samples ``phi_s`` [K, F]: the structure one
+        (``nb201_structure.STRUCTURE_MASS``) and, sharing the rest as without it, the cost-only one and one centred
+        on each source head."""
+        if not len(phi_s):
+            return []
+        structure = structure_hypothesis(self.prior, phi_s, self.structure_columns)
+        rest = 1 - structure.mass
+        alternatives = [structure, cost_hypothesis(self.prior, phi_s, self.cost_columns, rest * COST_MASS)]
+        if self.sources is not None:
+            alternatives.append(source_hypothesis(self.prior, self.sources, rest * SOURCE_MASS * (1 - COST_MASS)))
+        return alternatives
 
 
 class DeviceModel:

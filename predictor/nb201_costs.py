@@ -163,16 +163,16 @@ def pruned_op_basis(size: int) -> np.ndarray:
     return basis
 
 
-def cost_hypothesis(prior: Prior, phi_s: np.ndarray) -> Hypothesis:
-    """The cost-only hypothesis for samples ``phi_s`` [K, F] (``features.FEATURE_NAMES`` first, cost columns last):
+def cost_hypothesis(prior: Prior, phi_s: np.ndarray, columns: np.ndarray, mass: float = COST_MASS) -> Hypothesis:
+    """The cost-only hypothesis for samples ``phi_s`` [K, F] (``features.FEATURE_NAMES`` first, the ``COST_NAMES``
+    columns at positions ``columns``) with prior probability ``mass`` (default ``blr``'s):
     latency = one cost of the network under one runtime (launch-, compute- or memory-bound), a small spread on the
     other features, broad weights on the costs and, weighed by ``PRUNED_OP_GRID``, free per-op costs of a runtime
     that drops dead ops (``pruned_op_basis``: its op-cost ratios differ from what the costs count; pixel3 at K=5
-    Spearman 0.934 -> 0.961 with it, docs/predictor.md), with ``blr``'s prior mass and grids."""
+    Spearman 0.934 -> 0.961 with it, docs/predictor.md), with ``blr``'s grids."""
     size = phi_s.shape[1]
-    columns = np.arange(size - len(COST_NAMES), size)
     centres = np.eye(size)[columns]
     broad = unit_variance(phi_s, np.eye(size)[:, columns])
     pruned = unit_variance(phi_s, pruned_op_basis(size))
     grid = itertools.product(COST_SPREAD_GRID, COST_BROAD_GRID, PRUNED_OP_GRID)
-    return Hypothesis.shared(centres, COST_MASS, (np.diag(prior.spread), broad, pruned), grid)
+    return Hypothesis.shared(centres, mass, (np.diag(prior.spread), broad, pruned), grid)

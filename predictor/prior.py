@@ -5,8 +5,9 @@ arch embeddings and ``w`` the device's head (its embedding). Source devices give
 covariance form a Gaussian prior. A new device's K samples (ms) set a scale (``s0``) and refine ``w`` in closed
 form; the noise variance, the prior's spread and the width of a broad op-cost component are weighed on grids by
 marginal likelihood (times a log-normal prior on the noise fitted to the source devices' residual levels).
-Other hypotheses can compete with the prior (NB201: the cost-only one, ``nb201_costs.cost_hypothesis``, and one
-centred on each source device's own head, ``source_hypothesis``): their centres and covariances are weighed with the
+Other hypotheses can compete with the prior (NB201: the cost-only one, ``nb201_costs.cost_hypothesis``, one
+centred on each source device's own head, ``source_hypothesis``, and the structure one, broad weights on the
+critical-path columns, ``nb201_structure.structure_hypothesis``): their centres and covariances are weighed with the
 prior's settings (``mixture.weigh``, FBNet's too). The noise is relative to the latency: a
 sample's variance scales with its latency squared, a prediction's with the predicted latency's
 (``Posterior.noise_at``). Samples in whole milliseconds add the rounding variance (1/12 ms^2) to the noise.
@@ -252,33 +253,34 @@ class LeaveOneOut:
 
     def __init__(self, margin: float = TAIL_MARGIN) -> None:
         self.margin = margin
-        self.weights: list[np.ndarray] = []  # [C] per add
-        self.resid: list[np.ndarray] = []  # [C, K] LOO residuals
-        self.var: list[np.ndarray] = []  # [C, K] LOO predictive variances
-        self.dof: list[float] = []
+        self.weights: list[np.ndarray] = []  # [T] per add
+        self.resid: list[np.ndarray] = []  # [T, K] LOO residuals
+        self.var: list[np.ndarray] = []  # [T, K] LOO predictive variances
+        self.dof: list[np.ndarray] = []  # [T] residual degrees of freedom
 
-    def add(self, weights: np.ndarray, inverse: np.ndarray, resids: np.ndarray, sample_noise: np.ndarray) -> None:
-        """Settings that share one sample covariance (its inverse [K, K]; ``sample_noise`` [K] its noise part) and
-        differ in centre: posterior ``weights`` [C], residuals from each centre ``resids`` [C, K]."""
-        resid, var = loo_residuals(inverse, resids)
+    def add(self, weights: np.ndarray, diag: np.ndarray, fitted: np.ndarray, sample_noise: np.ndarray) -> None:
+        """T Gaussian settings: posterior ``weights`` [T], each one's samples' covariance ``S`` by the diagonal of its
+        inverse ``diag`` [T, K] and its noise part ``sample_noise`` [T, K], and ``fitted`` [T, K] = ``S^-1 r`` (``r``
+        the residuals from its centre)."""
+        resid, var = loo_residuals(diag, fitted)
         self.weights.append(np.asarray(weights, dtype=np.float64))
         self.resid.append(resid)
-        self.var.append(np.broadcast_to(var, resid.shape))
-        self.dof.append(float(np.diag(inverse) @ sample_noise))
+        self.var.append(var)
+        self.dof.append((diag * sample_noise).sum(-1))
 
     def std_factor(self) -> float:
         """``loo_std_factor`` of the mixture's LOO z-scores and its weighted residual degrees of freedom."""
         weights = np.concatenate(self.weights)
-        dof = float(sum(float(w.sum()) * d for w, d in zip(self.weights, self.dof, strict=True)) / weights.sum())
+        dof = float(weights @ np.concatenate(self.dof) / weights.sum())
         return loo_std_factor(mixture_loo_z(weights, np.vstack(self.resid), np.vstack(self.var)), dof, self.margin)
 
 
-def loo_residuals(inverse: np.ndarray, resids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Leave-one-out residuals [..., K] and predictive variances [K] (noise included) of K samples under one
-    Gaussian setting, in closed form from the inverse [K, K] of the samples' covariance and their residuals
-    ``resids`` [..., K] from the setting's centre: ``(inverse @ resid)_i / inverse_ii`` and ``1 / inverse_ii``."""
-    diag = np.diag(inverse)
-    return (resids @ inverse) / diag, 1.0 / diag
+def loo_residuals(diag: np.ndarray, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out residuals and predictive variances [..., K] (noise included) of K samples under a Gaussian
+    setting, in closed form from the diagonal ``diag`` [..., K] of the inverse of the samples' covariance ``S`` and
+    ``fitted`` [..., K] = ``S^-1 r`` (``r`` their residuals from the setting's centre): ``fitted_i / diag_i`` and
+    ``1 / diag_i``."""
+    return fitted / diag, np.broadcast_to(1.0 / diag, np.broadcast_shapes(diag.shape, fitted.shape))
 
 
 def mixture_loo_z(weights: np.ndarray, resid: np.ndarray, var: np.ndarray) -> np.ndarray:

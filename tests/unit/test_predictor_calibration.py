@@ -131,7 +131,8 @@ def test_leave_one_out_residuals_in_closed_form_match_refits_without_each_sample
     k, f = 8, 5
     phi, a = rng.standard_normal((k, f)), rng.standard_normal((f, f))
     cov, noise, resid = a @ a.T, rng.uniform(0.1, 1.0, k), rng.standard_normal(k)
-    e, v = loo_residuals(np.linalg.inv(phi @ cov @ phi.T + np.diag(noise)), resid)
+    inverse = np.linalg.inv(phi @ cov @ phi.T + np.diag(noise))
+    e, v = loo_residuals(np.diag(inverse), inverse @ resid)
     for i in range(k):
         assert (e[i], v[i]) == pytest.approx(_refit_without(phi, cov, noise, resid, i))
 
@@ -144,7 +145,8 @@ def test_mixture_loo_z_weighs_settings_by_the_other_samples_alone():
     settings = [(s * np.eye(f), np.full(k, n)) for s, n in ((0.1, 0.05), (1.0, 0.1), (3.0, 0.5))]
     prior_w = np.array([0.5, 0.3, 0.2])
     full = [stats.multivariate_normal(np.zeros(k), phi @ c @ phi.T + np.diag(n)).pdf(y) for c, n in settings]
-    loo = [loo_residuals(np.linalg.inv(phi @ c @ phi.T + np.diag(n)), y) for c, n in settings]
+    inverses = [np.linalg.inv(phi @ c @ phi.T + np.diag(n)) for c, n in settings]
+    loo = [loo_residuals(np.diag(inverse), inverse @ y) for inverse in inverses]
     z = mixture_loo_z(prior_w * full, np.stack([r for r, _ in loo]), np.stack([v for _, v in loo]))
     for i in range(k):
         rest = np.delete(np.arange(k), i)

@@ -19,6 +19,7 @@ from latfarm.predictor.nb201_costs import (
     unit_counts,
     with_costs,
 )
+from latfarm.predictor.nb201_structure import PATH_COLUMNS
 from latfarm.predictor.pretrain import pretrain
 from latfarm.predictor.prior import Prior, posterior
 from tests.torch_costs import torch_macs
@@ -109,7 +110,11 @@ def test_a_flop_bound_device_among_launch_bound_sources_is_ranked_from_5_samples
     # its FLOPs with dead ops dropped, a family none of them is. The cost-only hypothesis ranks it from 5 samples.
     rng = np.random.default_rng(0)
     predictor = pretrain(_launch_bound_sources(rng), epochs=0)
-    assert predictor.phi.shape[1] == len(predictor.prior.mean) == all_features().shape[1] + len(COST_NAMES)
+    assert (
+        predictor.phi.shape[1]
+        == len(predictor.prior.mean)
+        == all_features().shape[1] + len(COST_NAMES) + len(PATH_COLUMNS)
+    )
     lat = 1e-7 * network_costs(nb201.official_ops_table(), "used")[:, 1] * np.exp(0.01 * rng.standard_normal(15625))
     covered = []
     for seed in range(3):  # sample draws; the spread's coverage is judged over all three
@@ -132,7 +137,7 @@ def test_the_cost_hypothesis_centres_on_one_cost_each():
     assert prior.mean.tolist() == [1] * n + [0] * len(COST_NAMES) and prior.spread[n:].tolist() == [0] * 6
     np.testing.assert_array_equal(prior.cov[:n, :n], base.cov)
     assert np.all(prior.cov[:n, n:] == 0) and np.all(np.diag(prior.cov)[n:] > 0)
-    hypothesis = cost_hypothesis(prior, np.ones((4, size)))
+    hypothesis = cost_hypothesis(prior, np.ones((4, size)), np.arange(n, size))
     np.testing.assert_array_equal(hypothesis.centres, np.eye(size)[n:])
     assert all(np.all(cov[n:, :n] == 0) for cov in hypothesis.covs)  # no cross-device covariance
     assert len(hypothesis.covs) == 9 * len(nb201_costs.PRUNED_OP_GRID)

@@ -5,11 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from latfarm.predictor import nb201_costs
+from latfarm.predictor import nb201_costs, nb201_structure
+from latfarm.predictor.blr import COST_MASS
 from latfarm.predictor.help_data import load_help
 from latfarm.predictor.model import DeviceModel, Predictor
 from latfarm.predictor.nb201 import NUM_ARCHS
 from latfarm.predictor.nb201_costs import cost_hypothesis
+from latfarm.predictor.nb201_structure import structure_hypothesis
 from latfarm.predictor.pretrain import pretrain
 from latfarm.predictor.prior import posterior
 from latfarm.predictor.scores import score
@@ -103,11 +105,12 @@ def test_device_state_round_trip(small, latencies):
         np.testing.assert_allclose(a, b)
     stale = dict(state, predictor_version="older", mean=[0.0] * len(state["mean"]))
     np.testing.assert_allclose(DeviceModel.from_state(small, stale).predict()[0], model.predict()[0])
-    # a state fitted under other network costs (same checkpoint) is re-adapted too
-    other_costs = small.version.removesuffix(f".c{nb201_costs.COSTS_REVISION}") + ".c1"
-    assert other_costs != small.version
-    stale = dict(state, predictor_version=other_costs, mean=[0.0] * len(state["mean"]))
-    np.testing.assert_allclose(DeviceModel.from_state(small, stale).predict()[0], model.predict()[0])
+    # a state fitted under other network costs or structure columns (same checkpoint) is re-adapted too
+    for suffix, older in ((f".c{nb201_costs.COSTS_REVISION}", ".c1"), (f".s{nb201_structure.STRUCTURE_REVISION}", "")):
+        other = small.version.replace(suffix, older)
+        assert other != small.version
+        stale = dict(state, predictor_version=other, mean=[0.0] * len(small.checkpoint_prior.mean))
+        np.testing.assert_allclose(DeviceModel.from_state(small, stale).predict()[0], model.predict()[0])
 
 
 def test_a_state_stored_without_relative_noise_loads_with_uniform_noise(small, latencies):
@@ -132,7 +135,9 @@ def test_a_device_equal_to_a_source_is_centred_on_that_sources_head(small, laten
     name = TRAIN[1]
     lat = latencies[name]
     idx = small.select_samples(5, seed=0)
-    without = Predictor(small.prior, small.embeddings, small.meta, small.gcn_state)  # a checkpoint of revision <= 3
+    without = Predictor(
+        small.checkpoint_prior, small.embeddings, small.meta, small.gcn_state
+    )  # a checkpoint of revision <= 3
     models = {"sources": small.adapt(idx, lat[idx]), "prior": without.adapt(idx, lat[idx])}
     heads = {d: _relative(small.phi @ w) for d, w in zip(small.devices, small.sources, strict=True)}
     off = {}
@@ -149,7 +154,7 @@ def test_a_device_equal_to_a_source_is_centred_on_that_sources_head(small, laten
 
 
 def test_a_checkpoint_without_source_heads_adapts_with_the_prior_and_the_costs_only(small, latencies, tmp_path):
-    old = Predictor(small.prior, small.embeddings, small.meta, small.gcn_state).save(tmp_path / "r3.npz")
+    old = Predictor(small.checkpoint_prior, small.embeddings, small.meta, small.gcn_state).save(tmp_path / "r3.npz")
     with np.load(old) as npz:
         assert "source_heads" not in npz.files
     loaded = Predictor.load(old)
@@ -157,16 +162,20 @@ def test_a_checkpoint_without_source_heads_adapts_with_the_prior_and_the_costs_o
     lat = latencies[HELD_OUT]
     idx = small.select_samples(10, seed=0)
     phi_s = small.phi[idx]
-    expected = posterior(
-        small.prior, phi_s, lat[idx], small.meta["default_scale_ms"], alternatives=[cost_hypothesis(small.prior, phi_s)]
-    )
+    structure = structure_hypothesis(small.prior, phi_s, small.structure_columns)
+    cost = cost_hypothesis(small.prior, phi_s, small.cost_columns, (1 - structure.mass) * COST_MASS)
+    alternatives = [structure, cost]
+    expected = posterior(small.prior, phi_s, lat[idx], small.meta["default_scale_ms"], alternatives=alternatives)
     got = loaded.adapt(idx, lat[idx]).posterior
     np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(got.cov, expected.cov, rtol=1e-5, atol=1e-9)
-    with np.load(small.save(tmp_path / "r4.npz")) as npz:
-        np.testing.assert_allclose(npz["source_heads"], small.sources)
+    size = len(small.checkpoint_prior.mean)
+    with np.load(small.save(tmp_path / "r4.npz")) as npz:  # as the checkpoint stores them: no structure columns
+        np.testing.assert_allclose(npz["source_heads"], small.sources[:, :size])
+        np.testing.assert_allclose(npz["prior_mean"], small.checkpoint_prior.mean)
+    assert not small.sources[:, size:].any()
     with pytest.raises(ValueError, match="source heads"):
-        Predictor(small.prior, small.embeddings, small.meta, small.gcn_state, small.sources[:, :-1])
+        Predictor(small.checkpoint_prior, small.embeddings, small.meta, small.gcn_state, small.sources[:, : size - 1])
 
 
 def test_bad_input_is_rejected(small):

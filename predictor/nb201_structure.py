@@ -1,0 +1,120 @@
+"""NB201 structure block (torch-free): what a sum of per-op costs cannot express, and the hypothesis that weighs it.
+
+The block (``STRUCTURE_NAMES``) per cell: the additions node 2 performs (as built, and only where node 2 reaches the
+output: a runtime that drops dead ops keeps only those) and those at the output node (kernels a runtime launches
+besides the ops), and over the live input-output paths (``nb201.PATHS``; a path is live when none of its ops is
+``none``) the critical path (largest sum of ``PATH_OP_COST``: it sets the latency where parallel branches overlap),
+the count of live paths and the most computing ops on one. Its ``PATH_COLUMNS`` enter the predictor's features at
+adapt time after the checkpoint's columns, with weight 0 and no variance under the cross-device prior
+(``with_structure``: the prior and sample selection are as before); the structure hypothesis
+(``structure_hypothesis``) gives them broad weights, and the samples' marginal likelihood switches it on only where
+a device shows the structure.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+
+import numpy as np
+
+from latfarm.predictor.mixture import Hypothesis
+from latfarm.predictor.nb201 import EDGES, OPS, PATHS, official_ops_table
+from latfarm.predictor.prior import Prior, broad_basis, unit_variance
+
+PATH_OP_COST = np.array([0.0, 0.0, 1 / 9, 1.0, 1 / 9])
+"""Device-agnostic cost of each op (by op id) on a path: a 3x3 conv 1, a 1x1 conv 1/9 (its share of the
+multiply-accumulates), a 3x3 average pool 1/9 (weighted as a 1x1 conv: it reads the same 3x3 window as the 3x3
+conv, and is bound by that memory traffic rather than by arithmetic), a skip 0."""
+STRUCTURE_NAMES: tuple[str, ...] = (
+    "sum2_built",  # node 2 adds two built (non-none) inputs
+    "sum2_used",  # ... and node 2 reaches the output (a pruning runtime keeps that addition)
+    "sums3",  # additions at the output node: its built inputs - 1 (0-2)
+    "path_cost_max",  # critical path: the largest PATH_OP_COST sum over live input-output paths
+    "live_paths",  # input-output paths of non-none ops (0-4)
+    "op_chain",  # the most computing ops (convs and pools: not skips) on one live path (0-3)
+)
+PATH_COLUMNS = ("path_cost_max", "op_chain")
+"""The block's columns in the predictor's features: the critical path. With the additions and the live-path count
+too, the hypothesis fits noise on a whole-ms phone (essential_ph_1 cross-family at K=20: Spearman 0.931 -> 0.922)
+and gains less on critical-path devices (docs/predictor-experiments.md)."""
+STRUCTURE_REVISION = 1
+"""Bumped when the structure columns change (1: ``PATH_COLUMNS`` appended): part of the NB201 predictor's version
+with ``nb201_costs.COSTS_REVISION``, so device states and prediction tables over other columns are rebuilt."""
+_INTO = [[k for k, (_, d) in enumerate(EDGES) if d == node] for node in (2, 3)]
+_FROM2 = [k for k, (s, _) in enumerate(EDGES) if s == 2]
+
+
+def structure_features(ops: np.ndarray) -> np.ndarray:
+    """[n, 6] op vectors -> [n, len(STRUCTURE_NAMES)] float64, unnormalised (counts and path costs)."""
+    ops = np.asarray(ops, dtype=np.int64).reshape(-1, len(EDGES))
+    built = ops > 0
+    live = np.stack([built[:, p].all(1) for p in PATHS], 1)  # [n, paths]
+    cost = np.stack([PATH_OP_COST[ops[:, p]].sum(1) for p in PATHS], 1)
+    computing = np.stack([(ops[:, p] > OPS.index("skip_connect")).sum(1) for p in PATHS], 1)
+    sum2 = built[:, _INTO[0]].all(1)
+    columns = [
+        sum2,
+        sum2 & built[:, _FROM2].any(1),
+        np.maximum(built[:, _INTO[1]].sum(1) - 1, 0),
+        np.where(live, cost, 0.0).max(1),
+        live.sum(1),
+        np.where(live, computing, 0).max(1),
+    ]
+    return np.stack(columns, 1).astype(np.float64)
+
+
+@lru_cache(maxsize=1)
+def all_structure() -> np.ndarray:
+    """[15625, len(PATH_COLUMNS)] the ``PATH_COLUMNS`` of every arch by official index, each divided by its mean
+    over all archs (read-only)."""
+    block = structure_features(official_ops_table())[:, [STRUCTURE_NAMES.index(n) for n in PATH_COLUMNS]]
+    block = block / block.mean(0)
+    block.setflags(write=False)
+    return block
+
+
+def with_structure(prior: Prior) -> Prior:
+    """``prior`` extended by the ``PATH_COLUMNS`` (appended last): weight 0, variance 0, no spread (only
+    ``structure_hypothesis`` weighs them)."""
+    size, extra = len(prior.mean), len(PATH_COLUMNS)
+    cov = np.zeros((size + extra, size + extra))
+    cov[:size, :size] = prior.cov
+    pad = np.zeros(extra)
+    return Prior(
+        np.concatenate([prior.mean, pad]),
+        cov,
+        np.concatenate([prior.spread, pad]),
+        prior.noise_grid,
+        prior.noise_log_prior,
+    )
+
+
+STRUCTURE_MASS = 0.1
+"""Prior probability of the structure hypothesis (the device's cost is not a plain sum of op costs); the other
+hypotheses share the rest as they would without it. 0.05 gains less at K=5-10 on critical-path devices, 0.2 costs
+pixel3 at K=5 and calibration cells (docs/predictor-experiments.md)."""
+STRUCTURE_SPREAD_GRID = (0.03, 0.3, 3.0)
+"""Weights of the per-feature spread (``Prior.spread``) around the cross-device mean under the structure hypothesis."""
+STRUCTURE_OPS_GRID = (0.0, 0.1, 1.0)
+"""Variances of its broad op-cost component (``prior.broad_basis``): a critical path changes what each op adds on
+average, not only the structure columns (without it, critical-path devices gain about half as much at K=10)."""
+STRUCTURE_BROAD_GRID = (0.1, 1.0)
+"""Variances of its broad component over the structure columns, in (normalised mean latency)^2 per arch."""
+
+
+def structure_hypothesis(prior: Prior, phi_s: np.ndarray, columns: np.ndarray) -> Hypothesis:
+    """The structure hypothesis for samples ``phi_s`` [K, F] (``prior`` and features from ``with_structure``;
+    ``columns``: the structure columns' positions): centred on the cross-device mean with its covariance, a spread
+    and a broad op-cost component as the prior's own settings have (the same parts: ``mixture.weigh`` shares them),
+    and broad weights on the structure columns (``unit_variance``: scaled to the samples' mean prediction); prior
+    probability ``STRUCTURE_MASS``."""
+    size = phi_s.shape[1]
+    parts = (
+        prior.cov,
+        np.diag(prior.spread),
+        unit_variance(phi_s, broad_basis(size)),
+        unit_variance(phi_s, np.eye(size)[:, columns]),
+    )
+    grid = itertools.product((1.0,), STRUCTURE_SPREAD_GRID, STRUCTURE_OPS_GRID, STRUCTURE_BROAD_GRID)
+    return Hypothesis.shared(prior.mean[None, :], STRUCTURE_MASS, parts, grid)
