@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -26,24 +28,32 @@ def read_prior(npz) -> Prior:
     return Prior(*(npz[name] for name in PRIOR_ARRAYS))
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once, at import (reading it sets it: not while other threads create files)
+
+
+def write_atomic(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Create or replace ``target`` with what ``write`` writes to a binary file: it writes a temporary file beside
+    it, which is renamed into place (an interrupted write, Ctrl-C or a full disk, leaves the previous file whole)
+    with the permissions a plain ``open`` would give (0o666 less the umask; a temporary file gets 0o600)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_checkpoint(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
     """Write ``arrays`` and ``meta`` (as the array ``__meta__``, JSON) to ``path`` and ``meta`` to ``path`` with the
-    suffix ``.json``. Each file is written to a temporary file beside it and renamed into place, so an interrupted
-    write (Ctrl-C, a full disk) leaves the previous checkpoint whole. Returns ``path``."""
+    suffix ``.json``, each with ``write_atomic``: an interrupted write leaves the previous checkpoint whole. Returns
+    ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def replace(target: Path, write) -> None:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
     named = {"__meta__": np.array(json.dumps(meta)), **arrays}
-    replace(path, lambda fh: np.savez_compressed(fh, **named))  # type: ignore[arg-type]  # stub: allow_pickle
-    replace(path.with_suffix(".json"), lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode()))
+    write_atomic(path, lambda fh: np.savez_compressed(fh, **named))  # type: ignore[arg-type]  # stub: allow_pickle
+    write_atomic(path.with_suffix(".json"), lambda fh: fh.write((json.dumps(meta, indent=2) + "\n").encode()))
     return path

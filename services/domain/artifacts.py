@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import BinaryIO
@@ -23,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from latfarm.predictor.checkpoint import write_atomic
 from latfarm.predictor.spaces import get_space
 from latfarm.services.core.errors import Internal
 from latfarm.services.domain.conditions import Conditions
@@ -32,18 +31,6 @@ from latfarm.services.store.models import Arch, Artifact
 
 class ArtifactNotReproducible(Internal):
     """Re-exporting a recorded artifact gave other bytes: this replica's exporter differs from the one that made it."""
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _sha256_of(path: Path) -> str:
@@ -89,8 +76,8 @@ class ArtifactStore:
         sha = hashlib.sha256(data).hexdigest()
         path = self.path(sha, fmt)
         if not path.exists():
-            _write_atomic(path, data)
-        _write_atomic(index, sha.encode())
+            write_atomic(path, lambda fh: fh.write(data))
+        write_atomic(index, lambda fh: fh.write(sha.encode()))
         self._known[key] = sha
         return sha, path, len(data)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import random
 import re
 
@@ -264,4 +265,14 @@ def test_concurrent_requests_share_one_export(tmp_path):
         results = set(pool.map(lambda _: store.export_file(arch, "onnx", Conditions()), range(4)))
     assert len(results) == 1
     assert len(list(tmp_path.glob("*/*.onnx"))) == 1
-    assert not list(tmp_path.glob("*/.tmp-*"))
+    assert not list(tmp_path.rglob("*.tmp"))  # no temporary file left
+
+
+def test_exported_files_get_the_permissions_of_a_plain_open(tmp_path):
+    # written through a temporary file (0o600) and renamed: they must still be readable as the umask allows
+    umask = os.umask(0o022)
+    os.umask(umask)
+    _, path = ArtifactStore(tmp_path).export_file(random_archs(1, seed=3)[0], "onnx", Conditions())
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    (index,) = (tmp_path / "index").iterdir()
+    assert index.stat().st_mode & 0o777 == 0o666 & ~umask

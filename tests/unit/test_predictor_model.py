@@ -1,6 +1,7 @@
 """Predictor API: checkpoints, adaptation, sample selection, uncertainty, pairwise ranking, device state."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -228,3 +229,7 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_checkpoint_whole(tm
         assert npz["w"].tolist() == [0.0, 1.0, 2.0]
     assert json.loads(path.with_suffix(".json").read_text())["version"] == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.json", "ckpt.npz"]  # no temporary file left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for written in tmp_path.iterdir():  # as a plain open gives them, not the temporary file's 0o600
+        assert written.stat().st_mode & 0o777 == 0o666 & ~umask
