@@ -182,7 +182,8 @@ def measure(
     except TimeoutError as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if not wait:
-        typer.echo(f"queued batch {result['id']} ({len(chosen)} jobs); its results: latfarm results {result['id']}")
+        jobs = f"{len(chosen)} job" + ("" if len(chosen) == 1 else "s")
+        typer.echo(f"queued batch {result['id']} ({jobs}); its results: latfarm results {result['id']}")
         return
     show_results("latfarm measure", result, out)
 

@@ -141,6 +141,7 @@ def test_measure_on_a_device_with_no_agent_online_says_so_and_queues_nothing(liv
         assert session.query(Job).count() == 0
     queued = CliRunner().invoke(app, ["measure", "gpu-b2", "1", "--no-wait", "--server", url, "--key", ADMIN_KEY])
     assert queued.exit_code == 0 and "queued batch" in queued.stdout and "is online" in queued.stderr
+    assert "(1 job);" in queued.stdout
 
 
 def test_cancel_command_cancels_a_batchs_unfinished_jobs(live_api):
