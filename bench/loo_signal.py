@@ -52,7 +52,7 @@ def runs(lat: dict, held: list, samples, trials: int, seed: int, pretrain_seed: 
         caught.append((z, dof))
         return loo_std_factor(z, dof, margin)
 
-    prior.loo_std_factor = catch  # type: ignore[assignment]  # LeaveOneOut.std_factor looks it up at call time
+    prior.loo_std_factor = catch  # type: ignore[assignment]  # LeaveOneOut.add looks it up at call time
     rows = []
     try:
         for name, sources in held:

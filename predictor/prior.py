@@ -247,32 +247,26 @@ def quantisation_variance(y_ms: np.ndarray) -> float:
 
 
 class LeaveOneOut:
-    """Collects the Gaussian settings of a posterior mixture (``add``) and gives the factor on its predictive sd
-    that leave-one-out cross-validation on the K samples calls for (``std_factor``, with the space's ``margin``:
-    ``loo_std_factor``)."""
+    """The factor on a posterior mixture's predictive sd that leave-one-out cross-validation on the K samples calls
+    for, with the space's ``margin`` (``loo_std_factor``): ``mixture.weigh`` hands it the mixture's settings
+    (``add``), ``std_factor`` gives the factor (1 until then)."""
 
     def __init__(self, margin: float = TAIL_MARGIN) -> None:
         self.margin = margin
-        self.weights: list[np.ndarray] = []  # [T] per add
-        self.resid: list[np.ndarray] = []  # [T, K] LOO residuals
-        self.var: list[np.ndarray] = []  # [T, K] LOO predictive variances
-        self.dof: list[np.ndarray] = []  # [T] residual degrees of freedom
+        self.factor = 1.0
 
     def add(self, weights: np.ndarray, diag: np.ndarray, fitted: np.ndarray, sample_noise: np.ndarray) -> None:
-        """T Gaussian settings: posterior ``weights`` [T], each one's samples' covariance ``S`` by the diagonal of its
-        inverse ``diag`` [T, K] and its noise part ``sample_noise`` [T, K], and ``fitted`` [T, K] = ``S^-1 r`` (``r``
-        the residuals from its centre)."""
+        """The mixture's T Gaussian settings: posterior ``weights`` [T], each one's samples' covariance ``S`` by the
+        diagonal of its inverse ``diag`` [T, K] and its noise part ``sample_noise`` [T, K], and ``fitted`` [T, K] =
+        ``S^-1 r`` (``r`` the residuals from its centre); the residual degrees of freedom are their weighted mean."""
+        weights = np.asarray(weights, dtype=np.float64)
         resid, var = loo_residuals(diag, fitted)
-        self.weights.append(np.asarray(weights, dtype=np.float64))
-        self.resid.append(resid)
-        self.var.append(var)
-        self.dof.append((diag * sample_noise).sum(-1))
+        dof = float(weights @ (diag * sample_noise).sum(-1) / weights.sum())
+        self.factor = loo_std_factor(mixture_loo_z(weights, resid, var), dof, self.margin)
 
     def std_factor(self) -> float:
         """``loo_std_factor`` of the mixture's LOO z-scores and its weighted residual degrees of freedom."""
-        weights = np.concatenate(self.weights)
-        dof = float(weights @ np.concatenate(self.dof) / weights.sum())
-        return loo_std_factor(mixture_loo_z(weights, np.vstack(self.resid), np.vstack(self.var)), dof, self.margin)
+        return self.factor
 
 
 def loo_residuals(diag: np.ndarray, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
