@@ -420,10 +420,9 @@ def assign_artifact(session: Session, model: PendingExport, sha256: str) -> set[
 # the statements ``heartbeat`` runs, built once: lock the named jobs, renew the leases the agent holds. The jobs are
 # found by primary key alone, their holder checked after: with a condition on ``state`` PostgreSQL may take the state
 # index (its statistics taken while the jobs were queued say few run) and read every running job of the fleet.
-_HELD = (  # the named jobs the agent still holds, locked; another agent's are neither read nor locked
-    select(Job.id, Job.lease_expires_at)
-    .where(Job.id.in_(bindparam("ids", expanding=True)), Job.lease_owner == bindparam("agent"))
-    .where(Job.state == JobState.running)
+_NAMED = (
+    select(Job.id, Job.lease_expires_at, Job.lease_owner, Job.state)
+    .where(Job.id.in_(bindparam("ids", expanding=True)))
     .order_by(Job.id)
     .with_for_update()
 )
@@ -445,8 +444,7 @@ def heartbeat(
     """Mark the agent alive (with what it ``reported`` of itself: ``state``, ``descriptor``; ``UnknownAgent`` when
     it was removed) and extend the leases it still holds; returns the named jobs it no longer holds.
 
-    The named jobs it holds are locked in id order (as ``report`` locks them: no deadlock), and only those: a job
-    requeued and leased to another agent is not held up by this one's heartbeat. A lease is written only when its
+    The named jobs are locked in id order (as ``report`` locks them: no deadlock); a lease is written only when its
     extension moves it by more than ``RENEW_SLACK`` of ``lease_seconds``. Runs on the session's connection.
     """
     now = now or utcnow()
@@ -455,7 +453,10 @@ def heartbeat(
         return []
     connection = session.connection()
     expires = now + timedelta(seconds=lease_seconds)
-    held = dict(connection.execute(_HELD, {"ids": list(job_ids), "agent": agent.id}).tuples().all())
+    named = connection.execute(_NAMED, {"ids": list(job_ids)}).all()
+    held = {
+        job.id: job.lease_expires_at for job in named if job.lease_owner == agent.id and job.state == JobState.running
+    }
     slack = timedelta(seconds=lease_seconds * RENEW_SLACK)
     stale = [job_id for job_id, until in held.items() if (when := as_utc(until)) is None or when < expires - slack]
     if stale:
