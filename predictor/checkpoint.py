@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -28,23 +28,20 @@ def read_prior(npz) -> Prior:
     return Prior(*(npz[name] for name in PRIOR_ARRAYS))
 
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once, at import (reading it sets it: not while other threads create files)
-
-
 def write_atomic(target: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Create or replace ``target`` with what ``write`` writes to a binary file: it writes a temporary file beside
-    it, which is renamed into place (an interrupted write, Ctrl-C or a full disk, leaves the previous file whole)
-    with the permissions a plain ``open`` would give (0o666 less the umask; a temporary file gets 0o600)."""
+    """Create or replace ``target`` with what ``write`` writes to a binary file: it writes a new temporary file
+    beside it, which is renamed into place (an interrupted write, Ctrl-C or a full disk, leaves the previous file
+    whole). The temporary file is created as a plain ``open`` creates one (0o666 less the umask), so ``target`` gets
+    those permissions, not ``tempfile``'s 0o600."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
