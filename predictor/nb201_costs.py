@@ -25,7 +25,7 @@ from latfarm.predictor.fbnet_features import COSTS, conv_bn
 from latfarm.predictor.features import FEATURE_NAMES
 from latfarm.predictor.mixture import Hypothesis
 from latfarm.predictor.nb201 import EDGES, NUM_NODES, OPS, official_ops_table, output_edges
-from latfarm.predictor.prior import Prior, unit_variance
+from latfarm.predictor.prior import Prior, extended, unit_variance
 
 RUNTIMES = ("every", "used")
 CHANNELS, CLASSES, CELLS_PER_STAGE, RESOLUTION = 16, 10, 5, 32
@@ -139,12 +139,7 @@ COST_JITTER = 1e-4
 def with_costs(prior: Prior) -> Prior:
     """``prior`` over the base features extended by the ``COST_NAMES`` columns (appended last): weight 0,
     variance ``COST_JITTER``, no spread (the cost-only hypothesis, ``cost_hypothesis``, weighs them)."""
-    size, costs = len(prior.mean), len(COST_NAMES)
-    cov = np.zeros((size + costs, size + costs))
-    cov[:size, :size] = prior.cov
-    cov[size:, size:] = COST_JITTER * np.eye(costs)
-    mean, spread = np.concatenate([prior.mean, np.zeros(costs)]), np.concatenate([prior.spread, np.zeros(costs)])
-    return Prior(mean, cov, spread, prior.noise_grid, prior.noise_log_prior)
+    return extended(prior, len(COST_NAMES), COST_JITTER)
 
 
 PRUNED_OP_GRID = (0.0, 1.0)

@@ -20,7 +20,7 @@ import numpy as np
 
 from latfarm.predictor.mixture import Hypothesis
 from latfarm.predictor.nb201 import EDGES, OPS, PATHS, official_ops_table
-from latfarm.predictor.prior import Prior, broad_basis, unit_variance
+from latfarm.predictor.prior import Prior, broad_basis, extended, unit_variance
 
 PATH_OP_COST = np.array([0.0, 0.0, 1 / 9, 1.0, 1 / 9])
 """Device-agnostic cost of each op (by op id) on a path: a 3x3 conv 1, a 1x1 conv 1/9 (its share of the
@@ -77,17 +77,7 @@ def all_structure() -> np.ndarray:
 def with_structure(prior: Prior) -> Prior:
     """``prior`` extended by the ``PATH_COLUMNS`` (appended last): weight 0, variance 0, no spread (only
     ``structure_hypothesis`` weighs them)."""
-    size, extra = len(prior.mean), len(PATH_COLUMNS)
-    cov = np.zeros((size + extra, size + extra))
-    cov[:size, :size] = prior.cov
-    pad = np.zeros(extra)
-    return Prior(
-        np.concatenate([prior.mean, pad]),
-        cov,
-        np.concatenate([prior.spread, pad]),
-        prior.noise_grid,
-        prior.noise_log_prior,
-    )
+    return extended(prior, len(PATH_COLUMNS))
 
 
 STRUCTURE_MASS = 0.1

@@ -122,6 +122,23 @@ def prior_from_heads(heads: list[np.ndarray], noise: list[float]) -> Prior:
     return Prior(mean, cov, spread, grid, log_prior)
 
 
+def extended(prior: Prior, columns: int, variance: float = 0.0) -> Prior:
+    """``prior`` over ``columns`` more features appended last: weight 0, independent variance ``variance`` each, no
+    spread (columns that only a competing hypothesis weighs: the network costs, the structure columns)."""
+    size = len(prior.mean)
+    cov = np.zeros((size + columns, size + columns))
+    cov[:size, :size] = prior.cov
+    cov[size:, size:] = variance * np.eye(columns)
+    pad = np.zeros(columns)
+    return Prior(
+        np.concatenate([prior.mean, pad]),
+        cov,
+        np.concatenate([prior.spread, pad]),
+        prior.noise_grid,
+        prior.noise_log_prior,
+    )
+
+
 @dataclass(frozen=True)
 class Posterior:
     """Posterior N(mean, cov) of a device's normalised head, its scale (ms per unit) and its noise: at a normalised
