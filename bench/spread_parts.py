@@ -39,8 +39,8 @@ def main() -> None:
             for trial in range(args.trials):
                 idx = np.asarray(predictor.select_samples(k, seed=trial_seed(args.seed, name, k, trial)))
                 post = predictor.adapt(idx, lat[name][idx]).posterior
-                phi = predictor.phi[np.setdiff1d(np.arange(NUM_ARCHS), idx)]
-                truth = lat[name][np.setdiff1d(np.arange(NUM_ARCHS), idx)] / post.scale_ms
+                rest = np.setdiff1d(np.arange(NUM_ARCHS), idx)
+                phi, truth = predictor.phi[rest], lat[name][rest] / post.scale_ms
                 mu = phi @ post.mean
                 head, noise = ((phi @ post.cov) * phi).sum(1), post.noise_at(mu)
                 z = np.abs(truth - mu) / np.sqrt(head + noise)  # before the leave-one-out factor
