@@ -269,7 +269,7 @@ def test_concurrent_requests_share_one_export(tmp_path):
 
 
 def test_exported_files_get_the_permissions_of_a_plain_open(tmp_path):
-    # written through a temporary file (0o600) and renamed: they must still be readable as the umask allows
+    # written through a temporary file and renamed: they must get what the umask allows, not tempfile's 0o600
     umask = os.umask(0o022)
     os.umask(umask)
     _, path = ArtifactStore(tmp_path).export_file(random_archs(1, seed=3)[0], "onnx", Conditions())
