@@ -3,8 +3,11 @@
 For the held-out splits of ``predictor_loo.py`` (cached pretrainings only: run that bench first with the same
 ``--cache``), every adaptation's leave-one-out z-scores and residual degrees of freedom (``prior.LeaveOneOut``) are
 caught, and its ``std_factor`` measured on the unsampled archs with the factor taken out: per K, the correlation of
-log ``s`` (0.683 quantile of |z|) with log ``std_factor``, and the (device, K) cells in the calibration band with no
-factor, the margin alone, the shrunk ``s`` alone and both (what ``prior.loo_std_factor`` does). ``--seed`` sets the
+log ``s`` (0.683 quantile of |z|) with log ``std_factor`` and the least-squares slope of the latter on the former
+(the weight an ideal shrinkage would give ``s``), and the (device, K) cells in the calibration band with no factor,
+the margin alone, the shrunk ``s`` alone, both (what ``prior.loo_std_factor`` does) and ``oracle``: each adaptation's
+own factor putting its 1-sd coverage at ``ORACLE_COVERAGE`` (the bound of any per-adaptation calibration: what
+is left out of band then is the errors' shape, not their level). ``--seed`` sets the
 sample draws (0: ``predictor_loo.py``'s), ``--pretrain-seed`` the cached pretrainings: other draws on the same
 pretrainings check constants chosen on one set of draws.
 
@@ -31,6 +34,7 @@ RULES = {
     "loo": lambda z, dof: prior.loo_std_factor(z, dof, 1.0),
     "both": lambda z, dof: prior.loo_std_factor(z, dof),
 }
+ORACLE_COVERAGE = 0.75
 
 
 def splits(lat: dict) -> dict[str, list[tuple[str, dict]]]:
@@ -74,19 +78,28 @@ def runs(lat: dict, held: list, samples, trials: int, seed: int, pretrain_seed: 
 
 
 def report(title: str, rows: list[dict], samples) -> None:
-    """Per K: correlation of log s with log std_factor and median dof; cells in band per rule."""
+    """Per K: correlation of log s with log std_factor, the slope of the latter on the former and median dof; cells
+    in band per rule and for the oracle."""
     print(f"\n{title}")
     for k in samples:
         block = [r for r in rows if r["k"] == k]
         s = np.log([np.quantile(np.abs(r["z"]), GAUSSIAN_1SD) for r in block])
         need = np.log([np.quantile(r["ratio"], GAUSSIAN_1SD) for r in block])
         dof = np.median([r["dof"] for r in block])
-        print(f"  K={k}: corr(log s, log std_factor) {np.corrcoef(s, need)[0, 1]:+.2f}, median dof {dof:.1f}")
+        slope = np.polyfit(s, need, 1)[0]
+        print(
+            f"  K={k}: corr(log s, log std_factor) {np.corrcoef(s, need)[0, 1]:+.2f}, slope {slope:.2f},"
+            f" median dof {dof:.1f}"
+        )
     counts = []
-    for rule, factor in RULES.items():
+    rules = {
+        **{rule: lambda r, factor=factor: factor(r["z"], r["dof"]) for rule, factor in RULES.items()},
+        "oracle": lambda r: np.quantile(r["ratio"], ORACLE_COVERAGE),
+    }
+    for rule, factor in rules.items():
         cells: dict[tuple, list] = {}
         for r in rows:
-            f = factor(r["z"], r["dof"])
+            f = factor(r)
             cells.setdefault((r["device"], r["k"]), []).append((np.mean(r["ratio"] <= f), np.mean(r["ratio"] <= 2 * f)))
         good = [
             BAND[0] <= c1 <= BAND[1] and c2 >= MIN_COVERAGE_2SD for c1, c2 in (np.mean(v, 0) for v in cells.values())
