@@ -2,7 +2,8 @@
 
 The device-independent part (additive op features, GCN embeddings, network costs and the structure block's
 critical-path columns of all 15,625 archs) is computed once at load; a device model is a Gaussian posterior over a
-~50-dim head, so predicting every arch is one small matmul.
+~50-dim head and the op costs its structure columns are computed under (a few ms over all archs), so predicting every
+arch is one small matmul.
 The binary relation (which arch is faster) is derived from the predictive distribution: P(lat_a < lat_b) under
 the posterior, both predictions' noise included. Loading and serving need numpy/scipy only, not torch.
 """
@@ -29,6 +30,10 @@ from latfarm.predictor.nb201_structure import (
     PATH_COLUMNS,
     STRUCTURE_REVISION,
     all_structure,
+    cost_vector,
+    device_columns,
+    device_op_costs,
+    op_cost_map,
     structure_hypothesis,
     with_structure,
 )
@@ -98,6 +103,7 @@ class Predictor(CheckpointMeta):
         )
         self.phi = np.hstack([base, all_structure()])  # [15625, F + structure]
         self.planning_phi = zero_fed_as_dead(self.phi)
+        self.cost_map = op_cost_map(self.phi)  # [op types, F + structure]: a head -> the device's op costs
 
     # --- checkpoints -------------------------------------------------------------------------------------
     @property
@@ -156,9 +162,16 @@ class Predictor(CheckpointMeta):
             },
         )
 
-    def rows(self, indices) -> np.ndarray:
-        """Features of the given NB201 indices; None = all 15,625 by official index."""
-        return self.phi if indices is None else self.phi[_check_indices(indices)]
+    def rows(self, indices, op_costs: np.ndarray | None = None) -> np.ndarray:
+        """Features of the given NB201 indices (None = all 15,625 by official index), their structure columns under
+        the device's ``op_costs`` [op types] (``nb201_structure.device_columns``; None: ``PATH_COLUMNS``)."""
+        phi = self.phi if indices is None else self.phi[_check_indices(indices)]
+        if op_costs is None:
+            return phi
+        columns = device_columns(op_costs)
+        phi = phi.copy()
+        phi[:, self.structure_columns] = columns if indices is None else columns[_check_indices(indices)]
+        return phi
 
     # --- few-shot transfer ---------------------------------------------------------------------------------
     def select_samples(self, k: int, *, seed: int = 0, exclude: Sequence[int] | np.ndarray = ()) -> list[int]:
@@ -170,7 +183,10 @@ class Predictor(CheckpointMeta):
         )
 
     def adapt(self, indices: Sequence[int] | np.ndarray, latencies_ms: Sequence[float] | np.ndarray) -> DeviceModel:
-        """A device model from measured (index, ms) pairs; no samples = the unadapted prior at a typical scale."""
+        """A device model from measured (index, ms) pairs; no samples = the unadapted prior at a typical scale.
+        Two passes: the first with the ``PATH_COLUMNS``, whose posterior mean gives the device's op costs
+        (``nb201_structure.device_op_costs``), the second with the structure columns under those costs (the model's
+        ``op_costs``)."""
         idx = _check_indices(indices)
         lat = checked_latencies(np.asarray(latencies_ms, dtype=np.float64).reshape(-1), "adapt")
         if len(lat) != len(idx):
@@ -178,7 +194,12 @@ class Predictor(CheckpointMeta):
         phi_s = self.phi[idx]
         scale = float(self.meta["default_scale_ms"])
         post = posterior(self.prior, phi_s, lat, scale, alternatives=self._alternatives(phi_s))
-        return DeviceModel(self, post, idx, lat)
+        if not len(idx):
+            return DeviceModel(self, post, idx, lat)
+        costs = device_op_costs(self.cost_map, post.mean)
+        phi_s = self.rows(idx, costs)
+        post = posterior(self.prior, phi_s, lat, scale, alternatives=self._alternatives(phi_s))
+        return DeviceModel(self, post, idx, lat, costs)
 
     def _alternatives(self, phi_s: np.ndarray) -> list[Hypothesis]:
         """The hypotheses that compete with the cross-device prior for samples ``phi_s`` [K, F]: the structure one
@@ -197,17 +218,29 @@ class Predictor(CheckpointMeta):
 class DeviceModel:
     """One device's posterior: predictions with spread, pairwise faster-probabilities, rankings."""
 
-    def __init__(self, predictor: Any, post: Posterior, indices: np.ndarray, latencies_ms: np.ndarray):
+    def __init__(
+        self,
+        predictor: Any,
+        post: Posterior,
+        indices: np.ndarray,
+        latencies_ms: np.ndarray,
+        op_costs: np.ndarray | Sequence[float] | None = None,
+    ):
         """The posterior of ``predictor``'s head given measured archs ``indices`` [K] (NB201: official indices;
-        FBNet: encodings [K, 22]) and ``latencies_ms`` [K]; ``predictor.rows(archs)`` gives their features."""
+        FBNet: encodings [K, 22]) and ``latencies_ms`` [K]; ``predictor.rows(archs)`` gives their features, under the
+        device's ``op_costs`` [op types] when given (NB201's structure columns: ``Predictor.rows``)."""
         self.predictor = predictor
         self.posterior = post
         self.indices = indices
         self.latencies_ms = latencies_ms
+        self.op_costs = None if op_costs is None else cost_vector(op_costs)
+
+    def _rows(self, archs) -> np.ndarray:
+        return self.predictor.rows(archs) if self.op_costs is None else self.predictor.rows(archs, self.op_costs)
 
     def predict(self, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(mean ms, std ms) of the given NB201 indices; None = all 15,625 by official index."""
-        phi = self.predictor.rows(indices)
+        phi = self._rows(indices)
         post = self.posterior
         mu = phi @ post.mean
         var = ((phi @ post.cov) * phi).sum(1) + post.noise_at(mu)
@@ -215,7 +248,7 @@ class DeviceModel:
 
     def prob_faster(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """P(latency of a < latency of b), elementwise over paired index arrays (posterior + measurement noise)."""
-        phi_a, phi_b = self.predictor.rows(a), self.predictor.rows(b)
+        phi_a, phi_b = self._rows(a), self._rows(b)
         if phi_a.shape != phi_b.shape:
             raise ValueError(f"a and b must pair up: {len(phi_a)} vs {len(phi_b)}")
         diff = phi_b - phi_a
@@ -236,6 +269,7 @@ class DeviceModel:
             "predictor_version": self.predictor.version,
             "indices": [int(i) for i in self.indices],
             "latencies_ms": [float(x) for x in self.latencies_ms],
+            "op_costs": None if self.op_costs is None else [float(c) for c in self.op_costs],
             **self.posterior.to_state(),
         }
 
@@ -248,7 +282,8 @@ class DeviceModel:
             return predictor.adapt(state["indices"], state["latencies_ms"])
         post = Posterior.from_state(state)
         idx = np.asarray(state["indices"], dtype=np.int64)
-        return cls(predictor, post, idx, np.asarray(state["latencies_ms"], dtype=np.float64))
+        lat = np.asarray(state["latencies_ms"], dtype=np.float64)
+        return cls(predictor, post, idx, lat, state.get("op_costs"))
 
 
 def _check_indices(indices) -> np.ndarray:

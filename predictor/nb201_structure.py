@@ -9,15 +9,21 @@ adapt time after the checkpoint's columns, with weight 0 and no variance under t
 (``with_structure``: the prior and sample selection are as before); the structure hypothesis
 (``structure_hypothesis``) gives them broad weights, and the samples' marginal likelihood switches it on only where
 a device shows the structure.
+
+Adaptation then re-weighs the samples with the same two positions holding ``DEVICE_COLUMNS``: the critical path and
+the sum of live ops under the device's own op costs (``device_op_costs``: the first posterior's mean prediction
+projected on per-op-type live costs), not ``PATH_OP_COST``'s fixed ones.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
+from latfarm.predictor.features import FEATURE_NAMES, all_features
 from latfarm.predictor.mixture import Hypothesis
 from latfarm.predictor.nb201 import EDGES, OPS, PATHS, official_ops_table
 from latfarm.predictor.prior import Prior, broad_basis, extended, unit_variance
@@ -38,9 +44,15 @@ PATH_COLUMNS = ("path_cost_max", "op_chain")
 """The block's columns in the predictor's features: the critical path. With the additions and the live-path count
 too, the hypothesis fits noise on a whole-ms phone (essential_ph_1 cross-family at K=20: Spearman 0.931 -> 0.922)
 and gains less on critical-path devices (docs/predictor-experiments.md)."""
-STRUCTURE_REVISION = 1
-"""Bumped when the structure columns change (1: ``PATH_COLUMNS`` appended): part of the NB201 predictor's version
-with ``nb201_costs.COSTS_REVISION``, so device states and prediction tables over other columns are rebuilt."""
+DEVICE_COLUMNS = ("path_cost_device", "live_cost_device")
+"""The structure columns of the second pass (``device_columns``), in the ``PATH_COLUMNS``' positions: the critical
+path under the device's op costs, and the sum of its live ops' costs, which lets the hypothesis tell a device that
+adds its ops (a critical path under costs fitted to the samples fits such a device too: memory-bound synthetic
+devices in whole ms at K=20 Spearman 0.967 -> 0.940 with the path alone) from one that overlaps them."""
+STRUCTURE_REVISION = 2
+"""Bumped when the structure columns change (1: ``PATH_COLUMNS`` appended; 2: ``DEVICE_COLUMNS`` in a second pass):
+part of the NB201 predictor's version with ``nb201_costs.COSTS_REVISION``, so device states and prediction tables
+over other columns are rebuilt."""
 _INTO = [[k for k, (_, d) in enumerate(EDGES) if d == node] for node in (2, 3)]
 _FROM2 = [k for k, (s, _) in enumerate(EDGES) if s == 2]
 
@@ -72,6 +84,54 @@ def all_structure() -> np.ndarray:
     block = block / block.mean(0)
     block.setflags(write=False)
     return block
+
+
+@lru_cache(maxsize=1)
+def _live_paths() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(op vectors [15625, 6] by official index, live-path mask [15625, paths], live op counts [15625, op types])."""
+    ops = official_ops_table().astype(np.int64)
+    live = np.stack([(ops[:, p] > 0).all(1) for p in PATHS], 1)
+    counts = all_features()[:, [FEATURE_NAMES.index(f"live_{op}") for op in OPS[1:]]]
+    return ops, live, counts
+
+
+def device_columns(op_costs: np.ndarray) -> np.ndarray:
+    """[15625, len(DEVICE_COLUMNS)] of every arch by official index under ``op_costs`` [op types] (>= 0, not all 0;
+    by op id 1..4): the largest op-cost sum over its live input-output paths (0 when it has none) and the sum over its
+    live ops, each divided by its mean over all archs. ``ValueError`` for costs that leave a column all 0."""
+    costs = cost_vector(op_costs)
+    ops, live, counts = _live_paths()
+    cost = np.concatenate([[0.0], costs])[ops]  # [n, 6]
+    paths = np.stack([cost[:, p].sum(1) for p in PATHS], 1)
+    block = np.stack([np.where(live, paths, 0.0).max(1), counts @ costs], 1)
+    mean = block.mean(0)
+    if not np.all(mean > 0):
+        raise ValueError(f"op costs {op_costs!r} give a structure column of all zeros")
+    return block / mean
+
+
+def cost_vector(op_costs: np.ndarray | Sequence[float]) -> np.ndarray:
+    """``op_costs`` as a float64 [op types] vector; ``ValueError`` for another length or a negative cost."""
+    costs = np.asarray(op_costs, dtype=np.float64).reshape(-1)
+    if len(costs) != len(OPS) - 1 or not np.all(costs >= 0):
+        raise ValueError(f"op costs must be {len(OPS) - 1} non-negative numbers, got {op_costs!r}")
+    return costs
+
+
+def op_cost_map(phi: np.ndarray) -> np.ndarray:
+    """[op types, F]: the linear map from a head over ``phi`` [15625, F] (all archs by official index) to the
+    per-op-type live costs of the least-squares fit of its predictions by the op-count features
+    (``features.FEATURE_NAMES`` but the per-edge ones: intercept, disconnected flag, live, zero-fed and dead counts)."""
+    columns = [i for i, name in enumerate(FEATURE_NAMES) if not name.startswith("edge")]
+    live = [columns.index(FEATURE_NAMES.index(f"live_{op}")) for op in OPS[1:]]
+    return np.linalg.pinv(all_features()[:, columns])[live] @ phi
+
+
+def device_op_costs(cost_map: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """[op types] the device's op costs of a posterior mean ``head`` [F] (``op_cost_map``'s map ``cost_map``), negative
+    ones as 0; ``PATH_OP_COST``'s when none is positive."""
+    costs = np.maximum(cost_map @ head, 0.0)
+    return costs if np.any(costs > 0) else PATH_OP_COST[1:].copy()
 
 
 def with_structure(prior: Prior) -> Prior:

@@ -106,7 +106,9 @@ def test_relative_noise_spreads_coverage_evenly_over_fast_and_slow_archs(shipped
         post = model.posterior
         assert post.relative > 0 and post.level == pytest.approx(np.mean(post.scale_ms**-1 * lat[idx]))
         level_noise = float(post.noise_at(np.array([post.level]))[0])
-        uniform = DeviceModel(shipped, replace(post, noise=level_noise, relative=0.0), model.indices, lat[idx])
+        uniform = DeviceModel(
+            shipped, replace(post, noise=level_noise, relative=0.0), model.indices, lat[idx], model.op_costs
+        )
         gaps = []
         for m in (model, uniform):
             mean, std = m.predict()
@@ -176,7 +178,7 @@ def test_device_model_applies_stores_and_loads_its_std_factor(shipped):
     model = shipped.adapt(idx, lat[idx])
     post = model.posterior
     assert post.std_factor != 1.0
-    plain = DeviceModel(shipped, replace(post, std_factor=1.0), model.indices, lat[idx])
+    plain = DeviceModel(shipped, replace(post, std_factor=1.0), model.indices, lat[idx], model.op_costs)
     (mean, std), (mean_plain, std_plain) = model.predict(), plain.predict()
     np.testing.assert_array_equal(mean, mean_plain)
     np.testing.assert_allclose(std, post.std_factor * std_plain)
