@@ -1,10 +1,10 @@
 """Additive per-arch features: what a sum-of-op-costs latency model sees (torch-free).
 
 Columns: intercept, disconnected flag, op counts (4 non-``none`` ops each) of live ops (on an input-output path),
-of zero-fed ops (reaching the output, not from the input: they compute on zeros) and of dead ops (not reaching the
-output), and per-edge live op one-hots (6 edges x 4 ops). Desktop runtimes run every op; pixel3's drops the dead
-ones only (a least-squares fit to 80% of its archs: Spearman 0.950 on the rest with zero-fed ops counted as dead,
-0.971 apart).
+of zero-fed ops (not live, run by a pruning runtime: ``nb201.run_edges``; most compute on zeros) and of dead ops (the
+rest), and per-edge live op one-hots (6 edges x 4 ops). Desktop runtimes run every op; pixel3's drops the dead ones
+only (a least-squares fit to 80% of its archs: Spearman 0.950 on the rest with zero-fed ops counted as dead, 0.971
+apart with ``nb201.output_edges`` for the ops it runs, 0.982 with ``run_edges``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from latfarm.predictor.nb201 import EDGES, OPS, live_edges, official_ops_table, output_edges
+from latfarm.predictor.nb201 import EDGES, OPS, live_edges, official_ops_table, run_edges
 
 NUM_OP_TYPES = len(OPS) - 1  # non-"none" ops
 OP_KINDS = ("live", "zerofed", "dead")
@@ -38,7 +38,7 @@ def arch_features(ops: np.ndarray) -> np.ndarray:
     out[:, 0] = 1.0
     edge_base = 2 + len(OP_KINDS) * NUM_OP_TYPES
     for row, cell in enumerate(ops):
-        live, used = live_edges(cell), output_edges(cell)
+        live, used = live_edges(cell), run_edges(cell)
         out[row, 1] = not any(live)
         for k, op in enumerate(cell):
             if op == 0:

@@ -102,15 +102,21 @@ def enumerate_archs() -> Iterator[tuple[int, ...]]:
     return itertools.product(range(len(OPS)), repeat=len(EDGES))
 
 
+def _from_input(ops: Sequence[int]) -> list[bool]:
+    """For each node: does a path of non-``none`` ops reach it from the input (node 0)?"""
+    from_input = [True] + [False] * (NUM_NODES - 1)
+    for k, (src, dst) in enumerate(EDGES):
+        if ops[k] and from_input[src]:
+            from_input[dst] = True
+    return from_input
+
+
 def live_edges(ops: Sequence[int]) -> tuple[bool, ...]:
     """For each edge: is it a non-``none`` op on some path from the input (node 0) to the output (node 3)?
 
     Ops that are not live never affect the output's value.
     """
-    from_input = [True] + [False] * (NUM_NODES - 1)
-    for k, (src, dst) in enumerate(EDGES):
-        if ops[k] and from_input[src]:
-            from_input[dst] = True
+    from_input = _from_input(ops)
     return tuple(out and from_input[s] for out, (s, _) in zip(output_edges(ops), EDGES, strict=True))
 
 
@@ -126,6 +132,33 @@ def output_edges(ops: Sequence[int]) -> tuple[bool, ...]:
         if ops[k] and to_output[dst]:
             to_output[src] = True
     return tuple(bool(ops[k]) and to_output[d] for k, (_, d) in enumerate(EDGES))
+
+
+def run_edges(ops: Sequence[int]) -> tuple[bool, ...]:
+    """For each edge: does a runtime that prunes the ops it finds unused (pixel3's) run it?
+
+    Every op of ``output_edges`` runs; besides, a ``none`` (a multiply by 0) keeps a convolution or skip result it
+    reads, never a pool's. The ``none`` on (2, 3) keeps node 2 when at most one op enters it: that op runs. The op on
+    (0, 1) runs when an op on (1, 3) or a running op on (1, 2) reads node 1, or, with (1, 2) ``none``, when node 2
+    feeds the output through an op or no op enters node 2. Ops of a node 2 that two ops enter and none leaves do not
+    run, nor does the ``none`` on (1, 3) keep node 1. In a cut-off cell (no live op) ops whose input is all zeros (not
+    reached from the input) do not run. Measured on pixel3, op by op in each pattern of ``none`` edges: a
+    least-squares fit of its latency on ``features`` with these ops as the ones it runs scores Spearman 0.982 on 20%
+    of its archs, 0.970 with ``output_edges`` (fitted on the other 80%, mean of 5 splits).
+    """
+    pool = OP_ID["avg_pool_3x3"]
+    runs = list(output_edges(ops))
+    into2 = [k for k in (1, 2) if ops[k]]
+    kept2 = not ops[5] and len(into2) <= 1  # node 2 kept by the ``none`` on (2, 3) alone
+    if kept2 and into2 and ops[into2[0]] != pool:
+        runs[into2[0]] = True
+    kept1 = bool(ops[4]) or (runs[2] if ops[2] else bool(ops[5]) or (kept2 and not into2))
+    if ops[0] not in (0, pool) and kept1:
+        runs[0] = True
+    if not any(live_edges(ops)):
+        from_input = _from_input(ops)
+        runs = [r and from_input[s] for r, (s, _) in zip(runs, EDGES, strict=True)]
+    return tuple(runs)
 
 
 def is_disconnected(ops: Sequence[int]) -> bool:

@@ -7,9 +7,9 @@ written by every kernel; an average pool reads its 3 x 3 window for each output:
 conv + BN follows ``fbnet_features.conv_bn``. ``RUNTIMES``:
 - ``every``: the reference network as built: every edge runs (``none`` as a multiply by 0), every node sums all of
   its incoming edges.
-- ``used``: a runtime that drops ops whose result never reaches the cell output (pixel3's): only ``none``-free
-  edges on a path to the output run (``nb201.output_edges``; zero-fed ones included), a node sums those, and a
-  needed node with none of them is one multiply by 0.
+- ``used``: a runtime that drops ops it finds unused (pixel3's): only the ops ``nb201.run_edges`` keeps run (those
+  on a path to the output, zero-fed ones included, and some a ``none`` reads), a node sums those, and a needed node
+  with none of them is one multiply by 0.
 A skip connection launches nothing; an average pool is one kernel, a ReLU-Conv-BN three.
 """
 
@@ -24,7 +24,7 @@ from latfarm.predictor.blr import COST_BROAD_GRID, COST_MASS, COST_SPREAD_GRID
 from latfarm.predictor.fbnet_features import COSTS, conv_bn
 from latfarm.predictor.features import FEATURE_NAMES
 from latfarm.predictor.mixture import Hypothesis
-from latfarm.predictor.nb201 import EDGES, NUM_NODES, OPS, official_ops_table, output_edges
+from latfarm.predictor.nb201 import EDGES, NUM_NODES, OPS, official_ops_table, run_edges
 from latfarm.predictor.prior import Prior, extended, unit_variance
 
 RUNTIMES = ("every", "used")
@@ -35,9 +35,9 @@ feature maps, one node that is a multiply by 0 (``used`` runtime)."""
 BOUND_BY = ("kernels", "flops", "memory")
 """The costs that are features (parameters follow FLOPs: correlation 1.00 over the 15,625 archs)."""
 COST_NAMES: tuple[str, ...] = tuple(f"cost_{runtime}_{name}" for runtime in RUNTIMES for name in BOUND_BY)
-COSTS_REVISION = 2
-"""Bumped when the costs' definition changes (2: ``POOL_READS``): part of the NB201 predictor's version, so device
-states and prediction tables computed under other costs are rebuilt."""
+COSTS_REVISION = 3
+"""Bumped when the costs' definition changes (2: ``POOL_READS``; 3: ``used`` runs ``nb201.run_edges``): part of the
+NB201 predictor's version, so device states and prediction tables computed under other costs are rebuilt."""
 POOL_READS = 9
 """Elements an average pool reads per output (its 3 x 3 window): memory-bound runtimes pay for them (batch-256
 GPUs: a pool costs 0.7 of a 3x3 conv, against 0.04 at batch 1-32). Counted as one read, the memory traffic is a
@@ -100,7 +100,7 @@ def unit_counts(ops, runtime: str) -> np.ndarray:
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     counts = np.zeros(len(UNITS))
-    runs = [True] * len(EDGES) if runtime == "every" else list(output_edges(ops))
+    runs = [True] * len(EDGES) if runtime == "every" else list(run_edges(ops))
     for k, op in enumerate(ops):
         counts[op] += runs[k]
     read = {s for k, (s, _) in enumerate(EDGES) if runs[k]}  # nodes an edge that runs reads

@@ -18,7 +18,7 @@ from latfarm.predictor.prior import fit_prior, ridge_head
 from latfarm.predictor.scores import score
 
 DEFAULT_EPOCHS = 12
-MODEL_REVISION = 4
+MODEL_REVISION = 5
 """Bumped when pretraining changes what a checkpoint holds: part of versions and cache keys."""
 MIN_MEASURED = 50
 

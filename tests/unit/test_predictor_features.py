@@ -17,27 +17,46 @@ def test_feature_counts_follow_live_edges():
         "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
     )
     dead_pool = nb201.parse("|avg_pool_3x3~0|+|none~0|none~1|+|nor_conv_1x1~0|none~1|none~2|")
-    cut = nb201.parse("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    cut = nb201.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|")
     f = arch_features(np.array([all_conv, dead_pool, cut]))
     assert f[:, _col("intercept")].tolist() == [1, 1, 1]
     assert f[0, _col("live_nor_conv_3x3")] == 6 and f[0, _col("dead_nor_conv_3x3")] == 0
     assert f[1, _col("live_nor_conv_1x1")] == 1 and f[1, _col("dead_avg_pool_3x3")] == 1
     assert f[1, _col("live_avg_pool_3x3")] == 0 and f[1, _col("edge3_nor_conv_1x1")] == 1
-    assert f[2, _col("disconnected")] == 1 and f[2, _col("dead_nor_conv_3x3")] == 1
+    assert f[2, _col("disconnected")] == 1 and f[2, _col("dead_nor_conv_3x3")] == 3
 
 
 def test_ops_reaching_the_output_but_not_from_the_input_are_zero_fed():
     # node 1 gets no input: the pool on 1->2 and the conv on 2->3 compute on zeros yet reach the output
     zero_fed = nb201.parse("|none~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_1x1~2|")
-    # node 1 leads nowhere: its conv never reaches the output
-    dead = nb201.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|nor_conv_1x1~2|")
+    # nodes 1 and 2 lead nowhere: their convs never reach the output
+    dead = nb201.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|")
     assert nb201.output_edges(zero_fed) == (False, False, True, True, False, True)
     assert nb201.live_edges(zero_fed) == (False, False, False, True, False, False)
     f = arch_features(np.array([zero_fed, dead]))
     assert f[0, _col("zerofed_avg_pool_3x3")] == 1 and f[0, _col("zerofed_nor_conv_1x1")] == 1
     assert f[0, _col("live_skip_connect")] == 1 and f[0, [_col(f"dead_{o}") for o in nb201.OPS[1:]]].sum() == 0
-    assert f[1, _col("dead_nor_conv_3x3")] == 1 and f[1, _col("live_nor_conv_3x3")] == 1
+    assert f[1, _col("dead_nor_conv_3x3")] == 3 and f[1, _col("live_skip_connect")] == 1
     assert f[1, [_col(f"zerofed_{o}") for o in nb201.OPS[1:]]].sum() == 0
+
+
+def test_a_none_keeps_the_convolution_it_reads():
+    # the none on (2, 3) reads node 2, one conv's result: pixel3's runtime runs that conv, not a pool there
+    kept = nb201.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|none~2|")
+    pool = nb201.parse("|nor_conv_3x3~0|+|avg_pool_3x3~0|none~1|+|skip_connect~0|none~1|none~2|")
+    assert nb201.run_edges(kept) == (False, True, False, True, False, False)
+    assert nb201.run_edges(pool) == (False, False, False, True, False, False)
+    # node 1's conv, read by the none on (1, 2) into a node 2 that feeds the output, runs
+    via_node2 = nb201.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|none~1|+|skip_connect~0|none~1|nor_conv_1x1~2|")
+    assert nb201.run_edges(via_node2) == (True, True, False, True, False, True)
+    # a cut-off cell: the convs on zeros reach the output but do not run
+    cut = nb201.parse("|none~0|+|none~0|nor_conv_3x3~1|+|none~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+    assert nb201.output_edges(cut) == (False, False, True, False, True, True)
+    assert not any(nb201.run_edges(cut))
+    f = arch_features(np.array([kept, pool, cut]))
+    assert f[0, _col("zerofed_nor_conv_3x3")] == 1 and f[0, _col("dead_nor_conv_3x3")] == 1
+    assert f[1, _col("dead_avg_pool_3x3")] == 1 and f[1, _col("dead_nor_conv_3x3")] == 1
+    assert f[2, _col("dead_nor_conv_3x3")] == 3
 
 
 def test_sample_selection_sees_zero_fed_ops_as_dead():
