@@ -162,13 +162,12 @@ class Predictor(CheckpointMeta):
             },
         )
 
-    def rows(self, indices, op_costs: np.ndarray | None = None) -> np.ndarray:
-        """Features of the given NB201 indices (None = all 15,625 by official index), their structure columns under
-        the device's ``op_costs`` [op types] (``nb201_structure.device_columns``; None: ``PATH_COLUMNS``)."""
+    def rows(self, indices, columns: np.ndarray | None = None) -> np.ndarray:
+        """Features of the given NB201 indices (None = all 15,625 by official index), with ``columns`` [15625, 2] of
+        all archs as their structure columns (a device's ``nb201_structure.device_columns``; None: ``PATH_COLUMNS``)."""
         phi = self.phi if indices is None else self.phi[_check_indices(indices)]
-        if op_costs is None:
+        if columns is None:
             return phi
-        columns = device_columns(op_costs)
         phi = phi.copy()
         phi[:, self.structure_columns] = columns if indices is None else columns[_check_indices(indices)]
         return phi
@@ -197,7 +196,7 @@ class Predictor(CheckpointMeta):
         if not len(idx):
             return DeviceModel(self, post, idx, lat)
         costs = device_op_costs(self.cost_map, post.mean)
-        phi_s = self.rows(idx, costs)
+        phi_s = self.rows(idx, device_columns(costs))
         post = posterior(self.prior, phi_s, lat, scale, alternatives=self._alternatives(phi_s))
         return DeviceModel(self, post, idx, lat, costs)
 
@@ -227,16 +226,17 @@ class DeviceModel:
         op_costs: np.ndarray | Sequence[float] | None = None,
     ):
         """The posterior of ``predictor``'s head given measured archs ``indices`` [K] (NB201: official indices;
-        FBNet: encodings [K, 22]) and ``latencies_ms`` [K]; ``predictor.rows(archs)`` gives their features, under the
-        device's ``op_costs`` [op types] when given (NB201's structure columns: ``Predictor.rows``)."""
+        FBNet: encodings [K, 22]) and ``latencies_ms`` [K]; ``predictor.rows(archs)`` gives their features, with NB201's
+        structure columns under the device's ``op_costs`` [op types] when given (``structure``, computed here once)."""
         self.predictor = predictor
         self.posterior = post
         self.indices = indices
         self.latencies_ms = latencies_ms
         self.op_costs = None if op_costs is None else cost_vector(op_costs)
+        self.structure = None if self.op_costs is None else device_columns(self.op_costs)  # [15625, 2], once
 
     def _rows(self, archs) -> np.ndarray:
-        return self.predictor.rows(archs) if self.op_costs is None else self.predictor.rows(archs, self.op_costs)
+        return self.predictor.rows(archs) if self.structure is None else self.predictor.rows(archs, self.structure)
 
     def predict(self, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(mean ms, std ms) of the given NB201 indices; None = all 15,625 by official index."""

@@ -61,15 +61,14 @@ def structure_features(ops: np.ndarray) -> np.ndarray:
     """[n, 6] op vectors -> [n, len(STRUCTURE_NAMES)] float64, unnormalised (counts and path costs)."""
     ops = np.asarray(ops, dtype=np.int64).reshape(-1, len(EDGES))
     built = ops > 0
-    live = np.stack([built[:, p].all(1) for p in PATHS], 1)  # [n, paths]
-    cost = np.stack([PATH_OP_COST[ops[:, p]].sum(1) for p in PATHS], 1)
+    live = _live_paths(ops)
     computing = np.stack([(ops[:, p] > OPS.index("skip_connect")).sum(1) for p in PATHS], 1)
     sum2 = built[:, _INTO[0]].all(1)
     columns = [
         sum2,
         sum2 & built[:, _FROM2].any(1),
         np.maximum(built[:, _INTO[1]].sum(1) - 1, 0),
-        np.where(live, cost, 0.0).max(1),
+        critical_path(ops, PATH_OP_COST),
         live.sum(1),
         np.where(live, computing, 0).max(1),
     ]
@@ -86,13 +85,23 @@ def all_structure() -> np.ndarray:
     return block
 
 
+def _live_paths(ops: np.ndarray) -> np.ndarray:
+    """[n, paths]: is each input-output path (``nb201.PATHS``) of op vectors ``ops`` [n, 6] live (no ``none``)?"""
+    return np.stack([(ops[:, p] > 0).all(1) for p in PATHS], 1)
+
+
+def critical_path(ops: np.ndarray, op_cost: np.ndarray) -> np.ndarray:
+    """[n] the largest sum of ``op_cost`` [5] (by op id, ``none`` first) over the live input-output paths of op vectors
+    ``ops`` [n, 6]; 0 for a cell with none."""
+    paths = np.stack([op_cost[ops[:, p]].sum(1) for p in PATHS], 1)
+    return np.where(_live_paths(ops), paths, 0.0).max(1)
+
+
 @lru_cache(maxsize=1)
-def _live_paths() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(op vectors [15625, 6] by official index, live-path mask [15625, paths], live op counts [15625, op types])."""
-    ops = official_ops_table().astype(np.int64)
-    live = np.stack([(ops[:, p] > 0).all(1) for p in PATHS], 1)
+def _ops_and_live_counts() -> tuple[np.ndarray, np.ndarray]:
+    """(op vectors [15625, 6] by official index, their live op counts [15625, op types])."""
     counts = all_features()[:, [FEATURE_NAMES.index(f"live_{op}") for op in OPS[1:]]]
-    return ops, live, counts
+    return official_ops_table().astype(np.int64), counts
 
 
 def device_columns(op_costs: np.ndarray) -> np.ndarray:
@@ -100,10 +109,8 @@ def device_columns(op_costs: np.ndarray) -> np.ndarray:
     by op id 1..4): the largest op-cost sum over its live input-output paths (0 when it has none) and the sum over its
     live ops, each divided by its mean over all archs. ``ValueError`` for costs that leave a column all 0."""
     costs = cost_vector(op_costs)
-    ops, live, counts = _live_paths()
-    cost = np.concatenate([[0.0], costs])[ops]  # [n, 6]
-    paths = np.stack([cost[:, p].sum(1) for p in PATHS], 1)
-    block = np.stack([np.where(live, paths, 0.0).max(1), counts @ costs], 1)
+    ops, counts = _ops_and_live_counts()
+    block = np.stack([critical_path(ops, np.concatenate([[0.0], costs])), counts @ costs], 1)
     mean = block.mean(0)
     if not np.all(mean > 0):
         raise ValueError(f"op costs {op_costs!r} give a structure column of all zeros")

@@ -79,7 +79,7 @@ def _structure_share(predictor, lat: np.ndarray, monkeypatch) -> tuple[float, fl
     idx = predictor.select_samples(20, seed=1)
     rest = np.setdiff1d(np.arange(nb201.NUM_ARCHS), idx)
     model = predictor.adapt(idx, lat[idx])
-    cols, head, phi = predictor.structure_columns, model.posterior.mean, predictor.rows(rest, model.op_costs)
+    cols, head, phi = predictor.structure_columns, model.posterior.mean, predictor.rows(rest, model.structure)
     share = np.std(phi[:, cols] @ head[cols]) / np.std(phi @ head)
     with_it = stats.spearmanr(model.predict(rest)[0], lat[rest])[0]
     with monkeypatch.context() as patch, np.errstate(divide="ignore"):  # log of mass 0
@@ -153,6 +153,6 @@ def test_a_state_keeps_the_device_op_costs(shipped):
     pairs = np.array([0, 5, 77]), np.array([9, 3000, 15000])
     np.testing.assert_allclose(again.prob_faster(*pairs), model.prob_faster(*pairs))
     # the prediction is the head over the device's columns, not over the fixed ones
-    mean = model.posterior.scale_ms * shipped.rows(None, model.op_costs) @ model.posterior.mean
+    mean = model.posterior.scale_ms * shipped.rows(None, model.structure) @ model.posterior.mean
     np.testing.assert_allclose(model.predict()[0], mean)
     assert shipped.adapt([], []).op_costs is None
