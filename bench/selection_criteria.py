@@ -6,7 +6,9 @@ and conditions on each pick before the next; adaptation and scoring are ``evalua
 relative noise model (largest variance over the noise at the arch's prior prediction); ``mixture``, largest variance
 under the moment-matched planning mixture of the hypotheses ``Predictor.adapt`` weighs (cross-device prior, source
 heads, cost-only); ``transductive``, largest expected reduction of the variance of all archs' relative predictions
-(V-optimal on the latency profile, scale left out); ``connected``, the default without disconnected cells. Pretraining
+(V-optimal on the latency profile, scale left out); ``integrated``, ``integrated_centred`` and ``integrated_level``,
+V-optimal on the normalised predictions (as they are, centred, centred with a quarter of the level's variance);
+``connected``, the default without disconnected cells. Pretraining
 is ``predictor_loo``'s (cached by data hash: pass its ``--cache``).
 
     .venv/bin/python bench/selection_criteria.py --trials 3 --cache build/loo-cache
@@ -137,6 +139,33 @@ def transductive(p: Predictor, k: int, seed: int, exclude) -> list[int]:
     return greedy(p, p.prior.planning_cov(), p.prior.typical_noise, k, seed, exclude, rel.T @ rel / len(rel))
 
 
+def _integrated(p: Predictor, k: int, seed: int, exclude, level: float | None) -> list[int]:
+    """Largest expected reduction of the mean variance of the reference archs' normalised predictions (V-optimal in
+    the head's units: a cut-off cell's flag weighs as much as the archs it describes); ``level`` None: the predictions
+    as they are, else centred on their mean plus ``level`` times the mean's variance."""
+    ref = reference(p)
+    if level is None:
+        return greedy(p, p.prior.planning_cov(), p.prior.typical_noise, k, seed, exclude, ref.T @ ref / len(ref))
+    mean = ref.mean(0)
+    metric = (ref - mean).T @ (ref - mean) / len(ref) + level * np.outer(mean, mean)
+    return greedy(p, p.prior.planning_cov(), p.prior.typical_noise, k, seed, exclude, metric)
+
+
+def integrated(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """V-optimal on the predictions as they are."""
+    return _integrated(p, k, seed, exclude, None)
+
+
+def integrated_centred(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """V-optimal on the predictions centred on their mean (a common offset does not change a ranking)."""
+    return _integrated(p, k, seed, exclude, 0.0)
+
+
+def integrated_level(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """``integrated_centred`` plus a quarter of the mean prediction's variance (some weight on the level)."""
+    return _integrated(p, k, seed, exclude, 0.25)
+
+
 def connected(p: Predictor, k: int, seed: int, exclude) -> list[int]:
     """The default with cells that have no path from input to output left out of the pool."""
     disconnected = np.flatnonzero(p.phi[:, FEATURE_NAMES.index("disconnected")] > 0)
@@ -162,6 +191,9 @@ CRITERIA: dict[str, Callable[[Predictor, int, int, object], list[int]]] = {
     "mixture": mixture,
     "transductive": transductive,
     "connected": connected,
+    "integrated": integrated,
+    "integrated_centred": integrated_centred,
+    "integrated_level": integrated_level,
 }
 
 
