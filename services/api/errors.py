@@ -208,6 +208,8 @@ async def _latfarm_error(_: Request, exc: LatfarmError) -> JSONResponse:
 async def _arch_error(request: Request, exc: ValueError) -> JSONResponse:
     """The predictor cannot import services: its ``ArchError`` and ``UnknownSpace`` are mapped here, as invalid
     arguments."""
+    if isinstance(exc, spaces.UnknownSpace):  # a space only a request names: its ``space`` field
+        return await _latfarm_error(request, InvalidArgument(f"space: {exc}", field="space"))
     return await _latfarm_error(request, InvalidArgument(str(exc)))
 
 

@@ -5,6 +5,7 @@ capped)."""
 from __future__ import annotations
 
 from latfarm.services.domain.names import MAX_LISTED, NAME_RULE
+from latfarm.services.store.models import Job
 from tests.api_support import ADMIN_KEY, add_device
 
 
@@ -90,3 +91,33 @@ def test_422s_name_the_field_by_its_public_path_in_words(api, keys):
         for internal in ("function-", "whole_number", "Value error", "(?:", "[0-9]", "list[", ".str"):
             assert internal not in body["message"], (path, internal, body["message"])
     assert [d["name"] for d in api.get("/v1/devices", headers=keys["admin"]).json()] == ["dev1"]  # nothing stored
+
+
+SPACE_AND_CONDITION_422 = [  # path, body, the field by its public path, its message
+    ("/v1/predict", {"device": "dev1", "space": "ofa", "archs": [0]}, "space", "unknown search space 'ofa'"),
+    ("/v1/rank", {"device": "dev1", "space": "ofa", "archs": [0, 1]}, "space", "unknown search space 'ofa'"),
+    ("/v1/jobs", {"device": "dev1", "space": "ofa", "archs": [0]}, "space", "unknown search space 'ofa'"),
+    ("/v1/jobs", {"device": "dev1", "archs": [0], "conditions": {"precision": "fp8"}}, "conditions.precision", "fp8"),
+    ("/v1/jobs", {"device": "dev1", "archs": [0], "conditions": {"graph": "x"}}, "conditions.graph", "reference"),
+    ("/v1/jobs", {"device": "dev1", "archs": [0], "conditions": {"resolution": 17}}, "conditions.classes", "together"),
+    (
+        "/v1/jobs",
+        {"device": "dev1", "archs": [0], "conditions": {"resolution": 16, "classes": 10}},
+        "conditions.classes",
+        "16px with 10 classes",
+    ),
+]
+
+
+def test_a_bad_space_or_job_condition_is_named_by_its_path_in_the_request(api, keys):
+    """Every route names an unknown ``space`` as ``space``, and a job's bad condition as ``conditions.<name>``
+    (where the request has it), with nothing queued."""
+    add_device(api, "dev1")
+    for path, given, field, message in SPACE_AND_CONDITION_422:
+        response = api.post(path, json=given, headers=keys["admin"])
+        assert response.status_code == 422, (path, response.text)
+        body = response.json()
+        assert body.get("field") == field and body["message"].startswith(f"{field}: "), (path, body)
+        assert message in body["message"], (path, body)
+    with api.app.state.sessions() as session:
+        assert session.query(Job).count() == 0
