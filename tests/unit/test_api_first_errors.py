@@ -121,3 +121,23 @@ def test_a_bad_space_or_job_condition_is_named_by_its_path_in_the_request(api, k
         assert message in body["message"], (path, body)
     with api.app.state.sessions() as session:
         assert session.query(Job).count() == 0
+
+
+def test_an_arch_string_of_another_space_names_that_space(api, keys):
+    from latfarm.predictor.spaces import get_space
+
+    add_device(api, "dev1")
+    fbnet, nb201 = get_space("fbnet").to_string([0] * 22), "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    for route, space, given, other in [
+        ("/v1/predict", "nb201", fbnet, "fbnet"),
+        ("/v1/rank", "fbnet", nb201, "nb201"),
+        ("/v1/jobs", "nb201", fbnet, "fbnet"),
+    ]:
+        response = api.post(route, json={"device": "dev1", "space": space, "archs": [0, given]}, headers=keys["admin"])
+        assert response.status_code == 422, response.text
+        message = response.json()["message"]
+        assert message.startswith(f"archs[1]: {space}: ") and message.endswith(f"; it is an arch of space {other}")
+    bad = api.post("/v1/predict", json={"device": "dev1", "archs": ["foo"]}, headers=keys["admin"])
+    assert "it is an arch" not in bad.json()["message"]  # no hint for a string of no space
+    with api.app.state.sessions() as session:
+        assert session.query(Job).count() == 0

@@ -176,6 +176,7 @@ def test_bad_archs_of_a_space_are_refused_naming_the_problem_before_any_request(
         (["--space", "fbnet", "5000"], "fbnet: reference position 5000 is outside 0..4999"),
         (["--space", "ofa", "5"], "latfarm measure: --space: unknown search space 'ofa'"),
         (["99999"], "nb201: reference position 99999 is outside 0..15624"),
+        (["-".join(["k3_e1"] * 22)], "expected 3 node groups joined by '+', found 1; it is an arch of space fbnet"),
     ]
     for args, named in cases:
         result = CliRunner().invoke(app, ["measure", "dev", *args, *nowhere])
