@@ -180,8 +180,8 @@ def _message(error: dict) -> str:
     if tuple(error["loc"]) == ("body",) and isinstance(error.get("input"), bytes):
         return "send the body as JSON, with the header 'Content-Type: application/json'"
     cause = error.get("ctx", {}).get("error")
-    if isinstance(cause, LatfarmError):
-        return cause.message
+    if isinstance(cause, LatfarmError):  # its field is the error's: named once
+        return cause.message.removeprefix(f"{cause.field}: ") if cause.field else cause.message
     if error["type"] == "value_error":
         return error["msg"].removeprefix("Value error, ")
     if error["type"] == "string_pattern_mismatch":

@@ -72,6 +72,8 @@ PUBLIC_422 = [  # method, path, body or query, the field by its public path, its
     ("get", "/v1/devices/dev1/export", {"format": "xls"}, "format", 'must be one of csv, latbench, got "xls"'),
     ("get", "/v1/measurements", {"cursor": "abc"}, "cursor", '"abc" is not of the form this field takes'),
     ("post", "/v1/devices", {"name": "x2", "precision": "fp8"}, "precision", "must be one of fp32, fp16, int8"),
+    ("post", "/v1/devices", {"name": "x3", "resolution": 17}, "resolution", "17px with 10 classes is not an input"),
+    ("post", "/v1/devices", {"name": "x4", "resolution": 16}, "classes", "16px with 10 classes is not an input"),
     ("post", "/v1/devices/dev1/adapt", {"samples": True}, "samples", "must be an integer"),
     ("post", "/v1/jobs", {"device": "dev1", "archs": [0], "protocol": {"rounds": "x"}}, "protocol.rounds", "integer"),
 ]
@@ -88,6 +90,7 @@ def test_422s_name_the_field_by_its_public_path_in_words(api, keys):
         body = response.json()
         assert [e["field"] for e in body["errors"]] == [field], (path, body)
         assert message in body["errors"][0]["message"] and body["message"].startswith(f"{field}: "), (path, body)
+        assert not body["errors"][0]["message"].startswith(f"{field}: "), (path, body)  # named once, by "field"
         for internal in ("function-", "whole_number", "Value error", "(?:", "[0-9]", "list[", ".str"):
             assert internal not in body["message"], (path, internal, body["message"])
     assert [d["name"] for d in api.get("/v1/devices", headers=keys["admin"]).json()] == ["dev1"]  # nothing stored
