@@ -113,9 +113,10 @@ class Client:
         """The agents of ``device``."""
         return self._json("GET", f"/v1/devices/{device}/agents")
 
-    def export(self, device: str, fmt: str = "csv") -> bytes:
-        """A device's measurements as CSV text or a LatBench pickle (``fmt="latbench"``)."""
-        return self._request("GET", f"/v1/devices/{device}/export", params={"format": fmt}).content
+    def export(self, device: str, fmt: str = "csv", space: str = "nb201") -> bytes:
+        """A device's measurements of ``space`` as CSV text or a LatBench pickle (``fmt="latbench"``)."""
+        params = {"format": fmt, "space": space}
+        return self._request("GET", f"/v1/devices/{device}/export", params=params).content
 
     def create_key(self, name: str, scopes: Sequence[str]) -> str:
         """A new API key (shown once) called ``name`` with ``scopes``."""

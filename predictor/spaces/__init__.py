@@ -5,6 +5,8 @@ Adding a space: one module with a ``SearchSpace`` subclass, and its instance in 
 
 from __future__ import annotations
 
+import re
+
 from latfarm.predictor.spaces.base import ArchError, Encoding, InputVariant, SearchSpace, UnknownSpace
 from latfarm.predictor.spaces.fbnet import FBNetSpace
 from latfarm.predictor.spaces.nb201 import NB201Space
@@ -20,4 +22,22 @@ def get_space(name: str) -> SearchSpace:
     return SPACES[name]
 
 
-__all__ = ["SPACES", "ArchError", "Encoding", "InputVariant", "SearchSpace", "UnknownSpace", "get_space"]
+def other_space_hint(arch: object, space: str) -> str:
+    """For an arch refused in ``space``: ``"; it is an arch of space OTHER"`` when it is the canonical string of
+    another registered space's arch, else ''."""
+    if not isinstance(arch, str):
+        return ""
+    others = [s.name for s in SPACES.values() if s.name != space and re.fullmatch(s.string_pattern, arch)]
+    return f"; it is an arch of space {others[0]}" if others else ""
+
+
+__all__ = [
+    "SPACES",
+    "ArchError",
+    "Encoding",
+    "InputVariant",
+    "SearchSpace",
+    "UnknownSpace",
+    "get_space",
+    "other_space_hint",
+]

@@ -9,7 +9,7 @@ from typing import cast
 from fastapi import Request
 from sqlalchemy.orm import Session
 
-from latfarm.predictor.spaces import SPACES, ArchError, SearchSpace, UnknownSpace, get_space
+from latfarm.predictor.spaces import SPACES, ArchError, SearchSpace, UnknownSpace, get_space, other_space_hint
 from latfarm.services.core.errors import InvalidArgument, NotFound, TooLarge
 from latfarm.services.domain.names import unknown_device
 from latfarm.services.domain.prediction_tables import Table
@@ -132,4 +132,4 @@ def _canonical(space: SearchSpace, arch: str | int | Sequence[int], field: str) 
             return strings[arch]
         return space.to_string(space.at(arch))  # a position outside the reference set: at() says so
     except ArchError as err:
-        raise InvalidArgument(f"{field}: {err}", field=field) from err
+        raise InvalidArgument(f"{field}: {err}{other_space_hint(arch, space.name)}", field=field) from err

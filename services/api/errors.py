@@ -180,8 +180,8 @@ def _message(error: dict) -> str:
     if tuple(error["loc"]) == ("body",) and isinstance(error.get("input"), bytes):
         return "send the body as JSON, with the header 'Content-Type: application/json'"
     cause = error.get("ctx", {}).get("error")
-    if isinstance(cause, LatfarmError):
-        return cause.message
+    if isinstance(cause, LatfarmError):  # its field is the error's: named once
+        return cause.message.removeprefix(f"{cause.field}: ") if cause.field else cause.message
     if error["type"] == "value_error":
         return error["msg"].removeprefix("Value error, ")
     if error["type"] == "string_pattern_mismatch":
@@ -208,6 +208,8 @@ async def _latfarm_error(_: Request, exc: LatfarmError) -> JSONResponse:
 async def _arch_error(request: Request, exc: ValueError) -> JSONResponse:
     """The predictor cannot import services: its ``ArchError`` and ``UnknownSpace`` are mapped here, as invalid
     arguments."""
+    if isinstance(exc, spaces.UnknownSpace):  # a space only a request names: its ``space`` field
+        return await _latfarm_error(request, InvalidArgument(f"space: {exc}", field="space"))
     return await _latfarm_error(request, InvalidArgument(str(exc)))
 
 

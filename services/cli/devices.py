@@ -108,7 +108,9 @@ def results(
     client = client_for(server, key, "latfarm results")
     try:
         with client, explained("latfarm results", client):
-            answer = wait_with_progress(client, batch, timeout) if wait else client.job(batch, items=True)
+            answer = client.job(batch, items=True)  # an unknown batch is refused before a progress bar shows
+            if wait and answer["queued"] + answer["running"]:
+                answer = wait_with_progress(client, batch, timeout)
     except TimeoutError as err:
         raise SystemExit(f"latfarm results: {err}") from err
     except KeyboardInterrupt:

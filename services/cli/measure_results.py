@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from latfarm.predictor.spaces import ArchError, get_space
+from latfarm.predictor.spaces import ArchError, get_space, other_space_hint
 
 # The CSV's columns: each job's figures (INDEX: the arch's reference position, named after its space, e.g.
 # nb201_index), then the conditions of its batch (the fields of domain.conditions.Conditions).
@@ -32,7 +32,7 @@ def canonical_archs(given: Sequence[str | int], space: str = "nb201") -> list[st
         try:
             strings.append(searched.to_string(searched.at(arch)) if isinstance(arch, int) else searched.canonical(arch))
         except ArchError as err:
-            raise ArchError(f"archs[{i}]: {err}") from err
+            raise ArchError(f"archs[{i}]: {err}{other_space_hint(arch, space)}") from err
     return strings
 
 

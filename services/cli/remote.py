@@ -92,7 +92,7 @@ def _no_route(err: LatfarmError) -> bool:
     return err.status == 404 and (err.code != "not_found" or err.field == "path")
 
 
-# The command-line flag of each request field ``measure`` sets, for the server's messages naming a field.
+# The command-line flag of each request field the client commands set, for the server's messages naming a field.
 FLAGS = {
     "format": "--format",
     "protocol.rounds": "--rounds",
@@ -100,8 +100,9 @@ FLAGS = {
     "protocol.warmup_runs": "--warmup",
     "protocol.statistic": "--statistic",
     "conditions.batch_size": "--batch-size",
-    "precision": "--precision",
-    "graph": "--graph",
+    "conditions.precision": "--precision",
+    "conditions.graph": "--graph",
+    "space": "--space",
 }
 
 
@@ -165,7 +166,9 @@ def measure(
         if not chosen:
             raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
         measure_results.canonical_archs(chosen, space)  # a bad arch is refused before any request
-    except (UnknownSpace, ArchError) as err:
+    except UnknownSpace as err:
+        raise SystemExit(f"latfarm measure: --space: {err}") from err
+    except ArchError as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if out:
         check_out(out, wait)
@@ -265,7 +268,7 @@ def _check_agents(client: Client, device: str, command: str, refuse: bool) -> st
     else:
         start = (
             "start one on the device: LATFARM_AGENT_ENROLL=TOKEN latfarm agent --server HOST:50051 "
-            f"(a token: POST /v1/devices/{device}/enrollments)"
+            f"(a token: latfarm device enroll {device})"
         )
     offline = f"no agent of device {device!r} is online"
     if refuse:
@@ -374,8 +377,13 @@ def adapt(
     owner's key or an admin key. With no agent of the device online it says so and exits 1 without starting (unless
     --wait-for-agent or --no-wait); Ctrl-C while waiting cancels the adaptation and its unfinished jobs (exit 130).
     Once active it prints the measured archs and the fit error."""
+    from latfarm.predictor.spaces import UnknownSpace, get_space
     from latfarm.services.cli.measure_results import adapted
 
+    try:
+        get_space(space)  # refused before any request, as measure refuses it
+    except UnknownSpace as err:
+        raise SystemExit(f"latfarm adapt: --space: {err}") from err
     client = client_for(server, key, "latfarm adapt")
     with exit_on_error("latfarm adapt"), explained("latfarm adapt", client):
         if cancel:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from latfarm.predictor.spaces import get_space
+from latfarm.services.core.clock import iso_utc
 from latfarm.services.datasets.rows import DatasetError
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.names import unknown_device
@@ -71,7 +72,7 @@ def device_rows(session: Session, device_name: str, own_conditions: bool = False
             ops=searched.parse(row["arch"]),
             statistic=(row["protocol"] or {}).get("statistic", ""),
             source=Source(row["source"]).value,
-            created_at=row["created_at"].isoformat() if row["created_at"] else None,
+            created_at=iso_utc(row["created_at"]),
         )
         conditions = Conditions.from_dict(row["conditions"]).to_dict()
         row.update({name: conditions[name] for name in CONDITION_FIELDS})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from latfarm.services.domain.results import ReportedResult
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Adaptation, AdaptState, Agent, Arch, Job, Source, utcnow
-from tests.api_support import ADMIN, add_device, add_measurements
+from tests.api_support import ADMIN, ADMIN_KEY, add_device, add_measurements
 from tests.fbnet_support import FBNET, add_fbnet_rows, fbnet_strings, truth_ms
 
 SAMPLES = 6
@@ -207,3 +208,18 @@ def test_imported_help_fbnet_device_is_predicted_by_the_service(api, tmp_path):
         model = api.app.state.predictions.for_device(session, device_by_name(session, "pixel3"), "fbnet")
     mean, _ = model.predict(np.asarray(FBNET.read_reference(folder)))
     assert spearmanr(mean, truth)[0] > 0.9
+
+
+def test_the_client_exports_a_devices_data_of_either_space(live_api):
+    from types import SimpleNamespace
+
+    from latfarm.services.client import Client
+
+    url, server = live_api
+    with Client(url, ADMIN_KEY) as client:
+        client.create_device("dev1")
+        add_fbnet_rows(SimpleNamespace(app=server), "dev1", fbnet_strings(3, seed=1), np.array([1.0, 2.0, 3.0]))
+        header, *rows = client.export("dev1", space="fbnet").decode().splitlines()
+        assert header.startswith("arch,fbnet_index,") and len(rows) == 3
+        latbench = pickle.loads(client.export("dev1", "latbench", space="fbnet"))
+        assert sorted(latbench.values()) == pytest.approx([1e-3, 2e-3, 3e-3])  # seconds

@@ -5,6 +5,7 @@ capped)."""
 from __future__ import annotations
 
 from latfarm.services.domain.names import MAX_LISTED, NAME_RULE
+from latfarm.services.store.models import Job
 from tests.api_support import ADMIN_KEY, add_device
 
 
@@ -71,6 +72,8 @@ PUBLIC_422 = [  # method, path, body or query, the field by its public path, its
     ("get", "/v1/devices/dev1/export", {"format": "xls"}, "format", 'must be one of csv, latbench, got "xls"'),
     ("get", "/v1/measurements", {"cursor": "abc"}, "cursor", '"abc" is not of the form this field takes'),
     ("post", "/v1/devices", {"name": "x2", "precision": "fp8"}, "precision", "must be one of fp32, fp16, int8"),
+    ("post", "/v1/devices", {"name": "x3", "resolution": 17}, "resolution", "17px with 10 classes is not an input"),
+    ("post", "/v1/devices", {"name": "x4", "resolution": 16}, "classes", "16px with 10 classes is not an input"),
     ("post", "/v1/devices/dev1/adapt", {"samples": True}, "samples", "must be an integer"),
     ("post", "/v1/jobs", {"device": "dev1", "archs": [0], "protocol": {"rounds": "x"}}, "protocol.rounds", "integer"),
 ]
@@ -87,6 +90,57 @@ def test_422s_name_the_field_by_its_public_path_in_words(api, keys):
         body = response.json()
         assert [e["field"] for e in body["errors"]] == [field], (path, body)
         assert message in body["errors"][0]["message"] and body["message"].startswith(f"{field}: "), (path, body)
+        assert not body["errors"][0]["message"].startswith(f"{field}: "), (path, body)  # named once, by "field"
         for internal in ("function-", "whole_number", "Value error", "(?:", "[0-9]", "list[", ".str"):
             assert internal not in body["message"], (path, internal, body["message"])
     assert [d["name"] for d in api.get("/v1/devices", headers=keys["admin"]).json()] == ["dev1"]  # nothing stored
+
+
+SPACE_AND_CONDITION_422 = [  # path, body, the field by its public path, its message
+    ("/v1/predict", {"device": "dev1", "space": "ofa", "archs": [0]}, "space", "unknown search space 'ofa'"),
+    ("/v1/rank", {"device": "dev1", "space": "ofa", "archs": [0, 1]}, "space", "unknown search space 'ofa'"),
+    ("/v1/jobs", {"device": "dev1", "space": "ofa", "archs": [0]}, "space", "unknown search space 'ofa'"),
+    ("/v1/jobs", {"device": "dev1", "archs": [0], "conditions": {"precision": "fp8"}}, "conditions.precision", "fp8"),
+    ("/v1/jobs", {"device": "dev1", "archs": [0], "conditions": {"graph": "x"}}, "conditions.graph", "reference"),
+    ("/v1/jobs", {"device": "dev1", "archs": [0], "conditions": {"resolution": 17}}, "conditions.classes", "together"),
+    (
+        "/v1/jobs",
+        {"device": "dev1", "archs": [0], "conditions": {"resolution": 16, "classes": 10}},
+        "conditions.classes",
+        "16px with 10 classes",
+    ),
+]
+
+
+def test_a_bad_space_or_job_condition_is_named_by_its_path_in_the_request(api, keys):
+    """Every route names an unknown ``space`` as ``space``, and a job's bad condition as ``conditions.<name>``
+    (where the request has it), with nothing queued."""
+    add_device(api, "dev1")
+    for path, given, field, message in SPACE_AND_CONDITION_422:
+        response = api.post(path, json=given, headers=keys["admin"])
+        assert response.status_code == 422, (path, response.text)
+        body = response.json()
+        assert body.get("field") == field and body["message"].startswith(f"{field}: "), (path, body)
+        assert message in body["message"], (path, body)
+    with api.app.state.sessions() as session:
+        assert session.query(Job).count() == 0
+
+
+def test_an_arch_string_of_another_space_names_that_space(api, keys):
+    from latfarm.predictor.spaces import get_space
+
+    add_device(api, "dev1")
+    fbnet, nb201 = get_space("fbnet").to_string([0] * 22), "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    for route, space, given, other in [
+        ("/v1/predict", "nb201", fbnet, "fbnet"),
+        ("/v1/rank", "fbnet", nb201, "nb201"),
+        ("/v1/jobs", "nb201", fbnet, "fbnet"),
+    ]:
+        response = api.post(route, json={"device": "dev1", "space": space, "archs": [0, given]}, headers=keys["admin"])
+        assert response.status_code == 422, response.text
+        message = response.json()["message"]
+        assert message.startswith(f"archs[1]: {space}: ") and message.endswith(f"; it is an arch of space {other}")
+    bad = api.post("/v1/predict", json={"device": "dev1", "archs": ["foo"]}, headers=keys["admin"])
+    assert "it is an arch" not in bad.json()["message"]  # no hint for a string of no space
+    with api.app.state.sessions() as session:
+        assert session.query(Job).count() == 0

@@ -29,6 +29,7 @@ def test_adapt_with_no_agent_online_says_how_to_start_one_and_starts_nothing(liv
     assert result.exit_code == 1, result.output
     assert "latfarm adapt: no agent of device 'gpu-b2' is online" in result.output
     assert "LATFARM_AGENT_ENROLL=TOKEN latfarm agent" in result.output and "--wait-for-agent" in result.output
+    assert "(a token: latfarm device enroll gpu-b2)" in result.output and "/v1/" not in result.output
     with server.state.sessions() as session:
         assert session.query(Adaptation).count() == session.query(Job).count() == 0
 

@@ -114,6 +114,19 @@ def test_latbench_round_trip(sessions, tmp_path):
     assert back == pytest.approx(data)
 
 
+def test_exported_times_are_utc_with_z_on_either_database(sessions, tmp_path):
+    """An export's ``created_at`` reads as every time the API returns (SQLite hands back naive datetimes,
+    PostgreSQL aware ones: both are written ``...Z``)."""
+    path = tmp_path / "x.pickle"
+    path.write_bytes(pickle.dumps({(1, 2, 3, 4, 0, 1): 0.003}))
+    with sessions() as session, session.begin():
+        datasets.import_latbench(session, path, device="my-phone")
+        (row,) = datasets.device_rows(session, "my-phone")
+    assert row["created_at"].endswith("Z") and "+" not in row["created_at"], row["created_at"]
+    (written,) = csv.DictReader(io.StringIO(datasets.to_csv([row])))
+    assert written["created_at"] == row["created_at"]
+
+
 def test_latbench_named_device_and_bad_input(sessions, tmp_path):
     path = tmp_path / "x.pickle"
     path.write_bytes(pickle.dumps({(1, 2, 3, 4, 0, 1): [0.002, 0.004, 0.003]}))

@@ -7,8 +7,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
-from latfarm.services.core.errors import NotFound, PermissionDenied
+from latfarm.services.core.errors import InvalidArgument, NotFound, PermissionDenied
 from latfarm.services.domain import queue
+from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.domain.results import statistic_of
 from latfarm.services.store.models import Adaptation, Arch, Device, Job, JobBatch, Measurement
@@ -30,7 +31,7 @@ def create_jobs(
     device = get_device(session, body.device)
     principal.check_device("jobs", device)
     archs = request_archs(body.archs, body.space)
-    conditions = conditions_of(device).for_space(body.space).merged(body.overrides())
+    conditions = _conditions(device, body)
     batch = queue.submit_batch(
         session,
         device,
@@ -45,6 +46,18 @@ def create_jobs(
     session.commit()
     request.app.state.notifier.notify(device.id)
     return JobCreated(id=batch.id, device=device.name, jobs=len(set(archs)))
+
+
+def _conditions(device: Device, body: JobCreate) -> Conditions:
+    """The job's conditions: the device's for the request's space with the request's overrides; a bad override is
+    ``InvalidArgument`` naming it by its path in the request, ``conditions.<name>``."""
+    try:
+        return conditions_of(device).for_space(body.space).merged(body.overrides())
+    except InvalidArgument as err:
+        if err.field is None or err.field == "space":
+            raise
+        path = f"conditions.{err.field}"
+        raise InvalidArgument(f"{path}: {err.message.removeprefix(f'{err.field}: ')}", field=path) from err
 
 
 @router.get("/{batch_id}", response_model=JobProgress, response_model_exclude_none=True)
