@@ -304,7 +304,12 @@ def _space_of(query: str | None) -> str:
 
 # How the device page names an adaptation's metrics (services/domain/adaptation.py); a key ending in "rel_error" is a
 # relative error, shown as a percentage.
-METRIC_LABELS = {"measured": "archs measured", "fit_mean_abs_rel_error": "fit error (mean |relative|, its samples)"}
+METRIC_LABELS = {
+    "measured": "archs measured",
+    "fit_mean_abs_rel_error": "fit error (mean |relative|, its samples)",
+    "calibration_archs": "other archs its spread is calibrated on",
+    "std_factor": "spread factor",
+}
 
 
 def metric_texts(metrics: dict[str, Any]) -> list[str]:

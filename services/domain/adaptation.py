@@ -21,6 +21,7 @@ import numpy as np
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from latfarm.predictor.calibration import MAX_CALIBRATION_ARCHS, MIN_CALIBRATION_ARCHS, calibrated
 from latfarm.services.core.clock import iso_utc
 from latfarm.services.core.errors import Conflict, FailedPrecondition
 from latfarm.services.domain import queue
@@ -32,7 +33,9 @@ from latfarm.services.domain.predictions import (
     device_statistic,
     fit_archs,
     keyed_by_position,
+    measured_latencies,
     model_state,
+    with_calibration,
 )
 from latfarm.services.domain.samples import check_samples
 from latfarm.services.store.db import transaction
@@ -204,6 +207,17 @@ def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list, l
     return keys, [float(np.median(by_key[k])) for k in keys], len(unstable)
 
 
+def _calibration_latencies(session: Session, adaptation: Adaptation, samples: set) -> tuple[list, list[float]]:
+    """The archs (keys of its space) the device has stable measurements of under the adaptation's conditions besides
+    its ``samples``, and their latencies: a seeded random ``MAX_CALIBRATION_ARCHS`` of them when more."""
+    measured = measured_latencies(session, adaptation.device_id, adaptation.conditions_key)
+    keys = sorted(k for k, m in measured.items() if k not in samples and not m.unstable)
+    if len(keys) > MAX_CALIBRATION_ARCHS:
+        chosen = np.random.default_rng(adaptation.device_id).choice(len(keys), MAX_CALIBRATION_ARCHS, replace=False)
+        keys = [keys[i] for i in sorted(chosen)]
+    return keys, [measured[k].latency_ms for k in keys]
+
+
 def _claim(session: Session, adaptation_id: str, from_state: AdaptState, to_state: AdaptState) -> bool:
     """Move one adaptation between states unless another replica did first."""
     result = session.execute(
@@ -266,11 +280,17 @@ def _fit(sessions: sessionmaker[Session], adaptation_id: str, predictors: Predic
         fitted, _ = model.predict(archs[keep_mask])
         truth = np.asarray(values)[keep_mask]
         adaptation.params = model_state(model, space)
+        calibration_keys, calibration_ms = _calibration_latencies(session, adaptation, set(keys))
+        if len(calibration_keys) >= MIN_CALIBRATION_ARCHS:
+            model = calibrated(model, fit_archs(predictor, calibration_keys), calibration_ms)
+            adaptation.params = with_calibration(model_state(model, space), calibration_keys, calibration_ms)
         adaptation.metrics = {
             "measured": len(keys),
             "unstable": unstable,  # sampled archs measured unstable (round medians too far apart: a busy device)
             "outliers": outliers,  # sampled archs left out of the fit (``domain.outliers``)
             "fit_mean_abs_rel_error": float(np.mean(np.abs(fitted - truth) / truth)),
+            "calibration_archs": len(calibration_keys) if len(calibration_keys) >= MIN_CALIBRATION_ARCHS else 0,
+            "std_factor": float(model.posterior.std_factor),
         }
         session.execute(
             update(Adaptation)

@@ -90,12 +90,27 @@ def model_state(model, space: str) -> dict:
 
 
 def model_from_state(predictor, state: dict):
-    """The device model ``model_state`` stored, for ``predictor`` (samples only: refitted)."""
-    if "mean" not in state:
-        return predictor.adapt(state["archs"], state["latencies_ms"])
-    from latfarm.predictor.model import DeviceModel
+    """The device model ``model_state`` stored, for ``predictor`` (samples only: refitted), its spread calibrated on
+    the state's ``calibration`` archs when it has them (``with_calibration``)."""
+    from latfarm.predictor.calibration import calibrated
 
-    return DeviceModel.from_state(predictor, state)
+    if "mean" not in state:
+        model = predictor.adapt(state["archs"], state["latencies_ms"])
+    else:
+        from latfarm.predictor.model import DeviceModel
+
+        model = DeviceModel.from_state(predictor, state)
+    if "calibration" not in state:
+        return model
+    keys = state["calibration"]["archs"]
+    return calibrated(model, fit_archs(predictor, keys), state["calibration"]["latencies_ms"])
+
+
+def with_calibration(state: dict, keys: Sequence[ArchKey], latencies_ms: Sequence[float]) -> dict:
+    """``state`` (``model_state``) with the archs (keys of its space) and latencies its spread was calibrated on:
+    ``model_from_state`` calibrates again on them (a model refitted from its samples, or re-adapted for another
+    predictor version, needs its factor anew)."""
+    return {**state, "calibration": {"archs": list(keys), "latencies_ms": [float(x) for x in latencies_ms]}}
 
 
 class NoEstimate(FailedPrecondition):

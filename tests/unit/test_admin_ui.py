@@ -407,9 +407,12 @@ def test_tables_show_the_data_first(app_and_ids):
 
         overview = client.get(f"/admin/device-overview/{phone}").text
         assert "fit error (mean |relative|, its samples): 10.4 %" in overview and "0.104" not in overview
-    assert dashboard.metric_texts({"measured": 8, "fit_mean_abs_rel_error": 0.0512}) == [
+    metrics = {"measured": 8, "fit_mean_abs_rel_error": 0.0512, "calibration_archs": 23, "std_factor": 1.2345}
+    assert dashboard.metric_texts(metrics) == [
         "archs measured: 8",
         "fit error (mean |relative|, its samples): 5.1 %",
+        "other archs its spread is calibrated on: 23",
+        "spread factor: 1.23",
     ]
 
 

@@ -6,18 +6,20 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from latfarm.predictor.calibration import CALIBRATION_QUANTILE, MIN_CALIBRATION_ARCHS
 from latfarm.predictor.help_data import load_help
 from latfarm.services.core.security import hash_secret
 from latfarm.services.domain import adaptation as adapt
 from latfarm.services.domain import queue
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.domain.conditions import Conditions
+from latfarm.services.domain.predictions import model_from_state
 from latfarm.services.domain.results import ReportedResult
 from latfarm.services.store import crud
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Adaptation, Agent, Job
-from tests.api_support import ADMIN, add_device, arch
+from tests.api_support import ADMIN, add_device, add_measurements, arch
 
 SAMPLES = 6
 B1 = Conditions().key  # a default device's conditions
@@ -67,6 +69,7 @@ def test_adapt_measures_fits_and_activates(api, keys, tmp_path, help_dir):
     # fitted under the device's conditions, recorded when it started; its measurements carry them too
     assert (started["conditions_key"], state["conditions_key"], state["current"]) == (B1, B1, True)
     assert state["metrics"]["measured"] == SAMPLES
+    assert state["metrics"]["calibration_archs"] == 0  # no other archs measured: the leave-one-out factor stays
     assert api.get("/v1/devices/cpu1/adapt", headers=ADMIN).json()["id"] == started["id"]
     rows = api.get("/v1/measurements", params={"device": "cpu1"}, headers=ADMIN).json()["items"]
     samples = [m["nb201_index"] for m in rows]
@@ -237,3 +240,38 @@ def test_an_adaptations_batch_is_cancelled_only_by_the_devices_owner_or_an_admin
     assert refused.status_code == 403, refused.text
     assert api.get("/v1/devices/cpu5/adapt", headers=ADMIN).json()["state"] == batch["state"] == "measuring"
     assert api.post(f"/v1/jobs/{batch_id}/cancel", headers=keys["admin"]).json()["cancelled_now"] == SAMPLES
+
+
+def test_an_adaptation_calibrates_its_spread_on_the_devices_other_measured_archs(api, keys, tmp_path, help_dir):
+    """Archs measured besides the samples (stable ones under the device's conditions) set the spread factor
+    (``predictor.calibration``); the stored model keeps it when reloaded or re-adapted for another predictor version,
+    and the predictions served carry it."""
+    truth = load_help(help_dir, ["gold_6240"])["gold_6240"]
+    add_device(api, "cal1")
+    others = np.random.default_rng(1).choice(len(truth), 150, replace=False).tolist()
+    add_measurements(api, "cal1", {i: float(truth[i]) for i in others[:120]})
+    add_measurements(api, "cal1", {i: float(truth[i]) for i in others[120:]}, unstable=True)  # not calibrated on
+    started = api.post("/v1/devices/cal1/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).json()
+    assert _agent_measures(api, tmp_path, "cal1", truth) == SAMPLES
+    loader = api.app.state.predictions.predictor_loader
+    assert adapt.advance_all(api.app.state.sessions, loader) == 1
+
+    metrics = api.get("/v1/devices/cal1/adapt", headers=ADMIN).json()["metrics"]
+    with api.app.state.sessions() as session:
+        row = session.get_one(Adaptation, started["id"])
+        samples, params = list(row.sample_archs), dict(row.params)
+    calibration = sorted(set(others[:120]) - set(samples))
+    assert metrics["calibration_archs"] == len(calibration) >= MIN_CALIBRATION_ARCHS
+    assert params["calibration"]["archs"] == calibration
+
+    model = model_from_state(loader("nb201"), params)
+    assert model.posterior.std_factor == pytest.approx(metrics["std_factor"])
+    mean, std = model.predict(calibration)
+    share = np.mean(np.abs(mean - truth[calibration]) <= std)
+    assert share == pytest.approx(CALIBRATION_QUANTILE, abs=1.5 / len(calibration))
+    readapted = model_from_state(loader("nb201"), {**params, "predictor_version": "an older one"})
+    assert readapted.posterior.std_factor == pytest.approx(metrics["std_factor"], rel=1e-6)
+
+    unmeasured = [i for i in range(200) if i not in set(others) | set(samples)]
+    items = api.post("/v1/predict", json={"device": "cal1", "archs": unmeasured}, headers=ADMIN).json()["items"]
+    assert [i["std_ms"] for i in items] == pytest.approx(model.predict(unmeasured)[1].tolist(), rel=1e-5)

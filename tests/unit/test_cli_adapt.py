@@ -160,3 +160,12 @@ def test_adapt_says_what_it_fitted_once_active(live_api, tmp_path):
 def _jobs(server) -> int:
     with server.state.sessions() as session:
         return session.query(Job).count()
+
+
+def test_the_adapted_line_names_the_archs_its_spread_was_calibrated_on():
+    from latfarm.services.cli.measure_results import adapted
+
+    metrics = {"fit_mean_abs_rel_error": 0.014, "calibration_archs": 0}
+    assert adapted({"samples": 10, "metrics": metrics}) == "10 measured archs, fit error 1.4%"
+    calibrated = {"samples": 10, "metrics": {**metrics, "calibration_archs": 23}}
+    assert adapted(calibrated) == "10 measured archs, fit error 1.4%, spread calibrated on 23 other archs"
