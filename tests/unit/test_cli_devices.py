@@ -87,6 +87,6 @@ def test_results_of_a_no_wait_batch_as_measure_shows_them(live_api, tmp_path):
 
 def test_results_of_an_unknown_batch_is_one_line(live_api):
     url, _ = live_api
-    unknown = _invoke(url, "results", "nope")
-    assert unknown.exit_code == 1 and len(unknown.output.strip().splitlines()) == 1, unknown.output
-    assert unknown.output == "latfarm results: unknown job batch 'nope'\n"  # no progress bar was drawn
+    unknown = _invoke(url, "results", "0123456789abcdef0123456789abcdef")
+    assert unknown.exit_code == 1, unknown.output  # no progress bar was drawn
+    assert unknown.output == "latfarm results: unknown job batch '0123456789abcdef0123456789abcdef'\n"
