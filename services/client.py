@@ -6,7 +6,8 @@
 
 Connect errors and 5xx answers of idempotent requests are retried with exponential backoff; any other failure
 raises ``LatfarmError`` with the HTTP ``status`` (0: no answer), the server's ``message`` and its error ``code``
-(``unavailable`` when no server or no latfarm server answered: no connection, or an answer that is not JSON).
+(``unavailable`` when no server or no latfarm server answered: no connection, or an answer that is not JSON). A
+device name or batch id that no server issues (``a/b``, ``..``) raises ``invalid_argument`` before any request.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 
 from latfarm.services.core.errors import LatfarmError
+from latfarm.services.core.names import ID_RULE, is_device_name, is_id, refusal
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 DONE_STATES = ("active", "failed", "cancelled")
@@ -97,7 +99,7 @@ class Client:
 
     def device(self, name: str) -> dict:
         """A device with its measurement counts, agents online and predictor state."""
-        return self._json("GET", f"/v1/devices/{name}")
+        return self._json("GET", _device_path(name))
 
     def create_device(self, name: str, **fields) -> dict:
         """Create a device called ``name`` (``fields``: its other attributes); returns it."""
@@ -107,16 +109,16 @@ class Client:
         """A new enrollment token for agents of ``device``: ``expires_in_s`` (else the server's default lifetime)
         and at most ``max_uses`` registrations (else any number)."""
         body = {key: value for key, value in {"expires_in_s": expires_in_s, "max_uses": max_uses}.items() if value}
-        return self._json("POST", f"/v1/devices/{device}/enrollments", json=body or None)["token"]
+        return self._json("POST", _device_path(device, "/enrollments"), json=body or None)["token"]
 
     def agents(self, device: str) -> list[dict]:
         """The agents of ``device``."""
-        return self._json("GET", f"/v1/devices/{device}/agents")
+        return self._json("GET", _device_path(device, "/agents"))
 
     def export(self, device: str, fmt: str = "csv", space: str = "nb201") -> bytes:
         """A device's measurements of ``space`` as CSV text or a LatBench pickle (``fmt="latbench"``)."""
         params = {"format": fmt, "space": space}
-        return self._request("GET", f"/v1/devices/{device}/export", params=params).content
+        return self._request("GET", _device_path(device, "/export"), params=params).content
 
     def create_key(self, name: str, scopes: Sequence[str]) -> str:
         """A new API key (shown once) called ``name`` with ``scopes``."""
@@ -171,7 +173,7 @@ class Client:
     def job(self, batch_id: str, items: bool = False) -> dict:
         """Progress of a batch: counts ``queued``, ``running``, ``done``, ``failed``, ``cancelled`` (and each job with
         ``items``)."""
-        return self._json("GET", f"/v1/jobs/{batch_id}", params={"items": "true"} if items else None)
+        return self._json("GET", _batch_path(batch_id), params={"items": "true"} if items else None)
 
     def measure(
         self,
@@ -227,7 +229,7 @@ class Client:
 
     def cancel(self, batch_id: str) -> dict:
         """Cancel the batch's queued and running jobs; returns ``cancelled_now`` and the batch's ``progress``."""
-        return self._json("POST", f"/v1/jobs/{batch_id}/cancel", idempotent=True)
+        return self._json("POST", _batch_path(batch_id, "/cancel"), idempotent=True)
 
     # --- predictor adaptation --------------------------------------------------------------------------------
     def adapt(
@@ -245,7 +247,7 @@ class Client:
         stderr. A key that may not adapt the device raises ``LatfarmError`` (``permission_denied``) naming the keys
         that may."""
         with _refused_needs(ADAPT_KEYS):
-            state = self._json("POST", f"/v1/devices/{device}/adapt", json={"space": space, "samples": samples})
+            state = self._json("POST", _device_path(device, "/adapt"), json={"space": space, "samples": samples})
         if not wait:
             return state
         return self.wait_adaptation(device, space, progress=progress, timeout=timeout, poll_s=poll_s)
@@ -258,7 +260,7 @@ class Client:
         deadline = time.monotonic() + timeout
         last = None
         while True:
-            state = self._json("GET", f"/v1/devices/{device}/adapt", params={"space": space})
+            state = self.adaptation(device, space)
             if progress:
                 counts = state.get("progress") or {}
                 line = f"{device}: {state['state']}" + (
@@ -275,11 +277,16 @@ class Client:
                 raise TimeoutError(f"adaptation of {device} still {state['state']} after {timeout:.0f} s")
             time.sleep(poll_s)
 
+    def adaptation(self, device: str, space: str = "nb201") -> dict:
+        """The device's latest adaptation of ``space``: its ``state`` (``none`` when it has none), ``progress``,
+        ``metrics``."""
+        return self._json("GET", _device_path(device, "/adapt"), params={"space": space})
+
     def cancel_adaptation(self, device: str, space: str = "nb201") -> dict:
         """Cancel the device's adaptation of ``space`` while it measures (and its jobs); returns its state. Its owner's
         key or an admin key (else ``LatfarmError``, ``permission_denied``)."""
         with _refused_needs(ADAPT_KEYS):
-            return self._json("POST", f"/v1/devices/{device}/adapt/cancel", params={"space": space})
+            return self._json("POST", _device_path(device, "/adapt/cancel"), params={"space": space})
 
 
 @contextmanager
@@ -291,6 +298,24 @@ def _refused_needs(keys: str) -> Iterator[None]:
         if err.code != "permission_denied":
             raise
         raise LatfarmError(f"{err.message} ({keys})", code=err.code, status=err.status, field=err.field) from err
+
+
+def _device_path(name: str, rest: str = "") -> str:
+    """``/v1/devices/{name}{rest}``; a name no device may have raises ``LatfarmError`` (``invalid_argument``) before
+    any request: in a path, ``a/b`` or ``..`` would name another route."""
+    if not is_device_name(name):
+        raise LatfarmError(refusal(name), code="invalid_argument", status=0)
+    return f"/v1/devices/{name}{rest}"
+
+
+def _batch_path(batch_id: str, rest: str = "") -> str:
+    """``/v1/jobs/{batch_id}{rest}``; an id not of the form the server issues raises ``LatfarmError``
+    (``invalid_argument``) before any request."""
+    if not is_id(batch_id):
+        raise LatfarmError(
+            f"not a job batch id: {batch_id!r} (a batch id is {ID_RULE})", code="invalid_argument", status=0
+        )
+    return f"/v1/jobs/{batch_id}{rest}"
 
 
 def _arch(arch: str | int | Sequence[int]) -> str | int | list[int]:

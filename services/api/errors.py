@@ -18,8 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
 from latfarm.predictor import nb201, spaces
+from latfarm.services.core import names
 from latfarm.services.core.errors import ErrorCode, InvalidArgument, LatfarmError, Throttled, Unavailable
-from latfarm.services.domain import names
 from latfarm.services.store.db import DATABASE_DOWN, UNAVAILABLE_MESSAGE
 
 from .schemas import ARCH_QUERY_PATTERN, ErrorOut

@@ -24,6 +24,7 @@ from latfarm.predictor.spaces import SPACES as REGISTERED_SPACES
 from latfarm.predictor.spaces import SearchSpace, get_space
 from latfarm.services.core.clock import as_utc
 from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.core.names import MAX_NAME_LENGTH, NAME_PATTERN
 from latfarm.services.domain.conditions import (
     DEFAULT_SPACE,
     GRAPHS,
@@ -34,7 +35,6 @@ from latfarm.services.domain.conditions import (
     Conditions,
     device_conditions,
 )
-from latfarm.services.domain.names import MAX_NAME_LENGTH, NAME_PATTERN
 
 MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more
 MAX_ENROLLMENT_S = 366 * 24 * 3600  # the longest an enrollment token may live: a year

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from latfarm.services.cli.errors import interrupted
+from latfarm.services.cli.options import WaitTimeout
 from latfarm.services.cli.remote import ApiKey, DeviceName, ServerUrl, check_out, client_for, explained, show_results
 
 SERVERS = "the server's"  # a device field left unset takes the server's default
@@ -92,7 +93,7 @@ def device_enroll(
 def results(
     batch: str = typer.Argument(..., help="Batch id (printed by measure --no-wait)."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for its unfinished jobs (a progress bar)."),
-    timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most (then the jobs stay queued)."),
+    timeout: float = WaitTimeout,
     out: Path = typer.Option(None, "--out", help="Write the results as CSV here."),
     server: str = ServerUrl,
     key: str = ApiKey,

@@ -37,6 +37,21 @@ def _checked_samples(samples: int | None) -> int | None:
         raise typer.BadParameter(str(err)) from err
 
 
+def _positive_seconds(seconds: float) -> float:
+    """``--timeout``: more than 0 s (a usage error otherwise)."""
+    if seconds <= 0:
+        raise typer.BadParameter(f"seconds to wait must be more than 0, got {seconds:g}")
+    return seconds
+
+
+WaitTimeout = typer.Option(
+    3600.0,
+    "--timeout",
+    callback=_positive_seconds,
+    help="Seconds to wait at most, more than 0 (then the jobs stay queued).",
+)
+
+
 SAMPLES_HELP = "K archs to measure for adapting the predictor, 3-200."
 Samples = typer.Option(10, "--samples", callback=_checked_samples, help=SAMPLES_HELP)
 UpSamples = typer.Option(  # not given: the device's active adaptation is reused whatever its K

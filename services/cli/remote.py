@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from latfarm.services.cli.errors import exit_on_error, interrupted
-from latfarm.services.cli.options import Samples
+from latfarm.services.cli.options import Samples, WaitTimeout
 
 if TYPE_CHECKING:
     from latfarm.services.client import Client, LatfarmError
@@ -50,10 +50,11 @@ def predict(
     client = client_for(server, key, "latfarm predict")
     with explained("latfarm predict", client):
         items = client.predict(device, arch_values(archs), space=space)
-    adapt = f"latfarm adapt {device} --samples K" + ("" if space == "nb201" else f" --space {space}")
     for item in items:
         if item["latency_ms"] is None:  # the server names its REST route; a CLI user gets the command
-            message = re.sub(r"POST /v1/devices/[^ )]+/adapt", adapt, item["message"])
+            message = re.sub(
+                r"POST /v1/devices/[^ )]+/adapt", adapt_command(device, space, "--samples K"), item["message"]
+            )
             typer.echo(f"no estimate  {item['arch']}: {message}")
             continue
         unstable = "UNSTABLE  " if item.get("unstable") else ""
@@ -92,7 +93,8 @@ def _no_route(err: LatfarmError) -> bool:
     return err.status == 404 and (err.code != "not_found" or err.field == "path")
 
 
-# The command-line flag of each request field the client commands set, for the server's messages naming a field.
+# The command-line flag of each request field the client commands set, for the server's messages naming a field:
+# measure's and predict's (``POST /v1/jobs``, ``/v1/predict``), device add's (``POST /v1/devices``).
 FLAGS = {
     "format": "--format",
     "protocol.rounds": "--rounds",
@@ -103,6 +105,13 @@ FLAGS = {
     "conditions.precision": "--precision",
     "conditions.graph": "--graph",
     "space": "--space",
+    "description": "--description",
+    "hardware": "--hardware",
+    "runtime": "--runtime",
+    "precision": "--precision",
+    "batch_size": "--batch-size",
+    "resolution": "--resolution",
+    "classes": "--classes",
 }
 
 
@@ -123,10 +132,11 @@ def measure(
     space: str = SpaceOption,
     from_file: Path = typer.Option(None, "--from", help="Also the archs in this file (one per line, # comments)."),
     sample: int = typer.Option(
-        0,
+        None,
         "--random",
         "--sample",
-        min=0,
+        min=1,
+        show_default="none",
         help="Also measure N random archs of the space: distinct archs of its reference set "
         "(NB201: official indices; FBNet: HELP's 5,000), else uniform draws.",
     ),
@@ -147,7 +157,7 @@ def measure(
         "--wait-for-agent",
         help="Queue and wait even when no agent of the device is online (else: exit 1, nothing queued).",
     ),
-    timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most (then the jobs stay queued)."),
+    timeout: float = WaitTimeout,
     out: Path = typer.Option(None, "--out", help="Write the results as CSV here."),
     server: str = ServerUrl,
     key: str = ApiKey,
@@ -162,9 +172,9 @@ def measure(
 
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
     try:
-        chosen = measure_results.arch_values(given) + random_archs(space, sample, seed)
+        chosen = measure_results.arch_values(given) + random_archs(space, sample or 0, seed)
         if not chosen:
-            raise typer.BadParameter("give archs, or --random N", param_hint="ARCHS")
+            raise typer.BadParameter("give archs, --from FILE or --random N", param_hint="ARCHS")
         measure_results.canonical_archs(chosen, space)  # a bad arch is refused before any request
     except UnknownSpace as err:
         raise SystemExit(f"latfarm measure: --space: {err}") from err
@@ -370,16 +380,24 @@ def adapt(
         help="Start and wait even when no agent of the device is online (else: exit 1, nothing queued).",
     ),
     cancel: bool = typer.Option(False, "--cancel", help="Cancel the device's adaptation that is measuring."),
+    status: bool = typer.Option(
+        False, "--status", help="Show the device's latest adaptation (of --space) in one line; start none."
+    ),
 ) -> None:
     """Adapt a space's predictor to a device from K new measurements by its agents.
 
     Always a new adaptation, even when one of the same K is active (latfarm up reuses it). It takes the device's
     owner's key or an admin key. With no agent of the device online it says so and exits 1 without starting (unless
     --wait-for-agent or --no-wait); Ctrl-C while waiting cancels the adaptation and its unfinished jobs (exit 130).
-    Once active it prints the measured archs and the fit error."""
+    Once active it prints the measured archs and the fit error. --status and --cancel act on the latest adaptation
+    instead of starting one."""
     from latfarm.predictor.spaces import UnknownSpace, get_space
     from latfarm.services.cli.measure_results import adapted
 
+    if status and cancel:
+        raise typer.BadParameter(
+            "--cancel acts on the adaptation it would show; drop one of them", param_hint="--status"
+        )
     try:
         get_space(space)  # refused before any request, as measure refuses it
     except UnknownSpace as err:
@@ -389,23 +407,49 @@ def adapt(
         if cancel:
             typer.echo(_cancelled(client.cancel_adaptation(device, space), device))
             return
+        if status:
+            typer.echo(_status(client.adaptation(device, space), device, space))
+            return
         offline = _check_agents(client, device, "latfarm adapt", refuse=wait and not wait_for_agent)
         started = client.adapt(device, samples=samples, wait=False, space=space)
         _note(offline)
         if not wait:
+            progress, stop = adapt_command(device, space, "--status"), adapt_command(device, space, "--cancel")
             typer.echo(
-                f"adaptation {started['id']} of {device} started ({samples} archs queued); progress: "
-                f"GET /v1/devices/{device}/adapt; cancel: latfarm adapt {device} --cancel"
+                f"adaptation {started['id']} of {device} started ({samples} archs queued); "
+                f"progress: {progress}; cancel: {stop}"
             )
             return
         try:
             state = client.wait_adaptation(device, space, progress=True)
         except TimeoutError as err:
-            raise SystemExit(f"latfarm adapt: {err}; it goes on (latfarm adapt {device} --cancel stops it)") from err
+            stop = adapt_command(device, space, "--cancel")
+            raise SystemExit(f"latfarm adapt: {err}; it goes on ({stop} stops it)") from err
         except KeyboardInterrupt:
             cancelled = _cancelled(client.cancel_adaptation(device, space), device)
             raise interrupted(f"latfarm adapt: interrupted; {cancelled}") from None
         typer.echo(f"{space} predictor of {device} active: {adapted(state)}")
+
+
+def adapt_command(device: str, space: str, flags: str) -> str:
+    """The ``latfarm adapt`` command line for ``device`` with ``flags``, and ``--space`` for a space but NB201."""
+    return f"latfarm adapt {device} {flags}" + ("" if space == "nb201" else f" --space {space}")
+
+
+def _status(state: dict, device: str, space: str) -> str:
+    """The device's latest adaptation of ``space`` (``GET /v1/devices/{name}/adapt``) in one line: its state, its
+    measured archs while measuring, its error once failed, what it fitted once active."""
+    from latfarm.services.cli.measure_results import adapted
+
+    if state["state"] == "none":
+        return f"no {space} adaptation of {device} yet; start one: {adapt_command(device, space, '--samples K')}"
+    if state["state"] == "active":
+        return f"{space} predictor of {device} active: {adapted(state)}"
+    line = f"{space} adaptation {state['id']} of {device}: {state['state']}"
+    progress = state.get("progress")
+    if state["state"] == "measuring" and progress:
+        line += f" ({progress['done']}/{progress['total']} measured, {progress['failed']} failed)"
+    return line + (f": {state['error']}" if state.get("error") else "")
 
 
 def _cancelled(state: dict, device: str) -> str:

@@ -25,6 +25,7 @@ from latfarm.predictor import nb201
 from latfarm.predictor.spaces import ArchError, UnknownSpace
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.core.names import new_id
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.liveness import UnknownAgent, mark_alive, registered
 from latfarm.services.domain.network_export import FORMATS
@@ -40,7 +41,6 @@ from latfarm.services.store.models import (
     JobBatch,
     JobState,
     Measurement,
-    new_id,
 )
 
 MAX_BATCH = nb201.NUM_ARCHS

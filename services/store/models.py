@@ -6,7 +6,6 @@ Units: milliseconds for latencies, UTC for times. Names follow the REST resource
 from __future__ import annotations
 
 import enum
-import uuid
 from datetime import datetime
 
 from sqlalchemy import (
@@ -28,11 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, synonym
 
 from latfarm.services.core.clock import utcnow
-
-
-def new_id() -> str:
-    """A new random primary key: 32 hex digits."""
-    return uuid.uuid4().hex
+from latfarm.services.core.names import new_id
 
 
 class Base(DeclarativeBase):

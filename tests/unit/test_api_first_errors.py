@@ -4,7 +4,8 @@ capped)."""
 
 from __future__ import annotations
 
-from latfarm.services.domain.names import MAX_LISTED, NAME_RULE
+from latfarm.services.core.names import NAME_RULE
+from latfarm.services.domain.names import MAX_LISTED
 from latfarm.services.store.models import Job
 from tests.api_support import ADMIN_KEY, add_device
 

@@ -21,9 +21,48 @@ def test_read_archs_skips_blanks_and_comments(tmp_path):
 def test_measure_needs_archs_and_names_a_missing_file(tmp_path):
     runner = CliRunner()
     nothing = runner.invoke(app, ["measure", "dev1", "--server", "http://127.0.0.1:9"])
-    assert nothing.exit_code == 2 and "give archs, or --random N" in nothing.output
+    assert nothing.exit_code == 2 and "give archs, --from FILE or --random N" in nothing.output
     missing = runner.invoke(app, ["measure", "dev1", "--from", str(tmp_path / "none.txt")])
     assert missing.exit_code == 2 and "cannot read" in missing.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["measure", "dev", "--random", "0"],
+            "Invalid value for '--random' / '--sample': Input should be greater than or equal to 1",
+        ),
+        (
+            ["measure", "dev", "7", "--sample", "-2"],
+            "Invalid value for '--random' / '--sample': Input should be greater than or equal to 1",
+        ),
+        (
+            ["measure", "dev", "7", "--timeout", "0"],
+            "Invalid value for '--timeout': seconds to wait must be more than 0, got 0",
+        ),
+        (
+            ["measure", "dev", "7", "--rounds", "0"],
+            "Invalid value for '--rounds': Input should be greater than or equal to 1",
+        ),
+        (
+            ["measure", "dev", "7", "--warmup", "-1"],
+            "Invalid value for '--warmup': Input should be greater than or equal to 0",
+        ),
+        (
+            ["results", "0" * 32, "--timeout", "-1"],
+            "Invalid value for '--timeout': seconds to wait must be more than 0, got -1",
+        ),
+        (["adapt", "dev", "--samples", "0"], "Invalid value for '--samples': samples must be between 3 and 200, got 0"),
+        (
+            ["device", "enroll", "dev", "--max-uses", "0"],
+            "Invalid value for '--max-uses': Input should be greater than or equal to 1",
+        ),
+    ],
+)
+def test_a_numeric_option_out_of_range_is_named_with_its_range_before_any_request(args, expected):
+    result = CliRunner().invoke(app, [*args, "--server", "http://127.0.0.1:9", "--key", "k"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and expected in " ".join(result.output.replace("│", "").split()), result.output
 
 
 @pytest.mark.parametrize(

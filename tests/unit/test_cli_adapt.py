@@ -60,6 +60,39 @@ def test_adapt_cancel_and_cancel_of_an_adaptation_id(live_api):
         assert {job.state for job in session.query(Job)} == {JobState.cancelled}
 
 
+def test_no_wait_names_the_command_that_shows_its_progress(live_api):
+    """``--no-wait`` names ``--status`` (with ``--space`` for a space but NB201), not a REST route; ``--status`` shows
+    the latest adaptation in one line, whatever its state, and starts none."""
+    url, server = live_api
+    add_adapted_device_live(server, samples=4)
+    active = _invoke(url, "adapt", "gpu-b2", "--status")
+    assert active.exit_code == 0, active.output
+    assert active.stdout == "nb201 predictor of gpu-b2 active: 4 measured archs, fit error 0.0%\n"  # no metrics stored
+    none = _invoke(url, "adapt", "gpu-b2", "--status", "--space", "fbnet")
+    assert (
+        none.stdout == "no fbnet adaptation of gpu-b2 yet; start one: latfarm adapt gpu-b2 --samples K --space fbnet\n"
+    )
+
+    started = _invoke(url, "adapt", "gpu-b2", "--samples", "3", "--no-wait", "--space", "fbnet")
+    assert started.exit_code == 0, started.output
+    assert "/v1/" not in started.output
+    assert started.stdout.strip().endswith(
+        "progress: latfarm adapt gpu-b2 --status --space fbnet; cancel: latfarm adapt gpu-b2 --cancel --space fbnet"
+    )
+    with server.state.sessions() as session:
+        adaptation_id = session.query(Adaptation).filter_by(state="measuring").one().id
+    measuring = _invoke(url, "adapt", "gpu-b2", "--status", "--space", "fbnet")
+    assert measuring.exit_code == 0, measuring.output
+    assert measuring.stdout == f"fbnet adaptation {adaptation_id} of gpu-b2: measuring (0/3 measured, 0 failed)\n"
+    _invoke(url, "adapt", "gpu-b2", "--cancel", "--space", "fbnet")
+    cancelled = _invoke(url, "adapt", "gpu-b2", "--status", "--space", "fbnet")
+    assert cancelled.stdout.startswith(f"fbnet adaptation {adaptation_id} of gpu-b2: cancelled"), cancelled.output
+    both = _invoke(url, "adapt", "gpu-b2", "--status", "--cancel")
+    assert both.exit_code == 2 and "drop one of them" in both.output
+    with server.state.sessions() as session:
+        assert session.query(Adaptation).count() == 2  # --status started none
+
+
 def test_ctrl_c_while_adapting_cancels_the_adaptation(live_api):
     url, server = live_api
     add_device_live(server)

@@ -7,12 +7,16 @@ from __future__ import annotations
 import csv
 import stat
 
+import pytest
 from typer.testing import CliRunner
 
 from latfarm.services.cli import app
+from latfarm.services.core.names import refusal
 from latfarm.services.store.models import Device, Enrollment
 from tests.api_support import ADMIN_KEY, arch
 from tests.unit.test_cli_measure import LATENCY_MS, add_device_live, finish_batch
+
+NOWHERE = "http://127.0.0.1:9"  # no server: a command that asks one says so
 
 
 def _invoke(url: str, *args: str):
@@ -87,6 +91,48 @@ def test_results_of_a_no_wait_batch_as_measure_shows_them(live_api, tmp_path):
 
 def test_results_of_an_unknown_batch_is_one_line(live_api):
     url, _ = live_api
-    unknown = _invoke(url, "results", "nope")
-    assert unknown.exit_code == 1 and len(unknown.output.strip().splitlines()) == 1, unknown.output
-    assert unknown.output == "latfarm results: unknown job batch 'nope'\n"  # no progress bar was drawn
+    unknown = _invoke(url, "results", "0123456789abcdef0123456789abcdef")
+    assert unknown.exit_code == 1, unknown.output  # no progress bar was drawn
+    assert unknown.output == "latfarm results: unknown job batch '0123456789abcdef0123456789abcdef'\n"
+
+
+@pytest.mark.parametrize("command", ["results", "cancel"])
+@pytest.mark.parametrize("batch", ["../etc", "nope", "a/b", "a#b", "0123456789ABCDEF0123456789ABCDEF"])
+def test_a_malformed_batch_id_is_refused_before_any_request(command, batch):
+    """In a URL path it would name another route (a 404 that blamed --server); the server is never asked."""
+    refused = _invoke(NOWHERE, command, batch)
+    assert refused.exit_code == 1
+    assert refused.output == f"latfarm {command}: not a job batch id: {batch!r} (a batch id is 32 hex digits)\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "name", "flags"),
+    [
+        ("device enroll", "../x", []),
+        ("adapt", "a/b", ["--cancel"]),
+        ("adapt", "..", ["--status"]),
+        ("adapt", "gpu?x", ["--no-wait"]),
+        ("measure", "../x", ["1", "--no-wait"]),
+    ],
+)
+def test_a_device_name_no_device_may_have_is_refused_before_any_request(command, name, flags):
+    """In a URL path, ``/`` and ``..`` would name another route and ``?`` start a query; the server is never asked."""
+    refused = _invoke(NOWHERE, *command.split(), name, *flags)
+    assert refused.exit_code == 1
+    assert refused.output == f"latfarm {command}: {refusal(name)}\n"
+
+
+def test_device_adds_refusal_of_a_field_names_its_flag(live_api):
+    url, server = live_api
+    cases = [
+        (["--resolution", "17"], "--resolution: 17px with 10 classes is not an input variant of nb201; known: "),
+        (["--classes", "0"], "--classes: Input should be greater than or equal to 1"),
+        (["--precision", "fp64"], "--precision: precision must be one of fp32, fp16, int8"),
+        (["--resolution", "0"], "--resolution: Input should be greater than or equal to 8"),
+    ]
+    for args, line in cases:
+        refused = _invoke(url, "device", "add", "p9", *args)
+        assert refused.exit_code == 1 and refused.output.startswith(f"latfarm device add: {line}"), refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+    with server.state.sessions() as session:
+        assert session.query(Device).count() == 0

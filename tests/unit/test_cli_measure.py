@@ -152,8 +152,8 @@ def test_cancel_command_cancels_a_batchs_unfinished_jobs(live_api):
     result = CliRunner().invoke(app, ["cancel", batch_id, "--server", url, "--key", ADMIN_KEY])
     assert result.exit_code == 0, result.output
     assert f"cancelled 3 job(s) of batch {batch_id}" in result.stdout
-    unknown = CliRunner().invoke(app, ["cancel", "nope", "--server", url, "--key", ADMIN_KEY])
-    assert unknown.exit_code == 1 and "unknown job batch 'nope'" in unknown.output
+    unknown = CliRunner().invoke(app, ["cancel", "0" * 32, "--server", url, "--key", ADMIN_KEY])
+    assert unknown.exit_code == 1 and f"unknown job batch {'0' * 32!r}" in unknown.output
     assert "known devices" not in unknown.output
 
 

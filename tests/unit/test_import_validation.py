@@ -154,7 +154,7 @@ def test_rows_against_the_latency_rule_do_not_stop_a_device_predicting(api, keys
 
 
 # --- case 2: one device-name rule; precision from the dataset name ---------------------------------------------
-@pytest.mark.parametrize("name", ["Pixel7 研究室", "lab/pixel7", "", "x" * 129, "ａ"])
+@pytest.mark.parametrize("name", ["Pixel7 研究室", "lab/pixel7", "", "x" * 129, "ａ", ".", "..", "..."])
 def test_device_name_rule_refuses(name):
     with pytest.raises(InvalidArgument, match="ASCII letters, digits"):
         checked_device_name(name)
@@ -162,6 +162,7 @@ def test_device_name_rule_refuses(name):
 
 def test_device_name_rule_accepts():
     assert checked_device_name("pixel7-cpu_fp32.v2") == "pixel7-cpu_fp32.v2"
+    assert checked_device_name(".pixel7.") == ".pixel7."  # dots, but not dots only
 
 
 @pytest.mark.parametrize("name", ["Pixel7 研究室", "lab/pixel7"])
