@@ -52,6 +52,22 @@ WaitTimeout = typer.Option(
 )
 
 
+def _checked_calibration(calibration: int) -> int:
+    """``--calibrate`` under the adapt loop's own rule (``domain.samples``), before any request."""
+    from latfarm.services.domain.samples import AdaptError, check_calibration
+
+    try:
+        return check_calibration(calibration)
+    except AdaptError as err:
+        raise typer.BadParameter(str(err)) from err
+
+
+Calibrate = typer.Option(
+    0,
+    "--calibrate",
+    callback=_checked_calibration,
+    help="Also measure R random other archs, not fitted, whose errors calibrate the predicted std_ms: 0 or 10-200.",
+)
 SAMPLES_HELP = "K archs to measure for adapting the predictor, 3-200."
 Samples = typer.Option(10, "--samples", callback=_checked_samples, help=SAMPLES_HELP)
 UpSamples = typer.Option(  # not given: the device's active adaptation is reused whatever its K

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from latfarm.services.cli.errors import exit_on_error, interrupted
-from latfarm.services.cli.options import Samples, WaitTimeout
+from latfarm.services.cli.options import Calibrate, Samples, WaitTimeout
 
 if TYPE_CHECKING:
     from latfarm.services.client import Client, LatfarmError
@@ -94,7 +94,7 @@ def _no_route(err: LatfarmError) -> bool:
 
 
 # The command-line flag of each request field the client commands set, for the server's messages naming a field:
-# measure's and predict's (``POST /v1/jobs``, ``/v1/predict``), device add's (``POST /v1/devices``).
+# measure's and predict's (``POST /v1/jobs``, ``/v1/predict``), adapt's, device add's (``POST /v1/devices``).
 FLAGS = {
     "format": "--format",
     "protocol.rounds": "--rounds",
@@ -105,6 +105,8 @@ FLAGS = {
     "conditions.precision": "--precision",
     "conditions.graph": "--graph",
     "space": "--space",
+    "samples": "--samples",
+    "calibration": "--calibrate",
     "description": "--description",
     "hardware": "--hardware",
     "runtime": "--runtime",
@@ -370,6 +372,7 @@ def cancel(
 def adapt(
     device: str = DeviceName,
     samples: int = Samples,
+    calibration: int = Calibrate,
     space: str = typer.Option("nb201", "--space", help="Search space whose predictor is adapted: nb201 or fbnet."),
     server: str = ServerUrl,
     key: str = ApiKey,
@@ -411,12 +414,12 @@ def adapt(
             typer.echo(_status(client.adaptation(device, space), device, space))
             return
         offline = _check_agents(client, device, "latfarm adapt", refuse=wait and not wait_for_agent)
-        started = client.adapt(device, samples=samples, wait=False, space=space)
+        started = client.adapt(device, samples=samples, calibration=calibration, wait=False, space=space)
         _note(offline)
         if not wait:
             progress, stop = adapt_command(device, space, "--status"), adapt_command(device, space, "--cancel")
             typer.echo(
-                f"adaptation {started['id']} of {device} started ({samples} archs queued); "
+                f"adaptation {started['id']} of {device} started ({samples + calibration} archs queued); "
                 f"progress: {progress}; cancel: {stop}"
             )
             return

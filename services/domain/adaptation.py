@@ -37,7 +37,7 @@ from latfarm.services.domain.predictions import (
     model_state,
     with_calibration,
 )
-from latfarm.services.domain.samples import check_samples
+from latfarm.services.domain.samples import check_calibration, check_samples
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import (
     Adaptation,
@@ -83,14 +83,17 @@ def start(
     predictor,
     *,
     samples: int,
+    calibration: int = 0,
     seed: int = 0,
     fmt: str = "onnx",
     requested_by: str | None = None,
 ) -> Adaptation:
-    """Choose ``samples`` archs of the predictor's space with its default strategy and queue their measurement under
-    the device's conditions for that space (recorded on the batch and the adaptation). ``sample_archs`` records them
-    by reference position (NB201's official index) or canonical string (``predictions.keyed_by_position``)."""
+    """Choose ``samples`` archs of the predictor's space with its default strategy, and ``calibration`` random other
+    archs whose errors will set the spread factor (``predictor.calibration``), and queue their measurement under
+    the device's conditions for that space (recorded on the batch and the adaptation). ``sample_archs`` records the
+    samples by reference position (NB201's official index) or canonical string (``predictions.keyed_by_position``)."""
     check_samples(samples)
+    check_calibration(calibration)
     searched = predictor.space
     running = latest(session, device, searched.name)
     if running is not None and running.state in IN_PROGRESS:
@@ -106,13 +109,15 @@ def start(
         archs = [searched.to_string(reference[i]) for i in keys]
     else:
         keys = archs = [searched.to_string(arch) for arch in chosen]
+    extra = _random_archs(searched, calibration, seed, set(archs))
     conditions = conditions_of(device).for_space(searched.name)
     batch = queue.submit_batch(
-        session, device, archs, space=searched.name, fmt=fmt, requested_by=requested_by, conditions=conditions
+        session, device, archs + extra, space=searched.name, fmt=fmt, requested_by=requested_by, conditions=conditions
     )
     adaptation = Adaptation(
         device_id=device.id,
         samples=samples,
+        calibration=calibration,
         strategy="default",
         sample_archs=keys,
         batch_id=batch.id,
@@ -122,6 +127,25 @@ def start(
     session.add(adaptation)
     session.flush()
     return adaptation
+
+
+def _random_archs(searched, n: int, seed: int, taken: set[str]) -> list[str]:
+    """``n`` distinct random arch strings of ``searched`` not in ``taken``, seeded: of its reference set where it has
+    one (results then match the dataset's), else drawn from the whole space."""
+    reference = searched.reference_set()
+    if reference:
+        order = np.random.default_rng(seed).permutation(len(reference))
+        pool = (searched.to_string(reference[i]) for i in order)
+    else:
+        pool = (searched.to_string(arch) for arch in searched.sample(4 * n + len(taken), seed))
+    out: list[str] = []
+    for arch in pool:
+        if len(out) == n:
+            break
+        if arch not in taken:
+            taken.add(arch)
+            out.append(arch)
+    return out
 
 
 def cancel(session: Session, device: Device, space: str) -> Adaptation:
@@ -153,6 +177,7 @@ def describe(session: Session, adaptation: Adaptation | None) -> dict:
         "conditions_key": adaptation.conditions_key,
         "current": adaptation.conditions_key == conditions_of(device).for_space(space).key,
         "samples": adaptation.samples,
+        "calibration": adaptation.calibration,
         "checkpoint": adaptation.checkpoint,
         "created_at": iso_utc(adaptation.created_at),
         "activated_at": iso_utc(adaptation.activated_at),

@@ -1,8 +1,9 @@
-"""The adapt loop's rule for K, the archs an adaptation measures: dependency-free, so the client commands check
-``--samples`` in a client-only install."""
+"""The adapt loop's rules for K, the archs an adaptation fits, and R, the random archs it measures to calibrate its
+spread: numpy only, so the client commands check ``--samples`` and ``--calibrate`` in a client-only install."""
 
 from __future__ import annotations
 
+from latfarm.predictor.calibration import MAX_CALIBRATION_ARCHS, MIN_CALIBRATION_ARCHS
 from latfarm.services.core.errors import InvalidArgument
 
 MIN_SAMPLES, MAX_SAMPLES, DEFAULT_SAMPLES = 3, 200, 10  # K archs an adaptation measures
@@ -17,3 +18,16 @@ def check_samples(samples: int) -> int:
     if not MIN_SAMPLES <= samples <= MAX_SAMPLES:
         raise AdaptError(f"samples must be between {MIN_SAMPLES} and {MAX_SAMPLES}, got {samples}")
     return samples
+
+
+def check_calibration(calibration: int) -> int:
+    """``calibration`` when it is an R an adaptation takes (0, or ``predictor.calibration``'s
+    ``MIN_CALIBRATION_ARCHS``..``MAX_CALIBRATION_ARCHS``: fewer leave the spread's quantile too loose); else
+    ``AdaptError``."""
+    if calibration and not MIN_CALIBRATION_ARCHS <= calibration <= MAX_CALIBRATION_ARCHS:
+        raise AdaptError(
+            f"calibration must be 0 or between {MIN_CALIBRATION_ARCHS} and {MAX_CALIBRATION_ARCHS} archs, "
+            f"got {calibration}",
+            field="calibration",
+        )
+    return calibration

@@ -296,6 +296,7 @@ class Adaptation(Base):
     samples: Mapped[int] = mapped_column(Integer)
     strategy: Mapped[str] = mapped_column(String(32), default="")
     sample_archs: Mapped[list] = mapped_column(default=list)  # chosen: NB201 indices, other spaces' arch strings
+    calibration: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # R random archs measured too
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("job_batches.id", ondelete="SET NULL"))
     checkpoint: Mapped[str | None] = mapped_column(String(64))  # base checkpoint version it adapted
     params: Mapped[dict] = mapped_column(default=dict)  # adapted per-device parameters (small)

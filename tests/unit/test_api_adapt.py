@@ -100,10 +100,12 @@ def test_adapt_rejects_bad_requests(api, keys):
         ({"samples": 2}, 422, "samples"),
         ({"samples": 10, "format": "pt"}, 422, "format"),
         ({"samples": "many"}, 422, "samples"),
+        ({"calibration": 300}, 422, "calibration"),
+        ({"calibration": 5}, 422, "calibration"),  # too few to calibrate on: 0 or 10-200
     ]:
         response = api.post("/v1/devices/dev1/adapt", json=body, headers=keys["admin"])
         assert response.status_code == status, response.text
-        assert named in response.json()["message"]
+        assert named in response.json()["message"] and response.json()["field"] == named
     assert api.post("/v1/devices/nope/adapt", json={}, headers=keys["admin"]).status_code == 404
     assert api.post("/v1/devices/dev1/adapt", json={}, headers=keys["owner"]).status_code == 403
     assert api.get("/v1/devices/dev1/adapt", headers=ADMIN).json() == {"state": "none"}
@@ -275,3 +277,22 @@ def test_an_adaptation_calibrates_its_spread_on_the_devices_other_measured_archs
     unmeasured = [i for i in range(200) if i not in set(others) | set(samples)]
     items = api.post("/v1/predict", json={"device": "cal1", "archs": unmeasured}, headers=ADMIN).json()["items"]
     assert [i["std_ms"] for i in items] == pytest.approx(model.predict(unmeasured)[1].tolist(), rel=1e-5)
+
+
+def test_an_adaptation_measures_random_calibration_archs_with_its_samples(api, keys, tmp_path, help_dir):
+    """``calibration`` R: R random other archs are measured in the adaptation's batch, not fitted, and its spread is
+    calibrated on them."""
+    truth = load_help(help_dir, ["gold_6240"])["gold_6240"]
+    add_device(api, "cal2")
+    body = {"samples": SAMPLES, "calibration": 12}
+    started = api.post("/v1/devices/cal2/adapt", json=body, headers=keys["admin"]).json()
+    assert (started["samples"], started["calibration"], started["progress"]["total"]) == (SAMPLES, 12, SAMPLES + 12)
+    assert _agent_measures(api, tmp_path, "cal2", truth) == SAMPLES + 12
+    assert adapt.advance_all(api.app.state.sessions, api.app.state.predictions.predictor_loader) == 1
+    state = api.get("/v1/devices/cal2/adapt", headers=ADMIN).json()
+    assert state["state"] == "active" and state["metrics"]["measured"] == SAMPLES
+    assert state["metrics"]["calibration_archs"] == 12
+    with api.app.state.sessions() as session:
+        row = session.get_one(Adaptation, started["id"])
+        assert len(row.params["calibration"]["archs"]) == 12
+        assert not set(row.params["calibration"]["archs"]) & set(row.sample_archs)

@@ -61,11 +61,11 @@ def test_the_job_schema_has_one_branch_per_registered_space(api):
         ({"archs": [7, 4999], "space": "fbnet"}, True, None),  # positions in HELP's 5,000
         ({"archs": [5000], "space": "fbnet"}, False, "archs[0]"),
         ({"archs": [list(FIRST)], "space": "fbnet", "conditions": {"resolution": 224, "classes": 1000}}, True, None),
-        ({"archs": [7], "conditions": {"resolution": 224, "classes": 1000}}, False, "resolution"),
+        ({"archs": [7], "conditions": {"resolution": 224, "classes": 1000}}, False, "conditions.resolution"),
         ({"archs": [7], "conditions": {"resolution": 16, "classes": 120, "graph": "pruned"}}, True, None),
-        ({"archs": [list(FIRST)], "space": "fbnet", "conditions": {"graph": "pruned"}}, False, "graph"),
-        ({"archs": [7], "conditions": {"resolution": 32}}, False, "classes"),  # a variant is given whole
-        ({"archs": [7], "conditions": {"classes": 100, "resolution": None}}, False, "resolution"),
+        ({"archs": [list(FIRST)], "space": "fbnet", "conditions": {"graph": "pruned"}}, False, "conditions.graph"),
+        ({"archs": [7], "conditions": {"resolution": 32}}, False, "conditions.classes"),  # a variant is given whole
+        ({"archs": [7], "conditions": {"classes": 100, "resolution": None}}, False, "conditions.resolution"),
     ],
 )
 def test_a_job_body_is_accepted_exactly_when_its_spaces_branch_allows_it(api, keys, body, valid, field):
@@ -75,7 +75,7 @@ def test_a_job_body_is_accepted_exactly_when_its_spaces_branch_allows_it(api, ke
     response = api.post("/v1/jobs", json=request, headers=keys["client"])
     assert response.status_code == (201 if valid else 422), response.text
     if field is not None:
-        assert response.json()["message"].startswith(field), response.text
+        assert response.json()["message"].startswith(f"{field}: ") and response.json()["field"] == field, response.text
 
 
 @pytest.mark.parametrize(

@@ -202,3 +202,18 @@ def test_the_adapted_line_names_the_archs_its_spread_was_calibrated_on():
     assert adapted({"samples": 10, "metrics": metrics}) == "10 measured archs, fit error 1.4%"
     calibrated = {"samples": 10, "metrics": {**metrics, "calibration_archs": 23}}
     assert adapted(calibrated) == "10 measured archs, fit error 1.4%, spread calibrated on 23 other archs"
+
+
+def test_calibrate_is_checked_before_any_request_and_queued_with_the_samples(live_api):
+    nowhere = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never reached
+    refused = CliRunner().invoke(app, ["adapt", "dev", "--calibrate", "5", *nowhere])
+    shown = " ".join(refused.output.replace("│", " ").split())  # as the usage box wraps it
+    assert refused.exit_code == 2 and "calibration must be 0 or between 10 and 200 archs, got 5" in shown
+    url, server = live_api
+    add_device_live(server)
+    started = _invoke(url, "adapt", "gpu-b2", "--samples", "4", "--calibrate", "10", "--no-wait")
+    assert started.exit_code == 0, started.output
+    assert "started (14 archs queued)" in started.stdout
+    with server.state.sessions() as session:
+        assert session.query(Adaptation).one().calibration == 10
+        assert session.query(Job).count() == 14

@@ -9,6 +9,7 @@ from pydantic import Field
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
+from latfarm.predictor.calibration import MAX_CALIBRATION_ARCHS, MIN_CALIBRATION_ARCHS
 from latfarm.services.domain import adaptation as adapt
 from latfarm.services.domain.samples import DEFAULT_SAMPLES, MAX_SAMPLES, MIN_SAMPLES
 from latfarm.services.store.crud import active_adaptation
@@ -21,13 +22,20 @@ router = APIRouter(prefix="/v1", tags=["predict"])
 
 
 class AdaptRequest(Strict):
-    """Which space's predictor to adapt, how many archs to measure for it, chosen with which seed, in which model
-    format."""
+    """Which space's predictor to adapt, how many archs to measure for it (K fitted, R random ones calibrating its
+    spread), chosen with which seed, in which model format."""
 
     space: Space = Field(nb201.SPACE, description="Search space whose predictor is adapted: nb201 | fbnet.")
 
     samples: Annotated[int, Field(ge=MIN_SAMPLES, le=MAX_SAMPLES), WHOLE] = Field(
         DEFAULT_SAMPLES, description="K archs to measure on the device."
+    )
+    calibration: Annotated[int, Field(ge=0, le=MAX_CALIBRATION_ARCHS), WHOLE] = Field(
+        0,
+        description=(
+            f"R random other archs to measure too, not fitted: their errors set the spread (std_ms) factor; 0 or "
+            f"{MIN_CALIBRATION_ARCHS}-{MAX_CALIBRATION_ARCHS}."
+        ),
     )
     seed: Annotated[int, Field(ge=0, le=2**32 - 1), WHOLE] = Field(
         0, description="Seed of the sample selection (trials differ by seed)."
@@ -43,9 +51,9 @@ def start_adaptation(
     session: Session = Depends(db),
     principal: Principal = Depends(require("devices")),
 ) -> dict:
-    """Choose K archs of the space, queue their measurement on the device's agents (under its conditions for the
-    space); the space's predictor adapts when they are in. The device's owner or an admin (it changes what the
-    device serves)."""
+    """Choose K archs of the space (and R random others to calibrate the spread), queue their measurement on the
+    device's agents (under its conditions for the space); the space's predictor adapts when they are in. The
+    device's owner or an admin (it changes what the device serves)."""
     device = get_device(session, name)
     principal.check_device("devices", device)
     predictor = request.app.state.predictions.predictor(request_space(body.space).name)
@@ -54,6 +62,7 @@ def start_adaptation(
         device,
         predictor,
         samples=body.samples,
+        calibration=body.calibration,
         seed=body.seed,
         fmt=body.format,
         requested_by=principal.name,
