@@ -27,7 +27,6 @@ def check_calibration(calibration: int) -> int:
     if calibration and not MIN_CALIBRATION_ARCHS <= calibration <= MAX_CALIBRATION_ARCHS:
         raise AdaptError(
             f"calibration must be 0 or between {MIN_CALIBRATION_ARCHS} and {MAX_CALIBRATION_ARCHS} archs, "
-            f"got {calibration}",
-            field="calibration",
+            f"got {calibration}"
         )
     return calibration

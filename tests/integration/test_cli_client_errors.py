@@ -67,8 +67,8 @@ CLIENT_COMMANDS = {  # every CLI command that talks to the REST API, by its name
     "measure": ["measure", "pixel3", "1"],
     "adapt": ["adapt", "pixel3", "--samples", "5"],
     "adapt --cancel": ["adapt", "pixel3", "--cancel"],
-    "cancel": ["cancel", "0123abcd"],
-    "results": ["results", "0123abcd"],
+    "cancel": ["cancel", "0123abcd" * 4],  # a well-formed batch id (32 hex digits), of no batch
+    "results": ["results", "0123abcd" * 4],
     "device add": ["device", "add", "pixel9"],
     "device enroll": ["device", "enroll", "pixel3"],
 }

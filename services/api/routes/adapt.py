@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import Field
+from pydantic import AfterValidator, Field, WithJsonSchema
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.predictor.calibration import MAX_CALIBRATION_ARCHS, MIN_CALIBRATION_ARCHS
 from latfarm.services.domain import adaptation as adapt
-from latfarm.services.domain.samples import DEFAULT_SAMPLES, MAX_SAMPLES, MIN_SAMPLES
+from latfarm.services.domain.samples import DEFAULT_SAMPLES, MAX_SAMPLES, MIN_SAMPLES, check_calibration
 from latfarm.services.store.crud import active_adaptation
 
 from ..auth import Principal, require
@@ -30,7 +30,19 @@ class AdaptRequest(Strict):
     samples: Annotated[int, Field(ge=MIN_SAMPLES, le=MAX_SAMPLES), WHOLE] = Field(
         DEFAULT_SAMPLES, description="K archs to measure on the device."
     )
-    calibration: Annotated[int, Field(ge=0, le=MAX_CALIBRATION_ARCHS), WHOLE] = Field(
+    calibration: Annotated[
+        int,
+        AfterValidator(check_calibration),
+        WHOLE,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "const": 0},
+                    {"type": "integer", "minimum": MIN_CALIBRATION_ARCHS, "maximum": MAX_CALIBRATION_ARCHS},
+                ]
+            }
+        ),
+    ] = Field(
         0,
         description=(
             f"R random other archs to measure too, not fitted: their errors set the spread (std_ms) factor; 0 or "
