@@ -79,10 +79,12 @@ def posterior_with_costs(
     cost_columns: np.ndarray,
     sources: np.ndarray | None = None,
     cost_centres: np.ndarray | None = None,
+    calibrating: np.ndarray | None = None,
 ) -> Posterior:
     """Condition the prior on samples (features [K, F], latencies ms [K]); K = 0 gives the planning prior.
     ``sources`` [D, F]: the source devices' heads, candidate centres besides ``prior.mean`` (None: the mean only).
-    ``cost_centres`` [C, F]: centres of the cost-only hypothesis (prior mass ``COST_MASS``; None: not weighed)."""
+    ``cost_centres`` [C, F]: centres of the cost-only hypothesis (prior mass ``COST_MASS``; None: not weighed).
+    ``calibrating`` [K]: the samples measured to calibrate the spread (``prior.LeaveOneOut``); all are fitted."""
     if len(y_ms) == 0:
         cov = prior.cov + PLANNING_SPREAD * np.diag(prior.spread)
         return Posterior(prior.mean, cov, default_scale_ms, prior.typical_noise)
@@ -109,6 +111,6 @@ def posterior_with_costs(
         mean, cov, noise = weigh(prior, hypotheses, phi_s, y, rel_var / weights, floor)
         expected = (y - phi_s @ mean) ** 2 + ((phi_s @ cov) * phi_s).sum(1)
         weights = (T_DOF + 1) / (T_DOF + expected / (noise * rel_var / weights + floor))
-    loo = LeaveOneOut(TAIL_MARGIN)
+    loo = LeaveOneOut(TAIL_MARGIN, calibrating)
     mean, cov, noise = weigh(prior, hypotheses, phi_s, y, rel_var / weights, floor, loo=loo)
     return Posterior(mean, cov, scale, floor, relative=noise, level=float(y.mean()), std_factor=loo.std_factor())

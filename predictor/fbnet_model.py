@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from latfarm.predictor.blr import planning_cov, posterior_with_costs
+from latfarm.predictor.calibration import calibrating_mask
 from latfarm.predictor.checkpoint import prior_arrays, read_prior, write_checkpoint
 from latfarm.predictor.fbnet_features import COSTS, layer_costs, network_costs, one_hot
 from latfarm.predictor.latencies import checked_latencies
@@ -154,15 +155,20 @@ class FBNetPredictor(CheckpointMeta):
         rows = self.select_rows(features(np.asarray(pool)), k, seed=seed)
         return [pool[r] for r in rows]
 
-    def adapt(self, archs, latencies_ms: Sequence[float] | np.ndarray) -> FBNetDeviceModel:
-        """A device model from measured (arch, ms) pairs; no samples = the unadapted prior at a typical scale."""
+    def adapt(
+        self, archs, latencies_ms: Sequence[float] | np.ndarray, calibrating: Sequence[bool] | None = None
+    ) -> FBNetDeviceModel:
+        """A device model from measured (arch, ms) pairs; no samples = the unadapted prior at a typical scale.
+        ``calibrating`` [K]: which samples are random archs measured to calibrate the spread (``calibration``)."""
         enc = self.encodings(archs) if len(archs) else np.zeros((0, NUM_LAYERS), dtype=np.int64)
         lat = checked_latencies(np.asarray(latencies_ms, dtype=np.float64).reshape(-1), "adapt")
         if len(lat) != len(enc):
             raise ValueError(f"{len(enc)} archs but {len(lat)} latencies")
+        mask = calibrating_mask(calibrating, len(lat))
         scale = float(self.meta["default_scale_ms"])
-        post = posterior_with_costs(self.prior, features(enc), lat, scale, COST_COLUMNS, self.sources, COST_CENTRES)
-        return FBNetDeviceModel(self, post, enc, lat)
+        phi = features(enc)
+        post = posterior_with_costs(self.prior, phi, lat, scale, COST_COLUMNS, self.sources, COST_CENTRES, mask)
+        return FBNetDeviceModel(self, post, enc, lat, calibrating=mask)
 
 
 class FBNetDeviceModel(DeviceModel):
@@ -184,6 +190,7 @@ class FBNetDeviceModel(DeviceModel):
             "predictor_version": self.predictor.version,
             "archs": [[int(v) for v in row] for row in self.indices],
             "latencies_ms": [float(x) for x in self.latencies_ms],
+            **self.calibrating_state(),
             **self.posterior.to_state(),
         }
 
@@ -193,10 +200,11 @@ class FBNetDeviceModel(DeviceModel):
         if state.get("format") != DEVICE_STATE_FORMAT or state.get("space") != "fbnet":
             raise ValueError(f"not an fbnet device model state (space {state.get('space')!r})")
         if state.get("predictor_version") != predictor.version:
-            return predictor.adapt(state["archs"], state["latencies_ms"])
+            return predictor.adapt(state["archs"], state["latencies_ms"], state.get("calibrating"))
         post = Posterior.from_state(state)
         enc = predictor.encodings(state["archs"]) if state["archs"] else np.zeros((0, NUM_LAYERS), dtype=np.int64)
-        return cls(predictor, post, enc, np.asarray(state["latencies_ms"], dtype=np.float64))
+        lat = np.asarray(state["latencies_ms"], dtype=np.float64)
+        return cls(predictor, post, enc, lat, calibrating=state.get("calibrating"))
 
 
 def pretrain_fbnet(encodings: np.ndarray, latencies: dict[str, np.ndarray], *, seed: int = 0) -> FBNetPredictor:

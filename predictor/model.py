@@ -20,6 +20,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from latfarm.predictor.blr import COST_MASS, SOURCE_MASS
+from latfarm.predictor.calibration import calibrating_mask
 from latfarm.predictor.checkpoint import prior_arrays, read_prior, write_checkpoint
 from latfarm.predictor.features import all_features, zero_fed_as_dead
 from latfarm.predictor.latencies import checked_latencies
@@ -181,24 +182,31 @@ class Predictor(CheckpointMeta):
             self.planning_phi, prior.planning_cov(), prior.typical_noise, k, seed=seed, exclude=exclude
         )
 
-    def adapt(self, indices: Sequence[int] | np.ndarray, latencies_ms: Sequence[float] | np.ndarray) -> DeviceModel:
+    def adapt(
+        self,
+        indices: Sequence[int] | np.ndarray,
+        latencies_ms: Sequence[float] | np.ndarray,
+        calibrating: Sequence[bool] | np.ndarray | None = None,
+    ) -> DeviceModel:
         """A device model from measured (index, ms) pairs; no samples = the unadapted prior at a typical scale.
-        Two passes: the first with the ``PATH_COLUMNS``, whose posterior mean gives the device's op costs
-        (``nb201_structure.device_op_costs``), the second with the structure columns under those costs (the model's
-        ``op_costs``)."""
+        ``calibrating`` [K]: which samples are random archs measured to calibrate the spread (fitted all the same;
+        ``calibration``). Two passes: the first with the ``PATH_COLUMNS``, whose posterior mean gives the device's op
+        costs (``nb201_structure.device_op_costs``), the second with the structure columns under those costs (the
+        model's ``op_costs``)."""
         idx = _check_indices(indices)
         lat = checked_latencies(np.asarray(latencies_ms, dtype=np.float64).reshape(-1), "adapt")
         if len(lat) != len(idx):
             raise ValueError(f"{len(idx)} indices but {len(lat)} latencies")
+        mask = calibrating_mask(calibrating, len(idx))
         phi_s = self.phi[idx]
         scale = float(self.meta["default_scale_ms"])
-        post = posterior(self.prior, phi_s, lat, scale, alternatives=self._alternatives(phi_s))
+        post = posterior(self.prior, phi_s, lat, scale, alternatives=self._alternatives(phi_s), calibrating=mask)
         if not len(idx):
             return DeviceModel(self, post, idx, lat)
         costs = device_op_costs(self.cost_map, post.mean)
         phi_s = self.rows(idx, device_columns(costs))
-        post = posterior(self.prior, phi_s, lat, scale, alternatives=self._alternatives(phi_s))
-        return DeviceModel(self, post, idx, lat, costs)
+        post = posterior(self.prior, phi_s, lat, scale, alternatives=self._alternatives(phi_s), calibrating=mask)
+        return DeviceModel(self, post, idx, lat, costs, mask)
 
     def _alternatives(self, phi_s: np.ndarray) -> list[Hypothesis]:
         """The hypotheses that compete with the cross-device prior for samples ``phi_s`` [K, F]: the structure one
@@ -224,14 +232,17 @@ class DeviceModel:
         indices: np.ndarray,
         latencies_ms: np.ndarray,
         op_costs: np.ndarray | Sequence[float] | None = None,
+        calibrating: np.ndarray | None = None,
     ):
         """The posterior of ``predictor``'s head given measured archs ``indices`` [K] (NB201: official indices;
         FBNet: encodings [K, 22]) and ``latencies_ms`` [K]; ``predictor.rows(archs)`` gives their features, with NB201's
-        structure columns under the device's ``op_costs`` [op types] when given (``structure``, computed here once)."""
+        structure columns under the device's ``op_costs`` [op types] when given (``structure``, computed here once);
+        ``calibrating`` [K]: the samples that calibrated its spread (None: none)."""
         self.predictor = predictor
         self.posterior = post
         self.indices = indices
         self.latencies_ms = latencies_ms
+        self.calibrating = calibrating_mask(calibrating, len(latencies_ms))
         self.op_costs = None if op_costs is None else cost_vector(op_costs)
         self.structure = None if self.op_costs is None else device_columns(self.op_costs)  # [15625, 2], once
 
@@ -270,8 +281,13 @@ class DeviceModel:
             "indices": [int(i) for i in self.indices],
             "latencies_ms": [float(x) for x in self.latencies_ms],
             "op_costs": None if self.op_costs is None else [float(c) for c in self.op_costs],
+            **self.calibrating_state(),
             **self.posterior.to_state(),
         }
+
+    def calibrating_state(self) -> dict:
+        """``{"calibrating": [K] booleans}`` when some samples calibrated the spread, else nothing."""
+        return {} if self.calibrating is None else {"calibrating": [bool(c) for c in self.calibrating]}
 
     @classmethod
     def from_state(cls, predictor: Predictor, state: dict) -> DeviceModel:
@@ -279,11 +295,11 @@ class DeviceModel:
         if state.get("format") != DEVICE_STATE_FORMAT:
             raise ValueError(f"not a device model state (format {state.get('format')!r})")
         if state.get("predictor_version") != predictor.version:
-            return predictor.adapt(state["indices"], state["latencies_ms"])
+            return predictor.adapt(state["indices"], state["latencies_ms"], state.get("calibrating"))
         post = Posterior.from_state(state)
         idx = np.asarray(state["indices"], dtype=np.int64)
         lat = np.asarray(state["latencies_ms"], dtype=np.float64)
-        return cls(predictor, post, idx, lat, state.get("op_costs"))
+        return cls(predictor, post, idx, lat, state.get("op_costs"), state.get("calibrating"))
 
 
 def _check_indices(indices) -> np.ndarray:

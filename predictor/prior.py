@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from latfarm.predictor.calibration import MIN_CALIBRATION_ARCHS, calibration_factor
 from latfarm.predictor.features import FEATURE_NAMES, NUM_OP_TYPES, OP_KINDS
 from latfarm.predictor.mixture import Hypothesis, weigh
 from latfarm.predictor.scores import GAUSSIAN_1SD
@@ -218,6 +219,7 @@ def posterior(
     *,
     robust: bool = True,
     alternatives: Sequence[Hypothesis] = (),
+    calibrating: np.ndarray | None = None,
 ) -> Posterior:
     """Condition the prior on samples (features [K, F], latencies ms [K]); K = 0 gives the prior itself.
 
@@ -229,6 +231,7 @@ def posterior(
     ``alternatives`` compete with the prior (their settings join the average; the prior keeps the mass they leave).
     ``robust=False``: the baseline that ``bench/predictor_ood.py`` compares against: uniform noise, no broad
     component, no alternatives, no leave-one-out factor, and the single most likely setting of spread and noise.
+    ``calibrating`` [K]: the samples measured to calibrate the spread (``LeaveOneOut``); all are fitted.
     """
     if len(y_ms) == 0:
         return Posterior(prior.mean, prior.planning_cov(), default_scale_ms, prior.typical_noise)
@@ -248,7 +251,7 @@ def posterior(
         coefs,
         BROAD_LOG_PRIOR * (coefs[:, 2] > 0),
     )
-    loo = LeaveOneOut() if robust else None
+    loo = LeaveOneOut(calibrating=calibrating) if robust else None
     mean, cov, noise = weigh(prior, [own, *alternatives], phi_s, y, rel_var, floor, best_only=not robust, loo=loo)
     if loo is None:
         return Posterior(mean, cov, scale, noise)
@@ -266,11 +269,14 @@ def quantisation_variance(y_ms: np.ndarray) -> float:
 class LeaveOneOut:
     """The factor on a posterior mixture's predictive sd that leave-one-out cross-validation on the K samples calls
     for, with the space's ``margin`` (``loo_std_factor``): ``mixture.weigh`` hands it the mixture's settings
-    (``add``), ``std_factor`` gives the factor (1 until then)."""
+    (``add``), ``std_factor`` gives the factor (1 until then). With ``calibrating`` [K] marking at least
+    ``calibration.MIN_CALIBRATION_ARCHS`` samples measured to calibrate (random archs, not chosen by the prior), the
+    factor is ``calibration.calibration_factor`` of their leave-one-out z-scores instead."""
 
-    def __init__(self, margin: float = TAIL_MARGIN) -> None:
+    def __init__(self, margin: float = TAIL_MARGIN, calibrating: np.ndarray | None = None) -> None:
         self.margin = margin
         self.factor = 1.0
+        self.calibrating = None if calibrating is None else np.asarray(calibrating, dtype=bool)
 
     def add(self, weights: np.ndarray, diag: np.ndarray, fitted: np.ndarray, sample_noise: np.ndarray) -> None:
         """The mixture's T Gaussian settings: posterior ``weights`` [T], each one's samples' covariance ``S`` by the
@@ -278,8 +284,12 @@ class LeaveOneOut:
         ``S^-1 r`` (``r`` the residuals from its centre); the residual degrees of freedom are their weighted mean."""
         weights = np.asarray(weights, dtype=np.float64)
         resid, var = loo_residuals(diag, fitted)
+        z = mixture_loo_z(weights, resid, var)
+        if self.calibrating is not None and self.calibrating.sum() >= MIN_CALIBRATION_ARCHS:
+            self.factor = calibration_factor(z[self.calibrating])
+            return
         dof = float(weights @ (diag * sample_noise).sum(-1) / weights.sum())
-        self.factor = loo_std_factor(mixture_loo_z(weights, resid, var), dof, self.margin)
+        self.factor = loo_std_factor(z, dof, self.margin)
 
     def std_factor(self) -> float:
         """``loo_std_factor`` of the mixture's LOO z-scores and its weighted residual degrees of freedom."""

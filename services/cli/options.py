@@ -66,7 +66,7 @@ Calibrate = typer.Option(
     0,
     "--calibrate",
     callback=_checked_calibration,
-    help="Also measure R random other archs, not fitted, whose errors calibrate the predicted std_ms: 0 or 10-200.",
+    help="Also measure R random other archs, fitted too, whose errors calibrate the predicted std_ms: 0 or 10-200.",
 )
 SAMPLES_HELP = "K archs to measure for adapting the predictor, 3-200."
 Samples = typer.Option(10, "--samples", callback=_checked_samples, help=SAMPLES_HELP)

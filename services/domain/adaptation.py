@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from latfarm.predictor.calibration import MAX_CALIBRATION_ARCHS, MIN_CALIBRATION_ARCHS, calibrated
+from latfarm.predictor.calibration import MAX_CALIBRATION_ARCHS, MIN_CALIBRATION_ARCHS
 from latfarm.services.core.clock import iso_utc
 from latfarm.services.core.errors import Conflict, FailedPrecondition
 from latfarm.services.domain import queue
@@ -35,7 +35,6 @@ from latfarm.services.domain.predictions import (
     keyed_by_position,
     measured_latencies,
     model_state,
-    with_calibration,
 )
 from latfarm.services.domain.samples import check_calibration, check_samples
 from latfarm.services.store.db import transaction
@@ -232,6 +231,12 @@ def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list, l
     return keys, [float(np.median(by_key[k])) for k in keys], len(unstable)
 
 
+def _calibrated_on(model) -> int:
+    """How many random archs set the model's spread factor (0: too few, its samples' leave-one-out factor stays)."""
+    count = 0 if model.calibrating is None else int(model.calibrating.sum())
+    return count if count >= MIN_CALIBRATION_ARCHS else 0
+
+
 def _calibration_latencies(session: Session, adaptation: Adaptation, samples: set) -> tuple[list, list[float]]:
     """The archs (keys of its space) the device has stable measurements of under the adaptation's conditions besides
     its ``samples``, and their latencies: a seeded random ``MAX_CALIBRATION_ARCHS`` of them when more."""
@@ -297,24 +302,24 @@ def _fit(sessions: sessionmaker[Session], adaptation_id: str, predictors: Predic
             adaptation.error = f"only {len(keys)} of {adaptation.samples} sample archs were measured; need 3"
             return adaptation.state
         predictor = predictors(space)
-        archs = fit_archs(predictor, keys)
-        model, left_out = robust_adapt(predictor, archs, values)
+        calibration_keys, calibration_ms = _calibration_latencies(session, adaptation, set(keys))
+        if len(calibration_keys) < MIN_CALIBRATION_ARCHS:
+            calibration_keys, calibration_ms = [], []
+        archs = fit_archs(predictor, keys + calibration_keys)
+        calibrating = [False] * len(keys) + [True] * len(calibration_keys)
+        model, left_out = robust_adapt(predictor, archs, values + calibration_ms, calibrating)
         keep = [arch not in left_out for arch in archs.tolist()]
-        outliers = [k for k, kept in zip(keys, keep, strict=True) if not kept]
-        keep_mask = np.asarray(keep, dtype=bool)
-        fitted, _ = model.predict(archs[keep_mask])
+        outliers = [k for k, kept in zip(keys, keep, strict=False) if not kept]  # samples only
+        keep_mask = np.asarray(keep[: len(keys)], dtype=bool)
+        fitted, _ = model.predict(archs[: len(keys)][keep_mask])
         truth = np.asarray(values)[keep_mask]
         adaptation.params = model_state(model, space)
-        calibration_keys, calibration_ms = _calibration_latencies(session, adaptation, set(keys))
-        if len(calibration_keys) >= MIN_CALIBRATION_ARCHS:
-            model = calibrated(model, fit_archs(predictor, calibration_keys), calibration_ms)
-            adaptation.params = with_calibration(model_state(model, space), calibration_keys, calibration_ms)
         adaptation.metrics = {
             "measured": len(keys),
             "unstable": unstable,  # sampled archs measured unstable (round medians too far apart: a busy device)
             "outliers": outliers,  # sampled archs left out of the fit (``domain.outliers``)
             "fit_mean_abs_rel_error": float(np.mean(np.abs(fitted - truth) / truth)),
-            "calibration_archs": len(calibration_keys) if len(calibration_keys) >= MIN_CALIBRATION_ARCHS else 0,
+            "calibration_archs": _calibrated_on(model),
             "std_factor": float(model.posterior.std_factor),
         }
         session.execute(

@@ -35,9 +35,16 @@ def inliers(predictor, indices: Sequence[int] | np.ndarray, latencies_ms: Sequen
     return keep
 
 
-def robust_adapt(predictor, indices: Sequence[int] | np.ndarray, latencies_ms: Sequence[float] | np.ndarray):
-    """``predictor.adapt`` on the ``inliers`` only; returns (model, archs left out). Archs are reference positions
-    [K] or encodings [K, length], as the predictor takes them; those left out come back as ints or index lists."""
+def robust_adapt(
+    predictor,
+    indices: Sequence[int] | np.ndarray,
+    latencies_ms: Sequence[float] | np.ndarray,
+    calibrating: Sequence[bool] | None = None,
+):
+    """``predictor.adapt`` on the ``inliers`` only (``calibrating`` [K]: the samples measured to calibrate its
+    spread); returns (model, archs left out). Archs are reference positions [K] or encodings [K, length], as the
+    predictor takes them; those left out come back as ints or index lists."""
     idx, values = np.asarray(indices, dtype=np.int64), np.asarray(latencies_ms, dtype=np.float64)
     keep = inliers(predictor, idx, values)
-    return predictor.adapt(idx[keep], values[keep]), idx[~keep].tolist()
+    mask = None if calibrating is None else np.asarray(calibrating, dtype=bool)[keep]
+    return predictor.adapt(idx[keep], values[keep], mask), idx[~keep].tolist()

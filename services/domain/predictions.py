@@ -81,36 +81,22 @@ def fit_archs(predictor, keys: Sequence[ArchKey]) -> np.ndarray:
 
 def model_state(model, space: str) -> dict:
     """What an adaptation stores of a device model: a position-keyed space's posterior (tens of kB); other spaces
-    their samples only (FBNet's posterior is ~1 MB of JSON; ``model_from_state`` refits it in a fraction of a
-    second)."""
+    their samples only, and which of them calibrated the spread (FBNet's posterior is ~1 MB of JSON;
+    ``model_from_state`` refits it in a fraction of a second)."""
     if keyed_by_position(space):
         return model.to_state()
     archs = [get_space(space).to_string(row) for row in np.asarray(model.indices).tolist()]
-    return {"space": space, "archs": archs, "latencies_ms": [float(x) for x in model.latencies_ms]}
+    samples = {"space": space, "archs": archs, "latencies_ms": [float(x) for x in model.latencies_ms]}
+    return {**samples, **model.calibrating_state()}
 
 
 def model_from_state(predictor, state: dict):
-    """The device model ``model_state`` stored, for ``predictor`` (samples only: refitted), its spread calibrated on
-    the state's ``calibration`` archs when it has them (``with_calibration``)."""
-    from latfarm.predictor.calibration import calibrated
-
+    """The device model ``model_state`` stored, for ``predictor`` (samples only: refitted)."""
     if "mean" not in state:
-        model = predictor.adapt(state["archs"], state["latencies_ms"])
-    else:
-        from latfarm.predictor.model import DeviceModel
+        return predictor.adapt(state["archs"], state["latencies_ms"], state.get("calibrating"))
+    from latfarm.predictor.model import DeviceModel
 
-        model = DeviceModel.from_state(predictor, state)
-    if "calibration" not in state:
-        return model
-    keys = state["calibration"]["archs"]
-    return calibrated(model, fit_archs(predictor, keys), state["calibration"]["latencies_ms"])
-
-
-def with_calibration(state: dict, keys: Sequence[ArchKey], latencies_ms: Sequence[float]) -> dict:
-    """``state`` (``model_state``) with the archs (keys of its space) and latencies its spread was calibrated on:
-    ``model_from_state`` calibrates again on them (a model refitted from its samples, or re-adapted for another
-    predictor version, needs its factor anew)."""
-    return {**state, "calibration": {"archs": list(keys), "latencies_ms": [float(x) for x in latencies_ms]}}
+    return DeviceModel.from_state(predictor, state)
 
 
 class NoEstimate(FailedPrecondition):

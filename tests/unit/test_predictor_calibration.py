@@ -1,6 +1,6 @@
 """Calibration of the predicted spread: the coverage score and calibrating factor, their place in ``eval transfer``,
 whole-ms noise floor, noise relative to the predicted latency, the leave-one-out spread factor, and the factor set by
-measured archs besides the samples (``predictor.calibration``)."""
+random archs fitted with the samples (``predictor.calibration``)."""
 
 from dataclasses import replace
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from latfarm.predictor.calibration import CALIBRATION_QUANTILE, MIN_CALIBRATION_ARCHS, calibrated, calibration_factor
+from latfarm.predictor.calibration import CALIBRATION_QUANTILE, calibrating_mask, calibration_factor
 from latfarm.predictor.evaluate import transfer_scores
 from latfarm.predictor.model import DeviceModel, Predictor
 from latfarm.predictor.prior import (
@@ -195,33 +195,43 @@ def test_device_model_applies_stores_and_loads_its_std_factor(shipped):
     assert posterior(shipped.prior, shipped.rows(idx), lat[idx], 10.0, robust=False).std_factor == 1.0
 
 
-def test_calibration_factor_is_the_errors_quantile_in_units_of_the_sd():
+def test_calibration_factor_is_the_quantile_of_the_calibrating_archs_z():
     rng = np.random.default_rng(2)
-    true = rng.normal(0.0, 2.0, 200_000)  # errors twice the sd of 1
-    factor = calibration_factor(np.zeros_like(true), np.ones_like(true), true)
+    z = rng.normal(0.0, 2.0, 200_000)  # errors twice the sd of 1
+    factor = calibration_factor(z)
     assert factor == pytest.approx(2.0 * stats.norm.ppf(0.5 + CALIBRATION_QUANTILE / 2), rel=0.01)
-    assert np.mean(np.abs(true) <= factor) == pytest.approx(CALIBRATION_QUANTILE, abs=0.001)
-    with pytest.raises(ValueError, match=f"at least {MIN_CALIBRATION_ARCHS}"):
-        calibration_factor(np.zeros(MIN_CALIBRATION_ARCHS - 1), np.ones(9), np.ones(9))
-    with pytest.raises(ValueError, match="12 predictions, 12 sds and 11 latencies"):
-        calibration_factor(np.zeros(12), np.ones(12), np.ones(11))
+    assert np.mean(np.abs(z) <= factor) == pytest.approx(CALIBRATION_QUANTILE, abs=0.001)
+    assert calibrating_mask(None, 3) is None and calibrating_mask([False] * 3, 3) is None
+    with pytest.raises(ValueError, match="4 samples but 3 calibrating flags"):
+        calibrating_mask([True] * 3, 4)
 
 
-def test_a_model_calibrated_on_other_measured_archs_covers_its_quantile_of_the_rest(shipped):
+def test_random_archs_fitted_with_the_samples_calibrate_the_spread_by_their_leave_one_out_errors(shipped):
     """The K samples leave the spread of an unlike device off (a critical-path device, whose errors the additive prior
-    does not expect); 100 random measured archs set it, and the means do not move."""
-    lat = synthetic_device("critical_path", seed=5, noise=0.03)  # K=10 leaves its spread too narrow
-    idx = shipped.select_samples(10, seed=0)
-    model = shipped.adapt(idx, lat[idx])
+    does not expect); 60 random archs fitted with them set it (the quantile of their leave-one-out z), and the state
+    keeps which archs calibrated."""
+    lat = synthetic_device("critical_path", seed=5, noise=0.03)  # K=10 alone leaves its spread too narrow
+    idx = np.asarray(shipped.select_samples(10, seed=0))
     rng = np.random.default_rng(0)
     others = rng.permutation(np.setdiff1d(np.arange(len(lat)), idx))
-    calib, rest = others[:100], others[100:]
-    mean, std = model.predict(rest)
-    before = np.mean(np.abs(mean - lat[rest]) <= std)
-    assert calibrated(model, calib, lat[calib]) is model
-    mean_after, std_after = model.predict(rest)
-    assert np.array_equal(mean_after, mean)
-    calib_mean, calib_std = model.predict(calib)
-    assert np.mean(np.abs(calib_mean - lat[calib]) <= calib_std) == pytest.approx(CALIBRATION_QUANTILE, abs=0.011)
-    after = np.mean(np.abs(mean - lat[rest]) <= std_after)
-    assert abs(after - CALIBRATION_QUANTILE) < 0.05 < abs(before - CALIBRATION_QUANTILE), (before, after)
+    calib, rest = others[:60], others[60:]
+
+    def coverage_of(model) -> float:
+        mean, std = model.predict(rest)
+        return float(np.mean(np.abs(mean - lat[rest]) <= std))
+
+    alone = shipped.adapt(idx, lat[idx])
+    both = np.r_[idx, calib]
+    flags = [False] * len(idx) + [True] * len(calib)
+    calibrated = shipped.adapt(both, lat[both], flags)
+    fitted_only = shipped.adapt(both, lat[both])  # the same fit, its spread by the samples' own leave-one-out
+    assert np.array_equal(calibrated.predict(rest)[0], fitted_only.predict(rest)[0])
+    assert abs(coverage_of(calibrated) - CALIBRATION_QUANTILE) < 0.05 < abs(coverage_of(alone) - CALIBRATION_QUANTILE)
+    assert calibrated.posterior.std_factor != fitted_only.posterior.std_factor
+    state = calibrated.to_state()
+    assert state["calibrating"] == flags
+    again = DeviceModel.from_state(shipped, {**state, "predictor_version": "an older one"})  # re-adapted
+    assert again.posterior.std_factor == pytest.approx(calibrated.posterior.std_factor)
+    assert shipped.adapt(idx[:5], lat[idx[:5]], [True] * 5).posterior.std_factor == pytest.approx(
+        shipped.adapt(idx[:5], lat[idx[:5]]).posterior.std_factor
+    )  # fewer than MIN_CALIBRATION_ARCHS calibrating: the samples' own factor

@@ -45,7 +45,8 @@ class AdaptRequest(Strict):
     ] = Field(
         0,
         description=(
-            f"R random other archs to measure too, not fitted: their errors set the spread (std_ms) factor; 0 or "
+            f"R random other archs to measure too, fitted with the K: their leave-one-out errors set the spread "
+            f"(std_ms) factor; 0 or "
             f"{MIN_CALIBRATION_ARCHS}-{MAX_CALIBRATION_ARCHS}."
         ),
     )

@@ -4,7 +4,7 @@ Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-03 08:00:00.000000
 
-``calibration``: R random archs measured with the K samples, not fitted, whose errors set the spread factor
+``calibration``: R random archs measured and fitted with the K samples, whose leave-one-out errors set the spread factor
 (``predictor.calibration``). Adaptations from before it measured none.
 """
 
