@@ -1,5 +1,7 @@
-"""The adapt loop: choose K archs of a space for a device, have its agents measure them, fit that space's predictor,
-activate it. A device has at most one adaptation in progress and one active per space.
+"""The adapt loop: choose K archs of a space for a device (and R random ones), have its agents measure them, fit that
+space's predictor, activate it. The device's other stable measurements under the adaptation's conditions (the R
+random archs among them) are fitted too and calibrate the predicted spread (``predictor.calibration``). A device has
+at most one adaptation in progress and one active per space.
 
 An ``Adaptation`` row carries the state (measuring → training → active | failed; measuring → cancelled when it or
 its batch is cancelled, never fitted), so any server replica can advance it: ``advance_all`` runs in every server's
