@@ -173,6 +173,15 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error(422, message, code="invalid_argument", field=errors[0]["field"], errors=errors)
 
 
+def named_once(message: str, field: str) -> str:
+    """A domain rule's ``message`` without the ``field`` it opens with (``precision: ...``, ``precision must be
+    ...``), for an error that names its field itself."""
+    for opening in (f"{field}: ", f"{field} "):
+        if message.startswith(opening):
+            return message[len(opening) :]
+    return message
+
+
 def _message(error: dict) -> str:
     """A validation error's message, reworded where pydantic's would not tell a client what to do: a body that
     arrived as raw bytes (it was not sent as JSON), a value against a pattern (never the pattern itself: a device
@@ -181,7 +190,7 @@ def _message(error: dict) -> str:
         return "send the body as JSON, with the header 'Content-Type: application/json'"
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, LatfarmError):  # its field is the error's: named once
-        return cause.message.removeprefix(f"{cause.field}: ") if cause.field else cause.message
+        return named_once(cause.message, cause.field or str(error["loc"][-1]))
     if error["type"] == "value_error":
         return error["msg"].removeprefix("Value error, ")
     if error["type"] == "string_pattern_mismatch":

@@ -76,6 +76,7 @@ PUBLIC_422 = [  # method, path, body or query, the field by its public path, its
     ("post", "/v1/devices", {"name": "x3", "resolution": 17}, "resolution", "17px with 10 classes is not an input"),
     ("post", "/v1/devices", {"name": "x4", "resolution": 16}, "classes", "16px with 10 classes is not an input"),
     ("post", "/v1/devices/dev1/adapt", {"samples": True}, "samples", "must be an integer"),
+    ("post", "/v1/devices/dev1/adapt", {"calibration": 5}, "calibration", "must be 0 or between 10 and 200 archs"),
     ("post", "/v1/jobs", {"device": "dev1", "archs": [0], "protocol": {"rounds": "x"}}, "protocol.rounds", "integer"),
 ]
 
@@ -91,7 +92,8 @@ def test_422s_name_the_field_by_its_public_path_in_words(api, keys):
         body = response.json()
         assert [e["field"] for e in body["errors"]] == [field], (path, body)
         assert message in body["errors"][0]["message"] and body["message"].startswith(f"{field}: "), (path, body)
-        assert not body["errors"][0]["message"].startswith(f"{field}: "), (path, body)  # named once, by "field"
+        named = body["errors"][0]["message"]
+        assert not named.startswith((f"{field}: ", f"{field} ")), (path, body)  # named once, by "field"
         for internal in ("function-", "whole_number", "Value error", "(?:", "[0-9]", "list[", ".str"):
             assert internal not in body["message"], (path, internal, body["message"])
     assert [d["name"] for d in api.get("/v1/devices", headers=keys["admin"]).json()] == ["dev1"]  # nothing stored
@@ -122,6 +124,7 @@ def test_a_bad_space_or_job_condition_is_named_by_its_path_in_the_request(api, k
         assert response.status_code == 422, (path, response.text)
         body = response.json()
         assert body.get("field") == field and body["message"].startswith(f"{field}: "), (path, body)
+        assert not body["message"].startswith(f"{field}: {field.split('.')[-1]} "), (path, body)  # named once
         assert message in body["message"], (path, body)
     with api.app.state.sessions() as session:
         assert session.query(Job).count() == 0

@@ -127,7 +127,7 @@ def test_device_adds_refusal_of_a_field_names_its_flag(live_api):
     cases = [
         (["--resolution", "17"], "--resolution: 17px with 10 classes is not an input variant of nb201; known: "),
         (["--classes", "0"], "--classes: Input should be greater than or equal to 1"),
-        (["--precision", "fp64"], "--precision: precision must be one of fp32, fp16, int8"),
+        (["--precision", "fp64"], "--precision: must be one of fp32, fp16, int8"),
         (["--resolution", "0"], "--resolution: Input should be greater than or equal to 8"),
     ]
     for args, line in cases:

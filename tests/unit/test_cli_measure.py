@@ -289,8 +289,8 @@ def test_the_servers_refusal_of_an_option_names_its_flag(live_api):
     cases = [
         (["--statistic", "mean"], "latfarm measure: --statistic: Input should be 'min' or 'median'"),
         (["--format", "tflit"], "latfarm measure: --format: Input should be 'onnx' or 'tflite'"),
-        (["--precision", "fp64"], "latfarm measure: --precision: precision must be one of fp32, fp16, int8"),
-        (["--graph", "fused"], "latfarm measure: --graph: graph must be one of reference, pruned"),
+        (["--precision", "fp64"], "latfarm measure: --precision: must be one of fp32, fp16, int8"),
+        (["--graph", "fused"], "latfarm measure: --graph: must be one of reference, pruned"),
         (["--batch-size", "5000"], "latfarm measure: --batch-size: Input should be less than or equal to 1024"),
     ]
     for (args, line), wait in itertools.product(cases, ["--wait-for-agent", "--no-wait"]):

@@ -16,6 +16,7 @@ from latfarm.services.store.models import Adaptation, Arch, Device, Job, JobBatc
 
 from ..auth import Principal, require
 from ..deps import db, get_device, request_archs
+from ..errors import named_once
 from ..schemas import JobCancelled, JobCreate, JobCreated, JobItem, JobProgress
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -57,7 +58,7 @@ def _conditions(device: Device, body: JobCreate) -> Conditions:
         if err.field is None or err.field == "space":
             raise
         path = f"conditions.{err.field}"
-        raise InvalidArgument(f"{path}: {err.message.removeprefix(f'{err.field}: ')}", field=path) from err
+        raise InvalidArgument(f"{path}: {named_once(err.message, err.field)}", field=path) from err
 
 
 @router.get("/{batch_id}", response_model=JobProgress, response_model_exclude_none=True)
