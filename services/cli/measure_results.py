@@ -70,12 +70,17 @@ def unstable_note(count: int, where: str = "the device") -> str:
 def adapted(state: dict, where: str = "the device") -> str:
     """An active adaptation's state (``GET /v1/devices/{name}/adapt``) in a few words: its measured archs (how many
     unstable on ``where``), its fit error and the archs its spread was calibrated on, if any, e.g. ``10 measured
-    archs, fit error 1.4%, spread calibrated on 23 other archs``."""
+    archs, fit error 1.4%, spread calibrated on 23 other archs``; one that measured random archs to calibrate on
+    (``calibration``) and got too few stable ones says so."""
+    from latfarm.predictor.calibration import MIN_CALIBRATION_ARCHS
+
     metrics = state.get("metrics") or {}
     unstable = unstable_note(metrics.get("unstable", 0), where)
     fit_error = metrics.get("fit_mean_abs_rel_error", 0.0)
     calibration = metrics.get("calibration_archs", 0)
     calibrated = f", spread calibrated on {calibration} other archs" if calibration else ""
+    if not calibration and state.get("calibration"):
+        calibrated = f", spread not calibrated: fewer than {MIN_CALIBRATION_ARCHS} other archs measured stably"
     return f"{state.get('samples')} measured archs{unstable}, fit error {fit_error:.1%}{calibrated}"
 
 

@@ -202,6 +202,10 @@ def test_the_adapted_line_names_the_archs_its_spread_was_calibrated_on():
     assert adapted({"samples": 10, "metrics": metrics}) == "10 measured archs, fit error 1.4%"
     calibrated = {"samples": 10, "metrics": {**metrics, "calibration_archs": 23}}
     assert adapted(calibrated) == "10 measured archs, fit error 1.4%, spread calibrated on 23 other archs"
+    unstable = {"samples": 10, "calibration": 20, "metrics": metrics}  # its R random archs all measured unstable
+    assert adapted(unstable) == (
+        "10 measured archs, fit error 1.4%, spread not calibrated: fewer than 10 other archs measured stably"
+    )
 
 
 def test_calibrate_is_checked_before_any_request_and_queued_with_the_samples(live_api):
