@@ -324,6 +324,11 @@ def metric_texts(metrics: dict[str, Any]) -> list[str]:
     return texts
 
 
+def samples_text(samples: int, calibration: int) -> str:
+    """The archs an adaptation measured: its K samples and its R random calibrating ones, e.g. ``5 + 20 random``."""
+    return f"{samples} + {calibration} random" if calibration else str(samples)
+
+
 def owner_text(session: Session, device: Device) -> str:
     """Who owns the device: its owner key's name and id (``revoked`` when it is), or that only admins do."""
     key = session.get(ApiKey, device.owner_key_id) if device.owner_key_id is not None else None
@@ -357,7 +362,7 @@ def predictor_status(session: Session, predictions: Any, device: Device) -> list
                     {
                         "id": a.id,
                         "state": a.state.value,
-                        "samples": a.samples,
+                        "samples": samples_text(a.samples, a.calibration),
                         "strategy": a.strategy,
                         "metrics": metric_texts(a.metrics or {}),
                         "error": a.error,

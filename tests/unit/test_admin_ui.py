@@ -414,6 +414,7 @@ def test_tables_show_the_data_first(app_and_ids):
         "other archs its spread is calibrated on: 23",
         "spread factor: 1.23",
     ]
+    assert (dashboard.samples_text(5, 0), dashboard.samples_text(5, 20)) == ("5", "5 + 20 random")
 
 
 def test_fbnet_archs_are_found_by_string_and_filtered_by_space(sessions):
