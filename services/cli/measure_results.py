@@ -67,11 +67,20 @@ def unstable_note(count: int, where: str = "the device") -> str:
     return f" ({count} unstable: {where} was busy, its round medians over 5% apart even after a retry)"
 
 
+def prediction_line(item: dict) -> str:
+    """One item of ``POST /v1/predict`` with an estimate, as ``latfarm predict`` prints it: latency, a prediction's
+    standard deviation (blank for a measurement), source, UNSTABLE for an unstable measurement, arch, e.g.
+    ``2.1034 ms ± 0.0913  predicted  |nor_conv_3x3~0|+...``."""
+    spread = f"± {item['std_ms']:.4f}" if item["source"] == "predicted" and item.get("std_ms") is not None else ""
+    unstable = "UNSTABLE  " if item.get("unstable") else ""
+    return f"{item['latency_ms']:.4f} ms {spread:<8}  {item['source']:<9}  {unstable}{item['arch']}"
+
+
 def adapted(state: dict, where: str = "the device") -> str:
     """An active adaptation's state (``GET /v1/devices/{name}/adapt``) in a few words: its measured archs (how many
     unstable on ``where``), its fit error and the archs its spread was calibrated on, if any, e.g. ``10 measured
     archs, fit error 1.4%, spread calibrated on 23 other archs``; one that measured random archs to calibrate on
-    (``calibration``) and got too few stable ones says so."""
+    (``calibration``) and got too few measured says so."""
     from latfarm.predictor.calibration import MIN_CALIBRATION_ARCHS
 
     metrics = state.get("metrics") or {}
@@ -80,7 +89,7 @@ def adapted(state: dict, where: str = "the device") -> str:
     calibration = metrics.get("calibration_archs", 0)
     calibrated = f", spread calibrated on {calibration} other archs" if calibration else ""
     if not calibration and state.get("calibration"):
-        calibrated = f", spread not calibrated: fewer than {MIN_CALIBRATION_ARCHS} other archs measured stably"
+        calibrated = f", spread not calibrated: fewer than {MIN_CALIBRATION_ARCHS} other archs measured"
     return f"{state.get('samples')} measured archs{unstable}, fit error {fit_error:.1%}{calibrated}"
 
 

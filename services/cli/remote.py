@@ -44,8 +44,9 @@ def predict(
 ) -> None:
     """Ask the server for latencies (measured, else predicted) of archs of a space on a device.
 
-    A measurement whose repeatability check failed is marked UNSTABLE; exit status 1 when no arch has an estimate."""
-    from latfarm.services.cli.measure_results import arch_values
+    A prediction shows its standard deviation (± ms); a measurement whose repeatability check failed is marked
+    UNSTABLE; exit status 1 when no arch has an estimate."""
+    from latfarm.services.cli.measure_results import arch_values, prediction_line
 
     client = client_for(server, key, "latfarm predict")
     with explained("latfarm predict", client):
@@ -57,8 +58,7 @@ def predict(
             )
             typer.echo(f"no estimate  {item['arch']}: {message}")
             continue
-        unstable = "UNSTABLE  " if item.get("unstable") else ""
-        typer.echo(f"{item['latency_ms']:.4f} ms  {item['source']:<9}  {unstable}{item['arch']}")
+        typer.echo(prediction_line(item))
     if all(item["latency_ms"] is None for item in items):
         raise typer.Exit(1)
 

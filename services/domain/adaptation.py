@@ -1,6 +1,7 @@
-"""The adapt loop: choose K archs of a space for a device (and R random ones), have its agents measure them, fit that
-space's predictor, activate it. The device's other stable measurements under the adaptation's conditions (the R
-random archs among them) are fitted too and calibrate the predicted spread (``predictor.calibration``). A device has
+"""The adapt loop: choose K archs of a space for a device (and R random ones it has not measured), have its agents
+measure them, fit that space's predictor, activate it. The device's other measurements under the adaptation's
+conditions (the R random archs among them) are fitted too and calibrate the predicted spread
+(``predictor.calibration``). A device has
 at most one adaptation in progress and one active per space.
 
 An ``Adaptation`` row carries the state (measuring → training → active | failed; measuring → cancelled when it or
@@ -90,7 +91,8 @@ def start(
     requested_by: str | None = None,
 ) -> Adaptation:
     """Choose ``samples`` archs of the predictor's space with its default strategy, and ``calibration`` random other
-    archs whose errors will set the spread factor (``predictor.calibration``), and queue their measurement under
+    archs the device has no measurement of under its conditions, whose errors will set the spread factor
+    (``predictor.calibration``), and queue their measurement under
     the device's conditions for that space (recorded on the batch and the adaptation). ``sample_archs`` records the
     samples by reference position (NB201's official index) or canonical string (``predictions.keyed_by_position``)."""
     check_samples(samples)
@@ -104,14 +106,16 @@ def start(
             f"(POST /v1/devices/{device.name}/adapt/cancel)"
         )
     chosen = predictor.select_samples(samples, seed=seed)
+    reference = searched.reference_set()
     if keyed_by_position(searched.name):
-        reference = searched.reference_set()
         keys: list = [int(i) for i in chosen]
         archs = [searched.to_string(reference[i]) for i in keys]
     else:
         keys = archs = [searched.to_string(arch) for arch in chosen]
-    extra = _random_archs(searched, calibration, seed, set(archs))
     conditions = conditions_of(device).for_space(searched.name)
+    measured = measured_latencies(session, device.id, conditions.key) if calibration else {}
+    known = {searched.to_string(reference[k]) for k in measured} if keyed_by_position(searched.name) else set(measured)
+    extra = _random_archs(searched, calibration, seed, set(archs) | known)  # new archs: each adaptation adds R
     batch = queue.submit_batch(
         session, device, archs + extra, space=searched.name, fmt=fmt, requested_by=requested_by, conditions=conditions
     )
@@ -240,10 +244,11 @@ def _calibrated_on(model) -> int:
 
 
 def _calibration_latencies(session: Session, adaptation: Adaptation, samples: set) -> tuple[list, list[float]]:
-    """The archs (keys of its space) the device has stable measurements of under the adaptation's conditions besides
-    its ``samples``, and their latencies: a seeded random ``MAX_CALIBRATION_ARCHS`` of them when more."""
+    """The archs (keys of its space) the device has measurements of under the adaptation's conditions besides its
+    ``samples`` (unstable ones too, as the samples: a busy device's spread is wider), and their latencies: a seeded
+    random ``MAX_CALIBRATION_ARCHS`` of them when more."""
     measured = measured_latencies(session, adaptation.device_id, adaptation.conditions_key)
-    keys = sorted(k for k, m in measured.items() if k not in samples and not m.unstable)
+    keys = sorted(k for k in measured if k not in samples)
     if len(keys) > MAX_CALIBRATION_ARCHS:
         chosen = np.random.default_rng(adaptation.device_id).choice(len(keys), MAX_CALIBRATION_ARCHS, replace=False)
         keys = [keys[i] for i in sorted(chosen)]

@@ -245,14 +245,14 @@ def test_an_adaptations_batch_is_cancelled_only_by_the_devices_owner_or_an_admin
 
 
 def test_an_adaptation_calibrates_its_spread_on_the_devices_other_measured_archs(api, keys, tmp_path, help_dir):
-    """Archs measured besides the samples (stable ones under the device's conditions) are fitted with them and set the
-    spread factor (``predictor.calibration``); the stored model keeps it when reloaded or re-adapted for another
-    predictor version, and the predictions served carry it."""
+    """Archs measured besides the samples under the device's conditions (unstable ones too, as the samples) are fitted
+    with them and set the spread factor (``predictor.calibration``); the stored model keeps it when reloaded or
+    re-adapted for another predictor version, and the predictions served carry it."""
     truth = load_help(help_dir, ["gold_6240"])["gold_6240"]
     add_device(api, "cal1")
     others = np.random.default_rng(1).choice(len(truth), 150, replace=False).tolist()
     add_measurements(api, "cal1", {i: float(truth[i]) for i in others[:120]})
-    add_measurements(api, "cal1", {i: float(truth[i]) for i in others[120:]}, unstable=True)  # not calibrated on
+    add_measurements(api, "cal1", {i: float(truth[i]) for i in others[120:]}, unstable=True)  # a busy device's
     started = api.post("/v1/devices/cal1/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).json()
     assert _agent_measures(api, tmp_path, "cal1", truth) == SAMPLES
     loader = api.app.state.predictions.predictor_loader
@@ -262,7 +262,7 @@ def test_an_adaptation_calibrates_its_spread_on_the_devices_other_measured_archs
     with api.app.state.sessions() as session:
         row = session.get_one(Adaptation, started["id"])
         samples, params = list(row.sample_archs), dict(row.params)
-    calibration = sorted(set(others[:120]) - set(samples))
+    calibration = sorted(set(others) - set(samples))
     assert metrics["measured"] == SAMPLES and metrics["calibration_archs"] == len(calibration) >= MIN_CALIBRATION_ARCHS
     assert params["indices"] == sorted(samples) + calibration
     assert params["calibrating"] == [False] * SAMPLES + [True] * len(calibration)
@@ -296,3 +296,12 @@ def test_an_adaptation_measures_random_calibration_archs_with_its_samples(api, k
         row = session.get_one(Adaptation, started["id"])
         assert row.params["calibrating"] == [False] * SAMPLES + [True] * 12
         assert row.params["indices"][:SAMPLES] == sorted(row.sample_archs)
+        first = set(row.params["indices"][SAMPLES:])
+
+    # another calibrated adaptation measures R archs the device has no measurement of: the calibration set grows
+    again = api.post("/v1/devices/cal2/adapt", json=body, headers=keys["admin"]).json()
+    with api.app.state.sessions() as session:
+        batch = session.get_one(Adaptation, again["id"]).batch_id
+        queued = {job.arch.nb201_index for job in session.query(Job).filter(Job.batch_id == batch)}
+    random = queued - set(row.sample_archs)  # the same seed chooses the same K samples
+    assert len(random) == 12 and not random & first

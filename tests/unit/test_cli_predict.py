@@ -30,8 +30,8 @@ def test_an_unstable_measurement_is_marked_and_one_estimate_exits_0(live_api):
     result = CliRunner().invoke(app, ["predict", "gpu-b2", "5", "6", "7", "--server", url, "--key", ADMIN_KEY])
     assert result.exit_code == 0, result.output
     unstable, stable, none = result.output.strip().splitlines()
-    assert unstable == f"3.0000 ms  measured   UNSTABLE  {arch(5)}"
-    assert stable == f"4.0000 ms  measured   {arch(6)}"
+    assert unstable == f"3.0000 ms {'':8}  measured   UNSTABLE  {arch(5)}"
+    assert stable == f"4.0000 ms {'':8}  measured   {arch(6)}"
     assert none.startswith(f"no estimate  {arch(7)}: ")
 
 
@@ -43,3 +43,13 @@ def test_an_unknown_space_is_named_by_its_flag_in_one_line(live_api):
         assert result.exit_code == 1, result.output
         (line,) = result.output.strip().splitlines()
         assert line == f"latfarm {command[0]}: --space: unknown search space 'ofa'; known: fbnet, nb201", line
+
+
+def test_a_prediction_shows_its_standard_deviation_in_the_column_a_measurement_leaves_blank():
+    from latfarm.services.cli.measure_results import prediction_line
+
+    predicted = {"latency_ms": 2.10344, "std_ms": 0.09131, "source": "predicted", "arch": arch(9)}
+    measured = {"latency_ms": 4.0, "std_ms": 0.01, "source": "measured", "arch": arch(6)}
+    assert prediction_line(predicted) == f"2.1034 ms ± 0.0913  predicted  {arch(9)}"
+    assert prediction_line(measured) == f"4.0000 ms {'':8}  measured   {arch(6)}"
+    assert prediction_line(predicted).index("predicted") == prediction_line(measured).index("measured")
