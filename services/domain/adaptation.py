@@ -114,7 +114,8 @@ def start(
         keys = archs = [searched.to_string(arch) for arch in chosen]
     conditions = conditions_of(device).for_space(searched.name)
     measured = measured_latencies(session, device.id, conditions.key) if calibration else {}
-    known = {searched.to_string(reference[k]) for k in measured} if keyed_by_position(searched.name) else set(measured)
+    by_position = keyed_by_position(searched.name)
+    known: set[str] = {searched.to_string(reference[k]) if by_position else str(k) for k in measured}
     extra = _random_archs(searched, calibration, seed, set(archs) | known)  # new archs: each adaptation adds R
     batch = queue.submit_batch(
         session, device, archs + extra, space=searched.name, fmt=fmt, requested_by=requested_by, conditions=conditions
