@@ -32,11 +32,11 @@ def calibration_factor(z: np.ndarray) -> float:
 
 
 def calibrating_mask(calibrating, k: int) -> np.ndarray | None:
-    """``calibrating`` (None, or [k] booleans: which of k samples calibrate) as a bool array, None when none does;
-    ``ValueError`` for another length."""
+    """``calibrating`` (None, or [k] booleans: which of k samples calibrate) as a bool array; None when fewer than
+    ``MIN_CALIBRATION_ARCHS`` do (the samples' own leave-one-out factor stays); ``ValueError`` for another length."""
     if calibrating is None:
         return None
     mask = np.asarray(calibrating, dtype=bool).reshape(-1)
     if len(mask) != k:
         raise ValueError(f"{k} samples but {len(mask)} calibrating flags")
-    return mask if mask.any() else None
+    return mask if mask.sum() >= MIN_CALIBRATION_ARCHS else None

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latfarm.predictor.calibration import MIN_CALIBRATION_ARCHS, calibration_factor
+from latfarm.predictor.calibration import calibrating_mask, calibration_factor
 from latfarm.predictor.features import FEATURE_NAMES, NUM_OP_TYPES, OP_KINDS
 from latfarm.predictor.mixture import Hypothesis, weigh
 from latfarm.predictor.scores import GAUSSIAN_1SD
@@ -276,7 +276,7 @@ class LeaveOneOut:
     def __init__(self, margin: float = TAIL_MARGIN, calibrating: np.ndarray | None = None) -> None:
         self.margin = margin
         self.factor = 1.0
-        self.calibrating = None if calibrating is None else np.asarray(calibrating, dtype=bool)
+        self.calibrating = calibrating
 
     def add(self, weights: np.ndarray, diag: np.ndarray, fitted: np.ndarray, sample_noise: np.ndarray) -> None:
         """The mixture's T Gaussian settings: posterior ``weights`` [T], each one's samples' covariance ``S`` by the
@@ -285,14 +285,16 @@ class LeaveOneOut:
         weights = np.asarray(weights, dtype=np.float64)
         resid, var = loo_residuals(diag, fitted)
         z = mixture_loo_z(weights, resid, var)
-        if self.calibrating is not None and self.calibrating.sum() >= MIN_CALIBRATION_ARCHS:
-            self.factor = calibration_factor(z[self.calibrating])
+        calibrating = calibrating_mask(self.calibrating, len(z))
+        if calibrating is not None:
+            self.factor = calibration_factor(z[calibrating])
             return
         dof = float(weights @ (diag * sample_noise).sum(-1) / weights.sum())
         self.factor = loo_std_factor(z, dof, self.margin)
 
     def std_factor(self) -> float:
-        """``loo_std_factor`` of the mixture's LOO z-scores and its weighted residual degrees of freedom."""
+        """``loo_std_factor`` of the mixture's LOO z-scores and its weighted residual degrees of freedom, or the
+        calibrating samples' ``calibration_factor``."""
         return self.factor
 
 

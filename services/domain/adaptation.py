@@ -238,12 +238,6 @@ def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list, l
     return keys, [float(np.median(by_key[k])) for k in keys], len(unstable)
 
 
-def _calibrated_on(model) -> int:
-    """How many random archs set the model's spread factor (0: too few, its samples' leave-one-out factor stays)."""
-    count = 0 if model.calibrating is None else int(model.calibrating.sum())
-    return count if count >= MIN_CALIBRATION_ARCHS else 0
-
-
 def _calibration_latencies(session: Session, adaptation: Adaptation, samples: set) -> tuple[list, list[float]]:
     """The archs (keys of its space) the device has measurements of under the adaptation's conditions besides its
     ``samples`` (unstable ones too, as the samples: a busy device's spread is wider), and their latencies: a seeded
@@ -327,7 +321,7 @@ def _fit(sessions: sessionmaker[Session], adaptation_id: str, predictors: Predic
             "unstable": unstable,  # sampled archs measured unstable (round medians too far apart: a busy device)
             "outliers": outliers,  # sampled archs left out of the fit (``domain.outliers``)
             "fit_mean_abs_rel_error": float(np.mean(np.abs(fitted - truth) / truth)),
-            "calibration_archs": _calibrated_on(model),
+            "calibration_archs": 0 if model.calibrating is None else int(model.calibrating.sum()),
             "std_factor": float(model.posterior.std_factor),
         }
         session.execute(
