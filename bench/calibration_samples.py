@@ -4,10 +4,11 @@ Issue #16 asks the 1-sd coverage of ``std_ms`` within 0.58-0.78 on every held-ou
 where the prior is least sure, do not carry each adaptation's error level (``bench/loo_signal.py``). Here each
 adaptation (the held-out splits of ``predictor_loo.py``, cached pretrainings only: run that bench first with the same
 ``--cache``) also gets R random other archs measured (seeded), two ways (``MODES``): ``fitted``, what
-``Predictor.adapt(..., calibrating=...)`` and the service do: fitted with the K samples, the spread factor set by
-the quantile of their leave-one-out z (``predictor.calibration``); ``held``, not fitted: the K-sample model's factor
-replaced by the same quantile of their z. Per mode and R: the (device, K) cells in the calibration band and the mean
-Spearman and share within ±10%, on the archs neither fitted nor drawn. R = 0 is the predictor from its K samples.
+``Predictor.adapt(..., calibrating=...)``, the service and ``eval transfer --calibrate`` do
+(``evaluate.adapt_calibrated``): fitted with the K samples, the spread factor set by the quantile of their
+leave-one-out z (``predictor.calibration``); ``held``, not fitted: the K-sample model's factor replaced by the same
+quantile of their z. Per mode and R: the (device, K) cells in the calibration band and the mean Spearman and share
+within ±10%, on the archs neither fitted nor drawn. R = 0 is the predictor from its K samples.
 
     .venv/bin/python bench/calibration_samples.py --data ../shared/datasets/help-nb201 --cache build/loo-cache
 """
@@ -22,7 +23,7 @@ from predictor_loo import BAND, MIN_COVERAGE_2SD
 from transfer_args import sample_sizes, transfer_parser
 
 from latfarm.predictor.calibration import calibration_factor
-from latfarm.predictor.evaluate import cached_pretrain, trial_seed
+from latfarm.predictor.evaluate import adapt_calibrated, cached_pretrain, calibration_order, trial_seed
 from latfarm.predictor.help_data import load_help
 from latfarm.predictor.pretrain import DEFAULT_EPOCHS
 from latfarm.predictor.scores import score
@@ -36,21 +37,18 @@ def rows(lat: dict, held: list, samples, extra: list[int], trials: int, seed: in
     for name, sources in held:
         predictor = cached_pretrain(sources, seed=0, epochs=DEFAULT_EPOCHS, cache_dir=cache)
         y = lat[name]
-        measured = np.flatnonzero(~np.isnan(y))
         for k in samples:
             for trial in range(trials):
                 s = trial_seed(seed, name, k, trial)
                 idx = np.asarray(predictor.select_samples(k, seed=s, exclude=np.flatnonzero(np.isnan(y))))
-                drawn = np.random.default_rng(s).permutation(np.setdiff1d(measured, idx))
+                drawn = calibration_order(y, idx, s)
                 rest = drawn[max(extra) :]
                 alone = predictor.adapt(idx, y[idx])
                 for r in extra:
                     calib = drawn[:r]
                     for mode in MODES if r else MODES[:1]:
                         if mode == "fitted":
-                            both = np.r_[idx, calib]
-                            model = predictor.adapt(both, y[both], [False] * k + [True] * r)
-                            factor = 1.0
+                            model, factor = adapt_calibrated(predictor, y, idx, calib), 1.0
                         else:
                             model = alone
                             mean, std = alone.predict(calib)

@@ -181,8 +181,8 @@ class Choosing:
     def select_samples(self, k: int, *, seed: int = 0, exclude=()) -> list[int]:
         return self.criterion(self.predictor, k, seed, exclude)
 
-    def adapt(self, indices, latencies_ms):
-        return self.predictor.adapt(indices, latencies_ms)
+    def adapt(self, indices, latencies_ms, calibrating=None):
+        return self.predictor.adapt(indices, latencies_ms, calibrating)
 
 
 CRITERIA: dict[str, Callable[[Predictor, int, int, object], list[int]]] = {

@@ -25,6 +25,17 @@ MAX_CALIBRATION_ARCHS = 200
 """Calibrating archs an adaptation takes at most (a seeded random subset of more)."""
 
 
+def check_calibration_archs(calibration: int) -> int:
+    """``calibration`` when it is an R an adaptation or ``eval transfer`` takes: 0 (none), or
+    ``MIN_CALIBRATION_ARCHS``..``MAX_CALIBRATION_ARCHS`` (fewer leave the quantile too loose); else ``ValueError``."""
+    if calibration and not MIN_CALIBRATION_ARCHS <= calibration <= MAX_CALIBRATION_ARCHS:
+        raise ValueError(
+            f"calibration must be 0 or between {MIN_CALIBRATION_ARCHS} and {MAX_CALIBRATION_ARCHS} archs, "
+            f"got {calibration}"
+        )
+    return calibration
+
+
 def calibration_factor(z: np.ndarray) -> float:
     """The factor on the predictive sd that puts ``CALIBRATION_QUANTILE`` of the calibrating archs within 1 sd: the
     quantile of their |z| [n] (leave-one-out errors in units of their predictive sd)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from latfarm.predictor.calibration import check_calibration_archs
 from latfarm.predictor.help_data import available_devices, data_hash, load_help
 from latfarm.predictor.model import Predictor
 from latfarm.predictor.pretrain import DEFAULT_EPOCHS, MODEL_REVISION, pretrain
@@ -73,9 +74,10 @@ class ReferencePredictor:
         """K positions to measure (max prior variance over the reference set)."""
         return self.predictor.select_rows(self.phi, k, seed=seed, exclude=exclude)
 
-    def adapt(self, positions, latencies_ms):
-        """The device model from measured positions, predicting all positions by default."""
-        model = self.predictor.adapt(self.reference[np.asarray(positions, dtype=np.int64)], latencies_ms)
+    def adapt(self, positions, latencies_ms, calibrating=None):
+        """The device model from measured positions, predicting all positions by default; ``calibrating`` [K] as
+        the wrapped predictor's ``adapt`` takes it."""
+        model = self.predictor.adapt(self.reference[np.asarray(positions, dtype=np.int64)], latencies_ms, calibrating)
         return _ReferenceModel(model, self.reference)
 
 
@@ -93,6 +95,21 @@ def trial_seed(seed: int, device: str, k: int, trial: int) -> int:
     return int(np.random.SeedSequence([seed, zlib.crc32(device.encode()), k, trial]).generate_state(1)[0])
 
 
+def calibration_order(latencies: np.ndarray, samples, seed: int) -> np.ndarray:
+    """The archs measured in ``latencies`` [n] (not NaN) and not among ``samples``, in a random order seeded by
+    ``seed``: the first R are a run's calibrating archs."""
+    measured = np.flatnonzero(~np.isnan(latencies))
+    return np.random.default_rng(seed).permutation(np.setdiff1d(measured, samples))
+
+
+def adapt_calibrated(predictor, latencies: np.ndarray, samples, calibrating):
+    """``predictor`` adapted to ``latencies`` [n] at ``samples`` and ``calibrating`` (positions), the latter fitted
+    too and calibrating the spread (``calibration``: fewer than ``MIN_CALIBRATION_ARCHS`` leave the samples'
+    leave-one-out factor)."""
+    both = np.r_[np.asarray(samples, dtype=np.int64), np.asarray(calibrating, dtype=np.int64)]
+    return predictor.adapt(both, latencies[both], [False] * len(samples) + [True] * len(calibrating))
+
+
 def transfer_scores(
     predictor: Predictor | ReferencePredictor,
     test: dict[str, np.ndarray],
@@ -101,17 +118,23 @@ def transfer_scores(
     *,
     seed: int = 0,
     strategy: str = "default",
+    calibration: int = 0,
     dump: Path | None = None,
     advance=None,
 ) -> dict:
     """Per K: mean and per-device (trial-averaged) Spearman, Kendall, ±10% share, 1/2-sd coverage of the
-    predicted ``std_ms`` and the factor that would calibrate it (``scores.coverage``) on every arch not sampled.
+    predicted ``std_ms`` and the factor that would calibrate it (``scores.coverage``) on every measured arch
+    neither sampled nor calibrating.
 
-    A device with fewer than K + ``MIN_SCORED`` measured archs is left out of that K only, with the reason under
-    the K's ``skipped`` (``{device: reason}``); a K no device could be scored on has ``None`` means.
+    ``calibration`` R (``check_calibration_archs``; else ``ValueError``): each run also draws R random measured
+    archs besides its K (``calibration_order``, seeded by ``trial_seed``) and adapts with them as calibrating
+    archs (``adapt_calibrated``). A device with fewer than K + R + ``MIN_SCORED`` measured archs is left out of
+    that K only, with the reason under the K's ``skipped`` (``{device: reason}``); a K no device could be scored on
+    has ``None`` means.
     """
     if strategy not in ("default", "random"):
         raise ValueError(f"unknown selection strategy {strategy!r}; use 'default' or 'random'")
+    check_calibration_archs(calibration)
     if dump is not None:
         Path(dump).mkdir(parents=True, exist_ok=True)
     out: dict = {}
@@ -119,8 +142,10 @@ def transfer_scores(
         per_device, skipped = {}, {}
         for name, lat in test.items():
             measured = int(np.count_nonzero(~np.isnan(lat)))
-            if measured < k + MIN_SCORED:
-                skipped[name] = f"{measured} measured archs; K={k} needs at least {k + MIN_SCORED}"
+            needed = k + calibration + MIN_SCORED
+            if measured < needed:
+                with_r = f" and R={calibration}" if calibration else ""
+                skipped[name] = f"{measured} measured archs; K={k}{with_r} needs at least {needed}"
                 continue
             runs = []
             unmeasured = np.flatnonzero(np.isnan(lat))
@@ -130,14 +155,15 @@ def transfer_scores(
                     idx = predictor.select_samples(k, seed=s, exclude=unmeasured)
                 else:
                     idx = select_random(len(lat), k, seed=s, exclude=unmeasured)
-                model = predictor.adapt(idx, lat[idx])
-                mean, std = model.predict()
-                rest = np.setdiff1d(np.flatnonzero(~np.isnan(lat)), idx)
+                order = calibration_order(lat, idx, s)
+                calib, rest = order[:calibration], np.sort(order[calibration:])
+                mean, std = adapt_calibrated(predictor, lat, idx, calib).predict()
                 runs.append(score(mean[rest], lat[rest]) | coverage(mean[rest], std[rest], lat[rest]))
                 if dump is not None:
                     np.savez(
-                        Path(dump) / f"{name}_k{k}_t{trial}.npz", samples=np.asarray(idx), pred_ms=mean, std_ms=std
-                    )
+                        Path(dump) / f"{name}_k{k}_t{trial}.npz",
+                        samples=np.asarray(idx), calibrating=calib, pred_ms=mean, std_ms=std,
+                    )  # fmt: skip
                 if advance is not None:
                     advance()
             per_device[name] = {m: float(np.mean([r[m] for r in runs])) for m in METRICS}
@@ -174,14 +200,17 @@ def eval_transfer(
     cache_dir: Path | None = None,
     epochs: int = DEFAULT_EPOCHS,
     strategy: str = "default",
+    calibration: int = 0,
     progress: bool = False,
     reference: np.ndarray | None = None,
 ) -> dict:
-    """Pretrain on ``train`` only (cached), then score K-sample transfer to each ``test`` device.
+    """Pretrain on ``train`` only (cached), then score K-sample transfer to each ``test`` device, each run
+    calibrated on ``calibration`` R random measured archs besides its K (``transfer_scores``).
 
     ``reference`` (FBNet: the dataset's archs [n, 22] by position): the latencies are of these archs and the
     FBNet predictor is pretrained and scored on them; None = NB201 by official index.
-    Raises ``TransferInputError`` for unknown or overlapping devices, no K >= 1 or no trial.
+    Raises ``TransferInputError`` for unknown or overlapping devices, no K >= 1, no trial or an R
+    ``check_calibration_archs`` refuses.
     """
     missing = [d for d in [*train, *test] if d not in latencies]
     if missing:
@@ -191,6 +220,10 @@ def eval_transfer(
         raise TransferInputError(f"devices in both --train and --test: {overlap}")
     if not samples or min(samples) < 1 or trials < 1:
         raise TransferInputError("need at least one K >= 1 (--samples) and at least one trial (--trials)")
+    try:
+        check_calibration_archs(calibration)
+    except ValueError as err:
+        raise TransferInputError(str(err)) from err
     start = time.perf_counter()
     if reference is not None:
         from latfarm.predictor.fbnet_model import pretrain_fbnet
@@ -209,11 +242,13 @@ def eval_transfer(
         with Progress(transient=True) as bar:
             task = bar.add_task("adapting and scoring", total=total)
             scores = transfer_scores(
-                predictor, test_lat, samples, trials, seed=seed, strategy=strategy, dump=dump,
-                advance=lambda: bar.advance(task),
+                predictor, test_lat, samples, trials, seed=seed, strategy=strategy, calibration=calibration,
+                dump=dump, advance=lambda: bar.advance(task),
             )  # fmt: skip
     else:
-        scores = transfer_scores(predictor, test_lat, samples, trials, seed=seed, strategy=strategy, dump=dump)
+        scores = transfer_scores(
+            predictor, test_lat, samples, trials, seed=seed, strategy=strategy, calibration=calibration, dump=dump
+        )
     return {
         "samples": scores,
         "train": list(train),
@@ -221,6 +256,7 @@ def eval_transfer(
         "trials": trials,
         "seed": seed,
         "strategy": strategy,
+        "calibration": calibration,
         "space": "nb201" if reference is None else "fbnet",
         "predictor_version": predictor.version,
         "seconds": round(time.perf_counter() - start, 2),
@@ -240,10 +276,11 @@ def eval_transfer_cli(
     cache_dir: Path | None = None,
     epochs: int = DEFAULT_EPOCHS,
     space: str = "nb201",
+    calibration: int = 0,
 ) -> dict:
-    """`latfarm eval transfer`: run ``eval_transfer`` on a HELP-layout folder of ``space``, print a table, write
-    JSON (NaN as ``null``). Raises ``TransferInputError`` for bad input, including a device the folder lacks or a
-    bad file."""
+    """`latfarm eval transfer`: run ``eval_transfer`` on a HELP-layout folder of ``space`` (each run calibrated on
+    ``calibration`` R random archs), print a table, write JSON (NaN as ``null``). Raises ``TransferInputError``
+    for bad input, including a device the folder lacks or a bad file."""
     from rich.console import Console
     from rich.table import Table
 
@@ -264,10 +301,11 @@ def eval_transfer_cli(
         raise TransferInputError(str(err)) from err
     result = eval_transfer(
         latencies, train, test, samples, trials, seed=seed, dump=dump, cache_dir=cache_dir, epochs=epochs,
-        progress=True, reference=reference,
+        calibration=calibration, progress=True, reference=reference,
     )  # fmt: skip
     console = Console()
-    table = Table(title=f"transfer to unseen devices ({trials} trials, seed {seed})")
+    calibrated = f"calibrated on {calibration} random archs" if calibration else "no calibrating archs"
+    table = Table(title=f"transfer to unseen devices ({trials} trials, seed {seed}, {calibrated})")
     for col in ("K", "device", "spearman", "kendall", "±10%", "within 1 std", "within 2 std"):
         table.add_column(col)
     shown = (

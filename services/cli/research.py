@@ -42,6 +42,11 @@ def eval_transfer(
     json_out: Path = typer.Option(None, "--json", help="Write the scores as JSON here."),
     dump: Path = typer.Option(None, "--dump", help="Write <device>_k<K>_t<trial>.npz per run."),
     space: str = typer.Option("nb201", "--space", help="Search space of the data: nb201 or fbnet."),
+    calibration: int = typer.Option(
+        0,
+        "--calibrate",
+        help="R random measured archs per run, fitted too, calibrating std_ms; not scored: 0 or 10-200.",
+    ),
 ) -> None:
     """Pretrain on --train devices, adapt to each --test device from K samples, score on the rest."""
     from latfarm.predictor.evaluate import TransferInputError, eval_transfer_cli, parse_samples
@@ -58,6 +63,7 @@ def eval_transfer(
             json_out=json_out,
             dump=dump,
             space=space,
+            calibration=calibration,
         )
     except TransferInputError as err:
         raise SystemExit(f"latfarm eval transfer: {err}") from err

@@ -3,7 +3,7 @@ spread: numpy only, so the client commands check ``--samples`` and ``--calibrate
 
 from __future__ import annotations
 
-from latfarm.predictor.calibration import MAX_CALIBRATION_ARCHS, MIN_CALIBRATION_ARCHS
+from latfarm.predictor.calibration import check_calibration_archs
 from latfarm.services.core.errors import InvalidArgument
 
 MIN_SAMPLES, MAX_SAMPLES, DEFAULT_SAMPLES = 3, 200, 10  # K archs an adaptation measures
@@ -21,12 +21,9 @@ def check_samples(samples: int) -> int:
 
 
 def check_calibration(calibration: int) -> int:
-    """``calibration`` when it is an R an adaptation takes (0, or ``predictor.calibration``'s
-    ``MIN_CALIBRATION_ARCHS``..``MAX_CALIBRATION_ARCHS``: fewer leave the spread's quantile too loose); else
-    ``AdaptError``."""
-    if calibration and not MIN_CALIBRATION_ARCHS <= calibration <= MAX_CALIBRATION_ARCHS:
-        raise AdaptError(
-            f"calibration must be 0 or between {MIN_CALIBRATION_ARCHS} and {MAX_CALIBRATION_ARCHS} archs, "
-            f"got {calibration}"
-        )
-    return calibration
+    """``calibration`` when it is an R an adaptation takes (``predictor.calibration.check_calibration_archs``);
+    else ``AdaptError``."""
+    try:
+        return check_calibration_archs(calibration)
+    except ValueError as err:
+        raise AdaptError(str(err)) from err

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from latfarm.predictor.calibration import CALIBRATION_QUANTILE, calibrating_mask, calibration_factor
-from latfarm.predictor.evaluate import transfer_scores
+from latfarm.predictor.evaluate import TransferInputError, eval_transfer, transfer_scores
 from latfarm.predictor.model import DeviceModel, Predictor
 from latfarm.predictor.prior import (
     MIN_RELATIVE,
@@ -22,7 +22,7 @@ from latfarm.predictor.prior import (
     posterior,
     quantisation_variance,
 )
-from latfarm.predictor.scores import coverage
+from latfarm.predictor.scores import coverage, score
 from latfarm.predictor.synthetic import synthetic_device
 
 
@@ -76,6 +76,48 @@ def test_transfer_scores_report_coverage_per_device_and_mean(shipped, tmp_path):
         assert 0 < block["per_device"][name]["coverage_1sd"] <= block["per_device"][name]["coverage_2sd"] <= 1
     for m in ("coverage_1sd", "coverage_2sd", "std_factor"):
         assert block[f"mean_{m}"] == pytest.approx(np.mean([v[m] for v in block["per_device"].values()]))
+
+
+def test_transfer_scores_calibrate_on_r_random_archs_and_score_the_others(shipped, tmp_path):
+    """``calibration`` R: each run fits R random measured archs besides its K (none of them, seeded per trial) as
+    calibrating archs, and is scored on the archs neither sampled nor calibrating; a device without K + R + 3
+    measured archs is skipped."""
+    lat = synthetic_device("memory_bound", seed=5)
+    lat[::2] = np.nan  # unmeasured archs are neither drawn nor scored
+    sparse = np.full(len(lat), np.nan)
+    sparse[:17] = np.linspace(1.0, 3.0, 17)
+    test = {"dev": lat, "sparse": sparse}
+    out = transfer_scores(shipped, test, [5], 2, seed=3, calibration=10, dump=tmp_path)
+    assert out["5"]["skipped"] == {"sparse": "17 measured archs; K=5 and R=10 needs at least 18"}
+    runs = []
+    for trial in range(2):
+        run = np.load(tmp_path / f"dev_k5_t{trial}.npz")
+        calib = run["calibrating"]
+        assert len(calib) == 10 and not set(calib) & set(run["samples"]) and not np.isnan(lat[calib]).any()
+        rest = np.setdiff1d(np.flatnonzero(~np.isnan(lat)), np.r_[run["samples"], calib])
+        runs.append(
+            score(run["pred_ms"][rest], lat[rest]) | coverage(run["pred_ms"][rest], run["std_ms"][rest], lat[rest])
+        )
+    assert set(np.load(tmp_path / "dev_k5_t0.npz")["calibrating"]) != set(calib)  # trials draw anew
+    for m in ("spearman", "acc10", "coverage_1sd", "coverage_2sd", "std_factor"):
+        assert out["5"]["per_device"]["dev"][m] == pytest.approx(np.mean([r[m] for r in runs]))
+    assert 0 < out["5"]["mean_coverage_1sd"] <= out["5"]["mean_coverage_2sd"] <= 1
+    uncalibrated = transfer_scores(shipped, {"dev": lat}, [5], 1, seed=3, dump=tmp_path / "k-only")
+    run = np.load(tmp_path / "k-only" / "dev_k5_t0.npz")
+    assert run["calibrating"].shape == (0,)
+    assert uncalibrated["5"]["per_device"]["dev"]["std_factor"] != out["5"]["per_device"]["dev"]["std_factor"]
+    assert transfer_scores(shipped, test, [5], 2, seed=3, calibration=10) == out  # runs repeat
+
+
+@pytest.mark.parametrize("calibration", [5, 201])
+def test_transfer_calibration_outside_its_range_is_refused_before_pretraining(shipped, calibration):
+    lat = {"a": synthetic_device("overhead", seed=0), "b": synthetic_device("overhead", seed=1)}
+    with pytest.raises(
+        TransferInputError, match=f"calibration must be 0 or between 10 and 200 archs, got {calibration}"
+    ):
+        eval_transfer(lat, ["a"], ["b"], [5], 1, calibration=calibration)
+    with pytest.raises(ValueError, match="calibration must be 0 or between 10 and 200"):
+        transfer_scores(shipped, {"b": lat["b"]}, [5], 1, calibration=calibration)
 
 
 def test_whole_millisecond_samples_floor_the_predicted_spread(shipped):

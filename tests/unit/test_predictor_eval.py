@@ -1,4 +1,4 @@
-"""`latfarm eval transfer` on a tiny run: JSON layout, dump files, determinism."""
+"""`latfarm eval transfer` on a tiny run: JSON layout, dump files, determinism, --calibrate."""
 
 import json
 
@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from latfarm.predictor.evaluate import eval_transfer_cli
+from latfarm.predictor.help_data import load_help
 from latfarm.predictor.nb201 import NUM_ARCHS
+from latfarm.predictor.scores import score
 
 
 def test_eval_transfer_json_and_dump(help_dir, tmp_path):
@@ -28,6 +30,28 @@ def test_eval_transfer_json_and_dump(help_dir, tmp_path):
     assert list((tmp_path / "cache").glob("*.npz"))  # pretrained once, cached by data hash
     again = eval_transfer_cli(help_dir, train, test, json_out=None, dump=None, **args)
     assert again["samples"] == out["samples"]
+
+
+def test_eval_transfer_calibrate_scores_the_archs_neither_sampled_nor_calibrating(help_dir, tmp_path, capsys):
+    """``--calibrate 10``: each run fits 10 random measured archs besides its K as calibrating archs and scores the
+    others; the JSON and the table header say R."""
+    train, test = ["1080ti_32", "silver_4210r", "essential_ph_1"], ["titan_rtx_32"]
+    out = eval_transfer_cli(
+        help_dir, train, test, samples=[5], trials=1, seed=7, json_out=tmp_path / "r.json", dump=tmp_path / "dump",
+        cache_dir=tmp_path / "cache", epochs=1, calibration=10,
+    )  # fmt: skip
+    assert "calibrated on 10 random archs" in " ".join(capsys.readouterr().out.split())
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["calibration"] == 10
+    dev = saved["samples"]["5"]["per_device"]["titan_rtx_32"]
+    assert 0 < dev["coverage_1sd"] <= dev["coverage_2sd"] <= 1 and dev["std_factor"] > 0
+    run = np.load(tmp_path / "dump" / "titan_rtx_32_k5_t0.npz")
+    assert run["calibrating"].shape == (10,) and not set(run["calibrating"]) & set(run["samples"])
+    lat = load_help(help_dir, test)["titan_rtx_32"]
+    rest = np.setdiff1d(np.flatnonzero(~np.isnan(lat)), np.r_[run["samples"], run["calibrating"]])
+    assert len(rest) == np.count_nonzero(~np.isnan(lat)) - 15
+    assert dev["spearman"] == pytest.approx(score(run["pred_ms"][rest], lat[rest])["spearman"])
+    assert out["samples"]["5"]["per_device"]["titan_rtx_32"]["spearman"] == dev["spearman"]
 
 
 def _copy_help(help_dir, folder, devices, extra):
@@ -70,6 +94,8 @@ def test_eval_transfer_keeps_other_ks_skips_thin_devices_and_writes_null(help_di
         (["--samples", "5,abc"], "--samples must be comma-separated integers >= 1"),
         (["--samples", "0"], "--samples must be comma-separated integers >= 1"),
         (["--trials", "0"], "--trials must be >= 1, got 0"),
+        (["--calibrate", "5"], "calibration must be 0 or between 10 and 200 archs, got 5"),
+        (["--calibrate", "201"], "calibration must be 0 or between 10 and 200 archs, got 201"),
         (["--test", "nope"], "unknown devices ['nope']"),
         (["--data", "/nonexistent"], "--data /nonexistent: no such folder"),
     ],

@@ -9,7 +9,7 @@ from scipy import stats
 
 from latfarm.predictor import blr
 from latfarm.predictor.blr import posterior_with_costs
-from latfarm.predictor.evaluate import eval_transfer_cli
+from latfarm.predictor.evaluate import ReferencePredictor, eval_transfer_cli, transfer_scores
 from latfarm.predictor.fbnet_features import network_costs
 from latfarm.predictor.fbnet_model import (
     COST_CENTRES,
@@ -20,8 +20,11 @@ from latfarm.predictor.fbnet_model import (
     features,
     pretrain_fbnet,
 )
+from latfarm.predictor.help_data import load_help
 from latfarm.predictor.model import Predictor
+from latfarm.predictor.scores import coverage
 from latfarm.predictor.spaces import ArchError, get_space
+from latfarm.predictor.spaces.fbnet import load_reference
 from tests.torch_costs import torch_macs
 
 FBNET_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "help-fbnet"
@@ -217,6 +220,23 @@ def test_eval_transfer_fbnet_json_and_dump(tmp_path):
     run = np.load(tmp_path / "dump" / "titan_rtx_32_k10_t0.npz")
     assert run["pred_ms"].shape == (5000,) and run["samples"].shape == (10,)
     assert run["samples"].min() >= 0 and run["samples"].max() < 5000
+
+
+@pytest.mark.skipif(not (FBNET_DIR / "arch.pt").exists(), reason="shared HELP FBNet data not found")
+def test_transfer_scores_pass_calibrating_archs_to_the_fbnet_predictor(predictor, tmp_path):
+    """The reference view adapts the FBNet predictor with ``calibrating`` as given: with R = 10 the spread is set
+    by the 10 random archs (``calibration``), and the scored archs are neither sampled nor calibrating."""
+    reference = np.asarray(load_reference(FBNET_DIR), dtype=np.int64)[:300]
+    lat = load_help(FBNET_DIR, ["titan_rtx_32"], 5000)["titan_rtx_32"][:300]
+    view = ReferencePredictor(predictor, reference)
+    model = view.adapt(np.arange(15), lat[:15], [False] * 5 + [True] * 10).model
+    assert model.calibrating.tolist() == [False] * 5 + [True] * 10
+    out = transfer_scores(view, {"titan_rtx_32": lat}, [5], 1, seed=2, calibration=10, dump=tmp_path)
+    run = np.load(tmp_path / "titan_rtx_32_k5_t0.npz")
+    assert run["calibrating"].shape == (10,) and not set(run["calibrating"]) & set(run["samples"])
+    rest = np.setdiff1d(np.arange(300), np.r_[run["samples"], run["calibrating"]])
+    shares = coverage(run["pred_ms"][rest], run["std_ms"][rest], lat[rest])
+    assert out["5"]["per_device"]["titan_rtx_32"]["coverage_1sd"] == pytest.approx(shares["coverage_1sd"])
 
 
 @pytest.mark.parametrize(
