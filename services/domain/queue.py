@@ -417,11 +417,12 @@ def assign_artifact(session: Session, model: PendingExport, sha256: str) -> set[
     return {device_id for _, device_id in marked}
 
 
-# the statements ``heartbeat`` runs, built once: lock the named jobs the agent holds, renew their leases. The jobs are
-# found by primary key, their holder a filter on those rows (``lease_owner`` has no index) and their state checked
-# after: with a condition on ``state`` PostgreSQL may take the state index (its statistics taken while the jobs were
-# queued say few run) and read every running job of the fleet. PostgreSQL locks only the rows the filter passes, so
-# a job another agent holds is neither locked nor waited for (an agent naming a stale id never stalls its holder).
+# the statements ``heartbeat`` runs, built once: lock the named jobs the agent holds (``_lock_held`` too), renew
+# their leases. The jobs are found by primary key, their holder a filter on those rows (``lease_owner`` has no index)
+# and their state checked after: with a condition on ``state`` PostgreSQL may take the state index (its statistics
+# taken while the jobs were queued say few run) and read every running job of the fleet. PostgreSQL locks only the
+# rows the filter passes, so a job another agent holds is neither locked nor waited for (an agent naming a stale id
+# never stalls its holder).
 _NAMED = (
     select(Job.id, Job.lease_expires_at, Job.state)
     .where(Job.id.in_(bindparam("ids", expanding=True)), Job.lease_owner == bindparam("agent_id"))
@@ -626,16 +627,26 @@ def report(
 
 
 def release(session: Session, agent: Holder, job_ids: Sequence[str]) -> int:
-    """Hand the agent's running jobs back to the queue; the attempt is not counted."""
+    """Hand the agent's running jobs among ``job_ids`` back to the queue; the attempt is not counted. Returns how
+    many."""
+    held = _lock_held(session, agent, job_ids)
+    if held:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(held))
+            .values(state=JobState.queued, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
+            .execution_options(synchronize_session=False)
+        )
+    return len(held)
+
+
+def _lock_held(session: Session, agent: Holder, job_ids: Sequence[str]) -> list[str]:
+    """The jobs among ``job_ids`` the agent holds (running on its lease), locked in id order as ``heartbeat`` and
+    ``report`` lock them (no deadlock); others' jobs are neither locked nor waited for."""
     if not job_ids:
-        return 0
-    result = session.execute(
-        update(Job)
-        .where(Job.id.in_(list(job_ids)), Job.lease_owner == agent.id, Job.state == JobState.running)
-        .values(state=JobState.queued, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
-        .execution_options(synchronize_session=False)
-    )
-    return cast("CursorResult[Any]", result).rowcount  # an UPDATE's result is a cursor result
+        return []
+    named = session.connection().execute(_NAMED, {"ids": list(job_ids), "agent_id": agent.id})
+    return [job.id for job in named if job.state == JobState.running]
 
 
 def requeue_expired(
@@ -674,19 +685,20 @@ def requeue_repaired(session: Session, agent: Holder, job_ids: Sequence[str]) ->
     if not job_ids:
         return []
     registered(session, agent.id)
-    held = session.scalars(
-        update(Job)
-        .where(Job.id.in_(list(job_ids)), Job.lease_owner == agent.id, Job.state == JobState.running)
-        .values(
-            state=JobState.queued,
-            lease_owner=None,
-            lease_expires_at=None,
-            attempts=Job.attempts - 1,
-            error="fetch: the server's artifact was corrupt and was rebuilt",
+    held = _lock_held(session, agent, job_ids)
+    if held:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(held))
+            .values(
+                state=JobState.queued,
+                lease_owner=None,
+                lease_expires_at=None,
+                attempts=Job.attempts - 1,
+                error="fetch: the server's artifact was corrupt and was rebuilt",
+            )
+            .execution_options(synchronize_session=False)
         )
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    ).all()
     return [Ack(job_id, True, message="artifact rebuilt on the server: job queued again") for job_id in held]
 
 

@@ -502,3 +502,25 @@ def test_agent_calls_naming_another_agents_job_never_wait_for_its_row_lock(pg_se
         assert s.scalar(select(Measurement.agent_id).where(Measurement.job_id == theirs)) == b
     renewed = job(sessions, mine)
     assert (renewed.state, as_utc(renewed.lease_expires_at)) == (JobState.running, later + timedelta(seconds=100))
+
+
+def test_agent_calls_find_the_named_jobs_by_primary_key_with_statistics_from_before_the_leases(pg_sessions, store):
+    """The statements that lock the jobs an agent names read them by primary key, their holder a filter: a condition
+    on the state could take a state index (statistics from while the jobs were queued say none runs) and read every
+    running job of the fleet."""
+    sessions = pg_sessions
+    dev = make_device(sessions)
+    agent = make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS)
+    with transaction(sessions) as s:
+        s.connection().exec_driver_sql("ANALYZE jobs")  # every job queued
+    named = [j for j, *_ in lease(sessions, agent, store, max_jobs=len(ARCHS))]
+    with transaction(sessions) as s:
+        conn = s.connection()
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a table of a few rows: a scan would do
+        for statement in (queue._NAMED, queue._LOCK_REPORTED):
+            bound = statement.params(ids=named[:4], agent_id=agent)
+            sql = str(bound.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + sql).scalars())
+            assert "jobs_pkey" in plan and "ix_jobs" not in plan, plan
+        s.rollback()
