@@ -417,12 +417,15 @@ def assign_artifact(session: Session, model: PendingExport, sha256: str) -> set[
     return {device_id for _, device_id in marked}
 
 
-# the statements ``heartbeat`` runs, built once: lock the named jobs, renew the leases the agent holds. The jobs are
-# found by primary key alone, their holder checked after: with a condition on ``state`` PostgreSQL may take the state
-# index (its statistics taken while the jobs were queued say few run) and read every running job of the fleet.
+# the statements ``heartbeat`` runs, built once: lock the named jobs the agent holds (``_lock_held`` too), renew
+# their leases. The jobs are found by primary key, their holder a filter on those rows (``lease_owner`` has no index)
+# and their state checked after: with a condition on ``state`` PostgreSQL may take the state index (its statistics
+# taken while the jobs were queued say few run) and read every running job of the fleet. PostgreSQL locks only the
+# rows the filter passes, so a job another agent holds is neither locked nor waited for (an agent naming a stale id
+# never stalls its holder).
 _NAMED = (
-    select(Job.id, Job.lease_expires_at, Job.lease_owner, Job.state)
-    .where(Job.id.in_(bindparam("ids", expanding=True)))
+    select(Job.id, Job.lease_expires_at, Job.state)
+    .where(Job.id.in_(bindparam("ids", expanding=True)), Job.lease_owner == bindparam("agent_id"))
     .order_by(Job.id)
     .with_for_update()
 )
@@ -444,8 +447,9 @@ def heartbeat(
     """Mark the agent alive (with what it ``reported`` of itself: ``state``, ``descriptor``; ``UnknownAgent`` when
     it was removed) and extend the leases it still holds; returns the named jobs it no longer holds.
 
-    The named jobs are locked in id order (as ``report`` locks them: no deadlock); a lease is written only when its
-    extension moves it by more than ``RENEW_SLACK`` of ``lease_seconds``. Runs on the session's connection.
+    The named jobs whose lease is the agent's are locked in id order (as ``report`` locks them: no deadlock); others'
+    are left alone. A lease is written only when its extension moves it by more than ``RENEW_SLACK`` of
+    ``lease_seconds``. Runs on the session's connection.
     """
     now = now or utcnow()
     mark_alive(session, agent.id, now, **reported)
@@ -453,10 +457,8 @@ def heartbeat(
         return []
     connection = session.connection()
     expires = now + timedelta(seconds=lease_seconds)
-    named = connection.execute(_NAMED, {"ids": list(job_ids)}).all()
-    held = {
-        job.id: job.lease_expires_at for job in named if job.lease_owner == agent.id and job.state == JobState.running
-    }
+    named = connection.execute(_NAMED, {"ids": list(job_ids), "agent_id": agent.id}).all()
+    held = {job.id: job.lease_expires_at for job in named if job.state == JobState.running}
     slack = timedelta(seconds=lease_seconds * RENEW_SLACK)
     stale = [job_id for job_id, until in held.items() if (when := as_utc(until)) is None or when < expires - slack]
     if stale:
@@ -475,18 +477,20 @@ REPORTED_JOB = (
     Job.lease_owner,
     Job.attempts,
 )
-# the statements ``report`` runs, built once: they lock the jobs (in id order, as heartbeats lock them: no
-# deadlock) and read the reporting agent's device (NULL: the agent was removed), read who stored the done ones, mark
-# the measured ones done and store their measurements
+# the statements ``report`` runs, built once: they lock the jobs the agent holds (in id order, as heartbeats lock them:
+# no deadlock; others' jobs neither locked nor waited for, as in ``_NAMED``) and read the reporting agent's device
+# (NULL: the agent was removed), read the other named jobs unlocked (for their acks), read who stored the done ones,
+# mark the measured ones done and store their measurements
 _LOCK_REPORTED = (
     select(
         *REPORTED_JOB,
         select(Agent.device_id).where(Agent.id == bindparam("agent_id")).scalar_subquery().label("agent_device"),
     )
-    .where(Job.id.in_(bindparam("ids", expanding=True)))
+    .where(Job.id.in_(bindparam("ids", expanding=True)), Job.lease_owner == bindparam("agent_id"))
     .order_by(Job.id)
     .with_for_update(of=Job)
 )
+_READ_REPORTED = select(*REPORTED_JOB).where(Job.id.in_(bindparam("ids", expanding=True)))
 _STORED_BY = select(Measurement.job_id, Measurement.agent_id).where(
     Measurement.job_id.in_(bindparam("ids", expanding=True))
 )
@@ -545,8 +549,9 @@ def report(
 ) -> list[Ack]:
     """Store results of jobs this agent holds; a repeated ok report is acknowledged as a duplicate, stored once.
 
-    The batch's jobs are locked in one statement in id order (as heartbeats lock them: no deadlock) that also finds
-    the agent's row: ``liveness.UnknownAgent`` when it was removed. The measured ones are marked done in one
+    The named jobs whose lease is the agent's are locked in one statement in id order (as heartbeats lock them: no
+    deadlock) that also finds the agent's row: ``liveness.UnknownAgent`` when it was removed; the others are read
+    without a lock, for their acks only (no agent waits for another's job). The measured ones are marked done in one
     ``UPDATE`` and their measurements inserted together, on the session's connection (no ORM objects). Raises
     ``results.ResultError`` for a malformed result before anything is written.
     """
@@ -562,11 +567,14 @@ def report(
     if not results:
         return []
     now = utcnow()
+    held = {job.id for job in locked if job.state == JobState.running}  # locked: the agent's lease, now and after
     jobs = {job.id: job for job in locked}
+    others = [job_id for job_id in ids if job_id not in jobs]
+    if others:
+        jobs.update((job.id, job) for job in connection.execute(_READ_REPORTED, {"ids": others}))
     states = {job_id: job.state for job_id, job in jobs.items()}
     done = [job_id for job_id, state in states.items() if state == JobState.done]
     stored_by = dict(connection.execute(_STORED_BY, {"ids": done}).all()) if done else {}
-    held = {job_id for job_id, job in jobs.items() if job.state == JobState.running and job.lease_owner == agent.id}
     held_batches = {jobs[job_id].batch_id for job_id in held}
     conditions = {batch_id: batch.conditions for batch_id, batch in batch_settings(session, held_batches).items()}
     # the rows' JSON columns, encoded here (``_STORE_MEASUREMENTS``): what rows share, once per report
@@ -619,16 +627,26 @@ def report(
 
 
 def release(session: Session, agent: Holder, job_ids: Sequence[str]) -> int:
-    """Hand the agent's running jobs back to the queue; the attempt is not counted."""
+    """Hand the agent's running jobs among ``job_ids`` back to the queue; the attempt is not counted. Returns how
+    many."""
+    held = _lock_held(session, agent, job_ids)
+    if held:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(held))
+            .values(state=JobState.queued, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
+            .execution_options(synchronize_session=False)
+        )
+    return len(held)
+
+
+def _lock_held(session: Session, agent: Holder, job_ids: Sequence[str]) -> list[str]:
+    """The jobs among ``job_ids`` the agent holds (running on its lease), locked in id order as ``heartbeat`` and
+    ``report`` lock them (no deadlock); others' jobs are neither locked nor waited for."""
     if not job_ids:
-        return 0
-    result = session.execute(
-        update(Job)
-        .where(Job.id.in_(list(job_ids)), Job.lease_owner == agent.id, Job.state == JobState.running)
-        .values(state=JobState.queued, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
-        .execution_options(synchronize_session=False)
-    )
-    return cast("CursorResult[Any]", result).rowcount  # an UPDATE's result is a cursor result
+        return []
+    named = session.connection().execute(_NAMED, {"ids": list(job_ids), "agent_id": agent.id})
+    return [job.id for job in named if job.state == JobState.running]
 
 
 def requeue_expired(
@@ -667,19 +685,20 @@ def requeue_repaired(session: Session, agent: Holder, job_ids: Sequence[str]) ->
     if not job_ids:
         return []
     registered(session, agent.id)
-    held = session.scalars(
-        update(Job)
-        .where(Job.id.in_(list(job_ids)), Job.lease_owner == agent.id, Job.state == JobState.running)
-        .values(
-            state=JobState.queued,
-            lease_owner=None,
-            lease_expires_at=None,
-            attempts=Job.attempts - 1,
-            error="fetch: the server's artifact was corrupt and was rebuilt",
+    held = _lock_held(session, agent, job_ids)
+    if held:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(held))
+            .values(
+                state=JobState.queued,
+                lease_owner=None,
+                lease_expires_at=None,
+                attempts=Job.attempts - 1,
+                error="fetch: the server's artifact was corrupt and was rebuilt",
+            )
+            .execution_options(synchronize_session=False)
         )
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    ).all()
     return [Ack(job_id, True, message="artifact rebuilt on the server: job queued again") for job_id in held]
 
 

@@ -14,8 +14,8 @@ from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.domain import liveness, queue
 from latfarm.services.domain.queue import QueueError
 from latfarm.services.domain.results import ReportedResult, ResultError
-from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Agent, Artifact, Device, Job, JobState, Measurement
+from latfarm.services.store.db import make_engine, make_sessionmaker, transaction
+from latfarm.services.store.models import Agent, Artifact, Base, Device, Job, JobState, Measurement
 from tests.queue_support import ARCHS, DEFAULT, TinyArtifactStore, lease, make_agent, make_device, submit
 
 
@@ -49,6 +49,15 @@ def job(sessions, job_id) -> Job:
 @pytest.fixture
 def store(tmp_path):
     return TinyArtifactStore(tmp_path / "artifacts")
+
+
+@pytest.fixture
+def pg_sessions(pg_url):
+    """A sessionmaker on a fresh PostgreSQL schema: row locks (SQLite has one writer lock instead)."""
+    engine = make_engine(pg_url)
+    Base.metadata.create_all(engine)
+    yield make_sessionmaker(engine)
+    engine.dispose()
 
 
 def test_submit_validates_and_dedupes(sessions):
@@ -459,3 +468,59 @@ def test_a_lease_picks_in_lease_order_with_statistics_from_before_the_exports(se
     assert ("ix_jobs_ready" in plan if postgres else "USING INDEX" in plan) and "Sort" not in plan, plan
     assert "TEMP B-TREE" not in plan, plan
     assert len(lease(sessions, agent_id, store, max_jobs=4)) == 4
+
+
+def test_agent_calls_naming_another_agents_job_never_wait_for_its_row_lock(pg_sessions, store):
+    """Agent A names job J that agent B holds while B's report of J holds J's row lock: A's heartbeat, report,
+    release and requeue of a repaired fetch answer at once (no lock wait: ``lock_timeout``) and treat J as not A's;
+    A's own lease is still renewed and B's report then stores J."""
+    sessions = pg_sessions
+    dev = make_device(sessions)
+    a, b = make_agent(sessions, dev), make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS[:2])
+    t0 = utcnow()
+    ((mine, *_),) = lease(sessions, a, store, max_jobs=1, lease_seconds=100, now=t0)
+    ((theirs, *_),) = lease(sessions, b, store, max_jobs=1)
+    later = t0 + timedelta(seconds=60)
+    calls = {
+        "heartbeat": (lambda s, ref: queue.heartbeat(s, ref, [theirs, mine], 100, now=later), [theirs]),
+        "report": (
+            lambda s, ref: [(ack.accepted, ack.message) for ack in queue.report(s, ref, [ok_result(theirs)], {}, 3)],
+            [(False, "job is not leased by this agent (lease expired or re-leased)")],
+        ),
+        "release": (lambda s, ref: queue.release(s, ref, [theirs]), 0),
+        "requeue_repaired": (lambda s, ref: queue.requeue_repaired(s, ref, [theirs]), []),
+    }
+    with transaction(sessions) as held:  # B's report, not yet committed: J's row stays locked
+        assert queue.report(held, held.get(Agent, b), [ok_result(theirs)], {}, 3)[0].accepted
+        for name, (call, expected) in calls.items():
+            with transaction(sessions) as s:
+                s.connection().exec_driver_sql("SET LOCAL lock_timeout = '2s'")  # a wait fails the call
+                assert call(s, liveness.AgentRef(a, dev)) == expected, name
+    assert job(sessions, theirs).state == JobState.done
+    with sessions() as s:
+        assert s.scalar(select(Measurement.agent_id).where(Measurement.job_id == theirs)) == b
+    renewed = job(sessions, mine)
+    assert (renewed.state, as_utc(renewed.lease_expires_at)) == (JobState.running, later + timedelta(seconds=100))
+
+
+def test_agent_calls_find_the_named_jobs_by_primary_key_with_statistics_from_before_the_leases(pg_sessions, store):
+    """The statements that lock the jobs an agent names read them by primary key, their holder a filter: a condition
+    on the state could take a state index (statistics from while the jobs were queued say none runs) and read every
+    running job of the fleet."""
+    sessions = pg_sessions
+    dev = make_device(sessions)
+    agent = make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS)
+    with transaction(sessions) as s:
+        s.connection().exec_driver_sql("ANALYZE jobs")  # every job queued
+    named = [j for j, *_ in lease(sessions, agent, store, max_jobs=len(ARCHS))]
+    with transaction(sessions) as s:
+        conn = s.connection()
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a table of a few rows: a scan would do
+        for statement in (queue._NAMED, queue._LOCK_REPORTED):
+            bound = statement.params(ids=named[:4], agent_id=agent)
+            sql = str(bound.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + sql).scalars())
+            assert "jobs_pkey" in plan and "ix_jobs" not in plan, plan
+        s.rollback()
