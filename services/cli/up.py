@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from latfarm.agents.runtimes import ONNXRUNTIME
 from latfarm.agents.state import load_state
 from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.cli.measure_results import adapted
@@ -141,7 +142,7 @@ def _ensure_device(client: Client, device: str) -> None:
             device,
             description=f"this machine ({uname.node}), registered by latfarm up",
             hardware=f"{platform.processor() or uname.machine}, {os.cpu_count()} cores, {uname.system}",
-            runtime="onnxruntime",
+            runtime=ONNXRUNTIME,
         )
 
 
@@ -236,7 +237,7 @@ def run_up(
     ``_adapt``), print the URLs, serve until Ctrl-C; a ``device`` against the device-name rule, a port in use or a
     missing datasets folder exits before anything is created. Port 0 is any free port, picked here and passed to
     ``serve``."""
-    with exit_on_error("latfarm up"):
+    with exit_on_error("latfarm up: --device"):
         checked_device_name(device)
     if settings.datasets_dir and not settings.datasets_dir.is_dir():
         raise SystemExit(f"latfarm up: --datasets {settings.datasets_dir}: no such folder")
