@@ -30,7 +30,7 @@ class Backend(Protocol):
     """A runtime that loads artifacts of one format."""
 
     format: str  # artifact format it runs
-    runtime: str  # "onnxruntime" | "litert"
+    runtime: str  # one of ``runtimes.RUNTIMES``
     version: str
     build: str  # runtime build information for provenance
     device: str

@@ -11,6 +11,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from latfarm.agents.backends import Unsupported, fit_input, make_input
+from latfarm.agents.runtimes import LITERT
 
 # What LiteRT says when its op resolver has no kernel for an op (at construction or at allocate_tensors)
 NO_KERNEL = ("Didn't find op for builtin opcode", "Encountered unresolved custom op")
@@ -60,7 +61,7 @@ class LiteRTBackend:
     """Runs "tflite" artifacts with LiteRT on the CPU (XNNPACK)."""
 
     format = "tflite"
-    runtime = "litert"
+    runtime = LITERT
     device = "CPU"
     providers = ["xnnpack"]
 

@@ -9,6 +9,7 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NoKernel
 
 from latfarm.agents.backends import Unsupported, fit_input, make_input
+from latfarm.agents.runtimes import ONNXRUNTIME
 
 DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
@@ -60,7 +61,7 @@ class OnnxBackend:
     """Runs "onnx" artifacts with onnxruntime: the CPU provider, or ``provider`` first when given."""
 
     format = "onnx"
-    runtime = "onnxruntime"
+    runtime = ONNXRUNTIME
 
     def __init__(self, provider: str | None = None):
         """Read the installed runtime; ``ValueError`` when ``provider`` is not available here."""

@@ -303,9 +303,11 @@ def _space_of(query: str | None) -> str:
 
 
 # How the device page names an adaptation's metrics (services/domain/adaptation.py); a key ending in "rel_error" is a
-# relative error, shown as a percentage.
+# relative error, shown as a percentage; a list (of archs) is shown as its length and its archs.
 METRIC_LABELS = {
-    "measured": "archs measured",
+    "measured": "samples measured (of its K)",
+    "unstable": "samples measured unstably (a busy device)",
+    "outliers": "outliers left out of the fit",
     "fit_mean_abs_rel_error": "fit error (mean |relative|, its samples)",
     "calibration_archs": "other archs its spread is calibrated on",
     "std_factor": "spread factor",
@@ -313,11 +315,14 @@ METRIC_LABELS = {
 
 
 def metric_texts(metrics: dict[str, Any]) -> list[str]:
-    """An adaptation's metrics as ``label: value`` lines, e.g. ``fit error (...): 10.4 %``."""
+    """An adaptation's metrics as ``label: value`` lines, e.g. ``fit error (...): 10.4 %``, ``outliers left out of
+    the fit: 2 (3, 17)``."""
     texts = []
     for key, value in metrics.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             shown = f"{value * 100:.1f} %" if key.endswith("rel_error") else f"{value:.3g}"
+        elif isinstance(value, list):
+            shown = f"{len(value)} ({', '.join(map(str, value))})" if value else "0"
         else:
             shown = str(value)
         texts.append(f"{METRIC_LABELS.get(key, key)}: {shown}")

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from latfarm.agents.runtimes import ONNXRUNTIME, RUNTIMES
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES as REGISTERED_SPACES
 from latfarm.predictor.spaces import SearchSpace, get_space
@@ -140,6 +141,16 @@ Precision = Annotated[str, WithJsonSchema({"type": "string", "enum": list(PRECIS
 Graph = Annotated[str, WithJsonSchema({"type": "string", "enum": list(GRAPHS)})]
 
 
+def _agent_runtime(runtime: str) -> str:
+    """``runtime`` when agents measure with it (``agents.runtimes``); else ``ValueError`` listing those."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    return runtime
+
+
+Runtime = Annotated[str, AfterValidator(_agent_runtime), WithJsonSchema({"type": "string", "enum": list(RUNTIMES)})]
+
+
 # Stored times are UTC; SQLite hands them back naive.
 # Every time the API returns: UTC, written ISO 8601 with ``Z`` (``core.clock.iso_utc`` where no schema writes it).
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
@@ -158,7 +169,7 @@ class DeviceCreate(Strict):
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN, examples=["pixel7-cpu-fp32"])
     description: str = ""
     hardware: str = ""
-    runtime: str = Field("onnxruntime", max_length=64)
+    runtime: Runtime = Field(ONNXRUNTIME, description=f"{' or '.join(RUNTIMES)}: the runtime its agents measure with")
     precision: Precision = Field("fp32", description="fp32, fp16 or int8: its networks' precision")
     batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE), WHOLE] = 1
     resolution: Annotated[int, Field(ge=RANGES["resolution"][0], le=RANGES["resolution"][1]), WHOLE] = Field(

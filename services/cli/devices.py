@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from latfarm.agents.runtimes import RUNTIMES
 from latfarm.services.cli.errors import interrupted
 from latfarm.services.cli.options import WaitTimeout
 from latfarm.services.cli.remote import ApiKey, DeviceName, ServerUrl, check_out, client_for, explained, show_results
@@ -21,7 +22,9 @@ def device_add(
     name: str = DeviceName,
     description: str = typer.Option(None, "--description", show_default="none", help="What the device is."),
     hardware: str = typer.Option(None, "--hardware", show_default="none", help="Its chip, cores, memory."),
-    runtime: str = typer.Option(None, "--runtime", show_default=SERVERS, help="Its inference runtime."),
+    runtime: str = typer.Option(
+        None, "--runtime", show_default=SERVERS, help=f"{' or '.join(RUNTIMES)}: the runtime its agents measure with."
+    ),
     precision: str = typer.Option(
         None, "--precision", show_default=SERVERS, help="fp32, fp16 or int8: its networks' precision."
     ),

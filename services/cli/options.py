@@ -12,9 +12,9 @@ optional), in the usage line and the arguments panel.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import typer
 from typer._click import Context, HelpFormatter, Parameter
@@ -27,14 +27,19 @@ DataDir = typer.Option(
 DbUrl = typer.Option(None, "--db", show_default="SQLite file in the data folder", help="SQLAlchemy URL.")
 
 
-def _checked_samples(samples: int | None) -> int | None:
-    """``--samples`` under the adapt loop's own rule (``domain.samples``), before any request."""
-    from latfarm.services.domain.samples import AdaptError, check_samples
+def _adapt_rule(rule: Literal["check_samples", "check_calibration"]) -> Callable[[int | None], int | None]:
+    """An option callback: the value under the adapt loop's rule ``domain.samples.<rule>`` before any request, a
+    rule's ``AdaptError`` a usage error; None (not given) passes."""
 
-    try:
-        return None if samples is None else check_samples(samples)
-    except AdaptError as err:
-        raise typer.BadParameter(str(err)) from err
+    def checked(value: int | None) -> int | None:
+        from latfarm.services.domain import samples
+
+        try:
+            return None if value is None else getattr(samples, rule)(value)
+        except samples.AdaptError as err:
+            raise typer.BadParameter(str(err)) from err
+
+    return checked
 
 
 def _positive_seconds(seconds: float) -> float:
@@ -52,26 +57,26 @@ WaitTimeout = typer.Option(
 )
 
 
-def _checked_calibration(calibration: int) -> int:
-    """``--calibrate`` under the adapt loop's own rule (``domain.samples``), before any request."""
-    from latfarm.services.domain.samples import AdaptError, check_calibration
-
-    try:
-        return check_calibration(calibration)
-    except AdaptError as err:
-        raise typer.BadParameter(str(err)) from err
-
-
-Calibrate = typer.Option(
-    0,
-    "--calibrate",
-    callback=_checked_calibration,
-    help="Also measure R random other archs, fitted too, whose errors calibrate the predicted std_ms: 0 or 10-200.",
+CALIBRATE_HELP = (
+    "Also measure R random other archs, fitted too, whose errors calibrate the predicted std_ms: 0 or 10-200."
 )
+Calibrate = typer.Option(0, "--calibrate", callback=_adapt_rule("check_calibration"), help=CALIBRATE_HELP)
 SAMPLES_HELP = "K archs to measure for adapting the predictor, 3-200."
-Samples = typer.Option(10, "--samples", callback=_checked_samples, help=SAMPLES_HELP)
-UpSamples = typer.Option(  # not given: the device's active adaptation is reused whatever its K
-    None, "--samples", callback=_checked_samples, show_default="10", help=f"{SAMPLES_HELP} Another K adapts again."
+Samples = typer.Option(10, "--samples", callback=_adapt_rule("check_samples"), help=SAMPLES_HELP)
+# ``latfarm up``'s: not given, the device's active adaptation is reused whatever its K and R
+UpSamples = typer.Option(
+    None,
+    "--samples",
+    callback=_adapt_rule("check_samples"),
+    show_default="10",
+    help=f"{SAMPLES_HELP} Another K adapts again.",
+)
+UpCalibrate = typer.Option(
+    None,
+    "--calibrate",
+    callback=_adapt_rule("check_calibration"),
+    show_default="0",
+    help=f"{CALIBRATE_HELP} Another R adapts again.",
 )
 
 

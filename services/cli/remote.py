@@ -93,8 +93,8 @@ def _no_route(err: LatfarmError) -> bool:
     return err.status == 404 and (err.code != "not_found" or err.field == "path")
 
 
-# The command-line flag of each request field the client commands set, for the server's messages naming a field:
-# measure's and predict's (``POST /v1/jobs``, ``/v1/predict``), adapt's, device add's (``POST /v1/devices``).
+# The command-line flag or argument of each request field the client commands set, for the server's messages naming
+# a field: measure's and predict's (``POST /v1/jobs``, ``/v1/predict``), adapt's, device add's (``POST /v1/devices``).
 FLAGS = {
     "format": "--format",
     "protocol.rounds": "--rounds",
@@ -107,6 +107,7 @@ FLAGS = {
     "space": "--space",
     "samples": "--samples",
     "calibration": "--calibrate",
+    "name": "NAME",
     "description": "--description",
     "hardware": "--hardware",
     "runtime": "--runtime",
@@ -118,8 +119,8 @@ FLAGS = {
 
 
 def _as_flag(err: LatfarmError) -> str:
-    """The server's message, led by the flag of the field it names (``--statistic: ...`` for
-    ``protocol.statistic: ...``); unchanged for a field no flag sets."""
+    """The server's message, led by the flag or argument of the field it names (``--statistic: ...`` for
+    ``protocol.statistic: ...``, ``NAME: ...`` for ``name: ...``); unchanged for a field no flag sets."""
     flag = FLAGS.get(err.field or "")
     if flag is None:
         return err.message

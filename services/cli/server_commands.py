@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from latfarm.services.cli.options import DataDir, DbUrl, UpSamples
+from latfarm.services.cli.options import DataDir, DbUrl, UpCalibrate, UpSamples
 
 HttpPort = typer.Option(
     None,
@@ -77,6 +77,7 @@ def migrate(db: str = DbUrl, data_dir: Path = DataDir) -> None:
 def up(
     device: str = typer.Option("local", "--device", help="Device name for this machine."),
     samples: int = UpSamples,
+    calibration: int = UpCalibrate,
     http_port: int = HttpPort,
     grpc_port: int = GrpcPort,
     data_dir: Path = DataDir,
@@ -90,4 +91,4 @@ def up(
     settings = settings_from_env(
         Settings, "latfarm up", http_port=http_port, grpc_port=grpc_port, data_dir=data_dir, datasets_dir=datasets
     )
-    run_up(settings, device=device, samples=samples)
+    run_up(settings, device=device, samples=samples, calibration=calibration)

@@ -1,8 +1,8 @@
 """``latfarm up``: the whole service on this machine, on the embedded default (SQLite, no Redis).
 
 It runs ``latfarm serve`` and ``latfarm agent`` as child processes (logs in ``<data-dir>/logs``), registers this
-machine as a device, adapts the predictor to it from K measurements (reused on the next run), prints where
-everything is and serves until Ctrl-C. A second run re-uses the data folder: nothing is measured again.
+machine as a device, adapts the predictor to it from K measurements and R calibrating ones (reused on the next run),
+prints where everything is and serves until Ctrl-C. A second run re-uses the data folder: nothing is measured again.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from latfarm.agents.runtimes import ONNXRUNTIME
 from latfarm.agents.state import load_state
 from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.cli.measure_results import adapted
@@ -141,7 +142,7 @@ def _ensure_device(client: Client, device: str) -> None:
             device,
             description=f"this machine ({uname.node}), registered by latfarm up",
             hardware=f"{platform.processor() or uname.machine}, {os.cpu_count()} cores, {uname.system}",
-            runtime="onnxruntime",
+            runtime=ONNXRUNTIME,
         )
 
 
@@ -150,16 +151,25 @@ def _nb201_predictor(client: Client, device: str) -> dict:
     return client.device(device).get("predictors", {}).get("nb201", {"state": "none"})
 
 
-def _adapt(client: Client, device: str, samples: int | None, children: Children, stop: threading.Event) -> dict | None:
-    """Adapt the NB201 predictor to ``device`` from ``samples`` archs (None: ``DEFAULT_SAMPLES``) unless it
-    already has an active one fitted under its conditions (from ``samples`` archs, when given), whatever adaptation
-    came after it (a cancelled or failed one leaves it active); one in progress is followed. A progress bar while
-    measuring; ``stop`` set while it measures (Ctrl-C) cancels the adaptation and returns None."""
+def _adapt(
+    client: Client,
+    device: str,
+    samples: int | None,
+    calibration: int | None,
+    children: Children,
+    stop: threading.Event,
+) -> dict | None:
+    """Adapt the NB201 predictor to ``device`` from ``samples`` archs (None: ``DEFAULT_SAMPLES``) and
+    ``calibration`` random calibrating ones (None: 0) unless it already has an active one fitted under its
+    conditions (from ``samples`` and ``calibration`` archs, those given), whatever adaptation came after it (a
+    cancelled or failed one leaves it active); one in progress is followed. A progress bar while measuring; ``stop``
+    set while it measures (Ctrl-C) cancels the adaptation and returns None."""
     answer = client.device(device)
     state = answer.get("predictors", {}).get("nb201", {"state": "none"})
     active = answer.get("active", {}).get("nb201")
     if state["state"] not in ("measuring", "training") and active is not None:
-        if active["current"] and (samples is None or active["samples"] == samples):
+        changed = _changed(active, samples, calibration)
+        if active["current"] and not changed:
             console.print(f"predictor for [bold]{device}[/] already adapted ({active['samples']} samples): reused")
             return active
         if not active["current"]:  # predictions no longer use it
@@ -167,13 +177,10 @@ def _adapt(client: Client, device: str, samples: int | None, children: Children,
                 f"predictor for [bold]{device}[/] was adapted under {active['conditions_key']}: adapting again"
             )
         else:
-            console.print(
-                f"predictor for [bold]{device}[/] was adapted from {active['samples']} samples: "
-                f"adapting again from {samples} (--samples)"
-            )
+            console.print(f"predictor for [bold]{device}[/] was adapted {changed}")
     samples = samples or DEFAULT_SAMPLES
     if state["state"] not in ("measuring", "training"):
-        state = client.adapt(device, samples=samples, wait=False)
+        state = client.adapt(device, samples=samples, calibration=calibration or 0, wait=False)
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -181,7 +188,8 @@ def _adapt(client: Client, device: str, samples: int | None, children: Children,
         TextColumn("{task.completed}/{task.total}"),
     )
     with Progress(*columns, TimeElapsedColumn(), console=console, transient=False) as bar:
-        task = bar.add_task(f"measuring {samples} archs on {device}", total=state.get("samples", samples))
+        total = state.get("samples", samples) + state.get("calibration", 0)
+        task = bar.add_task(f"measuring {total} archs on {device}", total=total)
         while state["state"] in ("measuring", "training"):
             children.check()
             if stop.is_set() and state["state"] == "measuring":
@@ -199,6 +207,16 @@ def _adapt(client: Client, device: str, samples: int | None, children: Children,
     return state
 
 
+def _changed(active: dict, samples: int | None, calibration: int | None) -> str:
+    """How the given ``samples`` and ``calibration`` differ from the active adaptation's, e.g. ``from 4 samples:
+    adapting again from 5 (--samples)``; empty when they do not (None: not given, any)."""
+    if samples is not None and active["samples"] != samples:
+        return f"from {active['samples']} samples: adapting again from {samples} (--samples)"
+    if calibration is not None and active["calibration"] != calibration:
+        return f"with {active['calibration']} calibrating archs: adapting again with {calibration} (--calibrate)"
+    return ""
+
+
 def _cancel(client: Client, device: str) -> None:
     """Cancel the device's NB201 adaptation on Ctrl-C and say so (its measurements may have just come in)."""
     try:
@@ -212,11 +230,14 @@ def _cancel(client: Client, device: str) -> None:
     )
 
 
-def run_up(settings: Settings, *, device: str = "local", samples: int | None = None) -> None:
-    """Start everything, adapt to this machine (from ``samples`` archs: ``_adapt``), print the URLs, serve until
-    Ctrl-C; a ``device`` against the device-name rule, a port in use or a missing datasets folder exits before
-    anything is created. Port 0 is any free port, picked here and passed to ``serve``."""
-    with exit_on_error("latfarm up"):
+def run_up(
+    settings: Settings, *, device: str = "local", samples: int | None = None, calibration: int | None = None
+) -> None:
+    """Start everything, adapt to this machine (from ``samples`` archs and ``calibration`` calibrating ones:
+    ``_adapt``), print the URLs, serve until Ctrl-C; a ``device`` against the device-name rule, a port in use or a
+    missing datasets folder exits before anything is created. Port 0 is any free port, picked here and passed to
+    ``serve``."""
+    with exit_on_error("latfarm up: --device"):
         checked_device_name(device)
     if settings.datasets_dir and not settings.datasets_dir.is_dir():
         raise SystemExit(f"latfarm up: --datasets {settings.datasets_dir}: no such folder")
@@ -264,7 +285,7 @@ def run_up(settings: Settings, *, device: str = "local", samples: int | None = N
         console.print(f"agent for device [bold]{device}[/] started (log: {logs / 'agent.log'})", soft_wrap=True)
         if stop.is_set():
             raise _Interrupted
-        state = _adapt(client, device, samples, children, stop)
+        state = _adapt(client, device, samples, calibration, children, stop)
         if state is not None:
             _summary(base, key, device, state)
         while not stop.wait(1.0):

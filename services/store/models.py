@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, synonym
 
+from latfarm.agents.runtimes import ONNXRUNTIME
 from latfarm.services.core.clock import utcnow
 from latfarm.services.core.names import new_id
 
@@ -72,7 +73,7 @@ class Device(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     hardware: Mapped[str] = mapped_column(Text, default="")
-    runtime: Mapped[str] = mapped_column(String(64), default="onnxruntime")
+    runtime: Mapped[str] = mapped_column(String(64), default=ONNXRUNTIME)
     precision: Mapped[str] = mapped_column(String(16), default="fp32")
     batch_size: Mapped[int] = mapped_column(Integer, default=1)
     resolution: Mapped[int] = mapped_column(Integer, default=32)  # input variant of its networks: height = width, px

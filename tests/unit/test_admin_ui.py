@@ -100,7 +100,7 @@ def seed(sessions) -> dict:
                 device_id=devices["phone-a"],
                 state=AdaptState.active,
                 samples=8,
-                metrics={"measured": 8, "fit_mean_abs_rel_error": 0.104},
+                metrics={"measured": 7, "unstable": 2, "outliers": [17], "fit_mean_abs_rel_error": 0.104},
                 conditions_key=Conditions(batch_size=8).key,  # fitted under conditions the device no longer has
             )
         )
@@ -407,9 +407,23 @@ def test_tables_show_the_data_first(app_and_ids):
 
         overview = client.get(f"/admin/device-overview/{phone}").text
         assert "fit error (mean |relative|, its samples): 10.4 %" in overview and "0.104" not in overview
-    metrics = {"measured": 8, "fit_mean_abs_rel_error": 0.0512, "calibration_archs": 23, "std_factor": 1.2345}
+        shown = re.findall(r"<td>([^<]*; [^<]*)</td>", overview)  # the adaptation's metrics, by their labels
+        assert shown == [
+            "samples measured (of its K): 7; samples measured unstably (a busy device): 2; "
+            "outliers left out of the fit: 1 (17); fit error (mean |relative|, its samples): 10.4 %"
+        ], shown
+    metrics = {
+        "measured": 8,
+        "unstable": 3,
+        "outliers": [17, 4021],
+        "fit_mean_abs_rel_error": 0.0512,
+        "calibration_archs": 23,
+        "std_factor": 1.2345,
+    }
     assert dashboard.metric_texts(metrics) == [
-        "archs measured: 8",
+        "samples measured (of its K): 8",
+        "samples measured unstably (a busy device): 3",
+        "outliers left out of the fit: 2 (17, 4021)",
         "fit error (mean |relative|, its samples): 5.1 %",
         "other archs its spread is calibrated on: 23",
         "spread factor: 1.23",

@@ -28,6 +28,20 @@ def test_create_list_get_device(api, keys):
     assert detail["predictor"] == {"state": "none"}
 
 
+def test_a_device_runs_a_runtime_the_agents_measure_with(api, keys):
+    """Any other runtime is refused naming the field and the runtimes there are; nothing is stored."""
+    for runtime in ("tensorrt", "", "ONNXRUNTIME", 7):
+        refused = api.post("/v1/devices", json={"name": "jetson", "runtime": runtime}, headers=ADMIN)
+        assert refused.status_code == 422, refused.text
+        body = refused.json()
+        assert body["field"] == "runtime" and body["message"].startswith("runtime: "), body
+        if isinstance(runtime, str):
+            assert body["message"] == f"runtime: must be one of onnxruntime, litert, got {runtime!r}"
+    assert api.get("/v1/devices", headers=ADMIN).json() == []
+    assert add_device(api, "pixel7-litert", runtime="litert")["runtime"] == "litert"
+    assert add_device(api, "laptop")["runtime"] == "onnxruntime"
+
+
 def test_device_errors(api, keys):
     add_device(api, "dev1")
     duplicate = api.post("/v1/devices", json={"name": "dev1"}, headers=ADMIN)

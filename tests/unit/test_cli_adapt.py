@@ -208,11 +208,13 @@ def test_the_adapted_line_names_the_archs_its_spread_was_calibrated_on():
     )
 
 
-def test_calibrate_is_checked_before_any_request_and_queued_with_the_samples(live_api):
+def test_calibrate_is_checked_before_any_request_and_queued_with_the_samples(live_api, tmp_path):
     nowhere = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never reached
-    refused = CliRunner().invoke(app, ["adapt", "dev", "--calibrate", "5", *nowhere])
-    shown = " ".join(refused.output.replace("│", " ").split())  # as the usage box wraps it
-    assert refused.exit_code == 2 and "calibration must be 0 or between 10 and 200 archs, got 5" in shown
+    for command in (["adapt", "dev", *nowhere], ["up", "--data-dir", str(tmp_path / "up-data")]):
+        refused = CliRunner().invoke(app, [*command, "--calibrate", "5"])
+        shown = " ".join(refused.output.replace("│", " ").split())  # as the usage box wraps it
+        assert refused.exit_code == 2 and "calibration must be 0 or between 10 and 200 archs, got 5" in shown
+    assert not (tmp_path / "up-data").exists()
     url, server = live_api
     add_device_live(server)
     started = _invoke(url, "adapt", "gpu-b2", "--samples", "4", "--calibrate", "10", "--no-wait")

@@ -36,7 +36,7 @@ def test_device_add_registers_it_with_its_conditions_and_refuses_a_taken_name(li
         assert (device.hardware, device.precision, device.runtime) == ("Tensor G2", "fp16", "onnxruntime")
     again = _invoke(url, "device", "add", "pixel7-cpu")
     assert again.exit_code == 1 and again.output.strip() == (
-        "latfarm device add: name: device 'pixel7-cpu' already exists"
+        "latfarm device add: NAME: device 'pixel7-cpu' already exists"
     ), again.output
     bad = _invoke(url, "device", "add", "pixel7-cpu2", "--precision", "fp64")
     assert bad.exit_code == 1 and "precision" in bad.output and len(bad.output.strip().splitlines()) == 1
@@ -122,17 +122,23 @@ def test_a_device_name_no_device_may_have_is_refused_before_any_request(command,
     assert refused.output == f"latfarm {command}: {refusal(name)}\n"
 
 
-def test_device_adds_refusal_of_a_field_names_its_flag(live_api):
+def test_device_adds_refusal_of_a_field_names_its_flag_or_argument(live_api):
     url, server = live_api
     cases = [
-        (["--resolution", "17"], "--resolution: 17px with 10 classes is not an input variant of nb201; known: "),
-        (["--classes", "0"], "--classes: Input should be greater than or equal to 1"),
-        (["--precision", "fp64"], "--precision: must be one of fp32, fp16, int8"),
-        (["--resolution", "0"], "--resolution: Input should be greater than or equal to 8"),
+        (["p9", "--resolution", "17"], "--resolution: 17px with 10 classes is not an input variant of nb201; known: "),
+        (["p9", "--classes", "0"], "--classes: Input should be greater than or equal to 1"),
+        (["p9", "--precision", "fp64"], "--precision: must be one of fp32, fp16, int8"),
+        (["p9", "--resolution", "0"], "--resolution: Input should be greater than or equal to 8"),
+        (["p9", "--runtime", "tensorrt"], "--runtime: must be one of onnxruntime, litert, got 'tensorrt'\n"),
+        (["a/b"], f"NAME: {refusal('a/b')}\n"),  # the server's field is "name"
     ]
     for args, line in cases:
-        refused = _invoke(url, "device", "add", "p9", *args)
+        refused = _invoke(url, "device", "add", *args)
         assert refused.exit_code == 1 and refused.output.startswith(f"latfarm device add: {line}"), refused.output
         assert len(refused.output.strip().splitlines()) == 1
     with server.state.sessions() as session:
         assert session.query(Device).count() == 0
+    added = _invoke(url, "device", "add", "pixel7-litert", "--runtime", "litert")
+    assert added.exit_code == 0, added.output
+    with server.state.sessions() as session:
+        assert session.query(Device).filter_by(name="pixel7-litert").one().runtime == "litert"

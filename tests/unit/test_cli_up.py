@@ -1,6 +1,6 @@
 """``latfarm up``'s own steps, without its child processes: a busy port refused before anything is created, and
-``--samples`` re-adapting a predictor fitted from another K (not given: reused); port 0 and signals while starting
-(``up`` as a process, stopped before it adapts)."""
+``--samples`` and ``--calibrate`` re-adapting a predictor fitted from another K or R (not given: reused); port 0 and
+signals while starting (``up`` as a process, stopped before it adapts)."""
 
 from __future__ import annotations
 
@@ -50,15 +50,34 @@ def test_a_different_samples_adapts_again_and_the_same_reuses(live_api, capsys):
     add_adapted_device_live(server)
     client = Client(url, ADMIN_KEY)
     for samples in (4, None):  # the same K, or none given: reused
-        reused = up._adapt(client, "gpu-b2", samples, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
+        reused = up._adapt(client, "gpu-b2", samples, None, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
         assert reused is not None and reused["samples"] == 4
         assert "already adapted (4 samples): reused" in capsys.readouterr().out
 
     with pytest.raises(_Stopped):
-        up._adapt(client, "gpu-b2", 5, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
+        up._adapt(client, "gpu-b2", 5, None, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
     assert "adapted from 4 samples: adapting again from 5 (--samples)" in " ".join(capsys.readouterr().out.split())
     state = client.device("gpu-b2")["predictors"]["nb201"]
     assert (state["state"], state["samples"]) == ("measuring", 5)
+
+
+def test_a_different_calibrate_adapts_again_with_its_random_archs_and_the_same_reuses(live_api, capsys):
+    url, server = live_api
+    add_adapted_device_live(server)  # calibrated on no random archs
+    client = Client(url, ADMIN_KEY)
+    for calibration in (0, None):  # the same R, or none given: reused
+        reused = up._adapt(client, "gpu-b2", None, calibration, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
+        assert reused is not None and reused["calibration"] == 0
+        assert "already adapted (4 samples): reused" in capsys.readouterr().out
+
+    with pytest.raises(_Stopped):
+        up._adapt(client, "gpu-b2", None, 20, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
+    out = " ".join(capsys.readouterr().out.split())
+    assert "adapted with 0 calibrating archs: adapting again with 20 (--calibrate)" in out
+    assert "measuring 30 archs on gpu-b2" in out
+    state = client.device("gpu-b2")["predictors"]["nb201"]
+    assert (state["state"], state["samples"], state["calibration"]) == ("measuring", 10, 20)
+    assert state["progress"]["total"] == 30
 
 
 def test_a_cancelled_adaptation_after_the_active_one_leaves_it_reused(live_api, capsys):
@@ -71,7 +90,7 @@ def test_a_cancelled_adaptation_after_the_active_one_leaves_it_reused(live_api, 
     assert answer["predictors"]["nb201"]["state"] == "cancelled"
     active = answer["active"]["nb201"]
     assert (active["state"], active["samples"], active["current"]) == ("active", 4, True)
-    reused = up._adapt(client, "gpu-b2", None, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
+    reused = up._adapt(client, "gpu-b2", None, None, _StopAtFirstCheck(), Event())  # type: ignore[arg-type]
     assert reused == active
     assert "already adapted (4 samples): reused" in capsys.readouterr().out
 
@@ -89,7 +108,7 @@ def test_ctrl_c_while_up_adapts_cancels_the_adaptation(live_api, capsys):
     client = Client(url, ADMIN_KEY)
     interrupted = Event()
     interrupted.set()  # Ctrl-C arrived: the first look while measuring cancels
-    assert up._adapt(client, "gpu-b2", 3, _Running(), interrupted) is None  # type: ignore[arg-type]
+    assert up._adapt(client, "gpu-b2", 3, None, _Running(), interrupted) is None  # type: ignore[arg-type]
     assert "interrupted: cancelled adaptation" in capsys.readouterr().out
     state = client.device("gpu-b2")["predictors"]["nb201"]
     assert (state["state"], state["progress"]["cancelled"]) == ("cancelled", 3)

@@ -185,7 +185,7 @@ def test_derived_device_names_follow_the_rule(tmp_path, str_arch2idx):
 
 def test_up_refuses_a_bad_device_name_before_starting(tmp_path):
     result = CliRunner().invoke(app, ["up", "--device", "lab/pixel7", "--data-dir", str(tmp_path / "d")])
-    assert result.exit_code == 1 and "latfarm up: device name 'lab/pixel7' is not allowed" in result.output
+    assert result.exit_code == 1 and "latfarm up: --device: device name 'lab/pixel7' is not allowed" in result.output
     assert not (tmp_path / "d").exists()
 
 
