@@ -159,18 +159,21 @@ def _adapt(
     children: Children,
     stop: threading.Event,
 ) -> dict | None:
-    """Adapt the NB201 predictor to ``device`` from ``samples`` archs (None: ``DEFAULT_SAMPLES``) and
-    ``calibration`` random calibrating ones (None: 0) unless it already has an active one fitted under its
-    conditions (from ``samples`` and ``calibration`` archs, those given), whatever adaptation came after it (a
-    cancelled or failed one leaves it active); one in progress is followed. A progress bar while measuring; ``stop``
-    set while it measures (Ctrl-C) cancels the adaptation and returns None."""
+    """Adapt the NB201 predictor to ``device`` from ``samples`` archs and ``calibration`` random calibrating ones
+    unless it already has an active one fitted under its conditions (from ``samples`` and ``calibration`` archs,
+    those given), whatever adaptation came after it (a cancelled or failed one leaves it active); one in progress is
+    followed. One not given (None) is the active adaptation's, else ``DEFAULT_SAMPLES`` and 0. A progress bar while
+    measuring; ``stop`` set while it measures (Ctrl-C) cancels the adaptation and returns None."""
     answer = client.device(device)
     state = answer.get("predictors", {}).get("nb201", {"state": "none"})
     active = answer.get("active", {}).get("nb201")
     if state["state"] not in ("measuring", "training") and active is not None:
         changed = _changed(active, samples, calibration)
         if active["current"] and not changed:
-            console.print(f"predictor for [bold]{device}[/] already adapted ({active['samples']} samples): reused")
+            archs = f"{active['samples']} samples" + (
+                f" + {active['calibration']} calibrating" if active["calibration"] else ""
+            )
+            console.print(f"predictor for [bold]{device}[/] already adapted ({archs}): reused")
             return active
         if not active["current"]:  # predictions no longer use it
             console.print(
@@ -178,9 +181,12 @@ def _adapt(
             )
         else:
             console.print(f"predictor for [bold]{device}[/] was adapted {changed}")
-    samples = samples or DEFAULT_SAMPLES
+    if samples is None:
+        samples = active["samples"] if active is not None else DEFAULT_SAMPLES
+    if calibration is None:
+        calibration = active["calibration"] if active is not None else 0
     if state["state"] not in ("measuring", "training"):
-        state = client.adapt(device, samples=samples, calibration=calibration or 0, wait=False)
+        state = client.adapt(device, samples=samples, calibration=calibration, wait=False)
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
