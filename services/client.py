@@ -160,14 +160,19 @@ class Client:
         space: str = "nb201",
         protocol: dict | None = None,
         conditions: dict | None = None,
+        drawn_at_random: bool = False,
     ) -> str:
         """Queue measurements; returns the batch id. ``protocol`` overrides the agents' options (e.g. ``rounds``),
-        ``conditions`` the device's measurement conditions (``batch_size``, ``precision``, ``graph``)."""
+        ``conditions`` the device's measurement conditions (``batch_size``, ``precision``, ``graph``);
+        ``drawn_at_random``: the archs were drawn uniformly at random from the space's reference set (their
+        measurements then calibrate adaptations' spread)."""
         body: dict[str, Any] = {"device": device, "space": space, "format": fmt, "archs": list(archs)}
         if protocol is not None:
             body["protocol"] = protocol
         if conditions is not None:
             body["conditions"] = conditions
+        if drawn_at_random:
+            body["drawn_at_random"] = True
         return self._json("POST", "/v1/jobs", json=body)["id"]
 
     def job(self, batch_id: str, items: bool = False) -> dict:
@@ -187,6 +192,7 @@ class Client:
         on_progress: Callable[[dict], None] | None = None,
         conditions: dict | None = None,
         space: str = "nb201",
+        drawn_at_random: bool = False,
     ) -> dict:
         """Queue measurements and, with ``wait``, block until every job is done or failed (``on_progress`` gets
         each poll's counts).
@@ -195,13 +201,22 @@ class Client:
         ``threads``, ``timeout_s``, ``statistic``); omitted fields keep each agent's options. ``conditions`` sets
         what is measured (``batch_size``, ``precision``: fp32 | fp16 | int8, ``graph``: reference | pruned); omitted
         fields keep the device's (its batch size and precision, the reference graph). ``archs`` are of search space
-        ``space`` (strings, index lists or reference positions).
+        ``space`` (strings, index lists or reference positions); ``drawn_at_random``: they were drawn uniformly at
+        random from its reference set (their measurements then calibrate adaptations' spread).
 
         Returns the batch (``id`` and counts); when waited for, ``items`` lists each arch with ``state`` and
         ``latency_ms``, and ``conditions`` says what they were measured under. Raises ``TimeoutError`` when jobs
         are still pending after ``timeout`` seconds.
         """
-        batch_id = self.submit(device, archs, fmt=fmt, space=space, protocol=protocol, conditions=conditions)
+        batch_id = self.submit(
+            device,
+            archs,
+            fmt=fmt,
+            space=space,
+            protocol=protocol,
+            conditions=conditions,
+            drawn_at_random=drawn_at_random,
+        )
         if not wait:
             return self.job(batch_id)
         return self.wait(batch_id, timeout=timeout, poll_s=poll_s, on_progress=on_progress)

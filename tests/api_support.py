@@ -15,14 +15,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import select, update
 
 from latfarm.predictor import nb201
 from latfarm.services.core.config import Settings
+from latfarm.services.domain import queue
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name, ensure_archs
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Adaptation, AdaptState, Job, Measurement, Source, utcnow
+from latfarm.services.store.models import Adaptation, AdaptState, Job, JobState, Measurement, Source, utcnow
 
 ADMIN_KEY = "lf_admin_test-bootstrap-key"
 MEDIAN_OFFSET_MS = 0.5  # median_ms - latency_ms of measured rows stored by add_measurements
@@ -91,9 +93,11 @@ def add_measurements(
     std=None,
     statistic="min",
     conditions: Conditions | None = None,
+    drawn_at_random: bool | None = None,
 ) -> None:
     """Store one measurement per NB201 index of ``latencies`` (the fastest run, ms) for ``device``, measured under
-    ``conditions`` (default: the device's).
+    ``conditions`` (default: the device's); with ``drawn_at_random`` True or False, each of a job of a batch queued
+    (``queue.submit_batch``) with that flag, done (None: of no job).
 
     Measured rows have a ``median_ms`` ``MEDIAN_OFFSET_MS`` above, as an agent's do, and ``statistic`` picks their
     headline ``latency_ms``: a consumer reading the wrong figure shows up in the tests. Imported rows carry one
@@ -106,10 +110,19 @@ def add_measurements(
         target = device_by_name(session, device)
         device_id, conditions = target.id, conditions or conditions_of(target)
         ids = ensure_archs(session, [arch(i) for i in latencies])
+        jobs: dict[int, str] = {}
+        if drawn_at_random is not None:
+            batch = queue.submit_batch(
+                session, target, list(ids), conditions=conditions, drawn_at_random=drawn_at_random
+            )
+            done = session.scalars(select(Job).where(Job.batch_id == batch.id))
+            jobs = {job.arch_id: job.id for job in done}
+            session.execute(update(Job).where(Job.batch_id == batch.id).values(state=JobState.done))
         session.add_all(
             Measurement(
                 device_id=device_id,
                 arch_id=ids[arch(i)],
+                job_id=jobs.get(ids[arch(i)]),
                 source=source,
                 dataset=dataset,
                 latency_ms=ms + offset if statistic == "median" else ms,

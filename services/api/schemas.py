@@ -12,6 +12,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictStr,
     ValidatorFunctionWrapHandler,
     WithJsonSchema,
@@ -327,6 +328,11 @@ class JobCreate(Strict):
     conditions: ConditionsRequest | None = Field(
         None,
         description="Overrides the device's measurement conditions (input variant, batch size, precision, graph).",
+    )
+    drawn_at_random: StrictBool = Field(
+        False,
+        description="The archs were drawn uniformly at random from the space's reference set, as latfarm measure "
+        "--random does; their measurements calibrate adaptations' spread.",
     )
 
     def overrides(self) -> dict | None:

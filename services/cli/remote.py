@@ -141,7 +141,8 @@ def measure(
         min=1,
         show_default="none",
         help="Also measure N random archs of the space: distinct archs of its reference set "
-        "(NB201: official indices; FBNet: HELP's 5,000), else uniform draws.",
+        "(NB201: official indices; FBNet: HELP's 5,000), else uniform draws. Alone (no archs given), the batch is "
+        "marked drawn at random: its measurements calibrate adaptations' spread.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of --random."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
@@ -189,12 +190,17 @@ def measure(
     protocol = {name: value for name, value in settings.items() if value is not None} or None
     overrides = {"batch_size": batch_size, "precision": precision, "graph": graph}
     conditions = {name: value for name, value in overrides.items() if value is not None} or None
+    request = {
+        "space": space,
+        "fmt": fmt,
+        "protocol": protocol,
+        "conditions": conditions,
+        "drawn_at_random": bool(sample) and not given,  # chosen archs in a batch would calibrate as random ones
+    }
     try:
         with client_for(server, key, "latfarm measure") as client, explained("latfarm measure", client):
             offline = _check_agents(client, device, "latfarm measure", refuse=wait and not wait_for_agent)
-            result = _measure_with_progress(
-                client, device, space, chosen, fmt, wait, timeout, protocol, conditions, offline
-            )
+            result = _measure_with_progress(client, device, chosen, wait, timeout, offline, request)
     except TimeoutError as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if not wait:
@@ -327,16 +333,15 @@ def wait_with_progress(client: Client, batch_id: str, timeout: float, title: str
         return client.wait(batch_id, timeout=timeout, on_progress=show)
 
 
-def _measure_with_progress(client, device, space, archs, fmt, wait, timeout, protocol, conditions, offline) -> dict:
-    """Queue the batch, print ``offline`` (``_check_agents``'s line, '' for none) once it is queued, and with
-    ``wait`` wait for it under a progress bar (Ctrl-C cancels its unfinished jobs, exit 130); returns its answer."""
+def _measure_with_progress(client, device, archs, wait, timeout, offline, request: dict) -> dict:
+    """Queue the batch (``request``: ``Client.submit``'s other keyword arguments), print ``offline``
+    (``_check_agents``'s line, '' for none) once it is queued, and with ``wait`` wait for it under a progress bar
+    (Ctrl-C cancels its unfinished jobs, exit 130); returns its answer."""
     if not wait:
-        queued = client.measure(
-            device, archs, fmt=fmt, wait=False, protocol=protocol, conditions=conditions, space=space
-        )
+        queued = client.measure(device, archs, wait=False, **request)
         _note(offline)
         return queued
-    batch_id = client.submit(device, archs, fmt=fmt, space=space, protocol=protocol, conditions=conditions)
+    batch_id = client.submit(device, archs, **request)
     _note(offline)
     try:
         return wait_with_progress(client, batch_id, timeout, f"measuring on {device}")

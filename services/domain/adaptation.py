@@ -1,8 +1,8 @@
 """The adapt loop: choose K archs of a space for a device (and R random ones it has not measured), have its agents
-measure them, fit that space's predictor, activate it. The device's other measurements under the adaptation's
-conditions (the R random archs among them) are fitted too and calibrate the predicted spread
-(``predictor.calibration``). A device has
-at most one adaptation in progress and one active per space.
+measure them, fit that space's predictor, activate it. The device's other archs measured under the adaptation's
+conditions that were drawn at random (the R among them, ``measure --random``'s) or imported are fitted too and
+calibrate the predicted spread (``predictor.calibration``); archs someone chose (a search's picks, earlier samples)
+do not. A device has at most one adaptation in progress and one active per space.
 
 An ``Adaptation`` row carries the state (measuring → training → active | failed; measuring → cancelled when it or
 its batch is cancelled, never fitted), so any server replica can advance it: ``advance_all`` runs in every server's
@@ -118,7 +118,14 @@ def start(
     known: set[str] = {searched.to_string(reference[k]) if by_position else str(k) for k in measured}
     extra = _random_archs(searched, calibration, seed, set(archs) | known)  # new archs: each adaptation adds R
     batch = queue.submit_batch(
-        session, device, archs + extra, space=searched.name, fmt=fmt, requested_by=requested_by, conditions=conditions
+        session,
+        device,
+        archs + extra,
+        space=searched.name,
+        fmt=fmt,
+        requested_by=requested_by,
+        conditions=conditions,
+        drawn_at_random=extra,
     )
     adaptation = Adaptation(
         device_id=device.id,
@@ -240,14 +247,37 @@ def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list, l
 
 def _calibration_latencies(session: Session, adaptation: Adaptation, samples: set) -> tuple[list, list[float]]:
     """The archs (keys of its space) the device has measurements of under the adaptation's conditions besides its
-    ``samples`` (unstable ones too, as the samples: a busy device's spread is wider), and their latencies: a seeded
-    random ``MAX_CALIBRATION_ARCHS`` of them when more."""
+    ``samples`` that were drawn at random (``_drawn_at_random``), unstable ones too (as the samples: a busy device's
+    spread is wider), and their latencies: a seeded random ``MAX_CALIBRATION_ARCHS`` of them when more."""
     measured = measured_latencies(session, adaptation.device_id, adaptation.conditions_key)
-    keys = sorted(k for k in measured if k not in samples)
+    drawn = _drawn_at_random(session, adaptation)
+    keys = sorted(k for k in measured if k not in samples and k in drawn)
     if len(keys) > MAX_CALIBRATION_ARCHS:
         chosen = np.random.default_rng(adaptation.device_id).choice(len(keys), MAX_CALIBRATION_ARCHS, replace=False)
         keys = [keys[i] for i in sorted(chosen)]
     return keys, [measured[k].latency_ms for k in keys]
+
+
+def _drawn_at_random(session: Session, adaptation: Adaptation) -> set:
+    """Keys of the archs the device has a usable measurement of under the adaptation's conditions that no one chose:
+    of a job drawn at random (``Job.drawn_at_random``), or imported from a dataset. Only these calibrate: split
+    conformal needs calibrating archs exchangeable with the unmeasured ones, and a search's picks (the predicted
+    fastest) are not."""
+    key = Arch.reference_index if keyed_by_position(space_of(adaptation.conditions_key)) else Arch.arch
+    query = (
+        select(key)
+        .select_from(Measurement)
+        .join(Arch, Arch.id == Measurement.arch_id)
+        .outerjoin(Job, Job.id == Measurement.job_id)
+        .where(
+            Measurement.device_id == adaptation.device_id,
+            Measurement.conditions_key == adaptation.conditions_key,
+            usable(),
+            (Measurement.source == Source.imported) | Job.drawn_at_random,
+        )
+        .distinct()
+    )
+    return set(session.scalars(query))
 
 
 def _claim(session: Session, adaptation_id: str, from_state: AdaptState, to_state: AdaptState) -> bool:

@@ -98,6 +98,7 @@ def submit_batch(
     requested_by_key_id: int | None = None,
     protocol: dict | None = None,
     conditions: Conditions,
+    drawn_at_random: bool | Collection[str] = False,
 ) -> JobBatch:
     """Queue one job per distinct arch for ``device``, measured under ``conditions`` (the device's defaults with the
     request's overrides: ``device_conditions(...).merged(...)``); nothing is written when any arch is invalid.
@@ -106,6 +107,8 @@ def submit_batch(
 
     ``protocol`` (``MeasureSettings`` fields) overrides the agents' measurement options for these jobs;
     ``requested_by`` / ``requested_by_key_id`` are the submitting API key's name and id (None: the server's own).
+    ``drawn_at_random`` marks the jobs whose arch was drawn uniformly at random (``Job.drawn_at_random``): True for
+    all, or those of these canonical arch strings.
     """
     if conditions.space != space:
         raise QueueError(f"conditions are for space {conditions.space!r}, the archs for {space!r}", field="space")
@@ -131,6 +134,7 @@ def submit_batch(
     session.add(batch)
     session.flush()
     now = utcnow()
+    drawn = set(arch_ids if drawn_at_random is True else drawn_at_random or ())
     rows = [
         {
             "id": new_id(),
@@ -143,8 +147,9 @@ def submit_batch(
             "requested_by": requested_by,
             "created_at": now,
             "position": position,
+            "drawn_at_random": arch in drawn,
         }
-        for position, arch_id in enumerate(arch_ids.values())
+        for position, (arch, arch_id) in enumerate(arch_ids.items())
     ]
     session.execute(insert(Job), rows)  # bulk: a whole space (15,625 jobs) in one round trip per chunk
     return batch

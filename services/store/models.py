@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, synonym
@@ -214,6 +215,9 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     position: Mapped[int | None]  # its arch's place among its request's distinct archs: the order its batch lists
+    # its arch was drawn uniformly at random (``measure --random``, an adaptation's calibrating archs), not chosen:
+    # only such archs (and imported ones) calibrate an adaptation's spread
+    drawn_at_random: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     arch: Mapped[Arch] = relationship()
     batch: Mapped[JobBatch] = relationship()

@@ -8,6 +8,7 @@ from scipy.stats import spearmanr
 
 from latfarm.predictor.calibration import MIN_CALIBRATION_ARCHS
 from latfarm.predictor.help_data import load_help
+from latfarm.services.core.names import new_id
 from latfarm.services.core.security import hash_secret
 from latfarm.services.domain import adaptation as adapt
 from latfarm.services.domain import queue
@@ -18,7 +19,7 @@ from latfarm.services.domain.results import ReportedResult
 from latfarm.services.store import crud
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Adaptation, Agent, Job
+from latfarm.services.store.models import Adaptation, Agent, Job, Source
 from tests.api_support import ADMIN, add_device, add_measurements, arch
 
 SAMPLES = 6
@@ -31,7 +32,7 @@ def _agent_measures(api, tmp_path, device: str, truth: np.ndarray, unstable: boo
     sessions = api.app.state.sessions
     store = ArtifactStore(tmp_path / "artifacts")
     with transaction(sessions) as session:
-        agent = Agent(device_id=device_by_name(session, device).id, credential_hash=hash_secret("secret"))
+        agent = Agent(device_id=device_by_name(session, device).id, credential_hash=hash_secret(new_id()))
         session.add(agent)
         session.flush()
         queue.resolve_artifacts(session, agent.device_id, ["onnx"], 50, store)
@@ -244,15 +245,17 @@ def test_an_adaptations_batch_is_cancelled_only_by_the_devices_owner_or_an_admin
     assert api.post(f"/v1/jobs/{batch_id}/cancel", headers=keys["admin"]).json()["cancelled_now"] == SAMPLES
 
 
-def test_an_adaptation_calibrates_its_spread_on_the_devices_other_measured_archs(api, keys, tmp_path, help_dir):
-    """Archs measured besides the samples under the device's conditions (unstable ones too, as the samples) are fitted
-    with them and set the spread factor (``predictor.calibration``); the stored model keeps it when reloaded or
-    re-adapted for another predictor version, and the predictions served carry it."""
+def test_an_adaptation_calibrates_its_spread_on_the_devices_other_random_archs(api, keys, tmp_path, help_dir):
+    """Archs measured besides the samples under the device's conditions that no one chose (imported, or of jobs drawn
+    at random; unstable ones too, as the samples) are fitted with them and set the spread factor
+    (``predictor.calibration``); the stored model keeps it when reloaded or re-adapted for another predictor version,
+    and the predictions served carry it."""
     truth = load_help(help_dir, ["gold_6240"])["gold_6240"]
     add_device(api, "cal1")
     others = np.random.default_rng(1).choice(len(truth), 150, replace=False).tolist()
-    add_measurements(api, "cal1", {i: float(truth[i]) for i in others[:120]})
-    add_measurements(api, "cal1", {i: float(truth[i]) for i in others[120:]}, unstable=True)  # a busy device's
+    add_measurements(api, "cal1", {i: float(truth[i]) for i in others[:120]}, source=Source.imported, dataset="help")
+    busy = {i: float(truth[i]) for i in others[120:]}  # a busy device's
+    add_measurements(api, "cal1", busy, unstable=True, drawn_at_random=True)
     started = api.post("/v1/devices/cal1/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).json()
     assert _agent_measures(api, tmp_path, "cal1", truth) == SAMPLES
     loader = api.app.state.predictions.predictor_loader
@@ -305,3 +308,34 @@ def test_an_adaptation_measures_random_calibration_archs_with_its_samples(api, k
         queued = {job.arch.nb201_index for job in session.query(Job).filter(Job.batch_id == batch)}
     random = queued - set(row.sample_archs)  # the same seed chooses the same K samples
     assert len(random) == 12 and not random & first
+
+
+def _measured_then_adapted(api, keys, tmp_path, truth, device: str, others: list[int], **request) -> dict:
+    """POST /v1/jobs of ``others`` (with ``request``'s fields) and an adaptation of the device (seeded by how many it
+    had), each measured by an agent; the adaptation's metrics."""
+    body = {"device": device, "archs": others, **request}
+    assert api.post("/v1/jobs", json=body, headers=keys["client"]).status_code == 201
+    assert _agent_measures(api, tmp_path, device, truth) == len(others)
+    with api.app.state.sessions() as session:
+        seed = session.query(Adaptation).count()
+    response = api.post(f"/v1/devices/{device}/adapt", json={"samples": SAMPLES, "seed": seed}, headers=keys["admin"])
+    assert response.status_code == 202, response.text
+    assert _agent_measures(api, tmp_path, device, truth) == SAMPLES
+    assert adapt.advance_all(api.app.state.sessions, api.app.state.predictions.predictor_loader) == 1
+    return api.get(f"/v1/devices/{device}/adapt", headers=ADMIN).json()["metrics"]
+
+
+def test_only_archs_drawn_at_random_calibrate(api, keys, tmp_path, help_dir):
+    """Archs someone chose (an explicit measure request, an earlier adaptation's samples) do not calibrate, however
+    many: split conformal needs calibrating archs exchangeable with the unmeasured ones; a request that declares its
+    archs ``drawn_at_random`` does."""
+    truth = load_help(help_dir, ["gold_6240"])["gold_6240"]
+    add_device(api, "cal3")
+    others = np.random.default_rng(3).choice(len(truth), 2 * MIN_CALIBRATION_ARCHS, replace=False).tolist()
+    chosen, drawn = others[:MIN_CALIBRATION_ARCHS], others[MIN_CALIBRATION_ARCHS:]
+    assert _measured_then_adapted(api, keys, tmp_path, truth, "cal3", chosen)["calibration_archs"] == 0
+    metrics = _measured_then_adapted(api, keys, tmp_path, truth, "cal3", drawn, drawn_at_random=True)
+    with api.app.state.sessions() as session:
+        first, second = (set(row.sample_archs) for row in session.query(Adaptation).order_by(Adaptation.created_at))
+    assert first != second  # the first one's samples are measured, chosen archs
+    assert metrics["calibration_archs"] == len(set(drawn) - second) >= MIN_CALIBRATION_ARCHS

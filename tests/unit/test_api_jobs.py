@@ -31,6 +31,20 @@ def test_submit_and_progress(api, keys):
     assert api.get("/v1/jobs/nope", headers=keys["client"]).status_code == 404
 
 
+def test_a_request_declares_its_archs_drawn_at_random(api, keys):
+    """``drawn_at_random``: its jobs are marked so (their measurements calibrate adaptations); a request that does not
+    declare it is taken as chosen."""
+    add_device(api, "dev1")
+    flags = {}
+    for body in ({"archs": [1, 2], "drawn_at_random": True}, {"archs": [3]}, {"archs": [4], "drawn_at_random": False}):
+        response = api.post("/v1/jobs", json={"device": "dev1", **body}, headers=keys["client"])
+        assert response.status_code == 201, response.text
+        with api.app.state.sessions() as session:
+            jobs = session.query(Job).filter(Job.batch_id == response.json()["id"])
+            flags |= {job.arch.nb201_index: job.drawn_at_random for job in jobs}
+    assert flags == {1: True, 2: True, 3: False, 4: False}
+
+
 def test_items_are_listed_in_the_order_the_archs_were_given(api, keys):
     add_device(api, "dev1")
     earlier = api.post("/v1/jobs", json={"device": "dev1", "archs": [42, 15000]}, headers=ADMIN)
@@ -139,6 +153,8 @@ def test_bad_requests_store_nothing(api, keys):
         ({"device": "dev1", "archs": [good], "conditions": {"graph": "fused"}}, 422, "graph"),
         ({"device": "dev1", "archs": [good], "conditions": {"resolution": 64}}, 422, "resolution"),
         ({"device": "dev1", "archs": [good], "conditions": []}, 422, "conditions"),
+        ({"device": "dev1", "archs": [good], "drawn_at_random": "true"}, 422, "drawn_at_random"),
+        ({"device": "dev1", "archs": [good], "drawn_at_random": 1}, 422, "drawn_at_random"),
         ({"device": "nope", "archs": [good]}, 404, "nope"),
         ({"device": "dev1", "archs": [good] * 15626}, 413, "15625"),
     ]

@@ -235,6 +235,23 @@ def test_random_draws_distinct_reference_archs_in_every_space_with_a_reference_s
     assert "distinct archs of its reference set (NB201: official indices; FBNet: HELP's 5,000)" in shown
 
 
+def test_measure_random_alone_marks_its_jobs_drawn_at_random(live_api):
+    """--random N alone: the batch is declared drawn at random (its measurements calibrate adaptations); archs given,
+    with --random or not, are chosen, so their batch is not."""
+    url, server = live_api
+    add_device_live(server)
+    runs = {"random": ["--random", "12"], "given": ["1", "2"], "both": ["3", "--random", "2", "--seed", "1"]}
+    drawn = {}
+    for name, args in runs.items():
+        command = ["measure", "gpu-b2", *args, "--no-wait", "--server", url, "--key", ADMIN_KEY]
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+        batch_id = result.output.split("queued batch ")[1].split()[0]
+        with server.state.sessions() as session:
+            drawn[name] = [job.drawn_at_random for job in session.query(Job).filter(Job.batch_id == batch_id)]
+    assert drawn == {"random": [True] * 12, "given": [False] * 2, "both": [False] * 3}
+
+
 def test_an_out_no_csv_can_be_written_to_is_refused_before_anything_is_queued(live_api, tmp_path):
     """``--out`` in a missing folder, at a folder, or with ``--no-wait`` (no results to write) is one usage error
     naming it, before any job is queued; the CSV is not left to fail after the measurements."""

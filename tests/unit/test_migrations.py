@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from latfarm.services.store.db import make_engine
-from latfarm.services.store.migrate import upgrade
+from latfarm.services.store.migrate import alembic_config, upgrade
 from latfarm.services.store.models import Base
 
 
@@ -159,6 +160,87 @@ def test_existing_devices_get_no_owner_and_keep_their_measurements(db_url):
             assert conn.execute(text("select owner_key_id from devices")).all() == [(None,)]
             assert conn.execute(text("select max_uses from enrollments")).all() == [(None,)]
             assert conn.execute(text("select count(*) from measurements")).scalar_one() == 1
+    finally:
+        engine.dispose()
+
+
+def _downgrade(url: str, revision: str) -> None:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            config = alembic_config(url)
+            config.attributes["connection"] = conn
+            command.downgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def test_jobs_drawn_at_random_are_an_adaptations_calibrating_archs_and_downgrade_keeps_the_rest(db_url):
+    """0012: of the jobs before it, those of a calibrated adaptation's batch that are not its samples were drawn at
+    random; the rest were chosen. Its downgrade drops the column in place (measurements keep their job)."""
+    upgrade(db_url, "0011")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            now = datetime.now(timezone.utc)
+            conn.execute(
+                text(
+                    "insert into devices (id, name, description, hardware, runtime, precision, batch_size, created_at)"
+                    " values (1, 'dev', '', '', 'onnxruntime', 'fp32', 1, :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "insert into archs (id, space, arch, reference_index)"
+                    " values (1, 'nb201', 'a', 1), (2, 'nb201', 'b', 2), (3, 'nb201', 'c', 3)"
+                )
+            )
+            conn.execute(
+                text(
+                    "insert into job_batches (id, device_id, space, format, protocol, conditions, created_at)"
+                    " values ('adapted', 1, 'nb201', 'onnx', '{}', '{}', :now), ('asked', 1, 'nb201', 'onnx', '{}',"
+                    " '{}', :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "insert into jobs (id, batch_id, device_id, arch_id, format, state, attempts, created_at) values"
+                    " ('sample', 'adapted', 1, 1, 'onnx', 'done', 1, :now),"
+                    " ('extra', 'adapted', 1, 2, 'onnx', 'done', 1, :now),"
+                    " ('chosen', 'asked', 1, 3, 'onnx', 'done', 1, :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "insert into adaptations (id, device_id, state, samples, calibration, strategy, sample_archs,"
+                    " params, metrics, batch_id, created_at)"
+                    " values ('a1', 1, 'active', 1, 10, '', '[1]', '{}', '{}', 'adapted', :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "insert into measurements (device_id, arch_id, job_id, source, protocol, latency_ms, median_ms,"
+                    " round_medians_ms, unstable, provenance, created_at)"
+                    " values (1, 2, 'extra', 'measured', '{}', 2.5, 2.5, '[]', false, '{}', :now)"
+                ),
+                {"now": now},
+            )
+        upgrade(db_url)
+        with engine.connect() as conn:
+            drawn = conn.execute(text("select id, drawn_at_random from jobs order by id")).all()
+            assert [(job, bool(flag)) for job, flag in drawn] == [("chosen", False), ("extra", True), ("sample", False)]
+        _downgrade(db_url, "0011")
+        with engine.connect() as conn:
+            assert "drawn_at_random" not in {c["name"] for c in inspect(conn).get_columns("jobs")}
+            assert conn.execute(text("select job_id from measurements")).all() == [("extra",)]
+        upgrade(db_url)
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
 

@@ -43,6 +43,7 @@ def create_jobs(
         requested_by_key_id=principal.key_id,
         protocol=body.protocol.model_dump(exclude_none=True) if body.protocol else None,
         conditions=conditions,
+        drawn_at_random=body.drawn_at_random,
     )
     session.commit()
     request.app.state.notifier.notify(device.id)
