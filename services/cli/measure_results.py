@@ -89,7 +89,7 @@ def adapted(state: dict, where: str = "the device") -> str:
     calibration = metrics.get("calibration_archs", 0)
     calibrated = f", spread calibrated on {calibration} other archs" if calibration else ""
     if not calibration and state.get("calibration"):
-        calibrated = f", spread not calibrated: fewer than {MIN_CALIBRATION_ARCHS} other archs measured"
+        calibrated = f", spread not calibrated: fewer than {MIN_CALIBRATION_ARCHS} other archs measured at random"
     return f"{state.get('samples')} measured archs{unstable}, fit error {fit_error:.1%}{calibrated}"
 
 

@@ -204,7 +204,7 @@ def test_the_adapted_line_names_the_archs_its_spread_was_calibrated_on():
     assert adapted(calibrated) == "10 measured archs, fit error 1.4%, spread calibrated on 23 other archs"
     unstable = {"samples": 10, "calibration": 20, "metrics": metrics}  # its R random archs all measured unstable
     assert adapted(unstable) == (
-        "10 measured archs, fit error 1.4%, spread not calibrated: fewer than 10 other archs measured"
+        "10 measured archs, fit error 1.4%, spread not calibrated: fewer than 10 other archs measured at random"
     )
 
 
