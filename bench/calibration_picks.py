@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from loo_signal import splits  # bench/ is the script's folder: on sys.path
-from predictor_loo import BAND, MIN_COVERAGE_2SD
+from predictor_loo import band_summary
 from transfer_args import sample_sizes, transfer_parser
 
 from latfarm.predictor.evaluate import adapt_calibrated, cached_pretrain, trial_seed
@@ -64,21 +64,10 @@ def rows(lat: dict, held: list, samples, r: int, trials: int, seed: int, cache: 
 def report(title: str, table: list[dict], samples) -> None:
     """Per rule: cells in band, and mean Spearman / ±10% / 1-sd / 2-sd coverage per K."""
     print(f"\n{title}")
-    columns = ("spearman", "acc10", "coverage_1sd", "coverage_2sd")
     for rule in PICKS:
         block = [row for row in table if row["rule"] == rule]
-        cells: dict[tuple, list] = {}
-        for row in block:
-            cells.setdefault((row["device"], row["k"]), []).append((row["coverage_1sd"], row["coverage_2sd"]))
-        means = [np.mean(v, 0) for v in cells.values()]
-        good = sum(BAND[0] <= c1 <= BAND[1] and c2 >= MIN_COVERAGE_2SD for c1, c2 in means)
-        per_k = " | ".join(
-            "K={} {:.4f}/{:.3f}/{:.2f}/{:.2f}".format(
-                k, *np.mean([[b[m] for m in columns] for b in block if b["k"] == k], 0)
-            )
-            for k in samples
-        )
-        print(f"  {rule:8s} cells in band {good:2d}/{len(means)}  ({per_k})")
+        good, cells, per_k = band_summary(block, samples, "coverage_1sd", "coverage_2sd")
+        print(f"  {rule:8s} cells in band {good:2d}/{cells}  ({per_k})")
 
 
 def main() -> None:

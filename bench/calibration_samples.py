@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from loo_signal import splits  # bench/ is the script's folder: on sys.path
-from predictor_loo import BAND, MIN_COVERAGE_2SD
+from predictor_loo import band_summary
 from transfer_args import sample_sizes, transfer_parser
 
 from latfarm.predictor.calibration import calibration_factor
@@ -68,19 +68,8 @@ def report(title: str, table: list[dict], samples, extra: list[int]) -> None:
             block = [row for row in table if row["r"] == r and (row["mode"] == mode or not r)]
             if not block or (not r and mode != MODES[0]):
                 continue
-            cells: dict[tuple, list] = {}
-            for row in block:
-                cells.setdefault((row["device"], row["k"]), []).append((row["cov1"], row["cov2"]))
-            means = {key: np.mean(v, 0) for key, v in cells.items()}
-            good = sum(BAND[0] <= c1 <= BAND[1] and c2 >= MIN_COVERAGE_2SD for c1, c2 in means.values())
-            columns = ("spearman", "acc10", "cov1", "cov2")
-            per_k = " | ".join(
-                "K={} {:.4f}/{:.3f}/{:.2f}/{:.2f}".format(
-                    k, *np.mean([[b[m] for m in columns] for b in block if b["k"] == k], 0)
-                )
-                for k in samples
-            )
-            print(f"  {mode if r else 'K only':7s} R={r:<3d} cells in band {good}/{len(means)}  ({per_k})")
+            good, cells, per_k = band_summary(block, samples, "cov1", "cov2")
+            print(f"  {mode if r else 'K only':7s} R={r:<3d} cells in band {good}/{cells}  ({per_k})")
 
 
 def main() -> None:

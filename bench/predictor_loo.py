@@ -51,6 +51,24 @@ CEILING_SHARE = 0.8
 """The ceiling fits this share of a device's measured archs (random, seeded) and scores the rest."""
 
 
+def band_summary(block: list[dict], samples, cov1: str, cov2: str) -> tuple[int, int, str]:
+    """Of ``block``'s rows (one per device, K and trial; coverage keys ``cov1``, ``cov2``): the (device, K) cells
+    whose trial means are in the calibration band, the cells, and mean Spearman / ±10% / 1-sd / 2-sd per K."""
+    cells: dict[tuple, list] = {}
+    for row in block:
+        cells.setdefault((row["device"], row["k"]), []).append((row[cov1], row[cov2]))
+    means = [np.mean(v, 0) for v in cells.values()]
+    good = sum(BAND[0] <= c1 <= BAND[1] and c2 >= MIN_COVERAGE_2SD for c1, c2 in means)
+    columns = ("spearman", "acc10", cov1, cov2)
+    per_k = " | ".join(
+        "K={} {:.4f}/{:.3f}/{:.2f}/{:.2f}".format(
+            k, *np.mean([[b[m] for m in columns] for b in block if b["k"] == k], 0)
+        )
+        for k in samples
+    )
+    return good, len(means), per_k
+
+
 @functools.lru_cache(maxsize=1)
 def _interaction_basis() -> np.ndarray:
     return interaction_features(official_ops_table())
