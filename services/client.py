@@ -128,12 +128,12 @@ class Client:
     def predict(self, device: str, archs: Sequence[str | int | Sequence[int]], space: str = "nb201") -> list[dict]:
         """Per arch of ``space``: its canonical ``arch``, ``latency_ms`` (measured, else predicted; None when
         neither), ``std_ms``, ``source``."""
-        body = {"device": device, "space": space, "archs": [_arch(a) for a in archs]}
+        body = {"device": _checked_device(device), "space": space, "archs": [_arch(a) for a in archs]}
         return self._json("POST", "/v1/predict", json=body, idempotent=True)["items"]
 
     def rank(self, device: str, archs: Sequence[str | int | Sequence[int]], space: str = "nb201") -> list[dict]:
         """The archs of ``space`` fastest first on the device: ``rank``, ``arch``, ``latency_ms``, ``source``."""
-        body = {"device": device, "space": space, "archs": [_arch(a) for a in archs]}
+        body = {"device": _checked_device(device), "space": space, "archs": [_arch(a) for a in archs]}
         return self._json("POST", "/v1/rank", json=body, idempotent=True)["items"]
 
     def measurements(
@@ -166,7 +166,7 @@ class Client:
         ``conditions`` the device's measurement conditions (``batch_size``, ``precision``, ``graph``);
         ``drawn_at_random``: the archs were drawn uniformly at random from the space's reference set (their
         measurements then calibrate adaptations' spread)."""
-        body: dict[str, Any] = {"device": device, "space": space, "format": fmt, "archs": list(archs)}
+        body: dict[str, Any] = {"device": _checked_device(device), "space": space, "format": fmt, "archs": list(archs)}
         if protocol is not None:
             body["protocol"] = protocol
         if conditions is not None:
@@ -317,12 +317,17 @@ def _refused_needs(keys: str) -> Iterator[None]:
         raise LatfarmError(f"{err.message} ({keys})", code=err.code, status=err.status, field=err.field) from err
 
 
-def _device_path(name: str, rest: str = "") -> str:
-    """``/v1/devices/{name}{rest}``; a name no device may have raises ``LatfarmError`` (``invalid_argument``) before
-    any request: in a path, ``a/b`` or ``..`` would name another route."""
+def _checked_device(name: str) -> str:
+    """``name``; a name no device may have raises ``LatfarmError`` (``invalid_argument``) before any request."""
     if not is_device_name(name):
         raise LatfarmError(refusal(name), code="invalid_argument", status=0)
-    return f"/v1/devices/{name}{rest}"
+    return name
+
+
+def _device_path(name: str, rest: str = "") -> str:
+    """``/v1/devices/{name}{rest}``, ``name`` checked (``_checked_device``): in a path, ``a/b`` or ``..`` would name
+    another route."""
+    return f"/v1/devices/{_checked_device(name)}{rest}"
 
 
 def _batch_path(batch_id: str, rest: str = "") -> str:

@@ -6,11 +6,13 @@ the server's, the device's) defaults to None and says so in words; square bracke
 (``\\[``), since the help is rich markup and ``[word]`` would vanish. ``Command`` and ``Group`` (every command's
 class) show boolean flags, typer's own ``--help`` and completion options included, without a value type, an
 option's names as ``--a, --b``, and arguments by their name in capitals (``DEVICE ARCHS...``, ``[ARCHS]...`` when
-optional), in the usage line and the arguments panel.
+optional), in the usage line and the arguments panel, and each paragraph of a command's docstring as one flowing
+paragraph.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -100,6 +102,20 @@ def _as_shown(params: Sequence[Parameter]) -> Iterator[None]:
             param.opts, param.metavar = opts, metavar
 
 
+@contextmanager
+def _reflowed(command: TyperCommand | TyperGroup) -> Iterator[None]:
+    """While the help is rendered: each paragraph of the command's docstring on one line (typer keeps a
+    paragraph's line breaks after the first, and the terminal then breaks those lines again, raggedly)."""
+    saved = command.help
+    if saved:
+        paragraphs = inspect.cleandoc(saved).split("\n\n")
+        command.help = "\n\n".join(" ".join(line.strip() for line in part.splitlines()) for part in paragraphs)
+    try:
+        yield
+    finally:
+        command.help = saved
+
+
 def _argument_name(param: TyperArgument) -> str:
     """An argument as help shows it: its name in capitals, ``...`` when it takes several."""
     return (param.name or "").upper() + ("..." if param.nargs != 1 else "")
@@ -163,7 +179,7 @@ class Command(TyperCommand):
 
     def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
         """Typer's help, its options shown by the rules above."""
-        with _as_shown(self.get_params(ctx)):
+        with _as_shown(self.get_params(ctx)), _reflowed(self):
             super().format_help(ctx, formatter)
 
 
@@ -177,5 +193,5 @@ class Group(TyperGroup):
 
     def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
         """Typer's help, its options shown by the rules above."""
-        with _as_shown(self.get_params(ctx)):
+        with _as_shown(self.get_params(ctx)), _reflowed(self):
             super().format_help(ctx, formatter)

@@ -144,7 +144,9 @@ def measure(
         "(NB201: official indices; FBNet: HELP's 5,000), else uniform draws. Alone (no archs given), the batch is "
         "marked drawn at random: its measurements calibrate adaptations' spread.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of --random."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of --random: a seed draws the same archs each run (a smaller N its first ones)."
+    ),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
     rounds: int = typer.Option(None, "--rounds", min=1, show_default=AGENTS, help="Interleaved rounds per model."),
     runs: int = typer.Option(None, "--runs", min=1, show_default=AGENTS, help="Timed runs per round."),

@@ -104,3 +104,13 @@ def test_5xx_retried_for_idempotent_requests():
         assert (err.value.status, err.value.message, len(calls)) == (503, "busy", 2)
     finally:
         httpd.shutdown()
+
+
+@pytest.mark.parametrize("call", ["predict", "rank", "submit", "measure"])
+def test_a_device_name_no_device_may_have_is_refused_before_any_request(call):
+    """In a body as in a path, ``a/b`` is refused by the client itself: nothing listens at the URL, so an answer
+    other than ``invalid_argument`` with status 0 would mean a request was tried."""
+    with pytest.raises(LatfarmError) as err:
+        getattr(Client("http://127.0.0.1:9", "k", retries=0), call)("a/b", [0])
+    assert err.value.status == 0 and err.value.code == "invalid_argument"
+    assert err.value.message.startswith("device name 'a/b' is not allowed")

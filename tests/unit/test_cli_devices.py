@@ -113,6 +113,8 @@ def test_a_malformed_batch_id_is_refused_before_any_request(command, batch):
         ("adapt", "..", ["--status"]),
         ("adapt", "gpu?x", ["--no-wait"]),
         ("measure", "../x", ["1", "--no-wait"]),
+        ("predict", "a/b", ["0"]),
+        ("predict", "..", ["0"]),
     ],
 )
 def test_a_device_name_no_device_may_have_is_refused_before_any_request(command, name, flags):

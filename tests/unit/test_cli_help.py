@@ -54,6 +54,18 @@ def test_help_text_rules(path, command):
         assert not re.search(r" [.,;:)]", row.replace("...", "")), f"{where}: stray space: {row}"
 
 
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[" ".join(path) or "latfarm" for path, _ in COMMANDS])
+def test_each_paragraph_of_a_docstring_is_one_flowing_line(path, command):
+    """Rendered wider than any paragraph, each docstring paragraph is one row: its source line breaks are not kept
+    (on a terminal they broke lines short, before the terminal's own wrapping)."""
+    import inspect
+
+    result = CliRunner().invoke(app, [*path, "--help"], prog_name="latfarm", env={"COLUMNS": "2000"})
+    rows = [line.strip("│ ").strip() for line in result.output.splitlines()]
+    for paragraph in inspect.cleandoc(command.help or "").split("\n\n"):
+        assert " ".join(line.strip() for line in paragraph.splitlines()) in rows, (path, paragraph)
+
+
 def test_flags_and_defaults_read_as_they_work():
     agent = "\n".join(help_rows(("agent",)))
     assert re.search(r"--tls\s+Connect over TLS", agent)  # a flag, no value

@@ -228,11 +228,13 @@ def test_random_draws_distinct_reference_archs_in_every_space_with_a_reference_s
         drawn = random_archs(space, 50, seed=3)
         assert len(set(drawn)) == 50 and all(isinstance(p, int) and 0 <= p < size for p in drawn), space
         assert drawn == random_archs(space, 50, seed=3) != random_archs(space, 50, seed=4)
+        assert random_archs(space, 20, seed=3) == drawn[:20], space  # as --help and docs/cli.md say
     assert len(get_space("fbnet").reference_set()) == 5000
     with pytest.raises(ArchError, match="the fbnet reference set holds 5000 archs"):
         random_archs("fbnet", 5001, seed=0)
     shown = " ".join(CliRunner().invoke(app, ["measure", "--help"], env={"COLUMNS": "400"}).output.split())
     assert "distinct archs of its reference set (NB201: official indices; FBNet: HELP's 5,000)" in shown
+    assert "a seed draws the same archs each run (a smaller N its first ones). [default: 0]" in shown
 
 
 def test_measure_random_alone_marks_its_jobs_drawn_at_random(live_api):
