@@ -8,7 +8,8 @@ under the moment-matched planning mixture of the hypotheses ``Predictor.adapt`` 
 heads, cost-only); ``transductive``, largest expected reduction of the variance of all archs' relative predictions
 (V-optimal on the latency profile, scale left out); ``integrated``, ``integrated_centred`` and ``integrated_level``,
 V-optimal on the normalised predictions (as they are, centred, centred with a quarter of the level's variance);
-``connected``, the default without disconnected cells. Pretraining
+``connected``, the default without disconnected cells; ``half_random`` and ``fifth_random``, the default for
+most picks and uniform draws for ⌊K/2⌋ or ⌊K/5⌋ of them. Pretraining
 is ``predictor_loo``'s (cached by data hash: pass its ``--cache``).
 
     .venv/bin/python bench/selection_criteria.py --trials 3 --cache build/loo-cache
@@ -172,6 +173,24 @@ def connected(p: Predictor, k: int, seed: int, exclude) -> list[int]:
     return variance(p, k, seed, np.union1d(np.asarray(list(exclude), dtype=np.int64), disconnected))
 
 
+def _with_random(p: Predictor, k: int, seed: int, exclude, n_random: int) -> list[int]:
+    """The default's first K - ``n_random`` picks, then ``n_random`` uniform draws of the rest (the bulk's level)."""
+    first = variance(p, k - n_random, seed, exclude)
+    taken = np.union1d(np.asarray(list(exclude), dtype=np.int64), first)
+    rest = np.setdiff1d(np.arange(len(p.phi)), taken)
+    return first + [int(i) for i in np.random.default_rng(seed + 1).choice(rest, n_random, replace=False)]
+
+
+def half_random(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """The default for half the K (rounded up), uniform draws for the rest."""
+    return _with_random(p, k, seed, exclude, k // 2)
+
+
+def fifth_random(p: Predictor, k: int, seed: int, exclude) -> list[int]:
+    """The default for K - K // 5, uniform draws for K // 5."""
+    return _with_random(p, k, seed, exclude, k // 5)
+
+
 class Choosing:
     """``predictor`` choosing its samples by ``criterion`` (what ``transfer_scores`` calls)."""
 
@@ -191,6 +210,8 @@ CRITERIA: dict[str, Callable[[Predictor, int, int, object], list[int]]] = {
     "mixture": mixture,
     "transductive": transductive,
     "connected": connected,
+    "half_random": half_random,
+    "fifth_random": fifth_random,
     "integrated": integrated,
     "integrated_centred": integrated_centred,
     "integrated_level": integrated_level,
