@@ -27,17 +27,6 @@ class TransferInputError(ValueError):
     one line saying what."""
 
 
-def parse_samples(text: str) -> list[int]:
-    """``--samples`` (``"5,10,20"``) as K values; ``TransferInputError`` unless all are integers >= 1."""
-    try:
-        samples = [int(part) for part in text.split(",")]
-    except ValueError:
-        samples = []
-    if not samples or min(samples) < 1:
-        raise TransferInputError(f"--samples must be comma-separated integers >= 1 (like 5,10,20), got {text!r}")
-    return samples
-
-
 def cached_pretrain(
     latencies: dict[str, np.ndarray],
     *,

@@ -160,10 +160,14 @@ def serving(app) -> Iterator[str]:
         sock.close()
 
 
+LIVE_GRPC_PORT = 18651  # nothing listens there: the live server runs REST only
+
+
 @pytest.fixture
 def live_api(tmp_path, sqlite_url):
-    """(base URL, app) of a live server (uvicorn in a thread, SQLite) on a free port."""
-    with app_on(make_settings(tmp_path, sqlite_url)) as app, serving(app) as url:
+    """(base URL, app) of a live server (uvicorn in a thread, SQLite) on a free port; its agents' gRPC port is
+    ``LIVE_GRPC_PORT``, not the default, so what names that port is seen to take the server's."""
+    with app_on(make_settings(tmp_path, sqlite_url, grpc_port=LIVE_GRPC_PORT)) as app, serving(app) as url:
         yield url, app
 
 

@@ -271,10 +271,21 @@ class ReadOnlyView(ModelView):
 
     async def list(self, request: Request) -> Any:
         """sqladmin's page of rows; a query value with a NUL character (which no column holds and PostgreSQL refuses)
-        is a 400. Bad page, size and sort values are 400s already, bad filter values too (the filters above)."""
+        is a 400. Bad page and size values are 400s already, bad sort values (``sort_query``) and filter values (the
+        filters above) too."""
         if any("\x00" in value for value in request.query_params.values()):
             raise HTTPException(400, "query values may not contain NUL characters")
         return await super().list(request)
+
+    def sort_query(self, stmt: Select, request: Request) -> Select:
+        """sqladmin's sorting; a ``sort`` other than asc or desc, or a ``sortBy`` no sortable column has, is a 400
+        naming the value (sqladmin sorted ascending on any other ``sort``)."""
+        sort_by, order = request.query_params.get("sortBy"), request.query_params.get("sort", "asc")
+        if order not in ("asc", "desc"):
+            raise HTTPException(400, f"sort: {order!r} is not asc or desc")
+        if sort_by and sort_by not in self._sort_fields:
+            raise HTTPException(400, f"sortBy: {sort_by!r} is not a sortable column ({', '.join(self._sort_fields)})")
+        return super().sort_query(stmt, request)
 
     def _stmt_by_identifier(self, identifier: str) -> Select:
         """sqladmin's row-by-id query (details, edit, delete, file pages); an id no row can have (not a whole number

@@ -78,11 +78,11 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": response.body})
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, grpc_port: int | None = None) -> FastAPI:
     """The REST app on ``runtime`` (bootstrapped by its owner, who also closes it). The shared objects the routes
     use live on ``app.state``: ``settings``, ``engine``, ``sessions``, ``read_sessions``, ``notifier``, ``cache``,
-    ``predictions``, ``predict_pool``, ``metrics``, ``auth_guard``, and the app's own ``principals`` (who a key is,
-    for a few seconds)."""
+    ``predictions``, ``predict_pool``, ``metrics``, ``auth_guard``, ``grpc_port`` (the agents' port, as bound:
+    ``grpc_port``, else the setting's), and the app's own ``principals`` (who a key is, for a few seconds)."""
     from latfarm.services.admin import mount_admin  # the admin imports api.errors: imported here, not at the top
 
     app = FastAPI(
@@ -104,6 +104,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.predict_pool = runtime.predict_pool
     app.state.metrics = runtime.metrics
     app.state.auth_guard = runtime.auth_guard
+    app.state.grpc_port = runtime.settings.grpc_port if grpc_port is None else grpc_port
     app.state.principals = PrincipalCache()
 
     install_error_handlers(app)

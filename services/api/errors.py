@@ -125,11 +125,13 @@ def _located(error: dict) -> tuple[str, list[str]]:
 
 
 def _input(error: dict) -> str:
-    """The value a validation error refused, as the client sent it (JSON), shortened."""
+    """The value a validation error refused, shortened: a string quoted as every other message quotes one
+    (``'xyz'``), anything else as the client sent it (JSON: ``true``, ``null``, ``[1, "a"]``)."""
+    value = error.get("input")
     try:
-        text = json.dumps(error.get("input"))
+        text = repr(value) if isinstance(value, str) else json.dumps(value)
     except (TypeError, ValueError):
-        text = repr(error.get("input"))
+        text = repr(value)
     return text if len(text) <= 80 else f"{text[:77]}..."
 
 

@@ -466,6 +466,7 @@ class HealthOut(BaseModel):
     )
     database: str = Field(description="ok, or unreachable: <error class>")
     redis: str = Field(description="not configured, ok, or unreachable: <error class>")
+    grpc_port: int = Field(description="the port agents connect to: `latfarm agent --server HOST:<grpc_port>`")
 
 
 class MeasurementReview(BaseModel):

@@ -12,7 +12,16 @@ import typer
 from latfarm.agents.runtimes import RUNTIMES
 from latfarm.services.cli.errors import interrupted
 from latfarm.services.cli.options import WaitTimeout
-from latfarm.services.cli.remote import ApiKey, DeviceName, ServerUrl, check_out, client_for, explained, show_results
+from latfarm.services.cli.remote import (
+    ApiKey,
+    DeviceName,
+    ServerUrl,
+    agent_command,
+    check_out,
+    client_for,
+    explained,
+    show_results,
+)
 
 SERVERS = "the server's"  # a device field left unset takes the server's default
 CONDITIONS = ("precision", "batch_size", "resolution", "classes")  # the device's, shown once registered
@@ -79,6 +88,7 @@ def device_enroll(
         check_out(out, before="no token was made")
     client = client_for(server, key, "latfarm device enroll")
     with explained("latfarm device enroll", client):
+        agent = "" if out is None else agent_command(client)  # asked first: a token made is never lost
         token = client.enroll(name, expires_in_s=expires_in, max_uses=max_uses)
     if out is None:
         typer.echo(token)
@@ -89,7 +99,7 @@ def device_enroll(
         file.write(f"{token}\n")
     typer.echo(
         f"enrollment token for {name} written to {out} (readable by you only); on the device: "
-        f"LATFARM_AGENT_ENROLL=$(cat {out.name}) latfarm agent --server HOST:50051"
+        f"LATFARM_AGENT_ENROLL=$(cat {out.name}) {agent}"
     )
 
 

@@ -29,7 +29,7 @@ DataDir = typer.Option(
 DbUrl = typer.Option(None, "--db", show_default="SQLite file in the data folder", help="SQLAlchemy URL.")
 
 
-def _adapt_rule(rule: Literal["check_samples", "check_calibration"]) -> Callable[[int | None], int | None]:
+def adapt_rule(rule: Literal["check_samples", "check_calibration"]) -> Callable[[int | None], int | None]:
     """An option callback: the value under the adapt loop's rule ``domain.samples.<rule>`` before any request, a
     rule's ``AdaptError`` a usage error; None (not given) passes."""
 
@@ -62,21 +62,21 @@ WaitTimeout = typer.Option(
 CALIBRATE_HELP = (
     "Also measure R random other archs, fitted too, whose errors calibrate the predicted std_ms: 0 or 10-200."
 )
-Calibrate = typer.Option(0, "--calibrate", callback=_adapt_rule("check_calibration"), help=CALIBRATE_HELP)
+Calibrate = typer.Option(0, "--calibrate", callback=adapt_rule("check_calibration"), help=CALIBRATE_HELP)
 SAMPLES_HELP = "K archs to measure for adapting the predictor, 3-200."
-Samples = typer.Option(10, "--samples", callback=_adapt_rule("check_samples"), help=SAMPLES_HELP)
+Samples = typer.Option(10, "--samples", callback=adapt_rule("check_samples"), help=SAMPLES_HELP)
 # ``latfarm up``'s: not given, the device's active adaptation is reused whatever its K and R
 UpSamples = typer.Option(
     None,
     "--samples",
-    callback=_adapt_rule("check_samples"),
+    callback=adapt_rule("check_samples"),
     show_default="10",
     help=f"{SAMPLES_HELP} Another K adapts again.",
 )
 UpCalibrate = typer.Option(
     None,
     "--calibrate",
-    callback=_adapt_rule("check_calibration"),
+    callback=adapt_rule("check_calibration"),
     show_default="0",
     help=f"{CALIBRATE_HELP} Another R adapts again.",
 )

@@ -277,6 +277,12 @@ def read_archs(path: Path) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
+def agent_command(client: Client) -> str:
+    """``latfarm agent --server HOST:PORT`` with PORT the server's gRPC port, as its ``/healthz`` says (HOST: the
+    address devices reach it by, which only the user knows)."""
+    return f"latfarm agent --server HOST:{client.health()['grpc_port']}"
+
+
 def _check_agents(client: Client, device: str, command: str, refuse: bool) -> str:
     """When no agent of ``device`` is online, and how to start one (with the enrollment step only when the device
     has no agent yet): with ``refuse``, exit 1 saying so; else the line to print once its jobs are queued (a
@@ -284,13 +290,11 @@ def _check_agents(client: Client, device: str, command: str, refuse: bool) -> st
     found = client.device(device)
     if found["agents_online"]:
         return ""
+    agent = agent_command(client)
     if found["agents"]:
-        start = "start its agent: latfarm agent --server HOST:50051 --state-dir DIR (the folder with its credential)"
+        start = f"start its agent: {agent} --state-dir DIR (the folder with its credential)"
     else:
-        start = (
-            "start one on the device: LATFARM_AGENT_ENROLL=TOKEN latfarm agent --server HOST:50051 "
-            f"(a token: latfarm device enroll {device})"
-        )
+        start = f"start one on the device: LATFARM_AGENT_ENROLL=TOKEN {agent} (a token: latfarm device enroll {device})"
     offline = f"no agent of device {device!r} is online"
     if refuse:
         raise SystemExit(f"{command}: {offline}; nothing was queued; {start}; --wait-for-agent queues and waits anyway")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from latfarm.services.cli.options import adapt_rule
+
 
 def _check_folder(command: str, data: Path) -> None:
     """Exit 1 with one line unless ``--data`` is a folder (whether it holds a HELP layout is the loader's to say)."""
@@ -13,6 +15,17 @@ def _check_folder(command: str, data: Path) -> None:
         raise SystemExit(f"{command}: --data {data}: no such folder")
     if not data.is_dir():
         raise SystemExit(f"{command}: --data {data} is a file; give the HELP folder that holds latency/<device>.pt")
+
+
+def _k_values(text: str) -> str:
+    """``--samples``: comma-separated K values, integers >= 1 (a usage error otherwise)."""
+    try:
+        samples = [int(part) for part in text.split(",")]
+    except ValueError:
+        samples = []
+    if not samples or min(samples) < 1:
+        raise typer.BadParameter(f"K values must be comma-separated integers >= 1 (like 5,10,20), got {text!r}")
+    return text
 
 
 def pretrain(
@@ -36,8 +49,10 @@ def eval_transfer(
     data: Path = typer.Option(..., "--data", help="HELP-layout folder."),
     train: str = typer.Option(..., "--train", help="Comma-separated pretraining devices."),
     test: str = typer.Option(..., "--test", help="Comma-separated unseen devices."),
-    samples: str = typer.Option("5,10,20", "--samples", help="Comma-separated K: measurements to adapt from."),
-    trials: int = typer.Option(5, "--trials", help="Random draws of the K archs per device and K."),
+    samples: str = typer.Option(
+        "5,10,20", "--samples", callback=_k_values, help="Comma-separated K: measurements to adapt from."
+    ),
+    trials: int = typer.Option(5, "--trials", min=1, help="Random draws of the K archs per device and K."),
     seed: int = typer.Option(0, "--seed", help="Random seed (pretraining, sample draws)."),
     json_out: Path = typer.Option(None, "--json", help="Write the scores as JSON here."),
     dump: Path = typer.Option(None, "--dump", help="Write <device>_k<K>_t<trial>.npz per run."),
@@ -45,11 +60,12 @@ def eval_transfer(
     calibration: int = typer.Option(
         0,
         "--calibrate",
+        callback=adapt_rule("check_calibration"),
         help="R random measured archs per run, fitted too, calibrating std_ms; not scored: 0 or 10-200.",
     ),
 ) -> None:
     """Pretrain on --train devices, adapt to each --test device from K samples, score on the rest."""
-    from latfarm.predictor.evaluate import TransferInputError, eval_transfer_cli, parse_samples
+    from latfarm.predictor.evaluate import TransferInputError, eval_transfer_cli
 
     _check_folder("latfarm eval transfer", data)
     try:
@@ -57,7 +73,7 @@ def eval_transfer(
             data,
             train=train.split(","),
             test=test.split(","),
-            samples=parse_samples(samples),
+            samples=[int(k) for k in samples.split(",")],  # checked by _k_values
             trials=trials,
             seed=seed,
             json_out=json_out,

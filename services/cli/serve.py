@@ -53,7 +53,6 @@ def serve(settings: Settings) -> None:
         processes = grpc_processes(settings)
     runtime = Runtime(settings)
     new_admin_key = runtime.bootstrap()
-    app = create_app(runtime)
     http_sock = _listen(settings.http_host, settings.http_port)
     grpc_server, grpc_port = build_grpc_server(
         settings,
@@ -65,6 +64,7 @@ def serve(settings: Settings) -> None:
         port=settings.grpc_port,
         guard=runtime.auth_guard,
     )
+    app = create_app(runtime, grpc_port)
     children = GrpcChildren(settings, grpc_port, processes - 1)
     config = uvicorn.Config(
         app,

@@ -71,7 +71,9 @@ class Served:
 
 
 def _check_running(served: Served) -> None:
-    assert httpx.get(f"{served.rest}/healthz", timeout=10).json()["status"] == "ok"
+    health = httpx.get(f"{served.rest}/healthz", timeout=10).json()
+    assert health["status"] == "ok"
+    assert health["grpc_port"] == int(served.grpc.rsplit(":", 1)[1])  # the port bound for --grpc-port 0
     assert httpx.get(f"{served.rest}/docs", timeout=10).status_code == 200
     admin = {"Authorization": f"Bearer {served.key}"}
     created = httpx.post(f"{served.rest}/v1/devices", json={"name": "dev1"}, headers=admin, timeout=10)

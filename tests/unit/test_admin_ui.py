@@ -559,6 +559,14 @@ def test_junk_filter_and_query_values_on_every_list_page_are_never_a_server_erro
             refused = client.get("/admin/measurement/list", params={"device_id": "abc"})  # the reported case
             assert refused.status_code == 400
             assert "filter device_id: &#39;abc&#39; is not a whole number" in refused.text
+            sideways = client.get("/admin/measurement/list", params={"sortBy": "latency_ms", "sort": "sideways"})
+            assert sideways.status_code == 400 and "sort: &#39;sideways&#39; is not asc or desc" in sideways.text
+            bogus = client.get("/admin/device/list", params={"sortBy": "bogus"})
+            assert (
+                bogus.status_code == 400 and "sortBy: &#39;bogus&#39; is not a sortable column (id, name" in bogus.text
+            )
+            for order in ("asc", "desc"):
+                assert client.get("/admin/device/list", params={"sortBy": "name", "sort": order}).status_code == 200
             ignored = client.get("/admin/arch/list", params={"reference_index": "7", "reference_index_op": "contains"})
             assert ignored.status_code == 200 and f"of {N_ARCHS} items" in ignored.text
 

@@ -107,6 +107,9 @@ def test_adapt_rejects_bad_requests(api, keys):
         response = api.post("/v1/devices/dev1/adapt", json=body, headers=keys["admin"])
         assert response.status_code == status, response.text
         assert named in response.json()["message"] and response.json()["field"] == named
+    for samples in (2, 201):  # the whole range, as the CLI's --samples says it
+        message = api.post("/v1/devices/dev1/adapt", json={"samples": samples}, headers=keys["admin"]).json()["message"]
+        assert message == f"samples: must be between 3 and 200, got {samples}"
     assert api.post("/v1/devices/nope/adapt", json={}, headers=keys["admin"]).status_code == 404
     assert api.post("/v1/devices/dev1/adapt", json={}, headers=keys["owner"]).status_code == 403
     assert api.get("/v1/devices/dev1/adapt", headers=ADMIN).json() == {"state": "none"}

@@ -14,7 +14,7 @@ from latfarm.services.core.security import hash_secret
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Adaptation, Agent, Job, JobState
-from tests.api_support import ADMIN_KEY, interrupt_once_queued, interruptible_cli
+from tests.api_support import ADMIN_KEY, LIVE_GRPC_PORT, interrupt_once_queued, interruptible_cli
 from tests.unit.test_cli_measure import add_adapted_device_live, add_device_live
 
 
@@ -28,7 +28,8 @@ def test_adapt_with_no_agent_online_says_how_to_start_one_and_starts_nothing(liv
     result = _invoke(url, "adapt", "gpu-b2", "--samples", "5")
     assert result.exit_code == 1, result.output
     assert "latfarm adapt: no agent of device 'gpu-b2' is online" in result.output
-    assert "LATFARM_AGENT_ENROLL=TOKEN latfarm agent" in result.output and "--wait-for-agent" in result.output
+    assert f"LATFARM_AGENT_ENROLL=TOKEN latfarm agent --server HOST:{LIVE_GRPC_PORT} " in result.output
+    assert "--wait-for-agent" in result.output
     assert "(a token: latfarm device enroll gpu-b2)" in result.output and "/v1/" not in result.output
     with server.state.sessions() as session:
         assert session.query(Adaptation).count() == session.query(Job).count() == 0
@@ -36,7 +37,7 @@ def test_adapt_with_no_agent_online_says_how_to_start_one_and_starts_nothing(liv
     with transaction(server.state.sessions) as session:  # an enrolled agent, offline: no new token needed
         session.add(Agent(device_id=device_by_name(session, "gpu-b2").id, credential_hash=hash_secret("s")))
     again = _invoke(url, "adapt", "gpu-b2", "--samples", "5")
-    assert again.exit_code == 1 and "start its agent: latfarm agent --server" in again.output
+    assert again.exit_code == 1 and f"start its agent: latfarm agent --server HOST:{LIVE_GRPC_PORT} " in again.output
     assert "--enroll" not in again.output
 
 

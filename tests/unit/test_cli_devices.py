@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from latfarm.services.cli import app
 from latfarm.services.core.names import refusal
 from latfarm.services.store.models import Device, Enrollment
-from tests.api_support import ADMIN_KEY, arch
+from tests.api_support import ADMIN_KEY, LIVE_GRPC_PORT, arch
 from tests.unit.test_cli_measure import LATENCY_MS, add_device_live, finish_batch
 
 NOWHERE = "http://127.0.0.1:9"  # no server: a command that asks one says so
@@ -53,7 +53,9 @@ def test_device_enroll_writes_the_token_readable_by_its_owner_only(live_api, tmp
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = token_file.read_text().strip()
     assert token.startswith("lf_enroll_") and token not in enrolled.output
-    assert f"LATFARM_AGENT_ENROLL=$(cat {token_file.name}) latfarm agent --server HOST:50051" in enrolled.stdout
+    assert (
+        f"LATFARM_AGENT_ENROLL=$(cat {token_file.name}) latfarm agent --server HOST:{LIVE_GRPC_PORT}" in enrolled.stdout
+    )
     printed = _invoke(url, "device", "enroll", "gpu-b2", "--expires-in", "600")
     assert printed.exit_code == 0 and printed.stdout.startswith("lf_enroll_") and len(printed.stdout.split()) == 1
     with server.state.sessions() as session:

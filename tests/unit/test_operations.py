@@ -67,7 +67,12 @@ def test_healthz_and_the_admin_ui_answer_503_while_the_database_is_down(tmp_path
         page = client.get("/admin/measurement/list", headers=ADMIN)  # LATFARM_ADMIN_KEY: checked without the database
     assert (page.status_code, page.text) == (503, "the database is unavailable; retry later")
     assert answer.status_code == 503
-    assert answer.json() == {"status": "error", "database": "unreachable: OperationalError", "redis": "not configured"}
+    assert answer.json() == {
+        "status": "error",
+        "database": "unreachable: OperationalError",
+        "redis": "not configured",
+        "grpc_port": 50051,
+    }
     HealthOut.model_validate(answer.json(), strict=True)
     for status in ("200", "503"):
         assert documented[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/HealthOut"}

@@ -88,26 +88,45 @@ def test_eval_transfer_keeps_other_ks_skips_thin_devices_and_writes_null(help_di
     assert json.loads(text)["samples"]["5"]["per_device"]["flat"]["spearman"] is None
 
 
-@pytest.mark.parametrize(
-    ("args", "problem"),
-    [
-        (["--samples", "5,abc"], "--samples must be comma-separated integers >= 1"),
-        (["--samples", "0"], "--samples must be comma-separated integers >= 1"),
-        (["--trials", "0"], "--trials must be >= 1, got 0"),
-        (["--calibrate", "5"], "calibration must be 0 or between 10 and 200 archs, got 5"),
-        (["--calibrate", "201"], "calibration must be 0 or between 10 and 200 archs, got 201"),
-        (["--test", "nope"], "unknown devices ['nope']"),
-        (["--data", "/nonexistent"], "--data /nonexistent: no such folder"),
-    ],
-)
-def test_eval_transfer_bad_arguments_are_one_line(help_dir, tmp_path, args, problem):
+def _eval_transfer(help_dir, args: list[str]):
     from typer.testing import CliRunner
 
     from latfarm.services.cli import app
 
     base = {"--data": str(help_dir), "--train": "1080ti_32,silver_4210r", "--test": "titan_rtx_32"}
     base.update(dict(zip(args[::2], args[1::2], strict=True)))
-    result = CliRunner().invoke(app, ["eval", "transfer", *[x for pair in base.items() for x in pair]])
+    return CliRunner().invoke(app, ["eval", "transfer", *[x for pair in base.items() for x in pair]])
+
+
+K_VALUES = "Invalid value for '--samples': K values must be comma-separated integers >= 1"
+CALIBRATION = "Invalid value for '--calibrate': calibration must be 0 or between 10 and 200 archs"
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--samples", "5,abc"], f"{K_VALUES} (like 5,10,20), got '5,abc'"),
+        (["--samples", "0"], f"{K_VALUES} (like 5,10,20), got '0'"),
+        (["--trials", "0"], "Invalid value for '--trials': Input should be greater than or equal to 1"),
+        (["--calibrate", "5"], f"{CALIBRATION}, got 5"),
+        (["--calibrate", "201"], f"{CALIBRATION}, got 201"),
+    ],
+)
+def test_eval_transfer_options_out_of_range_are_usage_errors_naming_the_option(help_dir, args, problem):
+    result = _eval_transfer(help_dir, args)
+    shown = " ".join(result.output.replace("│", " ").split())  # as the usage box wraps it
+    assert result.exit_code == 2 and problem in shown, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--test", "nope"], "unknown devices ['nope']"),
+        (["--data", "/nonexistent"], "--data /nonexistent: no such folder"),
+    ],
+)
+def test_eval_transfer_input_only_the_data_refuses_is_one_line(help_dir, args, problem):
+    result = _eval_transfer(help_dir, args)
     lines = result.output.strip().splitlines()
     assert result.exit_code == 1 and len(lines) == 1, result.output
     assert lines[0].startswith(f"latfarm eval transfer: {problem}"), result.output

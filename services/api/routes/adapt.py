@@ -11,7 +11,13 @@ from sqlalchemy.orm import Session
 from latfarm.predictor import nb201
 from latfarm.predictor.calibration import MAX_CALIBRATION_ARCHS, MIN_CALIBRATION_ARCHS
 from latfarm.services.domain import adaptation as adapt
-from latfarm.services.domain.samples import DEFAULT_SAMPLES, MAX_SAMPLES, MIN_SAMPLES, check_calibration
+from latfarm.services.domain.samples import (
+    DEFAULT_SAMPLES,
+    MAX_SAMPLES,
+    MIN_SAMPLES,
+    check_calibration,
+    check_samples,
+)
 from latfarm.services.store.crud import active_adaptation
 
 from ..auth import Principal, require
@@ -27,9 +33,12 @@ class AdaptRequest(Strict):
 
     space: Space = Field(nb201.SPACE, description="Search space whose predictor is adapted: nb201 | fbnet.")
 
-    samples: Annotated[int, Field(ge=MIN_SAMPLES, le=MAX_SAMPLES), WHOLE] = Field(
-        DEFAULT_SAMPLES, description="K archs to measure on the device."
-    )
+    samples: Annotated[
+        int,
+        AfterValidator(check_samples),
+        WHOLE,
+        WithJsonSchema({"type": "integer", "minimum": MIN_SAMPLES, "maximum": MAX_SAMPLES}),
+    ] = Field(DEFAULT_SAMPLES, description=f"K archs to measure on the device, {MIN_SAMPLES}-{MAX_SAMPLES}.")
     calibration: Annotated[
         int,
         AfterValidator(check_calibration),

@@ -24,15 +24,16 @@ router = APIRouter(tags=["health"])
 )
 def healthz(request: Request) -> JSONResponse:
     """200 when the database answers, 503 otherwise; ``redis`` says whether Redis is configured and reachable
-    (``degraded`` without it: agents then wake at their poll timeout and predictions are not shared)."""
-    redis = request.app.state.cache.health()
+    (``degraded`` without it: agents then wake at their poll timeout and predictions are not shared);
+    ``grpc_port`` is the agents' port."""
+    redis, grpc_port = request.app.state.cache.health(), request.app.state.grpc_port
     try:
         ping(request.app.state.engine)
     except Exception as err:  # noqa: BLE001
         body = {"status": "error", "database": f"unreachable: {type(err).__name__}", "redis": redis}
-        return JSONResponse(body, status_code=503)
+        return JSONResponse({**body, "grpc_port": grpc_port}, status_code=503)
     status = "degraded" if redis.startswith("unreachable") else "ok"
-    return JSONResponse({"status": status, "database": "ok", "redis": redis})
+    return JSONResponse({"status": status, "database": "ok", "redis": redis, "grpc_port": grpc_port})
 
 
 @router.get(
