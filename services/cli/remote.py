@@ -279,8 +279,12 @@ def read_archs(path: Path) -> list[str]:
 
 def agent_command(client: Client) -> str:
     """``latfarm agent --server HOST:PORT`` with PORT the server's gRPC port, as its ``/healthz`` says (HOST: the
-    address devices reach it by, which only the user knows)."""
-    return f"latfarm agent --server HOST:{client.health()['grpc_port']}"
+    address devices reach it by, which only the user knows); a server whose ``/healthz`` predates the field: the
+    default port."""
+    from latfarm.services.core.config import Settings
+
+    port = client.health().get("grpc_port", Settings.model_fields["grpc_port"].default)
+    return f"latfarm agent --server HOST:{port}"
 
 
 def _check_agents(client: Client, device: str, command: str, refuse: bool) -> str:

@@ -146,3 +146,16 @@ def test_device_adds_refusal_of_a_field_names_its_flag_or_argument(live_api):
     assert added.exit_code == 0, added.output
     with server.state.sessions() as session:
         assert session.query(Device).filter_by(name="pixel7-litert").one().runtime == "litert"
+
+
+class _OldServer:
+    """An older server's client: its ``/healthz`` answer has no ``grpc_port``."""
+
+    def health(self) -> dict:
+        return {"status": "ok", "database": "ok"}
+
+
+def test_agent_hint_falls_back_to_the_default_grpc_port_for_an_older_server():
+    from latfarm.services.cli.remote import agent_command
+
+    assert agent_command(_OldServer()) == "latfarm agent --server HOST:50051"  # type: ignore[arg-type]
