@@ -14,6 +14,17 @@ from latfarm.services.store.migrate import alembic_config, upgrade
 from latfarm.services.store.models import Base
 
 
+def _insert_device(conn, now: datetime) -> None:
+    """Device 1, ``dev``, by the columns every revision of the schema has."""
+    conn.execute(
+        text(
+            "insert into devices (id, name, description, hardware, runtime, precision, batch_size, created_at)"
+            " values (1, 'dev', '', '', 'onnxruntime', 'fp32', 1, :now)"
+        ),
+        {"now": now},
+    )
+
+
 def test_upgrade_head_matches_models_and_is_idempotent(db_url):
     upgrade(db_url)
     upgrade(db_url)  # a second run finds nothing to do
@@ -49,13 +60,7 @@ def test_latency_ms_is_filled_from_median_ms(db_url):
     try:
         with engine.begin() as conn:
             now = datetime.now(timezone.utc)
-            conn.execute(
-                text(
-                    "insert into devices (id, name, description, hardware, runtime, precision, batch_size, created_at)"
-                    " values (1, 'dev', '', '', 'onnxruntime', 'fp32', 1, :now)"
-                ),
-                {"now": now},
-            )
+            _insert_device(conn, now)
             conn.execute(text("insert into archs (id, space, arch) values (1, 'nb201', 'a'), (2, 'nb201', 'b')"))
             conn.execute(
                 text(
@@ -183,13 +188,7 @@ def test_jobs_drawn_at_random_are_an_adaptations_calibrating_archs_and_downgrade
     try:
         with engine.begin() as conn:
             now = datetime.now(timezone.utc)
-            conn.execute(
-                text(
-                    "insert into devices (id, name, description, hardware, runtime, precision, batch_size, created_at)"
-                    " values (1, 'dev', '', '', 'onnxruntime', 'fp32', 1, :now)"
-                ),
-                {"now": now},
-            )
+            _insert_device(conn, now)
             conn.execute(
                 text(
                     "insert into archs (id, space, arch, reference_index)"
