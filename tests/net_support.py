@@ -10,7 +10,7 @@ import threading
 class CuttableLink:
     """A TCP relay to a port on 127.0.0.1 (a server's gRPC port, PostgreSQL). ``cut`` makes it a dead link (bytes
     are read and dropped, connections stay open, as when a network goes away); ``mend`` resets the connections of the
-    cut and relays again."""
+    cut and relays again. ``accepted`` counts the connections made through it."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -19,6 +19,7 @@ class CuttableLink:
         self.dead = threading.Event()
         self.lock = threading.Lock()
         self.open: list[socket.socket] = []
+        self.accepted = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -28,6 +29,7 @@ class CuttableLink:
             except OSError:
                 return
             with self.lock:
+                self.accepted += 1
                 upstream = None if self.dead.is_set() else socket.create_connection(("127.0.0.1", self.target_port))
                 self.open += [client] + ([upstream] if upstream else [])
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()

@@ -45,6 +45,9 @@ def assert_measured_once(server: Server, device: str) -> None:
     assert len(counts) == len(ARCHS) and set(counts.values()) == {1}, counts
 
 
+CALL_FAILED = ("server unavailable", "heartbeat failed", "; resuming")  # the agent's lines for a failed call
+
+
 def wait_for(condition, what: str, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -145,6 +148,28 @@ def test_redis_dying_mid_batch_loses_nothing(tmp_path):
         server.stop()
         redis.kill()
         redis.wait(timeout=10)
+
+
+def test_agents_whose_connections_the_server_ages_out_every_second_lose_nothing(tmp_path):
+    """``LATFARM_GRPC_MAX_CONNECTION_AGE_S=1``: the server sends every agent connection GOAWAY about once a second,
+    while the agents lease, fetch, measure for seconds, heartbeat and report; their channels reconnect without a
+    failed call, and every job is measured once."""
+    server = exported_server(tmp_path, LATFARM_GRPC_MAX_CONNECTION_AGE_S="1")
+    server.start()
+    agents: list[Agent] = []
+    try:
+        batch = server.submit("aged-out", ARCHS)
+        agents += [Agent(server, tmp_path, name, server.enroll("aged-out"), MEDIUM) for name in ("one", "two")]
+        progress = server.wait_done(batch, len(ARCHS))
+        assert progress["done"] == len(ARCHS), progress
+        assert_measured_once(server, "aged-out")
+        for agent in agents:
+            failures = [line for line in agent.log().splitlines() if any(sign in line for sign in CALL_FAILED)]
+            assert failures == [], agent.log()
+    finally:
+        for agent in agents:
+            assert agent.terminate() == 0, agent.log()
+        server.stop()
 
 
 def test_an_agent_cut_off_the_network_past_its_lease_loses_nothing(tmp_path):
