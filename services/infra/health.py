@@ -122,7 +122,8 @@ class HealthProbe:
             with self._lock:
                 self._result, self._pinging_since, waiters, self._waiters = result, None, self._waiters, []
             for waiter in waiters:
-                waiter.set_result(result)
+                if waiter.set_running_or_notify_cancel():  # not given up on (a request's wait timed out)
+                    waiter.set_result(result)
         self._drop_connection()
 
     def _ping_database(self) -> str:

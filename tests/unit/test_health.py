@@ -60,3 +60,11 @@ def test_healthz_answers_from_memory_between_pings(tmp_path, sqlite_url):
             assert health is not None and health.database == "ok"
             pings.add(health.at)
         assert 2 <= len(pings) <= 2 + 1.2 / EVERY_S < requests
+
+
+def test_a_request_that_gave_up_waiting_leaves_the_probe_pinging(tmp_path, sqlite_url):
+    """A request's wait for the next ping may time out (its future cancelled); the thread pings on for the next."""
+    with Runtime(make_settings(tmp_path, sqlite_url)) as runtime:
+        assert runtime.health.next().cancel()
+        time.sleep(EVERY_S)
+        assert runtime.health.next().result(timeout=STALE_S).database == "ok"
