@@ -1,10 +1,10 @@
 """What ``/healthz`` answers: the database and Redis pinged by a thread of their own, the answer read from memory.
 
-A probe that pinged on each request waited, under an agent fleet's load, for the interpreter after each round trip
-(``SELECT 1`` p99 72 ms, the whole route 114 ms in the main gRPC process). Here one thread pings both every
-``EVERY_S`` while someone asks; a request reads the last result, and waits for a ping only when there is none fresh
-(the first request, or the first after ``IDLE_S`` unasked). When the last result is older than ``STALE_S`` and a
-ping has been in flight for over ``HANG_S`` (an unreachable host), the database is not answering.
+A request never pings: under an agent fleet's load each round trip waits for the main process's interpreter
+(docs/fleet.md, "Health under load"). One thread pings both every ``EVERY_S`` while someone asks; a request reads
+the last result, and waits for a ping only when there is none fresh (the first request, or the first after
+``IDLE_S`` unasked). When the last result is older than ``STALE_S`` and a ping has been in flight for over
+``HANG_S`` (an unreachable host), the database is not answering.
 """
 
 from __future__ import annotations
