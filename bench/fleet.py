@@ -6,10 +6,13 @@ distinct archs (so few models are exported), starts the server, waits for the ex
 every job is reported, then checks in the database that every job is done with exactly one measurement. Prints
 results/s, lease p50/p99, heartbeat p99 (latencies include retries after a busy server's hint), RPC errors by
 status, busy refusals, where the CPU went per 1,000 results (each server process, PostgreSQL, Redis, the load
-generator, the rest of the machine: ``bench/cpu_split.py``), and the exactly-once check.
+generator, the rest of the machine: ``bench/cpu_split.py``), and the exactly-once check. Also, while the agents
+run: ``GET /healthz`` every ``--healthz-every-s`` from a process of its own (p50 / p99, answers other than 200), how
+the agents' connections are split between the server's gRPC processes (sampled each second: ``bench/connections.py``)
+and how evenly the agents got results (an agent served by a busier process makes fewer cycles).
 
     .venv/bin/python bench/fleet.py [--agents 50] [--jobs 2000] [--archs 16] [--db URL] [--redis URL] [--wait-s 5]
-        [--grpc-processes N] [--calls N]
+        [--grpc-processes N] [--calls N] [--healthz-every-s 0.1]
 
 ``--jobs 0`` measures an idle fleet: the agents long-poll for ``--limit-s`` seconds and the server's CPU is printed.
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import random
 import re
@@ -42,6 +46,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import connections
 import cpu_split  # bench/ is the script's folder: on sys.path
 from scratch_db import create_pg, drop_pg
 
@@ -54,6 +59,7 @@ HEARTBEAT_S = 10.0
 CALL_TIMEOUT_S = 30.0
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 GRPC_LINE = re.compile(r"latfarm gRPC\s+(\S+):(\d+)")
+REST_LINE = re.compile(r"latfarm REST\s+http://(\S+):(\d+)")
 
 
 @dataclass
@@ -70,6 +76,8 @@ class Tally:
     errors: Counter = field(default_factory=Counter)
     busy: Counter = field(default_factory=Counter)  # refusals with a retry hint (retried), by message
     lost: int = 0
+    per_agent: Counter = field(default_factory=Counter)  # results accepted, by agent index
+    split: list[dict[int, int]] = field(default_factory=list)  # the agents' connections by server pid, each second
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -176,6 +184,7 @@ async def _agent(address: str, token: str, index: int, tally: Tally, done: async
                     held.discard(ack.job_id)
                     if ack.accepted:
                         tally.accepted += not ack.duplicate
+                        tally.per_agent[index] += not ack.duplicate
                         tally.duplicates += ack.duplicate
                     else:
                         tally.refused[ack.message] += 1
@@ -219,15 +228,21 @@ async def _per_call(address: str, token: str, calls: int, server_pid: int, url: 
 
 
 async def _run_agents(
-    address: str, token: str, agents: int, jobs: int, limit_s: float, wait_s: float
+    address: str, token: str, agents: int, jobs: int, limit_s: float, wait_s: float, server_pid: int
 ) -> tuple[Tally, float]:
-    """Run ``agents`` until ``jobs`` results are accepted, at most ``limit_s`` (with no jobs: ``limit_s``, idle)."""
+    """Run ``agents`` until ``jobs`` results are accepted, at most ``limit_s`` (with no jobs: ``limit_s``, idle);
+    each second, count the agents' connections held by each of ``server_pid``'s processes."""
     tally = Tally()
     done = asyncio.Event()
     started = time.perf_counter()
     tasks = [asyncio.create_task(_agent(address, token, i, tally, done, wait_s)) for i in range(agents)]
+    port, sampled = int(address.rsplit(":", 1)[1]), started
     while (tally.accepted < jobs or not jobs) and time.perf_counter() - started < limit_s:
         await asyncio.sleep(0.05)
+        if time.perf_counter() - sampled >= 1.0:
+            sampled = time.perf_counter()
+            pids = sorted(cpu_split.tree_cpu(cpu_split.processes(), server_pid))
+            tally.split.append(connections.by_process(pids, port))
     elapsed = time.perf_counter() - started
     done.set()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -302,9 +317,40 @@ def exactly_once(url: str) -> dict[str, int]:
         engine.dispose()
 
 
+def _local(host: str) -> str:
+    """The address to reach a server listening on ``host`` from this machine."""
+    return "127.0.0.1" if host in ("[::]", "0.0.0.0", "::") else host
+
+
+def _probe_healthz(base_url: str, every_s: float, stop, answers) -> None:
+    """``GET /healthz`` every ``every_s`` seconds on one keep-alive connection until ``stop`` is set, then put
+    the latencies (s) and the count of answers other than 200 on ``answers`` (runs in a process of its own, so the
+    agents' event loop does not delay it)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    latencies: list[float] = []
+    failed = 0
+    while not stop.wait(every_s):
+        started = time.perf_counter()
+        try:
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            response.read()
+            failed += response.status != 200
+        except OSError:
+            failed += 1
+            conn.close()
+        latencies.append(time.perf_counter() - started)
+    answers.put((latencies, failed))
+
+
 def _start_server(
     url: str, redis: str | None, processes: int | None, data_dir: Path, log_path: Path
-) -> tuple[subprocess.Popen, str]:
+) -> tuple[subprocess.Popen, str, str]:
+    """``latfarm serve`` on free ports: the process, its gRPC address and its REST base URL."""
     latfarm = str(Path(sys.executable).with_name("latfarm"))
     command = [latfarm, "serve", "--db", url, "--data-dir", str(data_dir), "--http-port", "0", "--grpc-port", "0"]
     if redis:
@@ -314,10 +360,12 @@ def _start_server(
     log = log_path.open("w")
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
     assert server.stdout is not None
+    rest = ""
     for line in server.stdout:
-        if match := GRPC_LINE.search(line):
-            host = "127.0.0.1" if match.group(1) in ("[::]", "0.0.0.0", "::") else match.group(1)
-            return server, f"{host}:{match.group(2)}"
+        if match := REST_LINE.search(line):
+            rest = f"http://{_local(match.group(1))}:{match.group(2)}"
+        elif match := GRPC_LINE.search(line):
+            return server, f"{_local(match.group(1))}:{match.group(2)}", rest
     raise SystemExit(f"latfarm serve exited ({server.wait()}); see {log_path}")
 
 
@@ -403,6 +451,20 @@ def _print_split(server_pid: int, before: CpuRead, after: CpuRead, results: int)
         print(f"  PostgreSQL transactions per result     {(after.pg_xacts - before.pg_xacts) / max(results, 1):.2f}")
 
 
+def _print_spread(tally: Tally, agents: int) -> None:
+    """How the agents' connections were split between the server's processes (the least and most a process held
+    in any second's sample) and how evenly the agents got results (min / p10 / median / p90 / max per agent)."""
+    if tally.split:
+        held = {pid: [sample.get(pid, 0) for sample in tally.split] for pid in tally.split[-1]}
+        shares = ", ".join(f"{min(counts)}-{max(counts)}" for counts in held.values())
+        print(f"connections per process  {shares}  (least-most in {len(tally.split)} samples)")
+    per_agent = sorted(tally.per_agent.get(index, 0) for index in range(agents))
+    if per_agent:
+        picks = [per_agent[min(len(per_agent) - 1, int(q * len(per_agent)))] for q in (0, 0.1, 0.5, 0.9)]
+        shown = " / ".join(map(str, picks + [per_agent[-1]]))
+        print(f"results per agent        {shown}  (min / p10 / p50 / p90 / max)")
+
+
 def main() -> None:
     """Parse arguments, run one load and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -415,6 +477,7 @@ def main() -> None:
     parser.add_argument("--wait-s", type=float, default=LEASE_WAIT_S, help="the agents' long-poll (s)")
     parser.add_argument("--grpc-processes", type=int, help="the server's gRPC processes (default: its default)")
     parser.add_argument("--calls", type=int, help="per-call server CPU: N sequential calls of each kind, one agent")
+    parser.add_argument("--healthz-every-s", type=float, default=0.1, help="GET /healthz this often during the run")
     args = parser.parse_args()
     if args.calls:
         args.jobs = LEASE_JOBS * args.calls
@@ -425,7 +488,7 @@ def main() -> None:
         try:
             subprocess.run([str(Path(sys.executable).with_name("latfarm")), "migrate", "--db", url], check=True)
             _, token = _seed(url, args.jobs, args.archs)
-            server, address = _start_server(
+            server, address, rest = _start_server(
                 url, args.redis, args.grpc_processes, Path(tmp) / "data", Path(tmp) / "serve.log"
             )
             deadline = time.monotonic() + 300
@@ -441,9 +504,18 @@ def main() -> None:
                 for kind, (server_cpu, pg_cpu) in per_call.items():
                     print(f"  {kind:<10} {1000 * server_cpu / args.calls:8.2f} {1000 * pg_cpu / args.calls:11.2f}")
                 return
+            spawn = multiprocessing.get_context("spawn")
+            stop_probe, answers = spawn.Event(), spawn.Queue()
+            prober = spawn.Process(target=_probe_healthz, args=(rest, args.healthz_every_s, stop_probe, answers))
+            prober.start()
             before = CpuRead.now(server.pid, url, args.redis)
-            tally, elapsed = asyncio.run(_run_agents(address, token, args.agents, args.jobs, args.limit_s, args.wait_s))
+            tally, elapsed = asyncio.run(
+                _run_agents(address, token, args.agents, args.jobs, args.limit_s, args.wait_s, server.pid)
+            )
             after = CpuRead.now(server.pid, url, args.redis)
+            stop_probe.set()
+            healthz_s, healthz_failed = answers.get(timeout=60)
+            prober.join()
             checked = exactly_once(url)
         finally:
             if server is not None:
@@ -462,6 +534,9 @@ def main() -> None:
         print(f"{name + ' p50 / p99':<24} {p50:.3f} s / {p99:.3f} s  ({len(samples)} calls)")
     print(f"heartbeat p99            {_quantile(tally.heartbeat_s, 0.99):.3f} s  ({len(tally.heartbeat_s)} heartbeats)")
     print(f"report p99               {_quantile(tally.report_s, 0.99):.3f} s")
+    p50, p99 = _quantile(healthz_s, 0.5), _quantile(healthz_s, 0.99)
+    print(f"healthz p50 / p99        {p50:.3f} s / {p99:.3f} s  ({len(healthz_s)} probes, {healthz_failed} not 200)")
+    _print_spread(tally, args.agents)
     print(
         f"RPC errors               {errors}" + "".join(f"\n  {n} x {what}" for what, n in tally.errors.most_common(5))
     )

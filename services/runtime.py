@@ -16,6 +16,7 @@ from latfarm.services.core.config import Settings
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.domain.predictions import PredictionService, load_default_predictor
 from latfarm.services.infra.cache import make_cache
+from latfarm.services.infra.health import HealthProbe
 from latfarm.services.infra.outage import Outage
 from latfarm.services.infra.prometheus import Metrics
 from latfarm.services.infra.throttle import AuthGuard
@@ -33,10 +34,9 @@ PREDICT_THREADS = 8
 
 
 class Runtime:
-    """Engine, write and read sessions, notifier, cache, artifact store, prediction service and the threads its
-    REST requests run on, metrics, the guard against failed authentication and the background workers of one
-    server process. Use as a context manager, or
-    call ``close``."""
+    """Engine, write and read sessions, notifier, cache, health probe, artifact store, prediction service and the
+    threads its REST requests run on, metrics, the guard against failed authentication and the background workers
+    of one server process. Use as a context manager, or call ``close``."""
 
     def __init__(self, settings: Settings) -> None:
         """Build every part from ``settings`` (creating ``data_dir``); nothing runs until ``start_workers``."""
@@ -48,6 +48,7 @@ class Runtime:
         redis_outage = Outage("redis", logging.getLogger("latfarm.services.infra"))  # one warning per outage
         self.notifier = make_notifier(settings.redis_url, redis_outage)
         self.cache = make_cache(settings.redis_url, outage=redis_outage)
+        self.health = HealthProbe(self.engine, self.cache)
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         self.predictions = PredictionService(self.engine, self.read_sessions, self.cache, load_default_predictor)
         self.predict_pool = ThreadPoolExecutor(PREDICT_THREADS, thread_name_prefix="predict")
@@ -76,11 +77,12 @@ class Runtime:
             worker.start()
 
     def close(self) -> None:
-        """Stop the workers and the prediction threads, then release the notifier, the cache and the database
-        connections."""
+        """Stop the workers, the prediction threads and the health probe, then release the notifier, the cache and
+        the database connections."""
         for worker in self.workers:
             worker.stop()
         self.predict_pool.shutdown(cancel_futures=True)
+        self.health.close()
         self.notifier.close()
         self.cache.close()
         self.engine.dispose()

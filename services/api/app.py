@@ -100,6 +100,7 @@ def create_app(runtime: Runtime, grpc_port: int | None = None) -> FastAPI:
     app.state.read_sessions = runtime.read_sessions
     app.state.notifier = runtime.notifier
     app.state.cache = runtime.cache
+    app.state.health = runtime.health
     app.state.predictions = runtime.predictions
     app.state.predict_pool = runtime.predict_pool
     app.state.metrics = runtime.metrics

@@ -60,6 +60,13 @@ class Settings(_FromEnvironment):
         description="processes serving the gRPC port (each its own GIL; they share it through SO_REUSEPORT); 0: one"
         " per CPU up to 4 on PostgreSQL with Redis, else 1; SQLite allows only 1",
     )
+    grpc_max_connection_age_s: float = Field(
+        300.0,
+        ge=0,
+        description="seconds (give or take 10%) after which the gRPC port asks an agent's connection to close"
+        " (HTTP/2 GOAWAY; its calls in flight finish): the agent reconnects and the kernel spreads connections over"
+        " the gRPC processes again; 0: never",
+    )
     grpc_tls_cert: Path | None = Field(
         None,
         description="PEM certificate (chain) for the gRPC port: TLS with LATFARM_GRPC_TLS_KEY; both unset: plaintext",

@@ -16,7 +16,7 @@ from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.infra.throttle import AuthGuard
 from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.rpc.pool import CallPool, call_kind
-from latfarm.services.rpc.servicer import CALL_KINDS, AgentServicer, Artifacts
+from latfarm.services.rpc.servicer import CALL_KINDS, MAX_WAIT_S, AgentServicer, Artifacts
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 OPTIONS = [
@@ -24,6 +24,21 @@ OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),  # agents send keepalive pings
     ("grpc.http2.max_ping_strikes", 0),
 ]
+# a connection told to close keeps its calls in flight this long: the longest long-poll, answered, and a margin
+CONNECTION_AGE_GRACE_MS = int((MAX_WAIT_S + 10) * 1000)
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """The gRPC server's channel options: ``OPTIONS``, and with ``grpc_max_connection_age_s`` > 0 the age after
+    which a connection is sent GOAWAY (gRPC adds up to 10% jitter) and the grace for its calls in flight."""
+    if settings.grpc_max_connection_age_s <= 0:
+        return list(OPTIONS)
+    age_ms = max(1, round(settings.grpc_max_connection_age_s * 1000))
+    return [
+        *OPTIONS,
+        ("grpc.max_connection_age_ms", age_ms),
+        ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_MS),
+    ]
 
 
 def _setting(name: str) -> str:
@@ -89,7 +104,7 @@ def build_grpc_server(
     guard = guard or AuthGuard(settings.auth_failure_limit)
     servicer = AgentServicer(settings, sessions, read_sessions, artifacts, notifier, guard)
     workers = CallPool(settings.grpc_workers, call_kind(servicer, CALL_KINDS))  # heartbeats get threads first
-    server = grpc.server(workers, options=OPTIONS)
+    server = grpc.server(workers, options=server_options(settings))
     agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

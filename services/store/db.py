@@ -135,16 +135,6 @@ def detached_connection(engine: Engine) -> PoolProxiedConnection:
     return connection
 
 
-def ping(engine: Engine) -> None:
-    """``SELECT 1`` on a pooled DB-API connection of ``engine``; raises what the pool or the driver raises when
-    the database does not answer."""
-    with dbapi_connection(engine) as connection:
-        cursor = connection.cursor()
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
-        cursor.close()
-
-
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Sessions for writes; objects stay readable after commit."""
     return sessionmaker(engine, expire_on_commit=False)

@@ -5,12 +5,10 @@ measured exactly once."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.integration.test_agent_e2e import BATCH, QUICK, Agent, Server, free_port
+from tests.net_support import CuttableLink
 
 pytestmark = pytest.mark.slow
 ARCHS = BATCH[:12]
@@ -44,6 +43,9 @@ def assert_measured_once(server: Server, device: str) -> None:
     items = server.request("GET", f"/v1/measurements?device={device}&limit=1000")["items"]
     counts = Counter(item["arch"] for item in items)
     assert len(counts) == len(ARCHS) and set(counts.values()) == {1}, counts
+
+
+CALL_FAILED = ("server unavailable", "heartbeat failed", "; resuming")  # the agent's lines for a failed call
 
 
 def wait_for(condition, what: str, timeout_s: float = 120) -> None:
@@ -148,57 +150,26 @@ def test_redis_dying_mid_batch_loses_nothing(tmp_path):
         redis.wait(timeout=10)
 
 
-class CuttableLink:
-    """A TCP relay to the server's gRPC port on 127.0.0.1. ``cut`` makes it a dead link (bytes are read and dropped,
-    connections stay open, as when a network goes away); ``mend`` resets the connections of the cut and relays
-    again."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        self.dead = threading.Event()
-        self.lock = threading.Lock()
-        self.open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            with self.lock:
-                upstream = None if self.dead.is_set() else socket.create_connection(("127.0.0.1", self.target_port))
-                self.open += [client] + ([upstream] if upstream else [])
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            if upstream is not None:
-                threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-
-    def _pump(self, source: socket.socket, target: socket.socket | None) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                if target is not None and not self.dead.is_set():
-                    target.sendall(data)
-        for sock in (source, target):
-            if sock is not None:
-                sock.close()
-
-    def cut(self) -> None:
-        self.dead.set()
-
-    def mend(self) -> None:
-        with self.lock:
-            broken, self.open = self.open, []
-            self.dead.clear()
-        for sock in broken:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def close(self) -> None:
-        self.listener.close()
-        self.mend()
+def test_agents_whose_connections_the_server_ages_out_every_second_lose_nothing(tmp_path):
+    """``LATFARM_GRPC_MAX_CONNECTION_AGE_S=1``: the server sends every agent connection GOAWAY about once a second,
+    while the agents lease, fetch, measure for seconds, heartbeat and report; their channels reconnect without a
+    failed call, and every job is measured once."""
+    server = exported_server(tmp_path, LATFARM_GRPC_MAX_CONNECTION_AGE_S="1")
+    server.start()
+    agents: list[Agent] = []
+    try:
+        batch = server.submit("aged-out", ARCHS)
+        agents += [Agent(server, tmp_path, name, server.enroll("aged-out"), MEDIUM) for name in ("one", "two")]
+        progress = server.wait_done(batch, len(ARCHS))
+        assert progress["done"] == len(ARCHS), progress
+        assert_measured_once(server, "aged-out")
+        for agent in agents:
+            failures = [line for line in agent.log().splitlines() if any(sign in line for sign in CALL_FAILED)]
+            assert failures == [], agent.log()
+    finally:
+        for agent in agents:
+            assert agent.terminate() == 0, agent.log()
+        server.stop()
 
 
 def test_an_agent_cut_off_the_network_past_its_lease_loses_nothing(tmp_path):

@@ -38,6 +38,7 @@ from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker, transaction
 from latfarm.services.store.models import Agent, Arch, Base, Device, Enrollment, Job, JobState, Measurement
 from latfarm.services.workers.lease_sweeper import LeaseSweeper
+from tests.net_support import CuttableLink
 from tests.queue_support import ARCHS, DEFAULT, INPUT_SHAPE, TinyArtifactStore
 
 BIG_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -381,6 +382,45 @@ def test_lease_fetch_heartbeat_report_release(farm):
     assert measurement.provenance == {"governor": "performance"} and measurement.round_medians_ms == [2.5, 2.49, 2.52]
     assert (second_job.state, second_job.error) == (JobState.queued, "load: bad model")
     assert (progress["done"], progress["queued"], progress["running"]) == (1, 2, 0)
+
+
+def test_an_agent_keeps_its_jobs_across_the_servers_connection_age_goaways(sessions, artifacts):
+    """With ``grpc_max_connection_age_s`` = 1 the server sends each connection GOAWAY after about a second: the
+    agent's channel reconnects on its own, a long-poll in flight when it comes finishes on the old connection, and
+    no heartbeat fails or loses a job; the report is accepted once."""
+    farm = start_farm(sessions, artifacts, make_notifier(None), grpc_max_connection_age_s=1)
+    link = CuttableLink(int(farm.address.rsplit(":", 1)[1]))
+    logged: list[str] = []
+    conn = Connection(link.address, threading.Event(), log=logged.append)
+    try:
+        reply = conn.register(farm.token, DESCRIPTOR, "aging")
+        conn.credential = reply.credential
+        submit(farm)
+        jobs: list = []
+        while len(jobs) < 3:
+            jobs += conn.lease(3 - len(jobs), 5, ["onnx"]).jobs
+        held = sorted(job.job_id for job in jobs)
+        assert conn.lease(1, 2.5, ["onnx"]).jobs == []  # a long-poll spanning a GOAWAY ends as it would
+        started = time.monotonic()
+        while time.monotonic() - started < 3:
+            assert list(conn.heartbeat(held, "measuring").lost_job_ids) == []
+            time.sleep(0.1)
+        stats = agent_pb2.Stats(median_ms=2.5, mean_ms=2.6, std_ms=0.1, min_ms=2.4, p90_ms=2.7, runs=100)
+        results = [
+            agent_pb2.Result(job_id=job.job_id, ok=True, stats=stats, artifact_sha256=job.artifact_sha256)
+            for job in jobs
+        ]
+        acks = conn.report(agent_pb2.ReportRequest(results=results)).acks
+        assert [(a.accepted, a.duplicate) for a in acks] == [(True, False)] * 3
+        assert link.accepted >= 4 and logged == [], (link.accepted, logged)  # reconnected, silently
+        with farm.sessions() as s:
+            states = s.scalars(select(Job.state).where(Job.id.in_(held))).all()
+            measured = s.scalar(select(func.count()).select_from(Measurement).where(Measurement.job_id.in_(held)))
+        assert (states, measured) == ([JobState.done] * 3, 3)
+    finally:
+        conn.close()
+        link.close()
+        stop_farm(farm)
 
 
 def test_result_of_an_agent_without_latency_ms_stores_its_median(farm):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from latfarm.services.core.errors import PermissionDenied
+from latfarm.services.infra.health import STALE_S
 from latfarm.services.infra.prometheus import CONTENT_TYPE
-from latfarm.services.store.db import ping
 
 from ..auth import authenticate
 from ..schemas import HealthOut
@@ -22,18 +23,21 @@ router = APIRouter(tags=["health"])
     response_model=HealthOut,
     responses={503: {"model": HealthOut, "description": "The database is unreachable."}},
 )
-def healthz(request: Request) -> JSONResponse:
+async def healthz(request: Request) -> JSONResponse:
     """200 when the database answers, 503 otherwise; ``redis`` says whether Redis is configured and reachable
-    (``degraded`` without it: agents then wake at their poll timeout and predictions are not shared);
-    ``grpc_port`` is the agents' port."""
-    redis, grpc_port = request.app.state.cache.health(), request.app.state.grpc_port
-    try:
-        ping(request.app.state.engine)
-    except Exception as err:  # noqa: BLE001
-        body = {"status": "error", "database": f"unreachable: {type(err).__name__}", "redis": redis}
-        return JSONResponse({**body, "grpc_port": grpc_port}, status_code=503)
-    status = "degraded" if redis.startswith("unreachable") else "ok"
-    return JSONResponse({"status": status, "database": "ok", "redis": redis, "grpc_port": grpc_port})
+    (``degraded`` without it: agents then wake at their poll timeout and predictions are not shared); ``grpc_port``
+    is the agents' port. Answered on the event loop from the runtime's ``HealthProbe``: its last ping, at most 2 s
+    old."""
+    probe = request.app.state.health
+    health = probe.latest()
+    if health is None:  # no fresh ping: wait for the next
+        try:
+            health = await asyncio.wait_for(asyncio.wrap_future(probe.next()), STALE_S)
+        except TimeoutError:
+            health = probe.no_answer()
+    body = {"status": health.status, "database": health.database, "redis": health.redis}
+    body["grpc_port"] = request.app.state.grpc_port
+    return JSONResponse(body, status_code=503 if health.status == "error" else 200)
 
 
 @router.get(
