@@ -70,7 +70,9 @@ def test_bootstrap_admin_key(tmp_path, db_url, monkeypatch):
 
 
 def test_healthz_docs_and_metrics(api, keys):
-    assert api.get("/healthz").json() == {"status": "ok", "database": "ok", "redis": "not configured"}
+    health = api.get("/healthz").json()
+    assert health == {"status": "ok", "database": "ok", "redis": "not configured", "grpc_port": health["grpc_port"]}
+    assert isinstance(health["grpc_port"], int)
     assert api.get("/docs").status_code == 200
     paths = api.get("/openapi.json").json()["paths"]
     for path, model in (("/v1/predict", "PredictResponse"), ("/v1/rank", "RankResponse")):  # the raw-JSON routes
