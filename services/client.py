@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -117,8 +118,19 @@ class Client:
 
     def export(self, device: str, fmt: str = "csv", space: str = "nb201") -> bytes:
         """A device's measurements of ``space`` as CSV text or a LatBench pickle (``fmt="latbench"``)."""
+        return self._export(device, fmt, space).content
+
+    def export_to(self, out: Path, device: str, fmt: str = "csv", space: str = "nb201") -> int | None:
+        """Write ``export``'s answer to the file ``out``; returns how many measurements it holds (None from a server
+        that does not say). Raises ``OSError`` when the file cannot be written (after the request)."""
+        response = self._export(device, fmt, space)
+        out.write_bytes(response.content)
+        count = response.headers.get("X-Measurements")
+        return int(count) if count is not None and count.isdigit() else None
+
+    def _export(self, device: str, fmt: str, space: str) -> httpx.Response:
         params = {"format": fmt, "space": space}
-        return self._request("GET", _device_path(device, "/export"), params=params).content
+        return self._request("GET", _device_path(device, "/export"), params=params)
 
     def create_key(self, name: str, scopes: Sequence[str]) -> str:
         """A new API key (shown once) called ``name`` with ``scopes``."""

@@ -127,6 +127,7 @@ def _flag_badge(label: str, css: str, title: str):
 
 _unstable_mark = _flag_badge("⚠ unstable", "bg-warning text-dark", "round medians spread too far")
 _quarantined_mark = _flag_badge("quarantined", "bg-secondary text-white", "estimates and exports skip this row")
+_random_mark = _flag_badge("random", "bg-azure-lt", "drawn at random: its measurement calibrates adaptations' spread")
 
 ARCH_PREFIX = 12  # characters of an arch string shown in a list when the arch has no reference index
 
@@ -346,7 +347,8 @@ class ArtifactAdmin(ReadOnlyView, model=Artifact):
 
 class JobAdmin(ReadOnlyView, model=Job):
     """The job queue, newest first (then last finished first: a batch's jobs share their creation time); stuck or
-    unwanted jobs may be deleted. State comes first, the long ids last."""
+    unwanted jobs may be deleted. State comes first, the long ids last; a badge marks the jobs whose arch was drawn
+    at random (``Job.drawn_at_random``), which a filter selects."""
 
     icon = "fa-solid fa-list-check"
     can_delete = True
@@ -354,6 +356,7 @@ class JobAdmin(ReadOnlyView, model=Job):
         Job.state,
         Job.device,
         Job.arch,
+        Job.drawn_at_random,
         Job.attempts,
         Job.created_at,
         Job.finished_at,
@@ -371,8 +374,11 @@ class JobAdmin(ReadOnlyView, model=Job):
         ValuesFilter(Job.format),
         SpaceFilter(),
         ArchFilter(),
+        BooleanFilter(Job.drawn_at_random, title="Drawn at random"),
     ]
-    column_formatters = {Job.arch: _arch_short}
+    column_labels = {Job.drawn_at_random: "drawn at random"}
+    column_formatters = {Job.arch: _arch_short, Job.drawn_at_random: _random_mark}
+    column_formatters_detail = {Job.drawn_at_random: _random_mark}
 
     async def on_model_delete(self, model: Any, request: Request) -> None:
         """A deleted job is audited under the admin's key name, in the deleting transaction."""

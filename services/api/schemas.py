@@ -369,6 +369,9 @@ class JobItem(BaseModel):
     statistic: str | None = Field(None, description="How latency_ms was computed: 'min' or 'median' (once done).")
     unstable: bool | None = Field(None, description="Round medians spread over the agent's threshold (once done).")
     error: str | None = None
+    drawn_at_random: bool = Field(
+        False, description="The arch was drawn uniformly at random: its measurement calibrates adaptations' spread."
+    )
 
 
 class JobProgress(BaseModel):
@@ -381,6 +384,9 @@ class JobProgress(BaseModel):
     done: int
     failed: int
     cancelled: int = 0
+    drawn_at_random: int = Field(
+        0, description="How many of its jobs' archs were drawn uniformly at random (they calibrate adaptations)."
+    )
     protocol: dict = Field(default_factory=dict, description="The request's protocol; {} = the agents' options.")
     conditions: dict = Field(
         default_factory=dict,

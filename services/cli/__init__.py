@@ -49,6 +49,7 @@ export_app = typer.Typer(
 )
 export_app.command("model", cls=SERVER)(data.export_model)
 export_app.command("data", cls=SERVER)(data.export_data)
+export_app.command("device", cls=CLIENT)(devices.export_device)
 app.add_typer(export_app, name="export")
 
 eval_app = typer.Typer(cls=Group, help="Evaluate the predictor.", no_args_is_help=True)

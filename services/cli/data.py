@@ -39,11 +39,15 @@ def import_dataset(
 
 def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: str = "nb201") -> None:
     """Write a device's measurements as CSV or a LatBench pickle and say how many from which database; bad input
-    or a database that does not exist exits (a read never creates one)."""
+    or a database that does not exist exits (a read never creates one), the latter naming the REST command."""
     from latfarm.services.cli.database import existing_database, reachable_database
     from latfarm.services.datasets import export_from_store
 
-    with exit_on_error("latfarm export data"), reachable_database("latfarm export data", settings.database_url):
+    remote = f"away from the server: latfarm export device {device} --out {out}"
+    with (
+        exit_on_error("latfarm export data", context=remote),
+        reachable_database("latfarm export data", settings.database_url),
+    ):
         database = existing_database(settings)
     with (
         exit_on_error("latfarm export data", context=f"database {database}"),

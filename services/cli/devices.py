@@ -1,6 +1,7 @@
-"""``latfarm device add``, ``device enroll`` and ``latfarm results``: registering a device, an enrollment token for
-its agents and a queued batch's results, against a running server (REST: ``POST /v1/devices``,
-``POST /v1/devices/{name}/enrollments``, ``GET /v1/jobs/{id}``)."""
+"""``latfarm device add``, ``device enroll``, ``results`` and ``export device``: registering a device, an enrollment
+token for its agents, a queued batch's results and a device's measurements, against a running server (REST:
+``POST /v1/devices``, ``POST /v1/devices/{name}/enrollments``, ``GET /v1/jobs/{id}``,
+``GET /v1/devices/{name}/export``)."""
 
 from __future__ import annotations
 
@@ -132,3 +133,24 @@ def results(
             f"latfarm results: interrupted; the batch's jobs stay queued (latfarm cancel {batch} cancels them)"
         ) from None
     show_results("latfarm results", answer, out)
+
+
+def export_device(
+    name: str = DeviceName,
+    fmt: str = typer.Option("csv", "--format", help="csv | latbench"),
+    out: Path = typer.Option(..., "--out", help="Output file."),
+    space: str = typer.Option("nb201", "--space", help="Search space of the exported archs (any registered space)."),
+    server: str = ServerUrl,
+    key: str = ApiKey,
+) -> None:
+    """Export a device's measurements of one search space from a running server, as CSV or a LatBench pickle (what
+    export data writes from the server's own database)."""
+    check_out(out, before="nothing was read")
+    client = client_for(server, key, "latfarm export device")
+    with client, explained("latfarm export device", client):
+        try:
+            written = client.export_to(out, name, fmt=fmt, space=space)
+        except OSError as err:
+            raise SystemExit(f"latfarm export device: cannot write {out}: {err.strerror or err}") from err
+    count = "its" if written is None else str(written)
+    typer.echo(f"wrote {count} measurements of {name} ({space}) from {client.base_url} to {out}")

@@ -11,9 +11,11 @@ from pathlib import Path
 from latfarm.predictor.spaces import ArchError, get_space, other_space_hint
 
 # The CSV's columns: each job's figures (INDEX: the arch's reference position, named after its space, e.g.
-# nb201_index), then the conditions of its batch (the fields of domain.conditions.Conditions).
+# nb201_index), then the conditions of its batch (the fields of domain.conditions.Conditions), then whether the
+# job's arch was drawn at random (it calibrates adaptations). New columns go at the end: readers index by position.
 ITEM_COLUMNS = ["arch", "INDEX", "state", "latency_ms", "statistic", "unstable", "attempts", "error"]
 CONDITION_COLUMNS = ["batch_size", "precision", "graph", "resolution", "classes", "space"]
+PROVENANCE_COLUMNS = ["drawn_at_random"]
 
 
 def arch_values(given: Sequence[str]) -> list[str | int]:
@@ -37,10 +39,11 @@ def canonical_archs(given: Sequence[str | int], space: str = "nb201") -> list[st
 
 
 def write_csv(path: Path, items: list[dict], conditions: dict) -> None:
-    """One row per item: ``ITEM_COLUMNS`` (the index column named ``<space>_index``) then the batch's
-    ``conditions`` (``CONDITION_COLUMNS``); empty cells for figures a job does not have (queued, failed)."""
+    """One row per item: ``ITEM_COLUMNS`` (the index column named ``<space>_index``), the batch's ``conditions``
+    (``CONDITION_COLUMNS``), then ``PROVENANCE_COLUMNS``; empty cells for figures a job does not have (queued,
+    failed)."""
     index_column = f"{conditions.get('space', 'nb201')}_index"
-    columns = [index_column if c == "INDEX" else c for c in ITEM_COLUMNS] + CONDITION_COLUMNS
+    columns = [index_column if c == "INDEX" else c for c in ITEM_COLUMNS] + CONDITION_COLUMNS + PROVENANCE_COLUMNS
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, columns, extrasaction="ignore")
         writer.writeheader()

@@ -156,12 +156,21 @@ def submit_batch(
 
 
 def batch_progress(session: Session, batch_id: str) -> dict | None:
-    """Counts by state and the first failures of one batch; None when there is no such batch."""
+    """Counts by state, how many jobs were drawn at random (``Job.drawn_at_random``) and the first failures of one
+    batch; None when there is no such batch."""
     batch = session.get(JobBatch, batch_id)
     if batch is None:
         return None
-    query = select(Job.state, func.count()).where(Job.batch_id == batch_id).group_by(Job.state)
-    counts = {state: n for state, n in session.execute(query)}
+    query = (
+        select(Job.state, Job.drawn_at_random, func.count())
+        .where(Job.batch_id == batch_id)
+        .group_by(Job.state, Job.drawn_at_random)
+    )
+    counts: dict[JobState, int] = {}
+    drawn = 0
+    for state, at_random, n in session.execute(query):
+        counts[state] = counts.get(state, 0) + n
+        drawn += n if at_random else 0
     errors = session.execute(
         select(Arch.arch, Job.error)
         .join(Arch, Arch.id == Job.arch_id)
@@ -180,6 +189,7 @@ def batch_progress(session: Session, batch_id: str) -> dict | None:
         "conditions": batch.conditions,
         "total": sum(by_state.values()),
         **by_state,
+        "drawn_at_random": drawn,
         "created_at": as_utc(batch.created_at),
         "errors": [{"arch": arch, "error": error} for arch, error in errors],
     }

@@ -373,6 +373,33 @@ def _headers(html: str) -> list[str]:
     return [" ".join(re.sub(r"<[^>]+>", " ", cell).split()) for cell in re.findall(r"<th[^>]*>(.*?)</th>", head, re.S)]
 
 
+def test_jobs_drawn_at_random_carry_a_badge_and_a_filter(app_and_ids):
+    """A job whose arch was drawn at random shows a "random" badge in the list and on its page (no tick or cross on
+    the others), and the filter selects either kind."""
+    app, ids = app_and_ids
+    phone = ids["devices"]["phone-a"]
+    with transaction(app.state.sessions) as s:
+        batch = JobBatch(device_id=phone)
+        s.add(batch)
+        s.flush()
+        drawn = Job(batch_id=batch.id, device_id=phone, arch_id=1, state=JobState.queued, drawn_at_random=True)
+        s.add(drawn)
+        s.flush()
+        drawn_id = drawn.id
+    with TestClient(app) as client:
+        assert _login(client, ADMIN_KEY).status_code == 302
+        jobs = client.get("/admin/job/list").text
+        assert "drawn at random" in _headers(jobs)
+        rows = re.findall(r"<tr>(.*?)</tr>", jobs.split("<tbody", 1)[1], re.S)
+        marked = [row for row in rows if ">random</span>" in row]
+        assert len(marked) == 1 and drawn_id in marked[0]
+        assert not any("fa-check" in row or "fa-times" in row for row in rows)
+        assert drawn_id in client.get("/admin/job/list?drawn_at_random=true").text
+        unmarked = client.get("/admin/job/list?drawn_at_random=false").text
+        assert drawn_id not in unmarked and ids["jobs"][0] in unmarked
+        assert ">random</span>" in client.get(f"/admin/job/details/{drawn_id}").text
+
+
 def test_tables_show_the_data_first(app_and_ids):
     app, ids = app_and_ids
     newcomer, phone = ids["devices"]["new-c"], ids["devices"]["phone-a"]

@@ -293,6 +293,7 @@ def test_an_adaptation_measures_random_calibration_archs_with_its_samples(api, k
     body = {"samples": SAMPLES, "calibration": 12}
     started = api.post("/v1/devices/cal2/adapt", json=body, headers=keys["admin"]).json()
     assert (started["samples"], started["calibration"], started["progress"]["total"]) == (SAMPLES, 12, SAMPLES + 12)
+    assert started["progress"]["drawn_at_random"] == 12  # the calibration archs, not the predictor's samples
     assert _agent_measures(api, tmp_path, "cal2", truth) == SAMPLES + 12
     assert adapt.advance_all(api.app.state.sessions, api.app.state.predictions.predictor_loader) == 1
     state = api.get("/v1/devices/cal2/adapt", headers=ADMIN).json()

@@ -32,17 +32,35 @@ def test_submit_and_progress(api, keys):
 
 
 def test_a_request_declares_its_archs_drawn_at_random(api, keys):
-    """``drawn_at_random``: its jobs are marked so (their measurements calibrate adaptations); a request that does not
-    declare it is taken as chosen."""
+    """``drawn_at_random``: its jobs are marked so (their measurements calibrate adaptations) and its progress shows
+    how many and which; a request that does not declare it is taken as chosen."""
     add_device(api, "dev1")
-    flags = {}
+    flags, shown = {}, {}
     for body in ({"archs": [1, 2], "drawn_at_random": True}, {"archs": [3]}, {"archs": [4], "drawn_at_random": False}):
         response = api.post("/v1/jobs", json={"device": "dev1", **body}, headers=keys["client"])
         assert response.status_code == 201, response.text
+        batch_id = response.json()["id"]
         with api.app.state.sessions() as session:
-            jobs = session.query(Job).filter(Job.batch_id == response.json()["id"])
+            jobs = session.query(Job).filter(Job.batch_id == batch_id)
             flags |= {job.arch.nb201_index: job.drawn_at_random for job in jobs}
-    assert flags == {1: True, 2: True, 3: False, 4: False}
+        progress = api.get(f"/v1/jobs/{batch_id}", params={"items": True}, headers=keys["client"]).json()
+        assert progress["drawn_at_random"] == sum(item["drawn_at_random"] for item in progress["items"])
+        shown |= {item["nb201_index"]: item["drawn_at_random"] for item in progress["items"]}
+    assert flags == shown == {1: True, 2: True, 3: False, 4: False}
+
+
+def test_a_batch_counts_its_jobs_drawn_at_random(api, keys):
+    """An adaptation's batch mixes the archs its predictor chose and the random calibration ones: the count is of the
+    latter, in every state."""
+    add_device(api, "dev1")
+    created = api.post("/v1/jobs", json={"device": "dev1", "archs": [5, 6, 7]}, headers=ADMIN).json()
+    with transaction(api.app.state.sessions) as session:
+        jobs = session.query(Job).filter(Job.batch_id == created["id"]).order_by(Job.position).all()
+        jobs[0].drawn_at_random = jobs[1].drawn_at_random = True
+        jobs[1].state = JobState.done
+    progress = api.get(f"/v1/jobs/{created['id']}", params={"items": True}, headers=ADMIN).json()
+    assert (progress["drawn_at_random"], progress["queued"], progress["done"]) == (2, 2, 1)
+    assert [item["drawn_at_random"] for item in progress["items"]] == [True, True, False]
 
 
 def test_items_are_listed_in_the_order_the_archs_were_given(api, keys):

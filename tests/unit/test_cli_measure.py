@@ -95,6 +95,11 @@ def test_measure_csv_rows_in_input_order_with_figures_and_conditions(monkeypatch
     run_measure(monkeypatch, live_api, "--out", str(out))
     with out.open() as file:
         rows = list(csv.DictReader(file))
+    assert list(rows[0]) == [
+        *("arch", "nb201_index", "state", "latency_ms", "statistic", "unstable", "attempts", "error"),
+        *("batch_size", "precision", "graph", "resolution", "classes", "space", "drawn_at_random"),
+    ]  # as docs/cli.md lists them
+    assert {row["drawn_at_random"] for row in rows} == {"False"}  # archs given: chosen
     assert [int(row["nb201_index"]) for row in rows] == ORDER
     assert [row["arch"] for row in rows] == [arch(i) for i in ORDER]
     done = rows[:3]
@@ -237,13 +242,13 @@ def test_random_draws_distinct_reference_archs_in_every_space_with_a_reference_s
     assert "a seed draws the same archs each run (a smaller N its first ones). [default: 0]" in shown
 
 
-def test_measure_random_alone_marks_its_jobs_drawn_at_random(live_api):
+def test_measure_random_alone_marks_its_jobs_drawn_at_random(live_api, tmp_path):
     """--random N alone: the batch is declared drawn at random (its measurements calibrate adaptations); archs given,
-    with --random or not, are chosen, so their batch is not."""
+    with --random or not, are chosen, so their batch is not. ``results --out`` says which in its last column."""
     url, server = live_api
     add_device_live(server)
     runs = {"random": ["--random", "12"], "given": ["1", "2"], "both": ["3", "--random", "2", "--seed", "1"]}
-    drawn = {}
+    drawn, shown = {}, {}
     for name, args in runs.items():
         command = ["measure", "gpu-b2", *args, "--no-wait", "--server", url, "--key", ADMIN_KEY]
         result = CliRunner().invoke(app, command)
@@ -251,7 +256,12 @@ def test_measure_random_alone_marks_its_jobs_drawn_at_random(live_api):
         batch_id = result.output.split("queued batch ")[1].split()[0]
         with server.state.sessions() as session:
             drawn[name] = [job.drawn_at_random for job in session.query(Job).filter(Job.batch_id == batch_id)]
-    assert drawn == {"random": [True] * 12, "given": [False] * 2, "both": [False] * 3}
+        out = tmp_path / f"{name}.csv"
+        command = ["results", batch_id, "--no-wait", "--out", str(out), "--server", url, "--key", ADMIN_KEY]
+        CliRunner().invoke(app, command)  # exit 1: nothing measured yet, the CSV written all the same
+        with out.open() as file:
+            shown[name] = [row["drawn_at_random"] == "True" for row in csv.DictReader(file)]
+    assert drawn == shown == {"random": [True] * 12, "given": [False] * 2, "both": [False] * 3}
 
 
 def test_an_out_no_csv_can_be_written_to_is_refused_before_anything_is_queued(live_api, tmp_path):

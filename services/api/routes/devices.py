@@ -157,7 +157,17 @@ def list_agents(
 @router.get(
     "/{name}/export",
     response_class=Response,
-    responses={200: {"content": {"text/csv": {}, "application/octet-stream": {}}}},
+    responses={
+        200: {
+            "content": {"text/csv": {}, "application/octet-stream": {}},
+            "headers": {
+                "X-Measurements": {
+                    "description": "How many measurements the file holds.",
+                    "schema": {"type": "integer"},
+                }
+            },
+        }
+    },
 )
 def export_device(
     name: str,
@@ -172,22 +182,18 @@ def export_device(
 ) -> Response:
     """The device's measurements of one space as an attachment: CSV (every row, with its conditions and cold-start
     figures) or a LatBench pickle (its layout has no conditions: only the rows measured under the device's own);
-    422 naming ``space`` for an unknown space or one the device has no measurements of while it has others."""
+    ``X-Measurements``: how many measurements it holds. 422 naming ``space`` for an unknown space or one the device
+    has no measurements of while it has others."""
     device = get_device(session, name)
     rows = datasets.device_rows(
         session, device.name, own_conditions=format == "latbench", space=request_space(space).name
     )
     if format == "csv":
-        return Response(
-            datasets.to_csv(rows, space),
-            media_type="text/csv",
-            headers={"Content-Disposition": _attachment(f"{device.name}.csv")},
-        )
-    return Response(
-        datasets.to_latbench_pickle(rows),
-        media_type="application/octet-stream",
-        headers={"Content-Disposition": _attachment(f"{device.name}.pickle")},
-    )
+        body, media_type, suffix = datasets.to_csv(rows, space).encode(), "text/csv", "csv"
+    else:
+        body, media_type, suffix = datasets.to_latbench_pickle(rows), "application/octet-stream", "pickle"
+    headers = {"Content-Disposition": _attachment(f"{device.name}.{suffix}"), "X-Measurements": str(len(rows))}
+    return Response(body, media_type=media_type, headers=headers)
 
 
 def _attachment(filename: str) -> str:

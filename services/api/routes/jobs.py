@@ -87,6 +87,7 @@ def job_progress(
                 Measurement.protocol,
                 Measurement.unstable,
                 Job.error,
+                Job.drawn_at_random,
             )
             .join(Arch, Arch.id == Job.arch_id)
             .outerjoin(Measurement, Measurement.job_id == Job.id)
@@ -104,8 +105,9 @@ def job_progress(
                 statistic=statistic_of(protocol),
                 unstable=unstable,
                 error=error,
+                drawn_at_random=drawn,
             )
-            for arch, space, index, state, attempts, latency, protocol, unstable, error in rows
+            for arch, space, index, state, attempts, latency, protocol, unstable, error, drawn in rows
         ]
     return result
 
