@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from latfarm.services.cli.errors import exit_on_error, interrupted, settings_from_env
-from latfarm.services.cli.options import DataDir, DbUrl
+from latfarm.services.cli.options import DataDir, DbUrl, space_option
 
 if TYPE_CHECKING:
     from latfarm.services.core.config import Settings
@@ -59,7 +59,7 @@ def import_(
     device: list[str] = typer.Option(
         None, "--device", help="LatBench: the file's device name. HELP: import only this device (repeatable)."
     ),
-    space: str = typer.Option("nb201", "--space", help="Search space of a HELP folder (any registered space)."),
+    space: str = space_option("Search space of a HELP folder"),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:
@@ -77,7 +77,7 @@ def import_(
 
 def export_model(
     archs: list[str] = typer.Argument(..., help="Arch strings or reference positions (NB201: official indices)."),
-    space: str = typer.Option("nb201", "--space", help="Search space of the archs (any registered space)."),
+    space: str = space_option("Search space of the archs"),
     fmt: str = typer.Option("onnx", "--format", help="onnx | tflite"),
     out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
     resolution: int = typer.Option(
@@ -105,7 +105,7 @@ def export_data(
     device: str = typer.Argument(..., help="Device name."),
     fmt: str = typer.Option("csv", "--format", help="csv | latbench"),
     out: Path = typer.Option(..., "--out", help="Output file."),
-    space: str = typer.Option("nb201", "--space", help="Search space of the exported archs (any registered space)."),
+    space: str = space_option("Search space of the exported archs"),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:

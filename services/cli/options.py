@@ -23,10 +23,28 @@ from typer._click import Context, HelpFormatter, Parameter
 from typer._click.exceptions import NoSuchOption, UsageError
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from latfarm.predictor import nb201
+from latfarm.predictor.spaces import SPACES, UnknownSpace, get_space
+
 DataDir = typer.Option(
     None, "--data-dir", show_default="latfarm-data", help="Folder for the SQLite file, artifacts, keys."
 )
 DbUrl = typer.Option(None, "--db", show_default="SQLite file in the data folder", help="SQLAlchemy URL.")
+
+
+def _registered_space(name: str) -> str:
+    """``--space``: a registered space (``predictor.spaces.SPACES``), else a usage error naming the known ones."""
+    try:
+        return get_space(name).name
+    except UnknownSpace as err:
+        raise typer.BadParameter(str(err)) from err
+
+
+def space_option(help_text: str) -> Any:
+    """``--space`` (default NB201) with ``help_text``, checked against the registered spaces before the command
+    runs (a usage error, exit 2); the help ends with their names."""
+    names = " | ".join(sorted(SPACES))
+    return typer.Option(nb201.SPACE, "--space", callback=_registered_space, help=f"{help_text}: {names}.")
 
 
 def adapt_rule(rule: Literal["check_samples", "check_calibration"]) -> Callable[[int | None], int | None]:

@@ -27,6 +27,32 @@ def test_measure_needs_archs_and_names_a_missing_file(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "command",
+    [
+        ["pretrain", "--data", "no-such-folder", "--out", "x.pt"],
+        ["eval", "transfer", "--data", "no-such-folder", "--train", "a", "--test", "b"],
+        ["import", "no-such-folder"],
+        ["export", "model", "0"],
+        ["export", "data", "dev", "--out", "x.csv"],
+        ["predict", "dev", "0", "--server", "http://127.0.0.1:9", "--key", "k"],
+        ["measure", "dev", "0", "--server", "http://127.0.0.1:9", "--key", "k"],
+        ["adapt", "dev", "--server", "http://127.0.0.1:9", "--key", "k"],
+    ],
+)
+def test_an_unknown_space_is_a_usage_error_naming_the_known_ones_before_anything_is_read(
+    command, tmp_path, monkeypatch
+):
+    """Every ``--space`` is a choice of the registered spaces: exit 2 before a folder, a database or a server is
+    touched (none of them exists here), and nothing is written (no data folder, no artifacts)."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*command, "--space", "ofa"], env={"COLUMNS": "200"})
+    shown = " ".join(result.output.replace("│", "").split())
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--space': unknown search space 'ofa'; known: fbnet, nb201" in shown, result.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
     ("args", "expected"),
     [
         (
