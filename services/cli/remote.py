@@ -276,13 +276,14 @@ def read_archs(path: Path) -> list[str]:
 
 
 def agent_command(client: Client) -> str:
-    """``latfarm agent --server HOST:PORT`` with PORT the server's gRPC port, as its ``/healthz`` says (HOST: the
-    address devices reach it by, which only the user knows); a server whose ``/healthz`` predates the field: the
-    default port."""
+    """``latfarm agent --server HOST:PORT``, with ``--tls`` when the port serves TLS: PORT and TLS as the server's
+    ``/healthz`` says (HOST: the address devices reach it by, which only the user knows); a server whose
+    ``/healthz`` predates the fields: the default port, plaintext."""
     from latfarm.services.core.config import Settings
 
-    port = client.health().get("grpc_port", Settings.model_fields["grpc_port"].default)
-    return f"latfarm agent --server HOST:{port}"
+    health = client.health()
+    port = health.get("grpc_port", Settings.model_fields["grpc_port"].default)
+    return f"latfarm agent --server HOST:{port}" + (" --tls" if health.get("grpc_tls") else "")
 
 
 def _check_agents(client: Client, device: str, command: str, refuse: bool) -> str:
