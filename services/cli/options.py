@@ -12,6 +12,7 @@ paragraph.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,19 @@ def _registered_space(name: str) -> str:
         return get_space(name).name
     except UnknownSpace as err:
         raise typer.BadParameter(str(err)) from err
+
+
+def one_of(module: str, name: str) -> Callable[[str], str]:
+    """An option callback for a fixed set of values, ``module.name`` (their one home, imported only when the
+    command runs): the value when the set holds it, else a usage error listing them."""
+
+    def checked(value: str) -> str:
+        known = list(getattr(importlib.import_module(module), name))
+        if value not in known:
+            raise typer.BadParameter(f"must be one of {', '.join(known)}, got {value!r}")
+        return value
+
+    return checked
 
 
 def space_option(help_text: str) -> Any:
