@@ -22,6 +22,7 @@ from latfarm.services.core import names
 from latfarm.services.core.errors import ErrorCode, InvalidArgument, LatfarmError, Throttled, Unavailable
 from latfarm.services.store.db import DATABASE_DOWN, UNAVAILABLE_MESSAGE
 
+from .bounds import range_message
 from .schemas import ARCH_QUERY_PATTERN, ErrorOut
 
 log = logging.getLogger(__name__)
@@ -135,15 +136,15 @@ def _input(error: dict) -> str:
     return text if len(text) <= 80 else f"{text[:77]}..."
 
 
-def _field_errors(errors: list[dict]) -> list[dict[str, str]]:
-    """One ``{"field", "message"}`` per invalid field, in order: a value no member of a union takes is one error
-    naming the forms it may have, not one per member tried."""
+def _field_errors(request: Request, errors: list[dict]) -> list[dict[str, str]]:
+    """One ``{"field", "message"}`` per invalid field of ``request``, in order: a value no member of a union takes is
+    one error naming the forms it may have, not one per member tried."""
     out: list[dict[str, str]] = []
     unions: dict[str, tuple[dict[str, str], list[str]]] = {}  # field -> (its item in out, the members tried)
     for e in errors:
         field, members = _located(e)
         if not members:
-            out.append({"field": field, "message": _message(e)})
+            out.append({"field": field, "message": _message(request, e)})
             continue
         if field not in unions:
             unions[field] = ({"field": field, "message": f"got {_input(e)}"}, [])
@@ -170,7 +171,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
         where = _line_column((await request.body()).decode(errors="replace"), invalid_json["loc"][-1])
         message = f"request body is not valid JSON: {invalid_json.get('ctx', {}).get('error', 'decode error')}{where}"
         return error(400, message, code="invalid_argument", field="body")
-    errors = _field_errors(list(exc.errors()))
+    errors = _field_errors(request, list(exc.errors()))
     message = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     return error(422, message, code="invalid_argument", field=errors[0]["field"], errors=errors)
 
@@ -184,15 +185,19 @@ def named_once(message: str, field: str) -> str:
     return message
 
 
-def _message(error: dict) -> str:
+def _message(request: Request, error: dict) -> str:
     """A validation error's message, reworded where pydantic's would not tell a client what to do: a body that
-    arrived as raw bytes (it was not sent as JSON), a value against a pattern (never the pattern itself: a device
-    name against the name rule, an arch, a choice) and a validator's own error (without pydantic's prefix)."""
+    arrived as raw bytes (it was not sent as JSON), a number out of bounds (its whole range), a value against a
+    pattern (never the pattern itself: a device name against the name rule, an arch, a choice) and a validator's
+    own error (without pydantic's prefix)."""
     if tuple(error["loc"]) == ("body",) and isinstance(error.get("input"), bytes):
         return "send the body as JSON, with the header 'Content-Type: application/json'"
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, LatfarmError):  # its field is the error's: named once
         return named_once(cause.message, cause.field or str(error["loc"][-1]))
+    got = _input(error).strip("'") if isinstance(error.get("input"), str) else _input(error)  # a query's number
+    if (out_of_range := range_message(request, error, got)) is not None:
+        return out_of_range
     if error["type"] == "value_error":
         return error["msg"].removeprefix("Value error, ")
     if error["type"] == "string_pattern_mismatch":

@@ -473,6 +473,10 @@ class HealthOut(BaseModel):
     database: str = Field(description="ok, or unreachable: <error class>")
     redis: str = Field(description="not configured, ok, or unreachable: <error class>")
     grpc_port: int = Field(description="the port agents connect to: `latfarm agent --server HOST:<grpc_port>`")
+    grpc_tls: bool = Field(
+        description="whether that port serves TLS: agents then connect with `--tls` (or `--ca-cert CERT.pem` when its"
+        " certificate is self-signed)"
+    )
 
 
 class MeasurementReview(BaseModel):

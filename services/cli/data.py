@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING
 import typer
 
 from latfarm.services.cli.errors import exit_on_error, interrupted, settings_from_env
-from latfarm.services.cli.options import DataDir, DbUrl
+from latfarm.services.cli.options import DataDir, DbUrl, one_of, space_option
 
 if TYPE_CHECKING:
     from latfarm.services.core.config import Settings
+
+
+CONDITIONS = "latfarm.services.domain.conditions"  # the home of --precision's and --graph's values
 
 
 def import_dataset(
@@ -59,11 +62,13 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: 
 
 def import_(
     path: Path = typer.Argument(..., help="Dataset folder or file."),
-    fmt: str = typer.Option("help", "--format", help="help | latbench | hwnasbench"),
+    fmt: str = typer.Option(
+        "help", "--format", callback=one_of("latfarm.services.datasets", "FORMATS"), help="help | latbench | hwnasbench"
+    ),
     device: list[str] = typer.Option(
         None, "--device", help="LatBench: the file's device name. HELP: import only this device (repeatable)."
     ),
-    space: str = typer.Option("nb201", "--space", help="Search space of a HELP folder (any registered space)."),
+    space: str = space_option("Search space of a HELP folder"),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:
@@ -81,8 +86,10 @@ def import_(
 
 def export_model(
     archs: list[str] = typer.Argument(..., help="Arch strings or reference positions (NB201: official indices)."),
-    space: str = typer.Option("nb201", "--space", help="Search space of the archs (any registered space)."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx | tflite"),
+    space: str = space_option("Search space of the archs"),
+    fmt: str = typer.Option(
+        "onnx", "--format", callback=one_of("latfarm.services.domain.network_export", "FORMATS"), help="onnx | tflite"
+    ),
     out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
     resolution: int = typer.Option(
         None, "--resolution", show_default="the space's variant", help="Input height and width, px."
@@ -91,8 +98,15 @@ def export_model(
         None, "--classes", show_default="the space's variant", help="Output classes of the network's head."
     ),
     batch_size: int = typer.Option(1, "--batch-size", help="Images per inference (the input's first dimension)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8 (int8: ONNX only)."),
-    graph: str = typer.Option("reference", "--graph", help="reference (NB201's network) | pruned (none ops removed)."),
+    precision: str = typer.Option(
+        "fp32", "--precision", callback=one_of(CONDITIONS, "PRECISIONS"), help="fp32 | fp16 | int8 (int8: ONNX only)."
+    ),
+    graph: str = typer.Option(
+        "reference",
+        "--graph",
+        callback=one_of(CONDITIONS, "GRAPHS"),
+        help="reference (NB201's network) | pruned (none ops removed).",
+    ),
 ) -> None:
     """Export networks of a search space to ONNX or TFLite under the given measurement conditions (resolution and
     classes: one of the space's input variants)."""
@@ -107,9 +121,11 @@ def export_model(
 
 def export_data(
     device: str = typer.Argument(..., help="Device name."),
-    fmt: str = typer.Option("csv", "--format", help="csv | latbench"),
+    fmt: str = typer.Option(
+        "csv", "--format", callback=one_of("latfarm.services.datasets", "EXPORT_FORMATS"), help="csv | latbench"
+    ),
     out: Path = typer.Option(..., "--out", help="Output file."),
-    space: str = typer.Option("nb201", "--space", help="Search space of the exported archs (any registered space)."),
+    space: str = space_option("Search space of the exported archs"),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:

@@ -12,6 +12,7 @@ paragraph.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -23,10 +24,41 @@ from typer._click import Context, HelpFormatter, Parameter
 from typer._click.exceptions import NoSuchOption, UsageError
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from latfarm.predictor import nb201
+from latfarm.predictor.spaces import SPACES, UnknownSpace, get_space
+
 DataDir = typer.Option(
     None, "--data-dir", show_default="latfarm-data", help="Folder for the SQLite file, artifacts, keys."
 )
 DbUrl = typer.Option(None, "--db", show_default="SQLite file in the data folder", help="SQLAlchemy URL.")
+
+
+def _registered_space(name: str) -> str:
+    """``--space``: a registered space (``predictor.spaces.SPACES``), else a usage error naming the known ones."""
+    try:
+        return get_space(name).name
+    except UnknownSpace as err:
+        raise typer.BadParameter(str(err)) from err
+
+
+def one_of(module: str, name: str) -> Callable[[str], str]:
+    """An option callback for a fixed set of values, ``module.name`` (their one home, imported only when the
+    command runs): the value when the set holds it, else a usage error listing them."""
+
+    def checked(value: str) -> str:
+        known = list(getattr(importlib.import_module(module), name))
+        if value not in known:
+            raise typer.BadParameter(f"must be one of {', '.join(known)}, got {value!r}")
+        return value
+
+    return checked
+
+
+def space_option(help_text: str) -> Any:
+    """``--space`` (default NB201) with ``help_text``, checked against the registered spaces before the command
+    runs (a usage error, exit 2); the help ends with their names."""
+    names = " | ".join(sorted(SPACES))
+    return typer.Option(nb201.SPACE, "--space", callback=_registered_space, help=f"{help_text}: {names}.")
 
 
 def adapt_rule(rule: Literal["check_samples", "check_calibration"]) -> Callable[[int | None], int | None]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from latfarm.services.cli.errors import exit_on_error, interrupted
-from latfarm.services.cli.options import Calibrate, Samples, WaitTimeout
+from latfarm.services.cli.options import Calibrate, Samples, WaitTimeout, space_option
 
 if TYPE_CHECKING:
     from latfarm.services.client import Client, LatfarmError
@@ -30,7 +30,7 @@ AGENTS = "each agent's"  # the measurement protocol a job leaves unset is the me
 DEVICES = "the device's"  # the conditions a job leaves unset are its device's
 
 
-SpaceOption = typer.Option("nb201", "--space", help="Search space of the archs (any registered space).")
+SpaceOption = space_option("Search space of the archs")
 
 
 def predict(
@@ -173,7 +173,7 @@ def measure(
     With no agent of the device online it says so and exits 1 without queueing (unless --wait-for-agent or
     --no-wait); Ctrl-C while waiting cancels the batch's unfinished jobs (exit 130). Exit status 1 when no arch
     was measured (every job failed)."""
-    from latfarm.predictor.spaces import ArchError, UnknownSpace
+    from latfarm.predictor.spaces import ArchError
     from latfarm.services.cli import measure_results
 
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
@@ -182,8 +182,6 @@ def measure(
         if not chosen:
             raise typer.BadParameter("give archs, --from FILE or --random N", param_hint="ARCHS")
         measure_results.canonical_archs(chosen, space)  # a bad arch is refused before any request
-    except UnknownSpace as err:
-        raise SystemExit(f"latfarm measure: --space: {err}") from err
     except ArchError as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if out:
@@ -278,13 +276,14 @@ def read_archs(path: Path) -> list[str]:
 
 
 def agent_command(client: Client) -> str:
-    """``latfarm agent --server HOST:PORT`` with PORT the server's gRPC port, as its ``/healthz`` says (HOST: the
-    address devices reach it by, which only the user knows); a server whose ``/healthz`` predates the field: the
-    default port."""
+    """``latfarm agent --server HOST:PORT``, with ``--tls`` when the port serves TLS: PORT and TLS as the server's
+    ``/healthz`` says (HOST: the address devices reach it by, which only the user knows); a server whose
+    ``/healthz`` predates the fields: the default port, plaintext."""
     from latfarm.services.core.config import Settings
 
-    port = client.health().get("grpc_port", Settings.model_fields["grpc_port"].default)
-    return f"latfarm agent --server HOST:{port}"
+    health = client.health()
+    port = health.get("grpc_port", Settings.model_fields["grpc_port"].default)
+    return f"latfarm agent --server HOST:{port}" + (" --tls" if health.get("grpc_tls") else "")
 
 
 def _check_agents(client: Client, device: str, command: str, refuse: bool) -> str:
@@ -389,7 +388,7 @@ def adapt(
     device: str = DeviceName,
     samples: int = Samples,
     calibration: int = Calibrate,
-    space: str = typer.Option("nb201", "--space", help="Search space whose predictor is adapted: nb201 or fbnet."),
+    space: str = space_option("Search space whose predictor is adapted"),
     server: str = ServerUrl,
     key: str = ApiKey,
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the adaptation (progress lines show it)."),
@@ -410,17 +409,12 @@ def adapt(
     --wait-for-agent or --no-wait); Ctrl-C while waiting cancels the adaptation and its unfinished jobs (exit 130).
     Once active it prints the measured archs and the fit error. --status and --cancel act on the latest adaptation
     instead of starting one."""
-    from latfarm.predictor.spaces import UnknownSpace, get_space
     from latfarm.services.cli.measure_results import adapted
 
     if status and cancel:
         raise typer.BadParameter(
             "--cancel acts on the adaptation it would show; drop one of them", param_hint="--status"
         )
-    try:
-        get_space(space)  # refused before any request, as measure refuses it
-    except UnknownSpace as err:
-        raise SystemExit(f"latfarm adapt: --space: {err}") from err
     client = client_for(server, key, "latfarm adapt")
     with exit_on_error("latfarm adapt"), explained("latfarm adapt", client):
         if cancel:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from latfarm.services.cli.options import adapt_rule
+from latfarm.services.cli.options import adapt_rule, space_option
 
 
 def _check_folder(command: str, data: Path) -> None:
@@ -33,7 +33,7 @@ def pretrain(
     devices: str = typer.Option(None, "--devices", show_default="all in the folder", help="Comma-separated devices."),
     out: Path = typer.Option(..., "--out", help="Checkpoint file to write."),
     seed: int = typer.Option(0, "--seed", help="Random seed (initialisation, batches)."),
-    space: str = typer.Option("nb201", "--space", help="Search space of the data: nb201 or fbnet."),
+    space: str = space_option("Search space of the data"),
 ) -> None:
     """Pretrain the latency predictor on many devices (reproduces the shipped checkpoints)."""
     from latfarm.predictor.pretrain import pretrain_cli
@@ -56,7 +56,7 @@ def eval_transfer(
     seed: int = typer.Option(0, "--seed", help="Random seed (pretraining, sample draws)."),
     json_out: Path = typer.Option(None, "--json", help="Write the scores as JSON here."),
     dump: Path = typer.Option(None, "--dump", help="Write <device>_k<K>_t<trial>.npz per run."),
-    space: str = typer.Option("nb201", "--space", help="Search space of the data: nb201 or fbnet."),
+    space: str = space_option("Search space of the data"),
     calibration: int = typer.Option(
         0,
         "--calibrate",

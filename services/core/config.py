@@ -123,6 +123,12 @@ class Settings(_FromEnvironment):
         return self.grpc_host or self.http_host
 
     @property
+    def grpc_tls(self) -> bool:
+        """Whether the gRPC port serves TLS: a certificate is set (``rpc.server.server_credentials`` refuses to
+        start with one of the two PEM files alone)."""
+        return self.grpc_tls_cert is not None
+
+    @property
     def artifacts_dir(self) -> Path:
         """The content-addressed store of exported models."""
         return self.data_dir / "artifacts"

@@ -74,6 +74,7 @@ def _check_running(served: Served) -> None:
     health = httpx.get(f"{served.rest}/healthz", timeout=10).json()
     assert health["status"] == "ok"
     assert health["grpc_port"] == int(served.grpc.rsplit(":", 1)[1])  # the port bound for --grpc-port 0
+    assert health["grpc_tls"] is False
     assert httpx.get(f"{served.rest}/docs", timeout=10).status_code == 200
     admin = {"Authorization": f"Bearer {served.key}"}
     created = httpx.post(f"{served.rest}/v1/devices", json={"name": "dev1"}, headers=admin, timeout=10)

@@ -122,6 +122,7 @@ def test_latfarm_agent_registers_with_a_tls_latfarm_serve(certs, tmp_path, monke
         assert agent.proc.wait(timeout=60) == 0, agent.log()
         assert "registered as agent" in agent.log()
         assert f"{server.grpc_port}  TLS" in (tmp_path / "server.log").read_text()
+        assert server.request("GET", "/healthz")["grpc_tls"] is True  # agent hints then carry --tls
     finally:
         server.stop()
 

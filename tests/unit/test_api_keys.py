@@ -71,7 +71,9 @@ def test_bootstrap_admin_key(tmp_path, db_url, monkeypatch):
 
 def test_healthz_docs_and_metrics(api, keys):
     health = api.get("/healthz").json()
-    assert health == {"status": "ok", "database": "ok", "redis": "not configured", "grpc_port": health["grpc_port"]}
+    assert health == {
+        "status": "ok", "database": "ok", "redis": "not configured", "grpc_port": health["grpc_port"], "grpc_tls": False
+    }  # fmt: skip
     assert isinstance(health["grpc_port"], int)
     assert api.get("/docs").status_code == 200
     paths = api.get("/openapi.json").json()["paths"]

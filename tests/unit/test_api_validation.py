@@ -3,6 +3,7 @@ status and the one error shape the API answers with."""
 
 from __future__ import annotations
 
+from latfarm.services.store.models import Job
 from tests.api_support import add_device
 
 
@@ -24,6 +25,54 @@ def test_out_of_range_numbers_are_refused_naming_the_field(api, keys):
     accepted = api.post("/v1/devices/dev1/enrollments", json={"expires_in_s": 3600.0}, headers=keys["admin"])
     assert accepted.status_code == 201, accepted.text  # 3600.0 is an integer (JSON Schema's), as documented
     assert api.get("/v1/measurements", params={"cursor": "m5"}, headers=keys["client"]).json()["items"] == []
+
+
+BOUNDED_422 = [  # method, path, body or query, the field by its public path, its message (the whole range)
+    ("post", "/v1/devices/dev1/adapt", {"seed": -1}, "seed", "must be between 0 and 4294967295, got -1"),
+    ("post", "/v1/devices", {"name": "d2", "batch_size": 0}, "batch_size", "must be between 1 and 1024, got 0"),
+    ("post", "/v1/devices", {"name": "d2", "resolution": 1}, "resolution", "must be between 8 and 1024, got 1"),
+    ("post", "/v1/devices", {"name": "d2", "classes": 0}, "classes", "must be between 1 and 100000, got 0"),
+    ("post", "/v1/devices/dev1/enrollments", {"max_uses": 0}, "max_uses", "must be between 1 and 100000, got 0"),
+    (
+        "post",
+        "/v1/devices/dev1/enrollments",
+        {"expires_in_s": 0},
+        "expires_in_s",
+        "must be greater than 0 and at most 31622400, got 0",
+    ),
+    (
+        "post",
+        "/v1/jobs",
+        {"device": "dev1", "archs": [0], "protocol": {"warmup_runs": 5000}},
+        "protocol.warmup_runs",
+        "must be between 0 and 1000, got 5000",
+    ),
+    (
+        "post",
+        "/v1/jobs",
+        {"device": "dev1", "archs": [0], "protocol": {"rounds": 0}},
+        "protocol.rounds",
+        "must be between 1 and 1000, got 0",
+    ),
+    ("get", "/v1/measurements", {"limit": 0}, "limit", "must be between 1 and 1000, got 0"),
+    ("post", "/v1/measurements/0/quarantine", {}, "measurement_id", f"must be between 1 and {2**63 - 1}, got 0"),
+]
+
+
+def test_a_number_out_of_its_bounds_is_told_its_whole_range(api, keys):
+    """Body fields, nested ones, query and path parameters: both ends of the documented range and the value sent,
+    never pydantic's one-sided "greater than or equal to"; nothing stored."""
+    add_device(api, "dev1")
+    for method, path, given, field, message in BOUNDED_422:
+        sent = {"json": given} if method == "post" else {"params": given}
+        response = getattr(api, method)(path, headers=keys["admin"], **sent)
+        assert response.status_code == 422, (path, response.text)
+        body = response.json()
+        assert body["errors"] == [{"field": field, "message": message}], (path, body)
+        assert body["message"] == f"{field}: {message}" and body["field"] == field, (path, body)
+    assert [d["name"] for d in api.get("/v1/devices", headers=keys["admin"]).json()] == ["dev1"]
+    with api.app.state.sessions() as session:
+        assert session.query(Job).count() == 0
 
 
 def test_openapi_documents_every_error_status_in_the_one_shape(api):

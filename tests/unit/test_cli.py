@@ -27,6 +27,54 @@ def test_measure_needs_archs_and_names_a_missing_file(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "command",
+    [
+        ["pretrain", "--data", "no-such-folder", "--out", "x.pt"],
+        ["eval", "transfer", "--data", "no-such-folder", "--train", "a", "--test", "b"],
+        ["import", "no-such-folder"],
+        ["export", "model", "0"],
+        ["export", "data", "dev", "--out", "x.csv"],
+        ["predict", "dev", "0", "--server", "http://127.0.0.1:9", "--key", "k"],
+        ["measure", "dev", "0", "--server", "http://127.0.0.1:9", "--key", "k"],
+        ["adapt", "dev", "--server", "http://127.0.0.1:9", "--key", "k"],
+    ],
+)
+def test_an_unknown_space_is_a_usage_error_naming_the_known_ones_before_anything_is_read(
+    command, tmp_path, monkeypatch
+):
+    """Every ``--space`` is a choice of the registered spaces: exit 2 before a folder, a database or a server is
+    touched (none of them exists here), and nothing is written (no data folder, no artifacts)."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*command, "--space", "ofa"], env={"COLUMNS": "200"})
+    shown = " ".join(result.output.replace("│", "").split())
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--space': unknown search space 'ofa'; known: fbnet, nb201" in shown, result.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["import", "no-such-folder", "--format", "xls"], "'--format': must be one of help, latbench, hwnasbench"),
+        (["export", "data", "dev", "--out", "x.csv", "--format", "xls"], "'--format': must be one of csv, latbench"),
+        (["export", "model", "0", "--format", "xls"], "'--format': must be one of onnx, tflite, got 'xls'"),
+        (["export", "model", "0", "--precision", "fp8"], "'--precision': must be one of fp32, fp16, int8, got 'fp8'"),
+        (["export", "model", "0", "--graph", "fused"], "'--graph': must be one of reference, pruned, got 'fused'"),
+    ],
+)
+def test_a_value_outside_a_data_options_fixed_set_is_a_usage_error_listing_the_set(
+    command, expected, tmp_path, monkeypatch
+):
+    """``import`` / ``export`` options with a fixed set of values are checked as the command line is read: exit 2
+    naming the option, before any folder or database is touched (no data folder, no artifacts)."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, command, env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for {expected}" in " ".join(result.output.replace("│", "").split()), result.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
     ("args", "expected"),
     [
         (

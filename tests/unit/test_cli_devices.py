@@ -7,13 +7,14 @@ from __future__ import annotations
 import csv
 import stat
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from latfarm.services.cli import app
 from latfarm.services.core.names import refusal
 from latfarm.services.store.models import Device, Enrollment
-from tests.api_support import ADMIN_KEY, LIVE_GRPC_PORT, arch
+from tests.api_support import ADMIN_KEY, LIVE_GRPC_PORT, app_on, arch, make_settings, serving
 from tests.unit.test_cli_measure import LATENCY_MS, add_device_live, finish_batch
 
 NOWHERE = "http://127.0.0.1:9"  # no server: a command that asks one says so
@@ -130,9 +131,9 @@ def test_device_adds_refusal_of_a_field_names_its_flag_or_argument(live_api):
     url, server = live_api
     cases = [
         (["p9", "--resolution", "17"], "--resolution: 17px with 10 classes is not an input variant of nb201; known: "),
-        (["p9", "--classes", "0"], "--classes: Input should be greater than or equal to 1"),
+        (["p9", "--classes", "0"], "--classes: must be between 1 and 100000, got 0"),
         (["p9", "--precision", "fp64"], "--precision: must be one of fp32, fp16, int8"),
-        (["p9", "--resolution", "0"], "--resolution: Input should be greater than or equal to 8"),
+        (["p9", "--resolution", "0"], "--resolution: must be between 8 and 1024, got 0"),
         (["p9", "--runtime", "tensorrt"], "--runtime: must be one of onnxruntime, litert, got 'tensorrt'\n"),
         (["a/b"], f"NAME: {refusal('a/b')}\n"),  # the server's field is "name"
     ]
@@ -159,3 +160,20 @@ def test_agent_hint_falls_back_to_the_default_grpc_port_for_an_older_server():
     from latfarm.services.cli.remote import agent_command
 
     assert agent_command(_OldServer()) == "latfarm agent --server HOST:50051"  # type: ignore[arg-type]
+
+
+def test_agent_hints_add_tls_when_the_servers_grpc_port_serves_it(tmp_path, sqlite_url):
+    """``/healthz`` says ``grpc_tls`` (true with a certificate set; the REST app never reads the PEM files), and
+    each hint to start an agent (``device enroll --out``, no agent online) then carries ``--tls``; without TLS the
+    other tests see the plaintext command."""
+    pem = {"grpc_tls_cert": tmp_path / "cert.pem", "grpc_tls_key": tmp_path / "key.pem"}
+    settings = make_settings(tmp_path, sqlite_url, grpc_port=LIVE_GRPC_PORT, **pem)
+    with app_on(settings) as server, serving(server) as url:
+        assert CliRunner().invoke(app, ["device", "add", "gpu-b2", "--server", url, "--key", ADMIN_KEY]).exit_code == 0
+        health = httpx.get(f"{url}/healthz").json()
+        assert (health["grpc_port"], health["grpc_tls"]) == (LIVE_GRPC_PORT, True)
+        agent = f"latfarm agent --server HOST:{LIVE_GRPC_PORT} --tls"
+        enrolled = _invoke(url, "device", "enroll", "gpu-b2", "--out", str(tmp_path / "gpu-b2.token"))
+        assert enrolled.exit_code == 0 and enrolled.stdout.rstrip().endswith(agent), enrolled.output
+        offline = _invoke(url, "measure", "gpu-b2", "0")
+        assert offline.exit_code == 1 and f"{agent} (a token: latfarm device enroll gpu-b2)" in offline.output

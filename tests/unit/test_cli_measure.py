@@ -179,7 +179,6 @@ def test_bad_archs_of_a_space_are_refused_naming_the_problem_before_any_request(
         (["--space", "fbnet", "k3_e1-skip"], "2 blocks joined by '-', expected 22"),
         (["--space", "fbnet", "-".join(["k3_e1"] * 21 + ["k7_e1"])], "unknown block 'k7_e1' at position 21"),
         (["--space", "fbnet", "5000"], "fbnet: reference position 5000 is outside 0..4999"),
-        (["--space", "ofa", "5"], "latfarm measure: --space: unknown search space 'ofa'"),
         (["99999"], "nb201: reference position 99999 is outside 0..15624"),
         (["-".join(["k3_e1"] * 22)], "expected 3 node groups joined by '+', found 1; it is an arch of space fbnet"),
     ]
@@ -320,7 +319,7 @@ def test_the_servers_refusal_of_an_option_names_its_flag(live_api):
         (["--format", "tflit"], "latfarm measure: --format: Input should be 'onnx' or 'tflite'"),
         (["--precision", "fp64"], "latfarm measure: --precision: must be one of fp32, fp16, int8"),
         (["--graph", "fused"], "latfarm measure: --graph: must be one of reference, pruned"),
-        (["--batch-size", "5000"], "latfarm measure: --batch-size: Input should be less than or equal to 1024"),
+        (["--batch-size", "5000"], "latfarm measure: --batch-size: must be between 1 and 1024, got 5000"),
     ]
     for (args, line), wait in itertools.product(cases, ["--wait-for-agent", "--no-wait"]):
         result = CliRunner().invoke(app, ["measure", "gpu-b2", "1", wait, *args, "--server", url, "--key", ADMIN_KEY])

@@ -35,16 +35,6 @@ def test_an_unstable_measurement_is_marked_and_one_estimate_exits_0(live_api):
     assert none.startswith(f"no estimate  {arch(7)}: ")
 
 
-def test_an_unknown_space_is_named_by_its_flag_in_one_line(live_api):
-    url, server = live_api
-    add_device_live(server)
-    for command in (["predict", "gpu-b2", "0"], ["adapt", "gpu-b2", "--samples", "5"]):
-        result = CliRunner().invoke(app, [*command, "--space", "ofa", "--server", url, "--key", ADMIN_KEY])
-        assert result.exit_code == 1, result.output
-        (line,) = result.output.strip().splitlines()
-        assert line == f"latfarm {command[0]}: --space: unknown search space 'ofa'; known: fbnet, nb201", line
-
-
 def test_a_prediction_shows_its_standard_deviation_in_the_column_a_measurement_leaves_blank():
     from latfarm.services.cli.measure_results import prediction_line
 

@@ -35,12 +35,14 @@ def test_healthz_turns_503_within_2_s_of_the_database_going_away_and_200_when_it
     try:
         with Runtime(settings) as runtime, TestClient(create_app(runtime)) as client:
             assert _until(client, 200, 5)[1] == {
-                "status": "ok", "database": "ok", "redis": "not configured", "grpc_port": settings.grpc_port
+                "status": "ok", "database": "ok", "redis": "not configured", "grpc_port": settings.grpc_port,
+                "grpc_tls": False,
             }  # fmt: skip
             link.cut()  # the pings hang
             waited, body = _until(client, 503, STALE_S + 2)
             assert body == {
-                "status": "error", "database": NO_ANSWER, "redis": "not configured", "grpc_port": settings.grpc_port
+                "status": "error", "database": NO_ANSWER, "redis": "not configured", "grpc_port": settings.grpc_port,
+                "grpc_tls": False,
             }  # fmt: skip
             assert waited <= STALE_S + 1  # the test's own requests take time on a busy machine
             link.mend()  # the hung ping's connection is reset; the next one connects again

@@ -72,6 +72,7 @@ def test_healthz_and_the_admin_ui_answer_503_while_the_database_is_down(tmp_path
         "database": "unreachable: OperationalError",
         "redis": "not configured",
         "grpc_port": 50051,
+        "grpc_tls": False,
     }
     HealthOut.model_validate(answer.json(), strict=True)
     for status in ("200", "503"):

@@ -26,8 +26,8 @@ router = APIRouter(tags=["health"])
 async def healthz(request: Request) -> JSONResponse:
     """200 when the database answers, 503 otherwise; ``redis`` says whether Redis is configured and reachable
     (``degraded`` without it: agents then wake at their poll timeout and predictions are not shared); ``grpc_port``
-    is the agents' port. Answered on the event loop from the runtime's ``HealthProbe``: its last ping, at most 2 s
-    old."""
+    is the agents' port and ``grpc_tls`` whether it serves TLS. Answered on the event loop from the runtime's
+    ``HealthProbe``: its last ping, at most 2 s old."""
     probe = request.app.state.health
     health = probe.latest()
     if health is None:  # no fresh ping: wait for the next
@@ -37,6 +37,7 @@ async def healthz(request: Request) -> JSONResponse:
             health = probe.no_answer()
     body = {"status": health.status, "database": health.database, "redis": health.redis}
     body["grpc_port"] = request.app.state.grpc_port
+    body["grpc_tls"] = request.app.state.settings.grpc_tls
     return JSONResponse(body, status_code=503 if health.status == "error" else 200)
 
 
