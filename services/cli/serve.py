@@ -1,5 +1,5 @@
-"""``latfarm serve``: the REST app (uvicorn) and the agents' gRPC server in one process, plus child processes
-serving the same gRPC port when ``grpc_processes`` asks for more (``rpc.processes``)."""
+"""``latfarm serve``: the REST app (uvicorn) and the agents' gRPC server in one process, or with ``grpc_processes``
+N > 1 the REST app here and N child processes serving the gRPC port (``rpc.processes``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import logging
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from contextlib import nullcontext
+from typing import TypeVar
 
 import uvicorn
 
@@ -16,12 +18,14 @@ from latfarm.services.api.app import create_app
 from latfarm.services.api.deps import warm_arch_tables
 from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.core.config import Settings
-from latfarm.services.rpc.processes import GrpcChildren, grpc_processes
+from latfarm.services.rpc.processes import GrpcChildren, grpc_processes, reserve_port
 from latfarm.services.rpc.server import build_grpc_server, server_credentials
 from latfarm.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 GRPC_GRACE_S = 3.0
+CHILDREN_START_S = 60.0  # the gRPC children have this long to listen before the URLs are printed
 
 
 class _Server(uvicorn.Server):
@@ -40,6 +44,14 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _bound(port_name: str, bind: Callable[[], T]) -> T:
+    """``bind()``; a port that cannot be bound (in use, not allowed) exits with one line naming it."""
+    try:
+        return bind()
+    except OSError as err:
+        raise SystemExit(f"latfarm serve: cannot listen on the {port_name}: {err.strerror or err}") from err
+
+
 def _shown(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
@@ -53,19 +65,28 @@ def serve(settings: Settings) -> None:
         processes = grpc_processes(settings)
     runtime = Runtime(settings)
     new_admin_key = runtime.bootstrap()
-    http_sock = _listen(settings.http_host, settings.http_port)
-    grpc_server, grpc_port = build_grpc_server(
-        settings,
-        runtime.sessions,
-        runtime.read_sessions,
-        runtime.artifacts,
-        runtime.notifier,
-        credentials=credentials,
-        port=settings.grpc_port,
-        guard=runtime.auth_guard,
-    )
+    http_sock = _bound(f"REST port {settings.http_port}", lambda: _listen(settings.http_host, settings.http_port))
+    grpc_name = f"gRPC port {settings.grpc_port}"
+    grpc_server, reserved = None, None
+    if processes > 1:  # the children serve the agents; this process holds the port for them
+        reserved = _bound(grpc_name, lambda: reserve_port(settings.grpc_listen_host, settings.grpc_port))
+        grpc_port = reserved.getsockname()[1]
+    else:
+        grpc_server, grpc_port = _bound(
+            grpc_name,
+            lambda: build_grpc_server(
+                settings,
+                runtime.sessions,
+                runtime.read_sessions,
+                runtime.artifacts,
+                runtime.notifier,
+                credentials=credentials,
+                port=settings.grpc_port,
+                guard=runtime.auth_guard,
+            ),
+        )
     app = create_app(runtime, grpc_port)
-    children = GrpcChildren(settings, grpc_port, processes - 1)
+    children = GrpcChildren(settings, grpc_port, processes if reserved else 0)
     config = uvicorn.Config(
         app,
         log_level="info",
@@ -80,8 +101,13 @@ def serve(settings: Settings) -> None:
         server.should_exit = True
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    grpc_server.start()
+    grpc_host = _shown(settings.grpc_listen_host)
+    if grpc_server:
+        grpc_server.start()
     children.start()
+    if reserved and not children.wait_listening(grpc_host, CHILDREN_START_S):
+        children.stop(GRPC_GRACE_S)
+        raise SystemExit(f"latfarm serve: no gRPC process listened on port {grpc_port} (their log lines are above)")
     runtime.start_workers()
     host = _shown(settings.http_host)
     http_port = http_sock.getsockname()[1]
@@ -89,7 +115,6 @@ def serve(settings: Settings) -> None:
     tls = credentials is not None
     spread = f"  {processes} processes" if processes > 1 else ""
     agent_tls = " --tls (or --ca-cert CERT.pem when self-signed)" if tls else ""
-    grpc_host = _shown(settings.grpc_listen_host)
     print(
         f"latfarm gRPC  {grpc_host}:{grpc_port}{'  TLS' if tls else ''}{spread}  "
         f"(agents: latfarm agent --server {grpc_host}:{grpc_port}{agent_tls})",
@@ -110,11 +135,14 @@ def serve(settings: Settings) -> None:
     try:
         server.run(sockets=[http_sock])
     finally:
-        stopped = grpc_server.stop(GRPC_GRACE_S)
+        stopped = grpc_server.stop(GRPC_GRACE_S) if grpc_server else None
         children.stop(GRPC_GRACE_S)
-        stopped.wait(GRPC_GRACE_S + 2)
+        if stopped:
+            stopped.wait(GRPC_GRACE_S + 2)
         runtime.close()
         http_sock.close()
+        if reserved:
+            reserved.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print("latfarm stopped", flush=True)

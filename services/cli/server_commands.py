@@ -32,7 +32,8 @@ def serve(
         "--grpc-processes",
         min=0,
         show_default="0",
-        help="Processes serving the gRPC port; 0: one per CPU up to 4 on PostgreSQL with Redis, else 1.",
+        help="Processes serving the gRPC port (more than 1: child processes, REST alone in this one); 0: one per CPU"
+        " up to 4 on PostgreSQL with Redis, else 1.",
     ),
     grpc_tls_cert: Path = typer.Option(None, "--grpc-tls-cert", help="PEM certificate: TLS on the gRPC port."),
     grpc_tls_key: Path = typer.Option(None, "--grpc-tls-key", help="PEM private key of --grpc-tls-cert."),

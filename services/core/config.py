@@ -57,8 +57,9 @@ class Settings(_FromEnvironment):
     grpc_processes: int = Field(
         0,
         ge=0,
-        description="processes serving the gRPC port (each its own GIL; they share it through SO_REUSEPORT); 0: one"
-        " per CPU up to 4 on PostgreSQL with Redis, else 1; SQLite allows only 1",
+        description="processes serving the gRPC port (each its own GIL; they share it through SO_REUSEPORT; more than"
+        " 1: child processes, REST alone in the main one); 0: one per CPU up to 4 on PostgreSQL with Redis, else 1;"
+        " SQLite allows only 1",
     )
     grpc_max_connection_age_s: float = Field(
         300.0,

@@ -1,18 +1,20 @@
-"""More gRPC server processes: children serving the agent service on the main process's gRPC port.
+"""More gRPC server processes: children serving the agent service on one port.
 
-A server process is GIL-bound at about one core. With ``grpc_processes`` N > 1, ``latfarm serve`` starts N - 1
-children (``python -m latfarm.services.rpc.child``); each builds its own runtime (engine, sessions, notifier) and
-gRPC server bound to the same port, and the kernel spreads new connections over the processes (SO_REUSEPORT, on
-in gRPC by default on Linux; an agent keeps its channel, so it stays with one process). They share only the
-database and Redis, as replicas do. The main process keeps REST, the background workers and its own share of the
-agents. A child dies with the main process (Linux parent-death signal, else within a second) and is restarted when
-it exits on its own after running ``STEADY_S``.
+A server process is GIL-bound at about one core. With ``grpc_processes`` N > 1, ``latfarm serve`` starts N children
+(``python -m latfarm.services.rpc.child``); each builds its own runtime (engine, sessions, notifier) and gRPC server
+bound to the same port, and the kernel spreads new connections over the processes (SO_REUSEPORT, on in gRPC by
+default on Linux; an agent keeps its channel, so it stays with one process). They share only the database and
+Redis, as replicas do. The main process keeps REST and the background workers and serves no agent, so a busy fleet
+does not hold the interpreter that answers NAS clients; it holds the port (``reserve_port``: bound, not listening)
+from before the children start until it stops. A child dies with the main process (Linux parent-death signal, else
+within a second) and is restarted when it exits on its own after running ``STEADY_S``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +46,25 @@ def grpc_processes(settings: Settings, cpus: int | None = None) -> int:
             field="grpc_processes",
         )
     return settings.grpc_processes
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` (0 picks a free port) with SO_REUSEPORT, not listening: it keeps the
+    port from other programs while the children bind it beside it, and takes none of its connections (the kernel
+    spreads them over listening sockets only). Every interface for ``0.0.0.0``, ``::`` or empty (IPv4 and IPv6, as
+    gRPC binds it). Raises ``OSError`` when the port is taken."""
+    every = host in ("0.0.0.0", "::", "")
+    family = socket.AF_INET6 if every or ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if every:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    try:
+        sock.bind(("::" if every else host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class GrpcChildren:
@@ -78,6 +99,20 @@ class GrpcChildren:
                 else:
                     log.error("gRPC process %d exited (code %s); starting another", proc.pid, proc.returncode)
                     self._procs[index] = self._spawn()
+
+    def wait_listening(self, host: str, timeout_s: float) -> bool:
+        """Wait until a child accepts connections on ``host`` (the shown address), for at most ``timeout_s``; False
+        when none did in time or every child exited."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((host, self.port), timeout=1).close()
+                return True
+            except OSError:
+                if all(proc.poll() is not None for proc, _ in self._procs):
+                    return False
+                time.sleep(0.1)
+        return False
 
     def stop(self, grace_s: float) -> None:
         """SIGTERM every child (each lets its calls finish for ``grace_s``), then SIGKILL those still running."""

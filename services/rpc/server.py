@@ -98,7 +98,8 @@ def build_grpc_server(
     only read (``runtime.Runtime`` builds both); ``guard`` throttles clients failing authentication (the runtime's,
     so REST and gRPC failures count together; a private one when None).
 
-    Returns the server, not yet started, and the bound port. Call ``server.start()``, and ``server.stop(grace)``.
+    Returns the server, not yet started, and the bound port; raises ``OSError`` when the port cannot be bound.
+    Call ``server.start()``, and ``server.stop(grace)``.
     """
     port = settings.grpc_port if port is None else port
     guard = guard or AuthGuard(settings.auth_failure_limit)
@@ -111,7 +112,10 @@ def build_grpc_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     address = f"{_bind_host(settings.grpc_listen_host)}:{port}"
-    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    try:
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError as err:  # gRPC's word for a port it cannot bind
+        raise OSError(f"cannot bind {address} (in use, or not allowed)") from err
     if not bound:
-        raise OSError(f"cannot bind the gRPC port {port}")
+        raise OSError(f"cannot bind {address} (in use, or not allowed)")
     return server, bound

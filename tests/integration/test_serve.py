@@ -6,6 +6,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -124,16 +125,29 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _listening(pid: int, port: int) -> int:
+    """How many sockets of process ``pid`` listen on TCP ``port`` (Linux ``/proc``)."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(fields[9])
+    links = (os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    return sum(link.startswith("socket:[") and link[8:-1] in inodes for link in links)
+
+
 @pytest.mark.slow
 def test_grpc_processes_share_the_port_and_die_with_the_server(tmp_path, pg_url, redis_url):
-    """Three processes serve one gRPC port: agents on separate connections reach the children too (each logs the
-    registrations it served under its pid); a SIGKILLed server takes its children with it."""
+    """Three child processes serve one gRPC port and the main process (REST) none of it: agents on separate
+    connections reach every child (each logs the registrations it served under its pid); a SIGKILLed server takes
+    its children with it."""
     args = ["--db", pg_url, "--redis", redis_url, "--data-dir", str(tmp_path / "data")]
     served = Served(args, LATFARM_GRPC_PROCESSES="3")
     try:
         assert "3 processes" in "".join(served.output)
         children = _children(served.proc.pid)
-        assert len(children) == 2, children
+        assert len(children) == 3, children
         admin = {"Authorization": f"Bearer {served.key}"}
         assert httpx.post(f"{served.rest}/v1/devices", json={"name": "spread"}, headers=admin, timeout=10).is_success
         token = httpx.post(f"{served.rest}/v1/devices/spread/enrollments", headers=admin, timeout=10).json()["token"]
@@ -147,6 +161,9 @@ def test_grpc_processes_share_the_port_and_die_with_the_server(tmp_path, pg_url,
                 auth = [("authorization", f"Bearer {reply.credential}")]
                 assert not stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=0), metadata=auth, timeout=30).jobs
             time.sleep(0.2)  # the child's log line travels through the pipe
+        port = int(served.grpc.rsplit(":", 1)[1])
+        assert all(_listening(child, port) >= 1 for child in children)
+        assert _listening(served.proc.pid, port) == 0  # it holds the port without taking connections
     finally:
         served.proc.kill()
         served.proc.wait(timeout=30)
@@ -154,3 +171,34 @@ def test_grpc_processes_share_the_port_and_die_with_the_server(tmp_path, pg_url,
     while any(Path(f"/proc/{child}").exists() for child in children):
         assert time.monotonic() < deadline, "a gRPC child outlived its SIGKILLed server"
         time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("which", "processes"), [("REST", "1"), ("gRPC", "1"), ("gRPC", "2")], ids=["rest", "grpc", "grpc-children"]
+)
+def test_a_port_in_use_exits_with_one_line(tmp_path, pg_url, redis_url, which, processes):
+    """A port another program listens on: one line naming it, exit 1, no traceback (one gRPC process binds the
+    port itself; with children the main process reserves it first)."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        flag = "--http-port" if which == "REST" else "--grpc-port"
+        other = "--grpc-port" if which == "REST" else "--http-port"
+        args = ["--db", pg_url, "--redis", redis_url, "--data-dir", str(tmp_path / "data"), flag, port, other, "0"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LATFARM_")} | {
+            "LATFARM_GRPC_PROCESSES": processes
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "latfarm.services.cli", "serve", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    said = f"latfarm serve: cannot listen on the {which} port {port}: "
+    assert said + ("cannot bind" if which == "gRPC" and processes == "1" else "Address already in use") in done.stderr
+    assert "Traceback" not in done.stderr
