@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from loo_signal import splits  # bench/ is the script's folder: on sys.path
 from predictor_loo import band_summary
-from transfer_args import sample_sizes, transfer_parser
+from transfer_args import transfer_parser
 
 from latfarm.predictor.evaluate import adapt_calibrated, cached_pretrain, trial_seed
 from latfarm.predictor.help_data import load_help
@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--extra", type=int, default=50, help="archs R each rule picks besides the K")
     args = ap.parse_args()
     lat = load_help(args.data)
-    samples = sample_sizes(args.samples)
+    samples = args.samples
     print(f"R = {args.extra}: Spearman / ±10% / 1-sd / 2-sd coverage per K")
     for title, held in splits(lat).items():
         report(title, rows(lat, held, samples, args.extra, args.trials, args.seed, args.cache), samples)

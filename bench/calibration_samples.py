@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from loo_signal import splits  # bench/ is the script's folder: on sys.path
 from predictor_loo import band_summary
-from transfer_args import sample_sizes, transfer_parser
+from transfer_args import transfer_parser
 
 from latfarm.predictor.calibration import calibration_factor
 from latfarm.predictor.evaluate import adapt_calibrated, cached_pretrain, calibration_order, trial_seed
@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--extra", default="0,10,20,50", help="random archs R besides the K, comma-separated")
     args = ap.parse_args()
     lat = load_help(args.data)
-    samples = sample_sizes(args.samples)
+    samples = args.samples
     extra = sorted(int(r) for r in args.extra.split(","))
     print("Spearman / ±10% / 1-sd / 2-sd coverage per K")
     for title, held in splits(lat).items():

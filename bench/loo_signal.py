@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from predictor_loo import BAND, MIN_COVERAGE_2SD, SOURCE_FAMILIES, family
-from transfer_args import sample_sizes, transfer_parser
+from transfer_args import transfer_parser
 
 from latfarm.predictor import prior
 from latfarm.predictor.evaluate import cached_pretrain, trial_seed
@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--pretrain-seed", type=int, default=0, help="the cached pretrainings' seed")
     args = ap.parse_args()
     lat = load_help(args.data)
-    samples = sample_sizes(args.samples)
+    samples = args.samples
     for title, held in splits(lat).items():
         report(title, runs(lat, held, samples, args.trials, args.seed, args.pretrain_seed, args.cache), samples)
 
