@@ -17,13 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from loo_signal import splits  # bench/ is the script's folder: on sys.path
+from loo_signal import draws, splits  # bench/ is the script's folder: on sys.path
 from predictor_loo import band_summary
-from transfer_args import sample_sizes, transfer_parser
+from transfer_args import transfer_parser
 
-from latfarm.predictor.evaluate import adapt_calibrated, cached_pretrain, trial_seed
+from latfarm.predictor.evaluate import adapt_calibrated
 from latfarm.predictor.help_data import load_help
-from latfarm.predictor.pretrain import DEFAULT_EPOCHS
 from latfarm.predictor.scores import coverage, score
 
 PICKS = ("none", "random", "fastest", "budget", "slowest")
@@ -44,20 +43,15 @@ def picks(predicted_ms: np.ndarray, pool: np.ndarray, r: int, rng: np.random.Gen
 def rows(lat: dict, held: list, samples, r: int, trials: int, seed: int, cache: Path) -> list[dict]:
     """One row per (device, K, trial, rule): scores and coverage on the archs no rule picked."""
     out = []
-    for name, sources in held:
-        predictor = cached_pretrain(sources, seed=0, epochs=DEFAULT_EPOCHS, cache_dir=cache)
-        y = lat[name]
-        for k in samples:
-            for trial in range(trials):
-                s = trial_seed(seed, name, k, trial)
-                idx = np.asarray(predictor.select_samples(k, seed=s))
-                predicted, _ = predictor.adapt(idx, y[idx]).predict()
-                chosen = picks(predicted, np.setdiff1d(np.arange(len(y)), idx), r, np.random.default_rng(s))
-                rest = np.setdiff1d(np.arange(len(y)), np.concatenate([idx, *chosen.values()]))
-                for rule, calib in chosen.items():
-                    mean, std = adapt_calibrated(predictor, y, idx, calib).predict(rest)
-                    row = score(mean, y[rest]) | coverage(mean, std, y[rest])
-                    out.append({"device": name, "k": k, "rule": rule, **row})
+    for draw in draws(lat, held, samples, trials, seed, cache):
+        y, idx = draw.y, draw.idx
+        predicted, _ = draw.predictor.adapt(idx, y[idx]).predict()
+        chosen = picks(predicted, np.setdiff1d(np.arange(len(y)), idx), r, np.random.default_rng(draw.seed))
+        rest = np.setdiff1d(np.arange(len(y)), np.concatenate([idx, *chosen.values()]))
+        for rule, calib in chosen.items():
+            mean, std = adapt_calibrated(draw.predictor, y, idx, calib).predict(rest)
+            row = score(mean, y[rest]) | coverage(mean, std, y[rest])
+            out.append({"device": draw.device, "k": draw.k, "rule": rule, **row})
     return out
 
 
@@ -76,7 +70,7 @@ def main() -> None:
     ap.add_argument("--extra", type=int, default=50, help="archs R each rule picks besides the K")
     args = ap.parse_args()
     lat = load_help(args.data)
-    samples = sample_sizes(args.samples)
+    samples = args.samples
     print(f"R = {args.extra}: Spearman / ±10% / 1-sd / 2-sd coverage per K")
     for title, held in splits(lat).items():
         report(title, rows(lat, held, samples, args.extra, args.trials, args.seed, args.cache), samples)

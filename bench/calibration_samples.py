@@ -18,14 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from loo_signal import splits  # bench/ is the script's folder: on sys.path
+from loo_signal import draws, splits  # bench/ is the script's folder: on sys.path
 from predictor_loo import band_summary
-from transfer_args import sample_sizes, transfer_parser
+from transfer_args import transfer_parser
 
 from latfarm.predictor.calibration import calibration_factor
-from latfarm.predictor.evaluate import adapt_calibrated, cached_pretrain, calibration_order, trial_seed
+from latfarm.predictor.evaluate import adapt_calibrated, calibration_order
 from latfarm.predictor.help_data import load_help
-from latfarm.predictor.pretrain import DEFAULT_EPOCHS
 from latfarm.predictor.scores import score
 
 MODES = ("fitted", "held")
@@ -34,29 +33,24 @@ MODES = ("fitted", "held")
 def rows(lat: dict, held: list, samples, extra: list[int], trials: int, seed: int, cache: Path) -> list[dict]:
     """One row per (device, K, trial, mode, R): coverage at 1 and 2 sd, Spearman and ±10% share on the rest."""
     out = []
-    for name, sources in held:
-        predictor = cached_pretrain(sources, seed=0, epochs=DEFAULT_EPOCHS, cache_dir=cache)
-        y = lat[name]
-        for k in samples:
-            for trial in range(trials):
-                s = trial_seed(seed, name, k, trial)
-                idx = np.asarray(predictor.select_samples(k, seed=s, exclude=np.flatnonzero(np.isnan(y))))
-                drawn = calibration_order(y, idx, s)
-                rest = drawn[max(extra) :]
-                alone = predictor.adapt(idx, y[idx])
-                for r in extra:
-                    calib = drawn[:r]
-                    for mode in MODES if r else MODES[:1]:
-                        if mode == "fitted":
-                            model, factor = adapt_calibrated(predictor, y, idx, calib), 1.0
-                        else:
-                            model = alone
-                            mean, std = alone.predict(calib)
-                            factor = calibration_factor(np.abs(mean - y[calib]) / std)
-                        mean, std = model.predict(rest)
-                        z = np.abs(mean - y[rest]) / (std * factor)
-                        row = {"device": name, "k": k, "mode": mode, "r": r, **score(mean, y[rest])}
-                        out.append(row | {"cov1": np.mean(z <= 1), "cov2": np.mean(z <= 2)})
+    for draw in draws(lat, held, samples, trials, seed, cache):
+        y, idx = draw.y, draw.idx
+        drawn = calibration_order(y, idx, draw.seed)
+        rest = drawn[max(extra) :]
+        alone = draw.predictor.adapt(idx, y[idx])
+        for r in extra:
+            calib = drawn[:r]
+            for mode in MODES if r else MODES[:1]:
+                if mode == "fitted":
+                    model, factor = adapt_calibrated(draw.predictor, y, idx, calib), 1.0
+                else:
+                    model = alone
+                    mean, std = alone.predict(calib)
+                    factor = calibration_factor(np.abs(mean - y[calib]) / std)
+                mean, std = model.predict(rest)
+                z = np.abs(mean - y[rest]) / (std * factor)
+                row = {"device": draw.device, "k": draw.k, "mode": mode, "r": r, **score(mean, y[rest])}
+                out.append(row | {"cov1": np.mean(z <= 1), "cov2": np.mean(z <= 2)})
     return out
 
 
@@ -78,7 +72,7 @@ def main() -> None:
     ap.add_argument("--extra", default="0,10,20,50", help="random archs R besides the K, comma-separated")
     args = ap.parse_args()
     lat = load_help(args.data)
-    samples = sample_sizes(args.samples)
+    samples = args.samples
     extra = sorted(int(r) for r in args.extra.split(","))
     print("Spearman / ±10% / 1-sd / 2-sd coverage per K")
     for title, held in splits(lat).items():

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from transfer_args import sample_sizes, transfer_parser  # bench/ is the script's folder: on sys.path
+from transfer_args import transfer_parser  # bench/ is the script's folder: on sys.path
 
 from latfarm.predictor.blr import T_DOF
 from latfarm.predictor.evaluate import ReferencePredictor, transfer_scores
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--splits", default=",".join(SPLITS), help="lodo, lofo or both (comma-separated)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    ks = sample_sizes(args.samples)
+    ks = args.samples
     splits = tuple(args.splits.split(","))
     if not splits or not set(splits) <= set(SPLITS):
         parser.error(f"--splits: choose from {', '.join(SPLITS)}, got {args.splits!r}")

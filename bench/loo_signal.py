@@ -16,15 +16,18 @@ pretrainings check constants chosen on one set of draws.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from predictor_loo import BAND, MIN_COVERAGE_2SD, SOURCE_FAMILIES, family
-from transfer_args import sample_sizes, transfer_parser
+from transfer_args import transfer_parser
 
 from latfarm.predictor import prior
 from latfarm.predictor.evaluate import cached_pretrain, trial_seed
 from latfarm.predictor.help_data import load_help
+from latfarm.predictor.model import Predictor
 from latfarm.predictor.pretrain import DEFAULT_EPOCHS
 from latfarm.predictor.scores import GAUSSIAN_1SD
 
@@ -47,6 +50,33 @@ def splits(lat: dict) -> dict[str, list[tuple[str, dict]]]:
     }
 
 
+class Draw(NamedTuple):
+    """One adaptation's inputs: a held-out device's K samples of one trial."""
+
+    device: str
+    k: int
+    seed: int  # the trial's seed (``trial_seed``): the K samples' draw; benches seed their own draws with it too
+    predictor: Predictor  # pretrained without the device (its split's sources)
+    y: np.ndarray  # the device's latencies [archs], ms, NaN where unmeasured
+    idx: np.ndarray  # the K samples: positions in ``y`` that ``select_samples`` picks among its measured archs
+
+
+def draws(
+    lat: dict, held: list, samples, trials: int, seed: int, cache: Path, pretrain_seed: int = 0
+) -> Iterator[Draw]:
+    """Per (held-out device, its sources) of ``held``, K of ``samples`` and trial: the ``Draw``, its predictor the
+    cached pretraining on the sources (``pretrain_seed``, ``DEFAULT_EPOCHS``: ``predictor_loo.py``'s), its samples
+    seeded by ``trial_seed(seed, device, K, trial)``."""
+    for name, sources in held:
+        predictor = cached_pretrain(sources, seed=pretrain_seed, epochs=DEFAULT_EPOCHS, cache_dir=cache)
+        y = lat[name]
+        for k in samples:
+            for trial in range(trials):
+                s = trial_seed(seed, name, k, trial)
+                idx = np.asarray(predictor.select_samples(k, seed=s, exclude=np.flatnonzero(np.isnan(y))))
+                yield Draw(name, k, s, predictor, y, idx)
+
+
 def runs(lat: dict, held: list, samples, trials: int, seed: int, pretrain_seed: int, cache: Path) -> list[dict]:
     """One row per (device, K, trial): K, device, LOO z [K], dof and |error| / sd (factor 1) on the unsampled archs."""
     caught: list[tuple[np.ndarray, float]] = []
@@ -59,19 +89,14 @@ def runs(lat: dict, held: list, samples, trials: int, seed: int, pretrain_seed: 
     prior.loo_std_factor = catch  # type: ignore[assignment]  # LeaveOneOut.add looks it up at call time
     rows = []
     try:
-        for name, sources in held:
-            predictor = cached_pretrain(sources, seed=pretrain_seed, epochs=DEFAULT_EPOCHS, cache_dir=cache)
-            y = lat[name]
-            for k in samples:
-                for trial in range(trials):
-                    s = trial_seed(seed, name, k, trial)
-                    idx = np.asarray(predictor.select_samples(k, seed=s, exclude=np.flatnonzero(np.isnan(y))))
-                    model = predictor.adapt(idx, y[idx])
-                    mean, std = model.predict()
-                    rest = np.setdiff1d(np.flatnonzero(~np.isnan(y)), idx)
-                    ratio = np.abs(mean[rest] - y[rest]) / (std[rest] / model.posterior.std_factor)
-                    z, dof = caught[-1]
-                    rows.append({"k": k, "device": name, "z": z, "dof": dof, "ratio": ratio})
+        for draw in draws(lat, held, samples, trials, seed, cache, pretrain_seed):
+            y, idx = draw.y, draw.idx
+            model = draw.predictor.adapt(idx, y[idx])
+            mean, std = model.predict()
+            rest = np.setdiff1d(np.flatnonzero(~np.isnan(y)), idx)
+            ratio = np.abs(mean[rest] - y[rest]) / (std[rest] / model.posterior.std_factor)
+            z, dof = caught[-1]
+            rows.append({"k": draw.k, "device": draw.device, "z": z, "dof": dof, "ratio": ratio})
     finally:
         prior.loo_std_factor = loo_std_factor  # type: ignore[assignment]
     return rows
@@ -114,7 +139,7 @@ def main() -> None:
     ap.add_argument("--pretrain-seed", type=int, default=0, help="the cached pretrainings' seed")
     args = ap.parse_args()
     lat = load_help(args.data)
-    samples = sample_sizes(args.samples)
+    samples = args.samples
     for title, held in splits(lat).items():
         report(title, runs(lat, held, samples, args.trials, args.seed, args.pretrain_seed, args.cache), samples)
 

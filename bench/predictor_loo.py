@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from transfer_args import sample_sizes, transfer_parser  # bench/ is the script's folder: on sys.path
+from transfer_args import transfer_parser  # bench/ is the script's folder: on sys.path
 
 from latfarm.predictor.evaluate import METRICS, cached_pretrain, transfer_scores
 from latfarm.predictor.features import all_features
@@ -249,7 +249,7 @@ def main() -> None:
     ap.add_argument("--write-metrics", type=Path, default=None, help="store the tables in this checkpoint")
     args = ap.parse_args()
     lat = load_help(args.data)
-    samples = sample_sizes(args.samples)
+    samples = args.samples
     held = args.devices.split(",") if args.devices else None
     if unknown := sorted(set(held or ()) - set(lat)):
         ap.error(f"unknown devices {unknown}; available: {sorted(lat)}")

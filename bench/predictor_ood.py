@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from transfer_args import sample_sizes, transfer_parser  # bench/ is the script's folder: on sys.path
+from transfer_args import transfer_parser  # bench/ is the script's folder: on sys.path
 
 from latfarm.predictor.evaluate import cached_pretrain, trial_seed
 from latfarm.predictor.help_data import load_help
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    ks = sample_sizes(args.samples)
+    ks = args.samples
     started = time.perf_counter()
     predictor = Predictor.load(args.checkpoint)
     synth = {

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from predictor_loo import SOURCE_FAMILIES, family  # bench/ is the script's folder: on sys.path
-from transfer_args import sample_sizes, transfer_parser
+from transfer_args import transfer_parser
 
 from latfarm.predictor.blr import COST_BROAD_GRID, COST_MASS, COST_SPREAD_GRID, SOURCE_MASS
 from latfarm.predictor.evaluate import cached_pretrain, transfer_scores
@@ -239,7 +239,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write the per-device scores here")
     args = ap.parse_args()
     lat = load_help(args.data)
-    samples = sample_sizes(args.samples)
+    samples = args.samples
     names = args.criteria.split(",")
     started = time.perf_counter()
     result: dict = {}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from predictor_loo import family
-from transfer_args import sample_sizes, transfer_parser  # bench/ is the script's folder: on sys.path
+from transfer_args import transfer_parser  # bench/ is the script's folder: on sys.path
 
 from latfarm.predictor.evaluate import cached_pretrain, trial_seed
 from latfarm.predictor.help_data import load_help
@@ -35,7 +35,7 @@ def main() -> None:
     for name in args.devices.split(","):
         keep = {d: v for d, v in lat.items() if (family(d) != family(name) if args.family else d != name)}
         predictor = cached_pretrain(keep, seed=args.seed, cache_dir=args.cache)
-        for k in sample_sizes(args.samples):
+        for k in args.samples:
             for trial in range(args.trials):
                 idx = np.asarray(predictor.select_samples(k, seed=trial_seed(args.seed, name, k, trial)))
                 post = predictor.adapt(idx, lat[name][idx]).posterior

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from transfer_args import sample_sizes, transfer_parser  # bench/ is the script's folder: on sys.path
+from transfer_args import transfer_parser  # bench/ is the script's folder: on sys.path
 
 from latfarm.predictor import nb201_structure
 from latfarm.predictor import prior as prior_module
@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--skip-real", action="store_true", help="synthetic devices and full fits only")
     args = ap.parse_args()
     started = time.perf_counter()
-    samples = sample_sizes(args.samples)
+    samples = args.samples
     lat = load_help(args.data)
     block = structure_features(official_ops_table())
     none = np.zeros((NUM_ARCHS, 0))

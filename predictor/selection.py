@@ -54,3 +54,15 @@ def select_random(n: int, k: int, *, seed: int = 0, exclude: Sequence[int] | np.
     if not 0 <= k <= len(allowed):
         raise ValueError(f"cannot select {k} archs: {len(allowed)} are available")
     return [int(i) for i in np.random.default_rng(seed).choice(allowed, size=k, replace=False)]
+
+
+def k_values(text: str) -> list[int]:
+    """The K values of ``eval transfer``'s and the transfer benches' ``--samples``: comma-separated integers >= 1,
+    ``"5,10,20"`` -> ``[5, 10, 20]``; else ``ValueError`` saying so in one line."""
+    try:
+        ks = [int(part) for part in text.split(",")]
+    except ValueError:
+        ks = []
+    if not ks or min(ks) < 1:
+        raise ValueError(f"K values must be comma-separated integers >= 1 (like 5,10,20), got {text!r}")
+    return ks

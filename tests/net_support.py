@@ -1,10 +1,41 @@
-"""A network link tests can cut: a TCP relay on 127.0.0.1."""
+"""Network helpers for tests: a child started on a free port (``on_a_free_port``), a link tests can cut (a TCP relay
+on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+PORT_ATTEMPTS = 5
+
+
+class PortTaken(Exception):
+    """A child could not listen on the port it was given (EADDRINUSE): something took it after it was picked."""
+
+
+def on_a_free_port(start: Callable[[int], T], attempts: int = PORT_ATTEMPTS) -> T:
+    """``start(port)`` on a port free when picked (the OS's pick on 127.0.0.1), on another one while it raises
+    ``PortTaken``; the last attempt's ``PortTaken`` propagates.
+
+    For a child that cannot pick its port and report it (``latfarm serve`` can: give it port 0 and read the port it
+    prints). Between the pick and the child's bind another process may take the port (the OS hands the same
+    ephemeral ports to outgoing connections), which no pick prevents; the child failing to bind is the sign.
+    ``start`` raises ``PortTaken`` only once sure its child failed to bind: something listening on the port may be
+    someone else."""
+    for attempt in range(attempts):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        try:
+            return start(port)
+        except PortTaken:
+            if attempt == attempts - 1:
+                raise
+    raise ValueError(f"attempts must be at least 1, got {attempts}")
 
 
 class CuttableLink:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
 
+from latfarm.predictor.selection import k_values
 from latfarm.services.cli.options import adapt_rule, space_option
 
 
@@ -17,15 +19,12 @@ def _check_folder(command: str, data: Path) -> None:
         raise SystemExit(f"{command}: --data {data} is a file; give the HELP folder that holds latency/<device>.pt")
 
 
-def _k_values(text: str) -> str:
-    """``--samples``: comma-separated K values, integers >= 1 (a usage error otherwise)."""
+def _k_values(text: str) -> list[int]:
+    """``--samples``: ``predictor.selection.k_values``, its ``ValueError`` a usage error."""
     try:
-        samples = [int(part) for part in text.split(",")]
-    except ValueError:
-        samples = []
-    if not samples or min(samples) < 1:
-        raise typer.BadParameter(f"K values must be comma-separated integers >= 1 (like 5,10,20), got {text!r}")
-    return text
+        return k_values(text)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
 
 
 def pretrain(
@@ -49,8 +48,8 @@ def eval_transfer(
     data: Path = typer.Option(..., "--data", help="HELP-layout folder."),
     train: str = typer.Option(..., "--train", help="Comma-separated pretraining devices."),
     test: str = typer.Option(..., "--test", help="Comma-separated unseen devices."),
-    samples: str = typer.Option(
-        "5,10,20", "--samples", callback=_k_values, help="Comma-separated K: measurements to adapt from."
+    samples: Sequence[int] = typer.Option(
+        "5,10,20", "--samples", parser=_k_values, metavar="<str>", help="Comma-separated K: measurements to adapt from."
     ),
     trials: int = typer.Option(5, "--trials", min=1, help="Random draws of the K archs per device and K."),
     seed: int = typer.Option(0, "--seed", help="Random seed (pretraining, sample draws)."),
@@ -73,7 +72,7 @@ def eval_transfer(
             data,
             train=train.split(","),
             test=test.split(","),
-            samples=[int(k) for k in samples.split(",")],  # checked by _k_values
+            samples=samples,
             trials=trials,
             seed=seed,
             json_out=json_out,

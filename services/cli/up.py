@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -64,11 +65,8 @@ def _free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def _any_free_port() -> int:
-    """A port free now, picked by the OS: ``up`` passes it to ``serve`` explicitly, so it knows where to look."""
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
+# the lines ``serve`` prints once it listens (``cli.serve.serve``), with the ports it took: port 0 is its own pick
+_SERVED = (re.compile(r"^latfarm REST\s+http://\S+:(\d+)", re.M), re.compile(r"^latfarm gRPC\s+\S+:(\d+)", re.M))
 
 
 class _Interrupted(Exception):
@@ -113,6 +111,25 @@ class Children:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def _served_ports(log: Path, since: int, children: Children, stop: threading.Event) -> tuple[int, int]:
+    """The REST and gRPC ports the server printed to ``log`` after its byte ``since`` (where its start began);
+    ``_Interrupted`` when ``stop`` is set, ``RuntimeError`` when the server exits or prints none within
+    ``START_TIMEOUT_S``."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if stop.is_set():
+            raise _Interrupted
+        children.check()
+        with log.open("rb") as printed:
+            printed.seek(since)
+            text = printed.read().decode(errors="replace")
+        found = [pattern.search(text) for pattern in _SERVED]
+        if found[0] and found[1]:
+            return int(found[0][1]), int(found[1][1])
+        time.sleep(0.2)
+    raise RuntimeError(f"the server did not say its ports within {START_TIMEOUT_S:.0f} s")
 
 
 def _wait_healthy(client: Client, children: Children, stop: threading.Event) -> None:
@@ -241,8 +258,8 @@ def run_up(
 ) -> None:
     """Start everything, adapt to this machine (from ``samples`` archs and ``calibration`` calibrating ones:
     ``_adapt``), print the URLs, serve until Ctrl-C; a ``device`` against the device-name rule, a port in use or a
-    missing datasets folder exits before anything is created. Port 0 is any free port, picked here and passed to
-    ``serve``."""
+    missing datasets folder exits before anything is created. Port 0 is any free port: ``serve`` binds one and
+    prints it, and this reads it back (no window in which another process could take it)."""
     with exit_on_error("latfarm up: --device"):
         checked_device_name(device)
     if settings.datasets_dir and not settings.datasets_dir.is_dir():
@@ -250,12 +267,6 @@ def run_up(
     for port, flag in ((settings.http_port, "--http-port"), (settings.grpc_port, "--grpc-port")):
         if port and not _free(port):  # before anything is created
             raise SystemExit(f"latfarm up: port {port} is in use (is latfarm up already running? use {flag})")
-    settings = settings.model_copy(
-        update={
-            "http_port": settings.http_port or _any_free_port(),
-            "grpc_port": settings.grpc_port or _any_free_port(),
-        }
-    )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
@@ -266,16 +277,19 @@ def run_up(
         console.print(f"note: {names} ignored: `latfarm up` serves plain gRPC; TLS is for `latfarm serve`")
     served = settings.model_copy(update={"admin_key": key, "grpc_tls_cert": None, "grpc_tls_key": None})
     env = {**os.environ, **served.to_env()}  # the children read exactly these settings
-    base = f"http://127.0.0.1:{settings.http_port}"
     children = Children(logs)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with console.status(f"starting the server (SQLite in {settings.data_dir})"):
-            children.start("server", ["serve"], env)
+            log = logs / "server.log"
+            since = log.stat().st_size if log.exists() else 0
+            children.start("server", ["serve"], env)  # port 0: serve binds a free one and prints it
+            http_port, grpc_port = _served_ports(log, since, children, stop)
+            base = f"http://127.0.0.1:{http_port}"
             client = Client(base, key)
             _wait_healthy(client, children, stop)
-        grpc = f"127.0.0.1:{settings.grpc_port}"
+        grpc = f"127.0.0.1:{grpc_port}"
         console.print(f"server up: {base} (agents' gRPC: {grpc}; log: {logs / 'server.log'})", soft_wrap=True)
         if settings.datasets_dir:
             from latfarm.services.cli.data import import_dataset

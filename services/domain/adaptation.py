@@ -246,38 +246,17 @@ def _sample_latencies(session: Session, adaptation: Adaptation) -> tuple[list, l
 
 
 def _calibration_latencies(session: Session, adaptation: Adaptation, samples: set) -> tuple[list, list[float]]:
-    """The archs (keys of its space) the device has measurements of under the adaptation's conditions besides its
-    ``samples`` that were drawn at random (``_drawn_at_random``), unstable ones too (as the samples: a busy device's
-    spread is wider), and their latencies: a seeded random ``MAX_CALIBRATION_ARCHS`` of them when more."""
-    measured = measured_latencies(session, adaptation.device_id, adaptation.conditions_key)
-    drawn = _drawn_at_random(session, adaptation)
-    keys = sorted(k for k in measured if k not in samples and k in drawn)
+    """The archs (keys of its space) besides its ``samples`` that the device has a usable measurement of under the
+    adaptation's conditions that no one chose (``measured_latencies(unchosen=True)``: imported, or of a job drawn at
+    random), unstable ones too (as the samples: a busy device's spread is wider), and their latencies: a seeded
+    random ``MAX_CALIBRATION_ARCHS`` of them when more. Only these calibrate: split conformal needs calibrating archs
+    exchangeable with the unmeasured ones, and a search's picks (the predicted fastest) are not."""
+    measured = measured_latencies(session, adaptation.device_id, adaptation.conditions_key, unchosen=True)
+    keys = sorted(k for k in measured if k not in samples)
     if len(keys) > MAX_CALIBRATION_ARCHS:
         chosen = np.random.default_rng(adaptation.device_id).choice(len(keys), MAX_CALIBRATION_ARCHS, replace=False)
         keys = [keys[i] for i in sorted(chosen)]
     return keys, [measured[k].latency_ms for k in keys]
-
-
-def _drawn_at_random(session: Session, adaptation: Adaptation) -> set:
-    """Keys of the archs the device has a usable measurement of under the adaptation's conditions that no one chose:
-    of a job drawn at random (``Job.drawn_at_random``), or imported from a dataset. Only these calibrate: split
-    conformal needs calibrating archs exchangeable with the unmeasured ones, and a search's picks (the predicted
-    fastest) are not."""
-    key = Arch.reference_index if keyed_by_position(space_of(adaptation.conditions_key)) else Arch.arch
-    query = (
-        select(key)
-        .select_from(Measurement)
-        .join(Arch, Arch.id == Measurement.arch_id)
-        .outerjoin(Job, Job.id == Measurement.job_id)
-        .where(
-            Measurement.device_id == adaptation.device_id,
-            Measurement.conditions_key == adaptation.conditions_key,
-            usable(),
-            (Measurement.source == Source.imported) | Job.drawn_at_random,
-        )
-        .distinct()
-    )
-    return set(session.scalars(query))
 
 
 def _claim(session: Session, adaptation_id: str, from_state: AdaptState, to_state: AdaptState) -> bool:

@@ -29,7 +29,7 @@ from functools import cache, lru_cache
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -52,7 +52,7 @@ from latfarm.services.domain.prediction_tables import (
 from latfarm.services.domain.results import statistic_of
 from latfarm.services.store.crud import active_adaptation, device_by_name
 from latfarm.services.store.db import dbapi_connection
-from latfarm.services.store.models import Adaptation, AdaptState, Arch, Device, Measurement, Source, usable
+from latfarm.services.store.models import Adaptation, AdaptState, Arch, Device, Job, Measurement, Source, usable
 
 log = logging.getLogger(__name__)
 MIN_ARCHS_ON_THE_FLY = 5  # measured archs a device needs before it gets an on-the-fly model
@@ -161,14 +161,21 @@ def agent_latency(statistic: str):
 
 
 def measured_latencies(
-    session: Session, device_id: int, conditions_key: str, indices: Sequence[ArchKey] | None = None
+    session: Session,
+    device_id: int,
+    conditions_key: str,
+    indices: Sequence[ArchKey] | None = None,
+    *,
+    unchosen: bool = False,
 ) -> dict[ArchKey, Measured]:
     """Per arch key of the conditions' space (``keyed_by_position``), among the device's usable (not quarantined) rows
     measured under ``conditions_key`` only: the latest stable agent measurement, else the latest imported one, else
     the latest unstable agent measurement (flagged: still better evidence than a prediction). Agent measurements are
-    read in the ``device_statistic``."""
+    read in the ``device_statistic``. ``unchosen``: only the archs with such a row that no one chose, imported or of
+    a job drawn at random (``Job.drawn_at_random``), each still with the latency above over all its rows."""
     statistic = device_statistic(session, device_id, conditions_key)
     key = Arch.reference_index if keyed_by_position(space_of(conditions_key)) else Arch.arch
+    no_one_chose = (Measurement.source == Source.imported) | Job.drawn_at_random if unchosen else true()
     query = (
         select(
             key,
@@ -178,6 +185,7 @@ def measured_latencies(
             agent_latency(statistic),
             Measurement.std_ms,
             Measurement.unstable,
+            no_one_chose,
         )
         .join(Arch, Arch.id == Measurement.arch_id)
         .where(
@@ -188,17 +196,22 @@ def measured_latencies(
         )
         .order_by(Measurement.id)
     )
+    if unchosen:
+        query = query.outerjoin(Job, Job.id == Measurement.job_id)
     if indices is not None:
         query = query.where(key.in_(set(indices)))
     agent: dict[ArchKey, Measured] = {}
     imported: dict[ArchKey, Measured] = {}
     unstable: dict[ArchKey, Measured] = {}
-    for index, source, dataset, latency_ms, agent_ms, std_ms, flagged in session.execute(query):
+    kept: set[ArchKey] = set()
+    for index, source, dataset, latency_ms, agent_ms, std_ms, flagged, keep in session.execute(query):
         if source == Source.imported:
             imported[index] = Measured(latency_ms, std_ms, dataset or "imported")
         else:
             (unstable if flagged else agent)[index] = Measured(agent_ms, std_ms, "agent", flagged, statistic)
-    return unstable | imported | agent
+        if keep:
+            kept.add(index)
+    return {index: measured for index, measured in (unstable | imported | agent).items() if index in kept}
 
 
 @cache

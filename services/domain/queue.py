@@ -32,6 +32,7 @@ from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import ReportedResult, measurement_row, validate
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.models import (
+    LEASED,
     READY,
     Agent,
     Arch,
@@ -433,11 +434,10 @@ def assign_artifact(session: Session, model: PendingExport, sha256: str) -> set[
 
 
 # the statements ``heartbeat`` runs, built once: lock the named jobs the agent holds (``_lock_held`` too), renew
-# their leases. The jobs are found by primary key, their holder a filter on those rows (``lease_owner`` has no index)
-# and their state checked after: with a condition on ``state`` PostgreSQL may take the state index (its statistics
-# taken while the jobs were queued say few run) and read every running job of the fleet. PostgreSQL locks only the
-# rows the filter passes, so a job another agent holds is neither locked nor waited for (an agent naming a stale id
-# never stalls its holder).
+# their leases. The jobs are found by primary key, their holder a filter on those rows and their state checked after:
+# with a condition on ``state`` PostgreSQL may take a state index (its statistics taken while the jobs were queued
+# say few run) and read every running job of the fleet. PostgreSQL locks only the rows the filter passes, so a job
+# another agent holds is neither locked nor waited for (an agent naming a stale id never stalls its holder).
 _NAMED = (
     select(Job.id, Job.lease_expires_at, Job.state)
     .where(Job.id.in_(bindparam("ids", expanding=True)), Job.lease_owner == bindparam("agent_id"))
@@ -739,10 +739,16 @@ def waiting_for_agent(session: Session, online_since: datetime) -> int:
     return session.scalar(query) or 0
 
 
+# the jobs on an agent's lease, by ``ix_jobs_held``: no condition on the state, which statistics taken while the jobs
+# were queued would have PostgreSQL serve from a state index, reading every running job of the fleet (``release``
+# checks the state)
+_HELD = select(Job.id).where(Job.lease_owner == bindparam("agent_id", type_=Job.lease_owner.type), LEASED)
+
+
 def release_all(session: Session, agent: Holder) -> int:
     """Hand every job the agent holds back to the queue, attempts not spent: an agent process that starts holds
     none, so leases of its earlier process (same credential) end at once instead of lapsing."""
-    held = session.scalars(select(Job.id).where(Job.lease_owner == agent.id, Job.state == JobState.running)).all()
+    held = session.scalars(_HELD, {"agent_id": agent.id}).all()
     return release(session, agent, held)
 
 

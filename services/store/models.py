@@ -187,6 +187,9 @@ class JobBatch(Base):
 # A job a lease may take: queued and its model exported. Spelt out (no bound values) so that every plan of a lease
 # may use ``ix_jobs_ready`` (a bound state would not match the index's condition in a generic plan).
 READY = text("state = 'queued' AND artifact_sha256 IS NOT NULL")
+# A job on lease (running: every other state clears ``lease_expires_at``), spelt out as ``READY`` is: the condition
+# of ``ix_jobs_held`` and of the query it serves. Not a condition on the state, which a state index could serve.
+LEASED = text("lease_expires_at IS NOT NULL")
 
 
 class Job(Base):
@@ -199,6 +202,9 @@ class Job(Base):
         # lease: a device's oldest jobs ready to lease (queued, model exported), ``READY`` as the lease states it
         Index("ix_jobs_ready", "device_id", "created_at", "id", postgresql_where=READY, sqlite_where=READY),
         Index("ix_jobs_expiry", "state", "lease_expires_at"),  # requeue of lapsed leases across devices
+        # an agent's jobs on lease (``queue.release_all``): finished jobs keep their last holder, so an index of every
+        # job's holder would grow with the fleet's history; this one holds the leased jobs only
+        Index("ix_jobs_held", "lease_owner", postgresql_where=LEASED, sqlite_where=LEASED),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     batch_id: Mapped[str] = mapped_column(ForeignKey("job_batches.id", ondelete="CASCADE"), index=True)

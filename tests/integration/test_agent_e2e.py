@@ -8,8 +8,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,16 +29,13 @@ SLOW = ["--rounds", "50", "--runs", "50", "--warmup", "5", "--max-jobs", "4"]
 BATCH = list(range(100, 130))  # 30 NB201 indices; their artifacts are exported once and shared by the tests
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+REST_PORT, GRPC_PORT = re.compile(r"latfarm REST\s+http://\S+:(\d+)"), re.compile(r"latfarm gRPC\s+\S+:(\d+)")
 
 
 class Server:
     def __init__(self, data_dir: Path, **env: str):
-        """``env``: LATFARM_* settings over the ones these tests use."""
-        self.data_dir, self.http_port, self.grpc_port = data_dir, free_port(), free_port()
+        """``env``: LATFARM_* settings over the ones these tests use. Its ports are known once it has started."""
+        self.data_dir, self.http_port, self.grpc_port = data_dir, 0, 0
         self.proc: subprocess.Popen | None = None
         self.env = env
 
@@ -47,6 +44,8 @@ class Server:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start(self) -> None:
+        """Start ``latfarm serve`` and wait for /healthz: the first time on ports it picks (0) and prints, which this
+        reads back from its log; again on the same ones (agents know them)."""
         env = {
             **os.environ,
             "LATFARM_ADMIN_KEY": ADMIN_KEY,
@@ -56,11 +55,20 @@ class Server:
             **self.env,
         }
         args = [LATFARM, "serve", "--data-dir", str(self.data_dir), "--http-port", str(self.http_port)]
-        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the child owns it
+        log_path = self.data_dir / "server.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
+        start = log.tell()
         self.proc = subprocess.Popen([*args, "--grpc-port", str(self.grpc_port)], env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.data_dir / "server.log").read_text()[-3000:]
+            assert self.proc.poll() is None, log_path.read_text()[-3000:]
+            if not self.http_port:
+                printed = log_path.read_bytes()[start:].decode(errors="replace")
+                rest, grpc = REST_PORT.search(printed), GRPC_PORT.search(printed)
+                if rest is None or grpc is None:
+                    time.sleep(0.3)
+                    continue
+                self.http_port, self.grpc_port = int(rest[1]), int(grpc[1])
             try:
                 self.request("GET", "/healthz")
                 return

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.integration.test_agent_e2e import BATCH, Agent, Server, free_port
+from tests.integration.test_agent_e2e import BATCH, Agent, Server
+from tests.net_support import PortTaken, on_a_free_port
 
 pytestmark = pytest.mark.slow
 ARCHS = BATCH[:12]
@@ -28,10 +29,10 @@ OPTIONS = ["--rounds", "5", "--runs", "40", "--warmup", "1", "--max-jobs", "4"]
 
 
 class PrivatePostgres:
-    """A throwaway PostgreSQL cluster in a temp folder, trust auth, on 127.0.0.1:``port``."""
+    """A throwaway PostgreSQL cluster in a temp folder, trust auth, on 127.0.0.1:``port`` (known once started)."""
 
     def __init__(self, bindir: Path) -> None:
-        self.bindir, self.port = bindir, free_port()
+        self.bindir, self.port = bindir, 0
         self.root = Path(tempfile.mkdtemp(prefix="latfarm-pg-"))
         self.data = self.root / "data"
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root: the cluster belongs to the postgres user
@@ -50,8 +51,24 @@ class PrivatePostgres:
         assert done.returncode == 0, f"{tool}: {done.stdout}{done.stderr}"
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+        """Start the cluster: the first time on a free port (``on_a_free_port``), again on the same one."""
+        if self.port:
+            self._start(self.port)
+        else:
+            self.port = on_a_free_port(self._start)
+
+    def _start(self, port: int) -> int:
+        """Start on ``port``; ``PortTaken`` when the server could not bind it."""
+        log = self.root / "log"
+        before = log.stat().st_size if log.exists() else 0
+        options = f"-p {port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        start = [*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(log)]
+        done = subprocess.run([*start, "-w", "start"], capture_output=True, text=True)
+        said = log.read_bytes()[before:].decode(errors="replace") if log.exists() else ""
+        if done.returncode != 0 and "could not bind" in said:
+            raise PortTaken(port)
+        assert done.returncode == 0, f"pg_ctl: {done.stdout}{done.stderr}{said[-2000:]}"
+        return port
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -16,8 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.integration.test_agent_e2e import BATCH, QUICK, Agent, Server, free_port
-from tests.net_support import CuttableLink
+from tests.integration.test_agent_e2e import BATCH, QUICK, Agent, Server
+from tests.net_support import CuttableLink, PortTaken, on_a_free_port
 
 pytestmark = pytest.mark.slow
 ARCHS = BATCH[:12]
@@ -112,23 +111,24 @@ def test_redis_dying_mid_batch_loses_nothing(tmp_path):
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("no redis-server binary")
-    port = free_port()
-    redis = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
+    log = tmp_path / "redis.log"
 
-    def redis_up() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
+    def start_redis(port: int) -> tuple[int, subprocess.Popen]:
+        """A Redis on ``port``, once it says it accepts connections (``PortTaken`` when it could not bind)."""
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        with log.open("wb") as out:
+            child = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        wait_for(lambda: child.poll() is not None or "Ready to accept" in log.read_text(), "Redis", timeout_s=30)
+        if child.poll() is not None:
+            if "Address already in use" in log.read_text():
+                raise PortTaken(port)
+            pytest.fail(f"redis-server exited: {log.read_text()[-2000:]}")
+        return port, child
 
+    port, redis = on_a_free_port(start_redis)
     server = exported_server(tmp_path, LATFARM_REDIS_URL=f"redis://127.0.0.1:{port}/0")
     agent = None
     try:
-        wait_for(redis_up, "the private Redis", timeout_s=30)
         server.start()
         assert server.request("GET", "/healthz")["redis"] == "ok"
         batch = server.submit("redis-dies", ARCHS)

@@ -24,7 +24,6 @@ import os
 import re
 import signal
 import site
-import socket
 import subprocess
 import sys
 import time
@@ -90,10 +89,7 @@ def test_doc_snippet_markers_are_known_and_give_reasons():
         assert snippet.marker is None or snippet.reason.strip(), f"{snippet.where}: a marker needs a reason"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+SERVER_UP = re.compile(r"server up: http://127\.0\.0\.1:(\d+) \(agents' gRPC: 127\.0\.0\.1:(\d+);")
 
 
 def _fresh_environment(tmp: Path) -> Path:
@@ -175,23 +171,24 @@ def _run(snippet: Snippet, code: str, tmp: Path, env: dict[str, str]) -> subproc
 def test_every_doc_snippet_runs_against_a_live_latfarm_up(tmp_path, capsys):
     _fresh_environment(tmp_path)
     env = _environment(tmp_path)
-    http, grpc = _free_port(), _free_port()
     up = subprocess.Popen(
-        [str(tmp_path / ".venv" / "bin" / "latfarm"), "up", "--http-port", str(http), "--grpc-port", str(grpc)],
+        [str(tmp_path / ".venv" / "bin" / "latfarm"), "up", "--http-port", "0", "--grpc-port", "0"],
         cwd=tmp_path,
         env=env,
         stdout=(tmp_path / "up.log").open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    env = {**env, "LATFARM_SERVER": f"http://127.0.0.1:{http}"}  # for the snippets, not for `latfarm up`
     background: list[subprocess.Popen] = []
     ran, skipped = [], []
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "latfarm-data" / "admin.key").exists():
-            assert time.monotonic() < deadline and up.poll() is None, "latfarm up wrote no admin key"
+        deadline = time.monotonic() + 120
+        while not (found := SERVER_UP.search((tmp_path / "up.log").read_text(errors="replace"))):  # ports it picked
+            said = (tmp_path / "up.log").read_text(errors="replace")[-2000:]
+            assert time.monotonic() < deadline and up.poll() is None, f"latfarm up named no server:\n{said}"
             time.sleep(0.5)
+        http, grpc = found[1], found[2]
+        env = {**env, "LATFARM_SERVER": f"http://127.0.0.1:{http}"}  # for the snippets, not for `latfarm up`
         client = Client(f"http://127.0.0.1:{http}", (tmp_path / "latfarm-data" / "admin.key").read_text().strip())
         _wait_active(client, up, tmp_path, timeout=600)
         for snippet in doc_snippets():

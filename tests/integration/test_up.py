@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,10 +28,7 @@ pytestmark = pytest.mark.slow
 SAMPLES = 5
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+SERVER_UP = re.compile(r"server up: (http://\S+) ")
 
 
 def _running(pid: str) -> bool:
@@ -58,11 +55,20 @@ def _wait_active(client: Client, proc: subprocess.Popen, timeout: float) -> dict
     raise AssertionError(f"predictor not active after {timeout} s: {state}")
 
 
-def _up(tmp_path, http_port: int, grpc_port: int, key: str, **extra_env: str) -> subprocess.Popen:
+def _up(tmp_path, key: str, **extra_env: str) -> tuple[subprocess.Popen, str, str]:
+    """``latfarm up`` on ports it picks (0): the process, the URL its ``server up`` line names and its output to
+    there (the rest is left to read)."""
     env = {**os.environ, "LATFARM_ADMIN_KEY": key, "LATFARM_HEARTBEAT_INTERVAL_S": "2", **extra_env}
     cmd = [sys.executable, "-m", "latfarm.services.cli", "up", "--samples", str(SAMPLES), "--data-dir", str(tmp_path)]
-    cmd += ["--http-port", str(http_port), "--grpc-port", str(grpc_port)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cmd += ["--http-port", "0", "--grpc-port", "0"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    shown = ""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        shown += line.decode(errors="replace")
+        if found := SERVER_UP.search(shown):
+            return proc, found[1], shown
+    raise AssertionError(f"latfarm up exited with {proc.wait()} before its server was up:\n{shown}")
 
 
 def _stop(proc: subprocess.Popen) -> str:
@@ -73,9 +79,9 @@ def _stop(proc: subprocess.Popen) -> str:
 
 
 def test_up_adapts_to_this_machine_and_serves_predictions(tmp_path):
-    http_port, grpc_port, key = _free_port(), _free_port(), "lf_admin_test_up"
-    proc = _up(tmp_path, http_port, grpc_port, key)
-    client = Client(f"http://127.0.0.1:{http_port}", key)
+    key = "lf_admin_test_up"
+    proc, url, shown = _up(tmp_path, key)
+    client = Client(url, key)
     try:
         state = _wait_active(client, proc, timeout=240)
         assert state["samples"] == SAMPLES
@@ -95,14 +101,15 @@ def test_up_adapts_to_this_machine_and_serves_predictions(tmp_path):
         assert all(i["latency_ms"] > 0 and i["std_ms"] >= 0 for i in items[:100]), items[:100]
         assert {i["source"] for i in items[100:]} == {"measured"}
     finally:
-        out = _stop(proc)
-    assert "latfarm is up" in out and f"http://127.0.0.1:{http_port}/docs" in out
+        out = shown + _stop(proc)
+    assert "latfarm is up" in out and f"{url}/docs" in out
 
     # a second run re-uses the adaptation: nothing is measured again; TLS settings meant for `latfarm serve`
     # (here naming no files at all) do not reach up's own server, whose local agent speaks plain gRPC
     missing = str(tmp_path / "missing.pem")
     restarted = datetime.now(timezone.utc)
-    proc = _up(tmp_path, http_port, grpc_port, key, LATFARM_GRPC_TLS_CERT=missing, LATFARM_GRPC_TLS_KEY=missing)
+    proc, url, shown = _up(tmp_path, key, LATFARM_GRPC_TLS_CERT=missing, LATFARM_GRPC_TLS_KEY=missing)
+    client = Client(url, key)
     try:
         again = _wait_active(client, proc, timeout=120)
         assert again["id"] == state["id"]
@@ -114,7 +121,7 @@ def test_up_adapts_to_this_machine_and_serves_predictions(tmp_path):
         children = (Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()).split()
         assert len(children) == 2, children  # server and agent
         proc.kill()  # a SIGKILLed `up` cannot stop its children: they die with it
-        out = proc.communicate(timeout=30)[0].decode(errors="replace")
+        out = shown + proc.communicate(timeout=30)[0].decode(errors="replace")
         deadline = time.monotonic() + 30
         while [pid for pid in children if _running(pid)]:
             assert time.monotonic() < deadline, f"children {children} outlived a SIGKILLed up"

@@ -244,6 +244,37 @@ def test_jobs_drawn_at_random_are_an_adaptations_calibrating_archs_and_downgrade
         engine.dispose()
 
 
+def test_the_held_index_holds_the_jobs_on_lease_and_downgrade_drops_it(db_url):
+    """0013: ``ix_jobs_held``, the jobs on lease by holder (``queue.release_all``); its downgrade drops it, and the
+    upgrade after gives the models' schema again."""
+
+    def held() -> dict | None:
+        engine = make_engine(db_url)
+        try:
+            found = {ix["name"]: _index(ix) for ix in inspect(engine).get_indexes("jobs")}
+        finally:
+            engine.dispose()
+        return found.get("ix_jobs_held")
+
+    upgrade(db_url, "0012")
+    assert held() is None
+    upgrade(db_url)
+    index = held()
+    assert index is not None and index["column_names"] == ["lease_owner"]
+    condition = next(iter(index["dialect_options"].values()))  # postgresql_where / sqlite_where
+    assert "lease_expires_at IS NOT NULL" in condition, index
+    _downgrade(db_url, "0012")
+    assert held() is None
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
 def _index(found: dict) -> dict:
     """An index as ``inspect`` describes it, a partial index's condition as its SQL (not a clause object)."""
     options = found.get("dialect_options", {})

@@ -524,3 +524,31 @@ def test_agent_calls_find_the_named_jobs_by_primary_key_with_statistics_from_bef
             plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + sql).scalars())
             assert "jobs_pkey" in plan and "ix_jobs" not in plan, plan
         s.rollback()
+
+
+def test_an_agent_start_reads_the_jobs_on_its_lease_by_the_held_index(pg_sessions, store):
+    """``release_all`` (once per agent start) finds the jobs on the agent's lease by ``ix_jobs_held``, also in a generic
+    plan with statistics from before the leases: a condition on the state would take a state index (statistics say
+    none runs) and read every running job of the fleet. It hands back the agent's running jobs only."""
+    sessions = pg_sessions
+    dev = make_device(sessions)
+    agent, other = make_agent(sessions, dev), make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS)
+    with transaction(sessions) as s:
+        s.connection().exec_driver_sql("ANALYZE jobs")  # every job queued
+    done, *mine = [j for j, *_ in lease(sessions, agent, store, max_jobs=4)]
+    with transaction(sessions) as s:
+        assert queue.report(s, s.get_one(Agent, agent), [ok_result(done)], {}, 3)[0].accepted
+    lease(sessions, other, store, max_jobs=4)
+    with transaction(sessions) as s:
+        conn = s.connection()
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a table of a few rows: a scan would do
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")  # as a prepared statement's
+        sql = str(queue._HELD.compile(dialect=conn.dialect)).replace("%(agent_id)s", "$1")
+        conn.exec_driver_sql(f"PREPARE held(varchar) AS {sql}")
+        plan = "\n".join(conn.exec_driver_sql(f"EXPLAIN EXECUTE held('{agent}')").scalars())
+        s.rollback()
+    assert "ix_jobs_held" in plan, plan
+    with transaction(sessions) as s:
+        assert queue.release_all(s, s.get_one(Agent, agent)) == len(mine)
+    assert [job(sessions, j).state for j in [done, *mine]] == [JobState.done] + [JobState.queued] * len(mine)
