@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 import typer
 
 from latfarm.services.cli.errors import exit_on_error, interrupted, settings_from_env
-from latfarm.services.cli.options import DataDir, DbUrl, one_of, space_option
+from latfarm.services.cli.options import DataDir, DbUrl, condition_option, one_of, space_option
 
 if TYPE_CHECKING:
     from latfarm.services.core.config import Settings
 
 
 CONDITIONS = "latfarm.services.domain.conditions"  # the home of --precision's and --graph's values
+VARIANT = "the space's variant"  # --resolution and --classes not given: the space's default input variant
 
 
 def import_dataset(
@@ -91,13 +92,9 @@ def export_model(
         "onnx", "--format", callback=one_of("latfarm.services.domain.network_export", "FORMATS"), help="onnx | tflite"
     ),
     out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
-    resolution: int = typer.Option(
-        None, "--resolution", show_default="the space's variant", help="Input height and width, px."
-    ),
-    classes: int = typer.Option(
-        None, "--classes", show_default="the space's variant", help="Output classes of the network's head."
-    ),
-    batch_size: int = typer.Option(1, "--batch-size", help="Images per inference (the input's first dimension)."),
+    resolution: int = condition_option("resolution", "Input height and width, px", show_default=VARIANT),
+    classes: int = condition_option("classes", "Output classes of the network's head", show_default=VARIANT),
+    batch_size: int = condition_option("batch_size", "Images per inference (the input's first dimension)", 1),
     precision: str = typer.Option(
         "fp32", "--precision", callback=one_of(CONDITIONS, "PRECISIONS"), help="fp32 | fp16 | int8 (int8: ONNX only)."
     ),

@@ -12,7 +12,7 @@ import typer
 
 from latfarm.agents.runtimes import RUNTIMES
 from latfarm.services.cli.errors import interrupted
-from latfarm.services.cli.options import WaitTimeout
+from latfarm.services.cli.options import WaitTimeout, bounded, condition_option, span
 from latfarm.services.cli.remote import (
     ApiKey,
     DeviceName,
@@ -23,6 +23,7 @@ from latfarm.services.cli.remote import (
     explained,
     show_results,
 )
+from latfarm.services.core.security import ENROLLMENT_BOUNDS
 
 SERVERS = "the server's"  # a device field left unset takes the server's default
 CONDITIONS = ("precision", "batch_size", "resolution", "classes")  # the device's, shown once registered
@@ -38,11 +39,11 @@ def device_add(
     precision: str = typer.Option(
         None, "--precision", show_default=SERVERS, help="fp32, fp16 or int8: its networks' precision."
     ),
-    batch_size: int = typer.Option(None, "--batch-size", min=1, show_default=SERVERS, help="Images per inference."),
-    resolution: int = typer.Option(
-        None, "--resolution", show_default=SERVERS, help="Input height and width of its networks, px."
+    batch_size: int = condition_option("batch_size", "Images per inference", show_default=SERVERS),
+    resolution: int = condition_option(
+        "resolution", "Input height and width of its networks, px", show_default=SERVERS
     ),
-    classes: int = typer.Option(None, "--classes", show_default=SERVERS, help="Output classes of its networks."),
+    classes: int = condition_option("classes", "Output classes of its networks", show_default=SERVERS),
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:
@@ -73,11 +74,17 @@ def device_enroll(
     expires_in: int = typer.Option(
         None,
         "--expires-in",
-        min=1,
+        callback=bounded(ENROLLMENT_BOUNDS["expires_in_s"]),
         show_default="the server's LATFARM_ENROLLMENT_TTL_H",
-        help="Seconds the token stays valid.",
+        help=f"Seconds the token stays valid, {span(ENROLLMENT_BOUNDS['expires_in_s'])} (a year).",
     ),
-    max_uses: int = typer.Option(None, "--max-uses", min=1, show_default="any number", help="Agents it may enroll."),
+    max_uses: int = typer.Option(
+        None,
+        "--max-uses",
+        callback=bounded(ENROLLMENT_BOUNDS["max_uses"]),
+        show_default="any number",
+        help=f"Agents it may enroll, {span(ENROLLMENT_BOUNDS['max_uses'])}.",
+    ),
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:

@@ -11,8 +11,17 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from latfarm.agents.measurement import BOUNDS as PROTOCOL
 from latfarm.services.cli.errors import exit_on_error, interrupted
-from latfarm.services.cli.options import Calibrate, Samples, WaitTimeout, space_option
+from latfarm.services.cli.options import (
+    Calibrate,
+    Samples,
+    WaitTimeout,
+    bounded,
+    condition_option,
+    space_option,
+    span,
+)
 
 if TYPE_CHECKING:
     from latfarm.services.client import Client, LatfarmError
@@ -138,7 +147,7 @@ def measure(
         None,
         "--random",
         "--sample",
-        min=1,
+        callback=bounded({"ge": 1}),
         show_default="none",
         help="Also measure N random archs of the space: distinct archs of its reference set "
         "(NB201: official indices; FBNet: HELP's 5,000), else uniform draws. Alone (no archs given), the batch is "
@@ -148,11 +157,29 @@ def measure(
         0, "--seed", help="Seed of --random: a seed draws the same archs each run (a smaller N its first ones)."
     ),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
-    rounds: int = typer.Option(None, "--rounds", min=1, show_default=AGENTS, help="Interleaved rounds per model."),
-    runs: int = typer.Option(None, "--runs", min=1, show_default=AGENTS, help="Timed runs per round."),
-    warmup: int = typer.Option(None, "--warmup", min=0, show_default=AGENTS, help="Untimed runs per model per round."),
+    rounds: int = typer.Option(
+        None,
+        "--rounds",
+        callback=bounded(PROTOCOL["rounds"]),
+        show_default=AGENTS,
+        help=f"Interleaved rounds per model, {span(PROTOCOL['rounds'])}.",
+    ),
+    runs: int = typer.Option(
+        None,
+        "--runs",
+        callback=bounded(PROTOCOL["runs_per_round"]),
+        show_default=AGENTS,
+        help=f"Timed runs per round, {span(PROTOCOL['runs_per_round'])}.",
+    ),
+    warmup: int = typer.Option(
+        None,
+        "--warmup",
+        callback=bounded(PROTOCOL["warmup_runs"]),
+        show_default=AGENTS,
+        help=f"Untimed runs per model per round, {span(PROTOCOL['warmup_runs'])}.",
+    ),
     statistic: str = typer.Option(None, "--statistic", show_default=AGENTS, help="Headline figure: min or median."),
-    batch_size: int = typer.Option(None, "--batch-size", min=1, show_default=DEVICES, help="Images per inference."),
+    batch_size: int = condition_option("batch_size", "Images per inference", show_default=DEVICES),
     precision: str = typer.Option(None, "--precision", show_default=DEVICES, help="fp32, fp16 or int8."),
     graph: str = typer.Option(
         None, "--graph", show_default="reference", help="reference or pruned: the exported network's variant."

@@ -18,7 +18,7 @@ from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Adaptation, AdaptState, Job, JobBatch, JobState, Measurement, utcnow
-from tests.api_support import ADMIN_KEY, add_device, arch, interrupt_once_queued, interruptible_cli
+from tests.api_support import ADMIN, ADMIN_KEY, add_device, arch, interrupt_once_queued, interruptible_cli
 
 GIVEN = [arch(9), "5", arch(12), "9", "3"]  # 9 twice: one job, its first place
 ORDER = [9, 5, 12, 3]
@@ -319,7 +319,6 @@ def test_the_servers_refusal_of_an_option_names_its_flag(live_api):
         (["--format", "tflit"], "latfarm measure: --format: Input should be 'onnx' or 'tflite'"),
         (["--precision", "fp64"], "latfarm measure: --precision: must be one of fp32, fp16, int8"),
         (["--graph", "fused"], "latfarm measure: --graph: must be one of reference, pruned"),
-        (["--batch-size", "5000"], "latfarm measure: --batch-size: must be between 1 and 1024, got 5000"),
     ]
     for (args, line), wait in itertools.product(cases, ["--wait-for-agent", "--no-wait"]):
         result = CliRunner().invoke(app, ["measure", "gpu-b2", "1", wait, *args, "--server", url, "--key", ADMIN_KEY])
@@ -327,3 +326,30 @@ def test_the_servers_refusal_of_an_option_names_its_flag(live_api):
         assert result.exit_code == 1 and only.startswith(line), result.output
     with server.state.sessions() as session:
         assert session.query(Job).count() == 0
+
+
+BOUNDED = [  # a command's option out of its bounds, and the request field the server refuses for that value
+    (["measure", "gpu-b2", "1", "--rounds", "1001"], "/v1/jobs", {"protocol": {"rounds": 1001}}),
+    (["measure", "gpu-b2", "1", "--runs", "0"], "/v1/jobs", {"protocol": {"runs_per_round": 0}}),
+    (["measure", "gpu-b2", "1", "--warmup", "1001"], "/v1/jobs", {"protocol": {"warmup_runs": 1001}}),
+    (["measure", "gpu-b2", "1", "--batch-size", "1025"], "/v1/jobs", {"conditions": {"batch_size": 1025}}),
+    (["device", "add", "d2", "--resolution", "2000"], "/v1/devices", {"name": "d2", "resolution": 2000}),
+    (["device", "add", "d2", "--classes", "0"], "/v1/devices", {"name": "d2", "classes": 0}),
+    (["device", "enroll", "gpu-b2", "--max-uses", "100001"], "/v1/devices/gpu-b2/enrollments", {"max_uses": 100001}),
+    (["device", "enroll", "gpu-b2", "--expires-in", "0"], "/v1/devices/gpu-b2/enrollments", {"expires_in_s": 0}),
+]
+
+
+@pytest.mark.parametrize(("args", "path", "body"), BOUNDED)
+def test_a_value_the_server_refuses_for_its_bounds_the_command_refuses_first_in_the_same_words(api, args, path, body):
+    """The option's bounds are the request field's (one home): exit 2 before any request, the server's message."""
+    add_device(api, "gpu-b2")
+    job = {"device": "gpu-b2", "archs": [1]} if path == "/v1/jobs" else {}
+    refused = api.post(path, json={**job, **body}, headers=ADMIN)
+    assert refused.status_code == 422, refused.text
+    nowhere = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never reached
+    result = CliRunner().invoke(app, [*args, *nowhere], env={"COLUMNS": "300"})
+    shown = " ".join(result.output.replace("│", "").split())
+    assert (
+        result.exit_code == 2 and f"Invalid value for '{args[-2]}': {refused.json()['errors'][0]['message']}" in shown
+    )
