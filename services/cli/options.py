@@ -85,8 +85,7 @@ def setting_bounds(name: str) -> Callable[[int | None], int | None]:
             from latfarm.services.core.config import Settings
         except ImportError:
             return value
-        declared = {n: getattr(m, n) for m in Settings.model_fields[name].metadata for n in WORDS if hasattr(m, n)}
-        return bounded(declared)(value)
+        return bounded(Settings.bounds(name))(value)
 
     return checked
 

@@ -149,7 +149,7 @@ def test_a_port_outside_0_65535_is_a_usage_error_before_anything_is_created(tmp_
     ("args", "variable", "value", "expected"),
     [
         (["serve"], "LATFARM_HTTP_PORT", "abc", "latfarm serve: LATFARM_HTTP_PORT: Input should be a valid integer"),
-        (["up"], "LATFARM_GRPC_PORT", "99999", "latfarm up: LATFARM_GRPC_PORT: Input should be less than or equal"),
+        (["up"], "LATFARM_GRPC_PORT", "99999", "latfarm up: LATFARM_GRPC_PORT: must be between 0 and 65535, got 99999"),
     ],
 )
 def test_a_bad_setting_in_the_environment_is_one_line(tmp_path, args, variable, value, expected):
