@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from latfarm.predictor.spaces import get_space
 from latfarm.services.cli.errors import exit_on_error, interrupted, settings_from_env
 from latfarm.services.cli.options import DataDir, DbUrl, condition_option, one_of, space_option
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from latfarm.services.core.config import Settings
 
 
-CONDITIONS = "latfarm.services.domain.conditions"  # the home of --precision's and --graph's values
+CONDITIONS = "latfarm.services.domain.conditions"  # the home of --precision's values
 VARIANT = "the space's variant"  # --resolution and --classes not given: the space's default input variant
 
 
@@ -101,8 +102,7 @@ def export_model(
     graph: str = typer.Option(
         "reference",
         "--graph",
-        callback=one_of(CONDITIONS, "GRAPHS"),
-        help="reference (NB201's network) | pruned (none ops removed).",
+        help="One of the space's graphs: reference (the benchmark's network) | pruned (NB201: none ops removed).",
     ),
 ) -> None:
     """Export networks of a search space to ONNX or TFLite under the given measurement conditions (resolution and
@@ -110,6 +110,11 @@ def export_model(
     from latfarm.services.cli.model_files import export_cli
     from latfarm.services.domain.conditions import Conditions
 
+    graphs = get_space(space).graphs  # --space is read by now, whatever the order given
+    if graph not in graphs:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(graphs)} (the graphs of {space}), got {graph!r}", param_hint="'--graph'"
+        )
     with exit_on_error("latfarm export model"):
         fields = {"resolution": resolution, "classes": classes, "batch_size": batch_size}
         conditions = Conditions().for_space(space).merged({**fields, "precision": precision, "graph": graph})

@@ -59,7 +59,14 @@ def test_an_unknown_space_is_a_usage_error_naming_the_known_ones_before_anything
         (["export", "data", "dev", "--out", "x.csv", "--format", "xls"], "'--format': must be one of csv, latbench"),
         (["export", "model", "0", "--format", "xls"], "'--format': must be one of onnx, tflite, got 'xls'"),
         (["export", "model", "0", "--precision", "fp8"], "'--precision': must be one of fp32, fp16, int8, got 'fp8'"),
-        (["export", "model", "0", "--graph", "fused"], "'--graph': must be one of reference, pruned, got 'fused'"),
+        (
+            ["export", "model", "0", "--graph", "fused"],
+            "'--graph': must be one of reference, pruned (the graphs of nb201), got 'fused'",
+        ),
+        (  # a graph of another space: the chosen space's graphs, whatever the order of the options
+            ["export", "model", "--graph", "pruned", "0", "--space", "fbnet"],
+            "'--graph': must be one of reference (the graphs of fbnet), got 'pruned'",
+        ),
     ],
 )
 def test_a_value_outside_a_data_options_fixed_set_is_a_usage_error_listing_the_set(
