@@ -330,9 +330,10 @@ def _refused_needs(keys: str) -> Iterator[None]:
 
 
 def _checked_device(name: str) -> str:
-    """``name``; a name no device may have raises ``LatfarmError`` (``invalid_argument``) before any request."""
+    """``name``; a name no device may have raises ``LatfarmError`` (``invalid_argument``, field ``device``) before
+    any request."""
     if not is_device_name(name):
-        raise LatfarmError(refusal(name), code="invalid_argument", status=0)
+        raise LatfarmError(refusal(name), code="invalid_argument", status=0, field="device")
     return name
 
 

@@ -19,6 +19,16 @@ CONDITIONS = "latfarm.services.domain.conditions"  # the home of --precision's v
 VARIANT = "the space's variant"  # --resolution and --classes not given: the space's default input variant
 
 
+def _check_device_names(prefix: str, names: list[str]) -> None:
+    """Exit 1 with ``<prefix>: <the rule's refusal>`` (``prefix`` names the command and its argument or option) for
+    the first of ``names`` against the device-name rule, before anything is read."""
+    from latfarm.services.domain.names import checked_device_name
+
+    with exit_on_error(prefix):
+        for name in names:
+            checked_device_name(name)
+
+
 def import_dataset(
     settings: Settings,
     path: Path,
@@ -78,6 +88,7 @@ def import_(
     from latfarm.services.core.config import Settings
 
     settings = settings_from_env(Settings, "latfarm import", db_url=db, data_dir=data_dir)
+    _check_device_names("latfarm import: --device", device or [])
     if fmt == "latbench":
         if len(device or []) > 1:
             raise typer.BadParameter("a LatBench file has one device", param_hint="--device")
@@ -135,4 +146,5 @@ def export_data(
     from latfarm.services.core.config import Settings
 
     settings = settings_from_env(Settings, "latfarm export data", db_url=db, data_dir=data_dir)
+    _check_device_names("latfarm export data: DEVICE", [device])
     export_dataset(settings, device, fmt=fmt, out=out, space=space)

@@ -67,7 +67,7 @@ def device_add(
 
 
 def device_enroll(
-    name: str = DeviceName,
+    device: str = DeviceName,
     out: Path = typer.Option(
         None, "--out", show_default="stdout", help="Write the token to this file, readable by you only."
     ),
@@ -97,7 +97,7 @@ def device_enroll(
     client = client_for(server, key, "latfarm device enroll")
     with explained("latfarm device enroll", client):
         agent = "" if out is None else agent_command(client)  # asked first: a token made is never lost
-        token = client.enroll(name, expires_in_s=expires_in, max_uses=max_uses)
+        token = client.enroll(device, expires_in_s=expires_in, max_uses=max_uses)
     if out is None:
         typer.echo(token)
         return
@@ -106,7 +106,7 @@ def device_enroll(
     with os.fdopen(fd, "w") as file:
         file.write(f"{token}\n")
     typer.echo(
-        f"enrollment token for {name} written to {out} (readable by you only); on the device: "
+        f"enrollment token for {device} written to {out} (readable by you only); on the device: "
         f"LATFARM_AGENT_ENROLL=$(cat {out.name}) {agent}"
     )
 
@@ -143,7 +143,7 @@ def results(
 
 
 def export_device(
-    name: str = DeviceName,
+    device: str = DeviceName,
     fmt: str = typer.Option("csv", "--format", help="csv | latbench"),
     out: Path = typer.Option(..., "--out", help="Output file."),
     space: str = typer.Option("nb201", "--space", help="Search space of the exported archs (any registered space)."),
@@ -156,8 +156,8 @@ def export_device(
     client = client_for(server, key, "latfarm export device")
     with client, explained("latfarm export device", client):
         try:
-            written = client.export_to(out, name, fmt=fmt, space=space)
+            written = client.export_to(out, device, fmt=fmt, space=space)
         except OSError as err:
             raise SystemExit(f"latfarm export device: cannot write {out}: {err.strerror or err}") from err
     count = "its" if written is None else str(written)
-    typer.echo(f"wrote {count} measurements of {name} ({space}) from {client.base_url} to {out}")
+    typer.echo(f"wrote {count} measurements of {device} ({space}) from {client.base_url} to {out}")

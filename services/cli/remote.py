@@ -105,6 +105,7 @@ def _no_route(err: LatfarmError) -> bool:
 # The command-line flag or argument of each request field the client commands set, for the server's messages naming
 # a field: measure's and predict's (``POST /v1/jobs``, ``/v1/predict``), adapt's, device add's (``POST /v1/devices``).
 FLAGS = {
+    "device": "DEVICE",
     "format": "--format",
     "protocol.rounds": "--rounds",
     "protocol.runs_per_round": "--runs",
