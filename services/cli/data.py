@@ -56,6 +56,7 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: 
     """Write a device's measurements as CSV or a LatBench pickle and say how many from which database; bad input
     or a database that does not exist exits (a read never creates one), the latter naming the REST command."""
     from latfarm.services.cli.database import existing_database, reachable_database
+    from latfarm.services.cli.devices import exported
     from latfarm.services.datasets import export_from_store
 
     remote = f"away from the server: latfarm export device {device} --out {out}"
@@ -69,7 +70,7 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: 
         reachable_database("latfarm export data", settings.database_url),
     ):
         written = export_from_store(settings, device, fmt, out, space=space)
-    print(f"wrote {written} measurements of {device} from {database} to {out}")
+    print(f"wrote {exported(written, fmt)} of {device} from {database} to {out}")
 
 
 def import_(

@@ -159,5 +159,13 @@ def export_device(
             written = client.export_to(out, device, fmt=fmt, space=space)
         except OSError as err:
             raise SystemExit(f"latfarm export device: cannot write {out}: {err.strerror or err}") from err
-    count = "its" if written is None else str(written)
-    typer.echo(f"wrote {count} measurements of {device} ({space}) from {client.base_url} to {out}")
+    what = f"its {'measurements' if fmt == 'csv' else 'archs'}" if written is None else exported(written, fmt)
+    typer.echo(f"wrote {what} of {device} ({space}) from {client.base_url} to {out}")
+
+
+def exported(entries: int, fmt: str) -> str:
+    """What an export of ``entries`` entries in format ``fmt`` wrote: ``5 measurements`` (CSV: a line each), ``3 archs
+    (each the median of its measurements)`` (LatBench: an entry per arch)."""
+    if fmt == "csv":
+        return f"{entries} measurements"
+    return f"{entries} archs (each the median of its measurements)"
