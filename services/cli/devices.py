@@ -112,34 +112,38 @@ def device_enroll(
 
 
 def results(
-    batch: str = typer.Argument(..., help="Batch id (printed by measure --no-wait)."),
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for its unfinished jobs (a progress bar)."),
+    batches: list[str] = typer.Argument(
+        ..., metavar="BATCH...", help="Batch ids (printed by measure --no-wait): shown as one run, in order."
+    ),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for their unfinished jobs (a progress bar)."),
     timeout: float = WaitTimeout,
     out: Path = typer.Option(None, "--out", help="Write the results as CSV here."),
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:
-    """Show a measurement batch's results, as measure does: printed, or as CSV with --out.
+    """Show measurement batches' results, as measure does: printed, or as CSV with --out.
 
-    It waits for unfinished jobs unless --no-wait (they show as queued or running). Exit status 1 when no arch was
-    measured; Ctrl-C while waiting stops waiting (exit 130), the jobs stay queued."""
+    Several batches (a measure --random N with archs given queues two) are shown as one run. It waits for
+    unfinished jobs unless --no-wait (they show as queued or running). Exit status 1 when no arch was measured;
+    Ctrl-C while waiting stops waiting (exit 130), the jobs stay queued."""
     from latfarm.services.cli.remote import wait_with_progress
 
     if out:
         check_out(out, before="nothing was read")
     client = client_for(server, key, "latfarm results")
+    ids = " ".join(batches)
     try:
         with client, explained("latfarm results", client):
-            answer = client.job(batch, items=True)  # an unknown batch is refused before a progress bar shows
-            if wait and answer["queued"] + answer["running"]:
-                answer = wait_with_progress(client, batch, timeout)
+            answers = [client.job(batch, items=True) for batch in batches]  # an unknown batch: before a progress bar
+            if wait and any(answer["queued"] + answer["running"] for answer in answers):
+                answers = wait_with_progress(client, batches, timeout)
     except TimeoutError as err:
         raise SystemExit(f"latfarm results: {err}") from err
     except KeyboardInterrupt:
         raise interrupted(
-            f"latfarm results: interrupted; the batch's jobs stay queued (latfarm cancel {batch} cancels them)"
+            f"latfarm results: interrupted; the jobs stay queued (latfarm cancel {ids} cancels them)"
         ) from None
-    show_results("latfarm results", answer, out)
+    show_results("latfarm results", answers, out)
 
 
 def export_device(
