@@ -113,7 +113,7 @@ def validate(result: ReportedResult, where: str = "result") -> None:
     if (result.threads or 0) < 0:
         raise refuse("threads", f"{out_of_range(result.threads, {'ge': 0})} (0: not sent)")
     if any(cpu < 0 for cpu in result.affinity):
-        raise refuse("affinity", "CPU numbers must be >= 0")
+        raise refuse("affinity", f"CPU numbers {out_of_range(min(result.affinity), {'ge': 0})}")
     if result.latency_ms > 0 and result.statistic not in STATISTICS:
         raise refuse("statistic", f"latency_ms needs a statistic in {STATISTICS}, got {result.statistic!r}")
 
