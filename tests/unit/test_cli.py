@@ -141,14 +141,15 @@ def test_a_numeric_option_out_of_range_is_named_with_its_range_before_any_reques
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["up", "--http-port", "70000"], "Invalid value for '--http-port'"),
-        (["up", "--grpc-port", "-5"], "Invalid value for '--grpc-port'"),
-        (["serve", "--http-port", "70000"], "Invalid value for '--http-port'"),
+        (["up", "--http-port", "70000"], "Invalid value for '--http-port': must be between 0 and 65535, got 70000"),
+        (["up", "--grpc-port", "-5"], "Invalid value for '--grpc-port': must be between 0 and 65535, got -5"),
+        (["serve", "--http-port", "70000"], "Invalid value for '--http-port': must be between 0 and 65535, got 70000"),
+        (["serve", "--grpc-processes", "-1"], "Invalid value for '--grpc-processes': must be at least 0, got -1"),
     ],
 )
 def test_a_port_outside_0_65535_is_a_usage_error_before_anything_is_created(tmp_path, args, expected):
-    result = CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path / "d")])
-    assert result.exit_code == 2 and expected in " ".join(result.output.split())
+    result = CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path / "d")], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and expected in " ".join(result.output.replace("│", "").split()), result.output
     assert not (tmp_path / "d").exists()
 
 

@@ -153,10 +153,11 @@ def test_cancel_command_cancels_a_batchs_unfinished_jobs(live_api):
     url, server = live_api
     add_device_live(server)
     with Client(url, ADMIN_KEY) as client:
-        batch_id = client.submit("gpu-b2", [1, 2, 3])
-    result = CliRunner().invoke(app, ["cancel", batch_id, "--server", url, "--key", ADMIN_KEY])
+        batch_id, other = client.submit("gpu-b2", [1, 2, 3]), client.submit("gpu-b2", [4])
+    result = CliRunner().invoke(app, ["cancel", batch_id, other, "--server", url, "--key", ADMIN_KEY])
     assert result.exit_code == 0, result.output
-    assert f"cancelled 3 job(s) of batch {batch_id}" in result.stdout
+    assert f"cancelled 3 job(s) of batch {batch_id}" in result.stdout  # a line per batch
+    assert f"cancelled 1 job(s) of batch {other}" in result.stdout
     unknown = CliRunner().invoke(app, ["cancel", "0" * 32, "--server", url, "--key", ADMIN_KEY])
     assert unknown.exit_code == 1 and f"unknown job batch {'0' * 32!r}" in unknown.output
     assert "known devices" not in unknown.output
