@@ -8,6 +8,9 @@ class) show boolean flags, typer's own ``--help`` and completion options include
 option's names as ``--a, --b``, and arguments by their name in capitals (``DEVICE ARCHS...``, ``[ARCHS]...`` when
 optional), in the usage line and the arguments panel, and each paragraph of a command's docstring as one flowing
 paragraph.
+
+A number with bounds is checked by ``bounded`` (or ``setting_bounds``, ``condition_option``) against the bounds'
+one home, the same the server applies, and refused as a usage error in the API's wording (``core.ranges``).
 """
 
 from __future__ import annotations
