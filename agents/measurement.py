@@ -33,12 +33,22 @@ import numpy as np
 
 from latfarm.agents.backends import Backend, InputMismatch, LoadedModel, Unsupported, check_outputs
 from latfarm.agents.conditions import JobConditions
+from latfarm.proto.v1.limits import LISTS
 from latfarm.proto.v1.names import STATISTICS
 
 T = TypeVar("T")
 
 LOAD, RUN, TIMEOUT, WRONG_OUTPUT, UNSTABLE, FETCH = "load", "run", "timeout", "wrong_output", "unstable", "fetch"
 UNSUPPORTED = "unsupported"
+# The range of each setting a job's protocol (the API's ``MeasureProtocol``) or the agent's options may give, by
+# pydantic's bound names (``ge``: at least, ``gt``: more than, ``le``: at most); a result carries one median per round.
+BOUNDS: dict[str, dict[str, float]] = {
+    "warmup_runs": {"ge": 0, "le": 1000},
+    "runs_per_round": {"ge": 1, "le": 10_000},
+    "rounds": {"ge": 1, "le": LISTS["round_medians_ms"]},
+    "threads": {"ge": 1, "le": 256},
+    "timeout_s": {"gt": 0, "le": 3600},
+}
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from latfarm.services.core.names import ID_RULE, is_device_name, is_id, refusal
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 DONE_STATES = ("active", "failed", "cancelled")
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")  # a batch's counts (GET /v1/jobs/{id})
 # Who may start or cancel a device's adaptation (it changes what the device serves).
 ADAPT_KEYS = "adapting a device's predictor takes its owner's key (scope owner) or an admin key"
 
@@ -242,16 +243,30 @@ class Client:
     ) -> dict:
         """Block until no job of the batch is queued or running; returns it with ``items``. Raises ``TimeoutError``
         (the jobs stay queued: ``cancel`` them) when jobs are still pending after ``timeout`` seconds."""
+        return self.wait_all([batch_id], timeout=timeout, poll_s=poll_s, on_progress=on_progress)[0]
+
+    def wait_all(
+        self,
+        batch_ids: Sequence[str],
+        timeout: float = 600.0,
+        poll_s: float = 1.0,
+        on_progress: Callable[[dict], None] | None = None,
+    ) -> list[dict]:
+        """``wait`` for several batches as one: ``on_progress`` gets each poll's counts summed over them (``queued``,
+        ``running``, ``done``, ``failed``, ``cancelled``); returns each batch with ``items``, in order."""
         deadline = time.monotonic() + timeout
         while True:
-            progress = self.job(batch_id)
+            batches = [self.job(batch_id) for batch_id in batch_ids]
+            progress = {state: sum(b.get(state, 0) for b in batches) for state in JOB_STATES}
             if on_progress:
                 on_progress(progress)
-            if progress["queued"] + progress["running"] == 0:
-                return self.job(batch_id, items=True)
+            pending = progress["queued"] + progress["running"]
+            if pending == 0:
+                return [self.job(batch_id, items=True) for batch_id in batch_ids]
             if time.monotonic() > deadline:
-                pending = progress["queued"] + progress["running"]
-                raise TimeoutError(f"batch {batch_id}: {pending} jobs still pending (latfarm cancel {batch_id})")
+                ids = " ".join(batch_ids)
+                which = f"batch {ids}" if len(batch_ids) == 1 else f"batches {', '.join(batch_ids)}"
+                raise TimeoutError(f"{which}: {pending} jobs still pending (latfarm cancel {ids})")
             time.sleep(poll_s)
 
     def cancel(self, batch_id: str) -> dict:
@@ -330,9 +345,10 @@ def _refused_needs(keys: str) -> Iterator[None]:
 
 
 def _checked_device(name: str) -> str:
-    """``name``; a name no device may have raises ``LatfarmError`` (``invalid_argument``) before any request."""
+    """``name``; a name no device may have raises ``LatfarmError`` (``invalid_argument``, field ``device``) before
+    any request."""
     if not is_device_name(name):
-        raise LatfarmError(refusal(name), code="invalid_argument", status=0)
+        raise LatfarmError(refusal(name), code="invalid_argument", status=0, field="device")
     return name
 
 

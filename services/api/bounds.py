@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 from fastapi import Request
 
+from latfarm.services.core.ranges import out_of_range
+
 # pydantic's error types for a number outside its bounds, and the bound each one reports (its ``ctx`` key)
 BOUND_ERRORS = {"greater_than_equal": "ge", "greater_than": "gt", "less_than_equal": "le", "less_than": "lt"}
 # JSON Schema's bound keywords, by pydantic's names
@@ -64,29 +66,18 @@ def _field_schema(request: Request, loc: tuple) -> dict | None:
     return None if schema is None else next((f for f in _forms(spec, schema) if _bounds(f)), None)
 
 
-def _bounds(schema: dict) -> dict[str, float]:
+def _bounds(schema: dict) -> dict[str, float | None]:
     """``{"ge": 1, "le": 1000}``: the bounds ``schema`` states, by pydantic's names."""
     return {name: schema[key] for name, key in KEYWORDS.items() if isinstance(schema.get(key), (int, float))}
 
 
-def _number(value: object) -> str:
-    """A bound as the client would write it: 3600, not 3600.0."""
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-
-
 def range_message(request: Request, error: dict, got: str) -> str | None:
     """``must be between 1 and 1000, got 0`` for a number outside its bounds (both ends, from the documented
-    schema, with pydantic's own bound as the fallback); None for any other error."""
+    schema, with pydantic's own bound as the fallback; ``core.ranges``' wording); None for any other error."""
     reported = BOUND_ERRORS.get(error["type"])
     if reported is None:
         return None
     schema = _field_schema(request, tuple(error["loc"]))
     bounds = _bounds(schema) if schema is not None else {}
     bounds.setdefault(reported, error.get("ctx", {}).get(reported))
-    lower = next(((n, bounds[n]) for n in ("ge", "gt") if bounds.get(n) is not None), None)
-    upper = next(((n, bounds[n]) for n in ("le", "lt") if bounds.get(n) is not None), None)
-    if lower and upper and lower[0] == "ge" and upper[0] == "le":
-        return f"must be between {_number(lower[1])} and {_number(upper[1])}, got {got}"
-    words = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "less than"}
-    ends = " and ".join(f"{words[n]} {_number(v)}" for n, v in filter(None, (lower, upper)))
-    return f"must be {ends}, got {got}"
+    return out_of_range(got, bounds)

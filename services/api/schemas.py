@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from latfarm.agents.measurement import BOUNDS as PROTOCOL
 from latfarm.agents.runtimes import ONNXRUNTIME, RUNTIMES
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES as REGISTERED_SPACES
@@ -27,10 +28,10 @@ from latfarm.predictor.spaces import SearchSpace, get_space
 from latfarm.services.core.clock import as_utc
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.core.names import MAX_NAME_LENGTH, NAME_PATTERN
+from latfarm.services.core.security import ENROLLMENT_BOUNDS
 from latfarm.services.domain.conditions import (
     DEFAULT_SPACE,
     GRAPHS,
-    MAX_BATCH_SIZE,
     PRECISIONS,
     RANGES,
     SPACES,
@@ -39,7 +40,6 @@ from latfarm.services.domain.conditions import (
 )
 
 MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more
-MAX_ENROLLMENT_S = 366 * 24 * 3600  # the longest an enrollment token may live: a year
 MAX_KEY_ID = 2**31 - 1  # API key ids are INTEGER (32-bit on PostgreSQL)
 Scope = Literal["client", "owner", "admin"]
 
@@ -172,11 +172,11 @@ class DeviceCreate(Strict):
     hardware: str = ""
     runtime: Runtime = Field(ONNXRUNTIME, description=f"{' or '.join(RUNTIMES)}: the runtime its agents measure with")
     precision: Precision = Field("fp32", description="fp32, fp16 or int8: its networks' precision")
-    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE), WHOLE] = 1
-    resolution: Annotated[int, Field(ge=RANGES["resolution"][0], le=RANGES["resolution"][1]), WHOLE] = Field(
+    batch_size: Annotated[int, Field(**RANGES["batch_size"]), WHOLE] = 1
+    resolution: Annotated[int, Field(**RANGES["resolution"]), WHOLE] = Field(
         32, description="input height = width of its networks, px (NB201 on CIFAR-10: 32)"
     )
-    classes: Annotated[int, Field(ge=RANGES["classes"][0], le=RANGES["classes"][1]), WHOLE] = Field(
+    classes: Annotated[int, Field(**RANGES["classes"]), WHOLE] = Field(
         10, description="output classes of its networks (CIFAR-10: 10)"
     )
 
@@ -233,16 +233,13 @@ class DeviceDetail(DeviceOut):
     )
 
 
-MAX_ENROLLMENT_S = 366 * 24 * 3600
-
-
 class EnrollmentCreate(Strict):
     """Options of a new enrollment token."""
 
-    expires_in_s: Annotated[int, Field(gt=0, le=MAX_ENROLLMENT_S), WHOLE] | None = Field(
+    expires_in_s: Annotated[int, Field(**ENROLLMENT_BOUNDS["expires_in_s"]), WHOLE] | None = Field(
         None, description="Lifetime of the token, s, at most a year; none: the server's LATFARM_ENROLLMENT_TTL_H."
     )
-    max_uses: Annotated[int, Field(ge=1, le=100_000), WHOLE] | None = Field(
+    max_uses: Annotated[int, Field(**ENROLLMENT_BOUNDS["max_uses"]), WHOLE] | None = Field(
         None, description="Agents it may register; none: any number."
     )
 
@@ -271,17 +268,19 @@ class AgentOut(BaseModel):
 class MeasureProtocol(Strict):
     """How agents measure a request's jobs; an omitted field keeps the agent's own option."""
 
-    warmup_runs: Annotated[int, Field(ge=0, le=1000), WHOLE] | None = Field(
+    warmup_runs: Annotated[int, Field(**PROTOCOL["warmup_runs"]), WHOLE] | None = Field(
         None, description="Untimed runs per model per round."
     )
-    runs_per_round: Annotated[int, Field(ge=1, le=10000), WHOLE] | None = Field(
+    runs_per_round: Annotated[int, Field(**PROTOCOL["runs_per_round"]), WHOLE] | None = Field(
         None, description="Timed runs per model per round."
     )
-    rounds: Annotated[int, Field(ge=1, le=1000), WHOLE] | None = Field(
+    rounds: Annotated[int, Field(**PROTOCOL["rounds"]), WHOLE] | None = Field(
         None, description="Interleaved rounds over the models leased together."
     )
-    threads: Annotated[int, Field(ge=1, le=256), WHOLE] | None = None
-    timeout_s: float | None = Field(None, gt=0, le=3600, description="Wall-clock limit per model.")
+    threads: Annotated[int, Field(**PROTOCOL["threads"]), WHOLE] | None = None
+    timeout_s: Annotated[float, Field(**PROTOCOL["timeout_s"])] | None = Field(
+        None, description="Wall-clock limit per model."
+    )
     statistic: Literal["min", "median"] | None = Field(None, description="The headline latency: fastest run or median.")
 
 
@@ -290,15 +289,15 @@ class ConditionsRequest(Strict):
 
     Values are checked by ``domain.conditions.Conditions`` (422 naming the field)."""
 
-    resolution: Annotated[int, Field(ge=RANGES["resolution"][0], le=RANGES["resolution"][1]), WHOLE] | None = Field(
+    resolution: Annotated[int, Field(**RANGES["resolution"]), WHOLE] | None = Field(
         None,
         description="Input px; with classes, one of the space's input variants (default: the device's, when "
         "the space has it, else the space's default variant).",
     )
-    classes: Annotated[int, Field(ge=RANGES["classes"][0], le=RANGES["classes"][1]), WHOLE] | None = Field(
+    classes: Annotated[int, Field(**RANGES["classes"]), WHOLE] | None = Field(
         None, description="Output classes; see resolution."
     )
-    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE), WHOLE] | None = Field(
+    batch_size: Annotated[int, Field(**RANGES["batch_size"]), WHOLE] | None = Field(
         None, description="Images per inference; default: the device's batch size."
     )
     precision: Precision | None = Field(None, description="fp32 | fp16 | int8; default: the device's precision.")

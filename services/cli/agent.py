@@ -1,5 +1,5 @@
-"""``latfarm agent``: the device agent's command. It imports nothing beyond the agent itself, so the agent-only
-install (no torch, web stack, SQL or pydantic-settings) runs it.
+"""``latfarm agent``: the device agent's command. It imports nothing beyond the agent itself and the command line's
+shared options, so the agent-only install (no torch, web stack, SQL or pydantic-settings) runs it.
 
 Its options read their own ``LATFARM_AGENT_*`` variables through typer (``envvar=``): the agent has no Settings,
 which are the server's and need the server extra. Every other command reads ``LATFARM_*`` only through
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import typer
 
-from latfarm.agents.measurement import MeasureSettings
+from latfarm.agents.measurement import BOUNDS, MeasureSettings
 from latfarm.agents.options import AgentOptions
-from latfarm.proto.v1.limits import LISTS
+from latfarm.services.cli.options import bounded, span
 
 MEASURE = MeasureSettings()  # the agent's measurement defaults, for the help texts
 
@@ -53,7 +53,12 @@ def agent(
     ),
     state_dir: Path = typer.Option(AgentOptions.state_dir, "--state-dir", help="Credential, cache, logs."),
     name: str = typer.Option(AgentOptions.name, "--name", show_default="hostname", help="A name for this agent."),
-    threads: int = typer.Option(MEASURE.threads, "--threads", help="Inference threads per model."),
+    threads: int = typer.Option(
+        MEASURE.threads,
+        "--threads",
+        callback=bounded(BOUNDS["threads"]),
+        help=f"Inference threads per model, {span(BOUNDS['threads'])}.",
+    ),
     affinity: str = typer.Option(
         AgentOptions.affinity, "--affinity", show_default="not pinned", help="CPUs to pin to, e.g. '0' or '2-3'."
     ),
@@ -63,24 +68,27 @@ def agent(
     ),
     once: bool = typer.Option(AgentOptions.once, "--once", help="Exit when the queue is empty."),
     warmup: int = typer.Option(
-        MEASURE.warmup_runs, "--warmup", min=0, envvar="LATFARM_AGENT_WARMUP", help="Untimed runs per model per round."
+        MEASURE.warmup_runs,
+        "--warmup",
+        callback=bounded(BOUNDS["warmup_runs"]),
+        envvar="LATFARM_AGENT_WARMUP",
+        help=f"Untimed runs per model per round, {span(BOUNDS['warmup_runs'])}.",
     ),
     runs: int | None = typer.Option(
         None,
         "--runs",
-        min=1,
+        callback=bounded(BOUNDS["runs_per_round"]),
         envvar="LATFARM_AGENT_RUNS",
         show_default=str(MEASURE.runs_per_round),
-        help="Timed runs per round.",
+        help=f"Timed runs per round, {span(BOUNDS['runs_per_round'])}.",
     ),
     rounds: int | None = typer.Option(
         None,
         "--rounds",
-        min=1,
-        max=LISTS["round_medians_ms"],  # a result carries one median per round
+        callback=bounded(BOUNDS["rounds"]),
         envvar="LATFARM_AGENT_ROUNDS",
         show_default=str(MEASURE.rounds),
-        help="Interleaved rounds.",
+        help=f"Interleaved rounds, {span(BOUNDS['rounds'])}.",
     ),
     statistic: str = typer.Option(
         MEASURE.statistic,
@@ -91,7 +99,7 @@ def agent(
     retries: int = typer.Option(
         MEASURE.retries,
         "--retries",
-        min=0,
+        callback=bounded({"ge": 0}),
         envvar="LATFARM_AGENT_RETRIES",
         help=f"Re-measurements of a model whose round medians spread > {MEASURE.spread_threshold:.0%} (0: flag at once;"
         " saves time on noisy hosts).",
@@ -99,16 +107,16 @@ def agent(
     timeout: float | None = typer.Option(
         None,
         "--timeout",
-        min=0.001,
+        callback=bounded(BOUNDS["timeout_s"]),
         envvar="LATFARM_AGENT_TIMEOUT",
         show_default=f"{MEASURE.timeout_s:g}",
-        help="Time limit per model, s.",
+        help=f"Time limit per model, s, {span(BOUNDS['timeout_s'])}.",
     ),
     provider: str = typer.Option(
         AgentOptions.provider, "--provider", show_default="CPU", help="onnxruntime execution provider."
     ),
     max_jobs: int | None = typer.Option(
-        None, "--max-jobs", min=1, show_default="the server's limit", help="Jobs per lease."
+        None, "--max-jobs", callback=bounded({"ge": 1}), show_default="the server's limit", help="Jobs per lease."
     ),
 ) -> None:
     """Run a device agent: register, lease jobs, measure, report."""

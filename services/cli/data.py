@@ -7,14 +7,26 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from latfarm.predictor.spaces import get_space
 from latfarm.services.cli.errors import exit_on_error, interrupted, settings_from_env
-from latfarm.services.cli.options import DataDir, DbUrl, one_of, space_option
+from latfarm.services.cli.options import DataDir, DbUrl, condition_option, one_of, space_option
 
 if TYPE_CHECKING:
     from latfarm.services.core.config import Settings
 
 
-CONDITIONS = "latfarm.services.domain.conditions"  # the home of --precision's and --graph's values
+CONDITIONS = "latfarm.services.domain.conditions"  # the home of --precision's values
+VARIANT = "the space's variant"  # --resolution and --classes not given: the space's default input variant
+
+
+def _check_device_names(prefix: str, names: list[str]) -> None:
+    """Exit 1 with ``<prefix>: <the rule's refusal>`` (``prefix`` names the command and its argument or option) for
+    the first of ``names`` against the device-name rule, before anything is read."""
+    from latfarm.services.domain.names import checked_device_name
+
+    with exit_on_error(prefix):
+        for name in names:
+            checked_device_name(name)
 
 
 def import_dataset(
@@ -44,6 +56,7 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: 
     """Write a device's measurements as CSV or a LatBench pickle and say how many from which database; bad input
     or a database that does not exist exits (a read never creates one), the latter naming the REST command."""
     from latfarm.services.cli.database import existing_database, reachable_database
+    from latfarm.services.cli.devices import exported
     from latfarm.services.datasets import export_from_store
 
     remote = f"away from the server: latfarm export device {device} --out {out}"
@@ -57,7 +70,7 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: 
         reachable_database("latfarm export data", settings.database_url),
     ):
         written = export_from_store(settings, device, fmt, out, space=space)
-    print(f"wrote {written} measurements of {device} from {database} to {out}")
+    print(f"wrote {exported(written, fmt)} of {device} from {database} to {out}")
 
 
 def import_(
@@ -76,6 +89,7 @@ def import_(
     from latfarm.services.core.config import Settings
 
     settings = settings_from_env(Settings, "latfarm import", db_url=db, data_dir=data_dir)
+    _check_device_names("latfarm import: --device", device or [])
     if fmt == "latbench":
         if len(device or []) > 1:
             raise typer.BadParameter("a LatBench file has one device", param_hint="--device")
@@ -91,21 +105,16 @@ def export_model(
         "onnx", "--format", callback=one_of("latfarm.services.domain.network_export", "FORMATS"), help="onnx | tflite"
     ),
     out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
-    resolution: int = typer.Option(
-        None, "--resolution", show_default="the space's variant", help="Input height and width, px."
-    ),
-    classes: int = typer.Option(
-        None, "--classes", show_default="the space's variant", help="Output classes of the network's head."
-    ),
-    batch_size: int = typer.Option(1, "--batch-size", help="Images per inference (the input's first dimension)."),
+    resolution: int = condition_option("resolution", "Input height and width, px", show_default=VARIANT),
+    classes: int = condition_option("classes", "Output classes of the network's head", show_default=VARIANT),
+    batch_size: int = condition_option("batch_size", "Images per inference (the input's first dimension)", 1),
     precision: str = typer.Option(
         "fp32", "--precision", callback=one_of(CONDITIONS, "PRECISIONS"), help="fp32 | fp16 | int8 (int8: ONNX only)."
     ),
     graph: str = typer.Option(
         "reference",
         "--graph",
-        callback=one_of(CONDITIONS, "GRAPHS"),
-        help="reference (NB201's network) | pruned (none ops removed).",
+        help="One of the space's graphs: reference (the benchmark's network) | pruned (NB201: none ops removed).",
     ),
 ) -> None:
     """Export networks of a search space to ONNX or TFLite under the given measurement conditions (resolution and
@@ -113,6 +122,11 @@ def export_model(
     from latfarm.services.cli.model_files import export_cli
     from latfarm.services.domain.conditions import Conditions
 
+    graphs = get_space(space).graphs  # --space is read by now, whatever the order given
+    if graph not in graphs:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(graphs)} (the graphs of {space}), got {graph!r}", param_hint="'--graph'"
+        )
     with exit_on_error("latfarm export model"):
         fields = {"resolution": resolution, "classes": classes, "batch_size": batch_size}
         conditions = Conditions().for_space(space).merged({**fields, "precision": precision, "graph": graph})
@@ -133,4 +147,5 @@ def export_data(
     from latfarm.services.core.config import Settings
 
     settings = settings_from_env(Settings, "latfarm export data", db_url=db, data_dir=data_dir)
+    _check_device_names("latfarm export data: DEVICE", [device])
     export_dataset(settings, device, fmt=fmt, out=out, space=space)

@@ -12,7 +12,7 @@ import typer
 
 from latfarm.agents.runtimes import RUNTIMES
 from latfarm.services.cli.errors import interrupted
-from latfarm.services.cli.options import WaitTimeout
+from latfarm.services.cli.options import WaitTimeout, bounded, condition_option, span
 from latfarm.services.cli.remote import (
     ApiKey,
     DeviceName,
@@ -23,6 +23,7 @@ from latfarm.services.cli.remote import (
     explained,
     show_results,
 )
+from latfarm.services.core.security import ENROLLMENT_BOUNDS
 
 SERVERS = "the server's"  # a device field left unset takes the server's default
 CONDITIONS = ("precision", "batch_size", "resolution", "classes")  # the device's, shown once registered
@@ -38,11 +39,11 @@ def device_add(
     precision: str = typer.Option(
         None, "--precision", show_default=SERVERS, help="fp32, fp16 or int8: its networks' precision."
     ),
-    batch_size: int = typer.Option(None, "--batch-size", min=1, show_default=SERVERS, help="Images per inference."),
-    resolution: int = typer.Option(
-        None, "--resolution", show_default=SERVERS, help="Input height and width of its networks, px."
+    batch_size: int = condition_option("batch_size", "Images per inference", show_default=SERVERS),
+    resolution: int = condition_option(
+        "resolution", "Input height and width of its networks, px", show_default=SERVERS
     ),
-    classes: int = typer.Option(None, "--classes", show_default=SERVERS, help="Output classes of its networks."),
+    classes: int = condition_option("classes", "Output classes of its networks", show_default=SERVERS),
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:
@@ -66,18 +67,24 @@ def device_add(
 
 
 def device_enroll(
-    name: str = DeviceName,
+    device: str = DeviceName,
     out: Path = typer.Option(
         None, "--out", show_default="stdout", help="Write the token to this file, readable by you only."
     ),
     expires_in: int = typer.Option(
         None,
         "--expires-in",
-        min=1,
+        callback=bounded(ENROLLMENT_BOUNDS["expires_in_s"]),
         show_default="the server's LATFARM_ENROLLMENT_TTL_H",
-        help="Seconds the token stays valid.",
+        help=f"Seconds the token stays valid, {span(ENROLLMENT_BOUNDS['expires_in_s'])} (a year).",
     ),
-    max_uses: int = typer.Option(None, "--max-uses", min=1, show_default="any number", help="Agents it may enroll."),
+    max_uses: int = typer.Option(
+        None,
+        "--max-uses",
+        callback=bounded(ENROLLMENT_BOUNDS["max_uses"]),
+        show_default="any number",
+        help=f"Agents it may enroll, {span(ENROLLMENT_BOUNDS['max_uses'])}.",
+    ),
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:
@@ -90,7 +97,7 @@ def device_enroll(
     client = client_for(server, key, "latfarm device enroll")
     with explained("latfarm device enroll", client):
         agent = "" if out is None else agent_command(client)  # asked first: a token made is never lost
-        token = client.enroll(name, expires_in_s=expires_in, max_uses=max_uses)
+        token = client.enroll(device, expires_in_s=expires_in, max_uses=max_uses)
     if out is None:
         typer.echo(token)
         return
@@ -99,44 +106,48 @@ def device_enroll(
     with os.fdopen(fd, "w") as file:
         file.write(f"{token}\n")
     typer.echo(
-        f"enrollment token for {name} written to {out} (readable by you only); on the device: "
+        f"enrollment token for {device} written to {out} (readable by you only); on the device: "
         f"LATFARM_AGENT_ENROLL=$(cat {out.name}) {agent}"
     )
 
 
 def results(
-    batch: str = typer.Argument(..., help="Batch id (printed by measure --no-wait)."),
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for its unfinished jobs (a progress bar)."),
+    batches: list[str] = typer.Argument(
+        ..., metavar="BATCH...", help="Batch ids (printed by measure --no-wait): shown as one run, in order."
+    ),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for their unfinished jobs (a progress bar)."),
     timeout: float = WaitTimeout,
     out: Path = typer.Option(None, "--out", help="Write the results as CSV here."),
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:
-    """Show a measurement batch's results, as measure does: printed, or as CSV with --out.
+    """Show measurement batches' results, as measure does: printed, or as CSV with --out.
 
-    It waits for unfinished jobs unless --no-wait (they show as queued or running). Exit status 1 when no arch was
-    measured; Ctrl-C while waiting stops waiting (exit 130), the jobs stay queued."""
+    Several batches (a measure --random N with archs given queues two) are shown as one run. It waits for
+    unfinished jobs unless --no-wait (they show as queued or running). Exit status 1 when no arch was measured;
+    Ctrl-C while waiting stops waiting (exit 130), the jobs stay queued."""
     from latfarm.services.cli.remote import wait_with_progress
 
     if out:
         check_out(out, before="nothing was read")
     client = client_for(server, key, "latfarm results")
+    ids = " ".join(batches)
     try:
         with client, explained("latfarm results", client):
-            answer = client.job(batch, items=True)  # an unknown batch is refused before a progress bar shows
-            if wait and answer["queued"] + answer["running"]:
-                answer = wait_with_progress(client, batch, timeout)
+            answers = [client.job(batch, items=True) for batch in batches]  # an unknown batch: before a progress bar
+            if wait and any(answer["queued"] + answer["running"] for answer in answers):
+                answers = wait_with_progress(client, batches, timeout)
     except TimeoutError as err:
         raise SystemExit(f"latfarm results: {err}") from err
     except KeyboardInterrupt:
         raise interrupted(
-            f"latfarm results: interrupted; the batch's jobs stay queued (latfarm cancel {batch} cancels them)"
+            f"latfarm results: interrupted; the jobs stay queued (latfarm cancel {ids} cancels them)"
         ) from None
-    show_results("latfarm results", answer, out)
+    show_results("latfarm results", answers, out)
 
 
 def export_device(
-    name: str = DeviceName,
+    device: str = DeviceName,
     fmt: str = typer.Option("csv", "--format", help="csv | latbench"),
     out: Path = typer.Option(..., "--out", help="Output file."),
     space: str = typer.Option("nb201", "--space", help="Search space of the exported archs (any registered space)."),
@@ -149,8 +160,16 @@ def export_device(
     client = client_for(server, key, "latfarm export device")
     with client, explained("latfarm export device", client):
         try:
-            written = client.export_to(out, name, fmt=fmt, space=space)
+            written = client.export_to(out, device, fmt=fmt, space=space)
         except OSError as err:
             raise SystemExit(f"latfarm export device: cannot write {out}: {err.strerror or err}") from err
-    count = "its" if written is None else str(written)
-    typer.echo(f"wrote {count} measurements of {name} ({space}) from {client.base_url} to {out}")
+    what = f"its {'measurements' if fmt == 'csv' else 'archs'}" if written is None else exported(written, fmt)
+    typer.echo(f"wrote {what} of {device} ({space}) from {client.base_url} to {out}")
+
+
+def exported(entries: int, fmt: str) -> str:
+    """What an export of ``entries`` entries in format ``fmt`` wrote: ``5 measurements`` (CSV: a line each), ``3 archs
+    (each the median of its measurements)`` (LatBench: an entry per arch)."""
+    if fmt == "csv":
+        return f"{entries} measurements"
+    return f"{entries} archs (each the median of its measurements)"

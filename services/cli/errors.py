@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from latfarm.services.core.config import _FromEnvironment
 
 S = TypeVar("S", bound="_FromEnvironment")
+OUT_OF_BOUNDS = ("greater_than_equal", "greater_than", "less_than_equal", "less_than")  # pydantic's error types
 INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C: 128 + SIGINT, as a shell reports one
 
 
@@ -41,10 +42,15 @@ def settings_from_env(cls: type[S], prefix: str, **overrides: Any) -> S:
     from pydantic import ValidationError
 
     from latfarm.services.core.config import env_name
+    from latfarm.services.core.ranges import out_of_range
 
     try:
         return cls.from_env(**overrides)
     except ValidationError as err:
         first = err.errors()[0]
         name = env_name(str(first["loc"][0])) if first["loc"] else cls.__name__
+        if first["type"] in OUT_OF_BOUNDS and first["loc"]:  # the whole range, in the API's words
+            raise SystemExit(
+                f"{prefix}: {name}: {out_of_range(first['input'], cls.bounds(str(first['loc'][0])))}"
+            ) from err
         raise SystemExit(f"{prefix}: {name}: {first['msg']} (got {first['input']!r})") from err

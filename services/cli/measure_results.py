@@ -50,14 +50,29 @@ def write_csv(path: Path, items: list[dict], conditions: dict) -> None:
         writer.writerows({**conditions, **item, index_column: item.get("index")} for item in items)
 
 
-def line(item: dict) -> str:
-    """One item for the terminal: its latency (and statistic, an unstable mark) or its state, then its arch."""
+RANDOM_MARK = "*"  # the terminal's mark of an arch drawn at random (the CSV's and the API's drawn_at_random)
+RANDOM_LEGEND = f"{RANDOM_MARK} drawn at random: its measurement calibrates adaptations' spread"
+
+
+def lines(items: list[dict]) -> list[str]:
+    """A batch's items for the terminal, one ``line`` each; when some were drawn at random, each line has a mark
+    column (``RANDOM_MARK`` on theirs) and the last line is ``RANDOM_LEGEND``."""
+    marked = any(item.get("drawn_at_random") for item in items)
+    shown = [line(item, marked) for item in items]
+    return [*shown, RANDOM_LEGEND] if marked else shown
+
+
+def line(item: dict, marked: bool = False) -> str:
+    """One item for the terminal: its latency (and statistic, an unstable mark) or its state, its index, with
+    ``marked`` a column that marks an arch drawn at random, then its arch."""
     if item.get("latency_ms") is None:
         figure = item["state"]
     else:
         figure = f"{item['latency_ms']:.4f} ms {item.get('statistic') or ''}".rstrip()
         figure += "  UNSTABLE" if item.get("unstable") else ""
     index = f"#{item['index']}" if item.get("index") is not None else ""
+    if marked:
+        index = f"{index:<7} {RANDOM_MARK if item.get('drawn_at_random') else ' '}"
     error = f"  ({item['error']})" if item.get("error") else ""
     return f"{figure:<24} {index:<7} {item['arch']}{error}"
 

@@ -8,6 +8,9 @@ class) show boolean flags, typer's own ``--help`` and completion options include
 option's names as ``--a, --b``, and arguments by their name in capitals (``DEVICE ARCHS...``, ``[ARCHS]...`` when
 optional), in the usage line and the arguments panel, and each paragraph of a command's docstring as one flowing
 paragraph.
+
+A number with bounds is checked by ``bounded`` (or ``setting_bounds``, ``condition_option``) against the bounds'
+one home, the same the server applies, and refused as a usage error in the API's wording (``core.ranges``).
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import typer
 from typer._click import Context, HelpFormatter, Parameter
@@ -26,6 +29,8 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES, UnknownSpace, get_space
+from latfarm.services.core.ranges import WORDS, number, out_of_range, within
+from latfarm.services.domain.conditions import RANGES
 
 DataDir = typer.Option(
     None, "--data-dir", show_default="latfarm-data", help="Folder for the SQLite file, artifacts, keys."
@@ -58,6 +63,54 @@ def one_of(module: str, name: str) -> Callable[[str], str]:
     return checked
 
 
+N = TypeVar("N", int, float)
+
+
+def bounded(bounds: Mapping[str, float], unit: str = "") -> Callable[[N | None], N | None]:
+    """An option callback for a number within ``bounds`` (pydantic's names, ``{"ge": 1, "le": 1000}``, read from
+    their one home: what the server refuses, the command refuses first): outside them a usage error in the API's
+    wording (``must be between 1 and 1000, got 0``); None (not given) passes."""
+
+    def checked(value: N | None) -> N | None:
+        if value is None or within(value, bounds):
+            return value
+        raise typer.BadParameter(out_of_range(number(value), bounds, unit))
+
+    return checked
+
+
+def setting_bounds(name: str) -> Callable[[int | None], int | None]:
+    """``bounded`` for the server setting ``name`` (``core.config.Settings``, imported when the command runs: the
+    bounds its field declares). Without the server extra the value passes: the command then names the extra."""
+
+    def checked(value: int | None) -> int | None:
+        try:
+            from latfarm.services.core.config import Settings
+        except ImportError:
+            return value
+        return bounded(Settings.bounds(name))(value)
+
+    return checked
+
+
+def span(bounds: Mapping[str, float]) -> str:
+    """``bounds`` for a help text: ``1-1000`` (at least and at most), else in words (``greater than 0, at most
+    3600``)."""
+    if set(bounds) == {"ge", "le"}:
+        return f"{number(bounds['ge'])}-{number(bounds['le'])}"
+    return ", ".join(f"{WORDS[name]} {number(bound)}" for name, bound in bounds.items())
+
+
+def condition_option(field: str, help_text: str, default: int | None = None, show_default: str | bool = True) -> Any:
+    """The option of the measurement condition ``field`` (``batch_size``: ``--batch-size``), refused outside its
+    bounds (``domain.conditions.RANGES``) before the command runs; the help is ``help_text`` and the range."""
+    bounds = RANGES[field]
+    flag = "--" + field.replace("_", "-")
+    return typer.Option(
+        default, flag, callback=bounded(bounds), show_default=show_default, help=f"{help_text}, {span(bounds)}."
+    )
+
+
 def space_option(help_text: str) -> Any:
     """``--space`` (default NB201) with ``help_text``, checked against the registered spaces before the command
     runs (a usage error, exit 2); the help ends with their names."""
@@ -80,17 +133,10 @@ def adapt_rule(rule: Literal["check_samples", "check_calibration"]) -> Callable[
     return checked
 
 
-def _positive_seconds(seconds: float) -> float:
-    """``--timeout``: more than 0 s (a usage error otherwise)."""
-    if seconds <= 0:
-        raise typer.BadParameter(f"seconds to wait must be more than 0, got {seconds:g}")
-    return seconds
-
-
 WaitTimeout = typer.Option(
     3600.0,
     "--timeout",
-    callback=_positive_seconds,
+    callback=bounded({"gt": 0}),
     help="Seconds to wait at most, more than 0 (then the jobs stay queued).",
 )
 

@@ -11,8 +11,17 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from latfarm.agents.measurement import BOUNDS as PROTOCOL
 from latfarm.services.cli.errors import exit_on_error, interrupted
-from latfarm.services.cli.options import Calibrate, Samples, WaitTimeout, space_option
+from latfarm.services.cli.options import (
+    Calibrate,
+    Samples,
+    WaitTimeout,
+    bounded,
+    condition_option,
+    space_option,
+    span,
+)
 
 if TYPE_CHECKING:
     from latfarm.services.client import Client, LatfarmError
@@ -96,6 +105,7 @@ def _no_route(err: LatfarmError) -> bool:
 # The command-line flag or argument of each request field the client commands set, for the server's messages naming
 # a field: measure's and predict's (``POST /v1/jobs``, ``/v1/predict``), adapt's, device add's (``POST /v1/devices``).
 FLAGS = {
+    "device": "DEVICE",
     "format": "--format",
     "protocol.rounds": "--rounds",
     "protocol.runs_per_round": "--runs",
@@ -138,21 +148,40 @@ def measure(
         None,
         "--random",
         "--sample",
-        min=1,
+        callback=bounded({"ge": 1}),
         show_default="none",
         help="Also measure N random archs of the space: distinct archs of its reference set "
-        "(NB201: official indices; FBNet: HELP's 5,000), else uniform draws. Alone (no archs given), the batch is "
-        "marked drawn at random: its measurements calibrate adaptations' spread.",
+        "(NB201: official indices; FBNet: HELP's 5,000), else uniform draws. They are queued as their own batch, "
+        "marked drawn at random (archs given: another batch, chosen), so their measurements calibrate adaptations' "
+        "spread; waiting, progress and results cover both as one run.",
     ),
     seed: int = typer.Option(
         0, "--seed", help="Seed of --random: a seed draws the same archs each run (a smaller N its first ones)."
     ),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
-    rounds: int = typer.Option(None, "--rounds", min=1, show_default=AGENTS, help="Interleaved rounds per model."),
-    runs: int = typer.Option(None, "--runs", min=1, show_default=AGENTS, help="Timed runs per round."),
-    warmup: int = typer.Option(None, "--warmup", min=0, show_default=AGENTS, help="Untimed runs per model per round."),
+    rounds: int = typer.Option(
+        None,
+        "--rounds",
+        callback=bounded(PROTOCOL["rounds"]),
+        show_default=AGENTS,
+        help=f"Interleaved rounds per model, {span(PROTOCOL['rounds'])}.",
+    ),
+    runs: int = typer.Option(
+        None,
+        "--runs",
+        callback=bounded(PROTOCOL["runs_per_round"]),
+        show_default=AGENTS,
+        help=f"Timed runs per round, {span(PROTOCOL['runs_per_round'])}.",
+    ),
+    warmup: int = typer.Option(
+        None,
+        "--warmup",
+        callback=bounded(PROTOCOL["warmup_runs"]),
+        show_default=AGENTS,
+        help=f"Untimed runs per model per round, {span(PROTOCOL['warmup_runs'])}.",
+    ),
     statistic: str = typer.Option(None, "--statistic", show_default=AGENTS, help="Headline figure: min or median."),
-    batch_size: int = typer.Option(None, "--batch-size", min=1, show_default=DEVICES, help="Images per inference."),
+    batch_size: int = condition_option("batch_size", "Images per inference", show_default=DEVICES),
     precision: str = typer.Option(None, "--precision", show_default=DEVICES, help="fp32, fp16 or int8."),
     graph: str = typer.Option(
         None, "--graph", show_default="reference", help="reference or pruned: the exported network's variant."
@@ -171,62 +200,88 @@ def measure(
     """Measure archs on a device's agents: queue the jobs, wait with a progress bar, print or save the results.
 
     With no agent of the device online it says so and exits 1 without queueing (unless --wait-for-agent or
-    --no-wait); Ctrl-C while waiting cancels the batch's unfinished jobs (exit 130). Exit status 1 when no arch
+    --no-wait); Ctrl-C while waiting cancels its unfinished jobs (exit 130). Exit status 1 when no arch
     was measured (every job failed)."""
     from latfarm.predictor.spaces import ArchError
     from latfarm.services.cli import measure_results
 
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
     try:
-        chosen = measure_results.arch_values(given) + random_archs(space, sample or 0, seed)
-        if not chosen:
+        chosen = measure_results.arch_values(given)
+        drawn: list[str | int] = random_archs(space, sample or 0, seed)
+        if not chosen and not drawn:
             raise typer.BadParameter("give archs, --from FILE or --random N", param_hint="ARCHS")
-        measure_results.canonical_archs(chosen, space)  # a bad arch is refused before any request
+        strings = measure_results.canonical_archs(chosen + drawn, space)  # a bad arch is refused before any request
     except ArchError as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if out:
         check_out(out, wait)
+    drawn_strings = set(strings[len(chosen) :])  # an arch both given and drawn is measured once, as drawn
+    chosen = [arch for arch, string in zip(chosen, strings[: len(chosen)], strict=True) if string not in drawn_strings]
+    parts = [(part, random) for part, random in ((chosen, False), (drawn, True)) if part]
     settings = {"rounds": rounds, "runs_per_round": runs, "warmup_runs": warmup, "statistic": statistic}
     protocol = {name: value for name, value in settings.items() if value is not None} or None
     overrides = {"batch_size": batch_size, "precision": precision, "graph": graph}
     conditions = {name: value for name, value in overrides.items() if value is not None} or None
-    request = {
-        "space": space,
-        "fmt": fmt,
-        "protocol": protocol,
-        "conditions": conditions,
-        "drawn_at_random": bool(sample) and not given,  # chosen archs in a batch would calibrate as random ones
-    }
+    request = {"space": space, "fmt": fmt, "protocol": protocol, "conditions": conditions}
     try:
         with client_for(server, key, "latfarm measure") as client, explained("latfarm measure", client):
             offline = _check_agents(client, device, "latfarm measure", refuse=wait and not wait_for_agent)
-            result = _measure_with_progress(client, device, chosen, wait, timeout, offline, request)
+            batch_ids = _queue(client, device, parts, request)
+            _note(offline)
+            if not wait:
+                typer.echo(_queued(batch_ids, parts))
+                return
+            batches = _wait_or_cancel(client, device, batch_ids, timeout)
     except TimeoutError as err:
         raise SystemExit(f"latfarm measure: {err}") from err
-    if not wait:
-        jobs = f"{len(chosen)} job" + ("" if len(chosen) == 1 else "s")
-        typer.echo(f"queued batch {result['id']} ({jobs}); its results: latfarm results {result['id']}")
-        return
-    show_results("latfarm measure", result, out)
+    show_results("latfarm measure", batches, out)
 
 
-def show_results(command: str, batch: dict, out: Path | None) -> None:
-    """A batch's items (``GET /v1/jobs/{id}?items=true``) as lines, or as CSV at ``out`` with a one-line summary;
-    exit 1 when no arch was measured (none done), or when the CSV cannot be written (saying where the results are).
-    """
+def _queue(client: Client, device: str, parts: list[tuple[list, bool]], request: dict) -> list[str]:
+    """Queue one batch per part (its archs, whether they were drawn at random: the API's ``drawn_at_random`` is a
+    request's, and only archs drawn at random calibrate adaptations), with ``request`` (``Client.submit``'s other
+    keyword arguments); their ids. A part refused cancels the batches queued before it (nothing is left waiting)."""
+    batch_ids: list[str] = []
+    try:
+        for archs, random in parts:
+            batch_ids.append(client.submit(device, archs, drawn_at_random=random, **request))
+    except BaseException:
+        for batch_id in batch_ids:
+            client.cancel(batch_id)
+        raise
+    return batch_ids
+
+
+def _queued(batch_ids: list[str], parts: list[tuple[list, bool]]) -> str:
+    """What ``measure --no-wait`` queued, in one line: each batch, its jobs (those drawn at random said so), and the
+    command that shows their results."""
+    described = []
+    for batch_id, (archs, random) in zip(batch_ids, parts, strict=True):
+        jobs = f"{len(archs)} job" + ("" if len(archs) == 1 else "s") + (", drawn at random" if random else "")
+        described.append(f"batch {batch_id} ({jobs})")
+    whose = "its" if len(batch_ids) == 1 else "their"
+    return f"queued {' and '.join(described)}; {whose} results: latfarm results {' '.join(batch_ids)}"
+
+
+def show_results(command: str, batches: list[dict], out: Path | None) -> None:
+    """The batches' items (``GET /v1/jobs/{id}?items=true``, one run: in order) as lines, or as CSV at ``out`` with
+    a one-line summary; exit 1 when no arch was measured (none done), or when the CSV cannot be written (saying
+    where the results are)."""
     from latfarm.services.cli import measure_results
 
-    items = batch.get("items", [])
+    items = [item for batch in batches for item in batch.get("items", [])]
     if out:
         try:
-            measure_results.write_csv(out, items, batch.get("conditions", {}))
+            measure_results.write_csv(out, items, batches[0].get("conditions", {}))  # one request's conditions
         except OSError as err:
-            stored = f"the results are stored: latfarm results {batch['id']} --out FILE"
+            ids = " ".join(batch["id"] for batch in batches)
+            stored = f"the results are stored: latfarm results {ids} --out FILE"
             raise SystemExit(f"{command}: cannot write {out}: {err.strerror or err}; {stored}") from err
         typer.echo(f"{measure_results.summary(items)}: {out}")
     else:
-        for item in items:
-            typer.echo(measure_results.line(item))
+        for shown in measure_results.lines(items):
+            typer.echo(shown)
     if not any(item.get("state") == "done" for item in items):
         raise typer.Exit(1)
 
@@ -327,9 +382,9 @@ def random_archs(space: str, n: int, seed: int) -> list[str | int]:
     return list(random.Random(seed).sample(range(len(reference)), n))
 
 
-def wait_with_progress(client: Client, batch_id: str, timeout: float, title: str = "measuring") -> dict:
-    """Wait for the batch's unfinished jobs under a progress bar (``title``, done and failed of all); returns the
-    batch with ``items``. ``TimeoutError`` after ``timeout`` s (its jobs stay queued)."""
+def wait_with_progress(client: Client, batch_ids: list[str], timeout: float, title: str = "measuring") -> list[dict]:
+    """Wait for the batches' unfinished jobs under one progress bar (``title``, done and failed of all); returns each
+    batch with ``items``. ``TimeoutError`` after ``timeout`` s (their jobs stay queued)."""
     from latfarm.services.core.progress import count_bar
 
     with count_bar(transient=True) as bar:
@@ -339,49 +394,44 @@ def wait_with_progress(client: Client, batch_id: str, timeout: float, title: str
             finished = progress["done"] + progress["failed"] + progress["cancelled"]
             bar.update(task, completed=finished, total=finished + progress["queued"] + progress["running"])
 
-        return client.wait(batch_id, timeout=timeout, on_progress=show)
+        return client.wait_all(batch_ids, timeout=timeout, on_progress=show)
 
 
-def _measure_with_progress(client, device, archs, wait, timeout, offline, request: dict) -> dict:
-    """Queue the batch (``request``: ``Client.submit``'s other keyword arguments), print ``offline``
-    (``_check_agents``'s line, '' for none) once it is queued, and with ``wait`` wait for it under a progress bar
-    (Ctrl-C cancels its unfinished jobs, exit 130); returns its answer."""
-    if not wait:
-        queued = client.measure(device, archs, wait=False, **request)
-        _note(offline)
-        return queued
-    batch_id = client.submit(device, archs, **request)
-    _note(offline)
+def _wait_or_cancel(client: Client, device: str, batch_ids: list[str], timeout: float) -> list[dict]:
+    """``wait_with_progress`` for the batches of one ``measure``; Ctrl-C cancels their unfinished jobs (exit 130)."""
     try:
-        return wait_with_progress(client, batch_id, timeout, f"measuring on {device}")
+        return wait_with_progress(client, batch_ids, timeout, f"measuring on {device}")
     except KeyboardInterrupt:
-        cancelled = client.cancel(batch_id)["cancelled_now"]
-        raise interrupted(
-            f"latfarm measure: interrupted; cancelled {cancelled} unfinished job(s) of batch {batch_id}"
-        ) from None
+        cancelled = sum(client.cancel(batch_id)["cancelled_now"] for batch_id in batch_ids)
+        which = f"batch {batch_ids[0]}" if len(batch_ids) == 1 else f"batches {', '.join(batch_ids)}"
+        raise interrupted(f"latfarm measure: interrupted; cancelled {cancelled} unfinished job(s) of {which}") from None
 
 
 def cancel(
-    batch: str = typer.Argument(..., help="Batch id (printed by measure --no-wait; POST /v1/jobs answers it)."),
+    batches: list[str] = typer.Argument(
+        ..., metavar="BATCH...", help="Batch ids (printed by measure --no-wait; POST /v1/jobs answers one)."
+    ),
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:
-    """Cancel a measurement batch's queued and running jobs; done and failed ones keep their results."""
+    """Cancel measurement batches' queued and running jobs; done and failed ones keep their results. One line per
+    batch."""
     from latfarm.services.client import LatfarmError
 
     client = client_for(server, key, "latfarm cancel")
     with explained("latfarm cancel", client):
-        try:
-            answer = client.cancel(batch)
-        except LatfarmError as err:
-            if err.code == "not_found" and not _no_route(err):  # an adaptation id is no batch id
-                err.message += "; to cancel an adaptation: latfarm adapt DEVICE --cancel"
-            raise
-    progress = answer["progress"]
-    typer.echo(
-        f"cancelled {answer['cancelled_now']} job(s) of batch {batch}; "
-        f"{progress['done']} done, {progress['failed']} failed, {progress['cancelled']} cancelled"
-    )
+        for batch in batches:
+            try:
+                answer = client.cancel(batch)
+            except LatfarmError as err:
+                if err.code == "not_found" and not _no_route(err):  # an adaptation id is no batch id
+                    err.message += "; to cancel an adaptation: latfarm adapt DEVICE --cancel"
+                raise
+            progress = answer["progress"]
+            typer.echo(
+                f"cancelled {answer['cancelled_now']} job(s) of batch {batch}; "
+                f"{progress['done']} done, {progress['failed']} failed, {progress['cancelled']} cancelled"
+            )
 
 
 def adapt(

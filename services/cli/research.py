@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from latfarm.predictor.selection import k_values
-from latfarm.services.cli.options import adapt_rule, space_option
+from latfarm.services.cli.options import adapt_rule, bounded, space_option
 
 
 def _check_folder(command: str, data: Path) -> None:
@@ -51,7 +51,9 @@ def eval_transfer(
     samples: Sequence[int] = typer.Option(
         "5,10,20", "--samples", parser=_k_values, metavar="<str>", help="Comma-separated K: measurements to adapt from."
     ),
-    trials: int = typer.Option(5, "--trials", min=1, help="Random draws of the K archs per device and K."),
+    trials: int = typer.Option(
+        5, "--trials", callback=bounded({"ge": 1}), help="Random draws of the K archs per device and K, at least 1."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed (pretraining, sample draws)."),
     json_out: Path = typer.Option(None, "--json", help="Write the scores as JSON here."),
     dump: Path = typer.Option(None, "--dump", help="Write <device>_k<K>_t<trial>.npz per run."),

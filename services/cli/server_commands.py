@@ -7,18 +7,21 @@ from pathlib import Path
 
 import typer
 
-from latfarm.services.cli.options import DataDir, DbUrl, UpCalibrate, UpSamples
+from latfarm.services.cli.options import DataDir, DbUrl, UpCalibrate, UpSamples, setting_bounds
 
 HttpPort = typer.Option(
     None,
     "--http-port",
-    min=0,
-    max=65535,
+    callback=setting_bounds("http_port"),
     show_default="8000",
     help="REST port (also the admin UI's); 0: any free port.",
 )
 GrpcPort = typer.Option(
-    None, "--grpc-port", min=0, max=65535, show_default="50051", help="gRPC port for agents; 0: any free port."
+    None,
+    "--grpc-port",
+    callback=setting_bounds("grpc_port"),
+    show_default="50051",
+    help="gRPC port for agents; 0: any free port.",
 )
 
 
@@ -30,7 +33,7 @@ def serve(
     grpc_processes: int = typer.Option(
         None,
         "--grpc-processes",
-        min=0,
+        callback=setting_bounds("grpc_processes"),
         show_default="0",
         help="Processes serving the gRPC port (more than 1: child processes, REST alone in this one); 0: one per CPU"
         " up to 4 on PostgreSQL with Redis, else 1.",

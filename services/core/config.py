@@ -32,6 +32,14 @@ class _FromEnvironment(BaseSettings):
         """The environment, with the overrides that are not None on top (a CLI flag not given is None)."""
         return cls(**{name: value for name, value in overrides.items() if value is not None})
 
+    @classmethod
+    def bounds(cls, name: str) -> dict[str, float]:
+        """The bounds setting ``name`` declares, by pydantic's names (``{"ge": 0, "le": 65535}``; ``{}``: none)."""
+        names = ("ge", "gt", "le", "lt")
+        return {
+            n: getattr(m, n) for m in cls.model_fields[name].metadata for n in names if getattr(m, n, None) is not None
+        }
+
     def to_env(self) -> dict[str, str]:
         """Every setting as its variable, for a child process's environment: the child reads back exactly these
         settings (an unset one as an empty variable, which counts as unset)."""

@@ -5,6 +5,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+# What an enrollment token's request may ask, by pydantic's bound names: a lifetime of at most a year (s) and at most
+# 100,000 registrations (the API's fields and ``latfarm device enroll``'s options read them here).
+ENROLLMENT_BOUNDS: dict[str, dict[str, int]] = {
+    "expires_in_s": {"gt": 0, "le": 366 * 24 * 3600},
+    "max_uses": {"ge": 1, "le": 100_000},
+}
+
 
 def new_secret(prefix: str) -> str:
     """A fresh random secret such as ``lf_admin_...``; the prefix tells a reader what it is."""

@@ -12,7 +12,7 @@ from latfarm.services.datasets.help import HELP, import_help
 from latfarm.services.datasets.hwnasbench import HWNASBENCH, import_hwnasbench
 from latfarm.services.datasets.latbench import LATBENCH, import_latbench
 from latfarm.services.datasets.rows import DatasetError, ensure_device
-from latfarm.services.datasets.writers import ROW_FIELDS, device_rows, to_csv, to_latbench_pickle
+from latfarm.services.datasets.writers import ROW_FIELDS, device_rows, export_file, to_csv, to_latbench
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -25,6 +25,7 @@ __all__ = [
     "DatasetError",
     "describe_device",
     "device_rows",
+    "export_file",
     "ensure_device",
     "export_from_store",
     "import_help",
@@ -32,5 +33,5 @@ __all__ = [
     "import_into_store",
     "import_latbench",
     "to_csv",
-    "to_latbench_pickle",
+    "to_latbench",
 ]

@@ -18,7 +18,7 @@ from latfarm.services.datasets.help import HELP, dataset_of, import_help
 from latfarm.services.datasets.hwnasbench import HWNASBENCH, import_hwnasbench
 from latfarm.services.datasets.latbench import LATBENCH, import_latbench
 from latfarm.services.datasets.rows import DatasetError
-from latfarm.services.datasets.writers import device_rows, to_csv, to_latbench_pickle
+from latfarm.services.datasets.writers import device_rows, export_file
 
 FORMATS = {"help": HELP, "latbench": LATBENCH, "hwnasbench": HWNASBENCH}  # import format -> dataset name
 EXPORT_FORMATS = ("csv", "latbench")
@@ -75,7 +75,8 @@ def import_into_store(
 
 def export_from_store(settings: Settings, device: str, fmt: str, out: Path, space: str = "nb201") -> int:
     """Write a device's measurements of ``space`` to ``out`` as CSV (all, with their conditions) or a LatBench
-    pickle (only those under the device's own conditions); returns how many were written."""
+    pickle (only those under the device's own conditions, one entry per arch); returns how many entries were written
+    (CSV: measurements; LatBench: archs)."""
     if fmt not in EXPORT_FORMATS:
         raise DatasetError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     try:
@@ -88,10 +89,8 @@ def export_from_store(settings: Settings, device: str, fmt: str, out: Path, spac
             rows = device_rows(session, device, own_conditions=fmt == "latbench", space=space)
     finally:
         engine.dispose()
+    body, entries = export_file(rows, fmt, space)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        out.write_text(to_csv(rows, space))
-    else:
-        out.write_bytes(to_latbench_pickle(rows))
-    return len(rows)
+    out.write_bytes(body)
+    return entries

@@ -108,7 +108,7 @@ def to_csv(rows: Iterable[dict], space: str = "nb201") -> str:
     return buf.getvalue()
 
 
-def to_latbench_pickle(rows: Iterable[dict]) -> bytes:
+def to_latbench(rows: Iterable[dict]) -> dict[tuple[int, ...], float]:
     """LatBench layout ``{encoding tuple: seconds}`` (NB201: the 6-op tuple; FBNet: the 22 block indices): per arch,
     the median of its rows' latencies (``latency_ms``).
 
@@ -117,4 +117,13 @@ def to_latbench_pickle(rows: Iterable[dict]) -> bytes:
     by_ops: dict[tuple[int, ...], list[float]] = {}
     for row in rows:
         by_ops.setdefault(tuple(row["ops"]), []).append(row["latency_ms"])
-    return pickle.dumps({ops: statistics.median(ms) / 1000.0 for ops, ms in by_ops.items()}, protocol=4)
+    return {ops: statistics.median(ms) / 1000.0 for ops, ms in by_ops.items()}
+
+
+def export_file(rows: list[dict], fmt: str, space: str) -> tuple[bytes, int]:
+    """``rows`` as a file of export format ``fmt`` (csv | latbench), and how many entries it holds: CSV one line per
+    measurement (``to_csv``), a LatBench pickle one entry per arch (``to_latbench``: the median of its rows)."""
+    if fmt == "csv":
+        return to_csv(rows, space).encode(), len(rows)
+    entries = to_latbench(rows)
+    return pickle.dumps(entries, protocol=4), len(entries)

@@ -23,13 +23,18 @@ from typing import Any
 from latfarm.predictor.spaces import SPACES as REGISTERED
 from latfarm.predictor.spaces import SearchSpace
 from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.core.ranges import out_of_range, within
 
 PRECISIONS = ("fp32", "fp16", "int8")
 SPACES = tuple(REGISTERED)
 GRAPHS = tuple(dict.fromkeys(graph for space in REGISTERED.values() for graph in space.graphs))
 DEFAULT_SPACE = SPACES[0]
-MAX_BATCH_SIZE = 1024
-RANGES = {"resolution": (8, 1024), "classes": (1, 100_000), "batch_size": (1, MAX_BATCH_SIZE)}  # integers, inclusive
+# The integer fields' bounds, by pydantic's names (the API's fields and the command line's options read them here)
+RANGES: dict[str, dict[str, int]] = {
+    "resolution": {"ge": 8, "le": 1024},
+    "classes": {"ge": 1, "le": 100_000},
+    "batch_size": {"ge": 1, "le": 1024},
+}
 
 
 @dataclass(frozen=True)
@@ -53,10 +58,12 @@ class Conditions:
         _check_choice("space", self.space, SPACES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("graph", self.graph, self.search_space.graphs)
-        for name, (low, high) in RANGES.items():
+        for name, bounds in RANGES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise InvalidArgument(f"{name} must be an integer in [{low}, {high}], got {value!r}", field=name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidArgument(f"{name} must be an integer, got {value!r}", field=name)
+            if not within(value, bounds):
+                raise InvalidArgument(f"{name} {out_of_range(value, bounds)}", field=name)
         if self.search_space.variant_at(self.resolution, self.classes) is None:
             variants = self.search_space.input_variants.values()
             field = "classes" if any(v.resolution == self.resolution for v in variants) else "resolution"

@@ -17,6 +17,7 @@ from latfarm.predictor.latencies import MAX_LATENCY_MS, MIN_LATENCY_MS
 from latfarm.proto.v1 import agent_pb2
 from latfarm.proto.v1.names import STATISTICS
 from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.core.ranges import out_of_range, within
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.models import Source
 
@@ -67,6 +68,8 @@ class ReportedResult:
 # (0 = not sent, where the wire allows it); other times lie in [0, MAX_LATENCY_MS].
 LATENCIES = ("latency_ms", "median_ms", "mean_ms", "min_ms", "p90_ms")
 DURATIONS = ("std_ms", "round_spread", "session_create_ms", "first_inference_ms")
+LATENCY_BOUNDS = {"ge": MIN_LATENCY_MS, "le": MAX_LATENCY_MS}
+DURATION_BOUNDS = {"ge": 0, "le": MAX_LATENCY_MS}
 ORDER = (("min_ms", "median_ms"), ("median_ms", "p90_ms"), ("min_ms", "latency_ms"))  # lower <= upper when both sent
 STATS_FIELDS = frozenset(agent_pb2.Stats.DESCRIPTOR.fields_by_name)
 
@@ -89,28 +92,28 @@ def validate(result: ReportedResult, where: str = "result") -> None:
         return ResultError(f"{path} (job {result.job_id}): {problem}", field=path)
 
     if not result.median_ms > 0:
-        raise refuse("median_ms", f"an ok result needs median_ms > 0, got {result.median_ms}")
+        raise refuse("median_ms", f"an ok result's median_ms {out_of_range(result.median_ms, {'gt': 0})}")
     for name in LATENCIES:
         value = getattr(result, name)
-        if value and not MIN_LATENCY_MS <= value <= MAX_LATENCY_MS:  # NaN fails the comparison too
-            raise refuse(name, f"must lie in [{MIN_LATENCY_MS:g}, {MAX_LATENCY_MS:g}] ms, got {value}")
+        if value and not within(value, LATENCY_BOUNDS):  # NaN is never within
+            raise refuse(name, out_of_range(value, LATENCY_BOUNDS, "ms"))
     for name in DURATIONS:
         value = getattr(result, name)
-        if value is not None and not 0 <= value <= MAX_LATENCY_MS:
-            raise refuse(name, f"must lie in [0, {MAX_LATENCY_MS:g}], got {value}")
+        if value is not None and not within(value, DURATION_BOUNDS):
+            raise refuse(name, out_of_range(value, DURATION_BOUNDS))
     for lower, upper in ORDER:
         low, high = getattr(result, lower), getattr(result, upper)
         if low and high and low > high:
             raise refuse(lower, f"{lower} {low} exceeds {upper} {high}")
     if (result.runs or 0) < 0:
-        raise refuse("runs", f"must be > 0 (0: not sent), got {result.runs}")
+        raise refuse("runs", f"{out_of_range(result.runs, {'ge': 0})} (0: not sent)")
     for value in result.round_medians_ms:
-        if not MIN_LATENCY_MS <= value <= MAX_LATENCY_MS:
-            raise refuse("round_medians_ms", f"must lie in [{MIN_LATENCY_MS:g}, {MAX_LATENCY_MS:g}] ms, got {value}")
+        if not within(value, LATENCY_BOUNDS):
+            raise refuse("round_medians_ms", out_of_range(value, LATENCY_BOUNDS, "ms"))
     if (result.threads or 0) < 0:
-        raise refuse("threads", f"must be > 0 (0: not sent), got {result.threads}")
+        raise refuse("threads", f"{out_of_range(result.threads, {'ge': 0})} (0: not sent)")
     if any(cpu < 0 for cpu in result.affinity):
-        raise refuse("affinity", "CPU numbers must be >= 0")
+        raise refuse("affinity", f"CPU numbers {out_of_range(min(result.affinity), {'ge': 0})}")
     if result.latency_ms > 0 and result.statistic not in STATISTICS:
         raise refuse("statistic", f"latency_ms needs a statistic in {STATISTICS}, got {result.statistic!r}")
 

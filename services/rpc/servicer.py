@@ -27,6 +27,7 @@ from latfarm.proto.v1.names import ERROR_CLASSES
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import InvalidArgument, NotFound
+from latfarm.services.core.ranges import out_of_range
 from latfarm.services.core.security import bearer_secret, hash_secret, new_secret
 from latfarm.services.domain import liveness, queue
 from latfarm.services.domain.conditions import Conditions
@@ -194,7 +195,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Lease up to ``max_jobs`` jobs, long-polling up to ``wait_seconds`` (at most ``MAX_WAIT_S``) for work."""
         _check_sizes(request)
         if request.max_jobs < 0:
-            raise InvalidArgument("max_jobs must be >= 0", field="max_jobs")
+            raise InvalidArgument(f"max_jobs {out_of_range(request.max_jobs, {'ge': 0})}", field="max_jobs")
         if not 0 <= request.wait_seconds < float("inf"):
             raise InvalidArgument("wait_seconds must be a finite number >= 0", field="wait_seconds")
         _check_formats(request.formats, "formats", allow_empty=True)
@@ -303,7 +304,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if not SHA256.match(sha256):
             raise InvalidArgument("sha256 must be 64 hex digits", field="sha256")
         if request.offset < 0:
-            raise InvalidArgument("offset must be >= 0", field="offset")
+            raise InvalidArgument(f"offset {out_of_range(request.offset, {'ge': 0})}", field="offset")
         self._authenticate(context)
         with self.read_sessions() as session:
             stream = self.artifacts.open(session, sha256)

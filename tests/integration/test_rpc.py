@@ -484,6 +484,7 @@ def test_bad_messages_get_invalid_argument(farm):
     for what, call in bad.items():
         code, details = code_of(call)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and details, what
+    assert "max_jobs must be at least 0, got -1" in code_of(bad["negative max_jobs"])[1]  # the API's wording
     missing = agent_pb2.FetchArtifactRequest(sha256="ab" * 32)
     assert code_of(lambda: farm.stub.FetchArtifact(missing, metadata=md))[0] == grpc.StatusCode.NOT_FOUND
 

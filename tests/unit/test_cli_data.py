@@ -87,9 +87,13 @@ def test_export_device_writes_what_the_server_serves(live_api, tmp_path):
     with Client(url, ADMIN_KEY) as client:
         assert out.read_bytes() == client.export("phone")
     pickled = tmp_path / "phone.pickle"
+    with TestClient(server) as api:
+        add_measurements(api, "phone", {1: 2.2})  # arch 1 measured twice: one LatBench entry, their median
     result = _export_device(url, "phone", "--format", "latbench", "--out", str(pickled))
     assert result.exit_code == 0, result.output
-    assert len(pickle.loads(pickled.read_bytes())) == 3
+    assert len(pickle.loads(pickled.read_bytes())) == 3  # what the line counts: entries written, not rows read
+    line = f"wrote 3 archs (each the median of its measurements) of phone (nb201) from {url} to {pickled}"
+    assert result.output.strip() == line
 
 
 def test_export_device_errors_are_one_line_and_write_nothing(live_api, tmp_path):

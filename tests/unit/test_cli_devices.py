@@ -118,22 +118,39 @@ def test_a_malformed_batch_id_is_refused_before_any_request(command, batch):
         ("measure", "../x", ["1", "--no-wait"]),
         ("predict", "a/b", ["0"]),
         ("predict", "..", ["0"]),
+        ("export device", "a/b", ["--out", "x.csv"]),
     ],
 )
-def test_a_device_name_no_device_may_have_is_refused_before_any_request(command, name, flags):
-    """In a URL path, ``/`` and ``..`` would name another route and ``?`` start a query; the server is never asked."""
+def test_a_device_name_no_device_may_have_is_refused_before_any_request(command, name, flags, tmp_path, monkeypatch):
+    """In a URL path, ``/`` and ``..`` would name another route and ``?`` start a query; the server is never asked.
+    The line names the argument, as every command taking a device name does."""
+    monkeypatch.chdir(tmp_path)
     refused = _invoke(NOWHERE, *command.split(), name, *flags)
     assert refused.exit_code == 1
-    assert refused.output == f"latfarm {command}: {refusal(name)}\n"
+    assert refused.output == f"latfarm {command}: DEVICE: {refusal(name)}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["export", "data", "a/b", "--out", "x.csv"], "latfarm export data: DEVICE"),
+        (["import", "x.pickle", "--format", "latbench", "--device", "a/b"], "latfarm import: --device"),
+        (["up", "--device", "a/b"], "latfarm up: --device"),
+    ],
+)
+def test_the_server_commands_name_the_device_argument_or_option_they_refuse(args, named, tmp_path, monkeypatch):
+    """Before any folder or database is touched."""
+    monkeypatch.chdir(tmp_path)
+    refused = CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path / "d")])
+    assert refused.exit_code == 1 and refused.output == f"{named}: {refusal('a/b')}\n", refused.output
+    assert not list(tmp_path.iterdir())
 
 
 def test_device_adds_refusal_of_a_field_names_its_flag_or_argument(live_api):
     url, server = live_api
     cases = [
         (["p9", "--resolution", "17"], "--resolution: 17px with 10 classes is not an input variant of nb201; known: "),
-        (["p9", "--classes", "0"], "--classes: must be between 1 and 100000, got 0"),
         (["p9", "--precision", "fp64"], "--precision: must be one of fp32, fp16, int8"),
-        (["p9", "--resolution", "0"], "--resolution: must be between 8 and 1024, got 0"),
         (["p9", "--runtime", "tensorrt"], "--runtime: must be one of onnxruntime, litert, got 'tensorrt'\n"),
         (["a/b"], f"NAME: {refusal('a/b')}\n"),  # the server's field is "name"
     ]

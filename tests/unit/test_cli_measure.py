@@ -18,7 +18,7 @@ from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Adaptation, AdaptState, Job, JobBatch, JobState, Measurement, utcnow
-from tests.api_support import ADMIN_KEY, add_device, arch, interrupt_once_queued, interruptible_cli
+from tests.api_support import ADMIN, ADMIN_KEY, add_device, arch, interrupt_once_queued, interruptible_cli
 
 GIVEN = [arch(9), "5", arch(12), "9", "3"]  # 9 twice: one job, its first place
 ORDER = [9, 5, 12, 3]
@@ -153,10 +153,11 @@ def test_cancel_command_cancels_a_batchs_unfinished_jobs(live_api):
     url, server = live_api
     add_device_live(server)
     with Client(url, ADMIN_KEY) as client:
-        batch_id = client.submit("gpu-b2", [1, 2, 3])
-    result = CliRunner().invoke(app, ["cancel", batch_id, "--server", url, "--key", ADMIN_KEY])
+        batch_id, other = client.submit("gpu-b2", [1, 2, 3]), client.submit("gpu-b2", [4])
+    result = CliRunner().invoke(app, ["cancel", batch_id, other, "--server", url, "--key", ADMIN_KEY])
     assert result.exit_code == 0, result.output
-    assert f"cancelled 3 job(s) of batch {batch_id}" in result.stdout
+    assert f"cancelled 3 job(s) of batch {batch_id}" in result.stdout  # a line per batch
+    assert f"cancelled 1 job(s) of batch {other}" in result.stdout
     unknown = CliRunner().invoke(app, ["cancel", "0" * 32, "--server", url, "--key", ADMIN_KEY])
     assert unknown.exit_code == 1 and f"unknown job batch {'0' * 32!r}" in unknown.output
     assert "known devices" not in unknown.output
@@ -242,8 +243,9 @@ def test_random_draws_distinct_reference_archs_in_every_space_with_a_reference_s
 
 
 def test_measure_random_alone_marks_its_jobs_drawn_at_random(live_api, tmp_path):
-    """--random N alone: the batch is declared drawn at random (its measurements calibrate adaptations); archs given,
-    with --random or not, are chosen, so their batch is not. ``results --out`` says which in its last column."""
+    """--random N: its archs are queued as their own batch, declared drawn at random (their measurements calibrate
+    adaptations); archs given are chosen, their batch not. ``results --out`` of the batches says which in its last
+    column, as one run."""
     url, server = live_api
     add_device_live(server)
     runs = {"random": ["--random", "12"], "given": ["1", "2"], "both": ["3", "--random", "2", "--seed", "1"]}
@@ -252,15 +254,80 @@ def test_measure_random_alone_marks_its_jobs_drawn_at_random(live_api, tmp_path)
         command = ["measure", "gpu-b2", *args, "--no-wait", "--server", url, "--key", ADMIN_KEY]
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 0, result.output
-        batch_id = result.output.split("queued batch ")[1].split()[0]
+        batch_ids = re.findall(r"batch ([0-9a-f]{32})", result.output)
+        assert result.output.strip().endswith(f"results: latfarm results {' '.join(batch_ids)}"), result.output
         with server.state.sessions() as session:
-            drawn[name] = [job.drawn_at_random for job in session.query(Job).filter(Job.batch_id == batch_id)]
+            jobs = [session.query(Job).filter(Job.batch_id == batch_id).all() for batch_id in batch_ids]
+            drawn[name] = [[job.drawn_at_random for job in batch] for batch in jobs]
         out = tmp_path / f"{name}.csv"
-        command = ["results", batch_id, "--no-wait", "--out", str(out), "--server", url, "--key", ADMIN_KEY]
+        command = ["results", *batch_ids, "--no-wait", "--out", str(out), "--server", url, "--key", ADMIN_KEY]
         CliRunner().invoke(app, command)  # exit 1: nothing measured yet, the CSV written all the same
         with out.open() as file:
             shown[name] = [row["drawn_at_random"] == "True" for row in csv.DictReader(file)]
-    assert drawn == shown == {"random": [True] * 12, "given": [False] * 2, "both": [False] * 3}
+    assert drawn == {"random": [[True] * 12], "given": [[False] * 2], "both": [[False], [True] * 2]}
+    assert shown == {"random": [True] * 12, "given": [False] * 2, "both": [False, True, True]}
+    assert "(1 job) and batch " in runs_output(url, ["3", "--random", "2", "--seed", "1"])  # one line for both
+
+
+def runs_output(url: str, args: list[str]) -> str:
+    """``latfarm measure gpu-b2 ARGS --no-wait``'s output."""
+    command = ["measure", "gpu-b2", *args, "--no-wait", "--server", url, "--key", ADMIN_KEY]
+    return CliRunner().invoke(app, command).output
+
+
+def test_the_terminal_marks_archs_drawn_at_random_with_a_legend(monkeypatch, live_api):
+    """As the CSV's drawn_at_random column and the API do: a mark column once some were, and the legend last."""
+    from latfarm.services.cli import measure_results
+    from latfarm.services.cli.measure_results import RANDOM_LEGEND, RANDOM_MARK
+
+    drawn = random_archs("nb201", 2, seed=1)
+    lines = run_measure(monkeypatch, live_api, "--random", "2", "--seed", "1", archs=["9"]).stdout.splitlines()
+    assert len(lines) == 4 and lines[-1] == RANDOM_LEGEND
+    marks = [f" {RANDOM_MARK} |" in line for line in lines[:3]]  # the column before the arch (|op~0|+...)
+    assert marks == [False, True, True] and f"#{drawn[0]} " in lines[1], lines
+    # no random arch: no column, no legend
+    assert measure_results.lines([{"arch": "|a|", "index": 9, "state": "queued"}]) == [f"{'queued':<24} {'#9':<7} |a|"]
+
+
+def test_a_mixed_measures_random_archs_calibrate_and_its_chosen_ones_do_not(live_api, tmp_path, help_dir, monkeypatch):
+    """End to end: ``measure 1 2 3 --random N`` measured by an agent through the real queue, then an adaptation:
+    its calibrating archs are the N random ones (less any it picked as samples), none of the three chosen."""
+    from types import SimpleNamespace
+
+    from latfarm.predictor.calibration import MIN_CALIBRATION_ARCHS
+    from latfarm.predictor.help_data import load_help
+    from latfarm.services.domain import adaptation
+    from tests.unit.test_api_adapt import SAMPLES, _agent_measures
+
+    url, server = live_api
+    add_device_live(server)
+    truth = load_help(help_dir, ["gold_6240"])["gold_6240"]
+    api = SimpleNamespace(app=server)  # what the test agent reads: the app's sessions
+    real_submit = Client.submit
+
+    def submit_and_measure(self, *a, **kw):
+        batch_id = real_submit(self, *a, **kw)
+        _agent_measures(api, tmp_path, "gpu-b2", truth)
+        return batch_id
+
+    monkeypatch.setattr(Client, "submit", submit_and_measure)
+    n, chosen = MIN_CALIBRATION_ARCHS + 2, [1, 2, 3]
+    drawn = random_archs("nb201", n, seed=5)
+    assert not set(drawn) & set(chosen)
+    args = [*map(str, chosen), "--random", str(n), "--seed", "5", "--wait-for-agent", "--server", url]
+    measured = CliRunner().invoke(app, ["measure", "gpu-b2", *args, "--key", ADMIN_KEY])
+    assert measured.exit_code == 0, measured.output
+    with server.state.sessions() as session:
+        flagged = {job.arch.nb201_index: job.drawn_at_random for job in session.query(Job)}
+    assert flagged == {**dict.fromkeys(chosen, False), **dict.fromkeys(drawn, True)}
+    with Client(url, ADMIN_KEY) as client:
+        client.adapt("gpu-b2", samples=SAMPLES, wait=False)
+        assert _agent_measures(api, tmp_path, "gpu-b2", truth) == SAMPLES
+        assert adaptation.advance_all(server.state.sessions, server.state.predictions.predictor_loader) == 1
+        metrics = client.adaptation("gpu-b2")["metrics"]
+    with server.state.sessions() as session:
+        (samples,) = (set(row.sample_archs) for row in session.query(Adaptation))
+    assert metrics["calibration_archs"] == len(set(drawn) - samples) >= MIN_CALIBRATION_ARCHS
 
 
 def test_an_out_no_csv_can_be_written_to_is_refused_before_anything_is_queued(live_api, tmp_path):
@@ -319,7 +386,6 @@ def test_the_servers_refusal_of_an_option_names_its_flag(live_api):
         (["--format", "tflit"], "latfarm measure: --format: Input should be 'onnx' or 'tflite'"),
         (["--precision", "fp64"], "latfarm measure: --precision: must be one of fp32, fp16, int8"),
         (["--graph", "fused"], "latfarm measure: --graph: must be one of reference, pruned"),
-        (["--batch-size", "5000"], "latfarm measure: --batch-size: must be between 1 and 1024, got 5000"),
     ]
     for (args, line), wait in itertools.product(cases, ["--wait-for-agent", "--no-wait"]):
         result = CliRunner().invoke(app, ["measure", "gpu-b2", "1", wait, *args, "--server", url, "--key", ADMIN_KEY])
@@ -327,3 +393,30 @@ def test_the_servers_refusal_of_an_option_names_its_flag(live_api):
         assert result.exit_code == 1 and only.startswith(line), result.output
     with server.state.sessions() as session:
         assert session.query(Job).count() == 0
+
+
+BOUNDED = [  # a command's option out of its bounds, and the request field the server refuses for that value
+    (["measure", "gpu-b2", "1", "--rounds", "1001"], "/v1/jobs", {"protocol": {"rounds": 1001}}),
+    (["measure", "gpu-b2", "1", "--runs", "0"], "/v1/jobs", {"protocol": {"runs_per_round": 0}}),
+    (["measure", "gpu-b2", "1", "--warmup", "1001"], "/v1/jobs", {"protocol": {"warmup_runs": 1001}}),
+    (["measure", "gpu-b2", "1", "--batch-size", "1025"], "/v1/jobs", {"conditions": {"batch_size": 1025}}),
+    (["device", "add", "d2", "--resolution", "2000"], "/v1/devices", {"name": "d2", "resolution": 2000}),
+    (["device", "add", "d2", "--classes", "0"], "/v1/devices", {"name": "d2", "classes": 0}),
+    (["device", "enroll", "gpu-b2", "--max-uses", "100001"], "/v1/devices/gpu-b2/enrollments", {"max_uses": 100001}),
+    (["device", "enroll", "gpu-b2", "--expires-in", "0"], "/v1/devices/gpu-b2/enrollments", {"expires_in_s": 0}),
+]
+
+
+@pytest.mark.parametrize(("args", "path", "body"), BOUNDED)
+def test_a_value_the_server_refuses_for_its_bounds_the_command_refuses_first_in_the_same_words(api, args, path, body):
+    """The option's bounds are the request field's (one home): exit 2 before any request, the server's message."""
+    add_device(api, "gpu-b2")
+    job = {"device": "gpu-b2", "archs": [1]} if path == "/v1/jobs" else {}
+    refused = api.post(path, json={**job, **body}, headers=ADMIN)
+    assert refused.status_code == 422, refused.text
+    nowhere = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never reached
+    result = CliRunner().invoke(app, [*args, *nowhere], env={"COLUMNS": "300"})
+    shown = " ".join(result.output.replace("│", "").split())
+    assert (
+        result.exit_code == 2 and f"Invalid value for '{args[-2]}': {refused.json()['errors'][0]['message']}" in shown
+    )

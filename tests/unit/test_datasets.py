@@ -110,7 +110,7 @@ def test_latbench_round_trip(sessions, tmp_path):
         (1, "fp32", "reference", 32, 10)  # LatBench: the reference network, at the device's batch size and precision
     }
     assert [r["nb201_index"] for r in rows] == sorted(nb201.official_index(k) for k in data)
-    back = pickle.loads(datasets.to_latbench_pickle(rows))
+    back = datasets.to_latbench(rows)
     assert back == pytest.approx(data)
 
 
@@ -236,14 +236,14 @@ def test_exports_keep_every_rows_conditions_and_latbench_only_the_devices(sessio
         "7.5",
     )
     assert len(own) == len(data) and all(r["latency_ms"] != 123.0 for r in own)
-    assert pickle.loads(datasets.to_latbench_pickle(own)) == pytest.approx(data)
+    assert datasets.to_latbench(own) == pytest.approx(data)
 
 
 def test_latbench_export_takes_the_median_latency_per_arch():
     ops = (3, 3, 3, 3, 3, 3)
     rows = [{"ops": ops, "latency_ms": ms, "median_ms": 9.0} for ms in (1.0, 5.0, 2.0)]
     rows.append({"ops": (1,) * 6, "latency_ms": 4.0, "median_ms": 9.0})
-    back = pickle.loads(datasets.to_latbench_pickle(rows))
+    back = datasets.to_latbench(rows)
     assert back == pytest.approx({ops: statistics.median([1.0, 5.0, 2.0]) / 1000, (1,) * 6: 0.004})
 
 
@@ -277,7 +277,7 @@ def test_store_functions_raise_and_commands_exit(tmp_path, capsys):
     assert datasets.export_from_store(settings, "my-phone", fmt="csv", out=tmp_path / "out" / "p.csv") == len(data)
     export_dataset(settings, "my-phone", fmt="latbench", out=tmp_path / "p.pickle")
     assert pickle.loads((tmp_path / "p.pickle").read_bytes()) == pytest.approx(data)
-    assert f"wrote {len(data)} measurements of my-phone" in capsys.readouterr().out
+    assert f"wrote {len(data)} archs (each the median of its measurements) of my-phone" in capsys.readouterr().out
     with pytest.raises(datasets.DatasetError, match="unknown dataset format"):
         datasets.import_into_store(settings, tmp_path, fmt="nope")
     with pytest.raises(datasets.DatasetError, match="unknown export format"):

@@ -18,6 +18,7 @@ from latfarm.services import datasets
 from latfarm.services.cli import app
 from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.core.names import refusal
 from latfarm.services.datasets.hardware import describe_device
 from latfarm.services.domain.names import checked_device_name
 from latfarm.services.store.db import transaction
@@ -169,7 +170,9 @@ def test_device_name_rule_accepts():
 def test_import_refuses_device_names_against_the_rule(tmp_path, name):
     path = tmp_path / "phone.pickle"
     path.write_bytes(pickle.dumps({OPS: 0.002}))
-    assert_refused(tmp_path, path, "latbench", f"device name {name!r} is not allowed", "--device", name)
+    result, settings = cli_import(tmp_path, path, "latbench", "--device", name)
+    assert result.exit_code == 1 and result.output == f"latfarm import: --device: {refusal(name)}\n", result.output
+    assert not settings.data_dir.exists()  # refused before the store is touched
 
 
 def test_derived_device_names_follow_the_rule(tmp_path, str_arch2idx):

@@ -107,7 +107,7 @@ CALIBRATION = "Invalid value for '--calibrate': calibration must be 0 or between
     [
         (["--samples", "5,abc"], f"{K_VALUES} (like 5,10,20), got '5,abc'"),
         (["--samples", "0"], f"{K_VALUES} (like 5,10,20), got '0'"),
-        (["--trials", "0"], "Invalid value for '--trials': Input should be greater than or equal to 1"),
+        (["--trials", "0"], "Invalid value for '--trials': must be at least 1, got 0"),
         (["--calibrate", "5"], f"{CALIBRATION}, got 5"),
         (["--calibrate", "201"], f"{CALIBRATION}, got 201"),
     ],

@@ -162,7 +162,8 @@ def list_agents(
             "content": {"text/csv": {}, "application/octet-stream": {}},
             "headers": {
                 "X-Measurements": {
-                    "description": "How many measurements the file holds.",
+                    "description": "How many entries the file holds: CSV lines (one per measurement) or LatBench "
+                    "entries (one per arch, the median of its measurements).",
                     "schema": {"type": "integer"},
                 }
             },
@@ -182,17 +183,15 @@ def export_device(
 ) -> Response:
     """The device's measurements of one space as an attachment: CSV (every row, with its conditions and cold-start
     figures) or a LatBench pickle (its layout has no conditions: only the rows measured under the device's own);
-    ``X-Measurements``: how many measurements it holds. 422 naming ``space`` for an unknown space or one the device
-    has no measurements of while it has others."""
+    ``X-Measurements``: how many entries it holds (CSV: measurements; LatBench: archs). 422 naming ``space`` for an
+    unknown space or one the device has no measurements of while it has others."""
     device = get_device(session, name)
     rows = datasets.device_rows(
         session, device.name, own_conditions=format == "latbench", space=request_space(space).name
     )
-    if format == "csv":
-        body, media_type, suffix = datasets.to_csv(rows, space).encode(), "text/csv", "csv"
-    else:
-        body, media_type, suffix = datasets.to_latbench_pickle(rows), "application/octet-stream", "pickle"
-    headers = {"Content-Disposition": _attachment(f"{device.name}.{suffix}"), "X-Measurements": str(len(rows))}
+    body, entries = datasets.export_file(rows, format, space)
+    media_type, suffix = ("text/csv", "csv") if format == "csv" else ("application/octet-stream", "pickle")
+    headers = {"Content-Disposition": _attachment(f"{device.name}.{suffix}"), "X-Measurements": str(entries)}
     return Response(body, media_type=media_type, headers=headers)
 
 
