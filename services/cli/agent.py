@@ -14,7 +14,7 @@ import typer
 
 from latfarm.agents.measurement import BOUNDS, MeasureSettings
 from latfarm.agents.options import AgentOptions
-from latfarm.services.cli.options import bounded, span
+from latfarm.services.cli.options import STATISTICS_MODULE, bounded, one_of, span
 
 MEASURE = MeasureSettings()  # the agent's measurement defaults, for the help texts
 
@@ -93,6 +93,7 @@ def agent(
     statistic: str = typer.Option(
         MEASURE.statistic,
         "--statistic",
+        callback=one_of(STATISTICS_MODULE, "STATISTICS"),
         envvar="LATFARM_AGENT_STATISTIC",
         help="Headline figure: 'min' (fastest run; repeatable on shared machines) or 'median' (of round medians).",
     ),

@@ -7,15 +7,22 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from latfarm.predictor.spaces import get_space
 from latfarm.services.cli.errors import exit_on_error, interrupted, settings_from_env
-from latfarm.services.cli.options import DataDir, DbUrl, condition_option, one_of, space_option
+from latfarm.services.cli.options import (
+    CONDITIONS_MODULE,
+    MODEL_FORMATS_MODULE,
+    DataDir,
+    DbUrl,
+    check_graph,
+    condition_option,
+    one_of,
+    space_option,
+)
 
 if TYPE_CHECKING:
     from latfarm.services.core.config import Settings
 
 
-CONDITIONS = "latfarm.services.domain.conditions"  # the home of --precision's values
 VARIANT = "the space's variant"  # --resolution and --classes not given: the space's default input variant
 
 
@@ -101,15 +108,16 @@ def import_(
 def export_model(
     archs: list[str] = typer.Argument(..., help="Arch strings or reference positions (NB201: official indices)."),
     space: str = space_option("Search space of the archs"),
-    fmt: str = typer.Option(
-        "onnx", "--format", callback=one_of("latfarm.services.domain.network_export", "FORMATS"), help="onnx | tflite"
-    ),
+    fmt: str = typer.Option("onnx", "--format", callback=one_of(MODEL_FORMATS_MODULE, "FORMATS"), help="onnx | tflite"),
     out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
     resolution: int = condition_option("resolution", "Input height and width, px", show_default=VARIANT),
     classes: int = condition_option("classes", "Output classes of the network's head", show_default=VARIANT),
     batch_size: int = condition_option("batch_size", "Images per inference (the input's first dimension)", 1),
     precision: str = typer.Option(
-        "fp32", "--precision", callback=one_of(CONDITIONS, "PRECISIONS"), help="fp32 | fp16 | int8 (int8: ONNX only)."
+        "fp32",
+        "--precision",
+        callback=one_of(CONDITIONS_MODULE, "PRECISIONS"),
+        help="fp32 | fp16 | int8 (int8: ONNX only).",
     ),
     graph: str = typer.Option(
         "reference",
@@ -122,11 +130,7 @@ def export_model(
     from latfarm.services.cli.model_files import export_cli
     from latfarm.services.domain.conditions import Conditions
 
-    graphs = get_space(space).graphs  # --space is read by now, whatever the order given
-    if graph not in graphs:
-        raise typer.BadParameter(
-            f"must be one of {', '.join(graphs)} (the graphs of {space}), got {graph!r}", param_hint="'--graph'"
-        )
+    check_graph(space, graph)
     with exit_on_error("latfarm export model"):
         fields = {"resolution": resolution, "classes": classes, "batch_size": batch_size}
         conditions = Conditions().for_space(space).merged({**fields, "precision": precision, "graph": graph})

@@ -12,7 +12,15 @@ import typer
 
 from latfarm.agents.runtimes import RUNTIMES
 from latfarm.services.cli.errors import interrupted
-from latfarm.services.cli.options import WaitTimeout, bounded, condition_option, span
+from latfarm.services.cli.options import (
+    CONDITIONS_MODULE,
+    WaitTimeout,
+    bounded,
+    condition_option,
+    one_of,
+    space_option,
+    span,
+)
 from latfarm.services.cli.remote import (
     ApiKey,
     DeviceName,
@@ -26,7 +34,7 @@ from latfarm.services.cli.remote import (
 from latfarm.services.core.security import ENROLLMENT_BOUNDS
 
 SERVERS = "the server's"  # a device field left unset takes the server's default
-CONDITIONS = ("precision", "batch_size", "resolution", "classes")  # the device's, shown once registered
+SHOWN_CONDITIONS = ("precision", "batch_size", "resolution", "classes")  # the device's, shown once registered
 
 
 def device_add(
@@ -34,10 +42,18 @@ def device_add(
     description: str = typer.Option(None, "--description", show_default="none", help="What the device is."),
     hardware: str = typer.Option(None, "--hardware", show_default="none", help="Its chip, cores, memory."),
     runtime: str = typer.Option(
-        None, "--runtime", show_default=SERVERS, help=f"{' or '.join(RUNTIMES)}: the runtime its agents measure with."
+        None,
+        "--runtime",
+        callback=one_of("latfarm.agents.runtimes", "RUNTIMES"),
+        show_default=SERVERS,
+        help=f"{' | '.join(RUNTIMES)}: the runtime its agents measure with.",
     ),
     precision: str = typer.Option(
-        None, "--precision", show_default=SERVERS, help="fp32, fp16 or int8: its networks' precision."
+        None,
+        "--precision",
+        callback=one_of(CONDITIONS_MODULE, "PRECISIONS"),
+        show_default=SERVERS,
+        help="fp32 | fp16 | int8: its networks' precision.",
     ),
     batch_size: int = condition_option("batch_size", "Images per inference", show_default=SERVERS),
     resolution: int = condition_option(
@@ -62,7 +78,7 @@ def device_add(
     client = client_for(server, key, "latfarm device add")
     with explained("latfarm device add", client):
         created = client.create_device(name, **{field: value for field, value in given.items() if value is not None})
-    conditions = ", ".join(f"{field} {created[field]}" for field in CONDITIONS)
+    conditions = ", ".join(f"{field} {created[field]}" for field in SHOWN_CONDITIONS)
     typer.echo(f"registered device {created['name']} ({conditions}); enroll its agents: latfarm device enroll {name}")
 
 
@@ -148,9 +164,11 @@ def results(
 
 def export_device(
     device: str = DeviceName,
-    fmt: str = typer.Option("csv", "--format", help="csv | latbench"),
+    fmt: str = typer.Option(
+        "csv", "--format", callback=one_of("latfarm.services.datasets", "EXPORT_FORMATS"), help="csv | latbench"
+    ),
     out: Path = typer.Option(..., "--out", help="Output file."),
-    space: str = typer.Option("nb201", "--space", help="Search space of the exported archs (any registered space)."),
+    space: str = space_option("Search space of the exported archs"),
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:

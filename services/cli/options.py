@@ -46,21 +46,36 @@ def _registered_space(name: str) -> str:
         raise typer.BadParameter(str(err)) from err
 
 
-def one_of(module: str, name: str) -> Callable[[str], str]:
+def one_of(module: str, name: str) -> Callable[[str | None], str | None]:
     """An option callback for a fixed set of values, ``module.name`` (their one home, imported only when the
-    command runs): the value when the set holds it, else a usage error listing them. Without the extra the module
-    needs, the value passes: the command then names the missing extra in one line."""
+    command runs): the value when the set holds it, else a usage error listing them; None (not given) passes.
+    Without the extra the module needs, the value passes: the command then names the missing extra in one line."""
 
-    def checked(value: str) -> str:
+    def checked(value: str | None) -> str | None:
         try:
             known = list(getattr(importlib.import_module(module), name))
         except ImportError:
             return value
-        if value not in known:
+        if value is not None and value not in known:
             raise typer.BadParameter(f"must be one of {', '.join(known)}, got {value!r}")
         return value
 
     return checked
+
+
+CONDITIONS_MODULE = "latfarm.services.domain.conditions"  # the home of --precision's values
+MODEL_FORMATS_MODULE = "latfarm.services.domain.network_export"  # the home of a model --format's values
+STATISTICS_MODULE = "latfarm.proto.v1.names"  # the home of --statistic's values
+
+
+def check_graph(space: str, graph: str | None) -> None:
+    """``--graph``: one of ``space``'s graphs (``predictor.spaces``), else a usage error listing them; None (not
+    given) passes. Called in the command's body: ``--space`` is read by then, whatever the order given."""
+    graphs = get_space(space).graphs
+    if graph is not None and graph not in graphs:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(graphs)} (the graphs of {space}), got {graph!r}", param_hint="'--graph'"
+        )
 
 
 N = TypeVar("N", int, float)

@@ -14,11 +14,16 @@ import typer
 from latfarm.agents.measurement import BOUNDS as PROTOCOL
 from latfarm.services.cli.errors import exit_on_error, interrupted
 from latfarm.services.cli.options import (
+    CONDITIONS_MODULE,
+    MODEL_FORMATS_MODULE,
+    STATISTICS_MODULE,
     Calibrate,
     Samples,
     WaitTimeout,
     bounded,
+    check_graph,
     condition_option,
+    one_of,
     space_option,
     span,
 )
@@ -158,7 +163,7 @@ def measure(
     seed: int = typer.Option(
         0, "--seed", help="Seed of --random: a seed draws the same archs each run (a smaller N its first ones)."
     ),
-    fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
+    fmt: str = typer.Option("onnx", "--format", callback=one_of(MODEL_FORMATS_MODULE, "FORMATS"), help="onnx | tflite"),
     rounds: int = typer.Option(
         None,
         "--rounds",
@@ -180,11 +185,26 @@ def measure(
         show_default=AGENTS,
         help=f"Untimed runs per model per round, {span(PROTOCOL['warmup_runs'])}.",
     ),
-    statistic: str = typer.Option(None, "--statistic", show_default=AGENTS, help="Headline figure: min or median."),
+    statistic: str = typer.Option(
+        None,
+        "--statistic",
+        callback=one_of(STATISTICS_MODULE, "STATISTICS"),
+        show_default=AGENTS,
+        help="Headline figure: min | median.",
+    ),
     batch_size: int = condition_option("batch_size", "Images per inference", show_default=DEVICES),
-    precision: str = typer.Option(None, "--precision", show_default=DEVICES, help="fp32, fp16 or int8."),
+    precision: str = typer.Option(
+        None,
+        "--precision",
+        callback=one_of(CONDITIONS_MODULE, "PRECISIONS"),
+        show_default=DEVICES,
+        help="fp32 | fp16 | int8",
+    ),
     graph: str = typer.Option(
-        None, "--graph", show_default="reference", help="reference or pruned: the exported network's variant."
+        None,
+        "--graph",
+        show_default="reference",
+        help="One of the space's graphs: reference (the benchmark's network) | pruned (NB201: none ops removed).",
     ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the results (a progress bar shows them)."),
     wait_for_agent: bool = typer.Option(
@@ -205,6 +225,7 @@ def measure(
     from latfarm.predictor.spaces import ArchError
     from latfarm.services.cli import measure_results
 
+    check_graph(space, graph)
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
     try:
         chosen = measure_results.arch_values(given)

@@ -67,13 +67,28 @@ def test_an_unknown_space_is_a_usage_error_naming_the_known_ones_before_anything
             ["export", "model", "--graph", "pruned", "0", "--space", "fbnet"],
             "'--graph': must be one of reference (the graphs of fbnet), got 'pruned'",
         ),
+        (["export", "device", "dev", "--out", "x.csv", "--format", "xls"], "'--format': must be one of csv, latbench"),
+        (["measure", "dev", "0", "--format", "tflit"], "'--format': must be one of onnx, tflite, got 'tflit'"),
+        (["measure", "dev", "0", "--statistic", "mean"], "'--statistic': must be one of min, median, got 'mean'"),
+        (["measure", "dev", "0", "--precision", "fp64"], "'--precision': must be one of fp32, fp16, int8, got 'fp64'"),
+        (
+            ["measure", "dev", "--graph", "pruned", "0", "--space", "fbnet"],
+            "'--graph': must be one of reference (the graphs of fbnet), got 'pruned'",
+        ),
+        (["device", "add", "dev", "--precision", "fp64"], "'--precision': must be one of fp32, fp16, int8"),
+        (["device", "add", "dev", "--runtime", "tensorrt"], "'--runtime': must be one of onnxruntime, litert"),
+        (
+            ["agent", "--server", "127.0.0.1:1", "--statistic", "mean"],
+            "'--statistic' (env var: 'LATFARM_AGENT_STATISTIC'): must be one of min, median, got 'mean'",
+        ),
     ],
 )
-def test_a_value_outside_a_data_options_fixed_set_is_a_usage_error_listing_the_set(
+def test_a_value_outside_an_options_fixed_set_is_a_usage_error_listing_the_set(
     command, expected, tmp_path, monkeypatch
 ):
-    """``import`` / ``export`` options with a fixed set of values are checked as the command line is read: exit 2
-    naming the option, before any folder or database is touched (no data folder, no artifacts)."""
+    """Options with a fixed set of values (their one home: the space, the conditions, the formats, the wire's
+    statistics) are checked as the command line is read: exit 2 naming the option, before any folder, database or
+    server is touched (none exists here; no data folder, no artifacts)."""
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, command, env={"COLUMNS": "200"})
     assert result.exit_code == 2, result.output

@@ -107,8 +107,8 @@ def test_export_device_errors_are_one_line_and_write_nothing(live_api, tmp_path)
     out = tmp_path / "x.csv"
     for args, key, status, says in [
         (["nowhere", "--out", str(out)], ADMIN_KEY, 1, "unknown device 'nowhere'; known devices: phone"),
-        (["phone", "--space", "nope", "--out", str(out)], ADMIN_KEY, 1, "--space: unknown search space 'nope'"),
-        (["phone", "--format", "xml", "--out", str(out)], ADMIN_KEY, 1, "--format: must be one of csv, latbench"),
+        (["phone", "--space", "nope", "--out", str(out)], ADMIN_KEY, 2, "'--space': unknown search space 'nope'"),
+        (["phone", "--format", "xml", "--out", str(out)], ADMIN_KEY, 2, "'--format': must be one of csv, latbench"),
         (["phone", "--out", str(out)], "", 1, "no API key"),
         (["phone", "--out", str(tmp_path / "missing" / "x.csv")], ADMIN_KEY, 2, f"no folder {tmp_path / 'missing'}"),
     ]:

@@ -376,21 +376,22 @@ def test_a_csv_that_cannot_be_written_after_measuring_says_where_the_results_are
     assert re.search(r"the results are stored: latfarm results [0-9a-f]+ --out FILE$", last)
 
 
-def test_the_servers_refusal_of_an_option_names_its_flag(live_api):
-    """A value only the server checks (``--statistic``, ``--format``, ``--precision``) is refused naming the flag,
-    not the request field (``protocol.statistic``); nothing is queued."""
+def test_measures_fixed_set_options_are_refused_before_any_request(live_api):
+    """``--statistic``, ``--format``, ``--precision`` and ``--graph`` (the archs' space's graphs) are usage errors
+    naming the flag, with or without waiting; nothing is queued."""
     url, server = live_api
     add_device_live(server)
     cases = [
-        (["--statistic", "mean"], "latfarm measure: --statistic: Input should be 'min' or 'median'"),
-        (["--format", "tflit"], "latfarm measure: --format: Input should be 'onnx' or 'tflite'"),
-        (["--precision", "fp64"], "latfarm measure: --precision: must be one of fp32, fp16, int8"),
-        (["--graph", "fused"], "latfarm measure: --graph: must be one of reference, pruned"),
+        (["--statistic", "mean"], "'--statistic': must be one of min, median, got 'mean'"),
+        (["--format", "tflit"], "'--format': must be one of onnx, tflite, got 'tflit'"),
+        (["--precision", "fp64"], "'--precision': must be one of fp32, fp16, int8, got 'fp64'"),
+        (["--graph", "fused"], "'--graph': must be one of reference, pruned (the graphs of nb201), got 'fused'"),
     ]
     for (args, line), wait in itertools.product(cases, ["--wait-for-agent", "--no-wait"]):
-        result = CliRunner().invoke(app, ["measure", "gpu-b2", "1", wait, *args, "--server", url, "--key", ADMIN_KEY])
-        (only,) = result.output.strip().splitlines()  # no note that its jobs wait queued: none were
-        assert result.exit_code == 1 and only.startswith(line), result.output
+        command = ["measure", "gpu-b2", "1", wait, *args, "--server", url, "--key", ADMIN_KEY]
+        result = CliRunner().invoke(app, command, env={"COLUMNS": "200"})
+        assert result.exit_code == 2, result.output
+        assert f"Invalid value for {line}" in " ".join(result.output.replace("│", "").split()), result.output
     with server.state.sessions() as session:
         assert session.query(Job).count() == 0
 
