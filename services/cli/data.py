@@ -46,7 +46,7 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: 
     from latfarm.services.cli.database import existing_database, reachable_database
     from latfarm.services.datasets import export_from_store
 
-    remote = f"away from the server: latfarm export device {device} --out {out}"
+    remote = f"away from the server: latfarm export device {device} --format {fmt} --space {space} --out {out}"
     with (
         exit_on_error("latfarm export data", context=remote),
         reachable_database("latfarm export data", settings.database_url),
@@ -57,7 +57,7 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: 
         reachable_database("latfarm export data", settings.database_url),
     ):
         written = export_from_store(settings, device, fmt, out, space=space)
-    print(f"wrote {written} measurements of {device} from {database} to {out}")
+    print(f"wrote {written} measurements of {device} ({space}) from {database} to {out}")
 
 
 def import_(
