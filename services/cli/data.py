@@ -68,7 +68,7 @@ def import_(
     device: list[str] = typer.Option(
         None, "--device", help="LatBench: the file's device name. HELP: import only this device (repeatable)."
     ),
-    space: str = space_option("Search space of a HELP folder"),
+    space: str = space_option("Search space of a HELP folder or a LatBench pickle"),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:
