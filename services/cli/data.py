@@ -105,17 +105,23 @@ def export_model(
         "reference",
         "--graph",
         callback=one_of(CONDITIONS, "GRAPHS"),
-        help="reference (NB201's network) | pruned (none ops removed).",
+        help="reference (the benchmark's network) | pruned (NB201 only: none ops removed).",
     ),
 ) -> None:
     """Export networks of a search space to ONNX or TFLite under the given measurement conditions (resolution and
     classes: one of the space's input variants)."""
     from latfarm.services.cli.model_files import export_cli
+    from latfarm.services.core.errors import InvalidArgument
     from latfarm.services.domain.conditions import Conditions
 
-    with exit_on_error("latfarm export model"):
-        fields = {"resolution": resolution, "classes": classes, "batch_size": batch_size}
+    fields = {"resolution": resolution, "classes": classes, "batch_size": batch_size}
+    try:  # a value the space does not take (FBNet's pruned graph, another space's input variant): a usage error
         conditions = Conditions().for_space(space).merged({**fields, "precision": precision, "graph": graph})
+    except InvalidArgument as err:
+        field = err.field or ""
+        message = err.message.removeprefix(f"{field}: ").removeprefix(f"{field} ")
+        raise typer.BadParameter(message, param_hint=f"'--{field.replace('_', '-')}'") from err
+    with exit_on_error("latfarm export model"):
         export_cli(archs, fmt=fmt, out=out, conditions=conditions)
 
 

@@ -60,6 +60,9 @@ def test_an_unknown_space_is_a_usage_error_naming_the_known_ones_before_anything
         (["export", "model", "0", "--format", "xls"], "'--format': must be one of onnx, tflite, got 'xls'"),
         (["export", "model", "0", "--precision", "fp8"], "'--precision': must be one of fp32, fp16, int8, got 'fp8'"),
         (["export", "model", "0", "--graph", "fused"], "'--graph': must be one of reference, pruned, got 'fused'"),
+        # a value of the set that the space does not take
+        (["export", "model", "0", "--space", "fbnet", "--graph", "pruned"], "'--graph': must be one of reference, got"),
+        (["export", "model", "0", "--space", "fbnet", "--classes", "10"], "'--classes': 32px with 10 classes is not"),
     ],
 )
 def test_a_value_outside_a_data_options_fixed_set_is_a_usage_error_listing_the_set(
