@@ -12,9 +12,11 @@ device name or batch id that no server issues (``a/b``, ``..``) raises ``invalid
 
 from __future__ import annotations
 
+import numbers
+import operator
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -150,12 +152,20 @@ class Client:
         return self._json("POST", "/v1/rank", json=body, idempotent=True)["items"]
 
     def measurements(
-        self, device: str | None = None, arch: str | None = None, source: str | None = None, page_size: int = 500
+        self,
+        device: str | None = None,
+        arch: str | int | None = None,
+        source: str | None = None,
+        page_size: int = 500,
+        space: str | None = None,
     ) -> Iterator[dict]:
-        """Every matching measurement, following the cursor across pages."""
-        params: dict[str, str | int] = {
-            k: v for k, v in {"device": device, "arch": arch, "source": source}.items() if v is not None
-        }
+        """Every matching measurement, following the cursor across pages. ``space`` keeps that search space's;
+        ``arch`` (a string or a reference position) is of ``space``, else of the space of its form (a position:
+        NB201's)."""
+        filters = {"device": device, "space": space, "source": source}
+        params: dict[str, str | int] = {k: v for k, v in filters.items() if v is not None}
+        if arch is not None:
+            params["arch"] = _arch(arch)
         params["limit"] = page_size
         while True:
             page = self._json("GET", "/v1/measurements", params=params)
@@ -179,7 +189,12 @@ class Client:
         ``conditions`` the device's measurement conditions (``batch_size``, ``precision``, ``graph``);
         ``drawn_at_random``: the archs were drawn uniformly at random from the space's reference set (their
         measurements then calibrate adaptations' spread)."""
-        body: dict[str, Any] = {"device": _checked_device(device), "space": space, "format": fmt, "archs": list(archs)}
+        body: dict[str, Any] = {
+            "device": _checked_device(device),
+            "space": space,
+            "format": fmt,
+            "archs": [_arch(a) for a in archs],
+        }
         if protocol is not None:
             body["protocol"] = protocol
         if conditions is not None:
@@ -368,9 +383,22 @@ def _batch_path(batch_id: str, rest: str = "") -> str:
     return f"/v1/jobs/{batch_id}{rest}"
 
 
-def _arch(arch: str | int | Sequence[int]) -> str | int | list[int]:
-    """An arch as the API takes it: a string, a reference position, or an index list."""
-    return arch if isinstance(arch, str | int) else [int(v) for v in arch]
+def _arch(arch: Any) -> Any:
+    """An arch as the API takes it: a string, a reference position, or an index list. Any integer type (numpy's
+    too, as ``np.random.choice`` draws them) is a position, any other iterable (a tuple, a numpy array) an index list;
+    anything else goes as it is, for the server to refuse naming ``archs[i]``."""
+    if isinstance(arch, str):
+        return arch
+    if _is_integer(arch):
+        return operator.index(arch)
+    if isinstance(arch, Iterable):
+        return [operator.index(v) if _is_integer(v) else v for v in arch]
+    return arch
+
+
+def _is_integer(value: object) -> bool:
+    """An integer of any type (Python's, numpy's), not a bool (JSON's ``true`` is no position)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _error(response: httpx.Response) -> LatfarmError:

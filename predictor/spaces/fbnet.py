@@ -121,7 +121,9 @@ class FBNetSpace(SearchSpace):
             )
         for position, token in enumerate(names):
             if token not in BLOCK_ID:
-                raise ArchError(f"{self.name}: unknown block {token!r} at position {position}; blocks: {BLOCKS}")
+                raise ArchError(
+                    f"{self.name}: unknown block {token!r} at position {position}; expected one of {', '.join(BLOCKS)}"
+                )
         return tuple(BLOCK_ID[token] for token in names)
 
     def to_string(self, encoding: Sequence[int]) -> str:

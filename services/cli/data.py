@@ -66,7 +66,7 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: 
     from latfarm.services.cli.devices import exported
     from latfarm.services.datasets import export_from_store
 
-    remote = f"away from the server: latfarm export device {device} --out {out}"
+    remote = f"away from the server: latfarm export device {device} --format {fmt} --space {space} --out {out}"
     with (
         exit_on_error("latfarm export data", context=remote),
         reachable_database("latfarm export data", settings.database_url),
@@ -77,7 +77,7 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: 
         reachable_database("latfarm export data", settings.database_url),
     ):
         written = export_from_store(settings, device, fmt, out, space=space)
-    print(f"wrote {exported(written, fmt)} of {device} from {database} to {out}")
+    print(f"wrote {exported(written, fmt)} of {device} ({space}) from {database} to {out}")
 
 
 def import_(
@@ -88,7 +88,7 @@ def import_(
     device: list[str] = typer.Option(
         None, "--device", help="LatBench: the file's device name. HELP: import only this device (repeatable)."
     ),
-    space: str = space_option("Search space of a HELP folder"),
+    space: str = space_option("Search space of a HELP folder or a LatBench pickle"),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:
@@ -128,12 +128,18 @@ def export_model(
     """Export networks of a search space to ONNX or TFLite under the given measurement conditions (resolution and
     classes: one of the space's input variants)."""
     from latfarm.services.cli.model_files import export_cli
+    from latfarm.services.core.errors import InvalidArgument
     from latfarm.services.domain.conditions import Conditions
 
     check_graph(space, graph)
-    with exit_on_error("latfarm export model"):
-        fields = {"resolution": resolution, "classes": classes, "batch_size": batch_size}
+    fields = {"resolution": resolution, "classes": classes, "batch_size": batch_size}
+    try:  # a value the space does not take (another space's input variant): a usage error naming the flag
         conditions = Conditions().for_space(space).merged({**fields, "precision": precision, "graph": graph})
+    except InvalidArgument as err:
+        field = err.field or ""
+        message = err.message.removeprefix(f"{field}: ").removeprefix(f"{field} ")
+        raise typer.BadParameter(message, param_hint=f"'--{field.replace('_', '-')}'") from err
+    with exit_on_error("latfarm export model"):
         export_cli(archs, fmt=fmt, out=out, conditions=conditions)
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from latfarm.agents.measurement import BOUNDS as PROTOCOL
+from latfarm.agents.runtimes import AGENT_EXTRAS
 from latfarm.services.cli.errors import exit_on_error, interrupted
 from latfarm.services.cli.options import (
     CONDITIONS_MODULE,
@@ -219,9 +220,9 @@ def measure(
 ) -> None:
     """Measure archs on a device's agents: queue the jobs, wait with a progress bar, print or save the results.
 
-    With no agent of the device online it says so and exits 1 without queueing (unless --wait-for-agent or
-    --no-wait); Ctrl-C while waiting cancels its unfinished jobs (exit 130). Exit status 1 when no arch
-    was measured (every job failed)."""
+    With no agent of the device online (or none that runs --format's models) it says so and exits 1 without
+    queueing (unless --wait-for-agent or --no-wait); Ctrl-C while waiting cancels its unfinished jobs (exit 130).
+    Exit status 1 when no arch was measured (every job failed)."""
     from latfarm.predictor.spaces import ArchError
     from latfarm.services.cli import measure_results
 
@@ -247,7 +248,7 @@ def measure(
     request = {"space": space, "fmt": fmt, "protocol": protocol, "conditions": conditions}
     try:
         with client_for(server, key, "latfarm measure") as client, explained("latfarm measure", client):
-            offline = _check_agents(client, device, "latfarm measure", refuse=wait and not wait_for_agent)
+            offline = _check_agents(client, device, "latfarm measure", refuse=wait and not wait_for_agent, fmt=fmt)
             batch_ids = _queue(client, device, parts, request)
             _note(offline)
             if not wait:
@@ -362,22 +363,32 @@ def agent_command(client: Client) -> str:
     return f"latfarm agent --server HOST:{port}" + (" --tls" if health.get("grpc_tls") else "")
 
 
-def _check_agents(client: Client, device: str, command: str, refuse: bool) -> str:
-    """When no agent of ``device`` is online, and how to start one (with the enrollment step only when the device
-    has no agent yet): with ``refuse``, exit 1 saying so; else the line to print once its jobs are queued (a
-    refusal of the request then leaves nothing waiting). '' when an agent is online."""
+def _check_agents(client: Client, device: str, command: str, refuse: bool, fmt: str = "onnx") -> str:
+    """When no agent of ``device`` that runs ``fmt`` models is online, and how to start one (with the enrollment step
+    only when the device has no agent yet): with ``refuse``, exit 1 saying so; else the line to print once its jobs
+    are queued (a refusal of the request then leaves nothing waiting). '' when such an agent is online (an agent
+    that does not list its formats counts)."""
     found = client.device(device)
     if found["agents_online"]:
-        return ""
-    agent = agent_command(client)
-    if found["agents"]:
-        start = f"start its agent: {agent} --state-dir DIR (the folder with its credential)"
+        online = [agent for agent in client.agents(device) if agent.get("online")]
+        formats = [(agent.get("descriptor") or {}).get("formats") for agent in online]
+        if not online or any(runs is None or fmt in runs for runs in formats):
+            return ""
+        runs = ", ".join(sorted({f for runs in formats for f in runs or ()})) or "none"
+        problem = f"no agent of device {device!r} online runs {fmt} models (they run: {runs})"
+        extra = f"an agent with the {AGENT_EXTRAS[fmt]} extra runs them, " if fmt in AGENT_EXTRAS else ""
+        start = f"{extra}docs/agents.md#tflite-models"
     else:
-        start = f"start one on the device: LATFARM_AGENT_ENROLL=TOKEN {agent} (a token: latfarm device enroll {device})"
-    offline = f"no agent of device {device!r} is online"
+        agent = agent_command(client)
+        if found["agents"]:
+            start = f"start its agent: {agent} --state-dir DIR (the folder with its credential)"
+        else:
+            enroll = f"(a token: latfarm device enroll {device})"
+            start = f"start one on the device: LATFARM_AGENT_ENROLL=TOKEN {agent} {enroll}"
+        problem = f"no agent of device {device!r} is online"
     if refuse:
-        raise SystemExit(f"{command}: {offline}; nothing was queued; {start}; --wait-for-agent queues and waits anyway")
-    return f"{command}: {offline}, so its jobs wait queued until one connects; {start}"
+        raise SystemExit(f"{command}: {problem}; nothing was queued; {start}; --wait-for-agent queues and waits anyway")
+    return f"{command}: {problem}, so its jobs wait queued until one connects; {start}"
 
 
 def _note(line: str) -> None:

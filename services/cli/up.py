@@ -293,8 +293,10 @@ def run_up(
         console.print(f"server up: {base} (agents' gRPC: {grpc}; log: {logs / 'server.log'})", soft_wrap=True)
         if settings.datasets_dir:
             from latfarm.services.cli.data import import_dataset
+            from latfarm.services.datasets.help import folder_space
 
-            import_dataset(settings, settings.datasets_dir, fmt="help")
+            space = folder_space(settings.datasets_dir) or "nb201"  # none: the NB201 import says what is missing
+            import_dataset(settings, settings.datasets_dir, fmt="help", space=space)
         _ensure_device(client, device)
         agent_dir = settings.data_dir / f"agent-{device}"
         agent_args = ["agent", "--server", grpc, "--state-dir", str(agent_dir)]

@@ -46,14 +46,14 @@ def import_into_store(
     """Import one dataset in one transaction; returns ``{format, dataset, rows_added, seconds}``.
 
     ``seconds`` times the import itself, not the migration before it. ``device`` names a LatBench file's device;
-    ``devices`` picks a HELP folder's devices (default all). ``space``: the search space of a HELP folder (LatBench
-    and HW-NAS-Bench are NB201 data: another space is refused).
+    ``devices`` picks a HELP folder's devices (default all). ``space``: the search space of a HELP folder or a
+    LatBench pickle (HW-NAS-Bench is NB201 data: another space is refused).
     """
     from latfarm.services.store.db import transaction
 
     if fmt not in FORMATS:
         raise DatasetError(f"unknown dataset format {fmt!r}; expected one of {', '.join(sorted(FORMATS))}")
-    if fmt != "help" and space != "nb201":
+    if fmt == "hwnasbench" and space != "nb201":
         raise DatasetError(f"--space: {fmt} data is nb201 data, not {space}")
     if fmt != "help" and devices:
         raise DatasetError(f"--device: {fmt} takes one device name (LatBench) or none")
@@ -64,7 +64,7 @@ def import_into_store(
             if fmt == "help":
                 added = import_help(session, Path(path), space=space, devices=devices)
             elif fmt == "latbench":
-                added = import_latbench(session, Path(path), device)
+                added = import_latbench(session, Path(path), device, space=space)
             else:
                 added = import_hwnasbench(session, Path(path))
     finally:

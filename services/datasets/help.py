@@ -91,19 +91,30 @@ def _latency_files(path: Path, devices: Sequence[str] | None) -> list[Path]:
     return [by_name[name] for name in dict.fromkeys(devices)]
 
 
-def _other_space(path: Path, space: str) -> str:
-    """'; it holds <other> data: use --space <other>' when another registered space reads the folder, else ''."""
-    if space != nb201.SPACE and (path / "str_arch2idx.pt").exists():
-        return f"; it holds {nb201.SPACE} data (str_arch2idx.pt): use --space {nb201.SPACE}"
+def folder_space(path: Path) -> str | None:
+    """The search space whose HELP folder ``path`` is: NB201 when it holds ``str_arch2idx.pt``, else the registered
+    space that reads its arch list (``SearchSpace.read_reference``); None when none does."""
+    if (path / "str_arch2idx.pt").exists():
+        return nb201.SPACE
     for other in SPACES.values():
-        if other.name in (space, nb201.SPACE):
+        if other.name == nb201.SPACE:
             continue
         try:
             other.read_reference(path)
         except (FileNotFoundError, ArchError, ValueError):
             continue
-        return f"; it holds {other.name} data: use --space {other.name}"
-    return ""
+        return other.name
+    return None
+
+
+def _other_space(path: Path, space: str) -> str:
+    """'; it holds <other> data: use --space <other>' when the folder is another space's (``folder_space``), else
+    ''."""
+    found = folder_space(path)
+    if found is None or found == space:
+        return ""
+    held = f"{found} data (str_arch2idx.pt)" if found == nb201.SPACE else f"{found} data"
+    return f"; it holds {held}: use --space {found}"
 
 
 def _reference_arch_ids(session: Session, path: Path, space: SearchSpace) -> list[int]:

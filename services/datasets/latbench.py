@@ -1,9 +1,11 @@
-"""LatBench importer: one pickle ``{6-op tuple: seconds}`` per device, named after the file unless given.
+"""LatBench importer: one pickle ``{encoding tuple: seconds}`` per device, named after the file unless given.
 
-A value is one figure (seconds) or the runs behind it, as raw LatBench keeps them: a list or numpy array of runs,
-possibly nested per round (``[[.0021, .0022], [.0023, .0021]]``). Runs are summarised by their **median** over all
-runs of all rounds (LatBench's own statistic) and the run count is kept in the row's ``runs``. LatBench measured the
-reference NB201 network; its rows get the device's conditions (batch size, precision).
+LatBench's own files are NB201's (6-op tuples); ``latfarm export data --format latbench --space fbnet`` writes
+FBNet's (22 block indices), which import with ``space="fbnet"``. A value is one figure (seconds) or the runs behind
+it, as raw LatBench keeps them: a list or numpy array of runs, possibly nested per round (``[[.0021, .0022], [.0023,
+.0021]]``). Runs are summarised by their **median** over all runs of all rounds (LatBench's own statistic) and the
+run count is kept in the row's ``runs``. LatBench measured the reference network; its rows get the device's
+conditions for the space (batch size, precision).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session
 
-from latfarm.predictor import nb201
+from latfarm.predictor.spaces import ArchError, get_space
 from latfarm.services.datasets.rows import (
     DatasetError,
     add_rows,
@@ -52,28 +54,31 @@ def summarised_runs(value: object, where: str) -> tuple[float, int]:
     return float(np.median(np.asarray(checked_ms(runs, where, scale=1000.0)))), int(runs.size)
 
 
-def import_latbench(session: Session, path: Path, device: str | None = None) -> int:
-    """Import one LatBench pickle ``{6-op tuple: seconds or runs}`` for ``device`` (default: the file's stem).
+def import_latbench(session: Session, path: Path, device: str | None = None, space: str = "nb201") -> int:
+    """Import one LatBench pickle ``{encoding tuple: seconds or runs}`` of ``space`` for ``device`` (default: the
+    file's stem).
 
     All-or-nothing: an empty dict, or any bad key or value, raises ``DatasetError`` before a row is written.
     """
     path = Path(path)
+    searched = get_space(space)
+    layout = f"{{{searched.length}-entry {space} encoding tuple: seconds}}"
     data = load_pickle(path, "latbench")
     if not isinstance(data, Mapping):
-        raise DatasetError(f"{path}: expected a dict {{6-op tuple: seconds}}, found {type(data).__name__}")
+        raise DatasetError(f"{path}: expected a dict {layout}, found {type(data).__name__}")
     if not data:
-        raise DatasetError(f"{path}: no entries (an empty dict); expected {{6-op tuple: seconds}}")
+        raise DatasetError(f"{path}: no entries (an empty dict); expected {layout}")
     summaries: dict[str, tuple[float, int]] = {}
     for ops, value in data.items():
         if not isinstance(ops, tuple | list) or not all(_is_op_id(o) for o in ops):
-            raise DatasetError(f"{path}: key {ops!r}: expected a tuple of 6 integer op ids")
+            raise DatasetError(f"{path}: key {ops!r}: expected a tuple of {searched.length} integers ({space})")
         try:
-            arch = nb201.to_string(ops)
-        except nb201.ArchError as err:
+            arch = searched.to_string(ops)
+        except ArchError as err:
             raise DatasetError(f"{path}: key {ops!r}: {err}") from err
         summaries[arch] = summarised_runs(value, f"{path}: key {ops!r}")
-    ids = ensure_archs(session, summaries)
+    ids = ensure_archs(session, summaries, space)
     target = ensure_device(session, device or path.stem, LATBENCH)
     latencies = {ids[a]: ms for a, (ms, _) in summaries.items()}
     runs = {ids[a]: count for a, (_, count) in summaries.items()}
-    return add_rows(session, target, LATBENCH, latencies, conditions_of(target), runs=runs)
+    return add_rows(session, target, LATBENCH, latencies, conditions_of(target).for_space(space), runs=runs)

@@ -8,11 +8,14 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 
+from latfarm.predictor import nb201
 from latfarm.services.client import Client, LatfarmError
 from latfarm.services.store.models import Source
 from tests.api_support import ADMIN_KEY, add_measurements, arch
+from tests.fbnet_support import add_fbnet_rows, fbnet_strings, truth_ms
 
 
 class _App:
@@ -61,6 +64,28 @@ def test_client_round_trip(live_api):
     with pytest.raises(LatfarmError) as err:
         Client(url).devices()
     assert err.value.status == 401
+
+
+def test_numpy_archs_and_measurements_of_a_space(live_api):
+    """What NAS code holds: numpy draws as positions, numpy arrays as index lists; measurements of one space."""
+    url, app = live_api
+    with Client(url, ADMIN_KEY) as client:
+        client.create_device("dev1")
+        add_measurements(_App(app), "dev1", {3: 2.0, 7: 1.0})
+        fbnet = fbnet_strings(2, seed=1)
+        add_fbnet_rows(_App(app), "dev1", fbnet, truth_ms(fbnet))
+
+        drawn = np.array([3, 7], dtype=np.int64)
+        items = client.predict("dev1", [drawn[0], np.array(nb201.from_official_index(7))])
+        assert [i["nb201_index"] for i in items] == [3, 7]
+        assert [i["nb201_index"] for i in client.rank("dev1", list(drawn))] == [7, 3]  # 1.0 ms, then 2.0 ms
+        batch = client.measure("dev1", [drawn[1], tuple(nb201.from_official_index(3))], wait=False)
+        assert [i["nb201_index"] for i in client.job(batch["id"], items=True)["items"]] == [7, 3]
+
+        assert sorted(m["arch"] for m in client.measurements("dev1", space="fbnet")) == sorted(fbnet)
+        assert [m["nb201_index"] for m in client.measurements("dev1", space="nb201")] == [3, 7]
+        assert [m["arch"] for m in client.measurements("dev1", arch=fbnet[0])] == [fbnet[0]]
+        assert [m["nb201_index"] for m in client.measurements("dev1", arch=drawn[0])] == [3]
 
 
 def test_connect_errors_are_retried_then_raised():

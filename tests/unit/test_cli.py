@@ -81,6 +81,7 @@ def test_an_unknown_space_is_a_usage_error_naming_the_known_ones_before_anything
             ["agent", "--server", "127.0.0.1:1", "--statistic", "mean"],
             "'--statistic' (env var: 'LATFARM_AGENT_STATISTIC'): must be one of min, median, got 'mean'",
         ),
+        (["export", "model", "0", "--space", "fbnet", "--classes", "10"], "'--classes': 32px with 10 classes is not"),
     ],
 )
 def test_a_value_outside_an_options_fixed_set_is_a_usage_error_listing_the_set(

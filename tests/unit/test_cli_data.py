@@ -15,13 +15,16 @@ from tests.unit.test_datasets import latbench_pickle
 
 def test_export_data_without_a_database_names_the_path_and_creates_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["export", "data", "local", "--out", "local.csv"])
+    args = ["export", "data", "local", "--space", "fbnet", "--format", "latbench", "--out", "local.pickle"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
     message = result.output.strip()
     assert len(message.splitlines()) == 1, message
     assert str(tmp_path / "latfarm-data" / "latfarm.db") in message
     assert "--data-dir" in message and "--db" in message
-    assert message.endswith("(away from the server: latfarm export device local --out local.csv)")
+    # the REST command writes the same file: the same format and space
+    remote = "latfarm export device local --format latbench --space fbnet --out local.pickle"
+    assert message.endswith(f"(away from the server: {remote})")
     assert list(tmp_path.iterdir()) == []  # no latfarm-data/, no empty latfarm.db, no output file
 
 
@@ -54,7 +57,7 @@ def test_export_data_names_the_database_it_read(tmp_path):
     out = tmp_path / "phone.csv"
     written = runner.invoke(app, ["export", "data", "phone", "--out", str(out), "--data-dir", str(data_dir)])
     assert written.exit_code == 0, written.output
-    assert f"wrote 5 measurements of phone from {database} to {out}" in written.output
+    assert f"wrote 5 measurements of phone (nb201) from {database} to {out}" in written.output
 
 
 def test_database_descriptions_hide_passwords():

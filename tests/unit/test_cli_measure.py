@@ -17,7 +17,16 @@ from latfarm.services.client import Client
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Adaptation, AdaptState, Job, JobBatch, JobState, Measurement, utcnow
+from latfarm.services.store.models import (
+    Adaptation,
+    AdaptState,
+    Agent,
+    Job,
+    JobBatch,
+    JobState,
+    Measurement,
+    utcnow,
+)
 from tests.api_support import ADMIN, ADMIN_KEY, add_device, arch, interrupt_once_queued, interruptible_cli
 
 GIVEN = [arch(9), "5", arch(12), "9", "3"]  # 9 twice: one job, its first place
@@ -147,6 +156,31 @@ def test_measure_on_a_device_with_no_agent_online_says_so_and_queues_nothing(liv
     queued = CliRunner().invoke(app, ["measure", "gpu-b2", "1", "--no-wait", "--server", url, "--key", ADMIN_KEY])
     assert queued.exit_code == 0 and "queued batch" in queued.stdout and "is online" in queued.stderr
     assert "(1 job);" in queued.stdout
+
+
+def test_measure_tflite_when_no_online_agent_runs_tflite_says_so_and_queues_nothing(live_api):
+    """An agent without the litert extra leases no TFLite job: they would wait queued with no word of why."""
+    url, server = live_api
+    add_device_live(server)
+    with transaction(server.state.sessions) as session:
+        device = device_by_name(session, "gpu-b2")
+        session.add(
+            Agent(
+                device_id=device.id, credential_hash="x" * 64, descriptor={"formats": ["onnx"]}, last_heartbeat=utcnow()
+            )
+        )
+    key = ["--server", url, "--key", ADMIN_KEY]
+    result = CliRunner().invoke(app, ["measure", "gpu-b2", "1", "--format", "tflite", *key])
+    assert result.exit_code == 1, result.output
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1, line
+    assert "no agent of device 'gpu-b2' online runs tflite models (they run: onnx); nothing was queued" in line
+    assert "an agent with the litert extra runs them" in line and "--wait-for-agent" in line
+    with server.state.sessions() as session:
+        assert session.query(Job).count() == 0
+    queued = CliRunner().invoke(app, ["measure", "gpu-b2", "1", "--format", "tflite", "--no-wait", *key])
+    assert queued.exit_code == 0 and "queued batch" in queued.stdout
+    assert "runs tflite models (they run: onnx), so its jobs wait queued" in queued.stderr
 
 
 def test_cancel_command_cancels_a_batchs_unfinished_jobs(live_api):

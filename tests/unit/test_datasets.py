@@ -13,6 +13,7 @@ import torch
 from sqlalchemy import func, select
 
 from latfarm.predictor import nb201
+from latfarm.predictor.spaces import get_space
 from latfarm.services import datasets
 from latfarm.services.cli.data import export_dataset, import_dataset
 from latfarm.services.core.config import Settings
@@ -112,6 +113,27 @@ def test_latbench_round_trip(sessions, tmp_path):
     assert [r["nb201_index"] for r in rows] == sorted(nb201.official_index(k) for k in data)
     back = datasets.to_latbench(rows)
     assert back == pytest.approx(data)
+
+
+def test_fbnet_latbench_round_trip(sessions, tmp_path):
+    """``export data --space fbnet --format latbench`` writes FBNet's 22-index keys; they import back as FBNet."""
+    fbnet = get_space("fbnet")
+    data = {encoding: 0.01 + i * 1e-3 for i, encoding in enumerate(fbnet.sample(5, seed=3))}
+    path = tmp_path / "phone.pickle"
+    path.write_bytes(pickle.dumps(data))
+    with sessions() as session, session.begin():
+        assert datasets.import_latbench(session, path, space="fbnet") == len(data)
+        assert datasets.import_latbench(session, path, space="fbnet") == 0
+        with pytest.raises(datasets.DatasetError, match="op vector must have 6 entries, got 22"):
+            datasets.import_latbench(session, path)  # NB201's layout
+    with sessions() as session:
+        rows = datasets.device_rows(session, "phone", own_conditions=True, space="fbnet")
+    assert {(r["resolution"], r["classes"]) for r in rows} == {(32, 100)}  # the device's FBNet variant
+    assert pickle.loads(datasets.to_latbench_pickle(rows)) == pytest.approx(data)
+    nb201_file = tmp_path / "nb201.pickle"
+    nb201_file.write_bytes(pickle.dumps({(1, 2, 3, 4, 0, 1): 0.003}))
+    with sessions() as session, pytest.raises(datasets.DatasetError, match="arch has 6 entries, expected 22"):
+        datasets.import_latbench(session, nb201_file, space="fbnet")
 
 
 def test_exported_times_are_utc_with_z_on_either_database(sessions, tmp_path):

@@ -174,3 +174,13 @@ def test_imported_fbnet_rows_are_found_by_position_and_string(api, fbnet_dir, tm
         (item,) = api.get("/v1/measurements", params=params, headers=ADMIN).json()["items"]
         assert (item["arch"], item["index"], item["nb201_index"]) == (FBNET.to_string(archs[17]), 17, None)
         assert item["conditions"]["key"] == "fbnet/32px/100cls/b1/fp32/reference"
+
+
+def test_a_help_folders_space_is_read_from_its_files(fbnet_dir, tmp_path):
+    """What ``latfarm up --datasets DIR`` imports the folder as (it takes no --space)."""
+    from latfarm.services.datasets.help import folder_space
+
+    assert folder_space(fbnet_dir) == "fbnet"
+    assert folder_space(fbnet_subset(tmp_path, ("pixel3",), layout="metainfo.pt")) == "fbnet"
+    assert folder_space(NB201_DIR) == "nb201"
+    assert folder_space(tmp_path / "empty") is None

@@ -245,8 +245,8 @@ def test_help_nan_gaps_and_numpy_files_load_alike_in_import_and_eval(tmp_path, s
 LATBENCH_CASES = {
     "not a pickle": (b"\x00garbage", "not a pickle file"),
     "a list": ([1, 2], "expected a dict"),
-    "string key": ({"123401": 0.002}, "expected a tuple of 6 integer op ids"),
-    "float key": ({(1.5, 2, 3, 4, 0, 1): 0.002}, "expected a tuple of 6 integer op ids"),
+    "string key": ({"123401": 0.002}, "expected a tuple of 6 integers (nb201)"),
+    "float key": ({(1.5, 2, 3, 4, 0, 1): 0.002}, "expected a tuple of 6 integers (nb201)"),
     "short key": ({(1, 2, 3): 0.002}, "must have 6 entries"),
     "op out of range": ({(1, 2, 3, 4, 0, 9): 0.002}, "op ids are 0..4"),
     "string value": ({OPS: "fast"}, "expected seconds or a list of runs"),

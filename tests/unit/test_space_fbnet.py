@@ -38,7 +38,11 @@ def test_names_and_index_lists_round_trip():
     ("arch", "message"),
     [
         ("-".join(["skip"] * 21), "has 21 blocks joined by '-', expected 22"),
-        ("-".join(["skip"] * 5 + ["k7_e1"] + ["skip"] * 16), "unknown block 'k7_e1' at position 5"),
+        (
+            "-".join(["skip"] * 5 + ["k7_e1"] + ["skip"] * 16),
+            "unknown block 'k7_e1' at position 5; expected one of k3_e1, k3_e1_g2, k3_e3, k3_e6, k5_e1, k5_e1_g2, "
+            "k5_e3, k5_e6, skip",
+        ),
         ("-".join(["skip"] * 21 + [""]), "unknown block '' at position 21"),
         ([8] * 23, "arch has 23 entries, expected 22"),
         ([0] * 3 + [9] + [0] * 18, "position 3 holds 9, outside 0..8"),
