@@ -129,7 +129,7 @@ def test_fbnet_latbench_round_trip(sessions, tmp_path):
     with sessions() as session:
         rows = datasets.device_rows(session, "phone", own_conditions=True, space="fbnet")
     assert {(r["resolution"], r["classes"]) for r in rows} == {(32, 100)}  # the device's FBNet variant
-    assert pickle.loads(datasets.to_latbench_pickle(rows)) == pytest.approx(data)
+    assert datasets.to_latbench(rows) == pytest.approx(data)
     nb201_file = tmp_path / "nb201.pickle"
     nb201_file.write_bytes(pickle.dumps({(1, 2, 3, 4, 0, 1): 0.003}))
     with sessions() as session, pytest.raises(datasets.DatasetError, match="arch has 6 entries, expected 22"):

@@ -248,7 +248,7 @@ def test_export_cli_accepts_indices_and_strings(tmp_path, capsys):
     unknown = "latfarm export model: unknown model format 'xml'; expected one of onnx, tflite"
     with pytest.raises(SystemExit, match=unknown):
         export_model(["0"], fmt="xml", out=tmp_path, **options)
-    with pytest.raises(typer.BadParameter, match=r"^must be an integer in \[1, 1024\], got 0$") as bad:
+    with pytest.raises(typer.BadParameter, match=r"^must be between 1 and 1024, got 0$") as bad:
         export_model(["0"], fmt="onnx", out=tmp_path, **{**options, "batch_size": 0})  # a usage error (exit 2)
     assert bad.value.param_hint == "'--batch-size'"
     capsys.readouterr()
