@@ -70,6 +70,8 @@ def test_bad_queries(api, keys):
     cases = [
         ({"device": "nope"}, 404, "nope"),
         ({"arch": "|conv~0|"}, 422, "arch"),
+        ({"arch": "15625"}, 422, "arch"),  # past NB201's reference set, as /v1/predict refuses it
+        ({"arch": "5000", "space": "fbnet"}, 422, "arch"),
         ({"source": "guessed"}, 422, "source"),
         ({"limit": 0}, 422, "limit"),
         ({"limit": 5000}, 422, "limit"),

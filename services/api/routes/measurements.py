@@ -88,9 +88,11 @@ def list_measurements(
 def _arch_filter(arch: str, space: str | None) -> ColumnElement[bool]:
     """The rows of ``arch`` (``ARCH_QUERY_PATTERN``) in ``space``, or in the space of its form when ``space`` is
     None: its canonical string, or its position in the space's reference set (stored with each arch as its reference
-    index; a position outside the set matches nothing, as does a string not of ``space``'s form)."""
+    index). A string not of ``space``'s form matches nothing; a position outside the set, or a string of its form
+    that is no arch of it, is refused (``InvalidArgument``, as predictions refuse it)."""
     if arch.isdigit():
         searched = request_space(space or DEFAULT_SPACE)
+        request_archs([int(arch)], searched.name, "arch")
         return and_(Arch.space == searched.name, Arch.reference_index == int(arch))
     forms = [s for s in REGISTERED.values() if re.fullmatch(s.string_pattern, arch)]
     searched = request_space(space) if space is not None else forms[0]
