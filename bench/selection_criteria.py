@@ -9,8 +9,15 @@ heads, cost-only); ``transductive``, largest expected reduction of the variance 
 (V-optimal on the latency profile, scale left out); ``integrated``, ``integrated_centred`` and ``integrated_level``,
 V-optimal on the normalised predictions (as they are, centred, centred with a quarter of the level's variance);
 ``connected``, the default without disconnected cells; ``half_random`` and ``fifth_random``, the default for
-most picks and uniform draws for ⌊K/2⌋ or ⌊K/5⌋ of them. Pretraining
-is ``predictor_loo``'s (cached by data hash: pass its ``--cache``).
+most picks and uniform draws for ⌊K/2⌋ or ⌊K/5⌋ of them; ``trim_varQ`` and ``trim_levQ`` (Q = 1, 2, 5), the
+default with the Q% of archs of largest prior variance or ``leverage`` (squared Mahalanobis distance of the features
+from all archs' centre) left out of the pool; ``densA`` (A = 2, 5, 10), largest variance x Gaussian density^(A/100)
+(log variance - A/100 x leverage / 2); ``typicalM`` (M = 3, 10, 30), the least leverage among the M largest
+variances. Fits (``FITS``, ``--fits``; each row is criterion+fit): ``full``, ``Predictor.adapt``; ``jackknife``,
+``half_jackknife`` and ``median``, the means of the K leave-one-out fits (all, half-and-half with the full fit's,
+the median with it); ``drop*``, the fit without the sample whose removal changes the predicted ranking most
+(influence, 1 - Spearman of the full and leave-one-out predictions) when that exceeds a threshold (and a ratio to
+the next). Pretraining is ``predictor_loo``'s (cached by data hash: pass its ``--cache``).
 
     .venv/bin/python bench/selection_criteria.py --trials 3 --cache build/loo-cache
 """
@@ -20,6 +27,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -191,17 +199,132 @@ def fifth_random(p: Predictor, k: int, seed: int, exclude) -> list[int]:
     return _with_random(p, k, seed, exclude, k // 5)
 
 
-class Choosing:
-    """``predictor`` choosing its samples by ``criterion`` (what ``transfer_scores`` calls)."""
+def leverage(p: Predictor) -> np.ndarray:
+    """[15625] each arch's squared Mahalanobis distance from the centre of all archs' planning features (their
+    covariance pseudo-inverted): how atypical its features are."""
+    phi = p.planning_phi
+    d = phi - phi.mean(0)
+    return ((d @ np.linalg.pinv(np.cov(phi.T))) * d).sum(1)
 
-    def __init__(self, predictor: Predictor, criterion: Callable[[Predictor, int, int, object], list[int]]) -> None:
-        self.predictor, self.criterion = predictor, criterion
+
+def prior_variance(p: Predictor) -> np.ndarray:
+    """[15625] each arch's planning variance (the default's score for the first pick)."""
+    return ((p.planning_phi @ p.prior.planning_cov()) * p.planning_phi).sum(1)
+
+
+def _trimmed(p: Predictor, k: int, seed: int, exclude, *, score: Callable[[Predictor], np.ndarray], q: float):
+    """The default with the archs whose ``score`` [15625] is in the top ``q`` (a share) left out of the pool."""
+    values = score(p)
+    top = np.flatnonzero(values >= np.quantile(values, 1 - q))
+    return variance(p, k, seed, np.union1d(np.asarray(list(exclude), dtype=np.int64), top))
+
+
+def _weighted(p: Predictor, k: int, seed: int, exclude, alpha: float = 0.0, top: int = 1) -> list[int]:
+    """Greedy over the default's pool: each pick maximises log variance - ``alpha`` x leverage / 2 (variance x
+    Gaussian density^alpha), or with ``top`` > 1 the least leverage among the ``top`` largest variances."""
+    phi, prior = p.planning_phi, p.prior
+    lev = leverage(p)
+    allowed = np.setdiff1d(np.arange(len(phi)), np.asarray(list(exclude), dtype=np.int64))
+    pool = np.random.default_rng(seed).choice(allowed, size=min(max(POOL_SIZE, k), len(allowed)), replace=False)
+    cand, h = phi[pool], lev[pool]
+    s = np.array(prior.planning_cov(), dtype=np.float64)
+    taken = np.zeros(len(pool), dtype=bool)
+    chosen: list[int] = []
+    for _ in range(k):
+        var = ((cand @ s) * cand).sum(1)
+        score = np.log(np.maximum(var, 1e-300)) - alpha * h / 2
+        score[taken] = -np.inf
+        if top > 1:
+            best = np.argsort(-score)[:top]
+            j = int(best[np.argmin(h[best])])
+        else:
+            j = int(np.argmax(score))
+        taken[j] = True
+        chosen.append(int(pool[j]))
+        sx = s @ cand[j]
+        s = s - np.outer(sx, sx) / (cand[j] @ sx + prior.typical_noise)
+    return chosen
+
+
+class Fixed:
+    """Predictions [15625] mean and sd in ms, as a device model's ``predict()`` gives them."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.mean, self.std = mean, std
+
+    def predict(self):
+        return self.mean, self.std
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(x)).astype(np.float64)
+
+
+def _loo_fits(p: Predictor, idx: np.ndarray, lat: np.ndarray):
+    """The full fit's (mean, std) [15625] and each leave-one-out fit's means [K, 15625] and influence [K] (1 -
+    Spearman between the full fit's and the leave-one-out fit's predictions of all archs)."""
+    mean, std = p.adapt(idx, lat).predict()
+    loo = np.stack([p.adapt(np.delete(idx, i), np.delete(lat, i)).predict()[0] for i in range(len(idx))])
+    r = _ranks(mean)
+    infl = np.array([1 - np.corrcoef(r, _ranks(m))[0, 1] for m in loo])
+    return mean, std, loo, infl
+
+
+def fit_full(p: Predictor, idx, lat):
+    """The default: ``Predictor.adapt``."""
+    return p.adapt(idx, lat)
+
+
+def fit_jackknife(p: Predictor, idx, lat, share: float = 1.0):
+    """Means: (1 - ``share``) x the full fit's + ``share`` x the mean of the leave-one-out fits'; the full fit's sd."""
+    mean, std, loo, _ = _loo_fits(p, idx, lat)
+    return Fixed((1 - share) * mean + share * loo.mean(0), std)
+
+
+def fit_drop(p: Predictor, idx, lat, threshold: float = 0.05, ratio: float = 1.0):
+    """The full fit, or the fit without the sample of largest influence when that influence exceeds ``threshold``
+    and ``ratio`` times the next largest."""
+    mean, std, loo, infl = _loo_fits(p, idx, lat)
+    order = np.argsort(-infl)
+    if infl[order[0]] > threshold and infl[order[0]] > ratio * infl[order[1]]:
+        return p.adapt(np.delete(idx, order[0]), np.delete(lat, order[0]))
+    return Fixed(mean, std)
+
+
+def fit_median(p: Predictor, idx, lat):
+    """Means: the median of the full fit's and the leave-one-out fits'; the full fit's sd."""
+    mean, std, loo, _ = _loo_fits(p, idx, lat)
+    return Fixed(np.median(np.vstack([mean, loo]), 0), std)
+
+
+FITS = {
+    "full": fit_full,
+    "jackknife": fit_jackknife,
+    "half_jackknife": partial(fit_jackknife, share=0.5),
+    "median": fit_median,
+    "drop5": fit_drop,
+    "drop10": partial(fit_drop, threshold=0.10),
+    "drop5r2": partial(fit_drop, ratio=2.0),
+    "drop3r3": partial(fit_drop, threshold=0.03, ratio=3.0),
+}
+"""How a device model is fitted to the samples (``--fit``): influence-hedged variants of ``Predictor.adapt``."""
+
+
+class Choosing:
+    """``predictor`` choosing its samples by ``criterion`` and fitted by ``fit`` (what ``transfer_scores`` calls)."""
+
+    def __init__(
+        self, predictor: Predictor, criterion: Callable[[Predictor, int, int, object], list[int]], fit=fit_full
+    ) -> None:
+        self.predictor, self.criterion, self.fit = predictor, criterion, fit
 
     def select_samples(self, k: int, *, seed: int = 0, exclude=()) -> list[int]:
         return self.criterion(self.predictor, k, seed, exclude)
 
     def adapt(self, indices, latencies_ms, calibrating=None):
-        return self.predictor.adapt(indices, latencies_ms, calibrating)
+        if self.fit is fit_full:
+            return self.predictor.adapt(indices, latencies_ms, calibrating)
+        return self.fit(self.predictor, np.asarray(indices, dtype=np.int64), np.asarray(latencies_ms, dtype=np.float64))
 
 
 CRITERIA: dict[str, Callable[[Predictor, int, int, object], list[int]]] = {
@@ -215,6 +338,10 @@ CRITERIA: dict[str, Callable[[Predictor, int, int, object], list[int]]] = {
     "integrated": integrated,
     "integrated_centred": integrated_centred,
     "integrated_level": integrated_level,
+    **{f"trim_var{q}": partial(_trimmed, score=prior_variance, q=q / 100) for q in (1, 2, 5)},
+    **{f"trim_lev{q}": partial(_trimmed, score=leverage, q=q / 100) for q in (1, 2, 5)},
+    **{f"dens{a}": partial(_weighted, alpha=a / 100) for a in (2, 5, 10)},
+    **{f"typical{m}": partial(_weighted, top=m) for m in (3, 10, 30)},
 }
 
 
@@ -237,10 +364,11 @@ def main() -> None:
     ap.add_argument("--splits", default=",".join(SPLITS), help=f"comma-separated, of {', '.join(SPLITS)}")
     ap.add_argument("--cache", type=Path, default=None, help="pretrained-model cache [~/.cache/latfarm/predictor]")
     ap.add_argument("--json", type=Path, default=None, help="write the per-device scores here")
+    ap.add_argument("--fits", default="full", help=f"comma-separated, of {', '.join(FITS)}")
     args = ap.parse_args()
     lat = load_help(args.data)
     samples = args.samples
-    names = args.criteria.split(",")
+    names = [c if f == "full" else f"{c}+{f}" for c in args.criteria.split(",") for f in args.fits.split(",")]
     started = time.perf_counter()
     result: dict = {}
     for split in args.splits.split(","):
@@ -248,19 +376,20 @@ def main() -> None:
         for keep, held in splits(lat, split):
             predictor = cached_pretrain(keep, seed=args.seed, epochs=DEFAULT_EPOCHS, cache_dir=args.cache)
             for n in names:
-                chooser = Choosing(predictor, CRITERIA[n])
+                crit, _, fit = n.partition("+")
+                chooser = Choosing(predictor, CRITERIA[crit], FITS[fit or "full"])
                 res = transfer_scores(chooser, {d: lat[d] for d in held}, samples, args.trials, seed=args.seed)
                 for k in per[n]:
                     per[n][k].update(res[k]["per_device"])
         result[split] = per
         print(f"\n{split} held out ({args.trials} trials): mean Spearman / ±10% / 1-sd coverage")
-        print(f"{'criterion':14s}" + "".join(f" | K={k:<3} rho   ±10%  cov1" for k in samples))
+        print(f"{'criterion':22s}" + "".join(f" | K={k:<3} rho   ±10%  cov1" for k in samples))
         for n in names:
             cells = [
                 [np.mean([v[m] for v in per[n][str(k)].values()]) for m in ("spearman", "acc10", "coverage_1sd")]
                 for k in samples
             ]
-            print(f"{n:14s}" + "".join(f" |       {a:.4f} {b:.3f} {c:.2f}" for a, b, c in cells))
+            print(f"{n:22s}" + "".join(f" |       {a:.4f} {b:.3f} {c:.2f}" for a, b, c in cells))
     print(f"bench wall time {time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
