@@ -299,12 +299,14 @@ class Client:
         poll_s: float = 2.0,
         space: str = "nb201",
         calibration: int = 0,
+        fmt: str = "onnx",
     ) -> dict:
         """Adapt the predictor of ``space`` to ``device`` from ``samples`` measurements by its agents, with
-        ``calibration`` random other archs measured to calibrate its spread (0 or 10-200); returns the adaptation's
-        state (``state`` active when waited for: ``wait_adaptation``). ``progress`` prints updates to stderr. A key that
-        may not adapt the device raises ``LatfarmError`` (``permission_denied``) naming the keys that may."""
-        body = {"space": space, "samples": samples, "calibration": calibration}
+        ``calibration`` random other archs measured to calibrate its spread (0 or 10-200), the networks exported as
+        ``fmt`` (``onnx`` or ``tflite``: what the device's agents run); returns the adaptation's state (``state``
+        active when waited for: ``wait_adaptation``). ``progress`` prints updates to stderr. A key that may not
+        adapt the device raises ``LatfarmError`` (``permission_denied``) naming the keys that may."""
+        body = {"space": space, "samples": samples, "calibration": calibration, "format": fmt}
         with _refused_needs(ADAPT_KEYS):
             state = self._json("POST", _device_path(device, "/adapt"), json=body)
         if not wait:

@@ -471,6 +471,12 @@ def adapt(
     samples: int = Samples,
     calibration: int = Calibrate,
     space: str = space_option("Search space whose predictor is adapted"),
+    fmt: str = typer.Option(
+        "onnx",
+        "--format",
+        callback=one_of(MODEL_FORMATS_MODULE, "FORMATS"),
+        help="onnx | tflite: the model format its archs are measured in (what the device's agents run).",
+    ),
     server: str = ServerUrl,
     key: str = ApiKey,
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the adaptation (progress lines show it)."),
@@ -505,8 +511,8 @@ def adapt(
         if status:
             typer.echo(_status(client.adaptation(device, space), device, space))
             return
-        offline = _check_agents(client, device, "latfarm adapt", refuse=wait and not wait_for_agent)
-        started = client.adapt(device, samples=samples, calibration=calibration, wait=False, space=space)
+        offline = _check_agents(client, device, "latfarm adapt", refuse=wait and not wait_for_agent, fmt=fmt)
+        started = client.adapt(device, samples=samples, calibration=calibration, wait=False, space=space, fmt=fmt)
         _note(offline)
         if not wait:
             progress, stop = adapt_command(device, space, "--status"), adapt_command(device, space, "--cancel")

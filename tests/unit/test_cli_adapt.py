@@ -224,3 +224,16 @@ def test_calibrate_is_checked_before_any_request_and_queued_with_the_samples(liv
     with server.state.sessions() as session:
         assert session.query(Adaptation).one().calibration == 10
         assert session.query(Job).count() == 14
+
+
+def test_format_queues_the_adaptations_archs_in_that_model_format(live_api):
+    """``--format tflite`` (what a LiteRT device's agents run) reaches every job of the adaptation; another value is
+    a usage error before any request."""
+    url, server = live_api
+    add_device_live(server)
+    started = _invoke(url, "adapt", "gpu-b2", "--samples", "3", "--format", "tflite", "--no-wait")
+    assert started.exit_code == 0, started.output
+    with server.state.sessions() as session:
+        assert [job.format for job in session.query(Job)] == ["tflite"] * 3
+    refused = CliRunner().invoke(app, ["adapt", "gpu-b2", "--format", "pb", "--server", "http://127.0.0.1:9"])
+    assert refused.exit_code == 2 and "must be one of onnx, tflite, got 'pb'" in refused.output
