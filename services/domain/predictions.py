@@ -209,9 +209,10 @@ def measured_latencies(
             imported[index] = Measured(latency_ms, std_ms, dataset or "imported")
         else:
             (unstable if flagged else agent)[index] = Measured(agent_ms, std_ms, "agent", flagged, statistic)
-        if keep:
+        if unchosen and keep:
             kept.add(index)
-    return {index: measured for index, measured in (unstable | imported | agent).items() if index in kept}
+    merged = unstable | imported | agent
+    return {index: measured for index, measured in merged.items() if index in kept} if unchosen else merged
 
 
 @cache
