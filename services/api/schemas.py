@@ -387,10 +387,8 @@ class JobProgress(BaseModel):
         0, description="How many of its jobs' archs were drawn uniformly at random (they calibrate adaptations)."
     )
     protocol: dict = Field(default_factory=dict, description="The request's protocol; {} = the agents' options.")
-    conditions: dict = Field(
-        default_factory=dict,
-        description="What its jobs are measured under (space, resolution, classes, batch_size, "
-        "precision, graph): the device's defaults with the request's overrides.",
+    conditions: ConditionsOut = Field(
+        description="What its jobs are measured under: the device's defaults with the request's overrides."
     )
     items: list[JobItem] | None = None
 

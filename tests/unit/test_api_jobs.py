@@ -135,7 +135,7 @@ def test_conditions_are_the_devices_with_the_requests_overrides(api, keys):
     }
     for batch_id, conditions in expected.items():
         shown = api.get(f"/v1/jobs/{batch_id}", headers=keys["client"]).json()
-        assert shown["conditions"] == conditions
+        assert shown["conditions"] == {"key": Conditions.from_dict(conditions).key, **conditions}  # as predict's
         with api.app.state.sessions() as session:
             assert session.get(JobBatch, batch_id).conditions == conditions
 

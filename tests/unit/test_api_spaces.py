@@ -25,6 +25,7 @@ def test_fbnet_jobs_take_strings_and_index_lists_at_the_spaces_default_variant(a
     assert response.json()["jobs"] == 2
     batch = api.get(f"/v1/jobs/{response.json()['id']}", params={"items": True}, headers=keys["client"]).json()
     assert batch["conditions"] == {
+        "key": "fbnet/32px/100cls/b1/fp32/reference",
         "space": "fbnet",
         "resolution": 32,
         "classes": 100,
@@ -56,7 +57,7 @@ def test_fbnet_jobs_take_positions_in_helps_reference_set(api, keys):
         found = api.get("/v1/measurements", params={"space": "fbnet", "arch": value}, headers=ADMIN)
         assert found.status_code == 200 and found.json()["items"] == []  # queued, not measured: the filter runs
     beyond = api.get("/v1/measurements", params={"space": "fbnet", "arch": "5000"}, headers=ADMIN)
-    assert beyond.status_code == 200 and beyond.json()["items"] == []  # a filter: a position of no arch matches none
+    assert beyond.status_code == 422 and "arch" in beyond.json()["message"]  # no arch has it: refused, as predict does
 
 
 def test_fbnet_jobs_take_the_imagenet_variant_and_nb201_jobs_keep_nb201_indices(api, keys):
