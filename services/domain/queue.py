@@ -181,13 +181,14 @@ def batch_progress(session: Session, batch_id: str) -> dict | None:
     )
     device_name = session.scalar(select(Device.name).where(Device.id == batch.device_id))
     by_state = {state.value: counts.get(state, 0) for state in JobState}
+    conditions = Conditions.from_dict(batch.conditions)
     return {
         "id": batch.id,
         "device": device_name,
         "space": batch.space,
         "format": batch.format,
         "protocol": batch.protocol or {},
-        "conditions": batch.conditions,
+        "conditions": {"key": conditions.key, **conditions.to_dict()},  # as predictions show them
         "total": sum(by_state.values()),
         **by_state,
         "drawn_at_random": drawn,

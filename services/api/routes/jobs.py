@@ -17,7 +17,7 @@ from latfarm.services.store.models import Adaptation, Arch, Device, Job, JobBatc
 from ..auth import Principal, require
 from ..deps import db, get_device, request_archs
 from ..errors import named_once
-from ..schemas import ConditionsOut, JobCancelled, JobCreate, JobCreated, JobItem, JobProgress
+from ..schemas import JobCancelled, JobCreate, JobCreated, JobItem, JobProgress
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -74,7 +74,7 @@ def job_progress(
     progress = queue.batch_progress(session, batch_id)
     if progress is None:
         raise NotFound(f"unknown job batch {batch_id!r}")
-    result = _progress(batch_id, progress)
+    result = JobProgress(**{**progress, "id": batch_id})
     if items:
         rows = session.execute(
             select(
@@ -133,11 +133,4 @@ def cancel_jobs(
     session.commit()
     progress = queue.batch_progress(session, batch_id)
     assert progress is not None, "the batch was read above"
-    return JobCancelled(id=batch_id, cancelled_now=cancelled, progress=_progress(batch_id, progress))
-
-
-def _progress(batch_id: str, progress: dict) -> JobProgress:
-    """``queue.batch_progress``'s answer as the API shows it: the batch's stored conditions in full, with their key
-    (as predictions and measurements show them)."""
-    conditions = ConditionsOut.of(Conditions.from_dict(progress["conditions"]))
-    return JobProgress(**{**progress, "id": batch_id, "conditions": conditions})
+    return JobCancelled(id=batch_id, cancelled_now=cancelled, progress=JobProgress(**{**progress, "id": batch_id}))
