@@ -69,7 +69,7 @@ def test_a_batch_4_device_measures_batch_4_and_slower(server, tmp_path):
     rows_1, rows_4 = stored(server, "e2e-b1"), stored(server, "e2e-b4")
     assert set(rows_1) == set(rows_4) == set(ARCHS)
     for _, conditions, key, settings in rows_4.values():
-        assert conditions == four["conditions"] and key == "nb201/32px/10cls/b4/fp32/reference"
+        assert {"key": key, **conditions} == four["conditions"] and key == "nb201/32px/10cls/b4/fp32/reference"
         assert settings["batch_size"] == 4
     assert all(settings["batch_size"] == 1 for *_, settings in rows_1.values())
     ratios = [rows_4[arch][0] / rows_1[arch][0] for arch in ARCHS]  # fastest figures: robust to noise

@@ -203,7 +203,7 @@ def test_batch_conditions_reach_artifacts_and_rows(sessions, store):
     with sessions() as s:
         row = s.scalars(select(Measurement)).one()
         artifact = s.get(Artifact, sha)
-        assert queue.batch_progress(s, batch)["conditions"] == batch_4.to_dict()
+        assert queue.batch_progress(s, batch)["conditions"] == {"key": batch_4.key, **batch_4.to_dict()}
     assert artifact.settings["input_shape"] == [4, 3, 32, 32]
     assert (row.conditions, row.conditions_key) == (batch_4.to_dict(), "nb201/32px/10cls/b4/int8/reference")
     with pytest.raises(QueueError, match="space"), transaction(sessions) as s:
