@@ -14,7 +14,7 @@ import typer
 
 from latfarm.agents.measurement import BOUNDS, MeasureSettings
 from latfarm.agents.options import AgentOptions
-from latfarm.services.cli.options import STATISTICS_MODULE, bounded, one_of, span
+from latfarm.services.cli.options import STATISTICS_MODULE, bounded, bounded_option, one_of
 
 MEASURE = MeasureSettings()  # the agent's measurement defaults, for the help texts
 
@@ -53,11 +53,11 @@ def agent(
     ),
     state_dir: Path = typer.Option(AgentOptions.state_dir, "--state-dir", help="Credential, cache, logs."),
     name: str = typer.Option(AgentOptions.name, "--name", show_default="hostname", help="A name for this agent."),
-    threads: int = typer.Option(
+    threads: int = bounded_option(
         MEASURE.threads,
         "--threads",
-        callback=bounded(BOUNDS["threads"]),
-        help=f"Inference threads per model, {span(BOUNDS['threads'])}.",
+        BOUNDS["threads"],
+        "Inference threads per model",
     ),
     affinity: str = typer.Option(
         AgentOptions.affinity, "--affinity", show_default="not pinned", help="CPUs to pin to, e.g. '0' or '2-3'."
@@ -67,28 +67,28 @@ def agent(
         AgentOptions.cooldown_s, "--cooldown", help="Seconds to rest between batches (phones)."
     ),
     once: bool = typer.Option(AgentOptions.once, "--once", help="Exit when the queue is empty."),
-    warmup: int = typer.Option(
+    warmup: int = bounded_option(
         MEASURE.warmup_runs,
         "--warmup",
-        callback=bounded(BOUNDS["warmup_runs"]),
+        BOUNDS["warmup_runs"],
+        "Untimed runs per model per round",
         envvar="LATFARM_AGENT_WARMUP",
-        help=f"Untimed runs per model per round, {span(BOUNDS['warmup_runs'])}.",
     ),
-    runs: int | None = typer.Option(
+    runs: int | None = bounded_option(
         None,
         "--runs",
-        callback=bounded(BOUNDS["runs_per_round"]),
+        BOUNDS["runs_per_round"],
+        "Timed runs per round",
         envvar="LATFARM_AGENT_RUNS",
         show_default=str(MEASURE.runs_per_round),
-        help=f"Timed runs per round, {span(BOUNDS['runs_per_round'])}.",
     ),
-    rounds: int | None = typer.Option(
+    rounds: int | None = bounded_option(
         None,
         "--rounds",
-        callback=bounded(BOUNDS["rounds"]),
+        BOUNDS["rounds"],
+        "Interleaved rounds",
         envvar="LATFARM_AGENT_ROUNDS",
         show_default=str(MEASURE.rounds),
-        help=f"Interleaved rounds, {span(BOUNDS['rounds'])}.",
     ),
     statistic: str = typer.Option(
         MEASURE.statistic,
@@ -105,13 +105,13 @@ def agent(
         help=f"Re-measurements of a model whose round medians spread > {MEASURE.spread_threshold:.0%} (0: flag at once;"
         " saves time on noisy hosts).",
     ),
-    timeout: float | None = typer.Option(
+    timeout: float | None = bounded_option(
         None,
         "--timeout",
-        callback=bounded(BOUNDS["timeout_s"]),
+        BOUNDS["timeout_s"],
+        "Time limit per model, s",
         envvar="LATFARM_AGENT_TIMEOUT",
         show_default=f"{MEASURE.timeout_s:g}",
-        help=f"Time limit per model, s, {span(BOUNDS['timeout_s'])}.",
     ),
     provider: str = typer.Option(
         AgentOptions.provider, "--provider", show_default="CPU", help="onnxruntime execution provider."

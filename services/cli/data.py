@@ -9,13 +9,14 @@ import typer
 
 from latfarm.services.cli.errors import exit_on_error, interrupted, settings_from_env
 from latfarm.services.cli.options import (
-    CONDITIONS_MODULE,
     MODEL_FORMATS_MODULE,
     DataDir,
     DbUrl,
+    ExportFormat,
     check_graph,
     condition_option,
     one_of,
+    precision_option,
     space_option,
 )
 
@@ -113,12 +114,7 @@ def export_model(
     resolution: int = condition_option("resolution", "Input height and width, px", show_default=VARIANT),
     classes: int = condition_option("classes", "Output classes of the network's head", show_default=VARIANT),
     batch_size: int = condition_option("batch_size", "Images per inference (the input's first dimension)", 1),
-    precision: str = typer.Option(
-        "fp32",
-        "--precision",
-        callback=one_of(CONDITIONS_MODULE, "PRECISIONS"),
-        help="fp32 | fp16 | int8 (int8: ONNX only).",
-    ),
+    precision: str = precision_option(" (int8: ONNX only).", "fp32"),
     graph: str = typer.Option(
         "reference",
         "--graph",
@@ -145,9 +141,7 @@ def export_model(
 
 def export_data(
     device: str = typer.Argument(..., help="Device name."),
-    fmt: str = typer.Option(
-        "csv", "--format", callback=one_of("latfarm.services.datasets", "EXPORT_FORMATS"), help="csv | latbench"
-    ),
+    fmt: str = ExportFormat,
     out: Path = typer.Option(..., "--out", help="Output file."),
     space: str = space_option("Search space of the exported archs"),
     db: str = DbUrl,

@@ -13,11 +13,13 @@ import typer
 from latfarm.agents.runtimes import RUNTIMES
 from latfarm.services.cli.errors import interrupted
 from latfarm.services.cli.options import (
-    CONDITIONS_MODULE,
+    ExportFormat,
     WaitTimeout,
     bounded,
+    bounded_option,
     condition_option,
     one_of,
+    precision_option,
     space_option,
     span,
 )
@@ -48,13 +50,7 @@ def device_add(
         show_default=SERVERS,
         help=f"{' | '.join(RUNTIMES)}: the runtime its agents measure with.",
     ),
-    precision: str = typer.Option(
-        None,
-        "--precision",
-        callback=one_of(CONDITIONS_MODULE, "PRECISIONS"),
-        show_default=SERVERS,
-        help="fp32 | fp16 | int8: its networks' precision.",
-    ),
+    precision: str = precision_option(": its networks' precision.", show_default=SERVERS),
     batch_size: int = condition_option("batch_size", "Images per inference", show_default=SERVERS),
     resolution: int = condition_option(
         "resolution", "Input height and width of its networks, px", show_default=SERVERS
@@ -94,12 +90,8 @@ def device_enroll(
         show_default="the server's LATFARM_ENROLLMENT_TTL_H",
         help=f"Seconds the token stays valid, {span(ENROLLMENT_BOUNDS['expires_in_s'])} (a year).",
     ),
-    max_uses: int = typer.Option(
-        None,
-        "--max-uses",
-        callback=bounded(ENROLLMENT_BOUNDS["max_uses"]),
-        show_default="any number",
-        help=f"Agents it may enroll, {span(ENROLLMENT_BOUNDS['max_uses'])}.",
+    max_uses: int = bounded_option(
+        None, "--max-uses", ENROLLMENT_BOUNDS["max_uses"], "Agents it may enroll", show_default="any number"
     ),
     server: str = ServerUrl,
     key: str = ApiKey,
@@ -164,9 +156,7 @@ def results(
 
 def export_device(
     device: str = DeviceName,
-    fmt: str = typer.Option(
-        "csv", "--format", callback=one_of("latfarm.services.datasets", "EXPORT_FORMATS"), help="csv | latbench"
-    ),
+    fmt: str = ExportFormat,
     out: Path = typer.Option(..., "--out", help="Output file."),
     space: str = space_option("Search space of the exported archs"),
     server: str = ServerUrl,

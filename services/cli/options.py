@@ -30,7 +30,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES, UnknownSpace, get_space
 from latfarm.services.core.ranges import WORDS, number, out_of_range, within
-from latfarm.services.domain.conditions import RANGES
+from latfarm.services.domain.conditions import PRECISIONS, RANGES
 
 DataDir = typer.Option(
     None, "--data-dir", show_default="latfarm-data", help="Folder for the SQLite file, artifacts, keys."
@@ -66,6 +66,9 @@ def one_of(module: str, name: str) -> Callable[[str | None], str | None]:
 CONDITIONS_MODULE = "latfarm.services.domain.conditions"  # the home of --precision's values
 MODEL_FORMATS_MODULE = "latfarm.services.domain.network_export"  # the home of a model --format's values
 STATISTICS_MODULE = "latfarm.proto.v1.names"  # the home of --statistic's values
+ExportFormat = typer.Option(
+    "csv", "--format", callback=one_of("latfarm.services.datasets", "EXPORT_FORMATS"), help="csv | latbench"
+)  # export data's and export device's
 
 
 def check_graph(space: str, graph: str | None) -> None:
@@ -116,13 +119,28 @@ def span(bounds: Mapping[str, float]) -> str:
     return ", ".join(f"{WORDS[name]} {number(bound)}" for name, bound in bounds.items())
 
 
+def bounded_option(default: Any, flag: str, bounds: Mapping[str, float], help_text: str, **option: Any) -> Any:
+    """``flag`` (typer's other ``option`` settings as given), refused outside ``bounds`` (``bounded``) before the
+    command runs; the help is ``help_text`` and the range (``Timed runs per round, 1-1000.``)."""
+    return typer.Option(default, flag, callback=bounded(bounds), help=f"{help_text}, {span(bounds)}.", **option)
+
+
 def condition_option(field: str, help_text: str, default: int | None = None, show_default: str | bool = True) -> Any:
     """The option of the measurement condition ``field`` (``batch_size``: ``--batch-size``), refused outside its
     bounds (``domain.conditions.RANGES``) before the command runs; the help is ``help_text`` and the range."""
-    bounds = RANGES[field]
     flag = "--" + field.replace("_", "-")
+    return bounded_option(default, flag, RANGES[field], help_text, show_default=show_default)
+
+
+def precision_option(help_text: str = "", default: str | None = None, show_default: str | bool = True) -> Any:
+    """``--precision``, one of the conditions' precisions (``domain.conditions.PRECISIONS``) before the command runs
+    (a usage error listing them); the help lists them, then ``help_text``."""
     return typer.Option(
-        default, flag, callback=bounded(bounds), show_default=show_default, help=f"{help_text}, {span(bounds)}."
+        default,
+        "--precision",
+        callback=one_of(CONDITIONS_MODULE, "PRECISIONS"),
+        show_default=show_default,
+        help=" | ".join(PRECISIONS) + help_text,
     )
 
 

@@ -15,18 +15,18 @@ from latfarm.agents.measurement import BOUNDS as PROTOCOL
 from latfarm.agents.runtimes import AGENT_EXTRAS
 from latfarm.services.cli.errors import exit_on_error, interrupted
 from latfarm.services.cli.options import (
-    CONDITIONS_MODULE,
     MODEL_FORMATS_MODULE,
     STATISTICS_MODULE,
     Calibrate,
     Samples,
     WaitTimeout,
     bounded,
+    bounded_option,
     check_graph,
     condition_option,
     one_of,
+    precision_option,
     space_option,
-    span,
 )
 
 if TYPE_CHECKING:
@@ -165,26 +165,12 @@ def measure(
         0, "--seed", help="Seed of --random: a seed draws the same archs each run (a smaller N its first ones)."
     ),
     fmt: str = typer.Option("onnx", "--format", callback=one_of(MODEL_FORMATS_MODULE, "FORMATS"), help="onnx | tflite"),
-    rounds: int = typer.Option(
-        None,
-        "--rounds",
-        callback=bounded(PROTOCOL["rounds"]),
-        show_default=AGENTS,
-        help=f"Interleaved rounds per model, {span(PROTOCOL['rounds'])}.",
+    rounds: int = bounded_option(
+        None, "--rounds", PROTOCOL["rounds"], "Interleaved rounds per model", show_default=AGENTS
     ),
-    runs: int = typer.Option(
-        None,
-        "--runs",
-        callback=bounded(PROTOCOL["runs_per_round"]),
-        show_default=AGENTS,
-        help=f"Timed runs per round, {span(PROTOCOL['runs_per_round'])}.",
-    ),
-    warmup: int = typer.Option(
-        None,
-        "--warmup",
-        callback=bounded(PROTOCOL["warmup_runs"]),
-        show_default=AGENTS,
-        help=f"Untimed runs per model per round, {span(PROTOCOL['warmup_runs'])}.",
+    runs: int = bounded_option(None, "--runs", PROTOCOL["runs_per_round"], "Timed runs per round", show_default=AGENTS),
+    warmup: int = bounded_option(
+        None, "--warmup", PROTOCOL["warmup_runs"], "Untimed runs per model per round", show_default=AGENTS
     ),
     statistic: str = typer.Option(
         None,
@@ -194,13 +180,7 @@ def measure(
         help="Headline figure: min | median.",
     ),
     batch_size: int = condition_option("batch_size", "Images per inference", show_default=DEVICES),
-    precision: str = typer.Option(
-        None,
-        "--precision",
-        callback=one_of(CONDITIONS_MODULE, "PRECISIONS"),
-        show_default=DEVICES,
-        help="fp32 | fp16 | int8",
-    ),
+    precision: str = precision_option(show_default=DEVICES),
     graph: str = typer.Option(
         None,
         "--graph",
