@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Table, insert, literal_column, select
+from sqlalchemy import Table, insert, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
@@ -80,8 +80,13 @@ def add_rows(
     the rows' ``runs`` where the dataset keeps its runs.
 
     Core executemany with the per-import columns fixed in the statement: only arch_id, the figure (latency_ms,
-    median_ms) and runs vary per row.
+    median_ms) and runs vary per row. Imports take turns, so one that runs beside another reads what the other
+    added: on PostgreSQL by a lock held to the end of the transaction, on SQLite as every write transaction
+    (``store.db``: ``BEGIN IMMEDIATE``).
     """
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        session.execute(text("select pg_advisory_xact_lock(hashtext('latfarm-import'))"))
     present = set(
         session.scalars(
             select(Measurement.arch_id)
@@ -105,7 +110,7 @@ def add_rows(
         "created_at": utcnow(),
     }
     result = Imported(len(rows), len(latencies_ms) - len(rows))
-    if session.get_bind().dialect.name == "postgresql":
+    if postgresql:
         _copy_rows(session, fixed, rows)
         return result
     statement = insert(cast(Table, Measurement.__table__)).values(

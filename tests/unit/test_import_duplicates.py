@@ -4,6 +4,7 @@ row of under the same conditions, whatever file, format or dataset name brings i
 from __future__ import annotations
 
 import pickle
+import threading
 
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
@@ -137,3 +138,32 @@ def test_cli_round_trip_export_and_import_back_adds_nothing(help_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert csv_after.read_text() == csv_before.read_text()
     assert len(csv_after.read_text().splitlines()) == nb201.NUM_ARCHS + 1
+
+
+def test_imports_beside_each_other_take_turns(sessions, tmp_path):
+    """An import of one device's figures under another dataset name, started while the first is still open, waits
+    for it and adds nothing (PostgreSQL: the import lock; SQLite: the write turn)."""
+    data = latbench_pickle(tmp_path / "dev.pickle", n=5, seed=5)
+    table = {nb201.official_index(ops): seconds * 1000 for ops, seconds in data.items()}
+    (tmp_path / "hw.pickle").write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"dev_latency": table}}}))
+    with sessions() as session, session.begin():  # the device and archs exist: only the rows are in contention
+        datasets.ensure_device(session, "dev", datasets.LATBENCH)
+        ensure_archs(session, [nb201.to_string(ops) for ops in data])
+    second: list[datasets.Imported] = []
+
+    def import_second() -> None:
+        with sessions() as session, session.begin():
+            second.append(datasets.import_hwnasbench(session, tmp_path / "hw.pickle"))
+
+    with sessions() as first:
+        first.begin()
+        assert datasets.import_latbench(first, tmp_path / "dev.pickle", "dev") == datasets.Imported(len(data))
+        beside = threading.Thread(target=import_second)
+        beside.start()
+        beside.join(timeout=1.0)
+        assert beside.is_alive()  # waiting for the first to end
+        first.commit()
+    beside.join(timeout=30.0)
+    assert second == [datasets.Imported(0, len(data))]
+    with sessions() as session:
+        assert len(rows_of(session, "dev")) == len(data)
