@@ -43,13 +43,12 @@ def import_into_store(
     space: str = "nb201",
     devices: Sequence[str] = (),
 ) -> dict:
-    """Import one dataset in one transaction; returns ``{format, dataset, rows_added, already_present, seconds}``
-    (``already_present``: entries skipped because the device has a row of the arch under the same conditions,
-    ``rows.add_rows``).
+    """Import one dataset in one transaction; returns ``{format, dataset, rows_added, already_present, seconds}``.
 
-        ``seconds`` times the import itself, not the migration before it. ``device`` names a LatBench file's device;
-        ``devices`` picks a HELP folder's devices (default all). ``space``: the search space of a HELP folder or a
-        LatBench pickle (HW-NAS-Bench is NB201 data: another space is refused).
+    ``already_present`` counts the entries skipped because the device has a row of the arch under the same
+    conditions (``rows.add_rows``); ``seconds`` times the import itself, not the migration before it. ``device``
+    names a LatBench file's device; ``devices`` picks a HELP folder's devices (default all). ``space``: the search
+    space of a HELP folder or a LatBench pickle (HW-NAS-Bench is NB201 data: another space is refused).
     """
     from latfarm.services.store.db import transaction
 
