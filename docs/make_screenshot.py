@@ -80,7 +80,7 @@ def main() -> None:
         runtime.bootstrap()
         app = create_app(runtime)
         with transaction(app.state.sessions) as session:
-            rows = import_help(session, help_subset(args.help_dir, DEVICES, Path(tmp) / "help"), progress=False)
+            rows = import_help(session, help_subset(args.help_dir, DEVICES, Path(tmp) / "help"), progress=False).added
         print(f"imported {rows:,} measurements of {len(DEVICES)} devices")
         base, server, thread = serve(app)
         try:

@@ -45,8 +45,9 @@ def import_dataset(
     space: str = "nb201",
     devices: list[str] | None = None,
 ) -> dict:
-    """Migrate the store, import one dataset in one transaction, print and return a summary; bad input exits, and
-    so does Ctrl-C (status 130), with nothing imported."""
+    """Migrate the store, import one dataset in one transaction, print and return a summary (what was added, and
+    what was skipped as already present); bad input exits, and so does Ctrl-C (status 130), with nothing
+    imported."""
     from latfarm.services.cli.database import reachable_database
     from latfarm.services.datasets import import_into_store
 
@@ -56,7 +57,9 @@ def import_dataset(
     except KeyboardInterrupt:
         raise interrupted(f"latfarm import: interrupted; nothing was imported from {path}") from None
     added, dataset, seconds = summary["rows_added"], summary["dataset"], summary["seconds"]
-    print(f"imported {added} new measurements from {path} ({dataset}) in {seconds:.1f} s")
+    present = summary["already_present"]
+    skipped = f"; {present} already present (the device has a row of the arch under the same conditions)"
+    print(f"imported {added} new measurements from {path} ({dataset}) in {seconds:.1f} s{skipped if present else ''}")
     return summary
 
 
@@ -93,7 +96,8 @@ def import_(
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:
-    """Import a latency dataset into the store (idempotent)."""
+    """Import a latency dataset into the store (idempotent: a figure the device has under the same conditions is
+    skipped)."""
     from latfarm.services.core.config import Settings
 
     settings = settings_from_env(Settings, "latfarm import", db_url=db, data_dir=data_dir)

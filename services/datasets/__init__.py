@@ -11,7 +11,7 @@ from latfarm.services.datasets.hardware import HARDWARE, describe_device
 from latfarm.services.datasets.help import HELP, import_help
 from latfarm.services.datasets.hwnasbench import HWNASBENCH, import_hwnasbench
 from latfarm.services.datasets.latbench import LATBENCH, import_latbench
-from latfarm.services.datasets.rows import DatasetError, ensure_device
+from latfarm.services.datasets.rows import DatasetError, Imported, ensure_device
 from latfarm.services.datasets.writers import ROW_FIELDS, device_rows, export_file, to_csv, to_latbench
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "HARDWARE",
     "HELP",
     "HWNASBENCH",
+    "Imported",
     "LATBENCH",
     "ROW_FIELDS",
     "DatasetError",

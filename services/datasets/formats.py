@@ -43,11 +43,12 @@ def import_into_store(
     space: str = "nb201",
     devices: Sequence[str] = (),
 ) -> dict:
-    """Import one dataset in one transaction; returns ``{format, dataset, rows_added, seconds}``.
+    """Import one dataset in one transaction; returns ``{format, dataset, rows_added, already_present, seconds}``.
 
-    ``seconds`` times the import itself, not the migration before it. ``device`` names a LatBench file's device;
-    ``devices`` picks a HELP folder's devices (default all). ``space``: the search space of a HELP folder or a
-    LatBench pickle (HW-NAS-Bench is NB201 data: another space is refused).
+    ``already_present`` counts the entries skipped because the device has a row of the arch under the same
+    conditions (``rows.add_rows``); ``seconds`` times the import itself, not the migration before it. ``device``
+    names a LatBench file's device; ``devices`` picks a HELP folder's devices (default all). ``space``: the search
+    space of a HELP folder or a LatBench pickle (HW-NAS-Bench is NB201 data: another space is refused).
     """
     from latfarm.services.store.db import transaction
 
@@ -62,15 +63,21 @@ def import_into_store(
     try:
         with transaction(factory) as session:
             if fmt == "help":
-                added = import_help(session, Path(path), space=space, devices=devices)
+                imported = import_help(session, Path(path), space=space, devices=devices)
             elif fmt == "latbench":
-                added = import_latbench(session, Path(path), device, space=space)
+                imported = import_latbench(session, Path(path), device, space=space)
             else:
-                added = import_hwnasbench(session, Path(path))
+                imported = import_hwnasbench(session, Path(path))
     finally:
         engine.dispose()
     dataset = dataset_of(space) if fmt == "help" else FORMATS[fmt]
-    return {"format": fmt, "dataset": dataset, "rows_added": added, "seconds": time.perf_counter() - start}
+    return {
+        "format": fmt,
+        "dataset": dataset,
+        "rows_added": imported.added,
+        "already_present": imported.present,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def export_from_store(settings: Settings, device: str, fmt: str, out: Path, space: str = "nb201") -> int:

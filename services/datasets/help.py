@@ -20,7 +20,7 @@ from latfarm.predictor.help_data import read_latency_file
 from latfarm.predictor.spaces import SPACES, ArchError, SearchSpace, UnknownSpace, get_space
 from latfarm.services.core.progress import count_bar
 from latfarm.services.datasets.hardware import describe_device
-from latfarm.services.datasets.rows import DatasetError, add_rows, arch_ids_by_index, ensure_device
+from latfarm.services.datasets.rows import DatasetError, Imported, add_rows, arch_ids_by_index, ensure_device
 from latfarm.services.domain.conditions import device_conditions
 from latfarm.services.store.crud import ensure_archs
 
@@ -38,9 +38,9 @@ def import_help(
     progress: bool = True,
     space: str = nb201.SPACE,
     devices: Sequence[str] | None = None,
-) -> int:
+) -> Imported:
     """Import a HELP release folder of ``space`` (all its ``latency/<device>.pt``, or only ``devices``); returns
-    rows added.
+    rows added and entries present (``rows.add_rows``).
 
     Files are read and checked by ``predictor.help_data.read_latency_file`` (the loader ``eval transfer`` uses);
     NaN entries (not measured) are skipped. A bad file (one with no measured entry included), an unknown device or
@@ -54,7 +54,7 @@ def import_help(
     files = _latency_files(path, devices)
     arch_ids = _nb201_arch_ids(session, path) if space == nb201.SPACE else _reference_arch_ids(session, path, searched)
     dataset = dataset_of(space)
-    added = 0
+    imported = Imported()
     with count_bar(enabled=progress) as bar:
         task = bar.add_task(f"HELP {space} devices", total=len(files))
         for file in files:
@@ -69,9 +69,9 @@ def import_help(
             latencies = {arch_ids[i]: float(values[i]) for i in measured}
             described = describe_device(file.stem)
             conditions = device_conditions(described["batch_size"], described["precision"]).for_space(space)
-            added += add_rows(session, device, dataset, latencies, conditions)
+            imported += add_rows(session, device, dataset, latencies, conditions)
             bar.update(task, advance=1, description=f"HELP {space} {file.stem}")
-    return added
+    return imported
 
 
 def _latency_files(path: Path, devices: Sequence[str] | None) -> list[Path]:

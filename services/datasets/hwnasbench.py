@@ -17,6 +17,7 @@ from latfarm.predictor import nb201
 from latfarm.predictor.spaces import ArchError, get_space
 from latfarm.services.datasets.rows import (
     DatasetError,
+    Imported,
     add_rows,
     arch_ids_by_index,
     checked_ms,
@@ -29,8 +30,9 @@ HWNASBENCH = "hw-nas-bench"
 HWNAS_CIFAR10 = "cifar10"
 
 
-def import_hwnasbench(session: Session, path: Path) -> int:
-    """Import HW-NAS-Bench's pickle: every ``d['nasbench201'][dataset][<device>_latency][index]`` (ms).
+def import_hwnasbench(session: Session, path: Path) -> Imported:
+    """Import HW-NAS-Bench's pickle: every ``d['nasbench201'][dataset][<device>_latency][index]`` (ms); returns rows
+    added and entries present (``rows.add_rows``).
 
     All-or-nothing: a file without such a table, or any bad table, raises ``DatasetError`` before a row is written.
     """
@@ -53,12 +55,12 @@ def import_hwnasbench(session: Session, path: Path) -> int:
     if not tables:
         raise DatasetError(f"{path}: no '<device>_latency' table under 'nasbench201' (HW-NAS-Bench layout)")
     arch_ids = arch_ids_by_index(session, {i for indices, _ in tables.values() for i in indices})
-    added = 0
+    imported = Imported()
     for name, (indices, ms) in tables.items():
         latencies = dict(zip((arch_ids[i] for i in indices), ms, strict=True))
         device = ensure_device(session, name, HWNASBENCH)
-        added += add_rows(session, device, HWNASBENCH, latencies, conditions_of(device))
-    return added
+        imported += add_rows(session, device, HWNASBENCH, latencies, conditions_of(device))
+    return imported
 
 
 def _latency_table(values: object, where: str) -> tuple[tuple[int, ...], list[float]]:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from latfarm.predictor.spaces import ArchError, get_space
 from latfarm.services.datasets.rows import (
     DatasetError,
+    Imported,
     add_rows,
     checked_ms,
     ensure_device,
@@ -54,9 +55,9 @@ def summarised_runs(value: object, where: str) -> tuple[float, int]:
     return float(np.median(np.asarray(checked_ms(runs, where, scale=1000.0)))), int(runs.size)
 
 
-def import_latbench(session: Session, path: Path, device: str | None = None, space: str = "nb201") -> int:
+def import_latbench(session: Session, path: Path, device: str | None = None, space: str = "nb201") -> Imported:
     """Import one LatBench pickle ``{encoding tuple: seconds or runs}`` of ``space`` for ``device`` (default: the
-    file's stem).
+    file's stem); returns rows added and entries present (``rows.add_rows``).
 
     All-or-nothing: an empty dict, or any bad key or value, raises ``DatasetError`` before a row is written.
     """

@@ -2,9 +2,9 @@
 
 Imported rows are ``source=imported`` with ``dataset`` set, in milliseconds; the dataset's figure is both
 ``latency_ms`` and ``median_ms``; every row records the conditions the dataset measured under (``conditions`` and
-``conditions_key``: the reference graph, the dataset device's batch size and precision). Imports are idempotent:
-rows already present for (device, arch, dataset) are skipped, and the ``uq_measurements_dataset`` constraint backs
-that up. Missing devices are created, described from their names (``hardware.describe_device``).
+``conditions_key``: the reference graph, the dataset device's batch size and precision). An import adds no row
+for an arch the device already has a row of under the same conditions (``add_rows``); missing devices are created,
+described from their names (``hardware.describe_device``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import json
 import pickle
 import zipfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Table, insert, literal_column, select
+from sqlalchemy import Table, insert, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
@@ -33,6 +34,17 @@ from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 class DatasetError(InvalidArgument):
     """Bad dataset input or an unknown device; the message names the file, entry or device."""
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What an import did: rows ``added``, and entries skipped as ``present`` (``add_rows``' rule)."""
+
+    added: int = 0
+    present: int = 0
+
+    def __add__(self, other: Imported) -> Imported:
+        return Imported(self.added + other.added, self.present + other.present)
 
 
 def ensure_device(session: Session, name: str, dataset: str) -> Device:
@@ -57,16 +69,29 @@ def add_rows(
     latencies_ms: Mapping[int, float],
     conditions: Conditions,
     runs: Mapping[int, int] | None = None,
-) -> int:
-    """Insert ``{arch_id: ms}`` rows measured under ``conditions`` not yet stored for (device, dataset); returns how
-    many were added. ``runs`` (``{arch_id: count}``) fills the rows' ``runs`` where the dataset keeps its runs.
+) -> Imported:
+    """Insert ``{arch_id: ms}`` rows measured under ``conditions``, except for the archs the device already has a row
+    of under these conditions; returns how many were added and how many skipped as present.
+
+    The one rule of every import: a device's figure of an arch under given conditions comes in once, whatever file,
+    format or dataset name brings it (the same file again, a LatBench export of the device imported back, HELP and
+    HW-NAS-Bench both holding a device). Any row counts, from an agent or an import, quarantined too: an import
+    never adds beside what the device has, and never changes or removes a row. ``runs`` (``{arch_id: count}``) fills
+    the rows' ``runs`` where the dataset keeps its runs.
 
     Core executemany with the per-import columns fixed in the statement: only arch_id, the figure (latency_ms,
-    median_ms) and runs vary per row.
+    median_ms) and runs vary per row. Imports take turns, so one that runs beside another reads what the other
+    added: on PostgreSQL by a lock held to the end of the transaction, on SQLite as every write transaction
+    (``store.db``: ``BEGIN IMMEDIATE``).
     """
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        session.execute(text("select pg_advisory_xact_lock(hashtext('latfarm-import'))"))
     present = set(
         session.scalars(
-            select(Measurement.arch_id).where(Measurement.device_id == device.id, Measurement.dataset == dataset)
+            select(Measurement.arch_id)
+            .where(Measurement.device_id == device.id, Measurement.conditions_key == conditions.key)
+            .distinct()
         )
     )
     runs = runs or {}
@@ -84,9 +109,10 @@ def add_rows(
         "conditions_key": conditions.key,
         "created_at": utcnow(),
     }
-    if session.get_bind().dialect.name == "postgresql":
+    result = Imported(len(rows), len(latencies_ms) - len(rows))
+    if postgresql:
         _copy_rows(session, fixed, rows)
-        return len(rows)
+        return result
     statement = insert(cast(Table, Measurement.__table__)).values(
         {
             k: literal_column(f"'{v}'") if k in ("protocol", "round_medians_ms", "provenance", "conditions") else v
@@ -96,7 +122,7 @@ def add_rows(
     for start in range(0, len(rows), 10000):
         chunk = rows[start : start + 10000]
         session.execute(statement, [{"arch_id": a, "latency_ms": ms, "median_ms": ms, "runs": n} for a, ms, n in chunk])
-    return len(rows)
+    return result
 
 
 def _copy_rows(session: Session, fixed: dict, rows: list[tuple[int, float, int | None]]) -> None:

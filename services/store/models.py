@@ -236,7 +236,8 @@ class Measurement(Base):
     __tablename__ = "measurements"
     __table_args__ = (
         Index("ix_measurements_device_arch", "device_id", "arch_id"),
-        # idempotent imports: one row per (device, arch, dataset); measured rows have dataset NULL
+        # backs up imports' rule (``datasets.rows.add_rows``: one row per device, arch and conditions) for a dataset
+        # imported again; measured rows have dataset NULL
         UniqueConstraint("device_id", "arch_id", "dataset", name="uq_measurements_dataset"),
     )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

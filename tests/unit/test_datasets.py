@@ -44,7 +44,7 @@ def test_import_help(sessions, db_url, help_dir, tmp_path):
     folder = help_dir if on_sqlite else help_subset(help_dir, tmp_path, PG_HELP_DEVICES)
     devices = sorted(p.stem for p in (folder / "latency").glob("*.pt"))
     with sessions() as session, session.begin():
-        added = datasets.import_help(session, folder, progress=False)
+        added = datasets.import_help(session, folder, progress=False).added
     assert added == len(devices) * nb201.NUM_ARCHS
     if on_sqlite:
         assert len(devices) == 21
@@ -75,7 +75,7 @@ def test_import_help(sessions, db_url, help_dir, tmp_path):
                 ).one()
                 assert tuple(got) == pytest.approx((expected[index], expected[index]))
     with sessions() as session, session.begin():
-        assert datasets.import_help(session, folder, progress=False) == 0  # idempotent
+        assert datasets.import_help(session, folder, progress=False) == datasets.Imported(0, added)  # idempotent
     with sessions() as session:
         assert count(session) == added
 
@@ -99,8 +99,8 @@ def latbench_pickle(path, n=50, seed=0):
 def test_latbench_round_trip(sessions, tmp_path):
     data = latbench_pickle(tmp_path / "desktop-cpu.pickle")
     with sessions() as session, session.begin():
-        assert datasets.import_latbench(session, tmp_path / "desktop-cpu.pickle") == len(data)
-        assert datasets.import_latbench(session, tmp_path / "desktop-cpu.pickle") == 0
+        assert datasets.import_latbench(session, tmp_path / "desktop-cpu.pickle") == datasets.Imported(len(data))
+        assert datasets.import_latbench(session, tmp_path / "desktop-cpu.pickle") == datasets.Imported(0, len(data))
     with sessions() as session:
         rows = datasets.device_rows(session, "desktop-cpu")
     assert len(rows) == len(data)
@@ -122,8 +122,8 @@ def test_fbnet_latbench_round_trip(sessions, tmp_path):
     path = tmp_path / "phone.pickle"
     path.write_bytes(pickle.dumps(data))
     with sessions() as session, session.begin():
-        assert datasets.import_latbench(session, path, space="fbnet") == len(data)
-        assert datasets.import_latbench(session, path, space="fbnet") == 0
+        assert datasets.import_latbench(session, path, space="fbnet") == datasets.Imported(len(data))
+        assert datasets.import_latbench(session, path, space="fbnet") == datasets.Imported(0, len(data))
         with pytest.raises(datasets.DatasetError, match="op vector must have 6 entries, got 22"):
             datasets.import_latbench(session, path)  # NB201's layout
     with sessions() as session:
@@ -153,7 +153,7 @@ def test_latbench_named_device_and_bad_input(sessions, tmp_path):
     path = tmp_path / "x.pickle"
     path.write_bytes(pickle.dumps({(1, 2, 3, 4, 0, 1): [0.002, 0.004, 0.003]}))
     with sessions() as session, session.begin():
-        assert datasets.import_latbench(session, path, device="my-phone") == 1
+        assert datasets.import_latbench(session, path, device="my-phone") == datasets.Imported(1)
         (row,) = datasets.device_rows(session, "my-phone")
         assert (row["latency_ms"], row["median_ms"]) == pytest.approx((3.0, 3.0))
     path.write_bytes(pickle.dumps({(1, 2, 3): 0.1}))
@@ -176,10 +176,10 @@ def test_hwnasbench_import(sessions, tmp_path):
     path = tmp_path / "HW-NAS-Bench-v1_0.pickle"
     path.write_bytes(pickle.dumps(data))
     with sessions() as session, session.begin():
-        added = datasets.import_hwnasbench(session, path)
+        added = datasets.import_hwnasbench(session, path).added
     assert added == len(edgegpu) + len(raspi4) + 10
     with sessions() as session, session.begin():
-        assert datasets.import_hwnasbench(session, path) == 0
+        assert datasets.import_hwnasbench(session, path) == datasets.Imported(0, added)
     with sessions() as session:
         names = set(session.scalars(select(Device.name)))
         assert names == {"edgegpu", "raspi4", "edgegpu-ImageNet16-120"}

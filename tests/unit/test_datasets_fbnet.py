@@ -54,7 +54,7 @@ def test_import_fbnet_devices_by_position_with_their_conditions(sessions, fbnet_
     with sessions() as session, session.begin():
         added = datasets.import_help(
             session, fbnet_dir, progress=False, space="fbnet", devices=["titanx_32", "samsung_s7"]
-        )
+        ).added
     assert added == 2 * N_ARCHS
     archs = torch.load(fbnet_dir / "arch.pt")
     with sessions() as session:
@@ -79,13 +79,14 @@ def test_import_fbnet_devices_by_position_with_their_conditions(sessions, fbnet_
             assert got == pytest.approx(expected[position])
         assert {d for (d,) in session.execute(select(Measurement.dataset).distinct())} == {"help-fbnet"}
     with sessions() as session, session.begin():
-        assert datasets.import_help(session, fbnet_dir, progress=False, space="fbnet", devices=["titanx_32"]) == 0
+        again = datasets.import_help(session, fbnet_dir, progress=False, space="fbnet", devices=["titanx_32"])
+        assert again == datasets.Imported(0, N_ARCHS)
 
 
 def test_metainfo_and_arch_layouts_store_the_same_archs(sessions, fbnet_dir, tmp_path):
     with sessions() as session, session.begin():
         datasets.import_help(session, fbnet_subset(tmp_path, ("pixel3",), "metainfo.pt"), False, space="fbnet")
-        assert datasets.import_help(session, fbnet_subset(tmp_path, ("pixel3",)), False, space="fbnet") == 0
+        assert datasets.import_help(session, fbnet_subset(tmp_path, ("pixel3",)), False, space="fbnet").added == 0
     assert _counts(sessions)[0] == N_ARCHS
 
 
@@ -98,7 +99,7 @@ def test_a_folder_in_another_order_keeps_the_spaces_positions(sessions, tmp_path
     torch.save([list(shipped[4999]), outside, list(shipped[3])], tmp_path / "arch.pt")
     torch.save([1.5, 2.5, 3.5], tmp_path / "latency" / "pixel3.pt")
     with sessions() as session, session.begin():
-        assert datasets.import_help(session, tmp_path, progress=False, space="fbnet") == 3
+        assert datasets.import_help(session, tmp_path, progress=False, space="fbnet") == datasets.Imported(3)
     with sessions() as session:
         rows = session.execute(select(Arch.arch, Arch.reference_index, Measurement.latency_ms).join(Measurement)).all()
     assert sorted(rows, key=lambda row: row[2]) == [

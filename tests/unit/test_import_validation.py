@@ -85,7 +85,7 @@ def test_latbench_runs_are_summarised_by_their_median_and_counted(sessions, tmp_
     runs = np.array([0.0031, 0.0030, 0.0035])
     path.write_bytes(pickle.dumps({OTHER_OPS: [[0.0021, 0.0022], [0.0023, 0.0021]], OPS: runs, (0,) * 6: 0.004}))
     with sessions() as session, session.begin():
-        assert datasets.import_latbench(session, path) == 3
+        assert datasets.import_latbench(session, path) == datasets.Imported(3)
     with sessions() as session:
         by_arch = {
             nb201.to_string(nb201.from_official_index(r["nb201_index"])): r["latency_ms"]

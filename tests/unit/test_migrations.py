@@ -314,3 +314,62 @@ def test_replayed_upgrade_builds_the_migrated_schema(db_url, pg_admin_engine, tm
         with _pg_schema(pg_admin_engine) as recorded:
             replay_upgrade(db_url, record_upgrade(recorded))
             assert described(db_url) == described(recorded)
+
+
+def test_imported_copies_of_a_stored_figure_go_and_every_other_row_stays(db_url):
+    """0014: an imported row repeating the figure an earlier row of its device, arch and conditions has (an agent's
+    or an import's) goes, unless it is the arch's only usable copy; a differing figure, a row under other
+    conditions and every agent row stay. Its downgrade keeps the rows."""
+    one, four = "nb201/32px/10cls/b1/fp32/reference", "nb201/32px/10cls/b4/fp32/reference"
+    rows = [  # id, arch, source, dataset, ms, quarantined, conditions key
+        (1, 1, "imported", "help-nb201", 2.0, False, one),
+        (2, 1, "imported", "latbench", 2.0000000000000004, False, one),  # seconds and back: goes
+        (3, 2, "measured", None, 3.0, False, one),
+        (4, 2, "imported", "latbench", 3.0, False, one),  # an agent's figure exported and imported back: goes
+        (5, 3, "imported", "help-nb201", 4.0, False, one),
+        (6, 3, "imported", "latbench", 4.5, False, one),  # another figure: stays
+        (7, 4, "imported", "help-nb201", 5.0, True, one),
+        (8, 4, "imported", "latbench", 5.0, False, one),  # the only usable copy: stays
+        (9, 4, "imported", "hw-nas-bench", 5.0, False, one),  # a copy of 8: goes
+        (10, 5, "imported", "help-nb201", 6.0, False, one),
+        (11, 5, "imported", "latbench", 6.0, False, four),  # other conditions: stays
+        (12, 5, "measured", None, 6.0, False, one),  # an agent's row: stays
+    ]
+    upgrade(db_url, "0013")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            now = datetime.now(timezone.utc)
+            _insert_device(conn, now)
+            for arch in range(1, 6):
+                conn.execute(
+                    text("insert into archs (id, space, arch) values (:id, 'nb201', :a)"), {"id": arch, "a": f"a{arch}"}
+                )
+            for row_id, arch, source, dataset, ms, quarantined, key in rows:
+                conn.execute(
+                    text(
+                        "insert into measurements (id, device_id, arch_id, source, dataset, protocol, latency_ms,"
+                        " median_ms, round_medians_ms, unstable, quarantined, provenance, conditions,"
+                        " conditions_key, created_at) values (:id, 1, :arch, :source, :dataset, '{}', :ms, :ms, '[]',"
+                        " false, :quarantined, '{}', '{}', :key, :now)"
+                    ),
+                    {
+                        "id": row_id,
+                        "arch": arch,
+                        "source": source,
+                        "dataset": dataset,
+                        "ms": ms,
+                        "quarantined": quarantined,
+                        "key": key,
+                        "now": now,
+                    },
+                )
+        upgrade(db_url)
+        kept = [1, 3, 5, 6, 7, 8, 10, 11, 12]
+        with engine.connect() as conn:
+            assert list(conn.scalars(text("select id from measurements order by id"))) == kept
+        _downgrade(db_url, "0013")
+        with engine.connect() as conn:
+            assert list(conn.scalars(text("select id from measurements order by id"))) == kept
+    finally:
+        engine.dispose()

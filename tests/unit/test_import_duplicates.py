@@ -1,0 +1,169 @@
+"""The same figures never come in twice: an import skips, and counts as present, every arch the device already has a
+row of under the same conditions, whatever file, format or dataset name brings it (``datasets.rows.add_rows``)."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+from sqlalchemy import func, select, update
+from typer.testing import CliRunner
+
+from latfarm.predictor import nb201
+from latfarm.services import datasets
+from latfarm.services.cli import app
+from latfarm.services.domain.conditions import Conditions
+from latfarm.services.domain.predictions import conditions_of
+from latfarm.services.store.crud import device_by_name, ensure_archs
+from latfarm.services.store.models import Device, Measurement, Source
+from tests.unit.test_datasets import help_subset, latbench_pickle
+
+
+def rows_of(session, device: str) -> list[tuple]:
+    """(arch_id, source, dataset, latency_ms, quarantined, conditions_key) of every row of ``device``, by id."""
+    return session.execute(
+        select(
+            Measurement.arch_id,
+            Measurement.source,
+            Measurement.dataset,
+            Measurement.latency_ms,
+            Measurement.quarantined,
+            Measurement.conditions_key,
+        )
+        .join(Device)
+        .where(Device.name == device)
+        .order_by(Measurement.id)
+    ).all()
+
+
+def test_a_latbench_export_of_a_help_device_imports_back_as_present(sessions, help_dir, tmp_path):
+    """HELP rows are dataset help-nb201, a LatBench file's are latbench: the figures are the same ones."""
+    folder = help_subset(help_dir, tmp_path / "help", ["samsung_s7"])
+    with sessions() as session, session.begin():
+        assert datasets.import_help(session, folder, progress=False) == datasets.Imported(nb201.NUM_ARCHS)
+        exported = datasets.to_latbench(datasets.device_rows(session, "samsung_s7", own_conditions=True))
+    path = tmp_path / "another-name.pickle"
+    path.write_bytes(pickle.dumps(exported))
+    with sessions() as session:
+        before = rows_of(session, "samsung_s7")
+    with sessions() as session, session.begin():
+        assert datasets.import_latbench(session, path, "samsung_s7") == datasets.Imported(0, nb201.NUM_ARCHS)
+    with sessions() as session:
+        assert rows_of(session, "samsung_s7") == before
+
+
+def test_a_device_two_datasets_hold_gets_each_figure_once(sessions, help_dir, tmp_path):
+    """HW-NAS-Bench's pixel3 and HELP's pixel3 (whose figures originate in HW-NAS-Bench) are one device under the
+    same conditions: the second import adds only the archs the first lacked."""
+    first = {index: 1.0 + index / 1e4 for index in range(0, nb201.NUM_ARCHS, 100)}
+    path = tmp_path / "hw.pickle"
+    path.write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"pixel3_latency": first}}}))
+    folder = help_subset(help_dir, tmp_path / "help", ["pixel3"])
+    with sessions() as session, session.begin():
+        assert datasets.import_hwnasbench(session, path) == datasets.Imported(len(first))
+        help_rows = datasets.import_help(session, folder, progress=False)
+    assert help_rows == datasets.Imported(nb201.NUM_ARCHS - len(first), len(first))
+    with sessions() as session:
+        rows = rows_of(session, "pixel3")
+        by_dataset = dict(
+            session.execute(select(Measurement.dataset, func.count()).group_by(Measurement.dataset)).all()
+        )
+    assert len(rows) == len({arch_id for arch_id, *_ in rows}) == nb201.NUM_ARCHS
+    assert by_dataset == {datasets.HWNASBENCH: len(first), datasets.HELP: nb201.NUM_ARCHS - len(first)}
+    kept = {latency for _, _, dataset, latency, *_ in rows if dataset == datasets.HWNASBENCH}
+    assert kept == set(first.values())  # the first figure stays; the import changes no row
+
+
+def test_agent_rows_and_quarantined_rows_count_as_present_and_are_kept(sessions, tmp_path):
+    """An arch an agent measured under the device's conditions, or whose imported row an admin quarantined, is
+    present: the import neither adds beside it nor touches it. A row under other conditions (batch 4) is another
+    figure."""
+    data = latbench_pickle(tmp_path / "dev.pickle", n=6, seed=4)
+    archs = [nb201.to_string(ops) for ops in data]  # A, B imported first (A then quarantined); C, D agent-measured
+    (tmp_path / "first.pickle").write_bytes(pickle.dumps(dict(list(data.items())[:2])))
+    with sessions() as session, session.begin():
+        assert datasets.import_latbench(session, tmp_path / "first.pickle", "dev") == datasets.Imported(2)
+        device = device_by_name(session, "dev")
+        ids = ensure_archs(session, archs)
+        session.execute(update(Measurement).where(Measurement.arch_id == ids[archs[0]]).values(quarantined=True))
+        own, other = conditions_of(device), Conditions(batch_size=4)
+        for arch, conditions in ((archs[2], own), (archs[3], other)):
+            session.add(
+                Measurement(
+                    device_id=device.id,
+                    arch_id=ids[arch],
+                    source=Source.measured,
+                    latency_ms=7.0,
+                    median_ms=7.5,
+                    conditions=conditions.to_dict(),
+                    conditions_key=conditions.key,
+                )
+            )
+    with sessions() as session:
+        before = rows_of(session, "dev")
+    with sessions() as session, session.begin():
+        assert datasets.import_latbench(session, tmp_path / "dev.pickle", "dev") == datasets.Imported(3, 3)
+    with sessions() as session:
+        after = rows_of(session, "dev")
+    assert after[: len(before)] == before
+    assert {(arch_id, source, dataset, key) for arch_id, source, dataset, _, _, key in after[len(before) :]} == {
+        (ids[arch], Source.imported, datasets.LATBENCH, own.key) for arch in archs[3:]
+    }
+
+
+def test_cli_round_trip_export_and_import_back_adds_nothing(help_dir, tmp_path):
+    """``latfarm import`` a HELP device, ``export data --format latbench``, import the file back under the device:
+    nothing is added, the line says how many were already present, and the device's rows are as before."""
+    folder = help_subset(help_dir, tmp_path / "help", ["samsung_s7"])
+    store = ["--data-dir", str(tmp_path / "data")]
+    runner = CliRunner()
+    first = runner.invoke(app, ["import", str(folder), "--format", "help", *store])
+    assert first.exit_code == 0, first.output
+    assert f"imported {nb201.NUM_ARCHS} new measurements from {folder} (help-nb201)" in first.output
+    assert "already present" not in first.output
+    out = tmp_path / "s7.pickle"
+    exported = runner.invoke(app, ["export", "data", "samsung_s7", "--format", "latbench", "--out", str(out), *store])
+    assert exported.exit_code == 0, exported.output
+    csv_before = tmp_path / "before.csv"
+    result = runner.invoke(app, ["export", "data", "samsung_s7", "--format", "csv", "--out", str(csv_before), *store])
+    assert result.exit_code == 0, result.output
+    again = runner.invoke(app, ["import", str(out), "--format", "latbench", "--device", "samsung_s7", *store])
+    assert again.exit_code == 0, again.output
+    assert f"imported 0 new measurements from {out} (latbench)" in again.output
+    assert f"; {nb201.NUM_ARCHS} already present (the device has a row of the arch under the same conditions)" in (
+        again.output
+    )
+    csv_after = tmp_path / "after.csv"
+    result = runner.invoke(app, ["export", "data", "samsung_s7", "--format", "csv", "--out", str(csv_after), *store])
+    assert result.exit_code == 0, result.output
+    assert csv_after.read_text() == csv_before.read_text()
+    assert len(csv_after.read_text().splitlines()) == nb201.NUM_ARCHS + 1
+
+
+def test_imports_beside_each_other_take_turns(sessions, tmp_path):
+    """An import of one device's figures under another dataset name, started while the first is still open, waits
+    for it and adds nothing (PostgreSQL: the import lock; SQLite: the write turn)."""
+    data = latbench_pickle(tmp_path / "dev.pickle", n=5, seed=5)
+    table = {nb201.official_index(ops): seconds * 1000 for ops, seconds in data.items()}
+    (tmp_path / "hw.pickle").write_bytes(pickle.dumps({"nasbench201": {"cifar10": {"dev_latency": table}}}))
+    with sessions() as session, session.begin():  # the device and archs exist: only the rows are in contention
+        datasets.ensure_device(session, "dev", datasets.LATBENCH)
+        ensure_archs(session, [nb201.to_string(ops) for ops in data])
+    second: list[datasets.Imported] = []
+
+    def import_second() -> None:
+        with sessions() as session, session.begin():
+            second.append(datasets.import_hwnasbench(session, tmp_path / "hw.pickle"))
+
+    with sessions() as first:
+        first.begin()
+        assert datasets.import_latbench(first, tmp_path / "dev.pickle", "dev") == datasets.Imported(len(data))
+        beside = threading.Thread(target=import_second)
+        beside.start()
+        beside.join(timeout=1.0)
+        assert beside.is_alive()  # waiting for the first to end
+        first.commit()
+    beside.join(timeout=30.0)
+    assert second == [datasets.Imported(0, len(data))]
+    with sessions() as session:
+        assert len(rows_of(session, "dev")) == len(data)
