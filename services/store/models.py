@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 from latfarm.agents.runtimes import ONNXRUNTIME
 from latfarm.services.core.clock import utcnow
 from latfarm.services.core.names import new_id
+from latfarm.services.core.states import AdaptState, JobState
 
 
 class Base(DeclarativeBase):
@@ -38,32 +39,11 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
 
 
-class JobState(str, enum.Enum):
-    """A job's place in the queue."""
-
-    queued = "queued"
-    running = "running"
-    done = "done"
-    failed = "failed"
-    cancelled = "cancelled"  # never leased again; ``queue.cancel_batch``
-
-
 class Source(str, enum.Enum):
     """Where a measurement comes from."""
 
     measured = "measured"  # reported by an agent
     imported = "imported"  # loaded from a dataset (HELP, LatBench, HW-NAS-Bench)
-
-
-class AdaptState(str, enum.Enum):
-    """The stages of a device adaptation."""
-
-    measuring = "measuring"  # waiting for the K sample measurements
-    training = "training"
-    active = "active"
-    failed = "failed"
-    cancelled = "cancelled"  # its measurement batch was cancelled: never fitted, the active one stays
-    superseded = "superseded"
 
 
 class Device(Base):
