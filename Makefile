@@ -50,7 +50,7 @@ lint: $(STAMP) typecheck
 # mypy on the `latfarm` namespace as installed: build/typecheck/latfarm/* link to the repository's folders
 typecheck: $(STAMP)
 	@mkdir -p build/typecheck/latfarm
-	@for d in services agents predictor; do ln -sfn "$$PWD/$$d" build/typecheck/latfarm/$$d; done
+	@for d in services agents predictor common; do ln -sfn "$$PWD/$$d" build/typecheck/latfarm/$$d; done
 	@ln -sfn "$$PWD/proto/latfarm" build/typecheck/latfarm/proto
 	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p latfarm
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from latfarm.agents.backends import Backend, InputMismatch, LoadedModel, Unsupported, check_outputs
 from latfarm.agents.conditions import JobConditions
+from latfarm.common.ranges import number, out_of_range, within
 from latfarm.proto.v1.limits import LISTS
 from latfarm.proto.v1.names import STATISTICS
 
@@ -68,12 +69,12 @@ class MeasureSettings:
     retry_pause_s: float = 2.0  # idle before re-measuring: lets a burst of interference pass
 
     def __post_init__(self) -> None:
-        """Refuse settings the procedure cannot run (``ValueError``)."""
-        for name, least in (("warmup_runs", 0), ("runs_per_round", 1), ("rounds", 1), ("threads", 1)):
-            if getattr(self, name) < least:
-                raise ValueError(f"{name} must be {least} or more, not {getattr(self, name)}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be above 0, not {self.timeout_s:g}")
+        """Refuse settings the procedure cannot run (``ValueError``): below the lower of their ``BOUNDS``. The
+        upper bounds are the wire's and the options' limits, not the procedure's."""
+        for name, bounds in BOUNDS.items():
+            lower = {bound: value for bound, value in bounds.items() if bound in ("ge", "gt")}
+            if not within(value := getattr(self, name), lower):
+                raise ValueError(f"{name} {out_of_range(number(value), lower)}")
         if self.statistic not in STATISTICS:
             raise ValueError(f"unknown statistic {self.statistic!r}: use one of {', '.join(STATISTICS)}")
 

@@ -17,13 +17,16 @@ variances. Fits (``FITS``, ``--fits``; each row is criterion+fit): ``full``, ``P
 ``half_jackknife`` and ``median``, the means of the K leave-one-out fits (all, half-and-half with the full fit's,
 the median with it); ``drop*``, the fit without the sample whose removal changes the predicted ranking most
 (influence, 1 - Spearman of the full and leave-one-out predictions) when that exceeds a threshold (and a ratio to
-the next). Pretraining is ``predictor_loo``'s (cached by data hash: pass its ``--cache``).
+the next). Pretraining is ``predictor_loo``'s (cached by data hash: pass its ``--cache``). Without ``--criteria`` it
+runs ``DEFAULT_CRITERIA``: the shipped ``variance`` and the four docs/predictor-experiments.md compares it with under
+"Sample selection criteria".
 
     .venv/bin/python bench/selection_criteria.py --trials 3 --cache build/loo-cache
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable
@@ -345,6 +348,9 @@ CRITERIA: dict[str, Callable[[Predictor, int, int, object], list[int]]] = {
 }
 
 
+DEFAULT_CRITERIA = ("variance", "info", "mixture", "transductive", "connected")
+
+
 def splits(lat: dict, split: str):
     """(pretraining devices, held-out devices) of every pretraining the split needs."""
     if split == "help":
@@ -358,20 +364,46 @@ def splits(lat: dict, split: str):
         yield {d: v for d, v in lat.items() if (family(d) != family(name) if split == "family" else d != name)}, [name]
 
 
-def main() -> None:
+def names_of(known, text: str) -> list[str]:
+    """``--criteria``, ``--splits``, ``--fits``: comma-separated names of ``known``; an unknown one is a usage error."""
+    names = text.split(",")
+    if unknown := [name for name in names if name not in known]:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(map(repr, unknown))}: use names of {', '.join(known)}")
+    return names
+
+
+def parser() -> argparse.ArgumentParser:
+    """The transfer benches' options and this bench's."""
     ap = transfer_parser(__doc__)
-    ap.add_argument("--criteria", default=",".join(CRITERIA), help=f"comma-separated, of {', '.join(CRITERIA)}")
-    ap.add_argument("--splits", default=",".join(SPLITS), help=f"comma-separated, of {', '.join(SPLITS)}")
+    ap.add_argument(
+        "--criteria",
+        type=partial(names_of, CRITERIA),
+        default=list(DEFAULT_CRITERIA),
+        help=f"comma-separated, of {', '.join(CRITERIA)} [the shipped one and the docs' baselines: "
+        f"{','.join(DEFAULT_CRITERIA)}]",
+    )
+    ap.add_argument(
+        "--splits",
+        type=partial(names_of, SPLITS),
+        default=list(SPLITS),
+        help=f"comma-separated, of {', '.join(SPLITS)}",
+    )
     ap.add_argument("--cache", type=Path, default=None, help="pretrained-model cache [~/.cache/latfarm/predictor]")
     ap.add_argument("--json", type=Path, default=None, help="write the per-device scores here")
-    ap.add_argument("--fits", default="full", help=f"comma-separated, of {', '.join(FITS)}")
-    args = ap.parse_args()
+    ap.add_argument(
+        "--fits", type=partial(names_of, FITS), default=["full"], help=f"comma-separated, of {', '.join(FITS)}"
+    )
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     lat = load_help(args.data)
     samples = args.samples
-    names = [c if f == "full" else f"{c}+{f}" for c in args.criteria.split(",") for f in args.fits.split(",")]
+    names = [c if f == "full" else f"{c}+{f}" for c in args.criteria for f in args.fits]
     started = time.perf_counter()
     result: dict = {}
-    for split in args.splits.split(","):
+    for split in args.splits:
         per: dict = {n: {str(k): {} for k in samples} for n in names}
         for keep, held in splits(lat, split):
             predictor = cached_pretrain(keep, seed=args.seed, epochs=DEFAULT_EPOCHS, cache_dir=args.cache)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from latfarm.common.ranges import out_of_range
 from latfarm.predictor.calibration import check_calibration_archs
 from latfarm.predictor.help_data import available_devices, data_hash, load_help
 from latfarm.predictor.model import Predictor
@@ -177,6 +178,16 @@ def json_safe(value: object) -> object:
     return value
 
 
+def check_runs(samples: Sequence[int], trials: int) -> None:
+    """Refuse no K, a K under 1 and no trial (``TransferInputError``, in ``common.ranges``' wording)."""
+    if not samples:
+        raise TransferInputError("need at least one K (--samples)")
+    if (least := min(samples)) < 1:
+        raise TransferInputError(f"--samples: each K {out_of_range(least, {'ge': 1})}")
+    if trials < 1:
+        raise TransferInputError(f"--trials {out_of_range(trials, {'ge': 1})}")
+
+
 def eval_transfer(
     latencies: dict[str, np.ndarray],
     train: Sequence[str],
@@ -198,8 +209,8 @@ def eval_transfer(
 
     ``reference`` (FBNet: the dataset's archs [n, 22] by position): the latencies are of these archs and the
     FBNet predictor is pretrained and scored on them; None = NB201 by official index.
-    Raises ``TransferInputError`` for unknown or overlapping devices, no K >= 1, no trial or an R
-    ``check_calibration_archs`` refuses.
+    Raises ``TransferInputError`` for unknown or overlapping devices, K values or trials ``check_runs`` refuses or
+    an R ``check_calibration_archs`` refuses.
     """
     missing = [d for d in [*train, *test] if d not in latencies]
     if missing:
@@ -207,8 +218,7 @@ def eval_transfer(
     overlap = sorted(set(train) & set(test))
     if overlap:
         raise TransferInputError(f"devices in both --train and --test: {overlap}")
-    if not samples or min(samples) < 1 or trials < 1:
-        raise TransferInputError("need at least one K >= 1 (--samples) and at least one trial (--trials)")
+    check_runs(samples, trials)
     try:
         check_calibration_archs(calibration)
     except ValueError as err:
@@ -273,8 +283,7 @@ def eval_transfer_cli(
     from rich.console import Console
     from rich.table import Table
 
-    if trials < 1:
-        raise TransferInputError(f"--trials must be >= 1, got {trials}")
+    check_runs(samples, trials)
     if space not in ("nb201", "fbnet"):
         raise TransferInputError(f"--space must be nb201 or fbnet, got {space!r}")
     try:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from latfarm.common.ranges import out_of_range
+
 MIN_LATENCY_MS = 1e-4
 MAX_LATENCY_MS = 1e7
-RULE = f"latencies must be positive, finite ms in [{MIN_LATENCY_MS:g}, {MAX_LATENCY_MS:g}]"
+BOUNDS = {"ge": MIN_LATENCY_MS, "le": MAX_LATENCY_MS}  # in ms
 
 
 def checked_latencies(values: object, where: str, *, allow_nan: bool = False, to_ms: float = 1.0) -> np.ndarray:
     """``values`` as a float64 array of shape (n,) in the caller's unit, checked against the rule once multiplied
     by ``to_ms`` (the caller's unit in ms: 1000 for seconds).
 
-    Raises ``ValueError`` naming ``where`` and the first bad entry (``"<where>: entry 3 is 0.0; <RULE>"``), or that
-    the values are not a flat sequence of numbers.
+    Raises ``ValueError`` naming ``where`` and the first bad entry in ms (``"<where>: entry 3 must be between
+    0.0001 ms and 10000000 ms, got 0 ms"``), or that the values are not a flat sequence of numbers.
     """
     try:
         array = np.asarray(values, dtype=np.float64)
@@ -34,5 +36,6 @@ def checked_latencies(values: object, where: str, *, allow_nan: bool = False, to
     if allow_nan:
         ok |= np.isnan(array)
     if (bad := np.flatnonzero(~ok)).size:
-        raise ValueError(f"{where}: entry {bad[0]} is {float(array[bad[0]])!r}; {RULE}")
+        got = f"{float(array[bad[0]]) * to_ms:g} ms"
+        raise ValueError(f"{where}: entry {bad[0]} {out_of_range(got, BOUNDS, 'ms')}")
     return array

@@ -25,10 +25,10 @@ import httpx
 
 from latfarm.services.core.errors import LatfarmError
 from latfarm.services.core.names import ID_RULE, is_device_name, is_id, refusal
+from latfarm.services.core.states import AdaptState, JobState
 
 RETRY_STATUSES = frozenset({502, 503, 504})
-DONE_STATES = ("active", "failed", "cancelled")
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled")  # a batch's counts (GET /v1/jobs/{id})
+DONE_STATES = (AdaptState.active, AdaptState.failed, AdaptState.cancelled)  # an adaptation waited for has ended
 # Who may start or cancel a device's adaptation (it changes what the device serves).
 ADAPT_KEYS = "adapting a device's predictor takes its owner's key (scope owner) or an admin key"
 
@@ -272,7 +272,7 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             batches = [self.job(batch_id) for batch_id in batch_ids]
-            progress = {state: sum(b.get(state, 0) for b in batches) for state in JOB_STATES}
+            progress = {state.value: sum(b.get(state.value, 0) for b in batches) for state in JobState}
             if on_progress:
                 on_progress(progress)
             pending = progress["queued"] + progress["running"]

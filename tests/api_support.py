@@ -82,6 +82,21 @@ def add_device(api, name: str = "dev1", **fields) -> dict:
     return response.json()
 
 
+def refusal(api, method: str, path: str, given: dict) -> dict:
+    """The answer to an admin's ``given`` (a POST's JSON body, a GET's query) at ``path``, which must be a 422."""
+    sent = {"json": given} if method == "post" else {"params": given}
+    response = getattr(api, method)(path, headers=ADMIN, **sent)
+    assert response.status_code == 422, (path, given, response.text)
+    return response.json()
+
+
+def devices_and_jobs(api) -> tuple[list[str], int]:
+    """The names of the stored devices and the number of jobs (what a refused request must leave as it was)."""
+    names = [device["name"] for device in api.get("/v1/devices", headers=ADMIN).json()]
+    with api.app.state.sessions() as session:
+        return names, session.query(Job).count()
+
+
 def add_measurements(
     api,
     device: str,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from fastapi import Request
 
-from latfarm.services.core.ranges import out_of_range
+from latfarm.common.ranges import out_of_range
 
 # pydantic's error types for a number outside its bounds, and the bound each one reports (its ``ctx`` key)
 BOUND_ERRORS = {"greater_than_equal": "ge", "greater_than": "gt", "less_than_equal": "le", "less_than": "lt"}
@@ -73,7 +73,7 @@ def _bounds(schema: dict) -> dict[str, float | None]:
 
 def range_message(request: Request, error: dict, got: str) -> str | None:
     """``must be between 1 and 1000, got 0`` for a number outside its bounds (both ends, from the documented
-    schema, with pydantic's own bound as the fallback; ``core.ranges``' wording); None for any other error."""
+    schema, with pydantic's own bound as the fallback; ``common.ranges``' wording); None for any other error."""
     reported = BOUND_ERRORS.get(error["type"])
     if reported is None:
         return None

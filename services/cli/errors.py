@@ -41,8 +41,8 @@ def settings_from_env(cls: type[S], prefix: str, **overrides: Any) -> S:
     (the first such variable) and exits with status 1."""
     from pydantic import ValidationError
 
+    from latfarm.common.ranges import out_of_range
     from latfarm.services.core.config import env_name
-    from latfarm.services.core.ranges import out_of_range
 
     try:
         return cls.from_env(**overrides)

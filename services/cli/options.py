@@ -10,7 +10,7 @@ optional), in the usage line and the arguments panel, and each paragraph of a co
 paragraph.
 
 A number with bounds is checked by ``bounded`` (or ``setting_bounds``, ``condition_option``) against the bounds'
-one home, the same the server applies, and refused as a usage error in the API's wording (``core.ranges``).
+one home, the same the server applies, and refused as a usage error in the API's wording (``common.ranges``).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from typer._click import Context, HelpFormatter, Parameter
 from typer._click.exceptions import NoSuchOption, UsageError
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from latfarm.common.ranges import WORDS, number, out_of_range, within
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES, UnknownSpace, get_space
-from latfarm.services.core.ranges import WORDS, number, out_of_range, within
 from latfarm.services.domain.conditions import PRECISIONS, RANGES
 
 DataDir = typer.Option(

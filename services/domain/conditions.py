@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from latfarm.common.ranges import out_of_range, within
 from latfarm.predictor.spaces import SPACES as REGISTERED
 from latfarm.predictor.spaces import SearchSpace
 from latfarm.services.core.errors import InvalidArgument
-from latfarm.services.core.ranges import out_of_range, within
 
 PRECISIONS = ("fp32", "fp16", "int8")
 SPACES = tuple(REGISTERED)

@@ -29,7 +29,7 @@ from functools import cache, lru_cache
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import func, select, true
+from sqlalchemy import func, select
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -175,18 +175,19 @@ def measured_latencies(
     a job drawn at random (``Job.drawn_at_random``), each still with the latency above over all its rows."""
     statistic = device_statistic(session, device_id, conditions_key)
     key = Arch.reference_index if keyed_by_position(space_of(conditions_key)) else Arch.arch
-    no_one_chose = (Measurement.source == Source.imported) | Job.drawn_at_random if unchosen else true()
+    columns = [
+        key,
+        Measurement.source,
+        Measurement.dataset,
+        Measurement.latency_ms,
+        agent_latency(statistic),
+        Measurement.std_ms,
+        Measurement.unstable,
+    ]
+    if unchosen:
+        columns.append(((Measurement.source == Source.imported) | Job.drawn_at_random).label("no_one_chose"))
     query = (
-        select(
-            key,
-            Measurement.source,
-            Measurement.dataset,
-            Measurement.latency_ms,
-            agent_latency(statistic),
-            Measurement.std_ms,
-            Measurement.unstable,
-            no_one_chose,
-        )
+        select(*columns)
         .join(Arch, Arch.id == Measurement.arch_id)
         .where(
             Measurement.device_id == device_id,
@@ -204,12 +205,13 @@ def measured_latencies(
     imported: dict[ArchKey, Measured] = {}
     unstable: dict[ArchKey, Measured] = {}
     kept: set[ArchKey] = set()
-    for index, source, dataset, latency_ms, agent_ms, std_ms, flagged, keep in session.execute(query):
+    for row in session.execute(query):
+        index, source, dataset, latency_ms, agent_ms, std_ms, flagged = row[:7]
         if source == Source.imported:
             imported[index] = Measured(latency_ms, std_ms, dataset or "imported")
         else:
             (unstable if flagged else agent)[index] = Measured(agent_ms, std_ms, "agent", flagged, statistic)
-        if unchosen and keep:
+        if unchosen and row.no_one_chose:
             kept.add(index)
     merged = unstable | imported | agent
     return {index: measured for index, measured in merged.items() if index in kept} if unchosen else merged

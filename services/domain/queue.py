@@ -434,6 +434,11 @@ def assign_artifact(session: Session, model: PendingExport, sha256: str) -> set[
     return {device_id for _, device_id in marked}
 
 
+# The holder of a named job, as a filter on rows found by primary key: compared by IS NOT DISTINCT FROM (the same
+# answer, an agent id is never NULL), which no index serves. With ``lease_owner = ...`` PostgreSQL may take
+# ``ix_jobs_holder`` (its statistics taken while the jobs were queued say the agent holds none) and read every job the
+# agent ever held.
+_HELD_BY_CALLER = Job.lease_owner.is_not_distinct_from(bindparam("agent_id", type_=Job.lease_owner.type))
 # the statements ``heartbeat`` runs, built once: lock the named jobs the agent holds (``_lock_held`` too), renew
 # their leases. The jobs are found by primary key, their holder a filter on those rows and their state checked after:
 # with a condition on ``state`` PostgreSQL may take a state index (its statistics taken while the jobs were queued
@@ -441,7 +446,7 @@ def assign_artifact(session: Session, model: PendingExport, sha256: str) -> set[
 # another agent holds is neither locked nor waited for (an agent naming a stale id never stalls its holder).
 _NAMED = (
     select(Job.id, Job.lease_expires_at, Job.state)
-    .where(Job.id.in_(bindparam("ids", expanding=True)), Job.lease_owner == bindparam("agent_id"))
+    .where(Job.id.in_(bindparam("ids", expanding=True)), _HELD_BY_CALLER)
     .order_by(Job.id)
     .with_for_update()
 )
@@ -502,7 +507,7 @@ _LOCK_REPORTED = (
         *REPORTED_JOB,
         select(Agent.device_id).where(Agent.id == bindparam("agent_id")).scalar_subquery().label("agent_device"),
     )
-    .where(Job.id.in_(bindparam("ids", expanding=True)), Job.lease_owner == bindparam("agent_id"))
+    .where(Job.id.in_(bindparam("ids", expanding=True)), _HELD_BY_CALLER)
     .order_by(Job.id)
     .with_for_update(of=Job)
 )
@@ -740,7 +745,7 @@ def waiting_for_agent(session: Session, online_since: datetime) -> int:
     return session.scalar(query) or 0
 
 
-# the jobs on an agent's lease, by ``ix_jobs_held``: no condition on the state, which statistics taken while the jobs
+# the jobs on an agent's lease, by ``ix_jobs_holder``: no condition on the state, which statistics taken while the jobs
 # were queued would have PostgreSQL serve from a state index, reading every running job of the fleet (``release``
 # checks the state)
 _HELD = select(Job.id).where(Job.lease_owner == bindparam("agent_id", type_=Job.lease_owner.type), LEASED)

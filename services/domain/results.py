@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
-from latfarm.predictor.latencies import MAX_LATENCY_MS, MIN_LATENCY_MS
+from latfarm.common.ranges import out_of_range, within
+from latfarm.predictor.latencies import BOUNDS as LATENCY_BOUNDS
+from latfarm.predictor.latencies import MAX_LATENCY_MS
 from latfarm.proto.v1 import agent_pb2
 from latfarm.proto.v1.names import STATISTICS
 from latfarm.services.core.errors import InvalidArgument
-from latfarm.services.core.ranges import out_of_range, within
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.models import Source
 
@@ -68,7 +69,6 @@ class ReportedResult:
 # (0 = not sent, where the wire allows it); other times lie in [0, MAX_LATENCY_MS].
 LATENCIES = ("latency_ms", "median_ms", "mean_ms", "min_ms", "p90_ms")
 DURATIONS = ("std_ms", "round_spread", "session_create_ms", "first_inference_ms")
-LATENCY_BOUNDS = {"ge": MIN_LATENCY_MS, "le": MAX_LATENCY_MS}
 DURATION_BOUNDS = {"ge": 0, "le": MAX_LATENCY_MS}
 ORDER = (("min_ms", "median_ms"), ("median_ms", "p90_ms"), ("min_ms", "latency_ms"))  # lower <= upper when both sent
 STATS_FIELDS = frozenset(agent_pb2.Stats.DESCRIPTOR.fields_by_name)

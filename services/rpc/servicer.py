@@ -21,13 +21,13 @@ from google.protobuf import json_format
 from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from latfarm.common.ranges import number, out_of_range, within
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 from latfarm.proto.v1.limits import oversized, string_limit
 from latfarm.proto.v1.names import ERROR_CLASSES
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import InvalidArgument, NotFound
-from latfarm.services.core.ranges import out_of_range
 from latfarm.services.core.security import bearer_secret, hash_secret, new_secret
 from latfarm.services.domain import liveness, queue
 from latfarm.services.domain.conditions import Conditions
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
 MAX_WAIT_S = 60.0  # longest long-poll a request may ask for
+WAIT_BOUNDS = {"ge": 0, "lt": math.inf}  # a request's wait_seconds: a longer finite one waits MAX_WAIT_S
 PREPARE_BUDGET_S = 10.0  # export at most about this long before leasing what is ready
 AGENT_STATES = ("idle", "measuring")
 REQUEUE_EVERY_S = 1.0  # a device's leases return its lapsed jobs to the queue at most this often (per process)
@@ -196,8 +197,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         _check_sizes(request)
         if request.max_jobs < 0:
             raise InvalidArgument(f"max_jobs {out_of_range(request.max_jobs, {'ge': 0})}", field="max_jobs")
-        if not 0 <= request.wait_seconds < float("inf"):
-            raise InvalidArgument("wait_seconds must be a finite number >= 0", field="wait_seconds")
+        if not within(request.wait_seconds, WAIT_BOUNDS):
+            wait = out_of_range(number(request.wait_seconds), WAIT_BOUNDS)
+            raise InvalidArgument(f"wait_seconds {wait}", field="wait_seconds")
         _check_formats(request.formats, "formats", allow_empty=True)
         limit = self.settings.max_jobs_per_lease
         max_jobs = min(request.max_jobs or limit, limit)

@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 from latfarm.agents.runtimes import ONNXRUNTIME
 from latfarm.services.core.clock import utcnow
 from latfarm.services.core.names import new_id
+from latfarm.services.core.states import AdaptState, JobState
 
 
 class Base(DeclarativeBase):
@@ -38,32 +39,11 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
 
 
-class JobState(str, enum.Enum):
-    """A job's place in the queue."""
-
-    queued = "queued"
-    running = "running"
-    done = "done"
-    failed = "failed"
-    cancelled = "cancelled"  # never leased again; ``queue.cancel_batch``
-
-
 class Source(str, enum.Enum):
     """Where a measurement comes from."""
 
     measured = "measured"  # reported by an agent
     imported = "imported"  # loaded from a dataset (HELP, LatBench, HW-NAS-Bench)
-
-
-class AdaptState(str, enum.Enum):
-    """The stages of a device adaptation."""
-
-    measuring = "measuring"  # waiting for the K sample measurements
-    training = "training"
-    active = "active"
-    failed = "failed"
-    cancelled = "cancelled"  # its measurement batch was cancelled: never fitted, the active one stays
-    superseded = "superseded"
 
 
 class Device(Base):
@@ -188,8 +168,13 @@ class JobBatch(Base):
 # may use ``ix_jobs_ready`` (a bound state would not match the index's condition in a generic plan).
 READY = text("state = 'queued' AND artifact_sha256 IS NOT NULL")
 # A job on lease (running: every other state clears ``lease_expires_at``), spelt out as ``READY`` is: the condition
-# of ``ix_jobs_held`` and of the query it serves. Not a condition on the state, which a state index could serve.
+# of ``queue.release_all``'s read, which ``ix_jobs_holder`` serves. Not a condition on the state, which a state index
+# could serve.
 LEASED = text("lease_expires_at IS NOT NULL")
+# A job an agent held (finished jobs keep their last holder): the condition of ``ix_jobs_holder``. PostgreSQL's own
+# ``lease_owner = $1`` (the ON DELETE SET NULL of an agent's delete) implies it, so that action uses the index too.
+HELD = text("lease_owner IS NOT NULL")
+MEASURED_BY_AGENT = text("agent_id IS NOT NULL")  # ``ix_measurements_agent``'s condition: imported rows have none
 
 
 class Job(Base):
@@ -202,9 +187,9 @@ class Job(Base):
         # lease: a device's oldest jobs ready to lease (queued, model exported), ``READY`` as the lease states it
         Index("ix_jobs_ready", "device_id", "created_at", "id", postgresql_where=READY, sqlite_where=READY),
         Index("ix_jobs_expiry", "state", "lease_expires_at"),  # requeue of lapsed leases across devices
-        # an agent's jobs on lease (``queue.release_all``): finished jobs keep their last holder, so an index of every
-        # job's holder would grow with the fleet's history; this one holds the leased jobs only
-        Index("ix_jobs_held", "lease_owner", postgresql_where=LEASED, sqlite_where=LEASED),
+        # the jobs by holder: an agent's jobs on lease (``queue.release_all``, then ``lease_expires_at``) and every job
+        # it held, which deleting the agent clears
+        Index("ix_jobs_holder", "lease_owner", "lease_expires_at", postgresql_where=HELD, sqlite_where=HELD),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     batch_id: Mapped[str] = mapped_column(ForeignKey("job_batches.id", ondelete="CASCADE"), index=True)
@@ -236,6 +221,8 @@ class Measurement(Base):
     __tablename__ = "measurements"
     __table_args__ = (
         Index("ix_measurements_device_arch", "device_id", "arch_id"),
+        # an agent's measurements, which deleting the agent clears (ON DELETE SET NULL)
+        Index("ix_measurements_agent", "agent_id", postgresql_where=MEASURED_BY_AGENT, sqlite_where=MEASURED_BY_AGENT),
         # backs up imports' rule (``datasets.rows.add_rows``: one row per device, arch and conditions) for a dataset
         # imported again; measured rows have dataset NULL
         UniqueConstraint("device_id", "arch_id", "dataset", name="uq_measurements_dataset"),

@@ -468,6 +468,10 @@ def test_bad_messages_get_invalid_argument(farm):
     bad = {
         "negative max_jobs": lambda: farm.stub.LeaseJobs(agent_pb2.LeaseRequest(max_jobs=-1), metadata=md, timeout=10),
         "unknown format": lambda: farm.stub.LeaseJobs(agent_pb2.LeaseRequest(formats=["x"]), metadata=md, timeout=10),
+        "negative wait": lambda: farm.stub.LeaseJobs(agent_pb2.LeaseRequest(wait_seconds=-1), metadata=md, timeout=10),
+        "endless wait": lambda: farm.stub.LeaseJobs(
+            agent_pb2.LeaseRequest(wait_seconds=float("inf")), metadata=md, timeout=10
+        ),
         "bad sha": lambda: farm.stub.FetchArtifact(agent_pb2.FetchArtifactRequest(sha256="abc"), metadata=md),
         "bad state": lambda: farm.stub.Heartbeat(agent_pb2.HeartbeatRequest(state="asleep"), metadata=md, timeout=10),
         "zero median": lambda: farm.stub.ReportResults(
@@ -485,6 +489,8 @@ def test_bad_messages_get_invalid_argument(farm):
         code, details = code_of(call)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and details, what
     assert "max_jobs must be at least 0, got -1" in code_of(bad["negative max_jobs"])[1]  # the API's wording
+    assert "wait_seconds must be at least 0 and less than inf, got -1" in code_of(bad["negative wait"])[1]
+    assert "wait_seconds must be at least 0 and less than inf, got inf" in code_of(bad["endless wait"])[1]
     missing = agent_pb2.FetchArtifactRequest(sha256="ab" * 32)
     assert code_of(lambda: farm.stub.FetchArtifact(missing, metadata=md))[0] == grpc.StatusCode.NOT_FOUND
 

@@ -158,8 +158,10 @@ def test_job_settings_override_only_non_zero_values():
     assert MeasureSettings().override(statistic="median").statistic == "median"
     with pytest.raises(ValueError, match="unknown statistic 'mean'"):
         MeasureSettings().override(statistic="mean")
-    with pytest.raises(ValueError, match="warmup_runs must be 0 or more, not -1"):
+    with pytest.raises(ValueError, match="^warmup_runs must be at least 0, got -1$"):
         MeasureSettings(warmup_runs=-1)
+    with pytest.raises(ValueError, match="^timeout_s must be greater than 0, got 0$"):
+        MeasureSettings(timeout_s=0.0)
 
 
 def test_a_jobs_settings_apply_and_bad_ones_are_ignored_with_a_log():
@@ -172,4 +174,4 @@ def test_a_jobs_settings_apply_and_bad_ones_are_ignored_with_a_log():
     assert not logged
     assert job_settings(agent, agent_pb2.MeasureSettings(warmup_runs=-2, rounds=6), logged.append) == agent
     assert job_settings(agent, agent_pb2.MeasureSettings(statistic="mean"), logged.append) == agent
-    assert "warmup_runs must be 0 or more" in logged[0] and "unknown statistic 'mean'" in logged[1], logged
+    assert "warmup_runs must be at least 0, got -2" in logged[0] and "unknown statistic 'mean'" in logged[1], logged

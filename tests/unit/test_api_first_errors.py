@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from latfarm.services.core.names import NAME_RULE
 from latfarm.services.domain.names import MAX_LISTED
-from latfarm.services.store.models import Job
-from tests.api_support import ADMIN_KEY, add_device
+from tests.api_support import ADMIN_KEY, add_device, devices_and_jobs, refusal
 
 
 def test_a_body_without_the_json_content_type_says_to_send_json(api, keys):
@@ -81,22 +80,19 @@ PUBLIC_422 = [  # method, path, body or query, the field by its public path, its
 ]
 
 
-def test_422s_name_the_field_by_its_public_path_in_words(api, keys):
+def test_422s_name_the_field_by_its_public_path_in_words(api):
     """No pydantic internals (union member tags, validator names, 'Value error,'), no regular expressions, no
     ``body`` for a field the body has: the field as the client wrote it and what it must be."""
     add_device(api, "dev1")
     for method, path, given, field, message in PUBLIC_422:
-        sent = {"json": given} if method == "post" else {"params": given}
-        response = getattr(api, method)(path, headers=keys["admin"], **sent)
-        assert response.status_code == 422, (path, response.text)
-        body = response.json()
+        body = refusal(api, method, path, given)
         assert [e["field"] for e in body["errors"]] == [field], (path, body)
         assert message in body["errors"][0]["message"] and body["message"].startswith(f"{field}: "), (path, body)
         named = body["errors"][0]["message"]
         assert not named.startswith((f"{field}: ", f"{field} ")), (path, body)  # named once, by "field"
         for internal in ("function-", "whole_number", "Value error", "(?:", "[0-9]", "list[", ".str"):
             assert internal not in body["message"], (path, internal, body["message"])
-    assert [d["name"] for d in api.get("/v1/devices", headers=keys["admin"]).json()] == ["dev1"]  # nothing stored
+    assert devices_and_jobs(api) == (["dev1"], 0)  # nothing stored
 
 
 SPACE_AND_CONDITION_422 = [  # path, body, the field by its public path, its message
@@ -115,22 +111,19 @@ SPACE_AND_CONDITION_422 = [  # path, body, the field by its public path, its mes
 ]
 
 
-def test_a_bad_space_or_job_condition_is_named_by_its_path_in_the_request(api, keys):
+def test_a_bad_space_or_job_condition_is_named_by_its_path_in_the_request(api):
     """Every route names an unknown ``space`` as ``space``, and a job's bad condition as ``conditions.<name>``
     (where the request has it), with nothing queued."""
     add_device(api, "dev1")
     for path, given, field, message in SPACE_AND_CONDITION_422:
-        response = api.post(path, json=given, headers=keys["admin"])
-        assert response.status_code == 422, (path, response.text)
-        body = response.json()
+        body = refusal(api, "post", path, given)
         assert body.get("field") == field and body["message"].startswith(f"{field}: "), (path, body)
         assert not body["message"].startswith(f"{field}: {field.split('.')[-1]} "), (path, body)  # named once
         assert message in body["message"], (path, body)
-    with api.app.state.sessions() as session:
-        assert session.query(Job).count() == 0
+    assert devices_and_jobs(api) == (["dev1"], 0)
 
 
-def test_an_arch_string_of_another_space_names_that_space(api, keys):
+def test_an_arch_string_of_another_space_names_that_space(api):
     from latfarm.predictor.spaces import get_space
 
     add_device(api, "dev1")
@@ -140,11 +133,8 @@ def test_an_arch_string_of_another_space_names_that_space(api, keys):
         ("/v1/rank", "fbnet", nb201, "nb201"),
         ("/v1/jobs", "nb201", fbnet, "fbnet"),
     ]:
-        response = api.post(route, json={"device": "dev1", "space": space, "archs": [0, given]}, headers=keys["admin"])
-        assert response.status_code == 422, response.text
-        message = response.json()["message"]
+        message = refusal(api, "post", route, {"device": "dev1", "space": space, "archs": [0, given]})["message"]
         assert message.startswith(f"archs[1]: {space}: ") and message.endswith(f"; it is an arch of space {other}")
-    bad = api.post("/v1/predict", json={"device": "dev1", "archs": ["foo"]}, headers=keys["admin"])
-    assert "it is an arch" not in bad.json()["message"]  # no hint for a string of no space
-    with api.app.state.sessions() as session:
-        assert session.query(Job).count() == 0
+    bad = refusal(api, "post", "/v1/predict", {"device": "dev1", "archs": ["foo"]})
+    assert "it is an arch" not in bad["message"]  # no hint for a string of no space
+    assert devices_and_jobs(api) == (["dev1"], 0)

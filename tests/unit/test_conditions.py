@@ -40,7 +40,7 @@ def test_bad_conditions_name_the_field(overrides, field):
 
 
 def test_a_number_outside_its_bounds_is_refused_in_the_apis_words():
-    """``core.ranges``' one wording: the API's 422s, the domain's checks and the command line say it alike."""
+    """``common.ranges``' one wording: the API's 422s, the domain's checks and the command line say it alike."""
     with pytest.raises(InvalidArgument, match=r"^batch_size must be between 1 and 1024, got 2000$"):
         Conditions().merged({"batch_size": 2000})
     with pytest.raises(InvalidArgument, match=r"^resolution must be between 8 and 1024, got 4$"):
@@ -48,7 +48,7 @@ def test_a_number_outside_its_bounds_is_refused_in_the_apis_words():
 
 
 def test_the_wording_states_every_bound_given():
-    from latfarm.services.core.ranges import out_of_range, within
+    from latfarm.common.ranges import out_of_range, within
 
     assert out_of_range(0, {"ge": 1, "le": 1000}) == "must be between 1 and 1000, got 0"
     assert out_of_range(0, {"gt": 0, "le": 3600.0}) == "must be greater than 0 and at most 3600, got 0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -111,22 +112,25 @@ def test_zero_latency_is_refused_by_importers_and_the_predictor_alike(tmp_path):
 
     path = tmp_path / "phone.pickle"
     path.write_bytes(pickle.dumps({OPS: 0.002, (0,) * 6: 0.0}))
-    assert_refused(tmp_path, path, "latbench", "entry 0 is 0.0; latencies must be positive, finite ms in")
-    with pytest.raises(ValueError, match="entry 1 is 0.0; latencies must be positive, finite ms"):
+    rule = "must be between 0.0001 ms and 10000000 ms, got 0 ms"
+    assert_refused(tmp_path, path, "latbench", f"entry 0 {rule}")
+    with pytest.raises(ValueError, match=f"entry 1 {rule}"):
         Predictor.load().adapt([3, 4], [1.0, 0.0])
 
 
 @pytest.mark.parametrize("seconds", [1e300, 1e5, 1e-11])
 def test_implausible_latencies_are_refused_by_the_agents_bounds(tmp_path, seconds):
     """An importer holds a latency to the bounds an agent's report is held to (``predictor.latencies``), in ms."""
-    from latfarm.predictor.latencies import MAX_LATENCY_MS, MIN_LATENCY_MS, RULE
+    from latfarm.common.ranges import out_of_range
+    from latfarm.predictor.latencies import BOUNDS, MAX_LATENCY_MS, MIN_LATENCY_MS
     from latfarm.predictor.model import Predictor
 
     assert not MIN_LATENCY_MS <= seconds * 1000 <= MAX_LATENCY_MS
     path = tmp_path / "phone.pickle"
     path.write_bytes(pickle.dumps({OPS: 0.002, (0,) * 6: seconds}))
-    assert_refused(tmp_path, path, "latbench", f"entry 0 is {seconds!r}; {RULE}")
-    with pytest.raises(ValueError, match="entry 1 is"):
+    rule = out_of_range(f"{seconds * 1000:g} ms", BOUNDS, "ms")  # in ms, as the rule is
+    assert_refused(tmp_path, path, "latbench", f"entry 0 {rule}")
+    with pytest.raises(ValueError, match=re.escape(f"entry 1 {rule}")):
         Predictor.load().adapt([3, 4], [1.0, seconds * 1000])
 
 
@@ -242,6 +246,11 @@ def test_help_nan_gaps_and_numpy_files_load_alike_in_import_and_eval(tmp_path, s
 
 
 # --- the fuzz-style test: malformed files through `latfarm import` ----------------------------------------------
+def beyond(entry: int, ms: str) -> str:
+    """How the latency rule refuses entry ``entry`` of ``ms`` milliseconds (a file's seconds converted)."""
+    return f"entry {entry} must be between 0.0001 ms and 10000000 ms, got {ms} ms"
+
+
 LATBENCH_CASES = {
     "not a pickle": (b"\x00garbage", "not a pickle file"),
     "a list": ([1, 2], "expected a dict"),
@@ -258,11 +267,11 @@ LATBENCH_CASES = {
     "bool array": ({OPS: np.array([True, True])}, "expected seconds or a list of runs"),
     "bytes": ({OPS: b"\x00"}, "expected seconds or a list of runs"),
     "complex": ({OPS: 0.002 + 1j}, "expected seconds or a list of runs"),
-    "none": ({OPS: None}, "entry 0 is nan"),
-    "nan": ({OPS: math.nan}, "entry 0 is nan"),
-    "inf run": ({OPS: [0.001, math.inf]}, "entry 1 is inf"),
-    "negative": ({OPS: -0.001}, "entry 0 is -0.001"),
-    "zero": ({OPS: 0.0}, "entry 0 is 0.0"),
+    "none": ({OPS: None}, beyond(0, "nan")),
+    "nan": ({OPS: math.nan}, beyond(0, "nan")),
+    "inf run": ({OPS: [0.001, math.inf]}, beyond(1, "inf")),
+    "negative": ({OPS: -0.001}, beyond(0, "-1")),  # seconds in the file
+    "zero": ({OPS: 0.0}, beyond(0, "0")),
 }
 HWNAS_CASES = {
     "a list": ([1], "expected a dict with key 'nasbench201'"),
@@ -282,12 +291,12 @@ HWNAS_CASES = {
         "entry 1 is '1.5'; latencies must be numbers",
     ),
     "bool latency": ({"nasbench201": {"cifar10": {"fpga_latency": {4: True}}}}, "entry 0 is True"),
-    "none latency": ({"nasbench201": {"cifar10": {"fpga_latency": [None]}}}, "entry 0 is nan"),
+    "none latency": ({"nasbench201": {"cifar10": {"fpga_latency": [None]}}}, beyond(0, "nan")),
     "empty table": ({"nasbench201": {"cifar10": {"fpga_latency": []}}}, "fpga_latency: no latencies"),
-    "zero": ({"nasbench201": {"cifar10": {"fpga_latency": [1.0, 0.0]}}}, "entry 1 is 0.0"),
-    "negative": ({"nasbench201": {"cifar10": {"fpga_latency": [-1.0]}}}, "entry 0 is -1.0"),
-    "nan": ({"nasbench201": {"cifar10": {"fpga_latency": [1.0, math.nan]}}}, "entry 1 is nan"),
-    "inf": ({"nasbench201": {"cifar10": {"fpga_latency": {3: math.inf}}}}, "entry 0 is inf"),
+    "zero": ({"nasbench201": {"cifar10": {"fpga_latency": [1.0, 0.0]}}}, beyond(1, "0")),
+    "negative": ({"nasbench201": {"cifar10": {"fpga_latency": [-1.0]}}}, beyond(0, "-1")),
+    "nan": ({"nasbench201": {"cifar10": {"fpga_latency": [1.0, math.nan]}}}, beyond(1, "nan")),
+    "inf": ({"nasbench201": {"cifar10": {"fpga_latency": {3: math.inf}}}}, beyond(0, "inf")),
 }
 N = nb201.NUM_ARCHS
 HELP_CASES = {
@@ -295,9 +304,9 @@ HELP_CASES = {
     "a string": ("fast", "found str"),
     "too short": ([1.0] * 10, "found shape (10,)"),
     "a matrix": (torch.ones(125, 125), "found shape (125, 125)"),
-    "zero": ([1.0] * (N - 1) + [0.0], f"entry {N - 1} is 0.0"),
-    "negative": (np.full(N, -1.0), "entry 0 is -1.0"),
-    "inf": ([1.0, math.inf] + [1.0] * (N - 2), "entry 1 is inf"),
+    "zero": ([1.0] * (N - 1) + [0.0], beyond(N - 1, "0")),
+    "negative": (np.full(N, -1.0), beyond(0, "-1")),
+    "inf": ([1.0, math.inf] + [1.0] * (N - 2), beyond(1, "inf")),
     "all NaN": (np.full(N, np.nan), f"no measured entries (all {N} are NaN)"),
     "numeric text": (["1.5"] * N, f"expected {N} latencies as numbers, found <U3 values"),
     "bools": (torch.ones(N, dtype=torch.bool), f"expected {N} latencies as numbers, found bool values"),

@@ -3,6 +3,8 @@
 - The agent (``latfarm.agents`` and the wire stubs in ``latfarm.proto``) imports neither the server nor the
   predictor, nor any heavy stack of the ``server`` extra: it installs and runs without them.
 - ``latfarm.predictor`` never imports ``latfarm.services``.
+- ``latfarm.common``, which every part imports, imports no other first-party package and nothing of the server
+  stack.
 - ``services/store`` and ``services/core`` sit below the domain: they import nothing from ``services/domain``,
   ``services/api`` or ``services/rpc``.
 - Every module imports the first-party packages by their installed names (``latfarm.services``, not ``services``).
@@ -105,6 +107,11 @@ def test_the_predictor_imports_nothing_from_the_services():
     assert violations(("latfarm.predictor",), ("latfarm.services",)) == {}
 
 
+def test_the_common_basics_import_no_other_part():
+    first_party = tuple(name for name in package_dirs() if name != "latfarm.common")
+    assert violations(("latfarm.common",), (*first_party, *SERVER_STACK)) == {}
+
+
 @pytest.mark.parametrize("layer", sorted(BELOW_THE_DOMAIN))
 def test_store_and_core_import_nothing_from_the_layers_above(layer):
     assert violations((layer,), BELOW_THE_DOMAIN[layer]) == {}
@@ -124,9 +131,13 @@ def test_no_module_imports_the_old_top_level_names():
 def test_the_rules_see_every_package_and_resolve_relative_imports():
     """A guard for the rules above: a wrong path mapping or a misread relative import would make them pass on
     nothing."""
-    assert {"latfarm.agents.loop", "latfarm.proto.v1", "latfarm.predictor.model", "latfarm.services.store.db"} <= set(
-        modules()
-    )
+    assert {
+        "latfarm.agents.loop",
+        "latfarm.common.ranges",
+        "latfarm.proto.v1",
+        "latfarm.predictor.model",
+        "latfarm.services.store.db",
+    } <= set(modules())
     route = "latfarm.services.api.routes.predict"
     assert "latfarm.services.api.deps" in imported_names(route, modules()[route])
     app = "latfarm.services.api.app"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from alembic import command
@@ -244,27 +245,41 @@ def test_jobs_drawn_at_random_are_an_adaptations_calibrating_archs_and_downgrade
         engine.dispose()
 
 
-def test_the_held_index_holds_the_jobs_on_lease_and_downgrade_drops_it(db_url):
-    """0013: ``ix_jobs_held``, the jobs on lease by holder (``queue.release_all``); its downgrade drops it, and the
-    upgrade after gives the models' schema again."""
+def test_the_indexes_by_holder_and_their_downgrades(db_url):
+    """0013: ``ix_jobs_held``, the jobs on lease by holder (``queue.release_all``). 0015 replaces it with
+    ``ix_jobs_holder``, every job an agent held by holder and lease, and adds ``ix_measurements_agent``: the rows an
+    agent's delete clears. Each downgrade gives the revision before's indexes back, and the upgrade after gives the
+    models' schema again."""
 
-    def held() -> dict | None:
+    def by_holder() -> dict[str, tuple[list[str], str]]:
+        """The indexes of jobs and measurements named here: (columns, condition without parentheses)."""
         engine = make_engine(db_url)
         try:
-            found = {ix["name"]: _index(ix) for ix in inspect(engine).get_indexes("jobs")}
+            found = [_index(ix) for table in ("jobs", "measurements") for ix in inspect(engine).get_indexes(table)]
         finally:
             engine.dispose()
-        return found.get("ix_jobs_held")
+        return {
+            ix["name"]: (ix["column_names"], re.sub(r"[()]", "", where))
+            for ix in found
+            if ix["name"] in ("ix_jobs_held", "ix_jobs_holder", "ix_measurements_agent")
+            for option, where in ix["dialect_options"].items()
+            if option.endswith("_where")  # postgresql_where / sqlite_where
+        }
 
+    on_lease = {"ix_jobs_held": (["lease_owner"], "lease_expires_at IS NOT NULL")}
     upgrade(db_url, "0012")
-    assert held() is None
+    assert by_holder() == {}
+    upgrade(db_url, "0013")
+    assert by_holder() == on_lease
     upgrade(db_url)
-    index = held()
-    assert index is not None and index["column_names"] == ["lease_owner"]
-    condition = next(iter(index["dialect_options"].values()))  # postgresql_where / sqlite_where
-    assert "lease_expires_at IS NOT NULL" in condition, index
+    assert by_holder() == {
+        "ix_jobs_holder": (["lease_owner", "lease_expires_at"], "lease_owner IS NOT NULL"),
+        "ix_measurements_agent": (["agent_id"], "agent_id IS NOT NULL"),
+    }
+    _downgrade(db_url, "0013")
+    assert by_holder() == on_lease
     _downgrade(db_url, "0012")
-    assert held() is None
+    assert by_holder() == {}
     upgrade(db_url)
     engine = make_engine(db_url)
     try:

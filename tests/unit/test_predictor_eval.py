@@ -1,11 +1,12 @@
 """`latfarm eval transfer` on a tiny run: JSON layout, dump files, determinism, --calibrate."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
-from latfarm.predictor.evaluate import eval_transfer_cli
+from latfarm.predictor.evaluate import TransferInputError, eval_transfer_cli
 from latfarm.predictor.help_data import load_help
 from latfarm.predictor.nb201 import NUM_ARCHS
 from latfarm.predictor.scores import score
@@ -130,3 +131,16 @@ def test_eval_transfer_input_only_the_data_refuses_is_one_line(help_dir, args, p
     lines = result.output.strip().splitlines()
     assert result.exit_code == 1 and len(lines) == 1, result.output
     assert lines[0].startswith(f"latfarm eval transfer: {problem}"), result.output
+
+
+@pytest.mark.parametrize(
+    ("samples", "trials", "problem"),
+    [
+        ([], 1, "need at least one K (--samples)"),
+        ([5, 0], 1, "--samples: each K must be at least 1, got 0"),
+        ([5], 0, "--trials must be at least 1, got 0"),
+    ],
+)
+def test_eval_transfer_called_from_python_refuses_runs_in_the_ranges_wording(help_dir, samples, trials, problem):
+    with pytest.raises(TransferInputError, match=f"^{re.escape(problem)}$"):
+        eval_transfer_cli(help_dir, ["a"], ["b"], samples, trials, 0, None, None)

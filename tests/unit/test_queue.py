@@ -526,10 +526,11 @@ def test_agent_calls_find_the_named_jobs_by_primary_key_with_statistics_from_bef
         s.rollback()
 
 
-def test_an_agent_start_reads_the_jobs_on_its_lease_by_the_held_index(pg_sessions, store):
-    """``release_all`` (once per agent start) finds the jobs on the agent's lease by ``ix_jobs_held``, also in a generic
-    plan with statistics from before the leases: a condition on the state would take a state index (statistics say
-    none runs) and read every running job of the fleet. It hands back the agent's running jobs only."""
+def test_an_agent_start_reads_the_jobs_on_its_lease_by_the_holder_index(pg_sessions, store):
+    """``release_all`` (once per agent start) finds the jobs on the agent's lease by ``ix_jobs_holder``, also in a
+    generic plan with statistics from before the leases: a condition on the state would take a state index
+    (statistics say none runs) and read every running job of the fleet. It hands back the agent's running jobs
+    only."""
     sessions = pg_sessions
     dev = make_device(sessions)
     agent, other = make_agent(sessions, dev), make_agent(sessions, dev)
@@ -548,7 +549,37 @@ def test_an_agent_start_reads_the_jobs_on_its_lease_by_the_held_index(pg_session
         conn.exec_driver_sql(f"PREPARE held(varchar) AS {sql}")
         plan = "\n".join(conn.exec_driver_sql(f"EXPLAIN EXECUTE held('{agent}')").scalars())
         s.rollback()
-    assert "ix_jobs_held" in plan, plan
+    assert "ix_jobs_holder" in plan, plan
     with transaction(sessions) as s:
         assert queue.release_all(s, s.get_one(Agent, agent)) == len(mine)
     assert [job(sessions, j).state for j in [done, *mine]] == [JobState.done] + [JobState.queued] * len(mine)
+
+
+def test_deleting_an_agent_clears_its_jobs_and_measurements_by_index(pg_sessions, store):
+    """Deleting an agent sets the holder of every job it held and the agent of its measurements to NULL (ON DELETE
+    SET NULL), which PostgreSQL reads by ``ix_jobs_holder`` and ``ix_measurements_agent``: no scan of either table,
+    which read every job and measurement of the fleet. Another agent's rows keep theirs."""
+    sessions = pg_sessions
+    dev = make_device(sessions)
+    agent, other = make_agent(sessions, dev), make_agent(sessions, dev)
+    submit(sessions, dev, ARCHS)
+    done, running = [j for j, *_ in lease(sessions, agent, store, max_jobs=2)]
+    theirs = [j for j, *_ in lease(sessions, other, store, max_jobs=2)]
+    report(sessions, agent, [ok_result(done)])
+    report(sessions, other, [ok_result(theirs[0])])
+    scans = (  # this backend's counts not yet reported (this transaction's and maybe earlier ones')
+        "SELECT relname, seq_scan FROM pg_stat_xact_user_tables"
+        " WHERE schemaname = current_schema() AND relname IN ('jobs', 'measurements') ORDER BY relname"
+    )
+    with transaction(sessions) as s:
+        conn = s.connection()
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a table of a few rows: a scan would do
+        before = conn.exec_driver_sql(scans).all()
+        s.delete(s.get_one(Agent, agent))
+        s.flush()
+        after = conn.exec_driver_sql(scans).all()
+    assert [table for table, _ in before] == ["jobs", "measurements"] and after == before, (before, after)
+    assert [job(sessions, j).lease_owner for j in (done, running, *theirs)] == [None, None, other, other]
+    with sessions() as s:
+        by_job = dict(s.execute(select(Measurement.job_id, Measurement.agent_id)).all())
+    assert by_job == {done: None, theirs[0]: other}

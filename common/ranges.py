@@ -1,5 +1,6 @@
 """The one wording of a number refused for its bounds, e.g. ``must be between 1 and 1000, got 0``: the API's 422s
-(``services/api/bounds.py``), the domain's checks and the command line's usage errors all say it this way.
+(``services/api/bounds.py``), the domain's and the gRPC service's checks, the command line's usage errors, the
+agent's measurement settings and the predictor's latency rule all say it this way.
 
 Bounds go by pydantic's names, as a field declares them: ``ge`` (at least), ``gt`` (greater than), ``le`` (at most),
 ``lt`` (less than). Dependency-free: the agent-only install's ``latfarm agent`` imports it.
