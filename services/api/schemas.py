@@ -154,7 +154,7 @@ ModelFormat = Literal["onnx", "tflite"]  # ``domain.network_export.FORMATS``
 FORMAT_DESCRIPTION = (
     "Model format of the networks: onnx | tflite. Default: the one the device's runtime runs ("
     + ", ".join(f"{runtime}: {fmt}" for runtime, fmt in RUNTIME_FORMATS.items())
-    + "); another is refused (422)."
+    + "); another is refused (409)."
 )
 
 

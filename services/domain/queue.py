@@ -25,7 +25,7 @@ from latfarm.agents.runtimes import job_format
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import ArchError, UnknownSpace
 from latfarm.services.core.clock import as_utc, utcnow
-from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.core.errors import FailedPrecondition, InvalidArgument
 from latfarm.services.core.names import new_id
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.liveness import UnknownAgent, mark_alive, registered
@@ -113,7 +113,8 @@ def submit_batch(
     all, or those of these canonical arch strings.
 
     ``fmt`` is the models' format: None for the one the device's runtime runs (``runtimes.job_format``), which is
-    the only one a device of an agent runtime takes (``QueueError`` naming ``format`` for another).
+    the only one a device of an agent runtime takes (``FailedPrecondition`` naming ``format`` for another: the
+    request is sound, the device's runtime is what refuses it).
     """
     if conditions.space != space:
         raise QueueError(f"conditions are for space {conditions.space!r}, the archs for {space!r}", field="space")
@@ -122,7 +123,7 @@ def submit_batch(
     try:
         fmt = job_format(device.runtime, fmt)
     except ValueError as err:
-        raise QueueError(f"format: {err}", field="format") from err
+        raise FailedPrecondition(f"format: {err}", field="format") from err
     if isinstance(archs, str) or not archs:
         raise QueueError("archs must be a non-empty list of arch strings")
     if len(archs) > MAX_BATCH:

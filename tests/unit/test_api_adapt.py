@@ -121,7 +121,7 @@ def test_a_litert_devices_adaptation_measures_tflite_models(api, keys):
     """Its jobs are in the format its runtime runs; another format is refused and starts nothing."""
     add_device(api, "lite", runtime="litert")
     refused = api.post("/v1/devices/lite/adapt", json={"samples": 3, "format": "onnx"}, headers=keys["admin"])
-    assert refused.status_code == 422 and refused.json()["field"] == "format", refused.text
+    assert refused.status_code == 409 and refused.json()["field"] == "format", refused.text
     assert api.get("/v1/devices/lite/adapt", headers=ADMIN).json() == {"state": "none"}
     started = api.post("/v1/devices/lite/adapt", json={"samples": 3}, headers=keys["admin"])
     assert started.status_code == 202, started.text

@@ -33,7 +33,8 @@ def test_submit_and_progress(api, keys):
 
 def test_a_devices_runtime_sets_its_jobs_format(api, keys):
     """No format: the one the device's runtime runs (a LiteRT device's: tflite); the one given when it is that one;
-    another is refused naming the field, and nothing is stored."""
+    another is refused naming the field (409: the request is sound, the device's runtime refuses it), and nothing
+    is stored."""
     add_device(api, "lite", runtime="litert")
     add_device(api, "dev1")
     for device, given, expected in [("lite", None, "tflite"), ("lite", "tflite", "tflite"), ("dev1", None, "onnx")]:
@@ -51,7 +52,7 @@ def test_a_devices_runtime_sets_its_jobs_format(api, keys):
     }
     for device, given in [("lite", "onnx"), ("dev1", "tflite")]:
         response = api.post("/v1/jobs", json={"device": device, "archs": [1], "format": given}, headers=keys["client"])
-        assert response.status_code == 422, response.text
+        assert response.status_code == 409, response.text
         assert (response.json()["field"], response.json()["message"]) == ("format", refusals[device])
     assert _stored(api) == stored
 

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from latfarm.predictor import nb201
 from latfarm.services.core.clock import as_utc, utcnow
+from latfarm.services.core.errors import FailedPrecondition
 from latfarm.services.domain import liveness, queue
 from latfarm.services.domain.queue import QueueError
 from latfarm.services.domain.results import ReportedResult, ResultError
@@ -80,7 +81,8 @@ def test_submit_validates_and_dedupes(sessions):
 
 
 def test_a_device_runtime_sets_its_jobs_format(sessions):
-    """No format: the runtime's; another: refused naming the field; a dataset's runtime label fixes none."""
+    """No format: the runtime's; another: refused naming the field (the device's state refuses it, 409 over REST);
+    a dataset's runtime label fixes none."""
     lite, onnx_dev = make_device(sessions, "dev-lite", runtime="litert"), make_device(sessions)
     imported = make_device(sessions, "dev-imported", runtime="tensorrt")
     formats = {}
@@ -88,14 +90,14 @@ def test_a_device_runtime_sets_its_jobs_format(sessions):
         with sessions() as s:
             formats[device, fmt] = queue.batch_progress(s, submit(sessions, device, ARCHS[:1], fmt=fmt))["format"]
     assert list(formats.values()) == ["tflite", "tflite", "onnx", "onnx", "tflite"]
-    with pytest.raises(QueueError) as refused:
+    with pytest.raises(FailedPrecondition) as refused:
         submit(sessions, lite, ARCHS[:1], fmt="onnx")
     assert (refused.value.field, str(refused.value)) == (
         "format",
         "format: litert devices are measured in tflite models, not onnx: omit the format, or measure onnx models "
         "on a device of runtime onnxruntime",
     )
-    with pytest.raises(QueueError, match="^format: onnxruntime devices are measured in onnx models, not tflite"):
+    with pytest.raises(FailedPrecondition, match="^format: onnxruntime devices are measured in onnx models, not"):
         submit(sessions, onnx_dev, ARCHS[:1], fmt="tflite")
 
 

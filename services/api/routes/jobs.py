@@ -28,8 +28,8 @@ def create_jobs(
 ) -> JobCreated:
     """Queue one job per distinct arch of the request's space on the device, under its conditions for that space
     (``Conditions.for_space``) with the request's overrides, in the request's model format or else the one the
-    device's runtime runs, and wake its agents; 422 naming the field for a bad arch, space, condition or a format
-    the device's runtime does not run."""
+    device's runtime runs, and wake its agents; 422 naming the field for a bad arch, space or condition, 409 naming
+    ``format`` for a format the device's runtime does not run."""
     device = get_device(session, body.device)
     principal.check_device("jobs", device)
     archs = request_archs(body.archs, body.space)
