@@ -176,7 +176,11 @@ class DeviceCreate(Strict):
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN, examples=["pixel7-cpu-fp32"])
     description: str = ""
     hardware: str = ""
-    runtime: Runtime = Field(ONNXRUNTIME, description=f"{' or '.join(RUNTIMES)}: the runtime its agents measure with")
+    runtime: Runtime = Field(
+        ONNXRUNTIME,
+        description=f"{' or '.join(RUNTIMES)}: the runtime its agents measure with; its jobs' models are in that "
+        "runtime's format",
+    )
     precision: Precision = Field("fp32", description="fp32, fp16 or int8: its networks' precision")
     batch_size: Annotated[int, Field(**RANGES["batch_size"]), WHOLE] = 1
     resolution: Annotated[int, Field(**RANGES["resolution"]), WHOLE] = Field(
