@@ -81,7 +81,7 @@ def needs_extra(module: str, extra: str) -> None:
         return
     if ON_CI:
         pytest.fail(f"the {extra!r} extra ({module}) is required on CI but not installed")
-    pytest.skip(f"the {extra!r} extra ({module}) is not installed: pip install -e '.[{extra}]' torch==2.13.0")
+    pytest.skip(f"the {extra!r} extra ({module}) is not installed: see docs/agents.md#tflite-models")
 
 
 @pytest.fixture(scope="session")
