@@ -174,7 +174,7 @@ def measure(
     seed: int = typer.Option(
         0, "--seed", help="Seed of --random: a seed draws the same archs each run (a smaller N its first ones)."
     ),
-    fmt: str = FormatOption,
+    fmt: str | None = FormatOption,
     rounds: int = bounded_option(
         None, "--rounds", PROTOCOL["rounds"], "Interleaved rounds per model", show_default=AGENTS
     ),
@@ -466,7 +466,7 @@ def adapt(
     samples: int = Samples,
     calibration: int = Calibrate,
     space: str = space_option("Search space whose predictor is adapted"),
-    fmt: str = FormatOption,
+    fmt: str | None = FormatOption,
     server: str = ServerUrl,
     key: str = ApiKey,
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the adaptation (progress lines show it)."),
