@@ -8,7 +8,7 @@ TORCH   := torch==2.13.0
 TORCH_INDEX ?=
 STAMP   := $(VENV)/.installed
 
-.PHONY: up test test-unit lint typecheck bench clean proto wheel
+.PHONY: up test test-unit tflite lint typecheck bench clean proto wheel
 
 # The install says what it is doing (step n of 4) and pip shows each download: a first install takes minutes.
 PIP     := $(BIN)/pip install --progress-bar on --disable-pip-version-check
@@ -29,6 +29,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 up: $(STAMP)
 	$(BIN)/latfarm up $(ARGS)
+
+# The server's TFLite exporter (the tflite extra: litert-torch, ~0.9 GB, about a minute): CI installs it so the
+# TFLite tests run. torch pinned in the same pip call: left free, pip may swap in an older CUDA torch (it does
+# for '.[server,litert,dev,tflite]').
+tflite: $(STAMP)
+	@$(PIP) -e '.[tflite]' $(TORCH)
 
 # pytest-xdist workers (2 cores: 2); TEST_WORKERS=0 runs the suite in one process
 TEST_WORKERS ?= 2

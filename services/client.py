@@ -179,22 +179,25 @@ class Client:
         self,
         device: str,
         archs: Sequence[str | int | Sequence[int]],
-        fmt: str = "onnx",
+        fmt: str | None = None,
         space: str = "nb201",
         protocol: dict | None = None,
         conditions: dict | None = None,
         drawn_at_random: bool = False,
     ) -> str:
-        """Queue measurements; returns the batch id. ``protocol`` overrides the agents' options (e.g. ``rounds``),
-        ``conditions`` the device's measurement conditions (``batch_size``, ``precision``, ``graph``);
+        """Queue measurements; returns the batch id. ``fmt``: the models' format (``onnx`` | ``tflite``), by default
+        the one the device's runtime runs (a LiteRT device's: tflite; the server refuses another). ``protocol``
+        overrides the agents' options (e.g. ``rounds``), ``conditions`` the device's measurement conditions
+        (``batch_size``, ``precision``, ``graph``);
         ``drawn_at_random``: the archs were drawn uniformly at random from the space's reference set (their
         measurements then calibrate adaptations' spread)."""
         body: dict[str, Any] = {
             "device": _checked_device(device),
             "space": space,
-            "format": fmt,
             "archs": [_arch(a) for a in archs],
         }
+        if fmt is not None:
+            body["format"] = fmt
         if protocol is not None:
             body["protocol"] = protocol
         if conditions is not None:
@@ -212,7 +215,7 @@ class Client:
         self,
         device: str,
         archs: Sequence[str | int | Sequence[int]],
-        fmt: str = "onnx",
+        fmt: str | None = None,
         wait: bool = True,
         timeout: float = 600.0,
         poll_s: float = 1.0,
@@ -230,7 +233,8 @@ class Client:
         what is measured (``batch_size``, ``precision``: fp32 | fp16 | int8, ``graph``: reference | pruned); omitted
         fields keep the device's (its batch size and precision, the reference graph). ``archs`` are of search space
         ``space`` (strings, index lists or reference positions); ``drawn_at_random``: they were drawn uniformly at
-        random from its reference set (their measurements then calibrate adaptations' spread).
+        random from its reference set (their measurements then calibrate adaptations' spread). ``fmt``: the models'
+        format, by default the one the device's runtime runs (``submit``).
 
         Returns the batch (``id`` and counts); when waited for, ``items`` lists each arch with ``state`` and
         ``latency_ms``, and ``conditions`` says what they were measured under. Raises ``TimeoutError`` when jobs
@@ -299,14 +303,17 @@ class Client:
         poll_s: float = 2.0,
         space: str = "nb201",
         calibration: int = 0,
-        fmt: str = "onnx",
+        fmt: str | None = None,
     ) -> dict:
         """Adapt the predictor of ``space`` to ``device`` from ``samples`` measurements by its agents, with
         ``calibration`` random other archs measured to calibrate its spread (0 or 10-200), the networks exported as
-        ``fmt`` (``onnx`` or ``tflite``: what the device's agents run); returns the adaptation's state (``state``
-        active when waited for: ``wait_adaptation``). ``progress`` prints updates to stderr. A key that may not
-        adapt the device raises ``LatfarmError`` (``permission_denied``) naming the keys that may."""
-        body = {"space": space, "samples": samples, "calibration": calibration, "format": fmt}
+        ``fmt`` (``onnx`` | ``tflite``; by default the one the device's runtime runs, the only one the server takes
+        for it); returns the adaptation's state (``state`` active when waited for: ``wait_adaptation``).
+        ``progress`` prints updates to stderr. A key that may not adapt the device raises ``LatfarmError``
+        (``permission_denied``) naming the keys that may."""
+        body: dict[str, Any] = {"space": space, "samples": samples, "calibration": calibration}
+        if fmt is not None:
+            body["format"] = fmt
         with _refused_needs(ADAPT_KEYS):
             state = self._json("POST", _device_path(device, "/adapt"), json=body)
         if not wait:

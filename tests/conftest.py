@@ -6,6 +6,7 @@ database or Redis connection is fine). ``tests/integration`` holds everything el
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
 from collections.abc import Iterator
@@ -71,6 +72,16 @@ def _absent(what: str, err: Exception) -> None:
     if ON_CI:
         pytest.fail(f"{what} is required on CI but unreachable: {err}")
     pytest.skip(f"{what} not reachable ({err}); start it to run this test")
+
+
+def needs_extra(module: str, extra: str) -> None:
+    """Skip on a user's machine without the package extra whose ``module`` a test needs; fail on CI, where
+    .ci/run installs it (``make tflite``)."""
+    if importlib.util.find_spec(module) is not None:
+        return
+    if ON_CI:
+        pytest.fail(f"the {extra!r} extra ({module}) is required on CI but not installed")
+    pytest.skip(f"the {extra!r} extra ({module}) is not installed: see docs/agents.md#tflite-models")
 
 
 @pytest.fixture(scope="session")

@@ -81,9 +81,9 @@ class TinyArtifactStore:
         return model.SerializeToString()
 
 
-def make_device(sessions, name: str = "dev-a") -> int:
+def make_device(sessions, name: str = "dev-a", runtime: str = "onnxruntime") -> int:
     with transaction(sessions) as s:
-        device = Device(name=name)
+        device = Device(name=name, runtime=runtime)
         s.add(device)
         s.flush()
         return device.id
@@ -97,7 +97,7 @@ def make_agent(sessions, device_id: int) -> str:
         return agent.id
 
 
-def submit(sessions, device_id: int, archs=ARCHS, fmt: str = "onnx", conditions: Conditions = DEFAULT) -> str:
+def submit(sessions, device_id: int, archs=ARCHS, fmt: str | None = None, conditions: Conditions = DEFAULT) -> str:
     with transaction(sessions) as s:
         device = s.get(Device, device_id)
         return queue.submit_batch(s, device, archs, fmt=fmt, requested_by="tester", conditions=conditions).id

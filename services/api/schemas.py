@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from latfarm.agents.measurement import BOUNDS as PROTOCOL
-from latfarm.agents.runtimes import ONNXRUNTIME, RUNTIMES
+from latfarm.agents.runtimes import ONNXRUNTIME, RUNTIME_FORMATS, RUNTIMES
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES as REGISTERED_SPACES
 from latfarm.predictor.spaces import SearchSpace, get_space
@@ -150,6 +150,12 @@ def _agent_runtime(runtime: str) -> str:
 
 
 Runtime = Annotated[str, AfterValidator(_agent_runtime), WithJsonSchema({"type": "string", "enum": list(RUNTIMES)})]
+ModelFormat = Literal["onnx", "tflite"]  # ``domain.network_export.FORMATS``
+FORMAT_DESCRIPTION = (
+    "Model format of the networks: onnx | tflite. Default: the one the device's runtime runs ("
+    + ", ".join(f"{runtime}: {fmt}" for runtime, fmt in RUNTIME_FORMATS.items())
+    + "); another is refused (409)."
+)
 
 
 # Stored times are UTC; SQLite hands them back naive.
@@ -170,7 +176,11 @@ class DeviceCreate(Strict):
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN, examples=["pixel7-cpu-fp32"])
     description: str = ""
     hardware: str = ""
-    runtime: Runtime = Field(ONNXRUNTIME, description=f"{' or '.join(RUNTIMES)}: the runtime its agents measure with")
+    runtime: Runtime = Field(
+        ONNXRUNTIME,
+        description=f"{' or '.join(RUNTIMES)}: the runtime its agents measure with; its jobs' models are in that "
+        "runtime's format",
+    )
     precision: Precision = Field("fp32", description="fp32, fp16 or int8: its networks' precision")
     batch_size: Annotated[int, Field(**RANGES["batch_size"]), WHOLE] = 1
     resolution: Annotated[int, Field(**RANGES["resolution"]), WHOLE] = Field(
@@ -315,7 +325,7 @@ class JobCreate(Strict):
     space: Space = Field(
         DEFAULT_SPACE, description="Search space of the archs: one registered in latfarm.predictor.spaces."
     )
-    format: Literal["onnx", "tflite"] = "onnx"
+    format: ModelFormat | None = Field(None, description=FORMAT_DESCRIPTION)
     archs: SpaceArchs = Field(
         min_length=1,
         description=f"Arch strings, index lists (one choice per position) or positions in the space's reference set "
@@ -349,11 +359,12 @@ class JobCreate(Strict):
 
 
 class JobCreated(BaseModel):
-    """The id of a new batch and how many jobs it queued."""
+    """The id of a new batch, how many jobs it queued and in which model format."""
 
     id: str
     device: str
     jobs: int
+    format: str = Field(description="Model format of its jobs (the request's, else the device's runtime's).")
 
 
 class JobItem(BaseModel):

@@ -48,7 +48,7 @@ def device_add(
         "--runtime",
         callback=one_of("latfarm.agents.runtimes", "RUNTIMES"),
         show_default=SERVERS,
-        help=f"{' | '.join(RUNTIMES)}: the runtime its agents measure with.",
+        help=f"{' | '.join(RUNTIMES)}: the runtime its agents measure with (its jobs: that runtime's models).",
     ),
     precision: str = precision_option(": its networks' precision.", show_default=SERVERS),
     batch_size: int = condition_option("batch_size", "Images per inference", show_default=SERVERS),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from latfarm.agents.measurement import BOUNDS as PROTOCOL
-from latfarm.agents.runtimes import AGENT_EXTRAS
+from latfarm.agents.runtimes import AGENT_EXTRAS, RUNTIME_FORMATS, job_format
 from latfarm.services.cli.errors import exit_on_error, interrupted
 from latfarm.services.cli.options import (
     MODEL_FORMATS_MODULE,
@@ -143,6 +143,16 @@ def _as_flag(err: LatfarmError) -> str:
     return f"{flag}: {err.message.removeprefix(f'{err.field}: ')}"
 
 
+_RUNS = ", ".join(f"{runtime}: {fmt}" for runtime, fmt in RUNTIME_FORMATS.items())
+FormatOption = typer.Option(
+    None,
+    "--format",
+    callback=one_of(MODEL_FORMATS_MODULE, "FORMATS"),
+    show_default="the device's runtime's",
+    help=f"onnx | tflite: the archs' model format; a device takes only its runtime's ({_RUNS}).",
+)
+
+
 def measure(
     device: str = DeviceName,
     archs: list[str] = typer.Argument(
@@ -164,7 +174,7 @@ def measure(
     seed: int = typer.Option(
         0, "--seed", help="Seed of --random: a seed draws the same archs each run (a smaller N its first ones)."
     ),
-    fmt: str = typer.Option("onnx", "--format", callback=one_of(MODEL_FORMATS_MODULE, "FORMATS"), help="onnx | tflite"),
+    fmt: str | None = FormatOption,
     rounds: int = bounded_option(
         None, "--rounds", PROTOCOL["rounds"], "Interleaved rounds per model", show_default=AGENTS
     ),
@@ -343,12 +353,17 @@ def agent_command(client: Client) -> str:
     return f"latfarm agent --server HOST:{port}" + (" --tls" if health.get("grpc_tls") else "")
 
 
-def _check_agents(client: Client, device: str, command: str, refuse: bool, fmt: str = "onnx") -> str:
-    """When no agent of ``device`` that runs ``fmt`` models is online, and how to start one (with the enrollment step
-    only when the device has no agent yet): with ``refuse``, exit 1 saying so; else the line to print once its jobs
-    are queued (a refusal of the request then leaves nothing waiting). '' when such an agent is online (an agent
-    that does not list its formats counts)."""
+def _check_agents(client: Client, device: str, command: str, refuse: bool, fmt: str | None = None) -> str:
+    """When no agent of ``device`` that runs ``fmt`` models (None: its runtime's) is online, and how to start one
+    (with the enrollment step only when the device has no agent yet): with ``refuse``, exit 1 saying so; else the
+    line to print once its jobs are queued (a refusal of the request then leaves nothing waiting). '' when such an
+    agent is online (an agent that does not list its formats counts). A ``fmt`` the device's runtime does not run
+    is a usage error of ``--format`` (``runtimes.job_format``), before anything is queued."""
     found = client.device(device)
+    try:
+        fmt = job_format(found["runtime"], fmt)
+    except ValueError as err:
+        raise typer.BadParameter(f"{err} (nothing was queued)", param_hint="--format") from err
     if found["agents_online"]:
         online = [agent for agent in client.agents(device) if agent.get("online")]
         formats = [(agent.get("descriptor") or {}).get("formats") for agent in online]
@@ -451,12 +466,7 @@ def adapt(
     samples: int = Samples,
     calibration: int = Calibrate,
     space: str = space_option("Search space whose predictor is adapted"),
-    fmt: str = typer.Option(
-        "onnx",
-        "--format",
-        callback=one_of(MODEL_FORMATS_MODULE, "FORMATS"),
-        help="onnx | tflite: the model format its archs are measured in (what the device's agents run).",
-    ),
+    fmt: str | None = FormatOption,
     server: str = ServerUrl,
     key: str = ApiKey,
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the adaptation (progress lines show it)."),

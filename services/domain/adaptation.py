@@ -87,13 +87,14 @@ def start(
     samples: int,
     calibration: int = 0,
     seed: int = 0,
-    fmt: str = "onnx",
+    fmt: str | None = None,
     requested_by: str | None = None,
 ) -> Adaptation:
     """Choose ``samples`` archs of the predictor's space with its default strategy, and ``calibration`` random other
     archs the device has no measurement of under its conditions, whose errors will set the spread factor
     (``predictor.calibration``), and queue their measurement under
-    the device's conditions for that space (recorded on the batch and the adaptation). ``sample_archs`` records the
+    the device's conditions for that space (recorded on the batch and the adaptation), as ``fmt`` models (None: its
+    runtime's; ``queue.submit_batch`` refuses another). ``sample_archs`` records the
     samples by reference position (NB201's official index) or canonical string (``predictions.keyed_by_position``)."""
     check_samples(samples)
     check_calibration(calibration)

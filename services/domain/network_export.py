@@ -223,7 +223,7 @@ def export_tflite(ops_or_arch: str | tuple[int, ...], settings: ExportSettings =
         import litert_torch
     except ImportError as err:
         raise ExportUnavailable(
-            f"TFLite export needs the 'tflite' extra (litert-torch, ~1.2 GB): {install_command('tflite')}"
+            f"TFLite export needs the 'tflite' extra (litert-torch, ~0.9 GB): {install_command('tflite')}"
         ) from err
     net, sample = _network(ops_or_arch, settings)
     with _export_lock, _one_thread(), tempfile.TemporaryDirectory() as tmp:

@@ -21,10 +21,11 @@ from sqlalchemy import JSON, CursorResult, Integer, bindparam, func, insert, sel
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.types import TypeDecorator
 
+from latfarm.agents.runtimes import job_format
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import ArchError, UnknownSpace
 from latfarm.services.core.clock import as_utc, utcnow
-from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.core.errors import FailedPrecondition, InvalidArgument
 from latfarm.services.core.names import new_id
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.liveness import UnknownAgent, mark_alive, registered
@@ -94,7 +95,7 @@ def submit_batch(
     archs: Sequence[str | Sequence[int]],
     *,
     space: str = nb201.SPACE,
-    fmt: str = "onnx",
+    fmt: str | None = None,
     requested_by: str | None = None,
     requested_by_key_id: int | None = None,
     protocol: dict | None = None,
@@ -110,11 +111,19 @@ def submit_batch(
     ``requested_by`` / ``requested_by_key_id`` are the submitting API key's name and id (None: the server's own).
     ``drawn_at_random`` marks the jobs whose arch was drawn uniformly at random (``Job.drawn_at_random``): True for
     all, or those of these canonical arch strings.
+
+    ``fmt`` is the models' format: None for the one the device's runtime runs (``runtimes.job_format``), which is
+    the only one a device of an agent runtime takes (``FailedPrecondition`` naming ``format`` for another: the
+    request is sound, the device's runtime is what refuses it).
     """
     if conditions.space != space:
         raise QueueError(f"conditions are for space {conditions.space!r}, the archs for {space!r}", field="space")
-    if fmt not in FORMATS:
+    if fmt is not None and fmt not in FORMATS:
         raise QueueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    try:
+        fmt = job_format(device.runtime, fmt)
+    except ValueError as err:
+        raise FailedPrecondition(f"format: {err}", field="format") from err
     if isinstance(archs, str) or not archs:
         raise QueueError("archs must be a non-empty list of arch strings")
     if len(archs) > MAX_BATCH:

@@ -117,6 +117,17 @@ def test_adapt_rejects_bad_requests(api, keys):
         assert queue.queue_depth(session).get("queued", 0) == 0
 
 
+def test_a_litert_devices_adaptation_measures_tflite_models(api, keys):
+    """Its jobs are in the format its runtime runs; another format is refused and starts nothing."""
+    add_device(api, "lite", runtime="litert")
+    refused = api.post("/v1/devices/lite/adapt", json={"samples": 3, "format": "onnx"}, headers=keys["admin"])
+    assert refused.status_code == 409 and refused.json()["field"] == "format", refused.text
+    assert api.get("/v1/devices/lite/adapt", headers=ADMIN).json() == {"state": "none"}
+    started = api.post("/v1/devices/lite/adapt", json={"samples": 3}, headers=keys["admin"])
+    assert started.status_code == 202, started.text
+    assert started.json()["progress"]["format"] == "tflite"
+
+
 def test_rank_without_estimate_is_a_clear_conflict(api, keys):
     add_device(api, "dev1")
     response = api.post("/v1/rank", json={"device": "dev1", "archs": [arch(1), arch(2)]}, headers=keys["client"])

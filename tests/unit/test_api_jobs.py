@@ -31,6 +31,32 @@ def test_submit_and_progress(api, keys):
     assert api.get("/v1/jobs/nope", headers=keys["client"]).status_code == 404
 
 
+def test_a_devices_runtime_sets_its_jobs_format(api, keys):
+    """No format: the one the device's runtime runs (a LiteRT device's: tflite); the one given when it is that one;
+    another is refused naming the field (409: the request is sound, the device's runtime refuses it), and nothing
+    is stored."""
+    add_device(api, "lite", runtime="litert")
+    add_device(api, "dev1")
+    for device, given, expected in [("lite", None, "tflite"), ("lite", "tflite", "tflite"), ("dev1", None, "onnx")]:
+        body = {"device": device, "archs": [1]} | ({"format": given} if given else {})
+        response = api.post("/v1/jobs", json=body, headers=keys["client"])
+        assert response.status_code == 201, response.text
+        progress = api.get(f"/v1/jobs/{response.json()['id']}", headers=keys["client"]).json()
+        assert response.json()["format"] == progress["format"] == expected
+    stored = _stored(api)
+    refusals = {
+        "lite": "format: litert devices are measured in tflite models, not onnx: omit the format, or measure onnx "
+        "models on a device of runtime onnxruntime",
+        "dev1": "format: onnxruntime devices are measured in onnx models, not tflite: omit the format, or measure "
+        "tflite models on a device of runtime litert",
+    }
+    for device, given in [("lite", "onnx"), ("dev1", "tflite")]:
+        response = api.post("/v1/jobs", json={"device": device, "archs": [1], "format": given}, headers=keys["client"])
+        assert response.status_code == 409, response.text
+        assert (response.json()["field"], response.json()["message"]) == ("format", refusals[device])
+    assert _stored(api) == stored
+
+
 def test_a_request_declares_its_archs_drawn_at_random(api, keys):
     """``drawn_at_random``: its jobs are marked so (their measurements calibrate adaptations) and its progress shows
     how many and which; a request that does not declare it is taken as chosen."""

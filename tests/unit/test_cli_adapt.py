@@ -226,12 +226,17 @@ def test_calibrate_is_checked_before_any_request_and_queued_with_the_samples(liv
         assert session.query(Job).count() == 14
 
 
-def test_format_queues_the_adaptations_archs_in_that_model_format(live_api):
-    """``--format tflite`` (what a LiteRT device's agents run) reaches every job of the adaptation; another value is
-    a usage error before any request."""
+def test_a_litert_devices_adaptation_measures_tflite_models(live_api):
+    """Without --format a LiteRT device's adaptation queues TFLite models (what its agents run); ``--format onnx`` is
+    a usage error that starts nothing, an unknown format one before any request."""
     url, server = live_api
-    add_device_live(server)
-    started = _invoke(url, "adapt", "gpu-b2", "--samples", "3", "--format", "tflite", "--no-wait")
+    add_device_live(server, runtime="litert", precision="fp32")
+    refused = _invoke(url, "adapt", "gpu-b2", "--samples", "3", "--format", "onnx", "--no-wait")
+    shown = " ".join(refused.output.replace("│", " ").split())  # the usage error's box wraps it
+    assert refused.exit_code == 2 and "litert devices are measured in tflite models, not onnx" in shown
+    with server.state.sessions() as session:
+        assert session.query(Adaptation).count() == session.query(Job).count() == 0
+    started = _invoke(url, "adapt", "gpu-b2", "--samples", "3", "--no-wait")
     assert started.exit_code == 0, started.output
     with server.state.sessions() as session:
         assert [job.format for job in session.query(Job)] == ["tflite"] * 3

@@ -8,6 +8,7 @@ import itertools
 import re
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from latfarm.predictor.spaces import ArchError, get_space
@@ -79,11 +80,12 @@ def run_measure(monkeypatch, live_api, *args: str, archs: list[str] = GIVEN, exi
     return result
 
 
-def add_device_live(server) -> None:
+def add_device_live(server, **fields) -> None:
+    """Device ``gpu-b2`` (fp16, unless ``fields`` say otherwise)."""
     from fastapi.testclient import TestClient
 
     with TestClient(server) as client:
-        add_device(client, "gpu-b2", precision="fp16")
+        add_device(client, "gpu-b2", **{"precision": "fp16", **fields})
 
 
 def add_adapted_device_live(server, samples: int = 4) -> None:
@@ -159,9 +161,10 @@ def test_measure_on_a_device_with_no_agent_online_says_so_and_queues_nothing(liv
 
 
 def test_measure_tflite_when_no_online_agent_runs_tflite_says_so_and_queues_nothing(live_api):
-    """An agent without the litert extra leases no TFLite job: they would wait queued with no word of why."""
+    """A LiteRT device's jobs are TFLite models; an agent without the litert extra leases none of them: they would
+    wait queued with no word of why."""
     url, server = live_api
-    add_device_live(server)
+    add_device_live(server, runtime="litert", precision="fp32")
     with transaction(server.state.sessions) as session:
         device = device_by_name(session, "gpu-b2")
         session.add(
@@ -170,7 +173,7 @@ def test_measure_tflite_when_no_online_agent_runs_tflite_says_so_and_queues_noth
             )
         )
     key = ["--server", url, "--key", ADMIN_KEY]
-    result = CliRunner().invoke(app, ["measure", "gpu-b2", "1", "--format", "tflite", *key])
+    result = CliRunner().invoke(app, ["measure", "gpu-b2", "1", *key])
     assert result.exit_code == 1, result.output
     line = result.output.strip()
     assert len(line.splitlines()) == 1, line
@@ -181,6 +184,29 @@ def test_measure_tflite_when_no_online_agent_runs_tflite_says_so_and_queues_noth
     queued = CliRunner().invoke(app, ["measure", "gpu-b2", "1", "--format", "tflite", "--no-wait", *key])
     assert queued.exit_code == 0 and "queued batch" in queued.stdout
     assert "runs tflite models (they run: onnx), so its jobs wait queued" in queued.stderr
+    with server.state.sessions() as session:
+        assert [job.format for job in session.query(Job)] == ["tflite"]
+
+
+def test_measure_refuses_a_format_the_devices_runtime_does_not_run(live_api):
+    """``--format onnx`` on a LiteRT device would store onnxruntime figures under its name: a usage error, nothing
+    queued; without --format an onnxruntime device's jobs are ONNX models."""
+    url, server = live_api
+    add_device_live(server, runtime="litert", precision="fp32")
+    key = ["--server", url, "--key", ADMIN_KEY]
+    refused = CliRunner().invoke(app, ["measure", "gpu-b2", "1", "--format", "onnx", "--no-wait", *key])
+    assert refused.exit_code == 2, refused.output
+    message = " ".join(refused.output.replace("│", " ").split())
+    assert (
+        "Invalid value for --format: litert devices are measured in tflite models, not onnx: omit the format, or "
+        "measure onnx models on a device of runtime onnxruntime (nothing was queued)"
+    ) in message
+    with TestClient(server) as client:
+        add_device(client, "cpu-onnx")
+    queued = CliRunner().invoke(app, ["measure", "cpu-onnx", "1", "--no-wait", *key])
+    assert queued.exit_code == 0, queued.output
+    with server.state.sessions() as session:
+        assert [(job.device.name, job.format) for job in session.query(Job)] == [("cpu-onnx", "onnx")]
 
 
 def test_cancel_command_cancels_a_batchs_unfinished_jobs(live_api):

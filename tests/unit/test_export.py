@@ -4,10 +4,10 @@ content-addressed artifact store."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import random
 import re
+import sys
 
 import numpy as np
 import onnx
@@ -27,10 +27,10 @@ from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import ExportSettings, ExportUnavailable, export_onnx, export_tflite
 from latfarm.services.store.crud import ensure_archs
 from latfarm.services.store.models import Arch, Artifact
+from tests.conftest import needs_extra
 
 ALL_NONE_NODE_2 = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_1x1~2|"
 DISCONNECTED = "|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|none~0|none~1|none~2|"
-HAS_LITERT_TORCH = importlib.util.find_spec("litert_torch") is not None
 
 
 def random_archs(n: int, seed: int = 7) -> list[str]:
@@ -155,14 +155,14 @@ def test_export_is_byte_deterministic():
     assert export_onnx(arch) != export_onnx(arch, ExportSettings(resolution=16, classes=120))
 
 
-@pytest.mark.skipif(HAS_LITERT_TORCH, reason="litert-torch is installed")
-def test_tflite_without_extra_names_the_extra():
+def test_tflite_without_extra_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # an import of it raises ImportError, as when absent
     with pytest.raises(ExportUnavailable, match=f"'tflite' extra .*: {re.escape(install_command('tflite'))}$"):
         export_tflite(ALL_NONE_NODE_2)
 
 
-@pytest.mark.skipif(not HAS_LITERT_TORCH, reason="litert-torch (the 'tflite' extra) is not installed")
 def test_tflite_matches_torch():
+    needs_extra("litert_torch", "tflite")
     from ai_edge_litert.interpreter import Interpreter
 
     settings = ExportSettings()

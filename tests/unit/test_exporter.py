@@ -44,7 +44,7 @@ def test_worker_exports_queued_jobs_once(sessions, tmp_path):
     dev_a, dev_b = make_device(sessions), make_device(sessions, "dev-b")
     submit(sessions, dev_a, ARCHS[:3])
     submit(sessions, dev_b, ARCHS[2:5])  # ARCHS[2] is queued on both devices
-    submit(sessions, dev_a, ARCHS[:1], fmt="tflite")
+    submit(sessions, make_device(sessions, "dev-lite", runtime="litert"), ARCHS[:1])  # its runtime's: tflite
     submit(sessions, dev_b, ARCHS[5:6])
     with transaction(sessions) as s:  # not queued any more: nothing to export
         s.execute(

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from latfarm.predictor import nb201
 from latfarm.services.core.clock import as_utc, utcnow
+from latfarm.services.core.errors import FailedPrecondition
 from latfarm.services.domain import liveness, queue
 from latfarm.services.domain.queue import QueueError
 from latfarm.services.domain.results import ReportedResult, ResultError
@@ -79,16 +80,39 @@ def test_submit_validates_and_dedupes(sessions):
     assert progress["errors"] == []
 
 
+def test_a_device_runtime_sets_its_jobs_format(sessions):
+    """No format: the runtime's; another: refused naming the field (the device's state refuses it, 409 over REST);
+    a dataset's runtime label fixes none."""
+    lite, onnx_dev = make_device(sessions, "dev-lite", runtime="litert"), make_device(sessions)
+    imported = make_device(sessions, "dev-imported", runtime="tensorrt")
+    formats = {}
+    for device, fmt in [(lite, None), (lite, "tflite"), (onnx_dev, None), (imported, None), (imported, "tflite")]:
+        with sessions() as s:
+            formats[device, fmt] = queue.batch_progress(s, submit(sessions, device, ARCHS[:1], fmt=fmt))["format"]
+    assert list(formats.values()) == ["tflite", "tflite", "onnx", "onnx", "tflite"]
+    with pytest.raises(FailedPrecondition) as refused:
+        submit(sessions, lite, ARCHS[:1], fmt="onnx")
+    assert (refused.value.field, str(refused.value)) == (
+        "format",
+        "format: litert devices are measured in tflite models, not onnx: omit the format, or measure onnx models "
+        "on a device of runtime onnxruntime",
+    )
+    with pytest.raises(FailedPrecondition, match="^format: onnxruntime devices are measured in onnx models, not"):
+        submit(sessions, onnx_dev, ARCHS[:1], fmt="tflite")
+
+
 def test_lease_takes_oldest_of_own_device_and_format(sessions, store):
     dev, other = make_device(sessions), make_device(sessions, "dev-b")
-    agent = make_agent(sessions, dev)
+    lite = make_device(sessions, "dev-lite", runtime="litert")  # its jobs: tflite
+    agent, lite_agent = make_agent(sessions, dev), make_agent(sessions, lite)
     submit(sessions, other, ARCHS[:3])
-    submit(sessions, dev, ARCHS[:2], fmt="tflite")
+    submit(sessions, lite, ARCHS[:2])
     submit(sessions, dev, ARCHS[:6])
     with sessions() as s:
         pending = queue.pending_artifacts(s, dev, ["onnx"], 10)
         assert sorted(model.arch for model in pending) == sorted(ARCHS[:6])
         assert len(queue.pending_artifacts(s, dev, ["onnx", "tflite"], 4)) == 4
+        assert queue.pending_artifacts(s, lite, ["onnx"], 10) == []
     first = lease(sessions, agent, store, max_jobs=4)
     assert len(first) == 4 and all(sha and attempts == 1 for _, _, sha, attempts in first)
     assert {arch for _, arch, _, _ in first} <= set(ARCHS[:6])
@@ -98,7 +122,8 @@ def test_lease_takes_oldest_of_own_device_and_format(sessions, store):
     assert lease(sessions, agent, store, max_jobs=4) == []
     with sessions() as s:
         assert queue.pending_artifacts(s, dev, ["onnx"], 10) == []
-    assert len(lease(sessions, agent, store, max_jobs=4, formats=("tflite", "bogus"))) == 2
+    assert lease(sessions, lite_agent, store, max_jobs=4) == []  # an agent without LiteRT: onnx only
+    assert len(lease(sessions, lite_agent, store, max_jobs=4, formats=("tflite", "bogus"))) == 2
     with sessions() as s:
         depth = queue.queue_depth(s)
         assert s.get(Agent, agent).last_heartbeat is not None

@@ -22,7 +22,7 @@ from latfarm.services.store.crud import active_adaptation
 
 from ..auth import Principal, require
 from ..deps import db, get_device, request_space
-from ..schemas import WHOLE, Space, Strict
+from ..schemas import FORMAT_DESCRIPTION, WHOLE, ModelFormat, Space, Strict
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -62,7 +62,7 @@ class AdaptRequest(Strict):
     seed: Annotated[int, Field(ge=0, le=2**32 - 1), WHOLE] = Field(
         0, description="Seed of the sample selection (trials differ by seed)."
     )
-    format: str = Field("onnx", pattern="^(onnx|tflite)$")
+    format: ModelFormat | None = Field(None, description=FORMAT_DESCRIPTION)
 
 
 @router.post("/devices/{name}/adapt", status_code=202)

@@ -27,8 +27,9 @@ def create_jobs(
     body: JobCreate, request: Request, session: Session = Depends(db), principal: Principal = Depends(require("jobs"))
 ) -> JobCreated:
     """Queue one job per distinct arch of the request's space on the device, under its conditions for that space
-    (``Conditions.for_space``) with the request's overrides, and wake its agents; 422 naming the field for a bad
-    arch, space or condition."""
+    (``Conditions.for_space``) with the request's overrides, in the request's model format or else the one the
+    device's runtime runs, and wake its agents; 422 naming the field for a bad arch, space or condition, 409 naming
+    ``format`` for a format the device's runtime does not run."""
     device = get_device(session, body.device)
     principal.check_device("jobs", device)
     archs = request_archs(body.archs, body.space)
@@ -47,7 +48,7 @@ def create_jobs(
     )
     session.commit()
     request.app.state.notifier.notify(device.id)
-    return JobCreated(id=batch.id, device=device.name, jobs=len(set(archs)))
+    return JobCreated(id=batch.id, device=device.name, jobs=len(set(archs)), format=batch.format)
 
 
 def _conditions(device: Device, body: JobCreate) -> Conditions:
