@@ -9,6 +9,7 @@ import typer
 
 from latfarm.services.cli.errors import exit_on_error, interrupted, settings_from_env
 from latfarm.services.cli.options import (
+    ARCHS_HELP,
     MODEL_FORMATS_MODULE,
     DataDir,
     DbUrl,
@@ -107,7 +108,7 @@ def import_(
 
 
 def export_model(
-    archs: list[str] = typer.Argument(..., help="Arch strings or reference positions (NB201: official indices)."),
+    archs: list[str] = typer.Argument(..., help=ARCHS_HELP),
     space: str = space_option("Search space of the archs"),
     fmt: str = typer.Option("onnx", "--format", callback=one_of(MODEL_FORMATS_MODULE, "FORMATS"), help="onnx | tflite"),
     out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
