@@ -91,6 +91,11 @@ def explained(command: str, client: Client) -> Iterator[None]:
 
 def _what_to_do(err: LatfarmError, client: Client) -> str:
     """The hint for a client error's code ('' when the message says it all)."""
+    if err.code == "unavailable" and _not_http1(err):
+        return (
+            f"; {client.base_url} does not answer HTTP/1.1 (the agents' gRPC port?): --server / LATFARM_SERVER is "
+            "the server's REST base URL, http://HOST:PORT"
+        )
     if err.code == "unavailable":
         return f"; is the server running at {client.base_url}? (--server / LATFARM_SERVER)"
     if err.code in ("unauthenticated", "permission_denied"):
@@ -99,6 +104,14 @@ def _what_to_do(err: LatfarmError, client: Client) -> str:
         root = "the server's REST base URL, http://HOST:PORT with no path"
         return f" at {client.base_url}: --server / LATFARM_SERVER is {root}"
     return ""
+
+
+def _not_http1(err: LatfarmError) -> bool:
+    """Whether the answer to ``err``'s request was no HTTP/1 at all (h11 finds no status line: "illegal ..."), as a
+    gRPC port's HTTP/2 frames; a server that closed the connection without answering is not that."""
+    import httpx
+
+    return isinstance(err.__cause__, httpx.RemoteProtocolError) and str(err.__cause__).startswith("illegal")
 
 
 def _no_route(err: LatfarmError) -> bool:
