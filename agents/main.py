@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import grpc
@@ -33,14 +34,42 @@ def log(message: str) -> None:
 
 
 def parse_cpus(spec: str | None) -> list[int]:
-    """'0', '0,2', '2-3' -> CPU numbers; empty for None."""
+    """'0', '0,2', '2-3' -> CPU numbers; empty for None. ``ValueError`` for another form or a range whose end is
+    below its start."""
     cpus: set[int] = set()
     for part in filter(None, (spec or "").replace(" ", "").split(",")):
         first, _, last = part.partition("-")
-        if not first.isdigit() or (last and not last.isdigit()):
+        if not first.isdigit() or (last and not last.isdigit()) or int(last or first) < int(first):
             raise ValueError(f"bad CPU list {spec!r}: use e.g. '0', '0,2' or '2-3'")
         cpus.update(range(int(first), int(last or first) + 1))
     return sorted(cpus)
+
+
+def cpu_ranges(cpus: Iterable[int]) -> str:
+    """CPU numbers in ``--affinity``'s form, runs as ranges: ``[0, 1, 2, 5]`` -> ``'0-2,5'``."""
+    runs: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def pinnable_cpus(spec: str | None) -> list[int]:
+    """``--affinity``'s CPUs (``parse_cpus``), each one this process may run on; ``ValueError`` naming those it may
+    not (with those it may), or saying that this platform cannot pin a process."""
+    cpus = parse_cpus(spec)
+    if not cpus:
+        return cpus
+    if not hasattr(os, "sched_getaffinity"):
+        raise ValueError(f"{spec!r}: this platform cannot pin a process to CPUs; leave --affinity out")
+    allowed = os.sched_getaffinity(0)
+    if missing := [cpu for cpu in cpus if cpu not in allowed]:
+        raise ValueError(
+            f"{spec!r}: CPU {cpu_ranges(missing)} is not available to this process; it may use {cpu_ranges(allowed)}"
+        )
+    return cpus
 
 
 def read_ca_cert(path: Path | None) -> bytes | None:
@@ -75,6 +104,8 @@ def register(conn: Connection, options: AgentOptions) -> tuple[AgentState, int]:
         raise AgentError(f"registering needs an enrollment token: {TOKEN_FORM}")
     try:
         response = conn.register(options.enroll, describe(), options.name or socket.gethostname())
+    except Unauthenticated as err:
+        raise AgentError(f"the server rejected the enrollment token ({err}); check the token") from err
     except grpc.RpcError as err:
         if err.code() != grpc.StatusCode.PERMISSION_DENIED:
             raise
@@ -100,7 +131,7 @@ def run_agent(options: AgentOptions) -> None:
     state_dir = Path(options.state_dir)
     try:
         root_certificates = read_ca_cert(options.ca_cert)
-        cpus = parse_cpus(options.affinity)
+        cpus = pinnable_cpus(options.affinity)
         if cpus:
             os.sched_setaffinity(0, cpus)
         backends = available_backends(options.provider)
@@ -146,12 +177,10 @@ def run_agent(options: AgentOptions) -> None:
                 register_anew()
     except Stopped:
         log("stopped")
-    except Unauthenticated as err:
-        hint = (
-            "check the enrollment token"
-            if options.enroll
-            else f"to register anew, give an enrollment token as {TOKEN_FORM}"
-        )
-        raise AgentError(f"the server rejected this agent ({err}); {hint}") from err
+    except Unauthenticated as err:  # its credential, not a token: ``register`` says that of a token
+        raise AgentError(
+            f"the server rejected this agent ({err}): an admin deleted it, or the server's database is another; "
+            f"to register anew, give an enrollment token as {TOKEN_FORM}"
+        ) from err
     finally:
         conn.close()

@@ -163,6 +163,17 @@ class DeviceFilter(ForeignKeyFilter):
         return await super().get_filtered_query(query, value, model)
 
 
+class YesNoFilter(BooleanFilter):
+    """sqladmin's yes / no filter, but a value other than ``true``, ``false`` or all is a 400 (sqladmin showed every
+    row, as if unfiltered)."""
+
+    async def get_filtered_query(self, query: Select, value: Any, model: Any) -> Select:
+        """Rows whose column is ``value`` (every row for all or no value)."""
+        if value is not None and value not in (*ALL, "all", "true", "false"):
+            raise HTTPException(400, f"filter {self.parameter_name}: {value!r} is not true, false or all")
+        return await super().get_filtered_query(query, value, model)
+
+
 class CheckedOperationFilter(OperationColumnFilter):
     """sqladmin's operation filter, but an operation the column's type does not offer is ignored and a value an
     integer column cannot hold is a 400 (both were database errors)."""
@@ -374,7 +385,7 @@ class JobAdmin(ReadOnlyView, model=Job):
         ValuesFilter(Job.format),
         SpaceFilter(),
         ArchFilter(),
-        BooleanFilter(Job.drawn_at_random, title="Drawn at random"),
+        YesNoFilter(Job.drawn_at_random, title="Drawn at random"),
     ]
     column_labels = {Job.drawn_at_random: "drawn at random"}
     column_formatters = {Job.arch: _arch_short, Job.drawn_at_random: _random_mark}
@@ -436,9 +447,9 @@ class MeasurementAdmin(ReadOnlyView, model=Measurement):
         StaticValuesFilter(Measurement.source, _enum_values(Source), title="Source"),
         ValuesFilter(Measurement.dataset),
         ValuesFilter(Measurement.conditions_key, title="Conditions"),
-        BooleanFilter(Measurement.unstable),
+        YesNoFilter(Measurement.unstable),
         SpaceFilter(),
-        BooleanFilter(Measurement.quarantined),
+        YesNoFilter(Measurement.quarantined),
         ArchFilter(),
     ]
     column_formatters = {

@@ -29,9 +29,24 @@ def _checked_server(server: str) -> str:
         raise typer.BadParameter(str(err)) from err
 
 
+def _checked_affinity(spec: str | None) -> str | None:
+    """``--affinity`` as ``main.pinnable_cpus`` takes it: CPUs this process may run on; a usage error (exit 2)
+    otherwise."""
+    from latfarm.agents.main import pinnable_cpus
+
+    try:
+        pinnable_cpus(spec)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    return spec
+
+
 def agent(
     server: str = typer.Option(
-        ..., "--server", callback=_checked_server, help="gRPC address of the server, HOST:PORT (port 50051 by default)."
+        ...,
+        "--server",
+        callback=_checked_server,
+        help="gRPC address of the server, HOST:PORT (the server's default gRPC port: 50051).",
     ),
     tls: bool = typer.Option(
         AgentOptions.tls,
@@ -60,7 +75,11 @@ def agent(
         "Inference threads per model",
     ),
     affinity: str = typer.Option(
-        AgentOptions.affinity, "--affinity", show_default="not pinned", help="CPUs to pin to, e.g. '0' or '2-3'."
+        AgentOptions.affinity,
+        "--affinity",
+        callback=_checked_affinity,
+        show_default="not pinned",
+        help="CPUs to pin to, e.g. '0' or '2-3'.",
     ),
     cache_mb: int = typer.Option(AgentOptions.cache_mb, "--cache-mb", help="Artifact cache size bound."),
     cooldown_s: float = typer.Option(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,7 @@ import typer
 
 from latfarm.services.cli.errors import exit_on_error, interrupted, settings_from_env
 from latfarm.services.cli.options import (
+    ARCHS_HELP,
     MODEL_FORMATS_MODULE,
     DataDir,
     DbUrl,
@@ -110,11 +112,24 @@ def import_(
     import_dataset(settings, path, fmt=fmt, space=space, devices=device)
 
 
+def _model_folder(out: Path) -> Path:
+    """``export model --out``: a folder, or one that can be made in the nearest folder above it that exists; a usage
+    error (exit 2) before anything is exported otherwise."""
+    existing = next(path for path in (out.absolute(), *out.absolute().parents) if path.exists())
+    if not existing.is_dir():
+        raise typer.BadParameter(f"{existing} is a file; give a folder (nothing was exported)")
+    if not os.access(existing, os.W_OK):
+        raise typer.BadParameter(f"{existing}: not writable (nothing was exported)")
+    return out
+
+
 def export_model(
-    archs: list[str] = typer.Argument(..., help="Arch strings or reference positions (NB201: official indices)."),
+    archs: list[str] = typer.Argument(..., help=ARCHS_HELP),
     space: str = space_option("Search space of the archs"),
     fmt: str = typer.Option("onnx", "--format", callback=one_of(MODEL_FORMATS_MODULE, "FORMATS"), help="onnx | tflite"),
-    out: Path = typer.Option(Path("artifacts"), "--out", help="Output folder (content-addressed cache)."),
+    out: Path = typer.Option(
+        Path("artifacts"), "--out", callback=_model_folder, help="Output folder (content-addressed cache)."
+    ),
     resolution: int = condition_option("resolution", "Input height and width, px", show_default=VARIANT),
     classes: int = condition_option("classes", "Output classes of the network's head", show_default=VARIANT),
     batch_size: int = condition_option("batch_size", "Images per inference (the input's first dimension)", 1),

@@ -18,15 +18,23 @@ CONDITION_COLUMNS = ["batch_size", "precision", "graph", "resolution", "classes"
 PROVENANCE_COLUMNS = ["drawn_at_random"]
 
 
-def arch_values(given: Sequence[str]) -> list[str | int]:
+def arch_values(given: Sequence[str]) -> list[str | int | list[int]]:
     """Command-line archs as the API takes them: integers (``-1`` too) are reference positions (NB201: official
-    indices), anything else an arch string."""
-    return [int(a) if re.fullmatch(r"\s*-?\d+\s*", a) else a for a in given]
+    indices), whole numbers in brackets (``[0,1,2,3,4,0]``) index lists, anything else an arch string."""
+    values: list[str | int | list[int]] = []
+    for arch in given:
+        if re.fullmatch(r"\s*-?\d+\s*", arch):
+            values.append(int(arch))
+        elif re.fullmatch(r"\s*\[\s*\d+(\s*,\s*\d+)*\s*\]\s*", arch):
+            values.append([int(choice) for choice in arch.strip()[1:-1].split(",")])
+        else:
+            values.append(arch)
+    return values
 
 
-def canonical_archs(given: Sequence[str | int], space: str = "nb201") -> list[str]:
-    """Canonical strings of archs of ``space`` given as strings or reference-set positions (NB201: official
-    indices), in order. Raises ``ArchError`` naming the bad one as the server does (``archs[i]: ...``), or
+def canonical_archs(given: Sequence[str | int | list[int]], space: str = "nb201") -> list[str]:
+    """Canonical strings of archs of ``space`` given as strings, index lists or reference-set positions (NB201:
+    official indices), in order. Raises ``ArchError`` naming the bad one as the server does (``archs[i]: ...``), or
     ``UnknownSpace``."""
     searched = get_space(space)
     strings = []

@@ -36,6 +36,11 @@ DataDir = typer.Option(
     None, "--data-dir", show_default="latfarm-data", help="Folder for the SQLite file, artifacts, keys."
 )
 DbUrl = typer.Option(None, "--db", show_default="SQLite file in the data folder", help="SQLAlchemy URL.")
+# the three arch forms a command line takes (``measure_results.arch_values``)
+ARCHS_HELP = (
+    "Arch strings, index lists ('\\[0,1,2,3,4,0]', quoted: one choice per position) or positions in the space's "
+    "reference set (NB201: official indices)."
+)
 
 
 def _registered_space(name: str) -> str:

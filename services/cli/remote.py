@@ -15,6 +15,7 @@ from latfarm.agents.measurement import BOUNDS as PROTOCOL
 from latfarm.agents.runtimes import AGENT_EXTRAS, RUNTIME_FORMATS, job_format
 from latfarm.services.cli.errors import exit_on_error, interrupted
 from latfarm.services.cli.options import (
+    ARCHS_HELP,
     MODEL_FORMATS_MODULE,
     STATISTICS_MODULE,
     Calibrate,
@@ -50,9 +51,7 @@ SpaceOption = space_option("Search space of the archs")
 
 def predict(
     device: str = DeviceName,
-    archs: list[str] = typer.Argument(
-        ..., help="Arch strings, or positions in the space's reference set (NB201: official indices)."
-    ),
+    archs: list[str] = typer.Argument(..., help=ARCHS_HELP),
     space: str = SpaceOption,
     server: str = ServerUrl,
     key: str = ApiKey,
@@ -92,6 +91,11 @@ def explained(command: str, client: Client) -> Iterator[None]:
 
 def _what_to_do(err: LatfarmError, client: Client) -> str:
     """The hint for a client error's code ('' when the message says it all)."""
+    if err.code == "unavailable" and _not_http1(err):
+        return (
+            f"; {client.base_url} does not answer HTTP/1.1 (the agents' gRPC port?): --server / LATFARM_SERVER is "
+            "the server's REST base URL, http://HOST:PORT"
+        )
     if err.code == "unavailable":
         return f"; is the server running at {client.base_url}? (--server / LATFARM_SERVER)"
     if err.code in ("unauthenticated", "permission_denied"):
@@ -100,6 +104,14 @@ def _what_to_do(err: LatfarmError, client: Client) -> str:
         root = "the server's REST base URL, http://HOST:PORT with no path"
         return f" at {client.base_url}: --server / LATFARM_SERVER is {root}"
     return ""
+
+
+def _not_http1(err: LatfarmError) -> bool:
+    """Whether the answer to ``err``'s request was no HTTP/1 at all (h11 finds no status line: "illegal ..."), as a
+    gRPC port's HTTP/2 frames; a server that closed the connection without answering is not that."""
+    import httpx
+
+    return isinstance(err.__cause__, httpx.RemoteProtocolError) and str(err.__cause__).startswith("illegal")
 
 
 def _no_route(err: LatfarmError) -> bool:
@@ -155,9 +167,7 @@ FormatOption = typer.Option(
 
 def measure(
     device: str = DeviceName,
-    archs: list[str] = typer.Argument(
-        None, help="Arch strings, or positions in the space's reference set (NB201: official indices)."
-    ),
+    archs: list[str] = typer.Argument(None, help=ARCHS_HELP),
     space: str = SpaceOption,
     from_file: Path = typer.Option(None, "--from", help="Also the archs in this file (one per line, # comments)."),
     sample: int = typer.Option(
@@ -223,7 +233,7 @@ def measure(
         drawn: list[str | int] = random_archs(space, sample or 0, seed)
         if not chosen and not drawn:
             raise typer.BadParameter("give archs, --from FILE or --random N", param_hint="ARCHS")
-        strings = measure_results.canonical_archs(chosen + drawn, space)  # a bad arch is refused before any request
+        strings = measure_results.canonical_archs([*chosen, *drawn], space)  # a bad arch is refused before any request
     except ArchError as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     if out:
@@ -334,12 +344,16 @@ def check_out(path: Path, wait: bool = True, before: str = "nothing was queued")
 
 
 def read_archs(path: Path) -> list[str]:
-    """Arch strings or NB201 indices, one per line; blank lines and ``#`` comments are skipped."""
+    """Archs in any of the command line's forms, one per line; blank lines and ``#`` comments are skipped. A usage
+    error for a file that cannot be read or holds no arch."""
     try:
         lines = path.read_text().splitlines()
     except OSError as err:
         raise typer.BadParameter(f"cannot read {path}: {err.strerror or err}", param_hint="--from") from err
-    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    archs = [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    if not archs:
+        raise typer.BadParameter(f"{path} holds no arch (one per line, # comments)", param_hint="--from")
+    return archs
 
 
 def agent_command(client: Client) -> str:
@@ -395,17 +409,21 @@ def _note(line: str) -> None:
 def random_archs(space: str, n: int, seed: int) -> list[str | int]:
     """``n`` random archs of ``space``, seeded: distinct positions of its reference set where it has one (NB201's
     official indices, FBNet's 5,000 HELP archs: results match the dataset's), else ``space.sample`` drawn as strings.
-    ``UnknownSpace`` for an unknown space, ``ArchError`` for more archs than the reference set holds."""
+    ``UnknownSpace`` for an unknown space; a usage error of ``--random`` for more archs than the reference set
+    holds."""
     import random
 
-    from latfarm.predictor.spaces import ArchError, get_space
+    from latfarm.predictor.spaces import get_space
 
     searched = get_space(space)
     reference = searched.reference_set()
     if not reference:
         return [searched.to_string(encoding) for encoding in searched.sample(n, seed)]
     if n > len(reference):
-        raise ArchError(f"--random {n}: the {space} reference set holds {len(reference)} archs")
+        raise typer.BadParameter(
+            f"must be at most {len(reference)}, the size of the {space} reference set, got {n}",
+            param_hint="'--random' / '--sample'",
+        )
     return list(random.Random(seed).sample(range(len(reference)), n))
 
 

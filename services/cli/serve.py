@@ -16,9 +16,10 @@ import uvicorn
 
 from latfarm.services.api.app import create_app
 from latfarm.services.api.deps import warm_arch_tables
+from latfarm.services.cli.database import reachable_database
 from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.core.config import Settings
-from latfarm.services.rpc.processes import GrpcChildren, grpc_processes, reserve_port
+from latfarm.services.rpc.processes import GrpcChildren, check_unshared, grpc_processes, reserve_port
 from latfarm.services.rpc.server import build_grpc_server, server_credentials
 from latfarm.services.runtime import Runtime
 
@@ -63,10 +64,13 @@ def serve(settings: Settings) -> None:
     with exit_on_error("latfarm serve"):
         credentials = server_credentials(settings)  # a bad TLS setting fails before the database is touched
         processes = grpc_processes(settings)
-    runtime = Runtime(settings)
-    new_admin_key = runtime.bootstrap()
+    with reachable_database("latfarm serve", settings.database_url):
+        runtime = Runtime(settings)
+        new_admin_key = runtime.bootstrap()
     http_sock = _bound(f"REST port {settings.http_port}", lambda: _listen(settings.http_host, settings.http_port))
     grpc_name = f"gRPC port {settings.grpc_port}"
+    if settings.grpc_port:  # another server's gRPC port would be shared, not refused
+        _bound(grpc_name, lambda: check_unshared(settings.grpc_listen_host, settings.grpc_port))
     grpc_server, reserved = None, None
     if processes > 1:  # the children serve the agents; this process holds the port for them
         reserved = _bound(grpc_name, lambda: reserve_port(settings.grpc_listen_host, settings.grpc_port))

@@ -258,12 +258,18 @@ def run_up(
 ) -> None:
     """Start everything, adapt to this machine (from ``samples`` archs and ``calibration`` calibrating ones:
     ``_adapt``), print the URLs, serve until Ctrl-C; a ``device`` against the device-name rule, a port in use or a
-    missing datasets folder exits before anything is created. Port 0 is any free port: ``serve`` binds one and
-    prints it, and this reads it back (no window in which another process could take it)."""
+    datasets folder that is not a HELP folder exits before anything is created. Port 0 is any free port: ``serve``
+    binds one and prints it, and this reads it back (no window in which another process could take it)."""
     with exit_on_error("latfarm up: --device"):
         checked_device_name(device)
-    if settings.datasets_dir and not settings.datasets_dir.is_dir():
-        raise SystemExit(f"latfarm up: --datasets {settings.datasets_dir}: no such folder")
+    if settings.datasets_dir:
+        from latfarm.services.datasets.help import latency_files
+        from latfarm.services.datasets.rows import DatasetError
+
+        try:
+            latency_files(settings.datasets_dir)
+        except DatasetError as err:
+            raise SystemExit(f"latfarm up: --datasets {err}") from err
     for port, flag in ((settings.http_port, "--http-port"), (settings.grpc_port, "--grpc-port")):
         if port and not _free(port):  # before anything is created
             raise SystemExit(f"latfarm up: port {port} is in use (is latfarm up already running? use {flag})")

@@ -51,7 +51,7 @@ def import_help(
         searched = get_space(space)
     except UnknownSpace as err:
         raise DatasetError(f"--space: {err}") from err
-    files = _latency_files(path, devices)
+    files = latency_files(path, devices)
     arch_ids = _nb201_arch_ids(session, path) if space == nb201.SPACE else _reference_arch_ids(session, path, searched)
     dataset = dataset_of(space)
     imported = Imported()
@@ -74,7 +74,9 @@ def import_help(
     return imported
 
 
-def _latency_files(path: Path, devices: Sequence[str] | None) -> list[Path]:
+def latency_files(path: Path, devices: Sequence[str] | None = None) -> list[Path]:
+    """The HELP folder's ``latency/<device>.pt`` files (of ``devices`` when given); ``DatasetError`` for a missing
+    folder, a file, a folder without them or a device it lacks."""
     if not path.exists():
         raise DatasetError(f"{path}: no such folder")
     if not path.is_dir():

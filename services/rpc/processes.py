@@ -12,6 +12,7 @@ within a second) and is restarted when it exits on its own after running ``STEAD
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -46,6 +47,27 @@ def grpc_processes(settings: Settings, cpus: int | None = None) -> int:
             field="grpc_processes",
         )
     return settings.grpc_processes
+
+
+def check_unshared(host: str, port: int) -> None:
+    """Raise ``OSError`` (``EADDRINUSE``) when a socket of this machine holds ``host``:``port``. gRPC binds its port
+    with SO_REUSEPORT (as ``reserve_port`` does), so a second server would otherwise share the port of one already
+    serving it, and the kernel would hand it some of that server's agents. Another failure (no IPv6, say) is left to
+    the bind itself."""
+    every = host in ("0.0.0.0", "::", "")
+    try:
+        sock = socket.socket(socket.AF_INET6 if every or ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return
+    with sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections left in TIME_WAIT hold no port
+        try:
+            if every:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::" if every else host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise
 
 
 def reserve_port(host: str, port: int) -> socket.socket:

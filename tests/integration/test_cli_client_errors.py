@@ -121,6 +121,32 @@ def test_every_client_command_explains_a_wrong_key_and_a_missing_or_foreign_serv
     assert foreign.endswith(f"is the server running at {not_latfarm}? (--server / LATFARM_SERVER)")
 
 
+@pytest.fixture(scope="module")
+def grpc_port():
+    """The URL of a gRPC port (HTTP/2 only, as the agents' port of a latfarm server)."""
+    from concurrent import futures
+
+    import grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop(None)
+
+
+@pytest.mark.parametrize("command", CLIENT_COMMANDS)
+def test_every_client_command_pointed_at_a_grpc_port_says_it_takes_the_rest_url(grpc_port, command):
+    """The agents' port given as ``--server`` (``device enroll`` prints it for agents): one line naming the mix-up,
+    not "is the server running"."""
+    args = CLIENT_COMMANDS[command]
+    line = one_line_failure(CliRunner().invoke(app, [*args, "--server", grpc_port, "--key", ADMIN_KEY]))
+    assert line.startswith(f"latfarm {command.split(' --')[0]}: ") and line.endswith(
+        f"{grpc_port} does not answer HTTP/1.1 (the agents' gRPC port?): --server / LATFARM_SERVER is the server's "
+        "REST base URL, http://HOST:PORT"
+    ), line
+
+
 @pytest.mark.parametrize("command", CLIENT_COMMANDS)
 def test_every_client_command_explains_no_key_and_a_server_url_with_a_path_in_one_line(live_api, monkeypatch, command):
     """No key at all is refused before any request, saying where ``latfarm up`` keeps its admin key; a ``--server``

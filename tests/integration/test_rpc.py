@@ -291,6 +291,20 @@ def test_an_agent_enrolling_with_an_expired_or_revoked_token_gets_one_line(farm,
     assert load_state(tmp_path / "agent") is None
 
 
+def test_an_unknown_enrollment_token_is_said_of_the_token_a_deleted_agent_of_the_agent(farm, tmp_path):
+    """A token the server does not know is the token's fault; a credential it no longer knows (the agent deleted) is
+    not, though the agent was started with a token."""
+    with pytest.raises(AgentError, match=r"rejected the enrollment token \(register: unknown enrollment token\)"):
+        run_agent(AgentOptions(farm.address, "lf_enroll_bogus", tmp_path / "bogus", once=True))
+    state_dir = tmp_path / "agent"
+    run_agent(AgentOptions(farm.address, farm.token, state_dir, once=True))
+    with transaction(farm.sessions) as s:
+        s.execute(delete(Agent).where(Agent.id == load_state(state_dir).agent_id))
+    with pytest.raises(AgentError) as info:
+        run_agent(AgentOptions(farm.address, None, state_dir, once=True))
+    assert "an admin deleted it" in str(info.value) and "enrollment token (" not in str(info.value)
+
+
 def test_every_call_needs_the_credential(farm):
     register(farm)
     calls = {

@@ -586,6 +586,13 @@ def test_junk_filter_and_query_values_on_every_list_page_are_never_a_server_erro
             refused = client.get("/admin/measurement/list", params={"device_id": "abc"})  # the reported case
             assert refused.status_code == 400
             assert "filter device_id: &#39;abc&#39; is not a whole number" in refused.text
+            maybe = client.get("/admin/measurement/list", params={"quarantined": "maybe"})
+            assert (
+                maybe.status_code == 400
+                and "filter quarantined: &#39;maybe&#39; is not true, false or all" in maybe.text
+            )
+            for value in ("true", "false", "all"):
+                assert client.get("/admin/measurement/list", params={"quarantined": value}).status_code == 200
             sideways = client.get("/admin/measurement/list", params={"sortBy": "latency_ms", "sort": "sideways"})
             assert sideways.status_code == 400 and "sort: &#39;sideways&#39; is not asc or desc" in sideways.text
             bogus = client.get("/admin/device/list", params={"sortBy": "bogus"})

@@ -14,17 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from latfarm.agents.backends import available_backends
 from latfarm.agents.cache import ArtifactCache, ArtifactError
 from latfarm.agents.descriptor import ClockState, describe
 from latfarm.agents.errors import AgentError
-from latfarm.agents.main import parse_cpus, run_agent
+from latfarm.agents.main import cpu_ranges, parse_cpus, run_agent
 from latfarm.agents.measurement import LOAD, BatchMeasurer, MeasureSettings, ModelResult, ModelTask, summarize
 from latfarm.agents.options import AgentOptions
 from latfarm.agents.report import MeasuredWith, result_message
 from latfarm.agents.state import STATE_FILE, AgentState, load_state, save_state
 from latfarm.proto.v1 import agent_pb2
+from latfarm.services.cli import app
 from tests.agent_models import tiny_tflite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,8 +128,27 @@ def test_descriptor_fields():
 
 def test_cpu_lists():
     assert parse_cpus("0") == [0] and parse_cpus("2-3,0") == [0, 2, 3] and parse_cpus(None) == []
-    with pytest.raises(ValueError, match="bad CPU list"):
-        parse_cpus("a-b")
+    assert cpu_ranges([5, 0, 1, 2, 7, 8]) == "0-2,5,7-8"
+    for bad in ("a-b", "3-2"):
+        with pytest.raises(ValueError, match="bad CPU list"):
+            parse_cpus(bad)
+
+
+@pytest.mark.parametrize("affinity", ["9999", "0,9999", "3-2", "x"])
+def test_an_affinity_this_process_cannot_take_is_a_usage_error(tmp_path, affinity):
+    """Before anything is created or contacted: exit 2, one message naming the CPUs this process may use."""
+    result = CliRunner().invoke(
+        app,
+        ["agent", "--server", "127.0.0.1:1", "--state-dir", str(tmp_path / "s"), "--affinity", affinity],
+        env={"COLUMNS": "400", "LATFARM_AGENT_ENROLL": "token"},
+    )
+    output = " ".join(result.output.replace("│", "").split())
+    assert result.exit_code == 2 and "Invalid value for '--affinity'" in output
+    if affinity.endswith("9999"):
+        assert f"CPU 9999 is not available to this process; it may use {cpu_ranges(os.sched_getaffinity(0))}" in output
+    else:
+        assert "bad CPU list" in output
+    assert not (tmp_path / "s").exists()
 
 
 def test_unknown_execution_provider_is_refused():

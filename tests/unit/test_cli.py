@@ -97,6 +97,17 @@ def test_a_value_outside_an_options_fixed_set_is_a_usage_error_listing_the_set(
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("out", ["a-file", "a-file/models"])
+def test_export_models_out_at_a_file_is_a_usage_error_before_anything_is_exported(out, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("mine")
+    result = CliRunner().invoke(app, ["export", "model", "0", "--out", out], env={"COLUMNS": "300"})
+    shown = " ".join(result.output.replace("│", "").split())
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"Invalid value for '--out': {tmp_path / 'a-file'} is a file; give a folder (nothing was exported)" in shown
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

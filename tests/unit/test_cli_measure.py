@@ -8,10 +8,11 @@ import itertools
 import re
 
 import pytest
+import typer
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from latfarm.predictor.spaces import ArchError, get_space
+from latfarm.predictor.spaces import get_space
 from latfarm.services.cli import app
 from latfarm.services.cli.remote import random_archs
 from latfarm.services.client import Client
@@ -241,6 +242,8 @@ def test_bad_archs_of_a_space_are_refused_naming_the_problem_before_any_request(
         (["--space", "fbnet", "-".join(["k3_e1"] * 21 + ["k7_e1"])], "unknown block 'k7_e1' at position 21"),
         (["--space", "fbnet", "5000"], "fbnet: reference position 5000 is outside 0..4999"),
         (["99999"], "nb201: reference position 99999 is outside 0..15624"),
+        (["[0,1,2,3,4]"], "archs[0]: nb201: op vector must have 6 entries, got 5"),
+        (["--space", "fbnet", "[0,1,2]"], "archs[0]: fbnet: arch has 3 entries, expected 22"),
         (["-".join(["k3_e1"] * 22)], "expected 3 node groups joined by '+', found 1; it is an arch of space fbnet"),
     ]
     for args, named in cases:
@@ -248,6 +251,27 @@ def test_bad_archs_of_a_space_are_refused_naming_the_problem_before_any_request(
         assert result.exit_code == 1, result.output  # one line, as predict's
         assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("latfarm measure: ")
         assert named in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--random", "15626"], "'--random' / '--sample': must be at most 15625, the size of the nb201 reference set"),
+        (
+            ["--space", "fbnet", "--sample", "5001"],
+            "must be at most 5000, the size of the fbnet reference set, got 5001",
+        ),
+        (["--from", "EMPTY"], "--from: EMPTY holds no arch (one per line, # comments)"),
+    ],
+)
+def test_more_random_archs_than_the_space_holds_or_an_empty_from_file_is_a_usage_error(tmp_path, args, said):
+    empty = tmp_path / "archs.txt"
+    empty.write_text("# none yet\n\n")
+    args = [str(empty) if arg == "EMPTY" else arg for arg in args]
+    nowhere = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never reached: checked first
+    result = CliRunner().invoke(app, ["measure", "dev", *args, *nowhere], env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert said.replace("EMPTY", str(empty)) in " ".join(result.output.replace("│", "").split())
 
 
 def test_measure_and_adapt_explain_an_unknown_device_and_a_wrong_key_in_one_line(live_api):
@@ -295,7 +319,7 @@ def test_random_draws_distinct_reference_archs_in_every_space_with_a_reference_s
         assert drawn == random_archs(space, 50, seed=3) != random_archs(space, 50, seed=4)
         assert random_archs(space, 20, seed=3) == drawn[:20], space  # as --help and docs/cli.md say
     assert len(get_space("fbnet").reference_set()) == 5000
-    with pytest.raises(ArchError, match="the fbnet reference set holds 5000 archs"):
+    with pytest.raises(typer.BadParameter, match="must be at most 5000, the size of the fbnet reference set, got 5001"):
         random_archs("fbnet", 5001, seed=0)
     shown = " ".join(CliRunner().invoke(app, ["measure", "--help"], env={"COLUMNS": "400"}).output.split())
     assert "distinct archs of its reference set (NB201: official indices; FBNet: HELP's 5,000)" in shown

@@ -35,6 +35,24 @@ def test_an_unstable_measurement_is_marked_and_one_estimate_exits_0(live_api):
     assert none.startswith(f"no estimate  {arch(7)}: ")
 
 
+def test_an_arch_in_each_of_the_three_forms_is_the_same_arch(live_api):
+    """A string, an index list in brackets (spaces or none) and a reference position; a bad index list is the
+    server's one line naming its place."""
+    from latfarm.predictor import nb201
+
+    url, server = live_api
+    add_device_live(server)
+    add_measurements(SimpleNamespace(app=server), "gpu-b2", {6: 4.0})
+    ops = nb201.from_official_index(6)
+    forms = [arch(6), f"[{','.join(map(str, ops))}]", f" [ {', '.join(map(str, ops))} ] ", "6"]
+    result = CliRunner().invoke(app, ["predict", "gpu-b2", *forms, "--server", url, "--key", ADMIN_KEY])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines() == [f"4.0000 ms {'':8}  measured   {arch(6)}"] * 4
+    bad = CliRunner().invoke(app, ["predict", "gpu-b2", "6", "[0,1,2,3,4,9]", "--server", url, "--key", ADMIN_KEY])
+    assert bad.exit_code == 1
+    assert bad.output.strip() == "latfarm predict: archs[1]: nb201: op vector entry 5 is 9; op ids are 0..4"
+
+
 def test_a_prediction_shows_its_standard_deviation_in_the_column_a_measurement_leaves_blank():
     from latfarm.services.cli.measure_results import prediction_line
 

@@ -114,11 +114,15 @@ def test_ctrl_c_while_up_adapts_cancels_the_adaptation(live_api, capsys):
     assert (state["state"], state["progress"]["cancelled"]) == ("cancelled", 3)
 
 
-def test_a_missing_datasets_folder_is_refused_before_anything_is_created(tmp_path):
-    settings = Settings(data_dir=tmp_path / "data", http_port=0, grpc_port=0, datasets_dir=tmp_path / "nope")
+@pytest.mark.parametrize(
+    ("folder", "said"), [("nope", "no such folder"), ("empty", "not a HELP folder (needs latency/<device>.pt)")]
+)
+def test_a_datasets_folder_that_is_not_a_help_folder_is_refused_before_anything_is_created(tmp_path, folder, said):
+    (tmp_path / "empty").mkdir()
+    settings = Settings(data_dir=tmp_path / "data", http_port=0, grpc_port=0, datasets_dir=tmp_path / folder)
     with pytest.raises(SystemExit) as exited:
         up.run_up(settings)
-    assert str(exited.value) == f"latfarm up: --datasets {tmp_path / 'nope'}: no such folder"
+    assert str(exited.value) == f"latfarm up: --datasets {tmp_path / folder}: {said}"
     assert not (tmp_path / "data").exists()
 
 

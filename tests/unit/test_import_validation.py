@@ -430,7 +430,7 @@ def test_pretrain_refuses_a_missing_folder_device_or_bad_file_in_one_line(tmp_pa
     ],
 )
 def test_database_commands_say_in_one_line_when_the_database_cannot_be_used(tmp_path, db, problem):
-    """import, export data and migrate against a database that is down or a URL SQLAlchemy cannot use: one line
+    """import, export data, migrate and serve against a database that is down or a URL SQLAlchemy cannot use: one line
     naming it (password hidden) and the options, exit 1, no traceback."""
     path = tmp_path / "phone.pickle"
     path.write_bytes(pickle.dumps({OPS: 0.002}))
@@ -438,6 +438,7 @@ def test_database_commands_say_in_one_line_when_the_database_cannot_be_used(tmp_
         "latfarm import": ["import", str(path), "--format", "latbench"],
         "latfarm export data": ["export", "data", "phone", "--format", "csv", "--out", str(tmp_path / "o.csv")],
         "latfarm migrate": ["migrate"],
+        "latfarm serve": ["serve", "--http-port", "0", "--grpc-port", "0", "--data-dir", str(tmp_path / "data")],
     }
     for prefix, command in commands.items():
         result = CliRunner().invoke(app, [*command, "--db", db])
