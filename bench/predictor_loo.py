@@ -4,7 +4,8 @@ For each device: pretrain on the others (cached by data hash), pick K archs with
 score every other arch (Spearman, ±10% share, share within 1 and 2 predicted std). The family variant drops the
 held-out device's whole family (``FAMILIES``: GPUs, server CPUs, phones, ...) from pretraining; the cross-family
 split (issue #16's) pretrains once on desktop GPUs and server CPUs only and adapts to every other device. Each
-table counts its (device, K) cells whose 1-sd coverage is in ``BAND`` and 2-sd coverage at least ``MIN_COVERAGE_2SD``,
+table counts its (device, K) cells whose 1-sd coverage is in ``COVERAGE_BAND`` and 2-sd coverage at least
+``MIN_COVERAGE_2SD`` (``predictor.calibration``),
 prints per K the spread across devices of ``std_factor`` (the multiplier of a device's ``std_ms`` that would put its
 1-sd coverage at 0.683: how far one calibration per K is from every device), and sets each device's K=20 Spearman
 against its ``ceiling``. ``--before`` prints an earlier run's ``--json`` (e.g. from the previous commit) above each
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from transfer_args import transfer_parser  # bench/ is the script's folder: on sys.path
 
+from latfarm.predictor.calibration import COVERAGE_BAND, MIN_COVERAGE_2SD
 from latfarm.predictor.evaluate import METRICS, cached_pretrain, transfer_scores
 from latfarm.predictor.features import all_features
 from latfarm.predictor.help_data import load_help
@@ -44,9 +46,6 @@ FAMILIES = {
 PRINTED = (("spearman", "rho"), ("acc10", "±10%"), ("coverage_1sd", "cov1"), ("coverage_2sd", "cov2"))
 SOURCE_FAMILIES = ("gpu", "server_cpu")
 """The cross-family split's pretraining families; every device of another family is a target."""
-BAND = (0.58, 0.78)
-"""Issue #16's band for the 1-sd coverage of every held-out device (0.68 ± 0.10)."""
-MIN_COVERAGE_2SD = 0.90
 CEILING_SHARE = 0.8
 """The ceiling fits this share of a device's measured archs (random, seeded) and scores the rest."""
 
@@ -58,7 +57,7 @@ def band_summary(block: list[dict], samples, cov1: str, cov2: str) -> tuple[int,
     for row in block:
         cells.setdefault((row["device"], row["k"]), []).append((row[cov1], row[cov2]))
     means = [np.mean(v, 0) for v in cells.values()]
-    good = sum(BAND[0] <= c1 <= BAND[1] and c2 >= MIN_COVERAGE_2SD for c1, c2 in means)
+    good = sum(COVERAGE_BAND[0] <= c1 <= COVERAGE_BAND[1] and c2 >= MIN_COVERAGE_2SD for c1, c2 in means)
     columns = ("spearman", "acc10", cov1, cov2)
     per_k = " | ".join(
         "K={} {:.4f}/{:.3f}/{:.2f}/{:.2f}".format(
@@ -153,10 +152,13 @@ def _with_means(devs: dict) -> dict:
 
 
 def in_band(table: dict) -> tuple[int, int]:
-    """(cells in the calibration band, all cells): (device, K) whose 1-sd coverage is in ``BAND`` and whose 2-sd
-    coverage is at least ``MIN_COVERAGE_2SD``."""
+    """(cells in the calibration band, all cells): (device, K) whose 1-sd coverage is in ``COVERAGE_BAND`` and whose
+    2-sd coverage is at least ``MIN_COVERAGE_2SD``."""
     cells = [v for block in table.values() for v in block["per_device"].values()]
-    good = [BAND[0] <= v["coverage_1sd"] <= BAND[1] and v["coverage_2sd"] >= MIN_COVERAGE_2SD for v in cells]
+    good = [
+        COVERAGE_BAND[0] <= v["coverage_1sd"] <= COVERAGE_BAND[1] and v["coverage_2sd"] >= MIN_COVERAGE_2SD
+        for v in cells
+    ]
     return sum(good), len(good)
 
 
@@ -180,7 +182,8 @@ def print_table(title: str, table: dict, before: dict | None = None) -> None:
     for label, run in runs.items():
         good, total = in_band(run)
         print(
-            f"{label + ': ' if label else ''}{good}/{total} (device, K) cells with 1-sd coverage in {BAND[0]}-{BAND[1]}"
+            f"{label + ': ' if label else ''}{good}/{total} (device, K) cells with 1-sd coverage in"
+            f" {COVERAGE_BAND[0]}-{COVERAGE_BAND[1]}"
             f" and 2-sd >= {MIN_COVERAGE_2SD}"
         )
 
