@@ -11,8 +11,11 @@ archs' |z| into the factor (``calibration_factor`` is what the predictor uses). 
 cells in the calibration band (trial means), the cells out of it by cause (too wide: 1-sd over the band; too
 narrow: under it; tails: 1-sd in band, 2-sd under ``MIN_COVERAGE_2SD``), the single adaptations in band, and mean
 Spearman / ±10% / 1-sd / 2-sd per K on the archs neither fitted nor drawn. R = 0 is the predictor from its K samples.
+``--space fbnet``: ``fbnet_transfer.py``'s splits (device and family held out, pretrained in the run; the FBNet
+predictor calibrates by the same ``prior.LeaveOneOut``). One BLAS thread: on a loaded machine OpenBLAS's threads
+made an adaptation fitting 50 archs take 30 times the CPU time.
 
-    .venv/bin/python bench/calibration_samples.py --data ../shared/datasets/help-nb201 --cache build/loo-cache
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/calibration_samples.py --cache build/loo-cache
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from predictor_loo import band_summary
 from transfer_args import DATASETS, transfer_parser
 
 from latfarm.predictor import prior
-from latfarm.predictor.calibration import COVERAGE_BAND, MIN_COVERAGE_2SD, calibration_factor
+from latfarm.predictor.calibration import COVERAGE_BAND, MIN_COVERAGE_2SD, calibration_factor, check_calibration_archs
 from latfarm.predictor.evaluate import ReferencePredictor, adapt_calibrated, calibration_order, trial_seed
 from latfarm.predictor.fbnet_model import pretrain_fbnet
 from latfarm.predictor.help_data import load_help
@@ -193,6 +196,11 @@ def main() -> None:
     if args.space == "nb201" and args.cache is None:
         ap.error("NB201 needs --cache: predictor_loo.py's pretrained-model cache")
     extra = sorted(int(r) for r in args.extra.split(","))
+    for r in extra:
+        try:
+            check_calibration_archs(r)
+        except ValueError as err:
+            ap.error(f"--extra: {err}")
     samples, trials, seed = args.samples, args.trials, args.seed
     if args.space == "nb201":
         lat = load_help(args.data)
