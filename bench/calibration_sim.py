@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from latfarm.predictor.calibration import COVERAGE_BAND, MIN_COVERAGE_2SD
 from latfarm.predictor.evaluate import cached_pretrain, trial_seed
 from latfarm.predictor.help_data import load_help
 from latfarm.predictor.model import Predictor
@@ -44,7 +45,7 @@ from latfarm.predictor.scores import GAUSSIAN_1SD
 from latfarm.predictor.selection import select_by_variance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predictor_loo import BAND, MIN_COVERAGE_2SD, SOURCE_FAMILIES, family  # noqa: E402
+from predictor_loo import SOURCE_FAMILIES, family  # noqa: E402
 
 SIM_SAMPLES = (3, 5, 7, 10, 14, 20)
 """K of the simulated adaptations (one greedy selection per draw for the largest K; smaller K take its first picks)."""
@@ -142,7 +143,7 @@ def shares(runs: list[Run], spread: Spread) -> dict[tuple[str, int], tuple[float
 
 def in_band(got: dict[tuple[str, int], tuple[float, float]]) -> int:
     """(device, K) cells whose trial-averaged shares (``shares``) are in issue #16's band."""
-    return sum(BAND[0] <= a <= BAND[1] and b >= MIN_COVERAGE_2SD for a, b in got.values())
+    return sum(COVERAGE_BAND[0] <= a <= COVERAGE_BAND[1] and b >= MIN_COVERAGE_2SD for a, b in got.values())
 
 
 def scaled(factors: dict[int, tuple[float, float]]) -> Spread:
@@ -173,8 +174,8 @@ def share_curves(runs: list[Run], logs: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def most_in_band(c1: np.ndarray, c2: np.ndarray) -> int:
     """The column with the most rows in band (ties: the smallest mean distance of the 1-sd shares from its centre)."""
-    good = ((c1 >= BAND[0]) & (c1 <= BAND[1]) & (c2 >= MIN_COVERAGE_2SD)).sum(0)
-    return int(np.lexsort((np.abs(c1 - np.mean(BAND)).mean(0), -good))[0])
+    good = ((c1 >= COVERAGE_BAND[0]) & (c1 <= COVERAGE_BAND[1]) & (c2 >= MIN_COVERAGE_2SD)).sum(0)
+    return int(np.lexsort((np.abs(c1 - np.mean(COVERAGE_BAND)).mean(0), -good))[0])
 
 
 def fit_count(sim: list[Run]) -> dict[int, tuple[float, float]]:
@@ -261,7 +262,10 @@ def main() -> None:
                       for k in BENCH_SAMPLES]  # fmt: skip
             factors.setdefault(table, {}).setdefault(fit_name, []).append(chosen)
         print(f"  {table}: {', '.join(names)} done (simulation {sim_s[-1]:.1f} s)", flush=True)
-    print(f"\n(device, K) cells in band (1-sd {BAND[0]}-{BAND[1]}, 2-sd >= {MIN_COVERAGE_2SD}), {TRIALS} trials")
+    print(
+        f"\n(device, K) cells in band (1-sd {COVERAGE_BAND[0]}-{COVERAGE_BAND[1]}, 2-sd >= {MIN_COVERAGE_2SD}),"
+        f" {TRIALS} trials"
+    )
     print(f"{'setting':16s} {'cells':>5s} {'none':>5s} {'oracle':>6s} " + " ".join(f"{n:>8s}" for n in FITS))
     for table, runs in cells.items():
         oracle = 0

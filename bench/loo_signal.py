@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from predictor_loo import BAND, MIN_COVERAGE_2SD, SOURCE_FAMILIES, family
+from predictor_loo import SOURCE_FAMILIES, family
 from transfer_args import transfer_parser
 
 from latfarm.predictor import prior
+from latfarm.predictor.calibration import COVERAGE_BAND, MIN_COVERAGE_2SD
 from latfarm.predictor.evaluate import cached_pretrain, trial_seed
 from latfarm.predictor.help_data import load_help
 from latfarm.predictor.model import Predictor
@@ -127,7 +128,8 @@ def report(title: str, rows: list[dict], samples) -> None:
             f = factor(r)
             cells.setdefault((r["device"], r["k"]), []).append((np.mean(r["ratio"] <= f), np.mean(r["ratio"] <= 2 * f)))
         good = [
-            BAND[0] <= c1 <= BAND[1] and c2 >= MIN_COVERAGE_2SD for c1, c2 in (np.mean(v, 0) for v in cells.values())
+            COVERAGE_BAND[0] <= c1 <= COVERAGE_BAND[1] and c2 >= MIN_COVERAGE_2SD
+            for c1, c2 in (np.mean(v, 0) for v in cells.values())
         ]
         counts.append(f"{rule} {sum(good)}/{len(good)}")
     print("  cells in band: " + ", ".join(counts))

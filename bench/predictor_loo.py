@@ -4,11 +4,15 @@ For each device: pretrain on the others (cached by data hash), pick K archs with
 score every other arch (Spearman, ±10% share, share within 1 and 2 predicted std). The family variant drops the
 held-out device's whole family (``FAMILIES``: GPUs, server CPUs, phones, ...) from pretraining; the cross-family
 split (issue #16's) pretrains once on desktop GPUs and server CPUs only and adapts to every other device. Each
-table counts its (device, K) cells whose 1-sd coverage is in ``BAND`` and 2-sd coverage at least ``MIN_COVERAGE_2SD``,
+table counts its (device, K) cells whose 1-sd coverage is in ``COVERAGE_BAND`` and 2-sd coverage at least
+``MIN_COVERAGE_2SD`` (``predictor.calibration``),
 prints per K the spread across devices of ``std_factor`` (the multiplier of a device's ``std_ms`` that would put its
 1-sd coverage at 0.683: how far one calibration per K is from every device), and sets each device's K=20 Spearman
 against its ``ceiling``. ``--before`` prints an earlier run's ``--json`` (e.g. from the previous commit) above each
 row; ``--devices`` holds out only the listed devices (quick iterations; the counts then cover those only).
+``--calibrate R`` scores calibrated adaptations: each run also draws R random measured archs besides its K, fitted
+with them as calibrating archs (``evaluate.adapt_calibrated``, as ``latfarm adapt --calibrate`` does), scored on the
+rest; with ``--before`` a K-only run's JSON, each row shows the spread from the K samples alone above it.
 
     .venv/bin/python bench/predictor_loo.py --data ../shared/datasets/help-nb201 --trials 3 --json loo.json
 """
@@ -24,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from transfer_args import transfer_parser  # bench/ is the script's folder: on sys.path
 
+from latfarm.predictor.calibration import COVERAGE_BAND, MIN_COVERAGE_2SD, check_calibration_archs
 from latfarm.predictor.evaluate import METRICS, cached_pretrain, transfer_scores
 from latfarm.predictor.features import all_features
 from latfarm.predictor.help_data import load_help
@@ -44,9 +49,6 @@ FAMILIES = {
 PRINTED = (("spearman", "rho"), ("acc10", "±10%"), ("coverage_1sd", "cov1"), ("coverage_2sd", "cov2"))
 SOURCE_FAMILIES = ("gpu", "server_cpu")
 """The cross-family split's pretraining families; every device of another family is a target."""
-BAND = (0.58, 0.78)
-"""Issue #16's band for the 1-sd coverage of every held-out device (0.68 ± 0.10)."""
-MIN_COVERAGE_2SD = 0.90
 CEILING_SHARE = 0.8
 """The ceiling fits this share of a device's measured archs (random, seeded) and scores the rest."""
 
@@ -58,7 +60,7 @@ def band_summary(block: list[dict], samples, cov1: str, cov2: str) -> tuple[int,
     for row in block:
         cells.setdefault((row["device"], row["k"]), []).append((row[cov1], row[cov2]))
     means = [np.mean(v, 0) for v in cells.values()]
-    good = sum(BAND[0] <= c1 <= BAND[1] and c2 >= MIN_COVERAGE_2SD for c1, c2 in means)
+    good = sum(COVERAGE_BAND[0] <= c1 <= COVERAGE_BAND[1] and c2 >= MIN_COVERAGE_2SD for c1, c2 in means)
     columns = ("spearman", "acc10", cov1, cov2)
     per_k = " | ".join(
         "K={} {:.4f}/{:.3f}/{:.2f}/{:.2f}".format(
@@ -122,29 +124,35 @@ def family(device: str) -> str:
     return device
 
 
-def held_out_table(lat: dict, samples, trials, seed, epochs, cache, strategy, by_family: bool, held=None) -> dict:
+def held_out_table(
+    lat: dict, samples, trials, seed, epochs, cache, strategy, by_family: bool, held=None, calibration: int = 0
+) -> dict:
     """Per K: per-device and mean scores with each device (or its family) held out of pretraining; ``held``: the
-    devices to hold out (None = all)."""
+    devices to hold out (None = all); ``calibration``: R random calibrating archs per run (``transfer_scores``)."""
     per_k: dict = {str(k): {} for k in samples}
     for name in held or lat:
         keep = {d: v for d, v in lat.items() if (family(d) != family(name) if by_family else d != name)}
         predictor = cached_pretrain(keep, seed=seed, epochs=epochs, cache_dir=cache)
-        res = transfer_scores(predictor, {name: lat[name]}, samples, trials, seed=seed, strategy=strategy)
+        res = transfer_scores(
+            predictor, {name: lat[name]}, samples, trials, seed=seed, strategy=strategy, calibration=calibration
+        )
         for k in per_k:
             per_k[k][name] = res[k]["per_device"][name]
         print(f"  {'family' if by_family else 'device'} held out: {name} done", flush=True)
     return {k: _with_means(devs) for k, devs in per_k.items()}
 
 
-def cross_family_table(lat: dict, samples, trials, seed, epochs, cache, strategy, held=None) -> dict:
+def cross_family_table(
+    lat: dict, samples, trials, seed, epochs, cache, strategy, held=None, calibration: int = 0
+) -> dict:
     """Per K: per-device and mean scores of every device outside ``SOURCE_FAMILIES`` (and in ``held`` if given),
-    pretrained on those only."""
+    pretrained on those only; ``calibration`` as in ``held_out_table``."""
     sources = {d: v for d, v in lat.items() if family(d) in SOURCE_FAMILIES}
     targets = {d: v for d, v in lat.items() if d not in sources and (held is None or d in held)}
     if not targets:
         return {}
     predictor = cached_pretrain(sources, seed=seed, epochs=epochs, cache_dir=cache)
-    res = transfer_scores(predictor, targets, samples, trials, seed=seed, strategy=strategy)
+    res = transfer_scores(predictor, targets, samples, trials, seed=seed, strategy=strategy, calibration=calibration)
     return {k: _with_means(block["per_device"]) for k, block in res.items()}
 
 
@@ -153,10 +161,13 @@ def _with_means(devs: dict) -> dict:
 
 
 def in_band(table: dict) -> tuple[int, int]:
-    """(cells in the calibration band, all cells): (device, K) whose 1-sd coverage is in ``BAND`` and whose 2-sd
-    coverage is at least ``MIN_COVERAGE_2SD``."""
+    """(cells in the calibration band, all cells): (device, K) whose 1-sd coverage is in ``COVERAGE_BAND`` and whose
+    2-sd coverage is at least ``MIN_COVERAGE_2SD``."""
     cells = [v for block in table.values() for v in block["per_device"].values()]
-    good = [BAND[0] <= v["coverage_1sd"] <= BAND[1] and v["coverage_2sd"] >= MIN_COVERAGE_2SD for v in cells]
+    good = [
+        COVERAGE_BAND[0] <= v["coverage_1sd"] <= COVERAGE_BAND[1] and v["coverage_2sd"] >= MIN_COVERAGE_2SD
+        for v in cells
+    ]
     return sum(good), len(good)
 
 
@@ -180,7 +191,8 @@ def print_table(title: str, table: dict, before: dict | None = None) -> None:
     for label, run in runs.items():
         good, total = in_band(run)
         print(
-            f"{label + ': ' if label else ''}{good}/{total} (device, K) cells with 1-sd coverage in {BAND[0]}-{BAND[1]}"
+            f"{label + ': ' if label else ''}{good}/{total} (device, K) cells with 1-sd coverage in"
+            f" {COVERAGE_BAND[0]}-{COVERAGE_BAND[1]}"
             f" and 2-sd >= {MIN_COVERAGE_2SD}"
         )
 
@@ -247,19 +259,41 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write all numbers here")
     ap.add_argument("--before", type=Path, default=None, help="a --json of an earlier run: print its rows too")
     ap.add_argument("--write-metrics", type=Path, default=None, help="store the tables in this checkpoint")
+    ap.add_argument(
+        "--calibrate",
+        type=int,
+        default=0,
+        metavar="R",
+        help="R random measured archs per run besides its K, fitted and calibrating std_ms: 0 or 10-200 [0]",
+    )
     args = ap.parse_args()
+    try:
+        check_calibration_archs(args.calibrate)
+    except ValueError as err:
+        ap.error(str(err))
+    if args.calibrate and args.write_metrics:
+        ap.error("--write-metrics stores the K-only tables: not with --calibrate")
     lat = load_help(args.data)
     samples = args.samples
     held = args.devices.split(",") if args.devices else None
     if unknown := sorted(set(held or ()) - set(lat)):
         ap.error(f"unknown devices {unknown}; available: {sorted(lat)}")
-    common = dict(samples=samples, trials=args.trials, seed=args.seed, epochs=args.epochs, cache=args.cache, held=held)
+    common = dict(
+        samples=samples,
+        trials=args.trials,
+        seed=args.seed,
+        epochs=args.epochs,
+        cache=args.cache,
+        held=held,
+        calibration=args.calibrate,
+    )
     started = time.perf_counter()
     result = {"settings": {**vars(args), "data": str(args.data), "cache": str(args.cache)}}
+    calibrated = f", calibrated on {args.calibrate} random archs" if args.calibrate else ""
     before = json.loads(args.before.read_text()) if args.before else {}
     result["leave_one_device_out"] = held_out_table(lat, **common, strategy=args.strategy, by_family=False)
     print_table(
-        f"leave-one-device-out ({args.trials} trials, strategy {args.strategy})",
+        f"leave-one-device-out ({args.trials} trials, strategy {args.strategy}{calibrated})",
         result["leave_one_device_out"],
         before.get("leave_one_device_out"),
     )
