@@ -182,7 +182,7 @@ def test_a_checkpoint_without_source_heads_adapts_with_the_prior_and_the_costs_o
 def test_bad_input_is_rejected(small):
     with pytest.raises(ValueError, match="indices but"):
         small.adapt([1, 2], [3.0])
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="entry 1 must be between 0.0001 ms and 10000000 ms, got -1 ms"):
         small.adapt([1, 2], [3.0, -1.0])
     with pytest.raises(ValueError, match="0..15624"):
         small.adapt([NUM_ARCHS], [1.0])
