@@ -15,11 +15,13 @@ from all archs' centre) left out of the pool; ``densA`` (A = 2, 5, 10), largest 
 (log variance - A/100 x leverage / 2); ``typicalM`` (M = 3, 10, 30), the least leverage among the M largest
 variances. Fits (``FITS``, ``--fits``; each row is criterion+fit): ``full``, ``Predictor.adapt``; ``jackknife``,
 ``half_jackknife`` and ``median``, the means of the K leave-one-out fits (all, half-and-half with the full fit's,
-the median with it); ``drop*``, the fit without the sample whose removal changes the predicted ranking most
-(influence, 1 - Spearman of the full and leave-one-out predictions) when that exceeds a threshold (and a ratio to
-the next). Pretraining is ``predictor_loo``'s (cached by data hash: pass its ``--cache``). Without ``--criteria`` it
-runs ``DEFAULT_CRITERIA``: the shipped ``variance`` and the four docs/predictor-experiments.md compares it with under
-"Sample selection criteria".
+the median with it); ``scaled_half``, ``scaled_half_log`` and ``scaled_jackknife``, the ranking of
+``half_jackknife`` (or ``jackknife``) at the full fit's scale (the leave-one-out mean and the blend mapped onto the
+full fit's mean and sd over all archs, in ms or in log ms); ``drop*``, the fit without the sample whose removal
+changes the predicted ranking most (influence, 1 - Spearman of the full and leave-one-out predictions) when that
+exceeds a threshold (and a ratio to the next). Pretraining is ``predictor_loo``'s (cached by data hash: pass its
+``--cache``). Without ``--criteria`` it runs ``DEFAULT_CRITERIA``: the shipped ``variance`` and the four
+docs/predictor-experiments.md compares it with under "Sample selection criteria".
 
     .venv/bin/python bench/selection_criteria.py --trials 3 --cache build/loo-cache
 """
@@ -278,10 +280,48 @@ def fit_full(p: Predictor, idx, lat):
     return p.adapt(idx, lat)
 
 
+class _LooMeans:
+    """The full fit's (mean, std) [15625] and the mean of its K leave-one-out fits' means [15625], kept for the last
+    predictor's samples so that every fit built on them shares the K + 1 adaptations."""
+
+    def __init__(self) -> None:
+        self.predictor: Predictor | None = None
+        self.fits: dict[tuple[bytes, bytes], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, p: Predictor, idx: np.ndarray, lat: np.ndarray):
+        if self.predictor is not p:
+            self.predictor, self.fits = p, {}
+        key = (idx.tobytes(), lat.tobytes())
+        if key not in self.fits:
+            mean, std = p.adapt(idx, lat).predict()
+            loo = [p.adapt(np.delete(idx, i), np.delete(lat, i)).predict()[0] for i in range(len(idx))]
+            self.fits[key] = mean, std, np.mean(loo, 0)
+        return self.fits[key]
+
+
+_loo_means = _LooMeans()
+
+
 def fit_jackknife(p: Predictor, idx, lat, share: float = 1.0):
     """Means: (1 - ``share``) x the full fit's + ``share`` x the mean of the leave-one-out fits'; the full fit's sd."""
-    mean, std, loo, _ = _loo_fits(p, idx, lat)
-    return Fixed((1 - share) * mean + share * loo.mean(0), std)
+    mean, std, loo = _loo_means(p, idx, lat)
+    return Fixed((1 - share) * mean + share * loo, std)
+
+
+def _matched(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``x`` mapped affinely onto ``ref``'s mean and sd over all archs."""
+    return (x - x.mean()) / x.std() * ref.std() + ref.mean()
+
+
+def fit_scaled_jackknife(p: Predictor, idx, lat, share: float = 0.5, log: bool = False):
+    """The ranking of ``jackknife``'s blend at the full fit's scale: the leave-one-out fits' mean matched to the full
+    fit's mean and sd over all archs, blended with ``share``, the blend matched again (``log``: all in log latency,
+    predictions floored at ``MIN_RELATIVE`` x their mean); the full fit's sd."""
+    mean, std, loo = _loo_means(p, idx, lat)
+    if log:
+        mean, loo = (np.log(np.maximum(m, MIN_RELATIVE * m.mean())) for m in (mean, loo))
+    blend = _matched((1 - share) * mean + share * _matched(loo, mean), mean)
+    return Fixed(np.exp(blend) if log else blend, std)
 
 
 def fit_drop(p: Predictor, idx, lat, threshold: float = 0.05, ratio: float = 1.0):
@@ -304,6 +344,9 @@ FITS = {
     "full": fit_full,
     "jackknife": fit_jackknife,
     "half_jackknife": partial(fit_jackknife, share=0.5),
+    "scaled_half": fit_scaled_jackknife,
+    "scaled_half_log": partial(fit_scaled_jackknife, log=True),
+    "scaled_jackknife": partial(fit_scaled_jackknife, share=1.0),
     "median": fit_median,
     "drop5": fit_drop,
     "drop10": partial(fit_drop, threshold=0.10),
