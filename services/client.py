@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from latfarm.services.core.errors import LatfarmError
-from latfarm.services.core.names import ID_RULE, is_device_name, is_id, refusal
+from latfarm.services.core.names import id_refusal, is_device_name, is_id, refusal
 from latfarm.services.core.states import AdaptState, JobState
 
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -386,9 +386,7 @@ def _batch_path(batch_id: str, rest: str = "") -> str:
     """``/v1/jobs/{batch_id}{rest}``; an id not of the form the server issues raises ``LatfarmError``
     (``invalid_argument``) before any request."""
     if not is_id(batch_id):
-        raise LatfarmError(
-            f"not a job batch id: {batch_id!r} (a batch id is {ID_RULE})", code="invalid_argument", status=0
-        )
+        raise LatfarmError(id_refusal(batch_id), code="invalid_argument", status=0)
     return f"/v1/jobs/{batch_id}{rest}"
 
 

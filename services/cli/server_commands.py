@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from latfarm.services.cli.options import DataDir, DbUrl, UpCalibrate, UpSamples, setting_bounds
+from latfarm.services.cli.options import DataDir, DbUrl, UpCalibrate, UpSamples, device_names, setting_bounds
 
 HttpPort = typer.Option(
     None,
@@ -79,7 +79,7 @@ def migrate(db: str = DbUrl, data_dir: Path = DataDir) -> None:
 
 
 def up(
-    device: str = typer.Option("local", "--device", help="Device name for this machine."),
+    device: str = typer.Option("local", "--device", callback=device_names, help="Device name for this machine."),
     samples: int = UpSamples,
     calibration: int = UpCalibrate,
     http_port: int = HttpPort,
