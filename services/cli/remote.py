@@ -13,6 +13,7 @@ import typer
 
 from latfarm.agents.measurement import BOUNDS as PROTOCOL
 from latfarm.agents.runtimes import AGENT_EXTRAS, RUNTIME_FORMATS, job_format
+from latfarm.common.words import counted
 from latfarm.services.cli.errors import exit_on_error, interrupted
 from latfarm.services.cli.options import (
     ARCHS_HELP,
@@ -282,7 +283,7 @@ def _queued(batch_ids: list[str], parts: list[tuple[list, bool]]) -> str:
     command that shows their results."""
     described = []
     for batch_id, (archs, random) in zip(batch_ids, parts, strict=True):
-        jobs = f"{len(archs)} job" + ("" if len(archs) == 1 else "s") + (", drawn at random" if random else "")
+        jobs = counted(len(archs), "job") + (", drawn at random" if random else "")
         described.append(f"batch {batch_id} ({jobs})")
     whose = "its" if len(batch_ids) == 1 else "their"
     return f"queued {' and '.join(described)}; {whose} results: latfarm results {' '.join(batch_ids)}"

@@ -224,6 +224,16 @@ def test_cancel_command_cancels_a_batchs_unfinished_jobs(live_api):
     assert "known devices" not in unknown.output
 
 
+def test_a_wait_past_its_timeout_counts_the_jobs_still_pending(live_api):
+    url, server = live_api
+    add_device_live(server)
+    with Client(url, ADMIN_KEY) as client:
+        one, two = client.submit("gpu-b2", [1]), client.submit("gpu-b2", [2, 3])
+        for batches, pending in (([one], "1 job"), ([one, two], "3 jobs")):
+            with pytest.raises(TimeoutError, match=rf": {pending} still pending \(latfarm cancel "):
+                client.wait_all(batches, timeout=0, poll_s=0)
+
+
 def test_ctrl_c_while_waiting_cancels_the_batch(live_api):
     url, server = live_api
     add_device_live(server)
