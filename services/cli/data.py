@@ -77,8 +77,16 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: 
     print(f"wrote {exported(written, fmt)} of {device} ({space}) from {database} to {out}")
 
 
+def _existing(path: Path) -> Path:
+    """``import``'s PATH: a file or folder that exists, else a usage error (what it holds is the importer's to
+    say)."""
+    if not path.exists():
+        raise typer.BadParameter(f"{path}: no such file or folder")
+    return path
+
+
 def import_(
-    path: Path = typer.Argument(..., help="Dataset folder or file."),
+    path: Path = typer.Argument(..., callback=_existing, help="Dataset folder or file."),
     fmt: str = typer.Option(
         "help", "--format", callback=one_of("latfarm.services.datasets", "FORMATS"), help="help | latbench | hwnasbench"
     ),
