@@ -265,7 +265,8 @@ def run_up(
         try:
             latency_files(settings.datasets_dir)
         except DatasetError as err:
-            raise SystemExit(f"latfarm up: --datasets {err}") from err
+            # a --datasets given is refused as the command line is read: only the variable's reaches this
+            raise SystemExit(f"latfarm up: {env_name('datasets_dir')}: {err}") from err
     for port, flag in ((settings.http_port, "--http-port"), (settings.grpc_port, "--grpc-port")):
         if port and not _free(port):  # before anything is created
             raise SystemExit(f"latfarm up: port {port} is in use (is latfarm up already running? use {flag})")
