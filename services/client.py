@@ -23,8 +23,9 @@ from typing import Any
 
 import httpx
 
+from latfarm.common.words import counted
 from latfarm.services.core.errors import LatfarmError
-from latfarm.services.core.names import ID_RULE, is_device_name, is_id, refusal
+from latfarm.services.core.names import id_refusal, is_device_name, is_id, refusal
 from latfarm.services.core.states import AdaptState, JobState
 
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -285,7 +286,7 @@ class Client:
             if time.monotonic() > deadline:
                 ids = " ".join(batch_ids)
                 which = f"batch {ids}" if len(batch_ids) == 1 else f"batches {', '.join(batch_ids)}"
-                raise TimeoutError(f"{which}: {pending} jobs still pending (latfarm cancel {ids})")
+                raise TimeoutError(f"{which}: {counted(pending, 'job')} still pending (latfarm cancel {ids})")
             time.sleep(poll_s)
 
     def cancel(self, batch_id: str) -> dict:
@@ -386,9 +387,7 @@ def _batch_path(batch_id: str, rest: str = "") -> str:
     """``/v1/jobs/{batch_id}{rest}``; an id not of the form the server issues raises ``LatfarmError``
     (``invalid_argument``) before any request."""
     if not is_id(batch_id):
-        raise LatfarmError(
-            f"not a job batch id: {batch_id!r} (a batch id is {ID_RULE})", code="invalid_argument", status=0
-        )
+        raise LatfarmError(id_refusal(batch_id), code="invalid_argument", status=0)
     return f"/v1/jobs/{batch_id}{rest}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
@@ -205,12 +206,19 @@ class ArchFilter:
 
     async def get_filtered_query(self, query: Select, value: Any, model: Any) -> Select:
         """Rows whose arch has reference position ``value``, or whose arch string contains or canonically equals
-        ``value`` in a space that parses it."""
+        ``value`` in a space that parses it. A number that is no position in any space's reference set (``-1``,
+        ``15625``) is a 400 naming the filter and the sets (REST's 422 names the space's)."""
         value = (value or "").strip()
         if not value or value == "__all":
             return query
-        if value.isascii() and value.isdigit():
-            archs = select(Arch.id).where(Arch.reference_index == whole_number(value, self.parameter_name))
+        if re.fullmatch(r"-?\d+", value, flags=re.ASCII):
+            position = whole_number(value, self.parameter_name)
+            sizes = {space.name: len(space.reference_set() or ()) for space in SPACES.values()}
+            if not any(0 <= position < size for size in sizes.values()):
+                sets = ", ".join(f"{name}: 0..{size - 1}" for name, size in sizes.items() if size)
+                outside = f"reference position {position} is outside every space's reference set ({sets})"
+                raise HTTPException(400, f"filter {self.parameter_name}: {outside}")
+            archs = select(Arch.id).where(Arch.reference_index == position)
         else:
             clauses = [Arch.arch.contains(value)]
             for space in SPACES.values():

@@ -188,7 +188,8 @@ def named_once(message: str, field: str) -> str:
 def _message(request: Request, error: dict) -> str:
     """A validation error's message, reworded where pydantic's would not tell a client what to do: a body that
     arrived as raw bytes (it was not sent as JSON), a number out of bounds (its whole range), a value against a
-    pattern (never the pattern itself: a device name against the name rule, an arch, a choice) and a validator's
+    pattern (never the pattern itself: a device name against the name rule, an arch, a choice), a value outside a
+    fixed set (``must be one of min, median, got 'mean'``, as the command line says it) and a validator's
     own error (without pydantic's prefix)."""
     if tuple(error["loc"]) == ("body",) and isinstance(error.get("input"), bytes):
         return "send the body as JSON, with the header 'Content-Type: application/json'"
@@ -200,6 +201,9 @@ def _message(request: Request, error: dict) -> str:
         return out_of_range
     if error["type"] == "value_error":
         return error["msg"].removeprefix("Value error, ")
+    if error["type"] == "literal_error":  # pydantic lists the choices quoted: "'min' or 'median'"
+        known = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+        return f"must be one of {', '.join(known)}, got {_input(error)}"
     if error["type"] == "string_pattern_mismatch":
         pattern = error.get("ctx", {}).get("pattern")
         if pattern == names.NAME_PATTERN:

@@ -38,6 +38,7 @@ from latfarm.services.domain.conditions import (
     Conditions,
     device_conditions,
 )
+from latfarm.services.domain.network_export import FORMATS
 
 MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more
 MAX_KEY_ID = 2**31 - 1  # API key ids are INTEGER (32-bit on PostgreSQL)
@@ -142,15 +143,25 @@ Precision = Annotated[str, WithJsonSchema({"type": "string", "enum": list(PRECIS
 Graph = Annotated[str, WithJsonSchema({"type": "string", "enum": list(GRAPHS)})]
 
 
-def _agent_runtime(runtime: str) -> str:
-    """``runtime`` when agents measure with it (``agents.runtimes``); else ``ValueError`` listing those."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    return runtime
+def _one_of(known: tuple[str, ...]) -> Callable[[str], str]:
+    """A validator of a string among ``known`` (their one home passed in); another value is refused as the command
+    line refuses it (``must be one of onnx, tflite, got 'pt'``)."""
+
+    def checked(value: str) -> str:
+        if value not in known:
+            raise ValueError(f"must be one of {', '.join(known)}, got {value!r}")
+        return value
+
+    return checked
 
 
-Runtime = Annotated[str, AfterValidator(_agent_runtime), WithJsonSchema({"type": "string", "enum": list(RUNTIMES)})]
-ModelFormat = Literal["onnx", "tflite"]  # ``domain.network_export.FORMATS``
+def _enum(known: tuple[str, ...]) -> WithJsonSchema:
+    """The schema of a string among ``known``."""
+    return WithJsonSchema({"type": "string", "enum": list(known)})
+
+
+Runtime = Annotated[str, AfterValidator(_one_of(RUNTIMES)), _enum(RUNTIMES)]  # the runtimes agents measure with
+ModelFormat = Annotated[str, AfterValidator(_one_of(FORMATS)), _enum(FORMATS)]  # the model formats latfarm serves
 FORMAT_DESCRIPTION = (
     "Model format of the networks: onnx | tflite. Default: the one the device's runtime runs ("
     + ", ".join(f"{runtime}: {fmt}" for runtime, fmt in RUNTIME_FORMATS.items())

@@ -17,6 +17,7 @@ from latfarm.services.cli.options import (
     ExportFormat,
     check_graph,
     condition_option,
+    device_names,
     one_of,
     precision_option,
     space_option,
@@ -27,16 +28,6 @@ if TYPE_CHECKING:
 
 
 VARIANT = "the space's variant"  # --resolution and --classes not given: the space's default input variant
-
-
-def _check_device_names(prefix: str, names: list[str]) -> None:
-    """Exit 1 with ``<prefix>: <the rule's refusal>`` (``prefix`` names the command and its argument or option) for
-    the first of ``names`` against the device-name rule, before anything is read."""
-    from latfarm.services.domain.names import checked_device_name
-
-    with exit_on_error(prefix):
-        for name in names:
-            checked_device_name(name)
 
 
 def import_dataset(
@@ -86,13 +77,24 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: 
     print(f"wrote {exported(written, fmt)} of {device} ({space}) from {database} to {out}")
 
 
+def _existing(path: Path) -> Path:
+    """``import``'s PATH: a file or folder that exists, else a usage error (what it holds is the importer's to
+    say)."""
+    if not path.exists():
+        raise typer.BadParameter(f"{path}: no such file or folder")
+    return path
+
+
 def import_(
-    path: Path = typer.Argument(..., help="Dataset folder or file."),
+    path: Path = typer.Argument(..., callback=_existing, help="Dataset folder or file."),
     fmt: str = typer.Option(
         "help", "--format", callback=one_of("latfarm.services.datasets", "FORMATS"), help="help | latbench | hwnasbench"
     ),
     device: list[str] = typer.Option(
-        None, "--device", help="LatBench: the file's device name. HELP: import only this device (repeatable)."
+        None,
+        "--device",
+        callback=device_names,
+        help="LatBench: the file's device name. HELP: import only this device (repeatable).",
     ),
     space: str = space_option("Search space of a HELP folder or a LatBench pickle"),
     db: str = DbUrl,
@@ -103,7 +105,6 @@ def import_(
     from latfarm.services.core.config import Settings
 
     settings = settings_from_env(Settings, "latfarm import", db_url=db, data_dir=data_dir)
-    _check_device_names("latfarm import: --device", device or [])
     if fmt == "latbench":
         if len(device or []) > 1:
             raise typer.BadParameter("a LatBench file has one device", param_hint="--device")
@@ -159,7 +160,7 @@ def export_model(
 
 
 def export_data(
-    device: str = typer.Argument(..., help="Device name."),
+    device: str = typer.Argument(..., callback=device_names, help="Device name."),
     fmt: str = ExportFormat,
     out: Path = typer.Option(..., "--out", help="Output file."),
     space: str = space_option("Search space of the exported archs"),
@@ -170,5 +171,4 @@ def export_data(
     from latfarm.services.core.config import Settings
 
     settings = settings_from_env(Settings, "latfarm export data", db_url=db, data_dir=data_dir)
-    _check_device_names("latfarm export data: DEVICE", [device])
     export_dataset(settings, device, fmt=fmt, out=out, space=space)

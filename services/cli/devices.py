@@ -15,6 +15,7 @@ from latfarm.services.cli.errors import interrupted
 from latfarm.services.cli.options import (
     ExportFormat,
     WaitTimeout,
+    batch_ids,
     bounded,
     bounded_option,
     condition_option,
@@ -121,7 +122,10 @@ def device_enroll(
 
 def results(
     batches: list[str] = typer.Argument(
-        ..., metavar="BATCH...", help="Batch ids (printed by measure --no-wait): shown as one run, in order."
+        ...,
+        metavar="BATCH...",
+        callback=batch_ids,
+        help="Batch ids (printed by measure --no-wait): shown as one run, in order.",
     ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for their unfinished jobs (a progress bar)."),
     timeout: float = WaitTimeout,

@@ -63,26 +63,34 @@ RANDOM_LEGEND = f"{RANDOM_MARK} drawn at random: its measurement calibrates adap
 
 
 def lines(items: list[dict]) -> list[str]:
-    """A batch's items for the terminal, one ``line`` each; when some were drawn at random, each line has a mark
-    column (``RANDOM_MARK`` on theirs) and the last line is ``RANDOM_LEGEND``."""
+    """A batch's items for the terminal, one line each (``cells``) in columns as wide as their widest cell (a
+    column empty in every line left out); when some were drawn at random, a mark column (``RANDOM_MARK`` on
+    theirs) before the arch, and the last line is ``RANDOM_LEGEND``."""
     marked = any(item.get("drawn_at_random") for item in items)
-    shown = [line(item, marked) for item in items]
+    rows = [cells(item, marked) for item in items]
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    shown = [
+        COLUMN_GAP.join(cell.ljust(width) for cell, width in zip(row, widths, strict=True) if width).rstrip()
+        for row in rows
+    ]
     return [*shown, RANDOM_LEGEND] if marked else shown
 
 
-def line(item: dict, marked: bool = False) -> str:
-    """One item for the terminal: its latency (and statistic, an unstable mark) or its state, its index, with
-    ``marked`` a column that marks an arch drawn at random, then its arch."""
+COLUMN_GAP = "  "
+
+
+def cells(item: dict, marked: bool = False) -> list[str]:
+    """One item's cells for the terminal: its latency (and statistic, an unstable mark) or its state, its index,
+    with ``marked`` a cell that marks an arch drawn at random, then its arch (and error)."""
     if item.get("latency_ms") is None:
         figure = item["state"]
     else:
         figure = f"{item['latency_ms']:.4f} ms {item.get('statistic') or ''}".rstrip()
         figure += "  UNSTABLE" if item.get("unstable") else ""
     index = f"#{item['index']}" if item.get("index") is not None else ""
-    if marked:
-        index = f"{index:<7} {RANDOM_MARK if item.get('drawn_at_random') else ' '}"
+    mark = [RANDOM_MARK if item.get("drawn_at_random") else ""] if marked else []
     error = f"  ({item['error']})" if item.get("error") else ""
-    return f"{figure:<24} {index:<7} {item['arch']}{error}"
+    return [figure, index, *mark, f"{item['arch']}{error}"]
 
 
 def unstable_note(count: int, where: str = "the device") -> str:

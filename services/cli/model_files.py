@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latfarm.predictor.spaces import ArchError
-from latfarm.services.cli.measure_results import arch_values, canonical_archs
-from latfarm.services.core.errors import InvalidArgument
+from latfarm.services.cli.measure_results import arch_values
+from latfarm.services.cli.options import checked_archs
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import check_format
@@ -15,18 +14,15 @@ from latfarm.services.domain.network_export import check_format
 
 def export_cli(archs: list[str], fmt: str, out: Path, conditions: Conditions) -> None:
     """Export each arch (of ``conditions.space``; digits: a reference position) into ``out`` under ``conditions``
-    and print its sha256 and path. Bad input raises
-    ``InvalidArgument`` before anything is exported; a format whose exporter is not installed raises
+    and print its sha256 and path. A bad arch is a usage error of ARCHS (``options.checked_archs``) before anything
+    is exported; a format whose exporter is not installed raises
     ``ExportUnavailable``, a precision the format cannot carry ``Unsupported``."""
     from rich.console import Console
 
     from latfarm.services.core.progress import count_bar
 
     console = Console()
-    try:
-        strings = canonical_archs(arch_values(archs), conditions.space)
-    except ArchError as err:
-        raise InvalidArgument(str(err), field="archs") from err
+    strings = checked_archs(arch_values(archs), conditions.space)
     check_format(fmt)
     store = ArtifactStore(out)
     results = []

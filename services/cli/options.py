@@ -89,6 +89,41 @@ def check_graph(space: str, graph: str | None) -> None:
 N = TypeVar("N", int, float)
 
 
+def device_names(value: str | list[str] | None) -> str | list[str] | None:
+    """A callback of a device name argument or option (one name or a list): each name under the device-name rule
+    (``core.names``, the server's), else a usage error in the server's wording; None (not given) passes."""
+    from latfarm.services.core.names import is_device_name, refusal
+
+    for name in [value] if isinstance(value, str) else value or []:
+        if not is_device_name(name):
+            raise typer.BadParameter(refusal(name))
+    return value
+
+
+def batch_ids(values: list[str]) -> list[str]:
+    """A callback of a batch id list: each of the form the server issues (``core.names``), else a usage error (in a
+    URL path a malformed id would name another route)."""
+    from latfarm.services.core.names import id_refusal, is_id
+
+    for value in values:
+        if not is_id(value):
+            raise typer.BadParameter(id_refusal(value))
+    return values
+
+
+def checked_archs(given: Sequence[str | int | list[int]], space: str, hint: str = "'ARCHS...'") -> list[str]:
+    """Archs (``measure_results.arch_values``' forms) as canonical strings of ``space``
+    (``measure_results.canonical_archs``); a bad one a usage error of ``hint`` naming it (``archs[i]: ...``, as the
+    server does)."""
+    from latfarm.predictor.spaces import ArchError
+    from latfarm.services.cli.measure_results import canonical_archs
+
+    try:
+        return canonical_archs(given, space)
+    except ArchError as err:
+        raise typer.BadParameter(str(err), param_hint=hint) from err
+
+
 def bounded(bounds: Mapping[str, float], unit: str = "") -> Callable[[N | None], N | None]:
     """An option callback for a number within ``bounds`` (pydantic's names, ``{"ge": 1, "le": 1000}``, read from
     their one home: what the server refuses, the command refuses first): outside them a usage error in the API's
@@ -273,8 +308,12 @@ class Command(TyperCommand):
             ) from err
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        """Typer's parsing; a negative number, which typer takes for an option, is refused as no arch: the numbers
-        commands take as arguments are reference positions, and no space has negative ones."""
+        """Typer's parsing, its errors naming an argument as help shows it (``'DEVICE'``, ``'ARCHS...'``); a negative
+        number, which typer takes for an option, is refused as no arch: the numbers commands take as arguments are
+        reference positions, and no space has negative ones."""
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument) and param.metavar is None:
+                param.metavar = _argument_name(param)
         try:
             return super().parse_args(ctx, args)
         except NoSuchOption as err:

@@ -13,6 +13,7 @@ import typer
 
 from latfarm.agents.measurement import BOUNDS as PROTOCOL
 from latfarm.agents.runtimes import AGENT_EXTRAS, RUNTIME_FORMATS, job_format
+from latfarm.common.words import counted
 from latfarm.services.cli.errors import exit_on_error, interrupted
 from latfarm.services.cli.options import (
     ARCHS_HELP,
@@ -21,10 +22,13 @@ from latfarm.services.cli.options import (
     Calibrate,
     Samples,
     WaitTimeout,
+    batch_ids,
     bounded,
     bounded_option,
     check_graph,
+    checked_archs,
     condition_option,
+    device_names,
     one_of,
     precision_option,
     space_option,
@@ -41,7 +45,7 @@ ServerUrl = typer.Option(
 ApiKey = typer.Option(None, "--key", help=r"API key (Bearer). \[env var: LATFARM_API_KEY]")
 
 
-DeviceName = typer.Argument(..., help="Device name.")
+DeviceName = typer.Argument(..., callback=device_names, help="Device name.")
 AGENTS = "each agent's"  # the measurement protocol a job leaves unset is the measuring agent's
 DEVICES = "the device's"  # the conditions a job leaves unset are its device's
 
@@ -62,9 +66,11 @@ def predict(
     UNSTABLE; exit status 1 when no arch has an estimate."""
     from latfarm.services.cli.measure_results import arch_values, prediction_line
 
+    given = arch_values(archs)
+    checked_archs(given, space)  # a bad arch is refused before any request
     client = client_for(server, key, "latfarm predict")
     with explained("latfarm predict", client):
-        items = client.predict(device, arch_values(archs), space=space)
+        items = client.predict(device, given, space=space)
     for item in items:
         if item["latency_ms"] is None:  # the server names its REST route; a CLI user gets the command
             message = re.sub(
@@ -223,19 +229,16 @@ def measure(
     With no agent of the device online (or none that runs --format's models) it says so and exits 1 without
     queueing (unless --wait-for-agent or --no-wait); Ctrl-C while waiting cancels its unfinished jobs (exit 130).
     Exit status 1 when no arch was measured (every job failed)."""
-    from latfarm.predictor.spaces import ArchError
     from latfarm.services.cli import measure_results
 
     check_graph(space, graph)
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
-    try:
-        chosen = measure_results.arch_values(given)
-        drawn: list[str | int] = random_archs(space, sample or 0, seed)
-        if not chosen and not drawn:
-            raise typer.BadParameter("give archs, --from FILE or --random N", param_hint="ARCHS")
-        strings = measure_results.canonical_archs([*chosen, *drawn], space)  # a bad arch is refused before any request
-    except ArchError as err:
-        raise SystemExit(f"latfarm measure: {err}") from err
+    chosen = measure_results.arch_values(given)
+    drawn: list[str | int] = random_archs(space, sample or 0, seed)
+    if not chosen and not drawn:
+        raise typer.BadParameter("give archs, --from FILE or --random N", param_hint="'ARCHS...'")
+    hint = "'ARCHS...' / '--from'" if from_file else "'ARCHS...'"
+    strings = checked_archs([*chosen, *drawn], space, hint)  # a bad arch is refused before any request
     if out:
         check_out(out, wait)
     drawn_strings = set(strings[len(chosen) :])  # an arch both given and drawn is measured once, as drawn
@@ -280,7 +283,7 @@ def _queued(batch_ids: list[str], parts: list[tuple[list, bool]]) -> str:
     command that shows their results."""
     described = []
     for batch_id, (archs, random) in zip(batch_ids, parts, strict=True):
-        jobs = f"{len(archs)} job" + ("" if len(archs) == 1 else "s") + (", drawn at random" if random else "")
+        jobs = counted(len(archs), "job") + (", drawn at random" if random else "")
         described.append(f"batch {batch_id} ({jobs})")
     whose = "its" if len(batch_ids) == 1 else "their"
     return f"queued {' and '.join(described)}; {whose} results: latfarm results {' '.join(batch_ids)}"
@@ -454,7 +457,10 @@ def _wait_or_cancel(client: Client, device: str, batch_ids: list[str], timeout: 
 
 def cancel(
     batches: list[str] = typer.Argument(
-        ..., metavar="BATCH...", help="Batch ids (printed by measure --no-wait; POST /v1/jobs answers one)."
+        ...,
+        metavar="BATCH...",
+        callback=batch_ids,
+        help="Batch ids (printed by measure --no-wait; POST /v1/jobs answers one).",
     ),
     server: str = ServerUrl,
     key: str = ApiKey,

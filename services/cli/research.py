@@ -11,12 +11,13 @@ from latfarm.predictor.selection import k_values
 from latfarm.services.cli.options import adapt_rule, bounded, space_option
 
 
-def _check_folder(command: str, data: Path) -> None:
-    """Exit 1 with one line unless ``--data`` is a folder (whether it holds a HELP layout is the loader's to say)."""
+def _folder(data: Path) -> Path:
+    """``--data``: a folder, else a usage error (whether it holds a HELP layout is the loader's to say)."""
     if not data.exists():
-        raise SystemExit(f"{command}: --data {data}: no such folder")
+        raise typer.BadParameter(f"{data}: no such folder")
     if not data.is_dir():
-        raise SystemExit(f"{command}: --data {data} is a file; give the HELP folder that holds latency/<device>.pt")
+        raise typer.BadParameter(f"{data} is a file; give the HELP folder that holds latency/<device>.pt")
+    return data
 
 
 def _k_values(text: str) -> list[int]:
@@ -28,7 +29,7 @@ def _k_values(text: str) -> list[int]:
 
 
 def pretrain(
-    data: Path = typer.Option(..., "--data", help="HELP-layout folder."),
+    data: Path = typer.Option(..., "--data", callback=_folder, help="HELP-layout folder."),
     devices: str = typer.Option(None, "--devices", show_default="all in the folder", help="Comma-separated devices."),
     out: Path = typer.Option(..., "--out", help="Checkpoint file to write."),
     seed: int = typer.Option(0, "--seed", help="Random seed (initialisation, batches)."),
@@ -37,7 +38,6 @@ def pretrain(
     """Pretrain the latency predictor on many devices (reproduces the shipped checkpoints)."""
     from latfarm.predictor.pretrain import pretrain_cli
 
-    _check_folder("latfarm pretrain", data)
     try:
         pretrain_cli(data, devices=devices.split(",") if devices else None, out=out, seed=seed, space=space)
     except (FileNotFoundError, ValueError) as err:  # no HELP folder or device file, a bad file: the loader names it
@@ -45,7 +45,7 @@ def pretrain(
 
 
 def eval_transfer(
-    data: Path = typer.Option(..., "--data", help="HELP-layout folder."),
+    data: Path = typer.Option(..., "--data", callback=_folder, help="HELP-layout folder."),
     train: str = typer.Option(..., "--train", help="Comma-separated pretraining devices."),
     test: str = typer.Option(..., "--test", help="Comma-separated unseen devices."),
     samples: Sequence[int] = typer.Option(
@@ -68,7 +68,6 @@ def eval_transfer(
     """Pretrain on --train devices, adapt to each --test device from K samples, score on the rest."""
     from latfarm.predictor.evaluate import TransferInputError, eval_transfer_cli
 
-    _check_folder("latfarm eval transfer", data)
     try:
         eval_transfer_cli(
             data,

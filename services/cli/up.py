@@ -23,13 +23,11 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from latfarm.agents.runtimes import ONNXRUNTIME
 from latfarm.agents.state import load_state
-from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.cli.measure_results import adapted
 from latfarm.services.client import Client, LatfarmError
 from latfarm.services.core.config import Settings, env_name
 from latfarm.services.core.lifetime import die_with_parent
 from latfarm.services.core.security import new_secret
-from latfarm.services.domain.names import checked_device_name
 from latfarm.services.domain.samples import DEFAULT_SAMPLES
 
 console = Console()
@@ -257,11 +255,9 @@ def run_up(
     settings: Settings, *, device: str = "local", samples: int | None = None, calibration: int | None = None
 ) -> None:
     """Start everything, adapt to this machine (from ``samples`` archs and ``calibration`` calibrating ones:
-    ``_adapt``), print the URLs, serve until Ctrl-C; a ``device`` against the device-name rule, a port in use or a
-    datasets folder that is not a HELP folder exits before anything is created. Port 0 is any free port: ``serve``
-    binds one and prints it, and this reads it back (no window in which another process could take it)."""
-    with exit_on_error("latfarm up: --device"):
-        checked_device_name(device)
+    ``_adapt``), print the URLs, serve until Ctrl-C; a port in use or a datasets folder that is not a HELP folder
+    exits before anything is created. Port 0 is any free port: ``serve`` binds one and prints it, and this reads it
+    back (no window in which another process could take it)."""
     if settings.datasets_dir:
         from latfarm.services.datasets.help import latency_files
         from latfarm.services.datasets.rows import DatasetError
@@ -269,7 +265,8 @@ def run_up(
         try:
             latency_files(settings.datasets_dir)
         except DatasetError as err:
-            raise SystemExit(f"latfarm up: --datasets {err}") from err
+            # a --datasets given is refused as the command line is read: only the variable's reaches this
+            raise SystemExit(f"latfarm up: {env_name('datasets_dir')}: {err}") from err
     for port, flag in ((settings.http_port, "--http-port"), (settings.grpc_port, "--grpc-port")):
         if port and not _free(port):  # before anything is created
             raise SystemExit(f"latfarm up: port {port} is in use (is latfarm up already running? use {flag})")

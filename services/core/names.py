@@ -29,6 +29,11 @@ def refusal(name: object) -> str:
     return f"device name {name!r} is not allowed: {NAME_RULE}"
 
 
+def id_refusal(value: object) -> str:
+    """Why ``value`` is refused as a job batch id, in the one wording (the client's checks and the CLI's alike)."""
+    return f"not a job batch id: {value!r} (a batch id is {ID_RULE})"
+
+
 def new_id() -> str:
     """A new random record id (primary key)."""
     return uuid.uuid4().hex

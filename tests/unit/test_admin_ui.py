@@ -593,6 +593,13 @@ def test_junk_filter_and_query_values_on_every_list_page_are_never_a_server_erro
             )
             for value in ("true", "false", "all"):
                 assert client.get("/admin/measurement/list", params={"quarantined": value}).status_code == 200
+            for position in ("15625", "-1"):  # in no space's reference set: REST's 422, here a 400 naming the filter
+                outside = client.get("/admin/measurement/list", params={"arch": position})
+                sets = "(nb201: 0..15624, fbnet: 0..4999)"
+                assert outside.status_code == 400 and f"filter arch: reference position {position} is outside" in (
+                    outside.text
+                )
+                assert f"every space&#39;s reference set {sets}" in outside.text
             sideways = client.get("/admin/measurement/list", params={"sortBy": "latency_ms", "sort": "sideways"})
             assert sideways.status_code == 400 and "sort: &#39;sideways&#39; is not asc or desc" in sideways.text
             bogus = client.get("/admin/device/list", params={"sortBy": "bogus"})

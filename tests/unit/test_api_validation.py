@@ -56,6 +56,24 @@ BOUNDED_422 = [  # method, path, body or query, the field by its public path, it
 ]
 
 
+def test_a_value_outside_a_fixed_set_is_refused_in_one_wording_everywhere(api):
+    """The model formats' one home (``domain.network_export.FORMATS``) for a job and an adaptation alike, and every
+    other fixed set, in the command line's words."""
+    add_device(api, "dev1")
+    cases = [
+        ("/v1/jobs", {"device": "dev1", "archs": [1], "format": "pt"}, "format: must be one of onnx, tflite, got 'pt'"),
+        ("/v1/devices/dev1/adapt", {"samples": 10, "format": "pt"}, "format: must be one of onnx, tflite, got 'pt'"),
+        (
+            "/v1/jobs",
+            {"device": "dev1", "archs": [1], "protocol": {"statistic": "mean"}},
+            "protocol.statistic: must be one of min, median, got 'mean'",
+        ),
+        ("/v1/devices", {"name": "dev2", "runtime": "pt"}, "runtime: must be one of onnxruntime, litert, got 'pt'"),
+    ]
+    for path, given, message in cases:
+        assert refusal(api, "post", path, given)["message"] == message
+
+
 def test_a_number_out_of_its_bounds_is_told_its_whole_range(api):
     """Body fields, nested ones, query and path parameters: both ends of the documented range and the value sent,
     never pydantic's one-sided "greater than or equal to"; nothing stored."""

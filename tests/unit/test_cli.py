@@ -31,7 +31,7 @@ def test_measure_needs_archs_and_names_a_missing_file(tmp_path):
     [
         ["pretrain", "--data", "no-such-folder", "--out", "x.pt"],
         ["eval", "transfer", "--data", "no-such-folder", "--train", "a", "--test", "b"],
-        ["import", "no-such-folder"],
+        ["import", "--format", "help", "no-such-folder"],
         ["export", "model", "0"],
         ["export", "data", "dev", "--out", "x.csv"],
         ["predict", "dev", "0", "--server", "http://127.0.0.1:9", "--key", "k"],
@@ -45,7 +45,9 @@ def test_an_unknown_space_is_a_usage_error_naming_the_known_ones_before_anything
     """Every ``--space`` is a choice of the registered spaces: exit 2 before a folder, a database or a server is
     touched (none of them exists here), and nothing is written (no data folder, no artifacts)."""
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, [*command, "--space", "ofa"], env={"COLUMNS": "200"})
+    first = next((i for i, word in enumerate(command) if word.startswith("--")), len(command))  # options: in order
+    args = [*command[:first], "--space", "ofa", *command[first:]]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     shown = " ".join(result.output.replace("│", "").split())
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--space': unknown search space 'ofa'; known: fbnet, nb201" in shown, result.output
@@ -94,6 +96,59 @@ def test_a_value_outside_an_options_fixed_set_is_a_usage_error_listing_the_set(
     result = CliRunner().invoke(app, command, env={"COLUMNS": "200"})
     assert result.exit_code == 2, result.output
     assert f"Invalid value for {expected}" in " ".join(result.output.replace("│", "").split()), result.output
+    assert not list(tmp_path.iterdir())
+
+
+RULE = "use 1-128 ASCII letters, digits, '.', '_' or '-', not dots only"
+NOWHERE = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never asked: the values are checked first
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["predict", "a/b", "0", *NOWHERE], f"'DEVICE': device name 'a/b' is not allowed: {RULE}"),
+        (["measure", "..", "0", *NOWHERE], f"'DEVICE': device name '..' is not allowed: {RULE}"),
+        (["adapt", "a b", *NOWHERE], f"'DEVICE': device name 'a b' is not allowed: {RULE}"),
+        (["adapt", "gpu?x", "--no-wait", *NOWHERE], f"'DEVICE': device name 'gpu?x' is not allowed: {RULE}"),
+        (["adapt", "..", "--status", *NOWHERE], f"'DEVICE': device name '..' is not allowed: {RULE}"),
+        (["device", "add", "a/b", *NOWHERE], f"'NAME': device name 'a/b' is not allowed: {RULE}"),
+        (["device", "enroll", "a/b", *NOWHERE], f"'DEVICE': device name 'a/b' is not allowed: {RULE}"),
+        (["export", "device", "a/b", "--out", "x.csv", *NOWHERE], "'DEVICE': device name 'a/b' is not allowed"),
+        (["export", "data", "a/b", "--out", "x.csv"], f"'DEVICE': device name 'a/b' is not allowed: {RULE}"),
+        (["import", "--device", "a/b", "x"], f"'--device': device name 'a/b' is not allowed: {RULE}"),
+        (["import", "nope"], "'PATH': nope: no such file or folder"),
+        (["up", "--datasets", "nope"], "'--datasets': nope: no such folder"),
+        (["up", "--device", "lab/pixel7"], f"'--device': device name 'lab/pixel7' is not allowed: {RULE}"),
+        (["results", "deadbeef", *NOWHERE], "'BATCH...': not a job batch id: 'deadbeef' (a batch id is 32 hex digits)"),
+        (["cancel", "0" * 32, "a/b", *NOWHERE], "'BATCH...': not a job batch id: 'a/b' (a batch id is 32 hex digits)"),
+        (
+            ["predict", "dev", "xyz", *NOWHERE],
+            "'ARCHS...': archs[0]: nb201: 'xyz': expected 3 node groups joined by '+'",
+        ),
+        (
+            ["predict", "dev", "6", "[0,1,2,3,4,9]", *NOWHERE],
+            "'ARCHS...': archs[1]: nb201: op vector entry 5 is 9; op ids are 0..4",
+        ),
+        (
+            ["predict", "dev", *NOWHERE, "--", "-1"],
+            "'ARCHS...': archs[0]: nb201: reference position -1 is outside 0..15624",
+        ),
+        (["measure", "dev", "[0,1,2,3,4]", *NOWHERE], "'ARCHS...': archs[0]: nb201: op vector must have 6 entries"),
+        (["export", "model", "99999"], "'ARCHS...': archs[0]: nb201: reference position 99999 is outside 0..15624"),
+        (["pretrain", "--data", "nope", "--out", "x.pt"], "'--data': nope: no such folder"),
+        (["eval", "transfer", "--data", "nope", "--train", "a", "--test", "b"], "'--data': nope: no such folder"),
+        (["pretrain", "--data", __file__, "--out", "x.pt"], f"'--data': {__file__} is a file; give the HELP folder"),
+    ],
+)
+def test_a_malformed_value_is_a_usage_error_before_anything_is_touched(command, expected, tmp_path, monkeypatch):
+    """A value the command line can check without a server (device names, batch ids, archs, folders) is a usage
+    error as an out-of-range option is: exit 2, typer's "Invalid value for" line, before any folder, database or
+    server is touched (none exists here; nothing is written). Exit 1 is left to refusals and runtime failures."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, command, env={"COLUMNS": "300"})
+    shown = [line.strip("│ ") for line in result.output.splitlines() if "Invalid value" in line]
+    assert result.exit_code == 2 and len(shown) == 1, result.output
+    assert shown[0].startswith(f"Invalid value for {expected}"), result.output
     assert not list(tmp_path.iterdir())
 
 

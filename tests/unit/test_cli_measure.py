@@ -135,7 +135,7 @@ def test_measure_prints_in_input_order_and_marks_unstable(monkeypatch, live_api)
 
 def test_measure_with_every_job_failed_shows_them_and_exits_1(monkeypatch, live_api):
     lines = run_measure(monkeypatch, live_api, archs=["3"], exit_code=1).stdout.strip().splitlines()
-    assert lines == [f"{'failed':<24} {'#3':<7} {arch(3)}  (failed after 3 attempts; last: timeout)"]
+    assert lines == [f"failed  #3  {arch(3)}  (failed after 3 attempts; last: timeout)"]
 
 
 def test_measure_with_every_job_failed_writes_the_csv_and_exits_1(monkeypatch, live_api, tmp_path):
@@ -224,6 +224,16 @@ def test_cancel_command_cancels_a_batchs_unfinished_jobs(live_api):
     assert "known devices" not in unknown.output
 
 
+def test_a_wait_past_its_timeout_counts_the_jobs_still_pending(live_api):
+    url, server = live_api
+    add_device_live(server)
+    with Client(url, ADMIN_KEY) as client:
+        one, two = client.submit("gpu-b2", [1]), client.submit("gpu-b2", [2, 3])
+        for batches, pending in (([one], "1 job"), ([one, two], "3 jobs")):
+            with pytest.raises(TimeoutError, match=rf": {pending} still pending \(latfarm cancel "):
+                client.wait_all(batches, timeout=0, poll_s=0)
+
+
 def test_ctrl_c_while_waiting_cancels_the_batch(live_api):
     url, server = live_api
     add_device_live(server)
@@ -247,10 +257,9 @@ def test_bad_archs_of_a_space_are_refused_naming_the_problem_before_any_request(
         (["-".join(["k3_e1"] * 22)], "expected 3 node groups joined by '+', found 1; it is an arch of space fbnet"),
     ]
     for args, named in cases:
-        result = CliRunner().invoke(app, ["measure", "dev", *args, *nowhere])
-        assert result.exit_code == 1, result.output  # one line, as predict's
-        assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("latfarm measure: ")
-        assert named in result.output, result.output
+        result = CliRunner().invoke(app, ["measure", "dev", *args, *nowhere], env={"COLUMNS": "300"})
+        assert result.exit_code == 2, result.output  # a usage error, as predict's
+        assert "Invalid value for 'ARCHS...': " in result.output and named in result.output, result.output
 
 
 @pytest.mark.parametrize(
@@ -367,10 +376,27 @@ def test_the_terminal_marks_archs_drawn_at_random_with_a_legend(monkeypatch, liv
     drawn = random_archs("nb201", 2, seed=1)
     lines = run_measure(monkeypatch, live_api, "--random", "2", "--seed", "1", archs=["9"]).stdout.splitlines()
     assert len(lines) == 4 and lines[-1] == RANDOM_LEGEND
-    marks = [f" {RANDOM_MARK} |" in line for line in lines[:3]]  # the column before the arch (|op~0|+...)
+    marks = [f" {RANDOM_MARK}  |" in line for line in lines[:3]]  # the column before the arch (|op~0|+...)
     assert marks == [False, True, True] and f"#{drawn[0]} " in lines[1], lines
     # no random arch: no column, no legend
-    assert measure_results.lines([{"arch": "|a|", "index": 9, "state": "queued"}]) == [f"{'queued':<24} {'#9':<7} |a|"]
+    assert measure_results.lines([{"arch": "|a|", "index": 9, "state": "queued"}]) == ["queued  #9  |a|"]
+
+
+def test_the_terminals_columns_are_as_wide_as_their_widest_figure():
+    """An unstable figure longer than any fixed width still leaves the indices and archs in one column each."""
+    from latfarm.services.cli.measure_results import lines
+
+    items = [
+        {"arch": "|a|", "index": 9, "state": "done", "latency_ms": 21.22771, "statistic": "median", "unstable": True},
+        {"arch": "|b|", "index": 12345, "state": "done", "latency_ms": 1.5, "statistic": "median"},
+        {"arch": "|c|", "index": None, "state": "failed", "error": "timeout"},
+    ]
+    assert lines(items) == [
+        "21.2277 ms median  UNSTABLE  #9      |a|",
+        "1.5000 ms median             #12345  |b|",
+        "failed                               |c|  (timeout)",
+    ]
+    assert lines([{"arch": "|d|", "state": "queued"}]) == ["queued  |d|"]  # no index at all: no column
 
 
 def test_a_mixed_measures_random_archs_calibrate_and_its_chosen_ones_do_not(live_api, tmp_path, help_dir, monkeypatch):

@@ -122,7 +122,7 @@ def test_a_datasets_folder_that_is_not_a_help_folder_is_refused_before_anything_
     settings = Settings(data_dir=tmp_path / "data", http_port=0, grpc_port=0, datasets_dir=tmp_path / folder)
     with pytest.raises(SystemExit) as exited:
         up.run_up(settings)
-    assert str(exited.value) == f"latfarm up: --datasets {tmp_path / folder}: {said}"
+    assert str(exited.value) == f"latfarm up: LATFARM_DATASETS_DIR: {tmp_path / folder}: {said}"
     assert not (tmp_path / "data").exists()
 
 

@@ -20,7 +20,7 @@ from latfarm.predictor import nb201
 from latfarm.predictor.network import build
 from latfarm.services.cli.data import export_model
 from latfarm.services.cli.model_files import export_cli
-from latfarm.services.core.errors import InvalidArgument, Unsupported
+from latfarm.services.core.errors import Unsupported
 from latfarm.services.core.extras import install_command
 from latfarm.services.domain.artifacts import ArtifactNotReproducible, ArtifactStore
 from latfarm.services.domain.conditions import Conditions
@@ -234,7 +234,7 @@ def test_export_cli_accepts_indices_and_strings(tmp_path, capsys):
     lines = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
     assert len(lines) == 2 and lines[0][0] == lines[1][0]
     assert lines[0][2] == arch
-    with pytest.raises(InvalidArgument, match="nb201: reference position 99999 is outside"):
+    with pytest.raises(typer.BadParameter, match="nb201: reference position 99999 is outside"):
         export_cli(["99999"], fmt="onnx", out=tmp_path, conditions=Conditions())
     options = {
         "space": "nb201",

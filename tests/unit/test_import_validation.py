@@ -175,7 +175,8 @@ def test_import_refuses_device_names_against_the_rule(tmp_path, name):
     path = tmp_path / "phone.pickle"
     path.write_bytes(pickle.dumps({OPS: 0.002}))
     result, settings = cli_import(tmp_path, path, "latbench", "--device", name)
-    assert result.exit_code == 1 and result.output == f"latfarm import: --device: {refusal(name)}\n", result.output
+    shown = " ".join(result.output.replace("│", "").split())
+    assert result.exit_code == 2 and f"Invalid value for '--device': {refusal(name)}" in shown, result.output
     assert not settings.data_dir.exists()  # refused before the store is touched
 
 
@@ -188,12 +189,6 @@ def test_derived_device_names_follow_the_rule(tmp_path, str_arch2idx):
     assert_refused(tmp_path, path, "hwnasbench", "device name 'edge gpu' is not allowed")
     folder = help_folder(tmp_path / "help", str_arch2idx, {"Pixel7 研究室": [1.0] * nb201.NUM_ARCHS})
     assert_refused(tmp_path, folder, "help", "device name 'Pixel7 研究室' is not allowed")
-
-
-def test_up_refuses_a_bad_device_name_before_starting(tmp_path):
-    result = CliRunner().invoke(app, ["up", "--device", "lab/pixel7", "--data-dir", str(tmp_path / "d")])
-    assert result.exit_code == 1 and "latfarm up: --device: device name 'lab/pixel7' is not allowed" in result.output
-    assert not (tmp_path / "d").exists()
 
 
 def test_rest_uses_the_same_rule(api, keys):
@@ -407,8 +402,6 @@ def test_pretrain_refuses_a_missing_folder_device_or_bad_file_in_one_line(tmp_pa
     folder = help_folder(tmp_path / "help", str_arch2idx, {"pixel3": b"\x00garbage"})
     out = str(tmp_path / "p.pt")
     cases = [
-        (["--data", str(tmp_path / "nope")], f"--data {tmp_path / 'nope'}: no such folder"),
-        (["--data", str(folder / "latency" / "pixel3.pt")], "pixel3.pt is a file; give the HELP folder"),
         (["--data", str(tmp_path)], "no 'latency/' folder"),
         (["--data", str(folder), "--devices", "pixel9"], "no latency file for device 'pixel9'"),
         (["--data", str(folder)], "pixel3.pt: not a torch.save file"),

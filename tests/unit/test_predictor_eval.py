@@ -123,7 +123,6 @@ def test_eval_transfer_options_out_of_range_are_usage_errors_naming_the_option(h
     ("args", "problem"),
     [
         (["--test", "nope"], "unknown devices ['nope']"),
-        (["--data", "/nonexistent"], "--data /nonexistent: no such folder"),
     ],
 )
 def test_eval_transfer_input_only_the_data_refuses_is_one_line(help_dir, args, problem):
