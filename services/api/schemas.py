@@ -27,7 +27,7 @@ from latfarm.predictor.spaces import SPACES as REGISTERED_SPACES
 from latfarm.predictor.spaces import SearchSpace, get_space
 from latfarm.services.core.clock import as_utc
 from latfarm.services.core.errors import InvalidArgument
-from latfarm.services.core.names import MAX_NAME_LENGTH, NAME_PATTERN
+from latfarm.services.core.names import MAX_NAME_LENGTH, NAME_PATTERN, is_device_name, refusal
 from latfarm.services.core.security import ENROLLMENT_BOUNDS
 from latfarm.services.domain.conditions import (
     DEFAULT_SPACE,
@@ -169,11 +169,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _device_name(name: str) -> str:
+    """``name`` if it follows the device-name rule, else its refusal (a length the pattern does not bound)."""
+    if not is_device_name(name):
+        raise ValueError(refusal(name))
+    return name
+
+
 class DeviceCreate(Strict):
     """A new device: its name (``[A-Za-z0-9._-]``) and how it runs models."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_device_variants)
-    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN, examples=["pixel7-cpu-fp32"])
+    name: Annotated[str, AfterValidator(_device_name)] = Field(
+        pattern=NAME_PATTERN,
+        json_schema_extra={"maxLength": MAX_NAME_LENGTH},  # the rule checks it: its message, not pydantic's
+        examples=["pixel7-cpu-fp32"],
+    )
     description: str = ""
     hardware: str = ""
     runtime: Runtime = Field(

@@ -153,6 +153,7 @@ def test_device_adds_refusal_of_a_field_names_its_flag_or_argument(live_api):
     cases = [
         (["p9", "--resolution", "17"], "--resolution: 17px with 10 classes is not an input variant of nb201; known: "),
         (["a/b"], f"NAME: {refusal('a/b')}\n"),  # the server's field is "name"
+        ([""], f"NAME: {refusal('')}\n"),
     ]
     for args, line in cases:
         refused = _invoke(url, "device", "add", *args)
