@@ -142,3 +142,14 @@ def test_an_unrevoked_key_name_is_taken(api, keys):
     assert again.json()["message"] == "name: an unrevoked key is called 'nas': pick another name"
     assert api.delete(f"/v1/keys/{first.json()['id']}", headers=ADMIN).status_code == 204
     assert api.post("/v1/keys", json={"name": "nas", "scopes": ["owner"]}, headers=ADMIN).status_code == 201
+
+
+def test_the_scopes_are_the_same_everywhere():
+    """The CLI's ``--scope`` choices (``core.security.SCOPES``), the API's and the permission table name one set."""
+    from typing import get_args
+
+    from latfarm.services.api.auth import PERMISSIONS
+    from latfarm.services.api.schemas import Scope
+    from latfarm.services.core.security import SCOPES
+
+    assert get_args(Scope) == SCOPES == tuple(PERMISSIONS)
