@@ -617,7 +617,11 @@ class RankResponse(BaseModel):
 class KeyCreate(Strict):
     """A new API key: its name and scopes."""
 
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        description="how the audit log names the key's actions: one no unrevoked key has (else 409)",
+    )
     scopes: list[Scope] = Field(min_length=1)
 
 
