@@ -98,7 +98,7 @@ class Client:
         return self._json("GET", "/healthz")
 
     def devices(self) -> list[dict]:
-        """Every device."""
+        """Every device, with its agents online (``agents_online``)."""
         return self._json("GET", "/v1/devices")
 
     def device(self, name: str) -> dict:

@@ -223,6 +223,12 @@ class DeviceOut(BaseModel):
     created_at: UtcDatetime
 
 
+class DeviceListed(DeviceOut):
+    """A device as ``GET /v1/devices`` lists it: with its agents online."""
+
+    agents_online: int = Field(description="its agents whose last heartbeat is at most two intervals old")
+
+
 class DeviceOwner(Strict):
     """A device's new owner (admins only)."""
 

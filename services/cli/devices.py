@@ -39,7 +39,7 @@ from latfarm.services.core.security import ENROLLMENT_BOUNDS
 
 SERVERS = "the server's"  # a device field left unset takes the server's default
 SHOWN_CONDITIONS = ("precision", "batch_size", "resolution", "classes")  # the device's, shown once registered
-DEVICE_COLUMNS = ("name", "runtime", *SHOWN_CONDITIONS, "owner_key_id")
+DEVICE_COLUMNS = ("name", "runtime", *SHOWN_CONDITIONS, "owner_key_id", "agents_online")
 JsonOption = typer.Option(False, "--json", help="Print the server's JSON answer instead of a table.")
 
 
@@ -83,7 +83,7 @@ def device_add(
 
 
 def device_list(json_out: bool = JsonOption, server: str = ServerUrl, key: str = ApiKey) -> None:
-    """List the devices: their runtime, measurement conditions and owning key's id (any key)."""
+    """List the devices: their runtime, measurement conditions, owning key's id and agents online (any key)."""
     client = client_for(server, key, "latfarm device list")
     with client, explained("latfarm device list", client):
         devices = client.devices()

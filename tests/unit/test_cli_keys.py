@@ -4,11 +4,15 @@ managed and its devices listed without curl; refusals are one line (usage: exit 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from typer.testing import CliRunner
 
 from latfarm.services.cli import app
-from latfarm.services.store.models import ApiKey
+from latfarm.services.core.clock import utcnow
+from latfarm.services.store.crud import device_by_name
+from latfarm.services.store.db import transaction
+from latfarm.services.store.models import Agent, ApiKey
 from tests.api_support import ADMIN_KEY
 
 
@@ -75,32 +79,29 @@ def test_key_refusals_are_one_line(live_api):
 
 
 def test_device_list_shows_the_devices_as_a_table_or_json(live_api):
-    url, _ = live_api
+    url, server = live_api
     empty = _invoke(url, "device", "list")
     assert empty.exit_code == 0 and empty.stdout == "no devices yet: latfarm device add NAME registers one\n"
     assert _invoke(url, "device", "add", "pixel7", "--runtime", "litert", "--precision", "fp16").exit_code == 0
     assert _invoke(url, "device", "add", "jetson").exit_code == 0
+    with transaction(server.state.sessions) as session:  # pixel7: one agent online, one silent too long
+        pixel7 = device_by_name(session, "pixel7").id
+        for agent_id, silent_s in (("a1", 0), ("a2", 3600)):
+            heartbeat = utcnow() - timedelta(seconds=silent_s)
+            session.add(Agent(id=agent_id, device_id=pixel7, credential_hash=agent_id, last_heartbeat=heartbeat))
     table = _invoke(url, "device", "list")
     assert table.exit_code == 0, table.output
     header, *rows = table.stdout.strip().splitlines()
     assert header.split() == [
-        "name",
-        "runtime",
-        "precision",
-        "batch",
-        "size",
-        "resolution",
-        "classes",
-        "owner",
-        "key",
-        "id",
+        *("name", "runtime", "precision", "batch", "size", "resolution", "classes"),
+        *("owner", "key", "id", "agents", "online"),
     ]
     assert [row.split() for row in rows] == [
-        ["jetson", "onnxruntime", "fp32", "1", "32", "10", "1"],
-        ["pixel7", "litert", "fp16", "1", "32", "10", "1"],
+        ["jetson", "onnxruntime", "fp32", "1", "32", "10", "1", "0"],
+        ["pixel7", "litert", "fp16", "1", "32", "10", "1", "1"],
     ]
     answer = json.loads(_invoke(url, "device", "list", "--json").stdout)
-    assert [(d["name"], d["runtime"], d["owner_key_id"]) for d in answer] == [
-        ("jetson", "onnxruntime", 1),
-        ("pixel7", "litert", 1),
+    assert [(d["name"], d["runtime"], d["owner_key_id"], d["agents_online"]) for d in answer] == [
+        ("jetson", "onnxruntime", 1, 0),
+        ("pixel7", "litert", 1, 1),
     ]
