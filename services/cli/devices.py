@@ -102,10 +102,15 @@ def show_rows(rows: list[dict], columns: Sequence[str], json_out: bool, none: st
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*(column.replace("_", " ") for column in columns), box=None)
+    table = Table(box=None)
+    for column in columns:
+        table.add_column(column.replace("_", " "), overflow="fold")  # a narrow terminal wraps a cell, never cuts it
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a pipe or file: every row on one line, however wide
+        console = Console(width=console.measure(table, options=console.options.update_width(10_000)).maximum)
+    console.print(table)
 
 
 def _cell(value: object) -> str:

@@ -350,6 +350,12 @@ def run_up(
     except RuntimeError as err:
         console.print(f"[red]latfarm up: {err}[/]")
         raise SystemExit(1) from err
+    except LatfarmError as err:  # the server refused up's own request: its key revoked while it ran, most likely
+        revoked = err.code == "unauthenticated"
+        again = "set LATFARM_ADMIN_KEY to a new secret" if settings.admin_key else "run it again: it makes a new one"
+        hint = f" (its admin key was revoked? {again})" if revoked else ""
+        console.print(f"[red]latfarm up: {err}{hint}[/]", soft_wrap=True)
+        raise SystemExit(1) from err
     finally:
         console.print("stopping ...")
         children.stop()

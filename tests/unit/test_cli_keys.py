@@ -16,8 +16,8 @@ from latfarm.services.store.models import Agent, ApiKey
 from tests.api_support import ADMIN_KEY
 
 
-def _invoke(url: str, *args: str, key: str = ADMIN_KEY):
-    return CliRunner().invoke(app, [*args, "--server", url, "--key", key], env={"COLUMNS": "200"})
+def _invoke(url: str, *args: str, key: str = ADMIN_KEY, columns: int = 200):
+    return CliRunner().invoke(app, [*args, "--server", url, "--key", key], env={"COLUMNS": str(columns)})
 
 
 def test_keys_are_created_listed_and_revoked(live_api):
@@ -31,7 +31,7 @@ def test_keys_are_created_listed_and_revoked(live_api):
     again = _invoke(url, "key", "create", "nas", "--scope", "client")
     assert again.exit_code == 1
     assert again.output == "latfarm key create: NAME: an unrevoked key is called 'nas': pick another name\n"
-    listed = _invoke(url, "key", "list")
+    listed = _invoke(url, "key", "list", columns=40)  # piped: every row on one line, however narrow the terminal
     assert listed.exit_code == 0, listed.output
     header, *rows = listed.stdout.strip().splitlines()
     assert header.split() == ["id", "name", "scopes", "created", "at", "revoked"]
@@ -89,7 +89,7 @@ def test_device_list_shows_the_devices_as_a_table_or_json(live_api):
         for agent_id, silent_s in (("a1", 0), ("a2", 3600)):
             heartbeat = utcnow() - timedelta(seconds=silent_s)
             session.add(Agent(id=agent_id, device_id=pixel7, credential_hash=agent_id, last_heartbeat=heartbeat))
-    table = _invoke(url, "device", "list")
+    table = _invoke(url, "device", "list", columns=40)
     assert table.exit_code == 0, table.output
     header, *rows = table.stdout.strip().splitlines()
     assert header.split() == [
