@@ -99,7 +99,7 @@ class Client:
         return self._json("GET", "/healthz")
 
     def devices(self) -> list[dict]:
-        """Every device."""
+        """Every device, with its agents online (``agents_online``)."""
         return self._json("GET", "/v1/devices")
 
     def device(self, name: str) -> dict:
@@ -138,7 +138,19 @@ class Client:
 
     def create_key(self, name: str, scopes: Sequence[str]) -> str:
         """A new API key (shown once) called ``name`` with ``scopes``."""
-        return self._json("POST", "/v1/keys", json={"name": name, "scopes": list(scopes)})["key"]
+        return self.new_key(name, scopes)["key"]
+
+    def new_key(self, name: str, scopes: Sequence[str]) -> dict:
+        """``create_key``'s whole answer: the new key's ``id``, ``name``, ``scopes`` and ``key`` (shown once)."""
+        return self._json("POST", "/v1/keys", json={"name": name, "scopes": list(scopes)})
+
+    def keys(self) -> list[dict]:
+        """Every API key (``id``, ``name``, ``scopes``, ``created_at``, ``revoked``), without secrets."""
+        return self._json("GET", "/v1/keys")
+
+    def revoke_key(self, key_id: int) -> None:
+        """Revoke API key ``key_id``: requests with it are refused from then on."""
+        self._request("DELETE", f"/v1/keys/{int(key_id)}")
 
     # --- latency ---------------------------------------------------------------------------------------------
     def predict(self, device: str, archs: Sequence[str | int | Sequence[int]], space: str = "nb201") -> list[dict]:

@@ -1,4 +1,5 @@
-"""Admin login: an API key with the ``admin`` scope (or ``LATFARM_ADMIN_KEY``), kept as its hash in a signed cookie."""
+"""Admin login: an unrevoked API key with the ``admin`` scope (``LATFARM_ADMIN_KEY`` is one), kept as its hash in a
+signed cookie."""
 
 from __future__ import annotations
 
@@ -49,13 +50,14 @@ class AdminKeyAuth(AuthenticationBackend):
         self.admin_key_hash = hash_secret(admin_key) if admin_key else None
 
     def key_name(self, key_hash: str) -> str | None:
-        """Name of the admin key with this hash, or None when unknown, revoked or not an admin key."""
-        if self.admin_key_hash and hmac.compare_digest(key_hash, self.admin_key_hash):
-            return "LATFARM_ADMIN_KEY"
+        """Name of the admin key with this hash (``LATFARM_ADMIN_KEY`` for that one), or None when unknown, revoked
+        or not an admin key: the database decides, so a revoked ``LATFARM_ADMIN_KEY`` is refused too."""
         with self.sessions() as session:
             row = session.scalars(select(ApiKey).where(ApiKey.key_hash == key_hash)).one_or_none()
         if row is None or row.revoked or "admin" not in (row.scopes or ()):
             return None
+        if self.admin_key_hash and hmac.compare_digest(key_hash, self.admin_key_hash):
+            return "LATFARM_ADMIN_KEY"
         return row.name
 
     async def login(self, request: Request) -> bool | Response:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from itertools import count
 
 from fastapi import Request
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
-from latfarm.services.core.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
+from latfarm.services.core.errors import Conflict, FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
 from latfarm.services.core.security import bearer_secret, hash_secret, new_secret, other_scheme
 from latfarm.services.infra.throttle import AuthGuard
 from latfarm.services.infra.ttl_cache import TtlCache
@@ -28,6 +30,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 # Scopes whose permissions on a device hold only for the devices the key owns (``Device.owner_key_id``).
 OWN_DEVICES_ONLY = frozenset({"owner"})
 BOOTSTRAP_NAME = "bootstrap-admin"
+log = logging.getLogger(__name__)
 KEY_TTL_S = 5.0  # a valid key is trusted this long without reading the database; revoking forgets it at once here
 
 
@@ -136,7 +139,10 @@ def require(permission: str) -> Callable[[Request], Awaitable[Principal]]:
 
 
 def create_key(session: Session, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
-    """A new key row (hash only) and the secret itself, shown to its owner once."""
+    """A new key row (hash only) and the secret itself, shown to its owner once; ``Conflict`` when an unrevoked
+    key has that name (the audit log names actors by key name)."""
+    if session.scalar(select(ApiKey.id).where(ApiKey.name == name, ApiKey.revoked.is_(False)).limit(1)):
+        raise Conflict(f"name: an unrevoked key is called {name!r}: pick another name", field="name")
     prefix = "lf_admin" if "admin" in scopes else f"lf_{scopes[0]}"
     secret = new_secret(prefix)
     row = ApiKey(name=name, key_hash=hash_secret(secret), scopes=sorted(set(scopes)))
@@ -163,7 +169,8 @@ def revoke(session: Session, key_id: int) -> None:
 def ensure_admin_key(sessions: sessionmaker[Session], admin_key: str | None) -> str | None:
     """Make sure an admin can log in; returns a newly generated key (to print once), else None.
 
-    With ``admin_key`` (``LATFARM_ADMIN_KEY``) that key is registered if it is not yet. Without it, a key is
+    With ``admin_key`` (``LATFARM_ADMIN_KEY``) that key is registered if it is not yet; a revoked one stays revoked
+    (a compromised key never comes back), with a warning saying how to set a new one. Without it, a key is
     generated only when no admin key exists.
     """
     try:
@@ -172,18 +179,39 @@ def ensure_admin_key(sessions: sessionmaker[Session], admin_key: str | None) -> 
         return _ensure_admin_key(sessions, admin_key)
 
 
+def key_revoked(sessions: sessionmaker[Session], key: str) -> bool:
+    """Whether ``key`` is a stored key that was revoked (False when unknown or the schema is not there yet)."""
+    with sessions() as session:
+        if not inspect(session.connection()).has_table(ApiKey.__tablename__):
+            return False
+        return bool(session.scalar(select(ApiKey.revoked).where(ApiKey.key_hash == hash_secret(key))))
+
+
 def _ensure_admin_key(sessions: sessionmaker[Session], admin_key: str | None) -> str | None:
     with transaction(sessions) as session:
         if admin_key:
             digest = hash_secret(admin_key)
             row = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).one_or_none()
             if row is None:
-                session.add(ApiKey(name=BOOTSTRAP_NAME, key_hash=digest, scopes=["admin"]))
-            elif row.revoked or "admin" not in row.scopes:
-                row.revoked, row.scopes = False, sorted({*row.scopes, "admin"})
+                session.add(ApiKey(name=_unused_name(session, BOOTSTRAP_NAME), key_hash=digest, scopes=["admin"]))
+            elif row.revoked:
+                log.warning(
+                    "LATFARM_ADMIN_KEY is key %d (%s), which was revoked: it stays revoked; log in with another "
+                    "admin key, or set LATFARM_ADMIN_KEY to a new secret and restart",
+                    row.id,
+                    row.name,
+                )
+            elif "admin" not in row.scopes:
+                row.scopes = sorted({*row.scopes, "admin"})
             return None
         keys = session.scalars(select(ApiKey).where(ApiKey.revoked.is_(False))).all()
         if any("admin" in (k.scopes or ()) for k in keys):
             return None
-        _, secret = create_key(session, BOOTSTRAP_NAME, ["admin"])
+        _, secret = create_key(session, _unused_name(session, BOOTSTRAP_NAME), ["admin"])
         return secret
+
+
+def _unused_name(session: Session, name: str) -> str:
+    """``name``, else ``name-2``, ``name-3`` ...: the first no unrevoked key has (the audit log names keys)."""
+    taken = set(session.scalars(select(ApiKey.name).where(ApiKey.revoked.is_(False))))
+    return next(candidate for n in count(1) if (candidate := name if n == 1 else f"{name}-{n}") not in taken)

@@ -27,7 +27,7 @@ from latfarm.predictor.spaces import SPACES as REGISTERED_SPACES
 from latfarm.predictor.spaces import SearchSpace, get_space
 from latfarm.services.core.clock import as_utc
 from latfarm.services.core.errors import InvalidArgument
-from latfarm.services.core.names import MAX_NAME_LENGTH, NAME_PATTERN
+from latfarm.services.core.names import MAX_NAME_LENGTH, NAME_PATTERN, is_device_name, refusal
 from latfarm.services.core.security import ENROLLMENT_BOUNDS
 from latfarm.services.domain.conditions import (
     DEFAULT_SPACE,
@@ -180,11 +180,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _device_name(name: str) -> str:
+    """``name`` if it follows the device-name rule, else its refusal (a length the pattern does not bound)."""
+    if not is_device_name(name):
+        raise ValueError(refusal(name))
+    return name
+
+
 class DeviceCreate(Strict):
     """A new device: its name (``[A-Za-z0-9._-]``) and how it runs models."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_device_variants)
-    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN, examples=["pixel7-cpu-fp32"])
+    name: Annotated[str, AfterValidator(_device_name)] = Field(
+        pattern=NAME_PATTERN,
+        json_schema_extra={"maxLength": MAX_NAME_LENGTH},  # the rule checks it: its message, not pydantic's
+        examples=["pixel7-cpu-fp32"],
+    )
     description: str = ""
     hardware: str = ""
     runtime: Runtime = Field(
@@ -221,6 +232,12 @@ class DeviceOut(BaseModel):
     classes: int
     owner_key_id: int | None = Field(description="id of the API key that owns it; null: only admins act on it")
     created_at: UtcDatetime
+
+
+class DeviceListed(DeviceOut):
+    """A device as ``GET /v1/devices`` lists it: with its agents online."""
+
+    agents_online: int = Field(description="its agents whose last heartbeat is at most two intervals old")
 
 
 class DeviceOwner(Strict):
@@ -617,7 +634,11 @@ class RankResponse(BaseModel):
 class KeyCreate(Strict):
     """A new API key: its name and scopes."""
 
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        description="how the audit log names the key's actions: one no unrevoked key has (else 409)",
+    )
     scopes: list[Scope] = Field(min_length=1)
 
 

@@ -17,7 +17,7 @@ for _blas_threads in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import typer  # noqa: E402 - after the BLAS setting
 
-from latfarm.services.cli import agent, data, devices, remote, research, server_commands  # noqa: E402
+from latfarm.services.cli import agent, data, devices, keys, remote, research, server_commands  # noqa: E402
 from latfarm.services.cli.options import Command, Group, needs  # noqa: E402
 
 app = typer.Typer(
@@ -39,10 +39,17 @@ app.command(cls=CLIENT)(remote.cancel)
 app.command(cls=CLIENT)(remote.adapt)
 app.command(cls=SERVER)(research.pretrain)
 
-device_app = typer.Typer(cls=Group, help="Register devices and enroll their agents.", no_args_is_help=True)
+device_app = typer.Typer(cls=Group, help="Register and list devices, enroll their agents.", no_args_is_help=True)
 device_app.command("add", cls=CLIENT)(devices.device_add)
+device_app.command("list", cls=CLIENT)(devices.device_list)
 device_app.command("enroll", cls=CLIENT)(devices.device_enroll)
 app.add_typer(device_app, name="device")
+
+key_app = typer.Typer(cls=Group, help="Create, list and revoke API keys (an admin key).", no_args_is_help=True)
+key_app.command("create", cls=CLIENT)(keys.key_create)
+key_app.command("list", cls=CLIENT)(keys.key_list)
+key_app.command("revoke", cls=CLIENT)(keys.key_revoke)
+app.add_typer(key_app, name="key")
 
 export_app = typer.Typer(
     cls=Group, help="Export models (ONNX / TFLite) or a device's measurements.", no_args_is_help=True

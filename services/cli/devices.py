@@ -1,11 +1,13 @@
-"""``latfarm device add``, ``device enroll``, ``results`` and ``export device``: registering a device, an enrollment
-token for its agents, a queued batch's results and a device's measurements, against a running server (REST:
-``POST /v1/devices``, ``POST /v1/devices/{name}/enrollments``, ``GET /v1/jobs/{id}``,
-``GET /v1/devices/{name}/export``)."""
+"""``latfarm device add``, ``device list``, ``device enroll``, ``results`` and ``export device``: registering and
+listing devices, an enrollment token for their agents, a queued batch's results and a device's measurements, against
+a running server (REST: ``POST /v1/devices``, ``GET /v1/devices``, ``POST /v1/devices/{name}/enrollments``,
+``GET /v1/jobs/{id}``, ``GET /v1/devices/{name}/export``)."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
@@ -38,6 +40,8 @@ from latfarm.services.core.security import ENROLLMENT_BOUNDS
 
 SERVERS = "the server's"  # a device field left unset takes the server's default
 SHOWN_CONDITIONS = ("precision", "batch_size", "resolution", "classes")  # the device's, shown once registered
+DEVICE_COLUMNS = ("name", "runtime", *SHOWN_CONDITIONS, "owner_key_id", "agents_online")
+JsonOption = typer.Option(False, "--json", help="Print the server's JSON answer instead of a table.")
 
 
 def device_add(
@@ -77,6 +81,47 @@ def device_add(
         created = client.create_device(name, **{field: value for field, value in given.items() if value is not None})
     conditions = ", ".join(f"{field} {created[field]}" for field in SHOWN_CONDITIONS)
     typer.echo(f"registered device {created['name']} ({conditions}); enroll its agents: latfarm device enroll {name}")
+
+
+def device_list(json_out: bool = JsonOption, server: str = ServerUrl, key: str = ApiKey) -> None:
+    """List the devices: their runtime, measurement conditions, owning key's id and agents online (any key)."""
+    client = client_for(server, key, "latfarm device list")
+    with client, explained("latfarm device list", client):
+        devices = client.devices()
+    show_rows(devices, DEVICE_COLUMNS, json_out, none="no devices yet: latfarm device add NAME registers one")
+
+
+def show_rows(rows: list[dict], columns: Sequence[str], json_out: bool, none: str) -> None:
+    """``rows`` as JSON, else as a table of ``columns`` (a list: comma-separated; a flag: yes or no; None: ``-``),
+    or the line ``none`` when there are none."""
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(none)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in columns:
+        table.add_column(column.replace("_", " "), overflow="fold")  # a narrow terminal wraps a cell, never cuts it
+    for row in rows:
+        table.add_row(*(_cell(row.get(column)) for column in columns))
+    console = Console()
+    if not console.is_terminal:  # a pipe or file: every row on one line, however wide
+        console = Console(width=console.measure(table, options=console.options.update_width(10_000)).maximum)
+    console.print(table)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
 
 
 def device_enroll(

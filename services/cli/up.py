@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,15 +47,41 @@ def agent_known(client: Client, device: str, agent_dir: Path) -> bool:
 
 
 def admin_key(settings: Settings) -> str:
-    """The admin key: ``LATFARM_ADMIN_KEY``, else one kept in ``<data-dir>/admin.key`` (created once, mode 600)."""
-    if settings.admin_key:
-        return settings.admin_key
+    """The admin key: ``LATFARM_ADMIN_KEY`` (exits 1 when it was revoked), else the one kept in
+    ``<data-dir>/admin.key`` (mode 600), made anew when missing or revoked: a revoked key stays revoked."""
     path = settings.data_dir / "admin.key"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(new_secret("lf_admin"))
-    return path.read_text().strip()
+    if settings.admin_key:
+        if _revoked(settings, settings.admin_key):
+            raise SystemExit(
+                "latfarm up: LATFARM_ADMIN_KEY was revoked: set it to a new secret, or unset it "
+                f"(up then keeps its own key in {path})"
+            )
+        return settings.admin_key
+    if path.exists():
+        key = path.read_text().strip()
+        if not _revoked(settings, key):
+            return key
+        console.print(f"the admin key in {path} was revoked: made a new one there", soft_wrap=True)
+    key = new_secret("lf_admin")
+    fd, temporary = tempfile.mkstemp(dir=settings.data_dir, prefix=".admin.key.")  # mode 600
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    os.replace(temporary, path)
+    return key
+
+
+def _revoked(settings: Settings, key: str) -> bool:
+    """Whether the database has ``key`` as a revoked key (one line and exit 1 when it cannot be read)."""
+    from latfarm.services.api.auth import key_revoked
+    from latfarm.services.cli.database import reachable_database
+    from latfarm.services.store.db import make_engine, make_sessionmaker
+
+    with reachable_database("latfarm up", settings.database_url):
+        engine = make_engine(settings.database_url)
+        try:
+            return key_revoked(make_sessionmaker(engine), key)
+        finally:
+            engine.dispose()
 
 
 def _free(port: int) -> bool:
@@ -319,6 +346,12 @@ def run_up(
         pass
     except RuntimeError as err:
         console.print(f"[red]latfarm up: {err}[/]")
+        raise SystemExit(1) from err
+    except LatfarmError as err:  # the server refused up's own request: its key revoked while it ran, most likely
+        revoked = err.code == "unauthenticated"
+        again = "set LATFARM_ADMIN_KEY to a new secret" if settings.admin_key else "run it again: it makes a new one"
+        hint = f" (its admin key was revoked? {again})" if revoked else ""
+        console.print(f"[red]latfarm up: {err}{hint}[/]", soft_wrap=True)
         raise SystemExit(1) from err
     finally:
         console.print("stopping ...")

@@ -82,7 +82,9 @@ class Settings(_FromEnvironment):
     )
     grpc_tls_key: Path | None = Field(None, description="the PEM private key of LATFARM_GRPC_TLS_CERT")
     admin_key: str | None = Field(
-        None, description="bootstrap admin API key; unset: `serve` generates one and prints it once"
+        None,
+        description="bootstrap admin API key (once revoked it stays revoked: set a new one); unset: `serve` "
+        "generates one and prints it once",
     )
     lease_seconds: int = Field(60, description="seconds after the agent's last heartbeat when its lease lapses")
     heartbeat_interval_s: int = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+SCOPES = ("client", "owner", "admin")  # an API key's scopes; what each may do: ``api.auth.PERMISSIONS``
 # What an enrollment token's request may ask, by pydantic's bound names: a lifetime of at most a year (s) and at most
 # 100,000 registrations (the API's fields and ``latfarm device enroll``'s options read them here).
 ENROLLMENT_BOUNDS: dict[str, dict[str, int]] = {

@@ -75,6 +75,10 @@ CLIENT_COMMANDS = {  # every CLI command that talks to the REST API, by its name
     "results": ["results", "0123abcd" * 4],
     "device add": ["device", "add", "pixel9"],
     "device enroll": ["device", "enroll", "pixel3"],
+    "device list": ["device", "list"],
+    "key create": ["key", "create", "nas", "--scope", "client"],
+    "key list": ["key", "list"],
+    "key revoke": ["key", "revoke", "7"],
 }
 
 

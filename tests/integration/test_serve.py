@@ -43,7 +43,8 @@ class Served:
         threading.Thread(target=self.follow_output, daemon=True).start()
         self.rest = self.expect_line(r"latfarm REST\s+(http://\S+)")
         self.grpc = self.expect_line(r"latfarm gRPC\s+(\S+)")
-        self.key = self.expect_line(r"bootstrap admin key \(shown once, store it\): (\S+)")
+        given = settings.get("LATFARM_ADMIN_KEY")
+        self.key = given or self.expect_line(r"bootstrap admin key \(shown once, store it\): (\S+)")
 
     def follow_output(self) -> None:
         for line in self.proc.stdout:
@@ -111,6 +112,33 @@ def test_serve_postgres_redis_and_sigterm(tmp_path, pg_url, redis_url):
     assert code == 0, "".join(served.output)
     assert "latfarm stopped" in "".join(served.output)
     assert '"GET /healthz HTTP/1.1" 200' in "".join(served.output)  # the access log, asked for
+
+
+@pytest.mark.slow
+def test_a_revoked_admin_key_stays_revoked_after_a_restart(tmp_path):
+    """The trial's repro: revoke the LATFARM_ADMIN_KEY key with a second admin key, restart: it stays revoked and
+    the server says so in one warning line."""
+    args, key = ["--data-dir", str(tmp_path / "data")], "lf_admin_serve-restart"
+    served = Served(args, LATFARM_ADMIN_KEY=key)
+    try:
+        first = {"Authorization": f"Bearer {key}"}
+        created = httpx.post(
+            f"{served.rest}/v1/keys", json={"name": "second", "scopes": ["admin"]}, headers=first, timeout=10
+        )
+        assert created.status_code == 201, created.text
+        second = {"Authorization": f"Bearer {created.json()['key']}"}
+        assert httpx.delete(f"{served.rest}/v1/keys/1", headers=second, timeout=10).status_code == 204
+    finally:
+        assert served.stop(signal.SIGTERM) == 0, "".join(served.output)
+    restarted = Served(args, LATFARM_ADMIN_KEY=key)
+    try:
+        warnings = [line for line in restarted.output if "WARNING" in line]  # logged before the REST line
+        assert len(warnings) == 1 and "LATFARM_ADMIN_KEY is key 1 (bootstrap-admin), which was revoked" in warnings[0]
+        assert "set LATFARM_ADMIN_KEY to a new secret" in warnings[0]
+        assert httpx.get(f"{restarted.rest}/v1/keys", headers=first, timeout=10).status_code == 401
+        assert httpx.get(f"{restarted.rest}/v1/keys", headers=second, timeout=10).status_code == 200
+    finally:
+        assert restarted.stop(signal.SIGTERM) == 0, "".join(restarted.output)
 
 
 def _children(pid: int) -> set[int]:

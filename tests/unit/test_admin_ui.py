@@ -233,6 +233,14 @@ def test_login_required_and_key_checks(app_and_ids):
         client.post("/admin/logout", headers=csrf_header(client))
         assert client.get("/admin/", follow_redirects=False).status_code == 302
 
+        assert _login(client, ADMIN_KEY).status_code == 302
+        with transaction(app.state.sessions) as s:  # revoked, LATFARM_ADMIN_KEY is refused as any key is
+            s.scalars(select(ApiKey).where(ApiKey.key_hash == hash_secret(ADMIN_KEY))).one().revoked = True
+        assert client.get("/admin/", follow_redirects=False).status_code == 302
+        assert _login(client, ADMIN_KEY).status_code == 400
+        bearer = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        assert client.get("/admin/api/fleet", headers=bearer, follow_redirects=False).status_code == 302
+
 
 def test_tables_filters_read_only_and_deletes(app_and_ids):
     app, ids = app_and_ids

@@ -103,3 +103,53 @@ def test_auth_and_size_errors_carry_their_codes(api, keys):
     add_device(api, "dev1")
     too_many = api.post("/v1/predict", json={"device": "dev1", "archs": [0] * 20_000}, headers=ADMIN)
     assert too_many.status_code == 413 and too_many.json()["code"] == "resource_exhausted"
+
+
+def test_a_revoked_admin_key_stays_revoked_and_a_new_one_takes_a_free_name(tmp_path, db_url, caplog):
+    """Revoked through the API, the ``LATFARM_ADMIN_KEY`` key stays revoked at the next start (a warning says
+    so); a new ``LATFARM_ADMIN_KEY`` is registered under a name no unrevoked key has."""
+    settings = Settings(data_dir=tmp_path, db_url=db_url, admin_key="lf_admin_first")
+    with Runtime(settings) as runtime:
+        runtime.bootstrap()
+        with TestClient(create_app(runtime)) as client:
+            second = client.post(
+                "/v1/keys", json={"name": "second", "scopes": ["admin"]}, headers=bearer("lf_admin_first")
+            ).json()
+            assert client.delete("/v1/keys/1", headers=bearer(second["key"])).status_code == 204
+    with Runtime(settings) as restarted:
+        assert restarted.bootstrap() is None
+        with TestClient(create_app(restarted)) as client:
+            assert client.get("/v1/keys", headers=bearer("lf_admin_first")).status_code == 401
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "LATFARM_ADMIN_KEY is key 1 (bootstrap-admin), which was revoked: it stays revoked; log in with another "
+        "admin key, or set LATFARM_ADMIN_KEY to a new secret and restart"
+    ]
+    for admin_key, name in (("lf_admin_new", "bootstrap-admin"), ("lf_admin_newer", "bootstrap-admin-2")):
+        with Runtime(settings.model_copy(update={"admin_key": admin_key})) as runtime:
+            runtime.bootstrap()
+            with TestClient(create_app(runtime)) as client:
+                listed = client.get("/v1/keys", headers=bearer(admin_key)).json()
+        assert listed[-1]["name"] == name and not listed[-1]["revoked"]
+
+
+def test_an_unrevoked_key_name_is_taken(api, keys):
+    """Key names are how the audit log names actors: an unrevoked key's name is refused (409), a revoked one's is
+    free again."""
+    first = api.post("/v1/keys", json={"name": "nas", "scopes": ["client"]}, headers=ADMIN)
+    again = api.post("/v1/keys", json={"name": "nas", "scopes": ["owner"]}, headers=ADMIN)
+    assert again.status_code == 409, again.text
+    assert again.json()["code"] == "already_exists" and again.json()["field"] == "name"
+    assert again.json()["message"] == "name: an unrevoked key is called 'nas': pick another name"
+    assert api.delete(f"/v1/keys/{first.json()['id']}", headers=ADMIN).status_code == 204
+    assert api.post("/v1/keys", json={"name": "nas", "scopes": ["owner"]}, headers=ADMIN).status_code == 201
+
+
+def test_the_scopes_are_the_same_everywhere():
+    """The CLI's ``--scope`` choices (``core.security.SCOPES``), the API's and the permission table name one set."""
+    from typing import get_args
+
+    from latfarm.services.api.auth import PERMISSIONS
+    from latfarm.services.api.schemas import Scope
+    from latfarm.services.core.security import SCOPES
+
+    assert get_args(Scope) == SCOPES == tuple(PERMISSIONS)

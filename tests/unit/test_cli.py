@@ -112,6 +112,7 @@ NOWHERE = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never asked: the v
         (["adapt", "gpu?x", "--no-wait", *NOWHERE], f"'DEVICE': device name 'gpu?x' is not allowed: {RULE}"),
         (["adapt", "..", "--status", *NOWHERE], f"'DEVICE': device name '..' is not allowed: {RULE}"),
         (["device", "add", "a/b", *NOWHERE], f"'NAME': device name 'a/b' is not allowed: {RULE}"),
+        (["device", "add", "", *NOWHERE], f"'NAME': device name '' is not allowed: {RULE}"),
         (["device", "enroll", "a/b", *NOWHERE], f"'DEVICE': device name 'a/b' is not allowed: {RULE}"),
         (["export", "device", "a/b", "--out", "x.csv", *NOWHERE], "'DEVICE': device name 'a/b' is not allowed"),
         (["export", "data", "a/b", "--out", "x.csv"], f"'DEVICE': device name 'a/b' is not allowed: {RULE}"),

@@ -17,7 +17,7 @@ import pytest
 from latfarm.services.cli import up
 from latfarm.services.client import Client
 from latfarm.services.core.config import Settings
-from tests.api_support import ADMIN_KEY, interruptible_cli
+from tests.api_support import ADMIN_KEY, bearer, interruptible_cli
 from tests.unit.test_cli_measure import add_adapted_device_live, add_device_live
 
 
@@ -32,6 +32,35 @@ def test_a_busy_port_is_refused_before_anything_is_created(tmp_path):
     message = f"latfarm up: port {port} is in use (is latfarm up already running? use --http-port)"
     assert str(exited.value) == message
     assert not (tmp_path / "data").exists()
+
+
+def test_up_replaces_its_revoked_admin_key_and_refuses_a_revoked_given_one(tmp_path, capsys):
+    """``up`` owns ``admin.key``: a key revoked in its database is replaced (it says so); a revoked
+    ``LATFARM_ADMIN_KEY`` it cannot replace: one line, exit 1."""
+    from fastapi.testclient import TestClient
+
+    from latfarm.services.api import create_app
+    from latfarm.services.runtime import Runtime
+
+    settings = Settings(data_dir=tmp_path)
+    first = up.admin_key(settings)  # no database yet
+    assert up.admin_key(settings) == first and (tmp_path / "admin.key").stat().st_mode & 0o777 == 0o600
+    with Runtime(settings.model_copy(update={"admin_key": first})) as runtime:
+        runtime.bootstrap()
+        with TestClient(create_app(runtime)) as client:
+            second = client.post("/v1/keys", json={"name": "second", "scopes": ["admin"]}, headers=bearer(first))
+            assert client.delete("/v1/keys/1", headers=bearer(second.json()["key"])).status_code == 204
+    capsys.readouterr()
+    renewed = up.admin_key(settings)
+    assert renewed != first and (tmp_path / "admin.key").read_text() == renewed
+    assert (tmp_path / "admin.key").stat().st_mode & 0o777 == 0o600
+    assert f"the admin key in {tmp_path / 'admin.key'} was revoked: made a new one there" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        up.admin_key(settings.model_copy(update={"admin_key": first}))
+    assert str(exited.value) == (
+        "latfarm up: LATFARM_ADMIN_KEY was revoked: set it to a new secret, or unset it "
+        f"(up then keeps its own key in {tmp_path / 'admin.key'})"
+    )
 
 
 class _Stopped(RuntimeError):

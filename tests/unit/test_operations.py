@@ -64,7 +64,7 @@ def test_healthz_and_the_admin_ui_answer_503_while_the_database_is_down(tmp_path
     with Runtime(make_settings(tmp_path, url)) as runtime, TestClient(create_app(runtime)) as client:
         answer = client.get("/healthz")
         documented = client.get("/openapi.json").json()["paths"]["/healthz"]["get"]["responses"]
-        page = client.get("/admin/measurement/list", headers=ADMIN)  # LATFARM_ADMIN_KEY: checked without the database
+        page = client.get("/admin/measurement/list", headers=ADMIN)  # its key check reads the database too
     assert (page.status_code, page.text) == (503, "the database is unavailable; retry later")
     assert answer.status_code == 503
     assert answer.json() == {

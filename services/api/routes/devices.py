@@ -26,6 +26,7 @@ from ..schemas import (
     AgentOut,
     DeviceCreate,
     DeviceDetail,
+    DeviceListed,
     DeviceOut,
     DeviceOwner,
     EnrollmentCreate,
@@ -51,10 +52,24 @@ def create_device(
     return device
 
 
-@router.get("", response_model=list[DeviceOut])
-def list_devices(session: Session = Depends(db), _: Principal = Depends(require("read"))) -> list[Device]:
-    """All devices, by name."""
-    return list(session.scalars(select(Device).order_by(Device.name)))
+@router.get("", response_model=list[DeviceListed])
+def list_devices(
+    request: Request, session: Session = Depends(db), _: Principal = Depends(require("read"))
+) -> list[DeviceListed]:
+    """All devices, by name, with their agents online (heartbeat within 2 intervals)."""
+    cutoff = online_cutoff(request.app.state.settings.heartbeat_interval_s)
+    online = dict(
+        session.execute(
+            select(Agent.device_id, func.count()).where(Agent.last_heartbeat >= cutoff).group_by(Agent.device_id)
+        ).all()
+    )
+    return [
+        DeviceListed(
+            **DeviceOut.model_validate(device, from_attributes=True).model_dump(),
+            agents_online=int(online.get(device.id, 0)),
+        )
+        for device in session.scalars(select(Device).order_by(Device.name))
+    ]
 
 
 @router.get("/{name}", response_model=DeviceDetail)

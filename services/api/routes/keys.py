@@ -17,7 +17,8 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 @router.post("", status_code=201, response_model=KeyCreated)
 def new_key(body: KeyCreate, session: Session = Depends(db), _: Principal = Depends(require("keys"))) -> KeyCreated:
-    """Create an API key; the response holds its secret, shown only here."""
+    """Create an API key; the response holds its secret, shown only here (409 when an unrevoked key has the
+    name)."""
     row, secret = create_key(session, body.name, list(body.scopes))
     session.commit()
     return KeyCreated(id=row.id, name=row.name, scopes=row.scopes, key=secret)
