@@ -28,7 +28,7 @@ from latfarm.predictor.spaces import SearchSpace, get_space
 from latfarm.services.core.clock import as_utc
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.core.names import MAX_NAME_LENGTH, NAME_PATTERN, is_device_name, refusal
-from latfarm.services.core.security import ENROLLMENT_BOUNDS
+from latfarm.services.core.security import ENROLLMENT_BOUNDS, KEY_NAME_BOUNDS
 from latfarm.services.domain.conditions import (
     DEFAULT_SPACE,
     GRAPHS,
@@ -635,8 +635,8 @@ class KeyCreate(Strict):
     """A new API key: its name and scopes."""
 
     name: str = Field(
-        min_length=1,
-        max_length=128,
+        min_length=KEY_NAME_BOUNDS["ge"],
+        max_length=KEY_NAME_BOUNDS["le"],
         description="how the audit log names the key's actions: one no unrevoked key has (else 409)",
     )
     scopes: list[Scope] = Field(min_length=1)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import typer
 
+from latfarm.common.ranges import out_of_range, within
 from latfarm.services.cli.devices import JsonOption, show_rows
-from latfarm.services.cli.options import one_of
+from latfarm.services.cli.options import bounded, one_of, span
 from latfarm.services.cli.remote import ApiKey, ServerUrl, client_for, explained
-from latfarm.services.core.security import SCOPES
+from latfarm.services.core.security import KEY_NAME_BOUNDS, SCOPES
 
 KEY_COLUMNS = ("id", "name", "scopes", "created_at", "revoked")
 
@@ -18,8 +19,19 @@ def _scopes(values: list[str]) -> list[str]:
     return [scope for value in values if (scope := check(value)) is not None]
 
 
+def _key_name(name: str) -> str:
+    """A key name of ``KEY_NAME_BOUNDS`` characters (the server's field), else a usage error."""
+    if not within(len(name), KEY_NAME_BOUNDS):
+        raise typer.BadParameter(f"its length {out_of_range(len(name), KEY_NAME_BOUNDS)}")
+    return name
+
+
 def key_create(
-    name: str = typer.Argument(..., help="The key's name: the audit log names its actions by it; unique."),
+    name: str = typer.Argument(
+        ...,
+        callback=_key_name,
+        help=f"The key's name: the audit log names its actions by it; unique, {span(KEY_NAME_BOUNDS)} characters.",
+    ),
     scopes: list[str] = typer.Option(
         ...,
         "--scope",
@@ -49,7 +61,9 @@ def key_list(json_out: bool = JsonOption, server: str = ServerUrl, key: str = Ap
 
 
 def key_revoke(
-    key_id: int = typer.Argument(..., metavar="ID", min=1, help="The key's id (key list shows it)."),
+    key_id: int = typer.Argument(
+        ..., metavar="ID", callback=bounded({"ge": 1}), help="The key's id (key list shows it)."
+    ),
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:

@@ -113,6 +113,8 @@ NOWHERE = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never asked: the v
         (["adapt", "..", "--status", *NOWHERE], f"'DEVICE': device name '..' is not allowed: {RULE}"),
         (["device", "add", "a/b", *NOWHERE], f"'NAME': device name 'a/b' is not allowed: {RULE}"),
         (["device", "add", "", *NOWHERE], f"'NAME': device name '' is not allowed: {RULE}"),
+        (["key", "create", "", "--scope", "admin", *NOWHERE], "'NAME': its length must be between 1 and 128, got 0"),
+        (["key", "revoke", "0", *NOWHERE], "'ID': must be at least 1, got 0"),
         (["device", "enroll", "a/b", *NOWHERE], f"'DEVICE': device name 'a/b' is not allowed: {RULE}"),
         (["export", "device", "a/b", "--out", "x.csv", *NOWHERE], "'DEVICE': device name 'a/b' is not allowed"),
         (["export", "data", "a/b", "--out", "x.csv"], f"'DEVICE': device name 'a/b' is not allowed: {RULE}"),
