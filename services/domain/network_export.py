@@ -237,6 +237,10 @@ EXPORTERS: dict[str, Callable[[str | tuple[int, ...], ExportSettings], bytes]] =
     "tflite": export_tflite,
 }
 FORMATS = tuple(EXPORTERS)  # the model formats latfarm serves, in the order clients list them
+# the formats a lease call may export in (an ONNX export takes a fraction of a second); the others (a TFLite conversion
+# takes tens of seconds, past an agent's lease deadline) are exported only by the export worker, which fails their
+# jobs when it fails
+INLINE_FORMATS = ("onnx",)
 
 
 def check_format(fmt: str) -> None:
@@ -256,6 +260,7 @@ __all__ = [
     "CALIBRATION_SEED",
     "EXPORTERS",
     "FORMATS",
+    "INLINE_FORMATS",
     "ExportSettings",
     "ExportUnavailable",
     "check_format",

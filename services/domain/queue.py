@@ -325,10 +325,11 @@ def resolve_artifacts(
     artifacts: ArtifactSource,
     now: datetime | None = None,
 ) -> int:
-    """Record the artifact of each of the next ``limit`` queued jobs of a device that has none, exporting it in
-    this transaction if needed; a job whose export fails fails at once with the reason. Returns how many jobs it
-    resolved or failed. (The server exports outside transactions first, ``export_worker.export_one``; this is what
-    is left, and what an embedded caller uses.)"""
+    """Record the artifact of each of the next ``limit`` queued jobs of a device in ``formats`` that has none,
+    exporting it in this transaction if needed; a job whose export fails fails at once with the reason
+    (``export_failure``). Returns how many jobs it resolved or failed. (The server exports outside transactions
+    first, ``export_worker.export_one``, and calls this for ``INLINE_FORMATS`` only; this is what is left, and what an
+    embedded caller uses.)"""
     now = now or utcnow()
     jobs = session.scalars(
         select(Job)
@@ -349,9 +350,14 @@ def resolve_artifacts(
                 conditions = Conditions.from_dict(job.batch.conditions)
                 job.artifact_sha256 = artifacts.ensure(session, job.arch, job.format, conditions).sha256
         except Exception as err:  # noqa: BLE001 - an export failure fails this job, not the caller
-            _finish_failed(job, f"artifact export failed: {type(err).__name__}: {err}", now)
+            _finish_failed(job, export_failure(err), now)
     session.flush()
     return len(jobs)
+
+
+def export_failure(err: Exception) -> str:
+    """The error of a job whose model's export raised ``err``."""
+    return f"artifact export failed: {type(err).__name__}: {err}"
 
 
 @dataclass(frozen=True)
@@ -410,11 +416,9 @@ def unexported_jobs(
     return _pending(row[:3] for row in rows), last
 
 
-def assign_artifact(session: Session, model: PendingExport, sha256: str) -> set[int]:
-    """Record the exported artifact of ``model`` on every queued job still without one that waits for it (same
-    arch, format and conditions; any device): the export worker's mark, so a job is exported once and leased
-    without a look at its file. Jobs another transaction holds locked are skipped (``resolve_artifacts`` records
-    theirs). Returns the devices whose jobs it marked (their agents may lease them now)."""
+def _waiting_for(session: Session, model: PendingExport) -> list[tuple[str, int]]:
+    """The queued jobs without an artifact that wait for ``model`` (same arch, format and conditions; any device),
+    locked, as (job id, device id); jobs another transaction holds locked are skipped."""
     waiting = session.execute(
         select(Job.id, Job.device_id, JobBatch.conditions)
         .join(JobBatch, JobBatch.id == Job.batch_id)
@@ -427,20 +431,40 @@ def assign_artifact(session: Session, model: PendingExport, sha256: str) -> set[
         .order_by(Job.id)
         .with_for_update(skip_locked=True, of=Job)
     )
-    marked = [
+    return [
         (job_id, device_id)
         for job_id, device_id, conditions in waiting
         if Conditions.from_dict(conditions) == model.conditions
     ]
-    ids = [job_id for job_id, _ in marked]
+
+
+def _update_waiting(session: Session, ids: list[str], values: dict[str, Any]) -> None:
     if ids:
         session.execute(
             update(Job)
             .where(Job.id.in_(ids), Job.state == JobState.queued, Job.artifact_sha256.is_(None))
-            .values(artifact_sha256=sha256)
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
+
+
+def assign_artifact(session: Session, model: PendingExport, sha256: str) -> set[int]:
+    """Record the exported artifact of ``model`` on every queued job still without one that waits for it (same
+    arch, format and conditions; any device): the export worker's mark, so a job is exported once and leased
+    without a look at its file. Jobs another transaction holds locked are skipped (``resolve_artifacts`` records
+    theirs). Returns the devices whose jobs it marked (their agents may lease them now)."""
+    marked = _waiting_for(session, model)
+    _update_waiting(session, [job_id for job_id, _ in marked], {"artifact_sha256": sha256})
     return {device_id for _, device_id in marked}
+
+
+def fail_export(session: Session, model: PendingExport, err: Exception, now: datetime | None = None) -> int:
+    """Fail every queued job that waits for ``model`` (as ``assign_artifact`` finds them) with the reason its
+    export raised ``err`` (``export_failure``); returns how many. Jobs another transaction holds locked are skipped
+    (the next failed export fails them)."""
+    failed = [job_id for job_id, _ in _waiting_for(session, model)]
+    _update_waiting(session, failed, _failed(export_failure(err), now or utcnow()))
+    return len(failed)
 
 
 # The holder of a named job, as a filter on rows found by primary key: compared by IS NOT DISTINCT FROM (the same

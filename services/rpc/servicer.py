@@ -31,7 +31,7 @@ from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.core.security import bearer_secret, hash_secret, new_secret
 from latfarm.services.domain import liveness, queue
 from latfarm.services.domain.conditions import Conditions
-from latfarm.services.domain.network_export import FORMATS
+from latfarm.services.domain.network_export import FORMATS, INLINE_FORMATS
 from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, attributes
 from latfarm.services.infra.throttle import AuthGuard, grpc_client
 from latfarm.services.infra.wakeups import LocalNotifier
@@ -283,9 +283,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return jobs
 
     def _prepare_artifacts(self, device_id: int, formats: list[str], max_jobs: int, context) -> bool:
-        """Export the models of the next ``max_jobs`` queued jobs that the export worker has not made yet (a lease
-        that found fewer ready jobs asks), outside any transaction; exporting stops after ``PREPARE_BUDGET_S``. A
-        model whose export fails fails its jobs with the reason. Returns whether there was any (lease again)."""
+        """Export the models of the next ``max_jobs`` queued jobs in ``INLINE_FORMATS`` that the export worker has
+        not made yet (a lease that found fewer ready jobs asks), outside any transaction; exporting stops after
+        ``PREPARE_BUDGET_S``. A model whose export fails fails its jobs with the reason. Jobs in other formats wait
+        for the export worker (its export wakes the lease). Returns whether there was any (lease again)."""
+        formats = [fmt for fmt in formats if fmt in INLINE_FORMATS]
+        if not formats:
+            return False
         with self._slot(Kind.LEASE, context), self.read_sessions() as session:
             pending = queue.pending_artifacts(session, device_id, formats, max_jobs)
         started = time.monotonic()

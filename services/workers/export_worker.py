@@ -3,7 +3,9 @@
 Every server replica may run one: exports are deterministic and content-addressed, and recording an artifact that
 another replica recorded meanwhile returns that row. A model is one arch in one format under one batch's
 conditions; once exported, its artifact is recorded on the queued jobs waiting for it (``queue.assign_artifact``),
-which marks them done for the worker. ``LeaseJobs`` still exports what the worker has not reached.
+which marks them done for the worker. ``LeaseJobs`` still exports what the worker has not reached in
+``INLINE_FORMATS``; a model in another (slow) format is exported only here, and when its export fails the worker fails
+its waiting jobs with the reason (for inline formats the lease does that).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.domain import queue
 from latfarm.services.domain.conditions import Conditions
+from latfarm.services.domain.network_export import INLINE_FORMATS
 from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Arch, JobBatch
@@ -45,19 +48,40 @@ def export_one(
 ) -> bool:
     """Export one model outside any transaction, then record it and mark its waiting jobs in a short one, and wake
     the agents of the devices those jobs belong to (they were not leasable before). A failure is logged, not raised:
-    the lease tries again and fails the job with the reason. Returns whether the model is exported and recorded."""
+    a failed export of an ``INLINE_FORMATS`` model is tried again by the lease, which fails its jobs with the reason;
+    one of another format fails its waiting jobs here (``queue.fail_export``). Returns whether the model is exported
+    and recorded."""
     try:
         artifacts.export_file(pending.arch, pending.fmt, pending.conditions)
+    except Exception as err:  # noqa: BLE001
+        log.warning("export of %s (%s, %s) failed: %s", pending.arch, pending.fmt, pending.conditions.key, err)
+        if pending.fmt not in INLINE_FORMATS:
+            _fail_jobs(sessions, pending, err)
+        return False
+    try:
         with transaction(sessions) as session:
             arch = session.get_one(Arch, pending.arch_id)
             artifact = artifacts.ensure(session, arch, pending.fmt, pending.conditions)
             devices = queue.assign_artifact(session, pending, artifact.sha256)
     except Exception as err:  # noqa: BLE001
-        log.warning("export of %s (%s, %s) failed: %s", pending.arch, pending.fmt, pending.conditions.key, err)
+        log.warning("recording %s (%s, %s) failed: %s", pending.arch, pending.fmt, pending.conditions.key, err)
         return False
     for device_id in devices:
         notifier.notify(device_id)
     return True
+
+
+def _fail_jobs(sessions: sessionmaker[Session], pending: queue.PendingExport, err: Exception) -> None:
+    """Fail the jobs waiting for ``pending``, whose export raised ``err``; a failure to do so is logged (the worker
+    exports the model again after ``RETRY_FAILED_S``)."""
+    try:
+        with transaction(sessions) as session:
+            failed = queue.fail_export(session, pending, err)
+    except Exception as db_err:  # noqa: BLE001
+        log.warning("failing the jobs of %s (%s) failed: %s", pending.arch, pending.fmt, db_err)
+        return
+    if failed:
+        log.info("failed %d jobs of %s (%s): %s", failed, pending.arch, pending.fmt, queue.export_failure(err))
 
 
 class ExportWorker(PeriodicWorker):

@@ -4,12 +4,14 @@ going past a failing export, stops promptly, and leaves ``LeaseJobs`` nothing to
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import Counter
 
 from sqlalchemy import select, text, update
 
+from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.store.db import make_read_sessionmaker, transaction
 from latfarm.services.store.models import Arch, Artifact, Job, JobState
@@ -188,3 +190,43 @@ def test_worker_exports_each_conditions_model_and_marks_its_jobs(sessions, tmp_p
     assert shapes == {(arch, shape) for arch in ARCHS[:2] for shape in (DEFAULT.input_shape, batch_4.input_shape)}
     assert len(set(marked)) == 4 and None not in marked  # every job points at its own conditions' artifact
     assert worker(sessions, store).run_once() == 0
+
+
+def job_states(sessions) -> dict[tuple[str, str], tuple[JobState, str | None, bool]]:
+    """(arch, format) -> (state, error, whether an artifact is recorded) of each job."""
+    with sessions() as s:
+        rows = s.execute(
+            select(Arch.arch, Job.format, Job.state, Job.error, Job.artifact_sha256).join(Arch, Arch.id == Job.arch_id)
+        ).all()
+    return {(arch, fmt): (state, error, sha is not None) for arch, fmt, state, error, sha in rows}
+
+
+def test_a_failed_export_of_a_slow_format_fails_its_jobs_and_of_an_inline_one_leaves_them_to_the_lease(
+    sessions, tmp_path
+):
+    """The lease exports only ``INLINE_FORMATS`` (ONNX): a TFLite export that fails in the worker fails its jobs
+    with the reason there, or they would wait forever; a failed ONNX export stays queued for the lease to retry."""
+    submit(sessions, make_device(sessions, "dev-lite", runtime="litert"), ARCHS[:2])
+    submit(sessions, make_device(sessions), ARCHS[:1])
+    store = CountingStore(tmp_path / "artifacts", fail_archs=frozenset({ARCHS[0]}))
+
+    assert worker(sessions, store).run_once() == 1
+    assert job_states(sessions) == {
+        (ARCHS[0], "tflite"): (
+            JobState.failed,
+            f"artifact export failed: RuntimeError: cannot export {ARCHS[0]}",
+            False,
+        ),
+        (ARCHS[1], "tflite"): (JobState.queued, None, True),
+        (ARCHS[0], "onnx"): (JobState.queued, None, False),
+    }
+
+
+def test_a_tflite_job_on_a_server_without_the_extra_fails_with_the_extras_message(sessions, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # the tflite extra is not installed: import fails
+    submit(sessions, make_device(sessions, "dev-lite", runtime="litert"), ARCHS[:1])
+
+    assert worker(sessions, ArtifactStore(tmp_path / "artifacts")).run_once() == 0
+    [(state, error, exported)] = job_states(sessions).values()
+    assert (state, exported) == (JobState.failed, False)
+    assert error.startswith("artifact export failed: ExportUnavailable: TFLite export needs the 'tflite' extra")
