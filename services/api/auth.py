@@ -140,14 +140,19 @@ def require(permission: str) -> Callable[[Request], Awaitable[Principal]]:
 
 def create_key(session: Session, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
     """A new key row (hash only) and the secret itself, shown to its owner once; ``Conflict`` when an unrevoked
-    key has that name (the audit log names actors by key name)."""
+    key has that name (the audit log names actors by key name), also when another transaction took it after the
+    check (``uq_api_keys_active_name``; ``session`` must then be rolled back)."""
+    taken = Conflict(f"name: an unrevoked key is called {name!r}: pick another name", field="name")
     if session.scalar(select(ApiKey.id).where(ApiKey.name == name, ApiKey.revoked.is_(False)).limit(1)):
-        raise Conflict(f"name: an unrevoked key is called {name!r}: pick another name", field="name")
+        raise taken
     prefix = "lf_admin" if "admin" in scopes else f"lf_{scopes[0]}"
     secret = new_secret(prefix)
     row = ApiKey(name=name, key_hash=hash_secret(secret), scopes=sorted(set(scopes)))
     session.add(row)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as err:  # the name's unique index (a secret's hash is never repeated)
+        raise taken from err
     return row, secret
 
 
@@ -175,7 +180,7 @@ def ensure_admin_key(sessions: sessionmaker[Session], admin_key: str | None) -> 
     """
     try:
         return _ensure_admin_key(sessions, admin_key)
-    except IntegrityError:  # replicas starting together registered the same key: it is there now
+    except (IntegrityError, Conflict):  # replicas starting together registered the same key or name: one is there
         return _ensure_admin_key(sessions, admin_key)
 
 

@@ -137,10 +137,18 @@ class Artifact(Base):
     arch: Mapped[Arch] = relationship()
 
 
+# ``uq_api_keys_active_name``'s condition: no two unrevoked keys share a name (the audit log names actors by key
+# name); a revoked key's name is free again.
+ACTIVE_KEY = text("NOT revoked")
+
+
 class ApiKey(Base):
     """A REST API key; only its sha256 is stored. Scopes: ``client``, ``owner``, ``admin``."""
 
     __tablename__ = "api_keys"
+    __table_args__ = (
+        Index("uq_api_keys_active_name", "name", unique=True, postgresql_where=ACTIVE_KEY, sqlite_where=ACTIVE_KEY),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)

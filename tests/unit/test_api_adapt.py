@@ -19,8 +19,8 @@ from latfarm.services.domain.results import ReportedResult
 from latfarm.services.store import crud
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import Adaptation, Agent, ApiKey, Job, Source
-from tests.api_support import ADMIN, add_device, add_measurements, arch
+from latfarm.services.store.models import Adaptation, Agent, Job, Source
+from tests.api_support import ADMIN, add_device, add_measurements, arch, bearer
 
 SAMPLES = 6
 B1 = Conditions().key  # a default device's conditions
@@ -245,16 +245,17 @@ def test_an_adaptation_counts_its_unstable_samples(api, keys, tmp_path, help_dir
 
 
 def test_an_adaptations_batch_is_cancelled_only_by_the_devices_owner_or_an_admin(api, keys):
-    """Cancelling the batch cancels the adaptation: a client key named like the key that started it may not (the API
-    refuses an unrevoked key's name, but a database from before that rule may hold namesakes)."""
+    """Cancelling the batch cancels the adaptation: a client key named like the key that started it may not (a
+    revoked key's name is free again)."""
     add_device(api, "cpu5")
-    started = api.post("/v1/devices/cpu5/adapt", json={"samples": SAMPLES}, headers=keys["admin"]).json()
+    starter = api.post("/v1/keys", json={"name": "starter", "scopes": ["admin"]}, headers=ADMIN).json()
+    started = api.post("/v1/devices/cpu5/adapt", json={"samples": SAMPLES}, headers=bearer(starter["key"])).json()
     batch = api.get("/v1/devices/cpu5/adapt", headers=ADMIN).json()
     with api.app.state.sessions() as session:
         batch_id = session.get_one(Adaptation, started["id"]).batch_id
-    with transaction(api.app.state.sessions) as session:
-        session.add(ApiKey(name="bootstrap-admin", key_hash=hash_secret("lf_client_namesake"), scopes=["client"]))
-    refused = api.post(f"/v1/jobs/{batch_id}/cancel", headers={"Authorization": "Bearer lf_client_namesake"})
+    assert api.delete(f"/v1/keys/{starter['id']}", headers=ADMIN).status_code == 204
+    namesake = api.post("/v1/keys", json={"name": "starter", "scopes": ["client"]}, headers=ADMIN).json()
+    refused = api.post(f"/v1/jobs/{batch_id}/cancel", headers=bearer(namesake["key"]))
     assert refused.status_code == 403, refused.text
     assert api.get("/v1/devices/cpu5/adapt", headers=ADMIN).json()["state"] == batch["state"] == "measuring"
     assert api.post(f"/v1/jobs/{batch_id}/cancel", headers=keys["admin"]).json()["cancelled_now"] == SAMPLES

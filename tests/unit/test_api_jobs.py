@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from latfarm.services.client import Client
-from latfarm.services.core.security import hash_secret
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.db import transaction
-from latfarm.services.store.models import ApiKey, Job, JobBatch, JobState
-from tests.api_support import ADMIN, ADMIN_KEY, add_device, arch
+from latfarm.services.store.models import Job, JobBatch, JobState
+from tests.api_support import ADMIN, ADMIN_KEY, add_device, arch, bearer
 
 SHUFFLED = [900, 3, 15000, 42]  # NB201 indices, in no sorted order
 
@@ -226,11 +225,13 @@ def test_cancel_stops_queued_and_leased_jobs_and_refuses_other_keys(api, keys):
     add_device(api, "dev1")
     created = api.post("/v1/jobs", json={"device": "dev1", "archs": [1, 2, 3]}, headers=keys["client"]).json()
     other = api.post("/v1/keys", json={"name": "someone-else", "scopes": ["client"]}, headers=ADMIN).json()["key"]
-    # a key named like the submitter: the API refuses one, a database from before that rule may hold it
-    with transaction(api.app.state.sessions) as session:
-        session.add(ApiKey(name="client-key", key_hash=hash_secret("lf_client_namesake"), scopes=["client"]))
-    for name, key in (("someone-else", other), ("client-key", "lf_client_namesake")):
-        refused = api.post(f"/v1/jobs/{created['id']}/cancel", headers={"Authorization": f"Bearer {key}"})
+    # a batch belongs to its submitter's key, not its name: a revoked key's name is free for another key
+    gone = api.post("/v1/keys", json={"name": "gone", "scopes": ["client"]}, headers=ADMIN).json()
+    orphan = api.post("/v1/jobs", json={"device": "dev1", "archs": [4]}, headers=bearer(gone["key"])).json()
+    assert api.delete(f"/v1/keys/{gone['id']}", headers=ADMIN).status_code == 204
+    namesake = api.post("/v1/keys", json={"name": "gone", "scopes": ["client"]}, headers=ADMIN).json()["key"]
+    for name, key, batch in (("someone-else", other, created), ("gone", namesake, orphan)):
+        refused = api.post(f"/v1/jobs/{batch['id']}/cancel", headers=bearer(key))
         assert refused.status_code == 403 and "submitted" in refused.json()["message"], name
     assert api.post("/v1/jobs/nope/cancel", headers=keys["client"]).status_code == 404
     with api.app.state.sessions() as session:  # one job leased, one done: cancel ends the first, keeps the second

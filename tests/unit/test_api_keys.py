@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event, insert, select, text
+from sqlalchemy.orm import Session
 
 from latfarm.services.api import create_app
+from latfarm.services.api.auth import BOOTSTRAP_NAME, create_key, ensure_admin_key
 from latfarm.services.core.config import Settings
+from latfarm.services.core.errors import Conflict
+from latfarm.services.core.security import hash_secret
 from latfarm.services.runtime import Runtime
-from latfarm.services.store.models import ApiKey
+from latfarm.services.store.db import make_engine, make_sessionmaker
+from latfarm.services.store.models import ApiKey, Base
 from tests.api_support import ADMIN, add_device, add_measurements, arch, bearer
+
+T = TypeVar("T")
 
 
 def test_create_use_and_revoke_keys(api, keys):
@@ -142,6 +156,74 @@ def test_an_unrevoked_key_name_is_taken(api, keys):
     assert again.json()["message"] == "name: an unrevoked key is called 'nas': pick another name"
     assert api.delete(f"/v1/keys/{first.json()['id']}", headers=ADMIN).status_code == 204
     assert api.post("/v1/keys", json={"name": "nas", "scopes": ["owner"]}, headers=ADMIN).status_code == 201
+
+
+def test_a_name_taken_between_the_check_and_the_insert_is_refused_alike(api, keys):
+    """Of two requests at once for one name, the one inserting second meets the database's unique index of the
+    unrevoked keys' names (``uq_api_keys_active_name``) and gets the same 409: here the other request's key is
+    inserted after this one's check, just before its insert."""
+
+    def other_request_first(session, _context, _instances) -> None:
+        session.connection().execute(
+            insert(ApiKey).values(name="racer", key_hash=hash_secret("lf_client_other"), scopes=["client"])
+        )
+
+    event.listen(api.app.state.sessions, "before_flush", other_request_first)
+    try:
+        lost = api.post("/v1/keys", json={"name": "racer", "scopes": ["owner"]}, headers=ADMIN)
+    finally:
+        event.remove(api.app.state.sessions, "before_flush", other_request_first)
+    assert lost.status_code == 409, lost.text
+    assert lost.json()["code"] == "already_exists" and lost.json()["field"] == "name"
+    assert lost.json()["message"] == "name: an unrevoked key is called 'racer': pick another name"
+    assert api.post("/v1/keys", json={"name": "racer", "scopes": ["owner"]}, headers=ADMIN).status_code == 201
+
+
+def test_two_keys_created_at_once_under_one_name_on_postgresql(pg_url):
+    """PostgreSQL reads committed rows only, so two transactions creating one name both pass the check; the second
+    insert waits on the unique index for the first transaction and, once it commits, is refused as ``Conflict``.
+    Replicas seeding the bootstrap admin key at once end with one: the second finds the first's on its retry."""
+    engine = make_engine(pg_url)
+    Base.metadata.create_all(engine)
+    sessions = make_sessionmaker(engine)
+
+    def create_twin() -> None:
+        with sessions() as session:
+            create_key(session, "twin", ["client"])
+
+    try:
+        with sessions() as first:
+            create_key(first, "twin", ["client"])
+            with pytest.raises(Conflict, match="an unrevoked key is called 'twin'"):
+                _once_it_waits_for(first, create_twin)
+        with sessions() as first:
+            create_key(first, BOOTSTRAP_NAME, ["admin"])  # another replica's seeding
+            assert _once_it_waits_for(first, lambda: ensure_admin_key(sessions, None)) is None
+        with sessions() as session:
+            assert session.scalars(select(ApiKey.name).order_by(ApiKey.id)).all() == ["twin", BOOTSTRAP_NAME]
+    finally:
+        engine.dispose()
+
+
+def _once_it_waits_for(first: Session, second: Callable[[], T]) -> T:
+    """Run ``second`` in a thread; once PostgreSQL says ``first``'s transaction blocks it, commit that; then
+    ``second``'s result."""
+    engine = first.get_bind()
+    first_pid = first.scalar(text("select pg_backend_pid()"))
+    blocked = text("select count(*) from pg_stat_activity where :pid = any(pg_blocking_pids(pid))")
+    with ThreadPoolExecutor(1) as pool:
+        outcome = pool.submit(second)
+        deadline = time.monotonic() + 10
+        while True:
+            with (
+                engine.connect() as probe
+            ):  # a new transaction each time: PostgreSQL keeps one snapshot per transaction
+                if probe.scalar(blocked, {"pid": first_pid}):
+                    break
+            assert not outcome.done() and time.monotonic() < deadline, "the second transaction never waited"
+            time.sleep(0.02)
+        first.commit()
+        return outcome.result(timeout=10)
 
 
 def test_the_scopes_are_the_same_everywhere():

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from latfarm.services.store.db import make_engine
 from latfarm.services.store.migrate import alembic_config, upgrade
@@ -386,5 +388,56 @@ def test_imported_copies_of_a_stored_figure_go_and_every_other_row_stays(db_url)
         _downgrade(db_url, "0013")
         with engine.connect() as conn:
             assert list(conn.scalars(text("select id from measurements order by id"))) == kept
+    finally:
+        engine.dispose()
+
+
+def test_unrevoked_namesakes_are_renamed_and_then_refused(db_url):
+    """0016: of unrevoked keys sharing a name the first keeps it and each later one takes ``<name>-2``, ``-3`` ...,
+    the first that no unrevoked key has, cut to fit 128 characters; revoked keys keep theirs. The database then
+    refuses an unrevoked namesake, not a revoked one. Its downgrade drops the index and keeps the names."""
+    long = "x" * 128
+    rows = [  # id, name, revoked
+        (1, "a", False),
+        (2, "a", False),  # a-2 is taken by key 3: a-3
+        (3, "a-2", False),
+        (4, "a", True),
+        (5, "b", True),
+        (6, "b", False),  # the first unrevoked b
+        (7, long, False),
+        (8, long, False),
+    ]
+    upgrade(db_url, "0015")
+    engine = make_engine(db_url)
+    insert_key = text(
+        "insert into api_keys (id, name, key_hash, scopes, created_at, revoked)"
+        " values (:id, :name, :hash, '[]', :now, :revoked)"
+    )
+    now = datetime.now(timezone.utc)
+    try:
+        with engine.begin() as conn:
+            for key_id, name, revoked in rows:
+                conn.execute(
+                    insert_key, {"id": key_id, "name": name, "hash": f"h{key_id}", "now": now, "revoked": revoked}
+                )
+        upgrade(db_url)
+        renamed = [(1, "a"), (2, "a-3"), (3, "a-2"), (4, "a"), (5, "b"), (6, "b"), (7, long), (8, "x" * 126 + "-2")]
+        with engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(text("select id, name from api_keys order by id"))] == renamed
+        with engine.begin() as conn:
+            conn.execute(insert_key, {"id": 9, "name": "a", "hash": "h9", "now": now, "revoked": True})
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(insert_key, {"id": 10, "name": "a", "hash": "h10", "now": now, "revoked": False})
+        _downgrade(db_url, "0015")
+        with engine.begin() as conn:
+            assert [
+                tuple(r) for r in conn.execute(text("select id, name from api_keys where id < 9 order by id"))
+            ] == renamed
+            conn.execute(insert_key, {"id": 10, "name": "a", "hash": "h10", "now": now, "revoked": False})
+            conn.execute(text("delete from api_keys where id = 10"))
+        upgrade(db_url)
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
