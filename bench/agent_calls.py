@@ -67,7 +67,7 @@ def _seed(sessions, jobs: int) -> None:
 
     from latfarm.predictor import nb201
     from latfarm.services.core.security import hash_secret
-    from latfarm.services.domain import queue
+    from latfarm.services.domain import batches
     from latfarm.services.domain.conditions import Conditions
     from latfarm.services.store.db import transaction
     from latfarm.services.store.models import Agent, Artifact, Device, Job
@@ -80,7 +80,7 @@ def _seed(sessions, jobs: int) -> None:
         session.add(Agent(device_id=device.id, name="a", credential_hash=hash_secret(CREDENTIAL), state="idle"))
         for start in range(0, jobs, len(archs)):
             part = archs[: min(len(archs), jobs - start)]
-            queue.submit_batch(session, device, part, conditions=Conditions(), requested_by="bench")
+            batches.submit_batch(session, device, part, conditions=Conditions(), requested_by="bench")
         sha = "0" * 64
         arch_id = session.scalar(select(Job.arch_id).limit(1))
         session.add(Artifact(sha256=sha, arch_id=arch_id, format="onnx", size_bytes=1))

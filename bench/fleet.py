@@ -253,7 +253,7 @@ def _seed(url: str, jobs: int, archs: int) -> tuple[int, str]:
     """A device, an enrollment token and ``jobs`` queued jobs (batches over ``archs`` distinct archs)."""
     from latfarm.predictor import nb201
     from latfarm.services.core.security import hash_secret, new_secret
-    from latfarm.services.domain import queue
+    from latfarm.services.domain import batches
     from latfarm.services.domain.conditions import Conditions
     from latfarm.services.store.db import make_engine, make_sessionmaker, transaction
     from latfarm.services.store.models import Device, Enrollment
@@ -271,7 +271,7 @@ def _seed(url: str, jobs: int, archs: int) -> tuple[int, str]:
             left = jobs
             while left > 0:
                 part = names[: min(left, len(names))]
-                queue.submit_batch(session, device, part, conditions=Conditions(), requested_by="bench")
+                batches.submit_batch(session, device, part, conditions=Conditions(), requested_by="bench")
                 left -= len(part)
             return device.id, token
     finally:

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 
 from latfarm.predictor import nb201
 from latfarm.services.core.config import Settings
-from latfarm.services.domain import queue
+from latfarm.services.domain import batches
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name, ensure_archs
@@ -112,7 +112,7 @@ def add_measurements(
 ) -> None:
     """Store one measurement per NB201 index of ``latencies`` (the fastest run, ms) for ``device``, measured under
     ``conditions`` (default: the device's); with ``drawn_at_random`` True or False, each of a job of a batch queued
-    (``queue.submit_batch``) with that flag, done (None: of no job).
+    (``batches.submit_batch``) with that flag, done (None: of no job).
 
     Measured rows have a ``median_ms`` ``MEDIAN_OFFSET_MS`` above, as an agent's do, and ``statistic`` picks their
     headline ``latency_ms``: a consumer reading the wrong figure shows up in the tests. Imported rows carry one
@@ -127,7 +127,7 @@ def add_measurements(
         ids = ensure_archs(session, [arch(i) for i in latencies])
         jobs: dict[int, str] = {}
         if drawn_at_random is not None:
-            batch = queue.submit_batch(
+            batch = batches.submit_batch(
                 session, target, list(ids), conditions=conditions, drawn_at_random=drawn_at_random
             )
             done = session.scalars(select(Job).where(Job.batch_id == batch.id))

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from latfarm.predictor import nb201
 from latfarm.services.core.security import hash_secret, new_secret
-from latfarm.services.domain import queue
+from latfarm.services.domain import batches, job_artifacts, queue
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Agent, Arch, Artifact, Device
@@ -100,13 +100,13 @@ def make_agent(sessions, device_id: int) -> str:
 def submit(sessions, device_id: int, archs=ARCHS, fmt: str | None = None, conditions: Conditions = DEFAULT) -> str:
     with transaction(sessions) as s:
         device = s.get(Device, device_id)
-        return queue.submit_batch(s, device, archs, fmt=fmt, requested_by="tester", conditions=conditions).id
+        return batches.submit_batch(s, device, archs, fmt=fmt, requested_by="tester", conditions=conditions).id
 
 
 def lease(sessions, agent_id, store, *, max_jobs=4, formats=("onnx",), lease_seconds=30, now=None, max_attempts=3):
     with transaction(sessions) as s:
         agent = s.get(Agent, agent_id)
-        queue.resolve_artifacts(s, agent.device_id, formats, max_jobs, store, now)
+        job_artifacts.resolve_artifacts(s, agent.device_id, formats, max_jobs, store, now)
         jobs = queue.lease(
             s,
             agent,

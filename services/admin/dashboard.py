@@ -14,9 +14,9 @@ from latfarm.predictor.spaces import SPACES, ArchError, UnknownSpace, get_space
 from latfarm.services.admin.views import ago, whole
 from latfarm.services.core.clock import as_utc, iso_utc
 from latfarm.services.core.errors import InvalidArgument, NotFound
+from latfarm.services.domain.batches import queue_depth, waiting_for_agent
 from latfarm.services.domain.conditions import space_of
 from latfarm.services.domain.liveness import online_cutoff, online_window_s
-from latfarm.services.domain.queue import queue_depth, waiting_for_agent
 from latfarm.services.store.models import Adaptation, Agent, ApiKey, Arch, Device, Job, JobState, Measurement
 
 MAX_DISTRIBUTION_ROWS = 2_000  # per device, for the per-device percentiles

@@ -13,7 +13,7 @@ class JobState(str, enum.Enum):
     running = "running"
     done = "done"
     failed = "failed"
-    cancelled = "cancelled"  # never leased again; ``queue.cancel_batch``
+    cancelled = "cancelled"  # never leased again; ``batches.cancel_batch``
 
 
 class AdaptState(str, enum.Enum):

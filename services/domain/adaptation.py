@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from latfarm.predictor.calibration import MAX_CALIBRATION_ARCHS, MIN_CALIBRATION_ARCHS
 from latfarm.services.core.clock import iso_utc
 from latfarm.services.core.errors import Conflict, FailedPrecondition
-from latfarm.services.domain import queue
+from latfarm.services.domain import batches
 from latfarm.services.domain.conditions import SPACES, space_of
 from latfarm.services.domain.outliers import robust_adapt
 from latfarm.services.domain.predictions import (
@@ -94,7 +94,7 @@ def start(
     archs the device has no measurement of under its conditions, whose errors will set the spread factor
     (``predictor.calibration``), and queue their measurement under
     the device's conditions for that space (recorded on the batch and the adaptation), as ``fmt`` models (None: its
-    runtime's; ``queue.submit_batch`` refuses another). ``sample_archs`` records the
+    runtime's; ``batches.submit_batch`` refuses another). ``sample_archs`` records the
     samples by reference position (NB201's official index) or canonical string (``predictions.keyed_by_position``)."""
     check_samples(samples)
     check_calibration(calibration)
@@ -118,7 +118,7 @@ def start(
     by_position = keyed_by_position(searched.name)
     known: set[str] = {searched.to_string(reference[k]) if by_position else str(k) for k in measured}
     extra = _random_archs(searched, calibration, seed, set(archs) | known)  # new archs: each adaptation adds R
-    batch = queue.submit_batch(
+    batch = batches.submit_batch(
         session,
         device,
         archs + extra,
@@ -171,7 +171,7 @@ def cancel(session: Session, device: Device, space: str) -> Adaptation:
         state = "none" if adaptation is None else adaptation.state.value
         raise NothingToCancel(f"device {device.name!r} has no {space} adaptation measuring to cancel (latest: {state})")
     if adaptation.batch_id:
-        queue.cancel_batch(session, adaptation.batch_id)
+        batches.cancel_batch(session, adaptation.batch_id)
     session.refresh(adaptation)
     adaptation.error = "cancelled on request"
     return adaptation
@@ -199,7 +199,7 @@ def describe(session: Session, adaptation: Adaptation | None) -> dict:
         "error": adaptation.error,
     }
     if adaptation.batch_id:
-        out["progress"] = queue.batch_progress(session, adaptation.batch_id)
+        out["progress"] = batches.batch_progress(session, adaptation.batch_id)
     return out
 
 

@@ -12,48 +12,25 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from sqlalchemy import JSON, CursorResult, Integer, bindparam, func, insert, select, tuple_, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import JSON, Integer, bindparam, insert, select, update
+from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
-from latfarm.agents.runtimes import job_format
-from latfarm.predictor import nb201
-from latfarm.predictor.spaces import ArchError, UnknownSpace
 from latfarm.services.core.clock import as_utc, utcnow
-from latfarm.services.core.errors import FailedPrecondition, InvalidArgument
-from latfarm.services.core.names import new_id
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.liveness import UnknownAgent, mark_alive, registered
 from latfarm.services.domain.network_export import FORMATS
 from latfarm.services.domain.results import ReportedResult, measurement_row, validate
-from latfarm.services.store.crud import ensure_archs
-from latfarm.services.store.models import (
-    LEASED,
-    READY,
-    Agent,
-    Arch,
-    Artifact,
-    Device,
-    Job,
-    JobBatch,
-    JobState,
-    Measurement,
-)
+from latfarm.services.store.models import LEASED, READY, Agent, Arch, Artifact, Job, JobBatch, JobState, Measurement
 
-MAX_BATCH = nb201.NUM_ARCHS
 BATCHES_CACHED = 4096  # batches whose settings a process keeps (a batch's conditions and protocol never change)
-MAX_ERRORS_SHOWN = 20
 RENEW_SLACK = 0.1  # a heartbeat leaves a lease alone that already runs this part of lease_seconds as long
 _EXPIRED = re.compile(r"^lease expired (\d+) times?")
-
-
-class QueueError(InvalidArgument):
-    """A request the queue refuses; the message is safe to show a client."""
 
 
 class Holder(Protocol):
@@ -70,15 +47,6 @@ class Holder(Protocol):
         ...
 
 
-class ArtifactSource(Protocol):
-    """What leasing needs of the artifact store: the artifact of an arch in a format under some conditions, exported
-    if needed."""
-
-    def ensure(self, session: Session, arch: Arch, fmt: str, conditions: Conditions) -> Artifact:
-        """The recorded artifact of ``arch`` in ``fmt`` under ``conditions``, exported and recorded first if
-        missing."""
-
-
 @dataclass
 class Ack:
     """The answer to one reported result: accepted or not, whether it repeated a stored one, and why."""
@@ -87,123 +55,6 @@ class Ack:
     accepted: bool
     duplicate: bool = False
     message: str = ""
-
-
-def submit_batch(
-    session: Session,
-    device: Device,
-    archs: Sequence[str | Sequence[int]],
-    *,
-    space: str = nb201.SPACE,
-    fmt: str | None = None,
-    requested_by: str | None = None,
-    requested_by_key_id: int | None = None,
-    protocol: dict | None = None,
-    conditions: Conditions,
-    drawn_at_random: bool | Collection[str] = False,
-) -> JobBatch:
-    """Queue one job per distinct arch for ``device``, measured under ``conditions`` (the device's defaults with the
-    request's overrides: ``device_conditions(...).merged(...)``); nothing is written when any arch is invalid.
-
-    Each job's ``position`` is its arch's place among the distinct ``archs``: the order a batch's items are listed in.
-
-    ``protocol`` (``MeasureSettings`` fields) overrides the agents' measurement options for these jobs;
-    ``requested_by`` / ``requested_by_key_id`` are the submitting API key's name and id (None: the server's own).
-    ``drawn_at_random`` marks the jobs whose arch was drawn uniformly at random (``Job.drawn_at_random``): True for
-    all, or those of these canonical arch strings.
-
-    ``fmt`` is the models' format: None for the one the device's runtime runs (``runtimes.job_format``), which is
-    the only one a device of an agent runtime takes (``FailedPrecondition`` naming ``format`` for another: the
-    request is sound, the device's runtime is what refuses it).
-    """
-    if conditions.space != space:
-        raise QueueError(f"conditions are for space {conditions.space!r}, the archs for {space!r}", field="space")
-    if fmt is not None and fmt not in FORMATS:
-        raise QueueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    try:
-        fmt = job_format(device.runtime, fmt)
-    except ValueError as err:
-        raise FailedPrecondition(f"format: {err}", field="format") from err
-    if isinstance(archs, str) or not archs:
-        raise QueueError("archs must be a non-empty list of arch strings")
-    if len(archs) > MAX_BATCH:
-        raise QueueError(f"at most {MAX_BATCH} archs per batch, got {len(archs)}")
-    try:
-        arch_ids = ensure_archs(session, archs, space)
-    except (ArchError, UnknownSpace) as err:
-        raise QueueError(str(err), field="archs") from err
-    batch = JobBatch(
-        device_id=device.id,
-        space=space,
-        format=fmt,
-        requested_by=requested_by,
-        requested_by_key_id=requested_by_key_id,
-        protocol=protocol or {},
-        conditions=conditions.to_dict(),
-    )
-    session.add(batch)
-    session.flush()
-    now = utcnow()
-    drawn = set(arch_ids if drawn_at_random is True else drawn_at_random or ())
-    rows = [
-        {
-            "id": new_id(),
-            "batch_id": batch.id,
-            "device_id": device.id,
-            "arch_id": arch_id,
-            "format": fmt,
-            "state": JobState.queued,
-            "attempts": 0,
-            "requested_by": requested_by,
-            "created_at": now,
-            "position": position,
-            "drawn_at_random": arch in drawn,
-        }
-        for position, (arch, arch_id) in enumerate(arch_ids.items())
-    ]
-    session.execute(insert(Job), rows)  # bulk: a whole space (15,625 jobs) in one round trip per chunk
-    return batch
-
-
-def batch_progress(session: Session, batch_id: str) -> dict | None:
-    """Counts by state, how many jobs were drawn at random (``Job.drawn_at_random``) and the first failures of one
-    batch; None when there is no such batch."""
-    batch = session.get(JobBatch, batch_id)
-    if batch is None:
-        return None
-    query = (
-        select(Job.state, Job.drawn_at_random, func.count())
-        .where(Job.batch_id == batch_id)
-        .group_by(Job.state, Job.drawn_at_random)
-    )
-    counts: dict[JobState, int] = {}
-    drawn = 0
-    for state, at_random, n in session.execute(query):
-        counts[state] = counts.get(state, 0) + n
-        drawn += n if at_random else 0
-    errors = session.execute(
-        select(Arch.arch, Job.error)
-        .join(Arch, Arch.id == Job.arch_id)
-        .where(Job.batch_id == batch_id, Job.state == JobState.failed)
-        .order_by(Job.finished_at, Job.id)
-        .limit(MAX_ERRORS_SHOWN)
-    )
-    device_name = session.scalar(select(Device.name).where(Device.id == batch.device_id))
-    by_state = {state.value: counts.get(state, 0) for state in JobState}
-    conditions = Conditions.from_dict(batch.conditions)
-    return {
-        "id": batch.id,
-        "device": device_name,
-        "space": batch.space,
-        "format": batch.format,
-        "protocol": batch.protocol or {},
-        "conditions": {"key": conditions.key, **conditions.to_dict()},  # as predictions show them
-        "total": sum(by_state.values()),
-        **by_state,
-        "drawn_at_random": drawn,
-        "created_at": as_utc(batch.created_at),
-        "errors": [{"arch": arch, "error": error} for arch, error in errors],
-    }
 
 
 @dataclass(frozen=True)
@@ -248,7 +99,8 @@ def lease(
     One ``WITH picked AS MATERIALIZED (...) UPDATE ... RETURNING`` picks the jobs (``FOR UPDATE SKIP LOCKED`` on
     PostgreSQL: replicas never lease a job twice), leases them and reads their arch and artifact size; their
     batches' settings come from ``batch_settings``. Jobs whose model is not exported yet wait for the export worker
-    or ``resolve_artifacts``. Both statements run on the session's connection (no ORM flush or identity map).
+    or ``job_artifacts.resolve_artifacts``. Both statements run on the session's connection (no ORM flush or identity
+    map).
     """
     now = now or utcnow()
     agent = mark_alive(session, agent.id, now)
@@ -315,158 +167,6 @@ def _lease_statement() -> Any:
 
 
 _LEASE = _lease_statement()
-
-
-def resolve_artifacts(
-    session: Session,
-    device_id: int,
-    formats: Sequence[str],
-    limit: int,
-    artifacts: ArtifactSource,
-    now: datetime | None = None,
-) -> int:
-    """Record the artifact of each of the next ``limit`` queued jobs of a device in ``formats`` that has none,
-    exporting it in this transaction if needed; a job whose export fails fails at once with the reason
-    (``export_failure``). Returns how many jobs it resolved or failed. (The server exports outside transactions
-    first, ``export_worker.export_one``, and calls this for ``INLINE_FORMATS`` only; this is what is left, and what an
-    embedded caller uses.)"""
-    now = now or utcnow()
-    jobs = session.scalars(
-        select(Job)
-        .where(
-            Job.device_id == device_id,
-            Job.state == JobState.queued,
-            Job.format.in_(list(formats)),
-            Job.artifact_sha256.is_(None),
-        )
-        .order_by(Job.created_at, Job.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .options(selectinload(Job.arch), selectinload(Job.batch))
-    ).all()
-    for job in jobs:
-        try:
-            with session.begin_nested():  # a failed export leaves the transaction usable
-                conditions = Conditions.from_dict(job.batch.conditions)
-                job.artifact_sha256 = artifacts.ensure(session, job.arch, job.format, conditions).sha256
-        except Exception as err:  # noqa: BLE001 - an export failure fails this job, not the caller
-            _finish_failed(job, export_failure(err), now)
-    session.flush()
-    return len(jobs)
-
-
-def export_failure(err: Exception) -> str:
-    """The error of a job whose model's export raised ``err``."""
-    return f"artifact export failed: {type(err).__name__}: {err}"
-
-
-@dataclass(frozen=True)
-class PendingExport:
-    """One model to export: an arch in a format under some conditions."""
-
-    arch_id: int
-    arch: str
-    fmt: str
-    conditions: Conditions
-
-
-def _pending(rows: Iterable[tuple[Arch, str, dict]]) -> list[PendingExport]:
-    """Rows of (arch, format, batch conditions) as distinct models, in first-seen order."""
-    models = (PendingExport(arch.id, arch.arch, fmt, Conditions.from_dict(c)) for arch, fmt, c in rows)
-    return list(dict.fromkeys(models))
-
-
-def pending_artifacts(session: Session, device_id: int, formats: Sequence[str], limit: int) -> list[PendingExport]:
-    """The models of the next ``limit`` queued jobs of a device (the next lease) that are not exported yet.
-
-    Exporting these first, outside the lease transaction, keeps that transaction (and SQLite's one writer) short.
-    """
-    upcoming = (
-        select(Job.id)
-        .where(Job.device_id == device_id, Job.state == JobState.queued, Job.format.in_(list(formats)))
-        .order_by(Job.created_at, Job.id)
-        .limit(limit)
-    )
-    rows = session.execute(
-        select(Arch, Job.format, JobBatch.conditions)
-        .join(Arch, Arch.id == Job.arch_id)
-        .join(JobBatch, JobBatch.id == Job.batch_id)
-        .where(Job.id.in_(upcoming.scalar_subquery()), Job.artifact_sha256.is_(None))
-        .order_by(Job.created_at, Job.id)
-    )
-    return _pending(rows)
-
-
-def unexported_jobs(
-    session: Session, limit: int, after: tuple[datetime, str] | None = None
-) -> tuple[list[PendingExport], tuple[datetime, str] | None]:
-    """The models of the next ``limit`` queued jobs of all devices that are not exported yet, oldest job first,
-    after the job key ``after`` (``(created_at, id)``), and the key of the last job read (None when none: pages
-    through the queue)."""
-    query = (
-        select(Arch, Job.format, JobBatch.conditions, Job.id, Job.created_at)
-        .join(Arch, Arch.id == Job.arch_id)
-        .join(JobBatch, JobBatch.id == Job.batch_id)
-        .where(Job.state == JobState.queued, Job.artifact_sha256.is_(None))
-    )
-    if after is not None:
-        query = query.where(tuple_(Job.created_at, Job.id) > tuple_(*after))
-    rows = session.execute(query.order_by(Job.created_at, Job.id).limit(limit)).all()
-    last = (rows[-1][4], rows[-1][3]) if rows else None
-    return _pending(row[:3] for row in rows), last
-
-
-def _waiting_for(session: Session, model: PendingExport) -> list[tuple[str, int]]:
-    """The queued jobs without an artifact that wait for ``model`` (same arch, format and conditions; any device),
-    locked, as (job id, device id); jobs another transaction holds locked are skipped."""
-    waiting = session.execute(
-        select(Job.id, Job.device_id, JobBatch.conditions)
-        .join(JobBatch, JobBatch.id == Job.batch_id)
-        .where(
-            Job.arch_id == model.arch_id,
-            Job.format == model.fmt,
-            Job.state == JobState.queued,
-            Job.artifact_sha256.is_(None),
-        )
-        .order_by(Job.id)
-        .with_for_update(skip_locked=True, of=Job)
-    )
-    return [
-        (job_id, device_id)
-        for job_id, device_id, conditions in waiting
-        if Conditions.from_dict(conditions) == model.conditions
-    ]
-
-
-def _update_waiting(session: Session, ids: list[str], values: dict[str, Any]) -> None:
-    if ids:
-        session.execute(
-            update(Job)
-            .where(Job.id.in_(ids), Job.state == JobState.queued, Job.artifact_sha256.is_(None))
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-
-
-def assign_artifact(session: Session, model: PendingExport, sha256: str) -> set[int]:
-    """Record the exported artifact of ``model`` on every queued job still without one that waits for it (same
-    arch, format and conditions; any device): the export worker's mark, so a job is exported once and leased
-    without a look at its file. Jobs another transaction holds locked are skipped (``resolve_artifacts`` records
-    theirs). Returns the devices whose jobs it marked (their agents may lease them now)."""
-    marked = _waiting_for(session, model)
-    _update_waiting(session, [job_id for job_id, _ in marked], {"artifact_sha256": sha256})
-    return {device_id for _, device_id in marked}
-
-
-def fail_export(session: Session, model: PendingExport, err: Exception, now: datetime | None = None) -> int:
-    """Fail every queued job that waits for ``model`` (as ``assign_artifact`` finds them) with the reason its
-    export raised ``err`` (``export_failure``); returns how many. Jobs another transaction holds locked are skipped
-    (the next failed export fails them)."""
-    failed = [job_id for job_id, _ in _waiting_for(session, model)]
-    _update_waiting(session, failed, _failed(export_failure(err), now or utcnow()))
-    return len(failed)
-
-
 # The holder of a named job, as a filter on rows found by primary key: compared by IS NOT DISTINCT FROM (the same
 # answer, an agent id is never NULL), which no index serves. With ``lease_owner = ...`` PostgreSQL may take
 # ``ix_jobs_holder`` (its statistics taken while the jobs were queued say the agent holds none) and read every job the
@@ -664,7 +364,7 @@ def report(
         else:
             reason = f"{result.error_class or 'error'}: {result.error_message or 'no message'}"[:2000]
             if job.attempts >= max_attempts:
-                change = _failed(f"failed after {job.attempts} attempts; last: {reason}", now)
+                change = failed_values(f"failed after {job.attempts} attempts; last: {reason}", now)
             else:
                 change = _requeued(reason)
             states[job.id] = change["state"]
@@ -718,17 +418,11 @@ def requeue_expired(
         reason = f"lease expired {times} time{'s' if times > 1 else ''}"
         if job.attempts >= max_attempts:
             earlier = f" (earlier: {job.error})" if job.error and not match else ""
-            _finish_failed(job, f"{reason}{earlier}", now)
+            finish_failed(job, f"{reason}{earlier}", now)
         else:
             _back_to_queue(job, reason)
     session.flush()
     return len(expired)
-
-
-def queue_depth(session: Session) -> dict[str, int]:
-    """Number of jobs in each state (all states present)."""
-    counts = {state: n for state, n in session.execute(select(Job.state, func.count()).group_by(Job.state))}
-    return {state.value: counts.get(state, 0) for state in JobState}
 
 
 def requeue_repaired(session: Session, agent: Holder, job_ids: Sequence[str]) -> list[Ack]:
@@ -756,28 +450,6 @@ def requeue_repaired(session: Session, agent: Holder, job_ids: Sequence[str]) ->
     return [Ack(job_id, True, message="artifact rebuilt on the server: job queued again") for job_id in held]
 
 
-def cancel_batch(session: Session, batch_id: str, now: datetime | None = None) -> int:
-    """Cancel a batch's queued and running jobs; returns how many. A cancelled job is never leased again; an agent
-    measuring one learns it at its next heartbeat (the job is lost to it) and its report is refused."""
-    live = Job.state.in_([JobState.queued, JobState.running])
-    # lock in id order first, as reports and heartbeats lock them (no deadlock); the update then waits for nobody
-    session.execute(select(Job.id).where(Job.batch_id == batch_id, live).order_by(Job.id).with_for_update())
-    result = session.execute(
-        update(Job)
-        .where(Job.batch_id == batch_id, live)
-        .values(state=JobState.cancelled, lease_owner=None, lease_expires_at=None, finished_at=now or utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return cast("CursorResult[Any]", result).rowcount
-
-
-def waiting_for_agent(session: Session, online_since: datetime) -> int:
-    """Queued jobs of devices with no agent online (no heartbeat at or after ``online_since``)."""
-    online = select(Agent.device_id).where(Agent.last_heartbeat >= online_since)
-    query = select(func.count()).select_from(Job).where(Job.state == JobState.queued, Job.device_id.not_in(online))
-    return session.scalar(query) or 0
-
-
 # the jobs on an agent's lease, by ``ix_jobs_holder``: no condition on the state, which statistics taken while the jobs
 # were queued would have PostgreSQL serve from a state index, reading every running job of the fleet (``release``
 # checks the state)
@@ -796,7 +468,7 @@ def _requeued(reason: str) -> dict[str, Any]:
     return {"state": JobState.queued, "lease_owner": None, "lease_expires_at": None, "error": reason}
 
 
-def _failed(reason: str, now: datetime) -> dict[str, Any]:
+def failed_values(reason: str, now: datetime) -> dict[str, Any]:
     """The values of a job that failed for good at ``now`` because of ``reason``."""
     return {"state": JobState.failed, "lease_expires_at": None, "error": reason[:2000], "finished_at": now}
 
@@ -806,6 +478,7 @@ def _back_to_queue(job: Job, reason: str) -> None:
         setattr(job, name, value)
 
 
-def _finish_failed(job: Job, reason: str, now: datetime) -> None:
-    for name, value in _failed(reason, now).items():
+def finish_failed(job: Job, reason: str, now: datetime) -> None:
+    """Fail ``job`` for good at ``now`` because of ``reason`` (``failed_values``), on the ORM object."""
+    for name, value in failed_values(reason, now).items():
         setattr(job, name, value)

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from latfarm.services.domain import queue
+from latfarm.services.domain import batches
 from latfarm.services.domain.liveness import online_cutoff
 from latfarm.services.store.models import Agent, Device, Measurement
 
@@ -35,7 +35,7 @@ class StoreCollector:
         stored = GaugeMetricFamily("latfarm_measurements_stored", "Measurements in the store.", labels=["source"])
         try:
             with self.sessions() as session:
-                for state, count in queue.queue_depth(session).items():
+                for state, count in batches.queue_depth(session).items():
                     depth.add_metric([state], count)
                 cutoff = online_cutoff(self.heartbeat_interval_s)
                 rows = session.execute(

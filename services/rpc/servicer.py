@@ -29,7 +29,7 @@ from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.core.security import bearer_secret, hash_secret, new_secret
-from latfarm.services.domain import liveness, queue
+from latfarm.services.domain import job_artifacts, liveness, queue
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import FORMATS, INLINE_FORMATS
 from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, attributes
@@ -291,7 +291,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if not formats:
             return False
         with self._slot(Kind.LEASE, context), self.read_sessions() as session:
-            pending = queue.pending_artifacts(session, device_id, formats, max_jobs)
+            pending = job_artifacts.pending_artifacts(session, device_id, formats, max_jobs)
         started = time.monotonic()
         failed = False
         for done, model in enumerate(pending):
@@ -300,7 +300,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             failed |= not export_one(self.sessions, self.artifacts, model, self.notifier)
         if failed:
             with self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
-                queue.resolve_artifacts(session, device_id, formats, max_jobs, self.artifacts)
+                job_artifacts.resolve_artifacts(session, device_id, formats, max_jobs, self.artifacts)
         return bool(pending)
 
     @translate_errors

@@ -2,10 +2,10 @@
 
 Every server replica may run one: exports are deterministic and content-addressed, and recording an artifact that
 another replica recorded meanwhile returns that row. A model is one arch in one format under one batch's
-conditions; once exported, its artifact is recorded on the queued jobs waiting for it (``queue.assign_artifact``),
-which marks them done for the worker. ``LeaseJobs`` still exports what the worker has not reached in
-``INLINE_FORMATS``; a model in another (slow) format is exported only here, and when its export fails the worker fails
-its waiting jobs with the reason (for inline formats the lease does that).
+conditions; once exported, its artifact is recorded on the queued jobs waiting for it
+(``job_artifacts.assign_artifact``), which marks them done for the worker. ``LeaseJobs`` still exports what the worker
+has not reached in ``INLINE_FORMATS``; a model in another (slow) format is exported only here, and when its export
+fails the worker fails its waiting jobs with the reason (for inline formats the lease does that).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from latfarm.services.core.clock import as_utc, utcnow
-from latfarm.services.domain import queue
+from latfarm.services.domain import job_artifacts
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import INLINE_FORMATS
 from latfarm.services.infra.wakeups import LocalNotifier
@@ -36,7 +36,7 @@ FULL_SWEEP_S = 60.0  # an idle worker sweeps the queue at least this often, new 
 BATCH_SLACK_S = 60.0  # a batch this much older than the last sweep may have been committed after it started
 
 
-class Exporter(queue.ArtifactSource, Protocol):
+class Exporter(job_artifacts.ArtifactSource, Protocol):
     """What exporting needs of ``domain.artifacts.ArtifactStore``."""
 
     def export_file(self, arch: str, fmt: str, conditions: Conditions) -> tuple[str, Path]:
@@ -44,13 +44,13 @@ class Exporter(queue.ArtifactSource, Protocol):
 
 
 def export_one(
-    sessions: sessionmaker[Session], artifacts: Exporter, pending: queue.PendingExport, notifier: LocalNotifier
+    sessions: sessionmaker[Session], artifacts: Exporter, pending: job_artifacts.PendingExport, notifier: LocalNotifier
 ) -> bool:
     """Export one model outside any transaction, then record it and mark its waiting jobs in a short one, and wake
     the agents of the devices those jobs belong to (they were not leasable before). A failure is logged, not raised:
     a failed export of an ``INLINE_FORMATS`` model is tried again by the lease, which fails its jobs with the reason;
-    one of another format fails its waiting jobs here (``queue.fail_export``). Returns whether the model is exported
-    and recorded."""
+    one of another format fails its waiting jobs here (``job_artifacts.fail_export``). Returns whether the model is
+    exported and recorded."""
     try:
         artifacts.export_file(pending.arch, pending.fmt, pending.conditions)
     except Exception as err:  # noqa: BLE001
@@ -62,7 +62,7 @@ def export_one(
         with transaction(sessions) as session:
             arch = session.get_one(Arch, pending.arch_id)
             artifact = artifacts.ensure(session, arch, pending.fmt, pending.conditions)
-            devices = queue.assign_artifact(session, pending, artifact.sha256)
+            devices = job_artifacts.assign_artifact(session, pending, artifact.sha256)
     except Exception as err:  # noqa: BLE001
         log.warning("recording %s (%s, %s) failed: %s", pending.arch, pending.fmt, pending.conditions.key, err)
         return False
@@ -71,17 +71,17 @@ def export_one(
     return True
 
 
-def _fail_jobs(sessions: sessionmaker[Session], pending: queue.PendingExport, err: Exception) -> None:
+def _fail_jobs(sessions: sessionmaker[Session], pending: job_artifacts.PendingExport, err: Exception) -> None:
     """Fail the jobs waiting for ``pending``, whose export raised ``err``; a failure to do so is logged (the worker
     exports the model again after ``RETRY_FAILED_S``)."""
     try:
         with transaction(sessions) as session:
-            failed = queue.fail_export(session, pending, err)
+            failed = job_artifacts.fail_export(session, pending, err)
     except Exception as db_err:  # noqa: BLE001
         log.warning("failing the jobs of %s (%s) failed: %s", pending.arch, pending.fmt, db_err)
         return
     if failed:
-        log.info("failed %d jobs of %s (%s): %s", failed, pending.arch, pending.fmt, queue.export_failure(err))
+        log.info("failed %d jobs of %s (%s): %s", failed, pending.arch, pending.fmt, job_artifacts.export_failure(err))
 
 
 class ExportWorker(PeriodicWorker):
@@ -117,7 +117,7 @@ class ExportWorker(PeriodicWorker):
         after, exported = None, 0
         while not self.stopping.is_set():
             with self._read_sessions() as session:
-                todo, after = queue.unexported_jobs(session, self._chunk, after=after)
+                todo, after = job_artifacts.unexported_jobs(session, self._chunk, after=after)
             if after is None:
                 break
             for pending in todo:

@@ -29,7 +29,7 @@ from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 from latfarm.services.core.clock import utcnow
 from latfarm.services.core.config import Settings
 from latfarm.services.core.security import hash_secret, new_secret
-from latfarm.services.domain import liveness, queue
+from latfarm.services.domain import batches, liveness
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.rpc.server import SERVICE_NAME, build_grpc_server
@@ -108,7 +108,7 @@ def register(farm, name="pi-agent") -> tuple[str, list[tuple[str, str]]]:
 def submit(farm, archs=ARCHS[:3], protocol: dict | None = None) -> str:
     with transaction(farm.sessions) as s:
         device = s.get(Device, farm.device_id)
-        batch_id = queue.submit_batch(s, device, archs, protocol=protocol, conditions=DEFAULT).id
+        batch_id = batches.submit_batch(s, device, archs, protocol=protocol, conditions=DEFAULT).id
     farm.notifier.notify(farm.device_id)
     return batch_id
 
@@ -381,7 +381,7 @@ def test_lease_fetch_heartbeat_report_release(farm):
     assert released.released == 1
     with farm.sessions() as s:
         measurement = s.scalars(select(Measurement)).one()
-        progress = queue.batch_progress(s, batch_id)
+        progress = batches.batch_progress(s, batch_id)
         second_job = s.get(Job, second.job_id)
         assert s.get(Agent, agent_id).state == "measuring"
     assert (measurement.latency_ms, measurement.median_ms, measurement.min_ms) == (2.4, 2.5, 2.4)
@@ -545,7 +545,7 @@ def test_long_poll_wakes_when_a_batch_arrives(sessions, artifacts, request, shar
             time.sleep(0.5)
             assert not waiting.done()
             with transaction(sessions) as s:
-                queue.submit_batch(s, s.get(Device, farm.device_id), ARCHS[:2], conditions=DEFAULT)
+                batches.submit_batch(s, s.get(Device, farm.device_id), ARCHS[:2], conditions=DEFAULT)
             announcer.notify(farm.device_id)
             reply = waiting.result(timeout=90)
         # woken, not timed out: well inside the 60 s long-poll, though the lease exports both models first (seconds
@@ -602,7 +602,7 @@ def test_sweeper_requeues_lapsed_leases_and_wakes_agents(farm):
     assert sweeper.run_once() == 2
     assert farm.notifier.version(farm.device_id) > seen
     with farm.sessions() as s:
-        assert queue.queue_depth(s)["queued"] == 2
+        assert batches.queue_depth(s)["queued"] == 2
     lost = farm.stub.Heartbeat(agent_pb2.HeartbeatRequest(job_ids=[j.job_id for j in leased]), metadata=md)
     assert sorted(lost.lost_job_ids) == sorted(j.job_id for j in leased)
 
@@ -623,7 +623,7 @@ def test_two_replicas_serve_the_same_agents_without_double_leasing(pg_url, redis
         assert b.stub.Heartbeat(agent_pb2.HeartbeatRequest(state="idle"), metadata=md, timeout=10).heartbeat_interval_s
         archs = [nb201.to_string(ops) for ops in list(nb201.enumerate_archs())[:40]]
         with transaction(b.sessions) as s:
-            queue.submit_batch(s, s.get(Device, b.device_id), archs, conditions=DEFAULT)
+            batches.submit_batch(s, s.get(Device, b.device_id), archs, conditions=DEFAULT)
 
         def drain(stub) -> list[str]:
             got = []
@@ -649,7 +649,7 @@ def test_a_cancelled_long_poll_leases_nothing(farm):
     batch_id = submit(farm, ARCHS[:2])  # wakes the abandoned long-poll
     time.sleep(1.0)
     with farm.sessions() as s:
-        progress = queue.batch_progress(s, batch_id)
+        progress = batches.batch_progress(s, batch_id)
         attempts = set(s.scalars(select(Job.attempts)))
     assert (progress["queued"], progress["running"], attempts) == (2, 0, {0})
 

@@ -11,7 +11,7 @@ from latfarm.predictor.help_data import load_help
 from latfarm.services.core.names import new_id
 from latfarm.services.core.security import hash_secret
 from latfarm.services.domain import adaptation as adapt
-from latfarm.services.domain import queue
+from latfarm.services.domain import batches, job_artifacts, queue
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.predictions import model_from_state
@@ -35,7 +35,7 @@ def _agent_measures(api, tmp_path, device: str, truth: np.ndarray, unstable: boo
         agent = Agent(device_id=device_by_name(session, device).id, credential_hash=hash_secret(new_id()))
         session.add(agent)
         session.flush()
-        queue.resolve_artifacts(session, agent.device_id, ["onnx"], 50, store)
+        job_artifacts.resolve_artifacts(session, agent.device_id, ["onnx"], 50, store)
         leased = queue.lease(session, agent, max_jobs=50, formats=["onnx"], lease_seconds=60)
         jobs = [session.get_one(Job, job.job_id) for job in leased]
         latencies = [float(truth[job.arch.nb201_index]) for job in jobs]
@@ -114,7 +114,7 @@ def test_adapt_rejects_bad_requests(api, keys):
     assert api.post("/v1/devices/dev1/adapt", json={}, headers=keys["owner"]).status_code == 403
     assert api.get("/v1/devices/dev1/adapt", headers=ADMIN).json() == {"state": "none"}
     with api.app.state.sessions() as session:
-        assert queue.queue_depth(session).get("queued", 0) == 0
+        assert batches.queue_depth(session).get("queued", 0) == 0
 
 
 def test_a_litert_devices_adaptation_measures_tflite_models(api, keys):

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from latfarm.services import datasets
 from latfarm.services.core.security import hash_secret
 from latfarm.services.domain import adaptation as adapt
-from latfarm.services.domain import queue
+from latfarm.services.domain import job_artifacts, queue
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.domain.results import ReportedResult
@@ -115,7 +115,7 @@ def _agent_measures_fbnet(api, tmp_path, device: str) -> list[str]:
         agent = Agent(device_id=device_by_name(session, device).id, credential_hash=hash_secret("secret"))
         session.add(agent)
         session.flush()
-        queue.resolve_artifacts(session, agent.device_id, ["onnx"], 50, store)
+        job_artifacts.resolve_artifacts(session, agent.device_id, ["onnx"], 50, store)
         leased = queue.lease(session, agent, max_jobs=50, formats=["onnx"], lease_seconds=60)
         jobs = [session.get_one(Job, job.job_id) for job in leased]
         archs = [job.arch.arch for job in jobs]

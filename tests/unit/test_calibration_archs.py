@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from latfarm.services.domain import queue
+from latfarm.services.domain import batches
 from latfarm.services.domain.predictions import measured_latencies
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Arch, Device, Job, Measurement, Source
@@ -34,10 +34,10 @@ def test_only_archs_no_one_chose_calibrate_each_with_its_best_latency(sessions):
     random_then_chosen, chosen_only, quarantined_random, imported = ARCHS[:4]
     with transaction(sessions) as s:
         device = s.get_one(Device, device_id)
-        drawn = queue.submit_batch(
+        drawn = batches.submit_batch(
             s, device, [random_then_chosen, quarantined_random], conditions=DEFAULT, drawn_at_random=True
         )
-        chosen = queue.submit_batch(s, device, ARCHS[:4], conditions=DEFAULT)  # the imported arch's job never runs
+        chosen = batches.submit_batch(s, device, ARCHS[:4], conditions=DEFAULT)  # the imported arch's job never runs
         s.flush()
         job = {(row.batch_id, row.arch.arch): row for row in s.scalars(select(Job))}
         arch = {row.arch: row for row in s.scalars(select(Arch))}

@@ -13,9 +13,9 @@ from latfarm.services.core.errors import CODES, LatfarmError, NotFound
 from latfarm.services.datasets import DatasetError
 from latfarm.services.domain.adaptation import AdaptationRunning
 from latfarm.services.domain.artifacts import ArtifactNotReproducible
+from latfarm.services.domain.batches import QueueError
 from latfarm.services.domain.network_export import ExportUnavailable
 from latfarm.services.domain.predictions import NoEstimate
-from latfarm.services.domain.queue import QueueError
 from latfarm.services.domain.results import ResultError
 from latfarm.services.domain.samples import AdaptError
 from latfarm.services.rpc.errors import GRPC_STATUS, translate_errors

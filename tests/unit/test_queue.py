@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from latfarm.predictor import nb201
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.errors import FailedPrecondition
-from latfarm.services.domain import liveness, queue
-from latfarm.services.domain.queue import QueueError
+from latfarm.services.domain import batches, job_artifacts, liveness, queue
+from latfarm.services.domain.batches import QueueError
 from latfarm.services.domain.results import ReportedResult, ResultError
 from latfarm.services.store.db import make_engine, make_sessionmaker, transaction
 from latfarm.services.store.models import Agent, Artifact, Base, Device, Job, JobState, Measurement
@@ -73,8 +73,8 @@ def test_submit_validates_and_dedupes(sessions):
         assert s.scalar(select(func.count()).select_from(Job)) == 0
     batch_id = submit(sessions, dev, [ARCHS[0], ARCHS[1], " " + ARCHS[0]])
     with sessions() as s:
-        progress = queue.batch_progress(s, batch_id)
-        assert queue.batch_progress(s, "nope") is None
+        progress = batches.batch_progress(s, batch_id)
+        assert batches.batch_progress(s, "nope") is None
     assert progress["device"] == "dev-a" and progress["format"] == "onnx"
     assert (progress["total"], progress["queued"], progress["running"], progress["done"]) == (2, 2, 0, 0)
     assert progress["errors"] == []
@@ -88,7 +88,7 @@ def test_a_device_runtime_sets_its_jobs_format(sessions):
     formats = {}
     for device, fmt in [(lite, None), (lite, "tflite"), (onnx_dev, None), (imported, None), (imported, "tflite")]:
         with sessions() as s:
-            formats[device, fmt] = queue.batch_progress(s, submit(sessions, device, ARCHS[:1], fmt=fmt))["format"]
+            formats[device, fmt] = batches.batch_progress(s, submit(sessions, device, ARCHS[:1], fmt=fmt))["format"]
     assert list(formats.values()) == ["tflite", "tflite", "onnx", "onnx", "tflite"]
     with pytest.raises(FailedPrecondition) as refused:
         submit(sessions, lite, ARCHS[:1], fmt="onnx")
@@ -109,10 +109,10 @@ def test_lease_takes_oldest_of_own_device_and_format(sessions, store):
     submit(sessions, lite, ARCHS[:2])
     submit(sessions, dev, ARCHS[:6])
     with sessions() as s:
-        pending = queue.pending_artifacts(s, dev, ["onnx"], 10)
+        pending = job_artifacts.pending_artifacts(s, dev, ["onnx"], 10)
         assert sorted(model.arch for model in pending) == sorted(ARCHS[:6])
-        assert len(queue.pending_artifacts(s, dev, ["onnx", "tflite"], 4)) == 4
-        assert queue.pending_artifacts(s, lite, ["onnx"], 10) == []
+        assert len(job_artifacts.pending_artifacts(s, dev, ["onnx", "tflite"], 4)) == 4
+        assert job_artifacts.pending_artifacts(s, lite, ["onnx"], 10) == []
     first = lease(sessions, agent, store, max_jobs=4)
     assert len(first) == 4 and all(sha and attempts == 1 for _, _, sha, attempts in first)
     assert {arch for _, arch, _, _ in first} <= set(ARCHS[:6])
@@ -121,11 +121,11 @@ def test_lease_takes_oldest_of_own_device_and_format(sessions, store):
     assert len(second) == 2 and not {j for j, *_ in first} & {j for j, *_ in second}
     assert lease(sessions, agent, store, max_jobs=4) == []
     with sessions() as s:
-        assert queue.pending_artifacts(s, dev, ["onnx"], 10) == []
+        assert job_artifacts.pending_artifacts(s, dev, ["onnx"], 10) == []
     assert lease(sessions, lite_agent, store, max_jobs=4) == []  # an agent without LiteRT: onnx only
     assert len(lease(sessions, lite_agent, store, max_jobs=4, formats=("tflite", "bogus"))) == 2
     with sessions() as s:
-        depth = queue.queue_depth(s)
+        depth = batches.queue_depth(s)
         assert s.get(Agent, agent).last_heartbeat is not None
     assert depth == {"queued": 3, "running": 8, "done": 0, "failed": 0, "cancelled": 0}
 
@@ -164,7 +164,7 @@ def test_expired_leases_fail_after_max_attempts(sessions, store):
         now += timedelta(seconds=6)
     assert lease(sessions, agent, store, now=now) == []  # the third lapse is requeued first, then failed
     with sessions() as s:
-        progress = queue.batch_progress(s, batch)
+        progress = batches.batch_progress(s, batch)
     assert progress["failed"] == 1
     assert progress["errors"] == [{"arch": ARCHS[0], "error": "lease expired 3 times"}]
 
@@ -204,7 +204,7 @@ def test_ok_report_stored_once_and_only_from_lease_holder(sessions, store):
     assert not report(sessions, intruder, [ok_result(j1)])[0].accepted
     with sessions() as s:
         rows = s.scalars(select(Measurement).order_by(Measurement.job_id)).all()
-        progress = queue.batch_progress(s, batch)
+        progress = batches.batch_progress(s, batch)
     by_job = {m.job_id: m for m in rows}
     assert len(rows) == 2 and set(by_job) == {j1, j2}
     first = by_job[j1]
@@ -228,11 +228,11 @@ def test_batch_conditions_reach_artifacts_and_rows(sessions, store):
     with sessions() as s:
         row = s.scalars(select(Measurement)).one()
         artifact = s.get(Artifact, sha)
-        assert queue.batch_progress(s, batch)["conditions"] == {"key": batch_4.key, **batch_4.to_dict()}
+        assert batches.batch_progress(s, batch)["conditions"] == {"key": batch_4.key, **batch_4.to_dict()}
     assert artifact.settings["input_shape"] == [4, 3, 32, 32]
     assert (row.conditions, row.conditions_key) == (batch_4.to_dict(), "nb201/32px/10cls/b4/int8/reference")
     with pytest.raises(QueueError, match="space"), transaction(sessions) as s:
-        queue.submit_batch(s, s.get(Device, dev), ARCHS[:1], space="other", conditions=DEFAULT)
+        batches.submit_batch(s, s.get(Device, dev), ARCHS[:1], space="other", conditions=DEFAULT)
 
 
 def test_malformed_result_rejected_before_writing(sessions, store):
@@ -272,7 +272,7 @@ def test_export_failure_fails_the_job_with_reason(sessions, tmp_path):
     batch = submit(sessions, dev, ARCHS[:2])
     assert [arch for _, arch, _, _ in lease(sessions, agent, store)] == [ARCHS[1]]
     with sessions() as s:
-        errors = queue.batch_progress(s, batch)["errors"]
+        errors = batches.batch_progress(s, batch)["errors"]
     assert errors == [{"arch": ARCHS[0], "error": f"artifact export failed: RuntimeError: cannot export {ARCHS[0]}"}]
 
 
@@ -302,7 +302,7 @@ def test_concurrent_leasing_never_double_leases(sessions, store):
     assert len(leased) == 120 and max(Counter(leased).values()) == 1
     with sessions() as s:
         owners = Counter(s.scalars(select(Job.lease_owner)))
-        assert queue.queue_depth(s)["running"] == 120
+        assert batches.queue_depth(s)["running"] == 120
     assert sum(owners.values()) == 120 and set(owners) <= set(agents)
 
 
@@ -340,7 +340,7 @@ def test_cancelled_jobs_are_never_leased_and_their_reports_are_refused(sessions,
     batch = submit(sessions, dev, ARCHS[:4])
     leased = [j for j, *_ in lease(sessions, agent, store, max_jobs=1)]
     with transaction(sessions) as s:
-        assert queue.cancel_batch(s, batch) == 4
+        assert batches.cancel_batch(s, batch) == 4
     assert lease(sessions, agent, store, max_jobs=10) == []
     with transaction(sessions) as s:
         assert queue.heartbeat(s, s.get(Agent, agent), leased, 30) == leased  # the agent drops the job
@@ -348,7 +348,7 @@ def test_cancelled_jobs_are_never_leased_and_their_reports_are_refused(sessions,
     assert not ack.accepted and ack.message == "job was cancelled"
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(Measurement)) == 0
-        assert queue.batch_progress(s, batch)["cancelled"] == 4
+        assert batches.batch_progress(s, batch)["cancelled"] == 4
 
 
 def test_waiting_for_agent_counts_queued_jobs_of_devices_without_an_online_agent(sessions, store):
@@ -358,8 +358,8 @@ def test_waiting_for_agent_counts_queued_jobs_of_devices_without_an_online_agent
     submit(sessions, uncovered, ARCHS[:2])
     lease(sessions, agent, store, max_jobs=1)  # a lease is a heartbeat: the agent is online now
     with sessions() as s:
-        assert queue.waiting_for_agent(s, utcnow() - timedelta(seconds=60)) == 2
-        assert queue.waiting_for_agent(s, utcnow() + timedelta(seconds=1)) == 4  # nobody online: all queued wait
+        assert batches.waiting_for_agent(s, utcnow() - timedelta(seconds=60)) == 2
+        assert batches.waiting_for_agent(s, utcnow() + timedelta(seconds=1)) == 4  # nobody online: all queued wait
 
 
 def test_release_all_hands_back_every_job_the_agent_holds(sessions, store):
@@ -479,7 +479,7 @@ def test_a_lease_picks_in_lease_order_with_statistics_from_before_the_exports(se
         postgres = s.connection().dialect.name == "postgresql"
         if postgres:
             s.connection().exec_driver_sql("ANALYZE jobs")  # no job exported yet
-        queue.resolve_artifacts(s, dev, ["onnx"], len(ARCHS), store)
+        job_artifacts.resolve_artifacts(s, dev, ["onnx"], len(ARCHS), store)
     with transaction(sessions) as s:
         conn = s.connection()
         pick = queue._PICK.params(device=dev, formats=["onnx"], max_jobs=4)

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
 from latfarm.services.core.errors import InvalidArgument, NotFound, PermissionDenied
-from latfarm.services.domain import queue
+from latfarm.services.domain import batches
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.domain.results import statistic_of
@@ -34,7 +34,7 @@ def create_jobs(
     principal.check_device("jobs", device)
     archs = request_archs(body.archs, body.space)
     conditions = _conditions(device, body)
-    batch = queue.submit_batch(
+    batch = batches.submit_batch(
         session,
         device,
         archs,
@@ -72,7 +72,7 @@ def job_progress(
 ) -> JobProgress:
     """A batch's job counts per state (404 when unknown); with ``items``, each job and its result, in the order of
     the request's archs (a repeated arch at its first place)."""
-    progress = queue.batch_progress(session, batch_id)
+    progress = batches.batch_progress(session, batch_id)
     if progress is None:
         raise NotFound(f"unknown job batch {batch_id!r}")
     result = JobProgress(**{**progress, "id": batch_id})
@@ -130,8 +130,8 @@ def cancel_jobs(
         raise PermissionDenied(
             "only the key that submitted this batch, or its device's owner or an admin, may cancel it"
         )
-    cancelled = queue.cancel_batch(session, batch_id)
+    cancelled = batches.cancel_batch(session, batch_id)
     session.commit()
-    progress = queue.batch_progress(session, batch_id)
+    progress = batches.batch_progress(session, batch_id)
     assert progress is not None, "the batch was read above"
     return JobCancelled(id=batch_id, cancelled_now=cancelled, progress=JobProgress(**{**progress, "id": batch_id}))
