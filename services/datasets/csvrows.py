@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from latfarm.predictor.spaces import ArchError, get_space
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.datasets.rows import DatasetError, Imported, add_rows, checked_ms, ensure_device
-from latfarm.services.datasets.writers import CONDITION_FIELDS, row_fields
+from latfarm.services.datasets.writers import CONDITION_FIELDS, index_column, row_fields
 from latfarm.services.domain.conditions import SPACES, Conditions
 from latfarm.services.store.crud import ensure_archs
 
@@ -39,9 +39,9 @@ def _space_of(path: Path, header: list[str]) -> str:
     """The space whose ``<space>_index`` column the header holds; ``DatasetError`` naming line 1 when the header
     is not an export's (no such column, several, a repeated column, an unknown or a missing one)."""
     where = f"{path}: line 1"
-    spaces = [space for space in SPACES if f"{space}_index" in header]
+    spaces = [space for space in SPACES if index_column(space) in header]
     if len(spaces) != 1:
-        expected = " | ".join(f"{space}_index" for space in SPACES)
+        expected = " | ".join(index_column(space) for space in SPACES)
         raise DatasetError(f"{where}: expected one of the columns {expected} (a latfarm CSV export's header)")
     space = spaces[0]
     known = row_fields(space)
