@@ -91,7 +91,8 @@ def import_(
         None,
         "--format",
         callback=one_of("latfarm.services.datasets", "FORMATS"),
-        help="help | latbench | hwnasbench | csv  [default: csv for a .csv file, else help]",
+        show_default="csv for a .csv file, else help",
+        help="help | latbench | hwnasbench | csv",
     ),
     device: list[str] = typer.Option(
         None,
