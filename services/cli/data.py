@@ -91,7 +91,7 @@ def import_(
         None,
         "--format",
         callback=one_of("latfarm.services.datasets", "FORMATS"),
-        show_default="csv for a .csv file, else help",
+        show_default="csv for a file named *.csv, else help",
         help="help | latbench | hwnasbench | csv",
     ),
     device: list[str] = typer.Option(
