@@ -87,16 +87,21 @@ def _existing(path: Path) -> Path:
 
 def import_(
     path: Path = typer.Argument(..., callback=_existing, help="Dataset folder or file."),
-    fmt: str = typer.Option(
-        "help", "--format", callback=one_of("latfarm.services.datasets", "FORMATS"), help="help | latbench | hwnasbench"
+    fmt: str | None = typer.Option(
+        None,
+        "--format",
+        callback=one_of("latfarm.services.datasets", "FORMATS"),
+        show_default="csv for a file named *.csv, else help",
+        help="help | latbench | hwnasbench | csv",
     ),
     device: list[str] = typer.Option(
         None,
         "--device",
         callback=device_names,
-        help="LatBench: the file's device name. HELP: import only this device (repeatable).",
+        help="LatBench, CSV: the file's device name (default: the file's stem). HELP: import only this device "
+        "(repeatable).",
     ),
-    space: str = space_option("Search space of a HELP folder or a LatBench pickle"),
+    space: str = space_option("Search space of a HELP folder or a LatBench pickle (a CSV names its own)"),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:
@@ -105,9 +110,10 @@ def import_(
     from latfarm.services.core.config import Settings
 
     settings = settings_from_env(Settings, "latfarm import", db_url=db, data_dir=data_dir)
-    if fmt == "latbench":
+    fmt = fmt or ("csv" if path.suffix.lower() == ".csv" else "help")
+    if fmt in ("latbench", "csv"):
         if len(device or []) > 1:
-            raise typer.BadParameter("a LatBench file has one device", param_hint="--device")
+            raise typer.BadParameter(f"a {fmt} file has one device", param_hint="--device")
         import_dataset(settings, path, fmt=fmt, device=device[0] if device else None, space=space)
         return
     import_dataset(settings, path, fmt=fmt, space=space, devices=device)

@@ -14,13 +14,14 @@ from sqlalchemy.orm import sessionmaker
 
 from latfarm.predictor.spaces import UnknownSpace, get_space
 from latfarm.services.core.config import Settings
+from latfarm.services.datasets.csvrows import CSV, import_csv
 from latfarm.services.datasets.help import HELP, dataset_of, import_help
 from latfarm.services.datasets.hwnasbench import HWNASBENCH, import_hwnasbench
 from latfarm.services.datasets.latbench import LATBENCH, import_latbench
 from latfarm.services.datasets.rows import DatasetError
 from latfarm.services.datasets.writers import device_rows, export_file
 
-FORMATS = {"help": HELP, "latbench": LATBENCH, "hwnasbench": HWNASBENCH}  # import format -> dataset name
+FORMATS = {"help": HELP, "latbench": LATBENCH, "hwnasbench": HWNASBENCH, "csv": CSV}  # import format -> dataset name
 EXPORT_FORMATS = ("csv", "latbench")
 
 
@@ -47,8 +48,9 @@ def import_into_store(
 
     ``already_present`` counts the entries skipped because the device has a row of the arch under the same
     conditions (``rows.add_rows``); ``seconds`` times the import itself, not the migration before it. ``device``
-    names a LatBench file's device; ``devices`` picks a HELP folder's devices (default all). ``space``: the search
-    space of a HELP folder or a LatBench pickle (HW-NAS-Bench is NB201 data: another space is refused).
+    names a LatBench or CSV file's device; ``devices`` picks a HELP folder's devices (default all). ``space``: the
+    search space of a HELP folder or a LatBench pickle (HW-NAS-Bench is NB201 data: another space is refused; a
+    CSV names its own).
     """
     from latfarm.services.store.db import transaction
 
@@ -57,7 +59,7 @@ def import_into_store(
     if fmt == "hwnasbench" and space != "nb201":
         raise DatasetError(f"--space: {fmt} data is nb201 data, not {space}")
     if fmt != "help" and devices:
-        raise DatasetError(f"--device: {fmt} takes one device name (LatBench) or none")
+        raise DatasetError(f"--device: {fmt} takes one device name (LatBench, CSV) or none")
     engine, factory = open_store(settings)
     start = time.perf_counter()
     try:
@@ -66,6 +68,8 @@ def import_into_store(
                 imported = import_help(session, Path(path), space=space, devices=devices)
             elif fmt == "latbench":
                 imported = import_latbench(session, Path(path), device, space=space)
+            elif fmt == "csv":
+                imported = import_csv(session, Path(path), device)
             else:
                 imported = import_hwnasbench(session, Path(path))
     finally:

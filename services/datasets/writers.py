@@ -30,10 +30,16 @@ from latfarm.services.store.models import Arch, Device, Measurement, Source, usa
 CONDITION_FIELDS = ("batch_size", "precision", "graph", "resolution", "classes")  # from the row's conditions
 
 
+def index_column(space: str) -> str:
+    """The column of an arch's reference position in an export of ``space`` (it names the space of a CSV read
+    back)."""
+    return f"{space}_index"
+
+
 def row_fields(space: str = "nb201") -> tuple[str, ...]:
-    """The columns of an export of ``space``'s rows (``<space>_index``: the reference position)."""
+    """The columns of an export of ``space``'s rows (``index_column``: the reference position)."""
     return (
-        *("arch", f"{space}_index", "ops", "latency_ms", "statistic"),
+        *("arch", index_column(space), "ops", "latency_ms", "statistic"),
         *FIGURES,
         *CONDITION_FIELDS,
         *("source", "dataset"),
@@ -54,7 +60,7 @@ def device_rows(session: Session, device_name: str, own_conditions: bool = False
     device = device_by_name(session, device_name)
     if device is None:
         raise DatasetError(unknown_device(session, device_name))
-    searched, fields, index = get_space(space), row_fields(space), f"{space}_index"
+    searched, fields, index = get_space(space), row_fields(space), index_column(space)
     derived = ("arch", index, "ops", "statistic", *CONDITION_FIELDS)
     columns = [getattr(Measurement, name) for name in fields if name not in derived]
     query = (
