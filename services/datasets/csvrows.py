@@ -6,7 +6,7 @@ export writes is refused. Each line's figure is ``latency_ms`` under the conditi
 ``ops`` value, when given, must be the arch's encoding. Lines of one arch under the same conditions come in as
 their median (one figure, as ``writers.to_latbench``), then through ``rows.add_rows`` (one figure per arch and
 conditions). The other columns (source, dataset, the other figures, setup, times) are not read. The rows' dataset
-is ``csv:<conditions key>`` (``dataset_name``): the store keeps one imported row per device, arch and dataset.
+is ``csv``.
 """
 
 from __future__ import annotations
@@ -28,11 +28,6 @@ from latfarm.services.store.crud import ensure_archs
 CSV = "csv"
 INTEGER_CONDITIONS = ("batch_size", "resolution", "classes")
 REQUIRED = ("arch", "latency_ms", *CONDITION_FIELDS)
-
-
-def dataset_name(conditions: Conditions) -> str:
-    """The dataset of rows a CSV brings under ``conditions``, e.g. ``csv:nb201/32px/10cls/b1/fp32/reference``."""
-    return f"{CSV}:{conditions.key}"
 
 
 def _space_of(path: Path, header: list[str]) -> str:
@@ -130,5 +125,5 @@ def import_csv(session: Session, path: Path, device: str | None = None) -> Impor
     imported = Imported()
     for conditions, by_arch in groups.values():
         latencies = {ids[arch]: statistics.median(ms) for arch, ms in by_arch.items()}
-        imported += add_rows(session, target, dataset_name(conditions), latencies, conditions)
+        imported += add_rows(session, target, CSV, latencies, conditions)
     return imported

@@ -233,7 +233,7 @@ class Measurement(Base):
         Index("ix_measurements_agent", "agent_id", postgresql_where=MEASURED_BY_AGENT, sqlite_where=MEASURED_BY_AGENT),
         # backs up imports' rule (``datasets.rows.add_rows``: one row per device, arch and conditions) for a dataset
         # imported again; measured rows have dataset NULL
-        UniqueConstraint("device_id", "arch_id", "dataset", name="uq_measurements_dataset"),
+        UniqueConstraint("device_id", "arch_id", "dataset", "conditions_key", name="uq_measurements_dataset"),
     )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
