@@ -44,8 +44,10 @@ def test_fbnet_predict_rank_and_adapt_through_client_and_cli(live_api, monkeypat
 
     short = "-".join(archs[0].split("-")[:21])
     bad = cli("predict", "pixel7", "--space", "fbnet", archs[0], short, *server)
-    assert bad.exit_code == 1 and len(bad.output.strip().splitlines()) == 1, bad.output
-    assert "archs[1]" in bad.output and "22" in bad.output
+    shown = " ".join(bad.output.replace("│", "").split())
+    assert bad.exit_code == 2, bad.output  # checked before any request: a usage error
+    assert "Invalid value for 'ARCHS...': archs[1]: fbnet:" in shown
+    assert "has 21 blocks joined by '-', expected 22" in shown
 
     started = cli("adapt", "pixel7", "--space", "fbnet", "--samples", "4", "--no-wait", *server)
     assert started.exit_code == 0, started.output

@@ -83,7 +83,7 @@ def test_every_command_but_the_agent_names_its_extra():
 
     extras = {" ".join(path): getattr(command, "extra", None) for path, command in COMMANDS if path}
     assert extras.pop("agent") is None and extras.pop("export") is None and extras.pop("eval") is None
-    assert extras.pop("device") is None
+    assert extras.pop("device") is None and extras.pop("key") is None
     assert set(extras.values()) == {"server", "client"}, extras
 
 
