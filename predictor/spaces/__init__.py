@@ -31,6 +31,12 @@ def other_space_hint(arch: object, space: str) -> str:
     return f"; it is an arch of space {others[0]}" if others else ""
 
 
+def index_column(space: str) -> str:
+    """The column of an arch's reference position in a table of ``space``'s archs (exports, ``measure --out``):
+    ``nb201_index``; it names the space of a CSV read back."""
+    return f"{space}_index"
+
+
 __all__ = [
     "SPACES",
     "ArchError",
@@ -39,5 +45,6 @@ __all__ = [
     "SearchSpace",
     "UnknownSpace",
     "get_space",
+    "index_column",
     "other_space_hint",
 ]

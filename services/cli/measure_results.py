@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from latfarm.predictor.spaces import ArchError, get_space, other_space_hint
+from latfarm.predictor.spaces import ArchError, get_space, index_column, other_space_hint
 
 # The CSV's columns: each job's figures (INDEX: the arch's reference position, named after its space, e.g.
 # nb201_index), then the conditions of its batch (the fields of domain.conditions.Conditions), then whether the
@@ -50,12 +50,12 @@ def write_csv(path: Path, items: list[dict], conditions: dict) -> None:
     """One row per item: ``ITEM_COLUMNS`` (the index column named ``<space>_index``), the batch's ``conditions``
     (``CONDITION_COLUMNS``), then ``PROVENANCE_COLUMNS``; empty cells for figures a job does not have (queued,
     failed)."""
-    index_column = f"{conditions.get('space', 'nb201')}_index"
-    columns = [index_column if c == "INDEX" else c for c in ITEM_COLUMNS] + CONDITION_COLUMNS + PROVENANCE_COLUMNS
+    index = index_column(conditions.get("space", "nb201"))
+    columns = [index if c == "INDEX" else c for c in ITEM_COLUMNS] + CONDITION_COLUMNS + PROVENANCE_COLUMNS
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({**conditions, **item, index_column: item.get("index")} for item in items)
+        writer.writerows({**conditions, **item, index: item.get("index")} for item in items)
 
 
 RANDOM_MARK = "*"  # the terminal's mark of an arch drawn at random (the CSV's and the API's drawn_at_random)

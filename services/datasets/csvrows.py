@@ -18,10 +18,10 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from latfarm.predictor.spaces import ArchError, get_space
+from latfarm.predictor.spaces import ArchError, get_space, index_column
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.datasets.rows import DatasetError, Imported, add_rows, checked_ms, ensure_device
-from latfarm.services.datasets.writers import CONDITION_FIELDS, index_column, row_fields
+from latfarm.services.datasets.writers import CONDITION_FIELDS, row_fields
 from latfarm.services.domain.conditions import SPACES, Conditions
 from latfarm.services.store.crud import ensure_archs
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from latfarm.predictor.spaces import get_space
+from latfarm.predictor.spaces import get_space, index_column
 from latfarm.services.core.clock import iso_utc
 from latfarm.services.datasets.rows import DatasetError
 from latfarm.services.domain.conditions import Conditions
@@ -28,12 +28,6 @@ from latfarm.services.store.models import Arch, Device, Measurement, Source, usa
 
 # latency_ms is the headline figure; statistic says how an agent computed it (empty for imported rows)
 CONDITION_FIELDS = ("batch_size", "precision", "graph", "resolution", "classes")  # from the row's conditions
-
-
-def index_column(space: str) -> str:
-    """The column of an arch's reference position in an export of ``space`` (it names the space of a CSV read
-    back)."""
-    return f"{space}_index"
 
 
 def row_fields(space: str = "nb201") -> tuple[str, ...]:
