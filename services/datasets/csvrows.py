@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from latfarm.predictor.spaces import ArchError, get_space, index_column
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.datasets.rows import DatasetError, Imported, add_rows, checked_ms, ensure_device
-from latfarm.services.datasets.writers import CONDITION_FIELDS, row_fields
+from latfarm.services.datasets.writers import CONDITION_FIELDS, ops_cell, row_fields
 from latfarm.services.domain.conditions import SPACES, Conditions
 from latfarm.services.store.crud import ensure_archs
 
@@ -99,7 +99,7 @@ def read_csv(path: Path) -> tuple[str, dict[str, tuple[Conditions, dict[str, lis
             except ArchError as err:
                 raise DatasetError(f"{where}, column arch: {err}") from err
             ops = row.get("ops", "").strip()
-            if ops and ops != "".join(str(o) for o in encoding):
+            if ops and ops != ops_cell(encoding):
                 raise DatasetError(f"{where}, column ops: {ops!r} is not the encoding of arch {row['arch']!r}")
             conditions = _conditions(row, space, where)
             by_arch = groups.setdefault(conditions.key, (conditions, {}))[1]

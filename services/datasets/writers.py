@@ -97,14 +97,19 @@ def _check_space_has_rows(session: Session, device: Device, space: str) -> None:
         )
 
 
+def ops_cell(encoding: Iterable[int]) -> str:
+    """An arch's encoding as a CSV's ``ops`` cell: one digit per position (NB201: its 6 LatBench op ids; FBNet: its
+    22 block indices)."""
+    return "".join(str(o) for o in encoding)
+
+
 def to_csv(rows: Iterable[dict], space: str = "nb201") -> str:
-    """CSV with a header of ``row_fields(space)``; ``ops`` is written as one digit per position (NB201: its 6
-    LatBench op ids; FBNet: its 22 block indices)."""
+    """CSV with a header of ``row_fields(space)``; ``ops`` as ``ops_cell`` writes it."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=row_fields(space), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "ops": "".join(str(o) for o in row["ops"])})
+        writer.writerow({**row, "ops": ops_cell(row["ops"])})
     return buf.getvalue()
 
 
