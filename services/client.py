@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from latfarm.common.words import counted
+from latfarm.common.words import counted, named_batches
 from latfarm.services.core.errors import LatfarmError
 from latfarm.services.core.names import id_refusal, is_device_name, is_id, refusal
 from latfarm.services.core.states import AdaptState, JobState
@@ -297,8 +297,9 @@ class Client:
                 return [self.job(batch_id, items=True) for batch_id in batch_ids]
             if time.monotonic() > deadline:
                 ids = " ".join(batch_ids)
-                which = f"batch {ids}" if len(batch_ids) == 1 else f"batches {', '.join(batch_ids)}"
-                raise TimeoutError(f"{which}: {counted(pending, 'job')} still pending (latfarm cancel {ids})")
+                raise TimeoutError(
+                    f"{named_batches(batch_ids)}: {counted(pending, 'job')} still pending (latfarm cancel {ids})"
+                )
             time.sleep(poll_s)
 
     def cancel(self, batch_id: str) -> dict:

@@ -13,7 +13,7 @@ import typer
 
 from latfarm.agents.measurement import BOUNDS as PROTOCOL
 from latfarm.agents.runtimes import AGENT_EXTRAS, RUNTIME_FORMATS, job_format
-from latfarm.common.words import counted
+from latfarm.common.words import counted, named_batches
 from latfarm.services.cli.errors import exit_on_error, interrupted
 from latfarm.services.cli.options import (
     ARCHS_HELP,
@@ -451,8 +451,9 @@ def _wait_or_cancel(client: Client, device: str, batch_ids: list[str], timeout: 
         return wait_with_progress(client, batch_ids, timeout, f"measuring on {device}")
     except KeyboardInterrupt:
         cancelled = sum(client.cancel(batch_id)["cancelled_now"] for batch_id in batch_ids)
-        which = f"batch {batch_ids[0]}" if len(batch_ids) == 1 else f"batches {', '.join(batch_ids)}"
-        raise interrupted(f"latfarm measure: interrupted; cancelled {cancelled} unfinished job(s) of {which}") from None
+        raise interrupted(
+            f"latfarm measure: interrupted; cancelled {cancelled} unfinished job(s) of {named_batches(batch_ids)}"
+        ) from None
 
 
 def cancel(
