@@ -16,7 +16,9 @@ KEY_COLUMNS = ("id", "name", "scopes", "created_at", "revoked")
 
 def _scopes(values: list[str]) -> list[str]:
     check = one_of("latfarm.services.core.security", "SCOPES")
-    return [scope for value in values if (scope := check(value)) is not None]
+    for value in values:
+        check(value)
+    return values
 
 
 def _key_name(name: str) -> str:

@@ -22,11 +22,10 @@ from latfarm.predictor.spaces import ArchError, get_space, index_column
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.datasets.rows import DatasetError, Imported, add_rows, checked_ms, ensure_device
 from latfarm.services.datasets.writers import CONDITION_FIELDS, ops_cell, row_fields
-from latfarm.services.domain.conditions import SPACES, Conditions
+from latfarm.services.domain.conditions import RANGES, SPACES, Conditions
 from latfarm.services.store.crud import ensure_archs
 
 CSV = "csv"
-INTEGER_CONDITIONS = ("batch_size", "resolution", "classes")
 REQUIRED = ("arch", "latency_ms", *CONDITION_FIELDS)
 
 
@@ -52,7 +51,7 @@ def _space_of(path: Path, header: list[str]) -> str:
 def _conditions(row: dict[str, str], space: str, where: str) -> Conditions:
     """The line's conditions; ``DatasetError`` naming the column of a bad value."""
     values: dict[str, object] = {name: row[name].strip() for name in CONDITION_FIELDS}
-    for name in INTEGER_CONDITIONS:
+    for name in RANGES:  # the integer conditions
         try:
             values[name] = int(str(values[name]))
         except ValueError:
