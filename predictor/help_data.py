@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from latfarm.common.pickles import RefusedGlobal, load_torch
 from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.nb201 import NUM_ARCHS
 
@@ -27,17 +29,11 @@ def read_latency_file(path: Path, expected: int = NUM_ARCHS) -> np.ndarray:
 
     The one loader and validation rule for every reader of HELP folders (``latfarm import --format help``,
     ``pretrain``, ``eval transfer``): a list, tensor or numpy array of numbers (not bools or text) saved with
-    ``torch.save`` (trusted input: it is unpickled), measured entries within the latency rule (``predictor.latencies``)
-    (``predictor.latencies``). Raises ``ValueError`` naming the file and the problem.
+    ``torch.save`` and read as plain data (``common.pickles.load_torch``: a file naming any other global is refused
+    unrun), measured entries within the latency rule (``predictor.latencies``). Raises ``ValueError`` naming the
+    file and the problem.
     """
-    import pickle
-
-    import torch
-
-    try:
-        raw = torch.load(path, weights_only=False)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as err:
-        raise ValueError(f"{path}: not a torch.save file ({type(err).__name__})") from err
+    raw = torch_file(path)
     try:
         values = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -47,6 +43,17 @@ def read_latency_file(path: Path, expected: int = NUM_ARCHS) -> np.ndarray:
     if (kind := np.asarray(raw).dtype).kind not in "iuf":  # numbers, not bools or text that parse as numbers
         raise ValueError(f"{path}: expected {expected} latencies as numbers, found {kind} values")
     return checked_latencies(values, str(path), allow_nan=True)
+
+
+def torch_file(path: Path) -> Any:
+    """What ``torch.save`` wrote to a HELP folder's file, as plain data (``common.pickles.load_torch``); ``ValueError``
+    naming ``path`` for a refused global, or when it is not such a file (torch raises many kinds)."""
+    try:
+        return load_torch(path)
+    except RefusedGlobal as err:
+        raise ValueError(f"{path}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - one refusal for every way a file is not torch's format
+        raise ValueError(f"{path}: not a torch.save file ({type(err).__name__})") from err
 
 
 def load_help(data_dir: Path, devices: Sequence[str] | None = None, expected: int = NUM_ARCHS) -> dict[str, np.ndarray]:

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from latfarm.predictor.help_data import torch_file
 from latfarm.predictor.spaces.base import ArchError, Encoding, InputVariant, SearchSpace
 
 if TYPE_CHECKING:
@@ -154,28 +155,17 @@ def load_reference(folder: Path | str) -> tuple[Encoding, ...]:
     when it is not a torch file or not that layout; ``ArchError`` on a bad arch."""
     folder = Path(folder)
     if (folder / "metainfo.pt").exists():
-        meta = _torch_file(folder / "metainfo.pt")
+        meta = torch_file(folder / "metainfo.pt")
         try:
             archs = [entry["op_idx_list"] for entry in meta["arch"]]
         except (KeyError, TypeError, IndexError) as err:
             layout = "{'arch': [{'op_idx_list': [22 block indices]}, ...]}"
             raise ValueError(f"{folder / 'metainfo.pt'}: expected {layout} ({type(err).__name__}: {err})") from err
     elif (folder / "arch.pt").exists():
-        archs = _torch_file(folder / "arch.pt")
+        archs = torch_file(folder / "arch.pt")
     else:
         raise FileNotFoundError(f"{folder}: neither metainfo.pt nor arch.pt (HELP FBNet layout)")
     return tuple(FBNetSpace(archs).reference_set())
-
-
-def _torch_file(path: Path) -> Any:
-    """What ``torch.save`` wrote to ``path`` (trusted input: unpickled); ``ValueError`` naming it when it is not such
-    a file (torch raises many kinds)."""
-    import torch
-
-    try:
-        return torch.load(path, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - one refusal for every way a file is not torch's format
-        raise ValueError(f"{path}: not a torch.save file ({type(err).__name__})") from err
 
 
 @lru_cache(maxsize=1)

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from latfarm.predictor import nb201
-from latfarm.predictor.help_data import read_latency_file
+from latfarm.predictor.help_data import read_latency_file, torch_file
 from latfarm.predictor.spaces import SPACES, ArchError, SearchSpace, UnknownSpace, get_space
 from latfarm.services.core.progress import count_bar
 from latfarm.services.datasets.hardware import describe_device
@@ -140,14 +140,12 @@ def _reference_arch_ids(session: Session, path: Path, space: SearchSpace) -> lis
 
 def _nb201_arch_ids(session: Session, path: Path) -> list[int]:
     """Arch ids by official NB201 index, once ``str_arch2idx.pt`` is checked against the official indices."""
-    import torch
-
     if not (path / "str_arch2idx.pt").exists():
         raise DatasetError(f"{path}: not a HELP NB201 folder (needs str_arch2idx.pt){_other_space(path, nb201.SPACE)}")
     try:
-        str_arch2idx = torch.load(path / "str_arch2idx.pt", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a file that is not its format
-        raise DatasetError(f"{path / 'str_arch2idx.pt'}: not a torch.save file ({type(err).__name__})") from err
+        str_arch2idx = torch_file(path / "str_arch2idx.pt")
+    except ValueError as err:
+        raise DatasetError(str(err)) from err
     table = nb201.official_ops_table()
     if (
         not isinstance(str_arch2idx, dict)

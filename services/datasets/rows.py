@@ -21,6 +21,7 @@ import numpy as np
 from sqlalchemy import Table, insert, literal_column, select, text
 from sqlalchemy.orm import Session
 
+from latfarm.common.pickles import RefusedGlobal, load_plain
 from latfarm.predictor import nb201
 from latfarm.predictor.latencies import checked_latencies
 from latfarm.services.core.clock import utcnow
@@ -185,9 +186,9 @@ def arch_ids_by_index(session: Session, indices: Iterable[int]) -> dict[int, int
 
 
 def load_pickle(path: Path, fmt: str) -> Any:
-    """Unpickle a dataset file of format ``fmt`` (trusted input: pickles run code, so import only files you
-    trust); ``DatasetError`` for a missing file, a folder, or a file that is no pickle (a torch.save file, as
-    HELP's, named as such)."""
+    """Unpickle a dataset file of format ``fmt`` holding plain data only (``common.pickles.load_plain``: a file
+    naming any other global is refused, and nothing of it runs); ``DatasetError`` for a missing file, a folder, a
+    refused global, or a file that is no pickle (a torch.save file, as HELP's, named as such)."""
     if path.is_dir():
         raise DatasetError(
             f"{path} is a folder; --format {fmt} reads a pickle file; for a HELP folder use --format help"
@@ -196,8 +197,10 @@ def load_pickle(path: Path, fmt: str) -> Any:
         raise DatasetError(f"{path}: no such file")
     try:
         with path.open("rb") as fh:
-            return pickle.load(fh)
-    except (pickle.UnpicklingError, EOFError) as err:
+            return load_plain(fh)
+    except RefusedGlobal as err:
+        raise DatasetError(f"{path}: {err}") from err
+    except (pickle.UnpicklingError, EOFError, TypeError, ValueError) as err:
         if zipfile.is_zipfile(path):  # torch.save's format, as HELP's latency/<device>.pt
             raise DatasetError(
                 f"{path}: a torch.save file, not the pickle --format {fmt} reads; a HELP folder's file "
