@@ -350,9 +350,13 @@ def read_archs(path: Path) -> list[str]:
     """Archs in any of the command line's forms, one per line; blank lines and ``#`` comments are skipped. A usage
     error for a file that cannot be read or holds no arch."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as err:
         raise typer.BadParameter(f"cannot read {path}: {err.strerror or err}", param_hint="--from") from err
+    except UnicodeDecodeError as err:  # e.g. a dataset pickle given for the archs' list
+        raise typer.BadParameter(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); one arch per line", param_hint="--from"
+        ) from err
     archs = [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
     if not archs:
         raise typer.BadParameter(f"{path} holds no arch (one per line, # comments)", param_hint="--from")

@@ -16,6 +16,9 @@ def test_read_archs_skips_blanks_and_comments(tmp_path):
     assert read_archs(path) == ["42", "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", "7"]
     with pytest.raises(typer.BadParameter, match="cannot read"):
         read_archs(tmp_path / "missing.txt")
+    (tmp_path / "archs.pickle").write_bytes(b"\x80\x04\x95\x00")  # a binary file given as the list
+    with pytest.raises(typer.BadParameter, match="archs.pickle: not UTF-8 text .* at byte 0"):
+        read_archs(tmp_path / "archs.pickle")
 
 
 def test_measure_needs_archs_and_names_a_missing_file(tmp_path):
