@@ -35,8 +35,9 @@ def import_dataset(
     path: Path,
     fmt: str = "help",
     device: str | None = None,
-    space: str = "nb201",
+    space: str | None = None,
     devices: list[str] | None = None,
+    copy: bool = False,
 ) -> dict:
     """Migrate the store, import one dataset in one transaction, print and return a summary (what was added, and
     what was skipped as already present); bad input exits, and so does Ctrl-C (status 130), with nothing
@@ -46,7 +47,9 @@ def import_dataset(
 
     try:
         with exit_on_error("latfarm import"), reachable_database("latfarm import", settings.database_url):
-            summary = import_into_store(settings, path, fmt=fmt, device=device, space=space, devices=devices or ())
+            summary = import_into_store(
+                settings, path, fmt=fmt, device=device, space=space, devices=devices or (), copy=copy
+            )
     except KeyboardInterrupt:
         raise interrupted(f"latfarm import: interrupted; nothing was imported from {path}") from None
     added, dataset, seconds = summary["rows_added"], summary["dataset"], summary["seconds"]
@@ -101,7 +104,17 @@ def import_(
         help="LatBench, CSV: the file's device name (default: the file's stem). HELP: import only this device "
         "(repeatable).",
     ),
-    space: str = space_option("Search space of a HELP folder or a LatBench pickle (a CSV names its own)"),
+    space: str | None = space_option(
+        "Search space of a HELP folder or a LatBench pickle (a CSV names its own: another is refused)",
+        default=None,
+        show_default="nb201; a CSV's own",
+    ),
+    copy: bool = typer.Option(
+        False,
+        "--copy",
+        help="LatBench, CSV: import a file imported as another device before under this one too (a copy of its "
+        "figures; without it such a file is refused).",
+    ),
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:
@@ -111,12 +124,34 @@ def import_(
 
     settings = settings_from_env(Settings, "latfarm import", db_url=db, data_dir=data_dir)
     fmt = fmt or ("csv" if path.suffix.lower() == ".csv" else "help")
+    if fmt == "csv" and space is not None:
+        _check_csv_space(path, space)
     if fmt in ("latbench", "csv"):
         if len(device or []) > 1:
             raise typer.BadParameter(f"a {fmt} file has one device", param_hint="--device")
-        import_dataset(settings, path, fmt=fmt, device=device[0] if device else None, space=space)
+        import_dataset(settings, path, fmt=fmt, device=device[0] if device else None, space=space, copy=copy)
         return
+    if copy:
+        raise typer.BadParameter(
+            f"{fmt} data names its devices itself; --copy is for a LatBench or CSV file", param_hint="'--copy'"
+        )
     import_dataset(settings, path, fmt=fmt, space=space, devices=device)
+
+
+def _check_csv_space(path: Path, space: str) -> None:
+    """A ``--space`` that contradicts the CSV's own (``csvrows.checked_space``) is a usage error (exit 2); a file
+    whose header names no space is the import's to refuse."""
+    from latfarm.services.datasets import DatasetError
+    from latfarm.services.datasets.csvrows import checked_space, space_of
+
+    try:
+        space_of(path)
+    except DatasetError:
+        return
+    try:
+        checked_space(path, space)
+    except DatasetError as err:
+        raise typer.BadParameter(err.message.removeprefix(f"--space {space}: "), param_hint="'--space'") from err
 
 
 def _model_folder(out: Path) -> Path:

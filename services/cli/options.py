@@ -43,8 +43,11 @@ ARCHS_HELP = (
 )
 
 
-def _registered_space(name: str) -> str:
-    """``--space``: a registered space (``predictor.spaces.SPACES``), else a usage error naming the known ones."""
+def _registered_space(name: str | None) -> str | None:
+    """``--space``: a registered space (``predictor.spaces.SPACES``), else a usage error naming the known ones; None
+    (not given, no default) passes."""
+    if name is None:
+        return None
     try:
         return get_space(name).name
     except UnknownSpace as err:
@@ -184,11 +187,14 @@ def precision_option(help_text: str = "", default: str | None = None, show_defau
     )
 
 
-def space_option(help_text: str) -> Any:
-    """``--space`` (default NB201) with ``help_text``, checked against the registered spaces before the command
-    runs (a usage error, exit 2); the help ends with their names."""
+def space_option(help_text: str, default: str | None = nb201.SPACE, show_default: str | bool = True) -> Any:
+    """``--space`` (``default``: NB201; None: not given, for a command whose input may name its own) with
+    ``help_text``, checked against the registered spaces before the command runs (a usage error, exit 2); the help
+    ends with their names."""
     names = " | ".join(sorted(SPACES))
-    return typer.Option(nb201.SPACE, "--space", callback=_registered_space, help=f"{help_text}: {names}.")
+    return typer.Option(
+        default, "--space", callback=_registered_space, show_default=show_default, help=f"{help_text}: {names}."
+    )
 
 
 def adapt_rule(rule: Literal["check_samples", "check_calibration"]) -> Callable[[int | None], int | None]:

@@ -12,9 +12,10 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
+from latfarm.predictor import nb201
 from latfarm.predictor.spaces import UnknownSpace, get_space
 from latfarm.services.core.config import Settings
-from latfarm.services.datasets.csvrows import CSV, import_csv
+from latfarm.services.datasets.csvrows import CSV, checked_space, import_csv
 from latfarm.services.datasets.help import HELP, dataset_of, import_help
 from latfarm.services.datasets.hwnasbench import HWNASBENCH, import_hwnasbench
 from latfarm.services.datasets.latbench import LATBENCH, import_latbench
@@ -41,40 +42,46 @@ def import_into_store(
     path: Path,
     fmt: str = "help",
     device: str | None = None,
-    space: str = "nb201",
+    space: str | None = None,
     devices: Sequence[str] = (),
+    copy: bool = False,
 ) -> dict:
     """Import one dataset in one transaction; returns ``{format, dataset, rows_added, already_present, seconds}``.
 
     ``already_present`` counts the entries skipped because the device has a row of the arch under the same
     conditions (``rows.add_rows``); ``seconds`` times the import itself, not the migration before it. ``device``
     names a LatBench or CSV file's device; ``devices`` picks a HELP folder's devices (default all). ``space``: the
-    search space of a HELP folder or a LatBench pickle (HW-NAS-Bench is NB201 data: another space is refused; a
-    CSV names its own).
+    search space of a HELP folder or a LatBench pickle (default NB201; HW-NAS-Bench is NB201 data: another space is
+    refused; a CSV names its own, which a given ``space`` must be). ``copy``: import a LatBench or CSV file imported
+    as another device before under ``device`` too (``rows.check_one_device``).
     """
     from latfarm.services.store.db import transaction
 
     if fmt not in FORMATS:
         raise DatasetError(f"unknown dataset format {fmt!r}; expected one of {', '.join(sorted(FORMATS))}")
-    if fmt == "hwnasbench" and space != "nb201":
+    if fmt == "hwnasbench" and space not in (None, nb201.SPACE):
         raise DatasetError(f"--space: {fmt} data is nb201 data, not {space}")
+    if copy and fmt not in ("latbench", "csv"):
+        raise DatasetError(f"--copy: {fmt} data names its devices itself; --copy is for a LatBench or CSV file")
     if fmt != "help" and devices:
         raise DatasetError(f"--device: {fmt} takes one device name (LatBench, CSV) or none")
+    if fmt == "csv":
+        checked_space(Path(path), space)  # before the store is opened: a contradiction creates nothing
     engine, factory = open_store(settings)
     start = time.perf_counter()
     try:
         with transaction(factory) as session:
             if fmt == "help":
-                imported = import_help(session, Path(path), space=space, devices=devices)
+                imported = import_help(session, Path(path), space=space or nb201.SPACE, devices=devices)
             elif fmt == "latbench":
-                imported = import_latbench(session, Path(path), device, space=space)
+                imported = import_latbench(session, Path(path), device, space=space or nb201.SPACE, copy=copy)
             elif fmt == "csv":
-                imported = import_csv(session, Path(path), device)
+                imported = import_csv(session, Path(path), device, space, copy=copy)
             else:
                 imported = import_hwnasbench(session, Path(path))
     finally:
         engine.dispose()
-    dataset = dataset_of(space) if fmt == "help" else FORMATS[fmt]
+    dataset = dataset_of(space or nb201.SPACE) if fmt == "help" else FORMATS[fmt]
     return {
         "format": fmt,
         "dataset": dataset,

@@ -21,8 +21,10 @@ from latfarm.services.datasets.rows import (
     DatasetError,
     Imported,
     add_rows,
+    check_one_device,
     checked_ms,
     ensure_device,
+    file_provenance,
     first_non_number,
     load_pickle,
 )
@@ -55,9 +57,12 @@ def summarised_runs(value: object, where: str) -> tuple[float, int]:
     return float(np.median(np.asarray(checked_ms(runs, where, scale=1000.0)))), int(runs.size)
 
 
-def import_latbench(session: Session, path: Path, device: str | None = None, space: str = "nb201") -> Imported:
+def import_latbench(
+    session: Session, path: Path, device: str | None = None, space: str = "nb201", copy: bool = False
+) -> Imported:
     """Import one LatBench pickle ``{encoding tuple: seconds or runs}`` of ``space`` for ``device`` (default: the
-    file's stem); returns rows added and entries present (``rows.add_rows``).
+    file's stem); returns rows added and entries present (``rows.add_rows``). A file imported as another device
+    before is refused unless ``copy`` (``rows.check_one_device``).
 
     All-or-nothing: an empty dict, or any bad key or value, raises ``DatasetError`` before a row is written.
     """
@@ -78,8 +83,10 @@ def import_latbench(session: Session, path: Path, device: str | None = None, spa
         except ArchError as err:
             raise DatasetError(f"{path}: key {ops!r}: {err}") from err
         summaries[arch] = summarised_runs(value, f"{path}: key {ops!r}")
+    provenance = file_provenance(path)
+    check_one_device(session, path, provenance, device or path.stem, copy)
     ids = ensure_archs(session, summaries, space)
     target = ensure_device(session, device or path.stem, LATBENCH)
     latencies = {ids[a]: ms for a, (ms, _) in summaries.items()}
-    runs = {ids[a]: count for a, (_, count) in summaries.items()}
-    return add_rows(session, target, LATBENCH, latencies, conditions_of(target).for_space(space), runs=runs)
+    runs = {ids[a]: {"runs": count, "provenance": provenance} for a, (_, count) in summaries.items()}
+    return add_rows(session, target, LATBENCH, latencies, conditions_of(target).for_space(space), details=runs)

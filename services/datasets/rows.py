@@ -9,6 +9,7 @@ described from their names (``hardware.describe_device``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import zipfile
@@ -63,13 +64,47 @@ def ensure_device(session: Session, name: str, dataset: str) -> Device:
     return device
 
 
+JSON_COLUMNS = ("protocol", "round_medians_ms", "provenance", "conditions")  # written as JSON text, not bound values
+DETAILS = {"unstable": False, "protocol": {}, "provenance": {}}  # per-row columns' values where a row gives none
+
+
+def file_provenance(path: Path) -> dict[str, str]:
+    """``{"file": its name, "sha256": its content's digest}``: what a single-device file's rows keep in their
+    ``provenance``, by which ``check_one_device`` knows the file again."""
+    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def check_one_device(session: Session, path: Path, provenance: Mapping[str, str], device: str, copy: bool) -> None:
+    """The rule of single-device files (LatBench, CSV): one file's figures belong to one device. A file whose rows
+    (``file_provenance``'s digest) some other device holds raises ``DatasetError`` naming that device, unless
+    ``copy`` asks for its figures under ``device`` too; under the device it was imported as, it imports again
+    (``add_rows`` adds what that device lacks)."""
+    holders = session.scalars(
+        select(Device.name)
+        .join(Measurement, Measurement.device_id == Device.id)
+        .where(
+            Measurement.source == Source.imported, Measurement.provenance["sha256"].as_string() == provenance["sha256"]
+        )
+        .distinct()
+        .order_by(Device.name)
+    ).all()
+    if copy or not holders or device in holders:
+        return
+    names = " and ".join(repr(name) for name in holders)
+    raise DatasetError(
+        f"{path}: imported before as device {names}; one file's figures belong to one device: import it as "
+        f"{holders[0]!r} again (--device {holders[0]}), or pass --copy to import it as {device!r} too",
+        field="device",
+    )
+
+
 def add_rows(
     session: Session,
     device: Device,
     dataset: str,
     latencies_ms: Mapping[int, float],
     conditions: Conditions,
-    runs: Mapping[int, int] | None = None,
+    details: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> Imported:
     """Insert ``{arch_id: ms}`` rows measured under ``conditions``, except for the archs the device already has a row
     of under these conditions; returns how many were added and how many skipped as present.
@@ -77,13 +112,14 @@ def add_rows(
     The one rule of every import: a device's figure of an arch under given conditions comes in once, whatever file,
     format or dataset name brings it (the same file again, a LatBench export of the device imported back, HELP and
     HW-NAS-Bench both holding a device). Any row counts, from an agent or an import, quarantined too: an import
-    never adds beside what the device has, and never changes or removes a row. ``runs`` (``{arch_id: count}``) fills
-    the rows' ``runs`` where the dataset keeps its runs.
+    never adds beside what the device has, and never changes or removes a row. ``details`` (``{arch_id: {column:
+    value}}``) fills more of the rows' columns where the dataset has them (LatBench's ``runs``; a CSV's figures,
+    setup, ``protocol`` and ``provenance``); ``median_ms`` is the figure unless given.
 
-    Core executemany with the per-import columns fixed in the statement: only arch_id, the figure (latency_ms,
-    median_ms) and runs vary per row. Imports take turns, so one that runs beside another reads what the other
-    added: on PostgreSQL by a lock held to the end of the transaction, on SQLite as every write transaction
-    (``store.db``: ``BEGIN IMMEDIATE``).
+    Core executemany with the per-import columns fixed in the statement: only arch_id, the figure and the details
+    vary per row. Imports take turns, so one that runs beside another reads what the other added: on PostgreSQL by
+    a lock held to the end of the transaction, on SQLite as every write transaction (``store.db``: ``BEGIN
+    IMMEDIATE``).
     """
     postgresql = session.get_bind().dialect.name == "postgresql"
     if postgresql:
@@ -95,8 +131,19 @@ def add_rows(
             .distinct()
         )
     )
-    runs = runs or {}
-    rows = [(arch_id, ms, runs.get(arch_id)) for arch_id, ms in latencies_ms.items() if arch_id not in present]
+    details = details or {}
+    varying = ["arch_id", "latency_ms", "median_ms", *sorted({c for d in details.values() for c in d} - {"median_ms"})]
+    rows = [
+        {
+            "arch_id": arch_id,
+            "latency_ms": ms,
+            "median_ms": ms,
+            **{column: DETAILS.get(column) for column in varying[3:]},
+            **details.get(arch_id, {}),
+        }
+        for arch_id, ms in latencies_ms.items()
+        if arch_id not in present
+    ]
     fixed = {
         "device_id": device.id,
         "source": Source.imported.value,
@@ -110,32 +157,29 @@ def add_rows(
         "conditions_key": conditions.key,
         "created_at": utcnow(),
     }
+    fixed = {column: value for column, value in fixed.items() if column not in varying}
     result = Imported(len(rows), len(latencies_ms) - len(rows))
     if postgresql:
-        _copy_rows(session, fixed, rows)
+        _copy_rows(session, fixed, varying, rows)
         return result
     statement = insert(cast(Table, Measurement.__table__)).values(
-        {
-            k: literal_column(f"'{v}'") if k in ("protocol", "round_medians_ms", "provenance", "conditions") else v
-            for k, v in fixed.items()
-        }
+        {k: literal_column(f"'{v}'") if k in JSON_COLUMNS else v for k, v in fixed.items()}
     )
     for start in range(0, len(rows), 10000):
-        chunk = rows[start : start + 10000]
-        session.execute(statement, [{"arch_id": a, "latency_ms": ms, "median_ms": ms, "runs": n} for a, ms, n in chunk])
+        session.execute(statement, rows[start : start + 10000])
     return result
 
 
-def _copy_rows(session: Session, fixed: dict, rows: list[tuple[int, float, int | None]]) -> None:
+def _copy_rows(session: Session, fixed: dict, varying: list[str], rows: list[dict[str, Any]]) -> None:
     """PostgreSQL: COPY is several times faster than multi-row INSERTs for hundreds of thousands of rows."""
-    columns = [*fixed, "arch_id", "latency_ms", "median_ms", "runs"]
+    columns = [*fixed, *varying]
     driver_connection = session.connection().connection.driver_connection
     assert driver_connection is not None, "a checked-out connection has its driver connection"
     cursor = driver_connection.cursor()
     with cursor.copy(f"COPY {Measurement.__tablename__} ({', '.join(columns)}) FROM STDIN") as copy:
         constant = tuple(fixed.values())
-        for arch_id, ms, count in rows:
-            copy.write_row((*constant, arch_id, ms, ms, count))
+        for row in rows:
+            copy.write_row((*constant, *(json.dumps(row[c]) if c in JSON_COLUMNS else row[c] for c in varying)))
 
 
 def is_number(value: object) -> bool:

@@ -11,9 +11,12 @@ from latfarm.predictor.spaces import get_space
 from latfarm.services import datasets
 from latfarm.services.cli import app
 from latfarm.services.core.config import Settings
+from latfarm.services.datasets.writers import CONDITION_FIELDS
 from latfarm.services.domain.conditions import Conditions
-from latfarm.services.store.db import make_engine, make_sessionmaker
+from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP
+from latfarm.services.store.db import make_engine, make_sessionmaker, transaction
 from latfarm.services.store.models import Base, Device, Measurement, Source
+from tests.api_support import add_device, add_measurements
 from tests.unit.test_datasets import latbench_pickle
 
 FIGURE = ("arch", "latency_ms", "batch_size", "precision", "graph", "resolution", "classes")
@@ -44,7 +47,7 @@ def add_agent_rows(session, device_name: str, ms: tuple[float, ...], conditions:
 
 def test_csv_export_imports_back_under_another_name_once(sessions, tmp_path):
     """Every row's conditions as written; two agent rows of one arch under the same conditions come in as their
-    median; the same file again, or under the exported device's own name, adds nothing."""
+    median; the same file again, or as a copy under the exported device's own name, adds nothing."""
     latbench_pickle(tmp_path / "dev.pickle", n=20, seed=4)
     other = Conditions(batch_size=4, graph="pruned")
     with sessions() as session, session.begin():
@@ -57,7 +60,9 @@ def test_csv_export_imports_back_under_another_name_once(sessions, tmp_path):
     with sessions() as session, session.begin():
         assert datasets.import_csv(session, path) == datasets.Imported(21)
         assert datasets.import_csv(session, path) == datasets.Imported(0, 21)
-        assert datasets.import_csv(session, path, "dev") == datasets.Imported(0, 21)
+        with pytest.raises(datasets.DatasetError, match="imported before as device 'copy'"):
+            datasets.import_csv(session, path, "dev")  # one file's figures belong to one device
+        assert datasets.import_csv(session, path, "dev", copy=True) == datasets.Imported(0, 21)
     with sessions() as session:
         copy = datasets.device_rows(session, "copy")
         assert session.scalar(select(func.count()).select_from(Measurement)) == 20 + 3 + 21
@@ -109,6 +114,89 @@ def test_import_command_detects_a_csv_into_a_fresh_database(tmp_path):
             assert figures(copied) == figures(datasets.device_rows(session, "phone"))
     finally:
         engine.dispose()
+
+
+ROUND_TRIP = ("arch", "nb201_index", "ops", "latency_ms", "statistic", *FIGURES, *CONDITION_FIELDS, *SETUP, *FIRST_USE)
+
+
+def read_store(url: str, device: str, **how) -> list[dict]:
+    """``datasets.device_rows`` of the store at ``url``."""
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            return datasets.device_rows(session, device, **how)
+    finally:
+        engine.dispose()
+
+
+def test_rest_exports_import_back_into_a_fresh_store_with_the_same_figures(api, keys, tmp_path):
+    """``GET /v1/devices/{name}/export`` as CSV and LatBench, each imported into a fresh store: every figure, the
+    statistic, the setup and first-use timings come back; the origin (agent, job, time) in the rows' provenance."""
+    add_device(api, "phone")
+    add_measurements(api, "phone", {0: 1.5, 7: 3.0, 99: 4.25}, std=0.1, drawn_at_random=True)
+    add_measurements(api, "phone", {5: 2.0}, conditions=Conditions(batch_size=4), unstable=True, statistic="median")
+    with transaction(api.app.state.sessions) as session:
+        session.execute(
+            Measurement.__table__.update().values(
+                runs=50,
+                mean_ms=Measurement.median_ms,
+                p90_ms=Measurement.median_ms + 1,
+                runtime="onnxruntime",
+                runtime_version="1.20.1",
+                provider="CPUExecutionProvider",
+                threads=4,
+                session_create_ms=12.5,
+                first_inference_ms=0.0,
+            )
+        )
+    original = read_store(api.app.state.settings.database_url, "phone")
+    exported = api.get("/v1/devices/phone/export?format=csv", headers=keys["client"])
+    (tmp_path / "phone.csv").write_bytes(exported.content)
+    pickled = api.get("/v1/devices/phone/export?format=latbench", headers=keys["client"])
+    (tmp_path / "phone.pickle").write_bytes(pickled.content)
+
+    fresh = f"sqlite:///{tmp_path / 'csv.db'}"
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "phone.csv"), "--db", fresh])
+    assert result.exit_code == 0, result.output
+    back = read_store(fresh, "phone")
+    assert [[row[name] for name in ROUND_TRIP] for row in back] == [
+        [row[name] for name in ROUND_TRIP] for row in original
+    ]
+    assert {(row["source"], row["dataset"]) for row in back} == {("imported", "csv")}
+    engine = make_engine(fresh)
+    try:
+        with make_sessionmaker(engine)() as session:
+            origins = [row["origin"] for row in session.scalars(select(Measurement.provenance))]
+    finally:
+        engine.dispose()
+    assert sorted(origin["job_id"] for origin in origins if "job_id" in origin) == sorted(
+        row["job_id"] for row in original if row["job_id"]
+    )
+    assert {origin["source"] for origin in origins} == {"measured"}
+
+    fresh = f"sqlite:///{tmp_path / 'latbench.db'}"
+    args = ["import", str(tmp_path / "phone.pickle"), "--format", "latbench", "--db", fresh]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    own = read_store(api.app.state.settings.database_url, "phone", own_conditions=True)
+    assert datasets.to_latbench(read_store(fresh, "phone")) == pytest.approx(datasets.to_latbench(own))
+
+
+def test_space_that_contradicts_a_csv_is_a_usage_error(tmp_path):
+    """A CSV names its space; ``--space`` another is refused (exit 2), nothing created; its own is fine."""
+    path = tmp_path / "phone.csv"
+    path.write_text(f"{GOOD}\n{ROW}\n")
+    data = tmp_path / "data"
+    result = CliRunner().invoke(app, ["import", str(path), "--space", "fbnet", "--data-dir", str(data)])
+    assert result.exit_code == 2, result.output
+    assert "phone.csv holds nb201 data (its nb201_index column); drop --space or give --space nb201" in " ".join(
+        result.output.replace("│", " ").split()
+    )
+    assert not data.exists()
+    with pytest.raises(datasets.DatasetError, match="--space fbnet: .*holds nb201 data"):
+        datasets.import_into_store(Settings(data_dir=data), path, fmt="csv", space="fbnet")
+    assert not data.exists()
+    result = CliRunner().invoke(app, ["import", str(path), "--space", "nb201", "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
 
 
 GOOD = "arch,nb201_index,ops,latency_ms,batch_size,precision,graph,resolution,classes"

@@ -12,9 +12,11 @@ from typer.testing import CliRunner
 from latfarm.predictor import nb201
 from latfarm.services import datasets
 from latfarm.services.cli import app
+from latfarm.services.core.config import Settings
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name, ensure_archs
+from latfarm.services.store.db import make_engine, make_sessionmaker
 from latfarm.services.store.models import Device, Measurement, Source
 from tests.unit.test_datasets import help_subset, latbench_pickle
 
@@ -167,3 +169,61 @@ def test_imports_beside_each_other_take_turns(sessions, tmp_path):
     assert second == [datasets.Imported(0, len(data))]
     with sessions() as session:
         assert len(rows_of(session, "dev")) == len(data)
+
+
+def test_one_file_under_two_device_names_is_refused_unless_copy(tmp_path):
+    """A LatBench or CSV file imported as one device is refused under another name (a renamed copy of the file
+    too), naming the device it was imported as, with nothing stored; again under that device it adds what it
+    lacks; ``--copy`` imports it under the other name too."""
+    data = tmp_path / "data"
+    latbench_pickle(tmp_path / "phone.pickle", n=8, seed=7)
+    (tmp_path / "renamed.pickle").write_bytes((tmp_path / "phone.pickle").read_bytes())
+    runner = CliRunner()
+
+    def run(path, *extra):
+        args = ["import", str(path), "--format", "latbench", "--data-dir", str(data), *extra]
+        return runner.invoke(app, args)
+
+    assert run(tmp_path / "phone.pickle").exit_code == 0
+    for path, extra, name in (("phone.pickle", ["--device", "tablet"], "tablet"), ("renamed.pickle", [], "renamed")):
+        refused = run(tmp_path / path, *extra)
+        assert refused.exit_code == 1, refused.output
+        assert refused.output.strip().splitlines() == [
+            f"latfarm import: {tmp_path / path}: imported before as device 'phone'; one file's figures belong to one "
+            f"device: import it as 'phone' again (--device phone), or pass --copy to import it as {name!r} too"
+        ]
+    again = run(tmp_path / "renamed.pickle", "--device", "phone")
+    assert again.exit_code == 0 and "imported 0 new measurements" in again.output
+    assert run(tmp_path / "phone.pickle", "--device", "tablet", "--copy").exit_code == 0
+    third = run(tmp_path / "phone.pickle", "--device", "watch")
+    assert third.exit_code == 1 and "imported before as device 'phone' and 'tablet'" in third.output
+    engine = make_engine(Settings(data_dir=data).database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            counts = dict(
+                session.execute(
+                    select(Device.name, func.count(Measurement.id)).join(Measurement).group_by(Device.name)
+                ).all()
+            )
+            sources = set(session.scalars(select(Measurement.provenance["file"].as_string())))
+    finally:
+        engine.dispose()
+    assert counts == {"phone": 8, "tablet": 8}
+    assert sources == {"phone.pickle"}
+
+
+def test_a_csv_under_a_second_name_is_refused_and_copy_is_for_single_device_files(tmp_path):
+    data = tmp_path / "data"
+    path = tmp_path / "phone.csv"
+    path.write_text(
+        "arch,nb201_index,latency_ms,batch_size,precision,graph,resolution,classes\n"
+        f"{nb201.to_string(nb201.from_official_index(3))},3,2.5,1,fp32,reference,32,10\n"
+    )
+    runner = CliRunner()
+    assert runner.invoke(app, ["import", str(path), "--data-dir", str(data)]).exit_code == 0
+    refused = runner.invoke(app, ["import", str(path), "--device", "tablet", "--data-dir", str(data)])
+    assert refused.exit_code == 1 and "imported before as device 'phone'" in refused.output
+    usage = runner.invoke(app, ["import", str(tmp_path), "--format", "help", "--copy", "--data-dir", str(data)])
+    assert usage.exit_code == 2 and "--copy is for a LatBench or CSV file" in " ".join(
+        usage.output.replace("│", " ").split()
+    )
