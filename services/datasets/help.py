@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session
 
+from latfarm.common.pickles import RefusedGlobal
 from latfarm.predictor import nb201
 from latfarm.predictor.help_data import read_latency_file, torch_file
 from latfarm.predictor.spaces import SPACES, ArchError, SearchSpace, UnknownSpace, get_space
@@ -61,7 +62,8 @@ def import_help(
             try:
                 values = read_latency_file(file, len(arch_ids))
             except ValueError as err:
-                raise DatasetError(f"{err} ({space} data has {len(arch_ids)} archs)") from err
+                size = "" if isinstance(err.__cause__, RefusedGlobal) else f" ({space} data has {len(arch_ids)} archs)"
+                raise DatasetError(f"{err}{size}") from err
             device = ensure_device(session, file.stem, dataset)
             measured = np.flatnonzero(~np.isnan(values))  # NaN: not measured, no row
             if measured.size == 0:

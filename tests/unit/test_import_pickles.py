@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from latfarm.common.pickles import PLAIN as PLAIN_WORDS
 from latfarm.common.pickles import RefusedGlobal, load_plain
 from latfarm.predictor import nb201
 from latfarm.predictor.help_data import read_latency_file
@@ -52,6 +53,8 @@ def test_a_pickle_that_runs_code_is_refused_unrun(tmp_path, fmt):
 def test_a_help_file_that_runs_code_is_refused_unrun(tmp_path, str_arch2idx):  # noqa: F811
     payload, marker = hostile(tmp_path)
     folder = help_folder(tmp_path / "help", str_arch2idx, {"pixel3": [1.0] * (nb201.NUM_ARCHS - 1) + [payload]})
+    result, _ = cli_import(tmp_path, folder, "help")
+    assert result.output.strip().splitlines()[-1].endswith(f"pixel3.pt: {SYSTEM} ({PLAIN_WORDS})")
     assert_refused(tmp_path, folder, "help", f"pixel3.pt: {SYSTEM}")
     assert not marker.exists()
     with pytest.raises(ValueError, match="pixel3.pt: latfarm refuses to load"):  # pretrain's and eval's reader
