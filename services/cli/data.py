@@ -126,6 +126,8 @@ def import_(
     fmt = fmt or ("csv" if path.suffix.lower() == ".csv" else "help")
     if fmt == "csv" and space is not None:
         _check_csv_space(path, space)
+    if fmt == "hwnasbench" and space not in (None, "nb201"):
+        raise typer.BadParameter(f"hwnasbench data is nb201 data, not {space}", param_hint="'--space'")
     if fmt in ("latbench", "csv"):
         if len(device or []) > 1:
             raise typer.BadParameter(f"a {fmt} file has one device", param_hint="--device")

@@ -182,7 +182,8 @@ def test_rest_exports_import_back_into_a_fresh_store_with_the_same_figures(api, 
 
 
 def test_space_that_contradicts_a_csv_is_a_usage_error(tmp_path):
-    """A CSV names its space; ``--space`` another is refused (exit 2), nothing created; its own is fine."""
+    """A CSV names its space; ``--space`` another is refused (exit 2), nothing created; its own is fine. So is
+    another space than NB201 for HW-NAS-Bench."""
     path = tmp_path / "phone.csv"
     path.write_text(f"{GOOD}\n{ROW}\n")
     data = tmp_path / "data"
@@ -197,6 +198,8 @@ def test_space_that_contradicts_a_csv_is_a_usage_error(tmp_path):
     assert not data.exists()
     result = CliRunner().invoke(app, ["import", str(path), "--space", "nb201", "--data-dir", str(data)])
     assert result.exit_code == 0, result.output
+    hwnas = CliRunner().invoke(app, ["import", str(path), "--format", "hwnasbench", "--space", "fbnet"])
+    assert hwnas.exit_code == 2 and "hwnasbench data is nb201 data, not fbnet" in hwnas.output
 
 
 GOOD = "arch,nb201_index,ops,latency_ms,batch_size,precision,graph,resolution,classes"
