@@ -86,6 +86,17 @@ def load_plain(file: BinaryIO) -> Any:
     return _PlainUnpickler(file).load()
 
 
+@lru_cache(maxsize=1)
+def _torch_allows_numpy() -> None:
+    """Add ``allowed()``'s numpy names, and the dtype classes a dtype's state is set on, to torch's ``weights_only``
+    allowlist, once per process (a lasting addition: a ``safe_globals`` block would race with another thread's)."""
+    import numpy as np
+    import torch
+
+    numpy_names = [(obj, name) for name, obj in allowed().items() if name.startswith("numpy")]
+    torch.serialization.add_safe_globals([*numpy_names, *(type(np.dtype(code)) for code in np.typecodes["All"])])
+
+
 def load_torch(path: Path) -> Any:
     """What ``torch.save`` wrote to ``path``, read by torch's ``weights_only`` loader (tensors and plain data) with
     ``allowed()``'s numpy names added.
@@ -93,19 +104,16 @@ def load_torch(path: Path) -> Any:
     Raises ``RefusedGlobal`` for the first global outside both, else what ``torch.load`` raises for a file that is
     not its format.
     """
-    import numpy as np
     import torch
 
-    numpy_names = [(obj, name) for name, obj in allowed().items() if name.startswith("numpy")]
-    dtypes = [type(np.dtype(code)) for code in np.typecodes["All"]]  # what a dtype's state is set on
-    with torch.serialization.safe_globals([*numpy_names, *dtypes]):
+    _torch_allows_numpy()
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
         try:
-            return torch.load(path, weights_only=True)
-        except pickle.UnpicklingError as err:
-            try:
-                named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-            except Exception:  # noqa: BLE001 - a file it cannot list: the load's own error stands
-                raise err from None
-            if refused := [name for name in named if name not in allowed()]:
-                raise RefusedGlobal(refused[0]) from None
-            raise
+            named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - a file it cannot list: the load's own error stands
+            raise err from None
+        if refused := [name for name in named if name not in allowed()]:
+            raise RefusedGlobal(refused[0]) from None
+        raise

@@ -1,10 +1,11 @@
 """What every importer shares: the error it raises, checked latencies, arch and device rows, and the bulk insert.
 
 Imported rows are ``source=imported`` with ``dataset`` set, in milliseconds; the dataset's figure is both
-``latency_ms`` and ``median_ms``; every row records the conditions the dataset measured under (``conditions`` and
-``conditions_key``: the reference graph, the dataset device's batch size and precision). An import adds no row
-for an arch the device already has a row of under the same conditions (``add_rows``); missing devices are created,
-described from their names (``hardware.describe_device``).
+``latency_ms`` and ``median_ms`` (unless the file has its own median: a CSV line's); every row records the
+conditions the dataset measured under (``conditions`` and ``conditions_key``: the reference graph, the dataset
+device's batch size and precision). An import adds no row for an arch the device already has a row of under the
+same conditions (``add_rows``); missing devices are created, described from their names
+(``hardware.describe_device``). A single-device file (LatBench, CSV) belongs to one device (``check_one_device``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def ensure_device(session: Session, name: str, dataset: str) -> Device:
 
 
 JSON_COLUMNS = ("protocol", "round_medians_ms", "provenance", "conditions")  # written as JSON text, not bound values
-DETAILS = {"unstable": False, "protocol": {}, "provenance": {}}  # per-row columns' values where a row gives none
+DETAIL_DEFAULTS = {"unstable": False, "protocol": {}, "provenance": {}}  # a detail column where a row gives none
 
 
 def file_provenance(path: Path) -> dict[str, str]:
@@ -138,7 +139,7 @@ def add_rows(
             "arch_id": arch_id,
             "latency_ms": ms,
             "median_ms": ms,
-            **{column: DETAILS.get(column) for column in varying[3:]},
+            **{column: DETAIL_DEFAULTS.get(column) for column in varying[3:]},
             **details.get(arch_id, {}),
         }
         for arch_id, ms in latencies_ms.items()
