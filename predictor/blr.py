@@ -10,7 +10,10 @@ few cost weights pinned by a handful of samples let the target's own samples ove
 they disagree (other families). The cost-only hypothesis (prior mass ``COST_MASS``, the sources share the rest)
 centres ``m`` on a head of the costs alone (``cost_centres``, e.g. latency = kernels launched) with ``c`` = 0 and a
 small spread: with 5 samples, a device unlike every source (a GPU among CPU and phone sources) is fitted from its
-costs instead of the sources' per-layer block costs. ``m``, ``c``, ``s``, ``b`` and the noise are weighed by
+costs instead of the sources' per-layer block costs. Around a cost centre, a block-type efficiency component
+(``efficiency``: the second moment of the source devices' deviations from their own cost-only fits along block-type
+cost directions, ``fbnet_model.efficiency_cov``) lets the samples pin the few directions in which devices of any
+family differ from their costs, instead of 27 free ones. ``m``, ``c``, ``s``, ``b`` and the noise are weighed by
 marginal likelihood and the posteriors averaged (moment-matched; ``mixture.weigh``, NB201's too). ``c`` < 1
 (``prior.SOURCE_WEIGHTS``) narrows the cross-device covariance for a device close to ``m``.
 Noise is relative to each sample's latency (errors in %), and a prediction's to the predicted latency
@@ -57,6 +60,9 @@ COST_SPREAD_GRID = (0.0, 0.03, 0.3)
 the source devices' root-mean-square block costs)."""
 COST_BROAD_GRID = (0.1, 1.0, 10.0)
 """Weights of the broad cost component around a cost centre: the cost weights are the samples' to fit."""
+EFFICIENCY_GRID = (0.0, 0.3, 1.0, 3.0)
+"""Weights of the block-type efficiency component around a cost centre (1: deviations as large as the source
+devices'; 0: none, the plain cost-only fit)."""
 TAIL_MARGIN = 1.0
 """FBNet's margin on the leave-one-out sd factor (``prior.loo_std_factor``): none, its errors are close to Gaussian
 (2-sd coverage 0.95-0.96 where 1-sd is 0.72-0.78; NB201's margin 1.15 here: cells in band 22 / 22 -> 18 / 15)."""
@@ -80,10 +86,13 @@ def posterior_with_costs(
     sources: np.ndarray | None = None,
     cost_centres: np.ndarray | None = None,
     calibrating: np.ndarray | None = None,
+    efficiency: np.ndarray | None = None,
 ) -> Posterior:
     """Condition the prior on samples (features [K, F], latencies ms [K]); K = 0 gives the planning prior.
     ``sources`` [D, F]: the source devices' heads, candidate centres besides ``prior.mean`` (None: the mean only).
     ``cost_centres`` [C, F]: centres of the cost-only hypothesis (prior mass ``COST_MASS``; None: not weighed).
+    ``efficiency`` [F, F]: the cost-only hypothesis's block-type efficiency component (weights ``EFFICIENCY_GRID``;
+    None: none).
     ``calibrating`` [K]: the samples measured to calibrate the spread (``prior.LeaveOneOut``); all are fitted."""
     if len(y_ms) == 0:
         cov = prior.cov + PLANNING_SPREAD * np.diag(prior.spread)
@@ -100,9 +109,11 @@ def posterior_with_costs(
     grid = np.array(list(itertools.product(SOURCE_WEIGHTS, SPREAD_GRID, BROAD_GRID)))
     hypotheses = [Hypothesis(centres, log_mass, parts, grid)]
     if cost_centres is not None and len(cost_centres):
+        cost_parts = parts[1:] if efficiency is None else (*parts[1:], efficiency)
+        cost_grid = (COST_SPREAD_GRID, COST_BROAD_GRID) + (() if efficiency is None else (EFFICIENCY_GRID,))
         hypotheses = [
             Hypothesis(centres, log_mass + np.log(1 - COST_MASS), parts, grid),
-            Hypothesis.shared(cost_centres, COST_MASS, parts[1:], itertools.product(COST_SPREAD_GRID, COST_BROAD_GRID)),
+            Hypothesis.shared(cost_centres, COST_MASS, cost_parts, itertools.product(*cost_grid)),
         ]
     rel_var = np.maximum(y / y.mean(), MIN_RELATIVE) ** 2
     floor = quantisation_variance(y_ms) / scale**2

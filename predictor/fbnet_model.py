@@ -5,7 +5,8 @@ device-agnostic costs (``fbnet_features.COSTS``, each divided by its mean over u
 cross-device prior covers intercept and one-hots, centred on the source devices' mean head or on one of their own
 heads (``blr``); the costs get a broad prior that the target's own samples fit. A cost-only hypothesis (latency =
 one cost alone, ``COST_CENTRES``) competes with the sources, so a device of a family the sources lack is predicted
-from its costs with 5-10 samples.
+from its costs with 5-10 samples, refined along the directions in which the source devices' block-type efficiencies
+differ from their costs (``efficiency_cov``).
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ POOL_SIZE = 500
 """Random archs (or dataset positions) samples are chosen from by max prior variance. A small pool keeps the greedy
 choice off the extreme archs (the largest networks), where a prior unlike the device fits worst: leave-one-out on
 the HELP FBNet devices scores higher with 500 than with all 5,000 or with random samples (phones most)."""
-MODEL_REVISION = 3
-"""Bumped when adaptation changes (2: source heads as prior centres, Student-t noise; 3: cost-only centres):
-device states of another version are re-adapted from their samples."""
+MODEL_REVISION = 4
+"""Bumped when adaptation changes (2: source heads as prior centres, Student-t noise; 3: cost-only centres; 4:
+block-type efficiency component of the cost-only hypothesis): device states of another version are re-adapted from
+their samples."""
+PLANNING_POOL = 2000
+"""Random archs (seed 0) over which the planning covariance and the efficiency component are computed."""
 VARIANT = "cifar100"
 """The input variant whose network costs are the features (HELP measured this one)."""
 
@@ -68,6 +72,36 @@ BOUND_BY = ("kernels", "flops", "memory")
 (GPUs at large batch); each is one centre of the cost-only hypothesis (``blr``)."""
 COST_CENTRES = np.eye(len(FEATURE_NAMES))[[FEATURE_NAMES.index(f"cost_{name}") for name in BOUND_BY]]
 """[3, F]: heads of latency = one normalised cost (mean 1 over random archs, like a source head), nothing else."""
+
+
+def efficiency_directions() -> np.ndarray:
+    """[F, 9 * 3]: per block type and cost of ``BOUND_BY`` (column ``block * 3 + cost``), that cost summed
+    over the layers using the block, as a direction over the per-layer one-hots (normalised by ``cost_scale``):
+    ``features(enc) @ efficiency_directions()`` are the 27 block-type cost columns of the archs."""
+    table, _ = layer_costs(VARIANT)
+    which = [COSTS.index(name) for name in BOUND_BY]
+    per_layer = table[:, :, which] / cost_scale()[which]  # [22, 9, 3]
+    out = np.zeros((len(FEATURE_NAMES), len(BLOCKS), len(which)))
+    out[1 : 1 + NUM_LAYERS * len(BLOCKS)] = (per_layer[:, :, None, :] * np.eye(len(BLOCKS))[:, :, None]).reshape(
+        NUM_LAYERS * len(BLOCKS), len(BLOCKS), len(which)
+    )
+    return out.reshape(len(FEATURE_NAMES), -1)
+
+
+def efficiency_cov(sources: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """[F, F]: the source devices' block-type efficiency deviations as a prior covariance (their second moment, the
+    deviation of a cost-only centre being 0). A source head's predictions on ``pool`` rows [n, F] are fitted by an
+    intercept and the costs (its cost-only fit); what that leaves, by an intercept and the block-type columns
+    (``efficiency_directions``): the 27 weights are its deviation ``d``. Returns the mean of ``E d d^T E^T`` over
+    the heads ``sources`` [D, F] (``E`` the directions), in normalised latency units like the heads."""
+    directions = efficiency_directions()
+    ones = np.ones((len(pool), 1))
+    costs = np.hstack([ones, pool[:, COST_COLUMNS]])
+    blocks = np.hstack([ones, pool @ directions])
+    y = pool @ np.asarray(sources, dtype=np.float64).T  # [n, D]
+    left = y - costs @ np.linalg.lstsq(costs, y, rcond=None)[0]
+    deviations = directions @ np.linalg.lstsq(blocks, left, rcond=None)[0][1:]  # [F, D]
+    return deviations @ deviations.T / len(sources)
 
 
 def fit_fbnet_prior(encodings: np.ndarray, latencies: dict[str, np.ndarray]) -> tuple[Prior, np.ndarray]:
@@ -138,9 +172,17 @@ class FBNetPredictor(CheckpointMeta):
         return features(self.encodings(archs))
 
     @cached_property
+    def _pool(self) -> np.ndarray:
+        return features(np.asarray(self.space.sample(PLANNING_POOL, seed=0)))
+
+    @cached_property
     def _planning_cov(self) -> np.ndarray:
-        pool = features(np.asarray(self.space.sample(2000, seed=0)))
-        return planning_cov(self.prior, pool, COST_COLUMNS)
+        return planning_cov(self.prior, self._pool, COST_COLUMNS)
+
+    @cached_property
+    def efficiency(self) -> np.ndarray:
+        """[F, F]: the cost-only hypothesis's block-type efficiency component, from the source heads."""
+        return efficiency_cov(self.sources, self._pool)
 
     def select_rows(self, phi: np.ndarray, k: int, *, seed: int = 0, exclude=()) -> list[int]:
         """K row positions of candidate features ``phi`` to measure: greedy max prior variance over a seeded random
@@ -167,7 +209,9 @@ class FBNetPredictor(CheckpointMeta):
         mask = calibrating_mask(calibrating, len(lat))
         scale = float(self.meta["default_scale_ms"])
         phi = features(enc)
-        post = posterior_with_costs(self.prior, phi, lat, scale, COST_COLUMNS, self.sources, COST_CENTRES, mask)
+        post = posterior_with_costs(
+            self.prior, phi, lat, scale, COST_COLUMNS, self.sources, COST_CENTRES, mask, self.efficiency
+        )
         return FBNetDeviceModel(self, post, enc, lat, calibrating=mask)
 
 

@@ -10,13 +10,16 @@ from scipy import stats
 from latfarm.predictor import blr
 from latfarm.predictor.blr import posterior_with_costs
 from latfarm.predictor.evaluate import ReferencePredictor, eval_transfer_cli, transfer_scores
-from latfarm.predictor.fbnet_features import network_costs
+from latfarm.predictor.fbnet_features import layer_costs, network_costs
 from latfarm.predictor.fbnet_model import (
     COST_CENTRES,
     COST_COLUMNS,
     FEATURE_NAMES,
     FBNetDeviceModel,
     FBNetPredictor,
+    cost_scale,
+    efficiency_cov,
+    efficiency_directions,
     features,
     pretrain_fbnet,
 )
@@ -173,6 +176,57 @@ def test_cost_centres_are_unit_cost_heads():
     assert np.all(COST_CENTRES[:, : COST_COLUMNS[0]] == 0)
     mean_prediction = features(np.asarray(SPACE.sample(4000, seed=2))) @ COST_CENTRES.T
     np.testing.assert_allclose(mean_prediction.mean(0), 1.0, atol=0.03)
+
+
+def test_efficiency_directions_split_the_costs_by_block_type():
+    # Summed over the 9 block types, the 27 columns are the kernels / MACs / memory traffic of the searchable layers.
+    phi = features(np.asarray(SPACE.sample(50, seed=1)))
+    by_block = (phi @ efficiency_directions()).reshape(50, 9, 3)
+    fixed = layer_costs()[1][:3] / cost_scale()[:3]
+    np.testing.assert_allclose(by_block.sum(1), phi[:, COST_COLUMNS[:3]] - fixed, rtol=1e-9)
+    skip = 8  # the identity launches nothing where the shape is kept
+    assert np.all(by_block[:, skip, 0] < by_block[:, :skip, 0].max(1))
+
+
+def test_efficiency_cov_is_the_sources_deviations_from_their_own_costs():
+    pool = features(np.asarray(SPACE.sample(500, seed=2)))
+    np.testing.assert_allclose(efficiency_cov(COST_CENTRES, pool), 0, atol=1e-12)  # pure costs: no deviation
+    # A block-type deviation the costs do not explain on the pool (orthogonal to an intercept and the costs there)
+    # is recovered whole, whatever cost head it sits on.
+    blocks = pool @ efficiency_directions()
+    explained = np.hstack([np.ones((len(pool), 1)), pool[:, COST_COLUMNS]]).T @ blocks  # [5, 27]
+    unexplained = np.linalg.svd(explained)[2][len(explained) :]  # [22, 27]
+    deviation = efficiency_directions() @ unexplained.T @ np.random.default_rng(0).normal(0, 0.1, 22)
+    sources = np.stack([COST_CENTRES[1] + deviation, 2 * COST_CENTRES[0] - deviation])
+    np.testing.assert_allclose(efficiency_cov(sources, pool), np.outer(deviation, deviation), atol=1e-12)
+
+
+def test_a_new_family_is_refined_along_the_sources_block_type_deviations():
+    # FLOP-bound boards whose depthwise 5x5 blocks run at their own efficiencies (one shared pattern of block-type
+    # deviations, each board's own size); the target is launch-bound, a family none of them is, with the same
+    # pattern. The efficiency component learned from the boards lets 5 samples pin it; the cost-only fit cannot.
+    rng = np.random.default_rng(1)
+    enc = np.asarray(SPACE.sample(1000, seed=1))
+    phi = features(enc)
+    k5 = np.repeat(np.arange(9) // 4 == 1, 3)  # k5_e1, k5_e1_g2, k5_e3, k5_e6
+    pattern = efficiency_directions() @ (np.tile([0.0, 1.0, -0.25], 9) * k5)
+    boards = {f"board{i}": (5 + i) * phi @ (COST_CENTRES[1] + rng.uniform(0.5, 2) * pattern) for i in range(4)}
+    predictor = pretrain_fbnet(enc, boards)
+    archs, unseen = np.asarray(predictor.select_samples(5, seed=0)), np.asarray(SPACE.sample(500, seed=9))
+
+    def launch_bound(a: np.ndarray) -> np.ndarray:
+        return 3 * features(a) @ (COST_CENTRES[0] + pattern)
+
+    truth, lat = launch_bound(unseen), launch_bound(archs) * (1 + 0.01 * rng.standard_normal(5))
+    refined = predictor.adapt(archs, lat).predict(unseen)[0]
+    prior, scale = predictor.prior, float(predictor.meta["default_scale_ms"])
+    args = (prior, features(archs), lat, scale, COST_COLUMNS, predictor.sources, COST_CENTRES)
+    plain = posterior_with_costs(*args)
+    plain_ms = plain.scale_ms * features(unseen) @ plain.mean
+    assert stats.spearmanr(refined, truth)[0] > 0.97 > stats.spearmanr(plain_ms, truth)[0]
+    assert np.median(np.abs(refined / truth - 1)) < 0.5 * np.median(np.abs(plain_ms / truth - 1))
+    with_it = posterior_with_costs(*args, efficiency=predictor.efficiency)
+    np.testing.assert_allclose(with_it.scale_ms * features(unseen) @ with_it.mean, refined)
 
 
 def test_whole_ms_samples_keep_the_rounding_variance_in_the_noise(predictor):
