@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import Literal, get_args
 
-SCOPES = ("client", "owner", "admin")  # an API key's scopes; what each may do: ``api.auth.PERMISSIONS``
+Scope = Literal["client", "owner", "admin"]  # an API key's scopes; what each may do: ``api.auth.PERMISSIONS``
+SCOPES: tuple[Scope, ...] = get_args(Scope)
 KEY_NAME_BOUNDS = {"ge": 1, "le": 128}  # an API key name's length (the API's field and ``latfarm key create``)
 # What an enrollment token's request may ask, by pydantic's bound names: a lifetime of at most a year (s) and at most
 # 100,000 registrations (the API's fields and ``latfarm device enroll``'s options read them here).
