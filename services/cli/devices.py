@@ -17,11 +17,11 @@ from latfarm.services.cli.errors import interrupted
 from latfarm.services.cli.options import (
     ExportFormat,
     WaitTimeout,
+    among,
     batch_ids,
     bounded,
     bounded_option,
     condition_option,
-    one_of,
     precision_option,
     space_option,
     span,
@@ -51,7 +51,7 @@ def device_add(
     runtime: str = typer.Option(
         None,
         "--runtime",
-        callback=one_of("latfarm.agents.runtimes", "RUNTIMES"),
+        callback=among(RUNTIMES),
         show_default=SERVERS,
         help=f"{' | '.join(RUNTIMES)}: the runtime its agents measure with (its jobs: that runtime's models).",
     ),

@@ -51,16 +51,11 @@ def _registered_space(name: str) -> str:
         raise typer.BadParameter(str(err)) from err
 
 
-def one_of(module: str, name: str) -> Callable[[str | None], str | None]:
-    """An option callback for a fixed set of values, ``module.name`` (their one home, imported only when the
-    command runs): the value when the set holds it, else a usage error listing them; None (not given) passes.
-    Without the extra the module needs, the value passes: the command then names the missing extra in one line."""
+def among(known: Sequence[str]) -> Callable[[str | None], str | None]:
+    """An option callback for a fixed set of values, ``known`` (their one home, imported with the command
+    module): the value when the set holds it, else a usage error listing them; None (not given) passes."""
 
     def checked(value: str | None) -> str | None:
-        try:
-            known = list(getattr(importlib.import_module(module), name))
-        except ImportError:
-            return value
         if value is not None and value not in known:
             raise typer.BadParameter(f"must be one of {', '.join(known)}, got {value!r}")
         return value
@@ -68,9 +63,21 @@ def one_of(module: str, name: str) -> Callable[[str | None], str | None]:
     return checked
 
 
-CONDITIONS_MODULE = "latfarm.services.domain.conditions"  # the home of --precision's values
+def one_of(module: str, name: str) -> Callable[[str | None], str | None]:
+    """``among`` the values ``module.name`` (their one home, in a module of an extra: imported only when the
+    command runs). Without the extra the value passes: the command then names the missing extra in one line."""
+
+    def checked(value: str | None) -> str | None:
+        try:
+            known = getattr(importlib.import_module(module), name)
+        except ImportError:
+            return value
+        return among(known)(value)
+
+    return checked
+
+
 MODEL_FORMATS_MODULE = "latfarm.services.domain.network_export"  # the home of a model --format's values
-STATISTICS_MODULE = "latfarm.proto.v1.names"  # the home of --statistic's values
 ExportFormat = typer.Option(
     "csv", "--format", callback=one_of("latfarm.services.datasets", "EXPORT_FORMATS"), help="csv | latbench"
 )  # export data's and export device's
@@ -178,7 +185,7 @@ def precision_option(help_text: str = "", default: str | None = None, show_defau
     return typer.Option(
         default,
         "--precision",
-        callback=one_of(CONDITIONS_MODULE, "PRECISIONS"),
+        callback=among(PRECISIONS),
         show_default=show_default,
         help=" | ".join(PRECISIONS) + help_text,
     )

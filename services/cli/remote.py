@@ -14,14 +14,15 @@ import typer
 from latfarm.agents.measurement import BOUNDS as PROTOCOL
 from latfarm.agents.runtimes import AGENT_EXTRAS, RUNTIME_FORMATS, job_format
 from latfarm.common.words import counted, named_batches
+from latfarm.proto.v1.names import STATISTICS
 from latfarm.services.cli.errors import exit_on_error, interrupted
 from latfarm.services.cli.options import (
     ARCHS_HELP,
     MODEL_FORMATS_MODULE,
-    STATISTICS_MODULE,
     Calibrate,
     Samples,
     WaitTimeout,
+    among,
     batch_ids,
     bounded,
     bounded_option,
@@ -201,7 +202,7 @@ def measure(
     statistic: str = typer.Option(
         None,
         "--statistic",
-        callback=one_of(STATISTICS_MODULE, "STATISTICS"),
+        callback=among(STATISTICS),
         show_default=AGENTS,
         help="Headline figure: min | median.",
     ),
