@@ -253,8 +253,6 @@ def _as_shown(params: Sequence[Parameter]) -> Iterator[None]:
         for param in params:
             if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
                 param.metavar = ""
-            if isinstance(param, TyperArgument) and param.metavar is None:
-                param.metavar = _argument_name(param)
             long_names = [name for name in param.opts if name.startswith("--")]
             if len(long_names) > 1:
                 param.opts = [", ".join(long_names), *(name for name in param.opts if name not in long_names)]
@@ -294,6 +292,14 @@ class Command(TyperCommand):
 
     extra: str | None = None  # the package extra the command needs beyond the base install (None: none)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Typer's command, its arguments named as help shows them (``DEVICE``, ``ARCHS...``) in the help, the usage
+        line and parse errors (``'DEVICE'``), unless given a metavar of their own."""
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and param.metavar is None:
+                param.metavar = _argument_name(param)
+
     def invoke(self, ctx: Context) -> Any:
         """Run the command; a third-party module missing from this install exits 1 naming the extra to install,
         Ctrl-C that the command does not handle itself prints ``<command>: interrupted`` and exits 130."""
@@ -315,12 +321,8 @@ class Command(TyperCommand):
             ) from err
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        """Typer's parsing, its errors naming an argument as help shows it (``'DEVICE'``, ``'ARCHS...'``); a negative
-        number, which typer takes for an option, is refused as no arch: the numbers commands take as arguments are
-        reference positions, and no space has negative ones."""
-        for param in self.get_params(ctx):
-            if isinstance(param, TyperArgument) and param.metavar is None:
-                param.metavar = _argument_name(param)
+        """Typer's parsing; a negative number, which typer takes for an option, is refused as no arch: the numbers
+        commands take as arguments are reference positions, and no space has negative ones."""
         try:
             return super().parse_args(ctx, args)
         except NoSuchOption as err:
@@ -337,7 +339,7 @@ class Command(TyperCommand):
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
             if isinstance(param, TyperArgument):
-                name = param.metavar or _argument_name(param)
+                name = str(param.metavar)  # set when the command is built
                 pieces.append(name if param.required else f"[{name}]")
             else:
                 pieces.extend(param.get_usage_pieces(ctx))
