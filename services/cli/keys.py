@@ -6,8 +6,8 @@ from __future__ import annotations
 import typer
 
 from latfarm.common.ranges import out_of_range, within
-from latfarm.services.cli.devices import JsonOption, show_rows
 from latfarm.services.cli.options import among, bounded, span
+from latfarm.services.cli.output import JsonOption, show_rows
 from latfarm.services.cli.remote import ApiKey, ServerUrl, client_for, explained
 from latfarm.services.core.security import KEY_NAME_BOUNDS, SCOPES
 

@@ -127,8 +127,9 @@ def _no_route(err: LatfarmError) -> bool:
     return err.status == 404 and (err.code != "not_found" or err.field == "path")
 
 
-# The command-line flag or argument of each request field the client commands set, for the server's messages naming
-# a field: measure's and predict's (``POST /v1/jobs``, ``/v1/predict``), adapt's, device add's (``POST /v1/devices``).
+# The command-line flag or argument of each request field the commands set, for the messages naming a field: the
+# server's to measure and predict (``POST /v1/jobs``, ``/v1/predict``), adapt and device add (``POST /v1/devices``),
+# and the conditions' own (``domain.conditions``) to export model.
 FLAGS = {
     "device": "DEVICE",
     "format": "--format",
@@ -150,16 +151,22 @@ FLAGS = {
     "batch_size": "--batch-size",
     "resolution": "--resolution",
     "classes": "--classes",
+    "graph": "--graph",
 }
+
+
+def field_message(err: LatfarmError) -> str:
+    """``err``'s message without the name of the field it concerns leading it (``protocol.statistic: ...``,
+    ``resolution must ...``), for a flag's or argument's name to lead it instead."""
+    field = err.field or ""
+    return err.message.removeprefix(f"{field}: ").removeprefix(f"{field} ") if field else err.message
 
 
 def _as_flag(err: LatfarmError) -> str:
     """The server's message, led by the flag or argument of the field it names (``--statistic: ...`` for
     ``protocol.statistic: ...``, ``NAME: ...`` for ``name: ...``); unchanged for a field no flag sets."""
     flag = FLAGS.get(err.field or "")
-    if flag is None:
-        return err.message
-    return f"{flag}: {err.message.removeprefix(f'{err.field}: ')}"
+    return err.message if flag is None else f"{flag}: {field_message(err)}"
 
 
 _RUNS = ", ".join(f"{runtime}: {fmt}" for runtime, fmt in RUNTIME_FORMATS.items())
