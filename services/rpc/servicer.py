@@ -29,7 +29,7 @@ from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.core.security import bearer_secret, hash_secret, new_secret
-from latfarm.services.domain import job_artifacts, liveness, queue
+from latfarm.services.domain import job_artifacts, liveness, queue, reports
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import FORMATS, INLINE_FORMATS
 from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, attributes
@@ -340,7 +340,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             device_id = agent.device_id
             requeued = {ack.job_id: ack for ack in queue.requeue_repaired(session, agent, repaired)}
             rest = [r for r in results if r.job_id not in requeued]
-            reported = iter(queue.report(session, agent, rest, provenance, self.settings.max_attempts))
+            reported = iter(reports.report(session, agent, rest, provenance, self.settings.max_attempts))
             acks = [requeued[r.job_id] if r.job_id in requeued else next(reported) for r in results]
         if any(not r.ok for r in results):
             self.notifier.notify(device_id)  # failed jobs may be back in the queue
