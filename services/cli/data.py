@@ -14,7 +14,10 @@ from latfarm.services.cli.options import (
     MODEL_FORMATS_MODULE,
     DataDir,
     DbUrl,
+    DeviceName,
     ExportFormat,
+    ExportOut,
+    ExportSpace,
     check_graph,
     condition_option,
     device_names,
@@ -166,10 +169,10 @@ def export_model(
 
 
 def export_data(
-    device: str = typer.Argument(..., callback=device_names, help="Device name."),
+    device: str = DeviceName,
     fmt: str = ExportFormat,
-    out: Path = typer.Option(..., "--out", help="Output file."),
-    space: str = space_option("Search space of the exported archs"),
+    out: Path = ExportOut,
+    space: str = ExportSpace,
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:

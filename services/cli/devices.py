@@ -13,7 +13,10 @@ import typer
 from latfarm.agents.runtimes import RUNTIMES
 from latfarm.services.cli.errors import interrupted
 from latfarm.services.cli.options import (
+    DeviceName,
     ExportFormat,
+    ExportOut,
+    ExportSpace,
     WaitTimeout,
     among,
     batch_ids,
@@ -21,13 +24,11 @@ from latfarm.services.cli.options import (
     bounded_option,
     condition_option,
     precision_option,
-    space_option,
     span,
 )
 from latfarm.services.cli.output import JsonOption, exported, show_rows
 from latfarm.services.cli.remote import (
     ApiKey,
-    DeviceName,
     ServerUrl,
     agent_command,
     check_out,
@@ -171,8 +172,8 @@ def results(
 def export_device(
     device: str = DeviceName,
     fmt: str = ExportFormat,
-    out: Path = typer.Option(..., "--out", help="Output file."),
-    space: str = space_option("Search space of the exported archs"),
+    out: Path = ExportOut,
+    space: str = ExportSpace,
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:

@@ -78,9 +78,6 @@ def one_of(module: str, name: str) -> Callable[[str | None], str | None]:
 
 
 MODEL_FORMATS_MODULE = "latfarm.services.domain.network_export"  # the home of a model --format's values
-ExportFormat = typer.Option(
-    "csv", "--format", callback=one_of("latfarm.services.datasets", "EXPORT_FORMATS"), help="csv | latbench"
-)  # export data's and export device's
 
 
 def check_graph(space: str, graph: str | None) -> None:
@@ -105,6 +102,9 @@ def device_names(value: str | list[str] | None) -> str | list[str] | None:
         if not is_device_name(name):
             raise typer.BadParameter(refusal(name))
     return value
+
+
+DeviceName = typer.Argument(..., callback=device_names, help="Device name.")
 
 
 def batch_ids(values: list[str]) -> list[str]:
@@ -196,6 +196,14 @@ def space_option(help_text: str) -> Any:
     runs (a usage error, exit 2); the help ends with their names."""
     names = " | ".join(sorted(SPACES))
     return typer.Option(nb201.SPACE, "--space", callback=_registered_space, help=f"{help_text}: {names}.")
+
+
+# export data's and export device's (one export, from the database or from a server)
+ExportFormat = typer.Option(
+    "csv", "--format", callback=one_of("latfarm.services.datasets", "EXPORT_FORMATS"), help="csv | latbench"
+)
+ExportOut = typer.Option(..., "--out", help="Output file.")
+ExportSpace = space_option("Search space of the exported archs")
 
 
 def adapt_rule(rule: Literal["check_samples", "check_calibration"]) -> Callable[[int | None], int | None]:

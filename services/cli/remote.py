@@ -20,6 +20,7 @@ from latfarm.services.cli.options import (
     ARCHS_HELP,
     MODEL_FORMATS_MODULE,
     Calibrate,
+    DeviceName,
     Samples,
     WaitTimeout,
     among,
@@ -29,7 +30,6 @@ from latfarm.services.cli.options import (
     check_graph,
     checked_archs,
     condition_option,
-    device_names,
     one_of,
     precision_option,
     space_option,
@@ -46,7 +46,6 @@ ServerUrl = typer.Option(
 ApiKey = typer.Option(None, "--key", help=r"API key (Bearer). \[env var: LATFARM_API_KEY]")
 
 
-DeviceName = typer.Argument(..., callback=device_names, help="Device name.")
 AGENTS = "each agent's"  # the measurement protocol a job leaves unset is the measuring agent's
 DEVICES = "the device's"  # the conditions a job leaves unset are its device's
 
