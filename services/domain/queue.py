@@ -243,15 +243,21 @@ def batch_settings(session: Session, batch_ids: Collection[str]) -> dict[str, Ba
 def release(session: Session, agent: Holder, job_ids: Sequence[str]) -> int:
     """Hand the agent's running jobs among ``job_ids`` back to the queue; the attempt is not counted. Returns how
     many."""
+    return len(_hand_back(session, agent, job_ids))
+
+
+def _hand_back(session: Session, agent: Holder, job_ids: Sequence[str], **values: Any) -> list[str]:
+    """Hand the agent's running jobs among ``job_ids`` (``_lock_held``) back to the queue, the attempt not spent,
+    with ``values`` (``error``) set; returns them."""
     held = _lock_held(session, agent, job_ids)
     if held:
         session.execute(
             update(Job)
             .where(Job.id.in_(held))
-            .values(state=JobState.queued, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
+            .values(state=JobState.queued, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1, **values)
             .execution_options(synchronize_session=False)
         )
-    return len(held)
+    return held
 
 
 def _lock_held(session: Session, agent: Holder, job_ids: Sequence[str]) -> list[str]:
@@ -293,20 +299,7 @@ def requeue_repaired(session: Session, agent: Holder, job_ids: Sequence[str]) ->
     if not job_ids:
         return []
     registered(session, agent.id)
-    held = _lock_held(session, agent, job_ids)
-    if held:
-        session.execute(
-            update(Job)
-            .where(Job.id.in_(held))
-            .values(
-                state=JobState.queued,
-                lease_owner=None,
-                lease_expires_at=None,
-                attempts=Job.attempts - 1,
-                error="fetch: the server's artifact was corrupt and was rebuilt",
-            )
-            .execution_options(synchronize_session=False)
-        )
+    held = _hand_back(session, agent, job_ids, error="fetch: the server's artifact was corrupt and was rebuilt")
     return [Ack(job_id, True, message="artifact rebuilt on the server: job queued again") for job_id in held]
 
 
