@@ -19,7 +19,7 @@ from latfarm.services.cli.options import (
     ExportSpace,
     WaitTimeout,
     among,
-    batch_ids,
+    batch_arguments,
     bounded,
     bounded_option,
     condition_option,
@@ -132,12 +132,7 @@ def device_enroll(
 
 
 def results(
-    batches: list[str] = typer.Argument(
-        ...,
-        metavar="BATCH...",
-        callback=batch_ids,
-        help="Batch ids (printed by measure --no-wait): shown as one run, in order.",
-    ),
+    batches: list[str] = batch_arguments("Batch ids (printed by measure --no-wait): shown as one run, in order."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for their unfinished jobs (a progress bar)."),
     timeout: float = WaitTimeout,
     out: Path = typer.Option(None, "--out", help="Write the results as CSV here."),

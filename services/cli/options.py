@@ -118,6 +118,11 @@ def batch_ids(values: list[str]) -> list[str]:
     return values
 
 
+def batch_arguments(help_text: str) -> Any:
+    """The ``BATCH...`` argument: batch ids of the form the server issues (``batch_ids``), with ``help_text``."""
+    return typer.Argument(..., metavar="BATCH...", callback=batch_ids, help=help_text)
+
+
 def checked_archs(given: Sequence[str | int | list[int]], space: str, hint: str = "'ARCHS...'") -> list[str]:
     """Archs (``measure_results.arch_values``' forms) as canonical strings of ``space``
     (``measure_results.canonical_archs``); a bad one a usage error of ``hint`` naming it (``archs[i]: ...``, as the

@@ -24,7 +24,7 @@ from latfarm.services.cli.options import (
     Samples,
     WaitTimeout,
     among,
-    batch_ids,
+    batch_arguments,
     bounded,
     bounded_option,
     check_graph,
@@ -464,12 +464,7 @@ def _wait_or_cancel(client: Client, device: str, batch_ids: list[str], timeout: 
 
 
 def cancel(
-    batches: list[str] = typer.Argument(
-        ...,
-        metavar="BATCH...",
-        callback=batch_ids,
-        help="Batch ids (printed by measure --no-wait; POST /v1/jobs answers one).",
-    ),
+    batches: list[str] = batch_arguments("Batch ids (printed by measure --no-wait; POST /v1/jobs answers one)."),
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:
