@@ -61,18 +61,17 @@ class AdminKeyAuth(AuthenticationBackend):
         return row.name
 
     async def login(self, request: Request) -> bool | Response:
-        """Start a session from the login form's admin key; False (back to the form) when it is not one, 429 while
-        the client is throttled for failing too often."""
+        """Start a session from the login form's admin key; False (back to the form) when it is not one, 429 instead
+        when the client failed too often (``infra.throttle``)."""
         form = await request.form()
         key = str(form.get("key") or "").strip()
         if not key:
             return False
-        key_hash = hash_secret(key)
-        name = await self._checked(request, key_hash)
+        name = await self._checked(request, key)
         if not isinstance(name, str):
             return name or False
         request.session.clear()
-        request.session.update({"key_hash": key_hash, "user_id": name})
+        request.session.update({"key_hash": hash_secret(key), "user_id": name})
         csrf.ensure_token(request)
         return True
 
@@ -87,7 +86,7 @@ class AdminKeyAuth(AuthenticationBackend):
         """Checked on every request, so a revoked key ends its sessions at once; a session's state-changing request
         without its CSRF token gets 403."""
         if bearer := bearer_secret(request.headers.get("authorization", "")):
-            name = await self._checked(request, hash_secret(bearer))
+            name = await self._checked(request, bearer)
             return name if isinstance(name, Response) else name is not None
         key_hash = request.session.get("key_hash")  # signed by the server: a stale one is no guess
         if not key_hash or await run_in_threadpool(self.key_name, key_hash) is None:
@@ -97,14 +96,14 @@ class AdminKeyAuth(AuthenticationBackend):
         csrf.ensure_token(request)
         return True
 
-    async def _checked(self, request: Request, key_hash: str) -> str | Response | None:
-        """The admin key's name, None (a failure, counted) or a 429 answer while the client is throttled."""
+    async def _checked(self, request: Request, key: str) -> str | Response | None:
+        """The name of admin key ``key``, None (a failure, counted) or a 429 answer when the throttle refuses it."""
         client = request.client.host if request.client else "unknown"
         try:
-            self.guard.check("admin", client)
+            self.guard.check("admin", client, key)
+            name = await run_in_threadpool(self.key_name, hash_secret(key))
+            if name is None:
+                self.guard.failed("admin", client)
         except Throttled as err:
             return PlainTextResponse(err.message, status_code=429, headers={"Retry-After": str(err.retry_after_s)})
-        name = await run_in_threadpool(self.key_name, key_hash)
-        if name is None:
-            self.guard.failed("admin", client)
         return name

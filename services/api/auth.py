@@ -76,8 +76,8 @@ class PrincipalCache(TtlCache[str, Principal]):
 
 
 def authenticate(request: Request) -> Principal:
-    """The principal of a request's bearer key (401 when missing, unknown or revoked; 429 while its client is
-    throttled for failing too often, see ``infra.throttle``)."""
+    """The principal of a request's bearer key (401 when missing, unknown or revoked; 429 instead when its client
+    failed too often, see ``infra.throttle``)."""
     digest, client = _credential(request)
     principals: PrincipalCache = request.app.state.principals
     return principals.get(digest) or _stored_principal(request, digest, client)
@@ -86,14 +86,15 @@ def authenticate(request: Request) -> Principal:
 def cached_principal(state: State, authorization: str, client: str) -> Principal | None:
     """The principal ``require`` would find for a request with this ``Authorization`` header from ``client``
     without reading the database, counting or refusing anything: a well-formed bearer key known for
-    ``KEY_TTL_S`` from a client that is not throttled; None otherwise (``require`` then decides)."""
+    ``KEY_TTL_S`` that the throttle lets be verified (``AuthGuard.verifies``); None otherwise (``require`` then
+    decides)."""
     key = bearer_secret(authorization)
-    return state.principals.get(hash_secret(key)) if key and state.auth_guard.allows(client) else None
+    return state.principals.get(hash_secret(key)) if key and state.auth_guard.verifies(client, key) else None
 
 
 def _credential(request: Request) -> tuple[str, str]:
-    """(hash of the request's bearer key, client address), once the header is well formed and the client is not
-    throttled."""
+    """(hash of the request's bearer key, client address), once the header is well formed and the throttle lets
+    the key be verified (429 otherwise)."""
     header = request.headers.get("authorization", "")
     if other_scheme(header):
         raise Unauthenticated(
@@ -103,13 +104,13 @@ def _credential(request: Request) -> tuple[str, str]:
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
     guard: AuthGuard = request.app.state.auth_guard
     client = request.client.host if request.client else "unknown"
-    guard.check("rest", client)
+    guard.check("rest", client, key)
     return hash_secret(key), client
 
 
 def _stored_principal(request: Request, digest: str, client: str) -> Principal:
     """The principal of the key hashed ``digest`` as the database has it (then cached); 401 when unknown or
-    revoked, counted against ``client``."""
+    revoked, counted against ``client`` (429 instead when it failed too often)."""
     with request.app.state.read_sessions() as session:
         row = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).one_or_none()
     if row is None or row.revoked:

@@ -2,10 +2,10 @@
 dependencies, with the bytes the route would send.
 
 The lane answers only when every check the route makes would pass without the database or a thread: a bearer key
-known for a few seconds (``auth.cached_principal``) with the ``predict`` permission from a client that is not
-throttled, ``content-type`` exactly ``application/json``, a body that is an object of ``device``, optional
-``space`` (position-keyed) and ``archs`` (plain positions in its reference set), and the device's table in memory
-and current (``PredictionService.current_table``). Anything else goes to the route with the body replayed, which
+known for a few seconds (``auth.cached_principal``) with the ``predict`` permission that the failed-authentication
+throttle lets be verified, ``content-type`` exactly ``application/json``, a body that is an object of ``device``,
+optional ``space`` (position-keyed) and ``archs`` (plain positions in its reference set), and the device's table in
+memory and current (``PredictionService.current_table``). Anything else goes to the route with the body replayed, which
 then answers (or refuses: 401, 403, 404, 422, 429, 503) exactly as without the lane. The request is counted in the
 metrics under the route's path (``infra.prometheus.ROUTE``).
 

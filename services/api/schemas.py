@@ -25,10 +25,11 @@ from latfarm.agents.runtimes import ONNXRUNTIME, RUNTIME_FORMATS, RUNTIMES
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES as REGISTERED_SPACES
 from latfarm.predictor.spaces import SearchSpace, get_space
+from latfarm.proto.v1.names import STATISTICS
 from latfarm.services.core.clock import as_utc
 from latfarm.services.core.errors import InvalidArgument
 from latfarm.services.core.names import MAX_NAME_LENGTH, NAME_PATTERN, is_device_name, refusal
-from latfarm.services.core.security import ENROLLMENT_BOUNDS, KEY_NAME_BOUNDS
+from latfarm.services.core.security import ENROLLMENT_BOUNDS, KEY_NAME_BOUNDS, Scope
 from latfarm.services.domain.conditions import (
     DEFAULT_SPACE,
     GRAPHS,
@@ -42,7 +43,6 @@ from latfarm.services.domain.network_export import FORMATS
 
 MAX_ARCHS = nb201.NUM_ARCHS  # one request may name every NB201 cell, no more
 MAX_KEY_ID = 2**31 - 1  # API key ids are INTEGER (32-bit on PostgreSQL)
-Scope = Literal["client", "owner", "admin"]
 
 
 def _whole_number(value: object) -> object:
@@ -162,6 +162,7 @@ def _enum(known: tuple[str, ...]) -> WithJsonSchema:
 
 Runtime = Annotated[str, AfterValidator(_one_of(RUNTIMES)), _enum(RUNTIMES)]  # the runtimes agents measure with
 ModelFormat = Annotated[str, AfterValidator(_one_of(FORMATS)), _enum(FORMATS)]  # the model formats latfarm serves
+Statistic = Annotated[str, AfterValidator(_one_of(STATISTICS)), _enum(STATISTICS)]  # how agents give the latency
 FORMAT_DESCRIPTION = (
     "Model format of the networks: onnx | tflite. Default: the one the device's runtime runs ("
     + ", ".join(f"{runtime}: {fmt}" for runtime, fmt in RUNTIME_FORMATS.items())
@@ -319,7 +320,7 @@ class MeasureProtocol(Strict):
     timeout_s: Annotated[float, Field(**PROTOCOL["timeout_s"])] | None = Field(
         None, description="Wall-clock limit per model."
     )
-    statistic: Literal["min", "median"] | None = Field(None, description="The headline latency: fastest run or median.")
+    statistic: Statistic | None = Field(None, description="The headline latency: fastest run or median.")
 
 
 class ConditionsRequest(Strict):
@@ -448,7 +449,7 @@ class ConditionsOut(BaseModel):
     resolution: int = Field(description="Input height = width, pixels.")
     classes: int
     batch_size: int
-    precision: Literal["fp32", "fp16", "int8"]
+    precision: Precision
     graph: str = Field(
         description="reference: the network as the benchmark defines it; pruned (NB201): ops that cannot affect the "
         "output removed."

@@ -14,7 +14,8 @@ import typer
 
 from latfarm.agents.measurement import BOUNDS, MeasureSettings
 from latfarm.agents.options import AgentOptions
-from latfarm.services.cli.options import STATISTICS_MODULE, bounded, bounded_option, one_of
+from latfarm.proto.v1.names import STATISTICS
+from latfarm.services.cli.options import among, bounded, bounded_option
 
 MEASURE = MeasureSettings()  # the agent's measurement defaults, for the help texts
 
@@ -112,7 +113,7 @@ def agent(
     statistic: str = typer.Option(
         MEASURE.statistic,
         "--statistic",
-        callback=one_of(STATISTICS_MODULE, "STATISTICS"),
+        callback=among(STATISTICS),
         envvar="LATFARM_AGENT_STATISTIC",
         help="Headline figure: 'min' (fastest run; repeatable on shared machines) or 'median' (of round medians).",
     ),

@@ -14,7 +14,10 @@ from latfarm.services.cli.options import (
     MODEL_FORMATS_MODULE,
     DataDir,
     DbUrl,
+    DeviceName,
     ExportFormat,
+    ExportOut,
+    ExportSpace,
     check_graph,
     condition_option,
     device_names,
@@ -22,6 +25,8 @@ from latfarm.services.cli.options import (
     precision_option,
     space_option,
 )
+from latfarm.services.cli.output import exported
+from latfarm.services.cli.remote import FLAGS, field_message
 
 if TYPE_CHECKING:
     from latfarm.services.core.config import Settings
@@ -63,7 +68,6 @@ def export_dataset(settings: Settings, device: str, fmt: str, out: Path, space: 
     """Write a device's measurements as CSV or a LatBench pickle and say how many from which database; bad input
     or a database that does not exist exits (a read never creates one), the latter naming the REST command."""
     from latfarm.services.cli.database import existing_database, reachable_database
-    from latfarm.services.cli.devices import exported
     from latfarm.services.datasets import export_from_store
 
     remote = f"away from the server: latfarm export device {device} --format {fmt} --space {space} --out {out}"
@@ -196,17 +200,16 @@ def export_model(
         conditions = Conditions().for_space(space).merged({**fields, "precision": precision, "graph": graph})
     except InvalidArgument as err:
         field = err.field or ""
-        message = err.message.removeprefix(f"{field}: ").removeprefix(f"{field} ")
-        raise typer.BadParameter(message, param_hint=f"'--{field.replace('_', '-')}'") from err
+        raise typer.BadParameter(field_message(err), param_hint=f"'{FLAGS.get(field, field)}'") from err
     with exit_on_error("latfarm export model"):
         export_cli(archs, fmt=fmt, out=out, conditions=conditions)
 
 
 def export_data(
-    device: str = typer.Argument(..., callback=device_names, help="Device name."),
+    device: str = DeviceName,
     fmt: str = ExportFormat,
-    out: Path = typer.Option(..., "--out", help="Output file."),
-    space: str = space_option("Search space of the exported archs"),
+    out: Path = ExportOut,
+    space: str = ExportSpace,
     db: str = DbUrl,
     data_dir: Path = DataDir,
 ) -> None:

@@ -5,9 +5,7 @@ a running server (REST: ``POST /v1/devices``, ``GET /v1/devices``, ``POST /v1/de
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import typer
@@ -15,20 +13,22 @@ import typer
 from latfarm.agents.runtimes import RUNTIMES
 from latfarm.services.cli.errors import interrupted
 from latfarm.services.cli.options import (
+    DeviceName,
     ExportFormat,
+    ExportOut,
+    ExportSpace,
     WaitTimeout,
-    batch_ids,
+    among,
+    batch_arguments,
     bounded,
     bounded_option,
     condition_option,
-    one_of,
     precision_option,
-    space_option,
     span,
 )
+from latfarm.services.cli.output import JsonOption, exported, show_rows
 from latfarm.services.cli.remote import (
     ApiKey,
-    DeviceName,
     ServerUrl,
     agent_command,
     check_out,
@@ -41,7 +41,6 @@ from latfarm.services.core.security import ENROLLMENT_BOUNDS
 SERVERS = "the server's"  # a device field left unset takes the server's default
 SHOWN_CONDITIONS = ("precision", "batch_size", "resolution", "classes")  # the device's, shown once registered
 DEVICE_COLUMNS = ("name", "runtime", *SHOWN_CONDITIONS, "owner_key_id", "agents_online")
-JsonOption = typer.Option(False, "--json", help="Print the server's JSON answer instead of a table.")
 
 
 def device_add(
@@ -51,7 +50,7 @@ def device_add(
     runtime: str = typer.Option(
         None,
         "--runtime",
-        callback=one_of("latfarm.agents.runtimes", "RUNTIMES"),
+        callback=among(RUNTIMES),
         show_default=SERVERS,
         help=f"{' | '.join(RUNTIMES)}: the runtime its agents measure with (its jobs: that runtime's models).",
     ),
@@ -89,39 +88,6 @@ def device_list(json_out: bool = JsonOption, server: str = ServerUrl, key: str =
     with client, explained("latfarm device list", client):
         devices = client.devices()
     show_rows(devices, DEVICE_COLUMNS, json_out, none="no devices yet: latfarm device add NAME registers one")
-
-
-def show_rows(rows: list[dict], columns: Sequence[str], json_out: bool, none: str) -> None:
-    """``rows`` as JSON, else as a table of ``columns`` (a list: comma-separated; a flag: yes or no; None: ``-``),
-    or the line ``none`` when there are none."""
-    if json_out:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        typer.echo(none)
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None)
-    for column in columns:
-        table.add_column(column.replace("_", " "), overflow="fold")  # a narrow terminal wraps a cell, never cuts it
-    for row in rows:
-        table.add_row(*(_cell(row.get(column)) for column in columns))
-    console = Console()
-    if not console.is_terminal:  # a pipe or file: every row on one line, however wide
-        console = Console(width=console.measure(table, options=console.options.update_width(10_000)).maximum)
-    console.print(table)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ", ".join(map(str, value))
-    return str(value)
 
 
 def device_enroll(
@@ -166,12 +132,7 @@ def device_enroll(
 
 
 def results(
-    batches: list[str] = typer.Argument(
-        ...,
-        metavar="BATCH...",
-        callback=batch_ids,
-        help="Batch ids (printed by measure --no-wait): shown as one run, in order.",
-    ),
+    batches: list[str] = batch_arguments("Batch ids (printed by measure --no-wait): shown as one run, in order."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for their unfinished jobs (a progress bar)."),
     timeout: float = WaitTimeout,
     out: Path = typer.Option(None, "--out", help="Write the results as CSV here."),
@@ -206,8 +167,8 @@ def results(
 def export_device(
     device: str = DeviceName,
     fmt: str = ExportFormat,
-    out: Path = typer.Option(..., "--out", help="Output file."),
-    space: str = space_option("Search space of the exported archs"),
+    out: Path = ExportOut,
+    space: str = ExportSpace,
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:
@@ -222,11 +183,3 @@ def export_device(
             raise SystemExit(f"latfarm export device: cannot write {out}: {err.strerror or err}") from err
     what = f"its {'measurements' if fmt == 'csv' else 'archs'}" if written is None else exported(written, fmt)
     typer.echo(f"wrote {what} of {device} ({space}) from {client.base_url} to {out}")
-
-
-def exported(entries: int, fmt: str) -> str:
-    """What an export of ``entries`` entries in format ``fmt`` wrote: ``5 measurements`` (CSV: a line each), ``3 archs
-    (each the median of its measurements)`` (LatBench: an entry per arch)."""
-    if fmt == "csv":
-        return f"{entries} measurements"
-    return f"{entries} archs (each the median of its measurements)"

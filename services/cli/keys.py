@@ -6,8 +6,8 @@ from __future__ import annotations
 import typer
 
 from latfarm.common.ranges import out_of_range, within
-from latfarm.services.cli.devices import JsonOption, show_rows
-from latfarm.services.cli.options import bounded, one_of, span
+from latfarm.services.cli.options import among, bounded, span
+from latfarm.services.cli.output import JsonOption, show_rows
 from latfarm.services.cli.remote import ApiKey, ServerUrl, client_for, explained
 from latfarm.services.core.security import KEY_NAME_BOUNDS, SCOPES
 
@@ -15,7 +15,8 @@ KEY_COLUMNS = ("id", "name", "scopes", "created_at", "revoked")
 
 
 def _scopes(values: list[str]) -> list[str]:
-    check = one_of("latfarm.services.core.security", "SCOPES")
+    """Each ``--scope`` one of ``SCOPES``, else a usage error listing them."""
+    check = among(SCOPES)
     for value in values:
         check(value)
     return values

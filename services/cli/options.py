@@ -54,16 +54,11 @@ def _registered_space(name: str | None) -> str | None:
         raise typer.BadParameter(str(err)) from err
 
 
-def one_of(module: str, name: str) -> Callable[[str | None], str | None]:
-    """An option callback for a fixed set of values, ``module.name`` (their one home, imported only when the
-    command runs): the value when the set holds it, else a usage error listing them; None (not given) passes.
-    Without the extra the module needs, the value passes: the command then names the missing extra in one line."""
+def among(known: Sequence[str]) -> Callable[[str | None], str | None]:
+    """An option callback for a fixed set of values, ``known`` (their one home, imported with the command
+    module): the value when the set holds it, else a usage error listing them; None (not given) passes."""
 
     def checked(value: str | None) -> str | None:
-        try:
-            known = list(getattr(importlib.import_module(module), name))
-        except ImportError:
-            return value
         if value is not None and value not in known:
             raise typer.BadParameter(f"must be one of {', '.join(known)}, got {value!r}")
         return value
@@ -71,12 +66,21 @@ def one_of(module: str, name: str) -> Callable[[str | None], str | None]:
     return checked
 
 
-CONDITIONS_MODULE = "latfarm.services.domain.conditions"  # the home of --precision's values
+def one_of(module: str, name: str) -> Callable[[str | None], str | None]:
+    """``among`` the values ``module.name`` (their one home, in a module of an extra: imported only when the
+    command runs). Without the extra the value passes: the command then names the missing extra in one line."""
+
+    def checked(value: str | None) -> str | None:
+        try:
+            known = getattr(importlib.import_module(module), name)
+        except ImportError:
+            return value
+        return among(known)(value)
+
+    return checked
+
+
 MODEL_FORMATS_MODULE = "latfarm.services.domain.network_export"  # the home of a model --format's values
-STATISTICS_MODULE = "latfarm.proto.v1.names"  # the home of --statistic's values
-ExportFormat = typer.Option(
-    "csv", "--format", callback=one_of("latfarm.services.datasets", "EXPORT_FORMATS"), help="csv | latbench"
-)  # export data's and export device's
 
 
 def check_graph(space: str, graph: str | None) -> None:
@@ -103,6 +107,9 @@ def device_names(value: str | list[str] | None) -> str | list[str] | None:
     return value
 
 
+DeviceName = typer.Argument(..., callback=device_names, help="Device name.")
+
+
 def batch_ids(values: list[str]) -> list[str]:
     """A callback of a batch id list: each of the form the server issues (``core.names``), else a usage error (in a
     URL path a malformed id would name another route)."""
@@ -112,6 +119,11 @@ def batch_ids(values: list[str]) -> list[str]:
         if not is_id(value):
             raise typer.BadParameter(id_refusal(value))
     return values
+
+
+def batch_arguments(help_text: str) -> Any:
+    """The ``BATCH...`` argument: batch ids of the form the server issues (``batch_ids``), with ``help_text``."""
+    return typer.Argument(..., metavar="BATCH...", callback=batch_ids, help=help_text)
 
 
 def checked_archs(given: Sequence[str | int | list[int]], space: str, hint: str = "'ARCHS...'") -> list[str]:
@@ -181,7 +193,7 @@ def precision_option(help_text: str = "", default: str | None = None, show_defau
     return typer.Option(
         default,
         "--precision",
-        callback=one_of(CONDITIONS_MODULE, "PRECISIONS"),
+        callback=among(PRECISIONS),
         show_default=show_default,
         help=" | ".join(PRECISIONS) + help_text,
     )
@@ -195,6 +207,14 @@ def space_option(help_text: str, default: str | None = nb201.SPACE, show_default
     return typer.Option(
         default, "--space", callback=_registered_space, show_default=show_default, help=f"{help_text}: {names}."
     )
+
+
+# export data's and export device's (one export, from the database or from a server)
+ExportFormat = typer.Option(
+    "csv", "--format", callback=one_of("latfarm.services.datasets", "EXPORT_FORMATS"), help="csv | latbench"
+)
+ExportOut = typer.Option(..., "--out", help="Output file.")
+ExportSpace = space_option("Search space of the exported archs")
 
 
 def adapt_rule(rule: Literal["check_samples", "check_calibration"]) -> Callable[[int | None], int | None]:
@@ -252,8 +272,6 @@ def _as_shown(params: Sequence[Parameter]) -> Iterator[None]:
         for param in params:
             if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
                 param.metavar = ""
-            if isinstance(param, TyperArgument) and param.metavar is None:
-                param.metavar = _argument_name(param)
             long_names = [name for name in param.opts if name.startswith("--")]
             if len(long_names) > 1:
                 param.opts = [", ".join(long_names), *(name for name in param.opts if name not in long_names)]
@@ -293,6 +311,14 @@ class Command(TyperCommand):
 
     extra: str | None = None  # the package extra the command needs beyond the base install (None: none)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Typer's command, its arguments named as help shows them (``DEVICE``, ``ARCHS...``) in the help, the usage
+        line and parse errors (``'DEVICE'``), unless given a metavar of their own."""
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and param.metavar is None:
+                param.metavar = _argument_name(param)
+
     def invoke(self, ctx: Context) -> Any:
         """Run the command; a third-party module missing from this install exits 1 naming the extra to install,
         Ctrl-C that the command does not handle itself prints ``<command>: interrupted`` and exits 130."""
@@ -314,12 +340,8 @@ class Command(TyperCommand):
             ) from err
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        """Typer's parsing, its errors naming an argument as help shows it (``'DEVICE'``, ``'ARCHS...'``); a negative
-        number, which typer takes for an option, is refused as no arch: the numbers commands take as arguments are
-        reference positions, and no space has negative ones."""
-        for param in self.get_params(ctx):
-            if isinstance(param, TyperArgument) and param.metavar is None:
-                param.metavar = _argument_name(param)
+        """Typer's parsing; a negative number, which typer takes for an option, is refused as no arch: the numbers
+        commands take as arguments are reference positions, and no space has negative ones."""
         try:
             return super().parse_args(ctx, args)
         except NoSuchOption as err:
@@ -336,7 +358,7 @@ class Command(TyperCommand):
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
             if isinstance(param, TyperArgument):
-                name = param.metavar or _argument_name(param)
+                name = str(param.metavar)  # set when the command is built
                 pieces.append(name if param.required else f"[{name}]")
             else:
                 pieces.extend(param.get_usage_pieces(ctx))

@@ -14,21 +14,22 @@ import typer
 from latfarm.agents.measurement import BOUNDS as PROTOCOL
 from latfarm.agents.runtimes import AGENT_EXTRAS, RUNTIME_FORMATS, job_format
 from latfarm.common.words import counted, named_batches
+from latfarm.proto.v1.names import STATISTICS
 from latfarm.services.cli.errors import exit_on_error, interrupted
 from latfarm.services.cli.options import (
     ARCHS_HELP,
     MODEL_FORMATS_MODULE,
-    STATISTICS_MODULE,
     Calibrate,
+    DeviceName,
     Samples,
     WaitTimeout,
-    batch_ids,
+    among,
+    batch_arguments,
     bounded,
     bounded_option,
     check_graph,
     checked_archs,
     condition_option,
-    device_names,
     one_of,
     precision_option,
     space_option,
@@ -45,7 +46,6 @@ ServerUrl = typer.Option(
 ApiKey = typer.Option(None, "--key", help=r"API key (Bearer). \[env var: LATFARM_API_KEY]")
 
 
-DeviceName = typer.Argument(..., callback=device_names, help="Device name.")
 AGENTS = "each agent's"  # the measurement protocol a job leaves unset is the measuring agent's
 DEVICES = "the device's"  # the conditions a job leaves unset are its device's
 
@@ -126,8 +126,9 @@ def _no_route(err: LatfarmError) -> bool:
     return err.status == 404 and (err.code != "not_found" or err.field == "path")
 
 
-# The command-line flag or argument of each request field the client commands set, for the server's messages naming
-# a field: measure's and predict's (``POST /v1/jobs``, ``/v1/predict``), adapt's, device add's (``POST /v1/devices``).
+# The command-line flag or argument of each request field the commands set, for the messages naming a field: the
+# server's to measure and predict (``POST /v1/jobs``, ``/v1/predict``), adapt and device add (``POST /v1/devices``),
+# and the conditions' own (``domain.conditions``) to export model.
 FLAGS = {
     "device": "DEVICE",
     "format": "--format",
@@ -149,16 +150,22 @@ FLAGS = {
     "batch_size": "--batch-size",
     "resolution": "--resolution",
     "classes": "--classes",
+    "graph": "--graph",
 }
+
+
+def field_message(err: LatfarmError) -> str:
+    """``err``'s message without the name of the field it concerns leading it (``protocol.statistic: ...``,
+    ``resolution must ...``), for a flag's or argument's name to lead it instead."""
+    field = err.field or ""
+    return err.message.removeprefix(f"{field}: ").removeprefix(f"{field} ") if field else err.message
 
 
 def _as_flag(err: LatfarmError) -> str:
     """The server's message, led by the flag or argument of the field it names (``--statistic: ...`` for
     ``protocol.statistic: ...``, ``NAME: ...`` for ``name: ...``); unchanged for a field no flag sets."""
     flag = FLAGS.get(err.field or "")
-    if flag is None:
-        return err.message
-    return f"{flag}: {err.message.removeprefix(f'{err.field}: ')}"
+    return err.message if flag is None else f"{flag}: {field_message(err)}"
 
 
 _RUNS = ", ".join(f"{runtime}: {fmt}" for runtime, fmt in RUNTIME_FORMATS.items())
@@ -201,7 +208,7 @@ def measure(
     statistic: str = typer.Option(
         None,
         "--statistic",
-        callback=one_of(STATISTICS_MODULE, "STATISTICS"),
+        callback=among(STATISTICS),
         show_default=AGENTS,
         help="Headline figure: min | median.",
     ),
@@ -461,12 +468,7 @@ def _wait_or_cancel(client: Client, device: str, batch_ids: list[str], timeout: 
 
 
 def cancel(
-    batches: list[str] = typer.Argument(
-        ...,
-        metavar="BATCH...",
-        callback=batch_ids,
-        help="Batch ids (printed by measure --no-wait; POST /v1/jobs answers one).",
-    ),
+    batches: list[str] = batch_arguments("Batch ids (printed by measure --no-wait; POST /v1/jobs answers one)."),
     server: str = ServerUrl,
     key: str = ApiKey,
 ) -> None:

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -138,15 +139,22 @@ class Children:
                     proc.wait()
 
 
-def _served_ports(log: Path, since: int, children: Children, stop: threading.Event) -> tuple[int, int]:
-    """The REST and gRPC ports the server printed to ``log`` after its byte ``since`` (where its start began);
-    ``_Interrupted`` when ``stop`` is set, ``RuntimeError`` when the server exits or prints none within
-    ``START_TIMEOUT_S``."""
+def _starting(children: Children, stop: threading.Event) -> Iterator[None]:
+    """A step each time a starting server is polled, until ``START_TIMEOUT_S`` has passed: ``_Interrupted`` when
+    ``stop`` is set, ``RuntimeError`` when a child exited (``Children.check``)."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if stop.is_set():
             raise _Interrupted
         children.check()
+        yield
+
+
+def _served_ports(log: Path, since: int, children: Children, stop: threading.Event) -> tuple[int, int]:
+    """The REST and gRPC ports the server printed to ``log`` after its byte ``since`` (where its start began);
+    ``_Interrupted`` when ``stop`` is set, ``RuntimeError`` when the server exits or prints none within
+    ``START_TIMEOUT_S``."""
+    for _ in _starting(children, stop):
         with log.open("rb") as printed:
             printed.seek(since)
             text = printed.read().decode(errors="replace")
@@ -160,11 +168,7 @@ def _served_ports(log: Path, since: int, children: Children, stop: threading.Eve
 def _wait_healthy(client: Client, children: Children, stop: threading.Event) -> None:
     """Return once the server answers /healthz; ``_Interrupted`` when ``stop`` is set, ``RuntimeError`` when the
     server exits or does not answer within ``START_TIMEOUT_S``."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if stop.is_set():
-            raise _Interrupted
-        children.check()
+    for _ in _starting(children, stop):
         try:
             client.health()
             return

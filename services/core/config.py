@@ -113,7 +113,8 @@ class Settings(_FromEnvironment):
     auth_failure_limit: str = Field(
         "20/minute",
         description="failed authentications one client address may make (moving window, e.g. `20/minute`) before"
-        " it is refused with 429 / RESOURCE_EXHAUSTED until the window has room again",
+        " its further wrong credentials get 429 / RESOURCE_EXHAUSTED until the window has room again; valid ones"
+        " keep working",
     )
     grpc_db_calls: int = Field(
         8,

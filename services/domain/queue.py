@@ -4,12 +4,11 @@ A lease lasts ``lease_seconds`` past the agent's last heartbeat. Each lease coun
 a lease that lapses or a failure report spends it, a release hands it back. After ``max_attempts`` spent attempts
 the job fails with the reason. PostgreSQL leases with ``FOR UPDATE SKIP LOCKED``, so replicas never lease a job
 twice; on SQLite every transaction takes the one writer lock (``BEGIN IMMEDIATE``, see ``store.db``), and lease
-writes are guarded by the job's state as well.
+writes are guarded by the job's state as well. An agent's report of results: ``reports``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Collection, Sequence
@@ -17,16 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import JSON, Integer, bindparam, insert, select, update
+from sqlalchemy import Integer, bindparam, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.types import TypeDecorator
 
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.domain.conditions import Conditions
-from latfarm.services.domain.liveness import UnknownAgent, mark_alive, registered
+from latfarm.services.domain.liveness import mark_alive, registered
 from latfarm.services.domain.network_export import FORMATS
-from latfarm.services.domain.results import ReportedResult, measurement_row, validate
-from latfarm.services.store.models import LEASED, READY, Agent, Arch, Artifact, Job, JobBatch, JobState, Measurement
+from latfarm.services.store.models import LEASED, READY, Arch, Artifact, Job, JobBatch, JobState
 
 BATCHES_CACHED = 4096  # batches whose settings a process keeps (a batch's conditions and protocol never change)
 RENEW_SLACK = 0.1  # a heartbeat leaves a lease alone that already runs this part of lease_seconds as long
@@ -171,7 +168,7 @@ _LEASE = _lease_statement()
 # answer, an agent id is never NULL), which no index serves. With ``lease_owner = ...`` PostgreSQL may take
 # ``ix_jobs_holder`` (its statistics taken while the jobs were queued say the agent holds none) and read every job the
 # agent ever held.
-_HELD_BY_CALLER = Job.lease_owner.is_not_distinct_from(bindparam("agent_id", type_=Job.lease_owner.type))
+HELD_BY_CALLER = Job.lease_owner.is_not_distinct_from(bindparam("agent_id", type_=Job.lease_owner.type))
 # the statements ``heartbeat`` runs, built once: lock the named jobs the agent holds (``_lock_held`` too), renew
 # their leases. The jobs are found by primary key, their holder a filter on those rows and their state checked after:
 # with a condition on ``state`` PostgreSQL may take a state index (its statistics taken while the jobs were queued
@@ -179,7 +176,7 @@ _HELD_BY_CALLER = Job.lease_owner.is_not_distinct_from(bindparam("agent_id", typ
 # another agent holds is neither locked nor waited for (an agent naming a stale id never stalls its holder).
 _NAMED = (
     select(Job.id, Job.lease_expires_at, Job.state)
-    .where(Job.id.in_(bindparam("ids", expanding=True)), _HELD_BY_CALLER)
+    .where(Job.id.in_(bindparam("ids", expanding=True)), HELD_BY_CALLER)
     .order_by(Job.id)
     .with_for_update()
 )
@@ -201,9 +198,9 @@ def heartbeat(
     """Mark the agent alive (with what it ``reported`` of itself: ``state``, ``descriptor``; ``UnknownAgent`` when
     it was removed) and extend the leases it still holds; returns the named jobs it no longer holds.
 
-    The named jobs whose lease is the agent's are locked in id order (as ``report`` locks them: no deadlock); others'
-    are left alone. A lease is written only when its extension moves it by more than ``RENEW_SLACK`` of
-    ``lease_seconds``. Runs on the session's connection.
+    The named jobs whose lease is the agent's are locked in id order (as ``reports.report`` locks them: no
+    deadlock); others' are left alone. A lease is written only when its extension moves it by more than
+    ``RENEW_SLACK`` of ``lease_seconds``. Runs on the session's connection.
     """
     now = now or utcnow()
     mark_alive(session, agent.id, now, **reported)
@@ -220,61 +217,6 @@ def heartbeat(
     return [job_id for job_id in dict.fromkeys(job_ids) if job_id not in held]
 
 
-# what ``report`` reads of each job it is told of
-REPORTED_JOB = (
-    Job.id,
-    Job.batch_id,
-    Job.device_id,
-    Job.arch_id,
-    Job.artifact_sha256,
-    Job.state,
-    Job.lease_owner,
-    Job.attempts,
-)
-# the statements ``report`` runs, built once: they lock the jobs the agent holds (in id order, as heartbeats lock them:
-# no deadlock; others' jobs neither locked nor waited for, as in ``_NAMED``) and read the reporting agent's device
-# (NULL: the agent was removed), read the other named jobs unlocked (for their acks), read who stored the done ones,
-# mark the measured ones done and store their measurements
-_LOCK_REPORTED = (
-    select(
-        *REPORTED_JOB,
-        select(Agent.device_id).where(Agent.id == bindparam("agent_id")).scalar_subquery().label("agent_device"),
-    )
-    .where(Job.id.in_(bindparam("ids", expanding=True)), _HELD_BY_CALLER)
-    .order_by(Job.id)
-    .with_for_update(of=Job)
-)
-_READ_REPORTED = select(*REPORTED_JOB).where(Job.id.in_(bindparam("ids", expanding=True)))
-_STORED_BY = select(Measurement.job_id, Measurement.agent_id).where(
-    Measurement.job_id.in_(bindparam("ids", expanding=True))
-)
-_MEASURED = (
-    update(Job)
-    .where(Job.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        state=JobState.done,
-        error=None,
-        lease_expires_at=None,
-        finished_at=bindparam("now", type_=Job.finished_at.type),
-    )
-)
-
-
-class _EncodedJSON(TypeDecorator):
-    """A JSON column's value encoded by the caller (``json.dumps``, as the column's own type encodes it): bound as
-    that text, which PostgreSQL casts to JSON as it casts the column's own values."""
-
-    impl = JSON
-    cache_ok = True
-
-    def bind_processor(self, dialect):
-        return None
-
-
-MEASUREMENT_JSON = ("protocol", "round_medians_ms", "conditions", "provenance")  # the JSON columns of a row
-_STORE_MEASUREMENTS = insert(Measurement).values(
-    {name: bindparam(name, type_=_EncodedJSON()) for name in MEASUREMENT_JSON}
-)
 _batches: dict[str, BatchSettings] = {}  # batch id -> its settings, the most recent BATCHES_CACHED
 _batches_lock = threading.Lock()
 
@@ -298,105 +240,29 @@ def batch_settings(session: Session, batch_ids: Collection[str]) -> dict[str, Ba
     return found
 
 
-def report(
-    session: Session, agent: Holder, results: Sequence[ReportedResult], provenance: dict, max_attempts: int
-) -> list[Ack]:
-    """Store results of jobs this agent holds; a repeated ok report is acknowledged as a duplicate, stored once.
-
-    The named jobs whose lease is the agent's are locked in one statement in id order (as heartbeats lock them: no
-    deadlock) that also finds the agent's row: ``liveness.UnknownAgent`` when it was removed; the others are read
-    without a lock, for their acks only (no agent waits for another's job). The measured ones are marked done in one
-    ``UPDATE`` and their measurements inserted together, on the session's connection (no ORM objects). Raises
-    ``results.ResultError`` for a malformed result before anything is written.
-    """
-    connection = session.connection()
-    ids = sorted({result.job_id for result in results})
-    locked = connection.execute(_LOCK_REPORTED, {"ids": ids, "agent_id": agent.id}).all() if ids else []
-    if not locked:  # no job row to carry the agent's
-        registered(session, agent.id)
-    elif locked[0].agent_device is None:
-        raise UnknownAgent(agent.id)
-    for index, result in enumerate(results):
-        validate(result, f"results[{index}]")
-    if not results:
-        return []
-    now = utcnow()
-    held = {job.id for job in locked if job.state == JobState.running}  # locked: the agent's lease, now and after
-    jobs = {job.id: job for job in locked}
-    others = [job_id for job_id in ids if job_id not in jobs]
-    if others:
-        jobs.update((job.id, job) for job in connection.execute(_READ_REPORTED, {"ids": others}))
-    states = {job_id: job.state for job_id, job in jobs.items()}
-    done = [job_id for job_id, state in states.items() if state == JobState.done]
-    stored_by = dict(connection.execute(_STORED_BY, {"ids": done}).all()) if done else {}
-    held_batches = {jobs[job_id].batch_id for job_id in held}
-    conditions = {batch_id: batch.conditions for batch_id, batch in batch_settings(session, held_batches).items()}
-    # the rows' JSON columns, encoded here (``_STORE_MEASUREMENTS``): what rows share, once per report
-    shared_provenance = json.dumps(provenance)
-    shared_conditions = {batch_id: json.dumps(parsed.to_dict()) for batch_id, parsed in conditions.items()}
-    acks, rows, changes = [], [], []
-    for result in results:
-        job = jobs.get(result.job_id)
-        state = states.get(result.job_id)
-        if job is None:
-            acks.append(Ack(result.job_id, False, message="unknown job"))
-        elif state == JobState.done:
-            if result.ok and stored_by.get(job.id) == agent.id:
-                acks.append(Ack(job.id, True, duplicate=True, message="already stored"))
-            else:
-                acks.append(Ack(job.id, False, message="job already done"))
-        elif state == JobState.cancelled:
-            acks.append(Ack(job.id, False, message="job was cancelled"))
-        elif job.id not in held or state != JobState.running:
-            acks.append(Ack(job.id, False, message="job is not leased by this agent (lease expired or re-leased)"))
-        elif result.ok:
-            row = measurement_row(job, agent.id, result, provenance, conditions[job.batch_id])
-            row.update(
-                protocol=json.dumps(row["protocol"]),
-                round_medians_ms=json.dumps(row["round_medians_ms"]),
-                conditions=shared_conditions[job.batch_id],
-                provenance=shared_provenance,
-            )
-            rows.append(row)
-            stored_by[job.id] = agent.id
-            states[job.id] = JobState.done  # a repeat within this report is a duplicate
-            acks.append(Ack(job.id, True, message="unstable: stored flagged" if result.unstable else ""))
-        else:
-            reason = f"{result.error_class or 'error'}: {result.error_message or 'no message'}"[:2000]
-            if job.attempts >= max_attempts:
-                change = failed_values(f"failed after {job.attempts} attempts; last: {reason}", now)
-            else:
-                change = _requeued(reason)
-            states[job.id] = change["state"]
-            changes.append((job.id, change))
-            acks.append(Ack(job.id, True, message=f"job {change['state'].value}"))
-    for job_id, change in changes:
-        connection.execute(update(Job).where(Job.id == job_id).values(**change))
-    if rows:
-        connection.execute(_MEASURED, {"ids": [row["job_id"] for row in rows], "now": now})
-        connection.execute(_STORE_MEASUREMENTS, rows)
-    if changes or rows:
-        session.expire_all()  # written past the session: objects it holds are reloaded when next read
-    return acks
-
-
 def release(session: Session, agent: Holder, job_ids: Sequence[str]) -> int:
     """Hand the agent's running jobs among ``job_ids`` back to the queue; the attempt is not counted. Returns how
     many."""
+    return len(_hand_back(session, agent, job_ids))
+
+
+def _hand_back(session: Session, agent: Holder, job_ids: Sequence[str], **values: Any) -> list[str]:
+    """Hand the agent's running jobs among ``job_ids`` (``_lock_held``) back to the queue, the attempt not spent,
+    with ``values`` (``error``) set; returns them."""
     held = _lock_held(session, agent, job_ids)
     if held:
         session.execute(
             update(Job)
             .where(Job.id.in_(held))
-            .values(state=JobState.queued, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1)
+            .values(state=JobState.queued, lease_owner=None, lease_expires_at=None, attempts=Job.attempts - 1, **values)
             .execution_options(synchronize_session=False)
         )
-    return len(held)
+    return held
 
 
 def _lock_held(session: Session, agent: Holder, job_ids: Sequence[str]) -> list[str]:
     """The jobs among ``job_ids`` the agent holds (running on its lease), locked in id order as ``heartbeat`` and
-    ``report`` lock them (no deadlock); others' jobs are neither locked nor waited for."""
+    ``reports.report`` lock them (no deadlock); others' jobs are neither locked nor waited for."""
     if not job_ids:
         return []
     named = session.connection().execute(_NAMED, {"ids": list(job_ids), "agent_id": agent.id})
@@ -428,25 +294,12 @@ def requeue_expired(
 def requeue_repaired(session: Session, agent: Holder, job_ids: Sequence[str]) -> list[Ack]:
     """Jobs this agent could not fetch because the server's artifact was corrupt (rebuilt since): back to the
     queue with the attempt not spent, as the device is not at fault. Repeats are bounded: a job whose artifact is
-    sound when its fetch failure comes in spends the attempt (``report``). Acks the jobs the agent held;
+    sound when its fetch failure comes in spends the attempt (``reports.report``). Acks the jobs the agent held;
     ``liveness.UnknownAgent`` when the agent was removed."""
     if not job_ids:
         return []
     registered(session, agent.id)
-    held = _lock_held(session, agent, job_ids)
-    if held:
-        session.execute(
-            update(Job)
-            .where(Job.id.in_(held))
-            .values(
-                state=JobState.queued,
-                lease_owner=None,
-                lease_expires_at=None,
-                attempts=Job.attempts - 1,
-                error="fetch: the server's artifact was corrupt and was rebuilt",
-            )
-            .execution_options(synchronize_session=False)
-        )
+    held = _hand_back(session, agent, job_ids, error="fetch: the server's artifact was corrupt and was rebuilt")
     return [Ack(job_id, True, message="artifact rebuilt on the server: job queued again") for job_id in held]
 
 
@@ -463,7 +316,7 @@ def release_all(session: Session, agent: Holder) -> int:
     return release(session, agent, held)
 
 
-def _requeued(reason: str) -> dict[str, Any]:
+def requeued_values(reason: str) -> dict[str, Any]:
     """The values of a job handed back to the queue because of ``reason`` (its attempt spent)."""
     return {"state": JobState.queued, "lease_owner": None, "lease_expires_at": None, "error": reason}
 
@@ -474,7 +327,7 @@ def failed_values(reason: str, now: datetime) -> dict[str, Any]:
 
 
 def _back_to_queue(job: Job, reason: str) -> None:
-    for name, value in _requeued(reason).items():
+    for name, value in requeued_values(reason).items():
         setattr(job, name, value)
 
 

@@ -61,6 +61,19 @@ def _database_down(err: Exception) -> Unavailable:
     return Unavailable(UNAVAILABLE_MESSAGE)
 
 
+TRANSLATED = (LatfarmError, Busy, *DATABASE_DOWN)  # what ``translate_errors`` ends a call with a status for
+
+
+def _end_with_status(context: grpc.ServicerContext, err: Exception) -> NoReturn:
+    """End the call for ``err``, one of ``TRANSLATED``: its own status, RESOURCE_EXHAUSTED with the retry hint, or
+    UNAVAILABLE for a database that cannot serve it."""
+    if isinstance(err, LatfarmError):
+        abort(context, err)
+    if isinstance(err, Busy):
+        refuse_busy(context, err)
+    abort(context, _database_down(err))
+
+
 def translate_errors(method: Method) -> Method:
     """Wrap a servicer method ``(self, request, context)``, unary or streaming, so a ``LatfarmError`` it raises
     ends the call with its gRPC status, and a database that cannot serve it with UNAVAILABLE (agents retry that)."""
@@ -70,12 +83,8 @@ def translate_errors(method: Method) -> Method:
         def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
             try:
                 yield from method(self, request, context)
-            except LatfarmError as err:
-                abort(context, err)
-            except Busy as err:
-                refuse_busy(context, err)
-            except DATABASE_DOWN as err:
-                abort(context, _database_down(err))
+            except TRANSLATED as err:
+                _end_with_status(context, err)
 
         return streaming  # type: ignore[return-value]
 
@@ -83,11 +92,7 @@ def translate_errors(method: Method) -> Method:
     def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
-        except LatfarmError as err:
-            abort(context, err)
-        except Busy as err:
-            refuse_busy(context, err)
-        except DATABASE_DOWN as err:
-            abort(context, _database_down(err))
+        except TRANSLATED as err:
+            _end_with_status(context, err)
 
     return unary  # type: ignore[return-value]

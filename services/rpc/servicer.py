@@ -29,7 +29,7 @@ from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.core.security import bearer_secret, hash_secret, new_secret
-from latfarm.services.domain import job_artifacts, liveness, queue
+from latfarm.services.domain import job_artifacts, liveness, queue, reports
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import FORMATS, INLINE_FORMATS
 from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, attributes
@@ -82,7 +82,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     """The ``AgentService`` methods; agents authenticate with ``authorization: Bearer <credential>``.
 
     ``sessions`` write, ``read_sessions`` only read; ``notifier`` wakes the long-polls waiting for a device's jobs;
-    ``guard`` refuses (RESOURCE_EXHAUSTED) a client that presented too many unknown tokens or credentials.
+    ``guard`` refuses (RESOURCE_EXHAUSTED) the unknown tokens and credentials of a client that presented too many.
     """
 
     def __init__(
@@ -117,7 +117,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             raise InvalidArgument("descriptor is required", field="descriptor")
         _check_formats(request.descriptor.formats, "descriptor.formats")
         client = grpc_client(context.peer())
-        self.guard.check("grpc", client)
+        self.guard.check("grpc", client, token)
         credential = new_secret("lf_agent")
         with self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
             enrollment = session.scalars(
@@ -340,7 +340,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             device_id = agent.device_id
             requeued = {ack.job_id: ack for ack in queue.requeue_repaired(session, agent, repaired)}
             rest = [r for r in results if r.job_id not in requeued]
-            reported = iter(queue.report(session, agent, rest, provenance, self.settings.max_attempts))
+            reported = iter(reports.report(session, agent, rest, provenance, self.settings.max_attempts))
             acks = [requeued[r.job_id] if r.job_id in requeued else next(reported) for r in results]
         if any(not r.ok for r in results):
             self.notifier.notify(device_id)  # failed jobs may be back in the queue
@@ -393,8 +393,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     def _authenticate(self, context: grpc.ServicerContext) -> Caller:
         """The calling agent, from ``authorization: Bearer <credential>``, cached for ``callers.AUTH_TTL_S``, else read
-        on a read session; aborts UNAUTHENTICATED otherwise, and ``Throttled`` while its client is over the
-        failed-authentication limit."""
+        on a read session; aborts UNAUTHENTICATED otherwise, ``Throttled`` instead when its client is over the
+        failed-authentication limit (``infra.throttle``)."""
         credential = bearer_secret(dict(context.invocation_metadata()).get("authorization", ""))
         if not credential:
             end_call(
@@ -403,7 +403,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 "missing credential: send 'authorization: Bearer <credential>'",
             )
         client = grpc_client(context.peer())
-        self.guard.check("grpc", client)
+        self.guard.check("grpc", client, credential)
         credential_hash = hash_secret(credential)
         if (caller := CALLERS.get(credential_hash)) is not None:
             return caller

@@ -11,7 +11,7 @@ from latfarm.predictor.help_data import load_help
 from latfarm.services.core.names import new_id
 from latfarm.services.core.security import hash_secret
 from latfarm.services.domain import adaptation as adapt
-from latfarm.services.domain import batches, job_artifacts, queue
+from latfarm.services.domain import batches, job_artifacts, queue, reports
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.predictions import model_from_state
@@ -45,7 +45,7 @@ def _agent_measures(api, tmp_path, device: str, truth: np.ndarray, unstable: boo
             )
             for job, ms in zip(jobs, latencies, strict=True)
         ]
-        acks = queue.report(session, agent, results, provenance={}, max_attempts=3)
+        acks = reports.report(session, agent, results, provenance={}, max_attempts=3)
     assert all(a.accepted for a in acks)
     return len(jobs)
 

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from latfarm.services import datasets
 from latfarm.services.core.security import hash_secret
 from latfarm.services.domain import adaptation as adapt
-from latfarm.services.domain import job_artifacts, queue
+from latfarm.services.domain import job_artifacts, queue, reports
 from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.domain.results import ReportedResult
@@ -124,7 +124,7 @@ def _agent_measures_fbnet(api, tmp_path, device: str) -> list[str]:
             ReportedResult(job_id=job.id, ok=True, latency_ms=float(ms), statistic="min", median_ms=ms + 0.2, runs=10)
             for job, ms in zip(jobs, truth_ms(archs), strict=True)
         ]
-        acks = queue.report(session, agent, results, provenance={}, max_attempts=3)
+        acks = reports.report(session, agent, results, provenance={}, max_attempts=3)
     assert all(a.accepted for a in acks)
     return archs
 

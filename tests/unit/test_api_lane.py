@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from starlette.testclient import TestClient
 
+from latfarm.services.core.security import new_secret
 from tests.api_support import ADMIN, activate_adaptation, add_device, add_measurements, app_on, bearer, make_settings
 
 PLAIN = {"device": "dev1", "archs": [7, 3, 15624, 7]}
@@ -128,14 +129,25 @@ def test_lane_answers_are_counted_under_the_route(api, pool):
     assert metrics.get_sample_value("latfarm_http_request_duration_seconds_count", {"route": "/v1/predict"}) >= 4
 
 
-def test_a_throttled_client_with_a_cached_key_gets_the_routes_429(tmp_path, sqlite_url):
+def test_a_throttled_client_gets_the_routes_answer_for_each_key(tmp_path, sqlite_url):
+    """Over the failed-authentication limit a cached generated key is still answered (by the lane), a cached key of
+    another shape and a wrong key get the route's 429."""
     settings = make_settings(tmp_path, sqlite_url, auth_failure_limit="3 per 60 seconds")
     with app_on(settings) as app, TestClient(app) as api:
         _served(api)
+        created = api.post("/v1/keys", json={"name": "nas", "scopes": ["client"]}, headers=ADMIN).json()["key"]
+        expected = _post(api, PLAIN, key=bearer(created)).content  # through the route: cached
         for i in range(3):
             assert _post(api, PLAIN, key=bearer(f"lf_admin_guess-{i}")).status_code == 401
-        refused = _post(api, PLAIN)
+        pool = app.state.predict_pool = RecordingPool()
+        try:
+            taken = _post(api, PLAIN, key=bearer(created))
+            assert (taken.status_code, taken.content) == (200, expected) and _lane_took_it(api, pool)
+        finally:
+            pool.shutdown()
+        refused = _post(api, PLAIN)  # ADMIN_KEY has no generated shape
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert _post(api, PLAIN, key=bearer(new_secret("lf_client"))).status_code == 429
 
 
 def test_concurrent_requests_share_checks_and_each_sees_what_was_written_before_it(api, pool):

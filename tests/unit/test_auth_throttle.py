@@ -1,5 +1,5 @@
-"""#18 item 4: failed authentication is throttled per client (REST, admin login), counted in /metrics, and the last
-admin key cannot be revoked."""
+"""#18 item 4: failed authentication is throttled per client (REST, admin login), counted in /metrics, valid
+credentials go through, and the last admin key cannot be revoked."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from latfarm.services.api.auth import create_key, revoke
 from latfarm.services.core.errors import FailedPrecondition
+from latfarm.services.core.security import generated_shape, new_secret
 from latfarm.services.infra.throttle import AuthGuard, grpc_client
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import ApiKey
@@ -32,34 +33,52 @@ def _metric(app, name: str, surface: str) -> float:
     return value or 0.0
 
 
-def test_wrong_bearer_keys_are_throttled_per_client_and_counted(app):
+def _key(api: TestClient, scopes: list[str]) -> str:
+    """A new generated API key with ``scopes``."""
+    created = api.post("/v1/keys", json={"name": f"key-{'-'.join(scopes)}", "scopes": scopes}, headers=ADMIN)
+    return created.json()["key"]
+
+
+def test_wrong_bearer_keys_are_throttled_per_client_and_counted_valid_ones_go_through(app):
+    """The trial's repro: a script with wrong keys behind one address (a NAT) must not lock out the valid keys
+    sent from it; its further wrong keys get 429."""
     with TestClient(app, client=ATTACKER) as attacker, TestClient(app, client=OTHER) as other:
-        statuses = [attacker.get("/v1/devices", headers=bearer(f"lf_admin_guess-{i}")).status_code for i in range(8)]
-        assert statuses == [401] * 5 + [429] * 3
-        refused = attacker.get("/v1/devices", headers=ADMIN)  # the right key too, while the window is full
-        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        client_key, admin_key = _key(other, ["client"]), _key(other, ["admin"])
+        guesses = [attacker.get("/v1/devices", headers=bearer(new_secret("lf_admin"))) for _ in range(8)]
+        assert [g.status_code for g in guesses] == [401] * 5 + [429] * 3  # verified, and refused over the limit
+        refused = guesses[-1]
+        assert int(refused.headers["retry-after"]) >= 1 and refused.json()["code"] == "resource_exhausted"
         assert "too many failed authentications" in refused.json()["message"]
-        assert refused.json()["code"] == "resource_exhausted"
+        assert attacker.get("/v1/devices", headers=bearer(client_key)).status_code == 200  # valid keys go through,
+        assert attacker.get("/v1/keys", headers=bearer(client_key)).status_code == 403  # under their own scopes
+        assert attacker.get("/v1/keys", headers=bearer(admin_key)).status_code == 200
+        # a key not shaped like a generated one may be guessable: refused unverified, the right one too
+        assert attacker.get("/v1/devices", headers=bearer("lf_admin_guess")).status_code == 429
+        assert attacker.get("/v1/devices", headers=ADMIN).status_code == 429
         assert attacker.get("/v1/devices").status_code == 401  # no key at all is no guess and is not throttled...
         assert other.get("/v1/devices", headers=ADMIN).status_code == 200  # ...and other clients are unaffected
         metrics = other.get("/metrics", headers=ADMIN).text
         assert 'latfarm_auth_failures_total{surface="rest"} 5.0' in metrics
-        assert 'latfarm_auth_throttled_total{surface="rest"} 4.0' in metrics
+        assert 'latfarm_auth_throttled_total{surface="rest"} 5.0' in metrics
         time.sleep(2.1)  # the window has passed: the attacker's address may try again
         assert attacker.get("/v1/devices", headers=ADMIN).status_code == 200
 
 
-def test_admin_login_guesses_are_throttled(app):
+def test_admin_login_guesses_are_throttled_valid_keys_log_in(app):
     with TestClient(app, client=ATTACKER) as attacker, TestClient(app, client=OTHER) as other:
-        logins = [attacker.post("/admin/login", data={"key": f"guess-{i}"}).status_code for i in range(7)]
+        admin_key = _key(other, ["admin"])
+        logins = [attacker.post("/admin/login", data={"key": new_secret("lf_admin")}).status_code for _ in range(7)]
         assert logins == [400] * 5 + [429] * 2
-        refused = attacker.post("/admin/login", data={"key": ADMIN_KEY}, follow_redirects=False)
+        refused = attacker.post("/admin/login", data={"key": ADMIN_KEY}, follow_redirects=False)  # not generated
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert attacker.post("/admin/login", data={"key": admin_key}, follow_redirects=False).status_code == 302
+        assert attacker.get("/admin/", headers=bearer(admin_key)).status_code == 200  # a script's bearer too
+        assert attacker.get("/admin/", headers=bearer(new_secret("lf_admin"))).status_code == 429
         assert other.post("/admin/login", data={"key": ADMIN_KEY}, follow_redirects=False).status_code == 302
         assert _metric(app, "latfarm_auth_failures", "admin") == 5
-        assert _metric(app, "latfarm_auth_throttled", "admin") == 3
-        # REST and the admin UI share one count per client: the address stays refused on the API too
-        assert attacker.get("/v1/devices", headers=ADMIN).status_code == 429
+        assert _metric(app, "latfarm_auth_throttled", "admin") == 4
+        # REST and the admin UI share one count per client: the address's wrong keys stay refused on the API too
+        assert attacker.get("/v1/devices", headers=bearer(new_secret("lf_client"))).status_code == 429
         time.sleep(2.1)
         assert attacker.post("/admin/login", data={"key": ADMIN_KEY}, follow_redirects=False).status_code == 302
 
@@ -104,8 +123,12 @@ def test_two_admins_revoking_each_others_keys_at_once_leave_one(sessions):
         assert {k.name: k.revoked for k in session.scalars(select(ApiKey))} == {"alice": True, "bob": False}
 
 
-def test_bad_limit_setting_and_grpc_peer_addresses():
+def test_bad_limit_setting_grpc_peer_addresses_and_generated_shapes():
     with pytest.raises(ValueError, match="LATFARM_AUTH_FAILURE_LIMIT"):
         AuthGuard("lots")
+    for kind in ("lf_admin", "lf_client", "lf_owner", "lf_agent", "lf_enroll"):
+        assert all(generated_shape(new_secret(kind)) for _ in range(200))
+    for custom in ("hunter2", ADMIN_KEY, new_secret("lf_admin")[:-1], new_secret("lf_admin") + "x", "lf__" + "a" * 32):
+        assert not generated_shape(custom)
     assert grpc_client("ipv4:10.0.0.5:53412") == "10.0.0.5"
     assert grpc_client("ipv6:[::1]:53412") == "::1"

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from latfarm.predictor import nb201
 from latfarm.services.core.clock import as_utc, utcnow
 from latfarm.services.core.errors import FailedPrecondition
-from latfarm.services.domain import batches, job_artifacts, liveness, queue
+from latfarm.services.domain import batches, job_artifacts, liveness, queue, reports
 from latfarm.services.domain.batches import QueueError
 from latfarm.services.domain.results import ReportedResult, ResultError
 from latfarm.services.store.db import make_engine, make_sessionmaker, transaction
@@ -39,7 +39,7 @@ def fail_result(job_id: str) -> ReportedResult:
 
 def report(sessions, agent_id, results, max_attempts=3):
     with transaction(sessions) as s:
-        return queue.report(s, s.get(Agent, agent_id), results, {"governor": "performance"}, max_attempts)
+        return reports.report(s, s.get(Agent, agent_id), results, {"governor": "performance"}, max_attempts)
 
 
 def job(sessions, job_id) -> Job:
@@ -460,8 +460,8 @@ def test_leases_and_heartbeats_mark_the_agent_alive_and_agent_calls_refuse_a_rem
         lambda s: queue.lease(s, ref, max_jobs=1, formats=["onnx"], lease_seconds=30),
         lambda s: queue.heartbeat(s, ref, [leased[0]], 30),
         lambda s: liveness.registered(s, agent),
-        lambda s: queue.report(s, ref, [ok_result(leased[0])], {}, 3),  # checked in the statement locking the job
-        lambda s: queue.report(s, ref, [ok_result("missing")], {}, 3),  # no job row: checked on its own
+        lambda s: reports.report(s, ref, [ok_result(leased[0])], {}, 3),  # checked in the statement locking the job
+        lambda s: reports.report(s, ref, [ok_result("missing")], {}, 3),  # no job row: checked on its own
         lambda s: queue.requeue_repaired(s, ref, [leased[0]]),
     ):
         with pytest.raises(liveness.UnknownAgent), transaction(sessions) as s:
@@ -510,14 +510,14 @@ def test_agent_calls_naming_another_agents_job_never_wait_for_its_row_lock(pg_se
     calls = {
         "heartbeat": (lambda s, ref: queue.heartbeat(s, ref, [theirs, mine], 100, now=later), [theirs]),
         "report": (
-            lambda s, ref: [(ack.accepted, ack.message) for ack in queue.report(s, ref, [ok_result(theirs)], {}, 3)],
+            lambda s, ref: [(ack.accepted, ack.message) for ack in reports.report(s, ref, [ok_result(theirs)], {}, 3)],
             [(False, "job is not leased by this agent (lease expired or re-leased)")],
         ),
         "release": (lambda s, ref: queue.release(s, ref, [theirs]), 0),
         "requeue_repaired": (lambda s, ref: queue.requeue_repaired(s, ref, [theirs]), []),
     }
     with transaction(sessions) as held:  # B's report, not yet committed: J's row stays locked
-        assert queue.report(held, held.get(Agent, b), [ok_result(theirs)], {}, 3)[0].accepted
+        assert reports.report(held, held.get(Agent, b), [ok_result(theirs)], {}, 3)[0].accepted
         for name, (call, expected) in calls.items():
             with transaction(sessions) as s:
                 s.connection().exec_driver_sql("SET LOCAL lock_timeout = '2s'")  # a wait fails the call
@@ -543,7 +543,7 @@ def test_agent_calls_find_the_named_jobs_by_primary_key_with_statistics_from_bef
     with transaction(sessions) as s:
         conn = s.connection()
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a table of a few rows: a scan would do
-        for statement in (queue._NAMED, queue._LOCK_REPORTED):
+        for statement in (queue._NAMED, reports._LOCK_REPORTED):
             bound = statement.params(ids=named[:4], agent_id=agent)
             sql = str(bound.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
             plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + sql).scalars())
@@ -564,7 +564,7 @@ def test_an_agent_start_reads_the_jobs_on_its_lease_by_the_holder_index(pg_sessi
         s.connection().exec_driver_sql("ANALYZE jobs")  # every job queued
     done, *mine = [j for j, *_ in lease(sessions, agent, store, max_jobs=4)]
     with transaction(sessions) as s:
-        assert queue.report(s, s.get_one(Agent, agent), [ok_result(done)], {}, 3)[0].accepted
+        assert reports.report(s, s.get_one(Agent, agent), [ok_result(done)], {}, 3)[0].accepted
     lease(sessions, other, store, max_jobs=4)
     with transaction(sessions) as s:
         conn = s.connection()
