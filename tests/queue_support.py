@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from latfarm.services.store.models import Agent, Arch, Artifact, Device
 ARCHS = [nb201.to_string(ops) for ops in list(nb201.enumerate_archs())[:12]]
 INPUT_SHAPE = [1, 3, 32, 32]
 DEFAULT = Conditions()  # a new device's conditions: batch 1, fp32, reference graph
+SLOW_S = 120.0  # how long a ``QuickTfliteStore`` conversion of a slow arch takes
 
 
 EXPORT_LOG = "exports.log"  # one line per export: arch, format, process id
@@ -121,14 +123,19 @@ class QuickTfliteStore(ArtifactStore):
     """The real artifact store, whose TFLite files (a format outside ``INLINE_FORMATS``) are the arch's ONNX export
     (torch, a fraction of a second; agents measure them with onnxruntime): the slow-format path without
     litert-torch. Every conversion is logged with its process id (``logged_exports``); one of an arch named in
-    ``root/crash_archs`` kills its process."""
+    ``root/crash_archs`` kills its process, one named in ``root/slow_archs`` takes ``SLOW_S``."""
 
     def convert(self, arch: str, fmt: str, settings: ExportSettings) -> bytes:
         log_export(self.root, arch, fmt)
-        crash = self.root / "crash_archs"
-        if fmt == "tflite" and crash.exists() and arch in crash.read_text().split():
+        if fmt == "tflite" and arch in self._named("crash_archs"):
             os.kill(os.getpid(), signal.SIGKILL)
+        if fmt == "tflite" and arch in self._named("slow_archs"):
+            time.sleep(SLOW_S)
         return export_onnx(arch, settings) if fmt == "tflite" else super().convert(arch, fmt, settings)
+
+    def _named(self, name: str) -> list[str]:
+        path = self.root / name
+        return path.read_text().split() if path.exists() else []
 
 
 def make_device(sessions, name: str = "dev-a", runtime: str = "onnxruntime") -> int:

@@ -184,3 +184,19 @@ def test_a_crashed_conversion_fails_only_its_jobs_and_a_fetch_waiting_for_it_hea
     code, details = code_of(call)
     assert code == grpc.StatusCode.INTERNAL  # not retried: the agent reports a fetch failure, its attempt spent
     assert details.endswith(f"could not be exported on this server: {crashed.split(': ', 1)[1]}"), details
+
+
+def test_a_stop_ends_a_conversion_in_progress_and_fails_nothing(farm):
+    (farm.store.root / "slow_archs").write_text(ARCHS[7])
+    batch_id = submit_rpc(farm, ARCHS[7:8])
+    farm.worker.start()
+    deadline = time.monotonic() + 60
+    while not logged_exports(farm.store.root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [(_, _, pid)] = logged_exports(farm.store.root)  # converting, for SLOW_S
+    started = time.monotonic()
+    farm.worker.stop()
+    assert time.monotonic() - started < 10 and not farm.worker.running
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the conversion process is gone
+    assert [(j.state, j.error, j.artifact_sha256) for j in jobs_of(farm, batch_id)] == [(JobState.queued, None, None)]
