@@ -107,8 +107,8 @@ class Settings(_FromEnvironment):
     export_processes: int = Field(
         0,
         ge=0,
-        description="slow-format (TFLite) conversions the export worker runs at once, each in its own process; 0:"
-        " half the CPUs, 1-4",
+        description="slow-format (TFLite) conversions the export worker runs at once, each in its own process (kept"
+        " between conversions: torch and litert-torch load once); 0: half the CPUs, 1-4",
     )
     metrics_access: Literal["key", "local", "open"] = Field(
         "key",
