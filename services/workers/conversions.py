@@ -55,7 +55,8 @@ def _serve(conn: Connection) -> None:
 
 
 class _Slot:
-    """One child process and the pipe to it, started on first use and again after a crash."""
+    """One child process and the pipe to it, started on first use and again after a crash. Only the thread that
+    holds the slot (``ConversionPool.run``) touches its pipe; ``kill`` may come from any thread."""
 
     def __init__(self) -> None:
         self.process: BaseProcess | None = None
@@ -64,34 +65,38 @@ class _Slot:
     def call(self, fn: Callable[..., T], args: tuple) -> T:
         if self.process is None or not self.process.is_alive():
             self._start()
-        conn, process = self.conn, self.process
-        assert conn is not None and process is not None
+        assert self.conn is not None and self.process is not None
         try:
-            conn.send((fn, args))
-            ok, value = conn.recv()
-        except (EOFError, OSError):  # died mid-call, or was terminated by ``close``
-            process.join(timeout=5)
-            code = process.exitcode
-            self.close()
+            self.conn.send((fn, args))
+            ok, value = self.conn.recv()
+        except (EOFError, OSError):  # died mid-call, or was killed
+            self.process.join(timeout=5)
+            code = self.process.exitcode
+            self.drop()
             raise ConversionCrashed(f"the conversion process died (exit code {code})") from None
         if not ok:
             raise value
         return value
 
     def _start(self) -> None:
-        self.close()
+        self.drop()
         parent, child = _SPAWN.Pipe()
         self.process = _SPAWN.Process(target=_serve, args=(child,), name="latfarm-conversion", daemon=True)
         self.process.start()
         child.close()
         self.conn = parent
 
-    def close(self) -> None:
-        """End the child process (at once: a conversion in progress is abandoned, its call sees the pipe end)."""
+    def kill(self) -> None:
+        """End the child process at once (a call in progress sees its pipe end)."""
+        process = self.process
+        if process is not None and process.is_alive():
+            process.terminate()
+
+    def drop(self) -> None:
+        """End the child process and close the pipe (the holder's part)."""
         if self.process is not None:
-            if self.process.is_alive():
-                self.process.terminate()
-                self.process.join(timeout=5)
+            self.kill()
+            self.process.join(timeout=5)
             self.process = None
         if self.conn is not None:
             self.conn.close()
@@ -123,22 +128,32 @@ class ConversionPool:
             except queue.Empty:
                 continue
         try:
-            if self._closed.is_set():
-                raise ConversionStopped("the export worker is stopping")
-            try:
-                return slot.call(fn, args)
-            except ConversionCrashed:
-                if self._closed.is_set():
-                    raise ConversionStopped("the export worker is stopping") from None
-                raise
+            if not self._closed.is_set():
+                try:
+                    return slot.call(fn, args)
+                except ConversionCrashed:
+                    if not self._closed.is_set():
+                        raise
+            slot.drop()
+            raise ConversionStopped("the export worker is stopping")
         finally:
             self._free.put(slot)
 
     def close(self) -> None:
-        """End every child process; calls in progress raise ``ConversionStopped``, later ones too."""
+        """End every child process: calls in progress raise ``ConversionStopped`` (their threads close their
+        slots), later ones too."""
         self._closed.set()
         for slot in self._slots:
-            slot.close()
+            slot.kill()
+        idle = []
+        while True:  # the free slots are this thread's to close
+            try:
+                idle.append(self._free.get_nowait())
+            except queue.Empty:
+                break
+        for slot in idle:
+            slot.drop()
+            self._free.put(slot)
 
 
 __all__ = ["ConversionCrashed", "ConversionPool", "ConversionStopped"]

@@ -84,17 +84,20 @@ def test_a_lease_leaves_tflite_exports_to_the_worker_and_its_export_wakes_the_le
         assert not farm.stub.LeaseJobs(request, metadata=md, timeout=10).jobs
         assert time.monotonic() - started < 5 and not store.calls
 
+        def lease() -> tuple[agent_pb2.LeaseResponse, float]:
+            request = agent_pb2.LeaseRequest(max_jobs=1, wait_seconds=60)
+            return farm.stub.LeaseJobs(request, metadata=md, timeout=70), time.monotonic()
+
         with ThreadPoolExecutor(1) as pool:
-            waiting = pool.submit(
-                farm.stub.LeaseJobs, agent_pb2.LeaseRequest(max_jobs=1, wait_seconds=30), metadata=md, timeout=40
-            )
+            waiting = pool.submit(lease)
             time.sleep(0.5)  # the lease is waiting
             read_sessions = make_read_sessionmaker(sessions.kw["bind"])
+            assert ExportWorker(sessions, read_sessions, store, notifier).run_once() == 1  # in a conversion process
             exported_at = time.monotonic()
-            assert ExportWorker(sessions, read_sessions, store, notifier).run_once() == 1
             by_worker = store.calls.copy()
-            [job] = waiting.result(timeout=40).jobs
-        assert time.monotonic() - exported_at < 10  # woken by the export, not at the end of its wait
+            reply, answered_at = waiting.result(timeout=70)
+            [job] = reply.jobs
+        assert answered_at - exported_at < 5  # woken by the export, not at the end of its wait
         assert (job.arch, job.format) == (ARCHS[0], "tflite")
         assert store.calls == by_worker  # the lease exported nothing
     finally:
