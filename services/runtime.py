@@ -24,7 +24,7 @@ from latfarm.services.infra.wakeups import make_notifier
 from latfarm.services.store.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from latfarm.services.store.migrate import upgrade
 from latfarm.services.workers.adapt_worker import AdaptWorker
-from latfarm.services.workers.export_worker import ExportWorker
+from latfarm.services.workers.export_worker import ExportWorker, conversion_processes
 from latfarm.services.workers.lease_sweeper import LeaseSweeper
 from latfarm.services.workers.periodic import PeriodicWorker
 
@@ -62,7 +62,14 @@ class Runtime:
                 max_attempts=settings.max_attempts,
             ),
             AdaptWorker(self.sessions, self.predictions.predictor_loader, on_active=self.predictions.prepare),
-            ExportWorker(self.sessions, self.read_sessions, self.artifacts, self.notifier, settings.export_poll_s),
+            ExportWorker(
+                self.sessions,
+                self.read_sessions,
+                self.artifacts,
+                self.notifier,
+                settings.export_poll_s,
+                processes=conversion_processes(settings.export_processes),
+            ),
         ]
 
     def bootstrap(self) -> str | None:

@@ -104,6 +104,12 @@ class Settings(_FromEnvironment):
     export_poll_s: float = Field(
         2.0, description="seconds between an idle server's looks for queued jobs whose model is not exported yet"
     )
+    export_processes: int = Field(
+        0,
+        ge=0,
+        description="slow-format (TFLite) conversions the export worker runs at once, each in its own process (kept"
+        " between conversions: torch and litert-torch load once); 0: half the CPUs, 1-4",
+    )
     metrics_access: Literal["key", "local", "open"] = Field(
         "key",
         description="who may read /metrics: `key` (any valid API key as Bearer token), `local` (connections from"

@@ -7,13 +7,21 @@ so a second export of the same model does no work. The export settings follow th
 recorded file re-exports it (``network_export`` makes identical bytes for identical inputs) and verifies the sha256
 before serving it; so does a replica whose file has the wrong size, or is found corrupt when an agent reports that
 its bytes failed the sha256 check (``repair``).
+
+An agent's call never exports a format outside ``INLINE_FORMATS`` (a TFLite conversion takes tens of seconds): such a
+missing file is requested from this replica's export worker (``root/requests/<sha>``, ``requested``), and the call
+answers ``ArtifactPending`` (UNAVAILABLE: the agent fetches again after a backoff) until the worker has made it, or
+``ArtifactRestoreFailed`` for ``FAILED_KEEP_S`` after the worker failed to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import re
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,14 +31,26 @@ from sqlalchemy.orm import Session
 
 from latfarm.predictor.checkpoint import write_atomic
 from latfarm.predictor.spaces import get_space
-from latfarm.services.core.errors import Internal
+from latfarm.services.core.errors import Internal, Unavailable
 from latfarm.services.domain.conditions import Conditions
-from latfarm.services.domain.network_export import ExportSettings, check_format, export
+from latfarm.services.domain.network_export import INLINE_FORMATS, ExportSettings, check_format, export
 from latfarm.services.store.models import Arch, Artifact
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")  # a content address as the store names it
+FAILED_KEEP_S = 60.0  # a failed restore is answered for this long; the next call after it requests it again
 
 
 class ArtifactNotReproducible(Internal):
     """Re-exporting a recorded artifact gave other bytes: this replica's exporter differs from the one that made it."""
+
+
+class ArtifactPending(Unavailable):
+    """A file in a format outside ``INLINE_FORMATS`` is missing on this replica: its export worker makes it."""
+
+
+class ArtifactRestoreFailed(Internal):
+    """The export worker failed to make a missing file in a format outside ``INLINE_FORMATS`` (the message says
+    why)."""
 
 
 def _sha256_of(path: Path) -> str:
@@ -49,6 +69,10 @@ class ArtifactStore:
         self.root = Path(root)
         self._known: dict[str, str] = {}  # index key -> sha256, this process
         self._lock = threading.Lock()  # concurrent requests for one model: the second finds the first's file
+
+    def __reduce__(self) -> tuple:
+        """Pickle as the root folder (the export worker's conversion processes build their own store)."""
+        return type(self), (self.root,)
 
     def path(self, sha256: str, fmt: str) -> Path:
         """Where the artifact with this SHA-256 and format lives (it may not exist yet)."""
@@ -72,7 +96,7 @@ class ArtifactStore:
             sha = index.read_text().strip()
         if sha is not None and (path := self.path(sha, fmt)).exists():
             return sha, path, path.stat().st_size
-        data = export(arch, fmt, settings)
+        data = self.convert(arch, fmt, settings)
         sha = hashlib.sha256(data).hexdigest()
         path = self.path(sha, fmt)
         if not path.exists():
@@ -80,6 +104,11 @@ class ArtifactStore:
         write_atomic(index, lambda fh: fh.write(sha.encode()))
         self._known[key] = sha
         return sha, path, len(data)
+
+    def convert(self, arch: str, fmt: str, settings: ExportSettings) -> bytes:
+        """The bytes of the model file of ``arch`` in ``fmt`` (``network_export.export``): the one place the store
+        makes them."""
+        return export(arch, fmt, settings)
 
     def export_file(self, arch: str, fmt: str, conditions: Conditions) -> tuple[str, Path]:
         """Export the model of ``arch`` in ``fmt`` under ``conditions`` to the store without a database (CLI,
@@ -112,19 +141,21 @@ class ArtifactStore:
 
     def open(self, session: Session, sha256: str) -> BinaryIO | None:
         """The artifact's bytes, re-exported and verified if this replica lacks the file or it has the wrong size
-        (truncated); None if unknown."""
+        (truncated); None if unknown. Outside ``INLINE_FORMATS`` the export worker re-exports it: ``ArtifactPending``
+        or ``ArtifactRestoreFailed`` (``_missing``)."""
         row = session.get(Artifact, sha256)
         if row is None:
             return None
         path = self.path(sha256, row.format)
         if not path.exists() or path.stat().st_size != row.size_bytes:
             path.unlink(missing_ok=True)
-            self._restore(row)
+            self._missing(row)
         return path.open("rb")
 
     def repair(self, session: Session, sha256: str) -> bool:
-        """Check the stored file against its content address and re-export it when missing or corrupt; returns
-        whether it was repaired (False: sound, or no such artifact)."""
+        """Check the stored file against its content address and re-export it when missing or corrupt (outside
+        ``INLINE_FORMATS``: request it from the export worker); returns whether it was rebuilt or requested (False:
+        sound, or no such artifact). ``ArtifactRestoreFailed`` while the worker's last try is a recent failure."""
         row = session.get(Artifact, sha256)
         if row is None:
             return False
@@ -132,18 +163,70 @@ class ArtifactStore:
         if path.exists() and _sha256_of(path) == sha256:
             return False
         path.unlink(missing_ok=True)  # the index still names this sha: the export below rewrites the file
-        self._restore(row)
+        with contextlib.suppress(ArtifactPending):  # requested: the jobs' next fetch waits for it
+            self._missing(row)
         return True
 
-    def _restore(self, row: Artifact) -> None:
-        settings = ExportSettings.from_dict(row.settings)
-        sha, path, _ = self._produce(row.arch.arch, row.format, settings)
-        if sha != row.sha256:
+    def _missing(self, row: Artifact) -> None:
+        """Make the missing file of ``row``: at once in ``INLINE_FORMATS``; otherwise request it from the export
+        worker and raise ``ArtifactPending``, or ``ArtifactRestoreFailed`` for ``FAILED_KEEP_S`` after the worker
+        failed to make it."""
+        if row.format in INLINE_FORMATS:
+            self._restore(row)
+            return
+        request = self._request_path(row.sha256)
+        failed = request.with_suffix(".failed")
+        try:
+            if time.time() - failed.stat().st_mtime < FAILED_KEEP_S:
+                raise ArtifactRestoreFailed(
+                    f"artifact {row.sha256[:12]} ({row.format}) could not be exported on this server: "
+                    f"{failed.read_text()}"
+                )
+        except FileNotFoundError:
+            pass
+        request.parent.mkdir(parents=True, exist_ok=True)
+        request.touch()
+        raise ArtifactPending(
+            f"artifact {row.sha256[:12]} ({row.format}) is being exported on this server by its export worker: "
+            "fetch it again shortly"
+        )
+
+    def _request_path(self, sha256: str) -> Path:
+        return self.root / "requests" / sha256
+
+    def requested(self) -> list[str]:
+        """The artifacts whose missing file an agent's call requested (``_missing``) and the export worker has not
+        made yet, oldest request first."""
+        folder = self.root / "requests"
+        if not folder.is_dir():
+            return []
+        requests = [(p.stat().st_mtime, p.name) for p in folder.iterdir() if SHA256.match(p.name)]
+        return [name for _, name in sorted(requests)]
+
+    def restored(self, sha256: str, error: Exception | None) -> None:
+        """Close a request: made, or failed with ``error`` (answered by ``_missing`` for ``FAILED_KEEP_S``)."""
+        request = self._request_path(sha256)
+        failed = request.with_suffix(".failed")
+        if error is None:
+            failed.unlink(missing_ok=True)
+        else:
+            write_atomic(failed, lambda fh: fh.write(f"{type(error).__name__}: {error}".encode()))
+        request.unlink(missing_ok=True)
+
+    def restore_file(self, sha256: str, arch: str, fmt: str, settings: dict) -> None:
+        """Export the recorded artifact ``sha256`` again from its row's ``arch``, ``fmt`` and ``settings`` (no
+        database: the export worker's conversion processes call this); ``ArtifactNotReproducible`` when the bytes
+        differ."""
+        sha, path, _ = self._produce(arch, fmt, ExportSettings.from_dict(settings))
+        if sha != sha256:
             path.unlink(missing_ok=True)  # a different file: do not let it shadow anything
             raise ArtifactNotReproducible(
-                f"re-exporting artifact {row.sha256[:12]} ({row.format}, {row.arch.arch}) gave {sha[:12]}: "
+                f"re-exporting artifact {sha256[:12]} ({fmt}, {arch}) gave {sha[:12]}: "
                 "the exporter (torch/onnx version) differs from the one that made it"
             )
 
+    def _restore(self, row: Artifact) -> None:
+        self.restore_file(row.sha256, row.arch.arch, row.format, row.settings)
 
-__all__ = ["ArtifactNotReproducible", "ArtifactStore"]
+
+__all__ = ["FAILED_KEEP_S", "ArtifactNotReproducible", "ArtifactPending", "ArtifactRestoreFailed", "ArtifactStore"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from latfarm.services.core.config import Settings
 from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.core.security import bearer_secret, hash_secret, new_secret
 from latfarm.services.domain import job_artifacts, liveness, queue, reports
+from latfarm.services.domain.artifacts import SHA256
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.network_export import FORMATS, INLINE_FORMATS
 from latfarm.services.domain.results import FIRST_USE, SETUP, ReportedResult, attributes
@@ -51,7 +51,6 @@ PREPARE_BUDGET_S = 10.0  # export at most about this long before leasing what is
 AGENT_STATES = ("idle", "measuring")
 REQUEUE_EVERY_S = 1.0  # a device's leases return its lapsed jobs to the queue at most this often (per process)
 WAITERS_FULL_RETRY_MS = 1_000  # a long-poll refused for want of threads retries after this, more after many
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # the kind of each call that is not a write (reports, releases, registrations): threads go to calls by kind
 # (``pool.CallPool``), database slots to heartbeats first (``capacity.Capacity``)
 CALL_KINDS = {"Heartbeat": Kind.HEARTBEAT, "LeaseJobs": Kind.LEASE}
@@ -70,11 +69,14 @@ class Artifacts(Exporter, Protocol):
     """What the servicer needs of ``domain.artifacts.ArtifactStore``."""
 
     def open(self, session: Session, sha256: str) -> BinaryIO | None:
-        """A reader of artifact ``sha256``'s bytes, or None when there is no such artifact."""
+        """A reader of artifact ``sha256``'s bytes, or None when there is no such artifact; a missing file outside
+        ``INLINE_FORMATS`` raises ``ArtifactPending`` (UNAVAILABLE: the agent fetches again) while the export worker
+        makes it."""
         ...
 
     def repair(self, session: Session, sha256: str) -> bool:
-        """Re-export artifact ``sha256`` if its stored file is missing or corrupt; whether it did."""
+        """Re-export artifact ``sha256`` (outside ``INLINE_FORMATS``: request it from the export worker) if its
+        stored file is missing or corrupt; whether it did."""
         ...
 
 
@@ -353,7 +355,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     def _repair_artifacts(self, job_ids: list[str]) -> list[str]:
         """Check the artifacts of jobs whose agent could not fetch them; returns the jobs whose artifact was corrupt
-        on this server and is rebuilt now."""
+        on this server and is rebuilt now (outside ``INLINE_FORMATS``: by the export worker, which the jobs' next
+        fetch waits for)."""
         if not job_ids:
             return []
         with self.read_sessions() as session:
@@ -364,7 +367,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 with self.read_sessions() as session:
                     if self.artifacts.repair(session, sha):
                         rebuilt.add(sha)
-                        log.warning("artifact %s was corrupt on this server and was rebuilt", sha[:12])
+                        log.warning("artifact %s was corrupt on this server and is rebuilt", sha[:12])
             except Exception:  # noqa: BLE001 - an artifact that cannot be rebuilt leaves its jobs to spend attempts
                 log.exception("artifact %s could not be checked or rebuilt", sha[:12])
         return [job_id for job_id, sha in shas.items() if sha in rebuilt]

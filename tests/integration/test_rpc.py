@@ -205,7 +205,7 @@ def test_a_corrupt_artifact_is_rebuilt_and_its_jobs_still_end_measured(farm, tmp
     for sha, path in zip(shas, (truncated, flipped), strict=True):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
     rebuilt = [r.getMessage() for r in caplog.records if "was corrupt on this server" in r.getMessage()]
-    assert rebuilt == [f"artifact {shas[1][:12]} was corrupt on this server and was rebuilt"]  # the agent's report
+    assert rebuilt == [f"artifact {shas[1][:12]} was corrupt on this server and is rebuilt"]  # the agent's report
 
     agent_id, md = register(farm, "liar")  # a fetch failure of a sound artifact spends the attempt
     submit(farm, ARCHS[5:6])

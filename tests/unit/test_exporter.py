@@ -15,20 +15,23 @@ from latfarm.services.domain.artifacts import ArtifactStore
 from latfarm.services.infra.wakeups import LocalNotifier
 from latfarm.services.store.db import make_read_sessionmaker, transaction
 from latfarm.services.store.models import Arch, Artifact, Job, JobState
-from latfarm.services.workers.export_worker import ExportWorker
+from latfarm.services.workers.export_worker import ExportWorker, conversion_processes
 from tests.queue_support import ARCHS, DEFAULT, TinyArtifactStore, make_device, submit
 
 
 class CountingStore(TinyArtifactStore):
-    """Counts ``export_file`` calls per (arch, format)."""
+    """Counts ``export_file`` calls per (arch, format), in any process, since ``reset_calls``."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.calls: Counter[tuple[str, str]] = Counter()
+        self._since = 0
 
-    def export_file(self, arch: str, fmt: str, conditions=None):
-        self.calls[arch, fmt] += 1
-        return super().export_file(arch, fmt, conditions)
+    @property
+    def calls(self) -> Counter[tuple[str, str]]:
+        return Counter((arch, fmt) for arch, fmt, _ in self.exports()[self._since :])
+
+    def reset_calls(self) -> None:
+        self._since = len(self.exports())
 
 
 def worker(sessions, store, notifier: LocalNotifier | None = None, **kwargs) -> ExportWorker:
@@ -61,7 +64,7 @@ def test_worker_exports_queued_jobs_once(sessions, tmp_path):
     wanted = {(arch, "onnx") for arch in ARCHS[:5]} | {(ARCHS[0], "tflite")}
     assert recorded(sessions) == Counter(wanted)
     assert set(store.calls) == wanted
-    store.calls.clear()
+    store.reset_calls()
     assert export_worker.run_once() == 0
     assert not store.calls
 
@@ -116,7 +119,7 @@ def test_failing_export_is_logged_and_skipped(sessions, tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records] == [
         f"export of {ARCHS[0]} (onnx, {DEFAULT.key}) failed: cannot export {ARCHS[0]}"
     ]
-    store.calls.clear()
+    store.reset_calls()
     assert export_worker.run_once() == 0  # the failed one waits before it is tried again
     assert not store.calls
 
@@ -210,7 +213,8 @@ def test_a_failed_export_of_a_slow_format_fails_its_jobs_and_of_an_inline_one_le
     submit(sessions, make_device(sessions), ARCHS[:1])
     store = CountingStore(tmp_path / "artifacts", fail_archs=frozenset({ARCHS[0]}))
 
-    assert worker(sessions, store).run_once() == 1
+    export_worker = worker(sessions, store)  # one conversion process: one TFLite model per sweep
+    assert export_worker.run_once() + export_worker.run_once() == 1
     assert job_states(sessions) == {
         (ARCHS[0], "tflite"): (
             JobState.failed,
@@ -223,10 +227,19 @@ def test_a_failed_export_of_a_slow_format_fails_its_jobs_and_of_an_inline_one_le
 
 
 def test_a_tflite_job_on_a_server_without_the_extra_fails_with_the_extras_message(sessions, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "litert_torch", None)  # the tflite extra is not installed: import fails
+    stub = tmp_path / "no_extra"  # the tflite extra is not installed: its import fails, in the conversion process too
+    stub.mkdir()
+    (stub / "litert_torch.py").write_text("raise ImportError('litert_torch is not installed')\n")
+    monkeypatch.syspath_prepend(str(stub))  # a conversion process starts with this process's sys.path
+    monkeypatch.delitem(sys.modules, "litert_torch", raising=False)
     submit(sessions, make_device(sessions, "dev-lite", runtime="litert"), ARCHS[:1])
 
     assert worker(sessions, ArtifactStore(tmp_path / "artifacts")).run_once() == 0
     [(state, error, exported)] = job_states(sessions).values()
     assert (state, exported) == (JobState.failed, False)
     assert error.startswith("artifact export failed: ExportUnavailable: TFLite export needs the 'tflite' extra")
+
+
+def test_the_worker_converts_half_the_cpus_worth_of_slow_models_at_once_unless_set():
+    assert [conversion_processes(0, cpus) for cpus in (1, 2, 4, 8, 64)] == [1, 1, 2, 4, 4]
+    assert conversion_processes(6, cpus=2) == 6  # as configured
