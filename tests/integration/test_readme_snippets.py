@@ -168,6 +168,7 @@ def _run(snippet: Snippet, code: str, tmp: Path, env: dict[str, str]) -> subproc
     return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=SNIPPET_TIMEOUT_S)
 
 
+@pytest.mark.timeout(900)  # every doc snippet in turn against one `up`: about 250 s on a loaded 2-core machine
 def test_every_doc_snippet_runs_against_a_live_latfarm_up(tmp_path, capsys):
     _fresh_environment(tmp_path)
     env = _environment(tmp_path)
