@@ -21,7 +21,8 @@ from latfarm.agents.descriptor import describe
 from latfarm.agents.errors import AgentError, Stopped, Unauthenticated
 from latfarm.agents.loop import AgentLoop
 from latfarm.agents.options import AgentOptions
-from latfarm.agents.state import AgentState, ensure_writable, load_state, save_state
+from latfarm.agents.state import STATE_LOCK, AgentState, ensure_writable, load_state, save_state
+from latfarm.common.lock import Held, hold
 
 DEFAULT_HEARTBEAT_S = 10
 # How to hand the agent a token: the variable keeps it off the command line (and out of `ps`).
@@ -127,7 +128,8 @@ def _unwritable(what: str, folder: Path, err: OSError) -> AgentError:
 
 def run_agent(options: AgentOptions) -> None:
     """Run the agent until stopped (or, with ``options.once``, until the queue is empty); ``AgentError`` when it
-    cannot (bad option, unreadable certificate, not registered, rejected by the server)."""
+    cannot (bad option, unreadable certificate, not registered, a state folder another agent uses, rejected by the
+    server)."""
     state_dir = Path(options.state_dir)
     try:
         root_certificates = read_ca_cert(options.ca_cert)
@@ -144,9 +146,16 @@ def run_agent(options: AgentOptions) -> None:
         ensure_writable(state_dir)
     except OSError as err:
         raise _unwritable("state folder", state_dir, err) from err
+    try:  # the state's one user: two agents resuming one credential would lease as one
+        held = hold(state_dir / STATE_LOCK, "latfarm agent", str(state_dir))
+    except Held as err:
+        raise AgentError(f"{err}: one agent per state folder (--state-dir)") from err
+    except OSError as err:
+        raise _unwritable("state folder", state_dir, err) from err
     try:
         cache = ArtifactCache(state_dir / "cache", options.cache_mb << 20)
     except OSError as err:
+        held.close()
         raise _unwritable("artifact cache", state_dir / "cache", err) from err
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -184,3 +193,4 @@ def run_agent(options: AgentOptions) -> None:
         ) from err
     finally:
         conn.close()
+        held.close()
