@@ -242,6 +242,8 @@ def measure(
 
     if not wait:
         refuse_beside(ctx, "--no-wait", ["timeout", "wait_for_agent"], "--no-wait waits for nothing")
+    if not sample:
+        refuse_beside(ctx, "--seed", ["seed"], "--seed draws nothing without --random N")
     check_graph(space, graph)
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
     chosen = measure_results.arch_values(given)

@@ -186,6 +186,7 @@ BATCH = "0123456789abcdef0123456789abcdef"
             "--no-wait: --no-wait waits for nothing: drop --wait-for-agent",
         ),
         (["results", BATCH, "--no-wait", "--timeout", "9"], "--no-wait: --no-wait waits for nothing: drop --timeout"),
+        (["measure", "dev", "1", "--seed", "3"], "--seed: --seed draws nothing without --random N: drop --seed"),
         (["measure", "dev", "1", "--no-wait", "--out", "x.csv"], "--out: --no-wait does not wait for the results"),
     ],
 )
@@ -208,6 +209,7 @@ def test_contradictory_flags_are_a_usage_error_before_any_request(command, expec
         ["adapt", "dev", "--cancel", "--space", "fbnet"],
         ["adapt", "dev", "--no-wait", "--samples", "5"],
         ["results", BATCH, "--timeout", "9"],
+        ["measure", "dev", "--random", "3", "--seed", "3"],
     ],
 )
 def test_options_a_mode_uses_pass_the_usage_checks(command):
