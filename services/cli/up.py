@@ -324,7 +324,12 @@ def run_up(
     for port, flag in ((settings.http_port, "--http-port"), (settings.grpc_port, "--grpc-port")):
         if port and not _free(port):
             raise SystemExit(f"latfarm up: port {port} is in use (is latfarm up already running? use {flag})")
-    held = _refused(lambda: hold(own[0], "latfarm up", own[1]))  # until up ends
+    with _refused(lambda: hold(own[0], "latfarm up", own[1])):  # until up ends, however it ends
+        _run(settings, device, samples, calibration)
+
+
+def _run(settings: Settings, device: str, samples: int | None, calibration: int | None) -> None:
+    """``run_up`` once its checks passed and it holds the data folder."""
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     key = admin_key(settings)
@@ -392,7 +397,6 @@ def run_up(
         children.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        held.close()
     console.print("latfarm stopped")
     if received[:1] == [signal.SIGINT] and not serving:
         raise SystemExit(INTERRUPTED)
