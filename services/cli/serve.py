@@ -55,14 +55,14 @@ def _bound(port_name: str, bind: Callable[[], T]) -> T:
 
 
 def _refused(take: Callable[[], T]) -> T:
-    """``take()``; a lock another server holds (``common.lock.Held``), or one that cannot be written, exits with one
-    line."""
+    """``take()``; a lock another server holds (``common.lock.Held``), or one that cannot be taken (no
+    permission), exits with one line."""
     try:
         return take()
     except Held as err:
         raise SystemExit(f"latfarm serve: {err}; one server per SQLite database (PostgreSQL: several)") from err
     except OSError as err:
-        raise SystemExit(f"latfarm serve: cannot write {err.filename}: {err.strerror or err}") from err
+        raise SystemExit(f"latfarm serve: cannot lock {err.filename}: {err.strerror or err}") from err
 
 
 def _shown(host: str) -> str:

@@ -91,14 +91,14 @@ def _revoked(settings: Settings, key: str) -> bool:
 
 
 def _refused(take: Callable[[], T]) -> T:
-    """``take()``; a lock another process holds (``common.lock.Held``), or one that cannot be written, exits with
-    one line."""
+    """``take()``; a lock another process holds (``common.lock.Held``), or one that cannot be taken (no
+    permission), exits with one line."""
     try:
         return take()
     except Held as err:
         raise SystemExit(f"latfarm up: {err}") from err
     except OSError as err:
-        raise SystemExit(f"latfarm up: cannot write {err.filename}: {err.strerror or err}") from err
+        raise SystemExit(f"latfarm up: cannot lock {err.filename}: {err.strerror or err}") from err
 
 
 def _free(port: int) -> bool:
