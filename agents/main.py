@@ -21,7 +21,8 @@ from latfarm.agents.descriptor import describe
 from latfarm.agents.errors import AgentError, Stopped, Unauthenticated
 from latfarm.agents.loop import AgentLoop
 from latfarm.agents.options import AgentOptions
-from latfarm.agents.state import AgentState, ensure_writable, load_state, save_state
+from latfarm.agents.state import STATE_LOCK, AgentState, ensure_writable, load_state, save_state
+from latfarm.common.lock import Held, hold
 
 DEFAULT_HEARTBEAT_S = 10
 # How to hand the agent a token: the variable keeps it off the command line (and out of `ps`).
@@ -127,7 +128,8 @@ def _unwritable(what: str, folder: Path, err: OSError) -> AgentError:
 
 def run_agent(options: AgentOptions) -> None:
     """Run the agent until stopped (or, with ``options.once``, until the queue is empty); ``AgentError`` when it
-    cannot (bad option, unreadable certificate, not registered, rejected by the server)."""
+    cannot (bad option, unreadable certificate, not registered, a state folder another agent uses, rejected by the
+    server)."""
     state_dir = Path(options.state_dir)
     try:
         root_certificates = read_ca_cert(options.ca_cert)
@@ -144,43 +146,50 @@ def run_agent(options: AgentOptions) -> None:
         ensure_writable(state_dir)
     except OSError as err:
         raise _unwritable("state folder", state_dir, err) from err
-    try:
-        cache = ArtifactCache(state_dir / "cache", options.cache_mb << 20)
+    try:  # the state's one user: two agents resuming one credential would lease as one
+        held = hold(state_dir / STATE_LOCK, "latfarm agent", str(state_dir))
+    except Held as err:
+        raise AgentError(f"{err}: one agent per state folder (--state-dir)") from err
     except OSError as err:
-        raise _unwritable("artifact cache", state_dir / "cache", err) from err
-    stop = threading.Event()
-    install_signal_handlers(stop)
-    credential = state.credential if state else None
-    conn = Connection(options.server, stop, credential, log, tls=options.tls, root_certificates=root_certificates)
+        raise _unwritable("state folder", state_dir, err) from err
+    with held:  # until the agent ends, however it ends
+        try:
+            cache = ArtifactCache(state_dir / "cache", options.cache_mb << 20)
+        except OSError as err:
+            raise _unwritable("artifact cache", state_dir / "cache", err) from err
+        stop = threading.Event()
+        install_signal_handlers(stop)
+        credential = state.credential if state else None
+        conn = Connection(options.server, stop, credential, log, tls=options.tls, root_certificates=root_certificates)
 
-    def serve(heartbeat_s: float) -> None:
-        loop = AgentLoop(conn, backends, cache, options, stop, heartbeat_s, cpus, log)
-        loop.run()
-        log(f"stopped after processing {loop.processed} job(s)")
+        def serve(heartbeat_s: float) -> None:
+            loop = AgentLoop(conn, backends, cache, options, stop, heartbeat_s, cpus, log)
+            loop.run()
+            log(f"stopped after processing {loop.processed} job(s)")
 
-    def register_anew() -> None:
-        new, heartbeat_s = register(conn, options)
-        conn.credential = new.credential
-        serve(heartbeat_s)
+        def register_anew() -> None:
+            new, heartbeat_s = register(conn, options)
+            conn.credential = new.credential
+            serve(heartbeat_s)
 
-    try:
-        if state is None:
-            register_anew()
-        else:
-            log(f"resuming as agent {state.agent_id} of device {state.device!r}")
-            try:
-                serve(DEFAULT_HEARTBEAT_S)
-            except Unauthenticated as err:
-                if not options.enroll:
-                    raise
-                log(f"the server no longer knows this agent ({err}); registering again with --enroll")
+        try:
+            if state is None:
                 register_anew()
-    except Stopped:
-        log("stopped")
-    except Unauthenticated as err:  # its credential, not a token: ``register`` says that of a token
-        raise AgentError(
-            f"the server rejected this agent ({err}): an admin deleted it, or the server's database is another; "
-            f"to register anew, give an enrollment token as {TOKEN_FORM}"
-        ) from err
-    finally:
-        conn.close()
+            else:
+                log(f"resuming as agent {state.agent_id} of device {state.device!r}")
+                try:
+                    serve(DEFAULT_HEARTBEAT_S)
+                except Unauthenticated as err:
+                    if not options.enroll:
+                        raise
+                    log(f"the server no longer knows this agent ({err}); registering again with --enroll")
+                    register_anew()
+        except Stopped:
+            log("stopped")
+        except Unauthenticated as err:  # its credential, not a token: ``register`` says that of a token
+            raise AgentError(
+                f"the server rejected this agent ({err}): an admin deleted it, or the server's database is another; "
+                f"to register anew, give an enrollment token as {TOKEN_FORM}"
+            ) from err
+        finally:
+            conn.close()

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 STATE_FILE = "state.json"
+STATE_LOCK = "agent.lock"  # beside it, held by the agent that uses it (``common.lock``): one agent per state folder
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,14 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database).resolve()
 
 
+def server_lock(url: str) -> tuple[Path, str] | None:
+    """The lock (``common.lock``) a server of the database ``url`` holds, and how a refusal names what it guards:
+    ``<file>.lock`` beside a SQLite file (an embedded database takes one server); None for a database that server
+    replicas share (PostgreSQL)."""
+    path = sqlite_file(url)
+    return None if path is None else (path.with_name(f"{path.name}.lock"), f"the SQLite database {path}")
+
+
 def describe(url: str) -> str:
     """How a command names its database: the SQLite file's path, else the URL without its password."""
     from sqlalchemy.engine import make_url

@@ -24,6 +24,7 @@ from latfarm.services.cli.options import (
     bounded_option,
     condition_option,
     precision_option,
+    refuse_beside,
     span,
 )
 from latfarm.services.cli.output import JsonOption, exported, show_rows
@@ -132,6 +133,7 @@ def device_enroll(
 
 
 def results(
+    ctx: typer.Context,
     batches: list[str] = batch_arguments("Batch ids (printed by measure --no-wait): shown as one run, in order."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for their unfinished jobs (a progress bar)."),
     timeout: float = WaitTimeout,
@@ -146,6 +148,8 @@ def results(
     Ctrl-C while waiting stops waiting (exit 130), the jobs stay queued."""
     from latfarm.services.cli.remote import wait_with_progress
 
+    if not wait:
+        refuse_beside(ctx, "--no-wait", ["timeout"], "--no-wait waits for nothing")
     if out:
         check_out(out, before="nothing was read")
     client = client_for(server, key, "latfarm results")

@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 
 import typer
 from typer._click import Context, HelpFormatter, Parameter
+from typer._click.core import ParameterSource
 from typer._click.exceptions import NoSuchOption, UsageError
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
@@ -124,6 +125,19 @@ def batch_ids(values: list[str]) -> list[str]:
 def batch_arguments(help_text: str) -> Any:
     """The ``BATCH...`` argument: batch ids of the form the server issues (``batch_ids``), with ``help_text``."""
     return typer.Argument(..., metavar="BATCH...", callback=batch_ids, help=help_text)
+
+
+def refuse_beside(ctx: Context, flag: str, names: Sequence[str], why: str) -> None:
+    """Refuse as a usage error (exit 2, ``Invalid value for <flag>``) the options among ``names`` (parameter names)
+    given on the command line beside ``flag``, which makes them meaningless: ``--cancel starts no adaptation: drop
+    --samples, --no-wait``; a flag pair by the side given (``--no-wait``)."""
+    given = [
+        param.opts[0] if ctx.params[param.name] or not param.secondary_opts else param.secondary_opts[0]
+        for param in ctx.command.params
+        if param.name in names and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise typer.BadParameter(f"{why}: drop {', '.join(given)}", param_hint=flag)
 
 
 def checked_archs(given: Sequence[str | int | list[int]], space: str, hint: str = "'ARCHS...'") -> list[str]:

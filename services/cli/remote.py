@@ -32,6 +32,7 @@ from latfarm.services.cli.options import (
     condition_option,
     one_of,
     precision_option,
+    refuse_beside,
     space_option,
 )
 
@@ -179,6 +180,7 @@ FormatOption = typer.Option(
 
 
 def measure(
+    ctx: typer.Context,
     device: str = DeviceName,
     archs: list[str] = typer.Argument(None, help=ARCHS_HELP),
     space: str = SpaceOption,
@@ -238,6 +240,10 @@ def measure(
     Exit status 1 when no arch was measured (every job failed)."""
     from latfarm.services.cli import measure_results
 
+    if not wait:
+        refuse_beside(ctx, "--no-wait", ["timeout", "wait_for_agent"], "--no-wait waits for nothing")
+    if not sample:
+        refuse_beside(ctx, "--seed", ["seed"], "--seed draws nothing without --random N")
     check_graph(space, graph)
     given = [*(archs or []), *(read_archs(from_file) if from_file else [])]
     chosen = measure_results.arch_values(given)
@@ -492,7 +498,11 @@ def cancel(
             )
 
 
+START_OPTIONS = ("samples", "calibration", "fmt", "wait", "wait_for_agent")  # ``adapt``'s, for a new adaptation
+
+
 def adapt(
+    ctx: typer.Context,
     device: str = DeviceName,
     samples: int = Samples,
     calibration: int = Calibrate,
@@ -524,6 +534,11 @@ def adapt(
         raise typer.BadParameter(
             "--cancel acts on the adaptation it would show; drop one of them", param_hint="--status"
         )
+    if status or cancel:
+        mode = "--status" if status else "--cancel"
+        refuse_beside(ctx, mode, START_OPTIONS, f"{mode} starts no adaptation")
+    elif not wait:
+        refuse_beside(ctx, "--no-wait", ["wait_for_agent"], "--no-wait waits for nothing")
     client = client_for(server, key, "latfarm adapt")
     with exit_on_error("latfarm adapt"), explained("latfarm adapt", client):
         if cancel:

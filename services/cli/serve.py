@@ -14,9 +14,10 @@ from typing import TypeVar
 
 import uvicorn
 
+from latfarm.common.lock import Held, check, hold
 from latfarm.services.api.app import create_app
 from latfarm.services.api.deps import warm_arch_tables
-from latfarm.services.cli.database import reachable_database
+from latfarm.services.cli.database import reachable_database, server_lock
 from latfarm.services.cli.errors import exit_on_error
 from latfarm.services.core.config import Settings
 from latfarm.services.rpc.processes import GrpcChildren, check_unshared, grpc_processes, reserve_port
@@ -53,27 +54,47 @@ def _bound(port_name: str, bind: Callable[[], T]) -> T:
         raise SystemExit(f"latfarm serve: cannot listen on the {port_name}: {err.strerror or err}") from err
 
 
+def _refused(take: Callable[[], T]) -> T:
+    """``take()``; a lock another server holds (``common.lock.Held``), or one that cannot be taken (no
+    permission), exits with one line."""
+    try:
+        return take()
+    except Held as err:
+        raise SystemExit(f"latfarm serve: {err}; one server per SQLite database (PostgreSQL: several)") from err
+    except OSError as err:
+        raise SystemExit(f"latfarm serve: cannot lock {err.filename}: {err.strerror or err}") from err
+
+
 def _shown(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 def serve(settings: Settings) -> None:
     """Run REST on ``settings.http_port`` and gRPC on ``settings.grpc_port`` (0 = any free port) until SIGINT or
-    SIGTERM, then stop both. Prints the URLs, and the bootstrap admin key when it was generated now."""
+    SIGTERM, then stop both. Prints the URLs, and the bootstrap admin key when it was generated now. A port it cannot
+    bind, or a SQLite database another server uses (``database.server_lock``), exits with one line before the
+    database is opened or created."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with exit_on_error("latfarm serve"):
         credentials = server_credentials(settings)  # a bad TLS setting fails before the database is touched
         processes = grpc_processes(settings)
-    with reachable_database("latfarm serve", settings.database_url):
-        runtime = Runtime(settings)
-        new_admin_key = runtime.bootstrap()
+    with reachable_database("latfarm serve", settings.database_url):  # an unparsable URL: one line
+        lock = server_lock(settings.database_url)
+    if lock:  # before the ports: the line then names the server that has them
+        _refused(lambda: check(*lock))
     http_sock = _bound(f"REST port {settings.http_port}", lambda: _listen(settings.http_host, settings.http_port))
     grpc_name = f"gRPC port {settings.grpc_port}"
     if settings.grpc_port:  # another server's gRPC port would be shared, not refused
         _bound(grpc_name, lambda: check_unshared(settings.grpc_listen_host, settings.grpc_port))
-    grpc_server, reserved = None, None
+    reserved = None
     if processes > 1:  # the children serve the agents; this process holds the port for them
         reserved = _bound(grpc_name, lambda: reserve_port(settings.grpc_listen_host, settings.grpc_port))
+    held = _refused(lambda: hold(lock[0], "latfarm serve", lock[1])) if lock else None  # held while it serves
+    with reachable_database("latfarm serve", settings.database_url):
+        runtime = Runtime(settings)
+        new_admin_key = runtime.bootstrap()
+    grpc_server = None
+    if reserved:
         grpc_port = reserved.getsockname()[1]
     else:
         grpc_server, grpc_port = _bound(
@@ -145,6 +166,8 @@ def serve(settings: Settings) -> None:
             stopped.wait(GRPC_GRACE_S + 2)
         runtime.close()
         http_sock.close()
+        if held:
+            held.close()
         if reserved:
             reserved.close()
         for sig, handler in previous.items():

@@ -17,14 +17,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from latfarm.agents.runtimes import ONNXRUNTIME
 from latfarm.agents.state import load_state
+from latfarm.common.lock import Held, check, hold
+from latfarm.services.cli.database import reachable_database, server_lock
+from latfarm.services.cli.errors import INTERRUPTED
 from latfarm.services.cli.measure_results import adapted
 from latfarm.services.client import Client, LatfarmError
 from latfarm.services.core.config import Settings, env_name
@@ -32,7 +36,9 @@ from latfarm.services.core.lifetime import die_with_parent
 from latfarm.services.core.security import new_secret
 from latfarm.services.domain.samples import DEFAULT_SAMPLES
 
+T = TypeVar("T")
 console = Console()
+UP_LOCK = "up.lock"  # in the data folder: one ``up`` per folder
 START_TIMEOUT_S = 180.0
 ENROLL_TOKEN_S = 600  # the local agent's enrollment token: used at once
 ENROLL_ENV = "LATFARM_AGENT_ENROLL"  # ``latfarm agent --enroll``'s variable
@@ -74,7 +80,6 @@ def admin_key(settings: Settings) -> str:
 def _revoked(settings: Settings, key: str) -> bool:
     """Whether the database has ``key`` as a revoked key (one line and exit 1 when it cannot be read)."""
     from latfarm.services.api.auth import key_revoked
-    from latfarm.services.cli.database import reachable_database
     from latfarm.services.store.db import make_engine, make_sessionmaker
 
     with reachable_database("latfarm up", settings.database_url):
@@ -83,6 +88,17 @@ def _revoked(settings: Settings, key: str) -> bool:
             return key_revoked(make_sessionmaker(engine), key)
         finally:
             engine.dispose()
+
+
+def _refused(take: Callable[[], T]) -> T:
+    """``take()``; a lock another process holds (``common.lock.Held``), or one that cannot be taken (no
+    permission), exits with one line."""
+    try:
+        return take()
+    except Held as err:
+        raise SystemExit(f"latfarm up: {err}") from err
+    except OSError as err:
+        raise SystemExit(f"latfarm up: cannot lock {err.filename}: {err.strerror or err}") from err
 
 
 def _free(port: int) -> bool:
@@ -287,8 +303,10 @@ def run_up(
 ) -> None:
     """Start everything, adapt to this machine (from ``samples`` archs and ``calibration`` calibrating ones:
     ``_adapt``), print the URLs, serve until Ctrl-C; a port in use or a datasets folder that is not a HELP folder
-    exits before anything is created. Port 0 is any free port: ``serve`` binds one and prints it, and this reads it
-    back (no window in which another process could take it)."""
+    exits before anything is created, and so does a data folder another ``up`` uses or a SQLite database another
+    server uses (``common.lock``: one ``up`` per folder). Ctrl-C before it serves (while it starts or adapts) exits
+    130 once it stopped; one while it serves, or SIGTERM, ends it normally. Port 0 is any free port: ``serve`` binds
+    one and prints it, and this reads it back (no window in which another process could take it)."""
     if settings.datasets_dir:
         from latfarm.services.datasets.help import latency_files
         from latfarm.services.datasets.rows import DatasetError
@@ -298,10 +316,20 @@ def run_up(
         except DatasetError as err:
             # a --datasets given is refused as the command line is read: only the variable's reaches this
             raise SystemExit(f"latfarm up: {env_name('datasets_dir')}: {err}") from err
+    own = (settings.data_dir / UP_LOCK, str(settings.data_dir))
+    with reachable_database("latfarm up", settings.database_url):  # an unparsable URL: one line
+        server = server_lock(settings.database_url)  # its server's, on SQLite: another `serve` may hold it
+    for path, place in filter(None, (own, server)):  # before anything is created: creates nothing
+        _refused(lambda: check(path, place))  # noqa: B023 - called at once
     for port, flag in ((settings.http_port, "--http-port"), (settings.grpc_port, "--grpc-port")):
-        if port and not _free(port):  # before anything is created
+        if port and not _free(port):
             raise SystemExit(f"latfarm up: port {port} is in use (is latfarm up already running? use {flag})")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with _refused(lambda: hold(own[0], "latfarm up", own[1])):  # until up ends, however it ends
+        _run(settings, device, samples, calibration)
+
+
+def _run(settings: Settings, device: str, samples: int | None, calibration: int | None) -> None:
+    """``run_up`` once its checks passed and it holds the data folder."""
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     key = admin_key(settings)
@@ -312,8 +340,14 @@ def run_up(
     served = settings.model_copy(update={"admin_key": key, "grpc_tls_cert": None, "grpc_tls_key": None})
     env = {**os.environ, **served.to_env()}  # the children read exactly these settings
     children = Children(logs)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop, received = threading.Event(), []  # the signals that stop it
+    serving = False  # a Ctrl-C before it serves interrupted the start or the adaptation: exit 130
+
+    def stopping(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with console.status(f"starting the server (SQLite in {settings.data_dir})"):
             log = logs / "server.log"
@@ -344,6 +378,7 @@ def run_up(
         state = _adapt(client, device, samples, calibration, children, stop)
         if state is not None:
             _summary(base, key, device, state)
+        serving = not stop.is_set()
         while not stop.wait(1.0):
             children.check()
     except _Interrupted:
@@ -363,6 +398,8 @@ def run_up(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     console.print("latfarm stopped")
+    if received[:1] == [signal.SIGINT] and not serving:
+        raise SystemExit(INTERRUPTED)
 
 
 def _summary(base: str, key: str, device: str, state: dict) -> None:

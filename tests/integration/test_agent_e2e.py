@@ -242,9 +242,13 @@ def test_restarted_agent_keeps_its_identity(server, tmp_path):
 
 
 def test_killed_agent_loses_nothing(server, tmp_path):
+    """A SIGKILLed agent's jobs go to another; its state folder, which a second agent could not use while it lived
+    (one line, exit 1), is free again: the next agent on it resumes."""
     batch = server.submit("e2e-kill", BATCH)
     victim = Agent(server, tmp_path, "victim", server.enroll("e2e-kill"), SLOW)
     victim.wait_log("measuring")
+    command = [LATFARM, "agent", "--server", server.grpc, "--state-dir", str(tmp_path / "victim")]
+    twin = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60)
     survivor = Agent(server, tmp_path, "survivor", server.enroll("e2e-kill"), QUICK)
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(timeout=10)
@@ -254,6 +258,13 @@ def test_killed_agent_loses_nothing(server, tmp_path):
         assert_each_measured_once(server, "e2e-kill", len(BATCH))
     finally:
         assert survivor.terminate() == 0, survivor.log()
+    assert twin.returncode == 1, twin.stderr
+    assert twin.stderr.splitlines() == [
+        f"latfarm agent: {tmp_path / 'victim'} is in use by latfarm agent (pid {victim.proc.pid}): "
+        "one agent per state folder (--state-dir)"
+    ]
+    again = subprocess.run([*command, "--once"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert again.returncode == 0 and "resuming as agent" in again.stderr, again.stderr
 
 
 def test_server_restart_loses_nothing(server, tmp_path):

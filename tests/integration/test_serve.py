@@ -232,6 +232,52 @@ def test_a_port_in_use_exits_with_one_line(tmp_path, pg_url, redis_url, which, p
             timeout=START_TIMEOUT_S,
         )
     assert done.returncode == 1, done.stdout + done.stderr
-    said = f"latfarm serve: cannot listen on the {which} port {port}: "
-    assert said + "Address already in use" in done.stderr
-    assert "Traceback" not in done.stderr
+    said = f"latfarm serve: cannot listen on the {which} port {port}: Address already in use"
+    assert done.stderr.splitlines() == [said], done.stderr  # before the database: no migration's log lines
+    assert not (tmp_path / "data").exists()
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess:
+    """``latfarm serve ARGS`` to its end (it refuses to start), with no LATFARM_* setting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LATFARM_")}
+    return subprocess.run(
+        [sys.executable, "-m", "latfarm.services.cli", "serve", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+    )
+
+
+def test_a_busy_port_is_refused_before_the_sqlite_database_is_created(tmp_path):
+    """A refusal has no side effect: one line, exit 1, no data folder, no database, no migration's log lines."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = _serve("--http-port", port, "--grpc-port", "0", "--data-dir", str(tmp_path / "x"))
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"latfarm serve: cannot listen on the REST port {port}: Address already in use"]
+    assert done.stdout == ""
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_one_server_per_sqlite_database_and_a_killed_one_leaves_no_lock(tmp_path):
+    """Port 0 cannot clash, the embedded database's lock refuses a second server on it (one line, exit 1, before
+    its ports); the kernel releases the lock of a SIGKILLed server, so the next one starts."""
+    data = tmp_path / "data"
+    first = Served(["--data-dir", str(data)], LATFARM_ADMIN_KEY="lf_admin_one_server")
+    try:
+        second = _serve("--http-port", "0", "--grpc-port", "0", "--data-dir", str(data))
+    finally:
+        first.proc.kill()
+        first.proc.wait()
+    database = (data / "latfarm.db").resolve()
+    said = f"latfarm serve: the SQLite database {database} is in use by latfarm serve (pid {first.proc.pid})"
+    assert second.returncode == 1
+    assert second.stderr.splitlines() == [f"{said}; one server per SQLite database (PostgreSQL: several)"]
+    third = Served(["--data-dir", str(data)], LATFARM_ADMIN_KEY="lf_admin_one_server")
+    _check_running(third)
+    assert third.stop(signal.SIGTERM) == 0

@@ -71,11 +71,22 @@ def _up(tmp_path, key: str, **extra_env: str) -> tuple[subprocess.Popen, str, st
     raise AssertionError(f"latfarm up exited with {proc.wait()} before its server was up:\n{shown}")
 
 
+def _serving(proc: subprocess.Popen) -> str:
+    """``up``'s output up to its summary's last line: from there it serves, and Ctrl-C ends it normally (exit 0;
+    before, Ctrl-C interrupts it: exit 130)."""
+    shown = b""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        shown += line
+        if line.startswith(b"Ctrl-C stops everything."):
+            break
+    return shown.decode(errors="replace")
+
+
 def _stop(proc: subprocess.Popen) -> str:
+    """Ctrl-C to ``up``; its output from here on."""
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out.decode(errors="replace")
-    return out.decode(errors="replace")
+    return proc.communicate(timeout=60)[0].decode(errors="replace")
 
 
 def test_up_adapts_to_this_machine_and_serves_predictions(tmp_path):
@@ -100,8 +111,10 @@ def test_up_adapts_to_this_machine_and_serves_predictions(tmp_path):
         assert [i["source"] for i in items[:100]] == ["predicted"] * 100
         assert all(i["latency_ms"] > 0 and i["std_ms"] >= 0 for i in items[:100]), items[:100]
         assert {i["source"] for i in items[100:]} == {"measured"}
+        shown += _serving(proc)
     finally:
         out = shown + _stop(proc)
+    assert proc.returncode == 0, out
     assert "latfarm is up" in out and f"{url}/docs" in out
 
     # a second run re-uses the adaptation: nothing is measured again; TLS settings meant for `latfarm serve`

@@ -158,6 +158,70 @@ def test_a_malformed_value_is_a_usage_error_before_anything_is_touched(command, 
     assert not list(tmp_path.iterdir())
 
 
+BATCH = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (
+            ["adapt", "dev", "--samples", "5", "--no-wait", "--cancel"],
+            "--cancel: --cancel starts no adaptation: drop --samples, --no-wait",
+        ),
+        (["adapt", "dev", "--cancel", "--calibrate", "0"], "--cancel: --cancel starts no adaptation: drop --calibrate"),
+        (["adapt", "dev", "--status", "--wait"], "--status: --status starts no adaptation: drop --wait"),
+        (["adapt", "dev", "--status", "--format", "onnx"], "--status: --status starts no adaptation: drop --format"),
+        (
+            ["adapt", "dev", "--status", "--wait-for-agent"],
+            "--status: --status starts no adaptation: drop --wait-for-agent",
+        ),
+        (["adapt", "dev", "--status", "--cancel"], "--status: --cancel acts on the adaptation it would show"),
+        (
+            ["adapt", "dev", "--no-wait", "--wait-for-agent"],
+            "--no-wait: --no-wait waits for nothing: drop --wait-for-agent",
+        ),
+        (
+            ["measure", "dev", "1", "--no-wait", "--timeout", "9"],
+            "--no-wait: --no-wait waits for nothing: drop --timeout",
+        ),
+        (
+            ["measure", "dev", "1", "--wait-for-agent", "--no-wait"],
+            "--no-wait: --no-wait waits for nothing: drop --wait-for-agent",
+        ),
+        (["results", BATCH, "--no-wait", "--timeout", "9"], "--no-wait: --no-wait waits for nothing: drop --timeout"),
+        (["measure", "dev", "1", "--seed", "3"], "--seed: --seed draws nothing without --random N: drop --seed"),
+        (["measure", "dev", "1", "--no-wait", "--out", "x.csv"], "--out: --no-wait does not wait for the results"),
+    ],
+)
+def test_contradictory_flags_are_a_usage_error_before_any_request(command, expected, tmp_path, monkeypatch):
+    """A mode flag (``--status``, ``--cancel``, ``--no-wait``) given with an option it makes meaningless is refused
+    (exit 2, one "Invalid value for" line naming the mode), whatever their order; never one silently ignored.
+    ``NOWHERE`` is a server that is never asked."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*command, *NOWHERE], env={"COLUMNS": "300"})
+    shown = [line.strip("│ ") for line in result.output.splitlines() if "Invalid value" in line]
+    assert result.exit_code == 2 and len(shown) == 1, result.output
+    assert shown[0].startswith(f"Invalid value for {expected}"), result.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["adapt", "dev", "--status", "--space", "nb201"],
+        ["adapt", "dev", "--cancel", "--space", "fbnet"],
+        ["adapt", "dev", "--no-wait", "--samples", "5"],
+        ["results", BATCH, "--timeout", "9"],
+        ["measure", "dev", "--random", "3", "--seed", "3"],
+    ],
+)
+def test_options_a_mode_uses_pass_the_usage_checks(command):
+    """What each mode takes passes (``--space`` with ``--status``); it then asks the server, which is not there
+    (exit 1, one line)."""
+    result = CliRunner().invoke(app, [*command, *NOWHERE])
+    assert result.exit_code == 1 and "Invalid value" not in result.output, result.output
+
+
 @pytest.mark.parametrize("out", ["a-file", "a-file/models"])
 def test_export_models_out_at_a_file_is_a_usage_error_before_anything_is_exported(out, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -451,7 +451,8 @@ def test_an_out_no_csv_can_be_written_to_is_refused_before_anything_is_queued(li
         (["--out", str(tmp_path / "x.csv"), "--no-wait"], "--no-wait does not wait for the results"),
     ]
     for args, named in cases:
-        command = ["measure", "gpu-b2", "1", "--wait-for-agent", *args, "--server", url, "--key", ADMIN_KEY]
+        waits = [] if "--no-wait" in args else ["--wait-for-agent"]  # together they are refused before --out
+        command = ["measure", "gpu-b2", "1", *waits, *args, "--server", url, "--key", ADMIN_KEY]
         result = CliRunner().invoke(app, command, env={"COLUMNS": "400"})  # no path wrapped inside rich's box
         shown = " ".join(result.output.replace("│", " ").split())
         assert result.exit_code == 2 and "Invalid value for --out" in shown, result.output

@@ -8,6 +8,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from threading import Event
@@ -200,4 +202,53 @@ def test_up_on_port_0_prints_the_ports_it_picked(tmp_path):
     found = re.match(r"server up: http://127\.0\.0\.1:(\d+) \(agents' gRPC: 127\.0\.0\.1:(\d+); log: ", line)
     assert found, line
     assert 0 not in {int(found[1]), int(found[2])}
-    assert proc.returncode == 0
+    assert proc.returncode == 130  # Ctrl-C before it serves (it was adapting) interrupted it
+
+
+def _up(data: Path) -> subprocess.Popen:
+    """``latfarm up`` on ports it picks, once it said ``server up``."""
+    proc = interruptible_cli("up", "--http-port", "0", "--grpc-port", "0", "--data-dir", str(data))
+    line = proc.stdout.readline() if proc.stdout else ""
+    assert line.startswith("server up: "), line + proc.communicate()[1]
+    return proc
+
+
+def test_one_up_per_data_folder_and_a_killed_one_leaves_no_lock(tmp_path):
+    """Port 0 cannot clash: the data folder's lock refuses a second ``up`` (and a ``serve`` on its SQLite database)
+    with one line, exit 1, nothing started; a SIGKILLed ``up`` (its children die with it) leaves no lock behind."""
+    data = tmp_path / "data"
+    first = _up(data)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "latfarm.services.cli", "up", "--http-port", "0", "--grpc-port", "0"],
+            cwd=tmp_path,
+            env={**os.environ, "LATFARM_DATA_DIR": str(data)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        serve = subprocess.run(
+            [sys.executable, "-m", "latfarm.services.cli", "serve", "--http-port", "0", "--grpc-port", "0"],
+            cwd=tmp_path,
+            env={**os.environ, "LATFARM_DATA_DIR": str(data)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        first.kill()
+        first.communicate()
+    assert second.returncode == 1 and second.stdout == ""
+    assert second.stderr.splitlines() == [f"latfarm up: {data} is in use by latfarm up (pid {first.pid})"]
+    assert serve.returncode == 1
+    database = data.resolve() / "latfarm.db"
+    said = rf"latfarm serve: the SQLite database {re.escape(str(database))} is in use by latfarm serve \(pid \d+\); "
+    assert re.fullmatch(said + r"one server per SQLite database \(PostgreSQL: several\)\n", serve.stderr), serve.stderr
+    deadline = time.monotonic() + 30
+    while _children_of(data):  # they die with it, releasing the database's lock
+        assert time.monotonic() < deadline, "up's children outlived it"
+        time.sleep(0.1)
+    third = _up(data)
+    third.send_signal(signal.SIGTERM)
+    third.communicate(timeout=60)
+    assert third.returncode == 0
