@@ -26,6 +26,7 @@ from latfarm.agents.state import AgentState, ensure_writable, load_state, save_s
 DEFAULT_HEARTBEAT_S = 10
 # How to hand the agent a token: the variable keeps it off the command line (and out of `ps`).
 TOKEN_FORM = "LATFARM_AGENT_ENROLL=TOKEN (or --enroll TOKEN)"
+ENROLL_COMMAND = "latfarm device enroll DEVICE"  # what makes a token (an admin or the device's owner key)
 
 
 def log(message: str) -> None:
@@ -101,7 +102,7 @@ def register(conn: Connection, options: AgentOptions) -> tuple[AgentState, int]:
     A token the server refuses as expired or revoked (``PERMISSION_DENIED``) raises ``AgentError`` saying so.
     """
     if not options.enroll:
-        raise AgentError(f"registering needs an enrollment token: {TOKEN_FORM}")
+        raise AgentError(f"registering needs an enrollment token ({ENROLL_COMMAND} makes one): {TOKEN_FORM}")
     try:
         response = conn.register(options.enroll, describe(), options.name or socket.gethostname())
     except Unauthenticated as err:
@@ -111,7 +112,7 @@ def register(conn: Connection, options: AgentOptions) -> tuple[AgentState, int]:
             raise
         raise AgentError(
             f"the server refused the enrollment token ({err.details()}); ask the server's owner for a new one "
-            f"(POST /v1/devices/<device>/enrollments) and pass it as {TOKEN_FORM}"
+            f"({ENROLL_COMMAND}) and pass it as {TOKEN_FORM}"
         ) from err
     state = AgentState(response.agent_id, response.credential, response.device)
     save_state(options.state_dir, state)

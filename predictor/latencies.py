@@ -23,7 +23,8 @@ def checked_latencies(values: object, where: str, *, allow_nan: bool = False, to
     by ``to_ms`` (the caller's unit in ms: 1000 for seconds).
 
     Raises ``ValueError`` naming ``where`` and the first bad entry in ms (``"<where>: entry 3 must be between
-    0.0001 ms and 10000000 ms, got 0 ms"``), or that the values are not a flat sequence of numbers.
+    0.0001 ms and 10000000 ms, got 0 ms"``; of a single value ``"<where>: must be ..."``), or that the values are
+    not a flat sequence of numbers.
     """
     try:
         array = np.asarray(values, dtype=np.float64)
@@ -37,5 +38,6 @@ def checked_latencies(values: object, where: str, *, allow_nan: bool = False, to
         ok |= np.isnan(array)
     if (bad := np.flatnonzero(~ok)).size:
         got = f"{float(array[bad[0]]) * to_ms:g} ms"
-        raise ValueError(f"{where}: entry {bad[0]} {out_of_range(got, BOUNDS, 'ms')}")
+        entry = f"entry {bad[0]} " if array.size > 1 else ""  # one value (a CSV cell): ``where`` names it
+        raise ValueError(f"{where}: {entry}{out_of_range(got, BOUNDS, 'ms')}")
     return array

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
+from latfarm.common.ranges import not_of_kind
 from latfarm.predictor import nb201, spaces
 from latfarm.services.core import names
 from latfarm.services.core.errors import ErrorCode, InvalidArgument, LatfarmError, Throttled, Unavailable
@@ -188,7 +189,8 @@ def named_once(message: str, field: str) -> str:
 def _message(request: Request, error: dict) -> str:
     """A validation error's message, reworded where pydantic's would not tell a client what to do: a body that
     arrived as raw bytes (it was not sent as JSON), a number out of bounds (its whole range), a value against a
-    pattern (never the pattern itself: a device name against the name rule, an arch, a choice), a value outside a
+    pattern (never the pattern itself: a device name against the name rule, an arch, a choice), a value of another
+    kind (``must be a whole number, got 'abc'``, as the command line says it), a value outside a
     fixed set (``must be one of min, median, got 'mean'``, as the command line says it) and a validator's
     own error (without pydantic's prefix)."""
     if tuple(error["loc"]) == ("body",) and isinstance(error.get("input"), bytes):
@@ -199,6 +201,8 @@ def _message(request: Request, error: dict) -> str:
     got = _input(error).strip("'") if isinstance(error.get("input"), str) else _input(error)  # a query's number
     if (out_of_range := range_message(request, error, got)) is not None:
         return out_of_range
+    if (wrong_kind := not_of_kind(error["type"], _input(error))) is not None:
+        return wrong_kind
     if error["type"] == "value_error":
         return error["msg"].removeprefix("Value error, ")
     if error["type"] == "literal_error":  # pydantic lists the choices quoted: "'min' or 'median'"

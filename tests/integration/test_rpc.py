@@ -287,7 +287,10 @@ def test_an_agent_enrolling_with_an_expired_or_revoked_token_gets_one_line(farm,
         run_agent(AgentOptions(farm.address, farm.token, tmp_path / "agent", once=True))
     message = str(info.value)
     assert message.startswith(f"the server refused the enrollment token ({details}")
-    assert message.endswith("and pass it as LATFARM_AGENT_ENROLL=TOKEN (or --enroll TOKEN)") and "\n" not in message
+    assert message.endswith(
+        "a new one (latfarm device enroll DEVICE) and pass it as LATFARM_AGENT_ENROLL=TOKEN (or --enroll TOKEN)"
+    )
+    assert "\n" not in message and "POST /v1" not in message  # the command a person runs, not the endpoint
     assert load_state(tmp_path / "agent") is None
 
 

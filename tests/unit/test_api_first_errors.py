@@ -76,9 +76,17 @@ PUBLIC_422 = [  # method, path, body or query, the field by its public path, its
     ("post", "/v1/devices", {"name": "x2", "precision": "fp8"}, "precision", "must be one of fp32, fp16, int8"),
     ("post", "/v1/devices", {"name": "x3", "resolution": 17}, "resolution", "17px with 10 classes is not an input"),
     ("post", "/v1/devices", {"name": "x4", "resolution": 16}, "classes", "16px with 10 classes is not an input"),
-    ("post", "/v1/devices/dev1/adapt", {"samples": True}, "samples", "must be an integer"),
+    ("post", "/v1/devices/dev1/adapt", {"samples": True}, "samples", "must be a whole number, got true"),
     ("post", "/v1/devices/dev1/adapt", {"calibration": 5}, "calibration", "must be 0 or between 10 and 200 archs"),
-    ("post", "/v1/jobs", {"device": "dev1", "archs": [0], "protocol": {"rounds": "x"}}, "protocol.rounds", "integer"),
+    (
+        "post",
+        "/v1/jobs",
+        {"device": "dev1", "archs": [0], "protocol": {"rounds": "x"}},
+        "protocol.rounds",
+        "must be a whole number, got 'x'",
+    ),
+    ("get", "/v1/measurements", {"limit": "abc"}, "limit", "must be a whole number, got 'abc'"),
+    ("get", "/v1/measurements", {"quarantined": "maybe"}, "quarantined", "must be true or false, got 'maybe'"),
 ]
 
 

@@ -115,11 +115,18 @@ NOWHERE = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never asked: the v
         (["device", "add", "", *NOWHERE], f"'NAME': device name '' is not allowed: {RULE}"),
         (["key", "create", "", "--scope", "admin", *NOWHERE], "'NAME': its length must be between 1 and 128, got 0"),
         (["key", "revoke", "0", *NOWHERE], "'ID': must be at least 1, got 0"),
+        (["key", "revoke", "abc", *NOWHERE], "'ID': must be a whole number, got 'abc'"),
+        (["key", "revoke", "-3", *NOWHERE], "'ID': must be at least 1, got -3"),
+        (["adapt", "dev", "--samples", "ten", *NOWHERE], "'--samples': must be a whole number, got 'ten'"),
+        (["device", "enroll", "dev", "--expires-in", "1.5", *NOWHERE], "'--expires-in': must be a whole number"),
         (["device", "enroll", "a/b", *NOWHERE], f"'DEVICE': device name 'a/b' is not allowed: {RULE}"),
         (["export", "device", "a/b", "--out", "x.csv", *NOWHERE], "'DEVICE': device name 'a/b' is not allowed"),
         (["export", "data", "a/b", "--out", "x.csv"], f"'DEVICE': device name 'a/b' is not allowed: {RULE}"),
         (["import", "--device", "a/b", "x"], f"'--device': device name 'a/b' is not allowed: {RULE}"),
         (["import", "nope"], "'PATH': nope: no such file or folder"),
+        (["import", "."], "'PATH': .: not a HELP folder (needs latency/<device>.pt)"),
+        (["import", ".", "--format", "csv"], "'PATH': . is a folder; --format csv reads a file"),
+        (["up", "--datasets", "."], "'--datasets': .: not a HELP folder (needs latency/<device>.pt)"),
         (["up", "--datasets", "nope"], "'--datasets': nope: no such folder"),
         (["up", "--device", "lab/pixel7"], f"'--device': device name 'lab/pixel7' is not allowed: {RULE}"),
         (["results", "deadbeef", *NOWHERE], "'BATCH...': not a job batch id: 'deadbeef' (a batch id is 32 hex digits)"),
@@ -135,6 +142,14 @@ NOWHERE = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never asked: the v
         (
             ["predict", "dev", *NOWHERE, "--", "-1"],
             "'ARCHS...': archs[0]: nb201: reference position -1 is outside 0..15624",
+        ),
+        (  # without "--" alike: a negative number is an argument, wherever the options stand
+            ["predict", "dev", "0", "-1", "--space", "fbnet", *NOWHERE],
+            "'ARCHS...': archs[1]: fbnet: reference position -1 is outside 0..4999",
+        ),
+        (
+            ["export", "model", "-2", "--format", "onnx"],
+            "'ARCHS...': archs[0]: nb201: reference position -2 is outside",
         ),
         (["measure", "dev", "[0,1,2,3,4]", *NOWHERE], "'ARCHS...': archs[0]: nb201: op vector must have 6 entries"),
         (["export", "model", "99999"], "'ARCHS...': archs[0]: nb201: reference position 99999 is outside 0..15624"),
@@ -241,7 +256,7 @@ def test_a_port_outside_0_65535_is_a_usage_error_before_anything_is_created(tmp_
 @pytest.mark.parametrize(
     ("args", "variable", "value", "expected"),
     [
-        (["serve"], "LATFARM_HTTP_PORT", "abc", "latfarm serve: LATFARM_HTTP_PORT: Input should be a valid integer"),
+        (["serve"], "LATFARM_HTTP_PORT", "abc", "latfarm serve: LATFARM_HTTP_PORT: must be a whole number, got 'abc'"),
         (["up"], "LATFARM_GRPC_PORT", "99999", "latfarm up: LATFARM_GRPC_PORT: must be between 0 and 65535, got 99999"),
     ],
 )
