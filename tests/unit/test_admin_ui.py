@@ -591,6 +591,16 @@ def test_junk_filter_and_query_values_on_every_list_page_are_never_a_server_erro
                     if response.status_code >= 500:
                         failures.append((page, query))
             assert not failures, "\n".join(map(str, failures))
+            for view in model_views(10):  # paging is bounded on every list: the sizes offered, pages from 1
+                page = f"/admin/{view.identity}/list"
+                for bad in ("-1", "0", "abc"):
+                    refused = client.get(page, params={"page": bad})
+                    assert refused.status_code == 400 and f"page: &#39;{bad}&#39; is not a page number" in refused.text
+                for bad in ("100000", "0", "7", "abc"):
+                    refused = client.get(page, params={"pageSize": bad})
+                    assert refused.status_code == 400, (page, bad)
+                    assert "is not one of the page sizes (25, 50, 100, 200)" in refused.text
+                assert client.get(page, params={"pageSize": "200", "page": "99999"}).status_code == 200  # the last
             refused = client.get("/admin/measurement/list", params={"device_id": "abc"})  # the reported case
             assert refused.status_code == 400
             assert "filter device_id: &#39;abc&#39; is not a whole number" in refused.text
