@@ -259,8 +259,9 @@ class DeviceDetail(DeviceOut):
     agents: int
     agents_online: int
     predictor: dict = Field(
-        description="Its latest adaptation of any space: 'space', 'state': measuring | training | active | failed | "
-        "cancelled | none, and details"
+        description="Its latest adaptation attempt of any space, not necessarily what predicts (a cancelled or failed "
+        "attempt leaves an earlier active one serving: see `active`): 'space', 'state': measuring | training | "
+        "active | failed | cancelled | none, and details"
     )
     predictors: dict[str, dict] = Field(
         default_factory=dict,
@@ -269,8 +270,8 @@ class DeviceDetail(DeviceOut):
     )
     active: dict[str, dict] = Field(
         default_factory=dict,
-        description="Per space the device has an active adaptation of: that one, as `predictor`; its `current` "
-        "false: fitted under conditions the device no longer has, so predictions do not use it.",
+        description="What predicts: per space the device has an active adaptation of, that one, as `predictor`; "
+        "its `current` false: fitted under conditions the device no longer has, so predictions do not use it.",
     )
 
 
