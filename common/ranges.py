@@ -22,6 +22,11 @@ KINDS = {
     "float_type": "a number",
     "bool_parsing": "true or false",
     "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
 }
 HOLDS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}  # value HOLDS[name] bound
 
@@ -53,6 +58,7 @@ def out_of_range(got: object, bounds: Mapping[str, float | None], unit: str = ""
 
 def not_of_kind(error_type: str, got: object) -> str | None:
     """``must be a whole number, got 'abc'`` for pydantic's error type of a value not of its field's kind (``KINDS``:
-    a whole number, a number, true or false; ``got`` shown as given), None for any other type."""
+    a whole number, a number, true or false, a string, a list, an object; ``got`` shown as given), None for any other
+    type."""
     kind = KINDS.get(error_type)
     return None if kind is None else f"must be {kind}, got {got}"
