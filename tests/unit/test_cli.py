@@ -154,6 +154,8 @@ NOWHERE = ["--server", "http://127.0.0.1:9", "--key", "k"]  # never asked: the v
         (["measure", "dev", "[0,1,2,3,4]", *NOWHERE], "'ARCHS...': archs[0]: nb201: op vector must have 6 entries"),
         (["export", "model", "99999"], "'ARCHS...': archs[0]: nb201: reference position 99999 is outside 0..15624"),
         (["pretrain", "--data", "nope", "--out", "x.pt"], "'--data': nope: no such folder"),
+        (["pretrain", "--data", ".", "--out", "x.pt"], "'--data': .: not a HELP folder (needs latency/<device>.pt)"),
+        (["eval", "transfer", "--data", ".", "--train", "a", "--test", "b"], "'--data': .: not a HELP folder"),
         (["eval", "transfer", "--data", "nope", "--train", "a", "--test", "b"], "'--data': nope: no such folder"),
         (["pretrain", "--data", __file__, "--out", "x.pt"], f"'--data': {__file__} is a file; give the HELP folder"),
     ],
