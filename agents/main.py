@@ -102,7 +102,7 @@ def register(conn: Connection, options: AgentOptions) -> tuple[AgentState, int]:
     A token the server refuses as expired or revoked (``PERMISSION_DENIED``) raises ``AgentError`` saying so.
     """
     if not options.enroll:
-        raise AgentError(f"registering needs an enrollment token ({ENROLL_COMMAND} makes one): {TOKEN_FORM}")
+        raise AgentError(f"registering needs an enrollment token: {TOKEN_FORM} ({ENROLL_COMMAND} makes one)")
     try:
         response = conn.register(options.enroll, describe(), options.name or socket.gethostname())
     except Unauthenticated as err:
@@ -140,7 +140,10 @@ def run_agent(options: AgentOptions) -> None:
     except (ValueError, OSError) as err:
         raise AgentError(str(err)) from err
     if state is None and not options.enroll:
-        raise AgentError(f"not registered yet (no state in {state_dir}): give an enrollment token as {TOKEN_FORM}")
+        raise AgentError(
+            f"not registered yet (no state in {state_dir}): give an enrollment token as {TOKEN_FORM} "
+            f"({ENROLL_COMMAND} makes one)"
+        )
     try:  # before any lease or registration: a credential or an artifact that cannot be saved fails here
         ensure_writable(state_dir)
     except OSError as err:
@@ -181,7 +184,8 @@ def run_agent(options: AgentOptions) -> None:
     except Unauthenticated as err:  # its credential, not a token: ``register`` says that of a token
         raise AgentError(
             f"the server rejected this agent ({err}): an admin deleted it, or the server's database is another; "
-            f"to register anew, give an enrollment token as {TOKEN_FORM}"
+            f"to register anew, give an enrollment token as {TOKEN_FORM} "
+            f"({ENROLL_COMMAND} makes one)"
         ) from err
     finally:
         conn.close()

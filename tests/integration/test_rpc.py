@@ -143,7 +143,8 @@ def test_an_agent_the_server_forgot_registers_again_with_its_token(farm, tmp_pat
         s.execute(delete(Agent).where(Agent.id == first.agent_id))
     with pytest.raises(
         AgentError,
-        match="unknown agent credential.*to register anew, give an enrollment token as LATFARM_AGENT_ENROLL=TOKEN",
+        match="unknown agent credential.*to register anew, give an enrollment token as LATFARM_AGENT_ENROLL=TOKEN "
+        "\\(or --enroll TOKEN\\) \\(latfarm device enroll DEVICE makes one\\)",
     ):
         run_agent(AgentOptions(farm.address, None, state_dir, once=True))
     run_agent(AgentOptions(farm.address, farm.token, state_dir, once=True))
