@@ -109,8 +109,8 @@ DeviceName = typer.Argument(..., callback=device_names, help="Device name.")
 
 
 def help_folder(path: Path | None) -> Path | None:
-    """``--datasets``: a HELP folder (``datasets.help.latency_files``), else a usage error; None (not given)
-    passes. Without the server extra the value passes: the command then names the extra."""
+    """``up --datasets``, ``pretrain --data``: a HELP folder (``dataset_path``), else a usage error; None (not
+    given) passes."""
     if path is not None:
         dataset_path(path, "help")
     return path

@@ -113,7 +113,7 @@ def test_zero_latency_is_refused_by_importers_and_the_predictor_alike(tmp_path):
     path = tmp_path / "phone.pickle"
     path.write_bytes(pickle.dumps({OPS: 0.002, (0,) * 6: 0.0}))
     rule = "must be between 0.0001 ms and 10000000 ms, got 0 ms"
-    assert_refused(tmp_path, path, "latbench", f"): {rule}")  # one run: the key names it, no "entry 0"
+    assert_refused(tmp_path, path, "latbench", f"entry 0 {rule}")
     with pytest.raises(ValueError, match=f"entry 1 {rule}"):
         Predictor.load().adapt([3, 4], [1.0, 0.0])
 
@@ -129,7 +129,7 @@ def test_implausible_latencies_are_refused_by_the_agents_bounds(tmp_path, second
     path = tmp_path / "phone.pickle"
     path.write_bytes(pickle.dumps({OPS: 0.002, (0,) * 6: seconds}))
     rule = out_of_range(f"{seconds * 1000:g} ms", BOUNDS, "ms")  # in ms, as the rule is
-    assert_refused(tmp_path, path, "latbench", f"): {rule}")
+    assert_refused(tmp_path, path, "latbench", f"entry 0 {rule}")
     with pytest.raises(ValueError, match=re.escape(f"entry 1 {rule}")):
         Predictor.load().adapt([3, 4], [1.0, seconds * 1000])
 
