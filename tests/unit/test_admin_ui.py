@@ -426,7 +426,7 @@ def test_the_dashboard_shows_the_active_predictor_and_the_latest_attempt_apart(a
     with TestClient(app) as client:
         _login(client, ADMIN_KEY)
         head = " ".join(_headers(client.get("/admin/").text.split('id="devices-table"', 1)[1]))
-        assert "Predictor active Latest adaptation" in head
+        assert "Active Latest attempt" in head
         overview = client.get(f"/admin/device-overview/{gpu}").text
         failed = client.get(f"/admin/device-overview/{ids['devices']['new-c']}").text
     assert "Active: adaptation <code>aaaaaaaa</code>, activated 1 h ago" in overview
