@@ -27,6 +27,7 @@ from latfarm.common.lock import Held, hold
 DEFAULT_HEARTBEAT_S = 10
 # How to hand the agent a token: the variable keeps it off the command line (and out of `ps`).
 TOKEN_FORM = "LATFARM_AGENT_ENROLL=TOKEN (or --enroll TOKEN)"
+ENROLL_COMMAND = "latfarm device enroll DEVICE"  # what makes a token (an admin or the device's owner key)
 
 
 def log(message: str) -> None:
@@ -102,7 +103,7 @@ def register(conn: Connection, options: AgentOptions) -> tuple[AgentState, int]:
     A token the server refuses as expired or revoked (``PERMISSION_DENIED``) raises ``AgentError`` saying so.
     """
     if not options.enroll:
-        raise AgentError(f"registering needs an enrollment token: {TOKEN_FORM}")
+        raise AgentError(f"registering needs an enrollment token: {TOKEN_FORM} ({ENROLL_COMMAND} makes one)")
     try:
         response = conn.register(options.enroll, describe(), options.name or socket.gethostname())
     except Unauthenticated as err:
@@ -112,7 +113,7 @@ def register(conn: Connection, options: AgentOptions) -> tuple[AgentState, int]:
             raise
         raise AgentError(
             f"the server refused the enrollment token ({err.details()}); ask the server's owner for a new one "
-            f"(POST /v1/devices/<device>/enrollments) and pass it as {TOKEN_FORM}"
+            f"({ENROLL_COMMAND}) and pass it as {TOKEN_FORM}"
         ) from err
     state = AgentState(response.agent_id, response.credential, response.device)
     save_state(options.state_dir, state)
@@ -141,7 +142,10 @@ def run_agent(options: AgentOptions) -> None:
     except (ValueError, OSError) as err:
         raise AgentError(str(err)) from err
     if state is None and not options.enroll:
-        raise AgentError(f"not registered yet (no state in {state_dir}): give an enrollment token as {TOKEN_FORM}")
+        raise AgentError(
+            f"not registered yet (no state in {state_dir}): give an enrollment token as {TOKEN_FORM} "
+            f"({ENROLL_COMMAND} makes one)"
+        )
     try:  # before any lease or registration: a credential or an artifact that cannot be saved fails here
         ensure_writable(state_dir)
     except OSError as err:
@@ -189,7 +193,8 @@ def run_agent(options: AgentOptions) -> None:
         except Unauthenticated as err:  # its credential, not a token: ``register`` says that of a token
             raise AgentError(
                 f"the server rejected this agent ({err}): an admin deleted it, or the server's database is another; "
-                f"to register anew, give an enrollment token as {TOKEN_FORM}"
+                f"to register anew, give an enrollment token as {TOKEN_FORM} "
+                f"({ENROLL_COMMAND} makes one)"
             ) from err
         finally:
             conn.close()

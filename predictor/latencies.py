@@ -23,12 +23,15 @@ def checked_latencies(values: object, where: str, *, allow_nan: bool = False, to
     by ``to_ms`` (the caller's unit in ms: 1000 for seconds).
 
     Raises ``ValueError`` naming ``where`` and the first bad entry in ms (``"<where>: entry 3 must be between
-    0.0001 ms and 10000000 ms, got 0 ms"``), or that the values are not a flat sequence of numbers.
+    0.0001 ms and 10000000 ms, got 0 ms"``; ``values`` a single number: ``"<where>: must be ..."``), or that the
+    values are not a flat sequence of numbers.
     """
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: latencies must be numbers ({err})") from err
+    single = array.ndim == 0  # one value (a CSV cell), which ``where`` names: no entry number
+    array = array.reshape(1) if single else array
     if array.ndim != 1:
         raise ValueError(f"{where}: expected a flat list of latencies, found shape {array.shape}")
     with np.errstate(invalid="ignore", over="ignore"):
@@ -37,5 +40,6 @@ def checked_latencies(values: object, where: str, *, allow_nan: bool = False, to
         ok |= np.isnan(array)
     if (bad := np.flatnonzero(~ok)).size:
         got = f"{float(array[bad[0]]) * to_ms:g} ms"
-        raise ValueError(f"{where}: entry {bad[0]} {out_of_range(got, BOUNDS, 'ms')}")
+        entry = "" if single else f"entry {bad[0]} "
+        raise ValueError(f"{where}: {entry}{out_of_range(got, BOUNDS, 'ms')}")
     return array

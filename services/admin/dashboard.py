@@ -17,7 +17,18 @@ from latfarm.services.core.errors import InvalidArgument, NotFound
 from latfarm.services.domain.batches import queue_depth, waiting_for_agent
 from latfarm.services.domain.conditions import space_of
 from latfarm.services.domain.liveness import online_cutoff, online_window_s
-from latfarm.services.store.models import Adaptation, Agent, ApiKey, Arch, Device, Job, JobState, Measurement
+from latfarm.services.domain.predictions import conditions_of
+from latfarm.services.store.models import (
+    Adaptation,
+    AdaptState,
+    Agent,
+    ApiKey,
+    Arch,
+    Device,
+    Job,
+    JobState,
+    Measurement,
+)
 
 MAX_DISTRIBUTION_ROWS = 2_000  # per device, for the per-device percentiles
 MAX_HISTOGRAM_ROWS = 50_000
@@ -86,7 +97,11 @@ def fleet(session: Session, heartbeat_interval_s: float, now: datetime | None = 
 
 
 def device_table(session: Session) -> list[dict[str, Any]]:
-    """Every device with its measurement counts (from agents / imported from a dataset) and latest adaptation.
+    """Every device with its measurement counts (from agents / imported from a dataset), what predicts for it and its
+    latest adaptation attempt, apart: ``serving`` lists the spaces with an active adaptation (``nb201``; ``nb201
+    (old conditions, unused)`` when it was fitted under conditions the device no longer has), ``latest`` is the
+    newest attempt of any space (``fbnet cancelled``), which may have failed or been cancelled while an earlier one
+    stays active (``GET /v1/devices/{name}``'s ``active`` and ``predictor``).
 
     Imported rows are the ones with a dataset, so one covering-index scan counts both kinds.
     """
@@ -96,23 +111,35 @@ def device_table(session: Session) -> list[dict[str, Any]]:
             select(Measurement.device_id, func.count(), func.count(Measurement.dataset)).group_by(Measurement.device_id)
         )
     }
-    latest = (
+    newest = (
         select(Adaptation.device_id, func.max(Adaptation.created_at).label("created_at"))
         .group_by(Adaptation.device_id)
         .subquery()
     )
-    adapt_state = dict(
-        session.execute(
-            select(Adaptation.device_id, Adaptation.state).join(
-                latest,
-                (Adaptation.device_id == latest.c.device_id) & (Adaptation.created_at == latest.c.created_at),
+    latest = {
+        device_id: f"{space_of(key)} {state.value}"
+        for device_id, key, state in session.execute(
+            select(Adaptation.device_id, Adaptation.conditions_key, Adaptation.state).join(
+                newest,
+                (Adaptation.device_id == newest.c.device_id) & (Adaptation.created_at == newest.c.created_at),
             )
-        ).all()
-    )
+        )
+    }
+    active: dict[int, list[str]] = {}
+    for device_id, key in session.execute(
+        select(Adaptation.device_id, Adaptation.conditions_key)
+        .where(Adaptation.state == AdaptState.active)
+        .order_by(Adaptation.conditions_key)
+    ):
+        active.setdefault(device_id, []).append(key)
     devices = []
     for device in session.scalars(select(Device).order_by(Device.name)):
         total, imported = counts.get(device.id, (0, 0))
-        state = adapt_state.get(device.id)
+        serving = [
+            space_of(key)
+            + ("" if key == conditions_of(device).for_space(space_of(key)).key else " (old conditions, unused)")
+            for key in active.get(device.id, [])
+        ]
         devices.append(
             {
                 "id": device.id,
@@ -121,7 +148,8 @@ def device_table(session: Session) -> list[dict[str, Any]]:
                 "measured": total - imported,
                 "imported": imported,
                 "total": total,
-                "adaptation": state.value if state is not None else None,
+                "serving": ", ".join(serving) or None,
+                "latest": latest.get(device.id),
             }
         )
     return devices
@@ -343,10 +371,25 @@ def owner_text(session: Session, device: Device) -> str:
 
 
 def predictor_status(session: Session, predictions: Any, device: Device) -> list[dict[str, Any]]:
-    """Per space of the device (``device_spaces``): whether it can be predicted, and its adaptations of that space,
-    newest first."""
+    """Per space of the device (``device_spaces``): whether it can be predicted, the active adaptation that serves
+    (``serving``: its id, when it became active and whether predictions use it; None without one), and its
+    adaptations of that space, newest first (the latest may be cancelled or failed while the active one serves)."""
     panels = []
     for space in device_spaces(session, device):
+        active = session.scalars(
+            select(Adaptation).where(
+                Adaptation.device_id == device.id,
+                Adaptation.conditions_key.startswith(f"{space}/"),
+                Adaptation.state == AdaptState.active,
+            )
+        ).first()
+        serving = None
+        if active is not None:
+            serving = {
+                "id": active.id,
+                "activated": ago(as_utc(active.activated_at)) if active.activated_at else None,
+                "current": active.conditions_key == conditions_of(device).for_space(space).key,
+            }
         adaptations = session.scalars(
             select(Adaptation)
             .where(Adaptation.device_id == device.id, Adaptation.conditions_key.startswith(f"{space}/"))
@@ -363,6 +406,7 @@ def predictor_status(session: Session, predictions: Any, device: Device) -> list
                 "space": space,
                 "available": available,
                 "message": problem or (None if available else NO_PREDICTOR),
+                "serving": serving,
                 "adaptations": [
                     {
                         "id": a.id,

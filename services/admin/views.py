@@ -291,10 +291,18 @@ class ReadOnlyView(ModelView):
 
     async def list(self, request: Request) -> Any:
         """sqladmin's page of rows; a query value with a NUL character (which no column holds and PostgreSQL refuses)
-        is a 400. Bad page and size values are 400s already, bad sort values (``sort_query``) and filter values (the
-        filters above) too."""
-        if any("\x00" in value for value in request.query_params.values()):
+        is a 400, and so is a ``page`` that is no whole number 1 or more and a ``pageSize`` other than the list's
+        sizes (``PAGE_SIZES``: a page is bounded, whatever sqladmin's version would render); a page past the last
+        shows the last. Bad sort values (``sort_query``) and filter values (the filters above) are 400s too."""
+        query = request.query_params
+        if any("\x00" in value for value in query.values()):
             raise HTTPException(400, "query values may not contain NUL characters")
+        page, size = query.get("page"), query.get("pageSize")
+        if page and ((number := whole(page)) is None or number < 1):  # empty: not given, as sqladmin reads it
+            raise HTTPException(400, f"page: {page!r} is not a page number (a whole number, 1 or more)")
+        if size and size not in {str(option) for option in self.page_size_options}:
+            sizes = ", ".join(map(str, self.page_size_options))
+            raise HTTPException(400, f"pageSize: {size!r} is not one of the page sizes ({sizes})")
         return await super().list(request)
 
     def sort_query(self, stmt: Select, request: Request) -> Select:

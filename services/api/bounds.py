@@ -1,9 +1,10 @@
-"""The whole range of a bounded number a request refused, read from the API's own OpenAPI document (one home for a
-field's bounds: the model's ``Field(ge=..., le=...)`` as documented), for a message with both ends."""
+"""The whole range of a bounded number, or of a bounded string's or list's length, a request refused, read from the
+API's own OpenAPI document (one home for a field's bounds: the model's ``Field(ge=..., le=...)``,
+``Field(max_length=...)`` as documented), for a message with both ends."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from fastapi import Request
 
@@ -13,6 +14,14 @@ from latfarm.common.ranges import out_of_range
 BOUND_ERRORS = {"greater_than_equal": "ge", "greater_than": "gt", "less_than_equal": "le", "less_than": "lt"}
 # JSON Schema's bound keywords, by pydantic's names
 KEYWORDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
+# pydantic's error types for a string or list of a length outside its bounds, and the bound each reports (ctx key)
+LENGTH_ERRORS = {
+    "string_too_short": ("ge", "min_length"),
+    "string_too_long": ("le", "max_length"),
+    "too_short": ("ge", "min_length"),
+    "too_long": ("le", "max_length"),
+}
+LENGTH_KEYWORDS = {"ge": ("minLength", "minItems"), "le": ("maxLength", "maxItems")}  # JSON Schema's, by bound
 LOCATIONS = ("query", "path", "header", "cookie")  # a parameter's place; a body field's loc opens with "body"
 
 
@@ -43,9 +52,11 @@ def _step(spec: dict, schema: dict, part: str | int) -> dict | None:
     return None
 
 
-def _field_schema(request: Request, loc: tuple) -> dict | None:
+def _field_schema(request: Request, loc: tuple, stated: Callable[[dict], dict] | None = None) -> dict | None:
     """The documented schema of the request's field at pydantic location ``loc`` (``("body", "protocol",
-    "rounds")``, ``("query", "limit")``); None when the document does not say."""
+    "rounds")``, ``("query", "limit")``): its form that states bounds (``stated``: ``_bounds`` by default); None
+    when the document does not say."""
+    stated = stated or _bounds
     route = request.scope.get("route")
     if route is None or not loc:
         return None
@@ -63,7 +74,17 @@ def _field_schema(request: Request, loc: tuple) -> dict | None:
         if schema is None:
             return None
         schema = _step(spec, schema, part)
-    return None if schema is None else next((f for f in _forms(spec, schema) if _bounds(f)), None)
+    return None if schema is None else next((f for f in _forms(spec, schema) if stated(f)), None)
+
+
+def _lengths(schema: dict) -> dict[str, float | None]:
+    """``{"ge": 1, "le": 128}``: the length bounds ``schema`` states (a string's or a list's), by pydantic's names."""
+    return {
+        name: schema[key]
+        for name, keys in LENGTH_KEYWORDS.items()
+        for key in keys
+        if isinstance(schema.get(key), int) and not isinstance(schema.get(key), bool)
+    }
 
 
 def _bounds(schema: dict) -> dict[str, float | None]:
@@ -81,3 +102,18 @@ def range_message(request: Request, error: dict, got: str) -> str | None:
     bounds = _bounds(schema) if schema is not None else {}
     bounds.setdefault(reported, error.get("ctx", {}).get(reported))
     return out_of_range(got, bounds)
+
+
+def length_message(request: Request, error: dict) -> str | None:
+    """``its length must be between 1 and 128, got 300`` (as the command line says it) for a string or list of a
+    length outside its bounds (both ends, from the documented schema, with pydantic's own bound as the fallback);
+    None for any other error."""
+    reported = LENGTH_ERRORS.get(error["type"])
+    if reported is None:
+        return None
+    name, key = reported
+    schema = _field_schema(request, tuple(error["loc"]), _lengths)
+    bounds = _lengths(schema) if schema is not None else {}
+    bounds.setdefault(name, error.get("ctx", {}).get(key))
+    given = error.get("input")
+    return f"its length {out_of_range(len(given) if isinstance(given, str | list) else '?', bounds)}"

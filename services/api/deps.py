@@ -105,6 +105,13 @@ def request_archs(archs: Sequence[str | int | Sequence[int]], space: str, field:
     return [_canonical(searched, arch, f"{field}[{i}]") for i, arch in enumerate(archs)]
 
 
+def request_arch(arch: str | int | Sequence[int], space: str, field: str = "arch") -> str:
+    """The canonical string of one arch a request names in ``field`` (a query's ``arch``), checked as
+    ``request_archs`` checks each entry, in its words (``arch: nb201: reference position 99999 is outside
+    0..15624``)."""
+    return _canonical(request_space(space), arch, field)
+
+
 @lru_cache(maxsize=8)
 def _reference_positions(space: str) -> dict[str, int]:
     """Canonical string -> position in a space's reference set (the first position of an arch listed twice)."""

@@ -17,12 +17,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
+from latfarm.common.ranges import not_of_kind
 from latfarm.predictor import nb201, spaces
 from latfarm.services.core import names
 from latfarm.services.core.errors import ErrorCode, InvalidArgument, LatfarmError, Throttled, Unavailable
 from latfarm.services.store.db import DATABASE_DOWN, UNAVAILABLE_MESSAGE
 
-from .bounds import range_message
+from .bounds import length_message, range_message
 from .schemas import ARCH_QUERY_PATTERN, ErrorOut
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ def _line_column(text: str, position: object) -> str:
 UNION_MEMBER = re.compile(r"^(str|int|float|bool|list|dict|tuple|none)$|[\[(-]")
 # What each union member tried is, for the message of a value that matched none.
 MEMBER_KINDS = (("str", "a string"), ("int", "a whole number"), ("list", "a list of whole numbers"))
+# A field missing or not the request's, in words (pydantic: "Field required", "Extra inputs are not permitted").
+PRESENCE = {"missing": "required", "extra_forbidden": "not a field of this request (its fields: /docs)"}
 ONE_OF = re.compile(r"^\^\(([\w|]+)\)\$$")  # a pattern that is a choice: ^(a|b|c)$
 
 
@@ -188,7 +191,9 @@ def named_once(message: str, field: str) -> str:
 def _message(request: Request, error: dict) -> str:
     """A validation error's message, reworded where pydantic's would not tell a client what to do: a body that
     arrived as raw bytes (it was not sent as JSON), a number out of bounds (its whole range), a value against a
-    pattern (never the pattern itself: a device name against the name rule, an arch, a choice), a value outside a
+    pattern (never the pattern itself: a device name against the name rule, an arch, a choice), a value of another
+    kind (``must be a whole number, got 'abc'``, as the command line says it), a string or list of a length outside
+    its bounds (``its length must be between 1 and 128, got 300``), a missing or unknown field, a value outside a
     fixed set (``must be one of min, median, got 'mean'``, as the command line says it) and a validator's
     own error (without pydantic's prefix)."""
     if tuple(error["loc"]) == ("body",) and isinstance(error.get("input"), bytes):
@@ -199,9 +204,15 @@ def _message(request: Request, error: dict) -> str:
     got = _input(error).strip("'") if isinstance(error.get("input"), str) else _input(error)  # a query's number
     if (out_of_range := range_message(request, error, got)) is not None:
         return out_of_range
+    if (too_long := length_message(request, error)) is not None:
+        return too_long
+    if (wrong_kind := not_of_kind(error["type"], _input(error))) is not None:
+        return wrong_kind
+    if error["type"] in PRESENCE:
+        return PRESENCE[error["type"]]
     if error["type"] == "value_error":
         return error["msg"].removeprefix("Value error, ")
-    if error["type"] == "literal_error":  # pydantic lists the choices quoted: "'min' or 'median'"
+    if error["type"] in ("literal_error", "enum"):  # pydantic lists the choices quoted: "'min' or 'median'"
         known = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
         return f"must be one of {', '.join(known)}, got {_input(error)}"
     if error["type"] == "string_pattern_mismatch":

@@ -19,6 +19,7 @@ from pydantic import (
     WrapValidator,
     model_validator,
 )
+from pydantic_core import PydanticKnownError
 
 from latfarm.agents.measurement import BOUNDS as PROTOCOL
 from latfarm.agents.runtimes import ONNXRUNTIME, RUNTIME_FORMATS, RUNTIMES
@@ -46,9 +47,10 @@ MAX_KEY_ID = 2**31 - 1  # API key ids are INTEGER (32-bit on PostgreSQL)
 
 
 def _whole_number(value: object) -> object:
-    """JSON Schema's "integer": 3 and 3.0 (the int check then refuses 3.5); never true or "3"."""
+    """JSON Schema's "integer": 3 and 3.0 (the int check then refuses 3.5); never true or "3" (pydantic's
+    ``int_type``, which the API words ``must be a whole number, got true``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError("must be an integer")
+        raise PydanticKnownError("int_type")
     return value
 
 
@@ -257,8 +259,9 @@ class DeviceDetail(DeviceOut):
     agents: int
     agents_online: int
     predictor: dict = Field(
-        description="Its latest adaptation of any space: 'space', 'state': measuring | training | active | failed | "
-        "cancelled | none, and details"
+        description="Its latest adaptation attempt of any space, not necessarily what predicts (a cancelled or failed "
+        "attempt leaves an earlier active one serving: see `active`): 'space', 'state': measuring | training | "
+        "active | failed | cancelled | none, and details"
     )
     predictors: dict[str, dict] = Field(
         default_factory=dict,
@@ -267,8 +270,8 @@ class DeviceDetail(DeviceOut):
     )
     active: dict[str, dict] = Field(
         default_factory=dict,
-        description="Per space the device has an active adaptation of: that one, as `predictor`; its `current` "
-        "false: fitted under conditions the device no longer has, so predictions do not use it.",
+        description="What predicts: per space the device has an active adaptation of, that one, as `predictor`; "
+        "its `current` false: fitted under conditions the device no longer has, so predictions do not use it.",
     )
 
 
@@ -461,25 +464,10 @@ class ConditionsOut(BaseModel):
         return cls(key=conditions.key, **conditions.to_dict())
 
 
-def below_pattern(n: int) -> str:
-    """A regular expression (unanchored alternatives) matching exactly the decimal numbers 0 .. n-1 (n >= 1)."""
-    top = str(n - 1)
-    options = [f"[0-9]{{1,{len(top) - 1}}}"] if len(top) > 1 else []
-    for i, digit in enumerate(top):
-        low = 1 if i == 0 and len(top) > 1 else 0  # shorter numbers are covered above: no leading zero
-        if int(digit) > low:
-            options.append(f"{top[:i]}[{low}-{int(digit) - 1}][0-9]{{{len(top) - i - 1}}}")
-    return "|".join([*options, top])
-
-
-# An arch in a query: a position in some registered space's reference set (NB201's official index by default) or any
-# space's string.
+# An arch in a query: a position (a decimal number of up to 100 digits, as int() reads every one: whether the space's
+# reference set has it is ``request_arch``'s to say, in the words /v1/predict uses) or any registered space's string.
 ARCH_QUERY_PATTERN = (
-    "^(?:"
-    + below_pattern(max(len(space.reference_set() or ()) for space in REGISTERED_SPACES.values()) or 1)
-    + "|"
-    + "|".join(space.string_pattern[1:-1] for space in REGISTERED_SPACES.values())
-    + ")$"
+    "^(?:[0-9]{1,100}|" + "|".join(space.string_pattern[1:-1] for space in REGISTERED_SPACES.values()) + ")$"
 )
 
 

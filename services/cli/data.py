@@ -20,6 +20,7 @@ from latfarm.services.cli.options import (
     ExportSpace,
     check_graph,
     condition_option,
+    dataset_path,
     device_names,
     one_of,
     precision_option,
@@ -126,12 +127,13 @@ def import_(
     skipped)."""
     from latfarm.services.core.config import Settings
 
-    settings = settings_from_env(Settings, "latfarm import", db_url=db, data_dir=data_dir)
     fmt = fmt or ("csv" if path.suffix.lower() == ".csv" else "help")
+    dataset_path(path, fmt, "'PATH'")
     if fmt == "csv" and space is not None:
         _check_csv_space(path, space)
     if fmt == "hwnasbench" and space not in (None, "nb201"):
         raise typer.BadParameter(f"hwnasbench data is nb201 data, not {space}", param_hint="'--space'")
+    settings = settings_from_env(Settings, "latfarm import", db_url=db, data_dir=data_dir)
     if fmt in ("latbench", "csv"):
         if len(device or []) > 1:
             raise typer.BadParameter(f"a {fmt} file has one device", param_hint="--device")

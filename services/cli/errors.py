@@ -38,10 +38,10 @@ def exit_on_error(prefix: str, context: str = "") -> Iterator[None]:
 
 def settings_from_env(cls: type[S], prefix: str, **overrides: Any) -> S:
     """``cls.from_env(**overrides)``; a ``LATFARM_*`` variable it cannot use prints ``<prefix>: LATFARM_X: <why>``
-    (the first such variable) and exits with status 1."""
+    (the first such variable; a number out of bounds or not a number in the API's words) and exits with status 1."""
     from pydantic import ValidationError
 
-    from latfarm.common.ranges import out_of_range
+    from latfarm.common.ranges import not_of_kind, out_of_range
     from latfarm.services.core.config import env_name
 
     try:
@@ -53,4 +53,6 @@ def settings_from_env(cls: type[S], prefix: str, **overrides: Any) -> S:
             raise SystemExit(
                 f"{prefix}: {name}: {out_of_range(first['input'], cls.bounds(str(first['loc'][0])))}"
             ) from err
+        if (wrong_kind := not_of_kind(first["type"], repr(first["input"]))) is not None:
+            raise SystemExit(f"{prefix}: {name}: {wrong_kind}") from err
         raise SystemExit(f"{prefix}: {name}: {first['msg']} (got {first['input']!r})") from err

@@ -20,15 +20,16 @@ import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import typer
 from typer._click import Context, HelpFormatter, Parameter
 from typer._click.core import ParameterSource
-from typer._click.exceptions import NoSuchOption, UsageError
+from typer._click.exceptions import BadParameter
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from latfarm.common.ranges import WORDS, number, out_of_range, within
+from latfarm.common.ranges import WORDS, not_of_kind, number, out_of_range, within
 from latfarm.predictor import nb201
 from latfarm.predictor.spaces import SPACES, UnknownSpace, get_space
 from latfarm.services.domain.conditions import PRECISIONS, RANGES
@@ -109,6 +110,35 @@ def device_names(value: str | list[str] | None) -> str | list[str] | None:
 
 
 DeviceName = typer.Argument(..., callback=device_names, help="Device name.")
+
+
+def help_folder(path: Path | None) -> Path | None:
+    """``up --datasets``, ``pretrain --data``: a HELP folder (``dataset_path``), else a usage error; None (not
+    given) passes."""
+    if path is not None:
+        dataset_path(path, "help")
+    return path
+
+
+def dataset_path(path: Path, fmt: str, hint: str | None = None) -> Path:
+    """A dataset path given on the command line, of the shape ``fmt`` reads: a HELP folder
+    (``datasets.help.latency_files``) for ``help``, a file for the others; else a usage error (of ``hint``, e.g.
+    ``'PATH'``) saying why. What a file holds is the importer's to say. Without the server extra the path passes:
+    the command then names the extra."""
+    try:
+        from latfarm.services.datasets.help import latency_files
+        from latfarm.services.datasets.rows import DatasetError
+    except ImportError:
+        return path
+    if fmt != "help":
+        if path.is_dir():
+            raise typer.BadParameter(f"{path} is a folder; --format {fmt} reads a file", param_hint=hint)
+        return path
+    try:
+        latency_files(path)
+    except DatasetError as err:
+        raise typer.BadParameter(str(err), param_hint=hint) from err
+    return path
 
 
 def batch_ids(values: list[str]) -> list[str]:
@@ -354,18 +384,18 @@ class Command(TyperCommand):
             ) from err
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        """Typer's parsing; a negative number, which typer takes for an option, is refused as no arch: the numbers
-        commands take as arguments are reference positions, and no space has negative ones."""
+        """Typer's parsing, a negative number among the arguments read as one (typer would take it for an option:
+        ``as_arguments``), so that the argument's own check refuses it in its words (the numbers commands take as
+        arguments are reference positions); a value typer cannot convert is refused in the API's words (``must be a
+        whole number, got 'abc'``) rather than pydantic's."""
         try:
-            return super().parse_args(ctx, args)
-        except NoSuchOption as err:
-            if not re.fullmatch(r"-\d+(\.\d+)?", err.option_name):
-                raise
-            message = (
-                f"{err.option_name}: no arch has a negative position (reference positions start at 0); "
-                "give a position 0 or more, or an arch string"
-            )
-            raise UsageError(message, ctx) from err
+            return super().parse_args(ctx, as_arguments(self.get_params(ctx), args))
+        except BadParameter as err:
+            errors = getattr(err.__cause__, "errors", None)  # typer converts values with pydantic
+            if type(err.__cause__).__name__ == "ValidationError" and callable(errors) and errors():
+                first = errors()[0]
+                err.message = not_of_kind(first["type"], repr(first["input"])) or err.message
+            raise
 
     def collect_usage_pieces(self, ctx: Context) -> list[str]:
         """The usage line's pieces: typer's, its arguments shown by the rules above (typer writes ``{device}``)."""
@@ -382,6 +412,36 @@ class Command(TyperCommand):
         """Typer's help, its options shown by the rules above."""
         with _as_shown(self.get_params(ctx)), _reflowed(self):
             super().format_help(ctx, formatter)
+
+
+NEGATIVE = re.compile(r"-\d+(\.\d+)?")  # a negative number, which the parser would take for an option
+
+
+def as_arguments(params: Sequence[Parameter], args: list[str]) -> list[str]:
+    """``args`` with the arguments among its tokens before ``--`` moved behind one, in their order, when a negative
+    number is among them (the options, each with the value it takes, stay before it): the parser then reads the
+    number as an argument, as it does ``predict DEVICE -- -1``. Without a negative number ``args`` as given."""
+    split = args.index("--") if "--" in args else len(args)
+    head, tail = args[:split], args[split + 1 :]
+    if not any(NEGATIVE.fullmatch(token) for token in head):
+        return args
+    valued = {
+        name: param.nargs
+        for param in params
+        if isinstance(param, TyperOption) and not param.is_flag and not param.count
+        for name in param.opts
+    }
+    options: list[str] = []
+    arguments: list[str] = []
+    tokens = iter(head)
+    for token in tokens:
+        if NEGATIVE.fullmatch(token) or not token.startswith("-") or token == "-":
+            arguments.append(token)
+            continue
+        options.append(token)
+        for _ in range(valued.get(token, 0)):
+            options.extend(value for value in [next(tokens, None)] if value is not None)
+    return [*options, "--", *arguments, *tail]
 
 
 def needs(extra: str) -> type[Command]:

@@ -545,7 +545,9 @@ def adapt(
             typer.echo(_cancelled(client.cancel_adaptation(device, space), device))
             return
         if status:
-            typer.echo(_status(client.adaptation(device, space), device, space))
+            state = client.adaptation(device, space)
+            serving = None if state["state"] in ("none", "active") else client.device(device)["active"].get(space)
+            typer.echo(_status(state, device, space, serving))
             return
         offline = _check_agents(client, device, "latfarm adapt", refuse=wait and not wait_for_agent, fmt=fmt)
         started = client.adapt(device, samples=samples, calibration=calibration, wait=False, space=space, fmt=fmt)
@@ -573,9 +575,10 @@ def adapt_command(device: str, space: str, flags: str) -> str:
     return f"latfarm adapt {device} {flags}" + ("" if space == "nb201" else f" --space {space}")
 
 
-def _status(state: dict, device: str, space: str) -> str:
+def _status(state: dict, device: str, space: str, serving: dict | None = None) -> str:
     """The device's latest adaptation of ``space`` (``GET /v1/devices/{name}/adapt``) in one line: its state, its
-    measured archs while measuring, its error once failed, what it fitted once active."""
+    measured archs while measuring, its error once failed (or why it was cancelled), what it fitted once active; and
+    the active adaptation that still predicts meanwhile (``serving``: the device's ``active`` one of ``space``)."""
     from latfarm.services.cli.measure_results import adapted
 
     if state["state"] == "none":
@@ -586,7 +589,10 @@ def _status(state: dict, device: str, space: str) -> str:
     progress = state.get("progress")
     if state["state"] == "measuring" and progress:
         line += f" ({progress['done']}/{progress['total']} measured, {progress['failed']} failed)"
-    return line + (f": {state['error']}" if state.get("error") else "")
+    line += f": {state['error']}" if state.get("error") else ""
+    if serving is not None and serving.get("current"):
+        line += f"; the active {space} predictor (adaptation {serving['id']}) still predicts"
+    return line
 
 
 def _cancelled(state: dict, device: str) -> str:

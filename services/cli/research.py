@@ -8,16 +8,17 @@ from pathlib import Path
 import typer
 
 from latfarm.predictor.selection import k_values
-from latfarm.services.cli.options import adapt_rule, bounded, space_option
+from latfarm.services.cli.options import adapt_rule, bounded, help_folder, space_option
 
 
 def _folder(data: Path) -> Path:
-    """``--data``: a folder, else a usage error (whether it holds a HELP layout is the loader's to say)."""
+    """``--data``: a HELP folder (``options.help_folder``: one with latency/<device>.pt, as ``up --datasets`` and
+    ``import`` take), else a usage error (what its files hold is the loader's to say)."""
     if not data.exists():
         raise typer.BadParameter(f"{data}: no such folder")
     if not data.is_dir():
         raise typer.BadParameter(f"{data} is a file; give the HELP folder that holds latency/<device>.pt")
-    return data
+    return help_folder(data) or data
 
 
 def _k_values(text: str) -> list[int]:

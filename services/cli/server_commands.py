@@ -7,7 +7,15 @@ from pathlib import Path
 
 import typer
 
-from latfarm.services.cli.options import DataDir, DbUrl, UpCalibrate, UpSamples, device_names, setting_bounds
+from latfarm.services.cli.options import (
+    DataDir,
+    DbUrl,
+    UpCalibrate,
+    UpSamples,
+    device_names,
+    help_folder,
+    setting_bounds,
+)
 
 HttpPort = typer.Option(
     None,
@@ -78,22 +86,6 @@ def migrate(db: str = DbUrl, data_dir: Path = DataDir) -> None:
     typer.echo("schema up to date")
 
 
-def _help_folder(path: Path | None) -> Path | None:
-    """``--datasets``: a HELP folder (``datasets.help.latency_files``), else a usage error; None (not given)
-    passes. Without the server extra the value passes: the command then names the extra."""
-    try:
-        from latfarm.services.datasets.help import latency_files
-        from latfarm.services.datasets.rows import DatasetError
-    except ImportError:
-        return path
-    if path is not None:
-        try:
-            latency_files(path)
-        except DatasetError as err:
-            raise typer.BadParameter(str(err)) from err
-    return path
-
-
 def up(
     device: str = typer.Option("local", "--device", callback=device_names, help="Device name for this machine."),
     samples: int = UpSamples,
@@ -102,7 +94,7 @@ def up(
     grpc_port: int = GrpcPort,
     data_dir: Path = DataDir,
     datasets: Path = typer.Option(
-        None, "--datasets", callback=_help_folder, help="HELP-layout folder to import, if any."
+        None, "--datasets", callback=help_folder, help="HELP-layout folder to import, if any."
     ),
 ) -> None:
     """Everything on this machine: server, a local agent, predictor adapted to this machine."""

@@ -90,7 +90,7 @@ def _latency(text: str, where: str) -> float:
         value = float(text)
     except ValueError:
         raise DatasetError(f"{where}: {text!r:.40} is not a number") from None
-    return checked_ms([value], where)[0]
+    return checked_ms(value, where)[0]
 
 
 def _detail(name: str, text: str, where: str) -> Any:

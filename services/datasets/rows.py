@@ -205,9 +205,9 @@ def first_non_number(values: object) -> tuple[int, object] | None:
 
 
 def checked_ms(values: object, where: str, scale: float = 1.0) -> list[float]:
-    """Latencies as floats in ms (``values`` times ``scale``), checked by the predictor's rule
-    (``predictor.latencies``: finite ms within its bounds; zero, negatives, NaN and inf refused), after each entry is
-    checked to be a number (``first_non_number``: bools and numbers as text are refused too).
+    """Latencies as floats in ms (``values``, one number or a sequence, times ``scale``), checked by the predictor's
+    rule (``predictor.latencies``: finite ms within its bounds; zero, negatives, NaN and inf refused), after each
+    entry is checked to be a number (``first_non_number``: bools and numbers as text are refused too).
 
     Raises ``DatasetError`` naming ``where`` and the first bad entry.
     """

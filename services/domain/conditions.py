@@ -61,7 +61,7 @@ class Conditions:
         for name, bounds in RANGES.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidArgument(f"{name} must be an integer, got {value!r}", field=name)
+                raise InvalidArgument(f"{name} must be a whole number, got {value!r}", field=name)
             if not within(value, bounds):
                 raise InvalidArgument(f"{name} {out_of_range(value, bounds)}", field=name)
         if self.search_space.variant_at(self.resolution, self.classes) is None:

@@ -143,7 +143,8 @@ def test_an_agent_the_server_forgot_registers_again_with_its_token(farm, tmp_pat
         s.execute(delete(Agent).where(Agent.id == first.agent_id))
     with pytest.raises(
         AgentError,
-        match="unknown agent credential.*to register anew, give an enrollment token as LATFARM_AGENT_ENROLL=TOKEN",
+        match="unknown agent credential.*to register anew, give an enrollment token as LATFARM_AGENT_ENROLL=TOKEN "
+        "\\(or --enroll TOKEN\\) \\(latfarm device enroll DEVICE makes one\\)",
     ):
         run_agent(AgentOptions(farm.address, None, state_dir, once=True))
     run_agent(AgentOptions(farm.address, farm.token, state_dir, once=True))
@@ -287,7 +288,10 @@ def test_an_agent_enrolling_with_an_expired_or_revoked_token_gets_one_line(farm,
         run_agent(AgentOptions(farm.address, farm.token, tmp_path / "agent", once=True))
     message = str(info.value)
     assert message.startswith(f"the server refused the enrollment token ({details}")
-    assert message.endswith("and pass it as LATFARM_AGENT_ENROLL=TOKEN (or --enroll TOKEN)") and "\n" not in message
+    assert message.endswith(
+        "a new one (latfarm device enroll DEVICE) and pass it as LATFARM_AGENT_ENROLL=TOKEN (or --enroll TOKEN)"
+    )
+    assert "\n" not in message and "POST /v1" not in message  # the command a person runs, not the endpoint
     assert load_state(tmp_path / "agent") is None
 
 

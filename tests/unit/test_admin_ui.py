@@ -375,6 +375,65 @@ def test_predictor_panels_of_a_device_with_fbnet_data(app_and_ids):
     assert [(p["space"], p["available"]) for p in panels] == [("nb201", True), ("fbnet", True)]
 
 
+def test_the_dashboard_shows_the_active_predictor_and_the_latest_attempt_apart(app_and_ids):
+    """A device whose NB201 adaptation is active, with a later one cancelled: the Devices table says what predicts
+    (nb201) and, apart, the latest attempt (nb201 cancelled); the device page names the active one and shows the
+    cancellation's reason, not as an error. A failed attempt is marked an error."""
+    from latfarm.services.domain.predictions import conditions_of
+
+    app, ids = app_and_ids
+    gpu = ids["devices"]["gpu-b"]
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    with transaction(app.state.sessions) as s:
+        key = conditions_of(s.get(Device, gpu)).for_space("nb201").key
+        s.add_all(
+            [
+                Adaptation(
+                    id="a" * 32,
+                    device_id=gpu,
+                    state=AdaptState.active,
+                    samples=10,
+                    conditions_key=key,
+                    created_at=now - timedelta(hours=2),
+                    activated_at=now - timedelta(hours=1),
+                ),
+                Adaptation(
+                    id="c" * 32,
+                    device_id=gpu,
+                    state=AdaptState.cancelled,
+                    samples=10,
+                    conditions_key=key,
+                    created_at=now - timedelta(minutes=30),
+                    error="cancelled on request",
+                ),
+                Adaptation(
+                    id="f" * 32,
+                    device_id=ids["devices"]["new-c"],
+                    state=AdaptState.failed,
+                    samples=3,
+                    conditions_key=key,
+                    created_at=now,
+                    error="too few samples measured",
+                ),
+            ]
+        )
+    with app.state.sessions() as s:
+        table = {d["name"]: d for d in dashboard.device_table(s)}
+    assert (table["gpu-b"]["serving"], table["gpu-b"]["latest"]) == ("nb201", "nb201 cancelled")
+    assert (table["new-c"]["serving"], table["new-c"]["latest"]) == (None, "nb201 failed")
+    phone = table["phone-a"]  # its active one was fitted under batch size 8, conditions it no longer has
+    assert (phone["serving"], phone["latest"]) == ("nb201 (old conditions, unused)", "nb201 active")
+    with TestClient(app) as client:
+        _login(client, ADMIN_KEY)
+        head = " ".join(_headers(client.get("/admin/").text.split('id="devices-table"', 1)[1]))
+        assert "Active Latest attempt" in head
+        overview = client.get(f"/admin/device-overview/{gpu}").text
+        failed = client.get(f"/admin/device-overview/{ids['devices']['new-c']}").text
+    assert "Active: adaptation <code>aaaaaaaa</code>, activated 1 h ago" in overview
+    assert "(cancelled on request)" in overview and "(error)" not in overview
+    assert "No active nb201 adaptation." in failed and 'title="too few samples measured">(error)' in failed
+
+
 def _headers(html: str) -> list[str]:
     """The list table's column headers, in order."""
     head = html.split("<thead", 1)[1].split("</thead>", 1)[0]
@@ -591,6 +650,16 @@ def test_junk_filter_and_query_values_on_every_list_page_are_never_a_server_erro
                     if response.status_code >= 500:
                         failures.append((page, query))
             assert not failures, "\n".join(map(str, failures))
+            for view in model_views(10):  # paging is bounded on every list: the sizes offered, pages from 1
+                page = f"/admin/{view.identity}/list"
+                for bad in ("-1", "0", "abc"):
+                    refused = client.get(page, params={"page": bad})
+                    assert refused.status_code == 400 and f"page: &#39;{bad}&#39; is not a page number" in refused.text
+                for bad in ("100000", "0", "7", "abc"):
+                    refused = client.get(page, params={"pageSize": bad})
+                    assert refused.status_code == 400, (page, bad)
+                    assert "is not one of the page sizes (25, 50, 100, 200)" in refused.text
+                assert client.get(page, params={"pageSize": "200", "page": "99999"}).status_code == 200  # the last
             refused = client.get("/admin/measurement/list", params={"device_id": "abc"})  # the reported case
             assert refused.status_code == 400
             assert "filter device_id: &#39;abc&#39; is not a whole number" in refused.text

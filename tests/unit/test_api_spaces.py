@@ -3,6 +3,8 @@ as conditions, and 4xx errors naming the field with nothing stored."""
 
 from __future__ import annotations
 
+import pytest
+
 from latfarm.predictor.spaces import get_space
 from latfarm.predictor.spaces.fbnet import BLOCKS
 from latfarm.services.store.models import Arch, Job, JobBatch
@@ -112,11 +114,23 @@ def test_measurements_filter_by_space_and_arch(api, keys):
     assert unknown.status_code == 422 and "space" in unknown.json()["message"]
 
 
-def test_the_arch_query_pattern_takes_exactly_the_positions_below_a_bound():
-    import re
-
-    from latfarm.services.api.schemas import below_pattern
-
-    for n in (1, 2, 10, 11, 101, 5000, 15625, 20000):
-        pattern = re.compile(f"^(?:{below_pattern(n)})$")
-        assert [v for v in range(n + 30) if pattern.fullmatch(str(v))] == list(range(n)), n
+@pytest.mark.parametrize(
+    ("space", "position", "outside"),
+    [
+        (None, 99999, "nb201: reference position 99999 is outside 0..15624"),
+        ("fbnet", 5000, "fbnet: reference position 5000 is outside 0..4999"),
+        ("nb201", 10**30, f"nb201: reference position {10**30} is outside 0..15624"),
+    ],
+)
+def test_a_position_outside_the_reference_set_is_refused_alike_in_a_query_and_a_body(api, space, position, outside):
+    """One parser for arch references: ``GET /v1/measurements?arch=`` refuses a position its space lacks in the
+    words ``/v1/predict`` refuses it in, naming its own field."""
+    add_device(api, "dev1")
+    query = {"arch": str(position), **({"space": space} if space else {})}
+    listed = api.get("/v1/measurements", params=query, headers=ADMIN)
+    predicted = api.post(
+        "/v1/predict", json={"device": "dev1", "archs": [position], "space": space or "nb201"}, headers=ADMIN
+    )
+    assert listed.status_code == predicted.status_code == 422, (listed.text, predicted.text)
+    assert listed.json()["message"] == f"arch: {outside}"
+    assert predicted.json()["message"] == f"archs[0]: {outside}"

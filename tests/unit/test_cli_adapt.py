@@ -88,10 +88,19 @@ def test_no_wait_names_the_command_that_shows_its_progress(live_api):
     _invoke(url, "adapt", "gpu-b2", "--cancel", "--space", "fbnet")
     cancelled = _invoke(url, "adapt", "gpu-b2", "--status", "--space", "fbnet")
     assert cancelled.stdout.startswith(f"fbnet adaptation {adaptation_id} of gpu-b2: cancelled"), cancelled.output
+    assert "still predicts" not in cancelled.output  # no fbnet one is active
+    with server.state.sessions() as session:
+        active_id = session.query(Adaptation).filter_by(state="active").one().id
+    _invoke(url, "adapt", "gpu-b2", "--samples", "3", "--no-wait")
+    _invoke(url, "adapt", "gpu-b2", "--cancel")
+    attempt = _invoke(url, "adapt", "gpu-b2", "--status")  # the latest attempt cancelled, the active one serving
+    assert attempt.stdout.endswith(
+        f": cancelled: cancelled on request; the active nb201 predictor (adaptation {active_id}) still predicts\n"
+    ), attempt.output
     both = _invoke(url, "adapt", "gpu-b2", "--status", "--cancel")
     assert both.exit_code == 2 and "drop one of them" in both.output
     with server.state.sessions() as session:
-        assert session.query(Adaptation).count() == 2  # --status started none
+        assert session.query(Adaptation).count() == 3  # --status started none
 
 
 def test_ctrl_c_while_adapting_cancels_the_adaptation(live_api):

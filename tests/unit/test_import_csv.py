@@ -220,6 +220,7 @@ ROW = f"{LINE},,,2.5,1,fp32,reference,32,10"
         (f"{GOOD}\n{ROW}\n{ROW.replace(',,,', ',,999999,')}\n", "line 3, column ops: '999999' is not the encoding"),
         (f"{GOOD}\n{ROW}\n{ROW.replace('2.5', '0')}\n", "line 3, column latency_ms"),
         (f"{GOOD}\n{ROW}\n{ROW.replace('2.5', '-1')}\n", "line 3, column latency_ms"),
+        (f"{GOOD}\n{ROW}\n{ROW.replace('2.5', 'nan')}\n", "line 3, column latency_ms: must be between .* got nan ms"),
         (f"{GOOD}\n{ROW}\n{ROW.replace('2.5', 'fast')}\n", "line 3, column latency_ms: 'fast' is not a number"),
         (f"{GOOD}\n{ROW}\n{ROW.replace(',1,fp32', ',one,fp32')}\n", "line 3, column batch_size: 'one' is not an"),
         (f"{GOOD}\n{ROW}\n{ROW.replace('fp32', 'fp8')}\n", "line 3, column precision"),

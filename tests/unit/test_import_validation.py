@@ -398,11 +398,13 @@ def test_files_with_nothing_to_import_are_refused(tmp_path):
 
 
 def test_pretrain_refuses_a_missing_folder_device_or_bad_file_in_one_line(tmp_path, str_arch2idx):
-    """``pretrain`` reads HELP folders with the same loader as ``import`` and ``eval transfer``, and says so alike."""
+    """``pretrain`` reads HELP folders with the same loader as ``import`` and ``eval transfer``, and says so alike; a
+    folder that is no HELP folder is a usage error, as ``import``'s PATH and ``up --datasets``."""
     folder = help_folder(tmp_path / "help", str_arch2idx, {"pixel3": b"\x00garbage"})
     out = str(tmp_path / "p.pt")
+    not_help = CliRunner().invoke(app, ["pretrain", "--data", str(tmp_path), "--out", out], env={"COLUMNS": "300"})
+    assert not_help.exit_code == 2 and "not a HELP folder (needs latency/<device>.pt)" in not_help.output  # usage
     cases = [
-        (["--data", str(tmp_path)], "no 'latency/' folder"),
         (["--data", str(folder), "--devices", "pixel9"], "no latency file for device 'pixel9'"),
         (["--data", str(folder)], "pixel3.pt: not a torch.save file"),
     ]

@@ -16,7 +16,7 @@ from latfarm.services.domain.results import FIGURES, FIRST_USE, SETUP, attribute
 from latfarm.services.store.models import Arch, Device, Measurement, Source
 
 from ..auth import Principal, require
-from ..deps import db, get_device, request_archs, request_space
+from ..deps import db, get_device, request_arch, request_space
 from ..schemas import ARCH_QUERY_PATTERN, ConditionsOut, MeasurementOut, MeasurementPage, MeasurementReview, Space
 
 router = APIRouter(prefix="/v1/measurements", tags=["measurements"])
@@ -92,13 +92,13 @@ def _arch_filter(arch: str, space: str | None) -> ColumnElement[bool]:
     that is no arch of it, is refused (``InvalidArgument``, as predictions refuse it)."""
     if arch.isdigit():
         searched = request_space(space or DEFAULT_SPACE)
-        request_archs([int(arch)], searched.name, "arch")
+        request_arch(int(arch), searched.name)
         return and_(Arch.space == searched.name, Arch.reference_index == int(arch))
     forms = [s for s in REGISTERED.values() if re.fullmatch(s.string_pattern, arch)]
     searched = request_space(space) if space is not None else forms[0]
     if searched not in forms:
         return false()
-    (canonical,) = request_archs([arch], searched.name, "arch")
+    canonical = request_arch(arch, searched.name)
     return and_(Arch.space == searched.name, Arch.arch == canonical)
 
 
