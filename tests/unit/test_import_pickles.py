@@ -7,13 +7,14 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from latfarm.common.pickles import PLAIN as PLAIN_WORDS
-from latfarm.common.pickles import RefusedGlobal, load_plain
+from latfarm.common.pickles import RefusedGlobal, load_plain, load_torch
 from latfarm.predictor import nb201
 from latfarm.predictor.help_data import read_latency_file
 from latfarm.predictor.spaces.fbnet import load_reference
@@ -120,13 +121,74 @@ def test_numpy_1_pickles_load(protocol):
     [
         (Payload("true"), f"{os.system.__module__}.system"),
         (np.ma.masked_array([1.0]), "numpy.ma.core._mareconstruct"),
-        (np.array([Payload("true")], dtype=object), f"{os.system.__module__}.system"),
+        (np.array([Payload("true")], dtype=object), "numpy dtype |O"),  # an object array: refused at its dtype
         (Payload, "tests.unit.test_import_pickles.Payload"),
     ],
 )
 def test_any_other_global_is_refused(value, name):
     with pytest.raises(RefusedGlobal, match=f"refuses to load '{name}'"):
         load_plain(io.BytesIO(pickle.dumps(value, protocol=2)))
+
+
+def _reconstruct_of_numpy():
+    """numpy's ``_reconstruct``, as its array pickles name it."""
+    return np.ndarray.__reduce__(np.zeros(1))[0]
+
+
+class Reduced:
+    """Pickled as ``callable(*args)`` then, if given, ``BUILD`` with ``state``: numpy's names called as a crafted
+    file calls them."""
+
+    def __init__(self, callable, args, state=None) -> None:
+        self.reduced = (callable, args) if state is None else (callable, args, state)
+
+    def __reduce__(self):
+        return self.reduced
+
+
+FRESH_F8 = np.dtype("f8").__reduce__()[2]
+
+
+@pytest.mark.parametrize(
+    "crafted, refusal",
+    [
+        # ndarray(shape, dtype, buffer): items read from the file's bytes; for an object dtype, pointers
+        (Reduced(np.ndarray, ((2,), np.dtype("f8"), b"A" * 16)), "numpy.ndarray called directly"),
+        # a dtype's state other than a fresh one's: flags saying it holds objects, fields, another item size
+        (Reduced(np.dtype, ("S4", False, True), (3, "|", None, None, None, -1, -1, 63)), "numpy dtype state"),
+        (
+            Reduced(np.dtype, ("f8", False, True), (*FRESH_F8[:3], ("a",), {"a": (np.dtype("f8"), 0)}, 8, 8, 16)),
+            "numpy dtype state",
+        ),
+        (Reduced(np.dtype, ("f8", False, True), (*FRESH_F8[:5], 1 << 40, -1, 0)), "numpy dtype state"),
+        (Reduced(np.dtype, ("O8", False, True)), "numpy dtype |O"),
+        (Reduced(np.dtype, ("V8", False, True)), "numpy dtype |V8"),
+        # an array whose bytes are not its shape's, or whose state is not an array's
+        (
+            Reduced(_reconstruct_of_numpy(), (np.ndarray, (0,), b"b"), (1, (4,), np.dtype("f8"), False, b"abc")),
+            "numpy array data that is not its shape's bytes",
+        ),
+        (
+            Reduced(_reconstruct_of_numpy(), (np.ndarray, (0,), b"b"), (1, (2,), np.dtype("f8"), False, [1, 2])),
+            "numpy array data that is not its shape's bytes",
+        ),
+        (Reduced(set, ([1],), {"x": 1}), "a state set on set"),
+    ],
+)
+def test_numpy_is_given_plain_data_only(crafted, refusal):
+    """numpy's reconstructors would take raw memory and any dtype state from the file (an object dtype's items are
+    pointers: a crash or a write at an address the file picks); the plain reader builds arrays itself and refuses
+    all else, in every protocol."""
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        with pytest.raises(RefusedGlobal, match=re.escape(refusal)):
+            load_plain(io.BytesIO(pickle.dumps(crafted, protocol=protocol)))
+
+
+def test_a_help_file_of_a_crafted_numpy_array_is_refused(tmp_path):
+    path = tmp_path / "pixel3.pt"
+    torch.save([Reduced(np.ndarray, ((2,), np.dtype("f8"), b"A" * 16))], path)
+    with pytest.raises(RefusedGlobal, match="numpy.ndarray called directly"):
+        load_torch(path)
 
 
 def test_codecs_only_decode_bytes_as_latin1():
