@@ -234,6 +234,7 @@ class _Entry:
         self.result = ModelResult(task.key)
         self.model: LoadedModel | None = None
         self.spent_s = 0.0
+        self.run_s = float("inf")  # its fastest inference so far: what its rounds will take is estimated from it
         self.rounds_ms: list[list[float]] = []
 
     def fail(self, error_class: str, message: str) -> None:
@@ -253,36 +254,72 @@ class BatchMeasurer:
         settings: MeasureSettings,
         stop: threading.Event | None = None,
         on_hang: Callable[[str], None] | None = None,
+        part_s: float = 0.0,
     ):
-        """``stop`` interrupts the batch between rounds; ``on_hang(job_id)`` is called for a model that hangs."""
+        """``stop`` interrupts the batch between rounds; ``on_hang(job_id)`` is called for a model that hangs;
+        ``part_s``: the seconds of rounds a part of the batch takes at least (0: the whole batch is one part)."""
         self.backend = backend
         self.settings = settings
+        self.part_s = part_s
         self.stop = stop or threading.Event()
         self.watchdog = Watchdog(on_hang, grace_s=max(5.0, 0.5 * settings.timeout_s))
 
-    def measure(self, tasks: list[ModelTask]) -> list[ModelResult]:
-        """One result per task, in the tasks' order; raises ``Interrupted`` when the agent is stopping."""
+    def measure(
+        self, tasks: list[ModelTask], on_part: Callable[[list[ModelResult]], None] | None = None
+    ) -> list[ModelResult]:
+        """One result per task, in the tasks' order; raises ``Interrupted`` when the agent is stopping. After the
+        warm-up the loaded models are measured in consecutive parts (``parts``), rounds and re-measurements within
+        each; ``on_part`` gets each part's results as it ends (the models that failed before, with the first)."""
         entries = [_Entry(t) for t in tasks]
         try:
             for entry in entries:
                 self._load(entry)
             self._busy_warmup([e for e in entries if e.model is not None])
-            self._measure_rounds([e for e in entries if e.model is not None])
-            for attempt in range(self.settings.retries + 1):
-                unsteady = [e for e in entries if e.model is not None and self._unsteady(e)]
-                if not unsteady:
-                    break
-                if attempt == self.settings.retries:
-                    for entry in unsteady:
-                        entry.result.unstable = True
-                    break
-                self._remeasure(unsteady)
+            ended = [e for e in entries if e.model is None]
+            for part in self.parts([e for e in entries if e.model is not None]):
+                self._measure_part(part)
+                if on_part is not None:
+                    on_part([e.result for e in ended + part])
+                ended = []
+            if ended and on_part is not None:
+                on_part([e.result for e in ended])
         finally:
             self.watchdog.close()
             for entry in entries:
                 if entry.model is not None:
                     entry.model.close()
         return [e.result for e in entries]
+
+    def parts(self, entries: list[_Entry]) -> list[list[_Entry]]:
+        """The loaded models in consecutive parts whose rounds take at least ``part_s`` by their fastest inference
+        so far (the last part: what is left): on a fast device the whole batch, on a slow one a model or a few, so
+        results go out as they are measured."""
+        if self.part_s <= 0:
+            return [entries] if entries else []
+        runs = self.settings.rounds * (self.settings.warmup_runs + self.settings.runs_per_round)
+        parts: list[list[_Entry]] = [[]]
+        took = 0.0
+        for entry in entries:
+            if took >= self.part_s:
+                parts.append([])
+                took = 0.0
+            parts[-1].append(entry)
+            took += entry.run_s * runs
+        return parts if entries else []
+
+    def _measure_part(self, entries: list[_Entry]) -> None:
+        """Interleaved rounds over ``entries``, then re-measurements of the unsteady ones (``retries``); those still
+        unsteady are flagged."""
+        self._measure_rounds(entries)
+        for attempt in range(self.settings.retries + 1):
+            unsteady = [e for e in entries if e.model is not None and self._unsteady(e)]
+            if not unsteady:
+                break
+            if attempt == self.settings.retries:
+                for entry in unsteady:
+                    entry.result.unstable = True
+                break
+            self._remeasure(unsteady)
 
     def _guarded(self, entry: _Entry, action: Callable[[LoadedModel], T]) -> T:
         """Run an action on the entry's loaded model under the watchdog, charging its time to the model's budget."""
@@ -339,7 +376,8 @@ class BatchMeasurer:
         except Exception as err:  # noqa: BLE001 - any runtime error is a run failure
             entry.fail(RUN, f"{type(err).__name__}: {err}")
             return
-        entry.result.first_inference_ms = (time.perf_counter() - start) * 1000
+        entry.run_s = time.perf_counter() - start
+        entry.result.first_inference_ms = entry.run_s * 1000
         problem = check_outputs(outputs, getattr(entry.model, "declared", []), getattr(entry.model, "batch", None))
         if problem:
             entry.fail(WRONG_OUTPUT, problem)
@@ -350,7 +388,9 @@ class BatchMeasurer:
         while time.perf_counter() < end and entries:
             for entry in entries:
                 try:
+                    start = time.perf_counter()
                     self._guarded(entry, _run_once)
+                    entry.run_s = min(entry.run_s, time.perf_counter() - start)
                 except TimeoutError as err:
                     entry.fail(TIMEOUT, str(err))
                 except Exception as err:  # noqa: BLE001
