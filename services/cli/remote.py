@@ -303,21 +303,24 @@ def results_command(batch_ids: list[str], out: Path | str | None = None) -> str:
 
 def show_results(command: str, batches: list[dict], out: Path | None) -> None:
     """The batches' items (``GET /v1/jobs/{id}?items=true``, one run: in order) as lines, or as CSV at ``out`` with
-    a one-line summary; exit 1 when no arch was measured (none done), or when the CSV cannot be written (saying
-    where the results are)."""
+    a one-line summary, led by a line of their conditions that are not the defaults (``conditions_line``); exit 1
+    when no arch was measured (none done), or when the CSV cannot be written (saying where the results are)."""
     from latfarm.services.cli import measure_results
 
     items = [item for batch in batches for item in batch.get("items", [])]
+    conditions = batches[0].get("conditions") or {}  # one request's conditions
     if out:
         try:
-            measure_results.write_csv(out, items, batches[0].get("conditions", {}))  # one request's conditions
+            measure_results.write_csv(out, items, conditions)
         except OSError as err:
             stored = f"the results are stored: {results_command([batch['id'] for batch in batches], 'FILE')}"
             raise SystemExit(f"{command}: cannot write {out}: {err.strerror or err}; {stored}") from err
-        typer.echo(f"{measure_results.summary(items)}: {out}")
+        shown = [f"{measure_results.summary(items)}: {out}"]
     else:
-        for shown in measure_results.lines(items):
-            typer.echo(shown)
+        shown = measure_results.lines(items)
+    for line in [measure_results.conditions_line(conditions), *shown]:
+        if line:
+            typer.echo(line)
     if not any(item.get("state") == "done" for item in items):
         raise typer.Exit(1)
 
