@@ -147,7 +147,9 @@ class Client:
         if now + delay - outage.since > outage.patience_s:
             return None
         if not outage.told and self.notify is not None:
-            self.notify(f"{self.base_url} does not answer ({problem}); retrying for up to {outage.patience_s:.0f} s")
+            self.notify(
+                f"{self.base_url} is unreachable or busy ({problem}); retrying for up to {outage.patience_s:.0f} s"
+            )
         outage.told, outage.failures = True, outage.failures + 1
         return delay
 
@@ -157,7 +159,7 @@ class Client:
         if self._outage is None or self._outage.since is None:
             return _unavailable(problem)
         waited = time.monotonic() - self._outage.since
-        return _unavailable(f"no answer from {self.base_url} for {waited:.0f} s ({problem})")
+        return _unavailable(f"{self.base_url} unreachable or busy for {waited:.0f} s ({problem})")
 
     @contextmanager
     def _waiting(self) -> Iterator[None]:

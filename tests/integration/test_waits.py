@@ -64,7 +64,7 @@ def test_measure_and_results_wait_through_a_server_restart(tmp_path):
         agents.append(Agent(server, tmp_path, "first", server.enroll("restarted"), QUICK))
         assert measure.wait(timeout=180) == 0, stderr(tmp_path, "measure")
         assert csv_states(tmp_path / "m.csv") == ["done"] * 4
-        told = [line for line in stderr(tmp_path, "measure") if "does not answer" in line]
+        told = [line for line in stderr(tmp_path, "measure") if "is unreachable or busy" in line]
         assert len(told) == 1 and told[0].startswith("latfarm measure: http://127.0.0.1:"), told
         assert told[0].endswith("; retrying for up to 300 s")
 
@@ -79,7 +79,7 @@ def test_measure_and_results_wait_through_a_server_restart(tmp_path):
         server.stop()
         assert results.wait(timeout=60) == 1
         last = stderr(tmp_path, "results")[-1]
-        assert last.startswith(f"latfarm results: no answer from http://127.0.0.1:{server.http_port} for 2 s (GET")
+        assert last.startswith(f"latfarm results: http://127.0.0.1:{server.http_port} unreachable or busy for 2 s (GET")
         resume = f"latfarm results {batch} --out {out}"
         assert last.endswith(f"; the jobs go on on the server; their results: {resume}"), last
         assert not out.exists()
