@@ -137,15 +137,18 @@ class Client:
     def _retry_delay(self, attempt: int, problem: str, hint_s: float | None = None) -> float | None:
         """The pause before trying a failed request again, or None to give up: outside a wait, ``retries`` tries
         ``backoff_s`` doubling apart; while waiting, doubling up to ``BACKOFF_CAP_S`` (or the server's ``hint_s``)
-        until ``wait_retry_s`` have passed without an answer (``notify`` told once, naming ``problem``)."""
+        until ``wait_retry_s`` have passed without an answer, the last try then (``notify`` told once, naming
+        ``problem``)."""
         outage = self._outage
         if outage is None:
             return None if attempt >= self.retries else self.backoff_s * 2**attempt
         now = time.monotonic()
         outage.since = now if outage.since is None else outage.since
-        delay = hint_s if hint_s is not None else min(BACKOFF_CAP_S, self.backoff_s * 2**outage.failures)
-        if now + delay - outage.since > outage.patience_s:
+        left = outage.patience_s - (now - outage.since)
+        if left <= 0:
             return None
+        backoff = min(BACKOFF_CAP_S, self.backoff_s * 2**outage.failures)
+        delay = min(left, hint_s if hint_s is not None else backoff)  # a last try as the patience ends
         if not outage.told and self.notify is not None:
             self.notify(
                 f"{self.base_url} is unreachable or busy ({problem}); retrying for up to {outage.patience_s:.0f} s"

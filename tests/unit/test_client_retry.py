@@ -131,3 +131,12 @@ def test_a_submission_refused_before_any_work_is_sent_again():
     with serving(refused_once) as (url, calls):
         assert Client(url, "k", backoff_s=0.01).submit("dev", [0]) == BATCH
         assert calls == ["POST /v1/jobs"] * 2
+
+
+def test_a_retry_after_beyond_the_patience_gets_a_last_try_as_it_ends():
+    with serving(lambda *_: (429, {"message": "throttled"}, {"Retry-After": "60"})) as (url, calls):
+        begun = time.monotonic()
+        with pytest.raises(LatfarmError) as err:
+            Client(url, "k", wait_retry_s=1.0).wait(BATCH, poll_s=0.05)
+        assert 0.9 <= time.monotonic() - begun < 5 and len(calls) == 2
+        assert err.value.message == f"{url} unreachable or busy for 1 s (GET /v1/jobs/{BATCH}: HTTP 429)"
