@@ -38,6 +38,9 @@ LEASE_WAIT_S = 30.0  # long-poll: the server answers when work comes for the dev
 # Results measured are held back until this long after the last report (or the group's end): a fast device sends a
 # report per leased group, a slow one a report every few seconds, so a batch's progress moves as it is measured.
 REPORT_EVERY_S = 1.5
+# The seconds of rounds a part of a group takes (``BatchMeasurer.part_s``): each part re-measures its unsteady models
+# after a pause of its own, so smaller parts would show progress sooner at the cost of more pauses on a busy machine.
+PART_S = 2.0
 HANG_EXIT_CODE = 3
 NOISY_SHARE, NOISY_MIN_MODELS = 0.5, 4  # warn when at least half of a batch of 4+ models is unsteady
 
@@ -309,7 +312,7 @@ class AgentLoop:
                 flush()
 
         measurer = BatchMeasurer(
-            backend, settings, self.stop, on_hang=lambda job_id: self._hung(job_id, settings), part_s=REPORT_EVERY_S
+            backend, settings, self.stop, on_hang=lambda job_id: self._hung(job_id, settings), part_s=PART_S
         )
         try:
             results = measurer.measure(tasks, on_part=measured_part) + failed

@@ -234,7 +234,8 @@ class _Entry:
         self.result = ModelResult(task.key)
         self.model: LoadedModel | None = None
         self.spent_s = 0.0
-        self.run_s = float("inf")  # its fastest inference so far: what its rounds will take is estimated from it
+        self.run_s = 0.0  # its mean warm-up inference (else its first): what its rounds will take is estimated from it
+        self.warmups: list[float] = []  # its busy warm-up inferences, seconds
         self.rounds_ms: list[list[float]] = []
 
     def fail(self, error_class: str, message: str) -> None:
@@ -268,21 +269,29 @@ class BatchMeasurer:
         self, tasks: list[ModelTask], on_part: Callable[[list[ModelResult]], None] | None = None
     ) -> list[ModelResult]:
         """One result per task, in the tasks' order; raises ``Interrupted`` when the agent is stopping. After the
-        warm-up the loaded models are measured in consecutive parts (``parts``), rounds and re-measurements within
-        each; ``on_part`` gets each part's results as it ends (the models that failed before, with the first)."""
+        warm-up the loaded models are measured in consecutive parts (``_part``), rounds and re-measurements of the
+        unsteady (``_settle``) within each; ``on_part`` gets each part's results as it ends (the models that failed
+        before, with the first)."""
         entries = [_Entry(t) for t in tasks]
         try:
             for entry in entries:
                 self._load(entry)
             self._busy_warmup([e for e in entries if e.model is not None])
-            ended = [e for e in entries if e.model is None]
-            for part in self.parts([e for e in entries if e.model is not None]):
-                self._measure_part(part)
+            done = [e for e in entries if e.model is None]
+            left, scale = [e for e in entries if e.model is not None], 1.0
+            while left:
+                part = self._part(left, scale)
+                left = left[len(part) :]
+                started = time.perf_counter()
+                self._measure_rounds(part)
+                scale = (time.perf_counter() - started) / max(sum(self._estimate(e) for e in part), 1e-9)
+                self._settle(part)
+                done += part
                 if on_part is not None:
-                    on_part([e.result for e in ended + part])
-                ended = []
-            if ended and on_part is not None:
-                on_part([e.result for e in ended])
+                    on_part([e.result for e in done])
+                done = []
+            if on_part is not None and done:  # no model loaded: only failures
+                on_part([e.result for e in done])
         finally:
             self.watchdog.close()
             for entry in entries:
@@ -290,27 +299,26 @@ class BatchMeasurer:
                     entry.model.close()
         return [e.result for e in entries]
 
-    def parts(self, entries: list[_Entry]) -> list[list[_Entry]]:
-        """The loaded models in consecutive parts whose rounds take at least ``part_s`` by their fastest inference
-        so far (the last part: what is left): on a fast device the whole batch, on a slow one a model or a few, so
-        results go out as they are measured."""
+    def _part(self, entries: list[_Entry], scale: float) -> list[_Entry]:
+        """The first of ``entries`` whose rounds take at least ``part_s`` (all of them when it is 0, or when they
+        take less): by ``_estimate`` times ``scale``, how much longer the last part's rounds took than so estimated.
+        On a fast device the whole batch, on a slow or busy one a model or a few, so results go out as they are
+        measured."""
         if self.part_s <= 0:
-            return [entries] if entries else []
-        runs = self.settings.rounds * (self.settings.warmup_runs + self.settings.runs_per_round)
-        parts: list[list[_Entry]] = [[]]
+            return entries
         took = 0.0
-        for entry in entries:
+        for count, entry in enumerate(entries, 1):
+            took += self._estimate(entry) * scale
             if took >= self.part_s:
-                parts.append([])
-                took = 0.0
-            parts[-1].append(entry)
-            took += entry.run_s * runs
-        return parts if entries else []
+                return entries[:count]
+        return entries
 
-    def _measure_part(self, entries: list[_Entry]) -> None:
-        """Interleaved rounds over ``entries``, then re-measurements of the unsteady ones (``retries``); those still
-        unsteady are flagged."""
-        self._measure_rounds(entries)
+    def _estimate(self, entry: _Entry) -> float:
+        """Seconds the model's rounds take by its mean warm-up inference (a busy machine's runs included)."""
+        return entry.run_s * self.settings.rounds * (self.settings.warmup_runs + self.settings.runs_per_round)
+
+    def _settle(self, entries: list[_Entry]) -> None:
+        """Re-measure the unsteady of ``entries`` (``retries`` times at most); those still unsteady are flagged."""
         for attempt in range(self.settings.retries + 1):
             unsteady = [e for e in entries if e.model is not None and self._unsteady(e)]
             if not unsteady:
@@ -390,7 +398,8 @@ class BatchMeasurer:
                 try:
                     start = time.perf_counter()
                     self._guarded(entry, _run_once)
-                    entry.run_s = min(entry.run_s, time.perf_counter() - start)
+                    entry.warmups.append(time.perf_counter() - start)
+                    entry.run_s = statistics.fmean(entry.warmups)
                 except TimeoutError as err:
                     entry.fail(TIMEOUT, str(err))
                 except Exception as err:  # noqa: BLE001

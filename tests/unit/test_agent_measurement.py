@@ -178,7 +178,7 @@ def test_a_jobs_settings_apply_and_bad_ones_are_ignored_with_a_log():
 
 
 def test_a_batch_is_measured_in_parts_by_its_warm_up_timing(tmp_path):
-    """Parts last ``part_s`` of rounds by each model's fastest warm-up inference: results go out part by part (a
+    """Parts last ``part_s`` of rounds by each model's mean warm-up inference: results go out part by part (a
     failure before the rounds with the first part); ``part_s`` 0 (or a batch faster than it) is one part."""
     small, large = matmul_chain(tmp_path / "small.onnx", depth=2), matmul_chain(tmp_path / "large.onnx", depth=40)
     corrupt = tmp_path / "corrupt.onnx"
