@@ -277,7 +277,7 @@ class BatchMeasurer:
             for entry in entries:
                 self._load(entry)
             self._busy_warmup([e for e in entries if e.model is not None])
-            done = [e for e in entries if e.model is None]
+            failed = [e for e in entries if e.model is None]  # handed over with the first part
             left, scale = [e for e in entries if e.model is not None], 1.0
             while left:
                 part = self._part(left, scale)
@@ -286,12 +286,11 @@ class BatchMeasurer:
                 self._measure_rounds(part)
                 scale = (time.perf_counter() - started) / max(sum(self._estimate(e) for e in part), 1e-9)
                 self._settle(part)
-                done += part
                 if on_part is not None:
-                    on_part([e.result for e in done])
-                done = []
-            if on_part is not None and done:  # no model loaded: only failures
-                on_part([e.result for e in done])
+                    on_part([e.result for e in failed + part])
+                failed = []
+            if on_part is not None and failed:  # no model loaded: only failures
+                on_part([e.result for e in failed])
         finally:
             self.watchdog.close()
             for entry in entries:
