@@ -35,6 +35,12 @@ from latfarm.proto.v1 import agent_pb2
 from latfarm.proto.v1.names import STATISTICS
 
 LEASE_WAIT_S = 30.0  # long-poll: the server answers when work comes for the device (idle, it reads nothing)
+# Results measured are held back until this long after the last report (or the group's end): a fast device sends a
+# report per leased group, a slow one a report every few seconds, so a batch's progress moves as it is measured.
+REPORT_EVERY_S = 1.5
+# The seconds of rounds a part of a group takes (``BatchMeasurer.part_s``): each part re-measures its unsteady models
+# after a pause of its own, so smaller parts would show progress sooner at the cost of more pauses on a busy machine.
+PART_S = 2.0
 HANG_EXIT_CODE = 3
 NOISY_SHARE, NOISY_MIN_MODELS = 0.5, 4  # warn when at least half of a batch of 4+ models is unsteady
 
@@ -220,19 +226,25 @@ class AgentLoop:
 
     def process(self, jobs: list[agent_pb2.Job]) -> None:
         """Measure leased jobs, grouped by format, settings and conditions (one provenance each), and report each
-        group."""
+        group's results as they are measured (``measure_group``)."""
         groups: dict[tuple, list[agent_pb2.Job]] = {}
         for job in jobs:
             settings = job.settings.SerializeToString(deterministic=True)
             groups.setdefault((job.format, settings, JobConditions.of(job)), []).append(job)
         for group in groups.values():
-            request = self.measure_group(group) if group[0].format in self.backends else self.unsupported(group)
-            acks = self.report(request)
-            rejected = [a for a in acks if not a.accepted]
-            for ack in rejected:
+            if group[0].format in self.backends:
+                self.measure_group(group)
+            else:
+                self.send(self.unsupported(group), [job.job_id for job in group])
+
+    def send(self, request: agent_pb2.ReportRequest, job_ids: list[str]) -> None:
+        """Report results (``report``) and stop holding ``job_ids``, theirs and those of results not reported (jobs
+        no longer held)."""
+        for ack in self.report(request):
+            if not ack.accepted:
                 self.log(f"job {ack.job_id} not accepted: {ack.message}")
-            self.held.drop([job.job_id for job in group])
-            self.processed += len(group)
+        self.held.drop(job_ids)
+        self.processed += len(job_ids)
 
     def report(self, request: agent_pb2.ReportRequest) -> list[agent_pb2.ResultAck]:
         """Report a group's results; their acks. A report the server refuses as invalid is sent again result by
@@ -257,9 +269,11 @@ class AgentLoop:
                 acks.extend(self.conn.report(agent_pb2.ReportRequest(results=[result_message(refused)])).acks)
         return acks
 
-    def measure_group(self, jobs: list[agent_pb2.Job]) -> agent_pb2.ReportRequest:
-        """Fetch and measure jobs of one format, one set of settings and one set of conditions; the report of all of
-        them (its provenance names the conditions)."""
+    def measure_group(self, jobs: list[agent_pb2.Job]) -> None:
+        """Fetch, measure and report jobs of one format, one set of settings and one set of conditions: results go
+        out ``REPORT_EVERY_S`` after the last report as the measurer finishes parts of the group, the rest at its
+        end (each report's provenance names the conditions and covers its own time); a shutdown mid-group reports
+        what was measured before it hands the rest back."""
         backend = self.backends[jobs[0].format]
         conditions = JobConditions.of(jobs[0])
         settings = job_settings(self.options.measure, jobs[0].settings, self.log)
@@ -272,11 +286,42 @@ class AgentLoop:
             except (ArtifactError, grpc.RpcError, ValueError, OSError) as err:  # the attempt counts: no hand-back
                 message = err.details() if isinstance(err, grpc.RpcError) else str(err)
                 failed.append(ModelResult(job.job_id, error_class=FETCH, error_message=f"fetch failed: {message}"))
-        before = ClockState.now(self.affinity)
         self.log(f"measuring {len(tasks)} model(s) with {backend.runtime}")
-        measurer = BatchMeasurer(backend, settings, self.stop, on_hang=lambda job_id: self._hung(job_id, settings))
-        results = measurer.measure(tasks) + failed
-        after = ClockState.now(self.affinity)
+        measured = MeasuredWith(backend, settings, self.affinity)
+        artifacts = {job.job_id: job.artifact_sha256 for job in jobs}
+        pending: list[ModelResult] = list(failed)
+        clocks, reported_at = ClockState.now(self.affinity), time.monotonic()  # at the last report
+
+        def flush() -> None:
+            nonlocal clocks, reported_at
+            kept = [r for r in pending if not self.held.is_lost(r.key)]
+            if len(kept) < len(pending):
+                self.log(f"not reporting {len(pending) - len(kept)} result(s) of jobs no longer held")
+            after = ClockState.now(self.affinity)
+            request = agent_pb2.ReportRequest(
+                results=[result_message(r, artifacts[r.key], measured) for r in kept],
+                provenance=provenance_message(backend, clocks, after, unsteady_share(kept), conditions),
+            )
+            self.send(request, [r.key for r in pending])
+            pending.clear()
+            clocks, reported_at = after, time.monotonic()
+
+        def measured_part(results: list[ModelResult]) -> None:
+            pending.extend(results)
+            if time.monotonic() - reported_at >= REPORT_EVERY_S:
+                flush()
+
+        measurer = BatchMeasurer(
+            backend, settings, self.stop, on_hang=lambda job_id: self._hung(job_id, settings), part_s=PART_S
+        )
+        try:
+            results = measurer.measure(tasks, on_part=measured_part) + failed
+        except Interrupted:
+            if pending:
+                flush()
+            raise
+        if pending:
+            flush()
         unsteady = unsteady_share(results)
         if unsteady >= NOISY_SHARE and len(tasks) >= NOISY_MIN_MODELS:
             self.log(
@@ -284,15 +329,6 @@ class AgentLoop:
                 f"{settings.spread_threshold:.0%}): this machine is busy or throttling; those results are flagged "
                 "unstable (a quieter machine, --affinity or --cooldown may help)"
             )
-        artifacts = {job.job_id: job.artifact_sha256 for job in jobs}
-        measured = MeasuredWith(backend, settings, self.affinity)
-        kept = [r for r in results if not self.held.is_lost(r.key)]
-        if len(kept) < len(results):
-            self.log(f"not reporting {len(results) - len(kept)} result(s) of jobs no longer held")
-        return agent_pb2.ReportRequest(
-            results=[result_message(r, artifacts[r.key], measured) for r in kept],
-            provenance=provenance_message(backend, before, after, unsteady, conditions),
-        )
 
     def unsupported(self, jobs: list[agent_pb2.Job]) -> agent_pb2.ReportRequest:
         """The report for jobs of a format no backend here runs: each a load failure."""

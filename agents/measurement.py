@@ -234,6 +234,8 @@ class _Entry:
         self.result = ModelResult(task.key)
         self.model: LoadedModel | None = None
         self.spent_s = 0.0
+        self.run_s = 0.0  # its mean warm-up inference (else its first): what its rounds will take is estimated from it
+        self.warmups: list[float] = []  # its busy warm-up inferences, seconds
         self.rounds_ms: list[list[float]] = []
 
     def fail(self, error_class: str, message: str) -> None:
@@ -253,36 +255,78 @@ class BatchMeasurer:
         settings: MeasureSettings,
         stop: threading.Event | None = None,
         on_hang: Callable[[str], None] | None = None,
+        part_s: float = 0.0,
     ):
-        """``stop`` interrupts the batch between rounds; ``on_hang(job_id)`` is called for a model that hangs."""
+        """``stop`` interrupts the batch between rounds; ``on_hang(job_id)`` is called for a model that hangs;
+        ``part_s``: the seconds of rounds a part of the batch takes at least (0: the whole batch is one part)."""
         self.backend = backend
         self.settings = settings
+        self.part_s = part_s
         self.stop = stop or threading.Event()
         self.watchdog = Watchdog(on_hang, grace_s=max(5.0, 0.5 * settings.timeout_s))
 
-    def measure(self, tasks: list[ModelTask]) -> list[ModelResult]:
-        """One result per task, in the tasks' order; raises ``Interrupted`` when the agent is stopping."""
+    def measure(
+        self, tasks: list[ModelTask], on_part: Callable[[list[ModelResult]], None] | None = None
+    ) -> list[ModelResult]:
+        """One result per task, in the tasks' order; raises ``Interrupted`` when the agent is stopping. After the
+        warm-up the loaded models are measured in consecutive parts (``_part``), rounds and re-measurements of the
+        unsteady (``_settle``) within each; ``on_part`` gets each part's results as it ends (the models that failed
+        before, with the first)."""
         entries = [_Entry(t) for t in tasks]
         try:
             for entry in entries:
                 self._load(entry)
             self._busy_warmup([e for e in entries if e.model is not None])
-            self._measure_rounds([e for e in entries if e.model is not None])
-            for attempt in range(self.settings.retries + 1):
-                unsteady = [e for e in entries if e.model is not None and self._unsteady(e)]
-                if not unsteady:
-                    break
-                if attempt == self.settings.retries:
-                    for entry in unsteady:
-                        entry.result.unstable = True
-                    break
-                self._remeasure(unsteady)
+            failed = [e for e in entries if e.model is None]  # handed over with the first part
+            left, scale = [e for e in entries if e.model is not None], 1.0
+            while left:
+                part = self._part(left, scale)
+                left = left[len(part) :]
+                started = time.perf_counter()
+                self._measure_rounds(part)
+                scale = (time.perf_counter() - started) / max(sum(self._estimate(e) for e in part), 1e-9)
+                self._settle(part)
+                if on_part is not None:
+                    on_part([e.result for e in failed + part])
+                failed = []
+            if on_part is not None and failed:  # no model loaded: only failures
+                on_part([e.result for e in failed])
         finally:
             self.watchdog.close()
             for entry in entries:
                 if entry.model is not None:
                     entry.model.close()
         return [e.result for e in entries]
+
+    def _part(self, entries: list[_Entry], scale: float) -> list[_Entry]:
+        """The first of ``entries`` whose rounds take at least ``part_s`` (all of them when it is 0, or when they
+        take less): by ``_estimate`` times ``scale``, how much longer the last part's rounds took than so estimated.
+        On a fast device the whole batch, on a slow or busy one a model or a few, so results go out as they are
+        measured."""
+        if self.part_s <= 0:
+            return entries
+        took = 0.0
+        for count, entry in enumerate(entries, 1):
+            took += self._estimate(entry) * scale
+            if took >= self.part_s:
+                return entries[:count]
+        return entries
+
+    def _estimate(self, entry: _Entry) -> float:
+        """Seconds the model's rounds take by its mean warm-up inference (a busy machine's runs included)."""
+        return entry.run_s * self.settings.rounds * (self.settings.warmup_runs + self.settings.runs_per_round)
+
+    def _settle(self, entries: list[_Entry]) -> None:
+        """Re-measure the unsteady of ``entries`` (``retries`` times at most); those still unsteady are flagged."""
+        for attempt in range(self.settings.retries + 1):
+            unsteady = [e for e in entries if e.model is not None and self._unsteady(e)]
+            if not unsteady:
+                break
+            if attempt == self.settings.retries:
+                for entry in unsteady:
+                    entry.result.unstable = True
+                break
+            self._remeasure(unsteady)
 
     def _guarded(self, entry: _Entry, action: Callable[[LoadedModel], T]) -> T:
         """Run an action on the entry's loaded model under the watchdog, charging its time to the model's budget."""
@@ -339,7 +383,8 @@ class BatchMeasurer:
         except Exception as err:  # noqa: BLE001 - any runtime error is a run failure
             entry.fail(RUN, f"{type(err).__name__}: {err}")
             return
-        entry.result.first_inference_ms = (time.perf_counter() - start) * 1000
+        entry.run_s = time.perf_counter() - start
+        entry.result.first_inference_ms = entry.run_s * 1000
         problem = check_outputs(outputs, getattr(entry.model, "declared", []), getattr(entry.model, "batch", None))
         if problem:
             entry.fail(WRONG_OUTPUT, problem)
@@ -350,7 +395,10 @@ class BatchMeasurer:
         while time.perf_counter() < end and entries:
             for entry in entries:
                 try:
+                    start = time.perf_counter()
                     self._guarded(entry, _run_once)
+                    entry.warmups.append(time.perf_counter() - start)
+                    entry.run_s = statistics.fmean(entry.warmups)
                 except TimeoutError as err:
                     entry.fail(TIMEOUT, str(err))
                 except Exception as err:  # noqa: BLE001

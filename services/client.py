@@ -4,10 +4,15 @@
     client = Client("http://127.0.0.1:8000", api_key)
     items = client.predict("pixel7", ["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|"])
 
-Connect errors and 5xx answers of idempotent requests are retried with exponential backoff; any other failure
-raises ``LatfarmError`` with the HTTP ``status`` (0: no answer), the server's ``message`` and its error ``code``
-(``unavailable`` when no server or no latfarm server answered: no connection, or an answer that is not JSON). A
-device name or batch id that no server issues (``a/b``, ``..``) raises ``invalid_argument`` before any request.
+Transient failures are retried with exponential backoff (the rule: ``Client._retry_delay``): a request that never
+connected, a 503 (refused before any work) and, for idempotent requests only, any other transport error or 5xx
+answer: a few times (``retries``), or while waiting for results (``wait``, ``wait_all``, ``wait_adaptation``) for up
+to ``wait_retry_s`` without an answer, when a 429's ``Retry-After`` is waited out too. A submission (``POST
+/v1/jobs``) that may have reached the server is never sent again: the API has no idempotency key, and a second one
+would queue the jobs twice. Any other failure raises ``LatfarmError`` with the HTTP ``status`` (0: no answer), the
+server's ``message`` and its error ``code`` (``unavailable`` when no server or no latfarm server answered: no
+connection, or an answer that is not JSON, or none for ``wait_retry_s`` while waiting). A device name or batch id
+that no server issues (``a/b``, ``..``) raises ``invalid_argument`` before any request.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +34,25 @@ from latfarm.services.core.errors import LatfarmError
 from latfarm.services.core.names import id_refusal, is_device_name, is_id, refusal
 from latfarm.services.core.states import AdaptState, JobState
 
-RETRY_STATUSES = frozenset({502, 503, 504})
+REFUSED_STATUSES = frozenset({503})  # refused before any work: sent again whatever the method
+RETRY_STATUSES = frozenset({500, 502, 503, 504})  # an idempotent request's answers that are sent again
+THROTTLED = 429  # too many failed authentications from this address: waited out (Retry-After) while waiting
+WAIT_RETRY_S = 300.0  # how long a wait keeps retrying a server that does not answer (LATFARM_WAIT_RETRY_S)
+BACKOFF_CAP_S = 5.0  # the longest pause between a wait's tries: it resumes within seconds of the server's return
 DONE_STATES = (AdaptState.active, AdaptState.failed, AdaptState.cancelled)  # an adaptation waited for has ended
 # Who may start or cancel a device's adaptation (it changes what the device serves).
 ADAPT_KEYS = "adapting a device's predictor takes its owner's key (scope owner) or an admin key"
+
+
+@dataclass
+class _Outage:
+    """A wait's patience with a server that does not answer: since when (None: it answers), how many tries failed,
+    whether the user was told."""
+
+    patience_s: float
+    since: float | None = None
+    failures: int = 0
+    told: bool = False
 
 
 class Client:
@@ -39,12 +60,23 @@ class Client:
     ``LatfarmError`` with the server's code. Use as a context manager, or call ``close``."""
 
     def __init__(
-        self, base_url: str, api_key: str | None = None, *, timeout: float = 60.0, retries: int = 3, backoff_s=0.5
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff_s=0.5,
+        wait_retry_s: float = WAIT_RETRY_S,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
-        """Talk to ``base_url`` with ``api_key``; ``retries`` more tries ``backoff_s`` (doubling) apart."""
+        """Talk to ``base_url`` with ``api_key``; ``retries`` more tries ``backoff_s`` (doubling) apart, and while
+        waiting for results, tries for up to ``wait_retry_s`` s without an answer (``notify`` gets one line when a
+        wait starts retrying)."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
-        self.retries, self.backoff_s = retries, backoff_s
+        self.retries, self.backoff_s, self.wait_retry_s, self.notify = retries, backoff_s, wait_retry_s, notify
+        self._outage: _Outage | None = None  # set while waiting
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=headers,
@@ -72,19 +104,78 @@ class Client:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as err:
-                # the request may have reached the server unless it never connected
-                if attempt >= self.retries or not (idempotent or isinstance(err, httpx.ConnectError)):
-                    message = f"{method} {path}: {type(err).__name__}: {err}"
-                    raise LatfarmError(message, status=0, code="unavailable") from err
+                problem = f"{method} {path}: {type(err).__name__}: {err}"
+                if not (idempotent or isinstance(err, httpx.ConnectError)):  # it may have reached the server
+                    raise _unavailable(problem) from err
+                if (delay := self._retry_delay(attempt, problem)) is None:
+                    raise self._given_up(problem) from err
             else:
-                retry = response.status_code in RETRY_STATUSES or (idempotent and response.status_code >= 500)
-                if not retry or attempt >= self.retries:
+                if not self._transient(response.status_code, idempotent):
                     break
-            time.sleep(self.backoff_s * 2**attempt)
+                problem = f"{method} {path}: HTTP {response.status_code}"
+                if (delay := self._retry_delay(attempt, problem, _retry_after(response))) is None:
+                    if self._outage is None:
+                        break  # the answer's own error
+                    raise self._given_up(problem)
+            time.sleep(delay)
             attempt += 1
+        if self._outage is not None:
+            self._outage.since, self._outage.failures = None, 0
         if response.is_error:
             raise _error(response)
         return response
+
+    def _transient(self, status: int, idempotent: bool) -> bool:
+        """Whether an answer with HTTP ``status`` is worth sending the request again: a refusal before any work
+        (503; 429 while waiting), or a server error of an idempotent request."""
+        return (
+            status in REFUSED_STATUSES
+            or (idempotent and status in RETRY_STATUSES)
+            or (status == THROTTLED and self._outage is not None)
+        )
+
+    def _retry_delay(self, attempt: int, problem: str, hint_s: float | None = None) -> float | None:
+        """The pause before trying a failed request again, or None to give up: outside a wait, ``retries`` tries
+        ``backoff_s`` doubling apart; while waiting, doubling up to ``BACKOFF_CAP_S`` (or the server's ``hint_s``)
+        until ``wait_retry_s`` have passed without an answer, the last try then (``notify`` told once, naming
+        ``problem``)."""
+        outage = self._outage
+        if outage is None:
+            return None if attempt >= self.retries else self.backoff_s * 2**attempt
+        now = time.monotonic()
+        outage.since = now if outage.since is None else outage.since
+        left = outage.patience_s - (now - outage.since)
+        if left <= 0:
+            return None
+        backoff = min(BACKOFF_CAP_S, self.backoff_s * 2**outage.failures)
+        delay = min(left, hint_s if hint_s is not None else backoff)  # a last try as the patience ends
+        if not outage.told and self.notify is not None:
+            self.notify(
+                f"{self.base_url} is unreachable or busy ({problem}); retrying for up to {outage.patience_s:.0f} s"
+            )
+        outage.told, outage.failures = True, outage.failures + 1
+        return delay
+
+    def _given_up(self, problem: str) -> LatfarmError:
+        """The error of a request given up on (``unavailable``): ``problem``, its last failure; while waiting, led by
+        how long the server has not answered."""
+        if self._outage is None or self._outage.since is None:
+            return _unavailable(problem)
+        waited = time.monotonic() - self._outage.since
+        return _unavailable(f"{self.base_url} unreachable or busy for {waited:.0f} s ({problem})")
+
+    @contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """Within the block (a wait), transient failures are retried for up to ``wait_retry_s`` without an
+        answer."""
+        if self._outage is not None:  # a wait within a wait: the outer one's patience holds
+            yield
+            return
+        self._outage = _Outage(self.wait_retry_s)
+        try:
+            yield
+        finally:
+            self._outage = None
 
     def _json(self, method: str, path: str, **kwargs):
         response = self._request(method, path, **kwargs)
@@ -286,6 +377,12 @@ class Client:
     ) -> list[dict]:
         """``wait`` for several batches as one: ``on_progress`` gets each poll's counts summed over them (``queued``,
         ``running``, ``done``, ``failed``, ``cancelled``); returns each batch with ``items``, in order."""
+        with self._waiting():
+            return self._wait_all(batch_ids, timeout, poll_s, on_progress)
+
+    def _wait_all(
+        self, batch_ids: Sequence[str], timeout: float, poll_s: float, on_progress: Callable[[dict], None] | None
+    ) -> list[dict]:
         deadline = time.monotonic() + timeout
         while True:
             batches = [self.job(batch_id) for batch_id in batch_ids]
@@ -339,6 +436,10 @@ class Client:
     ) -> dict:
         """Wait until the device's latest adaptation of ``space`` is active and return its state; ``LatfarmError``
         when it ends failed or cancelled, ``TimeoutError`` after ``timeout`` s."""
+        with self._waiting():
+            return self._wait_adaptation(device, space, progress, timeout, poll_s)
+
+    def _wait_adaptation(self, device: str, space: str, progress: bool, timeout: float, poll_s: float) -> dict:
         deadline = time.monotonic() + timeout
         last = None
         while True:
@@ -432,6 +533,17 @@ def _error(response: httpx.Response) -> LatfarmError:
         return LatfarmError(str(body), status=response.status_code)
     message = str(body.get("message") or body.get("detail") or body)
     return LatfarmError(message, status=response.status_code, code=body.get("code"), field=body.get("field"))
+
+
+def _unavailable(message: str) -> LatfarmError:
+    """No answer came (status 0, code ``unavailable``): ``message`` names the request and why."""
+    return LatfarmError(message, status=0, code="unavailable")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds an answer's ``Retry-After`` asks for (None: none, or an HTTP date, which latfarm never sends)."""
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else None
 
 
 def _not_latfarm(response: httpx.Response) -> LatfarmError:

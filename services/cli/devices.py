@@ -146,7 +146,7 @@ def results(
     Several batches (a measure --random N with archs given queues two) are shown as one run. It waits for
     unfinished jobs unless --no-wait (they show as queued or running). Exit status 1 when no arch was measured;
     Ctrl-C while waiting stops waiting (exit 130), the jobs stay queued."""
-    from latfarm.services.cli.remote import wait_with_progress
+    from latfarm.services.cli.remote import picked_up, resumable, wait_with_progress
 
     if not wait:
         refuse_beside(ctx, "--no-wait", ["timeout"], "--no-wait waits for nothing")
@@ -158,7 +158,8 @@ def results(
         with client, explained("latfarm results", client):
             answers = [client.job(batch, items=True) for batch in batches]  # an unknown batch: before a progress bar
             if wait and any(answer["queued"] + answer["running"] for answer in answers):
-                answers = wait_with_progress(client, batches, timeout)
+                with resumable("latfarm results", picked_up(batches, out)):
+                    answers = wait_with_progress(client, batches, timeout)
     except TimeoutError as err:
         raise SystemExit(f"latfarm results: {err}") from err
     except KeyboardInterrupt:

@@ -58,6 +58,23 @@ def write_csv(path: Path, items: list[dict], conditions: dict) -> None:
         writer.writerows({**conditions, **item, index: item.get("index")} for item in items)
 
 
+def conditions_line(conditions: dict) -> str:
+    """The conditions a batch was measured under (its answer's ``conditions``) where they are not its space's
+    defaults, in one line, e.g. ``conditions: batch_size 4, precision int8 (nb201/32px/10cls/b4/int8/reference)``;
+    '' when they all are (or the server sent none)."""
+    from latfarm.services.domain.conditions import Conditions
+
+    if not conditions.get("key"):
+        return ""
+    defaults = Conditions().for_space(conditions.get("space", "nb201")).to_dict()
+    changed = [
+        f"{name} {conditions[name]}"
+        for name in CONDITION_COLUMNS
+        if conditions.get(name, defaults[name]) != defaults[name]
+    ]
+    return f"conditions: {', '.join(changed)} ({conditions['key']})" if changed else ""
+
+
 RANDOM_MARK = "*"  # the terminal's mark of an arch drawn at random (the CSV's and the API's drawn_at_random)
 RANDOM_LEGEND = f"{RANDOM_MARK} drawn at random: its measurement calibrates adaptations' spread"
 

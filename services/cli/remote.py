@@ -270,7 +270,7 @@ def measure(
             if not wait:
                 typer.echo(_queued(batch_ids, parts))
                 return
-            batches = _wait_or_cancel(client, device, batch_ids, timeout)
+            batches = _wait_or_cancel(client, device, batch_ids, timeout, out)
     except TimeoutError as err:
         raise SystemExit(f"latfarm measure: {err}") from err
     show_results("latfarm measure", batches, out)
@@ -299,27 +299,34 @@ def _queued(batch_ids: list[str], parts: list[tuple[list, bool]]) -> str:
         jobs = counted(len(archs), "job") + (", drawn at random" if random else "")
         described.append(f"batch {batch_id} ({jobs})")
     whose = "its" if len(batch_ids) == 1 else "their"
-    return f"queued {' and '.join(described)}; {whose} results: latfarm results {' '.join(batch_ids)}"
+    return f"queued {' and '.join(described)}; {whose} results: {results_command(batch_ids)}"
+
+
+def results_command(batch_ids: list[str], out: Path | str | None = None) -> str:
+    """The ``latfarm results`` command line that shows the batches' results (as CSV at ``out``, when given)."""
+    return f"latfarm results {' '.join(batch_ids)}" + (f" --out {out}" if out else "")
 
 
 def show_results(command: str, batches: list[dict], out: Path | None) -> None:
     """The batches' items (``GET /v1/jobs/{id}?items=true``, one run: in order) as lines, or as CSV at ``out`` with
-    a one-line summary; exit 1 when no arch was measured (none done), or when the CSV cannot be written (saying
-    where the results are)."""
+    a one-line summary, led by a line of their conditions that are not the defaults (``conditions_line``); exit 1
+    when no arch was measured (none done), or when the CSV cannot be written (saying where the results are)."""
     from latfarm.services.cli import measure_results
 
     items = [item for batch in batches for item in batch.get("items", [])]
+    conditions = batches[0].get("conditions") or {}  # one request's conditions
     if out:
         try:
-            measure_results.write_csv(out, items, batches[0].get("conditions", {}))  # one request's conditions
+            measure_results.write_csv(out, items, conditions)
         except OSError as err:
-            ids = " ".join(batch["id"] for batch in batches)
-            stored = f"the results are stored: latfarm results {ids} --out FILE"
+            stored = f"the results are stored: {results_command([batch['id'] for batch in batches], 'FILE')}"
             raise SystemExit(f"{command}: cannot write {out}: {err.strerror or err}; {stored}") from err
-        typer.echo(f"{measure_results.summary(items)}: {out}")
+        shown = [f"{measure_results.summary(items)}: {out}"]
     else:
-        for shown in measure_results.lines(items):
-            typer.echo(shown)
+        shown = measure_results.lines(items)
+    for line in [measure_results.conditions_line(conditions), *shown]:
+        if line:
+            typer.echo(line)
     if not any(item.get("state") == "done" for item in items):
         raise typer.Exit(1)
 
@@ -339,7 +346,27 @@ def client_for(server: str | None, key: str | None, command: str) -> Client:
             "latfarm up keeps its admin key in <data-dir>/admin.key (latfarm-data/admin.key by default)"
         )
     url = settings.server if "://" in settings.server else f"http://{settings.server}"  # HOST:PORT is taken too
-    return Client(url, settings.api_key)
+    return Client(
+        url,
+        settings.api_key,
+        wait_retry_s=settings.wait_retry_s,
+        notify=lambda line: typer.echo(f"{command}: {line}", err=True),
+    )
+
+
+@contextmanager
+def resumable(command: str, goes_on: str) -> Iterator[None]:
+    """Run a wait for work the server does; when the server does not answer for ``LATFARM_WAIT_RETRY_S`` (the
+    client's ``unavailable``), exit 1 with one line: why, then ``goes_on``: that the work goes on on the server and
+    the command that picks it up."""
+    from latfarm.services.client import LatfarmError
+
+    try:
+        yield
+    except LatfarmError as err:
+        if err.code != "unavailable":
+            raise
+        raise SystemExit(f"{command}: {err.message}; {goes_on}") from err
 
 
 def check_out(path: Path, wait: bool = True, before: str = "nothing was queued") -> None:
@@ -462,15 +489,24 @@ def wait_with_progress(client: Client, batch_ids: list[str], timeout: float, tit
         return client.wait_all(batch_ids, timeout=timeout, on_progress=show)
 
 
-def _wait_or_cancel(client: Client, device: str, batch_ids: list[str], timeout: float) -> list[dict]:
-    """``wait_with_progress`` for the batches of one ``measure``; Ctrl-C cancels their unfinished jobs (exit 130)."""
+def _wait_or_cancel(
+    client: Client, device: str, batch_ids: list[str], timeout: float, out: Path | None = None
+) -> list[dict]:
+    """``wait_with_progress`` for the batches of one ``measure``; Ctrl-C cancels their unfinished jobs (exit 130);
+    a server gone for good says how to pick up their results (as CSV at ``out``, when given)."""
     try:
-        return wait_with_progress(client, batch_ids, timeout, f"measuring on {device}")
+        with resumable("latfarm measure", picked_up(batch_ids, out)):
+            return wait_with_progress(client, batch_ids, timeout, f"measuring on {device}")
     except KeyboardInterrupt:
         cancelled = sum(client.cancel(batch_id)["cancelled_now"] for batch_id in batch_ids)
         raise interrupted(
             f"latfarm measure: interrupted; cancelled {cancelled} unfinished job(s) of {named_batches(batch_ids)}"
         ) from None
+
+
+def picked_up(batch_ids: list[str], out: Path | None) -> str:
+    """What becomes of batches whose wait gave up, and how to pick up their results (as CSV at ``out``)."""
+    return f"the jobs go on on the server; their results: {results_command(batch_ids, out)}"
 
 
 def cancel(
@@ -560,7 +596,9 @@ def adapt(
             )
             return
         try:
-            state = client.wait_adaptation(device, space, progress=True)
+            status_command = adapt_command(device, space, "--status")
+            with resumable("latfarm adapt", f"the adaptation goes on on the server; its state: {status_command}"):
+                state = client.wait_adaptation(device, space, progress=True)
         except TimeoutError as err:
             stop = adapt_command(device, space, "--cancel")
             raise SystemExit(f"latfarm adapt: {err}; it goes on ({stop} stops it)") from err

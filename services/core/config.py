@@ -14,6 +14,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from typing_extensions import Self
 
+from latfarm.services.client import WAIT_RETRY_S
+
 ENV_PREFIX = "LATFARM_"
 
 
@@ -159,3 +161,9 @@ class ClientSettings(_FromEnvironment):
         "http://127.0.0.1:8000", description="the server's REST base URL for `predict`, `measure`, `adapt` (`--server`)"
     )
     api_key: str | None = Field(None, description="their API key, sent as Bearer token (`--key`)")
+    wait_retry_s: float = Field(
+        WAIT_RETRY_S,
+        ge=0,
+        description="seconds `measure`, `results` and `adapt` keep retrying while they wait and the server does not"
+        " answer (a restart, a busy proxy); then they exit 1 saying how to pick up the jobs, which go on",
+    )

@@ -90,6 +90,8 @@ def test_int8_runs_and_fp16_runs_or_is_unsupported(server, tmp_path):
         assert done.returncode == 0, done.stderr
     finally:
         assert agent.terminate() == 0, agent.log()
+    int8 = "conditions: precision int8 (nb201/32px/10cls/b1/int8/reference)"  # int8 lines do not read as fp32 ones
+    assert done.stdout.splitlines()[0] == int8, done.stdout
     assert [r["state"] for r in csv.DictReader(out.open())] == ["done"], out.read_text()
     (_, conditions, key, _), *_ = stored(server, "e2e-int8").values()
     assert conditions["precision"] == "int8" and key.endswith("/int8/reference")

@@ -175,3 +175,20 @@ def test_a_jobs_settings_apply_and_bad_ones_are_ignored_with_a_log():
     assert job_settings(agent, agent_pb2.MeasureSettings(warmup_runs=-2, rounds=6), logged.append) == agent
     assert job_settings(agent, agent_pb2.MeasureSettings(statistic="mean"), logged.append) == agent
     assert "warmup_runs must be at least 0, got -2" in logged[0] and "unknown statistic 'mean'" in logged[1], logged
+
+
+def test_a_batch_is_measured_in_parts_by_its_warm_up_timing(tmp_path):
+    """Parts last ``part_s`` of rounds by each model's mean warm-up inference: results go out part by part (a
+    failure before the rounds with the first part); ``part_s`` 0 (or a batch faster than it) is one part."""
+    small, large = matmul_chain(tmp_path / "small.onnx", depth=2), matmul_chain(tmp_path / "large.onnx", depth=40)
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a model")
+    tasks = [ModelTask("s1", small), ModelTask("corrupt", corrupt), ModelTask("l1", large), ModelTask("l2", large)]
+    whole = [["corrupt", "s1", "l1", "l2"]]
+    for part_s, expected in ((1e-9, [["corrupt", "s1"], ["l1"], ["l2"]]), (0.0, whole), (3600.0, whole)):
+        parts: list[list[ModelResult]] = []
+        results = BatchMeasurer(OnnxBackend(), QUICK, part_s=part_s).measure(tasks, on_part=parts.append)
+        assert [[r.key for r in part] for part in parts] == expected
+        assert [r.key for r in results] == [t.key for t in tasks]
+        assert [r.ok for r in results] == [True, False, True, True]
+        assert all(r.stats.runs == QUICK.rounds * QUICK.runs_per_round for r in results if r.ok)

@@ -14,7 +14,15 @@ from latfarm.services.core.security import hash_secret
 from latfarm.services.store.crud import device_by_name
 from latfarm.services.store.db import transaction
 from latfarm.services.store.models import Adaptation, Agent, Job, JobState
-from tests.api_support import ADMIN_KEY, LIVE_GRPC_PORT, interrupt_once_queued, interruptible_cli
+from tests.api_support import (
+    ADMIN_KEY,
+    LIVE_GRPC_PORT,
+    app_on,
+    interrupt_once_queued,
+    interruptible_cli,
+    make_settings,
+    serving,
+)
 from tests.unit.test_cli_measure import add_adapted_device_live, add_device_live
 
 
@@ -251,3 +259,28 @@ def test_a_litert_devices_adaptation_measures_tflite_models(live_api):
         assert [job.format for job in session.query(Job)] == ["tflite"] * 3
     refused = CliRunner().invoke(app, ["adapt", "gpu-b2", "--format", "pb", "--server", "http://127.0.0.1:9"])
     assert refused.exit_code == 2 and "must be one of onnx, tflite, got 'pb'" in refused.output
+
+
+def test_a_server_gone_while_adapting_says_the_adaptation_goes_on(tmp_path, sqlite_url, monkeypatch):
+    """The server stops answering for longer than LATFARM_WAIT_RETRY_S: one line says so once, the last one says
+    the adaptation goes on and how to see it (exit 1)."""
+    monkeypatch.setenv("LATFARM_WAIT_RETRY_S", "2")
+    with app_on(make_settings(tmp_path, sqlite_url)) as server, serving(server) as url:
+        add_device_live(server)
+        proc = interruptible_cli(
+            "adapt", "gpu-b2", "--samples", "3", "--wait-for-agent", "--server", url, "--key", ADMIN_KEY
+        )
+        deadline = time.monotonic() + 60
+        while True:  # waiting on its 3 jobs
+            with server.state.sessions() as session:
+                if session.query(Job).count() == 3:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        time.sleep(0.5)
+    err = proc.communicate(timeout=60)[1]  # the server stopped with the block
+    assert proc.returncode == 1, err
+    told, last = [line for line in err.splitlines() if "unreachable or busy (" in line], err.splitlines()[-1]
+    assert len(told) == 1 and told[0].startswith(f"latfarm adapt: {url} is unreachable or busy (GET"), err
+    assert last.startswith(f"latfarm adapt: {url} unreachable or busy for 2 s (GET /v1/devices/gpu-b2/adapt"), err
+    assert last.endswith("; the adaptation goes on on the server; its state: latfarm adapt gpu-b2 --status"), err

@@ -78,17 +78,20 @@ def test_results_of_a_no_wait_batch_as_measure_shows_them(live_api, tmp_path):
 
     pending = _invoke(url, "results", batch, "--no-wait")
     assert pending.exit_code == 1, pending.output  # no arch measured yet
-    assert [line.split()[0] for line in pending.stdout.strip().splitlines()] == ["queued", "queued"]
+    fp16 = "conditions: precision fp16 (nb201/32px/10cls/b1/fp16/reference)"  # the device's, not the defaults
+    assert pending.stdout.splitlines()[0] == fp16
+    assert [line.split()[0] for line in pending.stdout.strip().splitlines()[1:]] == ["queued", "queued"]
 
     finish_batch(server, batch)  # arch 9 measured, arch 3 failed
     shown = _invoke(url, "results", batch)
     assert shown.exit_code == 0, shown.output
-    lines = shown.stdout.strip().splitlines()
+    fp16_line, *lines = shown.stdout.strip().splitlines()
+    assert fp16_line == fp16
     assert lines[0].startswith(f"{LATENCY_MS[9]:.4f} ms median") and lines[0].endswith(arch(9))
     assert lines[1].startswith("failed") and arch(3) in lines[1]
     out = tmp_path / "results.csv"
     written = _invoke(url, "results", batch, "--out", str(out))
-    assert written.exit_code == 0 and written.stdout.strip() == f"1 measured, 1 failed: {out}"
+    assert written.exit_code == 0 and written.stdout.splitlines() == [fp16, f"1 measured, 1 failed: {out}"]
     with out.open() as file:
         assert [row["nb201_index"] for row in csv.DictReader(file)] == ["9", "3"]
 

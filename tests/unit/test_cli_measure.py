@@ -124,10 +124,13 @@ def test_measure_csv_rows_in_input_order_with_figures_and_conditions(monkeypatch
         assert (row["resolution"], row["classes"]) == ("32", "10")
 
 
+CONDITIONS = "conditions: batch_size 2, precision fp16 (nb201/32px/10cls/b2/fp16/reference)"  # not the defaults
+
+
 def test_measure_prints_in_input_order_and_marks_unstable(monkeypatch, live_api):
     stdout = run_measure(monkeypatch, live_api).stdout
-    assert stdout.splitlines()[0].strip(), "stdout holds the results only: the progress bar draws on stderr"
-    lines = stdout.strip().splitlines()
+    assert stdout.splitlines()[0] == CONDITIONS, "stdout holds the results only: the progress bar draws on stderr"
+    lines = stdout.strip().splitlines()[1:]
     assert [line.split()[-1] for line in lines[:3]] == [arch(i) for i in ORDER[:3]]
     assert "failed" in lines[3] and "#3 " in lines[3]
     assert "UNSTABLE" in lines[1] and "UNSTABLE" not in lines[0] and "median" in lines[0]
@@ -135,13 +138,13 @@ def test_measure_prints_in_input_order_and_marks_unstable(monkeypatch, live_api)
 
 def test_measure_with_every_job_failed_shows_them_and_exits_1(monkeypatch, live_api):
     lines = run_measure(monkeypatch, live_api, archs=["3"], exit_code=1).stdout.strip().splitlines()
-    assert lines == [f"failed  #3  {arch(3)}  (failed after 3 attempts; last: timeout)"]
+    assert lines == [CONDITIONS, f"failed  #3  {arch(3)}  (failed after 3 attempts; last: timeout)"]
 
 
 def test_measure_with_every_job_failed_writes_the_csv_and_exits_1(monkeypatch, live_api, tmp_path):
     out = tmp_path / "failed.csv"
     written = run_measure(monkeypatch, live_api, "--out", str(out), archs=["3"], exit_code=1)
-    assert written.stdout.strip() == f"0 measured, 1 failed: {out}"
+    assert written.stdout.splitlines() == [CONDITIONS, f"0 measured, 1 failed: {out}"]
     assert out.read_text().count("failed after 3 attempts") == 1
 
 
@@ -374,12 +377,26 @@ def test_the_terminal_marks_archs_drawn_at_random_with_a_legend(monkeypatch, liv
     from latfarm.services.cli.measure_results import RANDOM_LEGEND, RANDOM_MARK
 
     drawn = random_archs("nb201", 2, seed=1)
-    lines = run_measure(monkeypatch, live_api, "--random", "2", "--seed", "1", archs=["9"]).stdout.splitlines()
-    assert len(lines) == 4 and lines[-1] == RANDOM_LEGEND
+    conditions, *lines = run_measure(
+        monkeypatch, live_api, "--random", "2", "--seed", "1", archs=["9"]
+    ).stdout.splitlines()
+    assert conditions == CONDITIONS and len(lines) == 4 and lines[-1] == RANDOM_LEGEND
     marks = [f" {RANDOM_MARK}  |" in line for line in lines[:3]]  # the column before the arch (|op~0|+...)
     assert marks == [False, True, True] and f"#{drawn[0]} " in lines[1], lines
     # no random arch: no column, no legend
     assert measure_results.lines([{"arch": "|a|", "index": 9, "state": "queued"}]) == ["queued  #9  |a|"]
+
+
+def test_the_conditions_that_are_not_the_defaults_lead_the_results():
+    """fp32 and int8 lines look alike: the conditions line tells them apart; a space's own defaults say nothing."""
+    from latfarm.services.cli.measure_results import conditions_line
+    from latfarm.services.domain.conditions import Conditions
+
+    int8 = Conditions(precision="int8")
+    assert conditions_line({**int8.to_dict(), "key": int8.key}) == f"conditions: precision int8 ({int8.key})"
+    for default in (Conditions(), Conditions().for_space("fbnet")):
+        assert conditions_line({**default.to_dict(), "key": default.key}) == ""
+    assert conditions_line({}) == ""  # a server that sends none
 
 
 def test_the_terminals_columns_are_as_wide_as_their_widest_figure():
