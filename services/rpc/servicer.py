@@ -120,13 +120,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         _check_formats(request.descriptor.formats, "descriptor.formats")
         client = grpc_client(context.peer())
         self.guard.check("grpc", client, token)
+        with self.read_sessions() as session:  # a guess costs a read, never a write turn or the write lock
+            known = session.scalar(select(Enrollment.id).where(Enrollment.token_hash == hash_secret(token)))
+        if known is None:
+            self.guard.failed("grpc", client)
+            end_call(context, grpc.StatusCode.UNAUTHENTICATED, "unknown enrollment token")
         credential = new_secret("lf_agent")
         with self._slot(Kind.WRITE, context), transaction(self.sessions) as session:
-            enrollment = session.scalars(
-                select(Enrollment).where(Enrollment.token_hash == hash_secret(token))
-            ).one_or_none()
-            if enrollment is None:
-                self.guard.failed("grpc", client)
+            enrollment = session.get(Enrollment, known)
+            if enrollment is None:  # deleted since
                 end_call(context, grpc.StatusCode.UNAUTHENTICATED, "unknown enrollment token")
             if enrollment.revoked:
                 end_call(context, grpc.StatusCode.PERMISSION_DENIED, "enrollment token was revoked")

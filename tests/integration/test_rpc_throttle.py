@@ -11,10 +11,12 @@ import time
 import grpc
 import httpx
 import pytest
+from sqlalchemy import text
 
 from latfarm.proto.v1 import agent_pb2, agent_pb2_grpc
 from latfarm.services.core.security import new_secret
 from latfarm.services.infra.wakeups import make_notifier
+from latfarm.services.store.db import transaction
 from tests.integration.test_rpc import DESCRIPTOR, enroll, register, start_farm, stop_farm
 from tests.integration.test_serve import Served
 from tests.queue_support import TinyArtifactStore
@@ -112,3 +114,22 @@ def test_grpc_guesses_show_in_metrics_and_count_with_rest(tmp_path):
         assert 'latfarm_auth_throttled_total{surface="rest"} 1.0' in metrics
     finally:
         served.stop(signal.SIGINT)
+
+
+def test_a_guessed_token_costs_no_write(farm, sessions):
+    """An unknown token is refused from a read: while another writer holds the database's write lock (a write
+    session: SQLite's ``BEGIN IMMEDIATE``; on PostgreSQL an exclusive lock on the enrollments), a guess is answered at
+    once, so a flood of guesses shaped like real tokens (checked whatever the address's count) takes no write turn
+    from agents."""
+    with transaction(sessions) as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("LOCK TABLE enrollments IN EXCLUSIVE MODE"))
+        else:
+            session.execute(text("SELECT 1"))
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            farm.stub.Register(
+                agent_pb2.RegisterRequest(enrollment_token=new_secret("lf_enroll"), descriptor=DESCRIPTOR), timeout=5
+            )
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, err.value.details()
+        assert time.monotonic() - started < 4
