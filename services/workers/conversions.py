@@ -62,9 +62,14 @@ class _Slot:
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
 
-    def call(self, fn: Callable[..., T], args: tuple) -> T:
+    def call(self, fn: Callable[..., T], args: tuple, closed: threading.Event) -> T:
+        """``fn(*args)`` in the child, started first if need be; ``ConversionCrashed`` when it died or was killed,
+        or when ``closed`` was set while it started (a ``kill`` then may have come before the process existed)."""
         if self.process is None or not self.process.is_alive():
             self._start()
+            if closed.is_set():
+                self.drop()
+                raise ConversionCrashed("the pool closed while the conversion process started")
         assert self.conn is not None and self.process is not None
         try:
             self.conn.send((fn, args))
@@ -130,7 +135,7 @@ class ConversionPool:
         try:
             if not self._closed.is_set():
                 try:
-                    return slot.call(fn, args)
+                    return slot.call(fn, args, self._closed)
                 except ConversionCrashed:
                     if not self._closed.is_set():
                         raise
