@@ -126,23 +126,24 @@ def import_(
     """Import a latency dataset into the store (idempotent: a figure the device has under the same conditions is
     skipped)."""
     from latfarm.services.core.config import Settings
+    from latfarm.services.datasets import DatasetError
+    from latfarm.services.datasets.formats import check_options
 
     fmt = fmt or ("csv" if path.suffix.lower() == ".csv" else "help")
     dataset_path(path, fmt, "'PATH'")
     if fmt == "csv" and space is not None:
         _check_csv_space(path, space)
-    if fmt == "hwnasbench" and space not in (None, "nb201"):
-        raise typer.BadParameter(f"hwnasbench data is nb201 data, not {space}", param_hint="'--space'")
+    try:
+        check_options(fmt, space=space, copy=copy)
+    except DatasetError as err:
+        flag, _, message = err.message.partition(": ")
+        raise typer.BadParameter(message, param_hint=f"'{flag}'") from err
     settings = settings_from_env(Settings, "latfarm import", db_url=db, data_dir=data_dir)
     if fmt in ("latbench", "csv"):
         if len(device or []) > 1:
             raise typer.BadParameter(f"a {fmt} file has one device", param_hint="--device")
         import_dataset(settings, path, fmt=fmt, device=device[0] if device else None, space=space, copy=copy)
         return
-    if copy:
-        raise typer.BadParameter(
-            f"{fmt} data names its devices itself; --copy is for a LatBench or CSV file", param_hint="'--copy'"
-        )
     import_dataset(settings, path, fmt=fmt, space=space, devices=device)
 
 

@@ -37,6 +37,20 @@ def open_store(settings: Settings) -> tuple[Engine, sessionmaker]:
     return engine, make_sessionmaker(engine)
 
 
+def check_options(
+    fmt: str, *, space: str | None = None, copy: bool = False, devices: Sequence[str] | None = None
+) -> None:
+    """An import's options against its format ``fmt`` (one of ``FORMATS``), before anything is read or opened:
+    ``DatasetError`` whose message starts with the option it refuses (``--space: hwnasbench data is nb201 data,
+    not fbnet``)."""
+    if fmt == "hwnasbench" and space not in (None, nb201.SPACE):
+        raise DatasetError(f"--space: {fmt} data is nb201 data, not {space}")
+    if copy and fmt not in ("latbench", "csv"):
+        raise DatasetError(f"--copy: {fmt} data names its devices itself; --copy is for a LatBench or CSV file")
+    if fmt != "help" and devices:
+        raise DatasetError(f"--device: {fmt} takes one device name (LatBench, CSV) or none")
+
+
 def import_into_store(
     settings: Settings,
     path: Path,
@@ -59,12 +73,7 @@ def import_into_store(
 
     if fmt not in FORMATS:
         raise DatasetError(f"unknown dataset format {fmt!r}; expected one of {', '.join(sorted(FORMATS))}")
-    if fmt == "hwnasbench" and space not in (None, nb201.SPACE):
-        raise DatasetError(f"--space: {fmt} data is nb201 data, not {space}")
-    if copy and fmt not in ("latbench", "csv"):
-        raise DatasetError(f"--copy: {fmt} data names its devices itself; --copy is for a LatBench or CSV file")
-    if fmt != "help" and devices:
-        raise DatasetError(f"--device: {fmt} takes one device name (LatBench, CSV) or none")
+    check_options(fmt, space=space, copy=copy, devices=devices)
     if fmt == "csv":
         checked_space(Path(path), space)  # before the store is opened: a contradiction creates nothing
     engine, factory = open_store(settings)
