@@ -35,6 +35,7 @@ from latfarm.services.datasets.rows import (
     claim_file,
     ensure_device,
     file_provenance,
+    take_turn,
 )
 from latfarm.services.datasets.writers import CONDITION_FIELDS, ops_cell, row_fields
 from latfarm.services.domain.conditions import RANGES, SPACES, Conditions
@@ -223,6 +224,7 @@ def import_csv(
     space, groups = read_csv(path)
     archs = [arch for _, by_arch in groups.values() for arch in by_arch]
     provenance = file_provenance(path)
+    take_turn(session)
     ids = ensure_archs(session, archs, space)
     target = ensure_device(session, device or path.stem, CSV)
     claim_file(session, path, provenance, target, CSV, space, copy)

@@ -27,6 +27,7 @@ from latfarm.services.datasets.rows import (
     file_provenance,
     first_non_number,
     load_pickle,
+    take_turn,
 )
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import ensure_archs
@@ -84,6 +85,7 @@ def import_latbench(
             raise DatasetError(f"{path}: key {ops!r}: {err}") from err
         summaries[arch] = summarised_runs(value, f"{path}: key {ops!r}")
     provenance = file_provenance(path)
+    take_turn(session)
     ids = ensure_archs(session, summaries, space)
     target = ensure_device(session, device or path.stem, LATBENCH)
     claim_file(session, path, provenance, target, LATBENCH, space, copy)

@@ -110,8 +110,10 @@ def claim_file(
 
 
 def take_turn(session: Session) -> None:
-    """Imports take turns, so one that runs beside another reads what the other wrote: on PostgreSQL by a lock held
-    to the end of the transaction, on SQLite as every write transaction (``store.db``: ``BEGIN IMMEDIATE``)."""
+    """Imports take turns, each from before its first write (archs, devices, records, rows) to its end, so one that
+    runs beside another reads what the other wrote rather than colliding with it: on PostgreSQL by a lock held to the
+    end of the transaction (taken again, it is held already), on SQLite as every write transaction (``store.db``:
+    ``BEGIN IMMEDIATE``)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("select pg_advisory_xact_lock(hashtext('latfarm-import'))"))
 

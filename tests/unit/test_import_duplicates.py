@@ -266,3 +266,31 @@ def test_a_file_that_added_no_row_is_still_claimed_by_its_device(sessions, tmp_p
             (digest, "phone", "latbench", "nb201", "part.pickle"),
             (digest, "tablet", "latbench", "nb201", "part.pickle"),
         ]
+
+
+def test_one_file_as_two_devices_beside_each_other_is_refused_once_the_first_ends(sessions, tmp_path):
+    """The check reads the records in the import's turn: an import of the file as another device, started while
+    the first is still open, waits for it and is then refused."""
+    latbench_pickle(tmp_path / "phone.pickle", n=4, seed=9)
+    refused: list[str] = []
+
+    def import_as_tablet() -> None:
+        try:
+            with sessions() as session, session.begin():
+                datasets.import_latbench(session, tmp_path / "phone.pickle", "tablet")
+        except datasets.DatasetError as err:
+            refused.append(err.message)
+
+    with sessions() as first:
+        first.begin()
+        assert datasets.import_latbench(first, tmp_path / "phone.pickle") == datasets.Imported(4)
+        beside = threading.Thread(target=import_as_tablet)
+        beside.start()
+        beside.join(timeout=1.0)
+        assert beside.is_alive()  # waiting for the first to end
+        first.commit()
+    beside.join(timeout=30.0)
+    assert len(refused) == 1 and "imported before as device 'phone'" in refused[0]
+    with sessions() as session:
+        assert [name for _, name, *_ in files_of(session)] == ["phone"]
+        assert device_by_name(session, "tablet") is None
