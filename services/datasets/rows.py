@@ -87,19 +87,17 @@ def claim_file(
     Reads the records by their (sha256, device) index, whatever the number of rows; in the import's turn
     (``take_turn``), so an import of the same file beside it sees this one's record."""
     take_turn(session)
-    held = dict(
-        session.execute(
-            select(Device.name, ImportedFile.id)
-            .join(ImportedFile, ImportedFile.device_id == Device.id)
-            .where(ImportedFile.sha256 == provenance["sha256"])
-            .order_by(Device.name)
-        ).all()
-    )
+    held = session.scalars(
+        select(Device.name)
+        .join(ImportedFile, ImportedFile.device_id == Device.id)
+        .where(ImportedFile.sha256 == provenance["sha256"])
+        .order_by(Device.name)
+    ).all()
     if device.name in held:
         return
     if held and not copy:
         names = " and ".join(repr(name) for name in held)
-        first = next(iter(held))
+        first = held[0]
         raise DatasetError(
             f"{path}: imported before as device {names}; one file's figures belong to one device: import it as "
             f"{first!r} again (--device {first}), or pass --copy to import it as {device.name!r} too",

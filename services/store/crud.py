@@ -46,9 +46,9 @@ def ensure_archs(
     missing = [a for a in wanted if a not in ids]
     if missing:
         # another transaction may be adding the same archs: wait for it and take its rows (no key violation)
-        statement = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(Arch)
+        adding = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(Arch)
         session.execute(
-            statement.on_conflict_do_nothing(index_elements=["space", "arch"]),
+            adding.on_conflict_do_nothing(index_elements=["space", "arch"]),
             [{"space": space, "arch": a, "reference_index": position(a)} for a in missing],
         )
         ids.update(_existing_ids(session, space, missing))
