@@ -31,10 +31,11 @@ from latfarm.services.datasets.rows import (
     DatasetError,
     Imported,
     add_rows,
-    check_one_device,
     checked_ms,
+    claim_file,
     ensure_device,
     file_provenance,
+    take_turn,
 )
 from latfarm.services.datasets.writers import CONDITION_FIELDS, ops_cell, row_fields
 from latfarm.services.domain.conditions import RANGES, SPACES, Conditions
@@ -214,7 +215,7 @@ def import_csv(
     """Import a latfarm CSV export for ``device`` (default: the file's stem); returns rows added and entries
     present (``rows.add_rows``, one entry per arch and conditions). ``space``, when given, must be the file's
     (``checked_space``); a file imported as another device before is refused unless ``copy``
-    (``rows.check_one_device``).
+    (``rows.claim_file``).
 
     All-or-nothing: any bad line raises ``DatasetError`` before a row is written.
     """
@@ -223,9 +224,10 @@ def import_csv(
     space, groups = read_csv(path)
     archs = [arch for _, by_arch in groups.values() for arch in by_arch]
     provenance = file_provenance(path)
-    check_one_device(session, path, provenance, device or path.stem, copy)
+    take_turn(session)
     ids = ensure_archs(session, archs, space)
     target = ensure_device(session, device or path.stem, CSV)
+    claim_file(session, path, provenance, target, CSV, space, copy)
     imported = Imported()
     for conditions, by_arch in groups.values():
         latencies = {

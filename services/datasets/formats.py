@@ -67,7 +67,7 @@ def import_into_store(
     names a LatBench or CSV file's device; ``devices`` picks a HELP folder's devices (default all). ``space``: the
     search space of a HELP folder or a LatBench pickle (default NB201; HW-NAS-Bench is NB201 data: another space is
     refused; a CSV names its own, which a given ``space`` must be). ``copy``: import a LatBench or CSV file imported
-    as another device before under ``device`` too (``rows.check_one_device``).
+    as another device before under ``device`` too (``rows.claim_file``).
     """
     from latfarm.services.store.db import transaction
 

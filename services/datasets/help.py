@@ -21,7 +21,14 @@ from latfarm.predictor.help_data import read_latency_file, torch_file
 from latfarm.predictor.spaces import SPACES, ArchError, SearchSpace, UnknownSpace, get_space
 from latfarm.services.core.progress import count_bar
 from latfarm.services.datasets.hardware import describe_device
-from latfarm.services.datasets.rows import DatasetError, Imported, add_rows, arch_ids_by_index, ensure_device
+from latfarm.services.datasets.rows import (
+    DatasetError,
+    Imported,
+    add_rows,
+    arch_ids_by_index,
+    ensure_device,
+    take_turn,
+)
 from latfarm.services.domain.conditions import device_conditions
 from latfarm.services.store.crud import ensure_archs
 
@@ -53,6 +60,7 @@ def import_help(
     except UnknownSpace as err:
         raise DatasetError(f"--space: {err}") from err
     files = latency_files(path, devices)
+    take_turn(session)
     arch_ids = _nb201_arch_ids(session, path) if space == nb201.SPACE else _reference_arch_ids(session, path, searched)
     dataset = dataset_of(space)
     imported = Imported()

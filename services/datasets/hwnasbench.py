@@ -23,6 +23,7 @@ from latfarm.services.datasets.rows import (
     checked_ms,
     ensure_device,
     load_pickle,
+    take_turn,
 )
 from latfarm.services.domain.predictions import conditions_of
 
@@ -54,6 +55,7 @@ def import_hwnasbench(session: Session, path: Path) -> Imported:
             tables[name] = _latency_table(values, f"{path}: {dataset}/{metric}")
     if not tables:
         raise DatasetError(f"{path}: no '<device>_latency' table under 'nasbench201' (HW-NAS-Bench layout)")
+    take_turn(session)
     arch_ids = arch_ids_by_index(session, {i for indices, _ in tables.values() for i in indices})
     imported = Imported()
     for name, (indices, ms) in tables.items():

@@ -21,12 +21,13 @@ from latfarm.services.datasets.rows import (
     DatasetError,
     Imported,
     add_rows,
-    check_one_device,
     checked_ms,
+    claim_file,
     ensure_device,
     file_provenance,
     first_non_number,
     load_pickle,
+    take_turn,
 )
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import ensure_archs
@@ -62,7 +63,7 @@ def import_latbench(
 ) -> Imported:
     """Import one LatBench pickle ``{encoding tuple: seconds or runs}`` of ``space`` for ``device`` (default: the
     file's stem); returns rows added and entries present (``rows.add_rows``). A file imported as another device
-    before is refused unless ``copy`` (``rows.check_one_device``).
+    before is refused unless ``copy`` (``rows.claim_file``).
 
     All-or-nothing: an empty dict, or any bad key or value, raises ``DatasetError`` before a row is written.
     """
@@ -84,9 +85,10 @@ def import_latbench(
             raise DatasetError(f"{path}: key {ops!r}: {err}") from err
         summaries[arch] = summarised_runs(value, f"{path}: key {ops!r}")
     provenance = file_provenance(path)
-    check_one_device(session, path, provenance, device or path.stem, copy)
+    take_turn(session)
     ids = ensure_archs(session, summaries, space)
     target = ensure_device(session, device or path.stem, LATBENCH)
+    claim_file(session, path, provenance, target, LATBENCH, space, copy)
     latencies = {ids[a]: ms for a, (ms, _) in summaries.items()}
     runs = {ids[a]: {"runs": count, "provenance": provenance} for a, (_, count) in summaries.items()}
     return add_rows(session, target, LATBENCH, latencies, conditions_of(target).for_space(space), details=runs)

@@ -5,7 +5,7 @@ Imported rows are ``source=imported`` with ``dataset`` set, in milliseconds; the
 conditions the dataset measured under (``conditions`` and ``conditions_key``: the reference graph, the dataset
 device's batch size and precision). An import adds no row for an arch the device already has a row of under the
 same conditions (``add_rows``); missing devices are created, described from their names
-(``hardware.describe_device``). A single-device file (LatBench, CSV) belongs to one device (``check_one_device``).
+(``hardware.describe_device``). A single-device file (LatBench, CSV) belongs to one device (``claim_file``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from latfarm.services.datasets.hardware import describe_device
 from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.names import checked_device_name
 from latfarm.services.store.crud import device_by_name, ensure_archs
-from latfarm.services.store.models import Arch, Device, Measurement, Source
+from latfarm.services.store.models import Arch, Device, ImportedFile, Measurement, Source
 
 
 class DatasetError(InvalidArgument):
@@ -71,32 +71,49 @@ DETAIL_DEFAULTS = {"unstable": False, "protocol": {}, "provenance": {}}  # a det
 
 def file_provenance(path: Path) -> dict[str, str]:
     """``{"file": its name, "sha256": its content's digest}``: what a single-device file's rows keep in their
-    ``provenance``, by which ``check_one_device`` knows the file again."""
+    ``provenance`` (where each came from), and by which ``claim_file`` knows the file again."""
     return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def check_one_device(session: Session, path: Path, provenance: Mapping[str, str], device: str, copy: bool) -> None:
-    """The rule of single-device files (LatBench, CSV): one file's figures belong to one device. A file whose rows
-    (``file_provenance``'s digest) some other device holds raises ``DatasetError`` naming that device, unless
+def claim_file(
+    session: Session, path: Path, provenance: Mapping[str, str], device: Device, fmt: str, space: str, copy: bool
+) -> None:
+    """The rule of single-device files (LatBench, CSV): one file's figures belong to one device. A file whose content
+    (``file_provenance``'s digest) was imported as another device raises ``DatasetError`` naming that device, unless
     ``copy`` asks for its figures under ``device`` too; under the device it was imported as, it imports again
-    (``add_rows`` adds what that device lacks)."""
-    holders = session.scalars(
+    (``add_rows`` adds what that device lacks). Otherwise records the file as imported as ``device``
+    (``ImportedFile``, in the import's transaction: also where it adds no row), once per content and device.
+
+    Reads the records by their (sha256, device) index, whatever the number of rows; in the import's turn
+    (``take_turn``), so an import of the same file beside it sees this one's record."""
+    take_turn(session)
+    held = session.scalars(
         select(Device.name)
-        .join(Measurement, Measurement.device_id == Device.id)
-        .where(
-            Measurement.source == Source.imported, Measurement.provenance["sha256"].as_string() == provenance["sha256"]
-        )
-        .distinct()
+        .join(ImportedFile, ImportedFile.device_id == Device.id)
+        .where(ImportedFile.sha256 == provenance["sha256"])
         .order_by(Device.name)
     ).all()
-    if copy or not holders or device in holders:
+    if device.name in held:
         return
-    names = " and ".join(repr(name) for name in holders)
-    raise DatasetError(
-        f"{path}: imported before as device {names}; one file's figures belong to one device: import it as "
-        f"{holders[0]!r} again (--device {holders[0]}), or pass --copy to import it as {device!r} too",
-        field="device",
-    )
+    if held and not copy:
+        names = " and ".join(repr(name) for name in held)
+        first = held[0]
+        raise DatasetError(
+            f"{path}: imported before as device {names}; one file's figures belong to one device: import it as "
+            f"{first!r} again (--device {first}), or pass --copy to import it as {device.name!r} too",
+            field="device",
+        )
+    session.add(ImportedFile(sha256=provenance["sha256"], device_id=device.id, format=fmt, space=space, file=path.name))
+    session.flush()
+
+
+def take_turn(session: Session) -> None:
+    """Imports take turns, each from before its first write (archs, devices, records, rows) to its end, so one that
+    runs beside another reads what the other wrote rather than colliding with it: on PostgreSQL by a lock held to the
+    end of the transaction (taken again, it is held already), on SQLite as every write transaction (``store.db``:
+    ``BEGIN IMMEDIATE``)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("select pg_advisory_xact_lock(hashtext('latfarm-import'))"))
 
 
 def add_rows(
@@ -118,13 +135,10 @@ def add_rows(
     setup, ``protocol`` and ``provenance``); ``median_ms`` is the figure unless given.
 
     Core executemany with the per-import columns fixed in the statement: only arch_id, the figure and the details
-    vary per row. Imports take turns, so one that runs beside another reads what the other added: on PostgreSQL by
-    a lock held to the end of the transaction, on SQLite as every write transaction (``store.db``: ``BEGIN
-    IMMEDIATE``).
+    vary per row; in the import's turn (``take_turn``), so it reads what an import beside it added.
     """
+    take_turn(session)
     postgresql = session.get_bind().dialect.name == "postgresql"
-    if postgresql:
-        session.execute(text("select pg_advisory_xact_lock(hashtext('latfarm-import'))"))
     present = set(
         session.scalars(
             select(Measurement.arch_id)

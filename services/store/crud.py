@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from latfarm.predictor.spaces import SPACES, get_space
@@ -25,7 +27,8 @@ def ensure_archs(
     in ``positions`` (canonical string -> position: a dataset's own reference set), else in the space's reference
     set; rows without one get it from ``positions``.
 
-    Raises ``ArchError`` / ``UnknownSpace`` (naming the bad arch or space) before writing anything.
+    Raises ``ArchError`` / ``UnknownSpace`` (naming the bad arch or space) before writing anything. An arch another
+    open transaction is creating: PostgreSQL waits for it and returns its row's id.
     """
     searched = get_space(space)
     encodings = {}
@@ -42,7 +45,12 @@ def ensure_archs(
     ids.update(_existing_ids(session, space, wanted))
     missing = [a for a in wanted if a not in ids]
     if missing:
-        session.execute(insert(Arch), [{"space": space, "arch": a, "reference_index": position(a)} for a in missing])
+        # another transaction may be adding the same archs: wait for it and take its rows (no key violation)
+        adding = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(Arch)
+        session.execute(
+            adding.on_conflict_do_nothing(index_elements=["space", "arch"]),
+            [{"space": space, "arch": a, "reference_index": position(a)} for a in missing],
+        )
         ids.update(_existing_ids(session, space, missing))
     if positions:
         table = cast(Table, Arch.__table__)

@@ -271,6 +271,23 @@ class Measurement(Base):
     device: Mapped[Device] = relationship()
 
 
+class ImportedFile(Base):
+    """A single-device file (LatBench, CSV) imported as one device: the record by which an import of the same content
+    as another device is refused (``datasets.rows.claim_file``); written with the import's rows, also where it added
+    none. One per content and device (a ``--copy`` adds another); deleting the device deletes its records."""
+
+    __tablename__ = "imported_files"
+    # (sha256, device_id) also serves the look-up by content alone
+    __table_args__ = (UniqueConstraint("sha256", "device_id", name="uq_imported_files_sha256_device"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the file's bytes
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    format: Mapped[str] = mapped_column(String(16))  # the import format: "latbench", "csv"
+    space: Mapped[str] = mapped_column(String(32))
+    file: Mapped[str] = mapped_column(Text)  # its name when first imported as the device
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)  # first imported as the device
+
+
 def usable():
     """The SQL condition selecting the measurements estimates are made from: those not quarantined whose latency
     follows the latency rule (``predictor.latencies``: positive, finite). Rows against the rule (stored before

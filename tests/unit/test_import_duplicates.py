@@ -3,9 +3,11 @@ row of under the same conditions, whatever file, format or dataset name brings i
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import threading
 
+import pytest
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
@@ -17,7 +19,7 @@ from latfarm.services.domain.conditions import Conditions
 from latfarm.services.domain.predictions import conditions_of
 from latfarm.services.store.crud import device_by_name, ensure_archs
 from latfarm.services.store.db import make_engine, make_sessionmaker
-from latfarm.services.store.models import Device, Measurement, Source
+from latfarm.services.store.models import Device, ImportedFile, Measurement, Source
 from tests.unit.test_datasets import help_subset, latbench_pickle
 
 
@@ -212,7 +214,7 @@ def test_one_file_under_two_device_names_is_refused_unless_copy(tmp_path):
     assert sources == {"phone.pickle"}
 
 
-def test_a_csv_under_a_second_name_is_refused_and_copy_is_for_single_device_files(tmp_path):
+def test_a_csv_under_a_second_name_is_refused_and_copy_is_for_single_device_files(help_dir, tmp_path):
     data = tmp_path / "data"
     path = tmp_path / "phone.csv"
     path.write_text(
@@ -223,7 +225,72 @@ def test_a_csv_under_a_second_name_is_refused_and_copy_is_for_single_device_file
     assert runner.invoke(app, ["import", str(path), "--data-dir", str(data)]).exit_code == 0
     refused = runner.invoke(app, ["import", str(path), "--device", "tablet", "--data-dir", str(data)])
     assert refused.exit_code == 1 and "imported before as device 'phone'" in refused.output
-    usage = runner.invoke(app, ["import", str(tmp_path), "--format", "help", "--copy", "--data-dir", str(data)])
+    usage = runner.invoke(app, ["import", str(help_dir), "--format", "help", "--copy", "--data-dir", str(data)])
     assert usage.exit_code == 2 and "--copy is for a LatBench or CSV file" in " ".join(
         usage.output.replace("│", " ").split()
     )
+
+
+def files_of(session) -> list[tuple]:
+    """(sha256, device name, format, space, file) of every imported file's record, by device name."""
+    return session.execute(
+        select(ImportedFile.sha256, Device.name, ImportedFile.format, ImportedFile.space, ImportedFile.file)
+        .join(Device)
+        .order_by(Device.name)
+    ).all()
+
+
+def test_a_file_that_added_no_row_is_still_claimed_by_its_device(sessions, tmp_path):
+    """A file all of whose figures the device had adds no row but is recorded as imported as that device, in the
+    import's transaction: under another name it is refused, and the refusal stores nothing."""
+    data = latbench_pickle(tmp_path / "phone.pickle", n=8, seed=8)
+    part = tmp_path / "part.pickle"  # other bytes, figures the device already has
+    part.write_bytes(pickle.dumps(dict(list(data.items())[:3])))
+    with sessions() as session, session.begin():
+        assert datasets.import_latbench(session, tmp_path / "phone.pickle") == datasets.Imported(8)
+        assert datasets.import_latbench(session, part, "phone") == datasets.Imported(0, 3)
+    digest = hashlib.sha256(part.read_bytes()).hexdigest()
+    with sessions() as session:
+        before = files_of(session)
+        assert (digest, "phone", "latbench", "nb201", "part.pickle") in before
+    refused = pytest.raises(datasets.DatasetError, match="imported before as device 'phone'")
+    with refused, sessions() as session, session.begin():
+        datasets.import_latbench(session, part, "tablet")
+    with sessions() as session:
+        assert files_of(session) == before
+        assert device_by_name(session, "tablet") is None
+    with sessions() as session, session.begin():
+        assert datasets.import_latbench(session, part, "tablet", copy=True) == datasets.Imported(3)
+    with sessions() as session:
+        assert [row for row in files_of(session) if row[0] == digest] == [
+            (digest, "phone", "latbench", "nb201", "part.pickle"),
+            (digest, "tablet", "latbench", "nb201", "part.pickle"),
+        ]
+
+
+def test_one_file_as_two_devices_beside_each_other_is_refused_once_the_first_ends(sessions, tmp_path):
+    """The check reads the records in the import's turn: an import of the file as another device, started while
+    the first is still open, waits for it and is then refused."""
+    latbench_pickle(tmp_path / "phone.pickle", n=4, seed=9)
+    refused: list[str] = []
+
+    def import_as_tablet() -> None:
+        try:
+            with sessions() as session, session.begin():
+                datasets.import_latbench(session, tmp_path / "phone.pickle", "tablet")
+        except datasets.DatasetError as err:
+            refused.append(err.message)
+
+    with sessions() as first:
+        first.begin()
+        assert datasets.import_latbench(first, tmp_path / "phone.pickle") == datasets.Imported(4)
+        beside = threading.Thread(target=import_as_tablet)
+        beside.start()
+        beside.join(timeout=1.0)
+        assert beside.is_alive()  # waiting for the first to end
+        first.commit()
+    beside.join(timeout=30.0)
+    assert len(refused) == 1 and "imported before as device 'phone'" in refused[0]
+    with sessions() as session:
+        assert [name for _, name, *_ in files_of(session)] == ["phone"]
+        assert device_by_name(session, "tablet") is None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from alembic import command
@@ -12,9 +14,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from latfarm.services.store.db import make_engine
+from latfarm.services import datasets
+from latfarm.services.store.db import make_engine, make_sessionmaker
 from latfarm.services.store.migrate import alembic_config, upgrade
 from latfarm.services.store.models import Base
+from tests.unit.test_datasets import latbench_pickle
 
 
 def _insert_device(conn, now: datetime) -> None:
@@ -439,5 +443,86 @@ def test_unrevoked_namesakes_are_renamed_and_then_refused(db_url):
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_imported_files_are_filled_from_the_rows_provenance_and_keep_the_one_device_rule(db_url, tmp_path):
+    """0018: one record per file digest and device, from its earliest imported row (the name it then had, the
+    dataset as the format, the arch's space, the row's time); rows naming no file add none. The store then refuses
+    the file under another device and imports it again under its own, adding no record. Its downgrade drops the
+    table; the rows stay."""
+    latbench_pickle(tmp_path / "a.pickle", n=2, seed=18)
+    pickled = hashlib.sha256((tmp_path / "a.pickle").read_bytes()).hexdigest()
+    csv = "c" * 64
+    rows = [  # id, device, arch, source, dataset, provenance, minutes after the first (ids past what the import takes)
+        (101, 101, 101, "imported", "latbench", {"file": "a.pickle", "sha256": pickled}, 0),
+        (102, 101, 102, "imported", "latbench", {"file": "b.pickle", "sha256": pickled}, 1),  # renamed, again
+        (103, 102, 101, "imported", "latbench", {"file": "a.pickle", "sha256": pickled}, 1),  # --copy
+        (104, 101, 103, "imported", "csv", {"file": "c.csv", "sha256": csv, "origin": {"source": "measured"}}, 2),
+        (105, 101, 104, "imported", "help-nb201", {}, 3),
+        (106, 101, 104, "measured", None, {}, 4),
+    ]
+    upgrade(db_url, "0017")
+    engine = make_engine(db_url)
+    now = datetime.now(timezone.utc)
+    try:
+        with engine.begin() as conn:
+            for device, name in ((101, "dev"), (102, "copy")):
+                conn.execute(
+                    text(
+                        "insert into devices (id, name, description, hardware, runtime, precision, batch_size,"
+                        " created_at) values (:id, :name, '', '', 'onnxruntime', 'fp32', 1, :now)"
+                    ),
+                    {"id": device, "name": name, "now": now},
+                )
+            for arch, space in ((101, "nb201"), (102, "nb201"), (103, "fbnet"), (104, "nb201")):
+                conn.execute(
+                    text("insert into archs (id, space, arch) values (:id, :space, :a)"),
+                    {"id": arch, "space": space, "a": f"a{arch}"},
+                )
+            for row_id, device, arch, source, dataset, provenance, minutes in rows:
+                conn.execute(
+                    text(
+                        "insert into measurements (id, device_id, arch_id, source, dataset, protocol, latency_ms,"
+                        " median_ms, round_medians_ms, unstable, quarantined, provenance, conditions,"
+                        " conditions_key, created_at) values (:id, :device, :arch, :source, :dataset, '{}', 1.0, 1.0,"
+                        " '[]', false, false, :provenance, '{}', '', :at)"
+                    ),
+                    {
+                        "id": row_id,
+                        "device": device,
+                        "arch": arch,
+                        "source": source,
+                        "dataset": dataset,
+                        "provenance": json.dumps(provenance),
+                        "at": now + timedelta(minutes=minutes),
+                    },
+                )
+        upgrade(db_url)
+        records = text(
+            "select f.sha256, f.device_id, f.format, f.space, f.file, m.id from imported_files f"
+            " left join measurements m on m.device_id = f.device_id and m.created_at = f.imported_at"
+            " order by f.device_id, f.format"
+        )
+        expected = [
+            (csv, 101, "csv", "fbnet", "c.csv", 104),
+            (pickled, 101, "latbench", "nb201", "a.pickle", 101),
+            (pickled, 102, "latbench", "nb201", "a.pickle", 103),
+        ]
+        with engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(records)] == expected
+        sessions = make_sessionmaker(engine)
+        refused = pytest.raises(datasets.DatasetError, match="imported before as device 'copy' and 'dev'")
+        with refused, sessions() as session, session.begin():
+            datasets.import_latbench(session, tmp_path / "a.pickle", "other")
+        with sessions() as session, session.begin():
+            assert datasets.import_latbench(session, tmp_path / "a.pickle", "dev") == datasets.Imported(2)
+        with engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(records)] == expected
+        _downgrade(db_url, "0017")
+        with engine.connect() as conn:
+            assert "imported_files" not in inspect(conn).get_table_names()
+            assert conn.execute(text("select count(*) from measurements")).scalar_one() == len(rows) + 2
     finally:
         engine.dispose()
