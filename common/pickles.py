@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import struct
 import types
 from functools import lru_cache
 from pathlib import Path
@@ -162,6 +163,14 @@ class PlainUnpickler(pickle._Unpickler):  # the Python one: its BUILD is ours
 
     dispatch = dict(pickle._Unpickler.dispatch)
     stack: list[Any]  # the unpickler's own, set as it loads
+
+    def load(self) -> Any:
+        """The unpickled object; ``UnpicklingError`` for bytes that are no pickle, as the C unpickler says it (the
+        Python one lets an unknown opcode's ``KeyError`` or a short read's ``IndexError`` / ``struct.error`` out)."""
+        try:
+            return super().load()
+        except (KeyError, IndexError, struct.error) as err:
+            raise pickle.UnpicklingError(f"not a pickle ({type(err).__name__}: {err})") from None
 
     def find_class(self, module: str, name: str) -> Any:
         """The object ``allowed()`` has for ``module.name``; ``RefusedGlobal`` for any other."""
