@@ -10,7 +10,8 @@ only as ``np.dtype`` spells it afresh (byte order aside) and only of kinds holdi
 or scalar by copying its bytes (``np.frombuffer``). numpy's pickles name ``numpy._core`` (numpy 2) or
 ``numpy.core`` (numpy 1); both spellings resolve here.
 
-Dependency-free at import: numpy (and torch, for ``load_torch``) are imported when a file is read.
+Dependency-free at import: numpy is imported when a file is read. ``torch.save`` files are read by torch's own
+loader, with ``PLAIN_PICKLE`` as its pickle module for files of numpy (``predictor.help_data.load_torch``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import pickle
 import struct
 import types
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, BinaryIO
 
 PLAIN = "dict, list, tuple, set, str, bytes, numbers, bool, None, numpy arrays"
@@ -214,24 +214,3 @@ def load_plain(file: BinaryIO) -> Any:
 PLAIN_PICKLE = types.ModuleType("latfarm_plain_pickle", "pickle, reading plain data only (``torch.load``'s module)")
 PLAIN_PICKLE.Unpickler = PlainUnpickler  # type: ignore[attr-defined]
 PLAIN_PICKLE.load = lambda file, **kwargs: PlainUnpickler(file, **kwargs).load()  # type: ignore[attr-defined]
-
-
-def load_torch(path: Path) -> Any:
-    """What ``torch.save`` wrote to ``path``: read by torch's ``weights_only`` loader (tensors and plain data), and a
-    file it refuses for naming numpy read again by ``PlainUnpickler`` (numpy's names as above; tensors then refused).
-
-    Raises ``RefusedGlobal`` for the first global outside both, else what ``torch.load`` raises for a file that is
-    not its format.
-    """
-    import torch
-
-    try:
-        return torch.load(path, weights_only=True)
-    except pickle.UnpicklingError as err:
-        try:
-            named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # noqa: BLE001 - a file it cannot list: the load's own error stands
-            raise err from None
-        if refused := [name for name in named if name not in allowed()]:
-            raise RefusedGlobal(refused[0]) from None
-    return torch.load(path, weights_only=False, pickle_module=PLAIN_PICKLE)

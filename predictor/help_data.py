@@ -4,13 +4,14 @@ official index); services' HELP importer reads its files through ``read_latency_
 from __future__ import annotations
 
 import hashlib
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from latfarm.common.pickles import RefusedGlobal, load_torch
+from latfarm.common.pickles import PLAIN_PICKLE, RefusedGlobal, allowed
 from latfarm.predictor.latencies import checked_latencies
 from latfarm.predictor.nb201 import NUM_ARCHS
 
@@ -29,7 +30,7 @@ def read_latency_file(path: Path, expected: int = NUM_ARCHS) -> np.ndarray:
 
     The one loader and validation rule for every reader of HELP folders (``latfarm import --format help``,
     ``pretrain``, ``eval transfer``): a list, tensor or numpy array of numbers (not bools or text) saved with
-    ``torch.save`` and read as plain data (``common.pickles.load_torch``: a file naming any other global is refused
+    ``torch.save`` and read as plain data (``load_torch``: a file naming any other global is refused
     unrun), measured entries within the latency rule (``predictor.latencies``). Raises ``ValueError`` naming the
     file and the problem.
     """
@@ -45,8 +46,30 @@ def read_latency_file(path: Path, expected: int = NUM_ARCHS) -> np.ndarray:
     return checked_latencies(values, str(path), allow_nan=True)
 
 
+def load_torch(path: Path) -> Any:
+    """What ``torch.save`` wrote to ``path``: read by torch's ``weights_only`` loader (tensors and plain data), and a
+    file it refuses for naming numpy read again with ``common.pickles.PLAIN_PICKLE`` (numpy's arrays rebuilt as
+    plain data; tensors then refused).
+
+    Raises ``RefusedGlobal`` for the first global outside both, else what ``torch.load`` raises for a file that is
+    not its format.
+    """
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        try:
+            named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - a file it cannot list: the load's own error stands
+            raise err from None
+        if refused := [name for name in named if name not in allowed()]:
+            raise RefusedGlobal(refused[0]) from None
+    return torch.load(path, weights_only=False, pickle_module=PLAIN_PICKLE)
+
+
 def torch_file(path: Path) -> Any:
-    """What ``torch.save`` wrote to a HELP folder's file, as plain data (``common.pickles.load_torch``); ``ValueError``
+    """What ``torch.save`` wrote to a HELP folder's file, as plain data (``load_torch``); ``ValueError``
     naming ``path`` for a refused global, or when it is not such a file (torch raises many kinds)."""
     try:
         return load_torch(path)

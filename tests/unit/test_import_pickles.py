@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from latfarm.common.pickles import PLAIN as PLAIN_WORDS
-from latfarm.common.pickles import RefusedGlobal, load_plain, load_torch
+from latfarm.common.pickles import RefusedGlobal, load_plain
 from latfarm.predictor import nb201
-from latfarm.predictor.help_data import read_latency_file
+from latfarm.predictor.help_data import load_torch, read_latency_file
 from latfarm.predictor.spaces.fbnet import load_reference
 from tests.unit.test_import_validation import OPS, assert_refused, cli_import, help_folder, stored, str_arch2idx  # noqa: F401
 
