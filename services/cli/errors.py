@@ -3,7 +3,7 @@ and exit status 130."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from latfarm.services.core.config import _FromEnvironment
 
 S = TypeVar("S", bound="_FromEnvironment")
+T = TypeVar("T")
 OUT_OF_BOUNDS = ("greater_than_equal", "greater_than", "less_than_equal", "less_than")  # pydantic's error types
 INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C: 128 + SIGINT, as a shell reports one
 
@@ -56,3 +57,16 @@ def settings_from_env(cls: type[S], prefix: str, **overrides: Any) -> S:
         if (wrong_kind := not_of_kind(first["type"], repr(first["input"]))) is not None:
             raise SystemExit(f"{prefix}: {name}: {wrong_kind}") from err
         raise SystemExit(f"{prefix}: {name}: {first['msg']} (got {first['input']!r})") from err
+
+
+def locked(command: str, take: Callable[[], T], rule: str = "") -> T:
+    """``take()`` (checking or taking a ``common.lock`` lock); a lock another process holds, or one that cannot be
+    taken (no permission), exits with one line naming ``command``, and ``rule`` after a held one's holder."""
+    from latfarm.common.lock import Held
+
+    try:
+        return take()
+    except Held as err:
+        raise SystemExit(f"{command}: {err}{rule}") from err
+    except OSError as err:
+        raise SystemExit(f"{command}: cannot lock {err.filename}: {err.strerror or err}") from err

@@ -14,11 +14,11 @@ from typing import TypeVar
 
 import uvicorn
 
-from latfarm.common.lock import Held, check, hold
+from latfarm.common.lock import check, hold
 from latfarm.services.api.app import create_app
 from latfarm.services.api.deps import warm_arch_tables
 from latfarm.services.cli.database import reachable_database, server_lock
-from latfarm.services.cli.errors import exit_on_error
+from latfarm.services.cli.errors import exit_on_error, locked
 from latfarm.services.core.config import Settings
 from latfarm.services.rpc.processes import GrpcChildren, check_unshared, grpc_processes, reserve_port
 from latfarm.services.rpc.server import build_grpc_server, server_credentials
@@ -26,6 +26,7 @@ from latfarm.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SQLITE_RULE = "; one server per SQLite database (PostgreSQL: several)"
 GRPC_GRACE_S = 3.0
 CHILDREN_START_S = 60.0  # the gRPC children have this long to listen before the URLs are printed
 
@@ -54,17 +55,6 @@ def _bound(port_name: str, bind: Callable[[], T]) -> T:
         raise SystemExit(f"latfarm serve: cannot listen on the {port_name}: {err.strerror or err}") from err
 
 
-def _refused(take: Callable[[], T]) -> T:
-    """``take()``; a lock another server holds (``common.lock.Held``), or one that cannot be taken (no
-    permission), exits with one line."""
-    try:
-        return take()
-    except Held as err:
-        raise SystemExit(f"latfarm serve: {err}; one server per SQLite database (PostgreSQL: several)") from err
-    except OSError as err:
-        raise SystemExit(f"latfarm serve: cannot lock {err.filename}: {err.strerror or err}") from err
-
-
 def _shown(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
@@ -81,7 +71,7 @@ def serve(settings: Settings) -> None:
     with reachable_database("latfarm serve", settings.database_url):  # an unparsable URL: one line
         lock = server_lock(settings.database_url)
     if lock:  # before the ports: the line then names the server that has them
-        _refused(lambda: check(*lock))
+        locked("latfarm serve", lambda: check(*lock), SQLITE_RULE)
     http_sock = _bound(f"REST port {settings.http_port}", lambda: _listen(settings.http_host, settings.http_port))
     grpc_name = f"gRPC port {settings.grpc_port}"
     if settings.grpc_port:  # another server's gRPC port would be shared, not refused
@@ -89,7 +79,9 @@ def serve(settings: Settings) -> None:
     reserved = None
     if processes > 1:  # the children serve the agents; this process holds the port for them
         reserved = _bound(grpc_name, lambda: reserve_port(settings.grpc_listen_host, settings.grpc_port))
-    held = _refused(lambda: hold(lock[0], "latfarm serve", lock[1])) if lock else None  # held while it serves
+    held = None  # the SQLite database's lock, held while it serves
+    if lock:
+        held = locked("latfarm serve", lambda: hold(lock[0], "latfarm serve", lock[1]), SQLITE_RULE)
     with reachable_database("latfarm serve", settings.database_url):
         runtime = Runtime(settings)
         new_admin_key = runtime.bootstrap()

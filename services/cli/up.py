@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,9 +26,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from latfarm.agents.runtimes import ONNXRUNTIME
 from latfarm.agents.state import load_state
-from latfarm.common.lock import Held, check, hold
+from latfarm.common.lock import check, hold
 from latfarm.services.cli.database import reachable_database, server_lock
-from latfarm.services.cli.errors import INTERRUPTED
+from latfarm.services.cli.errors import INTERRUPTED, locked
 from latfarm.services.cli.measure_results import adapted
 from latfarm.services.client import Client, LatfarmError
 from latfarm.services.core.config import Settings, env_name
@@ -88,17 +88,6 @@ def _revoked(settings: Settings, key: str) -> bool:
             return key_revoked(make_sessionmaker(engine), key)
         finally:
             engine.dispose()
-
-
-def _refused(take: Callable[[], T]) -> T:
-    """``take()``; a lock another process holds (``common.lock.Held``), or one that cannot be taken (no
-    permission), exits with one line."""
-    try:
-        return take()
-    except Held as err:
-        raise SystemExit(f"latfarm up: {err}") from err
-    except OSError as err:
-        raise SystemExit(f"latfarm up: cannot lock {err.filename}: {err.strerror or err}") from err
 
 
 def _free(port: int) -> bool:
@@ -320,11 +309,11 @@ def run_up(
     with reachable_database("latfarm up", settings.database_url):  # an unparsable URL: one line
         server = server_lock(settings.database_url)  # its server's, on SQLite: another `serve` may hold it
     for path, place in filter(None, (own, server)):  # before anything is created: creates nothing
-        _refused(lambda: check(path, place))  # noqa: B023 - called at once
+        locked("latfarm up", lambda: check(path, place))  # noqa: B023 - called at once
     for port, flag in ((settings.http_port, "--http-port"), (settings.grpc_port, "--grpc-port")):
         if port and not _free(port):
             raise SystemExit(f"latfarm up: port {port} is in use (is latfarm up already running? use {flag})")
-    with _refused(lambda: hold(own[0], "latfarm up", own[1])):  # until up ends, however it ends
+    with locked("latfarm up", lambda: hold(own[0], "latfarm up", own[1])):  # until up ends, however it ends
         _run(settings, device, samples, calibration)
 
 
