@@ -302,5 +302,6 @@ def test_unknown_space_is_one_cli_line(tmp_path, command):
     from latfarm.services.cli import app
 
     (tmp_path / "latency").mkdir()
+    (tmp_path / "latency" / "a.pt").write_bytes(b"")  # a HELP folder's shape: the space is what is refused
     result = CliRunner().invoke(app, [*command, "--data", str(tmp_path), "--space", "darts"])
     assert result.exit_code != 0 and "darts" in result.output and "Traceback" not in result.output
