@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -36,7 +35,6 @@ from latfarm.services.core.lifetime import die_with_parent
 from latfarm.services.core.security import new_secret
 from latfarm.services.domain.samples import DEFAULT_SAMPLES
 
-T = TypeVar("T")
 console = Console()
 UP_LOCK = "up.lock"  # in the data folder: one ``up`` per folder
 START_TIMEOUT_S = 180.0
